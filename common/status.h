@@ -1,0 +1,44 @@
+/* status.h: the one error enum of vecshard, its text, and its gRPC status code.
+ *
+ * Every function that can fail returns vs_status (VS_OK == 0) and writes results through out_*
+ * parameters; human-readable detail goes into a caller-provided char err[VS_ERR_LEN], never a global.
+ * The table in status.c is the single place mapping a status to text and to a gRPC code, so the
+ * servers answer with the code a client expects (INVALID_ARGUMENT, NOT_FOUND, ...). This header does
+ * not depend on gRPC: the codes are the numeric values of grpc_status_code. */
+#ifndef VS_COMMON_STATUS_H
+#define VS_COMMON_STATUS_H
+
+#include <stddef.h>
+
+#define VS_ERR_LEN 512
+
+typedef enum vs_status {
+    VS_OK = 0,
+    VS_ERR_INVALID_ARGUMENT, /* caller passed something malformed: wrong dim, NaN, k out of range */
+    VS_ERR_OUT_OF_RANGE,     /* a value outside its allowed range (offsets, list ids) */
+    VS_ERR_NOT_FOUND,        /* file, version, partition or key does not exist */
+    VS_ERR_ALREADY_EXISTS,
+    VS_ERR_IO,      /* the OS refused: open, read, write, mmap */
+    VS_ERR_CORRUPT, /* data on disk or on the wire fails validation (magic, size, CRC) */
+    VS_ERR_NOMEM,
+    VS_ERR_UNSUPPORTED, /* valid request for something not built (yet) */
+    VS_ERR_FAILED_PRECONDITION,
+    VS_ERR_UNAVAILABLE,
+    VS_ERR_DEADLINE_EXCEEDED,
+    VS_ERR_CANCELLED,
+    VS_ERR_RESOURCE_EXHAUSTED,
+    VS_ERR_INTERNAL,
+    VS_STATUS_COUNT_
+} vs_status;
+
+/* Short constant name of a status ("INVALID_ARGUMENT"); never NULL, "UNKNOWN" out of range. */
+const char *vs_status_name(vs_status s);
+
+/* gRPC status code (numeric grpc_status_code) that a server answers for s. */
+int vs_status_grpc_code(vs_status s);
+
+/* Writes a formatted message into err (VS_ERR_LEN bytes) when err is non-NULL, and returns s so that
+ * callers can write `return vs_errf(err, VS_ERR_IO, "open %s: %s", path, strerror(errno));`. */
+vs_status vs_errf(char *err, vs_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif

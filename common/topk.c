@@ -1,0 +1,202 @@
+/* topk.c: binary max-heap on (key, id) and the k-way merge (a heap of list cursors plus an
+ * open-addressing set of emitted ids for de-duplication). */
+#include "common/topk.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void sift_down(float *keys, int64_t *ids, size_t n, size_t i, float key, int64_t id)
+{
+    for (;;) {
+        size_t l = 2 * i + 1;
+        if (l >= n)
+            break;
+        size_t r = l + 1, c = l;
+        if (r < n && vs_topk_worse(keys[r], ids[r], keys[l], ids[l]))
+            c = r;
+        if (!vs_topk_worse(keys[c], ids[c], key, id))
+            break;
+        keys[i] = keys[c];
+        ids[i] = ids[c];
+        i = c;
+    }
+    keys[i] = key;
+    ids[i] = id;
+}
+
+void vs_topk_push(vs_topk_t *h, float key, int64_t id)
+{
+    if (h->size < h->k) {
+        size_t i = h->size++;
+        while (i > 0) {
+            size_t p = (i - 1) / 2;
+            if (!vs_topk_worse(key, id, h->keys[p], h->ids[p]))
+                break;
+            h->keys[i] = h->keys[p];
+            h->ids[i] = h->ids[p];
+            i = p;
+        }
+        h->keys[i] = key;
+        h->ids[i] = id;
+        return;
+    }
+    if (h->k == 0 || !vs_topk_worse(h->keys[0], h->ids[0], key, id))
+        return;
+    sift_down(h->keys, h->ids, h->size, 0, key, id);
+}
+
+size_t vs_topk_sort(vs_topk_t *h)
+{
+    /* heap sort: repeatedly move the worst to the end */
+    size_t n = h->size;
+    for (size_t end = n; end > 1; end--) {
+        float k = h->keys[end - 1];
+        int64_t id = h->ids[end - 1];
+        h->keys[end - 1] = h->keys[0];
+        h->ids[end - 1] = h->ids[0];
+        sift_down(h->keys, h->ids, end - 1, 0, k, id);
+    }
+    return n;
+}
+
+void vs_topk_emit(vs_topk_t *h, int larger_is_better, float *out_dist, int64_t *out_ids)
+{
+    size_t n = vs_topk_sort(h);
+    for (size_t i = 0; i < n; i++) {
+        out_dist[i] = larger_is_better ? -h->keys[i] : h->keys[i];
+        out_ids[i] = h->ids[i];
+    }
+    for (size_t i = n; i < h->k; i++) {
+        out_dist[i] = vs_topk_pad_distance(larger_is_better);
+        out_ids[i] = -1;
+    }
+    /* the heap is now sorted, not a heap: leave it empty so misuse is harmless */
+    h->size = 0;
+}
+
+/* ---- k-way merge -------------------------------------------------------------------------------- */
+
+typedef struct cursor {
+    float key;
+    int64_t id;
+    size_t list;
+    size_t pos;
+} cursor_t;
+
+static int cursor_better(const cursor_t *a, const cursor_t *b)
+{
+    if (a->key != b->key)
+        return a->key < b->key;
+    if (a->id != b->id)
+        return a->id < b->id;
+    return a->list < b->list;
+}
+
+static void cursor_sift_down(cursor_t *c, size_t n, size_t i)
+{
+    cursor_t x = c[i];
+    for (;;) {
+        size_t l = 2 * i + 1;
+        if (l >= n)
+            break;
+        size_t best = l;
+        if (l + 1 < n && cursor_better(&c[l + 1], &c[l]))
+            best = l + 1;
+        if (!cursor_better(&c[best], &x))
+            break;
+        c[i] = c[best];
+        i = best;
+    }
+    c[i] = x;
+}
+
+static size_t list_len(const vs_topk_list_t *l)
+{
+    size_t n = 0;
+    while (n < l->len && l->ids[n] >= 0)
+        n++;
+    return n;
+}
+
+static uint64_t hash_id(int64_t id)
+{
+    uint64_t z = (uint64_t)id * 0x9e3779b97f4a7c15ull;
+    return z ^ (z >> 29);
+}
+
+/* Inserts id into the set; returns 0 when it was already there. */
+static int set_insert(int64_t *slots, size_t mask, int64_t id)
+{
+    for (size_t i = hash_id(id) & mask;; i = (i + 1) & mask) {
+        if (slots[i] == -1) {
+            slots[i] = id;
+            return 1;
+        }
+        if (slots[i] == id)
+            return 0;
+    }
+}
+
+vs_status vs_topk_merge(const vs_topk_list_t *lists, size_t n_lists, int larger_is_better, size_t k,
+                        float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
+{
+    if (k == 0 || k > VS_TOPK_MAX_K)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %zu is out of range 1..%u", k, VS_TOPK_MAX_K);
+    for (size_t l = 0; l < n_lists; l++) {
+        size_t n = list_len(&lists[l]);
+        for (size_t i = 1; i < n; i++) {
+            float a = vs_topk_key(lists[l].dist[i - 1], larger_is_better);
+            float b = vs_topk_key(lists[l].dist[i], larger_is_better);
+            if (!(a <= b))
+                return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "list %zu is not sorted at position %zu", l, i);
+        }
+    }
+    size_t cap = 16;
+    while (cap < 2 * k)
+        cap *= 2;
+    cursor_t *heap = malloc((n_lists ? n_lists : 1) * sizeof *heap);
+    int64_t *seen = malloc(cap * sizeof *seen);
+    if (heap == NULL || seen == NULL) {
+        free(heap);
+        free(seen);
+        return vs_errf(err, VS_ERR_NOMEM, "k-way merge: out of memory");
+    }
+    memset(seen, 0xff, cap * sizeof *seen); /* every slot -1 */
+
+    size_t n_heap = 0;
+    for (size_t l = 0; l < n_lists; l++) {
+        if (list_len(&lists[l]) == 0)
+            continue;
+        heap[n_heap++] = (cursor_t){vs_topk_key(lists[l].dist[0], larger_is_better), lists[l].ids[0], l, 0};
+    }
+    for (size_t i = n_heap; i-- > 0;)
+        cursor_sift_down(heap, n_heap, i);
+
+    size_t out = 0;
+    while (out < k && n_heap > 0) {
+        cursor_t *top = &heap[0];
+        if (set_insert(seen, cap - 1, top->id)) {
+            out_dist[out] = lists[top->list].dist[top->pos];
+            out_ids[out] = top->id;
+            out++;
+        }
+        const vs_topk_list_t *l = &lists[top->list];
+        size_t next = top->pos + 1;
+        if (next < l->len && l->ids[next] >= 0) {
+            top->pos = next;
+            top->key = vs_topk_key(l->dist[next], larger_is_better);
+            top->id = l->ids[next];
+        } else {
+            heap[0] = heap[--n_heap];
+        }
+        if (n_heap > 0)
+            cursor_sift_down(heap, n_heap, 0);
+    }
+    for (; out < k; out++) {
+        out_dist[out] = vs_topk_pad_distance(larger_is_better);
+        out_ids[out] = -1;
+    }
+    free(heap);
+    free(seen);
+    return VS_OK;
+}

@@ -1,0 +1,85 @@
+/* topk.h: bounded top-k selection and the k-way merge of per-partition result lists.
+ *
+ * The heap works on a "key" where smaller is better: for L2 the key is the distance (a max-heap of
+ * the k best keeps the worst on top), for similarities (IP, cosine) the key is the negated similarity,
+ * which makes the same max-heap a min-heap on similarity. Negation is exact in IEEE arithmetic, so
+ * nothing is lost. Ties are broken by id (smaller id wins), so results are deterministic whatever the
+ * order candidates arrive in. The heap lives in caller storage: the hot path allocates nothing.
+ * Missing results are padded with id -1 and distance +inf (L2) or -inf (similarities). */
+#ifndef VS_COMMON_TOPK_H
+#define VS_COMMON_TOPK_H
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+/* Largest k any search accepts (requests above it are INVALID_ARGUMENT). */
+#define VS_TOPK_MAX_K 10000u
+
+typedef struct vs_topk {
+    float *keys;  /* k slots, borrowed */
+    int64_t *ids; /* k slots, borrowed */
+    size_t k;
+    size_t size;
+} vs_topk_t;
+
+/* Prepares an empty heap of capacity k over caller buffers keys[k], ids[k]. */
+static inline void vs_topk_init(vs_topk_t *h, size_t k, float *keys, int64_t *ids)
+{
+    h->keys = keys;
+    h->ids = ids;
+    h->k = k;
+    h->size = 0;
+}
+
+/* The key a candidate must beat to enter: the worst kept key when full, +inf before. */
+static inline float vs_topk_threshold(const vs_topk_t *h)
+{
+    return h->size == h->k && h->k > 0 ? h->keys[0] : INFINITY;
+}
+
+/* 1 when (ka, ia) ranks worse than (kb, ib). */
+static inline int vs_topk_worse(float ka, int64_t ia, float kb, int64_t ib)
+{
+    return ka > kb || (ka == kb && ia > ib);
+}
+
+/* Offers a candidate; O(log k). Callers usually test key <= vs_topk_threshold() first. */
+void vs_topk_push(vs_topk_t *h, float key, int64_t id);
+
+/* Sorts the kept entries best first in place (heap order is lost) and returns how many there are. */
+size_t vs_topk_sort(vs_topk_t *h);
+
+/* Sorts h, then writes k results into out_dist/out_ids best first, converting keys back into
+ * distances (negating when larger_is_better) and padding missing slots with id -1. */
+void vs_topk_emit(vs_topk_t *h, int larger_is_better, float *out_dist, int64_t *out_ids);
+
+/* Key of a distance: d for L2, -d for similarities. */
+static inline float vs_topk_key(float dist, int larger_is_better)
+{
+    return larger_is_better ? -dist : dist;
+}
+
+/* The padding distance for a missing result. */
+static inline float vs_topk_pad_distance(int larger_is_better)
+{
+    return larger_is_better ? -INFINITY : INFINITY;
+}
+
+/* One sorted result list (best first, as emitted by an index); entries with id -1 end the list. */
+typedef struct vs_topk_list {
+    const float *dist;
+    const int64_t *ids;
+    size_t len;
+} vs_topk_list_t;
+
+/* k-way merge of n_lists sorted lists into the k best (out_dist[k], out_ids[k], best first), dropping
+ * repeated ids (the better occurrence is kept; on equal distance the first list wins) and padding with
+ * id -1. Ties are broken by id. VS_ERR_INVALID_ARGUMENT if k is 0 or above VS_TOPK_MAX_K or a list is
+ * not sorted; VS_ERR_NOMEM. Allocates O(n_lists + k) scratch. Thread-safe (no shared state). */
+vs_status vs_topk_merge(const vs_topk_list_t *lists, size_t n_lists, int larger_is_better, size_t k,
+                        float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN]);
+
+#endif

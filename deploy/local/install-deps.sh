@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages vecshard needs to build, test, benchmark and run its demo.
+# Idempotent: installs only what is missing. As root it runs apt-get; otherwise it prints the
+# exact command to run. Usage: deploy/local/install-deps.sh [--print]
+set -euo pipefail
+
+# build: compilers come with the machine; these are the libraries and tools the build links or runs.
+build_pkgs=(cmake pkg-config make gcc g++ libopenblas-dev zlib1g-dev libcjson-dev)
+# tests and demo: the Fashion-MNIST data set and the peers we benchmark against in the same run.
+test_pkgs=(dataset-fashion-mnist python3-numpy python3-faiss libhnswlib-dev)
+pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}")
+
+missing=()
+for p in "${pkgs[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all ${#pkgs[@]} packages present"
+    exit 0
+fi
+
+cmd="apt-get install -y --no-install-recommends ${missing[*]}"
+if [ "${1:-}" = "--print" ] || [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: missing packages; run as root:"
+    echo "  apt-get update && $cmd"
+    [ "${1:-}" = "--print" ] && exit 0
+    exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# A fresh machine has no package lists; refresh them when the first install attempt cannot find a package.
+if ! $cmd; then
+    apt-get update
+    $cmd
+fi

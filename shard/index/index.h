@@ -1,0 +1,106 @@
+/* index.h: the one interface every index type (Flat, IVF, HNSW) offers, built from a FAISS
+ * index_factory string, so tools, the shard and the benchmark handle any index the same way.
+ *
+ * Life cycle: vs_index_create(factory) -> vs_index_train (no-op for Flat) -> vs_index_add ->
+ * vs_index_search (any number, from any number of threads). Search parameters use FAISS's names
+ * (nprobe, efSearch, k_factor); 0 means the index default.
+ * Results follow the distance convention of common/distance.h and are sorted best first, ties by id;
+ * missing results are id -1. Not here: persistence (the index file format arrives with IVF-PQ). */
+#ifndef VS_SHARD_INDEX_INDEX_H
+#define VS_SHARD_INDEX_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/distance.h"
+#include "common/progress.h"
+#include "common/status.h"
+
+typedef enum vs_index_type {
+    VS_INDEX_FLAT = 1,
+    VS_INDEX_IVF,
+    VS_INDEX_HNSW,
+} vs_index_type;
+
+typedef enum vs_ivf_codec {
+    VS_CODEC_FLAT = 1, /* float32 vectors in the lists */
+    VS_CODEC_PQ,       /* product quantizer codes */
+    VS_CODEC_SQ8,
+} vs_ivf_codec;
+
+typedef enum vs_refine {
+    VS_REFINE_NONE = 0,
+    VS_REFINE_FLAT, /* ,RFlat: exact float32 re-rank of k*k_factor candidates */
+    VS_REFINE_SQ8,  /* ,RSQ8: re-rank with 8-bit scalar-quantised vectors */
+} vs_refine;
+
+/* A parsed factory string. */
+typedef struct vs_factory_spec {
+    vs_index_type type;
+    uint32_t nlist;     /* IVF{nlist} */
+    vs_ivf_codec codec; /* IVF codec, or HNSW storage (FLAT or SQ8) */
+    uint32_t pq_m;      /* PQ{m} */
+    uint32_t pq_nbits;  /* PQ{m}x{nbits}: 8 (default) or 4 */
+    int fastscan;       /* PQ{m}x4fs */
+    vs_refine refine;
+    uint32_t hnsw_m; /* HNSW{M} */
+} vs_factory_spec_t;
+
+/* Parses FAISS index_factory grammar for what vecshard supports: "Flat", "IVF{n},Flat",
+ * "IVF{n},PQ{m}[x8|x4fs]", any IVF form followed by ",RFlat" or ",RSQ8", "HNSW{M}", "HNSW{M},SQ8".
+ * Numbers must be in range (nlist 1..2^24, m 1..dim, M 2..256). VS_ERR_INVALID_ARGUMENT with the
+ * offending part otherwise. Does not check dim divisibility (vs_index_create does). */
+vs_status vs_factory_parse(const char *factory, vs_factory_spec_t *out, char err[VS_ERR_LEN]);
+
+/* Canonical factory string of a spec into buf (n bytes). */
+void vs_factory_format(const vs_factory_spec_t *spec, char *buf, size_t n);
+
+/* Search-time parameters; 0 = index default. */
+typedef struct vs_search_params {
+    uint32_t nprobe;    /* IVF lists scanned per query */
+    uint32_t ef_search; /* HNSW candidate list size */
+    float k_factor;     /* refine: re-rank k*k_factor candidates */
+} vs_search_params_t;
+
+/* Parses "nprobe=8,efSearch=64,k_factor=4" (FAISS names; "ef_search" is accepted too) into *out,
+ * starting from zeros. Empty string = all defaults. VS_ERR_INVALID_ARGUMENT names the bad item. */
+vs_status vs_search_params_parse(const char *s, vs_search_params_t *out, char err[VS_ERR_LEN]);
+
+typedef struct vs_index vs_index_t; /* opaque */
+
+/* Creates an empty index of dimension dim (1..65536) for metric from a factory string.
+ * VS_ERR_INVALID_ARGUMENT for a bad string or parameters inconsistent with dim; VS_ERR_UNSUPPORTED
+ * for a valid string whose index type is not built yet. *out is freed with vs_index_destroy. */
+vs_status vs_index_create(uint32_t dim, vs_metric metric, const char *factory, vs_index_t **out,
+                          char err[VS_ERR_LEN]);
+void vs_index_destroy(vs_index_t *idx); /* NULL is a no-op */
+
+/* 1 when the index must be trained before add. */
+int vs_index_needs_training(const vs_index_t *idx);
+
+/* Trains on n vectors (n*dim floats, borrowed, not kept). No-op for Flat. n_threads 0 = all CPUs. */
+vs_status vs_index_train(vs_index_t *idx, size_t n, const float *x, size_t n_threads,
+                         const vs_progress_cb_t *progress, char err[VS_ERR_LEN]);
+
+/* Adds n vectors (copied) with ids[n] (NULL = consecutive from the current count). Vectors must be
+ * finite (VS_ERR_INVALID_ARGUMENT names the first bad one); ids must be >= 0. On failure the index is
+ * unchanged. Not thread-safe against concurrent search. */
+vs_status vs_index_add(vs_index_t *idx, size_t n, const float *x, const int64_t *ids, size_t n_threads,
+                       const vs_progress_cb_t *progress, char err[VS_ERR_LEN]);
+
+/* Searches nq queries (nq*dim floats) for their k nearest: out_dist[nq*k], out_ids[nq*k].
+ * k in 1..VS_TOPK_MAX_K; queries must be finite; params may be NULL (defaults); n_threads 0 = all
+ * CPUs. VS_ERR_INVALID_ARGUMENT for bad k, params or queries, with outputs untouched.
+ * Thread-safe: any number of concurrent searches on one index. */
+vs_status vs_index_search(const vs_index_t *idx, size_t nq, const float *q, size_t k,
+                          const vs_search_params_t *params, size_t n_threads, float *out_dist,
+                          int64_t *out_ids, char err[VS_ERR_LEN]);
+
+size_t vs_index_count(const vs_index_t *idx);
+uint32_t vs_index_dim(const vs_index_t *idx);
+vs_metric vs_index_metric(const vs_index_t *idx);
+const vs_factory_spec_t *vs_index_spec(const vs_index_t *idx);
+/* Bytes the index holds in memory for its data (vectors, codes, ids, norms, graph). */
+size_t vs_index_memory_bytes(const vs_index_t *idx);
+
+#endif

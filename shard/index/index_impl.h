@@ -1,0 +1,22 @@
+/* index_impl.h: what an index type implements to sit behind vs_index_t (internal to shard/index). */
+#ifndef VS_SHARD_INDEX_INDEX_IMPL_H
+#define VS_SHARD_INDEX_INDEX_IMPL_H
+
+#include "shard/index/index.h"
+
+typedef struct vs_index_ops {
+    vs_status (*train)(void *impl, size_t n, const float *x, size_t n_threads,
+                       const vs_progress_cb_t *progress, char *err);
+    vs_status (*add)(void *impl, size_t n, const float *x, const int64_t *ids, size_t n_threads,
+                     const vs_progress_cb_t *progress, char *err);
+    /* Arguments already validated by vs_index_search (k range, finite queries, n_threads >= 1). */
+    vs_status (*search)(const void *impl, size_t nq, const float *q, size_t k,
+                        const vs_search_params_t *params, size_t n_threads, float *out_dist, int64_t *out_ids,
+                        char *err);
+    size_t (*count)(const void *impl);
+    size_t (*memory_bytes)(const void *impl);
+    int (*needs_training)(const void *impl);
+    void (*destroy)(void *impl);
+} vs_index_ops_t;
+
+#endif

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# vecshard-gt on Fashion-MNIST must agree with a double-precision brute force, rank by rank, allowing
+# only exact distance ties (pixels are integers, so distances are exact integers: any disagreement is
+# a bug, not rounding). Runs 2,000 queries with k=100 and checks the first 150 of them by brute force.
+# Skips (exit 77) when Debian's dataset-fashion-mnist is not installed.
+set -euo pipefail
+bin=$1
+tmp=$2
+data=/usr/share/datasets/fashion-mnist
+if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
+    echo "skip: dataset-fashion-mnist is not installed"
+    exit 77
+fi
+out=$(mktemp -d "$tmp/gt_fashion.XXXXXX")
+trap 'rm -rf "$out"' EXIT
+"$bin/vecshard-gt" --base "$data/train-images-idx3-ubyte.gz" --queries "$data/t10k-images-idx3-ubyte.gz" \
+    --nq 2000 --k 100 --out "$out/gt.ivecs" --check 150 --quiet | tee "$out/log"
+grep -q "^check: 150 of 150 queries agree" "$out/log"
+# the written file has 2000 rows of 100 ids, each a valid base row
+size=$(stat -c %s "$out/gt.ivecs")
+test "$size" -eq $((2000 * (4 + 100 * 4)))
+echo "1 passed, 0 failed"

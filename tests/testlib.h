@@ -1,0 +1,55 @@
+/* testlib.h: the tiny assertion layer of vecshard's C tests. A test binary runs its cases, prints one
+ * line per failed check with file:line, and a closing "N passed, N failed" line; it exits 1 on any
+ * failure. Checks never abort the process, so one run reports every failure. */
+#ifndef VS_TESTS_TESTLIB_H
+#define VS_TESTS_TESTLIB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+extern int vs_test_failures;
+extern int vs_test_checks;
+
+#define CHECK(cond)                                                                                          \
+    do {                                                                                                     \
+        vs_test_checks++;                                                                                    \
+        if (!(cond)) {                                                                                       \
+            vs_test_failures++;                                                                              \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);                         \
+        }                                                                                                    \
+    } while (0)
+
+#define CHECKF(cond, ...)                                                                                    \
+    do {                                                                                                     \
+        vs_test_checks++;                                                                                    \
+        if (!(cond)) {                                                                                       \
+            vs_test_failures++;                                                                              \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond);                         \
+            fprintf(stderr, __VA_ARGS__);                                                                    \
+            fputc('\n', stderr);                                                                             \
+        }                                                                                                    \
+    } while (0)
+
+/* Runs one test case function and reports it. */
+#define RUN(fn)                                                                                              \
+    do {                                                                                                     \
+        int before_ = vs_test_failures;                                                                      \
+        fn();                                                                                                \
+        vs_test_case_done(#fn, vs_test_failures == before_);                                                 \
+    } while (0)
+
+void vs_test_case_done(const char *name, int ok);
+/* Prints the closing line and returns the process exit code. */
+int vs_test_finish(void);
+
+/* A fresh directory for this test's files under $VS_TEST_TMPDIR (or /tmp); returns a static buffer. */
+const char *vs_test_tmpdir(const char *test_name);
+/* Joins the test tmpdir and a file name into a static rotating buffer (8 slots). */
+const char *vs_test_path(const char *test_name, const char *file);
+
+/* Deterministic PRNG (splitmix64) for test data. */
+uint64_t vs_test_rand(uint64_t *state);
+float vs_test_randf(uint64_t *state); /* uniform in [-1, 1) */
+
+#endif

@@ -1,0 +1,151 @@
+/* test_topk: the bounded heap and the k-way merge against a sort-based reference, with many ties. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/topk.h"
+#include "tests/testlib.h"
+
+typedef struct kv {
+    float key;
+    int64_t id;
+} kv_t;
+
+static int kv_cmp(const void *a, const void *b)
+{
+    const kv_t *x = a, *y = b;
+    if (x->key != y->key)
+        return x->key < y->key ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static void test_heap_matches_sort(void)
+{
+    uint64_t st = 1;
+    for (int rep = 0; rep < 300; rep++) {
+        size_t n = 1 + vs_test_rand(&st) % 500, k = 1 + vs_test_rand(&st) % 60;
+        int larger = (int)(vs_test_rand(&st) & 1);
+        kv_t *all = malloc(n * sizeof *all);
+        float keys[64], dist[64];
+        int64_t ids[64], out_ids[64];
+        vs_topk_t h;
+        vs_topk_init(&h, k, keys, ids);
+        for (size_t i = 0; i < n; i++) {
+            float d = (float)(vs_test_rand(&st) % 20); /* many ties */
+            int64_t id = (int64_t)((i * 7919) % 100003);
+            all[i] = (kv_t){vs_topk_key(d, larger), id};
+            vs_topk_push(&h, vs_topk_key(d, larger), id);
+        }
+        qsort(all, n, sizeof *all, kv_cmp);
+        vs_topk_emit(&h, larger, dist, out_ids);
+        for (size_t i = 0; i < k; i++) {
+            if (i < n) {
+                CHECKF(out_ids[i] == all[i].id && dist[i] == (larger ? -all[i].key : all[i].key),
+                       "rep %d rank %zu: got %lld want %lld", rep, i, (long long)out_ids[i],
+                       (long long)all[i].id);
+            } else {
+                CHECK(out_ids[i] == -1 && dist[i] == vs_topk_pad_distance(larger));
+            }
+        }
+        free(all);
+    }
+}
+
+static void test_threshold(void)
+{
+    float keys[2];
+    int64_t ids[2];
+    vs_topk_t h;
+    vs_topk_init(&h, 2, keys, ids);
+    CHECK(vs_topk_threshold(&h) == INFINITY);
+    vs_topk_push(&h, 5, 1);
+    CHECK(vs_topk_threshold(&h) == INFINITY);
+    vs_topk_push(&h, 3, 2);
+    CHECK(vs_topk_threshold(&h) == 5);
+    vs_topk_push(&h, 5, 0); /* same key, smaller id: replaces id 1 */
+    CHECK(vs_topk_threshold(&h) == 5 && ids[0] == 0);
+    vs_topk_push(&h, 9, 3); /* worse: ignored */
+    CHECK(h.size == 2);
+}
+
+static void test_merge(void)
+{
+    /* L2: three partitions; id 7 appears twice (replica overlap), padding ends list 2 */
+    float d0[] = {1, 4, 6}, d1[] = {1, 2, 4}, d2[] = {3, INFINITY, INFINITY};
+    int64_t i0[] = {9, 7, 11}, i1[] = {5, 7, 12}, i2[] = {3, -1, -1};
+    vs_topk_list_t lists[] = {{d0, i0, 3}, {d1, i1, 3}, {d2, i2, 3}};
+    float od[6];
+    int64_t oi[6];
+    char err[VS_ERR_LEN];
+    CHECK(vs_topk_merge(lists, 3, 0, 6, od, oi, err) == VS_OK);
+    /* order: (1,5) (1,9) (2,7) (3,3) (4,7 dup dropped) (4,12) (6,11) */
+    int64_t expect[] = {5, 9, 7, 3, 12, 11};
+    for (int i = 0; i < 6; i++)
+        CHECKF(oi[i] == expect[i], "rank %d got %lld want %lld", i, (long long)oi[i], (long long)expect[i]);
+    CHECK(od[2] == 2.0f); /* the better occurrence of id 7 was kept */
+    /* more k than results: padding */
+    float pd[10];
+    int64_t pi[10];
+    CHECK(vs_topk_merge(lists, 3, 0, 10, pd, pi, err) == VS_OK);
+    CHECK(pi[6] == -1 && pi[9] == -1 && pd[9] == INFINITY);
+    /* similarity: larger first */
+    float s0[] = {0.9f, 0.5f}, s1[] = {0.95f, 0.1f};
+    int64_t j0[] = {1, 2}, j1[] = {3, 4};
+    vs_topk_list_t sl[] = {{s0, j0, 2}, {s1, j1, 2}};
+    CHECK(vs_topk_merge(sl, 2, 1, 3, od, oi, err) == VS_OK);
+    CHECK(oi[0] == 3 && oi[1] == 1 && oi[2] == 2 && od[0] == 0.95f);
+    /* errors */
+    CHECK(vs_topk_merge(lists, 3, 0, 0, od, oi, err) == VS_ERR_INVALID_ARGUMENT);
+    CHECK(vs_topk_merge(lists, 3, 0, VS_TOPK_MAX_K + 1, od, oi, err) == VS_ERR_INVALID_ARGUMENT);
+    float bad[] = {3, 1};
+    vs_topk_list_t bl = {bad, j0, 2};
+    CHECK(vs_topk_merge(&bl, 1, 0, 2, od, oi, err) == VS_ERR_INVALID_ARGUMENT && strstr(err, "not sorted"));
+    CHECK(vs_topk_merge(NULL, 0, 0, 2, od, oi, err) == VS_OK && oi[0] == -1 && oi[1] == -1);
+}
+
+static void test_merge_random_against_reference(void)
+{
+    uint64_t st = 99;
+    for (int rep = 0; rep < 100; rep++) {
+        size_t nl = 1 + vs_test_rand(&st) % 6, len = 1 + vs_test_rand(&st) % 30,
+               k = 1 + vs_test_rand(&st) % 40;
+        float *d = malloc(nl * len * sizeof(float));
+        int64_t *id = malloc(nl * len * sizeof(int64_t));
+        vs_topk_list_t *ls = malloc(nl * sizeof *ls);
+        kv_t *all = malloc(nl * len * sizeof *all);
+        size_t na = 0;
+        for (size_t l = 0; l < nl; l++) {
+            /* each list: distinct ids within the list (as an index emits), sorted by (key, id) */
+            kv_t *tmp = all + na;
+            for (size_t i = 0; i < len; i++)
+                tmp[i] = (kv_t){(float)(vs_test_rand(&st) % 10), (int64_t)(l * 1000 + i)};
+            qsort(tmp, len, sizeof *tmp, kv_cmp);
+            for (size_t i = 0; i < len; i++) {
+                d[l * len + i] = tmp[i].key;
+                id[l * len + i] = tmp[i].id;
+            }
+            ls[l] = (vs_topk_list_t){d + l * len, id + l * len, len};
+            na += len;
+        }
+        qsort(all, na, sizeof *all, kv_cmp);
+        float od[40];
+        int64_t oi[40];
+        char err[VS_ERR_LEN];
+        CHECK(vs_topk_merge(ls, nl, 0, k, od, oi, err) == VS_OK);
+        for (size_t i = 0; i < k; i++)
+            CHECKF(oi[i] == (i < na ? all[i].id : -1), "rep %d rank %zu", rep, i);
+        free(d);
+        free(id);
+        free(ls);
+        free(all);
+    }
+}
+
+int main(void)
+{
+    RUN(test_heap_matches_sort);
+    RUN(test_threshold);
+    RUN(test_merge);
+    RUN(test_merge_random_against_reference);
+    return vs_test_finish();
+}
