@@ -11,7 +11,7 @@
 #include "shard/index/flat.h"
 #include "shard/index/index.h"
 #include "shard/index/index_impl.h"
-#include "shard/index/parallel.h"
+#include "common/parallel.h"
 
 /* Reads a decimal number at *p within [lo, hi]; advances *p. */
 static int read_uint(const char **p, uint32_t lo, uint32_t hi, uint32_t *out)

@@ -8,7 +8,7 @@
 #include <cblas.h>
 
 #include "common/topk.h"
-#include "shard/index/parallel.h"
+#include "common/parallel.h"
 
 #define QBLOCK 128  /* queries per sgemm block (also the task unit of the BLAS path) */
 #define BBLOCK 1024 /* base rows per sgemm block: QBLOCK*BBLOCK floats of products stay in L2 */

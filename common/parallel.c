@@ -1,5 +1,5 @@
 /* parallel.c: see parallel.h. */
-#include "shard/index/parallel.h"
+#include "common/parallel.h"
 
 #include <pthread.h>
 #include <stdlib.h>

@@ -5,8 +5,8 @@
  *
  * OpenBLAS: indexes do their own threading, so vs_parallel_blas_single() puts OpenBLAS in
  * single-threaded mode once per process; threads and BLAS threads then never oversubscribe cores. */
-#ifndef VS_SHARD_INDEX_PARALLEL_H
-#define VS_SHARD_INDEX_PARALLEL_H
+#ifndef VS_COMMON_PARALLEL_H
+#define VS_COMMON_PARALLEL_H
 
 #include <stddef.h>
 
