@@ -1,7 +1,9 @@
 /* testlib.c: see testlib.h. */
 #include "tests/testlib.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -51,6 +53,33 @@ const char *vs_test_path(const char *test_name, const char *file)
     return p;
 }
 
+vs_test_pathbuf_t vs_test_pathcopy(const char *test_name, const char *file)
+{
+    vs_test_pathbuf_t p;
+    snprintf(p.s, sizeof p.s, "%s", vs_test_path(test_name, file));
+    return p;
+}
+
+void vs_test_cleanup(const char *test_name)
+{
+    char dir[1100];
+    snprintf(dir, sizeof dir, "%s", vs_test_tmpdir(test_name));
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        char p[1400];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        if (unlink(p) != 0)
+            rmdir(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
 uint64_t vs_test_rand(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
@@ -62,4 +91,47 @@ uint64_t vs_test_rand(uint64_t *state)
 float vs_test_randf(uint64_t *state)
 {
     return (float)((double)(vs_test_rand(state) >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+}
+
+double vs_test_gauss(uint64_t *state)
+{
+    double u1 = ((double)(vs_test_rand(state) >> 11) + 1.0) * 0x1.0p-53;
+    double u2 = (double)(vs_test_rand(state) >> 11) * 0x1.0p-53;
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
+void vs_test_clustered(float *out, size_t n, uint32_t d, uint32_t n_centers, float sigma,
+                       uint64_t center_seed, uint64_t point_seed)
+{
+    float *centers = malloc((size_t)n_centers * d * sizeof(float));
+    if (centers == NULL) {
+        fprintf(stderr, "vs_test_clustered: out of memory\n");
+        exit(2);
+    }
+    uint64_t cs = center_seed;
+    for (size_t i = 0; i < (size_t)n_centers * d; i++)
+        centers[i] = (float)vs_test_gauss(&cs);
+    uint64_t ps = point_seed;
+    for (size_t i = 0; i < n; i++) {
+        const float *c = centers + (vs_test_rand(&ps) % n_centers) * d;
+        for (uint32_t j = 0; j < d; j++)
+            out[i * d + j] = c[j] + sigma * (float)vs_test_gauss(&ps);
+    }
+    free(centers);
+}
+
+double vs_test_recall(const int64_t *ids, size_t k_ids, const int64_t *gt, size_t k_gt, size_t nq, size_t at)
+{
+    double sum = 0;
+    for (size_t i = 0; i < nq; i++) {
+        size_t hit = 0;
+        for (size_t a = 0; a < at; a++)
+            for (size_t b = 0; b < at; b++)
+                if (ids[i * k_ids + a] >= 0 && ids[i * k_ids + a] == gt[i * k_gt + b]) {
+                    hit++;
+                    break;
+                }
+        sum += (double)hit / (double)at;
+    }
+    return sum / (double)nq;
 }

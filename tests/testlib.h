@@ -48,8 +48,29 @@ const char *vs_test_tmpdir(const char *test_name);
 /* Joins the test tmpdir and a file name into a static rotating buffer (8 slots). */
 const char *vs_test_path(const char *test_name, const char *file);
 
+/* A copy of vs_test_path's result (tests keep many paths alive at once). */
+typedef struct vs_test_pathbuf {
+    char s[1200];
+} vs_test_pathbuf_t;
+vs_test_pathbuf_t vs_test_pathcopy(const char *test_name, const char *file);
+
+/* Removes the test's (flat) tmpdir and everything in it. */
+void vs_test_cleanup(const char *test_name);
+
 /* Deterministic PRNG (splitmix64) for test data. */
 uint64_t vs_test_rand(uint64_t *state);
 float vs_test_randf(uint64_t *state); /* uniform in [-1, 1) */
+
+/* Standard normal deviate (Box-Muller on vs_test_rand). */
+double vs_test_gauss(uint64_t *state);
+
+/* Synthetic clustered data, deterministic from seed: n_centers centres drawn N(0, 1) per dimension
+ * (from center_seed, so base and queries can share centres), then each of the n points is a random
+ * centre plus N(0, sigma) noise per dimension. out: n*d floats. */
+void vs_test_clustered(float *out, size_t n, uint32_t d, uint32_t n_centers, float sigma,
+                       uint64_t center_seed, uint64_t point_seed);
+
+/* Mean over nq queries of |ids[:at] & gt[:at]| / at (ids and gt rows of stride k_ids / k_gt). */
+double vs_test_recall(const int64_t *ids, size_t k_ids, const int64_t *gt, size_t k_gt, size_t nq, size_t at);
 
 #endif

@@ -11,6 +11,7 @@
 #include "shard/index/flat.h"
 #include "shard/index/index.h"
 #include "shard/index/index_impl.h"
+#include "shard/index/ivf.h"
 #include "common/parallel.h"
 
 /* Reads a decimal number at *p within [lo, hi]; advances *p. */
@@ -206,9 +207,13 @@ vs_status vs_index_create(uint32_t dim, vs_metric metric, const char *factory, v
         idx->ops = &vs_flat_ops;
         st = vs_flat_create(dim, metric, (vs_flat_t **)&idx->impl, err);
         break;
+    case VS_INDEX_IVF:
+        idx->ops = &vs_ivf_ops;
+        st = vs_ivf_create(dim, metric, &spec, (vs_ivf_t **)&idx->impl, err);
+        break;
     default:
-        st = vs_errf(err, VS_ERR_UNSUPPORTED, "index type '%s' is parsed but not built yet (only Flat is)",
-                     factory);
+        st = vs_errf(err, VS_ERR_UNSUPPORTED,
+                     "index type '%s' is parsed but not built yet (Flat and IVF are)", factory);
         break;
     }
     if (st != VS_OK) {

@@ -17,38 +17,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
-typedef struct pathbuf {
-    char s[1200];
-} pathbuf;
-
-/* vs_test_path rotates 8 static slots; tests keep many paths alive, so copy each one out. */
-static pathbuf tpath(const char *tcase, const char *file)
-{
-    pathbuf p;
-    snprintf(p.s, sizeof p.s, "%s", vs_test_path(tcase, file));
-    return p;
-}
-
-/* Removes the (flat) per-case directory and everything in it. */
-static void cleanup(const char *tcase)
-{
-    char dir[1100];
-    snprintf(dir, sizeof dir, "%s", vs_test_tmpdir(tcase));
-    DIR *d = opendir(dir);
-    if (d == NULL)
-        return;
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        char p[1400];
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
-        if (unlink(p) != 0)
-            rmdir(p);
-    }
-    closedir(d);
-    rmdir(dir);
-}
+typedef vs_test_pathbuf_t pathbuf;
+#define tpath vs_test_pathcopy
+#define cleanup vs_test_cleanup
 
 static int write_file(const char *path, const void *data, size_t len)
 {

@@ -1,0 +1,234 @@
+/* fastscan.c: packing, table quantisation and the scan kernels (scalar reference, AVX2, AVX-512).
+ * All three compute the same integer sums, so they offer exactly the same candidates.
+ *
+ * SIMD accumulation: the two lookups of a pair are added as bytes (each <= 127), then added into 16-bit
+ * lanes twice: "all" gets the whole 16-bit word (low byte = even vector, high byte = odd vector, wrapping
+ * is harmless) and "odd" gets the word shifted right by 8; at the end even = all - (odd << 8). */
+#include "shard/index/fastscan.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define VS_HAVE_X86 1
+#endif
+
+void vs_fs_put(uint8_t *blocks, uint32_t m, size_t pos, const uint8_t *codes)
+{
+    uint32_t P = vs_fs_pairs(m);
+    uint8_t *b = blocks + pos / VS_FS_BLOCK * (size_t)P * VS_FS_BLOCK + pos % VS_FS_BLOCK;
+    for (uint32_t j = 0; j < m; j++)
+        b[(j / 2) * VS_FS_BLOCK] |= (uint8_t)((codes[j] & 15) << ((j & 1) * 4));
+}
+
+void vs_fs_clear(uint8_t *blocks, uint32_t m, size_t pos)
+{
+    uint32_t P = vs_fs_pairs(m);
+    uint8_t *b = blocks + pos / VS_FS_BLOCK * (size_t)P * VS_FS_BLOCK + pos % VS_FS_BLOCK;
+    for (uint32_t p = 0; p < P; p++)
+        b[p * VS_FS_BLOCK] = 0;
+}
+
+uint8_t vs_fs_get(const uint8_t *blocks, uint32_t m, size_t pos, uint32_t j)
+{
+    uint32_t P = vs_fs_pairs(m);
+    const uint8_t *b = blocks + pos / VS_FS_BLOCK * (size_t)P * VS_FS_BLOCK + pos % VS_FS_BLOCK;
+    return (uint8_t)((b[(j / 2) * VS_FS_BLOCK] >> ((j & 1) * 4)) & 15);
+}
+
+void vs_fs_quantize_lut(const float *lut, uint32_t m, uint8_t *qlut, float *out_bias, float *out_scale)
+{
+    uint32_t P = vs_fs_pairs(m);
+    float range = 0.0f, bias = 0.0f, mins[VS_FS_MAX_M];
+    for (uint32_t j = 0; j < m; j++) {
+        float lo = lut[j * 16], hi = lut[j * 16];
+        for (int c = 1; c < 16; c++) {
+            lo = fminf(lo, lut[j * 16 + c]);
+            hi = fmaxf(hi, lut[j * 16 + c]);
+        }
+        mins[j] = lo;
+        bias += lo;
+        range = fmaxf(range, hi - lo);
+    }
+    float scale = range > 0.0f ? 127.0f / range : 1.0f;
+    memset(qlut, 0, (size_t)P * 64);
+    for (uint32_t j = 0; j < m; j++) {
+        uint8_t *t = qlut + (j & 1) * (size_t)P * 32 + (j / 2) * 32;
+        for (int c = 0; c < 16; c++) {
+            float v = (lut[j * 16 + c] - mins[j]) * scale;
+            long q = lrintf(v);
+            uint8_t b = (uint8_t)(q < 0 ? 0 : q > 127 ? 127 : q);
+            t[c] = b;
+            t[16 + c] = b;
+        }
+    }
+    *out_bias = bias;
+    *out_scale = scale;
+}
+
+/* ---- scalar reference --------------------------------------------------------------------------- */
+
+static uint16_t scan_scalar(const uint8_t *blocks, size_t n, uint32_t m, const uint8_t *qlut, uint16_t thr,
+                            vs_fs_offer_fn offer, void *ctx)
+{
+    uint32_t P = vs_fs_pairs(m);
+    const uint8_t *lo = qlut, *hi = qlut + (size_t)P * 32;
+    for (size_t pos = 0; pos < n; pos++) {
+        const uint8_t *b = blocks + pos / VS_FS_BLOCK * (size_t)P * VS_FS_BLOCK + pos % VS_FS_BLOCK;
+        uint32_t sum = 0;
+        for (uint32_t p = 0; p < P; p++) {
+            uint8_t c = b[p * VS_FS_BLOCK];
+            sum += lo[p * 32 + (c & 15)] + hi[p * 32 + (c >> 4)];
+        }
+        if (sum <= thr)
+            thr = offer(ctx, pos, (uint16_t)sum);
+    }
+    return thr;
+}
+
+#ifdef VS_HAVE_X86
+
+/* Offers the vectors of one block whose sums pass the threshold (rare once the heap is full). */
+static uint16_t offer_block(const uint16_t *sums, uint32_t mask, size_t base, size_t n, uint16_t thr,
+                            vs_fs_offer_fn offer, void *ctx)
+{
+    while (mask) {
+        unsigned i = (unsigned)__builtin_ctz(mask);
+        mask &= mask - 1;
+        size_t pos = base + i;
+        if (pos < n && sums[i] <= thr)
+            thr = offer(ctx, pos, sums[i]);
+    }
+    return thr;
+}
+
+/* ---- AVX2 --------------------------------------------------------------------------------------- */
+
+#define VS_AVX2 __attribute__((target("avx2,fma,bmi,bmi2")))
+
+VS_AVX2 static uint16_t scan_avx2(const uint8_t *blocks, size_t n, uint32_t m, const uint8_t *qlut,
+                                  uint16_t thr, vs_fs_offer_fn offer, void *ctx)
+{
+    const uint32_t P = vs_fs_pairs(m);
+    const uint8_t *lo = qlut, *hi = qlut + (size_t)P * 32;
+    const __m256i nib = _mm256_set1_epi8(0x0f);
+    size_t n_blocks = (n + VS_FS_BLOCK - 1) / VS_FS_BLOCK;
+    uint16_t sums[32];
+    for (size_t blk = 0; blk < n_blocks; blk++) {
+        const uint8_t *b = blocks + blk * (size_t)P * VS_FS_BLOCK;
+        __m256i all = _mm256_setzero_si256(), odd = _mm256_setzero_si256();
+        for (uint32_t p = 0; p < P; p++) {
+            __m256i c = _mm256_loadu_si256((const __m256i *)(b + p * 32));
+            __m256i cl = _mm256_and_si256(c, nib);
+            __m256i ch = _mm256_and_si256(_mm256_srli_epi16(c, 4), nib);
+            __m256i s =
+                _mm256_add_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(lo + p * 32)), cl),
+                                _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(hi + p * 32)), ch));
+            all = _mm256_add_epi16(all, s);
+            odd = _mm256_add_epi16(odd, _mm256_srli_epi16(s, 8));
+        }
+        __m256i even = _mm256_sub_epi16(all, _mm256_slli_epi16(odd, 8));
+        /* lane i of even/odd is vector 2i / 2i+1: interleave into vector order */
+        __m256i a = _mm256_unpacklo_epi16(even, odd), c2 = _mm256_unpackhi_epi16(even, odd);
+        __m256i v0 = _mm256_permute2x128_si256(a, c2, 0x20), v1 = _mm256_permute2x128_si256(a, c2, 0x31);
+        __m256i t = _mm256_set1_epi16((short)thr);
+        uint32_t m0 = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_min_epu16(v0, t), v0));
+        uint32_t m1 = (uint32_t)_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_min_epu16(v1, t), v1));
+        uint32_t mask = _pext_u32(m0, 0x55555555u) | (_pext_u32(m1, 0x55555555u) << 16);
+        if (mask) {
+            _mm256_storeu_si256((__m256i *)sums, v0);
+            _mm256_storeu_si256((__m256i *)(sums + 16), v1);
+            thr = offer_block(sums, mask, blk * VS_FS_BLOCK, n, thr, offer, ctx);
+        }
+    }
+    return thr;
+}
+
+/* ---- AVX-512 ------------------------------------------------------------------------------------ */
+
+#define VS_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi,bmi2")))
+
+VS_AVX512 static uint16_t scan_avx512(const uint8_t *blocks, size_t n, uint32_t m, const uint8_t *qlut,
+                                      uint16_t thr, vs_fs_offer_fn offer, void *ctx)
+{
+    const uint32_t P = vs_fs_pairs(m);
+    const uint8_t *lo = qlut, *hi = qlut + (size_t)P * 32;
+    const __m512i nib = _mm512_set1_epi8(0x0f);
+    /* even lane i -> output 2i, odd lane i -> output 2i+1 */
+    const __m512i order = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39,
+                                           7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
+    size_t n_blocks = (n + VS_FS_BLOCK - 1) / VS_FS_BLOCK;
+    uint16_t sums[32];
+    for (size_t blk = 0; blk < n_blocks; blk++) {
+        const uint8_t *b = blocks + blk * (size_t)P * VS_FS_BLOCK;
+        if (blk + 2 < n_blocks)
+            _mm_prefetch((const char *)(b + 2 * (size_t)P * VS_FS_BLOCK), _MM_HINT_T0);
+        __m512i all = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+        uint32_t p = 0;
+        for (; p + 2 <= P; p += 2) {
+            __m512i c = _mm512_loadu_si512(b + p * 32);
+            __m512i cl = _mm512_and_si512(c, nib);
+            __m512i ch = _mm512_and_si512(_mm512_srli_epi16(c, 4), nib);
+            __m512i s = _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_loadu_si512(lo + p * 32), cl),
+                                        _mm512_shuffle_epi8(_mm512_loadu_si512(hi + p * 32), ch));
+            all = _mm512_add_epi16(all, s);
+            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
+        }
+        /* both 256-bit halves hold the same 32 vectors (pairs p and p+1): fold them */
+        __m256i all2 = _mm256_add_epi16(_mm512_castsi512_si256(all), _mm512_extracti64x4_epi64(all, 1));
+        __m256i odd2 = _mm256_add_epi16(_mm512_castsi512_si256(odd), _mm512_extracti64x4_epi64(odd, 1));
+        if (p < P) {
+            const __m256i nib2 = _mm256_set1_epi8(0x0f);
+            __m256i c = _mm256_loadu_si256((const __m256i *)(b + p * 32));
+            __m256i cl = _mm256_and_si256(c, nib2);
+            __m256i ch = _mm256_and_si256(_mm256_srli_epi16(c, 4), nib2);
+            __m256i s =
+                _mm256_add_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(lo + p * 32)), cl),
+                                _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(hi + p * 32)), ch));
+            all2 = _mm256_add_epi16(all2, s);
+            odd2 = _mm256_add_epi16(odd2, _mm256_srli_epi16(s, 8));
+        }
+        __m256i even = _mm256_sub_epi16(all2, _mm256_slli_epi16(odd2, 8));
+        __m512i v =
+            _mm512_permutex2var_epi16(_mm512_castsi256_si512(even), order, _mm512_castsi256_si512(odd2));
+        uint32_t mask = (uint32_t)_mm512_cmple_epu16_mask(v, _mm512_set1_epi16((short)thr));
+        if (mask) {
+            _mm512_storeu_si512(sums, v);
+            thr = offer_block(sums, mask, blk * VS_FS_BLOCK, n, thr, offer, ctx);
+        }
+    }
+    return thr;
+}
+
+#endif /* VS_HAVE_X86 */
+
+vs_fs_scan_fn vs_fs_scan_for(vs_simd_level level)
+{
+    if (level > vs_cpu_simd_supported())
+        return NULL;
+    switch (level) {
+    case VS_SIMD_SCALAR:
+        return scan_scalar;
+#ifdef VS_HAVE_X86
+    case VS_SIMD_AVX2:
+        return __builtin_cpu_supports("bmi2") ? scan_avx2 : NULL;
+    case VS_SIMD_AVX512:
+        return __builtin_cpu_supports("bmi2") ? scan_avx512 : NULL;
+#endif
+    default:
+        return NULL;
+    }
+}
+
+vs_fs_scan_fn vs_fs_scan(void)
+{
+    static vs_fs_scan_fn cached;
+    vs_fs_scan_fn f = __atomic_load_n(&cached, __ATOMIC_ACQUIRE);
+    if (f == NULL) {
+        for (int lvl = (int)vs_cpu_simd_level(); lvl >= 0 && f == NULL; lvl--)
+            f = vs_fs_scan_for((vs_simd_level)lvl);
+        __atomic_store_n(&cached, f, __ATOMIC_RELEASE);
+    }
+    return f;
+}

@@ -1,0 +1,720 @@
+/* ivf.c: IVF-Flat, IVF-PQ (8-bit ADC) and IVF-PQ fast-scan (4-bit), with optional refine. See ivf.h.
+ *
+ * Search of one query: (1) distances to the nlist centroids, keep the nprobe best; (2) for each probed
+ * list build the ADC table in "key" space (smaller is better: squared L2, or negated inner product),
+ * scan the list and keep the K' = k*k_factor (refine) or k best estimates in a heap; (3) with refine,
+ * recompute those K' candidates exactly (float32 or SQ8) and keep the k best. Batches of queries run
+ * one query per task across threads, each worker with its own scratch: nothing is allocated per query. */
+#include "shard/index/ivf.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/distance.h"
+#include "common/kmeans.h"
+#include "common/parallel.h"
+#include "common/topk.h"
+#include "shard/index/fastscan.h"
+#include "shard/index/pq.h"
+#include "shard/index/sq8.h"
+
+typedef struct ivf_list {
+    size_t n, cap;
+    uint8_t *codes;  /* FLAT: n*d floats; PQ8: n*m bytes; PQ4fs: blocks of 32 */
+    int64_t *ids;    /* n */
+    uint8_t *refine; /* RFlat: n*d floats; RSQ8: n*d bytes */
+    int owned;       /* 1 while building; 0 when pointing into a mapped file */
+} ivf_list_t;
+
+struct vs_ivf {
+    uint32_t d, nlist;
+    vs_metric metric;
+    vs_factory_spec_t spec;
+    int trained;
+    float *centroids; /* nlist*d */
+    vs_pq_t pq;
+    float *term2; /* L2 + PQ: nlist*m*ksub, |p_jc|^2 + 2<c_l,j, p_jc> */
+    vs_sq8_t sq8;
+    ivf_list_t *lists;
+    size_t ntotal;
+    uint64_t seed;
+};
+
+/* ---- helpers ------------------------------------------------------------------------------------ */
+
+static size_t code_bytes(const vs_ivf_t *ivf, size_t n)
+{
+    switch (ivf->spec.codec) {
+    case VS_CODEC_FLAT:
+        return n * ivf->d * sizeof(float);
+    case VS_CODEC_PQ:
+        return ivf->spec.fastscan ? vs_fs_code_bytes(n, ivf->pq.m) : n * ivf->pq.m;
+    default:
+        return 0;
+    }
+}
+
+static size_t refine_bytes_per_vector(const vs_ivf_t *ivf)
+{
+    switch (ivf->spec.refine) {
+    case VS_REFINE_FLAT:
+        return ivf->d * sizeof(float);
+    case VS_REFINE_SQ8:
+        return ivf->d;
+    default:
+        return 0;
+    }
+}
+
+/* The coarse metric: L2 for L2 data, inner product for IP and (normalised) cosine data. */
+static vs_metric coarse_metric(const vs_ivf_t *ivf)
+{
+    return ivf->metric == VS_METRIC_L2 ? VS_METRIC_L2 : VS_METRIC_IP;
+}
+
+uint32_t vs_ivf_nlist(const vs_ivf_t *ivf)
+{
+    return ivf->nlist;
+}
+
+const float *vs_ivf_centroids(const vs_ivf_t *ivf)
+{
+    return ivf->trained ? ivf->centroids : NULL;
+}
+
+size_t vs_ivf_list_size(const vs_ivf_t *ivf, uint32_t list)
+{
+    return list < ivf->nlist ? ivf->lists[list].n : 0;
+}
+
+vs_status vs_ivf_create(uint32_t dim, vs_metric metric, const vs_factory_spec_t *spec, vs_ivf_t **out,
+                        char err[VS_ERR_LEN])
+{
+    if (spec->type != VS_INDEX_IVF)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "not an IVF factory string");
+    if (spec->codec == VS_CODEC_SQ8)
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "IVF{n},SQ8 is not built; use PQ{m}x4fs,RSQ8 or IVF{n},Flat");
+    vs_ivf_t *ivf = calloc(1, sizeof *ivf);
+    if (ivf == NULL)
+        return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory");
+    ivf->d = dim;
+    ivf->metric = metric;
+    ivf->spec = *spec;
+    ivf->nlist = spec->nlist;
+    ivf->seed = 1234;
+    if (spec->codec == VS_CODEC_PQ) {
+        vs_status st = vs_pq_init(&ivf->pq, dim, spec->pq_m, spec->pq_nbits, err);
+        if (st == VS_OK && spec->fastscan && spec->pq_m > VS_FS_MAX_M)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "fast-scan PQ supports m <= %u, not %u", VS_FS_MAX_M,
+                         spec->pq_m);
+        if (st != VS_OK) {
+            free(ivf);
+            return st;
+        }
+    }
+    ivf->lists = calloc(ivf->nlist, sizeof *ivf->lists);
+    if (ivf->lists == NULL) {
+        free(ivf);
+        return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for %u lists", spec->nlist);
+    }
+    for (uint32_t l = 0; l < ivf->nlist; l++)
+        ivf->lists[l].owned = 1;
+    *out = ivf;
+    return VS_OK;
+}
+
+void vs_ivf_destroy(vs_ivf_t *ivf)
+{
+    if (ivf == NULL)
+        return;
+    for (uint32_t l = 0; l < ivf->nlist; l++) {
+        if (ivf->lists[l].owned) {
+            free(ivf->lists[l].codes);
+            free(ivf->lists[l].ids);
+            free(ivf->lists[l].refine);
+        }
+    }
+    free(ivf->lists);
+    free(ivf->centroids);
+    free(ivf->term2);
+    vs_pq_fini(&ivf->pq);
+    vs_sq8_fini(&ivf->sq8);
+    free(ivf);
+}
+
+/* term2[l][j][c] = |p_jc|^2 + 2 <c_l,j , p_jc> for L2 with PQ (see ivf.h). */
+static vs_status compute_term2(vs_ivf_t *ivf, char *err)
+{
+    if (ivf->spec.codec != VS_CODEC_PQ || ivf->metric != VS_METRIC_L2)
+        return VS_OK;
+    const vs_pq_t *pq = &ivf->pq;
+    size_t per_list = (size_t)pq->m * pq->ksub;
+    float *t = malloc(ivf->nlist * per_list * sizeof(float));
+    float *norms = malloc(per_list * sizeof(float));
+    if (t == NULL || norms == NULL) {
+        free(t);
+        free(norms);
+        return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for precomputed tables");
+    }
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    for (size_t jc = 0; jc < per_list; jc++)
+        norms[jc] = kern->norm_sqr(pq->centroids + jc * pq->dsub, pq->dsub);
+    for (uint32_t l = 0; l < ivf->nlist; l++) {
+        float *tl = t + l * per_list;
+        vs_pq_lut_ip(pq, ivf->centroids + (size_t)l * ivf->d, tl);
+        for (size_t jc = 0; jc < per_list; jc++)
+            tl[jc] = norms[jc] + 2.0f * tl[jc];
+    }
+    free(norms);
+    free(ivf->term2);
+    ivf->term2 = t;
+    return VS_OK;
+}
+
+/* A copy of x, normalised for cosine; or x itself. *owned tells whether to free it. */
+static const float *prepared(const vs_ivf_t *ivf, const float *x, size_t n, float **owned, char *err,
+                             vs_status *st)
+{
+    *owned = NULL;
+    *st = VS_OK;
+    if (ivf->metric != VS_METRIC_COSINE)
+        return x;
+    float *c = malloc(n * ivf->d * sizeof(float));
+    if (c == NULL) {
+        *st = vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for %zu vectors", n);
+        return NULL;
+    }
+    memcpy(c, x, n * ivf->d * sizeof(float));
+    vs_normalize_rows(c, n, ivf->d);
+    *owned = c;
+    return c;
+}
+
+/* ---- train -------------------------------------------------------------------------------------- */
+
+static vs_status ivf_train(vs_ivf_t *ivf, size_t n, const float *x_in, size_t n_threads,
+                           const vs_progress_cb_t *progress, char *err)
+{
+    const uint32_t d = ivf->d;
+    if (n < ivf->nlist)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "IVF%u needs at least %u training vectors, got %zu",
+                       ivf->nlist, ivf->nlist, n);
+    float *owned;
+    vs_status st;
+    const float *x = prepared(ivf, x_in, n, &owned, err, &st);
+    if (x == NULL)
+        return st;
+    float *cent = malloc((size_t)ivf->nlist * d * sizeof(float));
+    if (cent == NULL) {
+        free(owned);
+        return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for centroids");
+    }
+    vs_kmeans_params_t kp = {.k = ivf->nlist,
+                             .n_iter = 20,
+                             .max_points_per_centroid = 256,
+                             .seed = ivf->seed,
+                             .spherical = ivf->metric == VS_METRIC_COSINE,
+                             .n_threads = n_threads};
+    st = vs_kmeans_train(x, n, d, &kp, cent, NULL, progress, err);
+    if (st != VS_OK) {
+        free(owned);
+        free(cent);
+        return st;
+    }
+    free(ivf->centroids);
+    ivf->centroids = cent;
+
+    /* codec and refine training on a sample of residuals */
+    size_t ns = n < 65536 ? n : 65536;
+    if (ivf->spec.codec == VS_CODEC_PQ || ivf->spec.refine == VS_REFINE_SQ8) {
+        float *sample = malloc(ns * d * sizeof(float));
+        int32_t *lab = malloc(ns * sizeof(int32_t));
+        if (sample == NULL || lab == NULL) {
+            free(sample);
+            free(lab);
+            free(owned);
+            return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for the training sample");
+        }
+        double stride = (double)n / (double)ns;
+        for (size_t i = 0; i < ns; i++)
+            memcpy(sample + i * d, x + (size_t)((double)i * stride) * d, d * sizeof(float));
+        if (ivf->spec.refine == VS_REFINE_SQ8) {
+            vs_sq8_fini(&ivf->sq8);
+            if (vs_sq8_train(&ivf->sq8, d, sample, ns) != 0)
+                st = vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for SQ8");
+        }
+        if (st == VS_OK && ivf->spec.codec == VS_CODEC_PQ) {
+            st = vs_kmeans_nearest(sample, ns, cent, ivf->nlist, d, coarse_metric(ivf), 1, n_threads, lab,
+                                   NULL, err);
+            for (size_t i = 0; st == VS_OK && i < ns; i++)
+                for (uint32_t j = 0; j < d; j++)
+                    sample[i * d + j] -= cent[(size_t)lab[i] * d + j];
+            if (st == VS_OK)
+                st = vs_pq_train(&ivf->pq, sample, ns, ivf->seed + 1, n_threads, NULL, err);
+        }
+        free(sample);
+        free(lab);
+    }
+    free(owned);
+    if (st == VS_OK)
+        st = compute_term2(ivf, err);
+    if (st == VS_OK)
+        ivf->trained = 1;
+    return st;
+}
+
+/* ---- add ---------------------------------------------------------------------------------------- */
+
+static vs_status list_reserve(const vs_ivf_t *ivf, ivf_list_t *L, size_t need, char *err)
+{
+    if (need <= L->cap)
+        return VS_OK;
+    size_t cap = L->cap ? L->cap : 32;
+    while (cap < need)
+        cap *= 2;
+    size_t old_cb = code_bytes(ivf, L->cap), new_cb = code_bytes(ivf, cap);
+    size_t rb = refine_bytes_per_vector(ivf);
+    uint8_t *codes = realloc(L->codes, new_cb ? new_cb : 1);
+    if (codes == NULL)
+        return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory growing a list to %zu", cap);
+    memset(codes + old_cb, 0, new_cb - old_cb); /* fast-scan packing ORs nibbles into zeroed blocks */
+    L->codes = codes;
+    int64_t *ids = realloc(L->ids, cap * sizeof(int64_t));
+    if (ids == NULL)
+        return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory growing a list to %zu", cap);
+    L->ids = ids;
+    if (rb) {
+        uint8_t *r = realloc(L->refine, cap * rb);
+        if (r == NULL)
+            return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory growing a list to %zu", cap);
+        L->refine = r;
+    }
+    L->cap = cap;
+    return VS_OK;
+}
+
+#define ADD_CHUNK 65536
+
+static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64_t *ids, size_t n_threads,
+                         const vs_progress_cb_t *progress, char *err)
+{
+    const uint32_t d = ivf->d;
+    if (!ivf->trained)
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index must be trained before vectors are added");
+    vs_status st = vs_check_finite(x_in, n, d, "vector", err);
+    if (st != VS_OK)
+        return st;
+    for (size_t i = 0; ids && i < n; i++)
+        if (ids[i] < 0)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "vector %zu has negative id %lld", i,
+                           (long long)ids[i]);
+    size_t chunk = n < ADD_CHUNK ? n : ADD_CHUNK;
+    float *xc = malloc(chunk * d * sizeof(float));
+    float *resid = ivf->spec.codec == VS_CODEC_PQ ? malloc(chunk * d * sizeof(float)) : NULL;
+    uint8_t *codes = ivf->spec.codec == VS_CODEC_PQ ? malloc(chunk * ivf->pq.m) : NULL;
+    int32_t *lab = malloc(chunk * sizeof(int32_t));
+    size_t *old_n = malloc(ivf->nlist * sizeof(size_t)); /* for the roll-back on failure */
+    if (xc == NULL || lab == NULL || old_n == NULL ||
+        (ivf->spec.codec == VS_CODEC_PQ && (!resid || !codes))) {
+        st = vs_errf(err, VS_ERR_NOMEM, "IVF add: out of memory");
+        goto done;
+    }
+    for (uint32_t l = 0; l < ivf->nlist; l++)
+        old_n[l] = ivf->lists[l].n;
+    const size_t rb = refine_bytes_per_vector(ivf);
+    for (size_t i0 = 0; i0 < n && st == VS_OK; i0 += chunk) {
+        size_t m = n - i0 < chunk ? n - i0 : chunk;
+        memcpy(xc, x_in + i0 * d, m * d * sizeof(float));
+        if (ivf->metric == VS_METRIC_COSINE)
+            vs_normalize_rows(xc, m, d);
+        st = vs_kmeans_nearest(xc, m, ivf->centroids, ivf->nlist, d, coarse_metric(ivf), 1, n_threads, lab,
+                               NULL, err);
+        if (st != VS_OK)
+            break;
+        if (ivf->spec.codec == VS_CODEC_PQ) {
+            for (size_t i = 0; i < m; i++)
+                for (uint32_t j = 0; j < d; j++)
+                    resid[i * d + j] = xc[i * d + j] - ivf->centroids[(size_t)lab[i] * d + j];
+            st = vs_pq_encode(&ivf->pq, resid, m, codes, n_threads, err);
+            if (st != VS_OK)
+                break;
+        }
+        for (size_t i = 0; i < m && st == VS_OK; i++) {
+            ivf_list_t *L = &ivf->lists[lab[i]];
+            st = list_reserve(ivf, L, L->n + 1, err);
+            if (st != VS_OK)
+                break;
+            size_t pos = L->n;
+            const float *v = xc + i * d;
+            if (ivf->spec.codec == VS_CODEC_FLAT)
+                memcpy(L->codes + pos * d * sizeof(float), v, d * sizeof(float));
+            else if (ivf->spec.fastscan)
+                vs_fs_put(L->codes, ivf->pq.m, pos, codes + i * ivf->pq.m);
+            else
+                memcpy(L->codes + pos * ivf->pq.m, codes + i * ivf->pq.m, ivf->pq.m);
+            if (ivf->spec.refine == VS_REFINE_FLAT)
+                memcpy(L->refine + pos * rb, v, rb);
+            else if (ivf->spec.refine == VS_REFINE_SQ8)
+                vs_sq8_encode(&ivf->sq8, v, L->refine + pos * rb);
+            L->ids[pos] = ids ? ids[i0 + i] : (int64_t)(ivf->ntotal + i0 + i);
+            L->n++;
+        }
+        vs_progress_call(progress, i0 + m, n);
+    }
+    if (st == VS_OK) {
+        ivf->ntotal += n;
+    } else {
+        /* roll back: the index is as it was before the call */
+        for (uint32_t l = 0; l < ivf->nlist; l++) {
+            ivf_list_t *L = &ivf->lists[l];
+            if (ivf->spec.fastscan)
+                for (size_t pos = old_n[l]; pos < L->n; pos++)
+                    vs_fs_clear(L->codes, ivf->pq.m, pos);
+            L->n = old_n[l];
+        }
+    }
+done:
+    free(xc);
+    free(resid);
+    free(codes);
+    free(lab);
+    free(old_n);
+    return st;
+}
+
+/* ---- search ------------------------------------------------------------------------------------- */
+
+typedef struct scratch {
+    float *q;       /* d: prepared query */
+    float *cdist;   /* nlist: coarse distances */
+    int32_t *probe; /* nprobe */
+    float *pkey;    /* nprobe */
+    float *ipq;     /* m*ksub: <q_j, p_jc> */
+    float *table;   /* m*ksub: per-list table in key space */
+    uint8_t *qlut;  /* P*64 */
+    float *dbuf;    /* max list size for IVF-Flat distances, or d for decode */
+    float *hkeys;   /* K' */
+    int64_t *hids;  /* K' */
+    float *fkeys;   /* k */
+    int64_t *fids;  /* k */
+} scratch_t;
+
+typedef struct search_ctx {
+    const vs_ivf_t *ivf;
+    const float *q;
+    size_t nq, k, kp; /* kp: heap size before refine */
+    uint32_t nprobe;
+    const int32_t *lists; /* precomputed probes (nq*nprobe) or NULL */
+    int larger;
+    float *out_dist;
+    int64_t *out_ids;
+    scratch_t *scratch;
+    size_t max_list;
+} search_ctx_t;
+
+/* The fast-scan offer callback's state for one list. */
+typedef struct fs_state {
+    vs_topk_t *h;
+    const ivf_list_t *L;
+    uint32_t list;
+    int by_slot;
+    float base, scale; /* key = base + sum / scale */
+} fs_state_t;
+
+static uint16_t key_to_threshold(float thr_key, float base, float scale)
+{
+    if (isinf(thr_key))
+        return 65535;
+    float t = (thr_key - base) * scale;
+    if (t >= 65535.0f)
+        return 65535;
+    if (t < 0.0f)
+        return 0;
+    return (uint16_t)t; /* floor: sum <= floor(t) <=> sum <= t for integer sums */
+}
+
+static uint16_t fs_offer(void *arg, size_t pos, uint16_t sum)
+{
+    fs_state_t *s = arg;
+    float key = s->base + (float)sum / s->scale;
+    int64_t id = s->by_slot ? (int64_t)(((uint64_t)s->list << 32) | pos) : s->L->ids[pos];
+    vs_topk_push(s->h, key, id);
+    return key_to_threshold(vs_topk_threshold(s->h), s->base, s->scale);
+}
+
+static void probe_lists(const search_ctx_t *c, scratch_t *s, const float *q, size_t qi)
+{
+    const vs_ivf_t *ivf = c->ivf;
+    if (c->lists != NULL) {
+        memcpy(s->probe, c->lists + qi * c->nprobe, c->nprobe * sizeof(int32_t));
+        return;
+    }
+    vs_distance_batch(coarse_metric(ivf), q, ivf->centroids, ivf->nlist, ivf->d, s->cdist);
+    vs_topk_t h;
+    int larger = ivf->metric != VS_METRIC_L2;
+    vs_topk_init(&h, c->nprobe, s->pkey, (int64_t *)s->hids); /* hids is large enough (>= nprobe) */
+    for (uint32_t l = 0; l < ivf->nlist; l++) {
+        float key = vs_topk_key(s->cdist[l], larger);
+        if (key <= vs_topk_threshold(&h))
+            vs_topk_push(&h, key, l);
+    }
+    size_t got = vs_topk_sort(&h);
+    for (size_t i = 0; i < c->nprobe; i++)
+        s->probe[i] = i < got ? (int32_t)h.ids[i] : -1;
+}
+
+static void search_one(void *arg, size_t qi, size_t worker)
+{
+    search_ctx_t *c = arg;
+    const vs_ivf_t *ivf = c->ivf;
+    scratch_t *s = &c->scratch[worker];
+    const uint32_t d = ivf->d;
+    const int refine = ivf->spec.refine != VS_REFINE_NONE;
+    const int larger = ivf->metric != VS_METRIC_L2;
+
+    memcpy(s->q, c->q + qi * d, d * sizeof(float));
+    if (ivf->metric == VS_METRIC_COSINE)
+        vs_normalize_rows(s->q, 1, d);
+    const float *q = s->q;
+    probe_lists(c, s, q, qi);
+
+    vs_topk_t h;
+    vs_topk_init(&h, c->kp, s->hkeys, s->hids);
+    const vs_pq_t *pq = &ivf->pq;
+    const size_t mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)pq->m * pq->ksub : 0;
+    if (mk)
+        vs_pq_lut_ip(pq, q, s->ipq);
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    vs_fs_scan_fn scan = vs_fs_scan();
+    for (uint32_t pi = 0; pi < c->nprobe; pi++) {
+        int32_t l = s->probe[pi];
+        if (l < 0 || (uint32_t)l >= ivf->nlist)
+            continue;
+        const ivf_list_t *L = &ivf->lists[l];
+        if (L->n == 0)
+            continue;
+        const float *cl = ivf->centroids + (size_t)l * d;
+        if (ivf->spec.codec == VS_CODEC_FLAT) {
+            vs_distance_batch(ivf->metric == VS_METRIC_L2 ? VS_METRIC_L2 : VS_METRIC_IP, q,
+                              (const float *)L->codes, L->n, d, s->dbuf);
+            float thr = vs_topk_threshold(&h);
+            for (size_t i = 0; i < L->n; i++) {
+                float key = vs_topk_key(s->dbuf[i], larger);
+                if (key <= thr) {
+                    vs_topk_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
+                    thr = vs_topk_threshold(&h);
+                }
+            }
+            continue;
+        }
+        /* ADC table in key space: key = base + sum_j table[j][code_j] */
+        float base;
+        if (ivf->metric == VS_METRIC_L2) {
+            base = kern->l2sqr(q, cl, d);
+            const float *t2 = ivf->term2 + (size_t)l * mk;
+            for (size_t jc = 0; jc < mk; jc++)
+                s->table[jc] = t2[jc] - 2.0f * s->ipq[jc];
+        } else {
+            base = -kern->ip(q, cl, d);
+            for (size_t jc = 0; jc < mk; jc++)
+                s->table[jc] = -s->ipq[jc];
+        }
+        if (ivf->spec.fastscan) {
+            float bias, scale;
+            vs_fs_quantize_lut(s->table, pq->m, s->qlut, &bias, &scale);
+            fs_state_t st = {&h, L, (uint32_t)l, refine, base + bias, scale};
+            scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(vs_topk_threshold(&h), st.base, scale),
+                 fs_offer, &st);
+        } else {
+            float thr = vs_topk_threshold(&h);
+            for (size_t i = 0; i < L->n; i++) {
+                float key = base + vs_pq_adc(s->table, L->codes + i * pq->m, pq->m, pq->ksub);
+                if (key <= thr) {
+                    vs_topk_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
+                    thr = vs_topk_threshold(&h);
+                }
+            }
+        }
+    }
+    float *od = c->out_dist + qi * c->k;
+    int64_t *oi = c->out_ids + qi * c->k;
+    if (!refine) {
+        vs_topk_emit(&h, larger, od, oi); /* kp == k without refine */
+        return;
+    }
+    vs_topk_t fin;
+    vs_topk_init(&fin, c->k, s->fkeys, s->fids);
+    for (size_t i = 0; i < h.size; i++) {
+        uint64_t slot = (uint64_t)h.ids[i];
+        const ivf_list_t *L = &ivf->lists[slot >> 32];
+        size_t pos = (size_t)(slot & 0xffffffffu);
+        const float *v;
+        if (ivf->spec.refine == VS_REFINE_FLAT) {
+            v = (const float *)(L->refine + pos * d * sizeof(float));
+        } else {
+            vs_sq8_decode(&ivf->sq8, L->refine + pos * d, s->dbuf);
+            v = s->dbuf;
+        }
+        float dist = ivf->metric == VS_METRIC_L2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d);
+        vs_topk_push(&fin, vs_topk_key(dist, larger), L->ids[pos]);
+    }
+    vs_topk_emit(&fin, larger, od, oi);
+}
+
+static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, uint32_t nprobe,
+                            const int32_t *lists, float k_factor, size_t n_threads, float *out_dist,
+                            int64_t *out_ids, char *err)
+{
+    if (!ivf->trained)
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index is not trained");
+    if (nq == 0)
+        return VS_OK;
+    size_t kp = k;
+    if (ivf->spec.refine != VS_REFINE_NONE) {
+        double f = k_factor > 0 ? k_factor : VS_IVF_DEFAULT_K_FACTOR;
+        double want = ceil((double)k * f);
+        kp = want > 1e7 ? 10000000 : (size_t)want;
+        if (kp < k)
+            kp = k;
+    }
+    search_ctx_t c = {.ivf = ivf,
+                      .q = q,
+                      .nq = nq,
+                      .k = k,
+                      .kp = kp,
+                      .nprobe = nprobe,
+                      .lists = lists,
+                      .larger = ivf->metric != VS_METRIC_L2,
+                      .out_dist = out_dist,
+                      .out_ids = out_ids};
+    size_t max_list = 0;
+    for (uint32_t l = 0; l < ivf->nlist; l++)
+        if (ivf->lists[l].n > max_list)
+            max_list = ivf->lists[l].n;
+    size_t n_workers = n_threads < nq ? n_threads : nq;
+    if (n_workers == 0)
+        n_workers = 1;
+    c.scratch = calloc(n_workers, sizeof *c.scratch);
+    if (c.scratch == NULL)
+        return vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory");
+    size_t mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)ivf->pq.m * ivf->pq.ksub : 1;
+    size_t hsz = kp > nprobe ? kp : nprobe;
+    vs_status st = VS_OK;
+    for (size_t w = 0; w < n_workers; w++) {
+        scratch_t *s = &c.scratch[w];
+        s->q = malloc(ivf->d * sizeof(float));
+        s->cdist = malloc(ivf->nlist * sizeof(float));
+        s->probe = malloc(nprobe * sizeof(int32_t));
+        s->pkey = malloc(nprobe * sizeof(float));
+        s->ipq = malloc(mk * sizeof(float));
+        s->table = malloc(mk * sizeof(float));
+        s->qlut = malloc((size_t)vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1) * 64);
+        s->dbuf = malloc((max_list > ivf->d ? max_list : ivf->d) * sizeof(float) + 4);
+        s->hkeys = malloc(hsz * sizeof(float));
+        s->hids = malloc(hsz * sizeof(int64_t));
+        s->fkeys = malloc(k * sizeof(float));
+        s->fids = malloc(k * sizeof(int64_t));
+        if (!s->q || !s->cdist || !s->probe || !s->pkey || !s->ipq || !s->table || !s->qlut || !s->dbuf ||
+            !s->hkeys || !s->hids || !s->fkeys || !s->fids)
+            st = vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory for scratch");
+    }
+    if (st == VS_OK)
+        st = vs_parallel_for(nq, n_workers, search_one, &c, err);
+    for (size_t w = 0; w < n_workers; w++) {
+        scratch_t *s = &c.scratch[w];
+        free(s->q);
+        free(s->cdist);
+        free(s->probe);
+        free(s->pkey);
+        free(s->ipq);
+        free(s->table);
+        free(s->qlut);
+        free(s->dbuf);
+        free(s->hkeys);
+        free(s->hids);
+        free(s->fkeys);
+        free(s->fids);
+    }
+    free(c.scratch);
+    return st;
+}
+
+vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, const int32_t *lists,
+                              uint32_t n_lists, float k_factor, size_t n_threads, float *out_dist,
+                              int64_t *out_ids, char err[VS_ERR_LEN])
+{
+    if (k == 0 || k > VS_TOPK_MAX_K)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %zu is out of range 1..%u", k, VS_TOPK_MAX_K);
+    if (n_lists == 0 || n_lists > ivf->nlist)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%u lists per query is out of range 1..%u", n_lists,
+                       ivf->nlist);
+    for (size_t i = 0; i < nq * n_lists; i++)
+        if (lists[i] < -1 || lists[i] >= (int32_t)ivf->nlist)
+            return vs_errf(err, VS_ERR_OUT_OF_RANGE, "list id %d (query %zu) is out of range 0..%u", lists[i],
+                           i / n_lists, ivf->nlist - 1);
+    vs_status st = vs_check_finite(q, nq, ivf->d, "query", err);
+    if (st != VS_OK)
+        return st;
+    return run_search(ivf, nq, q, k, n_lists, lists, k_factor, n_threads ? n_threads : vs_parallel_cpus(),
+                      out_dist, out_ids, err);
+}
+
+/* ---- vs_index_t glue ---------------------------------------------------------------------------- */
+
+static vs_status ops_search(const void *impl, size_t nq, const float *q, size_t k,
+                            const vs_search_params_t *params, size_t n_threads, float *out_dist,
+                            int64_t *out_ids, char *err)
+{
+    const vs_ivf_t *ivf = impl;
+    uint32_t nprobe = params->nprobe ? params->nprobe : VS_IVF_DEFAULT_NPROBE;
+    if (nprobe > ivf->nlist)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe %u exceeds nlist %u", nprobe, ivf->nlist);
+    return run_search(ivf, nq, q, k, nprobe, NULL, params->k_factor, n_threads, out_dist, out_ids, err);
+}
+
+static vs_status ops_train(void *impl, size_t n, const float *x, size_t n_threads,
+                           const vs_progress_cb_t *progress, char *err)
+{
+    return ivf_train(impl, n, x, n_threads, progress, err);
+}
+
+static vs_status ops_add(void *impl, size_t n, const float *x, const int64_t *ids, size_t n_threads,
+                         const vs_progress_cb_t *progress, char *err)
+{
+    return ivf_add(impl, n, x, ids, n_threads, progress, err);
+}
+
+static size_t ops_count(const void *impl)
+{
+    return ((const vs_ivf_t *)impl)->ntotal;
+}
+
+static size_t ops_memory_bytes(const void *impl)
+{
+    const vs_ivf_t *ivf = impl;
+    size_t b = (size_t)ivf->nlist * ivf->d * sizeof(float);
+    if (ivf->spec.codec == VS_CODEC_PQ)
+        b += (size_t)ivf->pq.m * ivf->pq.ksub * ivf->pq.dsub * sizeof(float);
+    if (ivf->term2)
+        b += (size_t)ivf->nlist * ivf->pq.m * ivf->pq.ksub * sizeof(float);
+    for (uint32_t l = 0; l < ivf->nlist; l++) {
+        const ivf_list_t *L = &ivf->lists[l];
+        b += code_bytes(ivf, L->n) + L->n * (sizeof(int64_t) + refine_bytes_per_vector(ivf));
+    }
+    return b;
+}
+
+static int ops_needs_training(const void *impl)
+{
+    return !((const vs_ivf_t *)impl)->trained;
+}
+
+static void ops_destroy(void *impl)
+{
+    vs_ivf_destroy(impl);
+}
+
+const vs_index_ops_t vs_ivf_ops = {
+    ops_train, ops_add, ops_search, ops_count, ops_memory_bytes, ops_needs_training, ops_destroy,
+};

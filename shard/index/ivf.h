@@ -1,0 +1,42 @@
+/* ivf.h: inverted-file index (Sivic & Zisserman 2003; with PQ: Jegou et al. TPAMI 2011): k-means
+ * splits the space into nlist cells; each vector is stored in the list of its nearest centroid, encoded
+ * as float32 ("Flat"), 8-bit PQ of its residual ("PQ{m}") or 4-bit fast-scan PQ ("PQ{m}x4fs"); optionally
+ * with a refine copy (",RFlat" float32, ",RSQ8" 8-bit) used to re-rank the k*k_factor best estimates.
+ * A query scans its nprobe nearest lists.
+ *
+ * Key choices: lists own their storage while the index is being built and point into the mapped file
+ * once loaded, so search code sees one representation. For L2 with PQ the per-list ADC table is built
+ * from a table precomputed per list at train/load time (|p|^2 + 2<c,p>) plus one per-query table
+ * (-2<q,p>), as FAISS's "precomputed tables": O(m*ksub) additions per list instead of O(d*ksub) flops.
+ * Refine vectors are stored in list order, so a candidate (list, position) finds its refine vector
+ * without an id map. */
+#ifndef VS_SHARD_INDEX_IVF_H
+#define VS_SHARD_INDEX_IVF_H
+
+#include "shard/index/index.h"
+#include "shard/index/index_impl.h"
+
+typedef struct vs_ivf vs_ivf_t;
+
+/* Defaults when a search leaves the parameter at 0 (as FAISS: nprobe 1, k_factor 1). */
+#define VS_IVF_DEFAULT_NPROBE 1u
+#define VS_IVF_DEFAULT_K_FACTOR 1.0f
+
+vs_status vs_ivf_create(uint32_t dim, vs_metric metric, const vs_factory_spec_t *spec, vs_ivf_t **out,
+                        char err[VS_ERR_LEN]);
+void vs_ivf_destroy(vs_ivf_t *ivf);
+
+/* Search restricted to given lists (centroid routing: the coordinator picked them). lists[nq*n_lists]
+ * are list ids (each < nlist, -1 = skip); see vs_index_search for the rest. */
+vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, const int32_t *lists,
+                              uint32_t n_lists, float k_factor, size_t n_threads, float *out_dist,
+                              int64_t *out_ids, char err[VS_ERR_LEN]);
+
+uint32_t vs_ivf_nlist(const vs_ivf_t *ivf);
+/* Coarse centroids, nlist*dim floats (borrowed); NULL before training. */
+const float *vs_ivf_centroids(const vs_ivf_t *ivf);
+size_t vs_ivf_list_size(const vs_ivf_t *ivf, uint32_t list);
+
+extern const vs_index_ops_t vs_ivf_ops;
+
+#endif
