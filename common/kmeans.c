@@ -936,10 +936,21 @@ vs_status vs_kmeans_train(const float *x, size_t n, uint32_t d, const vs_kmeans_
         goto done;
     }
 
-    /* 2. k-means++ seeding on a random subset (the first seed_n of a partial Fisher-Yates shuffle) */
+    /* 2. seeding: k distinct random training points (random_init, as FAISS), or k-means++ on a random
+     * subset (the first seed_n of a partial Fisher-Yates shuffle) */
     rng_init(&rng, p->seed, 2);
     const float *xs = xt;
-    if (seed_n < n_train) {
+    if (p->random_init) {
+        for (size_t i = 0; i < n_train; i++)
+            b.order[i] = i;
+        for (uint32_t i = 0; i < k; i++) {
+            size_t j = i + (size_t)rng_below(&rng, n_train - i);
+            size_t t = b.order[i];
+            b.order[i] = b.order[j];
+            b.order[j] = t;
+            memcpy(b.cent + (size_t)i * d, xt + b.order[i] * d, d * sizeof(float));
+        }
+    } else if (seed_n < n_train) {
         for (size_t i = 0; i < n_train; i++)
             b.order[i] = i;
         for (size_t i = 0; i < seed_n; i++) {
@@ -951,7 +962,7 @@ vs_status vs_kmeans_train(const float *x, size_t n, uint32_t d, const vs_kmeans_
         }
         xs = b.seed_x;
     }
-    if ((st = seed_kmeanspp(xs, seed_n, d, k, n_threads, &rng, b.cent, err)) != VS_OK)
+    if (!p->random_init && (st = seed_kmeanspp(xs, seed_n, d, k, n_threads, &rng, b.cent, err)) != VS_OK)
         goto done;
     if (p->spherical)
         vs_normalize_rows(b.cent, k, d);

@@ -27,6 +27,8 @@ typedef struct vs_kmeans_params {
     uint32_t min_points_per_centroid; /* below k*this points: VS_ERR_INVALID_ARGUMENT; 0 -> 1 */
     uint64_t seed;                    /* results are deterministic given seed and data */
     int spherical;                    /* 1: renormalise centroids each iteration (cosine/IP data) */
+    int random_init;                  /* 1: seed with k random training points (as FAISS) instead of
+                                         k-means++, whose sequential passes cost O(16 k^2 d) */
     size_t n_threads;                 /* 0 -> all CPUs; never changes the result */
 } vs_kmeans_params_t;
 

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages vecshard needs to build, test, benchmark and run its demo.
 # Idempotent: installs only what is missing. As root it runs apt-get; otherwise it prints the
-# exact command to run. Usage: deploy/local/install-deps.sh [--print]
+# exact command to run. Usage: deploy/local/install-deps.sh [--bench] [--print]
 set -euo pipefail
 
 # build: compilers come with the machine; these are the libraries and tools the build links or runs.
 build_pkgs=(cmake pkg-config make gcc g++ libopenblas-dev zlib1g-dev libcjson-dev)
 # tests and demo: the Fashion-MNIST data set and the peers we benchmark against in the same run.
 test_pkgs=(dataset-fashion-mnist python3-numpy python3-faiss libhnswlib-dev)
+# benchmarks only (tests/bench/run_*.sh): plots.
+bench_pkgs=(python3-matplotlib)
 pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}")
+[ "${1:-}" = "--bench" ] && { pkgs+=("${bench_pkgs[@]}"); shift; }
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -59,10 +59,11 @@ vs_status vs_factory_parse(const char *factory, vs_factory_spec_t *out, char err
             s.pq_nbits = 8;
             if (!read_uint(&p, 1, 65536, &s.pq_m))
                 goto bad;
-            if (eat(&p, "x4fs")) {
+            /* "np" (FAISS: no polysemous training) is accepted and changes nothing: we never do it */
+            if (eat(&p, "x4fsnp") || eat(&p, "x4fs")) {
                 s.pq_nbits = 4;
                 s.fastscan = 1;
-            } else if (eat(&p, "x8")) {
+            } else if (eat(&p, "x8np") || eat(&p, "x8") || eat(&p, "np")) {
                 s.pq_nbits = 8;
             } else if (eat(&p, "x4")) {
                 goto bad; /* 4-bit codes exist only in the fast-scan layout */
@@ -183,6 +184,8 @@ struct vs_index {
     vs_metric metric;
     const vs_index_ops_t *ops;
     void *impl;
+    vs_ifile_t *file; /* mapping of a loaded index, closed after impl is destroyed */
+    char model_version[128];
 };
 
 vs_status vs_index_create(uint32_t dim, vs_metric metric, const char *factory, vs_index_t **out,
@@ -229,7 +232,89 @@ void vs_index_destroy(vs_index_t *idx)
     if (idx == NULL)
         return;
     idx->ops->destroy(idx->impl);
+    vs_ifile_close(idx->file);
     free(idx);
+}
+
+vs_status vs_index_save(const vs_index_t *idx, const char *path, const char *model_version,
+                        uint64_t build_time_unix, char err[VS_ERR_LEN])
+{
+    if (idx->ops->save == NULL)
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "%s: %s indexes are not saved to files", path,
+                       idx->spec.type == VS_INDEX_FLAT ? "Flat" : "these");
+    if (vs_index_needs_training(idx))
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "%s: cannot save an untrained index", path);
+    char factory[64];
+    vs_factory_format(&idx->spec, factory, sizeof factory);
+    vs_ifile_header_t hdr;
+    vs_status st =
+        vs_ifile_header_init(&hdr, idx->spec.type, idx->metric, idx->dim, factory, model_version, err);
+    if (st != VS_OK)
+        return st;
+    hdr.n_vectors = vs_index_count(idx);
+    hdr.build_time_unix = build_time_unix;
+    vs_ifile_writer_t *w;
+    st = vs_ifile_writer_open(path, &w, err);
+    if (st != VS_OK)
+        return st;
+    st = idx->ops->save(idx->impl, w, hdr.params, err);
+    if (st != VS_OK) {
+        vs_ifile_writer_abort(w);
+        return st;
+    }
+    return vs_ifile_writer_commit(w, &hdr, err);
+}
+
+vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN])
+{
+    vs_ifile_t *f;
+    vs_status st = vs_ifile_open(path, &f, err);
+    if (st != VS_OK)
+        return st;
+    const vs_ifile_header_t *h = vs_ifile_header(f);
+    vs_factory_spec_t spec;
+    char perr[VS_ERR_LEN];
+    if (vs_factory_parse(h->factory, &spec, perr) != VS_OK || spec.type != h->index_type) {
+        vs_ifile_close(f);
+        return vs_errf(err, VS_ERR_CORRUPT, "%s: header factory string '%s' does not describe a %s index",
+                       path, h->factory, h->index_type == VS_INDEX_IVF ? "IVF" : "known");
+    }
+    vs_index_t *idx = calloc(1, sizeof *idx);
+    if (idx == NULL) {
+        vs_ifile_close(f);
+        return vs_errf(err, VS_ERR_NOMEM, "%s: out of memory", path);
+    }
+    idx->spec = spec;
+    idx->dim = h->dim;
+    idx->metric = h->metric;
+    snprintf(idx->model_version, sizeof idx->model_version, "%s", h->model_version);
+    switch (spec.type) {
+    case VS_INDEX_IVF:
+        idx->ops = &vs_ivf_ops;
+        st = vs_ivf_load(f, path, &spec, (vs_ivf_t **)&idx->impl, err);
+        break;
+    default:
+        st = vs_errf(err, VS_ERR_UNSUPPORTED, "%s: loading %s indexes is not supported", path, h->factory);
+        break;
+    }
+    if (st != VS_OK) {
+        vs_ifile_close(f);
+        free(idx);
+        return st;
+    }
+    idx->file = f;
+    *out = idx;
+    return VS_OK;
+}
+
+const char *vs_index_model_version(const vs_index_t *idx)
+{
+    return idx->model_version;
+}
+
+size_t vs_index_mapped_bytes(const vs_index_t *idx)
+{
+    return idx->file ? vs_ifile_mapped_bytes(idx->file) : 0;
 }
 
 int vs_index_needs_training(const vs_index_t *idx)

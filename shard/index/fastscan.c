@@ -37,34 +37,149 @@ uint8_t vs_fs_get(const uint8_t *blocks, uint32_t m, size_t pos, uint32_t j)
     return (uint8_t)((b[(j / 2) * VS_FS_BLOCK] >> ((j & 1) * 4)) & 15);
 }
 
-void vs_fs_quantize_lut(const float *lut, uint32_t m, uint8_t *qlut, float *out_bias, float *out_scale)
+/* Writes the 16 quantised entries of sub-quantizer j twice (for the two 128-bit lanes of a pair load). */
+static void put_table(uint8_t *qlut, uint32_t P, uint32_t j, const uint8_t q[16])
+{
+    uint8_t *t = qlut + (j & 1) * (size_t)P * 32 + (j / 2) * 32;
+    memcpy(t, q, 16);
+    memcpy(t + 16, q, 16);
+}
+
+static void quantize_scalar(const float *lut, uint32_t m, uint8_t *qlut, float *out_bias, float *out_scale)
 {
     uint32_t P = vs_fs_pairs(m);
     float range = 0.0f, bias = 0.0f, mins[VS_FS_MAX_M];
     for (uint32_t j = 0; j < m; j++) {
         float lo = lut[j * 16], hi = lut[j * 16];
         for (int c = 1; c < 16; c++) {
-            lo = fminf(lo, lut[j * 16 + c]);
-            hi = fmaxf(hi, lut[j * 16 + c]);
+            float v = lut[j * 16 + c];
+            lo = v < lo ? v : lo;
+            hi = v > hi ? v : hi;
         }
         mins[j] = lo;
         bias += lo;
-        range = fmaxf(range, hi - lo);
+        range = hi - lo > range ? hi - lo : range;
     }
     float scale = range > 0.0f ? 127.0f / range : 1.0f;
     memset(qlut, 0, (size_t)P * 64);
     for (uint32_t j = 0; j < m; j++) {
-        uint8_t *t = qlut + (j & 1) * (size_t)P * 32 + (j / 2) * 32;
+        uint8_t q[16];
         for (int c = 0; c < 16; c++) {
-            float v = (lut[j * 16 + c] - mins[j]) * scale;
-            long q = lrintf(v);
-            uint8_t b = (uint8_t)(q < 0 ? 0 : q > 127 ? 127 : q);
-            t[c] = b;
-            t[16 + c] = b;
+            long v = lrintf((lut[j * 16 + c] - mins[j]) * scale);
+            q[c] = (uint8_t)(v < 0 ? 0 : v > 127 ? 127 : v);
         }
+        put_table(qlut, P, j, q);
     }
     *out_bias = bias;
     *out_scale = scale;
+}
+
+#ifdef VS_HAVE_X86
+/* One 16-entry table is one zmm. Rounding is to nearest-even like lrintf, so the bytes equal the
+ * scalar version's exactly. */
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) static void
+quantize_avx512(const float *lut, uint32_t m, uint8_t *qlut, float *out_bias, float *out_scale)
+{
+    uint32_t P = vs_fs_pairs(m);
+    float mins[VS_FS_MAX_M], bias = 0.0f, range = 0.0f;
+    for (uint32_t j = 0; j < m; j++) {
+        __m512 v = _mm512_loadu_ps(lut + j * 16);
+        float lo = _mm512_reduce_min_ps(v), hi = _mm512_reduce_max_ps(v);
+        mins[j] = lo;
+        bias += lo;
+        range = hi - lo > range ? hi - lo : range;
+    }
+    float scale = range > 0.0f ? 127.0f / range : 1.0f;
+    if (m & 1)
+        memset(qlut, 0, (size_t)P * 64);
+    const __m512 vs = _mm512_set1_ps(scale);
+    const __m512i hi127 = _mm512_set1_epi32(127), zero = _mm512_setzero_si512();
+    for (uint32_t j = 0; j < m; j++) {
+        __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(lut + j * 16), _mm512_set1_ps(mins[j])), vs);
+        __m512i q = _mm512_cvt_roundps_epi32(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q = _mm512_min_epi32(_mm512_max_epi32(q, zero), hi127);
+        __m128i b = _mm512_cvtepi32_epi8(q);
+        uint8_t *t = qlut + (j & 1) * (size_t)P * 32 + (j / 2) * 32;
+        _mm_storeu_si128((__m128i *)t, b);
+        _mm_storeu_si128((__m128i *)(t + 16), b);
+    }
+    *out_bias = bias;
+    *out_scale = scale;
+}
+#endif
+
+void vs_fs_quantize_lut(const float *lut, uint32_t m, uint8_t *qlut, float *out_bias, float *out_scale)
+{
+#ifdef VS_HAVE_X86
+    if (vs_cpu_simd_level() >= VS_SIMD_AVX512) {
+        quantize_avx512(lut, m, qlut, out_bias, out_scale);
+        return;
+    }
+#endif
+    quantize_scalar(lut, m, qlut, out_bias, out_scale);
+}
+
+void vs_fs_transpose_codebook(const float *centroids, uint32_t m, uint32_t dsub, float *cbt)
+{
+    for (uint32_t j = 0; j < m; j++)
+        for (uint32_t c = 0; c < 16; c++)
+            for (uint32_t t = 0; t < dsub; t++)
+                cbt[((size_t)j * dsub + t) * 16 + c] = centroids[((size_t)j * 16 + c) * dsub + t];
+}
+
+static void table_scalar(const float *cbt, uint32_t m, uint32_t dsub, const float *r, int l2, float *table)
+{
+    for (uint32_t j = 0; j < m; j++) {
+        float acc[16] = {0};
+        for (uint32_t t = 0; t < dsub; t++) {
+            const float *col = cbt + ((size_t)j * dsub + t) * 16;
+            float x = r[j * dsub + t];
+            for (int c = 0; c < 16; c++) {
+                float v = l2 ? x - col[c] : x * col[c];
+                acc[c] = l2 ? acc[c] + v * v : acc[c] + v;
+            }
+        }
+        for (int c = 0; c < 16; c++)
+            table[j * 16 + c] = l2 ? acc[c] : -acc[c];
+    }
+}
+
+#ifdef VS_HAVE_X86
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,fma"))) static void
+table_avx512(const float *cbt, uint32_t m, uint32_t dsub, const float *r, int l2, float *table)
+{
+    for (uint32_t j = 0; j < m; j++) {
+        __m512 acc = _mm512_setzero_ps();
+        const float *col = cbt + (size_t)j * dsub * 16;
+        for (uint32_t t = 0; t < dsub; t++) {
+            __m512 x = _mm512_set1_ps(r[j * dsub + t]), p = _mm512_loadu_ps(col + t * 16);
+            if (l2) {
+                __m512 v = _mm512_sub_ps(x, p);
+                acc = _mm512_fmadd_ps(v, v, acc);
+            } else {
+                acc = _mm512_fmadd_ps(x, p, acc);
+            }
+        }
+        _mm512_storeu_ps(table + j * 16, l2 ? acc : _mm512_sub_ps(_mm512_setzero_ps(), acc));
+    }
+}
+#endif
+
+void vs_fs_table(const float *cbt, uint32_t m, uint32_t dsub, const float *r, int l2, float *table)
+{
+#ifdef VS_HAVE_X86
+    if (vs_cpu_simd_level() >= VS_SIMD_AVX512) {
+        table_avx512(cbt, m, dsub, r, l2, table);
+        return;
+    }
+#endif
+    table_scalar(cbt, m, dsub, r, l2, table);
+}
+
+/* Exposed for the tests: the scalar quantiser, to compare with the dispatched one. */
+void vs_fs_quantize_lut_scalar(const float *lut, uint32_t m, uint8_t *qlut, float *out_bias, float *out_scale)
+{
+    quantize_scalar(lut, m, qlut, out_bias, out_scale);
 }
 
 /* ---- scalar reference --------------------------------------------------------------------------- */

@@ -48,6 +48,18 @@ uint8_t vs_fs_get(const uint8_t *blocks, uint32_t m, size_t pos, uint32_t j);
 /* Quantises a float ADC table lut[m*16] into qlut[P*64] (layout above); returns bias and scale. */
 void vs_fs_quantize_lut(const float *lut, uint32_t m, uint8_t *qlut, float *out_bias, float *out_scale);
 
+/* Codebook of a 4-bit PQ transposed for table building: for sub-quantizer j and dimension t of its
+ * sub-space, the 16 centroid coordinates are contiguous: cbt[(j*dsub + t)*16 + c]. */
+void vs_fs_transpose_codebook(const float *centroids, uint32_t m, uint32_t dsub, float *cbt);
+
+/* ADC table in key space from a transposed codebook: table[j*16+c] = |r_j - p_jc|^2 (l2 = 1) or
+ * -<r_j, p_jc> (l2 = 0, for inner-product keys). d = m*dsub floats of r. */
+void vs_fs_table(const float *cbt, uint32_t m, uint32_t dsub, const float *r, int l2, float *table);
+
+/* The portable version of vs_fs_quantize_lut (tests check the SIMD one gives the same bytes). */
+void vs_fs_quantize_lut_scalar(const float *lut, uint32_t m, uint8_t *qlut, float *out_bias,
+                               float *out_scale);
+
 /* Called for a vector whose 16-bit sum is <= the current threshold; returns the new threshold. */
 typedef uint16_t (*vs_fs_offer_fn)(void *ctx, size_t pos, uint16_t sum);
 

@@ -342,5 +342,5 @@ static void ops_destroy(void *impl)
 }
 
 const vs_index_ops_t vs_flat_ops = {
-    ops_train, ops_add, ops_search, ops_count, ops_memory_bytes, ops_needs_training, ops_destroy,
+    ops_train, ops_add, ops_search, ops_count, ops_memory_bytes, ops_needs_training, ops_destroy, NULL,
 };

@@ -96,6 +96,26 @@ vs_status vs_index_search(const vs_index_t *idx, size_t nq, const float *q, size
                           const vs_search_params_t *params, size_t n_threads, float *out_dist,
                           int64_t *out_ids, char err[VS_ERR_LEN]);
 
+/* Writes the index to path in the index file format (shard/index/ifile.h): written to path.tmp and
+ * renamed, so readers never see a partial file. model_version names the embedding model the vectors
+ * came from (may be NULL or ""; at most 127 bytes); build_time_unix is recorded as given.
+ * VS_ERR_UNSUPPORTED for index types without persistence (Flat), VS_ERR_IO naming the path. */
+vs_status vs_index_save(const vs_index_t *idx, const char *path, const char *model_version,
+                        uint64_t build_time_unix, char err[VS_ERR_LEN]);
+
+/* Opens an index file read-only with mmap (processes on one host share the page cache) and validates
+ * all of it before returning: the container (checksums, bounds) and the index's own structure (list
+ * offsets, ids, parameters consistent with the factory string). VS_ERR_CORRUPT names the section;
+ * VS_ERR_NOT_FOUND, VS_ERR_IO, VS_ERR_UNSUPPORTED (newer format). The mapping lives until destroy;
+ * vectors added after load are kept in memory (copy on first write of a list). */
+vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN]);
+
+/* Embedding model version recorded at save (loaded indexes) or "" (borrowed). */
+const char *vs_index_model_version(const vs_index_t *idx);
+
+/* Bytes of the mapped file (0 for an index built in memory). */
+size_t vs_index_mapped_bytes(const vs_index_t *idx);
+
 size_t vs_index_count(const vs_index_t *idx);
 uint32_t vs_index_dim(const vs_index_t *idx);
 vs_metric vs_index_metric(const vs_index_t *idx);

@@ -2,6 +2,7 @@
 #ifndef VS_SHARD_INDEX_INDEX_IMPL_H
 #define VS_SHARD_INDEX_INDEX_IMPL_H
 
+#include "shard/index/ifile.h"
 #include "shard/index/index.h"
 
 typedef struct vs_index_ops {
@@ -17,6 +18,8 @@ typedef struct vs_index_ops {
     size_t (*memory_bytes)(const void *impl);
     int (*needs_training)(const void *impl);
     void (*destroy)(void *impl);
+    /* Writes the index's sections and fills params (128 bytes, index-defined). NULL: not persistable. */
+    vs_status (*save)(const void *impl, vs_ifile_writer_t *w, uint8_t params[128], char *err);
 } vs_index_ops_t;
 
 #endif

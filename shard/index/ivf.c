@@ -16,6 +16,7 @@
 #include "common/parallel.h"
 #include "common/topk.h"
 #include "shard/index/fastscan.h"
+#include "shard/index/ifile.h"
 #include "shard/index/pq.h"
 #include "shard/index/sq8.h"
 
@@ -34,7 +35,8 @@ struct vs_ivf {
     int trained;
     float *centroids; /* nlist*d */
     vs_pq_t pq;
-    float *term2; /* L2 + PQ: nlist*m*ksub, |p_jc|^2 + 2<c_l,j, p_jc> */
+    float *term2; /* L2 + 8-bit PQ: nlist*m*ksub, |p_jc|^2 + 2<c_l,j, p_jc> */
+    float *cbt;   /* 4-bit fast-scan PQ: the codebook transposed (fastscan.h) */
     vs_sq8_t sq8;
     ivf_list_t *lists;
     size_t ntotal;
@@ -138,6 +140,7 @@ void vs_ivf_destroy(vs_ivf_t *ivf)
     free(ivf->lists);
     free(ivf->centroids);
     free(ivf->term2);
+    free(ivf->cbt);
     vs_pq_fini(&ivf->pq);
     vs_sq8_fini(&ivf->sq8);
     free(ivf);
@@ -146,6 +149,17 @@ void vs_ivf_destroy(vs_ivf_t *ivf)
 /* term2[l][j][c] = |p_jc|^2 + 2 <c_l,j , p_jc> for L2 with PQ (see ivf.h). */
 static vs_status compute_term2(vs_ivf_t *ivf, char *err)
 {
+    if (ivf->spec.codec == VS_CODEC_PQ && ivf->spec.fastscan) {
+        /* 4-bit tables are cheaper to compute from the residual (d FMAs per list with a codebook that
+         * stays in cache) than to read from a precomputed nlist*m*16 table in DRAM */
+        float *cbt = malloc((size_t)ivf->pq.m * ivf->pq.dsub * 16 * sizeof(float));
+        if (cbt == NULL)
+            return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for the codebook");
+        vs_fs_transpose_codebook(ivf->pq.centroids, ivf->pq.m, ivf->pq.dsub, cbt);
+        free(ivf->cbt);
+        ivf->cbt = cbt;
+        return VS_OK;
+    }
     if (ivf->spec.codec != VS_CODEC_PQ || ivf->metric != VS_METRIC_L2)
         return VS_OK;
     const vs_pq_t *pq = &ivf->pq;
@@ -210,8 +224,12 @@ static vs_status ivf_train(vs_ivf_t *ivf, size_t n, const float *x_in, size_t n_
         free(owned);
         return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for centroids");
     }
+    /* 10 Lloyd iterations from random seeds, as FAISS's IVF coarse quantizer (Level1Quantizer sets
+     * cp.niter = 10): large clusterings gain little from more or from k-means++, whose sequential seeding
+     * would cost a sixth of the build here; and recall comparisons stay like for like */
     vs_kmeans_params_t kp = {.k = ivf->nlist,
-                             .n_iter = 20,
+                             .n_iter = 10,
+                             .random_init = 1,
                              .max_points_per_centroid = 256,
                              .seed = ivf->seed,
                              .spherical = ivf->metric == VS_METRIC_COSINE,
@@ -266,8 +284,39 @@ static vs_status ivf_train(vs_ivf_t *ivf, size_t n, const float *x_in, size_t n_
 
 /* ---- add ---------------------------------------------------------------------------------------- */
 
+/* A list of a loaded index points into the read-only mapping: the first add copies it to the heap. */
+static vs_status list_own(const vs_ivf_t *ivf, ivf_list_t *L, char *err)
+{
+    size_t cap = L->n ? L->n : 1, cb = code_bytes(ivf, cap), rb = refine_bytes_per_vector(ivf);
+    uint8_t *codes = malloc(cb ? cb : 1);
+    int64_t *ids = malloc(cap * sizeof(int64_t));
+    uint8_t *refine = rb ? malloc(cap * rb) : NULL;
+    if (codes == NULL || ids == NULL || (rb && refine == NULL)) {
+        free(codes);
+        free(ids);
+        free(refine);
+        return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory copying a list of %zu", L->n);
+    }
+    memcpy(codes, L->codes, code_bytes(ivf, L->n));
+    memset(codes + code_bytes(ivf, L->n), 0, cb - code_bytes(ivf, L->n));
+    memcpy(ids, L->ids, L->n * sizeof(int64_t));
+    if (rb)
+        memcpy(refine, L->refine, L->n * rb);
+    L->codes = codes;
+    L->ids = ids;
+    L->refine = refine;
+    L->cap = cap;
+    L->owned = 1;
+    return VS_OK;
+}
+
 static vs_status list_reserve(const vs_ivf_t *ivf, ivf_list_t *L, size_t need, char *err)
 {
+    if (!L->owned) {
+        vs_status st = list_own(ivf, L, err);
+        if (st != VS_OK)
+            return st;
+    }
     if (need <= L->cap)
         return VS_OK;
     size_t cap = L->cap ? L->cap : 32;
@@ -483,8 +532,15 @@ static void search_one(void *arg, size_t qi, size_t worker)
     vs_topk_init(&h, c->kp, s->hkeys, s->hids);
     const vs_pq_t *pq = &ivf->pq;
     const size_t mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)pq->m * pq->ksub : 0;
-    if (mk)
+    const int fs = ivf->spec.fastscan;
+    float ip_bias = 0.0f, ip_scale = 1.0f;
+    if (fs && ivf->metric != VS_METRIC_L2) {
+        /* inner product: the table does not depend on the list; build and quantise it once */
+        vs_fs_table(ivf->cbt, pq->m, pq->dsub, q, 0, s->table);
+        vs_fs_quantize_lut(s->table, pq->m, s->qlut, &ip_bias, &ip_scale);
+    } else if (mk && !fs) {
         vs_pq_lut_ip(pq, q, s->ipq);
+    }
     const vs_distance_kernels_t *kern = vs_distance_kernels();
     vs_fs_scan_fn scan = vs_fs_scan();
     for (uint32_t pi = 0; pi < c->nprobe; pi++) {
@@ -508,7 +564,24 @@ static void search_one(void *arg, size_t qi, size_t worker)
             }
             continue;
         }
-        /* ADC table in key space: key = base + sum_j table[j][code_j] */
+        if (fs) {
+            float base, bias, scale;
+            if (ivf->metric == VS_METRIC_L2) {
+                for (uint32_t j = 0; j < d; j++)
+                    s->dbuf[j] = q[j] - cl[j];
+                vs_fs_table(ivf->cbt, pq->m, pq->dsub, s->dbuf, 1, s->table);
+                vs_fs_quantize_lut(s->table, pq->m, s->qlut, &bias, &scale);
+                base = bias;
+            } else {
+                base = -kern->ip(q, cl, d) + ip_bias;
+                scale = ip_scale;
+            }
+            fs_state_t st = {&h, L, (uint32_t)l, refine, base, scale};
+            scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(vs_topk_threshold(&h), base, scale),
+                 fs_offer, &st);
+            continue;
+        }
+        /* 8-bit ADC table in key space: key = base + sum_j table[j][code_j] */
         float base;
         if (ivf->metric == VS_METRIC_L2) {
             base = kern->l2sqr(q, cl, d);
@@ -520,13 +593,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
             for (size_t jc = 0; jc < mk; jc++)
                 s->table[jc] = -s->ipq[jc];
         }
-        if (ivf->spec.fastscan) {
-            float bias, scale;
-            vs_fs_quantize_lut(s->table, pq->m, s->qlut, &bias, &scale);
-            fs_state_t st = {&h, L, (uint32_t)l, refine, base + bias, scale};
-            scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(vs_topk_threshold(&h), st.base, scale),
-                 fs_offer, &st);
-        } else {
+        {
             float thr = vs_topk_threshold(&h);
             for (size_t i = 0; i < L->n; i++) {
                 float key = base + vs_pq_adc(s->table, L->codes + i * pq->m, pq->m, pq->ksub);
@@ -660,6 +727,206 @@ vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, si
                       out_dist, out_ids, err);
 }
 
+/* ---- persistence -------------------------------------------------------------------------------- */
+
+/* The params blob of the file header (little-endian u32s; the rest of the 128 bytes is zero). */
+typedef struct ivf_params {
+    uint32_t nlist, codec, pq_m, pq_nbits, fastscan, refine;
+} ivf_params_t;
+
+static vs_status ivf_save(const void *impl, vs_ifile_writer_t *w, uint8_t params[128], char *err)
+{
+    const vs_ivf_t *ivf = impl;
+    const uint32_t d = ivf->d;
+    ivf_params_t p = {ivf->nlist,         (uint32_t)ivf->spec.codec,    ivf->spec.pq_m,
+                      ivf->spec.pq_nbits, (uint32_t)ivf->spec.fastscan, (uint32_t)ivf->spec.refine};
+    memset(params, 0, 128);
+    memcpy(params, &p, sizeof p);
+    vs_status st = vs_ifile_writer_add_section(w, "ivf.centroids", ivf->centroids,
+                                               (size_t)ivf->nlist * d * sizeof(float), err);
+    if (st == VS_OK && ivf->spec.codec == VS_CODEC_PQ)
+        st =
+            vs_ifile_writer_add_section(w, "pq.codebooks", ivf->pq.centroids,
+                                        (size_t)ivf->pq.m * ivf->pq.ksub * ivf->pq.dsub * sizeof(float), err);
+    if (st == VS_OK && ivf->spec.refine == VS_REFINE_SQ8) {
+        st = vs_ifile_writer_begin_section(w, "sq8.params", err);
+        if (st == VS_OK)
+            st = vs_ifile_writer_append(w, ivf->sq8.vmin, d * sizeof(float), err);
+        if (st == VS_OK)
+            st = vs_ifile_writer_append(w, ivf->sq8.step, d * sizeof(float), err);
+        if (st == VS_OK)
+            st = vs_ifile_writer_end_section(w, err);
+    }
+    if (st == VS_OK)
+        st = vs_ifile_writer_begin_section(w, "ivf.offsets", err);
+    uint64_t off = 0;
+    for (uint32_t l = 0; st == VS_OK && l <= ivf->nlist; l++) {
+        st = vs_ifile_writer_append(w, &off, sizeof off, err);
+        if (l < ivf->nlist)
+            off += ivf->lists[l].n;
+    }
+    if (st == VS_OK)
+        st = vs_ifile_writer_end_section(w, err);
+    /* the per-list arrays, concatenated in list order */
+    const char *tags[3] = {"ivf.ids", "ivf.codes",
+                           ivf->spec.refine == VS_REFINE_FLAT ? "refine.flat" : "refine.sq8"};
+    int n_arrays = ivf->spec.refine != VS_REFINE_NONE ? 3 : 2;
+    for (int a = 0; st == VS_OK && a < n_arrays; a++) {
+        st = vs_ifile_writer_begin_section(w, tags[a], err);
+        for (uint32_t l = 0; st == VS_OK && l < ivf->nlist; l++) {
+            const ivf_list_t *L = &ivf->lists[l];
+            if (a == 0)
+                st = vs_ifile_writer_append(w, L->ids, L->n * sizeof(int64_t), err);
+            else if (a == 1)
+                st = vs_ifile_writer_append(w, L->codes, code_bytes(ivf, L->n), err);
+            else
+                st = vs_ifile_writer_append(w, L->refine, L->n * refine_bytes_per_vector(ivf), err);
+        }
+        if (st == VS_OK)
+            st = vs_ifile_writer_end_section(w, err);
+    }
+    return st;
+}
+
+/* Fetches a section that must have exactly want bytes. */
+static vs_status section_exact(const vs_ifile_t *f, const char *path, const char *tag, size_t want,
+                               const void **out, char *err)
+{
+    size_t len;
+    vs_status st = vs_ifile_section(f, tag, out, &len, err);
+    if (st != VS_OK)
+        return st == VS_ERR_NOT_FOUND ? vs_errf(err, VS_ERR_CORRUPT, "%s: section '%s' is missing", path, tag)
+                                      : st;
+    if (len != want)
+        return vs_errf(err, VS_ERR_CORRUPT, "%s: section '%s' has %zu bytes, the index needs %zu", path, tag,
+                       len, want);
+    return VS_OK;
+}
+
+static int all_finite(const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i]))
+            return 0;
+    return 1;
+}
+
+vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_spec_t *spec, vs_ivf_t **out,
+                      char err[VS_ERR_LEN])
+{
+    const vs_ifile_header_t *h = vs_ifile_header(f);
+    ivf_params_t p;
+    memcpy(&p, h->params, sizeof p);
+    if (p.nlist != spec->nlist || p.codec != (uint32_t)spec->codec || p.pq_m != spec->pq_m ||
+        p.pq_nbits != spec->pq_nbits || p.fastscan != (uint32_t)spec->fastscan ||
+        p.refine != (uint32_t)spec->refine)
+        return vs_errf(err, VS_ERR_CORRUPT, "%s: header parameters do not match its factory string '%s'",
+                       path, h->factory);
+    vs_ivf_t *ivf;
+    vs_status st = vs_ivf_create(h->dim, h->metric, spec, &ivf, err);
+    if (st != VS_OK)
+        return st == VS_ERR_INVALID_ARGUMENT ? vs_errf(err, VS_ERR_CORRUPT, "%s: %s", path, err) : st;
+    const uint32_t d = ivf->d, nlist = ivf->nlist;
+    const size_t n = h->n_vectors;
+    const void *cent, *offs, *ids, *codes, *refine = NULL, *cb = NULL, *sqp = NULL;
+    st = section_exact(f, path, "ivf.centroids", (size_t)nlist * d * sizeof(float), &cent, err);
+    if (st == VS_OK)
+        st = section_exact(f, path, "ivf.offsets", ((size_t)nlist + 1) * sizeof(uint64_t), &offs, err);
+    if (st != VS_OK)
+        goto fail;
+    const uint64_t *off = offs;
+    if (off[0] != 0 || off[nlist] != n) {
+        st = vs_errf(err, VS_ERR_CORRUPT,
+                     "%s: section 'ivf.offsets' does not span the %zu vectors of the header", path, n);
+        goto fail;
+    }
+    size_t total_code = 0;
+    for (uint32_t l = 0; l < nlist; l++) {
+        if (off[l + 1] < off[l] || off[l + 1] - off[l] > 0xffffffffu) {
+            st = vs_errf(err, VS_ERR_CORRUPT, "%s: section 'ivf.offsets': list %u has a bad size", path, l);
+            goto fail;
+        }
+        total_code += code_bytes(ivf, (size_t)(off[l + 1] - off[l]));
+    }
+    if (n > SIZE_MAX / 8 / (d ? d : 1)) {
+        st = vs_errf(err, VS_ERR_CORRUPT, "%s: %zu vectors is not a plausible count", path, n);
+        goto fail;
+    }
+    st = section_exact(f, path, "ivf.ids", n * sizeof(int64_t), &ids, err);
+    if (st == VS_OK)
+        st = section_exact(f, path, "ivf.codes", total_code, &codes, err);
+    if (st == VS_OK && spec->codec == VS_CODEC_PQ)
+        st = section_exact(f, path, "pq.codebooks",
+                           (size_t)ivf->pq.m * ivf->pq.ksub * ivf->pq.dsub * sizeof(float), &cb, err);
+    if (st == VS_OK && spec->refine == VS_REFINE_FLAT)
+        st = section_exact(f, path, "refine.flat", n * d * sizeof(float), &refine, err);
+    if (st == VS_OK && spec->refine == VS_REFINE_SQ8) {
+        st = section_exact(f, path, "refine.sq8", n * d, &refine, err);
+        if (st == VS_OK)
+            st = section_exact(f, path, "sq8.params", 2 * (size_t)d * sizeof(float), &sqp, err);
+    }
+    if (st != VS_OK)
+        goto fail;
+    if (!all_finite(cent, (size_t)nlist * d) ||
+        (cb && !all_finite(cb, (size_t)ivf->pq.m * ivf->pq.ksub * ivf->pq.dsub)) ||
+        (sqp && !all_finite(sqp, 2 * (size_t)d)) ||
+        (spec->codec == VS_CODEC_FLAT && !all_finite(codes, n * d)) ||
+        (spec->refine == VS_REFINE_FLAT && !all_finite(refine, n * d))) {
+        st = vs_errf(err, VS_ERR_CORRUPT, "%s: a float section holds NaN or Inf", path);
+        goto fail;
+    }
+    const int64_t *idv = ids;
+    for (size_t i = 0; i < n; i++)
+        if (idv[i] < 0) {
+            st = vs_errf(err, VS_ERR_CORRUPT, "%s: section 'ivf.ids': entry %zu is negative (%lld)", path, i,
+                         (long long)idv[i]);
+            goto fail;
+        }
+    ivf->centroids = malloc((size_t)nlist * d * sizeof(float)); /* small; owned so destroy stays uniform */
+    if (ivf->centroids == NULL) {
+        st = vs_errf(err, VS_ERR_NOMEM, "%s: out of memory", path);
+        goto fail;
+    }
+    memcpy(ivf->centroids, cent, (size_t)nlist * d * sizeof(float));
+    if (cb) {
+        ivf->pq.centroids = (float *)cb;
+        ivf->pq.owned = 0;
+    }
+    if (sqp) {
+        ivf->sq8.d = d;
+        ivf->sq8.vmin = (float *)sqp;
+        ivf->sq8.step = (float *)sqp + d;
+        ivf->sq8.owned = 0;
+        for (uint32_t i = 0; i < d; i++)
+            if (!(ivf->sq8.step[i] > 0)) {
+                st = vs_errf(err, VS_ERR_CORRUPT, "%s: section 'sq8.params': step %u is not positive", path,
+                             i);
+                goto fail;
+            }
+    }
+    size_t code_at = 0, rb = refine_bytes_per_vector(ivf);
+    for (uint32_t l = 0; l < nlist; l++) {
+        ivf_list_t *L = &ivf->lists[l];
+        size_t ln = (size_t)(off[l + 1] - off[l]);
+        L->n = L->cap = ln;
+        L->owned = 0;
+        L->ids = (int64_t *)idv + off[l];
+        L->codes = (uint8_t *)codes + code_at;
+        L->refine = refine ? (uint8_t *)refine + off[l] * rb : NULL;
+        code_at += code_bytes(ivf, ln);
+    }
+    ivf->ntotal = n;
+    ivf->trained = 1;
+    st = compute_term2(ivf, err);
+    if (st != VS_OK)
+        goto fail;
+    *out = ivf;
+    return VS_OK;
+fail:
+    vs_ivf_destroy(ivf);
+    return st;
+}
+
 /* ---- vs_index_t glue ---------------------------------------------------------------------------- */
 
 static vs_status ops_search(const void *impl, size_t nq, const float *q, size_t k,
@@ -698,6 +965,8 @@ static size_t ops_memory_bytes(const void *impl)
         b += (size_t)ivf->pq.m * ivf->pq.ksub * ivf->pq.dsub * sizeof(float);
     if (ivf->term2)
         b += (size_t)ivf->nlist * ivf->pq.m * ivf->pq.ksub * sizeof(float);
+    if (ivf->cbt)
+        b += (size_t)ivf->pq.m * ivf->pq.dsub * 16 * sizeof(float);
     for (uint32_t l = 0; l < ivf->nlist; l++) {
         const ivf_list_t *L = &ivf->lists[l];
         b += code_bytes(ivf, L->n) + L->n * (sizeof(int64_t) + refine_bytes_per_vector(ivf));
@@ -716,5 +985,5 @@ static void ops_destroy(void *impl)
 }
 
 const vs_index_ops_t vs_ivf_ops = {
-    ops_train, ops_add, ops_search, ops_count, ops_memory_bytes, ops_needs_training, ops_destroy,
+    ops_train, ops_add, ops_search, ops_count, ops_memory_bytes, ops_needs_training, ops_destroy, ivf_save,
 };

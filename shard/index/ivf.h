@@ -32,6 +32,11 @@ vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, si
                               uint32_t n_lists, float k_factor, size_t n_threads, float *out_dist,
                               int64_t *out_ids, char err[VS_ERR_LEN]);
 
+/* Builds an IVF index over a validated, mapped index file (f outlives the index; the caller closes it
+ * after vs_ivf_destroy). Checks every IVF section's size and content; VS_ERR_CORRUPT names the section. */
+vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_spec_t *spec, vs_ivf_t **out,
+                      char err[VS_ERR_LEN]);
+
 uint32_t vs_ivf_nlist(const vs_ivf_t *ivf);
 /* Coarse centroids, nlist*dim floats (borrowed); NULL before training. */
 const float *vs_ivf_centroids(const vs_ivf_t *ivf);

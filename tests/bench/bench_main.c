@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cJSON.h>
@@ -27,7 +28,8 @@
 #define MAX_SETTINGS 256
 
 typedef struct opts {
-    const char *base, *queries, *gt, *dataset, *factory, *search, *peers, *metric_s, *peer_search;
+    const char *base, *queries, *gt, *dataset, *factory, *search, *peers, *metric_s, *peer_search,
+        *save_index, *load_index;
     size_t k, threads, batch, nq_limit, train_size, warmup;
     unsigned ef_construction, hnsw_m;
     int quiet;
@@ -71,6 +73,8 @@ static void usage(FILE *f)
         "  --train-size N     training sample for indexes that train (default: all base vectors)\n"
         "  --ef-construction N, --hnsw-m N   HNSW build parameters for hnswlib/HNSW (default 200, 32)\n"
         "  --warmup N         untimed queries before each setting (default 100)\n"
+        "  --save-index FILE  save our index after building it (IVF)\n"
+        "  --load-index FILE  load our index (mmap) instead of building it; build_s is then the load time\n"
         "  --quiet            no progress lines\n"
         "  -h, --help         this help\n");
 }
@@ -232,25 +236,38 @@ static void run_ours(const opts_t *o, const data_t *D)
 {
     char err[VS_ERR_LEN];
     vs_index_t *idx;
-    if (vs_index_create(D->d, D->metric, o->factory, &idx, err) != VS_OK)
-        die("--index", err);
     double t0 = vs_now_s();
-    if (vs_index_needs_training(idx)) {
-        size_t nt = o->train_size && o->train_size < D->n ? o->train_size : D->n;
+    if (o->load_index) {
+        if (vs_index_load(o->load_index, &idx, err) != VS_OK)
+            die("--load-index", err);
+        if (vs_index_dim(idx) != D->d || vs_index_metric(idx) != D->metric || vs_index_count(idx) != D->n)
+            die("--load-index", "the index does not match --base and --metric (dim, metric or count)");
+        char f[64];
+        vs_factory_format(vs_index_spec(idx), f, sizeof f);
+        if (strcmp(f, o->factory) != 0)
+            die("--load-index", "the file holds a different index than --index says");
+    } else {
+        if (vs_index_create(D->d, D->metric, o->factory, &idx, err) != VS_OK)
+            die("--index", err);
+        if (vs_index_needs_training(idx)) {
+            size_t nt = o->train_size && o->train_size < D->n ? o->train_size : D->n;
+            vs_progress_t p;
+            vs_progress_start(&p, "train", o->quiet);
+            vs_progress_cb_t cb = {vs_progress_report, &p};
+            if (vs_index_train(idx, nt, D->base, o->threads, &cb, err) != VS_OK)
+                die("train", err);
+            vs_progress_finish(&p, nt);
+        }
         vs_progress_t p;
-        vs_progress_start(&p, "train", o->quiet);
+        vs_progress_start(&p, "add", o->quiet);
         vs_progress_cb_t cb = {vs_progress_report, &p};
-        if (vs_index_train(idx, nt, D->base, o->threads, &cb, err) != VS_OK)
-            die("train", err);
-        vs_progress_finish(&p, nt);
+        if (vs_index_add(idx, D->n, D->base, NULL, o->threads, &cb, err) != VS_OK)
+            die("add", err);
+        vs_progress_finish(&p, D->n);
     }
-    vs_progress_t p;
-    vs_progress_start(&p, "add", o->quiet);
-    vs_progress_cb_t cb = {vs_progress_report, &p};
-    if (vs_index_add(idx, D->n, D->base, NULL, o->threads, &cb, err) != VS_OK)
-        die("add", err);
-    vs_progress_finish(&p, D->n);
     double build_s = vs_now_s() - t0;
+    if (o->save_index && vs_index_save(idx, o->save_index, "", (uint64_t)time(NULL), err) != VS_OK)
+        die("--save-index", err);
 
     static char settings[MAX_SETTINGS][128];
     size_t ns = expand_sweep(o->search, settings, MAX_SETTINGS);
@@ -498,6 +515,8 @@ int main(int argc, char **argv)
         {"hnsw-m", required_argument, 0, 'M'},
         {"peer-search", required_argument, 0, 'P'},
         {"quiet", no_argument, 0, 'Q'},
+        {"save-index", required_argument, 0, 'S'},
+        {"load-index", required_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -557,6 +576,12 @@ int main(int argc, char **argv)
             break;
         case 'Q':
             o.quiet = 1;
+            break;
+        case 'S':
+            o.save_index = optarg;
+            break;
+        case 'L':
+            o.load_index = optarg;
             break;
         case 'h':
             usage(stdout);

@@ -27,6 +27,7 @@ static void test_parse_good(void)
           s.pq_nbits == 4 && s.fastscan && s.refine == VS_REFINE_FLAT);
     CHECK(vs_factory_parse("HNSW48", &s, err) == VS_OK && s.type == VS_INDEX_HNSW && s.hnsw_m == 48);
     CHECK(vs_factory_parse("IVF8,PQ4x8", &s, err) == VS_OK && s.pq_nbits == 8);
+    CHECK(vs_factory_parse("IVF8,PQ4np,RFlat", &s, err) == VS_OK && s.pq_m == 4 && s.refine == VS_REFINE_FLAT);
 }
 
 static void test_parse_bad(void)

@@ -183,8 +183,59 @@ static void test_quantize_error_bound(void)
     }
 }
 
+static void test_quantize_simd_equals_scalar(void)
+{
+    uint64_t st = 21;
+    for (uint32_t m = 1; m <= 64; m++) {
+        float lut[64 * 16];
+        for (uint32_t i = 0; i < m * 16; i++)
+            lut[i] = vs_test_randf(&st) * 50.0f;
+        uint8_t a[32 * 64], b[32 * 64];
+        float ba, sa, bb, sb;
+        vs_fs_quantize_lut(lut, m, a, &ba, &sa);
+        vs_fs_quantize_lut_scalar(lut, m, b, &bb, &sb);
+        CHECKF(memcmp(a, b, vs_fs_pairs(m) * 64) == 0 && sa == sb, "m=%u: quantised tables differ", m);
+        CHECKF(fabsf(ba - bb) <= 1e-3f * (fabsf(bb) + 1.0f), "m=%u bias %g vs %g", m, ba, bb);
+    }
+}
+
+/* The ADC table from the transposed codebook equals the direct definition (L2 and IP), every dsub. */
+static void test_table_from_transposed_codebook(void)
+{
+    uint64_t st = 31;
+    const uint32_t dsubs[] = {1, 2, 3, 4, 8, 16};
+    for (size_t t = 0; t < sizeof dsubs / sizeof *dsubs; t++) {
+        uint32_t m = 6, dsub = dsubs[t], d = m * dsub;
+        float *cent = malloc(m * 16 * dsub * sizeof(float)), *cbt = malloc(m * 16 * dsub * sizeof(float));
+        float r[128], tab[6 * 16];
+        for (uint32_t i = 0; i < m * 16 * dsub; i++)
+            cent[i] = vs_test_randf(&st);
+        for (uint32_t i = 0; i < d; i++)
+            r[i] = vs_test_randf(&st);
+        vs_fs_transpose_codebook(cent, m, dsub, cbt);
+        for (int l2 = 0; l2 <= 1; l2++) {
+            vs_fs_table(cbt, m, dsub, r, l2, tab);
+            int ok = 1;
+            for (uint32_t j = 0; j < m; j++)
+                for (uint32_t c = 0; c < 16; c++) {
+                    double want = 0;
+                    for (uint32_t k = 0; k < dsub; k++) {
+                        double a = r[j * dsub + k], b = cent[(j * 16 + c) * dsub + k];
+                        want += l2 ? (a - b) * (a - b) : -a * b;
+                    }
+                    ok &= fabs(tab[j * 16 + c] - want) <= 1e-5 * (fabs(want) + 1);
+                }
+            CHECKF(ok, "dsub=%u l2=%d", dsub, l2);
+        }
+        free(cent);
+        free(cbt);
+    }
+}
+
 int main(void)
 {
+    RUN(test_table_from_transposed_codebook);
+    RUN(test_quantize_simd_equals_scalar);
     RUN(test_pack_roundtrip);
     RUN(test_kernels_equal_scalar);
     RUN(test_threshold_is_honoured);

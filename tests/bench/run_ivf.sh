@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Reproduces the IVF-PQ tables and plots of docs/benchmarks.md: our IVF indexes, FAISS (Debian
+# python3-faiss) on the same factory strings, and hnswlib, in the same run on the same data, with the
+# ann-benchmarks protocol (1 thread, 1 query per call).
+# Usage: tests/bench/run_ivf.sh [fashion|synthetic|all] [OUTDIR]    (default: all, build/bench)
+# Needs: a Release build in build/ (this script makes it), python3-matplotlib for the plots.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+what=${1:-all}
+out=${2:-build/bench}
+mkdir -p "$out"
+./deploy/local/install-deps.sh --bench
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$(nproc)" >/dev/null
+bin=build/bin
+
+bench() { # dataset base queries gt factory sweep peers [extra...]
+    local name=$1 base=$2 queries=$3 gt=$4 factory=$5 sweep=$6 peers=$7
+    shift 7
+    echo "== $name: $factory ($peers)" >&2
+    "$bin/vecshard-bench" --base "$base" --queries "$queries" --gt "$gt" --dataset "$name" --index "$factory" \
+        --search "$sweep" ${peers:+--peers "$peers"} "$@" --quiet | tee -a "$out/$name.jsonl"
+}
+
+if [ "$what" = fashion ] || [ "$what" = all ]; then
+    d=/usr/share/datasets/fashion-mnist
+    base=$d/train-images-idx3-ubyte.gz
+    queries=$d/t10k-images-idx3-ubyte.gz
+    gt=$out/fashion-gt100.ivecs
+    [ -s "$gt" ] || "$bin/vecshard-gt" --base "$base" --queries "$queries" --k 100 --out "$gt"
+    : > "$out/fashion-mnist-784-euclidean.jsonl"
+    sweep="nprobe=1,2,4,8,16,32,64;k_factor=1,2,4,8"
+    bench fashion-mnist-784-euclidean "$base" "$queries" "$gt" "IVF1024,PQ392x4fs,RFlat" "$sweep" faiss
+    bench fashion-mnist-784-euclidean "$base" "$queries" "$gt" "IVF1024,PQ196x4fs,RFlat" "$sweep" faiss
+    bench fashion-mnist-784-euclidean "$base" "$queries" "$gt" "IVF1024,PQ98np,RFlat" \
+        "nprobe=1,2,4,8,16,32,64;k_factor=1,4" faiss
+    bench fashion-mnist-784-euclidean "$base" "$queries" "$gt" "IVF1024,Flat" "nprobe=1,2,4,8,16,32,64" faiss
+    bench fashion-mnist-784-euclidean "$base" "$queries" "$gt" "HNSW32" "efSearch=10,20,40,80,160" hnswlib \
+        --ef-construction 200 2>/dev/null || true
+fi
+
+if [ "$what" = synthetic ] || [ "$what" = all ]; then
+    syn=$out/synthetic
+    mkdir -p "$syn"
+    [ -s "$syn/base.fvecs" ] || "$bin/vecshard-synth" --out "$syn" --n 1000000 --nq 10000 --d 128 --seed 42
+    [ -s "$syn/gt100.ivecs" ] || "$bin/vecshard-gt" --base "$syn/base.fvecs" --queries "$syn/queries.fvecs" \
+        --k 100 --out "$syn/gt100.ivecs"
+    name=synthetic-1M-128-euclidean
+    : > "$out/$name.jsonl"
+    sweep="nprobe=1,2,4,8,16,32,64;k_factor=1,2,4,8"
+    bench $name "$syn/base.fvecs" "$syn/queries.fvecs" "$syn/gt100.ivecs" "IVF1024,PQ64x4fs,RFlat" "$sweep" faiss
+    bench $name "$syn/base.fvecs" "$syn/queries.fvecs" "$syn/gt100.ivecs" "IVF1024,PQ32x4fs,RFlat" "$sweep" faiss
+    bench $name "$syn/base.fvecs" "$syn/queries.fvecs" "$syn/gt100.ivecs" "IVF1024,PQ32np,RFlat" \
+        "nprobe=1,2,4,8,16,32,64;k_factor=1,4" faiss
+fi
+
+/usr/bin/python3 tests/bench/plot.py "$out"/*.jsonl
