@@ -74,6 +74,75 @@ void vs_topk_emit(vs_topk_t *h, int larger_is_better, float *out_dist, int64_t *
     h->size = 0;
 }
 
+/* ---- reservoir --------------------------------------------------------------------------------- */
+
+static void swap_entry(float *k, int64_t *id, size_t a, size_t b)
+{
+    float tk = k[a];
+    k[a] = k[b];
+    k[b] = tk;
+    int64_t ti = id[a];
+    id[a] = id[b];
+    id[b] = ti;
+}
+
+/* Reorders [lo, hi) so that the entry of rank kth by (key, id) is at kth, better ones before it and
+ * worse ones after (quickselect with a three-way partition: the "equal" part holds the pivot, so every
+ * round shrinks the range). */
+static void select_best(float *keys, int64_t *ids, size_t lo, size_t hi, size_t kth)
+{
+    while (hi - lo > 1) {
+        size_t a = lo, m = lo + (hi - lo) / 2, z = hi - 1, p = m;
+        /* median of three by (key, id) */
+        if (vs_topk_worse(keys[a], ids[a], keys[m], ids[m]) !=
+            vs_topk_worse(keys[a], ids[a], keys[z], ids[z]))
+            p = a;
+        else if (vs_topk_worse(keys[z], ids[z], keys[a], ids[a]) !=
+                 vs_topk_worse(keys[z], ids[z], keys[m], ids[m]))
+            p = z;
+        float pk = keys[p];
+        int64_t pi = ids[p];
+        size_t lt = lo, i = lo, gt = hi;
+        while (i < gt) {
+            if (vs_topk_worse(pk, pi, keys[i], ids[i]))
+                swap_entry(keys, ids, lt++, i++);
+            else if (vs_topk_worse(keys[i], ids[i], pk, pi))
+                swap_entry(keys, ids, i, --gt);
+            else
+                i++;
+        }
+        if (kth < lt)
+            hi = lt;
+        else if (kth >= gt)
+            lo = gt;
+        else
+            return;
+    }
+}
+
+void vs_reservoir_cut(vs_reservoir_t *r)
+{
+    if (r->size <= r->k || r->k == 0) {
+        if (r->k == 0)
+            r->size = 0;
+        return;
+    }
+    select_best(r->keys, r->ids, 0, r->size, r->k - 1);
+    r->size = r->k;
+    /* the worst kept entry is the threshold */
+    float worst = r->keys[0];
+    for (size_t i = 1; i < r->k; i++)
+        if (r->keys[i] > worst)
+            worst = r->keys[i];
+    r->threshold = worst;
+}
+
+size_t vs_reservoir_finish(vs_reservoir_t *r)
+{
+    vs_reservoir_cut(r);
+    return r->size;
+}
+
 /* ---- k-way merge -------------------------------------------------------------------------------- */
 
 typedef struct cursor {

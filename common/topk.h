@@ -68,6 +68,42 @@ static inline float vs_topk_pad_distance(int larger_is_better)
     return larger_is_better ? -INFINITY : INFINITY;
 }
 
+/* Reservoir: keeps the k best (key, id) like the heap, but candidates are appended to a buffer of
+ * capacity cap (>= 2k) and the buffer is cut back to the k best by quickselect when it fills, which
+ * tightens the threshold. Amortised O(1) per candidate instead of O(log k): the choice for large k
+ * (the k*k_factor candidates before a re-rank). Ties at the threshold are decided by id, as the heap. */
+typedef struct vs_reservoir {
+    float *keys;  /* cap slots, borrowed */
+    int64_t *ids; /* cap slots, borrowed */
+    size_t k, cap, size;
+    float threshold; /* +inf until the first cut */
+} vs_reservoir_t;
+
+static inline void vs_reservoir_init(vs_reservoir_t *r, size_t k, size_t cap, float *keys, int64_t *ids)
+{
+    r->keys = keys;
+    r->ids = ids;
+    r->k = k;
+    r->cap = cap;
+    r->size = 0;
+    r->threshold = INFINITY;
+}
+
+/* Keeps the k best of the buffer (unordered) and sets the threshold to the worst kept key. */
+void vs_reservoir_cut(vs_reservoir_t *r);
+
+/* Offers a candidate; callers test key <= r->threshold first. */
+static inline void vs_reservoir_push(vs_reservoir_t *r, float key, int64_t id)
+{
+    r->keys[r->size] = key;
+    r->ids[r->size] = id;
+    if (++r->size == r->cap)
+        vs_reservoir_cut(r);
+}
+
+/* Cuts to at most k entries (unordered) and returns how many there are. */
+size_t vs_reservoir_finish(vs_reservoir_t *r);
+
 /* One sorted result list (best first, as emitted by an index); entries with id -1 end the list. */
 typedef struct vs_topk_list {
     const float *dist;

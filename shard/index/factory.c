@@ -307,6 +307,11 @@ vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN]
     return VS_OK;
 }
 
+const struct vs_ivf *vs_index_impl_ivf(const vs_index_t *idx)
+{
+    return idx->spec.type == VS_INDEX_IVF ? idx->impl : NULL;
+}
+
 const char *vs_index_model_version(const vs_index_t *idx)
 {
     return idx->model_version;

@@ -176,6 +176,19 @@ void vs_fs_table(const float *cbt, uint32_t m, uint32_t dsub, const float *r, in
     table_scalar(cbt, m, dsub, r, l2, table);
 }
 
+void vs_fs_encode(const float *cbt, uint32_t m, uint32_t dsub, const float *x, uint8_t *codes, float *table)
+{
+    vs_fs_table(cbt, m, dsub, x, 1, table);
+    for (uint32_t j = 0; j < m; j++) {
+        const float *t = table + (size_t)j * 16;
+        uint32_t best = 0;
+        for (uint32_t c = 1; c < 16; c++)
+            if (t[c] < t[best])
+                best = c;
+        codes[j] = (uint8_t)best;
+    }
+}
+
 /* Exposed for the tests: the scalar quantiser, to compare with the dispatched one. */
 void vs_fs_quantize_lut_scalar(const float *lut, uint32_t m, uint8_t *qlut, float *out_bias, float *out_scale)
 {

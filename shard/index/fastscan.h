@@ -56,6 +56,10 @@ void vs_fs_transpose_codebook(const float *centroids, uint32_t m, uint32_t dsub,
  * -<r_j, p_jc> (l2 = 0, for inner-product keys). d = m*dsub floats of r. */
 void vs_fs_table(const float *cbt, uint32_t m, uint32_t dsub, const float *r, int l2, float *table);
 
+/* Encodes one vector x (m*dsub floats) into m 4-bit codes (one byte each): the nearest of the 16
+ * centroids of each sub-space, smallest index on ties. table: m*16 floats of scratch. */
+void vs_fs_encode(const float *cbt, uint32_t m, uint32_t dsub, const float *x, uint8_t *codes, float *table);
+
 /* The portable version of vs_fs_quantize_lut (tests check the SIMD one gives the same bytes). */
 void vs_fs_quantize_lut_scalar(const float *lut, uint32_t m, uint8_t *qlut, float *out_bias,
                                float *out_scale);

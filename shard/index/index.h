@@ -116,6 +116,10 @@ const char *vs_index_model_version(const vs_index_t *idx);
 /* Bytes of the mapped file (0 for an index built in memory). */
 size_t vs_index_mapped_bytes(const vs_index_t *idx);
 
+/* The IVF implementation behind idx (for IVF-specific calls: probe, search_lists), or NULL. */
+struct vs_ivf;
+const struct vs_ivf *vs_index_impl_ivf(const vs_index_t *idx);
+
 size_t vs_index_count(const vs_index_t *idx);
 uint32_t vs_index_dim(const vs_index_t *idx);
 vs_metric vs_index_metric(const vs_index_t *idx);

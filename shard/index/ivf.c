@@ -8,6 +8,9 @@
 #include "shard/index/ivf.h"
 
 #include <math.h>
+#include <pthread.h>
+
+#include <cblas.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,8 +38,12 @@ struct vs_ivf {
     int trained;
     float *centroids; /* nlist*d */
     vs_pq_t pq;
-    float *term2; /* L2 + 8-bit PQ: nlist*m*ksub, |p_jc|^2 + 2<c_l,j, p_jc> */
-    float *cbt;   /* 4-bit fast-scan PQ: the codebook transposed (fastscan.h) */
+    float *term2;  /* L2 + 8-bit PQ: nlist*m*ksub, |p_jc|^2 + 2<c_l,j, p_jc> */
+    float *cbt;    /* 4-bit fast-scan PQ: the codebook transposed (fastscan.h) */
+    float *cnorm;  /* nlist squared centroid norms (L2), to choose lists by |c|^2 - 2<q, c> */
+    uint32_t pdim; /* > 0: lists are preselected in a pdim-dimensional PCA projection (L2, large d) */
+    float *pca;    /* pdim x d: orthonormal principal directions of the centroids, one per row */
+    float *cproj;  /* nlist x pdim: the centroids projected */
     vs_sq8_t sq8;
     ivf_list_t *lists;
     size_t ntotal;
@@ -141,14 +148,127 @@ void vs_ivf_destroy(vs_ivf_t *ivf)
     free(ivf->centroids);
     free(ivf->term2);
     free(ivf->cbt);
+    free(ivf->cnorm);
+    free(ivf->pca);
+    free(ivf->cproj);
     vs_pq_fini(&ivf->pq);
     vs_sq8_fini(&ivf->sq8);
     free(ivf);
 }
 
 /* term2[l][j][c] = |p_jc|^2 + 2 <c_l,j , p_jc> for L2 with PQ (see ivf.h). */
+/* Coarse preselection in a PCA projection. With many high-dimensional centroids (Fashion-MNIST:
+ * 1024 x 784) the coarse step costs a quarter of a query. Centroid distances live mostly in a few
+ * directions, so the query and the centroids are projected on the pdim principal directions of the
+ * centroids; the nprobe + max(nprobe, 16) nearest in projection are then ranked exactly and the nprobe
+ * best probed. The directions come from subspace iteration on the centroids' covariance (sgemm, fixed
+ * seed: the same at train and at load, so nothing is stored in the index file). */
+#define PCA_MIN_D 256
+#define PCA_MIN_NLIST 256
+#define PCA_ITERS 12
+
+static vs_status compute_pca(vs_ivf_t *ivf, char *err)
+{
+    free(ivf->pca);
+    free(ivf->cproj);
+    ivf->pca = ivf->cproj = NULL;
+    ivf->pdim = 0;
+    const uint32_t d = ivf->d, nl = ivf->nlist;
+    if (ivf->metric != VS_METRIC_L2 || d < PCA_MIN_D || nl < PCA_MIN_NLIST)
+        return VS_OK;
+    const uint32_t p = d / 6 < 128 ? d / 6 : 128;
+    float *mean = calloc(d, sizeof(float)), *xc = malloc((size_t)nl * d * sizeof(float));
+    float *cov = malloc((size_t)d * d * sizeof(float)), *Q = malloc((size_t)p * d * sizeof(float));
+    float *Z = malloc((size_t)p * d * sizeof(float)), *cproj = malloc((size_t)nl * p * sizeof(float));
+    vs_status st = VS_OK;
+    if (!mean || !xc || !cov || !Q || !Z || !cproj) {
+        st = vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for the coarse projection");
+        goto done;
+    }
+    for (uint32_t l = 0; l < nl; l++)
+        for (uint32_t i = 0; i < d; i++)
+            mean[i] += ivf->centroids[(size_t)l * d + i] / (float)nl;
+    for (uint32_t l = 0; l < nl; l++)
+        for (uint32_t i = 0; i < d; i++)
+            xc[(size_t)l * d + i] = ivf->centroids[(size_t)l * d + i] - mean[i];
+    vs_parallel_blas_single();
+    /* cov = xc^T xc (d x d) */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)nl, 1.0f, xc, (int)d, xc,
+                (int)d, 0.0f, cov, (int)d);
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < (size_t)p * d; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        Q[i] = (float)((double)(seed >> 11) * 0x1.0p-53 - 0.5);
+    }
+    for (int it = 0; it <= PCA_ITERS; it++) {
+        /* orthonormalise the rows of Q (modified Gram-Schmidt, dots in double) */
+        for (uint32_t a = 0; a < p; a++) {
+            float *qa = Q + (size_t)a * d;
+            for (uint32_t b = 0; b < a; b++) {
+                const float *qb = Q + (size_t)b * d;
+                double dot = 0;
+                for (uint32_t i = 0; i < d; i++)
+                    dot += (double)qa[i] * qb[i];
+                for (uint32_t i = 0; i < d; i++)
+                    qa[i] -= (float)dot * qb[i];
+            }
+            double nrm = 0;
+            for (uint32_t i = 0; i < d; i++)
+                nrm += (double)qa[i] * qa[i];
+            float inv = nrm > 0 ? (float)(1.0 / sqrt(nrm)) : 0.0f;
+            for (uint32_t i = 0; i < d; i++)
+                qa[i] *= inv;
+        }
+        if (it == PCA_ITERS)
+            break;
+        /* Z = Q cov (p x d); cov is symmetric */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p, (int)d, (int)d, 1.0f, Q, (int)d, cov,
+                    (int)d, 0.0f, Z, (int)d);
+        float *t = Q;
+        Q = Z;
+        Z = t;
+    }
+    /* cproj = centroids Q^T (nl x p) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nl, (int)p, (int)d, 1.0f, ivf->centroids,
+                (int)d, Q, (int)d, 0.0f, cproj, (int)p);
+    ivf->pca = Q;
+    ivf->cproj = cproj;
+    ivf->pdim = p;
+    Q = NULL;
+    cproj = NULL;
+done:
+    free(mean);
+    free(xc);
+    free(cov);
+    free(Q);
+    free(Z);
+    free(cproj);
+    return st;
+}
+
+/* Squared centroid norms: lists are chosen by |c|^2 - 2<q, c> (one FMA per dimension, half the work of
+ * (q - c)^2). The expansion cancels when distances are small next to the norms, which can only swap
+ * lists whose distances nearly tie at the nprobe boundary: tables, estimates and refine stay exact. */
+static vs_status compute_cnorm(vs_ivf_t *ivf, char *err)
+{
+    free(ivf->cnorm);
+    ivf->cnorm = NULL;
+    if (ivf->metric != VS_METRIC_L2)
+        return VS_OK;
+    ivf->cnorm = malloc(ivf->nlist * sizeof(float));
+    if (ivf->cnorm == NULL)
+        return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for centroid norms");
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    for (uint32_t l = 0; l < ivf->nlist; l++)
+        ivf->cnorm[l] = kern->norm_sqr(ivf->centroids + (size_t)l * ivf->d, ivf->d);
+    return compute_pca(ivf, err);
+}
+
 static vs_status compute_term2(vs_ivf_t *ivf, char *err)
 {
+    vs_status hs = compute_cnorm(ivf, err);
+    if (hs != VS_OK)
+        return hs;
     if (ivf->spec.codec == VS_CODEC_PQ && ivf->spec.fastscan) {
         /* 4-bit tables are cheaper to compute from the residual (d FMAs per list with a codebook that
          * stays in cache) than to read from a precomputed nlist*m*16 table in DRAM */
@@ -438,7 +558,8 @@ typedef struct scratch {
     float *q;       /* d: prepared query */
     float *cdist;   /* nlist: coarse distances */
     int32_t *probe; /* nprobe */
-    float *pkey;    /* nprobe */
+    float *pkey;    /* coarse pool: nprobe + max(nprobe, 16) */
+    float *proj;    /* pdim: the query projected */
     float *ipq;     /* m*ksub: <q_j, p_jc> */
     float *table;   /* m*ksub: per-list table in key space */
     uint8_t *qlut;  /* P*64 */
@@ -462,9 +583,30 @@ typedef struct search_ctx {
     size_t max_list;
 } search_ctx_t;
 
+/* The candidates of one query before refine: a heap for the final k (no refine) or a reservoir for the
+ * k*k_factor estimates that refine re-ranks (amortised O(1) per candidate). */
+typedef struct cands {
+    vs_topk_t h;
+    vs_reservoir_t r;
+    int use_r;
+} cands_t;
+
+static inline float cands_threshold(const cands_t *c)
+{
+    return c->use_r ? c->r.threshold : vs_topk_threshold(&c->h);
+}
+
+static inline void cands_push(cands_t *c, float key, int64_t id)
+{
+    if (c->use_r)
+        vs_reservoir_push(&c->r, key, id);
+    else
+        vs_topk_push(&c->h, key, id);
+}
+
 /* The fast-scan offer callback's state for one list. */
 typedef struct fs_state {
-    vs_topk_t *h;
+    cands_t *h;
     const ivf_list_t *L;
     uint32_t list;
     int by_slot;
@@ -488,29 +630,99 @@ static uint16_t fs_offer(void *arg, size_t pos, uint16_t sum)
     fs_state_t *s = arg;
     float key = s->base + (float)sum / s->scale;
     int64_t id = s->by_slot ? (int64_t)(((uint64_t)s->list << 32) | pos) : s->L->ids[pos];
-    vs_topk_push(s->h, key, id);
-    return key_to_threshold(vs_topk_threshold(s->h), s->base, s->scale);
+    if (key <= cands_threshold(s->h))
+        cands_push(s->h, key, id);
+    return key_to_threshold(cands_threshold(s->h), s->base, s->scale);
+}
+
+/* The nprobe best lists of q into lists[nprobe] (-1 past nlist), nearest first. cdist: nlist floats,
+ * keys/ids: nprobe + max(nprobe, 16) scratch, proj: pdim floats. exact = 1 skips the preselection. */
+static void probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int exact, float *cdist, float *keys,
+                  int64_t *ids, float *proj, int32_t *lists)
+{
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    const int larger = ivf->metric != VS_METRIC_L2;
+    vs_topk_t h;
+    const uint32_t pool = nprobe + (nprobe > 16 ? nprobe : 16);
+    if (ivf->pdim > 0 && !exact && 2 * (size_t)pool <= ivf->nlist) {
+        /* preselect in projection, then rank the pool exactly (cdist's first half holds the pool's keys,
+         * its second half their list ids; large pools gain nothing and take the exact path) */
+        kern->ip_batch(q, ivf->pca, ivf->pdim, ivf->d, proj);
+        kern->l2sqr_batch(proj, ivf->cproj, ivf->nlist, ivf->pdim, cdist);
+        vs_topk_init(&h, pool, keys, ids);
+        for (uint32_t l = 0; l < ivf->nlist; l++)
+            if (cdist[l] <= vs_topk_threshold(&h))
+                vs_topk_push(&h, cdist[l], l);
+        size_t got = h.size;
+        int32_t *cands = (int32_t *)(cdist + got); /* cdist has nlist >= 2 * got floats of room */
+        for (size_t i = 0; i < got; i++) {
+            uint32_t l = (uint32_t)ids[i];
+            cands[i] = (int32_t)l;
+            cdist[i] = ivf->cnorm[l] - 2.0f * kern->ip(q, ivf->centroids + (size_t)l * ivf->d, ivf->d);
+        }
+        vs_topk_init(&h, nprobe, keys, ids);
+        for (size_t i = 0; i < got; i++)
+            vs_topk_push(&h, cdist[i], cands[i]);
+    } else {
+        kern->ip_batch(q, ivf->centroids, ivf->nlist, ivf->d, cdist);
+        if (ivf->cnorm != NULL) /* L2: rank by |c|^2 - 2<q,c>, i.e. |q - c|^2 - |q|^2 */
+            for (uint32_t l = 0; l < ivf->nlist; l++)
+                cdist[l] = ivf->cnorm[l] - 2.0f * cdist[l];
+        vs_topk_init(&h, nprobe, keys, ids);
+        for (uint32_t l = 0; l < ivf->nlist; l++) {
+            float key = vs_topk_key(cdist[l], larger);
+            if (key <= vs_topk_threshold(&h))
+                vs_topk_push(&h, key, l);
+        }
+    }
+    size_t got = vs_topk_sort(&h);
+    for (size_t i = 0; i < nprobe; i++)
+        lists[i] = i < got ? (int32_t)h.ids[i] : -1;
 }
 
 static void probe_lists(const search_ctx_t *c, scratch_t *s, const float *q, size_t qi)
 {
-    const vs_ivf_t *ivf = c->ivf;
     if (c->lists != NULL) {
         memcpy(s->probe, c->lists + qi * c->nprobe, c->nprobe * sizeof(int32_t));
         return;
     }
-    vs_distance_batch(coarse_metric(ivf), q, ivf->centroids, ivf->nlist, ivf->d, s->cdist);
-    vs_topk_t h;
-    int larger = ivf->metric != VS_METRIC_L2;
-    vs_topk_init(&h, c->nprobe, s->pkey, (int64_t *)s->hids); /* hids is large enough (>= nprobe) */
-    for (uint32_t l = 0; l < ivf->nlist; l++) {
-        float key = vs_topk_key(s->cdist[l], larger);
-        if (key <= vs_topk_threshold(&h))
-            vs_topk_push(&h, key, l);
+    probe(c->ivf, q, c->nprobe, 0, s->cdist, s->pkey, s->hids, s->proj, s->probe);
+}
+
+vs_status vs_ivf_probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int exact, int32_t *out_lists,
+                       char err[VS_ERR_LEN])
+{
+    if (!ivf->trained)
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index is not trained");
+    if (nprobe == 0 || nprobe > ivf->nlist)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe %u is out of range 1..%u", nprobe, ivf->nlist);
+    size_t pool = (size_t)nprobe + (nprobe > 16 ? nprobe : 16);
+    float *qn = malloc(ivf->d * sizeof(float)), *cdist = malloc(ivf->nlist * sizeof(float));
+    float *keys = malloc(pool * sizeof(float)), *proj = malloc((ivf->pdim + 1) * sizeof(float));
+    int64_t *ids = malloc(pool * sizeof(int64_t));
+    vs_status st = VS_OK;
+    if (!qn || !cdist || !keys || !proj || !ids) {
+        st = vs_errf(err, VS_ERR_NOMEM, "IVF probe: out of memory");
+    } else {
+        memcpy(qn, q, ivf->d * sizeof(float));
+        if (ivf->metric == VS_METRIC_COSINE)
+            vs_normalize_rows(qn, 1, ivf->d);
+        probe(ivf, qn, nprobe, exact, cdist, keys, ids, proj, out_lists);
     }
-    size_t got = vs_topk_sort(&h);
-    for (size_t i = 0; i < c->nprobe; i++)
-        s->probe[i] = i < got ? (int32_t)h.ids[i] : -1;
+    free(qn);
+    free(cdist);
+    free(keys);
+    free(proj);
+    free(ids);
+    return st;
+}
+
+static void prefetch_refine(const vs_ivf_t *ivf, uint64_t slot, size_t rb)
+{
+    const ivf_list_t *L = &ivf->lists[slot >> 32];
+    const char *p = (const char *)L->refine + (size_t)(slot & 0xffffffffu) * rb;
+    for (size_t off = 0; off < rb; off += 64)
+        __builtin_prefetch(p + off);
 }
 
 static void search_one(void *arg, size_t qi, size_t worker)
@@ -528,8 +740,12 @@ static void search_one(void *arg, size_t qi, size_t worker)
     const float *q = s->q;
     probe_lists(c, s, q, qi);
 
-    vs_topk_t h;
-    vs_topk_init(&h, c->kp, s->hkeys, s->hids);
+    cands_t h;
+    h.use_r = refine;
+    if (refine)
+        vs_reservoir_init(&h.r, c->kp, 2 * c->kp, s->hkeys, s->hids);
+    else
+        vs_topk_init(&h.h, c->kp, s->hkeys, s->hids);
     const vs_pq_t *pq = &ivf->pq;
     const size_t mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)pq->m * pq->ksub : 0;
     const int fs = ivf->spec.fastscan;
@@ -554,12 +770,12 @@ static void search_one(void *arg, size_t qi, size_t worker)
         if (ivf->spec.codec == VS_CODEC_FLAT) {
             vs_distance_batch(ivf->metric == VS_METRIC_L2 ? VS_METRIC_L2 : VS_METRIC_IP, q,
                               (const float *)L->codes, L->n, d, s->dbuf);
-            float thr = vs_topk_threshold(&h);
+            float thr = cands_threshold(&h);
             for (size_t i = 0; i < L->n; i++) {
                 float key = vs_topk_key(s->dbuf[i], larger);
                 if (key <= thr) {
-                    vs_topk_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
-                    thr = vs_topk_threshold(&h);
+                    cands_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
+                    thr = cands_threshold(&h);
                 }
             }
             continue;
@@ -577,8 +793,8 @@ static void search_one(void *arg, size_t qi, size_t worker)
                 scale = ip_scale;
             }
             fs_state_t st = {&h, L, (uint32_t)l, refine, base, scale};
-            scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(vs_topk_threshold(&h), base, scale),
-                 fs_offer, &st);
+            scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(cands_threshold(&h), base, scale), fs_offer,
+                 &st);
             continue;
         }
         /* 8-bit ADC table in key space: key = base + sum_j table[j][code_j] */
@@ -594,12 +810,12 @@ static void search_one(void *arg, size_t qi, size_t worker)
                 s->table[jc] = -s->ipq[jc];
         }
         {
-            float thr = vs_topk_threshold(&h);
+            float thr = cands_threshold(&h);
             for (size_t i = 0; i < L->n; i++) {
                 float key = base + vs_pq_adc(s->table, L->codes + i * pq->m, pq->m, pq->ksub);
                 if (key <= thr) {
-                    vs_topk_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
-                    thr = vs_topk_threshold(&h);
+                    cands_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
+                    thr = cands_threshold(&h);
                 }
             }
         }
@@ -607,13 +823,21 @@ static void search_one(void *arg, size_t qi, size_t worker)
     float *od = c->out_dist + qi * c->k;
     int64_t *oi = c->out_ids + qi * c->k;
     if (!refine) {
-        vs_topk_emit(&h, larger, od, oi); /* kp == k without refine */
+        vs_topk_emit(&h.h, larger, od, oi); /* kp == k without refine */
         return;
     }
+    size_t n_cand = vs_reservoir_finish(&h.r);
     vs_topk_t fin;
     vs_topk_init(&fin, c->k, s->fkeys, s->fids);
-    for (size_t i = 0; i < h.size; i++) {
-        uint64_t slot = (uint64_t)h.ids[i];
+    /* candidates are scattered over the refine section: prefetch a few ahead so that their DRAM
+     * latencies overlap instead of adding up */
+    const size_t rb = refine_bytes_per_vector(ivf), ahead = 8;
+    for (size_t i = 0; i < n_cand && i < ahead; i++)
+        prefetch_refine(ivf, (uint64_t)h.r.ids[i], rb);
+    for (size_t i = 0; i < n_cand; i++) {
+        if (i + ahead < n_cand)
+            prefetch_refine(ivf, (uint64_t)h.r.ids[i + ahead], rb);
+        uint64_t slot = (uint64_t)h.r.ids[i];
         const ivf_list_t *L = &ivf->lists[slot >> 32];
         size_t pos = (size_t)(slot & 0xffffffffu);
         const float *v;
@@ -627,6 +851,82 @@ static void search_one(void *arg, size_t qi, size_t worker)
         vs_topk_push(&fin, vs_topk_key(dist, larger), L->ids[pos]);
     }
     vs_topk_emit(&fin, larger, od, oi);
+}
+
+/* Sizes of one worker's scratch, and its layout in a single arena (every piece 64-byte aligned). */
+typedef struct scratch_shape {
+    size_t d, nlist, nprobe, mk, qlut, dbuf, hsz, k, pdim;
+} scratch_shape_t;
+
+/* Returns the arena size; when mem is non-NULL also points the pieces of *s into it. */
+static size_t scratch_layout(const scratch_shape_t *sh, void *mem, scratch_t *s)
+{
+    size_t off = 0;
+#define PIECE(field, bytes)                                                                                  \
+    do {                                                                                                     \
+        if (mem != NULL)                                                                                     \
+            s->field = (void *)((char *)mem + off);                                                          \
+        off += ((bytes) + 63) / 64 * 64;                                                                     \
+    } while (0)
+    PIECE(q, sh->d * sizeof(float));
+    PIECE(cdist, sh->nlist * sizeof(float));
+    PIECE(probe, sh->nprobe * sizeof(int32_t));
+    PIECE(pkey, (sh->nprobe + (sh->nprobe > 16 ? sh->nprobe : 16)) * sizeof(float));
+    PIECE(proj, (sh->pdim + 1) * sizeof(float));
+    PIECE(ipq, sh->mk * sizeof(float));
+    PIECE(table, sh->mk * sizeof(float));
+    PIECE(qlut, sh->qlut);
+    PIECE(dbuf, sh->dbuf * sizeof(float) + 4);
+    PIECE(hkeys, sh->hsz * sizeof(float));
+    PIECE(hids, sh->hsz * sizeof(int64_t));
+    PIECE(fkeys, sh->k * sizeof(float));
+    PIECE(fids, sh->k * sizeof(int64_t));
+#undef PIECE
+    return off;
+}
+
+/* The calling thread's search arena, kept between calls (a thread-specific key whose destructor frees
+ * it when the thread exits), grown when a call needs more. */
+typedef struct arena {
+    void *mem;
+    size_t cap;
+} arena_t;
+
+static pthread_key_t arena_key;
+static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
+
+static void arena_free(void *p)
+{
+    arena_t *a = p;
+    free(a->mem);
+    free(a);
+}
+
+static void arena_key_init(void)
+{
+    pthread_key_create(&arena_key, arena_free);
+}
+
+static void *thread_arena(size_t bytes)
+{
+    pthread_once(&arena_once, arena_key_init);
+    arena_t *a = pthread_getspecific(arena_key);
+    if (a == NULL) {
+        a = calloc(1, sizeof *a);
+        if (a == NULL || pthread_setspecific(arena_key, a) != 0) {
+            free(a);
+            return NULL;
+        }
+    }
+    if (a->cap < bytes) {
+        void *mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
+        if (mem == NULL)
+            return NULL;
+        free(a->mem);
+        a->mem = mem;
+        a->cap = bytes;
+    }
+    return a->mem;
 }
 
 static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, uint32_t nprobe,
@@ -663,46 +963,37 @@ static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size
     if (n_workers == 0)
         n_workers = 1;
     c.scratch = calloc(n_workers, sizeof *c.scratch);
-    if (c.scratch == NULL)
+    void **owned = calloc(n_workers, sizeof *owned);
+    if (c.scratch == NULL || owned == NULL) {
+        free(c.scratch);
+        free(owned);
         return vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory");
-    size_t mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)ivf->pq.m * ivf->pq.ksub : 1;
-    size_t hsz = kp > nprobe ? kp : nprobe;
+    }
+    scratch_shape_t shape = {.d = ivf->d,
+                             .nlist = ivf->nlist,
+                             .nprobe = nprobe,
+                             .mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)ivf->pq.m * ivf->pq.ksub : 1,
+                             .qlut = (size_t)vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1) * 64,
+                             .dbuf = max_list > ivf->d ? max_list : ivf->d,
+                             /* reservoir: twice the pool; also holds the coarse pool's ids */
+                             .hsz = 2 * kp > 2 * (size_t)nprobe + 16 ? 2 * kp : 2 * (size_t)nprobe + 16,
+                             .pdim = ivf->pdim,
+                             .k = k};
+    size_t bytes = scratch_layout(&shape, NULL, NULL);
     vs_status st = VS_OK;
-    for (size_t w = 0; w < n_workers; w++) {
-        scratch_t *s = &c.scratch[w];
-        s->q = malloc(ivf->d * sizeof(float));
-        s->cdist = malloc(ivf->nlist * sizeof(float));
-        s->probe = malloc(nprobe * sizeof(int32_t));
-        s->pkey = malloc(nprobe * sizeof(float));
-        s->ipq = malloc(mk * sizeof(float));
-        s->table = malloc(mk * sizeof(float));
-        s->qlut = malloc((size_t)vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1) * 64);
-        s->dbuf = malloc((max_list > ivf->d ? max_list : ivf->d) * sizeof(float) + 4);
-        s->hkeys = malloc(hsz * sizeof(float));
-        s->hids = malloc(hsz * sizeof(int64_t));
-        s->fkeys = malloc(k * sizeof(float));
-        s->fids = malloc(k * sizeof(int64_t));
-        if (!s->q || !s->cdist || !s->probe || !s->pkey || !s->ipq || !s->table || !s->qlut || !s->dbuf ||
-            !s->hkeys || !s->hids || !s->fkeys || !s->fids)
-            st = vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory for scratch");
+    for (size_t w = 0; w < n_workers && st == VS_OK; w++) {
+        /* the calling thread (worker 0) reuses its arena across calls: no allocation per query */
+        void *mem = w == 0 ? thread_arena(bytes) : (owned[w] = aligned_alloc(64, (bytes + 63) / 64 * 64));
+        if (mem == NULL)
+            st = vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory for %zu bytes of scratch", bytes);
+        else
+            scratch_layout(&shape, mem, &c.scratch[w]);
     }
     if (st == VS_OK)
         st = vs_parallel_for(nq, n_workers, search_one, &c, err);
-    for (size_t w = 0; w < n_workers; w++) {
-        scratch_t *s = &c.scratch[w];
-        free(s->q);
-        free(s->cdist);
-        free(s->probe);
-        free(s->pkey);
-        free(s->ipq);
-        free(s->table);
-        free(s->qlut);
-        free(s->dbuf);
-        free(s->hkeys);
-        free(s->hids);
-        free(s->fkeys);
-        free(s->fids);
-    }
+    for (size_t w = 0; w < n_workers; w++)
+        free(owned[w]);
+    free(owned);
     free(c.scratch);
     return st;
 }
@@ -967,6 +1258,9 @@ static size_t ops_memory_bytes(const void *impl)
         b += (size_t)ivf->nlist * ivf->pq.m * ivf->pq.ksub * sizeof(float);
     if (ivf->cbt)
         b += (size_t)ivf->pq.m * ivf->pq.dsub * 16 * sizeof(float);
+    if (ivf->cnorm)
+        b += (size_t)ivf->nlist * sizeof(float);
+
     for (uint32_t l = 0; l < ivf->nlist; l++) {
         const ivf_list_t *L = &ivf->lists[l];
         b += code_bytes(ivf, L->n) + L->n * (sizeof(int64_t) + refine_bytes_per_vector(ivf));

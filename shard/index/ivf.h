@@ -37,6 +37,12 @@ vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, si
 vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_spec_t *spec, vs_ivf_t **out,
                       char err[VS_ERR_LEN]);
 
+/* The nprobe lists a query probes, nearest first (out_lists[nprobe]): what search and the coordinator's
+ * centroid routing use. exact = 1 ranks every centroid in full dimension; exact = 0 is what search does
+ * (for L2 with d >= 256 and nlist >= 256, a PCA preselection then an exact ranking of the pool). */
+vs_status vs_ivf_probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int exact, int32_t *out_lists,
+                       char err[VS_ERR_LEN]);
+
 uint32_t vs_ivf_nlist(const vs_ivf_t *ivf);
 /* Coarse centroids, nlist*dim floats (borrowed); NULL before training. */
 const float *vs_ivf_centroids(const vs_ivf_t *ivf);

@@ -9,6 +9,7 @@
 #include "common/distance.h"
 #include "common/kmeans.h"
 #include "common/parallel.h"
+#include "shard/index/fastscan.h"
 
 vs_status vs_pq_init(vs_pq_t *pq, uint32_t d, uint32_t m, uint32_t nbits, char err[VS_ERR_LEN])
 {
@@ -82,6 +83,7 @@ typedef struct encode_ctx {
     const float *x;
     size_t n;
     uint8_t *codes;
+    const float *cbt; /* 4-bit: the transposed codebook (one table pass per vector) */
 } encode_ctx_t;
 
 #define ENCODE_BLOCK 1024
@@ -94,6 +96,12 @@ static void encode_task(void *arg, size_t task, size_t worker)
     const vs_distance_kernels_t *kern = vs_distance_kernels();
     float dist[256];
     size_t i0 = task * ENCODE_BLOCK, i1 = i0 + ENCODE_BLOCK < c->n ? i0 + ENCODE_BLOCK : c->n;
+    if (c->cbt != NULL) {
+        float table[VS_FS_MAX_M * 16];
+        for (size_t i = i0; i < i1; i++)
+            vs_fs_encode(c->cbt, pq->m, pq->dsub, c->x + i * pq->d, c->codes + i * pq->m, table);
+        return;
+    }
     for (size_t i = i0; i < i1; i++) {
         const float *v = c->x + i * pq->d;
         for (uint32_t j = 0; j < pq->m; j++) {
@@ -113,8 +121,18 @@ vs_status vs_pq_encode(const vs_pq_t *pq, const float *x, size_t n, uint8_t *cod
 {
     if (pq->centroids == NULL)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "PQ is not trained");
-    encode_ctx_t c = {pq, x, n, codes};
-    return vs_parallel_for((n + ENCODE_BLOCK - 1) / ENCODE_BLOCK, n_threads, encode_task, &c, err);
+    encode_ctx_t c = {pq, x, n, codes, NULL};
+    float *cbt = NULL;
+    if (pq->ksub == 16 && pq->m <= VS_FS_MAX_M) {
+        cbt = malloc((size_t)pq->m * pq->dsub * 16 * sizeof(float));
+        if (cbt == NULL)
+            return vs_errf(err, VS_ERR_NOMEM, "PQ encode: out of memory");
+        vs_fs_transpose_codebook(pq->centroids, pq->m, pq->dsub, cbt);
+        c.cbt = cbt;
+    }
+    vs_status st = vs_parallel_for((n + ENCODE_BLOCK - 1) / ENCODE_BLOCK, n_threads, encode_task, &c, err);
+    free(cbt);
+    return st;
 }
 
 void vs_pq_decode(const vs_pq_t *pq, const uint8_t *code, float *out)

@@ -40,6 +40,10 @@ faiss = None
 PEER = "faiss"
 
 
+# The version Debian 12 ships as python3-faiss.
+DEBIAN_FAISS_VERSION = "1.7.3"
+
+
 def die(msg, code=2):
     sys.stderr.write("peer_faiss: error: %s\n" % msg)
     sys.exit(code)
@@ -225,6 +229,11 @@ def main():
     except ImportError as e:
         die("cannot import numpy/faiss (%s); run with /usr/bin/python3" % e)
 
+    # Debian's python3-faiss (the peer of record) is labelled "faiss:"; any other FAISS found on
+    # PYTHONPATH (e.g. a local build from source, which we never ship) carries its version in the label.
+    version = getattr(faiss, "__version__", "?")
+    label = "faiss:" if version == DEBIAN_FAISS_VERSION else "faiss-%s:" % version
+    print("peer_faiss: faiss %s (%s)" % (version, faiss.get_compile_options()), file=sys.stderr)
     xb = load_matrix(a.base, "base")
     xq = load_matrix(a.queries, "queries")
     nb, d = xb.shape
@@ -293,7 +302,7 @@ def main():
         ids_file = os.path.join(a.out_dir, "%s_%d.npy" % (PEER, si))
         np.save(ids_file, ids.astype("<i4"))
         rec = {
-            "index": "faiss:" + a.index,
+            "index": label + a.index,
             "params": pstr,
             "qps": float(nq / wall_s) if wall_s > 0 else 0.0,
             "p50_us": percentile(lat, 50),

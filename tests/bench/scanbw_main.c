@@ -33,7 +33,8 @@ __attribute__((target("avx512f,avx512bw"))) static uint64_t read_avx512(const ui
         a2 = _mm512_add_epi64(a2, _mm512_loadu_si512(p + i + 128));
         a3 = _mm512_add_epi64(a3, _mm512_loadu_si512(p + i + 192));
     }
-    return (uint64_t)_mm512_reduce_add_epi64(_mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
+    return (uint64_t)_mm512_reduce_add_epi64(
+        _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3)));
 }
 #endif
 
@@ -67,7 +68,8 @@ int main(int argc, char **argv)
             reps = atoi(optarg);
         else {
             printf("usage: vecshard-scanbw [--mib 1024] [--m 32] [--reps 3]\n"
-                   "Fast-scan kernel throughput on codes in DRAM vs the streaming read bandwidth of one core.\n");
+                   "Fast-scan kernel throughput on codes in DRAM vs the streaming read bandwidth of one "
+                   "core.\n");
             return c == 'h' ? 0 : 2;
         }
     }
@@ -107,10 +109,11 @@ int main(int argc, char **argv)
         gbs = (double)bytes / (double)(vs_now_ns() - t0);
         best_scan = gbs > best_scan ? gbs : best_scan;
     }
-    printf("{\"bench\":\"scanbw\",\"simd\":\"%s\",\"m\":%u,\"code_bytes_per_vector\":%u,\"buffer_mib\":%zu,"
-           "\"read_gbs\":%.2f,\"scan_gbs\":%.2f,\"scan_gvec_s\":%.3f,\"scan_over_read\":%.3f,\"sink\":%llu}\n",
-           vs_simd_level_name(vs_cpu_simd_level()), m, (m + 1) / 2, mib, best_read, best_scan,
-           best_scan / ((double)block / VS_FS_BLOCK), best_scan / best_read, (unsigned long long)(sink & 1));
+    printf(
+        "{\"bench\":\"scanbw\",\"simd\":\"%s\",\"m\":%u,\"code_bytes_per_vector\":%u,\"buffer_mib\":%zu,"
+        "\"read_gbs\":%.2f,\"scan_gbs\":%.2f,\"scan_gvec_s\":%.3f,\"scan_over_read\":%.3f,\"sink\":%llu}\n",
+        vs_simd_level_name(vs_cpu_simd_level()), m, (m + 1) / 2, mib, best_read, best_scan,
+        best_scan / ((double)block / VS_FS_BLOCK), best_scan / best_read, (unsigned long long)(sink & 1));
     free(codes);
     return 0;
 }

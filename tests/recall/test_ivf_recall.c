@@ -166,6 +166,56 @@ static void test_fashion_mnist_sample(void)
     free_set(&s);
 }
 
+/* For L2 with d >= 256 and nlist >= 256 search preselects lists in a PCA projection of the centroids
+ * and ranks the pool exactly. On Fashion-MNIST (784-d) it must choose the same lists as ranking every
+ * centroid in full: at least 99% of the probed lists agree (a miss needs a list that ranks in the exact
+ * top nprobe but outside the projected top 2*nprobe+16: only near-ties at the boundary). */
+static void test_coarse_preselection(void)
+{
+    const char *base = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
+    const char *qp = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
+    char err[VS_ERR_LEN];
+    size_t n, nq;
+    uint32_t d, dq;
+    float *b, *q;
+    if (vs_vecfile_load_f32(base, &n, &d, &b, err) != VS_OK ||
+        vs_vecfile_load_f32(qp, &nq, &dq, &q, err) != VS_OK) {
+        printf("skip: Fashion-MNIST not installed (%s)\n", err);
+        return;
+    }
+    vs_factory_spec_t spec;
+    CHECK(vs_factory_parse("IVF256,Flat", &spec, err) == VS_OK);
+    vs_index_t *idx;
+    CHECK(vs_index_create(d, VS_METRIC_L2, "IVF256,Flat", &idx, err) == VS_OK);
+    CHECK(vs_index_train(idx, 12000, b, 0, NULL, err) == VS_OK);
+    const vs_ivf_t *ivf = vs_index_impl_ivf(idx);
+    CHECK(ivf != NULL);
+    const uint32_t nprobes[] = {1, 8, 32};
+    for (size_t t = 0; ivf && t < 3; t++) {
+        uint32_t np = nprobes[t];
+        size_t same = 0, total = 0;
+        int32_t a1[32], a2[32];
+        for (size_t i = 0; i < 300; i++) {
+            CHECK(vs_ivf_probe(ivf, q + i * d, np, 0, a1, err) == VS_OK);
+            CHECK(vs_ivf_probe(ivf, q + i * d, np, 1, a2, err) == VS_OK);
+            for (uint32_t x = 0; x < np; x++)
+                for (uint32_t y = 0; y < np; y++)
+                    if (a1[x] == a2[y]) {
+                        same++;
+                        break;
+                    }
+            total += np;
+        }
+        double agree = (double)same / (double)total;
+        printf("  coarse preselection, nprobe=%u: %.4f of probed lists equal the exact choice (>= 0.99)\n",
+               np, agree);
+        CHECKF(agree >= 0.99, "nprobe=%u: only %.4f of lists agree", np, agree);
+    }
+    vs_index_destroy(idx);
+    free(b);
+    free(q);
+}
+
 static void test_search_lists_and_errors(void)
 {
     set_t s = synthetic(VS_METRIC_L2);
@@ -193,6 +243,7 @@ int main(void)
     RUN(test_synthetic_l2);
     RUN(test_synthetic_ip_cosine);
     RUN(test_fashion_mnist_sample);
+    RUN(test_coarse_preselection);
     RUN(test_search_lists_and_errors);
     return vs_test_finish();
 }

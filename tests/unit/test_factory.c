@@ -27,7 +27,8 @@ static void test_parse_good(void)
           s.pq_nbits == 4 && s.fastscan && s.refine == VS_REFINE_FLAT);
     CHECK(vs_factory_parse("HNSW48", &s, err) == VS_OK && s.type == VS_INDEX_HNSW && s.hnsw_m == 48);
     CHECK(vs_factory_parse("IVF8,PQ4x8", &s, err) == VS_OK && s.pq_nbits == 8);
-    CHECK(vs_factory_parse("IVF8,PQ4np,RFlat", &s, err) == VS_OK && s.pq_m == 4 && s.refine == VS_REFINE_FLAT);
+    CHECK(vs_factory_parse("IVF8,PQ4np,RFlat", &s, err) == VS_OK && s.pq_m == 4 &&
+          s.refine == VS_REFINE_FLAT);
 }
 
 static void test_parse_bad(void)
@@ -65,7 +66,8 @@ static void test_generic_index(void)
     char err[VS_ERR_LEN];
     vs_index_t *idx;
     CHECK(vs_index_create(4, VS_METRIC_L2, "HNSW16", &idx, err) == VS_ERR_UNSUPPORTED);
-    CHECK(vs_index_create(6, VS_METRIC_L2, "IVF16,PQ4", &idx, err) == VS_ERR_INVALID_ARGUMENT && strstr(err, "divisible"));
+    CHECK(vs_index_create(6, VS_METRIC_L2, "IVF16,PQ4", &idx, err) == VS_ERR_INVALID_ARGUMENT &&
+          strstr(err, "divisible"));
     CHECK(vs_index_create(0, VS_METRIC_L2, "Flat", &idx, err) == VS_ERR_INVALID_ARGUMENT);
     CHECK(vs_index_create(4, VS_METRIC_L2, "Flat", &idx, err) == VS_OK);
     float x[8] = {0, 0, 0, 0, 1, 1, 1, 1};

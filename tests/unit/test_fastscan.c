@@ -232,8 +232,52 @@ static void test_table_from_transposed_codebook(void)
     }
 }
 
+/* vs_fs_encode picks the nearest centroid of each sub-space (checked against a double argmin; a tie
+ * within float rounding may go either way, so only clear winners are compared). */
+static void test_encode_nearest(void)
+{
+    uint64_t st = 41;
+    uint32_t m = 12, dsub = 3;
+    float cent[12 * 16 * 3], cbt[12 * 16 * 3], table[12 * 16], x[36];
+    uint8_t codes[12];
+    for (size_t i = 0; i < sizeof cent / sizeof *cent; i++)
+        cent[i] = vs_test_randf(&st);
+    vs_fs_transpose_codebook(cent, m, dsub, cbt);
+    int checked = 0, wrong = 0;
+    for (int rep = 0; rep < 200; rep++) {
+        for (uint32_t i = 0; i < m * dsub; i++)
+            x[i] = vs_test_randf(&st);
+        vs_fs_encode(cbt, m, dsub, x, codes, table);
+        for (uint32_t j = 0; j < m; j++) {
+            double best = 1e300, second = 1e300;
+            int arg = -1;
+            for (int c = 0; c < 16; c++) {
+                double dd = 0;
+                for (uint32_t t = 0; t < dsub; t++) {
+                    double v = (double)x[j * dsub + t] - cent[(j * 16 + c) * dsub + t];
+                    dd += v * v;
+                }
+                if (dd < best) {
+                    second = best;
+                    best = dd;
+                    arg = c;
+                } else if (dd < second) {
+                    second = dd;
+                }
+            }
+            if (second - best > 1e-5) {
+                checked++;
+                wrong += codes[j] != arg;
+            }
+        }
+    }
+    CHECK(checked > 2000);
+    CHECKF(wrong == 0, "%d of %d codes are not the nearest centroid", wrong, checked);
+}
+
 int main(void)
 {
+    RUN(test_encode_nearest);
     RUN(test_table_from_transposed_codebook);
     RUN(test_quantize_simd_equals_scalar);
     RUN(test_pack_roundtrip);

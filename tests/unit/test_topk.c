@@ -141,8 +141,46 @@ static void test_merge_random_against_reference(void)
     }
 }
 
+/* The reservoir keeps exactly the set the heap keeps, for any arrival order, with many ties. */
+static void test_reservoir_matches_heap(void)
+{
+    uint64_t st = 17;
+    for (int rep = 0; rep < 300; rep++) {
+        size_t k = 1 + vs_test_rand(&st) % 50, n = vs_test_rand(&st) % 2000;
+        float rk[200], hk[64], out_d[64];
+        int64_t ri[200], hi[64], out_i[64];
+        vs_reservoir_t r;
+        vs_reservoir_init(&r, k, 2 * k + (vs_test_rand(&st) % 8), rk, ri);
+        vs_topk_t h;
+        vs_topk_init(&h, k, hk, hi);
+        for (size_t i = 0; i < n; i++) {
+            float key = (float)(vs_test_rand(&st) % 30);
+            int64_t id = (int64_t)(vs_test_rand(&st) % 100000);
+            if (key <= r.threshold)
+                vs_reservoir_push(&r, key, id);
+            vs_topk_push(&h, key, id);
+        }
+        size_t got = vs_reservoir_finish(&r);
+        CHECK(got == (n < k ? n : k));
+        /* sort the reservoir through a heap and compare with the heap's own result */
+        float k2[64];
+        int64_t i2[64];
+        vs_topk_t h2;
+        vs_topk_init(&h2, k, k2, i2);
+        for (size_t i = 0; i < got; i++)
+            vs_topk_push(&h2, rk[i], ri[i]);
+        float d2[64];
+        int64_t o2[64];
+        vs_topk_emit(&h, 0, out_d, out_i);
+        vs_topk_emit(&h2, 0, d2, o2);
+        CHECKF(memcmp(out_i, o2, k * sizeof(int64_t)) == 0 && memcmp(out_d, d2, k * sizeof(float)) == 0,
+               "rep %d: reservoir and heap keep different sets", rep);
+    }
+}
+
 int main(void)
 {
+    RUN(test_reservoir_matches_heap);
     RUN(test_heap_matches_sort);
     RUN(test_threshold);
     RUN(test_merge);
