@@ -1007,7 +1007,7 @@ vs_status vs_kmeans_train(const float *x, size_t n, uint32_t d, const vs_kmeans_
     }
     if (converged) {
         vs_progress_call(progress, n_iter, n_iter);
-    } else {
+    } else if (out_stats != NULL) { /* the objective of the returned centroids costs one more pass */
         if ((st = assigner_run(&as, xt, b.cent, b.labels, b.dist, err)) != VS_OK)
             goto done;
         objective = sum_dist(b.dist, n_train);

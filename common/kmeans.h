@@ -34,7 +34,8 @@ typedef struct vs_kmeans_params {
 
 typedef struct vs_kmeans_stats {
     double final_objective; /* sum over the training sample of the squared L2 distance to the nearest
-                               returned centroid */
+                               returned centroid (costs one more assignment pass: only computed when
+                               out_stats is given) */
     uint32_t iterations;    /* Lloyd iterations run: fewer than n_iter when a fixed point was reached
                                (the remaining iterations could not have changed the centroids) */
     uint32_t empty_splits;  /* empty clusters re-seeded by splitting a large one, over all iterations */

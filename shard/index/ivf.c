@@ -383,13 +383,19 @@ static vs_status ivf_train(vs_ivf_t *ivf, size_t n, const float *x_in, size_t n_
                 st = vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for SQ8");
         }
         if (st == VS_OK && ivf->spec.codec == VS_CODEC_PQ) {
-            st = vs_kmeans_nearest(sample, ns, cent, ivf->nlist, d, coarse_metric(ivf), 1, n_threads, lab,
+            /* PQ training reads at most 256 * ksub points: residuals of those only (an assignment pass
+             * over the whole sample would cost as much as a k-means iteration) */
+            size_t npq = ns < (size_t)ivf->pq.ksub * 256 ? ns : (size_t)ivf->pq.ksub * 256;
+            double pstride = (double)ns / (double)npq;
+            for (size_t i = 0; i < npq; i++) /* source rows are at or after i: forward copy is safe */
+                memmove(sample + i * d, sample + (size_t)((double)i * pstride) * d, d * sizeof(float));
+            st = vs_kmeans_nearest(sample, npq, cent, ivf->nlist, d, coarse_metric(ivf), 1, n_threads, lab,
                                    NULL, err);
-            for (size_t i = 0; st == VS_OK && i < ns; i++)
+            for (size_t i = 0; st == VS_OK && i < npq; i++)
                 for (uint32_t j = 0; j < d; j++)
                     sample[i * d + j] -= cent[(size_t)lab[i] * d + j];
             if (st == VS_OK)
-                st = vs_pq_train(&ivf->pq, sample, ns, ivf->seed + 1, n_threads, NULL, err);
+                st = vs_pq_train(&ivf->pq, sample, npq, ivf->seed + 1, n_threads, NULL, err);
         }
         free(sample);
         free(lab);
@@ -482,9 +488,9 @@ static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64
     float *xc = malloc(chunk * d * sizeof(float));
     float *resid = ivf->spec.codec == VS_CODEC_PQ ? malloc(chunk * d * sizeof(float)) : NULL;
     uint8_t *codes = ivf->spec.codec == VS_CODEC_PQ ? malloc(chunk * ivf->pq.m) : NULL;
-    int32_t *lab = malloc(chunk * sizeof(int32_t));
+    int32_t *all_lab = malloc((n ? n : 1) * sizeof(int32_t)), *lab = all_lab;
     size_t *old_n = malloc(ivf->nlist * sizeof(size_t)); /* for the roll-back on failure */
-    if (xc == NULL || lab == NULL || old_n == NULL ||
+    if (xc == NULL || all_lab == NULL || old_n == NULL ||
         (ivf->spec.codec == VS_CODEC_PQ && (!resid || !codes))) {
         st = vs_errf(err, VS_ERR_NOMEM, "IVF add: out of memory");
         goto done;
@@ -492,15 +498,34 @@ static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64
     for (uint32_t l = 0; l < ivf->nlist; l++)
         old_n[l] = ivf->lists[l].n;
     const size_t rb = refine_bytes_per_vector(ivf);
+    /* pass 1: the list of every vector; then each list grows once to its final size (growing by
+     * doubling while appending would zero and copy about twice the final bytes) */
     for (size_t i0 = 0; i0 < n && st == VS_OK; i0 += chunk) {
         size_t m = n - i0 < chunk ? n - i0 : chunk;
         memcpy(xc, x_in + i0 * d, m * d * sizeof(float));
         if (ivf->metric == VS_METRIC_COSINE)
             vs_normalize_rows(xc, m, d);
-        st = vs_kmeans_nearest(xc, m, ivf->centroids, ivf->nlist, d, coarse_metric(ivf), 1, n_threads, lab,
-                               NULL, err);
-        if (st != VS_OK)
-            break;
+        st = vs_kmeans_nearest(xc, m, ivf->centroids, ivf->nlist, d, coarse_metric(ivf), 1, n_threads,
+                               all_lab + i0, NULL, err);
+    }
+    if (st == VS_OK) {
+        size_t *cnt = calloc(ivf->nlist, sizeof(size_t));
+        if (cnt == NULL)
+            st = vs_errf(err, VS_ERR_NOMEM, "IVF add: out of memory");
+        for (size_t i = 0; st == VS_OK && i < n; i++)
+            cnt[all_lab[i]]++;
+        for (uint32_t l = 0; st == VS_OK && l < ivf->nlist; l++)
+            if (cnt[l])
+                st = list_reserve(ivf, &ivf->lists[l], old_n[l] + cnt[l], err);
+        free(cnt);
+    }
+    /* pass 2: encode and append */
+    for (size_t i0 = 0; i0 < n && st == VS_OK; i0 += chunk) {
+        size_t m = n - i0 < chunk ? n - i0 : chunk;
+        lab = all_lab + i0;
+        memcpy(xc, x_in + i0 * d, m * d * sizeof(float));
+        if (ivf->metric == VS_METRIC_COSINE)
+            vs_normalize_rows(xc, m, d);
         if (ivf->spec.codec == VS_CODEC_PQ) {
             for (size_t i = 0; i < m; i++)
                 for (uint32_t j = 0; j < d; j++)
@@ -547,7 +572,7 @@ done:
     free(xc);
     free(resid);
     free(codes);
-    free(lab);
+    free(all_lab);
     free(old_n);
     return st;
 }
