@@ -80,6 +80,33 @@ void vs_test_cleanup(const char *test_name)
     rmdir(dir);
 }
 
+int vs_test_write_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (f == NULL)
+        return -1;
+    size_t w = len != 0 ? fwrite(data, 1, len, f) : 0;
+    return fclose(f) == 0 && w == len ? 0 : -1;
+}
+
+unsigned char *vs_test_read_file(const char *path, size_t *out_len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc(len > 0 ? (size_t)len : 1);
+    if (buf != NULL && len > 0 && fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *out_len = len > 0 ? (size_t)len : 0;
+    return buf;
+}
+
 uint64_t vs_test_rand(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);

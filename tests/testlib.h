@@ -57,6 +57,10 @@ vs_test_pathbuf_t vs_test_pathcopy(const char *test_name, const char *file);
 /* Removes the test's (flat) tmpdir and everything in it. */
 void vs_test_cleanup(const char *test_name);
 
+/* Writes len bytes to path (0 or -1); reads a whole file into a new malloc'd buffer (NULL on error). */
+int vs_test_write_file(const char *path, const void *data, size_t len);
+unsigned char *vs_test_read_file(const char *path, size_t *out_len);
+
 /* Deterministic PRNG (splitmix64) for test data. */
 uint64_t vs_test_rand(uint64_t *state);
 float vs_test_randf(uint64_t *state); /* uniform in [-1, 1) */

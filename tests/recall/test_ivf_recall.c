@@ -97,6 +97,25 @@ static void check_recall(const set_t *s, const char *factory, uint32_t nprobe, f
     vs_index_destroy(idx);
 }
 
+/* Loads Fashion-MNIST (train as base, t10k as queries); 0 with a skip line when it is not installed. */
+static int load_fashion(uint32_t *d, float **b, float **q)
+{
+    char err[VS_ERR_LEN];
+    size_t n, nq;
+    uint32_t dq;
+    *b = *q = NULL;
+    if (vs_vecfile_load_f32("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &n, d, b, err) !=
+            VS_OK ||
+        vs_vecfile_load_f32("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", &nq, &dq, q,
+                            err) != VS_OK) {
+        printf("skip: Fashion-MNIST not installed (%s)\n", err);
+        free(*b);
+        *b = NULL;
+        return 0;
+    }
+    return 1;
+}
+
 /* IVF-Flat scanning every list computes the same distances with the same kernel as Flat: results must
  * be identical, ids and distances, for every metric. */
 static void test_ivf_flat_all_lists_equals_flat(void)
@@ -148,17 +167,10 @@ static void test_synthetic_ip_cosine(void)
 
 static void test_fashion_mnist_sample(void)
 {
-    const char *base = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
-    const char *qp = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
-    char err[VS_ERR_LEN];
-    size_t n, nq;
-    uint32_t d, dq;
+    uint32_t d;
     float *b, *q;
-    if (vs_vecfile_load_f32(base, &n, &d, &b, err) != VS_OK ||
-        vs_vecfile_load_f32(qp, &nq, &dq, &q, err) != VS_OK) {
-        printf("skip: Fashion-MNIST not installed (%s)\n", err);
+    if (!load_fashion(&d, &b, &q))
         return;
-    }
     set_t s = {.n = 12000, .nq = 200, .d = d, .base = b, .q = q, .metric = VS_METRIC_L2};
     make_gt(&s);
     check_recall(&s, "IVF64,PQ56x4fs,RFlat", 64, 100, 1.0, "exhaustive with a large re-rank pool");
@@ -172,17 +184,11 @@ static void test_fashion_mnist_sample(void)
  * top nprobe but outside the projected top 2*nprobe+16: only near-ties at the boundary). */
 static void test_coarse_preselection(void)
 {
-    const char *base = "/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz";
-    const char *qp = "/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz";
     char err[VS_ERR_LEN];
-    size_t n, nq;
-    uint32_t d, dq;
+    uint32_t d;
     float *b, *q;
-    if (vs_vecfile_load_f32(base, &n, &d, &b, err) != VS_OK ||
-        vs_vecfile_load_f32(qp, &nq, &dq, &q, err) != VS_OK) {
-        printf("skip: Fashion-MNIST not installed (%s)\n", err);
+    if (!load_fashion(&d, &b, &q))
         return;
-    }
     vs_factory_spec_t spec;
     CHECK(vs_factory_parse("IVF256,Flat", &spec, err) == VS_OK);
     vs_index_t *idx;
