@@ -328,62 +328,15 @@ vs_status vs_kmeans_assign(const float *x, size_t n, const float *centroids, uin
 
 /* ---- nearest nprobe centroids ------------------------------------------------------------------- */
 
-/* Candidates of one query live in a buffer of cap slots: a key below thr is appended; when the buffer
- * is full the pool best are selected (quickselect on (key, id)) and thr becomes the pool-th best key.
- * Centroids arrive in increasing index order, so a later key equal to thr ranks worse (larger id) and
- * the strict < is exact. Amortised O(1) per candidate, against O(log pool) for a heap, which on random
- * data (many early improvements) costs more than the sgemm itself. */
-
-static int cand_worse(float ka, int32_t ia, float kb, int32_t ib)
-{
-    return ka > kb || (ka == kb && ia > ib);
-}
-
-static void cand_swap(float *keys, int32_t *ids, size_t a, size_t b)
-{
-    float tk = keys[a];
-    keys[a] = keys[b];
-    keys[b] = tk;
-    int32_t ti = ids[a];
-    ids[a] = ids[b];
-    ids[b] = ti;
-}
-
-/* Reorders keys/ids[0, n) so that the m best (1 <= m < n) come first, the m-th best at m - 1. Ids are
- * distinct, so (key, id) is a strict order and the median-of-three quickselect runs in O(n) expected. */
-static void select_best(float *keys, int32_t *ids, size_t n, size_t m)
-{
-    size_t lo = 0, hi = n - 1, target = m - 1;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (cand_worse(keys[lo], ids[lo], keys[mid], ids[mid]))
-            cand_swap(keys, ids, lo, mid);
-        if (cand_worse(keys[mid], ids[mid], keys[hi], ids[hi]))
-            cand_swap(keys, ids, mid, hi);
-        if (cand_worse(keys[lo], ids[lo], keys[mid], ids[mid]))
-            cand_swap(keys, ids, lo, mid);
-        cand_swap(keys, ids, mid, hi); /* the median becomes the pivot, at hi */
-        float pk = keys[hi];
-        int32_t pi = ids[hi];
-        size_t store = lo;
-        for (size_t i = lo; i < hi; i++) {
-            if (cand_worse(pk, pi, keys[i], ids[i]))
-                cand_swap(keys, ids, i, store++);
-        }
-        cand_swap(keys, ids, store, hi);
-        if (store == target)
-            return;
-        if (store < target)
-            lo = store + 1;
-        else
-            hi = store - 1;
-    }
-}
+/* Candidates of one query live in a vs_reservoir_t of cap slots (common/topk.h): keys up to the
+ * threshold are appended; when the buffer is full the pool best are kept (quickselect on (key, id)) and
+ * the threshold becomes the pool-th best key. Amortised O(1) per candidate, against O(log pool) for a
+ * heap, which on random data (many early improvements) costs more than the sgemm itself. */
 
 typedef struct nearest_scratch {
     float *prod;          /* qb*CB sgemm output, turned into keys in place */
     float *ckeys;         /* qb*cap candidate keys */
-    int32_t *cids;        /* qb*cap candidate centroids */
+    int64_t *cids;        /* qb*cap candidate centroids */
     size_t *cn_count;     /* qb: candidates held */
     float *cthr;          /* qb: key a candidate must be below */
     float *fkeys, *edist; /* kk each: final heap, emitted distances */
@@ -459,36 +412,22 @@ static void nearest_task(void *arg, size_t block, size_t worker)
                 for (size_t j = 0; j < nb; j++)
                     row[j] = -row[j];
             }
-            float *keys = s->ckeys + i * cap, thr = s->cthr[i];
-            int32_t *ids = s->cids + i * cap;
-            size_t cnt = s->cn_count[i];
-            for (size_t j = 0; j < nb; j++) {
-                if (!(row[j] < thr))
-                    continue;
-                if (cnt == cap) { /* only when cap > pool: keep the pool best */
-                    select_best(keys, ids, cnt, pool);
-                    cnt = pool;
-                    thr = keys[pool - 1];
-                    if (!(row[j] < thr))
-                        continue;
-                }
-                keys[cnt] = row[j];
-                ids[cnt++] = (int32_t)(c0 + j);
-            }
-            s->cn_count[i] = cnt;
-            s->cthr[i] = thr;
+            /* the query's candidates: a reservoir cut back to the pool best whenever it fills */
+            vs_reservoir_t res = {s->ckeys + i * cap, s->cids + i * cap, pool, cap,
+                                  s->cn_count[i],     s->cthr[i]};
+            for (size_t j = 0; j < nb; j++)
+                if (row[j] <= res.threshold)
+                    vs_reservoir_push(&res, row[j], (int64_t)(c0 + j));
+            s->cn_count[i] = res.size;
+            s->cthr[i] = res.threshold;
         }
     }
     /* re-rank the pool best of each query with the direct kernel; emit nearest first, pad past k */
     for (size_t i = 0; i < m; i++) {
         const float *q = xb + i * d;
-        float *keys = s->ckeys + i * cap;
-        int32_t *ids = s->cids + i * cap;
-        size_t cnt = s->cn_count[i];
-        if (cnt > pool) {
-            select_best(keys, ids, cnt, pool);
-            cnt = pool;
-        }
+        vs_reservoir_t res = {s->ckeys + i * cap, s->cids + i * cap, pool, cap, s->cn_count[i], s->cthr[i]};
+        size_t cnt = vs_reservoir_finish(&res);
+        const int64_t *ids = res.ids;
         vs_topk_t fin;
         vs_topk_init(&fin, c->kk, s->fkeys, s->fids);
         for (size_t p = 0; p < cnt; p++) {
@@ -582,7 +521,7 @@ vs_status vs_kmeans_nearest(const float *x, size_t n, const float *centroids, ui
         nearest_scratch_t *s = &c.s[w];
         s->prod = malloc(c.qb * CB * sizeof(float));
         s->ckeys = malloc(c.qb * c.cap * sizeof(float));
-        s->cids = malloc(c.qb * c.cap * sizeof(int32_t));
+        s->cids = malloc(c.qb * c.cap * sizeof(int64_t));
         s->cn_count = malloc(c.qb * sizeof(size_t));
         s->cthr = malloc(c.qb * sizeof(float));
         s->fkeys = malloc(c.kk * sizeof(float));

@@ -69,7 +69,8 @@ static inline float vs_topk_pad_distance(int larger_is_better)
 }
 
 /* Reservoir: keeps the k best (key, id) like the heap, but candidates are appended to a buffer of
- * capacity cap (>= 2k) and the buffer is cut back to the k best by quickselect when it fills, which
+ * capacity cap (> k; cap == k only when no more than cap candidates can ever be offered) and the
+ * buffer is cut back to the k best by quickselect when it fills, which
  * tightens the threshold. Amortised O(1) per candidate instead of O(log k): the choice for large k
  * (the k*k_factor candidates before a re-rank). Ties at the threshold are decided by id, as the heap. */
 typedef struct vs_reservoir {
