@@ -231,6 +231,21 @@ static void test_search_lists_and_errors(void)
     CHECK(vs_index_add(idx, 10, s.base, NULL, 0, NULL, err) == VS_ERR_FAILED_PRECONDITION);
     CHECK(vs_index_train(idx, 10, s.base, 0, NULL, err) == VS_ERR_INVALID_ARGUMENT);
     vs_index_destroy(idx);
+    /* centroid routing: searching the lists vs_ivf_probe picks equals a normal search */
+    idx = build(&s, "IVF64,PQ16x4fs,RFlat");
+    const vs_ivf_t *ivf = vs_index_impl_ivf(idx);
+    int32_t lists[20 * 8];
+    for (size_t i = 0; i < 20; i++)
+        CHECK(vs_ivf_probe(ivf, s.q + i * s.d, 8, 0, lists + i * 8, err) == VS_OK);
+    float d1[20 * K], d2[20 * K];
+    int64_t i1[20 * K], i2[20 * K];
+    vs_search_params_t sp = {.nprobe = 8, .k_factor = 4};
+    CHECK(vs_index_search(idx, 20, s.q, K, &sp, 1, d1, i1, err) == VS_OK);
+    CHECK(vs_ivf_search_lists(ivf, 20, s.q, K, lists, 8, 4, 1, d2, i2, err) == VS_OK);
+    CHECK(memcmp(i1, i2, sizeof i1) == 0 && memcmp(d1, d2, sizeof d1) == 0);
+    lists[3] = 64; /* out of range */
+    CHECK(vs_ivf_search_lists(ivf, 20, s.q, K, lists, 8, 4, 1, d2, i2, err) == VS_ERR_OUT_OF_RANGE);
+    vs_index_destroy(idx);
     idx = build(&s, "IVF64,Flat");
     float d[K];
     int64_t i[K];
