@@ -5,9 +5,12 @@
 set -euo pipefail
 
 # build: compilers come with the machine; these are the libraries and tools the build links or runs.
-build_pkgs=(cmake pkg-config make gcc g++ libopenblas-dev zlib1g-dev libcjson-dev)
-# tests and demo: the Fashion-MNIST data set and the peers we benchmark against in the same run.
-test_pkgs=(dataset-fashion-mnist python3-numpy python3-faiss libhnswlib-dev)
+build_pkgs=(cmake pkg-config make gcc g++ libopenblas-dev zlib1g-dev libcjson-dev
+    libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto libcurl4-openssl-dev libmicrohttpd-dev)
+# tests and demo: the Fashion-MNIST data set, the peers we benchmark against in the same run, a real etcd,
+# an independent gRPC client (python3-grpcio), promtool (prometheus) and clang for the libFuzzer targets.
+test_pkgs=(dataset-fashion-mnist python3-numpy python3-faiss libhnswlib-dev
+    etcd-server etcd-client python3-grpcio python3-protobuf prometheus python3-prometheus-client clang)
 # benchmarks only (tests/bench/run_*.sh): plots.
 bench_pkgs=(python3-matplotlib)
 pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}")
