@@ -1,0 +1,131 @@
+/* rpc.h: gRPC on the C core API (libgrpc 1.51), the thin layer every vecshard server and client uses.
+ *
+ * Server: registered methods with the request read with the call (unary) or a server stream that the
+ * owner feeds with the latest value (health Watch); a generic handler answers every other method with
+ * UNIMPLEMENTED (otherwise such calls hang until their deadline); N worker threads, each polling its own
+ * completion queue and running handlers inline, so a handler may block for the length of a search.
+ * A worker re-posts its request for a method only after it has handled the previous call, so a busy
+ * worker never holds a call that an idle one could take (gRPC queues calls that no request matches).
+ * Channel args: grpc.so_reuseport = 0 (a second server on the port fails instead of stealing
+ * connections), receive and send limits raised to max_message_bytes. Work whose deadline has passed when
+ * it reaches a worker is answered DEADLINE_EXCEEDED without running the handler.
+ * Shutdown order (docs/architecture.md): stop accepting, let in-flight calls finish within the grace
+ * period, cancel the rest, shut down and drain every completion queue, destroy.
+ *
+ * Client: blocking unary calls on a channel (one completion queue per call, safe from any thread).
+ *
+ * Not here: protobuf. Bodies are bytes; the services (shard/, coordinator/) encode and decode. */
+#ifndef VS_COMMON_NET_RPC_H
+#define VS_COMMON_NET_RPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+/* gRPC status codes (numeric values of grpc_status_code) used by services without including grpc.h. */
+enum {
+    VS_GRPC_OK = 0,
+    VS_GRPC_CANCELLED = 1,
+    VS_GRPC_UNKNOWN = 2,
+    VS_GRPC_INVALID_ARGUMENT = 3,
+    VS_GRPC_DEADLINE_EXCEEDED = 4,
+    VS_GRPC_NOT_FOUND = 5,
+    VS_GRPC_FAILED_PRECONDITION = 9,
+    VS_GRPC_UNIMPLEMENTED = 12,
+    VS_GRPC_INTERNAL = 13,
+    VS_GRPC_UNAVAILABLE = 14,
+};
+
+/* Default and maximum message size: 1,000 queries of 4,096 floats fit in 16 MiB; 64 MiB is the cap. */
+#define VS_RPC_DEFAULT_MAX_MESSAGE_BYTES (64u << 20)
+
+typedef struct vs_rpc_server vs_rpc_server_t;
+typedef struct vs_rpc_call vs_rpc_call_t;   /* a call being handled (borrowed by handlers) */
+typedef struct vs_rpc_call vs_rpc_stream_t; /* a server-streaming call held by its owner */
+
+/* What a unary handler answers. body is malloc'd by the handler and freed by the server. */
+typedef struct vs_rpc_reply {
+    int code;                 /* gRPC status code */
+    char message[VS_ERR_LEN]; /* status details; "" for none */
+    uint8_t *body;            /* response message (sent only when code == OK) */
+    size_t body_len;
+} vs_rpc_reply_t;
+
+/* Unary handler: req (len bytes, borrowed until return) is the request message. reply starts as
+ * {OK, "", NULL, 0}. Runs on a worker thread; may block. */
+typedef void (*vs_rpc_unary_fn)(void *user, const vs_rpc_call_t *call, const uint8_t *req, size_t len,
+                                vs_rpc_reply_t *reply);
+
+/* Server-streaming handler: the owner takes one reference on stream and must give it back with
+ * vs_rpc_stream_release; messages go out with vs_rpc_stream_send, the call ends with
+ * vs_rpc_stream_finish (or when the client goes away). */
+typedef void (*vs_rpc_stream_fn)(void *user, vs_rpc_stream_t *stream, const uint8_t *req, size_t len);
+
+typedef struct vs_rpc_method {
+    const char *path;      /* "/vecshard.v1.Shard/Search" */
+    vs_rpc_unary_fn unary; /* exactly one of unary, stream */
+    vs_rpc_stream_fn stream;
+    void *user;
+} vs_rpc_method_t;
+
+/* Called after every finished call (metrics): method path ("" for unknown methods), status code,
+ * seconds from arrival at the worker to the reply being queued. May run on any worker thread. */
+typedef void (*vs_rpc_done_fn)(void *user, const char *path, int code, double seconds);
+
+typedef struct vs_rpc_server_opts {
+    const char *address;      /* "127.0.0.1:0" (ephemeral), "0.0.0.0:50051", "unix:/path" */
+    size_t n_threads;         /* worker threads, one completion queue each; 0 = CPUs */
+    size_t max_message_bytes; /* 0 = VS_RPC_DEFAULT_MAX_MESSAGE_BYTES; at most 1 GiB */
+    vs_rpc_done_fn on_done;   /* optional */
+    void *on_done_user;
+} vs_rpc_server_opts_t;
+
+/* Creates and starts a server with the n methods (the array and its strings must outlive the
+ * server). *out_port receives the bound port (useful with port 0). VS_ERR_UNAVAILABLE when the address
+ * cannot be bound (in use: so_reuseport is off), VS_ERR_INVALID_ARGUMENT for bad options. */
+vs_status vs_rpc_server_start(const vs_rpc_server_opts_t *opts, const vs_rpc_method_t *methods, size_t n,
+                              vs_rpc_server_t **out, int *out_port, char err[VS_ERR_LEN]);
+
+/* Stops accepting calls, waits up to grace_ms for calls in flight to finish, cancels the rest, joins the
+ * workers and frees the server. Open streams must have been finished or released by their owners (or
+ * they are cancelled after the grace period). NULL is a no-op. */
+void vs_rpc_server_stop(vs_rpc_server_t *srv, int64_t grace_ms);
+
+/* Calls currently being handled (between arrival at a worker and the reply being queued). */
+size_t vs_rpc_server_in_flight(const vs_rpc_server_t *srv);
+
+/* Milliseconds left before the call's deadline; INT64_MAX without a deadline, <= 0 when passed. */
+int64_t vs_rpc_call_remaining_ms(const vs_rpc_call_t *call);
+
+/* Sends msg (len bytes, copied) on a stream. Latest-value semantics: if a previous message is still
+ * being written, msg replaces any message waiting behind it. VS_ERR_CANCELLED once the call has ended. */
+vs_status vs_rpc_stream_send(vs_rpc_stream_t *stream, const void *msg, size_t len);
+
+/* Ends the stream with a status (after the messages queued so far). Idempotent. */
+void vs_rpc_stream_finish(vs_rpc_stream_t *stream, int code, const char *message);
+
+/* 1 when the client has gone away or the stream was finished. */
+int vs_rpc_stream_closed(vs_rpc_stream_t *stream);
+
+/* Gives back the owner's reference; the stream must not be used afterwards. */
+void vs_rpc_stream_release(vs_rpc_stream_t *stream);
+
+/* ---- client ---- */
+
+typedef struct vs_rpc_channel vs_rpc_channel_t;
+
+/* Opens a channel to target ("host:port", "dns:///name:port", "unix:/path"); connects lazily.
+ * max_message_bytes 0 = default. Proxies are ignored (loopback and in-cluster traffic). */
+vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
+                                char err[VS_ERR_LEN]);
+void vs_rpc_channel_destroy(vs_rpc_channel_t *ch); /* NULL is a no-op */
+
+/* One blocking unary call: sends req (len bytes) to method with a deadline of timeout_ms (<= 0: none).
+ * Returns VS_OK when the call completed, whatever its gRPC status: *out_code receives it, message its
+ * details, *out_body the response (malloc'd, NULL unless OK; free with free()). Thread-safe. */
+vs_status vs_rpc_call_unary(vs_rpc_channel_t *ch, const char *method, const void *req, size_t len,
+                            int64_t timeout_ms, int *out_code, char message[VS_ERR_LEN], uint8_t **out_body,
+                            size_t *out_len);
+
+#endif

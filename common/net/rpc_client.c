@@ -1,0 +1,155 @@
+/* rpc_client.c: blocking unary calls over a gRPC C-core channel (rpc.h).
+ * Each call uses its own pluck completion queue, so any number of threads can call at once on one
+ * channel; the channel (one HTTP/2 connection) is shared. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include "common/net/rpc.h"
+
+struct vs_rpc_channel {
+    grpc_channel *ch;
+};
+
+vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
+                                char err[VS_ERR_LEN])
+{
+    if (!target || !*target || !out)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "rpc channel: empty target");
+    size_t max_msg = max_message_bytes ? max_message_bytes : VS_RPC_DEFAULT_MAX_MESSAGE_BYTES;
+    if (max_msg > (1u << 30))
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "rpc channel: max message size above 1 GiB");
+    struct vs_rpc_channel *c = calloc(1, sizeof *c);
+    if (!c)
+        return vs_errf(err, VS_ERR_NOMEM, "rpc channel: out of memory");
+    grpc_init();
+    grpc_arg args[3];
+    args[0].type = GRPC_ARG_INTEGER;
+    args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[0].value.integer = (int)max_msg;
+    args[1].type = GRPC_ARG_INTEGER;
+    args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+    args[1].value.integer = (int)max_msg;
+    args[2].type = GRPC_ARG_INTEGER;
+    args[2].key = GRPC_ARG_ENABLE_HTTP_PROXY;
+    args[2].value.integer = 0;
+    grpc_channel_args cargs = {3, args};
+    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    c->ch = grpc_channel_create(target, creds, &cargs);
+    grpc_channel_credentials_release(creds);
+    if (!c->ch) {
+        free(c);
+        grpc_shutdown();
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "rpc channel: cannot create a channel to %s", target);
+    }
+    *out = c;
+    return VS_OK;
+}
+
+void vs_rpc_channel_destroy(vs_rpc_channel_t *c)
+{
+    if (!c)
+        return;
+    grpc_channel_destroy(c->ch);
+    free(c);
+    grpc_shutdown();
+}
+
+vs_status vs_rpc_call_unary(vs_rpc_channel_t *c, const char *method, const void *req, size_t len,
+                            int64_t timeout_ms, int *out_code, char message[VS_ERR_LEN], uint8_t **out_body,
+                            size_t *out_len)
+{
+    *out_body = NULL;
+    *out_len = 0;
+    message[0] = 0;
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    gpr_timespec deadline = timeout_ms > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                                          gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
+                                           : gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    grpc_slice msl = grpc_slice_from_copied_string(method);
+    grpc_call *call =
+        grpc_channel_create_call(c->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, msl, NULL, deadline, NULL);
+    grpc_slice_unref(msl);
+    grpc_slice body = grpc_slice_from_copied_buffer(req, len);
+    grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&body, 1);
+    grpc_slice_unref(body);
+    grpc_byte_buffer *recv = NULL;
+    grpc_metadata_array init_md, trail_md;
+    grpc_metadata_array_init(&init_md);
+    grpc_metadata_array_init(&trail_md);
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    const char *error_string = NULL;
+
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &init_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trail_md;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    ops[5].data.recv_status_on_client.error_string = &error_string;
+
+    vs_status st = VS_OK;
+    int tag = 0;
+    grpc_call_error e = grpc_call_start_batch(call, ops, 6, &tag, NULL);
+    if (e != GRPC_CALL_OK) {
+        st = vs_errf(message, VS_ERR_INTERNAL, "rpc call %s: start_batch failed (%d)", method, (int)e);
+    } else {
+        grpc_event ev = grpc_completion_queue_pluck(cq, &tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type != GRPC_OP_COMPLETE)
+            st = vs_errf(message, VS_ERR_INTERNAL, "rpc call %s: completion queue failed", method);
+    }
+    if (st == VS_OK) {
+        *out_code = (int)status;
+        char *d = grpc_slice_to_c_string(details);
+        snprintf(message, VS_ERR_LEN, "%s", d);
+        gpr_free(d);
+        if (status == GRPC_STATUS_OK && recv) {
+            grpc_byte_buffer_reader r;
+            if (grpc_byte_buffer_reader_init(&r, recv)) {
+                grpc_slice all = grpc_byte_buffer_reader_readall(&r);
+                grpc_byte_buffer_reader_destroy(&r);
+                size_t n = GRPC_SLICE_LENGTH(all);
+                *out_body = malloc(n ? n : 1);
+                if (*out_body) {
+                    memcpy(*out_body, GRPC_SLICE_START_PTR(all), n);
+                    *out_len = n;
+                } else {
+                    st =
+                        vs_errf(message, VS_ERR_NOMEM, "rpc call %s: out of memory for the response", method);
+                }
+                grpc_slice_unref(all);
+            }
+        }
+    }
+    if (error_string)
+        gpr_free((void *)error_string);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&init_md);
+    grpc_metadata_array_destroy(&trail_md);
+    grpc_byte_buffer_destroy(send);
+    if (recv)
+        grpc_byte_buffer_destroy(recv);
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+    return st;
+}

@@ -1,0 +1,445 @@
+/* main.c: vecshard-shard, the shard server process. Parses flags and wires the modules together:
+ * shard.h (versions, requests), rpc.h + health.h (gRPC), membership.h (etcd), metrics (HTTP /metrics).
+ *
+ * Start-up: the gRPC server and /metrics come up first (health NOT_SERVING, state LOADING, registered
+ * in etcd as LOADING), the versions load on a loader thread, then the active one is switched on and
+ * health flips to SERVING. SIGTERM/SIGINT: DRAINING (health NOT_SERVING, record updated), the lease is
+ * revoked (the record disappears), watchers are closed, in-flight calls finish within --grace-ms, exit 0.
+ * Signals are taken synchronously by sigwait in the main thread, never in a handler. */
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/net/health.h"
+#include "common/net/rpc.h"
+#include "shard/server/membership.h"
+#include "shard/server/metrics.h"
+#include "shard/server/shard.h"
+
+#define MAX_MANIFESTS VS_SHARD_MAX_VERSIONS
+
+typedef struct config {
+    const char *listen, *advertise, *metrics_listen, *cluster, *replica_id, *etcd, *active, *port_file;
+    const char *manifests[MAX_MANIFESTS];
+    size_t n_manifests;
+    long partition;
+    long lease_ttl_s, threads, max_batch, grace_ms;
+    int skip_crc;
+} config_t;
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: vecshard-shard --manifest FILE --partition N [options]\n"
+        "Serves partition N of one or more index versions over gRPC (vecshard.v1.Shard, grpc.health.v1).\n"
+        "\n"
+        "  --listen ADDR        gRPC address (default 0.0.0.0:50051; port 0 = ephemeral)\n"
+        "  --advertise ADDR     address published in etcd (default: the listen address with its port,\n"
+        "                       the host name when listening on 0.0.0.0)\n"
+        "  --metrics-listen A   HTTP address for /metrics and /healthz (default 0.0.0.0:9100; 'none' = off)\n"
+        "  --manifest FILE      an index version's manifest.json (repeatable, up to %d)\n"
+        "  --partition N        the partition of every version this shard serves\n"
+        "  --active VERSION     version answering requests that name none (default: the last manifest's)\n"
+        "  --cluster NAME       cluster name in etcd keys (default 'default')\n"
+        "  --replica-id ID      this replica's id (default: the host name)\n"
+        "  --etcd URLS          etcd client URLs, comma-separated; without it no membership is published\n"
+        "  --lease-ttl S        etcd lease TTL in seconds (default 10; kept alive every TTL/3)\n"
+        "  --threads N          gRPC worker threads (default: CPUs)\n"
+        "  --max-batch N        queries per request (default %u)\n"
+        "  --grace-ms MS        on SIGTERM, time in-flight calls get to finish (default 10000)\n"
+        "  --skip-crc           do not check partition files' CRC32C against the manifest at load\n"
+        "  --port-file FILE     write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
+        "  -h, --help           this help\n"
+        "\n"
+        "Health (grpc.health.v1.Health/Check): \"\" and \"vecshard.v1.Shard\" are SERVING once the active\n"
+        "version is loaded and until draining; \"liveness\" is SERVING while the process runs.\n",
+        MAX_MANIFESTS, VS_SHARD_DEFAULT_MAX_BATCH);
+}
+
+static int parse_long(const char *flag, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < lo || v > hi) {
+        fprintf(stderr, "vecshard-shard: %s '%s' must be an integer in %ld..%ld\n", flag, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, config_t *c)
+{
+    static const struct option opts[] = {{"listen", required_argument, 0, 'l'},
+                                         {"advertise", required_argument, 0, 'A'},
+                                         {"metrics-listen", required_argument, 0, 'M'},
+                                         {"manifest", required_argument, 0, 'm'},
+                                         {"partition", required_argument, 0, 'p'},
+                                         {"active", required_argument, 0, 'a'},
+                                         {"cluster", required_argument, 0, 'c'},
+                                         {"replica-id", required_argument, 0, 'r'},
+                                         {"etcd", required_argument, 0, 'e'},
+                                         {"lease-ttl", required_argument, 0, 'T'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"max-batch", required_argument, 0, 'B'},
+                                         {"grace-ms", required_argument, 0, 'g'},
+                                         {"skip-crc", no_argument, 0, 'S'},
+                                         {"port-file", required_argument, 0, 'P'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    *c = (config_t){.listen = "0.0.0.0:50051",
+                    .metrics_listen = "0.0.0.0:9100",
+                    .cluster = "default",
+                    .partition = -1,
+                    .lease_ttl_s = 10,
+                    .grace_ms = 10000};
+    int o;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'l':
+            c->listen = optarg;
+            break;
+        case 'A':
+            c->advertise = optarg;
+            break;
+        case 'M':
+            c->metrics_listen = optarg;
+            break;
+        case 'm':
+            if (c->n_manifests == MAX_MANIFESTS) {
+                fprintf(stderr, "vecshard-shard: at most %d --manifest\n", MAX_MANIFESTS);
+                return 2;
+            }
+            c->manifests[c->n_manifests++] = optarg;
+            break;
+        case 'p':
+            if (parse_long("--partition", optarg, 0, 65535, &c->partition))
+                return 2;
+            break;
+        case 'a':
+            c->active = optarg;
+            break;
+        case 'c':
+            c->cluster = optarg;
+            break;
+        case 'r':
+            c->replica_id = optarg;
+            break;
+        case 'e':
+            c->etcd = optarg;
+            break;
+        case 'T':
+            if (parse_long("--lease-ttl", optarg, 1, 3600, &c->lease_ttl_s))
+                return 2;
+            break;
+        case 't':
+            if (parse_long("--threads", optarg, 1, 256, &c->threads))
+                return 2;
+            break;
+        case 'B':
+            if (parse_long("--max-batch", optarg, 1, 1000000, &c->max_batch))
+                return 2;
+            break;
+        case 'g':
+            if (parse_long("--grace-ms", optarg, 0, 3600000, &c->grace_ms))
+                return 2;
+            break;
+        case 'S':
+            c->skip_crc = 1;
+            break;
+        case 'P':
+            c->port_file = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "vecshard-shard: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (c->n_manifests == 0 || c->partition < 0) {
+        fprintf(stderr, "vecshard-shard: --manifest and --partition are required (see --help)\n");
+        return 2;
+    }
+    if (!vs_version_name_valid(c->cluster)) {
+        fprintf(stderr, "vecshard-shard: --cluster '%s' must match [A-Za-z0-9._-]{1,64}\n", c->cluster);
+        return 2;
+    }
+    return 0;
+}
+
+typedef struct app {
+    config_t cfg;
+    vs_shard_t *shard;
+    vs_health_t *health;
+    vs_membership_t *members;
+    vs_shard_metrics_t *metrics;
+    pthread_mutex_t members_mu; /* members is stopped by main while the loader may publish */
+    atomic_int loader_done;
+    int load_failed;
+} app_t;
+
+static void publish(app_t *a)
+{
+    pthread_mutex_lock(&a->members_mu);
+    if (a->members)
+        vs_membership_update(a->members);
+    pthread_mutex_unlock(&a->members_mu);
+}
+
+static void set_health(app_t *a)
+{
+    vs_health_status st =
+        vs_shard_get_state(a->shard) == VS_SHARD_SERVING ? VS_HEALTH_SERVING : VS_HEALTH_NOT_SERVING;
+    vs_health_set(a->health, "", st);
+    vs_health_set(a->health, "vecshard.v1.Shard", st);
+}
+
+static void *loader_main(void *arg)
+{
+    app_t *a = arg;
+    char err[VS_ERR_LEN];
+    char last[VS_NAME_LEN] = "";
+    for (size_t i = 0; i < a->cfg.n_manifests; i++) {
+        vs_log(VS_LOG_INFO, "loading partition %ld from %s", a->cfg.partition, a->cfg.manifests[i]);
+        vs_status st = vs_shard_load(a->shard, a->cfg.manifests[i], (uint32_t)a->cfg.partition, err);
+        if (st != VS_OK) {
+            vs_log(VS_LOG_ERROR, "load %s: %s (%s)", a->cfg.manifests[i], err, vs_status_name(st));
+            a->load_failed = 1;
+        } else {
+            vs_manifest_t m;
+            if (vs_manifest_load(a->cfg.manifests[i], &m, err) == VS_OK) {
+                snprintf(last, sizeof last, "%s", m.version);
+                vs_manifest_fini(&m);
+            }
+            vs_log(VS_LOG_INFO, "version %s partition %ld is READY", last, a->cfg.partition);
+        }
+        publish(a);
+    }
+    const char *active = a->cfg.active ? a->cfg.active : last;
+    if (*active) {
+        vs_status st = vs_shard_activate(a->shard, active, err);
+        if (st != VS_OK)
+            vs_log(VS_LOG_ERROR, "activate %s: %s", active, err);
+        else
+            vs_log(VS_LOG_INFO, "serving version %s partition %ld", active, a->cfg.partition);
+    } else {
+        vs_log(VS_LOG_ERROR, "no version could be loaded; staying LOADING (health NOT_SERVING)");
+    }
+    set_health(a);
+    publish(a);
+    atomic_store(&a->loader_done, 1);
+    return NULL;
+}
+
+/* ---- RPC handlers: bytes in, bytes out; everything else is in shard.c ---- */
+
+static void reply_status(vs_rpc_reply_t *reply, vs_status st, const char *err)
+{
+    reply->code = vs_status_grpc_code(st);
+    snprintf(reply->message, sizeof reply->message, "%s", err);
+}
+
+static void on_search(void *user, const vs_rpc_call_t *call, const uint8_t *req, size_t len,
+                      vs_rpc_reply_t *reply)
+{
+    (void)call;
+    app_t *a = user;
+    char err[VS_ERR_LEN] = "";
+    vs_status st = vs_shard_search_pb(a->shard, req, len, &reply->body, &reply->body_len, err);
+    if (st != VS_OK)
+        reply_status(reply, st, err);
+}
+
+static void on_info(void *user, const vs_rpc_call_t *call, const uint8_t *req, size_t len,
+                    vs_rpc_reply_t *reply)
+{
+    (void)call;
+    app_t *a = user;
+    char err[VS_ERR_LEN] = "";
+    vs_status st = vs_shard_info_pb(a->shard, req, len, &reply->body, &reply->body_len, err);
+    if (st != VS_OK)
+        reply_status(reply, st, err);
+}
+
+/* The address coordinators dial: --advertise, else the listen host (the host name for 0.0.0.0). */
+static void advertise_address(const config_t *c, int port, char *buf, size_t n)
+{
+    if (c->advertise) {
+        snprintf(buf, n, "%s", c->advertise);
+        return;
+    }
+    char host[256] = "localhost";
+    const char *colon = strrchr(c->listen, ':');
+    size_t hl = colon ? (size_t)(colon - c->listen) : strlen(c->listen);
+    if (hl == 0 || (hl == 7 && strncmp(c->listen, "0.0.0.0", 7) == 0) ||
+        (hl == 4 && strncmp(c->listen, "[::]", 4) == 0)) {
+        if (gethostname(host, sizeof host) != 0)
+            snprintf(host, sizeof host, "localhost");
+        host[sizeof host - 1] = 0;
+    } else {
+        snprintf(host, sizeof host, "%.*s", (int)hl, c->listen);
+    }
+    snprintf(buf, n, "%s:%d", host, port);
+}
+
+static int write_port_file(const char *path, int grpc_port, int metrics_port)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "grpc=%d\nmetrics=%d\n", grpc_port, metrics_port);
+    if (fclose(f) != 0)
+        return -1;
+    return rename(tmp, path);
+}
+
+int main(int argc, char **argv)
+{
+    app_t a;
+    memset(&a, 0, sizeof a);
+    pthread_mutex_init(&a.members_mu, NULL);
+    int rc = parse_args(argc, argv, &a.cfg);
+    if (rc)
+        return rc;
+    vs_log_set_component("shard");
+
+    /* Every thread created from here on inherits the blocked set; main takes them with sigwait. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    char err[VS_ERR_LEN];
+    char host[256];
+    const char *replica = a.cfg.replica_id;
+    if (!replica) {
+        if (gethostname(host, sizeof host) != 0)
+            snprintf(host, sizeof host, "shard");
+        host[sizeof host - 1] = 0;
+        replica = host;
+    }
+    if (!vs_version_name_valid(replica)) {
+        fprintf(stderr, "vecshard-shard: replica id '%s' must match [A-Za-z0-9._-]{1,64}\n", replica);
+        return 2;
+    }
+
+    vs_status st = vs_health_create(&a.health, err);
+    if (st != VS_OK) {
+        fprintf(stderr, "vecshard-shard: %s\n", err);
+        return 1;
+    }
+    vs_health_set(a.health, "liveness", VS_HEALTH_SERVING);
+    vs_health_set(a.health, "", VS_HEALTH_NOT_SERVING);
+    vs_health_set(a.health, "vecshard.v1.Shard", VS_HEALTH_NOT_SERVING);
+
+    st = vs_shard_metrics_create(&a.metrics, err);
+    if (st != VS_OK) {
+        fprintf(stderr, "vecshard-shard: %s\n", err);
+        return 1;
+    }
+
+    vs_shard_opts_t sho = {.cluster = a.cfg.cluster,
+                           .replica_id = replica,
+                           .max_batch = (size_t)a.cfg.max_batch,
+                           .skip_crc = a.cfg.skip_crc};
+    st = vs_shard_create(&sho, &a.shard, err);
+    if (st != VS_OK) {
+        fprintf(stderr, "vecshard-shard: %s\n", err);
+        return 1;
+    }
+
+    vs_rpc_method_t methods[4];
+    methods[0] = (vs_rpc_method_t){.path = "/vecshard.v1.Shard/Search", .unary = on_search, .user = &a};
+    methods[1] = (vs_rpc_method_t){.path = "/vecshard.v1.Shard/Info", .unary = on_info, .user = &a};
+    vs_health_methods(a.health, &methods[2]);
+    vs_rpc_server_opts_t so = {.address = a.cfg.listen,
+                               .n_threads = (size_t)a.cfg.threads,
+                               .on_done = vs_shard_metrics_on_call,
+                               .on_done_user = a.metrics};
+    vs_rpc_server_t *server = NULL;
+    int port = 0;
+    st = vs_rpc_server_start(&so, methods, 4, &server, &port, err);
+    if (st != VS_OK) {
+        fprintf(stderr, "vecshard-shard: %s\n", err);
+        return 1;
+    }
+    char address[300];
+    advertise_address(&a.cfg, port, address, sizeof address);
+
+    vs_shard_set_address(a.shard, address);
+    int metrics_port = 0;
+    st = vs_shard_metrics_start(a.metrics, a.shard, a.cfg.metrics_listen, &metrics_port, err);
+    if (st != VS_OK) {
+        fprintf(stderr, "vecshard-shard: %s\n", err);
+        return 1;
+    }
+    vs_log(VS_LOG_INFO, "listening on %s (port %d), advertised as %s; metrics on port %d", a.cfg.listen, port,
+           address, metrics_port);
+
+    if (a.cfg.etcd) {
+        vs_membership_opts_t mo = {.endpoints = a.cfg.etcd,
+                                   .cluster = a.cfg.cluster,
+                                   .partition = (uint32_t)a.cfg.partition,
+                                   .replica_id = replica,
+                                   .address = address,
+                                   .ttl_s = a.cfg.lease_ttl_s};
+        st = vs_membership_start(&mo, a.shard, &a.members, err);
+        if (st != VS_OK) {
+            vs_log(VS_LOG_ERROR, "etcd: %s", err);
+            vs_rpc_server_stop(server, 0);
+            return 1;
+        }
+        vs_shard_metrics_set_membership(a.metrics, a.members);
+        vs_log(VS_LOG_INFO, "registered as %s (lease TTL %ld s)", vs_membership_key(a.members),
+               a.cfg.lease_ttl_s);
+    }
+    if (a.cfg.port_file && write_port_file(a.cfg.port_file, port, metrics_port) != 0)
+        vs_log(VS_LOG_WARN, "cannot write --port-file %s", a.cfg.port_file);
+
+    pthread_t loader;
+    if (pthread_create(&loader, NULL, loader_main, &a) != 0) {
+        vs_log(VS_LOG_ERROR, "cannot start the loader thread");
+        return 1;
+    }
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    vs_log(VS_LOG_INFO, "%s: draining (grace %ld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", a.cfg.grace_ms);
+    int loaded = atomic_load(&a.loader_done);
+    vs_shard_drain(a.shard);
+    set_health(&a);
+    publish(&a);
+    pthread_mutex_lock(&a.members_mu);
+    vs_shard_metrics_set_membership(a.metrics, NULL);
+    vs_membership_stop(a.members); /* revoke: the record disappears now */
+    a.members = NULL;
+    pthread_mutex_unlock(&a.members_mu);
+    vs_health_close_watchers(a.health);
+    vs_rpc_server_stop(server, a.cfg.grace_ms);
+    vs_shard_metrics_stop(a.metrics);
+    if (loaded) {
+        pthread_join(loader, NULL);
+        vs_shard_destroy(a.shard);
+    } /* else: a load is running; the process exits without waiting for it. */
+    vs_health_destroy(a.health);
+    vs_log(VS_LOG_INFO, "stopped");
+    return 0;
+}

@@ -1,0 +1,330 @@
+/* manifest.c: read, validate and write manifest.json (manifest.h) with cJSON. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/crc32c.h"
+#include "shard/server/manifest.h"
+
+#define MAX_MANIFEST_BYTES (16u << 20)
+#define MAX_PARTITIONS 65536u
+
+int vs_version_name_valid(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+              c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int file_name_ok(const char *f)
+{
+    return f[0] && f[0] != '/' && !strstr(f, "..") && strlen(f) < PATH_MAX / 2;
+}
+
+static vs_status get_string(const cJSON *o, const char *key, int required, char *dst, size_t cap,
+                            const char *path, char err[VS_ERR_LEN])
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v) {
+        if (required)
+            return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: missing \"%s\"", path, key);
+        dst[0] = 0;
+        return VS_OK;
+    }
+    if (!cJSON_IsString(v) || strlen(v->valuestring) >= cap)
+        return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: \"%s\" must be a string of at most %zu bytes", path,
+                       key, cap - 1);
+    memcpy(dst, v->valuestring, strlen(v->valuestring) + 1);
+    return VS_OK;
+}
+
+/* Unsigned integer field: a JSON number that is a whole value in [0, max], or a decimal string (for
+ * values above 2^53). */
+static vs_status get_uint(const cJSON *o, const char *key, uint64_t max, uint64_t *out, const char *path,
+                          char err[VS_ERR_LEN])
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (v && cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble <= (double)max &&
+        v->valuedouble == (double)(uint64_t)v->valuedouble) {
+        *out = (uint64_t)v->valuedouble;
+        return VS_OK;
+    }
+    if (v && cJSON_IsString(v) && v->valuestring[0] >= '0' && v->valuestring[0] <= '9') {
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(v->valuestring, &end, 0);
+        if (!*end && errno == 0 && x <= max) {
+            *out = x;
+            return VS_OK;
+        }
+    }
+    return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: \"%s\" must be an integer in 0..%llu", path, key,
+                   (unsigned long long)max);
+}
+
+static vs_status parse(const cJSON *root, const char *path, vs_manifest_t *m, char err[VS_ERR_LEN])
+{
+    if (!cJSON_IsObject(root))
+        return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: not a JSON object", path);
+    char fmt[64], metric[32];
+    vs_status st;
+    uint64_t u;
+    if ((st = get_string(root, "format", 1, fmt, sizeof fmt, path, err)) != VS_OK)
+        return st;
+    if (strcmp(fmt, VS_MANIFEST_FORMAT) != 0)
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "manifest %s: format \"%s\" is not %s", path, fmt,
+                       VS_MANIFEST_FORMAT);
+    if ((st = get_string(root, "version", 1, m->version, sizeof m->version, path, err)) != VS_OK ||
+        (st = get_string(root, "model_version", 0, m->model_version, sizeof m->model_version, path, err)) !=
+            VS_OK ||
+        (st = get_string(root, "metric", 1, metric, sizeof metric, path, err)) != VS_OK ||
+        (st = get_string(root, "factory", 1, m->factory, sizeof m->factory, path, err)) != VS_OK ||
+        (st = get_string(root, "partitioning", 1, m->partitioning, sizeof m->partitioning, path, err)) !=
+            VS_OK ||
+        (st = get_string(root, "centroids_file", 0, m->centroids_file, sizeof m->centroids_file, path,
+                         err)) != VS_OK)
+        return st;
+    if (!vs_version_name_valid(m->version))
+        return vs_errf(err, VS_ERR_CORRUPT,
+                       "manifest %s: version \"%s\" is not a valid name ([A-Za-z0-9._-], 1..64)", path,
+                       m->version);
+    if (vs_metric_parse(metric, &m->metric, NULL) != VS_OK)
+        return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: unknown metric \"%s\"", path, metric);
+    if (strcmp(m->partitioning, "hash") != 0 && strcmp(m->partitioning, "cluster") != 0)
+        return vs_errf(err, VS_ERR_CORRUPT,
+                       "manifest %s: partitioning \"%s\" is neither \"hash\" nor \"cluster\"", path,
+                       m->partitioning);
+    if (m->centroids_file[0] && !file_name_ok(m->centroids_file))
+        return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: bad centroids_file name", path);
+    if ((st = get_uint(root, "dim", 65536, &u, path, err)) != VS_OK)
+        return st;
+    if (u == 0)
+        return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: dim must be at least 1", path);
+    m->dim = (uint32_t)u;
+
+    const cJSON *parts = cJSON_GetObjectItemCaseSensitive(root, "partitions");
+    int n = cJSON_IsArray(parts) ? cJSON_GetArraySize(parts) : -1;
+    if (n < 1 || (unsigned)n > MAX_PARTITIONS)
+        return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: \"partitions\" must be an array of 1..%u entries",
+                       path, MAX_PARTITIONS);
+    m->partitions = calloc((size_t)n, sizeof *m->partitions);
+    if (!m->partitions)
+        return vs_errf(err, VS_ERR_NOMEM, "manifest %s: out of memory", path);
+    m->n_partitions = (uint32_t)n;
+    unsigned char *seen = calloc((size_t)n, 1);
+    if (!seen)
+        return vs_errf(err, VS_ERR_NOMEM, "manifest %s: out of memory", path);
+    int i = 0;
+    const cJSON *p;
+    st = VS_OK;
+    cJSON_ArrayForEach(p, parts)
+    {
+        vs_manifest_partition_t *mp = &m->partitions[i++];
+        char where[PATH_MAX + 32];
+        snprintf(where, sizeof where, "%s partitions[%d]", path, i - 1);
+        if (!cJSON_IsObject(p)) {
+            st = vs_errf(err, VS_ERR_CORRUPT, "manifest %s: not an object", where);
+            break;
+        }
+        if ((st = get_uint(p, "id", (uint64_t)n - 1, &u, where, err)) != VS_OK)
+            break;
+        mp->id = (uint32_t)u;
+        if (seen[mp->id]) {
+            st = vs_errf(err, VS_ERR_CORRUPT, "manifest %s: partition id %u appears twice", where, mp->id);
+            break;
+        }
+        seen[mp->id] = 1;
+        if ((st = get_string(p, "file", 1, mp->file, sizeof mp->file, where, err)) != VS_OK)
+            break;
+        if (!file_name_ok(mp->file)) {
+            st = vs_errf(err, VS_ERR_CORRUPT,
+                         "manifest %s: file \"%s\" must be a relative name without \"..\"", where, mp->file);
+            break;
+        }
+        if ((st = get_uint(p, "size_bytes", UINT64_MAX >> 1, &mp->size_bytes, where, err)) != VS_OK ||
+            (st = get_uint(p, "n_vectors", UINT64_MAX >> 1, &mp->n_vectors, where, err)) != VS_OK)
+            break;
+        if (cJSON_GetObjectItemCaseSensitive(p, "crc32c")) {
+            if ((st = get_uint(p, "crc32c", UINT32_MAX, &u, where, err)) != VS_OK)
+                break;
+            mp->crc32c = (uint32_t)u;
+            mp->has_crc32c = 1;
+        }
+    }
+    free(seen);
+    return st;
+}
+
+vs_status vs_manifest_load(const char *path, vs_manifest_t *out, char err[VS_ERR_LEN])
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return vs_errf(err, errno == ENOENT ? VS_ERR_NOT_FOUND : VS_ERR_IO, "manifest %s: %s", path,
+                       strerror(errno));
+    char *buf = malloc(MAX_MANIFEST_BYTES + 1);
+    if (!buf) {
+        fclose(f);
+        return vs_errf(err, VS_ERR_NOMEM, "manifest %s: out of memory", path);
+    }
+    size_t n = fread(buf, 1, MAX_MANIFEST_BYTES + 1, f);
+    int rerr = ferror(f);
+    fclose(f);
+    if (rerr || n > MAX_MANIFEST_BYTES) {
+        free(buf);
+        return vs_errf(err, rerr ? VS_ERR_IO : VS_ERR_CORRUPT, "manifest %s: %s", path,
+                       rerr ? "read error" : "larger than 16 MiB");
+    }
+    cJSON *root = cJSON_ParseWithLength(buf, n);
+    free(buf);
+    if (!root)
+        return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: not valid JSON", path);
+    vs_manifest_t m;
+    memset(&m, 0, sizeof m);
+    vs_status st = parse(root, path, &m, err);
+    cJSON_Delete(root);
+    if (st != VS_OK) {
+        vs_manifest_fini(&m);
+        return st;
+    }
+    const char *slash = strrchr(path, '/');
+    if (slash)
+        snprintf(m.dir, sizeof m.dir, "%.*s", (int)(slash - path), path);
+    else
+        snprintf(m.dir, sizeof m.dir, ".");
+    if (slash == path)
+        snprintf(m.dir, sizeof m.dir, "/");
+    *out = m;
+    return VS_OK;
+}
+
+void vs_manifest_fini(vs_manifest_t *m)
+{
+    if (!m)
+        return;
+    free(m->partitions);
+    m->partitions = NULL;
+    m->n_partitions = 0;
+}
+
+const vs_manifest_partition_t *vs_manifest_partition(const vs_manifest_t *m, uint32_t p)
+{
+    for (uint32_t i = 0; i < m->n_partitions; i++)
+        if (m->partitions[i].id == p)
+            return &m->partitions[i];
+    return NULL;
+}
+
+vs_status vs_manifest_path(const vs_manifest_t *m, const char *file, char buf[PATH_MAX], char err[VS_ERR_LEN])
+{
+    if (snprintf(buf, PATH_MAX, "%s/%s", m->dir[0] ? m->dir : ".", file) >= PATH_MAX)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "path of %s in %s is longer than PATH_MAX", file,
+                       m->dir);
+    return VS_OK;
+}
+
+vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[VS_ERR_LEN])
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *parts = cJSON_CreateArray();
+    if (!root || !parts) {
+        cJSON_Delete(root);
+        cJSON_Delete(parts);
+        return vs_errf(err, VS_ERR_NOMEM, "manifest %s: out of memory", path);
+    }
+    char num[32];
+    cJSON_AddStringToObject(root, "format", VS_MANIFEST_FORMAT);
+    cJSON_AddStringToObject(root, "version", m->version);
+    cJSON_AddStringToObject(root, "model_version", m->model_version);
+    cJSON_AddStringToObject(root, "metric", vs_metric_name(m->metric));
+    cJSON_AddNumberToObject(root, "dim", m->dim);
+    cJSON_AddStringToObject(root, "factory", m->factory);
+    cJSON_AddStringToObject(root, "partitioning", m->partitioning);
+    if (m->centroids_file[0])
+        cJSON_AddStringToObject(root, "centroids_file", m->centroids_file);
+    for (uint32_t i = 0; i < m->n_partitions; i++) {
+        const vs_manifest_partition_t *p = &m->partitions[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "id", p->id);
+        cJSON_AddStringToObject(o, "file", p->file);
+        snprintf(num, sizeof num, "%llu", (unsigned long long)p->size_bytes);
+        cJSON_AddStringToObject(o, "size_bytes", num);
+        snprintf(num, sizeof num, "%llu", (unsigned long long)p->n_vectors);
+        cJSON_AddStringToObject(o, "n_vectors", num);
+        if (p->has_crc32c) {
+            snprintf(num, sizeof num, "0x%08x", p->crc32c);
+            cJSON_AddStringToObject(o, "crc32c", num);
+        }
+        cJSON_AddItemToArray(parts, o);
+    }
+    cJSON_AddItemToObject(root, "partitions", parts);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text)
+        return vs_errf(err, VS_ERR_NOMEM, "manifest %s: out of memory", path);
+    char tmp[PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    vs_status st = VS_OK;
+    if (!f) {
+        st = vs_errf(err, VS_ERR_IO, "manifest %s: %s", tmp, strerror(errno));
+    } else {
+        size_t len = strlen(text);
+        int ok = fwrite(text, 1, len, f) == len && fputc('\n', f) != EOF && fflush(f) == 0 &&
+                 fsync(fileno(f)) == 0;
+        ok &= fclose(f) == 0;
+        if (!ok || rename(tmp, path) != 0) {
+            st = vs_errf(err, VS_ERR_IO, "manifest %s: write failed: %s", path, strerror(errno));
+            unlink(tmp);
+        }
+    }
+    cJSON_free(text);
+    return st;
+}
+
+vs_status vs_file_crc32c(const char *path, uint64_t *out_size, uint32_t *out_crc, char err[VS_ERR_LEN])
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return vs_errf(err, errno == ENOENT ? VS_ERR_NOT_FOUND : VS_ERR_IO, "%s: %s", path, strerror(errno));
+    enum { CHUNK = 1 << 20 };
+    uint8_t *buf = malloc(CHUNK);
+    if (!buf) {
+        close(fd);
+        return vs_errf(err, VS_ERR_NOMEM, "%s: out of memory", path);
+    }
+    uint32_t crc = 0;
+    uint64_t size = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf, CHUNK);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            vs_status st = vs_errf(err, VS_ERR_IO, "%s: read: %s", path, strerror(errno));
+            free(buf);
+            close(fd);
+            return st;
+        }
+        if (r == 0)
+            break;
+        crc = vs_crc32c(crc, buf, (size_t)r);
+        size += (uint64_t)r;
+    }
+    free(buf);
+    close(fd);
+    *out_size = size;
+    *out_crc = crc;
+    return VS_OK;
+}

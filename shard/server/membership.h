@@ -1,0 +1,46 @@
+/* membership.h: the shard's record in etcd, /vecshard/<cluster>/members/<partition>/<replica-id>
+ * (docs/protocol.md), held under a lease that common/net/etcd.h's session keeps alive at TTL/3 and
+ * re-creates (re-registering the record) when it is lost. The record is JSON: address, partition,
+ * replica id, state (LOADING, SERVING, DRAINING), active version, versions held and their states,
+ * started_at. vs_membership_update re-publishes it after every change; vs_membership_stop revokes the
+ * lease so the record disappears at once (SIGKILL leaves it to expire after the TTL). */
+#ifndef VS_SHARD_SERVER_MEMBERSHIP_H
+#define VS_SHARD_SERVER_MEMBERSHIP_H
+
+#include <stdint.h>
+
+#include "common/status.h"
+#include "shard/server/shard.h"
+
+typedef struct vs_membership vs_membership_t;
+
+typedef struct vs_membership_opts {
+    const char *endpoints; /* etcd client URLs, comma-separated */
+    const char *cluster;
+    uint32_t partition;
+    const char *replica_id;
+    const char *address; /* what coordinators dial */
+    int64_t ttl_s;       /* lease TTL; 0 = 10 */
+    int timeout_ms;      /* per etcd request; 0 = 2000 */
+} vs_membership_opts_t;
+
+/* Connects, grants the lease and publishes the record for sh's current state. sh is borrowed and must
+ * outlive the membership. VS_ERR_UNAVAILABLE when etcd cannot be reached. */
+vs_status vs_membership_start(const vs_membership_opts_t *o, vs_shard_t *sh, vs_membership_t **out,
+                              char err[VS_ERR_LEN]);
+
+/* Re-publishes the record (after a load, activation or drain). Errors are logged and counted; the
+ * session retries on its own. */
+void vs_membership_update(vs_membership_t *m);
+
+/* The key of the record (borrowed). */
+const char *vs_membership_key(const vs_membership_t *m);
+
+/* etcd errors seen so far (failed puts, keepalive failures) and re-registrations after a lost lease. */
+void vs_membership_counters(const vs_membership_t *m, uint64_t *out_etcd_errors,
+                            uint64_t *out_reregistrations);
+
+/* Revokes the lease (the record disappears now) and frees. NULL is a no-op. */
+void vs_membership_stop(vs_membership_t *m);
+
+#endif

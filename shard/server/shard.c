@@ -1,0 +1,594 @@
+/* shard.c: versions held by a shard and the Search/Info request handling (shard.h). */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/parallel.h"
+#include "common/topk.h"
+#include "shard/index/ivf.h"
+#include "shard/server/manifest.h"
+#include "shard/server/shard.h"
+#include "vecshard/v1/shard.pb-c.h"
+
+typedef struct version {
+    char name[VS_NAME_LEN];
+    uint32_t partition;
+    uint32_t partitions_total;
+    char partitioning[16];
+    vs_version_state state;
+    char error[VS_ERR_LEN];
+    vs_index_t *idx; /* READY only */
+    atomic_int refs; /* the registry's + one per search */
+} version_t;
+
+struct vs_shard {
+    char cluster[VS_NAME_LEN], replica_id[VS_NAME_LEN], address[VS_NAME_LEN];
+    size_t n_cpus, max_batch;
+    int skip_crc;
+    int64_t started_at_ms;
+    pthread_mutex_t mu; /* versions[], active, state */
+    version_t *versions[VS_SHARD_MAX_VERSIONS];
+    version_t *active;
+    vs_shard_state state;
+    atomic_size_t in_flight;
+};
+
+static void version_unref(version_t *v)
+{
+    if (v && atomic_fetch_sub(&v->refs, 1) == 1) {
+        vs_index_destroy(v->idx);
+        free(v);
+    }
+}
+
+vs_status vs_shard_create(const vs_shard_opts_t *o, vs_shard_t **out, char err[VS_ERR_LEN])
+{
+    vs_shard_t *sh = calloc(1, sizeof *sh);
+    if (!sh)
+        return vs_errf(err, VS_ERR_NOMEM, "shard: out of memory");
+    snprintf(sh->cluster, sizeof sh->cluster, "%s", o && o->cluster ? o->cluster : "");
+    snprintf(sh->replica_id, sizeof sh->replica_id, "%s", o && o->replica_id ? o->replica_id : "");
+    snprintf(sh->address, sizeof sh->address, "%s", o && o->address ? o->address : "");
+    sh->n_cpus = o && o->n_cpus ? o->n_cpus : vs_parallel_cpus();
+    sh->max_batch = o && o->max_batch ? o->max_batch : VS_SHARD_DEFAULT_MAX_BATCH;
+    sh->skip_crc = o ? o->skip_crc : 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    sh->started_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    sh->state = VS_SHARD_LOADING;
+    pthread_mutex_init(&sh->mu, NULL);
+    vs_parallel_blas_single();
+    *out = sh;
+    return VS_OK;
+}
+
+void vs_shard_destroy(vs_shard_t *sh)
+{
+    if (!sh)
+        return;
+    for (size_t i = 0; i < VS_SHARD_MAX_VERSIONS; i++)
+        version_unref(sh->versions[i]);
+    pthread_mutex_destroy(&sh->mu);
+    free(sh);
+}
+
+const char *vs_shard_state_name(vs_shard_state s)
+{
+    return s == VS_SHARD_LOADING ? "LOADING" : s == VS_SHARD_SERVING ? "SERVING" : "DRAINING";
+}
+
+const char *vs_version_state_name(vs_version_state s)
+{
+    return s == VS_VERSION_LOADING ? "LOADING" : s == VS_VERSION_READY ? "READY" : "FAILED";
+}
+
+/* Index of version name in sh->versions or -1 (mu held). */
+static int find_version(const vs_shard_t *sh, const char *name)
+{
+    for (int i = 0; i < VS_SHARD_MAX_VERSIONS; i++)
+        if (sh->versions[i] && strcmp(sh->versions[i]->name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* Puts v into a free slot or replaces a FAILED entry of the same name (mu held). Takes v. */
+static vs_status install(vs_shard_t *sh, version_t *v, char err[VS_ERR_LEN])
+{
+    int i = find_version(sh, v->name);
+    if (i >= 0) {
+        if (sh->versions[i]->state != VS_VERSION_FAILED) {
+            vs_status st = vs_errf(err, VS_ERR_ALREADY_EXISTS, "version %s is already %s on this shard",
+                                   v->name, vs_version_state_name(sh->versions[i]->state));
+            version_unref(v);
+            return st;
+        }
+        version_unref(sh->versions[i]);
+        sh->versions[i] = v;
+        return VS_OK;
+    }
+    for (i = 0; i < VS_SHARD_MAX_VERSIONS; i++)
+        if (!sh->versions[i]) {
+            sh->versions[i] = v;
+            return VS_OK;
+        }
+    version_unref(v);
+    return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "shard holds %d versions already; unload one first",
+                   VS_SHARD_MAX_VERSIONS);
+}
+
+static version_t *version_new(const char *name, uint32_t partition)
+{
+    version_t *v = calloc(1, sizeof *v);
+    if (!v)
+        return NULL;
+    snprintf(v->name, sizeof v->name, "%s", name);
+    v->partition = partition;
+    v->partitions_total = 1;
+    snprintf(v->partitioning, sizeof v->partitioning, "hash");
+    atomic_init(&v->refs, 1);
+    return v;
+}
+
+vs_status vs_shard_add_index(vs_shard_t *sh, const char *version, uint32_t partition, vs_index_t *idx,
+                             char err[VS_ERR_LEN])
+{
+    if (!vs_version_name_valid(version)) {
+        vs_index_destroy(idx);
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "version name \"%s\" is not valid ([A-Za-z0-9._-], 1..64)", version);
+    }
+    version_t *v = version_new(version, partition);
+    if (!v) {
+        vs_index_destroy(idx);
+        return vs_errf(err, VS_ERR_NOMEM, "shard: out of memory");
+    }
+    v->idx = idx;
+    v->state = VS_VERSION_READY;
+    pthread_mutex_lock(&sh->mu);
+    vs_status st = install(sh, v, err);
+    pthread_mutex_unlock(&sh->mu);
+    return st;
+}
+
+/* Opens and checks partition p of manifest m; *out on success. */
+static vs_status open_partition(const vs_shard_t *sh, const vs_manifest_t *m, uint32_t p, vs_index_t **out,
+                                char err[VS_ERR_LEN])
+{
+    const vs_manifest_partition_t *mp = vs_manifest_partition(m, p);
+    if (!mp)
+        return vs_errf(err, VS_ERR_NOT_FOUND, "version %s has no partition %u (it has %u)", m->version, p,
+                       m->n_partitions);
+    char path[PATH_MAX];
+    vs_status pst = vs_manifest_path(m, mp->file, path, err);
+    if (pst != VS_OK)
+        return pst;
+    if (!sh->skip_crc && mp->has_crc32c) {
+        uint64_t size;
+        uint32_t crc;
+        vs_status st = vs_file_crc32c(path, &size, &crc, err);
+        if (st != VS_OK)
+            return st;
+        if (size != mp->size_bytes)
+            return vs_errf(err, VS_ERR_CORRUPT, "%s: %llu bytes, the manifest says %llu", path,
+                           (unsigned long long)size, (unsigned long long)mp->size_bytes);
+        if (crc != mp->crc32c)
+            return vs_errf(err, VS_ERR_CORRUPT, "%s: CRC32C 0x%08x, the manifest says 0x%08x", path, crc,
+                           mp->crc32c);
+    }
+    vs_index_t *idx;
+    vs_status st = vs_index_load(path, &idx, err);
+    if (st != VS_OK)
+        return st;
+    char fac[VS_NAME_LEN];
+    vs_factory_format(vs_index_spec(idx), fac, sizeof fac);
+    if (vs_index_metric(idx) != m->metric || vs_index_dim(idx) != m->dim) {
+        st = vs_errf(err, VS_ERR_CORRUPT, "%s: index is %s dim %u, the manifest says %s dim %u", path,
+                     vs_metric_name(vs_index_metric(idx)), vs_index_dim(idx), vs_metric_name(m->metric),
+                     m->dim);
+    } else if (vs_index_count(idx) != mp->n_vectors) {
+        st = vs_errf(err, VS_ERR_CORRUPT, "%s: %zu vectors, the manifest says %llu", path,
+                     vs_index_count(idx), (unsigned long long)mp->n_vectors);
+    }
+    if (st != VS_OK) {
+        vs_index_destroy(idx);
+        return st;
+    }
+    *out = idx;
+    return VS_OK;
+}
+
+vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t partition, char err[VS_ERR_LEN])
+{
+    vs_manifest_t m;
+    vs_status st = vs_manifest_load(manifest_path, &m, err);
+    if (st != VS_OK)
+        return st;
+    version_t *v = version_new(m.version, partition);
+    if (!v) {
+        vs_manifest_fini(&m);
+        return vs_errf(err, VS_ERR_NOMEM, "shard: out of memory");
+    }
+    v->partitions_total = m.n_partitions;
+    snprintf(v->partitioning, sizeof v->partitioning, "%s", m.partitioning);
+    v->state = VS_VERSION_LOADING;
+    atomic_fetch_add(&v->refs, 1); /* ours while loading */
+    pthread_mutex_lock(&sh->mu);
+    st = install(sh, v, err);
+    pthread_mutex_unlock(&sh->mu);
+    if (st != VS_OK) {
+        version_unref(v);
+        vs_manifest_fini(&m);
+        return st;
+    }
+    vs_index_t *idx = NULL;
+    char lerr[VS_ERR_LEN] = "";
+    st = open_partition(sh, &m, partition, &idx, lerr);
+    vs_manifest_fini(&m);
+    pthread_mutex_lock(&sh->mu);
+    if (st == VS_OK) {
+        v->idx = idx;
+        v->state = VS_VERSION_READY;
+    } else {
+        v->state = VS_VERSION_FAILED;
+        snprintf(v->error, sizeof v->error, "%s", lerr);
+        vs_errf(err, st, "%s", lerr);
+    }
+    pthread_mutex_unlock(&sh->mu);
+    version_unref(v);
+    return st;
+}
+
+vs_status vs_shard_unload(vs_shard_t *sh, const char *version, char err[VS_ERR_LEN])
+{
+    pthread_mutex_lock(&sh->mu);
+    int i = find_version(sh, version);
+    vs_status st = VS_OK;
+    if (i < 0)
+        st = vs_errf(err, VS_ERR_NOT_FOUND, "version %s is not held by this shard", version);
+    else if (sh->versions[i] == sh->active)
+        st =
+            vs_errf(err, VS_ERR_FAILED_PRECONDITION, "version %s is active; activate another first", version);
+    else if (sh->versions[i]->state == VS_VERSION_LOADING)
+        st = vs_errf(err, VS_ERR_FAILED_PRECONDITION, "version %s is still loading", version);
+    version_t *v = NULL;
+    if (st == VS_OK) {
+        v = sh->versions[i];
+        sh->versions[i] = NULL;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    version_unref(v);
+    return st;
+}
+
+vs_status vs_shard_activate(vs_shard_t *sh, const char *version, char err[VS_ERR_LEN])
+{
+    pthread_mutex_lock(&sh->mu);
+    int i = find_version(sh, version);
+    vs_status st = VS_OK;
+    if (i < 0)
+        st = vs_errf(err, VS_ERR_NOT_FOUND, "version %s is not held by this shard", version);
+    else if (sh->versions[i]->state != VS_VERSION_READY)
+        st = vs_errf(err, VS_ERR_FAILED_PRECONDITION, "version %s is %s, not READY%s%s", version,
+                     vs_version_state_name(sh->versions[i]->state), sh->versions[i]->error[0] ? ": " : "",
+                     sh->versions[i]->error);
+    if (st == VS_OK) {
+        sh->active = sh->versions[i];
+        if (sh->state == VS_SHARD_LOADING)
+            sh->state = VS_SHARD_SERVING;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return st;
+}
+
+void vs_shard_set_address(vs_shard_t *sh, const char *address)
+{
+    pthread_mutex_lock(&sh->mu);
+    snprintf(sh->address, sizeof sh->address, "%s", address);
+    pthread_mutex_unlock(&sh->mu);
+}
+
+vs_shard_state vs_shard_get_state(const vs_shard_t *sh)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&sh->mu);
+    vs_shard_state s = sh->state;
+    pthread_mutex_unlock((pthread_mutex_t *)&sh->mu);
+    return s;
+}
+
+void vs_shard_drain(vs_shard_t *sh)
+{
+    pthread_mutex_lock(&sh->mu);
+    sh->state = VS_SHARD_DRAINING;
+    pthread_mutex_unlock(&sh->mu);
+}
+
+size_t vs_shard_in_flight(const vs_shard_t *sh)
+{
+    return atomic_load(&((vs_shard_t *)sh)->in_flight);
+}
+
+/* Takes a reference on the version a request names ("" = active), or explains why not. */
+static vs_status acquire(vs_shard_t *sh, const char *name, version_t **out, char err[VS_ERR_LEN])
+{
+    vs_status st = VS_OK;
+    pthread_mutex_lock(&sh->mu);
+    version_t *v = NULL;
+    if (sh->state == VS_SHARD_DRAINING) {
+        st = vs_errf(err, VS_ERR_UNAVAILABLE, "shard %s is draining (shutting down)", sh->replica_id);
+    } else if (!name || !*name) {
+        v = sh->active;
+        if (!v)
+            st = vs_errf(err, VS_ERR_UNAVAILABLE, "shard %s has no active version yet (loading)",
+                         sh->replica_id);
+    } else {
+        int i = find_version(sh, name);
+        if (i < 0) {
+            char held[VS_ERR_LEN / 2] = "";
+            size_t off = 0;
+            for (int j = 0; j < VS_SHARD_MAX_VERSIONS; j++)
+                if (sh->versions[j] && off < sizeof held - 1)
+                    off += (size_t)snprintf(held + off, sizeof held - off, "%s%s", off ? ", " : "",
+                                            sh->versions[j]->name);
+            st = vs_errf(err, VS_ERR_NOT_FOUND,
+                         "index version \"%.100s\" is not held by this shard (held: %s)", name,
+                         off ? held : "none");
+        } else {
+            v = sh->versions[i];
+        }
+    }
+    if (st == VS_OK && v->state == VS_VERSION_LOADING)
+        st = vs_errf(err, VS_ERR_UNAVAILABLE, "index version %s is still loading", v->name);
+    else if (st == VS_OK && v->state == VS_VERSION_FAILED)
+        st = vs_errf(err, VS_ERR_FAILED_PRECONDITION, "index version %s failed to load: %s", v->name,
+                     v->error);
+    if (st == VS_OK)
+        atomic_fetch_add(&v->refs, 1);
+    pthread_mutex_unlock(&sh->mu);
+    *out = st == VS_OK ? v : NULL;
+    return st;
+}
+
+static Vecshard__V1__Metric metric_pb(vs_metric m)
+{
+    return m == VS_METRIC_L2   ? VECSHARD__V1__METRIC__METRIC_L2
+           : m == VS_METRIC_IP ? VECSHARD__V1__METRIC__METRIC_INNER_PRODUCT
+                               : VECSHARD__V1__METRIC__METRIC_COSINE;
+}
+
+/* Checks a decoded request against the version's index; fills params. */
+static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchRequest *r, const version_t *v,
+                          vs_search_params_t *params, size_t *out_nq, char err[VS_ERR_LEN])
+{
+    const vs_index_t *idx = v->idx;
+    uint32_t dim = vs_index_dim(idx);
+    if (r->partition && r->partition->id != v->partition)
+        return vs_errf(err, VS_ERR_NOT_FOUND,
+                       "partition %u of version %s is not held here (this shard holds %u)", r->partition->id,
+                       v->name, v->partition);
+    if (r->dim != dim)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "dim = %u, but index version %s has dim %u", r->dim,
+                       v->name, dim);
+    if (r->n_queries == 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "empty batch: no query vectors");
+    if (r->n_queries % dim != 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu floats is not a whole number of %u-dim queries",
+                       r->n_queries, dim);
+    size_t nq = r->n_queries / dim;
+    if (nq > sh->max_batch)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "batch of %zu queries is above the limit of %zu", nq,
+                       sh->max_batch);
+    if (r->k == 0 || r->k > VS_TOPK_MAX_K)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %u is out of range 1..%u", r->k, VS_TOPK_MAX_K);
+    memset(params, 0, sizeof *params);
+    if (r->params) {
+        const vs_ivf_t *ivf = vs_index_impl_ivf(idx);
+        float kf = r->params->k_factor;
+        if (ivf && r->params->nprobe > vs_ivf_nlist(ivf))
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe = %u is above nlist = %u", r->params->nprobe,
+                           vs_ivf_nlist(ivf));
+        if (r->params->ef_search > VS_SHARD_MAX_EF_SEARCH)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "ef_search = %u is above %u", r->params->ef_search,
+                           VS_SHARD_MAX_EF_SEARCH);
+        if (!(kf == 0 || (kf >= 1 && kf <= VS_SHARD_MAX_K_FACTOR)))
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k_factor = %g is out of range 1..%g (0 = default)",
+                           kf, VS_SHARD_MAX_K_FACTOR);
+        params->nprobe = r->params->nprobe;
+        params->ef_search = r->params->ef_search;
+        params->k_factor = kf;
+    }
+    if (r->lists_per_query || r->n_lists) {
+        if (!vs_index_impl_ivf(idx))
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "list ids given, but index version %s is not IVF",
+                           v->name);
+        if (params->nprobe)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "give either lists or nprobe, not both");
+        if (r->lists_per_query == 0 || r->n_lists != nq * r->lists_per_query)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu list ids for %zu queries x %u lists per query",
+                           r->n_lists, nq, r->lists_per_query);
+    }
+    *out_nq = nq;
+    return VS_OK;
+}
+
+vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
+                             char err[VS_ERR_LEN])
+{
+    Vecshard__V1__ShardSearchRequest *r = vecshard__v1__shard_search_request__unpack(NULL, len, req);
+    if (!r)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "malformed vecshard.v1.ShardSearchRequest (%zu bytes)",
+                       len);
+    version_t *v = NULL;
+    vs_status st = acquire(sh, r->index_version, &v, err);
+    if (st != VS_OK) {
+        vecshard__v1__shard_search_request__free_unpacked(r, NULL);
+        return st;
+    }
+    size_t in_flight = atomic_fetch_add(&sh->in_flight, 1) + 1;
+    vs_search_params_t params;
+    size_t nq = 0;
+    float *dist = NULL;
+    int64_t *ids = NULL;
+    st = validate(sh, r, v, &params, &nq, err);
+    if (st == VS_OK) {
+        size_t k = r->k;
+        dist = malloc(nq * k * sizeof *dist);
+        ids = malloc(nq * k * sizeof *ids);
+        if (!dist || !ids)
+            st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory for %zu x %zu results", nq, k);
+    }
+    if (st == VS_OK) {
+        /* Split large batches over the cores that other calls leave free. */
+        size_t threads = 1;
+        if (nq >= 32) {
+            threads = sh->n_cpus / in_flight;
+            if (threads < 1)
+                threads = 1;
+            if (threads > nq / 16)
+                threads = nq / 16;
+        }
+        if (r->lists_per_query)
+            st = vs_ivf_search_lists(vs_index_impl_ivf(v->idx), nq, r->queries, r->k, r->lists,
+                                     r->lists_per_query, params.k_factor, threads, dist, ids, err);
+        else
+            st = vs_index_search(v->idx, nq, r->queries, r->k, &params, threads, dist, ids, err);
+    }
+    if (st == VS_OK) {
+        Vecshard__V1__ShardSearchResponse resp = VECSHARD__V1__SHARD_SEARCH_RESPONSE__INIT;
+        resp.nq = (uint32_t)nq;
+        resp.k = r->k;
+        resp.n_ids = resp.n_distances = nq * r->k;
+        resp.ids = ids;
+        resp.distances = dist;
+        resp.index_version = v->name;
+        resp.partition = v->partition;
+        resp.metric = metric_pb(vs_index_metric(v->idx));
+        size_t n = vecshard__v1__shard_search_response__get_packed_size(&resp);
+        *out = malloc(n ? n : 1);
+        if (!*out) {
+            st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory for a %zu-byte response", n);
+        } else {
+            *out_len = vecshard__v1__shard_search_response__pack(&resp, *out);
+        }
+    }
+    free(dist);
+    free(ids);
+    atomic_fetch_sub(&sh->in_flight, 1);
+    version_unref(v);
+    vecshard__v1__shard_search_request__free_unpacked(r, NULL);
+    return st;
+}
+
+size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t cap, char active[128])
+{
+    size_t n = 0;
+    pthread_mutex_lock(&sh->mu);
+    if (active)
+        snprintf(active, 128, "%s", sh->active ? sh->active->name : "");
+    for (size_t i = 0; i < VS_SHARD_MAX_VERSIONS; i++) {
+        const version_t *v = sh->versions[i];
+        if (!v)
+            continue;
+        if (n < cap) {
+            vs_shard_version_info_t *o = &out[n];
+            memset(o, 0, sizeof *o);
+            snprintf(o->version, sizeof o->version, "%s", v->name);
+            o->partition = v->partition;
+            o->state = v->state;
+            snprintf(o->error, sizeof o->error, "%s", v->error);
+            if (v->idx) {
+                o->n_vectors = vs_index_count(v->idx);
+                o->mapped_bytes = vs_index_mapped_bytes(v->idx);
+                o->memory_bytes = vs_index_memory_bytes(v->idx);
+            }
+        }
+        n++;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return n;
+}
+
+vs_status vs_shard_info_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
+                           char err[VS_ERR_LEN])
+{
+    Vecshard__V1__ShardInfoRequest *r = vecshard__v1__shard_info_request__unpack(NULL, len, req);
+    if (!r)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "malformed vecshard.v1.ShardInfoRequest");
+    vecshard__v1__shard_info_request__free_unpacked(r, NULL);
+
+    Vecshard__V1__ShardInfoResponse resp = VECSHARD__V1__SHARD_INFO_RESPONSE__INIT;
+    Vecshard__V1__VersionInfo vi[VS_SHARD_MAX_VERSIONS];
+    Vecshard__V1__VersionInfo *vp[VS_SHARD_MAX_VERSIONS];
+    char facs[VS_SHARD_MAX_VERSIONS][VS_NAME_LEN];
+    char model[VS_SHARD_MAX_VERSIONS][VS_NAME_LEN];
+    version_t *held[VS_SHARD_MAX_VERSIONS];
+    vs_version_state vstate[VS_SHARD_MAX_VERSIONS];
+    char verr[VS_SHARD_MAX_VERSIONS][VS_ERR_LEN];
+    size_t n = 0;
+    char active[VS_NAME_LEN] = "";
+    pthread_mutex_lock(&sh->mu);
+    for (size_t i = 0; i < VS_SHARD_MAX_VERSIONS; i++)
+        if (sh->versions[i]) {
+            held[n] = sh->versions[i];
+            vstate[n] = held[n]->state; /* state, error and idx change under mu only */
+            snprintf(verr[n], VS_ERR_LEN, "%s", held[n]->error);
+            atomic_fetch_add(&held[n]->refs, 1);
+            n++;
+        }
+    if (sh->active)
+        snprintf(active, sizeof active, "%s", sh->active->name);
+    vs_shard_state state = sh->state;
+    char address[VS_NAME_LEN];
+    snprintf(address, sizeof address, "%s", sh->address);
+    pthread_mutex_unlock(&sh->mu);
+
+    for (size_t i = 0; i < n; i++) {
+        const version_t *v = held[i];
+        Vecshard__V1__VersionInfo *o = &vi[i];
+        vecshard__v1__version_info__init(o);
+        o->version = (char *)v->name;
+        o->partition = v->partition;
+        o->state = (Vecshard__V1__VersionState)vstate[i];
+        o->error = verr[i];
+        o->partitioning = (char *)v->partitioning;
+        o->partitions_total = v->partitions_total;
+        facs[i][0] = model[i][0] = 0;
+        if (vstate[i] == VS_VERSION_READY) {
+            const vs_index_t *idx = v->idx;
+            vs_factory_format(vs_index_spec(idx), facs[i], VS_NAME_LEN);
+            snprintf(model[i], VS_NAME_LEN, "%s", vs_index_model_version(idx));
+            o->metric = metric_pb(vs_index_metric(idx));
+            o->dim = vs_index_dim(idx);
+            o->n_vectors = vs_index_count(idx);
+            o->mapped_bytes = vs_index_mapped_bytes(idx);
+            o->memory_bytes = vs_index_memory_bytes(idx);
+            const vs_ivf_t *ivf = vs_index_impl_ivf(idx);
+            o->nlist = ivf ? vs_ivf_nlist(ivf) : 0;
+        }
+        o->factory = facs[i];
+        o->model_version = model[i];
+        vp[i] = o;
+    }
+    resp.cluster = sh->cluster;
+    resp.replica_id = sh->replica_id;
+    resp.address = address;
+    resp.state = (Vecshard__V1__ShardState)state;
+    resp.active_version = active;
+    resp.n_versions = n;
+    resp.versions = vp;
+    resp.started_at_unix_ms = sh->started_at_ms;
+    resp.queries_in_flight = atomic_load(&sh->in_flight);
+    size_t sz = vecshard__v1__shard_info_response__get_packed_size(&resp);
+    vs_status st = VS_OK;
+    *out = malloc(sz ? sz : 1);
+    if (!*out)
+        st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory for the Info response");
+    else
+        *out_len = vecshard__v1__shard_info_response__pack(&resp, *out);
+    for (size_t i = 0; i < n; i++)
+        version_unref(held[i]);
+    return st;
+}

@@ -1,0 +1,114 @@
+/* shard.h: what a shard process does, without the network: hold index versions (one partition each),
+ * switch the active one, and answer vecshard.v1.Shard requests given as protobuf bytes.
+ *
+ * The RPC server (shard/server/main.c) is a thin wrapper: it hands request bytes to vs_shard_search_pb
+ * and sends back the bytes or the status. Everything a request can get wrong is decided here, so the
+ * unit tests, the fuzz target and the server see the same behaviour.
+ *
+ * Versions: a shard holds up to VS_SHARD_MAX_VERSIONS versions at once (a rolling deploy needs the old
+ * and the new). Each is LOADING, READY or FAILED (with the reason); searches hold a reference, so
+ * unloading a version waits for nobody: its memory goes when the last search using it returns.
+ * Lifecycle (docs/protocol.md): LOADING (no active version yet) -> SERVING -> DRAINING.
+ * Threads: searches split a batch over threads only when the batch is large and few calls are in
+ * flight, so request threads times search threads stay near the CPU count; OpenBLAS runs single-threaded. */
+#ifndef VS_SHARD_SERVER_SHARD_H
+#define VS_SHARD_SERVER_SHARD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "shard/index/index.h"
+
+#define VS_SHARD_MAX_VERSIONS 8
+#define VS_SHARD_DEFAULT_MAX_BATCH 10000u
+#define VS_SHARD_MAX_EF_SEARCH 65536u
+#define VS_SHARD_MAX_K_FACTOR 1000.0f
+
+typedef enum vs_shard_state {
+    VS_SHARD_LOADING = 1,
+    VS_SHARD_SERVING = 2,
+    VS_SHARD_DRAINING = 3,
+} vs_shard_state;
+
+typedef enum vs_version_state {
+    VS_VERSION_LOADING = 1,
+    VS_VERSION_READY = 2,
+    VS_VERSION_FAILED = 3,
+} vs_version_state;
+
+typedef struct vs_shard_opts {
+    const char *cluster;    /* copied; "" allowed */
+    const char *replica_id; /* copied */
+    const char *address;    /* copied: the address clients use (for Info) */
+    size_t n_cpus;          /* cores searches may use; 0 = all online */
+    size_t max_batch;       /* queries per request; 0 = VS_SHARD_DEFAULT_MAX_BATCH */
+    int skip_crc;           /* 1 = do not check the partition file's CRC32C against the manifest */
+} vs_shard_opts_t;
+
+typedef struct vs_shard vs_shard_t;
+
+vs_status vs_shard_create(const vs_shard_opts_t *opts, vs_shard_t **out, char err[VS_ERR_LEN]);
+/* Frees every version. No search may be running (stop the server first). NULL is a no-op. */
+void vs_shard_destroy(vs_shard_t *sh);
+
+/* Loads partition `partition` of the version described by the manifest at manifest_path: checks the
+ * file's size and CRC32C against the manifest, opens it (mmap, validated), and checks metric and dim
+ * against the manifest. Blocking; the version shows as LOADING meanwhile and as FAILED with the reason
+ * afterwards if anything is wrong (the other versions are untouched and keep serving). Loading a version
+ * that is READY again is VS_ERR_ALREADY_EXISTS. Thread-safe. */
+vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t partition, char err[VS_ERR_LEN]);
+
+/* Adds an index built in memory as READY version `version`, partition `partition` (tests, fuzzing).
+ * Takes idx (destroyed with the version, also on failure). */
+vs_status vs_shard_add_index(vs_shard_t *sh, const char *version, uint32_t partition, vs_index_t *idx,
+                             char err[VS_ERR_LEN]);
+
+/* Drops a version (searches running on it finish first). VS_ERR_NOT_FOUND; VS_ERR_FAILED_PRECONDITION
+ * for the active version. */
+vs_status vs_shard_unload(vs_shard_t *sh, const char *version, char err[VS_ERR_LEN]);
+
+/* Makes a READY version the one answering requests that name no version. The shard becomes SERVING
+ * (unless draining). VS_ERR_NOT_FOUND, VS_ERR_FAILED_PRECONDITION (not READY). */
+vs_status vs_shard_activate(vs_shard_t *sh, const char *version, char err[VS_ERR_LEN]);
+
+/* Sets the address Info reports (known once the server has bound its port); copied. */
+void vs_shard_set_address(vs_shard_t *sh, const char *address);
+
+vs_shard_state vs_shard_get_state(const vs_shard_t *sh);
+/* Enters DRAINING: new searches are answered UNAVAILABLE. Irreversible. */
+void vs_shard_drain(vs_shard_t *sh);
+const char *vs_shard_state_name(vs_shard_state s); /* "LOADING", "SERVING", "DRAINING" */
+const char *vs_version_state_name(vs_version_state s);
+
+/* Answers a vecshard.v1.ShardSearchRequest (req, len bytes): on VS_OK *out (malloc'd) holds a
+ * ShardSearchResponse. Otherwise err says what is wrong and the status maps to the gRPC code
+ * (vs_status_grpc_code): INVALID_ARGUMENT (malformed message, wrong dim, NaN/Inf, k or params out of
+ * range, empty or oversized batch), OUT_OF_RANGE (list ids), NOT_FOUND (version or partition not held),
+ * UNAVAILABLE (loading, draining), FAILED_PRECONDITION (version failed to load). Thread-safe. */
+vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
+                             char err[VS_ERR_LEN]);
+
+/* Answers vecshard.v1.Shard/Info (the request has no fields; any bytes that parse are accepted). */
+vs_status vs_shard_info_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
+                           char err[VS_ERR_LEN]);
+
+/* One loaded version, as the membership record and metrics show it. */
+typedef struct vs_shard_version_info {
+    char version[128];
+    uint32_t partition;
+    vs_version_state state;
+    char error[VS_ERR_LEN];
+    uint64_t n_vectors;
+    uint64_t mapped_bytes;
+    uint64_t memory_bytes;
+} vs_shard_version_info_t;
+
+/* Copies up to cap version records into out; returns how many there are. *active gets the active
+ * version name ("" if none; 128 bytes). */
+size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t cap, char active[128]);
+
+/* Searches currently running. */
+size_t vs_shard_in_flight(const vs_shard_t *sh);
+
+#endif
