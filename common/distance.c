@@ -389,12 +389,18 @@ vs_status vs_check_finite(const float *x, size_t n, size_t d, const char *what, 
 {
     for (size_t i = 0; i < n; i++) {
         const float *row = x + i * d;
+        double sq = 0;
         for (size_t j = 0; j < d; j++) {
             if (!isfinite(row[j]))
                 return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
                                "%s %zu has a non-finite value (%s) at component %zu", what, i,
                                isnan(row[j]) ? "NaN" : "Inf", j);
+            sq += (double)row[j] * row[j];
         }
+        if (sq > VS_MAX_SQUARED_NORM)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                           "%s %zu has a squared norm of %.3g, above %.3g where float distances overflow",
+                           what, i, sq, VS_MAX_SQUARED_NORM);
     }
     return VS_OK;
 }

@@ -60,8 +60,13 @@ void vs_distance_batch(vs_metric m, const float *q, const float *base, size_t n,
 /* Scales each of the n rows of x (n*d floats) to unit L2 norm in place; a zero row stays zero. */
 void vs_normalize_rows(float *x, size_t n, size_t d);
 
-/* Checks that n*d floats are finite. Returns VS_ERR_INVALID_ARGUMENT naming the first bad row and
- * component (what says e.g. "query"), VS_OK otherwise. */
+/* Largest squared norm a vector may have: |x-y|^2 <= 2|x|^2 + 2|y|^2 must stay below FLT_MAX with room
+ * for sums of code-book terms, or distances become inf and comparisons NaN (found by fuzzing). */
+#define VS_MAX_SQUARED_NORM 4.0e37
+
+/* Checks that n*d floats are finite and each row's squared norm is at most VS_MAX_SQUARED_NORM.
+ * Returns VS_ERR_INVALID_ARGUMENT naming the first bad row (and component; what says e.g. "query"),
+ * VS_OK otherwise. */
 vs_status vs_check_finite(const float *x, size_t n, size_t d, const char *what, char err[VS_ERR_LEN]);
 
 #endif

@@ -643,7 +643,7 @@ static uint16_t key_to_threshold(float thr_key, float base, float scale)
     if (isinf(thr_key))
         return 65535;
     float t = (thr_key - base) * scale;
-    if (t >= 65535.0f)
+    if (t >= 65535.0f || isnan(t)) /* NaN: no usable bound, keep every candidate */
         return 65535;
     if (t < 0.0f)
         return 0;

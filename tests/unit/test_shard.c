@@ -190,6 +190,8 @@ static void test_bad_requests(void)
     BAD(encode(D, q, 2 * D, K, "", NULL, -1, 0, NULL, 0, &len), VS_ERR_INVALID_ARGUMENT, "query 1");
     q[D + 3] = INFINITY;
     BAD(encode(D, q, 2 * D, K, "", NULL, -1, 0, NULL, 0, &len), VS_ERR_INVALID_ARGUMENT, "query 1");
+    q[D + 3] = 3e19f; /* finite, but its square overflows float distances (a fuzzer find) */
+    BAD(encode(D, q, 2 * D, K, "", NULL, -1, 0, NULL, 0, &len), VS_ERR_INVALID_ARGUMENT, "overflow");
     q[D + 3] = 0;
     sp.nprobe = 17; /* nlist is 16 */
     BAD(encode(D, q, 2 * D, K, "", &sp, -1, 0, NULL, 0, &len), VS_ERR_INVALID_ARGUMENT, "nlist");

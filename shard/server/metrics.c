@@ -1,0 +1,214 @@
+/* metrics.c (shard): see metrics.h. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/net/http.h"
+#include "common/net/metrics.h"
+#include "shard/server/metrics.h"
+
+struct vs_shard_metrics {
+    vs_metrics_t *reg;
+    vs_http_t *http;
+    vs_shard_t *shard;
+    vs_metric_family_t *handled, *handling;
+    pthread_mutex_t mu; /* membership */
+    vs_membership_t *membership;
+    uint64_t etcd_errors, etcd_rereg; /* last values read from membership */
+};
+
+static const char *const grpc_code_names[] = {
+    "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+    "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+    "DataLoss", "Unauthenticated"};
+
+void vs_shard_metrics_on_call(void *user, const char *path, int code, double seconds)
+{
+    vs_shard_metrics_t *m = user;
+    /* "/pkg.Service/Method" -> service, method; unknown methods are counted under "unknown". */
+    char service[128] = "unknown", method[128] = "unknown";
+    const char *slash = path && path[0] == '/' ? strchr(path + 1, '/') : NULL;
+    if (slash) {
+        snprintf(service, sizeof service, "%.*s", (int)(slash - path - 1), path + 1);
+        snprintf(method, sizeof method, "%s", slash + 1);
+    }
+    const char *cn = code >= 0 && code < (int)(sizeof grpc_code_names / sizeof *grpc_code_names)
+                         ? grpc_code_names[code]
+                         : "Unknown";
+    vs_counter_inc(VS_COUNTER_WITH(m->handled, "unary", service, method, cn));
+    if (slash)
+        vs_histogram_observe(VS_HISTOGRAM_WITH(m->handling, "unary", service, method), seconds);
+}
+
+/* Scrape-time values read from the shard. */
+static double versions_sum(vs_shard_t *sh, int what)
+{
+    vs_shard_version_info_t vi[VS_SHARD_MAX_VERSIONS];
+    size_t n = vs_shard_versions(sh, vi, VS_SHARD_MAX_VERSIONS, NULL);
+    double s = 0;
+    for (size_t i = 0; i < n && i < VS_SHARD_MAX_VERSIONS; i++) {
+        if (what == 0)
+            s += vi[i].state == VS_VERSION_READY;
+        else if (what == 1)
+            s += (double)vi[i].mapped_bytes;
+        else if (what == 2)
+            s += (double)vi[i].memory_bytes;
+        else if (what == 3)
+            s += (double)vi[i].n_vectors;
+        else
+            s += vi[i].state == VS_VERSION_FAILED;
+    }
+    return s;
+}
+
+static double g_ready(void *u)
+{
+    return versions_sum(((vs_shard_metrics_t *)u)->shard, 0);
+}
+static double g_mapped(void *u)
+{
+    return versions_sum(((vs_shard_metrics_t *)u)->shard, 1);
+}
+static double g_memory(void *u)
+{
+    return versions_sum(((vs_shard_metrics_t *)u)->shard, 2);
+}
+static double g_vectors(void *u)
+{
+    return versions_sum(((vs_shard_metrics_t *)u)->shard, 3);
+}
+static double g_failed(void *u)
+{
+    return versions_sum(((vs_shard_metrics_t *)u)->shard, 4);
+}
+static double g_in_flight(void *u)
+{
+    return (double)vs_shard_in_flight(((vs_shard_metrics_t *)u)->shard);
+}
+static double g_serving(void *u)
+{
+    return vs_shard_get_state(((vs_shard_metrics_t *)u)->shard) == VS_SHARD_SERVING;
+}
+
+static double etcd_counter(vs_shard_metrics_t *m, int which)
+{
+    uint64_t errors = 0, rereg = 0;
+    pthread_mutex_lock(&m->mu);
+    if (m->membership) {
+        vs_membership_counters(m->membership, &errors, &rereg);
+        m->etcd_errors = errors;
+        m->etcd_rereg = rereg;
+    }
+    /* counters never go down: after the membership stopped, its last values stay */
+    double v = (double)(which ? m->etcd_rereg : m->etcd_errors);
+    pthread_mutex_unlock(&m->mu);
+    return v;
+}
+static double c_etcd_errors(void *u)
+{
+    return etcd_counter(u, 0);
+}
+static double c_etcd_rereg(void *u)
+{
+    return etcd_counter(u, 1);
+}
+
+vs_status vs_shard_metrics_create(vs_shard_metrics_t **out, char err[VS_ERR_LEN])
+{
+    vs_shard_metrics_t *m = calloc(1, sizeof *m);
+    if (!m || !(m->reg = vs_metrics_create())) {
+        free(m);
+        return vs_errf(err, VS_ERR_NOMEM, "metrics: out of memory");
+    }
+    pthread_mutex_init(&m->mu, NULL);
+    static const char *const handled_labels[] = {"grpc_type", "grpc_service", "grpc_method", "grpc_code"};
+    m->handled = vs_metrics_counter(m->reg, "grpc_server_handled_total",
+                                    "RPCs completed on the server, regardless of success or failure.", 4,
+                                    handled_labels);
+    m->handling =
+        vs_metrics_histogram(m->reg, "grpc_server_handling_seconds",
+                             "Response latency of RPCs handled by the server (from arrival at a worker to "
+                             "the reply being queued).",
+                             3, handled_labels, vs_metrics_fine_buckets, VS_METRICS_FINE_BUCKETS_N);
+    *out = m;
+    if (!m->handled || !m->handling) {
+        vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(m->reg));
+        vs_shard_metrics_stop(m);
+        return VS_ERR_INTERNAL;
+    }
+    return VS_OK;
+}
+
+vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, const char *listen, int *out_port,
+                                 char err[VS_ERR_LEN])
+{
+    m->shard = sh;
+    *out_port = 0;
+    struct {
+        const char *name, *help;
+        double (*fn)(void *);
+        int counter;
+    } fns[] = {
+        {"vecshard_shard_versions_ready", "Index versions loaded and READY on this shard.", g_ready, 0},
+        {"vecshard_shard_versions_failed", "Index versions that failed to load (the reason is in Info).",
+         g_failed, 0},
+        {"vecshard_shard_index_mapped_bytes", "Bytes of memory-mapped index files, all versions.", g_mapped,
+         0},
+        {"vecshard_shard_index_memory_bytes",
+         "Bytes of index data (vectors, codes, ids, graph), all versions.", g_memory, 0},
+        {"vecshard_shard_vectors", "Vectors held, all versions.", g_vectors, 0},
+        {"vecshard_shard_searches_in_flight", "Search requests being executed now.", g_in_flight, 0},
+        {"vecshard_shard_serving", "1 when the active version is loaded and the shard is not draining.",
+         g_serving, 0},
+        {"vecshard_etcd_errors_total", "Failed etcd requests (registration, keepalive).", c_etcd_errors, 1},
+        {"vecshard_etcd_reregistrations_total",
+         "Times the membership record was re-created after a lost lease.", c_etcd_rereg, 1},
+    };
+    for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
+        vs_metric_family_t *f = fns[i].counter
+                                    ? vs_metrics_counter_fn(m->reg, fns[i].name, fns[i].help, fns[i].fn, m)
+                                    : vs_metrics_gauge_fn(m->reg, fns[i].name, fns[i].help, fns[i].fn, m);
+        if (!f)
+            return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(m->reg));
+    }
+    vs_status st = vs_metrics_add_process(m->reg, err);
+    if (st != VS_OK)
+        return st;
+    if (!vs_metrics_add_build_info(m->reg, "vecshard_build_info", "vecshard version of this binary.",
+                                   "0.1.0"))
+        return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(m->reg));
+    if (!listen || strcmp(listen, "none") == 0)
+        return VS_OK;
+    const char *colon = strrchr(listen, ':');
+    char host[256];
+    char *end;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == listen || *end || port < 0 || port > 65535 ||
+        (size_t)(colon - listen) >= sizeof host)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "metrics address '%s' is not host:port", listen);
+    snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
+    uint16_t bound = 0;
+    st = vs_http_start(host, (uint16_t)port, m->reg, &m->http, &bound, err);
+    if (st == VS_OK)
+        *out_port = bound;
+    return st;
+}
+
+void vs_shard_metrics_set_membership(vs_shard_metrics_t *m, vs_membership_t *mem)
+{
+    pthread_mutex_lock(&m->mu);
+    m->membership = mem;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void vs_shard_metrics_stop(vs_shard_metrics_t *m)
+{
+    if (!m)
+        return;
+    vs_http_stop(m->http);
+    vs_metrics_destroy(m->reg);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
