@@ -21,6 +21,8 @@
 
 #include <curl/curl.h>
 
+#include "tests/testlib.h"
+
 #define HEALTH_TIMEOUT_MS 10000
 #define STOP_TIMEOUT_MS 10000
 
@@ -34,19 +36,6 @@ struct vs_etcd_fixture {
     char endpoint[96];
     pid_t pid; /* 0 when not running */
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
 
 static int free_port(void)
 {
@@ -202,8 +191,8 @@ static vs_status launch(vs_etcd_fixture_t *f, char err[VS_ERR_LEN])
     vs_status st = spawn(f, err);
     if (st != VS_OK)
         return st;
-    int64_t deadline = now_ms() + HEALTH_TIMEOUT_MS;
-    while (now_ms() < deadline) {
+    int64_t deadline = vs_test_now_ms() + HEALTH_TIMEOUT_MS;
+    while (vs_test_now_ms() < deadline) {
         int status = 0;
         if (reap_if_exited(f, &status)) {
             print_log_tail(f);
@@ -213,7 +202,7 @@ static vs_status launch(vs_etcd_fixture_t *f, char err[VS_ERR_LEN])
         }
         if (healthy(f))
             return VS_OK;
-        sleep_ms(50);
+        vs_test_sleep_ms(50);
     }
     print_log_tail(f);
     kill(f->pid, SIGKILL);
@@ -299,17 +288,17 @@ static vs_status signal_and_reap(vs_etcd_fixture_t *f, int sig, int timeout_ms, 
         return VS_OK;
     if (kill(f->pid, sig) != 0 && errno != ESRCH)
         return vs_errf(err, VS_ERR_IO, "etcd fixture: kill %d: %s", (int)f->pid, strerror(errno));
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = vs_test_now_ms() + timeout_ms;
     int status;
     while (!reap_if_exited(f, &status)) {
-        if (now_ms() > deadline) {
+        if (vs_test_now_ms() > deadline) {
             kill(f->pid, SIGKILL);
             waitpid(f->pid, NULL, 0);
             f->pid = 0;
             return vs_errf(err, VS_ERR_DEADLINE_EXCEEDED, "etcd fixture: etcd ignored signal %d; killed",
                            sig);
         }
-        sleep_ms(10);
+        vs_test_sleep_ms(10);
     }
     return VS_OK;
 }
@@ -335,14 +324,31 @@ static vs_status send_signal(vs_etcd_fixture_t *f, int sig, char err[VS_ERR_LEN]
     return VS_OK;
 }
 
+/* Sends sig and waits until the child reports the state change (kill() returns before it happens). */
+static vs_status signal_and_wait(vs_etcd_fixture_t *f, int sig, int flag, char err[VS_ERR_LEN])
+{
+    vs_status st = send_signal(f, sig, err);
+    if (st != VS_OK)
+        return st;
+    int status = 0;
+    pid_t r;
+    while ((r = waitpid(f->pid, &status, flag)) < 0 && errno == EINTR) {
+    }
+    if (r == f->pid && (WIFEXITED(status) || WIFSIGNALED(status))) {
+        f->pid = 0;
+        return vs_errf(err, VS_ERR_UNAVAILABLE, "etcd fixture: etcd exited (status 0x%x)", status);
+    }
+    return VS_OK;
+}
+
 vs_status vs_etcd_fixture_pause(vs_etcd_fixture_t *f, char err[VS_ERR_LEN])
 {
-    return send_signal(f, SIGSTOP, err);
+    return signal_and_wait(f, SIGSTOP, WUNTRACED, err);
 }
 
 vs_status vs_etcd_fixture_resume(vs_etcd_fixture_t *f, char err[VS_ERR_LEN])
 {
-    return send_signal(f, SIGCONT, err);
+    return signal_and_wait(f, SIGCONT, WCONTINUED, err);
 }
 
 vs_status vs_etcd_fixture_restart(vs_etcd_fixture_t *f, char err[VS_ERR_LEN])

@@ -18,19 +18,6 @@
 static vs_etcd_fixture_t *fx;
 static vs_etcd_t *cli;
 
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
 static int get1(const void *key, size_t klen, vs_etcd_kvs_t *out)
 {
     char err[VS_ERR_LEN];
@@ -146,11 +133,11 @@ static size_t count_kind(wlog_t *l, vs_etcd_watch_kind kind)
 /* Polls until at least n records of kind arrived (or timeout); returns 1 on success. */
 static int wait_kind(wlog_t *l, vs_etcd_watch_kind kind, size_t n, int timeout_ms)
 {
-    int64_t deadline = now_ms() + timeout_ms;
+    int64_t deadline = vs_test_now_ms() + timeout_ms;
     while (count_kind(l, kind) < n) {
-        if (now_ms() > deadline)
+        if (vs_test_now_ms() > deadline)
             return 0;
-        sleep_ms(10);
+        vs_test_sleep_ms(10);
     }
     return 1;
 }
@@ -348,12 +335,12 @@ static void test_lease_expiry(void)
     int64_t id = 0;
     CHECK(vs_etcd_lease_grant(cli, 2, &id, err) == VS_OK);
     const char *key = "/vecshard/t/expiring";
-    int64_t t0 = now_ms();
+    int64_t t0 = vs_test_now_ms();
     CHECK(vs_etcd_put(cli, key, strlen(key), "x", 1, id, NULL, err) == VS_OK);
     CHECK(key_exists(key) == 1);
-    while (key_exists(key) == 1 && now_ms() - t0 < 8000)
-        sleep_ms(50);
-    int64_t took = now_ms() - t0;
+    while (key_exists(key) == 1 && vs_test_now_ms() - t0 < 8000)
+        vs_test_sleep_ms(50);
+    int64_t took = vs_test_now_ms() - t0;
     CHECKF(key_exists(key) == 0 && took >= 1000, "expired after %" PRId64 " ms", took);
     CHECK(vs_etcd_lease_keepalive(cli, id, NULL, err) == VS_ERR_NOT_FOUND);
 }
@@ -412,11 +399,11 @@ static void test_watch_resync_after_compaction(void)
     wlog_init(&l, 1); /* the watcher stalls inside its first SNAPSHOT, so it falls behind */
     vs_etcd_watch_t *w = NULL;
     CHECK(vs_etcd_watch_start(cli, "/c/", 3, on_watch, &l, &w, err) == VS_OK);
-    int64_t deadline = now_ms() + 5000;
+    int64_t deadline = vs_test_now_ms() + 5000;
     pthread_mutex_lock(&l.mu);
-    while (!l.in_gate && now_ms() < deadline) {
+    while (!l.in_gate && vs_test_now_ms() < deadline) {
         pthread_mutex_unlock(&l.mu);
-        sleep_ms(10);
+        vs_test_sleep_ms(10);
         pthread_mutex_lock(&l.mu);
     }
     int entered = l.in_gate;
@@ -478,7 +465,7 @@ static void test_session(void)
     CHECK(get1(key, strlen(key), &r) == 1 && r.kvs[0].lease == st.lease &&
           strcmp(r.kvs[0].value, "addr-2") == 0);
     vs_etcd_kvs_fini(&r);
-    sleep_ms(2500); /* longer than the ttl: only keepalives keep the key */
+    vs_test_sleep_ms(2500); /* longer than the ttl: only keepalives keep the key */
     CHECK(key_exists(key) == 1);
     vs_etcd_session_stats(s, &st);
     CHECKF(st.keepalives >= 2 && st.keepalive_failures == 0 && st.reregistrations == 0,
@@ -488,10 +475,10 @@ static void test_session(void)
     int64_t old = st.lease;
     CHECK(vs_etcd_lease_revoke(cli, old, err) == VS_OK);
     CHECK(key_exists(key) == 0);
-    int64_t t0 = now_ms();
-    while (key_exists(key) != 1 && now_ms() - t0 < 4000)
-        sleep_ms(20);
-    int64_t took = now_ms() - t0;
+    int64_t t0 = vs_test_now_ms();
+    while (key_exists(key) != 1 && vs_test_now_ms() - t0 < 4000)
+        vs_test_sleep_ms(20);
+    int64_t took = vs_test_now_ms() - t0;
     CHECKF(key_exists(key) == 1 && took < 2500, "re-registered after %" PRId64 " ms", took);
     vs_etcd_session_stats(s, &st);
     CHECK(st.reregistrations == 1 && st.keepalive_failures >= 1 && st.lease != old && st.lease != 0);
@@ -524,21 +511,22 @@ static void test_etcd_down_and_back(void)
 
     /* paused: calls time out (the request is sent, no answer comes) */
     CHECK(vs_etcd_fixture_pause(fx, err) == VS_OK);
-    int64_t t0 = now_ms();
+    int64_t t0 = vs_test_now_ms();
     vs_etcd_kvs_t r;
     vs_status st = vs_etcd_get(fast, "/r/a", 4, &r, err);
-    int64_t took = now_ms() - t0;
+    int64_t took = vs_test_now_ms() - t0;
     CHECKF(st == VS_ERR_DEADLINE_EXCEEDED && took < 1500, "paused: %s after %" PRId64 " ms",
            vs_status_name(st), took);
+    vs_etcd_kvs_fini(&r);
     CHECK(vs_etcd_fixture_resume(fx, err) == VS_OK);
     CHECK(vs_etcd_get(fast, "/r/a", 4, &r, err) == VS_OK && r.n == 1);
     vs_etcd_kvs_fini(&r);
 
     /* killed: refused connections give UNAVAILABLE well within the timeout */
     CHECK(vs_etcd_fixture_kill(fx, err) == VS_OK);
-    t0 = now_ms();
+    t0 = vs_test_now_ms();
     st = vs_etcd_put(fast, "/r/b", 4, "2", 1, 0, NULL, err);
-    took = now_ms() - t0;
+    took = vs_test_now_ms() - t0;
     CHECKF(st == VS_ERR_UNAVAILABLE && took <= 600, "killed: %s after %" PRId64 " ms: %s", vs_status_name(st),
            took, err);
     CHECK(wait_kind(&l, VS_ETCD_WATCH_DISCONNECTED, 1, 5000));
@@ -546,20 +534,20 @@ static void test_etcd_down_and_back(void)
     vs_etcd_watch_stats(w, &ws);
     CHECK(ws.connected == 0 && ws.disconnects >= 1);
     CHECK(view_has(&l, "/r/a", "1")); /* the last view is kept */
-    t0 = now_ms();
+    t0 = vs_test_now_ms();
     vs_etcd_watch_stop(w2); /* stopping while etcd is down returns promptly */
-    CHECKF(now_ms() - t0 < 3000, "watch_stop took %" PRId64 " ms", now_ms() - t0);
+    CHECKF(vs_test_now_ms() - t0 < 3000, "watch_stop took %" PRId64 " ms", vs_test_now_ms() - t0);
 
     CHECKF(vs_etcd_fixture_restart(fx, err) == VS_OK, "%s", err);
-    int64_t t1 = now_ms();
-    while ((st = vs_etcd_put(fast, "/r/b", 4, "2", 1, 0, NULL, err)) != VS_OK && now_ms() - t1 < 5000)
-        sleep_ms(50);
+    int64_t t1 = vs_test_now_ms();
+    while ((st = vs_etcd_put(fast, "/r/b", 4, "2", 1, 0, NULL, err)) != VS_OK && vs_test_now_ms() - t1 < 5000)
+        vs_test_sleep_ms(50);
     CHECKF(st == VS_OK, "after restart: %s", err);
     CHECK(wait_kind(&l, VS_ETCD_WATCH_CONNECTED, 2, 10000));
     CHECK(wait_kind(&l, VS_ETCD_WATCH_SNAPSHOT, 2, 10000));
-    int64_t t2 = now_ms();
-    while (!view_has(&l, "/r/b", "2") && now_ms() - t2 < 5000)
-        sleep_ms(10);
+    int64_t t2 = vs_test_now_ms();
+    while (!view_has(&l, "/r/b", "2") && vs_test_now_ms() - t2 < 5000)
+        vs_test_sleep_ms(10);
     CHECK(view_has(&l, "/r/a", "1") && view_has(&l, "/r/b", "2"));
     vs_etcd_watch_stats(w, &ws);
     CHECK(ws.connected == 1);
@@ -570,9 +558,9 @@ static void test_etcd_down_and_back(void)
     vs_etcd_session_stats(s, &ss);
     CHECK(ss.lease != 0);
     CHECK(vs_etcd_fixture_kill(fx, err) == VS_OK);
-    t0 = now_ms();
+    t0 = vs_test_now_ms();
     vs_etcd_session_close(s); /* tolerant of etcd being down */
-    CHECKF(now_ms() - t0 < 3000, "session_close took %" PRId64 " ms", now_ms() - t0);
+    CHECKF(vs_test_now_ms() - t0 < 3000, "session_close took %" PRId64 " ms", vs_test_now_ms() - t0);
     vs_etcd_destroy(fast);
 }
 
