@@ -45,7 +45,7 @@ static void test_b64_known(void)
 static void test_b64_round_trip_all_lengths(void)
 {
     uint64_t st = 42;
-    unsigned char in[300];
+    unsigned char in[300] = {0};
     char enc[420], ref[420], err[VS_ERR_LEN];
     for (size_t n = 0; n <= sizeof in; n++) {
         for (size_t i = 0; i < n; i++)
