@@ -61,6 +61,10 @@ void vs_test_cleanup(const char *test_name);
 int vs_test_write_file(const char *path, const void *data, size_t len);
 unsigned char *vs_test_read_file(const char *path, size_t *out_len);
 
+/* Monotonic clock in milliseconds, and a sleep, for tests that poll with deadlines. */
+int64_t vs_test_now_ms(void);
+void vs_test_sleep_ms(int ms);
+
 /* Deterministic PRNG (splitmix64) for test data. */
 uint64_t vs_test_rand(uint64_t *state);
 float vs_test_randf(uint64_t *state); /* uniform in [-1, 1) */
