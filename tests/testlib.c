@@ -162,3 +162,12 @@ double vs_test_recall(const int64_t *ids, size_t k_ids, const int64_t *gt, size_
     }
     return sum / (double)nq;
 }
+
+int vs_test_has_line(const char *text, const char *line)
+{
+    size_t n = strlen(line);
+    for (const char *p = text; (p = strstr(p, line)) != NULL; p++)
+        if ((p == text || p[-1] == '\n') && p[n] == '\n')
+            return 1;
+    return 0;
+}

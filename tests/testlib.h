@@ -61,6 +61,9 @@ void vs_test_cleanup(const char *test_name);
 int vs_test_write_file(const char *path, const void *data, size_t len);
 unsigned char *vs_test_read_file(const char *path, size_t *out_len);
 
+/* 1 if text contains line as a whole line (between line starts/ends, the final '\n' required), else 0. */
+int vs_test_has_line(const char *text, const char *line);
+
 /* Deterministic PRNG (splitmix64) for test data. */
 uint64_t vs_test_rand(uint64_t *state);
 float vs_test_randf(uint64_t *state); /* uniform in [-1, 1) */
