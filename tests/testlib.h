@@ -64,6 +64,8 @@ unsigned char *vs_test_read_file(const char *path, size_t *out_len);
 /* Monotonic clock in milliseconds, and a sleep, for tests that poll with deadlines. */
 int64_t vs_test_now_ms(void);
 void vs_test_sleep_ms(int ms);
+/* 1 if text contains line as a whole line (between line starts/ends, the final '\n' required), else 0. */
+int vs_test_has_line(const char *text, const char *line);
 
 /* Deterministic PRNG (splitmix64) for test data. */
 uint64_t vs_test_rand(uint64_t *state);
