@@ -255,7 +255,7 @@ static vs_status parse_object(const char *body, size_t len, cJSON **out, char er
 vs_status vs_etcd_parse_reply(const char *body, size_t len, int64_t *out_rev, const char *field,
                               int64_t *out_field, char err[VS_ERR_LEN])
 {
-    cJSON *root;
+    cJSON *root = NULL;
     vs_status st = parse_object(body, len, &root, err);
     if (st != VS_OK)
         return st;
@@ -276,7 +276,7 @@ vs_status vs_etcd_parse_reply(const char *body, size_t len, int64_t *out_rev, co
 vs_status vs_etcd_parse_range(const char *body, size_t len, vs_etcd_kvs_t *out, char err[VS_ERR_LEN])
 {
     memset(out, 0, sizeof *out);
-    cJSON *root;
+    cJSON *root = NULL;
     vs_status st = parse_object(body, len, &root, err);
     if (st != VS_OK)
         return st;
@@ -304,7 +304,7 @@ void vs_etcd_txn_result_fini(vs_etcd_txn_result_t *r)
 vs_status vs_etcd_parse_txn(const char *body, size_t len, vs_etcd_txn_result_t *out, char err[VS_ERR_LEN])
 {
     memset(out, 0, sizeof *out);
-    cJSON *root;
+    cJSON *root = NULL;
     vs_status st = parse_object(body, len, &root, err);
     if (st != VS_OK)
         return st;
@@ -430,7 +430,7 @@ vs_status vs_etcd_parse_error(const char *what, long http_code, const char *body
 vs_status vs_etcd_parse_keepalive(const char *body, size_t len, int64_t *out_ttl, char err[VS_ERR_LEN])
 {
     *out_ttl = 0;
-    cJSON *root;
+    cJSON *root = NULL;
     vs_status st = parse_object(body, len, &root, err);
     if (st != VS_OK)
         return st;
@@ -518,7 +518,7 @@ vs_status vs_etcd_parse_watch_msg(const char *line, size_t len, vs_etcd_watch_ms
                                   char err[VS_ERR_LEN])
 {
     memset(out, 0, sizeof *out);
-    cJSON *root;
+    cJSON *root = NULL;
     vs_status st = parse_object(line, len, &root, err);
     if (st != VS_OK)
         return st;

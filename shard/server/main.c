@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/net/health.h"
 #include "common/net/rpc.h"
+#include "shard/server/manifest.h"
 #include "shard/server/membership.h"
 #include "shard/server/metrics.h"
 #include "shard/server/shard.h"

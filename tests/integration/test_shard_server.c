@@ -4,6 +4,7 @@
  * distances as in-process search on the same file; every bad input gets its gRPC status; /metrics
  * passes promtool; a second server on the same port is refused; a restart after SIGKILL works. */
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,7 +293,7 @@ static void test_serving(shard_proc_t *p)
         vecshard__v1__shard_info_response__free_unpacked(info, NULL);
 
     /* /metrics: promtool accepts it and the calls above are counted */
-    char cmd[512], out[PATH_MAX];
+    char cmd[2 * PATH_MAX], out[PATH_MAX];
     snprintf(out, sizeof out, "%s/metrics.txt", vs_test_tmpdir("shard_server"));
     snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics -o %s", p->metrics_port, out);
     CHECK(system(cmd) == 0);
@@ -300,7 +301,7 @@ static void test_serving(shard_proc_t *p)
     char *text = (char *)vs_test_read_file(out, &mlen);
     CHECK(text &&
           strstr(text, "grpc_server_handled_total{grpc_type=\"unary\",grpc_service=\"vecshard.v1.Shard\","
-                       "grpc_method=\"Search\",grpc_code=\"InvalidArgument\"} 7"));
+                       "grpc_method=\"Search\",grpc_code=\"InvalidArgument\"} 8"));
     CHECK(text && strstr(text, "vecshard_shard_serving 1"));
     CHECK(text && strstr(text, "vecshard_shard_vectors 2000"));
     free(text);
