@@ -31,7 +31,7 @@ typedef struct config {
     const char *manifests[MAX_MANIFESTS];
     size_t n_manifests;
     long partition;
-    long lease_ttl_s, threads, max_batch, grace_ms;
+    long lease_ttl_s, threads, max_batch, grace_ms, debug_delay_ms;
     int skip_crc;
 } config_t;
 
@@ -58,6 +58,7 @@ static void usage(FILE *f)
         "  --grace-ms MS        on SIGTERM, time in-flight calls get to finish (default 10000)\n"
         "  --skip-crc           do not check partition files' CRC32C against the manifest at load\n"
         "  --port-file FILE     write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
+        "  --debug-delay-ms MS  fault tests only: every Search waits MS before running\n"
         "  -h, --help           this help\n"
         "\n"
         "Health (grpc.health.v1.Health/Check): \"\" and \"vecshard.v1.Shard\" are SERVING once the active\n"
@@ -94,6 +95,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"grace-ms", required_argument, 0, 'g'},
                                          {"skip-crc", no_argument, 0, 'S'},
                                          {"port-file", required_argument, 0, 'P'},
+                                         {"debug-delay-ms", required_argument, 0, 'D'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50051",
@@ -158,6 +160,10 @@ static int parse_args(int argc, char **argv, config_t *c)
             break;
         case 'P':
             c->port_file = optarg;
+            break;
+        case 'D':
+            if (parse_long("--debug-delay-ms", optarg, 0, 600000, &c->debug_delay_ms))
+                return 2;
             break;
         case 'h':
             usage(stdout);
@@ -260,6 +266,8 @@ static void on_search(void *user, const vs_rpc_call_t *call, const uint8_t *req,
     (void)call;
     app_t *a = user;
     char err[VS_ERR_LEN] = "";
+    if (a->cfg.debug_delay_ms)
+        usleep((useconds_t)a->cfg.debug_delay_ms * 1000);
     vs_status st = vs_shard_search_pb(a->shard, req, len, &reply->body, &reply->body_len, err);
     if (st != VS_OK)
         reply_status(reply, st, err);

@@ -317,9 +317,7 @@ static vs_status acquire(vs_shard_t *sh, const char *name, version_t **out, char
     vs_status st = VS_OK;
     pthread_mutex_lock(&sh->mu);
     version_t *v = NULL;
-    if (sh->state == VS_SHARD_DRAINING) {
-        st = vs_errf(err, VS_ERR_UNAVAILABLE, "shard %s is draining (shutting down)", sh->replica_id);
-    } else if (!name || !*name) {
+    if (!name || !*name) {
         v = sh->active;
         if (!v)
             st = vs_errf(err, VS_ERR_UNAVAILABLE, "shard %s has no active version yet (loading)",

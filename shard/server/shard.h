@@ -76,7 +76,8 @@ vs_status vs_shard_activate(vs_shard_t *sh, const char *version, char err[VS_ERR
 void vs_shard_set_address(vs_shard_t *sh, const char *address);
 
 vs_shard_state vs_shard_get_state(const vs_shard_t *sh);
-/* Enters DRAINING: new searches are answered UNAVAILABLE. Irreversible. */
+/* Enters DRAINING (irreversible). Health and the membership record say so, so that coordinators stop
+ * sending; requests that still arrive are answered normally: a rolling restart fails no query. */
 void vs_shard_drain(vs_shard_t *sh);
 const char *vs_shard_state_name(vs_shard_state s); /* "LOADING", "SERVING", "DRAINING" */
 const char *vs_version_state_name(vs_version_state s);
@@ -85,7 +86,7 @@ const char *vs_version_state_name(vs_version_state s);
  * ShardSearchResponse. Otherwise err says what is wrong and the status maps to the gRPC code
  * (vs_status_grpc_code): INVALID_ARGUMENT (malformed message, wrong dim, NaN/Inf, k or params out of
  * range, empty or oversized batch), OUT_OF_RANGE (list ids), NOT_FOUND (version or partition not held),
- * UNAVAILABLE (loading, draining), FAILED_PRECONDITION (version failed to load). Thread-safe. */
+ * UNAVAILABLE (no active version yet), FAILED_PRECONDITION (version failed to load). Thread-safe. */
 vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
                              char err[VS_ERR_LEN]);
 

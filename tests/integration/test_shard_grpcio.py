@@ -53,6 +53,8 @@ def main():
     base = read_fvecs(os.path.join(vdir, "base.fvecs"))
     queries = read_fvecs(os.path.join(vdir, "queries.fvecs"))
     port_file = os.path.join(tmp, "ports")
+    if os.path.exists(port_file):
+        os.unlink(port_file)  # a previous run's ports are not ours
     log = open(os.path.join(tmp, "shard.log"), "w")
     proc = subprocess.Popen(
         [os.path.join(bin_dir, "vecshard-shard"), "--listen", "127.0.0.1:0", "--metrics-listen", "none",

@@ -4,6 +4,7 @@
  * distances as in-process search on the same file; every bad input gets its gRPC status; /metrics
  * passes promtool; a second server on the same port is refused; a restart after SIGKILL works. */
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -49,7 +50,7 @@ typedef struct shard_proc {
 } shard_proc_t;
 
 /* Starts vecshard-shard; listen "127.0.0.1:0" for an ephemeral port. Waits for the port file (10 s). */
-static int shard_start(shard_proc_t *p, const char *listen, const char *replica)
+static int shard_start(shard_proc_t *p, const char *listen, const char *replica, const char *delay_ms)
 {
     memset(p, 0, sizeof *p);
     const char *bin = getenv("VS_BIN_DIR");
@@ -65,10 +66,36 @@ static int shard_start(shard_proc_t *p, const char *listen, const char *replica)
         int fd = fileno(fopen(p->log, "a"));
         dup2(fd, 2);
         dup2(fd, 1);
-        execl(exe, exe, "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--manifest", v1.manifest,
-              "--partition", "0", "--cluster", "t1", "--replica-id", replica, "--etcd",
-              vs_etcd_fixture_endpoint(etcd_fx), "--lease-ttl", ttl, "--threads", "2", "--grace-ms", "2000",
-              "--port-file", p->port_file, (char *)NULL);
+        const char *args[32] = {exe,
+                                "--listen",
+                                listen,
+                                "--metrics-listen",
+                                "127.0.0.1:0",
+                                "--manifest",
+                                v1.manifest,
+                                "--partition",
+                                "0",
+                                "--cluster",
+                                "t1",
+                                "--replica-id",
+                                replica,
+                                "--etcd",
+                                vs_etcd_fixture_endpoint(etcd_fx),
+                                "--lease-ttl",
+                                ttl,
+                                "--threads",
+                                "2",
+                                "--grace-ms",
+                                "2000",
+                                "--port-file",
+                                p->port_file,
+                                NULL};
+        if (delay_ms) {
+            args[23] = "--debug-delay-ms";
+            args[24] = delay_ms;
+            args[25] = NULL;
+        }
+        execv(exe, (char *const *)args);
         _exit(127);
     }
     double t0 = now_s();
@@ -310,6 +337,54 @@ static void test_serving(shard_proc_t *p)
     vs_rpc_channel_destroy(ch);
 }
 
+typedef struct slow_call {
+    int port;
+    int code;
+    double seconds;
+} slow_call_t;
+
+static void *slow_call_main(void *arg)
+{
+    slow_call_t *c = arg;
+    char target[64], msg[VS_ERR_LEN], err[VS_ERR_LEN];
+    snprintf(target, sizeof target, "127.0.0.1:%d", c->port);
+    vs_rpc_channel_t *ch;
+    c->code = -1;
+    if (vs_rpc_channel_create(target, 0, &ch, err) != VS_OK)
+        return NULL;
+    size_t len;
+    uint8_t *req = search_req(D, v1.queries, D, K, "", 0, &len);
+    double t0 = now_s();
+    c->code = call(ch, "/vecshard.v1.Shard/Search", req, len, msg, NULL, NULL);
+    c->seconds = now_s() - t0;
+    free(req);
+    vs_rpc_channel_destroy(ch);
+    return NULL;
+}
+
+static void test_drain(shard_proc_t *p)
+{
+    char target[64], err[VS_ERR_LEN];
+    snprintf(target, sizeof target, "127.0.0.1:%d", p->grpc_port);
+    vs_rpc_channel_t *ch;
+    CHECK(vs_rpc_channel_create(target, 0, &ch, err) == VS_OK);
+    double t0 = now_s();
+    while (now_s() - t0 < 20 && health(ch, "") != 1)
+        usleep(20000);
+    vs_rpc_channel_destroy(ch);
+    slow_call_t c = {.port = p->grpc_port};
+    pthread_t th;
+    pthread_create(&th, NULL, slow_call_main, &c);
+    usleep(300000); /* the call is inside its 700 ms delay */
+    t0 = now_s();
+    int rc = shard_signal_wait(p, SIGTERM, 10);
+    pthread_join(th, NULL);
+    CHECKF(rc == 0, "exit status %d", rc);
+    CHECKF(c.code == 0, "in-flight call got status %d", c.code);
+    printf("  drain: in-flight call answered OK after %.2f s; process exited %.2f s after SIGTERM\n",
+           c.seconds, now_s() - t0);
+}
+
 int main(void)
 {
     char err[VS_ERR_LEN];
@@ -326,7 +401,7 @@ int main(void)
     }
 
     shard_proc_t p;
-    CHECK(shard_start(&p, "127.0.0.1:0", "r0") == 0);
+    CHECK(shard_start(&p, "127.0.0.1:0", "r0", NULL) == 0);
     if (p.pid > 0) {
         int f0 = vs_test_failures;
         test_serving(&p);
@@ -337,7 +412,7 @@ int main(void)
         shard_proc_t dup;
         char listen[64];
         snprintf(listen, sizeof listen, "127.0.0.1:%d", p.grpc_port);
-        CHECK(shard_start(&dup, listen, "r-dup") != 0);
+        CHECK(shard_start(&dup, listen, "r-dup", NULL) != 0);
         if (dup.pid > 0)
             shard_signal_wait(&dup, SIGKILL, 5);
 
@@ -353,7 +428,7 @@ int main(void)
 
         /* restart on the same port; SIGKILL leaves the record until the lease expires; restart again */
         shard_proc_t p2;
-        CHECK(shard_start(&p2, listen, "r0") == 0);
+        CHECK(shard_start(&p2, listen, "r0", NULL) == 0);
         t0 = now_s();
         do {
             member_state("r0", state);
@@ -368,10 +443,14 @@ int main(void)
         } while (state[0] && now_s() - t0 < 3 * TTL_S + 2 && usleep(50000) == 0);
         CHECKF(state[0] == 0, "record still there %.1f s after SIGKILL", now_s() - t0);
         printf("  SIGKILL: record expired %.2f s after the kill (TTL %d s)\n", now_s() - t0, TTL_S);
-        shard_proc_t p3;
-        CHECK(shard_start(&p3, listen, "r0") == 0);
-        CHECK(shard_signal_wait(&p3, SIGTERM, 10) == 0);
         vs_test_case_done("sigkill_restart", vs_test_failures == f0);
+        f0 = vs_test_failures;
+
+        /* SIGTERM with a call in flight: the call completes within the grace period, then exit 0 */
+        shard_proc_t p3;
+        CHECK(shard_start(&p3, listen, "r0", "700") == 0);
+        test_drain(&p3);
+        vs_test_case_done("drain_in_flight", vs_test_failures == f0);
     } else {
         vs_test_case_done("start", 0);
     }
