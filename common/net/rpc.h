@@ -2,8 +2,8 @@
  *
  * Server: registered methods with the request read with the call (unary) or a server stream that the
  * owner feeds with the latest value (health Watch); a generic handler answers every other method with
- * UNIMPLEMENTED (otherwise such calls hang until their deadline); N worker threads, each polling its own
- * completion queue and running handlers inline, so a handler may block for the length of a search.
+ * UNIMPLEMENTED (otherwise such calls hang until their deadline); N worker threads polling one completion
+ * queue and running handlers inline, so a handler may block for the length of a search.
  * A worker re-posts its request for a method only after it has handled the previous call, so a busy
  * worker never holds a call that an idle one could take (gRPC queues calls that no request matches).
  * Channel args: grpc.so_reuseport = 0 (a second server on the port fails instead of stealing
@@ -75,7 +75,7 @@ typedef void (*vs_rpc_done_fn)(void *user, const char *path, int code, double se
 
 typedef struct vs_rpc_server_opts {
     const char *address;      /* "127.0.0.1:0" (ephemeral), "0.0.0.0:50051", "unix:/path" */
-    size_t n_threads;         /* worker threads, one completion queue each; 0 = CPUs */
+    size_t n_threads;         /* worker threads (sharing one completion queue); 0 = CPUs */
     size_t max_message_bytes; /* 0 = VS_RPC_DEFAULT_MAX_MESSAGE_BYTES; at most 1 GiB */
     vs_rpc_done_fn on_done;   /* optional */
     void *on_done_user;

@@ -1,6 +1,7 @@
 /* rpc_client.c: blocking unary calls over a gRPC C-core channel (rpc.h).
  * Each call uses its own pluck completion queue, so any number of threads can call at once on one
  * channel; the channel (one HTTP/2 connection) is shared. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,9 +15,47 @@
 
 #include "common/net/rpc.h"
 
+#define CQ_POOL 64
+
 struct vs_rpc_channel {
     grpc_channel *ch;
+    /* Completion queues reused across calls: creating one per call costs a pollset set-up each time
+     * (measured: about half of an empty call's latency on loopback). */
+    pthread_mutex_t mu;
+    grpc_completion_queue *pool[CQ_POOL];
+    size_t n_pool;
 };
+
+static grpc_completion_queue *cq_take(struct vs_rpc_channel *c)
+{
+    grpc_completion_queue *cq = NULL;
+    pthread_mutex_lock(&c->mu);
+    if (c->n_pool)
+        cq = c->pool[--c->n_pool];
+    pthread_mutex_unlock(&c->mu);
+    return cq ? cq : grpc_completion_queue_create_for_pluck(NULL);
+}
+
+static void cq_destroy(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(cq);
+}
+
+static void cq_give(struct vs_rpc_channel *c, grpc_completion_queue *cq)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->n_pool < CQ_POOL) {
+        c->pool[c->n_pool++] = cq;
+        cq = NULL;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (cq)
+        cq_destroy(cq);
+}
 
 vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
                                 char err[VS_ERR_LEN])
@@ -30,6 +69,7 @@ vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs
     if (!c)
         return vs_errf(err, VS_ERR_NOMEM, "rpc channel: out of memory");
     grpc_init();
+    pthread_mutex_init(&c->mu, NULL);
     grpc_arg args[3];
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -57,6 +97,9 @@ void vs_rpc_channel_destroy(vs_rpc_channel_t *c)
 {
     if (!c)
         return;
+    for (size_t i = 0; i < c->n_pool; i++)
+        cq_destroy(c->pool[i]);
+    pthread_mutex_destroy(&c->mu);
     grpc_channel_destroy(c->ch);
     free(c);
     grpc_shutdown();
@@ -69,7 +112,7 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *c, const char *method, const void 
     *out_body = NULL;
     *out_len = 0;
     message[0] = 0;
-    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    grpc_completion_queue *cq = cq_take(c);
     gpr_timespec deadline = timeout_ms > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                                           gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
                                            : gpr_inf_future(GPR_CLOCK_MONOTONIC);
@@ -146,10 +189,6 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *c, const char *method, const void 
     if (recv)
         grpc_byte_buffer_destroy(recv);
     grpc_call_unref(call);
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN) {
-    }
-    grpc_completion_queue_destroy(cq);
+    cq_give(c, cq);
     return st;
 }
