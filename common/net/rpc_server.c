@@ -409,8 +409,9 @@ vs_status vs_rpc_server_start(const vs_rpc_server_opts_t *opts, const vs_rpc_met
     args[2].value.integer = (int)max_msg;
     grpc_channel_args cargs = {3, args};
     s->server = grpc_server_create(&cargs, NULL);
-    /* One completion queue polled by every worker: measured on loopback, a queue per worker added
-     * about 25 us per call (cross-queue wake-ups); any idle worker takes the next event. */
+    /* One completion queue polled by every worker, so any idle worker takes the next event. (Measured
+     * on loopback: an empty call costs ~68 us p50 with one worker and ~90 us with two, whether the two
+     * share a queue or not; see docs/benchmarks.md.) */
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     grpc_server_register_completion_queue(s->server, cq, NULL);
     for (size_t i = 0; i < nw; i++) {
