@@ -275,7 +275,11 @@ static void handle_new(worker_t *w, struct vs_rpc_call *c)
     uint8_t *req = NULL;
     size_t len = 0;
     vs_rpc_reply_t reply = {.code = VS_GRPC_OK};
-    if (read_payload(c->payload, &req, &len) != 0) {
+    if (!c->payload) {
+        /* No message: the client gave up while the call was queued (deadline, cancel) or sent none. */
+        reply.code = VS_GRPC_CANCELLED;
+        snprintf(reply.message, sizeof reply.message, "no request message (cancelled or deadline passed)");
+    } else if (read_payload(c->payload, &req, &len) != 0) {
         reply.code = VS_GRPC_INTERNAL;
         snprintf(reply.message, sizeof reply.message, "cannot read the request message");
     } else if (vs_rpc_call_remaining_ms(c) <= 0) {

@@ -362,6 +362,59 @@ static void *slow_call_main(void *arg)
     return NULL;
 }
 
+/* Both workers busy (700 ms delay each): a call with a 200 ms deadline expires while queued; the client
+ * gets DEADLINE_EXCEEDED at its deadline and the shard never searches it (counted in /metrics). */
+static void test_deadline(shard_proc_t *p)
+{
+    char target[64], err[VS_ERR_LEN], msg[VS_ERR_LEN];
+    snprintf(target, sizeof target, "127.0.0.1:%d", p->grpc_port);
+    vs_rpc_channel_t *ch;
+    CHECK(vs_rpc_channel_create(target, 0, &ch, err) == VS_OK);
+    double t0 = now_s();
+    while (now_s() - t0 < 20 && health(ch, "") != 1)
+        usleep(20000);
+    slow_call_t c[2] = {{.port = p->grpc_port}, {.port = p->grpc_port}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, slow_call_main, &c[i]);
+    usleep(100000);
+    size_t len;
+    uint8_t *req = search_req(D, v1.queries, D, K, "", 0, &len), *body = NULL;
+    size_t blen;
+    int code = -1;
+    t0 = now_s();
+    CHECK(vs_rpc_call_unary(ch, "/vecshard.v1.Shard/Search", req, len, 200, &code, msg, &body, &blen) ==
+          VS_OK);
+    double waited = now_s() - t0;
+    free(req);
+    free(body);
+    CHECKF(code == VS_GRPC_DEADLINE_EXCEEDED && waited < 0.6, "queued call: %d after %.2f s", code, waited);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        CHECKF(c[i].code == 0, "slow call %d: %d", i, c[i].code);
+    }
+    /* the expired call reached a worker and was skipped, not searched */
+    char cmd[2 * PATH_MAX], out[PATH_MAX];
+    snprintf(out, sizeof out, "%s/metrics-deadline.txt", vs_test_tmpdir("shard_server"));
+    int found = 0;
+    t0 = now_s();
+    while (!found && now_s() - t0 < 3) {
+        snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics -o %s", p->metrics_port, out);
+        if (system(cmd) == 0) {
+            size_t mlen;
+            char *text = (char *)vs_test_read_file(out, &mlen);
+            /* gRPC drops or empties a call whose deadline passed in its queue; we answer such a call
+             * DEADLINE_EXCEEDED or CANCELLED without searching: only the two slow calls searched */
+            found = text && strstr(text, "grpc_method=\"Search\",grpc_code=\"OK\"} 2\n") != NULL;
+            free(text);
+        }
+        if (!found)
+            usleep(100000);
+    }
+    CHECKF(found, "expected exactly 2 searches answered OK in %s", out);
+    vs_rpc_channel_destroy(ch);
+}
+
 static void test_drain(shard_proc_t *p)
 {
     char target[64], err[VS_ERR_LEN];
@@ -449,6 +502,7 @@ int main(void)
         /* SIGTERM with a call in flight: the call completes within the grace period, then exit 0 */
         shard_proc_t p3;
         CHECK(shard_start(&p3, listen, "r0", "700") == 0);
+        test_deadline(&p3);
         test_drain(&p3);
         vs_test_case_done("drain_in_flight", vs_test_failures == f0);
     } else {
