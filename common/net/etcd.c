@@ -396,12 +396,21 @@ static vs_status check_bytes(const void *p, size_t n, const char *what, char err
     return VS_OK;
 }
 
+/* check_bytes on a key and, when with_value, on a value. */
+static vs_status check_pair(const void *key, size_t klen, const void *val, size_t vlen, int with_value,
+                            const char *what, char err[VS_ERR_LEN])
+{
+    vs_status st = check_bytes(key, klen, what, err);
+    if (st == VS_OK && with_value)
+        st = check_bytes(val, vlen, what, err);
+    return st;
+}
+
 vs_status vs_etcd_put(vs_etcd_t *e, const void *key, size_t klen, const void *val, size_t vlen, int64_t lease,
                       int64_t *out_revision, char err[VS_ERR_LEN])
 {
     vs_status st;
-    if ((st = check_bytes(key, klen, "put", err)) != VS_OK ||
-        (st = check_bytes(val, vlen, "put", err)) != VS_OK)
+    if ((st = check_pair(key, klen, val, vlen, 1, "put", err)) != VS_OK)
         return st;
     cJSON *req = cJSON_CreateObject();
     int bad = req == NULL || vs_etcd_json_add_b64(req, "key", key, klen) != 0 ||
@@ -467,6 +476,17 @@ vs_status vs_etcd_delete(vs_etcd_t *e, const void *key, size_t klen, int prefix,
 
 /* ---- txn ---- */
 
+/* A new empty object appended to arr (NULL when out of memory). */
+static cJSON *append_object(cJSON *arr)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o != NULL && !cJSON_AddItemToArray(arr, o)) {
+        cJSON_Delete(o);
+        o = NULL;
+    }
+    return o;
+}
+
 static vs_status txn_nomem(char err[VS_ERR_LEN])
 {
     return vs_errf(err, VS_ERR_NOMEM, "etcd txn: out of memory building the request");
@@ -482,16 +502,13 @@ static vs_status add_cmp(cJSON *arr, const vs_etcd_cmp_t *c, char err[VS_ERR_LEN
         (int)c->result < VS_ETCD_EQUAL || c->result > VS_ETCD_LESS)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd txn: bad compare target %d or result %d",
                        (int)c->target, (int)c->result);
-    vs_status st = check_bytes(c->key, c->key_len, "txn compare", err);
-    if (st == VS_OK && c->target == VS_ETCD_CMP_VALUE)
-        st = check_bytes(c->value, c->value_len, "txn compare", err);
+    vs_status st = check_pair(c->key, c->key_len, c->value, c->value_len, c->target == VS_ETCD_CMP_VALUE,
+                              "txn compare", err);
     if (st != VS_OK)
         return st;
-    cJSON *o = cJSON_CreateObject();
-    if (o == NULL || !cJSON_AddItemToArray(arr, o)) {
-        cJSON_Delete(o);
+    cJSON *o = append_object(arr);
+    if (o == NULL)
         return txn_nomem(err);
-    }
     int bad = vs_etcd_json_add_b64(o, "key", c->key, c->key_len) != 0 ||
               cJSON_AddStringToObject(o, "target", targets[c->target]) == NULL ||
               cJSON_AddStringToObject(o, "result", results[c->result]) == NULL ||
@@ -509,17 +526,12 @@ static vs_status add_op(cJSON *arr, const vs_etcd_op_t *op, char err[VS_ERR_LEN]
                                                        : NULL;
     if (name == NULL)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd txn: bad op kind %d", (int)op->kind);
-    vs_status st = check_bytes(op->key, op->key_len, "txn op", err);
-    if (st == VS_OK && op->kind == VS_ETCD_OP_PUT)
-        st = check_bytes(op->value, op->value_len, "txn op", err);
+    vs_status st =
+        check_pair(op->key, op->key_len, op->value, op->value_len, op->kind == VS_ETCD_OP_PUT, "txn op", err);
     if (st != VS_OK)
         return st;
-    cJSON *o = cJSON_CreateObject();
-    if (o == NULL || !cJSON_AddItemToArray(arr, o)) {
-        cJSON_Delete(o);
-        return txn_nomem(err);
-    }
-    cJSON *r = cJSON_AddObjectToObject(o, name);
+    cJSON *o = append_object(arr);
+    cJSON *r = o != NULL ? cJSON_AddObjectToObject(o, name) : NULL;
     if (r == NULL)
         return txn_nomem(err);
     int bad;
@@ -1119,8 +1131,7 @@ vs_status vs_etcd_session_put(vs_etcd_session_t *s, const void *key, size_t klen
                               size_t vlen, char err[VS_ERR_LEN])
 {
     vs_status st;
-    if ((st = check_bytes(key, klen, "session put", err)) != VS_OK ||
-        (st = check_bytes(val, vlen, "session put", err)) != VS_OK)
+    if ((st = check_pair(key, klen, val, vlen, 1, "session put", err)) != VS_OK)
         return st;
     char *v = malloc(vlen + 1);
     if (v == NULL)
