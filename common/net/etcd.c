@@ -396,12 +396,21 @@ static vs_status check_bytes(const void *p, size_t n, const char *what, char err
     return VS_OK;
 }
 
+/* check_bytes on a key and, when with_value, on a value. */
+static vs_status check_pair(const void *key, size_t klen, const void *val, size_t vlen, int with_value,
+                            const char *what, char err[VS_ERR_LEN])
+{
+    vs_status st = check_bytes(key, klen, what, err);
+    if (st == VS_OK && with_value)
+        st = check_bytes(val, vlen, what, err);
+    return st;
+}
+
 vs_status vs_etcd_put(vs_etcd_t *e, const void *key, size_t klen, const void *val, size_t vlen, int64_t lease,
                       int64_t *out_revision, char err[VS_ERR_LEN])
 {
     vs_status st;
-    if ((st = check_bytes(key, klen, "put", err)) != VS_OK ||
-        (st = check_bytes(val, vlen, "put", err)) != VS_OK)
+    if ((st = check_pair(key, klen, val, vlen, 1, "put", err)) != VS_OK)
         return st;
     cJSON *req = cJSON_CreateObject();
     int bad = req == NULL || vs_etcd_json_add_b64(req, "key", key, klen) != 0 ||
@@ -467,76 +476,96 @@ vs_status vs_etcd_delete(vs_etcd_t *e, const void *key, size_t klen, int prefix,
 
 /* ---- txn ---- */
 
-static cJSON *build_cmp(const vs_etcd_cmp_t *c, char err[VS_ERR_LEN])
+/* A new empty object appended to arr (NULL when out of memory). */
+static cJSON *append_object(cJSON *arr)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o != NULL && !cJSON_AddItemToArray(arr, o)) {
+        cJSON_Delete(o);
+        o = NULL;
+    }
+    return o;
+}
+
+static vs_status txn_nomem(char err[VS_ERR_LEN])
+{
+    return vs_errf(err, VS_ERR_NOMEM, "etcd txn: out of memory building the request");
+}
+
+/* Appends one compare object to arr. */
+static vs_status add_cmp(cJSON *arr, const vs_etcd_cmp_t *c, char err[VS_ERR_LEN])
 {
     static const char *targets[] = {NULL, "VERSION", "CREATE", "MOD", "VALUE", "LEASE"};
     static const char *fields[] = {NULL, "version", "create_revision", "mod_revision", "value", "lease"};
     static const char *results[] = {NULL, "EQUAL", "NOT_EQUAL", "GREATER", "LESS"};
     if ((int)c->target < VS_ETCD_CMP_VERSION || c->target > VS_ETCD_CMP_LEASE ||
-        (int)c->result < VS_ETCD_EQUAL || c->result > VS_ETCD_LESS) {
-        vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd txn: bad compare target %d or result %d", (int)c->target,
-                (int)c->result);
-        return NULL;
-    }
-    if (check_bytes(c->key, c->key_len, "txn compare", err) != VS_OK ||
-        (c->target == VS_ETCD_CMP_VALUE && check_bytes(c->value, c->value_len, "txn compare", err) != VS_OK))
-        return NULL;
-    cJSON *o = cJSON_CreateObject();
-    int bad = o == NULL || vs_etcd_json_add_b64(o, "key", c->key, c->key_len) != 0 ||
+        (int)c->result < VS_ETCD_EQUAL || c->result > VS_ETCD_LESS)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd txn: bad compare target %d or result %d",
+                       (int)c->target, (int)c->result);
+    vs_status st = check_pair(c->key, c->key_len, c->value, c->value_len, c->target == VS_ETCD_CMP_VALUE,
+                              "txn compare", err);
+    if (st != VS_OK)
+        return st;
+    cJSON *o = append_object(arr);
+    if (o == NULL)
+        return txn_nomem(err);
+    int bad = vs_etcd_json_add_b64(o, "key", c->key, c->key_len) != 0 ||
               cJSON_AddStringToObject(o, "target", targets[c->target]) == NULL ||
               cJSON_AddStringToObject(o, "result", results[c->result]) == NULL ||
               (c->target == VS_ETCD_CMP_VALUE ? vs_etcd_json_add_b64(o, "value", c->value, c->value_len)
                                               : vs_etcd_json_add_i64(o, fields[c->target], c->number)) != 0;
-    if (bad) {
-        cJSON_Delete(o);
-        vs_errf(err, VS_ERR_NOMEM, "etcd txn: out of memory");
-        return NULL;
-    }
-    return o;
+    return bad ? txn_nomem(err) : VS_OK;
 }
 
-static cJSON *build_op(const vs_etcd_op_t *op, char err[VS_ERR_LEN])
+/* Appends one {"request_put"|"request_delete_range"|"request_range": {...}} object to arr. */
+static vs_status add_op(cJSON *arr, const vs_etcd_op_t *op, char err[VS_ERR_LEN])
 {
     const char *name = op->kind == VS_ETCD_OP_PUT      ? "request_put"
                        : op->kind == VS_ETCD_OP_DELETE ? "request_delete_range"
                        : op->kind == VS_ETCD_OP_RANGE  ? "request_range"
                                                        : NULL;
-    if (name == NULL) {
-        vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd txn: bad op kind %d", (int)op->kind);
-        return NULL;
-    }
-    if (check_bytes(op->key, op->key_len, "txn op", err) != VS_OK ||
-        (op->kind == VS_ETCD_OP_PUT && check_bytes(op->value, op->value_len, "txn op", err) != VS_OK))
-        return NULL;
-    cJSON *o = cJSON_CreateObject(), *r = cJSON_CreateObject();
-    int bad = o == NULL || r == NULL;
-    if (!bad && op->kind == VS_ETCD_OP_PUT)
+    if (name == NULL)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd txn: bad op kind %d", (int)op->kind);
+    vs_status st =
+        check_pair(op->key, op->key_len, op->value, op->value_len, op->kind == VS_ETCD_OP_PUT, "txn op", err);
+    if (st != VS_OK)
+        return st;
+    cJSON *o = append_object(arr);
+    cJSON *r = o != NULL ? cJSON_AddObjectToObject(o, name) : NULL;
+    if (r == NULL)
+        return txn_nomem(err);
+    int bad;
+    if (op->kind == VS_ETCD_OP_PUT)
         bad = vs_etcd_json_add_b64(r, "key", op->key, op->key_len) != 0 ||
               vs_etcd_json_add_b64(r, "value", op->value, op->value_len) != 0 ||
               (op->lease != 0 && vs_etcd_json_add_i64(r, "lease", op->lease) != 0);
-    else if (!bad)
+    else
         bad = add_key_range(r, op->key, op->key_len, op->prefix) != 0;
-    if (!bad && cJSON_AddItemToObject(o, name, r))
-        return o;
-    cJSON_Delete(o);
-    cJSON_Delete(r);
-    vs_errf(err, VS_ERR_NOMEM, "etcd txn: out of memory");
-    return NULL;
+    return bad ? txn_nomem(err) : VS_OK;
 }
 
-static int add_ops(cJSON *req, const char *name, const vs_etcd_op_t *ops, size_t n, char err[VS_ERR_LEN])
+/* Builds the whole txn request into req. */
+static vs_status build_txn(cJSON *req, const vs_etcd_cmp_t *cmp, size_t ncmp, const vs_etcd_op_t *succ,
+                           size_t nsucc, const vs_etcd_op_t *fail, size_t nfail, char err[VS_ERR_LEN])
 {
-    if (n == 0)
-        return 0;
-    cJSON *arr = cJSON_AddArrayToObject(req, name);
-    if (arr == NULL)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        cJSON *o = build_op(&ops[i], err);
-        if (o == NULL || !cJSON_AddItemToArray(arr, o))
-            return -1;
+    const struct {
+        const char *name;
+        size_t n;
+    } arrays[3] = {{"compare", ncmp}, {"success", nsucc}, {"failure", nfail}};
+    for (int a = 0; a < 3; a++) {
+        if (arrays[a].n == 0)
+            continue;
+        cJSON *arr = cJSON_AddArrayToObject(req, arrays[a].name);
+        if (arr == NULL)
+            return txn_nomem(err);
+        for (size_t i = 0; i < arrays[a].n; i++) {
+            vs_status st =
+                a == 0 ? add_cmp(arr, &cmp[i], err) : add_op(arr, a == 1 ? &succ[i] : &fail[i], err);
+            if (st != VS_OK)
+                return st;
+        }
     }
-    return 0;
+    return VS_OK;
 }
 
 vs_status vs_etcd_txn(vs_etcd_t *e, const vs_etcd_cmp_t *cmp, size_t ncmp, const vs_etcd_op_t *succ,
@@ -548,25 +577,14 @@ vs_status vs_etcd_txn(vs_etcd_t *e, const vs_etcd_cmp_t *cmp, size_t ncmp, const
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd txn: NULL array with a nonzero count");
     cJSON *req = cJSON_CreateObject();
     if (req == NULL)
-        return vs_errf(err, VS_ERR_NOMEM, "etcd txn: out of memory");
-    err[0] = '\0';
-    cJSON *arr = ncmp > 0 ? cJSON_AddArrayToObject(req, "compare") : NULL;
-    int bad = ncmp > 0 && arr == NULL;
-    for (size_t i = 0; i < ncmp && !bad; i++) {
-        cJSON *c = build_cmp(&cmp[i], err);
-        bad = c == NULL || !cJSON_AddItemToArray(arr, c);
-    }
-    bad = bad || add_ops(req, "success", succ, nsucc, err) != 0 ||
-          add_ops(req, "failure", fail, nfail, err) != 0;
-    if (bad) {
+        return txn_nomem(err);
+    vs_status st = build_txn(req, cmp, ncmp, succ, nsucc, fail, nfail, err);
+    if (st != VS_OK) {
         cJSON_Delete(req);
-        if (err[0] == '\0')
-            return vs_errf(err, VS_ERR_NOMEM, "etcd txn: out of memory");
-        return strstr(err, "out of memory") != NULL ? VS_ERR_NOMEM : VS_ERR_INVALID_ARGUMENT;
+        return st;
     }
     body_t r;
-    vs_status st = post_json(e, "txn", "/v3/kv/txn", req, 0, &r, err);
-    if (st != VS_OK)
+    if ((st = post_json(e, "txn", "/v3/kv/txn", req, 0, &r, err)) != VS_OK)
         return st;
     st = vs_etcd_parse_txn(r.p, r.n, out, err);
     free(r.p);
@@ -1113,8 +1131,7 @@ vs_status vs_etcd_session_put(vs_etcd_session_t *s, const void *key, size_t klen
                               size_t vlen, char err[VS_ERR_LEN])
 {
     vs_status st;
-    if ((st = check_bytes(key, klen, "session put", err)) != VS_OK ||
-        (st = check_bytes(val, vlen, "session put", err)) != VS_OK)
+    if ((st = check_pair(key, klen, val, vlen, 1, "session put", err)) != VS_OK)
         return st;
     char *v = malloc(vlen + 1);
     if (v == NULL)

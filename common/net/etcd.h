@@ -215,7 +215,7 @@ void vs_etcd_watch_stop(vs_etcd_watch_t *w);
 typedef struct vs_etcd_session vs_etcd_session_t;
 
 typedef struct vs_etcd_session_stats {
-    int64_t lease;               /* current lease id (0 while none is held) */
+    int64_t lease;               /* the last lease granted (it may be lost until the re-registration) */
     uint64_t keepalives;         /* successful keepalives */
     uint64_t keepalive_failures; /* keepalives that failed (lease gone or etcd unreachable) */
     uint64_t reregistrations;    /* new leases granted with every remembered key put again */

@@ -251,6 +251,37 @@ static void test_kv_binary(void)
     CHECK(key_exists("/kv0x") == 1);
 }
 
+static void test_endpoints(void)
+{
+    char err[VS_ERR_LEN], list[256];
+    vs_etcd_t *e = NULL;
+    vs_etcd_opts_t bad = {"127.0.0.1:2379", 0};
+    CHECK(vs_etcd_create(&bad, &e, err) == VS_ERR_INVALID_ARGUMENT && e == NULL);
+    bad.endpoints = " , ";
+    CHECK(vs_etcd_create(&bad, &e, err) == VS_ERR_INVALID_ARGUMENT && e == NULL);
+    /* a dead first endpoint (nothing listens on port 1) is skipped; the trailing '/' is dropped */
+    snprintf(list, sizeof list, "http://127.0.0.1:1, %s/", vs_etcd_fixture_endpoint(fx));
+    vs_etcd_opts_t o = {list, 0};
+    CHECKF(vs_etcd_create(&o, &e, err) == VS_OK, "%s", err);
+    if (e == NULL)
+        return;
+    int64_t rev = 0;
+    vs_status st = vs_etcd_put(e, "/ep/k", 5, "v", 1, 0, &rev, err);
+    CHECKF(st == VS_OK && rev > 0, "%s", err);
+    vs_etcd_kvs_t r;
+    CHECK(vs_etcd_get(e, "/ep/k", 5, &r, err) == VS_OK && r.n == 1 && r.kvs[0].mod_revision == rev);
+    vs_etcd_kvs_fini(&r);
+    vs_etcd_destroy(e);
+    /* only dead endpoints: UNAVAILABLE quickly, naming the endpoint */
+    vs_etcd_opts_t dead = {"http://127.0.0.1:1,http://127.0.0.1:2", 2000};
+    CHECK(vs_etcd_create(&dead, &e, err) == VS_OK);
+    int64_t t0 = vs_test_now_ms();
+    st = vs_etcd_get(e, "/ep/k", 5, &r, err);
+    CHECKF(st == VS_ERR_UNAVAILABLE && vs_test_now_ms() - t0 < 1000 && strstr(err, "127.0.0.1:") != NULL,
+           "%s: %s", vs_status_name(st), err);
+    vs_etcd_destroy(e);
+}
+
 static void test_txn_create_if_absent(void)
 {
     const char *key = "/vecshard/t/leader";
@@ -580,6 +611,7 @@ int main(void)
         return 1;
     }
     RUN(test_kv_binary);
+    RUN(test_endpoints);
     RUN(test_txn_create_if_absent);
     RUN(test_txn_mod_and_value_cas);
     RUN(test_lease);
