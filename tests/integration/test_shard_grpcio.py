@@ -107,6 +107,14 @@ def main():
                 ("wrong partition", Req(dim=24, queries=q, k=5, partition={"id": 0}), grpc.StatusCode.NOT_FOUND)]:
             code, details = code_of(req)
             check(code == want_code and details, "%s: %s %r" % (what, code, details))
+        # message size: 6 MB (above gRPC's 4 MiB default) reaches the shard, which refuses the batch size;
+        # 70 MB is above the server's 64 MiB cap and is refused by gRPC itself
+        big = Req(dim=24, queries=[0.5] * (24 * 62500), k=5)
+        code, details = code_of(big)
+        check(code == grpc.StatusCode.INVALID_ARGUMENT and "limit" in details, "6 MB batch: %s %r" % (code, details))
+        huge = Req(dim=24, queries=[0.5] * (24 * 730000), k=5)
+        code, details = code_of(huge)
+        check(code == grpc.StatusCode.RESOURCE_EXHAUSTED, "70 MB message: %s %r" % (code, details))
         raw = ch.unary_unary("/vecshard.v1.Shard/Search")
         try:
             raw(b"\xff\xff\xff", timeout=5)
