@@ -51,6 +51,7 @@ static void usage(FILE *f)
                "  --batches LIST    queries per call, comma-separated (default 1,100)\n"
                "  --calls N         calls per batch size and path (default 2000, fewer for big batches)\n"
                "  --dataset NAME    label for the output\n"
+               "  --shard-threads N gRPC worker threads of the shard (default: its default, one per core)\n"
                "  -h, --help        this help\n");
 }
 
@@ -63,7 +64,8 @@ static size_t shard_threads(size_t nq)
     return t > nq / 16 ? nq / 16 : t;
 }
 
-static pid_t start_shard(const char *self, const char *manifest, const char *dir, int *port)
+static pid_t start_shard(const char *self, const char *manifest, const char *dir, const char *threads,
+                         int *port)
 {
     char exe[PATH_MAX], pf[PATH_MAX + 16];
     const char *slash = strrchr(self, '/');
@@ -73,7 +75,8 @@ static pid_t start_shard(const char *self, const char *manifest, const char *dir
     pid_t pid = fork();
     if (pid == 0) {
         execl(exe, exe, "--listen", "127.0.0.1:0", "--metrics-listen", "none", "--manifest", manifest,
-              "--partition", "0", "--replica-id", "bench", "--port-file", pf, "--skip-crc", (char *)NULL);
+              "--partition", "0", "--replica-id", "bench", "--port-file", pf, "--skip-crc",
+              threads ? "--threads" : NULL, threads, (char *)NULL);
         perror(exe);
         _exit(127);
     }
@@ -96,16 +99,14 @@ static pid_t start_shard(const char *self, const char *manifest, const char *dir
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"index", required_argument, 0, 'i'},
-                                         {"queries", required_argument, 0, 'q'},
-                                         {"k", required_argument, 0, 'k'},
-                                         {"params", required_argument, 0, 'p'},
-                                         {"batches", required_argument, 0, 'b'},
-                                         {"calls", required_argument, 0, 'c'},
-                                         {"dataset", required_argument, 0, 'd'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"index", required_argument, 0, 'i'},   {"queries", required_argument, 0, 'q'},
+        {"k", required_argument, 0, 'k'},       {"params", required_argument, 0, 'p'},
+        {"batches", required_argument, 0, 'b'}, {"calls", required_argument, 0, 'c'},
+        {"dataset", required_argument, 0, 'd'}, {"shard-threads", required_argument, 0, 't'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     const char *index_path = NULL, *qpath = NULL, *params_s = "", *batches = "1,100", *dataset = "";
+    const char *shard_threads_s = NULL;
     long k = 10, calls = 2000;
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -115,6 +116,9 @@ int main(int argc, char **argv)
             break;
         case 'q':
             qpath = optarg;
+            break;
+        case 't':
+            shard_threads_s = optarg;
             break;
         case 'k':
             k = strtol(optarg, NULL, 10);
@@ -188,7 +192,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int port = 0;
-    pid_t pid = start_shard(argv[0], man_path, dir, &port);
+    pid_t pid = start_shard(argv[0], man_path, dir, shard_threads_s, &port);
     if (pid < 0) {
         fprintf(stderr, "vecshard-bench-shard: vecshard-shard did not start\n");
         return 1;
