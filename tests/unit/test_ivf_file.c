@@ -172,17 +172,6 @@ static void test_corruption_refused(void)
     vs_test_cleanup("ivf_corrupt");
 }
 
-/* 1 when two files have the same bytes. */
-static int same_file(const char *a, const char *b)
-{
-    size_t na = 0, nb = 0;
-    unsigned char *x = vs_test_read_file(a, &na), *y = vs_test_read_file(b, &nb);
-    int same = x && y && na == nb && memcmp(x, y, na) == 0;
-    free(x);
-    free(y);
-    return same;
-}
-
 /* Clone + add of a subset is the original restricted to that subset: the same file bytes as an index
  * trained from scratch on the same data (training is deterministic) and then given the subset; the
  * clone of the subset and the clone of its complement, searched and merged, answer exactly as the one
@@ -225,11 +214,11 @@ static void test_clone_empty(void)
             CHECK(vs_index_add(call, N, base, ids_all, 2, NULL, err) == VS_OK);
             CHECK(vs_index_save(orig, fa.s, "m", 7, err) == VS_OK &&
                   vs_index_save(call, fb.s, "m", 7, err) == VS_OK);
-            CHECKF(same_file(fa.s, fb.s), "%s/%d: clone + add(all) differs from the original", factories[f],
-                   (int)m);
+            CHECKF(vs_test_same_file(fa.s, fb.s), "%s/%d: clone + add(all) differs from the original",
+                   factories[f], (int)m);
             CHECK(vs_index_save(fresh, fa.s, "m", 7, err) == VS_OK &&
                   vs_index_save(c[1], fb.s, "m", 7, err) == VS_OK);
-            CHECKF(same_file(fa.s, fb.s), "%s/%d: clone + add(subset) differs", factories[f], (int)m);
+            CHECKF(vs_test_same_file(fa.s, fb.s), "%s/%d: clone + add(subset) differs", factories[f], (int)m);
             /* assign + add_lists stores exactly what add does */
             vs_index_t *cl = NULL;
             int32_t *lists = malloc(N * sizeof(int32_t));
@@ -238,7 +227,8 @@ static void test_clone_empty(void)
             CHECK(vs_index_add_lists(cl, N, base, ids_all, lists, 1, NULL, err) == VS_OK);
             CHECK(vs_index_save(cl, fb.s, "m", 7, err) == VS_OK &&
                   vs_index_save(orig, fa.s, "m", 7, err) == VS_OK);
-            CHECKF(same_file(fa.s, fb.s), "%s/%d: assign + add_lists differs from add", factories[f], (int)m);
+            CHECKF(vs_test_same_file(fa.s, fb.s), "%s/%d: assign + add_lists differs from add", factories[f],
+                   (int)m);
             lists[5] = 16;
             CHECK(vs_index_add_lists(cl, 10, base, ids_all, lists, 1, NULL, err) == VS_ERR_OUT_OF_RANGE);
             CHECK(vs_index_count(cl) == N);
@@ -294,7 +284,7 @@ static void test_clone_empty(void)
           vs_index_add(c2, 100, base, NULL, 1, NULL, err) == VS_OK);
     vs_index_destroy(loaded); /* the clone owns copies: nothing points into the unmapped file */
     CHECK(vs_index_save(c1, fa.s, "m", 7, err) == VS_OK && vs_index_save(c2, fb.s, "m", 7, err) == VS_OK);
-    CHECK(same_file(fa.s, fb.s));
+    CHECK(vs_test_same_file(fa.s, fb.s));
     vs_index_destroy(c1);
     vs_index_destroy(c2);
     vs_index_destroy(orig);
