@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "common/topk.h"
+#include "common/vecio.h"
 #include "coordinator/coord.h"
 #include "shard/server/manifest.h"
 #include "vecshard/v1/coordinator.pb-c.h"
@@ -109,6 +110,57 @@ vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *m
     return st;
 }
 
+/* Router of a cluster-partitioned version: the centroids file (checked against the manifest's CRC32C,
+ * nlist and dim) and the list -> partition map from the partitions' list ids. */
+static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_router_t *r,
+                                char err[VS_ERR_LEN])
+{
+    char cpath[PATH_MAX];
+    vs_status st = vs_manifest_path(m, m->centroids_file, cpath, err);
+    if (st != VS_OK)
+        return st;
+    if (m->has_centroids_crc32c) {
+        uint64_t size;
+        uint32_t crc;
+        st = vs_file_crc32c(cpath, &size, &crc, err);
+        if (st == VS_OK && crc != m->centroids_crc32c)
+            st = vs_errf(err, VS_ERR_CORRUPT, "%s: CRC32C 0x%08x, the manifest says 0x%08x", cpath, crc,
+                         m->centroids_crc32c);
+        if (st != VS_OK)
+            return st;
+    }
+    size_t n;
+    uint32_t d;
+    float *cent = NULL;
+    st = vs_vecfile_load_f32(cpath, &n, &d, &cent, err);
+    if (st != VS_OK)
+        return st;
+    uint32_t *lp = NULL;
+    if (n != m->nlist || d != m->dim)
+        st = vs_errf(err, VS_ERR_CORRUPT, "%s: %zu x %u centroids, the manifest says nlist %u, dim %u", cpath,
+                     n, d, m->nlist, m->dim);
+    else if (!(lp = malloc(n * sizeof *lp)))
+        st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    if (st == VS_OK) {
+        for (size_t l = 0; l < n; l++)
+            lp[l] = UINT32_MAX;
+        for (uint32_t p = 0; p < m->n_partitions; p++)
+            for (uint32_t j = 0; j < m->partitions[p].n_lists; j++) {
+                uint32_t l = m->partitions[p].lists[j];
+                if (l < n)
+                    lp[l] = m->partitions[p].id;
+            }
+        for (size_t l = 0; l < n && st == VS_OK; l++)
+            if (lp[l] == UINT32_MAX)
+                st = vs_errf(err, VS_ERR_CORRUPT, "manifest %s: list %zu belongs to no partition", path, l);
+    }
+    if (st == VS_OK)
+        st = vs_router_init_cluster(r, m->metric, m->dim, m->n_partitions, m->nlist, cent, lp, err);
+    free(cent);
+    free(lp);
+    return st;
+}
+
 vs_status vs_coord_add_manifest(vs_coord_t *c, const char *path, char err[VS_ERR_LEN])
 {
     vs_manifest_t m;
@@ -119,7 +171,7 @@ vs_status vs_coord_add_manifest(vs_coord_t *c, const char *path, char err[VS_ERR
     if (strcmp(m.partitioning, "hash") == 0)
         st = vs_router_init_hash(&r, m.metric, m.dim, m.n_partitions, err);
     else
-        st = vs_errf(err, VS_ERR_UNSUPPORTED, "manifest %s: cluster partitioning needs the list map", path);
+        st = cluster_router(&m, path, &r, err);
     if (st == VS_OK)
         st = vs_coord_add_version(c, m.version, m.model_version, &r, err);
     vs_manifest_fini(&m);

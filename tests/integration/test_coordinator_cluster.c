@@ -1,0 +1,195 @@
+/* test_coordinator_cluster: centroid routing end to end, with static membership (--shards, no etcd).
+ * vecshard-build makes a cluster-partitioned version (3 partitions owning whole IVF lists) and, from the
+ * same data and seed, an unpartitioned one (same centroids). Through the coordinator, the cluster
+ * version answers exactly what in-process search of the unpartitioned index answers at the same nprobe,
+ * while each query reaches only the partitions owning its lists: with nprobe 1 exactly one. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/net/rpc.h"
+#include "common/vecio.h"
+#include "shard/index/index.h"
+#include "tests/support/proc.h"
+#include "tests/testlib.h"
+#include "vecshard/v1/coordinator.pb-c.h"
+
+#define N 8000
+#define D 16
+#define NQ 60
+#define K 10
+#define P 3
+
+static const char *dir;
+static vs_test_proc_t shards[P], coord;
+static vs_rpc_channel_t *ch;
+
+static int run(const char *cmd)
+{
+    int rc = system(cmd);
+    if (rc != 0)
+        fprintf(stderr, "failed (%d): %s\n", rc, cmd);
+    return rc;
+}
+
+static double metric(const char *name)
+{
+    char cmd[2 * PATH_MAX], out[PATH_MAX];
+    snprintf(out, sizeof out, "%s/metrics.txt", dir);
+    snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics -o %s", coord.metrics_port, out);
+    if (system(cmd) != 0)
+        return -1;
+    size_t len;
+    char *text = (char *)vs_test_read_file(out, &len);
+    char pat[256];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *at = text ? strstr(text, pat) : NULL;
+    double v = at ? strtod(at + strlen(pat), NULL) : -1;
+    free(text);
+    return v;
+}
+
+static Vecshard__V1__SearchResponse *search(const float *q, size_t nq, uint32_t nprobe, int *code,
+                                            char msg[VS_ERR_LEN])
+{
+    Vecshard__V1__SearchRequest r = VECSHARD__V1__SEARCH_REQUEST__INIT;
+    Vecshard__V1__SearchParams sp = VECSHARD__V1__SEARCH_PARAMS__INIT;
+    r.dim = D;
+    r.queries = (float *)q;
+    r.n_queries = nq * D;
+    r.k = K;
+    sp.nprobe = nprobe;
+    r.params = &sp;
+    size_t len = vecshard__v1__search_request__get_packed_size(&r), blen = 0;
+    uint8_t *buf = malloc(len), *body = NULL;
+    vecshard__v1__search_request__pack(&r, buf);
+    Vecshard__V1__SearchResponse *resp = NULL;
+    if (vs_rpc_call_unary(ch, "/vecshard.v1.Coordinator/Search", buf, len, 5000, code, msg, &body, &blen) ==
+            VS_OK &&
+        *code == 0)
+        resp = vecshard__v1__search_response__unpack(NULL, blen, body);
+    free(buf);
+    free(body);
+    return resp;
+}
+
+int main(void)
+{
+    char err[VS_ERR_LEN], cmd[4 * PATH_MAX], base[PATH_MAX];
+    dir = strdup(vs_test_tmpdir("coordinator_cluster"));
+    float *x = malloc((size_t)N * D * sizeof(float)), q[NQ * D];
+    vs_test_clustered(x, N, D, 40, 0.2f, 11, 12);
+    vs_test_clustered(q, NQ, D, 40, 0.2f, 11, 13);
+    snprintf(base, sizeof base, "%s/base.fvecs", dir);
+    CHECK(vs_vecio_write_fvecs(base, N, D, x, err) == VS_OK);
+    const char *bin = getenv("VS_BIN_DIR");
+    bin = bin ? bin : "build/bin";
+    snprintf(cmd, sizeof cmd,
+             "%s/vecshard-build --base %s --factory IVF32,Flat --partitions %d --partitioning cluster "
+             "--version vc "
+             "--model-version m1 --out %s --threads 1 >%s/build-vc.log 2>&1",
+             bin, base, P, dir, dir);
+    CHECK(run(cmd) == 0);
+    snprintf(
+        cmd, sizeof cmd,
+        "%s/vecshard-build --base %s --factory IVF32,Flat --partitions 1 --version one --out %s --threads 1 "
+        ">%s/build-one.log 2>&1",
+        bin, base, dir, dir);
+    CHECK(run(cmd) == 0);
+    char manifest[PATH_MAX];
+    snprintf(manifest, sizeof manifest, "%s/vc/manifest.json", dir);
+
+    int ok = vs_test_failures == 0;
+    char spec[512] = "";
+    for (int p = 0; ok && p < P; p++) {
+        char part[8], name[16];
+        snprintf(part, sizeof part, "%d", p);
+        snprintf(name, sizeof name, "c%d", p);
+        const char *argv[] = {
+            "--listen",    "127.0.0.1:0", "--metrics-listen", "none", "--manifest", manifest,
+            "--partition", part,          "--replica-id",     name,   "--threads",  "1",
+            NULL};
+        ok &= vs_test_proc_start(&shards[p], dir, name, "vecshard-shard", argv) == 0;
+        size_t off = strlen(spec);
+        snprintf(spec + off, sizeof spec - off, "%s%d=127.0.0.1:%d", p ? "," : "", p, shards[p].grpc_port);
+    }
+    if (ok) {
+        const char *cargv[] = {"--listen",    "127.0.0.1:0", "--metrics-listen",
+                               "127.0.0.1:0", "--manifest",  manifest,
+                               "--shards",    spec,          NULL};
+        ok &= vs_test_proc_start(&coord, dir, "coordinator", "vecshard-coordinator", cargv) == 0;
+    }
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", coord.grpc_port);
+    ok &= ok && vs_rpc_channel_create(target, 0, &ch, err) == VS_OK;
+    CHECK(ok);
+    if (ok) {
+        int f0 = vs_test_failures;
+        /* the oracle: the unpartitioned index (same centroids), in process */
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/one/part-0.vsidx", dir);
+        vs_index_t *idx;
+        CHECK(vs_index_load(path, &idx, err) == VS_OK);
+        const uint32_t probes[] = {1, 4, 32};
+        for (size_t pi = 0; pi < 3; pi++) {
+            float want_d[NQ * K];
+            int64_t want_i[NQ * K];
+            vs_search_params_t sp = {.nprobe = probes[pi]};
+            CHECK(vs_index_search(idx, NQ, q, K, &sp, 1, want_d, want_i, err) == VS_OK);
+            int code = -1;
+            char msg[VS_ERR_LEN] = "";
+            Vecshard__V1__SearchResponse *resp = search(q, NQ, probes[pi], &code, msg);
+            CHECKF(resp != NULL, "nprobe %u: %d %s", probes[pi], code, msg);
+            if (!resp)
+                continue;
+            size_t same = 0;
+            for (size_t i = 0; i < NQ; i++)
+                same += memcmp(resp->ids + i * K, want_i + i * K, K * sizeof(int64_t)) == 0;
+            CHECKF(same == NQ, "nprobe %u: %zu of %d queries equal the unpartitioned index", probes[pi], same,
+                   NQ);
+            CHECK(resp->coverage && !resp->coverage->partial && resp->coverage->partitions_total == P);
+            vecshard__v1__search_response__free_unpacked(resp, NULL);
+        }
+        vs_index_destroy(idx);
+        vs_test_case_done("equal_unpartitioned", vs_test_failures == f0);
+
+        /* fan-out: one query per request; nprobe 1 reaches one partition, nprobe 4 fewer than all */
+        f0 = vs_test_failures;
+        for (size_t pi = 0; pi < 2; pi++) {
+            double p0 = metric("vecshard_coordinator_fanout_partitions_total");
+            double r0 = metric("vecshard_coordinator_fanout_requests_total");
+            for (size_t i = 0; i < NQ; i++) {
+                int code;
+                char msg[VS_ERR_LEN];
+                Vecshard__V1__SearchResponse *resp = search(q + i * D, 1, probes[pi], &code, msg);
+                CHECK(resp != NULL);
+                if (resp)
+                    vecshard__v1__search_response__free_unpacked(resp, NULL);
+            }
+            double fan = (metric("vecshard_coordinator_fanout_partitions_total") - p0) /
+                         (metric("vecshard_coordinator_fanout_requests_total") - r0);
+            printf("  nprobe %u: mean fan-out %.2f of %d partitions\n", probes[pi], fan, P);
+            if (pi == 0)
+                CHECKF(fan == 1.0, "nprobe 1 fan-out %.2f", fan);
+            else
+                CHECKF(fan > 1.0 && fan < P, "nprobe 4 fan-out %.2f", fan);
+        }
+        vs_test_case_done("fanout", vs_test_failures == f0);
+    }
+    if (vs_test_failures) {
+        vs_test_proc_tail(&coord, 20);
+        for (int p = 0; p < P; p++)
+            vs_test_proc_tail(&shards[p], 5);
+    }
+    vs_rpc_channel_destroy(ch);
+    CHECK(vs_test_proc_stop(&coord, SIGTERM, 15) == 0);
+    for (int p = 0; p < P; p++)
+        vs_test_proc_stop(&shards[p], SIGTERM, 10);
+    free(x);
+    int rc = vs_test_finish();
+    if (rc == 0)
+        vs_test_cleanup("coordinator_cluster");
+    return rc;
+}
