@@ -223,21 +223,9 @@ static void wait_ready(double timeout_s)
 /* A counter from the coordinator's /metrics (-1 if absent). */
 static double coord_metric(const char *name)
 {
-    char cmd[2 * PATH_MAX], out[PATH_MAX];
-    snprintf(out, sizeof out, "%s/coord-metrics.txt", dir);
-    snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics -o %s", coord.metrics_port, out);
-    if (system(cmd) != 0)
-        return -1;
-    size_t len;
-    char *text = (char *)vs_test_read_file(out, &len);
-    double v = -1;
-    char pat[256];
-    snprintf(pat, sizeof pat, "\n%s ", name);
-    const char *at = text ? strstr(text, pat) : NULL;
-    if (at)
-        v = strtod(at + strlen(pat), NULL);
-    free(text);
-    return v;
+    char scratch[PATH_MAX];
+    snprintf(scratch, sizeof scratch, "%s/coord-metrics.txt", dir);
+    return vs_test_proc_metric(&coord, name, scratch);
 }
 
 /* Members of a partition in the coordinator's view (Status). */

@@ -36,19 +36,9 @@ static int run(const char *cmd)
 
 static double metric(const char *name)
 {
-    char cmd[2 * PATH_MAX], out[PATH_MAX];
-    snprintf(out, sizeof out, "%s/metrics.txt", dir);
-    snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics -o %s", coord.metrics_port, out);
-    if (system(cmd) != 0)
-        return -1;
-    size_t len;
-    char *text = (char *)vs_test_read_file(out, &len);
-    char pat[256];
-    snprintf(pat, sizeof pat, "\n%s ", name);
-    const char *at = text ? strstr(text, pat) : NULL;
-    double v = at ? strtod(at + strlen(pat), NULL) : -1;
-    free(text);
-    return v;
+    char scratch[PATH_MAX];
+    snprintf(scratch, sizeof scratch, "%s/metrics.txt", dir);
+    return vs_test_proc_metric(&coord, name, scratch);
 }
 
 static Vecshard__V1__SearchResponse *search(const float *q, size_t nq, uint32_t nprobe, int *code,

@@ -101,3 +101,24 @@ void vs_test_proc_tail(const vs_test_proc_t *p, int n)
     if (system(cmd) != 0)
         fprintf(stderr, "(no log %s)\n", p->log);
 }
+
+double vs_test_proc_metric(const vs_test_proc_t *p, const char *name, const char *scratch)
+{
+    char cmd[2 * PATH_MAX];
+    snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics -o %s", p->metrics_port, scratch);
+    if (system(cmd) != 0)
+        return -1;
+    FILE *f = fopen(scratch, "r");
+    if (!f)
+        return -1;
+    char line[1024];
+    size_t n = strlen(name);
+    double v = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, name, n) == 0 && line[n] == ' ') {
+            v = strtod(line + n + 1, NULL);
+            break;
+        }
+    fclose(f);
+    return v;
+}

@@ -26,6 +26,10 @@ int vs_test_proc_stop(vs_test_proc_t *p, int sig, double timeout_s);
 /* Sends sig without waiting (SIGSTOP, SIGCONT). */
 void vs_test_proc_signal(const vs_test_proc_t *p, int sig);
 
+/* A sample without labels from the process's /metrics ("name value"), -1 if absent or unreachable.
+ * scratch: a file path the scrape is written to. */
+double vs_test_proc_metric(const vs_test_proc_t *p, const char *name, const char *scratch);
+
 /* Prints the last n lines of the process's log to stderr. */
 void vs_test_proc_tail(const vs_test_proc_t *p, int n);
 
