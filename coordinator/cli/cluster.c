@@ -212,15 +212,16 @@ static int cmp_summary(const void *a, const void *b)
 void vs_admin_versions_summarise(const vs_admin_cluster_t *c, vs_admin_version_summary_t *out, size_t cap,
                                  size_t *out_n)
 {
-    /* distinct version names, in name order */
+    /* distinct version names: the first cap in order of appearance are kept, all are counted */
     size_t n = 0;
     for (size_t i = 0; i < c->n_members; i++)
         for (size_t h = 0; h < c->members[i].n_held; h++) {
             const char *name = c->members[i].held[h].name;
-            size_t j = 0;
-            while (j < n && j < cap && strcmp(out[j].name, name) != 0)
-                j++;
-            if (j < n)
+            int before = 0;
+            for (size_t i2 = 0; i2 <= i && !before; i2++)
+                for (size_t h2 = 0; h2 < (i2 == i ? h : c->members[i2].n_held) && !before; h2++)
+                    before = strcmp(c->members[i2].held[h2].name, name) == 0;
+            if (before)
                 continue;
             if (n < cap) {
                 memset(&out[n], 0, sizeof out[n]);
