@@ -128,4 +128,40 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *ch, const char *method, const void
                             int64_t timeout_ms, int *out_code, char message[VS_ERR_LEN], uint8_t **out_body,
                             size_t *out_len);
 
+/* ---- concurrent calls driven by the caller's thread (fan-out) ---- */
+
+/* A set of unary calls in flight on one completion queue, possibly to different channels: the
+ * coordinator starts one per partition (and hedges), then collects answers as they come, with a timeout
+ * so it can act between them. Not thread-safe: one thread drives a multi. */
+typedef struct vs_rpc_multi vs_rpc_multi_t;
+
+typedef struct vs_rpc_result {
+    void *user; /* what vs_rpc_multi_start was given */
+    int code;   /* gRPC status */
+    char message[VS_ERR_LEN];
+    uint8_t *body; /* response when OK (malloc'd; the caller frees it) */
+    size_t body_len;
+    double seconds; /* start to completion */
+} vs_rpc_result_t;
+
+vs_status vs_rpc_multi_create(vs_rpc_multi_t **out, char err[VS_ERR_LEN]);
+
+/* Starts a call of method on ch with req (copied) and a deadline timeout_ms from now (<= 0: none).
+ * Returns a handle > 0 (for vs_rpc_multi_cancel) or 0 when the call could not start (*err says why). */
+uint64_t vs_rpc_multi_start(vs_rpc_multi_t *m, vs_rpc_channel_t *ch, const char *method, const void *req,
+                            size_t len, int64_t timeout_ms, void *user, char err[VS_ERR_LEN]);
+
+/* Waits up to timeout_ms (< 0: forever) for the next finished call. 1: *out is filled; 0: timeout;
+ * -1: no call is in flight. */
+int vs_rpc_multi_next(vs_rpc_multi_t *m, int64_t timeout_ms, vs_rpc_result_t *out);
+
+/* Cancels a call still in flight (its result then arrives as CANCELLED). Unknown handles are ignored. */
+void vs_rpc_multi_cancel(vs_rpc_multi_t *m, uint64_t handle);
+
+/* Calls in flight. */
+size_t vs_rpc_multi_pending(const vs_rpc_multi_t *m);
+
+/* Cancels what is still in flight, waits for it, frees. NULL is a no-op. */
+void vs_rpc_multi_destroy(vs_rpc_multi_t *m);
+
 #endif

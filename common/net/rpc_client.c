@@ -192,3 +192,10 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *c, const char *method, const void 
     cq_give(c, cq);
     return st;
 }
+
+/* For rpc_multi.c (same library): the grpc channel behind ch. */
+grpc_channel *vs_rpc_channel_grpc(vs_rpc_channel_t *ch);
+grpc_channel *vs_rpc_channel_grpc(vs_rpc_channel_t *ch)
+{
+    return ch->ch;
+}

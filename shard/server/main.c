@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/net/health.h"
 #include "common/net/rpc.h"
+#include "common/net/serve.h"
 #include "shard/server/manifest.h"
 #include "shard/server/membership.h"
 #include "shard/server/metrics.h"
@@ -305,19 +306,6 @@ static void advertise_address(const config_t *c, int port, char *buf, size_t n)
     snprintf(buf, n, "%s:%d", host, port);
 }
 
-static int write_port_file(const char *path, int grpc_port, int metrics_port)
-{
-    char tmp[PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
-        return -1;
-    fprintf(f, "grpc=%d\nmetrics=%d\n", grpc_port, metrics_port);
-    if (fclose(f) != 0)
-        return -1;
-    return rename(tmp, path);
-}
-
 int main(int argc, char **argv)
 {
     app_t a;
@@ -330,11 +318,7 @@ int main(int argc, char **argv)
 
     /* Every thread created from here on inherits the blocked set; main takes them with sigwait. */
     sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    vs_serve_block_signals(&sigs);
 
     char err[VS_ERR_LEN];
     char host[256];
@@ -420,7 +404,7 @@ int main(int argc, char **argv)
         vs_log(VS_LOG_INFO, "registered as %s (lease TTL %ld s)", vs_membership_key(a.members),
                a.cfg.lease_ttl_s);
     }
-    if (a.cfg.port_file && write_port_file(a.cfg.port_file, port, metrics_port) != 0)
+    if (a.cfg.port_file && vs_serve_write_port_file(a.cfg.port_file, port, metrics_port) != 0)
         vs_log(VS_LOG_WARN, "cannot write --port-file %s", a.cfg.port_file);
 
     pthread_t loader;

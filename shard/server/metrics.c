@@ -6,40 +6,22 @@
 
 #include "common/net/http.h"
 #include "common/net/metrics.h"
+#include "common/net/serve.h"
 #include "shard/server/metrics.h"
 
 struct vs_shard_metrics {
     vs_metrics_t *reg;
     vs_http_t *http;
     vs_shard_t *shard;
-    vs_metric_family_t *handled, *handling;
+    vs_rpc_metrics_t rpcm;
     pthread_mutex_t mu; /* membership */
     vs_membership_t *membership;
     uint64_t etcd_errors, etcd_rereg; /* last values read from membership */
 };
 
-static const char *const grpc_code_names[] = {
-    "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
-    "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
-    "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
-    "DataLoss", "Unauthenticated"};
-
 void vs_shard_metrics_on_call(void *user, const char *path, int code, double seconds)
 {
-    vs_shard_metrics_t *m = user;
-    /* "/pkg.Service/Method" -> service, method; unknown methods are counted under "unknown". */
-    char service[128] = "unknown", method[128] = "unknown";
-    const char *slash = path && path[0] == '/' ? strchr(path + 1, '/') : NULL;
-    if (slash) {
-        snprintf(service, sizeof service, "%.*s", (int)(slash - path - 1), path + 1);
-        snprintf(method, sizeof method, "%s", slash + 1);
-    }
-    const char *cn = code >= 0 && code < (int)(sizeof grpc_code_names / sizeof *grpc_code_names)
-                         ? grpc_code_names[code]
-                         : "Unknown";
-    vs_counter_inc(VS_COUNTER_WITH(m->handled, "unary", service, method, cn));
-    if (slash)
-        vs_histogram_observe(VS_HISTOGRAM_WITH(m->handling, "unary", service, method), seconds);
+    vs_rpc_metrics_on_done(&((vs_shard_metrics_t *)user)->rpcm, path, code, seconds);
 }
 
 /* Scrape-time values read from the shard. */
@@ -123,20 +105,12 @@ vs_status vs_shard_metrics_create(vs_shard_metrics_t **out, char err[VS_ERR_LEN]
         return vs_errf(err, VS_ERR_NOMEM, "metrics: out of memory");
     }
     pthread_mutex_init(&m->mu, NULL);
-    static const char *const handled_labels[] = {"grpc_type", "grpc_service", "grpc_method", "grpc_code"};
-    m->handled = vs_metrics_counter(m->reg, "grpc_server_handled_total",
-                                    "RPCs completed on the server, regardless of success or failure.", 4,
-                                    handled_labels);
-    m->handling =
-        vs_metrics_histogram(m->reg, "grpc_server_handling_seconds",
-                             "Response latency of RPCs handled by the server (from arrival at a worker to "
-                             "the reply being queued).",
-                             3, handled_labels, vs_metrics_fine_buckets, VS_METRICS_FINE_BUCKETS_N);
     *out = m;
-    if (!m->handled || !m->handling) {
-        vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(m->reg));
+    vs_status st = vs_rpc_metrics_init(&m->rpcm, m->reg, err);
+    if (st != VS_OK) {
         vs_shard_metrics_stop(m);
-        return VS_ERR_INTERNAL;
+        *out = NULL;
+        return st;
     }
     return VS_OK;
 }
@@ -179,21 +153,7 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, const ch
     if (!vs_metrics_add_build_info(m->reg, "vecshard_build_info", "vecshard version of this binary.",
                                    "0.1.0"))
         return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(m->reg));
-    if (!listen || strcmp(listen, "none") == 0)
-        return VS_OK;
-    const char *colon = strrchr(listen, ':');
-    char host[256];
-    char *end;
-    long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == listen || *end || port < 0 || port > 65535 ||
-        (size_t)(colon - listen) >= sizeof host)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "metrics address '%s' is not host:port", listen);
-    snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
-    uint16_t bound = 0;
-    st = vs_http_start(host, (uint16_t)port, m->reg, &m->http, &bound, err);
-    if (st == VS_OK)
-        *out_port = bound;
-    return st;
+    return vs_serve_http(listen, m->reg, &m->http, out_port, err);
 }
 
 void vs_shard_metrics_set_membership(vs_shard_metrics_t *m, vs_membership_t *mem)

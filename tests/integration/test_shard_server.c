@@ -21,6 +21,7 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "shard/index/index.h"
 #include "tests/integration/etcd_fixture.h"
+#include "tests/support/proc.h"
 #include "tests/support/version_fixture.h"
 #include "tests/testlib.h"
 #include "vecshard/v1/shard.pb-c.h"
@@ -42,100 +43,45 @@ static double now_s(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-typedef struct shard_proc {
-    pid_t pid;
-    int grpc_port, metrics_port;
-    char port_file[PATH_MAX];
-    char log[PATH_MAX];
-} shard_proc_t;
+typedef vs_test_proc_t shard_proc_t;
 
-/* Starts vecshard-shard; listen "127.0.0.1:0" for an ephemeral port. Waits for the port file (10 s). */
+/* Starts vecshard-shard; listen "127.0.0.1:0" for an ephemeral port; delay_ms: --debug-delay-ms or NULL. */
 static int shard_start(shard_proc_t *p, const char *listen, const char *replica, const char *delay_ms)
 {
-    memset(p, 0, sizeof *p);
-    const char *bin = getenv("VS_BIN_DIR");
-    char exe[PATH_MAX];
-    snprintf(exe, sizeof exe, "%s/vecshard-shard", bin ? bin : "build/bin");
-    snprintf(p->port_file, sizeof p->port_file, "%s/ports-%s", vs_test_tmpdir("shard_server"), replica);
-    snprintf(p->log, sizeof p->log, "%s/log-%s", vs_test_tmpdir("shard_server"), replica);
-    unlink(p->port_file);
     char ttl[16];
     snprintf(ttl, sizeof ttl, "%d", TTL_S);
-    p->pid = fork();
-    if (p->pid == 0) {
-        int fd = fileno(fopen(p->log, "a"));
-        dup2(fd, 2);
-        dup2(fd, 1);
-        const char *args[32] = {exe,
-                                "--listen",
-                                listen,
-                                "--metrics-listen",
-                                "127.0.0.1:0",
-                                "--manifest",
-                                v1.manifest,
-                                "--partition",
-                                "0",
-                                "--cluster",
-                                "t1",
-                                "--replica-id",
-                                replica,
-                                "--etcd",
-                                vs_etcd_fixture_endpoint(etcd_fx),
-                                "--lease-ttl",
-                                ttl,
-                                "--threads",
-                                "2",
-                                "--grace-ms",
-                                "2000",
-                                "--port-file",
-                                p->port_file,
-                                NULL};
-        if (delay_ms) {
-            args[23] = "--debug-delay-ms";
-            args[24] = delay_ms;
-            args[25] = NULL;
-        }
-        execv(exe, (char *const *)args);
-        _exit(127);
+    const char *args[32] = {"--listen",
+                            listen,
+                            "--metrics-listen",
+                            "127.0.0.1:0",
+                            "--manifest",
+                            v1.manifest,
+                            "--partition",
+                            "0",
+                            "--cluster",
+                            "t1",
+                            "--replica-id",
+                            replica,
+                            "--etcd",
+                            vs_etcd_fixture_endpoint(etcd_fx),
+                            "--lease-ttl",
+                            ttl,
+                            "--threads",
+                            "2",
+                            "--grace-ms",
+                            "2000",
+                            NULL};
+    if (delay_ms) {
+        args[20] = "--debug-delay-ms";
+        args[21] = delay_ms;
+        args[22] = NULL;
     }
-    double t0 = now_s();
-    while (now_s() - t0 < 10) {
-        FILE *f = fopen(p->port_file, "r");
-        if (f) {
-            int ok = fscanf(f, "grpc=%d\nmetrics=%d", &p->grpc_port, &p->metrics_port) == 2;
-            fclose(f);
-            if (ok)
-                return 0;
-        }
-        int status;
-        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
-            p->pid = 0;
-            return -1; /* exited */
-        }
-        usleep(20000);
-    }
-    return -1;
+    return vs_test_proc_start(p, vs_test_tmpdir("shard_server"), replica, "vecshard-shard", args);
 }
 
-/* Sends sig and waits for exit (timeout_s); returns the exit status or -1. */
 static int shard_signal_wait(shard_proc_t *p, int sig, double timeout_s)
 {
-    if (p->pid <= 0)
-        return -1;
-    kill(p->pid, sig);
-    double t0 = now_s();
-    int status;
-    while (now_s() - t0 < timeout_s) {
-        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
-            p->pid = 0;
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        }
-        usleep(10000);
-    }
-    kill(p->pid, SIGKILL);
-    waitpid(p->pid, &status, 0);
-    p->pid = 0;
-    return -1;
+    return vs_test_proc_stop(p, sig, timeout_s);
 }
 
 static int call(vs_rpc_channel_t *ch, const char *method, const void *req, size_t len, char msg[VS_ERR_LEN],

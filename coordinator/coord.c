@@ -1,0 +1,644 @@
+/* coord.c: request handling of the coordinator (coord.h). */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/topk.h"
+#include "coordinator/coord.h"
+#include "shard/server/manifest.h"
+#include "vecshard/v1/coordinator.pb-c.h"
+#include "vecshard/v1/shard.pb-c.h"
+
+#define MAX_TRIES 8
+
+typedef struct version_entry {
+    char name[VS_NAME_LEN];
+    char model[VS_NAME_LEN];
+    vs_router_t router;
+} version_entry_t;
+
+struct vs_coord {
+    vs_coord_opts_t o;
+    vs_view_t *view;
+    pthread_mutex_t mu; /* versions, active */
+    version_entry_t *versions[VS_COORD_MAX_VERSIONS];
+    size_t n_versions;
+    version_entry_t *active;
+    vs_coord_stats_t stats;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t **out, char err[VS_ERR_LEN])
+{
+    vs_coord_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    if (o)
+        c->o = *o;
+    if (c->o.min_hedge_delay_ms <= 0)
+        c->o.min_hedge_delay_ms = 1;
+    if (c->o.default_timeout_ms <= 0)
+        c->o.default_timeout_ms = 1000;
+    if (c->o.max_batch == 0)
+        c->o.max_batch = 10000;
+    c->view = view;
+    pthread_mutex_init(&c->mu, NULL);
+    *out = c;
+    return VS_OK;
+}
+
+void vs_coord_destroy(vs_coord_t *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n_versions; i++) {
+        vs_router_fini(&c->versions[i]->router);
+        free(c->versions[i]);
+    }
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+vs_coord_stats_t *vs_coord_stats(vs_coord_t *c)
+{
+    return &c->stats;
+}
+
+vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *model_version,
+                               vs_router_t *router, char err[VS_ERR_LEN])
+{
+    if (!vs_version_name_valid(version)) {
+        vs_router_fini(router);
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "version name \"%s\" is not valid", version);
+    }
+    version_entry_t *e = calloc(1, sizeof *e);
+    if (!e) {
+        vs_router_fini(router);
+        return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    }
+    snprintf(e->name, sizeof e->name, "%s", version);
+    snprintf(e->model, sizeof e->model, "%s", model_version ? model_version : "");
+    e->router = *router;
+    memset(router, 0, sizeof *router);
+    vs_status st = VS_OK;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n_versions; i++)
+        if (strcmp(c->versions[i]->name, version) == 0)
+            st = vs_errf(err, VS_ERR_ALREADY_EXISTS, "version %s is already known", version);
+    if (st == VS_OK && c->n_versions == VS_COORD_MAX_VERSIONS)
+        st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "at most %d versions", VS_COORD_MAX_VERSIONS);
+    if (st == VS_OK) {
+        c->versions[c->n_versions++] = e;
+        if (!c->active)
+            c->active = e;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (st != VS_OK) {
+        vs_router_fini(&e->router);
+        free(e);
+    }
+    return st;
+}
+
+vs_status vs_coord_add_manifest(vs_coord_t *c, const char *path, char err[VS_ERR_LEN])
+{
+    vs_manifest_t m;
+    vs_status st = vs_manifest_load(path, &m, err);
+    if (st != VS_OK)
+        return st;
+    vs_router_t r;
+    if (strcmp(m.partitioning, "hash") == 0)
+        st = vs_router_init_hash(&r, m.metric, m.dim, m.n_partitions, err);
+    else
+        st = vs_errf(err, VS_ERR_UNSUPPORTED, "manifest %s: cluster partitioning needs the list map", path);
+    if (st == VS_OK)
+        st = vs_coord_add_version(c, m.version, m.model_version, &r, err);
+    vs_manifest_fini(&m);
+    return st;
+}
+
+vs_status vs_coord_activate(vs_coord_t *c, const char *version, char err[VS_ERR_LEN])
+{
+    vs_status st = vs_errf(err, VS_ERR_NOT_FOUND, "version %s is not known to this coordinator", version);
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n_versions; i++)
+        if (strcmp(c->versions[i]->name, version) == 0) {
+            c->active = c->versions[i];
+            st = VS_OK;
+        }
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+int vs_coord_ready(vs_coord_t *c)
+{
+    pthread_mutex_lock(&c->mu);
+    version_entry_t *a = c->active;
+    pthread_mutex_unlock(&c->mu);
+    if (!a)
+        return 0;
+    for (uint32_t p = 0; p < a->router.n_partitions; p++)
+        if (vs_view_live(c->view, a->name, p) == 0)
+            return 0;
+    return 1;
+}
+
+/* The version a request is served by (versions are never removed, so the pointer stays valid). */
+static vs_status choose_version(vs_coord_t *c, const char *pinned, const char *model, version_entry_t **out,
+                                char err[VS_ERR_LEN])
+{
+    vs_status st = VS_OK;
+    char names[VS_ERR_LEN / 2] = "";
+    size_t off = 0;
+    pthread_mutex_lock(&c->mu);
+    *out = NULL;
+    if (pinned && *pinned) {
+        for (size_t i = 0; i < c->n_versions; i++)
+            if (strcmp(c->versions[i]->name, pinned) == 0)
+                *out = c->versions[i];
+        if (!*out) {
+            for (size_t i = 0; i < c->n_versions && off < sizeof names - 1; i++)
+                off += (size_t)snprintf(names + off, sizeof names - off, "%s%s", i ? ", " : "",
+                                        c->versions[i]->name);
+            st = vs_errf(err, VS_ERR_NOT_FOUND, "index version \"%.100s\" is not served (served: %s)", pinned,
+                         off ? names : "none");
+        } else if (model && *model && strcmp((*out)->model, model) != 0) {
+            st = vs_errf(err, VS_ERR_FAILED_PRECONDITION,
+                         "index version %s was built from embedding model \"%s\", not \"%.100s\"",
+                         (*out)->name, (*out)->model, model);
+        }
+    } else if (model && *model) {
+        if (c->active && strcmp(c->active->model, model) == 0)
+            *out = c->active;
+        for (size_t i = 0; i < c->n_versions && !*out; i++)
+            if (strcmp(c->versions[i]->model, model) == 0)
+                *out = c->versions[i];
+        if (!*out) {
+            for (size_t i = 0; i < c->n_versions && off < sizeof names - 1; i++)
+                off += (size_t)snprintf(names + off, sizeof names - off, "%s%s (model %s)", i ? ", " : "",
+                                        c->versions[i]->name, c->versions[i]->model);
+            st = vs_errf(err, VS_ERR_FAILED_PRECONDITION,
+                         "no index version is built from embedding model \"%.100s\" (versions: %s)", model,
+                         off ? names : "none");
+        }
+    } else {
+        *out = c->active;
+        if (!*out)
+            st = vs_errf(err, VS_ERR_UNAVAILABLE, "no active index version");
+    }
+    pthread_mutex_unlock(&c->mu);
+    return st;
+}
+
+typedef struct part_state {
+    uint32_t partition;
+    uint8_t *req; /* owned unless shared */
+    size_t len;
+    int shared_req;
+    vs_replica_t *tried[MAX_TRIES];
+    size_t n_tried;
+    int inflight;
+    uint64_t handles[2];
+    double hedge_at;
+    int hedged, done, failed;
+    Vecshard__V1__ShardSearchResponse *resp;
+    char reason[256];
+} part_state_t;
+
+typedef struct call_ctx {
+    size_t part;
+    vs_replica_t *replica;
+    int is_hedge;
+    int slot; /* index into handles */
+} call_ctx_t;
+
+/* Client errors: every replica would say the same, so the request ends with this status. */
+static int client_error(int code)
+{
+    return code == VS_GRPC_INVALID_ARGUMENT || code == 11 /* OUT_OF_RANGE */;
+}
+
+static vs_status vs_from_grpc(int code)
+{
+    switch (code) {
+    case VS_GRPC_INVALID_ARGUMENT:
+        return VS_ERR_INVALID_ARGUMENT;
+    case 11:
+        return VS_ERR_OUT_OF_RANGE;
+    case VS_GRPC_NOT_FOUND:
+        return VS_ERR_NOT_FOUND;
+    case VS_GRPC_FAILED_PRECONDITION:
+        return VS_ERR_FAILED_PRECONDITION;
+    case VS_GRPC_DEADLINE_EXCEEDED:
+        return VS_ERR_DEADLINE_EXCEEDED;
+    default:
+        return VS_ERR_UNAVAILABLE;
+    }
+}
+
+/* Starts a call for part t on a replica not tried yet; 1 if started. */
+static int start_call(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *ps, size_t t, const char *version,
+                      double deadline, int is_hedge)
+{
+    if (ps->n_tried == MAX_TRIES)
+        return 0;
+    vs_replica_t *r = vs_view_pick(c->view, version, ps->partition, ps->tried, ps->n_tried);
+    if (!r)
+        return 0;
+    call_ctx_t *ctx = malloc(sizeof *ctx);
+    if (!ctx) {
+        vs_replica_done(r, 0, 0);
+        return 0;
+    }
+    int slot = ps->handles[0] ? 1 : 0;
+    *ctx = (call_ctx_t){t, r, is_hedge, slot};
+    int64_t timeout_ms = (int64_t)((deadline - now_s()) * 1e3);
+    if (timeout_ms < 1)
+        timeout_ms = 1;
+    char err[VS_ERR_LEN];
+    uint64_t h = vs_rpc_multi_start(m, vs_replica_channel(r), "/vecshard.v1.Shard/Search", ps->req, ps->len,
+                                    timeout_ms, ctx, err);
+    ps->tried[ps->n_tried++] = r; /* borrowed pointer for skipping; the reference is the call's */
+    if (!h) {
+        vs_replica_done(r, 0, 0);
+        free(ctx);
+        return 0;
+    }
+    ps->handles[slot] = h;
+    ps->inflight++;
+    atomic_fetch_add(&c->stats.shard_calls, 1);
+    double delay = c->o.hedge_delay_ms > 0 ? c->o.hedge_delay_ms
+                                           : fmax(c->o.min_hedge_delay_ms, vs_replica_p95_ms(r, 10.0));
+    if (!is_hedge)
+        ps->hedge_at = now_s() + delay * 1e-3;
+    return 1;
+}
+
+/* Handles one finished call. Returns VS_OK, or a client error that ends the request. */
+static vs_status on_result(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *parts, vs_rpc_result_t *res,
+                           const char *version, double deadline, char err[VS_ERR_LEN])
+{
+    call_ctx_t *ctx = res->user;
+    part_state_t *ps = &parts[ctx->part];
+    ps->inflight--;
+    ps->handles[ctx->slot] = 0;
+    int ok = res->code == VS_GRPC_OK;
+    Vecshard__V1__ShardSearchResponse *resp = NULL;
+    if (ok) {
+        resp = vecshard__v1__shard_search_response__unpack(NULL, res->body_len, res->body);
+        if (!resp || strcmp(resp->index_version, version) != 0 || resp->partition != ps->partition) {
+            ok = 0;
+            res->code = VS_GRPC_INTERNAL;
+            snprintf(res->message, sizeof res->message, "answer from version %s partition %u, expected %s/%u",
+                     resp ? resp->index_version : "?", resp ? resp->partition : 0, version, ps->partition);
+        }
+    }
+    vs_replica_done(ctx->replica, res->seconds, ok);
+    free(res->body);
+    vs_status st = VS_OK;
+    if (ps->done || ps->failed) {
+        /* a loser (hedge or primary after the other won) */
+    } else if (ok) {
+        ps->done = 1;
+        ps->resp = resp;
+        resp = NULL;
+        if (ctx->is_hedge)
+            atomic_fetch_add(&c->stats.hedges_won, 1);
+        for (int s = 0; s < 2; s++)
+            if (ps->handles[s])
+                vs_rpc_multi_cancel(m, ps->handles[s]);
+    } else {
+        atomic_fetch_add(&c->stats.shard_failures, 1);
+        if (client_error(res->code)) {
+            st = vs_errf(err, vs_from_grpc(res->code), "partition %u: %s", ps->partition, res->message);
+        } else if (ps->inflight == 0) {
+            if (now_s() < deadline && start_call(c, m, ps, ctx->part, version, deadline, 0)) {
+                atomic_fetch_add(&c->stats.retries, 1);
+            } else {
+                ps->failed = 1;
+                snprintf(ps->reason, sizeof ps->reason, "partition %u: %s (%.150s); no other replica",
+                         ps->partition,
+                         res->code == VS_GRPC_DEADLINE_EXCEEDED ? "deadline exceeded" : "call failed",
+                         res->message);
+            }
+        }
+    }
+    if (resp)
+        vecshard__v1__shard_search_response__free_unpacked(resp, NULL);
+    free(ctx);
+    return st;
+}
+
+/* Encodes the shard request for part t. */
+static uint8_t *shard_request(const Vecshard__V1__SearchRequest *r, const vs_route_plan_t *plan, size_t t,
+                              const char *version, uint32_t dim, size_t *len)
+{
+    Vecshard__V1__ShardSearchRequest s = VECSHARD__V1__SHARD_SEARCH_REQUEST__INIT;
+    Vecshard__V1__SearchParams sp = VECSHARD__V1__SEARCH_PARAMS__INIT;
+    Vecshard__V1__PartitionRef pr = VECSHARD__V1__PARTITION_REF__INIT;
+    const vs_route_part_t *part = &plan->parts[t];
+    float *q = NULL;
+    s.dim = dim;
+    s.k = r->k;
+    s.index_version = (char *)version;
+    if (r->params) {
+        sp = *r->params;
+        s.params = &sp;
+    }
+    if (part->query_idx) { /* cluster routing: this partition's queries and lists */
+        q = malloc(part->nq * dim * sizeof(float));
+        if (!q)
+            return NULL;
+        for (size_t j = 0; j < part->nq; j++)
+            memcpy(q + j * dim, r->queries + (size_t)part->query_idx[j] * dim, dim * sizeof(float));
+        s.queries = q;
+        s.n_queries = part->nq * dim;
+        s.lists_per_query = plan->lists_per_query;
+        s.lists = part->lists;
+        s.n_lists = part->nq * plan->lists_per_query;
+        sp.nprobe = 0;
+        pr.id = part->partition;
+        s.partition = &pr;
+    } else {
+        s.queries = r->queries;
+        s.n_queries = r->n_queries;
+    }
+    *len = vecshard__v1__shard_search_request__get_packed_size(&s);
+    uint8_t *buf = malloc(*len ? *len : 1);
+    if (buf)
+        vecshard__v1__shard_search_request__pack(&s, buf);
+    free(q);
+    return buf;
+}
+
+vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, int64_t timeout_ms,
+                             uint8_t **out, size_t *out_len, char err[VS_ERR_LEN])
+{
+    atomic_fetch_add(&c->stats.requests, 1);
+    Vecshard__V1__SearchRequest *r = vecshard__v1__search_request__unpack(NULL, reqlen, reqb);
+    if (!r)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "malformed vecshard.v1.SearchRequest (%zu bytes)",
+                       reqlen);
+    vs_status st = VS_OK;
+    version_entry_t *ver = NULL;
+    vs_route_plan_t plan = {0};
+    part_state_t *parts = NULL;
+    vs_rpc_multi_t *m = NULL;
+    size_t nq = 0;
+    if (r->dim == 0 || r->n_queries == 0 || r->n_queries % r->dim != 0)
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu floats is not a non-empty batch of %u-dim queries",
+                     r->n_queries, r->dim);
+    else if ((nq = r->n_queries / r->dim) > c->o.max_batch)
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "batch of %zu queries is above the limit of %zu", nq,
+                     c->o.max_batch);
+    else if (r->k == 0 || r->k > VS_TOPK_MAX_K)
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %u is out of range 1..%u", r->k, VS_TOPK_MAX_K);
+    else if (!(r->min_coverage >= 0 && r->min_coverage <= 1))
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "min_coverage = %g is out of range 0..1", r->min_coverage);
+    else
+        st = vs_check_finite(r->queries, nq, r->dim, "query", err);
+    if (st == VS_OK)
+        st = choose_version(c, r->index_version, r->model_version, &ver, err);
+    if (st == VS_OK && r->dim != ver->router.dim)
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "dim = %u, but index version %s has dim %u", r->dim,
+                     ver->name, ver->router.dim);
+    if (st == VS_OK && ver->router.nlist && r->params && r->params->ef_search)
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "efSearch applies to HNSW indexes only");
+    if (st == VS_OK)
+        st = vs_router_plan(&ver->router, nq, r->queries, r->params ? r->params->nprobe : 0, &plan, err);
+    const size_t T = plan.n_parts;
+    if (st == VS_OK && !(parts = calloc(T ? T : 1, sizeof *parts)))
+        st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    if (st == VS_OK)
+        st = vs_rpc_multi_create(&m, err);
+    double t0 = now_s();
+    double deadline = t0 + (double)(timeout_ms > 0 ? timeout_ms : c->o.default_timeout_ms) * 1e-3;
+    for (size_t t = 0; st == VS_OK && t < T; t++) {
+        part_state_t *ps = &parts[t];
+        ps->partition = plan.parts[t].partition;
+        if (!plan.parts[t].query_idx && t > 0) { /* hash: one request for every partition */
+            ps->req = parts[0].req;
+            ps->len = parts[0].len;
+            ps->shared_req = 1;
+        } else if (!(ps->req = shard_request(r, &plan, t, ver->name, r->dim, &ps->len))) {
+            st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+        }
+    }
+    if (st == VS_OK) {
+        atomic_fetch_add(&c->stats.fanout_sum, T);
+        atomic_fetch_add(&c->stats.fanout_count, 1);
+        for (size_t t = 0; t < T; t++)
+            if (!start_call(c, m, &parts[t], t, ver->name, deadline, 0)) {
+                parts[t].failed = 1;
+                snprintf(parts[t].reason, sizeof parts[t].reason, "partition %u: no live replica serving %s",
+                         parts[t].partition, ver->name);
+            }
+    }
+    /* collect answers; hedge the slow; retry the failed */
+    while (st == VS_OK) {
+        double now = now_s();
+        if (now >= deadline)
+            break;
+        double wake = deadline;
+        int open = 0;
+        for (size_t t = 0; t < T; t++) {
+            part_state_t *ps = &parts[t];
+            if (ps->done || ps->failed)
+                continue;
+            open = 1;
+            if (!ps->hedged && ps->inflight == 1 && ps->hedge_at < wake)
+                wake = ps->hedge_at;
+        }
+        if (!open)
+            break;
+        vs_rpc_result_t res;
+        int got = vs_rpc_multi_next(m, (int64_t)ceil((wake - now) * 1e3), &res);
+        if (got == 1) {
+            st = on_result(c, m, parts, &res, ver->name, deadline, err);
+        } else if (got == 0) {
+            now = now_s();
+            for (size_t t = 0; t < T; t++) {
+                part_state_t *ps = &parts[t];
+                if (ps->done || ps->failed || ps->hedged || ps->inflight != 1 || ps->hedge_at > now)
+                    continue;
+                ps->hedged = 1;
+                if (start_call(c, m, ps, t, ver->name, deadline, 1))
+                    atomic_fetch_add(&c->stats.hedges_sent, 1);
+            }
+        } else {
+            break; /* nothing in flight */
+        }
+    }
+    /* cancel what is left and account for it */
+    if (m) {
+        for (size_t t = 0; t < T; t++)
+            for (int s = 0; s < 2; s++)
+                if (parts[t].handles[s])
+                    vs_rpc_multi_cancel(m, parts[t].handles[s]);
+        vs_rpc_result_t res;
+        while (vs_rpc_multi_next(m, -1, &res) == 1) { /* cancelled calls complete at once */
+            call_ctx_t *ctx = res.user;
+            part_state_t *ps = &parts[ctx->part];
+            if (!ps->done && !ps->failed) {
+                ps->failed = 1;
+                snprintf(ps->reason, sizeof ps->reason, "partition %u: deadline exceeded", ps->partition);
+            }
+            free(res.body);
+            vs_replica_done(ctx->replica, res.seconds, 0);
+            ps->inflight--;
+            free(ctx);
+        }
+        vs_rpc_multi_destroy(m);
+    }
+    /* coverage, merge, answer */
+    size_t answered = 0;
+    uint32_t total = ver ? ver->router.n_partitions : 0;
+    for (size_t t = 0; t < T; t++)
+        answered += parts[t].done;
+    /* partitions the router did not call (no query routed there) count as answered: nothing was lost */
+    size_t covered = st == VS_OK ? answered + (total - T) : 0;
+    float min_cov = r->min_coverage > 0 ? r->min_coverage : c->o.min_coverage;
+    if (st == VS_OK && (answered == 0 || (double)covered < (double)min_cov * total - 1e-9)) {
+        char reasons[VS_ERR_LEN / 2] = "";
+        size_t off = 0;
+        for (size_t t = 0; t < T && off < sizeof reasons - 1; t++)
+            if (!parts[t].done)
+                off += (size_t)snprintf(reasons + off, sizeof reasons - off, "%s%s", off ? "; " : "",
+                                        parts[t].reason);
+        st = vs_errf(err, VS_ERR_UNAVAILABLE, "%zu of %u partitions answered (min_coverage %.2f): %s",
+                     covered, total, (double)min_cov, reasons);
+        atomic_fetch_add(&c->stats.unavailable, 1);
+    }
+    if (st == VS_OK) {
+        size_t k = r->k;
+        float *dist = malloc(nq * k * sizeof(float));
+        int64_t *ids = malloc(nq * k * sizeof(int64_t));
+        const float **pd = calloc(T ? T : 1, sizeof *pd);
+        const int64_t **pi = calloc(T ? T : 1, sizeof *pi);
+        int *ok = calloc(T ? T : 1, sizeof *ok);
+        char **reasons = calloc(T ? T : 1, sizeof *reasons);
+        if (!dist || !ids || !pd || !pi || !ok || !reasons)
+            st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+        for (size_t t = 0; st == VS_OK && t < T; t++) {
+            Vecshard__V1__ShardSearchResponse *sr = parts[t].resp;
+            if (!parts[t].done)
+                continue;
+            if (sr->k != k || sr->n_ids != plan.parts[t].nq * k || sr->n_distances != sr->n_ids) {
+                st = vs_errf(err, VS_ERR_INTERNAL, "partition %u answered %zu results for %zu queries x %zu",
+                             parts[t].partition, sr->n_ids, plan.parts[t].nq, k);
+                break;
+            }
+            pd[t] = sr->distances;
+            pi[t] = sr->ids;
+            ok[t] = 1;
+        }
+        if (st == VS_OK)
+            st = vs_route_merge(&plan, k, vs_metric_larger_is_better(ver->router.metric), pd, pi, ok, dist,
+                                ids, err);
+        if (st == VS_OK) {
+            Vecshard__V1__SearchResponse resp = VECSHARD__V1__SEARCH_RESPONSE__INIT;
+            Vecshard__V1__Coverage cov = VECSHARD__V1__COVERAGE__INIT;
+            size_t nr = 0;
+            for (size_t t = 0; t < T; t++)
+                if (!parts[t].done)
+                    reasons[nr++] = parts[t].reason;
+            cov.partitions_total = total;
+            cov.partitions_answered = (uint32_t)covered;
+            cov.partial = covered < total;
+            cov.n_reasons = nr;
+            cov.reasons = reasons;
+            resp.nq = (uint32_t)nq;
+            resp.k = r->k;
+            resp.n_ids = resp.n_distances = nq * k;
+            resp.ids = ids;
+            resp.distances = dist;
+            resp.index_version = ver->name;
+            resp.coverage = &cov;
+            if (cov.partial)
+                atomic_fetch_add(&c->stats.partial, 1);
+            size_t n = vecshard__v1__search_response__get_packed_size(&resp);
+            *out = malloc(n ? n : 1);
+            if (!*out)
+                st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+            else
+                *out_len = vecshard__v1__search_response__pack(&resp, *out);
+        }
+        free(dist);
+        free(ids);
+        free(pd);
+        free(pi);
+        free(ok);
+        free(reasons);
+    }
+    for (size_t t = 0; parts && t < T; t++) {
+        if (!parts[t].shared_req)
+            free(parts[t].req);
+        if (parts[t].resp)
+            vecshard__v1__shard_search_response__free_unpacked(parts[t].resp, NULL);
+    }
+    free(parts);
+    vs_route_plan_fini(&plan);
+    vecshard__v1__search_request__free_unpacked(r, NULL);
+    return st;
+}
+
+vs_status vs_coord_status_pb(vs_coord_t *c, int etcd_connected, const char *cluster, uint8_t **out,
+                             size_t *out_len, char err[VS_ERR_LEN])
+{
+    size_t n = vs_view_members(c->view, NULL, 0);
+    vs_view_member_t *mem = calloc(n ? n : 1, sizeof *mem);
+    Vecshard__V1__MemberStatus *ms = calloc(n ? n : 1, sizeof *ms);
+    Vecshard__V1__MemberStatus **mp = calloc(n ? n : 1, sizeof *mp);
+    char **vers = calloc((n ? n : 1) * VS_VIEW_MAX_VERSIONS, sizeof *vers);
+    vs_status st = VS_OK;
+    if (!mem || !ms || !mp || !vers)
+        st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    if (st == VS_OK) {
+        n = vs_view_members(c->view, mem, n);
+        Vecshard__V1__StatusResponse resp = VECSHARD__V1__STATUS_RESPONSE__INIT;
+        char active[VS_NAME_LEN] = "";
+        pthread_mutex_lock(&c->mu);
+        if (c->active)
+            snprintf(active, sizeof active, "%s", c->active->name);
+        pthread_mutex_unlock(&c->mu);
+        for (size_t i = 0; i < n; i++) {
+            vecshard__v1__member_status__init(&ms[i]);
+            ms[i].replica_id = mem[i].replica_id;
+            ms[i].address = mem[i].address;
+            ms[i].partition = mem[i].partition;
+            ms[i].state = mem[i].state;
+            for (size_t j = 0; j < mem[i].n_versions; j++)
+                vers[i * VS_VIEW_MAX_VERSIONS + j] = mem[i].versions[j];
+            ms[i].versions = &vers[i * VS_VIEW_MAX_VERSIONS];
+            ms[i].n_versions = mem[i].n_versions;
+            ms[i].latency_ewma_ms = mem[i].latency_ewma_ms;
+            ms[i].outstanding = mem[i].outstanding;
+            mp[i] = &ms[i];
+        }
+        resp.cluster = (char *)cluster;
+        resp.active_version = active;
+        resp.members = mp;
+        resp.n_members = n;
+        resp.etcd_connected = etcd_connected;
+        size_t sz = vecshard__v1__status_response__get_packed_size(&resp);
+        *out = malloc(sz ? sz : 1);
+        if (!*out)
+            st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+        else
+            *out_len = vecshard__v1__status_response__pack(&resp, *out);
+    }
+    free(mem);
+    free(ms);
+    free(mp);
+    free(vers);
+    return st;
+}

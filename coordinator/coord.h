@@ -1,0 +1,69 @@
+/* coord.h: what the coordinator does with a client request, given a membership view: pick the index
+ * version (active, pinned, or by embedding model), plan the fan-out (router.h), call one replica per
+ * partition with retries on another replica and hedged copies after a delay, merge, and say how much of
+ * the index answered (coverage). The gRPC server (coordinator/main.c) only moves bytes.
+ *
+ * One response is always served by one index version: every shard call names the version, and an
+ * answer from another version is treated as a failed call. Tails: a partition's call is hedged to a
+ * second replica after that replica's p95 latency (or a fixed delay), and the first answer wins;
+ * UNAVAILABLE (or a broken connection) is retried on a replica not tried yet while time remains;
+ * errors that are the client's (INVALID_ARGUMENT, NOT_FOUND, ...) end the request with that status. */
+#ifndef VS_COORDINATOR_COORD_H
+#define VS_COORDINATOR_COORD_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coordinator/router.h"
+#include "coordinator/view.h"
+
+#define VS_COORD_MAX_VERSIONS 8
+
+typedef struct vs_coord_opts {
+    double hedge_delay_ms;      /* 0 = the replica's observed p95 (10 ms until it has 16 samples) */
+    double min_hedge_delay_ms;  /* floor of the p95-based delay (default 1 ms) */
+    int64_t default_timeout_ms; /* calls without a deadline get this (default 1000) */
+    float min_coverage;         /* used when a request gives 0 (default 0: any partial answer) */
+    size_t max_batch;           /* default 10,000 */
+} vs_coord_opts_t;
+
+/* Counters for /metrics (monotonic; read with atomic_load). */
+typedef struct vs_coord_stats {
+    atomic_ulong requests, partial, unavailable, hedges_sent, hedges_won, retries, shard_calls,
+        shard_failures;
+    atomic_ulong fanout_sum, fanout_count; /* partitions called per request */
+} vs_coord_stats_t;
+
+typedef struct vs_coord vs_coord_t;
+
+/* view is borrowed and must outlive the coordinator. */
+vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t **out, char err[VS_ERR_LEN]);
+void vs_coord_destroy(vs_coord_t *c);
+
+/* Adds a version the coordinator can serve: name, embedding model, metric, dim and its router (taken:
+ * the coordinator finalises it). The first version added becomes active. */
+vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *model_version,
+                               vs_router_t *router, char err[VS_ERR_LEN]);
+
+/* Adds the version a manifest describes (hash or cluster partitioning; cluster reads the centroids file
+ * and the list map). */
+vs_status vs_coord_add_manifest(vs_coord_t *c, const char *manifest_path, char err[VS_ERR_LEN]);
+
+vs_status vs_coord_activate(vs_coord_t *c, const char *version, char err[VS_ERR_LEN]);
+
+/* 1 when every partition of the active version has at least one usable replica. */
+int vs_coord_ready(vs_coord_t *c);
+
+/* Answers a vecshard.v1.SearchRequest within timeout_ms (the client's deadline; <= 0: the default).
+ * On VS_OK *out holds a SearchResponse (malloc'd). Thread-safe. */
+vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *req, size_t len, int64_t timeout_ms, uint8_t **out,
+                             size_t *out_len, char err[VS_ERR_LEN]);
+
+/* Answers vecshard.v1.Coordinator/Status. etcd_connected is reported as given. */
+vs_status vs_coord_status_pb(vs_coord_t *c, int etcd_connected, const char *cluster, uint8_t **out,
+                             size_t *out_len, char err[VS_ERR_LEN]);
+
+vs_coord_stats_t *vs_coord_stats(vs_coord_t *c);
+
+#endif

@@ -1,0 +1,446 @@
+/* main.c: vecshard-coordinator, the process clients talk to. Parses flags and wires the modules: the
+ * membership view (view.h, fed by an etcd watch or a static list), the request engine (coord.h), gRPC
+ * (rpc.h, health.h) and /metrics. SIGTERM/SIGINT: health NOT_SERVING, in-flight calls finish within
+ * --grace-ms, exit 0. */
+#include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/net/etcd.h"
+#include "common/net/health.h"
+#include "common/net/http.h"
+#include "common/net/metrics.h"
+#include "common/net/rpc.h"
+#include "common/net/serve.h"
+#include "coordinator/coord.h"
+#include "shard/server/manifest.h"
+
+#define MAX_MANIFESTS VS_COORD_MAX_VERSIONS
+
+typedef struct config {
+    const char *listen, *cluster, *etcd, *shards, *active, *metrics_listen, *port_file;
+    const char *manifests[MAX_MANIFESTS];
+    size_t n_manifests;
+    long threads, grace_ms, timeout_ms;
+    double hedge_delay_ms, min_coverage;
+} config_t;
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: vecshard-coordinator --manifest FILE (--etcd URLS | --shards P=host:port,...) [options]\n"
+        "Answers vecshard.v1.Coordinator/Search by fanning out to the shards of an index version (every\n"
+        "partition for hash partitioning; only the partitions owning each query's nprobe nearest lists for\n"
+        "cluster partitioning), hedging slow replicas, retrying failed ones, and merging the top-k.\n"
+        "\n"
+        "  --listen ADDR         gRPC address (default 0.0.0.0:50050; port 0 = ephemeral)\n"
+        "  --manifest FILE       an index version's manifest.json (repeatable, up to %d)\n"
+        "  --active VERSION      version for requests that name none (default: the last manifest's)\n"
+        "  --etcd URLS           watch /vecshard/<cluster>/members/ in etcd (comma-separated URLs)\n"
+        "  --shards SPEC         static membership instead: P=host:port,P=host:port (replicas repeat P)\n"
+        "  --cluster NAME        cluster name in etcd keys (default 'default')\n"
+        "  --hedge-delay-ms MS   send a hedged copy after MS (default 0 = each replica's observed p95)\n"
+        "  --min-coverage F      fraction of partitions that must answer when a request gives 0 (default 0)\n"
+        "  --timeout-ms MS       deadline for requests that carry none (default 1000)\n"
+        "  --threads N           gRPC worker threads (default: 2 per CPU; workers mostly wait on shards)\n"
+        "  --metrics-listen A    HTTP address for /metrics and /healthz (default 0.0.0.0:9101; 'none' = "
+        "off)\n"
+        "  --grace-ms MS         on SIGTERM, time in-flight calls get to finish (default 10000)\n"
+        "  --port-file FILE      write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
+        "  -h, --help            this help\n"
+        "\n"
+        "Health: \"\" and \"vecshard.v1.Coordinator\" are SERVING while every partition of the active "
+        "version\n"
+        "has a live replica; \"liveness\" while the process runs.\n",
+        MAX_MANIFESTS);
+}
+
+static int parse_num(const char *flag, const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!*s || *end || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "vecshard-coordinator: %s '%s' must be a number in %g..%g\n", flag, s, lo, hi);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, config_t *c)
+{
+    static const struct option opts[] = {{"listen", required_argument, 0, 'l'},
+                                         {"manifest", required_argument, 0, 'm'},
+                                         {"active", required_argument, 0, 'a'},
+                                         {"etcd", required_argument, 0, 'e'},
+                                         {"shards", required_argument, 0, 's'},
+                                         {"cluster", required_argument, 0, 'c'},
+                                         {"hedge-delay-ms", required_argument, 0, 'H'},
+                                         {"min-coverage", required_argument, 0, 'C'},
+                                         {"timeout-ms", required_argument, 0, 'T'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"metrics-listen", required_argument, 0, 'M'},
+                                         {"grace-ms", required_argument, 0, 'g'},
+                                         {"port-file", required_argument, 0, 'P'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    *c = (config_t){.listen = "0.0.0.0:50050",
+                    .cluster = "default",
+                    .metrics_listen = "0.0.0.0:9101",
+                    .grace_ms = 10000,
+                    .timeout_ms = 1000};
+    int o;
+    double v;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (o) {
+        case 'l':
+            c->listen = optarg;
+            break;
+        case 'm':
+            if (c->n_manifests == MAX_MANIFESTS) {
+                fprintf(stderr, "vecshard-coordinator: at most %d --manifest\n", MAX_MANIFESTS);
+                return 2;
+            }
+            c->manifests[c->n_manifests++] = optarg;
+            break;
+        case 'a':
+            c->active = optarg;
+            break;
+        case 'e':
+            c->etcd = optarg;
+            break;
+        case 's':
+            c->shards = optarg;
+            break;
+        case 'c':
+            c->cluster = optarg;
+            break;
+        case 'H':
+            if (parse_num("--hedge-delay-ms", optarg, 0, 600000, &c->hedge_delay_ms))
+                return 2;
+            break;
+        case 'C':
+            if (parse_num("--min-coverage", optarg, 0, 1, &c->min_coverage))
+                return 2;
+            break;
+        case 'T':
+            if (parse_num("--timeout-ms", optarg, 1, 3600000, &v))
+                return 2;
+            c->timeout_ms = (long)v;
+            break;
+        case 't':
+            if (parse_num("--threads", optarg, 1, 1024, &v))
+                return 2;
+            c->threads = (long)v;
+            break;
+        case 'M':
+            c->metrics_listen = optarg;
+            break;
+        case 'g':
+            if (parse_num("--grace-ms", optarg, 0, 3600000, &v))
+                return 2;
+            c->grace_ms = (long)v;
+            break;
+        case 'P':
+            c->port_file = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "vecshard-coordinator: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return 2;
+    }
+    if (c->n_manifests == 0 || (!c->etcd == !c->shards)) {
+        fprintf(stderr,
+                "vecshard-coordinator: --manifest and exactly one of --etcd, --shards are required\n");
+        return 2;
+    }
+    if (!vs_version_name_valid(c->cluster)) {
+        fprintf(stderr, "vecshard-coordinator: --cluster '%s' must match [A-Za-z0-9._-]{1,64}\n", c->cluster);
+        return 2;
+    }
+    return 0;
+}
+
+typedef struct app {
+    config_t cfg;
+    vs_view_t *view;
+    vs_coord_t *coord;
+    vs_health_t *health;
+    vs_etcd_t *etcd;
+    vs_etcd_watch_t *watch;
+    atomic_int etcd_connected;
+    atomic_int ready;
+    vs_metrics_t *reg;
+    vs_rpc_metrics_t rpcm;
+} app_t;
+
+static void update_health(app_t *a)
+{
+    int ready = vs_coord_ready(a->coord);
+    atomic_store(&a->ready, ready);
+    vs_health_status st = ready ? VS_HEALTH_SERVING : VS_HEALTH_NOT_SERVING;
+    vs_health_set(a->health, "", st); /* notifies watchers only on a change */
+    vs_health_set(a->health, "vecshard.v1.Coordinator", st);
+}
+
+static void on_watch(const vs_etcd_watch_event_t *ev, void *user)
+{
+    app_t *a = user;
+    switch (ev->kind) {
+    case VS_ETCD_WATCH_SNAPSHOT:
+        vs_view_begin_snapshot(a->view);
+        for (size_t i = 0; i < ev->snapshot->n; i++) {
+            const vs_etcd_kv_t *kv = &ev->snapshot->kvs[i];
+            vs_view_put(a->view, kv->key, kv->key_len, kv->value, kv->value_len);
+        }
+        vs_view_end_snapshot(a->view);
+        vs_log(VS_LOG_INFO, "membership: snapshot of %zu records at revision %lld", ev->snapshot->n,
+               (long long)ev->revision);
+        break;
+    case VS_ETCD_WATCH_PUT:
+        vs_view_put(a->view, ev->kv->key, ev->kv->key_len, ev->kv->value, ev->kv->value_len);
+        break;
+    case VS_ETCD_WATCH_DELETE:
+        vs_view_delete(a->view, ev->kv->key, ev->kv->key_len);
+        break;
+    case VS_ETCD_WATCH_CONNECTED:
+        atomic_store(&a->etcd_connected, 1);
+        vs_log(VS_LOG_INFO, "etcd: connected");
+        break;
+    case VS_ETCD_WATCH_DISCONNECTED:
+        if (atomic_exchange(&a->etcd_connected, 0))
+            vs_log(VS_LOG_WARN, "etcd: unreachable; serving with the last membership view");
+        break;
+    }
+    update_health(a);
+}
+
+static void reply_status(vs_rpc_reply_t *reply, vs_status st, const char *err)
+{
+    reply->code = vs_status_grpc_code(st);
+    snprintf(reply->message, sizeof reply->message, "%s", err);
+}
+
+static void on_search(void *user, const vs_rpc_call_t *call, const uint8_t *req, size_t len,
+                      vs_rpc_reply_t *reply)
+{
+    app_t *a = user;
+    char err[VS_ERR_LEN] = "";
+    int64_t remaining = vs_rpc_call_remaining_ms(call);
+    int64_t timeout = remaining == INT64_MAX ? a->cfg.timeout_ms : remaining;
+    vs_status st = vs_coord_search_pb(a->coord, req, len, timeout, &reply->body, &reply->body_len, err);
+    if (st != VS_OK)
+        reply_status(reply, st, err);
+}
+
+static void on_status(void *user, const vs_rpc_call_t *call, const uint8_t *req, size_t len,
+                      vs_rpc_reply_t *reply)
+{
+    (void)call;
+    (void)req;
+    (void)len;
+    app_t *a = user;
+    char err[VS_ERR_LEN] = "";
+    vs_status st = vs_coord_status_pb(a->coord, a->etcd ? atomic_load(&a->etcd_connected) : 0, a->cfg.cluster,
+                                      &reply->body, &reply->body_len, err);
+    if (st != VS_OK)
+        reply_status(reply, st, err);
+}
+
+#define STAT_FN(field)                                                                                       \
+    static double stat_##field(void *u)                                                                      \
+    {                                                                                                        \
+        return (double)atomic_load(&vs_coord_stats(((app_t *)u)->coord)->field);                             \
+    }
+STAT_FN(requests)
+STAT_FN(partial)
+STAT_FN(unavailable)
+STAT_FN(hedges_sent)
+STAT_FN(hedges_won)
+STAT_FN(retries)
+STAT_FN(shard_calls)
+STAT_FN(shard_failures)
+STAT_FN(fanout_sum)
+STAT_FN(fanout_count)
+
+static double g_etcd_connected(void *u)
+{
+    return atomic_load(&((app_t *)u)->etcd_connected);
+}
+
+static double g_ready(void *u)
+{
+    return vs_coord_ready(((app_t *)u)->coord);
+}
+
+static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
+{
+    a->reg = vs_metrics_create();
+    if (!a->reg)
+        return vs_errf(err, VS_ERR_NOMEM, "metrics: out of memory");
+    vs_status st = vs_rpc_metrics_init(&a->rpcm, a->reg, err);
+    if (st != VS_OK)
+        return st;
+    struct {
+        const char *name, *help;
+        double (*fn)(void *);
+        int counter;
+    } fns[] = {
+        {"vecshard_coordinator_searches_total", "Search requests received.", stat_requests, 1},
+        {"vecshard_coordinator_partial_responses_total", "Responses missing some partitions (coverage < 1).",
+         stat_partial, 1},
+        {"vecshard_coordinator_unavailable_total", "Requests refused because too few partitions answered.",
+         stat_unavailable, 1},
+        {"vecshard_coordinator_hedges_sent_total", "Hedged copies sent to a second replica.",
+         stat_hedges_sent, 1},
+        {"vecshard_coordinator_hedges_won_total", "Hedged copies that answered first.", stat_hedges_won, 1},
+        {"vecshard_coordinator_retries_total", "Calls retried on another replica after a failure.",
+         stat_retries, 1},
+        {"vecshard_coordinator_shard_calls_total", "Calls made to shards (primary, hedges, retries).",
+         stat_shard_calls, 1},
+        {"vecshard_coordinator_shard_failures_total", "Shard calls that failed.", stat_shard_failures, 1},
+        {"vecshard_coordinator_fanout_partitions_total", "Partitions called, summed over requests.",
+         stat_fanout_sum, 1},
+        {"vecshard_coordinator_fanout_requests_total",
+         "Requests fanned out (divide fanout_partitions by it).", stat_fanout_count, 1},
+        {"vecshard_coordinator_etcd_connected", "1 while the membership watch is connected to etcd.",
+         g_etcd_connected, 0},
+        {"vecshard_coordinator_ready", "1 while every partition of the active version has a live replica.",
+         g_ready, 0},
+    };
+    for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
+        vs_metric_family_t *f = fns[i].counter
+                                    ? vs_metrics_counter_fn(a->reg, fns[i].name, fns[i].help, fns[i].fn, a)
+                                    : vs_metrics_gauge_fn(a->reg, fns[i].name, fns[i].help, fns[i].fn, a);
+        if (!f)
+            return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(a->reg));
+    }
+    st = vs_metrics_add_process(a->reg, err);
+    if (st == VS_OK &&
+        !vs_metrics_add_build_info(a->reg, "vecshard_build_info", "vecshard version.", "0.1.0"))
+        st = vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(a->reg));
+    return st;
+}
+
+int main(int argc, char **argv)
+{
+    app_t a;
+    memset(&a, 0, sizeof a);
+    int rc = parse_args(argc, argv, &a.cfg);
+    if (rc)
+        return rc;
+    vs_log_set_component("coordinator");
+    sigset_t sigs;
+    vs_serve_block_signals(&sigs);
+
+    char err[VS_ERR_LEN];
+    vs_coord_opts_t co = {.hedge_delay_ms = a.cfg.hedge_delay_ms,
+                          .default_timeout_ms = a.cfg.timeout_ms,
+                          .min_coverage = (float)a.cfg.min_coverage};
+    vs_status st = vs_view_create(&a.view, err);
+    if (st == VS_OK)
+        st = vs_coord_create(&co, a.view, &a.coord, err);
+    if (st == VS_OK)
+        st = vs_health_create(&a.health, err);
+    char last[VS_NAME_LEN] = "";
+    for (size_t i = 0; st == VS_OK && i < a.cfg.n_manifests; i++) {
+        st = vs_coord_add_manifest(a.coord, a.cfg.manifests[i], err);
+        vs_manifest_t m;
+        char e2[VS_ERR_LEN];
+        if (st == VS_OK && vs_manifest_load(a.cfg.manifests[i], &m, e2) == VS_OK) {
+            snprintf(last, sizeof last, "%s", m.version);
+            vs_log(VS_LOG_INFO, "version %s: %u partitions (%s), metric %s, dim %u, model \"%s\"", m.version,
+                   m.n_partitions, m.partitioning, vs_metric_name(m.metric), m.dim, m.model_version);
+            vs_manifest_fini(&m);
+        }
+    }
+    if (st == VS_OK)
+        st = vs_coord_activate(a.coord, a.cfg.active ? a.cfg.active : last, err);
+    if (st == VS_OK)
+        st = setup_metrics(&a, err);
+    if (st != VS_OK) {
+        fprintf(stderr, "vecshard-coordinator: %s\n", err);
+        return 1;
+    }
+    vs_health_set(a.health, "liveness", VS_HEALTH_SERVING);
+    update_health(&a);
+
+    if (a.cfg.shards) {
+        st = vs_view_add_static(a.view, a.cfg.shards, err);
+    } else {
+        vs_etcd_opts_t eo = {.endpoints = a.cfg.etcd};
+        char prefix[256];
+        snprintf(prefix, sizeof prefix, "/vecshard/%s/members/", a.cfg.cluster);
+        st = vs_etcd_create(&eo, &a.etcd, err);
+        if (st == VS_OK)
+            st = vs_etcd_watch_start(a.etcd, prefix, strlen(prefix), on_watch, &a, &a.watch, err);
+    }
+    if (st != VS_OK) {
+        fprintf(stderr, "vecshard-coordinator: %s\n", err);
+        return 1;
+    }
+    update_health(&a);
+
+    vs_rpc_method_t methods[4];
+    methods[0] = (vs_rpc_method_t){.path = "/vecshard.v1.Coordinator/Search", .unary = on_search, .user = &a};
+    methods[1] = (vs_rpc_method_t){.path = "/vecshard.v1.Coordinator/Status", .unary = on_status, .user = &a};
+    vs_health_methods(a.health, &methods[2]);
+    long threads = a.cfg.threads ? a.cfg.threads : 2 * sysconf(_SC_NPROCESSORS_ONLN);
+    vs_rpc_server_opts_t so = {.address = a.cfg.listen,
+                               .n_threads = (size_t)(threads > 0 ? threads : 2),
+                               .on_done = vs_rpc_metrics_on_done,
+                               .on_done_user = &a.rpcm};
+    vs_rpc_server_t *server;
+    int port = 0, metrics_port = 0;
+    st = vs_rpc_server_start(&so, methods, 4, &server, &port, err);
+    vs_http_t *http = NULL;
+    if (st == VS_OK)
+        st = vs_serve_http(a.cfg.metrics_listen, a.reg, &http, &metrics_port, err);
+    if (st != VS_OK) {
+        fprintf(stderr, "vecshard-coordinator: %s\n", err);
+        return 1;
+    }
+    vs_log(VS_LOG_INFO, "listening on %s (port %d); metrics on port %d; membership from %s", a.cfg.listen,
+           port, metrics_port, a.cfg.shards ? "--shards" : "etcd");
+    if (a.cfg.port_file && vs_serve_write_port_file(a.cfg.port_file, port, metrics_port) != 0)
+        vs_log(VS_LOG_WARN, "cannot write --port-file %s", a.cfg.port_file);
+
+    /* health follows the view; re-evaluated twice a second (membership changes also update it) */
+    int sig = 0;
+    struct timespec tick = {0, 500 * 1000 * 1000};
+    for (;;) {
+        sig = sigtimedwait(&sigs, NULL, &tick);
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+        update_health(&a);
+    }
+    vs_log(VS_LOG_INFO, "%s: draining (grace %ld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", a.cfg.grace_ms);
+    vs_health_set(a.health, "", VS_HEALTH_NOT_SERVING);
+    vs_health_set(a.health, "vecshard.v1.Coordinator", VS_HEALTH_NOT_SERVING);
+    vs_health_close_watchers(a.health);
+    vs_rpc_server_stop(server, a.cfg.grace_ms);
+    vs_etcd_watch_stop(a.watch);
+    vs_etcd_destroy(a.etcd);
+    vs_http_stop(http);
+    vs_metrics_destroy(a.reg);
+    vs_coord_destroy(a.coord);
+    vs_view_destroy(a.view);
+    vs_health_destroy(a.health);
+    vs_log(VS_LOG_INFO, "stopped");
+    return 0;
+}

@@ -1,0 +1,226 @@
+/* router.c: see router.h. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/kmeans.h"
+#include "common/topk.h"
+#include "coordinator/router.h"
+
+vs_status vs_router_init_hash(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
+                              char err[VS_ERR_LEN])
+{
+    if (n_partitions == 0 || n_partitions > 65536 || dim == 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "router: %u partitions, dim %u", n_partitions, dim);
+    memset(r, 0, sizeof *r);
+    r->metric = metric;
+    r->dim = dim;
+    r->n_partitions = n_partitions;
+    return VS_OK;
+}
+
+vs_status vs_router_init_cluster(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
+                                 uint32_t nlist, const float *centroids, const uint32_t *list_partition,
+                                 char err[VS_ERR_LEN])
+{
+    vs_status st = vs_router_init_hash(r, metric, dim, n_partitions, err);
+    if (st != VS_OK)
+        return st;
+    if (nlist == 0 || !centroids || !list_partition)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "router: cluster partitioning needs centroids and a list map");
+    for (uint32_t l = 0; l < nlist; l++)
+        if (list_partition[l] >= n_partitions)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "router: list %u maps to partition %u of %u", l,
+                           list_partition[l], n_partitions);
+    st = vs_check_finite(centroids, nlist, dim, "centroid", err);
+    if (st != VS_OK)
+        return st;
+    r->centroids = malloc((size_t)nlist * dim * sizeof(float));
+    r->list_partition = malloc((size_t)nlist * sizeof(uint32_t));
+    if (!r->centroids || !r->list_partition) {
+        vs_router_fini(r);
+        return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+    }
+    memcpy(r->centroids, centroids, (size_t)nlist * dim * sizeof(float));
+    memcpy(r->list_partition, list_partition, (size_t)nlist * sizeof(uint32_t));
+    r->nlist = nlist;
+    return VS_OK;
+}
+
+void vs_router_fini(vs_router_t *r)
+{
+    if (!r)
+        return;
+    free(r->centroids);
+    free(r->list_partition);
+    r->centroids = NULL;
+    r->list_partition = NULL;
+    r->nlist = 0;
+}
+
+void vs_route_plan_fini(vs_route_plan_t *p)
+{
+    if (!p)
+        return;
+    for (size_t t = 0; t < p->n_parts; t++) {
+        free(p->parts[t].query_idx);
+        free(p->parts[t].lists);
+    }
+    free(p->parts);
+    memset(p, 0, sizeof *p);
+}
+
+static vs_status plan_cluster(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe,
+                              vs_route_plan_t *out, char err[VS_ERR_LEN])
+{
+    const uint32_t P = r->n_partitions, d = r->dim;
+    int32_t *lists = malloc(nq * nprobe * sizeof(int32_t));
+    float *qn = NULL;
+    size_t *count = calloc(P, sizeof(size_t));
+    vs_status st = VS_OK;
+    if (!lists || !count) {
+        st = vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+        goto done;
+    }
+    const float *qq = q;
+    if (r->metric == VS_METRIC_COSINE) { /* the index ranks unit queries */
+        qn = malloc(nq * d * sizeof(float));
+        if (!qn) {
+            st = vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+            goto done;
+        }
+        memcpy(qn, q, nq * d * sizeof(float));
+        vs_normalize_rows(qn, nq, d);
+        qq = qn;
+    }
+    st = vs_kmeans_nearest(qq, nq, r->centroids, r->nlist, d,
+                           r->metric == VS_METRIC_L2 ? VS_METRIC_L2 : VS_METRIC_IP, nprobe, 1, lists, NULL,
+                           err);
+    if (st != VS_OK)
+        goto done;
+    /* queries per partition: a query goes to each partition owning at least one of its lists */
+    for (size_t i = 0; i < nq; i++)
+        for (uint32_t j = 0; j < nprobe; j++) {
+            int32_t l = lists[i * nprobe + j];
+            if (l < 0)
+                continue;
+            uint32_t p = r->list_partition[l];
+            int first = 1;
+            for (uint32_t jj = 0; jj < j; jj++) {
+                int32_t l2 = lists[i * nprobe + jj];
+                if (l2 >= 0 && r->list_partition[l2] == p)
+                    first = 0;
+            }
+            count[p] += first;
+        }
+    size_t n_parts = 0;
+    for (uint32_t p = 0; p < P; p++)
+        n_parts += count[p] > 0;
+    out->parts = calloc(n_parts ? n_parts : 1, sizeof *out->parts);
+    if (!out->parts) {
+        st = vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+        goto done;
+    }
+    out->n_parts = n_parts;
+    uint32_t *part_of = malloc(P * sizeof(uint32_t)); /* partition -> slot */
+    if (!part_of) {
+        st = vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+        goto done;
+    }
+    for (uint32_t p = 0, t = 0; p < P; p++) {
+        part_of[p] = UINT32_MAX;
+        if (!count[p])
+            continue;
+        vs_route_part_t *part = &out->parts[t];
+        part->partition = p;
+        part->query_idx = malloc(count[p] * sizeof(uint32_t));
+        part->lists = malloc(count[p] * nprobe * sizeof(int32_t));
+        if (!part->query_idx || !part->lists) {
+            st = vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+            break;
+        }
+        part_of[p] = t++;
+    }
+    for (size_t i = 0; st == VS_OK && i < nq; i++)
+        for (uint32_t j = 0; j < nprobe; j++) {
+            int32_t l = lists[i * nprobe + j];
+            if (l < 0)
+                continue;
+            vs_route_part_t *part = &out->parts[part_of[r->list_partition[l]]];
+            if (part->nq == 0 || part->query_idx[part->nq - 1] != i) { /* first list of query i here */
+                part->query_idx[part->nq] = (uint32_t)i;
+                for (uint32_t jj = 0; jj < nprobe; jj++)
+                    part->lists[part->nq * nprobe + jj] = -1;
+                part->nq++;
+            }
+            part->lists[(part->nq - 1) * nprobe + j] = l;
+        }
+    free(part_of);
+done:
+    free(lists);
+    free(qn);
+    free(count);
+    return st;
+}
+
+vs_status vs_router_plan(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe,
+                         vs_route_plan_t *out, char err[VS_ERR_LEN])
+{
+    memset(out, 0, sizeof *out);
+    out->nq = nq;
+    if (nq == 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "router: empty batch");
+    if (r->nlist == 0) {
+        out->parts = calloc(r->n_partitions, sizeof *out->parts);
+        if (!out->parts)
+            return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+        out->n_parts = r->n_partitions;
+        for (uint32_t p = 0; p < r->n_partitions; p++) {
+            out->parts[p].partition = p;
+            out->parts[p].nq = nq;
+        }
+        return VS_OK;
+    }
+    if (nprobe == 0)
+        nprobe = 1;
+    if (nprobe > r->nlist)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe = %u is above nlist = %u", nprobe, r->nlist);
+    out->lists_per_query = nprobe;
+    vs_status st = plan_cluster(r, nq, q, nprobe, out, err);
+    if (st != VS_OK)
+        vs_route_plan_fini(out);
+    return st;
+}
+
+vs_status vs_route_merge(const vs_route_plan_t *plan, size_t k, int larger_is_better,
+                         const float *const *part_dist, const int64_t *const *part_ids, const int *answered,
+                         float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
+{
+    const size_t nq = plan->nq, T = plan->n_parts;
+    vs_topk_list_t *lists = malloc((T ? T : 1) * nq * sizeof *lists);
+    size_t *n_lists = calloc(nq, sizeof(size_t));
+    if (!lists || !n_lists) {
+        free(lists);
+        free(n_lists);
+        return vs_errf(err, VS_ERR_NOMEM, "merge: out of memory");
+    }
+    for (size_t t = 0; t < T; t++) {
+        if (!answered[t])
+            continue;
+        const vs_route_part_t *part = &plan->parts[t];
+        for (size_t j = 0; j < part->nq; j++) {
+            size_t i = part->query_idx ? part->query_idx[j] : j;
+            vs_topk_list_t *l = &lists[i * T + n_lists[i]++];
+            l->dist = part_dist[t] + j * k;
+            l->ids = part_ids[t] + j * k;
+            l->len = k;
+        }
+    }
+    vs_status st = VS_OK;
+    for (size_t i = 0; i < nq && st == VS_OK; i++)
+        st = vs_topk_merge(lists + i * T, n_lists[i], larger_is_better, k, out_dist + i * k, out_ids + i * k,
+                           err);
+    free(lists);
+    free(n_lists);
+    return st;
+}

@@ -1,0 +1,67 @@
+/* router.h: which partitions a batch of queries goes to, and the merge of their answers. Pure: no
+ * network, no threads started, no clock.
+ *
+ * Hash-partitioned versions: every partition gets the whole batch. Cluster-partitioned versions (IVF
+ * lists spread over partitions): each query's nprobe nearest coarse centroids are found here (exact
+ * ranking, the metric's coarse metric: L2 for L2, inner product for IP and cosine), and each partition
+ * gets only the queries with at least one of their lists in it, together with those list ids (the
+ * others as -1), so the fan-out shrinks and the shards scan exactly the lists an unpartitioned index
+ * would. The merge is a k-way merge per query of the partitions' sorted lists, duplicate ids dropped. */
+#ifndef VS_COORDINATOR_ROUTER_H
+#define VS_COORDINATOR_ROUTER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/distance.h"
+#include "common/status.h"
+
+typedef struct vs_router {
+    vs_metric metric;
+    uint32_t dim;
+    uint32_t n_partitions;
+    uint32_t nlist;           /* 0 = hash partitioning */
+    float *centroids;         /* nlist*dim (owned), cluster only */
+    uint32_t *list_partition; /* nlist (owned), cluster only */
+} vs_router_t;
+
+/* Hash partitioning over n_partitions (1..65536). */
+vs_status vs_router_init_hash(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
+                              char err[VS_ERR_LEN]);
+
+/* Cluster partitioning: centroids (nlist*dim, copied) and the partition owning each list (copied; each
+ * < n_partitions). VS_ERR_INVALID_ARGUMENT for inconsistent input. */
+vs_status vs_router_init_cluster(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
+                                 uint32_t nlist, const float *centroids, const uint32_t *list_partition,
+                                 char err[VS_ERR_LEN]);
+
+void vs_router_fini(vs_router_t *r);
+
+/* The queries one partition gets. */
+typedef struct vs_route_part {
+    uint32_t partition;
+    size_t nq;
+    uint32_t *query_idx; /* nq indices into the batch (owned); NULL = all queries in order (hash) */
+    int32_t *lists;      /* nq*lists_per_query list ids, -1 = not this partition's (owned); NULL for hash */
+} vs_route_part_t;
+
+typedef struct vs_route_plan {
+    size_t nq;
+    uint32_t lists_per_query; /* nprobe for cluster routing, 0 for hash */
+    size_t n_parts;
+    vs_route_part_t *parts; /* partitions with at least one query, ascending */
+} vs_route_plan_t;
+
+/* Plans nq queries (nq*dim floats, finite). nprobe (cluster only; 0 = 1) must be <= nlist. */
+vs_status vs_router_plan(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe,
+                         vs_route_plan_t *out, char err[VS_ERR_LEN]);
+void vs_route_plan_fini(vs_route_plan_t *p);
+
+/* Merges the answers: part t (of plan->n_parts) answered part_ids[t]/part_dist[t] (plan->parts[t].nq * k,
+ * sorted per query) or nothing (answered[t] == 0). out: nq*k, best first, duplicates dropped, padded
+ * with -1. */
+vs_status vs_route_merge(const vs_route_plan_t *plan, size_t k, int larger_is_better,
+                         const float *const *part_dist, const int64_t *const *part_ids, const int *answered,
+                         float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN]);
+
+#endif

@@ -1,0 +1,386 @@
+/* view.c: see view.h. */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "coordinator/view.h"
+
+struct vs_replica {
+    char key[512];
+    char id[128], address[256], state[16];
+    uint32_t partition;
+    char versions[VS_VIEW_MAX_VERSIONS][128]; /* READY versions */
+    size_t n_versions;
+    int all_versions; /* static membership */
+    int seen;         /* in the current snapshot */
+    vs_rpc_channel_t *ch;
+    atomic_int refs;
+    atomic_ulong outstanding;
+    pthread_mutex_t mu; /* latency stats */
+    double ewma_ms;
+    double ring[VS_VIEW_LAT_RING];
+    size_t n_ring, ring_pos;
+};
+
+struct vs_view {
+    pthread_mutex_t mu;
+    vs_replica_t **r;
+    size_t n, cap;
+    atomic_ulong bad;
+};
+
+static void replica_unref(vs_replica_t *r)
+{
+    if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
+        vs_rpc_channel_destroy(r->ch);
+        pthread_mutex_destroy(&r->mu);
+        free(r);
+    }
+}
+
+vs_status vs_view_create(vs_view_t **out, char err[VS_ERR_LEN])
+{
+    vs_view_t *v = calloc(1, sizeof *v);
+    if (!v)
+        return vs_errf(err, VS_ERR_NOMEM, "view: out of memory");
+    pthread_mutex_init(&v->mu, NULL);
+    *out = v;
+    return VS_OK;
+}
+
+void vs_view_destroy(vs_view_t *v)
+{
+    if (!v)
+        return;
+    for (size_t i = 0; i < v->n; i++)
+        replica_unref(v->r[i]);
+    free(v->r);
+    pthread_mutex_destroy(&v->mu);
+    free(v);
+}
+
+/* Index of key in v->r or -1 (mu held). */
+static long find(const vs_view_t *v, const char *key)
+{
+    for (size_t i = 0; i < v->n; i++)
+        if (strcmp(v->r[i]->key, key) == 0)
+            return (long)i;
+    return -1;
+}
+
+/* Replaces or adds r (mu held). A replica whose address is unchanged keeps its channel and stats. */
+static void install(vs_view_t *v, vs_replica_t *r)
+{
+    long i = find(v, r->key);
+    if (i >= 0) {
+        vs_replica_t *old = v->r[i];
+        if (strcmp(old->address, r->address) == 0) {
+            /* same process: update in place (state, versions), keep channel, stats and references */
+            pthread_mutex_lock(&old->mu);
+            memcpy(old->state, r->state, sizeof old->state);
+            memcpy(old->versions, r->versions, sizeof old->versions);
+            old->n_versions = r->n_versions;
+            old->partition = r->partition;
+            old->seen = 1;
+            pthread_mutex_unlock(&old->mu);
+            replica_unref(r);
+            return;
+        }
+        v->r[i] = r;
+        replica_unref(old);
+        return;
+    }
+    if (v->n == v->cap) {
+        size_t cap = v->cap ? v->cap * 2 : 16;
+        vs_replica_t **n = realloc(v->r, cap * sizeof *n);
+        if (!n) {
+            replica_unref(r);
+            return;
+        }
+        v->r = n;
+        v->cap = cap;
+    }
+    v->r[v->n++] = r;
+}
+
+static vs_replica_t *replica_new(const char *key, const char *id, const char *address, uint32_t partition)
+{
+    vs_replica_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    char err[VS_ERR_LEN];
+    if (vs_rpc_channel_create(address, 0, &r->ch, err) != VS_OK) {
+        free(r);
+        return NULL;
+    }
+    snprintf(r->key, sizeof r->key, "%s", key);
+    snprintf(r->id, sizeof r->id, "%s", id);
+    snprintf(r->address, sizeof r->address, "%s", address);
+    r->partition = partition;
+    r->seen = 1;
+    atomic_init(&r->refs, 1);
+    pthread_mutex_init(&r->mu, NULL);
+    return r;
+}
+
+void vs_view_put(vs_view_t *v, const char *key, size_t klen, const char *json, size_t jlen)
+{
+    char k[512];
+    if (klen >= sizeof k) {
+        atomic_fetch_add(&v->bad, 1);
+        return;
+    }
+    memcpy(k, key, klen);
+    k[klen] = 0;
+    cJSON *o = cJSON_ParseWithLength(json, jlen);
+    const cJSON *addr = cJSON_GetObjectItemCaseSensitive(o, "address");
+    const cJSON *part = cJSON_GetObjectItemCaseSensitive(o, "partition");
+    const cJSON *rid = cJSON_GetObjectItemCaseSensitive(o, "replica_id");
+    const cJSON *state = cJSON_GetObjectItemCaseSensitive(o, "state");
+    const cJSON *versions = cJSON_GetObjectItemCaseSensitive(o, "versions");
+    if (!cJSON_IsString(addr) || !cJSON_IsNumber(part) || part->valuedouble < 0 ||
+        part->valuedouble > 65535 || !cJSON_IsString(rid) || !cJSON_IsString(state) ||
+        strlen(addr->valuestring) >= 256) {
+        atomic_fetch_add(&v->bad, 1);
+        cJSON_Delete(o);
+        return;
+    }
+    vs_replica_t *r = replica_new(k, rid->valuestring, addr->valuestring, (uint32_t)part->valuedouble);
+    if (!r) {
+        atomic_fetch_add(&v->bad, 1);
+        cJSON_Delete(o);
+        return;
+    }
+    snprintf(r->state, sizeof r->state, "%s", state->valuestring);
+    const cJSON *ver;
+    cJSON_ArrayForEach(ver, versions)
+    {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(ver, "version");
+        const cJSON *vst = cJSON_GetObjectItemCaseSensitive(ver, "state");
+        if (cJSON_IsString(name) && cJSON_IsString(vst) && strcmp(vst->valuestring, "READY") == 0 &&
+            r->n_versions < VS_VIEW_MAX_VERSIONS)
+            snprintf(r->versions[r->n_versions++], 128, "%s", name->valuestring);
+    }
+    cJSON_Delete(o);
+    pthread_mutex_lock(&v->mu);
+    install(v, r);
+    pthread_mutex_unlock(&v->mu);
+}
+
+void vs_view_delete(vs_view_t *v, const char *key, size_t klen)
+{
+    char k[512];
+    if (klen >= sizeof k)
+        return;
+    memcpy(k, key, klen);
+    k[klen] = 0;
+    pthread_mutex_lock(&v->mu);
+    long i = find(v, k);
+    if (i >= 0) {
+        replica_unref(v->r[i]);
+        v->r[i] = v->r[--v->n];
+    }
+    pthread_mutex_unlock(&v->mu);
+}
+
+void vs_view_begin_snapshot(vs_view_t *v)
+{
+    pthread_mutex_lock(&v->mu);
+    for (size_t i = 0; i < v->n; i++)
+        if (!v->r[i]->all_versions)
+            v->r[i]->seen = 0;
+    pthread_mutex_unlock(&v->mu);
+}
+
+void vs_view_end_snapshot(vs_view_t *v)
+{
+    pthread_mutex_lock(&v->mu);
+    for (size_t i = 0; i < v->n;) {
+        if (!v->r[i]->seen) {
+            replica_unref(v->r[i]);
+            v->r[i] = v->r[--v->n];
+        } else {
+            i++;
+        }
+    }
+    pthread_mutex_unlock(&v->mu);
+}
+
+vs_status vs_view_add_static(vs_view_t *v, const char *spec, char err[VS_ERR_LEN])
+{
+    char *copy = strdup(spec), *save = NULL;
+    if (!copy)
+        return vs_errf(err, VS_ERR_NOMEM, "view: out of memory");
+    vs_status st = VS_OK;
+    int n = 0;
+    for (char *tok = strtok_r(copy, ",", &save); tok && st == VS_OK; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '='), *end;
+        long p = eq ? strtol(tok, &end, 10) : -1;
+        if (!eq || end != eq || p < 0 || p > 65535 || !eq[1]) {
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--shards entry '%s' is not PARTITION=host:port", tok);
+            break;
+        }
+        char key[512], id[128];
+        snprintf(key, sizeof key, "static/%ld/%d", p, n);
+        snprintf(id, sizeof id, "static-%ld-%d", p, n);
+        vs_replica_t *r = replica_new(key, id, eq + 1, (uint32_t)p);
+        if (!r) {
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "cannot open a channel to '%s'", eq + 1);
+            break;
+        }
+        r->all_versions = 1;
+        snprintf(r->state, sizeof r->state, "SERVING");
+        pthread_mutex_lock(&v->mu);
+        install(v, r);
+        pthread_mutex_unlock(&v->mu);
+        n++;
+    }
+    free(copy);
+    if (st == VS_OK && n == 0)
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--shards lists no shard");
+    return st;
+}
+
+/* Usable for (version, partition)? (v->mu held; r->mu taken for state and versions.) */
+static int usable(vs_replica_t *r, const char *version, uint32_t partition)
+{
+    if (r->partition != partition)
+        return 0;
+    pthread_mutex_lock(&r->mu);
+    int ok = strcmp(r->state, "SERVING") == 0;
+    if (ok && !r->all_versions) {
+        ok = 0;
+        for (size_t i = 0; i < r->n_versions && !ok; i++)
+            ok = strcmp(r->versions[i], version) == 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+static double ewma(vs_replica_t *r)
+{
+    pthread_mutex_lock(&r->mu);
+    double e = r->ewma_ms;
+    pthread_mutex_unlock(&r->mu);
+    return e;
+}
+
+vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition, vs_replica_t *const *skip,
+                           size_t n_skip)
+{
+    vs_replica_t *best = NULL;
+    unsigned long best_out = 0;
+    double best_lat = 0;
+    pthread_mutex_lock(&v->mu);
+    for (size_t i = 0; i < v->n; i++) {
+        vs_replica_t *r = v->r[i];
+        int skipped = 0;
+        for (size_t j = 0; j < n_skip && !skipped; j++)
+            skipped = skip[j] == r || strcmp(skip[j]->key, r->key) == 0;
+        if (skipped || !usable(r, version, partition))
+            continue;
+        unsigned long out = atomic_load(&r->outstanding);
+        double lat = ewma(r);
+        if (!best || out < best_out || (out == best_out && lat < best_lat)) {
+            best = r;
+            best_out = out;
+            best_lat = lat;
+        }
+    }
+    if (best) {
+        atomic_fetch_add(&best->refs, 1);
+        atomic_fetch_add(&best->outstanding, 1);
+    }
+    pthread_mutex_unlock(&v->mu);
+    return best;
+}
+
+size_t vs_view_live(vs_view_t *v, const char *version, uint32_t partition)
+{
+    size_t n = 0;
+    pthread_mutex_lock(&v->mu);
+    for (size_t i = 0; i < v->n; i++)
+        n += usable(v->r[i], version, partition);
+    pthread_mutex_unlock(&v->mu);
+    return n;
+}
+
+void vs_replica_done(vs_replica_t *r, double seconds, int ok)
+{
+    atomic_fetch_sub(&r->outstanding, 1);
+    if (ok) {
+        double ms = seconds * 1e3;
+        pthread_mutex_lock(&r->mu);
+        r->ewma_ms = r->n_ring ? 0.9 * r->ewma_ms + 0.1 * ms : ms;
+        r->ring[r->ring_pos] = ms;
+        r->ring_pos = (r->ring_pos + 1) % VS_VIEW_LAT_RING;
+        if (r->n_ring < VS_VIEW_LAT_RING)
+            r->n_ring++;
+        pthread_mutex_unlock(&r->mu);
+    }
+    replica_unref(r);
+}
+
+vs_rpc_channel_t *vs_replica_channel(vs_replica_t *r)
+{
+    return r->ch;
+}
+
+const char *vs_replica_id(const vs_replica_t *r)
+{
+    return r->id;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+double vs_replica_p95_ms(vs_replica_t *r, double default_ms)
+{
+    double tmp[VS_VIEW_LAT_RING];
+    pthread_mutex_lock(&r->mu);
+    size_t n = r->n_ring;
+    memcpy(tmp, r->ring, n * sizeof(double));
+    pthread_mutex_unlock(&r->mu);
+    if (n < 16)
+        return default_ms;
+    qsort(tmp, n, sizeof(double), cmp_double);
+    return tmp[(size_t)(0.95 * (double)(n - 1))];
+}
+
+size_t vs_view_members(vs_view_t *v, vs_view_member_t *out, size_t cap)
+{
+    pthread_mutex_lock(&v->mu);
+    size_t n = v->n;
+    for (size_t i = 0; i < n && i < cap; i++) {
+        vs_replica_t *r = v->r[i];
+        vs_view_member_t *m = &out[i];
+        memset(m, 0, sizeof *m);
+        snprintf(m->replica_id, sizeof m->replica_id, "%s", r->id);
+        snprintf(m->address, sizeof m->address, "%s", r->address);
+        m->partition = r->partition;
+        pthread_mutex_lock(&r->mu);
+        snprintf(m->state, sizeof m->state, "%s", r->state);
+        m->n_versions = r->all_versions ? 1 : r->n_versions;
+        if (r->all_versions)
+            snprintf(m->versions[0], 128, "*");
+        else
+            memcpy(m->versions, r->versions, sizeof m->versions);
+        m->latency_ewma_ms = r->ewma_ms;
+        pthread_mutex_unlock(&r->mu);
+        m->outstanding = atomic_load(&r->outstanding);
+    }
+    pthread_mutex_unlock(&v->mu);
+    return n;
+}
+
+uint64_t vs_view_bad_records(const vs_view_t *v)
+{
+    return atomic_load(&((vs_view_t *)v)->bad);
+}

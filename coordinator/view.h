@@ -1,0 +1,73 @@
+/* view.h: the coordinator's view of the shard replicas, fed by the member records in etcd (or a static
+ * list), and the replica choice for a call.
+ *
+ * A replica is usable for (version, partition) when its record says SERVING and lists the version READY.
+ * Choice: the fewest calls outstanding from this coordinator, then the lowest latency EWMA; replicas
+ * already tried for a call are skipped. Each replica keeps its recent latencies, whose p95 is the default
+ * hedging delay. Replicas are reference-counted: a call holds its replica even if the record disappears
+ * meanwhile. When etcd is unreachable the view is kept as it was (the watch reports it; a metric shows
+ * it) and replaced by a fresh snapshot when etcd returns. */
+#ifndef VS_COORDINATOR_VIEW_H
+#define VS_COORDINATOR_VIEW_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/net/rpc.h"
+#include "common/status.h"
+
+#define VS_VIEW_MAX_VERSIONS 8
+#define VS_VIEW_LAT_RING 128
+
+typedef struct vs_replica vs_replica_t;
+
+typedef struct vs_view vs_view_t;
+
+vs_status vs_view_create(vs_view_t **out, char err[VS_ERR_LEN]);
+void vs_view_destroy(vs_view_t *v);
+
+/* Applies a member record (key "/vecshard/<cluster>/members/<p>/<replica>", JSON value as in
+ * docs/protocol.md). A malformed record is ignored and counted. */
+void vs_view_put(vs_view_t *v, const char *key, size_t klen, const char *json, size_t jlen);
+void vs_view_delete(vs_view_t *v, const char *key, size_t klen);
+/* Starts a snapshot: records not put again before vs_view_end_snapshot are removed. */
+void vs_view_begin_snapshot(vs_view_t *v);
+void vs_view_end_snapshot(vs_view_t *v);
+
+/* Static membership: "P=host:port,P=host:port" (replicas SERVING every version). */
+vs_status vs_view_add_static(vs_view_t *v, const char *spec, char err[VS_ERR_LEN]);
+
+/* Picks a replica for (version, partition), skipping the n_skip already tried; NULL when none is usable.
+ * The returned replica holds a reference and counts one call outstanding until vs_replica_done. */
+vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition, vs_replica_t *const *skip,
+                           size_t n_skip);
+
+/* Usable replicas for (version, partition). */
+size_t vs_view_live(vs_view_t *v, const char *version, uint32_t partition);
+
+/* Ends a call on r: records its latency (ok = answered) and drops the reference. */
+void vs_replica_done(vs_replica_t *r, double seconds, int ok);
+
+vs_rpc_channel_t *vs_replica_channel(vs_replica_t *r);
+const char *vs_replica_id(const vs_replica_t *r);
+/* The replica's p95 latency over its recent calls in ms (default_ms with fewer than 16 samples). */
+double vs_replica_p95_ms(vs_replica_t *r, double default_ms);
+
+/* One replica, for Status. */
+typedef struct vs_view_member {
+    char replica_id[128], address[256], state[16];
+    uint32_t partition;
+    char versions[VS_VIEW_MAX_VERSIONS][128];
+    size_t n_versions;
+    double latency_ewma_ms;
+    uint64_t outstanding;
+} vs_view_member_t;
+
+/* Copies up to cap members; returns how many there are. */
+size_t vs_view_members(vs_view_t *v, vs_view_member_t *out, size_t cap);
+
+/* Records ignored because they did not parse. */
+uint64_t vs_view_bad_records(const vs_view_t *v);
+
+#endif

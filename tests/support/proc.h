@@ -1,0 +1,32 @@
+/* proc.h: processes started by integration tests (vecshard-shard, vecshard-coordinator): spawn with a
+ * --port-file, wait for the ports, signal, wait for exit. Output goes to a log file per process. */
+#ifndef VS_TESTS_SUPPORT_PROC_H
+#define VS_TESTS_SUPPORT_PROC_H
+
+#include <limits.h>
+#include <sys/types.h>
+
+typedef struct vs_test_proc {
+    pid_t pid;
+    int grpc_port, metrics_port;
+    char port_file[PATH_MAX];
+    char log[PATH_MAX];
+} vs_test_proc_t;
+
+/* Starts $VS_BIN_DIR/<exe> with argv (NULL-terminated, without the program name) plus
+ * "--port-file <dir>/ports-<name>", logs to <dir>/log-<name>, and waits up to 20 s for the port file.
+ * 0 on success; -1 if the process exited or never wrote its ports (then p->pid is 0). */
+int vs_test_proc_start(vs_test_proc_t *p, const char *dir, const char *name, const char *exe,
+                       const char *const *argv);
+
+/* Sends sig and waits up to timeout_s for exit (SIGKILL after). Returns the exit status (128+signal
+ * when killed by a signal), -1 if it had to be killed. */
+int vs_test_proc_stop(vs_test_proc_t *p, int sig, double timeout_s);
+
+/* Sends sig without waiting (SIGSTOP, SIGCONT). */
+void vs_test_proc_signal(const vs_test_proc_t *p, int sig);
+
+/* Prints the last n lines of the process's log to stderr. */
+void vs_test_proc_tail(const vs_test_proc_t *p, int n);
+
+#endif
