@@ -352,14 +352,25 @@ void vs_admin_status_print(FILE *f, const vs_admin_cluster_t *c, int json)
             c->n_members);
     if (!c->n_members)
         return;
-    fprintf(f, "%-9s  %-16s  %-21s  %-9s  %-20s  %12s  %11s\n", "PARTITION", "REPLICA", "ADDRESS", "STATE",
-            "VERSIONS", "LATENCY_EWMA", "OUTSTANDING");
+    /* columns as wide as their longest value */
+    int wr = 7, wa = 7, wv = 8;
+    for (size_t i = 0; i < c->n_members; i++) {
+        char held[256];
+        held_list(&c->members[i], held, sizeof held);
+        int lr = (int)strlen(c->members[i].replica_id), la = (int)strlen(c->members[i].address);
+        int lv = (int)strlen(held);
+        wr = lr > wr ? lr : wr;
+        wa = la > wa ? la : wa;
+        wv = lv > wv ? lv : wv;
+    }
+    fprintf(f, "%-9s  %-*s  %-*s  %-9s  %-*s  %12s  %11s\n", "PARTITION", wr, "REPLICA", wa, "ADDRESS",
+            "STATE", wv, "VERSIONS", "LATENCY_EWMA", "OUTSTANDING");
     for (size_t i = 0; i < c->n_members; i++) {
         const vs_admin_member_t *m = &c->members[i];
         char held[256];
         held_list(m, held, sizeof held);
-        fprintf(f, "%-9u  %-16s  %-21s  %-9s  %-20s  %9.3f ms  %11llu\n", m->partition, m->replica_id,
-                m->address, m->state, held, m->latency_ewma_ms, (unsigned long long)m->outstanding);
+        fprintf(f, "%-9u  %-*s  %-*s  %-9s  %-*s  %9.3f ms  %11llu\n", m->partition, wr, m->replica_id, wa,
+                m->address, m->state, wv, held, m->latency_ewma_ms, (unsigned long long)m->outstanding);
     }
 }
 
@@ -397,8 +408,11 @@ void vs_admin_versions_print(FILE *f, const vs_admin_cluster_t *c, int json)
     fprintf(f, "cluster %s (from %s): %zu members, %zu versions\n", c->cluster[0] ? c->cluster : "?",
             c->source, c->n_members, n);
     if (w) {
-        fprintf(f, "%-20s  %8s  %5s  %7s  %6s  %9s  %10s  %12s\n", "VERSION", "REPLICAS", "READY", "LOADING",
-                "FAILED", "ACTIVE_ON", "PARTITIONS", "VECTORS");
+        int wn = 7;
+        for (size_t i = 0; i < w; i++)
+            wn = (int)strlen(sum[i].name) > wn ? (int)strlen(sum[i].name) : wn;
+        fprintf(f, "%-*s  %8s  %5s  %7s  %6s  %9s  %10s  %12s\n", wn, "VERSION", "REPLICAS", "READY",
+                "LOADING", "FAILED", "ACTIVE_ON", "PARTITIONS", "VECTORS");
         for (size_t i = 0; i < w; i++) {
             char parts[32], vec[32];
             snprintf(parts, sizeof parts, "%zu/%zu", sum[i].partitions_ready, sum[i].partitions_seen);
@@ -406,7 +420,7 @@ void vs_admin_versions_print(FILE *f, const vs_admin_cluster_t *c, int json)
                 snprintf(vec, sizeof vec, "%lld", (long long)sum[i].n_vectors);
             else
                 snprintf(vec, sizeof vec, "-");
-            fprintf(f, "%-20s  %8zu  %5zu  %7zu  %6zu  %9zu  %10s  %12s\n", sum[i].name, sum[i].replicas,
+            fprintf(f, "%-*s  %8zu  %5zu  %7zu  %6zu  %9zu  %10s  %12s\n", wn, sum[i].name, sum[i].replicas,
                     sum[i].ready, sum[i].loading, sum[i].failed, sum[i].active_on, parts, vec);
         }
     }

@@ -168,7 +168,7 @@ static vs_test_version_t ver;
 static void test_cluster(void)
 {
     const vs_test_version_t *v = &ver;
-    char cmd[8192], state[1200], addr[128], etcd[128];
+    char cmd[16384], state[1200], addr[128], etcd[128];
     snprintf(state, sizeof state, "%s/state", cluster_dir);
     snprintf(cmd, sizeof cmd,
              "%s/deploy/local/cluster.sh up --dir %s --partitions 2 --replicas 1 --manifest %s --timeout 60 "
