@@ -223,4 +223,8 @@ void vs_admin_versions_print(FILE *f, const vs_admin_cluster_t *c, int json);
 vs_status vs_admin_health_check(const char *target, const char *service, int64_t timeout_ms, int *out_status,
                                 char err[VS_ERR_LEN]);
 
+/* Prints a health result: "SERVING", or "NOT_SERVING: detail"; JSON {target, service, status, detail}. */
+void vs_admin_health_print(FILE *f, const char *target, const char *service, const char *status,
+                           const char *detail, int json);
+
 #endif

@@ -459,7 +459,7 @@ vs_status vs_admin_health_check(const char *target, const char *service, int64_t
         return vs_errf(err, st, "health check of %s: %s", target, msg);
     if (code != 0) {
         free(body);
-        snprintf(err, VS_ERR_LEN, "%s: %.400s", vs_admin_outcome_name(code), msg);
+        snprintf(err, VS_ERR_LEN, "%s", msg);
         *out_status = -code;
         return VS_OK;
     }
@@ -471,4 +471,19 @@ vs_status vs_admin_health_check(const char *target, const char *service, int64_t
     *out_status = (int)resp->status;
     grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
     return VS_OK;
+}
+
+void vs_admin_health_print(FILE *f, const char *target, const char *service, const char *status,
+                           const char *detail, int json)
+{
+    if (!json) {
+        fprintf(f, "%s%s%s\n", status, detail[0] ? ": " : "", detail);
+        return;
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "target", target);
+    cJSON_AddStringToObject(j, "service", service);
+    cJSON_AddStringToObject(j, "status", status);
+    cJSON_AddStringToObject(j, "detail", detail);
+    print_json(f, j);
 }

@@ -72,11 +72,8 @@ static int run_health(const vs_admin_opts_t *o)
             break;
         nanosleep(&(struct timespec){0, 100 * 1000000L}, NULL);
     }
-    if (o->json)
-        printf("{\"target\":\"%s\",\"service\":\"%s\",\"status\":\"%s\"}\n", o->coordinator, o->service,
-               health_name(status));
-    else
-        printf("%s%s%s\n", health_name(status), err[0] && status != 1 ? ": " : "", status != 1 ? err : "");
+    vs_admin_health_print(stdout, o->coordinator, o->service, health_name(status), status != 1 ? err : "",
+                          o->json);
     return status == 1 ? 0 : 1;
 }
 

@@ -3,13 +3,14 @@
 # vecshard-coordinator. Every process logs to its own file in the cluster directory; a state file there
 # (shell syntax) records pids, ports and logs, so `status` and `down` find what `up` started.
 #
-#   cluster.sh up --manifest FILE [--manifest FILE...] [--partitions 2] [--replicas 1] [--dir build/cluster]
+#   cluster.sh up --manifest FILE [--manifest FILE...] [--partitions P] [--replicas 1] [--dir build/cluster]
 #                 [--cluster local] [--timeout 60] [--shard-threads N]
 #   cluster.sh status [--dir DIR] [--json]
 #   cluster.sh down [--dir DIR] [--timeout 15]
 #
 # up: starts etcd (fresh data directory, free loopback ports), shard p<p>r<r> for partition p replica r
-# (--listen 127.0.0.1:0, --port-file), then the coordinator (--etcd, every --manifest), and returns once the
+# (--listen 127.0.0.1:0, --port-file; P is the manifests' partition count, which --partitions must match),
+# then the coordinator (--etcd, every --manifest), and returns once the
 # coordinator's health is SERVING (or stops everything it started and fails after --timeout seconds).
 # Prints the coordinator's address; the state file has it as coordinator_addr.
 # down: SIGTERM to the coordinator, the shards, then etcd; SIGKILL to what is left after --timeout seconds.
@@ -17,7 +18,7 @@
 # Binaries: $VS_BIN_DIR (default build/bin); $VS_COORDINATOR_BIN overrides the coordinator (test doubles).
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 cmd=${1:-}
@@ -31,7 +32,7 @@ esac
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 dir=$root/build/cluster
-partitions=2
+partitions=""
 replicas=1
 cluster=local
 timeout=""
@@ -173,10 +174,17 @@ failed_up() {
 
 up() {
     [ ${#manifests[@]} -gt 0 ] || { echo "cluster.sh up: --manifest is required" >&2; exit 2; }
+    local m np
+    for m in "${manifests[@]}"; do
+        [ -s "$m" ] || die "up: no manifest $m"
+        np=$(/usr/bin/python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["partitions"]))' "$m") ||
+            die "up: cannot read the partitions of $m"
+        [ -n "$partitions" ] || partitions=$np
+        [ "$np" = "$partitions" ] ||
+            { echo "cluster.sh up: $m has $np partitions, not $partitions" >&2; exit 2; }
+    done
     [[ "$partitions" =~ ^[1-9][0-9]*$ && "$replicas" =~ ^[1-9][0-9]*$ ]] ||
         { echo "cluster.sh up: --partitions and --replicas must be positive integers" >&2; exit 2; }
-    local m
-    for m in "${manifests[@]}"; do [ -s "$m" ] || die "up: no manifest $m"; done
     for m in "$bin/vecshard-shard" "$bin/vecshard" "$coordinator_bin"; do
         [ -x "$m" ] || die "up: $m not built (cmake --build build)"
     done
