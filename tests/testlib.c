@@ -186,3 +186,13 @@ int vs_test_has_line(const char *text, const char *line)
             return 1;
     return 0;
 }
+
+int vs_test_same_file(const char *a, const char *b)
+{
+    size_t na = 0, nb = 0;
+    unsigned char *x = vs_test_read_file(a, &na), *y = vs_test_read_file(b, &nb);
+    int same = x && y && na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}

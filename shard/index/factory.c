@@ -227,6 +227,29 @@ vs_status vs_index_create(uint32_t dim, vs_metric metric, const char *factory, v
     return VS_OK;
 }
 
+vs_status vs_index_clone_empty(const vs_index_t *trained, vs_index_t **out, char err[VS_ERR_LEN])
+{
+    if (trained->spec.type != VS_INDEX_IVF) {
+        char factory[64];
+        vs_factory_format(&trained->spec, factory, sizeof factory);
+        return vs_index_create(trained->dim, trained->metric, factory, out, err);
+    }
+    vs_index_t *idx = calloc(1, sizeof *idx);
+    if (idx == NULL)
+        return vs_errf(err, VS_ERR_NOMEM, "index: out of memory");
+    idx->spec = trained->spec;
+    idx->dim = trained->dim;
+    idx->metric = trained->metric;
+    idx->ops = &vs_ivf_ops;
+    vs_status st = vs_ivf_clone_empty(trained->impl, (vs_ivf_t **)&idx->impl, err);
+    if (st != VS_OK) {
+        free(idx);
+        return st;
+    }
+    *out = idx;
+    return VS_OK;
+}
+
 void vs_index_destroy(vs_index_t *idx)
 {
     if (idx == NULL)
@@ -342,6 +365,18 @@ vs_status vs_index_add(vs_index_t *idx, size_t n, const float *x, const int64_t 
     if (vs_index_needs_training(idx))
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "index must be trained before vectors are added");
     return idx->ops->add(idx->impl, n, x, ids, n_threads ? n_threads : vs_parallel_cpus(), progress, err);
+}
+
+vs_status vs_index_add_lists(vs_index_t *idx, size_t n, const float *x, const int64_t *ids,
+                             const int32_t *lists, size_t n_threads, const vs_progress_cb_t *progress,
+                             char err[VS_ERR_LEN])
+{
+    if (idx->spec.type != VS_INDEX_IVF)
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "vectors can be added to given lists of IVF indexes only");
+    if (vs_index_needs_training(idx))
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "index must be trained before vectors are added");
+    return vs_ivf_add_lists(idx->impl, n, x, ids, lists, n_threads ? n_threads : vs_parallel_cpus(), progress,
+                            err);
 }
 
 vs_status vs_index_search(const vs_index_t *idx, size_t nq, const float *q, size_t k,

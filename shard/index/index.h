@@ -75,6 +75,14 @@ vs_status vs_index_create(uint32_t dim, vs_metric metric, const char *factory, v
                           char err[VS_ERR_LEN]);
 void vs_index_destroy(vs_index_t *idx); /* NULL is a no-op */
 
+/* An empty index sharing trained's trained state, for building the partitions of one version: same
+ * factory, metric and dimension; IVF copies the coarse centroids, PQ codebooks, SQ8 ranges and the
+ * tables derived from them, so IVF list ids are global and codes equal those trained would give
+ * (an untrained IVF source is VS_ERR_FAILED_PRECONDITION). Other types (Flat, HNSW) come back as a
+ * fresh index of the same spec; one that needs training (HNSW,SQ8) must then be trained on the same
+ * sample. trained is only read (safe during searches). Free *out with vs_index_destroy. */
+vs_status vs_index_clone_empty(const vs_index_t *trained, vs_index_t **out, char err[VS_ERR_LEN]);
+
 /* 1 when the index must be trained before add. */
 int vs_index_needs_training(const vs_index_t *idx);
 
@@ -87,6 +95,12 @@ vs_status vs_index_train(vs_index_t *idx, size_t n, const float *x, size_t n_thr
  * unchanged. Not thread-safe against concurrent search. */
 vs_status vs_index_add(vs_index_t *idx, size_t n, const float *x, const int64_t *ids, size_t n_threads,
                        const vs_progress_cb_t *progress, char err[VS_ERR_LEN]);
+
+/* IVF only: vs_index_add with each vector's list given (lists[n], from vs_ivf_assign on this index or
+ * one sharing its trained state); see vs_ivf_add_lists. VS_ERR_UNSUPPORTED for other types. */
+vs_status vs_index_add_lists(vs_index_t *idx, size_t n, const float *x, const int64_t *ids,
+                             const int32_t *lists, size_t n_threads, const vs_progress_cb_t *progress,
+                             char err[VS_ERR_LEN]);
 
 /* Searches nq queries (nq*dim floats) for their k nearest: out_dist[nq*k], out_ids[nq*k].
  * k in 1..VS_TOPK_MAX_K; queries must be finite; params may be NULL (defaults); n_threads 0 = all

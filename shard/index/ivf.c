@@ -156,6 +156,61 @@ void vs_ivf_destroy(vs_ivf_t *ivf)
     free(ivf);
 }
 
+/* A malloc'd copy of n bytes of src, or NULL when src is NULL; *fail is set when malloc fails. */
+static void *dup_bytes(const void *src, size_t n, int *fail)
+{
+    if (src == NULL)
+        return NULL;
+    void *d = malloc(n ? n : 1);
+    if (d == NULL)
+        *fail = 1;
+    else
+        memcpy(d, src, n);
+    return d;
+}
+
+vs_status vs_ivf_clone_empty(const vs_ivf_t *src, vs_ivf_t **out, char err[VS_ERR_LEN])
+{
+    if (!src->trained)
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index must be trained before it is cloned");
+    vs_ivf_t *ivf;
+    vs_status st = vs_ivf_create(src->d, src->metric, &src->spec, &ivf, err);
+    if (st != VS_OK)
+        return st;
+    const uint32_t d = src->d, nl = src->nlist;
+    int fail = 0;
+    ivf->seed = src->seed;
+    ivf->centroids = dup_bytes(src->centroids, (size_t)nl * d * sizeof(float), &fail);
+    if (src->spec.codec == VS_CODEC_PQ) {
+        ivf->pq.centroids = dup_bytes(src->pq.centroids,
+                                      (size_t)src->pq.m * src->pq.ksub * src->pq.dsub * sizeof(float), &fail);
+        ivf->pq.owned = 1;
+    }
+    if (src->spec.refine == VS_REFINE_SQ8) {
+        ivf->sq8.d = d;
+        ivf->sq8.vmin = dup_bytes(src->sq8.vmin, d * sizeof(float), &fail);
+        ivf->sq8.step = dup_bytes(src->sq8.step, d * sizeof(float), &fail);
+        ivf->sq8.owned = 1;
+    }
+    /* derived tables are copied, not recomputed: bit-identical by construction, and the PCA costs
+     * sgemms per clone */
+    ivf->term2 =
+        dup_bytes(src->term2, src->term2 ? (size_t)nl * src->pq.m * src->pq.ksub * sizeof(float) : 0, &fail);
+    ivf->cbt =
+        dup_bytes(src->cbt, src->cbt ? (size_t)src->pq.m * src->pq.dsub * 16 * sizeof(float) : 0, &fail);
+    ivf->cnorm = dup_bytes(src->cnorm, nl * sizeof(float), &fail);
+    ivf->pdim = src->pdim;
+    ivf->pca = dup_bytes(src->pca, (size_t)src->pdim * d * sizeof(float), &fail);
+    ivf->cproj = dup_bytes(src->cproj, (size_t)nl * src->pdim * sizeof(float), &fail);
+    if (fail) {
+        vs_ivf_destroy(ivf);
+        return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory cloning the trained state");
+    }
+    ivf->trained = 1;
+    *out = ivf;
+    return VS_OK;
+}
+
 /* term2[l][j][c] = |p_jc|^2 + 2 <c_l,j , p_jc> for L2 with PQ (see ivf.h). */
 /* Coarse preselection in a PCA projection. With many high-dimensional centroids (Fashion-MNIST:
  * 1024 x 784) the coarse step costs a quarter of a query. Centroid distances live mostly in a few
@@ -471,8 +526,38 @@ static vs_status list_reserve(const vs_ivf_t *ivf, ivf_list_t *L, size_t need, c
 
 #define ADD_CHUNK 65536
 
-static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64_t *ids, size_t n_threads,
-                         const vs_progress_cb_t *progress, char *err)
+vs_status vs_ivf_assign(const vs_ivf_t *ivf, size_t n, const float *x, size_t n_threads, int32_t *out_lists,
+                        char err[VS_ERR_LEN])
+{
+    if (!ivf->trained)
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index is not trained");
+    vs_status st = vs_check_finite(x, n, ivf->d, "vector", err);
+    if (st != VS_OK || n == 0)
+        return st;
+    size_t chunk = n < ADD_CHUNK ? n : ADD_CHUNK;
+    float *xc = ivf->metric == VS_METRIC_COSINE ? malloc(chunk * ivf->d * sizeof(float)) : NULL;
+    if (ivf->metric == VS_METRIC_COSINE && xc == NULL)
+        return vs_errf(err, VS_ERR_NOMEM, "IVF assign: out of memory");
+    /* the same blocks and the same call as ivf_add's first pass, so the lists are the ones add picks */
+    for (size_t i0 = 0; i0 < n && st == VS_OK; i0 += chunk) {
+        size_t m = n - i0 < chunk ? n - i0 : chunk;
+        const float *src = x + i0 * ivf->d;
+        if (xc != NULL) {
+            memcpy(xc, src, m * ivf->d * sizeof(float));
+            vs_normalize_rows(xc, m, ivf->d);
+            src = xc;
+        }
+        st = vs_kmeans_nearest(src, m, ivf->centroids, ivf->nlist, ivf->d, coarse_metric(ivf), 1, n_threads,
+                               out_lists + i0, NULL, err);
+    }
+    free(xc);
+    return st;
+}
+
+/* lists: NULL = assign each vector to its nearest centroid; else the list of each vector (builders
+ * that routed vectors by list pass what vs_ivf_assign gave them, so routing and storage agree). */
+static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64_t *ids, const int32_t *lists,
+                         size_t n_threads, const vs_progress_cb_t *progress, char *err)
 {
     const uint32_t d = ivf->d;
     if (!ivf->trained)
@@ -484,6 +569,10 @@ static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64
         if (ids[i] < 0)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "vector %zu has negative id %lld", i,
                            (long long)ids[i]);
+    for (size_t i = 0; lists && i < n; i++)
+        if (lists[i] < 0 || (uint32_t)lists[i] >= ivf->nlist)
+            return vs_errf(err, VS_ERR_OUT_OF_RANGE, "vector %zu: list %d is out of range 0..%u", i, lists[i],
+                           ivf->nlist - 1);
     size_t chunk = n < ADD_CHUNK ? n : ADD_CHUNK;
     float *xc = malloc(chunk * d * sizeof(float));
     float *resid = ivf->spec.codec == VS_CODEC_PQ ? malloc(chunk * d * sizeof(float)) : NULL;
@@ -500,7 +589,9 @@ static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64
     const size_t rb = refine_bytes_per_vector(ivf);
     /* pass 1: the list of every vector; then each list grows once to its final size (growing by
      * doubling while appending would zero and copy about twice the final bytes) */
-    for (size_t i0 = 0; i0 < n && st == VS_OK; i0 += chunk) {
+    if (lists != NULL)
+        memcpy(all_lab, lists, n * sizeof(int32_t));
+    for (size_t i0 = 0; lists == NULL && i0 < n && st == VS_OK; i0 += chunk) {
         size_t m = n - i0 < chunk ? n - i0 : chunk;
         memcpy(xc, x_in + i0 * d, m * d * sizeof(float));
         if (ivf->metric == VS_METRIC_COSINE)
@@ -1265,7 +1356,13 @@ static vs_status ops_train(void *impl, size_t n, const float *x, size_t n_thread
 static vs_status ops_add(void *impl, size_t n, const float *x, const int64_t *ids, size_t n_threads,
                          const vs_progress_cb_t *progress, char *err)
 {
-    return ivf_add(impl, n, x, ids, n_threads, progress, err);
+    return ivf_add(impl, n, x, ids, NULL, n_threads, progress, err);
+}
+
+vs_status vs_ivf_add_lists(vs_ivf_t *ivf, size_t n, const float *x, const int64_t *ids, const int32_t *lists,
+                           size_t n_threads, const vs_progress_cb_t *progress, char err[VS_ERR_LEN])
+{
+    return ivf_add(ivf, n, x, ids, lists, n_threads, progress, err);
 }
 
 static size_t ops_count(const void *impl)

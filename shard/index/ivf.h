@@ -43,6 +43,26 @@ vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_sp
 vs_status vs_ivf_probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int exact, int32_t *out_lists,
                        char err[VS_ERR_LEN]);
 
+/* An empty index with src's trained state: same factory, metric and dimension, copies of the coarse
+ * centroids, PQ codebooks, SQ8 ranges and every table derived from them (so list ids, codes and search
+ * results are the same as in src). src must be trained (VS_ERR_FAILED_PRECONDITION); VS_ERR_NOMEM.
+ * Free *out with vs_ivf_destroy. Reads src only: safe while src is searched. */
+vs_status vs_ivf_clone_empty(const vs_ivf_t *src, vs_ivf_t **out, char err[VS_ERR_LEN]);
+
+/* The list each of n vectors (n*dim floats, finite) is stored in by add: the nearest coarse centroid
+ * (squared L2; inner product of normalised vectors for IP and cosine), computed exactly as add does
+ * (vs_kmeans_nearest with nprobe 1 on the same blocks of rows). out_lists[n]. Not vs_ivf_probe: that
+ * one ranks by a different expansion and may pick the other list of a near tie. n_threads >= 1.
+ * VS_ERR_FAILED_PRECONDITION (untrained), VS_ERR_INVALID_ARGUMENT (NaN/Inf), VS_ERR_NOMEM. */
+vs_status vs_ivf_assign(const vs_ivf_t *ivf, size_t n, const float *x, size_t n_threads, int32_t *out_lists,
+                        char err[VS_ERR_LEN]);
+
+/* vs_index_add with the list of every vector given (lists[n], each < nlist, VS_ERR_OUT_OF_RANGE
+ * otherwise), as vs_ivf_assign computed it: a builder that routed vectors to partitions by list stores
+ * each in exactly the list it routed by, and does not pay for the assignment twice. */
+vs_status vs_ivf_add_lists(vs_ivf_t *ivf, size_t n, const float *x, const int64_t *ids, const int32_t *lists,
+                           size_t n_threads, const vs_progress_cb_t *progress, char err[VS_ERR_LEN]);
+
 uint32_t vs_ivf_nlist(const vs_ivf_t *ivf);
 /* Coarse centroids, nlist*dim floats (borrowed); NULL before training. */
 const float *vs_ivf_centroids(const vs_ivf_t *ivf);

@@ -1,4 +1,6 @@
-/* manifest.c: read, validate and write manifest.json (manifest.h) with cJSON. */
+/* manifest.c: read, validate and write manifest.json (manifest.h) with cJSON. Validation is complete at
+ * load, so a shard or coordinator never acts on a manifest that contradicts itself (a list owned twice
+ * or by nobody would lose or duplicate results silently). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 #include <cjson/cJSON.h>
 
 #include "common/crc32c.h"
+#include "shard/index/index.h"
 #include "shard/server/manifest.h"
 
 #define MAX_MANIFEST_BYTES (16u << 20)
@@ -114,6 +117,55 @@ static vs_status parse(const cJSON *root, const char *path, vs_manifest_t *m, ch
     if (u == 0)
         return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: dim must be at least 1", path);
     m->dim = (uint32_t)u;
+    vs_factory_spec_t spec;
+    char ferr[VS_ERR_LEN];
+    if (vs_factory_parse(m->factory, &spec, ferr) != VS_OK)
+        return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: factory: %s", path, ferr);
+    const int cluster = strcmp(m->partitioning, "cluster") == 0;
+    if (cJSON_GetObjectItemCaseSensitive(root, "nlist")) {
+        if ((st = get_uint(root, "nlist", VS_MANIFEST_MAX_NLIST, &u, path, err)) != VS_OK)
+            return st;
+        if (spec.type != VS_INDEX_IVF || u != spec.nlist)
+            return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: nlist %llu does not match factory \"%s\"", path,
+                           (unsigned long long)u, m->factory);
+        m->nlist = (uint32_t)u;
+    }
+    if ((st = get_string(root, "hash", 0, m->hash, sizeof m->hash, path, err)) != VS_OK)
+        return st;
+    if (cluster) {
+        if (spec.type != VS_INDEX_IVF)
+            return vs_errf(err, VS_ERR_CORRUPT,
+                           "manifest %s: cluster partitioning needs an IVF factory, not \"%s\"", path,
+                           m->factory);
+        if (m->nlist == 0)
+            return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: cluster partitioning needs \"nlist\"", path);
+        if (!m->centroids_file[0])
+            return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: cluster partitioning needs \"centroids_file\"",
+                           path);
+        if (m->hash[0])
+            return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: \"hash\" is for hash partitioning only", path);
+    } else if (m->hash[0] && strcmp(m->hash, VS_MANIFEST_HASH) != 0) {
+        return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: hash \"%s\" is not \"%s\"", path, m->hash,
+                       VS_MANIFEST_HASH);
+    }
+    if (cJSON_GetObjectItemCaseSensitive(root, "centroids_crc32c")) {
+        if ((st = get_uint(root, "centroids_crc32c", UINT32_MAX, &u, path, err)) != VS_OK)
+            return st;
+        m->centroids_crc32c = (uint32_t)u;
+        m->has_centroids_crc32c = 1;
+    }
+    const cJSON *build = cJSON_GetObjectItemCaseSensitive(root, "build");
+    if (build) {
+        char where[PATH_MAX + 16];
+        snprintf(where, sizeof where, "%s build", path);
+        if (!cJSON_IsObject(build))
+            return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: not an object", where);
+        if ((st = get_uint(build, "train_sample", UINT64_MAX >> 1, &m->build_train_sample, where, err)) !=
+                VS_OK ||
+            (st = get_uint(build, "seed", UINT64_MAX, &m->build_seed, where, err)) != VS_OK)
+            return st;
+        m->has_build = 1;
+    }
 
     const cJSON *parts = cJSON_GetObjectItemCaseSensitive(root, "partitions");
     int n = cJSON_IsArray(parts) ? cJSON_GetArraySize(parts) : -1;
@@ -125,8 +177,20 @@ static vs_status parse(const cJSON *root, const char *path, vs_manifest_t *m, ch
         return vs_errf(err, VS_ERR_NOMEM, "manifest %s: out of memory", path);
     m->n_partitions = (uint32_t)n;
     unsigned char *seen = calloc((size_t)n, 1);
-    if (!seen)
+    uint32_t *owner = cluster ? malloc(m->nlist * sizeof *owner) : NULL; /* list -> partition + 1 */
+    if (!seen || (cluster && !owner)) {
+        free(seen);
         return vs_errf(err, VS_ERR_NOMEM, "manifest %s: out of memory", path);
+    }
+    if (cluster) {
+        memset(owner, 0, m->nlist * sizeof *owner);
+        if ((uint32_t)n > m->nlist) {
+            free(seen);
+            free(owner);
+            return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: %d partitions but only %u lists", path, n,
+                           m->nlist);
+        }
+    }
     int i = 0;
     const cJSON *p;
     st = VS_OK;
@@ -163,8 +227,52 @@ static vs_status parse(const cJSON *root, const char *path, vs_manifest_t *m, ch
             mp->crc32c = (uint32_t)u;
             mp->has_crc32c = 1;
         }
+        const cJSON *lists = cJSON_GetObjectItemCaseSensitive(p, "lists");
+        if (!cluster) {
+            if (lists) {
+                st = vs_errf(err, VS_ERR_CORRUPT, "manifest %s: \"lists\" is for cluster partitioning only",
+                             where);
+                break;
+            }
+            continue;
+        }
+        int nl = cJSON_IsArray(lists) ? cJSON_GetArraySize(lists) : -1;
+        if (nl < 0 || (uint32_t)nl > m->nlist) {
+            st = vs_errf(err, VS_ERR_CORRUPT,
+                         "manifest %s: \"lists\" must be an array of at most %u list ids", where, m->nlist);
+            break;
+        }
+        mp->lists = malloc(((size_t)nl + 1) * sizeof *mp->lists);
+        if (!mp->lists) {
+            st = vs_errf(err, VS_ERR_NOMEM, "manifest %s: out of memory", path);
+            break;
+        }
+        const cJSON *e;
+        cJSON_ArrayForEach(e, lists)
+        {
+            double v = cJSON_IsNumber(e) ? e->valuedouble : -1;
+            if (!(v >= 0 && v < m->nlist && v == (double)(uint32_t)v)) {
+                st = vs_errf(err, VS_ERR_CORRUPT, "manifest %s: \"lists\"[%u] is not a list id in 0..%u",
+                             where, mp->n_lists, m->nlist - 1);
+                break;
+            }
+            uint32_t l = (uint32_t)v;
+            if (owner[l]) {
+                st = vs_errf(err, VS_ERR_CORRUPT, "manifest %s: list %u is also owned by partition %u", where,
+                             l, owner[l] - 1);
+                break;
+            }
+            owner[l] = mp->id + 1;
+            mp->lists[mp->n_lists++] = l;
+        }
+        if (st != VS_OK)
+            break;
     }
+    for (uint32_t l = 0; cluster && st == VS_OK && l < m->nlist; l++)
+        if (!owner[l])
+            st = vs_errf(err, VS_ERR_CORRUPT, "manifest %s: list %u is owned by no partition", path, l);
     free(seen);
+    free(owner);
     return st;
 }
 
@@ -214,6 +322,8 @@ void vs_manifest_fini(vs_manifest_t *m)
 {
     if (!m)
         return;
+    for (uint32_t i = 0; m->partitions && i < m->n_partitions; i++)
+        free(m->partitions[i].lists);
     free(m->partitions);
     m->partitions = NULL;
     m->n_partitions = 0;
@@ -252,8 +362,25 @@ vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[V
     cJSON_AddNumberToObject(root, "dim", m->dim);
     cJSON_AddStringToObject(root, "factory", m->factory);
     cJSON_AddStringToObject(root, "partitioning", m->partitioning);
+    if (m->hash[0])
+        cJSON_AddStringToObject(root, "hash", m->hash);
+    if (m->nlist)
+        cJSON_AddNumberToObject(root, "nlist", m->nlist);
     if (m->centroids_file[0])
         cJSON_AddStringToObject(root, "centroids_file", m->centroids_file);
+    if (m->has_centroids_crc32c) {
+        snprintf(num, sizeof num, "0x%08x", m->centroids_crc32c);
+        cJSON_AddStringToObject(root, "centroids_crc32c", num);
+    }
+    if (m->has_build) {
+        cJSON *b = cJSON_AddObjectToObject(root, "build");
+        if (b) {
+            snprintf(num, sizeof num, "%llu", (unsigned long long)m->build_train_sample);
+            cJSON_AddStringToObject(b, "train_sample", num);
+            snprintf(num, sizeof num, "%llu", (unsigned long long)m->build_seed);
+            cJSON_AddStringToObject(b, "seed", num);
+        }
+    }
     for (uint32_t i = 0; i < m->n_partitions; i++) {
         const vs_manifest_partition_t *p = &m->partitions[i];
         cJSON *o = cJSON_CreateObject();
@@ -266,6 +393,11 @@ vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[V
         if (p->has_crc32c) {
             snprintf(num, sizeof num, "0x%08x", p->crc32c);
             cJSON_AddStringToObject(o, "crc32c", num);
+        }
+        if (p->lists) {
+            cJSON *l = cJSON_AddArrayToObject(o, "lists");
+            for (uint32_t j = 0; l && j < p->n_lists; j++)
+                cJSON_AddItemToArray(l, cJSON_CreateNumber(p->lists[j]));
         }
         cJSON_AddItemToArray(parts, o);
     }

@@ -5,6 +5,10 @@
  * directory), its size, CRC32C and vector count. The offline builder writes it; shards read it to load
  * their partition and check what they loaded against it (a file built for another metric or dimension
  * is refused: serving with the wrong metric is a silent bug).
+ * Partitioning (docs/protocol.md): "hash" puts id in partition vs_hash_partition(id, P) =
+ * splitmix64(id) % P (common/hash.h); "cluster" gives each partition whole IVF lists, listed per
+ * partition, every list of the nlist exactly once, so a coordinator routes a query to the partitions
+ * owning its nearest lists.
  * Not here: loading the index (shard.h) or where manifests live in etcd (the deploy issue). */
 #ifndef VS_SHARD_SERVER_MANIFEST_H
 #define VS_SHARD_SERVER_MANIFEST_H
@@ -17,6 +21,10 @@
 
 #define VS_MANIFEST_FORMAT "vecshard-manifest/1"
 #define VS_NAME_LEN 128 /* versions, model versions, factory strings */
+/* The "hash" field of hash-partitioned manifests: the one function ids are partitioned with. */
+#define VS_MANIFEST_HASH "splitmix64(id) % P"
+/* Largest nlist a cluster-partitioned manifest may list (the list ids must fit the 16 MiB cap). */
+#define VS_MANIFEST_MAX_NLIST (1u << 20)
 
 typedef struct vs_manifest_partition {
     uint32_t id;
@@ -25,6 +33,8 @@ typedef struct vs_manifest_partition {
     uint32_t crc32c;
     int has_crc32c;
     uint64_t n_vectors;
+    uint32_t *lists; /* cluster: the global IVF list ids this partition owns (n_lists, owned), else NULL */
+    uint32_t n_lists;
 } vs_manifest_partition_t;
 
 typedef struct vs_manifest {
@@ -36,19 +46,31 @@ typedef struct vs_manifest {
     char partitioning[16]; /* "hash" or "cluster" */
     uint32_t n_partitions;
     vs_manifest_partition_t *partitions; /* n_partitions, owned */
-    char centroids_file[PATH_MAX];       /* cluster partitioning: coarse centroids (.fvecs); may be "" */
-    char dir[PATH_MAX];                  /* directory of the manifest file (set by load) */
+    char centroids_file[PATH_MAX];       /* IVF: coarse centroids (.fvecs, nlist x dim); required for
+                                            cluster, may be "" for hash */
+    uint32_t centroids_crc32c;           /* CRC32C of the centroids file, when has_centroids_crc32c */
+    int has_centroids_crc32c;
+    uint32_t nlist; /* IVF lists (= the factory's nlist); required for cluster, 0 = absent (hash) */
+    char hash[32];  /* hash partitioning: VS_MANIFEST_HASH or "" (absent: older manifests) */
+    int has_build;  /* the optional "build" object: how the builder sampled its training set */
+    uint64_t build_train_sample, build_seed;
+    char dir[PATH_MAX]; /* directory of the manifest file (set by load) */
 } vs_manifest_t;
 
 /* Reads and validates path: JSON well formed, format known, every field present with the right type
- * and in range, partition ids 0..n-1 each once, file names without "..". VS_ERR_CORRUPT (or
- * VS_ERR_NOT_FOUND / VS_ERR_IO) naming the field. *out is filled only on success; free with
- * vs_manifest_fini. */
+ * and in range, factory string parseable, partition ids 0..n-1 each once, file names without "..";
+ * "nlist" equal to the factory's; for cluster partitioning: an IVF factory, "nlist", a centroids
+ * file and per partition "lists" covering 0..nlist-1 exactly once overall; for hash: no "lists",
+ * "hash" absent or VS_MANIFEST_HASH. VS_ERR_CORRUPT (or VS_ERR_NOT_FOUND / VS_ERR_IO) naming the field. *out
+ * is filled only on success; free with vs_manifest_fini. */
 vs_status vs_manifest_load(const char *path, vs_manifest_t *out, char err[VS_ERR_LEN]);
 
-/* Writes m to path atomically (tmp + rename). n_partitions entries must be filled. */
+/* Writes m to path atomically (tmp + rename, fsync'd). n_partitions entries must be filled; optional
+ * fields are written when set (nlist > 0, hash[0], lists != NULL, has_*). Does not validate m: the
+ * writer (the builder) loads what it wrote back with vs_manifest_load. */
 vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[VS_ERR_LEN]);
 
+/* Frees the partitions and their lists (m itself is caller storage). NULL is a no-op. */
 void vs_manifest_fini(vs_manifest_t *m);
 
 /* The partition with id p, or NULL. */

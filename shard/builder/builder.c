@@ -1,0 +1,957 @@
+/* builder.c: see builder.h. One build is a build_t that each step fills in; every step returns a
+ * vs_status and vs_builder_run frees everything at one exit. */
+#include "shard/builder/builder.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "common/crc32c.h"
+#include "common/hash.h"
+#include "common/parallel.h"
+#include "common/vecio.h"
+#include "shard/index/index.h"
+#include "shard/index/ivf.h"
+#include "shard/server/manifest.h"
+
+#define MARKER_FORMAT "vecshard-build-done/1"
+
+/* ---- ids files ----------------------------------------------------------------------------------- */
+
+/* A mapped file of n little-endian int64 ids. */
+typedef struct ids_file {
+    void *map;
+    size_t map_len;
+    const unsigned char *data; /* n * 8 bytes, any alignment */
+    size_t n;
+} ids_file_t;
+
+static int has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* Parses the npy header of an int64 vector: descr '<i8', C order, shape (n,) or (n, 1). */
+static vs_status npy_int64_header(const unsigned char *b, size_t len, const char *path, size_t *out_off,
+                                  size_t *out_n, char *err)
+{
+    if (len < 10 || memcmp(b, "\x93NUMPY", 6) != 0)
+        return vs_errf(err, VS_ERR_CORRUPT, "ids file %s: not an .npy file (bad magic)", path);
+    size_t hlen, off;
+    if (b[6] == 1) {
+        hlen = (size_t)b[8] | (size_t)b[9] << 8;
+        off = 10;
+    } else if (b[6] == 2 || b[6] == 3) {
+        if (len < 12)
+            return vs_errf(err, VS_ERR_CORRUPT, "ids file %s: truncated header", path);
+        hlen = (size_t)b[8] | (size_t)b[9] << 8 | (size_t)b[10] << 16 | (size_t)b[11] << 24;
+        off = 12;
+    } else {
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "ids file %s: npy version %u", path, b[6]);
+    }
+    if (hlen > 65536 || off + hlen > len)
+        return vs_errf(err, VS_ERR_CORRUPT, "ids file %s: header of %zu bytes does not fit the file", path,
+                       hlen);
+    char h[65537];
+    memcpy(h, b + off, hlen);
+    h[hlen] = 0;
+    const char *descr = strstr(h, "'descr'");
+    const char *fo = strstr(h, "'fortran_order'");
+    const char *shape = strstr(h, "'shape'");
+    if (!descr || !fo || !shape)
+        return vs_errf(err, VS_ERR_CORRUPT, "ids file %s: header lacks descr, fortran_order or shape", path);
+    descr = strchr(descr + 7, '\'');
+    if (!descr || (strncmp(descr, "'<i8'", 5) != 0 && strncmp(descr, "'<u8'", 5) != 0))
+        return vs_errf(err, VS_ERR_UNSUPPORTED,
+                       "ids file %s: dtype must be int64 ('<i8'), the header says %.40s", path,
+                       descr ? descr : "?");
+    fo += 15;
+    while (*fo == ' ' || *fo == ':')
+        fo++;
+    if (strncmp(fo, "False", 5) != 0)
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "ids file %s: fortran_order arrays are not read", path);
+    shape = strchr(shape, '(');
+    char *end;
+    errno = 0;
+    unsigned long long n = shape ? strtoull(shape + 1, &end, 10) : 0;
+    if (!shape || errno || end == shape + 1)
+        return vs_errf(err, VS_ERR_CORRUPT, "ids file %s: unreadable shape", path);
+    while (*end == ' ')
+        end++;
+    if (*end == ',') {
+        end++;
+        while (*end == ' ')
+            end++;
+        if (*end != ')' && !(end[0] == '1' && (end[1] == ')' || (end[1] == ',' && end[2] == ')'))))
+            return vs_errf(err, VS_ERR_UNSUPPORTED, "ids file %s: shape must be (n,) or (n, 1)", path);
+    } else if (*end != ')') {
+        return vs_errf(err, VS_ERR_CORRUPT, "ids file %s: unreadable shape", path);
+    }
+    off += hlen;
+    if (n > (len - off) / 8 || len - off != n * 8)
+        return vs_errf(err, VS_ERR_CORRUPT, "ids file %s: %llu ids need %llu bytes of data, the file has %zu",
+                       path, n, n * 8, len - off);
+    *out_off = off;
+    *out_n = (size_t)n;
+    return VS_OK;
+}
+
+static vs_status ids_open(const char *path, ids_file_t *f, char *err)
+{
+    memset(f, 0, sizeof *f);
+    int npy = has_suffix(path, ".npy");
+    if (!npy && !has_suffix(path, ".i64"))
+        return vs_errf(
+            err, VS_ERR_UNSUPPORTED,
+            "ids file %s: unknown format (use .npy with int64 ids, or .i64: raw little-endian int64)", path);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return vs_errf(err, errno == ENOENT ? VS_ERR_NOT_FOUND : VS_ERR_IO, "ids file %s: %s", path,
+                       strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return vs_errf(err, VS_ERR_IO, "ids file %s: %s", path, strerror(errno));
+    }
+    size_t len = (size_t)st.st_size;
+    void *map = len ? mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    close(fd);
+    if (len && map == MAP_FAILED)
+        return vs_errf(err, VS_ERR_IO, "ids file %s: mmap: %s", path, strerror(errno));
+    size_t off = 0, n = len / 8;
+    vs_status s = VS_OK;
+    if (npy)
+        s = npy_int64_header(map, len, path, &off, &n, err);
+    else if (len % 8 != 0)
+        s = vs_errf(err, VS_ERR_CORRUPT, "ids file %s: %zu bytes is not a whole number of int64 ids", path,
+                    len);
+    if (s != VS_OK) {
+        if (map)
+            munmap(map, len);
+        return s;
+    }
+    f->map = map;
+    f->map_len = len;
+    f->data = (const unsigned char *)map + off;
+    f->n = n;
+    return VS_OK;
+}
+
+static void ids_close(ids_file_t *f)
+{
+    if (f->map)
+        munmap(f->map, f->map_len);
+    memset(f, 0, sizeof *f);
+}
+
+static inline int64_t ids_get(const ids_file_t *f, size_t i)
+{
+    uint64_t v = 0;
+    for (int b = 7; b >= 0; b--)
+        v = v << 8 | f->data[i * 8 + (size_t)b];
+    return (int64_t)v;
+}
+
+/* ---- list packing -------------------------------------------------------------------------------- */
+
+size_t vs_builder_default_train_sample(uint32_t nlist, size_t n)
+{
+    size_t want = (size_t)256 * nlist > 100000 ? (size_t)256 * nlist : 100000;
+    return want < n ? want : n;
+}
+
+static const uint64_t *sort_sizes;
+
+static int by_size_desc(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    if (sort_sizes[x] != sort_sizes[y])
+        return sort_sizes[x] > sort_sizes[y] ? -1 : 1;
+    return (x > y) - (x < y);
+}
+
+void vs_builder_pack_lists(const uint64_t *sizes, uint32_t nlist, uint32_t n_partitions,
+                           uint32_t *out_partition)
+{
+    uint32_t *order = malloc(nlist * sizeof *order);
+    uint64_t *load = calloc(n_partitions, sizeof *load);
+    uint32_t *count = calloc(n_partitions, sizeof *count);
+    if (!order || !load || !count) { /* degrade to round robin rather than fail: still a valid packing */
+        for (uint32_t l = 0; l < nlist; l++)
+            out_partition[l] = l % n_partitions;
+        free(order);
+        free(load);
+        free(count);
+        return;
+    }
+    for (uint32_t l = 0; l < nlist; l++)
+        order[l] = l;
+    sort_sizes = sizes; /* qsort has no context argument in C11 */
+    qsort(order, nlist, sizeof *order, by_size_desc);
+    sort_sizes = NULL;
+    /* O(nlist * P): at most 2^20 * 4096 in theory; P is small next to nlist in practice */
+    for (uint32_t i = 0; i < nlist; i++) {
+        uint32_t best = 0;
+        for (uint32_t p = 1; p < n_partitions; p++)
+            if (load[p] < load[best] || (load[p] == load[best] && count[p] < count[best]))
+                best = p;
+        out_partition[order[i]] = best;
+        load[best] += sizes[order[i]];
+        count[best]++;
+    }
+    free(order);
+    free(load);
+    free(count);
+}
+
+/* ---- the build ----------------------------------------------------------------------------------- */
+
+typedef struct partition {
+    uint64_t n_vectors;  /* routed here */
+    uint64_t size_bytes; /* of the saved file */
+    uint32_t crc32c;
+    int done; /* saved (this run or resumed) */
+    vs_index_t *idx;
+} partition_t;
+
+typedef struct build {
+    const vs_builder_opts_t *o;
+    const vs_builder_progress_t *pr;
+    vs_factory_spec_t spec;
+    char factory[64]; /* canonical */
+    vs_vecfile_t *vf;
+    ids_file_t ids;
+    int has_ids;
+    size_t n, chunk, n_threads, n_train; /* n_train: rows to sample (0 = no training) */
+    uint32_t d, P;
+    char dir[PATH_MAX];
+    vs_index_t *trained;
+    float *sample;
+    size_t n_sample;
+    int32_t *lists;                        /* IVF: n list ids */
+    uint32_t *list_part;                   /* cluster: nlist partitions */
+    uint64_t *list_sizes;                  /* IVF: nlist */
+    partition_t *parts;                    /* P */
+    char fingerprint[2 * PATH_MAX + 1024]; /* what a done marker must match */
+    uint32_t trained_crc;
+    uint32_t passes, built, resumed;
+} build_t;
+
+static void note(const build_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(const build_t *b, const char *fmt, ...)
+{
+    if (!b->pr || !b->pr->note)
+        return;
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    b->pr->note(b->pr->ctx, line);
+}
+
+static void stage_begin(const build_t *b, const char *what, size_t total)
+{
+    if (b->pr && b->pr->begin)
+        b->pr->begin(b->pr->ctx, what, total);
+}
+
+static void stage_update(const build_t *b, size_t done, size_t total)
+{
+    if (b->pr && b->pr->update)
+        b->pr->update(b->pr->ctx, done, total);
+}
+
+static void stage_end(const build_t *b, size_t total)
+{
+    if (b->pr && b->pr->end)
+        b->pr->end(b->pr->ctx, total);
+}
+
+static int64_t row_id(const build_t *b, size_t row)
+{
+    return b->has_ids ? ids_get(&b->ids, row) : (int64_t)row;
+}
+
+static uint32_t row_partition(const build_t *b, size_t row)
+{
+    if (b->o->partitioning == VS_PARTITION_CLUSTER)
+        return b->list_part[b->lists[row]];
+    return vs_hash_partition(row_id(b, row), b->P);
+}
+
+/* Checks rows [row0, row0 + m) of x: finite, norms in range. */
+static vs_status check_rows(const build_t *b, const float *x, size_t row0, size_t m, char *err)
+{
+    char e[VS_ERR_LEN];
+    for (size_t i = 0; i < m; i++)
+        if (vs_check_finite(x + i * b->d, 1, b->d, "vector", e) != VS_OK)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s row %zu: %s", b->o->base_path, row0 + i, e);
+    return VS_OK;
+}
+
+static vs_status path_in_dir(const build_t *b, const char *name, char out[PATH_MAX], char *err)
+{
+    if (snprintf(out, PATH_MAX, "%s/%s", b->dir, name) >= PATH_MAX)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s/%s: path too long", b->dir, name);
+    return VS_OK;
+}
+
+static vs_status make_dir(const char *path, char *err)
+{
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return vs_errf(err, VS_ERR_IO, "mkdir %s: %s", path, strerror(errno));
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
+        return vs_errf(err, VS_ERR_IO, "%s is not a directory", path);
+    return VS_OK;
+}
+
+/* Step 1: everything checkable before any write. */
+static vs_status validate(build_t *b, char *err)
+{
+    const vs_builder_opts_t *o = b->o;
+    if (!o->base_path || !o->factory || !o->out_dir || !o->version)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--base, --factory, --out and --version are required");
+    if (!vs_version_name_valid(o->version))
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "version \"%s\" is not a valid name ([A-Za-z0-9._-], 1..64 bytes)", o->version);
+    if (o->model_version && strlen(o->model_version) > 127)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "model version is longer than 127 bytes");
+    if (o->n_partitions < 1 || o->n_partitions > VS_BUILDER_MAX_PARTITIONS)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "partitions %u is out of range 1..%u", o->n_partitions,
+                       VS_BUILDER_MAX_PARTITIONS);
+    if (o->partitioning != VS_PARTITION_HASH && o->partitioning != VS_PARTITION_CLUSTER)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "partitioning must be hash or cluster");
+    vs_status st = vs_factory_parse(o->factory, &b->spec, err);
+    if (st != VS_OK)
+        return st;
+    vs_factory_format(&b->spec, b->factory, sizeof b->factory);
+    if (b->spec.type == VS_INDEX_FLAT)
+        return vs_errf(
+            err, VS_ERR_UNSUPPORTED,
+            "factory \"%s\": Flat indexes have no file format; use IVF{nlist},Flat (exact with nprobe = "
+            "nlist) or HNSW{M}",
+            o->factory);
+    if (o->partitioning == VS_PARTITION_CLUSTER) {
+        if (b->spec.type != VS_INDEX_IVF)
+            return vs_errf(
+                err, VS_ERR_INVALID_ARGUMENT,
+                "cluster partitioning needs an IVF factory (it packs IVF lists), not \"%s\"; use hash",
+                o->factory);
+        if (o->n_partitions > b->spec.nlist)
+            return vs_errf(
+                err, VS_ERR_INVALID_ARGUMENT,
+                "cluster partitioning: %u partitions but only %u IVF lists (each partition owns whole "
+                "lists)",
+                o->n_partitions, b->spec.nlist);
+        if (b->spec.nlist > VS_MANIFEST_MAX_NLIST)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "cluster partitioning: nlist %u is above %u",
+                           b->spec.nlist, VS_MANIFEST_MAX_NLIST);
+    }
+    b->P = o->n_partitions;
+    st = vs_vecfile_open(o->base_path, &b->vf, err);
+    if (st != VS_OK)
+        return st;
+    b->n = vs_vecfile_count(b->vf);
+    b->d = vs_vecfile_dim(b->vf);
+    if (b->n == 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s holds no vectors", o->base_path);
+    if (b->spec.type == VS_INDEX_IVF && b->n < b->spec.nlist)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s has %zu vectors, fewer than the %u IVF lists",
+                       o->base_path, b->n, b->spec.nlist);
+    if (o->ids_path) {
+        st = ids_open(o->ids_path, &b->ids, err);
+        if (st != VS_OK)
+            return st;
+        b->has_ids = 1;
+        if (b->ids.n != b->n)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "ids file %s has %zu ids, base %s has %zu vectors",
+                           o->ids_path, b->ids.n, o->base_path, b->n);
+        for (size_t i = 0; i < b->n; i++)
+            if (ids_get(&b->ids, i) < 0)
+                return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "ids file %s: id %zu is negative (%lld)",
+                               o->ids_path, i, (long long)ids_get(&b->ids, i));
+    }
+    /* the factory against the dimension (PQ m must divide d, ...) and the index type being built */
+    st = vs_index_create(b->d, o->metric, o->factory, &b->trained, err);
+    if (st != VS_OK)
+        return st;
+    size_t chunk = o->chunk_rows ? o->chunk_rows : VS_BUILDER_DEFAULT_CHUNK;
+    if (chunk > ((size_t)1 << 30) / b->d)
+        chunk = ((size_t)1 << 30) / b->d; /* at most 4 GiB of floats per chunk */
+    b->chunk = (chunk + VS_BUILDER_CHUNK_ALIGN - 1) / VS_BUILDER_CHUNK_ALIGN * VS_BUILDER_CHUNK_ALIGN;
+    b->n_threads = o->n_threads ? o->n_threads : vs_parallel_cpus();
+    if (vs_index_needs_training(b->trained)) {
+        size_t ns =
+            o->train_sample
+                ? o->train_sample
+                : vs_builder_default_train_sample(b->spec.type == VS_INDEX_IVF ? b->spec.nlist : 0, b->n);
+        b->n_train = ns < b->n ? ns : b->n;
+        if (b->spec.type == VS_INDEX_IVF && b->n_train < b->spec.nlist)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                           "training sample of %zu is smaller than the %u IVF lists", b->n_train,
+                           b->spec.nlist);
+    }
+    b->parts = calloc(b->P, sizeof *b->parts);
+    if (!b->parts)
+        return vs_errf(err, VS_ERR_NOMEM, "out of memory");
+    if (snprintf(b->dir, sizeof b->dir, "%s/%s", o->out_dir, o->version) >= (int)sizeof b->dir - 32)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s/%s: path too long", o->out_dir, o->version);
+    return VS_OK;
+}
+
+/* Step 2: the training sample (selection sampling, Knuth TAOCP 3.4.2 Algorithm S: rows in file order,
+ * each subset of the size equally likely) and training. */
+static vs_status train(build_t *b, char *err)
+{
+    const size_t ns = b->n_train;
+    if (ns == 0)
+        return VS_OK;
+    b->sample = malloc(ns * b->d * sizeof(float));
+    if (!b->sample)
+        return vs_errf(err, VS_ERR_NOMEM, "out of memory for a training sample of %zu x %u", ns, b->d);
+    uint64_t state = b->o->seed;
+    size_t got = 0;
+    vs_status st = VS_OK;
+    stage_begin(b, "sample", b->n);
+    for (size_t i = 0; i < b->n && got < ns && st == VS_OK; i++) {
+        state += 0x9e3779b97f4a7c15ull;
+        double u = (double)(vs_splitmix64(state) >> 11) * 0x1.0p-53; /* [0, 1) */
+        if ((double)(b->n - i) * u >= (double)(ns - got))
+            continue;
+        st = vs_vecfile_read_f32(b->vf, i, 1, b->sample + got * b->d, err);
+        if (st == VS_OK)
+            st = check_rows(b, b->sample + got * b->d, i, 1, err);
+        got++;
+        if ((got & 4095) == 0)
+            stage_update(b, i, b->n);
+    }
+    stage_end(b, b->n);
+    if (st != VS_OK)
+        return st;
+    b->n_sample = got;
+    /* updates come from k-means as (iteration, iterations); the closing line counts training rows */
+    stage_begin(b, "train", got);
+    vs_progress_cb_t cb = {b->pr ? b->pr->update : NULL, b->pr ? b->pr->ctx : NULL};
+    st = vs_index_train(b->trained, got, b->sample, b->n_threads, &cb, err);
+    stage_end(b, got);
+    return st;
+}
+
+/* CRC32C of the trained state: the file of an empty clone (resume markers compare it). */
+static vs_status trained_crc(build_t *b, char *err)
+{
+    if (b->n_sample == 0)
+        return VS_OK;
+    char path[PATH_MAX];
+    vs_status st = path_in_dir(b, ".trained-state", path, err);
+    vs_index_t *c = NULL;
+    if (st == VS_OK)
+        st = vs_index_clone_empty(b->trained, &c, err);
+    if (st == VS_OK && vs_index_needs_training(c))
+        st = vs_index_train(c, b->n_sample, b->sample, b->n_threads, NULL, err);
+    if (st == VS_OK)
+        st = vs_index_save(c, path, "", 0, err);
+    uint64_t size;
+    if (st == VS_OK)
+        st = vs_file_crc32c(path, &size, &b->trained_crc, err);
+    unlink(path);
+    vs_index_destroy(c);
+    return st;
+}
+
+/* Step 3: IVF list of every row (streaming), list sizes; NaN/Inf rows are refused here. */
+static vs_status assign(build_t *b, char *err)
+{
+    if (b->spec.type != VS_INDEX_IVF)
+        return VS_OK;
+    const vs_ivf_t *ivf = vs_index_impl_ivf(b->trained);
+    b->lists = malloc(b->n * sizeof *b->lists);
+    b->list_sizes = calloc(b->spec.nlist, sizeof *b->list_sizes);
+    float *x = malloc(b->chunk * b->d * sizeof(float));
+    vs_status st = VS_OK;
+    if (!b->lists || !b->list_sizes || !x)
+        st = vs_errf(err, VS_ERR_NOMEM, "out of memory for the list ids of %zu vectors", b->n);
+    stage_begin(b, "assign", b->n);
+    for (size_t r0 = 0; r0 < b->n && st == VS_OK; r0 += b->chunk) {
+        size_t m = b->n - r0 < b->chunk ? b->n - r0 : b->chunk;
+        st = vs_vecfile_read_f32(b->vf, r0, m, x, err);
+        if (st == VS_OK)
+            st = check_rows(b, x, r0, m, err);
+        if (st == VS_OK)
+            st = vs_ivf_assign(ivf, m, x, b->n_threads, b->lists + r0, err);
+        stage_update(b, r0 + m, b->n);
+    }
+    stage_end(b, b->n);
+    free(x);
+    for (size_t i = 0; st == VS_OK && i < b->n; i++)
+        b->list_sizes[b->lists[i]]++;
+    return st;
+}
+
+/* Step 4: partition of every row; per-partition counts. */
+static vs_status route(build_t *b, char *err)
+{
+    if (b->o->partitioning == VS_PARTITION_CLUSTER) {
+        b->list_part = malloc(b->spec.nlist * sizeof *b->list_part);
+        if (!b->list_part)
+            return vs_errf(err, VS_ERR_NOMEM, "out of memory");
+        vs_builder_pack_lists(b->list_sizes, b->spec.nlist, b->P, b->list_part);
+    }
+    for (size_t i = 0; i < b->n; i++)
+        b->parts[row_partition(b, i)].n_vectors++;
+    uint64_t lo = UINT64_MAX, hi = 0;
+    for (uint32_t p = 0; p < b->P; p++) {
+        lo = b->parts[p].n_vectors < lo ? b->parts[p].n_vectors : lo;
+        hi = b->parts[p].n_vectors > hi ? b->parts[p].n_vectors : hi;
+    }
+    note(b, "%zu vectors of dim %u into %u %s partitions of %llu..%llu vectors", b->n, b->d, b->P,
+         b->o->partitioning == VS_PARTITION_CLUSTER ? "cluster" : "hash", (unsigned long long)lo,
+         (unsigned long long)hi);
+    return VS_OK;
+}
+
+/* What a done marker must match: the inputs (path, size, mtime), every option that changes a file,
+ * the trained state and the routing. Not the thread count, chunk size or memory budget. */
+static vs_status make_fingerprint(build_t *b, char *err)
+{
+    const vs_builder_opts_t *o = b->o;
+    char id[2][PATH_MAX + 96];
+    const char *paths[2] = {o->base_path, o->ids_path};
+    for (int k = 0; k < 2; k++) {
+        struct stat st;
+        char real[PATH_MAX];
+        if (!paths[k]) {
+            snprintf(id[k], sizeof id[k], "-");
+            continue;
+        }
+        if (!realpath(paths[k], real) || stat(real, &st) != 0)
+            return vs_errf(err, VS_ERR_IO, "%s: %s", paths[k], strerror(errno));
+        snprintf(id[k], sizeof id[k], "%s:%lld:%lld.%09ld", real, (long long)st.st_size,
+                 (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    }
+    uint32_t routing = 0;
+    if (b->list_part)
+        routing = vs_crc32c(0, b->list_part, b->spec.nlist * sizeof *b->list_part);
+    snprintf(b->fingerprint, sizeof b->fingerprint,
+             "base=%s ids=%s n=%zu dim=%u metric=%s factory=%s partitions=%u partitioning=%s seed=%llu "
+             "train_sample=%zu model_version=%s trained=0x%08x routing=0x%08x",
+             id[0], id[1], b->n, b->d, vs_metric_name(o->metric), b->factory, b->P,
+             o->partitioning == VS_PARTITION_CLUSTER ? "cluster" : "hash", (unsigned long long)o->seed,
+             b->n_sample, o->model_version ? o->model_version : "", b->trained_crc, routing);
+    return VS_OK;
+}
+
+static void part_names(uint32_t p, char file[64], char marker[64])
+{
+    snprintf(file, 64, "part-%u.vsidx", p);
+    snprintf(marker, 64, "part-%u.done", p);
+}
+
+/* 1 when partition p's done marker matches this build and its file has the recorded size and CRC. */
+static int resumable(build_t *b, uint32_t p)
+{
+    char file[64], marker[64], path[PATH_MAX], err[VS_ERR_LEN];
+    part_names(p, file, marker);
+    if (path_in_dir(b, marker, path, err) != VS_OK)
+        return 0;
+    size_t len = 0;
+    char *text = NULL;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        text = malloc(65536);
+        len = text ? fread(text, 1, 65535, f) : 0;
+        fclose(f);
+    }
+    cJSON *j = text ? cJSON_ParseWithLength(text, len) : NULL;
+    free(text);
+    const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format");
+    const cJSON *fp = cJSON_GetObjectItemCaseSensitive(j, "fingerprint");
+    const cJSON *sz = cJSON_GetObjectItemCaseSensitive(j, "size_bytes");
+    const cJSON *crc = cJSON_GetObjectItemCaseSensitive(j, "crc32c");
+    const cJSON *nv = cJSON_GetObjectItemCaseSensitive(j, "n_vectors");
+    int ok = cJSON_IsString(fmt) && strcmp(fmt->valuestring, MARKER_FORMAT) == 0 && cJSON_IsString(fp) &&
+             strcmp(fp->valuestring, b->fingerprint) == 0 && cJSON_IsString(sz) && cJSON_IsString(crc) &&
+             cJSON_IsString(nv) && strtoull(nv->valuestring, NULL, 10) == b->parts[p].n_vectors;
+    uint64_t want_size = ok ? strtoull(sz->valuestring, NULL, 10) : 0;
+    uint32_t want_crc = ok ? (uint32_t)strtoul(crc->valuestring, NULL, 16) : 0;
+    cJSON_Delete(j);
+    uint64_t size;
+    uint32_t got_crc;
+    if (!ok || path_in_dir(b, file, path, err) != VS_OK ||
+        vs_file_crc32c(path, &size, &got_crc, err) != VS_OK || size != want_size || got_crc != want_crc)
+        return 0;
+    b->parts[p].size_bytes = size;
+    b->parts[p].crc32c = got_crc;
+    return 1;
+}
+
+static vs_status write_marker(build_t *b, uint32_t p, char *err)
+{
+    char file[64], marker[64], path[PATH_MAX], tmp[PATH_MAX + 8], num[32];
+    part_names(p, file, marker);
+    vs_status st = path_in_dir(b, marker, path, err);
+    if (st != VS_OK)
+        return st;
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return vs_errf(err, VS_ERR_NOMEM, "out of memory");
+    cJSON_AddStringToObject(j, "format", MARKER_FORMAT);
+    cJSON_AddStringToObject(j, "file", file);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)b->parts[p].size_bytes);
+    cJSON_AddStringToObject(j, "size_bytes", num);
+    snprintf(num, sizeof num, "0x%08x", b->parts[p].crc32c);
+    cJSON_AddStringToObject(j, "crc32c", num);
+    snprintf(num, sizeof num, "%llu", (unsigned long long)b->parts[p].n_vectors);
+    cJSON_AddStringToObject(j, "n_vectors", num);
+    cJSON_AddStringToObject(j, "fingerprint", b->fingerprint);
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!text)
+        return vs_errf(err, VS_ERR_NOMEM, "out of memory");
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    ok = f && (fclose(f) == 0) && ok;
+    cJSON_free(text);
+    if (!ok || rename(tmp, path) != 0) {
+        st = vs_errf(err, VS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        unlink(tmp);
+    }
+    return st;
+}
+
+/* Bytes one stored vector takes in memory while building (codes, id, refine copy; HNSW links). */
+static size_t bytes_per_vector(const build_t *b)
+{
+    const vs_factory_spec_t *s = &b->spec;
+    size_t d = b->d, v = 8;
+    if (s->type == VS_INDEX_IVF) {
+        v += s->codec == VS_CODEC_FLAT ? 4 * d : s->fastscan ? (s->pq_m + 1) / 2 : s->pq_m;
+        v += s->refine == VS_REFINE_FLAT ? 4 * d : s->refine == VS_REFINE_SQ8 ? d : 0;
+    } else {
+        v += (s->codec == VS_CODEC_SQ8 ? d : 4 * d) + (size_t)s->hnsw_m * 2 * 4 * 3 / 2;
+    }
+    return v * 3 / 2; /* lists grow by doubling: a quarter to a half of the capacity is slack */
+}
+
+/* Removes partition files and markers of an earlier build with more partitions. */
+static void remove_stale(const build_t *b)
+{
+    DIR *dir = opendir(b->dir);
+    if (!dir)
+        return;
+    struct dirent *e;
+    while ((e = readdir(dir)) != NULL) {
+        unsigned p;
+        char tail[16], path[PATH_MAX];
+        if (sscanf(e->d_name, "part-%u.%15s", &p, tail) == 2 && p >= b->P &&
+            (strcmp(tail, "vsidx") == 0 || strcmp(tail, "done") == 0) &&
+            snprintf(path, sizeof path, "%s/%s", b->dir, e->d_name) < (int)sizeof path)
+            unlink(path);
+    }
+    closedir(dir);
+}
+
+/* Saves partition p, records size and CRC, writes its marker, frees its index. */
+static vs_status save_partition(build_t *b, uint32_t p, char *err)
+{
+    char file[64], marker[64], path[PATH_MAX];
+    part_names(p, file, marker);
+    vs_status st = path_in_dir(b, file, path, err);
+    if (st == VS_OK)
+        st = vs_index_save(b->parts[p].idx, path, b->o->model_version ? b->o->model_version : "",
+                           b->o->build_time_unix, err);
+    if (st == VS_OK)
+        st = vs_file_crc32c(path, &b->parts[p].size_bytes, &b->parts[p].crc32c, err);
+    if (st == VS_OK)
+        st = write_marker(b, p, err);
+    vs_index_destroy(b->parts[p].idx);
+    b->parts[p].idx = NULL;
+    if (st == VS_OK) {
+        b->parts[p].done = 1;
+        b->built++;
+    }
+    return st;
+}
+
+/* One add pass: partitions [p0, p1) not yet done are encoded from one stream over the base. */
+static vs_status add_pass(build_t *b, uint32_t p0, uint32_t p1, char *err)
+{
+    const uint32_t g = p1 - p0;
+    const size_t d = b->d, chunk = b->chunk;
+    float *x = malloc(chunk * d * sizeof(float)), *gx = malloc(chunk * d * sizeof(float));
+    int64_t *gid = malloc(chunk * sizeof(int64_t));
+    int32_t *glist = malloc(chunk * sizeof(int32_t));
+    size_t *order = malloc(chunk * sizeof(size_t)), *start = calloc((size_t)g + 1, sizeof(size_t));
+    size_t *fill = calloc((size_t)g + 1, sizeof(size_t));
+    vs_status st = VS_OK;
+    if (!x || !gx || !gid || !glist || !order || !start || !fill)
+        st = vs_errf(err, VS_ERR_NOMEM, "out of memory for chunks of %zu rows", chunk);
+    uint64_t total = 0;
+    for (uint32_t p = p0; p < p1 && st == VS_OK; p++) {
+        if (b->parts[p].done)
+            continue;
+        total += b->parts[p].n_vectors;
+        st = vs_index_clone_empty(b->trained, &b->parts[p].idx, err);
+        if (st == VS_OK &&
+            vs_index_needs_training(b->parts[p].idx)) /* e.g. HNSW,SQ8: same sample, same state */
+            st = vs_index_train(b->parts[p].idx, b->n_sample, b->sample, b->n_threads, NULL, err);
+    }
+    char what[64] = "add";
+    if (p1 - p0 < b->P)
+        snprintf(what, sizeof what, "add p%u-%u", p0, p1 - 1);
+    stage_begin(b, what, total);
+    size_t added = 0;
+    for (size_t r0 = 0; r0 < b->n && st == VS_OK; r0 += chunk) {
+        size_t m = b->n - r0 < chunk ? b->n - r0 : chunk;
+        /* counting sort of the chunk's rows by partition (stable: file order within a partition) */
+        memset(start, 0, ((size_t)g + 1) * sizeof(size_t));
+        int any = 0;
+        for (size_t i = 0; i < m; i++) {
+            uint32_t p = row_partition(b, r0 + i);
+            if (p >= p0 && p < p1 && !b->parts[p].done) {
+                start[p - p0 + 1]++;
+                any = 1;
+            }
+        }
+        if (!any)
+            continue;
+        for (uint32_t k = 0; k < g; k++)
+            start[k + 1] += start[k];
+        memcpy(fill, start, ((size_t)g + 1) * sizeof(size_t));
+        for (size_t i = 0; i < m; i++) {
+            uint32_t p = row_partition(b, r0 + i);
+            if (p >= p0 && p < p1 && !b->parts[p].done)
+                order[fill[p - p0]++] = i;
+        }
+        st = vs_vecfile_read_f32(b->vf, r0, m, x, err);
+        if (st == VS_OK && !b->lists) /* IVF rows were checked by the assignment pass */
+            st = check_rows(b, x, r0, m, err);
+        for (uint32_t k = 0; k < g && st == VS_OK; k++) {
+            size_t cnt = start[k + 1] - start[k];
+            if (cnt == 0)
+                continue;
+            for (size_t j = 0; j < cnt; j++) {
+                size_t i = order[start[k] + j];
+                memcpy(gx + j * d, x + i * d, d * sizeof(float));
+                gid[j] = row_id(b, r0 + i);
+                if (b->lists)
+                    glist[j] = b->lists[r0 + i];
+            }
+            vs_index_t *idx = b->parts[p0 + k].idx;
+            st = b->lists ? vs_index_add_lists(idx, cnt, gx, gid, glist, b->n_threads, NULL, err)
+                          : vs_index_add(idx, cnt, gx, gid, b->n_threads, NULL, err);
+            added += cnt;
+        }
+        stage_update(b, added, total);
+    }
+    stage_end(b, total);
+    if (st == VS_OK) {
+        stage_begin(b, "save", g);
+        for (uint32_t p = p0; p < p1 && st == VS_OK; p++) {
+            if (!b->parts[p].done)
+                st = save_partition(b, p, err);
+            stage_update(b, p - p0 + 1, g);
+        }
+        stage_end(b, g);
+    }
+    for (uint32_t p = p0; p < p1; p++) {
+        vs_index_destroy(b->parts[p].idx);
+        b->parts[p].idx = NULL;
+    }
+    b->passes++;
+    free(x);
+    free(gx);
+    free(gid);
+    free(glist);
+    free(order);
+    free(start);
+    free(fill);
+    return st;
+}
+
+/* Step 5: resume what can be, then add passes over the rest within the memory budget. */
+static vs_status encode(build_t *b, char *err)
+{
+    char file[64], marker[64], path[PATH_MAX];
+    for (uint32_t p = 0; p < b->P; p++) {
+        if (b->o->resume && resumable(b, p)) {
+            b->parts[p].done = 1;
+            b->resumed++;
+            note(b, "partition %u: kept (its done marker matches this build)", p);
+            continue;
+        }
+        part_names(p, file, marker);
+        if (path_in_dir(b, marker, path, err) == VS_OK)
+            unlink(path); /* the file is about to change: an old marker must not vouch for it */
+    }
+    size_t fixed = vs_index_memory_bytes(b->trained) + 4096, per = bytes_per_vector(b);
+    uint32_t p0 = 0;
+    while (p0 < b->P) {
+        /* the longest run of partitions from p0 whose estimated memory fits (at least one) */
+        uint32_t p1 = p0;
+        size_t used = 0;
+        while (p1 < b->P) {
+            size_t need = b->parts[p1].done ? 0 : fixed + (size_t)b->parts[p1].n_vectors * per;
+            if (p1 > p0 && b->o->memory_bytes && used + need > b->o->memory_bytes)
+                break;
+            used += need;
+            p1++;
+        }
+        int todo = 0;
+        for (uint32_t p = p0; p < p1; p++)
+            todo |= !b->parts[p].done;
+        if (todo) {
+            vs_status st = add_pass(b, p0, p1, err);
+            if (st != VS_OK)
+                return st;
+        }
+        p0 = p1;
+    }
+    return VS_OK;
+}
+
+/* Step 6: centroids file, then the manifest, read back and validated. */
+static vs_status finish(build_t *b, vs_builder_result_t *res, char *err)
+{
+    const vs_builder_opts_t *o = b->o;
+    vs_manifest_t m;
+    memset(&m, 0, sizeof m);
+    snprintf(m.version, sizeof m.version, "%s", o->version);
+    snprintf(m.model_version, sizeof m.model_version, "%s", o->model_version ? o->model_version : "");
+    m.metric = o->metric;
+    m.dim = b->d;
+    snprintf(m.factory, sizeof m.factory, "%s", b->factory);
+    snprintf(m.partitioning, sizeof m.partitioning, "%s",
+             o->partitioning == VS_PARTITION_CLUSTER ? "cluster" : "hash");
+    if (o->partitioning == VS_PARTITION_HASH)
+        snprintf(m.hash, sizeof m.hash, "%s", VS_MANIFEST_HASH);
+    m.has_build = b->n_sample > 0;
+    m.build_train_sample = b->n_sample;
+    m.build_seed = o->seed;
+    vs_status st = VS_OK;
+    char path[PATH_MAX];
+    if (b->spec.type == VS_INDEX_IVF) {
+        m.nlist = b->spec.nlist;
+        snprintf(m.centroids_file, sizeof m.centroids_file, "centroids.fvecs");
+        uint64_t size;
+        st = path_in_dir(b, m.centroids_file, path, err);
+        if (st == VS_OK)
+            st = vs_vecio_write_fvecs(path, b->spec.nlist, b->d,
+                                      vs_ivf_centroids(vs_index_impl_ivf(b->trained)), err);
+        if (st == VS_OK)
+            st = vs_file_crc32c(path, &size, &m.centroids_crc32c, err);
+        m.has_centroids_crc32c = 1;
+    }
+    m.n_partitions = b->P;
+    m.partitions = calloc(b->P, sizeof *m.partitions);
+    uint32_t *lists = o->partitioning == VS_PARTITION_CLUSTER ? malloc(b->spec.nlist * sizeof *lists) : NULL;
+    if (!m.partitions || (o->partitioning == VS_PARTITION_CLUSTER && !lists)) {
+        free(m.partitions);
+        free(lists);
+        return vs_errf(err, VS_ERR_NOMEM, "out of memory");
+    }
+    uint32_t at = 0;
+    for (uint32_t p = 0; p < b->P; p++) {
+        vs_manifest_partition_t *mp = &m.partitions[p];
+        char marker[64];
+        mp->id = p;
+        part_names(p, mp->file, marker);
+        mp->size_bytes = b->parts[p].size_bytes;
+        mp->crc32c = b->parts[p].crc32c;
+        mp->has_crc32c = 1;
+        mp->n_vectors = b->parts[p].n_vectors;
+        if (lists) { /* list ids ascending within each partition */
+            mp->lists = lists + at;
+            for (uint32_t l = 0; l < b->spec.nlist; l++)
+                if (b->list_part[l] == p)
+                    lists[at++] = l;
+            mp->n_lists = (uint32_t)(lists + at - mp->lists);
+        }
+    }
+    if (st == VS_OK)
+        st = path_in_dir(b, "manifest.json", res->manifest_path, err);
+    if (st == VS_OK)
+        st = vs_manifest_write(res->manifest_path, &m, err);
+    free(lists);
+    free(m.partitions);
+    vs_manifest_t back;
+    if (st == VS_OK && (st = vs_manifest_load(res->manifest_path, &back, err)) == VS_OK)
+        vs_manifest_fini(&back);
+    else if (st != VS_OK)
+        unlink(res->manifest_path);
+    return st;
+}
+
+vs_status vs_builder_run(const vs_builder_opts_t *opts, vs_builder_result_t *out, char err[VS_ERR_LEN])
+{
+    build_t b;
+    memset(&b, 0, sizeof b);
+    b.o = opts;
+    b.pr = opts->progress;
+    vs_builder_result_t res;
+    memset(&res, 0, sizeof res);
+    char manifest[PATH_MAX] = "";
+    vs_status st = validate(&b, err);
+    if (st == VS_OK)
+        st = make_dir(opts->out_dir, err);
+    if (st == VS_OK)
+        st = make_dir(b.dir, err);
+    if (st == VS_OK)
+        st = path_in_dir(&b, "manifest.json", manifest, err);
+    if (st == VS_OK)
+        st = train(&b, err);
+    if (st == VS_OK)
+        st = trained_crc(&b, err);
+    if (st == VS_OK)
+        st = assign(&b, err);
+    if (st == VS_OK)
+        st = route(&b, err);
+    if (st == VS_OK)
+        st = make_fingerprint(&b, err);
+    /* the first write to the version: from here on it has no manifest until it is complete (for IVF every
+     * row has been read and checked by now, so bad input never costs an earlier version its manifest) */
+    if (st == VS_OK && unlink(manifest) != 0 && errno != ENOENT)
+        st = vs_errf(err, VS_ERR_IO, "%s: %s", manifest, strerror(errno));
+    if (st == VS_OK) {
+        remove_stale(&b);
+        st = encode(&b, err);
+    }
+    if (st == VS_OK)
+        st = finish(&b, &res, err);
+    if (st == VS_OK) {
+        res.n_vectors = b.n;
+        res.dim = b.d;
+        res.n_partitions = b.P;
+        res.partitions_built = b.built;
+        res.partitions_resumed = b.resumed;
+        res.n_passes = b.passes;
+        res.train_rows = b.n_sample;
+        if (out)
+            *out = res;
+    }
+    for (uint32_t p = 0; b.parts && p < b.P; p++)
+        vs_index_destroy(b.parts[p].idx);
+    free(b.parts);
+    vs_index_destroy(b.trained);
+    vs_vecfile_close(b.vf);
+    ids_close(&b.ids);
+    free(b.sample);
+    free(b.lists);
+    free(b.list_part);
+    free(b.list_sizes);
+    return st;
+}

@@ -1,0 +1,108 @@
+/* builder.h: the offline index builder (vecshard-build): from a vector file (and optional int64 ids)
+ * to an index version on disk, <out>/<version>/{part-<p>.vsidx, centroids.fvecs, manifest.json},
+ * in the layout docs/protocol.md ("Manifest") describes and shards load.
+ *
+ * Steps: (1) validate everything that can be checked before writing (inputs, factory against dim,
+ * P, ids count, ids >= 0); (2) train once on a seeded random sample (coarse centroids, PQ codebooks, SQ8
+ * ranges shared by every partition: IVF list ids are then global and the coordinator can route by
+ * centroid); (3) IVF: an assignment pass streams the base and records every vector's list (4 bytes a
+ * row; it also finds NaN/Inf before any file is written); (4) route: hash = splitmix64(id) % P
+ * (common/hash.h), cluster = whole IVF lists packed into P partitions, largest list first into the
+ * least loaded partition; (5) add passes stream the base in chunks into empty clones of the trained
+ * index (vs_index_clone_empty), as many partitions per pass as the memory budget allows; each partition
+ * is saved, checksummed and marked done (part-<p>.done) as soon as its pass ends; (6) the centroids
+ * file, then manifest.json last (atomic rename): a version directory without a manifest is an
+ * unfinished build, and the manifest is removed when a build starts writing.
+ *
+ * Memory: the raw vectors are never all in RAM (chunks of rows, mmap'd pages); what is held is the
+ * training sample, 4 bytes per row of list ids (IVF), and the encoded partitions of one pass.
+ * Determinism: with the same inputs and options the files are byte-identical, whatever the thread
+ * count and chunk size (chunks are rounded to a multiple of 256 rows, the blocks of the assignment's
+ * sgemm). Not here: reading over the network, incremental updates of a built version, checking that ids
+ * are unique (duplicates are stored as given), printing (callers get callbacks). */
+#ifndef VS_SHARD_BUILDER_BUILDER_H
+#define VS_SHARD_BUILDER_BUILDER_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/distance.h"
+#include "common/status.h"
+
+#define VS_BUILDER_MAX_PARTITIONS 4096u
+#define VS_BUILDER_DEFAULT_CHUNK 65536u
+#define VS_BUILDER_CHUNK_ALIGN 256u
+
+typedef enum vs_partitioning {
+    VS_PARTITION_HASH = 1, /* by id: splitmix64(id) % P */
+    VS_PARTITION_CLUSTER,  /* by IVF list: whole lists per partition, balanced by list size */
+} vs_partitioning;
+
+/* Progress and notes. Every member may be NULL. begin/update/end frame one stage ("sample", "train",
+ * "assign", "add", "save"): update reports done of total units (rows, or Lloyd iterations for train);
+ * note is a finished line of information ("partition 3: skipped, done by an earlier run"). Called from
+ * the builder's thread (update also from worker threads: make it thread-safe). */
+typedef struct vs_builder_progress {
+    void (*begin)(void *ctx, const char *stage, size_t total);
+    void (*update)(void *ctx, size_t done, size_t total);
+    void (*end)(void *ctx, size_t total);
+    void (*note)(void *ctx, const char *line);
+    void *ctx;
+} vs_builder_progress_t;
+
+typedef struct vs_builder_opts {
+    const char *base_path; /* any file vs_vecfile_open reads (.fvecs .bvecs .npy idx[.gz]) */
+    const char *ids_path;  /* NULL = ids are row numbers; else .npy int64 (<i8, shape (n,) or (n,1))
+                              or .i64 (raw little-endian int64), n ids, each >= 0 */
+    vs_metric metric;      /* VS_METRIC_L2, _IP, _COSINE */
+    const char *factory;   /* FAISS factory string (IVF..., HNSW...; Flat has no file format) */
+    uint32_t n_partitions; /* 1..VS_BUILDER_MAX_PARTITIONS; cluster: also <= nlist */
+    vs_partitioning partitioning;
+    const char *out_dir;       /* created if missing */
+    const char *version;       /* vs_version_name_valid */
+    const char *model_version; /* embedding model (NULL = ""), at most 127 bytes */
+    size_t train_sample;       /* 0 = vs_builder_default_train_sample */
+    uint64_t seed;             /* the training sample */
+    size_t n_threads;          /* 0 = all CPUs; never changes the output */
+    size_t chunk_rows;         /* rows per streaming read; 0 = VS_BUILDER_DEFAULT_CHUNK; rounded up to a
+                                  multiple of VS_BUILDER_CHUNK_ALIGN; never changes the output */
+    size_t memory_bytes;       /* budget for the partitions encoded in one pass; 0 = all in one pass */
+    int resume;                /* 1 = keep partitions whose part-<p>.done marker matches this build */
+    uint64_t build_time_unix;  /* recorded in every partition file's header (fixed = reproducible) */
+    const vs_builder_progress_t *progress; /* may be NULL */
+} vs_builder_opts_t;
+
+typedef struct vs_builder_result {
+    size_t n_vectors;
+    uint32_t dim;
+    uint32_t n_partitions;
+    uint32_t partitions_built;   /* encoded by this run */
+    uint32_t partitions_resumed; /* kept from an earlier run (resume) */
+    uint32_t n_passes;           /* add passes over the base */
+    size_t train_rows;           /* rows in the training sample (0: the index needs no training) */
+    char manifest_path[PATH_MAX];
+} vs_builder_result_t;
+
+/* Builds the version. On VS_OK the manifest is written and *out (may be NULL) filled. Errors name the
+ * file, row or option: VS_ERR_INVALID_ARGUMENT (options, dim mismatch, NaN/Inf or overflowing row,
+ * negative id, ids count differs from the base's rows, P out of range, cluster with a non-IVF factory
+ * or P > nlist), VS_ERR_UNSUPPORTED (file format, a factory without a file format such as Flat, an
+ * index type not built), VS_ERR_NOT_FOUND / VS_ERR_IO / VS_ERR_CORRUPT (files), VS_ERR_NOMEM. On any
+ * error no manifest exists afterwards (errors found before the first write leave the directory as it
+ * was, including an earlier complete version). Blocking; starts threads only inside calls. */
+vs_status vs_builder_run(const vs_builder_opts_t *opts, vs_builder_result_t *out, char err[VS_ERR_LEN]);
+
+/* Default training sample: max(256 * nlist, 100,000) capped at n for IVF; min(n, 100,000) for other
+ * types that need training. */
+size_t vs_builder_default_train_sample(uint32_t nlist, size_t n);
+
+/* Packs nlist lists of sizes[l] vectors into n_partitions (1..nlist) partitions: lists by decreasing
+ * size (ties: smaller list id first) each into the partition with the fewest vectors (ties: fewer lists,
+ * then smaller id) - Graham's LPT rule, so the largest partition holds at most
+ * ceil(total / P) + max_l sizes[l] vectors, and every partition gets at least one list.
+ * out_partition[l] receives the partition of list l. */
+void vs_builder_pack_lists(const uint64_t *sizes, uint32_t nlist, uint32_t n_partitions,
+                           uint32_t *out_partition);
+
+#endif

@@ -1,0 +1,242 @@
+/* vecshard-build: builds an index version (partition files + manifest.json) from a vector file; the
+ * work is vs_builder_run (builder.h), this file parses flags and draws progress lines. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/cli/progress.h"
+#include "shard/builder/builder.h"
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: vecshard-build --base FILE --factory STRING --out DIR --version NAME [options]\n"
+        "\n"
+        "Builds index version NAME in DIR/NAME: part-<p>.vsidx for every partition, centroids.fvecs (IVF)\n"
+        "and manifest.json, written last (docs/protocol.md). Trains once on a sample; every partition\n"
+        "shares the coarse centroids and codebooks. Streams the base: vectors are never all in memory.\n"
+        "\n"
+        "  --base FILE            vectors: .fvecs .bvecs .npy (float32/uint8/int32) or idx[.gz]\n"
+        "  --ids FILE             int64 ids, one per base row: .npy (<i8) or .i64 (raw little-endian);\n"
+        "                         default: the row numbers 0..n-1. Ids must be >= 0 (not checked unique)\n"
+        "  --metric M             l2 (default), ip or cosine\n"
+        "  --factory STRING       FAISS index_factory string: IVF{nlist},Flat | IVF{nlist},PQ{m}[x4fs]\n"
+        "                         [,RFlat|,RSQ8] | HNSW{M}[,SQ8] (hash partitioning). e.g.\n"
+        "                         \"IVF1024,PQ32x4fs,RSQ8\"\n"
+        "  --partitions P         number of partitions, 1..4096 (default 1)\n"
+        "  --partitioning KIND    hash (default): partition splitmix64(id) %% P;\n"
+        "                         cluster (IVF only, P <= nlist): whole IVF lists per partition, packed\n"
+        "                         largest first into the least loaded partition\n"
+        "  --version NAME         version name [A-Za-z0-9._-], 1..64 bytes\n"
+        "  --model-version NAME   embedding model the vectors came from (recorded, default \"\")\n"
+        "  --out DIR              output directory (created)\n"
+        "  --train-sample N       training rows (default max(256*nlist, 100000), at most n)\n"
+        "  --seed N               training sample seed (default 1)\n"
+        "  --threads N            worker threads (default: all CPUs; the output does not depend on it)\n"
+        "  --chunk N              rows per streaming read (default 65536, rounded up to a multiple of 256;\n"
+        "                         the output does not depend on it)\n"
+        "  --memory-mb N          memory for the partitions encoded in one pass over the base (default:\n"
+        "                         half the RAM; 0 = all partitions in one pass)\n"
+        "  --resume               keep partitions whose part-<p>.done marker matches this build\n"
+        "                         (same inputs, options and trained state); rebuild the others\n"
+        "  --build-time SECONDS   time recorded in the partition files (default: $SOURCE_DATE_EPOCH, else\n"
+        "                         now); fix it for byte-identical rebuilds\n"
+        "  --quiet                no progress lines\n"
+        "  -h, --help             this help\n"
+        "\n"
+        "Exit status 0 when the manifest is written; 1 on any error (no manifest then); 2 on bad flags.\n");
+}
+
+typedef struct cli_progress {
+    vs_progress_t p;
+    int quiet;
+    int active;
+} cli_progress_t;
+
+static void on_begin(void *ctx, const char *stage, size_t total)
+{
+    (void)total;
+    cli_progress_t *c = ctx;
+    vs_progress_start(&c->p, stage, c->quiet);
+    c->active = 1;
+}
+
+static void on_update(void *ctx, size_t done, size_t total)
+{
+    cli_progress_t *c = ctx;
+    if (c->active)
+        vs_progress_update(&c->p, done, total);
+}
+
+static void on_end(void *ctx, size_t total)
+{
+    cli_progress_t *c = ctx;
+    if (c->active)
+        vs_progress_finish(&c->p, total);
+    c->active = 0;
+}
+
+static void on_note(void *ctx, const char *line)
+{
+    cli_progress_t *c = ctx;
+    if (!c->quiet)
+        fprintf(stderr, "vecshard-build: %s\n", line);
+}
+
+static unsigned long long number(const char *flag, const char *s, unsigned long long max)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (s[0] < '0' || s[0] > '9' || *end || errno || v > max) {
+        fprintf(stderr, "vecshard-build: %s '%s' must be an integer in 0..%llu\n", flag, s, max);
+        exit(2);
+    }
+    return v;
+}
+
+int main(int argc, char **argv)
+{
+    vs_builder_opts_t o = {
+        .metric = VS_METRIC_L2, .n_partitions = 1, .partitioning = VS_PARTITION_HASH, .seed = 1};
+    const char *metric = "l2", *partitioning = "hash", *build_time = getenv("SOURCE_DATE_EPOCH");
+    long long memory_mb = -1;
+    int quiet = 0, build_time_flag = 0;
+    static const struct option opts[] = {
+        {"base", required_argument, 0, 'b'},
+        {"ids", required_argument, 0, 'i'},
+        {"metric", required_argument, 0, 'm'},
+        {"factory", required_argument, 0, 'f'},
+        {"partitions", required_argument, 0, 'P'},
+        {"partitioning", required_argument, 0, 'K'},
+        {"version", required_argument, 0, 'v'},
+        {"model-version", required_argument, 0, 'M'},
+        {"out", required_argument, 0, 'o'},
+        {"train-sample", required_argument, 0, 's'},
+        {"seed", required_argument, 0, 'S'},
+        {"threads", required_argument, 0, 't'},
+        {"chunk", required_argument, 0, 'c'},
+        {"memory-mb", required_argument, 0, 'R'},
+        {"resume", no_argument, 0, 'r'},
+        {"build-time", required_argument, 0, 'T'},
+        {"quiet", no_argument, 0, 'q'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            o.base_path = optarg;
+            break;
+        case 'i':
+            o.ids_path = optarg;
+            break;
+        case 'm':
+            metric = optarg;
+            break;
+        case 'f':
+            o.factory = optarg;
+            break;
+        case 'P':
+            o.n_partitions = (uint32_t)number("--partitions", optarg, UINT32_MAX);
+            break;
+        case 'K':
+            partitioning = optarg;
+            break;
+        case 'v':
+            o.version = optarg;
+            break;
+        case 'M':
+            o.model_version = optarg;
+            break;
+        case 'o':
+            o.out_dir = optarg;
+            break;
+        case 's':
+            o.train_sample = (size_t)number("--train-sample", optarg, SIZE_MAX);
+            break;
+        case 'S':
+            o.seed = number("--seed", optarg, UINT64_MAX);
+            break;
+        case 't':
+            o.n_threads = (size_t)number("--threads", optarg, 4096);
+            break;
+        case 'c':
+            o.chunk_rows = (size_t)number("--chunk", optarg, 1u << 30);
+            break;
+        case 'R':
+            memory_mb = (long long)number("--memory-mb", optarg, 1ull << 40);
+            break;
+        case 'r':
+            o.resume = 1;
+            break;
+        case 'T':
+            build_time = optarg;
+            build_time_flag = 1;
+            break;
+        case 'q':
+            quiet = 1;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "vecshard-build: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (!o.base_path || !o.factory || !o.out_dir || !o.version) {
+        fprintf(stderr, "vecshard-build: --base, --factory, --out and --version are required (see --help)\n");
+        return 2;
+    }
+    char err[VS_ERR_LEN];
+    if (vs_metric_parse(metric, &o.metric, err) != VS_OK) {
+        fprintf(stderr, "vecshard-build: --metric: %s\n", err);
+        return 2;
+    }
+    if (strcmp(partitioning, "hash") == 0) {
+        o.partitioning = VS_PARTITION_HASH;
+    } else if (strcmp(partitioning, "cluster") == 0) {
+        o.partitioning = VS_PARTITION_CLUSTER;
+    } else {
+        fprintf(stderr, "vecshard-build: --partitioning '%s' must be hash or cluster\n", partitioning);
+        return 2;
+    }
+    o.build_time_unix =
+        build_time ? number(build_time_flag ? "--build-time" : "SOURCE_DATE_EPOCH", build_time, UINT64_MAX)
+                   : (uint64_t)time(NULL);
+    if (memory_mb < 0) {
+        long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+        o.memory_bytes = pages > 0 && page > 0 ? (size_t)pages * (size_t)page / 2 : 0;
+    } else {
+        o.memory_bytes = (size_t)memory_mb << 20;
+    }
+    cli_progress_t cp = {.quiet = quiet};
+    vs_builder_progress_t pr = {on_begin, on_update, on_end, on_note, &cp};
+    o.progress = &pr;
+    vs_builder_result_t res;
+    vs_status st = vs_builder_run(&o, &res, err);
+    if (st != VS_OK) {
+        fprintf(stderr, "vecshard-build: %s: %s\n", vs_status_name(st), err);
+        return 1;
+    }
+    if (!quiet)
+        fprintf(
+            stderr,
+            "vecshard-build: %zu vectors of dim %u, %u partitions (%u built, %u kept from an earlier run) in "
+            "%u pass(es); trained on %zu rows\n",
+            res.n_vectors, res.dim, res.n_partitions, res.partitions_built, res.partitions_resumed,
+            res.n_passes, res.train_rows);
+    printf("%s\n", res.manifest_path);
+    return 0;
+}

@@ -1,0 +1,686 @@
+/* test_builder: vecshard-build's library (shard/builder/builder.h) end to end on small clustered data
+ * (4,000 x 16, 32 centres): hash and cluster partitioning produce partitions whose ids are exactly the
+ * input's, each where the routing says, files matching the manifest and loadable by a shard; searching
+ * the partitions and merging equals one index with the same trained state (and the flat oracle for
+ * IVF-Flat with nprobe = nlist); cluster packing stays within the LPT bound; rebuilding gives the same
+ * bytes whatever the chunk size and thread count; --resume keeps what matches and rebuilds what does
+ * not; bad input is refused with a clear message and no manifest. */
+#define _XOPEN_SOURCE 700
+#include <ftw.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/hash.h"
+#include "common/topk.h"
+#include "common/vecio.h"
+#include "shard/builder/builder.h"
+#include "shard/index/ifile.h"
+#include "shard/index/index.h"
+#include "shard/index/ivf.h"
+#include "shard/server/manifest.h"
+#include "shard/server/shard.h"
+#include "tests/testlib.h"
+
+#define N 4000
+#define D 16
+#define NQ 30
+#define K 10
+#define T "builder"
+
+static float base[N * D], queries[NQ * D];
+static int64_t ids[N]; /* 1000 + 7 * row, in a shuffled order: ids are not row numbers */
+static vs_test_pathbuf_t base_path, ids_path;
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void rm_tree(const char *dir)
+{
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+static vs_builder_opts_t opts(const char *out, const char *factory, uint32_t P, vs_partitioning kind)
+{
+    vs_builder_opts_t o = {.base_path = base_path.s,
+                           .ids_path = ids_path.s,
+                           .metric = VS_METRIC_L2,
+                           .factory = factory,
+                           .n_partitions = P,
+                           .partitioning = kind,
+                           .out_dir = out,
+                           .version = "v1",
+                           .model_version = "model-7",
+                           .train_sample = 3000,
+                           .seed = 5,
+                           .n_threads = 1,
+                           .chunk_rows = 300, /* rounded to 512: eight chunks, the last one short */
+                           .build_time_unix = 1700000000};
+    return o;
+}
+
+static const char *vpath(const char *out, const char *file)
+{
+    static char buf[4][1400];
+    static int slot;
+    slot = (slot + 1) % 4;
+    snprintf(buf[slot], sizeof buf[slot], "%s/v1/%s", out, file);
+    return buf[slot];
+}
+
+/* The ids of a saved IVF partition, list by list: *out_ids[n], *out_off[nlist + 1]. */
+static int partition_ids(const char *path, int64_t **out_ids, uint64_t **out_off, size_t *out_n,
+                         uint32_t *nlist)
+{
+    char err[VS_ERR_LEN];
+    vs_ifile_t *f;
+    if (vs_ifile_open(path, &f, err) != VS_OK)
+        return -1;
+    const void *ids_s, *off_s;
+    size_t ids_len, off_len;
+    int rc = -1;
+    if (vs_ifile_section(f, "ivf.ids", &ids_s, &ids_len, err) == VS_OK &&
+        vs_ifile_section(f, "ivf.offsets", &off_s, &off_len, err) == VS_OK) {
+        *out_ids = malloc(ids_len + 8);
+        *out_off = malloc(off_len);
+        memcpy(*out_ids, ids_s, ids_len);
+        memcpy(*out_off, off_s, off_len);
+        *out_n = ids_len / 8;
+        *nlist = (uint32_t)(off_len / 8 - 1);
+        rc = 0;
+    }
+    vs_ifile_close(f);
+    return rc;
+}
+
+static size_t row_of(int64_t id)
+{
+    return id >= 1000 && (id - 1000) % 7 == 0 && (size_t)((id - 1000) / 7) < N ? (size_t)((id - 1000) / 7)
+                                                                               : SIZE_MAX;
+}
+
+/* Searches every partition of the manifest (all lists: nprobe) and merges. */
+static void search_merged(const vs_manifest_t *m, vs_index_t **parts, const vs_search_params_t *sp,
+                          float *dist, int64_t *out_ids)
+{
+    char err[VS_ERR_LEN];
+    float *pd = malloc(m->n_partitions * NQ * K * sizeof(float));
+    int64_t *pi = malloc(m->n_partitions * NQ * K * sizeof(int64_t));
+    vs_topk_list_t *l = malloc(m->n_partitions * sizeof *l);
+    for (uint32_t p = 0; p < m->n_partitions; p++)
+        CHECKF(vs_index_search(parts[p], NQ, queries, K, sp, 1, pd + p * NQ * K, pi + p * NQ * K, err) ==
+                   VS_OK,
+               "%s", err);
+    for (size_t q = 0; q < NQ; q++) {
+        for (uint32_t p = 0; p < m->n_partitions; p++)
+            l[p] = (vs_topk_list_t){pd + (p * NQ + q) * K, pi + (p * NQ + q) * K, K};
+        CHECK(vs_topk_merge(l, m->n_partitions, m->metric != VS_METRIC_L2, K, dist + q * K, out_ids + q * K,
+                            err) == VS_OK);
+    }
+    free(pd);
+    free(pi);
+    free(l);
+}
+
+/* Checks a built version against its input; returns the loaded partitions (caller destroys). */
+static vs_index_t **check_version(const char *out, uint32_t P, vs_manifest_t *m)
+{
+    char err[VS_ERR_LEN];
+    CHECKF(vs_manifest_load(vpath(out, "manifest.json"), m, err) == VS_OK, "%s", err);
+    CHECK(m->n_partitions == P && m->dim == D && strcmp(m->model_version, "model-7") == 0);
+    CHECK(m->nlist == 16 && strcmp(m->centroids_file, "centroids.fvecs") == 0 && m->has_centroids_crc32c);
+    vs_index_t **parts = calloc(P, sizeof *parts);
+    unsigned char *seen = calloc(N, 1);
+    uint64_t total = 0;
+    float *cent = NULL;
+    size_t cn = 0;
+    uint32_t cd = 0;
+    CHECK(vs_vecfile_load_f32(vpath(out, "centroids.fvecs"), &cn, &cd, &cent, err) == VS_OK && cn == 16 &&
+          cd == D);
+    for (uint32_t p = 0; p < P; p++) {
+        const vs_manifest_partition_t *mp = vs_manifest_partition(m, p);
+        char path[PATH_MAX];
+        CHECK(mp && vs_manifest_path(m, mp->file, path, err) == VS_OK);
+        uint64_t size;
+        uint32_t crc;
+        CHECK(vs_file_crc32c(path, &size, &crc, err) == VS_OK && size == mp->size_bytes && mp->has_crc32c &&
+              crc == mp->crc32c);
+        CHECKF(vs_index_load(path, &parts[p], err) == VS_OK, "%s", err);
+        if (!parts[p])
+            continue;
+        CHECK(vs_index_count(parts[p]) == mp->n_vectors &&
+              strcmp(vs_index_model_version(parts[p]), "model-7") == 0);
+        const vs_ivf_t *ivf = vs_index_impl_ivf(parts[p]);
+        CHECK(ivf && cent && memcmp(vs_ivf_centroids(ivf), cent, 16 * D * sizeof(float)) == 0);
+        int64_t *pid = NULL;
+        uint64_t *off = NULL;
+        size_t n = 0;
+        uint32_t nl = 0;
+        CHECK(partition_ids(path, &pid, &off, &n, &nl) == 0 && n == mp->n_vectors && nl == 16);
+        for (size_t i = 0; pid && i < n; i++) {
+            size_t r = row_of(pid[i]);
+            CHECKF(r != SIZE_MAX && !seen[r], "partition %u holds id %lld twice or unknown", p,
+                   (long long)pid[i]);
+            if (r != SIZE_MAX)
+                seen[r] = 1;
+            if (strcmp(m->partitioning, "hash") == 0)
+                CHECK(vs_hash_partition(pid[i], P) == p);
+        }
+        if (strcmp(m->partitioning, "cluster") == 0)
+            for (uint32_t l = 0; off && l < 16; l++) {
+                int owned = 0;
+                for (uint32_t j = 0; j < mp->n_lists; j++)
+                    owned |= mp->lists[j] == l;
+                CHECKF(owned || off[l + 1] == off[l], "partition %u has vectors in list %u it does not own",
+                       p, l);
+            }
+        total += n;
+        free(pid);
+        free(off);
+    }
+    size_t missing = 0;
+    for (size_t r = 0; r < N; r++)
+        missing += !seen[r];
+    CHECKF(total == N && missing == 0, "%llu ids stored, %zu input ids missing", (unsigned long long)total,
+           missing);
+    /* a shard loads every partition (manifest validation, size, CRC, metric, dim, count) */
+    for (uint32_t p = 0; p < P; p++) {
+        vs_shard_opts_t so = {.cluster = "t", .replica_id = "r", .address = "x"};
+        vs_shard_t *sh = NULL;
+        CHECK(vs_shard_create(&so, &sh, err) == VS_OK);
+        CHECKF(vs_shard_load(sh, vpath(out, "manifest.json"), p, err) == VS_OK, "partition %u: %s", p, err);
+        vs_shard_destroy(sh);
+    }
+    free(seen);
+    free(cent);
+    return parts;
+}
+
+static void destroy_parts(vs_index_t **parts, uint32_t P)
+{
+    for (uint32_t p = 0; parts && p < P; p++)
+        vs_index_destroy(parts[p]);
+    free(parts);
+}
+
+static void test_hash_function(void)
+{
+    /* Vigna's splitmix64.c seeded with 0 gives e220a8397b1dcdaf, then 6e789e6aa1b965f4 */
+    CHECK(vs_splitmix64(0) == 0xe220a8397b1dcdafull);
+    CHECK(vs_splitmix64(0x9e3779b97f4a7c15ull) == 0x6e789e6aa1b965f4ull);
+    /* consecutive and strided ids spread evenly: 70,000 ids over 7 partitions, each within 3% of 10,000
+     * (a binomial's standard deviation is 93 here: 3% is over 3 sigma) */
+    for (int stride = 1; stride <= 7; stride += 6) {
+        size_t cnt[7] = {0};
+        for (int64_t i = 0; i < 70000; i++)
+            cnt[vs_hash_partition(i * stride, 7)]++;
+        for (int p = 0; p < 7; p++)
+            CHECKF(cnt[p] > 9700 && cnt[p] < 10300, "stride %d partition %d: %zu", stride, p, cnt[p]);
+    }
+    CHECK(vs_hash_partition(INT64_MAX, 1) == 0);
+}
+
+static void test_pack_lists(void)
+{
+    uint64_t sizes[100];
+    uint32_t part[100];
+    uint64_t st = 3;
+    for (uint32_t P = 1; P <= 100; P += 11) {
+        uint64_t total = 0, maxs = 0;
+        for (int l = 0; l < 100; l++) {
+            sizes[l] = vs_test_rand(&st) % (l < 5 ? 5000 : 300); /* a few large lists */
+            total += sizes[l];
+            maxs = sizes[l] > maxs ? sizes[l] : maxs;
+        }
+        vs_builder_pack_lists(sizes, 100, P, part);
+        uint64_t load[100] = {0};
+        uint32_t nl[100] = {0};
+        for (int l = 0; l < 100; l++) {
+            CHECK(part[l] < P);
+            load[part[l] % 100] += sizes[l];
+            nl[part[l] % 100]++;
+        }
+        for (uint32_t p = 0; p < P; p++) {
+            /* Graham's LPT bound: the list that made the largest partition went into the least loaded one */
+            CHECKF(load[p] <= total / P + maxs, "P %u: partition %u holds %llu > %llu + %llu", P, p,
+                   (unsigned long long)load[p], (unsigned long long)(total / P), (unsigned long long)maxs);
+            CHECK(nl[p] >= 1);
+        }
+    }
+    /* all empty, P = nlist: one list each (ties go to the partition with fewer lists) */
+    memset(sizes, 0, sizeof sizes);
+    vs_builder_pack_lists(sizes, 100, 100, part);
+    unsigned char used[100] = {0};
+    for (int l = 0; l < 100; l++)
+        used[part[l]]++;
+    for (int p = 0; p < 100; p++)
+        CHECK(used[p] == 1);
+}
+
+static void test_hash_build(void)
+{
+    char err[VS_ERR_LEN];
+    vs_test_pathbuf_t out = vs_test_pathcopy(T, "hash");
+    vs_builder_opts_t o = opts(out.s, "IVF16,Flat", 3, VS_PARTITION_HASH);
+    vs_builder_result_t res;
+    CHECKF(vs_builder_run(&o, &res, err) == VS_OK, "%s", err);
+    CHECK(res.n_vectors == N && res.n_partitions == 3 && res.partitions_built == 3 && res.train_rows == 3000);
+    vs_manifest_t m;
+    vs_index_t **parts = check_version(out.s, 3, &m);
+    CHECK(strcmp(m.partitioning, "hash") == 0 && strcmp(m.hash, VS_MANIFEST_HASH) == 0);
+    CHECK(m.has_build && m.build_train_sample == 3000 && m.build_seed == 5);
+    /* nprobe = nlist: IVF-Flat is exhaustive, so the merged partitions are the exact answer */
+    vs_index_t *flat;
+    CHECK(vs_index_create(D, VS_METRIC_L2, "Flat", &flat, err) == VS_OK);
+    CHECK(vs_index_add(flat, N, base, ids, 1, NULL, err) == VS_OK);
+    float dm[NQ * K], df[NQ * K];
+    int64_t im[NQ * K], iff[NQ * K];
+    vs_search_params_t all = {.nprobe = 16};
+    search_merged(&m, parts, &all, dm, im);
+    CHECK(vs_index_search(flat, NQ, queries, K, NULL, 1, df, iff, err) == VS_OK);
+    size_t bad = 0;
+    for (size_t i = 0; i < NQ * K; i++)
+        bad += im[i] != iff[i] || fabsf(dm[i] - df[i]) > 1e-4f * (1.0f + df[i]);
+    CHECKF(bad == 0, "%zu of %d results differ from the flat oracle", bad, NQ * K);
+    /* nprobe 2: equal to one index holding everything with the same trained state */
+    vs_index_t *one;
+    CHECK(vs_index_clone_empty(parts[0], &one, err) == VS_OK);
+    CHECK(vs_index_add(one, N, base, ids, 1, NULL, err) == VS_OK);
+    vs_search_params_t two = {.nprobe = 2};
+    search_merged(&m, parts, &two, dm, im);
+    CHECK(vs_index_search(one, NQ, queries, K, &two, 1, df, iff, err) == VS_OK);
+    bad = 0;
+    for (size_t i = 0; i < NQ * K; i++)
+        bad += im[i] != iff[i] || dm[i] != df[i];
+    CHECKF(bad == 0, "%zu of %d results differ from the unpartitioned index", bad, NQ * K);
+    vs_index_destroy(one);
+    vs_index_destroy(flat);
+    destroy_parts(parts, 3);
+    vs_manifest_fini(&m);
+}
+
+static void test_cluster_build(void)
+{
+    char err[VS_ERR_LEN];
+    vs_test_pathbuf_t out = vs_test_pathcopy(T, "cluster");
+    const uint32_t P = 4, NPROBE = 3;
+    vs_builder_opts_t o = opts(out.s, "IVF16,PQ4", P, VS_PARTITION_CLUSTER);
+    CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err);
+    vs_manifest_t m;
+    vs_index_t **parts = check_version(out.s, P, &m);
+    CHECK(strcmp(m.partitioning, "cluster") == 0 && m.hash[0] == 0);
+    /* every list owned once (vs_manifest_load checks it too); balance within the LPT bound */
+    uint32_t owner[16];
+    memset(owner, 0xff, sizeof owner);
+    for (uint32_t p = 0; p < P; p++)
+        for (uint32_t j = 0; j < m.partitions[p].n_lists; j++) {
+            CHECK(owner[m.partitions[p].lists[j]] == UINT32_MAX);
+            owner[m.partitions[p].lists[j]] = m.partitions[p].id;
+        }
+    uint64_t maxlist = 0, maxpart = 0;
+    for (uint32_t l = 0; l < 16; l++) {
+        CHECK(owner[l] < P);
+        size_t sz = 0;
+        for (uint32_t p = 0; p < P; p++)
+            sz += parts[p] ? vs_ivf_list_size(vs_index_impl_ivf(parts[p]), l) : 0;
+        maxlist = sz > maxlist ? sz : maxlist;
+    }
+    for (uint32_t p = 0; p < P; p++)
+        maxpart = m.partitions[p].n_vectors > maxpart ? m.partitions[p].n_vectors : maxpart;
+    CHECKF(maxpart <= N / P + maxlist, "largest partition %llu > %d + largest list %llu",
+           (unsigned long long)maxpart, N / P, (unsigned long long)maxlist);
+    /* each vector sits in the partition owning its nearest centroid: its list (from the file) is owned by
+     * the partition, and is the exact nearest centroid up to float rounding of a near tie */
+    const vs_ivf_t *ivf0 = vs_index_impl_ivf(parts[0]);
+    const float *cent = vs_ivf_centroids(ivf0);
+    size_t far_off = 0;
+    for (uint32_t p = 0; p < P; p++) {
+        char path[PATH_MAX];
+        CHECK(vs_manifest_path(&m, m.partitions[p].file, path, err) == VS_OK);
+        int64_t *pid = NULL;
+        uint64_t *off = NULL;
+        size_t n = 0;
+        uint32_t nl = 0;
+        CHECK(partition_ids(path, &pid, &off, &n, &nl) == 0);
+        for (uint32_t l = 0; off && l < nl; l++)
+            for (uint64_t i = off[l]; i < off[l + 1]; i++) {
+                const float *x = base + row_of(pid[i]) * D;
+                int32_t best;
+                CHECK(vs_ivf_probe(ivf0, x, 1, 1, &best, err) == VS_OK);
+                CHECK(owner[l] == p);
+                float dl = vs_distance(VS_METRIC_L2, x, cent + l * D, D);
+                float db = vs_distance(VS_METRIC_L2, x, cent + best * D, D);
+                far_off += (uint32_t)best != l && dl > db * (1 + 1e-5f);
+            }
+        free(pid);
+        free(off);
+    }
+    CHECKF(far_off == 0, "%zu vectors are not in their nearest centroid's list", far_off);
+    /* centroid routing: only the partitions owning a query's NPROBE lists, each given those lists, merged,
+     * equal one unpartitioned index searched with nprobe = NPROBE */
+    vs_index_t *one;
+    CHECK(vs_index_clone_empty(parts[0], &one, err) == VS_OK);
+    CHECK(vs_index_add(one, N, base, ids, 1, NULL, err) == VS_OK);
+    vs_search_params_t sp = {.nprobe = NPROBE};
+    float d1[NQ * K], dp[4][K], dm[K];
+    int64_t i1[NQ * K], ip[4][K], im[K];
+    CHECK(vs_index_search(one, NQ, queries, K, &sp, 1, d1, i1, err) == VS_OK);
+    size_t bad = 0, touched = 0;
+    for (size_t q = 0; q < NQ; q++) {
+        int32_t probe[3];
+        CHECK(vs_ivf_probe(ivf0, queries + q * D, NPROBE, 0, probe, err) == VS_OK);
+        vs_topk_list_t l[4];
+        size_t nl = 0;
+        for (uint32_t p = 0; p < P; p++) {
+            int32_t mine[3];
+            int any = 0;
+            for (uint32_t j = 0; j < NPROBE; j++) {
+                mine[j] = owner[probe[j]] == p ? probe[j] : -1;
+                any |= mine[j] >= 0;
+            }
+            if (!any)
+                continue;
+            CHECK(vs_ivf_search_lists(vs_index_impl_ivf(parts[p]), 1, queries + q * D, K, mine, NPROBE, 0, 1,
+                                      dp[nl], ip[nl], err) == VS_OK);
+            l[nl] = (vs_topk_list_t){dp[nl], ip[nl], K};
+            nl++;
+        }
+        touched += nl;
+        CHECK(vs_topk_merge(l, nl, 0, K, dm, im, err) == VS_OK);
+        for (size_t r = 0; r < K; r++)
+            bad += im[r] != i1[q * K + r] || dm[r] != d1[q * K + r];
+    }
+    CHECKF(bad == 0, "%zu of %d routed results differ from the unpartitioned index", bad, NQ * K);
+    CHECKF(touched < NQ * P, "routing touched %zu partitions for %d queries: it should skip some", touched,
+           NQ);
+    vs_index_destroy(one);
+    destroy_parts(parts, P);
+    vs_manifest_fini(&m);
+}
+
+static const char *files[] = {"manifest.json", "centroids.fvecs", "part-0.vsidx", "part-1.vsidx",
+                              "part-2.vsidx",  "part-0.done",     "part-1.done",  "part-2.done"};
+#define N_FILES (sizeof files / sizeof *files)
+
+/* Same inputs and options: the same bytes, whatever the chunk size, thread count, memory budget
+ * (partitions per pass) or whether the directory held a build before. */
+static void test_idempotent_and_streaming(void)
+{
+    char err[VS_ERR_LEN];
+    vs_test_pathbuf_t a = vs_test_pathcopy(T, "idem-a"), b = vs_test_pathcopy(T, "idem-b");
+    const char *factory = "IVF16,PQ8x4fs,RSQ8";
+    vs_builder_opts_t o = opts(a.s, factory, 3, VS_PARTITION_HASH);
+    CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err);
+    unsigned char *first[N_FILES];
+    size_t len[N_FILES];
+    for (size_t f = 0; f < N_FILES; f++)
+        first[f] = vs_test_read_file(vpath(a.s, files[f]), &len[f]);
+    CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err); /* again, over the first */
+    for (size_t f = 0; f < N_FILES; f++) {
+        size_t n2 = 0;
+        unsigned char *again = vs_test_read_file(vpath(a.s, files[f]), &n2);
+        CHECKF(first[f] && again && n2 == len[f] && memcmp(first[f], again, n2) == 0,
+               "%s changed on a rebuild", files[f]);
+        free(again);
+        free(first[f]);
+    }
+    /* one chunk holding everything, two threads, one partition per pass */
+    vs_builder_opts_t o2 = opts(b.s, factory, 3, VS_PARTITION_HASH);
+    o2.chunk_rows = N;
+    o2.n_threads = 2;
+    o2.memory_bytes = 1;
+    vs_builder_result_t res;
+    CHECKF(vs_builder_run(&o2, &res, err) == VS_OK, "%s", err);
+    CHECK(res.n_passes == 3);
+    for (size_t f = 0; f < 5; f++) /* the markers name their base path: compared above, not here */
+        CHECKF(vs_test_same_file(vpath(a.s, files[f]), vpath(b.s, files[f])),
+               "%s differs with another chunk size", files[f]);
+    rm_tree(b.s);
+}
+
+static void test_resume(void)
+{
+    char err[VS_ERR_LEN];
+    vs_test_pathbuf_t a = vs_test_pathcopy(T, "resume");
+    vs_builder_opts_t o = opts(a.s, "IVF16,PQ8", 3, VS_PARTITION_CLUSTER);
+    vs_builder_result_t res;
+    CHECKF(vs_builder_run(&o, &res, err) == VS_OK, "%s", err);
+    unsigned char *p2 = NULL;
+    size_t n2 = 0;
+    p2 = vs_test_read_file(vpath(a.s, "part-2.vsidx"), &n2);
+    o.resume = 1;
+    CHECK(vs_builder_run(&o, &res, err) == VS_OK && res.partitions_resumed == 3 && res.partitions_built == 0);
+    /* a damaged partition file: only it is rebuilt, to the same bytes */
+    FILE *f = fopen(vpath(a.s, "part-2.vsidx"), "r+b");
+    CHECK(f && fseek(f, 100, SEEK_SET) == 0 && fputc(0x42, f) != EOF);
+    if (f)
+        fclose(f);
+    CHECK(vs_builder_run(&o, &res, err) == VS_OK && res.partitions_resumed == 2 && res.partitions_built == 1);
+    size_t n3 = 0;
+    unsigned char *p3 = vs_test_read_file(vpath(a.s, "part-2.vsidx"), &n3);
+    CHECK(p2 && p3 && n2 == n3 && memcmp(p2, p3, n2) == 0);
+    free(p2);
+    free(p3);
+    /* other options: nothing matches, everything is rebuilt; fewer partitions: the extra files go */
+    o.seed = 6;
+    CHECK(vs_builder_run(&o, &res, err) == VS_OK && res.partitions_resumed == 0 && res.partitions_built == 3);
+    o.n_partitions = 2;
+    CHECK(vs_builder_run(&o, &res, err) == VS_OK && res.partitions_built == 2);
+    CHECK(!exists(vpath(a.s, "part-2.vsidx")) && !exists(vpath(a.s, "part-2.done")));
+    vs_manifest_t m;
+    CHECK(vs_manifest_load(vpath(a.s, "manifest.json"), &m, err) == VS_OK && m.n_partitions == 2);
+    vs_manifest_fini(&m);
+    rm_tree(a.s);
+}
+
+/* The same vectors from .fvecs, .bvecs and .npy, and the same ids from .i64 and .npy: the same files. */
+static void test_formats(void)
+{
+    char err[VS_ERR_LEN];
+    uint8_t *bytes = malloc(N * D);
+    float *ints = malloc(N * D * sizeof(float));
+    for (size_t i = 0; i < N * D; i++) {
+        float v = 128.0f + 40.0f * base[i];
+        bytes[i] = (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+        ints[i] = bytes[i];
+    }
+    vs_test_pathbuf_t fv = vs_test_pathcopy(T, "b.fvecs"), bv = vs_test_pathcopy(T, "b.bvecs");
+    vs_test_pathbuf_t np = vs_test_pathcopy(T, "b.npy"), idn = vs_test_pathcopy(T, "ids.npy");
+    CHECK(vs_vecio_write_fvecs(fv.s, N, D, ints, err) == VS_OK);
+    CHECK(vs_vecio_write_bvecs(bv.s, N, D, bytes, err) == VS_OK);
+    CHECK(vs_vecio_write_npy(np.s, VS_DTYPE_U8, N, D, bytes, err) == VS_OK);
+    /* int64 .npy written by hand: vecio writes f4/u1/i4 only */
+    char hdr[128];
+    int hl = snprintf(hdr, sizeof hdr, "{'descr': '<i8', 'fortran_order': False, 'shape': (%d,), }", N);
+    while ((hl + 11) % 64 != 0)
+        hdr[hl++] = ' ';
+    hdr[hl++] = '\n';
+    FILE *f = fopen(idn.s, "wb");
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)hl, 0};
+    CHECK(f && fwrite(pre, 1, 10, f) == 10 && fwrite(hdr, 1, (size_t)hl, f) == (size_t)hl &&
+          fwrite(ids, 8, N, f) == N);
+    if (f)
+        fclose(f);
+    const char *inputs[3] = {fv.s, bv.s, np.s};
+    const char *idfiles[3] = {ids_path.s, idn.s, ids_path.s};
+    for (int i = 0; i < 3; i++) {
+        char out[64];
+        snprintf(out, sizeof out, "fmt%d", i);
+        vs_test_pathbuf_t o_dir = vs_test_pathcopy(T, out);
+        vs_builder_opts_t o = opts(o_dir.s, "IVF16,PQ4", 2, VS_PARTITION_HASH);
+        o.base_path = inputs[i];
+        o.ids_path = idfiles[i];
+        CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s: %s", inputs[i], err);
+    }
+    vs_test_pathbuf_t d0 = vs_test_pathcopy(T, "fmt0");
+    for (int i = 1; i < 3; i++) {
+        char out[64];
+        snprintf(out, sizeof out, "fmt%d", i);
+        vs_test_pathbuf_t di = vs_test_pathcopy(T, out);
+        for (size_t k = 0; k < 4; k++)
+            CHECKF(vs_test_same_file(vpath(d0.s, files[k]), vpath(di.s, files[k])), "%s from %s", files[k],
+                   inputs[i]);
+        rm_tree(di.s);
+    }
+    rm_tree(d0.s);
+    free(bytes);
+    free(ints);
+}
+
+/* Refused: status, a message naming the problem, and no manifest. expect: substring of the message. */
+static void refused(vs_builder_opts_t *o, vs_status want, const char *expect)
+{
+    char err[VS_ERR_LEN] = "";
+    vs_status st = vs_builder_run(o, NULL, err);
+    CHECKF(st == want && strstr(err, expect) != NULL, "want %s '%s', got %s '%s'", vs_status_name(want),
+           expect, vs_status_name(st), err);
+    CHECKF(!exists(vpath(o->out_dir, "manifest.json")) || strcmp(o->out_dir, "keep") == 0,
+           "manifest written");
+}
+
+static void test_bad_inputs(void)
+{
+    char err[VS_ERR_LEN];
+    vs_test_pathbuf_t out = vs_test_pathcopy(T, "bad");
+    vs_test_pathbuf_t txt = vs_test_pathcopy(T, "x.txt"), nan = vs_test_pathcopy(T, "nan.fvecs");
+    vs_test_pathbuf_t short_ids = vs_test_pathcopy(T, "short.i64"), neg = vs_test_pathcopy(T, "neg.i64");
+    vs_test_pathbuf_t f32ids = vs_test_pathcopy(T, "ids-f32.npy");
+    CHECK(vs_test_write_file(txt.s, "1 2 3\n", 6) == 0);
+    CHECK(vs_test_write_file(short_ids.s, ids, 8 * (N - 1)) == 0);
+    int64_t *nids = malloc(N * sizeof *nids);
+    memcpy(nids, ids, N * sizeof *nids);
+    nids[1234] = -5;
+    CHECK(vs_test_write_file(neg.s, nids, 8 * N) == 0);
+    free(nids);
+    CHECK(vs_vecio_write_npy(f32ids.s, VS_DTYPE_F32, N, 1, base, err) == VS_OK);
+    float *x = malloc(N * D * sizeof(float));
+    memcpy(x, base, N * D * sizeof(float));
+    x[3001 * D + 5] = NAN;
+    CHECK(vs_vecio_write_fvecs(nan.s, N, D, x, err) == VS_OK);
+    free(x);
+
+    vs_builder_opts_t o = opts(out.s, "IVF16,Flat", 2, VS_PARTITION_HASH);
+    o.base_path = txt.s;
+    refused(&o, VS_ERR_UNSUPPORTED, "x.txt");
+    o = opts(out.s, "IVF16,Flat", 2, VS_PARTITION_HASH);
+    o.base_path = "/nonexistent/base.fvecs";
+    refused(&o, VS_ERR_NOT_FOUND, "/nonexistent/base.fvecs");
+    o = opts(out.s, "IVF16,Flat", 2, VS_PARTITION_HASH);
+    o.ids_path = short_ids.s;
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "3999 ids");
+    o.ids_path = neg.s;
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "id 1234 is negative");
+    o.ids_path = f32ids.s;
+    refused(&o, VS_ERR_UNSUPPORTED, "int64");
+    o.ids_path = txt.s;
+    refused(&o, VS_ERR_UNSUPPORTED, "unknown format");
+    o = opts(out.s, "IVF16,Flat", 0, VS_PARTITION_HASH);
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "partitions 0 is out of range 1..4096");
+    o.n_partitions = 4097;
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "partitions 4097 is out of range 1..4096");
+    o = opts(out.s, "HNSW32", 2, VS_PARTITION_CLUSTER);
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "cluster partitioning needs an IVF factory");
+    o = opts(out.s, "IVF16,Flat", 17, VS_PARTITION_CLUSTER);
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "17 partitions but only 16 IVF lists");
+    o = opts(out.s, "Flat", 2, VS_PARTITION_HASH);
+    refused(&o, VS_ERR_UNSUPPORTED, "Flat indexes have no file format");
+    o = opts(out.s, "IVF16,PQ5", 2, VS_PARTITION_HASH);
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "not divisible");
+    o = opts(out.s, "IVF16,Flat", 2, VS_PARTITION_HASH);
+    o.version = "a/b";
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "not a valid name");
+    o = opts(out.s, "IVF16,Flat", 2, VS_PARTITION_HASH);
+    o.train_sample = 10;
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "smaller than the 16 IVF lists");
+    o = opts(out.s, "IVF8000,Flat", 2, VS_PARTITION_HASH);
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "fewer than the 8000 IVF lists");
+    o = opts(out.s, "IVF16,Flat", 2, VS_PARTITION_HASH);
+    o.base_path = nan.s;
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "row 3001");
+    /* a NaN found in the stream leaves an earlier complete version's manifest alone (IVF: the assignment
+     * pass reads every row before the first write) */
+    o = opts(out.s, "IVF16,Flat", 2, VS_PARTITION_HASH);
+    CHECK(vs_builder_run(&o, NULL, err) == VS_OK);
+    o.base_path = nan.s;
+    CHECK(vs_builder_run(&o, NULL, err) == VS_ERR_INVALID_ARGUMENT && strstr(err, "row 3001"));
+    CHECK(exists(vpath(out.s, "manifest.json")));
+    rm_tree(out.s);
+}
+
+/* The CLI: --help names the FAISS factory strings; bad flags exit 2, a refused build exits 1. */
+static void test_cli(void)
+{
+    const char *bin = getenv("VS_BIN_DIR");
+    if (!bin) {
+        fprintf(stderr, "test_cli: VS_BIN_DIR not set, skipped\n");
+        return;
+    }
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s/vecshard-build --help", bin);
+    FILE *p = popen(cmd, "r");
+    char text[8192] = "";
+    size_t n = p ? fread(text, 1, sizeof text - 1, p) : 0;
+    text[n] = 0;
+    CHECK(p && pclose(p) == 0);
+    CHECK(strstr(text, "IVF1024,PQ32x4fs,RSQ8") && strstr(text, "--partitioning") &&
+          strstr(text, "splitmix64"));
+    snprintf(cmd, sizeof cmd,
+             "%s/vecshard-build --base %s --factory IVF16,Flat --out x --version v --partitions "
+             "zz 2>/dev/null",
+             bin, base_path.s);
+    CHECK(WEXITSTATUS(system(cmd)) == 2);
+    vs_test_pathbuf_t out = vs_test_pathcopy(T, "cli");
+    snprintf(
+        cmd, sizeof cmd,
+        "%s/vecshard-build --base %s --factory IVF16,Flat --out %s --version v1 --partitions 5000 --quiet "
+        "2>/dev/null",
+        bin, base_path.s, out.s);
+    CHECK(WEXITSTATUS(system(cmd)) == 1);
+    snprintf(cmd, sizeof cmd,
+             "%s/vecshard-build --base %s --ids %s --factory IVF16,Flat --out %s --version v1 --partitions 2 "
+             "--threads 1 --quiet >/dev/null",
+             bin, base_path.s, ids_path.s, out.s);
+    CHECK(WEXITSTATUS(system(cmd)) == 0 && exists(vpath(out.s, "manifest.json")));
+    rm_tree(out.s);
+}
+
+int main(void)
+{
+    vs_test_tmpdir(T);
+    vs_test_clustered(base, N, D, 32, 0.3f, 11, 12);
+    vs_test_clustered(queries, NQ, D, 32, 0.3f, 11, 13);
+    /* ids: 1000 + 7 * row; rows in file order, but the ids are a bijection the test can invert */
+    for (size_t i = 0; i < N; i++)
+        ids[i] = 1000 + 7 * (int64_t)i;
+    base_path = vs_test_pathcopy(T, "base.fvecs");
+    ids_path = vs_test_pathcopy(T, "ids.i64");
+    char err[VS_ERR_LEN];
+    if (vs_vecio_write_fvecs(base_path.s, N, D, base, err) != VS_OK ||
+        vs_test_write_file(ids_path.s, ids, sizeof ids))
+        return 1;
+    RUN(test_hash_function);
+    RUN(test_pack_lists);
+    RUN(test_hash_build);
+    RUN(test_cluster_build);
+    RUN(test_idempotent_and_streaming);
+    RUN(test_resume);
+    RUN(test_formats);
+    RUN(test_bad_inputs);
+    RUN(test_cli);
+    rm_tree(vs_test_tmpdir(T));
+    return vs_test_finish();
+}
