@@ -1,0 +1,299 @@
+#!/usr/bin/env bash
+# A vecshard cluster on this machine, on loopback: one etcd, P x R vecshard-shard processes, one
+# vecshard-coordinator. Every process logs to its own file in the cluster directory; a state file there
+# (shell syntax) records pids, ports and logs, so `status` and `down` find what `up` started.
+#
+#   cluster.sh up --manifest FILE [--manifest FILE...] [--partitions P] [--replicas 1] [--dir build/cluster]
+#                 [--cluster local] [--timeout 60] [--shard-threads N]
+#   cluster.sh status [--dir DIR] [--json]
+#   cluster.sh down [--dir DIR] [--timeout 15]
+#
+# up: starts etcd (fresh data directory, free loopback ports), shard p<p>r<r> for partition p replica r
+# (--listen 127.0.0.1:0, --port-file; P is the manifests' partition count, which --partitions must match),
+# then the coordinator (--etcd, every --manifest), and returns once the
+# coordinator's health is SERVING (or stops everything it started and fails after --timeout seconds).
+# Prints the coordinator's address; the state file has it as coordinator_addr.
+# down: SIGTERM to the coordinator, the shards, then etcd; SIGKILL to what is left after --timeout seconds.
+# Idempotent; a pid is only signalled while it is still the process up started (start time checked).
+# Binaries: $VS_BIN_DIR (default build/bin); $VS_COORDINATOR_BIN overrides the coordinator (test doubles).
+set -euo pipefail
+
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+
+cmd=${1:-}
+[ -n "$cmd" ] || { usage >&2; exit 2; }
+shift
+case "$cmd" in
+-h | --help | help) usage; exit 0 ;;
+up | down | status) ;;
+*) echo "cluster.sh: unknown command '$cmd' (up, down, status)" >&2; exit 2 ;;
+esac
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+dir=$root/build/cluster
+partitions=""
+replicas=1
+cluster=local
+timeout=""
+shard_threads=""
+json=""
+manifests=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --dir) dir=$2; shift ;;
+    --partitions) partitions=$2; shift ;;
+    --replicas) replicas=$2; shift ;;
+    --manifest) manifests+=("$(realpath "$2")"); shift ;;
+    --cluster) cluster=$2; shift ;;
+    --timeout) timeout=$2; shift ;;
+    --shard-threads) shard_threads=$2; shift ;;
+    --json) json=--json ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "cluster.sh $cmd: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+mkdir -p "$dir"
+dir=$(realpath "$dir")
+state=$dir/state
+bin=${VS_BIN_DIR:-$root/build/bin}
+coordinator_bin=${VS_COORDINATOR_BIN:-$bin/vecshard-coordinator}
+
+# ---- process bookkeeping ----
+
+# Start time of a pid (field 22 of /proc/PID/stat), "" when it is gone.
+start_time() { [ -r "/proc/$1/stat" ] && sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20 || true; }
+# True while pid runs and is the process recorded (same start time); a zombie counts as gone.
+alive() {
+    local pid=$1 st=$2
+    [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+    [ "$(start_time "$pid")" = "$st" ] || return 1
+    [ "$(sed 's/^.*) //' "/proc/$pid/stat" | cut -d' ' -f1)" != Z ]
+}
+record() { echo "$1" >>"$state"; }
+
+# Names recorded in the state file, in start order ("etcd", "p0r0", ..., "coordinator").
+names() { { grep -E '^proc_[A-Za-z0-9]+_pid=' "$state" || true; } | sed -E 's/^proc_([A-Za-z0-9]+)_pid=.*/\1/'; }
+get() { { grep -E "^$1=" "$state" || true; } | tail -n 1 | cut -d= -f2-; }
+
+# SIGTERM to the named processes that still run, then wait; SIGKILL to what is left after wait_s seconds.
+stop_group() {
+    local wait_s=$1 n pid st pids=() sts=() who=()
+    shift
+    for n in "$@"; do
+        pid=$(get "proc_${n}_pid")
+        st=$(get "proc_${n}_start")
+        if alive "$pid" "$st"; then
+            kill -TERM "$pid" 2>/dev/null || true
+            pids+=("$pid"); sts+=("$st"); who+=("$n")
+        fi
+    done
+    [ ${#pids[@]} -gt 0 ] || return 0
+    local deadline=$((SECONDS + wait_s)) i left
+    while :; do
+        left=0
+        for i in "${!pids[@]}"; do alive "${pids[$i]}" "${sts[$i]}" && left=1; done
+        [ $left = 0 ] && break
+        if [ $SECONDS -ge $deadline ]; then
+            for i in "${!pids[@]}"; do
+                if alive "${pids[$i]}" "${sts[$i]}"; then
+                    echo "cluster.sh: ${who[$i]} (pid ${pids[$i]}) still running after ${wait_s} s: SIGKILL" >&2
+                    kill -KILL "${pids[$i]}" 2>/dev/null || true
+                fi
+            done
+            sleep 0.2
+            break
+        fi
+        sleep 0.1
+    done
+    echo "cluster.sh: stopped ${who[*]}"
+}
+
+# Coordinator first (it stops sending), then the shards (they drain and leave etcd), etcd last.
+stop_all() {
+    local wait_s=${1:-15} n shards=()
+    [ -f "$state" ] || { echo "cluster.sh: nothing running (no $state)"; return 0; }
+    for n in $(names); do
+        case "$n" in coordinator | etcd) ;; *) shards+=("$n") ;; esac
+    done
+    stop_group "$wait_s" coordinator
+    [ ${#shards[@]} -eq 0 ] || stop_group "$wait_s" "${shards[@]}"
+    stop_group "$wait_s" etcd
+    rm -rf "$dir/etcd-data"
+    mv -f "$state" "$state.last"
+}
+
+# ---- up ----
+
+etcd_healthy() {
+    /usr/bin/python3 - "$1" <<'PY' 2>/dev/null
+import json, sys, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+sys.exit(0 if json.load(opener.open(sys.argv[1] + "/health", timeout=1)).get("health") == "true" else 1)
+PY
+}
+
+free_port() {
+    /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port_file() { # file pid start_time seconds -> prints the grpc port
+    local f=$1 pid=$2 st=$3 until=$((SECONDS + $4))
+    while [ $SECONDS -lt $until ]; do
+        if [ -s "$f" ] && grep -q '^grpc=' "$f"; then
+            sed -n 's/^grpc=//p' "$f"
+            return 0
+        fi
+        alive "$pid" "$st" || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+# Starts a process in the background with its log; records pid and start time under name.
+launch() {
+    local name=$1 log=$dir/$1.log
+    shift
+    echo "== $name: $*" >>"$log"
+    "$@" </dev/null >>"$log" 2>&1 &
+    local pid=$!
+    local st=""
+    for _ in 1 2 3 4 5 6 7 8 9 10; do st=$(start_time "$pid"); [ -n "$st" ] && break; sleep 0.01; done
+    record "proc_${name}_pid=$pid"
+    record "proc_${name}_start=$st"
+    record "proc_${name}_log=$log"
+}
+
+failed_up() {
+    echo "cluster.sh up: $1; stopping what was started" >&2
+    [ -n "${2:-}" ] && [ -f "$2" ] && { echo "---- tail of $2 ----" >&2; tail -n 20 "$2" >&2; }
+    stop_all 10 >/dev/null || true
+    exit 1
+}
+
+up() {
+    [ ${#manifests[@]} -gt 0 ] || { echo "cluster.sh up: --manifest is required" >&2; exit 2; }
+    local m np
+    for m in "${manifests[@]}"; do
+        [ -s "$m" ] || die "up: no manifest $m"
+        np=$(/usr/bin/python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["partitions"]))' "$m") ||
+            die "up: cannot read the partitions of $m"
+        [ -n "$partitions" ] || partitions=$np
+        [ "$np" = "$partitions" ] ||
+            { echo "cluster.sh up: $m has $np partitions, not $partitions" >&2; exit 2; }
+    done
+    [[ "$partitions" =~ ^[1-9][0-9]*$ && "$replicas" =~ ^[1-9][0-9]*$ ]] ||
+        { echo "cluster.sh up: --partitions and --replicas must be positive integers" >&2; exit 2; }
+    for m in "$bin/vecshard-shard" "$bin/vecshard" "$coordinator_bin"; do
+        [ -x "$m" ] || die "up: $m not built (cmake --build build)"
+    done
+    command -v etcd >/dev/null || die "up: etcd not installed (apt-get install etcd-server)"
+    if [ -f "$state" ]; then
+        local n running=""
+        for n in $(names); do
+            alive "$(get "proc_${n}_pid")" "$(get "proc_${n}_start")" && running="$running $n"
+        done
+        [ -z "$running" ] || die "up: already running in $dir:$running (cluster.sh down --dir $dir first)"
+        mv -f "$state" "$state.last"
+    fi
+    local wait_s=${timeout:-60}
+    : >"$state"
+    record "# vecshard local cluster, written by deploy/local/cluster.sh up on $(date -u +%FT%TZ)"
+    record "cluster=$cluster"
+    record "partitions=$partitions"
+    record "replicas=$replicas"
+    trap 'failed_up "interrupted"' INT TERM
+
+    # etcd: fresh data directory, two free loopback ports (retried if another process took one meanwhile)
+    local try client peer url="" 
+    for try in 1 2 3; do
+        client=$(free_port)
+        peer=$(free_port)
+        rm -rf "$dir/etcd-data"
+        launch etcd etcd --name vs-local --data-dir "$dir/etcd-data" \
+            --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+            --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+            --initial-cluster "vs-local=http://127.0.0.1:$peer" --log-level warn
+        local pid st until=$((SECONDS + 15))
+        pid=$(get proc_etcd_pid)
+        st=$(get proc_etcd_start)
+        while [ $SECONDS -lt $until ] && alive "$pid" "$st"; do
+            if etcd_healthy "http://127.0.0.1:$client"; then
+                url=http://127.0.0.1:$client
+                break
+            fi
+            sleep 0.1
+        done
+        [ -n "$url" ] && break
+        alive "$pid" "$st" && kill -KILL "$pid" 2>/dev/null || true
+    done
+    [ -n "$url" ] || failed_up "etcd did not become healthy" "$dir/etcd.log"
+    record "etcd_url=$url"
+    echo "cluster.sh: etcd at $url"
+
+    # shards
+    local p r id extra=()
+    [ -n "$shard_threads" ] && extra=(--threads "$shard_threads")
+    local margs=()
+    for m in "${manifests[@]}"; do margs+=(--manifest "$m"); done
+    for ((p = 0; p < partitions; p++)); do
+        for ((r = 0; r < replicas; r++)); do
+            id=p${p}r${r}
+            rm -f "$dir/$id.ports"
+            launch "$id" "$bin/vecshard-shard" --etcd "$url" --cluster "$cluster" --partition "$p" \
+                --replica-id "$id" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --port-file "$dir/$id.ports" \
+                --grace-ms 2000 "${margs[@]}" "${extra[@]}"
+        done
+    done
+    for ((p = 0; p < partitions; p++)); do
+        for ((r = 0; r < replicas; r++)); do
+            id=p${p}r${r}
+            local port
+            port=$(wait_port_file "$dir/$id.ports" "$(get "proc_${id}_pid")" "$(get "proc_${id}_start")" 30) ||
+                failed_up "shard $id did not start" "$dir/$id.log"
+            record "shard_${id}_addr=127.0.0.1:$port"
+            record "shard_${id}_metrics_port=$(sed -n 's/^metrics=//p' "$dir/$id.ports")"
+        done
+    done
+    echo "cluster.sh: $((partitions * replicas)) shards started (partitions $partitions, replicas $replicas)"
+
+    # coordinator
+    rm -f "$dir/coordinator.ports"
+    launch coordinator "$coordinator_bin" --etcd "$url" --cluster "$cluster" --listen 127.0.0.1:0 \
+        --metrics-listen 127.0.0.1:0 --port-file "$dir/coordinator.ports" --grace-ms 2000 "${margs[@]}"
+    local cport
+    cport=$(wait_port_file "$dir/coordinator.ports" "$(get proc_coordinator_pid)" "$(get proc_coordinator_start)" 30) ||
+        failed_up "the coordinator did not start" "$dir/coordinator.log"
+    local addr=127.0.0.1:$cport
+    record "coordinator_addr=$addr"
+    record "coordinator_metrics_port=$(sed -n 's/^metrics=//p' "$dir/coordinator.ports")"
+    if ! "$bin/vecshard" health --coordinator "$addr" --wait-ms "$((wait_s * 1000))" >/dev/null; then
+        failed_up "the coordinator at $addr is not SERVING after ${wait_s} s" "$dir/coordinator.log"
+    fi
+    trap - INT TERM
+    echo "cluster.sh: coordinator SERVING at $addr (state: $state, logs: $dir/*.log)"
+}
+
+status() {
+    [ -f "$state" ] || { echo "cluster.sh: nothing running (no $state)"; return 1; }
+    local n pid s all=0
+    printf '%-12s %-8s %-8s %s\n' NAME PID STATE LOG
+    for n in $(names); do
+        pid=$(get "proc_${n}_pid")
+        if alive "$pid" "$(get "proc_${n}_start")"; then s=running; else s=GONE; all=1; fi
+        printf '%-12s %-8s %-8s %s\n' "$n" "$pid" "$s" "$(get "proc_${n}_log")"
+    done
+    echo "etcd: $(get etcd_url)  coordinator: $(get coordinator_addr)"
+    local addr
+    addr=$(get coordinator_addr)
+    [ -n "$addr" ] || return 1
+    "$bin/vecshard" status --coordinator "$addr" $json || all=1
+    return $all
+}
+
+case "$cmd" in
+up) up ;;
+down) stop_all "${timeout:-15}" ;;
+status) status ;;
+esac
