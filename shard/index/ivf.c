@@ -173,7 +173,7 @@ vs_status vs_ivf_clone_empty(const vs_ivf_t *src, vs_ivf_t **out, char err[VS_ER
 {
     if (!src->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index must be trained before it is cloned");
-    vs_ivf_t *ivf;
+    vs_ivf_t *ivf = NULL;
     vs_status st = vs_ivf_create(src->d, src->metric, &src->spec, &ivf, err);
     if (st != VS_OK)
         return st;
