@@ -296,8 +296,9 @@ static vs_status check_rows(const build_t *b, const float *x, size_t row0, size_
 {
     char e[VS_ERR_LEN];
     for (size_t i = 0; i < m; i++)
-        if (vs_check_finite(x + i * b->d, 1, b->d, "vector", e) != VS_OK)
-            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s row %zu: %s", b->o->base_path, row0 + i, e);
+        if (vs_check_finite(x + i * b->d, 1, b->d, "row", e) != VS_OK) /* "row 0 has ..." */
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s row %zu%s", b->o->base_path, row0 + i,
+                           strncmp(e, "row 0", 5) == 0 ? e + 5 : e);
     return VS_OK;
 }
 

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/hash.h"
@@ -456,7 +457,7 @@ static void test_resume(void)
 {
     char err[VS_ERR_LEN];
     vs_test_pathbuf_t a = vs_test_pathcopy(T, "resume");
-    vs_builder_opts_t o = opts(a.s, "IVF16,PQ8", 3, VS_PARTITION_CLUSTER);
+    vs_builder_opts_t o = opts(a.s, "IVF16,Flat", 3, VS_PARTITION_CLUSTER); /* no PQ training: fast */
     vs_builder_result_t res;
     CHECKF(vs_builder_run(&o, &res, err) == VS_OK, "%s", err);
     unsigned char *p2 = NULL;
@@ -521,7 +522,7 @@ static void test_formats(void)
         char out[64];
         snprintf(out, sizeof out, "fmt%d", i);
         vs_test_pathbuf_t o_dir = vs_test_pathcopy(T, out);
-        vs_builder_opts_t o = opts(o_dir.s, "IVF16,PQ4", 2, VS_PARTITION_HASH);
+        vs_builder_opts_t o = opts(o_dir.s, "IVF16,PQ4x4fs", 2, VS_PARTITION_HASH);
         o.base_path = inputs[i];
         o.ids_path = idfiles[i];
         CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s: %s", inputs[i], err);
