@@ -29,7 +29,31 @@ struct vs_coord {
     size_t n_versions;
     version_entry_t *active;
     vs_coord_stats_t stats;
+    /* completion queues kept between requests (creating one costs a pollset set-up each time) */
+    pthread_mutex_t pool_mu;
+    vs_rpc_multi_t *pool[64];
+    size_t n_pool;
 };
+
+static vs_status multi_take(vs_coord_t *c, vs_rpc_multi_t **out, char err[VS_ERR_LEN])
+{
+    pthread_mutex_lock(&c->pool_mu);
+    *out = c->n_pool ? c->pool[--c->n_pool] : NULL;
+    pthread_mutex_unlock(&c->pool_mu);
+    return *out ? VS_OK : vs_rpc_multi_create(out, err);
+}
+
+/* Gives back a multi with nothing in flight. */
+static void multi_give(vs_coord_t *c, vs_rpc_multi_t *m)
+{
+    pthread_mutex_lock(&c->pool_mu);
+    if (c->n_pool < sizeof c->pool / sizeof *c->pool) {
+        c->pool[c->n_pool++] = m;
+        m = NULL;
+    }
+    pthread_mutex_unlock(&c->pool_mu);
+    vs_rpc_multi_destroy(m);
+}
 
 static double now_s(void)
 {
@@ -53,6 +77,7 @@ vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t 
         c->o.max_batch = 10000;
     c->view = view;
     pthread_mutex_init(&c->mu, NULL);
+    pthread_mutex_init(&c->pool_mu, NULL);
     *out = c;
     return VS_OK;
 }
@@ -65,6 +90,9 @@ void vs_coord_destroy(vs_coord_t *c)
         vs_router_fini(&c->versions[i]->router);
         free(c->versions[i]);
     }
+    for (size_t i = 0; i < c->n_pool; i++)
+        vs_rpc_multi_destroy(c->pool[i]);
+    pthread_mutex_destroy(&c->pool_mu);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -471,7 +499,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
     if (st == VS_OK && !(parts = calloc(T ? T : 1, sizeof *parts)))
         st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
     if (st == VS_OK)
-        st = vs_rpc_multi_create(&m, err);
+        st = multi_take(c, &m, err);
     double t0 = now_s();
     double deadline = t0 + (double)(timeout_ms > 0 ? timeout_ms : c->o.default_timeout_ms) * 1e-3;
     for (size_t t = 0; st == VS_OK && t < T; t++) {
@@ -549,7 +577,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
             ps->inflight--;
             free(ctx);
         }
-        vs_rpc_multi_destroy(m);
+        multi_give(c, m);
     }
     /* coverage, merge, answer */
     size_t answered = 0;

@@ -24,6 +24,9 @@ struct vs_replica {
     double ewma_ms;
     double ring[VS_VIEW_LAT_RING];
     size_t n_ring, ring_pos;
+    double p95_ms; /* cached; recomputed every 16 samples */
+    size_t p95_at; /* n_samples when p95_ms was computed */
+    size_t n_samples;
 };
 
 struct vs_view {
@@ -317,6 +320,7 @@ void vs_replica_done(vs_replica_t *r, double seconds, int ok)
         pthread_mutex_lock(&r->mu);
         r->ewma_ms = r->n_ring ? 0.9 * r->ewma_ms + 0.1 * ms : ms;
         r->ring[r->ring_pos] = ms;
+        r->n_samples++;
         r->ring_pos = (r->ring_pos + 1) % VS_VIEW_LAT_RING;
         if (r->n_ring < VS_VIEW_LAT_RING)
             r->n_ring++;
@@ -346,12 +350,21 @@ double vs_replica_p95_ms(vs_replica_t *r, double default_ms)
     double tmp[VS_VIEW_LAT_RING];
     pthread_mutex_lock(&r->mu);
     size_t n = r->n_ring;
+    if (n < 16 || r->n_samples - r->p95_at < 16) {
+        double v = n < 16 ? default_ms : r->p95_ms;
+        pthread_mutex_unlock(&r->mu);
+        return v;
+    }
     memcpy(tmp, r->ring, n * sizeof(double));
+    size_t at = r->n_samples;
     pthread_mutex_unlock(&r->mu);
-    if (n < 16)
-        return default_ms;
     qsort(tmp, n, sizeof(double), cmp_double);
-    return tmp[(size_t)(0.95 * (double)(n - 1))];
+    double p95 = tmp[(size_t)(0.95 * (double)(n - 1))];
+    pthread_mutex_lock(&r->mu);
+    r->p95_ms = p95;
+    r->p95_at = at;
+    pthread_mutex_unlock(&r->mu);
+    return p95;
 }
 
 size_t vs_view_members(vs_view_t *v, vs_view_member_t *out, size_t cap)

@@ -79,6 +79,21 @@ static void test_cluster_plan(vs_metric metric)
     for (size_t i = 0; i < NQ; i++)
         CHECK(seen[i] == nprobe); /* every probed list is sent exactly once */
     vs_route_plan_fini(&plan);
+    /* small batches take the scan path (large ones sgemm): the same lists */
+    for (size_t i = 0; i < 8; i++) {
+        CHECK(vs_router_plan(&r, 1, q + i * D, nprobe, &plan, err) == VS_OK);
+        size_t found = 0;
+        for (size_t t = 0; t < plan.n_parts; t++)
+            for (uint32_t s2 = 0; s2 < nprobe; s2++) {
+                int32_t l = plan.parts[t].lists[s2];
+                if (l >= 0) {
+                    CHECK(l == want[i * nprobe + s2]);
+                    found++;
+                }
+            }
+        CHECK(found == nprobe);
+        vs_route_plan_fini(&plan);
+    }
     CHECK(vs_router_plan(&r, NQ, q, NL + 1, &plan, err) == VS_ERR_INVALID_ARGUMENT);
     /* nprobe 1: every query goes to exactly one partition */
     CHECK(vs_router_plan(&r, NQ, q, 1, &plan, err) == VS_OK);
