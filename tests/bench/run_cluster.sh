@@ -40,6 +40,26 @@ echo "== 2. one shard over gRPC" | tee -a "$res"
 "$bin/vecshard-bench-shard" --index "$out/one/part-0.vsidx" --queries "$queries" --k 10 \
     --params nprobe=16,k_factor=4 --batches 1 --calls 3000 --dataset fashion-mnist/one 2>/dev/null | tee -a "$res"
 
+# fan-out and recall at several nprobe (2,000 queries each, concurrency 1): hash vs cluster partitions
+sweep() { # name manifest
+    local name=$1 manifest=$2 dir=$out/cluster-$1-sweep
+    ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
+    ./deploy/local/cluster.sh up --manifest "$manifest" --dir "$dir" --replicas 1 --timeout 120 >/dev/null
+    local addr m
+    addr=$(. "$dir/state" && echo "$coordinator_addr")
+    m=$(. "$dir/state" && echo "$coordinator_metrics_port")
+    fan() { curl -s "http://127.0.0.1:$m/metrics" | awk '/^vecshard_coordinator_fanout_partitions_total/{p=$2} /^vecshard_coordinator_fanout_requests_total/{r=$2} END{print p, r}'; }
+    for np in 1 2 4 8 16; do
+        read -r p0 r0 < <(fan)
+        local rec
+        rec=$("$bin/vecshard" query --coordinator "$addr" --queries "$queries" --gt "$gt" --k 10 --nprobe "$np" \
+            --k-factor 4 --limit 2000 --json | /usr/bin/python3 -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["recall_at_k"])')
+        read -r p1 r1 < <(fan)
+        echo "$name nprobe=$np recall@10=$rec fanout=$(echo "$p0 $r0 $p1 $r1" | awk '{printf "%.2f", ($3-$1)/($4-$2)}')" | tee -a "$res"
+    done
+    ./deploy/local/cluster.sh down --dir "$dir" >/dev/null
+}
+
 through() { # name manifest concurrency...
     local name=$1 manifest=$2
     shift 2
@@ -63,4 +83,6 @@ through() { # name manifest concurrency...
 through one "$out/one/manifest.json" 1
 through hash2 "$out/hash2/manifest.json" 1 2
 through cluster2 "$out/cluster2/manifest.json" 1 2
+sweep hash2 "$out/hash2/manifest.json"
+sweep cluster2 "$out/cluster2/manifest.json"
 echo "results in $res"
