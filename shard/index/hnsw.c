@@ -35,14 +35,12 @@ struct vs_hnsw {
     uint64_t seed;
     uint64_t uid; /* tells per-thread visited tags of different indexes apart */
     size_t n, cap;
-    int owned;        /* 0: vec, codes, links0, levels, upper, ids point into a mapped file */
+    int owned;        /* 0: vec, codes, links0, upper, ids point into a mapped file */
     float *vec;       /* cap*d; cosine: normalised */
     uint8_t *codes;   /* SQ8: cap*d */
     uint32_t *links0; /* cap*(M0+1): count, then M0 slots */
-    uint8_t *levels;  /* cap */
-    uint64_t *uoff;   /* cap+1, owned: start of node i's upper blocks in upper (u32 units) */
+    uint32_t *ublk;   /* cap+1, owned: upper blocks before node i; its level is ublk[i+1] - ublk[i] */
     uint32_t *upper;  /* per node, level blocks of (M+1): count, then M slots */
-    size_t upper_cap; /* u32 */
     int64_t *ids;     /* cap */
     uint32_t entry;   /* NO_NODE when empty */
     uint32_t max_level;
@@ -60,7 +58,17 @@ static _Atomic uint64_t next_uid = 1;
 static inline uint32_t *links_at(const vs_hnsw_t *h, uint32_t i, uint32_t l)
 {
     return l == 0 ? h->links0 + (size_t)i * (h->M0 + 1)
-                  : h->upper + h->uoff[i] + (size_t)(l - 1) * (h->M + 1);
+                  : h->upper + ((size_t)h->ublk[i] + l - 1) * (h->M + 1);
+}
+
+static inline uint32_t node_level(const vs_hnsw_t *h, size_t i)
+{
+    return h->ublk[i + 1] - h->ublk[i];
+}
+
+static inline int64_t node_id(const vs_hnsw_t *h, uint32_t i)
+{
+    return h->ids ? h->ids[i] : (int64_t)i;
 }
 
 static inline const float *vec_at(const vs_hnsw_t *h, uint32_t i)
@@ -402,7 +410,7 @@ static void link_back(build_ctx_t *c, scratch_t *s, uint32_t e, uint32_t i, uint
 static void insert_node(build_ctx_t *c, scratch_t *s, uint32_t i)
 {
     vs_hnsw_t *h = c->h;
-    const uint32_t li = h->levels[i];
+    const uint32_t li = node_level(h, i);
     pthread_mutex_lock(&c->global);
     uint32_t ep = h->entry, maxl = h->max_level;
     int hold = ep == NO_NODE || li > maxl;
@@ -566,8 +574,8 @@ vs_status vs_hnsw_create(uint32_t dim, vs_metric metric, const vs_factory_spec_t
     h->kern = vs_distance_kernels();
     h->l2w = vs_sq8_l2w_kernel();
     h->ipc = vs_sq8_ip_kernel();
-    h->uoff = calloc(1, sizeof(uint64_t));
-    if (h->uoff == NULL) {
+    h->ublk = calloc(1, sizeof(uint32_t));
+    if (h->ublk == NULL) {
         free(h);
         return vs_errf(err, VS_ERR_NOMEM, "HNSW: out of memory");
     }
@@ -581,7 +589,6 @@ static void free_arrays(vs_hnsw_t *h)
         free(h->vec);
         free(h->codes);
         free(h->links0);
-        free(h->levels);
         free(h->upper);
         free(h->ids);
     }
@@ -592,7 +599,7 @@ void vs_hnsw_destroy(vs_hnsw_t *h)
     if (h == NULL)
         return;
     free_arrays(h);
-    free(h->uoff);
+    free(h->ublk);
     free(h->sqw);
     vs_sq8_fini(&h->sq);
     free(h);
@@ -622,30 +629,36 @@ static void *alloc_copy(const void *src, size_t old_bytes, size_t new_bytes, int
 }
 
 /* Grows every per-node array to hold total nodes, drawing the levels of the new ones (owned copies
- * from then on; a mapped index is copied here). On failure nothing changes. */
-static vs_status grow(vs_hnsw_t *h, size_t total, char *err)
+ * from then on; a mapped index is copied here). The id array is materialised when need_ids. On failure
+ * nothing changes. */
+static vs_status grow(vs_hnsw_t *h, size_t total, int need_ids, char *err)
 {
     const size_t n = h->n, d = h->d, lb = h->M0 + 1, ub = h->M + 1;
-    uint8_t *levels = alloc_copy(h->levels, n, total, 0);
-    uint64_t *uoff = alloc_copy(h->uoff, (n + 1) * 8, (total + 1) * 8, 0);
-    if (levels == NULL || uoff == NULL) {
-        free(levels);
-        free(uoff);
+    uint32_t *ublk = alloc_copy(h->ublk, (n + 1) * 4, (total + 1) * 4, 0);
+    if (ublk == NULL)
         return vs_errf(err, VS_ERR_NOMEM, "HNSW add: out of memory");
-    }
     for (size_t i = n; i < total; i++) {
-        levels[i] = draw_level(h->seed, i, h->M);
-        uoff[i + 1] = uoff[i] + (uint64_t)levels[i] * ub;
+        uint32_t l = draw_level(h->seed, i, h->M);
+        if (ublk[i] > UINT32_MAX - l) {
+            free(ublk);
+            return vs_errf(err, VS_ERR_OUT_OF_RANGE, "HNSW: too many upper-layer blocks");
+        }
+        ublk[i + 1] = ublk[i] + l;
     }
-    const size_t n_upper = (size_t)uoff[total];
+    const size_t n_upper = (size_t)ublk[total] * ub;
     float *vec = alloc_copy(h->vec, n * d * 4, total * d * 4, 1);
     uint8_t *codes = h->sq8 ? alloc_copy(h->codes, n * d, total * d, 1) : NULL;
     uint32_t *links0 = alloc_copy(h->links0, n * lb * 4, total * lb * 4, 1);
-    uint32_t *upper = alloc_copy(h->upper, (size_t)h->uoff[n] * 4, n_upper * 4, 0);
-    int64_t *ids = alloc_copy(h->ids, n * 8, total * 8, 0);
-    if (vec == NULL || (h->sq8 && codes == NULL) || links0 == NULL || upper == NULL || ids == NULL) {
-        free(levels);
-        free(uoff);
+    uint32_t *upper = alloc_copy(h->upper, (size_t)h->ublk[n] * ub * 4, n_upper * 4, 0);
+    int64_t *ids = NULL;
+    if (h->ids != NULL || need_ids) {
+        ids = alloc_copy(h->ids, h->ids ? n * 8 : 0, total * 8, 0);
+        for (size_t i = 0; ids != NULL && h->ids == NULL && i < n; i++)
+            ids[i] = (int64_t)i;
+    }
+    if (vec == NULL || (h->sq8 && codes == NULL) || links0 == NULL || upper == NULL ||
+        ((h->ids != NULL || need_ids) && ids == NULL)) {
+        free(ublk);
         free(vec);
         free(codes);
         free(links0);
@@ -654,14 +667,12 @@ static vs_status grow(vs_hnsw_t *h, size_t total, char *err)
         return vs_errf(err, VS_ERR_NOMEM, "HNSW add: out of memory for %zu vectors", total);
     }
     free_arrays(h);
-    free(h->uoff);
+    free(h->ublk);
     h->vec = vec;
     h->codes = codes;
     h->links0 = links0;
-    h->levels = levels;
-    h->uoff = uoff;
+    h->ublk = ublk;
     h->upper = upper;
-    h->upper_cap = n_upper;
     h->ids = ids;
     h->cap = total;
     h->owned = 1;
@@ -730,6 +741,9 @@ static vs_status hnsw_add(void *impl, size_t n, const float *x, const int64_t *i
     if (n == 0)
         return VS_OK;
     const size_t first = h->n, total = h->n + n;
+    int need_ids = 0; /* ids other than the node numbers */
+    for (size_t i = 0; ids && i < n && !need_ids; i++)
+        need_ids = ids[i] != (int64_t)(first + i);
     size_t n_tasks = (n + BUILD_CHUNK - 1) / BUILD_CHUNK;
     size_t n_workers = n_threads < n_tasks ? n_threads : n_tasks;
     if (n_workers == 0)
@@ -753,7 +767,7 @@ static vs_status hnsw_add(void *impl, size_t n, const float *x, const int64_t *i
     if (!ok)
         st = vs_errf(err, VS_ERR_NOMEM, "HNSW add: out of memory for build scratch");
     if (st == VS_OK)
-        st = grow(h, total, err);
+        st = grow(h, total, need_ids, err);
     if (st == VS_OK) {
         float *v = h->vec + first * d;
         memcpy(v, x, n * d * sizeof(float));
@@ -762,7 +776,8 @@ static vs_status hnsw_add(void *impl, size_t n, const float *x, const int64_t *i
         for (size_t i = 0; i < n; i++) {
             if (h->sq8)
                 vs_sq8_encode(&h->sq, v + i * d, h->codes + (first + i) * d);
-            h->ids[first + i] = ids ? ids[i] : (int64_t)(first + i);
+            if (h->ids)
+                h->ids[first + i] = ids ? ids[i] : (int64_t)(first + i);
         }
         pthread_mutex_init(&c.global, NULL);
         atomic_init(&c.done, 0);
@@ -859,7 +874,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
                 uint32_t id = s->pool[j].id & ~EXPANDED;
                 float key2 = key_full(h, q, id);
                 if (key2 <= vs_topk_threshold(&top))
-                    vs_topk_push(&top, key2, h->ids[id]);
+                    vs_topk_push(&top, key2, node_id(h, id));
             }
         } else {
             float key = key_full(h, q, ep);
@@ -868,7 +883,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
             s->pool[0] = (cand_t){key, ep};
             size = search_layer(h, s, NULL, NULL, q, 0, 1, c->ef);
             for (size_t j = 0; j < size && s->pool[j].key <= vs_topk_threshold(&top); j++)
-                vs_topk_push(&top, s->pool[j].key, h->ids[s->pool[j].id & ~EXPANDED]);
+                vs_topk_push(&top, s->pool[j].key, node_id(h, s->pool[j].id & ~EXPANDED));
         }
     }
     vs_topk_emit(&top, h->ip, c->out_dist + qi * k, c->out_ids + qi * k);
@@ -938,7 +953,7 @@ static vs_status hnsw_search(const void *impl, size_t nq, const float *q, size_t
 static vs_status check_links(const vs_hnsw_t *h, const char *what, char *err)
 {
     for (size_t i = 0; i < h->n; i++) {
-        for (uint32_t l = 0; l <= h->levels[i]; l++) {
+        for (uint32_t l = 0; l <= node_level(h, i); l++) {
             const uint32_t *b = links_at(h, (uint32_t)i, l);
             uint32_t bound = l == 0 ? h->M0 : h->M;
             if (b[0] > bound)
@@ -953,10 +968,10 @@ static vs_status check_links(const vs_hnsw_t *h, const char *what, char *err)
                 if (x == i)
                     return vs_errf(err, VS_ERR_CORRUPT, "%s: node %zu links to itself on layer %u", what, i,
                                    l);
-                if (h->levels[x] < l)
+                if (node_level(h, x) < l)
                     return vs_errf(err, VS_ERR_CORRUPT,
                                    "%s: node %zu links on layer %u to node %u whose level is %u", what, i, l,
-                                   x, h->levels[x]);
+                                   x, node_level(h, x));
                 for (uint32_t r = 0; r < j; r++)
                     if (b[1 + r] == x)
                         return vs_errf(err, VS_ERR_CORRUPT, "%s: node %zu links twice to %u on layer %u",
@@ -971,13 +986,13 @@ static vs_status check_links(const vs_hnsw_t *h, const char *what, char *err)
     if (h->entry >= h->n)
         return vs_errf(err, VS_ERR_CORRUPT, "%s: entry point %u is out of range (%zu nodes)", what, h->entry,
                        h->n);
-    if (h->levels[h->entry] != h->max_level)
+    if (node_level(h, h->entry) != h->max_level)
         return vs_errf(err, VS_ERR_CORRUPT, "%s: entry point %u has level %u, the top level is %u", what,
-                       h->entry, h->levels[h->entry], h->max_level);
+                       h->entry, node_level(h, h->entry), h->max_level);
     for (size_t i = 0; i < h->n; i++)
-        if (h->levels[i] > h->max_level)
+        if (node_level(h, i) > h->max_level)
             return vs_errf(err, VS_ERR_CORRUPT, "%s: node %zu has level %u above the top level %u", what, i,
-                           h->levels[i], h->max_level);
+                           node_level(h, i), h->max_level);
     return VS_OK;
 }
 
@@ -1012,8 +1027,8 @@ double vs_hnsw_stats(const vs_hnsw_t *h, size_t *out, size_t n_out)
     memset(out, 0, n_out * sizeof *out);
     size_t links = 0;
     for (size_t i = 0; i < h->n; i++) {
-        if (h->levels[i] < n_out)
-            out[h->levels[i]]++;
+        if (node_level(h, i) < n_out)
+            out[node_level(h, i)]++;
         links += h->links0[i * (h->M0 + 1)];
     }
     return h->n ? (double)links / (double)h->n : 0.0;
@@ -1023,9 +1038,26 @@ double vs_hnsw_stats(const vs_hnsw_t *h, size_t *out, size_t n_out)
 
 /* The params blob of the file header (little-endian; the rest of the 128 bytes is zero). */
 typedef struct hnsw_params {
-    uint32_t M, codec, ef_construction, entry, max_level, reserved;
+    uint32_t M, codec, ef_construction, entry, max_level;
+    uint32_t flags; /* PARAM_IDENTITY_IDS: no id section data, ids are node numbers */
     uint64_t seed, n_upper;
 } hnsw_params_t;
+
+#define PARAM_IDENTITY_IDS 1u
+
+/* Writes the levels (one byte a node) through a small buffer. */
+static vs_status write_levels(const vs_hnsw_t *h, vs_ifile_writer_t *w, char *err)
+{
+    uint8_t buf[4096];
+    vs_status st = vs_ifile_writer_begin_section(w, "hnsw.levels", err);
+    for (size_t i0 = 0; st == VS_OK && i0 < h->n; i0 += sizeof buf) {
+        size_t m = h->n - i0 < sizeof buf ? h->n - i0 : sizeof buf;
+        for (size_t i = 0; i < m; i++)
+            buf[i] = (uint8_t)node_level(h, i0 + i);
+        st = vs_ifile_writer_append(w, buf, m, err);
+    }
+    return st == VS_OK ? vs_ifile_writer_end_section(w, err) : st;
+}
 
 static vs_status hnsw_save(const void *impl, vs_ifile_writer_t *w, uint8_t params[128], char *err)
 {
@@ -1036,20 +1068,20 @@ static vs_status hnsw_save(const void *impl, vs_ifile_writer_t *w, uint8_t param
                        h->ef_construction,
                        h->entry,
                        h->max_level,
-                       0,
+                       h->ids ? 0 : PARAM_IDENTITY_IDS,
                        h->seed,
-                       h->uoff[n]};
+                       (uint64_t)h->ublk[n] * (h->M + 1)};
     memset(params, 0, 128);
     memcpy(params, &p, sizeof p);
-    vs_status st = vs_ifile_writer_add_section(w, "hnsw.levels", h->levels, n, err);
+    vs_status st = write_levels(h, w, err);
     if (st == VS_OK)
         st =
             vs_ifile_writer_add_section(w, "hnsw.links0", h->links0, n * (h->M0 + 1) * sizeof(uint32_t), err);
     if (st == VS_OK)
-        st = vs_ifile_writer_add_section(w, "hnsw.upper", h->upper, (size_t)h->uoff[n] * sizeof(uint32_t),
-                                         err);
+        st =
+            vs_ifile_writer_add_section(w, "hnsw.upper", h->upper, (size_t)p.n_upper * sizeof(uint32_t), err);
     if (st == VS_OK)
-        st = vs_ifile_writer_add_section(w, "hnsw.ids", h->ids, n * sizeof(int64_t), err);
+        st = vs_ifile_writer_add_section(w, "hnsw.ids", h->ids, h->ids ? n * sizeof(int64_t) : 0, err);
     if (st == VS_OK)
         st = vs_ifile_writer_add_section(w, "hnsw.vectors", h->vec, n * d * sizeof(float), err);
     if (st == VS_OK && h->sq8) {
@@ -1070,7 +1102,7 @@ vs_status vs_hnsw_load(const vs_ifile_t *f, const char *path, const vs_factory_s
         return vs_errf(err, VS_ERR_CORRUPT, "%s: header parameters do not match its factory string '%s'",
                        path, hd->factory);
     if (hd->n_vectors > VS_HNSW_MAX_N || p.max_level > VS_HNSW_MAX_LEVEL || p.ef_construction == 0 ||
-        p.ef_construction > 100000)
+        p.ef_construction > 100000 || (p.flags & ~PARAM_IDENTITY_IDS) != 0)
         return vs_errf(err, VS_ERR_CORRUPT, "%s: header parameters out of range (n %llu, top level %u)", path,
                        (unsigned long long)hd->n_vectors, p.max_level);
     vs_hnsw_t *h;
@@ -1083,13 +1115,14 @@ vs_status vs_hnsw_load(const vs_ifile_t *f, const char *path, const vs_factory_s
     st = vs_ifile_section_sized(f, path, "hnsw.levels", n, &levels, err);
     if (st != VS_OK)
         goto fail;
-    h->uoff = realloc(h->uoff, (n + 1) * sizeof(uint64_t));
-    if (h->uoff == NULL) {
+    uint32_t *ublk = realloc(h->ublk, (n + 1) * sizeof(uint32_t));
+    if (ublk == NULL) {
         st = vs_errf(err, VS_ERR_NOMEM, "%s: out of memory", path);
         goto fail;
     }
+    h->ublk = ublk;
     const uint8_t *lv = levels;
-    h->uoff[0] = 0;
+    h->ublk[0] = 0;
     for (size_t i = 0; i < n; i++) {
         if (lv[i] > p.max_level) {
             st = vs_errf(err, VS_ERR_CORRUPT,
@@ -1097,9 +1130,9 @@ vs_status vs_hnsw_load(const vs_ifile_t *f, const char *path, const vs_factory_s
                          p.max_level);
             goto fail;
         }
-        h->uoff[i + 1] = h->uoff[i] + (uint64_t)lv[i] * (h->M + 1);
+        h->ublk[i + 1] = h->ublk[i] + lv[i]; /* n < 2^31 nodes of level <= 31: no overflow */
     }
-    if (h->uoff[n] != p.n_upper) {
+    if ((uint64_t)h->ublk[n] * (h->M + 1) != p.n_upper) {
         st = vs_errf(err, VS_ERR_CORRUPT, "%s: section 'hnsw.levels' does not match the upper link count",
                      path);
         goto fail;
@@ -1108,7 +1141,8 @@ vs_status vs_hnsw_load(const vs_ifile_t *f, const char *path, const vs_factory_s
     if (st == VS_OK)
         st = vs_ifile_section_sized(f, path, "hnsw.upper", (size_t)p.n_upper * sizeof(uint32_t), &upper, err);
     if (st == VS_OK)
-        st = vs_ifile_section_sized(f, path, "hnsw.ids", n * sizeof(int64_t), &ids, err);
+        st = vs_ifile_section_sized(f, path, "hnsw.ids",
+                                    p.flags & PARAM_IDENTITY_IDS ? 0 : n * sizeof(int64_t), &ids, err);
     if (st == VS_OK)
         st = vs_ifile_section_sized(f, path, "hnsw.vectors", n * d * sizeof(float), &vec, err);
     if (st == VS_OK && h->sq8) {
@@ -1120,11 +1154,9 @@ vs_status vs_hnsw_load(const vs_ifile_t *f, const char *path, const vs_factory_s
         goto fail;
     h->owned = 0;
     h->n = h->cap = n;
-    h->levels = (uint8_t *)levels;
     h->links0 = (uint32_t *)links0;
     h->upper = (uint32_t *)upper;
-    h->upper_cap = p.n_upper;
-    h->ids = (int64_t *)ids;
+    h->ids = p.flags & PARAM_IDENTITY_IDS ? NULL : (int64_t *)ids;
     h->vec = (float *)vec;
     h->codes = (uint8_t *)codes;
     h->entry = p.entry;
@@ -1141,7 +1173,7 @@ vs_status vs_hnsw_load(const vs_ifile_t *f, const char *path, const vs_factory_s
                          i / d);
             goto fail;
         }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; h->ids && i < n; i++)
         if (h->ids[i] < 0) {
             st = vs_errf(err, VS_ERR_CORRUPT, "%s: section 'hnsw.ids': entry %zu is negative (%lld)", path, i,
                          (long long)h->ids[i]);
@@ -1174,9 +1206,10 @@ static size_t ops_count(const void *impl)
 static size_t ops_memory_bytes(const void *impl)
 {
     const vs_hnsw_t *h = impl;
-    size_t b = h->n * ((size_t)h->d * sizeof(float) + (h->M0 + 1) * sizeof(uint32_t) + 1 + sizeof(uint64_t) +
-                       sizeof(int64_t));
-    b += (size_t)h->uoff[h->n] * sizeof(uint32_t);
+    /* per node: vector, layer-0 block, upper-block index, id (unless ids are the node numbers) */
+    size_t b = h->n * ((size_t)h->d * sizeof(float) + (h->M0 + 1) * sizeof(uint32_t) + sizeof(uint32_t) +
+                       (h->ids ? sizeof(int64_t) : 0));
+    b += (size_t)h->ublk[h->n] * (h->M + 1) * sizeof(uint32_t);
     if (h->sq8)
         b += h->n * h->d + 3 * (size_t)h->d * sizeof(float);
     return b;
