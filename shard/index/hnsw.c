@@ -41,7 +41,7 @@ struct vs_hnsw {
     uint32_t *links0; /* cap*(M0+1): count, then M0 slots */
     uint32_t *ublk;   /* cap+1, owned: upper blocks before node i; its level is ublk[i+1] - ublk[i] */
     uint32_t *upper;  /* per node, level blocks of (M+1): count, then M slots */
-    int64_t *ids;     /* cap */
+    int64_t *ids;     /* cap; NULL while every id equals its node number (saves 8 bytes a vector) */
     uint32_t entry;   /* NO_NODE when empty */
     uint32_t max_level;
     vs_sq8_t sq;
@@ -69,6 +69,12 @@ static inline uint32_t node_level(const vs_hnsw_t *h, size_t i)
 static inline int64_t node_id(const vs_hnsw_t *h, uint32_t i)
 {
     return h->ids ? h->ids[i] : (int64_t)i;
+}
+
+/* Candidate-list size of a build search: efConstruction, but never fewer than the M links to choose. */
+static inline size_t build_ef(const vs_hnsw_t *h)
+{
+    return h->ef_construction > h->M ? h->ef_construction : h->M;
 }
 
 static inline const float *vec_at(const vs_hnsw_t *h, uint32_t i)
@@ -432,7 +438,7 @@ static void insert_node(build_ctx_t *c, scratch_t *s, uint32_t i)
         s->tags[i] = (uint16_t)s->gen;
         s->tags[cur] = (uint16_t)s->gen;
         s->pool[0] = (cand_t){cur_key, cur};
-        size_t size = search_layer(h, s, c->locks, NULL, q, l, 1, h->ef_construction);
+        size_t size = search_layer(h, s, c->locks, NULL, q, l, 1, build_ef(h));
         for (size_t j = 0; j < size; j++)
             s->pool[j].id &= ~EXPANDED;
         uint32_t m = select_heuristic(h, s->pool, size, h->M, s->out);
@@ -520,8 +526,7 @@ static long repair_reachability(vs_hnsw_t *h, scratch_t *s)
             s->tags[u] = (uint16_t)s->gen;
             s->tags[h->entry] = (uint16_t)s->gen;
             s->pool[0] = (cand_t){key_full(h, q, h->entry), h->entry};
-            size_t size = search_layer(h, s, NULL, NULL, q, 0, 1,
-                                       h->ef_construction > h->M ? h->ef_construction : h->M);
+            size_t size = search_layer(h, s, NULL, NULL, q, 0, 1, build_ef(h));
             uint32_t r = NO_NODE;
             for (size_t j = 0; j < size && r == NO_NODE; j++) {
                 uint32_t x = s->pool[j].id & ~EXPANDED;
@@ -752,8 +757,7 @@ static vs_status hnsw_add(void *impl, size_t n, const float *x, const int64_t *i
     c.locks = calloc(total, 1);
     c.scratch = calloc(n_workers, sizeof *c.scratch);
     void **mem = calloc(n_workers, sizeof *mem);
-    shape_t shape = {
-        .n = total, .ef = h->ef_construction > h->M ? h->ef_construction : h->M, .d = d, .M0 = h->M0, .k = 1};
+    shape_t shape = {.n = total, .ef = build_ef(h), .d = d, .M0 = h->M0, .k = 1};
     size_t bytes = scratch_layout(&shape, NULL, NULL);
     int ok = c.locks && c.scratch && mem;
     for (size_t w = 0; ok && w < n_workers; w++) {

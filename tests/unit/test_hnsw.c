@@ -196,6 +196,13 @@ static void test_bad_params(void)
     p = (vs_search_params_t){.ef_search = 8, .k_factor = 4};
     CHECK(vs_index_search(sq, 1, base + 7 * D, K, &p, 1, dist, ids, err) == VS_OK && ids[0] == 7);
     vs_index_destroy(sq);
+    /* efConstruction below M still lets a new node choose among M candidates */
+    vs_index_t *tiny;
+    CHECK(vs_index_create(D, VS_METRIC_L2, "HNSW8", &tiny, err) == VS_OK);
+    CHECK(vs_index_set_build_params(tiny, 1, 3, err) == VS_OK);
+    CHECK(vs_index_add(tiny, 300, base, NULL, 2, NULL, err) == VS_OK);
+    check_graph(tiny, "efConstruction 1");
+    vs_index_destroy(tiny);
     /* build parameters are HNSW's only */
     vs_index_t *flat;
     CHECK(vs_index_create(D, VS_METRIC_L2, "Flat", &flat, err) == VS_OK);
