@@ -162,6 +162,39 @@ static void test_small_and_padding(void)
     vs_test_cleanup("hnsw_small");
 }
 
+typedef struct progress_seen {
+    size_t calls, last_done, total;
+} progress_seen_t;
+
+static void on_progress(void *ctx, size_t done, size_t total)
+{
+    progress_seen_t *p = ctx; /* the test builds with one thread: no concurrent calls */
+    p->calls++;
+    p->last_done = done > p->last_done ? done : p->last_done;
+    p->total = total;
+}
+
+/* A batch searched by 2 threads answers exactly as one query per call; the build reports progress up
+ * to its total. */
+static void test_batch_and_progress(void)
+{
+    char err[VS_ERR_LEN];
+    vs_index_t *idx;
+    CHECK(vs_index_create(D, VS_METRIC_L2, "HNSW8", &idx, err) == VS_OK);
+    progress_seen_t seen = {0};
+    vs_progress_cb_t cb = {on_progress, &seen};
+    CHECK(vs_index_add(idx, N, base, NULL, 1, &cb, err) == VS_OK);
+    CHECK(seen.calls >= 2 && seen.last_done == N && seen.total == N);
+    float d1[NQ * K], d2[NQ * K];
+    int64_t i1[NQ * K], i2[NQ * K];
+    vs_search_params_t p = {.ef_search = 40};
+    CHECK(vs_index_search(idx, NQ, queries, K, &p, 2, d1, i1, err) == VS_OK);
+    for (size_t q = 0; q < NQ; q++)
+        CHECK(vs_index_search(idx, 1, queries + q * D, K, &p, 1, d2 + q * K, i2 + q * K, err) == VS_OK);
+    CHECK(memcmp(i1, i2, sizeof i1) == 0 && memcmp(d1, d2, sizeof d1) == 0);
+    vs_index_destroy(idx);
+}
+
 static void test_bad_params(void)
 {
     char err[VS_ERR_LEN];
@@ -460,6 +493,7 @@ int main(void)
     vs_test_clustered(queries, NQ, D, 64, 0.5f, 11, 2);
     RUN(test_recall_all_metrics);
     RUN(test_small_and_padding);
+    RUN(test_batch_and_progress);
     RUN(test_bad_params);
     RUN(test_determinism);
     RUN(test_round_trip);
