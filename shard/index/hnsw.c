@@ -13,7 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
+#include "common/cpu.h"
 #include "common/distance.h"
 #include "common/parallel.h"
 #include "common/topk.h"
@@ -28,8 +32,9 @@
 struct vs_hnsw {
     uint32_t d, M, M0;
     vs_metric metric;
-    int ip;  /* keys are negated inner products (IP, cosine) */
-    int sq8; /* traversal on codes */
+    int ip;         /* keys are negated inner products (IP, cosine) */
+    int sq8;        /* traversal on codes */
+    int bounded_l2; /* L2 with AVX-512: float traversal may stop a distance early (l2_bounded_avx512) */
     int trained;
     uint32_t ef_construction;
     uint64_t seed;
@@ -86,6 +91,46 @@ static inline const float *vec_at(const vs_hnsw_t *h, uint32_t i)
 static inline float key_full(const vs_hnsw_t *h, const float *q, uint32_t i)
 {
     return h->ip ? -h->kern->ip(q, vec_at(h, i), h->d) : h->kern->l2sqr(q, vec_at(h, i), h->d);
+}
+
+/* Squared L2 distance that gives up once a partial sum (checked every 128 dimensions) reaches bound,
+ * returning bound: a far candidate is rejected after reading part of its vector. Partial sums of
+ * squares only grow, so a candidate given up on could never have entered the candidate list and
+ * results are unchanged. AVX-512 only (h->bounded_l2); other levels use the plain kernel. */
+#if defined(__x86_64__)
+__attribute__((target("avx512f,avx512dq"))) static float l2_bounded_avx512(const float *a, const float *b,
+                                                                           size_t d, float bound)
+{
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    size_t i = 0;
+    while (i + 128 <= d) {
+        for (size_t e = i + 128; i < e; i += 32) {
+            __m512 t0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
+            __m512 t1 = _mm512_sub_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16));
+            acc0 = _mm512_fmadd_ps(t0, t0, acc0);
+            acc1 = _mm512_fmadd_ps(t1, t1, acc1);
+        }
+        if (_mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) >= bound)
+            return bound;
+    }
+    for (; i < d; i += 16) {
+        __mmask16 m = d - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - i)) - 1u);
+        __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
+        acc0 = _mm512_fmadd_ps(t, t, acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+#endif
+
+/* Key of node i for the candidate list, which admits only keys below bound. */
+static inline float key_full_below(const vs_hnsw_t *h, const float *q, uint32_t i, float bound)
+{
+#if defined(__x86_64__)
+    if (h->bounded_l2)
+        return l2_bounded_avx512(q, vec_at(h, i), h->d, bound);
+#endif
+    (void)bound;
+    return key_full(h, q, i);
 }
 
 /* Query prepared for code distances (SQ8). */
@@ -290,7 +335,9 @@ __attribute__((always_inline)) static inline size_t search_layer(const vs_hnsw_t
                 prefetch_lines(p ? (const void *)(h->codes + (size_t)y * h->d) : (const void *)vec_at(h, y),
                                vbytes);
             }
-            float key = p ? key_code(h, p, x) : key_full(h, q, x);
+            float key = p            ? key_code(h, p, x)
+                        : size == ef ? key_full_below(h, q, x, pool[size - 1].key)
+                                     : key_full(h, q, x);
             if (size < ef || key < pool[size - 1].key) {
                 size_t pos = pool_insert(pool, &size, ef, key, x);
                 if (pos < best_new)
@@ -569,6 +616,7 @@ vs_status vs_hnsw_create(uint32_t dim, vs_metric metric, const vs_factory_spec_t
     h->M0 = 2 * spec->hnsw_m;
     h->metric = metric;
     h->ip = metric != VS_METRIC_L2;
+    h->bounded_l2 = !h->ip && vs_cpu_simd_level() == VS_SIMD_AVX512;
     h->sq8 = spec->codec == VS_CODEC_SQ8;
     h->trained = !h->sq8;
     h->ef_construction = VS_HNSW_DEFAULT_EF_CONSTRUCTION;
