@@ -3,12 +3,16 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "common/status.h"
+#include "common/vecio.h"
 
 int vs_test_failures = 0;
 int vs_test_checks = 0;
@@ -195,4 +199,22 @@ int vs_test_same_file(const char *a, const char *b)
     free(x);
     free(y);
     return same;
+}
+
+int vs_test_load_fashion(uint32_t *d, float **b, float **q)
+{
+    char err[VS_ERR_LEN];
+    size_t n, nq;
+    uint32_t dq;
+    *b = *q = NULL;
+    if (vs_vecfile_load_f32("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &n, d, b, err) !=
+            VS_OK ||
+        vs_vecfile_load_f32("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", &nq, &dq, q,
+                            err) != VS_OK) {
+        printf("skip: Fashion-MNIST not installed (%s)\n", err);
+        free(*b);
+        *b = NULL;
+        return 0;
+    }
+    return 1;
 }

@@ -82,6 +82,10 @@ double vs_test_gauss(uint64_t *state);
 void vs_test_clustered(float *out, size_t n, uint32_t d, uint32_t n_centers, float sigma,
                        uint64_t center_seed, uint64_t point_seed);
 
+/* Loads Fashion-MNIST from Debian's dataset-fashion-mnist (train as base: 60,000 x 784, t10k as
+ * queries: 10,000), *b and *q malloc'd. Returns 0 with a "skip:" line (b, q NULL) when not installed. */
+int vs_test_load_fashion(uint32_t *d, float **b, float **q);
+
 /* Mean over nq queries of |ids[:at] & gt[:at]| / at (ids and gt rows of stride k_ids / k_gt). */
 double vs_test_recall(const int64_t *ids, size_t k_ids, const int64_t *gt, size_t k_gt, size_t nq, size_t at);
 

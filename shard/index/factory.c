@@ -9,6 +9,7 @@
 
 #include "common/topk.h"
 #include "shard/index/flat.h"
+#include "shard/index/hnsw.h"
 #include "shard/index/index.h"
 #include "shard/index/index_impl.h"
 #include "shard/index/ivf.h"
@@ -214,9 +215,12 @@ vs_status vs_index_create(uint32_t dim, vs_metric metric, const char *factory, v
         idx->ops = &vs_ivf_ops;
         st = vs_ivf_create(dim, metric, &spec, (vs_ivf_t **)&idx->impl, err);
         break;
+    case VS_INDEX_HNSW:
+        idx->ops = &vs_hnsw_ops;
+        st = vs_hnsw_create(dim, metric, &spec, (vs_hnsw_t **)&idx->impl, err);
+        break;
     default:
-        st = vs_errf(err, VS_ERR_UNSUPPORTED,
-                     "index type '%s' is parsed but not built yet (Flat and IVF are)", factory);
+        st = vs_errf(err, VS_ERR_UNSUPPORTED, "index type '%s' is parsed but not built", factory);
         break;
     }
     if (st != VS_OK) {
@@ -300,7 +304,10 @@ vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN]
     if (vs_factory_parse(h->factory, &spec, perr) != VS_OK || spec.type != h->index_type) {
         vs_ifile_close(f);
         return vs_errf(err, VS_ERR_CORRUPT, "%s: header factory string '%s' does not describe a %s index",
-                       path, h->factory, h->index_type == VS_INDEX_IVF ? "IVF" : "known");
+                       path, h->factory,
+                       h->index_type == VS_INDEX_IVF    ? "IVF"
+                       : h->index_type == VS_INDEX_HNSW ? "HNSW"
+                                                        : "known");
     }
     vs_index_t *idx = calloc(1, sizeof *idx);
     if (idx == NULL) {
@@ -316,6 +323,10 @@ vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN]
         idx->ops = &vs_ivf_ops;
         st = vs_ivf_load(f, path, &spec, (vs_ivf_t **)&idx->impl, err);
         break;
+    case VS_INDEX_HNSW:
+        idx->ops = &vs_hnsw_ops;
+        st = vs_hnsw_load(f, path, &spec, (vs_hnsw_t **)&idx->impl, err);
+        break;
     default:
         st = vs_errf(err, VS_ERR_UNSUPPORTED, "%s: loading %s indexes is not supported", path, h->factory);
         break;
@@ -328,6 +339,20 @@ vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN]
     idx->file = f;
     *out = idx;
     return VS_OK;
+}
+
+vs_status vs_index_set_build_params(vs_index_t *idx, uint32_t ef_construction, uint64_t seed,
+                                    char err[VS_ERR_LEN])
+{
+    if (idx->spec.type != VS_INDEX_HNSW)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "build parameters (efConstruction, seed) apply to HNSW only");
+    return vs_hnsw_set_build(idx->impl, ef_construction, seed, err);
+}
+
+const struct vs_hnsw *vs_index_impl_hnsw(const vs_index_t *idx)
+{
+    return idx->spec.type == VS_INDEX_HNSW ? idx->impl : NULL;
 }
 
 const struct vs_ivf *vs_index_impl_ivf(const vs_index_t *idx)

@@ -877,3 +877,19 @@ size_t vs_ifile_mapped_bytes(const vs_ifile_t *f)
 {
     return f->map_len;
 }
+
+vs_status vs_ifile_section_sized(const vs_ifile_t *f, const char *path, const char *tag, size_t want,
+                                 const void **out_data, char err[VS_ERR_LEN])
+{
+    size_t len = 0;
+    const void *data = NULL;
+    vs_status st = vs_ifile_section(f, tag, &data, &len, err);
+    if (st != VS_OK)
+        return st == VS_ERR_NOT_FOUND ? vs_errf(err, VS_ERR_CORRUPT, "%s: section '%s' is missing", path, tag)
+                                      : st;
+    if (len != want)
+        return vs_errf(err, VS_ERR_CORRUPT, "%s: section '%s' has %zu bytes, the index needs %zu", path, tag,
+                       len, want);
+    *out_data = data;
+    return VS_OK;
+}

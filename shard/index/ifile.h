@@ -140,6 +140,11 @@ const vs_ifile_header_t *vs_ifile_header(const vs_ifile_t *f);
 vs_status vs_ifile_section(const vs_ifile_t *f, const char *tag, const void **out_data, size_t *out_len,
                            char err[VS_ERR_LEN]);
 
+/* vs_ifile_section for a section the index needs with exactly want bytes: VS_ERR_CORRUPT naming path
+ * and tag when it is missing or has another length (what index loaders answer). */
+vs_status vs_ifile_section_sized(const vs_ifile_t *f, const char *path, const char *tag, size_t want,
+                                 const void **out_data, char err[VS_ERR_LEN]);
+
 /* Number of sections, and section i (0-based, in file order) with its tag (borrowed, valid until close);
  * VS_ERR_OUT_OF_RANGE for i >= count. For tools that list a file's contents. */
 size_t vs_ifile_section_count(const vs_ifile_t *f);

@@ -130,6 +130,16 @@ const char *vs_index_model_version(const vs_index_t *idx);
 /* Bytes of the mapped file (0 for an index built in memory). */
 size_t vs_index_mapped_bytes(const vs_index_t *idx);
 
+/* HNSW build parameters for vectors added from now on: efConstruction (1..100000; 0 keeps the current,
+ * default 40 as FAISS) and the seed of the level draws (a build with one thread and a given seed is
+ * deterministic, byte for byte). VS_ERR_INVALID_ARGUMENT for other index types or out of range. */
+vs_status vs_index_set_build_params(vs_index_t *idx, uint32_t ef_construction, uint64_t seed,
+                                    char err[VS_ERR_LEN]);
+
+/* The HNSW implementation behind idx (for vs_hnsw_check, vs_hnsw_stats), or NULL. */
+struct vs_hnsw;
+const struct vs_hnsw *vs_index_impl_hnsw(const vs_index_t *idx);
+
 /* The IVF implementation behind idx (for IVF-specific calls: probe, search_lists), or NULL. */
 struct vs_ivf;
 const struct vs_ivf *vs_index_impl_ivf(const vs_index_t *idx);

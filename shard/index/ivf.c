@@ -8,7 +8,6 @@
 #include "shard/index/ivf.h"
 
 #include <math.h>
-#include <pthread.h>
 
 #include <cblas.h>
 #include <stdlib.h>
@@ -18,6 +17,7 @@
 #include "common/kmeans.h"
 #include "common/parallel.h"
 #include "common/topk.h"
+#include "shard/index/arena.h"
 #include "shard/index/fastscan.h"
 #include "shard/index/ifile.h"
 #include "shard/index/pq.h"
@@ -1001,50 +1001,6 @@ static size_t scratch_layout(const scratch_shape_t *sh, void *mem, scratch_t *s)
     return off;
 }
 
-/* The calling thread's search arena, kept between calls (a thread-specific key whose destructor frees
- * it when the thread exits), grown when a call needs more. */
-typedef struct arena {
-    void *mem;
-    size_t cap;
-} arena_t;
-
-static pthread_key_t arena_key;
-static pthread_once_t arena_once = PTHREAD_ONCE_INIT;
-
-static void arena_free(void *p)
-{
-    arena_t *a = p;
-    free(a->mem);
-    free(a);
-}
-
-static void arena_key_init(void)
-{
-    pthread_key_create(&arena_key, arena_free);
-}
-
-static void *thread_arena(size_t bytes)
-{
-    pthread_once(&arena_once, arena_key_init);
-    arena_t *a = pthread_getspecific(arena_key);
-    if (a == NULL) {
-        a = calloc(1, sizeof *a);
-        if (a == NULL || pthread_setspecific(arena_key, a) != 0) {
-            free(a);
-            return NULL;
-        }
-    }
-    if (a->cap < bytes) {
-        void *mem = aligned_alloc(64, (bytes + 63) / 64 * 64);
-        if (mem == NULL)
-            return NULL;
-        free(a->mem);
-        a->mem = mem;
-        a->cap = bytes;
-    }
-    return a->mem;
-}
-
 static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, uint32_t nprobe,
                             const int32_t *lists, float k_factor, size_t n_threads, float *out_dist,
                             int64_t *out_ids, char *err)
@@ -1099,7 +1055,8 @@ static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size
     vs_status st = VS_OK;
     for (size_t w = 0; w < n_workers && st == VS_OK; w++) {
         /* the calling thread (worker 0) reuses its arena across calls: no allocation per query */
-        void *mem = w == 0 ? thread_arena(bytes) : (owned[w] = aligned_alloc(64, (bytes + 63) / 64 * 64));
+        vs_arena_t *a = w == 0 ? vs_arena_thread(VS_ARENA_IVF, bytes) : NULL;
+        void *mem = w == 0 ? (a ? a->mem : NULL) : (owned[w] = aligned_alloc(64, (bytes + 63) / 64 * 64));
         if (mem == NULL)
             st = vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory for %zu bytes of scratch", bytes);
         else
@@ -1155,15 +1112,8 @@ static vs_status ivf_save(const void *impl, vs_ifile_writer_t *w, uint8_t params
         st =
             vs_ifile_writer_add_section(w, "pq.codebooks", ivf->pq.centroids,
                                         (size_t)ivf->pq.m * ivf->pq.ksub * ivf->pq.dsub * sizeof(float), err);
-    if (st == VS_OK && ivf->spec.refine == VS_REFINE_SQ8) {
-        st = vs_ifile_writer_begin_section(w, "sq8.params", err);
-        if (st == VS_OK)
-            st = vs_ifile_writer_append(w, ivf->sq8.vmin, d * sizeof(float), err);
-        if (st == VS_OK)
-            st = vs_ifile_writer_append(w, ivf->sq8.step, d * sizeof(float), err);
-        if (st == VS_OK)
-            st = vs_ifile_writer_end_section(w, err);
-    }
+    if (st == VS_OK && ivf->spec.refine == VS_REFINE_SQ8)
+        st = vs_sq8_write_section(&ivf->sq8, w, err);
     if (st == VS_OK)
         st = vs_ifile_writer_begin_section(w, "ivf.offsets", err);
     uint64_t off = 0;
@@ -1195,21 +1145,6 @@ static vs_status ivf_save(const void *impl, vs_ifile_writer_t *w, uint8_t params
     return st;
 }
 
-/* Fetches a section that must have exactly want bytes. */
-static vs_status section_exact(const vs_ifile_t *f, const char *path, const char *tag, size_t want,
-                               const void **out, char *err)
-{
-    size_t len;
-    vs_status st = vs_ifile_section(f, tag, out, &len, err);
-    if (st != VS_OK)
-        return st == VS_ERR_NOT_FOUND ? vs_errf(err, VS_ERR_CORRUPT, "%s: section '%s' is missing", path, tag)
-                                      : st;
-    if (len != want)
-        return vs_errf(err, VS_ERR_CORRUPT, "%s: section '%s' has %zu bytes, the index needs %zu", path, tag,
-                       len, want);
-    return VS_OK;
-}
-
 static int all_finite(const float *x, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -1235,10 +1170,11 @@ vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_sp
         return st == VS_ERR_INVALID_ARGUMENT ? vs_errf(err, VS_ERR_CORRUPT, "%s: %s", path, err) : st;
     const uint32_t d = ivf->d, nlist = ivf->nlist;
     const size_t n = h->n_vectors;
-    const void *cent, *offs, *ids, *codes, *refine = NULL, *cb = NULL, *sqp = NULL;
-    st = section_exact(f, path, "ivf.centroids", (size_t)nlist * d * sizeof(float), &cent, err);
+    const void *cent, *offs, *ids, *codes, *refine = NULL, *cb = NULL;
+    st = vs_ifile_section_sized(f, path, "ivf.centroids", (size_t)nlist * d * sizeof(float), &cent, err);
     if (st == VS_OK)
-        st = section_exact(f, path, "ivf.offsets", ((size_t)nlist + 1) * sizeof(uint64_t), &offs, err);
+        st = vs_ifile_section_sized(f, path, "ivf.offsets", ((size_t)nlist + 1) * sizeof(uint64_t), &offs,
+                                    err);
     if (st != VS_OK)
         goto fail;
     const uint64_t *off = offs;
@@ -1259,24 +1195,24 @@ vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_sp
         st = vs_errf(err, VS_ERR_CORRUPT, "%s: %zu vectors is not a plausible count", path, n);
         goto fail;
     }
-    st = section_exact(f, path, "ivf.ids", n * sizeof(int64_t), &ids, err);
+    st = vs_ifile_section_sized(f, path, "ivf.ids", n * sizeof(int64_t), &ids, err);
     if (st == VS_OK)
-        st = section_exact(f, path, "ivf.codes", total_code, &codes, err);
+        st = vs_ifile_section_sized(f, path, "ivf.codes", total_code, &codes, err);
     if (st == VS_OK && spec->codec == VS_CODEC_PQ)
-        st = section_exact(f, path, "pq.codebooks",
-                           (size_t)ivf->pq.m * ivf->pq.ksub * ivf->pq.dsub * sizeof(float), &cb, err);
+        st =
+            vs_ifile_section_sized(f, path, "pq.codebooks",
+                                   (size_t)ivf->pq.m * ivf->pq.ksub * ivf->pq.dsub * sizeof(float), &cb, err);
     if (st == VS_OK && spec->refine == VS_REFINE_FLAT)
-        st = section_exact(f, path, "refine.flat", n * d * sizeof(float), &refine, err);
+        st = vs_ifile_section_sized(f, path, "refine.flat", n * d * sizeof(float), &refine, err);
     if (st == VS_OK && spec->refine == VS_REFINE_SQ8) {
-        st = section_exact(f, path, "refine.sq8", n * d, &refine, err);
+        st = vs_ifile_section_sized(f, path, "refine.sq8", n * d, &refine, err);
         if (st == VS_OK)
-            st = section_exact(f, path, "sq8.params", 2 * (size_t)d * sizeof(float), &sqp, err);
+            st = vs_sq8_read_section(&ivf->sq8, d, f, path, err);
     }
     if (st != VS_OK)
         goto fail;
     if (!all_finite(cent, (size_t)nlist * d) ||
         (cb && !all_finite(cb, (size_t)ivf->pq.m * ivf->pq.ksub * ivf->pq.dsub)) ||
-        (sqp && !all_finite(sqp, 2 * (size_t)d)) ||
         (spec->codec == VS_CODEC_FLAT && !all_finite(codes, n * d)) ||
         (spec->refine == VS_REFINE_FLAT && !all_finite(refine, n * d))) {
         st = vs_errf(err, VS_ERR_CORRUPT, "%s: a float section holds NaN or Inf", path);
@@ -1298,18 +1234,6 @@ vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_sp
     if (cb) {
         ivf->pq.centroids = (float *)cb;
         ivf->pq.owned = 0;
-    }
-    if (sqp) {
-        ivf->sq8.d = d;
-        ivf->sq8.vmin = (float *)sqp;
-        ivf->sq8.step = (float *)sqp + d;
-        ivf->sq8.owned = 0;
-        for (uint32_t i = 0; i < d; i++)
-            if (!(ivf->sq8.step[i] > 0)) {
-                st = vs_errf(err, VS_ERR_CORRUPT, "%s: section 'sq8.params': step %u is not positive", path,
-                             i);
-                goto fail;
-            }
     }
     size_t code_at = 0, rb = refine_bytes_per_vector(ivf);
     for (uint32_t l = 0; l < nlist; l++) {

@@ -4,6 +4,9 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "common/cpu.h"
+#include "shard/index/ifile.h"
+
 int vs_sq8_train(vs_sq8_t *sq, uint32_t d, const float *x, size_t n)
 {
     float *vmin = malloc(d * sizeof(float)), *step = malloc(d * sizeof(float));
@@ -50,4 +53,163 @@ void vs_sq8_decode(const vs_sq8_t *sq, const uint8_t *code, float *out)
 {
     for (uint32_t i = 0; i < sq->d; i++)
         out[i] = sq->vmin[i] + (float)code[i] * sq->step[i];
+}
+
+vs_status vs_sq8_write_section(const vs_sq8_t *sq, vs_ifile_writer_t *w, char err[VS_ERR_LEN])
+{
+    vs_status st = vs_ifile_writer_begin_section(w, "sq8.params", err);
+    if (st == VS_OK)
+        st = vs_ifile_writer_append(w, sq->vmin, sq->d * sizeof(float), err);
+    if (st == VS_OK)
+        st = vs_ifile_writer_append(w, sq->step, sq->d * sizeof(float), err);
+    if (st == VS_OK)
+        st = vs_ifile_writer_end_section(w, err);
+    return st;
+}
+
+vs_status vs_sq8_read_section(vs_sq8_t *sq, uint32_t d, const vs_ifile_t *f, const char *path,
+                              char err[VS_ERR_LEN])
+{
+    const void *data;
+    vs_status st = vs_ifile_section_sized(f, path, "sq8.params", 2 * (size_t)d * sizeof(float), &data, err);
+    if (st != VS_OK)
+        return st;
+    const float *v = data;
+    for (uint32_t i = 0; i < d; i++)
+        if (!isfinite(v[i]) || !isfinite(v[d + i]) || !(v[d + i] > 0))
+            return vs_errf(err, VS_ERR_CORRUPT, "%s: section 'sq8.params': dimension %u has a bad range",
+                           path, i);
+    sq->d = d;
+    sq->vmin = (float *)v;
+    sq->step = (float *)v + d;
+    sq->owned = 0;
+    return VS_OK;
+}
+
+/* ---- asymmetric distance kernels ---------------------------------------------------------------- */
+
+static float l2w_scalar(const float *a, const float *w, const uint8_t *code, size_t d)
+{
+    float s = 0.0f;
+    for (size_t i = 0; i < d; i++) {
+        float t = a[i] - (float)code[i];
+        s += w[i] * t * t;
+    }
+    return s;
+}
+
+static float ip_scalar(const float *a, const uint8_t *code, size_t d)
+{
+    float s = 0.0f;
+    for (size_t i = 0; i < d; i++)
+        s += a[i] * (float)code[i];
+    return s;
+}
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define SQ8_AVX2 __attribute__((target("avx2,fma")))
+#define SQ8_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+
+SQ8_AVX2 static float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+SQ8_AVX2 static inline __m256 load8_u8(const uint8_t *p)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+SQ8_AVX2 static float l2w_avx2(const float *a, const float *w, const uint8_t *code, size_t d)
+{
+    __m256 acc = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+        __m256 t = _mm256_sub_ps(_mm256_loadu_ps(a + i), load8_u8(code + i));
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(t, t), _mm256_loadu_ps(w + i), acc);
+    }
+    return hsum256(acc) + l2w_scalar(a + i, w + i, code + i, d - i);
+}
+
+SQ8_AVX2 static float ip_avx2(const float *a, const uint8_t *code, size_t d)
+{
+    __m256 acc = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= d; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8_u8(code + i), acc);
+    return hsum256(acc) + ip_scalar(a + i, code + i, d - i);
+}
+
+SQ8_AVX512 static inline __m512 load16_u8(__mmask16 m, const uint8_t *p)
+{
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, p)));
+}
+
+SQ8_AVX512 static float l2w_avx512(const float *a, const float *w, const uint8_t *code, size_t d)
+{
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        __m512 t0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), load16_u8(0xffff, code + i));
+        __m512 t1 = _mm512_sub_ps(_mm512_loadu_ps(a + i + 16), load16_u8(0xffff, code + i + 16));
+        acc0 = _mm512_fmadd_ps(_mm512_mul_ps(t0, t0), _mm512_loadu_ps(w + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_mul_ps(t1, t1), _mm512_loadu_ps(w + i + 16), acc1);
+    }
+    for (; i < d; i += 16) {
+        __mmask16 m = d - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - i)) - 1u);
+        __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), load16_u8(m, code + i));
+        acc0 = _mm512_fmadd_ps(_mm512_mul_ps(t, t), _mm512_maskz_loadu_ps(m, w + i), acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+SQ8_AVX512 static float ip_avx512(const float *a, const uint8_t *code, size_t d)
+{
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    size_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), load16_u8(0xffff, code + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), load16_u8(0xffff, code + i + 16), acc1);
+    }
+    for (; i < d; i += 16) {
+        __mmask16 m = d - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (d - i)) - 1u);
+        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), load16_u8(m, code + i), acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+#endif
+
+vs_sq8_l2w_fn vs_sq8_l2w_kernel(void)
+{
+#if defined(__x86_64__)
+    switch (vs_cpu_simd_level()) {
+    case VS_SIMD_AVX512:
+        return l2w_avx512;
+    case VS_SIMD_AVX2:
+        return l2w_avx2;
+    default:
+        break;
+    }
+#endif
+    return l2w_scalar;
+}
+
+vs_sq8_ip_fn vs_sq8_ip_kernel(void)
+{
+#if defined(__x86_64__)
+    switch (vs_cpu_simd_level()) {
+    case VS_SIMD_AVX512:
+        return ip_avx512;
+    case VS_SIMD_AVX2:
+        return ip_avx2;
+    default:
+        break;
+    }
+#endif
+    return ip_scalar;
 }

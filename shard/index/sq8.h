@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/status.h"
+
 typedef struct vs_sq8 {
     uint32_t d;
     float *vmin; /* d, borrowed or owned (see owned) */
@@ -20,5 +22,24 @@ int vs_sq8_train(vs_sq8_t *sq, uint32_t d, const float *x, size_t n);
 void vs_sq8_fini(vs_sq8_t *sq);
 void vs_sq8_encode(const vs_sq8_t *sq, const float *x, uint8_t *code);
 void vs_sq8_decode(const vs_sq8_t *sq, const uint8_t *code, float *out);
+
+/* The quantiser's section "sq8.params" (d min values then d steps, float32) in an index file.
+ * read points sq into the mapping (not owned) after checking the size and that every value is finite
+ * and every step positive; VS_ERR_CORRUPT naming path and the section otherwise. */
+struct vs_ifile_writer;
+struct vs_ifile;
+vs_status vs_sq8_write_section(const vs_sq8_t *sq, struct vs_ifile_writer *w, char err[VS_ERR_LEN]);
+vs_status vs_sq8_read_section(vs_sq8_t *sq, uint32_t d, const struct vs_ifile *f, const char *path,
+                              char err[VS_ERR_LEN]);
+
+/* Asymmetric distance kernels between a prepared float query and one code (d bytes), for traversal on
+ * codes (HNSW{M},SQ8). With a_i = (q_i - min_i) / step_i and w_i = step_i^2 the squared L2 distance to
+ * the decoded vector is l2w(a, w, code) = sum_i w_i (a_i - code_i)^2; with a_i = q_i step_i the inner
+ * product is <q, min> + ip(a, code). Scalar, AVX2 and AVX-512 variants, chosen once at run time
+ * (common/cpu.h); never NULL. */
+typedef float (*vs_sq8_l2w_fn)(const float *a, const float *w, const uint8_t *code, size_t d);
+typedef float (*vs_sq8_ip_fn)(const float *a, const uint8_t *code, size_t d);
+vs_sq8_l2w_fn vs_sq8_l2w_kernel(void);
+vs_sq8_ip_fn vs_sq8_ip_kernel(void);
 
 #endif

@@ -30,7 +30,7 @@
 typedef struct opts {
     const char *base, *queries, *gt, *dataset, *factory, *search, *peers, *metric_s, *peer_search,
         *save_index, *load_index;
-    size_t k, threads, batch, nq_limit, train_size, warmup;
+    size_t k, threads, build_threads, batch, nq_limit, train_size, warmup;
     unsigned ef_construction, hnsw_m;
     int quiet;
 } opts_t;
@@ -65,13 +65,15 @@ static void usage(FILE *f)
         "  --search SWEEP     FAISS parameter names: \"nprobe=1,2,4\"; several joined by ';' sweep the "
         "product\n"
         "  --threads N        threads inside each search call (default 1)\n"
+        "  --build-threads N  threads for train and add, ours and the peers' (default: --threads)\n"
         "  --batch B          queries per search call (default 1 = ann-benchmarks protocol)\n"
         "  --peers LIST       also run faiss and/or hnswlib (comma-separated)\n"
         "  --peer-search S    sweep for hnswlib when --index is not HNSW (default efSearch=10..800)\n"
         "  --metric M         l2 (default), ip or cosine\n"
         "  --nq N             use only the first N queries\n"
         "  --train-size N     training sample for indexes that train (default: all base vectors)\n"
-        "  --ef-construction N, --hnsw-m N   HNSW build parameters for hnswlib/HNSW (default 200, 32)\n"
+        "  --ef-construction N, --hnsw-m N   HNSW build parameters (default 200, 32): efConstruction for\n"
+        "                     ours and the peers; M for hnswlib when --index is not HNSW{M}\n"
         "  --warmup N         untimed queries before each setting (default 100)\n"
         "  --save-index FILE  save our index after building it (IVF)\n"
         "  --load-index FILE  load our index (mmap) instead of building it; build_s is then the load time\n"
@@ -249,19 +251,22 @@ static void run_ours(const opts_t *o, const data_t *D)
     } else {
         if (vs_index_create(D->d, D->metric, o->factory, &idx, err) != VS_OK)
             die("--index", err);
+        if (vs_index_spec(idx)->type == VS_INDEX_HNSW &&
+            vs_index_set_build_params(idx, o->ef_construction, 42, err) != VS_OK)
+            die("--ef-construction", err);
         if (vs_index_needs_training(idx)) {
             size_t nt = o->train_size && o->train_size < D->n ? o->train_size : D->n;
             vs_progress_t p;
             vs_progress_start(&p, "train", o->quiet);
             vs_progress_cb_t cb = {vs_progress_report, &p};
-            if (vs_index_train(idx, nt, D->base, o->threads, &cb, err) != VS_OK)
+            if (vs_index_train(idx, nt, D->base, o->build_threads, &cb, err) != VS_OK)
                 die("train", err);
             vs_progress_finish(&p, nt);
         }
         vs_progress_t p;
         vs_progress_start(&p, "add", o->quiet);
         vs_progress_cb_t cb = {vs_progress_report, &p};
-        if (vs_index_add(idx, D->n, D->base, NULL, o->threads, &cb, err) != VS_OK)
+        if (vs_index_add(idx, D->n, D->base, NULL, o->build_threads, &cb, err) != VS_OK)
             die("add", err);
         vs_progress_finish(&p, D->n);
     }
@@ -417,10 +422,11 @@ static void on_peer_line(const char *line, void *arg)
 static int run_peer(const opts_t *o, const data_t *D, const char *peer, const char *tmp, const char *bpath,
                     const char *qpath)
 {
-    char dir[PATH_MAX], prog[PATH_MAX + 64], k[32], th[32], ba[32], efc[32], hm[32];
+    char dir[PATH_MAX], prog[PATH_MAX + 64], k[32], th[32], bth[32], ba[32], efc[32], hm[32];
     exe_dir(dir, sizeof dir);
     snprintf(k, sizeof k, "%zu", o->k);
     snprintf(th, sizeof th, "%zu", o->threads);
+    snprintf(bth, sizeof bth, "%zu", o->build_threads);
     snprintf(ba, sizeof ba, "%zu", o->batch);
     snprintf(efc, sizeof efc, "%u", o->ef_construction);
     snprintf(hm, sizeof hm, "%u", o->hnsw_m);
@@ -448,9 +454,9 @@ static int run_peer(const opts_t *o, const data_t *D, const char *peer, const ch
     }
     const char *metric = vs_metric_name(D->metric);
     const char *rest[] = {
-        "--base",    bpath,      "--queries",         qpath,  "--k",       k,  "--metric", metric,
-        "--index",   o->factory, "--search",          search, "--threads", th, "--batch",  ba,
-        "--out-dir", tmp,        "--ef-construction", efc,    "--hnsw-m",  hm};
+        "--base",    bpath,      "--queries",         qpath,  "--k",       k,  "--metric",        metric,
+        "--index",   o->factory, "--search",          search, "--threads", th, "--batch",         ba,
+        "--out-dir", tmp,        "--ef-construction", efc,    "--hnsw-m",  hm, "--build-threads", bth};
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++)
         argv[a++] = (char *)rest[i];
     argv[a] = NULL;
@@ -505,6 +511,7 @@ int main(int argc, char **argv)
         {"index", required_argument, 0, 'i'},
         {"search", required_argument, 0, 's'},
         {"threads", required_argument, 0, 't'},
+        {"build-threads", required_argument, 0, 'U'},
         {"batch", required_argument, 0, 'B'},
         {"peers", required_argument, 0, 'p'},
         {"metric", required_argument, 0, 'm'},
@@ -546,6 +553,9 @@ int main(int argc, char **argv)
             break;
         case 't':
             o.threads = strtoul(optarg, NULL, 10);
+            break;
+        case 'U':
+            o.build_threads = strtoul(optarg, NULL, 10);
             break;
         case 'B':
             o.batch = strtoul(optarg, NULL, 10);
@@ -600,6 +610,8 @@ int main(int argc, char **argv)
                 VS_TOPK_MAX_K);
         return 2;
     }
+    if (o.build_threads == 0)
+        o.build_threads = o.threads;
     if (o.dataset == NULL) {
         const char *slash = strrchr(o.base, '/');
         o.dataset = slash ? slash + 1 : o.base;

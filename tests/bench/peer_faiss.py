@@ -197,6 +197,7 @@ def main():
     ap.add_argument("--index", required=True, help="faiss index_factory string")
     ap.add_argument("--search", default="")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--build-threads", type=int, default=0, help="threads for the build (default: --threads)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--out-dir", required=True)
     ap.add_argument("--ef-construction", type=int, default=200)
@@ -268,7 +269,9 @@ def main():
     if a.metric == "cosine":
         faiss.normalize_L2(xq)
 
-    log("building %s on %d x %d (%s, %d threads)" % (a.index, nb, d, a.metric, a.threads))
+    build_threads = a.build_threads if a.build_threads > 0 else a.threads
+    faiss.omp_set_num_threads(build_threads)
+    log("building %s on %d x %d (%s, %d threads)" % (a.index, nb, d, a.metric, build_threads))
     t0 = time.perf_counter()
     if a.metric == "cosine":
         faiss.normalize_L2(xb)  # counted in build_s: it is part of preparing the index
@@ -279,6 +282,7 @@ def main():
     index.add(xb)
     build_s = time.perf_counter() - t0
     index_bytes = int(len(faiss.serialize_index(index)))
+    faiss.omp_set_num_threads(a.threads)
     log("built in %.3f s, %d bytes" % (build_s, index_bytes))
 
     k = a.k

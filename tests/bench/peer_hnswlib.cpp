@@ -199,6 +199,7 @@ struct Args {
     std::string base, queries, metric = "l2", index, search, out_dir;
     size_t k = 10;
     int threads = 1;
+    int build_threads = 0;  // 0: same as threads
     size_t batch = 1;
     size_t ef_construction = 200;
     size_t hnsw_m = 32;
@@ -227,7 +228,7 @@ Args parse_args(int argc, char **argv) {
             std::fprintf(stderr,
                          "usage: %s --base B.npy --queries Q.npy --k 10 --metric l2|ip|cosine --index FACTORY\n"
                          "          --search 'efSearch=16,32' --threads N --batch B --out-dir DIR\n"
-                         "          [--ef-construction 200] [--hnsw-m 32]\n",
+                         "          [--ef-construction 200] [--hnsw-m 32] [--build-threads N]\n",
                          argv[0]);
             std::exit(0);
         } else {
@@ -241,6 +242,7 @@ Args parse_args(int argc, char **argv) {
         else if (opt == "--index") a.index = val, have_index = true;
         else if (opt == "--search") a.search = val, a.search_given = true;
         else if (opt == "--threads") a.threads = int(parse_pos(opt, val));
+        else if (opt == "--build-threads") a.build_threads = int(parse_pos(opt, val));
         else if (opt == "--batch") a.batch = parse_pos(opt, val);
         else if (opt == "--out-dir") a.out_dir = val, have_out = true;
         else if (opt == "--ef-construction") a.ef_construction = parse_pos(opt, val);
@@ -251,7 +253,8 @@ Args parse_args(int argc, char **argv) {
         die("--base, --queries, --index and --out-dir are required");
     if (a.metric != "l2" && a.metric != "ip" && a.metric != "cosine")
         die("--metric must be l2, ip or cosine, got '" + a.metric + "'");
-    if (a.threads > 1024) die("--threads too large");
+    if (a.threads > 1024 || a.build_threads > 1024) die("--threads too large");
+    if (a.build_threads == 0) a.build_threads = a.threads;
     return a;
 }
 
@@ -542,8 +545,9 @@ int main(int argc, char **argv) {
         space.reset(new hnswlib::InnerProductSpace(d));  // distance = 1 - ip; only ids are reported
 
     Pool pool(a.threads);
+    Pool build_pool(a.build_threads);
     log_msg("building " + index_name + " on " + std::to_string(nb) + " x " + std::to_string(d) + " (" + a.metric +
-            ", " + std::to_string(a.threads) + " threads)");
+            ", " + std::to_string(a.build_threads) + " threads)");
 
     std::unique_ptr<hnswlib::AlgorithmInterface<float>> alg;
     hnswlib::HierarchicalNSW<float> *hnsw = nullptr;
@@ -562,7 +566,7 @@ int main(int argc, char **argv) {
         std::atomic<size_t> next{1};
         std::mutex err_mu;
         std::string err;
-        pool.run([&](int) {
+        build_pool.run([&](int) {
             const size_t chunk = 64;
             for (;;) {
                 size_t s = next.fetch_add(chunk);

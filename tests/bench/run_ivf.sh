@@ -15,6 +15,8 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 bin=build/bin
 tag=${VS_BENCH_TAG:-}
+# shellcheck source=tests/bench/data.sh
+. tests/bench/data.sh
 
 bench() { # dataset base queries gt factory sweep peers [extra...]
     local name=$1 base=$2 queries=$3 gt=$4 factory=$5 sweep=$6 peers=$7
@@ -25,11 +27,7 @@ bench() { # dataset base queries gt factory sweep peers [extra...]
 }
 
 if [ "$what" = fashion ] || [ "$what" = all ]; then
-    d=/usr/share/datasets/fashion-mnist
-    base=$d/train-images-idx3-ubyte.gz
-    queries=$d/t10k-images-idx3-ubyte.gz
-    gt=$out/fashion-gt100.ivecs
-    [ -s "$gt" ] || "$bin/vecshard-gt" --base "$base" --queries "$queries" --k 100 --out "$gt"
+    fashion_data
     name=fashion-mnist-784-euclidean
     : > "$out/$name$tag.jsonl"
     bench $name "$base" "$queries" "$gt" "IVF1024,PQ392x4fs,RFlat" "nprobe=1,2,4,8,16,32,64;k_factor=1,4,8" \
@@ -38,11 +36,7 @@ if [ "$what" = fashion ] || [ "$what" = all ]; then
 fi
 
 if [ "$what" = synthetic ] || [ "$what" = all ]; then
-    syn=$out/synthetic
-    mkdir -p "$syn"
-    [ -s "$syn/base.fvecs" ] || "$bin/vecshard-synth" --out "$syn" --n 1000000 --nq 10000 --d 128 --seed 42
-    [ -s "$syn/gt100.ivecs" ] || "$bin/vecshard-gt" --base "$syn/base.fvecs" --queries "$syn/queries.fvecs" \
-        --k 100 --out "$syn/gt100.ivecs"
+    synthetic_data "$out/synthetic"
     name=synthetic-1M-128-euclidean
     : > "$out/$name$tag.jsonl"
     # 2,000 of the 10,000 queries keep a full run of every peer under half an hour on 2 cores

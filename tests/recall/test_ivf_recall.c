@@ -97,25 +97,6 @@ static void check_recall(const set_t *s, const char *factory, uint32_t nprobe, f
     vs_index_destroy(idx);
 }
 
-/* Loads Fashion-MNIST (train as base, t10k as queries); 0 with a skip line when it is not installed. */
-static int load_fashion(uint32_t *d, float **b, float **q)
-{
-    char err[VS_ERR_LEN];
-    size_t n, nq;
-    uint32_t dq;
-    *b = *q = NULL;
-    if (vs_vecfile_load_f32("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz", &n, d, b, err) !=
-            VS_OK ||
-        vs_vecfile_load_f32("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz", &nq, &dq, q,
-                            err) != VS_OK) {
-        printf("skip: Fashion-MNIST not installed (%s)\n", err);
-        free(*b);
-        *b = NULL;
-        return 0;
-    }
-    return 1;
-}
-
 /* IVF-Flat scanning every list computes the same distances with the same kernel as Flat: results must
  * be identical, ids and distances, for every metric. */
 static void test_ivf_flat_all_lists_equals_flat(void)
@@ -169,7 +150,7 @@ static void test_fashion_mnist_sample(void)
 {
     uint32_t d;
     float *b, *q;
-    if (!load_fashion(&d, &b, &q))
+    if (!vs_test_load_fashion(&d, &b, &q))
         return;
     set_t s = {.n = 12000, .nq = 200, .d = d, .base = b, .q = q, .metric = VS_METRIC_L2};
     make_gt(&s);
@@ -187,7 +168,7 @@ static void test_coarse_preselection(void)
     char err[VS_ERR_LEN];
     uint32_t d;
     float *b, *q;
-    if (!load_fashion(&d, &b, &q))
+    if (!vs_test_load_fashion(&d, &b, &q))
         return;
     vs_factory_spec_t spec;
     CHECK(vs_factory_parse("IVF256,Flat", &spec, err) == VS_OK);

@@ -65,7 +65,9 @@ static void test_generic_index(void)
 {
     char err[VS_ERR_LEN];
     vs_index_t *idx;
-    CHECK(vs_index_create(4, VS_METRIC_L2, "HNSW16", &idx, err) == VS_ERR_UNSUPPORTED);
+    CHECK(vs_index_create(4, VS_METRIC_L2, "HNSW16", &idx, err) == VS_OK);
+    CHECK(!vs_index_needs_training(idx) && vs_index_impl_hnsw(idx) != NULL && vs_index_impl_ivf(idx) == NULL);
+    vs_index_destroy(idx);
     CHECK(vs_index_create(6, VS_METRIC_L2, "IVF16,PQ4", &idx, err) == VS_ERR_INVALID_ARGUMENT &&
           strstr(err, "divisible"));
     CHECK(vs_index_create(0, VS_METRIC_L2, "Flat", &idx, err) == VS_ERR_INVALID_ARGUMENT);

@@ -1,0 +1,61 @@
+/* hnsw.h: Hierarchical Navigable Small World graphs (Malkov & Yashunin, "Efficient and robust
+ * approximate nearest neighbor search using Hierarchical Navigable Small World graphs", TPAMI 2018).
+ *
+ * Each vector gets a level drawn as floor(-ln(U) / ln(M)); on every layer up to its level it keeps at
+ * most M links (2M on layer 0) chosen with the paper's neighbour-selection heuristic (Algorithm 4,
+ * without extending or keeping pruned candidates). A search descends greedily from the entry point
+ * through the upper layers and runs a best-first search with a candidate list of efSearch on layer 0.
+ * "HNSW{M},SQ8" traverses on 8-bit scalar-quantised codes (a quarter of the memory traffic) and
+ * re-ranks the best candidates with the float vectors (all ef of them, or k*k_factor when given).
+ *
+ * Key choices: nodes are numbered in insertion order; layer-0 link blocks (count + 2M slots) and
+ * vectors are two flat arrays, upper-layer links one compact array addressed through per-node offsets
+ * derived from the levels, so a built index and a memory-mapped file have one representation. Levels
+ * are drawn from (seed, node number) before insertion, so a build with one thread is deterministic.
+ * Build runs on all threads with a spinlock per node and a global mutex only for entry-point changes.
+ * Search uses a per-thread arena (visited tags with a generation counter, a sorted candidate pool):
+ * no allocation and no lock per query. Cosine vectors are normalised and searched as inner product.
+ * Not here: deletion, graph reordering. */
+#ifndef VS_SHARD_INDEX_HNSW_H
+#define VS_SHARD_INDEX_HNSW_H
+
+#include "shard/index/index.h"
+#include "shard/index/index_impl.h"
+
+typedef struct vs_hnsw vs_hnsw_t;
+
+#define VS_HNSW_DEFAULT_EF_SEARCH 16u       /* as FAISS */
+#define VS_HNSW_DEFAULT_EF_CONSTRUCTION 40u /* as FAISS */
+#define VS_HNSW_DEFAULT_SEED 0x5eed5eedull
+#define VS_HNSW_MAX_LEVEL 31u
+#define VS_HNSW_MAX_N 0x7fffffffu /* node numbers are 31-bit */
+
+/* Creates an empty HNSW index for spec ("HNSW{M}" or "HNSW{M},SQ8"; the SQ8 form must be trained:
+ * the quantiser learns per-dimension ranges). *out freed with vs_hnsw_destroy. */
+vs_status vs_hnsw_create(uint32_t dim, vs_metric metric, const vs_factory_spec_t *spec, vs_hnsw_t **out,
+                         char err[VS_ERR_LEN]);
+void vs_hnsw_destroy(vs_hnsw_t *h); /* NULL is a no-op */
+
+/* Build parameters for vectors added from now on: efConstruction (1..100000, 0 keeps the current one)
+ * and the seed of the level draws. VS_ERR_INVALID_ARGUMENT out of range. */
+vs_status vs_hnsw_set_build(vs_hnsw_t *h, uint32_t ef_construction, uint64_t seed, char err[VS_ERR_LEN]);
+
+/* Builds an index over a validated, mapped file (f outlives it): parameters, level and link sections
+ * are checked (sizes, link targets in range and present on the layer, no self-links, degrees within
+ * bounds, entry point on the top level); VS_ERR_CORRUPT names the path and the section. The vectors,
+ * codes, links and ids are used in place (no copy); vectors added later copy them first. */
+vs_status vs_hnsw_load(const vs_ifile_t *f, const char *path, const vs_factory_spec_t *spec, vs_hnsw_t **out,
+                       char err[VS_ERR_LEN]);
+
+/* Invariant checker (tests, vecshard-hnsw-check): every link in range, on a node whose level covers
+ * the layer, no self-links or repeated links, degrees <= M (2M on layer 0), the entry point holds the
+ * top level, and every node reachable from the entry point on layer 0. VS_ERR_CORRUPT with the first
+ * violation. O(n * M). Not thread-safe against add. */
+vs_status vs_hnsw_check(const vs_hnsw_t *h, char err[VS_ERR_LEN]);
+
+/* Statistics: number of nodes per level (out[level] for level < n_out) and the mean layer-0 degree. */
+double vs_hnsw_stats(const vs_hnsw_t *h, size_t *out, size_t n_out);
+
+extern const vs_index_ops_t vs_hnsw_ops;
+
+#endif

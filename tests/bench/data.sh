@@ -1,0 +1,18 @@
+# data.sh: sourced by tests/bench/run_*.sh. Needs $bin (vecshard tools) and $out (output directory).
+# fashion_data: sets base, queries, gt for Fashion-MNIST (ground truth made once into $out).
+# synthetic_data DIR: sets syn, making the 1M x 128 synthetic set and its ground truth in DIR if absent.
+fashion_data() {
+    local d=/usr/share/datasets/fashion-mnist
+    base=$d/train-images-idx3-ubyte.gz
+    queries=$d/t10k-images-idx3-ubyte.gz
+    gt=$out/fashion-gt100.ivecs
+    [ -s "$gt" ] || "$bin/vecshard-gt" --base "$base" --queries "$queries" --k 100 --out "$gt"
+}
+
+synthetic_data() {
+    syn=$1
+    mkdir -p "$syn"
+    [ -s "$syn/base.fvecs" ] || "$bin/vecshard-synth" --out "$syn" --n 1000000 --nq 10000 --d 128 --seed 42
+    [ -s "$syn/gt100.ivecs" ] || "$bin/vecshard-gt" --base "$syn/base.fvecs" --queries "$syn/queries.fvecs" \
+        --k 100 --out "$syn/gt100.ivecs"
+}
