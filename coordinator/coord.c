@@ -19,7 +19,16 @@ typedef struct version_entry {
     char name[VS_NAME_LEN];
     char model[VS_NAME_LEN];
     vs_router_t router;
+    atomic_int refs; /* the coordinator's + one per request using it */
 } version_entry_t;
+
+static void version_unref(version_entry_t *e)
+{
+    if (e && atomic_fetch_sub(&e->refs, 1) == 1) {
+        vs_router_fini(&e->router);
+        free(e);
+    }
+}
 
 struct vs_coord {
     vs_coord_opts_t o;
@@ -86,10 +95,8 @@ void vs_coord_destroy(vs_coord_t *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < c->n_versions; i++) {
-        vs_router_fini(&c->versions[i]->router);
-        free(c->versions[i]);
-    }
+    for (size_t i = 0; i < c->n_versions; i++)
+        version_unref(c->versions[i]);
     for (size_t i = 0; i < c->n_pool; i++)
         vs_rpc_multi_destroy(c->pool[i]);
     pthread_mutex_destroy(&c->pool_mu);
@@ -117,6 +124,7 @@ vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *m
     snprintf(e->name, sizeof e->name, "%s", version);
     snprintf(e->model, sizeof e->model, "%s", model_version ? model_version : "");
     e->router = *router;
+    atomic_init(&e->refs, 1);
     memset(router, 0, sizeof *router);
     vs_status st = VS_OK;
     pthread_mutex_lock(&c->mu);
@@ -131,11 +139,52 @@ vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *m
             c->active = e;
     }
     pthread_mutex_unlock(&c->mu);
-    if (st != VS_OK) {
-        vs_router_fini(&e->router);
-        free(e);
-    }
+    if (st != VS_OK)
+        version_unref(e);
     return st;
+}
+
+int vs_coord_has_version(vs_coord_t *c, const char *version)
+{
+    int found = 0;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n_versions && !found; i++)
+        found = strcmp(c->versions[i]->name, version) == 0;
+    pthread_mutex_unlock(&c->mu);
+    return found;
+}
+
+vs_status vs_coord_remove_version(vs_coord_t *c, const char *version, char err[VS_ERR_LEN])
+{
+    vs_status st = vs_errf(err, VS_ERR_NOT_FOUND, "version %s is not known to this coordinator", version);
+    version_entry_t *gone = NULL;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n_versions; i++)
+        if (strcmp(c->versions[i]->name, version) == 0) {
+            if (c->versions[i] == c->active) {
+                st = vs_errf(err, VS_ERR_FAILED_PRECONDITION, "version %s is active", version);
+            } else {
+                gone = c->versions[i];
+                c->versions[i] = c->versions[--c->n_versions];
+                st = VS_OK;
+            }
+            break;
+        }
+    pthread_mutex_unlock(&c->mu);
+    version_unref(gone); /* requests still using it hold their own reference */
+    return st;
+}
+
+size_t vs_coord_versions(vs_coord_t *c, char (*out)[128], size_t cap, char active[128])
+{
+    pthread_mutex_lock(&c->mu);
+    size_t n = c->n_versions;
+    for (size_t i = 0; i < n && i < cap; i++)
+        snprintf(out[i], 128, "%s", c->versions[i]->name);
+    if (active)
+        snprintf(active, 128, "%s", c->active ? c->active->name : "");
+    pthread_mutex_unlock(&c->mu);
+    return n;
 }
 
 /* Router of a cluster-partitioned version: the centroids file (checked against the manifest's CRC32C,
@@ -232,7 +281,7 @@ int vs_coord_ready(vs_coord_t *c)
     return 1;
 }
 
-/* The version a request is served by (versions are never removed, so the pointer stays valid). */
+/* The version a request is served by, with a reference the request gives back (version_unref). */
 static vs_status choose_version(vs_coord_t *c, const char *pinned, const char *model, version_entry_t **out,
                                 char err[VS_ERR_LEN])
 {
@@ -275,6 +324,10 @@ static vs_status choose_version(vs_coord_t *c, const char *pinned, const char *m
         if (!*out)
             st = vs_errf(err, VS_ERR_UNAVAILABLE, "no active index version");
     }
+    if (st == VS_OK)
+        atomic_fetch_add(&(*out)->refs, 1);
+    else
+        *out = NULL;
     pthread_mutex_unlock(&c->mu);
     return st;
 }
@@ -667,6 +720,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
     }
     free(parts);
     vs_route_plan_fini(&plan);
+    version_unref(ver);
     vecshard__v1__search_request__free_unpacked(r, NULL);
     return st;
 }

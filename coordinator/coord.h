@@ -52,6 +52,16 @@ vs_status vs_coord_add_manifest(vs_coord_t *c, const char *manifest_path, char e
 
 vs_status vs_coord_activate(vs_coord_t *c, const char *version, char err[VS_ERR_LEN]);
 
+/* 1 if the version is known. */
+int vs_coord_has_version(vs_coord_t *c, const char *version);
+
+/* Forgets a version that is not active (requests using it finish first). VS_ERR_NOT_FOUND,
+ * VS_ERR_FAILED_PRECONDITION for the active one. */
+vs_status vs_coord_remove_version(vs_coord_t *c, const char *version, char err[VS_ERR_LEN]);
+
+/* Names of the known versions (up to cap) and the active one; returns how many are known. */
+size_t vs_coord_versions(vs_coord_t *c, char (*out)[128], size_t cap, char active[128]);
+
 /* 1 when every partition of the active version has at least one usable replica. */
 int vs_coord_ready(vs_coord_t *c);
 

@@ -12,6 +12,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "common/log.h"
 #include "common/net/etcd.h"
 #include "common/net/health.h"
@@ -164,9 +166,9 @@ static int parse_args(int argc, char **argv, config_t *c)
         fprintf(stderr, "vecshard-coordinator: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
-    if (c->n_manifests == 0 || (!c->etcd == !c->shards)) {
-        fprintf(stderr,
-                "vecshard-coordinator: --manifest and exactly one of --etcd, --shards are required\n");
+    if ((c->n_manifests == 0 && !c->etcd) || (!c->etcd == !c->shards)) {
+        fprintf(stderr, "vecshard-coordinator: exactly one of --etcd, --shards is required (--shards needs "
+                        "--manifest)\n");
         return 2;
     }
     if (!vs_version_name_valid(c->cluster)) {
@@ -182,7 +184,9 @@ typedef struct app {
     vs_coord_t *coord;
     vs_health_t *health;
     vs_etcd_t *etcd;
-    vs_etcd_watch_t *watch;
+    vs_etcd_watch_t *watch, *w_versions, *w_active;
+    pthread_mutex_t rollout_mu;       /* pending_active */
+    char pending_active[VS_NAME_LEN]; /* etcd's active version, until its manifest is loaded */
     atomic_int etcd_connected;
     atomic_int ready;
     vs_metrics_t *reg;
@@ -228,6 +232,78 @@ static void on_watch(const vs_etcd_watch_event_t *ev, void *user)
         break;
     }
     update_health(a);
+}
+
+/* ---- rollout: the versions etcd lists and the active one (docs/protocol.md, "Rollout") ---- */
+
+static void try_pending_active(app_t *a)
+{
+    char err[VS_ERR_LEN];
+    pthread_mutex_lock(&a->rollout_mu);
+    if (a->pending_active[0] && vs_coord_has_version(a->coord, a->pending_active)) {
+        if (vs_coord_activate(a->coord, a->pending_active, err) == VS_OK)
+            vs_log(VS_LOG_INFO, "rollout: active version is now %s", a->pending_active);
+        a->pending_active[0] = 0;
+    }
+    pthread_mutex_unlock(&a->rollout_mu);
+    update_health(a);
+}
+
+/* Applies one version record: load its manifest (staged, active, previous) or forget it (retired). */
+static void apply_version(app_t *a, const char *json, size_t len)
+{
+    cJSON *o = cJSON_ParseWithLength(json, len);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "manifest");
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "state");
+    char err[VS_ERR_LEN];
+    if (cJSON_IsString(v) && cJSON_IsString(m) && cJSON_IsString(s)) {
+        if (strcmp(s->valuestring, "retired") == 0) {
+            if (vs_coord_has_version(a->coord, v->valuestring) &&
+                vs_coord_remove_version(a->coord, v->valuestring, err) == VS_OK)
+                vs_log(VS_LOG_INFO, "rollout: forgot retired version %s", v->valuestring);
+        } else if (!vs_coord_has_version(a->coord, v->valuestring)) {
+            if (vs_coord_add_manifest(a->coord, m->valuestring, err) == VS_OK)
+                vs_log(VS_LOG_INFO, "rollout: version %s (%s) from %s", v->valuestring, s->valuestring,
+                       m->valuestring);
+            else
+                vs_log(VS_LOG_ERROR, "rollout: version %s: %s", v->valuestring, err);
+        }
+    }
+    cJSON_Delete(o);
+}
+
+static void on_versions(const vs_etcd_watch_event_t *ev, void *user)
+{
+    app_t *a = user;
+    if (ev->kind == VS_ETCD_WATCH_SNAPSHOT) {
+        for (size_t i = 0; i < ev->snapshot->n; i++)
+            apply_version(a, ev->snapshot->kvs[i].value, ev->snapshot->kvs[i].value_len);
+    } else if (ev->kind == VS_ETCD_WATCH_PUT) {
+        apply_version(a, ev->kv->value, ev->kv->value_len);
+    }
+    try_pending_active(a);
+}
+
+static void on_active(const vs_etcd_watch_event_t *ev, void *user)
+{
+    app_t *a = user;
+    const vs_etcd_kv_t *kv = NULL;
+    if (ev->kind == VS_ETCD_WATCH_SNAPSHOT && ev->snapshot->n)
+        kv = &ev->snapshot->kvs[0];
+    else if (ev->kind == VS_ETCD_WATCH_PUT)
+        kv = ev->kv;
+    if (!kv)
+        return;
+    cJSON *o = cJSON_ParseWithLength(kv->value, kv->value_len);
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
+    if (cJSON_IsString(v)) {
+        pthread_mutex_lock(&a->rollout_mu);
+        snprintf(a->pending_active, sizeof a->pending_active, "%s", v->valuestring);
+        pthread_mutex_unlock(&a->rollout_mu);
+    }
+    cJSON_Delete(o);
+    try_pending_active(a);
 }
 
 static void reply_status(vs_rpc_reply_t *reply, vs_status st, const char *err)
@@ -341,6 +417,7 @@ int main(int argc, char **argv)
 {
     app_t a;
     memset(&a, 0, sizeof a);
+    pthread_mutex_init(&a.rollout_mu, NULL);
     int rc = parse_args(argc, argv, &a.cfg);
     if (rc)
         return rc;
@@ -370,7 +447,7 @@ int main(int argc, char **argv)
         }
     }
     if (st == VS_OK)
-        st = vs_coord_activate(a.coord, a.cfg.active ? a.cfg.active : last, err);
+        st = a.cfg.n_manifests ? vs_coord_activate(a.coord, a.cfg.active ? a.cfg.active : last, err) : VS_OK;
     if (st == VS_OK)
         st = setup_metrics(&a, err);
     if (st != VS_OK) {
@@ -389,6 +466,13 @@ int main(int argc, char **argv)
         st = vs_etcd_create(&eo, &a.etcd, err);
         if (st == VS_OK)
             st = vs_etcd_watch_start(a.etcd, prefix, strlen(prefix), on_watch, &a, &a.watch, err);
+        char vp[256], ap[256];
+        snprintf(vp, sizeof vp, "/vecshard/%s/versions/", a.cfg.cluster);
+        snprintf(ap, sizeof ap, "/vecshard/%s/active", a.cfg.cluster);
+        if (st == VS_OK)
+            st = vs_etcd_watch_start(a.etcd, vp, strlen(vp), on_versions, &a, &a.w_versions, err);
+        if (st == VS_OK)
+            st = vs_etcd_watch_start(a.etcd, ap, strlen(ap), on_active, &a, &a.w_active, err);
     }
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-coordinator: %s\n", err);
@@ -435,6 +519,8 @@ int main(int argc, char **argv)
     vs_health_close_watchers(a.health);
     vs_rpc_server_stop(server, a.cfg.grace_ms);
     vs_etcd_watch_stop(a.watch);
+    vs_etcd_watch_stop(a.w_versions);
+    vs_etcd_watch_stop(a.w_active);
     vs_etcd_destroy(a.etcd);
     vs_http_stop(http);
     vs_metrics_destroy(a.reg);

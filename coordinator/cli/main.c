@@ -1,12 +1,15 @@
 /* main.c: `vecshard`, the admin CLI and load generator. Picks the subcommand, lets admin.h parse its flags
  * and do the work, prints, and decides the exit status: 0 success, 1 a call failed or a server could not
  * be reached (query: any failed call), 2 usage error. */
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "coordinator/cli/admin.h"
+#include "coordinator/cli/rollout.h"
 
 static int run_query(const vs_admin_opts_t *o)
 {
@@ -77,6 +80,81 @@ static int run_health(const vs_admin_opts_t *o)
     return status == 1 ? 0 : 1;
 }
 
+static void rollout_usage(FILE *f)
+{
+    fprintf(
+        f, "usage: vecshard deploy MANIFEST --etcd URLS [--cluster NAME]\n"
+           "       vecshard activate VERSION --etcd URLS [--cluster NAME] [--min-ready N]\n"
+           "       vecshard rollback --etcd URLS [--cluster NAME] [--min-ready N]\n"
+           "deploy stages an index version (shards load it in the background); activate switches the active\n"
+           "version once every partition has N replicas (default 1) with it READY, refusing otherwise;\n"
+           "rollback switches back to the previous version, kept loaded until the next activation.\n"
+           "The protocol and its etcd keys: docs/protocol.md, \"Rollout\". Exit status: 0 done, 1 refused\n"
+           "or failed (the message says why), 2 usage.\n");
+}
+
+/* deploy / activate / rollback: the rollout writes in etcd (rollout.h). */
+static int run_rollout(const char *cmd, int argc, char **argv)
+{
+    static const struct option opts[] = {{"etcd", required_argument, 0, 'e'},
+                                         {"cluster", required_argument, 0, 'c'},
+                                         {"min-ready", required_argument, 0, 'r'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *etcd = NULL, *cluster = "default";
+    long min_ready = 1;
+    int o;
+    optind = 1;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        char *end;
+        switch (o) {
+        case 'e':
+            etcd = optarg;
+            break;
+        case 'c':
+            cluster = optarg;
+            break;
+        case 'r':
+            min_ready = strtol(optarg, &end, 10);
+            if (*end || min_ready < 1 || min_ready > 1000) {
+                fprintf(stderr, "vecshard %s: --min-ready '%s' must be 1..1000\n", cmd, optarg);
+                return 2;
+            }
+            break;
+        case 'h':
+            rollout_usage(stdout);
+            return 0;
+        default:
+            rollout_usage(stderr);
+            return 2;
+        }
+    }
+    int need_arg = strcmp(cmd, "rollback") != 0;
+    if (!etcd || optind + need_arg != argc) {
+        rollout_usage(stderr);
+        return 2;
+    }
+    char msg[VS_ERR_LEN] = "";
+    vs_etcd_t *e;
+    vs_etcd_opts_t eo = {.endpoints = etcd};
+    vs_status st = vs_etcd_create(&eo, &e, msg);
+    if (st == VS_OK) {
+        if (strcmp(cmd, "deploy") == 0)
+            st = vs_rollout_deploy(e, cluster, argv[optind], msg);
+        else if (strcmp(cmd, "activate") == 0)
+            st = vs_rollout_activate(e, cluster, argv[optind], (size_t)min_ready, msg);
+        else
+            st = vs_rollout_rollback(e, cluster, (size_t)min_ready, msg);
+        vs_etcd_destroy(e);
+    }
+    if (st != VS_OK) {
+        fprintf(stderr, "vecshard %s: %s (%s)\n", cmd, msg, vs_status_name(st));
+        return 1;
+    }
+    printf("%s\n", msg);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -90,10 +168,8 @@ int main(int argc, char **argv)
         vs_admin_usage(stdout, c);
         return 0;
     }
-    if (strcmp(name, "activate") == 0 || strcmp(name, "rollback") == 0) {
-        fprintf(stderr, "vecshard %s: not yet: it comes with the deploy issue\n", name);
-        return 2;
-    }
+    if (strcmp(name, "deploy") == 0 || strcmp(name, "activate") == 0 || strcmp(name, "rollback") == 0)
+        return run_rollout(name, argc - 1, argv + 1);
     vs_admin_cmd cmd = vs_admin_cmd_parse(name);
     if (!cmd) {
         fprintf(stderr, "vecshard: unknown command '%s' (see vecshard --help)\n", name);

@@ -20,6 +20,7 @@
 #include "common/net/health.h"
 #include "common/net/rpc.h"
 #include "common/net/serve.h"
+#include "shard/server/follow.h"
 #include "shard/server/manifest.h"
 #include "shard/server/membership.h"
 #include "shard/server/metrics.h"
@@ -40,7 +41,7 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: vecshard-shard --manifest FILE --partition N [options]\n"
+        "usage: vecshard-shard (--manifest FILE | --etcd URLS) --partition N [options]\n"
         "Serves partition N of one or more index versions over gRPC (vecshard.v1.Shard, grpc.health.v1).\n"
         "\n"
         "  --listen ADDR        gRPC address (default 0.0.0.0:50051; port 0 = ephemeral)\n"
@@ -52,7 +53,8 @@ static void usage(FILE *f)
         "  --active VERSION     version answering requests that name none (default: the last manifest's)\n"
         "  --cluster NAME       cluster name in etcd keys (default 'default')\n"
         "  --replica-id ID      this replica's id (default: the host name)\n"
-        "  --etcd URLS          etcd client URLs, comma-separated; without it no membership is published\n"
+        "  --etcd URLS          etcd client URLs, comma-separated: publishes membership and follows the\n"
+        "                       versions etcd says to hold (vecshard deploy/activate/rollback)\n"
         "  --lease-ttl S        etcd lease TTL in seconds (default 10; kept alive every TTL/3)\n"
         "  --threads N          gRPC worker threads (default: CPUs)\n"
         "  --max-batch N        queries per request (default %u)\n"
@@ -178,8 +180,8 @@ static int parse_args(int argc, char **argv, config_t *c)
         fprintf(stderr, "vecshard-shard: unexpected argument '%s' (see --help)\n", argv[optind]);
         return 2;
     }
-    if (c->n_manifests == 0 || c->partition < 0) {
-        fprintf(stderr, "vecshard-shard: --manifest and --partition are required (see --help)\n");
+    if ((c->n_manifests == 0 && !c->etcd) || c->partition < 0) {
+        fprintf(stderr, "vecshard-shard: --partition and --manifest or --etcd are required (see --help)\n");
         return 2;
     }
     if (!vs_version_name_valid(c->cluster)) {
@@ -194,6 +196,7 @@ typedef struct app {
     vs_shard_t *shard;
     vs_health_t *health;
     vs_membership_t *members;
+    vs_follow_t *follow;
     vs_shard_metrics_t *metrics;
     pthread_mutex_t members_mu; /* members is stopped by main while the loader may publish */
     atomic_int loader_done;
@@ -206,6 +209,16 @@ static void publish(app_t *a)
     if (a->members)
         vs_membership_update(a->members);
     pthread_mutex_unlock(&a->members_mu);
+}
+
+static void set_health(app_t *a);
+
+/* The follower changed what the shard holds or serves. */
+static void on_follow_change(void *user)
+{
+    app_t *a = user;
+    set_health(a);
+    publish(a);
 }
 
 static void set_health(app_t *a)
@@ -403,6 +416,12 @@ int main(int argc, char **argv)
         vs_shard_metrics_set_membership(a.metrics, a.members);
         vs_log(VS_LOG_INFO, "registered as %s (lease TTL %ld s)", vs_membership_key(a.members),
                a.cfg.lease_ttl_s);
+        st = vs_follow_start(a.cfg.etcd, a.cfg.cluster, (uint32_t)a.cfg.partition, a.shard, on_follow_change,
+                             &a, &a.follow, err);
+        if (st != VS_OK) {
+            vs_log(VS_LOG_ERROR, "etcd: %s", err);
+            return 1;
+        }
     }
     if (a.cfg.port_file && vs_serve_write_port_file(a.cfg.port_file, port, metrics_port) != 0)
         vs_log(VS_LOG_WARN, "cannot write --port-file %s", a.cfg.port_file);
@@ -417,6 +436,8 @@ int main(int argc, char **argv)
     sigwait(&sigs, &sig);
     vs_log(VS_LOG_INFO, "%s: draining (grace %ld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", a.cfg.grace_ms);
     int loaded = atomic_load(&a.loader_done);
+    vs_follow_stop(a.follow); /* a load in progress finishes first */
+    a.follow = NULL;
     vs_shard_drain(a.shard);
     set_health(&a);
     publish(&a);
