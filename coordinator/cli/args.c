@@ -363,7 +363,7 @@ void vs_admin_usage(FILE *f, vs_admin_cmd cmd)
             "  --json               one JSON object instead of text\n"
             "  -h, --help           this help\n"
             "Exit status: 0 read; 1 etcd or the coordinator could not be read; 2 usage.\n"
-            "(vecshard activate / rollback: not yet, they come with the deploy issue.)\n",
+            "(vecshard deploy / activate / rollback change what is served: vecshard deploy --help.)\n",
             f);
         break;
     case VS_ADMIN_HEALTH:
@@ -389,7 +389,9 @@ void vs_admin_usage(FILE *f, vs_admin_cmd cmd)
               "  status     the coordinator's members, versions and per-replica load\n"
               "  versions   index versions held by the members (from etcd or from the coordinator)\n"
               "  health     grpc.health.v1 check of a coordinator; --wait-ms waits for SERVING\n"
-              "  activate, rollback   not yet: they come with the deploy issue\n"
+              "  deploy     stage an index version in etcd (shards load it in the background)\n"
+              "  activate   switch the active version when every partition has it READY\n"
+              "  rollback   switch back to the previous version\n"
               "\n"
               "'vecshard <command> --help' describes a command's options.\n"
               "Output is for people; --json gives one JSON object for scripts.\n"
