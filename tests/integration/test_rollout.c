@@ -268,11 +268,62 @@ int main(void)
             usleep(100000);
         CHECKF(rc == 1 && strstr(out, "FAILED") && strstr(out, "CRC32C") && strstr(out, "p1 0/1"),
                "activate v3: %d %s", rc, out);
-        printf("  activate v3 refused: %.200s", out);
+        printf("  activate v3 refused: %.400s\n", out);
         char v[32];
         int match;
         CHECK(query(3, v, &match) == 0 && strcmp(v, "v2") == 0 && match);
         vs_test_case_done("corrupt_version_refused", vs_test_failures == f0);
+
+        /* crashes mid-rollout recover from etcd alone: a restarted coordinator and a restarted shard
+         * (neither given a manifest) come back serving v2, with every partition */
+        f0 = vs_test_failures;
+        vs_test_proc_stop(&coord, SIGKILL, 5);
+        vs_test_proc_stop(&shards[0], SIGKILL, 5);
+        const char *s0argv[] = {"--listen",    "127.0.0.1:0", "--metrics-listen",
+                                "none",        "--partition", "0",
+                                "--cluster",   "tr",          "--replica-id",
+                                "s0b",         "--etcd",      vs_etcd_fixture_endpoint(etcd_fx),
+                                "--lease-ttl", "3",           NULL};
+        CHECK(vs_test_proc_start(&shards[0], dir, "s0b", "vecshard-shard", s0argv) == 0);
+        CHECK(vs_test_proc_start(&coord, dir, "coordinator2", "vecshard-coordinator", cargv) == 0);
+        vs_rpc_channel_destroy(ch);
+        snprintf(target, sizeof target, "127.0.0.1:%d", coord.grpc_port);
+        CHECK(vs_rpc_channel_create(target, 0, &ch, err) == VS_OK);
+        t0 = now_s();
+        int full = 0;
+        while (!full && now_s() - t0 < 20) { /* the old record of s0 expires after its lease (3 s) */
+            Vecshard__V1__SearchRequest r = VECSHARD__V1__SEARCH_REQUEST__INIT;
+            Vecshard__V1__SearchParams sp = VECSHARD__V1__SEARCH_PARAMS__INIT;
+            r.dim = D;
+            r.queries = ver[0].queries;
+            r.n_queries = NQ * D;
+            r.k = K;
+            sp.nprobe = NPROBE;
+            r.params = &sp;
+            size_t rlen = vecshard__v1__search_request__get_packed_size(&r), blen = 0;
+            uint8_t *buf = malloc(rlen), *body = NULL;
+            vecshard__v1__search_request__pack(&r, buf);
+            int code = -1;
+            char msg[VS_ERR_LEN];
+            if (vs_rpc_call_unary(ch, "/vecshard.v1.Coordinator/Search", buf, rlen, 2000, &code, msg, &body,
+                                  &blen) == VS_OK &&
+                code == 0) {
+                Vecshard__V1__SearchResponse *resp = vecshard__v1__search_response__unpack(NULL, blen, body);
+                full = resp && !resp->coverage->partial && strcmp(resp->index_version, "v2") == 0 &&
+                       memcmp(resp->ids, expect[1], sizeof expect[1]) == 0;
+                if (resp)
+                    vecshard__v1__search_response__free_unpacked(resp, NULL);
+            }
+            free(buf);
+            free(body);
+            if (!full)
+                usleep(100000);
+        }
+        CHECKF(full, "no complete v2 answer %.1f s after the restarts", now_s() - t0);
+        printf(
+            "  after kill -9 of the coordinator and a shard: complete v2 answers %.2f s after the restarts\n",
+            now_s() - t0);
+        vs_test_case_done("crash_recovery_from_etcd", vs_test_failures == f0);
     }
     if (vs_test_failures) {
         vs_test_proc_tail(&coord, 25);
