@@ -17,6 +17,7 @@
 #include <cjson/cJSON.h>
 
 #include "common/crc32c.h"
+#include "common/kmeans.h"
 #include "common/hash.h"
 #include "common/parallel.h"
 #include "common/vecio.h"
@@ -210,6 +211,100 @@ void vs_builder_pack_lists(const uint64_t *sizes, uint32_t nlist, uint32_t n_par
         load[best] += sizes[order[i]];
         count[best]++;
     }
+    free(order);
+    free(load);
+    free(count);
+}
+
+static const double *sort_keys; /* regret, for by_regret_desc */
+
+static int by_regret_desc(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    if (sort_keys[x] != sort_keys[y])
+        return sort_keys[x] > sort_keys[y] ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
+/* Why a list of size s always fits under cap = floor(n/P) + maxsize: if it fitted nowhere, every region
+ * would hold at least cap - s + 1 vectors, P (floor(n/P) + maxsize - s + 1) > n - s in all, more than
+ * everything placed before it. */
+void vs_builder_pack_lists_near(const uint64_t *sizes, const float *centroids, uint32_t nlist, uint32_t d,
+                                uint32_t n_partitions, uint64_t seed, uint32_t *out_partition)
+{
+    const uint32_t P = n_partitions;
+    float *regions = malloc((size_t)P * d * sizeof(float));
+    float *dist = malloc((size_t)nlist * P * sizeof(float));
+    double *regret = malloc(nlist * sizeof(double));
+    uint32_t *order = malloc(nlist * sizeof(uint32_t));
+    uint64_t *load = calloc(P, sizeof(uint64_t));
+    uint32_t *count = calloc(P, sizeof(uint32_t));
+    vs_kmeans_params_t kp = {
+        .k = P, .n_iter = 25, .max_points_per_centroid = 1u << 20, .seed = seed, .n_threads = 1};
+    char err[VS_ERR_LEN];
+    if (P < 2 || !regions || !dist || !regret || !order || !load || !count ||
+        vs_kmeans_train(centroids, nlist, d, &kp, regions, NULL, NULL, err) != VS_OK) {
+        vs_builder_pack_lists(sizes, nlist, P, out_partition);
+        goto done;
+    }
+    uint64_t total = 0, maxsize = 0;
+    for (uint32_t l = 0; l < nlist; l++) {
+        total += sizes[l];
+        maxsize = sizes[l] > maxsize ? sizes[l] : maxsize;
+        vs_distance_batch(VS_METRIC_L2, centroids + (size_t)l * d, regions, P, d, dist + (size_t)l * P);
+        float b1 = INFINITY, b2 = INFINITY;
+        for (uint32_t p = 0; p < P; p++) {
+            float x = dist[(size_t)l * P + p];
+            if (x < b1) {
+                b2 = b1;
+                b1 = x;
+            } else if (x < b2) {
+                b2 = x;
+            }
+        }
+        regret[l] = (double)b2 - (double)b1;
+        order[l] = l;
+    }
+    sort_keys = regret;
+    qsort(order, nlist, sizeof *order, by_regret_desc);
+    sort_keys = NULL;
+    const uint64_t cap = total / P + maxsize;
+    for (uint32_t i = 0; i < nlist; i++) {
+        uint32_t l = order[i], best = UINT32_MAX;
+        for (uint32_t p = 0; p < P; p++)
+            if (load[p] + sizes[l] <= cap &&
+                (best == UINT32_MAX || dist[(size_t)l * P + p] < dist[(size_t)l * P + best]))
+                best = p;
+        if (best == UINT32_MAX) /* cannot happen (see above); stay correct anyway */
+            for (uint32_t p = best = 0; p < P; p++)
+                if (load[p] < load[best])
+                    best = p;
+        out_partition[l] = best;
+        load[best] += sizes[l];
+        count[best]++;
+    }
+    /* a region that got no list takes the smallest list of the partition with the most lists */
+    for (uint32_t p = 0; p < P; p++) {
+        if (count[p])
+            continue;
+        uint32_t from = 0;
+        for (uint32_t q = 1; q < P; q++)
+            if (count[q] > count[from])
+                from = q;
+        uint32_t pick = UINT32_MAX;
+        for (uint32_t l = 0; l < nlist; l++)
+            if (out_partition[l] == from && (pick == UINT32_MAX || sizes[l] < sizes[pick]))
+                pick = l;
+        out_partition[pick] = p;
+        load[from] -= sizes[pick];
+        load[p] += sizes[pick];
+        count[from]--;
+        count[p]++;
+    }
+done:
+    free(regions);
+    free(dist);
+    free(regret);
     free(order);
     free(load);
     free(count);
@@ -509,7 +604,8 @@ static vs_status route(build_t *b, char *err)
         b->list_part = malloc(b->spec.nlist * sizeof *b->list_part);
         if (!b->list_part)
             return vs_errf(err, VS_ERR_NOMEM, "out of memory");
-        vs_builder_pack_lists(b->list_sizes, b->spec.nlist, b->P, b->list_part);
+        vs_builder_pack_lists_near(b->list_sizes, vs_ivf_centroids(vs_index_impl_ivf(b->trained)),
+                                   b->spec.nlist, b->d, b->P, b->o->seed, b->list_part);
     }
     for (size_t i = 0; i < b->n; i++)
         b->parts[row_partition(b, i)].n_vectors++;

@@ -105,4 +105,14 @@ size_t vs_builder_default_train_sample(uint32_t nlist, size_t n);
 void vs_builder_pack_lists(const uint64_t *sizes, uint32_t nlist, uint32_t n_partitions,
                            uint32_t *out_partition);
 
+/* Packs lists so that neighbouring lists share a partition (what makes centroid routing shrink the
+ * fan-out): k-means groups the list centroids (nlist x d) into n_partitions regions; lists are then placed,
+ * those with the clearest preference first (largest gap between their nearest and second-nearest region),
+ * each into its nearest region with room, room meaning at most floor(total / P) + max_l sizes[l] vectors
+ * (the same bound as vs_builder_pack_lists; a list always fits somewhere, see builder.c). Every partition
+ * gets at least one list. Deterministic for a seed. Falls back to vs_builder_pack_lists when the
+ * regions cannot be computed. */
+void vs_builder_pack_lists_near(const uint64_t *sizes, const float *centroids, uint32_t nlist, uint32_t d,
+                                uint32_t n_partitions, uint64_t seed, uint32_t *out_partition);
+
 #endif

@@ -29,6 +29,8 @@ build() { # version partitions partitioning
 build one 1 hash
 build hash2 2 hash
 build cluster2 2 cluster
+build hash4 4 hash
+build cluster4 4 cluster
 res=$out/results.txt
 : > "$res"
 
@@ -85,4 +87,6 @@ through hash2 "$out/hash2/manifest.json" 1 2
 through cluster2 "$out/cluster2/manifest.json" 1 2
 sweep hash2 "$out/hash2/manifest.json"
 sweep cluster2 "$out/cluster2/manifest.json"
+sweep hash4 "$out/hash4/manifest.json"
+sweep cluster4 "$out/cluster4/manifest.json"
 echo "results in $res"

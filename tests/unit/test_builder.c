@@ -24,6 +24,7 @@
 #include "shard/index/ivf.h"
 #include "shard/server/manifest.h"
 #include "shard/server/shard.h"
+#include "common/distance.h"
 #include "tests/testlib.h"
 
 #define N 4000
@@ -235,6 +236,25 @@ static void test_hash_function(void)
     CHECK(vs_hash_partition(INT64_MAX, 1) == 0);
 }
 
+/* Lists whose nearest other list (by centroid) is in the same partition. */
+static int nearest_together(const float *cent, int nl, int d, const uint32_t *part)
+{
+    int together = 0;
+    for (int l = 0; l < nl; l++) {
+        int nn = -1;
+        float bd = INFINITY;
+        for (int m = 0; m < nl; m++) {
+            float dd = m == l ? INFINITY : vs_l2sqr(cent + l * d, cent + m * d, (size_t)d);
+            if (dd < bd) {
+                bd = dd;
+                nn = m;
+            }
+        }
+        together += part[nn] == part[l];
+    }
+    return together;
+}
+
 static void test_pack_lists(void)
 {
     uint64_t sizes[100];
@@ -261,6 +281,39 @@ static void test_pack_lists(void)
                    (unsigned long long)load[p], (unsigned long long)(total / P), (unsigned long long)maxs);
             CHECK(nl[p] >= 1);
         }
+    }
+    /* near packing: same bound, every partition used, and lists of one region stay together */
+    {
+        enum { NL = 120, DD = 8, PP = 4 };
+        float cent[NL * DD];
+        vs_test_clustered(cent, NL, DD, PP, 0.05f, 17, 18); /* 4 tight regions of lists */
+        uint64_t sz[NL], tot = 0, mx = 0;
+        uint32_t pp[NL];
+        for (int l = 0; l < NL; l++) {
+            sz[l] = 50 + vs_test_rand(&st) % 100;
+            tot += sz[l];
+            mx = sz[l] > mx ? sz[l] : mx;
+        }
+        vs_builder_pack_lists_near(sz, cent, NL, DD, PP, 1, pp);
+        uint64_t ld[PP] = {0};
+        uint32_t cnt[PP] = {0};
+        for (int l = 0; l < NL; l++) {
+            CHECK(pp[l] < PP);
+            ld[pp[l] % PP] += sz[l];
+            cnt[pp[l] % PP]++;
+        }
+        for (int q = 0; q < PP; q++)
+            CHECKF(ld[q] <= tot / PP + mx && cnt[q] >= 1, "near packing: partition %d holds %llu", q,
+                   (unsigned long long)ld[q]);
+        /* locality: a list's nearest other list is in the same partition (LPT by size alone: ~1/P) */
+        int together = nearest_together(cent, NL, DD, pp);
+        CHECKF(together >= NL * 9 / 10, "near packing keeps only %d of %d nearest neighbours together",
+               together, NL);
+        uint32_t lpt[NL];
+        vs_builder_pack_lists(sz, NL, PP, lpt);
+        int lpt_together = nearest_together(cent, NL, DD, lpt);
+        printf("  nearest-list pairs in one partition: near packing %d/%d, size-only packing %d/%d\n",
+               together, NL, lpt_together, NL);
     }
     /* all empty, P = nlist: one list each (ties go to the partition with fewer lists) */
     memset(sizes, 0, sizeof sizes);
