@@ -268,6 +268,22 @@ vs_status vs_coord_activate(vs_coord_t *c, const char *version, char err[VS_ERR_
     return st;
 }
 
+int vs_coord_version_ready(vs_coord_t *c, const char *version)
+{
+    uint32_t parts = 0;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n_versions; i++)
+        if (strcmp(c->versions[i]->name, version) == 0)
+            parts = c->versions[i]->router.n_partitions;
+    pthread_mutex_unlock(&c->mu);
+    if (!parts)
+        return 0;
+    for (uint32_t p = 0; p < parts; p++)
+        if (vs_view_live(c->view, version, p) == 0)
+            return 0;
+    return 1;
+}
+
 int vs_coord_ready(vs_coord_t *c)
 {
     pthread_mutex_lock(&c->mu);

@@ -62,6 +62,9 @@ vs_status vs_coord_remove_version(vs_coord_t *c, const char *version, char err[V
 /* Names of the known versions (up to cap) and the active one; returns how many are known. */
 size_t vs_coord_versions(vs_coord_t *c, char (*out)[128], size_t cap, char active[128]);
 
+/* 1 when the version is known and every one of its partitions has a usable replica in the view. */
+int vs_coord_version_ready(vs_coord_t *c, const char *version);
+
 /* 1 when every partition of the active version has at least one usable replica. */
 int vs_coord_ready(vs_coord_t *c);
 

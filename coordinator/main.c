@@ -202,6 +202,8 @@ static void update_health(app_t *a)
     vs_health_set(a->health, "vecshard.v1.Coordinator", st);
 }
 
+static void try_pending_active(app_t *a);
+
 static void on_watch(const vs_etcd_watch_event_t *ev, void *user)
 {
     app_t *a = user;
@@ -231,7 +233,7 @@ static void on_watch(const vs_etcd_watch_event_t *ev, void *user)
             vs_log(VS_LOG_WARN, "etcd: unreachable; serving with the last membership view");
         break;
     }
-    update_health(a);
+    try_pending_active(a); /* a version waiting for its replicas may be ready now */
 }
 
 /* ---- rollout: the versions etcd lists and the active one (docs/protocol.md, "Rollout") ---- */
@@ -240,7 +242,9 @@ static void try_pending_active(app_t *a)
 {
     char err[VS_ERR_LEN];
     pthread_mutex_lock(&a->rollout_mu);
-    if (a->pending_active[0] && vs_coord_has_version(a->coord, a->pending_active)) {
+    /* Switch only once the view has a replica with the version READY for every partition: the member
+     * records and the active key come on different watches, so the switch may be seen first. */
+    if (a->pending_active[0] && vs_coord_version_ready(a->coord, a->pending_active)) {
         if (vs_coord_activate(a->coord, a->pending_active, err) == VS_OK)
             vs_log(VS_LOG_INFO, "rollout: active version is now %s", a->pending_active);
         a->pending_active[0] = 0;
@@ -511,6 +515,8 @@ int main(int argc, char **argv)
         sig = sigtimedwait(&sigs, NULL, &tick);
         if (sig == SIGTERM || sig == SIGINT)
             break;
+        if (a.etcd)
+            try_pending_active(&a);
         update_health(&a);
     }
     vs_log(VS_LOG_INFO, "%s: draining (grace %ld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", a.cfg.grace_ms);
