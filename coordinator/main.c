@@ -30,7 +30,7 @@ typedef struct config {
     const char *listen, *cluster, *etcd, *shards, *active, *metrics_listen, *port_file;
     const char *manifests[MAX_MANIFESTS];
     size_t n_manifests;
-    long threads, grace_ms, timeout_ms;
+    long threads, grace_ms, timeout_ms, max_conn_age_ms;
     double hedge_delay_ms, min_coverage;
 } config_t;
 
@@ -56,6 +56,9 @@ static void usage(FILE *f)
         "  --metrics-listen A    HTTP address for /metrics and /healthz (default 0.0.0.0:9101; 'none' = "
         "off)\n"
         "  --grace-ms MS         on SIGTERM, time in-flight calls get to finish (default 10000)\n"
+        "  --max-connection-age-ms MS  close client connections after MS (+10 s grace) so clients behind a\n"
+        "                        Kubernetes ClusterIP reconnect and spread over coordinators (default 0: "
+        "never)\n"
         "  --port-file FILE      write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
         "  -h, --help            this help\n"
         "\n"
@@ -92,6 +95,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"metrics-listen", required_argument, 0, 'M'},
                                          {"grace-ms", required_argument, 0, 'g'},
                                          {"port-file", required_argument, 0, 'P'},
+                                         {"max-connection-age-ms", required_argument, 0, 'A'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50050",
@@ -150,6 +154,11 @@ static int parse_args(int argc, char **argv, config_t *c)
             if (parse_num("--grace-ms", optarg, 0, 3600000, &v))
                 return 2;
             c->grace_ms = (long)v;
+            break;
+        case 'A':
+            if (parse_num("--max-connection-age-ms", optarg, 0, 86400000, &v))
+                return 2;
+            c->max_conn_age_ms = (long)v;
             break;
         case 'P':
             c->port_file = optarg;
@@ -489,7 +498,8 @@ int main(int argc, char **argv)
     methods[1] = (vs_rpc_method_t){.path = "/vecshard.v1.Coordinator/Status", .unary = on_status, .user = &a};
     vs_health_methods(a.health, &methods[2]);
     long threads = a.cfg.threads ? a.cfg.threads : 2 * sysconf(_SC_NPROCESSORS_ONLN);
-    vs_rpc_server_opts_t so = {.address = a.cfg.listen,
+    vs_rpc_server_opts_t so = {.max_connection_age_ms = a.cfg.max_conn_age_ms,
+                               .address = a.cfg.listen,
                                .n_threads = (size_t)(threads > 0 ? threads : 2),
                                .on_done = vs_rpc_metrics_on_done,
                                .on_done_user = &a.rpcm};

@@ -74,10 +74,12 @@ typedef struct vs_rpc_method {
 typedef void (*vs_rpc_done_fn)(void *user, const char *path, int code, double seconds);
 
 typedef struct vs_rpc_server_opts {
-    const char *address;      /* "127.0.0.1:0" (ephemeral), "0.0.0.0:50051", "unix:/path" */
-    size_t n_threads;         /* worker threads (sharing one completion queue); 0 = CPUs */
-    size_t max_message_bytes; /* 0 = VS_RPC_DEFAULT_MAX_MESSAGE_BYTES; at most 1 GiB */
-    vs_rpc_done_fn on_done;   /* optional */
+    const char *address;           /* "127.0.0.1:0" (ephemeral), "0.0.0.0:50051", "unix:/path" */
+    size_t n_threads;              /* worker threads (sharing one completion queue); 0 = CPUs */
+    size_t max_message_bytes;      /* 0 = VS_RPC_DEFAULT_MAX_MESSAGE_BYTES; at most 1 GiB */
+    int64_t max_connection_age_ms; /* > 0: close connections after this age (grace 10 s), so clients
+                                      behind a ClusterIP reconnect and rebalance; 0 = never */
+    vs_rpc_done_fn on_done;        /* optional */
     void *on_done_user;
 } vs_rpc_server_opts_t;
 

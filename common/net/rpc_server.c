@@ -401,7 +401,7 @@ vs_status vs_rpc_server_start(const vs_rpc_server_opts_t *opts, const vs_rpc_met
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
 
-    grpc_arg args[3];
+    grpc_arg args[5];
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_ALLOW_REUSEPORT;
     args[0].value.integer = 0;
@@ -412,6 +412,16 @@ vs_status vs_rpc_server_start(const vs_rpc_server_opts_t *opts, const vs_rpc_met
     args[2].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[2].value.integer = (int)max_msg;
     grpc_channel_args cargs = {3, args};
+    if (opts->max_connection_age_ms > 0) {
+        args[3].type = GRPC_ARG_INTEGER;
+        args[3].key = GRPC_ARG_MAX_CONNECTION_AGE_MS;
+        args[3].value.integer =
+            opts->max_connection_age_ms > INT32_MAX ? INT32_MAX : (int)opts->max_connection_age_ms;
+        args[4].type = GRPC_ARG_INTEGER;
+        args[4].key = GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS;
+        args[4].value.integer = 10000;
+        cargs.num_args = 5;
+    }
     s->server = grpc_server_create(&cargs, NULL);
     /* One completion queue polled by every worker, so any idle worker takes the next event. (Measured
      * on loopback: an empty call costs ~68 us p50 with one worker and ~90 us with two, whether the two

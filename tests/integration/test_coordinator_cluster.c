@@ -2,7 +2,8 @@
  * vecshard-build makes a cluster-partitioned version (3 partitions owning whole IVF lists) and, from the
  * same data and seed, an unpartitioned one (same centroids). Through the coordinator, the cluster
  * version answers exactly what in-process search of the unpartitioned index answers at the same nprobe,
- * while each query reaches only the partitions owning its lists: with nprobe 1 exactly one. */
+ * while each query reaches only the partitions owning its lists: with nprobe 1 exactly one. The
+ * coordinator closes client connections every 200 ms (--max-connection-age-ms): no call may fail for it. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,9 +107,9 @@ int main(void)
         snprintf(spec + off, sizeof spec - off, "%s%d=127.0.0.1:%d", p ? "," : "", p, shards[p].grpc_port);
     }
     if (ok) {
-        const char *cargv[] = {"--listen",    "127.0.0.1:0", "--metrics-listen",
-                               "127.0.0.1:0", "--manifest",  manifest,
-                               "--shards",    spec,          NULL};
+        const char *cargv[] = {
+            "--listen", "127.0.0.1:0", "--metrics-listen",        "127.0.0.1:0", "--manifest", manifest,
+            "--shards", spec,          "--max-connection-age-ms", "200",         NULL};
         ok &= vs_test_proc_start(&coord, dir, "coordinator", "vecshard-coordinator", cargv) == 0;
     }
     char target[64];
