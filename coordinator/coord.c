@@ -238,19 +238,24 @@ static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_rou
     return st;
 }
 
+vs_status vs_coord_add_loaded(vs_coord_t *c, const vs_manifest_t *m, const char *path, char err[VS_ERR_LEN])
+{
+    vs_router_t r;
+    vs_status st = strcmp(m->partitioning, "hash") == 0
+                       ? vs_router_init_hash(&r, m->metric, m->dim, m->n_partitions, err)
+                       : cluster_router(m, path, &r, err);
+    if (st == VS_OK)
+        st = vs_coord_add_version(c, m->version, m->model_version, &r, err);
+    return st;
+}
+
 vs_status vs_coord_add_manifest(vs_coord_t *c, const char *path, char err[VS_ERR_LEN])
 {
     vs_manifest_t m;
     vs_status st = vs_manifest_load(path, &m, err);
     if (st != VS_OK)
         return st;
-    vs_router_t r;
-    if (strcmp(m.partitioning, "hash") == 0)
-        st = vs_router_init_hash(&r, m.metric, m.dim, m.n_partitions, err);
-    else
-        st = cluster_router(&m, path, &r, err);
-    if (st == VS_OK)
-        st = vs_coord_add_version(c, m.version, m.model_version, &r, err);
+    st = vs_coord_add_loaded(c, &m, path, err);
     vs_manifest_fini(&m);
     return st;
 }

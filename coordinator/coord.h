@@ -50,6 +50,11 @@ vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *m
  * and the list map). */
 vs_status vs_coord_add_manifest(vs_coord_t *c, const char *manifest_path, char err[VS_ERR_LEN]);
 
+/* The same for a manifest already read from path (files it names are relative to path's directory). */
+struct vs_manifest;
+vs_status vs_coord_add_loaded(vs_coord_t *c, const struct vs_manifest *m, const char *path,
+                              char err[VS_ERR_LEN]);
+
 vs_status vs_coord_activate(vs_coord_t *c, const char *version, char err[VS_ERR_LEN]);
 
 /* 1 if the version is known. */

@@ -449,15 +449,17 @@ int main(int argc, char **argv)
         st = vs_health_create(&a.health, err);
     char last[VS_NAME_LEN] = "";
     for (size_t i = 0; st == VS_OK && i < a.cfg.n_manifests; i++) {
-        st = vs_coord_add_manifest(a.coord, a.cfg.manifests[i], err);
         vs_manifest_t m;
-        char e2[VS_ERR_LEN];
-        if (st == VS_OK && vs_manifest_load(a.cfg.manifests[i], &m, e2) == VS_OK) {
+        st = vs_manifest_load(a.cfg.manifests[i], &m, err);
+        if (st != VS_OK)
+            break;
+        st = vs_coord_add_loaded(a.coord, &m, a.cfg.manifests[i], err);
+        if (st == VS_OK) {
             snprintf(last, sizeof last, "%s", m.version);
             vs_log(VS_LOG_INFO, "version %s: %u partitions (%s), metric %s, dim %u, model \"%s\"", m.version,
                    m.n_partitions, m.partitioning, vs_metric_name(m.metric), m.dim, m.model_version);
-            vs_manifest_fini(&m);
         }
+        vs_manifest_fini(&m);
     }
     if (st == VS_OK)
         st = a.cfg.n_manifests ? vs_coord_activate(a.coord, a.cfg.active ? a.cfg.active : last, err) : VS_OK;

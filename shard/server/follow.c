@@ -184,7 +184,7 @@ static int reconcile(vs_follow_t *f)
             known = strcmp(f->owned[j], w->version) == 0;
         if (!known && f->n_owned < MAX_WANTED)
             snprintf(f->owned[f->n_owned++], VS_NAME_LEN, "%s", w->version);
-        if (vs_shard_load(f->sh, w->manifest, f->partition, err) != VS_OK)
+        if (vs_shard_load(f->sh, w->manifest, f->partition, NULL, err) != VS_OK)
             vs_log(VS_LOG_ERROR, "rollout: %s failed: %s", w->version, err);
         else
             vs_log(VS_LOG_INFO, "rollout: %s partition %u READY", w->version, f->partition);

@@ -236,16 +236,13 @@ static void *loader_main(void *arg)
     char last[VS_NAME_LEN] = "";
     for (size_t i = 0; i < a->cfg.n_manifests; i++) {
         vs_log(VS_LOG_INFO, "loading partition %ld from %s", a->cfg.partition, a->cfg.manifests[i]);
-        vs_status st = vs_shard_load(a->shard, a->cfg.manifests[i], (uint32_t)a->cfg.partition, err);
+        char name[VS_NAME_LEN];
+        vs_status st = vs_shard_load(a->shard, a->cfg.manifests[i], (uint32_t)a->cfg.partition, name, err);
         if (st != VS_OK) {
             vs_log(VS_LOG_ERROR, "load %s: %s (%s)", a->cfg.manifests[i], err, vs_status_name(st));
             a->load_failed = 1;
         } else {
-            vs_manifest_t m;
-            if (vs_manifest_load(a->cfg.manifests[i], &m, err) == VS_OK) {
-                snprintf(last, sizeof last, "%s", m.version);
-                vs_manifest_fini(&m);
-            }
+            snprintf(last, sizeof last, "%s", name);
             vs_log(VS_LOG_INFO, "version %s partition %ld is READY", last, a->cfg.partition);
         }
         publish(a);

@@ -201,12 +201,15 @@ static vs_status open_partition(const vs_shard_t *sh, const vs_manifest_t *m, ui
     return VS_OK;
 }
 
-vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t partition, char err[VS_ERR_LEN])
+vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t partition,
+                        char out_version[VS_NAME_LEN], char err[VS_ERR_LEN])
 {
     vs_manifest_t m;
     vs_status st = vs_manifest_load(manifest_path, &m, err);
     if (st != VS_OK)
         return st;
+    if (out_version)
+        snprintf(out_version, VS_NAME_LEN, "%s", m.version);
     version_t *v = version_new(m.version, partition);
     if (!v) {
         vs_manifest_fini(&m);

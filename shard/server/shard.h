@@ -19,6 +19,7 @@
 
 #include "common/status.h"
 #include "shard/index/index.h"
+#include "shard/server/manifest.h"
 
 #define VS_SHARD_MAX_VERSIONS 8
 #define VS_SHARD_DEFAULT_MAX_BATCH 10000u
@@ -56,8 +57,10 @@ void vs_shard_destroy(vs_shard_t *sh);
  * file's size and CRC32C against the manifest, opens it (mmap, validated), and checks metric and dim
  * against the manifest. Blocking; the version shows as LOADING meanwhile and as FAILED with the reason
  * afterwards if anything is wrong (the other versions are untouched and keep serving). Loading a version
- * that is READY again is VS_ERR_ALREADY_EXISTS. Thread-safe. */
-vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t partition, char err[VS_ERR_LEN]);
+ * that is READY again is VS_ERR_ALREADY_EXISTS. out_version (may be NULL) receives the version's name
+ * once the manifest is read, also when the load then fails. Thread-safe. */
+vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t partition,
+                        char out_version[VS_NAME_LEN], char err[VS_ERR_LEN]);
 
 /* Adds an index built in memory as READY version `version`, partition `partition` (tests, fuzzing).
  * Takes idx (destroyed with the version, also on failure). */

@@ -204,7 +204,8 @@ static vs_index_t **check_version(const char *out, uint32_t P, vs_manifest_t *m)
         vs_shard_opts_t so = {.cluster = "t", .replica_id = "r", .address = "x"};
         vs_shard_t *sh = NULL;
         CHECK(vs_shard_create(&so, &sh, err) == VS_OK);
-        CHECKF(vs_shard_load(sh, vpath(out, "manifest.json"), p, err) == VS_OK, "partition %u: %s", p, err);
+        CHECKF(vs_shard_load(sh, vpath(out, "manifest.json"), p, NULL, err) == VS_OK, "partition %u: %s", p,
+               err);
         vs_shard_destroy(sh);
     }
     free(seen);

@@ -77,7 +77,7 @@ static void test_search_equals_in_process(void)
     char err[VS_ERR_LEN];
     vs_shard_t *sh = make_shard();
     CHECK(vs_shard_get_state(sh) == VS_SHARD_LOADING);
-    CHECKF(vs_shard_load(sh, v1.manifest, 1, err) == VS_OK, "%s", err);
+    CHECKF(vs_shard_load(sh, v1.manifest, 1, NULL, err) == VS_OK, "%s", err);
     /* before activation nothing answers requests without a version */
     size_t len;
     uint8_t *req = encode(D, v1.queries, NQ * D, K, "", NULL, -1, 0, NULL, 0, &len);
@@ -165,7 +165,7 @@ static void test_bad_requests(void)
 {
     char err[VS_ERR_LEN];
     vs_shard_t *sh = make_shard();
-    CHECK(vs_shard_load(sh, v1.manifest, 0, err) == VS_OK);
+    CHECK(vs_shard_load(sh, v1.manifest, 0, NULL, err) == VS_OK);
     CHECK(vs_shard_activate(sh, "v1", err) == VS_OK);
     float q[2 * D];
     memcpy(q, v1.queries, sizeof q);
@@ -321,7 +321,7 @@ static void test_bad_versions_keep_serving(void)
         copy_file(p, to);
     }
     vs_shard_t *sh = make_shard();
-    CHECK(vs_shard_load(sh, v1.manifest, 0, err) == VS_OK && vs_shard_activate(sh, "v1", err) == VS_OK);
+    CHECK(vs_shard_load(sh, v1.manifest, 0, NULL, err) == VS_OK && vs_shard_activate(sh, "v1", err) == VS_OK);
     struct {
         const char *version;
         void (*edit)(vs_manifest_t *, const char *);
@@ -336,7 +336,7 @@ static void test_bad_versions_keep_serving(void)
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char man[PATH_MAX];
         write_variant(cases[i].version, cases[i].edit, man);
-        vs_status st = vs_shard_load(sh, man, 0, err);
+        vs_status st = vs_shard_load(sh, man, 0, NULL, err);
         CHECKF(st == cases[i].want && strstr(err, cases[i].msg_has), "%s: %s %s", cases[i].version,
                vs_status_name(st), err);
         CHECK(vs_shard_activate(sh, cases[i].version, err) == VS_ERR_FAILED_PRECONDITION);
@@ -359,7 +359,7 @@ static void test_bad_versions_keep_serving(void)
     CHECK(vs_shard_create(&o, &sh, err) == VS_OK);
     char man[PATH_MAX];
     write_variant("v2", flip_a_byte, man);
-    CHECK(vs_shard_load(sh, man, 0, err) == VS_ERR_CORRUPT);
+    CHECK(vs_shard_load(sh, man, 0, NULL, err) == VS_ERR_CORRUPT);
     vs_shard_destroy(sh);
     /* a manifest that is not JSON, or lacks a field, is refused with the field named */
     snprintf(p, sizeof p, "%s/broken.json", dir);
@@ -377,8 +377,8 @@ static void test_versions_and_info(void)
 {
     char err[VS_ERR_LEN];
     vs_shard_t *sh = make_shard();
-    CHECK(vs_shard_load(sh, v1.manifest, 0, err) == VS_OK);
-    CHECK(vs_shard_load(sh, v1.manifest, 0, err) == VS_ERR_ALREADY_EXISTS);
+    CHECK(vs_shard_load(sh, v1.manifest, 0, NULL, err) == VS_OK);
+    CHECK(vs_shard_load(sh, v1.manifest, 0, NULL, err) == VS_ERR_ALREADY_EXISTS);
     /* a second version built in memory (HNSW-free: a small IVF) */
     vs_index_t *idx;
     CHECK(vs_index_create(D, VS_METRIC_L2, "IVF4,Flat", &idx, err) == VS_OK);
