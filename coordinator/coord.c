@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/cli/timing.h"
 #include "common/topk.h"
 #include "common/vecio.h"
 #include "coordinator/coord.h"
@@ -62,13 +63,6 @@ static void multi_give(vs_coord_t *c, vs_rpc_multi_t *m)
     }
     pthread_mutex_unlock(&c->pool_mu);
     vs_rpc_multi_destroy(m);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t **out, char err[VS_ERR_LEN])
@@ -415,7 +409,7 @@ static int start_call(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *ps, size_t
     }
     int slot = ps->handles[0] ? 1 : 0;
     *ctx = (call_ctx_t){t, r, is_hedge, slot};
-    int64_t timeout_ms = (int64_t)((deadline - now_s()) * 1e3);
+    int64_t timeout_ms = (int64_t)((deadline - vs_now_s()) * 1e3);
     if (timeout_ms < 1)
         timeout_ms = 1;
     char err[VS_ERR_LEN];
@@ -433,7 +427,7 @@ static int start_call(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *ps, size_t
     double delay = c->o.hedge_delay_ms > 0 ? c->o.hedge_delay_ms
                                            : fmax(c->o.min_hedge_delay_ms, vs_replica_p95_ms(r, 10.0));
     if (!is_hedge)
-        ps->hedge_at = now_s() + delay * 1e-3;
+        ps->hedge_at = vs_now_s() + delay * 1e-3;
     return 1;
 }
 
@@ -475,7 +469,7 @@ static vs_status on_result(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *parts
         if (client_error(res->code)) {
             st = vs_errf(err, vs_from_grpc(res->code), "partition %u: %s", ps->partition, res->message);
         } else if (ps->inflight == 0) {
-            if (now_s() < deadline && start_call(c, m, ps, ctx->part, version, deadline, 0)) {
+            if (vs_now_s() < deadline && start_call(c, m, ps, ctx->part, version, deadline, 0)) {
                 atomic_fetch_add(&c->stats.retries, 1);
             } else {
                 ps->failed = 1;
@@ -574,7 +568,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
         st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
     if (st == VS_OK)
         st = multi_take(c, &m, err);
-    double t0 = now_s();
+    double t0 = vs_now_s();
     double deadline = t0 + (double)(timeout_ms > 0 ? timeout_ms : c->o.default_timeout_ms) * 1e-3;
     for (size_t t = 0; st == VS_OK && t < T; t++) {
         part_state_t *ps = &parts[t];
@@ -599,7 +593,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
     }
     /* collect answers; hedge the slow; retry the failed */
     while (st == VS_OK) {
-        double now = now_s();
+        double now = vs_now_s();
         if (now >= deadline)
             break;
         double wake = deadline;
@@ -619,7 +613,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
         if (got == 1) {
             st = on_result(c, m, parts, &res, ver->name, deadline, err);
         } else if (got == 0) {
-            now = now_s();
+            now = vs_now_s();
             for (size_t t = 0; t < T; t++) {
                 part_state_t *ps = &parts[t];
                 if (ps->done || ps->failed || ps->hedged || ps->inflight != 1 || ps->hedge_at > now)

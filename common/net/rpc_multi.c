@@ -10,6 +10,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "common/cli/timing.h"
 #include "common/net/rpc.h"
 
 /* The channel's grpc_channel (rpc_client.c); declared here to keep rpc.h free of grpc types. */
@@ -34,13 +35,6 @@ struct vs_rpc_multi {
     size_t n;
     uint64_t next_handle;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 vs_status vs_rpc_multi_create(vs_rpc_multi_t **out, char err[VS_ERR_LEN])
 {
@@ -107,7 +101,7 @@ uint64_t vs_rpc_multi_start(vs_rpc_multi_t *m, vs_rpc_channel_t *ch, const char 
     ops[5].data.recv_status_on_client.status = &c->status;
     ops[5].data.recv_status_on_client.status_details = &c->details;
     ops[5].data.recv_status_on_client.error_string = &c->error_string;
-    c->t0 = now_s();
+    c->t0 = vs_now_s();
     grpc_call_error e = grpc_call_start_batch(c->call, ops, 6, c, NULL);
     if (e != GRPC_CALL_OK) {
         vs_errf(err, VS_ERR_INTERNAL, "rpc multi %s: start_batch failed (%d)", method, (int)e);
@@ -140,7 +134,7 @@ int vs_rpc_multi_next(vs_rpc_multi_t *m, int64_t timeout_ms, vs_rpc_result_t *ou
     m->n--;
     memset(out, 0, sizeof *out);
     out->user = c->user;
-    out->seconds = now_s() - c->t0;
+    out->seconds = vs_now_s() - c->t0;
     out->code = ev.success ? (int)c->status : VS_GRPC_INTERNAL;
     char *d = grpc_slice_to_c_string(c->details);
     snprintf(out->message, sizeof out->message, "%s", d);

@@ -21,6 +21,7 @@
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
 
+#include "common/cli/timing.h"
 #include "common/net/rpc.h"
 
 enum tag_kind { TAG_NEW, TAG_CLOSE, TAG_SEND, TAG_SHUTDOWN };
@@ -81,13 +82,6 @@ struct vs_rpc_server {
     pthread_cond_t cv;
     int shutdown_done;
 };
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void call_free(struct vs_rpc_call *c)
 {
@@ -271,7 +265,7 @@ static void handle_new(worker_t *w, struct vs_rpc_call *c)
 
     const vs_rpc_method_t *md = &s->methods[m];
     atomic_fetch_add(&s->in_flight, 1);
-    double t0 = now_s();
+    double t0 = vs_now_s();
     uint8_t *req = NULL;
     size_t len = 0;
     vs_rpc_reply_t reply = {.code = VS_GRPC_OK};
@@ -301,7 +295,7 @@ static void handle_new(worker_t *w, struct vs_rpc_call *c)
     send_unary(c, reply.code, reply.message, reply.body, reply.body_len);
     atomic_fetch_sub(&s->in_flight, 1);
     if (s->on_done)
-        s->on_done(s->on_done_user, md->path, reply.code, now_s() - t0);
+        s->on_done(s->on_done_user, md->path, reply.code, vs_now_s() - t0);
     post_request(w, m);
 }
 

@@ -13,19 +13,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli/timing.h"
 #include "common/net/rpc.h"
 #include "common/parallel.h"
 #include "common/vecio.h"
 #include "shard/index/index.h"
 #include "shard/server/manifest.h"
 #include "vecshard/v1/shard.pb-c.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -80,8 +74,8 @@ static pid_t start_shard(const char *self, const char *manifest, const char *dir
         perror(exe);
         _exit(127);
     }
-    double t0 = now_s();
-    while (now_s() - t0 < 120) {
+    double t0 = vs_now_s();
+    while (vs_now_s() - t0 < 120) {
         FILE *f = fopen(pf, "r");
         if (f) {
             int ok = fscanf(f, "grpc=%d", port) == 1;
@@ -219,8 +213,8 @@ int main(int argc, char **argv)
         uint8_t buf[65536];
         size_t len = dim * 4 + 64 <= sizeof buf ? vecshard__v1__shard_search_request__pack(&r, buf) : 0;
         int code = -1;
-        double t0 = now_s();
-        while (len && code != 0 && now_s() - t0 < 300) {
+        double t0 = vs_now_s();
+        while (len && code != 0 && vs_now_s() - t0 < 300) {
             uint8_t *body = NULL;
             size_t blen;
             char msg[VS_ERR_LEN];
@@ -240,14 +234,14 @@ int main(int argc, char **argv)
         double *t = malloc((size_t)calls * sizeof(double));
         static const uint8_t empty[1];
         for (long c = 0; c < calls; c++) {
-            double t0 = now_s();
+            double t0 = vs_now_s();
             int code;
             char msg[VS_ERR_LEN];
             uint8_t *body = NULL;
             size_t blen;
             vs_rpc_call_unary(ch, "/grpc.health.v1.Health/Check", empty, 0, 10000, &code, msg, &body, &blen);
             free(body);
-            t[c] = (now_s() - t0) * 1e6;
+            t[c] = (vs_now_s() - t0) * 1e6;
         }
         double p50 = pct(t, (size_t)calls, 0.5), p99 = pct(t, (size_t)calls, 0.99);
         printf("gRPC floor (empty Health/Check on loopback): p50 %.1f us, p99 %.1f us\n", p50, p99);
@@ -275,9 +269,9 @@ int main(int argc, char **argv)
             size_t n = pass ? n_calls : n_calls / 10 + 1;
             for (size_t c = 0; c < n; c++) {
                 const float *qq = q + ((c * b) % (nq - b + 1)) * dim;
-                double t0 = now_s();
+                double t0 = vs_now_s();
                 vs_index_search(idx, b, qq, (size_t)k, &params, threads, dist, ids, err);
-                double t1 = now_s();
+                double t1 = vs_now_s();
                 Vecshard__V1__ShardSearchRequest r = VECSHARD__V1__SHARD_SEARCH_REQUEST__INIT;
                 r.dim = dim;
                 r.queries = (float *)qq;
@@ -293,7 +287,7 @@ int main(int argc, char **argv)
                 vs_rpc_call_unary(ch, "/vecshard.v1.Shard/Search", buf, len, 10000, &code, msg, &body, &blen);
                 Vecshard__V1__ShardSearchResponse *resp =
                     code == 0 ? vecshard__v1__shard_search_response__unpack(NULL, blen, body) : NULL;
-                double t2 = now_s();
+                double t2 = vs_now_s();
                 if (!resp || memcmp(resp->ids, ids, b * (size_t)k * sizeof(int64_t)) != 0) {
                     if (!rc)
                         fprintf(stderr, "vecshard-bench-shard: RPC answer differs or failed (%d %s)\n", code,

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli/timing.h"
 #include "common/net/rpc.h"
 #include "common/topk.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -41,13 +42,6 @@ static const char *dir;
 static vs_test_proc_t shards[3]; /* p0r0, p0r1, p1r0 */
 static vs_test_proc_t coord;
 static vs_rpc_channel_t *ch;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int start_shard(int i)
 {
@@ -99,14 +93,14 @@ static void search(const float *q, size_t nq, uint32_t k, uint32_t nprobe, const
     size_t len = vecshard__v1__search_request__get_packed_size(&r), blen = 0;
     uint8_t *buf = malloc(len), *body = NULL;
     vecshard__v1__search_request__pack(&r, buf);
-    double t0 = now_s();
+    double t0 = vs_now_s();
     a->code = -1;
     a->resp = NULL;
     if (vs_rpc_call_unary(ch, "/vecshard.v1.Coordinator/Search", buf, len, timeout_ms, &a->code, a->msg,
                           &body, &blen) == VS_OK &&
         a->code == 0)
         a->resp = vecshard__v1__search_response__unpack(NULL, blen, body);
-    a->seconds = now_s() - t0;
+    a->seconds = vs_now_s() - t0;
     free(buf);
     free(body);
 }
@@ -203,8 +197,8 @@ static void wait_ready(double timeout_s)
     Grpc__Health__V1__HealthCheckRequest hr = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
     uint8_t buf[8];
     size_t len = grpc__health__v1__health_check_request__pack(&hr, buf);
-    double t0 = now_s();
-    while (now_s() - t0 < timeout_s) {
+    double t0 = vs_now_s();
+    while (vs_now_s() - t0 < timeout_s) {
         int code;
         char msg[VS_ERR_LEN];
         uint8_t *body = NULL;
@@ -386,11 +380,11 @@ int main(void)
         /* membership changes resume: a replica that leaves (SIGTERM revokes its lease) disappears */
         CHECK(members_of(0) == 2);
         CHECK(vs_test_proc_stop(&shards[1], SIGTERM, 10) == 0);
-        double t0 = now_s();
-        while (members_of(0) != 1 && now_s() - t0 < 10)
+        double t0 = vs_now_s();
+        while (members_of(0) != 1 && vs_now_s() - t0 < 10)
             usleep(50000);
         CHECKF(members_of(0) == 1, "the coordinator still lists %d replicas of partition 0", members_of(0));
-        printf("  membership change seen %.2f s after etcd came back and a replica left\n", now_s() - t0);
+        printf("  membership change seen %.2f s after etcd came back and a replica left\n", vs_now_s() - t0);
         load_start();
         usleep(1500000);
         load_stop("etcd back, one replica left");

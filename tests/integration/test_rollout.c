@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli/timing.h"
 #include "common/net/rpc.h"
 #include "common/topk.h"
 #include "shard/index/index.h"
@@ -35,13 +36,6 @@ static vs_test_version_t ver[3]; /* v1, v2, v3 (corrupt) */
 static int64_t expect[2][NQ * K];
 static vs_test_proc_t shards[2], coord;
 static vs_rpc_channel_t *ch;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* What version v answers in process: both partition files searched, merged. */
 static void offline(const vs_test_version_t *v, int64_t *out)
@@ -89,9 +83,9 @@ static int activate_wait(const char *version, double timeout_s, char *out, size_
 {
     char args[256];
     snprintf(args, sizeof args, "activate %s", version);
-    double t0 = now_s();
+    double t0 = vs_now_s();
     int rc;
-    while ((rc = cli(args, out, cap)) != 0 && now_s() - t0 < timeout_s)
+    while ((rc = cli(args, out, cap)) != 0 && vs_now_s() - t0 < timeout_s)
         usleep(100000);
     return rc;
 }
@@ -156,8 +150,8 @@ static void *load_main(void *arg)
 /* Waits until a query is answered by `version` (the coordinator switched). */
 static int wait_served_by(const char *version, double timeout_s)
 {
-    double t0 = now_s();
-    while (now_s() - t0 < timeout_s) {
+    double t0 = vs_now_s();
+    while (vs_now_s() - t0 < timeout_s) {
         char v[32];
         int match;
         if (query(0, v, &match) == 0 && strcmp(v, version) == 0)
@@ -236,9 +230,9 @@ int main(void)
         CHECKF(cli(args, out, sizeof out) == 0, "deploy v2: %s", out);
         CHECKF(cli(args, out, sizeof out) == 0 && strstr(out, "already deployed"), "deploy v2 again: %s",
                out);
-        double t0 = now_s();
+        double t0 = vs_now_s();
         CHECKF(activate_wait("v2", 20, out, sizeof out) == 0, "activate v2: %s", out);
-        printf("  v2 active %.2f s after deploy (shards loaded it meanwhile)\n", now_s() - t0);
+        printf("  v2 active %.2f s after deploy (shards loaded it meanwhile)\n", vs_now_s() - t0);
         CHECK(wait_served_by("v2", 10));
         usleep(500000);
         CHECKF(cli("rollback", out, sizeof out) == 0, "rollback: %s", out);
@@ -262,9 +256,10 @@ int main(void)
         snprintf(args, sizeof args, "deploy %s", ver[2].manifest);
         CHECKF(cli(args, out, sizeof out) == 0, "deploy v3: %s", out);
         /* refused while loading, then refused because partition 1 failed to load */
-        t0 = now_s();
+        t0 = vs_now_s();
         int rc;
-        while ((rc = cli("activate v3", out, sizeof out)) == 1 && !strstr(out, "FAILED") && now_s() - t0 < 20)
+        while ((rc = cli("activate v3", out, sizeof out)) == 1 && !strstr(out, "FAILED") &&
+               vs_now_s() - t0 < 20)
             usleep(100000);
         CHECKF(rc == 1 && strstr(out, "FAILED") && strstr(out, "CRC32C") && strstr(out, "p1 0/1"),
                "activate v3: %d %s", rc, out);
@@ -289,9 +284,9 @@ int main(void)
         vs_rpc_channel_destroy(ch);
         snprintf(target, sizeof target, "127.0.0.1:%d", coord.grpc_port);
         CHECK(vs_rpc_channel_create(target, 0, &ch, err) == VS_OK);
-        t0 = now_s();
+        t0 = vs_now_s();
         int full = 0;
-        while (!full && now_s() - t0 < 20) { /* the old record of s0 expires after its lease (3 s) */
+        while (!full && vs_now_s() - t0 < 20) { /* the old record of s0 expires after its lease (3 s) */
             Vecshard__V1__SearchRequest r = VECSHARD__V1__SEARCH_REQUEST__INIT;
             Vecshard__V1__SearchParams sp = VECSHARD__V1__SEARCH_PARAMS__INIT;
             r.dim = D;
@@ -319,10 +314,10 @@ int main(void)
             if (!full)
                 usleep(100000);
         }
-        CHECKF(full, "no complete v2 answer %.1f s after the restarts", now_s() - t0);
+        CHECKF(full, "no complete v2 answer %.1f s after the restarts", vs_now_s() - t0);
         printf(
             "  after kill -9 of the coordinator and a shard: complete v2 answers %.2f s after the restarts\n",
-            now_s() - t0);
+            vs_now_s() - t0);
         vs_test_case_done("crash_recovery_from_etcd", vs_test_failures == f0);
     }
     if (vs_test_failures) {

@@ -16,6 +16,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/cli/timing.h"
 #include "common/net/etcd.h"
 #include "common/net/rpc.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -35,13 +36,6 @@
 static vs_test_version_t v1;
 static vs_etcd_fixture_t *etcd_fx;
 static vs_etcd_t *etcd;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 typedef vs_test_proc_t shard_proc_t;
 
@@ -168,20 +162,20 @@ static void test_serving(shard_proc_t *p)
     CHECK(vs_rpc_channel_create(target, 0, &ch, err) == VS_OK);
 
     /* health: liveness at once; "" SERVING after load (a few seconds at most) */
-    double t0 = now_s();
+    double t0 = vs_now_s();
     int h = -1;
-    while (now_s() - t0 < 20 && (h = health(ch, "")) != 1)
+    while (vs_now_s() - t0 < 20 && (h = health(ch, "")) != 1)
         usleep(20000);
     CHECKF(h == 1, "health \"\" = %d", h);
-    printf("  shard SERVING %.2f s after start\n", now_s() - t0);
+    printf("  shard SERVING %.2f s after start\n", vs_now_s() - t0);
     CHECK(health(ch, "liveness") == 1);
     CHECK(health(ch, "vecshard.v1.Shard") == 1);
     CHECK(health(ch, "no.such.Service") == -100 - VS_GRPC_NOT_FOUND);
     char state[32];
-    t0 = now_s();
+    t0 = vs_now_s();
     do {
         member_state("r0", state);
-    } while (strcmp(state, "SERVING") != 0 && now_s() - t0 < 5 && usleep(20000) == 0);
+    } while (strcmp(state, "SERVING") != 0 && vs_now_s() - t0 < 5 && usleep(20000) == 0);
     CHECKF(strcmp(state, "SERVING") == 0, "member state '%s'", state);
 
     /* results equal in-process search on the same file */
@@ -300,9 +294,9 @@ static void *slow_call_main(void *arg)
         return NULL;
     size_t len;
     uint8_t *req = search_req(D, v1.queries, D, K, "", 0, &len);
-    double t0 = now_s();
+    double t0 = vs_now_s();
     c->code = call(ch, "/vecshard.v1.Shard/Search", req, len, msg, NULL, NULL);
-    c->seconds = now_s() - t0;
+    c->seconds = vs_now_s() - t0;
     free(req);
     vs_rpc_channel_destroy(ch);
     return NULL;
@@ -316,8 +310,8 @@ static void test_deadline(shard_proc_t *p)
     snprintf(target, sizeof target, "127.0.0.1:%d", p->grpc_port);
     vs_rpc_channel_t *ch;
     CHECK(vs_rpc_channel_create(target, 0, &ch, err) == VS_OK);
-    double t0 = now_s();
-    while (now_s() - t0 < 20 && health(ch, "") != 1)
+    double t0 = vs_now_s();
+    while (vs_now_s() - t0 < 20 && health(ch, "") != 1)
         usleep(20000);
     slow_call_t c[2] = {{.port = p->grpc_port}, {.port = p->grpc_port}};
     pthread_t th[2];
@@ -328,10 +322,10 @@ static void test_deadline(shard_proc_t *p)
     uint8_t *req = search_req(D, v1.queries, D, K, "", 0, &len), *body = NULL;
     size_t blen;
     int code = -1;
-    t0 = now_s();
+    t0 = vs_now_s();
     CHECK(vs_rpc_call_unary(ch, "/vecshard.v1.Shard/Search", req, len, 200, &code, msg, &body, &blen) ==
           VS_OK);
-    double waited = now_s() - t0;
+    double waited = vs_now_s() - t0;
     free(req);
     free(body);
     CHECKF(code == VS_GRPC_DEADLINE_EXCEEDED && waited < 0.6, "queued call: %d after %.2f s", code, waited);
@@ -343,8 +337,8 @@ static void test_deadline(shard_proc_t *p)
     char cmd[2 * PATH_MAX], out[PATH_MAX];
     snprintf(out, sizeof out, "%s/metrics-deadline.txt", vs_test_tmpdir("shard_server"));
     int found = 0;
-    t0 = now_s();
-    while (!found && now_s() - t0 < 3) {
+    t0 = vs_now_s();
+    while (!found && vs_now_s() - t0 < 3) {
         snprintf(cmd, sizeof cmd, "curl -sf http://127.0.0.1:%d/metrics -o %s", p->metrics_port, out);
         if (system(cmd) == 0) {
             size_t mlen;
@@ -367,21 +361,21 @@ static void test_drain(shard_proc_t *p)
     snprintf(target, sizeof target, "127.0.0.1:%d", p->grpc_port);
     vs_rpc_channel_t *ch;
     CHECK(vs_rpc_channel_create(target, 0, &ch, err) == VS_OK);
-    double t0 = now_s();
-    while (now_s() - t0 < 20 && health(ch, "") != 1)
+    double t0 = vs_now_s();
+    while (vs_now_s() - t0 < 20 && health(ch, "") != 1)
         usleep(20000);
     vs_rpc_channel_destroy(ch);
     slow_call_t c = {.port = p->grpc_port};
     pthread_t th;
     pthread_create(&th, NULL, slow_call_main, &c);
     usleep(300000); /* the call is inside its 700 ms delay */
-    t0 = now_s();
+    t0 = vs_now_s();
     int rc = shard_signal_wait(p, SIGTERM, 10);
     pthread_join(th, NULL);
     CHECKF(rc == 0, "exit status %d", rc);
     CHECKF(c.code == 0, "in-flight call got status %d", c.code);
     printf("  drain: in-flight call answered OK after %.2f s; process exited %.2f s after SIGTERM\n",
-           c.seconds, now_s() - t0);
+           c.seconds, vs_now_s() - t0);
 }
 
 int main(void)
@@ -416,32 +410,32 @@ int main(void)
             shard_signal_wait(&dup, SIGKILL, 5);
 
         /* SIGTERM: exit 0, record gone at once */
-        double t0 = now_s();
+        double t0 = vs_now_s();
         CHECK(shard_signal_wait(&p, SIGTERM, 10) == 0);
         char state[32];
         member_state("r0", state);
         CHECKF(state[0] == 0, "record still there after SIGTERM: %s", state);
-        printf("  SIGTERM: exited and deregistered in %.2f s\n", now_s() - t0);
+        printf("  SIGTERM: exited and deregistered in %.2f s\n", vs_now_s() - t0);
         vs_test_case_done("sigterm", vs_test_failures == f0);
         f0 = vs_test_failures;
 
         /* restart on the same port; SIGKILL leaves the record until the lease expires; restart again */
         shard_proc_t p2;
         CHECK(shard_start(&p2, listen, "r0", NULL) == 0);
-        t0 = now_s();
+        t0 = vs_now_s();
         do {
             member_state("r0", state);
-        } while (strcmp(state, "SERVING") != 0 && now_s() - t0 < 20 && usleep(20000) == 0);
+        } while (strcmp(state, "SERVING") != 0 && vs_now_s() - t0 < 20 && usleep(20000) == 0);
         CHECK(strcmp(state, "SERVING") == 0);
         shard_signal_wait(&p2, SIGKILL, 5);
         member_state("r0", state);
         CHECKF(state[0] != 0, "record vanished before the lease expired");
-        t0 = now_s();
+        t0 = vs_now_s();
         do {
             member_state("r0", state);
-        } while (state[0] && now_s() - t0 < 3 * TTL_S + 2 && usleep(50000) == 0);
-        CHECKF(state[0] == 0, "record still there %.1f s after SIGKILL", now_s() - t0);
-        printf("  SIGKILL: record expired %.2f s after the kill (TTL %d s)\n", now_s() - t0, TTL_S);
+        } while (state[0] && vs_now_s() - t0 < 3 * TTL_S + 2 && usleep(50000) == 0);
+        CHECKF(state[0] == 0, "record still there %.1f s after SIGKILL", vs_now_s() - t0);
+        printf("  SIGKILL: record expired %.2f s after the kill (TTL %d s)\n", vs_now_s() - t0, TTL_S);
         vs_test_case_done("sigkill_restart", vs_test_failures == f0);
         f0 = vs_test_failures;
 

@@ -9,14 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli/timing.h"
 #include "tests/support/proc.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int vs_test_proc_start(vs_test_proc_t *p, const char *dir, const char *name, const char *exe,
                        const char *const *argv)
@@ -47,8 +41,8 @@ int vs_test_proc_start(vs_test_proc_t *p, const char *dir, const char *name, con
         execv(path, (char *const *)args);
         _exit(127);
     }
-    double t0 = now_s();
-    while (now_s() - t0 < 20) {
+    double t0 = vs_now_s();
+    while (vs_now_s() - t0 < 20) {
         FILE *f = fopen(p->port_file, "r");
         if (f) {
             int ok = fscanf(f, "grpc=%d\nmetrics=%d", &p->grpc_port, &p->metrics_port) == 2;
@@ -73,9 +67,9 @@ int vs_test_proc_stop(vs_test_proc_t *p, int sig, double timeout_s)
         return -1;
     kill(p->pid, SIGCONT);
     kill(p->pid, sig);
-    double t0 = now_s();
+    double t0 = vs_now_s();
     int status;
-    while (now_s() - t0 < timeout_s) {
+    while (vs_now_s() - t0 < timeout_s) {
         if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
             p->pid = 0;
             return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
