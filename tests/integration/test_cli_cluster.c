@@ -115,28 +115,10 @@ static int all_gone(int timeout_ms)
 /* In-process: each partition's index searched with nprobe, merged by (distance, id) into top-K. */
 static void expected_ids(const vs_test_version_t *v, uint32_t nprobe, int64_t *ids)
 {
-    float pd[2][NQ * K];
-    int64_t pi[2][NQ * K];
     char err[VS_ERR_LEN];
-    for (uint32_t p = 0; p < 2; p++) {
-        char path[PATH_MAX];
-        vs_test_version_partition_path(v, p, path);
-        vs_index_t *idx = NULL;
-        CHECKF(vs_index_load(path, &idx, err) == VS_OK, "%s", err);
-        vs_search_params_t sp = {.nprobe = nprobe};
-        CHECKF(idx && vs_index_search(idx, NQ, v->queries, K, &sp, 1, pd[p], pi[p], err) == VS_OK, "%s", err);
-        vs_index_destroy(idx);
-    }
-    for (size_t q = 0; q < NQ; q++) {
-        size_t a = 0, b = 0;
-        for (size_t j = 0; j < K; j++) {
-            const float *da = &pd[0][q * K], *db = &pd[1][q * K];
-            const int64_t *ia = &pi[0][q * K], *ib = &pi[1][q * K];
-            int take_a = b >= K || ib[b] < 0 ||
-                         (a < K && ia[a] >= 0 && (da[a] < db[b] || (da[a] == db[b] && ia[a] < ib[b])));
-            ids[q * K + j] = take_a ? ia[a++] : ib[b++];
-        }
-    }
+    float d[NQ * K];
+    vs_search_params_t sp = {.nprobe = nprobe};
+    CHECKF(vs_test_version_search(v, v->queries, NQ, K, &sp, d, ids, err) == VS_OK, "%s", err);
 }
 
 static cJSON *query_json(const char *addr, const char *extra, int *rc)

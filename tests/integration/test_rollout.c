@@ -37,26 +37,13 @@ static int64_t expect[2][NQ * K];
 static vs_test_proc_t shards[2], coord;
 static vs_rpc_channel_t *ch;
 
-/* What version v answers in process: both partition files searched, merged. */
+/* What version v answers in process (both partition files searched, merged): the ids. */
 static void offline(const vs_test_version_t *v, int64_t *out)
 {
     char err[VS_ERR_LEN];
-    float pd[2][NQ * K];
-    int64_t pi[2][NQ * K];
+    float d[NQ * K];
     vs_search_params_t sp = {.nprobe = NPROBE};
-    for (uint32_t p = 0; p < 2; p++) {
-        char path[PATH_MAX];
-        vs_test_version_partition_path(v, p, path);
-        vs_index_t *idx;
-        CHECK(vs_index_load(path, &idx, err) == VS_OK);
-        CHECK(vs_index_search(idx, NQ, ver[0].queries, K, &sp, 1, pd[p], pi[p], err) == VS_OK);
-        vs_index_destroy(idx);
-    }
-    for (size_t q = 0; q < NQ; q++) {
-        vs_topk_list_t l[2] = {{pd[0] + q * K, pi[0] + q * K, K}, {pd[1] + q * K, pi[1] + q * K, K}};
-        float d[K];
-        CHECK(vs_topk_merge(l, 2, 0, K, d, out + q * K, err) == VS_OK);
-    }
+    CHECKF(vs_test_version_search(v, ver[0].queries, NQ, K, &sp, d, out, err) == VS_OK, "%s", err);
 }
 
 /* Runs `vecshard <args>` with the cluster's etcd; returns the exit status; stderr kept in `out` (may be

@@ -5,6 +5,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/topk.h"
 #include "shard/index/index.h"
 #include "shard/server/manifest.h"
 #include "tests/support/version_fixture.h"
@@ -31,6 +32,8 @@ vs_status vs_test_version_build(const char *dir, const char *version, const char
     out->n = n;
     out->nq = nq;
     out->dim = d;
+    out->n_partitions = n_partitions;
+    out->metric = metric;
     out->base = malloc(n * d * sizeof(float));
     out->queries = malloc(nq * d * sizeof(float));
     float *part = malloc(n * d * sizeof(float));
@@ -101,4 +104,35 @@ void vs_test_version_fini(vs_test_version_t *v)
     free(v->base);
     free(v->queries);
     v->base = v->queries = NULL;
+}
+
+vs_status vs_test_version_search(const vs_test_version_t *v, const float *q, size_t nq, size_t k,
+                                 const vs_search_params_t *params, float *out_dist, int64_t *out_ids,
+                                 char err[VS_ERR_LEN])
+{
+    const uint32_t P = v->n_partitions;
+    float *pd = malloc((size_t)P * nq * k * sizeof(float));
+    int64_t *pi = malloc((size_t)P * nq * k * sizeof(int64_t));
+    vs_topk_list_t *lists = malloc(P * sizeof *lists);
+    vs_status st = pd && pi && lists ? VS_OK : vs_errf(err, VS_ERR_NOMEM, "out of memory");
+    for (uint32_t p = 0; st == VS_OK && p < P; p++) {
+        char path[PATH_MAX];
+        vs_test_version_partition_path(v, p, path);
+        vs_index_t *idx = NULL;
+        st = vs_index_load(path, &idx, err);
+        if (st == VS_OK)
+            st = vs_index_search(idx, nq, q, k, params, 1, pd + (size_t)p * nq * k, pi + (size_t)p * nq * k,
+                                 err);
+        vs_index_destroy(idx);
+    }
+    for (size_t i = 0; st == VS_OK && i < nq; i++) {
+        for (uint32_t p = 0; p < P; p++)
+            lists[p] = (vs_topk_list_t){pd + ((size_t)p * nq + i) * k, pi + ((size_t)p * nq + i) * k, k};
+        st = vs_topk_merge(lists, P, vs_metric_larger_is_better(v->metric), k, out_dist + i * k,
+                           out_ids + i * k, err);
+    }
+    free(pd);
+    free(pi);
+    free(lists);
+    return st;
 }

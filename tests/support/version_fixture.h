@@ -18,6 +18,8 @@ typedef struct vs_test_version {
     float *queries;          /* nq*dim (owned) */
     size_t n, nq;
     uint32_t dim;
+    uint32_t n_partitions;
+    vs_metric metric;
 } vs_test_version_t;
 
 /* Builds version `version` under dir with factory (e.g. "IVF16,Flat"), metric, n vectors of dim d in
@@ -28,6 +30,14 @@ vs_status vs_test_version_build(const char *dir, const char *version, const char
 
 /* Path of partition p's index file into buf. */
 void vs_test_version_partition_path(const vs_test_version_t *v, uint32_t p, char buf[PATH_MAX]);
+
+/* What the version answers in process: every partition file searched with params (1 thread), the answers
+ * merged per query (vs_topk_merge: by distance, ties by id). The oracle of the cluster tests.
+ * out_dist and out_ids: nq*k. */
+struct vs_search_params;
+vs_status vs_test_version_search(const vs_test_version_t *v, const float *q, size_t nq, size_t k,
+                                 const struct vs_search_params *params, float *out_dist, int64_t *out_ids,
+                                 char err[VS_ERR_LEN]);
 
 void vs_test_version_fini(vs_test_version_t *v);
 
