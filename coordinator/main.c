@@ -14,6 +14,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/cli/flags.h"
 #include "common/log.h"
 #include "common/net/etcd.h"
 #include "common/net/health.h"
@@ -70,13 +71,11 @@ static void usage(FILE *f)
 
 static int parse_num(const char *flag, const char *s, double lo, double hi, double *out)
 {
-    char *end;
-    double v = strtod(s, &end);
-    if (!*s || *end || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "vecshard-coordinator: %s '%s' must be a number in %g..%g\n", flag, s, lo, hi);
+    char err[VS_ERR_LEN];
+    if (vs_cli_parse_double(flag, s, lo, hi, out, err) != VS_OK) {
+        fprintf(stderr, "vecshard-coordinator: %s\n", err);
         return -1;
     }
-    *out = v;
     return 0;
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cli/flags.h"
 #include "coordinator/cli/admin.h"
 
 /* Flag bits: which command takes which flag. */
@@ -110,29 +111,25 @@ static const flag_t flags[] = {
 };
 #define N_FLAGS (sizeof flags / sizeof flags[0])
 
+/* flag is the name without dashes; the messages say "--name". */
 static vs_status parse_int(const char *flag, const char *s, long long lo, long long hi, long long *out,
                            char err[VS_ERR_LEN])
 {
-    char *end = NULL;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || errno || v < lo || v > hi)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--%s '%s' must be an integer in %lld..%lld", flag, s,
-                       lo, hi);
-    *out = v;
-    return VS_OK;
+    char name[64];
+    snprintf(name, sizeof name, "--%s", flag);
+    return vs_cli_parse_int(name, s, lo, hi, out, err);
 }
 
 static vs_status parse_float(const char *flag, const char *s, double lo, double hi, float *out,
                              char err[VS_ERR_LEN])
 {
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (!*s || *end || errno || !isfinite(v) || v < lo || v > hi)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--%s '%s' must be a number in %g..%g", flag, s, lo, hi);
-    *out = (float)v;
-    return VS_OK;
+    char name[64];
+    double v;
+    snprintf(name, sizeof name, "--%s", flag);
+    vs_status st = vs_cli_parse_double(name, s, lo, hi, &v, err);
+    if (st == VS_OK)
+        *out = (float)v;
+    return st;
 }
 
 static const flag_t *flag_by_id(int id)

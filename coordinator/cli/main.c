@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/cli/flags.h"
 #include "coordinator/cli/admin.h"
 #include "coordinator/cli/rollout.h"
 
@@ -102,11 +103,11 @@ static int run_rollout(const char *cmd, int argc, char **argv)
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *etcd = NULL, *cluster = "default";
-    long min_ready = 1;
+    long long min_ready = 1;
+    char msg[VS_ERR_LEN] = "";
     int o;
     optind = 1;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        char *end;
         switch (o) {
         case 'e':
             etcd = optarg;
@@ -115,9 +116,8 @@ static int run_rollout(const char *cmd, int argc, char **argv)
             cluster = optarg;
             break;
         case 'r':
-            min_ready = strtol(optarg, &end, 10);
-            if (*end || min_ready < 1 || min_ready > 1000) {
-                fprintf(stderr, "vecshard %s: --min-ready '%s' must be 1..1000\n", cmd, optarg);
+            if (vs_cli_parse_int("--min-ready", optarg, 1, 1000, &min_ready, msg) != VS_OK) {
+                fprintf(stderr, "vecshard %s: %s\n", cmd, msg);
                 return 2;
             }
             break;
@@ -134,7 +134,6 @@ static int run_rollout(const char *cmd, int argc, char **argv)
         rollout_usage(stderr);
         return 2;
     }
-    char msg[VS_ERR_LEN] = "";
     vs_etcd_t *e;
     vs_etcd_opts_t eo = {.endpoints = etcd};
     vs_status st = vs_etcd_create(&eo, &e, msg);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/cli/flags.h"
 #include "common/log.h"
 #include "common/net/health.h"
 #include "common/net/rpc.h"
@@ -71,13 +72,13 @@ static void usage(FILE *f)
 
 static int parse_long(const char *flag, const char *s, long lo, long hi, long *out)
 {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi) {
-        fprintf(stderr, "vecshard-shard: %s '%s' must be an integer in %ld..%ld\n", flag, s, lo, hi);
+    char err[VS_ERR_LEN];
+    long long v;
+    if (vs_cli_parse_int(flag, s, lo, hi, &v, err) != VS_OK) {
+        fprintf(stderr, "vecshard-shard: %s\n", err);
         return -1;
     }
-    *out = v;
+    *out = (long)v;
     return 0;
 }
 

@@ -1,0 +1,17 @@
+/* flags.h (cli): number-valued command-line flags, checked the same way by every tool: the whole string
+ * is one decimal number (no trailing text, no overflow) inside the flag's range. */
+#ifndef VS_COMMON_CLI_FLAGS_H
+#define VS_COMMON_CLI_FLAGS_H
+
+#include "common/status.h"
+
+/* s as a whole integer in lo..hi into *out; else VS_ERR_INVALID_ARGUMENT with err
+ * "FLAG 'S' must be an integer in LO..HI" (flag as given, e.g. "--threads"). */
+vs_status vs_cli_parse_int(const char *flag, const char *s, long long lo, long long hi, long long *out,
+                           char err[VS_ERR_LEN]);
+
+/* s as a finite number in lo..hi; else "FLAG 'S' must be a number in LO..HI". */
+vs_status vs_cli_parse_double(const char *flag, const char *s, double lo, double hi, double *out,
+                              char err[VS_ERR_LEN]);
+
+#endif
