@@ -179,19 +179,24 @@ static int read_payload(grpc_byte_buffer *bb, uint8_t **out, size_t *out_len)
     return 0;
 }
 
-/* Stream writes (c->mu held). */
+/* Stream writes (c->mu held): the latest queued message, or, once nothing is queued, the status asked
+ * for; each in one batch, with the initial metadata the first time. */
 static void stream_pump(struct vs_rpc_call *c)
 {
     if (c->sending || c->status_sent)
         return;
-    if (c->queued && !c->closed) {
-        grpc_op ops[2];
-        memset(ops, 0, sizeof ops);
-        size_t n = 0;
-        if (!c->sent_initial) {
-            ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-            c->sent_initial = 1;
-        }
+    int send_message = c->queued && !c->closed;
+    if (!send_message && !c->finish_wanted)
+        return;
+    grpc_op ops[2];
+    memset(ops, 0, sizeof ops);
+    size_t n = 0;
+    if (!c->sent_initial) {
+        ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+        c->sent_initial = 1;
+    }
+    grpc_slice details = grpc_empty_slice();
+    if (send_message) {
         grpc_slice sl = grpc_slice_new(c->queued, c->queued_len, free);
         c->queued = NULL;
         if (c->send_bb)
@@ -200,32 +205,19 @@ static void stream_pump(struct vs_rpc_call *c)
         grpc_slice_unref(sl);
         ops[n].op = GRPC_OP_SEND_MESSAGE;
         ops[n++].data.send_message.send_message = c->send_bb;
-        if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) == GRPC_CALL_OK) {
-            c->pending++;
-            c->sending = 1;
-        }
-        return;
-    }
-    if (c->finish_wanted) {
-        grpc_op ops[2];
-        memset(ops, 0, sizeof ops);
-        size_t n = 0;
-        if (!c->sent_initial) {
-            ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
-            c->sent_initial = 1;
-        }
-        grpc_slice details = grpc_slice_from_copied_string(c->finish_msg);
+    } else {
+        details = grpc_slice_from_copied_string(c->finish_msg);
         ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
         ops[n].data.send_status_from_server.status = (grpc_status_code)c->finish_code;
         ops[n++].data.send_status_from_server.status_details = c->finish_msg[0] ? &details : NULL;
-        if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) == GRPC_CALL_OK) {
-            c->pending++;
-            c->sending = 1;
-        }
         c->status_sent = 1;
         c->closed = 1;
-        grpc_slice_unref(details);
     }
+    if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) == GRPC_CALL_OK) {
+        c->pending++;
+        c->sending = 1;
+    }
+    grpc_slice_unref(details);
 }
 
 /* Frees a stream call when nothing refers to it any more (c->mu held; unlocks). */
