@@ -137,6 +137,10 @@ vs_status vs_admin_report_build(const vs_admin_call_t *calls, size_t n_calls, co
 /* Prints the report (human lines, or one JSON object and a newline). o gives the run's parameters. */
 void vs_admin_report_print(FILE *f, const vs_admin_opts_t *o, const vs_admin_report_t *r, int json);
 
+/* Prints a cJSON object as one line (taken: deleted after), or {"error":"out of memory"}. */
+struct cJSON;
+void vs_admin_print_json(FILE *f, struct cJSON *o);
+
 /* ---- the load generator (network) ---- */
 
 /* Runs `vecshard query`: reads the query file (and --gt), sends the rows as described above to

@@ -276,14 +276,6 @@ void vs_admin_versions_summarise(const vs_admin_cluster_t *c, vs_admin_version_s
     *out_n = n;
 }
 
-static void print_json(FILE *f, cJSON *o)
-{
-    char *s = cJSON_PrintUnformatted(o);
-    fprintf(f, "%s\n", s ? s : "{\"error\":\"out of memory\"}");
-    cJSON_free(s);
-    cJSON_Delete(o);
-}
-
 /* "members": [{partition, replica_id, address, state, active_version, versions: [{version, state,
  * n_vectors, error}], latency_ewma_ms, outstanding}]; unknown fields are left out. */
 static void add_members_json(cJSON *j, const vs_admin_cluster_t *c)
@@ -344,7 +336,7 @@ void vs_admin_status_print(FILE *f, const vs_admin_cluster_t *c, int json)
         cJSON_AddStringToObject(j, "active_version", c->active_version);
         cJSON_AddBoolToObject(j, "etcd_connected", c->etcd_connected);
         add_members_json(j, c);
-        print_json(f, j);
+        vs_admin_print_json(f, j);
         return;
     }
     fprintf(f, "cluster %s  active version %s  etcd %s  members %zu\n", c->cluster[0] ? c->cluster : "?",
@@ -402,7 +394,7 @@ void vs_admin_versions_print(FILE *f, const vs_admin_cluster_t *c, int json)
             cJSON_AddItemToArray(vs, o);
         }
         add_members_json(j, c);
-        print_json(f, j);
+        vs_admin_print_json(f, j);
         return;
     }
     fprintf(f, "cluster %s (from %s): %zu members, %zu versions\n", c->cluster[0] ? c->cluster : "?",
@@ -485,5 +477,5 @@ void vs_admin_health_print(FILE *f, const char *target, const char *service, con
     cJSON_AddStringToObject(j, "service", service);
     cJSON_AddStringToObject(j, "status", status);
     cJSON_AddStringToObject(j, "detail", detail);
-    print_json(f, j);
+    vs_admin_print_json(f, j);
 }

@@ -165,7 +165,7 @@ static void add_num_or_null(cJSON *o, const char *name, double v)
         cJSON_AddNullToObject(o, name);
 }
 
-static void print_json(FILE *f, cJSON *o)
+void vs_admin_print_json(FILE *f, cJSON *o)
 {
     char *s = cJSON_PrintUnformatted(o);
     if (s) {
@@ -220,7 +220,7 @@ static void report_json(FILE *f, const vs_admin_opts_t *o, const vs_admin_report
     if (r->calls_other_versions)
         cJSON_AddNumberToObject(j, "calls_other_versions", (double)r->calls_other_versions);
     cJSON_AddBoolToObject(j, "mixed_versions", r->n_versions + (r->calls_other_versions > 0) > 1);
-    print_json(f, j);
+    vs_admin_print_json(f, j);
 }
 
 void vs_admin_report_print(FILE *f, const vs_admin_opts_t *o, const vs_admin_report_t *r, int json)
