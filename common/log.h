@@ -11,4 +11,17 @@ void vs_log_set_component(const char *name);
 
 void vs_log(vs_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A rate limit for one repeating log site: at most VS_LOG_LIMIT_BURST lines per VS_LOG_LIMIT_WINDOW_S
+ * seconds; the first line after a window that dropped some says how many. Zero-initialise; the owner
+ * serialises calls on one limiter (or accepts an approximate count). */
+#define VS_LOG_LIMIT_BURST 5
+#define VS_LOG_LIMIT_WINDOW_S 10
+typedef struct vs_log_limit {
+    long long window_start_s;
+    unsigned printed, dropped;
+} vs_log_limit_t;
+
+void vs_log_limited(vs_log_limit_t *lim, vs_log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 #endif

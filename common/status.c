@@ -6,23 +6,23 @@
 
 static const struct {
     const char *name;
-    int grpc_code; /* values of grpc_status_code (grpc/impl/codegen/status.h) */
+    vs_grpc_code grpc_code;
 } status_table[VS_STATUS_COUNT_] = {
-    [VS_OK] = {"OK", 0},
-    [VS_ERR_INVALID_ARGUMENT] = {"INVALID_ARGUMENT", 3},
-    [VS_ERR_OUT_OF_RANGE] = {"OUT_OF_RANGE", 11},
-    [VS_ERR_NOT_FOUND] = {"NOT_FOUND", 5},
-    [VS_ERR_ALREADY_EXISTS] = {"ALREADY_EXISTS", 6},
-    [VS_ERR_IO] = {"IO_ERROR", 13},
-    [VS_ERR_CORRUPT] = {"CORRUPT", 15},
-    [VS_ERR_NOMEM] = {"OUT_OF_MEMORY", 8},
-    [VS_ERR_UNSUPPORTED] = {"UNSUPPORTED", 12},
-    [VS_ERR_FAILED_PRECONDITION] = {"FAILED_PRECONDITION", 9},
-    [VS_ERR_UNAVAILABLE] = {"UNAVAILABLE", 14},
-    [VS_ERR_DEADLINE_EXCEEDED] = {"DEADLINE_EXCEEDED", 4},
-    [VS_ERR_CANCELLED] = {"CANCELLED", 1},
-    [VS_ERR_RESOURCE_EXHAUSTED] = {"RESOURCE_EXHAUSTED", 8},
-    [VS_ERR_INTERNAL] = {"INTERNAL", 13},
+    [VS_OK] = {"OK", VS_GRPC_OK},
+    [VS_ERR_INVALID_ARGUMENT] = {"INVALID_ARGUMENT", VS_GRPC_INVALID_ARGUMENT},
+    [VS_ERR_OUT_OF_RANGE] = {"OUT_OF_RANGE", VS_GRPC_OUT_OF_RANGE},
+    [VS_ERR_NOT_FOUND] = {"NOT_FOUND", VS_GRPC_NOT_FOUND},
+    [VS_ERR_ALREADY_EXISTS] = {"ALREADY_EXISTS", VS_GRPC_ALREADY_EXISTS},
+    [VS_ERR_IO] = {"IO_ERROR", VS_GRPC_INTERNAL},
+    [VS_ERR_CORRUPT] = {"CORRUPT", VS_GRPC_DATA_LOSS},
+    [VS_ERR_NOMEM] = {"OUT_OF_MEMORY", VS_GRPC_RESOURCE_EXHAUSTED},
+    [VS_ERR_UNSUPPORTED] = {"UNSUPPORTED", VS_GRPC_UNIMPLEMENTED},
+    [VS_ERR_FAILED_PRECONDITION] = {"FAILED_PRECONDITION", VS_GRPC_FAILED_PRECONDITION},
+    [VS_ERR_UNAVAILABLE] = {"UNAVAILABLE", VS_GRPC_UNAVAILABLE},
+    [VS_ERR_DEADLINE_EXCEEDED] = {"DEADLINE_EXCEEDED", VS_GRPC_DEADLINE_EXCEEDED},
+    [VS_ERR_CANCELLED] = {"CANCELLED", VS_GRPC_CANCELLED},
+    [VS_ERR_RESOURCE_EXHAUSTED] = {"RESOURCE_EXHAUSTED", VS_GRPC_RESOURCE_EXHAUSTED},
+    [VS_ERR_INTERNAL] = {"INTERNAL", VS_GRPC_INTERNAL},
 };
 
 const char *vs_status_name(vs_status s)
@@ -35,8 +35,41 @@ const char *vs_status_name(vs_status s)
 int vs_status_grpc_code(vs_status s)
 {
     if ((int)s < 0 || s >= VS_STATUS_COUNT_)
-        return 2; /* UNKNOWN */
+        return VS_GRPC_UNKNOWN;
     return status_table[s].grpc_code;
+}
+
+static const struct {
+    vs_status status; /* what a receiver acts on */
+    const char *label;
+} grpc_table[VS_GRPC_CODE_COUNT_] = {
+    [VS_GRPC_OK] = {VS_OK, "OK"},
+    [VS_GRPC_CANCELLED] = {VS_ERR_CANCELLED, "Canceled"},
+    [VS_GRPC_UNKNOWN] = {VS_ERR_INTERNAL, "Unknown"},
+    [VS_GRPC_INVALID_ARGUMENT] = {VS_ERR_INVALID_ARGUMENT, "InvalidArgument"},
+    [VS_GRPC_DEADLINE_EXCEEDED] = {VS_ERR_DEADLINE_EXCEEDED, "DeadlineExceeded"},
+    [VS_GRPC_NOT_FOUND] = {VS_ERR_NOT_FOUND, "NotFound"},
+    [VS_GRPC_ALREADY_EXISTS] = {VS_ERR_ALREADY_EXISTS, "AlreadyExists"},
+    [VS_GRPC_PERMISSION_DENIED] = {VS_ERR_FAILED_PRECONDITION, "PermissionDenied"},
+    [VS_GRPC_RESOURCE_EXHAUSTED] = {VS_ERR_RESOURCE_EXHAUSTED, "ResourceExhausted"},
+    [VS_GRPC_FAILED_PRECONDITION] = {VS_ERR_FAILED_PRECONDITION, "FailedPrecondition"},
+    [VS_GRPC_ABORTED] = {VS_ERR_FAILED_PRECONDITION, "Aborted"},
+    [VS_GRPC_OUT_OF_RANGE] = {VS_ERR_OUT_OF_RANGE, "OutOfRange"},
+    [VS_GRPC_UNIMPLEMENTED] = {VS_ERR_UNSUPPORTED, "Unimplemented"},
+    [VS_GRPC_INTERNAL] = {VS_ERR_INTERNAL, "Internal"},
+    [VS_GRPC_UNAVAILABLE] = {VS_ERR_UNAVAILABLE, "Unavailable"},
+    [VS_GRPC_DATA_LOSS] = {VS_ERR_CORRUPT, "DataLoss"},
+    [VS_GRPC_UNAUTHENTICATED] = {VS_ERR_FAILED_PRECONDITION, "Unauthenticated"},
+};
+
+vs_status vs_status_from_grpc(int code)
+{
+    return code >= 0 && code < VS_GRPC_CODE_COUNT_ ? grpc_table[code].status : VS_ERR_INTERNAL;
+}
+
+const char *vs_grpc_code_label(int code)
+{
+    return code >= 0 && code < VS_GRPC_CODE_COUNT_ ? grpc_table[code].label : "Unknown";
 }
 
 vs_status vs_errf(char *err, vs_status s, const char *fmt, ...)

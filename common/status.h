@@ -31,11 +31,43 @@ typedef enum vs_status {
     VS_STATUS_COUNT_
 } vs_status;
 
+/* gRPC status codes: the numeric values of grpc_status_code, so services need not include grpc.h. */
+typedef enum vs_grpc_code {
+    VS_GRPC_OK = 0,
+    VS_GRPC_CANCELLED = 1,
+    VS_GRPC_UNKNOWN = 2,
+    VS_GRPC_INVALID_ARGUMENT = 3,
+    VS_GRPC_DEADLINE_EXCEEDED = 4,
+    VS_GRPC_NOT_FOUND = 5,
+    VS_GRPC_ALREADY_EXISTS = 6,
+    VS_GRPC_PERMISSION_DENIED = 7,
+    VS_GRPC_RESOURCE_EXHAUSTED = 8,
+    VS_GRPC_FAILED_PRECONDITION = 9,
+    VS_GRPC_ABORTED = 10,
+    VS_GRPC_OUT_OF_RANGE = 11,
+    VS_GRPC_UNIMPLEMENTED = 12,
+    VS_GRPC_INTERNAL = 13,
+    VS_GRPC_UNAVAILABLE = 14,
+    VS_GRPC_DATA_LOSS = 15,
+    VS_GRPC_UNAUTHENTICATED = 16,
+    VS_GRPC_CODE_COUNT_
+} vs_grpc_code;
+
 /* Short constant name of a status ("INVALID_ARGUMENT"); never NULL, "UNKNOWN" out of range. */
 const char *vs_status_name(vs_status s);
 
 /* gRPC status code (numeric grpc_status_code) that a server answers for s. */
 int vs_status_grpc_code(vs_status s);
+
+/* The vs_status a caller acts on for a gRPC code received from a peer (a shard, etcd's gateway):
+ * the inverse of vs_status_grpc_code where it is one to one; PERMISSION_DENIED, ABORTED and
+ * UNAUTHENTICATED become FAILED_PRECONDITION, UNIMPLEMENTED UNSUPPORTED, DATA_LOSS CORRUPT, UNKNOWN
+ * and anything out of range INTERNAL. */
+vs_status vs_status_from_grpc(int code);
+
+/* The code's name in CamelCase as go-grpc-prometheus labels it ("InvalidArgument"); "Unknown" out of
+ * range. */
+const char *vs_grpc_code_label(int code);
 
 /* Writes a formatted message into err (VS_ERR_LEN bytes) when err is non-NULL, and returns s so that
  * callers can write `return vs_errf(err, VS_ERR_IO, "open %s: %s", path, strerror(errno));`. */

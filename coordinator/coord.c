@@ -10,7 +10,7 @@
 #include "common/topk.h"
 #include "common/vecio.h"
 #include "coordinator/coord.h"
-#include "shard/server/manifest.h"
+#include "common/cluster/manifest.h"
 #include "vecshard/v1/coordinator.pb-c.h"
 #include "vecshard/v1/shard.pb-c.h"
 
@@ -372,25 +372,7 @@ typedef struct call_ctx {
 /* Client errors: every replica would say the same, so the request ends with this status. */
 static int client_error(int code)
 {
-    return code == VS_GRPC_INVALID_ARGUMENT || code == 11 /* OUT_OF_RANGE */;
-}
-
-static vs_status vs_from_grpc(int code)
-{
-    switch (code) {
-    case VS_GRPC_INVALID_ARGUMENT:
-        return VS_ERR_INVALID_ARGUMENT;
-    case 11:
-        return VS_ERR_OUT_OF_RANGE;
-    case VS_GRPC_NOT_FOUND:
-        return VS_ERR_NOT_FOUND;
-    case VS_GRPC_FAILED_PRECONDITION:
-        return VS_ERR_FAILED_PRECONDITION;
-    case VS_GRPC_DEADLINE_EXCEEDED:
-        return VS_ERR_DEADLINE_EXCEEDED;
-    default:
-        return VS_ERR_UNAVAILABLE;
-    }
+    return code == VS_GRPC_INVALID_ARGUMENT || code == VS_GRPC_OUT_OF_RANGE;
 }
 
 /* Starts a call for part t on a replica not tried yet; 1 if started. */
@@ -467,7 +449,8 @@ static vs_status on_result(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *parts
     } else {
         atomic_fetch_add(&c->stats.shard_failures, 1);
         if (client_error(res->code)) {
-            st = vs_errf(err, vs_from_grpc(res->code), "partition %u: %s", ps->partition, res->message);
+            st =
+                vs_errf(err, vs_status_from_grpc(res->code), "partition %u: %s", ps->partition, res->message);
         } else if (ps->inflight == 0) {
             if (vs_now_s() < deadline && start_call(c, m, ps, ctx->part, version, deadline, 0)) {
                 atomic_fetch_add(&c->stats.retries, 1);

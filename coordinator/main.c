@@ -12,18 +12,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <cjson/cJSON.h>
-
 #include "common/cli/flags.h"
 #include "common/log.h"
-#include "common/net/etcd.h"
 #include "common/net/health.h"
 #include "common/net/http.h"
 #include "common/net/metrics.h"
 #include "common/net/rpc.h"
 #include "common/net/serve.h"
 #include "coordinator/coord.h"
-#include "shard/server/manifest.h"
+#include "coordinator/follow.h"
+#include "common/cluster/manifest.h"
 
 #define MAX_MANIFESTS VS_COORD_MAX_VERSIONS
 
@@ -191,11 +189,7 @@ typedef struct app {
     vs_view_t *view;
     vs_coord_t *coord;
     vs_health_t *health;
-    vs_etcd_t *etcd;
-    vs_etcd_watch_t *watch, *w_versions, *w_active;
-    pthread_mutex_t rollout_mu;       /* pending_active */
-    char pending_active[VS_NAME_LEN]; /* etcd's active version, until its manifest is loaded */
-    atomic_int etcd_connected;
+    vs_coord_follow_t *follow; /* --etcd: membership, versions and the active one from etcd */
     atomic_int ready;
     vs_metrics_t *reg;
     vs_rpc_metrics_t rpcm;
@@ -210,112 +204,9 @@ static void update_health(app_t *a)
     vs_health_set(a->health, "vecshard.v1.Coordinator", st);
 }
 
-static void try_pending_active(app_t *a);
-
-static void on_watch(const vs_etcd_watch_event_t *ev, void *user)
+static void on_follow_change(void *user)
 {
-    app_t *a = user;
-    switch (ev->kind) {
-    case VS_ETCD_WATCH_SNAPSHOT:
-        vs_view_begin_snapshot(a->view);
-        for (size_t i = 0; i < ev->snapshot->n; i++) {
-            const vs_etcd_kv_t *kv = &ev->snapshot->kvs[i];
-            vs_view_put(a->view, kv->key, kv->key_len, kv->value, kv->value_len);
-        }
-        vs_view_end_snapshot(a->view);
-        vs_log(VS_LOG_INFO, "membership: snapshot of %zu records at revision %lld", ev->snapshot->n,
-               (long long)ev->revision);
-        break;
-    case VS_ETCD_WATCH_PUT:
-        vs_view_put(a->view, ev->kv->key, ev->kv->key_len, ev->kv->value, ev->kv->value_len);
-        break;
-    case VS_ETCD_WATCH_DELETE:
-        vs_view_delete(a->view, ev->kv->key, ev->kv->key_len);
-        break;
-    case VS_ETCD_WATCH_CONNECTED:
-        atomic_store(&a->etcd_connected, 1);
-        vs_log(VS_LOG_INFO, "etcd: connected");
-        break;
-    case VS_ETCD_WATCH_DISCONNECTED:
-        if (atomic_exchange(&a->etcd_connected, 0))
-            vs_log(VS_LOG_WARN, "etcd: unreachable; serving with the last membership view");
-        break;
-    }
-    try_pending_active(a); /* a version waiting for its replicas may be ready now */
-}
-
-/* ---- rollout: the versions etcd lists and the active one (docs/protocol.md, "Rollout") ---- */
-
-static void try_pending_active(app_t *a)
-{
-    char err[VS_ERR_LEN];
-    pthread_mutex_lock(&a->rollout_mu);
-    /* Switch only once the view has a replica with the version READY for every partition: the member
-     * records and the active key come on different watches, so the switch may be seen first. */
-    if (a->pending_active[0] && vs_coord_version_ready(a->coord, a->pending_active)) {
-        if (vs_coord_activate(a->coord, a->pending_active, err) == VS_OK)
-            vs_log(VS_LOG_INFO, "rollout: active version is now %s", a->pending_active);
-        a->pending_active[0] = 0;
-    }
-    pthread_mutex_unlock(&a->rollout_mu);
-    update_health(a);
-}
-
-/* Applies one version record: load its manifest (staged, active, previous) or forget it (retired). */
-static void apply_version(app_t *a, const char *json, size_t len)
-{
-    cJSON *o = cJSON_ParseWithLength(json, len);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "manifest");
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "state");
-    char err[VS_ERR_LEN];
-    if (cJSON_IsString(v) && cJSON_IsString(m) && cJSON_IsString(s)) {
-        if (strcmp(s->valuestring, "retired") == 0) {
-            if (vs_coord_has_version(a->coord, v->valuestring) &&
-                vs_coord_remove_version(a->coord, v->valuestring, err) == VS_OK)
-                vs_log(VS_LOG_INFO, "rollout: forgot retired version %s", v->valuestring);
-        } else if (!vs_coord_has_version(a->coord, v->valuestring)) {
-            if (vs_coord_add_manifest(a->coord, m->valuestring, err) == VS_OK)
-                vs_log(VS_LOG_INFO, "rollout: version %s (%s) from %s", v->valuestring, s->valuestring,
-                       m->valuestring);
-            else
-                vs_log(VS_LOG_ERROR, "rollout: version %s: %s", v->valuestring, err);
-        }
-    }
-    cJSON_Delete(o);
-}
-
-static void on_versions(const vs_etcd_watch_event_t *ev, void *user)
-{
-    app_t *a = user;
-    if (ev->kind == VS_ETCD_WATCH_SNAPSHOT) {
-        for (size_t i = 0; i < ev->snapshot->n; i++)
-            apply_version(a, ev->snapshot->kvs[i].value, ev->snapshot->kvs[i].value_len);
-    } else if (ev->kind == VS_ETCD_WATCH_PUT) {
-        apply_version(a, ev->kv->value, ev->kv->value_len);
-    }
-    try_pending_active(a);
-}
-
-static void on_active(const vs_etcd_watch_event_t *ev, void *user)
-{
-    app_t *a = user;
-    const vs_etcd_kv_t *kv = NULL;
-    if (ev->kind == VS_ETCD_WATCH_SNAPSHOT && ev->snapshot->n)
-        kv = &ev->snapshot->kvs[0];
-    else if (ev->kind == VS_ETCD_WATCH_PUT)
-        kv = ev->kv;
-    if (!kv)
-        return;
-    cJSON *o = cJSON_ParseWithLength(kv->value, kv->value_len);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
-    if (cJSON_IsString(v)) {
-        pthread_mutex_lock(&a->rollout_mu);
-        snprintf(a->pending_active, sizeof a->pending_active, "%s", v->valuestring);
-        pthread_mutex_unlock(&a->rollout_mu);
-    }
-    cJSON_Delete(o);
-    try_pending_active(a);
+    update_health(user);
 }
 
 static void reply_status(vs_rpc_reply_t *reply, vs_status st, const char *err)
@@ -344,7 +235,7 @@ static void on_status(void *user, const vs_rpc_call_t *call, const uint8_t *req,
     (void)len;
     app_t *a = user;
     char err[VS_ERR_LEN] = "";
-    vs_status st = vs_coord_status_pb(a->coord, a->etcd ? atomic_load(&a->etcd_connected) : 0, a->cfg.cluster,
+    vs_status st = vs_coord_status_pb(a->coord, vs_coord_follow_etcd_connected(a->follow), a->cfg.cluster,
                                       &reply->body, &reply->body_len, err);
     if (st != VS_OK)
         reply_status(reply, st, err);
@@ -368,7 +259,7 @@ STAT_FN(fanout_count)
 
 static double g_etcd_connected(void *u)
 {
-    return atomic_load(&((app_t *)u)->etcd_connected);
+    return vs_coord_follow_etcd_connected(((app_t *)u)->follow);
 }
 
 static double g_ready(void *u)
@@ -429,7 +320,6 @@ int main(int argc, char **argv)
 {
     app_t a;
     memset(&a, 0, sizeof a);
-    pthread_mutex_init(&a.rollout_mu, NULL);
     int rc = parse_args(argc, argv, &a.cfg);
     if (rc)
         return rc;
@@ -474,19 +364,8 @@ int main(int argc, char **argv)
     if (a.cfg.shards) {
         st = vs_view_add_static(a.view, a.cfg.shards, err);
     } else {
-        vs_etcd_opts_t eo = {.endpoints = a.cfg.etcd};
-        char prefix[256];
-        snprintf(prefix, sizeof prefix, "/vecshard/%s/members/", a.cfg.cluster);
-        st = vs_etcd_create(&eo, &a.etcd, err);
-        if (st == VS_OK)
-            st = vs_etcd_watch_start(a.etcd, prefix, strlen(prefix), on_watch, &a, &a.watch, err);
-        char vp[256], ap[256];
-        snprintf(vp, sizeof vp, "/vecshard/%s/versions/", a.cfg.cluster);
-        snprintf(ap, sizeof ap, "/vecshard/%s/active", a.cfg.cluster);
-        if (st == VS_OK)
-            st = vs_etcd_watch_start(a.etcd, vp, strlen(vp), on_versions, &a, &a.w_versions, err);
-        if (st == VS_OK)
-            st = vs_etcd_watch_start(a.etcd, ap, strlen(ap), on_active, &a, &a.w_active, err);
+        st = vs_coord_follow_start(a.cfg.etcd, a.cfg.cluster, a.coord, a.view, on_follow_change, &a,
+                                   &a.follow, err);
     }
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-coordinator: %s\n", err);
@@ -526,8 +405,8 @@ int main(int argc, char **argv)
         sig = sigtimedwait(&sigs, NULL, &tick);
         if (sig == SIGTERM || sig == SIGINT)
             break;
-        if (a.etcd)
-            try_pending_active(&a);
+        if (a.follow)
+            vs_coord_follow_tick(a.follow);
         update_health(&a);
     }
     vs_log(VS_LOG_INFO, "%s: draining (grace %ld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", a.cfg.grace_ms);
@@ -535,10 +414,7 @@ int main(int argc, char **argv)
     vs_health_set(a.health, "vecshard.v1.Coordinator", VS_HEALTH_NOT_SERVING);
     vs_health_close_watchers(a.health);
     vs_rpc_server_stop(server, a.cfg.grace_ms);
-    vs_etcd_watch_stop(a.watch);
-    vs_etcd_watch_stop(a.w_versions);
-    vs_etcd_watch_stop(a.w_active);
-    vs_etcd_destroy(a.etcd);
+    vs_coord_follow_stop(a.follow);
     vs_http_stop(http);
     vs_metrics_destroy(a.reg);
     vs_coord_destroy(a.coord);

@@ -5,8 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cjson/cJSON.h>
-
+#include "common/cluster/records.h"
 #include "coordinator/view.h"
 
 struct vs_replica {
@@ -139,36 +138,24 @@ void vs_view_put(vs_view_t *v, const char *key, size_t klen, const char *json, s
     }
     memcpy(k, key, klen);
     k[klen] = 0;
-    cJSON *o = cJSON_ParseWithLength(json, jlen);
-    const cJSON *addr = cJSON_GetObjectItemCaseSensitive(o, "address");
-    const cJSON *part = cJSON_GetObjectItemCaseSensitive(o, "partition");
-    const cJSON *rid = cJSON_GetObjectItemCaseSensitive(o, "replica_id");
-    const cJSON *state = cJSON_GetObjectItemCaseSensitive(o, "state");
-    const cJSON *versions = cJSON_GetObjectItemCaseSensitive(o, "versions");
-    if (!cJSON_IsString(addr) || !cJSON_IsNumber(part) || part->valuedouble < 0 ||
-        part->valuedouble > 65535 || !cJSON_IsString(rid) || !cJSON_IsString(state) ||
-        strlen(addr->valuestring) >= 256) {
+    vs_member_rec_t *rec = malloc(sizeof *rec);
+    char err[VS_ERR_LEN];
+    if (!rec || vs_member_rec_decode(json, jlen, rec, err) != VS_OK) {
         atomic_fetch_add(&v->bad, 1);
-        cJSON_Delete(o);
+        free(rec);
         return;
     }
-    vs_replica_t *r = replica_new(k, rid->valuestring, addr->valuestring, (uint32_t)part->valuedouble);
+    vs_replica_t *r = replica_new(k, rec->replica_id, rec->address, rec->partition);
     if (!r) {
         atomic_fetch_add(&v->bad, 1);
-        cJSON_Delete(o);
+        free(rec);
         return;
     }
-    snprintf(r->state, sizeof r->state, "%s", state->valuestring);
-    const cJSON *ver;
-    cJSON_ArrayForEach(ver, versions)
-    {
-        const cJSON *name = cJSON_GetObjectItemCaseSensitive(ver, "version");
-        const cJSON *vst = cJSON_GetObjectItemCaseSensitive(ver, "state");
-        if (cJSON_IsString(name) && cJSON_IsString(vst) && strcmp(vst->valuestring, "READY") == 0 &&
-            r->n_versions < VS_VIEW_MAX_VERSIONS)
-            snprintf(r->versions[r->n_versions++], 128, "%s", name->valuestring);
-    }
-    cJSON_Delete(o);
+    snprintf(r->state, sizeof r->state, "%s", rec->state);
+    for (size_t i = 0; i < rec->n_versions && r->n_versions < VS_VIEW_MAX_VERSIONS; i++)
+        if (strcmp(rec->versions[i].state, "READY") == 0)
+            snprintf(r->versions[r->n_versions++], 128, "%s", rec->versions[i].version);
+    free(rec);
     pthread_mutex_lock(&v->mu);
     install(v, r);
     pthread_mutex_unlock(&v->mu);

@@ -336,38 +336,6 @@ vs_status vs_etcd_parse_txn(const char *body, size_t len, vs_etcd_txn_result_t *
     return VS_OK;
 }
 
-vs_status vs_etcd_status_from_grpc(int64_t code)
-{
-    switch (code) {
-    case 0:
-        return VS_OK;
-    case 1:
-        return VS_ERR_CANCELLED;
-    case 3:
-        return VS_ERR_INVALID_ARGUMENT;
-    case 4:
-        return VS_ERR_DEADLINE_EXCEEDED;
-    case 5:
-        return VS_ERR_NOT_FOUND;
-    case 6:
-        return VS_ERR_ALREADY_EXISTS;
-    case 7:  /* PERMISSION_DENIED */
-    case 9:  /* FAILED_PRECONDITION */
-    case 16: /* UNAUTHENTICATED */
-        return VS_ERR_FAILED_PRECONDITION;
-    case 8:
-        return VS_ERR_RESOURCE_EXHAUSTED;
-    case 11:
-        return VS_ERR_OUT_OF_RANGE;
-    case 12:
-        return VS_ERR_UNSUPPORTED;
-    case 14:
-        return VS_ERR_UNAVAILABLE;
-    default:
-        return VS_ERR_INTERNAL;
-    }
-}
-
 static vs_status status_from_http(long http_code)
 {
     switch (http_code) {
@@ -416,7 +384,9 @@ vs_status vs_etcd_parse_error(const char *what, long http_code, const char *body
         else
             have = error_fields(root, &code, &msg);
     }
-    vs_status st = have ? vs_etcd_status_from_grpc(code) : status_from_http(http_code);
+    vs_status st =
+        have ? vs_status_from_grpc(code >= 0 && code < VS_GRPC_CODE_COUNT_ ? (int)code : VS_GRPC_UNKNOWN)
+             : status_from_http(http_code);
     if (st == VS_OK) /* an error reply that claims code 0 is still not a success */
         st = VS_ERR_INTERNAL;
     if (msg != NULL)

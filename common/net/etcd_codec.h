@@ -68,9 +68,6 @@ vs_status vs_etcd_parse_txn(const char *body, size_t len, vs_etcd_txn_result_t *
  * zero TTL means the lease is gone: VS_ERR_NOT_FOUND. */
 vs_status vs_etcd_parse_keepalive(const char *body, size_t len, int64_t *out_ttl, char err[VS_ERR_LEN]);
 
-/* Maps a gRPC status code (as carried in the gateway's error body) to a vs_status. */
-vs_status vs_etcd_status_from_grpc(int64_t code);
-
 /* Turns a non-200 reply (or a 200 reply carrying {"error":...}) into a status and an err message naming
  * what, the HTTP code and etcd's message. Without a JSON code the HTTP status decides (404 NOT_FOUND,
  * 400 INVALID_ARGUMENT, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, else INTERNAL). */

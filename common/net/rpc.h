@@ -23,20 +23,6 @@
 
 #include "common/status.h"
 
-/* gRPC status codes (numeric values of grpc_status_code) used by services without including grpc.h. */
-enum {
-    VS_GRPC_OK = 0,
-    VS_GRPC_CANCELLED = 1,
-    VS_GRPC_UNKNOWN = 2,
-    VS_GRPC_INVALID_ARGUMENT = 3,
-    VS_GRPC_DEADLINE_EXCEEDED = 4,
-    VS_GRPC_NOT_FOUND = 5,
-    VS_GRPC_FAILED_PRECONDITION = 9,
-    VS_GRPC_UNIMPLEMENTED = 12,
-    VS_GRPC_INTERNAL = 13,
-    VS_GRPC_UNAVAILABLE = 14,
-};
-
 /* Default and maximum message size: 1,000 queries of 4,096 floats fit in 16 MiB; 64 MiB is the cap. */
 #define VS_RPC_DEFAULT_MAX_MESSAGE_BYTES (64u << 20)
 

@@ -7,18 +7,6 @@
 
 #include "common/net/serve.h"
 
-static const char *const code_labels[] = {
-    "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
-    "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
-    "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
-    "DataLoss", "Unauthenticated"};
-
-const char *vs_grpc_code_label(int code)
-{
-    return code >= 0 && code < (int)(sizeof code_labels / sizeof *code_labels) ? code_labels[code]
-                                                                               : "Unknown";
-}
-
 vs_status vs_rpc_metrics_init(vs_rpc_metrics_t *m, vs_metrics_t *reg, char err[VS_ERR_LEN])
 {
     static const char *const labels[] = {"grpc_type", "grpc_service", "grpc_method", "grpc_code"};

@@ -10,9 +10,6 @@
 #include "common/net/metrics.h"
 #include "common/net/rpc.h"
 
-/* go-grpc-prometheus label for a gRPC status code ("OK", "InvalidArgument", ...). */
-const char *vs_grpc_code_label(int code);
-
 /* grpc_server_handled_total and grpc_server_handling_seconds in reg. */
 typedef struct vs_rpc_metrics {
     vs_metric_family_t *handled, *handling;
@@ -25,7 +22,8 @@ void vs_rpc_metrics_on_done(void *user, const char *path, int code, double secon
 
 /* Starts /metrics and /healthz on listen ("host:port", port 0 = ephemeral; "none" = no server, *out NULL).
  * *out_port gets the bound port (0 for none). */
-vs_status vs_serve_http(const char *listen, vs_metrics_t *reg, vs_http_t **out, int *out_port, char err[VS_ERR_LEN]);
+vs_status vs_serve_http(const char *listen, vs_metrics_t *reg, vs_http_t **out, int *out_port,
+                        char err[VS_ERR_LEN]);
 
 /* Writes "grpc=P\nmetrics=Q\n" to path atomically (tmp + rename). 0 or -1. */
 int vs_serve_write_port_file(const char *path, int grpc_port, int metrics_port);

@@ -389,6 +389,8 @@ void vs_admin_usage(FILE *f, vs_admin_cmd cmd)
               "  deploy     stage an index version in etcd (shards load it in the background)\n"
               "  activate   switch the active version when every partition has it READY\n"
               "  rollback   switch back to the previous version\n"
+              "  retire     make shards unload a staged, failed or previous version\n"
+              "  remove     delete a staged, failed or retired version's record (frees its slot)\n"
               "\n"
               "'vecshard <command> --help' describes a command's options.\n"
               "Output is for people; --json gives one JSON object for scripts.\n"

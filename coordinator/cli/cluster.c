@@ -7,6 +7,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/cluster/keys.h"
 #include "common/net/etcd.h"
 #include "common/net/rpc.h"
 #include "coordinator/cli/admin.h"
@@ -163,10 +164,14 @@ vs_status vs_admin_members_from_etcd(const char *endpoints, const char *cluster,
     vs_status st = vs_etcd_create(&eo, &e, err);
     if (st != VS_OK)
         return st;
-    char prefix[160];
-    int pl = snprintf(prefix, sizeof prefix, "/vecshard/%s/members/", cluster);
+    char prefix[VS_KEY_LEN];
+    size_t pl = vs_key_members_prefix(prefix, cluster);
+    if (pl == 0) {
+        vs_etcd_destroy(e);
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "cluster name '%s' is not valid", cluster);
+    }
     vs_etcd_kvs_t kvs = {0};
-    st = vs_etcd_range_prefix(e, prefix, (size_t)pl, &kvs, err);
+    st = vs_etcd_range_prefix(e, prefix, pl, &kvs, err);
     vs_etcd_destroy(e);
     if (st != VS_OK)
         return st;

@@ -85,11 +85,18 @@ static void rollout_usage(FILE *f)
 {
     fprintf(
         f, "usage: vecshard deploy MANIFEST --etcd URLS [--cluster NAME]\n"
-           "       vecshard activate VERSION --etcd URLS [--cluster NAME] [--min-ready N]\n"
+           "       vecshard activate VERSION --etcd URLS [--cluster NAME] [--min-ready N] [--force]\n"
            "       vecshard rollback --etcd URLS [--cluster NAME] [--min-ready N]\n"
-           "deploy stages an index version (shards load it in the background); activate switches the active\n"
-           "version once every partition has N replicas (default 1) with it READY, refusing otherwise;\n"
+           "       vecshard retire VERSION --etcd URLS [--cluster NAME]\n"
+           "       vecshard remove VERSION --etcd URLS [--cluster NAME]\n"
+           "deploy stages an index version (shards load it in the background); the same name with other\n"
+           "content is refused. activate switches the active version once every partition has N replicas\n"
+           "(default 1) with it READY, and refuses a version whose dim, metric, partitioning, partition\n"
+           "count or embedding model differs from the active one unless --force (an intended model change).\n"
            "rollback switches back to the previous version, kept loaded until the next activation.\n"
+           "retire makes shards unload a staged, failed or previous version; remove deletes the record of a\n"
+           "staged, failed or retired version (its slot is freed, the name can be deployed again).\n"
+           "Every change leaves an audit record under /vecshard/<cluster>/audit/.\n"
            "The protocol and its etcd keys: docs/protocol.md, \"Rollout\". Exit status: 0 done, 1 refused\n"
            "or failed (the message says why), 2 usage.\n");
 }
@@ -100,10 +107,12 @@ static int run_rollout(const char *cmd, int argc, char **argv)
     static const struct option opts[] = {{"etcd", required_argument, 0, 'e'},
                                          {"cluster", required_argument, 0, 'c'},
                                          {"min-ready", required_argument, 0, 'r'},
+                                         {"force", no_argument, 0, 'f'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *etcd = NULL, *cluster = "default";
     long long min_ready = 1;
+    int force = 0;
     char msg[VS_ERR_LEN] = "";
     int o;
     optind = 1;
@@ -120,6 +129,9 @@ static int run_rollout(const char *cmd, int argc, char **argv)
                 fprintf(stderr, "vecshard %s: %s\n", cmd, msg);
                 return 2;
             }
+            break;
+        case 'f':
+            force = 1;
             break;
         case 'h':
             rollout_usage(stdout);
@@ -141,7 +153,11 @@ static int run_rollout(const char *cmd, int argc, char **argv)
         if (strcmp(cmd, "deploy") == 0)
             st = vs_rollout_deploy(e, cluster, argv[optind], msg);
         else if (strcmp(cmd, "activate") == 0)
-            st = vs_rollout_activate(e, cluster, argv[optind], (size_t)min_ready, msg);
+            st = vs_rollout_activate(e, cluster, argv[optind], (size_t)min_ready, force, msg);
+        else if (strcmp(cmd, "retire") == 0)
+            st = vs_rollout_retire(e, cluster, argv[optind], msg);
+        else if (strcmp(cmd, "remove") == 0)
+            st = vs_rollout_remove(e, cluster, argv[optind], msg);
         else
             st = vs_rollout_rollback(e, cluster, (size_t)min_ready, msg);
         vs_etcd_destroy(e);
@@ -167,7 +183,8 @@ int main(int argc, char **argv)
         vs_admin_usage(stdout, c);
         return 0;
     }
-    if (strcmp(name, "deploy") == 0 || strcmp(name, "activate") == 0 || strcmp(name, "rollback") == 0)
+    if (strcmp(name, "deploy") == 0 || strcmp(name, "activate") == 0 || strcmp(name, "rollback") == 0 ||
+        strcmp(name, "retire") == 0 || strcmp(name, "remove") == 0)
         return run_rollout(name, argc - 1, argv + 1);
     vs_admin_cmd cmd = vs_admin_cmd_parse(name);
     if (!cmd) {

@@ -1,14 +1,19 @@
-/* rollout.c: see rollout.h. */
+/* rollout.c: see rollout.h. Reads what it needs (version records, the active pointer, member records),
+ * decides with common/cluster/ (state machine, records, keys), then writes in one etcd transaction that
+ * compares every key it read: a concurrent command makes the compare fail and nothing is written. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
-#include <cjson/cJSON.h>
-
+#include "common/cluster/keys.h"
+#include "common/cluster/lifecycle.h"
+#include "common/cluster/manifest.h"
+#include "common/cluster/records.h"
 #include "coordinator/cli/rollout.h"
-#include "shard/server/manifest.h"
 
 static void now_iso(char buf[32])
 {
@@ -18,118 +23,206 @@ static void now_iso(char buf[32])
     strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-/* Reads one key's JSON; *out NULL when absent. *rev = its mod_revision (0 when absent). */
-static vs_status get_json(vs_etcd_t *e, const char *key, cJSON **out, int64_t *rev, char msg[VS_ERR_LEN])
+static int name_ok(const char *cluster, const char *version, char msg[VS_ERR_LEN], vs_status *st)
 {
+    if (!vs_cluster_name_valid(cluster, 64))
+        *st = vs_errf(msg, VS_ERR_INVALID_ARGUMENT, "cluster name '%s' is not valid ([A-Za-z0-9._-]{1,64})",
+                      cluster);
+    else if (version && !vs_cluster_name_valid(version, 64))
+        *st = vs_errf(msg, VS_ERR_INVALID_ARGUMENT, "version name '%s' is not valid ([A-Za-z0-9._-]{1,64})",
+                      version);
+    else
+        return 1;
+    return 0;
+}
+
+/* ---- reads ------------------------------------------------------------------------------------- */
+
+/* A version record: *found 0 when absent; *rev its mod revision. */
+static vs_status get_version(vs_etcd_t *e, const char *cluster, const char *version, vs_version_rec_t *out,
+                             int64_t *rev, int *found, char msg[VS_ERR_LEN])
+{
+    char key[VS_KEY_LEN];
+    size_t kl = vs_key_version(key, cluster, version);
     vs_etcd_kvs_t kvs = {0};
-    *out = NULL;
+    *found = 0;
     *rev = 0;
-    vs_status st = vs_etcd_get(e, key, strlen(key), &kvs, msg);
+    vs_status st = vs_etcd_get(e, key, kl, &kvs, msg);
     if (st == VS_OK && kvs.n == 1) {
-        *out = cJSON_ParseWithLength(kvs.kvs[0].value, kvs.kvs[0].value_len);
+        st = vs_version_rec_decode(kvs.kvs[0].value, kvs.kvs[0].value_len, out, msg);
         *rev = kvs.kvs[0].mod_revision;
-        if (!*out)
-            st = vs_errf(msg, VS_ERR_CORRUPT, "%s holds malformed JSON", key);
+        *found = st == VS_OK;
     }
     vs_etcd_kvs_fini(&kvs);
     return st;
 }
 
-static const char *str(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
-vs_status vs_rollout_deploy(vs_etcd_t *e, const char *cluster, const char *manifest_path,
+static vs_status get_active(vs_etcd_t *e, const char *cluster, vs_active_rec_t *out, int64_t *rev, int *found,
                             char msg[VS_ERR_LEN])
 {
-    vs_manifest_t m;
-    vs_status st = vs_manifest_load(manifest_path, &m, msg);
-    if (st != VS_OK)
-        return st;
-    char abs[PATH_MAX], key[512], ts[32];
-    if (!realpath(manifest_path, abs)) {
-        vs_manifest_fini(&m);
-        return vs_errf(msg, VS_ERR_IO, "%s: cannot resolve the path", manifest_path);
+    char key[VS_KEY_LEN];
+    size_t kl = vs_key_active(key, cluster);
+    vs_etcd_kvs_t kvs = {0};
+    *found = 0;
+    *rev = 0;
+    memset(out, 0, sizeof *out);
+    vs_status st = vs_etcd_get(e, key, kl, &kvs, msg);
+    if (st == VS_OK && kvs.n == 1) {
+        st = vs_active_rec_decode(kvs.kvs[0].value, kvs.kvs[0].value_len, out, msg);
+        *rev = kvs.kvs[0].mod_revision;
+        *found = st == VS_OK;
     }
-    snprintf(key, sizeof key, "/vecshard/%s/versions/%s", cluster, m.version);
-    now_iso(ts);
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "version", m.version);
-    cJSON_AddStringToObject(o, "manifest", abs);
-    cJSON_AddStringToObject(o, "model_version", m.model_version);
-    cJSON_AddNumberToObject(o, "partitions", m.n_partitions);
-    cJSON_AddStringToObject(o, "state", "staged");
-    cJSON_AddStringToObject(o, "staged_at", ts);
-    char *json = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    vs_etcd_cmp_t cmp = {
-        .key = key, .key_len = strlen(key), .target = VS_ETCD_CMP_CREATE, .result = VS_ETCD_EQUAL};
-    vs_etcd_op_t put = {.kind = VS_ETCD_OP_PUT,
-                        .key = key,
-                        .key_len = strlen(key),
-                        .value = json,
-                        .value_len = json ? strlen(json) : 0};
-    vs_etcd_op_t get = {.kind = VS_ETCD_OP_RANGE, .key = key, .key_len = strlen(key)};
-    vs_etcd_txn_result_t res = {0};
-    st = json ? vs_etcd_txn(e, &cmp, 1, &put, 1, &get, 1, &res, msg)
-              : vs_errf(msg, VS_ERR_NOMEM, "out of memory");
-    if (st == VS_OK && res.succeeded) {
-        snprintf(msg, VS_ERR_LEN, "staged %.64s (%u partitions, model \"%.64s\") from %.300s", m.version,
-                 m.n_partitions, m.model_version, abs);
-    } else if (st == VS_OK) {
-        cJSON *cur = res.kvs.n ? cJSON_ParseWithLength(res.kvs.kvs[0].value, res.kvs.kvs[0].value_len) : NULL;
-        if (cur && strcmp(str(cur, "manifest"), abs) == 0)
-            snprintf(msg, VS_ERR_LEN, "%s is already deployed from %.300s (state %s)", m.version, abs,
-                     str(cur, "state"));
-        else
-            st = vs_errf(msg, VS_ERR_ALREADY_EXISTS,
-                         "version %s is already deployed from another manifest (%s)", m.version,
-                         cur ? str(cur, "manifest") : "?");
-        cJSON_Delete(cur);
-    }
-    vs_etcd_txn_result_fini(&res);
-    cJSON_free(json);
-    vs_manifest_fini(&m);
+    vs_etcd_kvs_fini(&kvs);
     return st;
 }
 
-/* Counts, per partition, member replicas (not draining) holding version READY; writes a refusal into msg
- * and returns VS_ERR_FAILED_PRECONDITION when one has fewer than min_ready. */
-static vs_status check_ready(vs_etcd_t *e, const char *cluster, const char *version, size_t partitions,
-                             size_t min_ready, char msg[VS_ERR_LEN])
+/* Every member record that decodes (malformed ones are skipped: they serve nobody either). */
+static vs_status get_members(vs_etcd_t *e, const char *cluster, vs_member_rec_t **out, size_t *n,
+                             char msg[VS_ERR_LEN])
 {
-    char prefix[256];
-    snprintf(prefix, sizeof prefix, "/vecshard/%s/members/", cluster);
+    char prefix[VS_KEY_LEN];
+    size_t pl = vs_key_members_prefix(prefix, cluster);
     vs_etcd_kvs_t kvs = {0};
-    vs_status st = vs_etcd_range_prefix(e, prefix, strlen(prefix), &kvs, msg);
+    *out = NULL;
+    *n = 0;
+    vs_status st = vs_etcd_range_prefix(e, prefix, pl, &kvs, msg);
     if (st != VS_OK)
         return st;
-    size_t *ready = calloc(partitions ? partitions : 1, sizeof(size_t));
-    char failures[VS_ERR_LEN / 2] = "";
-    size_t off = 0;
-    for (size_t i = 0; ready && i < kvs.n; i++) {
-        cJSON *o = cJSON_ParseWithLength(kvs.kvs[i].value, kvs.kvs[i].value_len);
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "partition");
-        const cJSON *vers = cJSON_GetObjectItemCaseSensitive(o, "versions"), *v;
-        int draining = strcmp(str(o, "state"), "DRAINING") == 0;
-        cJSON_ArrayForEach(v, vers)
-        {
-            if (strcmp(str(v, "version"), version) != 0)
-                continue;
-            if (strcmp(str(v, "state"), "READY") == 0 && !draining && cJSON_IsNumber(p) &&
-                p->valuedouble >= 0 && (size_t)p->valuedouble < partitions)
-                ready[(size_t)p->valuedouble]++;
-            else if (strcmp(str(v, "state"), "FAILED") == 0 && off < sizeof failures - 1)
-                off += (size_t)snprintf(failures + off, sizeof failures - off, "; %s: FAILED: %.120s",
-                                        str(o, "replica_id"), str(v, "error"));
-        }
-        cJSON_Delete(o);
+    vs_member_rec_t *m = calloc(kvs.n ? kvs.n : 1, sizeof *m);
+    if (!m) {
+        vs_etcd_kvs_fini(&kvs);
+        return vs_errf(msg, VS_ERR_NOMEM, "out of memory for %zu member records", kvs.n);
     }
+    char perr[VS_ERR_LEN];
+    for (size_t i = 0; i < kvs.n; i++)
+        if (vs_member_rec_decode(kvs.kvs[i].value, kvs.kvs[i].value_len, &m[*n], perr) == VS_OK)
+            (*n)++;
     vs_etcd_kvs_fini(&kvs);
+    *out = m;
+    return VS_OK;
+}
+
+/* The version members serve by default when etcd has no active key (a cluster bootstrapped with
+ * --manifest): the most common active_version of SERVING members; "" when none. */
+static void members_active(const vs_member_rec_t *m, size_t n, char out[VS_RECORD_NAME_LEN])
+{
+    size_t best = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!m[i].active_version[0] || strcmp(m[i].state, "SERVING") != 0)
+            continue;
+        size_t c = 0;
+        for (size_t j = 0; j < n; j++)
+            c += strcmp(m[j].active_version, m[i].active_version) == 0 && strcmp(m[j].state, "SERVING") == 0;
+        if (c > best) {
+            best = c;
+            snprintf(out, VS_RECORD_NAME_LEN, "%s", m[i].active_version);
+        }
+    }
+}
+
+/* ---- what a version is: the activation guards -------------------------------------------------- */
+
+typedef struct desc {
+    int known;
+    uint32_t dim, partitions;
+    char metric[16], partitioning[16], model[VS_RECORD_NAME_LEN];
+} desc_t;
+
+static void desc_set(desc_t *d, uint32_t dim, uint32_t partitions, const char *metric,
+                     const char *partitioning, const char *model)
+{
+    d->known = 1;
+    d->dim = dim;
+    d->partitions = partitions;
+    snprintf(d->metric, sizeof d->metric, "%s", metric);
+    snprintf(d->partitioning, sizeof d->partitioning, "%s", partitioning);
+    snprintf(d->model, sizeof d->model, "%s", model);
+}
+
+/* From a version record; records written before dim existed are completed from their manifest. */
+static void desc_from_record(const vs_version_rec_t *r, desc_t *d)
+{
+    memset(d, 0, sizeof *d);
+    if (r->dim) {
+        desc_set(d, r->dim, r->partitions, r->metric, r->partitioning, r->model_version);
+        return;
+    }
+    vs_manifest_t m;
+    char err[VS_ERR_LEN];
+    if (vs_manifest_load(r->manifest, &m, err) != VS_OK)
+        return;
+    desc_set(d, m.dim, m.n_partitions, vs_metric_name(m.metric), m.partitioning, m.model_version);
+    vs_manifest_fini(&m);
+}
+
+/* From what READY replicas report (a version with no record: bootstrapped with --manifest). */
+static void desc_from_members(const vs_member_rec_t *m, size_t n, const char *version, desc_t *d)
+{
+    memset(d, 0, sizeof *d);
+    for (size_t i = 0; i < n && !d->known; i++) {
+        const vs_member_version_t *v = vs_member_rec_find(&m[i], version);
+        if (!v || strcmp(v->state, "READY") != 0 || !v->dim)
+            continue;
+        desc_set(d, v->dim, v->partitions, v->metric, v->partitioning, v->model_version);
+    }
+}
+
+/* Refuses a switch from cur to next that changes what clients get, unless forced. */
+static vs_status guard(const char *from, const desc_t *cur, const char *to, const desc_t *next, int force,
+                       char msg[VS_ERR_LEN], char note[VS_ERR_LEN])
+{
+    note[0] = 0;
+    if (!cur->known || !next->known)
+        return VS_OK;
+    char diff[VS_ERR_LEN] = "";
+    size_t off = 0;
+#define DIFF(fmt, ...)                                                                                       \
+    if (off < sizeof diff - 1)                                                                               \
+    off += (size_t)snprintf(diff + off, sizeof diff - off, "%s" fmt, off ? "; " : "", __VA_ARGS__)
+    if (cur->dim != next->dim)
+        DIFF("dim %u -> %u", cur->dim, next->dim);
+    if (strcmp(cur->metric, next->metric) != 0)
+        DIFF("metric %s -> %s", cur->metric, next->metric);
+    if (strcmp(cur->partitioning, next->partitioning) != 0)
+        DIFF("partitioning %s -> %s", cur->partitioning, next->partitioning);
+    if (cur->partitions != next->partitions)
+        DIFF("partitions %u -> %u", cur->partitions, next->partitions);
+    if (strcmp(cur->model, next->model) != 0)
+        DIFF("model \"%s\" -> \"%s\"", cur->model, next->model);
+#undef DIFF
+    if (!diff[0])
+        return VS_OK;
+    if (!force)
+        return vs_errf(msg, VS_ERR_FAILED_PRECONDITION,
+                       "%s differs from the active version %s (%s): clients built for %s would fail or get "
+                       "wrong answers; refused (--force if this model change is intended)",
+                       to, from, diff, from);
+    snprintf(note, VS_ERR_LEN, "FORCED: %.200s differs from %.64s (%.200s)", to, from, diff);
+    return VS_OK;
+}
+
+/* Counts, per partition, member replicas that may serve version (records.h's rule); refuses with the
+ * count per partition and the load failures when one has fewer than min_ready. */
+static vs_status check_ready(const vs_member_rec_t *m, size_t n, const char *version, size_t partitions,
+                             size_t min_ready, char msg[VS_ERR_LEN])
+{
+    if (partitions == 0 || partitions > 65536)
+        return vs_errf(msg, VS_ERR_FAILED_PRECONDITION, "%s: partition count unknown (%zu)", version,
+                       partitions);
+    size_t *ready = calloc(partitions, sizeof(size_t));
     if (!ready)
         return vs_errf(msg, VS_ERR_NOMEM, "out of memory");
+    char failures[VS_ERR_LEN / 2] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].partition < partitions && vs_member_holds_ready(&m[i], version, m[i].partition, ""))
+            ready[m[i].partition]++;
+        const vs_member_version_t *v = vs_member_rec_find(&m[i], version);
+        if (v && strcmp(v->state, "FAILED") == 0 && off < sizeof failures - 1)
+            off += (size_t)snprintf(failures + off, sizeof failures - off, "; %s: FAILED: %.120s",
+                                    m[i].replica_id, v->error);
+    }
     char counts[VS_ERR_LEN / 2] = "";
     size_t coff = 0;
     int short_of = 0;
@@ -147,134 +240,386 @@ static vs_status check_ready(vs_etcd_t *e, const char *cluster, const char *vers
     return VS_OK;
 }
 
-/* Rewrites a version record with a new state (appended as a txn op into ops/bufs). */
-static int state_op(vs_etcd_t *e, const char *cluster, const char *version, const char *state,
-                    vs_etcd_op_t *op, char **buf, char keybuf[512], char msg[VS_ERR_LEN])
+/* ---- writes ------------------------------------------------------------------------------------ */
+
+/* A transaction under construction: compares and puts/deletes whose keys and values it owns. */
+#define TXN_MAX 8
+typedef struct txn {
+    vs_etcd_cmp_t cmp[TXN_MAX];
+    vs_etcd_op_t ops[TXN_MAX];
+    char keys[2 * TXN_MAX][VS_KEY_LEN];
+    char *vals[TXN_MAX];
+    size_t ncmp, nops, nkeys;
+    int oom;
+} txn_t;
+
+static char *txn_key(txn_t *t, const char *key)
 {
-    snprintf(keybuf, 512, "/vecshard/%s/versions/%s", cluster, version);
-    cJSON *o;
-    int64_t rev;
-    if (get_json(e, keybuf, &o, &rev, msg) != VS_OK || !o)
-        return 0;
-    cJSON_DeleteItemFromObjectCaseSensitive(o, "state");
-    cJSON_AddStringToObject(o, "state", state);
-    *buf = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    *op = (vs_etcd_op_t){.kind = VS_ETCD_OP_PUT,
-                         .key = keybuf,
-                         .key_len = strlen(keybuf),
-                         .value = *buf,
-                         .value_len = *buf ? strlen(*buf) : 0};
-    return *buf != NULL;
+    char *k = t->keys[t->nkeys++];
+    snprintf(k, VS_KEY_LEN, "%s", key);
+    return k;
 }
 
-/* Switches active to `version` with `previous` kept, retiring `retire` (may be ""), if the active key is
- * still at revision rev (0 = absent). */
-static vs_status switch_active(vs_etcd_t *e, const char *cluster, const char *version, const char *previous,
-                               const char *retire, int64_t rev, char msg[VS_ERR_LEN])
+/* Compare: key's mod revision is rev (0 = the key does not exist). */
+static void txn_cmp(txn_t *t, const char *key, int64_t rev)
 {
-    char akey[512], ts[32], keys[3][512];
-    char *bufs[4] = {0};
-    vs_etcd_op_t ops[4];
-    size_t n = 0;
-    snprintf(akey, sizeof akey, "/vecshard/%s/active", cluster);
-    now_iso(ts);
-    cJSON *a = cJSON_CreateObject();
-    cJSON_AddStringToObject(a, "version", version);
-    cJSON_AddStringToObject(a, "previous", previous);
-    cJSON_AddStringToObject(a, "activated_at", ts);
-    bufs[0] = cJSON_PrintUnformatted(a);
-    cJSON_Delete(a);
-    ops[n++] = (vs_etcd_op_t){.kind = VS_ETCD_OP_PUT,
-                              .key = akey,
-                              .key_len = strlen(akey),
-                              .value = bufs[0],
-                              .value_len = bufs[0] ? strlen(bufs[0]) : 0};
-    n += state_op(e, cluster, version, "active", &ops[n], &bufs[n], keys[0], msg);
-    if (previous[0])
-        n += state_op(e, cluster, previous, "previous", &ops[n], &bufs[n], keys[1], msg);
-    if (retire[0] && strcmp(retire, version) != 0 && strcmp(retire, previous) != 0)
-        n += state_op(e, cluster, retire, "retired", &ops[n], &bufs[n], keys[2], msg);
-    vs_etcd_cmp_t cmp = {.key = akey,
-                         .key_len = strlen(akey),
-                         .target = rev ? VS_ETCD_CMP_MOD : VS_ETCD_CMP_CREATE,
-                         .result = VS_ETCD_EQUAL,
-                         .number = rev};
-    vs_etcd_txn_result_t res = {0};
-    vs_status st = vs_etcd_txn(e, &cmp, 1, ops, n, NULL, 0, &res, msg);
-    if (st == VS_OK && !res.succeeded)
-        st = vs_errf(msg, VS_ERR_FAILED_PRECONDITION,
-                     "the active version changed meanwhile; nothing done, retry");
-    vs_etcd_txn_result_fini(&res);
-    for (size_t i = 0; i < 4; i++)
-        cJSON_free(bufs[i]);
+    const char *k = txn_key(t, key);
+    t->cmp[t->ncmp++] = (vs_etcd_cmp_t){.key = k,
+                                        .key_len = strlen(k),
+                                        .target = rev ? VS_ETCD_CMP_MOD : VS_ETCD_CMP_CREATE,
+                                        .result = VS_ETCD_EQUAL,
+                                        .number = rev};
+}
+
+static void txn_put(txn_t *t, const char *key, char *json /* taken */)
+{
+    if (!json) {
+        t->oom = 1;
+        return;
+    }
+    const char *k = txn_key(t, key);
+    t->vals[t->nops] = json;
+    t->ops[t->nops++] = (vs_etcd_op_t){
+        .kind = VS_ETCD_OP_PUT, .key = k, .key_len = strlen(k), .value = json, .value_len = strlen(json)};
+}
+
+static void txn_del(txn_t *t, const char *key)
+{
+    const char *k = txn_key(t, key);
+    t->ops[t->nops++] = (vs_etcd_op_t){.kind = VS_ETCD_OP_DELETE, .key = k, .key_len = strlen(k)};
+}
+
+static void txn_put_version(txn_t *t, const char *cluster, const vs_version_rec_t *r)
+{
+    char key[VS_KEY_LEN], *json = NULL;
+    vs_key_version(key, cluster, r->version);
+    if (vs_version_rec_encode(r, &json, NULL) != VS_OK)
+        json = NULL;
+    txn_put(t, key, json);
+}
+
+/* The audit record of this command, written with its effect. */
+static void txn_audit(txn_t *t, const char *cluster, const char *command, const char *version,
+                      const char *detail)
+{
+    vs_audit_rec_t a;
+    memset(&a, 0, sizeof a);
+    char host[64] = "?";
+    gethostname(host, sizeof host);
+    host[sizeof host - 1] = 0;
+    const char *user = getenv("USER");
+    snprintf(a.who, sizeof a.who, "%.60s@%.60s", user && user[0] ? user : "unknown", host);
+    now_iso(a.at);
+    snprintf(a.command, sizeof a.command, "%s", command);
+    snprintf(a.version, sizeof a.version, "%s", version);
+    snprintf(a.detail, sizeof a.detail, "%.255s", detail);
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    char key[VS_KEY_LEN], *json = NULL;
+    vs_key_audit(key, cluster, (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u,
+                 (uint32_t)getpid() % 1000000u);
+    if (vs_audit_rec_encode(&a, &json, NULL) != VS_OK)
+        json = NULL;
+    txn_put(t, key, json);
+}
+
+/* Runs the transaction; a failed compare is FAILED_PRECONDITION "changed meanwhile". */
+static vs_status txn_run(vs_etcd_t *e, txn_t *t, char msg[VS_ERR_LEN])
+{
+    vs_status st = VS_OK;
+    if (t->oom) {
+        st = vs_errf(msg, VS_ERR_NOMEM, "out of memory");
+    } else {
+        vs_etcd_txn_result_t res = {0};
+        st = vs_etcd_txn(e, t->cmp, t->ncmp, t->ops, t->nops, NULL, 0, &res, msg);
+        if (st == VS_OK && !res.succeeded)
+            st = vs_errf(
+                msg, VS_ERR_FAILED_PRECONDITION,
+                "the cluster's versions changed meanwhile (another command ran); nothing done, retry");
+        vs_etcd_txn_result_fini(&res);
+    }
+    for (size_t i = 0; i < t->nops; i++)
+        free(t->vals[i]);
+    return st;
+}
+
+/* ---- commands ---------------------------------------------------------------------------------- */
+
+vs_status vs_rollout_deploy(vs_etcd_t *e, const char *cluster, const char *manifest_path,
+                            char msg[VS_ERR_LEN])
+{
+    vs_status st;
+    if (!name_ok(cluster, NULL, msg, &st))
+        return st;
+    vs_manifest_t m;
+    if ((st = vs_manifest_load(manifest_path, &m, msg)) != VS_OK)
+        return st;
+    vs_version_rec_t *rec = calloc(2, sizeof *rec), *cur = rec ? rec + 1 : NULL;
+    char abs[PATH_MAX];
+    if (!rec) {
+        vs_manifest_fini(&m);
+        return vs_errf(msg, VS_ERR_NOMEM, "out of memory");
+    }
+    if (!realpath(manifest_path, abs)) {
+        st = vs_errf(msg, VS_ERR_IO, "%s: cannot resolve the path", manifest_path);
+        goto out;
+    }
+    snprintf(rec->version, sizeof rec->version, "%s", m.version);
+    snprintf(rec->manifest, sizeof rec->manifest, "%s", abs);
+    snprintf(rec->model_version, sizeof rec->model_version, "%s", m.model_version);
+    rec->partitions = m.n_partitions;
+    snprintf(rec->state, sizeof rec->state, "%s", vs_cver_state_name(VS_CVER_STAGED));
+    now_iso(rec->staged_at);
+    rec->dim = m.dim;
+    snprintf(rec->metric, sizeof rec->metric, "%s", vs_metric_name(m.metric));
+    snprintf(rec->partitioning, sizeof rec->partitioning, "%s", m.partitioning);
+    vs_manifest_content_id(&m, rec->content_id);
+
+    int64_t rev;
+    int found;
+    if ((st = get_version(e, cluster, m.version, cur, &rev, &found, msg)) != VS_OK)
+        goto out;
+    vs_cver_state from = VS_CVER_NONE, to;
+    if (found && vs_cver_state_parse(cur->state, &from) != VS_OK) {
+        st = vs_errf(msg, VS_ERR_CORRUPT, "version %s: record has state \"%s\"", m.version, cur->state);
+        goto out;
+    }
+    if (found) {
+        /* the name is known: the content must be the same (older records: the same manifest path) */
+        int same = cur->content_id[0] ? strcmp(cur->content_id, rec->content_id) == 0
+                                      : strcmp(cur->manifest, rec->manifest) == 0;
+        if (!same) {
+            st = vs_errf(msg, VS_ERR_ALREADY_EXISTS,
+                         "version %s is already deployed with other content (content id %s from %.200s; this "
+                         "manifest: %s): build under a new version name",
+                         m.version, cur->content_id[0] ? cur->content_id : "?", cur->manifest,
+                         rec->content_id);
+            goto out;
+        }
+        if (from != VS_CVER_RETIRED) {
+            snprintf(msg, VS_ERR_LEN, "%s is already deployed from %.300s (state %s)", m.version,
+                     cur->manifest, cur->state);
+            goto out;
+        }
+    }
+    if ((st = vs_cver_next(from, VS_CVER_DEPLOY, &to, msg)) != VS_OK)
+        goto out;
+    snprintf(rec->state, sizeof rec->state, "%s", vs_cver_state_name(to));
+    txn_t *t = calloc(1, sizeof *t);
+    if (!t) {
+        st = vs_errf(msg, VS_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    char key[VS_KEY_LEN], detail[VS_ERR_LEN];
+    vs_key_version(key, cluster, m.version);
+    txn_cmp(t, key, rev);
+    txn_put_version(t, cluster, rec);
+    snprintf(detail, sizeof detail, "staged content %s from %.300s", rec->content_id, abs);
+    txn_audit(t, cluster, "deploy", m.version, detail);
+    st = txn_run(e, t, msg);
+    free(t);
+    if (st == VS_OK)
+        snprintf(msg, VS_ERR_LEN, "staged %.64s (%u partitions, model \"%.64s\", content %s)%s from %.300s",
+                 m.version, m.n_partitions, m.model_version, rec->content_id, found ? " again" : "", abs);
+out:
+    free(rec);
+    vs_manifest_fini(&m);
+    return st;
+}
+
+/* Switches the active version to `to` (a version record when has_rec; a bootstrapped version without one
+ * otherwise). `from` is the active one ("" none); from's record (if any) becomes previous and the old
+ * previous's record (if any) retired. Compares the active key and every record it rewrites. */
+static vs_status switch_to(vs_etcd_t *e, const char *cluster, const char *command, const char *to,
+                           size_t min_ready, int force, char msg[VS_ERR_LEN])
+{
+    vs_status st;
+    vs_version_rec_t *recs = calloc(3, sizeof *recs); /* to, from, previous */
+    vs_member_rec_t *members = NULL;
+    size_t n_members = 0;
+    txn_t *t = calloc(1, sizeof *t);
+    if (!recs || !t) {
+        free(recs);
+        free(t);
+        return vs_errf(msg, VS_ERR_NOMEM, "out of memory");
+    }
+    vs_active_rec_t act;
+    int64_t arev, rev[3] = {0};
+    int has_act, found[3] = {0};
+    char from[VS_RECORD_NAME_LEN] = "", prev[VS_RECORD_NAME_LEN] = "", note[VS_ERR_LEN] = "";
+    if ((st = get_version(e, cluster, to, &recs[0], &rev[0], &found[0], msg)) != VS_OK ||
+        (st = get_active(e, cluster, &act, &arev, &has_act, msg)) != VS_OK ||
+        (st = get_members(e, cluster, &members, &n_members, msg)) != VS_OK)
+        goto out;
+    if (has_act) {
+        snprintf(from, sizeof from, "%s", act.version);
+        snprintf(prev, sizeof prev, "%s", act.previous);
+    } else {
+        members_active(members, n_members, from); /* bootstrapped with --manifest */
+    }
+    if (strcmp(from, to) == 0 && has_act) {
+        snprintf(msg, VS_ERR_LEN, "%s is already active", to);
+        goto out;
+    }
+    /* the state machine: is `to` allowed to become active? */
+    vs_cver_state s_to = VS_CVER_NONE, next;
+    if (found[0] && (st = vs_cver_state_parse(recs[0].state, &s_to)) != VS_OK) {
+        st = vs_errf(msg, VS_ERR_CORRUPT, "version %s: record has state \"%s\"", to, recs[0].state);
+        goto out;
+    }
+    desc_t d_to, d_from;
+    if (found[0]) {
+        if ((st = vs_cver_next(s_to, VS_CVER_ACTIVATE, &next, msg)) != VS_OK)
+            goto out;
+        desc_from_record(&recs[0], &d_to);
+    } else {
+        /* no record: only a version the replicas already hold (bootstrapped) can be switched to */
+        desc_from_members(members, n_members, to, &d_to);
+        if (!d_to.known) {
+            st = vs_errf(msg, VS_ERR_NOT_FOUND, "version %s is not deployed (vecshard deploy MANIFEST first)",
+                         to);
+            goto out;
+        }
+    }
+    if (from[0] && (st = get_version(e, cluster, from, &recs[1], &rev[1], &found[1], msg)) != VS_OK)
+        goto out;
+    if (found[1])
+        desc_from_record(&recs[1], &d_from);
+    else
+        desc_from_members(members, n_members, from, &d_from);
+    if (from[0] && (st = guard(from, &d_from, to, &d_to, force, msg, note)) != VS_OK)
+        goto out;
+    size_t parts = found[0] && recs[0].partitions ? recs[0].partitions : d_to.partitions;
+    if ((st = check_ready(members, n_members, to, parts, min_ready ? min_ready : 1, msg)) != VS_OK)
+        goto out;
+    if (prev[0] && strcmp(prev, to) != 0 && strcmp(prev, from) != 0 &&
+        (st = get_version(e, cluster, prev, &recs[2], &rev[2], &found[2], msg)) != VS_OK)
+        goto out;
+
+    char key[VS_KEY_LEN], *json = NULL, detail[VS_ERR_LEN];
+    vs_active_rec_t na;
+    memset(&na, 0, sizeof na);
+    snprintf(na.version, sizeof na.version, "%s", to);
+    snprintf(na.previous, sizeof na.previous, "%s", strcmp(from, to) == 0 ? "" : from);
+    now_iso(na.activated_at);
+    vs_key_active(key, cluster);
+    txn_cmp(t, key, arev);
+    if (vs_active_rec_encode(&na, &json, msg) != VS_OK)
+        json = NULL;
+    txn_put(t, key, json);
+    const vs_cver_event evs[3] = {VS_CVER_ACTIVATE, VS_CVER_DEMOTE, VS_CVER_SUPERSEDE};
+    for (int i = 0; i < 3; i++) {
+        if (!found[i] || (i > 0 && strcmp(recs[i].version, to) == 0))
+            continue;
+        vs_cver_state s, ns;
+        if (vs_cver_state_parse(recs[i].state, &s) != VS_OK || vs_cver_next(s, evs[i], &ns, NULL) != VS_OK)
+            continue; /* a record out of step (e.g. staged but named previous) is left as it is */
+        vs_key_version(key, cluster, recs[i].version);
+        txn_cmp(t, key, rev[i]);
+        snprintf(recs[i].state, sizeof recs[i].state, "%s", vs_cver_state_name(ns));
+        txn_put_version(t, cluster, &recs[i]);
+    }
+    snprintf(detail, sizeof detail, "%.64s active; previous %.64s%s%.300s", to, from[0] ? from : "none",
+             note[0] ? "; " : "", note);
+    txn_audit(t, cluster, command, to, detail);
+    if ((st = txn_run(e, t, msg)) != VS_OK)
+        goto out;
+    snprintf(msg, VS_ERR_LEN, "%s%.64s is active%s%.64s%s%.64s%s%.200s",
+             strcmp(command, "rollback") == 0 ? "rolled back: " : "", to, from[0] ? "; previous: " : "", from,
+             found[2] ? "; retired: " : "", found[2] ? recs[2].version : "", note[0] ? "\n" : "", note);
+out:
+    free(members);
+    free(recs);
+    free(t);
     return st;
 }
 
 vs_status vs_rollout_activate(vs_etcd_t *e, const char *cluster, const char *version, size_t min_ready,
-                              char msg[VS_ERR_LEN])
+                              int force, char msg[VS_ERR_LEN])
 {
-    char vkey[512], akey[512];
-    snprintf(vkey, sizeof vkey, "/vecshard/%s/versions/%s", cluster, version);
-    snprintf(akey, sizeof akey, "/vecshard/%s/active", cluster);
-    cJSON *rec = NULL, *act = NULL;
-    int64_t vrev, arev;
-    vs_status st = get_json(e, vkey, &rec, &vrev, msg);
-    if (st == VS_OK && !rec)
-        st = vs_errf(msg, VS_ERR_NOT_FOUND, "version %s is not deployed (vecshard deploy MANIFEST first)",
-                     version);
-    if (st == VS_OK && strcmp(str(rec, "state"), "retired") == 0)
-        st = vs_errf(msg, VS_ERR_FAILED_PRECONDITION, "version %s is retired; deploy it again", version);
-    if (st == VS_OK)
-        st = get_json(e, akey, &act, &arev, msg);
-    const char *cur = act ? str(act, "version") : "";
-    const char *prev = act ? str(act, "previous") : "";
-    if (st == VS_OK && strcmp(cur, version) == 0) {
-        snprintf(msg, VS_ERR_LEN, "%s is already active", version);
-    } else if (st == VS_OK) {
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(rec, "partitions");
-        size_t parts = cJSON_IsNumber(p) && p->valuedouble >= 1 ? (size_t)p->valuedouble : 1;
-        st = check_ready(e, cluster, version, parts, min_ready ? min_ready : 1, msg);
-        if (st == VS_OK)
-            st = switch_active(e, cluster, version, cur, prev, arev, msg);
-        if (st == VS_OK)
-            snprintf(msg, VS_ERR_LEN, "%s is active%s%s%s%s", version, cur[0] ? "; previous: " : "", cur,
-                     prev[0] && strcmp(prev, version) ? "; retired: " : "",
-                     prev[0] && strcmp(prev, version) ? prev : "");
-    }
-    cJSON_Delete(rec);
-    cJSON_Delete(act);
-    return st;
+    vs_status st;
+    if (!name_ok(cluster, version, msg, &st))
+        return st;
+    return switch_to(e, cluster, "activate", version, min_ready, force, msg);
 }
 
 vs_status vs_rollout_rollback(vs_etcd_t *e, const char *cluster, size_t min_ready, char msg[VS_ERR_LEN])
 {
-    char akey[512];
-    snprintf(akey, sizeof akey, "/vecshard/%s/active", cluster);
-    cJSON *act = NULL, *rec = NULL;
-    int64_t arev, vrev;
-    vs_status st = get_json(e, akey, &act, &arev, msg);
-    const char *cur = act ? str(act, "version") : "", *prev = act ? str(act, "previous") : "";
-    if (st == VS_OK && !prev[0])
-        st = vs_errf(msg, VS_ERR_FAILED_PRECONDITION, "no previous version to roll back to (active: %s)",
-                     cur[0] ? cur : "none");
-    char vkey[512];
-    snprintf(vkey, sizeof vkey, "/vecshard/%s/versions/%s", cluster, prev);
-    if (st == VS_OK)
-        st = get_json(e, vkey, &rec, &vrev, msg);
-    if (st == VS_OK && (!rec || strcmp(str(rec, "state"), "retired") == 0))
-        st = vs_errf(msg, VS_ERR_FAILED_PRECONDITION, "previous version %s is no longer held", prev);
-    if (st == VS_OK) {
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(rec, "partitions");
-        st = check_ready(e, cluster, prev,
-                         cJSON_IsNumber(p) && p->valuedouble >= 1 ? (size_t)p->valuedouble : 1,
-                         min_ready ? min_ready : 1, msg);
+    vs_status st;
+    if (!name_ok(cluster, NULL, msg, &st))
+        return st;
+    vs_active_rec_t act;
+    int64_t arev;
+    int has_act;
+    if ((st = get_active(e, cluster, &act, &arev, &has_act, msg)) != VS_OK)
+        return st;
+    if (!has_act || !act.previous[0])
+        return vs_errf(msg, VS_ERR_FAILED_PRECONDITION, "no previous version to roll back to (active: %s)",
+                       has_act ? act.version : "none recorded");
+    char prev[VS_RECORD_NAME_LEN];
+    snprintf(prev, sizeof prev, "%s", act.previous);
+    return switch_to(e, cluster, "rollback", prev, min_ready, 0, msg);
+}
+
+/* retire / remove: one state-machine event on a version record. */
+static vs_status lifecycle_cmd(vs_etcd_t *e, const char *cluster, const char *version, vs_cver_event ev,
+                               char msg[VS_ERR_LEN])
+{
+    vs_status st;
+    if (!name_ok(cluster, version, msg, &st))
+        return st;
+    vs_version_rec_t *rec = calloc(1, sizeof *rec);
+    txn_t *t = calloc(1, sizeof *t);
+    int64_t rev;
+    int found;
+    vs_cver_state from, to;
+    if (!rec || !t) {
+        st = vs_errf(msg, VS_ERR_NOMEM, "out of memory");
+        goto out;
     }
-    if (st == VS_OK)
-        st = switch_active(e, cluster, prev, cur, "", arev, msg);
-    if (st == VS_OK)
-        snprintf(msg, VS_ERR_LEN, "rolled back: %s is active; previous: %s", prev, cur);
-    cJSON_Delete(act);
-    cJSON_Delete(rec);
+    if ((st = get_version(e, cluster, version, rec, &rev, &found, msg)) != VS_OK)
+        goto out;
+    if (!found) {
+        st = vs_errf(msg, VS_ERR_NOT_FOUND, "version %s has no record in cluster %s", version, cluster);
+        goto out;
+    }
+    if ((st = vs_cver_state_parse(rec->state, &from)) != VS_OK) {
+        st = vs_errf(msg, VS_ERR_CORRUPT, "version %s: record has state \"%s\"", version, rec->state);
+        goto out;
+    }
+    if ((st = vs_cver_next(from, ev, &to, msg)) != VS_OK)
+        goto out;
+    if (to == from) {
+        snprintf(msg, VS_ERR_LEN, "%s is already %s", version, rec->state);
+        goto out;
+    }
+    char key[VS_KEY_LEN], detail[128];
+    vs_key_version(key, cluster, version);
+    txn_cmp(t, key, rev);
+    if (to == VS_CVER_REMOVED) {
+        txn_del(t, key);
+    } else {
+        snprintf(rec->state, sizeof rec->state, "%s", vs_cver_state_name(to));
+        txn_put_version(t, cluster, rec);
+    }
+    snprintf(detail, sizeof detail, "%s -> %s", vs_cver_state_name(from), vs_cver_state_name(to));
+    txn_audit(t, cluster, vs_cver_event_name(ev), version, detail);
+    if ((st = txn_run(e, t, msg)) == VS_OK)
+        snprintf(msg, VS_ERR_LEN, "%s: %s -> %s%s", version, vs_cver_state_name(from), vs_cver_state_name(to),
+                 to == VS_CVER_REMOVED ? " (shards unload it; the name can be deployed again)"
+                                       : " (shards unload it)");
+out:
+    free(rec);
+    free(t);
     return st;
+}
+
+vs_status vs_rollout_retire(vs_etcd_t *e, const char *cluster, const char *version, char msg[VS_ERR_LEN])
+{
+    return lifecycle_cmd(e, cluster, version, VS_CVER_RETIRE, msg);
+}
+
+vs_status vs_rollout_remove(vs_etcd_t *e, const char *cluster, const char *version, char msg[VS_ERR_LEN])
+{
+    return lifecycle_cmd(e, cluster, version, VS_CVER_REMOVE, msg);
 }

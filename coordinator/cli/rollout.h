@@ -1,12 +1,19 @@
-/* rollout.h: the rollout protocol's writes (docs/protocol.md, "Rollout"): deploy (stage a version),
- * activate (switch the active version when every partition has enough replicas with it READY, by an etcd
- * transaction comparing the revision it read), rollback (switch back to the previous version).
+/* rollout.h: the operator commands that change which index versions a cluster holds and serves
+ * (docs/protocol.md, "Rollout"): deploy, activate, rollback, retire, remove. Every key, record and
+ * state transition comes from the protocol module (common/cluster/): this file only reads etcd,
+ * decides with those pure functions, and writes in one transaction.
  *
- * Keys: /vecshard/<cluster>/versions/<version> = {"version","manifest","model_version","partitions",
- * "state":"staged|active|previous|retired","staged_at"}; /vecshard/<cluster>/active =
- * {"version","previous","activated_at"}. Shards load staged/active/previous versions and unload retired
- * ones; coordinators serve the active one. At most two versions stay loaded after an activation (the new
- * active and the previous one, for an instant rollback); the one before is retired. */
+ * Safety rules enforced here (issue 13):
+ * - deploy refuses a known version name whose content id differs (a rebuild under the same name would
+ *   fork the cluster);
+ * - activate and rollback refuse a version whose dimension, metric, partitioning, partition count or
+ *   embedding model differs from the active one, naming each difference, unless force is set (an
+ *   intended model change); they also need min_ready replicas per partition with the version READY;
+ * - retire and remove never touch the active version; remove deletes the record so shards free the
+ *   slot and the name can be deployed again;
+ * - a cluster bootstrapped with --manifest (no active key yet) knows its active version from the
+ *   member records, so the first activation records it as previous and rollback works;
+ * - every command that changed something leaves an audit record (/vecshard/<c>/audit/...). */
 #ifndef VS_COORDINATOR_CLI_ROLLOUT_H
 #define VS_COORDINATOR_CLI_ROLLOUT_H
 
@@ -15,20 +22,26 @@
 #include "common/net/etcd.h"
 #include "common/status.h"
 
-/* Registers the version a manifest describes as staged. The manifest is validated and recorded by its
- * absolute path (shards and coordinators must see the same path). Deploying the same manifest again is a
- * no-op; another manifest under an existing version name is VS_ERR_ALREADY_EXISTS. msg says what happened. */
+/* Registers the version a manifest describes as staged (by its absolute path, which shards and
+ * coordinators must see too). The same content again is a no-op (a retired version is staged again);
+ * other content under a known name is VS_ERR_ALREADY_EXISTS. msg says what happened. */
 vs_status vs_rollout_deploy(vs_etcd_t *e, const char *cluster, const char *manifest_path,
                             char msg[VS_ERR_LEN]);
 
-/* Makes version active if every partition has at least min_ready (>= 1) member replicas (not draining)
- * holding it READY; otherwise refuses with the count per partition and any load failures reported.
- * VS_ERR_NOT_FOUND (not deployed), VS_ERR_FAILED_PRECONDITION (retired, not ready, or etcd changed
- * meanwhile: retry). */
+/* Makes version active: refused (VS_ERR_FAILED_PRECONDITION with the reason) when its state does not
+ * allow it, when it differs from the active version in dim/metric/partitioning/partitions/model and
+ * force is 0, or when a partition has fewer than min_ready (>= 1) replicas with it READY (the counts
+ * and the load failures are named). VS_ERR_NOT_FOUND when not deployed. */
 vs_status vs_rollout_activate(vs_etcd_t *e, const char *cluster, const char *version, size_t min_ready,
-                              char msg[VS_ERR_LEN]);
+                              int force, char msg[VS_ERR_LEN]);
 
-/* Switches back to the previous version (which must still be READY on min_ready replicas per partition). */
+/* Switches back to the previous version (the same checks as activate, force 0). */
 vs_status vs_rollout_rollback(vs_etcd_t *e, const char *cluster, size_t min_ready, char msg[VS_ERR_LEN]);
+
+/* retire: a staged, failed or previous version stops being held (shards unload it);
+ * remove: a staged, failed or retired version's record is deleted. Both refuse the active version
+ * (and remove the previous one) with the reason. */
+vs_status vs_rollout_retire(vs_etcd_t *e, const char *cluster, const char *version, char msg[VS_ERR_LEN]);
+vs_status vs_rollout_remove(vs_etcd_t *e, const char *cluster, const char *version, char msg[VS_ERR_LEN]);
 
 #endif

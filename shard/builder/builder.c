@@ -23,7 +23,7 @@
 #include "common/vecio.h"
 #include "shard/index/index.h"
 #include "shard/index/ivf.h"
-#include "shard/server/manifest.h"
+#include "common/cluster/manifest.h"
 
 #define MARKER_FORMAT "vecshard-build-done/1"
 

@@ -7,21 +7,28 @@
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
-
+#include "common/cli/timing.h"
+#include "common/cluster/keys.h"
+#include "common/cluster/lifecycle.h"
+#include "common/cluster/records.h"
 #include "common/log.h"
 #include "common/net/etcd.h"
 #include "shard/server/follow.h"
-#include "shard/server/manifest.h"
+#include "common/cluster/manifest.h"
 
 #define MAX_WANTED 32
+
+/* Retry of a failed load: 1 s, 2 s, 4 s ... capped at 60 s (lifecycle.h), reset when the record changes. */
+#define RETRY_BASE_MS 1000
+#define RETRY_CAP_MS 60000
 
 typedef struct wanted {
     char version[VS_NAME_LEN];
     char manifest[PATH_MAX];
-    char state[16];
-    int64_t mod_revision; /* a changed record is retried after a failure */
-    int64_t tried_revision;
+    vs_cver_state state;
+    int64_t mod_revision;
+    uint32_t failures;    /* loads that failed since the record last changed */
+    uint64_t next_try_ns; /* monotonic; 0 = now */
 } wanted_t;
 
 struct vs_follow {
@@ -31,7 +38,8 @@ struct vs_follow {
     uint32_t partition;
     vs_follow_change_fn on_change;
     void *user;
-    char prefix[256];
+    char cluster[VS_NAME_LEN];
+    vs_log_limit_t bad_record_log;
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -42,46 +50,50 @@ struct vs_follow {
     char owned[MAX_WANTED][VS_NAME_LEN];
     size_t n_owned;
     char active[VS_NAME_LEN];
+    uint64_t loads_failed;
 };
 
 /* Records one version record (mu held). */
 static void put_version(vs_follow_t *f, const vs_etcd_kv_t *kv)
 {
-    cJSON *o = cJSON_ParseWithLength(kv->value, kv->value_len);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "manifest");
-    const cJSON *s = cJSON_GetObjectItemCaseSensitive(o, "state");
-    if (!cJSON_IsString(v) || !cJSON_IsString(m) || !cJSON_IsString(s) ||
-        !vs_version_name_valid(v->valuestring) || strlen(m->valuestring) >= PATH_MAX) {
-        vs_log(VS_LOG_WARN, "rollout: ignoring a malformed version record %.*s", (int)kv->key_len, kv->key);
-        cJSON_Delete(o);
+    vs_version_rec_t *r = malloc(sizeof *r);
+    char err[VS_ERR_LEN];
+    vs_cver_state state;
+    if (!r || vs_version_rec_decode(kv->value, kv->value_len, r, err) != VS_OK ||
+        vs_cver_state_parse(r->state, &state) != VS_OK) {
+        vs_log_limited(&f->bad_record_log, VS_LOG_WARN, "rollout: ignoring a malformed version record %.*s",
+                       (int)kv->key_len, kv->key);
+        free(r);
         return;
     }
     wanted_t *w = NULL;
     for (size_t i = 0; i < f->n_wanted && !w; i++)
-        if (strcmp(f->wanted[i].version, v->valuestring) == 0)
+        if (strcmp(f->wanted[i].version, r->version) == 0)
             w = &f->wanted[i];
     if (!w && f->n_wanted < MAX_WANTED) {
         w = &f->wanted[f->n_wanted++];
         memset(w, 0, sizeof *w);
     }
     if (w) {
-        snprintf(w->version, sizeof w->version, "%s", v->valuestring);
-        snprintf(w->manifest, sizeof w->manifest, "%s", m->valuestring);
-        snprintf(w->state, sizeof w->state, "%s", s->valuestring);
+        if (w->mod_revision != kv->mod_revision) { /* a changed record: try again at once */
+            w->failures = 0;
+            w->next_try_ns = 0;
+        }
+        snprintf(w->version, sizeof w->version, "%s", r->version);
+        snprintf(w->manifest, sizeof w->manifest, "%s", r->manifest);
+        w->state = state;
         w->mod_revision = kv->mod_revision;
     }
-    cJSON_Delete(o);
+    free(r);
 }
 
 static void delete_version(vs_follow_t *f, const vs_etcd_kv_t *kv)
 {
-    const char *name = kv->key + strlen(f->prefix) + strlen("versions/");
-    if (kv->key_len <= strlen(f->prefix) + strlen("versions/"))
+    char name[VS_REPLICA_ID_MAX + 1];
+    if (vs_key_parse(f->cluster, kv->key, kv->key_len, NULL, name) != VS_KEY_VERSION)
         return;
     for (size_t i = 0; i < f->n_wanted; i++)
-        if (strlen(f->wanted[i].version) == kv->key_len - (size_t)(name - kv->key) &&
-            memcmp(f->wanted[i].version, name, strlen(f->wanted[i].version)) == 0) {
+        if (strcmp(f->wanted[i].version, name) == 0) {
             f->wanted[i] = f->wanted[--f->n_wanted];
             return;
         }
@@ -107,27 +119,29 @@ static void on_versions(const vs_etcd_watch_event_t *ev, void *user)
 
 static void set_active(vs_follow_t *f, const vs_etcd_kv_t *kv)
 {
-    cJSON *o = kv ? cJSON_ParseWithLength(kv->value, kv->value_len) : NULL;
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "version");
-    snprintf(f->active, sizeof f->active, "%s", cJSON_IsString(v) ? v->valuestring : "");
-    cJSON_Delete(o);
+    vs_active_rec_t a;
+    char err[VS_ERR_LEN];
+    if (kv && vs_active_rec_decode(kv->value, kv->value_len, &a, err) != VS_OK) {
+        vs_log_limited(&f->bad_record_log, VS_LOG_WARN, "rollout: ignoring a malformed active record: %s",
+                       err);
+        return;
+    }
+    snprintf(f->active, sizeof f->active, "%s", kv ? a.version : "");
 }
 
 static void on_active(const vs_etcd_watch_event_t *ev, void *user)
 {
     vs_follow_t *f = user;
-    char key[300];
-    snprintf(key, sizeof key, "%sactive", f->prefix);
     pthread_mutex_lock(&f->mu);
     if (ev->kind == VS_ETCD_WATCH_SNAPSHOT) {
         const vs_etcd_kv_t *kv = NULL;
         for (size_t i = 0; i < ev->snapshot->n; i++)
-            if (ev->snapshot->kvs[i].key_len == strlen(key) &&
-                memcmp(ev->snapshot->kvs[i].key, key, strlen(key)) == 0)
+            if (vs_key_parse(f->cluster, ev->snapshot->kvs[i].key, ev->snapshot->kvs[i].key_len, NULL,
+                             NULL) == VS_KEY_ACTIVE)
                 kv = &ev->snapshot->kvs[i];
         set_active(f, kv);
     } else if ((ev->kind == VS_ETCD_WATCH_PUT || ev->kind == VS_ETCD_WATCH_DELETE) &&
-               ev->kv->key_len == strlen(key) && memcmp(ev->kv->key, key, strlen(key)) == 0) {
+               vs_key_parse(f->cluster, ev->kv->key, ev->kv->key_len, NULL, NULL) == VS_KEY_ACTIVE) {
         set_active(f, ev->kind == VS_ETCD_WATCH_PUT ? ev->kv : NULL);
     }
     f->dirty = 1;
@@ -161,33 +175,44 @@ static int reconcile(vs_follow_t *f)
     if (nh > VS_SHARD_MAX_VERSIONS)
         nh = VS_SHARD_MAX_VERSIONS;
     char err[VS_ERR_LEN];
-    /* 1. load */
+    /* 1. load (a failed load is retried after a capped exponential backoff, so a version that cannot
+     * load costs one attempt, one log line and one record write per backoff step, not a storm) */
+    uint64_t now = vs_now_ns();
     for (size_t i = 0; i < nw; i++) {
         wanted_t *w = &want[i];
-        if (strcmp(w->state, "retired") == 0)
+        if (!vs_cver_shards_hold(w->state))
             continue;
         int st = held_state(vi, nh, w->version);
-        int retry = st == VS_VERSION_FAILED && w->mod_revision != w->tried_revision;
-        if (st && !retry)
+        if ((st && st != VS_VERSION_FAILED) || now < w->next_try_ns)
             continue;
-        pthread_mutex_lock(&f->mu);
-        for (size_t j = 0; j < f->n_wanted; j++)
-            if (strcmp(f->wanted[j].version, w->version) == 0)
-                f->wanted[j].tried_revision = w->mod_revision;
-        pthread_mutex_unlock(&f->mu);
-        if (retry)
-            vs_shard_unload(f->sh, w->version, err);
-        vs_log(VS_LOG_INFO, "rollout: loading %s partition %u (%s) from %s", w->version, f->partition,
-               w->state, w->manifest);
         int known = 0;
         for (size_t j = 0; j < f->n_owned && !known; j++)
             known = strcmp(f->owned[j], w->version) == 0;
+        if (st == VS_VERSION_FAILED && !known)
+            continue; /* an operator's --manifest version that failed: not this follower's to retry */
+        if (st == VS_VERSION_FAILED)
+            vs_shard_unload(f->sh, w->version, err);
+        vs_log(VS_LOG_INFO, "rollout: loading %s partition %u (%s%s) from %s", w->version, f->partition,
+               vs_cver_state_name(w->state), st ? ", retry" : "", w->manifest);
         if (!known && f->n_owned < MAX_WANTED)
-            snprintf(f->owned[f->n_owned++], VS_NAME_LEN, "%s", w->version);
-        if (vs_shard_load(f->sh, w->manifest, f->partition, NULL, err) != VS_OK)
-            vs_log(VS_LOG_ERROR, "rollout: %s failed: %s", w->version, err);
-        else
+            snprintf(f->owned[f->n_owned++], VS_NAME_LEN, "%.127s", w->version);
+        int ok = vs_shard_load(f->sh, w->manifest, f->partition, NULL, err) == VS_OK;
+        uint32_t failures = ok ? 0 : w->failures + 1;
+        uint64_t delay_ms = ok ? 0 : vs_lifecycle_backoff_ms(failures, RETRY_BASE_MS, RETRY_CAP_MS);
+        if (ok)
             vs_log(VS_LOG_INFO, "rollout: %s partition %u READY", w->version, f->partition);
+        else
+            vs_log(VS_LOG_ERROR, "rollout: %s failed (attempt %u, next in %llu ms): %s", w->version, failures,
+                   (unsigned long long)delay_ms, err);
+        pthread_mutex_lock(&f->mu);
+        for (size_t j = 0; j < f->n_wanted; j++)
+            if (strcmp(f->wanted[j].version, w->version) == 0 &&
+                f->wanted[j].mod_revision == w->mod_revision) {
+                f->wanted[j].failures = failures;
+                f->wanted[j].next_try_ns = ok ? 0 : vs_now_ns() + delay_ms * 1000000ull;
+            }
+        f->loads_failed += !ok;
+        pthread_mutex_unlock(&f->mu);
         return 1;
     }
     /* 2. activate */
@@ -203,7 +228,7 @@ static int reconcile(vs_follow_t *f)
     for (size_t i = 0; i < nh; i++) {
         int keep = 0;
         for (size_t j = 0; j < nw && !keep; j++)
-            keep = strcmp(want[j].version, vi[i].version) == 0 && strcmp(want[j].state, "retired") != 0;
+            keep = strcmp(want[j].version, vi[i].version) == 0 && vs_cver_shards_hold(want[j].state);
         int owned = 0;
         for (size_t j = 0; j < f->n_owned && !owned; j++)
             owned = strcmp(f->owned[j], vi[i].version) == 0;
@@ -262,13 +287,15 @@ vs_status vs_follow_start(const char *endpoints, const char *cluster, uint32_t p
     f->partition = partition;
     f->on_change = on_change;
     f->user = user;
-    snprintf(f->prefix, sizeof f->prefix, "/vecshard/%.128s/", cluster);
+    snprintf(f->cluster, sizeof f->cluster, "%s", cluster);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
     vs_etcd_opts_t eo = {.endpoints = endpoints};
-    char vp[300], ap[300];
-    snprintf(vp, sizeof vp, "%sversions/", f->prefix);
-    snprintf(ap, sizeof ap, "%sactive", f->prefix);
+    char vp[VS_KEY_LEN], ap[VS_KEY_LEN];
+    if (vs_key_versions_prefix(vp, cluster) == 0 || vs_key_active(ap, cluster) == 0) {
+        free(f);
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "rollout: cluster name '%s' is not valid", cluster);
+    }
     vs_status st = vs_etcd_create(&eo, &f->etcd, err);
     if (st == VS_OK && pthread_create(&f->thread, NULL, follow_main, f) != 0)
         st = vs_errf(err, VS_ERR_INTERNAL, "rollout: cannot start a thread");

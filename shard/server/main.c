@@ -22,7 +22,7 @@
 #include "common/net/rpc.h"
 #include "common/net/serve.h"
 #include "shard/server/follow.h"
-#include "shard/server/manifest.h"
+#include "common/cluster/manifest.h"
 #include "shard/server/membership.h"
 #include "shard/server/metrics.h"
 #include "shard/server/shard.h"

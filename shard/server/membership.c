@@ -6,8 +6,8 @@
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
-
+#include "common/cluster/keys.h"
+#include "common/cluster/records.h"
 #include "common/log.h"
 #include "common/net/etcd.h"
 #include "shard/server/membership.h"
@@ -16,7 +16,7 @@ struct vs_membership {
     vs_etcd_t *etcd;
     vs_etcd_session_t *session;
     vs_shard_t *shard;
-    char key[512];
+    char key[VS_KEY_LEN];
     char address[256], replica_id[128];
     uint32_t partition;
     char started_at[32];
@@ -24,48 +24,46 @@ struct vs_membership {
     atomic_uint_fast64_t put_errors;
 };
 
-/* The record: {"address","partition","replica_id","state","active_version","versions":[{version,state,
- * error?,n_vectors}],"started_at"}. */
-static char *record_json(vs_membership_t *m)
+/* The record (common/cluster/records.h) for the shard's current state. */
+static vs_status record_json(vs_membership_t *m, char **out, char err[VS_ERR_LEN])
 {
     vs_shard_version_info_t vi[VS_SHARD_MAX_VERSIONS];
-    char active[128];
-    size_t n = vs_shard_versions(m->shard, vi, VS_SHARD_MAX_VERSIONS, active);
+    vs_member_rec_t *r = calloc(1, sizeof *r);
+    if (!r)
+        return vs_errf(err, VS_ERR_NOMEM, "membership: out of memory");
+    size_t n = vs_shard_versions(m->shard, vi, VS_SHARD_MAX_VERSIONS, r->active_version);
     if (n > VS_SHARD_MAX_VERSIONS)
         n = VS_SHARD_MAX_VERSIONS;
-    cJSON *o = cJSON_CreateObject();
-    if (!o)
-        return NULL;
-    cJSON_AddStringToObject(o, "address", m->address);
-    cJSON_AddNumberToObject(o, "partition", m->partition);
-    cJSON_AddStringToObject(o, "replica_id", m->replica_id);
-    cJSON_AddStringToObject(o, "state", vs_shard_state_name(vs_shard_get_state(m->shard)));
-    cJSON_AddStringToObject(o, "active_version", active);
-    cJSON *arr = cJSON_AddArrayToObject(o, "versions");
-    for (size_t i = 0; arr && i < n; i++) {
-        cJSON *v = cJSON_CreateObject();
-        if (!v)
-            break;
-        cJSON_AddStringToObject(v, "version", vi[i].version);
-        cJSON_AddStringToObject(v, "state", vs_version_state_name(vi[i].state));
-        if (vi[i].error[0])
-            cJSON_AddStringToObject(v, "error", vi[i].error);
-        cJSON_AddNumberToObject(v, "n_vectors", (double)vi[i].n_vectors);
-        cJSON_AddItemToArray(arr, v);
+    snprintf(r->address, sizeof r->address, "%s", m->address);
+    r->partition = m->partition;
+    snprintf(r->replica_id, sizeof r->replica_id, "%s", m->replica_id);
+    snprintf(r->state, sizeof r->state, "%s", vs_shard_state_name(vs_shard_get_state(m->shard)));
+    for (size_t i = 0; i < n && r->n_versions < VS_MEMBER_MAX_VERSIONS; i++) {
+        vs_member_version_t *v = &r->versions[r->n_versions++];
+        snprintf(v->version, sizeof v->version, "%.127s", vi[i].version);
+        snprintf(v->state, sizeof v->state, "%.15s", vs_version_state_name(vi[i].state));
+        snprintf(v->error, sizeof v->error, "%.255s", vi[i].error);
+        v->n_vectors = vi[i].n_vectors;
+        v->dim = vi[i].dim;
+        snprintf(v->metric, sizeof v->metric, "%.15s", vi[i].metric);
+        snprintf(v->model_version, sizeof v->model_version, "%.127s", vi[i].model_version);
+        snprintf(v->partitioning, sizeof v->partitioning, "%.15s", vi[i].partitioning);
+        v->partitions = vi[i].partitions_total;
     }
-    cJSON_AddStringToObject(o, "started_at", m->started_at);
-    char *s = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    return s;
+    snprintf(r->started_at, sizeof r->started_at, "%s", m->started_at);
+    vs_status st = vs_member_rec_encode(r, out, err);
+    free(r);
+    return st;
 }
 
 static vs_status publish(vs_membership_t *m, char err[VS_ERR_LEN])
 {
     pthread_mutex_lock(&m->mu);
-    char *json = record_json(m);
-    vs_status st = json ? vs_etcd_session_put(m->session, m->key, strlen(m->key), json, strlen(json), err)
-                        : vs_errf(err, VS_ERR_NOMEM, "membership: out of memory");
-    cJSON_free(json);
+    char *json = NULL;
+    vs_status st = record_json(m, &json, err);
+    if (st == VS_OK)
+        st = vs_etcd_session_put(m->session, m->key, strlen(m->key), json, strlen(json), err);
+    free(json);
     pthread_mutex_unlock(&m->mu);
     if (st != VS_OK)
         atomic_fetch_add(&m->put_errors, 1);
@@ -82,8 +80,12 @@ vs_status vs_membership_start(const vs_membership_opts_t *o, vs_shard_t *sh, vs_
     m->partition = o->partition;
     snprintf(m->address, sizeof m->address, "%s", o->address);
     snprintf(m->replica_id, sizeof m->replica_id, "%s", o->replica_id);
-    snprintf(m->key, sizeof m->key, "/vecshard/%.128s/members/%u/%.128s", o->cluster, o->partition,
-             o->replica_id);
+    if (vs_key_member(m->key, o->cluster, o->partition, o->replica_id) == 0) {
+        free(m);
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "membership: cluster '%s' or replica id '%s' is not a valid name ([A-Za-z0-9._-])",
+                       o->cluster, o->replica_id);
+    }
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);

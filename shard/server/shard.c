@@ -10,7 +10,7 @@
 #include "common/parallel.h"
 #include "common/topk.h"
 #include "shard/index/ivf.h"
-#include "shard/server/manifest.h"
+#include "common/cluster/manifest.h"
 #include "shard/server/shard.h"
 #include "vecshard/v1/shard.pb-c.h"
 
@@ -504,6 +504,11 @@ size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t ca
                 o->n_vectors = vs_index_count(v->idx);
                 o->mapped_bytes = vs_index_mapped_bytes(v->idx);
                 o->memory_bytes = vs_index_memory_bytes(v->idx);
+                o->dim = vs_index_dim(v->idx);
+                snprintf(o->metric, sizeof o->metric, "%s", vs_metric_name(vs_index_metric(v->idx)));
+                snprintf(o->model_version, sizeof o->model_version, "%.127s", vs_index_model_version(v->idx));
+                snprintf(o->partitioning, sizeof o->partitioning, "%s", v->partitioning);
+                o->partitions_total = v->partitions_total;
             }
         }
         n++;

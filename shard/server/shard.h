@@ -19,7 +19,7 @@
 
 #include "common/status.h"
 #include "shard/index/index.h"
-#include "shard/server/manifest.h"
+#include "common/cluster/manifest.h"
 
 #define VS_SHARD_MAX_VERSIONS 8
 #define VS_SHARD_DEFAULT_MAX_BATCH 10000u
@@ -106,6 +106,13 @@ typedef struct vs_shard_version_info {
     uint64_t n_vectors;
     uint64_t mapped_bytes;
     uint64_t memory_bytes;
+    /* what the version is (READY only; 0 / "" otherwise): a coordinator or the admin CLI compares it
+     * with another version before switching (activation guards) */
+    uint32_t dim;
+    char metric[16];
+    char model_version[128];
+    char partitioning[16];
+    uint32_t partitions_total;
 } vs_shard_version_info_t;
 
 /* Copies up to cap version records into out; returns how many there are. *active gets the active

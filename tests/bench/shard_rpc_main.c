@@ -18,7 +18,7 @@
 #include "common/parallel.h"
 #include "common/vecio.h"
 #include "shard/index/index.h"
-#include "shard/server/manifest.h"
+#include "common/cluster/manifest.h"
 #include "vecshard/v1/shard.pb-c.h"
 
 static int cmp_double(const void *a, const void *b)

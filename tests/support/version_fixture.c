@@ -7,7 +7,7 @@
 
 #include "common/topk.h"
 #include "shard/index/index.h"
-#include "shard/server/manifest.h"
+#include "common/cluster/manifest.h"
 #include "tests/support/version_fixture.h"
 #include "tests/testlib.h"
 

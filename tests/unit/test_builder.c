@@ -22,7 +22,7 @@
 #include "shard/index/ifile.h"
 #include "shard/index/index.h"
 #include "shard/index/ivf.h"
-#include "shard/server/manifest.h"
+#include "common/cluster/manifest.h"
 #include "shard/server/shard.h"
 #include "common/distance.h"
 #include "tests/testlib.h"

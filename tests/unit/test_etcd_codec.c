@@ -230,9 +230,9 @@ static void test_parse_keepalive_and_errors(void)
     CHECK(vs_etcd_parse_error("x", 503, "gateway down", 12, err) == VS_ERR_UNAVAILABLE);
     CHECK(vs_etcd_parse_error("x", 404, "", 0, err) == VS_ERR_NOT_FOUND);
     CHECK(vs_etcd_parse_error("x", 500, "{\"code\":0}", 10, err) == VS_ERR_INTERNAL);
-    CHECK(vs_etcd_status_from_grpc(4) == VS_ERR_DEADLINE_EXCEEDED);
-    CHECK(vs_etcd_status_from_grpc(8) == VS_ERR_RESOURCE_EXHAUSTED);
-    CHECK(vs_etcd_status_from_grpc(99) == VS_ERR_INTERNAL);
+    CHECK(vs_status_from_grpc(4) == VS_ERR_DEADLINE_EXCEEDED);
+    CHECK(vs_status_from_grpc(8) == VS_ERR_RESOURCE_EXHAUSTED);
+    CHECK(vs_status_from_grpc(99) == VS_ERR_INTERNAL);
 }
 
 static void test_parse_watch(void)

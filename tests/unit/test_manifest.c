@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "shard/server/manifest.h"
+#include "common/cluster/manifest.h"
 #include "tests/testlib.h"
 
 #define T "manifest"

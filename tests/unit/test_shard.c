@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "shard/index/ivf.h"
-#include "shard/server/manifest.h"
+#include "common/cluster/manifest.h"
 #include "shard/server/shard.h"
 #include "tests/support/version_fixture.h"
 #include "tests/testlib.h"

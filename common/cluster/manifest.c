@@ -12,24 +12,16 @@
 #include <cjson/cJSON.h>
 
 #include "common/crc32c.h"
-#include "shard/index/index.h"
-#include "shard/server/manifest.h"
+#include "common/factory.h"
+#include "common/cluster/keys.h"
+#include "common/cluster/manifest.h"
 
 #define MAX_MANIFEST_BYTES (16u << 20)
 #define MAX_PARTITIONS 65536u
 
 int vs_version_name_valid(const char *s)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > 64 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return vs_cluster_name_valid(s, 64);
 }
 
 static int file_name_ok(const char *f)
@@ -424,6 +416,48 @@ vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[V
     }
     cJSON_free(text);
     return st;
+}
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ull;
+    }
+    return h;
+}
+
+static uint64_t fnv_u64(uint64_t h, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (unsigned char)(v >> (8 * i));
+    return fnv(h, b, 8);
+}
+
+void vs_manifest_content_id(const vs_manifest_t *m, char out[17])
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    const char *metric = vs_metric_name(m->metric);
+    h = fnv(h, metric, strlen(metric) + 1);
+    h = fnv(h, m->factory, strlen(m->factory) + 1);
+    h = fnv(h, m->partitioning, strlen(m->partitioning) + 1);
+    h = fnv_u64(h, m->dim);
+    h = fnv_u64(h, m->nlist);
+    h = fnv_u64(h, m->has_centroids_crc32c ? (1ull << 32) | m->centroids_crc32c : 0);
+    h = fnv_u64(h, m->n_partitions);
+    for (uint32_t i = 0; i < m->n_partitions; i++) {
+        const vs_manifest_partition_t *p = &m->partitions[i];
+        h = fnv_u64(h, p->id);
+        h = fnv_u64(h, p->size_bytes);
+        h = fnv_u64(h, p->has_crc32c ? (1ull << 32) | p->crc32c : 0);
+        h = fnv_u64(h, p->n_vectors);
+        h = fnv_u64(h, p->n_lists);
+        for (uint32_t j = 0; j < p->n_lists; j++)
+            h = fnv_u64(h, p->lists[j]);
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
 vs_status vs_file_crc32c(const char *path, uint64_t *out_size, uint32_t *out_crc, char err[VS_ERR_LEN])

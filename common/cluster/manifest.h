@@ -10,8 +10,8 @@
  * partition, every list of the nlist exactly once, so a coordinator routes a query to the partitions
  * owning its nearest lists.
  * Not here: loading the index (shard.h) or where manifests live in etcd (the deploy issue). */
-#ifndef VS_SHARD_SERVER_MANIFEST_H
-#define VS_SHARD_SERVER_MANIFEST_H
+#ifndef VS_COMMON_CLUSTER_MANIFEST_H
+#define VS_COMMON_CLUSTER_MANIFEST_H
 
 #include <limits.h>
 #include <stdint.h>
@@ -79,6 +79,13 @@ const vs_manifest_partition_t *vs_manifest_partition(const vs_manifest_t *m, uin
 /* Full path of a file named in the manifest into buf (PATH_MAX); VS_ERR_INVALID_ARGUMENT if too long. */
 vs_status vs_manifest_path(const vs_manifest_t *m, const char *file, char buf[PATH_MAX],
                            char err[VS_ERR_LEN]);
+
+/* The content id of the version a manifest describes: 16 hex digits of a 64-bit FNV-1a hash over
+ * everything that decides what the version answers (metric, dim, factory, partitioning, nlist, the
+ * centroids' CRC32C, and per partition its id, size, CRC32C, vector count and lists); not the version
+ * name, the model name or paths. Two builds with equal content ids serve the same data; deploy refuses
+ * a known version name whose content id differs. */
+void vs_manifest_content_id(const vs_manifest_t *m, char out[17]);
 
 /* 1 when name is a valid version name ([A-Za-z0-9._-], 1..64 bytes, not "." or ".."). */
 int vs_version_name_valid(const char *name);
