@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "common/cli/timing.h"
+#include "common/crc32c.h"
 #include "common/topk.h"
 #include "common/vecio.h"
 #include "coordinator/coord.h"
@@ -19,6 +20,7 @@
 typedef struct version_entry {
     char name[VS_NAME_LEN];
     char model[VS_NAME_LEN];
+    char (*content)[17]; /* per partition id: the file's content id from the manifest (NULL: unknown) */
     vs_router_t router;
     atomic_int refs; /* the coordinator's + one per request using it */
 } version_entry_t;
@@ -27,6 +29,7 @@ static void version_unref(version_entry_t *e)
 {
     if (e && atomic_fetch_sub(&e->refs, 1) == 1) {
         vs_router_fini(&e->router);
+        free(e->content);
         free(e);
     }
 }
@@ -103,18 +106,28 @@ vs_coord_stats_t *vs_coord_stats(vs_coord_t *c)
     return &c->stats;
 }
 
-vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *model_version,
-                               vs_router_t *router, char err[VS_ERR_LEN])
+/* The content id the replicas of partition p must report for e ("" = any). */
+static const char *expect_content(const version_entry_t *e, uint32_t p)
+{
+    return e->content && p < e->router.n_partitions ? e->content[p] : "";
+}
+
+/* vs_coord_add_version with the partitions' content ids (content: n_partitions entries, taken; NULL). */
+static vs_status add_version(vs_coord_t *c, const char *version, const char *model_version,
+                             vs_router_t *router, char (*content)[17], char err[VS_ERR_LEN])
 {
     if (!vs_version_name_valid(version)) {
         vs_router_fini(router);
+        free(content);
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "version name \"%s\" is not valid", version);
     }
     version_entry_t *e = calloc(1, sizeof *e);
     if (!e) {
         vs_router_fini(router);
+        free(content);
         return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
     }
+    e->content = content;
     snprintf(e->name, sizeof e->name, "%s", version);
     snprintf(e->model, sizeof e->model, "%s", model_version ? model_version : "");
     e->router = *router;
@@ -136,6 +149,12 @@ vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *m
     if (st != VS_OK)
         version_unref(e);
     return st;
+}
+
+vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *model_version,
+                               vs_router_t *router, char err[VS_ERR_LEN])
+{
+    return add_version(c, version, model_version, router, NULL, err);
 }
 
 int vs_coord_has_version(vs_coord_t *c, const char *version)
@@ -190,7 +209,7 @@ static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_rou
     vs_status st = vs_manifest_path(m, m->centroids_file, cpath, err);
     if (st != VS_OK)
         return st;
-    if (m->has_centroids_crc32c) {
+    if (m->has_centroids_crc32c) { /* the file as written */
         uint64_t size;
         uint32_t crc;
         st = vs_file_crc32c(cpath, &size, &crc, err);
@@ -206,10 +225,18 @@ static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_rou
     st = vs_vecfile_load_f32(cpath, &n, &d, &cent, err);
     if (st != VS_OK)
         return st;
-    uint32_t *lp = NULL;
+    uint32_t *lp = NULL, dcrc = 0;
     if (n != m->nlist || d != m->dim)
         st = vs_errf(err, VS_ERR_CORRUPT, "%s: %zu x %u centroids, the manifest says nlist %u, dim %u", cpath,
                      n, d, m->nlist, m->dim);
+    else if (m->has_centroids_data_crc32c &&
+             (dcrc = vs_crc32c(0, cent, n * d * sizeof(float))) != m->centroids_data_crc32c)
+        /* the floats the shards' ivf.centroids sections hold: routing with other centroids would send
+         * queries to the wrong lists and lose recall without a single error */
+        st = vs_errf(err, VS_ERR_CORRUPT,
+                     "%s: centroid data CRC32C 0x%08x, the partitions were built with 0x%08x (the manifest's "
+                     "centroids_data_crc32c): these are not the version's centroids",
+                     cpath, dcrc, m->centroids_data_crc32c);
     else if (!(lp = malloc(n * sizeof *lp)))
         st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
     if (st == VS_OK) {
@@ -238,9 +265,17 @@ vs_status vs_coord_add_loaded(vs_coord_t *c, const vs_manifest_t *m, const char 
     vs_status st = strcmp(m->partitioning, "hash") == 0
                        ? vs_router_init_hash(&r, m->metric, m->dim, m->n_partitions, err)
                        : cluster_router(m, path, &r, err);
-    if (st == VS_OK)
-        st = vs_coord_add_version(c, m->version, m->model_version, &r, err);
-    return st;
+    if (st != VS_OK)
+        return st;
+    char(*content)[17] = calloc(m->n_partitions, sizeof *content);
+    if (!content) {
+        vs_router_fini(&r);
+        return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    }
+    for (uint32_t i = 0; i < m->n_partitions; i++)
+        if (m->partitions[i].id < m->n_partitions)
+            memcpy(content[m->partitions[i].id], m->partitions[i].content_id, 17);
+    return add_version(c, m->version, m->model_version, &r, content, err);
 }
 
 vs_status vs_coord_add_manifest(vs_coord_t *c, const char *path, char err[VS_ERR_LEN])
@@ -267,33 +302,40 @@ vs_status vs_coord_activate(vs_coord_t *c, const char *version, char err[VS_ERR_
     return st;
 }
 
-int vs_coord_version_ready(vs_coord_t *c, const char *version)
+/* 1 when every partition of e has a usable replica. */
+static int covered(vs_coord_t *c, const version_entry_t *e)
 {
-    uint32_t parts = 0;
-    pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < c->n_versions; i++)
-        if (strcmp(c->versions[i]->name, version) == 0)
-            parts = c->versions[i]->router.n_partitions;
-    pthread_mutex_unlock(&c->mu);
-    if (!parts)
-        return 0;
-    for (uint32_t p = 0; p < parts; p++)
-        if (vs_view_live(c->view, version, p) == 0)
+    for (uint32_t p = 0; p < e->router.n_partitions; p++)
+        if (vs_view_live(c->view, e->name, p, expect_content(e, p)) == 0)
             return 0;
     return 1;
+}
+
+int vs_coord_version_ready(vs_coord_t *c, const char *version)
+{
+    version_entry_t *e = NULL;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n_versions && !e; i++)
+        if (strcmp(c->versions[i]->name, version) == 0)
+            e = c->versions[i];
+    if (e)
+        atomic_fetch_add(&e->refs, 1);
+    pthread_mutex_unlock(&c->mu);
+    int ok = e && covered(c, e);
+    version_unref(e);
+    return ok;
 }
 
 int vs_coord_ready(vs_coord_t *c)
 {
     pthread_mutex_lock(&c->mu);
     version_entry_t *a = c->active;
+    if (a)
+        atomic_fetch_add(&a->refs, 1);
     pthread_mutex_unlock(&c->mu);
-    if (!a)
-        return 0;
-    for (uint32_t p = 0; p < a->router.n_partitions; p++)
-        if (vs_view_live(c->view, a->name, p) == 0)
-            return 0;
-    return 1;
+    int ok = a && covered(c, a);
+    version_unref(a);
+    return ok;
 }
 
 /* The version a request is served by, with a reference the request gives back (version_unref). */
@@ -376,12 +418,13 @@ static int client_error(int code)
 }
 
 /* Starts a call for part t on a replica not tried yet; 1 if started. */
-static int start_call(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *ps, size_t t, const char *version,
-                      double deadline, int is_hedge)
+static int start_call(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *ps, size_t t,
+                      const version_entry_t *ver, double deadline, int is_hedge)
 {
     if (ps->n_tried == MAX_TRIES)
         return 0;
-    vs_replica_t *r = vs_view_pick(c->view, version, ps->partition, ps->tried, ps->n_tried);
+    vs_replica_t *r = vs_view_pick(c->view, ver->name, ps->partition, expect_content(ver, ps->partition),
+                                   ps->tried, ps->n_tried);
     if (!r)
         return 0;
     call_ctx_t *ctx = malloc(sizeof *ctx);
@@ -415,8 +458,9 @@ static int start_call(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *ps, size_t
 
 /* Handles one finished call. Returns VS_OK, or a client error that ends the request. */
 static vs_status on_result(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *parts, vs_rpc_result_t *res,
-                           const char *version, double deadline, char err[VS_ERR_LEN])
+                           const version_entry_t *ver, double deadline, char err[VS_ERR_LEN])
 {
+    const char *version = ver->name;
     call_ctx_t *ctx = res->user;
     part_state_t *ps = &parts[ctx->part];
     ps->inflight--;
@@ -452,7 +496,7 @@ static vs_status on_result(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *parts
             st =
                 vs_errf(err, vs_status_from_grpc(res->code), "partition %u: %s", ps->partition, res->message);
         } else if (ps->inflight == 0) {
-            if (vs_now_s() < deadline && start_call(c, m, ps, ctx->part, version, deadline, 0)) {
+            if (vs_now_s() < deadline && start_call(c, m, ps, ctx->part, ver, deadline, 0)) {
                 atomic_fetch_add(&c->stats.retries, 1);
             } else {
                 ps->failed = 1;
@@ -568,7 +612,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
         atomic_fetch_add(&c->stats.fanout_sum, T);
         atomic_fetch_add(&c->stats.fanout_count, 1);
         for (size_t t = 0; t < T; t++)
-            if (!start_call(c, m, &parts[t], t, ver->name, deadline, 0)) {
+            if (!start_call(c, m, &parts[t], t, ver, deadline, 0)) {
                 parts[t].failed = 1;
                 snprintf(parts[t].reason, sizeof parts[t].reason, "partition %u: no live replica serving %s",
                          parts[t].partition, ver->name);
@@ -594,7 +638,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
         vs_rpc_result_t res;
         int got = vs_rpc_multi_next(m, (int64_t)ceil((wake - now) * 1e3), &res);
         if (got == 1) {
-            st = on_result(c, m, parts, &res, ver->name, deadline, err);
+            st = on_result(c, m, parts, &res, ver, deadline, err);
         } else if (got == 0) {
             now = vs_now_s();
             for (size_t t = 0; t < T; t++) {
@@ -602,7 +646,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
                 if (ps->done || ps->failed || ps->hedged || ps->inflight != 1 || ps->hedge_at > now)
                     continue;
                 ps->hedged = 1;
-                if (start_call(c, m, ps, t, ver->name, deadline, 1))
+                if (start_call(c, m, ps, t, ver, deadline, 1))
                     atomic_fetch_add(&c->stats.hedges_sent, 1);
             }
         } else {

@@ -13,6 +13,7 @@ struct vs_replica {
     char id[128], address[256], state[16];
     uint32_t partition;
     char versions[VS_VIEW_MAX_VERSIONS][128]; /* READY versions */
+    char content[VS_VIEW_MAX_VERSIONS][17];   /* their partition files' content ids ("" = not reported) */
     size_t n_versions;
     int all_versions; /* static membership */
     int seen;         /* in the current snapshot */
@@ -85,6 +86,7 @@ static void install(vs_view_t *v, vs_replica_t *r)
             pthread_mutex_lock(&old->mu);
             memcpy(old->state, r->state, sizeof old->state);
             memcpy(old->versions, r->versions, sizeof old->versions);
+            memcpy(old->content, r->content, sizeof old->content);
             old->n_versions = r->n_versions;
             old->partition = r->partition;
             old->seen = 1;
@@ -153,8 +155,10 @@ void vs_view_put(vs_view_t *v, const char *key, size_t klen, const char *json, s
     }
     snprintf(r->state, sizeof r->state, "%s", rec->state);
     for (size_t i = 0; i < rec->n_versions && r->n_versions < VS_VIEW_MAX_VERSIONS; i++)
-        if (strcmp(rec->versions[i].state, "READY") == 0)
+        if (strcmp(rec->versions[i].state, "READY") == 0) {
+            snprintf(r->content[r->n_versions], 17, "%.16s", rec->versions[i].content_id);
             snprintf(r->versions[r->n_versions++], 128, "%s", rec->versions[i].version);
+        }
     free(rec);
     pthread_mutex_lock(&v->mu);
     install(v, r);
@@ -235,8 +239,10 @@ vs_status vs_view_add_static(vs_view_t *v, const char *spec, char err[VS_ERR_LEN
     return st;
 }
 
-/* Usable for (version, partition)? (v->mu held; r->mu taken for state and versions.) */
-static int usable(vs_replica_t *r, const char *version, uint32_t partition)
+/* Usable for (version, partition)? (v->mu held; r->mu taken for state and versions.) A replica that
+ * reports another content id for the version than expected holds other data under the version's name
+ * and is never used; one that reports none (a shard of the previous release) is. */
+static int usable(vs_replica_t *r, const char *version, uint32_t partition, const char *content)
 {
     if (r->partition != partition)
         return 0;
@@ -245,7 +251,8 @@ static int usable(vs_replica_t *r, const char *version, uint32_t partition)
     if (ok && !r->all_versions) {
         ok = 0;
         for (size_t i = 0; i < r->n_versions && !ok; i++)
-            ok = strcmp(r->versions[i], version) == 0;
+            ok = strcmp(r->versions[i], version) == 0 &&
+                 (!content || !content[0] || !r->content[i][0] || strcmp(r->content[i], content) == 0);
     }
     pthread_mutex_unlock(&r->mu);
     return ok;
@@ -259,8 +266,8 @@ static double ewma(vs_replica_t *r)
     return e;
 }
 
-vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition, vs_replica_t *const *skip,
-                           size_t n_skip)
+vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition, const char *content_id,
+                           vs_replica_t *const *skip, size_t n_skip)
 {
     vs_replica_t *best = NULL;
     unsigned long best_out = 0;
@@ -271,7 +278,7 @@ vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition
         int skipped = 0;
         for (size_t j = 0; j < n_skip && !skipped; j++)
             skipped = skip[j] == r || strcmp(skip[j]->key, r->key) == 0;
-        if (skipped || !usable(r, version, partition))
+        if (skipped || !usable(r, version, partition, content_id))
             continue;
         unsigned long out = atomic_load(&r->outstanding);
         double lat = ewma(r);
@@ -289,12 +296,12 @@ vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition
     return best;
 }
 
-size_t vs_view_live(vs_view_t *v, const char *version, uint32_t partition)
+size_t vs_view_live(vs_view_t *v, const char *version, uint32_t partition, const char *content_id)
 {
     size_t n = 0;
     pthread_mutex_lock(&v->mu);
     for (size_t i = 0; i < v->n; i++)
-        n += usable(v->r[i], version, partition);
+        n += usable(v->r[i], version, partition, content_id);
     pthread_mutex_unlock(&v->mu);
     return n;
 }

@@ -39,12 +39,14 @@ void vs_view_end_snapshot(vs_view_t *v);
 vs_status vs_view_add_static(vs_view_t *v, const char *spec, char err[VS_ERR_LEN]);
 
 /* Picks a replica for (version, partition), skipping the n_skip already tried; NULL when none is usable.
- * The returned replica holds a reference and counts one call outstanding until vs_replica_done. */
-vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition, vs_replica_t *const *skip,
-                           size_t n_skip);
+ * content_id (nullable, "" = any): the partition file's content id the version's manifest records; a
+ * replica reporting another one is not usable (other data under the version's name). The returned
+ * replica holds a reference and counts one call outstanding until vs_replica_done. */
+vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition, const char *content_id,
+                           vs_replica_t *const *skip, size_t n_skip);
 
-/* Usable replicas for (version, partition). */
-size_t vs_view_live(vs_view_t *v, const char *version, uint32_t partition);
+/* Usable replicas for (version, partition) with that content id (as for vs_view_pick). */
+size_t vs_view_live(vs_view_t *v, const char *version, uint32_t partition, const char *content_id);
 
 /* Ends a call on r: records its latency (ok = answered) and drops the reference. */
 void vs_replica_done(vs_replica_t *r, double seconds, int ok);

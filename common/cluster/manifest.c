@@ -29,6 +29,16 @@ static int file_name_ok(const char *f)
     return f[0] && f[0] != '/' && !strstr(f, "..") && strlen(f) < PATH_MAX / 2;
 }
 
+static int hex16(const char *s)
+{
+    if (strlen(s) != 16)
+        return 0;
+    for (int i = 0; i < 16; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
 static vs_status get_string(const cJSON *o, const char *key, int required, char *dst, size_t cap,
                             const char *path, char err[VS_ERR_LEN])
 {
@@ -140,6 +150,17 @@ static vs_status parse(const cJSON *root, const char *path, vs_manifest_t *m, ch
         return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: hash \"%s\" is not \"%s\"", path, m->hash,
                        VS_MANIFEST_HASH);
     }
+    if ((st = get_string(root, "trained_state_id", 0, m->trained_state_id, sizeof m->trained_state_id, path,
+                         err)) != VS_OK)
+        return st;
+    if (m->trained_state_id[0] && !hex16(m->trained_state_id))
+        return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: \"trained_state_id\" must be 16 hex digits", path);
+    if (cJSON_GetObjectItemCaseSensitive(root, "centroids_data_crc32c")) {
+        if ((st = get_uint(root, "centroids_data_crc32c", UINT32_MAX, &u, path, err)) != VS_OK)
+            return st;
+        m->centroids_data_crc32c = (uint32_t)u;
+        m->has_centroids_data_crc32c = 1;
+    }
     if (cJSON_GetObjectItemCaseSensitive(root, "centroids_crc32c")) {
         if ((st = get_uint(root, "centroids_crc32c", UINT32_MAX, &u, path, err)) != VS_OK)
             return st;
@@ -218,6 +239,12 @@ static vs_status parse(const cJSON *root, const char *path, vs_manifest_t *m, ch
                 break;
             mp->crc32c = (uint32_t)u;
             mp->has_crc32c = 1;
+        }
+        if ((st = get_string(p, "content_id", 0, mp->content_id, sizeof mp->content_id, where, err)) != VS_OK)
+            break;
+        if (mp->content_id[0] && !hex16(mp->content_id)) {
+            st = vs_errf(err, VS_ERR_CORRUPT, "manifest %s: \"content_id\" must be 16 hex digits", where);
+            break;
         }
         const cJSON *lists = cJSON_GetObjectItemCaseSensitive(p, "lists");
         if (!cluster) {
@@ -364,6 +391,12 @@ vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[V
         snprintf(num, sizeof num, "0x%08x", m->centroids_crc32c);
         cJSON_AddStringToObject(root, "centroids_crc32c", num);
     }
+    if (m->trained_state_id[0])
+        cJSON_AddStringToObject(root, "trained_state_id", m->trained_state_id);
+    if (m->has_centroids_data_crc32c) {
+        snprintf(num, sizeof num, "0x%08x", m->centroids_data_crc32c);
+        cJSON_AddStringToObject(root, "centroids_data_crc32c", num);
+    }
     if (m->has_build) {
         cJSON *b = cJSON_AddObjectToObject(root, "build");
         if (b) {
@@ -386,6 +419,8 @@ vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[V
             snprintf(num, sizeof num, "0x%08x", p->crc32c);
             cJSON_AddStringToObject(o, "crc32c", num);
         }
+        if (p->content_id[0])
+            cJSON_AddStringToObject(o, "content_id", p->content_id);
         if (p->lists) {
             cJSON *l = cJSON_AddArrayToObject(o, "lists");
             for (uint32_t j = 0; l && j < p->n_lists; j++)
@@ -446,6 +481,8 @@ void vs_manifest_content_id(const vs_manifest_t *m, char out[17])
     h = fnv_u64(h, m->dim);
     h = fnv_u64(h, m->nlist);
     h = fnv_u64(h, m->has_centroids_crc32c ? (1ull << 32) | m->centroids_crc32c : 0);
+    h = fnv(h, m->trained_state_id, strlen(m->trained_state_id) + 1);
+    h = fnv_u64(h, m->has_centroids_data_crc32c ? (1ull << 32) | m->centroids_data_crc32c : 0);
     h = fnv_u64(h, m->n_partitions);
     for (uint32_t i = 0; i < m->n_partitions; i++) {
         const vs_manifest_partition_t *p = &m->partitions[i];
@@ -453,6 +490,7 @@ void vs_manifest_content_id(const vs_manifest_t *m, char out[17])
         h = fnv_u64(h, p->size_bytes);
         h = fnv_u64(h, p->has_crc32c ? (1ull << 32) | p->crc32c : 0);
         h = fnv_u64(h, p->n_vectors);
+        h = fnv(h, p->content_id, strlen(p->content_id) + 1);
         h = fnv_u64(h, p->n_lists);
         for (uint32_t j = 0; j < p->n_lists; j++)
             h = fnv_u64(h, p->lists[j]);

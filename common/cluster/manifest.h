@@ -35,6 +35,7 @@ typedef struct vs_manifest_partition {
     uint64_t n_vectors;
     uint32_t *lists; /* cluster: the global IVF list ids this partition owns (n_lists, owned), else NULL */
     uint32_t n_lists;
+    char content_id[17]; /* the file's content id (vs_ifile_content_id), "" in older manifests */
 } vs_manifest_partition_t;
 
 typedef struct vs_manifest {
@@ -51,8 +52,12 @@ typedef struct vs_manifest {
     uint32_t centroids_crc32c;           /* CRC32C of the centroids file, when has_centroids_crc32c */
     int has_centroids_crc32c;
     uint32_t nlist; /* IVF lists (= the factory's nlist); required for cluster, 0 = absent (hash) */
-    char hash[32];  /* hash partitioning: VS_MANIFEST_HASH or "" (absent: older manifests) */
-    int has_build;  /* the optional "build" object: how the builder sampled its training set */
+    char trained_state_id[17];      /* the partitions' common trained state (vs_index_ids), "" = older */
+    uint32_t centroids_data_crc32c; /* CRC32C of the nlist*dim raw centroid floats (= every partition's
+                                       ivf.centroids section), when has_centroids_data_crc32c */
+    int has_centroids_data_crc32c;
+    char hash[32]; /* hash partitioning: VS_MANIFEST_HASH or "" (absent: older manifests) */
+    int has_build; /* the optional "build" object: how the builder sampled its training set */
     uint64_t build_train_sample, build_seed;
     char dir[PATH_MAX]; /* directory of the manifest file (set by load) */
 } vs_manifest_t;

@@ -784,6 +784,34 @@ static vs_status save_partition(build_t *b, uint32_t p, char *err)
     return st;
 }
 
+/* Records partition p's content id in mp, and the version's trained-state id and centroid-data CRC32C
+ * in m (the first partition sets them; every other must agree, or the build is broken: INTERNAL). Opens
+ * the saved file, which validates it once more. */
+static vs_status record_ids(build_t *b, uint32_t p, vs_manifest_t *m, vs_manifest_partition_t *mp, char *err)
+{
+    char file[64], marker[64], path[PATH_MAX], trained[17];
+    part_names(p, file, marker);
+    vs_index_t *idx = NULL;
+    uint32_t ccrc = 0;
+    vs_status st = path_in_dir(b, file, path, err);
+    if (st == VS_OK)
+        st = vs_index_load(path, &idx, err);
+    if (st != VS_OK)
+        return st;
+    vs_index_ids(idx, mp->content_id, trained, &ccrc);
+    vs_index_destroy(idx);
+    if (p == 0) {
+        snprintf(m->trained_state_id, sizeof m->trained_state_id, "%s", trained);
+        m->centroids_data_crc32c = ccrc;
+        m->has_centroids_data_crc32c = b->spec.type == VS_INDEX_IVF;
+    } else if (strcmp(m->trained_state_id, trained) != 0 ||
+               (m->has_centroids_data_crc32c && ccrc != m->centroids_data_crc32c)) {
+        return vs_errf(err, VS_ERR_INTERNAL, "%s: trained state %s differs from partition 0's %s", path,
+                       trained, m->trained_state_id);
+    }
+    return VS_OK;
+}
+
 /* One add pass: partitions [p0, p1) not yet done are encoded from one stream over the base. */
 static vs_status add_pass(build_t *b, uint32_t p0, uint32_t p1, char *err)
 {
@@ -971,6 +999,8 @@ static vs_status finish(build_t *b, vs_builder_result_t *res, char *err)
         mp->crc32c = b->parts[p].crc32c;
         mp->has_crc32c = 1;
         mp->n_vectors = b->parts[p].n_vectors;
+        if (st == VS_OK)
+            st = record_ids(b, p, &m, mp, err);
         if (lists) { /* list ids ascending within each partition */
             mp->lists = lists + at;
             for (uint32_t l = 0; l < b->spec.nlist; l++)

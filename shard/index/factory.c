@@ -5,8 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/crc32c.h"
 #include "common/topk.h"
 #include "shard/index/flat.h"
+#include "shard/index/ifile.h"
 #include "shard/index/hnsw.h"
 #include "shard/index/index.h"
 #include "shard/index/index_impl.h"
@@ -175,6 +177,33 @@ vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN]
     idx->file = f;
     *out = idx;
     return VS_OK;
+}
+
+void vs_index_ids(const vs_index_t *idx, char content_id[17], char trained_id[17], uint32_t *centroids_crc)
+{
+    content_id[0] = trained_id[0] = 0;
+    if (centroids_crc)
+        *centroids_crc = 0;
+    if (!idx->file)
+        return;
+    vs_ifile_content_id(idx->file, content_id);
+    static const char *const trained[] = {"ivf.centroids", "pq.codebooks", "sq8.params"};
+    char factory[64];
+    vs_factory_format(&idx->spec, factory, sizeof factory);
+    uint32_t a = vs_crc32c(0, factory, strlen(factory)), b = vs_crc32c(0x9e3779b9u, factory, strlen(factory));
+    for (size_t i = 0; i < sizeof trained / sizeof *trained; i++) {
+        uint32_t crc;
+        if (vs_ifile_section_crc(idx->file, trained[i], &crc, NULL) != VS_OK)
+            continue;
+        if (i == 0 && centroids_crc)
+            *centroids_crc = crc;
+        unsigned char e[20] = {0};
+        memcpy(e, trained[i], strlen(trained[i]));
+        memcpy(e + 16, &crc, 4);
+        a = vs_crc32c(a, e, sizeof e);
+        b = vs_crc32c(b, e, sizeof e);
+    }
+    snprintf(trained_id, 17, "%08x%08x", a, b);
 }
 
 vs_status vs_index_set_build_params(vs_index_t *idx, uint32_t ef_construction, uint64_t seed,

@@ -854,6 +854,35 @@ vs_status vs_ifile_section(const vs_ifile_t *f, const char *tag, const void **ou
     return vs_errf(err, VS_ERR_NOT_FOUND, "%s: no section '%.40s' in this index file", f->path, tag);
 }
 
+static uint32_t content_crc(const vs_ifile_t *f, uint32_t seed)
+{
+    uint32_t c = vs_crc32c(seed, f->map, VS_IFILE_HEADER_SIZE);
+    for (size_t i = 0; i < f->n_sections; i++) {
+        unsigned char e[40] = {0};
+        memcpy(e, f->sec[i].tag, strlen(f->sec[i].tag));
+        put_le64(e + 16, f->sec[i].offset);
+        put_le64(e + 24, f->sec[i].length);
+        put_le32(e + 32, f->sec[i].crc);
+        c = vs_crc32c(c, e, sizeof e);
+    }
+    return c;
+}
+
+void vs_ifile_content_id(const vs_ifile_t *f, char out[17])
+{
+    snprintf(out, 17, "%08x%08x", content_crc(f, 0), content_crc(f, 0x9e3779b9u));
+}
+
+vs_status vs_ifile_section_crc(const vs_ifile_t *f, const char *tag, uint32_t *out_crc, char err[VS_ERR_LEN])
+{
+    for (size_t i = 0; i < f->n_sections; i++)
+        if (strcmp(f->sec[i].tag, tag) == 0) {
+            *out_crc = f->sec[i].crc;
+            return VS_OK;
+        }
+    return vs_errf(err, VS_ERR_NOT_FOUND, "%s: no section '%.40s' in this index file", f->path, tag);
+}
+
 size_t vs_ifile_section_count(const vs_ifile_t *f)
 {
     return f->n_sections;

@@ -151,6 +151,16 @@ size_t vs_ifile_section_count(const vs_ifile_t *f);
 vs_status vs_ifile_section_at(const vs_ifile_t *f, size_t i, const char **out_tag, const void **out_data,
                               size_t *out_len, char err[VS_ERR_LEN]);
 
+/* The file's content id: 16 hex digits of two CRC32Cs (different seeds) over the 512 header bytes and
+ * every section's tag, offset, length and CRC32C. Since open verified every section against its CRC and
+ * the header against its own, equal content ids mean byte-equal files, at no extra read: the manifest
+ * records it per partition and a shard compares it after open instead of reading the file a second time
+ * for a whole-file CRC. out: 17 bytes. */
+void vs_ifile_content_id(const vs_ifile_t *f, char out[17]);
+
+/* CRC32C of section tag (as recorded and verified at open). VS_ERR_NOT_FOUND when there is none. */
+vs_status vs_ifile_section_crc(const vs_ifile_t *f, const char *tag, uint32_t *out_crc, char err[VS_ERR_LEN]);
+
 /* Size of the mapping (= the file size) in bytes. */
 size_t vs_ifile_mapped_bytes(const vs_ifile_t *f);
 

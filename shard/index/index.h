@@ -78,6 +78,14 @@ vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN]
 /* Embedding model version recorded at save (loaded indexes) or "" (borrowed). */
 const char *vs_index_model_version(const vs_index_t *idx);
 
+/* Identity of a loaded index's data (index file; "" for an index built in memory), 17 bytes each:
+ * content_id is the file's (vs_ifile_content_id); trained_id identifies the trained state shared by the
+ * partitions of one version: 16 hex digits over the CRC32Cs of the ivf.centroids, pq.codebooks and
+ * sq8.params sections present (HNSW without SQ8: the factory string only). centroids_crc (nullable):
+ * the CRC32C of the ivf.centroids section, i.e. of the nlist*dim raw floats (0 when none), which a
+ * coordinator compares with the centroids file it routes with. */
+void vs_index_ids(const vs_index_t *idx, char content_id[17], char trained_id[17], uint32_t *centroids_crc);
+
 /* Bytes of the mapped file (0 for an index built in memory). */
 size_t vs_index_mapped_bytes(const vs_index_t *idx);
 

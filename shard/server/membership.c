@@ -49,6 +49,7 @@ static vs_status record_json(vs_membership_t *m, char **out, char err[VS_ERR_LEN
         snprintf(v->model_version, sizeof v->model_version, "%.127s", vi[i].model_version);
         snprintf(v->partitioning, sizeof v->partitioning, "%.15s", vi[i].partitioning);
         v->partitions = vi[i].partitions_total;
+        snprintf(v->content_id, sizeof v->content_id, "%.16s", vi[i].content_id);
     }
     snprintf(r->started_at, sizeof r->started_at, "%s", m->started_at);
     vs_status st = vs_member_rec_encode(r, out, err);

@@ -2,6 +2,8 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,7 +168,22 @@ static vs_status open_partition(const vs_shard_t *sh, const vs_manifest_t *m, ui
     vs_status pst = vs_manifest_path(m, mp->file, path, err);
     if (pst != VS_OK)
         return pst;
-    if (!sh->skip_crc && mp->has_crc32c) {
+    if (mp->content_id[0]) {
+        /* read once: vs_index_load verifies every section's CRC and the content id below binds them to
+         * the manifest, so the whole-file CRC pass (a second read of the file) is not needed */
+        struct stat sb;
+        if (stat(path, &sb) != 0)
+            return vs_errf(err, errno == ENOENT ? VS_ERR_NOT_FOUND : VS_ERR_IO, "%s: %s", path,
+                           strerror(errno));
+        if ((uint64_t)sb.st_size != mp->size_bytes)
+            return vs_errf(err, VS_ERR_CORRUPT, "%s: %llu bytes, the manifest says %llu", path,
+                           (unsigned long long)sb.st_size, (unsigned long long)mp->size_bytes);
+    } else if (!mp->has_crc32c && !sh->skip_crc) {
+        return vs_errf(err, VS_ERR_CORRUPT,
+                       "manifest of %s records neither a content id nor a CRC32C for partition %u: nothing "
+                       "ties %s to the version; rebuild it with this release's vecshard-build",
+                       m->version, p, path);
+    } else if (!sh->skip_crc) {
         uint64_t size;
         uint32_t crc;
         vs_status st = vs_file_crc32c(path, &size, &crc, err);
@@ -183,9 +200,28 @@ static vs_status open_partition(const vs_shard_t *sh, const vs_manifest_t *m, ui
     vs_status st = vs_index_load(path, &idx, err);
     if (st != VS_OK)
         return st;
-    char fac[VS_NAME_LEN];
+    char fac[VS_NAME_LEN], mfac[VS_NAME_LEN], content[17], trained[17];
     vs_factory_format(vs_index_spec(idx), fac, sizeof fac);
-    if (vs_index_metric(idx) != m->metric || vs_index_dim(idx) != m->dim) {
+    vs_factory_spec_t mspec;
+    if (vs_factory_parse(m->factory, &mspec, NULL) == VS_OK)
+        vs_factory_format(&mspec, mfac, sizeof mfac);
+    else
+        snprintf(mfac, sizeof mfac, "%s", m->factory);
+    vs_index_ids(idx, content, trained, NULL);
+    if (mp->content_id[0] && strcmp(content, mp->content_id) != 0) {
+        st = vs_errf(
+            err, VS_ERR_CORRUPT,
+            "%s: content id %s, the manifest of %s says %s for partition %u (another file than the one "
+            "built for this version)",
+            path, content, m->version, mp->content_id, p);
+    } else if (m->trained_state_id[0] && strcmp(trained, m->trained_state_id) != 0) {
+        st = vs_errf(
+            err, VS_ERR_CORRUPT,
+            "%s: trained state %s, the manifest of %s says %s (centroids or codebooks of another build)",
+            path, trained, m->version, m->trained_state_id);
+    } else if (strcmp(fac, mfac) != 0) {
+        st = vs_errf(err, VS_ERR_CORRUPT, "%s: index is %s, the manifest says %s", path, fac, mfac);
+    } else if (vs_index_metric(idx) != m->metric || vs_index_dim(idx) != m->dim) {
         st = vs_errf(err, VS_ERR_CORRUPT, "%s: index is %s dim %u, the manifest says %s dim %u", path,
                      vs_metric_name(vs_index_metric(idx)), vs_index_dim(idx), vs_metric_name(m->metric),
                      m->dim);
@@ -486,6 +522,7 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
 size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t cap, char active[128])
 {
     size_t n = 0;
+    char trained[17];
     pthread_mutex_lock(&sh->mu);
     if (active)
         snprintf(active, 128, "%s", sh->active ? sh->active->name : "");
@@ -509,6 +546,7 @@ size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t ca
                 snprintf(o->model_version, sizeof o->model_version, "%.127s", vs_index_model_version(v->idx));
                 snprintf(o->partitioning, sizeof o->partitioning, "%s", v->partitioning);
                 o->partitions_total = v->partitions_total;
+                vs_index_ids(v->idx, o->content_id, trained, NULL);
             }
         }
         n++;

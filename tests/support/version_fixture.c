@@ -88,6 +88,12 @@ vs_status vs_test_version_build(const char *dir, const char *version, const char
         mp->has_crc32c = 1;
         if (st == VS_OK)
             st = vs_file_crc32c(path, &mp->size_bytes, &mp->crc32c, err);
+        vs_index_t *back = NULL; /* the content id, as vecshard-build records it */
+        if (st == VS_OK && (st = vs_index_load(path, &back, err)) == VS_OK) {
+            char trained[17];
+            vs_index_ids(back, mp->content_id, trained, NULL);
+            vs_index_destroy(back);
+        }
     }
     if (st == VS_OK)
         st = vs_manifest_write(out->manifest, &m, err);
