@@ -10,6 +10,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/random.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "common/cli/flags.h"
+#include "common/cli/timing.h"
 #include "common/log.h"
 #include "common/net/health.h"
 #include "common/net/rpc.h"
@@ -202,6 +204,7 @@ typedef struct app {
     pthread_mutex_t members_mu; /* members is stopped by main while the loader may publish */
     atomic_int loader_done;
     int load_failed;
+    atomic_int fatal; /* a --manifest failed to load: the process exits 1 (main, after draining) */
 } app_t;
 
 static void publish(app_t *a)
@@ -240,8 +243,15 @@ static void *loader_main(void *arg)
         char name[VS_NAME_LEN];
         vs_status st = vs_shard_load(a->shard, a->cfg.manifests[i], (uint32_t)a->cfg.partition, name, err);
         if (st != VS_OK) {
-            vs_log(VS_LOG_ERROR, "load %s: %s (%s)", a->cfg.manifests[i], err, vs_status_name(st));
+            /* a --manifest is the operator's explicit instruction: failing it is failing to start, said
+             * once with the reason, not a shard that stays LOADING (NOT_SERVING) forever */
+            vs_log(VS_LOG_ERROR, "load %s: %s (%s); exiting", a->cfg.manifests[i], err, vs_status_name(st));
             a->load_failed = 1;
+            atomic_store(&a->fatal, 1);
+            publish(a);
+            atomic_store(&a->loader_done, 1);
+            kill(getpid(), SIGTERM);
+            return NULL;
         } else {
             snprintf(last, sizeof last, "%s", name);
             vs_log(VS_LOG_INFO, "version %s partition %ld is READY", last, a->cfg.partition);
@@ -345,6 +355,23 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    /* manifests are read (and validated) before anything listens: a bad one is a configuration error */
+    for (size_t i = 0; i < a.cfg.n_manifests; i++) {
+        vs_manifest_t m;
+        if (vs_manifest_load(a.cfg.manifests[i], &m, err) != VS_OK) {
+            fprintf(stderr, "vecshard-shard: --manifest: %s\n", err);
+            return 2;
+        }
+        int has = vs_manifest_partition(&m, (uint32_t)a.cfg.partition) != NULL;
+        uint32_t np = m.n_partitions;
+        vs_manifest_fini(&m);
+        if (!has) {
+            fprintf(stderr, "vecshard-shard: --manifest %s has no partition %ld (it has %u)\n",
+                    a.cfg.manifests[i], a.cfg.partition, np);
+            return 2;
+        }
+    }
+
     vs_status st = vs_health_create(&a.health, err);
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-shard: %s\n", err);
@@ -360,7 +387,14 @@ int main(int argc, char **argv)
         return 1;
     }
 
+    /* new per process start: a live holder of this replica id is told from a restarted one by it */
+    char instance[64];
+    uint64_t rnd[2] = {0, 0};
+    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        rnd[0] = (uint64_t)getpid() ^ vs_now_ns();
+    snprintf(instance, sizeof instance, "%016llx%016llx", (unsigned long long)rnd[0], (unsigned long long)rnd[1]);
     vs_shard_opts_t sho = {.cluster = a.cfg.cluster,
+                           .instance_id = instance,
                            .replica_id = replica,
                            .max_batch = (size_t)a.cfg.max_batch,
                            .skip_crc = a.cfg.skip_crc};
@@ -403,6 +437,7 @@ int main(int argc, char **argv)
                                    .cluster = a.cfg.cluster,
                                    .partition = (uint32_t)a.cfg.partition,
                                    .replica_id = replica,
+                                   .instance_id = instance,
                                    .address = address,
                                    .ttl_s = a.cfg.lease_ttl_s};
         st = vs_membership_start(&mo, a.shard, &a.members, err);
@@ -453,5 +488,5 @@ int main(int argc, char **argv)
     } /* else: a load is running; the process exits without waiting for it. */
     vs_health_destroy(a.health);
     vs_log(VS_LOG_INFO, "stopped");
-    return 0;
+    return atomic_load(&a.fatal) ? 1 : 0;
 }

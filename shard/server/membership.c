@@ -5,19 +5,24 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "common/cli/timing.h"
 #include "common/cluster/keys.h"
 #include "common/cluster/records.h"
 #include "common/log.h"
 #include "common/net/etcd.h"
+#include "common/net/rpc.h"
 #include "shard/server/membership.h"
+#include "vecshard/v1/shard.pb-c.h"
 
 struct vs_membership {
     vs_etcd_t *etcd;
     vs_etcd_session_t *session;
     vs_shard_t *shard;
     char key[VS_KEY_LEN];
-    char address[256], replica_id[128];
+    char address[256], replica_id[128], instance_id[64];
+    int64_t ttl_s;
     uint32_t partition;
     char started_at[32];
     pthread_mutex_t mu; /* one publish at a time */
@@ -37,6 +42,7 @@ static vs_status record_json(vs_membership_t *m, char **out, char err[VS_ERR_LEN
     snprintf(r->address, sizeof r->address, "%s", m->address);
     r->partition = m->partition;
     snprintf(r->replica_id, sizeof r->replica_id, "%s", m->replica_id);
+    snprintf(r->instance_id, sizeof r->instance_id, "%s", m->instance_id);
     snprintf(r->state, sizeof r->state, "%s", vs_shard_state_name(vs_shard_get_state(m->shard)));
     for (size_t i = 0; i < n && r->n_versions < VS_MEMBER_MAX_VERSIONS; i++) {
         vs_member_version_t *v = &r->versions[r->n_versions++];
@@ -71,6 +77,92 @@ static vs_status publish(vs_membership_t *m, char err[VS_ERR_LEN])
     return st;
 }
 
+/* Asks the holder at address for Info: 1 when it answered (*out_instance: its instance id). */
+static int holder_answers(const char *address, char out_instance[64])
+{
+    vs_rpc_channel_t *ch = NULL;
+    char msg[VS_ERR_LEN];
+    if (vs_rpc_channel_create(address, 0, &ch, msg) != VS_OK)
+        return 0;
+    Vecshard__V1__ShardInfoRequest req = VECSHARD__V1__SHARD_INFO_REQUEST__INIT;
+    uint8_t buf[16];
+    size_t len = vecshard__v1__shard_info_request__pack(&req, buf);
+    int code = -1;
+    uint8_t *body = NULL;
+    size_t blen = 0;
+    int ok = vs_rpc_call_unary(ch, "/vecshard.v1.Shard/Info", buf, len, 1000, &code, msg, &body, &blen) == VS_OK &&
+             code == VS_GRPC_OK;
+    vs_rpc_channel_destroy(ch);
+    Vecshard__V1__ShardInfoResponse *resp = ok ? vecshard__v1__shard_info_response__unpack(NULL, blen, body) : NULL;
+    snprintf(out_instance, 64, "%s", resp && resp->instance_id ? resp->instance_id : "");
+    if (resp)
+        vecshard__v1__shard_info_response__free_unpacked(resp, NULL);
+    free(body);
+    return resp != NULL;
+}
+
+/* Create-if-absent registration (vs_membership_start's contract). */
+static vs_status claim(vs_membership_t *m, char err[VS_ERR_LEN])
+{
+    uint64_t deadline = vs_now_ns() + (uint64_t)(m->ttl_s + 2) * 1000000000ull;
+    int waited = 0;
+    for (;;) {
+        vs_etcd_session_stats_t ss;
+        vs_etcd_session_stats(m->session, &ss);
+        char *json = NULL;
+        vs_status st = record_json(m, &json, err);
+        if (st != VS_OK)
+            return st;
+        vs_etcd_cmp_t cmp = {
+            .key = m->key, .key_len = strlen(m->key), .target = VS_ETCD_CMP_CREATE, .result = VS_ETCD_EQUAL};
+        vs_etcd_op_t put = {.kind = VS_ETCD_OP_PUT,
+                            .key = m->key,
+                            .key_len = strlen(m->key),
+                            .value = json,
+                            .value_len = strlen(json),
+                            .lease = ss.lease};
+        vs_etcd_op_t get = {.kind = VS_ETCD_OP_RANGE, .key = m->key, .key_len = strlen(m->key)};
+        vs_etcd_txn_result_t res = {0};
+        st = vs_etcd_txn(m->etcd, &cmp, 1, &put, 1, &get, 1, &res, err);
+        free(json);
+        if (st != VS_OK)
+            return st;
+        if (res.succeeded) {
+            vs_etcd_txn_result_fini(&res);
+            if (waited)
+                vs_log(VS_LOG_INFO, "etcd: %s claimed after the previous holder's lease expired", m->key);
+            return VS_OK;
+        }
+        vs_member_rec_t *h = malloc(sizeof *h);
+        char derr[VS_ERR_LEN], inst[64] = "";
+        int decoded = h && res.kvs.n == 1 && vs_member_rec_decode(res.kvs.kvs[0].value, res.kvs.kvs[0].value_len, h, derr) == VS_OK;
+        vs_etcd_txn_result_fini(&res);
+        int live = decoded && holder_answers(h->address, inst) && strcmp(inst, m->instance_id) != 0;
+        if (live) {
+            st = vs_errf(err, VS_ERR_ALREADY_EXISTS,
+                         "replica id %s of partition %u is held by a live shard at %s (instance %s, started %s): "
+                         "two replicas must not share an id; start this one with another --replica-id",
+                         m->replica_id, m->partition, h->address, inst[0] ? inst : "of an older release",
+                         h->started_at);
+            free(h);
+            return st;
+        }
+        if (!waited)
+            vs_log(VS_LOG_WARN,
+                   "etcd: %s is held by %s, which does not answer (a previous incarnation?); waiting up to %lld s "
+                   "for its lease to expire",
+                   m->key, decoded ? h->address : "an unreadable record", (long long)m->ttl_s + 2);
+        free(h);
+        waited = 1;
+        if (vs_now_ns() > deadline)
+            return vs_errf(err, VS_ERR_ALREADY_EXISTS,
+                           "%s is still held %lld s later by a holder that does not answer Info: refusing to "
+                           "take it over",
+                           m->key, (long long)m->ttl_s + 2);
+        usleep(250 * 1000);
+    }
+}
+
 vs_status vs_membership_start(const vs_membership_opts_t *o, vs_shard_t *sh, vs_membership_t **out,
                               char err[VS_ERR_LEN])
 {
@@ -81,6 +173,8 @@ vs_status vs_membership_start(const vs_membership_opts_t *o, vs_shard_t *sh, vs_
     m->partition = o->partition;
     snprintf(m->address, sizeof m->address, "%s", o->address);
     snprintf(m->replica_id, sizeof m->replica_id, "%s", o->replica_id);
+    snprintf(m->instance_id, sizeof m->instance_id, "%s", o->instance_id ? o->instance_id : "");
+    m->ttl_s = o->ttl_s ? o->ttl_s : 10;
     if (vs_key_member(m->key, o->cluster, o->partition, o->replica_id) == 0) {
         free(m);
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
@@ -96,6 +190,8 @@ vs_status vs_membership_start(const vs_membership_opts_t *o, vs_shard_t *sh, vs_
     vs_status st = vs_etcd_create(&eo, &m->etcd, err);
     if (st == VS_OK)
         st = vs_etcd_session_create(m->etcd, o->ttl_s ? o->ttl_s : 10, &m->session, err);
+    if (st == VS_OK)
+        st = claim(m, err);
     if (st == VS_OK)
         st = publish(m, err);
     if (st != VS_OK) {

@@ -22,10 +22,16 @@ typedef struct vs_membership_opts {
     const char *address; /* what coordinators dial */
     int64_t ttl_s;       /* lease TTL; 0 = 10 */
     int timeout_ms;      /* per etcd request; 0 = 2000 */
+    const char *instance_id; /* this process's (as vs_shard_opts_t.instance_id) */
 } vs_membership_opts_t;
 
-/* Connects, grants the lease and publishes the record for sh's current state. sh is borrowed and must
- * outlive the membership. VS_ERR_UNAVAILABLE when etcd cannot be reached. */
+/* Connects, grants the lease and claims the record's key for sh's current state: a create-if-absent
+ * transaction. When another process holds the key, its address is asked for Info (1 s): a holder that
+ * answers with another instance id is a live replica with the same id, and start fails with
+ * VS_ERR_ALREADY_EXISTS naming it (the healthy replica keeps its record); a holder that does not answer
+ * (or answers with this process's instance id: a previous incarnation at the same address) is waited for
+ * until its lease expires, at most TTL + 2 s, then the key is claimed. sh is borrowed and must outlive
+ * the membership. VS_ERR_UNAVAILABLE when etcd cannot be reached. */
 vs_status vs_membership_start(const vs_membership_opts_t *o, vs_shard_t *sh, vs_membership_t **out,
                               char err[VS_ERR_LEN]);
 

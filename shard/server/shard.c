@@ -28,7 +28,7 @@ typedef struct version {
 } version_t;
 
 struct vs_shard {
-    char cluster[VS_NAME_LEN], replica_id[VS_NAME_LEN], address[VS_NAME_LEN];
+    char cluster[VS_NAME_LEN], replica_id[VS_NAME_LEN], address[VS_NAME_LEN], instance_id[64];
     size_t n_cpus, max_batch;
     int skip_crc;
     int64_t started_at_ms;
@@ -54,6 +54,7 @@ vs_status vs_shard_create(const vs_shard_opts_t *o, vs_shard_t **out, char err[V
         return vs_errf(err, VS_ERR_NOMEM, "shard: out of memory");
     snprintf(sh->cluster, sizeof sh->cluster, "%s", o && o->cluster ? o->cluster : "");
     snprintf(sh->replica_id, sizeof sh->replica_id, "%s", o && o->replica_id ? o->replica_id : "");
+    snprintf(sh->instance_id, sizeof sh->instance_id, "%s", o && o->instance_id ? o->instance_id : "");
     snprintf(sh->address, sizeof sh->address, "%s", o && o->address ? o->address : "");
     sh->n_cpus = o && o->n_cpus ? o->n_cpus : vs_parallel_cpus();
     sh->max_batch = o && o->max_batch ? o->max_batch : VS_SHARD_DEFAULT_MAX_BATCH;
@@ -624,6 +625,7 @@ vs_status vs_shard_info_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8
     resp.n_versions = n;
     resp.versions = vp;
     resp.started_at_unix_ms = sh->started_at_ms;
+    resp.instance_id = sh->instance_id;
     resp.queries_in_flight = atomic_load(&sh->in_flight);
     size_t sz = vecshard__v1__shard_info_response__get_packed_size(&resp);
     vs_status st = VS_OK;
