@@ -392,7 +392,8 @@ int main(int argc, char **argv)
     uint64_t rnd[2] = {0, 0};
     if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
         rnd[0] = (uint64_t)getpid() ^ vs_now_ns();
-    snprintf(instance, sizeof instance, "%016llx%016llx", (unsigned long long)rnd[0], (unsigned long long)rnd[1]);
+    snprintf(instance, sizeof instance, "%016llx%016llx", (unsigned long long)rnd[0],
+             (unsigned long long)rnd[1]);
     vs_shard_opts_t sho = {.cluster = a.cfg.cluster,
                            .instance_id = instance,
                            .replica_id = replica,

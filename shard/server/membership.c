@@ -90,10 +90,12 @@ static int holder_answers(const char *address, char out_instance[64])
     int code = -1;
     uint8_t *body = NULL;
     size_t blen = 0;
-    int ok = vs_rpc_call_unary(ch, "/vecshard.v1.Shard/Info", buf, len, 1000, &code, msg, &body, &blen) == VS_OK &&
-             code == VS_GRPC_OK;
+    int ok =
+        vs_rpc_call_unary(ch, "/vecshard.v1.Shard/Info", buf, len, 1000, &code, msg, &body, &blen) == VS_OK &&
+        code == VS_GRPC_OK;
     vs_rpc_channel_destroy(ch);
-    Vecshard__V1__ShardInfoResponse *resp = ok ? vecshard__v1__shard_info_response__unpack(NULL, blen, body) : NULL;
+    Vecshard__V1__ShardInfoResponse *resp =
+        ok ? vecshard__v1__shard_info_response__unpack(NULL, blen, body) : NULL;
     snprintf(out_instance, 64, "%s", resp && resp->instance_id ? resp->instance_id : "");
     if (resp)
         vecshard__v1__shard_info_response__free_unpacked(resp, NULL);
@@ -135,21 +137,24 @@ static vs_status claim(vs_membership_t *m, char err[VS_ERR_LEN])
         }
         vs_member_rec_t *h = malloc(sizeof *h);
         char derr[VS_ERR_LEN], inst[64] = "";
-        int decoded = h && res.kvs.n == 1 && vs_member_rec_decode(res.kvs.kvs[0].value, res.kvs.kvs[0].value_len, h, derr) == VS_OK;
+        int decoded = h && res.kvs.n == 1 &&
+                      vs_member_rec_decode(res.kvs.kvs[0].value, res.kvs.kvs[0].value_len, h, derr) == VS_OK;
         vs_etcd_txn_result_fini(&res);
         int live = decoded && holder_answers(h->address, inst) && strcmp(inst, m->instance_id) != 0;
         if (live) {
-            st = vs_errf(err, VS_ERR_ALREADY_EXISTS,
-                         "replica id %s of partition %u is held by a live shard at %s (instance %s, started %s): "
-                         "two replicas must not share an id; start this one with another --replica-id",
-                         m->replica_id, m->partition, h->address, inst[0] ? inst : "of an older release",
-                         h->started_at);
+            st = vs_errf(
+                err, VS_ERR_ALREADY_EXISTS,
+                "replica id %s of partition %u is held by a live shard at %s (instance %s, started %s): "
+                "two replicas must not share an id; start this one with another --replica-id",
+                m->replica_id, m->partition, h->address, inst[0] ? inst : "of an older release",
+                h->started_at);
             free(h);
             return st;
         }
         if (!waited)
             vs_log(VS_LOG_WARN,
-                   "etcd: %s is held by %s, which does not answer (a previous incarnation?); waiting up to %lld s "
+                   "etcd: %s is held by %s, which does not answer (a previous incarnation?); waiting up to "
+                   "%lld s "
                    "for its lease to expire",
                    m->key, decoded ? h->address : "an unreadable record", (long long)m->ttl_s + 2);
         free(h);

@@ -33,10 +33,11 @@ int vs_fault_start_shard(vs_fault_cluster_t *c, vs_test_proc_t *p, uint32_t part
 {
     char part[16];
     snprintf(part, sizeof part, "%u", partition);
-    const char *argv[40] = {"--listen",    "127.0.0.1:0", "--metrics-listen", "none",
-                            "--partition", part,          "--cluster",        c->cluster,
-                            "--replica-id", replica_id,   "--etcd",           vs_etcd_fixture_endpoint(c->etcd),
-                            "--lease-ttl", "3",           "--threads",        "2"};
+    const char *argv[40] = {
+        "--listen",     "127.0.0.1:0", "--metrics-listen", "none",
+        "--partition",  part,          "--cluster",        c->cluster,
+        "--replica-id", replica_id,    "--etcd",           vs_etcd_fixture_endpoint(c->etcd),
+        "--lease-ttl",  "3",           "--threads",        "2"};
     size_t n = 16;
     for (size_t i = 0; extra_args && extra_args[i] && n < 38; i++)
         argv[n++] = extra_args[i];
@@ -67,12 +68,18 @@ int vs_fault_start(vs_fault_cluster_t *c, const char *dir, const char *cluster, 
             if (vs_fault_start_shard(c, &c->shards[p * replicas + r], p, id, bootstrap ? boot : NULL) != 0)
                 return -1;
         }
-    const char *cargv[] = {"--listen",   "127.0.0.1:0",
-                           "--metrics-listen", "none",
-                           "--etcd",     vs_etcd_fixture_endpoint(c->etcd),
-                           "--cluster",  cluster,
-                           "--threads",  "4",
-                           bootstrap ? "--manifest" : NULL, bootstrap ? bootstrap->manifest : NULL,
+    const char *cargv[] = {"--listen",
+                           "127.0.0.1:0",
+                           "--metrics-listen",
+                           "none",
+                           "--etcd",
+                           vs_etcd_fixture_endpoint(c->etcd),
+                           "--cluster",
+                           cluster,
+                           "--threads",
+                           "4",
+                           bootstrap ? "--manifest" : NULL,
+                           bootstrap ? bootstrap->manifest : NULL,
                            NULL};
     return vs_test_proc_start(&c->coord, dir, "coordinator", "vecshard-coordinator", cargv);
 }
@@ -125,9 +132,9 @@ static int query_on(vs_fault_cluster_t *c, vs_rpc_channel_t *ch, size_t q, char 
             for (size_t i = 0; i < c->n_expect; i++)
                 if (strcmp(c->expect_name[i], version) == 0) {
                     *which = (int)i;
-                    *correct = resp->n_ids == VS_FAULT_K &&
-                               memcmp(resp->ids, c->expect_ids[i] + q * VS_FAULT_K,
-                                      VS_FAULT_K * sizeof(int64_t)) == 0;
+                    *correct =
+                        resp->n_ids == VS_FAULT_K && memcmp(resp->ids, c->expect_ids[i] + q * VS_FAULT_K,
+                                                            VS_FAULT_K * sizeof(int64_t)) == 0;
                 }
             vecshard__v1__search_response__free_unpacked(resp, NULL);
         }
@@ -318,8 +325,8 @@ long vs_fault_shard_versions(vs_fault_cluster_t *c, uint32_t partition, const ch
     vs_etcd_kvs_t kvs = {0};
     long n = -1;
     vs_member_rec_t *r = malloc(sizeof *r);
-    if (r && vs_etcd_create(&eo, &e, err) == VS_OK && vs_etcd_get(e, key, kl, &kvs, err) == VS_OK && kvs.n == 1 &&
-        vs_member_rec_decode(kvs.kvs[0].value, kvs.kvs[0].value_len, r, err) == VS_OK)
+    if (r && vs_etcd_create(&eo, &e, err) == VS_OK && vs_etcd_get(e, key, kl, &kvs, err) == VS_OK &&
+        kvs.n == 1 && vs_member_rec_decode(kvs.kvs[0].value, kvs.kvs[0].value_len, r, err) == VS_OK)
         n = (long)r->n_versions;
     free(r);
     vs_etcd_kvs_fini(&kvs);

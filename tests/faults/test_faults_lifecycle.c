@@ -32,8 +32,8 @@
 
 static char out[8192];
 
-static int build(const char *dir, const char *name, const char *factory, vs_metric metric, uint32_t d, uint64_t seed,
-                 vs_test_version_t *v)
+static int build(const char *dir, const char *name, const char *factory, vs_metric metric, uint32_t d,
+                 uint64_t seed, vs_test_version_t *v)
 {
     char err[VS_ERR_LEN];
     if (vs_test_version_build(dir, name, factory, metric, N, d, 2, NQ, seed, v, err) != VS_OK) {
@@ -63,8 +63,8 @@ static int copy_file(const char *from, const char *to)
 static void check_load(vs_fault_cluster_t *c, const char *when)
 {
     unsigned long failed = atomic_load(&c->failed), wrong = atomic_load(&c->wrong);
-    CHECKF(failed == 0 && wrong == 0, "%s: %lu failed (%s), %lu wrong of %lu", when, failed, c->last_error, wrong,
-           atomic_load(&c->sent));
+    CHECKF(failed == 0 && wrong == 0, "%s: %lu failed (%s), %lu wrong of %lu", when, failed, c->last_error,
+           wrong, atomic_load(&c->sent));
 }
 
 int main(void)
@@ -74,7 +74,8 @@ int main(void)
     snprintf(other, sizeof other, "%s/other", dir);
     mkdir(other, 0755);
     static vs_test_version_t v1, v2, v2b, vdim, vip, vswap, vfac, vfac8, vc;
-    if (build(dir, "v1", "IVF16,Flat", VS_METRIC_L2, D, 21, &v1) || build(dir, "v2", "IVF16,PQ4", VS_METRIC_L2, D, 22, &v2) ||
+    if (build(dir, "v1", "IVF16,Flat", VS_METRIC_L2, D, 21, &v1) ||
+        build(dir, "v2", "IVF16,PQ4", VS_METRIC_L2, D, 22, &v2) ||
         build(other, "v2", "IVF16,PQ4", VS_METRIC_L2, D, 99, &v2b) ||
         build(dir, "vdim", "IVF16,Flat", VS_METRIC_L2, 8, 23, &vdim) ||
         build(dir, "vip", "IVF16,Flat", VS_METRIC_IP, D, 24, &vip) ||
@@ -141,7 +142,8 @@ int main(void)
                strstr(out, "ALREADY_EXISTS"),
            "deploy of another v2: %s", out);
     snprintf(args, sizeof args, "deploy %s", v2.manifest);
-    CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0 && strstr(out, "already deployed"), "same v2 again: %s", out);
+    CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0 && strstr(out, "already deployed"),
+           "same v2 again: %s", out);
     vs_test_case_done("same_name_other_content", vs_test_failures == f0);
 
     /* ---- swapped_files ---- */
@@ -155,8 +157,8 @@ int main(void)
     snprintf(args, sizeof args, "deploy %s", vfac.manifest);
     CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0, "deploy vfac: %s", out);
     /* refused by the size check before the file is even opened, or by its content id */
-    CHECKF(vs_fault_cli_until_says(&c, "activate vfac", "FAILED: ", 30, out, sizeof out) && strstr(out, "p1 0/1") &&
-               (strstr(out, "the manifest says") || strstr(out, "content id")),
+    CHECKF(vs_fault_cli_until_says(&c, "activate vfac", "FAILED: ", 30, out, sizeof out) &&
+               strstr(out, "p1 0/1") && (strstr(out, "the manifest says") || strstr(out, "content id")),
            "activate vfac: %s", out);
     check_load(&c, "swapped_files");
     vs_test_case_done("swapped_files", vs_test_failures == f0);
@@ -168,7 +170,8 @@ int main(void)
         snprintf(args, sizeof args, "remove %s", rm[i]);
         CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0, "remove %s: %s", rm[i], out);
     }
-    CHECKF(vs_fault_cli(&c, "remove v2", out, sizeof out) == 1 && strstr(out, "active"), "remove v2: %s", out);
+    CHECKF(vs_fault_cli(&c, "remove v2", out, sizeof out) == 1 && strstr(out, "active"), "remove v2: %s",
+           out);
     long cycles = getenv("VS_FAULT_CYCLES") ? atol(getenv("VS_FAULT_CYCLES")) : 20;
     int64_t rev0 = 0, rev1 = 0;
     long audit0 = vs_fault_count_keys(&c, "audit/", &rev0);
@@ -178,10 +181,10 @@ int main(void)
         CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0, "cycle %ld deploy vc: %s", i, out);
         snprintf(args, sizeof args, "deploy %s", vswap.manifest);
         CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0, "cycle %ld deploy vswap: %s", i, out);
-        CHECKF(vs_fault_cli_until_ok(&c, "activate vc", 30, out, sizeof out) == 0, "cycle %ld activate vc: %s", i,
-               out);
-        CHECKF(vs_fault_cli_until_ok(&c, "activate v2", 30, out, sizeof out) == 0, "cycle %ld activate v2: %s", i,
-               out);
+        CHECKF(vs_fault_cli_until_ok(&c, "activate vc", 30, out, sizeof out) == 0,
+               "cycle %ld activate vc: %s", i, out);
+        CHECKF(vs_fault_cli_until_ok(&c, "activate v2", 30, out, sizeof out) == 0,
+               "cycle %ld activate v2: %s", i, out);
         CHECKF(vs_fault_cli(&c, "retire vc", out, sizeof out) == 0, "cycle %ld retire vc: %s", i, out);
         CHECKF(vs_fault_cli(&c, "remove vc", out, sizeof out) == 0, "cycle %ld remove vc: %s", i, out);
         CHECKF(vs_fault_cli(&c, "remove vswap", out, sizeof out) == 0, "cycle %ld remove vswap: %s", i, out);
@@ -200,12 +203,14 @@ int main(void)
         if (!settled)
             usleep(100000);
     }
-    long versions = vs_fault_count_keys(&c, "versions/", NULL), members = vs_fault_count_keys(&c, "members/", NULL);
+    long versions = vs_fault_count_keys(&c, "versions/", NULL),
+         members = vs_fault_count_keys(&c, "members/", NULL);
     long audit1 = vs_fault_count_keys(&c, "audit/", &rev1), leases = vs_fault_count_leases(&c);
     long writes = (long)(rev1 - rev0), per_cycle = cycles ? writes / cycles : 0;
     printf("  %ld cycles in %.1f s: %ld version records, %ld members, %ld leases, every replica holds 2 "
            "versions: %s; etcd writes %ld (%ld per cycle, %ld of them audit records)\n",
-           cycles, secs, versions, members, leases, settled ? "yes" : "NO", writes, per_cycle, audit1 - audit0);
+           cycles, secs, versions, members, leases, settled ? "yes" : "NO", writes, per_cycle,
+           audit1 - audit0);
     CHECK(settled);
     CHECK(versions == 1 && members == 4 && leases == 4);
     CHECK(audit1 - audit0 == cycles * 7);
@@ -256,7 +261,8 @@ int main(void)
     printf("  load: %lu queries, %lu failed, %lu wrong; by v1 %lu, v2 %lu, vc %lu\n", atomic_load(&c.sent),
            atomic_load(&c.failed), atomic_load(&c.wrong), atomic_load(&c.by_version[0]),
            atomic_load(&c.by_version[1]), atomic_load(&c.by_version[2]));
-    CHECK(atomic_load(&c.sent) > 100 && atomic_load(&c.by_version[0]) > 0 && atomic_load(&c.by_version[1]) > 0);
+    CHECK(atomic_load(&c.sent) > 100 && atomic_load(&c.by_version[0]) > 0 &&
+          atomic_load(&c.by_version[1]) > 0);
     check_load(&c, "end");
     vs_fault_stop(&c, vs_test_failures > 0);
     vs_test_version_fini(&v1);

@@ -6,6 +6,7 @@
  * coordinator closes client connections every 200 ms (--max-connection-age-ms): no call may fail for it. */
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include "common/vecio.h"
 #include "shard/index/index.h"
 #include "tests/support/proc.h"
+#include "common/cluster/manifest.h"
 #include "tests/testlib.h"
 #include "vecshard/v1/coordinator.pb-c.h"
 
@@ -168,6 +170,48 @@ int main(void)
                 CHECKF(fan > 1.0 && fan < P, "nprobe 4 fan-out %.2f", fan);
         }
         vs_test_case_done("fanout", vs_test_failures == f0);
+
+        /* scrambled centroids: two rows of centroids.fvecs swapped and the manifest's file CRC updated
+         * to match (what a careless re-export would do): the coordinator must refuse to route with them,
+         * because they are not the centroids the partitions were built with (centroids_data_crc32c). */
+        f0 = vs_test_failures;
+        char sdir[PATH_MAX], spath[PATH_MAX + 32], cpath[PATH_MAX + 32];
+        snprintf(sdir, sizeof sdir, "%s/scrambled", dir);
+        mkdir(sdir, 0755);
+        vs_manifest_t m;
+        size_t nc = 0;
+        uint32_t dc = 0;
+        float *cent = NULL;
+        CHECK(vs_manifest_load(manifest, &m, err) == VS_OK);
+        snprintf(cpath, sizeof cpath, "%s/vc/centroids.fvecs", dir);
+        CHECK(vs_vecfile_load_f32(cpath, &nc, &dc, &cent, err) == VS_OK && nc >= 2 &&
+              m.has_centroids_data_crc32c);
+        for (uint32_t j = 0; cent && j < dc; j++) {
+            float t = cent[j];
+            cent[j] = cent[dc + j];
+            cent[dc + j] = t;
+        }
+        snprintf(cpath, sizeof cpath, "%s/centroids.fvecs", sdir);
+        CHECK(vs_vecio_write_fvecs(cpath, nc, dc, cent, err) == VS_OK);
+        uint64_t csize;
+        CHECK(vs_file_crc32c(cpath, &csize, &m.centroids_crc32c, err) == VS_OK);
+        snprintf(spath, sizeof spath, "%s/manifest.json", sdir);
+        CHECK(vs_manifest_write(spath, &m, err) == VS_OK);
+        vs_manifest_fini(&m);
+        free(cent);
+        vs_test_proc_t bad;
+        const char *bargv[] = {"--listen", "127.0.0.1:0", "--metrics-listen",
+                               "none",     "--manifest",  spath,
+                               "--shards", spec,          NULL};
+        CHECK(vs_test_proc_start(&bad, dir, "coordinator-scrambled", "vecshard-coordinator", bargv) != 0);
+        char lpath[PATH_MAX + 32];
+        snprintf(lpath, sizeof lpath, "%s/log-coordinator-scrambled", dir);
+        size_t llen = 0;
+        char *log = (char *)vs_test_read_file(lpath, &llen);
+        CHECKF(log && strstr(log, "not the version's centroids"), "scrambled centroids: %s",
+               log ? log : "(no log)");
+        free(log);
+        vs_test_case_done("scrambled_centroids_refused", vs_test_failures == f0);
     }
     if (vs_test_failures) {
         vs_test_proc_tail(&coord, 20);
