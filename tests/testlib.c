@@ -102,11 +102,13 @@ unsigned char *vs_test_read_file(const char *path, size_t *out_len)
     fseek(f, 0, SEEK_END);
     long len = ftell(f);
     fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc(len > 0 ? (size_t)len : 1);
+    unsigned char *buf = malloc(len > 0 ? (size_t)len + 1 : 1);
     if (buf != NULL && len > 0 && fread(buf, 1, (size_t)len, f) != (size_t)len) {
         free(buf);
         buf = NULL;
     }
+    if (buf != NULL)
+        buf[len > 0 ? len : 0] = 0; /* text files can be used as strings */
     fclose(f);
     *out_len = len > 0 ? (size_t)len : 0;
     return buf;

@@ -59,6 +59,8 @@ void vs_test_cleanup(const char *test_name);
 
 /* Writes len bytes to path (0 or -1); reads a whole file into a new malloc'd buffer (NULL on error). */
 int vs_test_write_file(const char *path, const void *data, size_t len);
+/* Reads a whole file (malloc, with one NUL byte after *out_len bytes so text can be used as a string); NULL
+ * when it cannot be read. */
 unsigned char *vs_test_read_file(const char *path, size_t *out_len);
 /* 1 when both files can be read and hold the same bytes, else 0. */
 int vs_test_same_file(const char *a, const char *b);

@@ -314,8 +314,17 @@ vs_status vs_manifest_load(const char *path, vs_manifest_t *out, char err[VS_ERR
         return vs_errf(err, rerr ? VS_ERR_IO : VS_ERR_CORRUPT, "manifest %s: %s", path,
                        rerr ? "read error" : "larger than 16 MiB");
     }
-    cJSON *root = cJSON_ParseWithLength(buf, n);
+    vs_status st = vs_manifest_parse(buf, n, path, out, err);
     free(buf);
+    return st;
+}
+
+vs_status vs_manifest_parse(const char *text, size_t n, const char *path, vs_manifest_t *out,
+                            char err[VS_ERR_LEN])
+{
+    if (n > MAX_MANIFEST_BYTES)
+        return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: larger than 16 MiB", path);
+    cJSON *root = cJSON_ParseWithLength(text, n);
     if (!root)
         return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: not valid JSON", path);
     vs_manifest_t m;

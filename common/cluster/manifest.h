@@ -70,6 +70,11 @@ typedef struct vs_manifest {
  * is filled only on success; free with vs_manifest_fini. */
 vs_status vs_manifest_load(const char *path, vs_manifest_t *out, char err[VS_ERR_LEN]);
 
+/* vs_manifest_load on text already read (n bytes, not NUL-terminated; at most 16 MiB); path names it in
+ * messages and gives the directory files are relative to. */
+vs_status vs_manifest_parse(const char *text, size_t n, const char *path, vs_manifest_t *out,
+                            char err[VS_ERR_LEN]);
+
 /* Writes m to path atomically (tmp + rename, fsync'd). n_partitions entries must be filled; optional
  * fields are written when set (nlist > 0, hash[0], lists != NULL, has_*). Does not validate m: the
  * writer (the builder) loads what it wrote back with vs_manifest_load. */

@@ -12,6 +12,7 @@
 
 #include "common/cli/timing.h"
 #include "common/net/rpc.h"
+#include "common/net/tsan.h"
 
 /* The channel's grpc_channel (rpc_client.c); declared here to keep rpc.h free of grpc types. */
 grpc_channel *vs_rpc_channel_grpc(vs_rpc_channel_t *ch);
@@ -102,6 +103,7 @@ uint64_t vs_rpc_multi_start(vs_rpc_multi_t *m, vs_rpc_channel_t *ch, const char 
     ops[5].data.recv_status_on_client.status_details = &c->details;
     ops[5].data.recv_status_on_client.error_string = &c->error_string;
     c->t0 = vs_now_s();
+    VS_TSAN_RELEASE(c);
     grpc_call_error e = grpc_call_start_batch(c->call, ops, 6, c, NULL);
     if (e != GRPC_CALL_OK) {
         vs_errf(err, VS_ERR_INTERNAL, "rpc multi %s: start_batch failed (%d)", method, (int)e);
@@ -126,6 +128,7 @@ int vs_rpc_multi_next(vs_rpc_multi_t *m, int64_t timeout_ms, vs_rpc_result_t *ou
     if (ev.type != GRPC_OP_COMPLETE)
         return 0;
     mcall_t *c = ev.tag;
+    VS_TSAN_ACQUIRE(c);
     for (mcall_t **pp = &m->calls; *pp; pp = &(*pp)->next)
         if (*pp == c) {
             *pp = c->next;

@@ -23,6 +23,7 @@
 
 #include "common/cli/timing.h"
 #include "common/net/rpc.h"
+#include "common/net/tsan.h"
 
 enum tag_kind { TAG_NEW, TAG_CLOSE, TAG_SEND, TAG_SHUTDOWN };
 
@@ -117,6 +118,7 @@ static void post_request(worker_t *w, int m)
     grpc_metadata_array_init(&c->md);
     grpc_call_details_init(&c->details);
     grpc_call_error e;
+    VS_TSAN_RELEASE(&c->t_new);
     if (m >= 0)
         e = grpc_server_request_registered_call(s->server, s->registered[m], &c->call, &c->deadline, &c->md,
                                                 &c->payload, w->cq, w->cq, &c->t_new);
@@ -147,6 +149,7 @@ static void send_unary(struct vs_rpc_call *c, int code, const char *message, uin
     ops[n].data.send_status_from_server.status = (grpc_status_code)code;
     ops[n++].data.send_status_from_server.status_details = message && *message ? &details : NULL;
     pthread_mutex_lock(&c->mu); /* completions may run on another worker: pending is under mu */
+    VS_TSAN_RELEASE(&c->t_send);
     if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) == GRPC_CALL_OK)
         c->pending++;
     pthread_mutex_unlock(&c->mu);
@@ -213,6 +216,7 @@ static void stream_pump(struct vs_rpc_call *c)
         c->status_sent = 1;
         c->closed = 1;
     }
+    VS_TSAN_RELEASE(&c->t_send);
     if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) == GRPC_CALL_OK) {
         c->pending++;
         c->sending = 1;
@@ -239,6 +243,7 @@ static void handle_new(worker_t *w, struct vs_rpc_call *c)
     op.op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     op.data.recv_close_on_server.cancelled = &c->cancelled;
     pthread_mutex_lock(&c->mu);
+    VS_TSAN_RELEASE(&c->t_close);
     if (grpc_call_start_batch(c->call, &op, 1, &c->t_close, NULL) == GRPC_CALL_OK)
         c->pending++;
     pthread_mutex_unlock(&c->mu);
@@ -343,8 +348,10 @@ static void *worker_main(void *arg)
         grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
-        if (ev.type == GRPC_OP_COMPLETE)
+        if (ev.type == GRPC_OP_COMPLETE) {
+            VS_TSAN_ACQUIRE(ev.tag); /* before the tag is read */
             handle_event(w, ev);
+        }
     }
     return NULL;
 }
@@ -455,6 +462,7 @@ void vs_rpc_server_stop(vs_rpc_server_t *s, int64_t grace_ms)
     if (!s)
         return;
     atomic_store(&s->stopping, 1);
+    VS_TSAN_RELEASE(&s->t_shutdown);
     grpc_server_shutdown_and_notify(s->server, s->workers[0].cq, &s->t_shutdown);
     int any_started = 0;
     for (size_t i = 0; i < s->n_workers; i++)

@@ -343,9 +343,13 @@ void vs_fault_stop(vs_fault_cluster_t *c, int failed)
         for (uint32_t i = 0; i < c->partitions * c->replicas; i++)
             vs_test_proc_tail(&c->shards[i], 20);
     }
-    vs_test_proc_stop(&c->coord, SIGTERM, 10);
-    for (uint32_t i = 0; i < c->partitions * c->replicas; i++)
-        vs_test_proc_stop(&c->shards[i], SIGTERM, 10);
+    /* every process drains and exits 0 on SIGTERM (a sanitizer report would make it exit otherwise) */
+    int rc = vs_test_proc_stop(&c->coord, SIGTERM, 10);
+    CHECKF(rc == 0, "coordinator exit status %d", rc);
+    for (uint32_t i = 0; i < c->partitions * c->replicas; i++) {
+        rc = vs_test_proc_stop(&c->shards[i], SIGTERM, 10);
+        CHECKF(rc == 0, "shard %u exit status %d", i, rc);
+    }
     char err[VS_ERR_LEN];
     if (c->etcd) {
         vs_etcd_fixture_stop(c->etcd, err);

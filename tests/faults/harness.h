@@ -88,7 +88,8 @@ long vs_fault_count_leases(vs_fault_cluster_t *c);
 /* Versions a shard reports holding (its member record's "versions"), -1 when the record is absent. */
 long vs_fault_shard_versions(vs_fault_cluster_t *c, uint32_t partition, const char *replica_id);
 
-/* Stops everything it started (SIGTERM, then SIGKILL) and frees; prints the logs' tails when failed. */
+/* Stops everything it started (SIGTERM, then SIGKILL), checking each process exits 0, and frees; prints
+ * the logs' tails when failed. */
 void vs_fault_stop(vs_fault_cluster_t *c, int failed);
 
 #endif

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "shard/server/shard.h"
+#include "tests/fuzz/mutate.h"
 #include "vecshard/v1/shard.pb-c.h"
 
 #define D 8
@@ -140,43 +141,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < ns; i++)
         LLVMFuzzerTestOneInput(seeds[i], lens[i]);
     for (long it = 0; it < iters; it++) {
-        s = s * 6364136223846793005ull + 1442695040888963407ull;
-        size_t a = (size_t)(s >> 33) % ns, b = (size_t)(s >> 17) % ns;
-        size_t len = lens[a] < sizeof buf ? lens[a] : sizeof buf;
-        memcpy(buf, seeds[a], len);
-        int n_mut = 1 + (int)((s >> 50) % 4);
-        for (int m = 0; m < n_mut; m++) {
-            s = s * 6364136223846793005ull + 1442695040888963407ull;
-            size_t pos = len ? (size_t)(s >> 20) % len : 0;
-            switch ((s >> 60) % 5) {
-            case 0: /* flip a bit */
-                if (len)
-                    buf[pos] ^= (uint8_t)(1u << ((s >> 8) % 8));
-                break;
-            case 1: /* truncate */
-                len = pos;
-                break;
-            case 2: /* bump a byte (often a length or a tag) */
-                if (len)
-                    buf[pos] = (uint8_t)(buf[pos] + 1 + (s >> 12) % 200);
-                break;
-            case 3: /* splice the tail of another seed */
-            {
-                size_t off = lens[b] ? (size_t)(s >> 24) % lens[b] : 0;
-                size_t add = lens[b] - off;
-                if (pos + add > sizeof buf)
-                    add = sizeof buf - pos;
-                memcpy(buf + pos, seeds[b] + off, add);
-                len = pos + add;
-                break;
-            }
-            default: /* large varint */
-                if (len > pos + 5) {
-                    memset(buf + pos, 0xff, 4);
-                    buf[pos + 4] = 0x0f;
-                }
-            }
-        }
+        size_t len = vs_fuzz_mutate(buf, sizeof buf, seeds, lens, ns, &s);
         char err[VS_ERR_LEN];
         uint8_t *out = NULL;
         size_t olen;
