@@ -245,8 +245,8 @@ static vs_status parse_object(const char *body, size_t len, cJSON **out, char er
     cJSON *root = cJSON_ParseWithLength(body, len);
     if (root == NULL || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
-        return vs_errf(err, VS_ERR_CORRUPT, "etcd reply is not a JSON object (%zu bytes: \"%.60s\")", len,
-                       len > 0 ? body : "");
+        return vs_errf(err, VS_ERR_CORRUPT, "etcd reply is not a JSON object (%zu bytes: \"%.*s\")", len,
+                       (int)(len < 60 ? len : 60), len > 0 ? body : "");
     }
     *out = root;
     return VS_OK;
@@ -392,7 +392,8 @@ vs_status vs_etcd_parse_error(const char *what, long http_code, const char *body
     if (msg != NULL)
         vs_errf(err, st, "etcd %s: HTTP %ld, code %" PRId64 ": %.300s", what, http_code, code, msg);
     else
-        vs_errf(err, st, "etcd %s: HTTP %ld: %.200s", what, http_code, len > 0 ? body : "(empty body)");
+        vs_errf(err, st, "etcd %s: HTTP %ld: %.*s", what, http_code,
+                len > 0 ? (int)(len < 200 ? len : 200) : 12, len > 0 ? body : "(empty body)");
     cJSON_Delete(root);
     return st;
 }

@@ -167,20 +167,8 @@ int main(int argc, char **argv)
         lens[i] = strlen(seed_texts[i]);
         seeds[i] = (uint8_t *)seed_texts[i];
     }
-    if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0) {
-        mkdir(argv[2], 0755);
-        for (size_t i = 0; i < NS; i++) {
-            char p[4096];
-            snprintf(p, sizeof p, "%s/seed-%02zu.json", argv[2], i);
-            FILE *f = fopen(p, "wb");
-            if (!f || fwrite(seeds[i], 1, lens[i], f) != lens[i] || fclose(f) != 0) {
-                fprintf(stderr, "cannot write %s\n", p);
-                return 1;
-            }
-        }
-        printf("%d seeds written to %s\n", (int)NS, argv[2]);
-        return 0;
-    }
+    if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0)
+        return vs_fuzz_write_seeds(argv[2], seeds, lens, NS, "json");
     long iters = argc == 2 ? strtol(argv[1], NULL, 10) : 20000;
     for (size_t i = 0; i < NS; i++)
         LLVMFuzzerTestOneInput(seeds[i], lens[i]);

@@ -120,20 +120,8 @@ int main(int argc, char **argv)
     uint8_t *seeds[16];
     size_t lens[16];
     size_t ns = make_seeds(seeds, lens, 16);
-    if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0) {
-        mkdir(argv[2], 0755);
-        for (size_t i = 0; i < ns; i++) {
-            char p[4096];
-            snprintf(p, sizeof p, "%s/seed-%02zu.bin", argv[2], i);
-            FILE *f = fopen(p, "wb");
-            if (!f || fwrite(seeds[i], 1, lens[i], f) != lens[i] || fclose(f) != 0) {
-                fprintf(stderr, "cannot write %s\n", p);
-                return 1;
-            }
-        }
-        printf("%zu seeds written to %s\n", ns, argv[2]);
-        return 0;
-    }
+    if (argc == 3 && strcmp(argv[1], "--write-seeds") == 0)
+        return vs_fuzz_write_seeds(argv[2], seeds, lens, ns, "bin");
     long iters = argc == 2 ? strtol(argv[1], NULL, 10) : 20000;
     size_t ok = 0, refused = 0;
     uint64_t s = 12345;

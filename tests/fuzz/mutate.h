@@ -6,7 +6,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static inline uint64_t vs_fuzz_next(uint64_t *s)
 {
@@ -56,6 +58,24 @@ static inline size_t vs_fuzz_mutate(uint8_t *buf, size_t cap, uint8_t *const *se
         }
     }
     return len;
+}
+
+/* Writes the seeds into dir as a libFuzzer corpus (seed-NN.<ext>); 0, or 1 after saying what failed. */
+static inline int vs_fuzz_write_seeds(const char *dir, uint8_t *const *seeds, const size_t *lens, size_t ns,
+                                      const char *ext)
+{
+    mkdir(dir, 0755);
+    for (size_t i = 0; i < ns; i++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%s/seed-%02zu.%s", dir, i, ext);
+        FILE *f = fopen(p, "wb");
+        if (!f || fwrite(seeds[i], 1, lens[i], f) != lens[i] || fclose(f) != 0) {
+            fprintf(stderr, "cannot write %s\n", p);
+            return 1;
+        }
+    }
+    printf("%zu seeds written to %s\n", ns, dir);
+    return 0;
 }
 
 #endif
