@@ -302,13 +302,19 @@ vs_status vs_coord_activate(vs_coord_t *c, const char *version, char err[VS_ERR_
     return st;
 }
 
+/* Partitions of e with a usable replica. */
+static uint32_t n_covered(vs_coord_t *c, const version_entry_t *e)
+{
+    uint32_t n = 0;
+    for (uint32_t p = 0; p < e->router.n_partitions; p++)
+        n += vs_view_live(c->view, e->name, p, expect_content(e, p)) > 0;
+    return n;
+}
+
 /* 1 when every partition of e has a usable replica. */
 static int covered(vs_coord_t *c, const version_entry_t *e)
 {
-    for (uint32_t p = 0; p < e->router.n_partitions; p++)
-        if (vs_view_live(c->view, e->name, p, expect_content(e, p)) == 0)
-            return 0;
-    return 1;
+    return n_covered(c, e) == e->router.n_partitions;
 }
 
 int vs_coord_version_ready(vs_coord_t *c, const char *version)
@@ -326,16 +332,26 @@ int vs_coord_version_ready(vs_coord_t *c, const char *version)
     return ok;
 }
 
-int vs_coord_ready(vs_coord_t *c)
+uint32_t vs_coord_coverage(vs_coord_t *c, uint32_t *out_total)
 {
     pthread_mutex_lock(&c->mu);
     version_entry_t *a = c->active;
     if (a)
         atomic_fetch_add(&a->refs, 1);
     pthread_mutex_unlock(&c->mu);
-    int ok = a && covered(c, a);
+    uint32_t n = a ? n_covered(c, a) : 0;
+    if (out_total)
+        *out_total = a ? a->router.n_partitions : 0;
     version_unref(a);
-    return ok;
+    return n;
+}
+
+int vs_coord_ready(vs_coord_t *c)
+{
+    uint32_t total, n = vs_coord_coverage(c, &total);
+    /* the same rule a request without min_coverage is answered by: at least one partition, and at least
+     * the configured fraction (--min-coverage) */
+    return total > 0 && n > 0 && (double)n >= (double)c->o.min_coverage * (double)total - 1e-9;
 }
 
 /* The version a request is served by, with a reference the request gives back (version_unref). */

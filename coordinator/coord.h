@@ -70,8 +70,15 @@ size_t vs_coord_versions(vs_coord_t *c, char (*out)[128], size_t cap, char activ
 /* 1 when the version is known and every one of its partitions has a usable replica in the view. */
 int vs_coord_version_ready(vs_coord_t *c, const char *version);
 
-/* 1 when every partition of the active version has at least one usable replica. */
+/* Readiness: 1 while the coordinator can answer at its configured minimum coverage, i.e. the active
+ * version has a usable replica for at least one partition and for at least the fraction min_coverage of
+ * them (with --min-coverage 0: any partition). A lost partition then makes every coordinator answer
+ * partially (coverage says so) instead of dropping them all from the Service at once. */
 int vs_coord_ready(vs_coord_t *c);
+
+/* Partitions of the active version with a usable replica; *out_total (nullable) gets the partition count
+ * (0 when no version is active). */
+uint32_t vs_coord_coverage(vs_coord_t *c, uint32_t *out_total);
 
 /* Answers a vecshard.v1.SearchRequest within timeout_ms (the client's deadline; <= 0: the default).
  * On VS_OK *out holds a SearchResponse (malloc'd). Thread-safe. */

@@ -61,9 +61,10 @@ static void usage(FILE *f)
         "  --port-file FILE      write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
         "  -h, --help            this help\n"
         "\n"
-        "Health: \"\" and \"vecshard.v1.Coordinator\" are SERVING while every partition of the active "
-        "version\n"
-        "has a live replica; \"liveness\" while the process runs.\n",
+        "Health: \"\" and \"vecshard.v1.Coordinator\" are SERVING while the coordinator can answer at its\n"
+        "--min-coverage (at least one partition of the active version with a live replica, and at least that\n"
+        "fraction of them); \"full-coverage\" while every partition has one (what tools wait for before\n"
+        "measuring); \"liveness\" while the process runs.\n",
         MAX_MANIFESTS);
 }
 
@@ -202,6 +203,8 @@ static void update_health(app_t *a)
     vs_health_status st = ready ? VS_HEALTH_SERVING : VS_HEALTH_NOT_SERVING;
     vs_health_set(a->health, "", st); /* notifies watchers only on a change */
     vs_health_set(a->health, "vecshard.v1.Coordinator", st);
+    uint32_t total, n = vs_coord_coverage(a->coord, &total);
+    vs_health_set(a->health, "full-coverage", total && n == total ? VS_HEALTH_SERVING : VS_HEALTH_NOT_SERVING);
 }
 
 static void on_follow_change(void *user)
@@ -267,6 +270,12 @@ static double g_ready(void *u)
     return vs_coord_ready(((app_t *)u)->coord);
 }
 
+static double g_coverage(void *u)
+{
+    uint32_t total, n = vs_coord_coverage(((app_t *)u)->coord, &total);
+    return total ? (double)n / total : 0.0;
+}
+
 static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
 {
     a->reg = vs_metrics_create();
@@ -299,8 +308,11 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
          "Requests fanned out (divide fanout_partitions by it).", stat_fanout_count, 1},
         {"vecshard_coordinator_etcd_connected", "1 while the membership watch is connected to etcd.",
          g_etcd_connected, 0},
-        {"vecshard_coordinator_ready", "1 while every partition of the active version has a live replica.",
-         g_ready, 0},
+        {"vecshard_coordinator_ready",
+         "1 while the coordinator can answer at its --min-coverage (readiness of the Kubernetes probe).", g_ready,
+         0},
+        {"vecshard_coordinator_coverage_ratio",
+         "Fraction of the active version's partitions with a usable replica (1 = full answers).", g_coverage, 0},
     };
     for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
         vs_metric_family_t *f = fns[i].counter
@@ -412,6 +424,7 @@ int main(int argc, char **argv)
     vs_log(VS_LOG_INFO, "%s: draining (grace %ld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", a.cfg.grace_ms);
     vs_health_set(a.health, "", VS_HEALTH_NOT_SERVING);
     vs_health_set(a.health, "vecshard.v1.Coordinator", VS_HEALTH_NOT_SERVING);
+    vs_health_set(a.health, "full-coverage", VS_HEALTH_NOT_SERVING);
     vs_health_close_watchers(a.health);
     vs_rpc_server_stop(server, a.cfg.grace_ms);
     vs_coord_follow_stop(a.follow);

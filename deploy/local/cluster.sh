@@ -268,7 +268,8 @@ up() {
     local addr=127.0.0.1:$cport
     record "coordinator_addr=$addr"
     record "coordinator_metrics_port=$(sed -n 's/^metrics=//p' "$dir/coordinator.ports")"
-    if ! "$bin/vecshard" health --coordinator "$addr" --wait-ms "$((wait_s * 1000))" >/dev/null; then
+    if ! "$bin/vecshard" health --coordinator "$addr" --service full-coverage --wait-ms "$((wait_s * 1000))" \
+        >/dev/null; then
         failed_up "the coordinator at $addr is not SERVING after ${wait_s} s" "$dir/coordinator.log"
     fi
     trap - INT TERM

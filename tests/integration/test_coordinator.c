@@ -192,26 +192,32 @@ static double load_stop(const char *what)
     return p99;
 }
 
-static void wait_ready(double timeout_s)
+/* The coordinator's health for service: 1 SERVING, 2 NOT_SERVING, -1 no answer. */
+static int health_of(const char *service)
 {
     Grpc__Health__V1__HealthCheckRequest hr = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-    uint8_t buf[8];
-    size_t len = grpc__health__v1__health_check_request__pack(&hr, buf);
-    double t0 = vs_now_s();
-    while (vs_now_s() - t0 < timeout_s) {
-        int code;
-        char msg[VS_ERR_LEN];
-        uint8_t *body = NULL;
-        size_t blen = 0;
-        if (vs_rpc_call_unary(ch, "/grpc.health.v1.Health/Check", buf, len, 1000, &code, msg, &body, &blen) ==
-                VS_OK &&
-            code == 0 && blen == 2 && body[1] == 1) {
-            free(body);
-            return;
-        }
-        free(body);
-        usleep(50000);
+    hr.service = (char *)service;
+    uint8_t buf[64], *body = NULL;
+    size_t len = grpc__health__v1__health_check_request__pack(&hr, buf), blen = 0;
+    int code, status = -1;
+    char msg[VS_ERR_LEN];
+    if (vs_rpc_call_unary(ch, "/grpc.health.v1.Health/Check", buf, len, 1000, &code, msg, &body, &blen) == VS_OK &&
+        code == 0) {
+        Grpc__Health__V1__HealthCheckResponse *r = grpc__health__v1__health_check_response__unpack(NULL, blen, body);
+        status = r ? (int)r->status : -1;
+        if (r)
+            grpc__health__v1__health_check_response__free_unpacked(r, NULL);
     }
+    free(body);
+    return status;
+}
+
+/* Waits until every partition is covered (health "full-coverage" SERVING). */
+static void wait_ready(double timeout_s)
+{
+    double t0 = vs_now_s();
+    while (vs_now_s() - t0 < timeout_s && health_of("full-coverage") != 1)
+        usleep(50000);
 }
 
 /* A counter from the coordinator's /metrics (-1 if absent). */
@@ -395,6 +401,13 @@ int main(void)
         CHECKF(a.code == VS_GRPC_UNAVAILABLE && strstr(a.msg, "partition 1"), "min_coverage 1: %d %s", a.code,
                a.msg);
         answer_fini(&a);
+        /* readiness follows coverage: with --min-coverage 0 the coordinator still answers (partially), so
+         * it stays ready; full-coverage says a partition is missing */
+        double t1 = vs_now_s();
+        while (health_of("full-coverage") != 2 && vs_now_s() - t1 < 10)
+            usleep(50000);
+        CHECK(health_of("full-coverage") == 2);
+        CHECK(health_of("vecshard.v1.Coordinator") == 1 && health_of("") == 1);
         vs_test_case_done("partition_lost", vs_test_failures == f0);
     }
     if (vs_test_failures) {
