@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/cluster/keys.h"
 #include "common/cluster/lifecycle.h"
@@ -24,9 +25,49 @@ struct vs_coord_follow {
     vs_etcd_watch_t *w_members, *w_versions, *w_active;
     pthread_mutex_t mu;               /* pending_active */
     char pending_active[VS_NAME_LEN]; /* etcd's active version, until the view can serve it */
-    atomic_int etcd_connected;
+    atomic_int etcd_connected;        /* the membership watch's stream is up */
+    atomic_int etcd_alive;            /* the last heartbeat (a 1 s read of the active key) answered */
+    vs_etcd_t *hb_etcd;               /* the heartbeat's own client (1 s timeout) */
+    pthread_t hb_thread;
+    int hb_started;
+    pthread_mutex_t hb_mu;
+    pthread_cond_t hb_cv;
+    int hb_stop;
     vs_log_limit_t bad_log;
 };
+
+/* Heartbeat: a frozen etcd (SIGSTOP, a stuck disk) keeps the watch's TCP stream open, so the watch alone
+ * would report "connected" forever. Once a second, read the active key with a 1 s timeout. */
+static void *heartbeat_main(void *arg)
+{
+    vs_coord_follow_t *f = arg;
+    char key[VS_KEY_LEN], err[VS_ERR_LEN];
+    size_t kl = vs_key_active(key, f->cluster);
+    int was_alive = 1;
+    pthread_mutex_lock(&f->hb_mu);
+    while (!f->hb_stop) {
+        pthread_mutex_unlock(&f->hb_mu);
+        vs_etcd_kvs_t kvs = {0};
+        int alive = vs_etcd_get(f->hb_etcd, key, kl, &kvs, err) == VS_OK;
+        vs_etcd_kvs_fini(&kvs);
+        atomic_store(&f->etcd_alive, alive);
+        if (alive != was_alive)
+            vs_log(alive ? VS_LOG_INFO : VS_LOG_WARN,
+                   alive ? "etcd: heartbeat answered again"
+                         : "etcd: heartbeat failed (%s); serving with the last view",
+                   err);
+        was_alive = alive;
+        pthread_mutex_lock(&f->hb_mu);
+        if (!f->hb_stop) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 1;
+            pthread_cond_timedwait(&f->hb_cv, &f->hb_mu, &until);
+        }
+    }
+    pthread_mutex_unlock(&f->hb_mu);
+    return NULL;
+}
 
 static void changed(vs_coord_follow_t *f)
 {
@@ -167,8 +208,19 @@ vs_status vs_coord_follow_start(const char *endpoints, const char *cluster, vs_c
     f->on_change = on_change;
     f->user = user;
     pthread_mutex_init(&f->mu, NULL);
-    vs_etcd_opts_t eo = {.endpoints = endpoints};
+    pthread_mutex_init(&f->hb_mu, NULL);
+    pthread_cond_init(&f->hb_cv, NULL);
+    atomic_init(&f->etcd_alive, 1);
+    vs_etcd_opts_t eo = {.endpoints = endpoints}, hbo = {.endpoints = endpoints, .timeout_ms = 1000};
     vs_status st = vs_etcd_create(&eo, &f->etcd, err);
+    if (st == VS_OK)
+        st = vs_etcd_create(&hbo, &f->hb_etcd, err);
+    if (st == VS_OK) {
+        if (pthread_create(&f->hb_thread, NULL, heartbeat_main, f) == 0)
+            f->hb_started = 1;
+        else
+            st = vs_errf(err, VS_ERR_INTERNAL, "follow: cannot start the heartbeat thread");
+    }
     if (st == VS_OK)
         st = vs_etcd_watch_start(f->etcd, mp, ml, on_members, f, &f->w_members, err);
     if (st == VS_OK)
@@ -185,17 +237,28 @@ vs_status vs_coord_follow_start(const char *endpoints, const char *cluster, vs_c
 
 int vs_coord_follow_etcd_connected(const vs_coord_follow_t *f)
 {
-    return f ? atomic_load(&((vs_coord_follow_t *)f)->etcd_connected) : 0;
+    vs_coord_follow_t *m = (vs_coord_follow_t *)f;
+    return f ? atomic_load(&m->etcd_connected) && atomic_load(&m->etcd_alive) : 0;
 }
 
 void vs_coord_follow_stop(vs_coord_follow_t *f)
 {
     if (!f)
         return;
+    if (f->hb_started) {
+        pthread_mutex_lock(&f->hb_mu);
+        f->hb_stop = 1;
+        pthread_cond_signal(&f->hb_cv);
+        pthread_mutex_unlock(&f->hb_mu);
+        pthread_join(f->hb_thread, NULL);
+    }
     vs_etcd_watch_stop(f->w_members);
     vs_etcd_watch_stop(f->w_versions);
     vs_etcd_watch_stop(f->w_active);
+    vs_etcd_destroy(f->hb_etcd);
     vs_etcd_destroy(f->etcd);
+    pthread_cond_destroy(&f->hb_cv);
+    pthread_mutex_destroy(&f->hb_mu);
     pthread_mutex_destroy(&f->mu);
     free(f);
 }

@@ -29,7 +29,8 @@ vs_status vs_coord_follow_start(const char *endpoints, const char *cluster, vs_c
 /* Retries a pending switch of the active version (call periodically: the view changes with time). */
 void vs_coord_follow_tick(vs_coord_follow_t *f);
 
-/* 1 while the membership watch is connected to etcd. */
+/* 1 while the membership watch is connected to etcd and the heartbeat (a read with a 1 s timeout, once a
+ * second) answers: a frozen etcd keeps the watch's stream open but fails the heartbeat. */
 int vs_coord_follow_etcd_connected(const vs_coord_follow_t *f);
 
 /* Stops the watches and frees. NULL is a no-op. */

@@ -62,7 +62,8 @@ static void usage(FILE *f)
         "  -h, --help            this help\n"
         "\n"
         "Health: \"\" and \"vecshard.v1.Coordinator\" are SERVING while the coordinator can answer at its\n"
-        "--min-coverage (at least one partition of the active version with a live replica, and at least that\n"
+        "--min-coverage (at least one partition of the active version with a live replica, and at least "
+        "that\n"
         "fraction of them); \"full-coverage\" while every partition has one (what tools wait for before\n"
         "measuring); \"liveness\" while the process runs.\n",
         MAX_MANIFESTS);
@@ -204,7 +205,8 @@ static void update_health(app_t *a)
     vs_health_set(a->health, "", st); /* notifies watchers only on a change */
     vs_health_set(a->health, "vecshard.v1.Coordinator", st);
     uint32_t total, n = vs_coord_coverage(a->coord, &total);
-    vs_health_set(a->health, "full-coverage", total && n == total ? VS_HEALTH_SERVING : VS_HEALTH_NOT_SERVING);
+    vs_health_set(a->health, "full-coverage",
+                  total && n == total ? VS_HEALTH_SERVING : VS_HEALTH_NOT_SERVING);
 }
 
 static void on_follow_change(void *user)
@@ -309,10 +311,11 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
         {"vecshard_coordinator_etcd_connected", "1 while the membership watch is connected to etcd.",
          g_etcd_connected, 0},
         {"vecshard_coordinator_ready",
-         "1 while the coordinator can answer at its --min-coverage (readiness of the Kubernetes probe).", g_ready,
-         0},
+         "1 while the coordinator can answer at its --min-coverage (readiness of the Kubernetes probe).",
+         g_ready, 0},
         {"vecshard_coordinator_coverage_ratio",
-         "Fraction of the active version's partitions with a usable replica (1 = full answers).", g_coverage, 0},
+         "Fraction of the active version's partitions with a usable replica (1 = full answers).", g_coverage,
+         0},
     };
     for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
         vs_metric_family_t *f = fns[i].counter
@@ -417,8 +420,14 @@ int main(int argc, char **argv)
         sig = sigtimedwait(&sigs, NULL, &tick);
         if (sig == SIGTERM || sig == SIGINT)
             break;
-        if (a.follow)
+        if (a.follow) {
+            size_t orphans = 0, removed = vs_view_sweep(a.view, &orphans);
+            if (removed)
+                vs_log(VS_LOG_INFO,
+                       "membership: %zu replica(s) without a record stopped answering health; removed",
+                       removed);
             vs_coord_follow_tick(a.follow);
+        }
         update_health(&a);
     }
     vs_log(VS_LOG_INFO, "%s: draining (grace %ld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", a.cfg.grace_ms);

@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cli/timing.h"
 #include "common/cluster/records.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "coordinator/view.h"
 
 struct vs_replica {
@@ -17,6 +19,10 @@ struct vs_replica {
     size_t n_versions;
     int all_versions; /* static membership */
     int seen;         /* in the current snapshot */
+    /* static stability: the record is gone (lease expired, etcd restored, resync) but the replica is kept
+     * while its own health says SERVING; it leaves after VS_VIEW_ORPHAN_GRACE_S of failed checks */
+    double gone_at;   /* monotonic seconds; 0 = the record is present */
+    double last_ok_s; /* last time the replica was known SERVING (record or health check) */
     vs_rpc_channel_t *ch;
     atomic_int refs;
     atomic_ulong outstanding;
@@ -90,6 +96,7 @@ static void install(vs_view_t *v, vs_replica_t *r)
             old->n_versions = r->n_versions;
             old->partition = r->partition;
             old->seen = 1;
+            old->gone_at = 0;
             pthread_mutex_unlock(&old->mu);
             replica_unref(r);
             return;
@@ -165,6 +172,26 @@ void vs_view_put(vs_view_t *v, const char *key, size_t klen, const char *json, s
     pthread_mutex_unlock(&v->mu);
 }
 
+/* The record of v->r[i] is gone (mu held): a replica that was SERVING becomes an orphan, kept while its
+ * health answers; any other (DRAINING, LOADING) leaves now. Returns 1 if it was removed. */
+static int record_gone(vs_view_t *v, size_t i)
+{
+    vs_replica_t *r = v->r[i];
+    pthread_mutex_lock(&r->mu);
+    int serving = strcmp(r->state, "SERVING") == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (serving) {
+        if (r->gone_at == 0) {
+            r->gone_at = vs_now_s();
+            r->last_ok_s = r->gone_at;
+        }
+        return 0;
+    }
+    replica_unref(r);
+    v->r[i] = v->r[--v->n];
+    return 1;
+}
+
 void vs_view_delete(vs_view_t *v, const char *key, size_t klen)
 {
     char k[512];
@@ -174,10 +201,8 @@ void vs_view_delete(vs_view_t *v, const char *key, size_t klen)
     k[klen] = 0;
     pthread_mutex_lock(&v->mu);
     long i = find(v, k);
-    if (i >= 0) {
-        replica_unref(v->r[i]);
-        v->r[i] = v->r[--v->n];
-    }
+    if (i >= 0)
+        record_gone(v, (size_t)i);
     pthread_mutex_unlock(&v->mu);
 }
 
@@ -194,12 +219,8 @@ void vs_view_end_snapshot(vs_view_t *v)
 {
     pthread_mutex_lock(&v->mu);
     for (size_t i = 0; i < v->n;) {
-        if (!v->r[i]->seen) {
-            replica_unref(v->r[i]);
-            v->r[i] = v->r[--v->n];
-        } else {
+        if (v->r[i]->seen || !record_gone(v, i))
             i++;
-        }
     }
     pthread_mutex_unlock(&v->mu);
 }
@@ -245,6 +266,8 @@ vs_status vs_view_add_static(vs_view_t *v, const char *spec, char err[VS_ERR_LEN
 static int usable(vs_replica_t *r, const char *version, uint32_t partition, const char *content)
 {
     if (r->partition != partition)
+        return 0;
+    if (r->gone_at != 0 && vs_now_s() - r->last_ok_s > VS_VIEW_ORPHAN_GRACE_S)
         return 0;
     pthread_mutex_lock(&r->mu);
     int ok = strcmp(r->state, "SERVING") == 0;
@@ -385,6 +408,69 @@ size_t vs_view_members(vs_view_t *v, vs_view_member_t *out, size_t cap)
     }
     pthread_mutex_unlock(&v->mu);
     return n;
+}
+
+/* grpc.health.v1 Check of service on r's channel: 1 SERVING, 0 anything else. */
+static int health_serving(vs_replica_t *r, const char *service, int64_t timeout_ms)
+{
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = (char *)service;
+    uint8_t buf[128], *body = NULL;
+    size_t len = grpc__health__v1__health_check_request__pack(&req, buf), blen = 0;
+    int code = -1, ok = 0;
+    char msg[VS_ERR_LEN];
+    if (vs_rpc_call_unary(r->ch, "/grpc.health.v1.Health/Check", buf, len, timeout_ms, &code, msg, &body,
+                          &blen) == VS_OK &&
+        code == VS_GRPC_OK) {
+        Grpc__Health__V1__HealthCheckResponse *resp =
+            grpc__health__v1__health_check_response__unpack(NULL, blen, body);
+        ok = resp && resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+        if (resp)
+            grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+    }
+    free(body);
+    return ok;
+}
+
+size_t vs_view_sweep(vs_view_t *v, size_t *out_orphans)
+{
+    vs_replica_t *probe[64];
+    size_t n = 0, removed = 0;
+    pthread_mutex_lock(&v->mu);
+    for (size_t i = 0; i < v->n && n < 64; i++)
+        if (v->r[i]->gone_at != 0) {
+            probe[n++] = v->r[i];
+            atomic_fetch_add(&v->r[i]->refs, 1);
+        }
+    pthread_mutex_unlock(&v->mu);
+    int ok[64];
+    for (size_t j = 0; j < n; j++) /* outside the lock: requests keep picking replicas meanwhile */
+        ok[j] = health_serving(probe[j], "vecshard.v1.Shard", 300);
+    double now = vs_now_s();
+    pthread_mutex_lock(&v->mu);
+    size_t orphans = 0;
+    for (size_t j = 0; j < n; j++) {
+        vs_replica_t *r = probe[j];
+        long i = find(v, r->key);
+        if (i < 0 || v->r[i] != r || r->gone_at == 0)
+            continue; /* replaced or its record came back meanwhile */
+        if (ok[j]) {
+            r->last_ok_s = now;
+            orphans++;
+        } else if (now - r->last_ok_s > VS_VIEW_ORPHAN_GRACE_S) {
+            replica_unref(r);
+            v->r[i] = v->r[--v->n];
+            removed++;
+        } else {
+            orphans++;
+        }
+    }
+    pthread_mutex_unlock(&v->mu);
+    for (size_t j = 0; j < n; j++)
+        replica_unref(probe[j]);
+    if (out_orphans)
+        *out_orphans = orphans;
+    return removed;
 }
 
 uint64_t vs_view_bad_records(const vs_view_t *v)

@@ -18,6 +18,7 @@
 #include "common/status.h"
 
 #define VS_VIEW_MAX_VERSIONS 8
+#define VS_VIEW_ORPHAN_GRACE_S 2.0
 #define VS_VIEW_LAT_RING 128
 
 typedef struct vs_replica vs_replica_t;
@@ -68,6 +69,15 @@ typedef struct vs_view_member {
 
 /* Copies up to cap members; returns how many there are. */
 size_t vs_view_members(vs_view_t *v, vs_view_member_t *out, size_t cap);
+
+/* Static stability (docs/protocol.md, "Coordinator view"): a replica whose record disappears (a deleted
+ * key, or missing from a new snapshot) while it was SERVING is kept and still routed to; vs_view_sweep
+ * checks each such replica's own health (grpc.health.v1 Check of "vecshard.v1.Shard", 300 ms) and removes
+ * it once it has not been SERVING for VS_VIEW_ORPHAN_GRACE_S. A replica whose record says DRAINING or
+ * LOADING leaves at once. Call sweep periodically (the coordinator does twice a second); it blocks for the
+ * checks, never while holding the view's lock. Returns the replicas removed; *out_orphans (nullable) the
+ * ones still kept without a record. */
+size_t vs_view_sweep(vs_view_t *v, size_t *out_orphans);
 
 /* Records ignored because they did not parse. */
 uint64_t vs_view_bad_records(const vs_view_t *v);

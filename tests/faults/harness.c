@@ -278,6 +278,46 @@ long vs_fault_count_keys(vs_fault_cluster_t *c, const char *sub, int64_t *rev)
     return n;
 }
 
+long vs_fault_members_created_after(vs_fault_cluster_t *c, int64_t rev)
+{
+    char prefix[VS_KEY_LEN], err[VS_ERR_LEN];
+    size_t pl = vs_key_members_prefix(prefix, c->cluster);
+    vs_etcd_opts_t eo = {.endpoints = vs_etcd_fixture_endpoint(c->etcd)};
+    vs_etcd_t *e = NULL;
+    vs_etcd_kvs_t kvs = {0};
+    long n = -1;
+    if (vs_etcd_create(&eo, &e, err) == VS_OK && vs_etcd_range_prefix(e, prefix, pl, &kvs, err) == VS_OK) {
+        n = 0;
+        for (size_t i = 0; i < kvs.n; i++)
+            n += kvs.kvs[i].create_revision > rev;
+    }
+    vs_etcd_kvs_fini(&kvs);
+    vs_etcd_destroy(e);
+    return n;
+}
+
+int vs_fault_coord_etcd_connected(vs_fault_cluster_t *c)
+{
+    vs_rpc_channel_t *ch = coord_channel(c);
+    Vecshard__V1__StatusRequest req = VECSHARD__V1__STATUS_REQUEST__INIT;
+    uint8_t buf[16], *body = NULL;
+    size_t len = vecshard__v1__status_request__pack(&req, buf), blen = 0;
+    int code = -1, out = -1;
+    char msg[VS_ERR_LEN];
+    if (ch &&
+        vs_rpc_call_unary(ch, "/vecshard.v1.Coordinator/Status", buf, len, 1000, &code, msg, &body, &blen) ==
+            VS_OK &&
+        code == 0) {
+        Vecshard__V1__StatusResponse *r = vecshard__v1__status_response__unpack(NULL, blen, body);
+        out = r ? (r->etcd_connected ? 1 : 0) : -1;
+        if (r)
+            vecshard__v1__status_response__free_unpacked(r, NULL);
+    }
+    free(body);
+    vs_rpc_channel_destroy(ch);
+    return out;
+}
+
 static size_t sink(char *p, size_t sz, size_t n, void *u)
 {
     size_t *len = u;

@@ -82,6 +82,12 @@ int vs_fault_query(vs_fault_cluster_t *c, size_t q, char version[64], int *corre
  * (nullable). */
 long vs_fault_count_keys(vs_fault_cluster_t *c, const char *sub, int64_t *rev);
 
+/* Member records created after revision rev (re-registered since), -1 on error. */
+long vs_fault_members_created_after(vs_fault_cluster_t *c, int64_t rev);
+
+/* The coordinator's Status: 1 when it reports etcd connected, 0 when not, -1 no answer. */
+int vs_fault_coord_etcd_connected(vs_fault_cluster_t *c);
+
 /* Leases etcd holds, -1 on error. */
 long vs_fault_count_leases(vs_fault_cluster_t *c);
 

@@ -201,9 +201,11 @@ static int health_of(const char *service)
     size_t len = grpc__health__v1__health_check_request__pack(&hr, buf), blen = 0;
     int code, status = -1;
     char msg[VS_ERR_LEN];
-    if (vs_rpc_call_unary(ch, "/grpc.health.v1.Health/Check", buf, len, 1000, &code, msg, &body, &blen) == VS_OK &&
+    if (vs_rpc_call_unary(ch, "/grpc.health.v1.Health/Check", buf, len, 1000, &code, msg, &body, &blen) ==
+            VS_OK &&
         code == 0) {
-        Grpc__Health__V1__HealthCheckResponse *r = grpc__health__v1__health_check_response__unpack(NULL, blen, body);
+        Grpc__Health__V1__HealthCheckResponse *r =
+            grpc__health__v1__health_check_response__unpack(NULL, blen, body);
         status = r ? (int)r->status : -1;
         if (r)
             grpc__health__v1__health_check_response__free_unpacked(r, NULL);
