@@ -8,6 +8,7 @@
 
 #include "common/cli/timing.h"
 #include "common/crc32c.h"
+#include "common/factory.h"
 #include "common/topk.h"
 #include "common/vecio.h"
 #include "coordinator/coord.h"
@@ -21,6 +22,8 @@ typedef struct version_entry {
     char name[VS_NAME_LEN];
     char model[VS_NAME_LEN];
     char (*content)[17]; /* per partition id: the file's content id from the manifest (NULL: unknown) */
+    uint32_t nlist;      /* IVF lists (nprobe is clipped to it); 0 = not IVF or unknown */
+    Vecshard__V1__SearchParams defaults; /* the manifest's search_defaults (0 fields: the shards' own) */
     vs_router_t router;
     atomic_int refs; /* the coordinator's + one per request using it */
 } version_entry_t;
@@ -259,6 +262,51 @@ static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_rou
     return st;
 }
 
+/* Sets the version's search defaults and nlist (after add_version succeeded). */
+static void set_defaults(vs_coord_t *c, const vs_manifest_t *m)
+{
+    vs_factory_spec_t spec;
+    int ivf = vs_factory_parse(m->factory, &spec, NULL) == VS_OK && spec.type == VS_INDEX_IVF;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n_versions; i++)
+        if (strcmp(c->versions[i]->name, m->version) == 0) {
+            version_entry_t *e = c->versions[i];
+            vecshard__v1__search_params__init(&e->defaults);
+            e->nlist = ivf ? spec.nlist : 0;
+            if (m->defaults.present) {
+                e->defaults.nprobe = m->defaults.nprobe;
+                e->defaults.ef_search = m->defaults.ef_search;
+                e->defaults.k_factor = m->defaults.k_factor;
+            }
+        }
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* The parameters a request is served with: the client's, 0 fields from the version's defaults, nprobe
+ * clipped to nlist (*clipped = 1). Every shard call then carries explicit values, so shards of an older
+ * release (no defaults of their own) answer the same. */
+static void resolve_params(const version_entry_t *e, const Vecshard__V1__SearchParams *given,
+                           Vecshard__V1__SearchParams *out, int *clipped)
+{
+    vecshard__v1__search_params__init(out);
+    *clipped = 0;
+    if (given) {
+        out->nprobe = given->nprobe;
+        out->ef_search = given->ef_search;
+        out->k_factor = given->k_factor;
+    }
+    if (!out->nprobe)
+        out->nprobe = e->defaults.nprobe;
+    if (!out->ef_search)
+        out->ef_search = e->defaults.ef_search;
+    if (!out->k_factor)
+        out->k_factor = e->defaults.k_factor;
+    if (e->nlist && out->nprobe > e->nlist) {
+        out->nprobe = e->nlist;
+        *clipped = 1;
+    }
+}
+
 vs_status vs_coord_add_loaded(vs_coord_t *c, const vs_manifest_t *m, const char *path, char err[VS_ERR_LEN])
 {
     vs_router_t r;
@@ -275,7 +323,10 @@ vs_status vs_coord_add_loaded(vs_coord_t *c, const vs_manifest_t *m, const char 
     for (uint32_t i = 0; i < m->n_partitions; i++)
         if (m->partitions[i].id < m->n_partitions)
             memcpy(content[m->partitions[i].id], m->partitions[i].content_id, 17);
-    return add_version(c, m->version, m->model_version, &r, content, err);
+    st = add_version(c, m->version, m->model_version, &r, content, err);
+    if (st == VS_OK)
+        set_defaults(c, m);
+    return st;
 }
 
 vs_status vs_coord_add_manifest(vs_coord_t *c, const char *path, char err[VS_ERR_LEN])
@@ -530,8 +581,9 @@ static vs_status on_result(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *parts
 }
 
 /* Encodes the shard request for part t. */
-static uint8_t *shard_request(const Vecshard__V1__SearchRequest *r, const vs_route_plan_t *plan, size_t t,
-                              const char *version, uint32_t dim, size_t *len)
+static uint8_t *shard_request(const Vecshard__V1__SearchRequest *r, const Vecshard__V1__SearchParams *params,
+                              const vs_route_plan_t *plan, size_t t, const char *version, uint32_t dim,
+                              size_t *len)
 {
     Vecshard__V1__ShardSearchRequest s = VECSHARD__V1__SHARD_SEARCH_REQUEST__INIT;
     Vecshard__V1__SearchParams sp = VECSHARD__V1__SEARCH_PARAMS__INIT;
@@ -541,8 +593,8 @@ static uint8_t *shard_request(const Vecshard__V1__SearchRequest *r, const vs_rou
     s.dim = dim;
     s.k = r->k;
     s.index_version = (char *)version;
-    if (r->params) {
-        sp = *r->params;
+    if (params->nprobe || params->ef_search || params->k_factor) {
+        sp = *params;
         s.params = &sp;
     }
     if (part->query_idx) { /* cluster routing: this partition's queries and lists */
@@ -604,8 +656,14 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
                      ver->name, ver->router.dim);
     if (st == VS_OK && ver->router.nlist && r->params && r->params->ef_search)
         st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "efSearch applies to HNSW indexes only");
-    if (st == VS_OK)
-        st = vs_router_plan(&ver->router, nq, r->queries, r->params ? r->params->nprobe : 0, &plan, err);
+    Vecshard__V1__SearchParams eff;
+    int clipped = 0;
+    if (st == VS_OK) {
+        resolve_params(ver, r->params, &eff, &clipped);
+        if (clipped)
+            atomic_fetch_add(&c->stats.params_clipped, 1);
+        st = vs_router_plan(&ver->router, nq, r->queries, eff.nprobe, &plan, err);
+    }
     const size_t T = plan.n_parts;
     if (st == VS_OK && !(parts = calloc(T ? T : 1, sizeof *parts)))
         st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
@@ -620,7 +678,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
             ps->req = parts[0].req;
             ps->len = parts[0].len;
             ps->shared_req = 1;
-        } else if (!(ps->req = shard_request(r, &plan, t, ver->name, r->dim, &ps->len))) {
+        } else if (!(ps->req = shard_request(r, &eff, &plan, t, ver->name, r->dim, &ps->len))) {
             st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
         }
     }
@@ -754,6 +812,8 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
             resp.distances = dist;
             resp.index_version = ver->name;
             resp.coverage = &cov;
+            resp.applied_params = &eff;
+            resp.params_clipped = clipped;
             if (cov.partial)
                 atomic_fetch_add(&c->stats.partial, 1);
             size_t n = vecshard__v1__search_response__get_packed_size(&resp);

@@ -31,7 +31,7 @@ typedef struct vs_coord_opts {
 /* Counters for /metrics (monotonic; read with atomic_load). */
 typedef struct vs_coord_stats {
     atomic_ulong requests, partial, unavailable, hedges_sent, hedges_won, retries, shard_calls,
-        shard_failures;
+        shard_failures, params_clipped;
     atomic_ulong fanout_sum, fanout_count; /* partitions called per request */
 } vs_coord_stats_t;
 

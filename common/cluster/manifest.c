@@ -167,6 +167,49 @@ static vs_status parse(const cJSON *root, const char *path, vs_manifest_t *m, ch
         m->centroids_crc32c = (uint32_t)u;
         m->has_centroids_crc32c = 1;
     }
+    const cJSON *sd = cJSON_GetObjectItemCaseSensitive(root, "search_defaults");
+    if (sd) {
+        char where[PATH_MAX + 24];
+        snprintf(where, sizeof where, "%s search_defaults", path);
+        vs_search_defaults_t *d = &m->defaults;
+        if (!cJSON_IsObject(sd))
+            return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: not an object", where);
+        if ((st = get_uint(sd, "nprobe", VS_MANIFEST_MAX_NLIST, &u, where, err)) != VS_OK)
+            return st;
+        d->nprobe = (uint32_t)u;
+        if ((st = get_uint(sd, "ef_search", 1u << 20, &u, where, err)) != VS_OK)
+            return st;
+        d->ef_search = (uint32_t)u;
+        if ((st = get_uint(sd, "k", 100000, &u, where, err)) != VS_OK)
+            return st;
+        d->k = (uint32_t)u;
+        if ((st = get_uint(sd, "queries", 1u << 30, &u, where, err)) != VS_OK)
+            return st;
+        d->n_queries = (uint32_t)u;
+        const cJSON *kf = cJSON_GetObjectItemCaseSensitive(sd, "k_factor");
+        const cJSON *tr = cJSON_GetObjectItemCaseSensitive(sd, "target_recall");
+        const cJSON *mr = cJSON_GetObjectItemCaseSensitive(sd, "measured_recall");
+        if (!cJSON_IsNumber(kf) || !(kf->valuedouble >= 0 && kf->valuedouble <= 10000) ||
+            !cJSON_IsNumber(tr) || !(tr->valuedouble > 0 && tr->valuedouble <= 1) || !cJSON_IsNumber(mr) ||
+            !(mr->valuedouble >= 0 && mr->valuedouble <= 1))
+            return vs_errf(
+                err, VS_ERR_CORRUPT,
+                "manifest %s: k_factor (0..10000), target_recall (0..1] and measured_recall (0..1) "
+                "must be numbers",
+                where);
+        d->k_factor = (float)kf->valuedouble;
+        d->target_recall = tr->valuedouble;
+        d->measured_recall = mr->valuedouble;
+        if ((st = get_string(sd, "source", 0, d->source, sizeof d->source, where, err)) != VS_OK)
+            return st;
+        if (d->nprobe && (spec.type != VS_INDEX_IVF || d->nprobe > spec.nlist))
+            return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: nprobe %u does not fit factory \"%s\"", where,
+                           d->nprobe, m->factory);
+        if (d->ef_search && spec.type != VS_INDEX_HNSW)
+            return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: ef_search is for HNSW, not \"%s\"", where,
+                           m->factory);
+        d->present = 1;
+    }
     const cJSON *build = cJSON_GetObjectItemCaseSensitive(root, "build");
     if (build) {
         char where[PATH_MAX + 16];
@@ -406,6 +449,20 @@ vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[V
         snprintf(num, sizeof num, "0x%08x", m->centroids_data_crc32c);
         cJSON_AddStringToObject(root, "centroids_data_crc32c", num);
     }
+    if (m->defaults.present) {
+        const vs_search_defaults_t *d = &m->defaults;
+        cJSON *o = cJSON_AddObjectToObject(root, "search_defaults");
+        if (o) {
+            cJSON_AddNumberToObject(o, "nprobe", d->nprobe);
+            cJSON_AddNumberToObject(o, "ef_search", d->ef_search);
+            cJSON_AddNumberToObject(o, "k_factor", d->k_factor);
+            cJSON_AddNumberToObject(o, "k", d->k);
+            cJSON_AddNumberToObject(o, "target_recall", d->target_recall);
+            cJSON_AddNumberToObject(o, "measured_recall", d->measured_recall);
+            cJSON_AddNumberToObject(o, "queries", d->n_queries);
+            cJSON_AddStringToObject(o, "source", d->source);
+        }
+    }
     if (m->has_build) {
         cJSON *b = cJSON_AddObjectToObject(root, "build");
         if (b) {
@@ -492,6 +549,8 @@ void vs_manifest_content_id(const vs_manifest_t *m, char out[17])
     h = fnv_u64(h, m->has_centroids_crc32c ? (1ull << 32) | m->centroids_crc32c : 0);
     h = fnv(h, m->trained_state_id, strlen(m->trained_state_id) + 1);
     h = fnv_u64(h, m->has_centroids_data_crc32c ? (1ull << 32) | m->centroids_data_crc32c : 0);
+    h = fnv_u64(h, m->defaults.present ? ((uint64_t)m->defaults.nprobe << 32) | m->defaults.ef_search : 0);
+    h = fnv_u64(h, m->defaults.present ? (uint64_t)(m->defaults.k_factor * 1000.0f) : 0);
     h = fnv_u64(h, m->n_partitions);
     for (uint32_t i = 0; i < m->n_partitions; i++) {
         const vs_manifest_partition_t *p = &m->partitions[i];

@@ -38,6 +38,18 @@ typedef struct vs_manifest_partition {
     char content_id[17]; /* the file's content id (vs_ifile_content_id), "" in older manifests */
 } vs_manifest_partition_t;
 
+/* Search parameters a version's queries get when they give none, measured by the builder (tune.h). */
+typedef struct vs_search_defaults {
+    int present;
+    uint32_t nprobe;    /* IVF; 0 = not applicable */
+    uint32_t ef_search; /* HNSW; 0 = not applicable */
+    float k_factor;     /* refine stage; 0 = not applicable */
+    uint32_t k;         /* the recall@k they were tuned for */
+    double target_recall, measured_recall;
+    uint32_t n_queries; /* tune queries */
+    char source[16];    /* "file" (--tune-queries) or "base-sample" */
+} vs_search_defaults_t;
+
 typedef struct vs_manifest {
     char version[VS_NAME_LEN];       /* [A-Za-z0-9._-], 1..64 bytes */
     char model_version[VS_NAME_LEN]; /* may be "" */
@@ -56,8 +68,9 @@ typedef struct vs_manifest {
     uint32_t centroids_data_crc32c; /* CRC32C of the nlist*dim raw centroid floats (= every partition's
                                        ivf.centroids section), when has_centroids_data_crc32c */
     int has_centroids_data_crc32c;
-    char hash[32]; /* hash partitioning: VS_MANIFEST_HASH or "" (absent: older manifests) */
-    int has_build; /* the optional "build" object: how the builder sampled its training set */
+    char hash[32];                 /* hash partitioning: VS_MANIFEST_HASH or "" (absent: older manifests) */
+    vs_search_defaults_t defaults; /* optional "search_defaults" */
+    int has_build;                 /* the optional "build" object: how the builder sampled its training set */
     uint64_t build_train_sample, build_seed;
     char dir[PATH_MAX]; /* directory of the manifest file (set by load) */
 } vs_manifest_t;

@@ -17,6 +17,9 @@
 #include <cjson/cJSON.h>
 
 #include "common/crc32c.h"
+#include "common/topk.h"
+#include "shard/index/flat.h"
+#include "shard/builder/tune.h"
 #include "common/kmeans.h"
 #include "common/hash.h"
 #include "common/parallel.h"
@@ -949,6 +952,134 @@ static vs_status encode(build_t *b, char *err)
     return VS_OK;
 }
 
+/* Exact k nearest neighbours (by this build's ids) of nq queries over the whole base: one streaming pass,
+ * each chunk searched exactly (flat, sgemm) and merged into the running best. out_ids: nq x k. */
+static vs_status ground_truth(build_t *b, const float *q, size_t nq, uint32_t k, int64_t *out_ids, char *err)
+{
+    const int larger = b->o->metric != VS_METRIC_L2;
+    const size_t nqk = nq * k;
+    float *best_d = malloc(nqk * sizeof *best_d), *cd = malloc(nqk * sizeof *cd),
+          *md = malloc(k * sizeof *md);
+    int64_t *ci = malloc(nqk * sizeof *ci), *mi = malloc(k * sizeof *mi);
+    float *x = malloc(b->chunk * b->d * sizeof *x);
+    int64_t *ids = malloc(b->chunk * sizeof *ids);
+    vs_status st = best_d && cd && md && ci && mi && x && ids
+                       ? VS_OK
+                       : vs_errf(err, VS_ERR_NOMEM, "tune: out of memory");
+    for (size_t i = 0; st == VS_OK && i < nqk; i++) {
+        best_d[i] = larger ? -INFINITY : INFINITY;
+        out_ids[i] = -1;
+    }
+    stage_begin(b, "tune: exact neighbours", b->n);
+    for (size_t r0 = 0; st == VS_OK && r0 < b->n; r0 += b->chunk) {
+        size_t m = b->n - r0 < b->chunk ? b->n - r0 : b->chunk;
+        vs_flat_t *f = NULL;
+        st = vs_vecfile_read_f32(b->vf, r0, m, x, err);
+        for (size_t i = 0; i < m; i++)
+            ids[i] = row_id(b, r0 + i);
+        if (st == VS_OK)
+            st = vs_flat_create(b->d, b->o->metric, &f, err);
+        if (st == VS_OK)
+            st = vs_flat_add(f, m, x, ids, err);
+        if (st == VS_OK)
+            st = vs_flat_search(f, nq, q, k, b->n_threads, -1, cd, ci, err);
+        vs_flat_destroy(f);
+        for (size_t j = 0; st == VS_OK && j < nq; j++) {
+            vs_topk_list_t l[2] = {{best_d + j * k, out_ids + j * k, k}, {cd + j * k, ci + j * k, k}};
+            st = vs_topk_merge(l, 2, larger, k, md, mi, err);
+            memcpy(best_d + j * k, md, k * sizeof *md);
+            memcpy(out_ids + j * k, mi, k * sizeof *mi);
+        }
+        stage_update(b, r0 + m, b->n);
+    }
+    stage_end(b, b->n);
+    free(best_d);
+    free(cd);
+    free(md);
+    free(ci);
+    free(mi);
+    free(x);
+    free(ids);
+    return st;
+}
+
+/* Per-version search defaults (tune.h) into m: tune queries, their exact neighbours (kept in the version
+ * directory), then the sweep. */
+static vs_status tune(build_t *b, vs_manifest_t *m, char *err)
+{
+    const vs_builder_opts_t *o = b->o;
+    uint32_t k = o->tune_k ? o->tune_k : 10;
+    size_t nq = 0;
+    float *q = NULL;
+    vs_status st = VS_OK;
+    if (o->tune_queries_path) {
+        uint32_t qd;
+        st = vs_vecfile_load_f32(o->tune_queries_path, &nq, &qd, &q, err);
+        if (st == VS_OK && qd != b->d)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--tune-queries %s: dimension %u, the base has %u",
+                         o->tune_queries_path, qd, b->d);
+        if (st == VS_OK && nq == 0)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--tune-queries %s: no rows", o->tune_queries_path);
+    } else {
+        nq = o->tune_n ? o->tune_n : 500;
+        if (nq > b->n)
+            nq = b->n;
+        q = malloc(nq * b->d * sizeof *q);
+        if (!q)
+            st = vs_errf(err, VS_ERR_NOMEM, "tune: out of memory");
+        uint64_t s = o->seed ^ 0x7475u; /* "tu": another stream than the training sample's */
+        for (size_t i = 0; st == VS_OK && i < nq; i++) {
+            s += 0x9e3779b97f4a7c15ull;
+            uint64_t z = s;
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+            z ^= z >> 31;
+            st = vs_vecfile_read_f32(b->vf, (size_t)(z % b->n), 1, q + i * b->d, err);
+        }
+    }
+    if (st == VS_OK && k > b->n)
+        k = (uint32_t)b->n;
+    int64_t *gt = st == VS_OK ? malloc(nq * k * sizeof *gt) : NULL;
+    if (st == VS_OK && !gt)
+        st = vs_errf(err, VS_ERR_NOMEM, "tune: out of memory");
+    if (st == VS_OK)
+        st = ground_truth(b, q, nq, k, gt, err);
+    char path[PATH_MAX];
+    if (st == VS_OK && (st = path_in_dir(b, "tune-queries.fvecs", path, err)) == VS_OK)
+        st = vs_vecio_write_fvecs(path, nq, b->d, q, err);
+    int fits = 1;
+    for (size_t i = 0; st == VS_OK && i < nq * k; i++)
+        fits &= gt[i] >= -1 && gt[i] <= INT32_MAX;
+    if (st == VS_OK && fits && (st = path_in_dir(b, "tune-gt.ivecs", path, err)) == VS_OK) {
+        int32_t *g32 = malloc(nq * k * sizeof *g32);
+        for (size_t i = 0; g32 && i < nq * k; i++)
+            g32[i] = (int32_t)gt[i];
+        st = g32 ? vs_vecio_write_ivecs(path, nq, k, g32, err)
+                 : vs_errf(err, VS_ERR_NOMEM, "tune: out of memory");
+        free(g32);
+    }
+    vs_tune_opts_t to = {.target_recall = o->target_recall,
+                         .k = k,
+                         .queries = q,
+                         .nq = nq,
+                         .gt_ids = gt,
+                         .source = o->tune_queries_path ? "file" : "base-sample"};
+    if (st == VS_OK)
+        st = vs_tune_version(m, &to, err);
+    if (st == VS_OK && m->defaults.present)
+        note(b,
+             "search defaults: nprobe %u, efSearch %u, k_factor %g: recall@%u %.4f on %zu %s queries (target "
+             "%.3f)%s",
+             m->defaults.nprobe, m->defaults.ef_search, m->defaults.k_factor, k, m->defaults.measured_recall,
+             nq, m->defaults.source, o->target_recall,
+             m->defaults.measured_recall < o->target_recall
+                 ? " - TARGET NOT REACHED even at the largest parameters"
+                 : "");
+    free(q);
+    free(gt);
+    return st;
+}
+
 /* Step 6: centroids file, then the manifest, read back and validated. */
 static vs_status finish(build_t *b, vs_builder_result_t *res, char *err)
 {
@@ -1009,6 +1140,9 @@ static vs_status finish(build_t *b, vs_builder_result_t *res, char *err)
             mp->n_lists = (uint32_t)(lists + at - mp->lists);
         }
     }
+    snprintf(m.dir, sizeof m.dir, "%s", b->dir);
+    if (st == VS_OK && o->target_recall > 0)
+        st = tune(b, &m, err);
     if (st == VS_OK)
         st = path_in_dir(b, "manifest.json", res->manifest_path, err);
     if (st == VS_OK)

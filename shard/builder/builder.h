@@ -70,6 +70,15 @@ typedef struct vs_builder_opts {
     size_t memory_bytes;       /* budget for the partitions encoded in one pass; 0 = all in one pass */
     int resume;                /* 1 = keep partitions whose part-<p>.done marker matches this build */
     uint64_t build_time_unix;  /* recorded in every partition file's header (fixed = reproducible) */
+    /* Per-version search defaults (tune.h): 0 = do not tune; else the recall@tune_k to reach. Tune queries:
+     * tune_queries_path (any vector file of the base's dimension), else tune_n rows sampled from the base
+     * with the seed (held in the index, so their recall is slightly optimistic; docs/decisions.md). The
+     * queries and their exact neighbours are kept in the version directory (tune-queries.fvecs,
+     * tune-gt.ivecs when every id fits 31 bits). */
+    double target_recall;
+    const char *tune_queries_path;
+    size_t tune_n;                         /* 0 = 500 */
+    uint32_t tune_k;                       /* 0 = 10 */
     const vs_builder_progress_t *progress; /* may be NULL */
 } vs_builder_opts_t;
 

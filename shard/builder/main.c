@@ -46,6 +46,13 @@ static void usage(FILE *f)
         "                         (same inputs, options and trained state); rebuild the others\n"
         "  --build-time SECONDS   time recorded in the partition files (default: $SOURCE_DATE_EPOCH, else\n"
         "                         now); fix it for byte-identical rebuilds\n"
+        "  --target-recall R      record per-version search defaults: the cheapest nprobe / efSearch /\n"
+        "                         k_factor reaching recall@K >= R on the tune queries (default 0.95;\n"
+        "                         0 = do not tune). Queries without parameters get them\n"
+        "  --tune-queries FILE    tune queries (a vector file of the base's dimension); default: --tune-n\n"
+        "                         rows sampled from the base (in the index: slightly optimistic recall)\n"
+        "  --tune-n N             sampled tune queries (default 500)\n"
+        "  --tune-k K             K of the recall target (default 10)\n"
         "  --quiet                no progress lines\n"
         "  -h, --help             this help\n"
         "\n"
@@ -102,8 +109,11 @@ static unsigned long long number(const char *flag, const char *s, unsigned long 
 
 int main(int argc, char **argv)
 {
-    vs_builder_opts_t o = {
-        .metric = VS_METRIC_L2, .n_partitions = 1, .partitioning = VS_PARTITION_HASH, .seed = 1};
+    vs_builder_opts_t o = {.metric = VS_METRIC_L2,
+                           .n_partitions = 1,
+                           .partitioning = VS_PARTITION_HASH,
+                           .seed = 1,
+                           .target_recall = 0.95};
     const char *metric = "l2", *partitioning = "hash", *build_time = getenv("SOURCE_DATE_EPOCH");
     long long memory_mb = -1;
     int quiet = 0, build_time_flag = 0;
@@ -124,6 +134,10 @@ int main(int argc, char **argv)
         {"memory-mb", required_argument, 0, 'R'},
         {"resume", no_argument, 0, 'r'},
         {"build-time", required_argument, 0, 'T'},
+        {"target-recall", required_argument, 0, 'G'},
+        {"tune-queries", required_argument, 0, 'Q'},
+        {"tune-n", required_argument, 0, 'N'},
+        {"tune-k", required_argument, 0, 'k'},
         {"quiet", no_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -179,6 +193,24 @@ int main(int argc, char **argv)
         case 'T':
             build_time = optarg;
             build_time_flag = 1;
+            break;
+        case 'G': {
+            char *end;
+            o.target_recall = strtod(optarg, &end);
+            if (*end || !(o.target_recall >= 0 && o.target_recall <= 1)) {
+                fprintf(stderr, "vecshard-build: --target-recall '%s' must be a number in 0..1\n", optarg);
+                return 2;
+            }
+            break;
+        }
+        case 'Q':
+            o.tune_queries_path = optarg;
+            break;
+        case 'N':
+            o.tune_n = (size_t)number("--tune-n", optarg, 1000000);
+            break;
+        case 'k':
+            o.tune_k = (uint32_t)number("--tune-k", optarg, 1000);
             break;
         case 'q':
             quiet = 1;

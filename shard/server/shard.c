@@ -23,8 +23,9 @@ typedef struct version {
     char partitioning[16];
     vs_version_state state;
     char error[VS_ERR_LEN];
-    vs_index_t *idx; /* READY only */
-    atomic_int refs; /* the registry's + one per search */
+    vs_index_t *idx;             /* READY only */
+    vs_search_params_t defaults; /* the manifest's search_defaults (0 = the index's own default) */
+    atomic_int refs;             /* the registry's + one per search */
 } version_t;
 
 struct vs_shard {
@@ -254,6 +255,9 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
     }
     v->partitions_total = m.n_partitions;
     snprintf(v->partitioning, sizeof v->partitioning, "%s", m.partitioning);
+    if (m.defaults.present)
+        v->defaults = (vs_search_params_t){
+            .nprobe = m.defaults.nprobe, .ef_search = m.defaults.ef_search, .k_factor = m.defaults.k_factor};
     v->state = VS_VERSION_LOADING;
     atomic_fetch_add(&v->refs, 1); /* ours while loading */
     pthread_mutex_lock(&sh->mu);
@@ -397,9 +401,10 @@ static Vecshard__V1__Metric metric_pb(vs_metric m)
                                : VECSHARD__V1__METRIC__METRIC_COSINE;
 }
 
-/* Checks a decoded request against the version's index; fills params. */
+/* Checks a decoded request against the version's index; fills params: the request's, with 0 fields from
+ * the version's search defaults and nprobe clipped to nlist (*clipped = 1 then). */
 static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchRequest *r, const version_t *v,
-                          vs_search_params_t *params, size_t *out_nq, char err[VS_ERR_LEN])
+                          vs_search_params_t *params, int *clipped, size_t *out_nq, char err[VS_ERR_LEN])
 {
     const vs_index_t *idx = v->idx;
     uint32_t dim = vs_index_dim(idx);
@@ -422,12 +427,10 @@ static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchR
     if (r->k == 0 || r->k > VS_TOPK_MAX_K)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %u is out of range 1..%u", r->k, VS_TOPK_MAX_K);
     memset(params, 0, sizeof *params);
+    *clipped = 0;
     if (r->params) {
         const vs_ivf_t *ivf = vs_index_impl_ivf(idx);
         float kf = r->params->k_factor;
-        if (ivf && r->params->nprobe > vs_ivf_nlist(ivf))
-            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe = %u is above nlist = %u", r->params->nprobe,
-                           vs_ivf_nlist(ivf));
         if (r->params->ef_search > VS_SHARD_MAX_EF_SEARCH)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "ef_search = %u is above %u", r->params->ef_search,
                            VS_SHARD_MAX_EF_SEARCH);
@@ -437,12 +440,25 @@ static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchR
         params->nprobe = r->params->nprobe;
         params->ef_search = r->params->ef_search;
         params->k_factor = kf;
+        /* a client value larger than this version allows (a rollback to a smaller nlist) is clipped and
+         * reported in the response, not an error on every query */
+        if (ivf && params->nprobe > vs_ivf_nlist(ivf)) {
+            params->nprobe = vs_ivf_nlist(ivf);
+            *clipped = 1;
+        }
     }
-    if (r->lists_per_query || r->n_lists) {
+    const int with_lists = r->lists_per_query || r->n_lists;
+    if (!with_lists && !params->nprobe)
+        params->nprobe = v->defaults.nprobe;
+    if (!params->ef_search)
+        params->ef_search = v->defaults.ef_search;
+    if (!params->k_factor)
+        params->k_factor = v->defaults.k_factor;
+    if (with_lists) {
         if (!vs_index_impl_ivf(idx))
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "list ids given, but index version %s is not IVF",
                            v->name);
-        if (params->nprobe)
+        if (r->params && r->params->nprobe)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "give either lists or nprobe, not both");
         if (r->lists_per_query == 0 || r->n_lists != nq * r->lists_per_query)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu list ids for %zu queries x %u lists per query",
@@ -467,10 +483,11 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
     }
     size_t in_flight = atomic_fetch_add(&sh->in_flight, 1) + 1;
     vs_search_params_t params;
+    int clipped = 0;
     size_t nq = 0;
     float *dist = NULL;
     int64_t *ids = NULL;
-    st = validate(sh, r, v, &params, &nq, err);
+    st = validate(sh, r, v, &params, &clipped, &nq, err);
     if (st == VS_OK) {
         size_t k = r->k;
         dist = malloc(nq * k * sizeof *dist);
@@ -504,6 +521,12 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
         resp.index_version = v->name;
         resp.partition = v->partition;
         resp.metric = metric_pb(vs_index_metric(v->idx));
+        Vecshard__V1__SearchParams applied = VECSHARD__V1__SEARCH_PARAMS__INIT;
+        applied.nprobe = params.nprobe;
+        applied.ef_search = params.ef_search;
+        applied.k_factor = params.k_factor;
+        resp.applied_params = &applied;
+        resp.params_clipped = clipped;
         size_t n = vecshard__v1__shard_search_response__get_packed_size(&resp);
         *out = malloc(n ? n : 1);
         if (!*out) {

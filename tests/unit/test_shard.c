@@ -193,8 +193,17 @@ static void test_bad_requests(void)
     q[D + 3] = 3e19f; /* finite, but its square overflows float distances (a fuzzer find) */
     BAD(encode(D, q, 2 * D, K, "", NULL, -1, 0, NULL, 0, &len), VS_ERR_INVALID_ARGUMENT, "overflow");
     q[D + 3] = 0;
-    sp.nprobe = 17; /* nlist is 16 */
-    BAD(encode(D, q, 2 * D, K, "", &sp, -1, 0, NULL, 0, &len), VS_ERR_INVALID_ARGUMENT, "nlist");
+    sp.nprobe = 17; /* nlist is 16: clipped and reported, not an error (a rollback to a smaller nlist) */
+    {
+        uint8_t *creq = encode(D, q, 2 * D, K, "", &sp, -1, 0, NULL, 0, &len);
+        Vecshard__V1__ShardSearchResponse *resp = NULL;
+        char cerr[VS_ERR_LEN];
+        CHECK(run(sh, creq, len, &resp, cerr) == VS_OK && resp && resp->params_clipped &&
+              resp->applied_params && resp->applied_params->nprobe == 16);
+        if (resp)
+            vecshard__v1__shard_search_response__free_unpacked(resp, NULL);
+        free(creq);
+    }
     sp.nprobe = 0;
     sp.ef_search = 32; /* not HNSW */
     BAD(encode(D, q, 2 * D, K, "", &sp, -1, 0, NULL, 0, &len), VS_ERR_INVALID_ARGUMENT, "HNSW");
