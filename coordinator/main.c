@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "common/cli/flags.h"
+#include "common/version.h"
 #include "common/log.h"
 #include "common/net/health.h"
 #include "common/net/http.h"
@@ -326,13 +327,15 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
     }
     st = vs_metrics_add_process(a->reg, err);
     if (st == VS_OK &&
-        !vs_metrics_add_build_info(a->reg, "vecshard_build_info", "vecshard version.", "0.1.0"))
+        !vs_metrics_add_build_info(a->reg, "vecshard_build_info", "vecshard version.", VS_VERSION))
         st = vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(a->reg));
     return st;
 }
 
 int main(int argc, char **argv)
 {
+    if (vs_cli_version_flag(argc, argv, "vecshard-coordinator"))
+        return 0;
     app_t a;
     memset(&a, 0, sizeof a);
     int rc = parse_args(argc, argv, &a.cfg);

@@ -14,4 +14,9 @@ vs_status vs_cli_parse_int(const char *flag, const char *s, long long lo, long l
 vs_status vs_cli_parse_double(const char *flag, const char *s, double lo, double hi, double *out,
                               char err[VS_ERR_LEN]);
 
+/* When "--version" is the only argument: prints "<prog> <version> (<formats>)" on stdout and returns 1
+ * (main then exits 0); else 0. Every binary calls it first. Only alone, because vecshard-build's
+ * "--version NAME" names the index version it builds. */
+int vs_cli_version_flag(int argc, char **argv, const char *prog);
+
 #endif

@@ -45,6 +45,7 @@ typedef struct vs_admin_opts {
     const char *coordinator; /* host:port */
     const char *etcd;        /* etcd client URLs, comma-separated */
     const char *cluster;     /* default "default" */
+    int cluster_given;       /* --cluster was on the command line (else versions finds the one in etcd) */
     const char *queries_path, *gt_path;
     const char *index_version, *model_version;
     const char *service; /* health: service name, default "" */
@@ -158,6 +159,7 @@ typedef struct vs_admin_held {
     char state[16];    /* READY, LOADING, FAILED; "" when the source does not say (coordinator Status) */
     int64_t n_vectors; /* -1 unknown */
     char error[VS_ADMIN_MSG_LEN];
+    int64_t partitions; /* the version's partition count as the replica reports it; -1 unknown */
 } vs_admin_held_t;
 
 typedef struct vs_admin_member {
@@ -201,6 +203,11 @@ vs_status vs_admin_status_fetch(const char *coordinator, int64_t timeout_ms, vs_
 
 /* Reads every member record of cluster from etcd (endpoints: comma-separated URLs). Records that do not
  * parse are skipped with a warning on stderr. */
+/* The cluster names under /vecshard/ in etcd: when exactly one exists it is written to out (65 bytes);
+ * none -> "default"; several -> VS_ERR_INVALID_ARGUMENT naming them ("give --cluster"). */
+vs_status vs_admin_find_cluster(const char *endpoints, int64_t timeout_ms, char out[65],
+                                char err[VS_ERR_LEN]);
+
 vs_status vs_admin_members_from_etcd(const char *endpoints, const char *cluster, int64_t timeout_ms,
                                      vs_admin_cluster_t *out, char err[VS_ERR_LEN]);
 
@@ -209,7 +216,8 @@ typedef struct vs_admin_version_summary {
     char name[VS_ADMIN_NAME_LEN];
     size_t replicas, ready, loading, failed;  /* members holding it, by state ("" counts as ready) */
     size_t active_on;                         /* members whose active version it is */
-    size_t partitions_ready, partitions_seen; /* partitions with a ready replica / partitions in the view */
+    size_t partitions_ready, partitions_seen; /* partitions with a ready replica / the version's partition
+                                                 count (as replicas report it; else partitions in the view) */
     int64_t n_vectors;                        /* sum over partitions of a ready replica's count; -1 unknown */
 } vs_admin_version_summary_t;
 

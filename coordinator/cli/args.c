@@ -154,6 +154,7 @@ static vs_status set_flag(vs_admin_opts_t *o, const flag_t *f, const char *arg, 
         break;
     case O_CLUSTER:
         o->cluster = arg;
+        o->cluster_given = 1;
         break;
     case O_JSON:
         o->json = 1;
@@ -354,7 +355,8 @@ void vs_admin_usage(FILE *f, vs_admin_cmd cmd)
             "with --coordinator, the members in its Status (versions there count as ready).\n"
             "\n"
             "  --etcd URLS          etcd client URLs, comma-separated (http://127.0.0.1:2379)\n"
-            "  --cluster NAME       cluster name in the etcd keys (default 'default')\n"
+            "  --cluster NAME       cluster name in the etcd keys (default: the one cluster etcd holds;\n"
+            "                       'default' when it holds none)\n"
             "  --coordinator ADDR   coordinator gRPC address (host:port), instead of --etcd\n"
             "  --timeout-ms MS      deadline of each call (default 5000)\n"
             "  --json               one JSON object instead of text\n"

@@ -58,6 +58,7 @@ vs_status vs_admin_status_decode(const uint8_t *body, size_t len, vs_admin_clust
             vs_admin_held_t *h = &d->held[d->n_held++];
             snprintf(h->name, sizeof h->name, "%s", m->versions[v] ? m->versions[v] : "");
             h->n_vectors = -1;
+            h->partitions = -1;
         }
         d->has_load = 1;
         d->latency_ewma_ms = m->latency_ewma_ms;
@@ -120,6 +121,7 @@ vs_status vs_admin_member_parse(const char *json, size_t len, vs_admin_member_t 
             copy_str(v, "state", h->state, sizeof h->state);
             copy_str(v, "error", h->error, sizeof h->error);
             h->n_vectors = get_count(v, "n_vectors");
+            h->partitions = get_count(v, "partitions");
         }
     }
     cJSON_Delete(o);
@@ -154,6 +156,51 @@ vs_status vs_admin_status_fetch(const char *coordinator, int64_t timeout_ms, vs_
     st = vs_admin_status_decode(body, blen, out, err);
     free(body);
     return st;
+}
+
+vs_status vs_admin_find_cluster(const char *endpoints, int64_t timeout_ms, char out[65], char err[VS_ERR_LEN])
+{
+    vs_etcd_opts_t eo = {.endpoints = endpoints, .timeout_ms = (int)timeout_ms};
+    vs_etcd_t *e = NULL;
+    vs_status st = vs_etcd_create(&eo, &e, err);
+    if (st != VS_OK)
+        return st;
+    vs_etcd_kvs_t kvs = {0};
+    st = vs_etcd_range_prefix(e, "/vecshard/", 10, &kvs, err);
+    vs_etcd_destroy(e);
+    if (st != VS_OK)
+        return st;
+    char names[8][65];
+    size_t n = 0, more = 0;
+    for (size_t i = 0; i < kvs.n; i++) {
+        const char *c = kvs.kvs[i].key + 10, *slash = memchr(c, '/', kvs.kvs[i].key_len - 10);
+        if (!slash || slash == c || slash - c > 64)
+            continue;
+        char name[65];
+        snprintf(name, sizeof name, "%.*s", (int)(slash - c), c);
+        int known = 0;
+        for (size_t j = 0; j < n && !known; j++)
+            known = strcmp(names[j], name) == 0;
+        if (!known && n < 8)
+            snprintf(names[n++], 65, "%s", name);
+        else if (!known)
+            more++;
+    }
+    vs_etcd_kvs_fini(&kvs);
+    if (n == 0) {
+        snprintf(out, 65, "default");
+        return VS_OK;
+    }
+    if (n == 1 && !more) {
+        snprintf(out, 65, "%s", names[0]);
+        return VS_OK;
+    }
+    char list[512] = "";
+    size_t off = 0;
+    for (size_t j = 0; j < n && off < sizeof list - 1; j++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", j ? ", " : "", names[j]);
+    return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd holds several clusters (%s%s): give --cluster NAME",
+                   list, more ? ", ..." : "");
 }
 
 vs_status vs_admin_members_from_etcd(const char *endpoints, const char *cluster, int64_t timeout_ms,
@@ -244,6 +291,10 @@ void vs_admin_versions_summarise(const vs_admin_cluster_t *c, vs_admin_version_s
     for (size_t s = 0; s < w; s++) {
         vs_admin_version_summary_t *v = &out[s];
         v->partitions_seen = seen;
+        for (size_t i = 0; i < c->n_members; i++) /* the version's own count, when replicas report it */
+            for (size_t h = 0; h < c->members[i].n_held; h++)
+                if (strcmp(c->members[i].held[h].name, v->name) == 0 && c->members[i].held[h].partitions > 0)
+                    v->partitions_seen = (size_t)c->members[i].held[h].partitions;
         v->n_vectors = 0;
         int counted_partition = 0, vectors_known = 1;
         for (size_t i = 0; i < c->n_members; i++) {

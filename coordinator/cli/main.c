@@ -28,10 +28,15 @@ static int run_query(const vs_admin_opts_t *o)
 static int run_status(const vs_admin_opts_t *o)
 {
     vs_admin_cluster_t c;
-    char err[VS_ERR_LEN] = "";
-    vs_status st = o->cmd == VS_ADMIN_VERSIONS && o->etcd
-                       ? vs_admin_members_from_etcd(o->etcd, o->cluster, o->timeout_ms, &c, err)
-                       : vs_admin_status_fetch(o->coordinator, o->timeout_ms, &c, err);
+    char err[VS_ERR_LEN] = "", cluster[65];
+    snprintf(cluster, sizeof cluster, "%s", o->cluster);
+    vs_status st = VS_OK;
+    if (o->cmd == VS_ADMIN_VERSIONS && o->etcd && !o->cluster_given) /* the one cluster etcd holds */
+        st = vs_admin_find_cluster(o->etcd, o->timeout_ms, cluster, err);
+    if (st == VS_OK)
+        st = o->cmd == VS_ADMIN_VERSIONS && o->etcd
+                 ? vs_admin_members_from_etcd(o->etcd, cluster, o->timeout_ms, &c, err)
+                 : vs_admin_status_fetch(o->coordinator, o->timeout_ms, &c, err);
     if (st != VS_OK) {
         fprintf(stderr, "vecshard %s: %s\n", o->cmd == VS_ADMIN_VERSIONS ? "versions" : "status", err);
         return 1;
@@ -172,6 +177,8 @@ static int run_rollout(const char *cmd, int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    if (vs_cli_version_flag(argc, argv, "vecshard"))
+        return 0;
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         vs_admin_usage(stderr, 0);

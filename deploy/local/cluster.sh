@@ -276,8 +276,39 @@ up() {
     echo "cluster.sh: coordinator SERVING at $addr (state: $state, logs: $dir/*.log)"
 }
 
+status_json() {
+    # one JSON object: the processes, the addresses and the coordinator's own Status (null if unreachable)
+    local n pid s all=0 rows="" coord="null" addr
+    for n in $(names); do
+        pid=$(get "proc_${n}_pid")
+        if alive "$pid" "$(get "proc_${n}_start")"; then s=running; else s=GONE; all=1; fi
+        rows="$rows$n	$pid	$s	$(get "proc_${n}_log")
+"
+    done
+    addr=$(get coordinator_addr)
+    if [ -n "$addr" ] && out=$("$bin/vecshard" status --coordinator "$addr" --json 2>/dev/null); then
+        coord=$out
+    else
+        all=1
+    fi
+    printf '%s' "$rows" | /usr/bin/python3 -c '
+import json, sys
+procs = [dict(zip(("name", "pid", "state", "log"), l.split("\t"))) for l in sys.stdin.read().splitlines() if l]
+for p in procs:
+    p["pid"] = int(p["pid"]) if p["pid"].isdigit() else None
+print(json.dumps({"ok": sys.argv[4] == "0", "processes": procs, "etcd_url": sys.argv[1],
+                  "coordinator_addr": sys.argv[2], "coordinator": json.loads(sys.argv[3])}, indent=1))
+' "$(get etcd_url)" "$addr" "$coord" "$all"
+    return $all
+}
+
 status() {
-    [ -f "$state" ] || { echo "cluster.sh: nothing running (no $state)"; return 1; }
+    [ -f "$state" ] || {
+        if [ -n "$json" ]; then echo '{"ok": false, "processes": [], "error": "nothing running"}'; else
+            echo "cluster.sh: nothing running (no $state)"; fi
+        return 1
+    }
+    [ -z "$json" ] || { status_json; return $?; }
     local n pid s all=0
     printf '%-12s %-8s %-8s %s\n' NAME PID STATE LOG
     for n in $(names); do
@@ -289,7 +320,7 @@ status() {
     local addr
     addr=$(get coordinator_addr)
     [ -n "$addr" ] || return 1
-    "$bin/vecshard" status --coordinator "$addr" $json || all=1
+    "$bin/vecshard" status --coordinator "$addr" || all=1
     return $all
 }
 

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli/flags.h"
 #include "common/cli/progress.h"
 #include "shard/builder/builder.h"
 
@@ -109,6 +110,8 @@ static unsigned long long number(const char *flag, const char *s, unsigned long 
 
 int main(int argc, char **argv)
 {
+    if (vs_cli_version_flag(argc, argv, "vecshard-build"))
+        return 0;
     vs_builder_opts_t o = {.metric = VS_METRIC_L2,
                            .n_partitions = 1,
                            .partitioning = VS_PARTITION_HASH,

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cli/flags.h"
 #include "common/cli/progress.h"
 #include "common/cli/timing.h"
 #include "common/vecio.h"
@@ -112,6 +113,8 @@ static size_t check_exact(vs_metric m, const float *base, size_t n, const float 
 
 int main(int argc, char **argv)
 {
+    if (vs_cli_version_flag(argc, argv, "vecshard-gt"))
+        return 0;
     const char *base_path = NULL, *query_path = NULL, *out_path = NULL, *dist_path = NULL, *metric_s = "l2";
     size_t k = 100, threads = 0, check = 0, nq_limit = 0;
     int quiet = 0;

@@ -5,11 +5,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/cli/flags.h"
 #include "shard/index/hnsw.h"
 #include "shard/index/index.h"
 
 int main(int argc, char **argv)
 {
+    if (vs_cli_version_flag(argc, argv, "vecshard-hnsw-check"))
+        return 0;
     if (argc != 2 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0) {
         fprintf(argc == 2 ? stdout : stderr, "usage: vecshard-hnsw-check FILE\n");
         return argc == 2 ? 0 : 2;

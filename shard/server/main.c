@@ -329,6 +329,8 @@ static void advertise_address(const config_t *c, int port, char *buf, size_t n)
 
 int main(int argc, char **argv)
 {
+    if (vs_cli_version_flag(argc, argv, "vecshard-shard"))
+        return 0;
     app_t a;
     memset(&a, 0, sizeof a);
     pthread_mutex_init(&a.members_mu, NULL);

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/version.h"
 #include "common/net/http.h"
 #include "common/net/metrics.h"
 #include "common/net/serve.h"
@@ -151,7 +152,7 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, const ch
     if (st != VS_OK)
         return st;
     if (!vs_metrics_add_build_info(m->reg, "vecshard_build_info", "vecshard version of this binary.",
-                                   "0.1.0"))
+                                   VS_VERSION))
         return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(m->reg));
     return vs_serve_http(listen, m->reg, &m->http, out_port, err);
 }

@@ -225,8 +225,27 @@ static void test_cluster(void)
     CHECKF(v0 && num(v0, "partitions_ready", NULL) == 2 && num(v0, "n_vectors", NULL) == N, "%s", out);
     cJSON_Delete(j);
     free(out);
+    /* without --cluster: the one cluster etcd holds ("local") */
+    snprintf(cmd, sizeof cmd, "%s/vecshard versions --etcd %s --json", bin, etcd);
+    CHECK(run(cmd, &out) == 0);
+    j = cJSON_Parse(out);
+    v0 = j ? cJSON_GetArrayItem(cJSON_GetObjectItem(j, "versions"), 0) : NULL;
+    CHECKF(v0 && num(v0, "partitions_ready", NULL) == 2 && num(v0, "partitions_seen", NULL) == 2, "%s", out);
+    cJSON_Delete(j);
+    free(out);
     snprintf(cmd, sizeof cmd, "%s/deploy/local/cluster.sh status --dir %s", src, cluster_dir);
     CHECK(run(cmd, &out) == 0 && strstr(out, "coordinator") != NULL);
+    free(out);
+    /* --json: one JSON object, the processes and the coordinator's Status in it */
+    snprintf(cmd, sizeof cmd, "%s/deploy/local/cluster.sh status --dir %s --json", src, cluster_dir);
+    CHECK(run(cmd, &out) == 0);
+    j = cJSON_Parse(out);
+    const cJSON *procs = j ? cJSON_GetObjectItem(j, "processes") : NULL;
+    const cJSON *co = j ? cJSON_GetObjectItem(j, "coordinator") : NULL;
+    CHECKF(j && cJSON_IsTrue(cJSON_GetObjectItem(j, "ok")) && cJSON_GetArraySize(procs) == 4 &&
+               cJSON_IsObject(co) && cJSON_GetObjectItem(co, "members"),
+           "cluster.sh status --json: %s", out);
+    cJSON_Delete(j);
     free(out);
 
     /* the CLI's accounting against injected faults, on the same shards */

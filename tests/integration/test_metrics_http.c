@@ -159,7 +159,7 @@ static void test_scrape(void)
     char err[VS_ERR_LEN];
     CHECK(handled && seconds && search && vectors && esc);
     CHECK(vs_metrics_add_process(reg, err) == VS_OK);
-    CHECK(vs_metrics_add_build_info(reg, "vecshard_build_info", "Version of this build.", "0.1.0"));
+    CHECK(vs_metrics_add_build_info(reg, "vecshard_build_info", "Version of this build.", "0.2.0"));
 
     vs_counter_add(VS_COUNTER_WITH(handled, "vecshard.Shard", "Search", "unary", "OK"), 3);
     vs_counter_inc(VS_COUNTER_WITH(handled, "vecshard.Shard", "Search", "unary", "INVALID_ARGUMENT"));
@@ -283,7 +283,7 @@ static void test_scrape(void)
             "S vecshard_shard_vectors [] 1000000.0",
             "F vecshard_test_escape gauge 'Help with \\\\ backslash\\nand newline.'",
             "S vecshard_test_escape [('v', 'q\"b\\\\s\\nn')] 0.25",
-            "S vecshard_build_info [('version', '0.1.0')] 1.0",
+            "S vecshard_build_info [('version', '0.2.0')] 1.0",
             "F process_cpu_seconds counter 'Total user and system CPU time spent in seconds.'",
             "F process_resident_memory_bytes gauge 'Resident memory size in bytes.'",
             "F process_open_fds gauge 'Number of open file descriptors.'",

@@ -402,6 +402,11 @@ static void test_members(void)
     fclose(f);
     CHECKF(strstr(text, "v2 FAILED: crc mismatch") != NULL, "%s", text);
     CHECKF(strstr(text, "59999") != NULL, "%s", text);
+
+    /* a 3-partition version whose replicas report it: 2 of 3 partitions, not 2/2 (the members in view) */
+    m[0].held[0].partitions = 3;
+    vs_admin_versions_summarise(&c, sum, 4, &n);
+    CHECK(n == 2 && sum[0].partitions_ready == 2 && sum[0].partitions_seen == 3);
 }
 
 int main(void)
