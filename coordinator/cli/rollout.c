@@ -202,10 +202,12 @@ static vs_status guard(const char *from, const desc_t *cur, const char *to, cons
     return VS_OK;
 }
 
-/* Counts, per partition, member replicas that may serve version (records.h's rule); refuses with the
- * count per partition and the load failures when one has fewer than min_ready. */
+/* Counts, per partition, member replicas that may serve version (records.h's rule; content: per partition
+ * the file content id the version's manifest records, NULL = unknown); refuses with the count per partition
+ * and the load failures when one has fewer than min_ready. A replica holding other data under the
+ * version's name (another content id) does not count. */
 static vs_status check_ready(const vs_member_rec_t *m, size_t n, const char *version, size_t partitions,
-                             size_t min_ready, char msg[VS_ERR_LEN])
+                             const char (*content)[17], size_t min_ready, char msg[VS_ERR_LEN])
 {
     if (partitions == 0 || partitions > 65536)
         return vs_errf(msg, VS_ERR_FAILED_PRECONDITION, "%s: partition count unknown (%zu)", version,
@@ -216,7 +218,8 @@ static vs_status check_ready(const vs_member_rec_t *m, size_t n, const char *ver
     char failures[VS_ERR_LEN / 2] = "";
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
-        if (m[i].partition < partitions && vs_member_holds_ready(&m[i], version, m[i].partition, ""))
+        if (m[i].partition < partitions &&
+            vs_member_holds_ready(&m[i], version, m[i].partition, content ? content[m[i].partition] : ""))
             ready[m[i].partition]++;
         const vs_member_version_t *v = vs_member_rec_find(&m[i], version);
         if (v && strcmp(v->state, "FAILED") == 0 && off < sizeof failures - 1)
@@ -490,7 +493,21 @@ static vs_status switch_to(vs_etcd_t *e, const char *cluster, const char *comman
     if (from[0] && (st = guard(from, &d_from, to, &d_to, force, msg, note)) != VS_OK)
         goto out;
     size_t parts = found[0] && recs[0].partitions ? recs[0].partitions : d_to.partitions;
-    if ((st = check_ready(members, n_members, to, parts, min_ready ? min_ready : 1, msg)) != VS_OK)
+    /* the partitions' content ids, from the manifest the version record names */
+    char(*content)[17] = NULL;
+    vs_manifest_t man;
+    char merr[VS_ERR_LEN];
+    if (found[0] && vs_manifest_load(recs[0].manifest, &man, merr) == VS_OK) {
+        if (man.n_partitions == parts && (content = calloc(parts, sizeof *content)) != NULL)
+            for (uint32_t i = 0; i < man.n_partitions; i++)
+                if (man.partitions[i].id < parts)
+                    memcpy(content[man.partitions[i].id], man.partitions[i].content_id, 17);
+        vs_manifest_fini(&man);
+    }
+    st = check_ready(members, n_members, to, parts, (const char(*)[17])content, min_ready ? min_ready : 1,
+                     msg);
+    free(content);
+    if (st != VS_OK)
         goto out;
     if (prev[0] && strcmp(prev, to) != 0 && strcmp(prev, from) != 0 &&
         (st = get_version(e, cluster, prev, &recs[2], &rev[2], &found[2], msg)) != VS_OK)

@@ -296,6 +296,41 @@ long vs_fault_members_created_after(vs_fault_cluster_t *c, int64_t rev)
     return n;
 }
 
+/* The coordinator's Status, decoded (free with vecshard__v1__status_response__free_unpacked), or NULL. */
+static Vecshard__V1__StatusResponse *coord_status(vs_fault_cluster_t *c)
+{
+    vs_rpc_channel_t *ch = coord_channel(c);
+    Vecshard__V1__StatusRequest req = VECSHARD__V1__STATUS_REQUEST__INIT;
+    uint8_t buf[16], *body = NULL;
+    size_t len = vecshard__v1__status_request__pack(&req, buf), blen = 0;
+    int code = -1;
+    char msg[VS_ERR_LEN];
+    Vecshard__V1__StatusResponse *r = NULL;
+    if (ch &&
+        vs_rpc_call_unary(ch, "/vecshard.v1.Coordinator/Status", buf, len, 1000, &code, msg, &body, &blen) ==
+            VS_OK &&
+        code == 0)
+        r = vecshard__v1__status_response__unpack(NULL, blen, body);
+    free(body);
+    vs_rpc_channel_destroy(ch);
+    return r;
+}
+
+int vs_fault_coord_member(vs_fault_cluster_t *c, const char *replica_id, double *out_latency_ms)
+{
+    Vecshard__V1__StatusResponse *r = coord_status(c);
+    if (!r)
+        return -1;
+    int found = 0;
+    for (size_t i = 0; i < r->n_members && !found; i++)
+        if (r->members[i]->replica_id && strcmp(r->members[i]->replica_id, replica_id) == 0) {
+            found = 1;
+            *out_latency_ms = r->members[i]->latency_ewma_ms;
+        }
+    vecshard__v1__status_response__free_unpacked(r, NULL);
+    return found;
+}
+
 int vs_fault_coord_etcd_connected(vs_fault_cluster_t *c)
 {
     vs_rpc_channel_t *ch = coord_channel(c);

@@ -85,6 +85,10 @@ long vs_fault_count_keys(vs_fault_cluster_t *c, const char *sub, int64_t *rev);
 /* Member records created after revision rev (re-registered since), -1 on error. */
 long vs_fault_members_created_after(vs_fault_cluster_t *c, int64_t rev);
 
+/* The coordinator's view of one replica from Status: 1 and *out_latency_ms (its latency EWMA: 0 while it
+ * was never called) when it is listed, 0 when not, -1 no answer. */
+int vs_fault_coord_member(vs_fault_cluster_t *c, const char *replica_id, double *out_latency_ms);
+
 /* The coordinator's Status: 1 when it reports etcd connected, 0 when not, -1 no answer. */
 int vs_fault_coord_etcd_connected(vs_fault_cluster_t *c);
 

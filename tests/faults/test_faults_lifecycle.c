@@ -9,6 +9,8 @@
  *   same_name_other_content deploy a rebuilt "v2" with other data: refused (was a silent fork)
  *   swapped_files           a version whose partition files are swapped loads FAILED (content id), activate
  *                           refused; the other file under an IVF8 build likewise
+ *   rogue_replica           a replica serving a rebuilt "v2" (same name, other data) joins: it is in the view
+ *                           but never called, and no answer is wrong
  *   cycles                  N deploy/activate/retire/remove cycles including a failing version: no version
  *                           record, slot or lease left behind, etcd writes per cycle bounded
  *   duplicate_replica       a second shard with a live replica's id exits with the reason; the first keeps
@@ -108,6 +110,7 @@ int main(void)
 
     /* ---- bootstrap_rollback ---- */
     int f0 = vs_test_failures;
+    double t0;
     snprintf(args, sizeof args, "deploy %s", v2.manifest);
     CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0, "deploy v2: %s", out);
     CHECKF(vs_fault_cli_until_ok(&c, "activate v2", 30, out, sizeof out) == 0, "activate v2: %s", out);
@@ -163,6 +166,28 @@ int main(void)
     check_load(&c, "swapped_files");
     vs_test_case_done("swapped_files", vs_test_failures == f0);
 
+    /* ---- rogue_replica: same version name, other data ---- */
+    f0 = vs_test_failures;
+    vs_test_proc_t rogue;
+    const char *rogue_args[] = {"--manifest", v2b.manifest, NULL};
+    CHECK(vs_fault_start_shard(&c, &rogue, 0, "rogue", rogue_args) == 0);
+    double lat = -1;
+    t0 = vs_now_s();
+    while (vs_fault_coord_member(&c, "rogue", &lat) != 1 && vs_now_s() - t0 < 20)
+        usleep(100000);
+    CHECK(vs_fault_coord_member(&c, "rogue", &lat) == 1); /* in the view, serving "v2" */
+    unsigned long sent0 = atomic_load(&c.sent);
+    t0 = vs_now_s();
+    while (atomic_load(&c.sent) < sent0 + 2000 && vs_now_s() - t0 < 20)
+        usleep(50000);
+    CHECK(vs_fault_coord_member(&c, "rogue", &lat) == 1);
+    printf("  rogue replica (v2 of another build) in the view; latency EWMA %.3f ms after %lu more queries\n",
+           lat, atomic_load(&c.sent) - sent0);
+    CHECKF(lat == 0, "the rogue replica was called (EWMA %.3f ms)", lat); /* never routed to */
+    CHECK(vs_test_proc_stop(&rogue, SIGTERM, 10) == 0);
+    check_load(&c, "rogue_replica");
+    vs_test_case_done("rogue_replica", vs_test_failures == f0);
+
     /* ---- cycles ---- */
     f0 = vs_test_failures;
     const char *rm[] = {"vdim", "vip", "vswap", "vfac"};
@@ -175,7 +200,7 @@ int main(void)
     long cycles = getenv("VS_FAULT_CYCLES") ? atol(getenv("VS_FAULT_CYCLES")) : 20;
     int64_t rev0 = 0, rev1 = 0;
     long audit0 = vs_fault_count_keys(&c, "audit/", &rev0);
-    double t0 = vs_now_s();
+    t0 = vs_now_s();
     for (long i = 0; i < cycles && vs_test_failures == f0; i++) {
         snprintf(args, sizeof args, "deploy %s", vc.manifest);
         CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0, "cycle %ld deploy vc: %s", i, out);
