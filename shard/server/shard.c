@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/parallel.h"
 #include "common/topk.h"
+#include "common/vecio.h"
 #include "shard/index/ivf.h"
 #include "common/cluster/manifest.h"
 #include "shard/server/shard.h"
@@ -239,6 +241,31 @@ static vs_status open_partition(const vs_shard_t *sh, const vs_manifest_t *m, ui
     return VS_OK;
 }
 
+/* Warm-up before READY: the version's stored tune queries (tune-queries.fvecs beside the manifest, at most
+ * 64) are searched with its defaults, so the first client queries do not pay for cold scratch arenas and
+ * first-touch page faults of the lists they scan. Best effort: a version without tune queries is READY
+ * as soon as it is verified. */
+static void warm_up(const vs_manifest_t *m, vs_index_t *idx, const vs_search_params_t *defaults)
+{
+    char path[PATH_MAX];
+    if (vs_manifest_path(m, "tune-queries.fvecs", path, NULL) != VS_OK || access(path, R_OK) != 0)
+        return;
+    size_t n = 0;
+    uint32_t d = 0;
+    float *q = NULL;
+    char err[VS_ERR_LEN];
+    if (vs_vecfile_load_f32(path, &n, &d, &q, err) == VS_OK && d == vs_index_dim(idx) && n > 0) {
+        size_t nq = n < 64 ? n : 64, k = 10;
+        float *dist = malloc(nq * k * sizeof *dist);
+        int64_t *ids = malloc(nq * k * sizeof *ids);
+        if (dist && ids)
+            (void)vs_index_search(idx, nq, q, k, defaults, 1, dist, ids, err);
+        free(dist);
+        free(ids);
+    }
+    free(q);
+}
+
 vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t partition,
                         char out_version[VS_NAME_LEN], char err[VS_ERR_LEN])
 {
@@ -271,6 +298,8 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
     vs_index_t *idx = NULL;
     char lerr[VS_ERR_LEN] = "";
     st = open_partition(sh, &m, partition, &idx, lerr);
+    if (st == VS_OK)
+        warm_up(&m, idx, &v->defaults);
     vs_manifest_fini(&m);
     pthread_mutex_lock(&sh->mu);
     if (st == VS_OK) {
