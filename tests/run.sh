@@ -31,7 +31,7 @@ export OPENBLAS_NUM_THREADS=1
 echo "== build/ci: RelWithDebInfo, -Werror"
 cmake -S . -B build/ci -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVS_WERROR=ON >/dev/null
 cmake --build build/ci -j "$jobs"
-ctest --test-dir build/ci -LE bench --output-on-failure -j "$jobs"
+ctest --test-dir build/ci -LE 'bench|compat' --output-on-failure -j "$jobs"
 
 if [ "$asan" = 1 ]; then
     echo "== build/ci-asan: AddressSanitizer + UndefinedBehaviorSanitizer, unit tests"

@@ -45,6 +45,22 @@ int vs_fault_start_shard(vs_fault_cluster_t *c, vs_test_proc_t *p, uint32_t part
     return vs_test_proc_start(p, c->dir, replica_id, "vecshard-shard", argv);
 }
 
+int vs_fault_start_shard_from(vs_fault_cluster_t *c, vs_test_proc_t *p, uint32_t partition,
+                              const char *replica_id, const char *bin_dir, const char *const *extra_args)
+{
+    const char *cur = getenv("VS_BIN_DIR");
+    char saved[PATH_MAX] = "";
+    if (cur)
+        snprintf(saved, sizeof saved, "%s", cur);
+    setenv("VS_BIN_DIR", bin_dir, 1); /* vs_test_proc_start resolves the binary through it */
+    int rc = vs_fault_start_shard(c, p, partition, replica_id, extra_args);
+    if (cur)
+        setenv("VS_BIN_DIR", saved, 1);
+    else
+        unsetenv("VS_BIN_DIR");
+    return rc;
+}
+
 int vs_fault_start(vs_fault_cluster_t *c, const char *dir, const char *cluster, uint32_t partitions,
                    uint32_t replicas, const vs_test_version_t *bootstrap)
 {

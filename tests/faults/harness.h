@@ -54,6 +54,10 @@ int vs_fault_start(vs_fault_cluster_t *c, const char *dir, const char *cluster, 
 int vs_fault_start_shard(vs_fault_cluster_t *c, vs_test_proc_t *p, uint32_t partition, const char *replica_id,
                          const char *const *extra_args);
 
+/* vs_fault_start_shard with the vecshard-shard binary from bin_dir (another release's build). */
+int vs_fault_start_shard_from(vs_fault_cluster_t *c, vs_test_proc_t *p, uint32_t partition,
+                              const char *replica_id, const char *bin_dir, const char *const *extra_args);
+
 /* Registers version v's oracle (its in-process answers to the load's queries). */
 void vs_fault_expect(vs_fault_cluster_t *c, const char *name, const vs_test_version_t *v);
 
