@@ -2,14 +2,16 @@
 # vecshard-gt on Fashion-MNIST must agree with a double-precision brute force, rank by rank, allowing
 # only exact distance ties (pixels are integers, so distances are exact integers: any disagreement is
 # a bug, not rounding). Runs 2,000 queries with k=100 and checks the first 150 of them by brute force.
-# Skips (exit 77) when Debian's dataset-fashion-mnist is not installed.
+# Fails when Debian's dataset-fashion-mnist is not installed (skips, exit 77, with VS_ALLOW_MISSING_DATA=1).
 set -euo pipefail
 bin=$1
 tmp=$2
 data=/usr/share/datasets/fashion-mnist
 if [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
-    echo "skip: dataset-fashion-mnist is not installed"
-    exit 77
+    # install-deps.sh installs it: missing data fails, unless VS_ALLOW_MISSING_DATA=1 (then skip, 77)
+    if [ "${VS_ALLOW_MISSING_DATA:-0}" = 1 ]; then echo "skip: dataset-fashion-mnist is not installed"; exit 77; fi
+    echo "FAIL: dataset-fashion-mnist is not installed (deploy/local/install-deps.sh installs it)"
+    exit 1
 fi
 out=$(mktemp -d "$tmp/gt_fashion.XXXXXX")
 trap 'rm -rf "$out"' EXIT
