@@ -69,6 +69,11 @@ vs_status vs_member_rec_encode(const vs_member_rec_t *r, char **out, char err[VS
         }
     }
     ok = ok && add_str(o, "started_at", r->started_at);
+    if (ok && r->memory_limit_bytes)
+        ok = add_num(o, "memory_limit_bytes", (double)r->memory_limit_bytes) &&
+             add_num(o, "rss_bytes", (double)r->rss_bytes);
+    if (ok && r->has_free_slots)
+        ok = add_num(o, "free_slots", r->free_slots);
     return finish(o, ok, out, err);
 }
 
@@ -176,8 +181,16 @@ vs_status vs_member_rec_decode(const char *json, size_t len, vs_member_rec_t *ou
         (st = get_str(o, "state", 1, r->state, sizeof r->state, w, err)) == VS_OK &&
         (st = get_str(o, "active_version", 0, r->active_version, sizeof r->active_version, w, err)) ==
             VS_OK &&
-        (st = get_str(o, "started_at", 0, r->started_at, sizeof r->started_at, w, err)) == VS_OK) {
-        r->partition = (uint32_t)u;
+        (st = get_str(o, "started_at", 0, r->started_at, sizeof r->started_at, w, err)) == VS_OK &&
+        (st = get_uint(o, "memory_limit_bytes", 0, 9007199254740992.0, &r->memory_limit_bytes, w, err)) ==
+            VS_OK &&
+        (st = get_uint(o, "rss_bytes", 0, 9007199254740992.0, &r->rss_bytes, w, err)) == VS_OK) {
+        uint64_t slots = 0;
+        r->has_free_slots = cJSON_GetObjectItemCaseSensitive(o, "free_slots") != NULL;
+        if ((st = get_uint(o, "free_slots", 0, 65536, &slots, w, err)) != VS_OK)
+            goto done;
+        r->free_slots = (uint32_t)slots;
+        r->partition = (uint32_t)(u);
         if (!r->address[0])
             st = vs_errf(err, VS_ERR_CORRUPT, "member record: empty \"address\"");
         else if (!vs_cluster_name_valid(r->replica_id, VS_REPLICA_ID_MAX))
@@ -186,6 +199,7 @@ vs_status vs_member_rec_decode(const char *json, size_t len, vs_member_rec_t *ou
         else if (!one_of(r->state, member_states))
             st = vs_errf(err, VS_ERR_CORRUPT, "member record: unknown state \"%s\"", r->state);
     }
+done:;
     const cJSON *vers = cJSON_GetObjectItemCaseSensitive(o, "versions");
     if (st == VS_OK && vers && !cJSON_IsArray(vers))
         st = vs_errf(err, VS_ERR_CORRUPT, "member record: \"versions\" must be an array");

@@ -51,6 +51,11 @@ typedef struct vs_member_rec {
     vs_member_version_t versions[VS_MEMBER_MAX_VERSIONS];
     size_t n_versions;
     char started_at[32];
+    /* since 0.2, for admission by bytes (0 = not reported): what the process may use, what it uses now,
+     * and the version slots it has left */
+    uint64_t memory_limit_bytes, rss_bytes;
+    uint32_t free_slots;
+    int has_free_slots;
 } vs_member_rec_t;
 
 /* /vecshard/<c>/versions/<v>: a deployed version. state: lifecycle.h's vs_cver names ("staged",

@@ -346,6 +346,46 @@ static vs_status txn_run(vs_etcd_t *e, txn_t *t, char msg[VS_ERR_LEN])
     return st;
 }
 
+/* Admission by bytes and slots: every serving replica of a partition the version has must have a free
+ * version slot and room for its partition file (memory limit minus RSS, as its record reports). Replicas
+ * that report neither (the previous release) are not checked. */
+static vs_status check_room(vs_etcd_t *e, const char *cluster, const vs_manifest_t *m, char msg[VS_ERR_LEN])
+{
+    vs_member_rec_t *mem = NULL;
+    size_t n = 0;
+    vs_status st = get_members(e, cluster, &mem, &n, msg);
+    if (st != VS_OK)
+        return st;
+    char why[VS_ERR_LEN / 2] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        const vs_member_rec_t *r = &mem[i];
+        const vs_manifest_partition_t *p = vs_manifest_partition(m, r->partition);
+        if (!p || strcmp(r->state, "DRAINING") == 0 || vs_member_rec_find(r, m->version))
+            continue;
+        if (r->has_free_slots && r->free_slots == 0 && off < sizeof why - 1)
+            off +=
+                (size_t)snprintf(why + off, sizeof why - off,
+                                 "%s%s (partition %u) has no free version slot: retire or remove a version",
+                                 off ? "; " : "", r->replica_id, r->partition);
+        if (r->memory_limit_bytes) {
+            uint64_t free_b = r->memory_limit_bytes > r->rss_bytes ? r->memory_limit_bytes - r->rss_bytes : 0;
+            if (p->size_bytes > free_b && off < sizeof why - 1)
+                off += (size_t)snprintf(
+                    why + off, sizeof why - off,
+                    "%s%s (partition %u) needs %.1f MB, has %.1f MB free (limit %.1f MB, RSS "
+                    "%.1f MB)",
+                    off ? "; " : "", r->replica_id, r->partition, p->size_bytes / 1048576.0,
+                    free_b / 1048576.0, r->memory_limit_bytes / 1048576.0, r->rss_bytes / 1048576.0);
+        }
+    }
+    free(mem);
+    if (why[0])
+        return vs_errf(msg, VS_ERR_RESOURCE_EXHAUSTED, "%s does not fit the serving shards: %s", m->version,
+                       why);
+    return VS_OK;
+}
+
 /* ---- commands ---------------------------------------------------------------------------------- */
 
 vs_status vs_rollout_deploy(vs_etcd_t *e, const char *cluster, const char *manifest_path,
@@ -406,6 +446,8 @@ vs_status vs_rollout_deploy(vs_etcd_t *e, const char *cluster, const char *manif
         }
     }
     if ((st = vs_cver_next(from, VS_CVER_DEPLOY, &to, msg)) != VS_OK)
+        goto out;
+    if ((st = check_room(e, cluster, &m, msg)) != VS_OK)
         goto out;
     snprintf(rec->state, sizeof rec->state, "%s", vs_cver_state_name(to));
     txn_t *t = calloc(1, sizeof *t);

@@ -36,7 +36,7 @@ typedef struct config {
     const char *manifests[MAX_MANIFESTS];
     size_t n_manifests;
     long partition;
-    long lease_ttl_s, threads, max_batch, grace_ms, debug_delay_ms;
+    long lease_ttl_s, threads, max_batch, grace_ms, debug_delay_ms, memory_limit_mb;
     int skip_crc;
 } config_t;
 
@@ -59,6 +59,8 @@ static void usage(FILE *f)
         "  --etcd URLS          etcd client URLs, comma-separated: publishes membership and follows the\n"
         "                       versions etcd says to hold (vecshard deploy/activate/rollback)\n"
         "  --lease-ttl S        etcd lease TTL in seconds (default 10; kept alive every TTL/3)\n"
+        "  --memory-limit-mb N  memory this shard may use, reported in its record so that `vecshard deploy`\n"
+        "                       refuses a version that does not fit (default: the cgroup limit, else RAM)\n"
         "  --threads N          gRPC worker threads (default: CPUs)\n"
         "  --max-batch N        queries per request (default %u)\n"
         "  --grace-ms MS        on SIGTERM, time in-flight calls get to finish (default 10000)\n"
@@ -102,6 +104,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"skip-crc", no_argument, 0, 'S'},
                                          {"port-file", required_argument, 0, 'P'},
                                          {"debug-delay-ms", required_argument, 0, 'D'},
+                                         {"memory-limit-mb", required_argument, 0, 'X'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50051",
@@ -147,6 +150,10 @@ static int parse_args(int argc, char **argv, config_t *c)
             break;
         case 'T':
             if (parse_long("--lease-ttl", optarg, 1, 3600, &c->lease_ttl_s))
+                return 2;
+            break;
+        case 'X':
+            if (parse_long("--memory-limit-mb", optarg, 1, 1L << 30, &c->memory_limit_mb))
                 return 2;
             break;
         case 't':
@@ -441,6 +448,7 @@ int main(int argc, char **argv)
                                    .partition = (uint32_t)a.cfg.partition,
                                    .replica_id = replica,
                                    .instance_id = instance,
+                                   .memory_limit_bytes = (uint64_t)a.cfg.memory_limit_mb << 20,
                                    .address = address,
                                    .ttl_s = a.cfg.lease_ttl_s};
         st = vs_membership_start(&mo, a.shard, &a.members, err);

@@ -22,12 +22,43 @@ struct vs_membership {
     vs_shard_t *shard;
     char key[VS_KEY_LEN];
     char address[256], replica_id[128], instance_id[64];
+    uint64_t memory_limit_bytes;
     int64_t ttl_s;
     uint32_t partition;
     char started_at[32];
     pthread_mutex_t mu; /* one publish at a time */
     atomic_uint_fast64_t put_errors;
 };
+
+/* What this process may use: the cgroup v2 limit (Kubernetes), else the machine's RAM. */
+static uint64_t detect_memory_limit(void)
+{
+    unsigned long long v = 0;
+    FILE *f = fopen("/sys/fs/cgroup/memory.max", "r");
+    if (f) {
+        if (fscanf(f, "%llu", &v) != 1)
+            v = 0; /* "max": no limit */
+        fclose(f);
+    }
+    if (v)
+        return v;
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    return pages > 0 && page > 0 ? (uint64_t)pages * (uint64_t)page : 0;
+}
+
+/* Resident bytes of this process (mapped index pages it touched included). */
+static uint64_t rss_bytes(void)
+{
+    unsigned long long size = 0, resident = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%llu %llu", &size, &resident) != 2)
+            resident = 0;
+        fclose(f);
+    }
+    long page = sysconf(_SC_PAGESIZE);
+    return (uint64_t)resident * (uint64_t)(page > 0 ? page : 4096);
+}
 
 /* The record (common/cluster/records.h) for the shard's current state. */
 static vs_status record_json(vs_membership_t *m, char **out, char err[VS_ERR_LEN])
@@ -58,6 +89,10 @@ static vs_status record_json(vs_membership_t *m, char **out, char err[VS_ERR_LEN
         snprintf(v->content_id, sizeof v->content_id, "%.16s", vi[i].content_id);
     }
     snprintf(r->started_at, sizeof r->started_at, "%s", m->started_at);
+    r->memory_limit_bytes = m->memory_limit_bytes;
+    r->rss_bytes = rss_bytes();
+    r->free_slots = n < VS_SHARD_MAX_VERSIONS ? (uint32_t)(VS_SHARD_MAX_VERSIONS - n) : 0;
+    r->has_free_slots = 1;
     vs_status st = vs_member_rec_encode(r, out, err);
     free(r);
     return st;
@@ -180,6 +215,7 @@ vs_status vs_membership_start(const vs_membership_opts_t *o, vs_shard_t *sh, vs_
     snprintf(m->replica_id, sizeof m->replica_id, "%s", o->replica_id);
     snprintf(m->instance_id, sizeof m->instance_id, "%s", o->instance_id ? o->instance_id : "");
     m->ttl_s = o->ttl_s ? o->ttl_s : 10;
+    m->memory_limit_bytes = o->memory_limit_bytes ? o->memory_limit_bytes : detect_memory_limit();
     if (vs_key_member(m->key, o->cluster, o->partition, o->replica_id) == 0) {
         free(m);
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT,

@@ -19,10 +19,11 @@ typedef struct vs_membership_opts {
     const char *cluster;
     uint32_t partition;
     const char *replica_id;
-    const char *address;     /* what coordinators dial */
-    int64_t ttl_s;           /* lease TTL; 0 = 10 */
-    int timeout_ms;          /* per etcd request; 0 = 2000 */
-    const char *instance_id; /* this process's (as vs_shard_opts_t.instance_id) */
+    const char *address;         /* what coordinators dial */
+    int64_t ttl_s;               /* lease TTL; 0 = 10 */
+    int timeout_ms;              /* per etcd request; 0 = 2000 */
+    const char *instance_id;     /* this process's (as vs_shard_opts_t.instance_id) */
+    uint64_t memory_limit_bytes; /* reported for admission by bytes; 0 = the cgroup's memory.max, else RAM */
 } vs_membership_opts_t;
 
 /* Connects, grants the lease and claims the record's key for sh's current state: a create-if-absent

@@ -39,12 +39,12 @@ typedef enum vs_version_state {
 } vs_version_state;
 
 typedef struct vs_shard_opts {
-    const char *cluster;    /* copied; "" allowed */
-    const char *replica_id; /* copied */
-    const char *address;    /* copied: the address clients use (for Info) */
-    size_t n_cpus;          /* cores searches may use; 0 = all online */
-    size_t max_batch;       /* queries per request; 0 = VS_SHARD_DEFAULT_MAX_BATCH */
-    int skip_crc;           /* 1 = do not check the partition file's CRC32C against the manifest */
+    const char *cluster;     /* copied; "" allowed */
+    const char *replica_id;  /* copied */
+    const char *address;     /* copied: the address clients use (for Info) */
+    size_t n_cpus;           /* cores searches may use; 0 = all online */
+    size_t max_batch;        /* queries per request; 0 = VS_SHARD_DEFAULT_MAX_BATCH */
+    int skip_crc;            /* 1 = do not check the partition file's CRC32C against the manifest */
     const char *instance_id; /* copied: unique per process start (Info, the member record); NULL = "" */
 } vs_shard_opts_t;
 

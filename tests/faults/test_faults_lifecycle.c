@@ -11,6 +11,7 @@
  *                           refused; the other file under an IVF8 build likewise
  *   rogue_replica           a replica serving a rebuilt "v2" (same name, other data) joins: it is in the view
  *                           but never called, and no answer is wrong
+ *   admission               a deploy that does not fit a serving shard's memory is refused naming it
  *   cycles                  N deploy/activate/retire/remove cycles including a failing version: no version
  *                           record, slot or lease left behind, etcd writes per cycle bounded
  *   duplicate_replica       a second shard with a live replica's id exits with the reason; the first keeps
@@ -75,7 +76,7 @@ int main(void)
     char other[PATH_MAX], args[2 * PATH_MAX];
     snprintf(other, sizeof other, "%s/other", dir);
     mkdir(other, 0755);
-    static vs_test_version_t v1, v2, v2b, vdim, vip, vswap, vfac, vfac8, vc;
+    static vs_test_version_t v1, v2, v2b, vdim, vip, vswap, vfac, vfac8, vc, vadm;
     if (build(dir, "v1", "IVF16,Flat", VS_METRIC_L2, D, 21, &v1) ||
         build(dir, "v2", "IVF16,PQ4", VS_METRIC_L2, D, 22, &v2) ||
         build(other, "v2", "IVF16,PQ4", VS_METRIC_L2, D, 99, &v2b) ||
@@ -84,7 +85,8 @@ int main(void)
         build(dir, "vswap", "IVF16,Flat", VS_METRIC_L2, D, 25, &vswap) ||
         build(dir, "vfac", "IVF16,Flat", VS_METRIC_L2, D, 26, &vfac) ||
         build(other, "vfac8", "IVF8,Flat", VS_METRIC_L2, D, 26, &vfac8) ||
-        build(dir, "vc", "IVF16,Flat", VS_METRIC_L2, D, 27, &vc))
+        build(dir, "vc", "IVF16,Flat", VS_METRIC_L2, D, 27, &vc) ||
+        build(dir, "vadm", "IVF16,Flat", VS_METRIC_L2, D, 28, &vadm))
         return 1;
     char pa[PATH_MAX], pb[PATH_MAX];
     vs_test_version_partition_path(&vswap, 0, pa);
@@ -187,6 +189,23 @@ int main(void)
     CHECK(vs_test_proc_stop(&rogue, SIGTERM, 10) == 0);
     check_load(&c, "rogue_replica");
     vs_test_case_done("rogue_replica", vs_test_failures == f0);
+
+    /* ---- admission: a deploy that does not fit a serving shard is refused, with the shard named ---- */
+    f0 = vs_test_failures;
+    vs_test_proc_t tiny;
+    const char *tiny_args[] = {"--memory-limit-mb", "1", NULL};
+    CHECK(vs_fault_start_shard(&c, &tiny, 0, "tiny", tiny_args) == 0);
+    snprintf(args, sizeof args, "deploy %s", vadm.manifest);
+    CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 1 && strstr(out, "does not fit") &&
+               strstr(out, "tiny (partition 0) needs") && strstr(out, "RESOURCE_EXHAUSTED"),
+           "deploy over a full shard: %s", out);
+    printf("  deploy refused: %.300s", out);
+    CHECK(vs_fault_count_keys(&c, "versions/vadm", NULL) == 0); /* nothing written */
+    CHECK(vs_test_proc_stop(&tiny, SIGTERM, 10) == 0);
+    CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0, "deploy once it left: %s", out);
+    CHECKF(vs_fault_cli(&c, "remove vadm", out, sizeof out) == 0, "remove vadm: %s", out);
+    check_load(&c, "admission");
+    vs_test_case_done("admission", vs_test_failures == f0);
 
     /* ---- cycles ---- */
     f0 = vs_test_failures;
@@ -299,6 +318,7 @@ int main(void)
     vs_test_version_fini(&vfac);
     vs_test_version_fini(&vfac8);
     vs_test_version_fini(&vc);
+    vs_test_version_fini(&vadm);
     if (vs_test_failures == 0)
         vs_test_cleanup("faults_lifecycle");
     return vs_test_finish();

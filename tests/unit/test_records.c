@@ -71,6 +71,10 @@ static void test_member_round_trip(void)
     snprintf(r.versions[1].state, sizeof r.versions[1].state, "FAILED");
     snprintf(r.versions[1].error, sizeof r.versions[1].error, "part-2.vsidx: CRC32C mismatch");
     snprintf(r.started_at, sizeof r.started_at, "2026-12-06T10:00:00Z");
+    r.memory_limit_bytes = 64ull << 30;
+    r.rss_bytes = 123456789;
+    r.free_slots = 6;
+    r.has_free_slots = 1;
     char *json = NULL, err[VS_ERR_LEN];
     CHECK(vs_member_rec_encode(&r, &json, err) == VS_OK && json);
     vs_member_rec_t d;
@@ -79,6 +83,8 @@ static void test_member_round_trip(void)
           strcmp(d.instance_id, r.instance_id) == 0 && strcmp(d.state, "SERVING") == 0 &&
           strcmp(d.active_version, "v1") == 0 && d.n_versions == 2 &&
           strcmp(d.started_at, r.started_at) == 0);
+    CHECK(d.memory_limit_bytes == 64ull << 30 && d.rss_bytes == 123456789 && d.has_free_slots &&
+          d.free_slots == 6);
     CHECK(d.versions[0].dim == 784 && strcmp(d.versions[0].metric, "l2") == 0 &&
           strcmp(d.versions[0].model_version, "m7") == 0 &&
           strcmp(d.versions[0].partitioning, "cluster") == 0 && d.versions[0].partitions == 3 &&
@@ -136,7 +142,8 @@ static void test_member_refused(void)
                       "\"SERVING\",\"active_version\":\"v1\",\"versions\":[{\"version\":\"v1\",\"state\":"
                       "\"READY\",\"n_vectors\":30000}],\"started_at\":\"2026-11-21T07:38:55Z\"}";
     CHECKF(vs_member_rec_decode(old, strlen(old), &d, err) == VS_OK, "%s", err);
-    CHECK(d.instance_id[0] == 0 && d.n_versions == 1 && d.versions[0].content_id[0] == 0);
+    CHECK(d.instance_id[0] == 0 && d.n_versions == 1 && d.versions[0].content_id[0] == 0 &&
+          d.memory_limit_bytes == 0 && !d.has_free_slots);
     /* too many versions, too large */
     char big[VS_RECORD_MAX_BYTES + 16];
     memset(big, ' ', sizeof big);
