@@ -661,6 +661,54 @@ static void part_names(uint32_t p, char file[64], char marker[64])
 }
 
 /* 1 when partition p's done marker matches this build and its file has the recorded size and CRC. */
+/* 1 when partition p's marker names this build's fingerprint (the same inputs and options). */
+static int marker_is_ours(build_t *b, uint32_t p)
+{
+    char file[64], marker[64], path[PATH_MAX], err[VS_ERR_LEN];
+    part_names(p, file, marker);
+    if (path_in_dir(b, marker, path, err) != VS_OK)
+        return 0;
+    size_t len;
+    char *text = (char *)NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    text = malloc(65536);
+    len = text ? fread(text, 1, 65535, f) : 0;
+    fclose(f);
+    cJSON *j = text ? cJSON_ParseWithLength(text, len) : NULL;
+    free(text);
+    const cJSON *fp = cJSON_GetObjectItemCaseSensitive(j, "fingerprint");
+    int ours = cJSON_IsString(fp) && strcmp(fp->valuestring, b->fingerprint) == 0;
+    cJSON_Delete(j);
+    return ours;
+}
+
+/* Versions are immutable: a directory that holds a complete version (its manifest) is not rebuilt, except
+ * with --resume by the same build (every partition's marker names this build's fingerprint), which
+ * rewrites the same bytes. */
+static vs_status check_immutable(build_t *b, const char *manifest, char *err)
+{
+    if (access(manifest, F_OK) != 0)
+        return VS_OK;
+    vs_manifest_t m;
+    char merr[VS_ERR_LEN];
+    int same = b->o->resume && vs_manifest_load(manifest, &m, merr) == VS_OK;
+    if (same) {
+        same = m.n_partitions == b->P;
+        vs_manifest_fini(&m);
+    }
+    for (uint32_t p = 0; same && p < b->P; p++)
+        same = marker_is_ours(b, p);
+    if (same)
+        return VS_OK;
+    return vs_errf(err, VS_ERR_ALREADY_EXISTS,
+                   "%s holds a built version %s, and versions are immutable: build under a new version name%s",
+                   b->dir, b->o->version,
+                   b->o->resume ? " (--resume continues only the same build: these inputs or options differ)"
+                                : " (--resume continues an interrupted build of the same inputs)");
+}
+
 static int resumable(build_t *b, uint32_t p)
 {
     char file[64], marker[64], path[PATH_MAX], err[VS_ERR_LEN];
@@ -1183,6 +1231,8 @@ vs_status vs_builder_run(const vs_builder_opts_t *opts, vs_builder_result_t *out
         st = route(&b, err);
     if (st == VS_OK)
         st = make_fingerprint(&b, err);
+    if (st == VS_OK)
+        st = check_immutable(&b, manifest, err);
     /* the first write to the version: from here on it has no manifest until it is complete (for IVF every
      * row has been read and checked by now, so bad input never costs an earlier version its manifest) */
     if (st == VS_OK && unlink(manifest) != 0 && errno != ENOENT)

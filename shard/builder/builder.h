@@ -93,7 +93,10 @@ typedef struct vs_builder_result {
     char manifest_path[PATH_MAX];
 } vs_builder_result_t;
 
-/* Builds the version. On VS_OK the manifest is written and *out (may be NULL) filled. Errors name the
+/* Builds the version. A directory that already holds a finished version (its manifest) is refused with
+ * VS_ERR_ALREADY_EXISTS (versions are immutable), except with resume when every partition's marker names
+ * this very build (same inputs and options), which rewrites the same bytes. On VS_OK the manifest is
+ * written and *out (may be NULL) filled. Errors name the
  * file, row or option: VS_ERR_INVALID_ARGUMENT (options, dim mismatch, NaN/Inf or overflowing row,
  * negative id, ids count differs from the base's rows, P out of range, cluster with a non-IVF factory
  * or P > nlist), VS_ERR_UNSUPPORTED (file format, a factory without a file format such as Flat, an

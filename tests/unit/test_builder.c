@@ -484,7 +484,11 @@ static void test_idempotent_and_streaming(void)
     size_t len[N_FILES];
     for (size_t f = 0; f < N_FILES; f++)
         first[f] = vs_test_read_file(vpath(a.s, files[f]), &len[f]);
+    /* a built version is immutable: refused without --resume; the same build resumed rewrites the same bytes */
+    CHECK(vs_builder_run(&o, NULL, err) == VS_ERR_ALREADY_EXISTS && strstr(err, "immutable"));
+    o.resume = 1;
     CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err); /* again, over the first */
+    o.resume = 0;
     for (size_t f = 0; f < N_FILES; f++) {
         size_t n2 = 0;
         unsigned char *again = vs_test_read_file(vpath(a.s, files[f]), &n2);
@@ -530,9 +534,14 @@ static void test_resume(void)
     CHECK(p2 && p3 && n2 == n3 && memcmp(p2, p3, n2) == 0);
     free(p2);
     free(p3);
-    /* other options: nothing matches, everything is rebuilt; fewer partitions: the extra files go */
+    /* other options over the finished version: refused (versions are immutable) */
     o.seed = 6;
+    CHECK(vs_builder_run(&o, &res, err) == VS_ERR_ALREADY_EXISTS && strstr(err, "same build"));
+    /* over an unfinished build (no manifest): nothing matches, everything is rebuilt; fewer partitions: the
+     * extra files go */
+    CHECK(unlink(vpath(a.s, "manifest.json")) == 0);
     CHECK(vs_builder_run(&o, &res, err) == VS_OK && res.partitions_resumed == 0 && res.partitions_built == 3);
+    CHECK(unlink(vpath(a.s, "manifest.json")) == 0);
     o.n_partitions = 2;
     CHECK(vs_builder_run(&o, &res, err) == VS_OK && res.partitions_built == 2);
     CHECK(!exists(vpath(a.s, "part-2.vsidx")) && !exists(vpath(a.s, "part-2.done")));
