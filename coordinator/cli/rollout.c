@@ -386,6 +386,22 @@ static vs_status check_room(vs_etcd_t *e, const char *cluster, const vs_manifest
     return VS_OK;
 }
 
+/* Audit retention: keeps the newest $VS_AUDIT_KEEP (default 1000) audit records, deleting the oldest
+ * (keys sort by time). Best effort, after a command succeeded: the command's own effect is not undone by a
+ * failed clean-up. */
+static void prune_audit(vs_etcd_t *e, const char *cluster)
+{
+    const char *env = getenv("VS_AUDIT_KEEP");
+    long keep = env && atol(env) > 0 ? atol(env) : 1000;
+    char prefix[VS_KEY_LEN], err[VS_ERR_LEN];
+    size_t pl = vs_key_audit_prefix(prefix, cluster);
+    vs_etcd_kvs_t kvs = {0};
+    if (pl && vs_etcd_range_prefix(e, prefix, pl, &kvs, err) == VS_OK)
+        for (size_t i = 0; kvs.n > (size_t)keep && i < kvs.n - (size_t)keep; i++)
+            (void)vs_etcd_delete(e, kvs.kvs[i].key, kvs.kvs[i].key_len, 0, NULL, err);
+    vs_etcd_kvs_fini(&kvs);
+}
+
 /* ---- commands ---------------------------------------------------------------------------------- */
 
 vs_status vs_rollout_deploy(vs_etcd_t *e, const char *cluster, const char *manifest_path,
@@ -463,6 +479,8 @@ vs_status vs_rollout_deploy(vs_etcd_t *e, const char *cluster, const char *manif
     txn_audit(t, cluster, "deploy", m.version, detail);
     st = txn_run(e, t, msg);
     free(t);
+    if (st == VS_OK)
+        prune_audit(e, cluster);
     if (st == VS_OK)
         snprintf(msg, VS_ERR_LEN, "staged %.64s (%u partitions, model \"%.64s\", content %s)%s from %.300s",
                  m.version, m.n_partitions, m.model_version, rec->content_id, found ? " again" : "", abs);
@@ -583,6 +601,7 @@ static vs_status switch_to(vs_etcd_t *e, const char *cluster, const char *comman
     txn_audit(t, cluster, command, to, detail);
     if ((st = txn_run(e, t, msg)) != VS_OK)
         goto out;
+    prune_audit(e, cluster);
     snprintf(msg, VS_ERR_LEN, "%s%.64s is active%s%.64s%s%.64s%s%.200s",
              strcmp(command, "rollback") == 0 ? "rolled back: " : "", to, from[0] ? "; previous: " : "", from,
              found[2] ? "; retired: " : "", found[2] ? recs[2].version : "", note[0] ? "\n" : "", note);
@@ -663,10 +682,12 @@ static vs_status lifecycle_cmd(vs_etcd_t *e, const char *cluster, const char *ve
     }
     snprintf(detail, sizeof detail, "%s -> %s", vs_cver_state_name(from), vs_cver_state_name(to));
     txn_audit(t, cluster, vs_cver_event_name(ev), version, detail);
-    if ((st = txn_run(e, t, msg)) == VS_OK)
+    if ((st = txn_run(e, t, msg)) == VS_OK) {
+        prune_audit(e, cluster);
         snprintf(msg, VS_ERR_LEN, "%s: %s -> %s%s", version, vs_cver_state_name(from), vs_cver_state_name(to),
                  to == VS_CVER_REMOVED ? " (shards unload it; the name can be deployed again)"
                                        : " (shards unload it)");
+    }
 out:
     free(rec);
     free(t);

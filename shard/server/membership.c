@@ -28,6 +28,7 @@ struct vs_membership {
     char started_at[32];
     pthread_mutex_t mu; /* one publish at a time */
     atomic_uint_fast64_t put_errors;
+    atomic_uint_fast64_t writes; /* record writes (publish), for vecshard_etcd_record_writes_total */
 };
 
 /* What this process may use: the cgroup v2 limit (Kubernetes), else the machine's RAM. */
@@ -103,8 +104,10 @@ static vs_status publish(vs_membership_t *m, char err[VS_ERR_LEN])
     pthread_mutex_lock(&m->mu);
     char *json = NULL;
     vs_status st = record_json(m, &json, err);
-    if (st == VS_OK)
+    if (st == VS_OK) {
+        atomic_fetch_add(&m->writes, 1);
         st = vs_etcd_session_put(m->session, m->key, strlen(m->key), json, strlen(json), err);
+    }
     free(json);
     pthread_mutex_unlock(&m->mu);
     if (st != VS_OK)
@@ -255,6 +258,11 @@ void vs_membership_update(vs_membership_t *m)
 const char *vs_membership_key(const vs_membership_t *m)
 {
     return m->key;
+}
+
+uint64_t vs_membership_writes(const vs_membership_t *m)
+{
+    return atomic_load(&((vs_membership_t *)m)->writes);
 }
 
 void vs_membership_counters(const vs_membership_t *m, uint64_t *out_etcd_errors,

@@ -47,6 +47,10 @@ const char *vs_membership_key(const vs_membership_t *m);
 void vs_membership_counters(const vs_membership_t *m, uint64_t *out_etcd_errors,
                             uint64_t *out_reregistrations);
 
+/* Member-record writes so far (one per publish: a load, a switch, an unload, a drain): bounded per version
+ * by the follower's retry backoff. */
+uint64_t vs_membership_writes(const vs_membership_t *m);
+
 /* Revokes the lease (the record disappears now) and frees. NULL is a no-op. */
 void vs_membership_stop(vs_membership_t *m);
 

@@ -17,7 +17,7 @@ struct vs_shard_metrics {
     vs_rpc_metrics_t rpcm;
     pthread_mutex_t mu; /* membership */
     vs_membership_t *membership;
-    uint64_t etcd_errors, etcd_rereg; /* last values read from membership */
+    uint64_t etcd_errors, etcd_rereg, etcd_writes; /* last values read from membership */
 };
 
 void vs_shard_metrics_on_call(void *user, const char *path, int code, double seconds)
@@ -83,9 +83,10 @@ static double etcd_counter(vs_shard_metrics_t *m, int which)
         vs_membership_counters(m->membership, &errors, &rereg);
         m->etcd_errors = errors;
         m->etcd_rereg = rereg;
+        m->etcd_writes = vs_membership_writes(m->membership);
     }
     /* counters never go down: after the membership stopped, its last values stay */
-    double v = (double)(which ? m->etcd_rereg : m->etcd_errors);
+    double v = (double)(which == 2 ? m->etcd_writes : which ? m->etcd_rereg : m->etcd_errors);
     pthread_mutex_unlock(&m->mu);
     return v;
 }
@@ -96,6 +97,10 @@ static double c_etcd_errors(void *u)
 static double c_etcd_rereg(void *u)
 {
     return etcd_counter(u, 1);
+}
+static double c_etcd_writes(void *u)
+{
+    return etcd_counter(u, 2);
 }
 
 vs_status vs_shard_metrics_create(vs_shard_metrics_t **out, char err[VS_ERR_LEN])
@@ -140,6 +145,8 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, const ch
         {"vecshard_etcd_errors_total", "Failed etcd requests (registration, keepalive).", c_etcd_errors, 1},
         {"vecshard_etcd_reregistrations_total",
          "Times the membership record was re-created after a lost lease.", c_etcd_rereg, 1},
+        {"vecshard_etcd_record_writes_total",
+         "Member-record writes (bounded per version by the load-retry backoff).", c_etcd_writes, 1},
     };
     for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
         vs_metric_family_t *f = fns[i].counter

@@ -117,8 +117,8 @@ void vs_fault_expect(vs_fault_cluster_t *c, const char *name, const vs_test_vers
     c->expect_ids[c->n_expect++] = ids;
 }
 
-static int query_on(vs_fault_cluster_t *c, vs_rpc_channel_t *ch, size_t q, char version[64], int *correct,
-                    int *which)
+static int query_on(vs_fault_cluster_t *c, vs_rpc_channel_t *ch, size_t q, uint32_t nprobe, char version[64],
+                    int *correct, int *which, int *clipped)
 {
     const vs_test_version_t *qv = c->queries_from;
     q %= qv->nq;
@@ -128,7 +128,7 @@ static int query_on(vs_fault_cluster_t *c, vs_rpc_channel_t *ch, size_t q, char 
     r.queries = qv->queries + q * qv->dim;
     r.n_queries = qv->dim;
     r.k = VS_FAULT_K;
-    sp.nprobe = VS_FAULT_NPROBE;
+    sp.nprobe = nprobe;
     r.params = &sp;
     size_t len = vecshard__v1__search_request__get_packed_size(&r), blen = 0;
     uint8_t buf[65536], *body = NULL;
@@ -145,6 +145,8 @@ static int query_on(vs_fault_cluster_t *c, vs_rpc_channel_t *ch, size_t q, char 
         Vecshard__V1__SearchResponse *resp = vecshard__v1__search_response__unpack(NULL, blen, body);
         if (resp) {
             snprintf(version, 64, "%s", resp->index_version);
+            if (clipped)
+                *clipped = resp->params_clipped;
             for (size_t i = 0; i < c->n_expect; i++)
                 if (strcmp(c->expect_name[i], version) == 0) {
                     *which = (int)i;
@@ -164,7 +166,17 @@ static int query_on(vs_fault_cluster_t *c, vs_rpc_channel_t *ch, size_t q, char 
 int vs_fault_query(vs_fault_cluster_t *c, size_t q, char version[64], int *correct)
 {
     vs_rpc_channel_t *ch = coord_channel(c);
-    int which, code = ch ? query_on(c, ch, q, version, correct, &which) : -1;
+    int which, code = ch ? query_on(c, ch, q, VS_FAULT_NPROBE, version, correct, &which, NULL) : -1;
+    vs_rpc_channel_destroy(ch);
+    return code;
+}
+
+int vs_fault_query_nprobe(vs_fault_cluster_t *c, size_t q, uint32_t nprobe, char version[64], int *clipped)
+{
+    vs_rpc_channel_t *ch = coord_channel(c);
+    int which, correct;
+    *clipped = 0;
+    int code = ch ? query_on(c, ch, q, nprobe, version, &correct, &which, clipped) : -1;
     vs_rpc_channel_destroy(ch);
     return code;
 }
@@ -182,7 +194,7 @@ static void *load_main(void *arg)
     for (size_t i = a->start; ch && !atomic_load(&c->stop); i++) {
         char v[64];
         int correct, which;
-        int code = query_on(c, ch, i, v, &correct, &which);
+        int code = query_on(c, ch, i, VS_FAULT_NPROBE, v, &correct, &which, NULL);
         atomic_fetch_add(&c->sent, 1);
         if (code != 0)
             atomic_fetch_add(&c->failed, 1);

@@ -82,6 +82,9 @@ int vs_fault_wait_served_by(vs_fault_cluster_t *c, const char *version, double t
  * *correct = its ids equal that version's oracle (0 for a version not registered). */
 int vs_fault_query(vs_fault_cluster_t *c, size_t q, char version[64], int *correct);
 
+/* One query with nprobe: gRPC code; the version that answered; *clipped = the coordinator clipped nprobe. */
+int vs_fault_query_nprobe(vs_fault_cluster_t *c, size_t q, uint32_t nprobe, char version[64], int *clipped);
+
 /* Keys under /vecshard/<cluster>/<sub> (sub "" = all), -1 on error; etcd's current revision into *rev
  * (nullable). */
 long vs_fault_count_keys(vs_fault_cluster_t *c, const char *sub, int64_t *rev);

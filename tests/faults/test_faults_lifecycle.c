@@ -11,6 +11,7 @@
  *                           refused; the other file under an IVF8 build likewise
  *   rogue_replica           a replica serving a rebuilt "v2" (same name, other data) joins: it is in the view
  *                           but never called, and no answer is wrong
+ *   smaller_nlist           rollback-safe parameters: nprobe 16 on an IVF8 version is clipped, not refused
  *   admission               a deploy that does not fit a serving shard's memory is refused naming it
  *   cycles                  N deploy/activate/retire/remove cycles including a failing version: no version
  *                           record, slot or lease left behind, etcd writes per cycle bounded
@@ -107,6 +108,7 @@ int main(void)
     vs_fault_expect(&c, "v1", &v1);
     vs_fault_expect(&c, "v2", &v2);
     vs_fault_expect(&c, "vc", &vc);
+    vs_fault_expect(&c, "vfac8", &vfac8);
     CHECK(vs_fault_wait_served_by(&c, "v1", 20));
     vs_fault_load_start(&c, 2);
 
@@ -190,6 +192,27 @@ int main(void)
     check_load(&c, "rogue_replica");
     vs_test_case_done("rogue_replica", vs_test_failures == f0);
 
+    /* ---- smaller_nlist: parameters belong to the version: nprobe 16 on an IVF8 version is clipped ---- */
+    f0 = vs_test_failures;
+    char served[64];
+    int clipped = 0;
+    snprintf(args, sizeof args, "deploy %s", vfac8.manifest);
+    CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0, "deploy vfac8: %s", out);
+    CHECKF(vs_fault_cli_until_ok(&c, "activate vfac8", 30, out, sizeof out) == 0, "activate vfac8: %s", out);
+    CHECK(vs_fault_wait_served_by(&c, "vfac8", 10));
+    CHECK(vs_fault_query_nprobe(&c, 1, 16, served, &clipped) == 0 && strcmp(served, "vfac8") == 0 && clipped);
+    CHECKF(vs_fault_cli(&c, "rollback", out, sizeof out) == 0, "rollback to v2: %s", out);
+    CHECK(vs_fault_wait_served_by(&c, "v2", 10));
+    CHECK(vs_fault_query_nprobe(&c, 1, 16, served, &clipped) == 0 && strcmp(served, "v2") == 0 && !clipped);
+    /* the previous version cannot be removed; retired first, then removed */
+    CHECKF(vs_fault_cli(&c, "remove vfac8", out, sizeof out) == 1 && strstr(out, "previous"),
+           "remove previous: %s", out);
+    CHECKF(vs_fault_cli(&c, "retire vfac8", out, sizeof out) == 0 &&
+               vs_fault_cli(&c, "remove vfac8", out, sizeof out) == 0,
+           "retire + remove vfac8: %s", out);
+    check_load(&c, "smaller_nlist");
+    vs_test_case_done("smaller_nlist", vs_test_failures == f0);
+
     /* ---- admission: a deploy that does not fit a serving shard is refused, with the shard named ---- */
     f0 = vs_test_failures;
     vs_test_proc_t tiny;
@@ -261,6 +284,14 @@ int main(void)
     /* bound: 7 commands, each one transaction, plus each of 4 replicas re-publishing its record a few
      * times per version it loads, switches to or unloads (vc: load, activate, unload; vswap: fail) */
     CHECKF(per_cycle <= 80, "%ld etcd writes per cycle", per_cycle);
+    /* audit retention: the oldest records go beyond $VS_AUDIT_KEEP */
+    setenv("VS_AUDIT_KEEP", "10", 1);
+    snprintf(args, sizeof args, "deploy %s", vc.manifest);
+    CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0 &&
+               vs_fault_cli(&c, "remove vc", out, sizeof out) == 0,
+           "deploy/remove vc: %s", out);
+    unsetenv("VS_AUDIT_KEEP");
+    CHECK(vs_fault_count_keys(&c, "audit/", NULL) == 10);
     check_load(&c, "cycles");
     vs_test_case_done("cycles", vs_test_failures == f0);
 
