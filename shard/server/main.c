@@ -206,7 +206,9 @@ typedef struct app {
     vs_shard_t *shard;
     vs_health_t *health;
     vs_membership_t *members;
-    vs_follow_t *follow;
+    vs_follow_t *follow;       /* started by the loader once the --manifest versions are loaded */
+    pthread_mutex_t follow_mu; /* follow, stopping */
+    int stopping;
     vs_shard_metrics_t *metrics;
     pthread_mutex_t members_mu; /* members is stopped by main while the loader may publish */
     atomic_int loader_done;
@@ -272,11 +274,24 @@ static void *loader_main(void *arg)
             vs_log(VS_LOG_ERROR, "activate %s: %s", active, err);
         else
             vs_log(VS_LOG_INFO, "serving version %s partition %ld", active, a->cfg.partition);
-    } else {
+    } else if (!a->cfg.etcd) {
         vs_log(VS_LOG_ERROR, "no version could be loaded; staying LOADING (health NOT_SERVING)");
     }
     set_health(a);
     publish(a);
+    /* only now follow etcd: the operator's --manifest versions are loaded first, so a version of the same
+     * name in etcd never races them (the follower sees it held) */
+    pthread_mutex_lock(&a->follow_mu);
+    vs_status fst = VS_OK;
+    if (a->cfg.etcd && !a->stopping)
+        fst = vs_follow_start(a->cfg.etcd, a->cfg.cluster, (uint32_t)a->cfg.partition, a->shard,
+                              on_follow_change, a, &a->follow, err);
+    pthread_mutex_unlock(&a->follow_mu);
+    if (fst != VS_OK) {
+        vs_log(VS_LOG_ERROR, "etcd: following versions: %s; exiting", err);
+        atomic_store(&a->fatal, 1);
+        kill(getpid(), SIGTERM);
+    }
     atomic_store(&a->loader_done, 1);
     return NULL;
 }
@@ -341,6 +356,7 @@ int main(int argc, char **argv)
     app_t a;
     memset(&a, 0, sizeof a);
     pthread_mutex_init(&a.members_mu, NULL);
+    pthread_mutex_init(&a.follow_mu, NULL);
     int rc = parse_args(argc, argv, &a.cfg);
     if (rc)
         return rc;
@@ -460,12 +476,6 @@ int main(int argc, char **argv)
         vs_shard_metrics_set_membership(a.metrics, a.members);
         vs_log(VS_LOG_INFO, "registered as %s (lease TTL %ld s)", vs_membership_key(a.members),
                a.cfg.lease_ttl_s);
-        st = vs_follow_start(a.cfg.etcd, a.cfg.cluster, (uint32_t)a.cfg.partition, a.shard, on_follow_change,
-                             &a, &a.follow, err);
-        if (st != VS_OK) {
-            vs_log(VS_LOG_ERROR, "etcd: %s", err);
-            return 1;
-        }
     }
     if (a.cfg.port_file && vs_serve_write_port_file(a.cfg.port_file, port, metrics_port) != 0)
         vs_log(VS_LOG_WARN, "cannot write --port-file %s", a.cfg.port_file);
@@ -480,8 +490,12 @@ int main(int argc, char **argv)
     sigwait(&sigs, &sig);
     vs_log(VS_LOG_INFO, "%s: draining (grace %ld ms)", sig == SIGTERM ? "SIGTERM" : "SIGINT", a.cfg.grace_ms);
     int loaded = atomic_load(&a.loader_done);
-    vs_follow_stop(a.follow); /* a load in progress finishes first */
+    pthread_mutex_lock(&a.follow_mu);
+    a.stopping = 1;
+    vs_follow_t *follow = a.follow;
     a.follow = NULL;
+    pthread_mutex_unlock(&a.follow_mu);
+    vs_follow_stop(follow); /* a load in progress finishes first */
     vs_shard_drain(a.shard);
     set_health(&a);
     publish(&a);
