@@ -623,10 +623,22 @@ static uint8_t *shard_request(const Vecshard__V1__SearchRequest *r, const Vecsha
     return buf;
 }
 
+size_t vs_coord_answer_bytes(size_t nq, uint32_t k)
+{
+    /* ids (int64 varints: at most 10 bytes, 8 on average for real ids) + distances (4 bytes), packed, plus
+     * the fields and the coverage reasons */
+    return nq * (size_t)k * (10 + 4) + 4096;
+}
+
 vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, int64_t timeout_ms,
                              uint8_t **out, size_t *out_len, char err[VS_ERR_LEN])
 {
     atomic_fetch_add(&c->stats.requests, 1);
+    /* The answer must leave before the client's deadline: keep max(1 ms, 5 %) of it for merging, encoding
+     * and the way back, so a hung partition gives a partial answer in time, not DEADLINE_EXCEEDED. */
+    const double t_entry = vs_now_s();
+    const double budget_s = (double)(timeout_ms > 0 ? timeout_ms : c->o.default_timeout_ms) * 1e-3;
+    const double reserve_s = budget_s * 0.05 > 1e-3 ? budget_s * 0.05 : 1e-3;
     Vecshard__V1__SearchRequest *r = vecshard__v1__search_request__unpack(NULL, reqlen, reqb);
     if (!r)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "malformed vecshard.v1.SearchRequest (%zu bytes)",
@@ -645,6 +657,15 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
                      c->o.max_batch);
     else if (r->k == 0 || r->k > VS_TOPK_MAX_K)
         st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %u is out of range 1..%u", r->k, VS_TOPK_MAX_K);
+    else if (vs_coord_answer_bytes(nq, r->k) > VS_RPC_DEFAULT_MAX_MESSAGE_BYTES)
+        /* refused before any search: the answer could not be sent */
+        st = vs_errf(
+            err, VS_ERR_INVALID_ARGUMENT,
+            "%zu queries x k %u = %.0f MiB of results, above the %u MiB message limit: split the batch "
+            "(at most %zu queries at this k)",
+            nq, r->k, (double)vs_coord_answer_bytes(nq, r->k) / 1048576.0,
+            VS_RPC_DEFAULT_MAX_MESSAGE_BYTES >> 20,
+            (size_t)(VS_RPC_DEFAULT_MAX_MESSAGE_BYTES / vs_coord_answer_bytes(1, r->k)));
     else if (!(r->min_coverage >= 0 && r->min_coverage <= 1))
         st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "min_coverage = %g is out of range 0..1", r->min_coverage);
     else
@@ -669,8 +690,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
         st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
     if (st == VS_OK)
         st = multi_take(c, &m, err);
-    double t0 = vs_now_s();
-    double deadline = t0 + (double)(timeout_ms > 0 ? timeout_ms : c->o.default_timeout_ms) * 1e-3;
+    double deadline = t_entry + budget_s - reserve_s;
     for (size_t t = 0; st == VS_OK && t < T; t++) {
         part_state_t *ps = &parts[t];
         ps->partition = plan.parts[t].partition;

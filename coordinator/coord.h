@@ -80,8 +80,14 @@ int vs_coord_ready(vs_coord_t *c);
  * (0 when no version is active). */
 uint32_t vs_coord_coverage(vs_coord_t *c, uint32_t *out_total);
 
-/* Answers a vecshard.v1.SearchRequest within timeout_ms (the client's deadline; <= 0: the default).
- * On VS_OK *out holds a SearchResponse (malloc'd). Thread-safe. */
+/* Answers a vecshard.v1.SearchRequest within timeout_ms (the client's deadline; <= 0: the default): shard
+ * calls end, and the answer (partial if need be, with its coverage) is built, max(1 ms, 5 %) before it, so
+ * it reaches the client in time. A request whose answer could not fit the message limit
+ * (vs_coord_answer_bytes) is refused before any search (INVALID_ARGUMENT). On VS_OK *out holds a
+ * SearchResponse (malloc'd). Thread-safe. */
+/* Upper bound of the encoded answer to nq queries at k. */
+size_t vs_coord_answer_bytes(size_t nq, uint32_t k);
+
 vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *req, size_t len, int64_t timeout_ms, uint8_t **out,
                              size_t *out_len, char err[VS_ERR_LEN]);
 
