@@ -24,6 +24,7 @@ typedef struct version_entry {
     char (*content)[17]; /* per partition id: the file's content id from the manifest (NULL: unknown) */
     uint32_t nlist;      /* IVF lists (nprobe is clipped to it); 0 = not IVF or unknown */
     Vecshard__V1__SearchParams defaults; /* the manifest's search_defaults (0 fields: the shards' own) */
+    char content_id[17];                 /* the manifest's (vs_manifest_content_id); "" when added by hand */
     vs_router_t router;
     atomic_int refs; /* the coordinator's + one per request using it */
 } version_entry_t;
@@ -115,9 +116,12 @@ static const char *expect_content(const version_entry_t *e, uint32_t p)
     return e->content && p < e->router.n_partitions ? e->content[p] : "";
 }
 
-/* vs_coord_add_version with the partitions' content ids (content: n_partitions entries, taken; NULL). */
+/* vs_coord_add_version with the partitions' content ids (content: n_partitions entries, taken; NULL) and
+ * the manifest (nullable) whose search defaults, nlist and content id the entry gets before it is visible. */
+static void set_defaults(version_entry_t *e, const vs_manifest_t *m);
 static vs_status add_version(vs_coord_t *c, const char *version, const char *model_version,
-                             vs_router_t *router, char (*content)[17], char err[VS_ERR_LEN])
+                             vs_router_t *router, char (*content)[17], const vs_manifest_t *m,
+                             char err[VS_ERR_LEN])
 {
     if (!vs_version_name_valid(version)) {
         vs_router_fini(router);
@@ -131,6 +135,9 @@ static vs_status add_version(vs_coord_t *c, const char *version, const char *mod
         return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
     }
     e->content = content;
+    vecshard__v1__search_params__init(&e->defaults);
+    if (m)
+        set_defaults(e, m);
     snprintf(e->name, sizeof e->name, "%s", version);
     snprintf(e->model, sizeof e->model, "%s", model_version ? model_version : "");
     e->router = *router;
@@ -157,7 +164,20 @@ static vs_status add_version(vs_coord_t *c, const char *version, const char *mod
 vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *model_version,
                                vs_router_t *router, char err[VS_ERR_LEN])
 {
-    return add_version(c, version, model_version, router, NULL, err);
+    return add_version(c, version, model_version, router, NULL, NULL, err);
+}
+
+int vs_coord_version_content(vs_coord_t *c, const char *version, char out[17])
+{
+    int found = 0;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n_versions && !found; i++)
+        if (strcmp(c->versions[i]->name, version) == 0) {
+            found = 1;
+            memcpy(out, c->versions[i]->content_id, 17);
+        }
+    pthread_mutex_unlock(&c->mu);
+    return found;
 }
 
 int vs_coord_has_version(vs_coord_t *c, const char *version)
@@ -262,24 +282,18 @@ static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_rou
     return st;
 }
 
-/* Sets the version's search defaults and nlist (after add_version succeeded). */
-static void set_defaults(vs_coord_t *c, const vs_manifest_t *m)
+/* The version's search defaults, nlist and content id from its manifest (before the entry is visible). */
+static void set_defaults(version_entry_t *e, const vs_manifest_t *m)
 {
     vs_factory_spec_t spec;
     int ivf = vs_factory_parse(m->factory, &spec, NULL) == VS_OK && spec.type == VS_INDEX_IVF;
-    pthread_mutex_lock(&c->mu);
-    for (size_t i = 0; i < c->n_versions; i++)
-        if (strcmp(c->versions[i]->name, m->version) == 0) {
-            version_entry_t *e = c->versions[i];
-            vecshard__v1__search_params__init(&e->defaults);
-            e->nlist = ivf ? spec.nlist : 0;
-            if (m->defaults.present) {
-                e->defaults.nprobe = m->defaults.nprobe;
-                e->defaults.ef_search = m->defaults.ef_search;
-                e->defaults.k_factor = m->defaults.k_factor;
-            }
-        }
-    pthread_mutex_unlock(&c->mu);
+    e->nlist = ivf ? spec.nlist : 0;
+    if (m->defaults.present) {
+        e->defaults.nprobe = m->defaults.nprobe;
+        e->defaults.ef_search = m->defaults.ef_search;
+        e->defaults.k_factor = m->defaults.k_factor;
+    }
+    vs_manifest_content_id(m, e->content_id);
 }
 
 /* The parameters a request is served with: the client's, 0 fields from the version's defaults, nprobe
@@ -323,10 +337,7 @@ vs_status vs_coord_add_loaded(vs_coord_t *c, const vs_manifest_t *m, const char 
     for (uint32_t i = 0; i < m->n_partitions; i++)
         if (m->partitions[i].id < m->n_partitions)
             memcpy(content[m->partitions[i].id], m->partitions[i].content_id, 17);
-    st = add_version(c, m->version, m->model_version, &r, content, err);
-    if (st == VS_OK)
-        set_defaults(c, m);
-    return st;
+    return add_version(c, m->version, m->model_version, &r, content, m, err);
 }
 
 vs_status vs_coord_add_manifest(vs_coord_t *c, const char *path, char err[VS_ERR_LEN])
@@ -507,7 +518,9 @@ static int start_call(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *ps, size_t
     char err[VS_ERR_LEN];
     uint64_t h = vs_rpc_multi_start(m, vs_replica_channel(r), "/vecshard.v1.Shard/Search", ps->req, ps->len,
                                     timeout_ms, ctx, err);
-    ps->tried[ps->n_tried++] = r; /* borrowed pointer for skipping; the reference is the call's */
+    vs_replica_hold(r); /* the request's own reference: it compares with tried replicas until it ends, and a
+                           replica may leave the view meanwhile */
+    ps->tried[ps->n_tried++] = r;
     if (!h) {
         vs_replica_done(r, 0, 0);
         free(ctx);
@@ -665,7 +678,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
             "(at most %zu queries at this k)",
             nq, r->k, (double)vs_coord_answer_bytes(nq, r->k) / 1048576.0,
             VS_RPC_DEFAULT_MAX_MESSAGE_BYTES >> 20,
-            (size_t)(VS_RPC_DEFAULT_MAX_MESSAGE_BYTES / vs_coord_answer_bytes(1, r->k)));
+            (size_t)((VS_RPC_DEFAULT_MAX_MESSAGE_BYTES - 4096) / ((size_t)r->k * 14)));
     else if (!(r->min_coverage >= 0 && r->min_coverage <= 1))
         st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "min_coverage = %g is out of range 0..1", r->min_coverage);
     else
@@ -851,6 +864,8 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
         free(reasons);
     }
     for (size_t t = 0; parts && t < T; t++) {
+        for (size_t i = 0; i < parts[t].n_tried; i++)
+            vs_replica_release(parts[t].tried[i]);
         if (!parts[t].shared_req)
             free(parts[t].req);
         if (parts[t].resp)

@@ -57,6 +57,9 @@ vs_status vs_coord_add_loaded(vs_coord_t *c, const struct vs_manifest *m, const 
 
 vs_status vs_coord_activate(vs_coord_t *c, const char *version, char err[VS_ERR_LEN]);
 
+/* 1 if the version is known; out (17 bytes) gets its manifest's content id ("" when added by hand). */
+int vs_coord_version_content(vs_coord_t *c, const char *version, char out[17]);
+
 /* 1 if the version is known. */
 int vs_coord_has_version(vs_coord_t *c, const char *version);
 

@@ -25,9 +25,16 @@ struct vs_coord_follow {
     vs_etcd_watch_t *w_members, *w_versions, *w_active;
     pthread_mutex_t mu;               /* pending_active */
     char pending_active[VS_NAME_LEN]; /* etcd's active version, until the view can serve it */
-    atomic_int etcd_connected;        /* the membership watch's stream is up */
-    atomic_int etcd_alive;            /* the last heartbeat (a 1 s read of the active key) answered */
-    vs_etcd_t *hb_etcd;               /* the heartbeat's own client (1 s timeout) */
+    /* versions this follower added (the --manifest ones are the operator's), and the held records of the
+     * last snapshot plus puts since: a version it added that is no longer among them is forgotten on tick
+     * (also when a first attempt was refused because the version was still active here) */
+    char added[VS_COORD_MAX_VERSIONS * 4][VS_NAME_LEN];
+    size_t n_added;
+    char held[64][VS_NAME_LEN];
+    size_t n_held;
+    atomic_int etcd_connected; /* the membership watch's stream is up */
+    atomic_int etcd_alive;     /* the last heartbeat (a 1 s read of the active key) answered */
+    vs_etcd_t *hb_etcd;        /* the heartbeat's own client (1 s timeout) */
     pthread_t hb_thread;
     int hb_started;
     pthread_mutex_t hb_mu;
@@ -75,10 +82,57 @@ static void changed(vs_coord_follow_t *f)
         f->on_change(f->user);
 }
 
+static int in_list(char (*list)[VS_NAME_LEN], size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+static void list_del(char (*list)[VS_NAME_LEN], size_t *n, const char *name)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(list[i], name) == 0) {
+            memcpy(list[i], list[--*n], VS_NAME_LEN);
+            return;
+        }
+}
+
+static void list_add(char (*list)[VS_NAME_LEN], size_t *n, size_t cap, const char *name)
+{
+    if (!in_list(list, *n, name) && *n < cap)
+        snprintf(list[(*n)++], VS_NAME_LEN, "%s", name);
+}
+
+/* Forgets what this follower added that etcd no longer holds (mu held). */
+static void reconcile(vs_coord_follow_t *f)
+{
+    char err[VS_ERR_LEN];
+    for (size_t i = 0; i < f->n_added;) {
+        const char *v = f->added[i];
+        if (!vs_coord_has_version(f->coord, v)) {
+            list_del(f->added, &f->n_added, v);
+            continue;
+        }
+        if (in_list(f->held, f->n_held, v)) {
+            i++;
+            continue;
+        }
+        if (vs_coord_remove_version(f->coord, v, err) == VS_OK) {
+            vs_log(VS_LOG_INFO, "rollout: forgot version %s (no longer held in etcd)", v);
+            list_del(f->added, &f->n_added, v);
+        } else {
+            i++; /* still active here: tried again on the next tick */
+        }
+    }
+}
+
 void vs_coord_follow_tick(vs_coord_follow_t *f)
 {
     char err[VS_ERR_LEN];
     pthread_mutex_lock(&f->mu);
+    reconcile(f);
     if (f->pending_active[0] && vs_coord_version_ready(f->coord, f->pending_active)) {
         if (vs_coord_activate(f->coord, f->pending_active, err) == VS_OK)
             vs_log(VS_LOG_INFO, "rollout: active version is now %s", f->pending_active);
@@ -141,14 +195,35 @@ static void apply_version(vs_coord_follow_t *f, const vs_etcd_kv_t *kv)
         free(r);
         return;
     }
+    pthread_mutex_lock(&f->mu);
     if (!vs_cver_coordinators_hold(state)) {
+        list_del(f->held, &f->n_held, r->version);
+        pthread_mutex_unlock(&f->mu);
         forget(f, r->version, r->state);
-    } else if (!vs_coord_has_version(f->coord, r->version)) {
-        if (vs_coord_add_manifest(f->coord, r->manifest, err) == VS_OK)
-            vs_log(VS_LOG_INFO, "rollout: version %s (%s) from %s", r->version, r->state, r->manifest);
-        else
-            vs_log_limited(&f->bad_log, VS_LOG_ERROR, "rollout: version %s: %s", r->version, err);
+        free(r);
+        return;
     }
+    list_add(f->held, &f->n_held, 64, r->version);
+    char known[17];
+    if (vs_coord_version_content(f->coord, r->version, known) && r->content_id[0] && known[0] &&
+        strcmp(known, r->content_id) != 0) {
+        /* the name was removed and deployed again with other content: reload it (never the active one) */
+        if (vs_coord_remove_version(f->coord, r->version, err) == VS_OK)
+            vs_log(VS_LOG_INFO, "rollout: version %s has new content %s (was %s): reloading", r->version,
+                   r->content_id, known);
+        else
+            vs_log_limited(&f->bad_log, VS_LOG_ERROR, "rollout: version %s changed content but %s",
+                           r->version, err);
+    }
+    if (!vs_coord_has_version(f->coord, r->version)) {
+        if (vs_coord_add_manifest(f->coord, r->manifest, err) == VS_OK) {
+            vs_log(VS_LOG_INFO, "rollout: version %s (%s) from %s", r->version, r->state, r->manifest);
+            list_add(f->added, &f->n_added, sizeof f->added / sizeof *f->added, r->version);
+        } else {
+            vs_log_limited(&f->bad_log, VS_LOG_ERROR, "rollout: version %s: %s", r->version, err);
+        }
+    }
+    pthread_mutex_unlock(&f->mu);
     free(r);
 }
 
@@ -156,14 +231,21 @@ static void on_versions(const vs_etcd_watch_event_t *ev, void *user)
 {
     vs_coord_follow_t *f = user;
     if (ev->kind == VS_ETCD_WATCH_SNAPSHOT) {
+        pthread_mutex_lock(&f->mu);
+        f->n_held = 0; /* a fresh view: what is not in it is no longer held */
+        pthread_mutex_unlock(&f->mu);
         for (size_t i = 0; i < ev->snapshot->n; i++)
             apply_version(f, &ev->snapshot->kvs[i]);
     } else if (ev->kind == VS_ETCD_WATCH_PUT) {
         apply_version(f, ev->kv);
     } else if (ev->kind == VS_ETCD_WATCH_DELETE) {
         char name[VS_REPLICA_ID_MAX + 1];
-        if (vs_key_parse(f->cluster, ev->kv->key, ev->kv->key_len, NULL, name) == VS_KEY_VERSION)
+        if (vs_key_parse(f->cluster, ev->kv->key, ev->kv->key_len, NULL, name) == VS_KEY_VERSION) {
+            pthread_mutex_lock(&f->mu);
+            list_del(f->held, &f->n_held, name);
+            pthread_mutex_unlock(&f->mu);
             forget(f, name, "removed");
+        }
     }
     vs_coord_follow_tick(f);
 }

@@ -7,12 +7,13 @@
 
 #include "common/cli/timing.h"
 #include "common/cluster/records.h"
-#include "grpc/health/v1/health.pb-c.h"
+#include "vecshard/v1/shard.pb-c.h"
 #include "coordinator/view.h"
 
 struct vs_replica {
     char key[512];
     char id[128], address[256], state[16];
+    char instance[64]; /* the record's instance id ("" from an older shard) */
     uint32_t partition;
     char versions[VS_VIEW_MAX_VERSIONS][128]; /* READY versions */
     char content[VS_VIEW_MAX_VERSIONS][17];   /* their partition files' content ids ("" = not reported) */
@@ -93,6 +94,7 @@ static void install(vs_view_t *v, vs_replica_t *r)
             memcpy(old->state, r->state, sizeof old->state);
             memcpy(old->versions, r->versions, sizeof old->versions);
             memcpy(old->content, r->content, sizeof old->content);
+            memcpy(old->instance, r->instance, sizeof old->instance);
             old->n_versions = r->n_versions;
             old->partition = r->partition;
             old->seen = 1;
@@ -161,6 +163,7 @@ void vs_view_put(vs_view_t *v, const char *key, size_t klen, const char *json, s
         return;
     }
     snprintf(r->state, sizeof r->state, "%s", rec->state);
+    snprintf(r->instance, sizeof r->instance, "%s", rec->instance_id);
     for (size_t i = 0; i < rec->n_versions && r->n_versions < VS_VIEW_MAX_VERSIONS; i++)
         if (strcmp(rec->versions[i].state, "READY") == 0) {
             snprintf(r->content[r->n_versions], 17, "%.16s", rec->versions[i].content_id);
@@ -346,6 +349,16 @@ void vs_replica_done(vs_replica_t *r, double seconds, int ok)
     replica_unref(r);
 }
 
+void vs_replica_hold(vs_replica_t *r)
+{
+    atomic_fetch_add(&r->refs, 1);
+}
+
+void vs_replica_release(vs_replica_t *r)
+{
+    replica_unref(r);
+}
+
 vs_rpc_channel_t *vs_replica_channel(vs_replica_t *r)
 {
     return r->ch;
@@ -410,23 +423,25 @@ size_t vs_view_members(vs_view_t *v, vs_view_member_t *out, size_t cap)
     return n;
 }
 
-/* grpc.health.v1 Check of service on r's channel: 1 SERVING, 0 anything else. */
-static int health_serving(vs_replica_t *r, const char *service, int64_t timeout_ms)
+/* 1 when the process at r's address is r itself and SERVING: Info answers with r's replica id, the
+ * instance id r's record had (when it had one) and state SERVING. Another process now at that address (a
+ * reused pod IP) does not keep r alive. */
+static int still_serving(vs_replica_t *r, int64_t timeout_ms)
 {
-    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-    req.service = (char *)service;
-    uint8_t buf[128], *body = NULL;
-    size_t len = grpc__health__v1__health_check_request__pack(&req, buf), blen = 0;
+    Vecshard__V1__ShardInfoRequest req = VECSHARD__V1__SHARD_INFO_REQUEST__INIT;
+    uint8_t buf[16], *body = NULL;
+    size_t len = vecshard__v1__shard_info_request__pack(&req, buf), blen = 0;
     int code = -1, ok = 0;
     char msg[VS_ERR_LEN];
-    if (vs_rpc_call_unary(r->ch, "/grpc.health.v1.Health/Check", buf, len, timeout_ms, &code, msg, &body,
-                          &blen) == VS_OK &&
+    if (vs_rpc_call_unary(r->ch, "/vecshard.v1.Shard/Info", buf, len, timeout_ms, &code, msg, &body, &blen) ==
+            VS_OK &&
         code == VS_GRPC_OK) {
-        Grpc__Health__V1__HealthCheckResponse *resp =
-            grpc__health__v1__health_check_response__unpack(NULL, blen, body);
-        ok = resp && resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+        Vecshard__V1__ShardInfoResponse *resp = vecshard__v1__shard_info_response__unpack(NULL, blen, body);
+        ok = resp && resp->state == VECSHARD__V1__SHARD_STATE__SHARD_STATE_SERVING && resp->replica_id &&
+             strcmp(resp->replica_id, r->id) == 0 &&
+             (!r->instance[0] || (resp->instance_id && strcmp(resp->instance_id, r->instance) == 0));
         if (resp)
-            grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+            vecshard__v1__shard_info_response__free_unpacked(resp, NULL);
     }
     free(body);
     return ok;
@@ -434,18 +449,22 @@ static int health_serving(vs_replica_t *r, const char *service, int64_t timeout_
 
 size_t vs_view_sweep(vs_view_t *v, size_t *out_orphans)
 {
-    vs_replica_t *probe[64];
     size_t n = 0, removed = 0;
     pthread_mutex_lock(&v->mu);
-    for (size_t i = 0; i < v->n && n < 64; i++)
+    vs_replica_t **probe = malloc((v->n ? v->n : 1) * sizeof *probe);
+    for (size_t i = 0; probe && i < v->n; i++)
         if (v->r[i]->gone_at != 0) {
             probe[n++] = v->r[i];
             atomic_fetch_add(&v->r[i]->refs, 1);
         }
     pthread_mutex_unlock(&v->mu);
-    int ok[64];
-    for (size_t j = 0; j < n; j++) /* outside the lock: requests keep picking replicas meanwhile */
-        ok[j] = health_serving(probe[j], "vecshard.v1.Shard", 300);
+    int *ok = calloc(n ? n : 1, sizeof *ok);
+    double *when = calloc(n ? n : 1, sizeof *when);
+    for (size_t j = 0; ok && when && j < n; j++) { /* outside the lock: requests keep picking meanwhile */
+        ok[j] = still_serving(probe[j], 200);
+        when[j] =
+            vs_now_s(); /* each answer counts from when it came (a sweep over many hung replicas is slow) */
+    }
     double now = vs_now_s();
     pthread_mutex_lock(&v->mu);
     size_t orphans = 0;
@@ -454,8 +473,8 @@ size_t vs_view_sweep(vs_view_t *v, size_t *out_orphans)
         long i = find(v, r->key);
         if (i < 0 || v->r[i] != r || r->gone_at == 0)
             continue; /* replaced or its record came back meanwhile */
-        if (ok[j]) {
-            r->last_ok_s = now;
+        if (ok && when && ok[j]) {
+            r->last_ok_s = when[j];
             orphans++;
         } else if (now - r->last_ok_s > VS_VIEW_ORPHAN_GRACE_S) {
             replica_unref(r);
@@ -468,6 +487,9 @@ size_t vs_view_sweep(vs_view_t *v, size_t *out_orphans)
     pthread_mutex_unlock(&v->mu);
     for (size_t j = 0; j < n; j++)
         replica_unref(probe[j]);
+    free(probe);
+    free(ok);
+    free(when);
     if (out_orphans)
         *out_orphans = orphans;
     return removed;

@@ -52,6 +52,10 @@ size_t vs_view_live(vs_view_t *v, const char *version, uint32_t partition, const
 /* Ends a call on r: records its latency (ok = answered) and drops the reference. */
 void vs_replica_done(vs_replica_t *r, double seconds, int ok);
 
+/* An extra reference (a request that remembers the replicas it tried), dropped with vs_replica_release. */
+void vs_replica_hold(vs_replica_t *r);
+void vs_replica_release(vs_replica_t *r);
+
 vs_rpc_channel_t *vs_replica_channel(vs_replica_t *r);
 const char *vs_replica_id(const vs_replica_t *r);
 /* The replica's p95 latency over its recent calls in ms (default_ms with fewer than 16 samples). */
@@ -72,11 +76,11 @@ size_t vs_view_members(vs_view_t *v, vs_view_member_t *out, size_t cap);
 
 /* Static stability (docs/protocol.md, "Coordinator view"): a replica whose record disappears (a deleted
  * key, or missing from a new snapshot) while it was SERVING is kept and still routed to; vs_view_sweep
- * checks each such replica's own health (grpc.health.v1 Check of "vecshard.v1.Shard", 300 ms) and removes
- * it once it has not been SERVING for VS_VIEW_ORPHAN_GRACE_S. A replica whose record says DRAINING or
- * LOADING leaves at once. Call sweep periodically (the coordinator does twice a second); it blocks for the
- * checks, never while holding the view's lock. Returns the replicas removed; *out_orphans (nullable) the
- * ones still kept without a record. */
+ * asks each such replica for Info (200 ms) and removes it once it has not answered as itself (its replica
+ * id and its record's instance id) and SERVING for VS_VIEW_ORPHAN_GRACE_S. A replica whose record says
+ * DRAINING or LOADING leaves at once. Call sweep periodically (the coordinator does twice a second); it
+ * blocks for the checks, never while holding the view's lock. Returns the replicas removed; *out_orphans
+ * (nullable) the ones still kept without a record. */
 size_t vs_view_sweep(vs_view_t *v, size_t *out_orphans);
 
 /* Records ignored because they did not parse. */

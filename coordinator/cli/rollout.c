@@ -455,6 +455,12 @@ vs_status vs_rollout_deploy(vs_etcd_t *e, const char *cluster, const char *manif
                          rec->content_id);
             goto out;
         }
+        if (from == VS_CVER_FAILED) {
+            st = vs_errf(msg, VS_ERR_FAILED_PRECONDITION,
+                         "%s is deployed and FAILED%s%.200s: retire or remove it first, then deploy again",
+                         m.version, cur->reason[0] ? ": " : "", cur->reason);
+            goto out;
+        }
         if (from != VS_CVER_RETIRED) {
             snprintf(msg, VS_ERR_LEN, "%s is already deployed from %.300s (state %s)", m.version,
                      cur->manifest, cur->state);

@@ -695,18 +695,28 @@ static vs_status check_immutable(build_t *b, const char *manifest, char *err)
     char merr[VS_ERR_LEN];
     int same = b->o->resume && vs_manifest_load(manifest, &m, merr) == VS_OK;
     if (same) {
-        same = m.n_partitions == b->P;
+        /* the tuning options decide search_defaults, which are part of the version's content id */
+        const vs_builder_opts_t *o = b->o;
+        uint32_t k = o->tune_k ? o->tune_k : 10;
+        const char *source = o->tune_queries_path ? "file" : "base-sample";
+        int tuned = o->target_recall > 0;
+        same = m.n_partitions == b->P && m.defaults.present == tuned &&
+               (!tuned || (m.defaults.target_recall == o->target_recall && m.defaults.k == k &&
+                           strcmp(m.defaults.source, source) == 0 &&
+                           (o->tune_queries_path || m.defaults.n_queries == (o->tune_n ? o->tune_n : 500) ||
+                            m.defaults.n_queries == b->n)));
         vs_manifest_fini(&m);
     }
     for (uint32_t p = 0; same && p < b->P; p++)
         same = marker_is_ours(b, p);
     if (same)
         return VS_OK;
-    return vs_errf(err, VS_ERR_ALREADY_EXISTS,
-                   "%s holds a built version %s, and versions are immutable: build under a new version name%s",
-                   b->dir, b->o->version,
-                   b->o->resume ? " (--resume continues only the same build: these inputs or options differ)"
-                                : " (--resume continues an interrupted build of the same inputs)");
+    return vs_errf(
+        err, VS_ERR_ALREADY_EXISTS,
+        "%s holds a built version %s, and versions are immutable: build under a new version name%s", b->dir,
+        b->o->version,
+        b->o->resume ? " (--resume continues only the same build: these inputs or options differ)"
+                     : " (--resume continues an interrupted build of the same inputs)");
 }
 
 static int resumable(build_t *b, uint32_t p)

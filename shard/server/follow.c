@@ -16,7 +16,7 @@
 #include "shard/server/follow.h"
 #include "common/cluster/manifest.h"
 
-#define MAX_WANTED 32
+#define MAX_WANTED 64
 
 /* Retry of a failed load: 1 s, 2 s, 4 s ... capped at 60 s (lifecycle.h), reset when the record changes. */
 #define RETRY_BASE_MS 1000
@@ -67,13 +67,25 @@ static void put_version(vs_follow_t *f, const vs_etcd_kv_t *kv)
         return;
     }
     wanted_t *w = NULL;
+    size_t at = 0;
     for (size_t i = 0; i < f->n_wanted && !w; i++)
-        if (strcmp(f->wanted[i].version, r->version) == 0)
+        if (strcmp(f->wanted[i].version, r->version) == 0) {
             w = &f->wanted[i];
+            at = i;
+        }
+    if (!vs_cver_shards_hold(state)) { /* retired, failed: not held; forget it (it is unloaded) */
+        if (w)
+            f->wanted[at] = f->wanted[--f->n_wanted];
+        free(r);
+        return;
+    }
     if (!w && f->n_wanted < MAX_WANTED) {
         w = &f->wanted[f->n_wanted++];
         memset(w, 0, sizeof *w);
     }
+    if (!w)
+        vs_log_limited(&f->bad_record_log, VS_LOG_ERROR, "rollout: more than %d versions to hold; %s ignored",
+                       MAX_WANTED, r->version);
     if (w) {
         if (w->mod_revision != kv->mod_revision) { /* a changed record: try again at once */
             w->failures = 0;

@@ -178,7 +178,10 @@ static vs_status claim(vs_membership_t *m, char err[VS_ERR_LEN])
         int decoded = h && res.kvs.n == 1 &&
                       vs_member_rec_decode(res.kvs.kvs[0].value, res.kvs.kvs[0].value_len, h, derr) == VS_OK;
         vs_etcd_txn_result_fini(&res);
-        int live = decoded && holder_answers(h->address, inst) && strcmp(inst, m->instance_id) != 0;
+        /* live = the process the record names answers at its address: its instance id when the record has
+         * one (another process may have that address now), else any other instance than ours */
+        int live = decoded && holder_answers(h->address, inst) && strcmp(inst, m->instance_id) != 0 &&
+                   (!h->instance_id[0] || strcmp(inst, h->instance_id) == 0);
         if (live) {
             st = vs_errf(
                 err, VS_ERR_ALREADY_EXISTS,

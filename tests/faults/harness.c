@@ -117,6 +117,18 @@ void vs_fault_expect(vs_fault_cluster_t *c, const char *name, const vs_test_vers
     c->expect_ids[c->n_expect++] = ids;
 }
 
+void vs_fault_expect_replace(vs_fault_cluster_t *c, const char *name, const vs_test_version_t *v)
+{
+    for (size_t i = 0; i < c->n_expect; i++)
+        if (strcmp(c->expect_name[i], name) == 0) {
+            free(c->expect_ids[i]);
+            c->expect_ids[i] = c->expect_ids[--c->n_expect];
+            memcpy(c->expect_name[i], c->expect_name[c->n_expect], sizeof c->expect_name[i]);
+            break;
+        }
+    vs_fault_expect(c, name, v);
+}
+
 static int query_on(vs_fault_cluster_t *c, vs_rpc_channel_t *ch, size_t q, uint32_t nprobe, char version[64],
                     int *correct, int *which, int *clipped)
 {

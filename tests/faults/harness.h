@@ -19,7 +19,7 @@
 #include "tests/support/version_fixture.h"
 
 #define VS_FAULT_MAX_SHARDS 8
-#define VS_FAULT_MAX_EXPECT 4
+#define VS_FAULT_MAX_EXPECT 6
 #define VS_FAULT_K 10
 #define VS_FAULT_NPROBE 4
 
@@ -60,6 +60,10 @@ int vs_fault_start_shard_from(vs_fault_cluster_t *c, vs_test_proc_t *p, uint32_t
 
 /* Registers version v's oracle (its in-process answers to the load's queries). */
 void vs_fault_expect(vs_fault_cluster_t *c, const char *name, const vs_test_version_t *v);
+
+/* Replaces the oracle of name (after `remove` and a new deploy under the name). Call with the load stopped.
+ */
+void vs_fault_expect_replace(vs_fault_cluster_t *c, const char *name, const vs_test_version_t *v);
 
 /* Starts / stops n_threads closed-loop query threads through the coordinator. */
 void vs_fault_load_start(vs_fault_cluster_t *c, int n_threads);

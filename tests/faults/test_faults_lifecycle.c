@@ -77,7 +77,7 @@ int main(void)
     char other[PATH_MAX], args[2 * PATH_MAX];
     snprintf(other, sizeof other, "%s/other", dir);
     mkdir(other, 0755);
-    static vs_test_version_t v1, v2, v2b, vdim, vip, vswap, vfac, vfac8, vc, vadm;
+    static vs_test_version_t v1, v2, v2b, vdim, vip, vswap, vfac, vfac8, vc, vadm, vc2;
     if (build(dir, "v1", "IVF16,Flat", VS_METRIC_L2, D, 21, &v1) ||
         build(dir, "v2", "IVF16,PQ4", VS_METRIC_L2, D, 22, &v2) ||
         build(other, "v2", "IVF16,PQ4", VS_METRIC_L2, D, 99, &v2b) ||
@@ -87,7 +87,8 @@ int main(void)
         build(dir, "vfac", "IVF16,Flat", VS_METRIC_L2, D, 26, &vfac) ||
         build(other, "vfac8", "IVF8,Flat", VS_METRIC_L2, D, 26, &vfac8) ||
         build(dir, "vc", "IVF16,Flat", VS_METRIC_L2, D, 27, &vc) ||
-        build(dir, "vadm", "IVF16,Flat", VS_METRIC_L2, D, 28, &vadm))
+        build(dir, "vadm", "IVF16,Flat", VS_METRIC_L2, D, 28, &vadm) ||
+        build(other, "vc", "IVF16,Flat", VS_METRIC_L2, D, 29, &vc2))
         return 1;
     char pa[PATH_MAX], pb[PATH_MAX];
     vs_test_version_partition_path(&vswap, 0, pa);
@@ -292,6 +293,24 @@ int main(void)
            "deploy/remove vc: %s", out);
     unsetenv("VS_AUDIT_KEEP");
     CHECK(vs_fault_count_keys(&c, "audit/", NULL) == 10);
+
+    /* the name vc, removed, deployed again with other content: the coordinator reloads it (it kept the
+     * old manifest before, so the new replicas never matched and vc never became servable) */
+    vs_fault_load_stop(&c);
+    vs_fault_expect_replace(&c, "vc", &vc2);
+    vs_fault_load_start(&c, 2);
+    snprintf(args, sizeof args, "deploy %s", vc2.manifest);
+    CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0, "deploy the new vc: %s", out);
+    CHECKF(vs_fault_cli_until_ok(&c, "activate vc", 30, out, sizeof out) == 0, "activate the new vc: %s",
+           out);
+    CHECK(vs_fault_wait_served_by(&c, "vc", 10));
+    CHECKF(vs_fault_cli_until_ok(&c, "activate v2", 30, out, sizeof out) == 0, "back to v2: %s", out);
+    CHECK(vs_fault_wait_served_by(&c, "v2", 10));
+    CHECKF(vs_fault_cli(&c, "retire vc", out, sizeof out) == 0 &&
+               vs_fault_cli(&c, "remove vc", out, sizeof out) == 0,
+           "retire + remove vc: %s", out);
+    for (double t = vs_now_s(); vs_now_s() - t < 20 && vs_fault_shard_versions(&c, 0, "s0-0") != 2;)
+        usleep(100000);
     check_load(&c, "cycles");
     vs_test_case_done("cycles", vs_test_failures == f0);
 
@@ -350,6 +369,7 @@ int main(void)
     vs_test_version_fini(&vfac8);
     vs_test_version_fini(&vc);
     vs_test_version_fini(&vadm);
+    vs_test_version_fini(&vc2);
     if (vs_test_failures == 0)
         vs_test_cleanup("faults_lifecycle");
     return vs_test_finish();
