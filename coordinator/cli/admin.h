@@ -58,7 +58,13 @@ typedef struct vs_admin_opts {
     float min_coverage;
     int64_t timeout_ms; /* per call; default 1000 (query), 5000 (others) */
     int64_t wait_ms;    /* health: keep polling until SERVING for this long; 0 = one check */
+    double rate;        /* query: open loop at this many calls/s (Poisson arrivals); 0 = closed loop */
 } vs_admin_opts_t;
+
+/* Open-loop schedule: n arrival times in seconds from the start, Poisson at rate calls/s (exponential
+ * gaps), the same for the same seed; increasing. Latency of call i is measured from its arrival time, so a
+ * saturated server cannot hide its queueing (no coordinated omission). */
+void vs_admin_arrivals(size_t n, double rate, uint64_t seed, double *out);
 
 /* Looks up a subcommand name ("query", "status", "versions", "health"); 0 when unknown. */
 vs_admin_cmd vs_admin_cmd_parse(const char *name);

@@ -86,6 +86,7 @@ enum {
     O_MIN_COVERAGE,
     O_SERVICE,
     O_WAIT,
+    O_RATE,
 };
 
 static const flag_t flags[] = {
@@ -108,6 +109,7 @@ static const flag_t flags[] = {
     {"min-coverage", 1, O_MIN_COVERAGE, F_QUERY},
     {"service", 1, O_SERVICE, F_HEALTH},
     {"wait-ms", 1, O_WAIT, F_HEALTH},
+    {"rate", 1, O_RATE, F_QUERY},
 };
 #define N_FLAGS (sizeof flags / sizeof flags[0])
 
@@ -214,6 +216,12 @@ static vs_status set_flag(vs_admin_opts_t *o, const flag_t *f, const char *arg, 
         if ((st = parse_int(f->name, arg, 0, 3600000, &v, err)) == VS_OK)
             o->wait_ms = v;
         break;
+    case O_RATE: {
+        float rate;
+        if ((st = parse_float(f->name, arg, 0, 1000000, &rate, err)) == VS_OK)
+            o->rate = rate;
+        break;
+    }
     default:
         st = vs_errf(err, VS_ERR_INTERNAL, "flag table out of sync");
     }
@@ -324,6 +332,11 @@ void vs_admin_usage(FILE *f, vs_admin_cmd cmd)
             "  --min-coverage F     below this fraction of partitions answer UNAVAILABLE, not partial "
             "(0..1)\n"
             "  --timeout-ms MS      deadline of each call (default 1000)\n"
+            "  --rate R             open loop: calls arrive at R per second (Poisson), whether or not "
+            "earlier\n"
+            "                       ones have answered (up to --concurrency in flight); latency is measured\n"
+            "                       from each call's arrival time, so queueing is not hidden (default 0:\n"
+            "                       closed loop)\n"
             "  --json               one JSON object instead of text\n"
             "  -h, --help           this help\n"
             "\n"

@@ -1,11 +1,16 @@
 /* query.c: the load generator behind `vecshard query`. Threads take the next batch from a shared counter,
  * so every row is sent exactly once whatever the concurrency; each thread has its own channel and one
- * blocking call in flight (closed loop: the load is bounded by --concurrency). Outcomes go into one slot
- * per batch, written by the thread that sent it, and the report is built after the threads are joined. */
+ * blocking call in flight. Closed loop (default): the load is bounded by --concurrency. Open loop
+ * (--rate): call i is due at a Poisson arrival time and its latency counts from then, so when every thread
+ * is busy the wait shows in the latency instead of silently lowering the rate (no coordinated omission;
+ * give enough --concurrency for the rate). Outcomes go into one slot per batch, written by the thread that
+ * sent it, and the report is built after the threads are joined. */
 #include <pthread.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/cli/timing.h"
 #include "common/net/rpc.h"
@@ -17,6 +22,8 @@
 
 typedef struct run {
     const vs_admin_opts_t *o;
+    double *arrival_s; /* open loop: when call i is due, from start_s (NULL: closed loop) */
+    double start_s;
     const float *queries; /* n_rows*dim */
     uint32_t dim;
     size_t n_rows, n_calls;
@@ -98,6 +105,15 @@ static void *worker_main(void *arg)
             keep_message(c, err);
             continue;
         }
+        double due = 0;
+        if (r->arrival_s) { /* open loop: wait for the call's arrival time; late threads send at once */
+            due = r->start_s + r->arrival_s[i];
+            double wait = due - vs_now_s();
+            if (wait > 0) {
+                struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+                nanosleep(&ts, NULL);
+            }
+        }
         req.queries = (float *)(r->queries + c->row0 * r->dim);
         req.n_queries = (size_t)c->nq * r->dim;
         size_t len = vecshard__v1__search_request__get_packed_size(&req);
@@ -119,7 +135,7 @@ static void *worker_main(void *arg)
         uint64_t t0 = vs_now_ns();
         vs_status st =
             vs_rpc_call_unary(ch, SEARCH_METHOD, buf, len, o->timeout_ms, &code, msg, &body, &blen);
-        c->latency_ms = (double)(vs_now_ns() - t0) * 1e-6;
+        c->latency_ms = r->arrival_s ? (vs_now_s() - due) * 1e3 : (double)(vs_now_ns() - t0) * 1e-6;
         if (st != VS_OK) {
             c->outcome = VS_ADMIN_OUTCOME_CLIENT_ERROR;
             keep_message(c, msg);
@@ -196,6 +212,22 @@ static vs_status load_inputs(const vs_admin_opts_t *o, float **out_q, size_t *ou
     return VS_OK;
 }
 
+void vs_admin_arrivals(size_t n, double rate, uint64_t seed, double *out)
+{
+    uint64_t s = seed;
+    double t = 0;
+    for (size_t i = 0; i < n; i++) {
+        s += 0x9e3779b97f4a7c15ull; /* splitmix64 */
+        uint64_t z = s;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        z ^= z >> 31;
+        double u = ((double)(z >> 11) + 0.5) * (1.0 / 9007199254740992.0); /* in (0, 1) */
+        t += -log(u) / rate;
+        out[i] = t;
+    }
+}
+
 vs_status vs_admin_query_run(const vs_admin_opts_t *o, vs_admin_report_t *out, char err[VS_ERR_LEN])
 {
     run_t r;
@@ -220,8 +252,17 @@ vs_status vs_admin_query_run(const vs_admin_opts_t *o, vs_admin_report_t *out, c
     for (size_t i = 0; i < r.n_rows * o->k; i++)
         r.ids[i] = -1;
     atomic_init(&r.next, 0);
+    if (o->rate > 0) {
+        r.arrival_s = malloc(r.n_calls * sizeof *r.arrival_s);
+        if (!r.arrival_s) {
+            st = vs_errf(err, VS_ERR_NOMEM, "no memory for %zu arrival times", r.n_calls);
+            goto done;
+        }
+        vs_admin_arrivals(r.n_calls, o->rate, 1, r.arrival_s);
+    }
 
     double t0 = vs_now_s();
+    r.start_s = t0;
     for (size_t t = 0; t < n_threads; t++) {
         workers[t].run = &r;
         workers[t].started = pthread_create(&workers[t].tid, NULL, worker_main, &workers[t]) == 0;
@@ -238,6 +279,7 @@ vs_status vs_admin_query_run(const vs_admin_opts_t *o, vs_admin_report_t *out, c
 
     st = vs_admin_report_build(r.calls, r.n_calls, r.ids, r.n_rows, o->k, gt, gt_dim, seconds, out, err);
 done:
+    free(r.arrival_s);
     free(workers);
     free(r.calls);
     free(r.ids);

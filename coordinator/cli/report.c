@@ -185,6 +185,8 @@ static void report_json(FILE *f, const vs_admin_opts_t *o, const vs_admin_report
     cJSON_AddNumberToObject(j, "k", o->k);
     cJSON_AddNumberToObject(j, "batch", (double)o->batch);
     cJSON_AddNumberToObject(j, "concurrency", (double)o->concurrency);
+    cJSON_AddStringToObject(j, "load", o->rate > 0 ? "open" : "closed");
+    cJSON_AddNumberToObject(j, "rate", o->rate);
     cJSON *p = cJSON_AddObjectToObject(j, "params");
     cJSON_AddNumberToObject(p, "nprobe", o->nprobe);
     cJSON_AddNumberToObject(p, "ef_search", o->ef_search);
@@ -231,6 +233,11 @@ void vs_admin_report_print(FILE *f, const vs_admin_opts_t *o, const vs_admin_rep
     }
     fprintf(f, "queries sent       %zu in %zu calls (batch %zu, concurrency %zu) to %s\n", r->queries_sent,
             r->calls, o->batch, o->concurrency, o->coordinator ? o->coordinator : "?");
+    if (o->rate > 0)
+        fprintf(
+            f,
+            "load               open loop at %.1f calls/s (Poisson); latency from each call's arrival time\n",
+            o->rate);
     fprintf(f, "failed calls       %zu", r->calls_failed);
     for (int i = 1; i < VS_ADMIN_N_OUTCOMES; i++)
         if (r->by_outcome[i])

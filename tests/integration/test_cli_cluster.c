@@ -225,6 +225,13 @@ static void test_cluster(void)
     CHECKF(v0 && num(v0, "partitions_ready", NULL) == 2 && num(v0, "n_vectors", NULL) == N, "%s", out);
     cJSON_Delete(j);
     free(out);
+    /* open loop: 200 calls at 200 calls/s take about a second whatever the server's speed */
+    j = query_json(addr, "--limit 200 --rate 200 --concurrency 8", &rc);
+    CHECKF(rc == 0 && j && cJSON_GetObjectItem(j, "load") &&
+               strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(j, "load")), "open") == 0 &&
+               num(j, "seconds", NULL) > 0.7 && num(j, "seconds", NULL) < 5,
+           "open loop: rc %d, %.2f s", rc, j ? num(j, "seconds", NULL) : -1.0);
+    cJSON_Delete(j);
     /* without --cluster: the one cluster etcd holds ("local") */
     snprintf(cmd, sizeof cmd, "%s/vecshard versions --etcd %s --json", bin, etcd);
     CHECK(run(cmd, &out) == 0);

@@ -409,8 +409,29 @@ static void test_members(void)
     CHECK(n == 2 && sum[0].partitions_ready == 2 && sum[0].partitions_seen == 3);
 }
 
+/* The open-loop schedule: deterministic, increasing, Poisson (exponential gaps of mean 1/rate). */
+static void test_arrivals(void)
+{
+    enum { N = 20000 };
+    static double a[N], b[N];
+    vs_admin_arrivals(N, 500.0, 1, a);
+    vs_admin_arrivals(N, 500.0, 1, b);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    size_t below = 0;
+    for (size_t i = 1; i < N; i++) {
+        CHECK(a[i] > a[i - 1]);
+        below += a[i] - a[i - 1] < 1.0 / 500.0;
+    }
+    double mean = a[N - 1] / N, frac = (double)below / (N - 1);
+    CHECKF(mean > 0.97 / 500.0 && mean < 1.03 / 500.0, "mean gap %.6f s", mean);
+    CHECKF(frac > 0.612 && frac < 0.652, "P(gap < mean) = %.3f, exponential: 0.632", frac);
+    vs_admin_arrivals(N, 500.0, 2, b);
+    CHECK(memcmp(a, b, sizeof a) != 0);
+}
+
 int main(void)
 {
+    RUN(test_arrivals);
     RUN(test_recall);
     RUN(test_percentile);
     RUN(test_parse);
