@@ -47,10 +47,21 @@ struct vs_ivf {
     vs_sq8_t sq8;
     ivf_list_t *lists;
     size_t ntotal;
+    size_t max_list; /* longest list (sizes the scan scratch; kept by add and load, so search is O(nprobe)) */
     uint64_t seed;
 };
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
+
+/* Recomputes max_list after lists changed (add, load): O(nlist), never on the search path. */
+static void update_max_list(vs_ivf_t *ivf)
+{
+    size_t m = 0;
+    for (uint32_t l = 0; l < ivf->nlist; l++)
+        if (ivf->lists[l].n > m)
+            m = ivf->lists[l].n;
+    ivf->max_list = m;
+}
 
 static size_t code_bytes(const vs_ivf_t *ivf, size_t n)
 {
@@ -659,6 +670,7 @@ static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64
             L->n = old_n[l];
         }
     }
+    update_max_list(ivf);
 done:
     free(xc);
     free(resid);
@@ -1027,19 +1039,27 @@ static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size
                       .larger = ivf->metric != VS_METRIC_L2,
                       .out_dist = out_dist,
                       .out_ids = out_ids};
-    size_t max_list = 0;
-    for (uint32_t l = 0; l < ivf->nlist; l++)
-        if (ivf->lists[l].n > max_list)
-            max_list = ivf->lists[l].n;
+    const size_t max_list = ivf->max_list;
     size_t n_workers = n_threads < nq ? n_threads : nq;
     if (n_workers == 0)
         n_workers = 1;
-    c.scratch = calloc(n_workers, sizeof *c.scratch);
-    void **owned = calloc(n_workers, sizeof *owned);
+    /* small worker counts (a single query: one) use the stack: no allocation per call */
+    enum { STACK_WORKERS = 16 };
+    scratch_t stack_scratch[STACK_WORKERS];
+    void *stack_owned[STACK_WORKERS];
+    int heap = n_workers > STACK_WORKERS;
+    c.scratch = heap ? calloc(n_workers, sizeof *c.scratch) : stack_scratch;
+    void **owned = heap ? calloc(n_workers, sizeof *owned) : stack_owned;
     if (c.scratch == NULL || owned == NULL) {
-        free(c.scratch);
-        free(owned);
+        if (heap) {
+            free(c.scratch);
+            free(owned);
+        }
         return vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory");
+    }
+    if (!heap) {
+        memset(stack_scratch, 0, n_workers * sizeof *stack_scratch);
+        memset(stack_owned, 0, n_workers * sizeof *stack_owned);
     }
     scratch_shape_t shape = {.d = ivf->d,
                              .nlist = ivf->nlist,
@@ -1066,8 +1086,10 @@ static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size
         st = vs_parallel_for(nq, n_workers, search_one, &c, err);
     for (size_t w = 0; w < n_workers; w++)
         free(owned[w]);
-    free(owned);
-    free(c.scratch);
+    if (heap) {
+        free(owned);
+        free(c.scratch);
+    }
     return st;
 }
 
@@ -1246,6 +1268,7 @@ vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_sp
         L->refine = refine ? (uint8_t *)refine + off[l] * rb : NULL;
         code_at += code_bytes(ivf, ln);
     }
+    update_max_list(ivf);
     ivf->ntotal = n;
     ivf->trained = 1;
     st = compute_term2(ivf, err);
