@@ -661,23 +661,28 @@ static void part_names(uint32_t p, char file[64], char marker[64])
 }
 
 /* 1 when partition p's done marker matches this build and its file has the recorded size and CRC. */
-/* 1 when partition p's marker names this build's fingerprint (the same inputs and options). */
-static int marker_is_ours(build_t *b, uint32_t p)
+/* Partition p's marker (part-<p>.done), parsed; NULL when absent or unreadable. Free with cJSON_Delete. */
+static cJSON *read_marker(build_t *b, uint32_t p)
 {
     char file[64], marker[64], path[PATH_MAX], err[VS_ERR_LEN];
     part_names(p, file, marker);
     if (path_in_dir(b, marker, path, err) != VS_OK)
-        return 0;
-    size_t len;
-    char *text = (char *)NULL;
+        return NULL;
     FILE *f = fopen(path, "rb");
     if (!f)
-        return 0;
-    text = malloc(65536);
-    len = text ? fread(text, 1, 65535, f) : 0;
+        return NULL;
+    char *text = malloc(65536);
+    size_t len = text ? fread(text, 1, 65535, f) : 0;
     fclose(f);
     cJSON *j = text ? cJSON_ParseWithLength(text, len) : NULL;
     free(text);
+    return j;
+}
+
+/* 1 when partition p's marker names this build's fingerprint (the same inputs and options). */
+static int marker_is_ours(build_t *b, uint32_t p)
+{
+    cJSON *j = read_marker(b, p);
     const cJSON *fp = cJSON_GetObjectItemCaseSensitive(j, "fingerprint");
     int ours = cJSON_IsString(fp) && strcmp(fp->valuestring, b->fingerprint) == 0;
     cJSON_Delete(j);
@@ -723,18 +728,7 @@ static int resumable(build_t *b, uint32_t p)
 {
     char file[64], marker[64], path[PATH_MAX], err[VS_ERR_LEN];
     part_names(p, file, marker);
-    if (path_in_dir(b, marker, path, err) != VS_OK)
-        return 0;
-    size_t len = 0;
-    char *text = NULL;
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        text = malloc(65536);
-        len = text ? fread(text, 1, 65535, f) : 0;
-        fclose(f);
-    }
-    cJSON *j = text ? cJSON_ParseWithLength(text, len) : NULL;
-    free(text);
+    cJSON *j = read_marker(b, p);
     const cJSON *fmt = cJSON_GetObjectItemCaseSensitive(j, "format");
     const cJSON *fp = cJSON_GetObjectItemCaseSensitive(j, "fingerprint");
     const cJSON *sz = cJSON_GetObjectItemCaseSensitive(j, "size_bytes");
@@ -847,8 +841,10 @@ static vs_status save_partition(build_t *b, uint32_t p, char *err)
 
 /* Records partition p's content id in mp, and the version's trained-state id and centroid-data CRC32C
  * in m (the first partition sets them; every other must agree, or the build is broken: INTERNAL). Opens
- * the saved file, which validates it once more. */
-static vs_status record_ids(build_t *b, uint32_t p, vs_manifest_t *m, vs_manifest_partition_t *mp, char *err)
+ * the saved file, which validates it once more; the loaded index goes to *out_idx (the caller destroys
+ * it) so that tuning searches it without opening the file again. */
+static vs_status record_ids(build_t *b, uint32_t p, vs_manifest_t *m, vs_manifest_partition_t *mp,
+                            vs_index_t **out_idx, char *err)
 {
     char file[64], marker[64], path[PATH_MAX], trained[17];
     part_names(p, file, marker);
@@ -860,7 +856,7 @@ static vs_status record_ids(build_t *b, uint32_t p, vs_manifest_t *m, vs_manifes
     if (st != VS_OK)
         return st;
     vs_index_ids(idx, mp->content_id, trained, &ccrc);
-    vs_index_destroy(idx);
+    *out_idx = idx; /* kept for tuning: each partition file is opened (and verified) once here */
     if (p == 0) {
         snprintf(m->trained_state_id, sizeof m->trained_state_id, "%s", trained);
         m->centroids_data_crc32c = ccrc;
@@ -1063,7 +1059,7 @@ static vs_status ground_truth(build_t *b, const float *q, size_t nq, uint32_t k,
 
 /* Per-version search defaults (tune.h) into m: tune queries, their exact neighbours (kept in the version
  * directory), then the sweep. */
-static vs_status tune(build_t *b, vs_manifest_t *m, char *err)
+static vs_status tune(build_t *b, vs_manifest_t *m, vs_index_t *const *parts, char *err)
 {
     const vs_builder_opts_t *o = b->o;
     uint32_t k = o->tune_k ? o->tune_k : 10;
@@ -1123,7 +1119,7 @@ static vs_status tune(build_t *b, vs_manifest_t *m, char *err)
                          .gt_ids = gt,
                          .source = o->tune_queries_path ? "file" : "base-sample"};
     if (st == VS_OK)
-        st = vs_tune_version(m, &to, err);
+        st = vs_tune_version(m, parts, &to, err);
     if (st == VS_OK && m->defaults.present)
         note(b,
              "search defaults: nprobe %u, efSearch %u, k_factor %g: recall@%u %.4f on %zu %s queries (target "
@@ -1173,9 +1169,11 @@ static vs_status finish(build_t *b, vs_builder_result_t *res, char *err)
     m.n_partitions = b->P;
     m.partitions = calloc(b->P, sizeof *m.partitions);
     uint32_t *lists = o->partitioning == VS_PARTITION_CLUSTER ? malloc(b->spec.nlist * sizeof *lists) : NULL;
-    if (!m.partitions || (o->partitioning == VS_PARTITION_CLUSTER && !lists)) {
+    vs_index_t **loaded = calloc(b->P, sizeof *loaded);
+    if (!m.partitions || !loaded || (o->partitioning == VS_PARTITION_CLUSTER && !lists)) {
         free(m.partitions);
         free(lists);
+        free(loaded);
         return vs_errf(err, VS_ERR_NOMEM, "out of memory");
     }
     uint32_t at = 0;
@@ -1189,7 +1187,7 @@ static vs_status finish(build_t *b, vs_builder_result_t *res, char *err)
         mp->has_crc32c = 1;
         mp->n_vectors = b->parts[p].n_vectors;
         if (st == VS_OK)
-            st = record_ids(b, p, &m, mp, err);
+            st = record_ids(b, p, &m, mp, &loaded[p], err);
         if (lists) { /* list ids ascending within each partition */
             mp->lists = lists + at;
             for (uint32_t l = 0; l < b->spec.nlist; l++)
@@ -1200,7 +1198,10 @@ static vs_status finish(build_t *b, vs_builder_result_t *res, char *err)
     }
     snprintf(m.dir, sizeof m.dir, "%s", b->dir);
     if (st == VS_OK && o->target_recall > 0)
-        st = tune(b, &m, err);
+        st = tune(b, &m, loaded, err);
+    for (uint32_t p = 0; p < b->P; p++)
+        vs_index_destroy(loaded[p]);
+    free(loaded);
     if (st == VS_OK)
         st = path_in_dir(b, "manifest.json", res->manifest_path, err);
     if (st == VS_OK)

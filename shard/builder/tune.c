@@ -28,7 +28,7 @@ double vs_tune_recall(const int64_t *ids, const int64_t *gt, size_t nq, size_t k
 typedef struct tuner {
     vs_manifest_t *m;
     const vs_tune_opts_t *o;
-    vs_index_t **parts;
+    vs_index_t *const *parts;
     float *dist, *mdist; /* P x nq x k, nq x k */
     int64_t *ids, *mids;
 } tuner_t;
@@ -149,7 +149,8 @@ static vs_status sweep_hnsw(tuner_t *t, char err[VS_ERR_LEN])
     return VS_OK;
 }
 
-vs_status vs_tune_version(vs_manifest_t *m, const vs_tune_opts_t *o, char err[VS_ERR_LEN])
+vs_status vs_tune_version(vs_manifest_t *m, vs_index_t *const *parts, const vs_tune_opts_t *o,
+                          char err[VS_ERR_LEN])
 {
     if (!(o->target_recall > 0 && o->target_recall <= 1) || o->k < 1 || o->k > 1000 || o->nq < 1 ||
         !o->queries || !o->gt_ids)
@@ -161,22 +162,15 @@ vs_status vs_tune_version(vs_manifest_t *m, const vs_tune_opts_t *o, char err[VS
     if (st != VS_OK)
         return st;
     memset(&m->defaults, 0, sizeof m->defaults);
-    tuner_t t = {.m = m, .o = o};
+    tuner_t t = {.m = m, .o = o, .parts = parts};
     const size_t P = m->n_partitions, nqk = o->nq * o->k;
-    t.parts = calloc(P, sizeof *t.parts);
     t.dist = malloc(P * nqk * sizeof *t.dist);
     t.ids = malloc(P * nqk * sizeof *t.ids);
     t.mdist = malloc(nqk * sizeof *t.mdist);
     t.mids = malloc(nqk * sizeof *t.mids);
-    if (!t.parts || !t.dist || !t.ids || !t.mdist || !t.mids)
+    if (!t.dist || !t.ids || !t.mdist || !t.mids)
         st = vs_errf(err, VS_ERR_NOMEM, "tune: out of memory for %zu queries x k %u x %zu partitions", o->nq,
                      o->k, P);
-    for (size_t p = 0; p < P && st == VS_OK; p++) {
-        char path[PATH_MAX];
-        st = vs_manifest_path(m, m->partitions[p].file, path, err);
-        if (st == VS_OK)
-            st = vs_index_load(path, &t.parts[m->partitions[p].id < P ? m->partitions[p].id : p], err);
-    }
     if (st == VS_OK) {
         if (spec.type == VS_INDEX_IVF)
             st = sweep_ivf(&t, &spec, err);
@@ -190,9 +184,6 @@ vs_status vs_tune_version(vs_manifest_t *m, const vs_tune_opts_t *o, char err[VS
         m->defaults.n_queries = (uint32_t)o->nq;
         snprintf(m->defaults.source, sizeof m->defaults.source, "%s", o->source ? o->source : "");
     }
-    for (size_t p = 0; t.parts && p < P; p++)
-        vs_index_destroy(t.parts[p]);
-    free(t.parts);
     free(t.dist);
     free(t.ids);
     free(t.mdist);

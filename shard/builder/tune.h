@@ -19,6 +19,7 @@
 
 #include "common/cluster/manifest.h"
 #include "common/status.h"
+#include "shard/index/index.h"
 
 typedef struct vs_tune_opts {
     double target_recall;  /* recall@k to reach, in (0, 1] */
@@ -29,11 +30,12 @@ typedef struct vs_tune_opts {
     const char *source;    /* recorded: "file" or "base-sample" */
 } vs_tune_opts_t;
 
-/* Searches every partition of m (its files, relative to m->dir) and fills m->defaults with the cheapest
- * parameters reaching o->target_recall; when none does, the best recall found (measured_recall says it).
- * VS_ERR_INVALID_ARGUMENT (options), VS_ERR_UNSUPPORTED (index types without tunable parameters are given
- * empty defaults and VS_OK), file errors from loading the partitions. */
-vs_status vs_tune_version(vs_manifest_t *m, const vs_tune_opts_t *o, char err[VS_ERR_LEN]);
+/* Searches every partition of m (parts[p]: partition p, loaded; borrowed, only searched) and fills
+ * m->defaults with the cheapest parameters reaching o->target_recall; when none does, the best recall
+ * found (measured_recall says it). Index types without tunable parameters (Flat) get no defaults and VS_OK.
+ * VS_ERR_INVALID_ARGUMENT (options), errors of the searches. */
+vs_status vs_tune_version(vs_manifest_t *m, vs_index_t *const *parts, const vs_tune_opts_t *o,
+                          char err[VS_ERR_LEN]);
 
 /* recall@k of ids (nq x k) against gt (nq x k): |ids_i ∩ gt_i| / k averaged over queries. */
 double vs_tune_recall(const int64_t *ids, const int64_t *gt, size_t nq, size_t k);
