@@ -247,21 +247,18 @@ void vs_fault_load_stop(vs_fault_cluster_t *c)
     c->n_threads = 0;
 }
 
+void vs_fault_check_load(vs_fault_cluster_t *c, const char *when)
+{
+    unsigned long failed = atomic_load(&c->failed), wrong = atomic_load(&c->wrong);
+    CHECKF(failed == 0 && wrong == 0, "%s: %lu failed (%s), %lu wrong of %lu", when, failed, c->last_error,
+           wrong, atomic_load(&c->sent));
+}
+
 int vs_fault_cli(vs_fault_cluster_t *c, const char *args, char *out, size_t cap)
 {
-    const char *bin = getenv("VS_BIN_DIR");
-    char cmd[8192], log[PATH_MAX];
+    char log[PATH_MAX];
     snprintf(log, sizeof log, "%s/cli.log", c->dir);
-    snprintf(cmd, sizeof cmd, "%s/vecshard %s --etcd %s --cluster %s >%s 2>&1", bin ? bin : "build/bin", args,
-             vs_etcd_fixture_endpoint(c->etcd), c->cluster, log);
-    int rc = system(cmd);
-    if (out) {
-        size_t len;
-        char *text = (char *)vs_test_read_file(log, &len);
-        snprintf(out, cap, "%s", text ? text : "");
-        free(text);
-    }
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return vs_test_proc_cli(log, vs_etcd_fixture_endpoint(c->etcd), c->cluster, args, out, cap);
 }
 
 int vs_fault_cli_until_ok(vs_fault_cluster_t *c, const char *args, double timeout_s, char *out, size_t cap)

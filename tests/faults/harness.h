@@ -69,6 +69,9 @@ void vs_fault_expect_replace(vs_fault_cluster_t *c, const char *name, const vs_t
 void vs_fault_load_start(vs_fault_cluster_t *c, int n_threads);
 void vs_fault_load_stop(vs_fault_cluster_t *c);
 
+/* CHECKs that the load so far had no failed and no wrong answer; when names the case in the message. */
+void vs_fault_check_load(vs_fault_cluster_t *c, const char *when);
+
 /* Runs `vecshard <args> --etcd ... --cluster ...`; returns the exit status, output (stdout+stderr) in out. */
 int vs_fault_cli(vs_fault_cluster_t *c, const char *args, char *out, size_t cap);
 

@@ -19,13 +19,6 @@
 
 #define FREEZE_S 8
 
-static void check_load(vs_fault_cluster_t *c, const char *when)
-{
-    unsigned long failed = atomic_load(&c->failed), wrong = atomic_load(&c->wrong);
-    CHECKF(failed == 0 && wrong == 0, "%s: %lu failed (%s), %lu wrong of %lu", when, failed, c->last_error,
-           wrong, atomic_load(&c->sent));
-}
-
 int main(void)
 {
     const char *dir = strdup(vs_test_tmpdir("faults_etcd"));
@@ -87,7 +80,7 @@ int main(void)
     printf("  load: %lu queries, %lu failed, %lu wrong\n", atomic_load(&c.sent), atomic_load(&c.failed),
            atomic_load(&c.wrong));
     CHECK(atomic_load(&c.sent) > 500);
-    check_load(&c, "etcd frozen");
+    vs_fault_check_load(&c, "etcd frozen");
     vs_test_case_done("etcd_frozen", vs_test_failures == f0);
 
     vs_fault_stop(&c, vs_test_failures > 0);

@@ -63,14 +63,6 @@ static int copy_file(const char *from, const char *to)
     return rc;
 }
 
-/* The load so far: no failed and no wrong answer. */
-static void check_load(vs_fault_cluster_t *c, const char *when)
-{
-    unsigned long failed = atomic_load(&c->failed), wrong = atomic_load(&c->wrong);
-    CHECKF(failed == 0 && wrong == 0, "%s: %lu failed (%s), %lu wrong of %lu", when, failed, c->last_error,
-           wrong, atomic_load(&c->sent));
-}
-
 int main(void)
 {
     const char *dir = strdup(vs_test_tmpdir("faults_lifecycle"));
@@ -125,7 +117,7 @@ int main(void)
     CHECK(vs_fault_wait_served_by(&c, "v1", 10));
     CHECKF(vs_fault_cli_until_ok(&c, "activate v2", 30, out, sizeof out) == 0, "activate v2 again: %s", out);
     CHECK(vs_fault_wait_served_by(&c, "v2", 10));
-    check_load(&c, "bootstrap_rollback");
+    vs_fault_check_load(&c, "bootstrap_rollback");
     vs_test_case_done("bootstrap_rollback", vs_test_failures == f0);
 
     /* ---- guard_dim_metric ---- */
@@ -140,7 +132,7 @@ int main(void)
     CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0, "deploy vip: %s", out);
     CHECKF(vs_fault_cli(&c, "activate vip", out, sizeof out) == 1 && strstr(out, "metric l2 -> ip"),
            "activate vip: %s", out);
-    check_load(&c, "guard_dim_metric");
+    vs_fault_check_load(&c, "guard_dim_metric");
     vs_test_case_done("guard_dim_metric", vs_test_failures == f0);
 
     /* ---- same_name_other_content ---- */
@@ -168,7 +160,7 @@ int main(void)
     CHECKF(vs_fault_cli_until_says(&c, "activate vfac", "FAILED: ", 30, out, sizeof out) &&
                strstr(out, "p1 0/1") && (strstr(out, "the manifest says") || strstr(out, "content id")),
            "activate vfac: %s", out);
-    check_load(&c, "swapped_files");
+    vs_fault_check_load(&c, "swapped_files");
     vs_test_case_done("swapped_files", vs_test_failures == f0);
 
     /* ---- rogue_replica: same version name, other data ---- */
@@ -190,7 +182,7 @@ int main(void)
            lat, atomic_load(&c.sent) - sent0);
     CHECKF(lat == 0, "the rogue replica was called (EWMA %.3f ms)", lat); /* never routed to */
     CHECK(vs_test_proc_stop(&rogue, SIGTERM, 10) == 0);
-    check_load(&c, "rogue_replica");
+    vs_fault_check_load(&c, "rogue_replica");
     vs_test_case_done("rogue_replica", vs_test_failures == f0);
 
     /* ---- smaller_nlist: parameters belong to the version: nprobe 16 on an IVF8 version is clipped ---- */
@@ -211,7 +203,7 @@ int main(void)
     CHECKF(vs_fault_cli(&c, "retire vfac8", out, sizeof out) == 0 &&
                vs_fault_cli(&c, "remove vfac8", out, sizeof out) == 0,
            "retire + remove vfac8: %s", out);
-    check_load(&c, "smaller_nlist");
+    vs_fault_check_load(&c, "smaller_nlist");
     vs_test_case_done("smaller_nlist", vs_test_failures == f0);
 
     /* ---- admission: a deploy that does not fit a serving shard is refused, with the shard named ---- */
@@ -228,7 +220,7 @@ int main(void)
     CHECK(vs_test_proc_stop(&tiny, SIGTERM, 10) == 0);
     CHECKF(vs_fault_cli(&c, args, out, sizeof out) == 0, "deploy once it left: %s", out);
     CHECKF(vs_fault_cli(&c, "remove vadm", out, sizeof out) == 0, "remove vadm: %s", out);
-    check_load(&c, "admission");
+    vs_fault_check_load(&c, "admission");
     vs_test_case_done("admission", vs_test_failures == f0);
 
     /* ---- cycles ---- */
@@ -311,7 +303,7 @@ int main(void)
            "retire + remove vc: %s", out);
     for (double t = vs_now_s(); vs_now_s() - t < 20 && vs_fault_shard_versions(&c, 0, "s0-0") != 2;)
         usleep(100000);
-    check_load(&c, "cycles");
+    vs_fault_check_load(&c, "cycles");
     vs_test_case_done("cycles", vs_test_failures == f0);
 
     /* ---- duplicate_replica ---- */
@@ -327,7 +319,7 @@ int main(void)
            "the duplicate says why (start %d, exit %d)", started, rc);
     free(log);
     CHECK(vs_fault_shard_versions(&c, 0, "s0-0") == 2); /* the healthy replica's record is still there */
-    check_load(&c, "duplicate_replica");
+    vs_fault_check_load(&c, "duplicate_replica");
     vs_test_case_done("duplicate_replica", vs_test_failures == f0);
 
     /* ---- bad_manifest ---- */
@@ -357,7 +349,7 @@ int main(void)
            atomic_load(&c.by_version[1]), atomic_load(&c.by_version[2]));
     CHECK(atomic_load(&c.sent) > 100 && atomic_load(&c.by_version[0]) > 0 &&
           atomic_load(&c.by_version[1]) > 0);
-    check_load(&c, "end");
+    vs_fault_check_load(&c, "end");
     vs_fault_stop(&c, vs_test_failures > 0);
     vs_test_version_fini(&v1);
     vs_test_version_fini(&v2);

@@ -50,19 +50,9 @@ static void offline(const vs_test_version_t *v, int64_t *out)
  * NULL). */
 static int cli(const char *args, char *out, size_t cap)
 {
-    const char *bin = getenv("VS_BIN_DIR");
-    char cmd[4 * PATH_MAX], log[PATH_MAX];
+    char log[PATH_MAX];
     snprintf(log, sizeof log, "%s/cli.log", dir);
-    snprintf(cmd, sizeof cmd, "%s/vecshard %s --etcd %s --cluster tr >%s 2>&1", bin ? bin : "build/bin", args,
-             vs_etcd_fixture_endpoint(etcd_fx), log);
-    int rc = system(cmd);
-    if (out) {
-        size_t len;
-        char *text = (char *)vs_test_read_file(log, &len);
-        snprintf(out, cap, "%s", text ? text : "");
-        free(text);
-    }
-    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+    return vs_test_proc_cli(log, vs_etcd_fixture_endpoint(etcd_fx), "tr", args, out, cap);
 }
 
 /* activate, retried while the shards are still loading (up to timeout_s); returns the last exit status. */

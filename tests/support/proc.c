@@ -11,6 +11,7 @@
 
 #include "common/cli/timing.h"
 #include "tests/support/proc.h"
+#include "tests/testlib.h"
 
 int vs_test_proc_start(vs_test_proc_t *p, const char *dir, const char *name, const char *exe,
                        const char *const *argv)
@@ -115,4 +116,21 @@ double vs_test_proc_metric(const vs_test_proc_t *p, const char *name, const char
         }
     fclose(f);
     return v;
+}
+
+int vs_test_proc_cli(const char *log, const char *endpoint, const char *cluster, const char *args, char *out,
+                     size_t cap)
+{
+    const char *bin = getenv("VS_BIN_DIR");
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s/vecshard %s --etcd %s --cluster %s >%s 2>&1", bin ? bin : "build/bin", args,
+             endpoint, cluster, log);
+    int rc = system(cmd);
+    if (out) {
+        size_t len;
+        char *text = (char *)vs_test_read_file(log, &len);
+        snprintf(out, cap, "%s", text ? text : "");
+        free(text);
+    }
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }

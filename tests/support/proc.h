@@ -33,4 +33,10 @@ double vs_test_proc_metric(const vs_test_proc_t *p, const char *name, const char
 /* Prints the last n lines of the process's log to stderr. */
 void vs_test_proc_tail(const vs_test_proc_t *p, int n);
 
+/* Runs `$VS_BIN_DIR/vecshard <args> --etcd <endpoint> --cluster <cluster>` (the admin CLI against a test
+ * cluster), stdout and stderr into the file log; returns the exit status (-1 if it did not exit) and, when
+ * out is non-NULL, the output (cap bytes at most). */
+int vs_test_proc_cli(const char *log, const char *endpoint, const char *cluster, const char *args, char *out,
+                     size_t cap);
+
 #endif
