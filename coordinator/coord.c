@@ -12,11 +12,10 @@
 #include "common/topk.h"
 #include "common/vecio.h"
 #include "coordinator/coord.h"
+#include "coordinator/fanout.h"
 #include "common/cluster/manifest.h"
 #include "vecshard/v1/coordinator.pb-c.h"
 #include "vecshard/v1/shard.pb-c.h"
-
-#define MAX_TRIES 8
 
 typedef struct version_entry {
     char name[VS_NAME_LEN];
@@ -467,132 +466,6 @@ static vs_status choose_version(vs_coord_t *c, const char *pinned, const char *m
     return st;
 }
 
-typedef struct part_state {
-    uint32_t partition;
-    uint8_t *req; /* owned unless shared */
-    size_t len;
-    int shared_req;
-    vs_replica_t *tried[MAX_TRIES];
-    size_t n_tried;
-    int inflight;
-    uint64_t handles[2];
-    double hedge_at;
-    int hedged, done, failed;
-    Vecshard__V1__ShardSearchResponse *resp;
-    char reason[256];
-} part_state_t;
-
-typedef struct call_ctx {
-    size_t part;
-    vs_replica_t *replica;
-    int is_hedge;
-    int slot; /* index into handles */
-} call_ctx_t;
-
-/* Client errors: every replica would say the same, so the request ends with this status. */
-static int client_error(int code)
-{
-    return code == VS_GRPC_INVALID_ARGUMENT || code == VS_GRPC_OUT_OF_RANGE;
-}
-
-/* Starts a call for part t on a replica not tried yet; 1 if started. */
-static int start_call(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *ps, size_t t,
-                      const version_entry_t *ver, double deadline, int is_hedge)
-{
-    if (ps->n_tried == MAX_TRIES)
-        return 0;
-    vs_replica_t *r = vs_view_pick(c->view, ver->name, ps->partition, expect_content(ver, ps->partition),
-                                   ps->tried, ps->n_tried);
-    if (!r)
-        return 0;
-    call_ctx_t *ctx = malloc(sizeof *ctx);
-    if (!ctx) {
-        vs_replica_done(r, 0, 0);
-        return 0;
-    }
-    int slot = ps->handles[0] ? 1 : 0;
-    *ctx = (call_ctx_t){t, r, is_hedge, slot};
-    int64_t timeout_ms = (int64_t)((deadline - vs_now_s()) * 1e3);
-    if (timeout_ms < 1)
-        timeout_ms = 1;
-    char err[VS_ERR_LEN];
-    uint64_t h = vs_rpc_multi_start(m, vs_replica_channel(r), "/vecshard.v1.Shard/Search", ps->req, ps->len,
-                                    timeout_ms, ctx, err);
-    vs_replica_hold(r); /* the request's own reference: it compares with tried replicas until it ends, and a
-                           replica may leave the view meanwhile */
-    ps->tried[ps->n_tried++] = r;
-    if (!h) {
-        vs_replica_done(r, 0, 0);
-        free(ctx);
-        return 0;
-    }
-    ps->handles[slot] = h;
-    ps->inflight++;
-    atomic_fetch_add(&c->stats.shard_calls, 1);
-    double delay = c->o.hedge_delay_ms > 0 ? c->o.hedge_delay_ms
-                                           : fmax(c->o.min_hedge_delay_ms, vs_replica_p95_ms(r, 10.0));
-    if (!is_hedge)
-        ps->hedge_at = vs_now_s() + delay * 1e-3;
-    return 1;
-}
-
-/* Handles one finished call. Returns VS_OK, or a client error that ends the request. */
-static vs_status on_result(vs_coord_t *c, vs_rpc_multi_t *m, part_state_t *parts, vs_rpc_result_t *res,
-                           const version_entry_t *ver, double deadline, char err[VS_ERR_LEN])
-{
-    const char *version = ver->name;
-    call_ctx_t *ctx = res->user;
-    part_state_t *ps = &parts[ctx->part];
-    ps->inflight--;
-    ps->handles[ctx->slot] = 0;
-    int ok = res->code == VS_GRPC_OK;
-    Vecshard__V1__ShardSearchResponse *resp = NULL;
-    if (ok) {
-        resp = vecshard__v1__shard_search_response__unpack(NULL, res->body_len, res->body);
-        if (!resp || strcmp(resp->index_version, version) != 0 || resp->partition != ps->partition) {
-            ok = 0;
-            res->code = VS_GRPC_INTERNAL;
-            snprintf(res->message, sizeof res->message, "answer from version %s partition %u, expected %s/%u",
-                     resp ? resp->index_version : "?", resp ? resp->partition : 0, version, ps->partition);
-        }
-    }
-    vs_replica_done(ctx->replica, res->seconds, ok);
-    free(res->body);
-    vs_status st = VS_OK;
-    if (ps->done || ps->failed) {
-        /* a loser (hedge or primary after the other won) */
-    } else if (ok) {
-        ps->done = 1;
-        ps->resp = resp;
-        resp = NULL;
-        if (ctx->is_hedge)
-            atomic_fetch_add(&c->stats.hedges_won, 1);
-        for (int s = 0; s < 2; s++)
-            if (ps->handles[s])
-                vs_rpc_multi_cancel(m, ps->handles[s]);
-    } else {
-        atomic_fetch_add(&c->stats.shard_failures, 1);
-        if (client_error(res->code)) {
-            st =
-                vs_errf(err, vs_status_from_grpc(res->code), "partition %u: %s", ps->partition, res->message);
-        } else if (ps->inflight == 0) {
-            if (vs_now_s() < deadline && start_call(c, m, ps, ctx->part, ver, deadline, 0)) {
-                atomic_fetch_add(&c->stats.retries, 1);
-            } else {
-                ps->failed = 1;
-                snprintf(ps->reason, sizeof ps->reason, "partition %u: %s (%.150s); no other replica",
-                         ps->partition,
-                         res->code == VS_GRPC_DEADLINE_EXCEEDED ? "deadline exceeded" : "call failed",
-                         res->message);
-            }
-        }
-    }
-    if (resp)
-        vecshard__v1__shard_search_response__free_unpacked(resp, NULL);
-    free(ctx);
-    return st;
-}
-
 /* Encodes the shard request for part t. */
 static uint8_t *shard_request(const Vecshard__V1__SearchRequest *r, const Vecshard__V1__SearchParams *params,
                               const vs_route_plan_t *plan, size_t t, const char *version, uint32_t dim,
@@ -643,6 +516,274 @@ size_t vs_coord_answer_bytes(size_t nq, uint32_t k)
     return nq * (size_t)k * (10 + 4) + 4096;
 }
 
+/* ---- one request: decode -> plan -> fan-out -> merge -> encode ---- */
+
+/* A request being answered. */
+typedef struct request {
+    Vecshard__V1__SearchRequest *r; /* decoded (owned) */
+    size_t nq;
+    version_entry_t *ver; /* a reference */
+    Vecshard__V1__SearchParams eff;
+    int clipped;
+    vs_route_plan_t plan;
+    uint8_t **reqs; /* plan.n_parts shard requests (hash: one shared) */
+    size_t *lens;
+    vs_fanout_part_t *fparts;
+    Vecshard__V1__ShardSearchResponse **resp; /* the accepted answer per part */
+} request_t;
+
+static void request_fini(request_t *q)
+{
+    size_t T = q->plan.n_parts;
+    for (size_t t = 0; t < T; t++) {
+        if (q->reqs && (t == 0 || q->reqs[t] != q->reqs[0]))
+            free(q->reqs[t]);
+        if (q->resp && q->resp[t])
+            vecshard__v1__shard_search_response__free_unpacked(q->resp[t], NULL);
+    }
+    free(q->reqs);
+    free(q->lens);
+    free(q->fparts);
+    free(q->resp);
+    vs_route_plan_fini(&q->plan);
+    version_unref(q->ver);
+    if (q->r)
+        vecshard__v1__search_request__free_unpacked(q->r, NULL);
+}
+
+/* Decodes and validates the request, chooses its version and resolves its parameters. */
+static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, request_t *q, char err[VS_ERR_LEN])
+{
+    Vecshard__V1__SearchRequest *r = q->r = vecshard__v1__search_request__unpack(NULL, reqlen, reqb);
+    if (!r)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "malformed vecshard.v1.SearchRequest (%zu bytes)",
+                       reqlen);
+    if (r->dim == 0 || r->n_queries == 0 || r->n_queries % r->dim != 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu floats is not a non-empty batch of %u-dim queries",
+                       r->n_queries, r->dim);
+    size_t nq = q->nq = r->n_queries / r->dim;
+    if (nq > c->o.max_batch)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "batch of %zu queries is above the limit of %zu", nq,
+                       c->o.max_batch);
+    if (r->k == 0 || r->k > VS_TOPK_MAX_K)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %u is out of range 1..%u", r->k, VS_TOPK_MAX_K);
+    if (vs_coord_answer_bytes(nq, r->k) > VS_RPC_DEFAULT_MAX_MESSAGE_BYTES)
+        /* refused before any search: the answer could not be sent */
+        return vs_errf(
+            err, VS_ERR_INVALID_ARGUMENT,
+            "%zu queries x k %u = %.0f MiB of results, above the %u MiB message limit: split the batch "
+            "(at most %zu queries at this k)",
+            nq, r->k, (double)vs_coord_answer_bytes(nq, r->k) / 1048576.0,
+            VS_RPC_DEFAULT_MAX_MESSAGE_BYTES >> 20,
+            (size_t)((VS_RPC_DEFAULT_MAX_MESSAGE_BYTES - 4096) / ((size_t)r->k * 14)));
+    if (!(r->min_coverage >= 0 && r->min_coverage <= 1))
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "min_coverage = %g is out of range 0..1",
+                       r->min_coverage);
+    vs_status st = vs_check_finite(r->queries, nq, r->dim, "query", err);
+    if (st == VS_OK)
+        st = choose_version(c, r->index_version, r->model_version, &q->ver, err);
+    if (st != VS_OK)
+        return st;
+    if (r->dim != q->ver->router.dim)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "dim = %u, but index version %s has dim %u", r->dim,
+                       q->ver->name, q->ver->router.dim);
+    if (q->ver->router.nlist && r->params && r->params->ef_search)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "efSearch applies to HNSW indexes only");
+    resolve_params(q->ver, r->params, &q->eff, &q->clipped);
+    if (q->clipped)
+        atomic_fetch_add(&c->stats.params_clipped, 1);
+    return VS_OK;
+}
+
+/* Routes the queries and encodes one shard request per partition called. */
+static vs_status plan(request_t *q, char err[VS_ERR_LEN])
+{
+    vs_status st = vs_router_plan(&q->ver->router, q->nq, q->r->queries, q->eff.nprobe, &q->plan, err);
+    if (st != VS_OK)
+        return st;
+    size_t T = q->plan.n_parts, n = T ? T : 1;
+    q->reqs = calloc(n, sizeof *q->reqs);
+    q->lens = calloc(n, sizeof *q->lens);
+    q->fparts = calloc(n, sizeof *q->fparts);
+    q->resp = calloc(n, sizeof *q->resp);
+    if (!q->reqs || !q->lens || !q->fparts || !q->resp)
+        return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    for (size_t t = 0; t < T; t++) {
+        if (!q->plan.parts[t].query_idx && t > 0) { /* hash: one request for every partition */
+            q->reqs[t] = q->reqs[0];
+            q->lens[t] = q->lens[0];
+        } else if (!(q->reqs[t] =
+                         shard_request(q->r, &q->eff, &q->plan, t, q->ver->name, q->r->dim, &q->lens[t]))) {
+            return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+        }
+        uint32_t p = q->plan.parts[t].partition;
+        q->fparts[t] = (vs_fanout_part_t){p, expect_content(q->ver, p), q->reqs[t], q->lens[t]};
+    }
+    return VS_OK;
+}
+
+/* The fan-out's transport for one request: calls on a vs_rpc_multi driven by the request's thread. */
+typedef struct driver {
+    vs_rpc_multi_t *m;
+    request_t *q;
+} driver_t;
+
+static uint64_t io_start(void *u, vs_replica_t *r, const uint8_t *req, size_t len, double deadline,
+                         uint32_t call_id)
+{
+    driver_t *d = u;
+    int64_t timeout_ms = (int64_t)((deadline - vs_now_s()) * 1e3);
+    char err[VS_ERR_LEN];
+    return vs_rpc_multi_start(d->m, vs_replica_channel(r), "/vecshard.v1.Shard/Search", req, len,
+                              timeout_ms < 1 ? 1 : timeout_ms, (void *)(uintptr_t)call_id, err);
+}
+
+static void io_cancel(void *u, uint64_t handle)
+{
+    vs_rpc_multi_cancel(((driver_t *)u)->m, handle);
+}
+
+/* An answer is acceptable when it comes from the request's version and partition, with nq*k results. */
+static int io_accept(void *u, size_t t, const uint8_t *body, size_t len, char why[VS_FANOUT_REASON_LEN])
+{
+    request_t *q = ((driver_t *)u)->q;
+    uint32_t p = q->plan.parts[t].partition;
+    size_t want = q->plan.parts[t].nq * q->r->k;
+    Vecshard__V1__ShardSearchResponse *sr = vecshard__v1__shard_search_response__unpack(NULL, len, body);
+    if (!sr || strcmp(sr->index_version, q->ver->name) != 0 || sr->partition != p) {
+        snprintf(why, VS_FANOUT_REASON_LEN, "answer from version %.100s partition %u, expected %.100s/%u",
+                 sr ? sr->index_version : "?", sr ? sr->partition : 0, q->ver->name, p);
+    } else if (sr->k != q->r->k || sr->n_ids != want || sr->n_distances != want) {
+        snprintf(why, VS_FANOUT_REASON_LEN, "answered %zu results for %zu queries x k %u", sr->n_ids,
+                 q->plan.parts[t].nq, q->r->k);
+    } else {
+        q->resp[t] = sr;
+        return 1;
+    }
+    if (sr)
+        vecshard__v1__shard_search_response__free_unpacked(sr, NULL);
+    return 0;
+}
+
+static void feed(vs_fanout_t *f, const vs_rpc_result_t *res)
+{
+    vs_fanout_result_t fr = {res->code, res->message, res->body, res->body_len, res->seconds};
+    vs_fanout_on_result(f, (uint32_t)(uintptr_t)res->user, &fr, vs_now_s());
+    free(res->body);
+}
+
+/* Calls the partitions until each answered or failed, or the deadline; returns the fan-out (finished, with
+ * nothing in flight) for the merge. */
+static vs_status fan_out(vs_coord_t *c, request_t *q, double deadline, vs_fanout_t **out,
+                         char err[VS_ERR_LEN])
+{
+    driver_t d = {NULL, q};
+    vs_status st = multi_take(c, &d.m, err);
+    if (st != VS_OK)
+        return st;
+    vs_fanout_io_t io = {io_start, io_cancel, io_accept, &d};
+    vs_fanout_opts_t fo = {c->o.hedge_delay_ms, c->o.min_hedge_delay_ms};
+    atomic_fetch_add(&c->stats.fanout_sum, q->plan.n_parts);
+    atomic_fetch_add(&c->stats.fanout_count, 1);
+    st = vs_fanout_create(c->view, &fo, &io, &c->stats.fanout, q->ver->name, q->fparts, q->plan.n_parts,
+                          deadline, vs_now_s(), out, err);
+    vs_fanout_t *f = *out;
+    while (st == VS_OK && !vs_fanout_finished(f)) {
+        double now = vs_now_s(), wake = vs_fanout_wake(f);
+        vs_rpc_result_t res;
+        int got = now < wake ? vs_rpc_multi_next(d.m, (int64_t)ceil((wake - now) * 1e3), &res) : 0;
+        if (got == 1)
+            feed(f, &res);
+        else
+            vs_fanout_on_time(f, got == 0 ? vs_now_s() : deadline); /* -1: nothing in flight (cannot be) */
+    }
+    vs_rpc_result_t res;
+    while (st == VS_OK && vs_fanout_in_flight(f) && vs_rpc_multi_next(d.m, -1, &res) == 1)
+        feed(f, &res); /* cancelled calls complete at once */
+    multi_give(c, d.m);
+    return st == VS_OK ? vs_fanout_status(f, err) : st;
+}
+
+/* Coverage, merge and the encoded answer. */
+static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **out, size_t *out_len,
+                        char err[VS_ERR_LEN])
+{
+    const size_t T = q->plan.n_parts, k = q->r->k, nq = q->nq;
+    const uint32_t total = q->ver->router.n_partitions;
+    size_t answered = 0;
+    for (size_t t = 0; t < T; t++)
+        answered += vs_fanout_part_outcome(f, t, NULL) == VS_FANOUT_ANSWERED;
+    /* partitions the router did not call (no query routed there) count as answered: nothing was lost */
+    size_t covered = answered + (total - T);
+    float min_cov = q->r->min_coverage > 0 ? q->r->min_coverage : c->o.min_coverage;
+    const char **reasons = calloc(T ? T : 1, sizeof *reasons);
+    if (!reasons)
+        return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    size_t nr = 0;
+    for (size_t t = 0; t < T; t++)
+        if (vs_fanout_part_outcome(f, t, &reasons[nr]) != VS_FANOUT_ANSWERED)
+            nr++;
+    if (answered == 0 || (double)covered < (double)min_cov * total - 1e-9) {
+        char list[VS_ERR_LEN / 2] = "";
+        size_t off = 0;
+        for (size_t i = 0; i < nr && off < sizeof list - 1; i++)
+            off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", off ? "; " : "", reasons[i]);
+        free(reasons);
+        atomic_fetch_add(&c->stats.unavailable, 1);
+        return vs_errf(err, VS_ERR_UNAVAILABLE, "%zu of %u partitions answered (min_coverage %.2f): %s",
+                       covered, total, (double)min_cov, list);
+    }
+    float *dist = malloc(nq * k * sizeof(float));
+    int64_t *ids = malloc(nq * k * sizeof(int64_t));
+    const float **pd = calloc(T ? T : 1, sizeof *pd);
+    const int64_t **pi = calloc(T ? T : 1, sizeof *pi);
+    int *ok = calloc(T ? T : 1, sizeof *ok);
+    vs_status st = VS_OK;
+    if (!dist || !ids || !pd || !pi || !ok)
+        st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    for (size_t t = 0; st == VS_OK && t < T; t++) {
+        if (!(ok[t] = q->resp[t] != NULL))
+            continue;
+        pd[t] = q->resp[t]->distances;
+        pi[t] = q->resp[t]->ids;
+    }
+    if (st == VS_OK)
+        st = vs_route_merge(&q->plan, k, vs_metric_larger_is_better(q->ver->router.metric), pd, pi, ok, dist,
+                            ids, err);
+    if (st == VS_OK) {
+        Vecshard__V1__SearchResponse resp = VECSHARD__V1__SEARCH_RESPONSE__INIT;
+        Vecshard__V1__Coverage cov = VECSHARD__V1__COVERAGE__INIT;
+        cov.partitions_total = total;
+        cov.partitions_answered = (uint32_t)covered;
+        cov.partial = covered < total;
+        cov.n_reasons = nr;
+        cov.reasons = (char **)reasons;
+        resp.nq = (uint32_t)nq;
+        resp.k = (uint32_t)k;
+        resp.n_ids = resp.n_distances = nq * k;
+        resp.ids = ids;
+        resp.distances = dist;
+        resp.index_version = q->ver->name;
+        resp.coverage = &cov;
+        resp.applied_params = &q->eff;
+        resp.params_clipped = q->clipped;
+        if (cov.partial)
+            atomic_fetch_add(&c->stats.partial, 1);
+        size_t n = vecshard__v1__search_response__get_packed_size(&resp);
+        if (!(*out = malloc(n ? n : 1)))
+            st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+        else
+            *out_len = vecshard__v1__search_response__pack(&resp, *out);
+    }
+    free(dist);
+    free(ids);
+    free(pd);
+    free(pi);
+    free(ok);
+    free(reasons);
+    return st;
+}
+
 vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, int64_t timeout_ms,
                              uint8_t **out, size_t *out_len, char err[VS_ERR_LEN])
 {
@@ -652,229 +793,17 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
     const double t_entry = vs_now_s();
     const double budget_s = (double)(timeout_ms > 0 ? timeout_ms : c->o.default_timeout_ms) * 1e-3;
     const double reserve_s = budget_s * 0.05 > 1e-3 ? budget_s * 0.05 : 1e-3;
-    Vecshard__V1__SearchRequest *r = vecshard__v1__search_request__unpack(NULL, reqlen, reqb);
-    if (!r)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "malformed vecshard.v1.SearchRequest (%zu bytes)",
-                       reqlen);
-    vs_status st = VS_OK;
-    version_entry_t *ver = NULL;
-    vs_route_plan_t plan = {0};
-    part_state_t *parts = NULL;
-    vs_rpc_multi_t *m = NULL;
-    size_t nq = 0;
-    if (r->dim == 0 || r->n_queries == 0 || r->n_queries % r->dim != 0)
-        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu floats is not a non-empty batch of %u-dim queries",
-                     r->n_queries, r->dim);
-    else if ((nq = r->n_queries / r->dim) > c->o.max_batch)
-        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "batch of %zu queries is above the limit of %zu", nq,
-                     c->o.max_batch);
-    else if (r->k == 0 || r->k > VS_TOPK_MAX_K)
-        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %u is out of range 1..%u", r->k, VS_TOPK_MAX_K);
-    else if (vs_coord_answer_bytes(nq, r->k) > VS_RPC_DEFAULT_MAX_MESSAGE_BYTES)
-        /* refused before any search: the answer could not be sent */
-        st = vs_errf(
-            err, VS_ERR_INVALID_ARGUMENT,
-            "%zu queries x k %u = %.0f MiB of results, above the %u MiB message limit: split the batch "
-            "(at most %zu queries at this k)",
-            nq, r->k, (double)vs_coord_answer_bytes(nq, r->k) / 1048576.0,
-            VS_RPC_DEFAULT_MAX_MESSAGE_BYTES >> 20,
-            (size_t)((VS_RPC_DEFAULT_MAX_MESSAGE_BYTES - 4096) / ((size_t)r->k * 14)));
-    else if (!(r->min_coverage >= 0 && r->min_coverage <= 1))
-        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "min_coverage = %g is out of range 0..1", r->min_coverage);
-    else
-        st = vs_check_finite(r->queries, nq, r->dim, "query", err);
+    request_t q = {0};
+    vs_fanout_t *f = NULL;
+    vs_status st = decode(c, reqb, reqlen, &q, err);
     if (st == VS_OK)
-        st = choose_version(c, r->index_version, r->model_version, &ver, err);
-    if (st == VS_OK && r->dim != ver->router.dim)
-        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "dim = %u, but index version %s has dim %u", r->dim,
-                     ver->name, ver->router.dim);
-    if (st == VS_OK && ver->router.nlist && r->params && r->params->ef_search)
-        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "efSearch applies to HNSW indexes only");
-    Vecshard__V1__SearchParams eff;
-    int clipped = 0;
-    if (st == VS_OK) {
-        resolve_params(ver, r->params, &eff, &clipped);
-        if (clipped)
-            atomic_fetch_add(&c->stats.params_clipped, 1);
-        st = vs_router_plan(&ver->router, nq, r->queries, eff.nprobe, &plan, err);
-    }
-    const size_t T = plan.n_parts;
-    if (st == VS_OK && !(parts = calloc(T ? T : 1, sizeof *parts)))
-        st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+        st = plan(&q, err);
     if (st == VS_OK)
-        st = multi_take(c, &m, err);
-    double deadline = t_entry + budget_s - reserve_s;
-    for (size_t t = 0; st == VS_OK && t < T; t++) {
-        part_state_t *ps = &parts[t];
-        ps->partition = plan.parts[t].partition;
-        if (!plan.parts[t].query_idx && t > 0) { /* hash: one request for every partition */
-            ps->req = parts[0].req;
-            ps->len = parts[0].len;
-            ps->shared_req = 1;
-        } else if (!(ps->req = shard_request(r, &eff, &plan, t, ver->name, r->dim, &ps->len))) {
-            st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
-        }
-    }
-    if (st == VS_OK) {
-        atomic_fetch_add(&c->stats.fanout_sum, T);
-        atomic_fetch_add(&c->stats.fanout_count, 1);
-        for (size_t t = 0; t < T; t++)
-            if (!start_call(c, m, &parts[t], t, ver, deadline, 0)) {
-                parts[t].failed = 1;
-                snprintf(parts[t].reason, sizeof parts[t].reason, "partition %u: no live replica serving %s",
-                         parts[t].partition, ver->name);
-            }
-    }
-    /* collect answers; hedge the slow; retry the failed */
-    while (st == VS_OK) {
-        double now = vs_now_s();
-        if (now >= deadline)
-            break;
-        double wake = deadline;
-        int open = 0;
-        for (size_t t = 0; t < T; t++) {
-            part_state_t *ps = &parts[t];
-            if (ps->done || ps->failed)
-                continue;
-            open = 1;
-            if (!ps->hedged && ps->inflight == 1 && ps->hedge_at < wake)
-                wake = ps->hedge_at;
-        }
-        if (!open)
-            break;
-        vs_rpc_result_t res;
-        int got = vs_rpc_multi_next(m, (int64_t)ceil((wake - now) * 1e3), &res);
-        if (got == 1) {
-            st = on_result(c, m, parts, &res, ver, deadline, err);
-        } else if (got == 0) {
-            now = vs_now_s();
-            for (size_t t = 0; t < T; t++) {
-                part_state_t *ps = &parts[t];
-                if (ps->done || ps->failed || ps->hedged || ps->inflight != 1 || ps->hedge_at > now)
-                    continue;
-                ps->hedged = 1;
-                if (start_call(c, m, ps, t, ver, deadline, 1))
-                    atomic_fetch_add(&c->stats.hedges_sent, 1);
-            }
-        } else {
-            break; /* nothing in flight */
-        }
-    }
-    /* cancel what is left and account for it */
-    if (m) {
-        for (size_t t = 0; t < T; t++)
-            for (int s = 0; s < 2; s++)
-                if (parts[t].handles[s])
-                    vs_rpc_multi_cancel(m, parts[t].handles[s]);
-        vs_rpc_result_t res;
-        while (vs_rpc_multi_next(m, -1, &res) == 1) { /* cancelled calls complete at once */
-            call_ctx_t *ctx = res.user;
-            part_state_t *ps = &parts[ctx->part];
-            if (!ps->done && !ps->failed) {
-                ps->failed = 1;
-                snprintf(ps->reason, sizeof ps->reason, "partition %u: deadline exceeded", ps->partition);
-            }
-            free(res.body);
-            vs_replica_done(ctx->replica, res.seconds, 0);
-            ps->inflight--;
-            free(ctx);
-        }
-        multi_give(c, m);
-    }
-    /* coverage, merge, answer */
-    size_t answered = 0;
-    uint32_t total = ver ? ver->router.n_partitions : 0;
-    for (size_t t = 0; t < T; t++)
-        answered += parts[t].done;
-    /* partitions the router did not call (no query routed there) count as answered: nothing was lost */
-    size_t covered = st == VS_OK ? answered + (total - T) : 0;
-    float min_cov = r->min_coverage > 0 ? r->min_coverage : c->o.min_coverage;
-    if (st == VS_OK && (answered == 0 || (double)covered < (double)min_cov * total - 1e-9)) {
-        char reasons[VS_ERR_LEN / 2] = "";
-        size_t off = 0;
-        for (size_t t = 0; t < T && off < sizeof reasons - 1; t++)
-            if (!parts[t].done)
-                off += (size_t)snprintf(reasons + off, sizeof reasons - off, "%s%s", off ? "; " : "",
-                                        parts[t].reason);
-        st = vs_errf(err, VS_ERR_UNAVAILABLE, "%zu of %u partitions answered (min_coverage %.2f): %s",
-                     covered, total, (double)min_cov, reasons);
-        atomic_fetch_add(&c->stats.unavailable, 1);
-    }
-    if (st == VS_OK) {
-        size_t k = r->k;
-        float *dist = malloc(nq * k * sizeof(float));
-        int64_t *ids = malloc(nq * k * sizeof(int64_t));
-        const float **pd = calloc(T ? T : 1, sizeof *pd);
-        const int64_t **pi = calloc(T ? T : 1, sizeof *pi);
-        int *ok = calloc(T ? T : 1, sizeof *ok);
-        char **reasons = calloc(T ? T : 1, sizeof *reasons);
-        if (!dist || !ids || !pd || !pi || !ok || !reasons)
-            st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
-        for (size_t t = 0; st == VS_OK && t < T; t++) {
-            Vecshard__V1__ShardSearchResponse *sr = parts[t].resp;
-            if (!parts[t].done)
-                continue;
-            if (sr->k != k || sr->n_ids != plan.parts[t].nq * k || sr->n_distances != sr->n_ids) {
-                st = vs_errf(err, VS_ERR_INTERNAL, "partition %u answered %zu results for %zu queries x %zu",
-                             parts[t].partition, sr->n_ids, plan.parts[t].nq, k);
-                break;
-            }
-            pd[t] = sr->distances;
-            pi[t] = sr->ids;
-            ok[t] = 1;
-        }
-        if (st == VS_OK)
-            st = vs_route_merge(&plan, k, vs_metric_larger_is_better(ver->router.metric), pd, pi, ok, dist,
-                                ids, err);
-        if (st == VS_OK) {
-            Vecshard__V1__SearchResponse resp = VECSHARD__V1__SEARCH_RESPONSE__INIT;
-            Vecshard__V1__Coverage cov = VECSHARD__V1__COVERAGE__INIT;
-            size_t nr = 0;
-            for (size_t t = 0; t < T; t++)
-                if (!parts[t].done)
-                    reasons[nr++] = parts[t].reason;
-            cov.partitions_total = total;
-            cov.partitions_answered = (uint32_t)covered;
-            cov.partial = covered < total;
-            cov.n_reasons = nr;
-            cov.reasons = reasons;
-            resp.nq = (uint32_t)nq;
-            resp.k = r->k;
-            resp.n_ids = resp.n_distances = nq * k;
-            resp.ids = ids;
-            resp.distances = dist;
-            resp.index_version = ver->name;
-            resp.coverage = &cov;
-            resp.applied_params = &eff;
-            resp.params_clipped = clipped;
-            if (cov.partial)
-                atomic_fetch_add(&c->stats.partial, 1);
-            size_t n = vecshard__v1__search_response__get_packed_size(&resp);
-            *out = malloc(n ? n : 1);
-            if (!*out)
-                st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
-            else
-                *out_len = vecshard__v1__search_response__pack(&resp, *out);
-        }
-        free(dist);
-        free(ids);
-        free(pd);
-        free(pi);
-        free(ok);
-        free(reasons);
-    }
-    for (size_t t = 0; parts && t < T; t++) {
-        for (size_t i = 0; i < parts[t].n_tried; i++)
-            vs_replica_release(parts[t].tried[i]);
-        if (!parts[t].shared_req)
-            free(parts[t].req);
-        if (parts[t].resp)
-            vecshard__v1__shard_search_response__free_unpacked(parts[t].resp, NULL);
-    }
-    free(parts);
-    vs_route_plan_fini(&plan);
-    version_unref(ver);
-    vecshard__v1__search_request__free_unpacked(r, NULL);
+        st = fan_out(c, &q, t_entry + budget_s - reserve_s, &f, err);
+    if (st == VS_OK)
+        st = answer(c, &q, f, out, out_len, err);
+    vs_fanout_destroy(f);
+    request_fini(&q);
     return st;
 }
 

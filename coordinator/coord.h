@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "coordinator/fanout.h"
 #include "coordinator/router.h"
 #include "coordinator/view.h"
 
@@ -30,8 +31,8 @@ typedef struct vs_coord_opts {
 
 /* Counters for /metrics (monotonic; read with atomic_load). */
 typedef struct vs_coord_stats {
-    atomic_ulong requests, partial, unavailable, hedges_sent, hedges_won, retries, shard_calls,
-        shard_failures, params_clipped;
+    atomic_ulong requests, partial, unavailable, params_clipped;
+    vs_fanout_stats_t fanout;              /* calls, hedges, retries, failures, late answers */
     atomic_ulong fanout_sum, fanout_count; /* partitions called per request */
 } vs_coord_stats_t;
 

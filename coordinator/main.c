@@ -247,19 +247,21 @@ static void on_status(void *user, const vs_rpc_call_t *call, const uint8_t *req,
         reply_status(reply, st, err);
 }
 
-#define STAT_FN(field)                                                                                       \
-    static double stat_##field(void *u)                                                                      \
+#define STAT_FN2(name, field)                                                                                \
+    static double stat_##name(void *u)                                                                       \
     {                                                                                                        \
         return (double)atomic_load(&vs_coord_stats(((app_t *)u)->coord)->field);                             \
     }
+#define STAT_FN(field) STAT_FN2(field, field)
 STAT_FN(requests)
 STAT_FN(partial)
 STAT_FN(unavailable)
-STAT_FN(hedges_sent)
-STAT_FN(hedges_won)
-STAT_FN(retries)
-STAT_FN(shard_calls)
-STAT_FN(shard_failures)
+STAT_FN2(hedges_sent, fanout.hedges_sent)
+STAT_FN2(hedges_won, fanout.hedges_won)
+STAT_FN2(retries, fanout.retries)
+STAT_FN2(shard_calls, fanout.shard_calls)
+STAT_FN2(shard_failures, fanout.shard_failures)
+STAT_FN2(late_answers, fanout.late_answers)
 STAT_FN(fanout_sum)
 STAT_FN(fanout_count)
 
@@ -305,6 +307,10 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
         {"vecshard_coordinator_shard_calls_total", "Calls made to shards (primary, hedges, retries).",
          stat_shard_calls, 1},
         {"vecshard_coordinator_shard_failures_total", "Shard calls that failed.", stat_shard_failures, 1},
+        {"vecshard_coordinator_late_answers_total",
+         "Shard answers dropped because their partition had already ended (hedge losers, answers after the "
+         "deadline).",
+         stat_late_answers, 1},
         {"vecshard_coordinator_fanout_partitions_total", "Partitions called, summed over requests.",
          stat_fanout_sum, 1},
         {"vecshard_coordinator_fanout_requests_total",
