@@ -222,10 +222,9 @@ size_t vs_coord_versions(vs_coord_t *c, char (*out)[128], size_t cap, char activ
     return n;
 }
 
-/* Router of a cluster-partitioned version: the centroids file (checked against the manifest's CRC32C,
- * nlist and dim) and the list -> partition map from the partitions' list ids. */
-static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_router_t *r,
-                                char err[VS_ERR_LEN])
+/* The version's centroids file, checked against the manifest's CRC32C, nlist and dim and against the
+ * floats the partitions were built with; *out (nlist*dim, malloc'd). */
+static vs_status load_centroids(const vs_manifest_t *m, float **out, char err[VS_ERR_LEN])
 {
     char cpath[PATH_MAX];
     vs_status st = vs_manifest_path(m, m->centroids_file, cpath, err);
@@ -247,7 +246,7 @@ static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_rou
     st = vs_vecfile_load_f32(cpath, &n, &d, &cent, err);
     if (st != VS_OK)
         return st;
-    uint32_t *lp = NULL, dcrc = 0;
+    uint32_t dcrc = 0;
     if (n != m->nlist || d != m->dim)
         st = vs_errf(err, VS_ERR_CORRUPT, "%s: %zu x %u centroids, the manifest says nlist %u, dim %u", cpath,
                      n, d, m->nlist, m->dim);
@@ -259,7 +258,26 @@ static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_rou
                      "%s: centroid data CRC32C 0x%08x, the partitions were built with 0x%08x (the manifest's "
                      "centroids_data_crc32c): these are not the version's centroids",
                      cpath, dcrc, m->centroids_data_crc32c);
-    else if (!(lp = malloc(n * sizeof *lp)))
+    if (st != VS_OK) {
+        free(cent);
+        return st;
+    }
+    *out = cent;
+    return VS_OK;
+}
+
+/* Router of a cluster-partitioned version: its centroids and the list -> partition map from the
+ * partitions' list ids. */
+static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_router_t *r,
+                                char err[VS_ERR_LEN])
+{
+    float *cent = NULL;
+    vs_status st = load_centroids(m, &cent, err);
+    if (st != VS_OK)
+        return st;
+    const size_t n = m->nlist;
+    uint32_t *lp = malloc(n * sizeof *lp);
+    if (!lp)
         st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
     if (st == VS_OK) {
         for (size_t l = 0; l < n; l++)
@@ -320,12 +338,29 @@ static void resolve_params(const version_entry_t *e, const Vecshard__V1__SearchP
     }
 }
 
+/* Router of a hash-partitioned version. IVF partitions share the version's coarse quantizer: with two
+ * or more partitions the coordinator ranks each query's lists once and sends them to every partition,
+ * instead of each shard ranking all nlist centroids again (unless --coarse-at shard). */
+static vs_status hash_router(const vs_coord_t *c, const vs_manifest_t *m, vs_router_t *r,
+                             char err[VS_ERR_LEN])
+{
+    vs_factory_spec_t spec;
+    int ivf = vs_factory_parse(m->factory, &spec, NULL) == VS_OK && spec.type == VS_INDEX_IVF;
+    if (!ivf || c->o.coarse_at_shard || m->n_partitions < 2 || !m->centroids_file[0] || !m->nlist)
+        return vs_router_init_hash(r, m->metric, m->dim, m->n_partitions, err);
+    float *cent = NULL;
+    vs_status st = load_centroids(m, &cent, err);
+    if (st == VS_OK)
+        st = vs_router_init_hash_ivf(r, m->metric, m->dim, m->n_partitions, m->nlist, cent, err);
+    free(cent);
+    return st;
+}
+
 vs_status vs_coord_add_loaded(vs_coord_t *c, const vs_manifest_t *m, const char *path, char err[VS_ERR_LEN])
 {
     vs_router_t r;
-    vs_status st = strcmp(m->partitioning, "hash") == 0
-                       ? vs_router_init_hash(&r, m->metric, m->dim, m->n_partitions, err)
-                       : cluster_router(m, path, &r, err);
+    vs_status st =
+        strcmp(m->partitioning, "hash") == 0 ? hash_router(c, m, &r, err) : cluster_router(m, path, &r, err);
     if (st != VS_OK)
         return st;
     char(*content)[17] = calloc(m->n_partitions, sizeof *content);
@@ -500,6 +535,12 @@ static uint8_t *shard_request(const Vecshard__V1__SearchRequest *r, const Vecsha
     } else {
         s.queries = r->queries;
         s.n_queries = r->n_queries;
+        if (plan->lists) { /* hash with the lists ranked here: the same for every partition */
+            s.lists_per_query = plan->lists_per_query;
+            s.lists = plan->lists;
+            s.n_lists = plan->nq * plan->lists_per_query;
+            sp.nprobe = 0;
+        }
     }
     *len = vecshard__v1__shard_search_request__get_packed_size(&s);
     uint8_t *buf = malloc(*len ? *len : 1);
@@ -596,11 +637,13 @@ static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, reque
 }
 
 /* Routes the queries and encodes one shard request per partition called. */
-static vs_status plan(request_t *q, char err[VS_ERR_LEN])
+static vs_status plan(vs_coord_t *c, request_t *q, char err[VS_ERR_LEN])
 {
     vs_status st = vs_router_plan(&q->ver->router, q->nq, q->r->queries, q->eff.nprobe, &q->plan, err);
     if (st != VS_OK)
         return st;
+    if (q->plan.lists_per_query)
+        atomic_fetch_add(&c->stats.coarse_ranked, q->nq);
     size_t T = q->plan.n_parts, n = T ? T : 1;
     q->reqs = calloc(n, sizeof *q->reqs);
     q->lens = calloc(n, sizeof *q->lens);
@@ -797,7 +840,7 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
     vs_fanout_t *f = NULL;
     vs_status st = decode(c, reqb, reqlen, &q, err);
     if (st == VS_OK)
-        st = plan(&q, err);
+        st = plan(c, &q, err);
     if (st == VS_OK)
         st = fan_out(c, &q, t_entry + budget_s - reserve_s, &f, err);
     if (st == VS_OK)

@@ -27,11 +27,14 @@ typedef struct vs_coord_opts {
     int64_t default_timeout_ms; /* calls without a deadline get this (default 1000) */
     float min_coverage;         /* used when a request gives 0 (default 0: any partial answer) */
     size_t max_batch;           /* default 10,000 */
+    int coarse_at_shard;        /* 1: hash-partitioned IVF shards rank their lists themselves (each all nlist
+                                   centroids); 0 (default): the coordinator ranks them once per query */
 } vs_coord_opts_t;
 
 /* Counters for /metrics (monotonic; read with atomic_load). */
 typedef struct vs_coord_stats {
     atomic_ulong requests, partial, unavailable, params_clipped;
+    atomic_ulong coarse_ranked;            /* queries whose IVF lists the coordinator ranked (router.h) */
     vs_fanout_stats_t fanout;              /* calls, hedges, retries, failures, late answers */
     atomic_ulong fanout_sum, fanout_count; /* partitions called per request */
 } vs_coord_stats_t;

@@ -32,6 +32,7 @@ typedef struct config {
     size_t n_manifests;
     long threads, grace_ms, timeout_ms, max_conn_age_ms;
     double hedge_delay_ms, min_coverage;
+    int coarse_at_shard;
 } config_t;
 
 static void usage(FILE *f)
@@ -51,6 +52,9 @@ static void usage(FILE *f)
         "  --cluster NAME        cluster name in etcd keys (default 'default')\n"
         "  --hedge-delay-ms MS   send a hedged copy after MS (default 0 = each replica's observed p95)\n"
         "  --min-coverage F      fraction of partitions that must answer when a request gives 0 (default 0)\n"
+        "  --coarse-at WHERE     hash-partitioned IVF versions: 'coordinator' (default) ranks each query's\n"
+        "                        nprobe lists once and sends them to every partition; 'shard' lets each\n"
+        "                        shard rank all nlist centroids itself (P times the work; for comparison)\n"
         "  --timeout-ms MS       deadline for requests that carry none (default 1000)\n"
         "  --threads N           gRPC worker threads (default: 2 per CPU; workers mostly wait on shards)\n"
         "  --metrics-listen A    HTTP address for /metrics and /healthz (default 0.0.0.0:9101; 'none' = "
@@ -90,6 +94,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"cluster", required_argument, 0, 'c'},
                                          {"hedge-delay-ms", required_argument, 0, 'H'},
                                          {"min-coverage", required_argument, 0, 'C'},
+                                         {"coarse-at", required_argument, 0, 'Q'},
                                          {"timeout-ms", required_argument, 0, 'T'},
                                          {"threads", required_argument, 0, 't'},
                                          {"metrics-listen", required_argument, 0, 'M'},
@@ -136,6 +141,14 @@ static int parse_args(int argc, char **argv, config_t *c)
         case 'C':
             if (parse_num("--min-coverage", optarg, 0, 1, &c->min_coverage))
                 return 2;
+            break;
+        case 'Q':
+            if (strcmp(optarg, "coordinator") != 0 && strcmp(optarg, "shard") != 0) {
+                fprintf(stderr, "vecshard-coordinator: --coarse-at is 'coordinator' or 'shard', not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            c->coarse_at_shard = strcmp(optarg, "shard") == 0;
             break;
         case 'T':
             if (parse_num("--timeout-ms", optarg, 1, 3600000, &v))
@@ -263,6 +276,7 @@ STAT_FN2(shard_calls, fanout.shard_calls)
 STAT_FN2(shard_failures, fanout.shard_failures)
 STAT_FN2(late_answers, fanout.late_answers)
 STAT_FN(fanout_sum)
+STAT_FN(coarse_ranked)
 STAT_FN(fanout_count)
 
 static double g_etcd_connected(void *u)
@@ -315,6 +329,10 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
          stat_fanout_sum, 1},
         {"vecshard_coordinator_fanout_requests_total",
          "Requests fanned out (divide fanout_partitions by it).", stat_fanout_count, 1},
+        {"vecshard_coordinator_coarse_ranked_queries_total",
+         "Queries whose IVF lists the coordinator ranked once for every partition (cluster routing, or hash "
+         "partitions sharing one quantizer).",
+         stat_coarse_ranked, 1},
         {"vecshard_coordinator_etcd_connected", "1 while the membership watch is connected to etcd.",
          g_etcd_connected, 0},
         {"vecshard_coordinator_ready",
@@ -354,7 +372,8 @@ int main(int argc, char **argv)
     char err[VS_ERR_LEN];
     vs_coord_opts_t co = {.hedge_delay_ms = a.cfg.hedge_delay_ms,
                           .default_timeout_ms = a.cfg.timeout_ms,
-                          .min_coverage = (float)a.cfg.min_coverage};
+                          .min_coverage = (float)a.cfg.min_coverage,
+                          .coarse_at_shard = a.cfg.coarse_at_shard};
     vs_status st = vs_view_create(&a.view, err);
     if (st == VS_OK)
         st = vs_coord_create(&co, a.view, &a.coord, err);

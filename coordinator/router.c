@@ -2,7 +2,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/kmeans.h"
 #include "common/topk.h"
 #include "coordinator/router.h"
 
@@ -16,6 +15,20 @@ vs_status vs_router_init_hash(vs_router_t *r, vs_metric metric, uint32_t dim, ui
     r->dim = dim;
     r->n_partitions = n_partitions;
     return VS_OK;
+}
+
+/* Copies the centroids and prepares the coarse quantizer over them. */
+static vs_status set_quantizer(vs_router_t *r, uint32_t nlist, const float *centroids, char err[VS_ERR_LEN])
+{
+    vs_status st = vs_check_finite(centroids, nlist, r->dim, "centroid", err);
+    if (st != VS_OK)
+        return st;
+    r->centroids = malloc((size_t)nlist * r->dim * sizeof(float));
+    if (!r->centroids)
+        return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+    memcpy(r->centroids, centroids, (size_t)nlist * r->dim * sizeof(float));
+    r->nlist = nlist;
+    return vs_coarse_init(&r->coarse, r->metric, r->dim, nlist, r->centroids, err);
 }
 
 vs_status vs_router_init_cluster(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
@@ -32,25 +45,35 @@ vs_status vs_router_init_cluster(vs_router_t *r, vs_metric metric, uint32_t dim,
         if (list_partition[l] >= n_partitions)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "router: list %u maps to partition %u of %u", l,
                            list_partition[l], n_partitions);
-    st = vs_check_finite(centroids, nlist, dim, "centroid", err);
+    r->list_partition = malloc((size_t)nlist * sizeof(uint32_t));
+    if (!r->list_partition)
+        return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+    memcpy(r->list_partition, list_partition, (size_t)nlist * sizeof(uint32_t));
+    st = set_quantizer(r, nlist, centroids, err);
+    if (st != VS_OK)
+        vs_router_fini(r);
+    return st;
+}
+
+vs_status vs_router_init_hash_ivf(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
+                                  uint32_t nlist, const float *centroids, char err[VS_ERR_LEN])
+{
+    vs_status st = vs_router_init_hash(r, metric, dim, n_partitions, err);
     if (st != VS_OK)
         return st;
-    r->centroids = malloc((size_t)nlist * dim * sizeof(float));
-    r->list_partition = malloc((size_t)nlist * sizeof(uint32_t));
-    if (!r->centroids || !r->list_partition) {
+    if (nlist == 0 || !centroids)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "router: a shared quantizer needs its centroids");
+    st = set_quantizer(r, nlist, centroids, err);
+    if (st != VS_OK)
         vs_router_fini(r);
-        return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
-    }
-    memcpy(r->centroids, centroids, (size_t)nlist * dim * sizeof(float));
-    memcpy(r->list_partition, list_partition, (size_t)nlist * sizeof(uint32_t));
-    r->nlist = nlist;
-    return VS_OK;
+    return st;
 }
 
 void vs_router_fini(vs_router_t *r)
 {
     if (!r)
         return;
+    vs_coarse_fini(&r->coarse);
     free(r->centroids);
     free(r->list_partition);
     r->centroids = NULL;
@@ -67,66 +90,22 @@ void vs_route_plan_fini(vs_route_plan_t *p)
         free(p->parts[t].lists);
     }
     free(p->parts);
+    free(p->lists);
     memset(p, 0, sizeof *p);
-}
-
-/* The nprobe nearest lists of each query, nearest first (ties by list id). A few queries: one SIMD scan
- * of the centroids each (sgemm set-up costs ~15x more for a single query: 790 us vs 55 us with
- * 1024 x 784 centroids, measured); larger batches: vs_kmeans_nearest's blocked sgemm. */
-static vs_status nearest_lists(const vs_router_t *r, const float *q, size_t nq, uint32_t nprobe, int32_t *out,
-                               char err[VS_ERR_LEN])
-{
-    const vs_metric coarse = r->metric == VS_METRIC_L2 ? VS_METRIC_L2 : VS_METRIC_IP;
-    if (nq >= 32)
-        return vs_kmeans_nearest(q, nq, r->centroids, r->nlist, r->dim, coarse, nprobe, 1, out, NULL, err);
-    float *dist = malloc(((size_t)r->nlist + nprobe) * sizeof(float));
-    int64_t *ids = malloc((size_t)nprobe * sizeof(int64_t));
-    if (!dist || !ids) {
-        free(dist);
-        free(ids);
-        return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
-    }
-    float *keys = dist + r->nlist;
-    const int larger = vs_metric_larger_is_better(coarse);
-    for (size_t i = 0; i < nq; i++) {
-        vs_distance_batch(coarse, q + i * r->dim, r->centroids, r->nlist, r->dim, dist);
-        vs_topk_t h;
-        vs_topk_init(&h, nprobe, keys, ids);
-        for (uint32_t l = 0; l < r->nlist; l++)
-            vs_topk_push(&h, vs_topk_key(dist[l], larger), l);
-        size_t n = vs_topk_sort(&h);
-        for (uint32_t j = 0; j < nprobe; j++)
-            out[i * nprobe + j] = j < n ? (int32_t)ids[j] : -1;
-    }
-    free(dist);
-    free(ids);
-    return VS_OK;
 }
 
 static vs_status plan_cluster(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe,
                               vs_route_plan_t *out, char err[VS_ERR_LEN])
 {
-    const uint32_t P = r->n_partitions, d = r->dim;
+    const uint32_t P = r->n_partitions;
     int32_t *lists = malloc(nq * nprobe * sizeof(int32_t));
-    float *qn = NULL;
     size_t *count = calloc(P, sizeof(size_t));
     vs_status st = VS_OK;
     if (!lists || !count) {
         st = vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
         goto done;
     }
-    const float *qq = q;
-    if (r->metric == VS_METRIC_COSINE) { /* the index ranks unit queries */
-        qn = malloc(nq * d * sizeof(float));
-        if (!qn) {
-            st = vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
-            goto done;
-        }
-        memcpy(qn, q, nq * d * sizeof(float));
-        vs_normalize_rows(qn, nq, d);
-        qq = qn;
-    }
-    st = nearest_lists(r, qq, nq, nprobe, lists, err);
+    st = vs_coarse_probe_n(&r->coarse, nq, q, nprobe, 0, lists, err);
     if (st != VS_OK)
         goto done;
     /* queries per partition: a query goes to each partition owning at least one of its lists */
@@ -189,7 +168,6 @@ static vs_status plan_cluster(const vs_router_t *r, size_t nq, const float *q, u
     free(part_of);
 done:
     free(lists);
-    free(qn);
     free(count);
     return st;
 }
@@ -201,10 +179,27 @@ vs_status vs_router_plan(const vs_router_t *r, size_t nq, const float *q, uint32
     out->nq = nq;
     if (nq == 0)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "router: empty batch");
-    if (r->nlist == 0) {
+    if (nprobe == 0)
+        nprobe = 1;
+    if (r->nlist && nprobe > r->nlist)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe = %u is above nlist = %u", nprobe, r->nlist);
+    if (!r->list_partition) { /* hash: every partition, with the lists when they are ranked here */
+        if (r->nlist) {
+            out->lists = malloc(nq * nprobe * sizeof(int32_t));
+            if (!out->lists)
+                return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+            vs_status st = vs_coarse_probe_n(&r->coarse, nq, q, nprobe, 0, out->lists, err);
+            if (st != VS_OK) {
+                vs_route_plan_fini(out);
+                return st;
+            }
+            out->lists_per_query = nprobe;
+        }
         out->parts = calloc(r->n_partitions, sizeof *out->parts);
-        if (!out->parts)
+        if (!out->parts) {
+            vs_route_plan_fini(out);
             return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+        }
         out->n_parts = r->n_partitions;
         for (uint32_t p = 0; p < r->n_partitions; p++) {
             out->parts[p].partition = p;
@@ -212,10 +207,6 @@ vs_status vs_router_plan(const vs_router_t *r, size_t nq, const float *q, uint32
         }
         return VS_OK;
     }
-    if (nprobe == 0)
-        nprobe = 1;
-    if (nprobe > r->nlist)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe = %u is above nlist = %u", nprobe, r->nlist);
     out->lists_per_query = nprobe;
     vs_status st = plan_cluster(r, nq, q, nprobe, out, err);
     if (st != VS_OK)

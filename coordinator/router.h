@@ -1,12 +1,15 @@
 /* router.h: which partitions a batch of queries goes to, and the merge of their answers. Pure: no
  * network, no threads started, no clock.
  *
- * Hash-partitioned versions: every partition gets the whole batch. Cluster-partitioned versions (IVF
- * lists spread over partitions): each query's nprobe nearest coarse centroids are found here (exact
- * ranking, the metric's coarse metric: L2 for L2, inner product for IP and cosine), and each partition
- * gets only the queries with at least one of their lists in it, together with those list ids (the
- * others as -1), so the fan-out shrinks and the shards scan exactly the lists an unpartitioned index
- * would. The merge is a k-way merge per query of the partitions' sorted lists, duplicate ids dropped. */
+ * Hash-partitioned versions: every partition gets the whole batch. When the partitions share one IVF
+ * coarse quantizer (vs_router_init_hash_ivf), each query's nprobe lists are ranked here once and every
+ * partition gets them with the queries, instead of each of P shards ranking all nlist centroids again
+ * (FAISS IndexShardsIVF / search_preassigned). Cluster-partitioned versions (IVF lists spread over
+ * partitions): each query's nprobe lists are found here, and each partition gets only the queries with
+ * at least one of their lists in it, together with those list ids (the others as -1), so the fan-out
+ * shrinks. Either way the lists come from vs_coarse_probe (shard/index/coarse.h), the function IVF
+ * search itself calls, so the shards scan exactly the lists an unpartitioned index would. The merge is a
+ * k-way merge per query of the partitions' sorted lists, duplicate ids dropped. */
 #ifndef VS_COORDINATOR_ROUTER_H
 #define VS_COORDINATOR_ROUTER_H
 
@@ -15,14 +18,16 @@
 
 #include "common/distance.h"
 #include "common/status.h"
+#include "shard/index/coarse.h"
 
 typedef struct vs_router {
     vs_metric metric;
     uint32_t dim;
     uint32_t n_partitions;
-    uint32_t nlist;           /* 0 = hash partitioning */
-    float *centroids;         /* nlist*dim (owned), cluster only */
-    uint32_t *list_partition; /* nlist (owned), cluster only */
+    uint32_t nlist;           /* 0 = no coarse quantizer here (hash partitions searched with nprobe) */
+    float *centroids;         /* nlist*dim (owned) */
+    uint32_t *list_partition; /* nlist (owned): cluster partitioning; NULL = hash (lists ranked once) */
+    vs_coarse_t coarse;       /* over centroids */
 } vs_router_t;
 
 /* Hash partitioning over n_partitions (1..65536). */
@@ -34,6 +39,11 @@ vs_status vs_router_init_hash(vs_router_t *r, vs_metric metric, uint32_t dim, ui
 vs_status vs_router_init_cluster(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
                                  uint32_t nlist, const float *centroids, const uint32_t *list_partition,
                                  char err[VS_ERR_LEN]);
+
+/* Hash partitioning over n_partitions whose IVF indexes share these nlist centroids (copied): plans
+ * carry each query's nprobe lists for every partition (vs_route_plan_t.lists). */
+vs_status vs_router_init_hash_ivf(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
+                                  uint32_t nlist, const float *centroids, char err[VS_ERR_LEN]);
 
 void vs_router_fini(vs_router_t *r);
 
@@ -47,12 +57,14 @@ typedef struct vs_route_part {
 
 typedef struct vs_route_plan {
     size_t nq;
-    uint32_t lists_per_query; /* nprobe for cluster routing, 0 for hash */
+    uint32_t lists_per_query; /* nprobe when lists were ranked here, else 0 */
+    int32_t *lists;           /* hash with a shared quantizer: nq*lists_per_query, the same for every
+                                 partition (owned); else NULL */
     size_t n_parts;
     vs_route_part_t *parts; /* partitions with at least one query, ascending */
 } vs_route_plan_t;
 
-/* Plans nq queries (nq*dim floats, finite). nprobe (cluster only; 0 = 1) must be <= nlist. */
+/* Plans nq queries (nq*dim floats, finite). nprobe (with a quantizer here; 0 = 1) must be <= nlist. */
 vs_status vs_router_plan(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe,
                          vs_route_plan_t *out, char err[VS_ERR_LEN]);
 void vs_route_plan_fini(vs_route_plan_t *p);

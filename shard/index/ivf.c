@@ -18,6 +18,7 @@
 #include "common/parallel.h"
 #include "common/topk.h"
 #include "shard/index/arena.h"
+#include "shard/index/coarse.h"
 #include "shard/index/fastscan.h"
 #include "shard/index/ifile.h"
 #include "shard/index/pq.h"
@@ -38,12 +39,9 @@ struct vs_ivf {
     int trained;
     float *centroids; /* nlist*d */
     vs_pq_t pq;
-    float *term2;  /* L2 + 8-bit PQ: nlist*m*ksub, |p_jc|^2 + 2<c_l,j, p_jc> */
-    float *cbt;    /* 4-bit fast-scan PQ: the codebook transposed (fastscan.h) */
-    float *cnorm;  /* nlist squared centroid norms (L2), to choose lists by |c|^2 - 2<q, c> */
-    uint32_t pdim; /* > 0: lists are preselected in a pdim-dimensional PCA projection (L2, large d) */
-    float *pca;    /* pdim x d: orthonormal principal directions of the centroids, one per row */
-    float *cproj;  /* nlist x pdim: the centroids projected */
+    float *term2;       /* L2 + 8-bit PQ: nlist*m*ksub, |p_jc|^2 + 2<c_l,j, p_jc> */
+    float *cbt;         /* 4-bit fast-scan PQ: the codebook transposed (fastscan.h) */
+    vs_coarse_t coarse; /* the lists a query probes (coarse.h), over centroids */
     vs_sq8_t sq8;
     ivf_list_t *lists;
     size_t ntotal;
@@ -159,9 +157,7 @@ void vs_ivf_destroy(vs_ivf_t *ivf)
     free(ivf->centroids);
     free(ivf->term2);
     free(ivf->cbt);
-    free(ivf->cnorm);
-    free(ivf->pca);
-    free(ivf->cproj);
+    vs_coarse_fini(&ivf->coarse);
     vs_pq_fini(&ivf->pq);
     vs_sq8_fini(&ivf->sq8);
     free(ivf);
@@ -209,10 +205,8 @@ vs_status vs_ivf_clone_empty(const vs_ivf_t *src, vs_ivf_t **out, char err[VS_ER
         dup_bytes(src->term2, src->term2 ? (size_t)nl * src->pq.m * src->pq.ksub * sizeof(float) : 0, &fail);
     ivf->cbt =
         dup_bytes(src->cbt, src->cbt ? (size_t)src->pq.m * src->pq.dsub * 16 * sizeof(float) : 0, &fail);
-    ivf->cnorm = dup_bytes(src->cnorm, nl * sizeof(float), &fail);
-    ivf->pdim = src->pdim;
-    ivf->pca = dup_bytes(src->pca, (size_t)src->pdim * d * sizeof(float), &fail);
-    ivf->cproj = dup_bytes(src->cproj, (size_t)nl * src->pdim * sizeof(float), &fail);
+    if (!fail && ivf->centroids && vs_coarse_copy(&ivf->coarse, &src->coarse, ivf->centroids, err) != VS_OK)
+        fail = 1;
     if (fail) {
         vs_ivf_destroy(ivf);
         return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory cloning the trained state");
@@ -223,111 +217,11 @@ vs_status vs_ivf_clone_empty(const vs_ivf_t *src, vs_ivf_t **out, char err[VS_ER
 }
 
 /* term2[l][j][c] = |p_jc|^2 + 2 <c_l,j , p_jc> for L2 with PQ (see ivf.h). */
-/* Coarse preselection in a PCA projection. With many high-dimensional centroids (Fashion-MNIST:
- * 1024 x 784) the coarse step costs a quarter of a query. Centroid distances live mostly in a few
- * directions, so the query and the centroids are projected on the pdim principal directions of the
- * centroids; the nprobe + max(nprobe, 16) nearest in projection are then ranked exactly and the nprobe
- * best probed. The directions come from subspace iteration on the centroids' covariance (sgemm, fixed
- * seed: the same at train and at load, so nothing is stored in the index file). */
-#define PCA_MIN_D 256
-#define PCA_MIN_NLIST 256
-#define PCA_ITERS 12
-
-static vs_status compute_pca(vs_ivf_t *ivf, char *err)
-{
-    free(ivf->pca);
-    free(ivf->cproj);
-    ivf->pca = ivf->cproj = NULL;
-    ivf->pdim = 0;
-    const uint32_t d = ivf->d, nl = ivf->nlist;
-    if (ivf->metric != VS_METRIC_L2 || d < PCA_MIN_D || nl < PCA_MIN_NLIST)
-        return VS_OK;
-    const uint32_t p = d / 6 < 128 ? d / 6 : 128;
-    float *mean = calloc(d, sizeof(float)), *xc = malloc((size_t)nl * d * sizeof(float));
-    float *cov = malloc((size_t)d * d * sizeof(float)), *Q = malloc((size_t)p * d * sizeof(float));
-    float *Z = malloc((size_t)p * d * sizeof(float)), *cproj = malloc((size_t)nl * p * sizeof(float));
-    vs_status st = VS_OK;
-    if (!mean || !xc || !cov || !Q || !Z || !cproj) {
-        st = vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for the coarse projection");
-        goto done;
-    }
-    for (uint32_t l = 0; l < nl; l++)
-        for (uint32_t i = 0; i < d; i++)
-            mean[i] += ivf->centroids[(size_t)l * d + i] / (float)nl;
-    for (uint32_t l = 0; l < nl; l++)
-        for (uint32_t i = 0; i < d; i++)
-            xc[(size_t)l * d + i] = ivf->centroids[(size_t)l * d + i] - mean[i];
-    vs_parallel_blas_single();
-    /* cov = xc^T xc (d x d) */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)nl, 1.0f, xc, (int)d, xc,
-                (int)d, 0.0f, cov, (int)d);
-    uint64_t seed = 0x9e3779b97f4a7c15ull;
-    for (size_t i = 0; i < (size_t)p * d; i++) {
-        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-        Q[i] = (float)((double)(seed >> 11) * 0x1.0p-53 - 0.5);
-    }
-    for (int it = 0; it <= PCA_ITERS; it++) {
-        /* orthonormalise the rows of Q (modified Gram-Schmidt, dots in double) */
-        for (uint32_t a = 0; a < p; a++) {
-            float *qa = Q + (size_t)a * d;
-            for (uint32_t b = 0; b < a; b++) {
-                const float *qb = Q + (size_t)b * d;
-                double dot = 0;
-                for (uint32_t i = 0; i < d; i++)
-                    dot += (double)qa[i] * qb[i];
-                for (uint32_t i = 0; i < d; i++)
-                    qa[i] -= (float)dot * qb[i];
-            }
-            double nrm = 0;
-            for (uint32_t i = 0; i < d; i++)
-                nrm += (double)qa[i] * qa[i];
-            float inv = nrm > 0 ? (float)(1.0 / sqrt(nrm)) : 0.0f;
-            for (uint32_t i = 0; i < d; i++)
-                qa[i] *= inv;
-        }
-        if (it == PCA_ITERS)
-            break;
-        /* Z = Q cov (p x d); cov is symmetric */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p, (int)d, (int)d, 1.0f, Q, (int)d, cov,
-                    (int)d, 0.0f, Z, (int)d);
-        float *t = Q;
-        Q = Z;
-        Z = t;
-    }
-    /* cproj = centroids Q^T (nl x p) */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nl, (int)p, (int)d, 1.0f, ivf->centroids,
-                (int)d, Q, (int)d, 0.0f, cproj, (int)p);
-    ivf->pca = Q;
-    ivf->cproj = cproj;
-    ivf->pdim = p;
-    Q = NULL;
-    cproj = NULL;
-done:
-    free(mean);
-    free(xc);
-    free(cov);
-    free(Q);
-    free(Z);
-    free(cproj);
-    return st;
-}
-
-/* Squared centroid norms: lists are chosen by |c|^2 - 2<q, c> (one FMA per dimension, half the work of
- * (q - c)^2). The expansion cancels when distances are small next to the norms, which can only swap
- * lists whose distances nearly tie at the nprobe boundary: tables, estimates and refine stay exact. */
+/* The coarse quantizer's tables (coarse.h) over the current centroids. */
 static vs_status compute_cnorm(vs_ivf_t *ivf, char *err)
 {
-    free(ivf->cnorm);
-    ivf->cnorm = NULL;
-    if (ivf->metric != VS_METRIC_L2)
-        return VS_OK;
-    ivf->cnorm = malloc(ivf->nlist * sizeof(float));
-    if (ivf->cnorm == NULL)
-        return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory for centroid norms");
-    const vs_distance_kernels_t *kern = vs_distance_kernels();
-    for (uint32_t l = 0; l < ivf->nlist; l++)
-        ivf->cnorm[l] = kern->norm_sqr(ivf->centroids + (size_t)l * ivf->d, ivf->d);
-    return compute_pca(ivf, err);
+    vs_coarse_fini(&ivf->coarse);
+    return vs_coarse_init(&ivf->coarse, ivf->metric, ivf->d, ivf->nlist, ivf->centroids, err);
 }
 
 static vs_status compute_term2(vs_ivf_t *ivf, char *err)
@@ -545,24 +439,8 @@ vs_status vs_ivf_assign(const vs_ivf_t *ivf, size_t n, const float *x, size_t n_
     vs_status st = vs_check_finite(x, n, ivf->d, "vector", err);
     if (st != VS_OK || n == 0)
         return st;
-    size_t chunk = n < ADD_CHUNK ? n : ADD_CHUNK;
-    float *xc = ivf->metric == VS_METRIC_COSINE ? malloc(chunk * ivf->d * sizeof(float)) : NULL;
-    if (ivf->metric == VS_METRIC_COSINE && xc == NULL)
-        return vs_errf(err, VS_ERR_NOMEM, "IVF assign: out of memory");
     /* the same blocks and the same call as ivf_add's first pass, so the lists are the ones add picks */
-    for (size_t i0 = 0; i0 < n && st == VS_OK; i0 += chunk) {
-        size_t m = n - i0 < chunk ? n - i0 : chunk;
-        const float *src = x + i0 * ivf->d;
-        if (xc != NULL) {
-            memcpy(xc, src, m * ivf->d * sizeof(float));
-            vs_normalize_rows(xc, m, ivf->d);
-            src = xc;
-        }
-        st = vs_kmeans_nearest(src, m, ivf->centroids, ivf->nlist, ivf->d, coarse_metric(ivf), 1, n_threads,
-                               out_lists + i0, NULL, err);
-    }
-    free(xc);
-    return st;
+    return vs_coarse_assign(&ivf->coarse, n, x, ADD_CHUNK, n_threads, out_lists, err);
 }
 
 /* lists: NULL = assign each vector to its nearest centroid; else the list of each vector (builders
@@ -602,14 +480,8 @@ static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64
      * doubling while appending would zero and copy about twice the final bytes) */
     if (lists != NULL)
         memcpy(all_lab, lists, n * sizeof(int32_t));
-    for (size_t i0 = 0; lists == NULL && i0 < n && st == VS_OK; i0 += chunk) {
-        size_t m = n - i0 < chunk ? n - i0 : chunk;
-        memcpy(xc, x_in + i0 * d, m * d * sizeof(float));
-        if (ivf->metric == VS_METRIC_COSINE)
-            vs_normalize_rows(xc, m, d);
-        st = vs_kmeans_nearest(xc, m, ivf->centroids, ivf->nlist, d, coarse_metric(ivf), 1, n_threads,
-                               all_lab + i0, NULL, err);
-    }
+    else
+        st = vs_coarse_assign(&ivf->coarse, n, x_in, ADD_CHUNK, n_threads, all_lab, err);
     if (st == VS_OK) {
         size_t *cnt = calloc(ivf->nlist, sizeof(size_t));
         if (cnt == NULL)
@@ -763,58 +635,13 @@ static uint16_t fs_offer(void *arg, size_t pos, uint16_t sum)
     return key_to_threshold(cands_threshold(s->h), s->base, s->scale);
 }
 
-/* The nprobe best lists of q into lists[nprobe] (-1 past nlist), nearest first. cdist: nlist floats,
- * keys/ids: nprobe + max(nprobe, 16) scratch, proj: pdim floats. exact = 1 skips the preselection. */
-static void probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int exact, float *cdist, float *keys,
-                  int64_t *ids, float *proj, int32_t *lists)
-{
-    const vs_distance_kernels_t *kern = vs_distance_kernels();
-    const int larger = ivf->metric != VS_METRIC_L2;
-    vs_topk_t h;
-    const uint32_t pool = nprobe + (nprobe > 16 ? nprobe : 16);
-    if (ivf->pdim > 0 && !exact && 2 * (size_t)pool <= ivf->nlist) {
-        /* preselect in projection, then rank the pool exactly (cdist's first half holds the pool's keys,
-         * its second half their list ids; large pools gain nothing and take the exact path) */
-        kern->ip_batch(q, ivf->pca, ivf->pdim, ivf->d, proj);
-        kern->l2sqr_batch(proj, ivf->cproj, ivf->nlist, ivf->pdim, cdist);
-        vs_topk_init(&h, pool, keys, ids);
-        for (uint32_t l = 0; l < ivf->nlist; l++)
-            if (cdist[l] <= vs_topk_threshold(&h))
-                vs_topk_push(&h, cdist[l], l);
-        size_t got = h.size;
-        int32_t *cands = (int32_t *)(cdist + got); /* cdist has nlist >= 2 * got floats of room */
-        for (size_t i = 0; i < got; i++) {
-            uint32_t l = (uint32_t)ids[i];
-            cands[i] = (int32_t)l;
-            cdist[i] = ivf->cnorm[l] - 2.0f * kern->ip(q, ivf->centroids + (size_t)l * ivf->d, ivf->d);
-        }
-        vs_topk_init(&h, nprobe, keys, ids);
-        for (size_t i = 0; i < got; i++)
-            vs_topk_push(&h, cdist[i], cands[i]);
-    } else {
-        kern->ip_batch(q, ivf->centroids, ivf->nlist, ivf->d, cdist);
-        if (ivf->cnorm != NULL) /* L2: rank by |c|^2 - 2<q,c>, i.e. |q - c|^2 - |q|^2 */
-            for (uint32_t l = 0; l < ivf->nlist; l++)
-                cdist[l] = ivf->cnorm[l] - 2.0f * cdist[l];
-        vs_topk_init(&h, nprobe, keys, ids);
-        for (uint32_t l = 0; l < ivf->nlist; l++) {
-            float key = vs_topk_key(cdist[l], larger);
-            if (key <= vs_topk_threshold(&h))
-                vs_topk_push(&h, key, l);
-        }
-    }
-    size_t got = vs_topk_sort(&h);
-    for (size_t i = 0; i < nprobe; i++)
-        lists[i] = i < got ? (int32_t)h.ids[i] : -1;
-}
-
 static void probe_lists(const search_ctx_t *c, scratch_t *s, const float *q, size_t qi)
 {
     if (c->lists != NULL) {
         memcpy(s->probe, c->lists + qi * c->nprobe, c->nprobe * sizeof(int32_t));
         return;
     }
-    probe(c->ivf, q, c->nprobe, 0, s->cdist, s->pkey, s->hids, s->proj, s->probe);
+    vs_coarse_probe(&c->ivf->coarse, q, c->nprobe, 0, s->cdist, s->pkey, s->hids, s->proj, s->probe);
 }
 
 vs_status vs_ivf_probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int exact, int32_t *out_lists,
@@ -822,27 +649,7 @@ vs_status vs_ivf_probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int
 {
     if (!ivf->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index is not trained");
-    if (nprobe == 0 || nprobe > ivf->nlist)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe %u is out of range 1..%u", nprobe, ivf->nlist);
-    size_t pool = (size_t)nprobe + (nprobe > 16 ? nprobe : 16);
-    float *qn = malloc(ivf->d * sizeof(float)), *cdist = malloc(ivf->nlist * sizeof(float));
-    float *keys = malloc(pool * sizeof(float)), *proj = malloc((ivf->pdim + 1) * sizeof(float));
-    int64_t *ids = malloc(pool * sizeof(int64_t));
-    vs_status st = VS_OK;
-    if (!qn || !cdist || !keys || !proj || !ids) {
-        st = vs_errf(err, VS_ERR_NOMEM, "IVF probe: out of memory");
-    } else {
-        memcpy(qn, q, ivf->d * sizeof(float));
-        if (ivf->metric == VS_METRIC_COSINE)
-            vs_normalize_rows(qn, 1, ivf->d);
-        probe(ivf, qn, nprobe, exact, cdist, keys, ids, proj, out_lists);
-    }
-    free(qn);
-    free(cdist);
-    free(keys);
-    free(proj);
-    free(ids);
-    return st;
+    return vs_coarse_probe_n(&ivf->coarse, 1, q, nprobe, exact, out_lists, err);
 }
 
 static void prefetch_refine(const vs_ivf_t *ivf, uint64_t slot, size_t rb)
@@ -1069,7 +876,7 @@ static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size
                              .dbuf = max_list > ivf->d ? max_list : ivf->d,
                              /* reservoir: twice the pool; also holds the coarse pool's ids */
                              .hsz = 2 * kp > 2 * (size_t)nprobe + 16 ? 2 * kp : 2 * (size_t)nprobe + 16,
-                             .pdim = ivf->pdim,
+                             .pdim = ivf->coarse.pdim,
                              .k = k};
     size_t bytes = scratch_layout(&shape, NULL, NULL);
     vs_status st = VS_OK;
@@ -1327,8 +1134,7 @@ static size_t ops_memory_bytes(const void *impl)
         b += (size_t)ivf->nlist * ivf->pq.m * ivf->pq.ksub * sizeof(float);
     if (ivf->cbt)
         b += (size_t)ivf->pq.m * ivf->pq.dsub * 16 * sizeof(float);
-    if (ivf->cnorm)
-        b += (size_t)ivf->nlist * sizeof(float);
+    b += vs_coarse_memory_bytes(&ivf->coarse);
 
     for (uint32_t l = 0; l < ivf->nlist; l++) {
         const ivf_list_t *L = &ivf->lists[l];

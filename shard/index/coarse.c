@@ -1,0 +1,275 @@
+/* coarse.c: the nearest coarse centroids (coarse.h). The PCA preselection and the |c|^2 - 2<q, c> ranking
+ * moved here from ivf.c unchanged, so lists are the ones IVF search always probed. */
+#include "shard/index/coarse.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/kmeans.h"
+#include "common/parallel.h"
+#include "common/topk.h"
+
+/* Coarse preselection in a PCA projection. With many high-dimensional centroids (Fashion-MNIST:
+ * 1024 x 784) the coarse step costs a quarter of a query. Centroid distances live mostly in a few
+ * directions, so the query and the centroids are projected on the pdim principal directions of the
+ * centroids; the nprobe + max(nprobe, 16) nearest in projection are then ranked exactly and the nprobe
+ * best probed. The directions come from subspace iteration on the centroids' covariance (sgemm, fixed
+ * seed: the same at train, at load and in the coordinator, so nothing is stored in the index file). */
+#define PCA_MIN_D 256
+#define PCA_MIN_NLIST 256
+#define PCA_ITERS 12
+
+static vs_status compute_pca(vs_coarse_t *cq, char *err)
+{
+    const uint32_t d = cq->d, nl = cq->nlist;
+    if (cq->metric != VS_METRIC_L2 || d < PCA_MIN_D || nl < PCA_MIN_NLIST)
+        return VS_OK;
+    const uint32_t p = d / 6 < 128 ? d / 6 : 128;
+    float *mean = calloc(d, sizeof(float)), *xc = malloc((size_t)nl * d * sizeof(float));
+    float *cov = malloc((size_t)d * d * sizeof(float)), *Q = malloc((size_t)p * d * sizeof(float));
+    float *Z = malloc((size_t)p * d * sizeof(float)), *cproj = malloc((size_t)nl * p * sizeof(float));
+    vs_status st = VS_OK;
+    if (!mean || !xc || !cov || !Q || !Z || !cproj) {
+        st = vs_errf(err, VS_ERR_NOMEM, "coarse quantizer: out of memory for the PCA projection");
+        goto done;
+    }
+    for (uint32_t l = 0; l < nl; l++)
+        for (uint32_t i = 0; i < d; i++)
+            mean[i] += cq->centroids[(size_t)l * d + i] / (float)nl;
+    for (uint32_t l = 0; l < nl; l++)
+        for (uint32_t i = 0; i < d; i++)
+            xc[(size_t)l * d + i] = cq->centroids[(size_t)l * d + i] - mean[i];
+    vs_parallel_blas_single();
+    /* cov = xc^T xc (d x d) */
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)d, (int)d, (int)nl, 1.0f, xc, (int)d, xc,
+                (int)d, 0.0f, cov, (int)d);
+    uint64_t seed = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < (size_t)p * d; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        Q[i] = (float)((double)(seed >> 11) * 0x1.0p-53 - 0.5);
+    }
+    for (int it = 0; it <= PCA_ITERS; it++) {
+        /* orthonormalise the rows of Q (modified Gram-Schmidt, dots in double) */
+        for (uint32_t a = 0; a < p; a++) {
+            float *qa = Q + (size_t)a * d;
+            for (uint32_t b = 0; b < a; b++) {
+                const float *qb = Q + (size_t)b * d;
+                double dot = 0;
+                for (uint32_t i = 0; i < d; i++)
+                    dot += (double)qa[i] * qb[i];
+                for (uint32_t i = 0; i < d; i++)
+                    qa[i] -= (float)dot * qb[i];
+            }
+            double nrm = 0;
+            for (uint32_t i = 0; i < d; i++)
+                nrm += (double)qa[i] * qa[i];
+            float inv = nrm > 0 ? (float)(1.0 / sqrt(nrm)) : 0.0f;
+            for (uint32_t i = 0; i < d; i++)
+                qa[i] *= inv;
+        }
+        if (it == PCA_ITERS)
+            break;
+        /* Z = Q cov (p x d); cov is symmetric */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)p, (int)d, (int)d, 1.0f, Q, (int)d, cov,
+                    (int)d, 0.0f, Z, (int)d);
+        float *t = Q;
+        Q = Z;
+        Z = t;
+    }
+    /* cproj = centroids Q^T (nl x p) */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nl, (int)p, (int)d, 1.0f, cq->centroids, (int)d,
+                Q, (int)d, 0.0f, cproj, (int)p);
+    cq->pca = Q;
+    cq->cproj = cproj;
+    cq->pdim = p;
+    Q = NULL;
+    cproj = NULL;
+done:
+    free(mean);
+    free(xc);
+    free(cov);
+    free(Q);
+    free(Z);
+    free(cproj);
+    return st;
+}
+
+/* Squared centroid norms: lists are chosen by |c|^2 - 2<q, c> (one FMA per dimension, half the work of
+ * (q - c)^2). The expansion cancels when distances are small next to the norms, which can only swap
+ * lists whose distances nearly tie at the nprobe boundary: tables, estimates and refine stay exact. */
+static vs_status compute_cnorm(vs_coarse_t *cq, char *err)
+{
+    if (cq->metric != VS_METRIC_L2)
+        return VS_OK;
+    cq->cnorm = malloc(cq->nlist * sizeof(float));
+    if (cq->cnorm == NULL)
+        return vs_errf(err, VS_ERR_NOMEM, "coarse quantizer: out of memory for centroid norms");
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    for (uint32_t l = 0; l < cq->nlist; l++)
+        cq->cnorm[l] = kern->norm_sqr(cq->centroids + (size_t)l * cq->d, cq->d);
+    return compute_pca(cq, err);
+}
+
+/* The nprobe best lists of q into lists[nprobe] (-1 past nlist), nearest first. cdist: nlist floats,
+ * keys/ids: nprobe + max(nprobe, 16) scratch, proj: pdim floats. exact = 1 skips the preselection. */
+void vs_coarse_probe(const vs_coarse_t *cq, const float *q, uint32_t nprobe, int exact, float *cdist,
+                     float *keys, int64_t *ids, float *proj, int32_t *lists)
+{
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    const int larger = cq->metric != VS_METRIC_L2;
+    vs_topk_t h;
+    const uint32_t pool = (uint32_t)vs_coarse_pool(nprobe);
+    if (cq->pdim > 0 && !exact && 2 * (size_t)pool <= cq->nlist) {
+        /* preselect in projection, then rank the pool exactly (cdist's first half holds the pool's keys,
+         * its second half their list ids; large pools gain nothing and take the exact path) */
+        kern->ip_batch(q, cq->pca, cq->pdim, cq->d, proj);
+        kern->l2sqr_batch(proj, cq->cproj, cq->nlist, cq->pdim, cdist);
+        vs_topk_init(&h, pool, keys, ids);
+        for (uint32_t l = 0; l < cq->nlist; l++)
+            if (cdist[l] <= vs_topk_threshold(&h))
+                vs_topk_push(&h, cdist[l], l);
+        size_t got = h.size;
+        int32_t *cands = (int32_t *)(cdist + got); /* cdist has nlist >= 2 * got floats of room */
+        for (size_t i = 0; i < got; i++) {
+            uint32_t l = (uint32_t)ids[i];
+            cands[i] = (int32_t)l;
+            cdist[i] = cq->cnorm[l] - 2.0f * kern->ip(q, cq->centroids + (size_t)l * cq->d, cq->d);
+        }
+        vs_topk_init(&h, nprobe, keys, ids);
+        for (size_t i = 0; i < got; i++)
+            vs_topk_push(&h, cdist[i], cands[i]);
+    } else {
+        kern->ip_batch(q, cq->centroids, cq->nlist, cq->d, cdist);
+        if (cq->cnorm != NULL) /* L2: rank by |c|^2 - 2<q,c>, i.e. |q - c|^2 - |q|^2 */
+            for (uint32_t l = 0; l < cq->nlist; l++)
+                cdist[l] = cq->cnorm[l] - 2.0f * cdist[l];
+        vs_topk_init(&h, nprobe, keys, ids);
+        for (uint32_t l = 0; l < cq->nlist; l++) {
+            float key = vs_topk_key(cdist[l], larger);
+            if (key <= vs_topk_threshold(&h))
+                vs_topk_push(&h, key, l);
+        }
+    }
+    size_t got = vs_topk_sort(&h);
+    for (size_t i = 0; i < nprobe; i++)
+        lists[i] = i < got ? (int32_t)h.ids[i] : -1;
+}
+
+vs_status vs_coarse_init(vs_coarse_t *c, vs_metric metric, uint32_t d, uint32_t nlist, const float *centroids,
+                         char err[VS_ERR_LEN])
+{
+    *c = (vs_coarse_t){.metric = metric, .d = d, .nlist = nlist, .centroids = centroids};
+    vs_status st = compute_cnorm(c, err);
+    if (st != VS_OK)
+        vs_coarse_fini(c);
+    return st;
+}
+
+static void *dup_bytes(const void *src, size_t n, int *fail)
+{
+    if (src == NULL || n == 0)
+        return NULL;
+    void *p = malloc(n);
+    if (p == NULL)
+        *fail = 1;
+    else
+        memcpy(p, src, n);
+    return p;
+}
+
+vs_status vs_coarse_copy(vs_coarse_t *dst, const vs_coarse_t *src, const float *centroids,
+                         char err[VS_ERR_LEN])
+{
+    int fail = 0;
+    *dst = *src;
+    dst->centroids = centroids;
+    dst->cnorm = dup_bytes(src->cnorm, src->nlist * sizeof(float), &fail);
+    dst->pca = dup_bytes(src->pca, (size_t)src->pdim * src->d * sizeof(float), &fail);
+    dst->cproj = dup_bytes(src->cproj, (size_t)src->nlist * src->pdim * sizeof(float), &fail);
+    if (fail) {
+        vs_coarse_fini(dst);
+        return vs_errf(err, VS_ERR_NOMEM, "coarse quantizer: out of memory copying its tables");
+    }
+    return VS_OK;
+}
+
+void vs_coarse_fini(vs_coarse_t *c)
+{
+    if (!c)
+        return;
+    free(c->cnorm);
+    free(c->pca);
+    free(c->cproj);
+    c->cnorm = c->pca = c->cproj = NULL;
+    c->pdim = 0;
+}
+
+size_t vs_coarse_memory_bytes(const vs_coarse_t *c)
+{
+    return (c->cnorm ? c->nlist * sizeof(float) : 0) + (size_t)c->pdim * (c->d + c->nlist) * sizeof(float);
+}
+
+size_t vs_coarse_pool(uint32_t nprobe)
+{
+    return (size_t)nprobe + (nprobe > 16 ? nprobe : 16);
+}
+
+vs_status vs_coarse_probe_n(const vs_coarse_t *c, size_t nq, const float *q, uint32_t nprobe, int exact,
+                            int32_t *lists, char err[VS_ERR_LEN])
+{
+    if (nprobe == 0 || nprobe > c->nlist)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe %u is out of range 1..%u", nprobe, c->nlist);
+    size_t pool = vs_coarse_pool(nprobe);
+    const int cosine = c->metric == VS_METRIC_COSINE;
+    float *qn = cosine ? malloc(c->d * sizeof(float)) : NULL, *cdist = malloc(c->nlist * sizeof(float));
+    float *keys = malloc(pool * sizeof(float)), *proj = malloc((c->pdim + 1) * sizeof(float));
+    int64_t *ids = malloc(pool * sizeof(int64_t));
+    vs_status st = VS_OK;
+    if ((cosine && !qn) || !cdist || !keys || !proj || !ids) {
+        st = vs_errf(err, VS_ERR_NOMEM, "coarse quantizer: out of memory");
+    } else {
+        for (size_t i = 0; i < nq; i++) {
+            const float *qi = q + i * c->d;
+            if (cosine) {
+                memcpy(qn, qi, c->d * sizeof(float));
+                vs_normalize_rows(qn, 1, c->d);
+                qi = qn;
+            }
+            vs_coarse_probe(c, qi, nprobe, exact, cdist, keys, ids, proj, lists + i * nprobe);
+        }
+    }
+    free(qn);
+    free(cdist);
+    free(keys);
+    free(proj);
+    free(ids);
+    return st;
+}
+
+vs_status vs_coarse_assign(const vs_coarse_t *c, size_t n, const float *x, size_t block, size_t n_threads,
+                           int32_t *lists, char err[VS_ERR_LEN])
+{
+    if (n == 0)
+        return VS_OK;
+    const vs_metric metric = c->metric == VS_METRIC_L2 ? VS_METRIC_L2 : VS_METRIC_IP;
+    size_t chunk = n < block ? n : block;
+    float *xc = c->metric == VS_METRIC_COSINE ? malloc(chunk * c->d * sizeof(float)) : NULL;
+    if (c->metric == VS_METRIC_COSINE && xc == NULL)
+        return vs_errf(err, VS_ERR_NOMEM, "coarse assign: out of memory");
+    vs_status st = VS_OK;
+    for (size_t i0 = 0; i0 < n && st == VS_OK; i0 += chunk) {
+        size_t m = n - i0 < chunk ? n - i0 : chunk;
+        const float *src = x + i0 * c->d;
+        if (xc != NULL) {
+            memcpy(xc, src, m * c->d * sizeof(float));
+            vs_normalize_rows(xc, m, c->d);
+            src = xc;
+        }
+        st = vs_kmeans_nearest(src, m, c->centroids, c->nlist, c->d, metric, 1, n_threads, lists + i0, NULL,
+                               err);
+    }
+    free(xc);
+    return st;
+}

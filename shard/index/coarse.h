@@ -1,0 +1,69 @@
+/* coarse.h: the nearest coarse centroids of an IVF index: the one implementation behind IVF search
+ * (vs_ivf_probe), the coordinator's routing (cluster partitions, and ranking lists once per query for hash
+ * partitions that share one quantizer) and the builder's assignment of vectors to lists. Pure: no threads
+ * started (except vs_coarse_assign's n_threads), no clock, no network.
+ *
+ * Two rules, deliberately different:
+ *  - probe (query time): the nprobe lists a query scans. L2 ranks by |c|^2 - 2<q, c> (one FMA per
+ *    dimension); with many high-dimensional centroids (L2, d >= 256, nlist >= 256) the lists are first
+ *    preselected in a PCA projection of the centroids, then the pool is ranked exactly. IP and cosine
+ *    rank by <q, c> (cosine on the normalised query). Anyone who must reproduce a shard's lists (the
+ *    coordinator) calls this with the same centroids and gets the same lists, bit for bit.
+ *  - assign (build time): the list a vector is stored in, exact nearest by blocked sgemm
+ *    (vs_kmeans_nearest), so millions of vectors cost a few matrix products.
+ * The PCA directions come from subspace iteration on the centroids' covariance with a fixed seed: the
+ * same at train, at load and in the coordinator, so nothing is stored in the index file. */
+#ifndef VS_SHARD_INDEX_COARSE_H
+#define VS_SHARD_INDEX_COARSE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/distance.h"
+#include "common/status.h"
+
+typedef struct vs_coarse {
+    vs_metric metric; /* the index's: L2, IP or cosine */
+    uint32_t d, nlist;
+    const float *centroids; /* nlist*d (borrowed: the owner keeps them alive and unchanged) */
+    float *cnorm;           /* nlist squared norms (L2), else NULL */
+    uint32_t pdim;          /* > 0: preselection in a pdim-dimensional PCA projection */
+    float *pca;             /* pdim x d orthonormal directions, one per row */
+    float *cproj;           /* nlist x pdim: the centroids projected */
+} vs_coarse_t;
+
+/* Prepares probing over centroids (nlist*d floats, borrowed). VS_ERR_NOMEM (c then holds nothing). */
+vs_status vs_coarse_init(vs_coarse_t *c, vs_metric metric, uint32_t d, uint32_t nlist, const float *centroids,
+                         char err[VS_ERR_LEN]);
+
+/* dst = src over the same centroids (a copy of them at centroids): the derived tables are copied, not
+ * recomputed (bit-identical by construction, and the PCA costs sgemms). VS_ERR_NOMEM. */
+vs_status vs_coarse_copy(vs_coarse_t *dst, const vs_coarse_t *src, const float *centroids,
+                         char err[VS_ERR_LEN]);
+
+void vs_coarse_fini(vs_coarse_t *c);
+
+/* Bytes of the derived tables (cnorm, PCA). */
+size_t vs_coarse_memory_bytes(const vs_coarse_t *c);
+
+/* Scratch floats/ids vs_coarse_probe needs for nprobe: cdist nlist floats, keys and ids
+ * vs_coarse_pool(nprobe) each, proj pdim + 1 floats. */
+size_t vs_coarse_pool(uint32_t nprobe);
+
+/* The nprobe best lists of q (d floats, already normalised for cosine) into lists[nprobe], nearest
+ * first, -1 past nlist. exact = 1 skips the PCA preselection. Allocates nothing; scratch as above. */
+void vs_coarse_probe(const vs_coarse_t *c, const float *q, uint32_t nprobe, int exact, float *cdist,
+                     float *keys, int64_t *ids, float *proj, int32_t *lists);
+
+/* vs_coarse_probe for nq queries (nq*d floats, finite; cosine queries are normalised here, on a copy):
+ * lists[nq*nprobe]. nprobe must be 1..nlist (VS_ERR_INVALID_ARGUMENT); VS_ERR_NOMEM. */
+vs_status vs_coarse_probe_n(const vs_coarse_t *c, size_t nq, const float *q, uint32_t nprobe, int exact,
+                            int32_t *lists, char err[VS_ERR_LEN]);
+
+/* The list each of n vectors (n*d floats, finite) is stored in: exact nearest centroid (squared L2;
+ * inner product on normalised vectors for IP and cosine) by vs_kmeans_nearest on blocks of `block` rows
+ * (results may differ from another block size only at exact ties). lists[n]. VS_ERR_NOMEM. */
+vs_status vs_coarse_assign(const vs_coarse_t *c, size_t n, const float *x, size_t block, size_t n_threads,
+                           int32_t *lists, char err[VS_ERR_LEN]);
+
+#endif
