@@ -1,4 +1,5 @@
 /* coord.c: request handling of the coordinator (coord.h). */
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include "common/factory.h"
 #include "common/topk.h"
 #include "common/vecio.h"
+#include "coordinator/batch.h"
 #include "coordinator/coord.h"
 #include "coordinator/fanout.h"
 #include "common/cluster/manifest.h"
@@ -45,31 +47,12 @@ struct vs_coord {
     size_t n_versions;
     version_entry_t *active;
     vs_coord_stats_t stats;
-    /* completion queues kept between requests (creating one costs a pollset set-up each time) */
-    pthread_mutex_t pool_mu;
-    vs_rpc_multi_t *pool[64];
-    size_t n_pool;
+    vs_batch_opts_t bo;
+    /* requests being answered, for the timer (hedges, deadlines): under active_mu */
+    pthread_mutex_t active_mu;
+    struct request *requests;
+    atomic_llong next_wake_us; /* the earliest time a request needs its timer (vs_now_s() in us) */
 };
-
-static vs_status multi_take(vs_coord_t *c, vs_rpc_multi_t **out, char err[VS_ERR_LEN])
-{
-    pthread_mutex_lock(&c->pool_mu);
-    *out = c->n_pool ? c->pool[--c->n_pool] : NULL;
-    pthread_mutex_unlock(&c->pool_mu);
-    return *out ? VS_OK : vs_rpc_multi_create(out, err);
-}
-
-/* Gives back a multi with nothing in flight. */
-static void multi_give(vs_coord_t *c, vs_rpc_multi_t *m)
-{
-    pthread_mutex_lock(&c->pool_mu);
-    if (c->n_pool < sizeof c->pool / sizeof *c->pool) {
-        c->pool[c->n_pool++] = m;
-        m = NULL;
-    }
-    pthread_mutex_unlock(&c->pool_mu);
-    vs_rpc_multi_destroy(m);
-}
 
 vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t **out, char err[VS_ERR_LEN])
 {
@@ -85,8 +68,11 @@ vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t 
     if (c->o.max_batch == 0)
         c->o.max_batch = 10000;
     c->view = view;
+    c->bo = (vs_batch_opts_t){c->o.shard_window ? c->o.shard_window : 2,
+                              c->o.batch_max_queries ? c->o.batch_max_queries : 1024, 8u << 20};
+    atomic_init(&c->next_wake_us, LLONG_MAX);
     pthread_mutex_init(&c->mu, NULL);
-    pthread_mutex_init(&c->pool_mu, NULL);
+    pthread_mutex_init(&c->active_mu, NULL);
     *out = c;
     return VS_OK;
 }
@@ -97,9 +83,7 @@ void vs_coord_destroy(vs_coord_t *c)
         return;
     for (size_t i = 0; i < c->n_versions; i++)
         version_unref(c->versions[i]);
-    for (size_t i = 0; i < c->n_pool; i++)
-        vs_rpc_multi_destroy(c->pool[i]);
-    pthread_mutex_destroy(&c->pool_mu);
+    pthread_mutex_destroy(&c->active_mu);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -501,55 +485,6 @@ static vs_status choose_version(vs_coord_t *c, const char *pinned, const char *m
     return st;
 }
 
-/* Encodes the shard request for part t. */
-static uint8_t *shard_request(const Vecshard__V1__SearchRequest *r, const Vecshard__V1__SearchParams *params,
-                              const vs_route_plan_t *plan, size_t t, const char *version, uint32_t dim,
-                              size_t *len)
-{
-    Vecshard__V1__ShardSearchRequest s = VECSHARD__V1__SHARD_SEARCH_REQUEST__INIT;
-    Vecshard__V1__SearchParams sp = VECSHARD__V1__SEARCH_PARAMS__INIT;
-    Vecshard__V1__PartitionRef pr = VECSHARD__V1__PARTITION_REF__INIT;
-    const vs_route_part_t *part = &plan->parts[t];
-    float *q = NULL;
-    s.dim = dim;
-    s.k = r->k;
-    s.index_version = (char *)version;
-    if (params->nprobe || params->ef_search || params->k_factor) {
-        sp = *params;
-        s.params = &sp;
-    }
-    if (part->query_idx) { /* cluster routing: this partition's queries and lists */
-        q = malloc(part->nq * dim * sizeof(float));
-        if (!q)
-            return NULL;
-        for (size_t j = 0; j < part->nq; j++)
-            memcpy(q + j * dim, r->queries + (size_t)part->query_idx[j] * dim, dim * sizeof(float));
-        s.queries = q;
-        s.n_queries = part->nq * dim;
-        s.lists_per_query = plan->lists_per_query;
-        s.lists = part->lists;
-        s.n_lists = part->nq * plan->lists_per_query;
-        sp.nprobe = 0;
-        pr.id = part->partition;
-        s.partition = &pr;
-    } else {
-        s.queries = r->queries;
-        s.n_queries = r->n_queries;
-        if (plan->lists) { /* hash with the lists ranked here: the same for every partition */
-            s.lists_per_query = plan->lists_per_query;
-            s.lists = plan->lists;
-            s.n_lists = plan->nq * plan->lists_per_query;
-            sp.nprobe = 0;
-        }
-    }
-    *len = vecshard__v1__shard_search_request__get_packed_size(&s);
-    uint8_t *buf = malloc(*len ? *len : 1);
-    if (buf)
-        vecshard__v1__shard_search_request__pack(&s, buf);
-    free(q);
-    return buf;
-}
-
 size_t vs_coord_answer_bytes(size_t nq, uint32_t k)
 {
     /* ids (int64 varints: at most 10 bytes, 8 on average for real ids) + distances (4 bytes), packed, plus
@@ -557,39 +492,69 @@ size_t vs_coord_answer_bytes(size_t nq, uint32_t k)
     return nq * (size_t)k * (10 + 4) + 4096;
 }
 
-/* ---- one request: decode -> plan -> fan-out -> merge -> encode ---- */
+/* ---- one request: decode -> plan -> fan-out -> merge -> encode, driven by events ----
+ *
+ * A request lives from vs_coord_search_async until its last shard call came back: the handler's (and
+ * active list's) reference plus one per call in flight. Its engine is driven under its mutex by the
+ * events of its calls (batch.h delivers them on server workers) and by the coordinator's timer
+ * (vs_coord_tick: due hedges, the deadline); the answer leaves as soon as the engine is finished, even if
+ * calls (hedge losers, calls past the deadline) are still out. Lock order: request -> active list ->
+ * batch queue; nothing is delivered under a batch queue's lock. */
 
-/* A request being answered. */
 typedef struct request {
+    vs_coord_t *c;
+    pthread_mutex_t mu;
+    atomic_int refs;
     Vecshard__V1__SearchRequest *r; /* decoded (owned) */
     size_t nq;
     version_entry_t *ver; /* a reference */
     Vecshard__V1__SearchParams eff;
     int clipped;
     vs_route_plan_t plan;
-    uint8_t **reqs; /* plan.n_parts shard requests (hash: one shared) */
-    size_t *lens;
+    float **pq;    /* per part: its queries (cluster routing, owned) or NULL = all of r's */
+    float **pdist; /* per part: the accepted answer (owned), NULL until then */
+    int64_t **pids;
     vs_fanout_part_t *fparts;
-    Vecshard__V1__ShardSearchResponse **resp; /* the accepted answer per part */
+    vs_batch_item_t *items; /* n_parts * VS_FANOUT_MAX_TRIES, indexed by the engine's call id */
+    vs_fanout_t *f;
+    vs_rpc_server_t *srv;
+    double deadline;
+    int done; /* the answer has been built (under mu) */
+    vs_status st;
+    char err[VS_ERR_LEN];
+    uint8_t *out;
+    size_t out_len;
+    vs_coord_reply_fn reply;
+    void *reply_user;
+    struct request *prev, *next; /* c->requests (under c->active_mu) */
+    int listed;
 } request_t;
 
-static void request_fini(request_t *q)
+static void request_unref(request_t *q)
 {
-    size_t T = q->plan.n_parts;
-    for (size_t t = 0; t < T; t++) {
-        if (q->reqs && (t == 0 || q->reqs[t] != q->reqs[0]))
-            free(q->reqs[t]);
-        if (q->resp && q->resp[t])
-            vecshard__v1__shard_search_response__free_unpacked(q->resp[t], NULL);
+    if (atomic_fetch_sub(&q->refs, 1) != 1)
+        return;
+    vs_fanout_destroy(q->f);
+    for (size_t t = 0; t < q->plan.n_parts; t++) {
+        if (q->pq)
+            free(q->pq[t]);
+        if (q->pdist)
+            free(q->pdist[t]);
+        if (q->pids)
+            free(q->pids[t]);
     }
-    free(q->reqs);
-    free(q->lens);
+    free(q->pq);
+    free(q->pdist);
+    free(q->pids);
     free(q->fparts);
-    free(q->resp);
+    free(q->items);
+    free(q->out);
     vs_route_plan_fini(&q->plan);
     version_unref(q->ver);
     if (q->r)
         vecshard__v1__search_request__free_unpacked(q->r, NULL);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
 }
 
 /* Decodes and validates the request, chooses its version and resolves its parameters. */
@@ -636,117 +601,6 @@ static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, reque
     return VS_OK;
 }
 
-/* Routes the queries and encodes one shard request per partition called. */
-static vs_status plan(vs_coord_t *c, request_t *q, char err[VS_ERR_LEN])
-{
-    vs_status st = vs_router_plan(&q->ver->router, q->nq, q->r->queries, q->eff.nprobe, &q->plan, err);
-    if (st != VS_OK)
-        return st;
-    if (q->plan.lists_per_query)
-        atomic_fetch_add(&c->stats.coarse_ranked, q->nq);
-    size_t T = q->plan.n_parts, n = T ? T : 1;
-    q->reqs = calloc(n, sizeof *q->reqs);
-    q->lens = calloc(n, sizeof *q->lens);
-    q->fparts = calloc(n, sizeof *q->fparts);
-    q->resp = calloc(n, sizeof *q->resp);
-    if (!q->reqs || !q->lens || !q->fparts || !q->resp)
-        return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
-    for (size_t t = 0; t < T; t++) {
-        if (!q->plan.parts[t].query_idx && t > 0) { /* hash: one request for every partition */
-            q->reqs[t] = q->reqs[0];
-            q->lens[t] = q->lens[0];
-        } else if (!(q->reqs[t] =
-                         shard_request(q->r, &q->eff, &q->plan, t, q->ver->name, q->r->dim, &q->lens[t]))) {
-            return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
-        }
-        uint32_t p = q->plan.parts[t].partition;
-        q->fparts[t] = (vs_fanout_part_t){p, expect_content(q->ver, p), q->reqs[t], q->lens[t]};
-    }
-    return VS_OK;
-}
-
-/* The fan-out's transport for one request: calls on a vs_rpc_multi driven by the request's thread. */
-typedef struct driver {
-    vs_rpc_multi_t *m;
-    request_t *q;
-} driver_t;
-
-static uint64_t io_start(void *u, vs_replica_t *r, const uint8_t *req, size_t len, double deadline,
-                         uint32_t call_id)
-{
-    driver_t *d = u;
-    int64_t timeout_ms = (int64_t)((deadline - vs_now_s()) * 1e3);
-    char err[VS_ERR_LEN];
-    return vs_rpc_multi_start(d->m, vs_replica_channel(r), "/vecshard.v1.Shard/Search", req, len,
-                              timeout_ms < 1 ? 1 : timeout_ms, (void *)(uintptr_t)call_id, err);
-}
-
-static void io_cancel(void *u, uint64_t handle)
-{
-    vs_rpc_multi_cancel(((driver_t *)u)->m, handle);
-}
-
-/* An answer is acceptable when it comes from the request's version and partition, with nq*k results. */
-static int io_accept(void *u, size_t t, const uint8_t *body, size_t len, char why[VS_FANOUT_REASON_LEN])
-{
-    request_t *q = ((driver_t *)u)->q;
-    uint32_t p = q->plan.parts[t].partition;
-    size_t want = q->plan.parts[t].nq * q->r->k;
-    Vecshard__V1__ShardSearchResponse *sr = vecshard__v1__shard_search_response__unpack(NULL, len, body);
-    if (!sr || strcmp(sr->index_version, q->ver->name) != 0 || sr->partition != p) {
-        snprintf(why, VS_FANOUT_REASON_LEN, "answer from version %.100s partition %u, expected %.100s/%u",
-                 sr ? sr->index_version : "?", sr ? sr->partition : 0, q->ver->name, p);
-    } else if (sr->k != q->r->k || sr->n_ids != want || sr->n_distances != want) {
-        snprintf(why, VS_FANOUT_REASON_LEN, "answered %zu results for %zu queries x k %u", sr->n_ids,
-                 q->plan.parts[t].nq, q->r->k);
-    } else {
-        q->resp[t] = sr;
-        return 1;
-    }
-    if (sr)
-        vecshard__v1__shard_search_response__free_unpacked(sr, NULL);
-    return 0;
-}
-
-static void feed(vs_fanout_t *f, const vs_rpc_result_t *res)
-{
-    vs_fanout_result_t fr = {res->code, res->message, res->body, res->body_len, res->seconds};
-    vs_fanout_on_result(f, (uint32_t)(uintptr_t)res->user, &fr, vs_now_s());
-    free(res->body);
-}
-
-/* Calls the partitions until each answered or failed, or the deadline; returns the fan-out (finished, with
- * nothing in flight) for the merge. */
-static vs_status fan_out(vs_coord_t *c, request_t *q, double deadline, vs_fanout_t **out,
-                         char err[VS_ERR_LEN])
-{
-    driver_t d = {NULL, q};
-    vs_status st = multi_take(c, &d.m, err);
-    if (st != VS_OK)
-        return st;
-    vs_fanout_io_t io = {io_start, io_cancel, io_accept, &d};
-    vs_fanout_opts_t fo = {c->o.hedge_delay_ms, c->o.min_hedge_delay_ms};
-    atomic_fetch_add(&c->stats.fanout_sum, q->plan.n_parts);
-    atomic_fetch_add(&c->stats.fanout_count, 1);
-    st = vs_fanout_create(c->view, &fo, &io, &c->stats.fanout, q->ver->name, q->fparts, q->plan.n_parts,
-                          deadline, vs_now_s(), out, err);
-    vs_fanout_t *f = *out;
-    while (st == VS_OK && !vs_fanout_finished(f)) {
-        double now = vs_now_s(), wake = vs_fanout_wake(f);
-        vs_rpc_result_t res;
-        int got = now < wake ? vs_rpc_multi_next(d.m, (int64_t)ceil((wake - now) * 1e3), &res) : 0;
-        if (got == 1)
-            feed(f, &res);
-        else
-            vs_fanout_on_time(f, got == 0 ? vs_now_s() : deadline); /* -1: nothing in flight (cannot be) */
-    }
-    vs_rpc_result_t res;
-    while (st == VS_OK && vs_fanout_in_flight(f) && vs_rpc_multi_next(d.m, -1, &res) == 1)
-        feed(f, &res); /* cancelled calls complete at once */
-    multi_give(c, d.m);
-    return st == VS_OK ? vs_fanout_status(f, err) : st;
-}
-
 /* Coverage, merge and the encoded answer. */
 static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **out, size_t *out_len,
                         char err[VS_ERR_LEN])
@@ -785,10 +639,9 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
     if (!dist || !ids || !pd || !pi || !ok)
         st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
     for (size_t t = 0; st == VS_OK && t < T; t++) {
-        if (!(ok[t] = q->resp[t] != NULL))
-            continue;
-        pd[t] = q->resp[t]->distances;
-        pi[t] = q->resp[t]->ids;
+        ok[t] = q->pdist[t] != NULL;
+        pd[t] = q->pdist[t];
+        pi[t] = q->pids[t];
     }
     if (st == VS_OK)
         st = vs_route_merge(&q->plan, k, vs_metric_larger_is_better(q->ver->router.metric), pd, pi, ok, dist,
@@ -827,8 +680,195 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
     return st;
 }
 
-vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, int64_t timeout_ms,
-                             uint8_t **out, size_t *out_len, char err[VS_ERR_LEN])
+/* Routes the queries and prepares each partition's call (its queries, lists and batch key). */
+static vs_status plan(vs_coord_t *c, request_t *q, char err[VS_ERR_LEN])
+{
+    vs_status st = vs_router_plan(&q->ver->router, q->nq, q->r->queries, q->eff.nprobe, &q->plan, err);
+    if (st != VS_OK)
+        return st;
+    if (q->plan.lists_per_query)
+        atomic_fetch_add(&c->stats.coarse_ranked, q->nq);
+    size_t T = q->plan.n_parts, n = T ? T : 1;
+    q->pq = calloc(n, sizeof *q->pq);
+    q->pdist = calloc(n, sizeof *q->pdist);
+    q->pids = calloc(n, sizeof *q->pids);
+    q->fparts = calloc(n, sizeof *q->fparts);
+    q->items = calloc(n * VS_FANOUT_MAX_TRIES, sizeof *q->items);
+    if (!q->pq || !q->pdist || !q->pids || !q->fparts || !q->items)
+        return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    const uint32_t d = q->r->dim;
+    for (size_t t = 0; t < T; t++) {
+        const vs_route_part_t *part = &q->plan.parts[t];
+        if (part->query_idx) { /* cluster routing: this partition's queries */
+            if (!(q->pq[t] = malloc(part->nq * d * sizeof(float))))
+                return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+            for (size_t j = 0; j < part->nq; j++)
+                memcpy(q->pq[t] + j * d, q->r->queries + (size_t)part->query_idx[j] * d, d * sizeof(float));
+        }
+        q->fparts[t] = (vs_fanout_part_t){part->partition, expect_content(q->ver, part->partition)};
+    }
+    return VS_OK;
+}
+
+static void on_item(void *user, uint32_t call_id, const vs_fanout_result_t *res);
+
+/* The engine's transport: part t's call becomes a batch item for replica r. */
+static uint64_t io_start(void *u, vs_replica_t *r, size_t t, double deadline, uint32_t call_id)
+{
+    request_t *q = u;
+    const vs_route_part_t *part = &q->plan.parts[t];
+    const uint32_t lpq = q->plan.lists_per_query;
+    vs_batch_item_t *it = &q->items[call_id];
+    *it = (vs_batch_item_t){.key = {.version = q->ver->name,
+                                    .dim = q->r->dim,
+                                    .k = q->r->k,
+                                    .nprobe = lpq ? 0 : q->eff.nprobe,
+                                    .ef_search = q->eff.ef_search,
+                                    .k_factor = q->eff.k_factor,
+                                    .lists_per_query = lpq,
+                                    .partition_ref = part->query_idx != NULL,
+                                    .partition = part->partition},
+                            .nq = part->nq,
+                            .queries = q->pq[t] ? q->pq[t] : q->r->queries,
+                            .lists = part->lists ? part->lists : q->plan.lists,
+                            .deadline = deadline,
+                            .deliver = on_item,
+                            .user = q,
+                            .call_id = call_id};
+    atomic_fetch_add(&q->refs, 1);
+    char err[VS_ERR_LEN];
+    if (vs_batch_submit(q->srv, r, it, &q->c->bo, &q->c->stats.batch, err) != VS_OK) {
+        atomic_fetch_sub(&q->refs, 1); /* the handler's reference remains */
+        return 0;
+    }
+    return (uint64_t)call_id + 1;
+}
+
+/* An answer is acceptable when it has the part's nq x k results (the batcher checked version, partition
+ * and the call's shape); it is copied, the shard's message is freed after this. */
+static int io_accept(void *u, size_t t, const vs_fanout_answer_t *a, char why[VS_FANOUT_REASON_LEN])
+{
+    request_t *q = u;
+    size_t nq = q->plan.parts[t].nq, k = q->r->k;
+    if (a->nq != nq || a->k != k) {
+        snprintf(why, VS_FANOUT_REASON_LEN, "answered %zu queries x k %u, expected %zu x %zu", a->nq, a->k,
+                 nq, k);
+        return 0;
+    }
+    q->pdist[t] = malloc(nq * k * sizeof(float));
+    q->pids[t] = malloc(nq * k * sizeof(int64_t));
+    if (!q->pdist[t] || !q->pids[t]) {
+        free(q->pdist[t]);
+        free(q->pids[t]);
+        q->pdist[t] = NULL;
+        q->pids[t] = NULL;
+        snprintf(why, VS_FANOUT_REASON_LEN, "coordinator: out of memory for the answer");
+        return 0;
+    }
+    memcpy(q->pdist[t], a->dist, nq * k * sizeof(float));
+    memcpy(q->pids[t], a->ids, nq * k * sizeof(int64_t));
+    return 1;
+}
+
+/* Lowers the coordinator's next timer to t. */
+static void wake_at(vs_coord_t *c, double t)
+{
+    long long us = t > 9e12 ? LLONG_MAX : (long long)(t * 1e6);
+    long long cur = atomic_load(&c->next_wake_us);
+    while (us < cur && !atomic_compare_exchange_weak(&c->next_wake_us, &cur, us)) {
+    }
+}
+
+/* After an event (q->mu held): builds the answer once the engine is finished (returns 1: the caller
+ * completes the request after unlocking), else keeps the timer. */
+static int settle(request_t *q)
+{
+    if (q->done)
+        return 0;
+    if (!vs_fanout_finished(q->f)) {
+        wake_at(q->c, vs_fanout_wake(q->f));
+        return 0;
+    }
+    q->done = 1;
+    q->st = vs_fanout_status(q->f, q->err);
+    if (q->st == VS_OK)
+        q->st = answer(q->c, q, q->f, &q->out, &q->out_len, q->err);
+    return 1;
+}
+
+/* Sends the answer and drops the handler's reference (no lock held). */
+static void complete(request_t *q)
+{
+    vs_coord_t *c = q->c;
+    pthread_mutex_lock(&c->active_mu);
+    if (q->listed) {
+        if (q->prev)
+            q->prev->next = q->next;
+        else
+            c->requests = q->next;
+        if (q->next)
+            q->next->prev = q->prev;
+        q->listed = 0;
+    }
+    pthread_mutex_unlock(&c->active_mu);
+    uint8_t *out = q->out;
+    q->out = NULL;
+    q->reply(q->reply_user, q->st, q->err, out, q->out_len);
+    request_unref(q);
+}
+
+static void on_item(void *user, uint32_t call_id, const vs_fanout_result_t *res)
+{
+    request_t *q = user;
+    pthread_mutex_lock(&q->mu);
+    vs_fanout_on_result(q->f, call_id, res, vs_now_s());
+    int finished = settle(q);
+    pthread_mutex_unlock(&q->mu);
+    if (finished)
+        complete(q);
+    request_unref(q); /* the call's reference */
+}
+
+double vs_coord_tick(vs_coord_t *c, double now)
+{
+    long long due = atomic_load(&c->next_wake_us);
+    if ((double)due > now * 1e6)
+        return (double)due * 1e-6;
+    /* claim the scan: every active request lowers the timer again as it is looked at */
+    atomic_store(&c->next_wake_us, LLONG_MAX);
+    pthread_mutex_lock(&c->active_mu);
+    size_t n = 0;
+    for (request_t *q = c->requests; q; q = q->next)
+        n++;
+    request_t **all = malloc((n ? n : 1) * sizeof *all);
+    if (!all) { /* try again soon */
+        pthread_mutex_unlock(&c->active_mu);
+        wake_at(c, now + 1e-3);
+        return now + 1e-3;
+    }
+    n = 0;
+    for (request_t *q = c->requests; q; q = q->next) {
+        atomic_fetch_add(&q->refs, 1);
+        all[n++] = q;
+    }
+    pthread_mutex_unlock(&c->active_mu);
+    for (size_t i = 0; i < n; i++) {
+        request_t *q = all[i];
+        pthread_mutex_lock(&q->mu);
+        if (!q->done && vs_fanout_wake(q->f) <= now)
+            vs_fanout_on_time(q->f, now);
+        int finished = settle(q);
+        pthread_mutex_unlock(&q->mu);
+        if (finished)
+            complete(q);
+        request_unref(q);
+    }
+    free(all);
+    return (double)atomic_load(&c->next_wake_us) * 1e-6;
+}
+
+void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *reqb, size_t reqlen,
+                           int64_t timeout_ms, vs_coord_reply_fn reply, void *user)
 {
     atomic_fetch_add(&c->stats.requests, 1);
     /* The answer must leave before the client's deadline: keep max(1 ms, 5 %) of it for merging, encoding
@@ -836,18 +876,51 @@ vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, 
     const double t_entry = vs_now_s();
     const double budget_s = (double)(timeout_ms > 0 ? timeout_ms : c->o.default_timeout_ms) * 1e-3;
     const double reserve_s = budget_s * 0.05 > 1e-3 ? budget_s * 0.05 : 1e-3;
-    request_t q = {0};
-    vs_fanout_t *f = NULL;
-    vs_status st = decode(c, reqb, reqlen, &q, err);
+    char err[VS_ERR_LEN] = "";
+    request_t *q = calloc(1, sizeof *q);
+    if (!q) {
+        reply(user, vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory"), err, NULL, 0);
+        return;
+    }
+    q->c = c;
+    q->srv = srv;
+    q->reply = reply;
+    q->reply_user = user;
+    q->deadline = t_entry + budget_s - reserve_s;
+    atomic_init(&q->refs, 1);
+    pthread_mutex_init(&q->mu, NULL);
+    vs_status st = decode(c, reqb, reqlen, q, err);
     if (st == VS_OK)
-        st = plan(c, &q, err);
-    if (st == VS_OK)
-        st = fan_out(c, &q, t_entry + budget_s - reserve_s, &f, err);
-    if (st == VS_OK)
-        st = answer(c, &q, f, out, out_len, err);
-    vs_fanout_destroy(f);
-    request_fini(&q);
-    return st;
+        st = plan(c, q, err);
+    if (st != VS_OK) {
+        reply(user, st, err, NULL, 0);
+        request_unref(q);
+        return;
+    }
+    atomic_fetch_add(&c->stats.fanout_sum, q->plan.n_parts);
+    atomic_fetch_add(&c->stats.fanout_count, 1);
+    vs_fanout_io_t io = {io_start, NULL, io_accept, q};
+    vs_fanout_opts_t fo = {c->o.hedge_delay_ms, c->o.min_hedge_delay_ms};
+    pthread_mutex_lock(&q->mu); /* answers may arrive on other workers before the engine is set up */
+    pthread_mutex_lock(&c->active_mu);
+    q->next = c->requests;
+    if (c->requests)
+        c->requests->prev = q;
+    c->requests = q;
+    q->listed = 1;
+    pthread_mutex_unlock(&c->active_mu);
+    st = vs_fanout_create(c->view, &fo, &io, &c->stats.fanout, q->ver->name, q->fparts, q->plan.n_parts,
+                          q->deadline, vs_now_s(), &q->f, q->err);
+    int finished = 1;
+    if (st == VS_OK) {
+        finished = settle(q);
+    } else {
+        q->done = 1;
+        q->st = st;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (finished)
+        complete(q);
 }
 
 vs_status vs_coord_status_pb(vs_coord_t *c, int etcd_connected, const char *cluster, uint8_t **out,

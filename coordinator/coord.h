@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/net/rpc.h"
+#include "coordinator/batch.h"
 #include "coordinator/fanout.h"
 #include "coordinator/router.h"
 #include "coordinator/view.h"
@@ -27,6 +29,9 @@ typedef struct vs_coord_opts {
     int64_t default_timeout_ms; /* calls without a deadline get this (default 1000) */
     float min_coverage;         /* used when a request gives 0 (default 0: any partial answer) */
     size_t max_batch;           /* default 10,000 */
+    size_t shard_window;        /* calls in flight per replica before partition calls wait to be batched
+                                   (default 2; batch.h) */
+    size_t batch_max_queries;   /* queries per batched shard call (default 1024) */
     int coarse_at_shard;        /* 1: hash-partitioned IVF shards rank their lists themselves (each all nlist
                                    centroids); 0 (default): the coordinator ranks them once per query */
 } vs_coord_opts_t;
@@ -36,6 +41,7 @@ typedef struct vs_coord_stats {
     atomic_ulong requests, partial, unavailable, params_clipped;
     atomic_ulong coarse_ranked;            /* queries whose IVF lists the coordinator ranked (router.h) */
     vs_fanout_stats_t fanout;              /* calls, hedges, retries, failures, late answers */
+    vs_batch_stats_t batch;                /* shard RPCs and what they carried */
     atomic_ulong fanout_sum, fanout_count; /* partitions called per request */
 } vs_coord_stats_t;
 
@@ -87,16 +93,25 @@ int vs_coord_ready(vs_coord_t *c);
  * (0 when no version is active). */
 uint32_t vs_coord_coverage(vs_coord_t *c, uint32_t *out_total);
 
-/* Answers a vecshard.v1.SearchRequest within timeout_ms (the client's deadline; <= 0: the default): shard
- * calls end, and the answer (partial if need be, with its coverage) is built, max(1 ms, 5 %) before it, so
- * it reaches the client in time. A request whose answer could not fit the message limit
- * (vs_coord_answer_bytes) is refused before any search (INVALID_ARGUMENT). On VS_OK *out holds a
- * SearchResponse (malloc'd). Thread-safe. */
 /* Upper bound of the encoded answer to nq queries at k. */
 size_t vs_coord_answer_bytes(size_t nq, uint32_t k);
 
-vs_status vs_coord_search_pb(vs_coord_t *c, const uint8_t *req, size_t len, int64_t timeout_ms, uint8_t **out,
-                             size_t *out_len, char err[VS_ERR_LEN]);
+/* How a request ends: st VS_OK with body (a SearchResponse, malloc'd, the callee's), or an error with
+ * err (a message valid during the call). */
+typedef void (*vs_coord_reply_fn)(void *user, vs_status st, const char *err, uint8_t *body, size_t len);
+
+/* Answers a vecshard.v1.SearchRequest within timeout_ms (the client's deadline; <= 0: the default),
+ * asynchronously: shard calls go out through srv's workers (batched per replica, batch.h) and
+ * reply(user, ...) runs exactly once, on this thread (a bad request) or on a worker. The answer (partial
+ * if need be, with its coverage) is built max(1 ms, 5 %) before the deadline, so it reaches the client
+ * in time. A request whose answer could not fit the message limit (vs_coord_answer_bytes) is refused
+ * before any search (INVALID_ARGUMENT). srv must run vs_coord_tick as its timer. Thread-safe. */
+void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *req, size_t len,
+                           int64_t timeout_ms, vs_coord_reply_fn reply, void *user);
+
+/* The timer of the requests in flight (hedges due, deadlines reached): the server's tick
+ * (vs_rpc_server_opts_t.tick). Returns when it next needs to run. Cheap when nothing is due. */
+double vs_coord_tick(vs_coord_t *c, double now);
 
 /* Answers vecshard.v1.Coordinator/Status. etcd_connected is reported as given. */
 vs_status vs_coord_status_pb(vs_coord_t *c, int etcd_connected, const char *cluster, uint8_t **out,

@@ -48,7 +48,7 @@ static int client_error(int code)
 
 static void cancel_part(vs_fanout_t *f, part_t *p)
 {
-    for (int i = 0; i < p->n_in_flight; i++)
+    for (int i = 0; f->io.cancel && i < p->n_in_flight; i++)
         f->io.cancel(f->io.user, f->calls[p->calls[i]].handle);
 }
 
@@ -75,7 +75,7 @@ static int start_call(vs_fanout_t *f, size_t t, double now, int is_hedge)
                            view meanwhile */
     p->tried[p->n_tried++] = r;
     uint32_t id = (uint32_t)f->n_calls;
-    uint64_t h = f->io.start(f->io.user, r, p->in.req, p->in.len, f->deadline, id);
+    uint64_t h = f->io.start(f->io.user, r, t, f->deadline, id);
     if (!h) {
         vs_replica_done(r, 0, 0);
         return 0;
@@ -157,7 +157,9 @@ void vs_fanout_on_result(vs_fanout_t *f, uint32_t call_id, const vs_fanout_resul
         vs_replica_done(c->replica, res->seconds, code == VS_GRPC_OK);
         return;
     }
-    if (code == VS_GRPC_OK && !f->io.accept(f->io.user, c->part, res->body, res->len, why)) {
+    if (code == VS_GRPC_OK && (!res->answer || !f->io.accept(f->io.user, c->part, res->answer, why))) {
+        if (!res->answer)
+            snprintf(why, sizeof why, "OK without an answer");
         code = VS_GRPC_INTERNAL;
         message = why;
     }

@@ -48,17 +48,25 @@ typedef struct vs_fanout_stats {
     atomic_ulong late_answers; /* answers dropped because their partition had already ended */
 } vs_fanout_stats_t;
 
-/* The transport. start: begin a call carrying req (len bytes; borrowed until start returns: the
- * transport copies it) to replica r, ending at deadline (seconds on the engine's clock); call_id
- * identifies the call in vs_fanout_on_result. Returns a handle > 0 for cancel, 0 when the call could not
- * start (then it is never given back). cancel: ask a call in flight to end soon (its outcome still comes
- * back, usually CANCELLED). accept: checks an OK answer of partition index part (body borrowed until
- * accept returns); returns 1 when it is acceptable (the owner keeps what it decoded), 0 with why filled. */
+/* A shard's answer to one call: nq queries x k results each, best first (borrowed until accept returns). */
+typedef struct vs_fanout_answer {
+    const char *version;
+    uint32_t partition, k;
+    size_t nq;
+    const float *dist;
+    const int64_t *ids;
+} vs_fanout_answer_t;
+
+/* The transport. start: begin a call of part index part (the transport knows what that part sends) to
+ * replica r, ending at deadline (seconds on the engine's clock); call_id identifies the call in
+ * vs_fanout_on_result. Returns a handle > 0 for cancel, 0 when the call
+ * could not start (then it is never given back). cancel (nullable): ask a call in flight to end soon
+ * (its outcome still comes back, usually CANCELLED). accept: checks an OK answer of partition index part;
+ * returns 1 when it is acceptable (the owner copies what it needs), 0 with why filled. */
 typedef struct vs_fanout_io {
-    uint64_t (*start)(void *user, vs_replica_t *r, const uint8_t *req, size_t len, double deadline,
-                      uint32_t call_id);
+    uint64_t (*start)(void *user, vs_replica_t *r, size_t part, double deadline, uint32_t call_id);
     void (*cancel)(void *user, uint64_t handle);
-    int (*accept)(void *user, size_t part, const uint8_t *body, size_t len, char why[VS_FANOUT_REASON_LEN]);
+    int (*accept)(void *user, size_t part, const vs_fanout_answer_t *answer, char why[VS_FANOUT_REASON_LEN]);
     void *user;
 } vs_fanout_io_t;
 
@@ -67,13 +75,11 @@ typedef struct vs_fanout_opts {
     double min_hedge_delay_ms; /* floor of the p95-based delay */
 } vs_fanout_opts_t;
 
-/* One partition to call: its request (borrowed until vs_fanout_destroy) and the content id its replicas
- * must report (borrowed; NULL or "" = any). */
+/* One partition to call and the content id its replicas must report (borrowed until destroy; NULL or
+ * "" = any). */
 typedef struct vs_fanout_part {
     uint32_t partition;
     const char *content_id;
-    const uint8_t *req;
-    size_t len;
 } vs_fanout_part_t;
 
 typedef enum vs_fanout_outcome {
@@ -82,12 +88,12 @@ typedef enum vs_fanout_outcome {
     VS_FANOUT_FAILED,
 } vs_fanout_outcome;
 
-/* One call's outcome, as the transport saw it. body (OK only) is borrowed until on_result returns. */
+/* One call's outcome, as the transport saw it. answer (OK only, non-NULL then) is borrowed until
+ * on_result returns. */
 typedef struct vs_fanout_result {
     int code; /* gRPC status */
     const char *message;
-    const uint8_t *body;
-    size_t len;
+    const vs_fanout_answer_t *answer;
     double seconds; /* start to completion (the replica's latency sample) */
 } vs_fanout_result_t;
 

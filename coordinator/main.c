@@ -33,6 +33,7 @@ typedef struct config {
     long threads, grace_ms, timeout_ms, max_conn_age_ms;
     double hedge_delay_ms, min_coverage;
     int coarse_at_shard;
+    long shard_window, batch_max_queries;
 } config_t;
 
 static void usage(FILE *f)
@@ -56,7 +57,10 @@ static void usage(FILE *f)
         "                        nprobe lists once and sends them to every partition; 'shard' lets each\n"
         "                        shard rank all nlist centroids itself (P times the work; for comparison)\n"
         "  --timeout-ms MS       deadline for requests that carry none (default 1000)\n"
-        "  --threads N           gRPC worker threads (default: 2 per CPU; workers mostly wait on shards)\n"
+        "  --threads N           gRPC worker threads (default: one per CPU; requests never block a worker)\n"
+        "  --shard-window N      shard calls in flight per replica before partition calls wait and leave\n"
+        "                        together in one batched call (default 2; 0 = 2)\n"
+        "  --batch-max-queries N queries per batched shard call (default 1024)\n"
         "  --metrics-listen A    HTTP address for /metrics and /healthz (default 0.0.0.0:9101; 'none' = "
         "off)\n"
         "  --grace-ms MS         on SIGTERM, time in-flight calls get to finish (default 10000)\n"
@@ -95,6 +99,8 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"hedge-delay-ms", required_argument, 0, 'H'},
                                          {"min-coverage", required_argument, 0, 'C'},
                                          {"coarse-at", required_argument, 0, 'Q'},
+                                         {"shard-window", required_argument, 0, 'W'},
+                                         {"batch-max-queries", required_argument, 0, 'B'},
                                          {"timeout-ms", required_argument, 0, 'T'},
                                          {"threads", required_argument, 0, 't'},
                                          {"metrics-listen", required_argument, 0, 'M'},
@@ -149,6 +155,16 @@ static int parse_args(int argc, char **argv, config_t *c)
                 return 2;
             }
             c->coarse_at_shard = strcmp(optarg, "shard") == 0;
+            break;
+        case 'W':
+            if (parse_num("--shard-window", optarg, 0, 1024, &v))
+                return 2;
+            c->shard_window = (long)v;
+            break;
+        case 'B':
+            if (parse_num("--batch-max-queries", optarg, 1, 10000, &v))
+                return 2;
+            c->batch_max_queries = (long)v;
             break;
         case 'T':
             if (parse_num("--timeout-ms", optarg, 1, 3600000, &v))
@@ -234,16 +250,25 @@ static void reply_status(vs_rpc_reply_t *reply, vs_status st, const char *err)
     snprintf(reply->message, sizeof reply->message, "%s", err);
 }
 
-static void on_search(void *user, const vs_rpc_call_t *call, const uint8_t *req, size_t len,
-                      vs_rpc_reply_t *reply)
+static void search_done(void *user, vs_status st, const char *err, uint8_t *body, size_t len)
+{
+    vs_rpc_reply_t reply = {.code = VS_GRPC_OK, .body = body, .body_len = len};
+    if (st != VS_OK)
+        reply_status(&reply, st, err);
+    vs_rpc_call_reply(user, &reply);
+}
+
+static void on_search(void *user, vs_rpc_call_t *call, const uint8_t *req, size_t len)
 {
     app_t *a = user;
-    char err[VS_ERR_LEN] = "";
     int64_t remaining = vs_rpc_call_remaining_ms(call);
     int64_t timeout = remaining == INT64_MAX ? a->cfg.timeout_ms : remaining;
-    vs_status st = vs_coord_search_pb(a->coord, req, len, timeout, &reply->body, &reply->body_len, err);
-    if (st != VS_OK)
-        reply_status(reply, st, err);
+    vs_coord_search_async(a->coord, vs_rpc_call_server(call), req, len, timeout, search_done, call);
+}
+
+static double on_tick(void *user, double now)
+{
+    return vs_coord_tick(((app_t *)user)->coord, now);
 }
 
 static void on_status(void *user, const vs_rpc_call_t *call, const uint8_t *req, size_t len,
@@ -277,6 +302,10 @@ STAT_FN2(shard_failures, fanout.shard_failures)
 STAT_FN2(late_answers, fanout.late_answers)
 STAT_FN(fanout_sum)
 STAT_FN(coarse_ranked)
+STAT_FN2(batch_calls, batch.calls)
+STAT_FN2(batch_items, batch.items)
+STAT_FN2(batch_queries, batch.queries)
+STAT_FN2(batch_expired, batch.expired)
 STAT_FN(fanout_count)
 
 static double g_etcd_connected(void *u)
@@ -333,6 +362,17 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
          "Queries whose IVF lists the coordinator ranked once for every partition (cluster routing, or hash "
          "partitions sharing one quantizer).",
          stat_coarse_ranked, 1},
+        {"vecshard_coordinator_shard_rpcs_total",
+         "Search RPCs sent to shards; one carries one or more partition calls (batching).", stat_batch_calls,
+         1},
+        {"vecshard_coordinator_shard_rpc_calls_total",
+         "Partition calls carried by shard RPCs (divide by shard_rpcs_total: the mean batch).",
+         stat_batch_items, 1},
+        {"vecshard_coordinator_shard_rpc_queries_total", "Queries carried by shard RPCs.", stat_batch_queries,
+         1},
+        {"vecshard_coordinator_batch_expired_total",
+         "Partition calls whose deadline passed while they waited for a batch (never sent).",
+         stat_batch_expired, 1},
         {"vecshard_coordinator_etcd_connected", "1 while the membership watch is connected to etcd.",
          g_etcd_connected, 0},
         {"vecshard_coordinator_ready",
@@ -373,7 +413,9 @@ int main(int argc, char **argv)
     vs_coord_opts_t co = {.hedge_delay_ms = a.cfg.hedge_delay_ms,
                           .default_timeout_ms = a.cfg.timeout_ms,
                           .min_coverage = (float)a.cfg.min_coverage,
-                          .coarse_at_shard = a.cfg.coarse_at_shard};
+                          .coarse_at_shard = a.cfg.coarse_at_shard,
+                          .shard_window = (size_t)a.cfg.shard_window,
+                          .batch_max_queries = (size_t)a.cfg.batch_max_queries};
     vs_status st = vs_view_create(&a.view, err);
     if (st == VS_OK)
         st = vs_coord_create(&co, a.view, &a.coord, err);
@@ -417,15 +459,17 @@ int main(int argc, char **argv)
     update_health(&a);
 
     vs_rpc_method_t methods[4];
-    methods[0] = (vs_rpc_method_t){.path = "/vecshard.v1.Coordinator/Search", .unary = on_search, .user = &a};
+    methods[0] = (vs_rpc_method_t){.path = "/vecshard.v1.Coordinator/Search", .async = on_search, .user = &a};
     methods[1] = (vs_rpc_method_t){.path = "/vecshard.v1.Coordinator/Status", .unary = on_status, .user = &a};
     vs_health_methods(a.health, &methods[2]);
-    long threads = a.cfg.threads ? a.cfg.threads : 2 * sysconf(_SC_NPROCESSORS_ONLN);
+    long threads = a.cfg.threads ? a.cfg.threads : sysconf(_SC_NPROCESSORS_ONLN);
     vs_rpc_server_opts_t so = {.max_connection_age_ms = a.cfg.max_conn_age_ms,
                                .address = a.cfg.listen,
                                .n_threads = (size_t)(threads > 0 ? threads : 2),
                                .on_done = vs_rpc_metrics_on_done,
-                               .on_done_user = &a.rpcm};
+                               .on_done_user = &a.rpcm,
+                               .tick = on_tick,
+                               .tick_user = &a};
     vs_rpc_server_t *server;
     int port = 0, metrics_port = 0;
     st = vs_rpc_server_start(&so, methods, 4, &server, &port, err);

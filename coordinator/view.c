@@ -34,6 +34,8 @@ struct vs_replica {
     double p95_ms; /* cached; recomputed every 16 samples */
     size_t p95_at; /* n_samples when p95_ms was computed */
     size_t n_samples;
+    void *ext; /* the caller's per-replica state (vs_replica_ext), freed with ext_free */
+    void (*ext_free)(void *);
 };
 
 struct vs_view {
@@ -46,6 +48,8 @@ struct vs_view {
 static void replica_unref(vs_replica_t *r)
 {
     if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
+        if (r->ext)
+            r->ext_free(r->ext);
         vs_rpc_channel_destroy(r->ch);
         pthread_mutex_destroy(&r->mu);
         free(r);
@@ -357,6 +361,16 @@ void vs_replica_hold(vs_replica_t *r)
 void vs_replica_release(vs_replica_t *r)
 {
     replica_unref(r);
+}
+
+void *vs_replica_ext(vs_replica_t *r, void *(*create)(void), void (*destroy)(void *))
+{
+    pthread_mutex_lock(&r->mu);
+    if (!r->ext && (r->ext = create()) != NULL)
+        r->ext_free = destroy;
+    void *e = r->ext;
+    pthread_mutex_unlock(&r->mu);
+    return e;
 }
 
 vs_rpc_channel_t *vs_replica_channel(vs_replica_t *r)

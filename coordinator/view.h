@@ -57,6 +57,10 @@ void vs_replica_hold(vs_replica_t *r);
 void vs_replica_release(vs_replica_t *r);
 
 vs_rpc_channel_t *vs_replica_channel(vs_replica_t *r);
+
+/* The caller's state attached to r (one kind per program: the coordinator's shard-call batching), made
+ * by create() on first use (NULL if it failed) and freed by destroy() with the replica. Thread-safe. */
+void *vs_replica_ext(vs_replica_t *r, void *(*create)(void), void (*destroy)(void *));
 const char *vs_replica_id(const vs_replica_t *r);
 /* The replica's p95 latency over its recent calls in ms (default_ms with fewer than 16 samples). */
 double vs_replica_p95_ms(vs_replica_t *r, double default_ms);

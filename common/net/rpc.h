@@ -48,10 +48,17 @@ typedef void (*vs_rpc_unary_fn)(void *user, const vs_rpc_call_t *call, const uin
  * vs_rpc_stream_finish (or when the client goes away). */
 typedef void (*vs_rpc_stream_fn)(void *user, vs_rpc_stream_t *stream, const uint8_t *req, size_t len);
 
+/* Asynchronous unary handler: the handler keeps call and answers it later, from any thread, with
+ * vs_rpc_call_reply, exactly once (until then the call counts as in flight and shutdown waits for it,
+ * up to the grace period). req (len bytes) is borrowed until return. The worker is free again as soon as
+ * the handler returns, so one worker holds any number of such calls. */
+typedef void (*vs_rpc_async_fn)(void *user, vs_rpc_call_t *call, const uint8_t *req, size_t len);
+
 typedef struct vs_rpc_method {
     const char *path;      /* "/vecshard.v1.Shard/Search" */
-    vs_rpc_unary_fn unary; /* exactly one of unary, stream */
+    vs_rpc_unary_fn unary; /* exactly one of unary, stream, async */
     vs_rpc_stream_fn stream;
+    vs_rpc_async_fn async;
     void *user;
 } vs_rpc_method_t;
 
@@ -67,6 +74,11 @@ typedef struct vs_rpc_server_opts {
                                       behind a ClusterIP reconnect and rebalance; 0 = never */
     vs_rpc_done_fn on_done;        /* optional */
     void *on_done_user;
+    /* optional timer: a worker calls tick(tick_user, now) after every event it handles and whenever the
+     * time tick last returned has come; tick does what is due and returns when it next needs to run
+     * (vs_now_s() seconds; <= 0 or far away: in at most 1 s anyway). Must be cheap when nothing is due. */
+    double (*tick)(void *user, double now);
+    void *tick_user;
 } vs_rpc_server_opts_t;
 
 /* Creates and starts a server with the n methods (the array and its strings must outlive the
@@ -85,6 +97,13 @@ size_t vs_rpc_server_in_flight(const vs_rpc_server_t *srv);
 
 /* Milliseconds left before the call's deadline; INT64_MAX without a deadline, <= 0 when passed. */
 int64_t vs_rpc_call_remaining_ms(const vs_rpc_call_t *call);
+
+/* Answers an asynchronous call (vs_rpc_async_fn): takes reply->body; call must not be used afterwards.
+ * Thread-safe. */
+void vs_rpc_call_reply(vs_rpc_call_t *call, vs_rpc_reply_t *reply);
+
+/* The server a call arrived at. */
+vs_rpc_server_t *vs_rpc_call_server(const vs_rpc_call_t *call);
 
 /* Sends msg (len bytes, copied) on a stream. Latest-value semantics: if a previous message is still
  * being written, msg replaces any message waiting behind it. VS_ERR_CANCELLED once the call has ended. */
@@ -116,6 +135,26 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *ch, const char *method, const void
                             int64_t timeout_ms, int *out_code, char message[VS_ERR_LEN], uint8_t **out_body,
                             size_t *out_len);
 
+/* ---- client calls completed by a server's workers (asynchronous fan-out) ---- */
+
+struct vs_rpc_result;
+/* Called once per call, on a worker of the server that started it; res->body is the callee's to free. */
+typedef void (*vs_rpc_client_done_fn)(void *user, struct vs_rpc_result *res);
+
+typedef struct vs_rpc_ccall vs_rpc_ccall_t;
+
+/* Starts a unary call of method on ch carrying req (len bytes, copied), with a deadline timeout_ms from
+ * now (<= 0: none); its completion runs done(user, result) on one of srv's workers, then the call is
+ * freed. Returns the call (for vs_rpc_ccall_cancel, valid until done has returned), or NULL when it could
+ * not start (err says why; done never runs). Calls still in flight when srv stops are cancelled. */
+vs_rpc_ccall_t *vs_rpc_server_call(vs_rpc_server_t *srv, vs_rpc_channel_t *ch, const char *method,
+                                   const void *req, size_t len, int64_t timeout_ms,
+                                   vs_rpc_client_done_fn done, void *user, char err[VS_ERR_LEN]);
+
+/* Asks a call in flight to end (it completes as CANCELLED). The caller guarantees done has not returned
+ * yet (e.g. both run under the caller's lock). */
+void vs_rpc_ccall_cancel(vs_rpc_ccall_t *c);
+
 /* ---- concurrent calls driven by the caller's thread (fan-out) ---- */
 
 /* A set of unary calls in flight on one completion queue, possibly to different channels: the
@@ -124,7 +163,7 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *ch, const char *method, const void
 typedef struct vs_rpc_multi vs_rpc_multi_t;
 
 typedef struct vs_rpc_result {
-    void *user; /* what vs_rpc_multi_start was given */
+    void *user; /* what vs_rpc_multi_start / vs_rpc_server_call was given */
     int code;   /* gRPC status */
     char message[VS_ERR_LEN];
     uint8_t *body; /* response when OK (malloc'd; the caller frees it) */

@@ -23,9 +23,10 @@
 
 #include "common/cli/timing.h"
 #include "common/net/rpc.h"
+#include "common/net/rpc_ucall.h"
 #include "common/net/tsan.h"
 
-enum tag_kind { TAG_NEW, TAG_CLOSE, TAG_SEND, TAG_SHUTDOWN };
+enum tag_kind { TAG_NEW, TAG_CLOSE, TAG_SEND, TAG_SHUTDOWN, TAG_CLIENT };
 
 typedef struct tag {
     enum tag_kind kind;
@@ -49,6 +50,7 @@ struct vs_rpc_call {
     grpc_call_details details; /* generic calls */
     grpc_byte_buffer *payload;
     tag_t t_new, t_close, t_send;
+    double t0;     /* arrival at a worker (async calls report their latency at the reply) */
     int cancelled; /* written by RECV_CLOSE_ON_SERVER */
     int pending;   /* batches started and not completed */
 
@@ -67,6 +69,17 @@ struct vs_rpc_call {
     grpc_byte_buffer *send_bb;
 };
 
+/* A client call completed by the workers (vs_rpc_server_call). The tag comes first: the event's tag is
+ * the call. */
+struct vs_rpc_ccall {
+    tag_t tag; /* TAG_CLIENT */
+    vs_rpc_ucall_t u;
+    struct vs_rpc_server *srv;
+    struct vs_rpc_ccall *prev, *next; /* srv->ccalls, under srv->mu */
+    vs_rpc_client_done_fn done;
+    void *user;
+};
+
 struct vs_rpc_server {
     grpc_server *server;
     worker_t *workers;
@@ -82,6 +95,10 @@ struct vs_rpc_server {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     int shutdown_done;
+    double (*tick)(void *user, double now);
+    void *tick_user;
+    struct vs_rpc_ccall *ccalls; /* client calls in flight (under mu) */
+    int cq_closing;              /* no client call may start any more (under mu) */
 };
 
 static void call_free(struct vs_rpc_call *c)
@@ -276,6 +293,16 @@ static void handle_new(worker_t *w, struct vs_rpc_call *c)
     } else if (vs_rpc_call_remaining_ms(c) <= 0) {
         reply.code = VS_GRPC_DEADLINE_EXCEEDED;
         snprintf(reply.message, sizeof reply.message, "deadline passed before the call was handled");
+    } else if (md->async) {
+        /* the handler's owner reference keeps the call until vs_rpc_call_reply */
+        pthread_mutex_lock(&c->mu);
+        c->pending++;
+        c->t0 = t0;
+        pthread_mutex_unlock(&c->mu);
+        md->async(md->user, c, req, len);
+        free(req);
+        post_request(w, m);
+        return;
     } else if (md->stream) {
         pthread_mutex_lock(&c->mu);
         c->owner_ref = 1;
@@ -305,6 +332,25 @@ static void handle_event(worker_t *w, grpc_event ev)
         s->shutdown_done = 1;
         pthread_cond_broadcast(&s->cv);
         pthread_mutex_unlock(&s->mu);
+        return;
+    }
+    if (t->kind == TAG_CLIENT) {
+        struct vs_rpc_ccall *cc = (struct vs_rpc_ccall *)t;
+        pthread_mutex_lock(&s->mu);
+        if (cc->prev)
+            cc->prev->next = cc->next;
+        else
+            s->ccalls = cc->next;
+        if (cc->next)
+            cc->next->prev = cc->prev;
+        pthread_mutex_unlock(&s->mu);
+        vs_rpc_result_t res;
+        memset(&res, 0, sizeof res);
+        res.user = cc->user;
+        vs_rpc_ucall_result(&cc->u, ev.success, &res);
+        cc->done(cc->user, &res);
+        vs_rpc_ucall_fini(&cc->u);
+        free(cc);
         return;
     }
     struct vs_rpc_call *c = t->call;
@@ -337,6 +383,7 @@ static void handle_event(worker_t *w, grpc_event ev)
         stream_unlock_maybe_free(c);
         return;
     case TAG_SHUTDOWN:
+    case TAG_CLIENT:
         return;
     }
 }
@@ -344,8 +391,16 @@ static void handle_event(worker_t *w, grpc_event ev)
 static void *worker_main(void *arg)
 {
     worker_t *w = arg;
+    struct vs_rpc_server *s = w->srv;
     for (;;) {
-        grpc_event ev = grpc_completion_queue_next(w->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        gpr_timespec until = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+        if (s->tick) { /* wait at most until the owner's next timer (and 1 s) */
+            double now = vs_now_s(), wake = s->tick(s->tick_user, now);
+            double wait_s = wake > now && wake < now + 1.0 ? wake - now : wake > now ? 1.0 : 0.0;
+            until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                 gpr_time_from_micros((int64_t)(wait_s * 1e6), GPR_TIMESPAN));
+        }
+        grpc_event ev = grpc_completion_queue_next(w->cq, until, NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)
             break;
         if (ev.type == GRPC_OP_COMPLETE) {
@@ -371,7 +426,8 @@ vs_status vs_rpc_server_start(const vs_rpc_server_opts_t *opts, const vs_rpc_met
     if (max_msg > (1u << 30))
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "rpc server: max message size %zu above 1 GiB", max_msg);
     for (size_t i = 0; i < n; i++)
-        if (!methods[i].path || methods[i].path[0] != '/' || !methods[i].unary == !methods[i].stream)
+        if (!methods[i].path || methods[i].path[0] != '/' ||
+            !!methods[i].unary + !!methods[i].stream + !!methods[i].async != 1)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
                            "rpc server: method %zu needs a \"/pkg.Service/Method\" path and one handler", i);
 
@@ -390,6 +446,8 @@ vs_status vs_rpc_server_start(const vs_rpc_server_opts_t *opts, const vs_rpc_met
     s->n_methods = n;
     s->on_done = opts->on_done;
     s->on_done_user = opts->on_done_user;
+    s->tick = opts->tick;
+    s->tick_user = opts->tick_user;
     s->t_shutdown = (tag_t){TAG_SHUTDOWN, NULL};
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -495,6 +553,12 @@ void vs_rpc_server_stop(vs_rpc_server_t *s, int64_t grace_ms)
         /* No worker runs: drain the shutdown tag here. */
         grpc_server_cancel_all_calls(s->server);
     }
+    /* client calls still in flight end now; none may start on the queue being shut down */
+    pthread_mutex_lock(&s->mu);
+    s->cq_closing = 1;
+    for (struct vs_rpc_ccall *cc = s->ccalls; cc; cc = cc->next)
+        grpc_call_cancel(cc->u.call, NULL);
+    pthread_mutex_unlock(&s->mu);
     grpc_completion_queue_shutdown(s->workers[0].cq);
     if (!any_started)
         worker_main(&s->workers[0]); /* drain it here */
@@ -578,4 +642,58 @@ void vs_rpc_stream_release(vs_rpc_stream_t *c)
         stream_pump(c);
     }
     stream_unlock_maybe_free(c);
+}
+
+void vs_rpc_call_reply(vs_rpc_call_t *c, vs_rpc_reply_t *reply)
+{
+    struct vs_rpc_server *s = c->srv;
+    send_unary(c, reply->code, reply->message, reply->body, reply->body_len);
+    reply->body = NULL;
+    atomic_fetch_sub(&s->in_flight, 1);
+    if (s->on_done)
+        s->on_done(s->on_done_user, s->methods[c->method].path, reply->code, vs_now_s() - c->t0);
+    pthread_mutex_lock(&c->mu);
+    c->pending--; /* the handler's owner reference */
+    stream_unlock_maybe_free(c);
+}
+
+vs_rpc_server_t *vs_rpc_call_server(const vs_rpc_call_t *c)
+{
+    return c->srv;
+}
+
+vs_rpc_ccall_t *vs_rpc_server_call(vs_rpc_server_t *s, vs_rpc_channel_t *ch, const char *method,
+                                   const void *req, size_t len, int64_t timeout_ms,
+                                   vs_rpc_client_done_fn done, void *user, char err[VS_ERR_LEN])
+{
+    struct vs_rpc_ccall *cc = calloc(1, sizeof *cc);
+    if (!cc) {
+        vs_errf(err, VS_ERR_NOMEM, "rpc call: out of memory");
+        return NULL;
+    }
+    cc->tag = (tag_t){TAG_CLIENT, NULL};
+    cc->srv = s;
+    cc->done = done;
+    cc->user = user;
+    pthread_mutex_lock(&s->mu); /* registered before it can complete, and never on a closing queue */
+    vs_status st = s->cq_closing ? vs_errf(err, VS_ERR_UNAVAILABLE, "rpc call %s: server stopping", method)
+                                 : vs_rpc_ucall_start(&cc->u, vs_rpc_channel_grpc(ch), s->workers[0].cq,
+                                                      method, req, len, timeout_ms, cc, err);
+    if (st == VS_OK) {
+        cc->next = s->ccalls;
+        if (s->ccalls)
+            s->ccalls->prev = cc;
+        s->ccalls = cc;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (st != VS_OK) {
+        free(cc);
+        return NULL;
+    }
+    return cc;
+}
+
+void vs_rpc_ccall_cancel(vs_rpc_ccall_t *c)
+{
+    grpc_call_cancel(c->u.call, NULL);
 }

@@ -35,12 +35,10 @@ typedef struct fake {
     int accepted[8];  /* accept calls per part */
 } fake_t;
 
-static uint64_t f_start(void *u, vs_replica_t *r, const uint8_t *req, size_t len, double deadline,
-                        uint32_t id)
+static uint64_t f_start(void *u, vs_replica_t *r, size_t part, double deadline, uint32_t id)
 {
     fake_t *fk = u;
-    (void)req;
-    (void)len;
+    (void)part;
     if (fk->refuse_start || fk->n == MAXC)
         return 0;
     fake_call_t *c = &fk->calls[fk->n];
@@ -61,11 +59,10 @@ static void f_cancel(void *u, uint64_t h)
             fk->calls[i].cancelled = 1;
 }
 
-static int f_accept(void *u, size_t part, const uint8_t *body, size_t len, char why[VS_FANOUT_REASON_LEN])
+static int f_accept(void *u, size_t part, const vs_fanout_answer_t *a, char why[VS_FANOUT_REASON_LEN])
 {
     fake_t *fk = u;
-    (void)body;
-    (void)len;
+    (void)a;
     fk->accepted[part]++;
     if ((int)part == fk->reject_part) {
         snprintf(why, VS_FANOUT_REASON_LEN, "answer from version other");
@@ -79,7 +76,8 @@ static void finish(vs_fanout_t *f, fake_t *fk, size_t i, int code, double now)
 {
     CHECK(i < fk->n && fk->calls[i].open);
     fk->calls[i].open = 0;
-    vs_fanout_result_t r = {code, code == VS_GRPC_OK ? "" : "boom", (const uint8_t *)"x", 1, 0.002};
+    static const vs_fanout_answer_t a = {"v1", 0, 10, 1, NULL, NULL};
+    vs_fanout_result_t r = {code, code == VS_GRPC_OK ? "" : "boom", code == VS_GRPC_OK ? &a : NULL, 0.002};
     vs_fanout_on_result(f, fk->calls[i].call_id, &r, now);
 }
 
@@ -119,7 +117,7 @@ static void env_init(env_t *e, const char *spec, size_t nparts, double hedge_ms)
     e->fk.reject_part = -1;
     e->io = (vs_fanout_io_t){f_start, f_cancel, f_accept, &e->fk};
     for (size_t t = 0; t < nparts; t++)
-        e->parts[t] = (vs_fanout_part_t){(uint32_t)t, "", (const uint8_t *)"req", 3};
+        e->parts[t] = (vs_fanout_part_t){(uint32_t)t, ""};
     e->opts = (vs_fanout_opts_t){hedge_ms, 1.0};
 }
 

@@ -1,0 +1,34 @@
+/* rpc_ucall.h (private to common/net): one client unary call on a completion queue of the caller's
+ * choosing - the ops, and the result read back - shared by rpc_multi.c (a caller-driven queue) and
+ * rpc_server.c (calls completed by the server's workers). */
+#ifndef VS_COMMON_NET_RPC_UCALL_H
+#define VS_COMMON_NET_RPC_UCALL_H
+
+#include <grpc/grpc.h>
+
+#include "common/net/rpc.h"
+
+typedef struct vs_rpc_ucall {
+    grpc_call *call;
+    grpc_byte_buffer *send, *recv;
+    grpc_metadata_array init_md, trail_md;
+    grpc_status_code status;
+    grpc_slice details;
+    const char *error_string;
+    double t0;
+} vs_rpc_ucall_t;
+
+grpc_channel *vs_rpc_channel_grpc(vs_rpc_channel_t *ch);
+
+/* Creates the call on cq and starts its one batch (send request, close, receive everything) with tag.
+ * VS_OK, or VS_ERR_INTERNAL with err (then u holds nothing; vs_rpc_ucall_fini is still safe). */
+vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *u, grpc_channel *ch, grpc_completion_queue *cq,
+                             const char *method, const void *req, size_t len, int64_t timeout_ms, void *tag,
+                             char err[VS_ERR_LEN]);
+
+/* The outcome once the batch completed (success: the event's flag); out->body is malloc'd. */
+void vs_rpc_ucall_result(vs_rpc_ucall_t *u, int success, vs_rpc_result_t *out);
+
+void vs_rpc_ucall_fini(vs_rpc_ucall_t *u);
+
+#endif

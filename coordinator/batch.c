@@ -1,0 +1,328 @@
+/* batch.c: per-replica batching of shard calls (batch.h). Each replica's queue lives in its view entry
+ * (vs_replica_ext); a call in flight holds the replica. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cli/timing.h"
+#include "coordinator/batch.h"
+#include "vecshard/v1/shard.pb-c.h"
+
+typedef struct batchq {
+    pthread_mutex_t mu;
+    size_t in_flight;
+    vs_batch_item_t *head, *tail;
+} batchq_t;
+
+static void *q_create(void)
+{
+    batchq_t *q = calloc(1, sizeof *q);
+    if (q)
+        pthread_mutex_init(&q->mu, NULL);
+    return q;
+}
+
+static void q_destroy(void *p)
+{
+    batchq_t *q = p;
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+}
+
+/* One shard call in flight: its items (a list through next) and what it needs on completion. */
+typedef struct bcall {
+    vs_rpc_server_t *srv;
+    vs_replica_t *r; /* held */
+    batchq_t *q;
+    vs_batch_opts_t o;
+    vs_batch_stats_t *stats;
+    vs_batch_item_t *items;
+    size_t n_items, nq;
+} bcall_t;
+
+static int same_key(const vs_batch_key_t *a, const vs_batch_key_t *b)
+{
+    return a->dim == b->dim && a->k == b->k && a->nprobe == b->nprobe && a->ef_search == b->ef_search &&
+           a->k_factor == b->k_factor && a->lists_per_query == b->lists_per_query &&
+           a->partition_ref == b->partition_ref && a->partition == b->partition &&
+           strcmp(a->version, b->version) == 0;
+}
+
+/* Takes from q (mu held) the items that leave together: the first one not expired and every later one
+ * with its key, within the limits. Expired items move to *expired. */
+static vs_batch_item_t *take_batch(batchq_t *q, const vs_batch_opts_t *o, double now,
+                                   vs_batch_item_t **expired, size_t *out_n, size_t *out_nq)
+{
+    vs_batch_item_t *batch = NULL, *btail = NULL, *keep = NULL, *ktail = NULL;
+    size_t n = 0, nq = 0, bytes = 0;
+    for (vs_batch_item_t *it = q->head, *next; it; it = next) {
+        next = it->next;
+        it->next = NULL;
+        size_t ib = it->nq * it->key.dim * sizeof(float);
+        if (it->deadline <= now) {
+            it->next = *expired;
+            *expired = it;
+        } else if (!batch || (same_key(&batch->key, &it->key) && nq + it->nq <= o->max_queries &&
+                              bytes + ib <= o->max_bytes)) {
+            if (btail)
+                btail->next = it;
+            else
+                batch = it;
+            btail = it;
+            n++;
+            nq += it->nq;
+            bytes += ib;
+        } else {
+            if (ktail)
+                ktail->next = it;
+            else
+                keep = it;
+            ktail = it;
+        }
+    }
+    q->head = keep;
+    q->tail = ktail;
+    *out_n = n;
+    *out_nq = nq;
+    return batch;
+}
+
+static void deliver_all(vs_batch_item_t *items, const vs_fanout_result_t *res)
+{
+    for (vs_batch_item_t *it = items, *next; it; it = next) {
+        next = it->next; /* deliver may free the item */
+        it->deliver(it->user, it->call_id, res);
+    }
+}
+
+static void on_done(void *user, vs_rpc_result_t *res);
+
+/* Encodes bc's items as one ShardSearchRequest and starts the call. VS_OK or an error (nothing sent). */
+static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
+{
+    const vs_batch_item_t *first = bc->items;
+    const vs_batch_key_t *key = &first->key;
+    Vecshard__V1__ShardSearchRequest s = VECSHARD__V1__SHARD_SEARCH_REQUEST__INIT;
+    Vecshard__V1__SearchParams sp = VECSHARD__V1__SEARCH_PARAMS__INIT;
+    Vecshard__V1__PartitionRef pr = VECSHARD__V1__PARTITION_REF__INIT;
+    s.dim = key->dim;
+    s.k = key->k;
+    s.index_version = (char *)key->version;
+    sp.nprobe = key->nprobe;
+    sp.ef_search = key->ef_search;
+    sp.k_factor = key->k_factor;
+    if (sp.nprobe || sp.ef_search || sp.k_factor)
+        s.params = &sp;
+    if (key->partition_ref) {
+        pr.id = key->partition;
+        s.partition = &pr;
+    }
+    float *q = NULL;
+    int32_t *l = NULL;
+    if (bc->n_items == 1) { /* the common case at low load: no copy */
+        s.queries = (float *)first->queries;
+        s.lists = (int32_t *)first->lists;
+    } else {
+        q = malloc(bc->nq * key->dim * sizeof(float));
+        l = key->lists_per_query ? malloc(bc->nq * key->lists_per_query * sizeof(int32_t)) : NULL;
+        if (!q || (key->lists_per_query && !l)) {
+            free(q);
+            free(l);
+            return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory for a batch of %zu queries",
+                           bc->nq);
+        }
+        size_t off = 0;
+        for (const vs_batch_item_t *it = bc->items; it; it = it->next) {
+            memcpy(q + off * key->dim, it->queries, it->nq * key->dim * sizeof(float));
+            if (l)
+                memcpy(l + off * key->lists_per_query, it->lists,
+                       it->nq * key->lists_per_query * sizeof(int32_t));
+            off += it->nq;
+        }
+        s.queries = q;
+        s.lists = l;
+    }
+    s.n_queries = bc->nq * key->dim;
+    s.lists_per_query = key->lists_per_query;
+    s.n_lists = key->lists_per_query ? bc->nq * key->lists_per_query : 0;
+    double deadline = 0;
+    for (const vs_batch_item_t *it = bc->items; it; it = it->next)
+        if (it->deadline > deadline)
+            deadline = it->deadline;
+    int64_t timeout_ms = (int64_t)((deadline - vs_now_s()) * 1e3);
+    size_t len = vecshard__v1__shard_search_request__get_packed_size(&s);
+    uint8_t *buf = malloc(len ? len : 1);
+    vs_status st = VS_OK;
+    /* once started, the call may complete (and bc be freed) on another worker: count first */
+    vs_batch_stats_t *stats = bc->stats;
+    size_t n_items = bc->n_items, nq = bc->nq;
+    if (!buf) {
+        st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory for a shard request");
+    } else {
+        vecshard__v1__shard_search_request__pack(&s, buf);
+        if (!vs_rpc_server_call(bc->srv, vs_replica_channel(bc->r), "/vecshard.v1.Shard/Search", buf, len,
+                                timeout_ms < 1 ? 1 : timeout_ms, on_done, bc, err))
+            st = VS_ERR_UNAVAILABLE;
+    }
+    free(buf);
+    free(q);
+    free(l);
+    if (st == VS_OK) {
+        atomic_fetch_add(&stats->calls, 1);
+        atomic_fetch_add(&stats->items, n_items);
+        atomic_fetch_add(&stats->queries, nq);
+    }
+    return st;
+}
+
+static bcall_t *bcall_new(vs_rpc_server_t *srv, vs_replica_t *r, batchq_t *q, const vs_batch_opts_t *o,
+                          vs_batch_stats_t *stats)
+{
+    bcall_t *bc = calloc(1, sizeof *bc);
+    if (bc) {
+        *bc = (bcall_t){srv, r, q, *o, stats, NULL, 0, 0};
+        vs_replica_hold(r);
+    }
+    return bc;
+}
+
+static void bcall_free(bcall_t *bc)
+{
+    vs_replica_release(bc->r);
+    free(bc);
+}
+
+/* Starts one shard call carrying items (n of them, nq queries) on a slot already counted in q->in_flight;
+ * on failure gives the slot back. */
+static vs_status start(vs_rpc_server_t *srv, vs_replica_t *r, batchq_t *q, const vs_batch_opts_t *o,
+                       vs_batch_stats_t *stats, vs_batch_item_t *items, size_t n, size_t nq,
+                       char err[VS_ERR_LEN])
+{
+    bcall_t *bc = bcall_new(srv, r, q, o, stats);
+    vs_status st = VS_ERR_NOMEM;
+    if (!bc) {
+        vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    } else {
+        bc->items = items;
+        bc->n_items = n;
+        bc->nq = nq;
+        st = send_call(bc, err);
+    }
+    if (st != VS_OK) {
+        if (bc)
+            bcall_free(bc);
+        pthread_mutex_lock(&q->mu);
+        q->in_flight--;
+        pthread_mutex_unlock(&q->mu);
+    }
+    return st;
+}
+
+/* Sends what waits on q while fewer than window calls are in flight; delivers what expired or could not
+ * be sent. Called with no lock held. */
+static void flush(vs_rpc_server_t *srv, vs_replica_t *r, batchq_t *q, const vs_batch_opts_t *o,
+                  vs_batch_stats_t *stats)
+{
+    for (;;) {
+        vs_batch_item_t *expired = NULL, *batch = NULL;
+        size_t n = 0, nq = 0;
+        pthread_mutex_lock(&q->mu);
+        if (q->in_flight < o->window && q->head) {
+            batch = take_batch(q, o, vs_now_s(), &expired, &n, &nq);
+            if (batch)
+                q->in_flight++;
+        }
+        pthread_mutex_unlock(&q->mu);
+        if (expired) {
+            for (vs_batch_item_t *it = expired; it; it = it->next)
+                atomic_fetch_add(&stats->expired, 1);
+            vs_fanout_result_t res = {VS_GRPC_DEADLINE_EXCEEDED, "deadline passed while waiting for a batch",
+                                      NULL, 0};
+            deliver_all(expired, &res);
+        }
+        if (!batch) {
+            if (!expired)
+                return;
+            continue; /* the queue may still hold items */
+        }
+        char err[VS_ERR_LEN];
+        if (start(srv, r, q, o, stats, batch, n, nq, err) != VS_OK) {
+            vs_fanout_result_t res = {VS_GRPC_UNAVAILABLE, err, NULL, 0};
+            deliver_all(batch, &res);
+        }
+    }
+}
+
+static void on_done(void *user, vs_rpc_result_t *res)
+{
+    bcall_t *bc = user;
+    const vs_batch_key_t *key = &bc->items->key;
+    vs_fanout_result_t out = {res->code, res->message, NULL, res->seconds};
+    char why[VS_ERR_LEN];
+    Vecshard__V1__ShardSearchResponse *sr = NULL;
+    if (res->code == VS_GRPC_OK) {
+        sr = vecshard__v1__shard_search_response__unpack(NULL, res->body_len, res->body);
+        if (!sr || strcmp(sr->index_version, key->version) != 0 || sr->partition != key->partition) {
+            snprintf(why, sizeof why, "answer from version %.100s partition %u, expected %.100s/%u",
+                     sr ? sr->index_version : "?", sr ? sr->partition : 0, key->version, key->partition);
+            out.code = VS_GRPC_INTERNAL;
+            out.message = why;
+        } else if (sr->k != key->k || sr->n_ids != bc->nq * key->k || sr->n_distances != sr->n_ids) {
+            snprintf(why, sizeof why, "answered %zu results for %zu queries x k %u", sr->n_ids, bc->nq,
+                     key->k);
+            out.code = VS_GRPC_INTERNAL;
+            out.message = why;
+        }
+    }
+    if (out.code != VS_GRPC_OK) {
+        deliver_all(bc->items, &out);
+    } else {
+        size_t off = 0, k = key->k; /* items (and key, inside the first) may be freed by deliver */
+        for (vs_batch_item_t *it = bc->items, *next; it; it = next) {
+            next = it->next;
+            vs_fanout_answer_t a = {sr->index_version,       sr->partition,    sr->k, it->nq,
+                                    sr->distances + off * k, sr->ids + off * k};
+            out.answer = &a;
+            off += it->nq;
+            it->deliver(it->user, it->call_id, &out);
+        }
+    }
+    if (sr)
+        vecshard__v1__shard_search_response__free_unpacked(sr, NULL);
+    free(res->body);
+    batchq_t *q = bc->q;
+    vs_replica_t *r = bc->r;
+    vs_rpc_server_t *srv = bc->srv;
+    vs_batch_opts_t o = bc->o;
+    vs_batch_stats_t *stats = bc->stats;
+    vs_replica_hold(r); /* q lives in r */
+    bcall_free(bc);
+    pthread_mutex_lock(&q->mu);
+    q->in_flight--;
+    pthread_mutex_unlock(&q->mu);
+    flush(srv, r, q, &o, stats);
+    vs_replica_release(r);
+}
+
+vs_status vs_batch_submit(vs_rpc_server_t *srv, vs_replica_t *r, vs_batch_item_t *item,
+                          const vs_batch_opts_t *o, vs_batch_stats_t *stats, char err[VS_ERR_LEN])
+{
+    batchq_t *q = vs_replica_ext(r, q_create, q_destroy);
+    if (!q)
+        return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    item->next = NULL;
+    pthread_mutex_lock(&q->mu);
+    if (q->in_flight >= o->window) { /* waits for the next call to complete */
+        if (q->tail)
+            q->tail->next = item;
+        else
+            q->head = item;
+        q->tail = item;
+        pthread_mutex_unlock(&q->mu);
+        return VS_OK;
+    }
+    q->in_flight++;
+    pthread_mutex_unlock(&q->mu);
+    return start(srv, r, q, o, stats, item, 1, item->nq, err);
+}

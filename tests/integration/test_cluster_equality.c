@@ -1,0 +1,218 @@
+/* test_cluster_equality: answers through the cluster equal the in-process index, whatever the
+ * distributed path does. Hash partitions that share one IVF quantizer, built by vecshard-build (2
+ * partitions of IVF256,Flat over 256-d vectors, so the coarse step takes the PCA preselection path),
+ * served by two real shards and a real coordinator (static membership, no etcd). Every answer must equal,
+ * id for id and float for float, the in-process search of both partition files merged, at nprobe 4 (far
+ * from exact, so a single different list would show):
+ *  - lists ranked once at the coordinator (the default) and by each shard (--coarse-at shard), for one
+ *    batch of NQ queries and NQ single-query calls; vecshard_coordinator_coarse_ranked_queries_total
+ *    says which side ranked;
+ *  - shard calls batched: --shard-window 1 and 8 client threads sending single-query calls, so partition
+ *    calls of different requests share shard RPCs (the metrics must show fewer RPCs than calls) and each
+ *    gets its own slice back. */
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/net/rpc.h"
+#include "common/topk.h"
+#include "common/vecio.h"
+#include "shard/index/index.h"
+#include "tests/support/proc.h"
+#include "tests/support/version_fixture.h"
+#include "tests/testlib.h"
+#include "vecshard/v1/coordinator.pb-c.h"
+
+#define N 6000
+#define D 256
+#define NQ 40
+#define K 10
+#define NPROBE 4
+
+static const char *dir;
+static float base[(size_t)N * D], queries[(size_t)NQ * D];
+
+/* One Search call of nq queries; the number of queries answered with results equal to want (nq*K), 0
+ * when the call failed (printed; the callers count, as this also runs on client threads). */
+static size_t search_equal(vs_rpc_channel_t *ch, const float *q, size_t nq, const float *want_d,
+                           const int64_t *want_i)
+{
+    Vecshard__V1__SearchRequest r = VECSHARD__V1__SEARCH_REQUEST__INIT;
+    Vecshard__V1__SearchParams p = VECSHARD__V1__SEARCH_PARAMS__INIT;
+    p.nprobe = NPROBE;
+    r.dim = D;
+    r.k = K;
+    r.n_queries = nq * D;
+    r.queries = (float *)q;
+    r.params = &p;
+    size_t len = vecshard__v1__search_request__get_packed_size(&r);
+    uint8_t *buf = malloc(len), *body = NULL;
+    vecshard__v1__search_request__pack(&r, buf);
+    int code = -1;
+    char msg[VS_ERR_LEN];
+    size_t blen = 0, same = 0;
+    vs_status st =
+        vs_rpc_call_unary(ch, "/vecshard.v1.Coordinator/Search", buf, len, 10000, &code, msg, &body, &blen);
+    free(buf);
+    if (st != VS_OK || code != 0)
+        fprintf(stderr, "search of %zu: %d %s\n", nq, code, msg);
+    Vecshard__V1__SearchResponse *a = body ? vecshard__v1__search_response__unpack(NULL, blen, body) : NULL;
+    if (a && a->n_ids == nq * K && a->n_distances == nq * K && !(a->coverage && a->coverage->partial))
+        for (size_t i = 0; i < nq; i++)
+            same += memcmp(a->ids + i * K, want_i + i * K, K * sizeof(int64_t)) == 0 &&
+                    memcmp(a->distances + i * K, want_d + i * K, K * sizeof(float)) == 0;
+    if (a)
+        vecshard__v1__search_response__free_unpacked(a, NULL);
+    free(body);
+    return same;
+}
+
+typedef struct client {
+    const char *target;
+    const float *want_d;
+    const int64_t *want_i;
+    size_t same, calls;
+} client_t;
+
+#define ROUNDS 4
+
+static void *client_main(void *arg)
+{
+    client_t *cl = arg;
+    char err[VS_ERR_LEN];
+    vs_rpc_channel_t *ch = NULL;
+    if (vs_rpc_channel_create(cl->target, 0, &ch, err) != VS_OK)
+        return NULL;
+    for (int r = 0; r < ROUNDS; r++)
+        for (size_t i = 0; i < NQ; i++, cl->calls++)
+            cl->same += search_equal(ch, queries + i * D, 1, cl->want_d + i * K, cl->want_i + i * K);
+    vs_rpc_channel_destroy(ch);
+    return NULL;
+}
+
+/* Starts the coordinator over both shards with extra flags (name labels its log), checks every answer
+ * against the oracle, from n_clients threads when > 0, and returns the coordinator's metric `metric`
+ * (and *rpcs: shard RPCs, *calls: partition calls they carried). */
+static double run(const vs_test_version_t *v, const vs_test_proc_t *shards, const char *name,
+                  const char *flag, const char *value, int n_clients, const float *want_d,
+                  const int64_t *want_i, double *rpcs, double *calls)
+{
+    char spec[256], scratch[PATH_MAX + 16];
+    snprintf(spec, sizeof spec, "0=127.0.0.1:%d,1=127.0.0.1:%d", shards[0].grpc_port, shards[1].grpc_port);
+    const char *argv[] = {"--listen",    "127.0.0.1:0", "--metrics-listen",
+                          "127.0.0.1:0", "--manifest",  v->manifest,
+                          "--shards",    spec,          flag,
+                          value,         NULL};
+    vs_test_proc_t coord;
+    if (vs_test_proc_start(&coord, dir, name, "vecshard-coordinator", argv) != 0) {
+        CHECKF(0, "coordinator %s %s did not start", flag, value);
+        return -1;
+    }
+    char target[64], err[VS_ERR_LEN];
+    snprintf(target, sizeof target, "127.0.0.1:%d", coord.grpc_port);
+    if (n_clients == 0) {
+        vs_rpc_channel_t *ch = NULL;
+        CHECK(vs_rpc_channel_create(target, 0, &ch, err) == VS_OK);
+        size_t same = search_equal(ch, queries, NQ, want_d, want_i);
+        CHECKF(same == NQ, "%s %s, one batch: %zu of %d queries equal in-process search", flag, value, same,
+               NQ);
+        same = 0;
+        for (size_t i = 0; i < NQ; i++)
+            same += search_equal(ch, queries + i * D, 1, want_d + i * K, want_i + i * K);
+        CHECKF(same == NQ, "%s %s, one query per call: %zu of %d equal in-process search", flag, value, same,
+               NQ);
+        vs_rpc_channel_destroy(ch);
+    } else {
+        client_t cl[8];
+        pthread_t th[8];
+        for (int i = 0; i < n_clients; i++) {
+            cl[i] = (client_t){target, want_d, want_i, 0, 0};
+            CHECK(pthread_create(&th[i], NULL, client_main, &cl[i]) == 0);
+        }
+        size_t same = 0, n = 0;
+        for (int i = 0; i < n_clients; i++) {
+            pthread_join(th[i], NULL);
+            same += cl[i].same;
+            n += cl[i].calls;
+        }
+        CHECKF(n == (size_t)n_clients * ROUNDS * NQ && same == n,
+               "%s %s, %d clients: %zu of %zu single-query calls equal in-process search", flag, value,
+               n_clients, same, n);
+    }
+    snprintf(scratch, sizeof scratch, "%s/metrics", dir);
+    double ranked = vs_test_proc_metric(&coord, "vecshard_coordinator_coarse_ranked_queries_total", scratch);
+    *rpcs = vs_test_proc_metric(&coord, "vecshard_coordinator_shard_rpcs_total", scratch);
+    *calls = vs_test_proc_metric(&coord, "vecshard_coordinator_shard_rpc_calls_total", scratch);
+    CHECK(vs_test_proc_stop(&coord, SIGTERM, 10) == 0);
+    return ranked;
+}
+
+int main(void)
+{
+    char err[VS_ERR_LEN], path[PATH_MAX + 64], cmd[4 * PATH_MAX];
+    dir = strdup(vs_test_tmpdir("cluster_equality"));
+    vs_test_clustered(base, N, D, 64, 0.3f, 11, 12);
+    uint64_t rng = 99;
+    for (size_t q = 0; q < NQ; q++) {
+        size_t src = (size_t)(vs_test_rand(&rng) % N);
+        for (uint32_t j = 0; j < D; j++)
+            queries[q * D + j] = base[src * D + j] + 0.2f * vs_test_randf(&rng);
+    }
+    snprintf(path, sizeof path, "%s/base.fvecs", dir);
+    CHECK(vs_vecio_write_fvecs(path, N, D, base, err) == VS_OK);
+    const char *bin = getenv("VS_BIN_DIR");
+    snprintf(
+        cmd, sizeof cmd,
+        "%s/vecshard-build --base %s --factory IVF256,Flat --partitions 2 --partitioning hash --version v1 "
+        "--out %s --seed 1 --target-recall 0 --quiet > %s/build.log 2>&1",
+        bin ? bin : "build/bin", path, dir, dir);
+    CHECKF(system(cmd) == 0, "%s", cmd);
+
+    vs_test_version_t v = {.n = N, .nq = NQ, .dim = D, .n_partitions = 2, .metric = VS_METRIC_L2};
+    snprintf(v.dir, sizeof v.dir, "%s/v1", dir);
+    snprintf(v.manifest, sizeof v.manifest, "%s/v1/manifest.json", dir);
+    float want_d[NQ * K];
+    int64_t want_i[NQ * K];
+    vs_search_params_t sp = {.nprobe = NPROBE};
+    CHECKF(vs_test_version_search(&v, queries, NQ, K, &sp, want_d, want_i, err) == VS_OK, "%s", err);
+
+    vs_test_proc_t shards[2];
+    int up = 1;
+    for (int p = 0; p < 2 && up; p++) {
+        char part[8], name[16];
+        snprintf(part, sizeof part, "%d", p);
+        snprintf(name, sizeof name, "shard%d", p);
+        const char *argv[] = {"--listen",    "127.0.0.1:0", "--metrics-listen",
+                              "127.0.0.1:0", "--manifest",  v.manifest,
+                              "--partition", part,          NULL};
+        up = vs_test_proc_start(&shards[p], dir, name, "vecshard-shard", argv) == 0;
+        CHECKF(up, "shard %d did not start", p);
+    }
+    if (up) {
+        int f0 = vs_test_failures;
+        double rpcs, calls;
+        double ranked =
+            run(&v, shards, "coordinator", "--coarse-at", "coordinator", 0, want_d, want_i, &rpcs, &calls);
+        CHECKF(ranked == 2 * NQ, "the coordinator ranked %.0f queries' lists, expected %d", ranked, 2 * NQ);
+        vs_test_case_done("coarse_at_coordinator", vs_test_failures == f0);
+        f0 = vs_test_failures;
+        ranked = run(&v, shards, "shard", "--coarse-at", "shard", 0, want_d, want_i, &rpcs, &calls);
+        CHECKF(ranked == 0, "with --coarse-at shard the coordinator ranked %.0f queries' lists", ranked);
+        vs_test_case_done("coarse_at_shard", vs_test_failures == f0);
+        f0 = vs_test_failures;
+        run(&v, shards, "batched", "--shard-window", "1", 8, want_d, want_i, &rpcs, &calls);
+        CHECKF(calls == 2.0 * 8 * ROUNDS * NQ && rpcs > 0 && rpcs < calls,
+               "batching: %.0f shard RPCs carried %.0f partition calls (expected %d calls in fewer RPCs)",
+               rpcs, calls, 2 * 8 * ROUNDS * NQ);
+        fprintf(stderr, "batched: %.0f partition calls in %.0f shard RPCs (%.2f per RPC)\n", calls, rpcs,
+                rpcs > 0 ? calls / rpcs : 0);
+        vs_test_case_done("batched_shard_calls", vs_test_failures == f0);
+    }
+    for (int p = 0; p < 2; p++)
+        if (shards[p].pid > 0)
+            vs_test_proc_stop(&shards[p], SIGTERM, 10);
+    return vs_test_finish();
+}
