@@ -1,9 +1,12 @@
 /* rpc.h: gRPC on the C core API (libgrpc 1.51), the thin layer every vecshard server and client uses.
  *
- * Server: registered methods with the request read with the call (unary) or a server stream that the
- * owner feeds with the latest value (health Watch); a generic handler answers every other method with
- * UNIMPLEMENTED (otherwise such calls hang until their deadline); N worker threads polling one completion
- * queue and running handlers inline, so a handler may block for the length of a search.
+ * Server: registered methods with the request read with the call: unary (the handler answers before it
+ * returns), asynchronous unary (the handler keeps the call and answers later from any thread), or a server
+ * stream that the owner feeds with the latest value (health Watch); a generic handler answers every other
+ * method with UNIMPLEMENTED (otherwise such calls hang until their deadline); N worker threads polling one
+ * completion queue and running handlers inline, so a unary handler may block for the length of a search.
+ * Client calls started with vs_rpc_server_call complete on the same queue, and an optional timer runs
+ * between events, so an asynchronous service (the coordinator) needs no thread of its own.
  * A worker re-posts its request for a method only after it has handled the previous call, so a busy
  * worker never holds a call that an idle one could take (gRPC queues calls that no request matches).
  * Channel args: grpc.so_reuseport = 0 (a second server on the port fails instead of stealing
@@ -12,7 +15,8 @@
  * Shutdown order (docs/architecture.md): stop accepting, let in-flight calls finish within the grace
  * period, cancel the rest, shut down and drain every completion queue, destroy.
  *
- * Client: blocking unary calls on a channel (one completion queue per call, safe from any thread).
+ * Client: blocking unary calls on a channel (one completion queue per call, safe from any thread), and
+ * calls completed by a server's workers (above).
  *
  * Not here: protobuf. Bodies are bytes; the services (shard/, coordinator/) encode and decode. */
 #ifndef VS_COMMON_NET_RPC_H
@@ -145,50 +149,20 @@ typedef struct vs_rpc_ccall vs_rpc_ccall_t;
 
 /* Starts a unary call of method on ch carrying req (len bytes, copied), with a deadline timeout_ms from
  * now (<= 0: none); its completion runs done(user, result) on one of srv's workers, then the call is
- * freed. Returns the call (for vs_rpc_ccall_cancel, valid until done has returned), or NULL when it could
- * not start (err says why; done never runs). Calls still in flight when srv stops are cancelled. */
+ * freed. Returns the call (non-NULL; opaque), or NULL when it could not start (err says why; done never
+ * runs). Calls still in flight when srv stops are cancelled. */
 vs_rpc_ccall_t *vs_rpc_server_call(vs_rpc_server_t *srv, vs_rpc_channel_t *ch, const char *method,
                                    const void *req, size_t len, int64_t timeout_ms,
                                    vs_rpc_client_done_fn done, void *user, char err[VS_ERR_LEN]);
 
-/* Asks a call in flight to end (it completes as CANCELLED). The caller guarantees done has not returned
- * yet (e.g. both run under the caller's lock). */
-void vs_rpc_ccall_cancel(vs_rpc_ccall_t *c);
-
-/* ---- concurrent calls driven by the caller's thread (fan-out) ---- */
-
-/* A set of unary calls in flight on one completion queue, possibly to different channels: the
- * coordinator starts one per partition (and hedges), then collects answers as they come, with a timeout
- * so it can act between them. Not thread-safe: one thread drives a multi. */
-typedef struct vs_rpc_multi vs_rpc_multi_t;
-
+/* The outcome of a client call (vs_rpc_server_call). */
 typedef struct vs_rpc_result {
-    void *user; /* what vs_rpc_multi_start / vs_rpc_server_call was given */
+    void *user; /* what vs_rpc_server_call was given */
     int code;   /* gRPC status */
     char message[VS_ERR_LEN];
     uint8_t *body; /* response when OK (malloc'd; the caller frees it) */
     size_t body_len;
     double seconds; /* start to completion */
 } vs_rpc_result_t;
-
-vs_status vs_rpc_multi_create(vs_rpc_multi_t **out, char err[VS_ERR_LEN]);
-
-/* Starts a call of method on ch with req (copied) and a deadline timeout_ms from now (<= 0: none).
- * Returns a handle > 0 (for vs_rpc_multi_cancel) or 0 when the call could not start (*err says why). */
-uint64_t vs_rpc_multi_start(vs_rpc_multi_t *m, vs_rpc_channel_t *ch, const char *method, const void *req,
-                            size_t len, int64_t timeout_ms, void *user, char err[VS_ERR_LEN]);
-
-/* Waits up to timeout_ms (< 0: forever) for the next finished call. 1: *out is filled; 0: timeout;
- * -1: no call is in flight. */
-int vs_rpc_multi_next(vs_rpc_multi_t *m, int64_t timeout_ms, vs_rpc_result_t *out);
-
-/* Cancels a call still in flight (its result then arrives as CANCELLED). Unknown handles are ignored. */
-void vs_rpc_multi_cancel(vs_rpc_multi_t *m, uint64_t handle);
-
-/* Calls in flight. */
-size_t vs_rpc_multi_pending(const vs_rpc_multi_t *m);
-
-/* Cancels what is still in flight, waits for it, frees. NULL is a no-op. */
-void vs_rpc_multi_destroy(vs_rpc_multi_t *m);
 
 #endif

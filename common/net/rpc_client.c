@@ -193,7 +193,7 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *c, const char *method, const void 
     return st;
 }
 
-/* For rpc_multi.c (same library): the grpc channel behind ch. */
+/* For rpc_ucall.c (same library): the grpc channel behind ch. */
 grpc_channel *vs_rpc_channel_grpc(vs_rpc_channel_t *ch);
 grpc_channel *vs_rpc_channel_grpc(vs_rpc_channel_t *ch)
 {

@@ -692,8 +692,3 @@ vs_rpc_ccall_t *vs_rpc_server_call(vs_rpc_server_t *s, vs_rpc_channel_t *ch, con
     }
     return cc;
 }
-
-void vs_rpc_ccall_cancel(vs_rpc_ccall_t *c)
-{
-    grpc_call_cancel(c->u.call, NULL);
-}

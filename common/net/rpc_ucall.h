@@ -1,6 +1,6 @@
 /* rpc_ucall.h (private to common/net): one client unary call on a completion queue of the caller's
- * choosing - the ops, and the result read back - shared by rpc_multi.c (a caller-driven queue) and
- * rpc_server.c (calls completed by the server's workers). */
+ * choosing - the ops, and the result read back - used by rpc_server.c (calls completed by the server's
+ * workers). */
 #ifndef VS_COMMON_NET_RPC_UCALL_H
 #define VS_COMMON_NET_RPC_UCALL_H
 
