@@ -163,7 +163,7 @@ static vs_status get_uint(const cJSON *o, const char *k, int required, double ma
 
 vs_status vs_member_rec_decode(const char *json, size_t len, vs_member_rec_t *out, char err[VS_ERR_LEN])
 {
-    cJSON *o;
+    cJSON *o = NULL;
     vs_status st = parse_root(json, len, "member", &o, err);
     if (st != VS_OK)
         return st;
@@ -252,7 +252,7 @@ done:;
 
 vs_status vs_version_rec_decode(const char *json, size_t len, vs_version_rec_t *out, char err[VS_ERR_LEN])
 {
-    cJSON *o;
+    cJSON *o = NULL;
     vs_status st = parse_root(json, len, "version", &o, err);
     if (st != VS_OK)
         return st;
@@ -294,7 +294,7 @@ vs_status vs_version_rec_decode(const char *json, size_t len, vs_version_rec_t *
 
 vs_status vs_active_rec_decode(const char *json, size_t len, vs_active_rec_t *out, char err[VS_ERR_LEN])
 {
-    cJSON *o;
+    cJSON *o = NULL;
     vs_status st = parse_root(json, len, "active", &o, err);
     if (st != VS_OK)
         return st;
@@ -318,7 +318,7 @@ vs_status vs_active_rec_decode(const char *json, size_t len, vs_active_rec_t *ou
 
 vs_status vs_audit_rec_decode(const char *json, size_t len, vs_audit_rec_t *out, char err[VS_ERR_LEN])
 {
-    cJSON *o;
+    cJSON *o = NULL;
     vs_status st = parse_root(json, len, "audit", &o, err);
     if (st != VS_OK)
         return st;

@@ -4,13 +4,13 @@
 # (shell syntax) records pids, ports and logs, so `status` and `down` find what `up` started.
 #
 #   cluster.sh up --manifest FILE [--manifest FILE...] [--partitions P] [--replicas 1] [--dir build/cluster]
-#                 [--cluster local] [--timeout 60] [--shard-threads N]
+#                 [--cluster local] [--timeout 60] [--shard-threads N] [--coordinator-args "ARGS"]
 #   cluster.sh status [--dir DIR] [--json]
 #   cluster.sh down [--dir DIR] [--timeout 15]
 #
 # up: starts etcd (fresh data directory, free loopback ports), shard p<p>r<r> for partition p replica r
 # (--listen 127.0.0.1:0, --port-file; P is the manifests' partition count, which --partitions must match),
-# then the coordinator (--etcd, every --manifest), and returns once the
+# then the coordinator (--etcd, every --manifest, and --coordinator-args split on spaces), and returns once the
 # coordinator's health is SERVING (or stops everything it started and fails after --timeout seconds).
 # Prints the coordinator's address; the state file has it as coordinator_addr.
 # down: SIGTERM to the coordinator, the shards, then etcd; SIGKILL to what is left after --timeout seconds.
@@ -37,6 +37,7 @@ replicas=1
 cluster=local
 timeout=""
 shard_threads=""
+coordinator_args=""
 json=""
 manifests=()
 while [ $# -gt 0 ]; do
@@ -48,6 +49,7 @@ while [ $# -gt 0 ]; do
     --cluster) cluster=$2; shift ;;
     --timeout) timeout=$2; shift ;;
     --shard-threads) shard_threads=$2; shift ;;
+    --coordinator-args) coordinator_args=$2; shift ;;
     --json) json=--json ;;
     -h | --help) usage; exit 0 ;;
     *) echo "cluster.sh $cmd: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -261,7 +263,8 @@ up() {
     # coordinator
     rm -f "$dir/coordinator.ports"
     launch coordinator "$coordinator_bin" --etcd "$url" --cluster "$cluster" --listen 127.0.0.1:0 \
-        --metrics-listen 127.0.0.1:0 --port-file "$dir/coordinator.ports" --grace-ms 2000 "${margs[@]}"
+        --metrics-listen 127.0.0.1:0 --port-file "$dir/coordinator.ports" --grace-ms 2000 "${margs[@]}" \
+        $coordinator_args
     local cport
     cport=$(wait_port_file "$dir/coordinator.ports" "$(get proc_coordinator_pid)" "$(get proc_coordinator_start)" 30) ||
         failed_up "the coordinator did not start" "$dir/coordinator.log"

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The scale run of docs/benchmarks.md (a benchmark, not in tests/run.sh): 10M synthetic clustered 128-d
-# vectors (vecshard-synth, fixed seed), exact ground truth for 1,000 queries, built by vecshard-build into
+# vectors (vecshard-synth, fixed seed), exact ground truth for 10,000 queries, built by vecshard-build into
 # 4 hash partitions of IVF16384,PQ32x4fs,RSQ8, served by 4 shard processes + the coordinator on loopback
-# (deploy/local/cluster.sh), queried with `vecshard query` at several nprobe. Prints build time and
-# rate, bytes per vector on disk and in RSS, recall@10, QPS, p50/p99. Needs ~12 GiB of disk, ~8 GiB RAM.
+# (deploy/local/cluster.sh), queried with `vecshard query`. Prints build time and rate, bytes per vector
+# on disk and in RSS; then, one query per call under saturating closed-loop load (8 client threads) at
+# several nprobe: recall@10, QPS, CPU per query (coordinator + shards from /proc, the client from time(1),
+# and their sum: every process on the box), p50/p99; open-loop load (Poisson arrivals, latency from the
+# intended send time) at half the peak rate: p50/p99; batches of 32; and the same with each shard ranking
+# its own lists (--coarse-at shard). Needs ~12 GiB of disk, ~8 GiB RAM.
 # Usage: tests/bench/run_scale.sh [OUTDIR] [N]     (default build/bench/scale, 10000000)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,13 +25,13 @@ t() { date +%s.%N; }
 
 if [ ! -s "$out/base.fvecs" ]; then
     s=$(t)
-    "$bin/vecshard-synth" --out "$out" --n "$n" --nq 1000 --d 128 --quiet
+    "$bin/vecshard-synth" --out "$out" --n "$n" --nq 10000 --d 128 --quiet
     log "synth: $n x 128 in $(echo "$(t) - $s" | bc) s"
 fi
 if [ ! -s "$out/gt100.ivecs" ]; then
     s=$(t)
     "$bin/vecshard-gt" --base "$out/base.fvecs" --queries "$out/queries.fvecs" --k 100 --out "$out/gt100.ivecs"
-    log "ground truth: 1000 queries in $(echo "$(t) - $s" | bc) s"
+    log "ground truth: 10000 queries in $(echo "$(t) - $s" | bc) s"
 fi
 factory="IVF16384,PQ32x4fs,RSQ8"
 if [ ! -s "$out/v10m/manifest.json" ]; then
@@ -41,14 +45,44 @@ disk=$(du -cb "$out"/v10m/part-*.vsidx | tail -1 | cut -f1)
 log "on disk: $disk bytes = $(echo "scale=1; $disk / $n" | bc) bytes/vector"
 
 dir=$out/cluster
-./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
-./deploy/local/cluster.sh up --manifest "$out/v10m/manifest.json" --dir "$dir" --replicas 1 --timeout 600 >/dev/null
-addr=$(. "$dir/state" && echo "$coordinator_addr")
-for np in 8 16 32 64; do
-    log "== nprobe $np, k_factor 4, one query per call, concurrency 2"
-    "$bin/vecshard" query --coordinator "$addr" --queries "$out/queries.fvecs" --gt "$out/gt100.ivecs" --k 10 \
-        --nprobe "$np" --k-factor 4 --concurrency 2 | grep -E "failed|recall|QPS|latency" | tee -a "$res"
+up() {
+    ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
+    ./deploy/local/cluster.sh up --manifest "$out/v10m/manifest.json" --dir "$dir" --replicas 1 --timeout 600 \
+        --coordinator-args "$*" >/dev/null
+    addr=$(. "$dir/state" && echo "$coordinator_addr")
+}
+# measure LABEL QUERY-ARGS...: one `vecshard query` run and its CPU per query
+measure() {
+    local label=$1 pids t0 t1
+    shift
+    pids=$(grep -E '^proc_(coordinator|p[0-9]+r[0-9]+)_pid=' "$dir/state" | cut -d= -f2)
+    ticks() { local s=0 p; for p in $pids; do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$s"; }
+    t0=$(ticks)
+    /usr/bin/time -f "%U %S" -o "$out/client.time" "$bin/vecshard" query --coordinator "$addr" \
+        --queries "$out/queries.fvecs" --gt "$out/gt100.ivecs" --k 10 --json "$@" > "$out/query.json"
+    t1=$(ticks)
+    /usr/bin/python3 - "$out/query.json" "$out/client.time" "$t0" "$t1" "$(getconf CLK_TCK)" "$label" <<'EOF2' | tee -a "$res"
+import json, sys
+j = json.load(open(sys.argv[1])); u, s = open(sys.argv[2]).read().split()
+n, hz = j["queries_answered"], float(sys.argv[5])
+srv = (int(sys.argv[4]) - int(sys.argv[3])) / hz * 1e6 / n
+cli = (float(u) + float(s)) * 1e6 / n
+print("%-34s | failed %d | recall@10 %.4f | QPS %6.0f | CPU/query server %6.1f us, client %5.1f us, total %6.1f us"
+      " | p50 %.2f ms | p99 %.2f ms" % (sys.argv[6], j["calls_failed"], j["recall_at_k"], j["qps"], srv, cli,
+      srv + cli, j["latency_ms"]["p50"], j["latency_ms"]["p99"]))
+EOF2
+}
+up
+for np in 8 16 32; do
+    measure "nprobe $np, 1/call, 8 threads" --nprobe "$np" --k-factor 4 --concurrency 8
 done
+measure "nprobe 16, 1/call, 8 threads" --nprobe 16 --k-factor 4 --concurrency 8
+peak=$(/usr/bin/python3 -c 'import json,sys; print(int(json.load(open(sys.argv[1]))["qps"]))' "$out/query.json")
+measure "nprobe 16, open loop at $((peak / 2))/s" --nprobe 16 --k-factor 4 --concurrency 64 --rate $((peak / 2))
+measure "nprobe 16, batches of 32, 2 threads" --nprobe 16 --k-factor 4 --concurrency 2 --batch 32
+up --coarse-at shard
+measure "--coarse-at shard: nprobe 16, 1/call" --nprobe 16 --k-factor 4 --concurrency 8
+measure "--coarse-at shard: batches of 32" --nprobe 16 --k-factor 4 --concurrency 2 --batch 32
 rss=0
 for p in $(sed -n 's/^proc_p[0-9]*r[0-9]*_pid=//p' "$dir/state"); do
     r=$(awk '/VmRSS/{print $2}' "/proc/$p/status")

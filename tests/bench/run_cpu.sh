@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# CPU per query through the cluster against the same index in process (issue 14, goal 1). Data:
+# vecshard-synth 200k x 128 (fixed seed), 10,000 queries, IVF1024,PQ32x4fs,RFlat at nprobe 16, k_factor 4,
+# k 10, built by vecshard-build into 1, 2 and 4 hash partitions (one trained state).
+#  - in process: vecshard-bench --load-index, 1 thread, one query per call and batches of 32. A
+#    single-threaded CPU-bound loop: CPU per query = 1 / QPS.
+#  - through the cluster (deploy/local/cluster.sh: etcd, one shard per partition, the coordinator, release
+#    binaries), `vecshard query` under saturating closed-loop load: one query per call from 8 client
+#    threads, and batches of 32 from 2. Server CPU = utime + stime of the coordinator and every shard
+#    from /proc over the run; the client's CPU is printed beside it (it shares the 2 cores).
+#  - rounds interleaved (in process, cluster, in process, cluster...) and each side's best kept, because
+#    this shared machine drifts by tens of percent within minutes.
+# With VS_BASE_BIN_DIR set (binaries of another build: vecshard-coordinator, vecshard-shard), every
+# cluster setting also runs with those, for a before/after comparison in the same run.
+# Usage: tests/bench/run_cpu.sh [OUTDIR] [ROUNDS]   (default build/bench/cpu, 2)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-build/bench/cpu}
+rounds=${2:-2}
+mkdir -p "$out"
+./deploy/local/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$(nproc)" >/dev/null
+bin=$PWD/build/bin
+factory="IVF1024,PQ32x4fs,RFlat"
+[ -s "$out/base.fvecs" ] || "$bin/vecshard-synth" --out "$out" --n 200000 --nq 10000 --d 128 --quiet
+[ -s "$out/gt100.ivecs" ] ||
+    "$bin/vecshard-gt" --base "$out/base.fvecs" --queries "$out/queries.fvecs" --k 100 --out "$out/gt100.ivecs"
+for v in one:1 hash2:2 hash4:4; do
+    [ -s "$out/${v%%:*}/manifest.json" ] ||
+        "$bin/vecshard-build" --base "$out/base.fvecs" --factory "$factory" --partitions "${v##*:}" \
+            --partitioning hash --version "${v%%:*}" --out "$out" --seed 1 --quiet
+done
+res=$out/results.txt
+: > "$res"
+log() { echo "$*" | tee -a "$res"; }
+
+inproc() { # batch -> "qps"
+    "$bin/vecshard-bench" --base "$out/base.fvecs" --queries "$out/queries.fvecs" --gt "$out/gt100.ivecs" \
+        --index "$factory" --load-index "$out/one/part-0.vsidx" --search "nprobe=16;k_factor=4" --batch "$1" \
+        --quiet | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["qps"])'
+}
+
+# cluster LABEL BINDIR VERSION CONC BATCH -> one line: qps server_us client_us p50 p99 rpcs calls
+cluster_run() {
+    local dir=$out/cl-$1-$3 addr pids t0 t1
+    addr=$(. "$dir/state" && echo "$coordinator_addr")
+    pids=$(grep -E '^proc_(coordinator|p[0-9]+r[0-9]+)_pid=' "$dir/state" | cut -d= -f2)
+    ticks() { local s=0 p; for p in $pids; do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$s"; }
+    t0=$(ticks)
+    /usr/bin/time -f "%U %S" -o "$dir/client.time" "$bin/vecshard" query --coordinator "$addr" \
+        --queries "$out/queries.fvecs" --gt "$out/gt100.ivecs" --k 10 --nprobe 16 --k-factor 4 --batch "$5" \
+        --concurrency "$4" --json > "$dir/query.json"
+    t1=$(ticks)
+    /usr/bin/python3 - "$dir/query.json" "$dir/client.time" "$t0" "$t1" "$(getconf CLK_TCK)" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[1])); u, s = open(sys.argv[2]).read().split()
+n, hz = j["queries_answered"], float(sys.argv[5])
+assert j["calls_failed"] == 0 and n > 0, j
+print("%.0f %.1f %.1f %.3f %.3f %.4f" % (j["qps"], (int(sys.argv[4]) - int(sys.argv[3])) / hz * 1e6 / n,
+      (float(u) + float(s)) * 1e6 / n, j["latency_ms"]["p50"], j["latency_ms"]["p99"], j["recall_at_k"]))
+EOF
+}
+
+up() { # LABEL BINDIR VERSION
+    local dir=$out/cl-$1-$3
+    ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
+    VS_BIN_DIR=$2 ./deploy/local/cluster.sh up --manifest "$out/$3/manifest.json" --dir "$dir" --replicas 1 \
+        --timeout 120 >/dev/null
+}
+down() { ./deploy/local/cluster.sh down --dir "$out/cl-$1-$2" >/dev/null; }
+
+labels=("now:$bin")
+[ -n "${VS_BASE_BIN_DIR:-}" ] && labels+=("base:$VS_BASE_BIN_DIR")
+declare -A best_in best
+for b in 1 32; do best_in[$b]=0; done
+log "== $factory nprobe 16 k_factor 4 k 10, 200k x 128 synthetic; best of $rounds interleaved rounds"
+for v in one hash2 hash4; do
+    for l in "${labels[@]}"; do up "${l%%:*}" "${l#*:}" "$v"; done
+    for ((r = 0; r < rounds; r++)); do
+        for b in 1 32; do
+            q=$(inproc "$b")
+            awk -v a="$q" -v b="${best_in[$b]}" 'BEGIN{exit !(a > b)}' && best_in[$b]=$q
+            c=8; [ "$b" = 32 ] && c=2
+            for l in "${labels[@]}"; do
+                line=$(cluster_run "${l%%:*}" "${l#*:}" "$v" "$c" "$b")
+                key="${l%%:*} $v $b"
+                prev=${best[$key]:-0 0}
+                awk -v a="${line%% *}" -v b="${prev%% *}" 'BEGIN{exit !(a > b)}' && best[$key]=$line
+            done
+        done
+    done
+    for l in "${labels[@]}"; do down "${l%%:*}" "$v"; done
+done
+log ""
+log "in process, 1 thread: batch 1 ${best_in[1]} QPS = $(awk -v q="${best_in[1]}" 'BEGIN{printf "%.1f", 1e6/q}') us/query; batch 32 ${best_in[32]} QPS = $(awk -v q="${best_in[32]}" 'BEGIN{printf "%.1f", 1e6/q}') us/query"
+log "build version batch | cluster QPS | server CPU us/query | ratio to in process | client CPU us/query | p50 ms | p99 ms | recall@10"
+for l in "${labels[@]}"; do
+    for v in one hash2 hash4; do
+        for b in 1 32; do
+            read -r qps srv cli p50 p99 rec <<< "${best[${l%%:*} $v $b]}"
+            log "$(printf '%-5s %-5s %5s | %7s | %6s | %5s | %6s | %s | %s | %s' "${l%%:*}" "$v" "$b" "$qps" "$srv" \
+                "$(awk -v s="$srv" -v q="${best_in[$b]}" 'BEGIN{printf "%.2fx", s*q/1e6}')" "$cli" "$p50" "$p99" "$rec")"
+        done
+    done
+done
+log "results in $res"
