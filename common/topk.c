@@ -2,6 +2,7 @@
  * open-addressing set of emitted ids for de-duplication). */
 #include "common/topk.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -268,4 +269,21 @@ vs_status vs_topk_merge(const vs_topk_list_t *lists, size_t n_lists, int larger_
     free(heap);
     free(seen);
     return VS_OK;
+}
+
+size_t vs_topk_partition_k(size_t k, uint32_t n_partitions, double q)
+{
+    if (!(q > 0 && q < 1) || n_partitions <= 1 || k == 0)
+        return k;
+    const double p = 1.0 / n_partitions, lp = log(p), lq = log1p(-p), budget = (1 - q) / n_partitions;
+    const double lk = lgamma((double)k + 1);
+    /* tail = P(X > kp), accumulated from the top (X = k) down, in log space for the pmf */
+    double tail = 0;
+    for (size_t kp = k; kp > 0; kp--) {
+        double x = (double)kp; /* tail += P(X = kp) makes it P(X > kp - 1) */
+        tail += exp(lk - lgamma(x + 1) - lgamma((double)(k - kp) + 1) + x * lp + (double)(k - kp) * lq);
+        if (tail > budget)
+            return kp; /* P(X > kp - 1) is too large: kp is the smallest that holds */
+    }
+    return 1;
 }

@@ -511,8 +511,9 @@ typedef struct request {
     Vecshard__V1__SearchParams eff;
     int clipped;
     vs_route_plan_t plan;
-    float **pq;    /* per part: its queries (cluster routing, owned) or NULL = all of r's */
-    float **pdist; /* per part: the accepted answer (owned), NULL until then */
+    uint32_t k_part; /* results asked of each partition (k, or fewer: --partition-k-probability) */
+    float **pq;      /* per part: its queries (cluster routing, owned) or NULL = all of r's */
+    float **pdist;   /* per part: the accepted answer (owned), NULL until then */
     int64_t **pids;
     vs_fanout_part_t *fparts;
     vs_batch_item_t *items; /* n_parts * VS_FANOUT_MAX_TRIES, indexed by the engine's call id */
@@ -689,6 +690,11 @@ static vs_status plan(vs_coord_t *c, request_t *q, char err[VS_ERR_LEN])
     if (q->plan.lists_per_query)
         atomic_fetch_add(&c->stats.coarse_ranked, q->nq);
     size_t T = q->plan.n_parts, n = T ? T : 1;
+    /* hash partitions hold the true top-k uniformly at random: each may return fewer (cluster routing
+     * sends a query where its lists are, so no such bound holds there) */
+    q->k_part = q->r->k;
+    if (!q->ver->router.list_partition && T > 1)
+        q->k_part = (uint32_t)vs_topk_partition_k(q->r->k, (uint32_t)T, c->o.partition_k_probability);
     q->pq = calloc(n, sizeof *q->pq);
     q->pdist = calloc(n, sizeof *q->pdist);
     q->pids = calloc(n, sizeof *q->pids);
@@ -721,7 +727,7 @@ static uint64_t io_start(void *u, vs_replica_t *r, size_t t, double deadline, ui
     vs_batch_item_t *it = &q->items[call_id];
     *it = (vs_batch_item_t){.key = {.version = q->ver->name,
                                     .dim = q->r->dim,
-                                    .k = q->r->k,
+                                    .k = q->k_part,
                                     .nprobe = lpq ? 0 : q->eff.nprobe,
                                     .ef_search = q->eff.ef_search,
                                     .k_factor = q->eff.k_factor,
@@ -744,15 +750,16 @@ static uint64_t io_start(void *u, vs_replica_t *r, size_t t, double deadline, ui
     return (uint64_t)call_id + 1;
 }
 
-/* An answer is acceptable when it has the part's nq x k results (the batcher checked version, partition
- * and the call's shape); it is copied, the shard's message is freed after this. */
+/* An answer is acceptable when it has the part's nq x k_part results (the batcher checked version,
+ * partition and the call's shape); it is copied (the shard's message is freed after this), each query's
+ * list padded to k with id -1 when partitions were asked for fewer. */
 static int io_accept(void *u, size_t t, const vs_fanout_answer_t *a, char why[VS_FANOUT_REASON_LEN])
 {
     request_t *q = u;
-    size_t nq = q->plan.parts[t].nq, k = q->r->k;
-    if (a->nq != nq || a->k != k) {
+    size_t nq = q->plan.parts[t].nq, k = q->r->k, kp = q->k_part;
+    if (a->nq != nq || a->k != kp) {
         snprintf(why, VS_FANOUT_REASON_LEN, "answered %zu queries x k %u, expected %zu x %zu", a->nq, a->k,
-                 nq, k);
+                 nq, kp);
         return 0;
     }
     q->pdist[t] = malloc(nq * k * sizeof(float));
@@ -765,8 +772,14 @@ static int io_accept(void *u, size_t t, const vs_fanout_answer_t *a, char why[VS
         snprintf(why, VS_FANOUT_REASON_LEN, "coordinator: out of memory for the answer");
         return 0;
     }
-    memcpy(q->pdist[t], a->dist, nq * k * sizeof(float));
-    memcpy(q->pids[t], a->ids, nq * k * sizeof(int64_t));
+    for (size_t i = 0; i < nq; i++) {
+        memcpy(q->pdist[t] + i * k, a->dist + i * kp, kp * sizeof(float));
+        memcpy(q->pids[t] + i * k, a->ids + i * kp, kp * sizeof(int64_t));
+        for (size_t j = kp; j < k; j++) {
+            q->pdist[t][i * k + j] = 0;
+            q->pids[t][i * k + j] = -1; /* ends the list for the merge */
+        }
+    }
     return 1;
 }
 

@@ -32,8 +32,11 @@ typedef struct vs_coord_opts {
     size_t shard_window;        /* calls in flight per replica before partition calls wait to be batched
                                    (default 2; batch.h) */
     size_t batch_max_queries;   /* queries per batched shard call (default 1024) */
-    int coarse_at_shard;        /* 1: hash-partitioned IVF shards rank their lists themselves (each all nlist
-                                   centroids); 0 (default): the coordinator ranks them once per query */
+    double
+        partition_k_probability; /* in (0, 1): hash partitions return only k' of k results, enough for
+                                    the true top-k with this probability (vs_topk_partition_k); 0 = all k */
+    int coarse_at_shard;         /* 1: hash-partitioned IVF shards rank their lists themselves (each all nlist
+                                    centroids); 0 (default): the coordinator ranks them once per query */
 } vs_coord_opts_t;
 
 /* Counters for /metrics (monotonic; read with atomic_load). */

@@ -31,7 +31,7 @@ typedef struct config {
     const char *manifests[MAX_MANIFESTS];
     size_t n_manifests;
     long threads, grace_ms, timeout_ms, max_conn_age_ms;
-    double hedge_delay_ms, min_coverage;
+    double hedge_delay_ms, min_coverage, partition_k_probability;
     int coarse_at_shard;
     long shard_window, batch_max_queries;
 } config_t;
@@ -61,6 +61,10 @@ static void usage(FILE *f)
         "  --shard-window N      shard calls in flight per replica before partition calls wait and leave\n"
         "                        together in one batched call (default 2; 0 = 2)\n"
         "  --batch-max-queries N queries per batched shard call (default 1024)\n"
+        "  --partition-k-probability Q\n"
+        "                        hash partitions return only the k' <= k results that hold the true top-k\n"
+        "                        with probability Q (e.g. 0.9999: k 100 over 8 partitions asks 28 of each);\n"
+        "                        default 0 = every partition returns k (answers equal to one index)\n"
         "  --metrics-listen A    HTTP address for /metrics and /healthz (default 0.0.0.0:9101; 'none' = "
         "off)\n"
         "  --grace-ms MS         on SIGTERM, time in-flight calls get to finish (default 10000)\n"
@@ -101,6 +105,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"coarse-at", required_argument, 0, 'Q'},
                                          {"shard-window", required_argument, 0, 'W'},
                                          {"batch-max-queries", required_argument, 0, 'B'},
+                                         {"partition-k-probability", required_argument, 0, 'K'},
                                          {"timeout-ms", required_argument, 0, 'T'},
                                          {"threads", required_argument, 0, 't'},
                                          {"metrics-listen", required_argument, 0, 'M'},
@@ -165,6 +170,10 @@ static int parse_args(int argc, char **argv, config_t *c)
             if (parse_num("--batch-max-queries", optarg, 1, 10000, &v))
                 return 2;
             c->batch_max_queries = (long)v;
+            break;
+        case 'K':
+            if (parse_num("--partition-k-probability", optarg, 0, 1, &c->partition_k_probability))
+                return 2;
             break;
         case 'T':
             if (parse_num("--timeout-ms", optarg, 1, 3600000, &v))
@@ -415,7 +424,8 @@ int main(int argc, char **argv)
                           .min_coverage = (float)a.cfg.min_coverage,
                           .coarse_at_shard = a.cfg.coarse_at_shard,
                           .shard_window = (size_t)a.cfg.shard_window,
-                          .batch_max_queries = (size_t)a.cfg.batch_max_queries};
+                          .batch_max_queries = (size_t)a.cfg.batch_max_queries,
+                          .partition_k_probability = a.cfg.partition_k_probability};
     vs_status st = vs_view_create(&a.view, err);
     if (st == VS_OK)
         st = vs_coord_create(&co, a.view, &a.coord, err);

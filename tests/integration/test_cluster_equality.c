@@ -9,7 +9,10 @@
  *    says which side ranked;
  *  - shard calls batched: --shard-window 1 and 8 client threads sending single-query calls, so partition
  *    calls of different requests share shard RPCs (the metrics must show fewer RPCs than calls) and each
- *    gets its own slice back. */
+ *    gets its own slice back;
+ *  - fewer results per partition (--partition-k-probability 0.99: each of the 2 partitions returns 9 of
+ *    10): still equal on this data; at 0.5 (6 of 10) some answers must differ, which shows the option is
+ *    applied. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -94,10 +97,11 @@ static void *client_main(void *arg)
 }
 
 /* Starts the coordinator over both shards with extra flags (name labels its log), checks every answer
- * against the oracle, from n_clients threads when > 0, and returns the coordinator's metric `metric`
+ * against the oracle (expect_equal 0: one batch, some must differ), from n_clients threads when > 0, and
+ * returns the coordinator's metric `metric`
  * (and *rpcs: shard RPCs, *calls: partition calls they carried). */
 static double run(const vs_test_version_t *v, const vs_test_proc_t *shards, const char *name,
-                  const char *flag, const char *value, int n_clients, const float *want_d,
+                  const char *flag, const char *value, int n_clients, int expect_equal, const float *want_d,
                   const int64_t *want_i, double *rpcs, double *calls)
 {
     char spec[256], scratch[PATH_MAX + 16];
@@ -117,6 +121,13 @@ static double run(const vs_test_version_t *v, const vs_test_proc_t *shards, cons
         vs_rpc_channel_t *ch = NULL;
         CHECK(vs_rpc_channel_create(target, 0, &ch, err) == VS_OK);
         size_t same = search_equal(ch, queries, NQ, want_d, want_i);
+        if (!expect_equal) { /* fewer results per partition on purpose: some answers differ, most do not */
+            CHECKF(same < NQ && same >= NQ / 4, "%s %s: %zu of %d queries equal in-process search", flag,
+                   value, same, NQ);
+            vs_rpc_channel_destroy(ch);
+            CHECK(vs_test_proc_stop(&coord, SIGTERM, 10) == 0);
+            return 0;
+        }
         CHECKF(same == NQ, "%s %s, one batch: %zu of %d queries equal in-process search", flag, value, same,
                NQ);
         same = 0;
@@ -195,21 +206,25 @@ int main(void)
         int f0 = vs_test_failures;
         double rpcs, calls;
         double ranked =
-            run(&v, shards, "coordinator", "--coarse-at", "coordinator", 0, want_d, want_i, &rpcs, &calls);
+            run(&v, shards, "coordinator", "--coarse-at", "coordinator", 0, 1, want_d, want_i, &rpcs, &calls);
         CHECKF(ranked == 2 * NQ, "the coordinator ranked %.0f queries' lists, expected %d", ranked, 2 * NQ);
         vs_test_case_done("coarse_at_coordinator", vs_test_failures == f0);
         f0 = vs_test_failures;
-        ranked = run(&v, shards, "shard", "--coarse-at", "shard", 0, want_d, want_i, &rpcs, &calls);
+        ranked = run(&v, shards, "shard", "--coarse-at", "shard", 0, 1, want_d, want_i, &rpcs, &calls);
         CHECKF(ranked == 0, "with --coarse-at shard the coordinator ranked %.0f queries' lists", ranked);
         vs_test_case_done("coarse_at_shard", vs_test_failures == f0);
         f0 = vs_test_failures;
-        run(&v, shards, "batched", "--shard-window", "1", 8, want_d, want_i, &rpcs, &calls);
+        run(&v, shards, "batched", "--shard-window", "1", 8, 1, want_d, want_i, &rpcs, &calls);
         CHECKF(calls == 2.0 * 8 * ROUNDS * NQ && rpcs > 0 && rpcs < calls,
                "batching: %.0f shard RPCs carried %.0f partition calls (expected %d calls in fewer RPCs)",
                rpcs, calls, 2 * 8 * ROUNDS * NQ);
         fprintf(stderr, "batched: %.0f partition calls in %.0f shard RPCs (%.2f per RPC)\n", calls, rpcs,
                 rpcs > 0 ? calls / rpcs : 0);
         vs_test_case_done("batched_shard_calls", vs_test_failures == f0);
+        f0 = vs_test_failures;
+        run(&v, shards, "kprob", "--partition-k-probability", "0.99", 0, 1, want_d, want_i, &rpcs, &calls);
+        run(&v, shards, "kprob-low", "--partition-k-probability", "0.5", 0, 0, want_d, want_i, &rpcs, &calls);
+        vs_test_case_done("partition_k_probability", vs_test_failures == f0);
     }
     for (int p = 0; p < 2; p++)
         if (shards[p].pid > 0)

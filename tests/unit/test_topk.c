@@ -178,6 +178,43 @@ static void test_reservoir_matches_heap(void)
     }
 }
 
+/* Per-partition k (Vespa's top-k probability): the documented example, the identities, and a simulation
+ * of the true top-k thrown uniformly over the partitions: a partition holding more than k' of them must
+ * be at most as frequent as the bound says, while k' - 1 would be exceeded more often. */
+static void test_partition_k(void)
+{
+    CHECK(vs_topk_partition_k(100, 8, 0.9999) == 28);
+    CHECK(vs_topk_partition_k(100, 8, 1.0) == 100 && vs_topk_partition_k(100, 8, 0) == 100);
+    CHECK(vs_topk_partition_k(100, 1, 0.9999) == 100);
+    CHECK(vs_topk_partition_k(10, 2, 0.9999) == 10);
+    CHECK(vs_topk_partition_k(10, 2, 0.99) == 9);
+    CHECK(vs_topk_partition_k(1, 4, 0.9999) == 1);
+    size_t prev = 0;
+    for (uint32_t p = 16; p >= 2; p /= 2) { /* fewer partitions: each needs more */
+        size_t kp = vs_topk_partition_k(1000, p, 0.9999);
+        CHECKF(kp >= prev && kp <= 1000 && kp > 1000 / p, "k' %zu at %u partitions", kp, p);
+        prev = kp;
+    }
+    const size_t k = 100, trials = 100000;
+    const uint32_t P = 8;
+    const double q = 0.99;
+    size_t kp = vs_topk_partition_k(k, P, q), over = 0, over_less = 0;
+    uint64_t rng = 12345;
+    for (size_t t = 0; t < trials; t++) {
+        size_t load[8] = {0}, mx = 0;
+        for (size_t i = 0; i < k; i++)
+            load[vs_test_rand(&rng) % P]++;
+        for (uint32_t p = 0; p < P; p++)
+            mx = load[p] > mx ? load[p] : mx;
+        over += mx > kp;
+        over_less += mx > kp - 1;
+    }
+    CHECKF((double)over / trials <= 1 - q, "k' %zu: a partition held more in %zu of %zu trials", kp, over,
+           trials);
+    CHECKF((double)over_less / trials > (1 - q) / 2, "k' - 1 = %zu was exceeded only %zu times", kp - 1,
+           over_less);
+}
+
 int main(void)
 {
     RUN(test_reservoir_matches_heap);
@@ -185,5 +222,6 @@ int main(void)
     RUN(test_threshold);
     RUN(test_merge);
     RUN(test_merge_random_against_reference);
+    RUN(test_partition_k);
     return vs_test_finish();
 }
