@@ -43,6 +43,8 @@ vs_status vs_factory_parse(const char *factory, vs_factory_spec_t *out, char err
         s.type = VS_INDEX_IVF;
         if (!read_uint(&p, 1, 1u << 24, &s.nlist))
             goto bad;
+        if (eat(&p, "_HNSW") && !read_uint(&p, 2, 256, &s.coarse_hnsw_m))
+            goto bad;
         if (!eat(&p, ","))
             goto bad;
         if (eat(&p, "Flat")) {
@@ -90,7 +92,8 @@ bad:
     return vs_errf(
         err, VS_ERR_INVALID_ARGUMENT,
         "bad index factory string '%s' near '%s' (supported: Flat, IVF{nlist},Flat, IVF{nlist},PQ{m}, "
-        "IVF{nlist},PQ{m}x4fs, each optionally ,RFlat or ,RSQ8; HNSW{M}, HNSW{M},SQ8)",
+        "IVF{nlist},PQ{m}x4fs, each optionally ,RFlat or ,RSQ8, and IVF{nlist}_HNSW{M} for an HNSW coarse "
+        "quantizer; HNSW{M}, HNSW{M},SQ8)",
         factory, p);
 }
 
@@ -112,7 +115,10 @@ void vs_factory_format(const vs_factory_spec_t *spec, char *buf, size_t n)
         const char *refine = spec->refine == VS_REFINE_FLAT  ? ",RFlat"
                              : spec->refine == VS_REFINE_SQ8 ? ",RSQ8"
                                                              : "";
-        snprintf(buf, n, "IVF%u,%s%s", spec->nlist, codec, refine);
+        char coarse[16] = "";
+        if (spec->coarse_hnsw_m)
+            snprintf(coarse, sizeof coarse, "_HNSW%u", spec->coarse_hnsw_m);
+        snprintf(buf, n, "IVF%u%s,%s%s", spec->nlist, coarse, codec, refine);
         return;
     }
     }

@@ -39,10 +39,13 @@ typedef struct vs_factory_spec {
     int fastscan;       /* PQ{m}x4fs */
     vs_refine refine;
     uint32_t hnsw_m; /* HNSW{M} */
+    uint32_t
+        coarse_hnsw_m; /* IVF{nlist}_HNSW{M}: lists found through an HNSW over the centroids; 0 = exact */
 } vs_factory_spec_t;
 
 /* Parses FAISS index_factory grammar for what vecshard supports: "Flat", "IVF{n},Flat",
- * "IVF{n},PQ{m}[x8|x4fs]", any IVF form followed by ",RFlat" or ",RSQ8", "HNSW{M}", "HNSW{M},SQ8".
+ * "IVF{n},PQ{m}[x8|x4fs]", any IVF form followed by ",RFlat" or ",RSQ8", "HNSW{M}", "HNSW{M},SQ8"; the
+ * IVF prefix may be "IVF{n}_HNSW{M}" (FAISS's HNSW coarse quantizer).
  * Numbers must be in range (nlist 1..2^24, m 1..dim, M 2..256). VS_ERR_INVALID_ARGUMENT with the
  * offending part otherwise. Does not check dim divisibility (vs_index_create does). */
 vs_status vs_factory_parse(const char *factory, vs_factory_spec_t *out, char err[VS_ERR_LEN]);

@@ -250,6 +250,13 @@ static vs_status load_centroids(const vs_manifest_t *m, float **out, char err[VS
     return VS_OK;
 }
 
+/* The HNSW coarse quantizer's M of the version's factory ("IVF{n}_HNSW{M}"), 0 for exact ranking. */
+static uint32_t coarse_hnsw_m(const vs_manifest_t *m)
+{
+    vs_factory_spec_t spec;
+    return vs_factory_parse(m->factory, &spec, NULL) == VS_OK ? spec.coarse_hnsw_m : 0;
+}
+
 /* Router of a cluster-partitioned version: its centroids and the list -> partition map from the
  * partitions' list ids. */
 static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_router_t *r,
@@ -277,7 +284,8 @@ static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_rou
                 st = vs_errf(err, VS_ERR_CORRUPT, "manifest %s: list %zu belongs to no partition", path, l);
     }
     if (st == VS_OK)
-        st = vs_router_init_cluster(r, m->metric, m->dim, m->n_partitions, m->nlist, cent, lp, err);
+        st = vs_router_init_cluster(r, m->metric, m->dim, m->n_partitions, m->nlist, cent, lp,
+                                    coarse_hnsw_m(m), err);
     free(cent);
     free(lp);
     return st;
@@ -335,7 +343,8 @@ static vs_status hash_router(const vs_coord_t *c, const vs_manifest_t *m, vs_rou
     float *cent = NULL;
     vs_status st = load_centroids(m, &cent, err);
     if (st == VS_OK)
-        st = vs_router_init_hash_ivf(r, m->metric, m->dim, m->n_partitions, m->nlist, cent, err);
+        st = vs_router_init_hash_ivf(r, m->metric, m->dim, m->n_partitions, m->nlist, cent,
+                                     spec.coarse_hnsw_m, err);
     free(cent);
     return st;
 }

@@ -18,7 +18,8 @@ vs_status vs_router_init_hash(vs_router_t *r, vs_metric metric, uint32_t dim, ui
 }
 
 /* Copies the centroids and prepares the coarse quantizer over them. */
-static vs_status set_quantizer(vs_router_t *r, uint32_t nlist, const float *centroids, char err[VS_ERR_LEN])
+static vs_status set_quantizer(vs_router_t *r, uint32_t nlist, const float *centroids, uint32_t hnsw_m,
+                               char err[VS_ERR_LEN])
 {
     vs_status st = vs_check_finite(centroids, nlist, r->dim, "centroid", err);
     if (st != VS_OK)
@@ -28,12 +29,12 @@ static vs_status set_quantizer(vs_router_t *r, uint32_t nlist, const float *cent
         return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
     memcpy(r->centroids, centroids, (size_t)nlist * r->dim * sizeof(float));
     r->nlist = nlist;
-    return vs_coarse_init(&r->coarse, r->metric, r->dim, nlist, r->centroids, err);
+    return vs_coarse_init(&r->coarse, r->metric, r->dim, nlist, r->centroids, hnsw_m, err);
 }
 
 vs_status vs_router_init_cluster(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
                                  uint32_t nlist, const float *centroids, const uint32_t *list_partition,
-                                 char err[VS_ERR_LEN])
+                                 uint32_t coarse_hnsw_m, char err[VS_ERR_LEN])
 {
     vs_status st = vs_router_init_hash(r, metric, dim, n_partitions, err);
     if (st != VS_OK)
@@ -49,21 +50,22 @@ vs_status vs_router_init_cluster(vs_router_t *r, vs_metric metric, uint32_t dim,
     if (!r->list_partition)
         return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
     memcpy(r->list_partition, list_partition, (size_t)nlist * sizeof(uint32_t));
-    st = set_quantizer(r, nlist, centroids, err);
+    st = set_quantizer(r, nlist, centroids, coarse_hnsw_m, err);
     if (st != VS_OK)
         vs_router_fini(r);
     return st;
 }
 
 vs_status vs_router_init_hash_ivf(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
-                                  uint32_t nlist, const float *centroids, char err[VS_ERR_LEN])
+                                  uint32_t nlist, const float *centroids, uint32_t coarse_hnsw_m,
+                                  char err[VS_ERR_LEN])
 {
     vs_status st = vs_router_init_hash(r, metric, dim, n_partitions, err);
     if (st != VS_OK)
         return st;
     if (nlist == 0 || !centroids)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "router: a shared quantizer needs its centroids");
-    st = set_quantizer(r, nlist, centroids, err);
+    st = set_quantizer(r, nlist, centroids, coarse_hnsw_m, err);
     if (st != VS_OK)
         vs_router_fini(r);
     return st;

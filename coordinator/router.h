@@ -35,15 +35,17 @@ vs_status vs_router_init_hash(vs_router_t *r, vs_metric metric, uint32_t dim, ui
                               char err[VS_ERR_LEN]);
 
 /* Cluster partitioning: centroids (nlist*dim, copied) and the partition owning each list (copied; each
- * < n_partitions). VS_ERR_INVALID_ARGUMENT for inconsistent input. */
+ * < n_partitions); coarse_hnsw_m > 0: the version's "IVF{nlist}_HNSW{M}" quantizer (coarse.h).
+ * VS_ERR_INVALID_ARGUMENT for inconsistent input. */
 vs_status vs_router_init_cluster(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
                                  uint32_t nlist, const float *centroids, const uint32_t *list_partition,
-                                 char err[VS_ERR_LEN]);
+                                 uint32_t coarse_hnsw_m, char err[VS_ERR_LEN]);
 
 /* Hash partitioning over n_partitions whose IVF indexes share these nlist centroids (copied): plans
  * carry each query's nprobe lists for every partition (vs_route_plan_t.lists). */
 vs_status vs_router_init_hash_ivf(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
-                                  uint32_t nlist, const float *centroids, char err[VS_ERR_LEN]);
+                                  uint32_t nlist, const float *centroids, uint32_t coarse_hnsw_m,
+                                  char err[VS_ERR_LEN]);
 
 void vs_router_fini(vs_router_t *r);
 

@@ -10,6 +10,7 @@
 #include "common/kmeans.h"
 #include "common/parallel.h"
 #include "common/topk.h"
+#include "shard/index/index.h"
 
 /* Coarse preselection in a PCA projection. With many high-dimensional centroids (Fashion-MNIST:
  * 1024 x 784) the coarse step costs a quarter of a query. Centroid distances live mostly in a few
@@ -114,9 +115,25 @@ static vs_status compute_cnorm(vs_coarse_t *cq, char *err)
 
 /* The nprobe best lists of q into lists[nprobe] (-1 past nlist), nearest first. cdist: nlist floats,
  * keys/ids: nprobe + max(nprobe, 16) scratch, proj: pdim floats. exact = 1 skips the preselection. */
+/* efSearch of a probe through the HNSW graph. */
+static uint32_t hnsw_ef(uint32_t nprobe)
+{
+    return nprobe * 2 > 64 ? nprobe * 2 : 64;
+}
+
 void vs_coarse_probe(const vs_coarse_t *cq, const float *q, uint32_t nprobe, int exact, float *cdist,
                      float *keys, int64_t *ids, float *proj, int32_t *lists)
 {
+    if (cq->hnsw && !exact) {
+        vs_search_params_t sp = {.ef_search = hnsw_ef(nprobe)};
+        char err[VS_ERR_LEN];
+        uint32_t k = nprobe < cq->nlist ? nprobe : cq->nlist;
+        if (vs_index_search(cq->hnsw, 1, q, k, &sp, 1, keys, ids, err) == VS_OK) {
+            for (uint32_t i = 0; i < nprobe; i++)
+                lists[i] = i < k && ids[i] >= 0 ? (int32_t)ids[i] : -1;
+            return;
+        } /* only for a non-finite query, which callers never pass: rank exactly below */
+    }
     const vs_distance_kernels_t *kern = vs_distance_kernels();
     const int larger = cq->metric != VS_METRIC_L2;
     vs_topk_t h;
@@ -157,11 +174,33 @@ void vs_coarse_probe(const vs_coarse_t *cq, const float *q, uint32_t nprobe, int
         lists[i] = i < got ? (int32_t)h.ids[i] : -1;
 }
 
-vs_status vs_coarse_init(vs_coarse_t *c, vs_metric metric, uint32_t d, uint32_t nlist, const float *centroids,
-                         char err[VS_ERR_LEN])
+/* The HNSW graph over the centroids (coarse.h): one thread, fixed seed, FAISS's efConstruction. */
+static vs_status build_hnsw(vs_coarse_t *c, char err[VS_ERR_LEN])
 {
-    *c = (vs_coarse_t){.metric = metric, .d = d, .nlist = nlist, .centroids = centroids};
+    char factory[32];
+    snprintf(factory, sizeof factory, "HNSW%u", c->hnsw_m);
+    const vs_metric m = c->metric == VS_METRIC_L2 ? VS_METRIC_L2 : VS_METRIC_IP;
+    int64_t *ids = malloc((size_t)c->nlist * sizeof(int64_t));
+    if (!ids)
+        return vs_errf(err, VS_ERR_NOMEM, "coarse quantizer: out of memory for the HNSW graph");
+    for (uint32_t l = 0; l < c->nlist; l++)
+        ids[l] = l;
+    vs_status st = vs_index_create(c->d, m, factory, &c->hnsw, err);
+    if (st == VS_OK)
+        st = vs_index_set_build_params(c->hnsw, 40, 0x5eed5eedull, err);
+    if (st == VS_OK)
+        st = vs_index_add(c->hnsw, c->nlist, c->centroids, ids, 1, NULL, err);
+    free(ids);
+    return st;
+}
+
+vs_status vs_coarse_init(vs_coarse_t *c, vs_metric metric, uint32_t d, uint32_t nlist, const float *centroids,
+                         uint32_t hnsw_m, char err[VS_ERR_LEN])
+{
+    *c = (vs_coarse_t){.metric = metric, .d = d, .nlist = nlist, .centroids = centroids, .hnsw_m = hnsw_m};
     vs_status st = compute_cnorm(c, err);
+    if (st == VS_OK && hnsw_m)
+        st = build_hnsw(c, err);
     if (st != VS_OK)
         vs_coarse_fini(c);
     return st;
@@ -188,6 +227,11 @@ vs_status vs_coarse_copy(vs_coarse_t *dst, const vs_coarse_t *src, const float *
     dst->cnorm = dup_bytes(src->cnorm, src->nlist * sizeof(float), &fail);
     dst->pca = dup_bytes(src->pca, (size_t)src->pdim * src->d * sizeof(float), &fail);
     dst->cproj = dup_bytes(src->cproj, (size_t)src->nlist * src->pdim * sizeof(float), &fail);
+    dst->hnsw = NULL;
+    if (!fail && src->hnsw && build_hnsw(dst, err) != VS_OK) {
+        vs_coarse_fini(dst);
+        return VS_ERR_NOMEM;
+    }
     if (fail) {
         vs_coarse_fini(dst);
         return vs_errf(err, VS_ERR_NOMEM, "coarse quantizer: out of memory copying its tables");
@@ -202,13 +246,16 @@ void vs_coarse_fini(vs_coarse_t *c)
     free(c->cnorm);
     free(c->pca);
     free(c->cproj);
+    vs_index_destroy(c->hnsw);
+    c->hnsw = NULL;
     c->cnorm = c->pca = c->cproj = NULL;
     c->pdim = 0;
 }
 
 size_t vs_coarse_memory_bytes(const vs_coarse_t *c)
 {
-    return (c->cnorm ? c->nlist * sizeof(float) : 0) + (size_t)c->pdim * (c->d + c->nlist) * sizeof(float);
+    return (c->cnorm ? c->nlist * sizeof(float) : 0) + (size_t)c->pdim * (c->d + c->nlist) * sizeof(float) +
+           (c->hnsw ? vs_index_memory_bytes(c->hnsw) : 0);
 }
 
 size_t vs_coarse_pool(uint32_t nprobe)

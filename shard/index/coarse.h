@@ -12,7 +12,14 @@
  *  - assign (build time): the list a vector is stored in, exact nearest by blocked sgemm
  *    (vs_kmeans_nearest), so millions of vectors cost a few matrix products.
  * The PCA directions come from subspace iteration on the centroids' covariance with a fixed seed: the
- * same at train, at load and in the coordinator, so nothing is stored in the index file. */
+ * same at train, at load and in the coordinator, so nothing is stored in the index file.
+ *
+ * Sub-linear probing ("IVF{nlist}_HNSW{M}", FAISS's IVF65536_HNSW32): an HNSW graph over the centroids
+ * (M links, efConstruction 40, built on one thread with a fixed seed, so the same graph wherever it is
+ * built: in the index, the coordinator, a test) replaces the full ranking; a probe searches it with
+ * efSearch max(64, 2 nprobe) and takes the nprobe best (L2 distances, or inner products for IP and
+ * cosine). Cost grows with log(nlist) instead of nlist; the lists may differ from the exact ranking's
+ * (docs/benchmarks.md measures the recall cost). The graph is derived, never stored. */
 #ifndef VS_SHARD_INDEX_COARSE_H
 #define VS_SHARD_INDEX_COARSE_H
 
@@ -22,6 +29,8 @@
 #include "common/distance.h"
 #include "common/status.h"
 
+struct vs_index;
+
 typedef struct vs_coarse {
     vs_metric metric; /* the index's: L2, IP or cosine */
     uint32_t d, nlist;
@@ -30,14 +39,18 @@ typedef struct vs_coarse {
     uint32_t pdim;          /* > 0: preselection in a pdim-dimensional PCA projection */
     float *pca;             /* pdim x d orthonormal directions, one per row */
     float *cproj;           /* nlist x pdim: the centroids projected */
+    uint32_t hnsw_m;        /* > 0: probes search hnsw, an HNSW{hnsw_m} over the centroids */
+    struct vs_index *hnsw;
 } vs_coarse_t;
 
-/* Prepares probing over centroids (nlist*d floats, borrowed). VS_ERR_NOMEM (c then holds nothing). */
+/* Prepares probing over centroids (nlist*d floats, borrowed); hnsw_m > 0 builds the HNSW graph over them
+ * (O(nlist log nlist), one thread). VS_ERR_NOMEM (c then holds nothing). */
 vs_status vs_coarse_init(vs_coarse_t *c, vs_metric metric, uint32_t d, uint32_t nlist, const float *centroids,
-                         char err[VS_ERR_LEN]);
+                         uint32_t hnsw_m, char err[VS_ERR_LEN]);
 
 /* dst = src over the same centroids (a copy of them at centroids): the derived tables are copied, not
- * recomputed (bit-identical by construction, and the PCA costs sgemms). VS_ERR_NOMEM. */
+ * recomputed (bit-identical by construction, and the PCA costs sgemms); the HNSW graph is built again
+ * (deterministic: the same graph). VS_ERR_NOMEM. */
 vs_status vs_coarse_copy(vs_coarse_t *dst, const vs_coarse_t *src, const float *centroids,
                          char err[VS_ERR_LEN]);
 
@@ -51,7 +64,8 @@ size_t vs_coarse_memory_bytes(const vs_coarse_t *c);
 size_t vs_coarse_pool(uint32_t nprobe);
 
 /* The nprobe best lists of q (d floats, already normalised for cosine) into lists[nprobe], nearest
- * first, -1 past nlist. exact = 1 skips the PCA preselection. Allocates nothing; scratch as above. */
+ * first, -1 past nlist. exact = 1 ranks every centroid (no PCA preselection, no HNSW). Allocates nothing
+ * in steady state; scratch as above. */
 void vs_coarse_probe(const vs_coarse_t *c, const float *q, uint32_t nprobe, int exact, float *cdist,
                      float *keys, int64_t *ids, float *proj, int32_t *lists);
 

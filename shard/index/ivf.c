@@ -221,7 +221,8 @@ vs_status vs_ivf_clone_empty(const vs_ivf_t *src, vs_ivf_t **out, char err[VS_ER
 static vs_status compute_cnorm(vs_ivf_t *ivf, char *err)
 {
     vs_coarse_fini(&ivf->coarse);
-    return vs_coarse_init(&ivf->coarse, ivf->metric, ivf->d, ivf->nlist, ivf->centroids, err);
+    return vs_coarse_init(&ivf->coarse, ivf->metric, ivf->d, ivf->nlist, ivf->centroids,
+                          ivf->spec.coarse_hnsw_m, err);
 }
 
 static vs_status compute_term2(vs_ivf_t *ivf, char *err)

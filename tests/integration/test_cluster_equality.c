@@ -1,6 +1,10 @@
 /* test_cluster_equality: answers through the cluster equal the in-process index, whatever the
  * distributed path does. Hash partitions that share one IVF quantizer, built by vecshard-build (2
- * partitions of IVF256,Flat over 256-d vectors, so the coarse step takes the PCA preselection path),
+ * partitions of IVF256,Flat over 256-d vectors, so the coarse step takes the PCA preselection path; and
+ * v2, the same data as IVF1024_HNSW16,Flat, whose lists come from an HNSW graph over the centroids that the
+ * shards and the coordinator each build, checked at nprobe 32; on this data the graph finds the exact
+ * lists for every query, so this shows v2 served equal, not which quantizer ranked: test_ivf_recall
+ * measures where the graph and the exact ranking differ),
  * served by two real shards and a real coordinator (static membership, no etcd). Every answer must equal,
  * id for id and float for float, the in-process search of both partition files merged, at nprobe 4 (far
  * from exact, so a single different list would show):
@@ -29,13 +33,17 @@
 #include "tests/testlib.h"
 #include "vecshard/v1/coordinator.pb-c.h"
 
-#define N 6000
+#define N 20000
 #define D 256
 #define NQ 40
 #define K 10
 #define NPROBE 4
 
 static const char *dir;
+static const char *g_version = "v1"; /* the version requests name (both are served) */
+static uint32_t g_nprobe = NPROBE;   /* v2 is checked at nprobe 32 (efSearch 64 of 1,024 centroids) */
+static float want2_d[NQ * K];        /* v2's in-process answers */
+static int64_t want2_i[NQ * K];
 static float base[(size_t)N * D], queries[(size_t)NQ * D];
 
 /* One Search call of nq queries; the number of queries answered with results equal to want (nq*K), 0
@@ -45,12 +53,13 @@ static size_t search_equal(vs_rpc_channel_t *ch, const float *q, size_t nq, cons
 {
     Vecshard__V1__SearchRequest r = VECSHARD__V1__SEARCH_REQUEST__INIT;
     Vecshard__V1__SearchParams p = VECSHARD__V1__SEARCH_PARAMS__INIT;
-    p.nprobe = NPROBE;
+    p.nprobe = g_nprobe;
     r.dim = D;
     r.k = K;
     r.n_queries = nq * D;
     r.queries = (float *)q;
     r.params = &p;
+    r.index_version = (char *)g_version;
     size_t len = vecshard__v1__search_request__get_packed_size(&r);
     uint8_t *buf = malloc(len), *body = NULL;
     vecshard__v1__search_request__pack(&r, buf);
@@ -106,10 +115,21 @@ static double run(const vs_test_version_t *v, const vs_test_proc_t *shards, cons
 {
     char spec[256], scratch[PATH_MAX + 16];
     snprintf(spec, sizeof spec, "0=127.0.0.1:%d,1=127.0.0.1:%d", shards[0].grpc_port, shards[1].grpc_port);
-    const char *argv[] = {"--listen",    "127.0.0.1:0", "--metrics-listen",
-                          "127.0.0.1:0", "--manifest",  v->manifest,
-                          "--shards",    spec,          flag,
-                          value,         NULL};
+    char v2[PATH_MAX + 32];
+    snprintf(v2, sizeof v2, "%s/v2/manifest.json", dir);
+    const char *argv[] = {"--listen",
+                          "127.0.0.1:0",
+                          "--metrics-listen",
+                          "127.0.0.1:0",
+                          "--manifest",
+                          v->manifest,
+                          "--manifest",
+                          v2,
+                          "--shards",
+                          spec,
+                          flag,
+                          value,
+                          NULL};
     vs_test_proc_t coord;
     if (vs_test_proc_start(&coord, dir, name, "vecshard-coordinator", argv) != 0) {
         CHECKF(0, "coordinator %s %s did not start", flag, value);
@@ -135,6 +155,15 @@ static double run(const vs_test_version_t *v, const vs_test_proc_t *shards, cons
             same += search_equal(ch, queries + i * D, 1, want_d + i * K, want_i + i * K);
         CHECKF(same == NQ, "%s %s, one query per call: %zu of %d equal in-process search", flag, value, same,
                NQ);
+        g_version = "v2"; /* the HNSW-quantizer version, by name */
+        g_nprobe = 32;
+        same = search_equal(ch, queries, NQ, want2_d, want2_i);
+        for (size_t i = 0; i < NQ; i++)
+            same += search_equal(ch, queries + i * D, 1, want2_d + i * K, want2_i + i * K);
+        g_version = "v1";
+        g_nprobe = NPROBE;
+        CHECKF(same == 2 * NQ, "%s %s, v2 (IVF1024_HNSW16): %zu of %d equal in-process search", flag, value,
+               same, 2 * NQ);
         vs_rpc_channel_destroy(ch);
     } else {
         client_t cl[8];
@@ -181,6 +210,11 @@ int main(void)
         "--out %s --seed 1 --target-recall 0 --quiet > %s/build.log 2>&1",
         bin ? bin : "build/bin", path, dir, dir);
     CHECKF(system(cmd) == 0, "%s", cmd);
+    snprintf(cmd, sizeof cmd,
+             "%s/vecshard-build --base %s --factory IVF1024_HNSW16,Flat --partitions 2 --partitioning hash "
+             "--version v2 --out %s --seed 1 --target-recall 0 --quiet >> %s/build.log 2>&1",
+             bin ? bin : "build/bin", path, dir, dir);
+    CHECKF(system(cmd) == 0, "%s", cmd);
 
     vs_test_version_t v = {.n = N, .nq = NQ, .dim = D, .n_partitions = 2, .metric = VS_METRIC_L2};
     snprintf(v.dir, sizeof v.dir, "%s/v1", dir);
@@ -189,6 +223,11 @@ int main(void)
     int64_t want_i[NQ * K];
     vs_search_params_t sp = {.nprobe = NPROBE};
     CHECKF(vs_test_version_search(&v, queries, NQ, K, &sp, want_d, want_i, err) == VS_OK, "%s", err);
+    vs_test_version_t v2 = v;
+    snprintf(v2.dir, sizeof v2.dir, "%s/v2", dir);
+    snprintf(v2.manifest, sizeof v2.manifest, "%s/v2/manifest.json", dir);
+    vs_search_params_t sp2 = {.nprobe = 32};
+    CHECKF(vs_test_version_search(&v2, queries, NQ, K, &sp2, want2_d, want2_i, err) == VS_OK, "%s", err);
 
     vs_test_proc_t shards[2];
     int up = 1;
@@ -196,9 +235,9 @@ int main(void)
         char part[8], name[16];
         snprintf(part, sizeof part, "%d", p);
         snprintf(name, sizeof name, "shard%d", p);
-        const char *argv[] = {"--listen",    "127.0.0.1:0", "--metrics-listen",
-                              "127.0.0.1:0", "--manifest",  v.manifest,
-                              "--partition", part,          NULL};
+        const char *argv[] = {"--listen",  "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--manifest",
+                              v2.manifest, "--manifest",  v.manifest,         "--partition", part,
+                              NULL};
         up = vs_test_proc_start(&shards[p], dir, name, "vecshard-shard", argv) == 0;
         CHECKF(up, "shard %d did not start", p);
     }
@@ -207,7 +246,8 @@ int main(void)
         double rpcs, calls;
         double ranked =
             run(&v, shards, "coordinator", "--coarse-at", "coordinator", 0, 1, want_d, want_i, &rpcs, &calls);
-        CHECKF(ranked == 2 * NQ, "the coordinator ranked %.0f queries' lists, expected %d", ranked, 2 * NQ);
+        CHECKF(ranked == 4 * NQ, "the coordinator ranked %.0f queries' lists, expected %d (v1 and v2)",
+               ranked, 4 * NQ);
         vs_test_case_done("coarse_at_coordinator", vs_test_failures == f0);
         f0 = vs_test_failures;
         ranked = run(&v, shards, "shard", "--coarse-at", "shard", 0, 1, want_d, want_i, &rpcs, &calls);

@@ -2,7 +2,7 @@
  * aligned_alloc are wrapped at link time (-Wl,--wrap, this executable only, so the static index library's
  * calls are counted too); after a warm-up search (the calling thread's scratch arena is sized once),
  * thousands of single-query searches on one thread must make zero allocations, for IVF (fast-scan PQ with
- * refine, and Flat lists) and HNSW. */
+ * refine, Flat lists, lists found through an HNSW coarse quantizer) and HNSW. */
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +82,11 @@ static void test_ivf_flat(void)
     steady_state("IVF64,Flat", "nprobe=8");
 }
 
+static void test_ivf_hnsw_coarse(void)
+{
+    steady_state("IVF64_HNSW16,Flat", "nprobe=8");
+}
+
 static void test_hnsw(void)
 {
     steady_state("HNSW16", "efSearch=32");
@@ -91,6 +96,7 @@ int main(void)
 {
     RUN(test_ivf_fastscan);
     RUN(test_ivf_flat);
+    RUN(test_ivf_hnsw_coarse);
     RUN(test_hnsw);
     return vs_test_finish();
 }

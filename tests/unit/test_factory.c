@@ -15,6 +15,7 @@ static void test_parse_good(void)
                           "IVF4096,PQ32x4fs",
                           "IVF1024,PQ32,RFlat",
                           "IVF16384,PQ32x4fs,RSQ8",
+                          "IVF65536_HNSW32,PQ32x4fs,RSQ8",
                           "HNSW32",
                           "HNSW16,SQ8"};
     for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
@@ -26,6 +27,8 @@ static void test_parse_good(void)
     CHECK(s.type == VS_INDEX_IVF && s.nlist == 256 && s.codec == VS_CODEC_PQ && s.pq_m == 16 &&
           s.pq_nbits == 4 && s.fastscan && s.refine == VS_REFINE_FLAT);
     CHECK(vs_factory_parse("HNSW48", &s, err) == VS_OK && s.type == VS_INDEX_HNSW && s.hnsw_m == 48);
+    CHECK(vs_factory_parse("IVF4096_HNSW16,Flat", &s, err) == VS_OK && s.type == VS_INDEX_IVF &&
+          s.nlist == 4096 && s.coarse_hnsw_m == 16 && s.hnsw_m == 0);
     CHECK(vs_factory_parse("IVF8,PQ4x8", &s, err) == VS_OK && s.pq_nbits == 8);
     CHECK(vs_factory_parse("IVF8,PQ4np,RFlat", &s, err) == VS_OK && s.pq_m == 4 &&
           s.refine == VS_REFINE_FLAT);
@@ -35,9 +38,22 @@ static void test_parse_bad(void)
 {
     char err[VS_ERR_LEN];
     vs_factory_spec_t s;
-    const char *bad[] = {"",           "flat",           "IVF,Flat",           "IVF0,Flat", "IVF1024",
-                         "IVF1024,PQ", "IVF1024,PQ32x4", "IVF1024,Flat,RFoo",  "HNSW",      "HNSW1",
-                         "HNSW32,PQ8", "Flat ",          "IVF99999999999,Flat"};
+    const char *bad[] = {"",
+                         "flat",
+                         "IVF,Flat",
+                         "IVF0,Flat",
+                         "IVF1024",
+                         "IVF1024,PQ",
+                         "IVF1024,PQ32x4",
+                         "IVF1024,Flat,RFoo",
+                         "HNSW",
+                         "HNSW1",
+                         "HNSW32,PQ8",
+                         "Flat ",
+                         "IVF99999999999,Flat",
+                         "IVF1024_HNSW1,Flat",
+                         "IVF1024_HNSW,Flat",
+                         "IVF1024_HNSW32"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         CHECKF(vs_factory_parse(bad[i], &s, err) == VS_ERR_INVALID_ARGUMENT, "'%s' was accepted", bad[i]);
         CHECK(strstr(err, "bad index factory string") != NULL);

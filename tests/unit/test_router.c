@@ -43,7 +43,7 @@ static void test_cluster_plan(vs_metric metric)
     for (uint32_t l = 0; l < NL; l++)
         lp[l] = (l * 7) % P;
     vs_router_t r;
-    CHECK(vs_router_init_cluster(&r, metric, D, P, NL, cent, lp, err) == VS_OK);
+    CHECK(vs_router_init_cluster(&r, metric, D, P, NL, cent, lp, 0, err) == VS_OK);
     const uint32_t nprobe = 5;
     vs_route_plan_t plan;
     CHECK(vs_router_plan(&r, NQ, q, nprobe, &plan, err) == VS_OK);
@@ -104,7 +104,7 @@ static void test_cluster_plan(vs_metric metric)
     vs_route_plan_fini(&plan);
     vs_router_fini(&r);
     lp[3] = P;
-    CHECK(vs_router_init_cluster(&r, metric, D, P, NL, cent, lp, err) == VS_ERR_INVALID_ARGUMENT);
+    CHECK(vs_router_init_cluster(&r, metric, D, P, NL, cent, lp, 0, err) == VS_ERR_INVALID_ARGUMENT);
 }
 
 static void test_cluster_plans(void)
