@@ -9,6 +9,8 @@
 # intended send time) at half the peak rate: p50/p99; batches of 32; and the same with each shard ranking
 # its own lists (--coarse-at shard). Needs ~12 GiB of disk, ~8 GiB RAM.
 # Usage: tests/bench/run_scale.sh [OUTDIR] [N]     (default build/bench/scale, 10000000)
+# VS_SCALE_FACTORY / VS_SCALE_VERSION: another index over the same data (e.g. IVF16384_HNSW32,PQ32x4fs,RSQ8
+# as version v10m-hnsw); the data and ground truth are reused.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-build/bench/scale}
@@ -18,7 +20,7 @@ mkdir -p "$out"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 bin=build/bin
-res=$out/results.txt
+res=$out/results-${VS_SCALE_VERSION:-v10m}.txt
 : > "$res"
 log() { echo "$*" | tee -a "$res"; }
 t() { date +%s.%N; }
@@ -33,21 +35,23 @@ if [ ! -s "$out/gt100.ivecs" ]; then
     "$bin/vecshard-gt" --base "$out/base.fvecs" --queries "$out/queries.fvecs" --k 100 --out "$out/gt100.ivecs"
     log "ground truth: 10000 queries in $(echo "$(t) - $s" | bc) s"
 fi
-factory="IVF16384,PQ32x4fs,RSQ8"
-if [ ! -s "$out/v10m/manifest.json" ]; then
+factory=${VS_SCALE_FACTORY:-IVF16384,PQ32x4fs,RSQ8}
+ver=${VS_SCALE_VERSION:-v10m}
+log "index: $factory (version $ver)"
+if [ ! -s "$out/$ver/manifest.json" ]; then
     s=$(t)
     "$bin/vecshard-build" --base "$out/base.fvecs" --factory "$factory" --partitions 4 --partitioning hash \
-        --version v10m --out "$out" --train-sample 327680 --seed 1
+        --version "$ver" --out "$out" --train-sample 327680 --seed 1
     e=$(echo "$(t) - $s" | bc)
     log "build: $n vectors, $factory, 4 hash partitions in $e s ($(echo "$n / $e" | bc) vectors/s, 2 threads)"
 fi
-disk=$(du -cb "$out"/v10m/part-*.vsidx | tail -1 | cut -f1)
+disk=$(du -cb "$out/$ver"/part-*.vsidx | tail -1 | cut -f1)
 log "on disk: $disk bytes = $(echo "scale=1; $disk / $n" | bc) bytes/vector"
 
 dir=$out/cluster
 up() {
     ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
-    ./deploy/local/cluster.sh up --manifest "$out/v10m/manifest.json" --dir "$dir" --replicas 1 --timeout 600 \
+    ./deploy/local/cluster.sh up --manifest "$out/$ver/manifest.json" --dir "$dir" --replicas 1 --timeout 600 \
         --coordinator-args "$*" >/dev/null
     addr=$(. "$dir/state" && echo "$coordinator_addr")
 }
