@@ -515,6 +515,29 @@ vs_status vs_rpc_server_start(const vs_rpc_server_opts_t *opts, const vs_rpc_met
     return VS_OK;
 }
 
+/* Waits for the shutdown tag until the given time; 1 when it came. */
+static int wait_shutdown(struct vs_rpc_server *s, const struct timespec *until)
+{
+    pthread_mutex_lock(&s->mu);
+    while (!s->shutdown_done) {
+        if (pthread_cond_timedwait(&s->cv, &s->mu, until) == ETIMEDOUT)
+            break;
+    }
+    int done = s->shutdown_done;
+    pthread_mutex_unlock(&s->mu);
+    return done;
+}
+
+/* Cancels the client calls in flight and refuses new ones. */
+static void end_client_calls(struct vs_rpc_server *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->cq_closing = 1;
+    for (struct vs_rpc_ccall *cc = s->ccalls; cc; cc = cc->next)
+        grpc_call_cancel(cc->u.call, NULL);
+    pthread_mutex_unlock(&s->mu);
+}
+
 void vs_rpc_server_stop(vs_rpc_server_t *s, int64_t grace_ms)
 {
     if (!s)
@@ -535,13 +558,20 @@ void vs_rpc_server_stop(vs_rpc_server_t *s, int64_t grace_ms)
             until.tv_sec++;
             until.tv_nsec -= 1000000000;
         }
-        pthread_mutex_lock(&s->mu);
-        while (!s->shutdown_done) {
-            if (pthread_cond_timedwait(&s->cv, &s->mu, &until) == ETIMEDOUT)
-                break;
+        int done = wait_shutdown(s, &until);
+        if (!done) {
+            /* grace is over: the client calls that asynchronous handlers wait on end first (no new one may
+             * start), so those handlers answer with what they have; 200 ms later every call still in flight
+             * is cancelled */
+            end_client_calls(s);
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 200 * 1000000L;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            done = wait_shutdown(s, &until);
         }
-        int done = s->shutdown_done;
-        pthread_mutex_unlock(&s->mu);
         if (!done) {
             grpc_server_cancel_all_calls(s->server);
             pthread_mutex_lock(&s->mu);
@@ -553,12 +583,7 @@ void vs_rpc_server_stop(vs_rpc_server_t *s, int64_t grace_ms)
         /* No worker runs: drain the shutdown tag here. */
         grpc_server_cancel_all_calls(s->server);
     }
-    /* client calls still in flight end now; none may start on the queue being shut down */
-    pthread_mutex_lock(&s->mu);
-    s->cq_closing = 1;
-    for (struct vs_rpc_ccall *cc = s->ccalls; cc; cc = cc->next)
-        grpc_call_cancel(cc->u.call, NULL);
-    pthread_mutex_unlock(&s->mu);
+    end_client_calls(s); /* none may start on the queue being shut down */
     grpc_completion_queue_shutdown(s->workers[0].cq);
     if (!any_started)
         worker_main(&s->workers[0]); /* drain it here */

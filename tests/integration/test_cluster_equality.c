@@ -16,14 +16,19 @@
  *    gets its own slice back;
  *  - fewer results per partition (--partition-k-probability 0.99: each of the 2 partitions returns 9 of
  *    10): still equal on this data; at 0.5 (6 of 10) some answers must differ, which shows the option is
- *    applied. */
+ *    applied;
+ *  - SIGTERM of the coordinator while a request waits on a hung (SIGSTOPped) shard, --grace-ms 300: once
+ *    the grace period is over the coordinator ends its shard calls, the client gets the partial answer
+ *    within a second, not at its 10 s deadline, and the coordinator exits 0. */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "common/cli/timing.h"
 #include "common/net/rpc.h"
 #include "common/topk.h"
 #include "common/vecio.h"
@@ -41,6 +46,7 @@
 
 static const char *dir;
 static const char *g_version = "v1"; /* the version requests name (both are served) */
+static _Atomic int g_last_code;      /* gRPC status of the last call (partial: 100 + code) */
 static uint32_t g_nprobe = NPROBE;   /* v2 is checked at nprobe 32 (efSearch 64 of 1,024 centroids) */
 static float want2_d[NQ * K];        /* v2's in-process answers */
 static int64_t want2_i[NQ * K];
@@ -71,8 +77,12 @@ static size_t search_equal(vs_rpc_channel_t *ch, const float *q, size_t nq, cons
     free(buf);
     if (st != VS_OK || code != 0)
         fprintf(stderr, "search of %zu: %d %s\n", nq, code, msg);
+    g_last_code = st != VS_OK ? -1 : code;
     Vecshard__V1__SearchResponse *a = body ? vecshard__v1__search_response__unpack(NULL, blen, body) : NULL;
-    if (a && a->n_ids == nq * K && a->n_distances == nq * K && !(a->coverage && a->coverage->partial))
+    if (a && a->coverage && a->coverage->partial)
+        g_last_code = 100 + code;
+    if (a && want_i && a->n_ids == nq * K && a->n_distances == nq * K &&
+        !(a->coverage && a->coverage->partial))
         for (size_t i = 0; i < nq; i++)
             same += memcmp(a->ids + i * K, want_i + i * K, K * sizeof(int64_t)) == 0 &&
                     memcmp(a->distances + i * K, want_d + i * K, K * sizeof(float)) == 0;
@@ -190,6 +200,63 @@ static double run(const vs_test_version_t *v, const vs_test_proc_t *shards, cons
     return ranked;
 }
 
+typedef struct pending {
+    const char *target;
+    double seconds;
+    _Atomic int done;
+} pending_t;
+
+static void *one_call(void *arg)
+{
+    pending_t *pc = arg;
+    char err[VS_ERR_LEN];
+    vs_rpc_channel_t *ch = NULL;
+    double t0 = vs_now_s();
+    if (vs_rpc_channel_create(pc->target, 0, &ch, err) == VS_OK) {
+        search_equal(ch, queries, 1, NULL, NULL); /* the outcome is not compared: only its time */
+        vs_rpc_channel_destroy(ch);
+    }
+    pc->seconds = vs_now_s() - t0;
+    pc->done = 1;
+    return NULL;
+}
+
+/* SIGTERM while a request waits on a hung shard. */
+static void stop_with_hung_shard(const vs_test_version_t *v, vs_test_proc_t *shards)
+{
+    char spec[256], scratch[PATH_MAX + 16], target[64];
+    snprintf(spec, sizeof spec, "0=127.0.0.1:%d,1=127.0.0.1:%d", shards[0].grpc_port, shards[1].grpc_port);
+    snprintf(scratch, sizeof scratch, "%s/metrics", dir);
+    const char *argv[] = {
+        "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--manifest", v->manifest,
+        "--shards", spec,          "--grace-ms",       "300",         NULL};
+    vs_test_proc_t coord;
+    if (vs_test_proc_start(&coord, dir, "stop", "vecshard-coordinator", argv) != 0) {
+        CHECKF(0, "coordinator did not start");
+        return;
+    }
+    snprintf(target, sizeof target, "127.0.0.1:%d", coord.grpc_port);
+    vs_test_proc_signal(&shards[1], SIGSTOP);
+    pending_t pc = {target, 0, 0};
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, one_call, &pc) == 0);
+    double until = vs_now_s() + 10; /* the request has reached the coordinator */
+    while (vs_now_s() < until &&
+           vs_test_proc_metric(&coord, "vecshard_coordinator_shard_rpcs_total", scratch) < 2)
+        usleep(10000);
+    CHECK(!pc.done);
+    double t0 = vs_now_s();
+    int rc = vs_test_proc_stop(&coord, SIGTERM, 8);
+    double stop_s = vs_now_s() - t0;
+    pthread_join(th, NULL);
+    vs_test_proc_signal(&shards[1], SIGCONT);
+    printf("  SIGTERM with a hung shard: coordinator exited %d after %.2f s; the client's call took %.2f s\n",
+           rc, stop_s, pc.seconds);
+    CHECKF(rc == 0 && stop_s < 3.0, "coordinator exit %d after %.2f s", rc, stop_s);
+    CHECKF(pc.seconds < 4.0, "the client waited %.2f s (its deadline is 10 s)", pc.seconds);
+    CHECKF(g_last_code == 100, "the client's call ended with %d, not a partial answer", (int)g_last_code);
+}
+
 int main(void)
 {
     char err[VS_ERR_LEN], path[PATH_MAX + 64], cmd[4 * PATH_MAX];
@@ -265,6 +332,9 @@ int main(void)
         run(&v, shards, "kprob", "--partition-k-probability", "0.99", 0, 1, want_d, want_i, &rpcs, &calls);
         run(&v, shards, "kprob-low", "--partition-k-probability", "0.5", 0, 0, want_d, want_i, &rpcs, &calls);
         vs_test_case_done("partition_k_probability", vs_test_failures == f0);
+        f0 = vs_test_failures;
+        stop_with_hung_shard(&v, shards);
+        vs_test_case_done("sigterm_with_hung_shard", vs_test_failures == f0);
     }
     for (int p = 0; p < 2; p++)
         if (shards[p].pid > 0)
