@@ -79,8 +79,12 @@ static size_t search_equal(vs_rpc_channel_t *ch, const float *q, size_t nq, cons
         fprintf(stderr, "search of %zu: %d %s\n", nq, code, msg);
     g_last_code = st != VS_OK ? -1 : code;
     Vecshard__V1__SearchResponse *a = body ? vecshard__v1__search_response__unpack(NULL, blen, body) : NULL;
-    if (a && a->coverage && a->coverage->partial)
+    if (a && a->coverage && a->coverage->partial) {
         g_last_code = 100 + code;
+        fprintf(stderr, "search of %zu: partial answer (%u of %u partitions): %s\n", nq,
+                a->coverage->partitions_answered, a->coverage->partitions_total,
+                a->coverage->n_reasons ? a->coverage->reasons[0] : "");
+    }
     if (a && want_i && a->n_ids == nq * K && a->n_distances == nq * K &&
         !(a->coverage && a->coverage->partial))
         for (size_t i = 0; i < nq; i++)
@@ -307,6 +311,15 @@ int main(void)
                               NULL};
         up = vs_test_proc_start(&shards[p], dir, name, "vecshard-shard", argv) == 0;
         CHECKF(up, "shard %d did not start", p);
+        /* a shard listens before it has loaded its versions (slowly under TSan): wait for both */
+        char scratch[PATH_MAX + 16];
+        snprintf(scratch, sizeof scratch, "%s/shard-metrics", dir);
+        double until = vs_now_s() + 60;
+        while (up && vs_now_s() < until &&
+               vs_test_proc_metric(&shards[p], "vecshard_shard_versions_ready", scratch) < 2)
+            usleep(20000);
+        CHECKF(!up || vs_test_proc_metric(&shards[p], "vecshard_shard_versions_ready", scratch) == 2,
+               "shard %d did not load both versions", p);
     }
     if (up) {
         int f0 = vs_test_failures;
