@@ -250,17 +250,10 @@ static vs_status load_centroids(const vs_manifest_t *m, float **out, char err[VS
     return VS_OK;
 }
 
-/* The HNSW coarse quantizer's M of the version's factory ("IVF{n}_HNSW{M}"), 0 for exact ranking. */
-static uint32_t coarse_hnsw_m(const vs_manifest_t *m)
-{
-    vs_factory_spec_t spec;
-    return vs_factory_parse(m->factory, &spec, NULL) == VS_OK ? spec.coarse_hnsw_m : 0;
-}
-
-/* Router of a cluster-partitioned version: its centroids and the list -> partition map from the
- * partitions' list ids. */
-static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_router_t *r,
-                                char err[VS_ERR_LEN])
+/* Router of a cluster-partitioned version (spec: its factory, parsed): its centroids and the list ->
+ * partition map from the partitions' list ids. */
+static vs_status cluster_router(const vs_manifest_t *m, const vs_factory_spec_t *spec, const char *path,
+                                vs_router_t *r, char err[VS_ERR_LEN])
 {
     float *cent = NULL;
     vs_status st = load_centroids(m, &cent, err);
@@ -285,7 +278,7 @@ static vs_status cluster_router(const vs_manifest_t *m, const char *path, vs_rou
     }
     if (st == VS_OK)
         st = vs_router_init_cluster(r, m->metric, m->dim, m->n_partitions, m->nlist, cent, lp,
-                                    coarse_hnsw_m(m), err);
+                                    spec->coarse_hnsw_m, err);
     free(cent);
     free(lp);
     return st;
@@ -333,18 +326,17 @@ static void resolve_params(const version_entry_t *e, const Vecshard__V1__SearchP
 /* Router of a hash-partitioned version. IVF partitions share the version's coarse quantizer: with two
  * or more partitions the coordinator ranks each query's lists once and sends them to every partition,
  * instead of each shard ranking all nlist centroids again (unless --coarse-at shard). */
-static vs_status hash_router(const vs_coord_t *c, const vs_manifest_t *m, vs_router_t *r,
-                             char err[VS_ERR_LEN])
+static vs_status hash_router(const vs_coord_t *c, const vs_manifest_t *m, const vs_factory_spec_t *spec,
+                             vs_router_t *r, char err[VS_ERR_LEN])
 {
-    vs_factory_spec_t spec;
-    int ivf = vs_factory_parse(m->factory, &spec, NULL) == VS_OK && spec.type == VS_INDEX_IVF;
-    if (!ivf || c->o.coarse_at_shard || m->n_partitions < 2 || !m->centroids_file[0] || !m->nlist)
+    if (spec->type != VS_INDEX_IVF || c->o.coarse_at_shard || m->n_partitions < 2 || !m->centroids_file[0] ||
+        !m->nlist)
         return vs_router_init_hash(r, m->metric, m->dim, m->n_partitions, err);
     float *cent = NULL;
     vs_status st = load_centroids(m, &cent, err);
     if (st == VS_OK)
         st = vs_router_init_hash_ivf(r, m->metric, m->dim, m->n_partitions, m->nlist, cent,
-                                     spec.coarse_hnsw_m, err);
+                                     spec->coarse_hnsw_m, err);
     free(cent);
     return st;
 }
@@ -352,8 +344,10 @@ static vs_status hash_router(const vs_coord_t *c, const vs_manifest_t *m, vs_rou
 vs_status vs_coord_add_loaded(vs_coord_t *c, const vs_manifest_t *m, const char *path, char err[VS_ERR_LEN])
 {
     vs_router_t r;
-    vs_status st =
-        strcmp(m->partitioning, "hash") == 0 ? hash_router(c, m, &r, err) : cluster_router(m, path, &r, err);
+    vs_factory_spec_t spec = {0}; /* an unparsable factory: no coarse quantizer here (the shards refuse it) */
+    (void)vs_factory_parse(m->factory, &spec, NULL);
+    vs_status st = strcmp(m->partitioning, "hash") == 0 ? hash_router(c, m, &spec, &r, err)
+                                                        : cluster_router(m, &spec, path, &r, err);
     if (st != VS_OK)
         return st;
     char(*content)[17] = calloc(m->n_partitions, sizeof *content);
