@@ -43,22 +43,15 @@ inproc() { # batch -> "qps"
 
 # cluster LABEL BINDIR VERSION CONC BATCH -> one line: qps server_us client_us p50 p99 rpcs calls
 cluster_run() {
-    local dir=$out/cl-$1-$3 addr pids t0 t1
-    addr=$(. "$dir/state" && echo "$coordinator_addr")
-    pids=$(grep -E '^proc_(coordinator|p[0-9]+r[0-9]+)_pid=' "$dir/state" | cut -d= -f2)
-    ticks() { local s=0 p; for p in $pids; do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$s"; }
-    t0=$(ticks)
-    /usr/bin/time -f "%U %S" -o "$dir/client.time" "$bin/vecshard" query --coordinator "$addr" \
-        --queries "$out/queries.fvecs" --gt "$out/gt100.ivecs" --k 10 --nprobe 16 --k-factor 4 --batch "$5" \
-        --concurrency "$4" --json > "$dir/query.json"
-    t1=$(ticks)
-    /usr/bin/python3 - "$dir/query.json" "$dir/client.time" "$t0" "$t1" "$(getconf CLK_TCK)" <<'EOF'
+    local dir=$out/cl-$1-$3
+    VS_BIN_DIR=$bin tests/bench/query_cpu.sh "$dir/state" "$dir/query.json" --queries "$out/queries.fvecs" \
+        --gt "$out/gt100.ivecs" --k 10 --nprobe 16 --k-factor 4 --batch "$5" --concurrency "$4"
+    /usr/bin/python3 - "$dir/query.json" <<'EOF'
 import json, sys
-j = json.load(open(sys.argv[1])); u, s = open(sys.argv[2]).read().split()
-n, hz = j["queries_answered"], float(sys.argv[5])
-assert j["calls_failed"] == 0 and n > 0, j
-print("%.0f %.1f %.1f %.3f %.3f %.4f" % (j["qps"], (int(sys.argv[4]) - int(sys.argv[3])) / hz * 1e6 / n,
-      (float(u) + float(s)) * 1e6 / n, j["latency_ms"]["p50"], j["latency_ms"]["p99"], j["recall_at_k"]))
+j = json.load(open(sys.argv[1]))
+assert j["calls_failed"] == 0 and j["queries_answered"] > 0, j
+print("%.0f %.1f %.1f %.3f %.3f %.4f" % (j["qps"], j["server_cpu_us_per_query"], j["client_cpu_us_per_query"],
+      j["latency_ms"]["p50"], j["latency_ms"]["p99"], j["recall_at_k"]))
 EOF
 }
 

@@ -55,24 +55,18 @@ up() {
         --coordinator-args "$*" >/dev/null
     addr=$(. "$dir/state" && echo "$coordinator_addr")
 }
-# measure LABEL QUERY-ARGS...: one `vecshard query` run and its CPU per query
+# measure LABEL QUERY-ARGS...: one `vecshard query` run and its CPU per query (query_cpu.sh)
 measure() {
-    local label=$1 pids t0 t1
+    local label=$1
     shift
-    pids=$(grep -E '^proc_(coordinator|p[0-9]+r[0-9]+)_pid=' "$dir/state" | cut -d= -f2)
-    ticks() { local s=0 p; for p in $pids; do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$s"; }
-    t0=$(ticks)
-    /usr/bin/time -f "%U %S" -o "$out/client.time" "$bin/vecshard" query --coordinator "$addr" \
-        --queries "$out/queries.fvecs" --gt "$out/gt100.ivecs" --k 10 --json "$@" > "$out/query.json"
-    t1=$(ticks)
-    /usr/bin/python3 - "$out/query.json" "$out/client.time" "$t0" "$t1" "$(getconf CLK_TCK)" "$label" <<'EOF2' | tee -a "$res"
+    VS_BIN_DIR=$bin tests/bench/query_cpu.sh "$dir/state" "$out/query.json" --queries "$out/queries.fvecs" \
+        --gt "$out/gt100.ivecs" --k 10 "$@"
+    /usr/bin/python3 - "$out/query.json" "$label" <<'EOF2' | tee -a "$res"
 import json, sys
-j = json.load(open(sys.argv[1])); u, s = open(sys.argv[2]).read().split()
-n, hz = j["queries_answered"], float(sys.argv[5])
-srv = (int(sys.argv[4]) - int(sys.argv[3])) / hz * 1e6 / n
-cli = (float(u) + float(s)) * 1e6 / n
+j = json.load(open(sys.argv[1]))
+srv, cli = j["server_cpu_us_per_query"], j["client_cpu_us_per_query"]
 print("%-34s | failed %d | recall@10 %.4f | QPS %6.0f | CPU/query server %6.1f us, client %5.1f us, total %6.1f us"
-      " | p50 %.2f ms | p99 %.2f ms" % (sys.argv[6], j["calls_failed"], j["recall_at_k"], j["qps"], srv, cli,
+      " | p50 %.2f ms | p99 %.2f ms" % (sys.argv[2], j["calls_failed"], j["recall_at_k"], j["qps"], srv, cli,
       srv + cli, j["latency_ms"]["p50"], j["latency_ms"]["p99"]))
 EOF2
 }
