@@ -417,6 +417,7 @@ int main(int argc, char **argv)
     vs_log_set_component("coordinator");
     sigset_t sigs;
     vs_serve_block_signals(&sigs);
+    vs_serve_raise_fd_limit();
 
     char err[VS_ERR_LEN];
     vs_coord_opts_t co = {.hedge_delay_ms = a.cfg.hedge_delay_ms,

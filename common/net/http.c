@@ -2,7 +2,8 @@
  *
  * Every request is answered from the first call of the access handler: only GET and HEAD are served,
  * and request bodies are never read (a body-carrying method gets 405 and MHD closes the connection).
- * Bind errors are captured through MHD's logger while starting, so the caller gets them in err. */
+ * Bind errors are captured through MHD's logger while starting, so the caller gets them in err. Idle and
+ * slow clients cannot starve scrapes: see connection_limit(). */
 #include "common/net/http.h"
 
 #include <arpa/inet.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 typedef struct handler {
@@ -114,6 +116,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return reply(conn, (unsigned)code, body, body ? len : 0, ctype ? ctype : "text/plain; charset=utf-8", 0);
 }
 
+/* The connection table must outlast hostile clients: one polling thread (epoll) serves every connection
+ * without blocking, so idle or slow (1 byte/s) connections only hold a slot, and a scrape succeeds as
+ * long as a slot is free. VS_HTTP_MAX_CONNECTIONS slots, but at most half the descriptors the process may
+ * open (the rest are the gRPC server's and clients'), and never fewer than 64. */
+static unsigned connection_limit(void)
+{
+    struct rlimit rl;
+    rlim_t n = VS_HTTP_MAX_CONNECTIONS;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur / 2 < n)
+        n = rl.rlim_cur / 2;
+    return n < 64 ? 64u : (unsigned)n;
+}
+
 static void http_free(vs_http_t *h)
 {
     for (size_t i = 0; i < h->nhandlers; i++)
@@ -158,9 +173,10 @@ vs_status vs_http_start(const char *bind_addr, uint16_t port, vs_metrics_t *reg,
     }
     h->reg = reg;
     h->starting = 1;
-    h->daemon = MHD_start_daemon(flags, port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, sa,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT,
-                                 (unsigned)10, MHD_OPTION_EXTERNAL_LOGGER, on_log, h, MHD_OPTION_END);
+    h->daemon =
+        MHD_start_daemon(flags, port, NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR, sa,
+                         MHD_OPTION_CONNECTION_LIMIT, connection_limit(), MHD_OPTION_CONNECTION_TIMEOUT,
+                         (unsigned)10, MHD_OPTION_EXTERNAL_LOGGER, on_log, h, MHD_OPTION_END);
     pthread_mutex_lock(&h->mu);
     h->starting = 0;
     pthread_mutex_unlock(&h->mu);

@@ -18,6 +18,8 @@ typedef struct vs_http vs_http_t;
 
 #define VS_HTTP_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 #define VS_HTTP_MAX_HANDLERS 16
+/* Concurrent connections served (fewer when the descriptor limit is low: http.c). */
+#define VS_HTTP_MAX_CONNECTIONS 4096
 
 /* Starts serving on bind_addr:port. bind_addr: a numeric IPv4 or IPv6 address ("127.0.0.1", "0.0.0.0",
  * "::1"); NULL means "0.0.0.0". port 0 picks an ephemeral port, written to *out_port (may be NULL).

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "common/net/serve.h"
 
@@ -35,6 +36,18 @@ void vs_rpc_metrics_on_done(void *user, const char *path, int code, double secon
     vs_counter_inc(VS_COUNTER_WITH(m->handled, "unary", service, method, vs_grpc_code_label(code)));
     if (slash)
         vs_histogram_observe(VS_HISTOGRAM_WITH(m->handling, "unary", service, method), seconds);
+}
+
+void vs_serve_raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = rl.rlim_max == RLIM_INFINITY || rl.rlim_max > 65536 ? 65536 : rl.rlim_max;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rl.rlim_cur = want;
+        (void)setrlimit(RLIMIT_NOFILE, &rl); /* best effort: the HTTP server sizes itself to what it got */
+    }
 }
 
 vs_status vs_serve_http(const char *listen, vs_metrics_t *reg, vs_http_t **out, int *out_port,

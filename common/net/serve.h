@@ -20,6 +20,10 @@ vs_status vs_rpc_metrics_init(vs_rpc_metrics_t *m, vs_metrics_t *reg, char err[V
 /* A vs_rpc_done_fn: user is a vs_rpc_metrics_t. Unknown methods count as service/method "unknown". */
 void vs_rpc_metrics_on_done(void *user, const char *path, int code, double seconds);
 
+/* Raises the soft RLIMIT_NOFILE to the hard limit (at most 65536): Debian and systemd start processes at
+ * 1024, which a server with thousands of client, shard and scrape connections outgrows. Best effort. */
+void vs_serve_raise_fd_limit(void);
+
 /* Starts /metrics and /healthz on listen ("host:port", port 0 = ephemeral; "none" = no server, *out NULL).
  * *out_port gets the bound port (0 for none). */
 vs_status vs_serve_http(const char *listen, vs_metrics_t *reg, vs_http_t **out, int *out_port,

@@ -365,6 +365,7 @@ int main(int argc, char **argv)
     /* Every thread created from here on inherits the blocked set; main takes them with sigwait. */
     sigset_t sigs;
     vs_serve_block_signals(&sigs);
+    vs_serve_raise_fd_limit();
 
     char err[VS_ERR_LEN];
     char host[256];

@@ -2,11 +2,20 @@
  * Checks status codes, content types, an owner endpoint and bind errors; lints the scraped text with
  * promtool (`promtool check metrics`, which must also reject a bad sample); parses it with the
  * reference Python parser (prometheus_client.parser) and asserts families and sample values round-trip,
- * including an escaped label value. */
+ * including an escaped label value. Hostile clients: scrapes succeed while 1,000 idle and 100 slow
+ * (1 byte/s, headers never finished) connections from the same address are open. */
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/net/http.h"
@@ -335,11 +344,122 @@ static void test_ipv6_and_no_registry(void)
     }
 }
 
+enum { N_IDLE = 1000, N_SLOW = 100 };
+
+typedef struct slow_feed {
+    int fds[N_SLOW];
+    atomic_int stop;
+    int sent; /* bytes sent on each connection */
+} slow_feed_t;
+
+/* Sends one more byte of a request whose headers never end on every slow connection, once a second. */
+static void *slow_main(void *arg)
+{
+    slow_feed_t *f = arg;
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    while (!atomic_load(&f->stop)) {
+        char c = f->sent < (int)sizeof req - 1 ? req[f->sent] : 'a';
+        for (int i = 0; i < N_SLOW; i++)
+            CHECK(send(f->fds[i], &c, 1, MSG_NOSIGNAL) == 1);
+        f->sent++;
+        for (int t = 0; t < 10 && !atomic_load(&f->stop); t++)
+            nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    }
+    return NULL;
+}
+
+static int connect_to(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* 1 when the server has not closed fd (no EOF or reset pending). */
+static int still_open(int fd)
+{
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT | MSG_PEEK);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+static void test_hostile_clients(void)
+{
+    /* The client and the server ends of 1,100 connections live in this process. */
+    struct rlimit rl;
+    CHECK(getrlimit(RLIMIT_NOFILE, &rl) == 0);
+    rlim_t need = 2 * (N_IDLE + N_SLOW) + 256;
+    if (rl.rlim_cur < need) {
+        rl.rlim_cur = rl.rlim_max < need ? rl.rlim_max : need;
+        CHECK(setrlimit(RLIMIT_NOFILE, &rl) == 0);
+    }
+    if (rl.rlim_cur < need) {
+        fprintf(stderr, "FAIL: the descriptor limit (%llu) is below the %llu this test needs\n",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)need);
+        CHECK(0);
+        return;
+    }
+    vs_metrics_t *reg = vs_metrics_create();
+    vs_counter_inc(vs_metrics_counter_single(reg, "vecshard_test_hostile_total", "A test counter."));
+    vs_http_t *h = NULL;
+    uint16_t port = 0;
+    char err[VS_ERR_LEN];
+    CHECK(vs_http_start("127.0.0.1", 0, reg, &h, &port, err) == VS_OK);
+    int idle[N_IDLE];
+    slow_feed_t feed = {.sent = 0};
+    atomic_init(&feed.stop, 0);
+    for (int i = 0; i < N_IDLE; i++)
+        CHECK((idle[i] = connect_to(port)) >= 0);
+    for (int i = 0; i < N_SLOW; i++)
+        CHECK((feed.fds[i] = connect_to(port)) >= 0);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, slow_main, &feed) == 0);
+    /* Scrapes for 3 s while the slow clients trickle: each one is accepted after the 1,100 connections
+     * queued before it, and must be answered in full. */
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int scrapes = 0;
+    do {
+        char *body = NULL;
+        long code = request(port, "GET", "/metrics", &body, NULL, 0);
+        CHECK(code == 200);
+        CHECK(body && strstr(body, "vecshard_test_hostile_total 1") != NULL);
+        free(body);
+        scrapes++;
+        nanosleep(&(struct timespec){0, 200 * 1000 * 1000}, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9 < 3.0);
+    atomic_store(&feed.stop, 1);
+    pthread_join(th, NULL);
+    CHECK(feed.sent >= 3); /* the slow clients really were trickling during the scrapes */
+    /* The hostile connections were held, not refused or dropped to make room. */
+    int open_idle = 0, open_slow = 0;
+    for (int i = 0; i < N_IDLE; i++)
+        open_idle += still_open(idle[i]);
+    for (int i = 0; i < N_SLOW; i++)
+        open_slow += still_open(feed.fds[i]);
+    fprintf(stderr, "hostile clients: %d scrapes answered; %d/%d idle and %d/%d slow connections open\n",
+            scrapes, open_idle, N_IDLE, open_slow, N_SLOW);
+    CHECK(open_idle == N_IDLE && open_slow == N_SLOW);
+    for (int i = 0; i < N_IDLE; i++)
+        close(idle[i]);
+    for (int i = 0; i < N_SLOW; i++)
+        close(feed.fds[i]);
+    vs_http_stop(h);
+    vs_metrics_destroy(reg);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     RUN(test_scrape);
     RUN(test_ipv6_and_no_registry);
+    RUN(test_hostile_clients);
     curl_global_cleanup();
     return vs_test_finish();
 }
