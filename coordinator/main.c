@@ -72,6 +72,7 @@ static void usage(FILE *f)
         "                        Kubernetes ClusterIP reconnect and spread over coordinators (default 0: "
         "never)\n"
         "  --port-file FILE      write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
+        "  --log-format F        log records as text (default) or json (one JSON object per line)\n"
         "  -h, --help            this help\n"
         "\n"
         "Health: \"\" and \"vecshard.v1.Coordinator\" are SERVING while the coordinator can answer at its\n"
@@ -111,6 +112,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"metrics-listen", required_argument, 0, 'M'},
                                          {"grace-ms", required_argument, 0, 'g'},
                                          {"port-file", required_argument, 0, 'P'},
+                                         {"log-format", required_argument, 0, 'L'},
                                          {"max-connection-age-ms", required_argument, 0, 'A'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -201,6 +203,16 @@ static int parse_args(int argc, char **argv, config_t *c)
         case 'P':
             c->port_file = optarg;
             break;
+        case 'L': {
+            vs_log_format f;
+            if (vs_log_parse_format(optarg, &f) != 0) {
+                fprintf(stderr, "vecshard-coordinator: --log-format must be text or json, not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            vs_log_set_format(f);
+            break;
+        }
         case 'h':
             usage(stdout);
             exit(0);

@@ -66,6 +66,7 @@ static void usage(FILE *f)
         "  --grace-ms MS        on SIGTERM, time in-flight calls get to finish (default 10000)\n"
         "  --skip-crc           do not check partition files' CRC32C against the manifest at load\n"
         "  --port-file FILE     write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
+        "  --log-format F       log records as text (default) or json (one JSON object per line)\n"
         "  --debug-delay-ms MS  fault tests only: every Search waits MS before running\n"
         "  -h, --help           this help\n"
         "\n"
@@ -103,6 +104,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"grace-ms", required_argument, 0, 'g'},
                                          {"skip-crc", no_argument, 0, 'S'},
                                          {"port-file", required_argument, 0, 'P'},
+                                         {"log-format", required_argument, 0, 'L'},
                                          {"debug-delay-ms", required_argument, 0, 'D'},
                                          {"memory-limit-mb", required_argument, 0, 'X'},
                                          {"help", no_argument, 0, 'h'},
@@ -174,6 +176,15 @@ static int parse_args(int argc, char **argv, config_t *c)
         case 'P':
             c->port_file = optarg;
             break;
+        case 'L': {
+            vs_log_format f;
+            if (vs_log_parse_format(optarg, &f) != 0) {
+                fprintf(stderr, "vecshard-shard: --log-format must be text or json, not '%s'\n", optarg);
+                return 2;
+            }
+            vs_log_set_format(f);
+            break;
+        }
         case 'D':
             if (parse_long("--debug-delay-ms", optarg, 0, 600000, &c->debug_delay_ms))
                 return 2;
