@@ -143,6 +143,17 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
         s.queries = q;
         s.lists = l;
     }
+    char *one_rid = (char *)first->request_id, **rids = bc->n_items == 1 ? &one_rid : NULL;
+    if (bc->n_items > 1 && (rids = malloc(bc->n_items * sizeof *rids)) != NULL) {
+        size_t i = 0;
+        for (const vs_batch_item_t *it = bc->items; it; it = it->next)
+            if (it->request_id)
+                rids[i++] = (char *)it->request_id;
+        s.n_request_ids = i;
+    } else if (one_rid) {
+        s.n_request_ids = 1;
+    }
+    s.request_ids = rids; /* ids are for the shard's logs: a batch without them is still sent */
     s.n_queries = bc->nq * key->dim;
     s.lists_per_query = key->lists_per_query;
     s.n_lists = key->lists_per_query ? bc->nq * key->lists_per_query : 0;
@@ -168,6 +179,8 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
     free(buf);
     free(q);
     free(l);
+    if (rids != &one_rid)
+        free(rids);
     if (st == VS_OK) {
         atomic_fetch_add(&stats->calls, 1);
         atomic_fetch_add(&stats->items, n_items);

@@ -43,9 +43,10 @@ typedef struct vs_batch_key {
 typedef struct vs_batch_item {
     vs_batch_key_t key;
     size_t nq;
-    const float *queries; /* nq*dim */
-    const int32_t *lists; /* nq*lists_per_query, or NULL */
-    double deadline;      /* vs_now_s() seconds */
+    const float *queries;   /* nq*dim */
+    const int32_t *lists;   /* nq*lists_per_query, or NULL */
+    double deadline;        /* vs_now_s() seconds */
+    const char *request_id; /* the client request's id (sent to the shard for its logs), or NULL */
     void (*deliver)(void *user, uint32_t call_id, const vs_fanout_result_t *res);
     void *user;
     uint32_t call_id;

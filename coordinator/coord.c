@@ -6,10 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/cli/timing.h"
 #include "common/crc32c.h"
 #include "common/factory.h"
+#include "common/hash.h"
+#include "common/log.h"
 #include "common/topk.h"
 #include "common/vecio.h"
 #include "coordinator/batch.h"
@@ -51,7 +54,11 @@ struct vs_coord {
     /* requests being answered, for the timer (hedges, deadlines): under active_mu */
     pthread_mutex_t active_mu;
     struct request *requests;
-    atomic_llong next_wake_us; /* the earliest time a request needs its timer (vs_now_s() in us) */
+    atomic_llong next_wake_us;  /* the earliest time a request needs its timer (vs_now_s() in us) */
+    atomic_ullong next_request; /* request ids made for requests without one */
+    uint64_t request_seed;
+    pthread_mutex_t log_mu; /* the rate limits of per-request log records */
+    vs_log_limit_t partial_log, slow_log;
 };
 
 vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t **out, char err[VS_ERR_LEN])
@@ -68,6 +75,8 @@ vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t 
     if (c->o.max_batch == 0)
         c->o.max_batch = 10000;
     c->view = view;
+    pthread_mutex_init(&c->log_mu, NULL);
+    c->request_seed = (uint64_t)(vs_now_s() * 1e9) ^ ((uint64_t)getpid() << 32);
     c->bo = (vs_batch_opts_t){c->o.shard_window ? c->o.shard_window : 2,
                               c->o.batch_max_queries ? c->o.batch_max_queries : 1024, 8u << 20};
     atomic_init(&c->next_wake_us, LLONG_MAX);
@@ -83,6 +92,7 @@ void vs_coord_destroy(vs_coord_t *c)
         return;
     for (size_t i = 0; i < c->n_versions; i++)
         version_unref(c->versions[i]);
+    pthread_mutex_destroy(&c->log_mu);
     pthread_mutex_destroy(&c->active_mu);
     pthread_mutex_destroy(&c->mu);
     free(c);
@@ -523,7 +533,9 @@ typedef struct request {
     vs_fanout_t *f;
     vs_rpc_server_t *srv;
     double deadline;
-    int done; /* the answer has been built (under mu) */
+    double t_entry;                  /* arrival (vs_now_s()) */
+    char rid[VS_REQUEST_ID_MAX + 1]; /* the request id (the client's or one made here) */
+    int done;                        /* the answer has been built (under mu) */
     vs_status st;
     char err[VS_ERR_LEN];
     uint8_t *out;
@@ -571,6 +583,17 @@ static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, reque
     if (r->dim == 0 || r->n_queries == 0 || r->n_queries % r->dim != 0)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu floats is not a non-empty batch of %u-dim queries",
                        r->n_queries, r->dim);
+    size_t rl = strlen(r->request_id);
+    for (size_t i = 0; i < rl; i++)
+        if (r->request_id[i] <= ' ' || r->request_id[i] > '~' || i >= VS_REQUEST_ID_MAX)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                           "request_id must be 1..%d printable ASCII characters without spaces",
+                           VS_REQUEST_ID_MAX);
+    if (rl)
+        memcpy(q->rid, r->request_id, rl + 1);
+    else /* one made here: 16 hex digits, unique per coordinator process */
+        snprintf(q->rid, sizeof q->rid, "%016llx",
+                 (unsigned long long)vs_splitmix64(c->request_seed + atomic_fetch_add(&c->next_request, 1)));
     size_t nq = q->nq = r->n_queries / r->dim;
     if (nq > c->o.max_batch)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "batch of %zu queries is above the limit of %zu", nq,
@@ -631,6 +654,11 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
             off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", off ? "; " : "", reasons[i]);
         free(reasons);
         atomic_fetch_add(&c->stats.unavailable, 1);
+        pthread_mutex_lock(&c->log_mu);
+        vs_log_limited(&c->partial_log, VS_LOG_WARN,
+                       "request %s: UNAVAILABLE, %zu of %u partitions of %s answered (min_coverage %.2f): %s",
+                       q->rid, covered, total, q->ver->name, (double)min_cov, list);
+        pthread_mutex_unlock(&c->log_mu);
         return vs_errf(err, VS_ERR_UNAVAILABLE, "%zu of %u partitions answered (min_coverage %.2f): %s",
                        covered, total, (double)min_cov, list);
     }
@@ -667,8 +695,19 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
         resp.coverage = &cov;
         resp.applied_params = &q->eff;
         resp.params_clipped = q->clipped;
-        if (cov.partial)
+        resp.request_id = q->rid;
+        if (cov.partial) {
             atomic_fetch_add(&c->stats.partial, 1);
+            char list[VS_ERR_LEN / 2] = "";
+            size_t off = 0;
+            for (size_t i = 0; i < nr && off < sizeof list - 1; i++)
+                off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", off ? "; " : "", reasons[i]);
+            pthread_mutex_lock(&c->log_mu);
+            vs_log_limited(&c->partial_log, VS_LOG_WARN,
+                           "request %s: partial answer, %zu of %u partitions of %s: %s", q->rid, covered,
+                           total, q->ver->name, list);
+            pthread_mutex_unlock(&c->log_mu);
+        }
         size_t n = vecshard__v1__search_response__get_packed_size(&resp);
         if (!(*out = malloc(n ? n : 1)))
             st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
@@ -741,6 +780,7 @@ static uint64_t io_start(void *u, vs_replica_t *r, size_t t, double deadline, ui
                             .queries = q->pq[t] ? q->pq[t] : q->r->queries,
                             .lists = part->lists ? part->lists : q->plan.lists,
                             .deadline = deadline,
+                            .request_id = q->rid,
                             .deliver = on_item,
                             .user = q,
                             .call_id = call_id};
@@ -829,6 +869,14 @@ static void complete(request_t *q)
     pthread_mutex_unlock(&c->active_mu);
     uint8_t *out = q->out;
     q->out = NULL;
+    double ms = (vs_now_s() - q->t_entry) * 1e3;
+    if (c->o.slow_request_ms > 0 && ms > c->o.slow_request_ms) {
+        pthread_mutex_lock(&c->log_mu);
+        vs_log_limited(&c->slow_log, VS_LOG_WARN,
+                       "request %s: slow, answered after %.1f ms (%s, %zu queries, k %u, %s)", q->rid, ms,
+                       q->ver ? q->ver->name : "?", q->nq, q->r ? q->r->k : 0, vs_status_name(q->st));
+        pthread_mutex_unlock(&c->log_mu);
+    }
     q->reply(q->reply_user, q->st, q->err, out, q->out_len);
     request_unref(q);
 }
@@ -903,6 +951,7 @@ void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *r
     q->reply = reply;
     q->reply_user = user;
     q->deadline = t_entry + budget_s - reserve_s;
+    q->t_entry = t_entry;
     atomic_init(&q->refs, 1);
     pthread_mutex_init(&q->mu, NULL);
     vs_status st = decode(c, reqb, reqlen, q, err);

@@ -37,7 +37,11 @@ typedef struct vs_coord_opts {
                                     the true top-k with this probability (vs_topk_partition_k); 0 = all k */
     int coarse_at_shard;         /* 1: hash-partitioned IVF shards rank their lists themselves (each all nlist
                                     centroids); 0 (default): the coordinator ranks them once per query */
+    double slow_request_ms;      /* > 0: log requests answered later than this after arrival (rate-limited) */
 } vs_coord_opts_t;
+
+/* A request id: 1..VS_REQUEST_ID_MAX printable ASCII characters without spaces (SearchRequest.request_id). */
+#define VS_REQUEST_ID_MAX 64
 
 /* Counters for /metrics (monotonic; read with atomic_load). */
 typedef struct vs_coord_stats {

@@ -31,7 +31,7 @@ typedef struct config {
     const char *manifests[MAX_MANIFESTS];
     size_t n_manifests;
     long threads, grace_ms, timeout_ms, max_conn_age_ms;
-    double hedge_delay_ms, min_coverage, partition_k_probability;
+    double hedge_delay_ms, min_coverage, partition_k_probability, slow_request_ms;
     int coarse_at_shard;
     long shard_window, batch_max_queries;
 } config_t;
@@ -65,6 +65,9 @@ static void usage(FILE *f)
         "                        hash partitions return only the k' <= k results that hold the true top-k\n"
         "                        with probability Q (e.g. 0.9999: k 100 over 8 partitions asks 28 of each);\n"
         "                        default 0 = every partition returns k (answers equal to one index)\n"
+        "  --slow-request-ms MS  log requests answered more than MS after arrival, with their request id\n"
+        "                        (at most 5 records per 10 s; default 0 = off). Partial and refused answers\n"
+        "                        are always logged with their request id (same limit)\n"
         "  --metrics-listen A    HTTP address for /metrics and /healthz (default 0.0.0.0:9101; 'none' = "
         "off)\n"
         "  --grace-ms MS         on SIGTERM, time in-flight calls get to finish (default 10000)\n"
@@ -107,6 +110,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"shard-window", required_argument, 0, 'W'},
                                          {"batch-max-queries", required_argument, 0, 'B'},
                                          {"partition-k-probability", required_argument, 0, 'K'},
+                                         {"slow-request-ms", required_argument, 0, 'R'},
                                          {"timeout-ms", required_argument, 0, 'T'},
                                          {"threads", required_argument, 0, 't'},
                                          {"metrics-listen", required_argument, 0, 'M'},
@@ -175,6 +179,10 @@ static int parse_args(int argc, char **argv, config_t *c)
             break;
         case 'K':
             if (parse_num("--partition-k-probability", optarg, 0, 1, &c->partition_k_probability))
+                return 2;
+            break;
+        case 'R':
+            if (parse_num("--slow-request-ms", optarg, 0, 3600000, &c->slow_request_ms))
                 return 2;
             break;
         case 'T':
@@ -438,7 +446,8 @@ int main(int argc, char **argv)
                           .coarse_at_shard = a.cfg.coarse_at_shard,
                           .shard_window = (size_t)a.cfg.shard_window,
                           .batch_max_queries = (size_t)a.cfg.batch_max_queries,
-                          .partition_k_probability = a.cfg.partition_k_probability};
+                          .partition_k_probability = a.cfg.partition_k_probability,
+                          .slow_request_ms = a.cfg.slow_request_ms};
     vs_status st = vs_view_create(&a.view, err);
     if (st == VS_OK)
         st = vs_coord_create(&co, a.view, &a.coord, err);

@@ -37,6 +37,7 @@ typedef struct config {
     size_t n_manifests;
     long partition;
     long lease_ttl_s, threads, max_batch, grace_ms, debug_delay_ms, memory_limit_mb;
+    double slow_request_ms;
     int skip_crc;
 } config_t;
 
@@ -67,6 +68,8 @@ static void usage(FILE *f)
         "  --skip-crc           do not check partition files' CRC32C against the manifest at load\n"
         "  --port-file FILE     write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
         "  --log-format F       log records as text (default) or json (one JSON object per line)\n"
+        "  --slow-request-ms MS log searches slower than MS with the request ids they carry (at most 5\n"
+        "                       records per 10 s; default 0 = off)\n"
         "  --debug-delay-ms MS  fault tests only: every Search waits MS before running\n"
         "  -h, --help           this help\n"
         "\n"
@@ -105,6 +108,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"skip-crc", no_argument, 0, 'S'},
                                          {"port-file", required_argument, 0, 'P'},
                                          {"log-format", required_argument, 0, 'L'},
+                                         {"slow-request-ms", required_argument, 0, 'R'},
                                          {"debug-delay-ms", required_argument, 0, 'D'},
                                          {"memory-limit-mb", required_argument, 0, 'X'},
                                          {"help", no_argument, 0, 'h'},
@@ -189,6 +193,15 @@ static int parse_args(int argc, char **argv, config_t *c)
             if (parse_long("--debug-delay-ms", optarg, 0, 600000, &c->debug_delay_ms))
                 return 2;
             break;
+        case 'R': {
+            char e[VS_ERR_LEN];
+            if (vs_cli_parse_double("--slow-request-ms", optarg, 0, 3600000, &c->slow_request_ms, e) !=
+                VS_OK) {
+                fprintf(stderr, "vecshard-shard: %s\n", e);
+                return 2;
+            }
+            break;
+        }
         case 'h':
             usage(stdout);
             exit(0);
@@ -435,7 +448,8 @@ int main(int argc, char **argv)
                            .instance_id = instance,
                            .replica_id = replica,
                            .max_batch = (size_t)a.cfg.max_batch,
-                           .skip_crc = a.cfg.skip_crc};
+                           .skip_crc = a.cfg.skip_crc,
+                           .slow_request_ms = a.cfg.slow_request_ms};
     st = vs_shard_create(&sho, &a.shard, err);
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-shard: %s\n", err);

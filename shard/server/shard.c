@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "common/parallel.h"
 #include "common/topk.h"
 #include "common/vecio.h"
@@ -40,6 +41,9 @@ struct vs_shard {
     version_t *active;
     vs_shard_state state;
     atomic_size_t in_flight;
+    double slow_s;          /* opts.slow_request_ms in seconds; 0 = off */
+    pthread_mutex_t log_mu; /* the rate limit of per-search log records */
+    vs_log_limit_t search_log;
 };
 
 static void version_unref(version_t *v)
@@ -56,6 +60,8 @@ vs_status vs_shard_create(const vs_shard_opts_t *o, vs_shard_t **out, char err[V
     if (!sh)
         return vs_errf(err, VS_ERR_NOMEM, "shard: out of memory");
     snprintf(sh->cluster, sizeof sh->cluster, "%s", o && o->cluster ? o->cluster : "");
+    sh->slow_s = o && o->slow_request_ms > 0 ? o->slow_request_ms * 1e-3 : 0;
+    pthread_mutex_init(&sh->log_mu, NULL);
     snprintf(sh->replica_id, sizeof sh->replica_id, "%s", o && o->replica_id ? o->replica_id : "");
     snprintf(sh->instance_id, sizeof sh->instance_id, "%s", o && o->instance_id ? o->instance_id : "");
     snprintf(sh->address, sizeof sh->address, "%s", o && o->address ? o->address : "");
@@ -78,6 +84,7 @@ void vs_shard_destroy(vs_shard_t *sh)
         return;
     for (size_t i = 0; i < VS_SHARD_MAX_VERSIONS; i++)
         version_unref(sh->versions[i]);
+    pthread_mutex_destroy(&sh->log_mu);
     pthread_mutex_destroy(&sh->mu);
     free(sh);
 }
@@ -497,9 +504,35 @@ static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchR
     return VS_OK;
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* One log record about a search (rate-limited): slow, or failed on our side; names the request ids. */
+static void log_search(vs_shard_t *sh, const Vecshard__V1__ShardSearchRequest *r, size_t nq, double ms,
+                       vs_status st, const char *err)
+{
+    char ids[512] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < r->n_request_ids && off < sizeof ids - 1; i++)
+        off += (size_t)snprintf(ids + off, sizeof ids - off, "%s%s", i ? "," : "", r->request_ids[i]);
+    pthread_mutex_lock(&sh->log_mu);
+    if (st == VS_OK)
+        vs_log_limited(&sh->search_log, VS_LOG_WARN, "search of %zu queries (%s) took %.1f ms; requests: %s",
+                       nq, r->index_version[0] ? r->index_version : "active version", ms, ids[0] ? ids : "-");
+    else
+        vs_log_limited(&sh->search_log, VS_LOG_ERROR, "search of %zu queries failed (%s: %s); requests: %s",
+                       nq, vs_status_name(st), err, ids[0] ? ids : "-");
+    pthread_mutex_unlock(&sh->log_mu);
+}
+
 vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
                              char err[VS_ERR_LEN])
 {
+    const double t0 = now_s();
     Vecshard__V1__ShardSearchRequest *r = vecshard__v1__shard_search_request__unpack(NULL, len, req);
     if (!r)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "malformed vecshard.v1.ShardSearchRequest (%zu bytes)",
@@ -568,6 +601,10 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
     free(ids);
     atomic_fetch_sub(&sh->in_flight, 1);
     version_unref(v);
+    double el = now_s() - t0;
+    if (st == VS_ERR_RESOURCE_EXHAUSTED || st == VS_ERR_INTERNAL || st == VS_ERR_NOMEM ||
+        (st == VS_OK && sh->slow_s > 0 && el > sh->slow_s))
+        log_search(sh, r, nq, el * 1e3, st, err);
     vecshard__v1__shard_search_request__free_unpacked(r, NULL);
     return st;
 }

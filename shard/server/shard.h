@@ -46,6 +46,7 @@ typedef struct vs_shard_opts {
     size_t max_batch;        /* queries per request; 0 = VS_SHARD_DEFAULT_MAX_BATCH */
     int skip_crc;            /* 1 = do not check the partition file's CRC32C against the manifest */
     const char *instance_id; /* copied: unique per process start (Info, the member record); NULL = "" */
+    double slow_request_ms;  /* > 0: log searches slower than this, with the request ids they carry */
 } vs_shard_opts_t;
 
 typedef struct vs_shard vs_shard_t;

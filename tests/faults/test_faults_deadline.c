@@ -2,7 +2,8 @@
  * replica, a coordinator. With partition 1's only shard hung (SIGSTOP), every call with a 300 ms deadline
  * must come back before it: a partial answer (coverage 1 of 2, the reason named) when partial answers are
  * allowed, a clear UNAVAILABLE with min_coverage 1, never DEADLINE_EXCEEDED. A batch whose answer cannot
- * fit the 64 MiB message limit is refused at once, before any search. */
+ * fit the 64 MiB message limit is refused at once, before any search. Partial answers are logged with the
+ * request id the client gave. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +41,10 @@ static answer_t ask(vs_fault_cluster_t *c, const float *q, size_t nq, uint32_t k
     r.n_queries = nq * D;
     r.k = k;
     r.min_coverage = min_coverage;
+    static int n_asked;
+    char rid[32];
+    snprintf(rid, sizeof rid, "deadline-%d", n_asked++);
+    r.request_id = rid;
     size_t len = vecshard__v1__search_request__get_packed_size(&r), blen = 0;
     uint8_t *buf = malloc(len), *body = NULL;
     vecshard__v1__search_request__pack(&r, buf);
@@ -108,6 +113,12 @@ int main(void)
     answer_t u = ask(&c, v1.queries, 1, 10, 1.0f, DEADLINE_MS);
     printf("  min_coverage 1: code %d after %.1f ms: %.200s\n", u.code, u.ms, u.msg);
     CHECK(u.code == VS_GRPC_UNAVAILABLE && strstr(u.msg, "partition 1") && u.ms < DEADLINE_MS);
+    /* the coordinator's log names the requests that got partial answers (rate-limited: the first ones) */
+    size_t loglen = 0;
+    char *log = (char *)vs_test_read_file(c.coord.log, &loglen);
+    CHECKF(log && strstr(log, "request deadline-20: partial answer, 1 of 2 partitions"),
+           "no log record of the partial answer to request deadline-20");
+    free(log);
     vs_test_proc_signal(&c.shards[1], SIGCONT);
     vs_test_case_done("hung_partition", vs_test_failures == f0);
 

@@ -3,7 +3,8 @@
  * same data and seed, an unpartitioned one (same centroids). Through the coordinator, the cluster
  * version answers exactly what in-process search of the unpartitioned index answers at the same nprobe,
  * while each query reaches only the partitions owning its lists: with nprobe 1 exactly one. The
- * coordinator closes client connections every 200 ms (--max-connection-age-ms): no call may fail for it. */
+ * coordinator closes client connections every 200 ms (--max-connection-age-ms): no call may fail for it.
+ * Request ids reach the coordinator's (JSON) and the shards' log records. */
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -44,10 +45,12 @@ static double metric(const char *name)
     return vs_test_proc_metric(&coord, name, scratch);
 }
 
-static Vecshard__V1__SearchResponse *search(const float *q, size_t nq, uint32_t nprobe, int *code,
-                                            char msg[VS_ERR_LEN])
+static Vecshard__V1__SearchResponse *search_id(const float *q, size_t nq, uint32_t nprobe,
+                                               const char *request_id, int *code, char msg[VS_ERR_LEN])
 {
     Vecshard__V1__SearchRequest r = VECSHARD__V1__SEARCH_REQUEST__INIT;
+    if (request_id)
+        r.request_id = (char *)request_id;
     Vecshard__V1__SearchParams sp = VECSHARD__V1__SEARCH_PARAMS__INIT;
     r.dim = D;
     r.queries = (float *)q;
@@ -66,6 +69,77 @@ static Vecshard__V1__SearchResponse *search(const float *q, size_t nq, uint32_t 
     free(buf);
     free(body);
     return resp;
+}
+
+static Vecshard__V1__SearchResponse *search(const float *q, size_t nq, uint32_t nprobe, int *code,
+                                            char msg[VS_ERR_LEN])
+{
+    return search_id(q, nq, nprobe, NULL, code, msg);
+}
+
+/* 1 when the process's log has a line containing needle (and, when json, every such line is a JSON record).
+ */
+static int log_has(const vs_test_proc_t *p, const char *needle, int json)
+{
+    size_t n;
+    char *text = (char *)vs_test_read_file(p->log, &n);
+    int found = 0;
+    for (char *line = text ? strtok(text, "\n") : NULL; line; line = strtok(NULL, "\n"))
+        if (strstr(line, needle)) {
+            found = 1;
+            if (json)
+                CHECKF(line[0] == '{' && strstr(line, "\"msg\":\""), "not a JSON record: %s", line);
+        }
+    free(text);
+    return found;
+}
+
+/* Request ids: the client's is echoed and reaches the coordinator's and the shards' log records (slow
+ * requests, logged because --slow-request-ms is tiny); one is made when the client gives none; a bad one is
+ * refused. */
+static void test_request_ids(const float *q)
+{
+    int code = -1;
+    char msg[VS_ERR_LEN] = "";
+    int in_shard_log = 0, in_coord_log = 0;
+    for (int64_t t0 = vs_test_now_ms(); vs_test_now_ms() - t0 < 15000 && !(in_shard_log && in_coord_log);) {
+        Vecshard__V1__SearchResponse *resp = search_id(q, 1, 4, "trace-me-42", &code, msg);
+        CHECKF(resp && strcmp(resp->request_id, "trace-me-42") == 0, "%d %s", code, msg);
+        if (resp)
+            vecshard__v1__search_response__free_unpacked(resp, NULL);
+        for (int p = 0; p < P && !in_shard_log; p++)
+            in_shard_log = log_has(&shards[p], "requests: trace-me-42", 0);
+        in_coord_log = log_has(&coord, "request trace-me-42: slow", 1);
+        if (!(in_shard_log && in_coord_log))
+            vs_test_sleep_ms(200); /* the logs are rate-limited: 5 records per 10 s */
+    }
+    CHECKF(in_shard_log, "no shard log names request trace-me-42");
+    CHECKF(in_coord_log, "the coordinator's log does not name request trace-me-42");
+    Vecshard__V1__SearchResponse *resp = search_id(q, 1, 4, NULL, &code, msg);
+    CHECK(resp && strlen(resp->request_id) == 16 && strspn(resp->request_id, "0123456789abcdef") == 16);
+    Vecshard__V1__SearchResponse *resp2 = search_id(q, 1, 4, "", &code, msg);
+    CHECK(resp && resp2 && strcmp(resp->request_id, resp2->request_id) != 0);
+    if (resp)
+        vecshard__v1__search_response__free_unpacked(resp, NULL);
+    if (resp2)
+        vecshard__v1__search_response__free_unpacked(resp2, NULL);
+    char long_id[66];
+    memset(long_id, 'a', 65);
+    long_id[65] = '\0';
+    const char *bad[] = {"has space", "tab\there", long_id, "caf\xc3\xa9"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        resp = search_id(q, 1, 4, bad[i], &code, msg);
+        CHECKF(!resp && code == VS_GRPC_INVALID_ARGUMENT && strstr(msg, "request_id"), "id %zu: %d %s", i,
+               code, msg);
+        if (resp)
+            vecshard__v1__search_response__free_unpacked(resp, NULL);
+    }
+    memset(long_id, 'b', 64);
+    long_id[64] = '\0';
+    resp = search_id(q, 1, 4, long_id, &code, msg);
+    CHECK(resp && strcmp(resp->request_id, long_id) == 0); /* 64 characters is the limit, not above it */
+    if (resp)
+        vecshard__v1__search_response__free_unpacked(resp, NULL);
 }
 
 int main(void)
@@ -100,18 +174,41 @@ int main(void)
         char part[8], name[16];
         snprintf(part, sizeof part, "%d", p);
         snprintf(name, sizeof name, "c%d", p);
-        const char *argv[] = {
-            "--listen",    "127.0.0.1:0", "--metrics-listen", "none", "--manifest", manifest,
-            "--partition", part,          "--replica-id",     name,   "--threads",  "1",
-            NULL};
+        const char *argv[] = {"--listen",
+                              "127.0.0.1:0",
+                              "--metrics-listen",
+                              "none",
+                              "--manifest",
+                              manifest,
+                              "--partition",
+                              part,
+                              "--replica-id",
+                              name,
+                              "--threads",
+                              "1",
+                              "--slow-request-ms",
+                              "0.001",
+                              NULL};
         ok &= vs_test_proc_start(&shards[p], dir, name, "vecshard-shard", argv) == 0;
         size_t off = strlen(spec);
         snprintf(spec + off, sizeof spec - off, "%s%d=127.0.0.1:%d", p ? "," : "", p, shards[p].grpc_port);
     }
     if (ok) {
-        const char *cargv[] = {
-            "--listen", "127.0.0.1:0", "--metrics-listen",        "127.0.0.1:0", "--manifest", manifest,
-            "--shards", spec,          "--max-connection-age-ms", "200",         NULL};
+        const char *cargv[] = {"--listen",
+                               "127.0.0.1:0",
+                               "--metrics-listen",
+                               "127.0.0.1:0",
+                               "--manifest",
+                               manifest,
+                               "--shards",
+                               spec,
+                               "--max-connection-age-ms",
+                               "200",
+                               "--slow-request-ms",
+                               "0.001",
+                               "--log-format",
+                               "json",
+                               NULL};
         ok &= vs_test_proc_start(&coord, dir, "coordinator", "vecshard-coordinator", cargv) == 0;
     }
     char target[64];
@@ -147,6 +244,10 @@ int main(void)
         }
         vs_index_destroy(idx);
         vs_test_case_done("equal_unpartitioned", vs_test_failures == f0);
+
+        f0 = vs_test_failures;
+        test_request_ids(q);
+        vs_test_case_done("request_ids", vs_test_failures == f0);
 
         /* fan-out: one query per request; nprobe 1 reaches one partition, nprobe 4 fewer than all */
         f0 = vs_test_failures;
