@@ -9,11 +9,16 @@
 #include "coordinator/batch.h"
 #include "vecshard/v1/shard.pb-c.h"
 
+const char *const vs_coord_stage_names[VS_COORD_STAGE_N] = {"route", "batch_wait", "shard_rpc", "merge"};
+
 typedef struct batchq {
     pthread_mutex_t mu;
     size_t in_flight;
     vs_batch_item_t *head, *tail;
 } batchq_t;
+
+/* Items of one call whose batch wait is timed (the rest of a larger batch waited as long or less). */
+#define VS_BATCH_TIMED_ITEMS 64
 
 static void *q_create(void)
 {
@@ -168,6 +173,12 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
     /* once started, the call may complete (and bc be freed) on another worker: count first */
     vs_batch_stats_t *stats = bc->stats;
     size_t n_items = bc->n_items, nq = bc->nq;
+    void (*on_stage)(void *, vs_coord_stage, double) = bc->o.on_stage;
+    void *stage_user = bc->o.stage_user;
+    double waited[VS_BATCH_TIMED_ITEMS], t_sent = on_stage ? vs_now_s() : 0;
+    size_t nw = 0;
+    for (const vs_batch_item_t *it = bc->items; on_stage && it && nw < VS_BATCH_TIMED_ITEMS; it = it->next)
+        waited[nw++] = it->t_submit;
     if (!buf) {
         st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory for a shard request");
     } else {
@@ -182,6 +193,9 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
     if (rids != &one_rid)
         free(rids);
     if (st == VS_OK) {
+        if (on_stage) /* the items' wait (bc may be gone: the times were taken before the call started) */
+            for (size_t i = 0; i < n_items && i < VS_BATCH_TIMED_ITEMS; i++)
+                on_stage(stage_user, VS_COORD_STAGE_BATCH_WAIT, t_sent - waited[i]);
         atomic_fetch_add(&stats->calls, 1);
         atomic_fetch_add(&stats->items, n_items);
         atomic_fetch_add(&stats->queries, nq);
@@ -272,6 +286,8 @@ static void on_done(void *user, vs_rpc_result_t *res)
     bcall_t *bc = user;
     const vs_batch_key_t *key = &bc->items->key;
     vs_fanout_result_t out = {res->code, res->message, NULL, res->seconds};
+    if (bc->o.on_stage && res->code == VS_GRPC_OK)
+        bc->o.on_stage(bc->o.stage_user, VS_COORD_STAGE_SHARD_RPC, res->seconds);
     char why[VS_ERR_LEN];
     Vecshard__V1__ShardSearchResponse *sr = NULL;
     if (res->code == VS_GRPC_OK) {
@@ -325,6 +341,7 @@ vs_status vs_batch_submit(vs_rpc_server_t *srv, vs_replica_t *r, vs_batch_item_t
     if (!q)
         return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
     item->next = NULL;
+    item->t_submit = o->on_stage ? vs_now_s() : 0;
     pthread_mutex_lock(&q->mu);
     if (q->in_flight >= o->window) { /* waits for the next call to complete */
         if (q->tail)

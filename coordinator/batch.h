@@ -40,6 +40,17 @@ typedef struct vs_batch_key {
 
 /* One partition call of one request. Everything is borrowed until deliver has run (exactly once per
  * submitted item, unless submit failed). next is the batcher's. */
+/* Stages of a request at the coordinator, timed for vecshard_coordinator_stage_seconds{stage}. */
+typedef enum vs_coord_stage {
+    VS_COORD_STAGE_ROUTE,      /* decode, version choice, routing (the coarse ranking) */
+    VS_COORD_STAGE_BATCH_WAIT, /* a partition call waiting for its replica's window (batch.c) */
+    VS_COORD_STAGE_SHARD_RPC,  /* one shard RPC, sent to answered (network, shard queue and search) */
+    VS_COORD_STAGE_MERGE,      /* coverage, merge of the partitions' top-k, encoding the answer */
+    VS_COORD_STAGE_N
+} vs_coord_stage;
+
+extern const char *const vs_coord_stage_names[VS_COORD_STAGE_N];
+
 typedef struct vs_batch_item {
     vs_batch_key_t key;
     size_t nq;
@@ -47,6 +58,7 @@ typedef struct vs_batch_item {
     const int32_t *lists;   /* nq*lists_per_query, or NULL */
     double deadline;        /* vs_now_s() seconds */
     const char *request_id; /* the client request's id (sent to the shard for its logs), or NULL */
+    double t_submit;        /* set by vs_batch_submit */
     void (*deliver)(void *user, uint32_t call_id, const vs_fanout_result_t *res);
     void *user;
     uint32_t call_id;
@@ -57,6 +69,8 @@ typedef struct vs_batch_opts {
     size_t window;      /* calls in flight per replica before items wait (default 2) */
     size_t max_queries; /* per shard call (default 1024) */
     size_t max_bytes;   /* of query floats per shard call (default 8 MiB); a larger item goes alone */
+    void (*on_stage)(void *user, vs_coord_stage stage, double seconds); /* NULL = not timed */
+    void *stage_user;
 } vs_batch_opts_t;
 
 typedef struct vs_batch_stats {

@@ -78,7 +78,8 @@ vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t 
     pthread_mutex_init(&c->log_mu, NULL);
     c->request_seed = (uint64_t)(vs_now_s() * 1e9) ^ ((uint64_t)getpid() << 32);
     c->bo = (vs_batch_opts_t){c->o.shard_window ? c->o.shard_window : 2,
-                              c->o.batch_max_queries ? c->o.batch_max_queries : 1024, 8u << 20};
+                              c->o.batch_max_queries ? c->o.batch_max_queries : 1024, 8u << 20, c->o.on_stage,
+                              c->o.stage_user};
     atomic_init(&c->next_wake_us, LLONG_MAX);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->active_mu, NULL);
@@ -847,8 +848,12 @@ static int settle(request_t *q)
     }
     q->done = 1;
     q->st = vs_fanout_status(q->f, q->err);
-    if (q->st == VS_OK)
+    if (q->st == VS_OK) {
+        double t0 = q->c->o.on_stage ? vs_now_s() : 0;
         q->st = answer(q->c, q, q->f, &q->out, &q->out_len, q->err);
+        if (q->c->o.on_stage && q->st == VS_OK)
+            q->c->o.on_stage(q->c->o.stage_user, VS_COORD_STAGE_MERGE, vs_now_s() - t0);
+    }
     return 1;
 }
 
@@ -962,6 +967,8 @@ void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *r
         request_unref(q);
         return;
     }
+    if (c->o.on_stage)
+        c->o.on_stage(c->o.stage_user, VS_COORD_STAGE_ROUTE, vs_now_s() - t_entry);
     atomic_fetch_add(&c->stats.fanout_sum, q->plan.n_parts);
     atomic_fetch_add(&c->stats.fanout_count, 1);
     vs_fanout_io_t io = {io_start, NULL, io_accept, q};

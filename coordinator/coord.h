@@ -38,6 +38,9 @@ typedef struct vs_coord_opts {
     int coarse_at_shard;         /* 1: hash-partitioned IVF shards rank their lists themselves (each all nlist
                                     centroids); 0 (default): the coordinator ranks them once per query */
     double slow_request_ms;      /* > 0: log requests answered later than this after arrival (rate-limited) */
+    /* Called with each stage's duration (vs_coord_stage, batch.h) from any thread; NULL = not timed. */
+    void (*on_stage)(void *user, vs_coord_stage stage, double seconds);
+    void *stage_user;
 } vs_coord_opts_t;
 
 /* A request id: 1..VS_REQUEST_ID_MAX printable ASCII characters without spaces (SearchRequest.request_id). */

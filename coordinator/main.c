@@ -254,7 +254,15 @@ typedef struct app {
     atomic_int ready;
     vs_metrics_t *reg;
     vs_rpc_metrics_t rpcm;
+    vs_histogram_t *stage[VS_COORD_STAGE_N]; /* vecshard_coordinator_stage_seconds{stage} */
 } app_t;
+
+static void on_stage(void *user, vs_coord_stage stage, double seconds)
+{
+    app_t *a = user;
+    if (stage < VS_COORD_STAGE_N && a->stage[stage]) /* set once, before the server starts */
+        vs_histogram_observe(a->stage[stage], seconds);
+}
 
 static void update_health(app_t *a)
 {
@@ -418,6 +426,18 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
         if (!f)
             return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(a->reg));
     }
+    static const char *const stage_label[] = {"stage"};
+    vs_metric_family_t *sf = vs_metrics_histogram(
+        a->reg, "vecshard_coordinator_stage_seconds",
+        "Time of each stage of a request at the coordinator: route (decode, version, coarse ranking), "
+        "batch_wait (a partition call waiting for its replica's window), shard_rpc (one shard RPC, sent to "
+        "answered), merge (coverage, merge, encode).",
+        1, stage_label, vs_metrics_fine_buckets, VS_METRICS_FINE_BUCKETS_N);
+    for (int i = 0; sf && i < VS_COORD_STAGE_N; i++)
+        if (!(a->stage[i] = vs_histogram_get(sf, (const char *const[]){vs_coord_stage_names[i]})))
+            sf = NULL;
+    if (!sf)
+        return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(a->reg));
     st = vs_metrics_add_process(a->reg, err);
     if (st == VS_OK &&
         !vs_metrics_add_build_info(a->reg, "vecshard_build_info", "vecshard version.", VS_VERSION))
@@ -447,7 +467,9 @@ int main(int argc, char **argv)
                           .shard_window = (size_t)a.cfg.shard_window,
                           .batch_max_queries = (size_t)a.cfg.batch_max_queries,
                           .partition_k_probability = a.cfg.partition_k_probability,
-                          .slow_request_ms = a.cfg.slow_request_ms};
+                          .slow_request_ms = a.cfg.slow_request_ms,
+                          .on_stage = on_stage,
+                          .stage_user = &a};
     vs_status st = vs_view_create(&a.view, err);
     if (st == VS_OK)
         st = vs_coord_create(&co, a.view, &a.coord, err);

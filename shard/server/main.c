@@ -449,7 +449,9 @@ int main(int argc, char **argv)
                            .replica_id = replica,
                            .max_batch = (size_t)a.cfg.max_batch,
                            .skip_crc = a.cfg.skip_crc,
-                           .slow_request_ms = a.cfg.slow_request_ms};
+                           .slow_request_ms = a.cfg.slow_request_ms,
+                           .on_stage = vs_shard_metrics_on_stage,
+                           .stage_user = a.metrics};
     st = vs_shard_create(&sho, &a.shard, err);
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-shard: %s\n", err);

@@ -18,7 +18,15 @@ struct vs_shard_metrics {
     pthread_mutex_t mu; /* membership */
     vs_membership_t *membership;
     uint64_t etcd_errors, etcd_rereg, etcd_writes; /* last values read from membership */
+    vs_histogram_t *stage[VS_SHARD_STAGE_N];       /* vecshard_shard_stage_seconds{stage} */
 };
+
+void vs_shard_metrics_on_stage(void *user, vs_shard_stage stage, double seconds)
+{
+    vs_shard_metrics_t *m = user;
+    if (stage < VS_SHARD_STAGE_N)
+        vs_histogram_observe(m->stage[stage], seconds);
+}
 
 void vs_shard_metrics_on_call(void *user, const char *path, int code, double seconds)
 {
@@ -113,6 +121,19 @@ vs_status vs_shard_metrics_create(vs_shard_metrics_t **out, char err[VS_ERR_LEN]
     pthread_mutex_init(&m->mu, NULL);
     *out = m;
     vs_status st = vs_rpc_metrics_init(&m->rpcm, m->reg, err);
+    static const char *const stage_label[] = {"stage"};
+    vs_metric_family_t *sf =
+        st == VS_OK
+            ? vs_metrics_histogram(m->reg, "vecshard_shard_stage_seconds",
+                                   "Time of each stage of a Search on the shard: decode (unpack, version, "
+                                   "validation), search (the index), encode (the response).",
+                                   1, stage_label, vs_metrics_fine_buckets, VS_METRICS_FINE_BUCKETS_N)
+            : NULL;
+    for (int i = 0; sf && i < VS_SHARD_STAGE_N; i++)
+        if (!(m->stage[i] = vs_histogram_get(sf, (const char *const[]){vs_shard_stage_names[i]})))
+            sf = NULL;
+    if (st == VS_OK && !sf)
+        st = vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(m->reg));
     if (st != VS_OK) {
         vs_shard_metrics_stop(m);
         *out = NULL;

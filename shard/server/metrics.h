@@ -21,6 +21,9 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, const ch
 /* vs_rpc_done_fn: counts a finished call and its latency. */
 void vs_shard_metrics_on_call(void *user, const char *path, int code, double seconds);
 
+/* The shard's on_stage callback (vs_shard_opts_t): user is the vs_shard_metrics_t. */
+void vs_shard_metrics_on_stage(void *user, vs_shard_stage stage, double seconds);
+
 /* The membership whose etcd counters are exported (NULL = none any more). Thread-safe. */
 void vs_shard_metrics_set_membership(vs_shard_metrics_t *m, vs_membership_t *mem);
 

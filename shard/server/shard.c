@@ -41,7 +41,9 @@ struct vs_shard {
     version_t *active;
     vs_shard_state state;
     atomic_size_t in_flight;
-    double slow_s;          /* opts.slow_request_ms in seconds; 0 = off */
+    double slow_s; /* opts.slow_request_ms in seconds; 0 = off */
+    void (*on_stage)(void *, vs_shard_stage, double);
+    void *stage_user;
     pthread_mutex_t log_mu; /* the rate limit of per-search log records */
     vs_log_limit_t search_log;
 };
@@ -61,6 +63,8 @@ vs_status vs_shard_create(const vs_shard_opts_t *o, vs_shard_t **out, char err[V
         return vs_errf(err, VS_ERR_NOMEM, "shard: out of memory");
     snprintf(sh->cluster, sizeof sh->cluster, "%s", o && o->cluster ? o->cluster : "");
     sh->slow_s = o && o->slow_request_ms > 0 ? o->slow_request_ms * 1e-3 : 0;
+    sh->on_stage = o ? o->on_stage : NULL;
+    sh->stage_user = o ? o->stage_user : NULL;
     pthread_mutex_init(&sh->log_mu, NULL);
     snprintf(sh->replica_id, sizeof sh->replica_id, "%s", o && o->replica_id ? o->replica_id : "");
     snprintf(sh->instance_id, sizeof sh->instance_id, "%s", o && o->instance_id ? o->instance_id : "");
@@ -504,6 +508,8 @@ static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchR
     return VS_OK;
 }
 
+const char *const vs_shard_stage_names[VS_SHARD_STAGE_N] = {"decode", "search", "encode"};
+
 static double now_s(void)
 {
     struct timespec ts;
@@ -557,6 +563,9 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
         if (!dist || !ids)
             st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory for %zu x %zu results", nq, k);
     }
+    double t_search = now_s();
+    if (st == VS_OK && sh->on_stage)
+        sh->on_stage(sh->stage_user, VS_SHARD_STAGE_DECODE, t_search - t0);
     if (st == VS_OK) {
         /* Split large batches over the cores that other calls leave free. */
         size_t threads = 1;
@@ -573,6 +582,9 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
         else
             st = vs_index_search(v->idx, nq, r->queries, r->k, &params, threads, dist, ids, err);
     }
+    double t_encode = now_s();
+    if (st == VS_OK && sh->on_stage)
+        sh->on_stage(sh->stage_user, VS_SHARD_STAGE_SEARCH, t_encode - t_search);
     if (st == VS_OK) {
         Vecshard__V1__ShardSearchResponse resp = VECSHARD__V1__SHARD_SEARCH_RESPONSE__INIT;
         resp.nq = (uint32_t)nq;
@@ -595,6 +607,8 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
             st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory for a %zu-byte response", n);
         } else {
             *out_len = vecshard__v1__shard_search_response__pack(&resp, *out);
+            if (sh->on_stage)
+                sh->on_stage(sh->stage_user, VS_SHARD_STAGE_ENCODE, now_s() - t_encode);
         }
     }
     free(dist);

@@ -38,6 +38,16 @@ typedef enum vs_version_state {
     VS_VERSION_FAILED = 3,
 } vs_version_state;
 
+/* Stages of a Search, timed for vecshard_shard_stage_seconds{stage}. */
+typedef enum vs_shard_stage {
+    VS_SHARD_STAGE_DECODE, /* unpack, version lookup, validation */
+    VS_SHARD_STAGE_SEARCH, /* the index search */
+    VS_SHARD_STAGE_ENCODE, /* the response */
+    VS_SHARD_STAGE_N
+} vs_shard_stage;
+
+extern const char *const vs_shard_stage_names[VS_SHARD_STAGE_N]; /* "decode", "search", "encode" */
+
 typedef struct vs_shard_opts {
     const char *cluster;     /* copied; "" allowed */
     const char *replica_id;  /* copied */
@@ -47,6 +57,9 @@ typedef struct vs_shard_opts {
     int skip_crc;            /* 1 = do not check the partition file's CRC32C against the manifest */
     const char *instance_id; /* copied: unique per process start (Info, the member record); NULL = "" */
     double slow_request_ms;  /* > 0: log searches slower than this, with the request ids they carry */
+    /* Called with each stage's duration of every search that got that far (any thread); NULL = none. */
+    void (*on_stage)(void *user, vs_shard_stage stage, double seconds);
+    void *stage_user;
 } vs_shard_opts_t;
 
 typedef struct vs_shard vs_shard_t;

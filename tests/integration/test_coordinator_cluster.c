@@ -4,7 +4,8 @@
  * version answers exactly what in-process search of the unpartitioned index answers at the same nprobe,
  * while each query reaches only the partitions owning its lists: with nprobe 1 exactly one. The
  * coordinator closes client connections every 200 ms (--max-connection-age-ms): no call may fail for it.
- * Request ids reach the coordinator's (JSON) and the shards' log records. */
+ * Request ids reach the coordinator's (JSON) and the shards' log records; every stage of a request is timed
+ * (vecshard_coordinator_stage_seconds, vecshard_shard_stage_seconds). */
 #include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
@@ -177,7 +178,7 @@ int main(void)
         const char *argv[] = {"--listen",
                               "127.0.0.1:0",
                               "--metrics-listen",
-                              "none",
+                              "127.0.0.1:0",
                               "--manifest",
                               manifest,
                               "--partition",
@@ -271,6 +272,26 @@ int main(void)
                 CHECKF(fan > 1.0 && fan < P, "nprobe 4 fan-out %.2f", fan);
         }
         vs_test_case_done("fanout", vs_test_failures == f0);
+
+        /* every stage of the requests above was timed, at the coordinator and at the shards */
+        f0 = vs_test_failures;
+        char scratch[PATH_MAX], name[128];
+        snprintf(scratch, sizeof scratch, "%s/metrics-stage.txt", dir);
+        static const char *const cstages[] = {"route", "batch_wait", "shard_rpc", "merge"};
+        for (size_t i = 0; i < 4; i++) {
+            snprintf(name, sizeof name, "vecshard_coordinator_stage_seconds_count{stage=\"%s\"}", cstages[i]);
+            double n = metric(name);
+            CHECKF(n >= NQ, "%s = %g", name, n);
+        }
+        static const char *const sstages[] = {"decode", "search", "encode"};
+        for (size_t i = 0; i < 3; i++) {
+            double n = 0;
+            snprintf(name, sizeof name, "vecshard_shard_stage_seconds_count{stage=\"%s\"}", sstages[i]);
+            for (int p = 0; p < P; p++)
+                n += vs_test_proc_metric(&shards[p], name, scratch);
+            CHECKF(n >= NQ, "%s summed over shards = %g", name, n);
+        }
+        vs_test_case_done("stage_histograms", vs_test_failures == f0);
 
         /* scrambled centroids: two rows of centroids.fvecs swapped and the manifest's file CRC updated
          * to match (what a careless re-export would do): the coordinator must refuse to route with them,
