@@ -1,6 +1,10 @@
 # data.sh: sourced by tests/bench/run_*.sh. Needs $bin (vecshard tools) and $out (output directory).
 # fashion_data: sets base, queries, gt for Fashion-MNIST (ground truth made once into $out).
 # synthetic_data DIR: sets syn, making the 1M x 128 synthetic set and its ground truth in DIR if absent.
+# hard_synth_args: vecshard-synth arguments for data as hard as real 128-d descriptors (SIFT of photographs):
+#   at 1M the same nprobe for IVF1024,Flat at recall@10 0.95 and an MLE local intrinsic dimensionality
+#   within 5 % (tests/bench/run_hardness.sh; docs/benchmarks.md). The defaults make an easier set.
+hard_synth_args="--latent 128 --sigma 0.7 --noise 0.3"
 fashion_data() {
     local d=/usr/share/datasets/fashion-mnist
     base=$d/train-images-idx3-ubyte.gz
