@@ -160,6 +160,13 @@ vs_status vs_search_params_parse(const char *s, vs_search_params_t *out, char er
                 return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "efSearch '%s' must be an integer in 1..1000000",
                                val);
             r.ef_search = (uint32_t)v;
+        } else if ((nlen == 18 && strncmp(p, "quantizer_efSearch", 18) == 0) ||
+                   (nlen == 19 && strncmp(p, "quantizer_ef_search", 19) == 0)) {
+            unsigned long v = strtoul(val, &vend, 10);
+            if (*vend != '\0' || errno || v == 0 || v > 1000000)
+                return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                               "quantizer_efSearch '%s' must be an integer in 1..1000000", val);
+            r.quantizer_ef_search = (uint32_t)v;
         } else if (nlen == 8 && strncmp(p, "k_factor", 8) == 0) {
             float v = strtof(val, &vend);
             if (*vend != '\0' || errno || !(v >= 1.0f && v <= 10000.0f))
@@ -167,9 +174,10 @@ vs_status vs_search_params_parse(const char *s, vs_search_params_t *out, char er
                                val);
             r.k_factor = v;
         } else {
-            return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
-                           "unknown search parameter '%.*s' (known: nprobe, efSearch, k_factor)", (int)nlen,
-                           p);
+            return vs_errf(
+                err, VS_ERR_INVALID_ARGUMENT,
+                "unknown search parameter '%.*s' (known: nprobe, efSearch, k_factor, quantizer_efSearch)",
+                (int)nlen, p);
         }
         p = *end ? end + 1 : end;
     }

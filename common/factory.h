@@ -55,12 +55,18 @@ void vs_factory_format(const vs_factory_spec_t *spec, char *buf, size_t n);
 
 /* Search-time parameters; 0 = index default. */
 typedef struct vs_search_params {
-    uint32_t nprobe;    /* IVF lists scanned per query */
-    uint32_t ef_search; /* HNSW candidate list size */
-    float k_factor;     /* refine: re-rank k*k_factor candidates */
+    uint32_t nprobe;              /* IVF lists scanned per query */
+    uint32_t ef_search;           /* HNSW candidate list size */
+    float k_factor;               /* refine: re-rank k*k_factor candidates */
+    uint32_t quantizer_ef_search; /* IVF{n}_HNSW{M}: candidate list of the centroid search (FAISS
+                                     quantizer_efSearch); 0 = max(64, 2 nprobe) */
 } vs_search_params_t;
 
-/* Parses "nprobe=8,efSearch=64,k_factor=4" (FAISS names; "ef_search" is accepted too) into *out,
+/* The largest quantizer_efSearch a request may ask for. */
+#define VS_MAX_QUANTIZER_EF 65536u
+
+/* Parses "nprobe=8,efSearch=64,k_factor=4,quantizer_efSearch=32" (FAISS names; "ef_search" and
+ * "quantizer_ef_search" are accepted too) into *out,
  * starting from zeros. Empty string = all defaults. VS_ERR_INVALID_ARGUMENT names the bad item. */
 vs_status vs_search_params_parse(const char *s, vs_search_params_t *out, char err[VS_ERR_LEN]);
 

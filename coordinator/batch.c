@@ -49,9 +49,9 @@ typedef struct bcall {
 static int same_key(const vs_batch_key_t *a, const vs_batch_key_t *b)
 {
     return a->dim == b->dim && a->k == b->k && a->nprobe == b->nprobe && a->ef_search == b->ef_search &&
-           a->k_factor == b->k_factor && a->lists_per_query == b->lists_per_query &&
-           a->partition_ref == b->partition_ref && a->partition == b->partition &&
-           strcmp(a->version, b->version) == 0;
+           a->quantizer_ef_search == b->quantizer_ef_search && a->k_factor == b->k_factor &&
+           a->lists_per_query == b->lists_per_query && a->partition_ref == b->partition_ref &&
+           a->partition == b->partition && strcmp(a->version, b->version) == 0;
 }
 
 /* Takes from q (mu held) the items that leave together: the first one not expired and every later one
@@ -117,7 +117,8 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
     sp.nprobe = key->nprobe;
     sp.ef_search = key->ef_search;
     sp.k_factor = key->k_factor;
-    if (sp.nprobe || sp.ef_search || sp.k_factor)
+    sp.quantizer_ef_search = key->quantizer_ef_search;
+    if (sp.nprobe || sp.ef_search || sp.k_factor || sp.quantizer_ef_search)
         s.params = &sp;
     if (key->partition_ref) {
         pr.id = key->partition;

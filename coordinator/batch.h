@@ -31,7 +31,8 @@
 typedef struct vs_batch_key {
     const char *version;
     uint32_t dim, k;
-    uint32_t nprobe, ef_search; /* params (0 = the shard's default) */
+    uint32_t nprobe, ef_search;   /* params (0 = the shard's default) */
+    uint32_t quantizer_ef_search; /* when the shard ranks the lists itself; 0 otherwise */
     float k_factor;
     uint32_t lists_per_query; /* > 0: lists given (nprobe then 0) */
     int partition_ref;        /* 1: the request names partition (cluster routing) */

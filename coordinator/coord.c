@@ -25,8 +25,9 @@
 typedef struct version_entry {
     char name[VS_NAME_LEN];
     char model[VS_NAME_LEN];
-    char (*content)[17]; /* per partition id: the file's content id from the manifest (NULL: unknown) */
-    uint32_t nlist;      /* IVF lists (nprobe is clipped to it); 0 = not IVF or unknown */
+    char (*content)[17];    /* per partition id: the file's content id from the manifest (NULL: unknown) */
+    uint32_t nlist;         /* IVF lists (nprobe is clipped to it); 0 = not IVF or unknown */
+    uint32_t coarse_hnsw_m; /* IVF{n}_HNSW{M}: M (quantizer_efSearch applies); 0 = none */
     Vecshard__V1__SearchParams defaults; /* the manifest's search_defaults (0 fields: the shards' own) */
     char content_id[17];                 /* the manifest's (vs_manifest_content_id); "" when added by hand */
     vs_router_t router;
@@ -301,6 +302,7 @@ static void set_defaults(version_entry_t *e, const vs_manifest_t *m)
     vs_factory_spec_t spec;
     int ivf = vs_factory_parse(m->factory, &spec, NULL) == VS_OK && spec.type == VS_INDEX_IVF;
     e->nlist = ivf ? spec.nlist : 0;
+    e->coarse_hnsw_m = ivf ? spec.coarse_hnsw_m : 0;
     if (m->defaults.present) {
         e->defaults.nprobe = m->defaults.nprobe;
         e->defaults.ef_search = m->defaults.ef_search;
@@ -321,6 +323,7 @@ static void resolve_params(const version_entry_t *e, const Vecshard__V1__SearchP
         out->nprobe = given->nprobe;
         out->ef_search = given->ef_search;
         out->k_factor = given->k_factor;
+        out->quantizer_ef_search = given->quantizer_ef_search;
     }
     if (!out->nprobe)
         out->nprobe = e->defaults.nprobe;
@@ -623,6 +626,13 @@ static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, reque
                        q->ver->name, q->ver->router.dim);
     if (q->ver->router.nlist && r->params && r->params->ef_search)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "efSearch applies to HNSW indexes only");
+    if (r->params && r->params->quantizer_ef_search &&
+        (!q->ver->coarse_hnsw_m || r->params->quantizer_ef_search > VS_MAX_QUANTIZER_EF))
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       q->ver->coarse_hnsw_m
+                           ? "quantizer_efSearch = %u is above %u"
+                           : "quantizer_efSearch applies to IVF{n}_HNSW{M} indexes only (%u, %u)",
+                       r->params->quantizer_ef_search, VS_MAX_QUANTIZER_EF);
     resolve_params(q->ver, r->params, &q->eff, &q->clipped);
     if (q->clipped)
         atomic_fetch_add(&c->stats.params_clipped, 1);
@@ -727,7 +737,8 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
 /* Routes the queries and prepares each partition's call (its queries, lists and batch key). */
 static vs_status plan(vs_coord_t *c, request_t *q, char err[VS_ERR_LEN])
 {
-    vs_status st = vs_router_plan(&q->ver->router, q->nq, q->r->queries, q->eff.nprobe, &q->plan, err);
+    vs_status st = vs_router_plan_ef(&q->ver->router, q->nq, q->r->queries, q->eff.nprobe,
+                                     q->eff.quantizer_ef_search, &q->plan, err);
     if (st != VS_OK)
         return st;
     if (q->plan.lists_per_query)
@@ -773,6 +784,7 @@ static uint64_t io_start(void *u, vs_replica_t *r, size_t t, double deadline, ui
                                     .k = q->k_part,
                                     .nprobe = lpq ? 0 : q->eff.nprobe,
                                     .ef_search = q->eff.ef_search,
+                                    .quantizer_ef_search = lpq ? 0 : q->eff.quantizer_ef_search,
                                     .k_factor = q->eff.k_factor,
                                     .lists_per_query = lpq,
                                     .partition_ref = part->query_idx != NULL,

@@ -96,7 +96,7 @@ void vs_route_plan_fini(vs_route_plan_t *p)
     memset(p, 0, sizeof *p);
 }
 
-static vs_status plan_cluster(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe,
+static vs_status plan_cluster(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe, uint32_t qef,
                               vs_route_plan_t *out, char err[VS_ERR_LEN])
 {
     const uint32_t P = r->n_partitions;
@@ -107,7 +107,7 @@ static vs_status plan_cluster(const vs_router_t *r, size_t nq, const float *q, u
         st = vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
         goto done;
     }
-    st = vs_coarse_probe_n(&r->coarse, nq, q, nprobe, 0, lists, err);
+    st = vs_coarse_probe_n(&r->coarse, nq, q, nprobe, qef, 0, lists, err);
     if (st != VS_OK)
         goto done;
     /* queries per partition: a query goes to each partition owning at least one of its lists */
@@ -177,6 +177,12 @@ done:
 vs_status vs_router_plan(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe,
                          vs_route_plan_t *out, char err[VS_ERR_LEN])
 {
+    return vs_router_plan_ef(r, nq, q, nprobe, 0, out, err);
+}
+
+vs_status vs_router_plan_ef(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe, uint32_t qef,
+                            vs_route_plan_t *out, char err[VS_ERR_LEN])
+{
     memset(out, 0, sizeof *out);
     out->nq = nq;
     if (nq == 0)
@@ -190,7 +196,7 @@ vs_status vs_router_plan(const vs_router_t *r, size_t nq, const float *q, uint32
             out->lists = malloc(nq * nprobe * sizeof(int32_t));
             if (!out->lists)
                 return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
-            vs_status st = vs_coarse_probe_n(&r->coarse, nq, q, nprobe, 0, out->lists, err);
+            vs_status st = vs_coarse_probe_n(&r->coarse, nq, q, nprobe, qef, 0, out->lists, err);
             if (st != VS_OK) {
                 vs_route_plan_fini(out);
                 return st;
@@ -210,7 +216,7 @@ vs_status vs_router_plan(const vs_router_t *r, size_t nq, const float *q, uint32
         return VS_OK;
     }
     out->lists_per_query = nprobe;
-    vs_status st = plan_cluster(r, nq, q, nprobe, out, err);
+    vs_status st = plan_cluster(r, nq, q, nprobe, qef, out, err);
     if (st != VS_OK)
         vs_route_plan_fini(out);
     return st;

@@ -69,6 +69,9 @@ typedef struct vs_route_plan {
 /* Plans nq queries (nq*dim floats, finite). nprobe (with a quantizer here; 0 = 1) must be <= nlist. */
 vs_status vs_router_plan(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe,
                          vs_route_plan_t *out, char err[VS_ERR_LEN]);
+/* The same with the HNSW coarse quantizer's candidate list (quantizer_efSearch; 0 = the default). */
+vs_status vs_router_plan_ef(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe, uint32_t qef,
+                            vs_route_plan_t *out, char err[VS_ERR_LEN]);
 void vs_route_plan_fini(vs_route_plan_t *p);
 
 /* Merges the answers: part t (of plan->n_parts) answered part_ids[t]/part_dist[t] (plan->parts[t].nq * k,

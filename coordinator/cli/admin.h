@@ -50,7 +50,7 @@ typedef struct vs_admin_opts {
     const char *index_version, *model_version;
     const char *service; /* health: service name, default "" */
     uint32_t k;          /* default 10 */
-    uint32_t nprobe, ef_search;
+    uint32_t nprobe, ef_search, quantizer_ef_search;
     float k_factor;
     size_t batch;       /* default 1 */
     size_t concurrency; /* default 1 */

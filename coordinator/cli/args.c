@@ -77,6 +77,7 @@ enum {
     O_K,
     O_NPROBE,
     O_EF,
+    O_QEF,
     O_KFACTOR,
     O_BATCH,
     O_CONC,
@@ -100,6 +101,7 @@ static const flag_t flags[] = {
     {"k", 1, O_K, F_QUERY},
     {"nprobe", 1, O_NPROBE, F_QUERY},
     {"ef-search", 1, O_EF, F_QUERY},
+    {"quantizer-ef-search", 1, O_QEF, F_QUERY},
     {"k-factor", 1, O_KFACTOR, F_QUERY},
     {"batch", 1, O_BATCH, F_QUERY},
     {"concurrency", 1, O_CONC, F_QUERY},
@@ -182,6 +184,10 @@ static vs_status set_flag(vs_admin_opts_t *o, const flag_t *f, const char *arg, 
     case O_EF:
         if ((st = parse_int(f->name, arg, 0, 65536, &v, err)) == VS_OK)
             o->ef_search = (uint32_t)v;
+        break;
+    case O_QEF:
+        if ((st = parse_int(f->name, arg, 0, 65536, &v, err)) == VS_OK)
+            o->quantizer_ef_search = (uint32_t)v;
         break;
     case O_KFACTOR:
         st = parse_float(f->name, arg, 0, 1000, &o->k_factor, err);
@@ -323,6 +329,8 @@ void vs_admin_usage(FILE *f, vs_admin_cmd cmd)
             "  --k N                results per query (default 10; 1..10000)\n"
             "  --nprobe N           IVF lists scanned per query (default: the index's)\n"
             "  --ef-search N        HNSW candidate list size (default: the index's)\n"
+            "  --quantizer-ef-search N  IVF{n}_HNSW{M}: candidate list of the centroid search (FAISS\n"
+            "                       quantizer_efSearch; default max(64, 2 nprobe))\n"
             "  --k-factor F         refine: re-rank k*F candidates (default: the index's)\n"
             "  --batch N            queries per call (default 1; 1..10000)\n"
             "  --concurrency N      client threads, one call in flight each (default 1; 1..256)\n"

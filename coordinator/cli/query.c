@@ -84,11 +84,12 @@ static void *worker_main(void *arg)
     Vecshard__V1__SearchParams sp = VECSHARD__V1__SEARCH_PARAMS__INIT;
     sp.nprobe = o->nprobe;
     sp.ef_search = o->ef_search;
+    sp.quantizer_ef_search = o->quantizer_ef_search;
     sp.k_factor = o->k_factor;
     Vecshard__V1__SearchRequest req = VECSHARD__V1__SEARCH_REQUEST__INIT;
     req.dim = r->dim;
     req.k = o->k;
-    req.params = (o->nprobe || o->ef_search || o->k_factor != 0) ? &sp : NULL;
+    req.params = (o->nprobe || o->ef_search || o->k_factor != 0 || o->quantizer_ef_search) ? &sp : NULL;
     req.index_version = (char *)(o->index_version ? o->index_version : "");
     req.model_version = (char *)(o->model_version ? o->model_version : "");
     req.min_coverage = o->min_coverage;

@@ -190,6 +190,7 @@ static void report_json(FILE *f, const vs_admin_opts_t *o, const vs_admin_report
     cJSON *p = cJSON_AddObjectToObject(j, "params");
     cJSON_AddNumberToObject(p, "nprobe", o->nprobe);
     cJSON_AddNumberToObject(p, "ef_search", o->ef_search);
+    cJSON_AddNumberToObject(p, "quantizer_ef_search", o->quantizer_ef_search);
     cJSON_AddNumberToObject(p, "k_factor", o->k_factor);
     cJSON_AddNumberToObject(j, "calls", (double)r->calls);
     cJSON_AddNumberToObject(j, "calls_failed", (double)r->calls_failed);

@@ -115,17 +115,17 @@ static vs_status compute_cnorm(vs_coarse_t *cq, char *err)
 
 /* The nprobe best lists of q into lists[nprobe] (-1 past nlist), nearest first. cdist: nlist floats,
  * keys/ids: nprobe + max(nprobe, 16) scratch, proj: pdim floats. exact = 1 skips the preselection. */
-/* efSearch of a probe through the HNSW graph. */
-static uint32_t hnsw_ef(uint32_t nprobe)
+uint32_t vs_coarse_default_ef(uint32_t nprobe)
 {
     return nprobe * 2 > 64 ? nprobe * 2 : 64;
 }
 
-void vs_coarse_probe(const vs_coarse_t *cq, const float *q, uint32_t nprobe, int exact, float *cdist,
-                     float *keys, int64_t *ids, float *proj, int32_t *lists)
+void vs_coarse_probe(const vs_coarse_t *cq, const float *q, uint32_t nprobe, uint32_t ef, int exact,
+                     float *cdist, float *keys, int64_t *ids, float *proj, int32_t *lists)
 {
     if (cq->hnsw && !exact) {
-        vs_search_params_t sp = {.ef_search = hnsw_ef(nprobe)};
+        uint32_t e = ef ? ef : vs_coarse_default_ef(nprobe);
+        vs_search_params_t sp = {.ef_search = e > nprobe ? e : nprobe};
         char err[VS_ERR_LEN];
         uint32_t k = nprobe < cq->nlist ? nprobe : cq->nlist;
         if (vs_index_search(cq->hnsw, 1, q, k, &sp, 1, keys, ids, err) == VS_OK) {
@@ -263,8 +263,8 @@ size_t vs_coarse_pool(uint32_t nprobe)
     return (size_t)nprobe + (nprobe > 16 ? nprobe : 16);
 }
 
-vs_status vs_coarse_probe_n(const vs_coarse_t *c, size_t nq, const float *q, uint32_t nprobe, int exact,
-                            int32_t *lists, char err[VS_ERR_LEN])
+vs_status vs_coarse_probe_n(const vs_coarse_t *c, size_t nq, const float *q, uint32_t nprobe, uint32_t ef,
+                            int exact, int32_t *lists, char err[VS_ERR_LEN])
 {
     if (nprobe == 0 || nprobe > c->nlist)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe %u is out of range 1..%u", nprobe, c->nlist);
@@ -284,7 +284,7 @@ vs_status vs_coarse_probe_n(const vs_coarse_t *c, size_t nq, const float *q, uin
                 vs_normalize_rows(qn, 1, c->d);
                 qi = qn;
             }
-            vs_coarse_probe(c, qi, nprobe, exact, cdist, keys, ids, proj, lists + i * nprobe);
+            vs_coarse_probe(c, qi, nprobe, ef, exact, cdist, keys, ids, proj, lists + i * nprobe);
         }
     }
     free(qn);

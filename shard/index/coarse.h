@@ -64,15 +64,20 @@ size_t vs_coarse_memory_bytes(const vs_coarse_t *c);
 size_t vs_coarse_pool(uint32_t nprobe);
 
 /* The nprobe best lists of q (d floats, already normalised for cosine) into lists[nprobe], nearest
- * first, -1 past nlist. exact = 1 ranks every centroid (no PCA preselection, no HNSW). Allocates nothing
- * in steady state; scratch as above. */
-void vs_coarse_probe(const vs_coarse_t *c, const float *q, uint32_t nprobe, int exact, float *cdist,
-                     float *keys, int64_t *ids, float *proj, int32_t *lists);
+ * first, -1 past nlist. exact = 1 ranks every centroid (no PCA preselection, no HNSW). ef: with the HNSW
+ * graph, the candidate list of the centroid search (FAISS quantizer_efSearch; 0 = vs_coarse_default_ef,
+ * less than nprobe counts as nprobe); ignored otherwise. Allocates nothing in steady state; scratch as
+ * above. */
+void vs_coarse_probe(const vs_coarse_t *c, const float *q, uint32_t nprobe, uint32_t ef, int exact,
+                     float *cdist, float *keys, int64_t *ids, float *proj, int32_t *lists);
+
+/* The HNSW coarse search's candidate list when none is given: max(64, 2 nprobe). */
+uint32_t vs_coarse_default_ef(uint32_t nprobe);
 
 /* vs_coarse_probe for nq queries (nq*d floats, finite; cosine queries are normalised here, on a copy):
  * lists[nq*nprobe]. nprobe must be 1..nlist (VS_ERR_INVALID_ARGUMENT); VS_ERR_NOMEM. */
-vs_status vs_coarse_probe_n(const vs_coarse_t *c, size_t nq, const float *q, uint32_t nprobe, int exact,
-                            int32_t *lists, char err[VS_ERR_LEN]);
+vs_status vs_coarse_probe_n(const vs_coarse_t *c, size_t nq, const float *q, uint32_t nprobe, uint32_t ef,
+                            int exact, int32_t *lists, char err[VS_ERR_LEN]);
 
 /* The list each of n vectors (n*d floats, finite) is stored in: exact nearest centroid (squared L2;
  * inner product on normalised vectors for IP and cosine) by vs_kmeans_nearest on blocks of `block` rows

@@ -282,6 +282,8 @@ vs_status vs_index_search(const vs_index_t *idx, size_t nq, const float *q, size
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe applies to IVF indexes only");
     if (params->ef_search != 0 && idx->spec.type != VS_INDEX_HNSW)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "efSearch applies to HNSW indexes only");
+    if (params->quantizer_ef_search != 0 && idx->spec.type != VS_INDEX_IVF)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "quantizer_efSearch applies to IVF indexes only");
     if (params->k_factor != 0 && idx->spec.refine == VS_REFINE_NONE &&
         !(idx->spec.type == VS_INDEX_HNSW && idx->spec.codec == VS_CODEC_SQ8))
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k_factor applies to indexes with a refine stage only");

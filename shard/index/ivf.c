@@ -576,6 +576,7 @@ typedef struct search_ctx {
     const float *q;
     size_t nq, k, kp; /* kp: heap size before refine */
     uint32_t nprobe;
+    uint32_t qef;         /* quantizer_efSearch (HNSW coarse; 0 = default) */
     const int32_t *lists; /* precomputed probes (nq*nprobe) or NULL */
     int larger;
     float *out_dist;
@@ -642,7 +643,7 @@ static void probe_lists(const search_ctx_t *c, scratch_t *s, const float *q, siz
         memcpy(s->probe, c->lists + qi * c->nprobe, c->nprobe * sizeof(int32_t));
         return;
     }
-    vs_coarse_probe(&c->ivf->coarse, q, c->nprobe, 0, s->cdist, s->pkey, s->hids, s->proj, s->probe);
+    vs_coarse_probe(&c->ivf->coarse, q, c->nprobe, c->qef, 0, s->cdist, s->pkey, s->hids, s->proj, s->probe);
 }
 
 vs_status vs_ivf_probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int exact, int32_t *out_lists,
@@ -650,7 +651,7 @@ vs_status vs_ivf_probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int
 {
     if (!ivf->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index is not trained");
-    return vs_coarse_probe_n(&ivf->coarse, 1, q, nprobe, exact, out_lists, err);
+    return vs_coarse_probe_n(&ivf->coarse, 1, q, nprobe, 0, exact, out_lists, err);
 }
 
 static void prefetch_refine(const vs_ivf_t *ivf, uint64_t slot, size_t rb)
@@ -822,8 +823,8 @@ static size_t scratch_layout(const scratch_shape_t *sh, void *mem, scratch_t *s)
 }
 
 static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, uint32_t nprobe,
-                            const int32_t *lists, float k_factor, size_t n_threads, float *out_dist,
-                            int64_t *out_ids, char *err)
+                            uint32_t qef, const int32_t *lists, float k_factor, size_t n_threads,
+                            float *out_dist, int64_t *out_ids, char *err)
 {
     if (!ivf->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index is not trained");
@@ -843,6 +844,7 @@ static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size
                       .k = k,
                       .kp = kp,
                       .nprobe = nprobe,
+                      .qef = qef,
                       .lists = lists,
                       .larger = ivf->metric != VS_METRIC_L2,
                       .out_dist = out_dist,
@@ -917,7 +919,7 @@ vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, si
     vs_status st = vs_check_finite(q, nq, ivf->d, "query", err);
     if (st != VS_OK)
         return st;
-    return run_search(ivf, nq, q, k, n_lists, lists, k_factor, n_threads ? n_threads : vs_parallel_cpus(),
+    return run_search(ivf, nq, q, k, n_lists, 0, lists, k_factor, n_threads ? n_threads : vs_parallel_cpus(),
                       out_dist, out_ids, err);
 }
 
@@ -1099,7 +1101,12 @@ static vs_status ops_search(const void *impl, size_t nq, const float *q, size_t 
     uint32_t nprobe = params->nprobe ? params->nprobe : VS_IVF_DEFAULT_NPROBE;
     if (nprobe > ivf->nlist)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe %u exceeds nlist %u", nprobe, ivf->nlist);
-    return run_search(ivf, nq, q, k, nprobe, NULL, params->k_factor, n_threads, out_dist, out_ids, err);
+    if (params->quantizer_ef_search && !ivf->coarse.hnsw)
+        return vs_errf(
+            err, VS_ERR_INVALID_ARGUMENT,
+            "quantizer_efSearch applies to IVF indexes with an HNSW coarse quantizer (IVF{n}_HNSW{M}) only");
+    return run_search(ivf, nq, q, k, nprobe, params->quantizer_ef_search, NULL, params->k_factor, n_threads,
+                      out_dist, out_ids, err);
 }
 
 static vs_status ops_train(void *impl, size_t n, const float *x, size_t n_threads,

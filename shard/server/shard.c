@@ -474,12 +474,16 @@ static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchR
         if (r->params->ef_search > VS_SHARD_MAX_EF_SEARCH)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "ef_search = %u is above %u", r->params->ef_search,
                            VS_SHARD_MAX_EF_SEARCH);
+        if (r->params->quantizer_ef_search > VS_MAX_QUANTIZER_EF)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "quantizer_ef_search = %u is above %u",
+                           r->params->quantizer_ef_search, VS_MAX_QUANTIZER_EF);
         if (!(kf == 0 || (kf >= 1 && kf <= VS_SHARD_MAX_K_FACTOR)))
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k_factor = %g is out of range 1..%g (0 = default)",
                            kf, VS_SHARD_MAX_K_FACTOR);
         params->nprobe = r->params->nprobe;
         params->ef_search = r->params->ef_search;
         params->k_factor = kf;
+        params->quantizer_ef_search = r->params->quantizer_ef_search;
         /* a client value larger than this version allows (a rollback to a smaller nlist) is clipped and
          * reported in the response, not an error on every query */
         if (ivf && params->nprobe > vs_ivf_nlist(ivf)) {
@@ -498,8 +502,9 @@ static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchR
         if (!vs_index_impl_ivf(idx))
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "list ids given, but index version %s is not IVF",
                            v->name);
-        if (r->params && r->params->nprobe)
-            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "give either lists or nprobe, not both");
+        if (r->params && (r->params->nprobe || r->params->quantizer_ef_search))
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                           "give either lists or nprobe/quantizer_ef_search, not both");
         if (r->lists_per_query == 0 || r->n_lists != nq * r->lists_per_query)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu list ids for %zu queries x %u lists per query",
                            r->n_lists, nq, r->lists_per_query);
@@ -599,6 +604,7 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
         applied.nprobe = params.nprobe;
         applied.ef_search = params.ef_search;
         applied.k_factor = params.k_factor;
+        applied.quantizer_ef_search = params.quantizer_ef_search;
         resp.applied_params = &applied;
         resp.params_clipped = clipped;
         size_t n = vecshard__v1__shard_search_response__get_packed_size(&resp);

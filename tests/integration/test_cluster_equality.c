@@ -4,7 +4,9 @@
  * v2, the same data as IVF1024_HNSW16,Flat, whose lists come from an HNSW graph over the centroids that the
  * shards and the coordinator each build, checked at nprobe 32; on this data the graph finds the exact
  * lists for every query, so this shows v2 served equal, not which quantizer ranked: test_ivf_recall
- * measures where the graph and the exact ranking differ),
+ * measures where the graph and the exact ranking differ); v2 is also asked at nprobe 4 with
+ * quantizer_efSearch 4, where 4 of 40 queries answer differently than at the default, so equality there
+ * shows the parameter reached whoever ranks the lists),
  * served by two real shards and a real coordinator (static membership, no etcd). Every answer must equal,
  * id for id and float for float, the in-process search of both partition files merged, at nprobe 4 (far
  * from exact, so a single different list would show):
@@ -50,6 +52,9 @@ static _Atomic int g_last_code;      /* gRPC status of the last call (partial: 1
 static uint32_t g_nprobe = NPROBE;   /* v2 is checked at nprobe 32 (efSearch 64 of 1,024 centroids) */
 static float want2_d[NQ * K];        /* v2's in-process answers */
 static int64_t want2_i[NQ * K];
+static uint32_t g_qef;        /* quantizer_ef_search of the requests (0 = default) */
+static float want3_d[NQ * K]; /* v2's in-process answers at quantizer_efSearch 32 */
+static int64_t want3_i[NQ * K];
 static float base[(size_t)N * D], queries[(size_t)NQ * D];
 
 /* One Search call of nq queries; the number of queries answered with results equal to want (nq*K), 0
@@ -60,6 +65,7 @@ static size_t search_equal(vs_rpc_channel_t *ch, const float *q, size_t nq, cons
     Vecshard__V1__SearchRequest r = VECSHARD__V1__SEARCH_REQUEST__INIT;
     Vecshard__V1__SearchParams p = VECSHARD__V1__SEARCH_PARAMS__INIT;
     p.nprobe = g_nprobe;
+    p.quantizer_ef_search = g_qef;
     r.dim = D;
     r.k = K;
     r.n_queries = nq * D;
@@ -174,10 +180,16 @@ static double run(const vs_test_version_t *v, const vs_test_proc_t *shards, cons
         same = search_equal(ch, queries, NQ, want2_d, want2_i);
         for (size_t i = 0; i < NQ; i++)
             same += search_equal(ch, queries + i * D, 1, want2_d + i * K, want2_i + i * K);
+        g_qef = 4; /* the centroid search's candidate list, passed to whoever ranks the lists */
+        g_nprobe = 4;
+        size_t same3 = search_equal(ch, queries, NQ, want3_d, want3_i);
+        g_qef = 0;
         g_version = "v1";
         g_nprobe = NPROBE;
         CHECKF(same == 2 * NQ, "%s %s, v2 (IVF1024_HNSW16): %zu of %d equal in-process search", flag, value,
                same, 2 * NQ);
+        CHECKF(same3 == NQ, "%s %s, v2 at nprobe 4, quantizer_efSearch 4: %zu of %d equal in-process search",
+               flag, value, same3, NQ);
         vs_rpc_channel_destroy(ch);
     } else {
         client_t cl[8];
@@ -299,6 +311,20 @@ int main(void)
     snprintf(v2.manifest, sizeof v2.manifest, "%s/v2/manifest.json", dir);
     vs_search_params_t sp2 = {.nprobe = 32};
     CHECKF(vs_test_version_search(&v2, queries, NQ, K, &sp2, want2_d, want2_i, err) == VS_OK, "%s", err);
+    /* v2 at nprobe 4 with quantizer_efSearch 4 (the centroid search's smallest list) answers differently
+     * from its default (64), so the check through the cluster tells whether the parameter arrived */
+    vs_search_params_t sp3 = {.nprobe = 4, .quantizer_ef_search = 4}, sp4 = {.nprobe = 4};
+    float def_d[NQ * K];
+    int64_t def_i[NQ * K];
+    CHECKF(vs_test_version_search(&v2, queries, NQ, K, &sp3, want3_d, want3_i, err) == VS_OK, "%s", err);
+    CHECKF(vs_test_version_search(&v2, queries, NQ, K, &sp4, def_d, def_i, err) == VS_OK, "%s", err);
+    size_t differ = 0;
+    for (size_t i = 0; i < NQ; i++)
+        differ += memcmp(def_i + i * K, want3_i + i * K, K * sizeof(int64_t)) != 0;
+    printf("  v2 at nprobe 4: %zu of %d queries answer differently at quantizer_efSearch 4 than at the "
+           "default\n",
+           differ, NQ);
+    CHECK(differ > 0);
 
     vs_test_proc_t shards[2];
     int up = 1;
@@ -326,8 +352,10 @@ int main(void)
         double rpcs, calls;
         double ranked =
             run(&v, shards, "coordinator", "--coarse-at", "coordinator", 0, 1, want_d, want_i, &rpcs, &calls);
-        CHECKF(ranked == 4 * NQ, "the coordinator ranked %.0f queries' lists, expected %d (v1 and v2)",
-               ranked, 4 * NQ);
+        CHECKF(ranked == 5 * NQ,
+               "the coordinator ranked %.0f queries' lists, expected %d (v1, v2, v2 at "
+               "quantizer_efSearch 32)",
+               ranked, 5 * NQ);
         vs_test_case_done("coarse_at_coordinator", vs_test_failures == f0);
         f0 = vs_test_failures;
         ranked = run(&v, shards, "shard", "--coarse-at", "shard", 0, 1, want_d, want_i, &rpcs, &calls);

@@ -274,6 +274,30 @@ static void test_hnsw_coarse(void)
            agree, rh, re);
     CHECKF(agree >= 0.97, "only %.4f of the HNSW-probed lists agree with the exact ranking", agree);
     CHECKF(rh >= re - 0.02, "recall %.4f with the HNSW quantizer, %.4f exact", rh, re);
+    /* quantizer_efSearch: the centroid search's candidate list. At 2,048 (above nlist) the graph search
+     * finds the exact lists, so answers equal the exact quantizer's; at nprobe (32) it agrees less. */
+    int64_t *ex = malloc(s.nq * K * sizeof(int64_t)), *qi = malloc(s.nq * K * sizeof(int64_t));
+    float *qd = malloc(s.nq * K * sizeof(float));
+    recall(&s, exact, 32, 0, ex, qd);
+    size_t eq_small = 0, eq_large = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        vs_search_params_t sp = {.nprobe = 32, .quantizer_ef_search = pass ? 2048 : 32};
+        CHECKF(vs_index_search(hq, s.nq, s.q, K, &sp, 2, qd, qi, err) == VS_OK, "%s", err);
+        size_t eq = 0;
+        for (size_t i = 0; i < s.nq; i++)
+            eq += memcmp(qi + i * K, ex + i * K, K * sizeof(int64_t)) == 0;
+        *(pass ? &eq_large : &eq_small) = eq;
+    }
+    printf("  quantizer_efSearch 32: %zu of %zu answers equal the exact quantizer's; 2048: %zu\n", eq_small,
+           s.nq, eq_large);
+    CHECKF(eq_large >= s.nq * 99 / 100 && eq_large >= eq_small,
+           "quantizer_efSearch 2048: %zu, 32: %zu of %zu", eq_large, eq_small, s.nq);
+    vs_search_params_t bad = {.nprobe = 32, .quantizer_ef_search = 64};
+    CHECK(vs_index_search(exact, 1, s.q, K, &bad, 1, qd, qi, err) == VS_ERR_INVALID_ARGUMENT &&
+          strstr(err, "quantizer_efSearch"));
+    free(ex);
+    free(qi);
+    free(qd);
     const char *path = vs_test_path("ivf_recall", "hnsw-coarse.vsidx");
     vs_index_t *back = NULL;
     CHECK(vs_index_save(hq, path, "", 0, err) == VS_OK);

@@ -69,6 +69,10 @@ static void test_search_params(void)
     CHECK(vs_search_params_parse("nprobe=8,efSearch=64,k_factor=2.5", &p, err) == VS_OK);
     CHECK(p.nprobe == 8 && p.ef_search == 64 && p.k_factor == 2.5f);
     CHECK(vs_search_params_parse("ef_search=10", &p, err) == VS_OK && p.ef_search == 10);
+    CHECK(vs_search_params_parse("nprobe=16,quantizer_efSearch=32", &p, err) == VS_OK && p.nprobe == 16 &&
+          p.quantizer_ef_search == 32);
+    CHECK(vs_search_params_parse("quantizer_ef_search=48", &p, err) == VS_OK && p.quantizer_ef_search == 48);
+    CHECK(vs_search_params_parse("quantizer_efSearch=0", &p, err) == VS_ERR_INVALID_ARGUMENT);
     CHECK(vs_search_params_parse("nprobe=0", &p, err) == VS_ERR_INVALID_ARGUMENT);
     CHECK(vs_search_params_parse("nprobe=-1", &p, err) == VS_ERR_INVALID_ARGUMENT);
     CHECK(vs_search_params_parse("nprobe=4x", &p, err) == VS_ERR_INVALID_ARGUMENT);
