@@ -17,9 +17,6 @@ typedef struct batchq {
     vs_batch_item_t *head, *tail;
 } batchq_t;
 
-/* Items of one call whose batch wait is timed (the rest of a larger batch waited as long or less). */
-#define VS_BATCH_TIMED_ITEMS 64
-
 static void *q_create(void)
 {
     batchq_t *q = calloc(1, sizeof *q);
@@ -167,19 +164,16 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
     for (const vs_batch_item_t *it = bc->items; it; it = it->next)
         if (it->deadline > deadline)
             deadline = it->deadline;
-    int64_t timeout_ms = (int64_t)((deadline - vs_now_s()) * 1e3);
+    const double now = vs_now_s();
+    int64_t timeout_ms = (int64_t)((deadline - now) * 1e3);
     size_t len = vecshard__v1__shard_search_request__get_packed_size(&s);
     uint8_t *buf = malloc(len ? len : 1);
     vs_status st = VS_OK;
     /* once started, the call may complete (and bc be freed) on another worker: count first */
     vs_batch_stats_t *stats = bc->stats;
     size_t n_items = bc->n_items, nq = bc->nq;
-    void (*on_stage)(void *, vs_coord_stage, double) = bc->o.on_stage;
-    void *stage_user = bc->o.stage_user;
-    double waited[VS_BATCH_TIMED_ITEMS], t_sent = on_stage ? vs_now_s() : 0;
-    size_t nw = 0;
-    for (const vs_batch_item_t *it = bc->items; on_stage && it && nw < VS_BATCH_TIMED_ITEMS; it = it->next)
-        waited[nw++] = it->t_submit;
+    for (const vs_batch_item_t *it = bc->items; bc->o.on_stage && it; it = it->next)
+        bc->o.on_stage(bc->o.stage_user, VS_COORD_STAGE_BATCH_WAIT, now - it->t_submit); /* as it leaves */
     if (!buf) {
         st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory for a shard request");
     } else {
@@ -194,9 +188,6 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
     if (rids != &one_rid)
         free(rids);
     if (st == VS_OK) {
-        if (on_stage) /* the items' wait (bc may be gone: the times were taken before the call started) */
-            for (size_t i = 0; i < n_items && i < VS_BATCH_TIMED_ITEMS; i++)
-                on_stage(stage_user, VS_COORD_STAGE_BATCH_WAIT, t_sent - waited[i]);
         atomic_fetch_add(&stats->calls, 1);
         atomic_fetch_add(&stats->items, n_items);
         atomic_fetch_add(&stats->queries, nq);

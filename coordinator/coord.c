@@ -658,11 +658,11 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
     for (size_t t = 0; t < T; t++)
         if (vs_fanout_part_outcome(f, t, &reasons[nr]) != VS_FANOUT_ANSWERED)
             nr++;
+    char list[VS_ERR_LEN / 2]; /* the reasons on one line, for the status and the log */
+    list[0] = '\0';
+    for (size_t i = 0, off = 0; i < nr && off < sizeof list - 1; i++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", off ? "; " : "", reasons[i]);
     if (answered == 0 || (double)covered < (double)min_cov * total - 1e-9) {
-        char list[VS_ERR_LEN / 2] = "";
-        size_t off = 0;
-        for (size_t i = 0; i < nr && off < sizeof list - 1; i++)
-            off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", off ? "; " : "", reasons[i]);
         free(reasons);
         atomic_fetch_add(&c->stats.unavailable, 1);
         pthread_mutex_lock(&c->log_mu);
@@ -709,10 +709,6 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
         resp.request_id = q->rid;
         if (cov.partial) {
             atomic_fetch_add(&c->stats.partial, 1);
-            char list[VS_ERR_LEN / 2] = "";
-            size_t off = 0;
-            for (size_t i = 0; i < nr && off < sizeof list - 1; i++)
-                off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", off ? "; " : "", reasons[i]);
             pthread_mutex_lock(&c->log_mu);
             vs_log_limited(&c->partial_log, VS_LOG_WARN,
                            "request %s: partial answer, %zu of %u partitions of %s: %s", q->rid, covered,

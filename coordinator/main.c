@@ -426,17 +426,14 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
         if (!f)
             return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(a->reg));
     }
-    static const char *const stage_label[] = {"stage"};
-    vs_metric_family_t *sf = vs_metrics_histogram(
-        a->reg, "vecshard_coordinator_stage_seconds",
-        "Time of each stage of a request at the coordinator: route (decode, version, coarse ranking), "
-        "batch_wait (a partition call waiting for its replica's window), shard_rpc (one shard RPC, sent to "
-        "answered), merge (coverage, merge, encode).",
-        1, stage_label, vs_metrics_fine_buckets, VS_METRICS_FINE_BUCKETS_N);
-    for (int i = 0; sf && i < VS_COORD_STAGE_N; i++)
-        if (!(a->stage[i] = vs_histogram_get(sf, (const char *const[]){vs_coord_stage_names[i]})))
-            sf = NULL;
-    if (!sf)
+    if (vs_metrics_histogram_each(
+            a->reg, "vecshard_coordinator_stage_seconds",
+            "Time of each stage of a request at the coordinator: route (decode, version, coarse ranking), "
+            "batch_wait (a partition call waiting for its replica's window), shard_rpc (one shard RPC, sent "
+            "to "
+            "answered), merge (coverage, merge, encode).",
+            "stage", vs_coord_stage_names, VS_COORD_STAGE_N, vs_metrics_fine_buckets,
+            VS_METRICS_FINE_BUCKETS_N, a->stage) != 0)
         return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(a->reg));
     st = vs_metrics_add_process(a->reg, err);
     if (st == VS_OK &&

@@ -528,6 +528,17 @@ vs_histogram_t *vs_metrics_histogram_single(vs_metrics_t *reg, const char *name,
     return vs_histogram_get(vs_metrics_histogram(reg, name, help, 0, NULL, bounds, nbounds), NULL);
 }
 
+int vs_metrics_histogram_each(vs_metrics_t *reg, const char *name, const char *help, const char *label,
+                              const char *const *values, size_t n, const double *bounds, size_t nbounds,
+                              vs_histogram_t **out)
+{
+    vs_metric_family_t *f = vs_metrics_histogram(reg, name, help, 1, &label, bounds, nbounds);
+    for (size_t i = 0; f && i < n; i++)
+        if (!(out[i] = vs_histogram_get(f, &values[i])))
+            return -1;
+    return f ? 0 : -1;
+}
+
 /* ---- updates ---- */
 
 void vs_counter_add(vs_counter_t *c, uint64_t n)

@@ -80,6 +80,12 @@ vs_gauge_t *vs_metrics_gauge_single(vs_metrics_t *reg, const char *name, const c
 vs_histogram_t *vs_metrics_histogram_single(vs_metrics_t *reg, const char *name, const char *help,
                                             const double *bounds, size_t nbounds);
 
+/* A histogram family with one label and its children for values[0..n): out[i] is values[i]'s. 0, or -1
+ * with the reason in vs_metrics_last_error. */
+int vs_metrics_histogram_each(vs_metrics_t *reg, const char *name, const char *help, const char *label,
+                              const char *const *values, size_t n, const double *bounds, size_t nbounds,
+                              vs_histogram_t **out);
+
 /* Callback families without labels, whose value is read at scrape time: fn(user) is called from the
  * thread running vs_metrics_format, with the registry mutex held (so calls never overlap; fn must not
  * call into this registry). fn and user are borrowed and must stay valid for the registry's life.

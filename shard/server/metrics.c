@@ -121,18 +121,12 @@ vs_status vs_shard_metrics_create(vs_shard_metrics_t **out, char err[VS_ERR_LEN]
     pthread_mutex_init(&m->mu, NULL);
     *out = m;
     vs_status st = vs_rpc_metrics_init(&m->rpcm, m->reg, err);
-    static const char *const stage_label[] = {"stage"};
-    vs_metric_family_t *sf =
-        st == VS_OK
-            ? vs_metrics_histogram(m->reg, "vecshard_shard_stage_seconds",
-                                   "Time of each stage of a Search on the shard: decode (unpack, version, "
-                                   "validation), search (the index), encode (the response).",
-                                   1, stage_label, vs_metrics_fine_buckets, VS_METRICS_FINE_BUCKETS_N)
-            : NULL;
-    for (int i = 0; sf && i < VS_SHARD_STAGE_N; i++)
-        if (!(m->stage[i] = vs_histogram_get(sf, (const char *const[]){vs_shard_stage_names[i]})))
-            sf = NULL;
-    if (st == VS_OK && !sf)
+    if (st == VS_OK &&
+        vs_metrics_histogram_each(m->reg, "vecshard_shard_stage_seconds",
+                                  "Time of each stage of a Search on the shard: decode (unpack, version, "
+                                  "validation), search (the index), encode (the response).",
+                                  "stage", vs_shard_stage_names, VS_SHARD_STAGE_N, vs_metrics_fine_buckets,
+                                  VS_METRICS_FINE_BUCKETS_N, m->stage) != 0)
         st = vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(m->reg));
     if (st != VS_OK) {
         vs_shard_metrics_stop(m);

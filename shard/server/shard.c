@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli/timing.h"
 #include "common/log.h"
 #include "common/parallel.h"
 #include "common/topk.h"
@@ -515,13 +516,6 @@ static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchR
 
 const char *const vs_shard_stage_names[VS_SHARD_STAGE_N] = {"decode", "search", "encode"};
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
 /* One log record about a search (rate-limited): slow, or failed on our side; names the request ids. */
 static void log_search(vs_shard_t *sh, const Vecshard__V1__ShardSearchRequest *r, size_t nq, double ms,
                        vs_status st, const char *err)
@@ -543,7 +537,7 @@ static void log_search(vs_shard_t *sh, const Vecshard__V1__ShardSearchRequest *r
 vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
                              char err[VS_ERR_LEN])
 {
-    const double t0 = now_s();
+    const double t0 = vs_now_s();
     Vecshard__V1__ShardSearchRequest *r = vecshard__v1__shard_search_request__unpack(NULL, len, req);
     if (!r)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "malformed vecshard.v1.ShardSearchRequest (%zu bytes)",
@@ -568,7 +562,7 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
         if (!dist || !ids)
             st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory for %zu x %zu results", nq, k);
     }
-    double t_search = now_s();
+    double t_search = vs_now_s();
     if (st == VS_OK && sh->on_stage)
         sh->on_stage(sh->stage_user, VS_SHARD_STAGE_DECODE, t_search - t0);
     if (st == VS_OK) {
@@ -587,7 +581,7 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
         else
             st = vs_index_search(v->idx, nq, r->queries, r->k, &params, threads, dist, ids, err);
     }
-    double t_encode = now_s();
+    double t_encode = vs_now_s();
     if (st == VS_OK && sh->on_stage)
         sh->on_stage(sh->stage_user, VS_SHARD_STAGE_SEARCH, t_encode - t_search);
     if (st == VS_OK) {
@@ -614,14 +608,14 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
         } else {
             *out_len = vecshard__v1__shard_search_response__pack(&resp, *out);
             if (sh->on_stage)
-                sh->on_stage(sh->stage_user, VS_SHARD_STAGE_ENCODE, now_s() - t_encode);
+                sh->on_stage(sh->stage_user, VS_SHARD_STAGE_ENCODE, vs_now_s() - t_encode);
         }
     }
     free(dist);
     free(ids);
     atomic_fetch_sub(&sh->in_flight, 1);
     version_unref(v);
-    double el = now_s() - t0;
+    double el = vs_now_s() - t0;
     if (st == VS_ERR_RESOURCE_EXHAUSTED || st == VS_ERR_INTERNAL || st == VS_ERR_NOMEM ||
         (st == VS_OK && sh->slow_s > 0 && el > sh->slow_s))
         log_search(sh, r, nq, el * 1e3, st, err);

@@ -444,6 +444,33 @@ static void test_callbacks_and_process(void)
     vs_metrics_destroy(reg);
 }
 
+/* vs_metrics_histogram_each: one family, one child per value, each observed on its own; a second
+ * registration of the name fails. */
+static void test_histogram_each(void)
+{
+    vs_metrics_t *reg = vs_metrics_create();
+    static const char *const stages[] = {"route", "merge"};
+    static const double bounds[] = {0.001, 0.01};
+    vs_histogram_t *h[2] = {NULL, NULL};
+    CHECK(vs_metrics_histogram_each(reg, "t_stage_seconds", "Stages.", "stage", stages, 2, bounds, 2, h) ==
+          0);
+    CHECK(h[0] && h[1] && h[0] != h[1]);
+    vs_histogram_observe(h[0], 0.0005);
+    vs_histogram_observe(h[1], 0.5);
+    vs_histogram_observe(h[1], 0.5);
+    CHECK(vs_histogram_count(h[0]) == 1 && vs_histogram_count(h[1]) == 2);
+    char *text = NULL;
+    size_t len = 0;
+    CHECK(vs_metrics_format(reg, &text, &len) == VS_OK);
+    CHECK(text && strstr(text, "t_stage_seconds_count{stage=\"route\"} 1\n") &&
+          strstr(text, "t_stage_seconds_count{stage=\"merge\"} 2\n"));
+    free(text);
+    vs_histogram_t *again[2];
+    CHECK(vs_metrics_histogram_each(reg, "t_stage_seconds", "Stages.", "stage", stages, 2, bounds, 2,
+                                    again) == -1);
+    vs_metrics_destroy(reg);
+}
+
 int main(void)
 {
     RUN(test_exact_text);
@@ -455,5 +482,6 @@ int main(void)
     RUN(test_concurrent_updates);
     RUN(test_gauge_ops);
     RUN(test_callbacks_and_process);
+    RUN(test_histogram_each);
     return vs_test_finish();
 }
