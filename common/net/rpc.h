@@ -139,11 +139,46 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *ch, const char *method, const void
                             int64_t timeout_ms, int *out_code, char message[VS_ERR_LEN], uint8_t **out_body,
                             size_t *out_len);
 
+/* The outcome of an asynchronous client call (vs_rpc_queue_call, vs_rpc_server_call). */
+typedef struct vs_rpc_result {
+    void *user; /* what vs_rpc_server_call was given */
+    int code;   /* gRPC status */
+    char message[VS_ERR_LEN];
+    uint8_t *body; /* response when OK (malloc'd; the caller frees it) */
+    size_t body_len;
+    double seconds; /* start to completion */
+} vs_rpc_result_t;
+
+/* ---- asynchronous client calls on a queue of their own (load generators) ---- */
+
+/* One thread starts any number of unary calls and takes their outcomes as they complete: no thread per
+ * call in flight and no hand-off between threads (vecshard query's load generator). Not thread-safe: one
+ * thread owns the queue. */
+typedef struct vs_rpc_queue vs_rpc_queue_t;
+
+vs_status vs_rpc_queue_create(vs_rpc_queue_t **out, char err[VS_ERR_LEN]);
+
+/* Cancels the calls still in flight, waits for them and frees the queue. NULL is a no-op. */
+void vs_rpc_queue_destroy(vs_rpc_queue_t *q);
+
+/* Starts a unary call of method on ch carrying req (len bytes, copied) with a deadline timeout_ms from
+ * now (<= 0: none); its outcome comes out of vs_rpc_queue_next with res->user = user. VS_ERR_INTERNAL
+ * (err says why) when it could not start; VS_ERR_NOMEM. */
+vs_status vs_rpc_queue_call(vs_rpc_queue_t *q, vs_rpc_channel_t *ch, const char *method, const void *req,
+                            size_t len, int64_t timeout_ms, void *user, char err[VS_ERR_LEN]);
+
+/* Calls started and not yet taken out by vs_rpc_queue_next. */
+size_t vs_rpc_queue_in_flight(const vs_rpc_queue_t *q);
+
+/* Waits until a call completes or until the time `until` (vs_now_s() seconds; <= 0: no limit) and
+ * returns 1 with its outcome in *res (res->body is the caller's to free), or 0 when the time came first
+ * or no call is in flight. */
+int vs_rpc_queue_next(vs_rpc_queue_t *q, double until, vs_rpc_result_t *res);
+
 /* ---- client calls completed by a server's workers (asynchronous fan-out) ---- */
 
-struct vs_rpc_result;
 /* Called once per call, on a worker of the server that started it; res->body is the callee's to free. */
-typedef void (*vs_rpc_client_done_fn)(void *user, struct vs_rpc_result *res);
+typedef void (*vs_rpc_client_done_fn)(void *user, vs_rpc_result_t *res);
 
 typedef struct vs_rpc_ccall vs_rpc_ccall_t;
 
@@ -155,14 +190,5 @@ vs_rpc_ccall_t *vs_rpc_server_call(vs_rpc_server_t *srv, vs_rpc_channel_t *ch, c
                                    const void *req, size_t len, int64_t timeout_ms,
                                    vs_rpc_client_done_fn done, void *user, char err[VS_ERR_LEN]);
 
-/* The outcome of a client call (vs_rpc_server_call). */
-typedef struct vs_rpc_result {
-    void *user; /* what vs_rpc_server_call was given */
-    int code;   /* gRPC status */
-    char message[VS_ERR_LEN];
-    uint8_t *body; /* response when OK (malloc'd; the caller frees it) */
-    size_t body_len;
-    double seconds; /* start to completion */
-} vs_rpc_result_t;
 
 #endif

@@ -1,13 +1,12 @@
-/* query.c: the load generator behind `vecshard query`. Threads take the next batch from a shared counter,
- * so every row is sent exactly once whatever the concurrency; each thread has its own channel and one
- * blocking call in flight. Closed loop (default): the load is bounded by --concurrency. Open loop
- * (--rate): call i is due at a Poisson arrival time and its latency counts from then, so when every thread
- * is busy the wait shows in the latency instead of silently lowering the rate (no coordinated omission;
- * give enough --concurrency for the rate). Outcomes go into one slot per batch, written by the thread that
- * sent it, and the report is built after the threads are joined. */
-#include <pthread.h>
+/* query.c: the load generator behind `vecshard query`. One thread keeps up to --concurrency asynchronous
+ * calls in flight on one completion queue (a thread per call in flight cost the client 4x the CPU of the
+ * calls themselves in thread wake-ups: docs/benchmarks.md), each batch of rows sent exactly once.
+ * Closed loop (default): a call leaves as soon as another completes. Open loop (--rate): call i is due at
+ * a Poisson arrival time and its latency counts from then, so when every slot is busy the wait shows in
+ * the latency instead of silently lowering the rate (no coordinated omission; give enough --concurrency
+ * for the rate). Outcomes go into one slot per batch; the report is built once every call is done. */
 #include <math.h>
-#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -29,14 +28,7 @@ typedef struct run {
     size_t n_rows, n_calls;
     int64_t *ids; /* n_rows*k, -1 until answered */
     vs_admin_call_t *calls;
-    atomic_size_t next;
 } run_t;
-
-typedef struct worker {
-    run_t *run;
-    pthread_t tid;
-    int started;
-} worker_t;
 
 /* Copies a status message into the call's slot, cut to fit. */
 static void keep_message(vs_admin_call_t *c, const char *msg)
@@ -70,87 +62,130 @@ static int take_response(run_t *r, vs_admin_call_t *c, const uint8_t *body, size
     return rc;
 }
 
-static void *worker_main(void *arg)
+/* The request every call shares; only its queries change. */
+typedef struct sender {
+    Vecshard__V1__SearchParams sp;
+    Vecshard__V1__SearchRequest req;
+    uint8_t *buf;
+    size_t cap;
+} sender_t;
+
+static void sender_init(sender_t *s, const run_t *r)
 {
-    worker_t *w = arg;
-    run_t *r = w->run;
+    const vs_admin_opts_t *o = r->o;
+    memset(s, 0, sizeof *s);
+    vecshard__v1__search_params__init(&s->sp);
+    s->sp.nprobe = o->nprobe;
+    s->sp.ef_search = o->ef_search;
+    s->sp.quantizer_ef_search = o->quantizer_ef_search;
+    s->sp.k_factor = o->k_factor;
+    vecshard__v1__search_request__init(&s->req);
+    s->req.dim = r->dim;
+    s->req.k = o->k;
+    s->req.params = (o->nprobe || o->ef_search || o->k_factor != 0 || o->quantizer_ef_search) ? &s->sp : NULL;
+    s->req.index_version = (char *)(o->index_version ? o->index_version : "");
+    s->req.model_version = (char *)(o->model_version ? o->model_version : "");
+    s->req.min_coverage = o->min_coverage;
+}
+
+/* Starts call i on q (its slot's row0/nq set here); on failure records the outcome and returns -1. */
+static int send_call(run_t *r, sender_t *s, vs_rpc_queue_t *q, vs_rpc_channel_t *ch, size_t i)
+{
+    const vs_admin_opts_t *o = r->o;
+    vs_admin_call_t *c = &r->calls[i];
+    s->req.queries = (float *)(r->queries + c->row0 * r->dim);
+    s->req.n_queries = (size_t)c->nq * r->dim;
+    size_t len = vecshard__v1__search_request__get_packed_size(&s->req);
+    if (len > s->cap) {
+        uint8_t *nb = realloc(s->buf, len);
+        if (!nb) {
+            c->outcome = VS_ADMIN_OUTCOME_CLIENT_ERROR;
+            snprintf(c->message, sizeof c->message, "no memory for a %zu-byte request", len);
+            return -1;
+        }
+        s->buf = nb;
+        s->cap = len;
+    }
+    vecshard__v1__search_request__pack(&s->req, s->buf);
+    char err[VS_ERR_LEN];
+    if (vs_rpc_queue_call(q, ch, SEARCH_METHOD, s->buf, len, o->timeout_ms, c, err) != VS_OK) {
+        c->outcome = VS_ADMIN_OUTCOME_CLIENT_ERROR;
+        keep_message(c, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Records a completed call's outcome. sent_s: when its latency counts from (send time, or the due time
+ * in the open loop). */
+static void finish_call(run_t *r, vs_rpc_result_t *res, double sent_s)
+{
+    vs_admin_call_t *c = res->user;
+    c->latency_ms = (vs_now_s() - sent_s) * 1e3;
+    if (res->code != 0) {
+        c->outcome = res->code > 0 && res->code <= 16 ? res->code : 2 /* UNKNOWN */;
+        keep_message(c, res->message);
+    } else {
+        c->outcome = take_response(r, c, res->body, res->body_len) == 0 ? 0 : VS_ADMIN_OUTCOME_BAD_RESPONSE;
+    }
+    free(res->body);
+}
+
+/* The load generator: one thread, up to --concurrency calls in flight on one queue. Closed loop: a new
+ * call leaves as soon as one completes. Open loop: call i leaves at its arrival time, or as soon as a
+ * slot frees when all are taken (its latency still counts from the arrival time). */
+static void drive(run_t *r, double *sent_s)
+{
     const vs_admin_opts_t *o = r->o;
     char err[VS_ERR_LEN];
     vs_rpc_channel_t *ch = NULL;
-    vs_status chst = vs_rpc_channel_create(o->coordinator, 0, &ch, err);
-    uint8_t *buf = NULL;
-    size_t cap = 0;
-
-    Vecshard__V1__SearchParams sp = VECSHARD__V1__SEARCH_PARAMS__INIT;
-    sp.nprobe = o->nprobe;
-    sp.ef_search = o->ef_search;
-    sp.quantizer_ef_search = o->quantizer_ef_search;
-    sp.k_factor = o->k_factor;
-    Vecshard__V1__SearchRequest req = VECSHARD__V1__SEARCH_REQUEST__INIT;
-    req.dim = r->dim;
-    req.k = o->k;
-    req.params = (o->nprobe || o->ef_search || o->k_factor != 0 || o->quantizer_ef_search) ? &sp : NULL;
-    req.index_version = (char *)(o->index_version ? o->index_version : "");
-    req.model_version = (char *)(o->model_version ? o->model_version : "");
-    req.min_coverage = o->min_coverage;
-
-    for (;;) {
-        size_t i = atomic_fetch_add(&r->next, 1);
-        if (i >= r->n_calls)
-            break;
+    vs_rpc_queue_t *q = NULL;
+    vs_status st = vs_rpc_channel_create(o->coordinator, 0, &ch, err);
+    if (st == VS_OK)
+        st = vs_rpc_queue_create(&q, err);
+    for (size_t i = 0; i < r->n_calls; i++) {
         vs_admin_call_t *c = &r->calls[i];
         c->row0 = i * o->batch;
         c->nq = (uint32_t)(r->n_rows - c->row0 < o->batch ? r->n_rows - c->row0 : o->batch);
-        if (chst != VS_OK) {
+        if (st != VS_OK) {
             c->outcome = VS_ADMIN_OUTCOME_CLIENT_ERROR;
             keep_message(c, err);
-            continue;
         }
+    }
+    if (st != VS_OK) {
+        vs_rpc_channel_destroy(ch);
+        return;
+    }
+    sender_t s;
+    sender_init(&s, r);
+    size_t next = 0, limit = o->concurrency ? o->concurrency : 1;
+    while (next < r->n_calls || vs_rpc_queue_in_flight(q) > 0) {
         double due = 0;
-        if (r->arrival_s) { /* open loop: wait for the call's arrival time; late threads send at once */
-            due = r->start_s + r->arrival_s[i];
-            double wait = due - vs_now_s();
+        while (next < r->n_calls && vs_rpc_queue_in_flight(q) < limit) {
+            double now = vs_now_s();
+            due = r->arrival_s ? r->start_s + r->arrival_s[next] : now;
+            if (due > now)
+                break;
+            sent_s[next] = r->arrival_s ? due : now;
+            send_call(r, &s, q, ch, next);
+            next++;
+            due = 0;
+        }
+        vs_rpc_result_t res;
+        if (vs_rpc_queue_in_flight(q) == 0) {
+            double wait = due - vs_now_s(); /* open loop, nothing in flight: sleep to the next arrival */
             if (wait > 0) {
                 struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
                 nanosleep(&ts, NULL);
             }
+            continue;
         }
-        req.queries = (float *)(r->queries + c->row0 * r->dim);
-        req.n_queries = (size_t)c->nq * r->dim;
-        size_t len = vecshard__v1__search_request__get_packed_size(&req);
-        if (len > cap) {
-            uint8_t *nb = realloc(buf, len);
-            if (!nb) {
-                c->outcome = VS_ADMIN_OUTCOME_CLIENT_ERROR;
-                snprintf(c->message, sizeof c->message, "no memory for a %zu-byte request", len);
-                continue;
-            }
-            buf = nb;
-            cap = len;
-        }
-        vecshard__v1__search_request__pack(&req, buf);
-        int code = -1;
-        char msg[VS_ERR_LEN] = "";
-        uint8_t *body = NULL;
-        size_t blen = 0;
-        uint64_t t0 = vs_now_ns();
-        vs_status st =
-            vs_rpc_call_unary(ch, SEARCH_METHOD, buf, len, o->timeout_ms, &code, msg, &body, &blen);
-        c->latency_ms = r->arrival_s ? (vs_now_s() - due) * 1e3 : (double)(vs_now_ns() - t0) * 1e-6;
-        if (st != VS_OK) {
-            c->outcome = VS_ADMIN_OUTCOME_CLIENT_ERROR;
-            keep_message(c, msg);
-        } else if (code != 0) {
-            c->outcome = code > 0 && code <= 16 ? code : 2 /* UNKNOWN */;
-            keep_message(c, msg);
-        } else {
-            c->outcome = take_response(r, c, body, blen) == 0 ? 0 : VS_ADMIN_OUTCOME_BAD_RESPONSE;
-        }
-        free(body);
+        if (vs_rpc_queue_next(q, due, &res))
+            finish_call(r, &res, sent_s[(vs_admin_call_t *)res.user - r->calls]);
     }
-    free(buf);
+    free(s.buf);
+    vs_rpc_queue_destroy(q);
     vs_rpc_channel_destroy(ch);
-    return NULL;
 }
 
 /* Reads the first n rows of the query file (n = limit, or all) and, with --gt, their ground truth rows. */
@@ -244,15 +279,13 @@ vs_status vs_admin_query_run(const vs_admin_opts_t *o, vs_admin_report_t *out, c
     r.n_calls = (r.n_rows + o->batch - 1) / o->batch;
     r.ids = malloc(r.n_rows * o->k * sizeof *r.ids);
     r.calls = calloc(r.n_calls, sizeof *r.calls);
-    size_t n_threads = o->concurrency < r.n_calls ? o->concurrency : r.n_calls;
-    worker_t *workers = calloc(n_threads, sizeof *workers);
-    if (!r.ids || !r.calls || !workers) {
+    double *sent_s = malloc(r.n_calls * sizeof *sent_s);
+    if (!r.ids || !r.calls || !sent_s) {
         st = vs_errf(err, VS_ERR_NOMEM, "no memory for %zu results of %u ids", r.n_rows, o->k);
         goto done;
     }
     for (size_t i = 0; i < r.n_rows * o->k; i++)
         r.ids[i] = -1;
-    atomic_init(&r.next, 0);
     if (o->rate > 0) {
         r.arrival_s = malloc(r.n_calls * sizeof *r.arrival_s);
         if (!r.arrival_s) {
@@ -264,24 +297,13 @@ vs_status vs_admin_query_run(const vs_admin_opts_t *o, vs_admin_report_t *out, c
 
     double t0 = vs_now_s();
     r.start_s = t0;
-    for (size_t t = 0; t < n_threads; t++) {
-        workers[t].run = &r;
-        workers[t].started = pthread_create(&workers[t].tid, NULL, worker_main, &workers[t]) == 0;
-    }
-    size_t started = 0;
-    for (size_t t = 0; t < n_threads; t++)
-        started += (size_t)workers[t].started;
-    if (started == 0) /* no thread at all: run the work on this one */
-        worker_main(&workers[0]);
-    for (size_t t = 0; t < n_threads; t++)
-        if (workers[t].started)
-            pthread_join(workers[t].tid, NULL);
+    drive(&r, sent_s);
     double seconds = vs_now_s() - t0;
 
     st = vs_admin_report_build(r.calls, r.n_calls, r.ids, r.n_rows, o->k, gt, gt_dim, seconds, out, err);
 done:
     free(r.arrival_s);
-    free(workers);
+    free(sent_s);
     free(r.calls);
     free(r.ids);
     free(gt);

@@ -8,6 +8,8 @@
 #    binaries), `vecshard query` under saturating closed-loop load: one query per call from 8 client
 #    threads, and batches of 32 from 2. Server CPU = utime + stime of the coordinator and every shard
 #    from /proc over the run; the client's CPU is printed beside it (it shares the 2 cores).
+#  - the same cluster settings with one gRPC worker per server ("now1"), and the floor gRPC itself sets on
+#    this box: vecshard-bench-rpc, an echo server with no vecshard code, unary and persistent streams.
 #  - rounds interleaved (in process, cluster, in process, cluster...) and each side's best kept, because
 #    this shared machine drifts by tens of percent within minutes.
 # With VS_BASE_BIN_DIR set (binaries of another build: vecshard-coordinator, vecshard-shard), every
@@ -55,28 +57,35 @@ print("%.0f %.1f %.1f %.3f %.3f %.4f" % (j["qps"], j["server_cpu_us_per_query"],
 EOF
 }
 
-up() { # LABEL BINDIR VERSION
-    local dir=$out/cl-$1-$3
+up() { # LABEL BINDIR VERSION [THREADS]
+    local dir=$out/cl-$1-$3 targs=()
+    [ -n "${4:-}" ] && targs=(--shard-threads "$4" --coordinator-args "--threads $4")
     ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
     VS_BIN_DIR=$2 ./deploy/local/cluster.sh up --manifest "$out/$3/manifest.json" --dir "$dir" --replicas 1 \
-        --timeout 120 >/dev/null
+        --timeout 120 "${targs[@]}" >/dev/null
 }
 down() { ./deploy/local/cluster.sh down --dir "$out/cl-$1-$2" >/dev/null; }
 
-labels=("now:$bin")
-[ -n "${VS_BASE_BIN_DIR:-}" ] && labels+=("base:$VS_BASE_BIN_DIR")
+# LABEL:BINDIR:THREADS. "now" runs the servers' default (one gRPC worker per CPU); "now1" one worker in the
+# coordinator and one in each shard, the setting for servers sharing 2 vCPUs with each other and the client.
+labels=("now:$bin:" "now1:$bin:1")
+[ -n "${VS_BASE_BIN_DIR:-}" ] && labels+=("base:$VS_BASE_BIN_DIR:")
 declare -A best_in best
 for b in 1 32; do best_in[$b]=0; done
 log "== $factory nprobe 16 k_factor 4 k 10, 200k x 128 synthetic; best of $rounds interleaved rounds"
 for v in one hash2 hash4; do
-    for l in "${labels[@]}"; do up "${l%%:*}" "${l#*:}" "$v"; done
+    for l in "${labels[@]}"; do
+        IFS=: read -r name dir th <<< "$l"
+        up "$name" "$dir" "$v" "$th"
+    done
     for ((r = 0; r < rounds; r++)); do
         for b in 1 32; do
             q=$(inproc "$b")
             awk -v a="$q" -v b="${best_in[$b]}" 'BEGIN{exit !(a > b)}' && best_in[$b]=$q
             c=8; [ "$b" = 32 ] && c=2
             for l in "${labels[@]}"; do
-                line=$(cluster_run "${l%%:*}" "${l#*:}" "$v" "$c" "$b")
+                IFS=: read -r name dir th <<< "$l"
+                line=$(cluster_run "$name" "$dir" "$v" "$c" "$b")
                 key="${l%%:*} $v $b"
                 prev=${best[$key]:-0 0}
                 awk -v a="${line%% *}" -v b="${prev%% *}" 'BEGIN{exit !(a > b)}' && best[$key]=$line
@@ -97,4 +106,11 @@ for l in "${labels[@]}"; do
         done
     done
 done
+log ""
+log "gRPC floor (vecshard-bench-rpc: an echo server, no vecshard code; per message, best of 3 interleaved rounds):"
+log "one query per call (600 B request, 200 B answer, 8 in flight):"
+"$bin/vecshard-bench-rpc" --n 40000 --inflight 8 --rounds 3 | grep '^{' | tee -a "$res"
+log "a batch of 32 per call (16,600 B request, 4,000 B answer, 2 in flight):"
+"$bin/vecshard-bench-rpc" --n 10000 --inflight 2 --rounds 3 --req-bytes 16600 --resp-bytes 4000 | grep '^{' |
+    tee -a "$res"
 log "results in $res"
