@@ -4,7 +4,7 @@
 # ground truth for 10,000 queries, built by vecshard-build into 4 hash partitions of
 # IVF16384,PQ32x4fs,RSQ8, served by 4 shard processes + the coordinator on loopback
 # (deploy/local/cluster.sh), queried with `vecshard query`. Prints build time and rate, bytes per vector
-# on disk and in RSS; then, one query per call under saturating closed-loop load (8 client threads) over a
+# on disk and in RSS; then, one query per call under saturating closed-loop load (8 calls in flight) over a
 # sweep of (nprobe, k_factor) (VS_SCALE_SWEEP): recall@10, QPS, CPU per query (coordinator + shards from
 # /proc, the client from time(1), and their sum: every process on the box), p50/p99; at the setting
 # reaching recall@10 0.95 with the highest QPS: open-loop load (Poisson arrivals, latency from the
@@ -64,10 +64,15 @@ disk=$(du -cb "$out/$ver"/part-*.vsidx | tail -1 | cut -f1)
 log "on disk: $disk bytes = $(echo "scale=1; $disk / $n" | bc) bytes/vector"
 
 dir=$out/cluster
+# VS_SCALE_THREADS=N: N gRPC workers in the coordinator and in each shard (default: one per CPU).
+threads=${VS_SCALE_THREADS:-}
+[ -n "$threads" ] && log "server workers: $threads per process (VS_SCALE_THREADS)"
 up() {
+    local targs=() cargs="$*"
+    [ -n "$threads" ] && targs=(--shard-threads "$threads") cargs="--threads $threads $cargs"
     ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
     ./deploy/local/cluster.sh up --manifest "$out/$ver/manifest.json" --dir "$dir" --replicas 1 --timeout 600 \
-        --coordinator-args "$*" >/dev/null
+        --coordinator-args "$cargs" "${targs[@]}" >/dev/null
     addr=$(. "$dir/state" && echo "$coordinator_addr")
 }
 # measure LABEL QUERY-ARGS...: one `vecshard query` run and its CPU per query (query_cpu.sh)
@@ -94,7 +99,7 @@ goal=
 best_qps=0
 for s in ${VS_SCALE_SWEEP:-8:4 16:4 32:4 64:4 8:8 16:8 8:16}; do
     np=${s%%:*} kf=${s##*:}
-    measure "nprobe $np k_factor $kf, 1/call, 8 threads" --nprobe "$np" --k-factor "$kf" --concurrency 8
+    measure "nprobe $np k_factor $kf, 1/call, 8 in flight" --nprobe "$np" --k-factor "$kf" --concurrency 8
     qps=$(jget qps | cut -d. -f1)
     if awk -v r="$(jget recall_at_k)" 'BEGIN{exit !(r >= 0.95)}' && [ "$qps" -gt "$best_qps" ]; then
         goal=$s best_qps=$qps
@@ -103,11 +108,11 @@ done
 goal=${goal:-$s}
 np=${goal%%:*} kf=${goal##*:}
 log "setting for recall@10 >= 0.95 (highest QPS): nprobe $np k_factor $kf"
-measure "nprobe $np k_factor $kf, 1/call, 8 threads" --nprobe "$np" --k-factor "$kf" --concurrency 8
+measure "nprobe $np k_factor $kf, 1/call, 8 in flight" --nprobe "$np" --k-factor "$kf" --concurrency 8
 peak=$(jget qps | cut -d. -f1)
 measure "nprobe $np k_factor $kf, open loop at $((peak / 2))/s" --nprobe "$np" --k-factor "$kf" \
     --concurrency 64 --rate $((peak / 2))
-measure "nprobe $np k_factor $kf, batches of 32, 2 threads" --nprobe "$np" --k-factor "$kf" --concurrency 2 \
+measure "nprobe $np k_factor $kf, batches of 32, 2 in flight" --nprobe "$np" --k-factor "$kf" --concurrency 2 \
     --batch 32
 up --coarse-at shard
 measure "--coarse-at shard: nprobe $np k_factor $kf, 1/call" --nprobe "$np" --k-factor "$kf" --concurrency 8
