@@ -287,3 +287,43 @@ size_t vs_topk_partition_k(size_t k, uint32_t n_partitions, double q)
     }
     return 1;
 }
+
+/* ---- duplicates --------------------------------------------------------------------------------- */
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+size_t vs_topk_drop_duplicates(float *dist, int64_t *ids, size_t n, int64_t *tmp, int larger_is_better)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= 0)
+            tmp[m++] = ids[i];
+    qsort(tmp, m, sizeof *tmp, cmp_i64);
+    int dup = 0;
+    for (size_t i = 1; i < m && !dup; i++)
+        dup = tmp[i] == tmp[i - 1];
+    if (!dup)
+        return 0;
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0)
+            continue;
+        int seen = 0;
+        for (size_t j = 0; j < w && !seen; j++)
+            seen = ids[j] == ids[i];
+        if (seen)
+            continue;
+        dist[w] = dist[i];
+        ids[w++] = ids[i];
+    }
+    size_t dropped = m - w;
+    for (; w < n; w++) {
+        ids[w] = -1;
+        dist[w] = vs_topk_pad_distance(larger_is_better);
+    }
+    return dropped;
+}

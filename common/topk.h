@@ -105,6 +105,13 @@ static inline void vs_reservoir_push(vs_reservoir_t *r, float key, int64_t id)
 /* Cuts to at most k entries (unordered) and returns how many there are. */
 size_t vs_reservoir_finish(vs_reservoir_t *r);
 
+/* Drops repeated ids from a best-first result list of n entries (keeping the first, the better one) and
+ * pads the end with id -1 (vs_topk_pad_distance). For indexes whose answers may hold one item twice (an
+ * item caught mid-replacement by fresh writes). A sorted copy of the ids (tmp: n slots of scratch) finds
+ * whether there is any repeat in O(n log n); the O(n^2) compaction runs only when there is one. Returns
+ * the number of entries dropped. */
+size_t vs_topk_drop_duplicates(float *dist, int64_t *ids, size_t n, int64_t *tmp, int larger_is_better);
+
 /* One sorted result list (best first, as emitted by an index); entries with id -1 end the list. */
 typedef struct vs_topk_list {
     const float *dist;

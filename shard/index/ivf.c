@@ -21,33 +21,10 @@
 #include "shard/index/coarse.h"
 #include "shard/index/fastscan.h"
 #include "shard/index/ifile.h"
+#include "shard/index/fresh_internal.h"
+#include "shard/index/ivf_internal.h"
 #include "shard/index/pq.h"
 #include "shard/index/sq8.h"
-
-typedef struct ivf_list {
-    size_t n, cap;
-    uint8_t *codes;  /* FLAT: n*d floats; PQ8: n*m bytes; PQ4fs: blocks of 32 */
-    int64_t *ids;    /* n */
-    uint8_t *refine; /* RFlat: n*d floats; RSQ8: n*d bytes */
-    int owned;       /* 1 while building; 0 when pointing into a mapped file */
-} ivf_list_t;
-
-struct vs_ivf {
-    uint32_t d, nlist;
-    vs_metric metric;
-    vs_factory_spec_t spec;
-    int trained;
-    float *centroids; /* nlist*d */
-    vs_pq_t pq;
-    float *term2;       /* L2 + 8-bit PQ: nlist*m*ksub, |p_jc|^2 + 2<c_l,j, p_jc> */
-    float *cbt;         /* 4-bit fast-scan PQ: the codebook transposed (fastscan.h) */
-    vs_coarse_t coarse; /* the lists a query probes (coarse.h), over centroids */
-    vs_sq8_t sq8;
-    ivf_list_t *lists;
-    size_t ntotal;
-    size_t max_list; /* longest list (sizes the scan scratch; kept by add and load, so search is O(nprobe)) */
-    uint64_t seed;
-};
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
 
@@ -68,18 +45,6 @@ static size_t code_bytes(const vs_ivf_t *ivf, size_t n)
         return n * ivf->d * sizeof(float);
     case VS_CODEC_PQ:
         return ivf->spec.fastscan ? vs_fs_code_bytes(n, ivf->pq.m) : n * ivf->pq.m;
-    default:
-        return 0;
-    }
-}
-
-static size_t refine_bytes_per_vector(const vs_ivf_t *ivf)
-{
-    switch (ivf->spec.refine) {
-    case VS_REFINE_FLAT:
-        return ivf->d * sizeof(float);
-    case VS_REFINE_SQ8:
-        return ivf->d;
     default:
         return 0;
     }
@@ -374,7 +339,7 @@ static vs_status ivf_train(vs_ivf_t *ivf, size_t n, const float *x_in, size_t n_
 /* A list of a loaded index points into the read-only mapping: the first add copies it to the heap. */
 static vs_status list_own(const vs_ivf_t *ivf, ivf_list_t *L, char *err)
 {
-    size_t cap = L->n ? L->n : 1, cb = code_bytes(ivf, cap), rb = refine_bytes_per_vector(ivf);
+    size_t cap = L->n ? L->n : 1, cb = code_bytes(ivf, cap), rb = vs_ivf_refine_bytes(ivf);
     uint8_t *codes = malloc(cb ? cb : 1);
     int64_t *ids = malloc(cap * sizeof(int64_t));
     uint8_t *refine = rb ? malloc(cap * rb) : NULL;
@@ -410,7 +375,7 @@ static vs_status list_reserve(const vs_ivf_t *ivf, ivf_list_t *L, size_t need, c
     while (cap < need)
         cap *= 2;
     size_t old_cb = code_bytes(ivf, L->cap), new_cb = code_bytes(ivf, cap);
-    size_t rb = refine_bytes_per_vector(ivf);
+    size_t rb = vs_ivf_refine_bytes(ivf);
     uint8_t *codes = realloc(L->codes, new_cb ? new_cb : 1);
     if (codes == NULL)
         return vs_errf(err, VS_ERR_NOMEM, "IVF: out of memory growing a list to %zu", cap);
@@ -476,7 +441,7 @@ static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64
     }
     for (uint32_t l = 0; l < ivf->nlist; l++)
         old_n[l] = ivf->lists[l].n;
-    const size_t rb = refine_bytes_per_vector(ivf);
+    const size_t rb = vs_ivf_refine_bytes(ivf);
     /* pass 1: the list of every vector; then each list grows once to its final size (growing by
      * doubling while appending would zero and copy about twice the final bytes) */
     if (lists != NULL)
@@ -576,8 +541,9 @@ typedef struct search_ctx {
     const float *q;
     size_t nq, k, kp; /* kp: heap size before refine */
     uint32_t nprobe;
-    uint32_t qef;         /* quantizer_efSearch (HNSW coarse; 0 = default) */
-    const int32_t *lists; /* precomputed probes (nq*nprobe) or NULL */
+    uint32_t qef;            /* quantizer_efSearch (HNSW coarse; 0 = default) */
+    const int32_t *lists;    /* precomputed probes (nq*nprobe) or NULL */
+    const vs_fresh_t *fresh; /* writes since the version (NULL: none) */
     int larger;
     float *out_dist;
     int64_t *out_ids;
@@ -612,7 +578,8 @@ typedef struct fs_state {
     const ivf_list_t *L;
     uint32_t list;
     int by_slot;
-    float base, scale; /* key = base + sum / scale */
+    float base, scale;       /* key = base + sum / scale */
+    const vs_fresh_t *fresh; /* non-NULL: skip ids whose copy here is hidden */
 } fs_state_t;
 
 static uint16_t key_to_threshold(float thr_key, float base, float scale)
@@ -632,7 +599,7 @@ static uint16_t fs_offer(void *arg, size_t pos, uint16_t sum)
     fs_state_t *s = arg;
     float key = s->base + (float)sum / s->scale;
     int64_t id = s->by_slot ? (int64_t)(((uint64_t)s->list << 32) | pos) : s->L->ids[pos];
-    if (key <= cands_threshold(s->h))
+    if (key <= cands_threshold(s->h) && !(s->fresh && vs_fresh_base_dead(s->fresh, s->L->ids[pos])))
         cands_push(s->h, key, id);
     return key_to_threshold(cands_threshold(s->h), s->base, s->scale);
 }
@@ -656,10 +623,58 @@ vs_status vs_ivf_probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int
 
 static void prefetch_refine(const vs_ivf_t *ivf, uint64_t slot, size_t rb)
 {
+    if (slot >> 63)
+        return; /* a fresh record: few, and not in the mapped section */
     const ivf_list_t *L = &ivf->lists[slot >> 32];
     const char *p = (const char *)L->refine + (size_t)(slot & 0xffffffffu) * rb;
     for (size_t off = 0; off < rb; off += 64)
         __builtin_prefetch(p + off);
+}
+
+/* Fresh record references in the candidate heap: bit 63 set, then list << 32 | position (fresh.h). */
+#define FRESH_SLOT (1ull << 63)
+
+/* The fast-scan sum of a fresh record (codes packed two per byte), as the block scan computes it. */
+static uint32_t fresh_fs_sum(const uint8_t *code, uint32_t P, const uint8_t *qlut)
+{
+    const uint8_t *lo = qlut, *hi = qlut + (size_t)P * 32;
+    uint32_t sum = 0;
+    for (uint32_t p = 0; p < P; p++)
+        sum += lo[p * 32 + (code[p] & 15)] + hi[p * 32 + (code[p] >> 4)];
+    return sum;
+}
+
+/* Scans list l's fresh records with the table the main scan used, offering live ones to h. Key of a
+ * record: fast scan base + sum / scale (exactly the main scan's), 8-bit PQ base + ADC, Flat the distance. */
+static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, uint32_t l, cands_t *h,
+                         float base, float scale)
+{
+    const vs_ivf_t *ivf = c->ivf;
+    const vs_fresh_list_t *FL;
+    size_t n = vs_fresh_list_n(c->fresh, l, &FL), offered = 0;
+    const int refine = ivf->spec.refine != VS_REFINE_NONE;
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    const uint32_t P = vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1);
+    for (size_t pos = 0; pos < n; pos++) {
+        int64_t id;
+        const uint8_t *code, *rv;
+        vs_fresh_record(c->fresh, FL, pos, &id, &code, &rv);
+        float key;
+        if (ivf->spec.codec == VS_CODEC_FLAT) {
+            const float *v = (const float *)code;
+            key = vs_topk_key(
+                ivf->metric == VS_METRIC_L2 ? kern->l2sqr(q, v, ivf->d) : kern->ip(q, v, ivf->d), c->larger);
+        } else if (ivf->spec.fastscan) {
+            key = base + (float)fresh_fs_sum(code, P, s->qlut) / scale;
+        } else {
+            key = base + vs_pq_adc(s->table, code, ivf->pq.m, ivf->pq.ksub);
+        }
+        if (key > cands_threshold(h) || !vs_fresh_live(c->fresh, id, l, pos))
+            continue;
+        cands_push(h, key, refine ? (int64_t)(FRESH_SLOT | ((uint64_t)l << 32) | pos) : id);
+        offered++;
+    }
+    return offered;
 }
 
 static void search_one(void *arg, size_t qi, size_t worker)
@@ -670,6 +685,9 @@ static void search_one(void *arg, size_t qi, size_t worker)
     const uint32_t d = ivf->d;
     const int refine = ivf->spec.refine != VS_REFINE_NONE;
     const int larger = ivf->metric != VS_METRIC_L2;
+    const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
+    const size_t slack = fresh ? VS_FRESH_SLACK : 0;
+    size_t n_fresh = 0; /* fresh candidates offered */
 
     memcpy(s->q, c->q + qi * d, d * sizeof(float));
     if (ivf->metric == VS_METRIC_COSINE)
@@ -682,7 +700,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
     if (refine)
         vs_reservoir_init(&h.r, c->kp, 2 * c->kp, s->hkeys, s->hids);
     else
-        vs_topk_init(&h.h, c->kp, s->hkeys, s->hids);
+        vs_topk_init(&h.h, c->kp + slack, s->hkeys, s->hids);
     const vs_pq_t *pq = &ivf->pq;
     const size_t mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)pq->m * pq->ksub : 0;
     const int fs = ivf->spec.fastscan;
@@ -701,7 +719,8 @@ static void search_one(void *arg, size_t qi, size_t worker)
         if (l < 0 || (uint32_t)l >= ivf->nlist)
             continue;
         const ivf_list_t *L = &ivf->lists[l];
-        if (L->n == 0)
+        const vs_fresh_list_t *FL;
+        if (L->n == 0 && (!fresh || vs_fresh_list_n(fresh, (uint32_t)l, &FL) == 0))
             continue;
         const float *cl = ivf->centroids + (size_t)l * d;
         if (ivf->spec.codec == VS_CODEC_FLAT) {
@@ -710,11 +729,13 @@ static void search_one(void *arg, size_t qi, size_t worker)
             float thr = cands_threshold(&h);
             for (size_t i = 0; i < L->n; i++) {
                 float key = vs_topk_key(s->dbuf[i], larger);
-                if (key <= thr) {
+                if (key <= thr && !(fresh && vs_fresh_base_dead(fresh, L->ids[i]))) {
                     cands_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
                     thr = cands_threshold(&h);
                 }
             }
+            if (fresh)
+                n_fresh += scan_fresh(c, s, q, (uint32_t)l, &h, 0.0f, 1.0f);
             continue;
         }
         if (fs) {
@@ -729,9 +750,12 @@ static void search_one(void *arg, size_t qi, size_t worker)
                 base = -kern->ip(q, cl, d) + ip_bias;
                 scale = ip_scale;
             }
-            fs_state_t st = {&h, L, (uint32_t)l, refine, base, scale};
-            scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(cands_threshold(&h), base, scale), fs_offer,
-                 &st);
+            fs_state_t st = {&h, L, (uint32_t)l, refine, base, scale, fresh};
+            if (L->n)
+                scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(cands_threshold(&h), base, scale),
+                     fs_offer, &st);
+            if (fresh)
+                n_fresh += scan_fresh(c, s, q, (uint32_t)l, &h, base, scale);
             continue;
         }
         /* 8-bit ADC table in key space: key = base + sum_j table[j][code_j] */
@@ -750,49 +774,79 @@ static void search_one(void *arg, size_t qi, size_t worker)
             float thr = cands_threshold(&h);
             for (size_t i = 0; i < L->n; i++) {
                 float key = base + vs_pq_adc(s->table, L->codes + i * pq->m, pq->m, pq->ksub);
-                if (key <= thr) {
+                if (key <= thr && !(fresh && vs_fresh_base_dead(fresh, L->ids[i]))) {
                     cands_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
                     thr = cands_threshold(&h);
                 }
             }
         }
+        if (fresh)
+            n_fresh += scan_fresh(c, s, q, (uint32_t)l, &h, base, 1.0f);
     }
     float *od = c->out_dist + qi * c->k;
     int64_t *oi = c->out_ids + qi * c->k;
+    /* with fresh candidates, results go through the slack slots and lose any duplicate id */
+    const size_t kk = n_fresh ? c->k + slack : c->k;
+    float *ed = n_fresh ? s->fkeys + c->k + slack : od;
+    int64_t *ei = n_fresh ? s->fids + c->k + slack : oi;
     if (!refine) {
-        vs_topk_emit(&h.h, larger, od, oi); /* kp == k without refine */
-        return;
-    }
-    size_t n_cand = vs_reservoir_finish(&h.r);
-    vs_topk_t fin;
-    vs_topk_init(&fin, c->k, s->fkeys, s->fids);
-    /* candidates are scattered over the refine section: prefetch a few ahead so that their DRAM
-     * latencies overlap instead of adding up */
-    const size_t rb = refine_bytes_per_vector(ivf), ahead = 8;
-    for (size_t i = 0; i < n_cand && i < ahead; i++)
-        prefetch_refine(ivf, (uint64_t)h.r.ids[i], rb);
-    for (size_t i = 0; i < n_cand; i++) {
-        if (i + ahead < n_cand)
-            prefetch_refine(ivf, (uint64_t)h.r.ids[i + ahead], rb);
-        uint64_t slot = (uint64_t)h.r.ids[i];
-        const ivf_list_t *L = &ivf->lists[slot >> 32];
-        size_t pos = (size_t)(slot & 0xffffffffu);
-        const float *v;
-        if (ivf->spec.refine == VS_REFINE_FLAT) {
-            v = (const float *)(L->refine + pos * d * sizeof(float));
-        } else {
-            vs_sq8_decode(&ivf->sq8, L->refine + pos * d, s->dbuf);
-            v = s->dbuf;
+        if (!n_fresh && h.h.size > c->k) {
+            vs_topk_t fin; /* no fresh candidate: the plain k best (the slack slots hold worse ones) */
+            vs_topk_init(&fin, c->k, s->fkeys, s->fids);
+            for (size_t i = 0; i < h.h.size; i++)
+                vs_topk_push(&fin, h.h.keys[i], h.h.ids[i]);
+            vs_topk_emit(&fin, larger, od, oi);
+            return;
         }
-        float dist = ivf->metric == VS_METRIC_L2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d);
-        vs_topk_push(&fin, vs_topk_key(dist, larger), L->ids[pos]);
+        vs_topk_emit(&h.h, larger, ed, ei);
+    } else {
+        size_t n_cand = vs_reservoir_finish(&h.r);
+        vs_topk_t fin;
+        vs_topk_init(&fin, kk, s->fkeys, s->fids);
+        /* candidates are scattered over the refine section: prefetch a few ahead so that their DRAM
+         * latencies overlap instead of adding up */
+        const size_t rb = vs_ivf_refine_bytes(ivf), ahead = 8;
+        for (size_t i = 0; i < n_cand && i < ahead; i++)
+            prefetch_refine(ivf, (uint64_t)h.r.ids[i], rb);
+        for (size_t i = 0; i < n_cand; i++) {
+            if (i + ahead < n_cand)
+                prefetch_refine(ivf, (uint64_t)h.r.ids[i + ahead], rb);
+            uint64_t slot = (uint64_t)h.r.ids[i];
+            size_t pos = (size_t)(slot & 0xffffffffu);
+            const uint8_t *rv;
+            int64_t id;
+            if (slot & FRESH_SLOT) {
+                const vs_fresh_list_t *FL;
+                const uint8_t *code;
+                (void)vs_fresh_list_n(fresh, (uint32_t)((slot >> 32) & 0x7fffffffu), &FL);
+                vs_fresh_record(fresh, FL, pos, &id, &code, &rv);
+            } else {
+                const ivf_list_t *L = &ivf->lists[slot >> 32];
+                rv = L->refine + pos * rb;
+                id = L->ids[pos];
+            }
+            const float *v;
+            if (ivf->spec.refine == VS_REFINE_FLAT) {
+                v = (const float *)rv;
+            } else {
+                vs_sq8_decode(&ivf->sq8, rv, s->dbuf);
+                v = s->dbuf;
+            }
+            float dist = ivf->metric == VS_METRIC_L2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d);
+            vs_topk_push(&fin, vs_topk_key(dist, larger), id);
+        }
+        vs_topk_emit(&fin, larger, ed, ei);
     }
-    vs_topk_emit(&fin, larger, od, oi);
+    if (n_fresh) {
+        vs_topk_drop_duplicates(ed, ei, kk, s->hids, larger); /* the heap's ids are free again */
+        memcpy(od, ed, c->k * sizeof *od);
+        memcpy(oi, ei, c->k * sizeof *oi);
+    }
 }
 
 /* Sizes of one worker's scratch, and its layout in a single arena (every piece 64-byte aligned). */
 typedef struct scratch_shape {
-    size_t d, nlist, nprobe, mk, qlut, dbuf, hsz, k, pdim;
+    size_t d, nlist, nprobe, mk, qlut, dbuf, hsz, fk, pdim;
 } scratch_shape_t;
 
 /* Returns the arena size; when mem is non-NULL also points the pieces of *s into it. */
@@ -816,15 +870,15 @@ static size_t scratch_layout(const scratch_shape_t *sh, void *mem, scratch_t *s)
     PIECE(dbuf, sh->dbuf * sizeof(float) + 4);
     PIECE(hkeys, sh->hsz * sizeof(float));
     PIECE(hids, sh->hsz * sizeof(int64_t));
-    PIECE(fkeys, sh->k * sizeof(float));
-    PIECE(fids, sh->k * sizeof(int64_t));
+    PIECE(fkeys, sh->fk * sizeof(float));
+    PIECE(fids, sh->fk * sizeof(int64_t));
 #undef PIECE
     return off;
 }
 
-static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, uint32_t nprobe,
-                            uint32_t qef, const int32_t *lists, float k_factor, size_t n_threads,
-                            float *out_dist, int64_t *out_ids, char *err)
+static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, size_t nq, const float *q, size_t k,
+                            uint32_t nprobe, uint32_t qef, const int32_t *lists, float k_factor,
+                            size_t n_threads, float *out_dist, int64_t *out_ids, char *err)
 {
     if (!ivf->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index is not trained");
@@ -846,6 +900,7 @@ static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size
                       .nprobe = nprobe,
                       .qef = qef,
                       .lists = lists,
+                      .fresh = fresh,
                       .larger = ivf->metric != VS_METRIC_L2,
                       .out_dist = out_dist,
                       .out_ids = out_ids};
@@ -877,10 +932,13 @@ static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size
                              .mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)ivf->pq.m * ivf->pq.ksub : 1,
                              .qlut = (size_t)vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1) * 64,
                              .dbuf = max_list > ivf->d ? max_list : ivf->d,
-                             /* reservoir: twice the pool; also holds the coarse pool's ids */
-                             .hsz = 2 * kp > 2 * (size_t)nprobe + 16 ? 2 * kp : 2 * (size_t)nprobe + 16,
+                             /* reservoir: twice the pool; also holds the coarse pool's ids; with fresh
+                              * writes the heap without refine has VS_FRESH_SLACK more slots */
+                             .hsz = (2 * kp > 2 * (size_t)nprobe + 16 ? 2 * kp : 2 * (size_t)nprobe + 16) +
+                                    (fresh ? VS_FRESH_SLACK : 0),
                              .pdim = ivf->coarse.pdim,
-                             .k = k};
+                             /* the final k; with fresh writes k + slack twice (heap, then emission) */
+                             .fk = fresh ? 2 * (k + VS_FRESH_SLACK) : k};
     size_t bytes = scratch_layout(&shape, NULL, NULL);
     vs_status st = VS_OK;
     for (size_t w = 0; w < n_workers && st == VS_OK; w++) {
@@ -903,24 +961,52 @@ static vs_status run_search(const vs_ivf_t *ivf, size_t nq, const float *q, size
     return st;
 }
 
+/* Checks the parameters (the lists when given, else nprobe and quantizer_efSearch) as vs_index_search and
+ * vs_ivf_search_lists promise, then searches. */
+static vs_status checked_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, size_t nq, const float *q,
+                                size_t k, uint32_t nprobe, uint32_t qef, const int32_t *lists, float k_factor,
+                                size_t n_threads, float *out_dist, int64_t *out_ids, char *err)
+{
+    if (k == 0 || k > VS_TOPK_MAX_K)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %zu is out of range 1..%u", k, VS_TOPK_MAX_K);
+    if (lists != NULL) {
+        if (nprobe == 0 || nprobe > ivf->nlist)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%u lists per query is out of range 1..%u", nprobe,
+                           ivf->nlist);
+        for (size_t i = 0; i < nq * nprobe; i++)
+            if (lists[i] < -1 || lists[i] >= (int32_t)ivf->nlist)
+                return vs_errf(err, VS_ERR_OUT_OF_RANGE, "list id %d (query %zu) is out of range 0..%u",
+                               lists[i], i / nprobe, ivf->nlist - 1);
+    } else {
+        if (nprobe == 0)
+            nprobe = VS_IVF_DEFAULT_NPROBE;
+        if (nprobe > ivf->nlist)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "nprobe %u exceeds nlist %u", nprobe, ivf->nlist);
+        if (qef && !ivf->coarse.hnsw)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                           "quantizer_efSearch applies to IVF indexes with an HNSW coarse quantizer "
+                           "(IVF{n}_HNSW{M}) only");
+    }
+    vs_status st = vs_check_finite(q, nq, ivf->d, "query", err);
+    if (st != VS_OK)
+        return st;
+    return run_search(ivf, fresh, nq, q, k, nprobe, qef, lists, k_factor,
+                      n_threads ? n_threads : vs_parallel_cpus(), out_dist, out_ids, err);
+}
+
 vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, const int32_t *lists,
                               uint32_t n_lists, float k_factor, size_t n_threads, float *out_dist,
                               int64_t *out_ids, char err[VS_ERR_LEN])
 {
-    if (k == 0 || k > VS_TOPK_MAX_K)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %zu is out of range 1..%u", k, VS_TOPK_MAX_K);
-    if (n_lists == 0 || n_lists > ivf->nlist)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%u lists per query is out of range 1..%u", n_lists,
-                       ivf->nlist);
-    for (size_t i = 0; i < nq * n_lists; i++)
-        if (lists[i] < -1 || lists[i] >= (int32_t)ivf->nlist)
-            return vs_errf(err, VS_ERR_OUT_OF_RANGE, "list id %d (query %zu) is out of range 0..%u", lists[i],
-                           i / n_lists, ivf->nlist - 1);
-    vs_status st = vs_check_finite(q, nq, ivf->d, "query", err);
-    if (st != VS_OK)
-        return st;
-    return run_search(ivf, nq, q, k, n_lists, 0, lists, k_factor, n_threads ? n_threads : vs_parallel_cpus(),
-                      out_dist, out_ids, err);
+    return checked_search(ivf, NULL, nq, q, k, n_lists, 0, lists, k_factor, n_threads, out_dist, out_ids,
+                          err);
+}
+
+vs_status vs_ivf_search_fresh(const vs_ivf_t *ivf, const vs_fresh_t *f, size_t nq, const float *q, size_t k,
+                              uint32_t nprobe, uint32_t qef, const int32_t *lists, float k_factor,
+                              size_t n_threads, float *out_dist, int64_t *out_ids, char *err)
+{
+    return checked_search(ivf, f, nq, q, k, nprobe, qef, lists, k_factor, n_threads, out_dist, out_ids, err);
 }
 
 /* ---- persistence -------------------------------------------------------------------------------- */
@@ -969,7 +1055,7 @@ static vs_status ivf_save(const void *impl, vs_ifile_writer_t *w, uint8_t params
             else if (a == 1)
                 st = vs_ifile_writer_append(w, L->codes, code_bytes(ivf, L->n), err);
             else
-                st = vs_ifile_writer_append(w, L->refine, L->n * refine_bytes_per_vector(ivf), err);
+                st = vs_ifile_writer_append(w, L->refine, L->n * vs_ivf_refine_bytes(ivf), err);
         }
         if (st == VS_OK)
             st = vs_ifile_writer_end_section(w, err);
@@ -1067,7 +1153,7 @@ vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_sp
         ivf->pq.centroids = (float *)cb;
         ivf->pq.owned = 0;
     }
-    size_t code_at = 0, rb = refine_bytes_per_vector(ivf);
+    size_t code_at = 0, rb = vs_ivf_refine_bytes(ivf);
     for (uint32_t l = 0; l < nlist; l++) {
         ivf_list_t *L = &ivf->lists[l];
         size_t ln = (size_t)(off[l + 1] - off[l]);
@@ -1105,8 +1191,8 @@ static vs_status ops_search(const void *impl, size_t nq, const float *q, size_t 
         return vs_errf(
             err, VS_ERR_INVALID_ARGUMENT,
             "quantizer_efSearch applies to IVF indexes with an HNSW coarse quantizer (IVF{n}_HNSW{M}) only");
-    return run_search(ivf, nq, q, k, nprobe, params->quantizer_ef_search, NULL, params->k_factor, n_threads,
-                      out_dist, out_ids, err);
+    return run_search(ivf, NULL, nq, q, k, nprobe, params->quantizer_ef_search, NULL, params->k_factor,
+                      n_threads, out_dist, out_ids, err);
 }
 
 static vs_status ops_train(void *impl, size_t n, const float *x, size_t n_threads,
@@ -1146,7 +1232,7 @@ static size_t ops_memory_bytes(const void *impl)
 
     for (uint32_t l = 0; l < ivf->nlist; l++) {
         const ivf_list_t *L = &ivf->lists[l];
-        b += code_bytes(ivf, L->n) + L->n * (sizeof(int64_t) + refine_bytes_per_vector(ivf));
+        b += code_bytes(ivf, L->n) + L->n * (sizeof(int64_t) + vs_ivf_refine_bytes(ivf));
     }
     return b;
 }

@@ -181,6 +181,25 @@ static void test_reservoir_matches_heap(void)
 /* Per-partition k (Vespa's top-k probability): the documented example, the identities, and a simulation
  * of the true top-k thrown uniformly over the partitions: a partition holding more than k' of them must
  * be at most as frequent as the bound says, while k' - 1 would be exceeded more often. */
+static void test_drop_duplicates(void)
+{
+    int64_t tmp[8];
+    float d0[6] = {1, 2, 3, 4, 5, 6};
+    int64_t i0[6] = {7, 8, 9, 10, 11, 12};
+    CHECK(vs_topk_drop_duplicates(d0, i0, 6, tmp, 0) == 0); /* nothing repeated: untouched */
+    CHECK(i0[0] == 7 && i0[5] == 12 && d0[5] == 6);
+    float d[7] = {1, 2, 3, 4, 5, 6, 7};
+    int64_t ids[7] = {40, 41, 40, 42, 41, -1, -1}; /* 40 and 41 twice, then padding */
+    CHECK(vs_topk_drop_duplicates(d, ids, 7, tmp, 0) == 2);
+    CHECK(ids[0] == 40 && ids[1] == 41 && ids[2] == 42 && ids[3] == -1 && ids[6] == -1);
+    CHECK(d[0] == 1 && d[1] == 2 && d[2] == 4); /* each id keeps its first (better) entry */
+    CHECK(d[3] == vs_topk_pad_distance(0));
+    float s[3] = {0.9f, 0.8f, 0.7f}; /* similarities: padding is the worst similarity */
+    int64_t si[3] = {5, 5, 5};
+    CHECK(vs_topk_drop_duplicates(s, si, 3, tmp, 1) == 2);
+    CHECK(si[0] == 5 && si[1] == -1 && si[2] == -1 && s[0] == 0.9f && s[2] == vs_topk_pad_distance(1));
+}
+
 static void test_partition_k(void)
 {
     CHECK(vs_topk_partition_k(100, 8, 0.9999) == 28);
@@ -223,5 +242,6 @@ int main(void)
     RUN(test_merge);
     RUN(test_merge_random_against_reference);
     RUN(test_partition_k);
+    RUN(test_drop_duplicates);
     return vs_test_finish();
 }

@@ -1,0 +1,323 @@
+/* fresh.c: writes since a version was built (fresh.h; layout in fresh_internal.h). */
+#include "shard/index/fresh.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/distance.h"
+#include "shard/index/fastscan.h"
+#include "shard/index/fresh_internal.h"
+
+vs_status vs_fresh_create(const vs_index_t *base, size_t capacity, vs_fresh_t **out, char err[VS_ERR_LEN])
+{
+    *out = NULL;
+    const vs_ivf_t *ivf = vs_index_impl_ivf(base);
+    if (ivf == NULL)
+        return vs_errf(err, VS_ERR_UNSUPPORTED,
+                       "fresh writes are built for IVF indexes only (not HNSW or Flat)");
+    if (!ivf->trained)
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "fresh writes need a trained index");
+    vs_fresh_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return vs_errf(err, VS_ERR_NOMEM, "no memory for the fresh state");
+    f->ivf = ivf;
+    switch (ivf->spec.codec) {
+    case VS_CODEC_FLAT:
+        f->code_bytes = ivf->d * sizeof(float);
+        break;
+    case VS_CODEC_PQ:
+        f->code_bytes = ivf->spec.fastscan ? vs_fs_pairs(ivf->pq.m) : ivf->pq.m;
+        break;
+    default:
+        free(f);
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "fresh writes: unknown IVF codec");
+    }
+    f->refine_bytes = vs_ivf_refine_bytes(ivf);
+    vs_status st = vs_idmap_create(capacity, &f->map, err);
+    if (st != VS_OK) {
+        free(f);
+        return st;
+    }
+    f->lists = calloc(ivf->nlist, sizeof *f->lists);
+    if (!f->lists) {
+        vs_idmap_destroy(f->map);
+        free(f);
+        return vs_errf(err, VS_ERR_NOMEM, "no memory for the fresh state's %u lists", ivf->nlist);
+    }
+    for (uint32_t l = 0; l < ivf->nlist; l++)
+        atomic_init(&f->lists[l], NULL);
+    atomic_init(&f->records, 0);
+    atomic_init(&f->live, 0);
+    atomic_init(&f->deleted, 0);
+    atomic_init(&f->bytes, ivf->nlist * sizeof *f->lists);
+    *out = f;
+    return VS_OK;
+}
+
+void vs_fresh_destroy(vs_fresh_t *f)
+{
+    if (!f)
+        return;
+    for (uint32_t l = 0; l < f->ivf->nlist; l++) {
+        vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
+        if (!L)
+            continue;
+        for (uint32_t c = 0; c < VS_FRESH_MAX_CHUNKS; c++) {
+            vs_fresh_chunk_t *ch = atomic_load_explicit(&L->chunks[c], memory_order_relaxed);
+            if (!ch)
+                break;
+            free(ch->ids);
+            free(ch->codes);
+            free(ch->refine);
+            free(ch);
+        }
+        free(L);
+    }
+    free(f->lists);
+    vs_idmap_destroy(f->map);
+    free(f);
+}
+
+/* ---- writer ------------------------------------------------------------------------------------- */
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Checks ids (>= 0) and that the distinct ids not yet in the map fit the capacity. */
+static vs_status check_ids(const vs_fresh_t *f, size_t n, const int64_t *ids, char *err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "item %zu has negative id %lld", i,
+                           (long long)ids[i]);
+    int64_t *sorted = malloc((n ? n : 1) * sizeof *sorted);
+    if (!sorted)
+        return vs_errf(err, VS_ERR_NOMEM, "no memory to check %zu ids", n);
+    memcpy(sorted, ids, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, cmp_i64);
+    size_t fresh_ids = 0;
+    uint64_t v;
+    for (size_t i = 0; i < n; i++)
+        if ((i == 0 || sorted[i] != sorted[i - 1]) && !vs_idmap_get(f->map, sorted[i], &v))
+            fresh_ids++;
+    free(sorted);
+    size_t have = vs_idmap_count(f->map), cap = vs_idmap_capacity(f->map);
+    if (have + fresh_ids > cap)
+        return vs_errf(
+            err, VS_ERR_RESOURCE_EXHAUSTED,
+            "fresh capacity reached: %zu of %zu ids written since the version was built, this write "
+            "adds %zu; the next version must fold them in",
+            have, cap, fresh_ids);
+    return VS_OK;
+}
+
+/* Points id at its new state (ref: record + 1, or 0 for deleted) and keeps the counts. Cannot fail:
+ * check_ids made room. */
+static void set_state(vs_fresh_t *f, int64_t id, uint64_t ref)
+{
+    uint64_t old = 0;
+    int had = vs_idmap_get(f->map, id, &old);
+    if (had && (old & ~VS_FRESH_BASE_DEAD))
+        atomic_fetch_sub_explicit(&f->live, 1, memory_order_relaxed);
+    if (had && !(old & ~VS_FRESH_BASE_DEAD))
+        atomic_fetch_sub_explicit(&f->deleted, 1, memory_order_relaxed);
+    if (ref)
+        atomic_fetch_add_explicit(&f->live, 1, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&f->deleted, 1, memory_order_relaxed);
+    char err[VS_ERR_LEN];
+    (void)vs_idmap_put(f->map, id, VS_FRESH_BASE_DEAD | ref, err);
+}
+
+/* Makes sure list l can take `more` records after its current ones (lists and chunks allocated; the
+ * published count is not touched). */
+static vs_status reserve(vs_fresh_t *f, uint32_t l, size_t more, char *err)
+{
+    vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
+    if (!L) {
+        L = calloc(1, sizeof *L);
+        if (!L)
+            return vs_errf(err, VS_ERR_NOMEM, "no memory for a fresh list");
+        atomic_init(&L->n, 0);
+        for (uint32_t c = 0; c < VS_FRESH_MAX_CHUNKS; c++)
+            atomic_init(&L->chunks[c], NULL);
+        atomic_fetch_add_explicit(&f->bytes, sizeof *L, memory_order_relaxed);
+        atomic_store_explicit(&f->lists[l], L, memory_order_release);
+    }
+    size_t n = atomic_load_explicit(&L->n, memory_order_relaxed);
+    if (more == 0)
+        return VS_OK;
+    size_t off;
+    uint32_t last = vs_fresh_chunk_of(n + more - 1, &off);
+    if (last >= VS_FRESH_MAX_CHUNKS)
+        return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "fresh list %u is full", l);
+    for (uint32_t c = 0; c <= last; c++) {
+        if (atomic_load_explicit(&L->chunks[c], memory_order_relaxed))
+            continue;
+        size_t cap = vs_fresh_chunk_cap(c);
+        vs_fresh_chunk_t *ch = calloc(1, sizeof *ch);
+        if (ch) {
+            ch->ids = malloc(cap * sizeof *ch->ids);
+            ch->codes = malloc(cap * f->code_bytes);
+            ch->refine = f->refine_bytes ? malloc(cap * f->refine_bytes) : NULL;
+        }
+        if (!ch || !ch->ids || !ch->codes || (f->refine_bytes && !ch->refine)) {
+            if (ch) {
+                free(ch->ids);
+                free(ch->codes);
+                free(ch->refine);
+                free(ch);
+            }
+            return vs_errf(err, VS_ERR_NOMEM, "no memory for %zu fresh records", cap);
+        }
+        atomic_fetch_add_explicit(&f->bytes, cap * (sizeof(int64_t) + f->code_bytes + f->refine_bytes),
+                                  memory_order_relaxed);
+        atomic_store_explicit(&L->chunks[c], ch, memory_order_release);
+    }
+    return VS_OK;
+}
+
+/* The code of one (normalised, for cosine) vector x in list l, in the fresh record format. pq: m bytes of
+ * 8/4-bit codes from vs_pq_encode. */
+static void put_code(const vs_fresh_t *f, const float *x, const uint8_t *pq, uint8_t *dst)
+{
+    const vs_ivf_t *ivf = f->ivf;
+    if (ivf->spec.codec == VS_CODEC_FLAT) {
+        memcpy(dst, x, ivf->d * sizeof(float));
+    } else if (ivf->spec.fastscan) {
+        memset(dst, 0, f->code_bytes);
+        for (uint32_t j = 0; j < ivf->pq.m; j++)
+            dst[j / 2] |= (uint8_t)((pq[j] & 15) << ((j & 1) * 4));
+    } else {
+        memcpy(dst, pq, ivf->pq.m);
+    }
+}
+
+vs_status vs_fresh_upsert(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x, char err[VS_ERR_LEN])
+{
+    const vs_ivf_t *ivf = f->ivf;
+    const uint32_t d = ivf->d;
+    if (n == 0)
+        return VS_OK;
+    vs_status st = vs_check_finite(x, n, d, "vector", err);
+    if (st == VS_OK)
+        st = check_ids(f, n, ids, err);
+    if (st != VS_OK)
+        return st;
+    int32_t *lab = malloc(n * sizeof *lab);
+    float *xn = malloc(n * d * sizeof *xn);
+    float *resid = ivf->spec.codec == VS_CODEC_PQ ? malloc(n * d * sizeof *resid) : NULL;
+    uint8_t *pq = ivf->spec.codec == VS_CODEC_PQ ? malloc(n * ivf->pq.m) : NULL;
+    size_t *cnt = calloc(ivf->nlist, sizeof *cnt);
+    uint64_t *refs = malloc(n * sizeof *refs);
+    if (!lab || !xn || !cnt || !refs || (ivf->spec.codec == VS_CODEC_PQ && (!resid || !pq))) {
+        st = vs_errf(err, VS_ERR_NOMEM, "no memory to encode %zu fresh vectors", n);
+        goto done;
+    }
+    /* the list and code each vector would get from add (same assignment, same encoder) */
+    st = vs_ivf_assign(ivf, n, x, 1, lab, err);
+    if (st != VS_OK)
+        goto done;
+    memcpy(xn, x, n * d * sizeof *xn);
+    if (ivf->metric == VS_METRIC_COSINE)
+        vs_normalize_rows(xn, n, d);
+    if (ivf->spec.codec == VS_CODEC_PQ) {
+        for (size_t i = 0; i < n; i++)
+            for (uint32_t j = 0; j < d; j++)
+                resid[i * d + j] = xn[i * d + j] - ivf->centroids[(size_t)lab[i] * d + j];
+        st = vs_pq_encode(&ivf->pq, resid, n, pq, 1, err);
+        if (st != VS_OK)
+            goto done;
+    }
+    for (size_t i = 0; i < n; i++)
+        cnt[lab[i]]++;
+    for (uint32_t l = 0; l < ivf->nlist && st == VS_OK; l++)
+        if (cnt[l])
+            st = reserve(f, l, cnt[l], err);
+    if (st != VS_OK)
+        goto done;
+    /* write every record past the published counts, then publish, then point the ids at them: a
+     * reader sees a record only once complete, and an id's new copy only once its record is visible */
+    for (uint32_t l = 0; l < ivf->nlist; l++)
+        cnt[l] = 0; /* now: records written into list l by this call */
+    for (size_t i = 0; i < n; i++) {
+        uint32_t l = (uint32_t)lab[i];
+        vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
+        size_t pos = atomic_load_explicit(&L->n, memory_order_relaxed) + cnt[l]++;
+        size_t off;
+        uint32_t c = vs_fresh_chunk_of(pos, &off);
+        vs_fresh_chunk_t *ch = atomic_load_explicit(&L->chunks[c], memory_order_relaxed);
+        ch->ids[off] = ids[i];
+        put_code(f, xn + i * d, pq ? pq + i * ivf->pq.m : NULL, ch->codes + off * f->code_bytes);
+        if (ivf->spec.refine == VS_REFINE_FLAT)
+            memcpy(ch->refine + off * f->refine_bytes, xn + i * d, d * sizeof(float));
+        else if (ivf->spec.refine == VS_REFINE_SQ8)
+            vs_sq8_encode(&ivf->sq8, xn + i * d, ch->refine + off * f->refine_bytes);
+        refs[i] = (((uint64_t)l << 32) | pos) + 1;
+    }
+    for (uint32_t l = 0; l < ivf->nlist; l++)
+        if (cnt[l]) {
+            vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
+            atomic_store_explicit(&L->n, atomic_load_explicit(&L->n, memory_order_relaxed) + cnt[l],
+                                  memory_order_release);
+        }
+    for (size_t i = 0; i < n; i++)
+        set_state(f, ids[i], refs[i]);
+    atomic_fetch_add_explicit(&f->records, n, memory_order_relaxed);
+done:
+    free(refs);
+    free(lab);
+    free(xn);
+    free(resid);
+    free(pq);
+    free(cnt);
+    return st;
+}
+
+vs_status vs_fresh_delete(vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN])
+{
+    vs_status st = check_ids(f, n, ids, err);
+    if (st != VS_OK)
+        return st;
+    for (size_t i = 0; i < n; i++)
+        set_state(f, ids[i], 0);
+    return VS_OK;
+}
+
+/* ---- readers ------------------------------------------------------------------------------------ */
+
+vs_status vs_fresh_search(const vs_fresh_t *f, size_t nq, const float *q, size_t k,
+                          const vs_search_params_t *params, size_t n_threads, float *out_dist,
+                          int64_t *out_ids, char err[VS_ERR_LEN])
+{
+    vs_search_params_t none = {0};
+    if (!params)
+        params = &none;
+    if (params->ef_search)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "efSearch applies to HNSW indexes only");
+    if (params->k_factor != 0 && f->ivf->spec.refine == VS_REFINE_NONE)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k_factor applies to indexes with a refine stage only");
+    return vs_ivf_search_fresh(f->ivf, f, nq, q, k, params->nprobe, params->quantizer_ef_search, NULL,
+                               params->k_factor, n_threads, out_dist, out_ids, err);
+}
+
+vs_status vs_fresh_search_lists(const vs_fresh_t *f, size_t nq, const float *q, size_t k,
+                                const int32_t *lists, uint32_t n_lists, float k_factor, size_t n_threads,
+                                float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
+{
+    return vs_ivf_search_fresh(f->ivf, f, nq, q, k, n_lists, 0, lists, k_factor, n_threads, out_dist, out_ids,
+                               err);
+}
+
+void vs_fresh_stats(const vs_fresh_t *f, vs_fresh_stats_t *out)
+{
+    out->ids = vs_idmap_count(f->map);
+    out->capacity = vs_idmap_capacity(f->map);
+    out->records = atomic_load_explicit(&f->records, memory_order_relaxed);
+    out->live = atomic_load_explicit(&f->live, memory_order_relaxed);
+    out->deleted = atomic_load_explicit(&f->deleted, memory_order_relaxed);
+    out->memory_bytes = atomic_load_explicit(&f->bytes, memory_order_relaxed) + vs_idmap_memory_bytes(f->map);
+}

@@ -1,0 +1,403 @@
+/* test_fresh: writes since a version was built (shard/index/fresh.h) without a network.
+ * - An empty fresh state answers exactly as the index.
+ * - After upserts (new ids, replacements of base ids, replacements of fresh ids) and deletes, a search
+ *   returns no deleted or superseded copy, and answers as an index rebuilt from scratch over the live
+ *   items does: the same ids for IVF-Flat (exact distances), at least its recall (-0.01) against exact
+ *   search over the live items for the PQ codecs (their scan sums are the same; only ties at the cut
+ *   may fall the other way), for every metric. Lists chosen by the caller (the coordinator's path) give the
+ * same.
+ * - Capacity is counted in distinct ids and a write that would pass it is refused whole; bad input is
+ *   refused whole; HNSW is refused.
+ * - Concurrent searches while one thread writes (run under ThreadSanitizer in CI): no duplicate id, no
+ *   deleted id, ever. */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/topk.h"
+#include "shard/index/flat.h"
+#include "shard/index/fresh.h"
+#include "shard/index/index.h"
+#include "shard/index/ivf.h"
+#include "tests/testlib.h"
+
+#define N 3000
+#define D 16
+#define NQ 60
+#define K 10
+#define NEW 400   /* new ids */
+#define REPL 150  /* base ids replaced by new vectors */
+#define DEL 200   /* base ids deleted */
+#define REREPL 50 /* new ids replaced again */
+#define NLIST 16
+
+static float base[N * D], queries[NQ * D], newv[(NEW + REPL + REREPL) * D];
+
+static int64_t base_id(size_t i)
+{
+    return 1000000 + (int64_t)i * 3;
+}
+
+static vs_index_t *build(const char *factory, vs_metric metric, size_t n, const float *x, const int64_t *ids,
+                         const vs_index_t *trained)
+{
+    char err[VS_ERR_LEN];
+    vs_index_t *idx = NULL;
+    if (trained) {
+        CHECK(vs_index_clone_empty(trained, &idx, err) == VS_OK);
+    } else {
+        CHECK(vs_index_create(D, metric, factory, &idx, err) == VS_OK);
+        CHECK(vs_index_train(idx, N, base, 1, NULL, err) == VS_OK);
+    }
+    CHECKF(vs_index_add(idx, n, x, ids, 1, NULL, err) == VS_OK, "%s", err);
+    return idx;
+}
+
+/* An index of the N base rows with their base ids. */
+static vs_index_t *build_base(const char *factory, vs_metric metric)
+{
+    int64_t *ids = malloc(N * sizeof *ids);
+    for (size_t i = 0; i < N; i++)
+        ids[i] = base_id(i);
+    vs_index_t *idx = build(factory, metric, N, base, ids, NULL);
+    free(ids);
+    return idx;
+}
+
+/* Exact top-K over the live items (brute force), for recall. */
+static void exact(vs_metric metric, size_t n, const float *x, const int64_t *ids, int64_t *out)
+{
+    char err[VS_ERR_LEN];
+    vs_index_t *flat;
+    CHECK(vs_index_create(D, metric, "Flat", &flat, err) == VS_OK);
+    CHECK(vs_index_add(flat, n, x, ids, 1, NULL, err) == VS_OK);
+    float *dist = malloc(NQ * K * sizeof *dist);
+    CHECK(vs_index_search(flat, NQ, queries, K, NULL, 1, dist, out, err) == VS_OK);
+    free(dist);
+    vs_index_destroy(flat);
+}
+
+static double recall(const int64_t *got, const int64_t *gt)
+{
+    return vs_test_recall(got, K, gt, K, NQ, K);
+}
+
+static int contains(const int64_t *ids, size_t n, int64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return 1;
+    return 0;
+}
+
+static void test_empty_is_the_index(void)
+{
+    const char *factories[] = {"IVF16,Flat", "IVF16,PQ8", "IVF16,PQ8x4fs,RFlat", "IVF16,PQ4x4fs,RSQ8"};
+    char err[VS_ERR_LEN];
+    for (size_t f = 0; f < 4; f++) {
+        vs_index_t *idx = build_base(factories[f], VS_METRIC_L2);
+        vs_fresh_t *fr;
+        CHECK(vs_fresh_create(idx, 1000, &fr, err) == VS_OK);
+        vs_search_params_t p = {.nprobe = 4, .k_factor = strstr(factories[f], ",R") ? 4 : 0};
+        float d1[NQ * K], d2[NQ * K];
+        int64_t i1[NQ * K], i2[NQ * K];
+        CHECK(vs_index_search(idx, NQ, queries, K, &p, 1, d1, i1, err) == VS_OK);
+        CHECK(vs_fresh_search(fr, NQ, queries, K, &p, 1, d2, i2, err) == VS_OK);
+        CHECKF(memcmp(i1, i2, sizeof i1) == 0 && memcmp(d1, d2, sizeof d1) == 0, "%s", factories[f]);
+        vs_fresh_destroy(fr);
+        vs_index_destroy(idx);
+    }
+}
+
+/* Applies the writes to a fresh state over idx and builds the live set (ids, vectors) they leave. */
+static void apply_writes(vs_fresh_t *fr, int64_t *live_ids, float *live_x, size_t *n_live, int64_t *dead,
+                         size_t *n_dead)
+{
+    char err[VS_ERR_LEN];
+    int64_t ids[NEW + REPL + REREPL];
+    /* new ids, then replacements of base ids 0..REPL-1 (every 7th), in one call */
+    for (size_t i = 0; i < NEW; i++)
+        ids[i] = 5000000 + (int64_t)i;
+    for (size_t i = 0; i < REPL; i++)
+        ids[NEW + i] = base_id(i * 7);
+    CHECKF(vs_fresh_upsert(fr, NEW + REPL, ids, newv, err) == VS_OK, "%s", err);
+    /* deletes of other base ids (every 4th from row 2000: none of them replaced) */
+    int64_t del[DEL];
+    for (size_t i = 0; i < DEL; i++)
+        del[i] = base_id(2000 + i * 4);
+    CHECKF(vs_fresh_delete(fr, DEL, del, err) == VS_OK, "%s", err);
+    /* new ids replaced again */
+    int64_t rr[REREPL];
+    for (size_t i = 0; i < REREPL; i++)
+        rr[i] = 5000000 + (int64_t)(i * 3);
+    CHECKF(vs_fresh_upsert(fr, REREPL, rr, newv + (NEW + REPL) * D, err) == VS_OK, "%s", err);
+
+    /* the live set: base minus replaced and deleted, plus the latest vector of every new or replaced id */
+    size_t n = 0, nd = 0;
+    for (size_t i = 0; i < N; i++) {
+        int64_t id = base_id(i);
+        if (i % 7 == 0 && i / 7 < REPL)
+            continue; /* replaced: live with its new vector (below) */
+        if (i >= 2000 && i % 4 == 0 && (i - 2000) / 4 < DEL) {
+            dead[nd++] = id;
+            continue;
+        }
+        live_ids[n] = id;
+        memcpy(live_x + n * D, base + i * D, D * sizeof(float));
+        n++;
+    }
+    for (size_t i = 0; i < NEW + REPL; i++) {
+        const float *v = newv + i * D;
+        if (i < NEW && i % 3 == 0 && i / 3 < REREPL)
+            v = newv + (NEW + REPL + i / 3) * D;
+        live_ids[n] = ids[i];
+        memcpy(live_x + n * D, v, D * sizeof(float));
+        n++;
+    }
+    *n_live = n;
+    *n_dead = nd;
+}
+
+static void test_writes_match_a_rebuild(void)
+{
+    const char *factories[] = {"IVF16,Flat", "IVF16,PQ8", "IVF16,PQ8x4fs", "IVF16,PQ8x4fs,RFlat",
+                               "IVF16,PQ4x4fs,RSQ8"};
+    vs_metric metrics[] = {VS_METRIC_L2, VS_METRIC_IP, VS_METRIC_COSINE};
+    char err[VS_ERR_LEN];
+    int64_t *live_ids = malloc((N + NEW + REPL) * sizeof *live_ids), *dead = malloc(N * sizeof *dead);
+    float *live_x = malloc((N + NEW + REPL) * D * sizeof *live_x);
+    for (size_t f = 0; f < sizeof factories / sizeof *factories; f++)
+        for (size_t m = 0; m < 3; m++) {
+            vs_index_t *idx = build_base(factories[f], metrics[m]);
+            vs_fresh_t *fr;
+            CHECK(vs_fresh_create(idx, 2000, &fr, err) == VS_OK);
+            size_t n_live, n_dead;
+            apply_writes(fr, live_ids, live_x, &n_live, dead, &n_dead);
+            vs_fresh_stats_t stt;
+            vs_fresh_stats(fr, &stt);
+            CHECKF(stt.ids == NEW + REPL + DEL && stt.records == NEW + REPL + REREPL &&
+                       stt.live == NEW + REPL && stt.deleted == DEL,
+                   "stats: %zu ids, %zu records, %zu live, %zu deleted", stt.ids, stt.records, stt.live,
+                   stt.deleted);
+            vs_index_t *rebuilt = build(factories[f], metrics[m], n_live, live_x, live_ids, idx);
+            int64_t gt[NQ * K];
+            exact(metrics[m], n_live, live_x, live_ids, gt);
+
+            vs_search_params_t p = {.nprobe = 6, .k_factor = strstr(factories[f], ",R") ? 8 : 0};
+            float d1[NQ * K], d2[NQ * K];
+            int64_t i1[NQ * K], i2[NQ * K];
+            CHECKF(vs_fresh_search(fr, NQ, queries, K, &p, 1, d1, i1, err) == VS_OK, "%s", err);
+            CHECK(vs_index_search(rebuilt, NQ, queries, K, &p, 1, d2, i2, err) == VS_OK);
+            /* nothing dead, and a replaced id comes back with its new vector's distance */
+            int bad = 0;
+            for (size_t i = 0; i < NQ * K; i++) {
+                if (i1[i] < 0)
+                    continue;
+                for (size_t j = 0; j < n_dead; j++)
+                    if (dead[j] == i1[i])
+                        bad++;
+            }
+            CHECKF(bad == 0, "%s %s: %d deleted ids returned", factories[f], vs_metric_name(metrics[m]), bad);
+            for (size_t qi = 0; qi < NQ; qi++) { /* no id twice in one answer */
+                for (size_t a = 0; a < K; a++)
+                    for (size_t b = a + 1; b < K; b++)
+                        if (i1[qi * K + a] >= 0 && i1[qi * K + a] == i1[qi * K + b])
+                            bad++;
+            }
+            CHECKF(bad == 0, "%s: duplicate ids", factories[f]);
+            if (strcmp(factories[f], "IVF16,Flat") == 0) {
+                CHECKF(memcmp(i1, i2, sizeof i1) == 0, "%s %s: ids differ from the rebuilt index",
+                       factories[f], vs_metric_name(metrics[m]));
+                int close = 1;
+                for (size_t i = 0; i < NQ * K; i++)
+                    close &= fabsf(d1[i] - d2[i]) <= 1e-4f * (1.0f + fabsf(d2[i]));
+                CHECKF(close, "%s %s: distances differ", factories[f], vs_metric_name(metrics[m]));
+            }
+            /* not worse than the rebuild (ties at the cut of a coarse PQ may fall either way) */
+            double r1 = recall(i1, gt), r2 = recall(i2, gt);
+            CHECKF(r1 >= r2 - 0.01 && r1 <= r2 + 0.03 && r1 > 0.2,
+                   "%s %s: recall %.4f with fresh writes, %.4f rebuilt", factories[f],
+                   vs_metric_name(metrics[m]), r1, r2);
+            /* the coordinator's path: lists chosen outside give the same answers */
+            int32_t lists[NQ * 6];
+            const struct vs_ivf *ivf = vs_index_impl_ivf(idx);
+            for (size_t qi = 0; qi < NQ; qi++)
+                CHECK(vs_ivf_probe(ivf, queries + qi * D, 6, 0, lists + qi * 6, err) == VS_OK);
+            float d3[NQ * K];
+            int64_t i3[NQ * K];
+            CHECKF(vs_fresh_search_lists(fr, NQ, queries, K, lists, 6, 8, 1, d3, i3, err) == VS_OK, "%s",
+                   err);
+            CHECKF(memcmp(i1, i3, sizeof i1) == 0, "%s: search_lists differs", factories[f]);
+            vs_index_destroy(rebuilt);
+            vs_fresh_destroy(fr);
+            vs_index_destroy(idx);
+        }
+    free(live_ids);
+    free(live_x);
+    free(dead);
+}
+
+/* A replaced base id is found by its new vector: searching with the new vector itself returns it first. */
+static void test_replacement_is_found_by_its_new_vector(void)
+{
+    char err[VS_ERR_LEN];
+    vs_index_t *idx = build_base("IVF16,PQ8x4fs,RFlat", VS_METRIC_L2);
+    vs_fresh_t *fr;
+    CHECK(vs_fresh_create(idx, 100, &fr, err) == VS_OK);
+    int64_t id = base_id(42);
+    CHECK(vs_fresh_upsert(fr, 1, &id, base + 2000 * D, err) == VS_OK); /* id 42 now sits where row 2000 is */
+    vs_search_params_t p = {.nprobe = NLIST, .k_factor = 16};
+    float d[2];
+    int64_t got[2];
+    CHECK(vs_fresh_search(fr, 1, base + 2000 * D, 2, &p, 1, d, got, err) == VS_OK);
+    CHECKF((got[0] == id || got[1] == id) && d[0] < 1e-4f, "ids %lld %lld", (long long)got[0],
+           (long long)got[1]);
+    CHECK(vs_fresh_search(fr, 1, base + 42 * D, 1, &p, 1, d, got, err) == VS_OK); /* its old place */
+    CHECKF(got[0] != id, "the superseded copy of %lld was returned", (long long)id);
+    CHECK(vs_fresh_delete(fr, 1, &id, err) == VS_OK);
+    CHECK(vs_fresh_search(fr, 1, base + 2000 * D, 2, &p, 1, d, got, err) == VS_OK);
+    CHECK(got[0] != id && got[1] != id);
+    vs_fresh_destroy(fr);
+    vs_index_destroy(idx);
+}
+
+static void test_capacity_and_bad_input(void)
+{
+    char err[VS_ERR_LEN];
+    vs_index_t *idx = build_base("IVF16,PQ8x4fs,RSQ8", VS_METRIC_L2);
+    vs_fresh_t *fr;
+    CHECK(vs_fresh_create(idx, 10, &fr, err) == VS_OK);
+    int64_t w[11];
+    for (int i = 0; i < 11; i++)
+        w[i] = 7000000 + i;
+    CHECK(vs_fresh_upsert(fr, 11, w, newv, err) == VS_ERR_RESOURCE_EXHAUSTED);
+    CHECKF(strstr(err, "capacity") != NULL, "%s", err);
+    vs_fresh_stats_t st;
+    vs_fresh_stats(fr, &st);
+    CHECK(st.ids == 0 && st.records == 0 && st.live == 0);
+    int64_t twice[12] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 10, 1}; /* 10 distinct: fits */
+    CHECKF(vs_fresh_upsert(fr, 12, twice, newv, err) == VS_OK, "%s", err);
+    vs_fresh_stats(fr, &st);
+    CHECK(st.ids == 10 && st.records == 12 && st.live == 10);
+    int64_t again[3] = {1, 2, 3}; /* known ids: no new capacity needed */
+    CHECK(vs_fresh_delete(fr, 3, again, err) == VS_OK);
+    int64_t one_more = 11;
+    CHECK(vs_fresh_delete(fr, 1, &one_more, err) == VS_ERR_RESOURCE_EXHAUSTED);
+    /* bad input changes nothing */
+    float bad[2 * D];
+    memcpy(bad, newv, sizeof bad);
+    bad[D + 3] = NAN;
+    int64_t two[2] = {4, 5};
+    CHECK(vs_fresh_upsert(fr, 2, two, bad, err) == VS_ERR_INVALID_ARGUMENT);
+    CHECKF(strstr(err, "1") != NULL, "%s", err);
+    int64_t neg[2] = {4, -3};
+    CHECK(vs_fresh_upsert(fr, 2, neg, newv, err) == VS_ERR_INVALID_ARGUMENT);
+    CHECK(vs_fresh_delete(fr, 2, neg, err) == VS_ERR_INVALID_ARGUMENT);
+    vs_fresh_stats(fr, &st);
+    CHECK(st.ids == 10 && st.records == 12 && st.live == 7 && st.deleted == 3);
+    vs_search_params_t p = {.ef_search = 16};
+    float d[K];
+    int64_t got[K];
+    CHECK(vs_fresh_search(fr, 1, queries, K, &p, 1, d, got, err) == VS_ERR_INVALID_ARGUMENT);
+    vs_fresh_destroy(fr);
+    vs_index_destroy(idx);
+
+    vs_index_t *h;
+    CHECK(vs_index_create(D, VS_METRIC_L2, "HNSW8", &h, err) == VS_OK);
+    CHECK(vs_index_add(h, 100, base, NULL, 1, NULL, err) == VS_OK);
+    CHECK(vs_fresh_create(h, 10, &fr, err) == VS_ERR_UNSUPPORTED);
+    vs_index_destroy(h);
+}
+
+/* ---- concurrent readers and one writer ---------------------------------------------------------- */
+
+typedef struct race {
+    vs_fresh_t *fr;
+    atomic_int stop;
+    atomic_long searches, bad;
+} race_t;
+
+static void *reader(void *arg)
+{
+    race_t *r = arg;
+    char err[VS_ERR_LEN];
+    vs_search_params_t p = {.nprobe = 8, .k_factor = 4};
+    float d[4 * K];
+    int64_t got[4 * K];
+    while (!atomic_load(&r->stop)) {
+        if (vs_fresh_search(r->fr, 4, newv, K, &p, 1, d, got, err) != VS_OK) {
+            atomic_fetch_add(&r->bad, 1);
+            continue;
+        }
+        for (size_t qi = 0; qi < 4; qi++)
+            for (size_t a = 0; a < K; a++) {
+                int64_t id = got[qi * K + a];
+                if (id >= 8000000 && id < 8000000 + 100 && id % 2 == 1)
+                    atomic_fetch_add(&r->bad, 1); /* odd ids were deleted before any reader started */
+                if (id >= 0 && contains(got + qi * K + a + 1, K - a - 1, id))
+                    atomic_fetch_add(&r->bad, 1); /* an id twice */
+            }
+        atomic_fetch_add(&r->searches, 1);
+    }
+    return NULL;
+}
+
+static void test_concurrent_readers(void)
+{
+    char err[VS_ERR_LEN];
+    vs_index_t *idx = build_base("IVF16,PQ8x4fs,RFlat", VS_METRIC_L2);
+    race_t r = {0};
+    CHECK(vs_fresh_create(idx, 1000, &r.fr, err) == VS_OK);
+    int64_t w[100];
+    for (int i = 0; i < 100; i++)
+        w[i] = 8000000 + i;
+    CHECK(vs_fresh_upsert(r.fr, 100, w, newv, err) == VS_OK);
+    int64_t odd[50];
+    for (int i = 0; i < 50; i++)
+        odd[i] = 8000000 + 2 * i + 1;
+    CHECK(vs_fresh_delete(r.fr, 50, odd, err) == VS_OK);
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++)
+        CHECK(pthread_create(&th[t], NULL, reader, &r) == 0);
+    /* the writer: replaces the even ids over and over (their copies move between lists), so readers
+     * race with records being written and ids being re-pointed */
+    int64_t even[50];
+    for (int i = 0; i < 50; i++)
+        even[i] = 8000000 + 2 * i;
+    /* until the readers have searched 300 times while the writer ran (bounded: 20 s under TSan) */
+    int rounds = 0;
+    int64_t until = vs_test_now_ms() + 20000;
+    while (vs_test_now_ms() < until && (atomic_load(&r.searches) < 300 || rounds < 15)) {
+        for (int i = 0; i < 50; i++) {
+            CHECK(vs_fresh_upsert(r.fr, 1, &even[i], newv + ((size_t)(i + rounds * 7) % 400) * D, err) ==
+                  VS_OK);
+        }
+        rounds++;
+    }
+    atomic_store(&r.stop, 1);
+    for (int t = 0; t < 2; t++)
+        pthread_join(th[t], NULL);
+    CHECKF(atomic_load(&r.bad) == 0 && atomic_load(&r.searches) >= 300, "%ld bad of %ld searches (%d rounds)",
+           atomic_load(&r.bad), atomic_load(&r.searches), rounds);
+    vs_fresh_destroy(r.fr);
+    vs_index_destroy(idx);
+}
+
+int main(void)
+{
+    uint64_t rng = 11;
+    vs_test_clustered(base, N, D, 24, 0.3f, 5, 6);
+    for (size_t i = 0; i < NQ; i++)
+        for (size_t j = 0; j < D; j++)
+            queries[i * D + j] = base[(i * 37 % N) * D + j] + 0.05f * vs_test_randf(&rng);
+    vs_test_clustered(newv, NEW + REPL + REREPL, D, 24, 0.3f, 5, 7); /* same clusters, other points */
+    RUN(test_empty_is_the_index);
+    RUN(test_writes_match_a_rebuild);
+    RUN(test_replacement_is_found_by_its_new_vector);
+    RUN(test_capacity_and_bad_input);
+    RUN(test_concurrent_readers);
+    return vs_test_finish();
+}
