@@ -7,13 +7,15 @@ set -euo pipefail
 
 # build: compilers come with the machine; these are the libraries and tools the build links or runs.
 build_pkgs=(cmake pkg-config make gcc g++ libopenblas-dev zlib1g-dev libcjson-dev
-    libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto libcurl4-openssl-dev libmicrohttpd-dev)
-# tests and demo: the Fashion-MNIST data set, the peers we benchmark against in the same run, a real etcd,
+    libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto libcurl4-openssl-dev libmicrohttpd-dev
+    libnats-dev)
+# tests and demo: the Fashion-MNIST data set, the peers we benchmark against in the same run, a real etcd
+# and a real NATS JetStream (nats-server: the write log),
 # an independent gRPC client (python3-grpcio), promtool (prometheus), clang for the libFuzzer targets, and
 # for the Kubernetes manifest checks (tests/k8s/) yamllint, python3-yaml and node (npm fetches
 # kubernetes-models; kubectl is not in Debian 12 main, so the check skips loudly without it).
 test_pkgs=(dataset-fashion-mnist python3-numpy python3-faiss libhnswlib-dev
-    etcd-server etcd-client python3-grpcio python3-protobuf prometheus python3-prometheus-client clang
+    etcd-server etcd-client nats-server python3-grpcio python3-protobuf prometheus python3-prometheus-client clang
     yamllint python3-yaml nodejs)
 # Debian's nodejs has no npm (a separate package); NodeSource's nodejs ships it and conflicts with it.
 command -v npm >/dev/null || test_pkgs+=(npm)
