@@ -277,6 +277,11 @@ done:
     return st;
 }
 
+vs_status vs_fresh_check_room(const vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN])
+{
+    return check_ids(f, n, ids, err);
+}
+
 vs_status vs_fresh_delete(vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN])
 {
     vs_status st = check_ids(f, n, ids, err);
@@ -285,6 +290,12 @@ vs_status vs_fresh_delete(vs_fresh_t *f, size_t n, const int64_t *ids, char err[
     for (size_t i = 0; i < n; i++)
         set_state(f, ids[i], 0);
     return VS_OK;
+}
+
+vs_status vs_fresh_assign(const vs_fresh_t *f, size_t n, const float *x, int32_t *out_lists,
+                          char err[VS_ERR_LEN])
+{
+    return vs_ivf_assign(f->ivf, n, x, 1, out_lists, err);
 }
 
 /* ---- readers ------------------------------------------------------------------------------------ */

@@ -40,6 +40,15 @@ vs_status vs_fresh_upsert(vs_fresh_t *f, size_t n, const int64_t *ids, const flo
  * version may hold them). All or nothing, as upsert. */
 vs_status vs_fresh_delete(vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN]);
 
+/* VS_OK when writing ids[n] (>= 0) would fit the capacity; VS_ERR_RESOURCE_EXHAUSTED (as upsert) when not;
+ * VS_ERR_INVALID_ARGUMENT for a negative id. Changes nothing. */
+vs_status vs_fresh_check_room(const vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN]);
+
+/* The IVF list each of n vectors would be stored in (vs_ivf_assign on the base index): cluster-partitioned
+ * versions route an upsert to the partition owning its list. out_lists[n]. */
+vs_status vs_fresh_assign(const vs_fresh_t *f, size_t n, const float *x, int32_t *out_lists,
+                          char err[VS_ERR_LEN]);
+
 /* vs_index_search over the base index with the writes applied. */
 vs_status vs_fresh_search(const vs_fresh_t *f, size_t nq, const float *q, size_t k,
                           const vs_search_params_t *params, size_t n_threads, float *out_dist,

@@ -1,0 +1,146 @@
+/* applier.c: write-log messages into a replica's fresh state (applier.h). */
+#include "shard/server/applier.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/distance.h"
+#include "common/hash.h"
+#include "vecshard/v1/writelog.pb-c.h"
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The message's own rules: ids >= 0 and distinct, vectors of the version's dimension, finite. */
+static vs_status check(const Vecshard__V1__LogWrite *w, const vs_applier_scope_t *sc, char *err)
+{
+    if (w->n_ids == 0)
+        return vs_errf(err, VS_ERR_CORRUPT, "a write without ids");
+    for (size_t i = 0; i < w->n_ids; i++)
+        if (w->ids[i] < 0)
+            return vs_errf(err, VS_ERR_CORRUPT, "id %lld is negative", (long long)w->ids[i]);
+    int64_t *s = malloc(w->n_ids * sizeof *s);
+    if (!s)
+        return vs_errf(err, VS_ERR_NOMEM, "no memory to check %zu ids", w->n_ids);
+    memcpy(s, w->ids, w->n_ids * sizeof *s);
+    qsort(s, w->n_ids, sizeof *s, cmp_i64);
+    int64_t dup = -1;
+    for (size_t i = 1; i < w->n_ids && dup < 0; i++)
+        if (s[i] == s[i - 1])
+            dup = s[i];
+    free(s);
+    if (dup >= 0)
+        return vs_errf(err, VS_ERR_CORRUPT, "id %lld appears twice in one write", (long long)dup);
+    if (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT) {
+        if (w->dim != sc->dim)
+            return vs_errf(err, VS_ERR_CORRUPT, "vectors of dimension %u for an index of dimension %u",
+                           w->dim, sc->dim);
+        if (w->n_vectors != w->n_ids * (size_t)sc->dim)
+            return vs_errf(err, VS_ERR_CORRUPT, "%zu floats for %zu ids of dimension %u", w->n_vectors,
+                           w->n_ids, sc->dim);
+        return vs_check_finite(w->vectors, w->n_ids, sc->dim, "vector", err) == VS_OK ? VS_OK
+                                                                                      : VS_ERR_CORRUPT;
+    }
+    return VS_OK;
+}
+
+vs_status vs_applier_apply(vs_fresh_t *f, const vs_applier_scope_t *sc, const uint8_t *msg, size_t len,
+                           vs_applier_counts_t *c, char err[VS_ERR_LEN])
+{
+    Vecshard__V1__LogWrite *w = vecshard__v1__log_write__unpack(NULL, len, msg);
+    if (!w) {
+        c->rejected++;
+        return vs_errf(err, VS_ERR_CORRUPT, "a %zu-byte log message does not decode as LogWrite", len);
+    }
+    vs_status st = VS_OK;
+    int64_t *ids = NULL, *dels = NULL;
+    float *x = NULL;
+    int32_t *lists = NULL;
+    if (w->op != VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT && w->op != VECSHARD__V1__LOG_WRITE__OP__OP_DELETE) {
+        st = vs_errf(err, VS_ERR_CORRUPT, "unknown log operation %d", (int)w->op);
+        goto done;
+    }
+    st = check(w, sc, err);
+    if (st != VS_OK)
+        goto done;
+    if (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT && sc->model_version && sc->model_version[0] &&
+        strcmp(w->model_version, sc->model_version) != 0) {
+        c->other_model++;
+        goto done;
+    }
+    size_t n = w->n_ids, nu = 0, nd = 0;
+    ids = malloc(n * sizeof *ids);
+    dels = malloc(n * sizeof *dels);
+    if (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT) {
+        x = malloc(n * sc->dim * sizeof *x);
+        lists = sc->list_partition ? malloc(n * sizeof *lists) : NULL;
+    }
+    if (!ids || !dels ||
+        (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT && (!x || (sc->list_partition && !lists)))) {
+        st = vs_errf(err, VS_ERR_NOMEM, "no memory to apply a write of %zu ids", n);
+        goto done;
+    }
+    if (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT && sc->list_partition) {
+        st = vs_fresh_assign(f, n, w->vectors, lists, err);
+        if (st != VS_OK)
+            goto done;
+    }
+    uint64_t not_owned = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t id = w->ids[i];
+        if (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_DELETE) {
+            if (sc->list_partition || vs_hash_partition(id, sc->n_partitions) == sc->partition)
+                dels[nd++] = id;
+            else
+                not_owned++;
+            continue;
+        }
+        int mine = sc->list_partition ? (lists[i] >= 0 && (uint32_t)lists[i] < sc->nlist &&
+                                         sc->list_partition[lists[i]] == sc->partition)
+                                      : vs_hash_partition(id, sc->n_partitions) == sc->partition;
+        if (mine) {
+            memcpy(x + nu * sc->dim, w->vectors + i * sc->dim, sc->dim * sizeof *x);
+            ids[nu++] = id;
+        } else if (sc->list_partition) {
+            dels[nd++] = id; /* moved to another partition: hide any copy held here */
+        } else {
+            not_owned++;
+        }
+    }
+    if (nd > 0 && nu > 0) {
+        /* two calls (cluster partitions: upserts here, moves away): check that the new ids of both fit
+         * before the first call changes anything, so that a full state refuses the message whole */
+        int64_t *all = malloc((nu + nd) * sizeof *all);
+        if (!all) {
+            st = vs_errf(err, VS_ERR_NOMEM, "no memory to apply a write of %zu ids", n);
+            goto done;
+        }
+        memcpy(all, ids, nu * sizeof *all);
+        memcpy(all + nu, dels, nd * sizeof *all);
+        st = vs_fresh_check_room(f, nu + nd, all, err);
+        free(all);
+        if (st != VS_OK)
+            goto done;
+    }
+    if (nu > 0)
+        st = vs_fresh_upsert(f, nu, ids, x, err);
+    if (st == VS_OK && nd > 0)
+        st = vs_fresh_delete(f, nd, dels, err);
+    if (st == VS_OK) {
+        c->upserted += nu;
+        c->deleted += nd;
+        c->not_owned += not_owned;
+    }
+done:
+    if (st == VS_ERR_CORRUPT)
+        c->rejected++;
+    free(ids);
+    free(dels);
+    free(x);
+    free(lists);
+    vecshard__v1__log_write__free_unpacked(w, NULL);
+    return st;
+}
