@@ -223,6 +223,10 @@ static vs_status parse(const cJSON *root, const char *path, vs_manifest_t *m, ch
         m->has_build = 1;
     }
 
+    if (cJSON_GetObjectItemCaseSensitive(root, "log_upto") &&
+        (st = get_uint(root, "log_upto", UINT64_MAX >> 1, &m->log_upto, path, err)) != VS_OK)
+        return st;
+
     const cJSON *parts = cJSON_GetObjectItemCaseSensitive(root, "partitions");
     int n = cJSON_IsArray(parts) ? cJSON_GetArraySize(parts) : -1;
     if (n < 1 || (unsigned)n > MAX_PARTITIONS)
@@ -471,6 +475,10 @@ vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[V
             snprintf(num, sizeof num, "%llu", (unsigned long long)m->build_seed);
             cJSON_AddStringToObject(b, "seed", num);
         }
+    }
+    if (m->log_upto) {
+        snprintf(num, sizeof num, "%llu", (unsigned long long)m->log_upto);
+        cJSON_AddStringToObject(root, "log_upto", num);
     }
     for (uint32_t i = 0; i < m->n_partitions; i++) {
         const vs_manifest_partition_t *p = &m->partitions[i];

@@ -71,6 +71,8 @@ typedef struct vs_manifest {
     char hash[32];                 /* hash partitioning: VS_MANIFEST_HASH or "" (absent: older manifests) */
     vs_search_defaults_t defaults; /* optional "search_defaults" */
     int has_build;                 /* the optional "build" object: how the builder sampled its training set */
+    uint64_t log_upto; /* "log_upto": the write log's last sequence folded into this version (0 = none:
+                          a replica applies the log from its first message) */
     uint64_t build_train_sample, build_seed;
     char dir[PATH_MAX]; /* directory of the manifest file (set by load) */
 } vs_manifest_t;

@@ -30,6 +30,14 @@ typedef struct version {
     vs_index_t *idx;             /* READY only */
     vs_search_params_t defaults; /* the manifest's search_defaults (0 = the index's own default) */
     atomic_int refs;             /* the registry's + one per search */
+    /* fresh writes (opts.fresh_capacity > 0, IVF): the writes applied since the version was built */
+    vs_fresh_t *fresh;        /* set before READY, NULL when the version takes no writes */
+    uint32_t *list_partition; /* cluster partitioning: the owner of each IVF list */
+    char model_version[VS_NAME_LEN];
+    uint64_t log_from;        /* the first log sequence not folded into the version */
+    pthread_mutex_t apply_mu; /* one applier at a time; guards log_next, counts */
+    uint64_t log_next;        /* the next sequence to apply */
+    vs_applier_counts_t counts;
 } version_t;
 
 struct vs_shard {
@@ -45,6 +53,7 @@ struct vs_shard {
     double slow_s; /* opts.slow_request_ms in seconds; 0 = off */
     void (*on_stage)(void *, vs_shard_stage, double);
     void *stage_user;
+    size_t fresh_capacity;
     pthread_mutex_t log_mu; /* the rate limit of per-search log records */
     vs_log_limit_t search_log;
 };
@@ -52,7 +61,10 @@ struct vs_shard {
 static void version_unref(version_t *v)
 {
     if (v && atomic_fetch_sub(&v->refs, 1) == 1) {
+        vs_fresh_destroy(v->fresh); /* borrows idx */
         vs_index_destroy(v->idx);
+        free(v->list_partition);
+        pthread_mutex_destroy(&v->apply_mu);
         free(v);
     }
 }
@@ -73,6 +85,7 @@ vs_status vs_shard_create(const vs_shard_opts_t *o, vs_shard_t **out, char err[V
     sh->n_cpus = o && o->n_cpus ? o->n_cpus : vs_parallel_cpus();
     sh->max_batch = o && o->max_batch ? o->max_batch : VS_SHARD_DEFAULT_MAX_BATCH;
     sh->skip_crc = o ? o->skip_crc : 0;
+    sh->fresh_capacity = o ? o->fresh_capacity : 0;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     sh->started_at_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -148,7 +161,29 @@ static version_t *version_new(const char *name, uint32_t partition)
     v->partitions_total = 1;
     snprintf(v->partitioning, sizeof v->partitioning, "hash");
     atomic_init(&v->refs, 1);
+    pthread_mutex_init(&v->apply_mu, NULL);
+    v->log_from = v->log_next = 1;
     return v;
+}
+
+/* Gives a version about to be READY its fresh state when the shard takes writes and the index is IVF
+ * (m: its manifest, or NULL for an index built in memory: hash partitioning, any model). */
+static vs_status attach_fresh(const vs_shard_t *sh, version_t *v, vs_index_t *idx, const vs_manifest_t *m,
+                              char *err)
+{
+    if (sh->fresh_capacity == 0 || vs_index_impl_ivf(idx) == NULL)
+        return VS_OK;
+    if (m && strcmp(m->partitioning, "cluster") == 0) {
+        v->list_partition = malloc((m->nlist ? m->nlist : 1) * sizeof *v->list_partition);
+        if (!v->list_partition)
+            return vs_errf(err, VS_ERR_NOMEM, "no memory for the list owners of %u lists", m->nlist);
+        for (uint32_t p = 0; p < m->n_partitions; p++)
+            for (uint32_t i = 0; i < m->partitions[p].n_lists; i++)
+                v->list_partition[m->partitions[p].lists[i]] = m->partitions[p].id;
+    }
+    snprintf(v->model_version, sizeof v->model_version, "%s", m ? m->model_version : "");
+    v->log_from = v->log_next = (m ? m->log_upto : 0) + 1;
+    return vs_fresh_create(idx, sh->fresh_capacity, &v->fresh, err);
 }
 
 vs_status vs_shard_add_index(vs_shard_t *sh, const char *version, uint32_t partition, vs_index_t *idx,
@@ -166,8 +201,13 @@ vs_status vs_shard_add_index(vs_shard_t *sh, const char *version, uint32_t parti
     }
     v->idx = idx;
     v->state = VS_VERSION_READY;
+    vs_status st = attach_fresh(sh, v, idx, NULL, err);
+    if (st != VS_OK) {
+        version_unref(v);
+        return st;
+    }
     pthread_mutex_lock(&sh->mu);
-    vs_status st = install(sh, v, err);
+    st = install(sh, v, err);
     pthread_mutex_unlock(&sh->mu);
     return st;
 }
@@ -312,6 +352,10 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
     st = open_partition(sh, &m, partition, &idx, lerr);
     if (st == VS_OK)
         warm_up(&m, idx, &v->defaults);
+    if (st == VS_OK && (st = attach_fresh(sh, v, idx, &m, lerr)) != VS_OK) {
+        vs_index_destroy(idx);
+        idx = NULL;
+    }
     vs_manifest_fini(&m);
     pthread_mutex_lock(&sh->mu);
     if (st == VS_OK) {
@@ -575,7 +619,12 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
             if (threads > nq / 16)
                 threads = nq / 16;
         }
-        if (r->lists_per_query)
+        if (v->fresh && r->lists_per_query)
+            st = vs_fresh_search_lists(v->fresh, nq, r->queries, r->k, r->lists, r->lists_per_query,
+                                       params.k_factor, threads, dist, ids, err);
+        else if (v->fresh)
+            st = vs_fresh_search(v->fresh, nq, r->queries, r->k, &params, threads, dist, ids, err);
+        else if (r->lists_per_query)
             st = vs_ivf_search_lists(vs_index_impl_ivf(v->idx), nq, r->queries, r->k, r->lists,
                                      r->lists_per_query, params.k_factor, threads, dist, ids, err);
         else
@@ -739,5 +788,106 @@ vs_status vs_shard_info_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8
         *out_len = vecshard__v1__shard_info_response__pack(&resp, *out);
     for (size_t i = 0; i < n; i++)
         version_unref(held[i]);
+    return st;
+}
+
+/* ---- fresh writes ------------------------------------------------------------------------------- */
+
+/* The version named, with a reference (release with version_unref), or NULL; *ready: whether it is READY. */
+static version_t *hold_version(vs_shard_t *sh, const char *version, int *ready)
+{
+    pthread_mutex_lock(&sh->mu);
+    int i = find_version(sh, version);
+    version_t *v = i >= 0 ? sh->versions[i] : NULL;
+    if (v)
+        atomic_fetch_add(&v->refs, 1);
+    if (ready)
+        *ready = v && v->state == VS_VERSION_READY;
+    pthread_mutex_unlock(&sh->mu);
+    return v;
+}
+
+uint64_t vs_shard_log_next(vs_shard_t *sh, const char *version)
+{
+    int ready = 0;
+    version_t *v = hold_version(sh, version, &ready);
+    uint64_t next = 0;
+    if (v && v->fresh && ready) {
+        pthread_mutex_lock(&v->apply_mu);
+        next = v->log_next;
+        pthread_mutex_unlock(&v->apply_mu);
+    }
+    version_unref(v);
+    return next;
+}
+
+vs_status vs_shard_apply_log(vs_shard_t *sh, const char *version, uint64_t seq, const uint8_t *msg,
+                             size_t len, char err[VS_ERR_LEN])
+{
+    version_t *v = hold_version(sh, version, NULL);
+    if (!v)
+        return vs_errf(err, VS_ERR_NOT_FOUND, "version %s is not on this shard", version);
+    vs_status st = VS_OK;
+    if (!v->fresh) {
+        st = vs_errf(err, VS_ERR_FAILED_PRECONDITION, "version %s takes no writes", version);
+        version_unref(v);
+        return st;
+    }
+    pthread_mutex_lock(&v->apply_mu);
+    if (seq < v->log_next) {
+        st = VS_OK; /* applied already (a reader started again from an older place) */
+    } else if (seq > v->log_next) {
+        st = vs_errf(err, VS_ERR_FAILED_PRECONDITION,
+                     "version %s: log message %llu arrived while %llu was expected", version,
+                     (unsigned long long)seq, (unsigned long long)v->log_next);
+    } else {
+        vs_applier_scope_t scope = {.partition = v->partition,
+                                    .n_partitions = v->partitions_total,
+                                    .list_partition = v->list_partition,
+                                    .nlist = v->list_partition ? vs_ivf_nlist(vs_index_impl_ivf(v->idx)) : 0,
+                                    .model_version = v->model_version,
+                                    .dim = vs_index_dim(v->idx)};
+        st = vs_applier_apply(v->fresh, &scope, msg, len, &v->counts, err);
+        if (st == VS_OK || st == VS_ERR_CORRUPT)
+            v->log_next++; /* a malformed message can never apply: counted and passed */
+    }
+    pthread_mutex_unlock(&v->apply_mu);
+    version_unref(v);
+    return st;
+}
+
+void vs_shard_log_failed(vs_shard_t *sh, const char *version, const char *reason)
+{
+    pthread_mutex_lock(&sh->mu);
+    int i = find_version(sh, version);
+    if (i >= 0 && sh->versions[i]->state == VS_VERSION_READY) {
+        version_t *v = sh->versions[i];
+        v->state = VS_VERSION_FAILED;
+        snprintf(v->error, sizeof v->error, "write log: %s", reason);
+        if (sh->active == v)
+            sh->active =
+                NULL; /* requests naming no version get UNAVAILABLE, not a partition missing writes */
+    }
+    pthread_mutex_unlock(&sh->mu);
+}
+
+vs_status vs_shard_fresh_info(vs_shard_t *sh, const char *version, vs_shard_fresh_info_t *out,
+                              char err[VS_ERR_LEN])
+{
+    memset(out, 0, sizeof *out);
+    version_t *v = hold_version(sh, version, NULL);
+    if (!v)
+        return vs_errf(err, VS_ERR_NOT_FOUND, "version %s is not on this shard", version);
+    vs_status st = VS_OK;
+    if (!v->fresh) {
+        st = vs_errf(err, VS_ERR_FAILED_PRECONDITION, "version %s takes no writes", version);
+    } else {
+        pthread_mutex_lock(&v->apply_mu);
+        out->log_next = v->log_next;
+        out->counts = v->counts;
+        pthread_mutex_unlock(&v->apply_mu);
+        vs_fresh_stats(v->fresh, &out->fresh);
+    }
+    version_unref(v);
     return st;
 }

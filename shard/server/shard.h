@@ -20,6 +20,8 @@
 #include "common/status.h"
 #include "shard/index/index.h"
 #include "common/cluster/manifest.h"
+#include "shard/index/fresh.h"
+#include "shard/server/applier.h"
 
 #define VS_SHARD_MAX_VERSIONS 8
 #define VS_SHARD_DEFAULT_MAX_BATCH 10000u
@@ -60,6 +62,7 @@ typedef struct vs_shard_opts {
     /* Called with each stage's duration of every search that got that far (any thread); NULL = none. */
     void (*on_stage)(void *user, vs_shard_stage stage, double seconds);
     void *stage_user;
+    size_t fresh_capacity; /* > 0: IVF versions take writes from the log (ids per version); 0 = off */
 } vs_shard_opts_t;
 
 typedef struct vs_shard vs_shard_t;
@@ -134,6 +137,34 @@ typedef struct vs_shard_version_info {
 /* Copies up to cap version records into out; returns how many there are. *active gets the active
  * version name ("" if none; 128 bytes). */
 size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t cap, char active[128]);
+
+/* ---- fresh writes (opts.fresh_capacity > 0; shard/index/fresh.h, shard/server/applier.h) ---- */
+
+/* The next write-log sequence version expects: the one after its manifest's log_upto, then one more per
+ * message applied. 0 when the version takes no writes (not READY, not IVF, writes off, or unknown). */
+uint64_t vs_shard_log_next(vs_shard_t *sh, const char *version);
+
+/* Applies log message seq (msg, len bytes) to version. seq must be vs_shard_log_next's (an older one is
+ * ignored: VS_OK; a later one is VS_ERR_FAILED_PRECONDITION, a gap). A malformed message is counted,
+ * skipped (the position moves on) and reported as VS_ERR_CORRUPT; VS_ERR_RESOURCE_EXHAUSTED when the
+ * fresh state is full (the position stays: a version folding the log must replace this one);
+ * VS_ERR_NOT_FOUND. One applier per version at a time; searches run meanwhile. */
+vs_status vs_shard_apply_log(vs_shard_t *sh, const char *version, uint64_t seq, const uint8_t *msg,
+                             size_t len, char err[VS_ERR_LEN]);
+
+/* A version whose log cannot be followed (a gap: writes it needs are gone) stops serving: FAILED with
+ * the reason, so coordinators route around it instead of serving a partition with writes missing. */
+void vs_shard_log_failed(vs_shard_t *sh, const char *version, const char *reason);
+
+typedef struct vs_shard_fresh_info {
+    uint64_t log_next;
+    vs_fresh_stats_t fresh;
+    vs_applier_counts_t counts;
+} vs_shard_fresh_info_t;
+
+/* The version's write counts (VS_ERR_NOT_FOUND, VS_ERR_FAILED_PRECONDITION when it takes no writes). */
+vs_status vs_shard_fresh_info(vs_shard_t *sh, const char *version, vs_shard_fresh_info_t *out,
+                              char err[VS_ERR_LEN]);
 
 /* Searches currently running. */
 size_t vs_shard_in_flight(const vs_shard_t *sh);

@@ -12,7 +12,9 @@
 #include "shard/server/shard.h"
 #include "tests/support/version_fixture.h"
 #include "tests/testlib.h"
+#include "common/hash.h"
 #include "vecshard/v1/shard.pb-c.h"
+#include "vecshard/v1/writelog.pb-c.h"
 
 #define N 3000
 #define D 16
@@ -446,6 +448,88 @@ static void test_versions_and_info(void)
     vs_shard_destroy(sh);
 }
 
+/* A LogWrite message (free with free). */
+static uint8_t *log_write(int op, int64_t id, const float *x, size_t *len)
+{
+    Vecshard__V1__LogWrite w = VECSHARD__V1__LOG_WRITE__INIT;
+    w.op = op;
+    w.ids = &id;
+    w.n_ids = 1;
+    if (x) {
+        w.dim = D;
+        w.vectors = (float *)x;
+        w.n_vectors = D;
+    }
+    w.model_version = "test-model-1"; /* the fixture's */
+    *len = vecshard__v1__log_write__get_packed_size(&w);
+    uint8_t *b = malloc(*len + 1);
+    vecshard__v1__log_write__pack(&w, b);
+    return b;
+}
+
+/* The first id a search for q returns from the shard (-2 on error; *st gets the status). */
+static int64_t first_id(vs_shard_t *sh, const float *q, vs_status *st)
+{
+    char err[VS_ERR_LEN];
+    Vecshard__V1__SearchParams p = VECSHARD__V1__SEARCH_PARAMS__INIT;
+    p.nprobe = 16;
+    size_t len;
+    uint8_t *req = encode(D, q, D, 3, "v1", &p, 0, 0, NULL, 0, &len);
+    Vecshard__V1__ShardSearchResponse *resp;
+    *st = run(sh, req, len, &resp, err);
+    free(req);
+    int64_t id = -2;
+    if (*st == VS_OK) {
+        id = resp->ids[0];
+        vecshard__v1__shard_search_response__free_unpacked(resp, NULL);
+    }
+    return id;
+}
+
+static void test_fresh_writes_from_the_log(void)
+{
+    char err[VS_ERR_LEN];
+    vs_shard_opts_t o = {.cluster = "test", .replica_id = "r0", .max_batch = 100, .fresh_capacity = 100};
+    vs_shard_t *sh;
+    CHECK(vs_shard_create(&o, &sh, err) == VS_OK);
+    char ver[VS_NAME_LEN];
+    CHECKF(vs_shard_load(sh, v1.manifest, 0, ver, err) == VS_OK, "%s", err);
+    CHECK(vs_shard_activate(sh, "v1", err) == VS_OK);
+    CHECK(vs_shard_log_next(sh, "v1") == 1 && vs_shard_log_next(sh, "nope") == 0);
+    int64_t id = 900000;
+    while (vs_hash_partition(id, 2) != 0) /* partition 0's */
+        id++;
+    const float *q = v1.queries + 3 * D;
+    vs_status st;
+    CHECK(first_id(sh, q, &st) != id);
+    size_t len;
+    uint8_t *m = log_write(VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, id, q, &len);
+    CHECKF(vs_shard_apply_log(sh, "v1", 1, m, len, err) == VS_OK, "%s", err);
+    CHECK(first_id(sh, q, &st) == id && st == VS_OK);
+    CHECK(vs_shard_apply_log(sh, "v1", 1, m, len, err) == VS_OK &&
+          vs_shard_log_next(sh, "v1") == 2);                                           /* again */
+    CHECK(vs_shard_apply_log(sh, "v1", 3, m, len, err) == VS_ERR_FAILED_PRECONDITION); /* a gap */
+    free(m);
+    uint8_t junk[3] = {0xff, 0xff, 0xff};
+    CHECK(vs_shard_apply_log(sh, "v1", 2, junk, 3, err) == VS_ERR_CORRUPT &&
+          vs_shard_log_next(sh, "v1") == 3);
+    m = log_write(VECSHARD__V1__LOG_WRITE__OP__OP_DELETE, id, NULL, &len);
+    CHECK(vs_shard_apply_log(sh, "v1", 3, m, len, err) == VS_OK);
+    free(m);
+    CHECK(first_id(sh, q, &st) != id && st == VS_OK);
+    vs_shard_fresh_info_t fi;
+    CHECK(vs_shard_fresh_info(sh, "v1", &fi, err) == VS_OK);
+    CHECKF(fi.log_next == 4 && fi.counts.upserted == 1 && fi.counts.deleted == 1 && fi.counts.rejected == 1 &&
+               fi.fresh.ids == 1 && fi.fresh.live == 0,
+           "next %llu, %llu upserted, %llu deleted, %llu rejected", (unsigned long long)fi.log_next,
+           (unsigned long long)fi.counts.upserted, (unsigned long long)fi.counts.deleted,
+           (unsigned long long)fi.counts.rejected);
+    /* a log that cannot be followed: the version stops serving */
+    vs_shard_log_failed(sh, "v1", "the stream no longer holds 4");
+    CHECK(first_id(sh, q, &st) == -2 && st == VS_ERR_FAILED_PRECONDITION);
+    vs_shard_destroy(sh);
+}
+
 int main(void)
 {
     char err[VS_ERR_LEN];
@@ -458,6 +542,7 @@ int main(void)
     RUN(test_bad_requests);
     RUN(test_bad_versions_keep_serving);
     RUN(test_versions_and_info);
+    RUN(test_fresh_writes_from_the_log);
     vs_test_version_fini(&v1);
     vs_test_cleanup("shard");
     return vs_test_finish();
