@@ -257,7 +257,7 @@ static vs_status check_place(vs_wlog_reader_t *r, char *err)
             "write log: the stream ends at %llu but %llu was applied already: it lost messages (recreated "
             "or restored); rebuild from a version that folded the log",
             (unsigned long long)st.last_seq, (unsigned long long)(r->next - 1));
-    if (st.msgs > 0 && st.first_seq > r->next)
+    if (st.first_seq > r->next) /* 0 for a stream that never held a message */
         return vs_errf(
             err, VS_ERR_FAILED_PRECONDITION,
             "write log: the stream no longer holds %llu (its first message is %llu): writes are missing; "

@@ -24,6 +24,7 @@
 #include "common/net/rpc.h"
 #include "common/net/serve.h"
 #include "shard/server/follow.h"
+#include "shard/server/logfollow.h"
 #include "common/cluster/manifest.h"
 #include "shard/server/membership.h"
 #include "shard/server/metrics.h"
@@ -33,6 +34,8 @@
 
 typedef struct config {
     const char *listen, *advertise, *metrics_listen, *cluster, *replica_id, *etcd, *active, *port_file;
+    const char *nats_url; /* the write log (fresh writes); NULL = the shard serves built versions only */
+    long fresh_capacity;
     const char *manifests[MAX_MANIFESTS];
     size_t n_manifests;
     long partition;
@@ -60,6 +63,10 @@ static void usage(FILE *f)
         "  --etcd URLS          etcd client URLs, comma-separated: publishes membership and follows the\n"
         "                       versions etcd says to hold (vecshard deploy/activate/rollback)\n"
         "  --lease-ttl S        etcd lease TTL in seconds (default 10; kept alive every TTL/3)\n"
+        "  --nats-url URL       the cluster's write log (NATS JetStream, stream VS_<cluster>): IVF versions\n"
+        "                       apply upserts and deletes from it, searchable at once (default: off)\n"
+        "  --fresh-capacity N   ids each version may take from the log before a version folding the log\n"
+        "                       replaces it (default 1000000; with --nats-url)\n"
         "  --memory-limit-mb N  memory this shard may use, reported in its record so that `vecshard deploy`\n"
         "                       refuses a version that does not fit (default: the cgroup limit, else RAM)\n"
         "  --threads N          gRPC worker threads (default: CPUs)\n"
@@ -111,6 +118,8 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"slow-request-ms", required_argument, 0, 'R'},
                                          {"debug-delay-ms", required_argument, 0, 'D'},
                                          {"memory-limit-mb", required_argument, 0, 'X'},
+                                         {"nats-url", required_argument, 0, 'N'},
+                                         {"fresh-capacity", required_argument, 0, 'F'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50051",
@@ -118,7 +127,8 @@ static int parse_args(int argc, char **argv, config_t *c)
                     .cluster = "default",
                     .partition = -1,
                     .lease_ttl_s = 10,
-                    .grace_ms = 10000};
+                    .grace_ms = 10000,
+                    .fresh_capacity = 1000000};
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
@@ -193,6 +203,13 @@ static int parse_args(int argc, char **argv, config_t *c)
             if (parse_long("--debug-delay-ms", optarg, 0, 600000, &c->debug_delay_ms))
                 return 2;
             break;
+        case 'N':
+            c->nats_url = optarg;
+            break;
+        case 'F':
+            if (parse_long("--fresh-capacity", optarg, 1, 1L << 32, &c->fresh_capacity))
+                return 2;
+            break;
         case 'R': {
             char e[VS_ERR_LEN];
             if (vs_cli_parse_double("--slow-request-ms", optarg, 0, 3600000, &c->slow_request_ms, e) !=
@@ -220,6 +237,13 @@ static int parse_args(int argc, char **argv, config_t *c)
     }
     if (!vs_version_name_valid(c->cluster)) {
         fprintf(stderr, "vecshard-shard: --cluster '%s' must match [A-Za-z0-9._-]{1,64}\n", c->cluster);
+        return 2;
+    }
+    if (c->nats_url && strchr(c->cluster, '.')) {
+        fprintf(stderr,
+                "vecshard-shard: --nats-url needs a --cluster name without '.' (it names the NATS "
+                "stream), not '%s'\n",
+                c->cluster);
         return 2;
     }
     return 0;
@@ -451,7 +475,8 @@ int main(int argc, char **argv)
                            .skip_crc = a.cfg.skip_crc,
                            .slow_request_ms = a.cfg.slow_request_ms,
                            .on_stage = vs_shard_metrics_on_stage,
-                           .stage_user = a.metrics};
+                           .stage_user = a.metrics,
+                           .fresh_capacity = a.cfg.nats_url ? (size_t)a.cfg.fresh_capacity : 0};
     st = vs_shard_create(&sho, &a.shard, err);
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-shard: %s\n", err);
@@ -513,6 +538,15 @@ int main(int argc, char **argv)
         vs_log(VS_LOG_ERROR, "cannot start the loader thread");
         return 1;
     }
+    vs_logfollow_t *logf = NULL;
+    if (a.cfg.nats_url) {
+        vs_logfollow_opts_t lo = {.url = a.cfg.nats_url, .cluster = a.cfg.cluster};
+        st = vs_logfollow_start(&lo, a.shard, &logf, err);
+        if (st != VS_OK) {
+            vs_log(VS_LOG_ERROR, "%s", err);
+            return 1;
+        }
+    }
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -524,6 +558,7 @@ int main(int argc, char **argv)
     a.follow = NULL;
     pthread_mutex_unlock(&a.follow_mu);
     vs_follow_stop(follow); /* a load in progress finishes first */
+    vs_logfollow_stop(logf);
     vs_shard_drain(a.shard);
     set_health(&a);
     publish(&a);

@@ -9,6 +9,8 @@
 #include "shard/index/index.h"
 #include "common/cluster/manifest.h"
 #include "tests/support/version_fixture.h"
+
+#include "vecshard/v1/writelog.pb-c.h"
 #include "tests/testlib.h"
 
 void vs_test_version_partition_path(const vs_test_version_t *v, uint32_t p, char buf[PATH_MAX])
@@ -141,4 +143,25 @@ vs_status vs_test_version_search(const vs_test_version_t *v, const float *q, siz
     free(pi);
     free(lists);
     return st;
+}
+
+uint8_t *vs_test_log_write(int op, const int64_t *ids, size_t n, const float *x, uint32_t dim,
+                           const char *model, const char *write_id, size_t *len)
+{
+    Vecshard__V1__LogWrite w = VECSHARD__V1__LOG_WRITE__INIT;
+    w.op = op;
+    w.ids = (int64_t *)ids;
+    w.n_ids = n;
+    if (x) {
+        w.dim = dim;
+        w.vectors = (float *)x;
+        w.n_vectors = n * dim;
+    }
+    w.model_version = (char *)(model ? model : "");
+    w.write_id = (char *)(write_id ? write_id : "");
+    *len = vecshard__v1__log_write__get_packed_size(&w);
+    uint8_t *b = malloc(*len ? *len : 1);
+    if (b)
+        vecshard__v1__log_write__pack(&w, b);
+    return b;
 }

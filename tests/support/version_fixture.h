@@ -41,4 +41,9 @@ vs_status vs_test_version_search(const vs_test_version_t *v, const float *q, siz
 
 void vs_test_version_fini(vs_test_version_t *v);
 
+/* A write-log message (protos/vecshard/v1/writelog.proto LogWrite): op 1 upsert (x: n*dim floats) or
+ * 2 delete (x NULL), model version and write id as given. Returns malloc'd bytes, *len their count. */
+uint8_t *vs_test_log_write(int op, const int64_t *ids, size_t n, const float *x, uint32_t dim,
+                           const char *model, const char *write_id, size_t *len);
+
 #endif

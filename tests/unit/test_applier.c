@@ -11,6 +11,7 @@
 #include "shard/index/fresh.h"
 #include "shard/index/index.h"
 #include "shard/server/applier.h"
+#include "tests/support/version_fixture.h"
 #include "tests/testlib.h"
 #include "vecshard/v1/writelog.pb-c.h"
 
@@ -19,31 +20,11 @@
 
 static float base[N * D];
 
-/* Encodes a LogWrite; the caller frees *out. */
-static size_t encode(int op, const int64_t *ids, size_t n, const float *x, const char *model, uint8_t **out)
-{
-    Vecshard__V1__LogWrite w = VECSHARD__V1__LOG_WRITE__INIT;
-    w.op = op;
-    w.ids = (int64_t *)ids;
-    w.n_ids = n;
-    if (x) {
-        w.dim = D;
-        w.vectors = (float *)x;
-        w.n_vectors = n * D;
-    }
-    w.model_version = (char *)(model ? model : "m1");
-    w.write_id = "t";
-    size_t len = vecshard__v1__log_write__get_packed_size(&w);
-    *out = malloc(len ? len : 1);
-    vecshard__v1__log_write__pack(&w, *out);
-    return len;
-}
-
 static vs_status apply(vs_fresh_t *f, const vs_applier_scope_t *sc, int op, const int64_t *ids, size_t n,
                        const float *x, const char *model, vs_applier_counts_t *c, char *err)
 {
-    uint8_t *m;
-    size_t len = encode(op, ids, n, x, model, &m);
+    size_t len;
+    uint8_t *m = vs_test_log_write(op, ids, n, x, D, model ? model : "m1", "t", &len);
     vs_status st = vs_applier_apply(f, sc, m, len, c, err);
     free(m);
     return st;

@@ -14,7 +14,7 @@
 #include "tests/testlib.h"
 #include "common/hash.h"
 #include "vecshard/v1/shard.pb-c.h"
-#include "vecshard/v1/writelog.pb-c.h"
+#include "vecshard/v1/writelog.pb-c.h" /* the op values */
 
 #define N 3000
 #define D 16
@@ -448,23 +448,10 @@ static void test_versions_and_info(void)
     vs_shard_destroy(sh);
 }
 
-/* A LogWrite message (free with free). */
+/* A LogWrite message of one id with the fixture's model version (free with free). */
 static uint8_t *log_write(int op, int64_t id, const float *x, size_t *len)
 {
-    Vecshard__V1__LogWrite w = VECSHARD__V1__LOG_WRITE__INIT;
-    w.op = op;
-    w.ids = &id;
-    w.n_ids = 1;
-    if (x) {
-        w.dim = D;
-        w.vectors = (float *)x;
-        w.n_vectors = D;
-    }
-    w.model_version = "test-model-1"; /* the fixture's */
-    *len = vecshard__v1__log_write__get_packed_size(&w);
-    uint8_t *b = malloc(*len + 1);
-    vecshard__v1__log_write__pack(&w, b);
-    return b;
+    return vs_test_log_write(op, &id, 1, x, D, "test-model-1", "t", len);
 }
 
 /* The first id a search for q returns from the shard (-2 on error; *st gets the status). */
