@@ -296,13 +296,33 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+void vs_ids_sort(int64_t *ids, size_t n)
+{
+    qsort(ids, n, sizeof *ids, cmp_i64);
+}
+
+int64_t vs_ids_repeated(const int64_t *ids, size_t n)
+{
+    int64_t *s = malloc((n ? n : 1) * sizeof *s);
+    if (!s)
+        return -2;
+    memcpy(s, ids, n * sizeof *s);
+    vs_ids_sort(s, n);
+    int64_t dup = -1;
+    for (size_t i = 1; i < n && dup == -1; i++)
+        if (s[i] == s[i - 1])
+            dup = s[i];
+    free(s);
+    return dup;
+}
+
 size_t vs_topk_drop_duplicates(float *dist, int64_t *ids, size_t n, int64_t *tmp, int larger_is_better)
 {
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
         if (ids[i] >= 0)
             tmp[m++] = ids[i];
-    qsort(tmp, m, sizeof *tmp, cmp_i64);
+    vs_ids_sort(tmp, m);
     int dup = 0;
     for (size_t i = 1; i < m && !dup; i++)
         dup = tmp[i] == tmp[i - 1];

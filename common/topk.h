@@ -105,6 +105,13 @@ static inline void vs_reservoir_push(vs_reservoir_t *r, float key, int64_t id)
 /* Cuts to at most k entries (unordered) and returns how many there are. */
 size_t vs_reservoir_finish(vs_reservoir_t *r);
 
+/* Sorts n ids ascending. */
+void vs_ids_sort(int64_t *ids, size_t n);
+
+/* An id that appears more than once among ids[n] (the smallest such), -1 when each appears once, -2 when
+ * there is no memory for the sorted copy. */
+int64_t vs_ids_repeated(const int64_t *ids, size_t n);
+
 /* Drops repeated ids from a best-first result list of n entries (keeping the first, the better one) and
  * pads the end with id -1 (vs_topk_pad_distance). For indexes whose answers may hold one item twice (an
  * item caught mid-replacement by fresh writes). A sorted copy of the ids (tmp: n slots of scratch) finds

@@ -175,6 +175,28 @@ int vs_coord_version_content(vs_coord_t *c, const char *version, char out[17])
     return found;
 }
 
+int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uint32_t *dim)
+{
+    int found = 0;
+    pthread_mutex_lock(&c->mu);
+    if (!model || !model[0]) {
+        if (c->active) {
+            snprintf(resolved, 128, "%s", c->active->model);
+            *dim = c->active->router.dim;
+            found = 1;
+        }
+    } else {
+        for (size_t i = 0; i < c->n_versions && !found; i++)
+            if (strcmp(c->versions[i]->model, model) == 0) {
+                snprintf(resolved, 128, "%s", model);
+                *dim = c->versions[i]->router.dim;
+                found = 1;
+            }
+    }
+    pthread_mutex_unlock(&c->mu);
+    return found;
+}
+
 int vs_coord_has_version(vs_coord_t *c, const char *version)
 {
     int found = 0;

@@ -22,12 +22,14 @@
 #include "common/net/serve.h"
 #include "coordinator/coord.h"
 #include "coordinator/follow.h"
+#include "coordinator/writes.h"
 #include "common/cluster/manifest.h"
 
 #define MAX_MANIFESTS VS_COORD_MAX_VERSIONS
 
 typedef struct config {
     const char *listen, *cluster, *etcd, *shards, *active, *metrics_listen, *port_file;
+    const char *nats_url; /* the write log: Upsert and Delete (NULL: writes answer UNIMPLEMENTED) */
     const char *manifests[MAX_MANIFESTS];
     size_t n_manifests;
     long threads, grace_ms, timeout_ms, max_conn_age_ms;
@@ -51,6 +53,9 @@ static void usage(FILE *f)
         "  --etcd URLS           watch /vecshard/<cluster>/members/ in etcd (comma-separated URLs)\n"
         "  --shards SPEC         static membership instead: P=host:port,P=host:port (replicas repeat P)\n"
         "  --cluster NAME        cluster name in etcd keys (default 'default')\n"
+        "  --nats-url URL        the cluster's write log (NATS JetStream, stream VS_<cluster>): serve "
+        "Upsert\n"
+        "                        and Delete (default: off, they answer UNIMPLEMENTED)\n"
         "  --hedge-delay-ms MS   send a hedged copy after MS (default 0 = each replica's observed p95)\n"
         "  --min-coverage F      fraction of partitions that must answer when a request gives 0 (default 0)\n"
         "  --coarse-at WHERE     hash-partitioned IVF versions: 'coordinator' (default) ranks each query's\n"
@@ -118,6 +123,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"port-file", required_argument, 0, 'P'},
                                          {"log-format", required_argument, 0, 'L'},
                                          {"max-connection-age-ms", required_argument, 0, 'A'},
+                                         {"nats-url", required_argument, 0, 'N'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50050",
@@ -147,6 +153,9 @@ static int parse_args(int argc, char **argv, config_t *c)
             break;
         case 's':
             c->shards = optarg;
+            break;
+        case 'N':
+            c->nats_url = optarg;
             break;
         case 'c':
             c->cluster = optarg;
@@ -242,6 +251,14 @@ static int parse_args(int argc, char **argv, config_t *c)
         fprintf(stderr, "vecshard-coordinator: --cluster '%s' must match [A-Za-z0-9._-]{1,64}\n", c->cluster);
         return 2;
     }
+    if (c->nats_url && strchr(c->cluster, '.')) {
+        fprintf(
+            stderr,
+            "vecshard-coordinator: --nats-url needs a --cluster name without '.' (it names the NATS stream), "
+            "not '%s'\n",
+            c->cluster);
+        return 2;
+    }
     return 0;
 }
 
@@ -255,6 +272,7 @@ typedef struct app {
     vs_metrics_t *reg;
     vs_rpc_metrics_t rpcm;
     vs_histogram_t *stage[VS_COORD_STAGE_N]; /* vecshard_coordinator_stage_seconds{stage} */
+    vs_writes_t *writes;                     /* --nats-url */
 } app_t;
 
 static void on_stage(void *user, vs_coord_stage stage, double seconds)
@@ -301,6 +319,35 @@ static void on_search(void *user, vs_rpc_call_t *call, const uint8_t *req, size_
     int64_t remaining = vs_rpc_call_remaining_ms(call);
     int64_t timeout = remaining == INT64_MAX ? a->cfg.timeout_ms : remaining;
     vs_coord_search_async(a->coord, vs_rpc_call_server(call), req, len, timeout, search_done, call);
+}
+
+static void write_done(void *user, vs_status st, const char *err, uint8_t *body, size_t len)
+{
+    search_done(user, st, err, body, len);
+}
+
+/* Upsert and Delete: queued for the writer thread (the log's acknowledgement never holds a worker). */
+static void on_write(app_t *a, int is_delete, vs_rpc_call_t *call, const uint8_t *req, size_t len)
+{
+    char err[VS_ERR_LEN] = "";
+    vs_status st = a->writes ? vs_writes_submit(a->writes, is_delete, req, len, write_done, call, err)
+                             : vs_errf(err, VS_ERR_UNSUPPORTED,
+                                       "this coordinator takes no writes (start it with --nats-url)");
+    if (st != VS_OK) {
+        vs_rpc_reply_t reply = {.code = VS_GRPC_OK};
+        reply_status(&reply, st, err);
+        vs_rpc_call_reply(call, &reply);
+    }
+}
+
+static void on_upsert(void *user, vs_rpc_call_t *call, const uint8_t *req, size_t len)
+{
+    on_write(user, 0, call, req, len);
+}
+
+static void on_delete(void *user, vs_rpc_call_t *call, const uint8_t *req, size_t len)
+{
+    on_write(user, 1, call, req, len);
 }
 
 static double on_tick(void *user, double now)
@@ -509,10 +556,17 @@ int main(int argc, char **argv)
     }
     update_health(&a);
 
-    vs_rpc_method_t methods[4];
+    if (a.cfg.nats_url &&
+        (st = vs_writes_create(a.cfg.nats_url, a.cfg.cluster, a.coord, &a.writes, err)) != VS_OK) {
+        fprintf(stderr, "vecshard-coordinator: %s\n", err);
+        return 1;
+    }
+    vs_rpc_method_t methods[6];
     methods[0] = (vs_rpc_method_t){.path = "/vecshard.v1.Coordinator/Search", .async = on_search, .user = &a};
     methods[1] = (vs_rpc_method_t){.path = "/vecshard.v1.Coordinator/Status", .unary = on_status, .user = &a};
-    vs_health_methods(a.health, &methods[2]);
+    methods[2] = (vs_rpc_method_t){.path = "/vecshard.v1.Coordinator/Upsert", .async = on_upsert, .user = &a};
+    methods[3] = (vs_rpc_method_t){.path = "/vecshard.v1.Coordinator/Delete", .async = on_delete, .user = &a};
+    vs_health_methods(a.health, &methods[4]);
     long threads = a.cfg.threads ? a.cfg.threads : sysconf(_SC_NPROCESSORS_ONLN);
     vs_rpc_server_opts_t so = {.max_connection_age_ms = a.cfg.max_conn_age_ms,
                                .address = a.cfg.listen,
@@ -523,7 +577,7 @@ int main(int argc, char **argv)
                                .tick_user = &a};
     vs_rpc_server_t *server;
     int port = 0, metrics_port = 0;
-    st = vs_rpc_server_start(&so, methods, 4, &server, &port, err);
+    st = vs_rpc_server_start(&so, methods, 6, &server, &port, err);
     vs_http_t *http = NULL;
     if (st == VS_OK)
         st = vs_serve_http(a.cfg.metrics_listen, a.reg, &http, &metrics_port, err);
@@ -558,7 +612,9 @@ int main(int argc, char **argv)
     vs_health_set(a.health, "vecshard.v1.Coordinator", VS_HEALTH_NOT_SERVING);
     vs_health_set(a.health, "full-coverage", VS_HEALTH_NOT_SERVING);
     vs_health_close_watchers(a.health);
+    vs_writes_stop(a.writes); /* queued writes are logged and answered while their calls exist */
     vs_rpc_server_stop(server, a.cfg.grace_ms);
+    vs_writes_destroy(a.writes);
     vs_coord_follow_stop(a.follow);
     vs_http_stop(http);
     vs_metrics_destroy(a.reg);

@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/topk.h"
 #include "coordinator/cli/admin.h"
 
 static int cmp_i64(const void *a, const void *b)
@@ -43,7 +44,7 @@ static size_t row_hits(const int64_t *row, const int32_t *g, size_t at, int64_t 
         return hits;
     }
     memcpy(sorted, row, at * sizeof *sorted);
-    qsort(sorted, at, sizeof *sorted, cmp_i64);
+    vs_ids_sort(sorted, at);
     for (size_t j = 0; j < at; j++) {
         int64_t want = g[j];
         if (want < 0)

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "common/distance.h"
+#include "common/topk.h"
 #include "shard/index/fastscan.h"
 #include "shard/index/fresh_internal.h"
 
@@ -80,12 +81,6 @@ void vs_fresh_destroy(vs_fresh_t *f)
 
 /* ---- writer ------------------------------------------------------------------------------------- */
 
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Checks ids (>= 0) and that the distinct ids not yet in the map fit the capacity. */
 static vs_status check_ids(const vs_fresh_t *f, size_t n, const int64_t *ids, char *err)
 {
@@ -97,7 +92,7 @@ static vs_status check_ids(const vs_fresh_t *f, size_t n, const int64_t *ids, ch
     if (!sorted)
         return vs_errf(err, VS_ERR_NOMEM, "no memory to check %zu ids", n);
     memcpy(sorted, ids, n * sizeof *sorted);
-    qsort(sorted, n, sizeof *sorted, cmp_i64);
+    vs_ids_sort(sorted, n);
     size_t fresh_ids = 0;
     uint64_t v;
     for (size_t i = 0; i < n; i++)

@@ -6,13 +6,8 @@
 
 #include "common/distance.h"
 #include "common/hash.h"
+#include "common/topk.h"
 #include "vecshard/v1/writelog.pb-c.h"
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* The message's own rules: ids >= 0 and distinct, vectors of the version's dimension, finite. */
 static vs_status check(const Vecshard__V1__LogWrite *w, const vs_applier_scope_t *sc, char *err)
@@ -22,16 +17,9 @@ static vs_status check(const Vecshard__V1__LogWrite *w, const vs_applier_scope_t
     for (size_t i = 0; i < w->n_ids; i++)
         if (w->ids[i] < 0)
             return vs_errf(err, VS_ERR_CORRUPT, "id %lld is negative", (long long)w->ids[i]);
-    int64_t *s = malloc(w->n_ids * sizeof *s);
-    if (!s)
+    int64_t dup = vs_ids_repeated(w->ids, w->n_ids);
+    if (dup == -2)
         return vs_errf(err, VS_ERR_NOMEM, "no memory to check %zu ids", w->n_ids);
-    memcpy(s, w->ids, w->n_ids * sizeof *s);
-    qsort(s, w->n_ids, sizeof *s, cmp_i64);
-    int64_t dup = -1;
-    for (size_t i = 1; i < w->n_ids && dup < 0; i++)
-        if (s[i] == s[i - 1])
-            dup = s[i];
-    free(s);
     if (dup >= 0)
         return vs_errf(err, VS_ERR_CORRUPT, "id %lld appears twice in one write", (long long)dup);
     if (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT) {

@@ -181,6 +181,16 @@ static void test_reservoir_matches_heap(void)
 /* Per-partition k (Vespa's top-k probability): the documented example, the identities, and a simulation
  * of the true top-k thrown uniformly over the partitions: a partition holding more than k' of them must
  * be at most as frequent as the bound says, while k' - 1 would be exceeded more often. */
+static void test_ids_repeated(void)
+{
+    int64_t none[4] = {9, 3, 7, 1}, some[6] = {9, 3, 7, 3, 1, 9};
+    CHECK(vs_ids_repeated(none, 4) == -1 && vs_ids_repeated(none, 0) == -1);
+    CHECK(vs_ids_repeated(some, 6) == 3); /* the smallest repeated id */
+    CHECK(none[0] == 9 && some[3] == 3);  /* the input is not reordered */
+    vs_ids_sort(none, 4);
+    CHECK(none[0] == 1 && none[1] == 3 && none[2] == 7 && none[3] == 9);
+}
+
 static void test_drop_duplicates(void)
 {
     int64_t tmp[8];
@@ -243,5 +253,6 @@ int main(void)
     RUN(test_merge_random_against_reference);
     RUN(test_partition_k);
     RUN(test_drop_duplicates);
+    RUN(test_ids_repeated);
     return vs_test_finish();
 }

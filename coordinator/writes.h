@@ -1,0 +1,48 @@
+/* writes.h: the coordinator's write API (vecshard.v1.Coordinator Upsert and Delete, issue 15) onto the
+ * cluster's write log (common/net/wlog.h). A request is checked whole - ids (>= 0, each once), vectors
+ * (the held versions' dimension, finite), the embedding model (a held version of it must exist), the
+ * size (one request is one log message, under the server's message limit) - then logged under its write
+ * id (the client's or a new one) and answered with its log position once the log acknowledged it.
+ * Nothing is half-logged: a refused request writes nothing. Thread-safe. */
+#ifndef VS_COORDINATOR_WRITES_H
+#define VS_COORDINATOR_WRITES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "coordinator/coord.h"
+
+typedef struct vs_writes vs_writes_t;
+
+/* Starts the writer thread; connects to the log lazily (the first write; again after a failure). coord
+ * outlives the writer. */
+vs_status vs_writes_create(const char *nats_url, const char *cluster, vs_coord_t *coord, vs_writes_t **out,
+                           char err[VS_ERR_LEN]);
+/* Shutdown: new writes are refused (UNAVAILABLE), the queued ones are logged and answered, the thread
+ * ends. Call before the gRPC server stops (the answers need their calls). */
+void vs_writes_stop(vs_writes_t *w);
+void vs_writes_destroy(vs_writes_t *w); /* stops if needed and frees; NULL is a no-op */
+
+/* An UpsertRequest / DeleteRequest (req, len bytes): on VS_OK *out (malloc'd) is a WriteResponse. The
+ * status maps to the gRPC code (vs_status_grpc_code); err says why. */
+vs_status vs_writes_upsert_pb(vs_writes_t *w, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
+                              char err[VS_ERR_LEN]);
+vs_status vs_writes_delete_pb(vs_writes_t *w, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
+                              char err[VS_ERR_LEN]);
+
+/* Called once per submitted write, on the writer thread: body (a WriteResponse, malloc'd, the callee's)
+ * when st is VS_OK, else err says why. */
+typedef void (*vs_writes_done_fn)(void *user, vs_status st, const char *err, uint8_t *body, size_t len);
+
+/* Queues an Upsert (is_delete 0) or Delete request (req copied) for the writer thread, so that gRPC
+ * workers never wait for the log's acknowledgement (searches share them). VS_ERR_RESOURCE_EXHAUSTED
+ * when VS_WRITES_MAX_QUEUE writes wait already (done is not called). Thread-safe. */
+#define VS_WRITES_MAX_QUEUE 4096
+vs_status vs_writes_submit(vs_writes_t *w, int is_delete, const uint8_t *req, size_t len,
+                           vs_writes_done_fn done, void *user, char err[VS_ERR_LEN]);
+
+/* Writes acknowledged, refused (bad request) and failed (log unavailable or full) so far. */
+void vs_writes_counts(vs_writes_t *w, uint64_t *ok, uint64_t *refused, uint64_t *failed);
+
+#endif

@@ -1,0 +1,288 @@
+/* test_cluster_writes: fresh writes through the whole cluster (issue 15): a real nats-server, two
+ * hash-partition shards and the coordinator, all with --nats-url.
+ * - Upsert through vecshard.v1.Coordinator is acknowledged with its log position and is searchable
+ *   through the coordinator's Search; Delete hides it; each within a bound (times printed).
+ * - A retry with the same write_id is a duplicate with the first position; nothing is logged twice.
+ * - Bad writes are refused whole with their status and nothing is logged: empty, negative or repeated
+ *   ids, the wrong dimension, NaN, too many floats, an embedding model no held version has
+ *   (FAILED_PRECONDITION), a malformed message.
+ * - A coordinator without --nats-url answers writes UNIMPLEMENTED. */
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nats/nats.h>
+
+#include "common/hash.h"
+#include "common/net/rpc.h"
+#include "common/net/wlog.h"
+#include "tests/integration/nats_fixture.h"
+#include "tests/support/proc.h"
+#include "tests/support/version_fixture.h"
+#include "tests/testlib.h"
+#include "vecshard/v1/coordinator.pb-c.h"
+
+#define N 3000
+#define D 16
+#define P 2
+
+static vs_test_version_t ver;
+static vs_rpc_channel_t *g_ch;
+static char g_url[64];
+
+typedef struct answer {
+    int code;
+    char msg[VS_ERR_LEN];
+    uint64_t seq;
+    int dup;
+} answer_t;
+
+static answer_t call_write(vs_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len)
+{
+    answer_t a = {.code = -1};
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    if (vs_rpc_call_unary(ch, method, req, len, 10000, &a.code, a.msg, &out, &out_len) == VS_OK &&
+        a.code == 0) {
+        Vecshard__V1__WriteResponse *r = vecshard__v1__write_response__unpack(NULL, out_len, out);
+        if (r) {
+            a.seq = r->log_seq;
+            a.dup = r->duplicate;
+            vecshard__v1__write_response__free_unpacked(r, NULL);
+        }
+    }
+    free(out);
+    return a;
+}
+
+static answer_t upsert(vs_rpc_channel_t *ch, const int64_t *ids, size_t n, const float *x, size_t n_floats,
+                       uint32_t dim, const char *model, const char *wid)
+{
+    Vecshard__V1__UpsertRequest r = VECSHARD__V1__UPSERT_REQUEST__INIT;
+    r.ids = (int64_t *)ids;
+    r.n_ids = n;
+    r.dim = dim;
+    r.vectors = (float *)x;
+    r.n_vectors = n_floats;
+    r.model_version = (char *)(model ? model : "");
+    r.write_id = (char *)(wid ? wid : "");
+    size_t len = vecshard__v1__upsert_request__get_packed_size(&r);
+    uint8_t *b = malloc(len + 1);
+    vecshard__v1__upsert_request__pack(&r, b);
+    answer_t a = call_write(ch, "/vecshard.v1.Coordinator/Upsert", b, len);
+    free(b);
+    return a;
+}
+
+static answer_t delete_ids(vs_rpc_channel_t *ch, const int64_t *ids, size_t n, const char *wid)
+{
+    Vecshard__V1__DeleteRequest r = VECSHARD__V1__DELETE_REQUEST__INIT;
+    r.ids = (int64_t *)ids;
+    r.n_ids = n;
+    r.write_id = (char *)(wid ? wid : "");
+    size_t len = vecshard__v1__delete_request__get_packed_size(&r);
+    uint8_t *b = malloc(len + 1);
+    vecshard__v1__delete_request__pack(&r, b);
+    answer_t a = call_write(ch, "/vecshard.v1.Coordinator/Delete", b, len);
+    free(b);
+    return a;
+}
+
+/* The first id the coordinator answers for q (-2 when the call fails). */
+static int64_t first_id(const float *q)
+{
+    Vecshard__V1__SearchRequest r = VECSHARD__V1__SEARCH_REQUEST__INIT;
+    Vecshard__V1__SearchParams p = VECSHARD__V1__SEARCH_PARAMS__INIT;
+    p.nprobe = 16;
+    r.dim = D;
+    r.queries = (float *)q;
+    r.n_queries = D;
+    r.k = 3;
+    r.params = &p;
+    size_t len = vecshard__v1__search_request__get_packed_size(&r);
+    uint8_t *b = malloc(len);
+    vecshard__v1__search_request__pack(&r, b);
+    int code = -1;
+    char msg[VS_ERR_LEN];
+    uint8_t *out = NULL;
+    size_t out_len = 0;
+    int64_t id = -2;
+    if (vs_rpc_call_unary(g_ch, "/vecshard.v1.Coordinator/Search", b, len, 2000, &code, msg, &out,
+                          &out_len) == VS_OK &&
+        code == 0) {
+        Vecshard__V1__SearchResponse *resp = vecshard__v1__search_response__unpack(NULL, out_len, out);
+        if (resp && resp->n_ids)
+            id = resp->ids[0];
+        if (resp)
+            vecshard__v1__search_response__free_unpacked(resp, NULL);
+    }
+    free(out);
+    free(b);
+    return id;
+}
+
+static int64_t wait_first(const float *q, int64_t id, int want, int64_t ms)
+{
+    int64_t t0 = vs_test_now_ms();
+    while (vs_test_now_ms() - t0 < ms) {
+        int64_t got = first_id(q);
+        if (got != -2 && (got == id) == want)
+            return vs_test_now_ms() - t0;
+        vs_test_sleep_ms(5);
+    }
+    return -1;
+}
+
+static uint64_t log_last_seq(void)
+{
+    char err[VS_ERR_LEN];
+    vs_wlog_opts_t o = {.url = g_url, .cluster = "cw", .timeout_ms = 2000};
+    vs_wlog_t *w = NULL;
+    vs_wlog_state_t s = {0};
+    if (vs_wlog_open(&o, 0, &w, err) == VS_OK)
+        vs_wlog_state(w, &s, err);
+    vs_wlog_close(w);
+    return s.last_seq;
+}
+
+static void test_writes_through_the_cluster(void)
+{
+    const float *q = ver.queries + 4 * D;
+    CHECK(wait_first(q, 0, 0, 1) >= -1); /* warm the channel */
+    int64_t id = 880000; /* partition 1's: the write goes through the routing of both shards */
+    while (vs_hash_partition(id, P) != 1)
+        id++;
+    int64_t t0 = vs_test_now_ms();
+    answer_t a = upsert(g_ch, &id, 1, q, D, D, "", "first-write");
+    int64_t t_ack = vs_test_now_ms() - t0;
+    CHECKF(a.code == 0 && a.seq >= 1 && !a.dup, "upsert: code %d seq %llu: %s", a.code,
+           (unsigned long long)a.seq, a.msg);
+    int64_t t_up = wait_first(q, id, 1, 5000);
+    CHECKF(t_up >= 0, "the upsert never became searchable through the coordinator");
+    answer_t again = upsert(g_ch, &id, 1, q, D, D, "", "first-write");
+    CHECKF(again.code == 0 && again.dup && again.seq == a.seq, "retry: code %d dup %d seq %llu", again.code,
+           again.dup, (unsigned long long)again.seq);
+    CHECK(log_last_seq() == a.seq); /* logged once */
+    answer_t d = delete_ids(g_ch, &id, 1, NULL);
+    CHECKF(d.code == 0 && d.seq == a.seq + 1, "delete: code %d seq %llu: %s", d.code,
+           (unsigned long long)d.seq, d.msg);
+    int64_t t_del = wait_first(q, id, 0, 5000);
+    CHECKF(t_del >= 0, "the delete never took effect");
+    fprintf(stderr,
+            "test_cluster_writes: upsert acknowledged in %lld ms, searchable %lld ms later; delete %lld ms\n",
+            (long long)t_ack, (long long)t_up, (long long)t_del);
+}
+
+static void test_bad_writes_log_nothing(void)
+{
+    uint64_t before = log_last_seq();
+    int64_t ids[2] = {1, 2}, twice[2] = {5, 5}, neg[1] = {-1};
+    float x[2 * D];
+    memcpy(x, ver.queries, sizeof x);
+    struct {
+        answer_t a;
+        int want;
+        const char *what;
+    } c[8];
+    c[0].a = upsert(g_ch, NULL, 0, NULL, 0, D, "", NULL);
+    c[0].want = 3, c[0].what = "no ids";
+    c[1].a = upsert(g_ch, neg, 1, x, D, D, "", NULL);
+    c[1].want = 3, c[1].what = "negative id";
+    c[2].a = upsert(g_ch, twice, 2, x, 2 * D, D, "", NULL);
+    c[2].want = 3, c[2].what = "an id twice";
+    c[3].a = upsert(g_ch, ids, 2, x, 2 * D - 2, D - 1, "", NULL);
+    c[3].want = 3, c[3].what = "wrong dimension";
+    c[4].a = upsert(g_ch, ids, 2, x, D, D, "", NULL);
+    c[4].want = 3, c[4].what = "too few floats";
+    x[3] = NAN;
+    c[5].a = upsert(g_ch, ids, 2, x, 2 * D, D, "", NULL);
+    c[5].want = 3, c[5].what = "NaN";
+    x[3] = 0;
+    c[6].a = upsert(g_ch, ids, 2, x, 2 * D, D, "some-other-model", NULL);
+    c[6].want = 9, c[6].what = "unknown embedding model";
+    uint8_t junk[5] = {0xff, 0xff, 0xff, 0xff, 0xff};
+    c[7].a = call_write(g_ch, "/vecshard.v1.Coordinator/Delete", junk, sizeof junk);
+    c[7].want = 3, c[7].what = "malformed";
+    for (int i = 0; i < 8; i++)
+        CHECKF(c[i].a.code == c[i].want && c[i].a.msg[0], "%s: code %d (want %d): %s", c[i].what, c[i].a.code,
+               c[i].want, c[i].a.msg);
+    CHECK(delete_ids(g_ch, neg, 1, NULL).code == 3);
+    CHECK(delete_ids(g_ch, ids, 2, "has space").code == 3);
+    CHECK(log_last_seq() == before); /* nothing logged */
+}
+
+int main(void)
+{
+    char err[VS_ERR_LEN];
+    const char *dir = vs_test_tmpdir("cluster_writes");
+    if (vs_test_version_build(dir, "v1", "IVF16,PQ8x4fs,RFlat", VS_METRIC_L2, N, D, P, 20, 9, &ver, err) !=
+        VS_OK) {
+        fprintf(stderr, "fixture: %s\n", err);
+        return 1;
+    }
+    vs_proc_fixture_t *nats = NULL;
+    if (vs_nats_fixture_start("cw", &nats, err) != VS_OK) {
+        fprintf(stderr, "test_cluster_writes: %s\n", err);
+        return 1;
+    }
+    vs_nats_fixture_url(nats, g_url, sizeof g_url);
+    vs_test_proc_t shards[P], coord, plain;
+    memset(shards, 0, sizeof shards);
+    memset(&plain, 0, sizeof plain);
+    char spec[256] = "";
+    int ok = 1;
+    for (int p = 0; ok && p < P; p++) {
+        char part[8], name[16];
+        snprintf(part, sizeof part, "%d", p);
+        snprintf(name, sizeof name, "s%d", p);
+        const char *argv[] = {"--listen",   "127.0.0.1:0", "--metrics-listen", "none",
+                              "--manifest", ver.manifest,  "--partition",      part,
+                              "--cluster",  "cw",          "--nats-url",       g_url,
+                              NULL};
+        ok &= vs_test_proc_start(&shards[p], dir, name, "vecshard-shard", argv) == 0;
+        size_t off = strlen(spec);
+        snprintf(spec + off, sizeof spec - off, "%s%d=127.0.0.1:%d", p ? "," : "", p, shards[p].grpc_port);
+    }
+    const char *cargv[] = {"--listen", "127.0.0.1:0", "--metrics-listen", "none", "--manifest", ver.manifest,
+                           "--shards", spec,          "--cluster",        "cw",   "--nats-url", g_url,
+                           NULL};
+    ok &= ok && vs_test_proc_start(&coord, dir, "coordinator", "vecshard-coordinator", cargv) == 0;
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", coord.grpc_port);
+    ok &= ok && vs_rpc_channel_create(target, 0, &g_ch, err) == VS_OK;
+    CHECK(ok);
+    if (ok) {
+        int64_t until = vs_test_now_ms() + 30000; /* the shards have loaded: the coordinator answers */
+        while (first_id(ver.queries) == -2 && vs_test_now_ms() < until)
+            vs_test_sleep_ms(50);
+        RUN(test_writes_through_the_cluster);
+        RUN(test_bad_writes_log_nothing);
+        /* a coordinator without the log */
+        const char *pargv[] = {"--listen", "127.0.0.1:0", "--metrics-listen",
+                               "none",     "--manifest",  ver.manifest,
+                               "--shards", spec,          NULL};
+        if (vs_test_proc_start(&plain, dir, "plain", "vecshard-coordinator", pargv) == 0) {
+            vs_rpc_channel_t *pch = NULL;
+            snprintf(target, sizeof target, "127.0.0.1:%d", plain.grpc_port);
+            CHECK(vs_rpc_channel_create(target, 0, &pch, err) == VS_OK);
+            int64_t one = 1;
+            answer_t a = delete_ids(pch, &one, 1, NULL);
+            CHECKF(a.code == 12 && strstr(a.msg, "--nats-url"), "code %d: %s", a.code, a.msg);
+            vs_rpc_channel_destroy(pch);
+            vs_test_proc_stop(&plain, SIGTERM, 10);
+        }
+    }
+    vs_rpc_channel_destroy(g_ch);
+    if (coord.pid)
+        vs_test_proc_stop(&coord, SIGTERM, 10);
+    for (int p = 0; p < P; p++)
+        if (shards[p].pid)
+            vs_test_proc_stop(&shards[p], SIGTERM, 10);
+    vs_proc_fixture_destroy(nats);
+    vs_test_version_fini(&ver);
+    vs_test_cleanup("cluster_writes");
+    nats_Close();
+    return vs_test_finish();
+}
