@@ -392,6 +392,26 @@ STAT_FN2(batch_queries, batch.queries)
 STAT_FN2(batch_expired, batch.expired)
 STAT_FN(fanout_count)
 
+static double write_count(void *u, int which)
+{
+    uint64_t v[3] = {0, 0, 0};
+    if (((app_t *)u)->writes)
+        vs_writes_counts(((app_t *)u)->writes, &v[0], &v[1], &v[2]);
+    return (double)v[which];
+}
+static double c_writes_ok(void *u)
+{
+    return write_count(u, 0);
+}
+static double c_writes_refused(void *u)
+{
+    return write_count(u, 1);
+}
+static double c_writes_failed(void *u)
+{
+    return write_count(u, 2);
+}
+
 static double g_etcd_connected(void *u)
 {
     return vs_coord_follow_etcd_connected(((app_t *)u)->follow);
@@ -429,6 +449,13 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
         {"vecshard_coordinator_hedges_sent_total", "Hedged copies sent to a second replica.",
          stat_hedges_sent, 1},
         {"vecshard_coordinator_hedges_won_total", "Hedged copies that answered first.", stat_hedges_won, 1},
+        {"vecshard_coordinator_writes_acknowledged_total",
+         "Upsert and Delete requests the write log acknowledged.", c_writes_ok, 1},
+        {"vecshard_coordinator_writes_refused_total",
+         "Upsert and Delete requests refused as invalid (nothing logged).", c_writes_refused, 1},
+        {"vecshard_coordinator_writes_failed_total",
+         "Upsert and Delete requests the log did not acknowledge (unavailable or full; outcome unknown).",
+         c_writes_failed, 1},
         {"vecshard_coordinator_retries_total", "Calls retried on another replica after a failure.",
          stat_retries, 1},
         {"vecshard_coordinator_shard_calls_total", "Calls made to shards (primary, hedges, retries).",
@@ -614,9 +641,9 @@ int main(int argc, char **argv)
     vs_health_close_watchers(a.health);
     vs_writes_stop(a.writes); /* queued writes are logged and answered while their calls exist */
     vs_rpc_server_stop(server, a.cfg.grace_ms);
-    vs_writes_destroy(a.writes);
     vs_coord_follow_stop(a.follow);
     vs_http_stop(http);
+    vs_writes_destroy(a.writes); /* after /metrics: scrapes read its counts */
     vs_metrics_destroy(a.reg);
     vs_coord_destroy(a.coord);
     vs_view_destroy(a.view);

@@ -111,6 +111,59 @@ static double c_etcd_writes(void *u)
     return etcd_counter(u, 2);
 }
 
+/* the active version's fresh writes (0 when it takes none) */
+static double fresh_value(void *u, int which)
+{
+    vs_shard_fresh_info_t fi;
+    char err[VS_ERR_LEN];
+    if (vs_shard_active_fresh_info(((vs_shard_metrics_t *)u)->shard, &fi, err) != VS_OK)
+        return 0;
+    switch (which) {
+    case 0:
+        return (double)fi.fresh.ids;
+    case 1:
+        return (double)fi.fresh.capacity;
+    case 2:
+        return (double)fi.fresh.live;
+    case 3:
+        return (double)fi.fresh.memory_bytes;
+    default:
+        return fi.log_next ? (double)(fi.log_next - 1) : 0;
+    }
+}
+static double g_fresh_ids(void *u)
+{
+    return fresh_value(u, 0);
+}
+static double g_fresh_capacity(void *u)
+{
+    return fresh_value(u, 1);
+}
+static double g_fresh_live(void *u)
+{
+    return fresh_value(u, 2);
+}
+static double g_fresh_bytes(void *u)
+{
+    return fresh_value(u, 3);
+}
+static double g_log_position(void *u)
+{
+    return fresh_value(u, 4);
+}
+static double c_log_applied(void *u)
+{
+    uint64_t a, r;
+    vs_shard_log_totals(((vs_shard_metrics_t *)u)->shard, &a, &r);
+    return (double)a;
+}
+static double c_log_rejected(void *u)
+{
+    uint64_t a, r;
+    vs_shard_log_totals(((vs_shard_metrics_t *)u)->shard, &a, &r);
+    return (double)r;
+}
+
 vs_status vs_shard_metrics_create(vs_shard_metrics_t **out, char err[VS_ERR_LEN])
 {
     vs_shard_metrics_t *m = calloc(1, sizeof *m);
@@ -162,6 +215,20 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, const ch
          "Times the membership record was re-created after a lost lease.", c_etcd_rereg, 1},
         {"vecshard_etcd_record_writes_total",
          "Member-record writes (bounded per version by the load-retry backoff).", c_etcd_writes, 1},
+        {"vecshard_shard_fresh_ids",
+         "Ids written (upserted or deleted) since the active version was built; writes stop at the capacity.",
+         g_fresh_ids, 0},
+        {"vecshard_shard_fresh_capacity", "Ids the active version may take from the write log.",
+         g_fresh_capacity, 0},
+        {"vecshard_shard_fresh_live", "Fresh vectors searches return (the active version).", g_fresh_live, 0},
+        {"vecshard_shard_fresh_memory_bytes", "Bytes of the active version's fresh writes.", g_fresh_bytes,
+         0},
+        {"vecshard_shard_log_position", "Last write-log sequence applied to the active version.",
+         g_log_position, 0},
+        {"vecshard_shard_log_messages_applied_total", "Write-log messages applied, all versions.",
+         c_log_applied, 1},
+        {"vecshard_shard_log_messages_rejected_total",
+         "Write-log messages rejected as malformed (never applicable; each is logged).", c_log_rejected, 1},
     };
     for (size_t i = 0; i < sizeof fns / sizeof *fns; i++) {
         vs_metric_family_t *f = fns[i].counter

@@ -54,6 +54,7 @@ struct vs_shard {
     void (*on_stage)(void *, vs_shard_stage, double);
     void *stage_user;
     size_t fresh_capacity;
+    atomic_ullong log_applied, log_rejected;
     pthread_mutex_t log_mu; /* the rate limit of per-search log records */
     vs_log_limit_t search_log;
 };
@@ -850,6 +851,10 @@ vs_status vs_shard_apply_log(vs_shard_t *sh, const char *version, uint64_t seq, 
         st = vs_applier_apply(v->fresh, &scope, msg, len, &v->counts, err);
         if (st == VS_OK || st == VS_ERR_CORRUPT)
             v->log_next++; /* a malformed message can never apply: counted and passed */
+        if (st == VS_OK)
+            atomic_fetch_add(&sh->log_applied, 1);
+        else if (st == VS_ERR_CORRUPT)
+            atomic_fetch_add(&sh->log_rejected, 1);
     }
     pthread_mutex_unlock(&v->apply_mu);
     version_unref(v);
@@ -890,4 +895,24 @@ vs_status vs_shard_fresh_info(vs_shard_t *sh, const char *version, vs_shard_fres
     }
     version_unref(v);
     return st;
+}
+
+vs_status vs_shard_active_fresh_info(vs_shard_t *sh, vs_shard_fresh_info_t *out, char err[VS_ERR_LEN])
+{
+    char name[VS_NAME_LEN] = "";
+    pthread_mutex_lock(&sh->mu);
+    if (sh->active)
+        snprintf(name, sizeof name, "%s", sh->active->name);
+    pthread_mutex_unlock(&sh->mu);
+    if (!name[0]) {
+        memset(out, 0, sizeof *out);
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "no active version");
+    }
+    return vs_shard_fresh_info(sh, name, out, err);
+}
+
+void vs_shard_log_totals(vs_shard_t *sh, uint64_t *applied, uint64_t *rejected)
+{
+    *applied = atomic_load(&sh->log_applied);
+    *rejected = atomic_load(&sh->log_rejected);
 }

@@ -166,6 +166,13 @@ typedef struct vs_shard_fresh_info {
 vs_status vs_shard_fresh_info(vs_shard_t *sh, const char *version, vs_shard_fresh_info_t *out,
                               char err[VS_ERR_LEN]);
 
+/* The active version's write counts; VS_ERR_FAILED_PRECONDITION when there is no active version taking
+ * writes. */
+vs_status vs_shard_active_fresh_info(vs_shard_t *sh, vs_shard_fresh_info_t *out, char err[VS_ERR_LEN]);
+
+/* Log messages applied and rejected (malformed) since the process started, all versions. */
+void vs_shard_log_totals(vs_shard_t *sh, uint64_t *applied, uint64_t *rejected);
+
 /* Searches currently running. */
 size_t vs_shard_in_flight(const vs_shard_t *sh);
 

@@ -237,7 +237,7 @@ int main(void)
         char part[8], name[16];
         snprintf(part, sizeof part, "%d", p);
         snprintf(name, sizeof name, "s%d", p);
-        const char *argv[] = {"--listen",   "127.0.0.1:0", "--metrics-listen", "none",
+        const char *argv[] = {"--listen",   "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
                               "--manifest", ver.manifest,  "--partition",      part,
                               "--cluster",  "cw",          "--nats-url",       g_url,
                               NULL};
@@ -245,8 +245,9 @@ int main(void)
         size_t off = strlen(spec);
         snprintf(spec + off, sizeof spec - off, "%s%d=127.0.0.1:%d", p ? "," : "", p, shards[p].grpc_port);
     }
-    const char *cargv[] = {"--listen", "127.0.0.1:0", "--metrics-listen", "none", "--manifest", ver.manifest,
-                           "--shards", spec,          "--cluster",        "cw",   "--nats-url", g_url,
+    const char *cargv[] = {"--listen",   "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                           "--manifest", ver.manifest,  "--shards",         spec,
+                           "--cluster",  "cw",          "--nats-url",       g_url,
                            NULL};
     ok &= ok && vs_test_proc_start(&coord, dir, "coordinator", "vecshard-coordinator", cargv) == 0;
     char target[64];
@@ -259,6 +260,19 @@ int main(void)
             vs_test_sleep_ms(50);
         RUN(test_writes_through_the_cluster);
         RUN(test_bad_writes_log_nothing);
+        /* what operators see: the coordinator's write counts, the shards' log position and fresh ids */
+        char scratch[PATH_MAX];
+        snprintf(scratch, sizeof scratch, "%s/scrape.txt", dir);
+        double acked = vs_test_proc_metric(&coord, "vecshard_coordinator_writes_acknowledged_total", scratch);
+        double refused = vs_test_proc_metric(&coord, "vecshard_coordinator_writes_refused_total", scratch);
+        CHECKF(acked == 3 && refused == 10, "coordinator: %g acknowledged (a retry counts), %g refused",
+               acked, refused);
+        for (int p = 0; p < P; p++) {
+            double pos = vs_test_proc_metric(&shards[p], "vecshard_shard_log_position", scratch);
+            double ids = vs_test_proc_metric(&shards[p], "vecshard_shard_fresh_ids", scratch);
+            CHECKF(pos == 2 && ids == (p == 1 ? 1 : 0), "shard %d: log position %g, fresh ids %g", p, pos,
+                   ids);
+        }
         /* a coordinator without the log */
         const char *pargv[] = {"--listen", "127.0.0.1:0", "--metrics-listen",
                                "none",     "--manifest",  ver.manifest,

@@ -134,8 +134,15 @@ static void test_writes_follow_the_log(void)
     CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_DELETE, id, NULL, "d1") == 2);
     int64_t t_del = wait_first(ch, q, id, 0, 5000);
     CHECKF(t_del >= 0, "the delete never took effect");
-    fprintf(stderr, "test_shard_writes: upsert searchable after %lld ms, delete after %lld ms\n",
-            (long long)t_up, (long long)t_del);
+    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, id, q, "u1b") == 3); /* a later write */
+    int64_t t_up2 = wait_first(ch, q, id, 1, 5000);
+    CHECK(t_up2 >= 0);
+    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_DELETE, id, NULL, "d1b") == 4);
+    CHECK(wait_first(ch, q, id, 0, 5000) >= 0);
+    fprintf(stderr,
+            "test_shard_writes: first upsert searchable after %lld ms, delete after %lld ms; next upsert "
+            "%lld ms\n",
+            (long long)t_up, (long long)t_del, (long long)t_up2);
 
     /* nats-server killed: the shard keeps serving; after the restart it applies the next write */
     CHECK(vs_proc_fixture_kill(g_nats, err) == VS_OK);
@@ -146,7 +153,7 @@ static void test_writes_follow_the_log(void)
     while (vs_hash_partition(id2, 2) != 0)
         id2++;
     const float *q2 = ver.queries + 6 * D;
-    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, id2, q2, "u2") == 3);
+    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, id2, q2, "u2") == 5);
     CHECKF(wait_first(ch, q2, id2, 1, 15000) >= 0, "no write applied after nats-server restarted");
 
     /* the shard killed: the new process applies the log again from the version's start */
