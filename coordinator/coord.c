@@ -175,7 +175,7 @@ int vs_coord_version_content(vs_coord_t *c, const char *version, char out[17])
     return found;
 }
 
-int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uint32_t *dim)
+int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uint32_t *dim, int *ivf)
 {
     int found = 0;
     pthread_mutex_lock(&c->mu);
@@ -183,6 +183,7 @@ int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uin
         if (c->active) {
             snprintf(resolved, 128, "%s", c->active->model);
             *dim = c->active->router.dim;
+            *ivf = c->active->nlist > 0;
             found = 1;
         }
     } else {
@@ -190,6 +191,7 @@ int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uin
             if (strcmp(c->versions[i]->model, model) == 0) {
                 snprintf(resolved, 128, "%s", model);
                 *dim = c->versions[i]->router.dim;
+                *ivf = c->versions[i]->nlist > 0;
                 found = 1;
             }
     }
