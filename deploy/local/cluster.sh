@@ -4,12 +4,13 @@
 # (shell syntax) records pids, ports and logs, so `status` and `down` find what `up` started.
 #
 #   cluster.sh up --manifest FILE [--manifest FILE...] [--partitions P] [--replicas 1] [--dir build/cluster]
-#                 [--cluster local] [--timeout 60] [--shard-threads N] [--coordinator-args "ARGS"]
+#                 [--cluster local] [--timeout 60] [--shard-threads N] [--coordinator-args "ARGS"] [--writes]
 #   cluster.sh status [--dir DIR] [--json]
 #   cluster.sh down [--dir DIR] [--timeout 15]
 #
 # up: starts etcd (fresh data directory, free loopback ports), shard p<p>r<r> for partition p replica r
 # (--listen 127.0.0.1:0, --port-file; P is the manifests' partition count, which --partitions must match),
+# with --writes first nats-server -js (the write log; the shards and the coordinator get --nats-url),
 # then the coordinator (--etcd, every --manifest, and --coordinator-args split on spaces), and returns once the
 # coordinator's health is SERVING (or stops everything it started and fails after --timeout seconds).
 # Prints the coordinator's address; the state file has it as coordinator_addr.
@@ -38,6 +39,7 @@ cluster=local
 timeout=""
 shard_threads=""
 coordinator_args=""
+writes=""
 json=""
 manifests=()
 while [ $# -gt 0 ]; do
@@ -50,6 +52,7 @@ while [ $# -gt 0 ]; do
     --timeout) timeout=$2; shift ;;
     --shard-threads) shard_threads=$2; shift ;;
     --coordinator-args) coordinator_args=$2; shift ;;
+    --writes) writes=1 ;;
     --json) json=--json ;;
     -h | --help) usage; exit 0 ;;
     *) echo "cluster.sh $cmd: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -117,12 +120,13 @@ stop_all() {
     local wait_s=${1:-15} n shards=()
     [ -f "$state" ] || { echo "cluster.sh: nothing running (no $state)"; return 0; }
     for n in $(names); do
-        case "$n" in coordinator | etcd) ;; *) shards+=("$n") ;; esac
+        case "$n" in coordinator | etcd | nats) ;; *) shards+=("$n") ;; esac
     done
     stop_group "$wait_s" coordinator
     [ ${#shards[@]} -eq 0 ] || stop_group "$wait_s" "${shards[@]}"
+    names | grep -qx nats && stop_group "$wait_s" nats
     stop_group "$wait_s" etcd
-    rm -rf "$dir/etcd-data"
+    rm -rf "$dir/etcd-data" "$dir/nats-data"
     mv -f "$state" "$state.last"
 }
 
@@ -234,6 +238,36 @@ up() {
     record "etcd_url=$url"
     echo "cluster.sh: etcd at $url"
 
+    # the write log: nats-server with JetStream (fresh data directory, a free loopback port)
+    local wargs=()
+    if [ -n "$writes" ]; then
+        command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] ||
+            die "up: nats-server not installed (apt-get install nats-server)"
+        local nats_bin nport nurl=""
+        nats_bin=$(command -v nats-server || echo /usr/sbin/nats-server)
+        for try in 1 2 3; do
+            nport=$(free_port)
+            rm -rf "$dir/nats-data"
+            launch nats "$nats_bin" -a 127.0.0.1 -p "$nport" -js -sd "$dir/nats-data" -n vs-local
+            local npid nst nuntil=$((SECONDS + 15))
+            npid=$(get proc_nats_pid)
+            nst=$(get proc_nats_start)
+            while [ $SECONDS -lt $nuntil ] && alive "$npid" "$nst"; do
+                if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$nport && head -c 4 <&3" 2>/dev/null | grep -q INFO; then
+                    nurl=nats://127.0.0.1:$nport
+                    break
+                fi
+                sleep 0.1
+            done
+            [ -n "$nurl" ] && break
+            alive "$npid" "$nst" && kill -KILL "$npid" 2>/dev/null || true
+        done
+        [ -n "$nurl" ] || failed_up "nats-server did not start" "$dir/nats.log"
+        record "nats_url=$nurl"
+        echo "cluster.sh: nats-server (JetStream) at $nurl"
+        wargs=(--nats-url "$nurl")
+    fi
+
     # shards
     local p r id extra=()
     [ -n "$shard_threads" ] && extra=(--threads "$shard_threads")
@@ -245,7 +279,7 @@ up() {
             rm -f "$dir/$id.ports"
             launch "$id" "$bin/vecshard-shard" --etcd "$url" --cluster "$cluster" --partition "$p" \
                 --replica-id "$id" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --port-file "$dir/$id.ports" \
-                --grace-ms 2000 "${margs[@]}" "${extra[@]}"
+                --grace-ms 2000 "${margs[@]}" "${extra[@]}" "${wargs[@]}"
         done
     done
     for ((p = 0; p < partitions; p++)); do
@@ -264,7 +298,7 @@ up() {
     rm -f "$dir/coordinator.ports"
     launch coordinator "$coordinator_bin" --etcd "$url" --cluster "$cluster" --listen 127.0.0.1:0 \
         --metrics-listen 127.0.0.1:0 --port-file "$dir/coordinator.ports" --grace-ms 2000 "${margs[@]}" \
-        $coordinator_args
+        "${wargs[@]}" $coordinator_args
     local cport
     cport=$(wait_port_file "$dir/coordinator.ports" "$(get proc_coordinator_pid)" "$(get proc_coordinator_start)" 30) ||
         failed_up "the coordinator did not start" "$dir/coordinator.log"
