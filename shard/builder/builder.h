@@ -62,6 +62,8 @@ typedef struct vs_builder_opts {
     const char *out_dir;       /* created if missing */
     const char *version;       /* vs_version_name_valid */
     const char *model_version; /* embedding model (NULL = ""), at most 127 bytes */
+    uint64_t log_upto;         /* the write log's last sequence folded into the input (vecshard-fold); 0 =
+                                  none. Recorded in the manifest: replicas apply the log from the next one */
     size_t train_sample;       /* 0 = vs_builder_default_train_sample */
     uint64_t seed;             /* the training sample */
     size_t n_threads;          /* 0 = all CPUs; never changes the output */

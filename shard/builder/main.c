@@ -35,6 +35,9 @@ static void usage(FILE *f)
         "                         largest first into the least loaded partition\n"
         "  --version NAME         version name [A-Za-z0-9._-], 1..64 bytes\n"
         "  --model-version NAME   embedding model the vectors came from (recorded, default \"\")\n"
+        "  --log-upto SEQ         the write log's last sequence folded into --base (vecshard-fold prints "
+        "it):\n"
+        "                         recorded in the manifest; replicas apply the log after it (default 0)\n"
         "  --out DIR              output directory (created)\n"
         "  --train-sample N       training rows (default max(256*nlist, 100000), at most n)\n"
         "  --seed N               training sample seed (default 1)\n"
@@ -132,6 +135,7 @@ int main(int argc, char **argv)
         {"partitioning", required_argument, 0, 'K'},
         {"version", required_argument, 0, 'v'},
         {"model-version", required_argument, 0, 'M'},
+        {"log-upto", required_argument, 0, 'U'},
         {"out", required_argument, 0, 'o'},
         {"train-sample", required_argument, 0, 's'},
         {"seed", required_argument, 0, 'S'},
@@ -175,6 +179,16 @@ int main(int argc, char **argv)
         case 'M':
             o.model_version = optarg;
             break;
+        case 'U': {
+            long long v;
+            char perr[VS_ERR_LEN];
+            if (vs_cli_parse_int("--log-upto", optarg, 0, (long long)(UINT64_MAX >> 2), &v, perr) != VS_OK) {
+                fprintf(stderr, "vecshard-build: %s\n", perr);
+                return 2;
+            }
+            o.log_upto = (uint64_t)v;
+            break;
+        }
         case 'o':
             o.out_dir = optarg;
             break;

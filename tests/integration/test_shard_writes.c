@@ -6,7 +6,9 @@
  * - kill -9 of the shard: the restarted process applies the log from the version's start again and
  *   answers exactly as before the kill.
  * - A version whose log has a gap (the stream purged before the shard read it) stops serving instead
- *   of serving a partition with writes missing. */
+ *   of serving a partition with writes missing.
+ * - The log folded into the next build (vecshard-fold, vecshard-build --log-upto): the new version holds
+ *   the folded writes and its replica applies only the later ones, none twice. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +19,7 @@
 #include "common/hash.h"
 #include "common/net/rpc.h"
 #include "common/net/wlog.h"
+#include "common/vecio.h"
 #include "tests/integration/nats_fixture.h"
 #include "tests/support/proc.h"
 #include "tests/support/version_fixture.h"
@@ -227,6 +230,90 @@ static void test_gap_stops_the_version(void)
     vs_wlog_close(w);
 }
 
+/* Runs a command line (the fold and build tools), its output into log; 0 when it succeeded. */
+static int run_tool(const char *cmd, const char *log)
+{
+    char full[8192];
+    snprintf(full, sizeof full, "%s >%s 2>&1", cmd, log);
+    int rc = system(full);
+    if (rc != 0) {
+        fprintf(stderr, "test_shard_writes: failed (%d): %s\n", rc, cmd);
+        snprintf(full, sizeof full, "tail -n 20 %s >&2", log);
+        (void)system(full);
+    }
+    return rc;
+}
+
+/* The log folded into the next build: vecshard-fold, vecshard-build --log-upto S, then a shard serving the
+ * new version has the folded writes in its index and applies only what came after S (nothing twice). */
+static void test_fold_into_the_next_version(void)
+{
+    char err[VS_ERR_LEN];
+    vs_wlog_opts_t o = {.url = g_url, .cluster = "w3", .timeout_ms = 1000};
+    vs_wlog_t *w = NULL;
+    CHECK(vs_wlog_open(&o, 1, &w, err) == VS_OK);
+    if (!w)
+        return;
+    int64_t a = 910000, c = 920000, b = 0;
+    while (vs_hash_partition(a, 2) != 0)
+        a++;
+    while (vs_hash_partition(c, 2) != 0)
+        c++;
+    while (vs_hash_partition(b, 2) != 0) /* a base row of partition 0 */
+        b++;
+    const float *qa = ver.queries + 7 * D, *qc = ver.queries + 8 * D, *qb = ver.base + (size_t)b * D;
+    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, a, qa, "f1") == 1);
+    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_DELETE, b, NULL, "f2") == 2);
+    /* fold 1..2 into the base (the fixture's rows, ids = row numbers) and build v2 with log_upto 2 */
+    char bpath[PATH_MAX], fb[PATH_MAX], fi[PATH_MAX], lg[PATH_MAX], cmd[6 * PATH_MAX + 512];
+    snprintf(bpath, sizeof bpath, "%s/base-v1.fvecs", g_dir);
+    snprintf(fb, sizeof fb, "%s/folded.fvecs", g_dir);
+    snprintf(fi, sizeof fi, "%s/folded.i64", g_dir);
+    snprintf(lg, sizeof lg, "%s/tool.log", g_dir);
+    CHECK(vs_vecio_write_fvecs(bpath, N, D, ver.base, err) == VS_OK);
+    const char *bin = getenv("VS_BIN_DIR") ? getenv("VS_BIN_DIR") : "build/bin";
+    snprintf(
+        cmd, sizeof cmd,
+        "%s/vecshard-fold --base %s --nats-url %s --cluster w3 --model-version test-model-1 --out-base %s "
+        "--out-ids %s",
+        bin, bpath, g_url, fb, fi);
+    CHECK(run_tool(cmd, lg) == 0);
+    snprintf(cmd, sizeof cmd, "grep -q '\"log_upto\":2,' %s && grep -q '\"rows\":%d}' %s", lg, N, lg);
+    CHECKF(system(cmd) == 0, "vecshard-fold did not report log_upto 2 and %d rows", N);
+    snprintf(cmd, sizeof cmd,
+             "%s/vecshard-build --base %s --ids %s --factory IVF16,PQ8x4fs,RFlat --partitions 2 --version v2 "
+             "--model-version test-model-1 --log-upto 2 --out %s --quiet",
+             bin, fb, fi, g_dir);
+    CHECK(run_tool(cmd, lg) == 0);
+    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, c, qc, "f3") == 3); /* after the fold */
+    vs_test_proc_t sh;
+    char manifest[PATH_MAX];
+    snprintf(manifest, sizeof manifest, "%s/v2/manifest.json", g_dir);
+    const char *argv[] = {"--listen",   "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                          "--manifest", manifest,      "--partition",      "0",
+                          "--cluster",  "w3",          "--nats-url",       g_url,
+                          NULL};
+    CHECK(vs_test_proc_start(&sh, g_dir, "shard-w3", "vecshard-shard", argv) == 0);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", sh.grpc_port);
+    vs_rpc_channel_t *ch = NULL;
+    CHECK(vs_rpc_channel_create(target, 0, &ch, err) == VS_OK);
+    CHECKF(wait_first(ch, qc, c, 1, 20000) >= 0, "the write after the fold was not applied");
+    int code;
+    CHECK(first_id(ch, qa, &code) == a && code == 0); /* folded into the index */
+    CHECK(first_id(ch, qb, &code) != b && code == 0); /* folded delete */
+    char scratch[PATH_MAX];
+    snprintf(scratch, sizeof scratch, "%s/scrape.txt", g_dir);
+    double pos = vs_test_proc_metric(&sh, "vecshard_shard_log_position", scratch);
+    double applied = vs_test_proc_metric(&sh, "vecshard_shard_log_messages_applied_total", scratch);
+    double fresh = vs_test_proc_metric(&sh, "vecshard_shard_fresh_ids", scratch);
+    CHECKF(pos == 3 && applied == 1 && fresh == 1, "log position %g, %g applied, %g fresh ids (want 3, 1, 1)",
+           pos, applied, fresh);
+    vs_test_proc_stop(&sh, SIGTERM, 10);
+    vs_rpc_channel_destroy(ch);
+    vs_wlog_close(w);
+}
+
 int main(void)
 {
     char err[VS_ERR_LEN];
@@ -243,6 +330,7 @@ int main(void)
     vs_nats_fixture_url(g_nats, g_url, sizeof g_url);
     RUN(test_writes_follow_the_log);
     RUN(test_gap_stops_the_version);
+    RUN(test_fold_into_the_next_version);
     vs_proc_fixture_destroy(g_nats);
     vs_test_version_fini(&ver);
     vs_test_cleanup("shard_writes");
