@@ -303,6 +303,8 @@ void vs_ids_sort(int64_t *ids, size_t n)
 
 int64_t vs_ids_repeated(const int64_t *ids, size_t n)
 {
+    if (n < 2)
+        return -1;
     int64_t *s = malloc((n ? n : 1) * sizeof *s);
     if (!s)
         return -2;

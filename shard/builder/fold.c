@@ -137,8 +137,10 @@ static vs_status settle(vs_fold_t *f, char *err)
     f->last = malloc((f->n ? f->n : 1) * sizeof *f->last);
     if (!f->last)
         return vs_errf(err, VS_ERR_NOMEM, "fold: no memory for %zu writes", f->n);
-    memcpy(f->last, f->e, f->n * sizeof *f->last);
-    qsort(f->last, f->n, sizeof *f->last, cmp_entry);
+    if (f->n) {
+        memcpy(f->last, f->e, f->n * sizeof *f->last);
+        qsort(f->last, f->n, sizeof *f->last, cmp_entry);
+    }
     size_t m = 0;
     for (size_t i = 0; i < f->n; i++) {
         if (m > 0 && f->last[m - 1].id == f->last[i].id)

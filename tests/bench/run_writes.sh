@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Fresh writes under query load (issue 15 goals), on the 200k x 128 set of run_cpu.sh split into 2 hash
+# partitions (IVF1024,PQ32x4fs,RFlat): a local cluster with the write log (cluster.sh up --writes), then
+#  - the writes' vectors are the query vectors moved by +100 on every axis (far from the data: the query
+#    load's recall against the base's ground truth stays meaningful; the probes search with them);
+#  - read-only: `vecshard query` (one query per call, 8 in flight) -> QPS and server CPU per query;
+#  - the same query load while vecshard-bench-writes upserts at RATE per second (default 1000) and probes
+#    every 20th write: insert -> searchable and delete -> hidden latency (p50/p99/max), acknowledgement
+#    latency, failures;
+#  - QPS under writes as a fraction of read-only QPS (goal >= 0.8), rounds interleaved, each side's best.
+# Usage: tests/bench/run_writes.sh [OUTDIR] [RATE] [ROUNDS]   (default build/bench/cpu, 1000, 2)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-build/bench/cpu}
+rate=${2:-1000}
+rounds=${3:-2}
+./deploy/local/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$(nproc)" >/dev/null
+bin=$PWD/build/bin
+factory="IVF1024,PQ32x4fs,RFlat"
+[ -s "$out/base.fvecs" ] || "$bin/vecshard-synth" --out "$out" --n 200000 --nq 10000 --d 128 --quiet
+[ -s "$out/gt100.ivecs" ] ||
+    "$bin/vecshard-gt" --base "$out/base.fvecs" --queries "$out/queries.fvecs" --k 100 --out "$out/gt100.ivecs"
+[ -s "$out/hash2/manifest.json" ] ||
+    "$bin/vecshard-build" --base "$out/base.fvecs" --factory "$factory" --partitions 2 --partitioning hash \
+        --version hash2 --out "$out" --seed 1 --quiet
+res=$out/writes-results.txt
+: > "$res"
+log() { echo "$*" | tee -a "$res"; }
+dir=$out/cl-writes
+./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
+VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --manifest "$out/hash2/manifest.json" --dir "$dir" --writes \
+    --timeout 120 >/dev/null
+trap './deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true' EXIT
+addr=$(. "$dir/state" && echo "$coordinator_addr")
+
+query() { # -> "qps server_us"
+    VS_BIN_DIR=$bin tests/bench/query_cpu.sh "$dir/state" "$dir/query.json" --queries "$out/queries.fvecs" \
+        --gt "$out/gt100.ivecs" --k 10 --nprobe 16 --k-factor 4 --concurrency 8
+    /usr/bin/python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["calls_failed"]==0, j
+print("%.0f %.1f %.4f" % (j["qps"], j["server_cpu_us_per_query"], j["recall_at_k"]))' "$dir/query.json"
+}
+best_ro=0 best_rw=0 line_ro="" line_rw=""
+id_base=1000000000
+for ((r = 0; r < rounds; r++)); do
+    l=$(query)
+    [ "${l%% *}" -gt "$best_ro" ] && best_ro=${l%% *} line_ro=$l
+    # writes for a little longer than the query run, which then runs entirely under writes
+    "$bin/vecshard-bench-writes" --coordinator "$addr" --vectors "$out/queries.fvecs" --rate "$rate" \
+        --seconds 12 --id-base "$id_base" --offset 100 > "$dir/writes-$r.txt" 2>&1 &
+    wpid=$!
+    sleep 1
+    l=$(query)
+    [ "${l%% *}" -gt "$best_rw" ] && best_rw=${l%% *} line_rw=$l
+    wait "$wpid" || log "round $r: vecshard-bench-writes reported failures"
+    id_base=$((id_base + 100000000))
+done
+log "== $factory, 200k x 128, 2 hash partitions, nprobe 16, k_factor 4; best of $rounds interleaved rounds"
+log "read-only:       QPS $(echo "$line_ro" | cut -d' ' -f1), server CPU $(echo "$line_ro" | cut -d' ' -f2) us/query, recall@10 $(echo "$line_ro" | cut -d' ' -f3)"
+log "under $rate upserts/s: QPS $(echo "$line_rw" | cut -d' ' -f1), server CPU $(echo "$line_rw" | cut -d' ' -f2) us/query, recall@10 $(echo "$line_rw" | cut -d' ' -f3)"
+log "QPS under writes / read-only: $(awk -v a="$best_rw" -v b="$best_ro" 'BEGIN{printf "%.2f", a/b}')"
+for ((r = 0; r < rounds; r++)); do
+    log "-- writes, round $r"
+    tee -a "$res" < "$dir/writes-$r.txt"
+done
+log "results in $res"
