@@ -464,9 +464,27 @@ static void free_nearest_scratch(nearest_scratch_t *s, size_t n_workers)
     free(s);
 }
 
+static vs_status nearest(const float *x, size_t n, const float *centroids, uint32_t k, uint32_t d,
+                         vs_metric metric, uint32_t nprobe, size_t n_threads, int32_t *out_lists,
+                         float *out_dist, int check_centroids, char err[VS_ERR_LEN]);
+
 vs_status vs_kmeans_nearest(const float *x, size_t n, const float *centroids, uint32_t k, uint32_t d,
                             vs_metric metric, uint32_t nprobe, size_t n_threads, int32_t *out_lists,
                             float *out_dist, char err[VS_ERR_LEN])
+{
+    return nearest(x, n, centroids, k, d, metric, nprobe, n_threads, out_lists, out_dist, 1, err);
+}
+
+vs_status vs_kmeans_nearest_trusted(const float *x, size_t n, const float *centroids, uint32_t k, uint32_t d,
+                                    vs_metric metric, uint32_t nprobe, size_t n_threads, int32_t *out_lists,
+                                    float *out_dist, char err[VS_ERR_LEN])
+{
+    return nearest(x, n, centroids, k, d, metric, nprobe, n_threads, out_lists, out_dist, 0, err);
+}
+
+static vs_status nearest(const float *x, size_t n, const float *centroids, uint32_t k, uint32_t d,
+                         vs_metric metric, uint32_t nprobe, size_t n_threads, int32_t *out_lists,
+                         float *out_dist, int check_centroids, char err[VS_ERR_LEN])
 {
     vs_status st = check_shape(k, d, "k-means nearest", err);
     if (st != VS_OK)
@@ -480,7 +498,7 @@ vs_status vs_kmeans_nearest(const float *x, size_t n, const float *centroids, ui
     if (n > SIZE_MAX / sizeof(float) / nprobe)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k-means nearest: %zu queries x nprobe %u is too large",
                        n, nprobe);
-    if ((st = vs_check_finite(centroids, k, d, "centroid", err)) != VS_OK ||
+    if ((check_centroids && (st = vs_check_finite(centroids, k, d, "centroid", err)) != VS_OK) ||
         (st = vs_check_finite(x, n, d, "query", err)) != VS_OK)
         return st;
     if (n_threads == 0)

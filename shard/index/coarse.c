@@ -314,8 +314,8 @@ vs_status vs_coarse_assign(const vs_coarse_t *c, size_t n, const float *x, size_
             vs_normalize_rows(xc, m, c->d);
             src = xc;
         }
-        st = vs_kmeans_nearest(src, m, c->centroids, c->nlist, c->d, metric, 1, n_threads, lists + i0, NULL,
-                               err);
+        st = vs_kmeans_nearest_trusted(src, m, c->centroids, c->nlist, c->d, metric, 1, n_threads, lists + i0,
+                                       NULL, err);
     }
     free(xc);
     return st;

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fresh writes under query load (issue 15 goals), on the 200k x 128 set of run_cpu.sh split into 2 hash
 # partitions (IVF1024,PQ32x4fs,RFlat): a local cluster with the write log (cluster.sh up --writes), then
-#  - the writes' vectors are the query vectors moved by +100 on every axis (far from the data: the query
-#    load's recall against the base's ground truth stays meaningful; the probes search with them);
+#  - the writes re-write base rows under their own ids (the data stay the same, so recall still compares
+#    with the base's ground truth; every write is a replacement: a tombstone and a fresh record), and every
+#    20th writes a row under a new id and probes for it;
 #  - read-only: `vecshard query` (one query per call, 8 in flight) -> QPS and server CPU per query;
 #  - the same query load while vecshard-bench-writes upserts at RATE per second (default 1000) and probes
 #    every 20th write: insert -> searchable and delete -> hidden latency (p50/p99/max), acknowledgement
@@ -47,8 +48,8 @@ for ((r = 0; r < rounds; r++)); do
     l=$(query)
     [ "${l%% *}" -gt "$best_ro" ] && best_ro=${l%% *} line_ro=$l
     # writes for a little longer than the query run, which then runs entirely under writes
-    "$bin/vecshard-bench-writes" --coordinator "$addr" --vectors "$out/queries.fvecs" --rate "$rate" \
-        --seconds 12 --id-base "$id_base" --offset 100 > "$dir/writes-$r.txt" 2>&1 &
+    "$bin/vecshard-bench-writes" --coordinator "$addr" --vectors "$out/base.fvecs" --rate "$rate" \
+        --seconds 12 --id-base "$id_base" > "$dir/writes-$r.txt" 2>&1 &
     wpid=$!
     sleep 1
     l=$(query)

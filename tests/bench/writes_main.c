@@ -1,8 +1,11 @@
 /* vecshard-bench-writes: fresh writes through a running cluster (issue 15). Sends Upserts to the coordinator
- * at --rate per second (one id each, a vector taken from --vectors, ids from --id-base up), and probes every
- * --probe-every-th write: after its acknowledgement it searches with the write's own vector (k 10) every
- * 2 ms until the id is among the answers (insert -> searchable), then deletes the id and searches until it
- * is gone (delete -> hidden). Prints the achieved write rate, the acknowledgement latency and both probe
+ * at --rate per second, one id each, vectors from --vectors (the base the version was built from, ids =
+ * row numbers): a plain write re-writes row r under its own id r (the data stay the same, so the query
+ * load's recall still compares with the base's ground truth, while the replicas do all the work of a
+ * replacement: a tombstone and a fresh record); every --probe-every-th write puts row r under a new id
+ * (--id-base + n) and, after its acknowledgement, searches with that vector (k 10) every 2 ms until the
+ * new id is among the answers (insert -> searchable), then deletes it and searches until it is gone
+ * (delete -> hidden). Prints the achieved write rate, the acknowledgement latency and both probe
  * latencies (p50, p99, max; from the acknowledgement and from the send), and the failures. One thread,
  * asynchronous calls (common/net/rpc.h vs_rpc_queue). Run the query load beside it
  * (tests/bench/run_writes.sh). */
@@ -122,10 +125,11 @@ int main(int argc, char **argv)
     const char *addr = NULL, *vpath = NULL;
     long long rate = 1000, seconds = 30, every = 20, id_base = 1000000000, k = 10;
     double offset = 0;
-    static const struct option lo[] = {
-        {"coordinator", 1, 0, 'c'}, {"vectors", 1, 0, 'v'},     {"rate", 1, 0, 'r'},
-        {"seconds", 1, 0, 's'},     {"probe-every", 1, 0, 'p'}, {"id-base", 1, 0, 'i'},
-        {"k", 1, 0, 'k'},           {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+    static const struct option lo[] = {{"coordinator", 1, 0, 'c'}, {"vectors", 1, 0, 'v'},
+                                       {"rate", 1, 0, 'r'},        {"seconds", 1, 0, 's'},
+                                       {"probe-every", 1, 0, 'p'}, {"id-base", 1, 0, 'i'},
+                                       {"k", 1, 0, 'k'},           {"offset", 1, 0, 'o'},
+                                       {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     char err[VS_ERR_LEN];
     int o;
     while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -152,6 +156,12 @@ int main(int argc, char **argv)
                                  : o == 'i' ? "--id-base"
                                             : "--k",
                                  optarg, 1, 1ll << 60, dst, err) != VS_OK) {
+                fprintf(stderr, "vecshard-bench-writes: %s\n", err);
+                return 2;
+            }
+            break;
+        case 'o':
+            if (vs_cli_parse_double("--offset", optarg, -1e6, 1e6, &offset, err) != VS_OK) {
                 fprintf(stderr, "vecshard-bench-writes: %s\n", err);
                 return 2;
             }
@@ -196,9 +206,13 @@ int main(int argc, char **argv)
             tag_t *t = calloc(1, sizeof *t);
             t->kind = K_WRITE;
             t->sent = now;
-            int64_t id = id_base + (int64_t)sent;
-            const float *v = vecs + (sent % nv) * g_dim;
-            if (sent % (size_t)every == 0) {
+            /* a plain write re-writes base row r under its own id (r = its row number): the data do not
+             * change, the replicas do all the work of a replacement; a probe writes row r under a new id */
+            size_t row = sent % nv;
+            const float *v = vecs + row * g_dim;
+            int probe = sent % (size_t)every == 0;
+            int64_t id = probe ? id_base + (int64_t)sent : (int64_t)row;
+            if (probe) {
                 probe_t *p = &probes[n_probes++];
                 p->id = id;
                 p->v = v;
