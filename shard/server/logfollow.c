@@ -12,6 +12,7 @@
 #include "common/net/wlog.h"
 
 #define MAX_FOLLOWED VS_SHARD_MAX_VERSIONS
+#define COALESCE_MS 5 /* added to a write's visibility at most; measured in docs/benchmarks.md */
 
 typedef struct followed {
     char version[128];
@@ -124,8 +125,15 @@ static void follow_one(vs_logfollow_t *lf, followed_t *f, int64_t wait_ms)
     apply_ctx_t a = {lf, f, VS_OK};
     size_t n = 0;
     vs_status st = vs_wlog_reader_next(f->reader, 256, wait_ms, apply_one, &a, &n, err);
-    if (st == VS_OK)
+    if (st == VS_OK) {
+        /* a steady trickle (a fetch that got a few messages): let the next ones gather for a moment, so
+         * that one fetch carries many instead of one round trip and two wake-ups per write */
+        if (n > 0 && n < 64) {
+            struct timespec ts = {0, COALESCE_MS * 1000000L};
+            nanosleep(&ts, NULL);
+        }
         return;
+    }
     if (st == VS_ERR_FAILED_PRECONDITION && a.last == VS_OK) { /* the stream's gap, not the shard's */
         f->failed = 1;
         drop(f);
