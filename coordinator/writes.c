@@ -138,21 +138,15 @@ static void *writer_main(void *arg)
                 w->tail = NULL;
             w->queued--;
         }
-        int stopping = w->stopping;
         pthread_mutex_unlock(&w->qmu);
         if (!j)
-            break; /* stopping and drained */
+            break; /* stopping, and every queued write answered */
+        /* queued writes are logged also while stopping: only new submissions are refused */
         char err[VS_ERR_LEN] = "";
         uint8_t *body = NULL;
         size_t blen = 0;
-        vs_status st;
-        if (stopping)
-            st = vs_errf(err, VS_ERR_UNAVAILABLE,
-                         "the coordinator is shutting down; the write was not logged");
-        else if (j->is_delete)
-            st = vs_writes_delete_pb(w, j->req, j->len, &body, &blen, err);
-        else
-            st = vs_writes_upsert_pb(w, j->req, j->len, &body, &blen, err);
+        vs_status st = j->is_delete ? vs_writes_delete_pb(w, j->req, j->len, &body, &blen, err)
+                                    : vs_writes_upsert_pb(w, j->req, j->len, &body, &blen, err);
         j->done(j->user, st, err, body, blen);
         free(j->req);
         free(j);
@@ -282,10 +276,11 @@ vs_status vs_writes_upsert_pb(vs_writes_t *w, const uint8_t *req, size_t len, ui
                            r->model_version)
                  : vs_errf(err, VS_ERR_FAILED_PRECONDITION, "no active index version yet");
     if (st == VS_OK && !ivf)
-        st = vs_errf(err, VS_ERR_FAILED_PRECONDITION,
-                     "the index versions of '%s' are not IVF: only IVF versions take fresh writes (HNSW and Flat "
-                     "versions change only with a new build)",
-                     model);
+        st = vs_errf(
+            err, VS_ERR_FAILED_PRECONDITION,
+            "the index versions of '%s' are not IVF: only IVF versions take fresh writes (HNSW and Flat "
+            "versions change only with a new build)",
+            model);
     if (st == VS_OK && r->dim != dim)
         st = vs_errf(err, VS_ERR_INVALID_ARGUMENT,
                      "vectors of dimension %u; the index versions of '%s' have %u", r->dim, model, dim);

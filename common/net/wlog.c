@@ -367,6 +367,7 @@ vs_status vs_wlog_reader_next(vs_wlog_reader_t *r, size_t max, int64_t wait_ms, 
         jsMsgMetaData *meta = NULL;
         if (natsMsg_GetMetaData(&meta, list.Msgs[i]) != NATS_OK) {
             st = vs_errf(err, VS_ERR_CORRUPT, "write log: a message without JetStream metadata");
+            drop_sub(r); /* the next call starts a new consumer from the same place */
             break;
         }
         uint64_t seq = meta->Sequence.Stream;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/distance.h"
+#include "common/topk.h"
 #include "common/vecio.h"
 #include "shard/builder/ids.h"
 #include "vecshard/v1/writelog.pb-c.h"
@@ -84,6 +85,13 @@ vs_status vs_fold_add(vs_fold_t *f, const uint8_t *msg, size_t len, char err[VS_
     int ok = w && (upsert || w->op == VECSHARD__V1__LOG_WRITE__OP__OP_DELETE) && w->n_ids > 0;
     for (size_t i = 0; ok && i < w->n_ids; i++)
         ok = w->ids[i] >= 0;
+    if (ok && vs_ids_repeated(w->ids, w->n_ids) != -1)
+        ok = 0; /* an id twice (or no memory to tell): the replicas reject the message */
+    if (ok && upsert && f->model[0] && strcmp(w->model_version, f->model) != 0) {
+        f->c.other_model++; /* before the dimension: another model may have another one */
+        vecshard__v1__log_write__free_unpacked(w, NULL);
+        return VS_OK;
+    }
     if (ok && upsert)
         ok = w->dim == f->dim && w->n_vectors == w->n_ids * (size_t)f->dim &&
              vs_check_finite(w->vectors, w->n_ids, f->dim, "vector", NULL) == VS_OK;
@@ -91,11 +99,6 @@ vs_status vs_fold_add(vs_fold_t *f, const uint8_t *msg, size_t len, char err[VS_
         f->c.rejected++;
         if (w)
             vecshard__v1__log_write__free_unpacked(w, NULL);
-        return VS_OK;
-    }
-    if (upsert && f->model[0] && strcmp(w->model_version, f->model) != 0) {
-        f->c.other_model++;
-        vecshard__v1__log_write__free_unpacked(w, NULL);
         return VS_OK;
     }
     if (grow((void **)&f->e, &f->cap, f->n + w->n_ids, sizeof *f->e) ||

@@ -54,9 +54,12 @@ void vs_idmap_destroy(vs_idmap_t *m)
     free(m);
 }
 
+/* Not splitmix64(id)'s low bits: hash partitioning takes splitmix64(id) % P, so with P a power of two
+ * every id of one partition would land on 1/P of the slots (long probes; found in review). A second
+ * round on a salted id is independent of the partition hash. */
 static size_t home(const vs_idmap_t *m, int64_t id)
 {
-    return (size_t)vs_splitmix64((uint64_t)id) & m->mask;
+    return (size_t)vs_splitmix64((uint64_t)id ^ 0x5bd1e9955bd1e995ull) & m->mask;
 }
 
 vs_status vs_idmap_put(vs_idmap_t *m, int64_t id, uint64_t value, char err[VS_ERR_LEN])

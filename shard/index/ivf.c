@@ -790,8 +790,10 @@ static void search_one(void *arg, size_t qi, size_t worker)
     float *ed = n_fresh ? s->fkeys + c->k + slack : od;
     int64_t *ei = n_fresh ? s->fids + c->k + slack : oi;
     if (!refine) {
-        if (!n_fresh && h.h.size > c->k) {
-            vs_topk_t fin; /* no fresh candidate: the plain k best (the slack slots hold worse ones) */
+        if (!n_fresh && slack) {
+            /* no fresh candidate, but the heap has k + slack slots: the plain k best (emitting the heap
+             * itself would write k + slack results into a k-slot answer) */
+            vs_topk_t fin;
             vs_topk_init(&fin, c->k, s->fkeys, s->fids);
             for (size_t i = 0; i < h.h.size; i++)
                 vs_topk_push(&fin, h.h.keys[i], h.h.ids[i]);

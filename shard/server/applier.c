@@ -51,14 +51,14 @@ vs_status vs_applier_apply(vs_fresh_t *f, const vs_applier_scope_t *sc, const ui
         st = vs_errf(err, VS_ERR_CORRUPT, "unknown log operation %d", (int)w->op);
         goto done;
     }
+    if (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT && sc->model_version && sc->model_version[0] &&
+        strcmp(w->model_version, sc->model_version) != 0) {
+        c->other_model++; /* before the checks: another model may have another dimension */
+        goto done;
+    }
     st = check(w, sc, err);
     if (st != VS_OK)
         goto done;
-    if (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT && sc->model_version && sc->model_version[0] &&
-        strcmp(w->model_version, sc->model_version) != 0) {
-        c->other_model++;
-        goto done;
-    }
     size_t n = w->n_ids, nu = 0, nd = 0;
     ids = malloc(n * sizeof *ids);
     dels = malloc(n * sizeof *dels);

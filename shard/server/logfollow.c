@@ -72,13 +72,17 @@ static void refresh_versions(vs_logfollow_t *lf)
     size_t n = vs_shard_versions(lf->sh, info, VS_SHARD_MAX_VERSIONS, active);
     if (n > VS_SHARD_MAX_VERSIONS)
         n = VS_SHARD_MAX_VERSIONS;
-    for (size_t i = 0; i < lf->n;) { /* forget versions that left or stopped taking writes */
+    for (size_t i = 0; i < lf->n;) {
+        /* keep a version while it is READY and takes writes; a failed one only while the shard still
+         * shows it FAILED (a version loaded again under the same name is followed afresh) */
         int keep = 0;
         for (size_t j = 0; j < n && !keep; j++)
-            keep = strcmp(info[j].version, lf->f[i].version) == 0 && info[j].state == VS_VERSION_READY;
-        if (keep && vs_shard_log_next(lf->sh, lf->f[i].version) == 0)
+            if (strcmp(info[j].version, lf->f[i].version) == 0)
+                keep =
+                    lf->f[i].failed ? info[j].state == VS_VERSION_FAILED : info[j].state == VS_VERSION_READY;
+        if (keep && !lf->f[i].failed && vs_shard_log_next(lf->sh, lf->f[i].version) == 0)
             keep = 0;
-        if (keep || lf->f[i].failed) {
+        if (keep) {
             i++;
             continue;
         }
@@ -95,6 +99,9 @@ static void refresh_versions(vs_logfollow_t *lf)
             memset(&lf->f[lf->n], 0, sizeof lf->f[lf->n]);
             snprintf(lf->f[lf->n].version, sizeof lf->f[lf->n].version, "%.127s", info[j].version);
             lf->n++;
+        } else if (!have) {
+            vs_log_limited(&lf->lim_apply, VS_LOG_ERROR, "write log: %d versions followed already; %s is not",
+                           MAX_FOLLOWED, info[j].version);
         }
     }
 }

@@ -183,7 +183,9 @@ static vs_status attach_fresh(const vs_shard_t *sh, version_t *v, vs_index_t *id
                 v->list_partition[m->partitions[p].lists[i]] = m->partitions[p].id;
     }
     snprintf(v->model_version, sizeof v->model_version, "%s", m ? m->model_version : "");
+    pthread_mutex_lock(&v->apply_mu);
     v->log_from = v->log_next = (m ? m->log_upto : 0) + 1;
+    pthread_mutex_unlock(&v->apply_mu);
     return vs_fresh_create(idx, sh->fresh_capacity, &v->fresh, err);
 }
 
@@ -825,11 +827,12 @@ uint64_t vs_shard_log_next(vs_shard_t *sh, const char *version)
 vs_status vs_shard_apply_log(vs_shard_t *sh, const char *version, uint64_t seq, const uint8_t *msg,
                              size_t len, char err[VS_ERR_LEN])
 {
-    version_t *v = hold_version(sh, version, NULL);
+    int ready = 0;
+    version_t *v = hold_version(sh, version, &ready);
     if (!v)
         return vs_errf(err, VS_ERR_NOT_FOUND, "version %s is not on this shard", version);
     vs_status st = VS_OK;
-    if (!v->fresh) {
+    if (!ready || !v->fresh) { /* not READY: its fresh state may still be being made (a reload) */
         st = vs_errf(err, VS_ERR_FAILED_PRECONDITION, "version %s takes no writes", version);
         version_unref(v);
         return st;
@@ -880,11 +883,12 @@ vs_status vs_shard_fresh_info(vs_shard_t *sh, const char *version, vs_shard_fres
                               char err[VS_ERR_LEN])
 {
     memset(out, 0, sizeof *out);
-    version_t *v = hold_version(sh, version, NULL);
+    int ready = 0;
+    version_t *v = hold_version(sh, version, &ready);
     if (!v)
         return vs_errf(err, VS_ERR_NOT_FOUND, "version %s is not on this shard", version);
     vs_status st = VS_OK;
-    if (!v->fresh) {
+    if (!ready || !v->fresh) { /* not READY: its fresh state may still be being made (a reload) */
         st = vs_errf(err, VS_ERR_FAILED_PRECONDITION, "version %s takes no writes", version);
     } else {
         pthread_mutex_lock(&v->apply_mu);

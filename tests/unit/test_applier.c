@@ -104,6 +104,13 @@ static void test_hash_ownership_and_model(void)
     CHECK(apply(f, &sc, VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, &late, 1, base + 11 * D, "m2", &c, err) ==
           VS_OK);
     CHECK(c.other_model == 1 && !returned(f, base + 11 * D, late));
+    /* another model with another dimension (a migration): skipped as another model, not rejected */
+    float wide[D + 8] = {0};
+    uint8_t *mw;
+    size_t lw;
+    mw = vs_test_log_write(VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, &late, 1, wide, D + 8, "m2", "t", &lw);
+    CHECK(vs_applier_apply(f, &sc, mw, lw, &c, err) == VS_OK && c.other_model == 2 && c.rejected == 0);
+    free(mw);
     /* a delete of an owned base id hides it; of another partition's id is skipped */
     int64_t b0 = id_in(0, 0), b1 = id_in(1, 0);
     CHECK(returned(f, base + b0 * D, b0));

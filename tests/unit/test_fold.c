@@ -89,12 +89,18 @@ static void test_fold_rules(int with_ids)
     uint8_t *m = vs_test_log_write(1, &one, 1, wrongdim, D + 1, "m1", "x", &len);
     CHECK(vs_fold_add(fo, m, len, err) == VS_OK); /* rejected: row 3 stays */
     free(m);
+    int64_t twice[2] = {off + 3,
+                        off + 3}; /* an id twice: the replicas reject the message, so does the fold */
+    float two[2 * D] = {0};
+    m = vs_test_log_write(1, twice, 2, two, D, "m1", "y", &len);
+    CHECK(vs_fold_add(fo, m, len, err) == VS_OK);
+    free(m);
     CHECKF(vs_fold_write(fo, bpath, with_ids ? ipath : NULL, ob, oi, err) == VS_OK, "%s", err);
     vs_fold_counts_t k;
     vs_fold_counts(fo, &k);
     CHECKF(
         k.base_rows == N && k.kept == N - 2 && k.replaced == 1 && k.removed == 1 && k.written == N &&
-            k.other_model == 1 && k.rejected == 2 && k.messages == 7,
+            k.other_model == 1 && k.rejected == 3 && k.messages == 7,
         "rows %llu kept %llu replaced %llu removed %llu written %llu other %llu rejected %llu messages %llu",
         (unsigned long long)k.base_rows, (unsigned long long)k.kept, (unsigned long long)k.replaced,
         (unsigned long long)k.removed, (unsigned long long)k.written, (unsigned long long)k.other_model,

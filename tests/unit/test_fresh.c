@@ -264,6 +264,42 @@ static void test_replacement_is_found_by_its_new_vector(void)
     vs_index_destroy(idx);
 }
 
+/* With only deletes written (no fresh candidate ever) and fewer than k items in the probed lists, a
+ * search without refine wrote k + 16 results into a k-slot answer (found by review; ASan in CI). The
+ * answers of a batch must stay in their own slots: each query's k results, padded, nothing beyond. */
+static void test_small_lists_large_k_after_deletes(void)
+{
+    char err[VS_ERR_LEN];
+    vs_index_t *idx = build_base("IVF16,Flat", VS_METRIC_L2);
+    vs_fresh_t *fr;
+    CHECK(vs_fresh_create(idx, 10, &fr, err) == VS_OK);
+    int64_t gone = base_id(0);
+    CHECK(vs_fresh_delete(fr, 1, &gone, err) == VS_OK);
+    enum { KK = 1000, Q = 2 };
+    vs_search_params_t p = {.nprobe = 1};
+    float *d = malloc((Q * KK + 1) * sizeof *d);
+    int64_t *ids = malloc((Q * KK + 1) * sizeof *ids);
+    ids[Q * KK] = 4242; /* a sentinel past the answer */
+    CHECKF(vs_fresh_search(fr, Q, queries, KK, &p, 1, d, ids, err) == VS_OK, "%s", err);
+    CHECK(ids[Q * KK] == 4242);
+    vs_search_params_t p2 = {.nprobe = 1};
+    float *d2 = malloc(Q * KK * sizeof *d2);
+    int64_t *i2 = malloc(Q * KK * sizeof *i2);
+    CHECK(vs_index_search(idx, Q, queries, KK, &p2, 1, d2, i2, err) == VS_OK);
+    for (size_t qi = 0; qi < Q; qi++) { /* the same answers minus the deleted id, in their own slots */
+        size_t a = 0;
+        for (size_t j = 0; j < KK; j++)
+            if (i2[qi * KK + j] != gone)
+                CHECK(ids[qi * KK + a++] == i2[qi * KK + j]);
+    }
+    free(d);
+    free(ids);
+    free(d2);
+    free(i2);
+    vs_fresh_destroy(fr);
+    vs_index_destroy(idx);
+}
+
 static void test_capacity_and_bad_input(void)
 {
     char err[VS_ERR_LEN];
@@ -397,6 +433,7 @@ int main(void)
     RUN(test_empty_is_the_index);
     RUN(test_writes_match_a_rebuild);
     RUN(test_replacement_is_found_by_its_new_vector);
+    RUN(test_small_lists_large_k_after_deletes);
     RUN(test_capacity_and_bad_input);
     RUN(test_concurrent_readers);
     return vs_test_finish();
