@@ -222,6 +222,33 @@ static void wait_ready(double timeout_s)
         usleep(50000);
 }
 
+/* Waits until the coordinator's view has replica id in state SERVING (Status); 1 if it did in time. */
+static int wait_member_serving(const char *id, double timeout_s)
+{
+    double t0 = vs_now_s();
+    while (vs_now_s() - t0 < timeout_s) {
+        uint8_t *body = NULL;
+        size_t blen = 0;
+        int code = -1, serving = 0;
+        char msg[VS_ERR_LEN];
+        if (vs_rpc_call_unary(ch, "/vecshard.v1.Coordinator/Status", "", 0, 1000, &code, msg, &body, &blen) ==
+                VS_OK &&
+            code == 0) {
+            Vecshard__V1__StatusResponse *r = vecshard__v1__status_response__unpack(NULL, blen, body);
+            for (size_t i = 0; r && i < r->n_members; i++)
+                serving |= strcmp(r->members[i]->replica_id, id) == 0 &&
+                           strcmp(r->members[i]->state, "SERVING") == 0;
+            if (r)
+                vecshard__v1__status_response__free_unpacked(r, NULL);
+        }
+        free(body);
+        if (serving)
+            return 1;
+        usleep(50000);
+    }
+    return 0;
+}
+
 /* A counter from the coordinator's /metrics (-1 if absent). */
 static double coord_metric(const char *name)
 {
@@ -359,7 +386,10 @@ int main(void)
         /* bring it back, let the coordinator learn its latency, then stall it for 1 s */
         f0 = vs_test_failures;
         CHECK(start_shard(1) == 0);
-        usleep(1500000);
+        /* a condition, not a fixed wait: under a loaded CI box the restart took longer than 1.5 s once,
+         * and hedges to a replica still loading cannot win */
+        CHECK(wait_member_serving("p0r1", 30));
+        usleep(500000);
         load_start();
         usleep(500000);
         vs_test_proc_signal(&shards[0], SIGSTOP);
