@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/cli/ident.h"
 #include "common/cli/timing.h"
 #include "common/crc32c.h"
 #include "common/factory.h"
@@ -612,11 +613,10 @@ static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, reque
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu floats is not a non-empty batch of %u-dim queries",
                        r->n_queries, r->dim);
     size_t rl = strlen(r->request_id);
-    for (size_t i = 0; i < rl; i++)
-        if (r->request_id[i] <= ' ' || r->request_id[i] > '~' || i >= VS_REQUEST_ID_MAX)
-            return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
-                           "request_id must be 1..%d printable ASCII characters without spaces",
-                           VS_REQUEST_ID_MAX);
+    if (rl && !vs_ident_valid(r->request_id, VS_REQUEST_ID_MAX))
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "request_id must be 1..%d printable ASCII characters without spaces",
+                       VS_REQUEST_ID_MAX);
     if (rl)
         memcpy(q->rid, r->request_id, rl + 1);
     else /* one made here: 16 hex digits, unique per coordinator process */

@@ -19,6 +19,7 @@
 #include "common/net/http.h"
 #include "common/net/metrics.h"
 #include "common/net/rpc.h"
+#include "common/net/wlog.h"
 #include "common/net/serve.h"
 #include "coordinator/coord.h"
 #include "coordinator/follow.h"
@@ -251,12 +252,11 @@ static int parse_args(int argc, char **argv, config_t *c)
         fprintf(stderr, "vecshard-coordinator: --cluster '%s' must match [A-Za-z0-9._-]{1,64}\n", c->cluster);
         return 2;
     }
-    if (c->nats_url && strchr(c->cluster, '.')) {
-        fprintf(
-            stderr,
-            "vecshard-coordinator: --nats-url needs a --cluster name without '.' (it names the NATS stream), "
-            "not '%s'\n",
-            c->cluster);
+    if (c->nats_url && !vs_wlog_cluster_valid(c->cluster)) {
+        fprintf(stderr,
+                "vecshard-coordinator: --nats-url needs a --cluster name without '.' (it names the NATS "
+                "stream), not '%s'\n",
+                c->cluster);
         return 2;
     }
     return 0;

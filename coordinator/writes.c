@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
+#include "common/cli/ident.h"
 #include "common/distance.h"
 #include "common/net/wlog.h"
 #include "common/topk.h"
@@ -180,27 +180,16 @@ static vs_status check_ids(const int64_t *ids, size_t n, char *err)
 }
 
 /* The client's write id (checked) or a new random one. */
-static vs_status write_id(const char *given, char out[129], char *err)
+static vs_status write_id(const char *given, char out[VS_WLOG_WRITE_ID_MAX + 1], char *err)
 {
     if (given && given[0]) {
-        size_t n = strlen(given);
-        int ok = n <= 128;
-        for (size_t i = 0; ok && i < n; i++)
-            ok = given[i] > 0x20 && given[i] < 0x7f;
-        if (!ok)
-            return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
-                           "write_id must be 1..128 printable ASCII characters");
-        snprintf(out, 129, "%s", given);
+        if (!vs_ident_valid(given, VS_WLOG_WRITE_ID_MAX))
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "write_id must be 1..%d printable ASCII characters",
+                           VS_WLOG_WRITE_ID_MAX);
+        snprintf(out, VS_WLOG_WRITE_ID_MAX + 1, "%s", given);
         return VS_OK;
     }
-    uint64_t r[2] = {0, 0};
-    if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        r[0] = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20);
-        r[1] = (uint64_t)(uintptr_t)&ts;
-    }
-    snprintf(out, 129, "%016llx%016llx", (unsigned long long)r[0], (unsigned long long)r[1]);
+    vs_ident_random(out);
     return VS_OK;
 }
 
@@ -265,7 +254,7 @@ vs_status vs_writes_upsert_pb(vs_writes_t *w, const uint8_t *req, size_t len, ui
         atomic_fetch_add(&w->refused, 1);
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "malformed vecshard.v1.UpsertRequest (%zu bytes)", len);
     }
-    char model[128], wid[129];
+    char model[128], wid[VS_WLOG_WRITE_ID_MAX + 1];
     uint32_t dim = 0;
     int ivf = 0;
     vs_status st = check_ids(r->ids, r->n_ids, err);
@@ -321,7 +310,7 @@ vs_status vs_writes_delete_pb(vs_writes_t *w, const uint8_t *req, size_t len, ui
         atomic_fetch_add(&w->refused, 1);
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "malformed vecshard.v1.DeleteRequest (%zu bytes)", len);
     }
-    char wid[129];
+    char wid[VS_WLOG_WRITE_ID_MAX + 1];
     vs_status st = check_ids(r->ids, r->n_ids, err);
     if (st == VS_OK)
         st = write_id(r->write_id, wid, err);

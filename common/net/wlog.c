@@ -14,6 +14,7 @@
 
 #include <nats/nats.h>
 
+#include "common/cli/ident.h"
 #include "common/cli/timing.h"
 
 #define DEFAULT_TIMEOUT_MS 5000
@@ -46,7 +47,7 @@ static vs_status nats_err(char *err, vs_status code, const char *what, natsStatu
                    detail && detail[0] ? ": " : "", detail ? detail : "", (int)jerr);
 }
 
-static int valid_cluster(const char *c)
+int vs_wlog_cluster_valid(const char *c)
 {
     size_t n = c ? strlen(c) : 0;
     if (n == 0 || n > 64)
@@ -106,7 +107,7 @@ vs_status vs_wlog_open(const vs_wlog_opts_t *o, int create, vs_wlog_t **out, cha
     *out = NULL;
     if (!o->url || !o->url[0])
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "write log: no NATS URL");
-    if (!valid_cluster(o->cluster))
+    if (!vs_wlog_cluster_valid(o->cluster))
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
                        "write log: cluster name '%s' must be 1-64 characters of [A-Za-z0-9_-]",
                        o->cluster ? o->cluster : "");
@@ -170,23 +171,12 @@ void vs_wlog_close(vs_wlog_t *w)
     free(w);
 }
 
-static int valid_write_id(const char *id)
-{
-    size_t n = id ? strlen(id) : 0;
-    if (n == 0 || n > 128)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (id[i] < 0x21 || id[i] > 0x7e)
-            return 0;
-    return 1;
-}
-
 vs_status vs_wlog_append(vs_wlog_t *w, const void *msg, size_t len, const char *write_id, uint64_t *seq,
                          int *duplicate, char err[VS_ERR_LEN])
 {
     *seq = 0;
     *duplicate = 0;
-    if (!valid_write_id(write_id))
+    if (!vs_ident_valid(write_id, VS_WLOG_WRITE_ID_MAX))
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
                        "write log: a write id is 1-128 printable ASCII characters");
     int64_t max = natsConnection_GetMaxPayload(w->nc);

@@ -37,17 +37,23 @@ typedef struct vs_wlog_opts {
     int replicas;            /* 0 = 1 */
 } vs_wlog_opts_t;
 
+/* 1 when cluster can name a stream: 1-64 of [A-Za-z0-9_-] (NATS stream names hold no '.'). */
+int vs_wlog_cluster_valid(const char *cluster);
+
 /* Connects and finds the stream; with create, creates it when missing (an existing stream is used as
  * it is). VS_ERR_UNAVAILABLE (no server), VS_ERR_NOT_FOUND (no stream, create = 0),
  * VS_ERR_INVALID_ARGUMENT (options). */
 vs_status vs_wlog_open(const vs_wlog_opts_t *o, int create, vs_wlog_t **out, char err[VS_ERR_LEN]);
 void vs_wlog_close(vs_wlog_t *w); /* NULL is a no-op */
 
-/* Appends one message under write_id (1-128 printable ASCII) and waits for the stream's acknowledgement:
- * *seq is its sequence, *duplicate 1 when the stream already held write_id (then *seq is the first copy's).
- * VS_ERR_UNAVAILABLE: no acknowledgement (server down, timeout): the outcome is unknown, so retry with the
- * same write_id. VS_ERR_RESOURCE_EXHAUSTED: the log is full. VS_ERR_INVALID_ARGUMENT: too large for the
- * server's max_payload (the limit is in the message) or a bad write_id. Thread-safe. */
+/* The longest write id (vs_ident_valid). */
+#define VS_WLOG_WRITE_ID_MAX 128
+
+/* Appends one message under write_id (1-128 printable ASCII without spaces) and waits for the stream's
+ * acknowledgement: *seq is its sequence, *duplicate 1 when the stream already held write_id (then *seq is the
+ * first copy's). VS_ERR_UNAVAILABLE: no acknowledgement (server down, timeout): the outcome is unknown, so
+ * retry with the same write_id. VS_ERR_RESOURCE_EXHAUSTED: the log is full. VS_ERR_INVALID_ARGUMENT: too
+ * large for the server's max_payload (the limit is in the message) or a bad write_id. Thread-safe. */
 vs_status vs_wlog_append(vs_wlog_t *w, const void *msg, size_t len, const char *write_id, uint64_t *seq,
                          int *duplicate, char err[VS_ERR_LEN]);
 

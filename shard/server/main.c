@@ -10,7 +10,6 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/random.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,10 +17,12 @@
 #include <unistd.h>
 
 #include "common/cli/flags.h"
+#include "common/cli/ident.h"
 #include "common/cli/timing.h"
 #include "common/log.h"
 #include "common/net/health.h"
 #include "common/net/rpc.h"
+#include "common/net/wlog.h"
 #include "common/net/serve.h"
 #include "shard/server/follow.h"
 #include "shard/server/logfollow.h"
@@ -239,10 +240,10 @@ static int parse_args(int argc, char **argv, config_t *c)
         fprintf(stderr, "vecshard-shard: --cluster '%s' must match [A-Za-z0-9._-]{1,64}\n", c->cluster);
         return 2;
     }
-    if (c->nats_url && strchr(c->cluster, '.')) {
+    if (c->nats_url && !vs_wlog_cluster_valid(c->cluster)) {
         fprintf(stderr,
-                "vecshard-shard: --nats-url needs a --cluster name without '.' (it names the NATS "
-                "stream), not '%s'\n",
+                "vecshard-shard: --nats-url needs a --cluster name without '.' (it names the NATS stream), "
+                "not '%s'\n",
                 c->cluster);
         return 2;
     }
@@ -462,12 +463,8 @@ int main(int argc, char **argv)
     }
 
     /* new per process start: a live holder of this replica id is told from a restarted one by it */
-    char instance[64];
-    uint64_t rnd[2] = {0, 0};
-    if (getrandom(rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
-        rnd[0] = (uint64_t)getpid() ^ vs_now_ns();
-    snprintf(instance, sizeof instance, "%016llx%016llx", (unsigned long long)rnd[0],
-             (unsigned long long)rnd[1]);
+    char instance[VS_IDENT_RANDOM_CHARS + 1];
+    vs_ident_random(instance);
     vs_shard_opts_t sho = {.cluster = a.cfg.cluster,
                            .instance_id = instance,
                            .replica_id = replica,

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "coordinator/cli/admin.h"
+#include "common/cli/ident.h"
 #include "tests/testlib.h"
 #include "vecshard/v1/coordinator.pb-c.h"
 
@@ -410,6 +411,19 @@ static void test_members(void)
 }
 
 /* The open-loop schedule: deterministic, increasing, Poisson (exponential gaps of mean 1/rate). */
+/* Made-up identifiers (common/cli/ident.h): what a valid one is, and random ones that differ. */
+static void test_ident(void)
+{
+    CHECK(vs_ident_valid("trace-me-42", 64) && vs_ident_valid("a", 1) && vs_ident_valid("~!", 2));
+    CHECK(!vs_ident_valid("", 64) && !vs_ident_valid(NULL, 64) && !vs_ident_valid("has space", 64));
+    CHECK(!vs_ident_valid("abc", 2) && !vs_ident_valid("tab\there", 64) && !vs_ident_valid("\x7f", 64));
+    char a[VS_IDENT_RANDOM_CHARS + 1], b[VS_IDENT_RANDOM_CHARS + 1];
+    vs_ident_random(a);
+    vs_ident_random(b);
+    CHECK(strlen(a) == VS_IDENT_RANDOM_CHARS && strspn(a, "0123456789abcdef") == VS_IDENT_RANDOM_CHARS);
+    CHECK(strcmp(a, b) != 0 && vs_ident_valid(a, VS_IDENT_RANDOM_CHARS));
+}
+
 static void test_arrivals(void)
 {
     enum { N = 20000 };
@@ -432,6 +446,7 @@ static void test_arrivals(void)
 int main(void)
 {
     RUN(test_arrivals);
+    RUN(test_ident);
     RUN(test_recall);
     RUN(test_percentile);
     RUN(test_parse);
