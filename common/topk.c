@@ -288,6 +288,21 @@ size_t vs_topk_partition_k(size_t k, uint32_t n_partitions, double q)
     return 1;
 }
 
+vs_status vs_ids_check_write(const int64_t *ids, size_t n, char err[VS_ERR_LEN])
+{
+    if (n == 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "a write needs at least one id");
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "id %zu is negative (%lld)", i, (long long)ids[i]);
+    int64_t dup = vs_ids_repeated(ids, n);
+    if (dup == -2)
+        return vs_errf(err, VS_ERR_NOMEM, "no memory to check %zu ids", n);
+    if (dup >= 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "id %lld appears twice in one write", (long long)dup);
+    return VS_OK;
+}
+
 /* ---- duplicates --------------------------------------------------------------------------------- */
 
 static int cmp_i64(const void *a, const void *b)

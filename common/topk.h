@@ -112,6 +112,10 @@ void vs_ids_sort(int64_t *ids, size_t n);
  * there is no memory for the sorted copy. */
 int64_t vs_ids_repeated(const int64_t *ids, size_t n);
 
+/* The ids of one write (an Upsert or Delete, a write-log message): at least one, each >= 0, each once.
+ * VS_ERR_INVALID_ARGUMENT naming the first offence; VS_ERR_NOMEM. */
+vs_status vs_ids_check_write(const int64_t *ids, size_t n, char err[VS_ERR_LEN]);
+
 /* Drops repeated ids from a best-first result list of n entries (keeping the first, the better one) and
  * pads the end with id -1 (vs_topk_pad_distance). For indexes whose answers may hold one item twice (an
  * item caught mid-replacement by fresh writes). A sorted copy of the ids (tmp: n slots of scratch) finds

@@ -163,20 +163,11 @@ void vs_writes_counts(vs_writes_t *w, uint64_t *ok, uint64_t *refused, uint64_t 
 
 static vs_status check_ids(const int64_t *ids, size_t n, char *err)
 {
-    if (n == 0)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "a write needs at least one id");
     if (n > MAX_IDS_PER_WRITE)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu ids in one write; at most %u (split the request)",
                        n, MAX_IDS_PER_WRITE);
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] < 0)
-            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "id %zu is negative (%lld)", i, (long long)ids[i]);
-    int64_t dup = vs_ids_repeated(ids, n);
-    if (dup == -2)
-        return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory to check %zu ids", n);
-    if (dup >= 0)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "id %lld appears twice in one write", (long long)dup);
-    return VS_OK;
+    vs_status st = vs_ids_check_write(ids, n, err);
+    return st == VS_ERR_NOMEM ? VS_ERR_RESOURCE_EXHAUSTED : st;
 }
 
 /* The client's write id (checked) or a new random one. */

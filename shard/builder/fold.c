@@ -6,10 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/distance.h"
-#include "common/topk.h"
 #include "common/vecio.h"
 #include "shard/builder/ids.h"
+#include "shard/server/applier.h"
 #include "vecshard/v1/writelog.pb-c.h"
 
 #define CHUNK_ROWS 65536
@@ -81,26 +80,18 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 vs_status vs_fold_add(vs_fold_t *f, const uint8_t *msg, size_t len, char err[VS_ERR_LEN])
 {
     Vecshard__V1__LogWrite *w = vecshard__v1__log_write__unpack(NULL, len, msg);
-    int upsert = w && w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT;
-    int ok = w && (upsert || w->op == VECSHARD__V1__LOG_WRITE__OP__OP_DELETE) && w->n_ids > 0;
-    for (size_t i = 0; ok && i < w->n_ids; i++)
-        ok = w->ids[i] >= 0;
-    if (ok && vs_ids_repeated(w->ids, w->n_ids) != -1)
-        ok = 0; /* an id twice (or no memory to tell): the replicas reject the message */
-    if (ok && upsert && f->model[0] && strcmp(w->model_version, f->model) != 0) {
-        f->c.other_model++; /* before the dimension: another model may have another one */
-        vecshard__v1__log_write__free_unpacked(w, NULL);
-        return VS_OK;
-    }
-    if (ok && upsert)
-        ok = w->dim == f->dim && w->n_vectors == w->n_ids * (size_t)f->dim &&
-             vs_check_finite(w->vectors, w->n_ids, f->dim, "vector", NULL) == VS_OK;
-    if (!ok) { /* what the replicas reject, the fold skips too */
-        f->c.rejected++;
+    char why[VS_ERR_LEN];
+    vs_applier_verdict v = w ? vs_applier_judge(w, f->dim, f->model, why) : VS_APPLY_REJECT;
+    if (v != VS_APPLY) { /* what the replicas skip or reject, the fold skips too */
+        if (v == VS_APPLY_OTHER_MODEL)
+            f->c.other_model++;
+        else
+            f->c.rejected++;
         if (w)
             vecshard__v1__log_write__free_unpacked(w, NULL);
         return VS_OK;
     }
+    int upsert = w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT;
     if (grow((void **)&f->e, &f->cap, f->n + w->n_ids, sizeof *f->e) ||
         (upsert && grow((void **)&f->vecs, &f->cap_vecs, (f->n_vecs + w->n_ids) * f->dim, sizeof *f->vecs))) {
         vecshard__v1__log_write__free_unpacked(w, NULL);

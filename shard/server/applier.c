@@ -7,32 +7,31 @@
 #include "common/distance.h"
 #include "common/hash.h"
 #include "common/topk.h"
-#include "vecshard/v1/writelog.pb-c.h"
 
-/* The message's own rules: ids >= 0 and distinct, vectors of the version's dimension, finite. */
-static vs_status check(const Vecshard__V1__LogWrite *w, const vs_applier_scope_t *sc, char *err)
+vs_applier_verdict vs_applier_judge(const Vecshard__V1__LogWrite *w, uint32_t dim, const char *model_version,
+                                    char err[VS_ERR_LEN])
 {
-    if (w->n_ids == 0)
-        return vs_errf(err, VS_ERR_CORRUPT, "a write without ids");
-    for (size_t i = 0; i < w->n_ids; i++)
-        if (w->ids[i] < 0)
-            return vs_errf(err, VS_ERR_CORRUPT, "id %lld is negative", (long long)w->ids[i]);
-    int64_t dup = vs_ids_repeated(w->ids, w->n_ids);
-    if (dup == -2)
-        return vs_errf(err, VS_ERR_NOMEM, "no memory to check %zu ids", w->n_ids);
-    if (dup >= 0)
-        return vs_errf(err, VS_ERR_CORRUPT, "id %lld appears twice in one write", (long long)dup);
-    if (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT) {
-        if (w->dim != sc->dim)
-            return vs_errf(err, VS_ERR_CORRUPT, "vectors of dimension %u for an index of dimension %u",
-                           w->dim, sc->dim);
-        if (w->n_vectors != w->n_ids * (size_t)sc->dim)
-            return vs_errf(err, VS_ERR_CORRUPT, "%zu floats for %zu ids of dimension %u", w->n_vectors,
-                           w->n_ids, sc->dim);
-        return vs_check_finite(w->vectors, w->n_ids, sc->dim, "vector", err) == VS_OK ? VS_OK
-                                                                                      : VS_ERR_CORRUPT;
+    int upsert = w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT;
+    if (!upsert && w->op != VECSHARD__V1__LOG_WRITE__OP__OP_DELETE) {
+        vs_errf(err, VS_ERR_CORRUPT, "unknown log operation %d", (int)w->op);
+        return VS_APPLY_REJECT;
     }
-    return VS_OK;
+    /* the model before the vectors: another model may have another dimension */
+    if (upsert && model_version && model_version[0] && strcmp(w->model_version, model_version) != 0)
+        return VS_APPLY_OTHER_MODEL;
+    if (vs_ids_check_write(w->ids, w->n_ids, err) != VS_OK) /* no memory to tell counts as a reject too */
+        return VS_APPLY_REJECT;
+    if (!upsert)
+        return VS_APPLY;
+    if (w->dim != dim) {
+        vs_errf(err, VS_ERR_CORRUPT, "vectors of dimension %u for an index of dimension %u", w->dim, dim);
+        return VS_APPLY_REJECT;
+    }
+    if (w->n_vectors != w->n_ids * (size_t)dim) {
+        vs_errf(err, VS_ERR_CORRUPT, "%zu floats for %zu ids of dimension %u", w->n_vectors, w->n_ids, dim);
+        return VS_APPLY_REJECT;
+    }
+    return vs_check_finite(w->vectors, w->n_ids, dim, "vector", err) == VS_OK ? VS_APPLY : VS_APPLY_REJECT;
 }
 
 vs_status vs_applier_apply(vs_fresh_t *f, const vs_applier_scope_t *sc, const uint8_t *msg, size_t len,
@@ -47,18 +46,16 @@ vs_status vs_applier_apply(vs_fresh_t *f, const vs_applier_scope_t *sc, const ui
     int64_t *ids = NULL, *dels = NULL;
     float *x = NULL;
     int32_t *lists = NULL;
-    if (w->op != VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT && w->op != VECSHARD__V1__LOG_WRITE__OP__OP_DELETE) {
-        st = vs_errf(err, VS_ERR_CORRUPT, "unknown log operation %d", (int)w->op);
+    switch (vs_applier_judge(w, sc->dim, sc->model_version, err)) {
+    case VS_APPLY_OTHER_MODEL:
+        c->other_model++;
         goto done;
+    case VS_APPLY_REJECT:
+        st = VS_ERR_CORRUPT;
+        goto done;
+    case VS_APPLY:
+        break;
     }
-    if (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT && sc->model_version && sc->model_version[0] &&
-        strcmp(w->model_version, sc->model_version) != 0) {
-        c->other_model++; /* before the checks: another model may have another dimension */
-        goto done;
-    }
-    st = check(w, sc, err);
-    if (st != VS_OK)
-        goto done;
     size_t n = w->n_ids, nu = 0, nd = 0;
     ids = malloc(n * sizeof *ids);
     dels = malloc(n * sizeof *dels);

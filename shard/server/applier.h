@@ -18,6 +18,7 @@
 
 #include "common/status.h"
 #include "shard/index/fresh.h"
+#include "vecshard/v1/writelog.pb-c.h"
 
 typedef struct vs_applier_scope {
     uint32_t partition, n_partitions;
@@ -34,6 +35,15 @@ typedef struct vs_applier_counts {
     uint64_t other_model;       /* messages skipped: another embedding model */
     uint64_t rejected;          /* messages rejected: malformed */
 } vs_applier_counts_t;
+
+/* What a replica does with a decoded message, by the rules above (one place: the fold uses them too):
+ * apply it, skip it (an upsert from another embedding model than model_version, "" = any), or reject it
+ * (an unknown operation; ids empty, negative or repeated; vectors not ids x dim finite floats; err says
+ * why). */
+typedef enum vs_applier_verdict { VS_APPLY, VS_APPLY_OTHER_MODEL, VS_APPLY_REJECT } vs_applier_verdict;
+
+vs_applier_verdict vs_applier_judge(const Vecshard__V1__LogWrite *w, uint32_t dim, const char *model_version,
+                                    char err[VS_ERR_LEN]);
 
 /* Applies one message. VS_OK when applied or skipped (counted); VS_ERR_CORRUPT when rejected (counted;
  * err says why; the caller moves on); VS_ERR_RESOURCE_EXHAUSTED when the fresh state is full (nothing
