@@ -193,6 +193,12 @@ static void put_code(const vs_fresh_t *f, const float *x, const uint8_t *pq, uin
 
 vs_status vs_fresh_upsert(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x, char err[VS_ERR_LEN])
 {
+    return vs_fresh_upsert_lists(f, n, ids, x, NULL, err);
+}
+
+vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x,
+                                const int32_t *lists, char err[VS_ERR_LEN])
+{
     const vs_ivf_t *ivf = f->ivf;
     const uint32_t d = ivf->d;
     if (n == 0)
@@ -213,7 +219,16 @@ vs_status vs_fresh_upsert(vs_fresh_t *f, size_t n, const int64_t *ids, const flo
         goto done;
     }
     /* the list and code each vector would get from add (same assignment, same encoder) */
-    st = vs_ivf_assign(ivf, n, x, 1, lab, err);
+    if (lists) {
+        for (size_t i = 0; i < n && st == VS_OK; i++)
+            if (lists[i] < 0 || (uint32_t)lists[i] >= ivf->nlist)
+                st = vs_errf(err, VS_ERR_OUT_OF_RANGE, "vector %zu: list %d is out of range 0..%u", i,
+                             lists[i], ivf->nlist - 1);
+        if (st == VS_OK)
+            memcpy(lab, lists, n * sizeof *lab);
+    } else {
+        st = vs_ivf_assign(ivf, n, x, 1, lab, err);
+    }
     if (st != VS_OK)
         goto done;
     memcpy(xn, x, n * d * sizeof *xn);

@@ -36,6 +36,11 @@ void vs_fresh_destroy(vs_fresh_t *f); /* NULL is a no-op; no search may be runni
  * vector, named), VS_ERR_RESOURCE_EXHAUSTED (capacity), VS_ERR_NOMEM leave the state unchanged. */
 vs_status vs_fresh_upsert(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x, char err[VS_ERR_LEN]);
 
+/* vs_fresh_upsert with each vector's list given (lists[n], as vs_fresh_assign computed them: a caller
+ * that routed by list does not pay for the assignment twice); VS_ERR_OUT_OF_RANGE for a list >= nlist. */
+vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x,
+                                const int32_t *lists, char err[VS_ERR_LEN]);
+
 /* Writer only. Hides n ids (>= 0) wherever they are; ids that exist nowhere are recorded too (a later
  * version may hold them). All or nothing, as upsert. */
 vs_status vs_fresh_delete(vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN]);

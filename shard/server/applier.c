@@ -88,6 +88,8 @@ vs_status vs_applier_apply(vs_fresh_t *f, const vs_applier_scope_t *sc, const ui
                                       : vs_hash_partition(id, sc->n_partitions) == sc->partition;
         if (mine) {
             memcpy(x + nu * sc->dim, w->vectors + i * sc->dim, sc->dim * sizeof *x);
+            if (lists)
+                lists[nu] = lists[i]; /* compacted in place: nu <= i */
             ids[nu++] = id;
         } else if (sc->list_partition) {
             dels[nd++] = id; /* moved to another partition: hide any copy held here */
@@ -111,7 +113,7 @@ vs_status vs_applier_apply(vs_fresh_t *f, const vs_applier_scope_t *sc, const ui
             goto done;
     }
     if (nu > 0)
-        st = vs_fresh_upsert(f, nu, ids, x, err);
+        st = vs_fresh_upsert_lists(f, nu, ids, x, lists, err); /* lists: NULL (hash) or assigned above */
     if (st == VS_OK && nd > 0)
         st = vs_fresh_delete(f, nd, dels, err);
     if (st == VS_OK) {

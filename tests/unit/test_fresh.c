@@ -329,6 +329,8 @@ static void test_capacity_and_bad_input(void)
     int64_t two[2] = {4, 5};
     CHECK(vs_fresh_upsert(fr, 2, two, bad, err) == VS_ERR_INVALID_ARGUMENT);
     CHECKF(strstr(err, "1") != NULL, "%s", err);
+    int32_t far[2] = {0, NLIST}; /* a list past nlist: refused, nothing written */
+    CHECK(vs_fresh_upsert_lists(fr, 2, two, newv, far, err) == VS_ERR_OUT_OF_RANGE);
     int64_t neg[2] = {4, -3};
     CHECK(vs_fresh_upsert(fr, 2, neg, newv, err) == VS_ERR_INVALID_ARGUMENT);
     CHECK(vs_fresh_delete(fr, 2, neg, err) == VS_ERR_INVALID_ARGUMENT);
