@@ -171,6 +171,26 @@ launch() {
     record "proc_${name}_log=$log"
 }
 
+# wait_started NAME READY URL: waits up to 15 s until `READY URL` succeeds while the process launched as
+# NAME runs; if it does not, kills that process and returns 1 (the caller retries on new ports).
+wait_started() {
+    local name=$1 ready=$2 url=$3 pid st until=$((SECONDS + 15))
+    pid=$(get "proc_${name}_pid")
+    st=$(get "proc_${name}_start")
+    while [ $SECONDS -lt $until ] && alive "$pid" "$st"; do
+        "$ready" "$url" && return 0
+        sleep 0.1
+    done
+    alive "$pid" "$st" && kill -KILL "$pid" 2>/dev/null || true
+    return 1
+}
+
+# nats_ready nats://HOST:PORT: the server greets with its INFO line.
+nats_ready() {
+    local hp=${1#nats://}
+    timeout 1 bash -c "exec 3<>/dev/tcp/${hp%:*}/${hp##*:} && head -c 4 <&3" 2>/dev/null | grep -q INFO
+}
+
 failed_up() {
     echo "cluster.sh up: $1; stopping what was started" >&2
     [ -n "${2:-}" ] && [ -f "$2" ] && { echo "---- tail of $2 ----" >&2; tail -n 20 "$2" >&2; }
@@ -221,18 +241,10 @@ up() {
             --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
             --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
             --initial-cluster "vs-local=http://127.0.0.1:$peer" --log-level warn
-        local pid st until=$((SECONDS + 15))
-        pid=$(get proc_etcd_pid)
-        st=$(get proc_etcd_start)
-        while [ $SECONDS -lt $until ] && alive "$pid" "$st"; do
-            if etcd_healthy "http://127.0.0.1:$client"; then
-                url=http://127.0.0.1:$client
-                break
-            fi
-            sleep 0.1
-        done
-        [ -n "$url" ] && break
-        alive "$pid" "$st" && kill -KILL "$pid" 2>/dev/null || true
+        if wait_started etcd etcd_healthy "http://127.0.0.1:$client"; then
+            url=http://127.0.0.1:$client
+            break
+        fi
     done
     [ -n "$url" ] || failed_up "etcd did not become healthy" "$dir/etcd.log"
     record "etcd_url=$url"
@@ -249,18 +261,10 @@ up() {
             nport=$(free_port)
             rm -rf "$dir/nats-data"
             launch nats "$nats_bin" -a 127.0.0.1 -p "$nport" -js -sd "$dir/nats-data" -n vs-local
-            local npid nst nuntil=$((SECONDS + 15))
-            npid=$(get proc_nats_pid)
-            nst=$(get proc_nats_start)
-            while [ $SECONDS -lt $nuntil ] && alive "$npid" "$nst"; do
-                if timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$nport && head -c 4 <&3" 2>/dev/null | grep -q INFO; then
-                    nurl=nats://127.0.0.1:$nport
-                    break
-                fi
-                sleep 0.1
-            done
-            [ -n "$nurl" ] && break
-            alive "$npid" "$nst" && kill -KILL "$npid" 2>/dev/null || true
+            if wait_started nats nats_ready "nats://127.0.0.1:$nport"; then
+                nurl=nats://127.0.0.1:$nport
+                break
+            fi
         done
         [ -n "$nurl" ] || failed_up "nats-server did not start" "$dir/nats.log"
         record "nats_url=$nurl"
