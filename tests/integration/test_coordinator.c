@@ -222,8 +222,9 @@ static void wait_ready(double timeout_s)
         usleep(50000);
 }
 
-/* Waits until the coordinator's view has replica id in state SERVING (Status); 1 if it did in time. */
-static int wait_member_serving(const char *id, double timeout_s)
+/* Waits until the coordinator's view has replica id in state SERVING (Status) and, with answered, a
+ * latency learned from its answers; 1 if it did in time. */
+static int wait_member_serving(const char *id, int answered, double timeout_s)
 {
     double t0 = vs_now_s();
     while (vs_now_s() - t0 < timeout_s) {
@@ -237,7 +238,8 @@ static int wait_member_serving(const char *id, double timeout_s)
             Vecshard__V1__StatusResponse *r = vecshard__v1__status_response__unpack(NULL, blen, body);
             for (size_t i = 0; r && i < r->n_members; i++)
                 serving |= strcmp(r->members[i]->replica_id, id) == 0 &&
-                           strcmp(r->members[i]->state, "SERVING") == 0;
+                           strcmp(r->members[i]->state, "SERVING") == 0 &&
+                           (!answered || r->members[i]->latency_ewma_ms > 0);
             if (r)
                 vecshard__v1__status_response__free_unpacked(r, NULL);
         }
@@ -388,9 +390,9 @@ int main(void)
         CHECK(start_shard(1) == 0);
         /* a condition, not a fixed wait: under a loaded CI box the restart took longer than 1.5 s once,
          * and hedges to a replica still loading cannot win */
-        CHECK(wait_member_serving("p0r1", 30));
-        usleep(500000);
+        CHECK(wait_member_serving("p0r1", 0, 30));
         load_start();
+        CHECK(wait_member_serving("p0r1", 1, 10)); /* it answers under the load: its latency is known */
         usleep(500000);
         vs_test_proc_signal(&shards[0], SIGSTOP);
         usleep(1000000);
