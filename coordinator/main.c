@@ -326,7 +326,8 @@ static void write_done(void *user, vs_status st, const char *err, uint8_t *body,
     search_done(user, st, err, body, len);
 }
 
-/* Upsert and Delete: queued for the writer thread (the log's acknowledgement never holds a worker). */
+/* Upsert and Delete: checked here and handed to the log; the log's acknowledgement answers them (it never
+ * holds a worker). */
 static void on_write(app_t *a, int is_delete, vs_rpc_call_t *call, const uint8_t *req, size_t len)
 {
     char err[VS_ERR_LEN] = "";
@@ -639,7 +640,7 @@ int main(int argc, char **argv)
     vs_health_set(a.health, "vecshard.v1.Coordinator", VS_HEALTH_NOT_SERVING);
     vs_health_set(a.health, "full-coverage", VS_HEALTH_NOT_SERVING);
     vs_health_close_watchers(a.health);
-    vs_writes_stop(a.writes); /* queued writes are logged and answered while their calls exist */
+    vs_writes_stop(a.writes); /* writes in flight are answered while their calls exist */
     vs_rpc_server_stop(server, a.cfg.grace_ms);
     vs_coord_follow_stop(a.follow);
     vs_http_stop(http);

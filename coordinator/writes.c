@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/cli/ident.h"
+#include "common/log.h"
 #include "common/distance.h"
 #include "common/net/wlog.h"
 #include "common/topk.h"
@@ -17,30 +18,23 @@
 
 #define MAX_IDS_PER_WRITE 100000u
 
-typedef struct job {
-    int is_delete;
-    uint8_t *req;
-    size_t len;
-    vs_writes_done_fn done;
-    void *user;
-    struct job *next;
-} job_t;
-
 struct vs_writes {
     vs_coord_t *coord;
     char url[512], cluster[128];
-    pthread_mutex_t mu; /* log (re)connection */
-    vs_wlog_t *log;
-    atomic_ullong ok, refused, failed;
-    pthread_mutex_t qmu; /* the queue */
-    pthread_cond_t qcv;
-    job_t *head, *tail;
-    size_t queued;
+    pthread_mutex_t mu; /* log, stopping */
+    pthread_cond_t cv;  /* wakes the connecting thread at stop */
+    vs_wlog_t *log;     /* NULL until connected (never reset after: libnats reconnects on its own) */
     int stopping, joined;
     pthread_t thread;
+    atomic_ullong ok, refused, failed;
+    atomic_long in_flight; /* handed to the log, not yet answered */
 };
 
-static void *writer_main(void *arg);
+static void *connect_main(void *arg);
+static vs_status upsert(vs_writes_t *w, const uint8_t *req, size_t len, vs_writes_done_fn done, void *user,
+                        char *err);
+static vs_status delete (vs_writes_t *w, const uint8_t *req, size_t len, vs_writes_done_fn done, void *user,
+                         char *err);
 
 vs_status vs_writes_create(const char *nats_url, const char *cluster, vs_coord_t *coord, vs_writes_t **out,
                            char err[VS_ERR_LEN])
@@ -53,28 +47,66 @@ vs_status vs_writes_create(const char *nats_url, const char *cluster, vs_coord_t
     snprintf(w->url, sizeof w->url, "%s", nats_url);
     snprintf(w->cluster, sizeof w->cluster, "%s", cluster);
     pthread_mutex_init(&w->mu, NULL);
-    pthread_mutex_init(&w->qmu, NULL);
-    pthread_cond_init(&w->qcv, NULL);
-    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+    pthread_cond_init(&w->cv, NULL);
+    if (pthread_create(&w->thread, NULL, connect_main, w) != 0) {
+        pthread_mutex_destroy(&w->mu);
+        pthread_cond_destroy(&w->cv);
         free(w);
-        return vs_errf(err, VS_ERR_INTERNAL, "writes: cannot start the writer thread");
+        return vs_errf(err, VS_ERR_INTERNAL, "writes: cannot start the thread that connects to the log");
     }
     *out = w;
     return VS_OK;
+}
+
+/* Connects to the log (creating its stream when missing), again every second until it works or the
+ * writes stop. Writes before that are refused UNAVAILABLE. */
+static void *connect_main(void *arg)
+{
+    vs_writes_t *w = arg;
+    vs_log_limit_t lim = {0};
+    for (;;) {
+        pthread_mutex_lock(&w->mu);
+        int stop = w->stopping;
+        pthread_mutex_unlock(&w->mu);
+        if (stop)
+            break;
+        char err[VS_ERR_LEN] = "";
+        vs_wlog_opts_t o = {.url = w->url, .cluster = w->cluster, .timeout_ms = 5000};
+        vs_wlog_t *log = NULL;
+        if (vs_wlog_open(&o, 1, &log, err) == VS_OK) {
+            pthread_mutex_lock(&w->mu);
+            w->log = log;
+            pthread_mutex_unlock(&w->mu);
+            vs_log(VS_LOG_INFO, "write log: connected to %s", w->url);
+            break;
+        }
+        vs_log_limited(&lim, VS_LOG_WARN, "writes are refused until the write log answers: %s", err);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_mutex_lock(&w->mu);
+        if (!w->stopping)
+            pthread_cond_timedwait(&w->cv, &w->mu, &until);
+        pthread_mutex_unlock(&w->mu);
+    }
+    return NULL;
 }
 
 void vs_writes_stop(vs_writes_t *w)
 {
     if (!w)
         return;
-    pthread_mutex_lock(&w->qmu);
+    pthread_mutex_lock(&w->mu);
     int joined = w->joined;
     w->stopping = 1;
     w->joined = 1;
-    pthread_cond_broadcast(&w->qcv);
-    pthread_mutex_unlock(&w->qmu);
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
     if (!joined)
         pthread_join(w->thread, NULL);
+    /* no new write is handed to the log now: wait for the acknowledgements of those in flight */
+    if (w->log)
+        vs_wlog_drain(w->log, 5000);
 }
 
 void vs_writes_destroy(vs_writes_t *w)
@@ -84,74 +116,31 @@ void vs_writes_destroy(vs_writes_t *w)
     vs_writes_stop(w);
     vs_wlog_close(w->log);
     pthread_mutex_destroy(&w->mu);
-    pthread_mutex_destroy(&w->qmu);
-    pthread_cond_destroy(&w->qcv);
+    pthread_cond_destroy(&w->cv);
     free(w);
 }
 
 vs_status vs_writes_submit(vs_writes_t *w, int is_delete, const uint8_t *req, size_t len,
                            vs_writes_done_fn done, void *user, char err[VS_ERR_LEN])
 {
-    job_t *j = calloc(1, sizeof *j);
-    uint8_t *copy = j ? malloc(len ? len : 1) : NULL;
-    if (!copy) {
-        free(j);
-        return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory to queue a %zu-byte write", len);
+    pthread_mutex_lock(&w->mu);
+    int stopping = w->stopping;
+    vs_wlog_t *log = w->log;
+    pthread_mutex_unlock(&w->mu);
+    if (stopping)
+        return vs_errf(err, VS_ERR_UNAVAILABLE, "the coordinator is shutting down");
+    if (!log)
+        return vs_errf(err, VS_ERR_UNAVAILABLE, "not connected to the write log (%s) yet; retry", w->url);
+    if (atomic_fetch_add(&w->in_flight, 1) >= VS_WRITES_MAX_IN_FLIGHT) {
+        atomic_fetch_sub(&w->in_flight, 1);
+        return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED,
+                       "%d writes are waiting for the log's acknowledgement already; retry later",
+                       VS_WRITES_MAX_IN_FLIGHT);
     }
-    memcpy(copy, req, len);
-    *j = (job_t){.is_delete = is_delete, .req = copy, .len = len, .done = done, .user = user};
-    pthread_mutex_lock(&w->qmu);
-    vs_status st = VS_OK;
-    if (w->stopping) {
-        st = vs_errf(err, VS_ERR_UNAVAILABLE, "the coordinator is shutting down");
-    } else if (w->queued >= VS_WRITES_MAX_QUEUE) {
-        st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "%d writes are waiting for the log already; retry later",
-                     VS_WRITES_MAX_QUEUE);
-    } else {
-        if (w->tail)
-            w->tail->next = j;
-        else
-            w->head = j;
-        w->tail = j;
-        w->queued++;
-        pthread_cond_signal(&w->qcv);
-    }
-    pthread_mutex_unlock(&w->qmu);
-    if (st != VS_OK) {
-        free(copy);
-        free(j);
-    }
+    vs_status st = is_delete ? delete (w, req, len, done, user, err) : upsert(w, req, len, done, user, err);
+    if (st != VS_OK)
+        atomic_fetch_sub(&w->in_flight, 1);
     return st;
-}
-
-static void *writer_main(void *arg)
-{
-    vs_writes_t *w = arg;
-    for (;;) {
-        pthread_mutex_lock(&w->qmu);
-        while (!w->head && !w->stopping)
-            pthread_cond_wait(&w->qcv, &w->qmu);
-        job_t *j = w->head;
-        if (j) {
-            w->head = j->next;
-            if (!w->head)
-                w->tail = NULL;
-            w->queued--;
-        }
-        pthread_mutex_unlock(&w->qmu);
-        if (!j)
-            break; /* stopping, and every queued write answered */
-        /* queued writes are logged also while stopping: only new submissions are refused */
-        char err[VS_ERR_LEN] = "";
-        uint8_t *body = NULL;
-        size_t blen = 0;
-        vs_status st = j->is_delete ? vs_writes_delete_pb(w, j->req, j->len, &body, &blen, err)
-                                    : vs_writes_upsert_pb(w, j->req, j->len, &body, &blen, err);
-        j->done(j->user, st, err, body, blen);
-        free(j->req);
-        free(j);
-    }
-    return NULL;
 }
 
 void vs_writes_counts(vs_writes_t *w, uint64_t *ok, uint64_t *refused, uint64_t *failed)
@@ -184,32 +173,74 @@ static vs_status write_id(const char *given, char out[VS_WLOG_WRITE_ID_MAX + 1],
     return VS_OK;
 }
 
-/* Logs the message and answers with its position. */
-static vs_status log_and_answer(vs_writes_t *w, Vecshard__V1__LogWrite *m, uint8_t **out, size_t *out_len,
-                                char *err)
+/* A write handed to the log, answered by its acknowledgement. */
+typedef struct inflight {
+    vs_writes_t *w;
+    vs_writes_done_fn done;
+    void *user;
+    char write_id[VS_WLOG_WRITE_ID_MAX + 1];
+} inflight_t;
+
+/* The log's answer (a libnats thread): the client's answer. */
+static void on_logged(void *user, vs_status st, uint64_t seq, int dup, const char *log_err)
+{
+    inflight_t *f = user;
+    vs_writes_t *w = f->w;
+    char err[VS_ERR_LEN] = "";
+    uint8_t *body = NULL;
+    size_t blen = 0;
+    if (st != VS_OK) {
+        atomic_fetch_add(&w->failed, 1);
+        snprintf(err, sizeof err, "%s (write_id %s)", log_err, f->write_id);
+        if (st != VS_ERR_RESOURCE_EXHAUSTED && st != VS_ERR_INVALID_ARGUMENT)
+            st = VS_ERR_UNAVAILABLE;
+    } else {
+        Vecshard__V1__WriteResponse r = VECSHARD__V1__WRITE_RESPONSE__INIT;
+        r.log_seq = seq;
+        r.duplicate = dup != 0;
+        r.write_id = f->write_id;
+        blen = vecshard__v1__write_response__get_packed_size(&r);
+        body = malloc(blen ? blen : 1);
+        if (!body) {
+            st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED,
+                         "the write was logged at %llu but there is no memory for the answer",
+                         (unsigned long long)seq);
+        } else {
+            vecshard__v1__write_response__pack(&r, body);
+            atomic_fetch_add(&w->ok, 1);
+        }
+    }
+    atomic_fetch_sub(&w->in_flight, 1);
+    f->done(f->user, st, err, body, blen);
+    free(f);
+}
+
+/* Hands the message to the log; done is called with its position once the log acknowledged it. On a
+ * non-OK return nothing was sent and done is not called. */
+static vs_status log_write(vs_writes_t *w, Vecshard__V1__LogWrite *m, vs_writes_done_fn done, void *user,
+                           char *err)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     m->logged_unix_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
     size_t len = vecshard__v1__log_write__get_packed_size(m);
     uint8_t *buf = malloc(len ? len : 1);
-    if (!buf)
+    inflight_t *f = calloc(1, sizeof *f);
+    if (!buf || !f) {
+        free(buf);
+        free(f);
         return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory for a %zu-byte write", len);
-    vecshard__v1__log_write__pack(m, buf);
-    pthread_mutex_lock(&w->mu);
-    vs_status st = VS_OK;
-    if (!w->log) {
-        vs_wlog_opts_t o = {.url = w->url, .cluster = w->cluster, .timeout_ms = 5000};
-        st = vs_wlog_open(&o, 1, &w->log, err);
     }
+    vecshard__v1__log_write__pack(m, buf);
+    *f = (inflight_t){.w = w, .done = done, .user = user};
+    snprintf(f->write_id, sizeof f->write_id, "%s", m->write_id);
+    pthread_mutex_lock(&w->mu);
     vs_wlog_t *log = w->log;
     pthread_mutex_unlock(&w->mu);
-    uint64_t seq = 0;
-    int dup = 0;
-    if (st == VS_OK)
-        st = vs_wlog_append(log, buf, len, m->write_id, &seq, &dup, err);
+    vs_status st = vs_wlog_append_async(log, buf, len, m->write_id, on_logged, f, err);
     free(buf);
     if (st != VS_OK) {
+        free(f);
         if (st == VS_ERR_INVALID_ARGUMENT) {
             atomic_fetch_add(&w->refused, 1);
         } else {
@@ -220,26 +251,15 @@ static vs_status log_and_answer(vs_writes_t *w, Vecshard__V1__LogWrite *m, uint8
             if (st != VS_ERR_RESOURCE_EXHAUSTED)
                 st = VS_ERR_UNAVAILABLE;
         }
-        return st;
     }
-    Vecshard__V1__WriteResponse r = VECSHARD__V1__WRITE_RESPONSE__INIT;
-    r.log_seq = seq;
-    r.duplicate = dup != 0;
-    r.write_id = m->write_id;
-    *out_len = vecshard__v1__write_response__get_packed_size(&r);
-    *out = malloc(*out_len ? *out_len : 1);
-    if (!*out)
-        return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory for the answer");
-    vecshard__v1__write_response__pack(&r, *out);
-    atomic_fetch_add(&w->ok, 1);
-    return VS_OK;
+    return st;
 }
 
-vs_status vs_writes_upsert_pb(vs_writes_t *w, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
-                              char err[VS_ERR_LEN])
+/* An UpsertRequest (req, len bytes), checked whole and handed to the log; done answers it. On a non-OK
+ * return (refused, or not sent) done is not called. */
+static vs_status upsert(vs_writes_t *w, const uint8_t *req, size_t len, vs_writes_done_fn done, void *user,
+                        char *err)
 {
-    *out = NULL;
-    *out_len = 0;
     Vecshard__V1__UpsertRequest *r = vecshard__v1__upsert_request__unpack(NULL, len, req);
     if (!r) {
         atomic_fetch_add(&w->refused, 1);
@@ -286,16 +306,15 @@ vs_status vs_writes_upsert_pb(vs_writes_t *w, const uint8_t *req, size_t len, ui
     m.n_vectors = r->n_vectors;
     m.model_version = model;
     m.write_id = wid;
-    st = log_and_answer(w, &m, out, out_len, err);
+    st = log_write(w, &m, done, user, err);
     vecshard__v1__upsert_request__free_unpacked(r, NULL);
     return st;
 }
 
-vs_status vs_writes_delete_pb(vs_writes_t *w, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
-                              char err[VS_ERR_LEN])
+/* A DeleteRequest, as upsert. */
+static vs_status delete (vs_writes_t *w, const uint8_t *req, size_t len, vs_writes_done_fn done, void *user,
+                         char *err)
 {
-    *out = NULL;
-    *out_len = 0;
     Vecshard__V1__DeleteRequest *r = vecshard__v1__delete_request__unpack(NULL, len, req);
     if (!r) {
         atomic_fetch_add(&w->refused, 1);
@@ -315,7 +334,7 @@ vs_status vs_writes_delete_pb(vs_writes_t *w, const uint8_t *req, size_t len, ui
     m.ids = r->ids;
     m.n_ids = r->n_ids;
     m.write_id = wid;
-    st = log_and_answer(w, &m, out, out_len, err);
+    st = log_write(w, &m, done, user, err);
     vecshard__v1__delete_request__free_unpacked(r, NULL);
     return st;
 }

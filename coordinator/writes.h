@@ -15,30 +15,25 @@
 
 typedef struct vs_writes vs_writes_t;
 
-/* Starts the writer thread; connects to the log lazily (the first write; again after a failure). coord
- * outlives the writer. */
+/* Starts a thread that connects to the log (and creates its stream when missing), again every second
+ * until it works; writes are refused UNAVAILABLE until then. coord outlives the writes. */
 vs_status vs_writes_create(const char *nats_url, const char *cluster, vs_coord_t *coord, vs_writes_t **out,
                            char err[VS_ERR_LEN]);
-/* Shutdown: new writes are refused (UNAVAILABLE), the queued ones are logged and answered, the thread
- * ends. Call before the gRPC server stops (the answers need their calls). */
+/* Shutdown: new writes are refused (UNAVAILABLE) and those handed to the log are answered (waiting up to
+ * 5 s for its acknowledgements). Call before the gRPC server stops (the answers need their calls). */
 void vs_writes_stop(vs_writes_t *w);
 void vs_writes_destroy(vs_writes_t *w); /* stops if needed and frees; NULL is a no-op */
 
-/* An UpsertRequest / DeleteRequest (req, len bytes): on VS_OK *out (malloc'd) is a WriteResponse. The
- * status maps to the gRPC code (vs_status_grpc_code); err says why. */
-vs_status vs_writes_upsert_pb(vs_writes_t *w, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
-                              char err[VS_ERR_LEN]);
-vs_status vs_writes_delete_pb(vs_writes_t *w, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
-                              char err[VS_ERR_LEN]);
-
-/* Called once per submitted write, on the writer thread: body (a WriteResponse, malloc'd, the callee's)
- * when st is VS_OK, else err says why. */
+/* Called once per accepted write, on a thread of the log's client: body (a WriteResponse, malloc'd,
+ * the callee's) when st is VS_OK, else err says why. */
 typedef void (*vs_writes_done_fn)(void *user, vs_status st, const char *err, uint8_t *body, size_t len);
 
-/* Queues an Upsert (is_delete 0) or Delete request (req copied) for the writer thread, so that gRPC
- * workers never wait for the log's acknowledgement (searches share them). VS_ERR_RESOURCE_EXHAUSTED
- * when VS_WRITES_MAX_QUEUE writes wait already (done is not called). Thread-safe. */
-#define VS_WRITES_MAX_QUEUE 4096
+/* Checks an Upsert (is_delete 0) or Delete request and hands it to the log without waiting (writes
+ * travel pipelined; the caller - a gRPC worker that searches share - never waits for the log): VS_OK,
+ * and done answers it once the log acknowledged it (or failed). Any other status refuses it at once
+ * (done is not called): bad request, not connected to the log, or VS_ERR_RESOURCE_EXHAUSTED when
+ * VS_WRITES_MAX_IN_FLIGHT writes wait for the log already. Thread-safe. */
+#define VS_WRITES_MAX_IN_FLIGHT 4096
 vs_status vs_writes_submit(vs_writes_t *w, int is_delete, const uint8_t *req, size_t len,
                            vs_writes_done_fn done, void *user, char err[VS_ERR_LEN]);
 

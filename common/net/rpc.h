@@ -171,8 +171,9 @@ vs_status vs_rpc_queue_call(vs_rpc_queue_t *q, vs_rpc_channel_t *ch, const char 
 size_t vs_rpc_queue_in_flight(const vs_rpc_queue_t *q);
 
 /* Waits until a call completes or until the time `until` (vs_now_s() seconds; <= 0: no limit) and
- * returns 1 with its outcome in *res (res->body is the caller's to free), or 0 when the time came first
- * or no call is in flight. */
+ * returns 1 with its outcome in *res (res->body is the caller's to free), or 0 when the time came first.
+ * With no call in flight it returns 0 at once when until <= 0, else it sleeps until `until` (a caller's
+ * schedule loop does not spin). */
 int vs_rpc_queue_next(vs_rpc_queue_t *q, double until, vs_rpc_result_t *res);
 
 /* ---- client calls completed by a server's workers (asynchronous fan-out) ---- */

@@ -57,6 +57,25 @@ void vs_wlog_close(vs_wlog_t *w); /* NULL is a no-op */
 vs_status vs_wlog_append(vs_wlog_t *w, const void *msg, size_t len, const char *write_id, uint64_t *seq,
                          int *duplicate, char err[VS_ERR_LEN]);
 
+/* Called once per asynchronous append, on a libnats thread (keep it short; it may call back into the
+ * log): st VS_OK with the sequence (duplicate as for vs_wlog_append), or the error vs_wlog_append would
+ * have returned (VS_ERR_UNAVAILABLE: outcome unknown, also for appends still unanswered at vs_wlog_drain
+ * or vs_wlog_close). */
+typedef void (*vs_wlog_acked_fn)(void *user, vs_status st, uint64_t seq, int duplicate, const char *err);
+
+/* Appends at most this many messages not yet acknowledged; a further one waits up to the timeout. */
+#define VS_WLOG_MAX_IN_FLIGHT 8192
+
+/* vs_wlog_append without waiting: many appends travel pipelined on the connection, and fn answers each
+ * when the stream acknowledged it (or timed out). A non-OK return means nothing was sent and fn is not
+ * called. Thread-safe; the order of messages on the stream is the order of the calls. */
+vs_status vs_wlog_append_async(vs_wlog_t *w, const void *msg, size_t len, const char *write_id,
+                               vs_wlog_acked_fn fn, void *user, char err[VS_ERR_LEN]);
+
+/* Waits up to wait_ms for every asynchronous append to be answered, then answers the rest
+ * VS_ERR_UNAVAILABLE (outcome unknown). vs_wlog_close drains with the log's timeout. */
+void vs_wlog_drain(vs_wlog_t *w, int64_t wait_ms);
+
 typedef struct vs_wlog_state {
     uint64_t first_seq, last_seq, msgs, bytes;
     int64_t created_ns;  /* the stream's creation time: it changes when the stream is recreated */

@@ -171,15 +171,7 @@ static void drive(run_t *r, double *sent_s)
             next++;
             due = 0;
         }
-        vs_rpc_result_t res;
-        if (vs_rpc_queue_in_flight(q) == 0) {
-            double wait = due - vs_now_s(); /* open loop, nothing in flight: sleep to the next arrival */
-            if (wait > 0) {
-                struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
-                nanosleep(&ts, NULL);
-            }
-            continue;
-        }
+        vs_rpc_result_t res; /* (open loop, nothing in flight: this sleeps to the next arrival) */
         if (vs_rpc_queue_next(q, due, &res))
             finish_call(r, &res, sent_s[(vs_admin_call_t *)res.user - r->calls]);
     }

@@ -70,6 +70,7 @@ void vs_fresh_destroy(vs_fresh_t *f)
             free(ch->ids);
             free(ch->codes);
             free(ch->refine);
+            free((void *)ch->dead);
             free(ch);
         }
         free(L);
@@ -115,6 +116,7 @@ static void set_state(vs_fresh_t *f, int64_t id, uint64_t ref)
 {
     uint64_t old = 0;
     int had = vs_idmap_get(f->map, id, &old);
+    uint64_t old_ref = had ? old & ~VS_FRESH_BASE_DEAD : 0;
     if (had && (old & ~VS_FRESH_BASE_DEAD))
         atomic_fetch_sub_explicit(&f->live, 1, memory_order_relaxed);
     if (had && !(old & ~VS_FRESH_BASE_DEAD))
@@ -125,6 +127,14 @@ static void set_state(vs_fresh_t *f, int64_t id, uint64_t ref)
         atomic_fetch_add_explicit(&f->deleted, 1, memory_order_relaxed);
     char err[VS_ERR_LEN];
     (void)vs_idmap_put(f->map, id, VS_FRESH_BASE_DEAD | ref, err);
+    if (old_ref && old_ref != ref) { /* the old copy is dead once the map points elsewhere */
+        uint32_t l = (uint32_t)((old_ref - 1) >> 32);
+        size_t pos = (size_t)((old_ref - 1) & 0xffffffffu), off;
+        vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
+        vs_fresh_chunk_t *ch =
+            atomic_load_explicit(&L->chunks[vs_fresh_chunk_of(pos, &off)], memory_order_relaxed);
+        atomic_store_explicit(&ch->dead[off], 1, memory_order_release);
+    }
 }
 
 /* Makes sure list l can take `more` records after its current ones (lists and chunks allocated; the
@@ -158,17 +168,19 @@ static vs_status reserve(vs_fresh_t *f, uint32_t l, size_t more, char *err)
             ch->ids = malloc(cap * sizeof *ch->ids);
             ch->codes = malloc(cap * f->code_bytes);
             ch->refine = f->refine_bytes ? malloc(cap * f->refine_bytes) : NULL;
+            ch->dead = calloc(cap, sizeof *ch->dead);
         }
-        if (!ch || !ch->ids || !ch->codes || (f->refine_bytes && !ch->refine)) {
+        if (!ch || !ch->ids || !ch->codes || !ch->dead || (f->refine_bytes && !ch->refine)) {
             if (ch) {
                 free(ch->ids);
                 free(ch->codes);
                 free(ch->refine);
+                free((void *)ch->dead);
                 free(ch);
             }
             return vs_errf(err, VS_ERR_NOMEM, "no memory for %zu fresh records", cap);
         }
-        atomic_fetch_add_explicit(&f->bytes, cap * (sizeof(int64_t) + f->code_bytes + f->refine_bytes),
+        atomic_fetch_add_explicit(&f->bytes, cap * (sizeof(int64_t) + 1 + f->code_bytes + f->refine_bytes),
                                   memory_order_relaxed);
         atomic_store_explicit(&L->chunks[c], ch, memory_order_release);
     }

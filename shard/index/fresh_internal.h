@@ -10,7 +10,9 @@
  *
  * The id map (idmap.h) says, per id written since the version: whether the base index's copy is hidden
  * (bit 63, set by every upsert and delete) and which fresh record is live (low bits: its reference + 1,
- * 0 for none). Record reference: list << 32 | position. */
+ * 0 for none). Record reference: list << 32 | position. A record also carries a dead flag, set after the
+ * map moved its id on: the scan skips dead records without a lookup and checks the map only for the
+ * few candidates that pass its threshold. */
 #ifndef VS_SHARD_INDEX_FRESH_INTERNAL_H
 #define VS_SHARD_INDEX_FRESH_INTERNAL_H
 
@@ -31,6 +33,7 @@ typedef struct vs_fresh_chunk {
     int64_t *ids;
     uint8_t *codes;
     uint8_t *refine;
+    _Atomic uint8_t *dead; /* 1 once superseded or deleted: the scan skips it without a map lookup */
 } vs_fresh_chunk_t;
 
 typedef struct vs_fresh_list {
@@ -79,6 +82,16 @@ static inline void vs_fresh_record(const vs_fresh_t *f, const vs_fresh_list_t *L
     *id = ch->ids[off];
     *code = ch->codes + off * f->code_bytes;
     *refine = f->refine_bytes ? ch->refine + off * f->refine_bytes : NULL;
+}
+
+/* 1 when record pos of the list was superseded or deleted. */
+static inline int vs_fresh_record_dead(const vs_fresh_list_t *L, size_t pos)
+{
+    size_t off;
+    uint32_t c = vs_fresh_chunk_of(pos, &off);
+    const vs_fresh_chunk_t *ch =
+        atomic_load_explicit(&((vs_fresh_list_t *)L)->chunks[c], memory_order_acquire);
+    return atomic_load_explicit(&ch->dead[off], memory_order_acquire) != 0;
 }
 
 /* 1 when the base index's copy of id is hidden. */

@@ -7,6 +7,8 @@
  * so probes stay short); keys are never removed, values are overwritten. The writer stores a new slot's
  * value before publishing its key (release), and readers load the key with acquire, so a reader that
  * finds a key sees a value the writer stored for it. The table never moves, so a reader needs no epoch.
+ * A small filter in front of the table (one bit per id hash, grown as ids come) answers most lookups of
+ * ids not in the map without touching the table.
  * Not here: removal (a version switch starts a new map), growth (capacity is configured; a full map is
  * an error the caller reports, not a resize under readers). */
 #ifndef VS_SHARD_INDEX_IDMAP_H

@@ -656,6 +656,8 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, ui
     const vs_distance_kernels_t *kern = vs_distance_kernels();
     const uint32_t P = vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1);
     for (size_t pos = 0; pos < n; pos++) {
+        if (vs_fresh_record_dead(FL, pos))
+            continue; /* superseded or deleted (most replaced records): no key, no lookup */
         int64_t id;
         const uint8_t *code, *rv;
         vs_fresh_record(c->fresh, FL, pos, &id, &code, &rv);
@@ -669,6 +671,7 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, ui
         } else {
             key = base + vs_pq_adc(s->table, code, ivf->pq.m, ivf->pq.ksub);
         }
+        /* the map is the truth for the few that pass (a record dies just after its id moved on) */
         if (key > cands_threshold(h) || !vs_fresh_live(c->fresh, id, l, pos))
             continue;
         cands_push(h, key, refine ? (int64_t)(FRESH_SLOT | ((uint64_t)l << 32) | pos) : id);

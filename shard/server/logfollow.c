@@ -12,7 +12,7 @@
 #include "common/net/wlog.h"
 
 #define MAX_FOLLOWED VS_SHARD_MAX_VERSIONS
-#define COALESCE_MS 5 /* added to a write's visibility at most; measured in docs/benchmarks.md */
+#define COALESCE_MS 20 /* added to a write's visibility at most; docs/decisions.md "Latency against CPU" */
 
 typedef struct followed {
     char version[128];

@@ -5,16 +5,22 @@
 #    with the base's ground truth; every write is a replacement: a tombstone and a fresh record), and every
 #    20th writes a row under a new id and probes for it;
 #  - read-only: `vecshard query` (one query per call, 8 in flight) -> QPS and server CPU per query;
-#  - the same query load while vecshard-bench-writes upserts at RATE per second (default 1000) and probes
-#    every 20th write: insert -> searchable and delete -> hidden latency (p50/p99/max), acknowledgement
-#    latency, failures;
-#  - QPS under writes as a fraction of read-only QPS (goal >= 0.8), rounds interleaved, each side's best.
-# Usage: tests/bench/run_writes.sh [OUTDIR] [RATE] [ROUNDS]   (default build/bench/cpu, 1000, 2)
+#  - the same query load while vecshard-bench-writes upserts RATE ids per second (default 1000), one id per
+#    request and then BATCH ids per request (default 10), and probes about 10 requests a second (a
+#    search every 5 ms until found, then until gone; these searches are counted and printed):
+#    insert -> searchable and delete -> hidden latency (p50/p99/max), acknowledgement latency, failures;
+#  - QPS under writes as a fraction of read-only QPS (goal >= 0.8), rounds interleaved (read-only, one id
+#    per request, BATCH per request), each side's best. Every write run re-writes the same 12,000 rows, so
+#    after a first write pass (before the rounds) every read-only run also searches that fresh state: the
+#    ratio is the cost of the write load. The cost of the fresh state itself is printed apart: read-only
+#    QPS before any write against read-only QPS with the 12,000 replacements (6 % of the base).
+# Usage: tests/bench/run_writes.sh [OUTDIR] [RATE] [ROUNDS] [BATCH]   (default build/bench/cpu, 1000, 2, 10)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-build/bench/cpu}
 rate=${2:-1000}
 rounds=${3:-2}
+batch=${4:-10}
 ./deploy/local/install-deps.sh
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
@@ -42,27 +48,39 @@ query() { # -> "qps server_us"
     /usr/bin/python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); assert j["calls_failed"]==0, j
 print("%.0f %.1f %.4f" % (j["qps"], j["server_cpu_us_per_query"], j["recall_at_k"]))' "$dir/query.json"
 }
-best_ro=0 best_rw=0 line_ro="" line_rw=""
+best_ro=0 line_ro=""
+declare -A best line
 id_base=1000000000
+line_empty=$(query)
+"$bin/vecshard-bench-writes" --coordinator "$addr" --vectors "$out/base.fvecs" --rate 4000 --batch 50 \
+    --probe-every 1000000 --seconds 3 --id-base 900000000 > "$dir/writes-first.txt" 2>&1 ||
+    log "first write pass: vecshard-bench-writes reported failures"
 for ((r = 0; r < rounds; r++)); do
     l=$(query)
     [ "${l%% *}" -gt "$best_ro" ] && best_ro=${l%% *} line_ro=$l
-    # writes for a little longer than the query run, which then runs entirely under writes
-    "$bin/vecshard-bench-writes" --coordinator "$addr" --vectors "$out/base.fvecs" --rate "$rate" \
-        --seconds 12 --id-base "$id_base" > "$dir/writes-$r.txt" 2>&1 &
-    wpid=$!
-    sleep 1
-    l=$(query)
-    [ "${l%% *}" -gt "$best_rw" ] && best_rw=${l%% *} line_rw=$l
-    wait "$wpid" || log "round $r: vecshard-bench-writes reported failures"
-    id_base=$((id_base + 100000000))
+    for b in 1 "$batch"; do
+        every=$((rate / b / 10 > 0 ? rate / b / 10 : 1))
+        # writes for a little longer than the query run, which then runs entirely under writes
+        "$bin/vecshard-bench-writes" --coordinator "$addr" --vectors "$out/base.fvecs" --rate "$rate" \
+            --batch "$b" --probe-every "$every" --seconds 12 --id-base "$id_base" > "$dir/writes-$r-$b.txt" 2>&1 &
+        wpid=$!
+        sleep 1
+        l=$(query)
+        [ "${l%% *}" -gt "${best[$b]:-0}" ] && best[$b]=${l%% *} line[$b]=$l
+        wait "$wpid" || log "round $r, batch $b: vecshard-bench-writes reported failures"
+        id_base=$((id_base + 100000000))
+    done
 done
 log "== $factory, 200k x 128, 2 hash partitions, nprobe 16, k_factor 4; best of $rounds interleaved rounds"
+log "read-only before any write: QPS $(echo "$line_empty" | cut -d' ' -f1), server CPU $(echo "$line_empty" | cut -d' ' -f2) us/query, recall@10 $(echo "$line_empty" | cut -d' ' -f3) (one run)"
 log "read-only:       QPS $(echo "$line_ro" | cut -d' ' -f1), server CPU $(echo "$line_ro" | cut -d' ' -f2) us/query, recall@10 $(echo "$line_ro" | cut -d' ' -f3)"
-log "under $rate upserts/s: QPS $(echo "$line_rw" | cut -d' ' -f1), server CPU $(echo "$line_rw" | cut -d' ' -f2) us/query, recall@10 $(echo "$line_rw" | cut -d' ' -f3)"
-log "QPS under writes / read-only: $(awk -v a="$best_rw" -v b="$best_ro" 'BEGIN{printf "%.2f", a/b}')"
+for b in 1 "$batch"; do
+    log "under $rate upserts/s, $b per request: QPS $(echo "${line[$b]}" | cut -d' ' -f1), server CPU $(echo "${line[$b]}" | cut -d' ' -f2) us/query, recall@10 $(echo "${line[$b]}" | cut -d' ' -f3); QPS under writes / read-only: $(awk -v a="${best[$b]}" -v b="$best_ro" 'BEGIN{printf "%.2f", a/b}')"
+done
 for ((r = 0; r < rounds; r++)); do
-    log "-- writes, round $r"
-    tee -a "$res" < "$dir/writes-$r.txt"
+    for b in 1 "$batch"; do
+        log "-- writes, round $r, $b per request"
+        tee -a "$res" < "$dir/writes-$r-$b.txt"
+    done
 done
 log "results in $res"

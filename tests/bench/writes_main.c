@@ -1,10 +1,11 @@
 /* vecshard-bench-writes: fresh writes through a running cluster (issue 15). Sends Upserts to the coordinator
- * at --rate per second, one id each, vectors from --vectors (the base the version was built from, ids =
- * row numbers): a plain write re-writes row r under its own id r (the data stay the same, so the query
- * load's recall still compares with the base's ground truth, while the replicas do all the work of a
- * replacement: a tombstone and a fresh record); every --probe-every-th write puts row r under a new id
- * (--id-base + n) and, after its acknowledgement, searches with that vector (k 10) every 2 ms until the
- * new id is among the answers (insert -> searchable), then deletes it and searches until it is gone
+ * at --rate ids per second, --batch ids per request (default 1), vectors from --vectors (the base the version
+ * was built from, ids = row numbers): a plain id re-writes row r under its own id r (the data stay the same,
+ * so the query load's recall still compares with the base's ground truth, while the replicas do all the work
+ * of a replacement: a tombstone and a fresh record); every --probe-every-th request puts its first row under
+ * a new id
+ * (--id-base + n) and, after its acknowledgement, searches with that vector (k 10) every --poll-ms (5) until
+ * the new id is among the answers (insert -> searchable), then deletes it and searches until it is gone
  * (delete -> hidden). Prints the achieved write rate, the acknowledgement latency and both probe
  * latencies (p50, p99, max; from the acknowledgement and from the send), and the failures. One thread,
  * asynchronous calls (common/net/rpc.h vs_rpc_queue). Run the query load beside it
@@ -42,15 +43,17 @@ typedef struct tag {
 
 static uint32_t g_dim;
 static size_t g_k = 10;
+static double g_poll_s = 0.005; /* --poll-ms */
+static size_t g_probe_searches;
 
-static uint8_t *pack_upsert(int64_t id, const float *v, size_t *len)
+static uint8_t *pack_upsert(int64_t *ids, const float *v, size_t n, size_t *len)
 {
     Vecshard__V1__UpsertRequest r = VECSHARD__V1__UPSERT_REQUEST__INIT;
-    r.ids = &id;
-    r.n_ids = 1;
+    r.ids = ids;
+    r.n_ids = n;
     r.dim = g_dim;
     r.vectors = (float *)v;
-    r.n_vectors = g_dim;
+    r.n_vectors = n * g_dim;
     *len = vecshard__v1__upsert_request__get_packed_size(&r);
     uint8_t *b = malloc(*len);
     vecshard__v1__upsert_request__pack(&r, b);
@@ -113,9 +116,12 @@ static void usage(FILE *f)
 {
     fprintf(
         f, "usage: vecshard-bench-writes --coordinator ADDR --vectors FILE [--rate 1000] [--seconds 30]\n"
-           "                             [--probe-every 20] [--id-base 1000000000] [--k 10] [--offset F]\n"
-           "Upserts at --rate per second through the coordinator for --seconds and measures, for every\n"
-           "--probe-every-th write, how long until a search finds it and, after deleting it, until a\n"
+           "                             [--batch 1] [--probe-every 20] [--id-base 1000000000] [--k 10]\n"
+           "                             [--poll-ms 5] [--offset F]\n"
+           "Upserts --rate ids per second, --batch ids per request, through the coordinator for --seconds\n"
+           "and measures, for every --probe-every-th request, searching every --poll-ms, how long until a "
+           "search finds it and, after "
+           "deleting it, until a\n"
            "search no longer does. --offset F is added to every vector (keeps the writes away from the\n"
            "data, so that the query load's recall against the base's ground truth still means something).\n");
 }
@@ -123,13 +129,12 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *addr = NULL, *vpath = NULL;
-    long long rate = 1000, seconds = 30, every = 20, id_base = 1000000000, k = 10;
+    long long rate = 1000, seconds = 30, every = 20, id_base = 1000000000, k = 10, batch = 1, poll_ms = 5;
     double offset = 0;
-    static const struct option lo[] = {{"coordinator", 1, 0, 'c'}, {"vectors", 1, 0, 'v'},
-                                       {"rate", 1, 0, 'r'},        {"seconds", 1, 0, 's'},
-                                       {"probe-every", 1, 0, 'p'}, {"id-base", 1, 0, 'i'},
-                                       {"k", 1, 0, 'k'},           {"offset", 1, 0, 'o'},
-                                       {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"coordinator", 1, 0, 'c'}, {"vectors", 1, 0, 'v'}, {"rate", 1, 0, 'r'}, {"seconds", 1, 0, 's'},
+        {"probe-every", 1, 0, 'p'}, {"id-base", 1, 0, 'i'}, {"k", 1, 0, 'k'},    {"offset", 1, 0, 'o'},
+        {"batch", 1, 0, 'b'},       {"help", 0, 0, 'h'},    {0, 0, 0, 0}};
     char err[VS_ERR_LEN];
     int o;
     while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
@@ -137,6 +142,8 @@ int main(int argc, char **argv)
                          : o == 's' ? &seconds
                          : o == 'p' ? &every
                          : o == 'i' ? &id_base
+                         : o == 'b' ? &batch
+                         : o == 'P' ? &poll_ms
                                     : &k;
         switch (o) {
         case 'c':
@@ -150,10 +157,14 @@ int main(int argc, char **argv)
         case 'p':
         case 'i':
         case 'k':
+        case 'b':
+        case 'P':
             if (vs_cli_parse_int(o == 'r'   ? "--rate"
                                  : o == 's' ? "--seconds"
                                  : o == 'p' ? "--probe-every"
                                  : o == 'i' ? "--id-base"
+                                 : o == 'b' ? "--batch"
+                                 : o == 'P' ? "--poll-ms"
                                             : "--k",
                                  optarg, 1, 1ll << 60, dst, err) != VS_OK) {
                 fprintf(stderr, "vecshard-bench-writes: %s\n", err);
@@ -179,6 +190,7 @@ int main(int argc, char **argv)
         return 2;
     }
     g_k = (size_t)k;
+    g_poll_s = (double)poll_ms / 1000.0;
     size_t nv;
     float *vecs;
     if (vs_vecfile_load_f32(vpath, &nv, &g_dim, &vecs, err) != VS_OK || nv == 0) {
@@ -193,7 +205,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "vecshard-bench-writes: %s\n", err);
         return 1;
     }
-    size_t total = (size_t)(rate * seconds), n_probes = 0;
+    size_t total = (size_t)(rate * seconds), n_probes = 0, nb = (size_t)batch, requests = 0;
+    int64_t *ids = malloc(nb * sizeof *ids);
+    float *bv = malloc(nb * g_dim * sizeof *bv);
     probe_t *probes = calloc(total / (size_t)every + 1, sizeof *probes);
     double *ack = malloc(total * sizeof *ack);
     size_t n_ack = 0, sent = 0, failed = 0, probe_failed = 0;
@@ -206,26 +220,30 @@ int main(int argc, char **argv)
             tag_t *t = calloc(1, sizeof *t);
             t->kind = K_WRITE;
             t->sent = now;
-            /* a plain write re-writes base row r under its own id (r = its row number): the data do not
+            /* a plain id re-writes base row r under its own id (r = its row number): the data do not
              * change, the replicas do all the work of a replacement; a probe writes row r under a new id */
-            size_t row = sent % nv;
-            const float *v = vecs + row * g_dim;
-            int probe = sent % (size_t)every == 0;
-            int64_t id = probe ? id_base + (int64_t)sent : (int64_t)row;
+            size_t n = total - sent < nb ? total - sent : nb;
+            int probe = requests % (size_t)every == 0;
+            for (size_t i = 0; i < n; i++) {
+                size_t row = (sent + i) % nv;
+                ids[i] = probe && i == 0 ? id_base + (int64_t)sent : (int64_t)row;
+                memcpy(bv + i * g_dim, vecs + row * g_dim, g_dim * sizeof *bv);
+            }
             if (probe) {
                 probe_t *p = &probes[n_probes++];
-                p->id = id;
-                p->v = v;
+                p->id = ids[0];
+                p->v = vecs + (sent % nv) * g_dim;
                 p->sent = now;
                 t->p = p;
             }
-            b = pack_upsert(id, v, &len);
+            b = pack_upsert(ids, bv, n, &len);
             if (vs_rpc_queue_call(q, ch, "/vecshard.v1.Coordinator/Upsert", b, len, 10000, t, err) != VS_OK) {
                 failed++;
                 free(t);
             }
             free(b);
-            sent++;
+            sent += n;
+            requests++;
         }
         /* probes due for another search */
         for (size_t i = 0; i < n_probes; i++) {
@@ -237,6 +255,7 @@ int main(int argc, char **argv)
             t->p = p;
             t->sent = now;
             p->next_poll = -1; /* one search in flight per probe */
+            g_probe_searches++;
             b = pack_search(p->v, &len);
             if (vs_rpc_queue_call(q, ch, "/vecshard.v1.Coordinator/Search", b, len, 5000, t, err) != VS_OK) {
                 p->state = -1;
@@ -255,7 +274,7 @@ int main(int argc, char **argv)
             if (res.code == 0)
                 ack[n_ack++] = done - t->sent;
             else
-                failed++;
+                failed++; /* requests */
             if (p && res.code == 0) {
                 p->acked = done;
                 p->state = 1;
@@ -287,7 +306,7 @@ int main(int argc, char **argv)
                 p->state = -1; /* not seen within 10 s */
                 probe_failed++;
             } else {
-                p->next_poll = done + 0.002;
+                p->next_poll = done + g_poll_s;
             }
         } else { /* K_DELETE */
             if (res.code == 0) {
@@ -316,8 +335,10 @@ int main(int argc, char **argv)
         if (probes[i].gone > 0)
             c[nd++] = probes[i].gone - probes[i].del_acked;
     }
-    printf("writes sent %zu in %.1f s (%.0f/s), acknowledged %zu, failed %zu; probes %zu, failed %zu\n", sent,
-           wall, (double)sent / wall, n_ack, failed, n_probes, probe_failed);
+    printf(
+        "writes sent %zu ids in %zu requests in %.1f s (%.0f ids/s), requests acknowledged %zu, failed %zu; "
+        "probes %zu, failed %zu\n",
+        sent, requests, wall, (double)sent / wall, n_ack, failed, n_probes, probe_failed);
     report("upsert acknowledged (from send)", ack, n_ack);
     report("insert -> searchable (from ack)", a, na);
     report("insert -> searchable (from send)", bb, na);
@@ -328,6 +349,8 @@ int main(int argc, char **argv)
     vs_rpc_channel_destroy(ch);
     free(vecs);
     free(probes);
+    free(ids);
+    free(bv);
     free(ack);
     free(a);
     free(bb);

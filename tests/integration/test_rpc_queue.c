@@ -56,7 +56,7 @@ static void test_many_in_flight(void)
     CHECK(vs_rpc_queue_in_flight(q) == N_CALLS);
     int done = 0, good = 0;
     vs_rpc_result_t res;
-    while (vs_rpc_queue_next(q, vs_now_s() + 10, &res)) {
+    while (vs_rpc_queue_in_flight(q) > 0 && vs_rpc_queue_next(q, vs_now_s() + 10, &res)) {
         int i = (int)((int *)res.user - seen);
         CHECK(i >= 0 && i < N_CALLS);
         seen[i]++;
@@ -74,6 +74,9 @@ static void test_many_in_flight(void)
         CHECKF(seen[i] == 1, "call %d completed %d times", i, seen[i]);
     CHECK(vs_rpc_queue_in_flight(q) == 0);
     CHECK(vs_rpc_queue_next(q, 0, &res) == 0); /* nothing in flight: returns at once */
+    double t1 = vs_now_s(); /* nothing in flight with a time: sleeps until it (a schedule loop never spins) */
+    CHECK(vs_rpc_queue_next(q, t1 + 0.05, &res) == 0);
+    CHECKF(vs_now_s() - t1 >= 0.045, "returned after %.3f s", vs_now_s() - t1);
     vs_rpc_queue_destroy(q);
 }
 

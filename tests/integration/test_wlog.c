@@ -8,7 +8,11 @@
  *   its retry with the same write id after the restart leaves the write in the log exactly once.
  * - A reader asked to start where the stream no longer holds messages (purged) is refused, never started
  *   later; a full log refuses appends (RESOURCE_EXHAUSTED); a message over the server's limit and bad
- *   names are refused with the limit or the rule in the message. */
+ *   names are refused with the limit or the rule in the message.
+ * - Asynchronous appends: 2,000 pipelined appends are each answered once, OK, with the sequences in call
+ *   order; a resent write id is a duplicate; a full log answers RESOURCE_EXHAUSTED; with the server
+ *   frozen (SIGSTOP) an append is answered UNAVAILABLE when its acknowledgement times out, and
+ *   vs_wlog_drain answers the ones still waiting at once. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,6 +207,115 @@ static void test_limits_and_bad_input(void)
     CHECK(vs_wlog_open(&o, 1, &none, err) == VS_ERR_UNAVAILABLE && none == NULL);
 }
 
+typedef struct answer {
+    int calls;
+    vs_status st;
+    uint64_t seq;
+    int dup;
+    char err[VS_ERR_LEN];
+} answer_t;
+
+static void on_answer(void *user, vs_status st, uint64_t seq, int dup, const char *err)
+{
+    answer_t *a = user;
+    a->st = st;
+    a->seq = seq;
+    a->dup = dup;
+    snprintf(a->err, sizeof a->err, "%s", err);
+    __atomic_add_fetch(&a->calls, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Waits up to ms until every one of n answers came. */
+static int wait_answers(answer_t *a, size_t n, int64_t ms)
+{
+    int64_t until = vs_test_now_ms() + ms;
+    for (;;) {
+        size_t done = 0;
+        for (size_t i = 0; i < n; i++)
+            done += __atomic_load_n(&a[i].calls, __ATOMIC_SEQ_CST) > 0;
+        if (done == n)
+            return 1;
+        if (vs_test_now_ms() >= until)
+            return 0;
+        vs_test_sleep_ms(5);
+    }
+}
+
+static void test_async_append(void)
+{
+    char err[VS_ERR_LEN];
+    vs_status st;
+    vs_wlog_t *w = open_log("t5", 0, 1, &st, err);
+    CHECKF(st == VS_OK, "%s", err);
+    if (!w)
+        return;
+    enum { N = 2000 };
+    answer_t *a = calloc(N + 1, sizeof *a);
+    for (int i = 0; i < N; i++) {
+        char id[32], body[32];
+        snprintf(id, sizeof id, "a-%d", i);
+        snprintf(body, sizeof body, "m%d", i);
+        CHECKF(vs_wlog_append_async(w, body, strlen(body), id, on_answer, &a[i], err) == VS_OK, "%s", err);
+    }
+    CHECK(wait_answers(a, N, 20000));
+    int bad = 0;
+    for (int i = 0; i < N; i++)
+        bad += a[i].calls != 1 || a[i].st != VS_OK || a[i].seq != (uint64_t)i + 1 || a[i].dup;
+    CHECKF(bad == 0, "%d of %d appends answered wrongly (first: st %d seq %llu)", bad, N, a[0].st,
+           (unsigned long long)a[0].seq);
+    CHECK(vs_wlog_append_async(w, "again", 5, "a-7", on_answer, &a[N], err) == VS_OK);
+    CHECK(wait_answers(&a[N], 1, 5000) && a[N].st == VS_OK && a[N].seq == 8 && a[N].dup == 1);
+    vs_wlog_state_t s;
+    CHECK(vs_wlog_state(w, &s, err) == VS_OK && s.last_seq == N);
+
+    /* frozen server: the acknowledgement times out (1 s) and says the outcome is unknown */
+    CHECK(vs_proc_fixture_pause(g_nats, err) == VS_OK);
+    answer_t late = {0}, waiting = {0};
+    st = vs_wlog_append_async(w, "late", 4, "late-1", on_answer, &late, err);
+    if (st == VS_OK) {
+        CHECK(wait_answers(&late, 1, 5000));
+        CHECKF(late.calls == 1 && late.st == VS_ERR_UNAVAILABLE && strstr(late.err, "outcome unknown"),
+               "%d %s", late.st, late.err);
+    } else {
+        CHECKF(st == VS_ERR_UNAVAILABLE, "%d %s", st, err);
+    }
+    /* a drain answers what waits, at once */
+    st = vs_wlog_append_async(w, "drained", 7, "late-2", on_answer, &waiting, err);
+    if (st == VS_OK) {
+        vs_wlog_drain(w, 0);
+        CHECKF(waiting.calls == 1 && waiting.st == VS_ERR_UNAVAILABLE, "%d calls, %d %s", waiting.calls,
+               waiting.st, waiting.err);
+    }
+    CHECK(vs_proc_fixture_resume(g_nats, err) == VS_OK);
+    vs_wlog_close(w);
+    CHECK(late.calls <= 1 && waiting.calls <= 1); /* never answered twice, also by a late acknowledgement */
+
+    /* a full log */
+    w = open_log("t6", 4096, 1, &st, err);
+    CHECKF(st == VS_OK, "%s", err);
+    if (w) {
+        enum { M = 200 };
+        answer_t *f = calloc(M, sizeof *f);
+        char big[200];
+        memset(big, 'x', sizeof big);
+        for (int i = 0; i < M; i++) {
+            char id[32];
+            snprintf(id, sizeof id, "f-%d", i);
+            CHECK(vs_wlog_append_async(w, big, sizeof big, id, on_answer, &f[i], err) == VS_OK);
+        }
+        CHECK(wait_answers(f, M, 20000));
+        int ok = 0, full = 0;
+        for (int i = 0; i < M; i++) {
+            ok += f[i].st == VS_OK;
+            full += f[i].st == VS_ERR_RESOURCE_EXHAUSTED && strstr(f[i].err, "full") != NULL;
+        }
+        CHECKF(ok > 0 && full > 0 && ok + full == M, "%d ok, %d full of %d", ok, full, M);
+        free(f);
+        vs_wlog_close(w);
+    }
+    free(a);
+}
+
 int main(void)
 {
     char err[VS_ERR_LEN];
@@ -215,6 +328,7 @@ int main(void)
     RUN(test_append_read_dedup_restart);
     RUN(test_gap_is_refused);
     RUN(test_limits_and_bad_input);
+    RUN(test_async_append);
     vs_proc_fixture_destroy(g_nats);
     nats_Close();
     return vs_test_finish();

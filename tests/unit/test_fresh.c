@@ -9,7 +9,10 @@
  * - Capacity is counted in distinct ids and a write that would pass it is refused whole; bad input is
  *   refused whole; HNSW is refused.
  * - Concurrent searches while one thread writes (run under ThreadSanitizer in CI): no duplicate id, no
- *   deleted id, ever. */
+ *   deleted id, ever.
+ * - The id map: every id put is found with its value and ids never put are not, while its filter grows
+ *   from 4,096 ids to 100,000 with a reader looking up every id put so far (a filter swap never hides
+ *   an id). */
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,6 +23,7 @@
 #include "common/topk.h"
 #include "shard/index/flat.h"
 #include "shard/index/fresh.h"
+#include "shard/index/idmap.h"
 #include "shard/index/index.h"
 #include "shard/index/ivf.h"
 #include "tests/testlib.h"
@@ -424,6 +428,68 @@ static void test_concurrent_readers(void)
     vs_index_destroy(idx);
 }
 
+typedef struct map_race {
+    vs_idmap_t *m;
+    _Atomic long published; /* ids 0..published-1 are in the map */
+    _Atomic int stop;
+    _Atomic long missing, lookups;
+} map_race_t;
+
+static int64_t map_id(long i)
+{
+    return (int64_t)i * 7919 + 3;
+}
+
+static void *map_reader(void *arg)
+{
+    map_race_t *r = arg;
+    uint64_t rng = 5;
+    while (!atomic_load(&r->stop)) {
+        long n = atomic_load(&r->published);
+        if (n == 0)
+            continue;
+        long i = (long)(vs_test_rand(&rng) % (uint64_t)n);
+        uint64_t v;
+        if (!vs_idmap_get(r->m, map_id(i), &v) || v != (uint64_t)i * 3)
+            atomic_fetch_add(&r->missing, 1);
+        atomic_fetch_add(&r->lookups, 1);
+    }
+    return NULL;
+}
+
+static void test_idmap_filter(void)
+{
+    char err[VS_ERR_LEN];
+    map_race_t r = {0};
+    CHECK(vs_idmap_create(150000, &r.m, err) == VS_OK);
+    size_t bytes0 = vs_idmap_memory_bytes(r.m);
+    pthread_t th;
+    CHECK(pthread_create(&th, NULL, map_reader, &r) == 0);
+    const long n = 100000;
+    for (long i = 0; i < n; i++) {
+        CHECK(vs_idmap_put(r.m, map_id(i), (uint64_t)i * 3, err) == VS_OK);
+        atomic_store(&r.published, i + 1);
+    }
+    int64_t until = vs_test_now_ms() + 5000;
+    while (atomic_load(&r.lookups) < 20000 && vs_test_now_ms() < until)
+        vs_test_sleep_ms(1);
+    atomic_store(&r.stop, 1);
+    pthread_join(th, NULL);
+    CHECKF(atomic_load(&r.missing) == 0 && atomic_load(&r.lookups) >= 20000, "%ld missing of %ld lookups",
+           atomic_load(&r.missing), atomic_load(&r.lookups));
+    long wrong = 0, found_absent = 0;
+    for (long i = 0; i < n; i++) {
+        uint64_t v;
+        wrong += !vs_idmap_get(r.m, map_id(i), &v) || v != (uint64_t)i * 3;
+        found_absent += vs_idmap_get(r.m, map_id(i) + 1, &v); /* never put */
+    }
+    CHECKF(wrong == 0 && found_absent == 0, "%ld wrong, %ld absent ids found", wrong, found_absent);
+    CHECK(vs_idmap_count(r.m) == (size_t)n);
+    CHECKF(vs_idmap_memory_bytes(r.m) > bytes0 + 100000 * 16 / 8, "the filter did not grow: %zu -> %zu bytes",
+           bytes0, vs_idmap_memory_bytes(r.m));
+    vs_idmap_destroy(r.m);
+}
+
 int main(void)
 {
     uint64_t rng = 11;
@@ -438,5 +504,6 @@ int main(void)
     RUN(test_small_lists_large_k_after_deletes);
     RUN(test_capacity_and_bad_input);
     RUN(test_concurrent_readers);
+    RUN(test_idmap_filter);
     return vs_test_finish();
 }
