@@ -200,6 +200,33 @@ int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uin
     return found;
 }
 
+uint32_t vs_coord_fresh_fill(vs_coord_t *c, const char *model, char replica[128])
+{
+    char active[128] = "";
+    pthread_mutex_lock(&c->mu);
+    if (c->active && (!model || !model[0] || strcmp(c->active->model, model) == 0))
+        snprintf(active, sizeof active, "%s", c->active->name);
+    pthread_mutex_unlock(&c->mu);
+    if (replica)
+        replica[0] = 0;
+    if (!active[0] || !c->view)
+        return 0;
+    size_t n = vs_view_members(c->view, NULL, 0);
+    vs_view_member_t *mem = n ? malloc(n * sizeof *mem) : NULL;
+    if (mem)
+        n = vs_view_members(c->view, mem, n);
+    uint32_t fill = 0;
+    for (size_t i = 0; mem && i < n; i++)
+        for (size_t j = 0; j < mem[i].n_versions; j++)
+            if (strcmp(mem[i].versions[j], active) == 0 && mem[i].fresh_fill_pct[j] > fill) {
+                fill = mem[i].fresh_fill_pct[j];
+                if (replica)
+                    snprintf(replica, 128, "%s", mem[i].replica_id);
+            }
+    free(mem);
+    return fill;
+}
+
 int vs_coord_has_version(vs_coord_t *c, const char *version)
 {
     int found = 0;

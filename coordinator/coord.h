@@ -87,6 +87,11 @@ vs_status vs_coord_activate(vs_coord_t *c, const char *version, char err[VS_ERR_
 int vs_coord_version_content(vs_coord_t *c, const char *version, char out[17]);
 
 /* 1 if the version is known. */
+/* The largest fresh fill (percent of a replica's capacity, from the member records) among the replicas of
+ * the active version when it is of embedding model `model` ("" = the active version's); 0 when none is
+ * reported. *replica (128 bytes, nullable) names the fullest replica. */
+uint32_t vs_coord_fresh_fill(vs_coord_t *c, const char *model, char replica[128]);
+
 int vs_coord_has_version(vs_coord_t *c, const char *version);
 
 /* Forgets a version that is not active (requests using it finish first). VS_ERR_NOT_FOUND,

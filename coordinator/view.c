@@ -17,6 +17,7 @@ struct vs_replica {
     uint32_t partition;
     char versions[VS_VIEW_MAX_VERSIONS][128]; /* READY versions */
     char content[VS_VIEW_MAX_VERSIONS][17];   /* their partition files' content ids ("" = not reported) */
+    uint32_t fill[VS_VIEW_MAX_VERSIONS];      /* their fresh fill, percent (record's fresh_fill_pct) */
     size_t n_versions;
     int all_versions; /* static membership */
     int seen;         /* in the current snapshot */
@@ -98,6 +99,7 @@ static void install(vs_view_t *v, vs_replica_t *r)
             memcpy(old->state, r->state, sizeof old->state);
             memcpy(old->versions, r->versions, sizeof old->versions);
             memcpy(old->content, r->content, sizeof old->content);
+            memcpy(old->fill, r->fill, sizeof old->fill);
             memcpy(old->instance, r->instance, sizeof old->instance);
             old->n_versions = r->n_versions;
             old->partition = r->partition;
@@ -171,6 +173,7 @@ void vs_view_put(vs_view_t *v, const char *key, size_t klen, const char *json, s
     for (size_t i = 0; i < rec->n_versions && r->n_versions < VS_VIEW_MAX_VERSIONS; i++)
         if (strcmp(rec->versions[i].state, "READY") == 0) {
             snprintf(r->content[r->n_versions], 17, "%.16s", rec->versions[i].content_id);
+            r->fill[r->n_versions] = rec->versions[i].fresh_fill_pct;
             snprintf(r->versions[r->n_versions++], 128, "%s", rec->versions[i].version);
         }
     free(rec);
@@ -429,12 +432,13 @@ size_t vs_view_members(vs_view_t *v, vs_view_member_t *out, size_t cap)
             snprintf(m->versions[0], 128, "*");
         else
             memcpy(m->versions, r->versions, sizeof m->versions);
+        memcpy(m->fresh_fill_pct, r->fill, sizeof m->fresh_fill_pct);
         m->latency_ewma_ms = r->ewma_ms;
         pthread_mutex_unlock(&r->mu);
         m->outstanding = atomic_load(&r->outstanding);
     }
     pthread_mutex_unlock(&v->mu);
-    return n;
+    return out && n > cap ? cap : n;
 }
 
 /* 1 when the process at r's address is r itself and SERVING: Info answers with r's replica id, the

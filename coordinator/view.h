@@ -70,12 +70,14 @@ typedef struct vs_view_member {
     char replica_id[128], address[256], state[16];
     uint32_t partition;
     char versions[VS_VIEW_MAX_VERSIONS][128];
+    uint32_t fresh_fill_pct[VS_VIEW_MAX_VERSIONS]; /* per version: ids written since it, % of capacity */
     size_t n_versions;
     double latency_ewma_ms;
     uint64_t outstanding;
 } vs_view_member_t;
 
-/* Copies up to cap members; returns how many there are. */
+/* With out NULL: how many members there are. Else copies up to cap members and returns how many it
+ * copied (members may come and go between the two calls). */
 size_t vs_view_members(vs_view_t *v, vs_view_member_t *out, size_t cap);
 
 /* Static stability (docs/protocol.md, "Coordinator view"): a replica whose record disappears (a deleted

@@ -173,6 +173,21 @@ static vs_status write_id(const char *given, char out[VS_WLOG_WRITE_ID_MAX + 1],
     return VS_OK;
 }
 
+/* RESOURCE_EXHAUSTED while a replica of the active version (of model; "" = the active one) is near its
+ * fresh capacity: a write logged now might wait in the log until a folded version replaces it. */
+static vs_status check_room(vs_writes_t *w, const char *model, char *err)
+{
+    char replica[128];
+    uint32_t fill = vs_coord_fresh_fill(w->coord, model, replica);
+    if (fill < VS_WRITES_REFUSE_FILL_PCT)
+        return VS_OK;
+    return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED,
+                   "replica %s holds writes at %u%% of its fresh capacity (writes are refused from %d%%): "
+                   "fold the log into a new version (vecshard-fold, vecshard-build --log-upto) and activate "
+                   "it, or raise --fresh-capacity",
+                   replica, fill, VS_WRITES_REFUSE_FILL_PCT);
+}
+
 /* A write handed to the log, answered by its acknowledgement. */
 typedef struct inflight {
     vs_writes_t *w;
@@ -297,6 +312,11 @@ static vs_status upsert(vs_writes_t *w, const uint8_t *req, size_t len, vs_write
         return st == VS_ERR_FAILED_PRECONDITION || st == VS_ERR_RESOURCE_EXHAUSTED ? st
                                                                                    : VS_ERR_INVALID_ARGUMENT;
     }
+    if ((st = check_room(w, model, err)) != VS_OK) {
+        atomic_fetch_add(&w->failed, 1);
+        vecshard__v1__upsert_request__free_unpacked(r, NULL);
+        return st;
+    }
     Vecshard__V1__LogWrite m = VECSHARD__V1__LOG_WRITE__INIT;
     m.op = VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT;
     m.ids = r->ids;
@@ -326,6 +346,11 @@ static vs_status delete (vs_writes_t *w, const uint8_t *req, size_t len, vs_writ
         st = write_id(r->write_id, wid, err);
     if (st != VS_OK) {
         atomic_fetch_add(&w->refused, 1);
+        vecshard__v1__delete_request__free_unpacked(r, NULL);
+        return st;
+    }
+    if ((st = check_room(w, "", err)) != VS_OK) { /* a delete takes room too (a tombstone per id) */
+        atomic_fetch_add(&w->failed, 1);
         vecshard__v1__delete_request__free_unpacked(r, NULL);
         return st;
     }

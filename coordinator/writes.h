@@ -34,6 +34,9 @@ typedef void (*vs_writes_done_fn)(void *user, vs_status st, const char *err, uin
  * (done is not called): bad request, not connected to the log, or VS_ERR_RESOURCE_EXHAUSTED when
  * VS_WRITES_MAX_IN_FLIGHT writes wait for the log already. Thread-safe. */
 #define VS_WRITES_MAX_IN_FLIGHT 4096
+/* Writes are refused (RESOURCE_EXHAUSTED) while a replica of the active version reports its fresh state
+ * this full (percent of its capacity, from its member record); the rest takes the writes in flight. */
+#define VS_WRITES_REFUSE_FILL_PCT 95
 vs_status vs_writes_submit(vs_writes_t *w, int is_delete, const uint8_t *req, size_t len,
                            vs_writes_done_fn done, void *user, char err[VS_ERR_LEN]);
 

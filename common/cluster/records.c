@@ -58,7 +58,8 @@ vs_status vs_member_rec_encode(const vs_member_rec_t *r, char **out, char err[VS
         ok = e && add_str(e, "version", v->version) && add_str(e, "state", v->state) &&
              (!v->error[0] || add_str(e, "error", v->error)) &&
              add_num(e, "n_vectors", (double)v->n_vectors) &&
-             (!v->content_id[0] || add_str(e, "content_id", v->content_id));
+             (!v->content_id[0] || add_str(e, "content_id", v->content_id)) &&
+             (!v->fresh_fill_pct || add_num(e, "fresh_fill_pct", v->fresh_fill_pct));
         if (ok && v->dim)
             ok = add_num(e, "dim", v->dim) && add_str(e, "metric", v->metric) &&
                  add_str(e, "model_version", v->model_version) &&
@@ -231,6 +232,9 @@ done:;
             (st = get_uint(e, "partitions", 0, 65536, &u, wv, err)) != VS_OK)
             break;
         v->partitions = (uint32_t)u;
+        if ((st = get_uint(e, "fresh_fill_pct", 0, 100, &u, wv, err)) != VS_OK)
+            break;
+        v->fresh_fill_pct = (uint32_t)u;
         if (!vs_cluster_name_valid(v->version, 64)) {
             st =
                 vs_errf(err, VS_ERR_CORRUPT, "member record: version \"%s\" is not a valid name", v->version);

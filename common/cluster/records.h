@@ -37,6 +37,9 @@ typedef struct vs_member_version {
     char model_version[VS_RECORD_NAME_LEN];
     char partitioning[16];
     uint32_t partitions;
+    /* since 0.5: ids written since the version was built, in percent of the replica's fresh capacity
+     * (rounded down; 0 = none or not reported): the coordinator refuses writes near full */
+    uint32_t fresh_fill_pct;
 } vs_member_version_t;
 
 /* /vecshard/<c>/members/<p>/<replica>: what a replica is and holds. state: "LOADING", "SERVING",

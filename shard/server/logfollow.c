@@ -19,6 +19,7 @@ typedef struct followed {
     vs_wlog_reader_t *reader; /* NULL: to be opened at the version's position */
     int failed;               /* the log had a gap: the version was stopped */
     double hold_until;        /* full fresh state: try again after */
+    int fill_step;            /* fresh fill / VS_LOGFOLLOW_FILL_STEP last reported */
 } followed_t;
 
 struct vs_logfollow {
@@ -30,6 +31,8 @@ struct vs_logfollow {
     followed_t f[MAX_FOLLOWED];
     size_t n;
     vs_log_limit_t lim_conn, lim_apply;
+    void (*on_fill)(void *user);
+    void *user;
 };
 
 typedef struct apply_ctx {
@@ -132,6 +135,17 @@ static void follow_one(vs_logfollow_t *lf, followed_t *f, int64_t wait_ms)
     apply_ctx_t a = {lf, f, VS_OK};
     size_t n = 0;
     vs_status st = vs_wlog_reader_next(f->reader, 256, wait_ms, apply_one, &a, &n, err);
+    if (n > 0 && lf->on_fill) {
+        vs_shard_fresh_info_t fi;
+        char e2[VS_ERR_LEN];
+        if (vs_shard_fresh_info(lf->sh, f->version, &fi, e2) == VS_OK && fi.fresh.capacity) {
+            int step = (int)(fi.fresh.ids * 100 / fi.fresh.capacity / VS_LOGFOLLOW_FILL_STEP);
+            if (step != f->fill_step) {
+                f->fill_step = step;
+                lf->on_fill(lf->user);
+            }
+        }
+    }
     if (st == VS_OK) {
         /* a steady trickle (a fetch that got a few messages): let the next ones gather for a moment, so
          * that one fetch carries many instead of one round trip and two wake-ups per write */
@@ -197,6 +211,8 @@ vs_status vs_logfollow_start(const vs_logfollow_opts_t *o, vs_shard_t *sh, vs_lo
     if (!lf)
         return vs_errf(err, VS_ERR_NOMEM, "write log follower: out of memory");
     lf->sh = sh;
+    lf->on_fill = o->on_fill;
+    lf->user = o->user;
     snprintf(lf->url, sizeof lf->url, "%s", o->url);
     snprintf(lf->cluster, sizeof lf->cluster, "%s", o->cluster);
     atomic_init(&lf->stop, 0);

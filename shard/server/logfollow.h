@@ -16,7 +16,13 @@ typedef struct vs_logfollow vs_logfollow_t;
 typedef struct vs_logfollow_opts {
     const char *url;     /* NATS URL(s) */
     const char *cluster; /* the stream is VS_<cluster> */
+    /* called (on the follower's thread) when a version's fresh fill crosses a VS_LOGFOLLOW_FILL_STEP
+     * percent step, so that the member record reports it (the coordinator refuses writes near full) */
+    void (*on_fill)(void *user);
+    void *user;
 } vs_logfollow_opts_t;
+
+#define VS_LOGFOLLOW_FILL_STEP 5
 
 /* Starts the thread (it connects on its own and keeps trying). sh outlives the follower. */
 vs_status vs_logfollow_start(const vs_logfollow_opts_t *o, vs_shard_t *sh, vs_logfollow_t **out,

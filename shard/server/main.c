@@ -275,6 +275,12 @@ static void publish(app_t *a)
 
 static void set_health(app_t *a);
 
+/* A version's fresh fill crossed a step: the member record says so. */
+static void on_fill(void *user)
+{
+    publish(user);
+}
+
 /* The follower changed what the shard holds or serves. */
 static void on_follow_change(void *user)
 {
@@ -537,7 +543,8 @@ int main(int argc, char **argv)
     }
     vs_logfollow_t *logf = NULL;
     if (a.cfg.nats_url) {
-        vs_logfollow_opts_t lo = {.url = a.cfg.nats_url, .cluster = a.cfg.cluster};
+        vs_logfollow_opts_t lo = {
+            .url = a.cfg.nats_url, .cluster = a.cfg.cluster, .on_fill = on_fill, .user = &a};
         st = vs_logfollow_start(&lo, a.shard, &logf, err);
         if (st != VS_OK) {
             vs_log(VS_LOG_ERROR, "%s", err);

@@ -88,6 +88,7 @@ static vs_status record_json(vs_membership_t *m, char **out, char err[VS_ERR_LEN
         snprintf(v->partitioning, sizeof v->partitioning, "%.15s", vi[i].partitioning);
         v->partitions = vi[i].partitions_total;
         snprintf(v->content_id, sizeof v->content_id, "%.16s", vi[i].content_id);
+        v->fresh_fill_pct = vi[i].fresh_fill_pct;
     }
     snprintf(r->started_at, sizeof r->started_at, "%s", m->started_at);
     r->memory_limit_bytes = m->memory_limit_bytes;

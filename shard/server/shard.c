@@ -704,6 +704,11 @@ size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t ca
                 o->partitions_total = v->partitions_total;
                 vs_index_ids(v->idx, o->content_id, trained, NULL);
             }
+            if (v->fresh) {
+                vs_fresh_stats_t fs;
+                vs_fresh_stats(v->fresh, &fs);
+                o->fresh_fill_pct = fs.capacity ? (uint32_t)(fs.ids * 100 / fs.capacity) : 0;
+            }
         }
         n++;
     }

@@ -131,7 +131,8 @@ typedef struct vs_shard_version_info {
     char model_version[128];
     char partitioning[16];
     uint32_t partitions_total;
-    char content_id[17]; /* of the loaded partition file (vs_index_ids; "" when built in memory) */
+    char content_id[17];     /* of the loaded partition file (vs_index_ids; "" when built in memory) */
+    uint32_t fresh_fill_pct; /* ids written since the version / fresh capacity, percent rounded down */
 } vs_shard_version_info_t;
 
 /* Copies up to cap version records into out; returns how many there are. *active gets the active

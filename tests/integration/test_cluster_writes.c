@@ -21,6 +21,7 @@
 #include "tests/integration/nats_fixture.h"
 #include "tests/support/proc.h"
 #include "tests/support/version_fixture.h"
+#include "tests/support/writes_client.h"
 #include "tests/testlib.h"
 #include "vecshard/v1/coordinator.pb-c.h"
 
@@ -32,95 +33,18 @@ static vs_test_version_t ver;
 static vs_rpc_channel_t *g_ch;
 static char g_url[64];
 
-typedef struct answer {
-    int code;
-    char msg[VS_ERR_LEN];
-    uint64_t seq;
-    int dup;
-} answer_t;
+typedef vs_test_write_answer_t answer_t;
 
-static answer_t call_write(vs_rpc_channel_t *ch, const char *method, const uint8_t *req, size_t len)
-{
-    answer_t a = {.code = -1};
-    uint8_t *out = NULL;
-    size_t out_len = 0;
-    if (vs_rpc_call_unary(ch, method, req, len, 10000, &a.code, a.msg, &out, &out_len) == VS_OK &&
-        a.code == 0) {
-        Vecshard__V1__WriteResponse *r = vecshard__v1__write_response__unpack(NULL, out_len, out);
-        if (r) {
-            a.seq = r->log_seq;
-            a.dup = r->duplicate;
-            vecshard__v1__write_response__free_unpacked(r, NULL);
-        }
-    }
-    free(out);
-    return a;
-}
-
-static answer_t upsert(vs_rpc_channel_t *ch, const int64_t *ids, size_t n, const float *x, size_t n_floats,
-                       uint32_t dim, const char *model, const char *wid)
-{
-    Vecshard__V1__UpsertRequest r = VECSHARD__V1__UPSERT_REQUEST__INIT;
-    r.ids = (int64_t *)ids;
-    r.n_ids = n;
-    r.dim = dim;
-    r.vectors = (float *)x;
-    r.n_vectors = n_floats;
-    r.model_version = (char *)(model ? model : "");
-    r.write_id = (char *)(wid ? wid : "");
-    size_t len = vecshard__v1__upsert_request__get_packed_size(&r);
-    uint8_t *b = malloc(len + 1);
-    vecshard__v1__upsert_request__pack(&r, b);
-    answer_t a = call_write(ch, "/vecshard.v1.Coordinator/Upsert", b, len);
-    free(b);
-    return a;
-}
-
-static answer_t delete_ids(vs_rpc_channel_t *ch, const int64_t *ids, size_t n, const char *wid)
-{
-    Vecshard__V1__DeleteRequest r = VECSHARD__V1__DELETE_REQUEST__INIT;
-    r.ids = (int64_t *)ids;
-    r.n_ids = n;
-    r.write_id = (char *)(wid ? wid : "");
-    size_t len = vecshard__v1__delete_request__get_packed_size(&r);
-    uint8_t *b = malloc(len + 1);
-    vecshard__v1__delete_request__pack(&r, b);
-    answer_t a = call_write(ch, "/vecshard.v1.Coordinator/Delete", b, len);
-    free(b);
-    return a;
-}
+#define call_write vs_test_call_write
+#define upsert vs_test_upsert
+#define delete_ids vs_test_delete
 
 /* The first id the coordinator answers for q (-2 when the call fails). */
 static int64_t first_id(const float *q)
 {
-    Vecshard__V1__SearchRequest r = VECSHARD__V1__SEARCH_REQUEST__INIT;
-    Vecshard__V1__SearchParams p = VECSHARD__V1__SEARCH_PARAMS__INIT;
-    p.nprobe = 16;
-    r.dim = D;
-    r.queries = (float *)q;
-    r.n_queries = D;
-    r.k = 3;
-    r.params = &p;
-    size_t len = vecshard__v1__search_request__get_packed_size(&r);
-    uint8_t *b = malloc(len);
-    vecshard__v1__search_request__pack(&r, b);
-    int code = -1;
-    char msg[VS_ERR_LEN];
-    uint8_t *out = NULL;
-    size_t out_len = 0;
-    int64_t id = -2;
-    if (vs_rpc_call_unary(g_ch, "/vecshard.v1.Coordinator/Search", b, len, 2000, &code, msg, &out,
-                          &out_len) == VS_OK &&
-        code == 0) {
-        Vecshard__V1__SearchResponse *resp = vecshard__v1__search_response__unpack(NULL, out_len, out);
-        if (resp && resp->n_ids)
-            id = resp->ids[0];
-        if (resp)
-            vecshard__v1__search_response__free_unpacked(resp, NULL);
-    }
-    free(out);
-    free(b);
-    return id;
+    int64_t ids[3];
+    int n = vs_test_search_ids(g_ch, q, D, 16, 3, ids);
+    return n < 0 ? -2 : n == 0 ? -1 : ids[0];
 }
 
 static int64_t wait_first(const float *q, int64_t id, int want, int64_t ms)
@@ -137,14 +61,7 @@ static int64_t wait_first(const float *q, int64_t id, int want, int64_t ms)
 
 static uint64_t log_last_seq(void)
 {
-    char err[VS_ERR_LEN];
-    vs_wlog_opts_t o = {.url = g_url, .cluster = "cw", .timeout_ms = 2000};
-    vs_wlog_t *w = NULL;
-    vs_wlog_state_t s = {0};
-    if (vs_wlog_open(&o, 0, &w, err) == VS_OK)
-        vs_wlog_state(w, &s, err);
-    vs_wlog_close(w);
-    return s.last_seq;
+    return vs_test_log_last_seq(g_url, "cw");
 }
 
 static void test_writes_through_the_cluster(void)
