@@ -48,7 +48,8 @@ static int same_key(const vs_batch_key_t *a, const vs_batch_key_t *b)
     return a->dim == b->dim && a->k == b->k && a->nprobe == b->nprobe && a->ef_search == b->ef_search &&
            a->quantizer_ef_search == b->quantizer_ef_search && a->k_factor == b->k_factor &&
            a->lists_per_query == b->lists_per_query && a->partition_ref == b->partition_ref &&
-           a->partition == b->partition && strcmp(a->version, b->version) == 0;
+           a->partition == b->partition && a->min_log_seq == b->min_log_seq &&
+           strcmp(a->version, b->version) == 0;
 }
 
 /* Takes from q (mu held) the items that leave together: the first one not expired and every later one
@@ -111,6 +112,7 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
     s.dim = key->dim;
     s.k = key->k;
     s.index_version = (char *)key->version;
+    s.min_log_seq = key->min_log_seq;
     sp.nprobe = key->nprobe;
     sp.ef_search = key->ef_search;
     sp.k_factor = key->k_factor;

@@ -36,6 +36,7 @@ typedef struct version {
     char model_version[VS_NAME_LEN];
     uint64_t log_from;        /* the first log sequence not folded into the version */
     pthread_mutex_t apply_mu; /* one applier at a time; guards log_next, counts */
+    pthread_cond_t applied;   /* broadcast when log_next moves (read-your-writes waits on it) */
     uint64_t log_next;        /* the next sequence to apply */
     vs_applier_counts_t counts;
 } version_t;
@@ -66,6 +67,7 @@ static void version_unref(version_t *v)
         vs_index_destroy(v->idx);
         free(v->list_partition);
         pthread_mutex_destroy(&v->apply_mu);
+        pthread_cond_destroy(&v->applied);
         free(v);
     }
 }
@@ -163,6 +165,7 @@ static version_t *version_new(const char *name, uint32_t partition)
     snprintf(v->partitioning, sizeof v->partitioning, "hash");
     atomic_init(&v->refs, 1);
     pthread_mutex_init(&v->apply_mu, NULL);
+    pthread_cond_init(&v->applied, NULL);
     v->log_from = v->log_next = 1;
     return v;
 }
@@ -581,6 +584,31 @@ static void log_search(vs_shard_t *sh, const Vecshard__V1__ShardSearchRequest *r
     pthread_mutex_unlock(&sh->log_mu);
 }
 
+/* Read-your-writes: waits (up to VS_SHARD_RYW_WAIT_MS) until v has applied the log through seq. */
+static vs_status wait_applied(version_t *v, uint64_t seq, char *err)
+{
+    if (!v->fresh)
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION,
+                       "min_log_seq %llu: version %s takes no writes on this replica",
+                       (unsigned long long)seq, v->name);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_nsec += (long)VS_SHARD_RYW_WAIT_MS % 1000 * 1000000L;
+    until.tv_sec += VS_SHARD_RYW_WAIT_MS / 1000 + until.tv_nsec / 1000000000L;
+    until.tv_nsec %= 1000000000L;
+    pthread_mutex_lock(&v->apply_mu);
+    while (v->log_next <= seq && pthread_cond_timedwait(&v->applied, &v->apply_mu, &until) == 0) {
+    }
+    uint64_t next = v->log_next;
+    pthread_mutex_unlock(&v->apply_mu);
+    if (next > seq)
+        return VS_OK;
+    return vs_errf(
+        err, VS_ERR_UNAVAILABLE,
+        "version %s has applied the write log through %llu, not yet %llu (min_log_seq) after %d ms", v->name,
+        (unsigned long long)(next - 1), (unsigned long long)seq, VS_SHARD_RYW_WAIT_MS);
+}
+
 vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
                              char err[VS_ERR_LEN])
 {
@@ -592,6 +620,13 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
     version_t *v = NULL;
     vs_status st = acquire(sh, r->index_version, &v, err);
     if (st != VS_OK) {
+        vecshard__v1__shard_search_request__free_unpacked(r, NULL);
+        return st;
+    }
+    if (r->min_log_seq)
+        st = wait_applied(v, r->min_log_seq, err);
+    if (st != VS_OK) {
+        version_unref(v);
         vecshard__v1__shard_search_request__free_unpacked(r, NULL);
         return st;
     }
@@ -704,7 +739,7 @@ size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t ca
                 o->partitions_total = v->partitions_total;
                 vs_index_ids(v->idx, o->content_id, trained, NULL);
             }
-            if (v->fresh) {
+            if (v->state == VS_VERSION_READY && v->fresh) { /* set before READY, without mu */
                 vs_fresh_stats_t fs;
                 vs_fresh_stats(v->fresh, &fs);
                 o->fresh_fill_pct = fs.capacity ? (uint32_t)(fs.ids * 100 / fs.capacity) : 0;
@@ -857,8 +892,10 @@ vs_status vs_shard_apply_log(vs_shard_t *sh, const char *version, uint64_t seq, 
                                     .model_version = v->model_version,
                                     .dim = vs_index_dim(v->idx)};
         st = vs_applier_apply(v->fresh, &scope, msg, len, &v->counts, err);
-        if (st == VS_OK || st == VS_ERR_CORRUPT)
+        if (st == VS_OK || st == VS_ERR_CORRUPT) {
             v->log_next++; /* a malformed message can never apply: counted and passed */
+            pthread_cond_broadcast(&v->applied);
+        }
         if (st == VS_OK)
             atomic_fetch_add(&sh->log_applied, 1);
         else if (st == VS_ERR_CORRUPT)

@@ -139,6 +139,9 @@ typedef struct vs_shard_version_info {
  * version name ("" if none; 128 bytes). */
 size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t cap, char active[128]);
 
+/* Read-your-writes (ShardSearchRequest.min_log_seq): how long a search waits for the write log. */
+#define VS_SHARD_RYW_WAIT_MS 1000
+
 /* ---- fresh writes (opts.fresh_capacity > 0; shard/index/fresh.h, shard/server/applier.h) ---- */
 
 /* The next write-log sequence version expects: the one after its manifest's log_upto, then one more per

@@ -8,6 +8,10 @@
  *   and every acknowledged delete is gone (searched several times, so both replicas of a partition answer);
  *   the two replicas of each partition hold the same fresh state (log position, ids, live records);
  *   unacknowledged writes are on both replicas of their partition or on neither.
+ * - A fold under write load: vecshard-fold takes the log up to its end into the next build's input,
+ *   vecshard-build --log-upto makes v2, `vecshard deploy v2` and `activate v2` while the writes go on:
+ *   afterwards every acknowledged write is found (or gone) exactly once - none lost, none doubled by
+ *   being both in v2's index and applied again from the log.
  * - Capacity: with --fresh-capacity 3000 per replica, writes (10 ids each) go on until the coordinator
  * refuses them with RESOURCE_EXHAUSTED (a replica reported 95 % full) and a reason; no replica stops at a
  * write it has no room for, and every acknowledged write is still found. */
@@ -23,6 +27,7 @@
 #include "common/hash.h"
 #include "common/net/rpc.h"
 #include "common/net/wlog.h"
+#include "common/vecio.h"
 #include "tests/integration/etcd_fixture.h"
 #include "tests/integration/nats_fixture.h"
 #include "tests/support/proc.h"
@@ -36,7 +41,7 @@
 #define R 2
 #define NLIST 16
 #define CAP "3000"
-#define MAX_W 9000
+#define MAX_W 12000
 
 static const char *dir;
 static vs_test_version_t ver;
@@ -51,6 +56,7 @@ typedef struct wrec {
     int64_t id;
     float v[D];
     int is_delete, acked;
+    uint64_t seq; /* its log position when acknowledged */
 } wrec_t;
 static wrec_t w[MAX_W];
 static _Atomic size_t n_w; /* written by the writer thread (one at a time), read by main */
@@ -159,6 +165,7 @@ static vs_test_write_answer_t write_one(uint64_t *rng)
         a = vs_test_upsert(atomic_load(&g_ch), &x->id, 1, x->v, D, D, NULL, NULL);
     }
     x->acked = a.code == 0;
+    x->seq = a.seq;
     atomic_fetch_add(&n_w, 1);
     return a;
 }
@@ -178,7 +185,7 @@ static int id_state(int64_t id)
 /* Checks every acknowledged write through the coordinator, each search `rounds` times. */
 static void check_acked(int rounds, const char *when)
 {
-    size_t lost = 0, undeleted = 0, checked = 0;
+    size_t lost = 0, undeleted = 0, doubled = 0, checked = 0;
     for (size_t i = 0; i < n_w; i++) {
         if (w[i].is_delete)
             continue;
@@ -190,13 +197,18 @@ static void check_acked(int rounds, const char *when)
             int n = vs_test_search_ids(atomic_load(&g_ch), w[i].v, D, NLIST, 3, ids);
             int found = n > 0 && ids[0] == w[i].id;
             lost += st == 0 && !found;
+            if (st == 0 && !found && lost <= 5)
+                fprintf(stderr, "  lost: write %zu id %lld logged at %llu (answered %d: %lld)\n", i,
+                        (long long)w[i].id, (unsigned long long)w[i].seq, n, n > 0 ? (long long)ids[0] : -1);
+            doubled += n > 1 && ids[0] == w[i].id && (ids[1] == w[i].id || (n > 2 && ids[2] == w[i].id));
             undeleted += st == 1 && n > 0 && (ids[0] == w[i].id || (n > 1 && ids[1] == w[i].id));
             checked++;
         }
     }
-    CHECKF(lost == 0 && undeleted == 0 && checked > 0,
-           "%s: %zu searches for acknowledged writes: %zu upserts not found, %zu deletes still found", when,
-           checked, lost, undeleted);
+    CHECKF(lost == 0 && undeleted == 0 && doubled == 0 && checked > 0,
+           "%s: %zu searches for acknowledged writes: %zu upserts not found, %zu deletes still found, %zu "
+           "answered twice",
+           when, checked, lost, undeleted, doubled);
 }
 
 static void kill_restart_replica(void)
@@ -211,8 +223,8 @@ static atomic_int w_stop;
 static void *writer_main(void *arg)
 {
     (void)arg;
-    uint64_t rng = 77;
-    while (atomic_load(&n_w) < 1500 && !atomic_load(&w_stop)) {
+    uint64_t rng = 77 + atomic_load(&n_w); /* every run of the writer its own vectors */
+    while (atomic_load(&n_w) < 5000 && !atomic_load(&w_stop)) {
         vs_test_write_answer_t a = write_one(&rng);
         (void)a;
         vs_test_sleep_ms(10);
@@ -306,10 +318,61 @@ static vs_test_write_answer_t write_ten(uint64_t *rng)
     return a;
 }
 
+static void test_fold_and_roll_out_under_writes(void)
+{
+    char err[VS_ERR_LEN], bpath[PATH_MAX], fb[PATH_MAX], fi[PATH_MAX], lg[PATH_MAX], out[4096];
+    char cmd[6 * PATH_MAX + 512];
+    snprintf(bpath, sizeof bpath, "%s/base-v1.fvecs", dir);
+    snprintf(fb, sizeof fb, "%s/folded.fvecs", dir);
+    snprintf(fi, sizeof fi, "%s/folded.i64", dir);
+    snprintf(lg, sizeof lg, "%s/fold.log", dir);
+    CHECK(vs_vecio_write_fvecs(bpath, N, D, ver.base, err) == VS_OK);
+    atomic_store(&w_stop, 0);
+    pthread_t wt;
+    CHECK(pthread_create(&wt, NULL, writer_main, NULL) == 0);
+    wait_writes(atomic_load(&n_w) + 50);
+    const char *bin = getenv("VS_BIN_DIR") ? getenv("VS_BIN_DIR") : "build/bin";
+    snprintf(
+        cmd, sizeof cmd,
+        "%s/vecshard-fold --base %s --nats-url %s --cluster cd --model-version test-model-1 --out-base %s "
+        "--out-ids %s",
+        bin, bpath, g_url, fb, fi);
+    CHECK(vs_test_run_tool(cmd, lg) == 0);
+    unsigned long long upto = 0;
+    FILE *f = fopen(lg, "r");
+    char line[4096];
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, "\"log_upto\":"))
+            sscanf(strstr(line, "\"log_upto\":") + 11, "%llu", &upto);
+    if (f)
+        fclose(f);
+    CHECKF(upto > 0, "vecshard-fold reported no log_upto");
+    snprintf(cmd, sizeof cmd,
+             "%s/vecshard-build --base %s --ids %s --factory IVF16,Flat --partitions 2 --version v2 "
+             "--model-version test-model-1 --log-upto %llu --out %s --quiet",
+             bin, fb, fi, upto, dir);
+    CHECK(vs_test_run_tool(cmd, lg) == 0);
+    char args[PATH_MAX + 16];
+    snprintf(args, sizeof args, "deploy %s/v2/manifest.json", dir);
+    CHECKF(cli(args, out, sizeof out) == 0, "deploy v2: %s", out);
+    int64_t until = vs_test_now_ms() + 30000;
+    int rc;
+    while ((rc = cli("activate v2", out, sizeof out)) != 0 && vs_test_now_ms() < until)
+        vs_test_sleep_ms(100);
+    CHECKF(rc == 0, "activate v2: %s", out);
+    wait_writes(atomic_load(&n_w) + 50); /* writes after the switch too */
+    atomic_store(&w_stop, 1);
+    pthread_join(wt, NULL);
+    printf("  folded up to log message %llu; v2 active under writes; %zu writes in all\n", upto,
+           (size_t)atomic_load(&n_w));
+    CHECK(wait_caught_up(30000));
+    check_acked(2, "after the fold and the switch to v2");
+}
+
 static void test_capacity_refuses_before_full(void)
 {
     /* one writer (this thread) now */
-    uint64_t rng = 78;
+    uint64_t rng = 78 + atomic_load(&n_w);
     vs_test_write_answer_t a = {0};
     size_t first = n_w;
     while (n_w + 10 <= MAX_W) {
@@ -367,6 +430,7 @@ int main(void)
             vs_test_sleep_ms(100);
         CHECKF(a.code == 0, "first write: %d %s", a.code, a.msg);
         RUN(test_kill_everything_under_writes);
+        RUN(test_fold_and_roll_out_under_writes);
         RUN(test_capacity_refuses_before_full);
     }
     vs_test_proc_stop(&coord, SIGTERM, 10);

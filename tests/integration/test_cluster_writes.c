@@ -6,6 +6,9 @@
  * - Bad writes are refused whole with their status and nothing is logged: empty, negative or repeated
  *   ids, the wrong dimension, NaN, too many floats, an embedding model no held version has
  *   (FAILED_PRECONDITION), a malformed message.
+ * - Read-your-writes: a search carrying the upsert's log position (min_log_seq) finds it at the first
+ *   try, every time (20 upserts, each searched at once); one carrying a position the log never reaches
+ *   waits about 1 s and answers without the partitions that could not see it, saying why.
  * - A coordinator without --nats-url answers writes UNIMPLEMENTED. */
 #include <math.h>
 #include <signal.h>
@@ -15,6 +18,7 @@
 
 #include <nats/nats.h>
 
+#include "common/cli/timing.h"
 #include "common/hash.h"
 #include "common/net/rpc.h"
 #include "common/net/wlog.h"
@@ -90,6 +94,36 @@ static void test_writes_through_the_cluster(void)
     fprintf(stderr,
             "test_cluster_writes: upsert acknowledged in %lld ms, searchable %lld ms later; delete %lld ms\n",
             (long long)t_ack, (long long)t_up, (long long)t_del);
+}
+
+static void test_read_your_writes(void)
+{
+    int misses = 0;
+    for (int i = 0; i < 20; i++) {
+        int64_t id = 890000 + i;
+        float v[D];
+        for (int j = 0; j < D; j++)
+            v[j] = ver.queries[(size_t)i * D + j]; /* near the data, where the codes are good */
+        answer_t a = upsert(g_ch, &id, 1, v, D, D, "", NULL);
+        CHECKF(a.code == 0, "upsert %d: %d %s", i, a.code, a.msg);
+        int64_t ids[3];
+        int code, partial;
+        char msg[VS_ERR_LEN];
+        int n = vs_test_search_at(g_ch, v, D, 16, 3, a.seq, ids, &code, msg, &partial);
+        if (!(n > 0 && ids[0] == id && !partial) && misses++ < 3)
+            fprintf(stderr, "  write %d (id %lld at %llu): %d answers, first %lld, partial %d, code %d: %s\n",
+                    i, (long long)id, (unsigned long long)a.seq, n, n > 0 ? (long long)ids[0] : -1, partial,
+                    code, msg);
+    }
+    CHECKF(misses == 0, "%d of 20 searches with min_log_seq missed their own write", misses);
+    int64_t ids[3];
+    int code, partial;
+    char msg[VS_ERR_LEN];
+    double t0 = vs_now_s();
+    int n = vs_test_search_at(g_ch, ver.queries, D, 16, 3, log_last_seq() + 1000, ids, &code, msg, &partial);
+    double took = vs_now_s() - t0;
+    CHECKF((code == 14 || (n >= 0 && partial)) && strstr(msg, "min_log_seq") && took > 0.9 && took < 4.5,
+           "a position never reached: code %d, partial %d, %.2f s: %s", code, partial, took, msg);
 }
 
 static void test_bad_writes_log_nothing(void)
@@ -195,6 +229,7 @@ int main(void)
             CHECKF(pos == 2 && ids == (p == 1 ? 1 : 0), "shard %d: log position %g, fresh ids %g", p, pos,
                    ids);
         }
+        RUN(test_read_your_writes); /* after the counts above: it writes more */
         /* a coordinator without the log */
         const char *pargv[] = {"--listen", "127.0.0.1:0", "--metrics-listen",
                                "none",     "--manifest",  ver.manifest,

@@ -230,20 +230,6 @@ static void test_gap_stops_the_version(void)
     vs_wlog_close(w);
 }
 
-/* Runs a command line (the fold and build tools), its output into log; 0 when it succeeded. */
-static int run_tool(const char *cmd, const char *log)
-{
-    char full[8192];
-    snprintf(full, sizeof full, "%s >%s 2>&1", cmd, log);
-    int rc = system(full);
-    if (rc != 0) {
-        fprintf(stderr, "test_shard_writes: failed (%d): %s\n", rc, cmd);
-        snprintf(full, sizeof full, "tail -n 20 %s >&2", log);
-        (void)system(full);
-    }
-    return rc;
-}
-
 /* The log folded into the next build: vecshard-fold, vecshard-build --log-upto S, then a shard serving the
  * new version has the folded writes in its index and applies only what came after S (nothing twice). */
 static void test_fold_into_the_next_version(void)
@@ -277,14 +263,14 @@ static void test_fold_into_the_next_version(void)
         "%s/vecshard-fold --base %s --nats-url %s --cluster w3 --model-version test-model-1 --out-base %s "
         "--out-ids %s",
         bin, bpath, g_url, fb, fi);
-    CHECK(run_tool(cmd, lg) == 0);
+    CHECK(vs_test_run_tool(cmd, lg) == 0);
     snprintf(cmd, sizeof cmd, "grep -q '\"log_upto\":2,' %s && grep -q '\"rows\":%d}' %s", lg, N, lg);
     CHECKF(system(cmd) == 0, "vecshard-fold did not report log_upto 2 and %d rows", N);
     snprintf(cmd, sizeof cmd,
              "%s/vecshard-build --base %s --ids %s --factory IVF16,PQ8x4fs,RFlat --partitions 2 --version v2 "
              "--model-version test-model-1 --log-upto 2 --out %s --quiet",
              bin, fb, fi, g_dir);
-    CHECK(run_tool(cmd, lg) == 0);
+    CHECK(vs_test_run_tool(cmd, lg) == 0);
     CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, c, qc, "f3") == 3); /* after the fold */
     vs_test_proc_t sh;
     char manifest[PATH_MAX];

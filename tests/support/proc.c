@@ -134,3 +134,16 @@ int vs_test_proc_cli(const char *log, const char *endpoint, const char *cluster,
     }
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
+
+int vs_test_run_tool(const char *cmd, const char *log)
+{
+    char full[8192];
+    snprintf(full, sizeof full, "%s >%s 2>&1", cmd, log);
+    int rc = system(full);
+    if (rc != 0) {
+        fprintf(stderr, "failed (%d): %s\n", rc, cmd);
+        snprintf(full, sizeof full, "tail -n 20 %s >&2", log);
+        (void)!system(full);
+    }
+    return rc;
+}

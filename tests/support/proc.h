@@ -33,6 +33,10 @@ double vs_test_proc_metric(const vs_test_proc_t *p, const char *name, const char
 /* Prints the last n lines of the process's log to stderr. */
 void vs_test_proc_tail(const vs_test_proc_t *p, int n);
 
+/* Runs a shell command line (an offline tool) with its output into the file log: 0 when it succeeded, else
+ * its status, with the command and the log's last 20 lines on stderr. */
+int vs_test_run_tool(const char *cmd, const char *log);
+
 /* Runs `$VS_BIN_DIR/vecshard <args> --etcd <endpoint> --cluster <cluster>` (the admin CLI against a test
  * cluster), stdout and stderr into the file log; returns the exit status (-1 if it did not exit) and, when
  * out is non-NULL, the output (cap bytes at most). */

@@ -1,6 +1,7 @@
 /* writes_client.c: see writes_client.h. */
 #include "tests/support/writes_client.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +75,14 @@ vs_test_write_answer_t vs_test_delete(vs_rpc_channel_t *ch, const int64_t *ids, 
 int vs_test_search_ids(vs_rpc_channel_t *ch, const float *q, uint32_t dim, uint32_t nprobe, uint32_t k,
                        int64_t *out)
 {
+    int code, partial;
+    char msg[VS_ERR_LEN];
+    return vs_test_search_at(ch, q, dim, nprobe, k, 0, out, &code, msg, &partial);
+}
+
+int vs_test_search_at(vs_rpc_channel_t *ch, const float *q, uint32_t dim, uint32_t nprobe, uint32_t k,
+                      uint64_t min_log_seq, int64_t *out, int *code, char *msg, int *partial)
+{
     Vecshard__V1__SearchRequest r = VECSHARD__V1__SEARCH_REQUEST__INIT;
     Vecshard__V1__SearchParams p = VECSHARD__V1__SEARCH_PARAMS__INIT;
     p.nprobe = nprobe;
@@ -82,21 +91,27 @@ int vs_test_search_ids(vs_rpc_channel_t *ch, const float *q, uint32_t dim, uint3
     r.n_queries = dim;
     r.k = k;
     r.params = &p;
+    r.min_log_seq = min_log_seq;
     size_t len = vecshard__v1__search_request__get_packed_size(&r);
     uint8_t *b = malloc(len);
     vecshard__v1__search_request__pack(&r, b);
-    int code = -1, n = -1;
-    char msg[VS_ERR_LEN];
+    int n = -1;
+    *code = -1;
+    *partial = 0;
+    msg[0] = 0;
     uint8_t *body = NULL;
     size_t blen = 0;
-    if (vs_rpc_call_unary(ch, "/vecshard.v1.Coordinator/Search", b, len, 2000, &code, msg, &body, &blen) ==
+    if (vs_rpc_call_unary(ch, "/vecshard.v1.Coordinator/Search", b, len, 5000, code, msg, &body, &blen) ==
             VS_OK &&
-        code == 0) {
+        *code == 0) {
         Vecshard__V1__SearchResponse *resp = vecshard__v1__search_response__unpack(NULL, blen, body);
         if (resp) {
             n = 0;
             for (size_t i = 0; i < resp->n_ids && i < k; i++)
                 out[n++] = resp->ids[i];
+            *partial = resp->coverage && resp->coverage->partial;
+            if (resp->coverage && resp->coverage->n_reasons)
+                snprintf(msg, VS_ERR_LEN, "%s", resp->coverage->reasons[0]);
             vecshard__v1__search_response__free_unpacked(resp, NULL);
         }
     }

@@ -30,5 +30,9 @@ uint64_t vs_test_log_last_seq(const char *url, const char *cluster);
  * their count, or -1 when the call failed. */
 int vs_test_search_ids(vs_rpc_channel_t *ch, const float *q, uint32_t dim, uint32_t nprobe, uint32_t k,
                        int64_t *out);
+/* The same with min_log_seq (read-your-writes); *code and msg (VS_ERR_LEN) say how the call ended, and
+ * *partial whether some partition did not answer. */
+int vs_test_search_at(vs_rpc_channel_t *ch, const float *q, uint32_t dim, uint32_t nprobe, uint32_t k,
+                      uint64_t min_log_seq, int64_t *out, int *code, char *msg, int *partial);
 
 #endif
