@@ -37,6 +37,7 @@ typedef struct config {
     double hedge_delay_ms, min_coverage, partition_k_probability, slow_request_ms;
     int coarse_at_shard;
     long shard_window, batch_max_queries;
+    long log_replicas; /* --log-replicas: the write log stream's replicas when the coordinator creates it */
 } config_t;
 
 static void usage(FILE *f)
@@ -57,6 +58,8 @@ static void usage(FILE *f)
         "  --nats-url URL        the cluster's write log (NATS JetStream, stream VS_<cluster>): serve "
         "Upsert\n"
         "                        and Delete (default: off, they answer UNIMPLEMENTED)\n"
+        "  --log-replicas N      replicas of the write log's stream when this coordinator creates it: 1, 3\n"
+        "                        or 5 (default 1; production runs 3 NATS servers and 3; docs/operations.md)\n"
         "  --hedge-delay-ms MS   send a hedged copy after MS (default 0 = each replica's observed p95)\n"
         "  --min-coverage F      fraction of partitions that must answer when a request gives 0 (default 0)\n"
         "  --coarse-at WHERE     hash-partitioned IVF versions: 'coordinator' (default) ranks each query's\n"
@@ -125,6 +128,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"log-format", required_argument, 0, 'L'},
                                          {"max-connection-age-ms", required_argument, 0, 'A'},
                                          {"nats-url", required_argument, 0, 'N'},
+                                         {"log-replicas", required_argument, 0, 'Y'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50050",
@@ -212,6 +216,11 @@ static int parse_args(int argc, char **argv, config_t *c)
             if (parse_num("--grace-ms", optarg, 0, 3600000, &v))
                 return 2;
             c->grace_ms = (long)v;
+            break;
+        case 'Y':
+            if (parse_num("--log-replicas", optarg, 1, 5, &v))
+                return 2;
+            c->log_replicas = (long)v;
             break;
         case 'A':
             if (parse_num("--max-connection-age-ms", optarg, 0, 86400000, &v))
@@ -584,8 +593,8 @@ int main(int argc, char **argv)
     }
     update_health(&a);
 
-    if (a.cfg.nats_url &&
-        (st = vs_writes_create(a.cfg.nats_url, a.cfg.cluster, a.coord, &a.writes, err)) != VS_OK) {
+    if (a.cfg.nats_url && (st = vs_writes_create(a.cfg.nats_url, a.cfg.cluster, (int)a.cfg.log_replicas,
+                                                 a.coord, &a.writes, err)) != VS_OK) {
         fprintf(stderr, "vecshard-coordinator: %s\n", err);
         return 1;
     }

@@ -28,6 +28,7 @@ struct vs_writes {
     pthread_t thread;
     atomic_ullong ok, refused, failed;
     atomic_long in_flight; /* handed to the log, not yet answered */
+    int replicas;          /* of the stream, when this coordinator creates it */
 };
 
 static void *connect_main(void *arg);
@@ -36,14 +37,15 @@ static vs_status upsert(vs_writes_t *w, const uint8_t *req, size_t len, vs_write
 static vs_status delete (vs_writes_t *w, const uint8_t *req, size_t len, vs_writes_done_fn done, void *user,
                          char *err);
 
-vs_status vs_writes_create(const char *nats_url, const char *cluster, vs_coord_t *coord, vs_writes_t **out,
-                           char err[VS_ERR_LEN])
+vs_status vs_writes_create(const char *nats_url, const char *cluster, int replicas, vs_coord_t *coord,
+                           vs_writes_t **out, char err[VS_ERR_LEN])
 {
     *out = NULL;
     vs_writes_t *w = calloc(1, sizeof *w);
     if (!w)
         return vs_errf(err, VS_ERR_NOMEM, "writes: out of memory");
     w->coord = coord;
+    w->replicas = replicas;
     snprintf(w->url, sizeof w->url, "%s", nats_url);
     snprintf(w->cluster, sizeof w->cluster, "%s", cluster);
     pthread_mutex_init(&w->mu, NULL);
@@ -71,7 +73,8 @@ static void *connect_main(void *arg)
         if (stop)
             break;
         char err[VS_ERR_LEN] = "";
-        vs_wlog_opts_t o = {.url = w->url, .cluster = w->cluster, .timeout_ms = 5000};
+        vs_wlog_opts_t o = {
+            .url = w->url, .cluster = w->cluster, .timeout_ms = 5000, .replicas = w->replicas};
         vs_wlog_t *log = NULL;
         if (vs_wlog_open(&o, 1, &log, err) == VS_OK) {
             pthread_mutex_lock(&w->mu);

@@ -15,10 +15,11 @@
 
 typedef struct vs_writes vs_writes_t;
 
-/* Starts a thread that connects to the log (and creates its stream when missing), again every second
- * until it works; writes are refused UNAVAILABLE until then. coord outlives the writes. */
-vs_status vs_writes_create(const char *nats_url, const char *cluster, vs_coord_t *coord, vs_writes_t **out,
-                           char err[VS_ERR_LEN]);
+/* Starts a thread that connects to the log (and creates its stream, with `replicas` copies (0 = 1), when
+ * missing), again every second until it works; writes are refused UNAVAILABLE until then. coord outlives
+ * the writes. */
+vs_status vs_writes_create(const char *nats_url, const char *cluster, int replicas, vs_coord_t *coord,
+                           vs_writes_t **out, char err[VS_ERR_LEN]);
 /* Shutdown: new writes are refused (UNAVAILABLE) and those handed to the log are answered (waiting up to
  * 5 s for its acknowledgements). Call before the gRPC server stops (the answers need their calls). */
 void vs_writes_stop(vs_writes_t *w);

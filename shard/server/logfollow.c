@@ -178,7 +178,8 @@ static void *follower_main(void *arg)
     while (!atomic_load(&lf->stop)) {
         if (!lf->log) {
             vs_wlog_opts_t o = {.url = lf->url, .cluster = lf->cluster, .timeout_ms = 2000};
-            if (vs_wlog_open(&o, 1, &lf->log, err) != VS_OK) {
+            /* the coordinator creates the stream (with its replicas): a shard never makes an R1 one */
+            if (vs_wlog_open(&o, 0, &lf->log, err) != VS_OK) {
                 vs_log_limited(&lf->lim_conn, VS_LOG_WARN, "write log: %s (retrying)", err);
                 struct timespec ts = {0, 500 * 1000000L};
                 nanosleep(&ts, NULL);

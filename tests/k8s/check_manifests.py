@@ -352,6 +352,27 @@ def main(files):
             if members != want:
                 err(w, f"ETCD_INITIAL_CLUSTER lists {members}, but the StatefulSet runs {want}")
 
+    # NATS: the routes in its config name exactly the StatefulSet's servers (none for one server), and the
+    # write log's stream replicas (VS_LOG_REPLICAS) are no more than the servers.
+    cms = {o["metadata"]["name"]: o for o in by_kind.get("ConfigMap", [])}
+    for w in by_kind.get("StatefulSet", []):
+        if pod_labels(w).get("app.kubernetes.io/component") != "nats":
+            continue
+        n_servers = w["spec"].get("replicas", 1)
+        conf = ""
+        for v in pod_spec(w).get("volumes", []) or []:
+            cm = (v.get("configMap") or {}).get("name")
+            if cm in cms:
+                conf += "".join((cms[cm].get("data") or {}).values())
+        routes = sorted(set(re.findall(r"nats://([a-z0-9-]+)\.[a-z0-9.-]+:6222", conf)))
+        want = sorted(f"{w['metadata']['name']}-{i}" for i in range(n_servers)) if n_servers > 1 else []
+        if routes != want:
+            err(w, f"NATS routes name {routes}, but the StatefulSet runs {n_servers} server(s)")
+        for cm in cms.values():
+            r = (cm.get("data") or {}).get("VS_LOG_REPLICAS")
+            if r is not None and int(r) > n_servers:
+                err(cm, f"VS_LOG_REPLICAS={r} but NATS runs {n_servers} server(s): the stream cannot be created")
+
     # Shards: partitions 0..P-1 once each; the build Job makes P partitions; one cluster, one etcd.
     shard_sets = [w for w in by_kind.get("StatefulSet", []) if PARTITION_LABEL in pod_labels(w)]
     if shard_sets:
