@@ -52,6 +52,7 @@ struct vs_wlog_reader {
     natsSubscription *sub; /* NULL: to be made at the next call */
     uint64_t next;         /* sequence of the next message to apply */
     double last_check;     /* when a timed-out reader last compared its place with the stream's */
+    uint64_t pending;      /* the stream's messages after the last applied (JetStream's NumPending) */
 };
 
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure);
@@ -478,6 +479,11 @@ void vs_wlog_reader_close(vs_wlog_reader_t *r)
     free(r);
 }
 
+uint64_t vs_wlog_reader_pending(const vs_wlog_reader_t *r)
+{
+    return r->pending;
+}
+
 uint64_t vs_wlog_reader_position(const vs_wlog_reader_t *r)
 {
     return r->next;
@@ -510,6 +516,7 @@ vs_status vs_wlog_reader_next(vs_wlog_reader_t *r, size_t max, int64_t wait_ms, 
     natsStatus s =
         natsSubscription_Fetch(&list, r->sub, max > 1024 ? 1024 : (int)max, wait_ms > 0 ? wait_ms : 1, &jerr);
     if (s == NATS_TIMEOUT) {
+        r->pending = 0; /* nothing came: caught up (or the consumer vanished, checked below) */
         /* caught up, or the consumer vanished (server restart): once a second, compare with the stream */
         double now = vs_now_s();
         if (now - r->last_check >= 1.0) {
@@ -532,7 +539,7 @@ vs_status vs_wlog_reader_next(vs_wlog_reader_t *r, size_t max, int64_t wait_ms, 
             drop_sub(r); /* the next call starts a new consumer from the same place */
             break;
         }
-        uint64_t seq = meta->Sequence.Stream;
+        uint64_t seq = meta->Sequence.Stream, pending = meta->NumPending;
         jsMsgMetaData_Destroy(meta);
         if (seq < r->next)
             continue; /* delivered again by a new consumer */
@@ -549,6 +556,7 @@ vs_status vs_wlog_reader_next(vs_wlog_reader_t *r, size_t max, int64_t wait_ms, 
                    (size_t)natsMsg_GetDataLength(list.Msgs[i]), err);
         if (st == VS_OK) {
             r->next++;
+            r->pending = pending;
             (*n)++;
         } else {
             drop_sub(r); /* the refused message is delivered again from a new consumer */

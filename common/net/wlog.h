@@ -108,4 +108,8 @@ vs_status vs_wlog_reader_next(vs_wlog_reader_t *r, size_t max, int64_t wait_ms, 
 /* The sequence of the next message to apply. */
 uint64_t vs_wlog_reader_position(const vs_wlog_reader_t *r);
 
+/* Messages the stream held after the last one applied, as JetStream said with it (0 once a fetch found
+ * nothing more): the reader's lag. */
+uint64_t vs_wlog_reader_pending(const vs_wlog_reader_t *r);
+
 #endif

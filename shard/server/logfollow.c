@@ -135,6 +135,8 @@ static void follow_one(vs_logfollow_t *lf, followed_t *f, int64_t wait_ms)
     apply_ctx_t a = {lf, f, VS_OK};
     size_t n = 0;
     vs_status st = vs_wlog_reader_next(f->reader, 256, wait_ms, apply_one, &a, &n, err);
+    if (f->reader) /* (a failed fetch keeps the reader; a gap drops it below) */
+        vs_shard_set_log_pending(lf->sh, f->version, vs_wlog_reader_pending(f->reader));
     if (n > 0 && lf->on_fill) {
         vs_shard_fresh_info_t fi;
         char e2[VS_ERR_LEN];

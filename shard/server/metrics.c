@@ -127,6 +127,10 @@ static double fresh_value(void *u, int which)
         return (double)fi.fresh.live;
     case 3:
         return (double)fi.fresh.memory_bytes;
+    case 5:
+        return (double)fi.fresh.deleted;
+    case 6:
+        return (double)fi.log_pending;
     default:
         return fi.log_next ? (double)(fi.log_next - 1) : 0;
     }
@@ -150,6 +154,14 @@ static double g_fresh_bytes(void *u)
 static double g_log_position(void *u)
 {
     return fresh_value(u, 4);
+}
+static double g_fresh_deleted(void *u)
+{
+    return fresh_value(u, 5);
+}
+static double g_log_lag(void *u)
+{
+    return fresh_value(u, 6);
 }
 static double c_log_applied(void *u)
 {
@@ -225,6 +237,13 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, const ch
          0},
         {"vecshard_shard_log_position", "Last write-log sequence applied to the active version.",
          g_log_position, 0},
+        {"vecshard_shard_fresh_deleted",
+         "Ids the write log deleted since the active version was built "
+         "(tombstones).",
+         g_fresh_deleted, 0},
+        {"vecshard_shard_log_lag_messages",
+         "Write-log messages after the active version's position, as the stream said at the last fetch.",
+         g_log_lag, 0},
         {"vecshard_shard_log_messages_applied_total", "Write-log messages applied, all versions.",
          c_log_applied, 1},
         {"vecshard_shard_log_messages_rejected_total",

@@ -38,6 +38,7 @@ typedef struct version {
     pthread_mutex_t apply_mu; /* one applier at a time; guards log_next, counts */
     pthread_cond_t applied;   /* broadcast when log_next moves (read-your-writes waits on it) */
     uint64_t log_next;        /* the next sequence to apply */
+    uint64_t log_pending;     /* the stream's messages after log_next - 1 (the follower's last word) */
     vs_applier_counts_t counts;
 } version_t;
 
@@ -906,6 +907,17 @@ vs_status vs_shard_apply_log(vs_shard_t *sh, const char *version, uint64_t seq, 
     return st;
 }
 
+void vs_shard_set_log_pending(vs_shard_t *sh, const char *version, uint64_t pending)
+{
+    version_t *v = hold_version(sh, version, NULL);
+    if (!v)
+        return;
+    pthread_mutex_lock(&v->apply_mu);
+    v->log_pending = pending;
+    pthread_mutex_unlock(&v->apply_mu);
+    version_unref(v);
+}
+
 void vs_shard_log_failed(vs_shard_t *sh, const char *version, const char *reason)
 {
     pthread_mutex_lock(&sh->mu);
@@ -935,6 +947,7 @@ vs_status vs_shard_fresh_info(vs_shard_t *sh, const char *version, vs_shard_fres
     } else {
         pthread_mutex_lock(&v->apply_mu);
         out->log_next = v->log_next;
+        out->log_pending = v->log_pending;
         out->counts = v->counts;
         pthread_mutex_unlock(&v->apply_mu);
         vs_fresh_stats(v->fresh, &out->fresh);

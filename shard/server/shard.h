@@ -160,8 +160,12 @@ vs_status vs_shard_apply_log(vs_shard_t *sh, const char *version, uint64_t seq, 
  * the reason, so coordinators route around it instead of serving a partition with writes missing. */
 void vs_shard_log_failed(vs_shard_t *sh, const char *version, const char *reason);
 
+/* The follower's latest word on how many log messages wait after the version's position (its lag). */
+void vs_shard_set_log_pending(vs_shard_t *sh, const char *version, uint64_t pending);
+
 typedef struct vs_shard_fresh_info {
     uint64_t log_next;
+    uint64_t log_pending; /* messages after it in the stream, as the follower last heard */
     vs_fresh_stats_t fresh;
     vs_applier_counts_t counts;
 } vs_shard_fresh_info_t;

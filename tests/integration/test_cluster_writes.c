@@ -9,6 +9,8 @@
  * - Read-your-writes: a search carrying the upsert's log position (min_log_seq) finds it at the first
  *   try, every time (20 upserts, each searched at once); one carrying a position the log never reaches
  *   waits about 1 s and answers without the partitions that could not see it, saying why.
+ * - Metrics: the coordinator's write counts; per shard the log position, fresh ids, tombstones and a lag
+ *   of 0 once caught up.
  * - A coordinator without --nats-url answers writes UNIMPLEMENTED. */
 #include <math.h>
 #include <signal.h>
@@ -228,6 +230,10 @@ int main(void)
             } while (pos < 2 && vs_test_now_ms() < seen_by && (vs_test_sleep_ms(20), 1));
             CHECKF(pos == 2 && ids == (p == 1 ? 1 : 0), "shard %d: log position %g, fresh ids %g", p, pos,
                    ids);
+            double dels = vs_test_proc_metric(&shards[p], "vecshard_shard_fresh_deleted", scratch);
+            double lag = vs_test_proc_metric(&shards[p], "vecshard_shard_log_lag_messages", scratch);
+            CHECKF(dels == (p == 1 ? 1 : 0) && lag == 0, "shard %d: %g tombstones, lag %g messages", p, dels,
+                   lag);
         }
         RUN(test_read_your_writes); /* after the counts above: it writes more */
         /* a coordinator without the log */
