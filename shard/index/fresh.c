@@ -67,10 +67,8 @@ void vs_fresh_destroy(vs_fresh_t *f)
             vs_fresh_chunk_t *ch = atomic_load_explicit(&L->chunks[c], memory_order_relaxed);
             if (!ch)
                 break;
-            free(ch->ids);
-            free(ch->codes);
+            free((void *)ch->dead); /* the block of flags, ids and codes */
             free(ch->refine);
-            free((void *)ch->dead);
             free(ch);
         }
         free(L);
@@ -164,20 +162,19 @@ static vs_status reserve(vs_fresh_t *f, uint32_t l, size_t more, char *err)
             continue;
         size_t cap = vs_fresh_chunk_cap(c);
         vs_fresh_chunk_t *ch = calloc(1, sizeof *ch);
-        if (ch) {
-            ch->ids = malloc(cap * sizeof *ch->ids);
-            ch->codes = malloc(cap * f->code_bytes);
+        /* what every scanned record touches in one block, in scan order (dead flags, ids, codes), so a
+         * list's few fresh records are a few sequential cache lines; refine copies (read only for the
+         * candidates) apart. cap is a multiple of 16: the ids stay aligned. */
+        uint8_t *block = ch ? calloc(1, cap * (1 + sizeof(int64_t) + f->code_bytes)) : NULL;
+        if (ch && block) {
+            ch->dead = (_Atomic uint8_t *)block;
+            ch->ids = (int64_t *)(block + cap);
+            ch->codes = block + cap * (1 + sizeof(int64_t));
             ch->refine = f->refine_bytes ? malloc(cap * f->refine_bytes) : NULL;
-            ch->dead = calloc(cap, sizeof *ch->dead);
         }
-        if (!ch || !ch->ids || !ch->codes || !ch->dead || (f->refine_bytes && !ch->refine)) {
-            if (ch) {
-                free(ch->ids);
-                free(ch->codes);
-                free(ch->refine);
-                free((void *)ch->dead);
-                free(ch);
-            }
+        if (!ch || !block || (f->refine_bytes && !ch->refine)) {
+            free(block);
+            free(ch);
             return vs_errf(err, VS_ERR_NOMEM, "no memory for %zu fresh records", cap);
         }
         atomic_fetch_add_explicit(&f->bytes, cap * (sizeof(int64_t) + 1 + f->code_bytes + f->refine_bytes),

@@ -30,10 +30,10 @@
 #define VS_FRESH_SLACK 16u
 
 typedef struct vs_fresh_chunk {
-    int64_t *ids;
+    _Atomic uint8_t *dead; /* 1 once superseded or deleted: the scan skips it without a map lookup */
+    int64_t *ids;          /* (dead, ids and codes are one allocation, in that order) */
     uint8_t *codes;
     uint8_t *refine;
-    _Atomic uint8_t *dead; /* 1 once superseded or deleted: the scan skips it without a map lookup */
 } vs_fresh_chunk_t;
 
 typedef struct vs_fresh_list {
@@ -82,16 +82,6 @@ static inline void vs_fresh_record(const vs_fresh_t *f, const vs_fresh_list_t *L
     *id = ch->ids[off];
     *code = ch->codes + off * f->code_bytes;
     *refine = f->refine_bytes ? ch->refine + off * f->refine_bytes : NULL;
-}
-
-/* 1 when record pos of the list was superseded or deleted. */
-static inline int vs_fresh_record_dead(const vs_fresh_list_t *L, size_t pos)
-{
-    size_t off;
-    uint32_t c = vs_fresh_chunk_of(pos, &off);
-    const vs_fresh_chunk_t *ch =
-        atomic_load_explicit(&((vs_fresh_list_t *)L)->chunks[c], memory_order_acquire);
-    return atomic_load_explicit(&ch->dead[off], memory_order_acquire) != 0;
 }
 
 /* 1 when the base index's copy of id is hidden. */

@@ -655,27 +655,36 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, ui
     const int refine = ivf->spec.refine != VS_REFINE_NONE;
     const vs_distance_kernels_t *kern = vs_distance_kernels();
     const uint32_t P = vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1);
-    for (size_t pos = 0; pos < n; pos++) {
-        if (vs_fresh_record_dead(FL, pos))
-            continue; /* superseded or deleted (most replaced records): no key, no lookup */
-        int64_t id;
-        const uint8_t *code, *rv;
-        vs_fresh_record(c->fresh, FL, pos, &id, &code, &rv);
-        float key;
-        if (ivf->spec.codec == VS_CODEC_FLAT) {
-            const float *v = (const float *)code;
-            key = vs_topk_key(
-                ivf->metric == VS_METRIC_L2 ? kern->l2sqr(q, v, ivf->d) : kern->ip(q, v, ivf->d), c->larger);
-        } else if (ivf->spec.fastscan) {
-            key = base + (float)fresh_fs_sum(code, P, s->qlut) / scale;
-        } else {
-            key = base + vs_pq_adc(s->table, code, ivf->pq.m, ivf->pq.ksub);
+    /* chunk by chunk: each is one block of dead flags, ids and codes, read in order */
+    size_t start = 0;
+    for (uint32_t ci = 0; start < n; ci++) {
+        const size_t cap = vs_fresh_chunk_cap(ci), m = n - start < cap ? n - start : cap;
+        const vs_fresh_chunk_t *ch =
+            atomic_load_explicit(&((vs_fresh_list_t *)FL)->chunks[ci], memory_order_acquire);
+        for (size_t off = 0; off < m; off++) {
+            if (atomic_load_explicit(&ch->dead[off], memory_order_acquire))
+                continue; /* superseded or deleted (most replaced records): no key, no lookup */
+            const int64_t id = ch->ids[off];
+            const uint8_t *code = ch->codes + off * c->fresh->code_bytes;
+            const size_t pos = start + off;
+            float key;
+            if (ivf->spec.codec == VS_CODEC_FLAT) {
+                const float *v = (const float *)code;
+                key = vs_topk_key(ivf->metric == VS_METRIC_L2 ? kern->l2sqr(q, v, ivf->d)
+                                                              : kern->ip(q, v, ivf->d),
+                                  c->larger);
+            } else if (ivf->spec.fastscan) {
+                key = base + (float)fresh_fs_sum(code, P, s->qlut) / scale;
+            } else {
+                key = base + vs_pq_adc(s->table, code, ivf->pq.m, ivf->pq.ksub);
+            }
+            /* the map is the truth for the few that pass (a record dies just after its id moved on) */
+            if (key > cands_threshold(h) || !vs_fresh_live(c->fresh, id, l, pos))
+                continue;
+            cands_push(h, key, refine ? (int64_t)(FRESH_SLOT | ((uint64_t)l << 32) | pos) : id);
+            offered++;
         }
-        /* the map is the truth for the few that pass (a record dies just after its id moved on) */
-        if (key > cands_threshold(h) || !vs_fresh_live(c->fresh, id, l, pos))
-            continue;
-        cands_push(h, key, refine ? (int64_t)(FRESH_SLOT | ((uint64_t)l << 32) | pos) : id);
-        offered++;
+        start += cap;
     }
     return offered;
 }
