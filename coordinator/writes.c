@@ -22,8 +22,11 @@ struct vs_writes {
     vs_coord_t *coord;
     char url[512], cluster[128];
     pthread_mutex_t mu; /* log, stopping */
-    pthread_cond_t cv;  /* wakes the connecting thread at stop */
-    vs_wlog_t *log;     /* NULL until connected (never reset after: libnats reconnects on its own) */
+    pthread_cond_t cv;  /* wakes the connecting thread at stop; signals in_flight reaching 0 */
+    /* held (read) by a submission from its stopping check until the log has its message, and (write) by
+     * stop to set stopping: after stop, nothing more is handed to the log */
+    pthread_rwlock_t gate;
+    vs_wlog_t *log; /* NULL until connected (never reset after: libnats reconnects on its own) */
     int stopping, joined;
     pthread_t thread;
     atomic_ullong ok, refused, failed;
@@ -50,9 +53,11 @@ vs_status vs_writes_create(const char *nats_url, const char *cluster, int replic
     snprintf(w->cluster, sizeof w->cluster, "%s", cluster);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->cv, NULL);
+    pthread_rwlock_init(&w->gate, NULL);
     if (pthread_create(&w->thread, NULL, connect_main, w) != 0) {
         pthread_mutex_destroy(&w->mu);
         pthread_cond_destroy(&w->cv);
+        pthread_rwlock_destroy(&w->gate);
         free(w);
         return vs_errf(err, VS_ERR_INTERNAL, "writes: cannot start the thread that connects to the log");
     }
@@ -99,17 +104,27 @@ void vs_writes_stop(vs_writes_t *w)
 {
     if (!w)
         return;
+    pthread_rwlock_wrlock(&w->gate); /* waits for submissions under way */
     pthread_mutex_lock(&w->mu);
     int joined = w->joined;
     w->stopping = 1;
     w->joined = 1;
     pthread_cond_broadcast(&w->cv);
     pthread_mutex_unlock(&w->mu);
+    pthread_rwlock_unlock(&w->gate);
     if (!joined)
         pthread_join(w->thread, NULL);
-    /* no new write is handed to the log now: wait for the acknowledgements of those in flight */
+    /* nothing new reaches the log now: wait for the acknowledgements of what is in flight (the drain
+     * answers what is still unanswered after 5 s), then until every answer has been handed over */
     if (w->log)
         vs_wlog_drain(w->log, 5000);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 2;
+    pthread_mutex_lock(&w->mu);
+    while (atomic_load(&w->in_flight) > 0 && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&w->mu);
 }
 
 void vs_writes_destroy(vs_writes_t *w)
@@ -120,29 +135,34 @@ void vs_writes_destroy(vs_writes_t *w)
     vs_wlog_close(w->log);
     pthread_mutex_destroy(&w->mu);
     pthread_cond_destroy(&w->cv);
+    pthread_rwlock_destroy(&w->gate);
     free(w);
 }
 
 vs_status vs_writes_submit(vs_writes_t *w, int is_delete, const uint8_t *req, size_t len,
                            vs_writes_done_fn done, void *user, char err[VS_ERR_LEN])
 {
+    pthread_rwlock_rdlock(&w->gate);
     pthread_mutex_lock(&w->mu);
     int stopping = w->stopping;
     vs_wlog_t *log = w->log;
     pthread_mutex_unlock(&w->mu);
-    if (stopping)
-        return vs_errf(err, VS_ERR_UNAVAILABLE, "the coordinator is shutting down");
-    if (!log)
-        return vs_errf(err, VS_ERR_UNAVAILABLE, "not connected to the write log (%s) yet; retry", w->url);
-    if (atomic_fetch_add(&w->in_flight, 1) >= VS_WRITES_MAX_IN_FLIGHT) {
+    vs_status st = VS_OK;
+    if (stopping) {
+        st = vs_errf(err, VS_ERR_UNAVAILABLE, "the coordinator is shutting down");
+    } else if (!log) {
+        st = vs_errf(err, VS_ERR_UNAVAILABLE, "not connected to the write log (%s) yet; retry", w->url);
+    } else if (atomic_fetch_add(&w->in_flight, 1) >= VS_WRITES_MAX_IN_FLIGHT) {
         atomic_fetch_sub(&w->in_flight, 1);
-        return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED,
-                       "%d writes are waiting for the log's acknowledgement already; retry later",
-                       VS_WRITES_MAX_IN_FLIGHT);
+        st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED,
+                     "%d writes are waiting for the log's acknowledgement already; retry later",
+                     VS_WRITES_MAX_IN_FLIGHT);
+    } else {
+        st = is_delete ? delete (w, req, len, done, user, err) : upsert(w, req, len, done, user, err);
+        if (st != VS_OK)
+            atomic_fetch_sub(&w->in_flight, 1);
     }
-    vs_status st = is_delete ? delete (w, req, len, done, user, err) : upsert(w, req, len, done, user, err);
-    if (st != VS_OK)
-        atomic_fetch_sub(&w->in_flight, 1);
+    pthread_rwlock_unlock(&w->gate);
     return st;
 }
 
@@ -228,9 +248,13 @@ static void on_logged(void *user, vs_status st, uint64_t seq, int dup, const cha
             atomic_fetch_add(&w->ok, 1);
         }
     }
-    atomic_fetch_sub(&w->in_flight, 1);
     f->done(f->user, st, err, body, blen);
     free(f);
+    if (atomic_fetch_sub(&w->in_flight, 1) == 1) { /* the last answer: a stop may wait for it */
+        pthread_mutex_lock(&w->mu);
+        pthread_cond_broadcast(&w->cv);
+        pthread_mutex_unlock(&w->mu);
+    }
 }
 
 /* Hands the message to the log; done is called with its position once the log acknowledged it. On a

@@ -232,9 +232,9 @@ done:;
             (st = get_uint(e, "partitions", 0, 65536, &u, wv, err)) != VS_OK)
             break;
         v->partitions = (uint32_t)u;
-        if ((st = get_uint(e, "fresh_fill_pct", 0, 100, &u, wv, err)) != VS_OK)
+        if ((st = get_uint(e, "fresh_fill_pct", 0, 4294967295.0, &u, wv, err)) != VS_OK)
             break;
-        v->fresh_fill_pct = (uint32_t)u;
+        v->fresh_fill_pct = u > 100 ? 100 : (uint32_t)u; /* (a later shard's overfull report: full) */
         if (!vs_cluster_name_valid(v->version, 64)) {
             st =
                 vs_errf(err, VS_ERR_CORRUPT, "member record: version \"%s\" is not a valid name", v->version);

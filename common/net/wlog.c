@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <nats/nats.h>
 
@@ -276,12 +277,18 @@ static pending_t *pending_take(vs_wlog_t *w, const natsMsg *m)
     while (*pp && (*pp)->msg != m)
         pp = &(*pp)->next;
     pending_t *p = *pp;
-    if (p) {
-        *pp = p->next;
-        w->npending--;
-    }
+    if (p)
+        *pp = p->next; /* still counted in npending until its callback has returned (answered) */
     pthread_mutex_unlock(&w->pmu);
     return p;
+}
+
+/* An append taken by pending_take has been answered. */
+static void pending_done(vs_wlog_t *w)
+{
+    pthread_mutex_lock(&w->pmu);
+    w->npending--;
+    pthread_mutex_unlock(&w->pmu);
 }
 
 /* libnats's acknowledgement handler (its reply subscription's thread): answers the append of msg. */
@@ -300,6 +307,7 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
             p->fn(p->user, st, 0, 0, err);
         }
         free(p);
+        pending_done(w);
     }
     natsMsg_Destroy(msg); /* ours once handed back */
 }
@@ -336,6 +344,8 @@ vs_status vs_wlog_append_async(vs_wlog_t *w, const void *msg, size_t len, const 
         return VS_OK; /* libnats owns m until it hands it to on_ack */
     /* not sent (or not registered): the handler will never see m, so our entry is still there */
     pending_t *again = pending_take(w, m);
+    if (again)
+        pending_done(w);
     free(again);
     natsMsg_Destroy(owned);
     return publish_err(err, s, 0, nats_GetLastError(NULL));
@@ -352,10 +362,17 @@ void vs_wlog_drain(vs_wlog_t *w, int64_t wait_ms)
         pthread_mutex_unlock(&w->pmu);
         if (n == 0 || vs_now_s() >= until)
             break;
+        /* libnats's own count may already be 0 (an acknowledgement whose callback still runs): sleep
+         * rather than spin */
         jsPubOptions po;
         jsPubOptions_Init(&po);
         po.MaxWait = 50;
-        js_PublishAsyncComplete(w->js, &po); /* returns early when all are acknowledged */
+        double t0 = vs_now_s();
+        js_PublishAsyncComplete(w->js, &po);
+        if (vs_now_s() - t0 < 0.001) {
+            struct timespec ts = {0, 2 * 1000000L};
+            nanosleep(&ts, NULL);
+        }
     }
     /* what is still unanswered is answered "unknown" here; libnats gives its messages back and drops
      * acknowledgements that arrive later */
@@ -364,10 +381,8 @@ void vs_wlog_drain(vs_wlog_t *w, int64_t wait_ms)
         for (;;) {
             pthread_mutex_lock(&w->pmu);
             pending_t *p = w->pending[b];
-            if (p) {
+            if (p)
                 w->pending[b] = p->next;
-                w->npending--;
-            }
             pthread_mutex_unlock(&w->pmu);
             if (!p)
                 break;
@@ -377,12 +392,23 @@ void vs_wlog_drain(vs_wlog_t *w, int64_t wait_ms)
                     "write id)");
             p->fn(p->user, VS_ERR_UNAVAILABLE, 0, 0, err);
             free(p);
+            pending_done(w);
             swept++;
         }
     }
     natsMsgList left; /* (only after an asynchronous append: libnats 3.4 crashes here before one) */
     if (swept && js_PublishAsyncGetPendingList(&left, w->js) == NATS_OK)
         natsMsgList_Destroy(&left);
+    /* callbacks already running (their acknowledgement came just before): until they have returned */
+    for (int i = 0; i < 1000; i++) {
+        pthread_mutex_lock(&w->pmu);
+        size_t n = w->npending;
+        pthread_mutex_unlock(&w->pmu);
+        if (n == 0)
+            break;
+        struct timespec ts = {0, 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 vs_status vs_wlog_state(vs_wlog_t *w, vs_wlog_state_t *out, char err[VS_ERR_LEN])

@@ -362,12 +362,14 @@ static void reply_status(vs_rpc_reply_t *reply, vs_status st, const char *err)
 static void on_search(void *user, const vs_rpc_call_t *call, const uint8_t *req, size_t len,
                       vs_rpc_reply_t *reply)
 {
-    (void)call;
     app_t *a = user;
     char err[VS_ERR_LEN] = "";
     if (a->cfg.debug_delay_ms)
         usleep((useconds_t)a->cfg.debug_delay_ms * 1000);
-    vs_status st = vs_shard_search_pb(a->shard, req, len, &reply->body, &reply->body_len, err);
+    /* a read-your-writes wait ends with the call's deadline (less a little to answer in time) */
+    int64_t left = vs_rpc_call_remaining_ms(call);
+    vs_status st = vs_shard_search_pb_within(a->shard, req, len, left == INT64_MAX ? INT64_MAX : left - 5,
+                                             &reply->body, &reply->body_len, err);
     if (st != VS_OK)
         reply_status(reply, st, err);
 }

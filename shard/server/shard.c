@@ -585,8 +585,8 @@ static void log_search(vs_shard_t *sh, const Vecshard__V1__ShardSearchRequest *r
     pthread_mutex_unlock(&sh->log_mu);
 }
 
-/* Read-your-writes: waits (up to VS_SHARD_RYW_WAIT_MS) until v has applied the log through seq. */
-static vs_status wait_applied(version_t *v, uint64_t seq, char *err)
+/* Read-your-writes: waits (up to wait_ms) until v has applied the log through seq. */
+static vs_status wait_applied(version_t *v, uint64_t seq, int64_t wait_ms, char *err)
 {
     if (!v->fresh)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION,
@@ -594,8 +594,8 @@ static vs_status wait_applied(version_t *v, uint64_t seq, char *err)
                        (unsigned long long)seq, v->name);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += (long)VS_SHARD_RYW_WAIT_MS % 1000 * 1000000L;
-    until.tv_sec += VS_SHARD_RYW_WAIT_MS / 1000 + until.tv_nsec / 1000000000L;
+    until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+    until.tv_sec += (time_t)(wait_ms / 1000) + until.tv_nsec / 1000000000L;
     until.tv_nsec %= 1000000000L;
     pthread_mutex_lock(&v->apply_mu);
     while (v->log_next <= seq && pthread_cond_timedwait(&v->applied, &v->apply_mu, &until) == 0) {
@@ -606,12 +606,18 @@ static vs_status wait_applied(version_t *v, uint64_t seq, char *err)
         return VS_OK;
     return vs_errf(
         err, VS_ERR_UNAVAILABLE,
-        "version %s has applied the write log through %llu, not yet %llu (min_log_seq) after %d ms", v->name,
-        (unsigned long long)(next - 1), (unsigned long long)seq, VS_SHARD_RYW_WAIT_MS);
+        "version %s has applied the write log through %llu, not yet %llu (min_log_seq) after %lld ms",
+        v->name, (unsigned long long)(next - 1), (unsigned long long)seq, (long long)wait_ms);
 }
 
 vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
                              char err[VS_ERR_LEN])
+{
+    return vs_shard_search_pb_within(sh, req, len, VS_SHARD_RYW_WAIT_MS, out, out_len, err);
+}
+
+vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t len, int64_t max_wait_ms,
+                                    uint8_t **out, size_t *out_len, char err[VS_ERR_LEN])
 {
     const double t0 = vs_now_s();
     Vecshard__V1__ShardSearchRequest *r = vecshard__v1__shard_search_request__unpack(NULL, len, req);
@@ -625,7 +631,11 @@ vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uin
         return st;
     }
     if (r->min_log_seq)
-        st = wait_applied(v, r->min_log_seq, err);
+        st = wait_applied(v, r->min_log_seq,
+                          max_wait_ms < 0                      ? 0
+                          : max_wait_ms > VS_SHARD_RYW_WAIT_MS ? VS_SHARD_RYW_WAIT_MS
+                                                               : max_wait_ms,
+                          err);
     if (st != VS_OK) {
         version_unref(v);
         vecshard__v1__shard_search_request__free_unpacked(r, NULL);

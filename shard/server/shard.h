@@ -110,6 +110,10 @@ const char *vs_version_state_name(vs_version_state s);
  * UNAVAILABLE (no active version yet), FAILED_PRECONDITION (version failed to load). Thread-safe. */
 vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
                              char err[VS_ERR_LEN]);
+/* The same, waiting for a request's min_log_seq at most max_wait_ms (the call's remaining deadline;
+ * vs_shard_search_pb waits up to VS_SHARD_RYW_WAIT_MS). */
+vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t len, int64_t max_wait_ms,
+                                    uint8_t **out, size_t *out_len, char err[VS_ERR_LEN]);
 
 /* Answers vecshard.v1.Shard/Info (the request has no fields; any bytes that parse are accepted). */
 vs_status vs_shard_info_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,

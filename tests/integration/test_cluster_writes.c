@@ -11,8 +11,12 @@
  *   waits about 1 s and answers without the partitions that could not see it, saying why.
  * - Metrics: the coordinator's write counts; per shard the log position, fresh ids, tombstones and a lag
  *   of 0 once caught up.
- * - A coordinator without --nats-url answers writes UNIMPLEMENTED. */
+ * - A coordinator without --nats-url answers writes UNIMPLEMENTED.
+ * - SIGTERM while a client keeps writing: the coordinator answers every write it took and exits 0 within
+ *   its grace; every acknowledged write is in the log. */
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,6 +130,49 @@ static void test_read_your_writes(void)
     double took = vs_now_s() - t0;
     CHECKF((code == 14 || (n >= 0 && partial)) && strstr(msg, "min_log_seq") && took > 0.9 && took < 4.5,
            "a position never reached: code %d, partial %d, %.2f s: %s", code, partial, took, msg);
+}
+
+typedef struct stream_writer {
+    _Atomic int stop;
+    _Atomic long acked;
+    long failed;
+    uint64_t max_seq;
+} stream_writer_t;
+
+static void *stream_writes(void *arg)
+{
+    stream_writer_t *s = arg;
+    for (int64_t id = 990000; !atomic_load(&s->stop) && id < 999999; id++) {
+        answer_t a = upsert(g_ch, &id, 1, ver.queries, D, D, "", NULL);
+        if (a.code == 0) {
+            s->acked++;
+            if (a.seq > s->max_seq)
+                s->max_seq = a.seq;
+        } else {
+            s->failed++;
+            if (s->failed > 3)
+                break; /* the coordinator is gone */
+        }
+    }
+    return NULL;
+}
+
+/* Last: the coordinator is stopped with writes in flight. */
+static void test_sigterm_with_writes_in_flight(vs_test_proc_t *coord)
+{
+    stream_writer_t s = {0};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, stream_writes, &s) == 0);
+    int64_t until = vs_test_now_ms() + 10000;
+    while (atomic_load(&s.acked) < 50 && vs_test_now_ms() < until)
+        vs_test_sleep_ms(5);
+    int rc = vs_test_proc_stop(coord, SIGTERM, 15);
+    atomic_store(&s.stop, 1);
+    pthread_join(t, NULL);
+    CHECKF(rc == 0, "the coordinator exited with %d after SIGTERM with writes in flight", rc);
+    uint64_t last = log_last_seq();
+    CHECKF(s.acked >= 50 && s.max_seq <= last, "%ld acknowledged up to %llu, the log ends at %llu", s.acked,
+           (unsigned long long)s.max_seq, (unsigned long long)last);
 }
 
 static void test_bad_writes_log_nothing(void)
@@ -251,6 +298,8 @@ int main(void)
             vs_test_proc_stop(&plain, SIGTERM, 10);
         }
     }
+    if (ok && coord.pid)
+        test_sigterm_with_writes_in_flight(&coord);
     vs_rpc_channel_destroy(g_ch);
     if (coord.pid)
         vs_test_proc_stop(&coord, SIGTERM, 10);
