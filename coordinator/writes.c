@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "common/cli/ident.h"
+#include "common/cli/timing.h"
 #include "common/log.h"
 #include "common/distance.h"
 #include "common/net/wlog.h"
@@ -31,7 +32,11 @@ struct vs_writes {
     pthread_t thread;
     atomic_ullong ok, refused, failed;
     atomic_long in_flight; /* handed to the log, not yet answered */
-    int replicas;          /* of the stream, when this coordinator creates it */
+    /* the fullest replica's fill, re-read from the view at most every FILL_EVERY_S (mu) */
+    double fill_at;
+    uint32_t fill;
+    char fill_replica[128], fill_model[128];
+    int replicas; /* of the stream, when this coordinator creates it */
 };
 
 static void *connect_main(void *arg);
@@ -198,10 +203,26 @@ static vs_status write_id(const char *given, char out[VS_WLOG_WRITE_ID_MAX + 1],
 
 /* RESOURCE_EXHAUSTED while a replica of the active version (of model; "" = the active one) is near its
  * fresh capacity: a write logged now might wait in the log until a folded version replaces it. */
+#define FILL_EVERY_S 0.05 /* well under the time a replica takes to fill its last 5 % */
+
 static vs_status check_room(vs_writes_t *w, const char *model, char *err)
 {
     char replica[128];
-    uint32_t fill = vs_coord_fresh_fill(w->coord, model, replica);
+    double now = vs_now_s();
+    pthread_mutex_lock(&w->mu);
+    int fresh = now - w->fill_at < FILL_EVERY_S && strcmp(w->fill_model, model) == 0;
+    uint32_t fill = w->fill;
+    snprintf(replica, sizeof replica, "%s", w->fill_replica);
+    pthread_mutex_unlock(&w->mu);
+    if (!fresh) { /* (a copy of the view's members: not on every write) */
+        fill = vs_coord_fresh_fill(w->coord, model, replica);
+        pthread_mutex_lock(&w->mu);
+        w->fill_at = now;
+        w->fill = fill;
+        snprintf(w->fill_replica, sizeof w->fill_replica, "%s", replica);
+        snprintf(w->fill_model, sizeof w->fill_model, "%s", model);
+        pthread_mutex_unlock(&w->mu);
+    }
     if (fill < VS_WRITES_REFUSE_FILL_PCT)
         return VS_OK;
     return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED,

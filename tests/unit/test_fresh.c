@@ -469,6 +469,12 @@ static void test_idmap_filter(void)
     for (long i = 0; i < n; i++) {
         CHECK(vs_idmap_put(r.m, map_id(i), (uint64_t)i * 3, err) == VS_OK);
         atomic_store(&r.published, i + 1);
+        if (i + 1 == 4097 || i + 1 == 16385 || i + 1 == 65537) { /* just after a filter grew */
+            long seen = atomic_load(&r.lookups);
+            int64_t until = vs_test_now_ms() + 2000;
+            while (atomic_load(&r.lookups) < seen + 2000 && vs_test_now_ms() < until)
+                ; /* let the reader look up across the swap before the next puts */
+        }
     }
     int64_t until = vs_test_now_ms() + 5000;
     while (atomic_load(&r.lookups) < 20000 && vs_test_now_ms() < until)
