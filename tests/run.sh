@@ -43,6 +43,7 @@ if [ "$asan" = 1 ]; then
 fi
 
 if [ "$tsan" = 1 ]; then
+    # test_cluster_durability: the write path (coordinator, libnats threads, appliers) with kill -9s, ~70 s.
     # test_coordinator is left out: it asserts latency bounds (hedging p99, deadlines while etcd is down)
     # that a 5-15x slower TSan build does not meet; its threads are the same engine test_faults_lifecycle
     # and test_rollout drive. Suppressions: tests/tsan.supp (uninstrumented gRPC, upb and abseil only).
@@ -52,7 +53,7 @@ if [ "$tsan" = 1 ]; then
     cmake --build build/ci-tsan -j "$jobs"
     TSAN_OPTIONS="halt_on_error=1 abort_on_error=0 exitcode=66 suppressions=$PWD/tests/tsan.supp" \
         timeout 400 ctest --test-dir build/ci-tsan --output-on-failure -j 1 \
-        -R '^(test_shard|test_shard_server|test_shard_writes|test_wlog|test_cluster_writes|test_etcd|test_fanout|test_fresh|test_cli_cluster|test_coordinator_cluster|test_cluster_equality|test_rollout|test_faults_lifecycle|test_faults_etcd)$'
+        -R '^(test_shard|test_shard_server|test_shard_writes|test_wlog|test_cluster_writes|test_cluster_durability|test_etcd|test_fanout|test_fresh|test_cli_cluster|test_coordinator_cluster|test_cluster_equality|test_rollout|test_faults_lifecycle|test_faults_etcd)$'
 fi
 
 if [ "$fuzz" = 1 ]; then
