@@ -46,7 +46,7 @@ if [ "$tsan" = 1 ]; then
     # test_cluster_durability: the write path (coordinator, libnats threads, appliers) with kill -9s, ~70 s.
     # test_coordinator is left out: it asserts latency bounds (hedging p99, deadlines while etcd is down)
     # that a 5-15x slower TSan build does not meet; its threads are the same engine test_faults_lifecycle
-    # and test_rollout drive. Suppressions: tests/tsan.supp (uninstrumented gRPC, upb and abseil only).
+    # and test_rollout drive. Suppressions: tests/tsan.supp (uninstrumented gRPC, upb, abseil, libnats).
     echo "== build/ci-tsan: ThreadSanitizer, threaded servers and followers"
     cmake -S . -B build/ci-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DVS_WERROR=ON -DVS_TSAN=ON -DVS_BUILD_BENCH=OFF \
         >/dev/null
