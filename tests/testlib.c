@@ -69,6 +69,10 @@ void vs_test_cleanup(const char *test_name)
 {
     char dir[1100];
     snprintf(dir, sizeof dir, "%s", vs_test_tmpdir(test_name));
+    if (vs_test_failures > 0) { /* the processes' logs are what explains a failure: keep them */
+        fprintf(stderr, "%s: failed; its files (process logs included) are kept in %s\n", test_name, dir);
+        return;
+    }
     DIR *d = opendir(dir);
     if (d == NULL)
         return;

@@ -54,7 +54,8 @@ typedef struct vs_test_pathbuf {
 } vs_test_pathbuf_t;
 vs_test_pathbuf_t vs_test_pathcopy(const char *test_name, const char *file);
 
-/* Removes the test's (flat) tmpdir and everything in it. */
+/* Removes the test's (flat) tmpdir and everything in it, unless a check failed: then it is kept (and
+ * named on stderr), so that the logs of the processes the test ran explain the failure. */
 void vs_test_cleanup(const char *test_name);
 
 /* Writes len bytes to path (0 or -1); reads a whole file into a new malloc'd buffer (NULL on error). */
