@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/cli/timing.h"
 #include "common/cluster/keys.h"
 #include "common/cluster/lifecycle.h"
 #include "common/cluster/manifest.h"
@@ -66,9 +67,7 @@ static void *heartbeat_main(void *arg)
         was_alive = alive;
         pthread_mutex_lock(&f->hb_mu);
         if (!f->hb_stop) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 1;
+            struct timespec until = vs_timespec_in_ms(CLOCK_REALTIME, 1000);
             pthread_cond_timedwait(&f->hb_cv, &f->hb_mu, &until);
         }
     }

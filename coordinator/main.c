@@ -422,6 +422,11 @@ static double c_writes_failed(void *u)
     return write_count(u, 2);
 }
 
+static double g_write_log_connected(void *u)
+{
+    return ((app_t *)u)->writes && vs_writes_connected(((app_t *)u)->writes);
+}
+
 static double g_etcd_connected(void *u)
 {
     return vs_coord_follow_etcd_connected(((app_t *)u)->follow);
@@ -466,6 +471,10 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
         {"vecshard_coordinator_writes_failed_total",
          "Upsert and Delete requests the log did not acknowledge (unavailable or full; outcome unknown).",
          c_writes_failed, 1},
+        {"vecshard_coordinator_write_log_connected",
+         "1 once the coordinator reached the write log (--nats-url) and takes writes; 0 before, or without "
+         "it.",
+         g_write_log_connected, 0},
         {"vecshard_coordinator_retries_total", "Calls retried on another replica after a failure.",
          stat_retries, 1},
         {"vecshard_coordinator_shard_calls_total", "Calls made to shards (primary, hedges, retries).",

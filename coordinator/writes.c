@@ -94,9 +94,7 @@ static void *connect_main(void *arg)
             break;
         }
         vs_log_limited(&lim, VS_LOG_WARN, "writes are refused until the write log answers: %s", err);
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 1;
+        struct timespec until = vs_timespec_in_ms(CLOCK_REALTIME, 1000);
         pthread_mutex_lock(&w->mu);
         if (!w->stopping)
             pthread_cond_timedwait(&w->cv, &w->mu, &until);
@@ -123,9 +121,7 @@ void vs_writes_stop(vs_writes_t *w)
      * answers what is still unanswered after 5 s), then until every answer has been handed over */
     if (w->log)
         vs_wlog_drain(w->log, 5000);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 2;
+    struct timespec until = vs_timespec_in_ms(CLOCK_REALTIME, 2000);
     pthread_mutex_lock(&w->mu);
     while (atomic_load(&w->in_flight) > 0 && pthread_cond_timedwait(&w->cv, &w->mu, &until) == 0) {
     }
@@ -169,6 +165,14 @@ vs_status vs_writes_submit(vs_writes_t *w, int is_delete, const uint8_t *req, si
     }
     pthread_rwlock_unlock(&w->gate);
     return st;
+}
+
+int vs_writes_connected(vs_writes_t *w)
+{
+    pthread_mutex_lock(&w->mu);
+    int c = w->log != NULL;
+    pthread_mutex_unlock(&w->mu);
+    return c;
 }
 
 void vs_writes_counts(vs_writes_t *w, uint64_t *ok, uint64_t *refused, uint64_t *failed)
@@ -240,6 +244,19 @@ typedef struct inflight {
     char write_id[VS_WLOG_WRITE_ID_MAX + 1];
 } inflight_t;
 
+/* A write the log did not take (err: why; log_err may be err): counted as failed, its write id added to
+ * the message, and the status one the client can act on - RESOURCE_EXHAUSTED (full) and INVALID_ARGUMENT
+ * (too large) as they are, everything else UNAVAILABLE (retry with the same write id). */
+static vs_status log_failed(vs_writes_t *w, vs_status st, const char *log_err, const char *write_id,
+                            char *err)
+{
+    atomic_fetch_add(&w->failed, 1);
+    char tmp[VS_ERR_LEN];
+    snprintf(tmp, sizeof tmp, "%s (write_id %s)", log_err, write_id);
+    snprintf(err, VS_ERR_LEN, "%s", tmp);
+    return st == VS_ERR_RESOURCE_EXHAUSTED || st == VS_ERR_INVALID_ARGUMENT ? st : VS_ERR_UNAVAILABLE;
+}
+
 /* The log's answer (a libnats thread): the client's answer. */
 static void on_logged(void *user, vs_status st, uint64_t seq, int dup, const char *log_err)
 {
@@ -249,10 +266,7 @@ static void on_logged(void *user, vs_status st, uint64_t seq, int dup, const cha
     uint8_t *body = NULL;
     size_t blen = 0;
     if (st != VS_OK) {
-        atomic_fetch_add(&w->failed, 1);
-        snprintf(err, sizeof err, "%s (write_id %s)", log_err, f->write_id);
-        if (st != VS_ERR_RESOURCE_EXHAUSTED && st != VS_ERR_INVALID_ARGUMENT)
-            st = VS_ERR_UNAVAILABLE;
+        st = log_failed(w, st, log_err, f->write_id, err);
     } else {
         Vecshard__V1__WriteResponse r = VECSHARD__V1__WRITE_RESPONSE__INIT;
         r.log_seq = seq;
@@ -278,11 +292,17 @@ static void on_logged(void *user, vs_status st, uint64_t seq, int dup, const cha
     }
 }
 
-/* Hands the message to the log; done is called with its position once the log acknowledged it. On a
- * non-OK return nothing was sent and done is not called. */
+/* Hands the message to the log when the replicas have room for it (check_room, for its model); done is
+ * called with its position once the log acknowledged it. On a non-OK return nothing was sent and done is
+ * not called. */
 static vs_status log_write(vs_writes_t *w, Vecshard__V1__LogWrite *m, vs_writes_done_fn done, void *user,
                            char *err)
 {
+    vs_status st = check_room(w, m->model_version ? m->model_version : "", err);
+    if (st != VS_OK) {
+        atomic_fetch_add(&w->failed, 1);
+        return st;
+    }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     m->logged_unix_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -300,20 +320,14 @@ static vs_status log_write(vs_writes_t *w, Vecshard__V1__LogWrite *m, vs_writes_
     pthread_mutex_lock(&w->mu);
     vs_wlog_t *log = w->log;
     pthread_mutex_unlock(&w->mu);
-    vs_status st = vs_wlog_append_async(log, buf, len, m->write_id, on_logged, f, err);
+    st = vs_wlog_append_async(log, buf, len, m->write_id, on_logged, f, err);
     free(buf);
     if (st != VS_OK) {
         free(f);
-        if (st == VS_ERR_INVALID_ARGUMENT) {
-            atomic_fetch_add(&w->refused, 1);
-        } else {
-            atomic_fetch_add(&w->failed, 1);
-            char tmp[VS_ERR_LEN];
-            snprintf(tmp, sizeof tmp, "%s (write_id %s)", err, m->write_id);
-            snprintf(err, VS_ERR_LEN, "%s", tmp);
-            if (st != VS_ERR_RESOURCE_EXHAUSTED)
-                st = VS_ERR_UNAVAILABLE;
-        }
+        if (st == VS_ERR_INVALID_ARGUMENT)
+            atomic_fetch_add(&w->refused, 1); /* refused before it was sent: a bad request */
+        else
+            st = log_failed(w, st, err, m->write_id, err);
     }
     return st;
 }
@@ -360,11 +374,6 @@ static vs_status upsert(vs_writes_t *w, const uint8_t *req, size_t len, vs_write
         return st == VS_ERR_FAILED_PRECONDITION || st == VS_ERR_RESOURCE_EXHAUSTED ? st
                                                                                    : VS_ERR_INVALID_ARGUMENT;
     }
-    if ((st = check_room(w, model, err)) != VS_OK) {
-        atomic_fetch_add(&w->failed, 1);
-        vecshard__v1__upsert_request__free_unpacked(r, NULL);
-        return st;
-    }
     Vecshard__V1__LogWrite m = VECSHARD__V1__LOG_WRITE__INIT;
     m.op = VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT;
     m.ids = r->ids;
@@ -397,16 +406,11 @@ static vs_status delete (vs_writes_t *w, const uint8_t *req, size_t len, vs_writ
         vecshard__v1__delete_request__free_unpacked(r, NULL);
         return st;
     }
-    if ((st = check_room(w, "", err)) != VS_OK) { /* a delete takes room too (a tombstone per id) */
-        atomic_fetch_add(&w->failed, 1);
-        vecshard__v1__delete_request__free_unpacked(r, NULL);
-        return st;
-    }
     Vecshard__V1__LogWrite m = VECSHARD__V1__LOG_WRITE__INIT;
     m.op = VECSHARD__V1__LOG_WRITE__OP__OP_DELETE;
     m.ids = r->ids;
     m.n_ids = r->n_ids;
-    m.write_id = wid;
+    m.write_id = wid; /* (no model: a delete takes room too, a tombstone per id, in the active version) */
     st = log_write(w, &m, done, user, err);
     vecshard__v1__delete_request__free_unpacked(r, NULL);
     return st;

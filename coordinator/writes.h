@@ -41,6 +41,9 @@ typedef void (*vs_writes_done_fn)(void *user, vs_status st, const char *err, uin
 vs_status vs_writes_submit(vs_writes_t *w, int is_delete, const uint8_t *req, size_t len,
                            vs_writes_done_fn done, void *user, char err[VS_ERR_LEN]);
 
+/* 1 once the log was opened (writes are taken from then on; libnats reconnects after that), else 0. */
+int vs_writes_connected(vs_writes_t *w);
+
 /* Writes acknowledged, refused (bad request) and failed (log unavailable or full) so far. */
 void vs_writes_counts(vs_writes_t *w, uint64_t *ok, uint64_t *refused, uint64_t *failed);
 

@@ -22,6 +22,7 @@
 
 #include <curl/curl.h>
 
+#include "common/cli/timing.h"
 #include "common/net/etcd_codec.h"
 
 #define POOL_MAX 8
@@ -77,11 +78,7 @@ static int cond_init_monotonic(pthread_cond_t *cv)
 /* Waits on cv (mu held by the caller) until *flag is set or ms elapsed. */
 static void cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, const int *flag, int64_t ms)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t ns = (int64_t)ts.tv_nsec + (ms % 1000) * 1000000;
-    ts.tv_sec += (time_t)(ms / 1000 + ns / 1000000000);
-    ts.tv_nsec = (long)(ns % 1000000000);
+    struct timespec ts = vs_timespec_in_ms(CLOCK_MONOTONIC, ms);
     while (!*flag)
         if (pthread_cond_timedwait(cv, mu, &ts) == ETIMEDOUT)
             break;

@@ -549,27 +549,14 @@ void vs_rpc_server_stop(vs_rpc_server_t *s, int64_t grace_ms)
     for (size_t i = 0; i < s->n_workers; i++)
         any_started |= s->workers[i].started;
     if (any_started) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        int64_t g = grace_ms > 0 ? grace_ms : 0;
-        until.tv_sec += g / 1000;
-        until.tv_nsec += (g % 1000) * 1000000;
-        if (until.tv_nsec >= 1000000000) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000;
-        }
+        struct timespec until = vs_timespec_in_ms(CLOCK_REALTIME, grace_ms); /* (< 0: now) */
         int done = wait_shutdown(s, &until);
         if (!done) {
             /* grace is over: the client calls that asynchronous handlers wait on end first (no new one may
              * start), so those handlers answer with what they have; 200 ms later every call still in flight
              * is cancelled */
             end_client_calls(s);
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += 200 * 1000000L;
-            if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-            }
+            until = vs_timespec_in_ms(CLOCK_REALTIME, 200);
             done = wait_shutdown(s, &until);
         }
         if (!done) {

@@ -60,11 +60,16 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
 
 /* A message for a failed libnats call: its status text, the JetStream error code when there is one, and
  * the thread's last error detail. */
-static vs_status nats_err(char *err, vs_status code, const char *what, natsStatus s, jsErrCode jerr)
+static vs_status nats_err_detail(char *err, vs_status code, const char *what, natsStatus s, jsErrCode jerr,
+                                 const char *detail)
 {
-    const char *detail = nats_GetLastError(NULL);
     return vs_errf(err, code, "%s: %s%s%s (JetStream error %d)", what, natsStatus_GetText(s),
                    detail && detail[0] ? ": " : "", detail ? detail : "", (int)jerr);
+}
+
+static vs_status nats_err(char *err, vs_status code, const char *what, natsStatus s, jsErrCode jerr)
+{
+    return nats_err_detail(err, code, what, s, jerr, nats_GetLastError(NULL));
 }
 
 int vs_wlog_cluster_valid(const char *c)
@@ -218,8 +223,7 @@ static vs_status publish_err(char *err, natsStatus s, jsErrCode jerr, const char
     } else if (s == NATS_INSUFFICIENT_BUFFER || s == NATS_CONNECTION_CLOSED) {
         what = "write log: not connected to NATS (not written; retry with the same write id)";
     }
-    return vs_errf(err, code, "%s: %s%s%s (JetStream error %d)", what, natsStatus_GetText(s),
-                   d[0] ? ": " : "", d, (int)jerr);
+    return nats_err_detail(err, code, what, s, jerr, d);
 }
 
 /* The checks every append makes before publishing. */

@@ -12,7 +12,8 @@
 # (--listen 127.0.0.1:0, --port-file; P is the manifests' partition count, which --partitions must match),
 # with --writes first nats-server -js (the write log; the shards and the coordinator get --nats-url),
 # then the coordinator (--etcd, every --manifest, and --coordinator-args split on spaces), and returns once the
-# coordinator's health is SERVING (or stops everything it started and fails after --timeout seconds).
+# coordinator's health is SERVING (or stops everything it started and fails after --timeout seconds);
+# with --writes also until the coordinator has reached the write log (it takes writes).
 # Prints the coordinator's address; the state file has it as coordinator_addr.
 # down: SIGTERM to the coordinator, the shards, then etcd; SIGKILL to what is left after --timeout seconds.
 # Idempotent; a pid is only signalled while it is still the process up started (start time checked).
@@ -131,6 +132,16 @@ stop_all() {
 }
 
 # ---- up ----
+
+# True once the coordinator whose /metrics is on port $1 reports it reached the write log.
+write_log_connected() {
+    /usr/bin/python3 - "$1" <<'PY' 2>/dev/null
+import sys, urllib.request
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+body = opener.open("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=1).read().decode()
+sys.exit(0 if "vecshard_coordinator_write_log_connected 1" in body.splitlines() else 1)
+PY
+}
 
 etcd_healthy() {
     /usr/bin/python3 - "$1" <<'PY' 2>/dev/null
@@ -312,6 +323,16 @@ up() {
     if ! "$bin/vecshard" health --coordinator "$addr" --service full-coverage --wait-ms "$((wait_s * 1000))" \
         >/dev/null; then
         failed_up "the coordinator at $addr is not SERVING after ${wait_s} s" "$dir/coordinator.log"
+    fi
+    if [ -n "$writes" ]; then # and takes writes: it has reached the write log
+        local mport t
+        mport=$(get coordinator_metrics_port)
+        for ((t = 0; t < wait_s * 20; t++)); do
+            write_log_connected "$mport" && break
+            sleep 0.05
+        done
+        write_log_connected "$mport" ||
+            failed_up "the coordinator did not reach the write log in ${wait_s} s" "$dir/coordinator.log"
     fi
     trap - INT TERM
     echo "cluster.sh: coordinator SERVING at $addr (state: $state, logs: $dir/*.log)"

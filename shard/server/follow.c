@@ -265,9 +265,7 @@ static void *follow_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&f->mu);
         while (!f->dirty && !f->stop) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += 1;
+            struct timespec until = vs_timespec_in_ms(CLOCK_REALTIME, 1000);
             if (pthread_cond_timedwait(&f->cv, &f->mu, &until) != 0)
                 break;
         }

@@ -592,11 +592,7 @@ static vs_status wait_applied(version_t *v, uint64_t seq, int64_t wait_ms, char 
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION,
                        "min_log_seq %llu: version %s takes no writes on this replica",
                        (unsigned long long)seq, v->name);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-    until.tv_sec += (time_t)(wait_ms / 1000) + until.tv_nsec / 1000000000L;
-    until.tv_nsec %= 1000000000L;
+    struct timespec until = vs_timespec_in_ms(CLOCK_REALTIME, wait_ms);
     pthread_mutex_lock(&v->apply_mu);
     while (v->log_next <= seq && pthread_cond_timedwait(&v->applied, &v->apply_mu, &until) == 0) {
     }

@@ -24,15 +24,8 @@ mkdir -p "$out"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 bin=$PWD/build/bin
-factory="IVF1024,PQ32x4fs,RFlat"
-[ -s "$out/base.fvecs" ] || "$bin/vecshard-synth" --out "$out" --n 200000 --nq 10000 --d 128 --quiet
-[ -s "$out/gt100.ivecs" ] ||
-    "$bin/vecshard-gt" --base "$out/base.fvecs" --queries "$out/queries.fvecs" --k 100 --out "$out/gt100.ivecs"
-for v in one:1 hash2:2 hash4:4; do
-    [ -s "$out/${v%%:*}/manifest.json" ] ||
-        "$bin/vecshard-build" --base "$out/base.fvecs" --factory "$factory" --partitions "${v##*:}" \
-            --partitioning hash --version "${v%%:*}" --out "$out" --seed 1 --quiet
-done
+factory="IVF1024,PQ32x4fs,RFlat" # the versions' (tests/bench/cpu_data.sh)
+tests/bench/cpu_data.sh "$out" one:1 hash2:2 hash4:4
 res=$out/results.txt
 : > "$res"
 log() { echo "$*" | tee -a "$res"; }

@@ -25,13 +25,8 @@ batch=${4:-10}
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 bin=$PWD/build/bin
-factory="IVF1024,PQ32x4fs,RFlat"
-[ -s "$out/base.fvecs" ] || "$bin/vecshard-synth" --out "$out" --n 200000 --nq 10000 --d 128 --quiet
-[ -s "$out/gt100.ivecs" ] ||
-    "$bin/vecshard-gt" --base "$out/base.fvecs" --queries "$out/queries.fvecs" --k 100 --out "$out/gt100.ivecs"
-[ -s "$out/hash2/manifest.json" ] ||
-    "$bin/vecshard-build" --base "$out/base.fvecs" --factory "$factory" --partitions 2 --partitioning hash \
-        --version hash2 --out "$out" --seed 1 --quiet
+factory="IVF1024,PQ32x4fs,RFlat" # the version's (tests/bench/cpu_data.sh)
+tests/bench/cpu_data.sh "$out" hash2:2
 res=$out/writes-results.txt
 : > "$res"
 log() { echo "$*" | tee -a "$res"; }
@@ -41,6 +36,23 @@ VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --manifest "$out/hash2/manifest.jso
     --timeout 120 >/dev/null
 trap './deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true' EXIT
 addr=$(. "$dir/state" && echo "$coordinator_addr")
+mport=$(. "$dir/state" && echo "$coordinator_metrics_port")
+# Waits (up to 10 s) until the coordinator has acknowledged N more writes than at the call: the write load
+# is running. Usage: writes_running N BEFORE (BEFORE from writes_acked).
+writes_acked() {
+    /usr/bin/python3 -c 'import sys, urllib.request
+for l in urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode().splitlines():
+    if l.startswith("vecshard_coordinator_writes_acknowledged_total "): print(int(float(l.split()[1])))' "$mport"
+}
+writes_running() {
+    local want=$(($2 + $1)) t
+    for ((t = 0; t < 200; t++)); do
+        [ "$(writes_acked)" -ge "$want" ] && return 0
+        sleep 0.05
+    done
+    echo "run_writes.sh: the write load did not start within 10 s" >&2
+    return 1
+}
 
 query() { # -> "qps server_us"
     VS_BIN_DIR=$bin tests/bench/query_cpu.sh "$dir/state" "$dir/query.json" --queries "$out/queries.fvecs" \
@@ -61,10 +73,11 @@ for ((r = 0; r < rounds; r++)); do
     for b in 1 "$batch"; do
         every=$((rate / b / 10 > 0 ? rate / b / 10 : 1))
         # writes for a little longer than the query run, which then runs entirely under writes
+        before=$(writes_acked)
         "$bin/vecshard-bench-writes" --coordinator "$addr" --vectors "$out/base.fvecs" --rate "$rate" \
             --batch "$b" --probe-every "$every" --seconds 12 --id-base "$id_base" > "$dir/writes-$r-$b.txt" 2>&1 &
         wpid=$!
-        sleep 1
+        writes_running 100 "$before"
         l=$(query)
         [ "${l%% *}" -gt "${best[$b]:-0}" ] && best[$b]=${l%% *} line[$b]=$l
         wait "$wpid" || log "round $r, batch $b: vecshard-bench-writes reported failures"

@@ -61,7 +61,8 @@ typedef struct wrec {
     uint64_t seq; /* its log position when acknowledged */
 } wrec_t;
 static wrec_t w[MAX_W];
-static _Atomic size_t n_w; /* written by the writer thread (one at a time), read by main */
+static _Atomic size_t n_w;      /* written by the writer thread (one at a time), read by main */
+static _Atomic size_t n_failed; /* writes whose call failed */
 
 static int start_shard(int p, int r)
 {
@@ -168,6 +169,8 @@ static vs_test_write_answer_t write_one(uint64_t *rng)
     }
     x->acked = a.code == 0;
     x->seq = a.seq;
+    if (!x->acked)
+        atomic_fetch_add(&n_failed, 1);
     atomic_fetch_add(&n_w, 1);
     return a;
 }
@@ -254,8 +257,14 @@ static void test_kill_everything_under_writes(void)
     vs_test_proc_stop(&coord, SIGKILL, 5);
     CHECK(start_coordinator() == 0);
     wait_writes(atomic_load(&n_w) + 60);
+    size_t failed_before = atomic_load(&n_failed);
     CHECK(vs_proc_fixture_kill(nats, err) == VS_OK);
-    vs_test_sleep_ms(300); /* writes meanwhile: refused or outcome unknown, never hanging */
+    /* writes meanwhile are refused or their outcome is unknown, answered and never hanging: the log stays
+     * down until one has failed */
+    int64_t down_until = vs_test_now_ms() + 20000;
+    while (atomic_load(&n_failed) == failed_before && vs_test_now_ms() < down_until)
+        vs_test_sleep_ms(5);
+    CHECKF(atomic_load(&n_failed) > failed_before, "no write failed while nats-server was down");
     CHECKF(vs_proc_fixture_restart(nats, err) == VS_OK, "%s", err);
     wait_writes(atomic_load(&n_w) + 100);
     atomic_store(&w_stop, 1);

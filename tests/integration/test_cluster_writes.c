@@ -258,6 +258,12 @@ int main(void)
         int64_t until = vs_test_now_ms() + 30000; /* the shards have loaded: the coordinator answers */
         while (first_id(ver.queries) == -2 && vs_test_now_ms() < until)
             vs_test_sleep_ms(50);
+        /* and it has reached the write log (until then it refuses writes UNAVAILABLE, "retry") */
+        char scrape[PATH_MAX];
+        snprintf(scrape, sizeof scrape, "%s/scrape-start.txt", dir);
+        while (vs_test_proc_metric(&coord, "vecshard_coordinator_write_log_connected", scrape) != 1 &&
+               vs_test_now_ms() < until)
+            vs_test_sleep_ms(20);
         RUN(test_writes_through_the_cluster);
         RUN(test_bad_writes_log_nothing);
         /* what operators see: the coordinator's write counts, the shards' log position and fresh ids */
