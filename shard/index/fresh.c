@@ -50,9 +50,37 @@ vs_status vs_fresh_create(const vs_index_t *base, size_t capacity, vs_fresh_t **
     atomic_init(&f->records, 0);
     atomic_init(&f->live, 0);
     atomic_init(&f->deleted, 0);
+    atomic_init(&f->compactions, 0);
+    atomic_init(&f->epoch, 0);
+    atomic_init(&f->readers[0], 0);
+    atomic_init(&f->readers[1], 0);
     atomic_init(&f->bytes, ivf->nlist * sizeof *f->lists);
     *out = f;
     return VS_OK;
+}
+
+/* Frees a list object and its chunks (no search may hold it). */
+static void free_list(vs_fresh_t *f, vs_fresh_list_t *L)
+{
+    for (uint32_t c = 0; c < VS_FRESH_MAX_CHUNKS; c++) {
+        vs_fresh_chunk_t *ch = atomic_load_explicit(&L->chunks[c], memory_order_relaxed);
+        if (!ch)
+            break;
+        free((void *)ch->dead); /* the block of flags, ids and codes */
+        free(ch->refine);
+        free(ch);
+    }
+    atomic_fetch_sub_explicit(&f->bytes, L->bytes, memory_order_relaxed);
+    free(L);
+}
+
+static void free_chain(vs_fresh_t *f, vs_fresh_list_t *L)
+{
+    while (L) {
+        vs_fresh_list_t *next = L->retired_next;
+        free_list(f, L);
+        L = next;
+    }
 }
 
 void vs_fresh_destroy(vs_fresh_t *f)
@@ -61,21 +89,51 @@ void vs_fresh_destroy(vs_fresh_t *f)
         return;
     for (uint32_t l = 0; l < f->ivf->nlist; l++) {
         vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
-        if (!L)
-            continue;
-        for (uint32_t c = 0; c < VS_FRESH_MAX_CHUNKS; c++) {
-            vs_fresh_chunk_t *ch = atomic_load_explicit(&L->chunks[c], memory_order_relaxed);
-            if (!ch)
-                break;
-            free((void *)ch->dead); /* the block of flags, ids and codes */
-            free(ch->refine);
-            free(ch);
-        }
-        free(L);
+        if (L)
+            free_list(f, L);
     }
+    free_chain(f, f->pending);
+    free_chain(f, f->retired);
     free(f->lists);
     vs_idmap_destroy(f->map);
     free(f);
+}
+
+/* ---- reclamation (fresh_internal.h) ------------------------------------------------------------- */
+
+unsigned vs_fresh_read_begin(const vs_fresh_t *cf)
+{
+    vs_fresh_t *f = (vs_fresh_t *)cf; /* the counts are the only state a search writes */
+    for (;;) {
+        uint64_t e = atomic_load(&f->epoch);
+        atomic_fetch_add(&f->readers[e & 1], 1);
+        if (atomic_load(&f->epoch) == e) /* else the writer flipped meanwhile and may not have seen us */
+            return (unsigned)(e & 1);
+        atomic_fetch_sub(&f->readers[e & 1], 1);
+    }
+}
+
+void vs_fresh_read_end(const vs_fresh_t *cf, unsigned token)
+{
+    atomic_fetch_sub(&((vs_fresh_t *)cf)->readers[token & 1], 1);
+}
+
+/* Writer: frees the pending objects once no search registered before their epoch flip remains, then
+ * starts the next grace period for the objects retired since. Never waits. */
+static void reclaim(vs_fresh_t *f)
+{
+    for (int round = 0; round < 2; round++) {
+        if (f->pending && atomic_load(&f->readers[f->pending_epoch & 1]) == 0) {
+            free_chain(f, f->pending);
+            f->pending = NULL;
+        }
+        if (f->pending || !f->retired)
+            return;
+        f->pending = f->retired;
+        f->retired = NULL;
+        /* searches that registered under the old epoch may hold them; later ones cannot reach them */
+        f->pending_epoch = atomic_fetch_add(&f->epoch, 1);
+    }
 }
 
 /* ---- writer ------------------------------------------------------------------------------------- */
@@ -109,8 +167,8 @@ static vs_status check_ids(const vs_fresh_t *f, size_t n, const int64_t *ids, ch
 }
 
 /* Points id at its new state (ref: record + 1, or 0 for deleted) and keeps the counts. Cannot fail:
- * check_ids made room. */
-static void set_state(vs_fresh_t *f, int64_t id, uint64_t ref)
+ * check_ids made room. Returns the list whose record died (UINT32_MAX: none). */
+static uint32_t set_state(vs_fresh_t *f, int64_t id, uint64_t ref)
 {
     uint64_t old = 0;
     int had = vs_idmap_get(f->map, id, &old);
@@ -132,24 +190,16 @@ static void set_state(vs_fresh_t *f, int64_t id, uint64_t ref)
         vs_fresh_chunk_t *ch =
             atomic_load_explicit(&L->chunks[vs_fresh_chunk_of(pos, &off)], memory_order_relaxed);
         atomic_store_explicit(&ch->dead[off], 1, memory_order_release);
+        L->dead++;
+        return l;
     }
+    return UINT32_MAX;
 }
 
-/* Makes sure list l can take `more` records after its current ones (lists and chunks allocated; the
- * published count is not touched). */
-static vs_status reserve(vs_fresh_t *f, uint32_t l, size_t more, char *err)
+/* Makes sure list object L can take `more` records after its current ones (chunks allocated; the
+ * published count is not touched). l: its list, for the error. */
+static vs_status reserve_in(vs_fresh_t *f, vs_fresh_list_t *L, uint32_t l, size_t more, char *err)
 {
-    vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
-    if (!L) {
-        L = calloc(1, sizeof *L);
-        if (!L)
-            return vs_errf(err, VS_ERR_NOMEM, "no memory for a fresh list");
-        atomic_init(&L->n, 0);
-        for (uint32_t c = 0; c < VS_FRESH_MAX_CHUNKS; c++)
-            atomic_init(&L->chunks[c], NULL);
-        atomic_fetch_add_explicit(&f->bytes, sizeof *L, memory_order_relaxed);
-        atomic_store_explicit(&f->lists[l], L, memory_order_release);
-    }
     size_t n = atomic_load_explicit(&L->n, memory_order_relaxed);
     if (more == 0)
         return VS_OK;
@@ -177,11 +227,88 @@ static vs_status reserve(vs_fresh_t *f, uint32_t l, size_t more, char *err)
             free(ch);
             return vs_errf(err, VS_ERR_NOMEM, "no memory for %zu fresh records", cap);
         }
-        atomic_fetch_add_explicit(&f->bytes, cap * (sizeof(int64_t) + 1 + f->code_bytes + f->refine_bytes),
-                                  memory_order_relaxed);
+        size_t bytes = cap * (sizeof(int64_t) + 1 + f->code_bytes + f->refine_bytes);
+        L->bytes += bytes;
+        atomic_fetch_add_explicit(&f->bytes, bytes, memory_order_relaxed);
         atomic_store_explicit(&L->chunks[c], ch, memory_order_release);
     }
     return VS_OK;
+}
+
+static vs_fresh_list_t *new_list(vs_fresh_t *f)
+{
+    vs_fresh_list_t *L = calloc(1, sizeof *L);
+    if (!L)
+        return NULL;
+    atomic_init(&L->n, 0);
+    for (uint32_t c = 0; c < VS_FRESH_MAX_CHUNKS; c++)
+        atomic_init(&L->chunks[c], NULL);
+    L->bytes = sizeof *L;
+    atomic_fetch_add_explicit(&f->bytes, sizeof *L, memory_order_relaxed);
+    return L;
+}
+
+/* Writer: when half of list l's records (and at least VS_FRESH_COMPACT_MIN) are dead, replaces its
+ * object with one holding the live records only (fresh_internal.h). Out of memory: the list stays as it
+ * is (compaction saves scan time and memory; nothing depends on it). */
+static void maybe_compact(vs_fresh_t *f, uint32_t l)
+{
+    vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
+    size_t n = atomic_load_explicit(&L->n, memory_order_relaxed);
+    if (L->dead < VS_FRESH_COMPACT_MIN || 2 * L->dead < n)
+        return;
+    const size_t live = n - L->dead;
+    char err[VS_ERR_LEN];
+    vs_fresh_list_t *N = new_list(f);
+    if (!N)
+        return;
+    if (reserve_in(f, N, l, live, err) != VS_OK) {
+        free_list(f, N);
+        return;
+    }
+    size_t w = 0;
+    for (size_t pos = 0; pos < n; pos++) {
+        size_t off, woff;
+        const vs_fresh_chunk_t *ch =
+            atomic_load_explicit(&L->chunks[vs_fresh_chunk_of(pos, &off)], memory_order_relaxed);
+        if (atomic_load_explicit(&ch->dead[off], memory_order_relaxed))
+            continue;
+        vs_fresh_chunk_t *wc =
+            atomic_load_explicit(&N->chunks[vs_fresh_chunk_of(w, &woff)], memory_order_relaxed);
+        wc->ids[woff] = ch->ids[off];
+        memcpy(wc->codes + woff * f->code_bytes, ch->codes + off * f->code_bytes, f->code_bytes);
+        if (f->refine_bytes)
+            memcpy(wc->refine + woff * f->refine_bytes, ch->refine + off * f->refine_bytes, f->refine_bytes);
+        w++;
+    }
+    /* publish the copy, then repoint its ids (searches decide liveness without positions) */
+    atomic_store_explicit(&N->n, w, memory_order_release);
+    atomic_store_explicit(&f->lists[l], N, memory_order_release);
+    for (size_t i = 0; i < w; i++) {
+        size_t off;
+        const vs_fresh_chunk_t *ch =
+            atomic_load_explicit(&N->chunks[vs_fresh_chunk_of(i, &off)], memory_order_relaxed);
+        (void)vs_idmap_put(f->map, ch->ids[off], VS_FRESH_BASE_DEAD | ((((uint64_t)l << 32) | i) + 1), err);
+    }
+    atomic_fetch_sub_explicit(&f->records, n - w, memory_order_relaxed);
+    atomic_fetch_add_explicit(&f->compactions, 1, memory_order_relaxed);
+    L->retired_next = f->retired;
+    f->retired = L;
+    reclaim(f);
+}
+
+/* Makes sure list l can take `more` records after its current ones (its object created and published
+ * if it had none). */
+static vs_status reserve(vs_fresh_t *f, uint32_t l, size_t more, char *err)
+{
+    vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
+    if (!L) {
+        L = new_list(f);
+        if (!L)
+            return vs_errf(err, VS_ERR_NOMEM, "no memory for a fresh list");
+        atomic_store_explicit(&f->lists[l], L, memory_order_release);
+    }
+    return reserve_in(f, L, l, more, err);
 }
 
 /* The code of one (normalised, for cosine) vector x in list l, in the fresh record format. pq: m bytes of
@@ -198,6 +325,23 @@ static void put_code(const vs_fresh_t *f, const float *x, const uint8_t *pq, uin
     } else {
         memcpy(dst, pq, ivf->pq.m);
     }
+}
+
+/* Points ids[n] at refs[n] (NULL: deleted), then compacts the lists whose records died (after the
+ * loop: compaction moves records, and refs name positions). */
+static void settle(vs_fresh_t *f, size_t n, const int64_t *ids, const uint64_t *refs)
+{
+    uint32_t *died = malloc((n ? n : 1) * sizeof *died); /* NULL: no compaction this time */
+    size_t nd = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t l = set_state(f, ids[i], refs ? refs[i] : 0);
+        if (l != UINT32_MAX && died)
+            died[nd++] = l;
+    }
+    for (size_t j = 0; j < nd; j++)
+        maybe_compact(f, died[j]); /* a no-op for a list already compacted */
+    free(died);
+    reclaim(f);
 }
 
 vs_status vs_fresh_upsert(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x, char err[VS_ERR_LEN])
@@ -283,9 +427,8 @@ vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, con
             atomic_store_explicit(&L->n, atomic_load_explicit(&L->n, memory_order_relaxed) + cnt[l],
                                   memory_order_release);
         }
-    for (size_t i = 0; i < n; i++)
-        set_state(f, ids[i], refs[i]);
     atomic_fetch_add_explicit(&f->records, n, memory_order_relaxed);
+    settle(f, n, ids, refs);
 done:
     free(refs);
     free(lab);
@@ -306,8 +449,7 @@ vs_status vs_fresh_delete(vs_fresh_t *f, size_t n, const int64_t *ids, char err[
     vs_status st = check_ids(f, n, ids, err);
     if (st != VS_OK)
         return st;
-    for (size_t i = 0; i < n; i++)
-        set_state(f, ids[i], 0);
+    settle(f, n, ids, NULL);
     return VS_OK;
 }
 
@@ -330,16 +472,22 @@ vs_status vs_fresh_search(const vs_fresh_t *f, size_t nq, const float *q, size_t
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "efSearch applies to HNSW indexes only");
     if (params->k_factor != 0 && f->ivf->spec.refine == VS_REFINE_NONE)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k_factor applies to indexes with a refine stage only");
-    return vs_ivf_search_fresh(f->ivf, f, nq, q, k, params->nprobe, params->quantizer_ef_search, NULL,
-                               params->k_factor, n_threads, out_dist, out_ids, err);
+    unsigned token = vs_fresh_read_begin(f);
+    vs_status st = vs_ivf_search_fresh(f->ivf, f, nq, q, k, params->nprobe, params->quantizer_ef_search, NULL,
+                                       params->k_factor, n_threads, out_dist, out_ids, err);
+    vs_fresh_read_end(f, token);
+    return st;
 }
 
 vs_status vs_fresh_search_lists(const vs_fresh_t *f, size_t nq, const float *q, size_t k,
                                 const int32_t *lists, uint32_t n_lists, float k_factor, size_t n_threads,
                                 float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
 {
-    return vs_ivf_search_fresh(f->ivf, f, nq, q, k, n_lists, 0, lists, k_factor, n_threads, out_dist, out_ids,
-                               err);
+    unsigned token = vs_fresh_read_begin(f);
+    vs_status st = vs_ivf_search_fresh(f->ivf, f, nq, q, k, n_lists, 0, lists, k_factor, n_threads, out_dist,
+                                       out_ids, err);
+    vs_fresh_read_end(f, token);
+    return st;
 }
 
 void vs_fresh_stats(const vs_fresh_t *f, vs_fresh_stats_t *out)
@@ -349,5 +497,6 @@ void vs_fresh_stats(const vs_fresh_t *f, vs_fresh_stats_t *out)
     out->records = atomic_load_explicit(&f->records, memory_order_relaxed);
     out->live = atomic_load_explicit(&f->live, memory_order_relaxed);
     out->deleted = atomic_load_explicit(&f->deleted, memory_order_relaxed);
+    out->compactions = atomic_load_explicit(&f->compactions, memory_order_relaxed);
     out->memory_bytes = atomic_load_explicit(&f->bytes, memory_order_relaxed) + vs_idmap_memory_bytes(f->map);
 }

@@ -14,7 +14,10 @@
  *
  * Capacity: the number of distinct ids written (upserted or deleted) since the version was built; a
  * write that would exceed it is refused whole (VS_ERR_RESOURCE_EXHAUSTED) and the next version folds
- * the writes in. Not here: the log (who calls upsert/delete in which order), HNSW versions. */
+ * the writes in. Superseded and deleted records do not accumulate: a list at least half dead is
+ * rewritten with its live records (searches running meanwhile finish on the old copy), so memory and
+ * scan time follow the live items, not the number of writes. Not here: the log (who calls upsert/delete in
+ * which order), HNSW versions. */
 #ifndef VS_SHARD_INDEX_FRESH_H
 #define VS_SHARD_INDEX_FRESH_H
 
@@ -67,9 +70,10 @@ vs_status vs_fresh_search_lists(const vs_fresh_t *f, size_t nq, const float *q, 
 typedef struct vs_fresh_stats {
     size_t ids; /* distinct ids written (counts against capacity) */
     size_t capacity;
-    size_t records; /* fresh vectors stored, live or superseded */
-    size_t live;    /* fresh vectors that searches return */
-    size_t deleted; /* ids whose last write was a delete */
+    size_t records;     /* fresh vectors stored, live or superseded (until their list is compacted) */
+    size_t live;        /* fresh vectors that searches return */
+    size_t deleted;     /* ids whose last write was a delete */
+    size_t compactions; /* lists rewritten without their superseded and deleted records */
     size_t memory_bytes;
 } vs_fresh_stats_t;
 

@@ -10,9 +10,17 @@
  *
  * The id map (idmap.h) says, per id written since the version: whether the base index's copy is hidden
  * (bit 63, set by every upsert and delete) and which fresh record is live (low bits: its reference + 1,
- * 0 for none). Record reference: list << 32 | position. A record also carries a dead flag, set after the
- * map moved its id on: the scan skips dead records without a lookup and checks the map only for the
- * few candidates that pass its threshold. */
+ * 0 for none; reference: list << 32 | position, for the writer). A record also carries a dead flag, set
+ * after the map moved its id on. A record is live when its flag is clear and the map still gives its id
+ * a fresh copy: the scan skips dead records without a lookup and checks the map only for the few
+ * candidates that pass its threshold (a record whose id was just deleted, its flag not yet set).
+ *
+ * Compaction: once half of a list's records (and at least VS_FRESH_COMPACT_MIN) are dead, the writer
+ * copies its live records into a new list object, publishes it in place of the old one, and repoints
+ * their ids. The old object is retired, not freed: searches register in one of two reader counts (the
+ * parity of an epoch); the writer frees retired objects after flipping the epoch and seeing the old
+ * parity's count at zero, so a search that loaded the old object finishes on it. Positions are only
+ * meaningful within one list object: a search keeps the object it scanned for its refine stage. */
 #ifndef VS_SHARD_INDEX_FRESH_INTERNAL_H
 #define VS_SHARD_INDEX_FRESH_INTERNAL_H
 
@@ -28,6 +36,8 @@
 /* Search: extra heap slots while a query has seen fresh candidates, so that a duplicate (an id caught
  * mid-replacement) dropped at emission does not cost a result. */
 #define VS_FRESH_SLACK 16u
+/* A list is compacted once it holds at least this many dead records and they are half of it. */
+#define VS_FRESH_COMPACT_MIN 32u
 
 typedef struct vs_fresh_chunk {
     _Atomic uint8_t *dead; /* 1 once superseded or deleted: the scan skips it without a map lookup */
@@ -39,6 +49,9 @@ typedef struct vs_fresh_chunk {
 typedef struct vs_fresh_list {
     _Atomic size_t n;                                        /* records published */
     _Atomic(vs_fresh_chunk_t *) chunks[VS_FRESH_MAX_CHUNKS]; /* allocated before use */
+    size_t dead;                                             /* writer only: records flagged dead */
+    size_t bytes;                                            /* writer only: memory of this object */
+    struct vs_fresh_list *retired_next;                      /* writer only: retired objects */
 } vs_fresh_list_t;
 
 struct vs_fresh {
@@ -46,7 +59,13 @@ struct vs_fresh {
     size_t code_bytes, refine_bytes;
     vs_idmap_t *map;
     _Atomic(vs_fresh_list_t *) *lists; /* nlist; NULL until the list's first record */
-    _Atomic size_t records, live, deleted, bytes;
+    _Atomic size_t records, live, deleted, bytes, compactions;
+    /* reclamation of compacted list objects (see above) */
+    _Atomic uint64_t epoch;
+    _Atomic size_t readers[2];
+    vs_fresh_list_t *retired; /* writer only: unlinked since the last epoch flip */
+    vs_fresh_list_t *pending; /* writer only: unlinked before the flip to pending_epoch + 1 */
+    uint64_t pending_epoch;
 };
 
 /* Chunk index and offset of position pos. */
@@ -71,7 +90,7 @@ static inline size_t vs_fresh_list_n(const vs_fresh_t *f, uint32_t list, const v
     return x ? atomic_load_explicit(&((vs_fresh_list_t *)x)->n, memory_order_acquire) : 0;
 }
 
-/* Record pos (< the published count) of a list. */
+/* Record pos (< the published count) of list object L. */
 static inline void vs_fresh_record(const vs_fresh_t *f, const vs_fresh_list_t *L, size_t pos, int64_t *id,
                                    const uint8_t **code, const uint8_t **refine)
 {
@@ -91,11 +110,11 @@ static inline int vs_fresh_base_dead(const vs_fresh_t *f, int64_t id)
     return vs_idmap_get(f->map, id, &v) && (v & VS_FRESH_BASE_DEAD);
 }
 
-/* 1 when record (list, pos) holding id is its live copy. */
-static inline int vs_fresh_live(const vs_fresh_t *f, int64_t id, uint32_t list, size_t pos)
+/* 1 when id has a live fresh copy (a record whose dead flag is clear and whose id has one is it). */
+static inline int vs_fresh_live(const vs_fresh_t *f, int64_t id)
 {
     uint64_t v;
-    return vs_idmap_get(f->map, id, &v) && (v & ~VS_FRESH_BASE_DEAD) == ((((uint64_t)list << 32) | pos) + 1);
+    return vs_idmap_get(f->map, id, &v) && (v & ~VS_FRESH_BASE_DEAD) != 0;
 }
 
 /* 1 when nothing was written (searches take the plain path). */
@@ -103,6 +122,11 @@ static inline int vs_fresh_empty(const vs_fresh_t *f)
 {
     return f == NULL || vs_idmap_count(f->map) == 0;
 }
+
+/* A search through f registers for its whole duration (list objects it loads stay allocated until it
+ * leaves); vs_fresh_read_begin returns the token for vs_fresh_read_end. */
+unsigned vs_fresh_read_begin(const vs_fresh_t *f);
+void vs_fresh_read_end(const vs_fresh_t *f, unsigned token);
 
 /* The IVF search with a fresh state (f may be NULL): ivf.c. lists: NULL = rank the lists here. */
 vs_status vs_ivf_search_fresh(const vs_ivf_t *ivf, const vs_fresh_t *f, size_t nq, const float *q, size_t k,

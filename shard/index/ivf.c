@@ -521,19 +521,20 @@ done:
 /* ---- search ------------------------------------------------------------------------------------- */
 
 typedef struct scratch {
-    float *q;       /* d: prepared query */
-    float *cdist;   /* nlist: coarse distances */
-    int32_t *probe; /* nprobe */
-    float *pkey;    /* coarse pool: nprobe + max(nprobe, 16) */
-    float *proj;    /* pdim: the query projected */
-    float *ipq;     /* m*ksub: <q_j, p_jc> */
-    float *table;   /* m*ksub: per-list table in key space */
-    uint8_t *qlut;  /* P*64 */
-    float *dbuf;    /* max list size for IVF-Flat distances, or d for decode */
-    float *hkeys;   /* K' */
-    int64_t *hids;  /* K' */
-    float *fkeys;   /* k */
-    int64_t *fids;  /* k */
+    float *q;                   /* d: prepared query */
+    float *cdist;               /* nlist: coarse distances */
+    int32_t *probe;             /* nprobe */
+    float *pkey;                /* coarse pool: nprobe + max(nprobe, 16) */
+    float *proj;                /* pdim: the query projected */
+    float *ipq;                 /* m*ksub: <q_j, p_jc> */
+    float *table;               /* m*ksub: per-list table in key space */
+    uint8_t *qlut;              /* P*64 */
+    float *dbuf;                /* max list size for IVF-Flat distances, or d for decode */
+    float *hkeys;               /* K' */
+    int64_t *hids;              /* K' */
+    float *fkeys;               /* k */
+    int64_t *fids;              /* k */
+    const vs_fresh_list_t **fl; /* nprobe: the fresh list object scanned for each probe */
 } scratch_t;
 
 typedef struct search_ctx {
@@ -631,7 +632,8 @@ static void prefetch_refine(const vs_ivf_t *ivf, uint64_t slot, size_t rb)
         __builtin_prefetch(p + off);
 }
 
-/* Fresh record references in the candidate heap: bit 63 set, then list << 32 | position (fresh.h). */
+/* Fresh record references in the candidate heap: bit 63 set, then probe << 32 | position in the list
+ * object that probe scanned (scratch fl). */
 #define FRESH_SLOT (1ull << 63)
 
 /* The fast-scan sum of a fresh record (codes packed two per byte), as the block scan computes it. */
@@ -644,17 +646,19 @@ static uint32_t fresh_fs_sum(const uint8_t *code, uint32_t P, const uint8_t *qlu
     return sum;
 }
 
-/* Scans list l's fresh records with the table the main scan used, offering live ones to h. Key of a
- * record: fast scan base + sum / scale (exactly the main scan's), 8-bit PQ base + ADC, Flat the distance. */
-static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, uint32_t l, cands_t *h,
-                         float base, float scale)
+/* Scans the n published records of list l's fresh object FL with the table the main scan used, offering
+ * live ones to h (with refine, as probe pi's slot: s->fl[pi] keeps the object for the refine stage, which
+ * a compaction may have replaced since). Key of a record: fast scan base + sum / scale (exactly the main
+ * scan's), 8-bit PQ base + ADC, Flat the distance. */
+static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, const vs_fresh_list_t *FL,
+                         size_t n, uint32_t pi, cands_t *h, float base, float scale)
 {
     const vs_ivf_t *ivf = c->ivf;
-    const vs_fresh_list_t *FL;
-    size_t n = vs_fresh_list_n(c->fresh, l, &FL), offered = 0;
+    size_t offered = 0;
     const int refine = ivf->spec.refine != VS_REFINE_NONE;
     const vs_distance_kernels_t *kern = vs_distance_kernels();
     const uint32_t P = vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1);
+    s->fl[pi] = FL;
     /* chunk by chunk: each is one block of dead flags, ids and codes, read in order */
     size_t start = 0;
     for (uint32_t ci = 0; start < n; ci++) {
@@ -679,9 +683,9 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, ui
                 key = base + vs_pq_adc(s->table, code, ivf->pq.m, ivf->pq.ksub);
             }
             /* the map is the truth for the few that pass (a record dies just after its id moved on) */
-            if (key > cands_threshold(h) || !vs_fresh_live(c->fresh, id, l, pos))
+            if (key > cands_threshold(h) || !vs_fresh_live(c->fresh, id))
                 continue;
-            cands_push(h, key, refine ? (int64_t)(FRESH_SLOT | ((uint64_t)l << 32) | pos) : id);
+            cands_push(h, key, refine ? (int64_t)(FRESH_SLOT | ((uint64_t)pi << 32) | pos) : id);
             offered++;
         }
         start += cap;
@@ -731,8 +735,9 @@ static void search_one(void *arg, size_t qi, size_t worker)
         if (l < 0 || (uint32_t)l >= ivf->nlist)
             continue;
         const ivf_list_t *L = &ivf->lists[l];
-        const vs_fresh_list_t *FL;
-        if (L->n == 0 && (!fresh || vs_fresh_list_n(fresh, (uint32_t)l, &FL) == 0))
+        const vs_fresh_list_t *FL = NULL;
+        const size_t fn = fresh ? vs_fresh_list_n(fresh, (uint32_t)l, &FL) : 0;
+        if (L->n == 0 && fn == 0)
             continue;
         const float *cl = ivf->centroids + (size_t)l * d;
         if (ivf->spec.codec == VS_CODEC_FLAT) {
@@ -746,8 +751,8 @@ static void search_one(void *arg, size_t qi, size_t worker)
                     thr = cands_threshold(&h);
                 }
             }
-            if (fresh)
-                n_fresh += scan_fresh(c, s, q, (uint32_t)l, &h, 0.0f, 1.0f);
+            if (fn)
+                n_fresh += scan_fresh(c, s, q, FL, fn, pi, &h, 0.0f, 1.0f);
             continue;
         }
         if (fs) {
@@ -766,8 +771,8 @@ static void search_one(void *arg, size_t qi, size_t worker)
             if (L->n)
                 scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(cands_threshold(&h), base, scale),
                      fs_offer, &st);
-            if (fresh)
-                n_fresh += scan_fresh(c, s, q, (uint32_t)l, &h, base, scale);
+            if (fn)
+                n_fresh += scan_fresh(c, s, q, FL, fn, pi, &h, base, scale);
             continue;
         }
         /* 8-bit ADC table in key space: key = base + sum_j table[j][code_j] */
@@ -792,8 +797,8 @@ static void search_one(void *arg, size_t qi, size_t worker)
                 }
             }
         }
-        if (fresh)
-            n_fresh += scan_fresh(c, s, q, (uint32_t)l, &h, base, 1.0f);
+        if (fn)
+            n_fresh += scan_fresh(c, s, q, FL, fn, pi, &h, base, 1.0f);
     }
     float *od = c->out_dist + qi * c->k;
     int64_t *oi = c->out_ids + qi * c->k;
@@ -830,10 +835,8 @@ static void search_one(void *arg, size_t qi, size_t worker)
             const uint8_t *rv;
             int64_t id;
             if (slot & FRESH_SLOT) {
-                const vs_fresh_list_t *FL;
                 const uint8_t *code;
-                (void)vs_fresh_list_n(fresh, (uint32_t)((slot >> 32) & 0x7fffffffu), &FL);
-                vs_fresh_record(fresh, FL, pos, &id, &code, &rv);
+                vs_fresh_record(fresh, s->fl[(slot >> 32) & 0x7fffffffu], pos, &id, &code, &rv);
             } else {
                 const ivf_list_t *L = &ivf->lists[slot >> 32];
                 rv = L->refine + pos * rb;
@@ -886,6 +889,7 @@ static size_t scratch_layout(const scratch_shape_t *sh, void *mem, scratch_t *s)
     PIECE(hids, sh->hsz * sizeof(int64_t));
     PIECE(fkeys, sh->fk * sizeof(float));
     PIECE(fids, sh->fk * sizeof(int64_t));
+    PIECE(fl, sh->nprobe * sizeof(void *));
 #undef PIECE
     return off;
 }

@@ -131,6 +131,10 @@ static double fresh_value(void *u, int which)
         return (double)fi.fresh.deleted;
     case 6:
         return (double)fi.log_pending;
+    case 7:
+        return (double)fi.fresh.records;
+    case 8:
+        return (double)fi.fresh.compactions;
     default:
         return fi.log_next ? (double)(fi.log_next - 1) : 0;
     }
@@ -162,6 +166,14 @@ static double g_fresh_deleted(void *u)
 static double g_log_lag(void *u)
 {
     return fresh_value(u, 6);
+}
+static double g_fresh_records(void *u)
+{
+    return fresh_value(u, 7);
+}
+static double c_fresh_compactions(void *u)
+{
+    return fresh_value(u, 8);
 }
 static double c_log_applied(void *u)
 {
@@ -233,6 +245,13 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, const ch
         {"vecshard_shard_fresh_capacity", "Ids the active version may take from the write log.",
          g_fresh_capacity, 0},
         {"vecshard_shard_fresh_live", "Fresh vectors searches return (the active version).", g_fresh_live, 0},
+        {"vecshard_shard_fresh_records",
+         "Fresh vectors stored, live or superseded (a list half superseded is compacted).", g_fresh_records,
+         0},
+        {"vecshard_shard_fresh_compactions_total",
+         "Fresh lists rewritten without their superseded and deleted records (the active version; restarts "
+         "at a version switch).",
+         c_fresh_compactions, 1},
         {"vecshard_shard_fresh_memory_bytes", "Bytes of the active version's fresh writes.", g_fresh_bytes,
          0},
         {"vecshard_shard_log_position", "Last write-log sequence applied to the active version.",

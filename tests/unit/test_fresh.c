@@ -8,8 +8,11 @@
  * same.
  * - Capacity is counted in distinct ids and a write that would pass it is refused whole; bad input is
  *   refused whole; HNSW is refused.
- * - Concurrent searches while one thread writes (run under ThreadSanitizer in CI): no duplicate id, no
- *   deleted id, ever.
+ * - Rewriting the same ids over and over compacts the lists: records stay within twice the live ones
+ *   (plus a small constant per list), and answers stay those of a rebuild over the live items.
+ * - Concurrent searches while one thread writes (run under ThreadSanitizer in CI), the writes compacting
+ *   lists under the readers: no duplicate id, no deleted id, and an id never written again is found by
+ *   its own vector in every search.
  * - The id map: every id put is found with its value and ids never put are not, while its filter grows
  *   from 4,096 ids to 100,000 with a reader looking up every id put so far (a filter swap never hides
  *   an id). */
@@ -356,11 +359,97 @@ static void test_capacity_and_bad_input(void)
 
 /* ---- concurrent readers and one writer ---------------------------------------------------------- */
 
+/* 200 ids rewritten 20 times (vectors rotating through newv): lists are compacted as they fill with
+ * superseded records, memory follows the live items, and the answers are a rebuild's (IVF-Flat: the same
+ * ids) through both search paths. */
+static void test_compaction(void)
+{
+    enum { IDS = 200, ROUNDS = 20 };
+    char err[VS_ERR_LEN];
+    const char *factories[] = {"IVF16,Flat", "IVF16,PQ8x4fs,RFlat"};
+    for (size_t f = 0; f < 2; f++) {
+        vs_index_t *idx = build_base(factories[f], VS_METRIC_L2);
+        vs_fresh_t *fr;
+        CHECK(vs_fresh_create(idx, 1000, &fr, err) == VS_OK);
+        int64_t ids[IDS];
+        for (size_t i = 0; i < IDS; i++)
+            ids[i] = i % 2 ? base_id(i) : 9000000 + (int64_t)i; /* half replace base rows, half are new */
+        float x[IDS * D];
+        size_t max_records = 0;
+        for (int r = 0; r < ROUNDS; r++) {
+            for (size_t i = 0; i < IDS; i++)
+                memcpy(x + i * D, newv + ((i + (size_t)r * 37) % (NEW + REPL + REREPL)) * D,
+                       D * sizeof(float));
+            /* in batches of 25, so that compaction also runs between writes of one round */
+            for (size_t b = 0; b < IDS; b += 25)
+                CHECKF(vs_fresh_upsert(fr, 25, ids + b, x + b * D, err) == VS_OK, "%s", err);
+            vs_fresh_stats_t st;
+            vs_fresh_stats(fr, &st);
+            CHECKF(st.live == IDS && st.ids == IDS, "round %d: %zu live, %zu ids", r, st.live, st.ids);
+            if (st.records > max_records)
+                max_records = st.records;
+        }
+        vs_fresh_stats_t st;
+        vs_fresh_stats(fr, &st);
+        /* a list is rewritten once half of it and at least 32 records are dead */
+        CHECKF(st.compactions > 0 && max_records <= 2 * IDS + 32 * NLIST,
+               "%s: %zu compactions, up to %zu records for %d live (%d written)", factories[f],
+               st.compactions, max_records, IDS, IDS * ROUNDS);
+        /* the live set: the base minus the odd rows replaced, plus the last round's vectors */
+        int64_t *live_ids = malloc((N + IDS) * sizeof *live_ids);
+        float *live_x = malloc((N + IDS) * D * sizeof *live_x);
+        size_t n = 0;
+        for (size_t i = 0; i < N; i++)
+            if (!(i < IDS && i % 2)) {
+                live_ids[n] = base_id(i);
+                memcpy(live_x + n * D, base + i * D, D * sizeof(float));
+                n++;
+            }
+        memcpy(live_ids + n, ids, sizeof ids);
+        memcpy(live_x + n * D, x, sizeof x);
+        n += IDS;
+        vs_index_t *rebuilt = build(factories[f], VS_METRIC_L2, n, live_x, live_ids, idx);
+        int64_t gt[NQ * K];
+        exact(VS_METRIC_L2, n, live_x, live_ids, gt);
+        vs_search_params_t p = {.nprobe = 6, .k_factor = f ? 8 : 0};
+        float d1[NQ * K], d2[NQ * K], d3[NQ * K];
+        int64_t i1[NQ * K], i2[NQ * K], i3[NQ * K];
+        CHECKF(vs_fresh_search(fr, NQ, queries, K, &p, 1, d1, i1, err) == VS_OK, "%s", err);
+        CHECK(vs_index_search(rebuilt, NQ, queries, K, &p, 1, d2, i2, err) == VS_OK);
+        if (f == 0)
+            CHECKF(memcmp(i1, i2, sizeof i1) == 0, "%s: ids differ from the rebuilt index", factories[f]);
+        double r1 = recall(i1, gt), r2 = recall(i2, gt);
+        CHECKF(r1 >= r2 - 0.01 && r1 > 0.2, "%s: recall %.4f after compactions, %.4f rebuilt", factories[f],
+               r1, r2);
+        int32_t lists[NQ * 6];
+        const struct vs_ivf *ivf = vs_index_impl_ivf(idx);
+        for (size_t qi = 0; qi < NQ; qi++)
+            CHECK(vs_ivf_probe(ivf, queries + qi * D, 6, 0, lists + qi * 6, err) == VS_OK);
+        CHECKF(vs_fresh_search_lists(fr, NQ, queries, K, lists, 6, 8, 1, d3, i3, err) == VS_OK, "%s", err);
+        CHECKF(memcmp(i1, i3, sizeof i1) == 0, "%s: search_lists differs", factories[f]);
+        /* deleting everything written leaves the base minus the replaced rows, and compacts to nothing */
+        CHECK(vs_fresh_delete(fr, IDS, ids, err) == VS_OK);
+        vs_fresh_stats(fr, &st);
+        CHECKF(st.live == 0 && st.deleted == IDS && st.records <= 32 * NLIST, "%zu live, %zu records",
+               st.live, st.records);
+        CHECKF(vs_fresh_search(fr, NQ, queries, K, &p, 1, d1, i1, err) == VS_OK, "%s", err);
+        for (size_t i = 0; i < NQ * K; i++)
+            CHECKF(!contains(ids, IDS, i1[i]), "deleted id %lld returned", (long long)i1[i]);
+        free(live_ids);
+        free(live_x);
+        vs_index_destroy(rebuilt);
+        vs_fresh_destroy(fr);
+        vs_index_destroy(idx);
+    }
+}
+
 typedef struct race {
     vs_fresh_t *fr;
     atomic_int stop;
-    atomic_long searches, bad;
+    atomic_long searches, bad, missed;
 } race_t;
+
+#define STABLE 8000200 /* ids STABLE..STABLE+3 hold newv rows 300..303 and are never written again */
 
 static void *reader(void *arg)
 {
@@ -370,6 +459,10 @@ static void *reader(void *arg)
     float d[4 * K];
     int64_t got[4 * K];
     while (!atomic_load(&r->stop)) {
+        for (size_t qi = 0; qi < 4; qi++)
+            if (vs_fresh_search(r->fr, 1, newv + (300 + qi) * D, K, &p, 1, d, got, err) != VS_OK ||
+                !contains(got, K, STABLE + (int64_t)qi))
+                atomic_fetch_add(&r->missed, 1); /* a live item missing (its list compacted under us) */
         if (vs_fresh_search(r->fr, 4, newv, K, &p, 1, d, got, err) != VS_OK) {
             atomic_fetch_add(&r->bad, 1);
             continue;
@@ -387,6 +480,13 @@ static void *reader(void *arg)
     return NULL;
 }
 
+static size_t compactions(const vs_fresh_t *fr)
+{
+    vs_fresh_stats_t st;
+    vs_fresh_stats(fr, &st);
+    return st.compactions;
+}
+
 static void test_concurrent_readers(void)
 {
     char err[VS_ERR_LEN];
@@ -401,6 +501,8 @@ static void test_concurrent_readers(void)
     for (int i = 0; i < 50; i++)
         odd[i] = 8000000 + 2 * i + 1;
     CHECK(vs_fresh_delete(r.fr, 50, odd, err) == VS_OK);
+    int64_t stable[4] = {STABLE, STABLE + 1, STABLE + 2, STABLE + 3};
+    CHECK(vs_fresh_upsert(r.fr, 4, stable, newv + 300 * D, err) == VS_OK);
     pthread_t th[2];
     for (int t = 0; t < 2; t++)
         CHECK(pthread_create(&th[t], NULL, reader, &r) == 0);
@@ -412,7 +514,7 @@ static void test_concurrent_readers(void)
     /* until the readers have searched 300 times while the writer ran (bounded: 20 s under TSan) */
     int rounds = 0;
     int64_t until = vs_test_now_ms() + 20000;
-    while (vs_test_now_ms() < until && (atomic_load(&r.searches) < 300 || rounds < 15)) {
+    while (vs_test_now_ms() < until && (atomic_load(&r.searches) < 300 || rounds < 15 || compactions(r.fr) < 300)) {
         for (int i = 0; i < 50; i++) {
             CHECK(vs_fresh_upsert(r.fr, 1, &even[i], newv + ((size_t)(i + rounds * 7) % 400) * D, err) ==
                   VS_OK);
@@ -422,8 +524,12 @@ static void test_concurrent_readers(void)
     atomic_store(&r.stop, 1);
     for (int t = 0; t < 2; t++)
         pthread_join(th[t], NULL);
-    CHECKF(atomic_load(&r.bad) == 0 && atomic_load(&r.searches) >= 300, "%ld bad of %ld searches (%d rounds)",
-           atomic_load(&r.bad), atomic_load(&r.searches), rounds);
+    vs_fresh_stats_t st;
+    vs_fresh_stats(r.fr, &st);
+    CHECKF(atomic_load(&r.bad) == 0 && atomic_load(&r.missed) == 0 && atomic_load(&r.searches) >= 300 &&
+               st.compactions > 0,
+           "%ld bad and %ld missed of %ld searches (%d rounds, %zu compactions)", atomic_load(&r.bad),
+           atomic_load(&r.missed), atomic_load(&r.searches), rounds, st.compactions);
     vs_fresh_destroy(r.fr);
     vs_index_destroy(idx);
 }
@@ -509,6 +615,7 @@ int main(void)
     RUN(test_replacement_is_found_by_its_new_vector);
     RUN(test_small_lists_large_k_after_deletes);
     RUN(test_capacity_and_bad_input);
+    RUN(test_compaction);
     RUN(test_concurrent_readers);
     RUN(test_idmap_filter);
     return vs_test_finish();
