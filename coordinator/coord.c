@@ -29,6 +29,7 @@ typedef struct version_entry {
     char (*content)[17];    /* per partition id: the file's content id from the manifest (NULL: unknown) */
     uint32_t nlist;         /* IVF lists (nprobe is clipped to it); 0 = not IVF or unknown */
     uint32_t coarse_hnsw_m; /* IVF{n}_HNSW{M}: M (quantizer_efSearch applies); 0 = none */
+    int writable;           /* IVF or HNSW: takes fresh writes (Flat and unknown factories do not) */
     Vecshard__V1__SearchParams defaults; /* the manifest's search_defaults (0 fields: the shards' own) */
     char content_id[17];                 /* the manifest's (vs_manifest_content_id); "" when added by hand */
     vs_router_t router;
@@ -176,7 +177,7 @@ int vs_coord_version_content(vs_coord_t *c, const char *version, char out[17])
     return found;
 }
 
-int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uint32_t *dim, int *ivf)
+int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uint32_t *dim, int *writable)
 {
     int found = 0;
     pthread_mutex_lock(&c->mu);
@@ -184,7 +185,7 @@ int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uin
         if (c->active) {
             snprintf(resolved, 128, "%s", c->active->model);
             *dim = c->active->router.dim;
-            *ivf = c->active->nlist > 0;
+            *writable = c->active->writable;
             found = 1;
         }
     } else {
@@ -192,7 +193,7 @@ int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uin
             if (strcmp(c->versions[i]->model, model) == 0) {
                 snprintf(resolved, 128, "%s", model);
                 *dim = c->versions[i]->router.dim;
-                *ivf = c->versions[i]->nlist > 0;
+                *writable = c->versions[i]->writable;
                 found = 1;
             }
     }
@@ -354,6 +355,8 @@ static void set_defaults(version_entry_t *e, const vs_manifest_t *m)
     vs_factory_spec_t spec;
     int ivf = vs_factory_parse(m->factory, &spec, NULL) == VS_OK && spec.type == VS_INDEX_IVF;
     e->nlist = ivf ? spec.nlist : 0;
+    e->writable = vs_factory_parse(m->factory, &spec, NULL) == VS_OK &&
+                  (spec.type == VS_INDEX_IVF || spec.type == VS_INDEX_HNSW);
     e->coarse_hnsw_m = ivf ? spec.coarse_hnsw_m : 0;
     if (m->defaults.present) {
         e->defaults.nprobe = m->defaults.nprobe;

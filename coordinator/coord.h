@@ -68,9 +68,9 @@ vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *m
 
 /* The embedding model writes are checked against: model "" means the active version's (its name into
  * resolved, 128 bytes); otherwise a held version of that model must exist. *dim gets that version's
- * dimension, *ivf whether it is an IVF index (only those take fresh writes). 0 when there is no such
- * version. */
-int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uint32_t *dim, int *ivf);
+ * dimension, *writable whether it is an IVF or HNSW index (those take fresh writes; Flat does not). 0
+ * when there is no such version. */
+int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uint32_t *dim, int *writable);
 
 /* Adds the version a manifest describes (hash or cluster partitioning; cluster reads the centroids file
  * and the list map). */

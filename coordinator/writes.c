@@ -344,20 +344,19 @@ static vs_status upsert(vs_writes_t *w, const uint8_t *req, size_t len, vs_write
     }
     char model[128], wid[VS_WLOG_WRITE_ID_MAX + 1];
     uint32_t dim = 0;
-    int ivf = 0;
+    int writable = 0;
     vs_status st = check_ids(r->ids, r->n_ids, err);
-    if (st == VS_OK && !vs_coord_model_dim(w->coord, r->model_version, model, &dim, &ivf))
+    if (st == VS_OK && !vs_coord_model_dim(w->coord, r->model_version, model, &dim, &writable))
         st = r->model_version[0]
                  ? vs_errf(err, VS_ERR_FAILED_PRECONDITION,
                            "no index version of embedding model '%s' is held: its vectors cannot be served",
                            r->model_version)
                  : vs_errf(err, VS_ERR_FAILED_PRECONDITION, "no active index version yet");
-    if (st == VS_OK && !ivf)
-        st = vs_errf(
-            err, VS_ERR_FAILED_PRECONDITION,
-            "the index versions of '%s' are not IVF: only IVF versions take fresh writes (HNSW and Flat "
-            "versions change only with a new build)",
-            model);
+    if (st == VS_OK && !writable)
+        st = vs_errf(err, VS_ERR_FAILED_PRECONDITION,
+                     "the index versions of '%s' are Flat (or of an unknown factory): only IVF and HNSW "
+                     "versions take fresh writes; Flat versions change only with a new build",
+                     model);
     if (st == VS_OK && r->dim != dim)
         st = vs_errf(err, VS_ERR_INVALID_ARGUMENT,
                      "vectors of dimension %u; the index versions of '%s' have %u", r->dim, model, dim);

@@ -11,7 +11,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-typedef enum vs_arena_slot { VS_ARENA_IVF = 0, VS_ARENA_HNSW, VS_ARENA_SLOTS_ } vs_arena_slot;
+/* VS_ARENA_HNSW_FRESH: a version's fresh-writes graph, searched beside its base graph (sharing a slot,
+ * each search would reset the other's visited tags). */
+typedef enum vs_arena_slot {
+    VS_ARENA_IVF = 0,
+    VS_ARENA_HNSW,
+    VS_ARENA_HNSW_FRESH,
+    VS_ARENA_SLOTS_
+} vs_arena_slot;
 
 typedef struct vs_arena {
     void *mem; /* cap bytes, 64-byte aligned, owned by the arena */

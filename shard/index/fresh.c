@@ -1,6 +1,8 @@
 /* fresh.c: writes since a version was built (fresh.h; layout in fresh_internal.h). */
 #include "shard/index/fresh.h"
 
+#include <math.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -8,20 +10,70 @@
 #include "common/topk.h"
 #include "shard/index/fastscan.h"
 #include "shard/index/fresh_internal.h"
+#include "shard/index/hnsw.h"
+
+static void init_counts(vs_fresh_t *f, size_t bytes)
+{
+    atomic_init(&f->records, 0);
+    atomic_init(&f->live, 0);
+    atomic_init(&f->deleted, 0);
+    atomic_init(&f->compactions, 0);
+    atomic_init(&f->epoch, 0);
+    atomic_init(&f->readers[0], 0);
+    atomic_init(&f->readers[1], 0);
+    atomic_init(&f->active, 0);
+    atomic_init(&f->nodes, 0);
+    atomic_init(&f->bytes, bytes);
+}
+
+/* An HNSW version's fresh state: an empty float graph with the base's M, metric and efConstruction, twice. */
+static vs_status create_hnsw(const vs_index_t *base, const vs_hnsw_t *h, size_t capacity, vs_fresh_t **out,
+                             char *err)
+{
+    vs_fresh_t *f = calloc(1, sizeof *f);
+    if (!f)
+        return vs_errf(err, VS_ERR_NOMEM, "no memory for the fresh state");
+    f->hnsw = h;
+    f->base_n = vs_index_count(base);
+    vs_factory_spec_t spec = *vs_index_spec(base);
+    spec.codec = VS_CODEC_FLAT; /* float vectors: exact distances, comparable with the base's results */
+    uint32_t d, M, efc;
+    vs_metric metric;
+    vs_hnsw_info(h, &d, &M, &metric, &efc);
+    f->d = d;
+    vs_status st = vs_idmap_create(capacity, &f->map, err);
+    for (int c = 0; c < 2 && st == VS_OK; c++) {
+        st = vs_hnsw_create(d, metric, &spec, &f->g[c], err);
+        if (st == VS_OK)
+            st = vs_hnsw_set_build(f->g[c], efc, VS_HNSW_DEFAULT_SEED, err);
+    }
+    if (st != VS_OK) {
+        vs_hnsw_destroy(f->g[0]);
+        vs_hnsw_destroy(f->g[1]);
+        vs_idmap_destroy(f->map);
+        free(f);
+        return st;
+    }
+    init_counts(f, 0);
+    *out = f;
+    return VS_OK;
+}
 
 vs_status vs_fresh_create(const vs_index_t *base, size_t capacity, vs_fresh_t **out, char err[VS_ERR_LEN])
 {
     *out = NULL;
     const vs_ivf_t *ivf = vs_index_impl_ivf(base);
+    if (ivf == NULL && vs_index_impl_hnsw(base) != NULL)
+        return create_hnsw(base, vs_index_impl_hnsw(base), capacity, out, err);
     if (ivf == NULL)
-        return vs_errf(err, VS_ERR_UNSUPPORTED,
-                       "fresh writes are built for IVF indexes only (not HNSW or Flat)");
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "fresh writes are built for IVF and HNSW indexes (not Flat)");
     if (!ivf->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "fresh writes need a trained index");
     vs_fresh_t *f = calloc(1, sizeof *f);
     if (!f)
         return vs_errf(err, VS_ERR_NOMEM, "no memory for the fresh state");
     f->ivf = ivf;
+    f->d = ivf->d;
     switch (ivf->spec.codec) {
     case VS_CODEC_FLAT:
         f->code_bytes = ivf->d * sizeof(float);
@@ -47,14 +99,7 @@ vs_status vs_fresh_create(const vs_index_t *base, size_t capacity, vs_fresh_t **
     }
     for (uint32_t l = 0; l < ivf->nlist; l++)
         atomic_init(&f->lists[l], NULL);
-    atomic_init(&f->records, 0);
-    atomic_init(&f->live, 0);
-    atomic_init(&f->deleted, 0);
-    atomic_init(&f->compactions, 0);
-    atomic_init(&f->epoch, 0);
-    atomic_init(&f->readers[0], 0);
-    atomic_init(&f->readers[1], 0);
-    atomic_init(&f->bytes, ivf->nlist * sizeof *f->lists);
+    init_counts(f, ivf->nlist * sizeof *f->lists);
     *out = f;
     return VS_OK;
 }
@@ -87,7 +132,9 @@ void vs_fresh_destroy(vs_fresh_t *f)
 {
     if (!f)
         return;
-    for (uint32_t l = 0; l < f->ivf->nlist; l++) {
+    vs_hnsw_destroy(f->g[0]);
+    vs_hnsw_destroy(f->g[1]);
+    for (uint32_t l = 0; f->ivf && l < f->ivf->nlist; l++) {
         vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
         if (L)
             free_list(f, L);
@@ -139,7 +186,7 @@ static void reclaim(vs_fresh_t *f)
 /* ---- writer ------------------------------------------------------------------------------------- */
 
 /* Checks ids (>= 0) and that the distinct ids not yet in the map fit the capacity. */
-static vs_status check_ids(const vs_fresh_t *f, size_t n, const int64_t *ids, char *err)
+static vs_status check_ids(const vs_fresh_t *f, size_t n, const int64_t *ids, int upserts, char *err)
 {
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0)
@@ -163,6 +210,13 @@ static vs_status check_ids(const vs_fresh_t *f, size_t n, const int64_t *ids, ch
             "fresh capacity reached: %zu of %zu ids written since the version was built, this write "
             "adds %zu; the next version must fold them in",
             have, cap, fresh_ids);
+    size_t nodes = atomic_load_explicit(&f->nodes, memory_order_relaxed);
+    if (f->hnsw && upserts && nodes + n > 2 * cap)
+        return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED,
+                       "fresh graph full: %zu upserted copies kept (an HNSW version keeps superseded copies "
+                       "until the next version), at most twice the capacity of %zu; the next version must "
+                       "fold them in",
+                       nodes, cap);
     return VS_OK;
 }
 
@@ -183,7 +237,7 @@ static uint32_t set_state(vs_fresh_t *f, int64_t id, uint64_t ref)
         atomic_fetch_add_explicit(&f->deleted, 1, memory_order_relaxed);
     char err[VS_ERR_LEN];
     (void)vs_idmap_put(f->map, id, VS_FRESH_BASE_DEAD | ref, err);
-    if (old_ref && old_ref != ref) { /* the old copy is dead once the map points elsewhere */
+    if (old_ref && old_ref != ref && f->ivf) { /* the old copy is dead once the map points elsewhere */
         uint32_t l = (uint32_t)((old_ref - 1) >> 32);
         size_t pos = (size_t)((old_ref - 1) & 0xffffffffu), off;
         vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
@@ -341,7 +395,136 @@ static void settle(vs_fresh_t *f, size_t n, const int64_t *ids, const uint64_t *
     for (size_t j = 0; j < nd; j++)
         maybe_compact(f, died[j]); /* a no-op for a list already compacted */
     free(died);
-    reclaim(f);
+    if (f->ivf)
+        reclaim(f);
+}
+
+/* ---- HNSW versions ------------------------------------------------------------------------------ */
+
+/* Writer: brings the copy searches do not use up to the other (nodes it lacks, from the other's own
+ * vectors and ids). */
+static vs_status sync_back(vs_fresh_t *f, char *err)
+{
+    int a = atomic_load_explicit(&f->active, memory_order_relaxed);
+    vs_hnsw_t *front = f->g[a], *back = f->g[1 - a];
+    size_t have = vs_hnsw_count(back), want = vs_hnsw_count(front);
+    vs_status st = VS_OK;
+    for (size_t i = have; i < want && st == VS_OK; i++) {
+        int64_t id = vs_hnsw_node_id(front, (uint32_t)i);
+        st = vs_hnsw_append(back, 1, vs_hnsw_node_vector(front, (uint32_t)i), &id, err);
+    }
+    return st;
+}
+
+/* Writer: until no search that may have seen the copy searches used before the swap remains. */
+static void wait_readers(vs_fresh_t *f)
+{
+    uint64_t e = atomic_fetch_add(&f->epoch, 1);
+    while (atomic_load(&f->readers[e & 1]) != 0)
+        sched_yield();
+}
+
+static vs_status upsert_hnsw(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x, char *err)
+{
+    vs_status st = sync_back(f, err); /* a copy left behind by an earlier out-of-memory */
+    int a = atomic_load_explicit(&f->active, memory_order_relaxed);
+    vs_hnsw_t *back = f->g[1 - a];
+    size_t first = vs_hnsw_count(back);
+    if (st == VS_OK)
+        st = vs_hnsw_append(back, n, x, ids, err);
+    if (st != VS_OK)
+        return st; /* searches still use the other copy, and the map is unchanged */
+    uint64_t *refs = malloc(n * sizeof *refs);
+    if (!refs)
+        return vs_errf(err, VS_ERR_NOMEM, "no memory to apply %zu fresh vectors", n);
+    for (size_t i = 0; i < n; i++)
+        refs[i] = first + i + 1;
+    atomic_store_explicit(&f->active, 1 - a, memory_order_release);
+    atomic_store_explicit(&f->nodes, first + n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&f->records, n, memory_order_relaxed);
+    settle(f, n, ids, refs); /* the new nodes are live, the copies they replace are not */
+    free(refs);
+    wait_readers(f);
+    char e2[VS_ERR_LEN];
+    (void)sync_back(f, e2); /* on failure the next write retries; searches use the complete copy */
+    return VS_OK;
+}
+
+/* Search filters: a base item is skipped once its id was written; a fresh node unless it is its id's
+ * live copy. */
+static int skip_base(const void *arg, int64_t id, uint32_t node)
+{
+    (void)node;
+    return vs_fresh_base_dead(arg, id);
+}
+
+static int skip_fresh(const void *arg, int64_t id, uint32_t node)
+{
+    uint64_t v;
+    return !vs_idmap_get(((const vs_fresh_t *)arg)->map, id, &v) ||
+           (v & ~VS_FRESH_BASE_DEAD) != (uint64_t)node + 1;
+}
+
+/* 1 / (share of live nodes), at most 10: efSearch scaled so that skipped nodes do not crowd out results. */
+static float ef_scale(size_t all, size_t dead)
+{
+    if (all == 0 || dead == 0)
+        return 1.0f;
+    double live = (double)(all > dead ? all - dead : 0) / (double)all;
+    return live < 0.1 ? 10.0f : (float)(1.0 / live);
+}
+
+static vs_status search_hnsw(const vs_fresh_t *f, size_t nq, const float *q, size_t k,
+                             const vs_search_params_t *params, size_t n_threads, float *out_dist,
+                             int64_t *out_ids, char *err)
+{
+    if (k == 0 || k > VS_TOPK_MAX_K)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %zu is out of range 1..%u", k, VS_TOPK_MAX_K);
+    if (params->nprobe || params->quantizer_ef_search)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "nprobe and quantizer_efSearch apply to IVF indexes only");
+    uint32_t d, M, efc;
+    vs_metric metric;
+    vs_hnsw_info(f->hnsw, &d, &M, &metric, &efc);
+    vs_status st = vs_check_finite(q, nq, d, "query", err);
+    if (st != VS_OK || nq == 0)
+        return st;
+    const size_t ids = vs_idmap_count(f->map);
+    /* the base: every id in the map hides its base copy (ids never in the base count too: a bound) */
+    st = vs_hnsw_search_filtered(f->hnsw, nq, q, k, params, n_threads, ids ? skip_base : NULL, f,
+                                 ef_scale(f->base_n, ids < f->base_n ? ids : f->base_n), 0, out_dist, out_ids,
+                                 err);
+    size_t nodes = atomic_load_explicit(&f->nodes, memory_order_acquire);
+    if (st != VS_OK || nodes == 0)
+        return st;
+    float *fd = malloc(nq * k * sizeof *fd), *md = malloc(k * sizeof *md);
+    int64_t *fi = malloc(nq * k * sizeof *fi), *mi = malloc(k * sizeof *mi);
+    if (!fd || !fi || !md || !mi) {
+        st = vs_errf(err, VS_ERR_NOMEM, "no memory to merge fresh results");
+        goto done;
+    }
+    vs_search_params_t fp = *params;
+    fp.k_factor = 0; /* the fresh graph holds float vectors: no re-rank */
+    size_t live = atomic_load_explicit(&f->live, memory_order_relaxed);
+    unsigned token = vs_fresh_read_begin(f);
+    const vs_hnsw_t *g = f->g[atomic_load_explicit(&((vs_fresh_t *)f)->active, memory_order_acquire)];
+    st = vs_hnsw_search_filtered(g, nq, q, k, &fp, n_threads, skip_fresh, f, ef_scale(nodes, nodes - live), 1,
+                                 fd, fi, err);
+    vs_fresh_read_end(f, token);
+    for (size_t qi = 0; qi < nq && st == VS_OK; qi++) {
+        vs_topk_list_t two[2] = {{out_dist + qi * k, out_ids + qi * k, k}, {fd + qi * k, fi + qi * k, k}};
+        st = vs_topk_merge(two, 2, metric != VS_METRIC_L2, k, md, mi, err);
+        if (st == VS_OK) {
+            memcpy(out_dist + qi * k, md, k * sizeof *md);
+            memcpy(out_ids + qi * k, mi, k * sizeof *mi);
+        }
+    }
+done:
+    free(fd);
+    free(fi);
+    free(md);
+    free(mi);
+    return st;
 }
 
 vs_status vs_fresh_upsert(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x, char err[VS_ERR_LEN])
@@ -353,14 +536,18 @@ vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, con
                                 const int32_t *lists, char err[VS_ERR_LEN])
 {
     const vs_ivf_t *ivf = f->ivf;
-    const uint32_t d = ivf->d;
+    const uint32_t d = f->d;
     if (n == 0)
         return VS_OK;
+    if (lists && !ivf)
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "lists apply to IVF versions only");
     vs_status st = vs_check_finite(x, n, d, "vector", err);
     if (st == VS_OK)
-        st = check_ids(f, n, ids, err);
+        st = check_ids(f, n, ids, 1, err);
     if (st != VS_OK)
         return st;
+    if (f->hnsw)
+        return upsert_hnsw(f, n, ids, x, err);
     int32_t *lab = malloc(n * sizeof *lab);
     float *xn = malloc(n * d * sizeof *xn);
     float *resid = ivf->spec.codec == VS_CODEC_PQ ? malloc(n * d * sizeof *resid) : NULL;
@@ -441,12 +628,12 @@ done:
 
 vs_status vs_fresh_check_room(const vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN])
 {
-    return check_ids(f, n, ids, err);
+    return check_ids(f, n, ids, 1, err); /* as if all were upserts: the stricter */
 }
 
 vs_status vs_fresh_delete(vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN])
 {
-    vs_status st = check_ids(f, n, ids, err);
+    vs_status st = check_ids(f, n, ids, 0, err);
     if (st != VS_OK)
         return st;
     settle(f, n, ids, NULL);
@@ -456,6 +643,8 @@ vs_status vs_fresh_delete(vs_fresh_t *f, size_t n, const int64_t *ids, char err[
 vs_status vs_fresh_assign(const vs_fresh_t *f, size_t n, const float *x, int32_t *out_lists,
                           char err[VS_ERR_LEN])
 {
+    if (!f->ivf)
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "lists apply to IVF versions only");
     return vs_ivf_assign(f->ivf, n, x, 1, out_lists, err);
 }
 
@@ -468,6 +657,8 @@ vs_status vs_fresh_search(const vs_fresh_t *f, size_t nq, const float *q, size_t
     vs_search_params_t none = {0};
     if (!params)
         params = &none;
+    if (f->hnsw)
+        return search_hnsw(f, nq, q, k, params, n_threads, out_dist, out_ids, err);
     if (params->ef_search)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "efSearch applies to HNSW indexes only");
     if (params->k_factor != 0 && f->ivf->spec.refine == VS_REFINE_NONE)
@@ -483,6 +674,8 @@ vs_status vs_fresh_search_lists(const vs_fresh_t *f, size_t nq, const float *q, 
                                 const int32_t *lists, uint32_t n_lists, float k_factor, size_t n_threads,
                                 float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
 {
+    if (!f->ivf)
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "searching given lists applies to IVF versions only");
     unsigned token = vs_fresh_read_begin(f);
     vs_status st = vs_ivf_search_fresh(f->ivf, f, nq, q, k, n_lists, 0, lists, k_factor, n_threads, out_dist,
                                        out_ids, err);
@@ -499,4 +692,15 @@ void vs_fresh_stats(const vs_fresh_t *f, vs_fresh_stats_t *out)
     out->deleted = atomic_load_explicit(&f->deleted, memory_order_relaxed);
     out->compactions = atomic_load_explicit(&f->compactions, memory_order_relaxed);
     out->memory_bytes = atomic_load_explicit(&f->bytes, memory_order_relaxed) + vs_idmap_memory_bytes(f->map);
+    out->used = out->ids;
+    if (f->hnsw) { /* superseded copies stay in the graph: half of its node room counts */
+        size_t nodes = atomic_load_explicit(&f->nodes, memory_order_relaxed);
+        if ((nodes + 1) / 2 > out->used)
+            out->used = (nodes + 1) / 2;
+        uint32_t d, M, efc;
+        vs_metric metric;
+        vs_hnsw_info(f->hnsw, &d, &M, &metric, &efc);
+        /* per node and copy: vector, layer-0 links, id, level index (upper layers ~1/M of that) */
+        out->memory_bytes += 2 * nodes * ((size_t)d * 4 + (2 * (size_t)M + 1) * 4 + 12);
+    }
 }

@@ -74,6 +74,7 @@ typedef struct vs_fresh_stats {
     size_t live;        /* fresh vectors that searches return */
     size_t deleted;     /* ids whose last write was a delete */
     size_t compactions; /* lists rewritten without their superseded and deleted records */
+    size_t used;        /* of capacity: ids; HNSW versions: the larger of ids and half the graph's nodes */
     size_t memory_bytes;
 } vs_fresh_stats_t;
 

@@ -55,7 +55,8 @@ typedef struct vs_fresh_list {
 } vs_fresh_list_t;
 
 struct vs_fresh {
-    const vs_ivf_t *ivf;
+    const vs_ivf_t *ivf; /* NULL for an HNSW version (hnsw below) */
+    uint32_t d;
     size_t code_bytes, refine_bytes;
     vs_idmap_t *map;
     _Atomic(vs_fresh_list_t *) *lists; /* nlist; NULL until the list's first record */
@@ -66,6 +67,14 @@ struct vs_fresh {
     vs_fresh_list_t *retired; /* writer only: unlinked since the last epoch flip */
     vs_fresh_list_t *pending; /* writer only: unlinked before the flip to pending_epoch + 1 */
     uint64_t pending_epoch;
+    /* HNSW versions: fresh items in a graph of their own, kept twice (left-right): the writer appends to
+     * the copy no search uses, swaps, waits for the searches of the other (epoch and reader counts
+     * above), and appends the same nodes to it. Node i is live when the map points its id at i + 1. */
+    const struct vs_hnsw *hnsw;
+    struct vs_hnsw *g[2];
+    _Atomic int active; /* the copy searches use */
+    _Atomic size_t nodes;
+    size_t base_n;
 };
 
 /* Chunk index and offset of position pos. */

@@ -40,14 +40,15 @@ struct vs_hnsw {
     uint64_t seed;
     uint64_t uid; /* tells per-thread visited tags of different indexes apart */
     size_t n, cap;
-    int owned;        /* 0: vec, codes, links0, upper, ids point into a mapped file */
-    float *vec;       /* cap*d; cosine: normalised */
-    uint8_t *codes;   /* SQ8: cap*d */
-    uint32_t *links0; /* cap*(M0+1): count, then M0 slots */
-    uint32_t *ublk;   /* cap+1, owned: upper blocks before node i; its level is ublk[i+1] - ublk[i] */
-    uint32_t *upper;  /* per node, level blocks of (M+1): count, then M slots */
-    int64_t *ids;     /* cap; NULL while every id equals its node number (saves 8 bytes a vector) */
-    uint32_t entry;   /* NO_NODE when empty */
+    size_t repaired_n; /* vs_hnsw_append: nodes at the last reachability repair */
+    int owned;         /* 0: vec, codes, links0, upper, ids point into a mapped file */
+    float *vec;        /* cap*d; cosine: normalised */
+    uint8_t *codes;    /* SQ8: cap*d */
+    uint32_t *links0;  /* cap*(M0+1): count, then M0 slots */
+    uint32_t *ublk;    /* cap+1, owned: upper blocks before node i; its level is ublk[i+1] - ublk[i] */
+    uint32_t *upper;   /* per node, level blocks of (M+1): count, then M slots */
+    int64_t *ids;      /* cap; NULL while every id equals its node number (saves 8 bytes a vector) */
+    uint32_t entry;    /* NO_NODE when empty */
     uint32_t max_level;
     vs_sq8_t sq;
     float *sqw; /* d: step^2 */
@@ -681,16 +682,16 @@ static void *alloc_copy(const void *src, size_t old_bytes, size_t new_bytes, int
     return p;
 }
 
-/* Grows every per-node array to hold total nodes, drawing the levels of the new ones (owned copies
- * from then on; a mapped index is copied here). The id array is materialised when need_ids. On failure
- * nothing changes. */
-static vs_status grow(vs_hnsw_t *h, size_t total, int need_ids, char *err)
+/* Grows every per-node array to hold new_cap (> cap) nodes, drawing the levels of the new slots (owned
+ * copies from then on; a mapped index is copied here). The id array is materialised when need_ids. On
+ * failure nothing changes. */
+static vs_status grow(vs_hnsw_t *h, size_t new_cap, int need_ids, char *err)
 {
-    const size_t n = h->n, d = h->d, lb = h->M0 + 1, ub = h->M + 1;
-    uint32_t *ublk = alloc_copy(h->ublk, (n + 1) * 4, (total + 1) * 4, 0);
+    const size_t n = h->n, old_cap = h->cap, d = h->d, lb = h->M0 + 1, ub = h->M + 1;
+    uint32_t *ublk = alloc_copy(h->ublk, (old_cap + 1) * 4, (new_cap + 1) * 4, 0);
     if (ublk == NULL)
         return vs_errf(err, VS_ERR_NOMEM, "HNSW add: out of memory");
-    for (size_t i = n; i < total; i++) {
+    for (size_t i = old_cap; i < new_cap; i++) {
         uint32_t l = draw_level(h->seed, i, h->M);
         if (ublk[i] > UINT32_MAX - l) {
             free(ublk);
@@ -698,14 +699,14 @@ static vs_status grow(vs_hnsw_t *h, size_t total, int need_ids, char *err)
         }
         ublk[i + 1] = ublk[i] + l;
     }
-    const size_t n_upper = (size_t)ublk[total] * ub;
-    float *vec = alloc_copy(h->vec, n * d * 4, total * d * 4, 1);
-    uint8_t *codes = h->sq8 ? alloc_copy(h->codes, n * d, total * d, 1) : NULL;
-    uint32_t *links0 = alloc_copy(h->links0, n * lb * 4, total * lb * 4, 1);
+    const size_t n_upper = (size_t)ublk[new_cap] * ub;
+    float *vec = alloc_copy(h->vec, n * d * 4, new_cap * d * 4, 1);
+    uint8_t *codes = h->sq8 ? alloc_copy(h->codes, n * d, new_cap * d, 1) : NULL;
+    uint32_t *links0 = alloc_copy(h->links0, n * lb * 4, new_cap * lb * 4, 1);
     uint32_t *upper = alloc_copy(h->upper, (size_t)h->ublk[n] * ub * 4, n_upper * 4, 0);
     int64_t *ids = NULL;
     if (h->ids != NULL || need_ids) {
-        ids = alloc_copy(h->ids, h->ids ? n * 8 : 0, total * 8, 0);
+        ids = alloc_copy(h->ids, h->ids ? n * 8 : 0, new_cap * 8, 0);
         for (size_t i = 0; ids != NULL && h->ids == NULL && i < n; i++)
             ids[i] = (int64_t)i;
     }
@@ -717,7 +718,7 @@ static vs_status grow(vs_hnsw_t *h, size_t total, int need_ids, char *err)
         free(links0);
         free(upper);
         free(ids);
-        return vs_errf(err, VS_ERR_NOMEM, "HNSW add: out of memory for %zu vectors", total);
+        return vs_errf(err, VS_ERR_NOMEM, "HNSW add: out of memory for %zu vectors", new_cap);
     }
     free_arrays(h);
     free(h->ublk);
@@ -727,7 +728,7 @@ static vs_status grow(vs_hnsw_t *h, size_t total, int need_ids, char *err)
     h->ublk = ublk;
     h->upper = upper;
     h->ids = ids;
-    h->cap = total;
+    h->cap = new_cap;
     h->owned = 1;
     return VS_OK;
 }
@@ -774,10 +775,11 @@ static vs_status hnsw_train(void *impl, size_t n, const float *x, size_t n_threa
     return VS_OK;
 }
 
-static vs_status hnsw_add(void *impl, size_t n, const float *x, const int64_t *ids, size_t n_threads,
-                          const vs_progress_cb_t *progress, char *err)
+/* hnsw_add; incremental (vs_hnsw_append): capacity grows geometrically and the reachability repair runs
+ * only when the graph has doubled since the last one (both O(n)), so appends cost amortised O(log n). */
+static vs_status add_nodes(vs_hnsw_t *h, size_t n, const float *x, const int64_t *ids, size_t n_threads,
+                           const vs_progress_cb_t *progress, int incremental, char *err)
 {
-    vs_hnsw_t *h = impl;
     const uint32_t d = h->d;
     if (!h->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION,
@@ -805,7 +807,15 @@ static vs_status hnsw_add(void *impl, size_t n, const float *x, const int64_t *i
     c.locks = calloc(total, 1);
     c.scratch = calloc(n_workers, sizeof *c.scratch);
     void **mem = calloc(n_workers, sizeof *mem);
-    shape_t shape = {.n = total, .ef = build_ef(h), .d = d, .M0 = h->M0, .k = 1};
+    size_t cap_after = h->cap; /* visited tags cover the capacity (new_visit clears cap of them) */
+    if (total > h->cap) {
+        cap_after = total;
+        if (incremental && cap_after < 2 * h->cap)
+            cap_after = 2 * h->cap;
+        if (incremental && cap_after < 1024)
+            cap_after = 1024;
+    }
+    shape_t shape = {.n = cap_after, .ef = build_ef(h), .d = d, .M0 = h->M0, .k = 1};
     size_t bytes = scratch_layout(&shape, NULL, NULL);
     int ok = c.locks && c.scratch && mem;
     for (size_t w = 0; ok && w < n_workers; w++) {
@@ -818,8 +828,10 @@ static vs_status hnsw_add(void *impl, size_t n, const float *x, const int64_t *i
     }
     if (!ok)
         st = vs_errf(err, VS_ERR_NOMEM, "HNSW add: out of memory for build scratch");
-    if (st == VS_OK)
-        st = grow(h, total, need_ids, err);
+    if (st == VS_OK && cap_after != h->cap)
+        st = grow(h, cap_after, need_ids, err);
+    else if (st == VS_OK && need_ids && h->ids == NULL)
+        st = grow(h, h->cap, need_ids, err);
     if (st == VS_OK) {
         float *v = h->vec + first * d;
         memcpy(v, x, n * d * sizeof(float));
@@ -839,10 +851,17 @@ static vs_status hnsw_add(void *impl, size_t n, const float *x, const int64_t *i
             (void)vs_parallel_for(n_tasks, 1, build_task, &c, err); /* inline: cannot fail */
         pthread_mutex_destroy(&c.global);
         h->n = total;
-        if (repair_reachability(h, &c.scratch[0]) < 0)
-            st = vs_errf(err, VS_ERR_NOMEM,
-                         "HNSW add: out of memory (the vectors were added; the graph "
-                         "may leave a few of them unreachable)");
+        int repair = !incremental || total >= 2 * h->repaired_n;
+        if (repair)
+            h->repaired_n = total;
+        if (repair && repair_reachability(h, &c.scratch[0]) < 0) {
+            if (incremental)
+                h->repaired_n = 0; /* appended all the same: the next append repairs */
+            else
+                st = vs_errf(err, VS_ERR_NOMEM,
+                             "HNSW add: out of memory (the vectors were added; the graph "
+                             "may leave a few of them unreachable)");
+        }
     }
     for (size_t w = 0; mem && w < n_workers; w++)
         free(mem[w]);
@@ -850,6 +869,17 @@ static vs_status hnsw_add(void *impl, size_t n, const float *x, const int64_t *i
     free(c.scratch);
     free((void *)c.locks);
     return st;
+}
+
+static vs_status hnsw_add(void *impl, size_t n, const float *x, const int64_t *ids, size_t n_threads,
+                          const vs_progress_cb_t *progress, char *err)
+{
+    return add_nodes(impl, n, x, ids, n_threads, progress, 0, err);
+}
+
+vs_status vs_hnsw_append(vs_hnsw_t *h, size_t n, const float *x, const int64_t *ids, char err[VS_ERR_LEN])
+{
+    return add_nodes(h, n, x, ids, 1, NULL, 1, err);
 }
 
 /* ---- search ------------------------------------------------------------------------------------- */
@@ -862,6 +892,9 @@ typedef struct search_ctx {
     int64_t *out_ids;
     scratch_t *scratch; /* per worker, pointed into the worker thread's arena on its first query */
     vs_arena_t **arena;
+    vs_arena_slot slot;
+    vs_hnsw_skip_fn skip; /* NULL: every node is a result */
+    const void *skip_arg;
     shape_t shape;
     _Atomic int failed;
 } search_ctx_t;
@@ -873,7 +906,7 @@ static scratch_t *worker_scratch(search_ctx_t *c, size_t worker)
     scratch_t *s = &c->scratch[worker];
     if (s->tags != NULL)
         return s;
-    vs_arena_t *a = vs_arena_thread(VS_ARENA_HNSW, scratch_layout(&c->shape, NULL, NULL));
+    vs_arena_t *a = vs_arena_thread(c->slot, scratch_layout(&c->shape, NULL, NULL));
     if (a == NULL)
         return NULL;
     scratch_layout(&c->shape, a->mem, s);
@@ -924,6 +957,8 @@ static void search_one(void *arg, size_t qi, size_t worker)
                 if (j + 1 < m)
                     prefetch_lines(vec_at(h, s->pool[j + 1].id & ~EXPANDED), h->d * sizeof(float));
                 uint32_t id = s->pool[j].id & ~EXPANDED;
+                if (c->skip && c->skip(c->skip_arg, node_id(h, id), id))
+                    continue; /* expanded, never a result (a deleted or replaced item) */
                 float key2 = key_full(h, q, id);
                 if (key2 <= vs_topk_threshold(&top))
                     vs_topk_push(&top, key2, node_id(h, id));
@@ -934,19 +969,22 @@ static void search_one(void *arg, size_t qi, size_t worker)
             s->tags[ep] = (uint16_t)s->gen;
             s->pool[0] = (cand_t){key, ep};
             size = search_layer(h, s, NULL, NULL, q, 0, 1, c->ef);
-            for (size_t j = 0; j < size && s->pool[j].key <= vs_topk_threshold(&top); j++)
-                vs_topk_push(&top, s->pool[j].key, node_id(h, s->pool[j].id & ~EXPANDED));
+            for (size_t j = 0; j < size && s->pool[j].key <= vs_topk_threshold(&top); j++) {
+                uint32_t id = s->pool[j].id & ~EXPANDED;
+                if (!(c->skip && c->skip(c->skip_arg, node_id(h, id), id)))
+                    vs_topk_push(&top, s->pool[j].key, node_id(h, id));
+            }
         }
     }
     vs_topk_emit(&top, h->ip, c->out_dist + qi * k, c->out_ids + qi * k);
     c->arena[worker]->gen = s->gen;
 }
 
-static vs_status hnsw_search(const void *impl, size_t nq, const float *q, size_t k,
-                             const vs_search_params_t *params, size_t n_threads, float *out_dist,
+static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size_t k,
+                             const vs_search_params_t *params, size_t n_threads, vs_hnsw_skip_fn skip,
+                             const void *skip_arg, float ef_scale, vs_arena_slot slot, float *out_dist,
                              int64_t *out_ids, char *err)
 {
-    const vs_hnsw_t *h = impl;
     if (!h->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "HNSW,SQ8 index is not trained");
     if (params->k_factor != 0 && !h->sq8)
@@ -963,6 +1001,10 @@ static vs_status hnsw_search(const void *impl, size_t nq, const float *q, size_t
         if (kp > ef)
             ef = kp;
     }
+    if (ef_scale > 1.0f) { /* skipped nodes take pool slots: keep as many results in reach */
+        ef = (size_t)ceil((double)ef * ef_scale);
+        kp = (size_t)ceil((double)kp * ef_scale);
+    }
     size_t n_workers = n_threads < nq ? n_threads : nq;
     if (n_workers == 0)
         n_workers = 1;
@@ -973,6 +1015,9 @@ static vs_status hnsw_search(const void *impl, size_t nq, const float *q, size_t
                       .ef = ef,
                       .out_dist = out_dist,
                       .out_ids = out_ids,
+                      .slot = slot,
+                      .skip = skip,
+                      .skip_arg = skip_arg,
                       .shape = {.n = h->n, .ef = ef, .d = h->d, .M0 = h->M0, .k = k}};
     atomic_init(&c.failed, 0);
     /* small calls (the ann-benchmarks protocol: one query) keep these on the stack */
@@ -1084,6 +1129,48 @@ double vs_hnsw_stats(const vs_hnsw_t *h, size_t *out, size_t n_out)
         links += h->links0[i * (h->M0 + 1)];
     }
     return h->n ? (double)links / (double)h->n : 0.0;
+}
+
+static vs_status hnsw_search(const void *impl, size_t nq, const float *q, size_t k,
+                             const vs_search_params_t *params, size_t n_threads, float *out_dist,
+                             int64_t *out_ids, char *err)
+{
+    return search_impl(impl, nq, q, k, params, n_threads, NULL, NULL, 1.0f, VS_ARENA_HNSW, out_dist, out_ids,
+                       err);
+}
+
+vs_status vs_hnsw_search_filtered(const vs_hnsw_t *h, size_t nq, const float *q, size_t k,
+                                  const vs_search_params_t *params, size_t n_threads, vs_hnsw_skip_fn skip,
+                                  const void *skip_arg, float ef_scale, int own_arena, float *out_dist,
+                                  int64_t *out_ids, char err[VS_ERR_LEN])
+{
+    vs_search_params_t none = {0};
+    return search_impl(h, nq, q, k, params ? params : &none, n_threads ? n_threads : vs_parallel_cpus(), skip,
+                       skip_arg, ef_scale, own_arena ? VS_ARENA_HNSW_FRESH : VS_ARENA_HNSW, out_dist, out_ids,
+                       err);
+}
+
+size_t vs_hnsw_count(const vs_hnsw_t *h)
+{
+    return h->n;
+}
+
+int64_t vs_hnsw_node_id(const vs_hnsw_t *h, uint32_t i)
+{
+    return node_id(h, i);
+}
+
+const float *vs_hnsw_node_vector(const vs_hnsw_t *h, uint32_t i)
+{
+    return vec_at(h, i);
+}
+
+void vs_hnsw_info(const vs_hnsw_t *h, uint32_t *d, uint32_t *M, vs_metric *metric, uint32_t *ef_construction)
+{
+    *d = h->d;
+    *M = h->M;
+    *metric = h->metric;
+    *ef_construction = h->ef_construction;
 }
 
 /* ---- persistence -------------------------------------------------------------------------------- */

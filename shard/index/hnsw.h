@@ -15,7 +15,8 @@
  * Build runs on all threads with a spinlock per node and a global mutex only for entry-point changes.
  * Search uses a per-thread arena (visited tags with a generation counter, a sorted candidate pool):
  * no allocation and no lock per query. Cosine vectors are normalised and searched as inner product.
- * Not here: deletion, graph reordering. */
+ * Deleted items are skipped by the caller's filter (vs_hnsw_search_filtered; fresh.c). Not here: graph
+ * reordering. */
 #ifndef VS_SHARD_INDEX_HNSW_H
 #define VS_SHARD_INDEX_HNSW_H
 
@@ -55,6 +56,33 @@ vs_status vs_hnsw_check(const vs_hnsw_t *h, char err[VS_ERR_LEN]);
 
 /* Statistics: number of nodes per level (out[level] for level < n_out) and the mean layer-0 degree. */
 double vs_hnsw_stats(const vs_hnsw_t *h, size_t *out, size_t n_out);
+
+/* Adds n vectors (ids[n] >= 0) one after another on the calling thread, for a graph that grows by small
+ * batches (a version's fresh writes): capacity doubles, and the reachability repair of a build runs only
+ * when the graph has doubled since the last one, so a batch costs amortised O(n log N), not O(N).
+ * Nothing may search h meanwhile (fresh.c keeps two copies). Errors as vs_index_add. */
+vs_status vs_hnsw_append(vs_hnsw_t *h, size_t n, const float *x, const int64_t *ids, char err[VS_ERR_LEN]);
+
+/* 1 when the node (id, node number) must not be a result: it is still expanded (the graph stays
+ * connected, as hnswlib's deleted marks), only never returned. */
+typedef int (*vs_hnsw_skip_fn)(const void *arg, int64_t id, uint32_t node);
+
+/* vs_index_search on h where skip (may be NULL) removes nodes from the results; efSearch (and the SQ8
+ * re-rank count) are multiplied by ef_scale (>= 1: the share of skipped nodes, so that the live ones in
+ * reach stay efSearch). own_arena: the per-thread scratch of a second graph searched beside another
+ * (visited tags kept per graph). n_threads 0 = all CPUs. */
+vs_status vs_hnsw_search_filtered(const vs_hnsw_t *h, size_t nq, const float *q, size_t k,
+                                  const vs_search_params_t *params, size_t n_threads, vs_hnsw_skip_fn skip,
+                                  const void *skip_arg, float ef_scale, int own_arena, float *out_dist,
+                                  int64_t *out_ids, char err[VS_ERR_LEN]);
+
+/* Nodes in h, and node i's id and (stored: normalised for cosine) vector. */
+size_t vs_hnsw_count(const vs_hnsw_t *h);
+int64_t vs_hnsw_node_id(const vs_hnsw_t *h, uint32_t i);
+const float *vs_hnsw_node_vector(const vs_hnsw_t *h, uint32_t i);
+
+/* Dimension, M, metric and efConstruction of h. */
+void vs_hnsw_info(const vs_hnsw_t *h, uint32_t *d, uint32_t *M, vs_metric *metric, uint32_t *ef_construction);
 
 extern const vs_index_ops_t vs_hnsw_ops;
 

@@ -141,7 +141,7 @@ static void follow_one(vs_logfollow_t *lf, followed_t *f, int64_t wait_ms)
         vs_shard_fresh_info_t fi;
         char e2[VS_ERR_LEN];
         if (vs_shard_fresh_info(lf->sh, f->version, &fi, e2) == VS_OK && fi.fresh.capacity) {
-            int step = (int)(fi.fresh.ids * 100 / fi.fresh.capacity / VS_LOGFOLLOW_FILL_STEP);
+            int step = (int)(fi.fresh.used * 100 / fi.fresh.capacity / VS_LOGFOLLOW_FILL_STEP);
             if (step != f->fill_step) {
                 f->fill_step = step;
                 lf->on_fill(lf->user);

@@ -171,12 +171,12 @@ static version_t *version_new(const char *name, uint32_t partition)
     return v;
 }
 
-/* Gives a version about to be READY its fresh state when the shard takes writes and the index is IVF
+/* Gives a version about to be READY its fresh state when the shard takes writes and the index is IVF or HNSW
  * (m: its manifest, or NULL for an index built in memory: hash partitioning, any model). */
 static vs_status attach_fresh(const vs_shard_t *sh, version_t *v, vs_index_t *idx, const vs_manifest_t *m,
                               char *err)
 {
-    if (sh->fresh_capacity == 0 || vs_index_impl_ivf(idx) == NULL)
+    if (sh->fresh_capacity == 0 || (vs_index_impl_ivf(idx) == NULL && vs_index_impl_hnsw(idx) == NULL))
         return VS_OK;
     if (m && strcmp(m->partitioning, "cluster") == 0) {
         v->list_partition = malloc((m->nlist ? m->nlist : 1) * sizeof *v->list_partition);
@@ -749,7 +749,7 @@ size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t ca
             if (v->state == VS_VERSION_READY && v->fresh) { /* set before READY, without mu */
                 vs_fresh_stats_t fs;
                 vs_fresh_stats(v->fresh, &fs);
-                o->fresh_fill_pct = fs.capacity ? (uint32_t)(fs.ids * 100 / fs.capacity) : 0;
+                o->fresh_fill_pct = fs.capacity ? (uint32_t)(fs.used * 100 / fs.capacity) : 0;
             }
         }
         n++;

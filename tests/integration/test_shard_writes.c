@@ -8,7 +8,9 @@
  * - A version whose log has a gap (the stream purged before the shard read it) stops serving instead
  *   of serving a partition with writes missing.
  * - The log folded into the next build (vecshard-fold, vecshard-build --log-upto): the new version holds
- *   the folded writes and its replica applies only the later ones, none twice. */
+ *   the folded writes and its replica applies only the later ones, none twice.
+ * - An HNSW version takes the same writes: an upsert is found, a replacement moves its id, a delete hides
+ *   it (a base item's too). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +32,8 @@
 #define N 3000
 #define D 16
 
-static vs_test_version_t ver;
+static vs_test_version_t ver, hver;
+static int g_hnsw; /* first_id searches an HNSW version (efSearch, not nprobe) */
 static vs_proc_fixture_t *g_nats;
 static char g_url[64];
 static const char *g_dir;
@@ -55,7 +58,10 @@ static int64_t first_id(vs_rpc_channel_t *ch, const float *q, int *code)
 {
     Vecshard__V1__ShardSearchRequest r = VECSHARD__V1__SHARD_SEARCH_REQUEST__INIT;
     Vecshard__V1__SearchParams p = VECSHARD__V1__SEARCH_PARAMS__INIT;
-    p.nprobe = 16;
+    if (g_hnsw)
+        p.ef_search = 32;
+    else
+        p.nprobe = 16;
     r.dim = D;
     r.queries = (float *)q;
     r.n_queries = D;
@@ -101,31 +107,45 @@ static int64_t wait_first(vs_rpc_channel_t *ch, const float *q, int64_t id, int 
 
 static int start_shard(vs_test_proc_t *p, const char *name, const char *cluster)
 {
-    const char *argv[] = {"--listen",   "127.0.0.1:0", "--metrics-listen", "none",
-                          "--manifest", ver.manifest,  "--partition",      "0",
-                          "--cluster",  cluster,       "--nats-url",       g_url,
+    const char *argv[] = {"--listen",    "127.0.0.1:0", "--metrics-listen",
+                          "none",        "--manifest",  g_hnsw ? hver.manifest : ver.manifest,
+                          "--partition", "0",           "--cluster",
+                          cluster,       "--nats-url",  g_url,
                           NULL};
     return vs_test_proc_start(p, g_dir, name, "vecshard-shard", argv);
+}
+
+/* The log of cluster, a shard (name) following it and a channel to the shard; 0 when any failed (then
+ * all are released). */
+static int open_session(const char *cluster, const char *name, vs_wlog_t **w, vs_test_proc_t *sh,
+                        vs_rpc_channel_t **ch)
+{
+    char err[VS_ERR_LEN];
+    vs_wlog_opts_t o = {.url = g_url, .cluster = cluster, .timeout_ms = 1000};
+    *w = NULL;
+    *ch = NULL;
+    CHECKF(vs_wlog_open(&o, 1, w, err) == VS_OK, "%s", err);
+    CHECK(start_shard(sh, name, cluster) == 0);
+    char target[64];
+    snprintf(target, sizeof target, "127.0.0.1:%d", sh->grpc_port);
+    CHECK(vs_rpc_channel_create(target, 0, ch, err) == VS_OK);
+    if (*w && *ch && sh->pid != 0)
+        return 1;
+    vs_test_proc_stop(sh, SIGKILL, 5);
+    vs_rpc_channel_destroy(*ch);
+    vs_wlog_close(*w);
+    return 0;
 }
 
 static void test_writes_follow_the_log(void)
 {
     char err[VS_ERR_LEN];
-    vs_wlog_opts_t o = {.url = g_url, .cluster = "w1", .timeout_ms = 1000};
-    vs_wlog_t *w = NULL;
-    CHECKF(vs_wlog_open(&o, 1, &w, err) == VS_OK, "%s", err);
+    vs_wlog_t *w;
     vs_test_proc_t sh;
-    CHECK(start_shard(&sh, "shard-w1", "w1") == 0);
-    char target[64];
-    snprintf(target, sizeof target, "127.0.0.1:%d", sh.grpc_port);
-    vs_rpc_channel_t *ch = NULL;
-    CHECK(vs_rpc_channel_create(target, 0, &ch, err) == VS_OK);
-    if (!w || !ch || sh.pid == 0) {
-        vs_test_proc_stop(&sh, SIGKILL, 5);
-        vs_rpc_channel_destroy(ch);
-        vs_wlog_close(w);
+    vs_rpc_channel_t *ch;
+    if (!open_session("w1", "shard-w1", &w, &sh, &ch))
         return;
-    }
+    char target[64];
     int64_t id = 700000;
     while (vs_hash_partition(id, 2) != 0)
         id++;
@@ -300,12 +320,49 @@ static void test_fold_into_the_next_version(void)
     vs_wlog_close(w);
 }
 
+static void test_hnsw_version(void)
+{
+    g_hnsw = 1;
+    vs_wlog_t *w;
+    vs_test_proc_t sh;
+    vs_rpc_channel_t *ch;
+    if (!open_session("w4", "shard-w4", &w, &sh, &ch)) {
+        g_hnsw = 0;
+        return;
+    }
+    int64_t id = 800000;
+    while (vs_hash_partition(id, 2) != 0)
+        id++;
+    const float *q = hver.queries + 5 * D, *q2 = hver.queries + 9 * D;
+    CHECK(wait_first(ch, q, id, 0, 20000) >= 0); /* loaded, the id absent */
+    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, id, q, "h1") == 1);
+    CHECKF(wait_first(ch, q, id, 1, 5000) >= 0, "the upsert never became searchable in the HNSW version");
+    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, id, q2, "h2") == 2); /* moved elsewhere */
+    CHECKF(wait_first(ch, q2, id, 1, 5000) >= 0, "the replacement never became searchable");
+    int code;
+    CHECK(first_id(ch, q, &code) != id && code == 0);                /* its old copy is gone */
+    int64_t base_first = first_id(ch, hver.queries + 11 * D, &code); /* a base item, then deleted */
+    CHECK(code == 0 && base_first >= 0);
+    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_DELETE, id, NULL, "h3") == 3);
+    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_DELETE, base_first, NULL, "h4") == 4);
+    CHECKF(wait_first(ch, q2, id, 0, 5000) >= 0, "the delete never took effect");
+    CHECKF(wait_first(ch, hver.queries + 11 * D, base_first, 0, 5000) >= 0, "the base item stayed visible");
+    vs_test_proc_stop(&sh, SIGTERM, 10);
+    vs_rpc_channel_destroy(ch);
+    vs_wlog_close(w);
+    g_hnsw = 0;
+}
+
 int main(void)
 {
     char err[VS_ERR_LEN];
     g_dir = vs_test_tmpdir("shard_writes");
     if (vs_test_version_build(g_dir, "v1", "IVF16,PQ8x4fs,RFlat", VS_METRIC_L2, N, D, 2, 20, 7, &ver, err) !=
         VS_OK) {
+        fprintf(stderr, "fixture: %s\n", err);
+        return 1;
+    }
+    if (vs_test_version_build(g_dir, "h1", "HNSW16", VS_METRIC_L2, N, D, 2, 20, 7, &hver, err) != VS_OK) {
         fprintf(stderr, "fixture: %s\n", err);
         return 1;
     }
@@ -317,8 +374,10 @@ int main(void)
     RUN(test_writes_follow_the_log);
     RUN(test_gap_stops_the_version);
     RUN(test_fold_into_the_next_version);
+    RUN(test_hnsw_version);
     vs_proc_fixture_destroy(g_nats);
     vs_test_version_fini(&ver);
+    vs_test_version_fini(&hver);
     vs_test_cleanup("shard_writes");
     nats_Close();
     return vs_test_finish();

@@ -6,8 +6,11 @@
  *   search over the live items for the PQ codecs (their scan sums are the same; only ties at the cut
  *   may fall the other way), for every metric. Lists chosen by the caller (the coordinator's path) give the
  * same.
+ * - HNSW versions: the same writes, searched through the base graph (written ids skipped, still
+ *   traversed) and the fresh graph, merged: no dead id, no id twice, recall within 0.02 of a graph
+ *   rebuilt over the live items, for L2 and cosine, float and SQ8 bases.
  * - Capacity is counted in distinct ids and a write that would pass it is refused whole; bad input is
- *   refused whole; HNSW is refused.
+ *   refused whole; Flat is refused; an HNSW version's graph holds at most twice the capacity in copies.
  * - Rewriting the same ids over and over compacts the lists: records stay within twice the live ones
  *   (plus a small constant per list), and answers stay those of a rebuild over the live items.
  * - Concurrent searches while one thread writes (run under ThreadSanitizer in CI), the writes compacting
@@ -119,7 +122,8 @@ static void test_empty_is_the_index(void)
     }
 }
 
-/* Applies the writes to a fresh state over idx and builds the live set (ids, vectors) they leave. */
+/* Applies the writes to a fresh state over idx, checks its counts, and builds the live set (ids, vectors)
+ * they leave. */
 static void apply_writes(vs_fresh_t *fr, int64_t *live_ids, float *live_x, size_t *n_live, int64_t *dead,
                          size_t *n_dead)
 {
@@ -166,6 +170,11 @@ static void apply_writes(vs_fresh_t *fr, int64_t *live_ids, float *live_x, size_
     }
     *n_live = n;
     *n_dead = nd;
+    vs_fresh_stats_t stt;
+    vs_fresh_stats(fr, &stt);
+    CHECKF(stt.ids == NEW + REPL + DEL && stt.records == NEW + REPL + REREPL && stt.live == NEW + REPL &&
+               stt.deleted == DEL,
+           "stats: %zu ids, %zu records, %zu live, %zu deleted", stt.ids, stt.records, stt.live, stt.deleted);
 }
 
 static void test_writes_match_a_rebuild(void)
@@ -183,12 +192,6 @@ static void test_writes_match_a_rebuild(void)
             CHECK(vs_fresh_create(idx, 2000, &fr, err) == VS_OK);
             size_t n_live, n_dead;
             apply_writes(fr, live_ids, live_x, &n_live, dead, &n_dead);
-            vs_fresh_stats_t stt;
-            vs_fresh_stats(fr, &stt);
-            CHECKF(stt.ids == NEW + REPL + DEL && stt.records == NEW + REPL + REREPL &&
-                       stt.live == NEW + REPL && stt.deleted == DEL,
-                   "stats: %zu ids, %zu records, %zu live, %zu deleted", stt.ids, stt.records, stt.live,
-                   stt.deleted);
             vs_index_t *rebuilt = build(factories[f], metrics[m], n_live, live_x, live_ids, idx);
             int64_t gt[NQ * K];
             exact(metrics[m], n_live, live_x, live_ids, gt);
@@ -351,9 +354,25 @@ static void test_capacity_and_bad_input(void)
     vs_index_destroy(idx);
 
     vs_index_t *h;
-    CHECK(vs_index_create(D, VS_METRIC_L2, "HNSW8", &h, err) == VS_OK);
+    CHECK(vs_index_create(D, VS_METRIC_L2, "Flat", &h, err) == VS_OK);
     CHECK(vs_index_add(h, 100, base, NULL, 1, NULL, err) == VS_OK);
     CHECK(vs_fresh_create(h, 10, &fr, err) == VS_ERR_UNSUPPORTED);
+    vs_index_destroy(h);
+    /* HNSW: every upsert is a node; superseded ones stay until the next version, up to 2x the capacity */
+    CHECK(vs_index_create(D, VS_METRIC_L2, "HNSW8", &h, err) == VS_OK);
+    CHECK(vs_index_add(h, 100, base, NULL, 1, NULL, err) == VS_OK);
+    CHECK(vs_fresh_create(h, 4, &fr, err) == VS_OK);
+    int64_t four[4] = {1, 2, 3, 4};
+    CHECK(vs_fresh_upsert(fr, 4, four, newv, err) == VS_OK);
+    CHECK(vs_fresh_upsert(fr, 4, four, newv + 4 * D, err) == VS_OK);
+    CHECK(vs_fresh_upsert(fr, 1, four, newv, err) == VS_ERR_RESOURCE_EXHAUSTED);
+    CHECKF(strstr(err, "twice") != NULL, "%s", err);
+    CHECK(vs_fresh_delete(fr, 4, four, err) == VS_OK); /* deletes take no node */
+    vs_fresh_stats(fr, &st);
+    CHECK(st.records == 8 && st.live == 0 && st.deleted == 4 && st.used == 4);
+    int32_t l2[1] = {0};
+    CHECK(vs_fresh_upsert_lists(fr, 1, four, newv, l2, err) == VS_ERR_UNSUPPORTED);
+    vs_fresh_destroy(fr);
     vs_index_destroy(h);
 }
 
@@ -443,8 +462,61 @@ static void test_compaction(void)
     }
 }
 
+/* HNSW versions: apply_writes, then answers as a graph rebuilt over the live items would give. */
+static void test_hnsw_writes(void)
+{
+    const char *factories[] = {"HNSW16", "HNSW16,SQ8"};
+    vs_metric metrics[] = {VS_METRIC_L2, VS_METRIC_COSINE};
+    char err[VS_ERR_LEN];
+    int64_t *live_ids = malloc((N + NEW + REPL) * sizeof *live_ids), *dead = malloc(N * sizeof *dead);
+    float *live_x = malloc((N + NEW + REPL) * D * sizeof *live_x);
+    for (size_t f = 0; f < 2; f++)
+        for (size_t m = 0; m < 2; m++) {
+            vs_index_t *idx = build_base(factories[f], metrics[m]);
+            vs_fresh_t *fr;
+            CHECKF(vs_fresh_create(idx, 2000, &fr, err) == VS_OK, "%s", err);
+            size_t n_live, n_dead;
+            apply_writes(fr, live_ids, live_x, &n_live, dead, &n_dead);
+            vs_index_t *rebuilt = build(factories[f], metrics[m], n_live, live_x, live_ids, NULL);
+            int64_t gt[NQ * K];
+            exact(metrics[m], n_live, live_x, live_ids, gt);
+            vs_search_params_t p = {.ef_search = 32};
+            float d1[NQ * K], d2[NQ * K];
+            int64_t i1[NQ * K], i2[NQ * K];
+            CHECKF(vs_fresh_search(fr, NQ, queries, K, &p, 1, d1, i1, err) == VS_OK, "%s", err);
+            CHECK(vs_index_search(rebuilt, NQ, queries, K, &p, 1, d2, i2, err) == VS_OK);
+            int bad = 0;
+            for (size_t i = 0; i < NQ * K; i++)
+                bad += i1[i] < 0 || contains(dead, n_dead, i1[i]);
+            for (size_t qi = 0; qi < NQ; qi++)
+                for (size_t a = 0; a < K; a++)
+                    bad += contains(i1 + qi * K + a + 1, K - a - 1, i1[qi * K + a]);
+            CHECKF(bad == 0, "%s %s: %d deleted, missing or repeated results", factories[f],
+                   vs_metric_name(metrics[m]), bad);
+            /* a replaced base id is found by its new vector, not its old one */
+            float dd[K];
+            int64_t got[K];
+            CHECK(vs_fresh_search(fr, 1, newv + NEW * D, K, &p, 1, dd, got, err) == VS_OK);
+            CHECKF(got[0] == base_id(0), "%s: the replaced id came back as %lld", factories[f],
+                   (long long)got[0]);
+            double r1 = recall(i1, gt), r2 = recall(i2, gt);
+            CHECKF(r1 >= r2 - 0.02 && r1 > 0.5, "%s %s: recall %.4f with fresh writes, %.4f rebuilt",
+                   factories[f], vs_metric_name(metrics[m]), r1, r2);
+            int32_t lists[NQ];
+            CHECK(vs_fresh_search_lists(fr, 1, queries, K, lists, 1, 0, 1, d1, i1, err) ==
+                  VS_ERR_UNSUPPORTED);
+            vs_index_destroy(rebuilt);
+            vs_fresh_destroy(fr);
+            vs_index_destroy(idx);
+        }
+    free(live_ids);
+    free(live_x);
+    free(dead);
+}
+
 typedef struct race {
     vs_fresh_t *fr;
+    vs_search_params_t p;
     atomic_int stop;
     atomic_long searches, bad, missed;
 } race_t;
@@ -455,7 +527,7 @@ static void *reader(void *arg)
 {
     race_t *r = arg;
     char err[VS_ERR_LEN];
-    vs_search_params_t p = {.nprobe = 8, .k_factor = 4};
+    const vs_search_params_t p = r->p;
     float d[4 * K];
     int64_t got[4 * K];
     while (!atomic_load(&r->stop)) {
@@ -487,12 +559,15 @@ static size_t compactions(const vs_fresh_t *fr)
     return st.compactions;
 }
 
-static void test_concurrent_readers(void)
+/* factory: the version's; IVF versions compact under the readers, HNSW ones swap their graph copies. */
+static void concurrent_readers(const char *factory)
 {
     char err[VS_ERR_LEN];
-    vs_index_t *idx = build_base("IVF16,PQ8x4fs,RFlat", VS_METRIC_L2);
+    const int hnsw = strncmp(factory, "HNSW", 4) == 0;
+    vs_index_t *idx = build_base(factory, VS_METRIC_L2);
     race_t r = {0};
-    CHECK(vs_fresh_create(idx, 1000, &r.fr, err) == VS_OK);
+    r.p = hnsw ? (vs_search_params_t){.ef_search = 64} : (vs_search_params_t){.nprobe = 8, .k_factor = 4};
+    CHECK(vs_fresh_create(idx, hnsw ? 20000 : 1000, &r.fr, err) == VS_OK); /* HNSW: room for 800 rounds */
     int64_t w[100];
     for (int i = 0; i < 100; i++)
         w[i] = 8000000 + i;
@@ -514,7 +589,8 @@ static void test_concurrent_readers(void)
     /* until the readers have searched 300 times while the writer ran (bounded: 20 s under TSan) */
     int rounds = 0;
     int64_t until = vs_test_now_ms() + 20000;
-    while (vs_test_now_ms() < until && (atomic_load(&r.searches) < 300 || rounds < 15 || compactions(r.fr) < 300)) {
+    while (vs_test_now_ms() < until && (atomic_load(&r.searches) < 300 || rounds < 15 ||
+                                        (hnsw ? rounds < 40 : compactions(r.fr) < 300))) {
         for (int i = 0; i < 50; i++) {
             CHECK(vs_fresh_upsert(r.fr, 1, &even[i], newv + ((size_t)(i + rounds * 7) % 400) * D, err) ==
                   VS_OK);
@@ -527,11 +603,17 @@ static void test_concurrent_readers(void)
     vs_fresh_stats_t st;
     vs_fresh_stats(r.fr, &st);
     CHECKF(atomic_load(&r.bad) == 0 && atomic_load(&r.missed) == 0 && atomic_load(&r.searches) >= 300 &&
-               st.compactions > 0,
-           "%ld bad and %ld missed of %ld searches (%d rounds, %zu compactions)", atomic_load(&r.bad),
-           atomic_load(&r.missed), atomic_load(&r.searches), rounds, st.compactions);
+               (hnsw || st.compactions > 0),
+           "%s: %ld bad and %ld missed of %ld searches (%d rounds, %zu compactions)", factory,
+           atomic_load(&r.bad), atomic_load(&r.missed), atomic_load(&r.searches), rounds, st.compactions);
     vs_fresh_destroy(r.fr);
     vs_index_destroy(idx);
+}
+
+static void test_concurrent_readers(void)
+{
+    concurrent_readers("IVF16,PQ8x4fs,RFlat");
+    concurrent_readers("HNSW16");
 }
 
 typedef struct map_race {
@@ -616,6 +698,7 @@ int main(void)
     RUN(test_small_lists_large_k_after_deletes);
     RUN(test_capacity_and_bad_input);
     RUN(test_compaction);
+    RUN(test_hnsw_writes);
     RUN(test_concurrent_readers);
     RUN(test_idmap_filter);
     return vs_test_finish();
