@@ -12,6 +12,10 @@
 #include "shard/index/fresh_internal.h"
 #include "shard/index/hnsw.h"
 
+/* HNSW versions: prev[node] is the map value its id had just before the node became its live copy (0:
+ * not in the map), in chunks of this many nodes. */
+#define VS_FRESH_PREV_CHUNK 65536u
+
 static void init_counts(vs_fresh_t *f, size_t bytes)
 {
     atomic_init(&f->records, 0);
@@ -42,6 +46,13 @@ static vs_status create_hnsw(const vs_index_t *base, const vs_hnsw_t *h, size_t 
     vs_hnsw_info(h, &d, &M, &metric, &efc);
     f->d = d;
     vs_status st = vs_idmap_create(capacity, &f->map, err);
+    f->n_prev_chunks =
+        (2 * capacity + VS_FRESH_PREV_CHUNK - 1) / VS_FRESH_PREV_CHUNK; /* nodes: <= 2x capacity */
+    f->prev = st == VS_OK ? calloc(f->n_prev_chunks ? f->n_prev_chunks : 1, sizeof *f->prev) : NULL;
+    if (st == VS_OK && !f->prev)
+        st = vs_errf(err, VS_ERR_NOMEM, "no memory for the fresh state");
+    for (size_t c = 0; f->prev && c < f->n_prev_chunks; c++)
+        atomic_init(&f->prev[c], NULL);
     for (int c = 0; c < 2 && st == VS_OK; c++) {
         st = vs_hnsw_create(d, metric, &spec, &f->g[c], err);
         if (st == VS_OK)
@@ -51,6 +62,7 @@ static vs_status create_hnsw(const vs_index_t *base, const vs_hnsw_t *h, size_t 
         vs_hnsw_destroy(f->g[0]);
         vs_hnsw_destroy(f->g[1]);
         vs_idmap_destroy(f->map);
+        free(f->prev);
         free(f);
         return st;
     }
@@ -113,6 +125,7 @@ static void free_list(vs_fresh_t *f, vs_fresh_list_t *L)
             break;
         free((void *)ch->dead); /* the block of flags, ids and codes */
         free(ch->refine);
+        free(ch->blocks);
         free(ch);
     }
     atomic_fetch_sub_explicit(&f->bytes, L->bytes, memory_order_relaxed);
@@ -134,6 +147,9 @@ void vs_fresh_destroy(vs_fresh_t *f)
         return;
     vs_hnsw_destroy(f->g[0]);
     vs_hnsw_destroy(f->g[1]);
+    for (size_t c = 0; c < f->n_prev_chunks; c++)
+        free(atomic_load_explicit(&f->prev[c], memory_order_relaxed));
+    free(f->prev);
     for (uint32_t l = 0; f->ivf && l < f->ivf->nlist; l++) {
         vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
         if (L)
@@ -222,6 +238,8 @@ static vs_status check_ids(const vs_fresh_t *f, size_t n, const int64_t *ids, in
 
 /* Points id at its new state (ref: record + 1, or 0 for deleted) and keeps the counts. Cannot fail:
  * check_ids made room. Returns the list whose record died (UINT32_MAX: none). */
+static uint64_t *prev_at(const vs_fresh_t *f, size_t node);
+
 static uint32_t set_state(vs_fresh_t *f, int64_t id, uint64_t ref)
 {
     uint64_t old = 0;
@@ -236,6 +254,8 @@ static uint32_t set_state(vs_fresh_t *f, int64_t id, uint64_t ref)
     else
         atomic_fetch_add_explicit(&f->deleted, 1, memory_order_relaxed);
     char err[VS_ERR_LEN];
+    if (f->hnsw && ref) /* before the map points at the node: a search on the other copy follows it */
+        *prev_at(f, (size_t)(ref - 1)) = had ? old : 0;
     (void)vs_idmap_put(f->map, id, VS_FRESH_BASE_DEAD | ref, err);
     if (old_ref && old_ref != ref && f->ivf) { /* the old copy is dead once the map points elsewhere */
         uint32_t l = (uint32_t)((old_ref - 1) >> 32);
@@ -270,18 +290,28 @@ static vs_status reserve_in(vs_fresh_t *f, vs_fresh_list_t *L, uint32_t l, size_
          * list's few fresh records are a few sequential cache lines; refine copies (read only for the
          * candidates) apart. cap is a multiple of 16: the ids stay aligned. */
         uint8_t *block = ch ? calloc(1, cap * (1 + sizeof(int64_t) + f->code_bytes)) : NULL;
+        const int packs = f->ivf->spec.fastscan && cap % VS_FS_BLOCK == 0;
+        const size_t pack_bytes = packs ? vs_fs_code_bytes(cap, f->ivf->pq.m) : 0;
         if (ch && block) {
             ch->dead = (_Atomic uint8_t *)block;
             ch->ids = (int64_t *)(block + cap);
             ch->codes = block + cap * (1 + sizeof(int64_t));
             ch->refine = f->refine_bytes ? malloc(cap * f->refine_bytes) : NULL;
+            ch->blocks = packs ? aligned_alloc(64, (pack_bytes + 63) / 64 * 64) : NULL;
+            if (ch->blocks)
+                memset(ch->blocks, 0, pack_bytes);
+            atomic_init(&ch->packed, 0);
         }
-        if (!ch || !block || (f->refine_bytes && !ch->refine)) {
+        if (!ch || !block || (f->refine_bytes && !ch->refine) || (packs && !ch->blocks)) {
+            if (ch) {
+                free(ch->refine);
+                free(ch->blocks);
+            }
             free(block);
             free(ch);
             return vs_errf(err, VS_ERR_NOMEM, "no memory for %zu fresh records", cap);
         }
-        size_t bytes = cap * (sizeof(int64_t) + 1 + f->code_bytes + f->refine_bytes);
+        size_t bytes = cap * (sizeof(int64_t) + 1 + f->code_bytes + f->refine_bytes) + pack_bytes;
         L->bytes += bytes;
         atomic_fetch_add_explicit(&f->bytes, bytes, memory_order_relaxed);
         atomic_store_explicit(&L->chunks[c], ch, memory_order_release);
@@ -300,6 +330,34 @@ static vs_fresh_list_t *new_list(vs_fresh_t *f)
     L->bytes = sizeof *L;
     atomic_fetch_add_explicit(&f->bytes, sizeof *L, memory_order_relaxed);
     return L;
+}
+
+/* Writer: packs the complete 32-record blocks among list object L's first n records (written, maybe not
+ * yet published) into their chunks' block layout and publishes each chunk's packed count. */
+static void pack_blocks(const vs_fresh_t *f, vs_fresh_list_t *L, size_t n)
+{
+    const uint32_t m = f->ivf->pq.m;
+    uint8_t codes[VS_FS_MAX_M];
+    for (uint32_t c = 1; c < VS_FRESH_MAX_CHUNKS; c++) {
+        const size_t start = (size_t)VS_FRESH_CHUNK0 * (((size_t)1 << c) - 1), cap = vs_fresh_chunk_cap(c);
+        if (start >= n)
+            break;
+        vs_fresh_chunk_t *ch = atomic_load_explicit(&L->chunks[c], memory_order_relaxed);
+        if (!ch || !ch->blocks)
+            continue;
+        size_t have = n - start < cap ? n - start : cap,
+               done = atomic_load_explicit(&ch->packed, memory_order_relaxed);
+        size_t full = have / VS_FS_BLOCK * VS_FS_BLOCK;
+        if (full <= done)
+            continue;
+        for (size_t off = done; off < full; off++) {
+            const uint8_t *row = ch->codes + off * f->code_bytes;
+            for (uint32_t j = 0; j < m; j++)
+                codes[j] = (uint8_t)((row[j / 2] >> ((j & 1) * 4)) & 15);
+            vs_fs_put(ch->blocks, m, off, codes);
+        }
+        atomic_store_explicit(&ch->packed, full, memory_order_release);
+    }
 }
 
 /* Writer: when half of list l's records (and at least VS_FRESH_COMPACT_MIN) are dead, replaces its
@@ -336,6 +394,8 @@ static void maybe_compact(vs_fresh_t *f, uint32_t l)
         w++;
     }
     /* publish the copy, then repoint its ids (searches decide liveness without positions) */
+    if (f->ivf->spec.fastscan)
+        pack_blocks(f, N, w);
     atomic_store_explicit(&N->n, w, memory_order_release);
     atomic_store_explicit(&f->lists[l], N, memory_order_release);
     for (size_t i = 0; i < w; i++) {
@@ -401,18 +461,27 @@ static void settle(vs_fresh_t *f, size_t n, const int64_t *ids, const uint64_t *
 
 /* ---- HNSW versions ------------------------------------------------------------------------------ */
 
-/* Writer: brings the copy searches do not use up to the other (nodes it lacks, from the other's own
- * vectors and ids). */
+/* Writer: brings the copy searches do not use up to the other (the nodes it lacks, from the other's own
+ * vectors and ids, in one append: the copies then grow by the same batches and stay identical). */
 static vs_status sync_back(vs_fresh_t *f, char *err)
 {
     int a = atomic_load_explicit(&f->active, memory_order_relaxed);
     vs_hnsw_t *front = f->g[a], *back = f->g[1 - a];
     size_t have = vs_hnsw_count(back), want = vs_hnsw_count(front);
-    vs_status st = VS_OK;
-    for (size_t i = have; i < want && st == VS_OK; i++) {
-        int64_t id = vs_hnsw_node_id(front, (uint32_t)i);
-        st = vs_hnsw_append(back, 1, vs_hnsw_node_vector(front, (uint32_t)i), &id, err);
+    if (have >= want)
+        return VS_OK;
+    size_t n = want - have;
+    float *x = malloc(n * f->d * sizeof *x);
+    int64_t *ids = malloc(n * sizeof *ids);
+    vs_status st = x && ids ? VS_OK : vs_errf(err, VS_ERR_NOMEM, "no memory to copy %zu fresh nodes", n);
+    for (size_t i = 0; i < n && st == VS_OK; i++) {
+        ids[i] = vs_hnsw_node_id(front, (uint32_t)(have + i));
+        memcpy(x + i * f->d, vs_hnsw_node_vector(front, (uint32_t)(have + i)), f->d * sizeof *x);
     }
+    if (st == VS_OK)
+        st = vs_hnsw_append(back, n, x, ids, err);
+    free(x);
+    free(ids);
     return st;
 }
 
@@ -424,25 +493,55 @@ static void wait_readers(vs_fresh_t *f)
         sched_yield();
 }
 
+/* prev (fresh_internal.h), allocated by the writer before use, never moved. */
+
+static vs_status prev_reserve(vs_fresh_t *f, size_t nodes, char *err)
+{
+    for (size_t c = 0; c * VS_FRESH_PREV_CHUNK < nodes; c++) {
+        if (c >= f->n_prev_chunks)
+            return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "fresh graph full (%zu nodes)", nodes);
+        if (atomic_load_explicit(&f->prev[c], memory_order_relaxed))
+            continue;
+        uint64_t *p = calloc(VS_FRESH_PREV_CHUNK, sizeof *p);
+        if (!p)
+            return vs_errf(err, VS_ERR_NOMEM, "no memory for fresh graph bookkeeping");
+        atomic_fetch_add_explicit(&f->bytes, VS_FRESH_PREV_CHUNK * sizeof *p, memory_order_relaxed);
+        atomic_store_explicit(&f->prev[c], p, memory_order_release);
+    }
+    return VS_OK;
+}
+
+static uint64_t *prev_at(const vs_fresh_t *f, size_t node)
+{
+    uint64_t *p =
+        atomic_load_explicit(&((vs_fresh_t *)f)->prev[node / VS_FRESH_PREV_CHUNK], memory_order_acquire);
+    return p + node % VS_FRESH_PREV_CHUNK;
+}
+
 static vs_status upsert_hnsw(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x, char *err)
 {
     vs_status st = sync_back(f, err); /* a copy left behind by an earlier out-of-memory */
     int a = atomic_load_explicit(&f->active, memory_order_relaxed);
     vs_hnsw_t *back = f->g[1 - a];
     size_t first = vs_hnsw_count(back);
+    uint64_t *refs = malloc(n * sizeof *refs);
+    if (st == VS_OK && !refs)
+        st = vs_errf(err, VS_ERR_NOMEM, "no memory to apply %zu fresh vectors", n);
+    if (st == VS_OK)
+        st = prev_reserve(f, first + n, err);
     if (st == VS_OK)
         st = vs_hnsw_append(back, n, x, ids, err);
-    if (st != VS_OK)
+    if (st != VS_OK) {
+        free(refs);
         return st; /* searches still use the other copy, and the map is unchanged */
-    uint64_t *refs = malloc(n * sizeof *refs);
-    if (!refs)
-        return vs_errf(err, VS_ERR_NOMEM, "no memory to apply %zu fresh vectors", n);
+    }
     for (size_t i = 0; i < n; i++)
         refs[i] = first + i + 1;
     atomic_store_explicit(&f->active, 1 - a, memory_order_release);
     atomic_store_explicit(&f->nodes, first + n, memory_order_relaxed);
     atomic_fetch_add_explicit(&f->records, n, memory_order_relaxed);
-    settle(f, n, ids, refs); /* the new nodes are live, the copies they replace are not */
+    settle(f, n, ids, refs); /* the new nodes are live, the copies they replace are not (set_state
+                              * records each id's previous value in prev first) */
     free(refs);
     wait_readers(f);
     char e2[VS_ERR_LEN];
@@ -450,19 +549,40 @@ static vs_status upsert_hnsw(vs_fresh_t *f, size_t n, const int64_t *ids, const 
     return VS_OK;
 }
 
+/* A search of an HNSW version: the graph copy it uses and that copy's nodes. A map value pointing at a
+ * node the copy lacks was written after the copy was swapped out; the search then sees the id as it was
+ * before (following prev), so a replaced id is found in its old place, never in neither. */
+typedef struct hnsw_view {
+    const vs_fresh_t *f;
+    size_t nodes;
+} hnsw_view_t;
+
+static int view_get(const hnsw_view_t *w, int64_t id, uint64_t *v)
+{
+    if (!vs_idmap_get(w->f->map, id, v))
+        return 0;
+    for (int hops = 0; hops < 1 << 20; hops++) {
+        uint64_t ref = *v & ~VS_FRESH_BASE_DEAD;
+        if (ref == 0 || ref - 1 < w->nodes)
+            break;
+        *v = *prev_at(w->f, (size_t)(ref - 1));
+    }
+    return *v != 0;
+}
+
 /* Search filters: a base item is skipped once its id was written; a fresh node unless it is its id's
  * live copy. */
 static int skip_base(const void *arg, int64_t id, uint32_t node)
 {
     (void)node;
-    return vs_fresh_base_dead(arg, id);
+    uint64_t v;
+    return view_get(arg, id, &v) && (v & VS_FRESH_BASE_DEAD);
 }
 
 static int skip_fresh(const void *arg, int64_t id, uint32_t node)
 {
     uint64_t v;
-    return !vs_idmap_get(((const vs_fresh_t *)arg)->map, id, &v) ||
-           (v & ~VS_FRESH_BASE_DEAD) != (uint64_t)node + 1;
+    return !view_get(arg, id, &v) || (v & ~VS_FRESH_BASE_DEAD) != (uint64_t)node + 1;
 }
 
 /* 1 / (share of live nodes), at most 10: efSearch scaled so that skipped nodes do not crowd out results. */
@@ -489,36 +609,37 @@ static vs_status search_hnsw(const vs_fresh_t *f, size_t nq, const float *q, siz
     vs_status st = vs_check_finite(q, nq, d, "query", err);
     if (st != VS_OK || nq == 0)
         return st;
-    const size_t ids = vs_idmap_count(f->map);
-    /* the base: every id in the map hides its base copy (ids never in the base count too: a bound) */
-    st = vs_hnsw_search_filtered(f->hnsw, nq, q, k, params, n_threads, ids ? skip_base : NULL, f,
-                                 ef_scale(f->base_n, ids < f->base_n ? ids : f->base_n), 0, out_dist, out_ids,
-                                 err);
-    size_t nodes = atomic_load_explicit(&f->nodes, memory_order_acquire);
-    if (st != VS_OK || nodes == 0)
-        return st;
     float *fd = malloc(nq * k * sizeof *fd), *md = malloc(k * sizeof *md);
     int64_t *fi = malloc(nq * k * sizeof *fi), *mi = malloc(k * sizeof *mi);
     if (!fd || !fi || !md || !mi) {
         st = vs_errf(err, VS_ERR_NOMEM, "no memory to merge fresh results");
         goto done;
     }
-    vs_search_params_t fp = *params;
-    fp.k_factor = 0; /* the fresh graph holds float vectors: no re-rank */
-    size_t live = atomic_load_explicit(&f->live, memory_order_relaxed);
+    /* registered for both searches: the copy and its node count fix what this search sees */
     unsigned token = vs_fresh_read_begin(f);
     const vs_hnsw_t *g = f->g[atomic_load_explicit(&((vs_fresh_t *)f)->active, memory_order_acquire)];
-    st = vs_hnsw_search_filtered(g, nq, q, k, &fp, n_threads, skip_fresh, f, ef_scale(nodes, nodes - live), 1,
-                                 fd, fi, err);
-    vs_fresh_read_end(f, token);
-    for (size_t qi = 0; qi < nq && st == VS_OK; qi++) {
-        vs_topk_list_t two[2] = {{out_dist + qi * k, out_ids + qi * k, k}, {fd + qi * k, fi + qi * k, k}};
-        st = vs_topk_merge(two, 2, metric != VS_METRIC_L2, k, md, mi, err);
-        if (st == VS_OK) {
-            memcpy(out_dist + qi * k, md, k * sizeof *md);
-            memcpy(out_ids + qi * k, mi, k * sizeof *mi);
+    const hnsw_view_t view = {f, vs_hnsw_count(g)};
+    const size_t ids = vs_idmap_count(f->map), nodes = view.nodes;
+    /* the base: every id in the map hides its base copy (ids never in the base count too: a bound) */
+    st = vs_hnsw_search_filtered(f->hnsw, nq, q, k, params, n_threads, ids ? skip_base : NULL, &view,
+                                 ef_scale(f->base_n, ids < f->base_n ? ids : f->base_n), 0, out_dist, out_ids,
+                                 err);
+    if (st == VS_OK && nodes) {
+        vs_search_params_t fp = *params;
+        fp.k_factor = 0; /* the fresh graph holds float vectors: no re-rank */
+        size_t live = atomic_load_explicit(&f->live, memory_order_relaxed);
+        st = vs_hnsw_search_filtered(g, nq, q, k, &fp, n_threads, skip_fresh, &view,
+                                     ef_scale(nodes, nodes > live ? nodes - live : 0), 1, fd, fi, err);
+        for (size_t qi = 0; qi < nq && st == VS_OK; qi++) {
+            vs_topk_list_t two[2] = {{out_dist + qi * k, out_ids + qi * k, k}, {fd + qi * k, fi + qi * k, k}};
+            st = vs_topk_merge(two, 2, metric != VS_METRIC_L2, k, md, mi, err);
+            if (st == VS_OK) {
+                memcpy(out_dist + qi * k, md, k * sizeof *md);
+                memcpy(out_ids + qi * k, mi, k * sizeof *mi);
+            }
         }
     }
+    vs_fresh_read_end(f, token);
 done:
     free(fd);
     free(fi);
@@ -611,6 +732,8 @@ vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, con
     for (uint32_t l = 0; l < ivf->nlist; l++)
         if (cnt[l]) {
             vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
+            if (ivf->spec.fastscan)
+                pack_blocks(f, L, atomic_load_explicit(&L->n, memory_order_relaxed) + cnt[l]);
             atomic_store_explicit(&L->n, atomic_load_explicit(&L->n, memory_order_relaxed) + cnt[l],
                                   memory_order_release);
         }

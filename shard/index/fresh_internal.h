@@ -44,6 +44,11 @@ typedef struct vs_fresh_chunk {
     int64_t *ids;          /* (dead, ids and codes are one allocation, in that order) */
     uint8_t *codes;
     uint8_t *refine;
+    /* fast scan, chunks of 32 records or more: the codes again in the base lists' block layout
+     * (fastscan.h), one block per 32 complete records, so the SIMD kernel scans them as it scans the
+     * base; the writer packs a block once its 32 records are written and then publishes packed */
+    uint8_t *blocks;
+    _Atomic size_t packed; /* records in packed blocks (a multiple of 32) */
 } vs_fresh_chunk_t;
 
 typedef struct vs_fresh_list {
@@ -75,6 +80,8 @@ struct vs_fresh {
     _Atomic int active; /* the copy searches use */
     _Atomic size_t nodes;
     size_t base_n;
+    _Atomic(uint64_t *) *prev; /* per node: its id's map value before it (fresh.c); n_prev_chunks chunks */
+    size_t n_prev_chunks;
 };
 
 /* Chunk index and offset of position pos. */

@@ -41,14 +41,19 @@ struct vs_hnsw {
     uint64_t uid; /* tells per-thread visited tags of different indexes apart */
     size_t n, cap;
     size_t repaired_n; /* vs_hnsw_append: nodes at the last reachability repair */
-    int owned;         /* 0: vec, codes, links0, upper, ids point into a mapped file */
-    float *vec;        /* cap*d; cosine: normalised */
-    uint8_t *codes;    /* SQ8: cap*d */
-    uint32_t *links0;  /* cap*(M0+1): count, then M0 slots */
-    uint32_t *ublk;    /* cap+1, owned: upper blocks before node i; its level is ublk[i+1] - ublk[i] */
-    uint32_t *upper;   /* per node, level blocks of (M+1): count, then M slots */
-    int64_t *ids;      /* cap; NULL while every id equals its node number (saves 8 bytes a vector) */
-    uint32_t entry;    /* NO_NODE when empty */
+    /* vs_hnsw_append's build state, kept between appends (sized for inc_cap nodes) */
+    void *inc_mem;
+    _Atomic unsigned char *inc_locks;
+    size_t inc_cap;
+    struct scratch *inc_scratch; /* one (points into inc_mem) */
+    int owned;                   /* 0: vec, codes, links0, upper, ids point into a mapped file */
+    float *vec;                  /* cap*d; cosine: normalised */
+    uint8_t *codes;              /* SQ8: cap*d */
+    uint32_t *links0;            /* cap*(M0+1): count, then M0 slots */
+    uint32_t *ublk;  /* cap+1, owned: upper blocks before node i; its level is ublk[i+1] - ublk[i] */
+    uint32_t *upper; /* per node, level blocks of (M+1): count, then M slots */
+    int64_t *ids;    /* cap; NULL while every id equals its node number (saves 8 bytes a vector) */
+    uint32_t entry;  /* NO_NODE when empty */
     uint32_t max_level;
     vs_sq8_t sq;
     float *sqw; /* d: step^2 */
@@ -294,8 +299,9 @@ static inline uint32_t read_links(const vs_hnsw_t *h, _Atomic unsigned char *loc
 }
 
 /* Best-first search on layer l from the pool's *size entries (already marked visited), keeping the ef
- * best in s->pool. locks != NULL during build (links read under the node's lock); p != NULL traverses
- * on codes. always_inline so that each caller gets a copy specialised on those two. */
+ * best in s->pool. locks
+ * != NULL during build (links read under the node's lock); p != NULL traverses on codes. always_inline so
+ * that each caller gets a copy specialised on those two. */
 __attribute__((always_inline)) static inline size_t search_layer(const vs_hnsw_t *h, scratch_t *s,
                                                                  _Atomic unsigned char *locks,
                                                                  const qprep_t *p, const float *q, uint32_t l,
@@ -655,6 +661,9 @@ void vs_hnsw_destroy(vs_hnsw_t *h)
     free_arrays(h);
     free(h->ublk);
     free(h->sqw);
+    free(h->inc_mem);
+    free((void *)h->inc_locks);
+    free(h->inc_scratch);
     vs_sq8_fini(&h->sq);
     free(h);
 }
@@ -804,9 +813,6 @@ static vs_status add_nodes(vs_hnsw_t *h, size_t n, const float *x, const int64_t
     if (n_workers == 0)
         n_workers = 1;
     build_ctx_t c = {.h = h, .first = first, .n_new = n, .progress = progress};
-    c.locks = calloc(total, 1);
-    c.scratch = calloc(n_workers, sizeof *c.scratch);
-    void **mem = calloc(n_workers, sizeof *mem);
     size_t cap_after = h->cap; /* visited tags cover the capacity (new_visit clears cap of them) */
     if (total > h->cap) {
         cap_after = total;
@@ -817,8 +823,39 @@ static vs_status add_nodes(vs_hnsw_t *h, size_t n, const float *x, const int64_t
     }
     shape_t shape = {.n = cap_after, .ef = build_ef(h), .d = d, .M0 = h->M0, .k = 1};
     size_t bytes = scratch_layout(&shape, NULL, NULL);
-    int ok = c.locks && c.scratch && mem;
-    for (size_t w = 0; ok && w < n_workers; w++) {
+    void **mem = NULL;
+    int ok;
+    if (incremental) { /* one thread; locks and scratch kept between appends, sized for the capacity */
+        n_workers = 1;
+        if (h->inc_cap < cap_after) {
+            void *m2 = aligned_alloc(64, (bytes + 63) / 64 * 64);
+            _Atomic unsigned char *l2 = calloc(cap_after, 1);
+            if (!h->inc_scratch)
+                h->inc_scratch = calloc(1, sizeof *h->inc_scratch);
+            if (m2 && l2 && h->inc_scratch) {
+                memset(m2, 0, bytes);
+                free(h->inc_mem);
+                free((void *)h->inc_locks);
+                h->inc_mem = m2;
+                h->inc_locks = l2;
+                h->inc_cap = cap_after;
+                scratch_layout(&shape, m2, h->inc_scratch);
+                h->inc_scratch->gen = 0;
+            } else {
+                free(m2);
+                free((void *)l2);
+            }
+        }
+        ok = h->inc_cap >= cap_after;
+        c.locks = h->inc_locks;
+        c.scratch = h->inc_scratch;
+    } else {
+        c.locks = calloc(total, 1);
+        c.scratch = calloc(n_workers, sizeof *c.scratch);
+        mem = calloc(n_workers, sizeof *mem);
+        ok = c.locks && c.scratch && mem;
+    }
+    for (size_t w = 0; ok && !incremental && w < n_workers; w++) {
         mem[w] = aligned_alloc(64, (bytes + 63) / 64 * 64);
         ok = mem[w] != NULL;
         if (ok) {
@@ -851,7 +888,8 @@ static vs_status add_nodes(vs_hnsw_t *h, size_t n, const float *x, const int64_t
             (void)vs_parallel_for(n_tasks, 1, build_task, &c, err); /* inline: cannot fail */
         pthread_mutex_destroy(&c.global);
         h->n = total;
-        int repair = !incremental || total >= 2 * h->repaired_n;
+        /* incremental: repair once the graph grew by an eighth (each repair is O(n)) */
+        int repair = !incremental || total >= h->repaired_n + h->repaired_n / 8 + 256;
         if (repair)
             h->repaired_n = total;
         if (repair && repair_reachability(h, &c.scratch[0]) < 0) {
@@ -863,11 +901,13 @@ static vs_status add_nodes(vs_hnsw_t *h, size_t n, const float *x, const int64_t
                              "may leave a few of them unreachable)");
         }
     }
-    for (size_t w = 0; mem && w < n_workers; w++)
-        free(mem[w]);
-    free(mem);
-    free(c.scratch);
-    free((void *)c.locks);
+    if (!incremental) {
+        for (size_t w = 0; mem && w < n_workers; w++)
+            free(mem[w]);
+        free(mem);
+        free(c.scratch);
+        free((void *)c.locks);
+    }
     return st;
 }
 

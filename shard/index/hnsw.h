@@ -69,8 +69,9 @@ typedef int (*vs_hnsw_skip_fn)(const void *arg, int64_t id, uint32_t node);
 
 /* vs_index_search on h where skip (may be NULL) removes nodes from the results; efSearch (and the SQ8
  * re-rank count) are multiplied by ef_scale (>= 1: the share of skipped nodes, so that the live ones in
- * reach stay efSearch). own_arena: the per-thread scratch of a second graph searched beside another
- * (visited tags kept per graph). n_threads 0 = all CPUs. */
+ * reach stay efSearch). own_arena: the
+ * per-thread scratch of a second graph searched beside another (visited tags kept per graph).
+ * n_threads 0 = all CPUs. */
 vs_status vs_hnsw_search_filtered(const vs_hnsw_t *h, size_t nq, const float *q, size_t k,
                                   const vs_search_params_t *params, size_t n_threads, vs_hnsw_skip_fn skip,
                                   const void *skip_arg, float ef_scale, int own_arena, float *out_dist,

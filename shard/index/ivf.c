@@ -646,6 +646,33 @@ static uint32_t fresh_fs_sum(const uint8_t *code, uint32_t P, const uint8_t *qlu
     return sum;
 }
 
+/* The fast-scan offer callback's state for a fresh chunk's packed blocks. */
+typedef struct fresh_fs_state {
+    const search_ctx_t *c;
+    cands_t *h;
+    const vs_fresh_chunk_t *ch;
+    size_t start; /* the chunk's first position in its list object */
+    uint32_t pi;
+    int refine;
+    float base, scale;
+    size_t offered;
+} fresh_fs_state_t;
+
+static uint16_t fresh_fs_offer(void *arg, size_t off, uint16_t sum)
+{
+    fresh_fs_state_t *s = arg;
+    float key = s->base + (float)sum / s->scale;
+    if (key <= cands_threshold(s->h) && !atomic_load_explicit(&s->ch->dead[off], memory_order_acquire)) {
+        int64_t id = s->ch->ids[off];
+        if (vs_fresh_live(s->c->fresh, id)) {
+            cands_push(s->h, key,
+                       s->refine ? (int64_t)(FRESH_SLOT | ((uint64_t)s->pi << 32) | (s->start + off)) : id);
+            s->offered++;
+        }
+    }
+    return key_to_threshold(cands_threshold(s->h), s->base, s->scale);
+}
+
 /* Scans the n published records of list l's fresh object FL with the table the main scan used, offering
  * live ones to h (with refine, as probe pi's slot: s->fl[pi] keeps the object for the refine stage, which
  * a compaction may have replaced since). Key of a record: fast scan base + sum / scale (exactly the main
@@ -665,7 +692,20 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, co
         const size_t cap = vs_fresh_chunk_cap(ci), m = n - start < cap ? n - start : cap;
         const vs_fresh_chunk_t *ch =
             atomic_load_explicit(&((vs_fresh_list_t *)FL)->chunks[ci], memory_order_acquire);
-        for (size_t off = 0; off < m; off++) {
+        size_t off0 = 0;
+        if (ch->blocks) { /* whole blocks of 32: the base's SIMD kernel, then the rest one by one */
+            size_t packed = atomic_load_explicit(&((vs_fresh_chunk_t *)ch)->packed, memory_order_acquire);
+            if (packed > m)
+                packed = m / VS_FS_BLOCK * VS_FS_BLOCK;
+            if (packed) {
+                fresh_fs_state_t st = {c, h, ch, start, pi, refine, base, scale, 0};
+                vs_fs_scan()(ch->blocks, packed, ivf->pq.m, s->qlut,
+                             key_to_threshold(cands_threshold(h), base, scale), fresh_fs_offer, &st);
+                offered += st.offered;
+                off0 = packed;
+            }
+        }
+        for (size_t off = off0; off < m; off++) {
             if (atomic_load_explicit(&ch->dead[off], memory_order_acquire))
                 continue; /* superseded or deleted (most replaced records): no key, no lookup */
             const int64_t id = ch->ids[off];

@@ -499,6 +499,10 @@ static void test_hnsw_writes(void)
             CHECK(vs_fresh_search(fr, 1, newv + NEW * D, K, &p, 1, dd, got, err) == VS_OK);
             CHECKF(got[0] == base_id(0), "%s: the replaced id came back as %lld", factories[f],
                    (long long)got[0]);
+            /* and not by its old one (its base copy is skipped, not just outranked by the new copy) */
+            CHECK(vs_fresh_search(fr, 1, base, K, &p, 1, dd, got, err) == VS_OK);
+            CHECKF(!contains(got, K, base_id(0)), "%s: the replaced id was found in its old place",
+                   factories[f]);
             double r1 = recall(i1, gt), r2 = recall(i2, gt);
             CHECKF(r1 >= r2 - 0.02 && r1 > 0.5, "%s %s: recall %.4f with fresh writes, %.4f rebuilt",
                    factories[f], vs_metric_name(metrics[m]), r1, r2);
