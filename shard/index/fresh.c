@@ -259,8 +259,9 @@ static uint32_t set_state(vs_fresh_t *f, int64_t id, uint64_t ref)
     (void)vs_idmap_put(f->map, id, VS_FRESH_BASE_DEAD | ref, err);
     if (old_ref && old_ref != ref && f->ivf) { /* the old copy is dead once the map points elsewhere */
         uint32_t l = (uint32_t)((old_ref - 1) >> 32);
-        size_t pos = (size_t)((old_ref - 1) & 0xffffffffu), off;
         vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
+        size_t pos = (size_t)((old_ref - 1) & 0xffffffffu) - L->first,
+               off; /* the map names current objects */
         vs_fresh_chunk_t *ch =
             atomic_load_explicit(&L->chunks[vs_fresh_chunk_of(pos, &off)], memory_order_relaxed);
         atomic_store_explicit(&ch->dead[off], 1, memory_order_release);
@@ -279,7 +280,7 @@ static vs_status reserve_in(vs_fresh_t *f, vs_fresh_list_t *L, uint32_t l, size_
         return VS_OK;
     size_t off;
     uint32_t last = vs_fresh_chunk_of(n + more - 1, &off);
-    if (last >= VS_FRESH_MAX_CHUNKS)
+    if (last >= VS_FRESH_MAX_CHUNKS || L->first + n + more > 0xffffffffu)
         return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "fresh list %u is full", l);
     for (uint32_t c = 0; c <= last; c++) {
         if (atomic_load_explicit(&L->chunks[c], memory_order_relaxed))
@@ -325,6 +326,7 @@ static vs_fresh_list_t *new_list(vs_fresh_t *f)
     if (!L)
         return NULL;
     atomic_init(&L->n, 0);
+    atomic_init(&L->end, SIZE_MAX);
     for (uint32_t c = 0; c < VS_FRESH_MAX_CHUNKS; c++)
         atomic_init(&L->chunks[c], NULL);
     L->bytes = sizeof *L;
@@ -396,13 +398,16 @@ static void maybe_compact(vs_fresh_t *f, uint32_t l)
     /* publish the copy, then repoint its ids (searches decide liveness without positions) */
     if (f->ivf->spec.fastscan)
         pack_blocks(f, N, w);
+    N->first = L->first + n; /* numbers go on: a record of N is never taken for one of L */
     atomic_store_explicit(&N->n, w, memory_order_release);
+    atomic_store_explicit(&L->end, L->first + n, memory_order_release); /* before any id names N */
     atomic_store_explicit(&f->lists[l], N, memory_order_release);
     for (size_t i = 0; i < w; i++) {
         size_t off;
         const vs_fresh_chunk_t *ch =
             atomic_load_explicit(&N->chunks[vs_fresh_chunk_of(i, &off)], memory_order_relaxed);
-        (void)vs_idmap_put(f->map, ch->ids[off], VS_FRESH_BASE_DEAD | ((((uint64_t)l << 32) | i) + 1), err);
+        (void)vs_idmap_put(f->map, ch->ids[off],
+                           VS_FRESH_BASE_DEAD | ((((uint64_t)l << 32) | (N->first + i)) + 1), err);
     }
     atomic_fetch_sub_explicit(&f->records, n - w, memory_order_relaxed);
     atomic_fetch_add_explicit(&f->compactions, 1, memory_order_relaxed);
@@ -727,7 +732,7 @@ vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, con
             memcpy(ch->refine + off * f->refine_bytes, xn + i * d, d * sizeof(float));
         else if (ivf->spec.refine == VS_REFINE_SQ8)
             vs_sq8_encode(&ivf->sq8, xn + i * d, ch->refine + off * f->refine_bytes);
-        refs[i] = (((uint64_t)l << 32) | pos) + 1;
+        refs[i] = (((uint64_t)l << 32) | (L->first + pos)) + 1;
     }
     for (uint32_t l = 0; l < ivf->nlist; l++)
         if (cnt[l]) {

@@ -10,10 +10,12 @@
  *
  * The id map (idmap.h) says, per id written since the version: whether the base index's copy is hidden
  * (bit 63, set by every upsert and delete) and which fresh record is live (low bits: its reference + 1,
- * 0 for none; reference: list << 32 | position, for the writer). A record also carries a dead flag, set
- * after the map moved its id on. A record is live when its flag is clear and the map still gives its id
- * a fresh copy: the scan skips dead records without a lookup and checks the map only for the few
- * candidates that pass its threshold (a record whose id was just deleted, its flag not yet set).
+ * 0 for none; reference: list << 32 | number, the record's list-wide number: first + position in its
+ * object). A record also carries a dead flag, set after the map moved its id on: the scan skips dead
+ * records without a lookup and checks the map only for the few candidates that pass its threshold. The
+ * map decides within one list object (the record is live when the map names it); when the map names a
+ * record of another object of the same list (a search overlapping a compaction: on the new object
+ * before its ids were repointed, or on the retired one after), the dead flag decides.
  *
  * Compaction: once half of a list's records (and at least VS_FRESH_COMPACT_MIN) are dead, the writer
  * copies its live records into a new list object, publishes it in place of the old one, and repoints
@@ -54,9 +56,11 @@ typedef struct vs_fresh_chunk {
 typedef struct vs_fresh_list {
     _Atomic size_t n;                                        /* records published */
     _Atomic(vs_fresh_chunk_t *) chunks[VS_FRESH_MAX_CHUNKS]; /* allocated before use */
-    size_t dead;                                             /* writer only: records flagged dead */
-    size_t bytes;                                            /* writer only: memory of this object */
-    struct vs_fresh_list *retired_next;                      /* writer only: retired objects */
+    size_t first;       /* list-wide number of record 0: objects of one list number on (compaction) */
+    _Atomic size_t end; /* SIZE_MAX while current; first + its records once compaction retired it */
+    size_t dead;        /* writer only: records flagged dead */
+    size_t bytes;       /* writer only: memory of this object */
+    struct vs_fresh_list *retired_next; /* writer only: retired objects */
 } vs_fresh_list_t;
 
 struct vs_fresh {
@@ -126,11 +130,20 @@ static inline int vs_fresh_base_dead(const vs_fresh_t *f, int64_t id)
     return vs_idmap_get(f->map, id, &v) && (v & VS_FRESH_BASE_DEAD);
 }
 
-/* 1 when id has a live fresh copy (a record whose dead flag is clear and whose id has one is it). */
-static inline int vs_fresh_live(const vs_fresh_t *f, int64_t id)
+/* 1 when record pos of object L of list `list`, holding id, with its dead flag clear, is live. */
+static inline int vs_fresh_live(const vs_fresh_t *f, const vs_fresh_list_t *L, uint32_t list, int64_t id,
+                                size_t pos)
 {
     uint64_t v;
-    return vs_idmap_get(f->map, id, &v) && (v & ~VS_FRESH_BASE_DEAD) != 0;
+    if (!vs_idmap_get(f->map, id, &v) || (v & ~VS_FRESH_BASE_DEAD) == 0)
+        return 0; /* deleted */
+    const uint64_t ref = (v & ~VS_FRESH_BASE_DEAD) - 1, num = ref & 0xffffffffu;
+    if ((uint32_t)(ref >> 32) != list)
+        return 0; /* moved to another list */
+    if (num == L->first + pos)
+        return 1;
+    const size_t end = atomic_load_explicit(&((vs_fresh_list_t *)L)->end, memory_order_acquire);
+    return !(num >= L->first && num < end); /* superseded in this object; another object: the flag said */
 }
 
 /* 1 when nothing was written (searches take the plain path). */

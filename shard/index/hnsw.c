@@ -784,8 +784,8 @@ static vs_status hnsw_train(void *impl, size_t n, const float *x, size_t n_threa
     return VS_OK;
 }
 
-/* hnsw_add; incremental (vs_hnsw_append): capacity grows geometrically and the reachability repair runs
- * only when the graph has doubled since the last one (both O(n)), so appends cost amortised O(log n). */
+/* hnsw_add; incremental (vs_hnsw_append): one thread, capacity grows geometrically, the build scratch is
+ * kept in h, and the reachability repair (O(N)) runs once the graph grew by an eighth. */
 static vs_status add_nodes(vs_hnsw_t *h, size_t n, const float *x, const int64_t *ids, size_t n_threads,
                            const vs_progress_cb_t *progress, int incremental, char *err)
 {

@@ -58,8 +58,9 @@ vs_status vs_hnsw_check(const vs_hnsw_t *h, char err[VS_ERR_LEN]);
 double vs_hnsw_stats(const vs_hnsw_t *h, size_t *out, size_t n_out);
 
 /* Adds n vectors (ids[n] >= 0) one after another on the calling thread, for a graph that grows by small
- * batches (a version's fresh writes): capacity doubles, and the reachability repair of a build runs only
- * when the graph has doubled since the last one, so a batch costs amortised O(n log N), not O(N).
+ * batches (a version's fresh writes): capacity doubles, the build scratch and locks are kept between
+ * appends, and the O(N) reachability repair of a build runs once the graph grew by an eighth, so a batch
+ * costs its inserts plus amortised O(n), not O(N).
  * Nothing may search h meanwhile (fresh.c keeps two copies). Errors as vs_index_add. */
 vs_status vs_hnsw_append(vs_hnsw_t *h, size_t n, const float *x, const int64_t *ids, char err[VS_ERR_LEN]);
 

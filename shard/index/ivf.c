@@ -650,6 +650,8 @@ static uint32_t fresh_fs_sum(const uint8_t *code, uint32_t P, const uint8_t *qlu
 typedef struct fresh_fs_state {
     const search_ctx_t *c;
     cands_t *h;
+    const vs_fresh_list_t *L; /* the list object scanned, list its list */
+    uint32_t list;
     const vs_fresh_chunk_t *ch;
     size_t start; /* the chunk's first position in its list object */
     uint32_t pi;
@@ -664,7 +666,7 @@ static uint16_t fresh_fs_offer(void *arg, size_t off, uint16_t sum)
     float key = s->base + (float)sum / s->scale;
     if (key <= cands_threshold(s->h) && !atomic_load_explicit(&s->ch->dead[off], memory_order_acquire)) {
         int64_t id = s->ch->ids[off];
-        if (vs_fresh_live(s->c->fresh, id)) {
+        if (vs_fresh_live(s->c->fresh, s->L, s->list, id, s->start + off)) {
             cands_push(s->h, key,
                        s->refine ? (int64_t)(FRESH_SLOT | ((uint64_t)s->pi << 32) | (s->start + off)) : id);
             s->offered++;
@@ -677,8 +679,9 @@ static uint16_t fresh_fs_offer(void *arg, size_t off, uint16_t sum)
  * live ones to h (with refine, as probe pi's slot: s->fl[pi] keeps the object for the refine stage, which
  * a compaction may have replaced since). Key of a record: fast scan base + sum / scale (exactly the main
  * scan's), 8-bit PQ base + ADC, Flat the distance. */
-static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, const vs_fresh_list_t *FL,
-                         size_t n, uint32_t pi, cands_t *h, float base, float scale)
+static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, uint32_t l,
+                         const vs_fresh_list_t *FL, size_t n, uint32_t pi, cands_t *h, float base,
+                         float scale)
 {
     const vs_ivf_t *ivf = c->ivf;
     size_t offered = 0;
@@ -698,7 +701,7 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, co
             if (packed > m)
                 packed = m / VS_FS_BLOCK * VS_FS_BLOCK;
             if (packed) {
-                fresh_fs_state_t st = {c, h, ch, start, pi, refine, base, scale, 0};
+                fresh_fs_state_t st = {c, h, FL, l, ch, start, pi, refine, base, scale, 0};
                 vs_fs_scan()(ch->blocks, packed, ivf->pq.m, s->qlut,
                              key_to_threshold(cands_threshold(h), base, scale), fresh_fs_offer, &st);
                 offered += st.offered;
@@ -723,7 +726,7 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, co
                 key = base + vs_pq_adc(s->table, code, ivf->pq.m, ivf->pq.ksub);
             }
             /* the map is the truth for the few that pass (a record dies just after its id moved on) */
-            if (key > cands_threshold(h) || !vs_fresh_live(c->fresh, id))
+            if (key > cands_threshold(h) || !vs_fresh_live(c->fresh, FL, l, id, pos))
                 continue;
             cands_push(h, key, refine ? (int64_t)(FRESH_SLOT | ((uint64_t)pi << 32) | pos) : id);
             offered++;
@@ -792,7 +795,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
                 }
             }
             if (fn)
-                n_fresh += scan_fresh(c, s, q, FL, fn, pi, &h, 0.0f, 1.0f);
+                n_fresh += scan_fresh(c, s, q, (uint32_t)l, FL, fn, pi, &h, 0.0f, 1.0f);
             continue;
         }
         if (fs) {
@@ -812,7 +815,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
                 scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(cands_threshold(&h), base, scale),
                      fs_offer, &st);
             if (fn)
-                n_fresh += scan_fresh(c, s, q, FL, fn, pi, &h, base, scale);
+                n_fresh += scan_fresh(c, s, q, (uint32_t)l, FL, fn, pi, &h, base, scale);
             continue;
         }
         /* 8-bit ADC table in key space: key = base + sum_j table[j][code_j] */
@@ -838,7 +841,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
             }
         }
         if (fn)
-            n_fresh += scan_fresh(c, s, q, FL, fn, pi, &h, base, 1.0f);
+            n_fresh += scan_fresh(c, s, q, (uint32_t)l, FL, fn, pi, &h, base, 1.0f);
     }
     float *od = c->out_dist + qi * c->k;
     int64_t *oi = c->out_ids + qi * c->k;
