@@ -6,7 +6,9 @@
  *    deleted, timing the writer (the shard's log applier does exactly these calls);
  *  - searches again through the fresh state, recall@k against exact search over base + upserts -
  *    deletes, and checks that no deleted or superseded copy is returned.
- * The two searches are interleaved (read-only, fresh, read-only, fresh) and each side's best is kept.
+ *  - builds the index again over base + upserts - deletes (what the next version folds), the same
+ *    training, and searches it: the recall the fresh state should match, and the QPS a fold gives back.
+ * The searches are interleaved (read-only, fresh, rebuilt, twice) and each side's best is kept.
  * Usage: vecshard-bench-fresh --base F --queries F [--factory S] [--ef N | --nprobe N] [--writes N]
  *        [--batch N] [--k N] [--nq N] */
 #include <getopt.h>
@@ -252,10 +254,16 @@ int main(int argc, char **argv)
         p.ef_search = (uint32_t)ef;
     else
         p.nprobe = (uint32_t)nprobe;
-    timing_t ro = {0}, fw = {0};
+    vs_index_t *rebuilt;
+    if (vs_index_clone_empty(idx, &rebuilt, err) != VS_OK ||
+        vs_index_add(rebuilt, live_n, live_x, live_ids, 0, NULL, err) != VS_OK)
+        return die("rebuild", err);
+    int64_t *rids = malloc(nq * k * sizeof *rids);
+    timing_t ro = {0}, fw = {0}, rb = {0};
     for (int round = 0; round < 2; round++)
         if (run(idx, NULL, nq, q, d, (size_t)k, &p, dist, ids, &ro, err) != VS_OK ||
-            run(idx, fr, nq, q, d, (size_t)k, &p, dist, fids, &fw, err) != VS_OK)
+            run(idx, fr, nq, q, d, (size_t)k, &p, dist, fids, &fw, err) != VS_OK ||
+            run(rebuilt, NULL, nq, q, d, (size_t)k, &p, dist, rids, &rb, err) != VS_OK)
             return die("search", err);
     size_t bad = 0; /* deleted, or a replaced base id that came back with its old vector's rank */
     for (size_t i = 0; i < nq * (size_t)k; i++)
@@ -274,7 +282,13 @@ int main(int argc, char **argv)
     printf("with the writes:  QPS %.0f, %.1f us CPU/query, recall@%lld %.4f (exact over base + upserts - "
            "deletes); deleted ids returned: %zu\n",
            fw.qps, fw.cpu_us, k, recall(fids, gt_live, nq, (size_t)k), bad);
-    printf("QPS with writes / read-only: %.2f\n", fw.qps / ro.qps);
+    printf("rebuilt (folded): QPS %.0f, %.1f us CPU/query, recall@%lld %.4f (exact over base + upserts - "
+           "deletes)\n",
+           rb.qps, rb.cpu_us, k, recall(rids, gt_live, nq, (size_t)k));
+    printf("QPS with writes / read-only: %.2f; recall with writes - rebuilt: %+.4f\n", fw.qps / ro.qps,
+           recall(fids, gt_live, nq, (size_t)k) - recall(rids, gt_live, nq, (size_t)k));
+    vs_index_destroy(rebuilt);
+    free(rids);
     vs_fresh_destroy(fr);
     vs_index_destroy(idx);
     free(x);
