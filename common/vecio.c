@@ -7,7 +7,7 @@
  * validation happens once in vs_vecfile_open, so the readers are plain copy/convert loops with a range
  * check. Data on disk is little-endian (idx headers are big-endian) and the host is assumed
  * little-endian, which the build checks.
- * Not here: writing idx or gzip, big-endian or Fortran-order npy, dtypes other than f4/u1/i4, files
+ * Not here: writing idx or gzip, big-endian or Fortran-order npy, dtypes other than f4/u1/i4/i8, files
  * whose rows differ in dimension. */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* mmap, fsync, fileno, O_CLOEXEC when built outside CMake */
@@ -35,7 +35,7 @@ struct vs_vecfile {
     vs_vecio_dtype dtype;
     size_t count;
     uint32_t dim;
-    size_t esize;              /* bytes per element: 4 or 1 */
+    size_t esize;              /* bytes per element: 8, 4 or 1 */
     size_t row_bytes;          /* distance between consecutive rows */
     size_t elem_off;           /* offset of the first element inside a row (4 for *vecs, else 0) */
     const unsigned char *rows; /* row 0 */
@@ -73,7 +73,7 @@ static int mul_overflows(size_t a, size_t b, size_t *out)
 
 static size_t dtype_size(vs_vecio_dtype dtype)
 {
-    return dtype == VS_DTYPE_U8 ? 1 : 4;
+    return dtype == VS_DTYPE_U8 ? 1 : dtype == VS_DTYPE_I64 ? 8 : 4;
 }
 
 static int has_suffix(const char *s, size_t len, const char *suffix)
@@ -566,12 +566,14 @@ static vs_status parse_npy(vs_vecfile_t *vf, const unsigned char *b, size_t len,
         dtype = VS_DTYPE_U8;
     else if (strcmp(descr, "<i4") == 0)
         dtype = VS_DTYPE_I32;
+    else if (strcmp(descr, "<i8") == 0)
+        dtype = VS_DTYPE_I64;
     else if (descr[0] == '>')
         return vs_errf(err, VS_ERR_UNSUPPORTED, "%s: big-endian npy dtype '%s' is not supported", path,
                        descr);
     else
-        return vs_errf(err, VS_ERR_UNSUPPORTED, "%s: npy dtype '%s' is not supported (want <f4, |u1 or <i4)",
-                       path, descr);
+        return vs_errf(err, VS_ERR_UNSUPPORTED,
+                       "%s: npy dtype '%s' is not supported (want <f4, |u1, <i4 or <i8)", path, descr);
     if (fortran)
         return vs_errf(err, VS_ERR_UNSUPPORTED, "%s: Fortran-order npy arrays are not supported", path);
     if (ndims != 1 && ndims != 2)
@@ -827,18 +829,38 @@ static void u8_to_i32(const unsigned char *restrict src, int32_t *restrict dst, 
         dst[j] = (int32_t)src[j];
 }
 
+/* Rows [row0, row0 + n_rows) as runs of `run` elements, one every `stride` bytes from src: contiguous rows
+ * (npy, idx) are one long run, *vecs rows one run each past their 4-byte header, so the readers dispatch
+ * on the dtype once, outside the row loop. */
+typedef struct span {
+    const unsigned char *src;
+    size_t stride, run, runs;
+} span_t;
+
+static vs_status rows_span(const vs_vecfile_t *vf, size_t row0, size_t n_rows, const void *out, span_t *sp,
+                           char *err)
+{
+    vs_status st = check_range(vf, row0, n_rows, out, err);
+    if (st != VS_OK)
+        return st;
+    sp->stride = vf->row_bytes;
+    sp->src = vf->rows + row0 * vf->row_bytes + vf->elem_off;
+    sp->run = vf->elem_off == 0 ? n_rows * vf->dim : vf->dim;
+    sp->runs = vf->elem_off == 0 ? 1 : n_rows;
+    return VS_OK;
+}
+
 vs_status vs_vecfile_read_f32(const vs_vecfile_t *vf, size_t row0, size_t n_rows, float *out,
                               char err[VS_ERR_LEN])
 {
-    vs_status st = check_range(vf, row0, n_rows, out, err);
+    if (vf->dtype == VS_DTYPE_I64)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: holds int64 ids, not vectors", vf->path);
+    span_t sp;
+    vs_status st = rows_span(vf, row0, n_rows, out, &sp, err);
     if (st != VS_OK || n_rows == 0)
         return st;
-    size_t dim = vf->dim, stride = vf->row_bytes;
-    const unsigned char *src = vf->rows + row0 * stride + vf->elem_off;
-    /* Contiguous rows (npy, idx) are converted as one long run; *vecs rows one at a time past their
-     * 4-byte header. The dtype is dispatched once, outside the row loop. */
-    size_t run = vf->elem_off == 0 ? n_rows * dim : dim;
-    size_t runs = vf->elem_off == 0 ? 1 : n_rows;
+    const unsigned char *src = sp.src;
+    const size_t stride = sp.stride, run = sp.run, runs = sp.runs;
     switch (vf->dtype) {
     case VS_DTYPE_F32:
         for (size_t i = 0; i < runs; i++)
@@ -852,6 +874,8 @@ vs_status vs_vecfile_read_f32(const vs_vecfile_t *vf, size_t row0, size_t n_rows
         for (size_t i = 0; i < runs; i++)
             i32_to_f32(src + i * stride, out + i * run, run);
         break;
+    case VS_DTYPE_I64:
+        break; /* refused above */
     }
     return VS_OK;
 }
@@ -859,22 +883,52 @@ vs_status vs_vecfile_read_f32(const vs_vecfile_t *vf, size_t row0, size_t n_rows
 vs_status vs_vecfile_read_i32(const vs_vecfile_t *vf, size_t row0, size_t n_rows, int32_t *out,
                               char err[VS_ERR_LEN])
 {
-    if (vf->dtype == VS_DTYPE_F32)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
-                       "%s: holds float32 vectors; read_i32 only reads int32 or uint8 files", vf->path);
-    vs_status st = check_range(vf, row0, n_rows, out, err);
+    if (vf->dtype == VS_DTYPE_F32 || vf->dtype == VS_DTYPE_I64)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: holds %s; read_i32 only reads int32 or uint8 files",
+                       vf->path, vf->dtype == VS_DTYPE_F32 ? "float32 vectors" : "int64 ids");
+    span_t sp;
+    vs_status st = rows_span(vf, row0, n_rows, out, &sp, err);
     if (st != VS_OK || n_rows == 0)
         return st;
-    size_t dim = vf->dim, stride = vf->row_bytes;
-    const unsigned char *src = vf->rows + row0 * stride + vf->elem_off;
-    size_t run = vf->elem_off == 0 ? n_rows * dim : dim;
-    size_t runs = vf->elem_off == 0 ? 1 : n_rows;
+    const unsigned char *src = sp.src;
+    const size_t stride = sp.stride, run = sp.run, runs = sp.runs;
     if (vf->dtype == VS_DTYPE_I32) {
         for (size_t i = 0; i < runs; i++)
             memcpy(out + i * run, src + i * stride, run * sizeof(int32_t));
     } else {
         for (size_t i = 0; i < runs; i++)
             u8_to_i32(src + i * stride, out + i * run, run);
+    }
+    return VS_OK;
+}
+
+vs_status vs_vecfile_read_i64(const vs_vecfile_t *vf, size_t row0, size_t n_rows, int64_t *out,
+                              char err[VS_ERR_LEN])
+{
+    if (vf->dtype == VS_DTYPE_F32)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "%s: holds float32 vectors; read_i64 only reads integer files", vf->path);
+    span_t sp;
+    vs_status st = rows_span(vf, row0, n_rows, out, &sp, err);
+    if (st != VS_OK || n_rows == 0)
+        return st;
+    const unsigned char *src = sp.src;
+    const size_t stride = sp.stride, run = sp.run, runs = sp.runs;
+    for (size_t i = 0; i < runs; i++) {
+        const unsigned char *p = src + i * stride;
+        int64_t *o = out + i * run;
+        if (vf->dtype == VS_DTYPE_I64) {
+            memcpy(o, p, run * sizeof(int64_t)); /* little-endian host */
+        } else if (vf->dtype == VS_DTYPE_I32) {
+            for (size_t j = 0; j < run; j++) {
+                int32_t v;
+                memcpy(&v, p + 4 * j, 4);
+                o[j] = v;
+            }
+        } else {
+            for (size_t j = 0; j < run; j++)
+                o[j] = p[j];
+        }
     }
     return VS_OK;
 }
@@ -1082,6 +1136,9 @@ vs_status vs_vecio_write_npy(const char *path, vs_vecio_dtype dtype, size_t n, u
         break;
     case VS_DTYPE_I32:
         descr = "<i4";
+        break;
+    case VS_DTYPE_I64:
+        descr = "<i8";
         break;
     default:
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: unknown dtype %d", path != NULL ? path : "(null)",

@@ -31,6 +31,7 @@ typedef enum vs_vecio_dtype {
     VS_DTYPE_F32 = 1,
     VS_DTYPE_U8,
     VS_DTYPE_I32,
+    VS_DTYPE_I64, /* npy <i8: item ids (ground truth by the user's ids) */
 } vs_vecio_dtype;
 
 typedef struct vs_vecfile vs_vecfile_t; /* opaque */
@@ -40,7 +41,7 @@ typedef struct vs_vecfile vs_vecfile_t; /* opaque */
  * means gzip (idx only). Returns VS_ERR_NOT_FOUND / VS_ERR_IO when the file cannot be opened or mapped,
  * VS_ERR_CORRUPT for a malformed file (truncated, bad magic, inconsistent per-row dimension, trailing
  * bytes), VS_ERR_INVALID_ARGUMENT for a dimension of 0 or over VS_VECIO_MAX_DIM, VS_ERR_UNSUPPORTED for
- * an unknown extension or an npy dtype other than <f4, |u1, <i4. On success *out_vf owns the mapping;
+ * an unknown extension or an npy dtype other than <f4, |u1, <i4, <i8. On success *out_vf owns the mapping;
  * free with vs_vecfile_close. Thread-safety: reads on one vs_vecfile_t may run concurrently. */
 vs_status vs_vecfile_open(const char *path, vs_vecfile_t **out_vf, char err[VS_ERR_LEN]);
 
@@ -58,9 +59,13 @@ const char *vs_vecfile_path(const vs_vecfile_t *vf); /* borrowed; valid until cl
 vs_status vs_vecfile_read_f32(const vs_vecfile_t *vf, size_t row0, size_t n_rows, float *out,
                               char err[VS_ERR_LEN]);
 
-/* Same for int32 element files (ivecs, npy <i4) and uint8 files (widened); float files are refused
- * with VS_ERR_INVALID_ARGUMENT (no silent truncation of floats into ids). */
+/* Same for int32 element files (ivecs, npy <i4) and uint8 files (widened); float and int64 files are
+ * refused with VS_ERR_INVALID_ARGUMENT (no silent truncation into ids). read_f32 refuses int64 files. */
 vs_status vs_vecfile_read_i32(const vs_vecfile_t *vf, size_t row0, size_t n_rows, int32_t *out,
+                              char err[VS_ERR_LEN]);
+
+/* Same for int64 files (npy <i8), and int32 and uint8 files (widened); float files are refused. */
+vs_status vs_vecfile_read_i64(const vs_vecfile_t *vf, size_t row0, size_t n_rows, int64_t *out,
                               char err[VS_ERR_LEN]);
 
 /* Returns a pointer to the rows when the file stores them contiguously as float32 (npy <f4), so callers
@@ -84,7 +89,7 @@ vs_status vs_vecio_write_ivecs(const char *path, size_t n, uint32_t dim, const i
                                char err[VS_ERR_LEN]);
 vs_status vs_vecio_write_bvecs(const char *path, size_t n, uint32_t dim, const uint8_t *data,
                                char err[VS_ERR_LEN]);
-/* npy v1.0 with header padded so the data starts at a multiple of 64 bytes. dtype F32, U8 or I32. */
+/* npy v1.0 with header padded so the data starts at a multiple of 64 bytes. dtype F32, U8, I32 or I64. */
 vs_status vs_vecio_write_npy(const char *path, vs_vecio_dtype dtype, size_t n, uint32_t dim, const void *data,
                              char err[VS_ERR_LEN]);
 

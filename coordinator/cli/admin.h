@@ -85,7 +85,7 @@ void vs_admin_usage(FILE *f, vs_admin_cmd cmd);
 
 /* Mean over nq queries of |ids[:at] & gt[:at]| / at: rows of ids have stride k_ids, rows of gt stride k_gt
  * (both >= at); negative ids never count; a gt id counts at most once. 0 when nq == 0 or at == 0. */
-double vs_admin_recall(const int64_t *ids, size_t k_ids, const int32_t *gt, size_t k_gt, size_t nq,
+double vs_admin_recall(const int64_t *ids, size_t k_ids, const int64_t *gt, size_t k_gt, size_t nq,
                        size_t at);
 
 /* Nearest-rank percentile of n ascending values: the smallest value with at least p% of the values at or
@@ -128,17 +128,18 @@ typedef struct vs_admin_report {
     int has_recall;                                            /* ground truth was given */
     uint32_t recall_at;                                        /* k */
     double recall;                                             /* over queries_answered */
-    double seconds, qps;                                       /* qps = queries_answered / seconds */
+    size_t ids_returned; /* with ground truth: ids answered (>= 0) over the rows recall counts */
+    double seconds, qps; /* qps = queries_answered / seconds */
     double lat_mean_ms, lat_p50_ms, lat_p95_ms, lat_p99_ms, lat_max_ms; /* every call; NAN if none */
     vs_admin_version_count_t versions[VS_ADMIN_MAX_VERSIONS]; /* answering versions, first seen first */
     size_t n_versions, calls_other_versions;
 } vs_admin_report_t;
 
 /* Builds the report from n_calls outcomes. ids: n_rows*k ids filled for answered rows; gt: n_rows rows of
- * gt_dim int32 (NULL = no recall; gt_dim >= k); seconds: wall time of the run. Recall is over the rows of
+ * gt_dim ids (NULL = no recall; gt_dim >= k); seconds: wall time of the run. Recall is over the rows of
  * OK calls only. VS_ERR_NOMEM, else VS_OK. */
 vs_status vs_admin_report_build(const vs_admin_call_t *calls, size_t n_calls, const int64_t *ids,
-                                size_t n_rows, uint32_t k, const int32_t *gt, uint32_t gt_dim, double seconds,
+                                size_t n_rows, uint32_t k, const int64_t *gt, uint32_t gt_dim, double seconds,
                                 vs_admin_report_t *out, char err[VS_ERR_LEN]);
 
 /* Prints the report (human lines, or one JSON object and a newline). o gives the run's parameters. */
@@ -152,10 +153,13 @@ void vs_admin_print_json(FILE *f, struct cJSON *o);
 
 /* Runs `vecshard query`: reads the query file (and --gt), sends the rows as described above to
  * vecshard.v1.Coordinator/Search with the options' k, params, versions, min_coverage and per-call
- * deadline, and fills *out. Call failures are counted in the report, not returned: the status is
+ * deadline, and fills *out. The ground truth is .ivecs (base rows, vecshard-gt) or .npy int64 (the items'
+ * own ids, vecshard-gt --ids). Call failures are counted in the report, not returned: the status is
  * VS_ERR_NOT_FOUND / VS_ERR_IO / VS_ERR_CORRUPT for unreadable files, VS_ERR_INVALID_ARGUMENT when the
- * ground truth has fewer rows than the queries sent or fewer than k columns, VS_ERR_NOMEM, or a channel
- * error. */
+ * ground truth has fewer rows than the queries sent or fewer than k columns, VS_ERR_FAILED_PRECONDITION
+ * when the ground truth and the answers share no id at all over 10 or more answered queries (ids of
+ * another kind: base rows against the items' own ids; *out is filled all the same), VS_ERR_NOMEM, or a
+ * channel error. */
 vs_status vs_admin_query_run(const vs_admin_opts_t *o, vs_admin_report_t *out, char err[VS_ERR_LEN]);
 
 /* ---- cluster view ---- */

@@ -180,9 +180,15 @@ static void drive(run_t *r, double *sent_s)
     vs_rpc_channel_destroy(ch);
 }
 
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
 /* Reads the first n rows of the query file (n = limit, or all) and, with --gt, their ground truth rows. */
 static vs_status load_inputs(const vs_admin_opts_t *o, float **out_q, size_t *out_n, uint32_t *out_dim,
-                             int32_t **out_gt, uint32_t *out_gt_dim, char err[VS_ERR_LEN])
+                             int64_t **out_gt, uint32_t *out_gt_dim, char err[VS_ERR_LEN])
 {
     vs_vecfile_t *vf = NULL;
     vs_status st = vs_vecfile_open(o->queries_path, &vf, err);
@@ -207,7 +213,7 @@ static vs_status load_inputs(const vs_admin_opts_t *o, float **out_q, size_t *ou
         free(q);
         return st;
     }
-    int32_t *gt = NULL;
+    int64_t *gt = NULL;
     uint32_t gd = 0;
     if (o->gt_path) {
         vs_vecfile_t *gf = NULL;
@@ -223,7 +229,7 @@ static vs_status load_inputs(const vs_admin_opts_t *o, float **out_q, size_t *ou
             else if (!(gt = malloc(n * gd * sizeof *gt)))
                 st = vs_errf(err, VS_ERR_NOMEM, "no memory for the ground truth");
             else
-                st = vs_vecfile_read_i32(gf, 0, n, gt, err);
+                st = vs_vecfile_read_i64(gf, 0, n, gt, err);
             vs_vecfile_close(gf);
         }
         if (st != VS_OK) {
@@ -262,7 +268,7 @@ vs_status vs_admin_query_run(const vs_admin_opts_t *o, vs_admin_report_t *out, c
     memset(&r, 0, sizeof r);
     r.o = o;
     float *queries = NULL;
-    int32_t *gt = NULL;
+    int64_t *gt = NULL;
     uint32_t gt_dim = 0;
     vs_status st = load_inputs(o, &queries, &r.n_rows, &r.dim, &gt, &gt_dim, err);
     if (st != VS_OK)
@@ -293,6 +299,15 @@ vs_status vs_admin_query_run(const vs_admin_opts_t *o, vs_admin_report_t *out, c
     double seconds = vs_now_s() - t0;
 
     st = vs_admin_report_build(r.calls, r.n_calls, r.ids, r.n_rows, o->k, gt, gt_dim, seconds, out, err);
+    if (st == VS_OK && gt && out->recall == 0 && out->ids_returned > 0 && out->queries_answered >= 10)
+        st = vs_errf(err, VS_ERR_FAILED_PRECONDITION,
+                     "recall@%u is 0: over %zu answered queries not one id of %s is in the answers. %s", o->k,
+                     out->queries_answered, o->gt_path,
+                     ends_with(o->gt_path, ".npy")
+                         ? "It holds item ids the index does not answer with (was it written for this base? "
+                           "for base rows, use vecshard-gt without --ids)"
+                         : "It holds base row numbers (.ivecs) and the index answers with the items' own ids "
+                           "(built with --ids?): write it with vecshard-gt --ids FILE --out gt.npy");
 done:
     free(r.arrival_s);
     free(sent_s);

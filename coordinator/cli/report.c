@@ -22,7 +22,7 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* |row[:at] & g[:at]| with each gt id counted once; sorted is scratch of at ids (used when at is large). */
-static size_t row_hits(const int64_t *row, const int32_t *g, size_t at, int64_t *sorted)
+static size_t row_hits(const int64_t *row, const int64_t *g, size_t at, int64_t *sorted)
 {
     size_t hits = 0;
     if (at <= 64) {
@@ -35,7 +35,7 @@ static size_t row_hits(const int64_t *row, const int32_t *g, size_t at, int64_t 
             if (dup)
                 continue;
             for (size_t i = 0; i < at; i++) {
-                if (row[i] == (int64_t)g[j]) {
+                if (row[i] == g[j]) {
                     hits++;
                     break;
                 }
@@ -58,7 +58,7 @@ static size_t row_hits(const int64_t *row, const int32_t *g, size_t at, int64_t 
     return hits;
 }
 
-double vs_admin_recall(const int64_t *ids, size_t k_ids, const int32_t *gt, size_t k_gt, size_t nq, size_t at)
+double vs_admin_recall(const int64_t *ids, size_t k_ids, const int64_t *gt, size_t k_gt, size_t nq, size_t at)
 {
     if (nq == 0 || at == 0)
         return 0;
@@ -94,7 +94,7 @@ const char *vs_admin_outcome_name(int outcome)
 }
 
 vs_status vs_admin_report_build(const vs_admin_call_t *calls, size_t n_calls, const int64_t *ids,
-                                size_t n_rows, uint32_t k, const int32_t *gt, uint32_t gt_dim, double seconds,
+                                size_t n_rows, uint32_t k, const int64_t *gt, uint32_t gt_dim, double seconds,
                                 vs_admin_report_t *out, char err[VS_ERR_LEN])
 {
     vs_admin_report_t r;
@@ -136,8 +136,11 @@ vs_status vs_admin_report_build(const vs_admin_call_t *calls, size_t n_calls, co
         else
             r.calls_other_versions++;
         if (gt && c->row0 + c->nq <= n_rows)
-            for (size_t q = c->row0; q < c->row0 + c->nq; q++)
+            for (size_t q = c->row0; q < c->row0 + c->nq; q++) {
                 recall_sum += (double)row_hits(ids + q * k, gt + q * gt_dim, k, scratch) / (double)k;
+                for (size_t j = 0; j < k && ids[q * k + j] >= 0; j++)
+                    r.ids_returned++;
+            }
     }
     free(scratch);
     qsort(lat, n_calls, sizeof *lat, cmp_double);

@@ -19,7 +19,7 @@
 #include "common/crc32c.h"
 #include "common/topk.h"
 #include "shard/index/flat.h"
-#include "shard/builder/ids.h"
+#include "common/ids.h"
 #include "shard/builder/tune.h"
 #include "common/kmeans.h"
 #include "common/hash.h"

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "common/vecio.h"
-#include "shard/builder/ids.h"
+#include "common/ids.h"
 #include "shard/server/applier.h"
 #include "vecshard/v1/writelog.pb-c.h"
 

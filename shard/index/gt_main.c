@@ -1,5 +1,6 @@
 /* vecshard-gt: exact top-k ground truth of a query set against a base set, written as .ivecs (row
- * indices of the base, best first), the reference every recall figure is measured against.
+ * indices of the base, best first) or, with --ids, as the items' own int64 ids in a .npy (nq x k), the
+ * reference every recall figure is measured against.
  * --check N recomputes the first N queries with a plain double-precision loop and requires that
  * every position agrees up to exact distance ties. */
 #include <getopt.h>
@@ -11,27 +12,32 @@
 #include "common/cli/flags.h"
 #include "common/cli/progress.h"
 #include "common/cli/timing.h"
+#include "common/ids.h"
 #include "common/vecio.h"
 #include "shard/index/flat.h"
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vecshard-gt --base FILE --queries FILE --out FILE.ivecs [options]\n"
-               "\n"
-               "Exact k-nearest-neighbour ground truth (brute force, OpenBLAS sgemm + exact re-rank).\n"
-               "Input files: .fvecs .bvecs .npy (float32/uint8) or idx (Fashion-MNIST, .gz too).\n"
-               "\n"
-               "  --base FILE          base vectors\n"
-               "  --queries FILE       query vectors\n"
-               "  --out FILE.ivecs     where to write the ids (0-based base rows), k per query\n"
-               "  --k N                neighbours per query (default 100)\n"
-               "  --metric M           l2 (default), ip or cosine\n"
-               "  --threads N          worker threads (default: all CPUs)\n"
-               "  --nq N               use only the first N queries\n"
-               "  --distances FILE     also write the distances as .fvecs\n"
-               "  --check N            verify the first N queries against a double-precision brute force\n"
-               "  --quiet              no progress line\n"
-               "  -h, --help           this help\n");
+    fprintf(f,
+            "usage: vecshard-gt --base FILE --queries FILE --out FILE.ivecs [options]\n"
+            "\n"
+            "Exact k-nearest-neighbour ground truth (brute force, OpenBLAS sgemm + exact re-rank).\n"
+            "Input files: .fvecs .bvecs .npy (float32/uint8) or idx (Fashion-MNIST, .gz too).\n"
+            "\n"
+            "  --base FILE          base vectors\n"
+            "  --queries FILE       query vectors\n"
+            "  --out FILE           where to write the result, k per query: FILE.ivecs holds 0-based base\n"
+            "                       rows; with --ids, FILE.npy holds the items' ids (int64)\n"
+            "  --ids FILE           the base's item ids (.npy int64 or .i64, one per base row, as given\n"
+            "                       to vecshard-build --ids): ground truth by those ids\n"
+            "  --k N                neighbours per query (default 100)\n"
+            "  --metric M           l2 (default), ip or cosine\n"
+            "  --threads N          worker threads (default: all CPUs)\n"
+            "  --nq N               use only the first N queries\n"
+            "  --distances FILE     also write the distances as .fvecs\n"
+            "  --check N            verify the first N queries against a double-precision brute force\n"
+            "  --quiet              no progress line\n"
+            "  -h, --help           this help\n");
 }
 
 /* Exact double-precision distances of query q to every base row, sorted ascending by key. */
@@ -115,13 +121,15 @@ int main(int argc, char **argv)
 {
     if (vs_cli_version_flag(argc, argv, "vecshard-gt"))
         return 0;
-    const char *base_path = NULL, *query_path = NULL, *out_path = NULL, *dist_path = NULL, *metric_s = "l2";
+    const char *base_path = NULL, *query_path = NULL, *out_path = NULL, *dist_path = NULL, *metric_s = "l2",
+               *ids_path = NULL;
     size_t k = 100, threads = 0, check = 0, nq_limit = 0;
     int quiet = 0;
     static const struct option opts[] = {
         {"base", required_argument, 0, 'b'},
         {"queries", required_argument, 0, 'q'},
         {"out", required_argument, 0, 'o'},
+        {"ids", required_argument, 0, 'i'},
         {"k", required_argument, 0, 'k'},
         {"metric", required_argument, 0, 'm'},
         {"threads", required_argument, 0, 't'},
@@ -143,6 +151,9 @@ int main(int argc, char **argv)
             break;
         case 'o':
             out_path = optarg;
+            break;
+        case 'i':
+            ids_path = optarg;
             break;
         case 'k':
             k = strtoul(optarg, NULL, 10);
@@ -178,6 +189,15 @@ int main(int argc, char **argv)
         return 2;
     }
     char err[VS_ERR_LEN];
+    size_t out_len = strlen(out_path);
+    int out_npy = out_len > 4 && strcmp(out_path + out_len - 4, ".npy") == 0;
+    int out_ivecs = out_len > 6 && strcmp(out_path + out_len - 6, ".ivecs") == 0;
+    if (ids_path ? !out_npy : !out_ivecs) {
+        fprintf(stderr, "vecshard-gt: %s\n",
+                ids_path ? "with --ids the ground truth holds int64 item ids: --out must end in .npy"
+                         : "--out must end in .ivecs (base rows), or give --ids and write .npy (item ids)");
+        return 2;
+    }
     vs_metric metric;
     if (vs_metric_parse(metric_s, &metric, err) != VS_OK || k == 0 || k > VS_TOPK_MAX_K) {
         fprintf(stderr, "vecshard-gt: %s\n", k == 0 || k > VS_TOPK_MAX_K ? "--k must be in 1..10000" : err);
@@ -197,8 +217,18 @@ int main(int argc, char **argv)
     }
     if (nq_limit > 0 && nq_limit < nq)
         nq = nq_limit;
-    if (n > INT32_MAX) {
-        fprintf(stderr, "vecshard-gt: %zu base vectors do not fit .ivecs int32 ids\n", n);
+    if (n > INT32_MAX && !ids_path) {
+        fprintf(stderr,
+                "vecshard-gt: %zu base vectors do not fit .ivecs int32 rows: give --ids, write .npy\n", n);
+        return 1;
+    }
+    vs_ids_file_t idf = {0};
+    if (ids_path && vs_ids_file_open(ids_path, &idf, err) != VS_OK) {
+        fprintf(stderr, "vecshard-gt: %s\n", err);
+        return 1;
+    }
+    if (ids_path && idf.n != n) {
+        fprintf(stderr, "vecshard-gt: %s holds %zu ids for %zu base vectors\n", ids_path, idf.n, n);
         return 1;
     }
     vs_flat_t *flat;
@@ -225,10 +255,24 @@ int main(int argc, char **argv)
         vs_progress_update(&prog, q0 + m, nq);
     }
     double secs = vs_progress_finish(&prog, nq);
-    for (size_t i = 0; i < nq * k; i++)
-        ids32[i] = (int32_t)ids[i];
-    if (vs_vecio_write_ivecs(out_path, nq, (uint32_t)k, ids32, err) != VS_OK ||
-        (dist_path && vs_vecio_write_fvecs(dist_path, nq, (uint32_t)k, dist, err) != VS_OK)) {
+    vs_status wst;
+    if (ids_path) { /* rows -> the items' ids (a missing result, k > n, stays -1) */
+        int64_t *own = malloc(nq * k * sizeof *own);
+        if (!own) {
+            fprintf(stderr, "vecshard-gt: out of memory for %zu x %zu ids\n", nq, k);
+            return 1;
+        }
+        for (size_t i = 0; i < nq * k; i++)
+            own[i] = ids[i] >= 0 ? vs_ids_file_get(&idf, (size_t)ids[i]) : -1;
+        wst = vs_vecio_write_npy(out_path, VS_DTYPE_I64, nq, (uint32_t)k, own, err);
+        free(own);
+        vs_ids_file_close(&idf);
+    } else {
+        for (size_t i = 0; i < nq * k; i++)
+            ids32[i] = (int32_t)ids[i];
+        wst = vs_vecio_write_ivecs(out_path, nq, (uint32_t)k, ids32, err);
+    }
+    if (wst != VS_OK || (dist_path && vs_vecio_write_fvecs(dist_path, nq, (uint32_t)k, dist, err) != VS_OK)) {
         fprintf(stderr, "vecshard-gt: %s\n", err);
         return 1;
     }

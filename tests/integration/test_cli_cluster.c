@@ -4,8 +4,11 @@
  * partition files merged the same way (nprobe = nlist: exact, recall 1; nprobe = 1: approximate), with no
  * failed call; `status` and `versions` see both members; then a stand-in coordinator with injected faults
  * (tests/integration/fake_coordinator.py, on the same shards) checks that the CLI counts failed calls by
- * status, partial responses and mixed versions, and exits 1. `cluster.sh down` must leave no process: the
- * test is a child subreaper, so the cluster's processes become its children and are reaped here. */
+ * status, partial responses and mixed versions, and exits 1. Own ids: `vecshard-gt --ids` writes the ground
+ * truth as the items' ids (.npy int64, the same neighbours), `query --gt` reads .npy ids as it reads
+ * .ivecs rows, and refuses (exit 1, says why) a ground truth whose ids the index does not answer with.
+ * `cluster.sh down` must leave no process: the test is a child subreaper, so the cluster's processes become
+ * its children and are reaped here. */
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -121,20 +124,25 @@ static void expected_ids(const vs_test_version_t *v, uint32_t nprobe, int64_t *i
     CHECKF(vs_test_version_search(v, v->queries, NQ, K, &sp, d, ids, err) == VS_OK, "%s", err);
 }
 
-static cJSON *query_json(const char *addr, const char *extra, int *rc)
+static cJSON *query_json_gt(const char *addr, const char *gt, const char *extra, int *rc)
 {
     char cmd[4096];
     char *out = NULL;
     snprintf(cmd, sizeof cmd,
-             "%s/vecshard query --coordinator %s --queries %s/queries.fvecs --gt %s/gt.ivecs --k %d "
+             "%s/vecshard query --coordinator %s --queries %s/queries.fvecs --gt %s/%s --k %d "
              "--concurrency 2 --timeout-ms 5000 --json %s",
-             bin, addr, dir, dir, K, extra);
+             bin, addr, dir, dir, gt, K, extra);
     *rc = run(cmd, &out);
     cJSON *j = cJSON_Parse(out);
     if (!j)
         fprintf(stderr, "vecshard query output is not JSON (rc %d): %s\n", *rc, out);
     free(out);
     return j;
+}
+
+static cJSON *query_json(const char *addr, const char *extra, int *rc)
+{
+    return query_json_gt(addr, "gt.ivecs", extra, rc);
 }
 
 static double num(const cJSON *o, const char *path1, const char *path2)
@@ -203,6 +211,46 @@ static void test_cluster(void)
         CHECK(num(j, "index_versions", "c1") == num(j, "calls", NULL));
         cJSON_Delete(j);
     }
+
+    /* own ids: vecshard-gt --ids writes the same neighbours as the items' ids (here row + 10^9) */
+    snprintf(cmd, sizeof cmd,
+             "%s/vecshard-gt --base %s/base.fvecs --queries %s/queries.fvecs --k %d --ids %s/ids.npy --out "
+             "%s/gt_ids.npy --quiet",
+             bin, dir, dir, K, dir, dir);
+    CHECK(run(cmd, NULL) == 0);
+    snprintf(path, sizeof path, "%s/gt_ids.npy", dir);
+    vs_vecfile_t *gf = NULL;
+    int64_t own[NQ * K], shifted[NQ * K];
+    CHECKF(vs_vecfile_open(path, &gf, err) == VS_OK && vs_vecfile_dtype(gf) == VS_DTYPE_I64 &&
+               vs_vecfile_count(gf) == NQ && vs_vecfile_dim(gf) == K &&
+               vs_vecfile_read_i64(gf, 0, NQ, own, err) == VS_OK,
+           "%s", err);
+    vs_vecfile_close(gf);
+    for (size_t i = 0; i < NQ * K; i++)
+        shifted[i] = gt[i] + 1000000000;
+    CHECKF(vs_test_recall(own, K, shifted, K, NQ, K) == 1.0, "vecshard-gt --ids: other neighbours");
+    snprintf(
+        cmd, sizeof cmd, /* ids are int64: .ivecs is refused */
+        "%s/vecshard-gt --base %s/base.fvecs --queries %s/queries.fvecs --ids %s/ids.npy --out %s/x.ivecs "
+        "--quiet 2>/dev/null",
+        bin, dir, dir, dir, dir);
+    CHECK(run(cmd, NULL) != 0);
+    /* query --gt reads .npy ids: the rows as int64 give the .ivecs recall; ids it never answers with are
+     * refused loudly instead of reporting recall 0 */
+    snprintf(path, sizeof path, "%s/gt_rows.npy", dir);
+    CHECK(vs_vecio_write_npy(path, VS_DTYPE_I64, NQ, K, gt, err) == VS_OK);
+    cJSON *jr = query_json_gt(addr, "gt_rows.npy", "--nprobe 16", &rc);
+    CHECKF(rc == 0 && jr && num(jr, "recall_at_k", NULL) == 1.0, "query --gt gt_rows.npy: rc %d", rc);
+    cJSON_Delete(jr);
+    char *msg = NULL;
+    snprintf(cmd, sizeof cmd,
+             "%s/vecshard query --coordinator %s --queries %s/queries.fvecs --gt %s/gt_ids.npy --k %d "
+             "--timeout-ms 5000 2>&1",
+             bin, addr, dir, dir, K);
+    rc = run(cmd, &msg);
+    CHECKF(rc != 0 && msg && strstr(msg, "recall@10 is 0") && strstr(msg, "item ids"),
+           "a ground truth of other ids: rc %d, %s", rc, msg ? msg : "");
+    free(msg);
 
     /* --limit sends only the first rows; an unknown pinned version fails every call with NOT_FOUND */
     cJSON *j = query_json(addr, "--limit 5 --index-version nope", &rc);
@@ -374,6 +422,14 @@ int main(void)
     snprintf(path, sizeof path, "%s/gt.ivecs", dir);
     CHECK(vs_vecio_write_ivecs(path, NQ, K, gt, err) == VS_OK);
     free(gt);
+    snprintf(path, sizeof path, "%s/base.fvecs", dir); /* for vecshard-gt, with ids row + 10^9 */
+    CHECK(vs_vecio_write_fvecs(path, N, D, vp->base, err) == VS_OK);
+    int64_t *own_ids = malloc(N * sizeof *own_ids);
+    for (size_t i = 0; own_ids && i < N; i++)
+        own_ids[i] = (int64_t)i + 1000000000;
+    snprintf(path, sizeof path, "%s/ids.npy", dir);
+    CHECK(own_ids && vs_vecio_write_npy(path, VS_DTYPE_I64, N, 1, own_ids, err) == VS_OK);
+    free(own_ids);
 
     RUN(test_cluster);
 

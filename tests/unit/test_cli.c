@@ -14,7 +14,7 @@
 #include "vecshard/v1/coordinator.pb-c.h"
 
 /* Reference recall: set intersection written the obvious way. */
-static double naive_recall(const int64_t *ids, size_t k_ids, const int32_t *gt, size_t k_gt, size_t nq,
+static double naive_recall(const int64_t *ids, size_t k_ids, const int64_t *gt, size_t k_gt, size_t nq,
                            size_t at)
 {
     double sum = 0;
@@ -37,26 +37,26 @@ static double naive_recall(const int64_t *ids, size_t k_ids, const int32_t *gt, 
 static void test_recall(void)
 {
     int64_t ids[2 * 4] = {1, 2, 3, 4, 9, 8, -1, -1};
-    int32_t gt[2 * 5] = {4, 3, 2, 1, 0, 8, 7, 6, 5, 4};
+    int64_t gt[2 * 5] = {4, 3, 2, 1, 0, 8, 7, 6, 5, 4};
     CHECK(fabs(vs_admin_recall(ids, 4, gt, 5, 1, 4) - 1.0) < 1e-12);          /* order does not matter */
     CHECK(fabs(vs_admin_recall(ids + 4, 4, gt + 5, 5, 1, 4) - 0.25) < 1e-12); /* -1 padding never counts */
     CHECK(fabs(vs_admin_recall(ids, 4, gt, 5, 2, 4) - 0.625) < 1e-12);
     CHECK(fabs(vs_admin_recall(ids, 4, gt, 5, 2, 2) - 0.25) <
           1e-12); /* at 2: {1,2} vs {4,3}; {9,8} vs {8,7} */
     CHECK(vs_admin_recall(ids, 4, gt, 5, 0, 4) == 0);
-    int32_t dup[4] = {1, 1, 1, 1};
+    int64_t dup[4] = {1, 1, 1, 1};
     int64_t one[4] = {1, 5, 6, 7};
     CHECK(fabs(vs_admin_recall(one, 4, dup, 4, 1, 4) - 0.25) < 1e-12); /* a gt id counts once */
 
     /* large k takes the sorted path: compare with the reference on random rows */
     enum { NQ = 20, K = 200, KG = 250 };
     int64_t *big = malloc(sizeof(int64_t) * NQ * K);
-    int32_t *g = malloc(sizeof(int32_t) * NQ * KG);
+    int64_t *g = malloc(sizeof(int64_t) * NQ * KG);
     uint64_t s = 5;
     for (size_t i = 0; i < (size_t)NQ * K; i++)
         big[i] = (int64_t)(vs_test_rand(&s) % 400) - 1;
     for (size_t i = 0; i < (size_t)NQ * KG; i++)
-        g[i] = (int32_t)(vs_test_rand(&s) % 400);
+        g[i] = (int64_t)(vs_test_rand(&s) % 400);
     for (size_t at = 1; at <= K; at += 67) {
         double want = naive_recall(big, K, g, KG, NQ, at), got = vs_admin_recall(big, K, g, KG, NQ, at);
         CHECKF(fabs(want - got) < 1e-12, "at %zu: %f != %f", at, got, want);
@@ -184,7 +184,7 @@ static void test_report(void)
     /* 10 rows, k 2, batch 3: calls of 3,3,3,1 rows */
     enum { N = 10, K = 2, GD = 3 };
     int64_t ids[N * K];
-    int32_t gt[N * GD];
+    int64_t gt[N * GD];
     for (int q = 0; q < N; q++) {
         gt[q * GD] = q * 10;
         gt[q * GD + 1] = q * 10 + 1;

@@ -9,7 +9,7 @@
 
 #include "common/vecio.h"
 #include "shard/builder/fold.h"
-#include "shard/builder/ids.h"
+#include "common/ids.h"
 #include "tests/support/version_fixture.h"
 #include "tests/testlib.h"
 

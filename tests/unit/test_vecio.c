@@ -970,26 +970,30 @@ static void test_numpy_interop(void)
     float *fv = malloc(n * dim * sizeof *fv);
     uint8_t *bv = malloc(n * dim);
     int32_t *iv = malloc(n * dim * sizeof *iv);
-    double sf = 0, sb = 0, si = 0;
+    int64_t *lv = malloc(n * dim * sizeof *lv); /* item ids beyond int32 */
+    double sf = 0, sb = 0, si = 0, sl = 0;
     for (size_t i = 0; i < n * dim; i++) {
         fv[i] = vs_test_randf(&rng) * 10.0f;
         bv[i] = (uint8_t)vs_test_rand(&rng);
         iv[i] = (int32_t)(vs_test_rand(&rng) % 2000001) - 1000000;
+        lv[i] = 5000000000ll + (int64_t)(vs_test_rand(&rng) % 1000);
         sf += fv[i];
         sb += bv[i];
         si += iv[i];
+        sl += (double)lv[i];
     }
     struct {
         const char *file, *descr;
         vs_vecio_dtype dtype;
         const void *data;
         double sum;
-    } cases[3] = {
+    } cases[4] = {
         {"ours_f32.npy", "<f4", VS_DTYPE_F32, fv, sf},
         {"ours_u8.npy", "|u1", VS_DTYPE_U8, bv, sb},
         {"ours_i32.npy", "<i4", VS_DTYPE_I32, iv, si},
+        {"ours_i64.npy", "<i8", VS_DTYPE_I64, lv, sl},
     };
-    for (int c = 0; c < 3; c++) {
+    for (int c = 0; c < 4; c++) {
         pathbuf p = tpath(T, cases[c].file);
         CHECKF(vs_vecio_write_npy(p.s, cases[c].dtype, n, dim, cases[c].data, err) == VS_OK, "%s", err);
         char cmd[3000], out[512];
@@ -1004,9 +1008,26 @@ static void test_numpy_interop(void)
         CHECKF(fabs(py_sum - cases[c].sum) <= 1e-6 * (1 + fabs(cases[c].sum)),
                "%s: numpy sum %.6f, ours %.6f", cases[c].file, py_sum, cases[c].sum);
     }
+    /* int64 read back exactly; int32 widened; int64 refused where it would be truncated */
+    pathbuf p64 = tpath(T, "ours_i64.npy"), p32 = tpath(T, "ours_i32.npy");
+    vs_vecfile_t *vf = NULL;
+    int64_t *back = malloc(n * dim * sizeof *back);
+    int32_t one32[17];
+    float onef[17];
+    CHECK(vs_vecfile_open(p64.s, &vf, err) == VS_OK && vs_vecfile_dtype(vf) == VS_DTYPE_I64);
+    CHECK(vs_vecfile_read_i64(vf, 0, n, back, err) == VS_OK && memcmp(back, lv, n * dim * sizeof *lv) == 0);
+    CHECK(vs_vecfile_read_i32(vf, 0, 1, one32, err) == VS_ERR_INVALID_ARGUMENT && strstr(err, "int64"));
+    CHECK(vs_vecfile_read_f32(vf, 0, 1, onef, err) == VS_ERR_INVALID_ARGUMENT);
+    vs_vecfile_close(vf);
+    CHECK(vs_vecfile_open(p32.s, &vf, err) == VS_OK && vs_vecfile_read_i64(vf, 0, n, back, err) == VS_OK);
+    for (size_t i = 0; i < n * dim; i++)
+        CHECK(back[i] == iv[i]);
+    vs_vecfile_close(vf);
+    free(back);
     free(fv);
     free(bv);
     free(iv);
+    free(lv);
 
     /* numpy -> ours */
     char dir[1100], cmd[3000], out[512];

@@ -1,5 +1,5 @@
 /* ids.c: item-id files (ids.h). */
-#include "shard/builder/ids.h"
+#include "common/ids.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
-/* ids.h: item-id files for the builder and the fold tool: .npy (int64 '<i8', C order, shape (n,) or (n, 1))
- * or .i64 (raw little-endian int64), mapped read-only. */
-#ifndef VS_SHARD_BUILDER_IDS_H
-#define VS_SHARD_BUILDER_IDS_H
+/* ids.h: item-id files (the builder, the fold tool, vecshard-gt): .npy (int64 '<i8', C order, shape (n,)
+ * or (n, 1)) or .i64 (raw little-endian int64), mapped read-only. */
+#ifndef VS_COMMON_IDS_H
+#define VS_COMMON_IDS_H
 
 #include <stddef.h>
 #include <stdint.h>
