@@ -11,12 +11,14 @@ build_pkgs=(cmake pkg-config make gcc g++ libopenblas-dev zlib1g-dev libcjson-de
     libnats-dev)
 # tests and demo: the Fashion-MNIST data set, the peers we benchmark against in the same run, a real etcd
 # and a real NATS JetStream (nats-server: the write log),
-# an independent gRPC client (python3-grpcio), promtool (prometheus), clang for the libFuzzer targets, and
+# an independent gRPC client (python3-grpcio), the Python client's stub generator and installer
+# (protoc, grpc_python_plugin 1.51 to match python3-grpcio 1.51, setuptools, pip, venv), promtool (prometheus), clang for the libFuzzer targets, and
 # for the Kubernetes manifest checks (tests/k8s/) yamllint, python3-yaml and node (npm fetches
 # kubernetes-models; kubectl is not in Debian 12 main, so the check skips loudly without it).
 test_pkgs=(dataset-fashion-mnist python3-numpy python3-faiss libhnswlib-dev
     etcd-server etcd-client nats-server python3-grpcio python3-protobuf prometheus python3-prometheus-client clang
-    yamllint python3-yaml nodejs)
+    yamllint python3-yaml nodejs protobuf-compiler protobuf-compiler-grpc python3-setuptools python3-pip
+    python3-venv)
 # Debian's nodejs has no npm (a separate package); NodeSource's nodejs ships it and conflicts with it.
 command -v npm >/dev/null || test_pkgs+=(npm)
 # benchmarks only (tests/bench/run_*.sh): plots.

@@ -1,0 +1,192 @@
+"""The vecshard client: numpy in and out over gRPC, deadlines, retries on retryable statuses, typed errors.
+
+Vectors never go through a per-element Python loop: a request's packed float32 field is the array's raw
+little-endian bytes appended to the serialised message (protobuf accepts a message's fields in any order),
+and a response's repeated fields become arrays in one conversion each.
+"""
+import time
+import uuid
+from typing import List, NamedTuple, Optional
+
+import grpc
+import numpy as np
+
+from vecshard.v1 import common_pb2, coordinator_pb2
+
+__all__ = ["Client", "Coverage", "SearchResult", "WriteResult", "VecshardError", "RETRYABLE"]
+
+# Statuses a call may be retried on: the server says it could not serve now (UNAVAILABLE: no replica, no
+# log acknowledgement; RESOURCE_EXHAUSTED is load shedding or a full log, which retrying does not cure).
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+
+
+class Coverage(NamedTuple):
+    partitions_total: int
+    partitions_answered: int
+    partial: bool
+    reasons: List[str]
+
+
+class SearchResult(NamedTuple):
+    ids: np.ndarray        # (nq, k) int64, best first, -1 where fewer than k were found
+    distances: np.ndarray  # (nq, k) float32: L2 squared distances (smaller is better) or similarities
+    index_version: str
+    coverage: Coverage
+    request_id: str
+
+
+class WriteResult(NamedTuple):
+    log_seq: int      # the write's position in the log: pass it as min_log_seq to read your write
+    duplicate: bool   # the log had this write_id already (a retry): log_seq is the first copy's
+    write_id: str
+
+
+class VecshardError(Exception):
+    """A failed call: code is the grpc.StatusCode, details the server's message, coverage the answer's
+    coverage when the server said how much of the cluster it reached (else None)."""
+
+    def __init__(self, code, details, coverage=None):
+        super().__init__(f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+        self.coverage = coverage
+
+
+def _varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _packed_floats(field, arr):
+    """The wire bytes of a packed repeated float field holding arr (float32, C order)."""
+    raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+    return _varint(field << 3 | 2) + _varint(len(raw)) + raw
+
+
+def _matrix(x, name):
+    a = np.asarray(x, dtype=np.float32)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"{name}: want a (n, dim) array of floats, got shape {np.shape(x)}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: NaN or infinite values")
+    return a
+
+
+def _ids(x, name):
+    a = np.asarray(x)
+    if a.ndim == 0:
+        a = a[None]
+    if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name}: want a non-empty 1-D array of integer ids")
+    if (a < 0).any():
+        raise ValueError(f"{name}: ids must be >= 0")
+    return a.astype(np.int64, copy=False)
+
+
+class Client:
+    """A connection to a vecshard coordinator (host:port).
+
+    timeout: seconds per call, retries included (a deadline, as gRPC's); retries: further attempts on a
+    retryable status (UNAVAILABLE), after retry_backoff seconds doubling each time, never past the
+    deadline. Writes are retried under the same write_id, which the log deduplicates, so a retry is never
+    applied twice. Thread-safe: one Client may serve many threads (one gRPC channel)."""
+
+    def __init__(self, target: str, *, timeout: float = 1.0, retries: int = 2, retry_backoff: float = 0.02,
+                 options=None):
+        self.target = target
+        self.timeout = timeout
+        self.retries = retries
+        self.retry_backoff = retry_backoff
+        self._channel = grpc.insecure_channel(target, options=options or [])
+        ident = lambda b: b  # noqa: E731  (requests are serialised here, responses parsed below)
+        self._search = self._channel.unary_unary("/vecshard.v1.Coordinator/Search", request_serializer=ident,
+                                                 response_deserializer=coordinator_pb2.SearchResponse.FromString)
+        self._upsert = self._channel.unary_unary("/vecshard.v1.Coordinator/Upsert", request_serializer=ident,
+                                                 response_deserializer=coordinator_pb2.WriteResponse.FromString)
+        self._delete = self._channel.unary_unary("/vecshard.v1.Coordinator/Delete", request_serializer=ident,
+                                                 response_deserializer=coordinator_pb2.WriteResponse.FromString)
+        self._status = self._channel.unary_unary(
+            "/vecshard.v1.Coordinator/Status", request_serializer=ident,
+            response_deserializer=coordinator_pb2.StatusResponse.FromString)
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _call(self, stub, payload, timeout):
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        backoff = self.retry_backoff
+        for attempt in range(self.retries + 1):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise VecshardError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call")
+            try:
+                return stub(payload, timeout=left)
+            except grpc.RpcError as e:
+                code = e.code()
+                if code not in RETRYABLE or attempt == self.retries or deadline - time.monotonic() <= backoff:
+                    raise VecshardError(code, e.details()) from None
+                time.sleep(backoff)
+                backoff *= 2
+        raise AssertionError("unreachable")
+
+    def search(self, queries, k: int = 10, *, nprobe: int = 0, ef_search: int = 0, k_factor: float = 0.0,
+               quantizer_ef_search: int = 0, model_version: str = "", index_version: str = "",
+               min_coverage: float = 0.0, min_log_seq: int = 0, request_id: str = "",
+               timeout: Optional[float] = None) -> SearchResult:
+        """The k nearest items of each query row. queries: (nq, dim) or (dim,) floats. Search parameters
+        as FAISS names them (0 = the version's defaults). A partial answer (some partition unreachable) is
+        returned with coverage.partial set, unless min_coverage asks for more (then UNAVAILABLE)."""
+        q = _matrix(queries, "queries")
+        req = coordinator_pb2.SearchRequest(
+            dim=q.shape[1], k=k, model_version=model_version, index_version=index_version,
+            min_coverage=min_coverage, request_id=request_id, min_log_seq=min_log_seq,
+            params=common_pb2.SearchParams(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor,
+                                           quantizer_ef_search=quantizer_ef_search))
+        resp = self._call(self._search, req.SerializeToString() + _packed_floats(2, q), timeout)
+        nq, kk = resp.nq, resp.k
+        ids = np.fromiter(resp.ids, dtype=np.int64, count=nq * kk).reshape(nq, kk)
+        dist = np.fromiter(resp.distances, dtype=np.float32, count=nq * kk).reshape(nq, kk)
+        c = resp.coverage
+        return SearchResult(ids, dist, resp.index_version,
+                            Coverage(c.partitions_total, c.partitions_answered, c.partial, list(c.reasons)),
+                            resp.request_id)
+
+    def upsert(self, ids, vectors, *, model_version: str = "", write_id: str = "",
+               timeout: Optional[float] = None) -> WriteResult:
+        """Inserts or replaces items (ids: n ints >= 0, each once; vectors: (n, dim) floats). One call is
+        one log message (about 1 MB at most). Searchable within about a second; pass the result's log_seq
+        as min_log_seq to a search that must see it."""
+        i = _ids(ids, "ids")
+        x = _matrix(vectors, "vectors")
+        if x.shape[0] != i.size:
+            raise ValueError(f"{i.size} ids for {x.shape[0]} vectors")
+        req = coordinator_pb2.UpsertRequest(ids=i.tolist(), dim=x.shape[1], model_version=model_version,
+                                            write_id=write_id or uuid.uuid4().hex)
+        resp = self._call(self._upsert, req.SerializeToString() + _packed_floats(3, x), timeout)
+        return WriteResult(resp.log_seq, resp.duplicate, resp.write_id)
+
+    def delete(self, ids, *, write_id: str = "", timeout: Optional[float] = None) -> WriteResult:
+        """Hides items by id (ids that exist nowhere are recorded too: a later version may hold them)."""
+        i = _ids(ids, "ids")
+        req = coordinator_pb2.DeleteRequest(ids=i.tolist(), write_id=write_id or uuid.uuid4().hex)
+        resp = self._call(self._delete, req.SerializeToString(), timeout)
+        return WriteResult(resp.log_seq, resp.duplicate, resp.write_id)
+
+    def status(self, timeout: Optional[float] = None):
+        """The coordinator's Status (vecshard.v1.StatusResponse): members, versions, etcd connection."""
+        return self._call(self._status, coordinator_pb2.StatusRequest().SerializeToString(), timeout)
