@@ -60,6 +60,8 @@ typedef struct vs_search_params {
     float k_factor;               /* refine: re-rank k*k_factor candidates */
     uint32_t quantizer_ef_search; /* IVF{n}_HNSW{M}: candidate list of the centroid search (FAISS
                                      quantizer_efSearch); 0 = max(64, 2 nprobe) */
+    const struct vs_idset *exclude; /* ids never returned (common/idset.h), skipped inside the scan or
+                                       traversal before they take a result slot; NULL = none */
 } vs_search_params_t;
 
 /* The largest quantizer_efSearch a request may ask for. */

@@ -45,6 +45,8 @@ typedef struct bcall {
 
 static int same_key(const vs_batch_key_t *a, const vs_batch_key_t *b)
 {
+    if (a->n_exclude || b->n_exclude) /* exclusions belong to one request */
+        return 0;
     return a->dim == b->dim && a->k == b->k && a->nprobe == b->nprobe && a->ef_search == b->ef_search &&
            a->quantizer_ef_search == b->quantizer_ef_search && a->k_factor == b->k_factor &&
            a->lists_per_query == b->lists_per_query && a->partition_ref == b->partition_ref &&
@@ -113,6 +115,8 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
     s.k = key->k;
     s.index_version = (char *)key->version;
     s.min_log_seq = key->min_log_seq;
+    s.exclude_ids = (int64_t *)key->exclude;
+    s.n_exclude_ids = key->n_exclude;
     sp.nprobe = key->nprobe;
     sp.ef_search = key->ef_search;
     sp.k_factor = key->k_factor;

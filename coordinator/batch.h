@@ -37,7 +37,9 @@ typedef struct vs_batch_key {
     uint32_t lists_per_query; /* > 0: lists given (nprobe then 0) */
     int partition_ref;        /* 1: the request names partition (cluster routing) */
     uint32_t partition;
-    uint64_t min_log_seq; /* read-your-writes: the write position the answer must include (0 = none) */
+    uint64_t min_log_seq;   /* read-your-writes: the write position the answer must include (0 = none) */
+    const int64_t *exclude; /* ids the call must not return (n_exclude); a call with them is never batched */
+    size_t n_exclude;
 } vs_batch_key_t;
 
 /* One partition call of one request. Everything is borrowed until deliver has run (exactly once per

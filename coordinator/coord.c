@@ -13,6 +13,7 @@
 #include "common/crc32c.h"
 #include "common/factory.h"
 #include "common/hash.h"
+#include "common/idset.h"
 #include "common/log.h"
 #include "common/topk.h"
 #include "common/vecio.h"
@@ -585,7 +586,9 @@ typedef struct request {
     vs_route_plan_t plan;
     uint32_t k_part; /* results asked of each partition (k, or fewer: --partition-k-probability) */
     float **pq;      /* per part: its queries (cluster routing, owned) or NULL = all of r's */
-    float **pdist;   /* per part: the accepted answer (owned), NULL until then */
+    int64_t **pex;   /* per part: the excluded ids it owns (hash partitioning, owned) or NULL = all of r's */
+    size_t *n_pex;
+    float **pdist; /* per part: the accepted answer (owned), NULL until then */
     int64_t **pids;
     vs_fanout_part_t *fparts;
     vs_batch_item_t *items; /* n_parts * VS_FANOUT_MAX_TRIES, indexed by the engine's call id */
@@ -613,12 +616,16 @@ static void request_unref(request_t *q)
     for (size_t t = 0; t < q->plan.n_parts; t++) {
         if (q->pq)
             free(q->pq[t]);
+        if (q->pex)
+            free(q->pex[t]);
         if (q->pdist)
             free(q->pdist[t]);
         if (q->pids)
             free(q->pids[t]);
     }
     free(q->pq);
+    free(q->pex);
+    free(q->n_pex);
     free(q->pdist);
     free(q->pids);
     free(q->fparts);
@@ -670,6 +677,13 @@ static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, reque
     if (!(r->min_coverage >= 0 && r->min_coverage <= 1))
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "min_coverage = %g is out of range 0..1",
                        r->min_coverage);
+    if (r->n_exclude_ids > VS_EXCLUDE_MAX)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu excluded ids is above the limit of %u per request",
+                       r->n_exclude_ids, VS_EXCLUDE_MAX);
+    for (size_t i = 0; i < r->n_exclude_ids; i++)
+        if (r->exclude_ids[i] < 0)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "excluded id %zu is negative (%lld)", i,
+                           (long long)r->exclude_ids[i]);
     vs_status st = vs_check_finite(r->queries, nq, r->dim, "query", err);
     if (st == VS_OK)
         st = choose_version(c, r->index_version, r->model_version, &q->ver, err);
@@ -785,6 +799,29 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
 }
 
 /* Routes the queries and prepares each partition's call (its queries, lists and batch key). */
+
+/* Under hash partitioning each excluded id goes only to the partition that owns it (q->pex[t]); a
+ * cluster-partitioned version's items may be in any partition, so every part gets them all (pex NULL). */
+static vs_status split_exclusions(request_t *q, char *err)
+{
+    const Vecshard__V1__SearchRequest *r = q->r;
+    const vs_router_t *ro = &q->ver->router;
+    if (r->n_exclude_ids == 0 || ro->list_partition || ro->n_partitions <= 1)
+        return VS_OK;
+    for (size_t t = 0; t < q->plan.n_parts; t++) {
+        uint32_t p = q->plan.parts[t].partition;
+        size_t n = 0;
+        for (size_t i = 0; i < r->n_exclude_ids; i++)
+            n += vs_hash_partition(r->exclude_ids[i], ro->n_partitions) == p;
+        if (!(q->pex[t] = malloc((n ? n : 1) * sizeof *q->pex[t])))
+            return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+        for (size_t i = 0; i < r->n_exclude_ids; i++)
+            if (vs_hash_partition(r->exclude_ids[i], ro->n_partitions) == p)
+                q->pex[t][q->n_pex[t]++] = r->exclude_ids[i];
+    }
+    return VS_OK;
+}
+
 static vs_status plan(vs_coord_t *c, request_t *q, char err[VS_ERR_LEN])
 {
     vs_status st = vs_router_plan_ef(&q->ver->router, q->nq, q->r->queries, q->eff.nprobe,
@@ -804,8 +841,12 @@ static vs_status plan(vs_coord_t *c, request_t *q, char err[VS_ERR_LEN])
     q->pids = calloc(n, sizeof *q->pids);
     q->fparts = calloc(n, sizeof *q->fparts);
     q->items = calloc(n * VS_FANOUT_MAX_TRIES, sizeof *q->items);
-    if (!q->pq || !q->pdist || !q->pids || !q->fparts || !q->items)
+    q->pex = calloc(n, sizeof *q->pex);
+    q->n_pex = calloc(n, sizeof *q->n_pex);
+    if (!q->pq || !q->pdist || !q->pids || !q->fparts || !q->items || !q->pex || !q->n_pex)
         return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    if ((st = split_exclusions(q, err)) != VS_OK)
+        return st;
     const uint32_t d = q->r->dim;
     for (size_t t = 0; t < T; t++) {
         const vs_route_part_t *part = &q->plan.parts[t];
@@ -839,7 +880,9 @@ static uint64_t io_start(void *u, vs_replica_t *r, size_t t, double deadline, ui
                                     .lists_per_query = lpq,
                                     .partition_ref = part->query_idx != NULL,
                                     .partition = part->partition,
-                                    .min_log_seq = q->r->min_log_seq},
+                                    .min_log_seq = q->r->min_log_seq,
+                                    .exclude = q->pex[t] ? q->pex[t] : q->r->exclude_ids,
+                                    .n_exclude = q->pex[t] ? q->n_pex[t] : q->r->n_exclude_ids},
                             .nq = part->nq,
                             .queries = q->pq[t] ? q->pq[t] : q->r->queries,
                             .lists = part->lists ? part->lists : q->plan.lists,

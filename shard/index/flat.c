@@ -7,6 +7,7 @@
 
 #include <cblas.h>
 
+#include "common/idset.h"
 #include "common/topk.h"
 #include "common/parallel.h"
 
@@ -107,6 +108,7 @@ typedef struct search_ctx {
     const float *q;
     size_t nq, k, pool;
     int larger;
+    const vs_idset_t *excl; /* ids never returned (NULL: none) */
     float *out_dist;
     int64_t *out_ids;
     /* per worker scratch, worker w owns scratch[w] */
@@ -148,7 +150,7 @@ static void scan_task(void *arg, size_t qi, size_t worker)
         vs_distance_batch(f->metric, q, f->data + b0 * f->dim, nb, f->dim, s->prod);
         for (size_t j = 0; j < nb; j++) {
             float key = vs_topk_key(s->prod[j], c->larger);
-            if (key <= thr) {
+            if (key <= thr && !vs_idset_has(c->excl, f->ids[b0 + j])) {
                 vs_topk_push(&h, key, f->ids[b0 + j]);
                 thr = vs_topk_threshold(&h);
             }
@@ -195,7 +197,7 @@ static void blas_task(void *arg, size_t block, size_t worker)
                 float qn = s->qnorm[i];
                 for (size_t j = 0; j < nb; j++) {
                     float key = qn + bn[j] + row[j];
-                    if (key <= thr) {
+                    if (key <= thr && !vs_idset_has(c->excl, f->ids[b0 + j])) {
                         vs_topk_push(h, key, (int64_t)(b0 + j));
                         thr = vs_topk_threshold(h);
                     }
@@ -203,7 +205,7 @@ static void blas_task(void *arg, size_t block, size_t worker)
             } else {
                 for (size_t j = 0; j < nb; j++) {
                     float key = -row[j];
-                    if (key <= thr) {
+                    if (key <= thr && !vs_idset_has(c->excl, f->ids[b0 + j])) {
                         vs_topk_push(h, key, (int64_t)(b0 + j));
                         thr = vs_topk_threshold(h);
                     }
@@ -242,8 +244,9 @@ static void free_scratch(search_ctx_t *c, size_t n_workers)
     free(c->scratch);
 }
 
-vs_status vs_flat_search(const vs_flat_t *f, size_t nq, const float *q, size_t k, size_t n_threads,
-                         int use_blas, float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
+static vs_status flat_search(const vs_flat_t *f, size_t nq, const float *q, size_t k, size_t n_threads,
+                             int use_blas, const vs_idset_t *excl, float *out_dist, int64_t *out_ids,
+                             char *err)
 {
     if (k == 0 || k > VS_TOPK_MAX_K)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %zu is out of range 1..%u", k, VS_TOPK_MAX_K);
@@ -263,6 +266,7 @@ vs_status vs_flat_search(const vs_flat_t *f, size_t nq, const float *q, size_t k
                       .nq = nq,
                       .k = k,
                       .larger = vs_metric_larger_is_better(f->metric),
+                      .excl = excl,
                       .out_dist = out_dist,
                       .out_ids = out_ids};
     c.pool = k + (k > 16 ? k : 16);
@@ -311,12 +315,17 @@ static vs_status ops_add(void *impl, size_t n, const float *x, const int64_t *id
     return st;
 }
 
+vs_status vs_flat_search(const vs_flat_t *f, size_t nq, const float *q, size_t k, size_t n_threads,
+                         int use_blas, float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
+{
+    return flat_search(f, nq, q, k, n_threads, use_blas, NULL, out_dist, out_ids, err);
+}
+
 static vs_status ops_search(const void *impl, size_t nq, const float *q, size_t k,
                             const vs_search_params_t *params, size_t n_threads, float *out_dist,
                             int64_t *out_ids, char *err)
 {
-    (void)params;
-    return vs_flat_search(impl, nq, q, k, n_threads, -1, out_dist, out_ids, err);
+    return flat_search(impl, nq, q, k, n_threads, -1, params->exclude, out_dist, out_ids, err);
 }
 
 static size_t ops_count(const void *impl)

@@ -793,20 +793,21 @@ vs_status vs_fresh_search(const vs_fresh_t *f, size_t nq, const float *q, size_t
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k_factor applies to indexes with a refine stage only");
     unsigned token = vs_fresh_read_begin(f);
     vs_status st = vs_ivf_search_fresh(f->ivf, f, nq, q, k, params->nprobe, params->quantizer_ef_search, NULL,
-                                       params->k_factor, n_threads, out_dist, out_ids, err);
+                                       params->k_factor, params->exclude, n_threads, out_dist, out_ids, err);
     vs_fresh_read_end(f, token);
     return st;
 }
 
 vs_status vs_fresh_search_lists(const vs_fresh_t *f, size_t nq, const float *q, size_t k,
-                                const int32_t *lists, uint32_t n_lists, float k_factor, size_t n_threads,
-                                float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
+                                const int32_t *lists, uint32_t n_lists, float k_factor,
+                                const struct vs_idset *exclude, size_t n_threads, float *out_dist,
+                                int64_t *out_ids, char err[VS_ERR_LEN])
 {
     if (!f->ivf)
         return vs_errf(err, VS_ERR_UNSUPPORTED, "searching given lists applies to IVF versions only");
     unsigned token = vs_fresh_read_begin(f);
-    vs_status st = vs_ivf_search_fresh(f->ivf, f, nq, q, k, n_lists, 0, lists, k_factor, n_threads, out_dist,
-                                       out_ids, err);
+    vs_status st = vs_ivf_search_fresh(f->ivf, f, nq, q, k, n_lists, 0, lists, k_factor, exclude, n_threads,
+                                       out_dist, out_ids, err);
     vs_fresh_read_end(f, token);
     return st;
 }

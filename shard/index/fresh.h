@@ -64,8 +64,9 @@ vs_status vs_fresh_search(const vs_fresh_t *f, size_t nq, const float *q, size_t
 
 /* vs_ivf_search_lists (lists chosen by the caller, e.g. the coordinator) with the writes applied. */
 vs_status vs_fresh_search_lists(const vs_fresh_t *f, size_t nq, const float *q, size_t k,
-                                const int32_t *lists, uint32_t n_lists, float k_factor, size_t n_threads,
-                                float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN]);
+                                const int32_t *lists, uint32_t n_lists, float k_factor,
+                                const struct vs_idset *exclude, size_t n_threads, float *out_dist,
+                                int64_t *out_ids, char err[VS_ERR_LEN]);
 
 typedef struct vs_fresh_stats {
     size_t ids; /* distinct ids written (counts against capacity) */

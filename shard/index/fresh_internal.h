@@ -160,6 +160,7 @@ void vs_fresh_read_end(const vs_fresh_t *f, unsigned token);
 /* The IVF search with a fresh state (f may be NULL): ivf.c. lists: NULL = rank the lists here. */
 vs_status vs_ivf_search_fresh(const vs_ivf_t *ivf, const vs_fresh_t *f, size_t nq, const float *q, size_t k,
                               uint32_t nprobe, uint32_t qef, const int32_t *lists, float k_factor,
-                              size_t n_threads, float *out_dist, int64_t *out_ids, char *err);
+                              const struct vs_idset *excl, size_t n_threads, float *out_dist,
+                              int64_t *out_ids, char *err);
 
 #endif

@@ -20,6 +20,7 @@
 #include "common/cpu.h"
 #include "common/distance.h"
 #include "common/parallel.h"
+#include "common/idset.h"
 #include "common/topk.h"
 #include "shard/index/arena.h"
 #include "shard/index/ifile.h"
@@ -935,6 +936,7 @@ typedef struct search_ctx {
     vs_arena_slot slot;
     vs_hnsw_skip_fn skip; /* NULL: every node is a result */
     const void *skip_arg;
+    const vs_idset_t *excl; /* the request's excluded ids (NULL: none) */
     shape_t shape;
     _Atomic int failed;
 } search_ctx_t;
@@ -997,8 +999,9 @@ static void search_one(void *arg, size_t qi, size_t worker)
                 if (j + 1 < m)
                     prefetch_lines(vec_at(h, s->pool[j + 1].id & ~EXPANDED), h->d * sizeof(float));
                 uint32_t id = s->pool[j].id & ~EXPANDED;
-                if (c->skip && c->skip(c->skip_arg, node_id(h, id), id))
-                    continue; /* expanded, never a result (a deleted or replaced item) */
+                if ((c->skip && c->skip(c->skip_arg, node_id(h, id), id)) ||
+                    vs_idset_has(c->excl, node_id(h, id)))
+                    continue; /* expanded, never a result (a deleted, replaced or excluded item) */
                 float key2 = key_full(h, q, id);
                 if (key2 <= vs_topk_threshold(&top))
                     vs_topk_push(&top, key2, node_id(h, id));
@@ -1011,7 +1014,8 @@ static void search_one(void *arg, size_t qi, size_t worker)
             size = search_layer(h, s, NULL, NULL, q, 0, 1, c->ef);
             for (size_t j = 0; j < size && s->pool[j].key <= vs_topk_threshold(&top); j++) {
                 uint32_t id = s->pool[j].id & ~EXPANDED;
-                if (!(c->skip && c->skip(c->skip_arg, node_id(h, id), id)))
+                if (!(c->skip && c->skip(c->skip_arg, node_id(h, id), id)) &&
+                    !vs_idset_has(c->excl, node_id(h, id)))
                     vs_topk_push(&top, s->pool[j].key, node_id(h, id));
             }
         }
@@ -1058,6 +1062,7 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
                       .slot = slot,
                       .skip = skip,
                       .skip_arg = skip_arg,
+                      .excl = params->exclude,
                       .shape = {.n = h->n, .ef = ef, .d = h->d, .M0 = h->M0, .k = k}};
     atomic_init(&c.failed, 0);
     /* small calls (the ann-benchmarks protocol: one query) keep these on the stack */

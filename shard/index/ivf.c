@@ -16,6 +16,7 @@
 #include "common/distance.h"
 #include "common/kmeans.h"
 #include "common/parallel.h"
+#include "common/idset.h"
 #include "common/topk.h"
 #include "shard/index/arena.h"
 #include "shard/index/coarse.h"
@@ -545,6 +546,7 @@ typedef struct search_ctx {
     uint32_t qef;            /* quantizer_efSearch (HNSW coarse; 0 = default) */
     const int32_t *lists;    /* precomputed probes (nq*nprobe) or NULL */
     const vs_fresh_t *fresh; /* writes since the version (NULL: none) */
+    const vs_idset_t *excl;  /* ids never returned (NULL: none) */
     int larger;
     float *out_dist;
     int64_t *out_ids;
@@ -581,7 +583,14 @@ typedef struct fs_state {
     int by_slot;
     float base, scale;       /* key = base + sum / scale */
     const vs_fresh_t *fresh; /* non-NULL: skip ids whose copy here is hidden */
+    const vs_idset_t *excl;  /* non-NULL: skip these ids */
 } fs_state_t;
+
+/* 1 when a base item (id) must not be a candidate: hidden by a write, or excluded by the request. */
+static inline int skip_base(const vs_fresh_t *fresh, const vs_idset_t *excl, int64_t id)
+{
+    return (fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(excl, id);
+}
 
 static uint16_t key_to_threshold(float thr_key, float base, float scale)
 {
@@ -600,7 +609,7 @@ static uint16_t fs_offer(void *arg, size_t pos, uint16_t sum)
     fs_state_t *s = arg;
     float key = s->base + (float)sum / s->scale;
     int64_t id = s->by_slot ? (int64_t)(((uint64_t)s->list << 32) | pos) : s->L->ids[pos];
-    if (key <= cands_threshold(s->h) && !(s->fresh && vs_fresh_base_dead(s->fresh, s->L->ids[pos])))
+    if (key <= cands_threshold(s->h) && !skip_base(s->fresh, s->excl, s->L->ids[pos]))
         cands_push(s->h, key, id);
     return key_to_threshold(cands_threshold(s->h), s->base, s->scale);
 }
@@ -666,7 +675,7 @@ static uint16_t fresh_fs_offer(void *arg, size_t off, uint16_t sum)
     float key = s->base + (float)sum / s->scale;
     if (key <= cands_threshold(s->h) && !atomic_load_explicit(&s->ch->dead[off], memory_order_acquire)) {
         int64_t id = s->ch->ids[off];
-        if (vs_fresh_live(s->c->fresh, s->L, s->list, id, s->start + off)) {
+        if (!vs_idset_has(s->c->excl, id) && vs_fresh_live(s->c->fresh, s->L, s->list, id, s->start + off)) {
             cands_push(s->h, key,
                        s->refine ? (int64_t)(FRESH_SLOT | ((uint64_t)s->pi << 32) | (s->start + off)) : id);
             s->offered++;
@@ -726,7 +735,8 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, ui
                 key = base + vs_pq_adc(s->table, code, ivf->pq.m, ivf->pq.ksub);
             }
             /* the map is the truth for the few that pass (a record dies just after its id moved on) */
-            if (key > cands_threshold(h) || !vs_fresh_live(c->fresh, FL, l, id, pos))
+            if (key > cands_threshold(h) || vs_idset_has(c->excl, id) ||
+                !vs_fresh_live(c->fresh, FL, l, id, pos))
                 continue;
             cands_push(h, key, refine ? (int64_t)(FRESH_SLOT | ((uint64_t)pi << 32) | pos) : id);
             offered++;
@@ -789,7 +799,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
             float thr = cands_threshold(&h);
             for (size_t i = 0; i < L->n; i++) {
                 float key = vs_topk_key(s->dbuf[i], larger);
-                if (key <= thr && !(fresh && vs_fresh_base_dead(fresh, L->ids[i]))) {
+                if (key <= thr && !skip_base(fresh, c->excl, L->ids[i])) {
                     cands_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
                     thr = cands_threshold(&h);
                 }
@@ -810,7 +820,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
                 base = -kern->ip(q, cl, d) + ip_bias;
                 scale = ip_scale;
             }
-            fs_state_t st = {&h, L, (uint32_t)l, refine, base, scale, fresh};
+            fs_state_t st = {&h, L, (uint32_t)l, refine, base, scale, fresh, c->excl};
             if (L->n)
                 scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(cands_threshold(&h), base, scale),
                      fs_offer, &st);
@@ -834,7 +844,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
             float thr = cands_threshold(&h);
             for (size_t i = 0; i < L->n; i++) {
                 float key = base + vs_pq_adc(s->table, L->codes + i * pq->m, pq->m, pq->ksub);
-                if (key <= thr && !(fresh && vs_fresh_base_dead(fresh, L->ids[i]))) {
+                if (key <= thr && !skip_base(fresh, c->excl, L->ids[i])) {
                     cands_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
                     thr = cands_threshold(&h);
                 }
@@ -937,9 +947,9 @@ static size_t scratch_layout(const scratch_shape_t *sh, void *mem, scratch_t *s)
     return off;
 }
 
-static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, size_t nq, const float *q, size_t k,
-                            uint32_t nprobe, uint32_t qef, const int32_t *lists, float k_factor,
-                            size_t n_threads, float *out_dist, int64_t *out_ids, char *err)
+static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const vs_idset_t *excl, size_t nq,
+                            const float *q, size_t k, uint32_t nprobe, uint32_t qef, const int32_t *lists,
+                            float k_factor, size_t n_threads, float *out_dist, int64_t *out_ids, char *err)
 {
     if (!ivf->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index is not trained");
@@ -962,6 +972,7 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, size_t
                       .qef = qef,
                       .lists = lists,
                       .fresh = fresh,
+                      .excl = excl,
                       .larger = ivf->metric != VS_METRIC_L2,
                       .out_dist = out_dist,
                       .out_ids = out_ids};
@@ -1024,9 +1035,10 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, size_t
 
 /* Checks the parameters (the lists when given, else nprobe and quantizer_efSearch) as vs_index_search and
  * vs_ivf_search_lists promise, then searches. */
-static vs_status checked_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, size_t nq, const float *q,
-                                size_t k, uint32_t nprobe, uint32_t qef, const int32_t *lists, float k_factor,
-                                size_t n_threads, float *out_dist, int64_t *out_ids, char *err)
+static vs_status checked_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const vs_idset_t *excl,
+                                size_t nq, const float *q, size_t k, uint32_t nprobe, uint32_t qef,
+                                const int32_t *lists, float k_factor, size_t n_threads, float *out_dist,
+                                int64_t *out_ids, char *err)
 {
     if (k == 0 || k > VS_TOPK_MAX_K)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %zu is out of range 1..%u", k, VS_TOPK_MAX_K);
@@ -1051,23 +1063,25 @@ static vs_status checked_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, si
     vs_status st = vs_check_finite(q, nq, ivf->d, "query", err);
     if (st != VS_OK)
         return st;
-    return run_search(ivf, fresh, nq, q, k, nprobe, qef, lists, k_factor,
+    return run_search(ivf, fresh, excl, nq, q, k, nprobe, qef, lists, k_factor,
                       n_threads ? n_threads : vs_parallel_cpus(), out_dist, out_ids, err);
 }
 
 vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, const int32_t *lists,
-                              uint32_t n_lists, float k_factor, size_t n_threads, float *out_dist,
-                              int64_t *out_ids, char err[VS_ERR_LEN])
+                              uint32_t n_lists, float k_factor, const vs_idset_t *exclude, size_t n_threads,
+                              float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
 {
-    return checked_search(ivf, NULL, nq, q, k, n_lists, 0, lists, k_factor, n_threads, out_dist, out_ids,
-                          err);
+    return checked_search(ivf, NULL, exclude, nq, q, k, n_lists, 0, lists, k_factor, n_threads, out_dist,
+                          out_ids, err);
 }
 
 vs_status vs_ivf_search_fresh(const vs_ivf_t *ivf, const vs_fresh_t *f, size_t nq, const float *q, size_t k,
                               uint32_t nprobe, uint32_t qef, const int32_t *lists, float k_factor,
-                              size_t n_threads, float *out_dist, int64_t *out_ids, char *err)
+                              const vs_idset_t *excl, size_t n_threads, float *out_dist, int64_t *out_ids,
+                              char *err)
 {
-    return checked_search(ivf, f, nq, q, k, nprobe, qef, lists, k_factor, n_threads, out_dist, out_ids, err);
+    return checked_search(ivf, f, excl, nq, q, k, nprobe, qef, lists, k_factor, n_threads, out_dist, out_ids,
+                          err);
 }
 
 /* ---- persistence -------------------------------------------------------------------------------- */
@@ -1252,8 +1266,8 @@ static vs_status ops_search(const void *impl, size_t nq, const float *q, size_t 
         return vs_errf(
             err, VS_ERR_INVALID_ARGUMENT,
             "quantizer_efSearch applies to IVF indexes with an HNSW coarse quantizer (IVF{n}_HNSW{M}) only");
-    return run_search(ivf, NULL, nq, q, k, nprobe, params->quantizer_ef_search, NULL, params->k_factor,
-                      n_threads, out_dist, out_ids, err);
+    return run_search(ivf, NULL, params->exclude, nq, q, k, nprobe, params->quantizer_ef_search, NULL,
+                      params->k_factor, n_threads, out_dist, out_ids, err);
 }
 
 static vs_status ops_train(void *impl, size_t n, const float *x, size_t n_threads,

@@ -29,8 +29,8 @@ void vs_ivf_destroy(vs_ivf_t *ivf);
 /* Search restricted to given lists (centroid routing: the coordinator picked them). lists[nq*n_lists]
  * are list ids (each < nlist, -1 = skip); see vs_index_search for the rest. */
 vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, const int32_t *lists,
-                              uint32_t n_lists, float k_factor, size_t n_threads, float *out_dist,
-                              int64_t *out_ids, char err[VS_ERR_LEN]);
+                              uint32_t n_lists, float k_factor, const struct vs_idset *exclude,
+                              size_t n_threads, float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN]);
 
 /* Builds an IVF index over a validated, mapped index file (f outlives the index; the caller closes it
  * after vs_ivf_destroy). Checks every IVF section's size and content; VS_ERR_CORRUPT names the section. */

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "common/cli/timing.h"
+#include "common/idset.h"
 #include "common/log.h"
 #include "common/parallel.h"
 #include "common/topk.h"
@@ -518,6 +519,9 @@ static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchR
                        sh->max_batch);
     if (r->k == 0 || r->k > VS_TOPK_MAX_K)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %u is out of range 1..%u", r->k, VS_TOPK_MAX_K);
+    if (r->n_exclude_ids > VS_EXCLUDE_MAX)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu excluded ids is above the limit of %u",
+                       r->n_exclude_ids, VS_EXCLUDE_MAX);
     memset(params, 0, sizeof *params);
     *clipped = 0;
     if (r->params) {
@@ -643,7 +647,11 @@ vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t l
     size_t nq = 0;
     float *dist = NULL;
     int64_t *ids = NULL;
+    vs_idset_t *excl = NULL;
     st = validate(sh, r, v, &params, &clipped, &nq, err);
+    if (st == VS_OK && r->n_exclude_ids) /* one set for every query of the call */
+        st = vs_idset_create(r->exclude_ids, r->n_exclude_ids, &excl, err);
+    params.exclude = excl;
     if (st == VS_OK) {
         size_t k = r->k;
         dist = malloc(nq * k * sizeof *dist);
@@ -666,15 +674,18 @@ vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t l
         }
         if (v->fresh && r->lists_per_query)
             st = vs_fresh_search_lists(v->fresh, nq, r->queries, r->k, r->lists, r->lists_per_query,
-                                       params.k_factor, threads, dist, ids, err);
+                                       params.k_factor, params.exclude, threads, dist, ids, err);
         else if (v->fresh)
             st = vs_fresh_search(v->fresh, nq, r->queries, r->k, &params, threads, dist, ids, err);
         else if (r->lists_per_query)
             st = vs_ivf_search_lists(vs_index_impl_ivf(v->idx), nq, r->queries, r->k, r->lists,
-                                     r->lists_per_query, params.k_factor, threads, dist, ids, err);
+                                     r->lists_per_query, params.k_factor, params.exclude, threads, dist, ids,
+                                     err);
         else
             st = vs_index_search(v->idx, nq, r->queries, r->k, &params, threads, dist, ids, err);
     }
+    vs_idset_destroy(excl);
+    params.exclude = NULL;
     double t_encode = vs_now_s();
     if (st == VS_OK && sh->on_stage)
         sh->on_stage(sh->stage_user, VS_SHARD_STAGE_SEARCH, t_encode - t_search);

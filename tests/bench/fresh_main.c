@@ -16,26 +16,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/cli/flags.h"
-#include "common/vecio.h"
 #include "shard/index/fresh.h"
 #include "shard/index/index.h"
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static double cpu_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
+#include "tests/bench/inproc.h"
 
 static int die(const char *what, const char *err)
 {
@@ -82,14 +67,14 @@ static vs_status run(const vs_index_t *idx, const vs_fresh_t *fr, size_t nq, con
                      size_t k, const vs_search_params_t *p, float *dist, int64_t *ids, timing_t *best,
                      char *err)
 {
-    double t0 = now_s(), c0 = cpu_s();
+    double t0 = vs_bench_now_s(), c0 = vs_bench_cpu_s();
     for (size_t i = 0; i < nq; i++) {
         vs_status st = fr ? vs_fresh_search(fr, 1, q + i * d, k, p, 1, dist + i * k, ids + i * k, err)
                           : vs_index_search(idx, 1, q + i * d, k, p, 1, dist + i * k, ids + i * k, err);
         if (st != VS_OK)
             return st;
     }
-    double wall = now_s() - t0, cpu = cpu_s() - c0;
+    double wall = vs_bench_now_s() - t0, cpu = vs_bench_cpu_s() - c0;
     if (nq / wall > best->qps) {
         best->qps = (double)nq / wall;
         best->cpu_us = cpu / (double)nq * 1e6;
@@ -108,86 +93,43 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    const char *base_path = NULL, *q_path = NULL, *factory = "HNSW32";
-    long long ef = 64, nprobe = 0, writes = 20000, batch = 10, k = 10, nq_max = 1000;
-    static const struct option lo[] = {{"base", 1, 0, 'b'},
-                                       {"queries", 1, 0, 'q'},
-                                       {"factory", 1, 0, 'f'},
-                                       {"ef", 1, 0, 'e'},
-                                       {"nprobe", 1, 0, 'n'},
-                                       {"writes", 1, 0, 'w'},
-                                       {"batch", 1, 0, 'B'},
-                                       {"k", 1, 0, 'k'},
-                                       {"nq", 1, 0, 'Q'},
-                                       {"help", 0, 0, 'h'},
-                                       {0, 0, 0, 0}};
+    vs_bench_inproc_t b = {.factory = "HNSW32", .ef = 64, .nq_max = 1000};
+    long long writes = 20000, batch = 10, k = 10;
+    static const struct option lo[] = {VS_BENCH_INPROC_OPTIONS, {"writes", 1, 0, 'w'}, {"batch", 1, 0, 'B'},
+                                       {"k", 1, 0, 'k'},        {"help", 0, 0, 'h'},   {0, 0, 0, 0}};
     char err[VS_ERR_LEN];
     int o;
     while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         vs_status st = VS_OK;
-        switch (o) {
-        case 'b':
-            base_path = optarg;
-            break;
-        case 'q':
-            q_path = optarg;
-            break;
-        case 'f':
-            factory = optarg;
-            break;
-        case 'e':
-            st = vs_cli_parse_int("--ef", optarg, 1, 100000, &ef, err);
-            break;
-        case 'n':
-            st = vs_cli_parse_int("--nprobe", optarg, 1, 1 << 20, &nprobe, err);
-            break;
-        case 'w':
+        if (vs_bench_inproc_opt(&b, o, optarg, &st, err)) {
+        } else if (o == 'w') {
             st = vs_cli_parse_int("--writes", optarg, 1, 1 << 30, &writes, err);
-            break;
-        case 'B':
+        } else if (o == 'B') {
             st = vs_cli_parse_int("--batch", optarg, 1, 100000, &batch, err);
-            break;
-        case 'k':
+        } else if (o == 'k') {
             st = vs_cli_parse_int("--k", optarg, 1, 10000, &k, err);
-            break;
-        case 'Q':
-            st = vs_cli_parse_int("--nq", optarg, 1, 1 << 30, &nq_max, err);
-            break;
-        case 'h':
+        } else if (o == 'h') {
             usage(stdout);
             return 0;
-        default:
+        } else {
             usage(stderr);
             return 2;
         }
         if (st != VS_OK)
             return die("flags", err);
     }
-    if (!base_path || !q_path) {
-        usage(stderr);
-        return 2;
-    }
-    size_t n, nq;
-    uint32_t d, dq;
-    float *x, *q;
-    if (vs_vecfile_load_f32(base_path, &n, &d, &x, err) != VS_OK ||
-        vs_vecfile_load_f32(q_path, &nq, &dq, &q, err) != VS_OK)
-        return die("data", err);
-    if (dq != d || (size_t)writes > n)
-        return die("data", "queries of another dimension, or more writes than base rows");
-    if (nq > (size_t)nq_max)
-        nq = (size_t)nq_max;
     vs_metric metric = VS_METRIC_L2;
     vs_index_t *idx;
-    double t0 = now_s();
-    vs_status st = vs_index_create(d, metric, factory, &idx, err);
-    if (st == VS_OK)
-        st = vs_index_train(idx, n, x, 0, NULL, err);
-    if (st == VS_OK)
-        st = vs_index_add(idx, n, x, NULL, 0, NULL, err);
-    if (st != VS_OK)
-        return die("build", err);
-    fprintf(stderr, "built %s over %zu x %u in %.1f s\n", factory, n, d, now_s() - t0);
+    double t0 = vs_bench_now_s();
+    if (vs_bench_inproc_load(&b, err) != VS_OK || vs_bench_inproc_build(&b, &idx, err) != VS_OK)
+        return die("data", err);
+    const size_t n = b.n, nq = b.nq;
+    const uint32_t d = b.d;
+    const float *x = b.x, *q = b.q;
+    const char *factory = b.factory;
+    if ((size_t)writes > n)
+        return die("data", "more writes than base rows");
+    fprintf(stderr, "built %s over %zu x %u in %.1f s\n", factory, n, d, vs_bench_now_s() - t0);
 
     /* the writes: W upserts, a quarter replacing base ids 0, 4, 8, ... with the vector of row n-1-i, the
      * rest new ids (n + i) with a row's vector plus noise; then 1 % of the new ids deleted */
@@ -214,13 +156,13 @@ int main(int argc, char **argv)
     vs_fresh_t *fr;
     if (vs_fresh_create(idx, 4 * W, &fr, err) != VS_OK)
         return die("fresh", err);
-    double w0 = now_s(), wc0 = cpu_s();
+    double w0 = vs_bench_now_s(), wc0 = vs_bench_cpu_s();
     for (size_t i = 0; i < W; i += (size_t)batch) {
         size_t m = W - i < (size_t)batch ? W - i : (size_t)batch;
         if (vs_fresh_upsert(fr, m, wid + i, wx + i * d, err) != VS_OK)
             return die("upsert", err);
     }
-    double w_wall = now_s() - w0, w_cpu = cpu_s() - wc0;
+    double w_wall = vs_bench_now_s() - w0, w_cpu = vs_bench_cpu_s() - wc0;
     size_t n_del = 0;
     int64_t *del = malloc(W * sizeof *del);
     for (size_t i = 1; i < W; i += 100)
@@ -249,11 +191,7 @@ int main(int argc, char **argv)
         exact(d, metric, live_n, live_x, live_ids, nq, q, (size_t)k, gt_live, err) != VS_OK)
         return die("exact search", err);
 
-    vs_search_params_t p = {0};
-    if (strncmp(factory, "HNSW", 4) == 0)
-        p.ef_search = (uint32_t)ef;
-    else
-        p.nprobe = (uint32_t)nprobe;
+    vs_search_params_t p = vs_bench_inproc_params(&b);
     vs_index_t *rebuilt;
     if (vs_index_clone_empty(idx, &rebuilt, err) != VS_OK ||
         vs_index_add(rebuilt, live_n, live_x, live_ids, 0, NULL, err) != VS_OK)
@@ -272,7 +210,7 @@ int main(int argc, char **argv)
     vs_fresh_stats_t fs;
     vs_fresh_stats(fr, &fs);
     printf("== %s, %zu x %u, %zu queries one per call on 1 thread, k %lld, %s %lld; best of 2 interleaved\n",
-           factory, n, d, nq, k, p.ef_search ? "efSearch" : "nprobe", p.ef_search ? ef : nprobe);
+           factory, n, d, nq, k, p.ef_search ? "efSearch" : "nprobe", p.ef_search ? b.ef : b.nprobe);
     printf("writes: %zu upserts in batches of %lld (%zu replace base ids), %zu deletes: %.1f us per upsert "
            "(wall), %.1f us CPU; fresh state %.1f MB for %zu live fresh items\n",
            W, batch, (W + 3) / 4, n_del, w_wall / (double)W * 1e6, w_cpu / (double)W * 1e6,
@@ -291,8 +229,7 @@ int main(int argc, char **argv)
     free(rids);
     vs_fresh_destroy(fr);
     vs_index_destroy(idx);
-    free(x);
-    free(q);
+    vs_bench_inproc_free(&b);
     free(wid);
     free(wx);
     free(live_ids);

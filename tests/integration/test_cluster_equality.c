@@ -19,6 +19,9 @@
  *  - fewer results per partition (--partition-k-probability 0.99: each of the 2 partitions returns 9 of
  *    10): still equal on this data; at 0.5 (6 of 10) some answers must differ, which shows the option is
  *    applied;
+ *  - exclude_ids (each query's 3 nearest answers and 100 other ids, one set for every query): equal to the
+ *    in-process search with the same exclusions, in one batch and one query per call, both where lists are
+ *    ranked (the coordinator sends each partition only the ids it owns);
  *  - SIGTERM of the coordinator while a request waits on a hung (SIGSTOPped) shard, --grace-ms 300: once
  *    the grace period is over the coordinator ends its shard calls, the client gets the partial answer
  *    within a second, not at its 10 s deadline, and the coordinator exits 0. */
@@ -31,6 +34,7 @@
 #include <unistd.h>
 
 #include "common/cli/timing.h"
+#include "common/idset.h"
 #include "common/net/rpc.h"
 #include "common/topk.h"
 #include "common/vecio.h"
@@ -56,6 +60,10 @@ static uint32_t g_qef;        /* quantizer_ef_search of the requests (0 = defaul
 static float want3_d[NQ * K]; /* v2's in-process answers at quantizer_efSearch 32 */
 static int64_t want3_i[NQ * K];
 static float base[(size_t)N * D], queries[(size_t)NQ * D];
+static int64_t g_excl[NQ * 3 + 100]; /* the requests' exclude_ids while g_n_excl > 0 */
+static size_t g_n_excl;
+static float wantx_d[NQ * K]; /* v1's in-process answers with those exclusions */
+static int64_t wantx_i[NQ * K];
 
 /* One Search call of nq queries; the number of queries answered with results equal to want (nq*K), 0
  * when the call failed (printed; the callers count, as this also runs on client threads). */
@@ -72,6 +80,8 @@ static size_t search_equal(vs_rpc_channel_t *ch, const float *q, size_t nq, cons
     r.queries = (float *)q;
     r.params = &p;
     r.index_version = (char *)g_version;
+    r.exclude_ids = g_n_excl ? g_excl : NULL;
+    r.n_exclude_ids = g_n_excl;
     size_t len = vecshard__v1__search_request__get_packed_size(&r);
     uint8_t *buf = malloc(len), *body = NULL;
     vecshard__v1__search_request__pack(&r, buf);
@@ -175,6 +185,13 @@ static double run(const vs_test_version_t *v, const vs_test_proc_t *shards, cons
             same += search_equal(ch, queries + i * D, 1, want_d + i * K, want_i + i * K);
         CHECKF(same == NQ, "%s %s, one query per call: %zu of %d equal in-process search", flag, value, same,
                NQ);
+        g_n_excl = sizeof g_excl / sizeof *g_excl; /* exclusions: one batch, then one query per call */
+        same = search_equal(ch, queries, NQ, wantx_d, wantx_i);
+        for (size_t i = 0; i < NQ; i++)
+            same += search_equal(ch, queries + i * D, 1, wantx_d + i * K, wantx_i + i * K);
+        g_n_excl = 0;
+        CHECKF(same == 2 * NQ, "%s %s, exclude_ids: %zu of %d equal in-process search", flag, value, same,
+               2 * NQ);
         g_version = "v2"; /* the HNSW-quantizer version, by name */
         g_nprobe = 32;
         same = search_equal(ch, queries, NQ, want2_d, want2_i);
@@ -306,6 +323,18 @@ int main(void)
     int64_t want_i[NQ * K];
     vs_search_params_t sp = {.nprobe = NPROBE};
     CHECKF(vs_test_version_search(&v, queries, NQ, K, &sp, want_d, want_i, err) == VS_OK, "%s", err);
+    for (size_t i = 0; i < NQ; i++) /* each query's 3 nearest answers, and 100 ids spread over the base */
+        for (size_t j = 0; j < 3; j++)
+            g_excl[i * 3 + j] = want_i[i * K + j];
+    for (size_t i = 0; i < 100; i++)
+        g_excl[NQ * 3 + i] = (int64_t)(i * 37 % N);
+    vs_idset_t *excl_set = NULL;
+    CHECK(vs_idset_create(g_excl, sizeof g_excl / sizeof *g_excl, &excl_set, err) == VS_OK);
+    vs_search_params_t spx = {.nprobe = NPROBE, .exclude = excl_set};
+    CHECKF(vs_test_version_search(&v, queries, NQ, K, &spx, wantx_d, wantx_i, err) == VS_OK, "%s", err);
+    vs_idset_destroy(excl_set);
+    for (size_t i = 0; i < NQ * K; i++)
+        CHECK(wantx_i[i] != want_i[(i / K) * K] && wantx_i[i] >= 0); /* excluded in process, k still found */
     vs_test_version_t v2 = v;
     snprintf(v2.dir, sizeof v2.dir, "%s/v2", dir);
     snprintf(v2.manifest, sizeof v2.manifest, "%s/v2/manifest.json", dir);
@@ -352,10 +381,10 @@ int main(void)
         double rpcs, calls;
         double ranked =
             run(&v, shards, "coordinator", "--coarse-at", "coordinator", 0, 1, want_d, want_i, &rpcs, &calls);
-        CHECKF(ranked == 5 * NQ,
-               "the coordinator ranked %.0f queries' lists, expected %d (v1, v2, v2 at "
+        CHECKF(ranked == 7 * NQ,
+               "the coordinator ranked %.0f queries' lists, expected %d (v1, v1 with exclusions, v2, v2 at "
                "quantizer_efSearch 32)",
-               ranked, 5 * NQ);
+               ranked, 7 * NQ);
         vs_test_case_done("coarse_at_coordinator", vs_test_failures == f0);
         f0 = vs_test_failures;
         ranked = run(&v, shards, "shard", "--coarse-at", "shard", 0, 1, want_d, want_i, &rpcs, &calls);

@@ -6,6 +6,7 @@
 - deploy/local/cluster.sh up --writes starts etcd, NATS JetStream, 2 hash partitions of an IVF16,Flat
   version and the coordinator. With nprobe = nlist the index is exact, so the client's single and batch
   searches must return numpy's brute-force neighbours and distances.
+- exclude_ids: the excluded nearest neighbours are skipped, the next ones come up.
 - upsert and delete through the client: with min_log_seq the next search sees each write at once.
 - Errors: bad shapes and NaN are refused before the network (ValueError); a wrong dimension and k = 0 are
   the server's INVALID_ARGUMENT as VecshardError; a dead address is UNAVAILABLE after the retries, within
@@ -109,6 +110,8 @@ def run_checks(vecshard, addr, base, queries):
               f"version {r.index_version}, coverage {r.coverage}")
         one = c.search(queries[3], k=K, nprobe=NLIST)  # one query, 1-D
         check(np.array_equal(one.ids[0], want_ids[3]), "single search: not the exact neighbours")
+        ex = c.search(queries[3], k=K, nprobe=NLIST, exclude_ids=want_ids[3, :3])  # the 3 nearest excluded
+        check(np.array_equal(ex.ids[0, :K - 3], want_ids[3, 3:]), f"exclude_ids: {ex.ids[0]}")
 
         # writes, read through min_log_seq
         new_id = 10 ** 12 + 5

@@ -222,10 +222,10 @@ static void test_search_lists_and_errors(void)
     int64_t i1[20 * K], i2[20 * K];
     vs_search_params_t sp = {.nprobe = 8, .k_factor = 4};
     CHECK(vs_index_search(idx, 20, s.q, K, &sp, 1, d1, i1, err) == VS_OK);
-    CHECK(vs_ivf_search_lists(ivf, 20, s.q, K, lists, 8, 4, 1, d2, i2, err) == VS_OK);
+    CHECK(vs_ivf_search_lists(ivf, 20, s.q, K, lists, 8, 4, NULL, 1, d2, i2, err) == VS_OK);
     CHECK(memcmp(i1, i2, sizeof i1) == 0 && memcmp(d1, d2, sizeof d1) == 0);
     lists[3] = 64; /* out of range */
-    CHECK(vs_ivf_search_lists(ivf, 20, s.q, K, lists, 8, 4, 1, d2, i2, err) == VS_ERR_OUT_OF_RANGE);
+    CHECK(vs_ivf_search_lists(ivf, 20, s.q, K, lists, 8, 4, NULL, 1, d2, i2, err) == VS_ERR_OUT_OF_RANGE);
     vs_index_destroy(idx);
     idx = build(&s, "IVF64,Flat");
     float d[K];

@@ -449,8 +449,8 @@ static void test_cluster_build(void)
             }
             if (!any)
                 continue;
-            CHECK(vs_ivf_search_lists(vs_index_impl_ivf(parts[p]), 1, queries + q * D, K, mine, NPROBE, 0, 1,
-                                      dp[nl], ip[nl], err) == VS_OK);
+            CHECK(vs_ivf_search_lists(vs_index_impl_ivf(parts[p]), 1, queries + q * D, K, mine, NPROBE, 0,
+                                      NULL, 1, dp[nl], ip[nl], err) == VS_OK);
             l[nl] = (vs_topk_list_t){dp[nl], ip[nl], K};
             nl++;
         }
@@ -484,7 +484,8 @@ static void test_idempotent_and_streaming(void)
     size_t len[N_FILES];
     for (size_t f = 0; f < N_FILES; f++)
         first[f] = vs_test_read_file(vpath(a.s, files[f]), &len[f]);
-    /* a built version is immutable: refused without --resume; the same build resumed rewrites the same bytes */
+    /* a built version is immutable: refused without --resume; the same build resumed rewrites the same bytes
+     */
     CHECK(vs_builder_run(&o, NULL, err) == VS_ERR_ALREADY_EXISTS && strstr(err, "immutable"));
     o.resume = 1;
     CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err); /* again, over the first */

@@ -238,8 +238,8 @@ static void test_writes_match_a_rebuild(void)
                 CHECK(vs_ivf_probe(ivf, queries + qi * D, 6, 0, lists + qi * 6, err) == VS_OK);
             float d3[NQ * K];
             int64_t i3[NQ * K];
-            CHECKF(vs_fresh_search_lists(fr, NQ, queries, K, lists, 6, 8, 1, d3, i3, err) == VS_OK, "%s",
-                   err);
+            CHECKF(vs_fresh_search_lists(fr, NQ, queries, K, lists, 6, 8, NULL, 1, d3, i3, err) == VS_OK,
+                   "%s", err);
             CHECKF(memcmp(i1, i3, sizeof i1) == 0, "%s: search_lists differs", factories[f]);
             vs_index_destroy(rebuilt);
             vs_fresh_destroy(fr);
@@ -444,7 +444,8 @@ static void test_compaction(void)
         const struct vs_ivf *ivf = vs_index_impl_ivf(idx);
         for (size_t qi = 0; qi < NQ; qi++)
             CHECK(vs_ivf_probe(ivf, queries + qi * D, 6, 0, lists + qi * 6, err) == VS_OK);
-        CHECKF(vs_fresh_search_lists(fr, NQ, queries, K, lists, 6, 8, 1, d3, i3, err) == VS_OK, "%s", err);
+        CHECKF(vs_fresh_search_lists(fr, NQ, queries, K, lists, 6, 8, NULL, 1, d3, i3, err) == VS_OK, "%s",
+               err);
         CHECKF(memcmp(i1, i3, sizeof i1) == 0, "%s: search_lists differs", factories[f]);
         /* deleting everything written leaves the base minus the replaced rows, and compacts to nothing */
         CHECK(vs_fresh_delete(fr, IDS, ids, err) == VS_OK);
@@ -507,7 +508,7 @@ static void test_hnsw_writes(void)
             CHECKF(r1 >= r2 - 0.02 && r1 > 0.5, "%s %s: recall %.4f with fresh writes, %.4f rebuilt",
                    factories[f], vs_metric_name(metrics[m]), r1, r2);
             int32_t lists[NQ];
-            CHECK(vs_fresh_search_lists(fr, 1, queries, K, lists, 1, 0, 1, d1, i1, err) ==
+            CHECK(vs_fresh_search_lists(fr, 1, queries, K, lists, 1, 0, NULL, 1, d1, i1, err) ==
                   VS_ERR_UNSUPPORTED);
             vs_index_destroy(rebuilt);
             vs_fresh_destroy(fr);

@@ -146,15 +146,18 @@ class Client:
 
     def search(self, queries, k: int = 10, *, nprobe: int = 0, ef_search: int = 0, k_factor: float = 0.0,
                quantizer_ef_search: int = 0, model_version: str = "", index_version: str = "",
-               min_coverage: float = 0.0, min_log_seq: int = 0, request_id: str = "",
+               min_coverage: float = 0.0, min_log_seq: int = 0, request_id: str = "", exclude_ids=None,
                timeout: Optional[float] = None) -> SearchResult:
         """The k nearest items of each query row. queries: (nq, dim) or (dim,) floats. Search parameters
-        as FAISS names them (0 = the version's defaults). A partial answer (some partition unreachable) is
-        returned with coverage.partial set, unless min_coverage asks for more (then UNAVAILABLE)."""
+        as FAISS names them (0 = the version's defaults). exclude_ids: ids never returned, for every query
+        of the call (up to 10,000; e.g. what this user has seen). A partial answer (some partition
+        unreachable) is returned with coverage.partial set, unless min_coverage asks for more (then
+        UNAVAILABLE)."""
         q = _matrix(queries, "queries")
+        excl = _ids(exclude_ids, "exclude_ids").tolist() if exclude_ids is not None and len(exclude_ids) else []
         req = coordinator_pb2.SearchRequest(
             dim=q.shape[1], k=k, model_version=model_version, index_version=index_version,
-            min_coverage=min_coverage, request_id=request_id, min_log_seq=min_log_seq,
+            min_coverage=min_coverage, request_id=request_id, min_log_seq=min_log_seq, exclude_ids=excl,
             params=common_pb2.SearchParams(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor,
                                            quantizer_ef_search=quantizer_ef_search))
         resp = self._call(self._search, req.SerializeToString() + _packed_floats(2, q), timeout)
