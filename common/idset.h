@@ -9,26 +9,28 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/hash.h"
 #include "common/status.h"
 
 /* The most ids a search request may exclude (per request: every query of it). */
 #define VS_EXCLUDE_MAX 10000u
 
 typedef struct vs_idset {
-    size_t n;        /* distinct ids */
-    uint64_t mask;   /* table slots - 1 */
-    int64_t *slots;  /* -1 = empty (ids are >= 0) */
-    uint64_t *bits;  /* (mask + 1) / 64 words: bit of a slot's home position set when an id hashes there */
+    size_t n;       /* distinct ids */
+    uint64_t mask;  /* table slots - 1 */
+    int64_t *slots; /* -1 = empty (ids are >= 0) */
+    uint64_t *bits; /* (mask + 1) / 64 words: bit of a slot's home position set when an id hashes there */
 } vs_idset_t;
 
 /* A set of the n ids (>= 0; repeats allowed). VS_ERR_INVALID_ARGUMENT names a negative id, VS_ERR_NOMEM. */
 vs_status vs_idset_create(const int64_t *ids, size_t n, vs_idset_t **out, char err[VS_ERR_LEN]);
 void vs_idset_destroy(vs_idset_t *s); /* NULL is a no-op */
 
+/* splitmix64: every id bit reaches the low bits the table uses (ids differing only in high bits, say
+ * i << 44, must not share a slot: a client chooses these ids). */
 static inline uint64_t vs_idset_hash(int64_t id)
 {
-    uint64_t z = (uint64_t)id * 0x9e3779b97f4a7c15ull; /* Fibonacci hashing: the high bits are mixed */
-    return z ^ (z >> 29);
+    return vs_splitmix64((uint64_t)id);
 }
 
 /* 1 when id is in s (s may be NULL: the empty set). */

@@ -708,6 +708,32 @@ static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, reque
 }
 
 /* Coverage, merge and the encoded answer. */
+
+/* A shard of an older release ignores ShardSearchRequest.exclude_ids: the merged answer loses any excluded
+ * id it still holds (that query then has fewer results, padded), so none ever reaches the client. */
+static vs_status drop_excluded(const request_t *q, size_t nq, size_t k, float *dist, int64_t *ids, char *err)
+{
+    vs_idset_t *set;
+    vs_status st = vs_idset_create(q->r->exclude_ids, q->r->n_exclude_ids, &set, err);
+    if (st != VS_OK)
+        return st;
+    const float pad = vs_topk_pad_distance(vs_metric_larger_is_better(q->ver->router.metric));
+    for (size_t i = 0; i < nq; i++) {
+        size_t w = i * k;
+        for (size_t j = i * k; j < (i + 1) * k; j++)
+            if (ids[j] < 0 || !vs_idset_has(set, ids[j])) {
+                dist[w] = dist[j];
+                ids[w++] = ids[j];
+            }
+        for (; w < (i + 1) * k; w++) {
+            dist[w] = pad;
+            ids[w] = -1;
+        }
+    }
+    vs_idset_destroy(set);
+    return VS_OK;
+}
+
 static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **out, size_t *out_len,
                         char err[VS_ERR_LEN])
 {
@@ -757,6 +783,8 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
     if (st == VS_OK)
         st = vs_route_merge(&q->plan, k, vs_metric_larger_is_better(q->ver->router.metric), pd, pi, ok, dist,
                             ids, err);
+    if (st == VS_OK && q->r->n_exclude_ids)
+        st = drop_excluded(q, nq, k, dist, ids, err);
     if (st == VS_OK) {
         Vecshard__V1__SearchResponse resp = VECSHARD__V1__SEARCH_RESPONSE__INIT;
         Vecshard__V1__Coverage cov = VECSHARD__V1__COVERAGE__INIT;

@@ -17,6 +17,12 @@ static int run_query(const vs_admin_opts_t *o)
     vs_admin_report_t r;
     char err[VS_ERR_LEN] = "";
     vs_status st = vs_admin_query_run(o, &r, err);
+    if (st == VS_ERR_FAILED_PRECONDITION) { /* the ground truth shares no id with the answers: the run is
+                                             * reported all the same, then refused */
+        vs_admin_report_print(stdout, o, &r, o->json);
+        fprintf(stderr, "vecshard query: %s\n", err);
+        return 1;
+    }
     if (st != VS_OK) {
         fprintf(stderr, "vecshard query: %s\n", err);
         return 1;

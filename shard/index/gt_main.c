@@ -54,6 +54,31 @@ static int dpair_cmp(const void *a, const void *b)
     return (x->id > y->id) - (x->id < y->id);
 }
 
+/* A result as the items' own ids see it: padding (-1) last, then by distance, ties by smallest id. */
+typedef struct own_pair {
+    float dist;
+    int64_t id;
+} own_pair_t;
+
+static int own_cmp(const own_pair_t *x, const own_pair_t *y, int larger)
+{
+    if ((x->id < 0) != (y->id < 0))
+        return x->id < 0 ? 1 : -1;
+    if (x->dist != y->dist)
+        return (larger ? x->dist > y->dist : x->dist < y->dist) ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
+}
+
+static int own_cmp_asc(const void *a, const void *b)
+{
+    return own_cmp(a, b, 0);
+}
+
+static int own_cmp_desc(const void *a, const void *b)
+{
+    return own_cmp(a, b, 1);
+}
+
 static double ddist(vs_metric m, const float *a, const float *b, size_t d)
 {
     /* four partial sums break the add dependency chain; for float inputs each double product is exact
@@ -82,7 +107,7 @@ static double ddist(vs_metric m, const float *a, const float *b, size_t d)
 
 /* Returns the number of queries whose result disagrees with the double brute force beyond ties. */
 static size_t check_exact(vs_metric m, const float *base, size_t n, const float *q, size_t nq, size_t d,
-                          size_t k, const int64_t *ids)
+                          size_t k, const int64_t *ids, size_t stride)
 {
     dpair_t *all = malloc(n * sizeof *all);
     float *qn = malloc(d * sizeof(float));
@@ -100,7 +125,7 @@ static size_t check_exact(vs_metric m, const float *base, size_t n, const float 
         qsort(all, n, sizeof *all, dpair_cmp);
         size_t kk = k < n ? k : n;
         for (size_t r = 0; r < kk; r++) {
-            int64_t got = ids[i * k + r];
+            int64_t got = ids[i * stride + r];
             double got_key = got >= 0 && (size_t)got < n ? ddist(m, qn, base + (size_t)got * d, d) : INFINITY;
             if (got_key != all[r].key) {
                 fprintf(stderr,
@@ -236,8 +261,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "vecshard-gt: %s\n", err);
         return 1;
     }
-    float *dist = malloc(nq * k * sizeof(float));
-    int64_t *ids = malloc(nq * k * sizeof(int64_t));
+    /* with --ids, 16 more than k: distance ties are broken by the items' own ids (as every index does),
+     * and an item tied at the k-th distance with a smaller id may sit just past k rows */
+    const size_t kk = ids_path ? (k + 16 < n ? k + 16 : (n > k ? n : k)) : k;
+    float *dist = malloc(nq * kk * sizeof(float));
+    int64_t *ids = malloc(nq * kk * sizeof(int64_t));
     int32_t *ids32 = malloc(nq * k * sizeof(int32_t));
     if (dist == NULL || ids == NULL || ids32 == NULL) {
         fprintf(stderr, "vecshard-gt: out of memory for %zu x %zu results\n", nq, k);
@@ -248,7 +276,8 @@ int main(int argc, char **argv)
     const size_t chunk = 1024;
     for (size_t q0 = 0; q0 < nq; q0 += chunk) {
         size_t m = nq - q0 < chunk ? nq - q0 : chunk;
-        if (vs_flat_search(flat, m, q + q0 * d, k, threads, -1, dist + q0 * k, ids + q0 * k, err) != VS_OK) {
+        if (vs_flat_search(flat, m, q + q0 * d, kk, threads, -1, dist + q0 * kk, ids + q0 * kk, err) !=
+            VS_OK) {
             fprintf(stderr, "vecshard-gt: %s\n", err);
             return 1;
         }
@@ -256,23 +285,37 @@ int main(int argc, char **argv)
     }
     double secs = vs_progress_finish(&prog, nq);
     vs_status wst;
-    if (ids_path) { /* rows -> the items' ids (a missing result, k > n, stays -1) */
+    float *dist_out = dist;
+    if (ids_path) { /* rows -> the items' ids (a missing result, k > n, stays -1), ties by id */
         int64_t *own = malloc(nq * k * sizeof *own);
-        if (!own) {
+        own_pair_t *pairs = malloc(kk * sizeof *pairs);
+        dist_out = malloc(nq * k * sizeof *dist_out);
+        if (!own || !pairs || !dist_out) {
             fprintf(stderr, "vecshard-gt: out of memory for %zu x %zu ids\n", nq, k);
             return 1;
         }
-        for (size_t i = 0; i < nq * k; i++)
-            own[i] = ids[i] >= 0 ? vs_ids_file_get(&idf, (size_t)ids[i]) : -1;
+        for (size_t i = 0; i < nq; i++) {
+            for (size_t j = 0; j < kk; j++) {
+                int64_t row = ids[i * kk + j];
+                pairs[j] = (own_pair_t){dist[i * kk + j], row >= 0 ? vs_ids_file_get(&idf, (size_t)row) : -1};
+            }
+            qsort(pairs, kk, sizeof *pairs, vs_metric_larger_is_better(metric) ? own_cmp_desc : own_cmp_asc);
+            for (size_t j = 0; j < k; j++) {
+                own[i * k + j] = pairs[j].id;
+                dist_out[i * k + j] = pairs[j].dist;
+            }
+        }
         wst = vs_vecio_write_npy(out_path, VS_DTYPE_I64, nq, (uint32_t)k, own, err);
         free(own);
+        free(pairs);
         vs_ids_file_close(&idf);
     } else {
         for (size_t i = 0; i < nq * k; i++)
             ids32[i] = (int32_t)ids[i];
         wst = vs_vecio_write_ivecs(out_path, nq, (uint32_t)k, ids32, err);
     }
-    if (wst != VS_OK || (dist_path && vs_vecio_write_fvecs(dist_path, nq, (uint32_t)k, dist, err) != VS_OK)) {
+    if (wst != VS_OK ||
+        (dist_path && vs_vecio_write_fvecs(dist_path, nq, (uint32_t)k, dist_out, err) != VS_OK)) {
         fprintf(stderr, "vecshard-gt: %s\n", err);
         return 1;
     }
@@ -282,7 +325,7 @@ int main(int argc, char **argv)
     int rc = 0;
     if (check > 0) {
         size_t nc = check < nq ? check : nq;
-        size_t bad = check_exact(metric, vs_flat_data(flat), n, q, nc, d, k, ids);
+        size_t bad = check_exact(metric, vs_flat_data(flat), n, q, nc, d, k, ids, kk);
         printf("check: %zu of %zu queries agree with the double-precision brute force (ties allowed only "
                "when exact)\n",
                nc - bad, nc);
@@ -291,6 +334,8 @@ int main(int argc, char **argv)
     vs_flat_destroy(flat);
     free(base);
     free(q);
+    if (dist_out != dist)
+        free(dist_out);
     free(dist);
     free(ids);
     free(ids32);

@@ -929,6 +929,7 @@ typedef struct search_ctx {
     const vs_hnsw_t *h;
     const float *q;
     size_t k, kp, ef;
+    size_t ef_max; /* the pool of a second search when skipped nodes left fewer than k answers */
     float *out_dist;
     int64_t *out_ids;
     scratch_t *scratch; /* per worker, pointed into the worker thread's arena on its first query */
@@ -963,6 +964,12 @@ static scratch_t *worker_scratch(search_ctx_t *c, size_t worker)
     return s;
 }
 
+/* 1 when node i (id) is no answer: the caller's skip (deleted, replaced) or the request's exclusions. */
+static inline int skipped(const search_ctx_t *c, int64_t id, uint32_t i)
+{
+    return (c->skip && c->skip(c->skip_arg, id, i)) || vs_idset_has(c->excl, id);
+}
+
 static void search_one(void *arg, size_t qi, size_t worker)
 {
     search_ctx_t *c = arg;
@@ -975,13 +982,18 @@ static void search_one(void *arg, size_t qi, size_t worker)
         return;
     }
     vs_topk_init(&top, k, s->tkeys, s->tids);
-    if (h->n > 0) {
-        const float *q = c->q + qi * h->d;
-        if (h->metric == VS_METRIC_COSINE) {
-            memcpy(s->q, q, h->d * sizeof(float));
-            vs_normalize_rows(s->q, 1, h->d);
-            q = s->q;
-        }
+    const float *q = c->q + qi * h->d;
+    if (h->n > 0 && h->metric == VS_METRIC_COSINE) {
+        memcpy(s->q, q, h->d * sizeof(float));
+        vs_normalize_rows(s->q, 1, h->d);
+        q = s->q;
+    }
+    /* skipped nodes hold pool slots: when they left fewer than k answers, search once more with the
+     * pool grown by up to their number (ef_max), so exclusions near the query do not cost results */
+    for (int attempt = 0; h->n > 0 && attempt < 2; attempt++) {
+        const size_t ef = attempt ? c->ef_max : c->ef, kp = attempt ? c->kp + (c->ef_max - c->ef) : c->kp;
+        size_t n_skipped = 0;
+        vs_topk_init(&top, k, s->tkeys, s->tids);
         qprep_t p = {q, s->a, 0.0f};
         new_visit(s, h->n);
         uint32_t ep = h->entry;
@@ -992,16 +1004,17 @@ static void search_one(void *arg, size_t qi, size_t worker)
             greedy(h, s, NULL, &p, q, h->max_level, 0, &ep, &key);
             s->tags[ep] = (uint16_t)s->gen;
             s->pool[0] = (cand_t){key, ep};
-            size = search_layer(h, s, NULL, &p, q, 0, 1, c->ef);
+            size = search_layer(h, s, NULL, &p, q, 0, 1, ef);
             /* exact re-rank of the kp best code-distance candidates */
-            size_t m = c->kp < size ? c->kp : size;
+            size_t m = kp < size ? kp : size;
             for (size_t j = 0; j < m; j++) {
                 if (j + 1 < m)
                     prefetch_lines(vec_at(h, s->pool[j + 1].id & ~EXPANDED), h->d * sizeof(float));
                 uint32_t id = s->pool[j].id & ~EXPANDED;
-                if ((c->skip && c->skip(c->skip_arg, node_id(h, id), id)) ||
-                    vs_idset_has(c->excl, node_id(h, id)))
+                if (skipped(c, node_id(h, id), id)) {
+                    n_skipped++;
                     continue; /* expanded, never a result (a deleted, replaced or excluded item) */
+                }
                 float key2 = key_full(h, q, id);
                 if (key2 <= vs_topk_threshold(&top))
                     vs_topk_push(&top, key2, node_id(h, id));
@@ -1011,14 +1024,17 @@ static void search_one(void *arg, size_t qi, size_t worker)
             greedy(h, s, NULL, NULL, q, h->max_level, 0, &ep, &key);
             s->tags[ep] = (uint16_t)s->gen;
             s->pool[0] = (cand_t){key, ep};
-            size = search_layer(h, s, NULL, NULL, q, 0, 1, c->ef);
+            size = search_layer(h, s, NULL, NULL, q, 0, 1, ef);
             for (size_t j = 0; j < size && s->pool[j].key <= vs_topk_threshold(&top); j++) {
                 uint32_t id = s->pool[j].id & ~EXPANDED;
-                if (!(c->skip && c->skip(c->skip_arg, node_id(h, id), id)) &&
-                    !vs_idset_has(c->excl, node_id(h, id)))
+                if (skipped(c, node_id(h, id), id))
+                    n_skipped++;
+                else
                     vs_topk_push(&top, s->pool[j].key, node_id(h, id));
             }
         }
+        if (top.size >= k || n_skipped == 0 || c->ef_max <= c->ef || size < ef)
+            break; /* enough answers, none skipped, no room to grow, or the graph is exhausted */
     }
     vs_topk_emit(&top, h->ip, c->out_dist + qi * k, c->out_ids + qi * k);
     c->arena[worker]->gen = s->gen;
@@ -1049,6 +1065,15 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
         ef = (size_t)ceil((double)ef * ef_scale);
         kp = (size_t)ceil((double)kp * ef_scale);
     }
+    /* with nodes to skip, a query left short of k answers searches again with a pool 4x as large
+     * (search_one); the exclusions' own count bounds what they can take */
+    size_t ef_max = ef;
+    if (skip || params->exclude) {
+        size_t grow = 3 * ef;
+        if (!skip && params->exclude->n < grow)
+            grow = params->exclude->n;
+        ef_max = ef + grow > 65536 ? (ef > 65536 ? ef : 65536) : ef + grow;
+    }
     size_t n_workers = n_threads < nq ? n_threads : nq;
     if (n_workers == 0)
         n_workers = 1;
@@ -1057,13 +1082,14 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
                       .k = k,
                       .kp = kp,
                       .ef = ef,
+                      .ef_max = ef_max,
                       .out_dist = out_dist,
                       .out_ids = out_ids,
                       .slot = slot,
                       .skip = skip,
                       .skip_arg = skip_arg,
                       .excl = params->exclude,
-                      .shape = {.n = h->n, .ef = ef, .d = h->d, .M0 = h->M0, .k = k}};
+                      .shape = {.n = h->n, .ef = ef_max, .d = h->d, .M0 = h->M0, .k = k}};
     atomic_init(&c.failed, 0);
     /* small calls (the ann-benchmarks protocol: one query) keep these on the stack */
     scratch_t s_local[4];

@@ -229,6 +229,33 @@ static void test_cluster(void)
     for (size_t i = 0; i < NQ * K; i++)
         shifted[i] = gt[i] + 1000000000;
     CHECKF(vs_test_recall(own, K, shifted, K, NQ, K) == 1.0, "vecshard-gt --ids: other neighbours");
+    { /* ties: three copies of one vector, ids in the reverse of row order, come back smallest id first */
+        float tb[20 * D];
+        int64_t tid[20];
+        for (size_t i = 0; i < 20; i++) {
+            for (size_t j = 0; j < D; j++)
+                tb[i * D + j] = i < 3 ? ver.queries[j] : ver.base[(100 + i) * D + j];
+            tid[i] = 100 - (int64_t)i;
+        }
+        char tp[1200];
+        snprintf(tp, sizeof tp, "%s/tie.fvecs", dir);
+        CHECK(vs_vecio_write_fvecs(tp, 20, D, tb, err) == VS_OK);
+        snprintf(tp, sizeof tp, "%s/tie_ids.npy", dir);
+        CHECK(vs_vecio_write_npy(tp, VS_DTYPE_I64, 20, 1, tid, err) == VS_OK);
+        snprintf(
+            cmd, sizeof cmd,
+            "%s/vecshard-gt --base %s/tie.fvecs --queries %s/queries.fvecs --nq 1 --k 3 --ids %s/tie_ids.npy "
+            "--out %s/tie_gt.npy --quiet",
+            bin, dir, dir, dir, dir);
+        CHECK(run(cmd, NULL) == 0);
+        snprintf(tp, sizeof tp, "%s/tie_gt.npy", dir);
+        int64_t got[3] = {0};
+        vs_vecfile_t *tf = NULL;
+        CHECK(vs_vecfile_open(tp, &tf, err) == VS_OK && vs_vecfile_read_i64(tf, 0, 1, got, err) == VS_OK);
+        vs_vecfile_close(tf);
+        CHECKF(got[0] == 98 && got[1] == 99 && got[2] == 100, "ties by id: %lld %lld %lld", (long long)got[0],
+               (long long)got[1], (long long)got[2]);
+    }
     snprintf(
         cmd, sizeof cmd, /* ids are int64: .ivecs is refused */
         "%s/vecshard-gt --base %s/base.fvecs --queries %s/queries.fvecs --ids %s/ids.npy --out %s/x.ivecs "
@@ -236,7 +263,7 @@ static void test_cluster(void)
         bin, dir, dir, dir, dir);
     CHECK(run(cmd, NULL) != 0);
     /* query --gt reads .npy ids: the rows as int64 give the .ivecs recall; ids it never answers with are
-     * refused loudly instead of reporting recall 0 */
+     * refused loudly (exit 1, after the report) instead of reporting recall 0 */
     snprintf(path, sizeof path, "%s/gt_rows.npy", dir);
     CHECK(vs_vecio_write_npy(path, VS_DTYPE_I64, NQ, K, gt, err) == VS_OK);
     cJSON *jr = query_json_gt(addr, "gt_rows.npy", "--nprobe 16", &rc);
@@ -248,7 +275,7 @@ static void test_cluster(void)
              "--timeout-ms 5000 2>&1",
              bin, addr, dir, dir, K);
     rc = run(cmd, &msg);
-    CHECKF(rc != 0 && msg && strstr(msg, "recall@10 is 0") && strstr(msg, "item ids"),
+    CHECKF(rc != 0 && msg && strstr(msg, "recall@10 is 0") && strstr(msg, "item ids") && strstr(msg, "QPS"),
            "a ground truth of other ids: rc %d, %s", rc, msg ? msg : "");
     free(msg);
 

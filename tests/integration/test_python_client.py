@@ -112,6 +112,10 @@ def run_checks(vecshard, addr, base, queries):
         check(np.array_equal(one.ids[0], want_ids[3]), "single search: not the exact neighbours")
         ex = c.search(queries[3], k=K, nprobe=NLIST, exclude_ids=want_ids[3, :3])  # the 3 nearest excluded
         check(np.array_equal(ex.ids[0, :K - 3], want_ids[3, 3:]), f"exclude_ids: {ex.ids[0]}")
+        ex = c.search(queries[3], k=K, nprobe=NLIST, exclude_ids=int(want_ids[3, 0]))  # one id, a scalar
+        check(np.array_equal(ex.ids[0, :K - 1], want_ids[3, 1:]), f"exclude_ids scalar: {ex.ids[0]}")
+        big = c.search(np.random.default_rng(1).standard_normal((1000, D), dtype=np.float32), k=400, nprobe=2)
+        check(big.ids.shape == (1000, 400), "an answer over gRPC's default 4 MiB")
 
         # writes, read through min_log_seq
         new_id = 10 ** 12 + 5
@@ -140,6 +144,8 @@ def run_checks(vecshard, addr, base, queries):
                 check(False, f"{what} was answered")
             except vecshard.VecshardError as e:
                 check(e.code.name == "INVALID_ARGUMENT", f"{what}: {e.code} {e.details}")
+    with vecshard.Client(addr, timeout=None) as c:  # no deadline at all
+        check(c.search(queries[0], k=1, nprobe=NLIST).ids[0, 0] == want_ids[0, 0], "timeout=None")
     dead = vecshard.Client("127.0.0.1:1", timeout=0.5, retries=2, retry_backoff=0.05)
     t0 = time.monotonic()
     try:

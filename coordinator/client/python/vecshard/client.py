@@ -82,31 +82,32 @@ def _matrix(x, name):
 
 
 def _ids(x, name):
-    a = np.asarray(x)
-    if a.ndim == 0:
-        a = a[None]
+    a = np.atleast_1d(np.asarray(x))
     if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"{name}: want a non-empty 1-D array of integer ids")
-    if (a < 0).any():
-        raise ValueError(f"{name}: ids must be >= 0")
+    if (a < 0).any() or (a.dtype.kind == "u" and (a > np.iinfo(np.int64).max).any()):
+        raise ValueError(f"{name}: ids must be in 0..2^63-1")
     return a.astype(np.int64, copy=False)
 
 
 class Client:
     """A connection to a vecshard coordinator (host:port).
 
-    timeout: seconds per call, retries included (a deadline, as gRPC's); retries: further attempts on a
+    timeout: seconds per call, retries included (a deadline, as gRPC's; None = none); retries: further attempts on a
     retryable status (UNAVAILABLE), after retry_backoff seconds doubling each time, never past the
     deadline. Writes are retried under the same write_id, which the log deduplicates, so a retry is never
     applied twice. Thread-safe: one Client may serve many threads (one gRPC channel)."""
 
-    def __init__(self, target: str, *, timeout: float = 1.0, retries: int = 2, retry_backoff: float = 0.02,
-                 options=None):
+    def __init__(self, target: str, *, timeout: Optional[float] = 1.0, retries: int = 2,
+                 retry_backoff: float = 0.02, options=None):
         self.target = target
         self.timeout = timeout
         self.retries = retries
         self.retry_backoff = retry_backoff
-        self._channel = grpc.insecure_channel(target, options=options or [])
+        # answers of large batches exceed gRPC's default 4 MiB: the server allows 64 MiB (docs/protocol.md)
+        opts = {"grpc.max_receive_message_length": 64 << 20, "grpc.max_send_message_length": 64 << 20}
+        opts.update(dict(options or []))
+        self._channel = grpc.insecure_channel(target, options=list(opts.items()))
         ident = lambda b: b  # noqa: E731  (requests are serialised here, responses parsed below)
         self._search = self._channel.unary_unary("/vecshard.v1.Coordinator/Search", request_serializer=ident,
                                                  response_deserializer=coordinator_pb2.SearchResponse.FromString)
@@ -128,17 +129,19 @@ class Client:
         self.close()
 
     def _call(self, stub, payload, timeout):
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        t = self.timeout if timeout is None else timeout
+        deadline = None if t is None else time.monotonic() + t  # None: no deadline
         backoff = self.retry_backoff
         for attempt in range(self.retries + 1):
-            left = deadline - time.monotonic()
-            if left <= 0:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 raise VecshardError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call")
             try:
                 return stub(payload, timeout=left)
             except grpc.RpcError as e:
                 code = e.code()
-                if code not in RETRYABLE or attempt == self.retries or deadline - time.monotonic() <= backoff:
+                late = deadline is not None and deadline - time.monotonic() <= backoff
+                if code not in RETRYABLE or attempt == self.retries or late:
                     raise VecshardError(code, e.details()) from None
                 time.sleep(backoff)
                 backoff *= 2
@@ -154,7 +157,7 @@ class Client:
         unreachable) is returned with coverage.partial set, unless min_coverage asks for more (then
         UNAVAILABLE)."""
         q = _matrix(queries, "queries")
-        excl = _ids(exclude_ids, "exclude_ids").tolist() if exclude_ids is not None and len(exclude_ids) else []
+        excl = [] if exclude_ids is None or np.size(exclude_ids) == 0 else _ids(exclude_ids, "exclude_ids").tolist()
         req = coordinator_pb2.SearchRequest(
             dim=q.shape[1], k=k, model_version=model_version, index_version=index_version,
             min_coverage=min_coverage, request_id=request_id, min_log_seq=min_log_seq, exclude_ids=excl,
