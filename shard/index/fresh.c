@@ -202,7 +202,7 @@ static void reclaim(vs_fresh_t *f)
 /* ---- writer ------------------------------------------------------------------------------------- */
 
 /* Checks ids (>= 0) and that the distinct ids not yet in the map fit the capacity. */
-static vs_status check_ids(const vs_fresh_t *f, size_t n, const int64_t *ids, int upserts, char *err)
+static vs_status check_ids(const vs_fresh_t *f, size_t n, const int64_t *ids, size_t n_upserts, char *err)
 {
     for (size_t i = 0; i < n; i++)
         if (ids[i] < 0)
@@ -227,7 +227,7 @@ static vs_status check_ids(const vs_fresh_t *f, size_t n, const int64_t *ids, in
             "adds %zu; the next version must fold them in",
             have, cap, fresh_ids);
     size_t nodes = atomic_load_explicit(&f->nodes, memory_order_relaxed);
-    if (f->hnsw && upserts && nodes + n > 2 * cap)
+    if (f->hnsw && n_upserts && nodes + n_upserts > 2 * cap)
         return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED,
                        "fresh graph full: %zu upserted copies kept (an HNSW version keeps superseded copies "
                        "until the next version), at most twice the capacity of %zu; the next version must "
@@ -669,7 +669,7 @@ vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, con
         return vs_errf(err, VS_ERR_UNSUPPORTED, "lists apply to IVF versions only");
     vs_status st = vs_check_finite(x, n, d, "vector", err);
     if (st == VS_OK)
-        st = check_ids(f, n, ids, 1, err);
+        st = check_ids(f, n, ids, n, err);
     if (st != VS_OK)
         return st;
     if (f->hnsw)
@@ -754,9 +754,10 @@ done:
     return st;
 }
 
-vs_status vs_fresh_check_room(const vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN])
+vs_status vs_fresh_check_room(const vs_fresh_t *f, size_t n, const int64_t *ids, size_t n_upserts,
+                              char err[VS_ERR_LEN])
 {
-    return check_ids(f, n, ids, 1, err); /* as if all were upserts: the stricter */
+    return check_ids(f, n, ids, n_upserts, err);
 }
 
 vs_status vs_fresh_delete(vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN])

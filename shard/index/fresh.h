@@ -48,9 +48,11 @@ vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, con
  * version may hold them). All or nothing, as upsert. */
 vs_status vs_fresh_delete(vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN]);
 
-/* VS_OK when writing ids[n] (>= 0) would fit the capacity; VS_ERR_RESOURCE_EXHAUSTED (as upsert) when not;
- * VS_ERR_INVALID_ARGUMENT for a negative id. Changes nothing. */
-vs_status vs_fresh_check_room(const vs_fresh_t *f, size_t n, const int64_t *ids, char err[VS_ERR_LEN]);
+/* VS_OK when writing ids[n] (>= 0; the first n_upserts upserted, the rest deleted) would fit the capacity
+ * (and, for an HNSW version, its graph's room for upserted copies); VS_ERR_RESOURCE_EXHAUSTED (as upsert)
+ * when not; VS_ERR_INVALID_ARGUMENT for a negative id. Changes nothing. */
+vs_status vs_fresh_check_room(const vs_fresh_t *f, size_t n, const int64_t *ids, size_t n_upserts,
+                              char err[VS_ERR_LEN]);
 
 /* The IVF list each of n vectors would be stored in (vs_ivf_assign on the base index): cluster-partitioned
  * versions route an upsert to the partition owning its list. out_lists[n]. */

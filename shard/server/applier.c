@@ -107,7 +107,7 @@ vs_status vs_applier_apply(vs_fresh_t *f, const vs_applier_scope_t *sc, const ui
         }
         memcpy(all, ids, nu * sizeof *all);
         memcpy(all + nu, dels, nd * sizeof *all);
-        st = vs_fresh_check_room(f, nu + nd, all, err);
+        st = vs_fresh_check_room(f, nu + nd, all, nu, err);
         free(all);
         if (st != VS_OK)
             goto done;
