@@ -263,7 +263,12 @@ int main(int argc, char **argv)
     }
     /* with --ids, 16 more than k: distance ties are broken by the items' own ids (as every index does),
      * and an item tied at the k-th distance with a smaller id may sit just past k rows */
-    const size_t kk = ids_path ? (k + 16 < n ? k + 16 : (n > k ? n : k)) : k;
+    size_t kk = k;
+    if (ids_path) {
+        kk = k + 16;
+        if (kk > n) /* no more rows than the base holds, and never fewer than k */
+            kk = n > k ? n : k;
+    }
     float *dist = malloc(nq * kk * sizeof(float));
     int64_t *ids = malloc(nq * kk * sizeof(int64_t));
     int32_t *ids32 = malloc(nq * k * sizeof(int32_t));

@@ -1072,7 +1072,9 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
         size_t grow = 3 * ef;
         if (!skip && params->exclude->n < grow)
             grow = params->exclude->n;
-        ef_max = ef + grow > 65536 ? (ef > 65536 ? ef : 65536) : ef + grow;
+        ef_max = ef + grow;
+        if (ef_max > 65536) /* never below ef itself */
+            ef_max = ef > 65536 ? ef : 65536;
     }
     size_t n_workers = n_threads < nq ? n_threads : nq;
     if (n_workers == 0)

@@ -656,6 +656,20 @@ static uint32_t fresh_fs_sum(const uint8_t *code, uint32_t P, const uint8_t *qlu
 }
 
 /* The fast-scan offer callback's state for a fresh chunk's packed blocks. */
+/* Offers fresh record pos (id, key below h's threshold, dead flag clear) of object FL of list l to h
+ * unless the request excludes it or the map says it is not live; with refine as probe pi's slot (the
+ * refine stage reads it through s->fl[pi]). 1 when offered. */
+static inline int offer_fresh(const search_ctx_t *c, cands_t *h, const vs_fresh_list_t *FL, uint32_t l,
+                              uint32_t pi, int64_t id, size_t pos, float key)
+{
+    if (vs_idset_has(c->excl, id) || !vs_fresh_live(c->fresh, FL, l, id, pos))
+        return 0;
+    cands_push(h, key,
+               c->ivf->spec.refine != VS_REFINE_NONE ? (int64_t)(FRESH_SLOT | ((uint64_t)pi << 32) | pos)
+                                                     : id);
+    return 1;
+}
+
 typedef struct fresh_fs_state {
     const search_ctx_t *c;
     cands_t *h;
@@ -664,7 +678,6 @@ typedef struct fresh_fs_state {
     const vs_fresh_chunk_t *ch;
     size_t start; /* the chunk's first position in its list object */
     uint32_t pi;
-    int refine;
     float base, scale;
     size_t offered;
 } fresh_fs_state_t;
@@ -673,14 +686,8 @@ static uint16_t fresh_fs_offer(void *arg, size_t off, uint16_t sum)
 {
     fresh_fs_state_t *s = arg;
     float key = s->base + (float)sum / s->scale;
-    if (key <= cands_threshold(s->h) && !atomic_load_explicit(&s->ch->dead[off], memory_order_acquire)) {
-        int64_t id = s->ch->ids[off];
-        if (!vs_idset_has(s->c->excl, id) && vs_fresh_live(s->c->fresh, s->L, s->list, id, s->start + off)) {
-            cands_push(s->h, key,
-                       s->refine ? (int64_t)(FRESH_SLOT | ((uint64_t)s->pi << 32) | (s->start + off)) : id);
-            s->offered++;
-        }
-    }
+    if (key <= cands_threshold(s->h) && !atomic_load_explicit(&s->ch->dead[off], memory_order_acquire))
+        s->offered += offer_fresh(s->c, s->h, s->L, s->list, s->pi, s->ch->ids[off], s->start + off, key);
     return key_to_threshold(cands_threshold(s->h), s->base, s->scale);
 }
 
@@ -694,7 +701,6 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, ui
 {
     const vs_ivf_t *ivf = c->ivf;
     size_t offered = 0;
-    const int refine = ivf->spec.refine != VS_REFINE_NONE;
     const vs_distance_kernels_t *kern = vs_distance_kernels();
     const uint32_t P = vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1);
     s->fl[pi] = FL;
@@ -710,7 +716,7 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, ui
             if (packed > m)
                 packed = m / VS_FS_BLOCK * VS_FS_BLOCK;
             if (packed) {
-                fresh_fs_state_t st = {c, h, FL, l, ch, start, pi, refine, base, scale, 0};
+                fresh_fs_state_t st = {c, h, FL, l, ch, start, pi, base, scale, 0};
                 vs_fs_scan()(ch->blocks, packed, ivf->pq.m, s->qlut,
                              key_to_threshold(cands_threshold(h), base, scale), fresh_fs_offer, &st);
                 offered += st.offered;
@@ -735,11 +741,8 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, ui
                 key = base + vs_pq_adc(s->table, code, ivf->pq.m, ivf->pq.ksub);
             }
             /* the map is the truth for the few that pass (a record dies just after its id moved on) */
-            if (key > cands_threshold(h) || vs_idset_has(c->excl, id) ||
-                !vs_fresh_live(c->fresh, FL, l, id, pos))
-                continue;
-            cands_push(h, key, refine ? (int64_t)(FRESH_SLOT | ((uint64_t)pi << 32) | pos) : id);
-            offered++;
+            if (key <= cands_threshold(h))
+                offered += offer_fresh(c, h, FL, l, pi, id, pos, key);
         }
         start += cap;
     }
