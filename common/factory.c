@@ -167,6 +167,12 @@ vs_status vs_search_params_parse(const char *s, vs_search_params_t *out, char er
                 return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
                                "quantizer_efSearch '%s' must be an integer in 1..1000000", val);
             r.quantizer_ef_search = (uint32_t)v;
+        } else if (nlen == 22 && strncmp(p, "filter_exact_threshold", 22) == 0) {
+            float v = strtof(val, &vend);
+            if (*vend != '\0' || errno || !(v > 0.0f && v <= 1.0f))
+                return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                               "filter_exact_threshold '%s' must be a number in (0, 1]", val);
+            r.filter_exact = v;
         } else if (nlen == 8 && strncmp(p, "k_factor", 8) == 0) {
             float v = strtof(val, &vend);
             if (*vend != '\0' || errno || !(v >= 1.0f && v <= 10000.0f))

@@ -55,14 +55,23 @@ void vs_factory_format(const vs_factory_spec_t *spec, char *buf, size_t n);
 
 /* Search-time parameters; 0 = index default. */
 typedef struct vs_search_params {
-    uint32_t nprobe;              /* IVF lists scanned per query */
-    uint32_t ef_search;           /* HNSW candidate list size */
-    float k_factor;               /* refine: re-rank k*k_factor candidates */
-    uint32_t quantizer_ef_search; /* IVF{n}_HNSW{M}: candidate list of the centroid search (FAISS
-                                     quantizer_efSearch); 0 = max(64, 2 nprobe) */
+    uint32_t nprobe;                /* IVF lists scanned per query */
+    uint32_t ef_search;             /* HNSW candidate list size */
+    float k_factor;                 /* refine: re-rank k*k_factor candidates */
+    uint32_t quantizer_ef_search;   /* IVF{n}_HNSW{M}: candidate list of the centroid search (FAISS
+                                       quantizer_efSearch); 0 = max(64, 2 nprobe) */
     const struct vs_idset *exclude; /* ids never returned (common/idset.h), skipped inside the scan or
                                        traversal before they take a result slot; NULL = none */
+    const struct vs_filter *filter; /* attribute filter compiled against the searched index's attributes
+                                       (shard/index/attrs.h): no result violates it; NULL = none */
+    float filter_exact;             /* "filter_exact_threshold": when the filter's estimated matches are at
+                                       most this fraction of the items, the search is exact over the
+                                       matching items only (as Vespa's approximate-threshold); 0 = default
+                                       (VS_FILTER_EXACT_DEFAULT), up to 1 */
 } vs_search_params_t;
+
+/* Default filter_exact_threshold: measured in docs/benchmarks.md (filtered search). */
+#define VS_FILTER_EXACT_DEFAULT 0.02f
 
 /* The largest quantizer_efSearch a request may ask for. */
 #define VS_MAX_QUANTIZER_EF 65536u

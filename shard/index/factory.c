@@ -7,6 +7,7 @@
 
 #include "common/crc32c.h"
 #include "common/topk.h"
+#include "shard/index/attrs.h"
 #include "shard/index/flat.h"
 #include "shard/index/ifile.h"
 #include "shard/index/hnsw.h"
@@ -25,6 +26,7 @@ struct vs_index {
     void *impl;
     vs_ifile_t *file; /* mapping of a loaded index, closed after impl is destroyed */
     char model_version[128];
+    vs_attrs_t *attrs; /* item attributes in item order (NULL: none); columns may point into file */
 };
 
 vs_status vs_index_create(uint32_t dim, vs_metric metric, const char *factory, vs_index_t **out,
@@ -97,6 +99,7 @@ void vs_index_destroy(vs_index_t *idx)
     if (idx == NULL)
         return;
     idx->ops->destroy(idx->impl);
+    vs_attrs_destroy(idx->attrs);
     vs_ifile_close(idx->file);
     free(idx);
 }
@@ -123,6 +126,8 @@ vs_status vs_index_save(const vs_index_t *idx, const char *path, const char *mod
     if (st != VS_OK)
         return st;
     st = idx->ops->save(idx->impl, w, hdr.params, err);
+    if (st == VS_OK && idx->attrs)
+        st = vs_attrs_save(idx->attrs, w, err);
     if (st != VS_OK) {
         vs_ifile_writer_abort(w);
         return st;
@@ -168,6 +173,15 @@ vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN]
     default:
         st = vs_errf(err, VS_ERR_UNSUPPORTED, "%s: loading %s indexes is not supported", path, h->factory);
         break;
+    }
+    if (st == VS_OK) {
+        st = vs_attrs_load(f, path, idx->ops->count(idx->impl), &idx->attrs, err);
+        if (st == VS_OK && idx->attrs && idx->ops->attach_attrs)
+            st = idx->ops->attach_attrs(idx->impl, idx->attrs, err);
+        if (st != VS_OK)
+            vs_attrs_destroy(idx->attrs);
+        if (st != VS_OK)
+            idx->ops->destroy(idx->impl);
     }
     if (st != VS_OK) {
         vs_ifile_close(f);
@@ -254,6 +268,8 @@ vs_status vs_index_add(vs_index_t *idx, size_t n, const float *x, const int64_t 
 {
     if (vs_index_needs_training(idx))
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "index must be trained before vectors are added");
+    if (idx->attrs)
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "vectors are added before attributes are attached");
     return idx->ops->add(idx->impl, n, x, ids, n_threads ? n_threads : vs_parallel_cpus(), progress, err);
 }
 
@@ -265,6 +281,8 @@ vs_status vs_index_add_lists(vs_index_t *idx, size_t n, const float *x, const in
         return vs_errf(err, VS_ERR_UNSUPPORTED, "vectors can be added to given lists of IVF indexes only");
     if (vs_index_needs_training(idx))
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "index must be trained before vectors are added");
+    if (idx->attrs)
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "vectors are added before attributes are attached");
     return vs_ivf_add_lists(idx->impl, n, x, ids, lists, n_threads ? n_threads : vs_parallel_cpus(), progress,
                             err);
 }
@@ -287,11 +305,61 @@ vs_status vs_index_search(const vs_index_t *idx, size_t nq, const float *q, size
     if (params->k_factor != 0 && idx->spec.refine == VS_REFINE_NONE &&
         !(idx->spec.type == VS_INDEX_HNSW && idx->spec.codec == VS_CODEC_SQ8))
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k_factor applies to indexes with a refine stage only");
+    if (vs_filter_active(params->filter) && params->filter->attrs != idx->attrs)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "the filter was compiled for another index's attributes");
+    if (params->filter_exact < 0.0f || params->filter_exact > 1.0f)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "filter_exact_threshold %g is out of range (0, 1]",
+                       (double)params->filter_exact);
     vs_status st = vs_check_finite(q, nq, idx->dim, "query", err);
     if (st != VS_OK)
         return st;
     return idx->ops->search(idx->impl, nq, q, k, params, n_threads ? n_threads : vs_parallel_cpus(), out_dist,
                             out_ids, err);
+}
+
+vs_status vs_index_set_attrs(vs_index_t *idx, vs_attrs_t *a, char err[VS_ERR_LEN])
+{
+    if (a && vs_attrs_count(a) != vs_index_count(idx)) {
+        size_t n = vs_attrs_count(a);
+        vs_attrs_destroy(a);
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "attributes of %zu items for an index of %zu", n,
+                       vs_index_count(idx));
+    }
+    if (idx->ops->attach_attrs) {
+        vs_status st = idx->ops->attach_attrs(idx->impl, a, err);
+        if (st != VS_OK) {
+            vs_attrs_destroy(a);
+            return st;
+        }
+    }
+    vs_attrs_destroy(idx->attrs);
+    idx->attrs = a;
+    return VS_OK;
+}
+
+const vs_attrs_t *vs_index_attrs(const vs_index_t *idx)
+{
+    return idx->attrs;
+}
+
+void vs_index_ids_in_order(const vs_index_t *idx, int64_t *out)
+{
+    idx->ops->ids_in_order(idx->impl, out);
+}
+
+static void fill_ids(const void *arg, int64_t *out)
+{
+    vs_index_ids_in_order(arg, out);
+}
+
+vs_status vs_index_group_values(const vs_index_t *idx, size_t field, size_t n, const int64_t *ids,
+                                int64_t *out, char err[VS_ERR_LEN])
+{
+    if (idx->attrs == NULL || field >= vs_attrs_n_fields(idx->attrs) ||
+        vs_attrs_fields(idx->attrs)[field].type != VS_ATTR_INT)
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "group_by: the index has no such integer attribute");
+    return vs_attrs_lookup_int(idx->attrs, fill_ids, idx, field, n, ids, out, err);
 }
 
 size_t vs_index_count(const vs_index_t *idx)
@@ -316,5 +384,5 @@ const vs_factory_spec_t *vs_index_spec(const vs_index_t *idx)
 
 size_t vs_index_memory_bytes(const vs_index_t *idx)
 {
-    return idx->ops->memory_bytes(idx->impl);
+    return idx->ops->memory_bytes(idx->impl) + vs_attrs_memory_bytes(idx->attrs);
 }

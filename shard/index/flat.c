@@ -1,5 +1,6 @@
 /* flat.c: exact search. See flat.h for the design; the per-thread scratch of one search call is
  * allocated once per worker, never per query or per vector. */
+#include "shard/index/attrs.h"
 #include "shard/index/flat.h"
 
 #include <stdlib.h>
@@ -103,12 +104,16 @@ vs_status vs_flat_add(vs_flat_t *f, size_t n, const float *x, const int64_t *ids
 
 /* ---- search ------------------------------------------------------------------------------------- */
 
+struct search_ctx;
+static inline int rejected(const struct search_ctx *c, size_t row);
+
 typedef struct search_ctx {
     const vs_flat_t *f;
     const float *q;
     size_t nq, k, pool;
     int larger;
-    const vs_idset_t *excl; /* ids never returned (NULL: none) */
+    const vs_idset_t *excl;    /* ids never returned (NULL: none) */
+    const vs_filter_t *filter; /* attribute filter over rows (NULL: none) */
     float *out_dist;
     int64_t *out_ids;
     /* per worker scratch, worker w owns scratch[w] */
@@ -150,7 +155,7 @@ static void scan_task(void *arg, size_t qi, size_t worker)
         vs_distance_batch(f->metric, q, f->data + b0 * f->dim, nb, f->dim, s->prod);
         for (size_t j = 0; j < nb; j++) {
             float key = vs_topk_key(s->prod[j], c->larger);
-            if (key <= thr && !vs_idset_has(c->excl, f->ids[b0 + j])) {
+            if (key <= thr && !rejected(c, b0 + j)) {
                 vs_topk_push(&h, key, f->ids[b0 + j]);
                 thr = vs_topk_threshold(&h);
             }
@@ -197,7 +202,7 @@ static void blas_task(void *arg, size_t block, size_t worker)
                 float qn = s->qnorm[i];
                 for (size_t j = 0; j < nb; j++) {
                     float key = qn + bn[j] + row[j];
-                    if (key <= thr && !vs_idset_has(c->excl, f->ids[b0 + j])) {
+                    if (key <= thr && !rejected(c, b0 + j)) {
                         vs_topk_push(h, key, (int64_t)(b0 + j));
                         thr = vs_topk_threshold(h);
                     }
@@ -205,7 +210,7 @@ static void blas_task(void *arg, size_t block, size_t worker)
             } else {
                 for (size_t j = 0; j < nb; j++) {
                     float key = -row[j];
-                    if (key <= thr && !vs_idset_has(c->excl, f->ids[b0 + j])) {
+                    if (key <= thr && !rejected(c, b0 + j)) {
                         vs_topk_push(h, key, (int64_t)(b0 + j));
                         thr = vs_topk_threshold(h);
                     }
@@ -244,9 +249,15 @@ static void free_scratch(search_ctx_t *c, size_t n_workers)
     free(c->scratch);
 }
 
+/* 1 when row must not be a result: excluded by id, or failing the filter. */
+static inline int rejected(const search_ctx_t *c, size_t row)
+{
+    return !vs_filter_match(c->filter, row) || vs_idset_has(c->excl, c->f->ids[row]);
+}
+
 static vs_status flat_search(const vs_flat_t *f, size_t nq, const float *q, size_t k, size_t n_threads,
-                             int use_blas, const vs_idset_t *excl, float *out_dist, int64_t *out_ids,
-                             char *err)
+                             int use_blas, const vs_idset_t *excl, const vs_filter_t *filter, float *out_dist,
+                             int64_t *out_ids, char *err)
 {
     if (k == 0 || k > VS_TOPK_MAX_K)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %zu is out of range 1..%u", k, VS_TOPK_MAX_K);
@@ -267,6 +278,7 @@ static vs_status flat_search(const vs_flat_t *f, size_t nq, const float *q, size
                       .k = k,
                       .larger = vs_metric_larger_is_better(f->metric),
                       .excl = excl,
+                      .filter = vs_filter_active(filter) ? filter : NULL,
                       .out_dist = out_dist,
                       .out_ids = out_ids};
     c.pool = k + (k > 16 ? k : 16);
@@ -318,14 +330,15 @@ static vs_status ops_add(void *impl, size_t n, const float *x, const int64_t *id
 vs_status vs_flat_search(const vs_flat_t *f, size_t nq, const float *q, size_t k, size_t n_threads,
                          int use_blas, float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
 {
-    return flat_search(f, nq, q, k, n_threads, use_blas, NULL, out_dist, out_ids, err);
+    return flat_search(f, nq, q, k, n_threads, use_blas, NULL, NULL, out_dist, out_ids, err);
 }
 
 static vs_status ops_search(const void *impl, size_t nq, const float *q, size_t k,
                             const vs_search_params_t *params, size_t n_threads, float *out_dist,
                             int64_t *out_ids, char *err)
 {
-    return flat_search(impl, nq, q, k, n_threads, -1, params->exclude, out_dist, out_ids, err);
+    return flat_search(impl, nq, q, k, n_threads, -1, params->exclude, params->filter, out_dist, out_ids,
+                       err);
 }
 
 static size_t ops_count(const void *impl)
@@ -350,6 +363,13 @@ static void ops_destroy(void *impl)
     vs_flat_destroy(impl);
 }
 
+static void ops_ids_in_order(const void *impl, int64_t *out)
+{
+    const vs_flat_t *f = impl;
+    memcpy(out, f->ids, f->n * sizeof *out);
+}
+
 const vs_index_ops_t vs_flat_ops = {
-    ops_train, ops_add, ops_search, ops_count, ops_memory_bytes, ops_needs_training, ops_destroy, NULL,
+    ops_train,          ops_add,     ops_search,       ops_count, ops_memory_bytes,
+    ops_needs_training, ops_destroy, ops_ids_in_order, NULL,      NULL,
 };

@@ -30,6 +30,15 @@ static void init_counts(vs_fresh_t *f, size_t bytes)
     atomic_init(&f->bytes, bytes);
 }
 
+/* The base index's attribute schema, which every fresh item carries. */
+static void copy_schema(vs_fresh_t *f, const vs_index_t *base)
+{
+    const vs_attrs_t *a = vs_index_attrs(base);
+    f->n_fields = a ? vs_attrs_n_fields(a) : 0;
+    if (a)
+        memcpy(f->fields, vs_attrs_fields(a), f->n_fields * sizeof *f->fields);
+}
+
 /* An HNSW version's fresh state: an empty float graph with the base's M, metric and efConstruction, twice. */
 static vs_status create_hnsw(const vs_index_t *base, const vs_hnsw_t *h, size_t capacity, vs_fresh_t **out,
                              char *err)
@@ -39,6 +48,7 @@ static vs_status create_hnsw(const vs_index_t *base, const vs_hnsw_t *h, size_t 
         return vs_errf(err, VS_ERR_NOMEM, "no memory for the fresh state");
     f->hnsw = h;
     f->base_n = vs_index_count(base);
+    copy_schema(f, base);
     vs_factory_spec_t spec = *vs_index_spec(base);
     spec.codec = VS_CODEC_FLAT; /* float vectors: exact distances, comparable with the base's results */
     uint32_t d, M, efc;
@@ -49,10 +59,13 @@ static vs_status create_hnsw(const vs_index_t *base, const vs_hnsw_t *h, size_t 
     f->n_prev_chunks =
         (2 * capacity + VS_FRESH_PREV_CHUNK - 1) / VS_FRESH_PREV_CHUNK; /* nodes: <= 2x capacity */
     f->prev = st == VS_OK ? calloc(f->n_prev_chunks ? f->n_prev_chunks : 1, sizeof *f->prev) : NULL;
-    if (st == VS_OK && !f->prev)
+    f->rows = st == VS_OK ? calloc(f->n_prev_chunks ? f->n_prev_chunks : 1, sizeof *f->rows) : NULL;
+    if (st == VS_OK && (!f->prev || !f->rows))
         st = vs_errf(err, VS_ERR_NOMEM, "no memory for the fresh state");
-    for (size_t c = 0; f->prev && c < f->n_prev_chunks; c++)
+    for (size_t c = 0; f->prev && f->rows && c < f->n_prev_chunks; c++) {
         atomic_init(&f->prev[c], NULL);
+        atomic_init(&f->rows[c], NULL);
+    }
     for (int c = 0; c < 2 && st == VS_OK; c++) {
         st = vs_hnsw_create(d, metric, &spec, &f->g[c], err);
         if (st == VS_OK)
@@ -63,6 +76,7 @@ static vs_status create_hnsw(const vs_index_t *base, const vs_hnsw_t *h, size_t 
         vs_hnsw_destroy(f->g[1]);
         vs_idmap_destroy(f->map);
         free(f->prev);
+        free(f->rows);
         free(f);
         return st;
     }
@@ -86,6 +100,7 @@ vs_status vs_fresh_create(const vs_index_t *base, size_t capacity, vs_fresh_t **
         return vs_errf(err, VS_ERR_NOMEM, "no memory for the fresh state");
     f->ivf = ivf;
     f->d = ivf->d;
+    copy_schema(f, base);
     switch (ivf->spec.codec) {
     case VS_CODEC_FLAT:
         f->code_bytes = ivf->d * sizeof(float);
@@ -126,6 +141,7 @@ static void free_list(vs_fresh_t *f, vs_fresh_list_t *L)
         free((void *)ch->dead); /* the block of flags, ids and codes */
         free(ch->refine);
         free(ch->blocks);
+        free(ch->attrs);
         free(ch);
     }
     atomic_fetch_sub_explicit(&f->bytes, L->bytes, memory_order_relaxed);
@@ -147,9 +163,12 @@ void vs_fresh_destroy(vs_fresh_t *f)
         return;
     vs_hnsw_destroy(f->g[0]);
     vs_hnsw_destroy(f->g[1]);
-    for (size_t c = 0; c < f->n_prev_chunks; c++)
+    for (size_t c = 0; c < f->n_prev_chunks; c++) {
         free(atomic_load_explicit(&f->prev[c], memory_order_relaxed));
+        free(atomic_load_explicit(&f->rows[c], memory_order_relaxed));
+    }
     free(f->prev);
+    free(f->rows);
     for (uint32_t l = 0; f->ivf && l < f->ivf->nlist; l++) {
         vs_fresh_list_t *L = atomic_load_explicit(&f->lists[l], memory_order_relaxed);
         if (L)
@@ -298,21 +317,26 @@ static vs_status reserve_in(vs_fresh_t *f, vs_fresh_list_t *L, uint32_t l, size_
             ch->ids = (int64_t *)(block + cap);
             ch->codes = block + cap * (1 + sizeof(int64_t));
             ch->refine = f->refine_bytes ? malloc(cap * f->refine_bytes) : NULL;
+            ch->attrs = f->n_fields ? malloc(cap * f->n_fields * sizeof(int64_t)) : NULL;
             ch->blocks = packs ? aligned_alloc(64, (pack_bytes + 63) / 64 * 64) : NULL;
             if (ch->blocks)
                 memset(ch->blocks, 0, pack_bytes);
             atomic_init(&ch->packed, 0);
         }
-        if (!ch || !block || (f->refine_bytes && !ch->refine) || (packs && !ch->blocks)) {
+        if (!ch || !block || (f->refine_bytes && !ch->refine) || (packs && !ch->blocks) ||
+            (f->n_fields && !ch->attrs)) {
             if (ch) {
                 free(ch->refine);
                 free(ch->blocks);
+                free(ch->attrs);
             }
             free(block);
             free(ch);
             return vs_errf(err, VS_ERR_NOMEM, "no memory for %zu fresh records", cap);
         }
-        size_t bytes = cap * (sizeof(int64_t) + 1 + f->code_bytes + f->refine_bytes) + pack_bytes;
+        size_t bytes =
+            cap * (sizeof(int64_t) + 1 + f->code_bytes + f->refine_bytes + f->n_fields * sizeof(int64_t)) +
+            pack_bytes;
         L->bytes += bytes;
         atomic_fetch_add_explicit(&f->bytes, bytes, memory_order_relaxed);
         atomic_store_explicit(&L->chunks[c], ch, memory_order_release);
@@ -393,6 +417,9 @@ static void maybe_compact(vs_fresh_t *f, uint32_t l)
         memcpy(wc->codes + woff * f->code_bytes, ch->codes + off * f->code_bytes, f->code_bytes);
         if (f->refine_bytes)
             memcpy(wc->refine + woff * f->refine_bytes, ch->refine + off * f->refine_bytes, f->refine_bytes);
+        if (f->n_fields)
+            memcpy(wc->attrs + woff * f->n_fields, ch->attrs + off * f->n_fields,
+                   f->n_fields * sizeof(int64_t));
         w++;
     }
     /* publish the copy, then repoint its ids (searches decide liveness without positions) */
@@ -505,6 +532,14 @@ static vs_status prev_reserve(vs_fresh_t *f, size_t nodes, char *err)
     for (size_t c = 0; c * VS_FRESH_PREV_CHUNK < nodes; c++) {
         if (c >= f->n_prev_chunks)
             return vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "fresh graph full (%zu nodes)", nodes);
+        if (f->n_fields && !atomic_load_explicit(&f->rows[c], memory_order_relaxed)) {
+            int64_t *r = malloc((size_t)VS_FRESH_PREV_CHUNK * f->n_fields * sizeof *r);
+            if (!r)
+                return vs_errf(err, VS_ERR_NOMEM, "no memory for fresh attribute rows");
+            atomic_fetch_add_explicit(&f->bytes, (size_t)VS_FRESH_PREV_CHUNK * f->n_fields * sizeof *r,
+                                      memory_order_relaxed);
+            atomic_store_explicit(&f->rows[c], r, memory_order_release);
+        }
         if (atomic_load_explicit(&f->prev[c], memory_order_relaxed))
             continue;
         uint64_t *p = calloc(VS_FRESH_PREV_CHUNK, sizeof *p);
@@ -516,6 +551,14 @@ static vs_status prev_reserve(vs_fresh_t *f, size_t nodes, char *err)
     return VS_OK;
 }
 
+/* Node's attribute row (n_fields > 0). */
+static int64_t *row_at(const vs_fresh_t *f, size_t node)
+{
+    int64_t *r =
+        atomic_load_explicit(&((vs_fresh_t *)f)->rows[node / VS_FRESH_PREV_CHUNK], memory_order_acquire);
+    return r + (node % VS_FRESH_PREV_CHUNK) * f->n_fields;
+}
+
 static uint64_t *prev_at(const vs_fresh_t *f, size_t node)
 {
     uint64_t *p =
@@ -523,7 +566,17 @@ static uint64_t *prev_at(const vs_fresh_t *f, size_t node)
     return p + node % VS_FRESH_PREV_CHUNK;
 }
 
-static vs_status upsert_hnsw(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x, char *err)
+/* Writes the attribute row of n items (rows NULL: missing values) to dst[i * n_fields]. */
+static void put_row(const vs_fresh_t *f, const int64_t *rows, size_t i, int64_t *dst)
+{
+    if (rows)
+        memcpy(dst, rows + i * f->n_fields, f->n_fields * sizeof *dst);
+    else
+        vs_attrs_null_row(f->fields, f->n_fields, dst);
+}
+
+static vs_status upsert_hnsw(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x, const int64_t *rows,
+                             char *err)
 {
     vs_status st = sync_back(f, err); /* a copy left behind by an earlier out-of-memory */
     int a = atomic_load_explicit(&f->active, memory_order_relaxed);
@@ -540,6 +593,8 @@ static vs_status upsert_hnsw(vs_fresh_t *f, size_t n, const int64_t *ids, const 
         free(refs);
         return st; /* searches still use the other copy, and the map is unchanged */
     }
+    for (size_t i = 0; f->n_fields && i < n; i++) /* before the nodes are live: searches check them */
+        put_row(f, rows, i, row_at(f, first + i));
     for (size_t i = 0; i < n; i++)
         refs[i] = first + i + 1;
     atomic_store_explicit(&f->active, 1 - a, memory_order_release);
@@ -560,6 +615,7 @@ static vs_status upsert_hnsw(vs_fresh_t *f, size_t n, const int64_t *ids, const 
 typedef struct hnsw_view {
     const vs_fresh_t *f;
     size_t nodes;
+    const vs_filter_t *filter; /* the request's filter, checked on fresh nodes' rows (NULL: none) */
 } hnsw_view_t;
 
 static int view_get(const hnsw_view_t *w, int64_t id, uint64_t *v)
@@ -586,7 +642,11 @@ static int skip_base(const void *arg, int64_t id, uint32_t node)
 
 static int skip_fresh(const void *arg, int64_t id, uint32_t node)
 {
+    const hnsw_view_t *w = arg;
     uint64_t v;
+    if (vs_filter_active(w->filter) &&
+        !vs_filter_match_row(w->filter, w->f->n_fields ? row_at(w->f, node) : NULL))
+        return 1;
     return !view_get(arg, id, &v) || (v & ~VS_FRESH_BASE_DEAD) != (uint64_t)node + 1;
 }
 
@@ -623,7 +683,7 @@ static vs_status search_hnsw(const vs_fresh_t *f, size_t nq, const float *q, siz
     /* registered for both searches: the copy and its node count fix what this search sees */
     unsigned token = vs_fresh_read_begin(f);
     const vs_hnsw_t *g = f->g[atomic_load_explicit(&((vs_fresh_t *)f)->active, memory_order_acquire)];
-    const hnsw_view_t view = {f, vs_hnsw_count(g)};
+    const hnsw_view_t view = {f, vs_hnsw_count(g), params->filter};
     const size_t ids = vs_idmap_count(f->map), nodes = view.nodes;
     /* the base: every id in the map hides its base copy (ids never in the base count too: a bound) */
     st = vs_hnsw_search_filtered(f->hnsw, nq, q, k, params, n_threads, ids ? skip_base : NULL, &view,
@@ -631,10 +691,14 @@ static vs_status search_hnsw(const vs_fresh_t *f, size_t nq, const float *q, siz
                                  err);
     if (st == VS_OK && nodes) {
         vs_search_params_t fp = *params;
-        fp.k_factor = 0; /* the fresh graph holds float vectors: no re-rank */
+        fp.k_factor = 0;     /* the fresh graph holds float vectors: no re-rank */
+        fp.filter = NULL;    /* its nodes' rows are checked by skip_fresh */
+        fp.filter_exact = 0; /* small: traversed, with the pool scaled by the base's selectivity */
         size_t live = atomic_load_explicit(&f->live, memory_order_relaxed);
-        st = vs_hnsw_search_filtered(g, nq, q, k, &fp, n_threads, skip_fresh, &view,
-                                     ef_scale(nodes, nodes > live ? nodes - live : 0), 1, fd, fi, err);
+        float fscale = ef_scale(nodes, nodes > live ? nodes - live : 0);
+        if (vs_filter_active(params->filter)) /* the share of fresh nodes matching: the base's */
+            fscale *= vs_hnsw_filter_ef_scale(params->filter);
+        st = vs_hnsw_search_filtered(g, nq, q, k, &fp, n_threads, skip_fresh, &view, fscale, 1, fd, fi, err);
         for (size_t qi = 0; qi < nq && st == VS_OK; qi++) {
             vs_topk_list_t two[2] = {{out_dist + qi * k, out_ids + qi * k, k}, {fd + qi * k, fi + qi * k, k}};
             st = vs_topk_merge(two, 2, metric != VS_METRIC_L2, k, md, mi, err);
@@ -661,6 +725,18 @@ vs_status vs_fresh_upsert(vs_fresh_t *f, size_t n, const int64_t *ids, const flo
 vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x,
                                 const int32_t *lists, char err[VS_ERR_LEN])
 {
+    return vs_fresh_upsert_attrs(f, n, ids, x, lists, NULL, err);
+}
+
+const vs_attr_field_t *vs_fresh_fields(const vs_fresh_t *f, size_t *n)
+{
+    *n = f->n_fields;
+    return f->fields;
+}
+
+vs_status vs_fresh_upsert_attrs(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x,
+                                const int32_t *lists, const int64_t *rows, char err[VS_ERR_LEN])
+{
     const vs_ivf_t *ivf = f->ivf;
     const uint32_t d = f->d;
     if (n == 0)
@@ -673,7 +749,7 @@ vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, con
     if (st != VS_OK)
         return st;
     if (f->hnsw)
-        return upsert_hnsw(f, n, ids, x, err);
+        return upsert_hnsw(f, n, ids, x, rows, err);
     int32_t *lab = malloc(n * sizeof *lab);
     float *xn = malloc(n * d * sizeof *xn);
     float *resid = ivf->spec.codec == VS_CODEC_PQ ? malloc(n * d * sizeof *resid) : NULL;
@@ -732,6 +808,8 @@ vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, con
             memcpy(ch->refine + off * f->refine_bytes, xn + i * d, d * sizeof(float));
         else if (ivf->spec.refine == VS_REFINE_SQ8)
             vs_sq8_encode(&ivf->sq8, xn + i * d, ch->refine + off * f->refine_bytes);
+        if (f->n_fields)
+            put_row(f, rows, i, ch->attrs + off * f->n_fields);
         refs[i] = (((uint64_t)l << 32) | (L->first + pos)) + 1;
     }
     for (uint32_t l = 0; l < ivf->nlist; l++)
@@ -794,23 +872,53 @@ vs_status vs_fresh_search(const vs_fresh_t *f, size_t nq, const float *q, size_t
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k_factor applies to indexes with a refine stage only");
     unsigned token = vs_fresh_read_begin(f);
     vs_status st = vs_ivf_search_fresh(f->ivf, f, nq, q, k, params->nprobe, params->quantizer_ef_search, NULL,
-                                       params->k_factor, params->exclude, n_threads, out_dist, out_ids, err);
+                                       params->k_factor, params, n_threads, out_dist, out_ids, err);
     vs_fresh_read_end(f, token);
     return st;
 }
 
 vs_status vs_fresh_search_lists(const vs_fresh_t *f, size_t nq, const float *q, size_t k,
                                 const int32_t *lists, uint32_t n_lists, float k_factor,
-                                const struct vs_idset *exclude, size_t n_threads, float *out_dist,
+                                const vs_search_params_t *sel, size_t n_threads, float *out_dist,
                                 int64_t *out_ids, char err[VS_ERR_LEN])
 {
     if (!f->ivf)
         return vs_errf(err, VS_ERR_UNSUPPORTED, "searching given lists applies to IVF versions only");
     unsigned token = vs_fresh_read_begin(f);
-    vs_status st = vs_ivf_search_fresh(f->ivf, f, nq, q, k, n_lists, 0, lists, k_factor, exclude, n_threads,
+    vs_status st = vs_ivf_search_fresh(f->ivf, f, nq, q, k, n_lists, 0, lists, k_factor, sel, n_threads,
                                        out_dist, out_ids, err);
     vs_fresh_read_end(f, token);
     return st;
+}
+
+vs_status vs_fresh_group_values(const vs_fresh_t *f, const vs_index_t *base, size_t field, size_t n,
+                                const int64_t *ids, int64_t *out, char err[VS_ERR_LEN])
+{
+    vs_status st = vs_index_group_values(base, field, n, ids, out, err);
+    if (st != VS_OK || f->n_fields == 0)
+        return st;
+    unsigned token = vs_fresh_read_begin(f);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v;
+        if (ids[i] < 0 || !vs_idmap_get(f->map, ids[i], &v))
+            continue; /* the base's value stands */
+        const uint64_t ref = v & ~VS_FRESH_BASE_DEAD;
+        out[i] = VS_ATTR_NULL_INT;
+        if (ref == 0)
+            continue; /* deleted */
+        if (f->hnsw) {
+            out[i] = row_at(f, (size_t)(ref - 1))[field];
+            continue;
+        }
+        const uint32_t l = (uint32_t)((ref - 1) >> 32);
+        const size_t num = (size_t)((ref - 1) & 0xffffffffu);
+        const vs_fresh_list_t *L;
+        size_t nrec = vs_fresh_list_n(f, l, &L);
+        if (L && num >= L->first && num - L->first < nrec)
+            out[i] = vs_fresh_record_attrs(f, L, num - L->first)[field];
+    }
+    vs_fresh_read_end(f, token);
+    return VS_OK;
 }
 
 void vs_fresh_stats(const vs_fresh_t *f, vs_fresh_stats_t *out)

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/filter.h"
 #include "shard/index/index.h"
 
 typedef struct vs_fresh vs_fresh_t;
@@ -43,6 +44,20 @@ vs_status vs_fresh_upsert(vs_fresh_t *f, size_t n, const int64_t *ids, const flo
  * that routed by list does not pay for the assignment twice); VS_ERR_OUT_OF_RANGE for a list >= nlist. */
 vs_status vs_fresh_upsert_lists(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x,
                                 const int32_t *lists, char err[VS_ERR_LEN]);
+
+/* vs_fresh_upsert_lists with attribute rows: rows[n * n_fields] in the base index's schema order
+ * (vs_fresh_fields; int64 slots, a float field's slot its float's bits, attrs.h), NULL = every value
+ * missing. lists may be NULL. */
+vs_status vs_fresh_upsert_attrs(vs_fresh_t *f, size_t n, const int64_t *ids, const float *x,
+                                const int32_t *lists, const int64_t *rows, char err[VS_ERR_LEN]);
+
+/* The attribute schema fresh items carry (the base index's; *n 0 when it has none). Borrowed. */
+const vs_attr_field_t *vs_fresh_fields(const vs_fresh_t *f, size_t *n);
+
+/* The value of integer field `field` (schema index) for n ids as this state serves them: a live fresh
+ * record's, else the base's (vs_index_group_values), VS_ATTR_NULL_INT for ids held nowhere. */
+vs_status vs_fresh_group_values(const vs_fresh_t *f, const vs_index_t *base, size_t field, size_t n,
+                                const int64_t *ids, int64_t *out, char err[VS_ERR_LEN]);
 
 /* Writer only. Hides n ids (>= 0) wherever they are; ids that exist nowhere are recorded too (a later
  * version may hold them). All or nothing, as upsert. */
@@ -67,7 +82,7 @@ vs_status vs_fresh_search(const vs_fresh_t *f, size_t nq, const float *q, size_t
 /* vs_ivf_search_lists (lists chosen by the caller, e.g. the coordinator) with the writes applied. */
 vs_status vs_fresh_search_lists(const vs_fresh_t *f, size_t nq, const float *q, size_t k,
                                 const int32_t *lists, uint32_t n_lists, float k_factor,
-                                const struct vs_idset *exclude, size_t n_threads, float *out_dist,
+                                const vs_search_params_t *sel, size_t n_threads, float *out_dist,
                                 int64_t *out_ids, char err[VS_ERR_LEN]);
 
 typedef struct vs_fresh_stats {

@@ -28,6 +28,7 @@
 
 #include <stdatomic.h>
 
+#include "shard/index/attrs.h"
 #include "shard/index/fresh.h"
 #include "shard/index/idmap.h"
 #include "shard/index/ivf_internal.h"
@@ -46,6 +47,7 @@ typedef struct vs_fresh_chunk {
     int64_t *ids;          /* (dead, ids and codes are one allocation, in that order) */
     uint8_t *codes;
     uint8_t *refine;
+    int64_t *attrs; /* attribute rows (attrs.h), n_fields slots per record; NULL when the index has none */
     /* fast scan, chunks of 32 records or more: the codes again in the base lists' block layout
      * (fastscan.h), one block per 32 complete records, so the SIMD kernel scans them as it scans the
      * base; the writer packs a block once its 32 records are written and then publishes packed */
@@ -86,6 +88,10 @@ struct vs_fresh {
     size_t base_n;
     _Atomic(uint64_t *) *prev; /* per node: its id's map value before it (fresh.c); n_prev_chunks chunks */
     size_t n_prev_chunks;
+    _Atomic(int64_t *) *rows; /* HNSW: per node its attribute row (n_fields slots); chunks as prev */
+    /* the base index's attribute schema: every fresh item carries a row of it */
+    size_t n_fields;
+    vs_attr_field_t fields[VS_ATTR_MAX_FIELDS];
 };
 
 /* Chunk index and offset of position pos. */
@@ -121,6 +127,18 @@ static inline void vs_fresh_record(const vs_fresh_t *f, const vs_fresh_list_t *L
     *id = ch->ids[off];
     *code = ch->codes + off * f->code_bytes;
     *refine = f->refine_bytes ? ch->refine + off * f->refine_bytes : NULL;
+}
+
+/* Record pos's attribute row (NULL when the index has no attributes). */
+static inline const int64_t *vs_fresh_record_attrs(const vs_fresh_t *f, const vs_fresh_list_t *L, size_t pos)
+{
+    if (f->n_fields == 0)
+        return NULL;
+    size_t off;
+    uint32_t c = vs_fresh_chunk_of(pos, &off);
+    const vs_fresh_chunk_t *ch =
+        atomic_load_explicit(&((vs_fresh_list_t *)L)->chunks[c], memory_order_acquire);
+    return ch->attrs + off * f->n_fields;
 }
 
 /* 1 when the base index's copy of id is hidden. */
@@ -160,7 +178,7 @@ void vs_fresh_read_end(const vs_fresh_t *f, unsigned token);
 /* The IVF search with a fresh state (f may be NULL): ivf.c. lists: NULL = rank the lists here. */
 vs_status vs_ivf_search_fresh(const vs_ivf_t *ivf, const vs_fresh_t *f, size_t nq, const float *q, size_t k,
                               uint32_t nprobe, uint32_t qef, const int32_t *lists, float k_factor,
-                              const struct vs_idset *excl, size_t n_threads, float *out_dist,
+                              const vs_search_params_t *sel, size_t n_threads, float *out_dist,
                               int64_t *out_ids, char *err);
 
 #endif

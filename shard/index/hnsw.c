@@ -6,6 +6,7 @@
  * (Algorithm 2) with its two heaps merged: a candidate worse than the ef-th result is never expanded,
  * so it need not be kept. */
 #include "shard/index/hnsw.h"
+#include "shard/index/attrs.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -937,7 +938,10 @@ typedef struct search_ctx {
     vs_arena_slot slot;
     vs_hnsw_skip_fn skip; /* NULL: every node is a result */
     const void *skip_arg;
-    const vs_idset_t *excl; /* the request's excluded ids (NULL: none) */
+    const vs_idset_t *excl;    /* the request's excluded ids (NULL: none) */
+    const vs_filter_t *filter; /* attribute filter over node positions (NULL: none) */
+    const uint32_t *exact;     /* exact filtered search: the matching nodes (NULL: traverse the graph) */
+    size_t n_exact;
     shape_t shape;
     _Atomic int failed;
 } search_ctx_t;
@@ -967,7 +971,28 @@ static scratch_t *worker_scratch(search_ctx_t *c, size_t worker)
 /* 1 when node i (id) is no answer: the caller's skip (deleted, replaced) or the request's exclusions. */
 static inline int skipped(const search_ctx_t *c, int64_t id, uint32_t i)
 {
-    return (c->skip && c->skip(c->skip_arg, id, i)) || vs_idset_has(c->excl, id);
+    return (c->filter && !vs_filter_match(c->filter, i)) || (c->skip && c->skip(c->skip_arg, id, i)) ||
+           vs_idset_has(c->excl, id);
+}
+
+/* Exact filtered search of one query (very selective filters): every matching node, by its float
+ * vector. */
+static void search_exact(const search_ctx_t *c, const uint32_t *nodes, size_t n, vs_topk_t *top,
+                         const float *q)
+{
+    const vs_hnsw_t *h = c->h;
+    const size_t ahead = 8;
+    for (size_t j = 0; j < n; j++) {
+        if (j + ahead < n)
+            prefetch_lines(vec_at(h, nodes[j + ahead]), h->d * sizeof(float));
+        const uint32_t i = nodes[j];
+        const int64_t id = node_id(h, i);
+        if ((c->skip && c->skip(c->skip_arg, id, i)) || vs_idset_has(c->excl, id))
+            continue;
+        float key = key_full(h, q, i);
+        if (key <= vs_topk_threshold(top))
+            vs_topk_push(top, key, id);
+    }
 }
 
 static void search_one(void *arg, size_t qi, size_t worker)
@@ -987,6 +1012,12 @@ static void search_one(void *arg, size_t qi, size_t worker)
         memcpy(s->q, q, h->d * sizeof(float));
         vs_normalize_rows(s->q, 1, h->d);
         q = s->q;
+    }
+    if (c->exact) {
+        search_exact(c, c->exact, c->n_exact, &top, q);
+        vs_topk_emit(&top, h->ip, c->out_dist + qi * k, c->out_ids + qi * k);
+        c->arena[worker]->gen = s->gen;
+        return;
     }
     /* skipped nodes hold pool slots: when they left fewer than k answers, search once more with the
      * pool grown by up to their number (ef_max), so exclusions near the query do not cost results */
@@ -1033,6 +1064,27 @@ static void search_one(void *arg, size_t qi, size_t worker)
                     vs_topk_push(&top, s->pool[j].key, node_id(h, id));
             }
         }
+        if (c->filter) {
+            /* a query left short, or whose region holds far fewer matching nodes than the filter's
+             * share (a filter anti-correlated with it: the traversal stays near the query and misses
+             * the matching nodes elsewhere), is answered exactly over the matching nodes */
+            size_t match = 0;
+            for (size_t j = 0; j < size; j++)
+                match += vs_filter_match(c->filter, s->pool[j].id & ~EXPANDED);
+            const size_t n_match = c->filter->driver_count;
+            if ((top.size < k ||
+                 (double)match < 0.25 * (double)size * c->filter->est_matches / (double)h->n) &&
+                n_match <= VS_HNSW_FILTER_FALLBACK_MAX) {
+                uint32_t *nodes = malloc((n_match ? n_match : 1) * sizeof *nodes);
+                if (nodes) {
+                    size_t n = vs_filter_collect(c->filter, nodes, n_match);
+                    vs_topk_init(&top, k, s->tkeys, s->tids);
+                    search_exact(c, nodes, n < n_match ? n : n_match, &top, q);
+                    free(nodes);
+                }
+            }
+            break;
+        }
         if (top.size >= k || n_skipped == 0 || c->ef_max <= c->ef || size < ef)
             break; /* enough answers, none skipped, no room to grow, or the graph is exhausted */
     }
@@ -1061,16 +1113,38 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
         if (kp > ef)
             ef = kp;
     }
+    const vs_filter_t *filter = vs_filter_active(params->filter) ? params->filter : NULL;
+    const size_t ef_asked = ef;
+    uint32_t *exact = NULL;
+    size_t n_exact = 0;
+    if (filter) {
+        const double thr = params->filter_exact > 0 ? params->filter_exact : VS_HNSW_FILTER_EXACT_DEFAULT;
+        if (filter->est_matches <= thr * (double)h->n) {
+            exact = malloc((filter->driver_count ? filter->driver_count : 1) * sizeof *exact);
+            if (exact == NULL)
+                return vs_errf(err, VS_ERR_NOMEM, "HNSW filtered search: out of memory");
+            n_exact = vs_filter_collect(filter, exact, filter->driver_count);
+            if (n_exact > filter->driver_count)
+                n_exact = filter->driver_count;
+        } else {
+            ef_scale *= vs_hnsw_filter_ef_scale(filter);
+        }
+    }
     if (ef_scale > 1.0f) { /* skipped nodes take pool slots: keep as many results in reach */
         ef = (size_t)ceil((double)ef * ef_scale);
         kp = (size_t)ceil((double)kp * ef_scale);
     }
     /* with nodes to skip, a query left short of k answers searches again with a pool 4x as large
      * (search_one); the exclusions' own count bounds what they can take */
+    if (filter && ef > 65536 && ef > ef_asked) { /* the filter's scaling stops at the largest pool */
+        ef = ef_asked > 65536 ? ef_asked : 65536;
+        if (kp > ef)
+            kp = ef;
+    }
     size_t ef_max = ef;
-    if (skip || params->exclude) {
+    if (skip || params->exclude || filter) {
         size_t grow = 3 * ef;
-        if (!skip && params->exclude->n < grow)
+        if (!skip && !filter && params->exclude->n < grow)
             grow = params->exclude->n;
         ef_max = ef + grow;
         if (ef_max > 65536) /* never below ef itself */
@@ -1091,6 +1165,9 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
                       .skip = skip,
                       .skip_arg = skip_arg,
                       .excl = params->exclude,
+                      .filter = filter,
+                      .exact = exact,
+                      .n_exact = n_exact,
                       .shape = {.n = h->n, .ef = ef_max, .d = h->d, .M0 = h->M0, .k = k}};
     atomic_init(&c.failed, 0);
     /* small calls (the ann-benchmarks protocol: one query) keep these on the stack */
@@ -1103,6 +1180,7 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
             free(c.scratch);
             free(c.arena);
         }
+        free(exact);
         return vs_errf(err, VS_ERR_NOMEM, "HNSW search: out of memory");
     }
     memset(c.scratch, 0, n_workers * sizeof *c.scratch);
@@ -1113,7 +1191,16 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
         free(c.scratch);
         free(c.arena);
     }
+    free(exact);
     return st;
+}
+
+float vs_hnsw_filter_ef_scale(const vs_filter_t *f)
+{
+    if (!vs_filter_active(f) || f->n_items == 0)
+        return 1.0f;
+    double share = f->est_matches / (double)f->n_items;
+    return share <= 1.0 / VS_HNSW_FILTER_EF_MAX ? (float)VS_HNSW_FILTER_EF_MAX : (float)(1.0 / share);
 }
 
 /* ---- invariants --------------------------------------------------------------------------------- */
@@ -1437,7 +1524,14 @@ static void ops_destroy(void *impl)
     vs_hnsw_destroy(impl);
 }
 
+static void ops_ids_in_order(const void *impl, int64_t *out)
+{
+    const vs_hnsw_t *h = impl;
+    for (size_t i = 0; i < h->n; i++)
+        out[i] = node_id(h, (uint32_t)i);
+}
+
 const vs_index_ops_t vs_hnsw_ops = {
-    hnsw_train,       hnsw_add,           hnsw_search, ops_count,
-    ops_memory_bytes, ops_needs_training, ops_destroy, hnsw_save,
+    hnsw_train,         hnsw_add,    hnsw_search,      ops_count, ops_memory_bytes,
+    ops_needs_training, ops_destroy, ops_ids_in_order, NULL,      hnsw_save,
 };

@@ -103,6 +103,24 @@ const struct vs_hnsw *vs_index_impl_hnsw(const vs_index_t *idx);
 struct vs_ivf;
 const struct vs_ivf *vs_index_impl_ivf(const vs_index_t *idx);
 
+/* ---- attributes (issue 17; shard/index/attrs.h) ----
+ * An index's items may carry attributes, in its own item order. vs_index_set_attrs takes a (ownership
+ * moves, also on failure) once the last vector was added: its count must equal the index's; it is saved
+ * with the index and loaded with it. vs_index_attrs: the attributes (borrowed), NULL when none.
+ * Filters (vs_search_params_t.filter) are compiled against them (vs_filter_compile). */
+struct vs_attrs;
+vs_status vs_index_set_attrs(vs_index_t *idx, struct vs_attrs *a, char err[VS_ERR_LEN]);
+const struct vs_attrs *vs_index_attrs(const vs_index_t *idx);
+
+/* The index's ids in its item order (the order attributes are kept in): out[vs_index_count]. */
+void vs_index_ids_in_order(const vs_index_t *idx, int64_t *out);
+
+/* group_by: the value of integer attribute field `field` (schema index) of n ids (VS_ATTR_NULL_INT for
+ * an id the index does not hold). The first call builds an id -> position map (16 bytes per item).
+ * VS_ERR_FAILED_PRECONDITION without attributes; VS_ERR_NOMEM. Thread-safe. */
+vs_status vs_index_group_values(const vs_index_t *idx, size_t field, size_t n, const int64_t *ids,
+                                int64_t *out, char err[VS_ERR_LEN]);
+
 size_t vs_index_count(const vs_index_t *idx);
 uint32_t vs_index_dim(const vs_index_t *idx);
 vs_metric vs_index_metric(const vs_index_t *idx);

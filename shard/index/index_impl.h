@@ -19,6 +19,10 @@ typedef struct vs_index_ops {
     int (*needs_training)(const void *impl);
     void (*destroy)(void *impl);
     /* Writes the index's sections and fills params (128 bytes, index-defined). NULL: not persistable. */
+    void (*ids_in_order)(const void *impl, int64_t *out); /* the ids by item position */
+    /* Called when attributes are attached (or replaced; NULL: removed): the type may derive per-item
+     * structure from them. NULL: nothing to derive. */
+    vs_status (*attach_attrs)(void *impl, const struct vs_attrs *a, char *err);
     vs_status (*save)(const void *impl, vs_ifile_writer_t *w, uint8_t params[128], char *err);
 } vs_index_ops_t;
 

@@ -30,12 +30,16 @@
 /* ---- helpers ------------------------------------------------------------------------------------ */
 
 /* Recomputes max_list after lists changed (add, load): O(nlist), never on the search path. */
+/* Keeps max_list and each list's first item position (attributes are kept in list order). */
 static void update_max_list(vs_ivf_t *ivf)
 {
-    size_t m = 0;
-    for (uint32_t l = 0; l < ivf->nlist; l++)
+    size_t m = 0, first = 0;
+    for (uint32_t l = 0; l < ivf->nlist; l++) {
+        ivf->lists[l].first = first;
+        first += ivf->lists[l].n;
         if (ivf->lists[l].n > m)
             m = ivf->lists[l].n;
+    }
     ivf->max_list = m;
 }
 
@@ -120,6 +124,7 @@ void vs_ivf_destroy(vs_ivf_t *ivf)
         }
     }
     free(ivf->lists);
+    vs_attrs_summary_destroy(ivf->summary);
     free(ivf->centroids);
     free(ivf->term2);
     free(ivf->cbt);
@@ -543,10 +548,17 @@ typedef struct search_ctx {
     const float *q;
     size_t nq, k, kp; /* kp: heap size before refine */
     uint32_t nprobe;
-    uint32_t qef;            /* quantizer_efSearch (HNSW coarse; 0 = default) */
-    const int32_t *lists;    /* precomputed probes (nq*nprobe) or NULL */
-    const vs_fresh_t *fresh; /* writes since the version (NULL: none) */
-    const vs_idset_t *excl;  /* ids never returned (NULL: none) */
+    /* filtered search: probe_max lists are ranked and the nearest nprobe of them that may hold a
+     * matching item (bit set in may) are scanned; the others only for their fresh records */
+    uint32_t probe_max;
+    const uint64_t *may;
+    uint32_t qef;              /* quantizer_efSearch (HNSW coarse; 0 = default) */
+    const int32_t *lists;      /* precomputed probes (nq*nprobe) or NULL */
+    const vs_fresh_t *fresh;   /* writes since the version (NULL: none) */
+    const vs_idset_t *excl;    /* ids never returned (NULL: none) */
+    const vs_filter_t *filter; /* attribute filter (NULL: none) */
+    const uint64_t *exact;     /* exact filtered search: the matching base items (list << 32 | position) */
+    size_t n_exact;
     int larger;
     float *out_dist;
     int64_t *out_ids;
@@ -581,15 +593,20 @@ typedef struct fs_state {
     const ivf_list_t *L;
     uint32_t list;
     int by_slot;
-    float base, scale;       /* key = base + sum / scale */
-    const vs_fresh_t *fresh; /* non-NULL: skip ids whose copy here is hidden */
-    const vs_idset_t *excl;  /* non-NULL: skip these ids */
+    float base, scale;         /* key = base + sum / scale */
+    const vs_fresh_t *fresh;   /* non-NULL: skip ids whose copy here is hidden */
+    const vs_idset_t *excl;    /* non-NULL: skip these ids */
+    const vs_filter_t *filter; /* non-NULL: skip items failing it */
 } fs_state_t;
 
-/* 1 when a base item (id) must not be a candidate: hidden by a write, or excluded by the request. */
-static inline int skip_base(const vs_fresh_t *fresh, const vs_idset_t *excl, int64_t id)
+/* 1 when base item pos of list L must not be a candidate: failing the filter, hidden by a write, or
+ * excluded by the request. */
+static inline int skip_base(const vs_fresh_t *fresh, const vs_idset_t *excl, const vs_filter_t *filter,
+                            const ivf_list_t *L, size_t pos)
 {
-    return (fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(excl, id);
+    const int64_t id = L->ids[pos];
+    return (filter && !vs_filter_match(filter, L->first + pos)) || (fresh && vs_fresh_base_dead(fresh, id)) ||
+           vs_idset_has(excl, id);
 }
 
 static uint16_t key_to_threshold(float thr_key, float base, float scale)
@@ -609,7 +626,7 @@ static uint16_t fs_offer(void *arg, size_t pos, uint16_t sum)
     fs_state_t *s = arg;
     float key = s->base + (float)sum / s->scale;
     int64_t id = s->by_slot ? (int64_t)(((uint64_t)s->list << 32) | pos) : s->L->ids[pos];
-    if (key <= cands_threshold(s->h) && !skip_base(s->fresh, s->excl, s->L->ids[pos]))
+    if (key <= cands_threshold(s->h) && !skip_base(s->fresh, s->excl, s->filter, s->L, pos))
         cands_push(s->h, key, id);
     return key_to_threshold(cands_threshold(s->h), s->base, s->scale);
 }
@@ -620,7 +637,8 @@ static void probe_lists(const search_ctx_t *c, scratch_t *s, const float *q, siz
         memcpy(s->probe, c->lists + qi * c->nprobe, c->nprobe * sizeof(int32_t));
         return;
     }
-    vs_coarse_probe(&c->ivf->coarse, q, c->nprobe, c->qef, 0, s->cdist, s->pkey, s->hids, s->proj, s->probe);
+    vs_coarse_probe(&c->ivf->coarse, q, c->probe_max, c->qef, 0, s->cdist, s->pkey, s->hids, s->proj,
+                    s->probe);
 }
 
 vs_status vs_ivf_probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int exact, int32_t *out_lists,
@@ -662,7 +680,8 @@ static uint32_t fresh_fs_sum(const uint8_t *code, uint32_t P, const uint8_t *qlu
 static inline int offer_fresh(const search_ctx_t *c, cands_t *h, const vs_fresh_list_t *FL, uint32_t l,
                               uint32_t pi, int64_t id, size_t pos, float key)
 {
-    if (vs_idset_has(c->excl, id) || !vs_fresh_live(c->fresh, FL, l, id, pos))
+    if ((c->filter && !vs_filter_match_row(c->filter, vs_fresh_record_attrs(c->fresh, FL, pos))) ||
+        vs_idset_has(c->excl, id) || !vs_fresh_live(c->fresh, FL, l, id, pos))
         return 0;
     cands_push(h, key,
                c->ivf->spec.refine != VS_REFINE_NONE ? (int64_t)(FRESH_SLOT | ((uint64_t)pi << 32) | pos)
@@ -749,9 +768,123 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, ui
     return offered;
 }
 
+/* The refine copy (or, for IVF-Flat, the stored vector) of item pos of list L, decoded into buf for SQ8. */
+static const float *item_vector(const vs_ivf_t *ivf, const uint8_t *refine, const uint8_t *code, float *buf)
+{
+    if (ivf->spec.refine == VS_REFINE_FLAT)
+        return (const float *)refine;
+    if (ivf->spec.refine == VS_REFINE_SQ8) {
+        vs_sq8_decode(&ivf->sq8, refine, buf);
+        return buf;
+    }
+    return (const float *)code; /* IVF-Flat */
+}
+
+static void prefetch_item(const vs_ivf_t *ivf, uint64_t slot)
+{
+    const ivf_list_t *L = &ivf->lists[slot >> 32];
+    const size_t pos = (size_t)(slot & 0xffffffffu);
+    const size_t rb = vs_ivf_refine_bytes(ivf), bytes = rb ? rb : ivf->d * sizeof(float);
+    const char *p = rb ? (const char *)L->refine + pos * rb : (const char *)L->codes + pos * bytes;
+    for (size_t off = 0; off < bytes; off += 64)
+        __builtin_prefetch(p + off);
+}
+
+/* Emits the final heap fin (k + slack slots when the search has fresh writes) into query qi's k slots:
+ * through the slack with duplicates dropped when fresh candidates were seen, else the plain k best. */
+static void emit_final(const search_ctx_t *c, scratch_t *s, size_t qi, vs_topk_t *fin, size_t kk,
+                       int saw_fresh)
+{
+    float *od = c->out_dist + qi * c->k;
+    int64_t *oi = c->out_ids + qi * c->k;
+    if (saw_fresh) {
+        float *ed = s->fkeys + kk;
+        int64_t *ei = s->fids + kk;
+        vs_topk_emit(fin, c->larger, ed, ei);
+        vs_topk_drop_duplicates(ed, ei, kk, s->hids, c->larger);
+        memcpy(od, ed, c->k * sizeof *od);
+        memcpy(oi, ei, c->k * sizeof *oi);
+        return;
+    }
+    if (kk == c->k) {
+        vs_topk_emit(fin, c->larger, od, oi);
+        return;
+    }
+    vs_topk_t k_best; /* the heap's keys live in s->fkeys[0..kk): keep the k best in the slots past it */
+    vs_topk_init(&k_best, c->k, s->fkeys + kk, s->fids + kk);
+    for (size_t i = 0; i < fin->size; i++)
+        vs_topk_push(&k_best, fin->keys[i], fin->ids[i]);
+    vs_topk_emit(&k_best, c->larger, od, oi);
+}
+
+/* Exact filtered search of query qi (very selective filters, as Vespa's exact fallback): every matching
+ * base item (c->exact) and every live matching fresh record, ranked by its refine copy (IVF-Flat: its
+ * vector). No list is probed, so recall is 1 up to the refine codec. */
+static void search_exact(const search_ctx_t *c, scratch_t *s, size_t qi)
+{
+    const vs_ivf_t *ivf = c->ivf;
+    const uint32_t d = ivf->d;
+    const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
+    const size_t kk = c->k + (fresh ? VS_FRESH_SLACK : 0);
+    const size_t rb = vs_ivf_refine_bytes(ivf);
+    const int is_l2 = ivf->metric == VS_METRIC_L2;
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    memcpy(s->q, c->q + qi * d, d * sizeof(float));
+    if (ivf->metric == VS_METRIC_COSINE)
+        vs_normalize_rows(s->q, 1, d);
+    const float *q = s->q;
+    vs_topk_t fin;
+    vs_topk_init(&fin, kk, s->fkeys, s->fids);
+    const size_t ahead = 8;
+    for (size_t i = 0; i < c->n_exact && i < ahead; i++)
+        prefetch_item(ivf, c->exact[i]);
+    for (size_t i = 0; i < c->n_exact; i++) {
+        if (i + ahead < c->n_exact)
+            prefetch_item(ivf, c->exact[i + ahead]);
+        const ivf_list_t *L = &ivf->lists[c->exact[i] >> 32];
+        const size_t pos = (size_t)(c->exact[i] & 0xffffffffu);
+        const int64_t id = L->ids[pos];
+        if ((fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(c->excl, id))
+            continue;
+        const float *v = item_vector(ivf, rb ? L->refine + pos * rb : NULL,
+                                     L->codes + pos * (rb ? 0 : d * sizeof(float)), s->dbuf);
+        float key = vs_topk_key(is_l2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d), c->larger);
+        if (key <= vs_topk_threshold(&fin))
+            vs_topk_push(&fin, key, id);
+    }
+    int saw_fresh = 0;
+    for (uint32_t l = 0; fresh && l < ivf->nlist; l++) {
+        const vs_fresh_list_t *FL;
+        const size_t n = vs_fresh_list_n(fresh, l, &FL);
+        for (size_t pos = 0; pos < n; pos++) {
+            size_t off;
+            const vs_fresh_chunk_t *ch = atomic_load_explicit(
+                &((vs_fresh_list_t *)FL)->chunks[vs_fresh_chunk_of(pos, &off)], memory_order_acquire);
+            if (atomic_load_explicit(&ch->dead[off], memory_order_acquire) ||
+                !vs_filter_match_row(c->filter, vs_fresh_record_attrs(fresh, FL, pos)))
+                continue;
+            const int64_t id = ch->ids[off];
+            if (vs_idset_has(c->excl, id) || !vs_fresh_live(fresh, FL, l, id, pos))
+                continue;
+            const float *v = item_vector(ivf, rb ? ch->refine + off * rb : NULL,
+                                         ch->codes + off * fresh->code_bytes, s->dbuf);
+            float key = vs_topk_key(is_l2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d), c->larger);
+            if (key <= vs_topk_threshold(&fin)) {
+                vs_topk_push(&fin, key, id);
+                saw_fresh = 1;
+            }
+        }
+    }
+    emit_final(c, s, qi, &fin, kk, saw_fresh);
+}
+
 static void search_one(void *arg, size_t qi, size_t worker)
 {
     search_ctx_t *c = arg;
+    if (c->exact) {
+        search_exact(c, &c->scratch[worker], qi);
+        return;
+    }
     const vs_ivf_t *ivf = c->ivf;
     scratch_t *s = &c->scratch[worker];
     const uint32_t d = ivf->d;
@@ -786,11 +919,20 @@ static void search_one(void *arg, size_t qi, size_t worker)
     }
     const vs_distance_kernels_t *kern = vs_distance_kernels();
     vs_fs_scan_fn scan = vs_fs_scan();
-    for (uint32_t pi = 0; pi < c->nprobe; pi++) {
+    uint32_t scanned = 0; /* lists whose items were scanned (with a filter: those that may match) */
+    for (uint32_t pi = 0; pi < c->probe_max && scanned < c->nprobe; pi++) {
         int32_t l = s->probe[pi];
         if (l < 0 || (uint32_t)l >= ivf->nlist)
             continue;
         const ivf_list_t *L = &ivf->lists[l];
+        ivf_list_t none;
+        if (c->may && !(c->may[l / 64] >> (l % 64) & 1)) { /* no matching item: its fresh records only */
+            none = *L;
+            none.n = 0;
+            L = &none;
+        } else {
+            scanned++;
+        }
         const vs_fresh_list_t *FL = NULL;
         const size_t fn = fresh ? vs_fresh_list_n(fresh, (uint32_t)l, &FL) : 0;
         if (L->n == 0 && fn == 0)
@@ -802,7 +944,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
             float thr = cands_threshold(&h);
             for (size_t i = 0; i < L->n; i++) {
                 float key = vs_topk_key(s->dbuf[i], larger);
-                if (key <= thr && !skip_base(fresh, c->excl, L->ids[i])) {
+                if (key <= thr && !skip_base(fresh, c->excl, c->filter, L, i)) {
                     cands_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
                     thr = cands_threshold(&h);
                 }
@@ -823,7 +965,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
                 base = -kern->ip(q, cl, d) + ip_bias;
                 scale = ip_scale;
             }
-            fs_state_t st = {&h, L, (uint32_t)l, refine, base, scale, fresh, c->excl};
+            fs_state_t st = {&h, L, (uint32_t)l, refine, base, scale, fresh, c->excl, c->filter};
             if (L->n)
                 scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(cands_threshold(&h), base, scale),
                      fs_offer, &st);
@@ -847,7 +989,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
             float thr = cands_threshold(&h);
             for (size_t i = 0; i < L->n; i++) {
                 float key = base + vs_pq_adc(s->table, L->codes + i * pq->m, pq->m, pq->ksub);
-                if (key <= thr && !skip_base(fresh, c->excl, L->ids[i])) {
+                if (key <= thr && !skip_base(fresh, c->excl, c->filter, L, i)) {
                     cands_push(&h, key, refine ? (int64_t)(((uint64_t)l << 32) | i) : L->ids[i]);
                     thr = cands_threshold(&h);
                 }
@@ -950,14 +1092,105 @@ static size_t scratch_layout(const scratch_shape_t *sh, void *mem, scratch_t *s)
     return off;
 }
 
-static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const vs_idset_t *excl, size_t nq,
-                            const float *q, size_t k, uint32_t nprobe, uint32_t qef, const int32_t *lists,
-                            float k_factor, size_t n_threads, float *out_dist, int64_t *out_ids, char *err)
+/* The matching base items of a very selective filter as list << 32 | position (*out malloc'd), or
+ * *out NULL when the search should scan lists: the filter is not that selective, or the index has no
+ * vectors to rank by (PQ without refine). */
+static vs_status exact_items(const vs_ivf_t *ivf, const vs_search_params_t *sel, uint64_t **out,
+                             size_t *n_out, char *err)
+{
+    *out = NULL;
+    *n_out = 0;
+    const vs_filter_t *f = sel ? sel->filter : NULL;
+    if (!vs_filter_active(f) || (ivf->spec.refine == VS_REFINE_NONE && ivf->spec.codec != VS_CODEC_FLAT))
+        return VS_OK;
+    const double thr = sel->filter_exact > 0 ? sel->filter_exact : VS_FILTER_EXACT_DEFAULT;
+    if (f->est_matches > thr * (double)ivf->ntotal)
+        return VS_OK;
+    uint32_t *pos = malloc((f->driver_count ? f->driver_count : 1) * sizeof *pos);
+    uint64_t *slots = malloc((f->driver_count ? f->driver_count : 1) * sizeof *slots);
+    if (!pos || !slots) {
+        free(pos);
+        free(slots);
+        return vs_errf(err, VS_ERR_NOMEM, "IVF filtered search: out of memory for %zu items",
+                       f->driver_count);
+    }
+    size_t n = vs_filter_collect(f, pos, f->driver_count);
+    if (n > f->driver_count)
+        n = f->driver_count;
+    for (size_t i = 0; i < n; i++) { /* position -> list: the last list starting at or before it */
+        uint32_t lo = 0, hi = ivf->nlist;
+        while (hi - lo > 1) {
+            uint32_t mid = (lo + hi) / 2;
+            if (ivf->lists[mid].first <= pos[i])
+                lo = mid;
+            else
+                hi = mid;
+        }
+        while (lo + 1 < ivf->nlist && ivf->lists[lo].first + ivf->lists[lo].n <= pos[i])
+            lo++; /* empty lists share a first position */
+        slots[i] = ((uint64_t)lo << 32) | (pos[i] - ivf->lists[lo].first);
+    }
+    free(pos);
+    *out = slots;
+    *n_out = n;
+    return VS_OK;
+}
+
+/* nprobe for a filter scanned in the lists: when a share s of the items in the lists that may match
+ * does (est of items), each scanned list gives about s of its candidates, so more lists are probed, by
+ * sqrt(1/s) (at most 16x, at most nlist): the filtered nearest items are near the unfiltered ones but
+ * sparser. */
+static uint32_t filtered_nprobe(const vs_ivf_t *ivf, double est, double items, uint32_t nprobe)
+{
+    if (items <= 0)
+        return nprobe;
+    double share = est / items;
+    double scale = share > 0 ? sqrt(1.0 / share) : 16.0;
+    if (scale > 16.0)
+        scale = 16.0;
+    double want = ceil((double)nprobe * scale);
+    return want >= (double)ivf->nlist ? ivf->nlist : (uint32_t)want;
+}
+
+static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const vs_search_params_t *sel,
+                            size_t nq, const float *q, size_t k, uint32_t nprobe, uint32_t qef,
+                            const int32_t *lists, float k_factor, size_t n_threads, float *out_dist,
+                            int64_t *out_ids, char *err)
 {
     if (!ivf->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index is not trained");
     if (nq == 0)
         return VS_OK;
+    const vs_filter_t *filter = sel && vs_filter_active(sel->filter) ? sel->filter : NULL;
+    uint64_t *exact = NULL;
+    size_t n_exact = 0;
+    vs_status est = exact_items(ivf, sel, &exact, &n_exact, err);
+    if (est != VS_OK)
+        return est;
+    uint32_t probe_max = nprobe;
+    uint64_t *may = NULL;
+    if (filter && !exact && ivf->summary) {
+        may = malloc((ivf->nlist + 63) / 64 * sizeof *may);
+        if (!may) {
+            free(exact);
+            return vs_errf(err, VS_ERR_NOMEM, "IVF filtered search: out of memory");
+        }
+        size_t n_may = vs_filter_groups(filter, ivf->summary, may), items = 0;
+        for (uint32_t l = 0; l < ivf->nlist; l++)
+            if (may[l / 64] >> (l % 64) & 1)
+                items += ivf->lists[l].n;
+        if (!lists) {
+            /* within the lists that may match, a share est/items of the items match: probe more of
+             * them by sqrt(items/est), ranking enough lists that nprobe of them may match */
+            nprobe = filtered_nprobe(ivf, filter->est_matches, (double)items, nprobe);
+            if (n_may == 0)
+                n_may = 1;
+            double ranked = ceil(2.0 * (double)nprobe * (double)ivf->nlist / (double)n_may);
+            probe_max = ranked >= (double)ivf->nlist ? ivf->nlist : (uint32_t)ranked;
+            if (probe_max < nprobe)
+                probe_max = nprobe;
+        }
+    }
     size_t kp = k;
     if (ivf->spec.refine != VS_REFINE_NONE) {
         double f = k_factor > 0 ? k_factor : VS_IVF_DEFAULT_K_FACTOR;
@@ -972,10 +1205,15 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
                       .k = k,
                       .kp = kp,
                       .nprobe = nprobe,
+                      .probe_max = probe_max,
+                      .may = may,
                       .qef = qef,
                       .lists = lists,
                       .fresh = fresh,
-                      .excl = excl,
+                      .excl = sel ? sel->exclude : NULL,
+                      .filter = filter,
+                      .exact = exact,
+                      .n_exact = n_exact,
                       .larger = ivf->metric != VS_METRIC_L2,
                       .out_dist = out_dist,
                       .out_ids = out_ids};
@@ -995,6 +1233,8 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
             free(c.scratch);
             free(owned);
         }
+        free(exact);
+        free(may);
         return vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory");
     }
     if (!heap) {
@@ -1003,7 +1243,7 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
     }
     scratch_shape_t shape = {.d = ivf->d,
                              .nlist = ivf->nlist,
-                             .nprobe = nprobe,
+                             .nprobe = probe_max,
                              .mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)ivf->pq.m * ivf->pq.ksub : 1,
                              .qlut = (size_t)vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1) * 64,
                              .dbuf = max_list > ivf->d ? max_list : ivf->d,
@@ -1033,12 +1273,14 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
         free(owned);
         free(c.scratch);
     }
+    free(exact);
+    free(may);
     return st;
 }
 
 /* Checks the parameters (the lists when given, else nprobe and quantizer_efSearch) as vs_index_search and
  * vs_ivf_search_lists promise, then searches. */
-static vs_status checked_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const vs_idset_t *excl,
+static vs_status checked_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const vs_search_params_t *sel,
                                 size_t nq, const float *q, size_t k, uint32_t nprobe, uint32_t qef,
                                 const int32_t *lists, float k_factor, size_t n_threads, float *out_dist,
                                 int64_t *out_ids, char *err)
@@ -1066,24 +1308,24 @@ static vs_status checked_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, co
     vs_status st = vs_check_finite(q, nq, ivf->d, "query", err);
     if (st != VS_OK)
         return st;
-    return run_search(ivf, fresh, excl, nq, q, k, nprobe, qef, lists, k_factor,
+    return run_search(ivf, fresh, sel, nq, q, k, nprobe, qef, lists, k_factor,
                       n_threads ? n_threads : vs_parallel_cpus(), out_dist, out_ids, err);
 }
 
 vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, const int32_t *lists,
-                              uint32_t n_lists, float k_factor, const vs_idset_t *exclude, size_t n_threads,
-                              float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
+                              uint32_t n_lists, float k_factor, const vs_search_params_t *sel,
+                              size_t n_threads, float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
 {
-    return checked_search(ivf, NULL, exclude, nq, q, k, n_lists, 0, lists, k_factor, n_threads, out_dist,
-                          out_ids, err);
+    return checked_search(ivf, NULL, sel, nq, q, k, n_lists, 0, lists, k_factor, n_threads, out_dist, out_ids,
+                          err);
 }
 
 vs_status vs_ivf_search_fresh(const vs_ivf_t *ivf, const vs_fresh_t *f, size_t nq, const float *q, size_t k,
                               uint32_t nprobe, uint32_t qef, const int32_t *lists, float k_factor,
-                              const vs_idset_t *excl, size_t n_threads, float *out_dist, int64_t *out_ids,
-                              char *err)
+                              const vs_search_params_t *sel, size_t n_threads, float *out_dist,
+                              int64_t *out_ids, char *err)
 {
-    return checked_search(ivf, f, excl, nq, q, k, nprobe, qef, lists, k_factor, n_threads, out_dist, out_ids,
+    return checked_search(ivf, f, sel, nq, q, k, nprobe, qef, lists, k_factor, n_threads, out_dist, out_ids,
                           err);
 }
 
@@ -1269,7 +1511,7 @@ static vs_status ops_search(const void *impl, size_t nq, const float *q, size_t 
         return vs_errf(
             err, VS_ERR_INVALID_ARGUMENT,
             "quantizer_efSearch applies to IVF indexes with an HNSW coarse quantizer (IVF{n}_HNSW{M}) only");
-    return run_search(ivf, NULL, params->exclude, nq, q, k, nprobe, params->quantizer_ef_search, NULL,
+    return run_search(ivf, NULL, params, nq, q, k, nprobe, params->quantizer_ef_search, NULL,
                       params->k_factor, n_threads, out_dist, out_ids, err);
 }
 
@@ -1325,6 +1567,38 @@ static void ops_destroy(void *impl)
     vs_ivf_destroy(impl);
 }
 
+static void ops_ids_in_order(const void *impl, int64_t *out)
+{
+    const vs_ivf_t *ivf = impl;
+    for (uint32_t l = 0; l < ivf->nlist; l++)
+        memcpy(out + ivf->lists[l].first, ivf->lists[l].ids, ivf->lists[l].n * sizeof *out);
+}
+
+static vs_status ops_attach_attrs(void *impl, const vs_attrs_t *a, char *err)
+{
+    vs_ivf_t *ivf = impl;
+    vs_attrs_summary_t *s = NULL;
+    if (a) {
+        size_t *first = malloc((ivf->nlist ? ivf->nlist : 1) * sizeof *first),
+               *count = malloc((ivf->nlist ? ivf->nlist : 1) * sizeof *count);
+        vs_status st = first && count ? VS_OK : vs_errf(err, VS_ERR_NOMEM, "IVF attributes: out of memory");
+        for (uint32_t l = 0; st == VS_OK && l < ivf->nlist; l++) {
+            first[l] = ivf->lists[l].first;
+            count[l] = ivf->lists[l].n;
+        }
+        if (st == VS_OK)
+            st = vs_attrs_summarize(a, first, count, ivf->nlist, &s, err);
+        free(first);
+        free(count);
+        if (st != VS_OK)
+            return st;
+    }
+    vs_attrs_summary_destroy(ivf->summary);
+    ivf->summary = s;
+    return VS_OK;
+}
+
 const vs_index_ops_t vs_ivf_ops = {
-    ops_train, ops_add, ops_search, ops_count, ops_memory_bytes, ops_needs_training, ops_destroy, ivf_save,
+    ops_train,          ops_add,     ops_search,       ops_count,        ops_memory_bytes,
+    ops_needs_training, ops_destroy, ops_ids_in_order, ops_attach_attrs, ivf_save,
 };

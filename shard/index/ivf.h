@@ -27,9 +27,10 @@ vs_status vs_ivf_create(uint32_t dim, vs_metric metric, const vs_factory_spec_t 
 void vs_ivf_destroy(vs_ivf_t *ivf);
 
 /* Search restricted to given lists (centroid routing: the coordinator picked them). lists[nq*n_lists]
- * are list ids (each < nlist, -1 = skip); see vs_index_search for the rest. */
+ * are list ids (each < nlist, -1 = skip); sel (may be NULL) gives the exclusions, the filter and
+ * filter_exact_threshold (its other fields are ignored); see vs_index_search for the rest. */
 vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, size_t k, const int32_t *lists,
-                              uint32_t n_lists, float k_factor, const struct vs_idset *exclude,
+                              uint32_t n_lists, float k_factor, const vs_search_params_t *sel,
                               size_t n_threads, float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN]);
 
 /* Builds an IVF index over a validated, mapped index file (f outlives the index; the caller closes it

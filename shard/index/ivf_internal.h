@@ -3,6 +3,7 @@
 #ifndef VS_SHARD_INDEX_IVF_INTERNAL_H
 #define VS_SHARD_INDEX_IVF_INTERNAL_H
 
+#include "shard/index/attrs.h"
 #include "shard/index/coarse.h"
 #include "shard/index/ivf.h"
 #include "shard/index/pq.h"
@@ -14,6 +15,7 @@ typedef struct ivf_list {
     int64_t *ids;    /* n */
     uint8_t *refine; /* RFlat: n*d floats; RSQ8: n*d bytes */
     int owned;       /* 1 while building; 0 when pointing into a mapped file */
+    size_t first;    /* position of item 0 in the index's item order (lists in order; attributes) */
 } ivf_list_t;
 
 struct vs_ivf {
@@ -29,6 +31,7 @@ struct vs_ivf {
     vs_sq8_t sq8;
     ivf_list_t *lists;
     size_t ntotal;
+    vs_attrs_summary_t *summary; /* per-list attribute summaries (attrs.h), NULL without attributes */
     size_t max_list; /* longest list (sizes the scan scratch; kept by add and load, so search is O(nprobe)) */
     uint64_t seed;
 };

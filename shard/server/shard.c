@@ -674,12 +674,12 @@ vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t l
         }
         if (v->fresh && r->lists_per_query)
             st = vs_fresh_search_lists(v->fresh, nq, r->queries, r->k, r->lists, r->lists_per_query,
-                                       params.k_factor, params.exclude, threads, dist, ids, err);
+                                       params.k_factor, &params, threads, dist, ids, err);
         else if (v->fresh)
             st = vs_fresh_search(v->fresh, nq, r->queries, r->k, &params, threads, dist, ids, err);
         else if (r->lists_per_query)
             st = vs_ivf_search_lists(vs_index_impl_ivf(v->idx), nq, r->queries, r->k, r->lists,
-                                     r->lists_per_query, params.k_factor, params.exclude, threads, dist, ids,
+                                     r->lists_per_query, params.k_factor, &params, threads, dist, ids,
                                      err);
         else
             st = vs_index_search(v->idx, nq, r->queries, r->k, &params, threads, dist, ids, err);

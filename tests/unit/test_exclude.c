@@ -251,7 +251,8 @@ static void test_fresh_items(void)
             const struct vs_ivf *ivf = vs_index_impl_ivf(idx);
             for (size_t i = 0; i < NQ; i++)
                 CHECK(vs_ivf_probe(ivf, queries + i * D, 16, 0, lists + i * 16, err) == VS_OK);
-            CHECK(vs_fresh_search_lists(fr, NQ, queries, K, lists, 16, 8, set, 1, d, ids, err) == VS_OK);
+            const vs_search_params_t sel = {.exclude = set};
+            CHECK(vs_fresh_search_lists(fr, NQ, queries, K, lists, 16, 8, &sel, 1, d, ids, err) == VS_OK);
             for (size_t i = 0; i < NQ * K; i++)
                 bad += contains(fid, NQ, ids[i]) || ids[i] < 0;
             CHECKF(bad == 0, "search_lists: %zu excluded fresh ids or missing results", bad);
