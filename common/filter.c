@@ -229,6 +229,45 @@ vs_status vs_filter_spec_check(const vs_filter_spec_t *s, const vs_attr_field_t 
     return VS_OK;
 }
 
+size_t vs_group_select(size_t n, const float *dist, const int64_t *ids, const int64_t *groups, size_t k,
+                       uint32_t size, float pad, float *out_dist, int64_t *out_ids, int64_t *out_groups,
+                       int64_t *scratch)
+{
+    if (size == 0)
+        size = 1;
+    /* the groups kept so far (at most k distinct) and their counts, in scratch: linear probing over a
+     * table of the next power of two above k (values hashed), counts beside */
+    size_t slots = 1;
+    while (slots < k + 1)
+        slots <<= 1;
+    int64_t *keys = scratch, *counts = scratch + slots;
+    for (size_t i = 0; i < slots; i++)
+        counts[i] = 0;
+    size_t kept = 0;
+    for (size_t i = 0; i < n && kept < k; i++) {
+        if (ids[i] < 0)
+            continue;
+        uint64_t h = ((uint64_t)groups[i] * 0x9e3779b97f4a7c15ull) >> 17;
+        size_t s = (size_t)h & (slots - 1);
+        while (counts[s] != 0 && keys[s] != groups[i])
+            s = (s + 1) & (slots - 1);
+        if (counts[s] >= (int64_t)size)
+            continue;
+        keys[s] = groups[i];
+        counts[s]++;
+        out_dist[kept] = dist[i];
+        out_ids[kept] = ids[i];
+        out_groups[kept] = groups[i];
+        kept++;
+    }
+    for (size_t i = kept; i < k; i++) {
+        out_dist[i] = pad;
+        out_ids[i] = -1;
+        out_groups[i] = VS_ATTR_NULL_INT;
+    }
+    return kept;
+}
+
 vs_status vs_group_by_check(const char *field, const vs_attr_field_t *fields, size_t n, char err[VS_ERR_LEN])
 {
     const vs_attr_field_t *f = find_field(field, fields, n);

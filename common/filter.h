@@ -83,4 +83,14 @@ vs_status vs_group_by_check(const char *field, const vs_attr_field_t *fields, si
 
 const char *vs_attr_type_name(vs_attr_type t); /* "int", "float" */
 
+/* group_by ("at most size results per value"): from n candidates sorted best first (dist, ids, groups;
+ * id -1 entries are skipped), keeps in order each one whose group value has fewer than size kept, until
+ * k are kept; writes them to out_dist/out_ids/out_groups (k slots, the rest padded with id -1, distance
+ * pad and group VS_ATTR_NULL_INT) and returns how many were kept. The missing value is a group like any
+ * other. Merging per-partition answers selected this way and selecting again gives the global answer
+ * (greedy selection over a partition matroid). scratch: 4 * (k + 1) int64 slots of the caller's. */
+size_t vs_group_select(size_t n, const float *dist, const int64_t *ids, const int64_t *groups, size_t k,
+                       uint32_t size, float pad, float *out_dist, int64_t *out_ids, int64_t *out_groups,
+                       int64_t *scratch);
+
 #endif

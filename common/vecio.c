@@ -7,8 +7,8 @@
  * validation happens once in vs_vecfile_open, so the readers are plain copy/convert loops with a range
  * check. Data on disk is little-endian (idx headers are big-endian) and the host is assumed
  * little-endian, which the build checks.
- * Not here: writing idx or gzip, big-endian or Fortran-order npy, dtypes other than f4/u1/i4/i8, files
- * whose rows differ in dimension. */
+ * Not here: writing idx or gzip, big-endian or Fortran-order npy, dtypes other than f4/u1/i4/i8 (and f8
+ * columns, opened only by vs_vecfile_open_column), files whose rows differ in dimension. */
 #if !defined(_GNU_SOURCE) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* mmap, fsync, fileno, O_CLOEXEC when built outside CMake */
 #endif
@@ -16,7 +16,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,7 +75,7 @@ static int mul_overflows(size_t a, size_t b, size_t *out)
 
 static size_t dtype_size(vs_vecio_dtype dtype)
 {
-    return dtype == VS_DTYPE_U8 ? 1 : dtype == VS_DTYPE_I64 ? 8 : 4;
+    return dtype == VS_DTYPE_U8 ? 1 : dtype == VS_DTYPE_I64 || dtype == VS_DTYPE_F64 ? 8 : 4;
 }
 
 static int has_suffix(const char *s, size_t len, const char *suffix)
@@ -445,7 +447,8 @@ static vs_status skip_value(cursor *c)
     }
 }
 
-static vs_status parse_npy(vs_vecfile_t *vf, const unsigned char *b, size_t len, char *err)
+/* allow_f64: also <f8 (vs_vecfile_open_column); vs_vecfile_open refuses it. */
+static vs_status parse_npy(vs_vecfile_t *vf, const unsigned char *b, size_t len, int allow_f64, char *err)
 {
     const char *path = vf->path;
     static const unsigned char magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
@@ -568,12 +571,15 @@ static vs_status parse_npy(vs_vecfile_t *vf, const unsigned char *b, size_t len,
         dtype = VS_DTYPE_I32;
     else if (strcmp(descr, "<i8") == 0)
         dtype = VS_DTYPE_I64;
+    else if (allow_f64 && strcmp(descr, "<f8") == 0)
+        dtype = VS_DTYPE_F64;
     else if (descr[0] == '>')
         return vs_errf(err, VS_ERR_UNSUPPORTED, "%s: big-endian npy dtype '%s' is not supported", path,
                        descr);
     else
         return vs_errf(err, VS_ERR_UNSUPPORTED,
-                       "%s: npy dtype '%s' is not supported (want <f4, |u1, <i4 or <i8)", path, descr);
+                       "%s: npy dtype '%s' is not supported (want <f4, |u1, <i4%s or <i8)", path, descr,
+                       allow_f64 ? ", <f8" : "");
     if (fortran)
         return vs_errf(err, VS_ERR_UNSUPPORTED, "%s: Fortran-order npy arrays are not supported", path);
     if (ndims != 1 && ndims != 2)
@@ -688,7 +694,7 @@ void vs_vecfile_close(vs_vecfile_t *vf)
     free(vf);
 }
 
-vs_status vs_vecfile_open(const char *path, vs_vecfile_t **out_vf, char err[VS_ERR_LEN])
+static vs_status open_file(const char *path, int allow_f64, vs_vecfile_t **out_vf, char *err)
 {
     if (path == NULL || out_vf == NULL)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "vs_vecfile_open: NULL %s",
@@ -748,13 +754,35 @@ vs_status vs_vecfile_open(const char *path, vs_vecfile_t **out_vf, char err[VS_E
         st = parse_vecs(vf, bytes, len, err);
         break;
     case VS_VECIO_NPY:
-        st = parse_npy(vf, bytes, len, err);
+        st = parse_npy(vf, bytes, len, allow_f64, err);
         break;
     case VS_VECIO_IDX:
         st = parse_idx(vf, bytes, len, gz, err);
         break;
     }
     if (st != VS_OK) {
+        vs_vecfile_close(vf);
+        return st;
+    }
+    *out_vf = vf;
+    return VS_OK;
+}
+
+vs_status vs_vecfile_open(const char *path, vs_vecfile_t **out_vf, char err[VS_ERR_LEN])
+{
+    return open_file(path, 0, out_vf, err);
+}
+
+vs_status vs_vecfile_open_column(const char *path, vs_vecfile_t **out_vf, char err[VS_ERR_LEN])
+{
+    vs_vecfile_t *vf = NULL;
+    vs_status st = open_file(path, 1, &vf, err);
+    if (st != VS_OK)
+        return st;
+    if (vf->dim != 1) {
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                     "%s: rows of %u values; a column holds one value per row (npy shape (n,) or (n, 1))",
+                     path, vf->dim);
         vs_vecfile_close(vf);
         return st;
     }
@@ -823,6 +851,21 @@ static void i32_to_f32(const unsigned char *restrict src, float *restrict dst, s
     }
 }
 
+/* float64 to the nearest float32; a finite value beyond float32's range is refused (NaN and +-inf stay). */
+static vs_status f64_to_f32(const vs_vecfile_t *vf, size_t row0, const unsigned char *restrict src,
+                            float *restrict dst, size_t n, char *err)
+{
+    for (size_t j = 0; j < n; j++) {
+        double v;
+        memcpy(&v, src + 8 * j, 8);
+        if (isfinite(v) && (v > FLT_MAX || v < -FLT_MAX))
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: row %zu: %g does not fit a float32", vf->path,
+                           row0 + j / vf->dim, v);
+        dst[j] = (float)v;
+    }
+    return VS_OK;
+}
+
 static void u8_to_i32(const unsigned char *restrict src, int32_t *restrict dst, size_t n)
 {
     for (size_t j = 0; j < n; j++)
@@ -874,18 +917,25 @@ vs_status vs_vecfile_read_f32(const vs_vecfile_t *vf, size_t row0, size_t n_rows
         for (size_t i = 0; i < runs; i++)
             i32_to_f32(src + i * stride, out + i * run, run);
         break;
+    case VS_DTYPE_F64:
+        for (size_t i = 0; i < runs && st == VS_OK; i++)
+            st = f64_to_f32(vf, row0 + i * run / vf->dim, src + i * stride, out + i * run, run, err);
+        break;
     case VS_DTYPE_I64:
         break; /* refused above */
     }
-    return VS_OK;
+    return st;
 }
 
 vs_status vs_vecfile_read_i32(const vs_vecfile_t *vf, size_t row0, size_t n_rows, int32_t *out,
                               char err[VS_ERR_LEN])
 {
-    if (vf->dtype == VS_DTYPE_F32 || vf->dtype == VS_DTYPE_I64)
+    if (vf->dtype == VS_DTYPE_F32 || vf->dtype == VS_DTYPE_I64 || vf->dtype == VS_DTYPE_F64)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: holds %s; read_i32 only reads int32 or uint8 files",
-                       vf->path, vf->dtype == VS_DTYPE_F32 ? "float32 vectors" : "int64 ids");
+                       vf->path,
+                       vf->dtype == VS_DTYPE_F32   ? "float32 vectors"
+                       : vf->dtype == VS_DTYPE_F64 ? "float64 values"
+                                                   : "int64 ids");
     span_t sp;
     vs_status st = rows_span(vf, row0, n_rows, out, &sp, err);
     if (st != VS_OK || n_rows == 0)
@@ -905,9 +955,9 @@ vs_status vs_vecfile_read_i32(const vs_vecfile_t *vf, size_t row0, size_t n_rows
 vs_status vs_vecfile_read_i64(const vs_vecfile_t *vf, size_t row0, size_t n_rows, int64_t *out,
                               char err[VS_ERR_LEN])
 {
-    if (vf->dtype == VS_DTYPE_F32)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
-                       "%s: holds float32 vectors; read_i64 only reads integer files", vf->path);
+    if (vf->dtype == VS_DTYPE_F32 || vf->dtype == VS_DTYPE_F64)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: holds %s; read_i64 only reads integer files",
+                       vf->path, vf->dtype == VS_DTYPE_F32 ? "float32 vectors" : "float64 values");
     span_t sp;
     vs_status st = rows_span(vf, row0, n_rows, out, &sp, err);
     if (st != VS_OK || n_rows == 0)
@@ -1139,6 +1189,9 @@ vs_status vs_vecio_write_npy(const char *path, vs_vecio_dtype dtype, size_t n, u
         break;
     case VS_DTYPE_I64:
         descr = "<i8";
+        break;
+    case VS_DTYPE_F64:
+        descr = "<f8";
         break;
     default:
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: unknown dtype %d", path != NULL ? path : "(null)",

@@ -32,6 +32,7 @@ typedef enum vs_vecio_dtype {
     VS_DTYPE_U8,
     VS_DTYPE_I32,
     VS_DTYPE_I64, /* npy <i8: item ids (ground truth by the user's ids) */
+    VS_DTYPE_F64, /* npy <f8: only in columns (vs_vecfile_open_column), read as float32 */
 } vs_vecio_dtype;
 
 typedef struct vs_vecfile vs_vecfile_t; /* opaque */
@@ -44,6 +45,12 @@ typedef struct vs_vecfile vs_vecfile_t; /* opaque */
  * an unknown extension or an npy dtype other than <f4, |u1, <i4, <i8. On success *out_vf owns the mapping;
  * free with vs_vecfile_close. Thread-safety: reads on one vs_vecfile_t may run concurrently. */
 vs_status vs_vecfile_open(const char *path, vs_vecfile_t **out_vf, char err[VS_ERR_LEN]);
+
+/* Opens a column: a file of one value per row (item attributes: .npy of shape (n,) or (n, 1)), as
+ * vs_vecfile_open does, but also accepting npy <f8 (dtype VS_DTYPE_F64: read_f32 rounds it to the nearest
+ * float32 and refuses a finite value beyond float32's range, naming the row; read_i32 and read_i64 refuse
+ * it). Rows of more than one value are VS_ERR_INVALID_ARGUMENT; other errors as vs_vecfile_open. */
+vs_status vs_vecfile_open_column(const char *path, vs_vecfile_t **out_vf, char err[VS_ERR_LEN]);
 
 /* Releases the mapping or buffer. NULL is a no-op. */
 void vs_vecfile_close(vs_vecfile_t *vf);
@@ -89,7 +96,8 @@ vs_status vs_vecio_write_ivecs(const char *path, size_t n, uint32_t dim, const i
                                char err[VS_ERR_LEN]);
 vs_status vs_vecio_write_bvecs(const char *path, size_t n, uint32_t dim, const uint8_t *data,
                                char err[VS_ERR_LEN]);
-/* npy v1.0 with header padded so the data starts at a multiple of 64 bytes. dtype F32, U8, I32 or I64. */
+/* npy v1.0 with header padded so the data starts at a multiple of 64 bytes. dtype F32, U8, I32, I64 or F64
+ * (data: doubles). */
 vs_status vs_vecio_write_npy(const char *path, vs_vecio_dtype dtype, size_t n, uint32_t dim, const void *data,
                              char err[VS_ERR_LEN]);
 

@@ -45,8 +45,8 @@ typedef struct bcall {
 
 static int same_key(const vs_batch_key_t *a, const vs_batch_key_t *b)
 {
-    if (a->n_exclude || b->n_exclude) /* exclusions belong to one request */
-        return 0;
+    if (a->n_exclude || b->n_exclude || a->filter || b->filter || a->group_by || b->group_by)
+        return 0; /* exclusions, filters and group_by belong to one request */
     return a->dim == b->dim && a->k == b->k && a->nprobe == b->nprobe && a->ef_search == b->ef_search &&
            a->quantizer_ef_search == b->quantizer_ef_search && a->k_factor == b->k_factor &&
            a->lists_per_query == b->lists_per_query && a->partition_ref == b->partition_ref &&
@@ -117,11 +117,14 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
     s.min_log_seq = key->min_log_seq;
     s.exclude_ids = (int64_t *)key->exclude;
     s.n_exclude_ids = key->n_exclude;
+    s.filter = (Vecshard__V1__Filter *)key->filter;
+    s.group_by = (Vecshard__V1__GroupBy *)key->group_by;
+    sp.filter_exact_threshold = key->filter_exact;
     sp.nprobe = key->nprobe;
     sp.ef_search = key->ef_search;
     sp.k_factor = key->k_factor;
     sp.quantizer_ef_search = key->quantizer_ef_search;
-    if (sp.nprobe || sp.ef_search || sp.k_factor || sp.quantizer_ef_search)
+    if (sp.nprobe || sp.ef_search || sp.k_factor || sp.quantizer_ef_search || sp.filter_exact_threshold)
         s.params = &sp;
     if (key->partition_ref) {
         pr.id = key->partition;
@@ -300,16 +303,28 @@ static void on_done(void *user, vs_rpc_result_t *res)
                      key->k);
             out.code = VS_GRPC_INTERNAL;
             out.message = why;
+        } else if (key->group_by && sr->n_group_values != sr->n_ids) {
+            snprintf(why, sizeof why,
+                     "answered %zu group values for %zu results (a release before group_by?)",
+                     sr->n_group_values, sr->n_ids);
+            out.code = VS_GRPC_UNIMPLEMENTED;
+            out.message = why;
         }
     }
     if (out.code != VS_GRPC_OK) {
         deliver_all(bc->items, &out);
     } else {
         size_t off = 0, k = key->k; /* items (and key, inside the first) may be freed by deliver */
+        const int grouped = key->group_by != NULL;
         for (vs_batch_item_t *it = bc->items, *next; it; it = next) {
             next = it->next;
-            vs_fanout_answer_t a = {sr->index_version,       sr->partition,    sr->k, it->nq,
-                                    sr->distances + off * k, sr->ids + off * k};
+            vs_fanout_answer_t a = {sr->index_version,
+                                    sr->partition,
+                                    sr->k,
+                                    it->nq,
+                                    sr->distances + off * k,
+                                    sr->ids + off * k,
+                                    grouped ? sr->group_values + off * k : NULL};
             out.answer = &a;
             off += it->nq;
             it->deliver(it->user, it->call_id, &out);

@@ -40,6 +40,11 @@ typedef struct vs_batch_key {
     uint64_t min_log_seq;   /* read-your-writes: the write position the answer must include (0 = none) */
     const int64_t *exclude; /* ids the call must not return (n_exclude); a call with them is never batched */
     size_t n_exclude;
+    /* attribute filter and group_by of the request (vecshard.v1 messages, borrowed; NULL = none): a call
+     * with either is never batched */
+    const struct Vecshard__V1__Filter *filter;
+    const struct Vecshard__V1__GroupBy *group_by;
+    float filter_exact; /* SearchParams.filter_exact_threshold (0 = the shard's default) */
 } vs_batch_key_t;
 
 /* One partition call of one request. Everything is borrowed until deliver has run (exactly once per

@@ -13,7 +13,9 @@
 #include "common/crc32c.h"
 #include "common/factory.h"
 #include "common/hash.h"
+#include "common/filter.h"
 #include "common/idset.h"
+#include "common/net/pbfilter.h"
 #include "common/log.h"
 #include "common/topk.h"
 #include "common/vecio.h"
@@ -33,6 +35,8 @@ typedef struct version_entry {
     int writable;           /* IVF or HNSW: takes fresh writes (Flat and unknown factories do not) */
     Vecshard__V1__SearchParams defaults; /* the manifest's search_defaults (0 fields: the shards' own) */
     char content_id[17];                 /* the manifest's (vs_manifest_content_id); "" when added by hand */
+    vs_attr_field_t attrs[VS_ATTR_MAX_FIELDS]; /* the manifest's attribute schema (n_attrs 0: none) */
+    size_t n_attrs;
     vs_router_t router;
     atomic_int refs; /* the coordinator's + one per request using it */
 } version_entry_t;
@@ -202,6 +206,24 @@ int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uin
     return found;
 }
 
+size_t vs_coord_model_attrs(vs_coord_t *c, const char *model, vs_attr_field_t out[VS_ATTR_MAX_FIELDS])
+{
+    size_t n = 0;
+    pthread_mutex_lock(&c->mu);
+    const version_entry_t *e = NULL;
+    if (!model || !model[0])
+        e = c->active;
+    for (size_t i = 0; !e && model && model[0] && i < c->n_versions; i++)
+        if (strcmp(c->versions[i]->model, model) == 0)
+            e = c->versions[i];
+    if (e) {
+        n = e->n_attrs;
+        memcpy(out, e->attrs, n * sizeof *out);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
 uint32_t vs_coord_fresh_fill(vs_coord_t *c, const char *model, char replica[128])
 {
     char active[128] = "";
@@ -365,6 +387,8 @@ static void set_defaults(version_entry_t *e, const vs_manifest_t *m)
         e->defaults.k_factor = m->defaults.k_factor;
     }
     vs_manifest_content_id(m, e->content_id);
+    e->n_attrs = m->n_attrs;
+    memcpy(e->attrs, m->attrs, m->n_attrs * sizeof *e->attrs);
 }
 
 /* The parameters a request is served with: the client's, 0 fields from the version's defaults, nprobe
@@ -380,6 +404,7 @@ static void resolve_params(const version_entry_t *e, const Vecshard__V1__SearchP
         out->ef_search = given->ef_search;
         out->k_factor = given->k_factor;
         out->quantizer_ef_search = given->quantizer_ef_search;
+        out->filter_exact_threshold = given->filter_exact_threshold;
     }
     if (!out->nprobe)
         out->nprobe = e->defaults.nprobe;
@@ -588,8 +613,11 @@ typedef struct request {
     float **pq;      /* per part: its queries (cluster routing, owned) or NULL = all of r's */
     int64_t **pex;   /* per part: the excluded ids it owns (hash partitioning, owned) or NULL = all of r's */
     size_t *n_pex;
-    float **pdist; /* per part: the accepted answer (owned), NULL until then */
+    int filtered;        /* the request has a filter with conditions */
+    uint32_t group_size; /* group_by: at most this many results per value (0 = no group_by) */
+    float **pdist;       /* per part: the accepted answer (owned), NULL until then */
     int64_t **pids;
+    int64_t **pgroups; /* group_by: per part, the answer's group values (owned) */
     vs_fanout_part_t *fparts;
     vs_batch_item_t *items; /* n_parts * VS_FANOUT_MAX_TRIES, indexed by the engine's call id */
     vs_fanout_t *f;
@@ -622,7 +650,10 @@ static void request_unref(request_t *q)
             free(q->pdist[t]);
         if (q->pids)
             free(q->pids[t]);
+        if (q->pgroups)
+            free(q->pgroups[t]);
     }
+    free(q->pgroups);
     free(q->pq);
     free(q->pex);
     free(q->n_pex);
@@ -637,6 +668,30 @@ static void request_unref(request_t *q)
         vecshard__v1__search_request__free_unpacked(q->r, NULL);
     pthread_mutex_destroy(&q->mu);
     free(q);
+}
+
+/* The request's filter and group_by against its version's attribute schema (the manifest's): a bad or
+ * unknown field is INVALID_ARGUMENT here, before any shard is called. */
+static vs_status check_attributes(request_t *q, char *err)
+{
+    const Vecshard__V1__SearchRequest *r = q->r;
+    vs_filter_spec_t spec;
+    vs_status st = vs_filter_spec_from_pb(r->filter, &spec, err);
+    if (st != VS_OK)
+        return st;
+    q->filtered = spec.n_terms > 0;
+    if (q->filtered)
+        st = vs_filter_spec_check(&spec, q->ver->attrs, q->ver->n_attrs, err);
+    vs_filter_spec_fini(&spec);
+    if (st == VS_OK && r->group_by) {
+        size_t field;
+        st = vs_group_by_from_pb(r->group_by, q->ver->attrs, q->ver->n_attrs, r->k, &field, &q->group_size,
+                                 err);
+    }
+    if (st != VS_OK && q->ver->n_attrs == 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "index version %s has no attributes (built without --attr)", q->ver->name);
+    return st;
 }
 
 /* Decodes and validates the request, chooses its version and resolves its parameters. */
@@ -701,6 +756,11 @@ static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, reque
                            ? "quantizer_efSearch = %u is above %u"
                            : "quantizer_efSearch applies to IVF{n}_HNSW{M} indexes only (%u, %u)",
                        r->params->quantizer_ef_search, VS_MAX_QUANTIZER_EF);
+    if (r->params && !(r->params->filter_exact_threshold >= 0 && r->params->filter_exact_threshold <= 1))
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "filter_exact_threshold = %g is out of range (0, 1]",
+                       (double)r->params->filter_exact_threshold);
+    if ((st = check_attributes(q, err)) != VS_OK)
+        return st;
     resolve_params(q->ver, r->params, &q->eff, &q->clipped);
     if (q->clipped)
         atomic_fetch_add(&c->stats.params_clipped, 1);
@@ -711,7 +771,8 @@ static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, reque
 
 /* A shard of an older release ignores ShardSearchRequest.exclude_ids: the merged answer loses any excluded
  * id it still holds (that query then has fewer results, padded), so none ever reaches the client. */
-static vs_status drop_excluded(const request_t *q, size_t nq, size_t k, float *dist, int64_t *ids, char *err)
+static vs_status drop_excluded(const request_t *q, size_t nq, size_t k, float *dist, int64_t *ids,
+                               int64_t *groups, char *err)
 {
     vs_idset_t *set;
     vs_status st = vs_idset_create(q->r->exclude_ids, q->r->n_exclude_ids, &set, err);
@@ -723,15 +784,81 @@ static vs_status drop_excluded(const request_t *q, size_t nq, size_t k, float *d
         for (size_t j = i * k; j < (i + 1) * k; j++)
             if (ids[j] < 0 || !vs_idset_has(set, ids[j])) {
                 dist[w] = dist[j];
+                if (groups)
+                    groups[w] = groups[j];
                 ids[w++] = ids[j];
             }
         for (; w < (i + 1) * k; w++) {
             dist[w] = pad;
             ids[w] = -1;
+            if (groups)
+                groups[w] = VS_ATTR_NULL_INT;
         }
     }
     vs_idset_destroy(set);
     return VS_OK;
+}
+
+/* group_by: per query, the partitions' answers (each already at most size per value) pooled, sorted best
+ * first (ties by id, duplicates dropped) and selected again with the same rule: the global answer. */
+static vs_status merge_grouped(const request_t *q, const int *ok, float *dist, int64_t *ids, int64_t *groups,
+                               char *err)
+{
+    const size_t T = q->plan.n_parts, k = q->r->k, nq = q->nq, cap = (T ? T : 1) * k;
+    const int larger = vs_metric_larger_is_better(q->ver->router.metric);
+    const float pad = vs_topk_pad_distance(larger);
+    /* one query's pool (what the partitions answered) and the same sorted, without repeats */
+    float *pool_d = malloc(cap * sizeof *pool_d), *sd = malloc(cap * sizeof *sd);
+    int64_t *pool_i = malloc(cap * sizeof *pool_i), *pool_g = malloc(cap * sizeof *pool_g),
+            *si = malloc(cap * sizeof *si), *sg = malloc(cap * sizeof *sg),
+            *scratch = malloc(4 * (k + 1) * sizeof *scratch);
+    size_t *order = malloc(cap * sizeof *order);
+    vs_status st = VS_OK;
+    if (!pool_d || !sd || !pool_i || !pool_g || !si || !sg || !scratch || !order)
+        st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    for (size_t i = 0; st == VS_OK && i < nq; i++) {
+        size_t n = 0;
+        for (size_t t = 0; t < T; t++)
+            for (size_t j = 0; ok[t] && j < k && q->pids[t][i * k + j] >= 0; j++) {
+                pool_d[n] = q->pdist[t][i * k + j];
+                pool_i[n] = q->pids[t][i * k + j];
+                pool_g[n] = q->pgroups[t][i * k + j];
+                order[n] = n;
+                n++;
+            }
+        /* best first, ties by id (insertion sort: at most partitions x k entries, in sorted runs) */
+        for (size_t a = 1; a < n; a++) {
+            size_t x = order[a], b = a;
+            const float kx = vs_topk_key(pool_d[x], larger);
+            for (; b > 0; b--) {
+                size_t y = order[b - 1];
+                float ky = vs_topk_key(pool_d[y], larger);
+                if (ky < kx || (ky == kx && pool_i[y] <= pool_i[x]))
+                    break;
+                order[b] = y;
+            }
+            order[b] = x;
+        }
+        size_t m = 0;
+        for (size_t a = 0; a < n; a++) {
+            size_t x = order[a];
+            if (m && si[m - 1] == pool_i[x])
+                continue; /* the same id from two partitions (a move between them) */
+            sd[m] = pool_d[x];
+            si[m] = pool_i[x];
+            sg[m++] = pool_g[x];
+        }
+        vs_group_select(m, sd, si, sg, k, q->group_size, pad, dist + i * k, ids + i * k, groups + i * k, scratch);
+    }
+    free(pool_d);
+    free(sd);
+    free(pool_i);
+    free(pool_g);
+    free(si);
+    free(sg);
+    free(scratch);
+    free(order);
+    return st;
 }
 
 static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **out, size_t *out_len,
@@ -780,11 +907,16 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
         pd[t] = q->pdist[t];
         pi[t] = q->pids[t];
     }
-    if (st == VS_OK)
+    int64_t *groups = q->group_size ? malloc(nq * k * sizeof *groups) : NULL;
+    if (st == VS_OK && q->group_size && !groups)
+        st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    if (st == VS_OK && q->group_size)
+        st = merge_grouped(q, ok, dist, ids, groups, err);
+    else if (st == VS_OK)
         st = vs_route_merge(&q->plan, k, vs_metric_larger_is_better(q->ver->router.metric), pd, pi, ok, dist,
                             ids, err);
     if (st == VS_OK && q->r->n_exclude_ids)
-        st = drop_excluded(q, nq, k, dist, ids, err);
+        st = drop_excluded(q, nq, k, dist, ids, groups, err);
     if (st == VS_OK) {
         Vecshard__V1__SearchResponse resp = VECSHARD__V1__SEARCH_RESPONSE__INIT;
         Vecshard__V1__Coverage cov = VECSHARD__V1__COVERAGE__INIT;
@@ -803,6 +935,10 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
         resp.applied_params = &q->eff;
         resp.params_clipped = q->clipped;
         resp.request_id = q->rid;
+        if (groups) {
+            resp.group_values = groups;
+            resp.n_group_values = nq * k;
+        }
         if (cov.partial) {
             atomic_fetch_add(&c->stats.partial, 1);
             pthread_mutex_lock(&c->log_mu);
@@ -819,6 +955,7 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
     }
     free(dist);
     free(ids);
+    free(groups);
     free(pd);
     free(pi);
     free(ok);
@@ -852,8 +989,12 @@ static vs_status split_exclusions(request_t *q, char *err)
 
 static vs_status plan(vs_coord_t *c, request_t *q, char err[VS_ERR_LEN])
 {
-    vs_status st = vs_router_plan_ef(&q->ver->router, q->nq, q->r->queries, q->eff.nprobe,
-                                     q->eff.quantizer_ef_search, &q->plan, err);
+    /* a filtered or grouped request goes to every partition, which ranks its own lists (only the shards
+     * know which lists may hold matching items and how far to probe for the filter) */
+    vs_status st = q->filtered || q->group_size
+                       ? vs_router_plan_all(&q->ver->router, q->nq, &q->plan, err)
+                       : vs_router_plan_ef(&q->ver->router, q->nq, q->r->queries, q->eff.nprobe,
+                                           q->eff.quantizer_ef_search, &q->plan, err);
     if (st != VS_OK)
         return st;
     if (q->plan.lists_per_query)
@@ -862,16 +1003,17 @@ static vs_status plan(vs_coord_t *c, request_t *q, char err[VS_ERR_LEN])
     /* hash partitions hold the true top-k uniformly at random: each may return fewer (cluster routing
      * sends a query where its lists are, so no such bound holds there) */
     q->k_part = q->r->k;
-    if (!q->ver->router.list_partition && T > 1)
+    if (!q->ver->router.list_partition && T > 1 && !q->group_size)
         q->k_part = (uint32_t)vs_topk_partition_k(q->r->k, (uint32_t)T, c->o.partition_k_probability);
     q->pq = calloc(n, sizeof *q->pq);
     q->pdist = calloc(n, sizeof *q->pdist);
     q->pids = calloc(n, sizeof *q->pids);
+    q->pgroups = calloc(n, sizeof *q->pgroups);
     q->fparts = calloc(n, sizeof *q->fparts);
     q->items = calloc(n * VS_FANOUT_MAX_TRIES, sizeof *q->items);
     q->pex = calloc(n, sizeof *q->pex);
     q->n_pex = calloc(n, sizeof *q->n_pex);
-    if (!q->pq || !q->pdist || !q->pids || !q->fparts || !q->items || !q->pex || !q->n_pex)
+    if (!q->pq || !q->pdist || !q->pids || !q->pgroups || !q->fparts || !q->items || !q->pex || !q->n_pex)
         return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
     if ((st = split_exclusions(q, err)) != VS_OK)
         return st;
@@ -910,7 +1052,10 @@ static uint64_t io_start(void *u, vs_replica_t *r, size_t t, double deadline, ui
                                     .partition = part->partition,
                                     .min_log_seq = q->r->min_log_seq,
                                     .exclude = q->pex[t] ? q->pex[t] : q->r->exclude_ids,
-                                    .n_exclude = q->pex[t] ? q->n_pex[t] : q->r->n_exclude_ids},
+                                    .n_exclude = q->pex[t] ? q->n_pex[t] : q->r->n_exclude_ids,
+                                    .filter = q->filtered ? q->r->filter : NULL,
+                                    .group_by = q->group_size ? q->r->group_by : NULL,
+                                    .filter_exact = q->eff.filter_exact_threshold},
                             .nq = part->nq,
                             .queries = q->pq[t] ? q->pq[t] : q->r->queries,
                             .lists = part->lists ? part->lists : q->plan.lists,
@@ -940,19 +1085,28 @@ static int io_accept(void *u, size_t t, const vs_fanout_answer_t *a, char why[VS
                  nq, kp);
         return 0;
     }
+    if (q->group_size && !a->groups) {
+        snprintf(why, VS_FANOUT_REASON_LEN, "answered without group values");
+        return 0;
+    }
     q->pdist[t] = malloc(nq * k * sizeof(float));
     q->pids[t] = malloc(nq * k * sizeof(int64_t));
-    if (!q->pdist[t] || !q->pids[t]) {
+    q->pgroups[t] = q->group_size ? malloc(nq * k * sizeof(int64_t)) : NULL;
+    if (!q->pdist[t] || !q->pids[t] || (q->group_size && !q->pgroups[t])) {
         free(q->pdist[t]);
         free(q->pids[t]);
+        free(q->pgroups[t]);
         q->pdist[t] = NULL;
         q->pids[t] = NULL;
+        q->pgroups[t] = NULL;
         snprintf(why, VS_FANOUT_REASON_LEN, "coordinator: out of memory for the answer");
         return 0;
     }
     for (size_t i = 0; i < nq; i++) {
         memcpy(q->pdist[t] + i * k, a->dist + i * kp, kp * sizeof(float));
         memcpy(q->pids[t] + i * k, a->ids + i * kp, kp * sizeof(int64_t));
+        if (q->group_size)
+            memcpy(q->pgroups[t] + i * k, a->groups + i * kp, kp * sizeof(int64_t));
         for (size_t j = kp; j < k; j++) {
             q->pdist[t][i * k + j] = 0;
             q->pids[t][i * k + j] = -1; /* ends the list for the merge */

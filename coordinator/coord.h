@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/filter.h"
 #include "common/net/rpc.h"
 #include "coordinator/batch.h"
 #include "coordinator/fanout.h"
@@ -71,6 +72,10 @@ vs_status vs_coord_add_version(vs_coord_t *c, const char *version, const char *m
  * dimension, *writable whether it is an IVF or HNSW index (those take fresh writes; Flat does not). 0
  * when there is no such version. */
 int vs_coord_model_dim(vs_coord_t *c, const char *model, char resolved[128], uint32_t *dim, int *writable);
+
+/* The attribute schema (from its manifest) of the version writes of model are checked against (as
+ * vs_coord_model_dim chooses it): fields into out, their count returned (0: none, or no such version). */
+size_t vs_coord_model_attrs(vs_coord_t *c, const char *model, vs_attr_field_t out[VS_ATTR_MAX_FIELDS]);
 
 /* Adds the version a manifest describes (hash or cluster partitioning; cluster reads the centroids file
  * and the list map). */

@@ -55,6 +55,7 @@ typedef struct vs_fanout_answer {
     size_t nq;
     const float *dist;
     const int64_t *ids;
+    const int64_t *groups; /* group_by: the results' group values (nq*k), else NULL */
 } vs_fanout_answer_t;
 
 /* The transport. start: begin a call of part index part (the transport knows what that part sends) to

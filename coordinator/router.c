@@ -180,6 +180,20 @@ vs_status vs_router_plan(const vs_router_t *r, size_t nq, const float *q, uint32
     return vs_router_plan_ef(r, nq, q, nprobe, 0, out, err);
 }
 
+/* out->parts: every partition, with all nq queries in order. */
+static vs_status all_parts(const vs_router_t *r, size_t nq, vs_route_plan_t *out, char *err)
+{
+    out->parts = calloc(r->n_partitions, sizeof *out->parts);
+    if (!out->parts)
+        return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
+    out->n_parts = r->n_partitions;
+    for (uint32_t p = 0; p < r->n_partitions; p++) {
+        out->parts[p].partition = p;
+        out->parts[p].nq = nq;
+    }
+    return VS_OK;
+}
+
 vs_status vs_router_plan_ef(const vs_router_t *r, size_t nq, const float *q, uint32_t nprobe, uint32_t qef,
                             vs_route_plan_t *out, char err[VS_ERR_LEN])
 {
@@ -203,23 +217,25 @@ vs_status vs_router_plan_ef(const vs_router_t *r, size_t nq, const float *q, uin
             }
             out->lists_per_query = nprobe;
         }
-        out->parts = calloc(r->n_partitions, sizeof *out->parts);
-        if (!out->parts) {
+        vs_status st = all_parts(r, nq, out, err);
+        if (st != VS_OK)
             vs_route_plan_fini(out);
-            return vs_errf(err, VS_ERR_NOMEM, "router: out of memory");
-        }
-        out->n_parts = r->n_partitions;
-        for (uint32_t p = 0; p < r->n_partitions; p++) {
-            out->parts[p].partition = p;
-            out->parts[p].nq = nq;
-        }
-        return VS_OK;
+        return st;
     }
     out->lists_per_query = nprobe;
     vs_status st = plan_cluster(r, nq, q, nprobe, qef, out, err);
     if (st != VS_OK)
         vs_route_plan_fini(out);
     return st;
+}
+
+vs_status vs_router_plan_all(const vs_router_t *r, size_t nq, vs_route_plan_t *out, char err[VS_ERR_LEN])
+{
+    memset(out, 0, sizeof *out);
+    out->nq = nq;
+    if (nq == 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "router: empty batch");
+    return all_parts(r, nq, out, err);
 }
 
 vs_status vs_route_merge(const vs_route_plan_t *plan, size_t k, int larger_is_better,

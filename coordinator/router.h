@@ -74,6 +74,11 @@ vs_status vs_router_plan_ef(const vs_router_t *r, size_t nq, const float *q, uin
                             vs_route_plan_t *out, char err[VS_ERR_LEN]);
 void vs_route_plan_fini(vs_route_plan_t *p);
 
+/* A plan sending all nq queries to every partition with no lists (each shard ranks its own): what a
+ * filtered request takes, since only the shards know which lists may hold matching items and how much
+ * further to probe for the filter's selectivity. VS_ERR_NOMEM. */
+vs_status vs_router_plan_all(const vs_router_t *r, size_t nq, vs_route_plan_t *out, char err[VS_ERR_LEN]);
+
 /* Merges the answers: part t (of plan->n_parts) answered part_ids[t]/part_dist[t] (plan->parts[t].nq * k,
  * sorted per query) or nothing (answered[t] == 0). out: nq*k, best first, duplicates dropped, padded
  * with -1. */

@@ -12,6 +12,7 @@
 #include "common/cli/timing.h"
 #include "common/log.h"
 #include "common/distance.h"
+#include "common/net/pbfilter.h"
 #include "common/net/wlog.h"
 #include "common/topk.h"
 #include "vecshard/v1/coordinator.pb-c.h"
@@ -365,6 +366,11 @@ static vs_status upsert(vs_writes_t *w, const uint8_t *req, size_t len, vs_write
                      r->n_ids, dim);
     if (st == VS_OK)
         st = vs_check_finite(r->vectors, r->n_ids, dim, "vector", err);
+    if (st == VS_OK && r->n_attributes) { /* against the schema of the version the write is checked with */
+        vs_attr_field_t fields[VS_ATTR_MAX_FIELDS];
+        size_t nf = vs_coord_model_attrs(w->coord, r->model_version, fields);
+        st = vs_attr_columns_check(r->attributes, r->n_attributes, fields, nf, r->n_ids, err);
+    }
     if (st == VS_OK)
         st = write_id(r->write_id, wid, err);
     if (st != VS_OK) {
@@ -382,6 +388,8 @@ static vs_status upsert(vs_writes_t *w, const uint8_t *req, size_t len, vs_write
     m.n_vectors = r->n_vectors;
     m.model_version = model;
     m.write_id = wid;
+    m.attributes = r->attributes;
+    m.n_attributes = r->n_attributes;
     st = log_write(w, &m, done, user, err);
     vecshard__v1__upsert_request__free_unpacked(r, NULL);
     return st;

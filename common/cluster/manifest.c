@@ -80,6 +80,55 @@ static vs_status get_uint(const cJSON *o, const char *key, uint64_t max, uint64_
                    (unsigned long long)max);
 }
 
+/* The optional "attributes" array: at most VS_ATTR_MAX_FIELDS {"name", "type"} with valid, distinct names
+ * and a known type. Absent or empty: no attributes. */
+static vs_status parse_attrs(const cJSON *root, const char *path, vs_manifest_t *m, char err[VS_ERR_LEN])
+{
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(root, "attributes");
+    if (!a)
+        return VS_OK;
+    int n = cJSON_IsArray(a) ? cJSON_GetArraySize(a) : -1;
+    if (n < 0 || n > VS_ATTR_MAX_FIELDS)
+        return vs_errf(err, VS_ERR_CORRUPT,
+                       "manifest %s: \"attributes\" must be an array of at most %d fields", path,
+                       VS_ATTR_MAX_FIELDS);
+    const cJSON *f;
+    int i = 0;
+    cJSON_ArrayForEach(f, a)
+    {
+        char where[PATH_MAX + 32], type[16];
+        snprintf(where, sizeof where, "%s attributes[%d]", path, i);
+        vs_attr_field_t *field = &m->attrs[i];
+        vs_status st;
+        if (!cJSON_IsObject(f))
+            return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: not an object", where);
+        if ((st = get_string(f, "name", 1, field->name, sizeof field->name, where, err)) != VS_OK ||
+            (st = get_string(f, "type", 1, type, sizeof type, where, err)) != VS_OK)
+            return st;
+        if (!vs_attr_name_valid(field->name))
+            return vs_errf(
+                err, VS_ERR_CORRUPT,
+                "manifest %s: name \"%s\" is not an attribute name (1..%d characters of [a-z0-9_], "
+                "starting with a letter)",
+                where, field->name, VS_ATTR_NAME_MAX);
+        if (strcmp(type, "int") == 0)
+            field->type = VS_ATTR_INT;
+        else if (strcmp(type, "float") == 0)
+            field->type = VS_ATTR_FLOAT;
+        else
+            return vs_errf(err, VS_ERR_CORRUPT,
+                           "manifest %s: type \"%s\" of \"%s\" is neither \"int\" nor \"float\"", where, type,
+                           field->name);
+        for (int j = 0; j < i; j++)
+            if (strcmp(m->attrs[j].name, field->name) == 0)
+                return vs_errf(err, VS_ERR_CORRUPT, "manifest %s: attribute \"%s\" appears twice", where,
+                               field->name);
+        i++;
+    }
+    m->n_attrs = (size_t)n;
+    return VS_OK;
+}
+
 static vs_status parse(const cJSON *root, const char *path, vs_manifest_t *m, char err[VS_ERR_LEN])
 {
     if (!cJSON_IsObject(root))
@@ -225,6 +274,8 @@ static vs_status parse(const cJSON *root, const char *path, vs_manifest_t *m, ch
 
     if (cJSON_GetObjectItemCaseSensitive(root, "log_upto") &&
         (st = get_uint(root, "log_upto", UINT64_MAX >> 1, &m->log_upto, path, err)) != VS_OK)
+        return st;
+    if ((st = parse_attrs(root, path, m, err)) != VS_OK)
         return st;
 
     const cJSON *parts = cJSON_GetObjectItemCaseSensitive(root, "partitions");
@@ -480,6 +531,15 @@ vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[V
         snprintf(num, sizeof num, "%llu", (unsigned long long)m->log_upto);
         cJSON_AddStringToObject(root, "log_upto", num);
     }
+    if (m->n_attrs) {
+        cJSON *a = cJSON_AddArrayToObject(root, "attributes");
+        for (size_t i = 0; a && i < m->n_attrs; i++) {
+            cJSON *f = cJSON_CreateObject();
+            cJSON_AddStringToObject(f, "name", m->attrs[i].name);
+            cJSON_AddStringToObject(f, "type", vs_attr_type_name(m->attrs[i].type));
+            cJSON_AddItemToArray(a, f);
+        }
+    }
     for (uint32_t i = 0; i < m->n_partitions; i++) {
         const vs_manifest_partition_t *p = &m->partitions[i];
         cJSON *o = cJSON_CreateObject();
@@ -559,6 +619,13 @@ void vs_manifest_content_id(const vs_manifest_t *m, char out[17])
     h = fnv_u64(h, m->has_centroids_data_crc32c ? (1ull << 32) | m->centroids_data_crc32c : 0);
     h = fnv_u64(h, m->defaults.present ? ((uint64_t)m->defaults.nprobe << 32) | m->defaults.ef_search : 0);
     h = fnv_u64(h, m->defaults.present ? (uint64_t)(m->defaults.k_factor * 1000.0f) : 0);
+    if (m->n_attrs) { /* only then: the content ids of versions without attributes stay what they were */
+        h = fnv_u64(h, m->n_attrs);
+        for (size_t i = 0; i < m->n_attrs; i++) {
+            h = fnv(h, m->attrs[i].name, strlen(m->attrs[i].name) + 1);
+            h = fnv_u64(h, (uint64_t)m->attrs[i].type);
+        }
+    }
     h = fnv_u64(h, m->n_partitions);
     for (uint32_t i = 0; i < m->n_partitions; i++) {
         const vs_manifest_partition_t *p = &m->partitions[i];

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "common/distance.h"
+#include "common/filter.h"
 #include "common/status.h"
 
 #define VS_MANIFEST_FORMAT "vecshard-manifest/1"
@@ -70,7 +71,11 @@ typedef struct vs_manifest {
     int has_centroids_data_crc32c;
     char hash[32];                 /* hash partitioning: VS_MANIFEST_HASH or "" (absent: older manifests) */
     vs_search_defaults_t defaults; /* optional "search_defaults" */
-    int has_build;                 /* the optional "build" object: how the builder sampled its training set */
+    /* optional "attributes" (issue 17): the schema of the items' attributes, the same in every partition
+     * file; n_attrs 0 = none (absent or empty; older manifests). Names valid and distinct. */
+    vs_attr_field_t attrs[VS_ATTR_MAX_FIELDS];
+    size_t n_attrs;
+    int has_build;     /* the optional "build" object: how the builder sampled its training set */
     uint64_t log_upto; /* "log_upto": the write log's last sequence folded into this version (0 = none:
                           a replica applies the log from its first message) */
     uint64_t build_train_sample, build_seed;
@@ -81,8 +86,9 @@ typedef struct vs_manifest {
  * and in range, factory string parseable, partition ids 0..n-1 each once, file names without "..";
  * "nlist" equal to the factory's; for cluster partitioning: an IVF factory, "nlist", a centroids
  * file and per partition "lists" covering 0..nlist-1 exactly once overall; for hash: no "lists",
- * "hash" absent or VS_MANIFEST_HASH. VS_ERR_CORRUPT (or VS_ERR_NOT_FOUND / VS_ERR_IO) naming the field. *out
- * is filled only on success; free with vs_manifest_fini. */
+ * "hash" absent or VS_MANIFEST_HASH; "attributes", when present, an array of at most VS_ATTR_MAX_FIELDS
+ * {"name", "type": "int" | "float"} with valid, distinct names. VS_ERR_CORRUPT (or VS_ERR_NOT_FOUND /
+ * VS_ERR_IO) naming the field. *out is filled only on success; free with vs_manifest_fini. */
 vs_status vs_manifest_load(const char *path, vs_manifest_t *out, char err[VS_ERR_LEN]);
 
 /* vs_manifest_load on text already read (n bytes, not NUL-terminated; at most 16 MiB); path names it in
@@ -91,8 +97,8 @@ vs_status vs_manifest_parse(const char *text, size_t n, const char *path, vs_man
                             char err[VS_ERR_LEN]);
 
 /* Writes m to path atomically (tmp + rename, fsync'd). n_partitions entries must be filled; optional
- * fields are written when set (nlist > 0, hash[0], lists != NULL, has_*). Does not validate m: the
- * writer (the builder) loads what it wrote back with vs_manifest_load. */
+ * fields are written when set (nlist > 0, hash[0], lists != NULL, has_*, n_attrs > 0). Does not validate m:
+ * the writer (the builder) loads what it wrote back with vs_manifest_load. */
 vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[VS_ERR_LEN]);
 
 /* Frees the partitions and their lists (m itself is caller storage). NULL is a no-op. */
@@ -107,7 +113,8 @@ vs_status vs_manifest_path(const vs_manifest_t *m, const char *file, char buf[PA
 
 /* The content id of the version a manifest describes: 16 hex digits of a 64-bit FNV-1a hash over
  * everything that decides what the version answers (metric, dim, factory, partitioning, nlist, the
- * centroids' CRC32C, and per partition its id, size, CRC32C, vector count and lists); not the version
+ * centroids' CRC32C, the attribute schema when there is one, and per partition its id, size, CRC32C,
+ * vector count and lists); not the version
  * name, the model name or paths. Two builds with equal content ids serve the same data; deploy refuses
  * a known version name whose content id differs. */
 void vs_manifest_content_id(const vs_manifest_t *m, char out[17]);

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "common/filter.h"
 #include "common/status.h"
 
 #define VS_ADMIN_NAME_LEN 65  /* version, replica and cluster names: 1..64 bytes + NUL */
@@ -59,6 +60,9 @@ typedef struct vs_admin_opts {
     int64_t timeout_ms; /* per call; default 1000 (query), 5000 (others) */
     int64_t wait_ms;    /* health: keep polling until SERVING for this long; 0 = one check */
     double rate;        /* query: open loop at this many calls/s (Poisson arrivals); 0 = closed loop */
+    const char *filter; /* query: attribute filter, common/filter.h text form (NULL = none; checked) */
+    char group_by[VS_ATTR_NAME_MAX + 1]; /* query: group_by field ("" = none) */
+    uint32_t group_size;                 /* at most this many results per value (1..k) */
 } vs_admin_opts_t;
 
 /* Open-loop schedule: n arrival times in seconds from the start, Poisson at rate calls/s (exponential

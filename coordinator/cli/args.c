@@ -88,6 +88,8 @@ enum {
     O_SERVICE,
     O_WAIT,
     O_RATE,
+    O_FILTER,
+    O_GROUP_BY,
 };
 
 static const flag_t flags[] = {
@@ -112,6 +114,8 @@ static const flag_t flags[] = {
     {"service", 1, O_SERVICE, F_HEALTH},
     {"wait-ms", 1, O_WAIT, F_HEALTH},
     {"rate", 1, O_RATE, F_QUERY},
+    {"filter", 1, O_FILTER, F_QUERY},
+    {"group-by", 1, O_GROUP_BY, F_QUERY},
 };
 #define N_FLAGS (sizeof flags / sizeof flags[0])
 
@@ -222,6 +226,30 @@ static vs_status set_flag(vs_admin_opts_t *o, const flag_t *f, const char *arg, 
         if ((st = parse_int(f->name, arg, 0, 3600000, &v, err)) == VS_OK)
             o->wait_ms = v;
         break;
+    case O_FILTER: {
+        vs_filter_spec_t spec;
+        if ((st = vs_filter_spec_parse(arg, &spec, err)) == VS_OK) {
+            vs_filter_spec_fini(&spec);
+            o->filter = arg;
+        }
+        break;
+    }
+    case O_GROUP_BY: {
+        const char *colon = strchr(arg, ':');
+        size_t len = colon ? (size_t)(colon - arg) : strlen(arg);
+        o->group_size = 1;
+        if (len == 0 || len > VS_ATTR_NAME_MAX) {
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--group-by '%s' is not FIELD or FIELD:N", arg);
+            break;
+        }
+        memcpy(o->group_by, arg, len);
+        o->group_by[len] = '\0';
+        if (!vs_attr_name_valid(o->group_by))
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--group-by: '%s' is not a field name", o->group_by);
+        else if (colon && (st = parse_int(f->name, colon + 1, 1, VS_ADMIN_MAX_K, &v, err)) == VS_OK)
+            o->group_size = (uint32_t)v;
+        break;
+    }
     case O_RATE: {
         float rate;
         if ((st = parse_float(f->name, arg, 0, 1000000, &rate, err)) == VS_OK)
@@ -347,6 +375,10 @@ void vs_admin_usage(FILE *f, vs_admin_cmd cmd)
             "                       ones have answered (up to --concurrency in flight); latency is measured\n"
             "                       from each call's arrival time, so queueing is not hidden (default 0:\n"
             "                       closed loop)\n"
+            "  --filter TEXT        only items whose attributes match: terms joined by '&', FIELD=V1|V2\n"
+            "                       (integer field in a set) or FIELD=LO..HI (inclusive range, a side may\n"
+            "                       be empty), e.g. 'market=3|7&price=..9.5'\n"
+            "  --group-by FIELD[:N] at most N results (default 1) per value of integer field FIELD\n"
             "  --json               one JSON object instead of text\n"
             "  -h, --help           this help\n"
             "\n"

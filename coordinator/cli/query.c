@@ -14,6 +14,7 @@
 #include "common/cli/timing.h"
 #include "common/net/rpc.h"
 #include "common/vecio.h"
+#include "common/net/pbfilter.h"
 #include "coordinator/cli/admin.h"
 #include "vecshard/v1/coordinator.pb-c.h"
 
@@ -66,6 +67,9 @@ static int take_response(run_t *r, vs_admin_call_t *c, const uint8_t *body, size
 typedef struct sender {
     Vecshard__V1__SearchParams sp;
     Vecshard__V1__SearchRequest req;
+    vs_filter_spec_t spec; /* --filter */
+    vs_filter_pb_t filter;
+    Vecshard__V1__GroupBy group_by;
     uint8_t *buf;
     size_t cap;
 } sender_t;
@@ -86,6 +90,17 @@ static void sender_init(sender_t *s, const run_t *r)
     s->req.index_version = (char *)(o->index_version ? o->index_version : "");
     s->req.model_version = (char *)(o->model_version ? o->model_version : "");
     s->req.min_coverage = o->min_coverage;
+    char err[VS_ERR_LEN];
+    if (o->filter && vs_filter_spec_parse(o->filter, &s->spec, err) == VS_OK) { /* checked by the parser */
+        vs_filter_spec_to_pb(&s->spec, &s->filter);
+        s->req.filter = &s->filter.msg;
+    }
+    if (o->group_by[0]) {
+        vecshard__v1__group_by__init(&s->group_by);
+        s->group_by.field = (char *)o->group_by;
+        s->group_by.size = o->group_size;
+        s->req.group_by = &s->group_by;
+    }
 }
 
 /* Starts call i on q (its slot's row0/nq set here); on failure records the outcome and returns -1. */
@@ -176,6 +191,7 @@ static void drive(run_t *r, double *sent_s)
             finish_call(r, &res, sent_s[(vs_admin_call_t *)res.user - r->calls]);
     }
     free(s.buf);
+    vs_filter_spec_fini(&s.spec);
     vs_rpc_queue_destroy(q);
     vs_rpc_channel_destroy(ch);
 }

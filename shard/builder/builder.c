@@ -25,6 +25,7 @@
 #include "common/hash.h"
 #include "common/parallel.h"
 #include "common/vecio.h"
+#include "shard/index/attrs.h"
 #include "shard/index/index.h"
 #include "shard/index/ivf.h"
 #include "common/cluster/manifest.h"
@@ -185,6 +186,8 @@ typedef struct partition {
     uint32_t crc32c;
     int done; /* saved (this run or resumed) */
     vs_index_t *idx;
+    size_t *rows; /* with attributes, while encoded: the base row of every vector added, in add order */
+    size_t n_rows;
 } partition_t;
 
 typedef struct build {
@@ -201,11 +204,15 @@ typedef struct build {
     vs_index_t *trained;
     float *sample;
     size_t n_sample;
-    int32_t *lists;                        /* IVF: n list ids */
-    uint32_t *list_part;                   /* cluster: nlist partitions */
-    uint64_t *list_sizes;                  /* IVF: nlist */
-    partition_t *parts;                    /* P */
-    char fingerprint[2 * PATH_MAX + 1024]; /* what a done marker must match */
+    int32_t *lists;       /* IVF: n list ids */
+    uint32_t *list_part;  /* cluster: nlist partitions */
+    uint64_t *list_sizes; /* IVF: nlist */
+    partition_t *parts;   /* P */
+    vs_attrs_t *attrs;    /* the attribute columns in base row order, or NULL */
+    vs_attr_field_t attr_fields[VS_ATTR_MAX_FIELDS];
+    size_t n_attr_fields;
+    /* what a done marker must match */
+    char fingerprint[2 * PATH_MAX + 1024 + VS_ATTR_MAX_FIELDS * (VS_ATTR_NAME_MAX + 64)];
     uint32_t trained_crc;
     uint32_t passes, built, resumed;
 } build_t;
@@ -281,6 +288,63 @@ static vs_status make_dir(const char *path, char *err)
     return VS_OK;
 }
 
+/* Step 1, attributes: names checked, every column opened and checked (one value per base row), then
+ * read whole into b->attrs in row order. */
+static vs_status load_attrs(build_t *b, char *err)
+{
+    const vs_builder_opts_t *o = b->o;
+    if (o->n_attrs == 0)
+        return VS_OK;
+    if (!o->attrs)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu attributes but no attrs[]", o->n_attrs);
+    if (o->n_attrs > VS_ATTR_MAX_FIELDS)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%zu attributes: at most %d --attr fields", o->n_attrs,
+                       VS_ATTR_MAX_FIELDS);
+    vs_vecfile_t *vf[VS_ATTR_MAX_FIELDS] = {0};
+    vs_status st = VS_OK;
+    for (size_t i = 0; i < o->n_attrs && st == VS_OK; i++) {
+        const vs_builder_attr_t *a = &o->attrs[i];
+        char e[VS_ERR_LEN];
+        if (!a->name || !a->path || !vs_attr_name_valid(a->name)) {
+            st =
+                vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                        "--attr %.64s: not an attribute name (1..%d characters of [a-z0-9_], starting with a "
+                        "letter)",
+                        a->name ? a->name : "(null)", VS_ATTR_NAME_MAX);
+            break;
+        }
+        for (size_t j = 0; j < i && st == VS_OK; j++)
+            if (strcmp(o->attrs[j].name, a->name) == 0)
+                st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--attr %s is given twice", a->name);
+        if (st == VS_OK && (st = vs_vecfile_open_column(a->path, &vf[i], e)) != VS_OK)
+            vs_errf(err, st, "--attr %s: %s", a->name, e);
+        if (st != VS_OK)
+            break;
+        vs_vecio_dtype t = vs_vecfile_dtype(vf[i]);
+        snprintf(b->attr_fields[i].name, sizeof b->attr_fields[i].name, "%s", a->name);
+        b->attr_fields[i].type = t == VS_DTYPE_F32 || t == VS_DTYPE_F64 ? VS_ATTR_FLOAT : VS_ATTR_INT;
+        if (vs_vecfile_count(vf[i]) != b->n)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                         "--attr %s=%s holds %zu values, base %s has %zu vectors", a->name, a->path,
+                         vs_vecfile_count(vf[i]), o->base_path, b->n);
+    }
+    if (st == VS_OK)
+        st = vs_attrs_create(b->attr_fields, o->n_attrs, b->n, &b->attrs, err);
+    for (size_t j = 0; st == VS_OK && j < o->n_attrs; j++) {
+        char e[VS_ERR_LEN];
+        void *col = vs_attrs_column_mut(b->attrs, j);
+        st = b->attr_fields[j].type == VS_ATTR_INT ? vs_vecfile_read_i64(vf[j], 0, b->n, col, e)
+                                                   : vs_vecfile_read_f32(vf[j], 0, b->n, col, e);
+        if (st != VS_OK)
+            vs_errf(err, st, "--attr %s: %s", o->attrs[j].name, e);
+    }
+    for (size_t j = 0; j < o->n_attrs; j++)
+        vs_vecfile_close(vf[j]);
+    if (st == VS_OK)
+        b->n_attr_fields = o->n_attrs;
+    return st;
+}
+
 /* Step 1: everything checkable before any write. */
 static vs_status validate(build_t *b, char *err)
 {
@@ -347,6 +411,9 @@ static vs_status validate(build_t *b, char *err)
                 return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "ids file %s: id %zu is negative (%lld)",
                                o->ids_path, i, (long long)vs_ids_file_get(&b->ids, i));
     }
+    st = load_attrs(b, err);
+    if (st != VS_OK)
+        return st;
     /* the factory against the dimension (PQ m must divide d, ...) and the index type being built */
     st = vs_index_create(b->d, o->metric, o->factory, &b->trained, err);
     if (st != VS_OK)
@@ -488,7 +555,9 @@ static vs_status route(build_t *b, char *err)
 }
 
 /* What a done marker must match: the inputs (path, size, mtime), every option that changes a file,
- * the trained state and the routing. Not the thread count, chunk size or memory budget. */
+ * the trained state and the routing, and the attribute columns (name, type, size and CRC32C of the file's
+ * content; absent without attributes, so a build without them matches markers written before they
+ * existed). Not the thread count, chunk size or memory budget. */
 static vs_status make_fingerprint(build_t *b, char *err)
 {
     const vs_builder_opts_t *o = b->o;
@@ -515,6 +584,18 @@ static vs_status make_fingerprint(build_t *b, char *err)
              id[0], id[1], b->n, b->d, vs_metric_name(o->metric), b->factory, b->P,
              o->partitioning == VS_PARTITION_CLUSTER ? "cluster" : "hash", (unsigned long long)o->seed,
              b->n_sample, o->model_version ? o->model_version : "", b->trained_crc, routing);
+    for (size_t i = 0; i < b->n_attr_fields; i++) {
+        uint64_t size;
+        uint32_t crc;
+        char e[VS_ERR_LEN];
+        vs_status st = vs_file_crc32c(o->attrs[i].path, &size, &crc, e);
+        if (st != VS_OK)
+            return vs_errf(err, st, "--attr %s: %s", o->attrs[i].name, e);
+        size_t len = strlen(b->fingerprint);
+        snprintf(b->fingerprint + len, sizeof b->fingerprint - len, "%s%s:%s:%llu:0x%08x",
+                 i ? "," : " attrs=", b->attr_fields[i].name, vs_attr_type_name(b->attr_fields[i].type),
+                 (unsigned long long)size, crc);
+    }
     return VS_OK;
 }
 
@@ -660,7 +741,8 @@ static size_t bytes_per_vector(const build_t *b)
     } else {
         v += (s->codec == VS_CODEC_SQ8 ? d : 4 * d) + (size_t)s->hnsw_m * 2 * 4 * 3 / 2;
     }
-    return v * 3 / 2; /* lists grow by doubling: a quarter to a half of the capacity is slack */
+    /* lists grow by doubling: a quarter to a half of the capacity is slack; attributes: a row index each */
+    return v * 3 / 2 + (b->attrs ? sizeof(size_t) : 0);
 }
 
 /* Removes partition files and markers of an earlier build with more partitions. */
@@ -681,12 +763,94 @@ static void remove_stale(const build_t *b)
     closedir(dir);
 }
 
-/* Saves partition p, records size and CRC, writes its marker, frees its index. */
+typedef struct list_row {
+    int32_t list;
+    size_t added; /* position in add order */
+} list_row_t;
+
+static int by_list_then_added(const void *x, const void *y)
+{
+    const list_row_t *a = x, *c = y;
+    if (a->list != c->list)
+        return a->list < c->list ? -1 : 1;
+    return (a->added > c->added) - (a->added < c->added);
+}
+
+/* Attributes of partition p in its index's item order: item j is the vector added from base row
+ * rows[order[j]], where order is the add order (HNSW: node order) or, for IVF, the add order sorted
+ * stably by list (the index keeps its lists one after the other, each in add order; attrs.h). Before the
+ * columns are gathered the order is checked against the index, so a change of its layout fails the build
+ * (INTERNAL) instead of misplacing attributes: IVF list sizes, and the index's own id at every position
+ * (vs_index_ids_in_order). The tests check the values of every item of loaded partitions of both kinds. */
+static vs_status attach_attrs(build_t *b, uint32_t p, char *err)
+{
+    partition_t *pt = &b->parts[p];
+    const size_t n = pt->n_rows;
+    if (!b->attrs)
+        return VS_OK;
+    if (n != vs_index_count(pt->idx))
+        return vs_errf(err, VS_ERR_INTERNAL, "partition %u: %zu rows recorded for %zu vectors", p, n,
+                       vs_index_count(pt->idx));
+    size_t *item_rows = malloc((n ? n : 1) * sizeof *item_rows);
+    int64_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    list_row_t *lr = b->lists ? malloc((n ? n : 1) * sizeof *lr) : NULL;
+    vs_status st = item_rows && ids && (lr || !b->lists)
+                       ? VS_OK
+                       : vs_errf(err, VS_ERR_NOMEM, "partition %u: out of memory for its attributes", p);
+    if (st == VS_OK && lr) {
+        for (size_t j = 0; j < n; j++)
+            lr[j] = (list_row_t){b->lists[pt->rows[j]], j};
+        qsort(lr, n, sizeof *lr, by_list_then_added);
+        for (size_t j = 0; j < n; j++)
+            item_rows[j] = pt->rows[lr[j].added];
+        /* each list of the partition as large as the rows routed to it (then every other list is empty) */
+        const vs_ivf_t *ivf = vs_index_impl_ivf(pt->idx);
+        for (size_t j = 0; ivf && st == VS_OK && j < n;) {
+            size_t e = j;
+            while (e < n && lr[e].list == lr[j].list)
+                e++;
+            if (vs_ivf_list_size(ivf, (uint32_t)lr[j].list) != e - j)
+                st = vs_errf(err, VS_ERR_INTERNAL, "partition %u: list %d holds %zu vectors, %zu were added",
+                             p, lr[j].list, vs_ivf_list_size(ivf, (uint32_t)lr[j].list), e - j);
+            j = e;
+        }
+        if (st == VS_OK && !ivf)
+            st = vs_errf(err, VS_ERR_INTERNAL, "partition %u: not an IVF index", p);
+    } else if (st == VS_OK) {
+        memcpy(item_rows, pt->rows, n * sizeof *item_rows);
+    }
+    if (st == VS_OK) {
+        vs_index_ids_in_order(pt->idx, ids);
+        for (size_t j = 0; j < n; j++)
+            if (ids[j] != row_id(b, item_rows[j])) {
+                st = vs_errf(err, VS_ERR_INTERNAL,
+                             "partition %u: item %zu holds id %lld, expected base row %zu's id %lld (the "
+                             "index's item order is not the one attributes are gathered in)",
+                             p, j, (long long)ids[j], item_rows[j], (long long)row_id(b, item_rows[j]));
+                break;
+            }
+    }
+    vs_attrs_t *a = NULL;
+    if (st == VS_OK)
+        st = vs_attrs_gather(b->attrs, item_rows, n, &a, err);
+    if (st == VS_OK && (st = vs_attrs_prepare(a, err)) != VS_OK)
+        vs_attrs_destroy(a);
+    if (st == VS_OK)
+        st = vs_index_set_attrs(pt->idx, a, err); /* takes a, also on failure */
+    free(item_rows);
+    free(ids);
+    free(lr);
+    return st;
+}
+
+/* Saves partition p (with its attributes), records size and CRC, writes its marker, frees its index. */
 static vs_status save_partition(build_t *b, uint32_t p, char *err)
 {
     char file[64], marker[64], path[PATH_MAX];
     part_names(p, file, marker);
-    vs_status st = path_in_dir(b, file, path, err);
+    vs_status st = attach_attrs(b, p, err);
+    if (st == VS_OK)
+        st = path_in_dir(b, file, path, err);
     if (st == VS_OK)
         st = vs_index_save(b->parts[p].idx, path, b->o->model_version ? b->o->model_version : "",
                            b->o->build_time_unix, err);
@@ -696,6 +860,8 @@ static vs_status save_partition(build_t *b, uint32_t p, char *err)
         st = write_marker(b, p, err);
     vs_index_destroy(b->parts[p].idx);
     b->parts[p].idx = NULL;
+    free(b->parts[p].rows);
+    b->parts[p].rows = NULL;
     if (st == VS_OK) {
         b->parts[p].done = 1;
         b->built++;
@@ -721,6 +887,13 @@ static vs_status record_ids(build_t *b, uint32_t p, vs_manifest_t *m, vs_manifes
         return st;
     vs_index_ids(idx, mp->content_id, trained, &ccrc);
     *out_idx = idx; /* kept for tuning: each partition file is opened (and verified) once here */
+    const vs_attrs_t *la = vs_index_attrs(idx);
+    int same = (la ? vs_attrs_n_fields(la) : 0) == b->n_attr_fields;
+    for (size_t i = 0; same && i < b->n_attr_fields; i++)
+        same = strcmp(vs_attrs_fields(la)[i].name, b->attr_fields[i].name) == 0 &&
+               vs_attrs_fields(la)[i].type == b->attr_fields[i].type;
+    if (!same)
+        return vs_errf(err, VS_ERR_INTERNAL, "%s: its attribute schema is not this build's", path);
     if (p == 0) {
         snprintf(m->trained_state_id, sizeof m->trained_state_id, "%s", trained);
         m->centroids_data_crc32c = ccrc;
@@ -751,6 +924,14 @@ static vs_status add_pass(build_t *b, uint32_t p0, uint32_t p1, char *err)
         if (b->parts[p].done)
             continue;
         total += b->parts[p].n_vectors;
+        b->parts[p].n_rows = 0;
+        if (b->attrs) {
+            b->parts[p].rows = malloc((b->parts[p].n_vectors ? b->parts[p].n_vectors : 1) * sizeof(size_t));
+            if (!b->parts[p].rows) {
+                st = vs_errf(err, VS_ERR_NOMEM, "out of memory for the rows of partition %u", p);
+                break;
+            }
+        }
         st = vs_index_clone_empty(b->trained, &b->parts[p].idx, err);
         if (st == VS_OK &&
             vs_index_needs_training(b->parts[p].idx)) /* e.g. HNSW,SQ8: same sample, same state */
@@ -797,7 +978,11 @@ static vs_status add_pass(build_t *b, uint32_t p0, uint32_t p1, char *err)
                 if (b->lists)
                     glist[j] = b->lists[r0 + i];
             }
-            vs_index_t *idx = b->parts[p0 + k].idx;
+            partition_t *pt = &b->parts[p0 + k];
+            for (size_t j = 0; pt->rows && j < cnt; j++) /* the rows in add order, for the attributes */
+                pt->rows[pt->n_rows + j] = r0 + order[start[k] + j];
+            pt->n_rows += cnt;
+            vs_index_t *idx = pt->idx;
             st = b->lists ? vs_index_add_lists(idx, cnt, gx, gid, glist, b->n_threads, NULL, err)
                           : vs_index_add(idx, cnt, gx, gid, b->n_threads, NULL, err);
             added += cnt;
@@ -817,6 +1002,8 @@ static vs_status add_pass(build_t *b, uint32_t p0, uint32_t p1, char *err)
     for (uint32_t p = p0; p < p1; p++) {
         vs_index_destroy(b->parts[p].idx);
         b->parts[p].idx = NULL;
+        free(b->parts[p].rows);
+        b->parts[p].rows = NULL;
     }
     b->passes++;
     free(x);
@@ -1014,6 +1201,8 @@ static vs_status finish(build_t *b, vs_builder_result_t *res, char *err)
              o->partitioning == VS_PARTITION_CLUSTER ? "cluster" : "hash");
     if (o->partitioning == VS_PARTITION_HASH)
         snprintf(m.hash, sizeof m.hash, "%s", VS_MANIFEST_HASH);
+    m.n_attrs = b->n_attr_fields;
+    memcpy(m.attrs, b->attr_fields, b->n_attr_fields * sizeof *m.attrs);
     m.has_build = b->n_sample > 0;
     m.build_train_sample = b->n_sample;
     m.build_seed = o->seed;
@@ -1130,9 +1319,12 @@ vs_status vs_builder_run(const vs_builder_opts_t *opts, vs_builder_result_t *out
         if (out)
             *out = res;
     }
-    for (uint32_t p = 0; b.parts && p < b.P; p++)
+    for (uint32_t p = 0; b.parts && p < b.P; p++) {
         vs_index_destroy(b.parts[p].idx);
+        free(b.parts[p].rows);
+    }
     free(b.parts);
+    vs_attrs_destroy(b.attrs);
     vs_index_destroy(b.trained);
     vs_vecfile_close(b.vf);
     vs_ids_file_close(&b.ids);

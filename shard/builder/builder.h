@@ -13,9 +13,17 @@
  * is saved, checksummed and marked done (part-<p>.done) as soon as its pass ends; (6) the centroids
  * file, then manifest.json last (atomic rename): a version directory without a manifest is an
  * unfinished build, and the manifest is removed when a build starts writing.
+ * Attributes (issue 17, optional): one column file per field, one value per base row, read whole into
+ * memory in row order at step 1; each partition records which base row each
+ * vector it was given came from, and before its save its attributes are gathered into the index's item
+ * order (IVF: list by list; HNSW: add order), checked against the index's own ids in that order, and
+ * attached (vs_index_set_attrs), so the partition file carries them. The manifest records the schema.
  *
  * Memory: the raw vectors are never all in RAM (chunks of rows, mmap'd pages); what is held is the
- * training sample, 4 bytes per row of list ids (IVF), and the encoded partitions of one pass.
+ * training sample, 4 bytes per row of list ids (IVF), the attribute columns (8 bytes per row for an
+ * integer field, 4 for a float field), and the encoded partitions of one pass (with attributes, 8 more
+ * bytes per vector; while a partition is saved, its attributes in item order and about 32 bytes per
+ * vector of scratch).
  * Determinism: with the same inputs and options the files are byte-identical, whatever the thread
  * count and chunk size (chunks are rounded to a multiple of 256 rows, the blocks of the assignment's
  * sgemm). Not here: reading over the network, incremental updates of a built version, checking that ids
@@ -51,10 +59,20 @@ typedef struct vs_builder_progress {
     void *ctx;
 } vs_builder_progress_t;
 
+/* One attribute field of the items (vecshard-build --attr NAME=FILE). */
+typedef struct vs_builder_attr {
+    const char *name; /* vs_attr_name_valid (common/filter.h); distinct within a build */
+    const char *path; /* one value per base row, in the base's row order (vs_vecfile_open_column): npy <i8,
+                         <i4 (or |u1) = an integer field; <f4 or <f8 (rounded to float32) = a float field;
+                         shape (n,) or (n, 1). Missing values: INT64_MIN (integer) or NaN (float) */
+} vs_builder_attr_t;
+
 typedef struct vs_builder_opts {
-    const char *base_path; /* any file vs_vecfile_open reads (.fvecs .bvecs .npy idx[.gz]) */
-    const char *ids_path;  /* NULL = ids are row numbers; else .npy int64 (<i8, shape (n,) or (n,1))
-                              or .i64 (raw little-endian int64), n ids, each >= 0 */
+    const char *base_path;          /* any file vs_vecfile_open reads (.fvecs .bvecs .npy idx[.gz]) */
+    const char *ids_path;           /* NULL = ids are row numbers; else .npy int64 (<i8, shape (n,) or (n,1))
+                                       or .i64 (raw little-endian int64), n ids, each >= 0 */
+    const vs_builder_attr_t *attrs; /* n_attrs fields (0..VS_ATTR_MAX_FIELDS); NULL/0 = no attributes */
+    size_t n_attrs;
     vs_metric metric;      /* VS_METRIC_L2, _IP, _COSINE */
     const char *factory;   /* FAISS factory string (IVF..., HNSW...; Flat has no file format) */
     uint32_t n_partitions; /* 1..VS_BUILDER_MAX_PARTITIONS; cluster: also <= nlist */
@@ -97,14 +115,16 @@ typedef struct vs_builder_result {
 
 /* Builds the version. A directory that already holds a finished version (its manifest) is refused with
  * VS_ERR_ALREADY_EXISTS (versions are immutable), except with resume when every partition's marker names
- * this very build (same inputs and options), which rewrites the same bytes. On VS_OK the manifest is
- * written and *out (may be NULL) filled. Errors name the
- * file, row or option: VS_ERR_INVALID_ARGUMENT (options, dim mismatch, NaN/Inf or overflowing row,
+ * this very build (same inputs and options; attribute columns by name, type and content CRC32C), which
+ * rewrites the same bytes. On VS_OK the manifest is written and *out (may be NULL) filled. Errors name
+ * the file, row or option: VS_ERR_INVALID_ARGUMENT (options, dim mismatch, NaN/Inf or overflowing row,
  * negative id, ids count differs from the base's rows, P out of range, cluster with a non-IVF factory
- * or P > nlist), VS_ERR_UNSUPPORTED (file format, a factory without a file format such as Flat, an
- * index type not built), VS_ERR_NOT_FOUND / VS_ERR_IO / VS_ERR_CORRUPT (files), VS_ERR_NOMEM. On any
- * error no manifest exists afterwards (errors found before the first write leave the directory as it
- * was, including an earlier complete version). Blocking; starts threads only inside calls. */
+ * or P > nlist; an attribute with a bad or repeated name, more than VS_ATTR_MAX_FIELDS, a column whose
+ * row count differs from the base's, rows of several values, a float64 beyond float32), VS_ERR_UNSUPPORTED
+ * (file format or npy dtype, a factory without a file format such as Flat, an index type not built),
+ * VS_ERR_NOT_FOUND / VS_ERR_IO / VS_ERR_CORRUPT (files), VS_ERR_NOMEM. On any error no manifest exists
+ * afterwards (errors found before the first write leave the directory as it was, including an earlier
+ * complete version). Blocking; starts threads only inside calls. */
 vs_status vs_builder_run(const vs_builder_opts_t *opts, vs_builder_result_t *out, char err[VS_ERR_LEN]);
 
 /* Default training sample: max(256 * nlist, 100,000) capped at n for IVF; min(n, 100,000) for other

@@ -10,6 +10,7 @@
 
 #include "common/cli/flags.h"
 #include "common/cli/progress.h"
+#include "common/filter.h"
 #include "shard/builder/builder.h"
 
 static void usage(FILE *f)
@@ -25,6 +26,12 @@ static void usage(FILE *f)
         "  --base FILE            vectors: .fvecs .bvecs .npy (float32/uint8/int32) or idx[.gz]\n"
         "  --ids FILE             int64 ids, one per base row: .npy (<i8) or .i64 (raw little-endian);\n"
         "                         default: the row numbers 0..n-1. Ids must be >= 0 (not checked unique)\n"
+        "  --attr NAME=FILE       an attribute of the items, for filtered search (repeatable, at most 16\n"
+        "                         fields): one value per base row, in the base's order, as a .npy of shape\n"
+        "                         (n,) or (n,1): <i8 or <i4 = an integer field, <f4 or <f8 = a float field;\n"
+        "                         missing values INT64_MIN or NaN. NAME: [a-z0-9_], starting with a\n"
+        "                         letter, at most 48 characters. Stored in every partition file and named\n"
+        "                         in the manifest (\"attributes\")\n"
         "  --metric M             l2 (default), ip or cosine\n"
         "  --factory STRING       FAISS index_factory string: IVF{nlist},Flat | IVF{nlist},PQ{m}[x4fs]\n"
         "                         [,RFlat|,RSQ8] | HNSW{M}[,SQ8] (hash partitioning). e.g.\n"
@@ -124,11 +131,14 @@ int main(int argc, char **argv)
                            .seed = 1,
                            .target_recall = 0.95};
     const char *metric = "l2", *partitioning = "hash", *build_time = getenv("SOURCE_DATE_EPOCH");
+    vs_builder_attr_t attrs[VS_ATTR_MAX_FIELDS];
+    char attr_names[VS_ATTR_MAX_FIELDS][VS_ATTR_NAME_MAX + 1];
     long long memory_mb = -1;
     int quiet = 0, build_time_flag = 0;
     static const struct option opts[] = {
         {"base", required_argument, 0, 'b'},
         {"ids", required_argument, 0, 'i'},
+        {"attr", required_argument, 0, 'A'},
         {"metric", required_argument, 0, 'm'},
         {"factory", required_argument, 0, 'f'},
         {"partitions", required_argument, 0, 'P'},
@@ -161,6 +171,29 @@ int main(int argc, char **argv)
         case 'i':
             o.ids_path = optarg;
             break;
+        case 'A': {
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg || !eq[1]) {
+                fprintf(stderr, "vecshard-build: --attr '%s' must be NAME=FILE\n", optarg);
+                return 2;
+            }
+            if (o.n_attrs == VS_ATTR_MAX_FIELDS) {
+                fprintf(stderr, "vecshard-build: at most %d --attr fields\n", VS_ATTR_MAX_FIELDS);
+                return 2;
+            }
+            size_t len = (size_t)(eq - optarg);
+            if (len > VS_ATTR_NAME_MAX) {
+                fprintf(stderr, "vecshard-build: --attr '%s': the name is longer than %d characters\n",
+                        optarg, VS_ATTR_NAME_MAX);
+                return 2;
+            }
+            memcpy(attr_names[o.n_attrs], optarg, len);
+            attr_names[o.n_attrs][len] = 0;
+            attrs[o.n_attrs] = (vs_builder_attr_t){attr_names[o.n_attrs], eq + 1};
+            o.attrs = attrs;
+            o.n_attrs++;
+            break;
+        }
         case 'm':
             metric = optarg;
             break;

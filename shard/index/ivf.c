@@ -1571,7 +1571,8 @@ static void ops_ids_in_order(const void *impl, int64_t *out)
 {
     const vs_ivf_t *ivf = impl;
     for (uint32_t l = 0; l < ivf->nlist; l++)
-        memcpy(out + ivf->lists[l].first, ivf->lists[l].ids, ivf->lists[l].n * sizeof *out);
+        if (ivf->lists[l].n) /* an empty list may have no ids array */
+            memcpy(out + ivf->lists[l].first, ivf->lists[l].ids, ivf->lists[l].n * sizeof *out);
 }
 
 static vs_status ops_attach_attrs(void *impl, const vs_attrs_t *a, char *err)

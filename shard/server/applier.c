@@ -6,6 +6,7 @@
 
 #include "common/distance.h"
 #include "common/hash.h"
+#include "common/net/pbfilter.h"
 #include "common/topk.h"
 
 vs_applier_verdict vs_applier_judge(const Vecshard__V1__LogWrite *w, uint32_t dim, const char *model_version,
@@ -43,8 +44,10 @@ vs_status vs_applier_apply(vs_fresh_t *f, const vs_applier_scope_t *sc, const ui
         return vs_errf(err, VS_ERR_CORRUPT, "a %zu-byte log message does not decode as LogWrite", len);
     }
     vs_status st = VS_OK;
-    int64_t *ids = NULL, *dels = NULL;
+    int64_t *ids = NULL, *dels = NULL, *rows = NULL, *all_rows = NULL;
     float *x = NULL;
+    size_t n_fields = 0;
+    const vs_attr_field_t *fields = vs_fresh_fields(f, &n_fields);
     int32_t *lists = NULL;
     switch (vs_applier_judge(w, sc->dim, sc->model_version, err)) {
     case VS_APPLY_OTHER_MODEL:
@@ -62,9 +65,16 @@ vs_status vs_applier_apply(vs_fresh_t *f, const vs_applier_scope_t *sc, const ui
     if (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT) {
         x = malloc(n * sc->dim * sizeof *x);
         lists = sc->list_partition ? malloc(n * sizeof *lists) : NULL;
+        if (n_fields) { /* the version's schema: columns of other fields or shapes count as missing */
+            rows = malloc(n * n_fields * sizeof *rows);
+            all_rows = malloc(n * n_fields * sizeof *all_rows);
+            if (rows && all_rows)
+                vs_attr_rows_from_pb(w->attributes, w->n_attributes, fields, n_fields, n, all_rows);
+        }
     }
     if (!ids || !dels ||
-        (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT && (!x || (sc->list_partition && !lists)))) {
+        (w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT &&
+         (!x || (sc->list_partition && !lists) || (n_fields && (!rows || !all_rows))))) {
         st = vs_errf(err, VS_ERR_NOMEM, "no memory to apply a write of %zu ids", n);
         goto done;
     }
@@ -90,6 +100,8 @@ vs_status vs_applier_apply(vs_fresh_t *f, const vs_applier_scope_t *sc, const ui
             memcpy(x + nu * sc->dim, w->vectors + i * sc->dim, sc->dim * sizeof *x);
             if (lists)
                 lists[nu] = lists[i]; /* compacted in place: nu <= i */
+            if (rows)
+                memcpy(rows + nu * n_fields, all_rows + i * n_fields, n_fields * sizeof *rows);
             ids[nu++] = id;
         } else if (sc->list_partition) {
             dels[nd++] = id; /* moved to another partition: hide any copy held here */
@@ -113,7 +125,7 @@ vs_status vs_applier_apply(vs_fresh_t *f, const vs_applier_scope_t *sc, const ui
             goto done;
     }
     if (nu > 0)
-        st = vs_fresh_upsert_lists(f, nu, ids, x, lists, err); /* lists: NULL (hash) or assigned above */
+        st = vs_fresh_upsert_attrs(f, nu, ids, x, lists, rows, err); /* lists: NULL (hash) or assigned */
     if (st == VS_OK && nd > 0)
         st = vs_fresh_delete(f, nd, dels, err);
     if (st == VS_OK) {
@@ -128,6 +140,8 @@ done:
     free(dels);
     free(x);
     free(lists);
+    free(rows);
+    free(all_rows);
     vecshard__v1__log_write__free_unpacked(w, NULL);
     return st;
 }

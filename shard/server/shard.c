@@ -12,6 +12,8 @@
 
 #include "common/cli/timing.h"
 #include "common/idset.h"
+#include "common/net/pbfilter.h"
+#include "shard/index/attrs.h"
 #include "common/log.h"
 #include "common/parallel.h"
 #include "common/topk.h"
@@ -536,6 +538,11 @@ static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchR
         if (!(kf == 0 || (kf >= 1 && kf <= VS_SHARD_MAX_K_FACTOR)))
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k_factor = %g is out of range 1..%g (0 = default)",
                            kf, VS_SHARD_MAX_K_FACTOR);
+        const float fe = r->params->filter_exact_threshold;
+        if (!(fe == 0 || (fe > 0 && fe <= 1)))
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "filter_exact_threshold = %g is out of range (0, 1]",
+                           (double)fe);
+        params->filter_exact = fe;
         params->nprobe = r->params->nprobe;
         params->ef_search = r->params->ef_search;
         params->k_factor = kf;
@@ -610,6 +617,62 @@ static vs_status wait_applied(version_t *v, uint64_t seq, int64_t wait_ms, char 
         v->name, (unsigned long long)(next - 1), (unsigned long long)seq, (long long)wait_ms);
 }
 
+/* The search of a validated call with k results per query, through the version's fresh state when it
+ * takes writes, on the lists the coordinator chose when it gave them. */
+static vs_status search_version(const version_t *v, const Vecshard__V1__ShardSearchRequest *r, size_t nq,
+                                size_t k, const vs_search_params_t *params, size_t threads, float *dist,
+                                int64_t *ids, char *err)
+{
+    if (v->fresh && r->lists_per_query)
+        return vs_fresh_search_lists(v->fresh, nq, r->queries, k, r->lists, r->lists_per_query,
+                                     params->k_factor, params, threads, dist, ids, err);
+    if (v->fresh)
+        return vs_fresh_search(v->fresh, nq, r->queries, k, params, threads, dist, ids, err);
+    if (r->lists_per_query)
+        return vs_ivf_search_lists(vs_index_impl_ivf(v->idx), nq, r->queries, k, r->lists, r->lists_per_query,
+                                   params->k_factor, params, threads, dist, ids, err);
+    return vs_index_search(v->idx, nq, r->queries, k, params, threads, dist, ids, err);
+}
+
+/* group_by: searches for more candidates than k (4k, doubled while a query kept fewer than k and its
+ * candidates ran out before the list did, up to VS_TOPK_MAX_K), looks up each candidate's group value (the
+ * live copy's: fresh record or base item) and keeps, best first, at most size per value. */
+static vs_status search_grouped(const version_t *v, const Vecshard__V1__ShardSearchRequest *r, size_t nq,
+                                const vs_search_params_t *params, size_t threads, size_t field, uint32_t size,
+                                float *out_dist, int64_t *out_ids, int64_t *out_groups, char *err)
+{
+    const size_t k = r->k;
+    const float pad = vs_topk_pad_distance(vs_metric_larger_is_better(vs_index_metric(v->idx)));
+    size_t kf = 4 * k < VS_TOPK_MAX_K ? 4 * k : VS_TOPK_MAX_K;
+    vs_status st = VS_OK;
+    for (;;) {
+        float *d = malloc(nq * kf * sizeof *d);
+        int64_t *ids = malloc(nq * kf * sizeof *ids), *g = malloc(nq * kf * sizeof *g),
+                *scratch = malloc(4 * (k + 1) * sizeof *scratch);
+        if (!d || !ids || !g || !scratch)
+            st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory for %zu x %zu group_by candidates", nq,
+                         kf);
+        if (st == VS_OK)
+            st = search_version(v, r, nq, kf, params, threads, d, ids, err);
+        if (st == VS_OK)
+            st = v->fresh ? vs_fresh_group_values(v->fresh, v->idx, field, nq * kf, ids, g, err)
+                          : vs_index_group_values(v->idx, field, nq * kf, ids, g, err);
+        int again = 0;
+        for (size_t i = 0; st == VS_OK && i < nq; i++) {
+            size_t kept = vs_group_select(kf, d + i * kf, ids + i * kf, g + i * kf, k, size, pad,
+                                          out_dist + i * k, out_ids + i * k, out_groups + i * k, scratch);
+            again |= kept < k && ids[i * kf + kf - 1] >= 0; /* short, and more candidates exist */
+        }
+        free(d);
+        free(ids);
+        free(g);
+        free(scratch);
+        if (st != VS_OK || !again || kf >= VS_TOPK_MAX_K)
+            return st;
+        kf = 2 * kf < VS_TOPK_MAX_K ? 2 * kf : VS_TOPK_MAX_K;
+    }
+}
+
 vs_status vs_shard_search_pb(vs_shard_t *sh, const uint8_t *req, size_t len, uint8_t **out, size_t *out_len,
                              char err[VS_ERR_LEN])
 {
@@ -648,15 +711,36 @@ vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t l
     float *dist = NULL;
     int64_t *ids = NULL;
     vs_idset_t *excl = NULL;
+    int64_t *groups = NULL;
+    vs_filter_spec_t spec;
+    vs_filter_t filter;
+    vs_filter_spec_init(&spec);
+    size_t group_field = 0;
+    uint32_t group_size = 0;
     st = validate(sh, r, v, &params, &clipped, &nq, err);
     if (st == VS_OK && r->n_exclude_ids) /* one set for every query of the call */
         st = vs_idset_create(r->exclude_ids, r->n_exclude_ids, &excl, err);
     params.exclude = excl;
+    if (st == VS_OK && r->filter) { /* compiled once against this partition's attributes */
+        st = vs_filter_spec_from_pb(r->filter, &spec, err);
+        if (st == VS_OK)
+            st = vs_filter_compile(&spec, vs_index_attrs(v->idx), &filter, err);
+        if (st == VS_OK && filter.n_terms)
+            params.filter = &filter;
+    }
+    if (st == VS_OK && r->group_by) {
+        const vs_attrs_t *a = vs_index_attrs(v->idx);
+        st = a ? vs_group_by_from_pb(r->group_by, vs_attrs_fields(a), vs_attrs_n_fields(a), r->k,
+                                     &group_field, &group_size, err)
+               : vs_errf(err, VS_ERR_INVALID_ARGUMENT, "group_by '%.64s': version %s has no attributes",
+                         r->group_by->field, v->name);
+    }
     if (st == VS_OK) {
         size_t k = r->k;
         dist = malloc(nq * k * sizeof *dist);
         ids = malloc(nq * k * sizeof *ids);
-        if (!dist || !ids)
+        groups = group_size ? malloc(nq * k * sizeof *groups) : NULL;
+        if (!dist || !ids || (group_size && !groups))
             st = vs_errf(err, VS_ERR_RESOURCE_EXHAUSTED, "no memory for %zu x %zu results", nq, k);
     }
     double t_search = vs_now_s();
@@ -672,20 +756,15 @@ vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t l
             if (threads > nq / 16)
                 threads = nq / 16;
         }
-        if (v->fresh && r->lists_per_query)
-            st = vs_fresh_search_lists(v->fresh, nq, r->queries, r->k, r->lists, r->lists_per_query,
-                                       params.k_factor, &params, threads, dist, ids, err);
-        else if (v->fresh)
-            st = vs_fresh_search(v->fresh, nq, r->queries, r->k, &params, threads, dist, ids, err);
-        else if (r->lists_per_query)
-            st = vs_ivf_search_lists(vs_index_impl_ivf(v->idx), nq, r->queries, r->k, r->lists,
-                                     r->lists_per_query, params.k_factor, &params, threads, dist, ids,
-                                     err);
+        if (group_size)
+            st = search_grouped(v, r, nq, &params, threads, group_field, group_size, dist, ids, groups, err);
         else
-            st = vs_index_search(v->idx, nq, r->queries, r->k, &params, threads, dist, ids, err);
+            st = search_version(v, r, nq, r->k, &params, threads, dist, ids, err);
     }
     vs_idset_destroy(excl);
     params.exclude = NULL;
+    params.filter = NULL;
+    vs_filter_spec_fini(&spec);
     double t_encode = vs_now_s();
     if (st == VS_OK && sh->on_stage)
         sh->on_stage(sh->stage_user, VS_SHARD_STAGE_SEARCH, t_encode - t_search);
@@ -706,6 +785,10 @@ vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t l
         applied.quantizer_ef_search = params.quantizer_ef_search;
         resp.applied_params = &applied;
         resp.params_clipped = clipped;
+        if (groups) {
+            resp.group_values = groups;
+            resp.n_group_values = nq * r->k;
+        }
         size_t n = vecshard__v1__shard_search_response__get_packed_size(&resp);
         *out = malloc(n ? n : 1);
         if (!*out) {
@@ -718,6 +801,7 @@ vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t l
     }
     free(dist);
     free(ids);
+    free(groups);
     atomic_fetch_sub(&sh->in_flight, 1);
     version_unref(v);
     double el = vs_now_s() - t0;

@@ -24,8 +24,9 @@ import time
 
 import numpy as np
 
-SRC = pathlib.Path(os.environ.get("VS_SOURCE_DIR") or pathlib.Path(__file__).resolve().parents[2])
-BIN = pathlib.Path(os.environ.get("VS_BIN_DIR") or SRC / "build" / "bin")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from vstest import BIN, SRC, install, write_fvecs  # noqa: E402
+
 N, D, NQ, K, NLIST = 4000, 16, 50, 10, 16
 failures = 0
 
@@ -38,30 +39,10 @@ def check(cond, what):
     return cond
 
 
-def write_fvecs(path, x):
-    x = np.ascontiguousarray(x, dtype="<f4")
-    rows = np.empty((x.shape[0], x.shape[1] + 1), dtype="<f4")
-    rows[:, 0] = np.array([x.shape[1]], dtype="<i4").view("<f4")[0]
-    rows[:, 1:] = x
-    rows.tofile(path)
-
-
 def exact(base, ids, q, k):
     d = ((q[:, None, :].astype(np.float64) - base[None, :, :]) ** 2).sum(-1)
     order = np.argsort(d, axis=1, kind="stable")[:, :k]
     return ids[order], np.take_along_axis(d, order, axis=1)
-
-
-def install(tmp):
-    """pip-installs a copy of the package (the checkout stays clean) into tmp/site; returns that path."""
-    pkg = tmp / "pkg"
-    shutil.copytree(SRC / "coordinator" / "client" / "python", pkg)
-    site = tmp / "site"
-    env = dict(os.environ, VS_PROTOS_DIR=str(SRC / "protos"))
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--root-user-action=ignore",
-                    "--no-build-isolation", "--no-deps",
-                    "--target", str(site), str(pkg)], check=True, env=env)
-    return site
 
 
 def main():

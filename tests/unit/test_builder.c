@@ -4,7 +4,11 @@
  * the partitions and merging equals one index with the same trained state (and the flat oracle for
  * IVF-Flat with nprobe = nlist); cluster packing stays within the LPT bound; rebuilding gives the same
  * bytes whatever the chunk size and thread count; --resume keeps what matches and rebuilds what does
- * not; bad input is refused with a clear message and no manifest. */
+ * not; bad input is refused with a clear message and no manifest. Attributes (--attr): every partition
+ * (hash and cluster IVF, HNSW) carries each item's input values in its item order, filtered searches on
+ * a loaded partition answer only matching items, the manifest names the schema, rebuilds are
+ * byte-identical and --resume does not keep partitions built from other attribute files; vecshard-gt
+ * --attr --filter writes the exact filtered ground truth. */
 #define _XOPEN_SOURCE 700
 #include <ftw.h>
 #include <math.h>
@@ -15,10 +19,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/filter.h"
 #include "common/hash.h"
 #include "common/topk.h"
 #include "common/vecio.h"
 #include "shard/builder/builder.h"
+#include "shard/index/attrs.h"
 #include "shard/index/ifile.h"
 #include "shard/index/index.h"
 #include "shard/index/ivf.h"
@@ -36,6 +42,14 @@
 static float base[N * D], queries[NQ * D];
 static int64_t ids[N]; /* 1000 + 7 * row, in a shuffled order: ids are not row numbers */
 static vs_test_pathbuf_t base_path, ids_path;
+/* attributes of the base rows: market (int64 .npy, some missing), price (float64 .npy: a float field, some
+ * NaN), cat (int32 .npy; value 9 at rows 100, 200, 300, 400 only) */
+static int64_t market[N];
+static double price[N];
+static int32_t cat[N];
+static vs_test_pathbuf_t market_path, price_path, cat_path;
+static const vs_builder_attr_t attr3[3] = {
+    {"market", market_path.s}, {"price", price_path.s}, {"cat", cat_path.s}};
 
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -686,6 +700,375 @@ static void test_bad_inputs(void)
     rm_tree(out.s);
 }
 
+/* ---- attributes ----------------------------------------------------------------------------------- */
+
+/* 1 when base row r matches "market=3|5&price=..5". */
+static int row_matches(size_t r)
+{
+    return (market[r] == 3 || market[r] == 5) && !isnan(price[r]) && (float)price[r] <= 5.0f;
+}
+
+/* Every partition of the version in out: its attributes are the input values at each item's row (through
+ * the item order), and a filtered search answers only matching items, as many as the partition holds up to
+ * K. Returns the matching items counted over all partitions. */
+static size_t check_attrs(const char *out, uint32_t P)
+{
+    char err[VS_ERR_LEN];
+    vs_manifest_t m;
+    CHECKF(vs_manifest_load(vpath(out, "manifest.json"), &m, err) == VS_OK, "%s", err);
+    CHECK(m.n_attrs == 3 && strcmp(m.attrs[0].name, "market") == 0 && m.attrs[0].type == VS_ATTR_INT &&
+          strcmp(m.attrs[1].name, "price") == 0 && m.attrs[1].type == VS_ATTR_FLOAT &&
+          strcmp(m.attrs[2].name, "cat") == 0 && m.attrs[2].type == VS_ATTR_INT);
+    CHECK(m.n_partitions == P);
+    size_t matching = 0, total = 0;
+    for (uint32_t p = 0; p < m.n_partitions; p++) {
+        char path[PATH_MAX];
+        vs_index_t *idx = NULL;
+        CHECK(vs_manifest_path(&m, m.partitions[p].file, path, err) == VS_OK);
+        CHECKF(vs_index_load(path, &idx, err) == VS_OK, "%s", err);
+        if (!idx)
+            continue;
+        const vs_attrs_t *a = vs_index_attrs(idx);
+        size_t n = vs_index_count(idx);
+        total += n;
+        CHECKF(a && vs_attrs_count(a) == n && vs_attrs_n_fields(a) == 3, "partition %u: no attributes", p);
+        if (!a) {
+            vs_index_destroy(idx);
+            continue;
+        }
+        int64_t *pid = malloc((n + 1) * sizeof *pid);
+        vs_index_ids_in_order(idx, pid);
+        const int64_t *cm = vs_attrs_column(a, 0), *cc = vs_attrs_column(a, 2);
+        const float *cp = vs_attrs_column(a, 1);
+        size_t wrong = 0, here = 0;
+        for (size_t j = 0; j < n; j++) {
+            size_t r = row_of(pid[j]);
+            if (r == SIZE_MAX) {
+                wrong++;
+                continue;
+            }
+            float want = (float)price[r];
+            wrong += cm[j] != market[r] || cc[j] != cat[r] || (isnan(want) ? !isnan(cp[j]) : cp[j] != want);
+            here += row_matches(r);
+        }
+        CHECKF(wrong == 0, "partition %u: %zu of %zu items carry another row's attributes", p, wrong, n);
+        matching += here;
+        /* filtered search: only matching items, and never short of min(K, matching items) */
+        vs_filter_spec_t spec;
+        vs_filter_t cf;
+        CHECK(vs_filter_spec_parse("market=3|5&price=..5", &spec, err) == VS_OK);
+        CHECKF(vs_filter_compile(&spec, a, &cf, err) == VS_OK, "%s", err);
+        vs_search_params_t sp = {.filter = &cf};
+        if (vs_index_spec(idx)->type == VS_INDEX_IVF)
+            sp.nprobe = 16;
+        float dist[NQ * K];
+        int64_t got[NQ * K];
+        CHECKF(vs_index_search(idx, NQ, queries, K, &sp, 1, dist, got, err) == VS_OK, "%s", err);
+        size_t bad = 0, shorts = 0;
+        for (size_t i = 0; i < NQ * K; i++) {
+            size_t r = got[i] >= 0 ? row_of(got[i]) : SIZE_MAX;
+            bad += got[i] >= 0 && (r == SIZE_MAX || !row_matches(r));
+            shorts += got[i] < 0 && i % K < here;
+        }
+        CHECKF(bad == 0 && shorts == 0, "partition %u: %zu results violate the filter, %zu missing", p, bad,
+               shorts);
+        vs_filter_spec_fini(&spec);
+        free(pid);
+        vs_index_destroy(idx);
+    }
+    CHECKF(total == N, "%zu items in the partitions", total);
+    vs_manifest_fini(&m);
+    return matching;
+}
+
+static size_t expected_matches(void)
+{
+    size_t c = 0;
+    for (size_t r = 0; r < N; r++)
+        c += row_matches(r);
+    return c;
+}
+
+static void test_attrs_build(void)
+{
+    char err[VS_ERR_LEN];
+    const size_t want = expected_matches();
+    CHECKF(want > 100 && want < N / 4, "%zu matching rows", want);
+    /* hash: 2 IVF partitions */
+    vs_test_pathbuf_t h = vs_test_pathcopy(T, "attr-hash");
+    vs_builder_opts_t o = opts(h.s, "IVF16,Flat", 2, VS_PARTITION_HASH);
+    o.attrs = attr3;
+    o.n_attrs = 3;
+    vs_builder_result_t res;
+    CHECKF(vs_builder_run(&o, &res, err) == VS_OK, "%s", err);
+    vs_manifest_t m;
+    destroy_parts(check_version(h.s, 2, &m), 2); /* ids, routing, files; a shard loads each partition */
+    vs_manifest_fini(&m);
+    CHECK(check_attrs(h.s, 2) == want);
+    /* cluster: 3 partitions of whole lists (item order: list by list) */
+    vs_test_pathbuf_t c = vs_test_pathcopy(T, "attr-cluster");
+    o = opts(c.s, "IVF16,PQ4", 3, VS_PARTITION_CLUSTER);
+    o.attrs = attr3;
+    o.n_attrs = 3;
+    CHECKF(vs_builder_run(&o, &res, err) == VS_OK, "%s", err);
+    destroy_parts(check_version(c.s, 3, &m), 3);
+    vs_manifest_fini(&m);
+    CHECK(check_attrs(c.s, 3) == want);
+    /* HNSW (item order: add order), two threads, one partition per pass */
+    vs_test_pathbuf_t g = vs_test_pathcopy(T, "attr-hnsw");
+    o = opts(g.s, "HNSW16", 2, VS_PARTITION_HASH);
+    o.attrs = attr3;
+    o.n_attrs = 3;
+    o.n_threads = 2;
+    o.memory_bytes = 1;
+    o.target_recall = 0;
+    CHECKF(vs_builder_run(&o, &res, err) == VS_OK, "%s", err);
+    CHECK(res.n_passes == 2);
+    CHECK(check_attrs(g.s, 2) == want);
+    /* without --attr: no attributes anywhere */
+    vs_test_pathbuf_t none = vs_test_pathcopy(T, "attr-none");
+    o = opts(none.s, "IVF16,Flat", 2, VS_PARTITION_HASH);
+    CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err);
+    vs_index_t **parts = check_version(none.s, 2, &m);
+    CHECK(m.n_attrs == 0 && parts[0] && vs_index_attrs(parts[0]) == NULL);
+    destroy_parts(parts, 2);
+    vs_manifest_fini(&m);
+    rm_tree(h.s);
+    rm_tree(c.s);
+    rm_tree(g.s);
+    rm_tree(none.s);
+}
+
+/* Byte-identical rebuilds with attributes (other chunk size, threads, passes); --resume keeps partitions
+ * only while the attribute files are the same. */
+static void test_attrs_rebuild(void)
+{
+    char err[VS_ERR_LEN];
+    vs_test_pathbuf_t a = vs_test_pathcopy(T, "attr-idem-a"), b = vs_test_pathcopy(T, "attr-idem-b");
+    vs_builder_opts_t o = opts(a.s, "IVF16,PQ8x4fs,RSQ8", 3, VS_PARTITION_HASH);
+    o.attrs = attr3;
+    o.n_attrs = 3;
+    CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err);
+    vs_builder_opts_t o2 = o;
+    o2.out_dir = b.s;
+    o2.chunk_rows = N;
+    o2.n_threads = 2;
+    o2.memory_bytes = 1;
+    CHECKF(vs_builder_run(&o2, NULL, err) == VS_OK, "%s", err);
+    for (size_t f = 0; f < 5; f++)
+        CHECKF(vs_test_same_file(vpath(a.s, files[f]), vpath(b.s, files[f])), "%s differs on a rebuild",
+               files[f]);
+    /* the same build resumed over the finished version: every partition kept, the same bytes */
+    size_t len0 = 0, len1 = 0;
+    unsigned char *p0 = vs_test_read_file(vpath(a.s, "part-0.vsidx"), &len0);
+    vs_builder_result_t res;
+    o.resume = 1;
+    CHECKF(vs_builder_run(&o, &res, err) == VS_OK && res.partitions_resumed == 3, "%s", err);
+    unsigned char *p1 = vs_test_read_file(vpath(a.s, "part-0.vsidx"), &len1);
+    CHECK(p0 && p1 && len0 == len1 && memcmp(p0, p1, len0) == 0);
+    free(p0);
+    free(p1);
+    /* other attribute content under the same path and name: not this build */
+    vs_test_pathbuf_t m2 = vs_test_pathcopy(T, "market2.npy");
+    int64_t *mk = malloc(N * sizeof *mk);
+    memcpy(mk, market, N * sizeof *mk);
+    mk[17] = 12345;
+    CHECK(vs_vecio_write_npy(m2.s, VS_DTYPE_I64, N, 1, mk, err) == VS_OK);
+    free(mk);
+    vs_builder_attr_t other[3] = {{"market", m2.s}, {"price", price_path.s}, {"cat", cat_path.s}};
+    o.attrs = other;
+    CHECK(vs_builder_run(&o, &res, err) == VS_ERR_ALREADY_EXISTS && strstr(err, "same build"));
+    CHECK(unlink(vpath(a.s, "manifest.json")) == 0); /* an unfinished build: nothing of it may be kept */
+    CHECKF(vs_builder_run(&o, &res, err) == VS_OK && res.partitions_resumed == 0 && res.partitions_built == 3,
+           "%s", err);
+    /* and back: the markers now name the other file, so the original attributes rebuild all again */
+    CHECK(unlink(vpath(a.s, "manifest.json")) == 0);
+    o.attrs = attr3;
+    CHECKF(vs_builder_run(&o, &res, err) == VS_OK && res.partitions_resumed == 0 && res.partitions_built == 3,
+           "%s", err);
+    for (size_t f = 0; f < 5; f++)
+        CHECKF(vs_test_same_file(vpath(a.s, files[f]), vpath(b.s, files[f])), "%s differs after a resume",
+               files[f]);
+    rm_tree(a.s);
+    rm_tree(b.s);
+}
+
+static void test_attrs_refused(void)
+{
+    char err[VS_ERR_LEN];
+    vs_test_pathbuf_t out = vs_test_pathcopy(T, "attr-bad");
+    vs_test_pathbuf_t shortp = vs_test_pathcopy(T, "short.npy"), wide = vs_test_pathcopy(T, "wide.npy");
+    vs_test_pathbuf_t u2 = vs_test_pathcopy(T, "u2.npy"), big = vs_test_pathcopy(T, "big.npy");
+    CHECK(vs_vecio_write_npy(shortp.s, VS_DTYPE_I64, N - 1, 1, market, err) == VS_OK);
+    CHECK(vs_vecio_write_npy(wide.s, VS_DTYPE_I64, N / 2, 2, market, err) == VS_OK);
+    double *pd = malloc(N * sizeof *pd);
+    memcpy(pd, price, N * sizeof *pd);
+    pd[2024] = 1e300;
+    CHECK(vs_vecio_write_npy(big.s, VS_DTYPE_F64, N, 1, pd, err) == VS_OK);
+    free(pd);
+    /* an unsigned 16-bit column (numpy '<u2'), written by hand */
+    char hdr[128];
+    int hl = snprintf(hdr, sizeof hdr, "{'descr': '<u2', 'fortran_order': False, 'shape': (%d,), }", N);
+    while ((hl + 11) % 64 != 0)
+        hdr[hl++] = ' ';
+    hdr[hl++] = '\n';
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)hl, 0};
+    uint16_t *u = calloc(N, sizeof *u);
+    FILE *f = fopen(u2.s, "wb");
+    CHECK(f && fwrite(pre, 1, 10, f) == 10 && fwrite(hdr, 1, (size_t)hl, f) == (size_t)hl &&
+          fwrite(u, 2, N, f) == N);
+    if (f)
+        fclose(f);
+    free(u);
+
+    vs_builder_attr_t at[VS_ATTR_MAX_FIELDS + 1];
+    vs_builder_opts_t o = opts(out.s, "IVF16,Flat", 2, VS_PARTITION_HASH);
+    o.attrs = at;
+    o.n_attrs = 1;
+    at[0] = (vs_builder_attr_t){"market", shortp.s};
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "--attr market=");
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "holds 3999 values, base");
+    at[0] = (vs_builder_attr_t){"market", u2.s};
+    refused(&o, VS_ERR_UNSUPPORTED, "u2.npy: npy dtype '<u2' is not supported");
+    at[0] = (vs_builder_attr_t){"market", wide.s};
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "wide.npy: rows of 2 values");
+    at[0] = (vs_builder_attr_t){"price", big.s};
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "big.npy: row 2024: 1e+300 does not fit a float32");
+    at[0] = (vs_builder_attr_t){"market", "/nonexistent/m.npy"};
+    refused(&o, VS_ERR_NOT_FOUND, "--attr market: open /nonexistent/m.npy");
+    at[0] = (vs_builder_attr_t){"Market", market_path.s};
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "--attr Market: not an attribute name");
+    at[0] = (vs_builder_attr_t){"market", market_path.s};
+    at[1] = (vs_builder_attr_t){"market", price_path.s};
+    o.n_attrs = 2;
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "--attr market is given twice");
+    for (size_t i = 0; i <= VS_ATTR_MAX_FIELDS; i++)
+        at[i] = (vs_builder_attr_t){"market", market_path.s};
+    o.n_attrs = VS_ATTR_MAX_FIELDS + 1;
+    refused(&o, VS_ERR_INVALID_ARGUMENT, "at most 16 --attr fields");
+    rm_tree(out.s);
+}
+
+/* The exact filtered neighbours of query q among the base rows matching match(): rows best first (ties by
+ * row), padded with -1. */
+static void filtered_oracle(const float *q, int (*match)(size_t), int64_t *out)
+{
+    float bd[K];
+    for (size_t j = 0; j < K; j++) {
+        bd[j] = INFINITY;
+        out[j] = -1;
+    }
+    for (size_t r = 0; r < N; r++) {
+        if (!match(r))
+            continue;
+        float dd = vs_distance(VS_METRIC_L2, q, base + r * D, D);
+        size_t j = K;
+        while (j > 0 && (out[j - 1] < 0 || dd < bd[j - 1]))
+            j--;
+        if (j == K)
+            continue;
+        memmove(bd + j + 1, bd + j, (K - 1 - j) * sizeof *bd);
+        memmove(out + j + 1, out + j, (K - 1 - j) * sizeof *out);
+        bd[j] = dd;
+        out[j] = (int64_t)r;
+    }
+}
+
+static int row_cat9(size_t r)
+{
+    return cat[r] == 9;
+}
+
+/* vecshard-gt --attr --filter: the exact filtered ground truth (rows, or the items' ids with --ids), -1
+ * past the last matching row; bad attribute files and filters are refused. */
+static void test_gt_filtered(void)
+{
+    const char *bin = getenv("VS_BIN_DIR");
+    char gt[1400];
+    snprintf(gt, sizeof gt, "%s/vecshard-gt", bin ? bin : "");
+    if (!bin || access(gt, X_OK) != 0) {
+        fprintf(stderr, "test_gt_filtered: no vecshard-gt in VS_BIN_DIR, skipped\n");
+        return;
+    }
+    char err[VS_ERR_LEN], cmd[16384];
+    vs_test_pathbuf_t qp = vs_test_pathcopy(T, "queries.fvecs"), out = vs_test_pathcopy(T, "gt.ivecs");
+    vs_test_pathbuf_t outn = vs_test_pathcopy(T, "gt.npy"), idn = vs_test_pathcopy(T, "gt-ids.npy");
+    CHECK(vs_vecio_write_fvecs(qp.s, NQ, D, queries, err) == VS_OK);
+    CHECK(vs_vecio_write_npy(idn.s, VS_DTYPE_I64, N, 1, ids, err) == VS_OK);
+    const char *attrs = "--attr market=%s --attr price=%s --attr cat=%s";
+    char aflags[4096];
+    snprintf(aflags, sizeof aflags, attrs, market_path.s, price_path.s, cat_path.s);
+    int64_t want[NQ * K], want_ids[NQ * K];
+    for (size_t q = 0; q < NQ; q++)
+        filtered_oracle(queries + q * D, row_matches, want + q * K);
+    for (size_t i = 0; i < NQ * K; i++)
+        want_ids[i] = want[i] >= 0 ? ids[want[i]] : -1;
+    /* rows (.ivecs), checked by the tool itself too */
+    snprintf(cmd, sizeof cmd,
+             "%s --base %s --queries %s --k %d %s --filter 'market=3|5&price=..5' --check 5 --out %s --quiet "
+             ">/dev/null",
+             gt, base_path.s, qp.s, K, aflags, out.s);
+    CHECK(WEXITSTATUS(system(cmd)) == 0);
+    size_t n = 0;
+    uint32_t d = 0;
+    int32_t *rows = NULL;
+    CHECKF(vs_vecfile_load_i32(out.s, &n, &d, &rows, err) == VS_OK && n == NQ && d == K, "%s", err);
+    size_t bad = 0;
+    for (size_t i = 0; rows && i < NQ * K; i++)
+        bad += rows[i] != want[i];
+    CHECKF(bad == 0, "vecshard-gt --filter: %zu of %d positions differ from the filtered oracle", bad,
+           NQ * K);
+    free(rows);
+    /* the items' ids (.npy) */
+    snprintf(cmd, sizeof cmd,
+             "%s --base %s --queries %s --k %d --ids %s %s --filter 'market=3|5&price=..5' --out %s --quiet",
+             gt, base_path.s, qp.s, K, idn.s, aflags, outn.s);
+    CHECK(WEXITSTATUS(system(cmd)) == 0);
+    vs_vecfile_t *vf = NULL;
+    int64_t got[NQ * K];
+    CHECKF(vs_vecfile_open(outn.s, &vf, err) == VS_OK && vs_vecfile_count(vf) == NQ &&
+               vs_vecfile_dim(vf) == K && vs_vecfile_read_i64(vf, 0, NQ, got, err) == VS_OK,
+           "%s", err);
+    vs_vecfile_close(vf);
+    bad = 0;
+    for (size_t i = 0; i < NQ * K; i++)
+        bad += got[i] != want_ids[i];
+    CHECKF(bad == 0, "vecshard-gt --ids --filter: %zu of %d positions differ", bad, NQ * K);
+    /* four matching rows: the rest of every answer is -1 */
+    for (size_t q = 0; q < NQ; q++)
+        filtered_oracle(queries + q * D, row_cat9, want + q * K);
+    snprintf(cmd, sizeof cmd,
+             "%s --base %s --queries %s --k %d %s --filter cat=9 --check 30 --out %s --quiet >/dev/null", gt,
+             base_path.s, qp.s, K, aflags, out.s);
+    CHECK(WEXITSTATUS(system(cmd)) == 0);
+    rows = NULL;
+    CHECK(vs_vecfile_load_i32(out.s, &n, &d, &rows, err) == VS_OK && n == NQ && d == K);
+    bad = 0;
+    for (size_t i = 0; rows && i < NQ * K; i++)
+        bad += rows[i] != want[i] || (i % K >= 4) != (rows[i] == -1);
+    CHECKF(bad == 0, "vecshard-gt --filter cat=9: %zu of %d positions differ", bad, NQ * K);
+    free(rows);
+    /* refused: a filter without attributes, an unknown field, a short column (exit 2 for flags, 1 for input)
+     */
+    snprintf(cmd, sizeof cmd, "%s --base %s --queries %s --filter cat=9 --out %s --quiet 2>/dev/null", gt,
+             base_path.s, qp.s, out.s);
+    CHECK(WEXITSTATUS(system(cmd)) == 2);
+    snprintf(cmd, sizeof cmd, "%s --base %s --queries %s %s --filter color=1 --out %s --quiet 2>/dev/null",
+             gt, base_path.s, qp.s, aflags, out.s);
+    CHECK(WEXITSTATUS(system(cmd)) == 1);
+    vs_test_pathbuf_t shortp = vs_test_pathcopy(T, "gt-short.npy");
+    CHECK(vs_vecio_write_npy(shortp.s, VS_DTYPE_I64, N - 1, 1, market, err) == VS_OK);
+    snprintf(cmd, sizeof cmd, "%s --base %s --queries %s --attr market=%s --out %s --quiet 2>&1", gt,
+             base_path.s, qp.s, shortp.s, out.s);
+    FILE *p = popen(cmd, "r");
+    char text[2048] = "";
+    size_t tn = p ? fread(text, 1, sizeof text - 1, p) : 0;
+    text[tn] = 0;
+    int rc = p ? pclose(p) : -1;
+    CHECKF(WEXITSTATUS(rc) == 1 && strstr(text, "holds 3999 values for 4000 base rows"), "rc %d: %s", rc,
+           text);
+}
+
 /* The CLI: --help names the FAISS factory strings; bad flags exit 2, a refused build exits 1. */
 static void test_cli(void)
 {
@@ -694,7 +1077,7 @@ static void test_cli(void)
         fprintf(stderr, "test_cli: VS_BIN_DIR not set, skipped\n");
         return;
     }
-    char cmd[4096];
+    char cmd[8192];
     snprintf(cmd, sizeof cmd, "%s/vecshard-build --help", bin);
     FILE *p = popen(cmd, "r");
     char text[8192] = "";
@@ -721,6 +1104,25 @@ static void test_cli(void)
              bin, base_path.s, ids_path.s, out.s);
     CHECK(WEXITSTATUS(system(cmd)) == 0 && exists(vpath(out.s, "manifest.json")));
     rm_tree(out.s);
+    /* --attr NAME=FILE, repeatable: the schema in the manifest; a flag without '=' exits 2 */
+    snprintf(
+        cmd, sizeof cmd,
+        "%s/vecshard-build --base %s --ids %s --attr market=%s --attr price=%s --factory IVF16,Flat --out "
+        "%s --version v1 --partitions 2 --threads 1 --quiet >/dev/null",
+        bin, base_path.s, ids_path.s, market_path.s, price_path.s, out.s);
+    CHECK(WEXITSTATUS(system(cmd)) == 0);
+    vs_manifest_t m;
+    char err[VS_ERR_LEN];
+    CHECKF(vs_manifest_load(vpath(out.s, "manifest.json"), &m, err) == VS_OK, "%s", err);
+    CHECK(m.n_attrs == 2 && strcmp(m.attrs[0].name, "market") == 0 && m.attrs[0].type == VS_ATTR_INT &&
+          strcmp(m.attrs[1].name, "price") == 0 && m.attrs[1].type == VS_ATTR_FLOAT);
+    vs_manifest_fini(&m);
+    rm_tree(out.s);
+    snprintf(
+        cmd, sizeof cmd,
+        "%s/vecshard-build --base %s --attr market --factory IVF16,Flat --out %s --version v1 2>/dev/null",
+        bin, base_path.s, out.s);
+    CHECK(WEXITSTATUS(system(cmd)) == 2);
 }
 
 int main(void)
@@ -734,8 +1136,19 @@ int main(void)
     base_path = vs_test_pathcopy(T, "base.fvecs");
     ids_path = vs_test_pathcopy(T, "ids.i64");
     char err[VS_ERR_LEN];
+    for (size_t i = 0; i < N; i++) {
+        market[i] = i % 50 == 7 ? VS_ATTR_NULL_INT : (int64_t)((i * 13) % 7);
+        price[i] = i % 97 == 3 ? NAN : (double)(i % 101) / 10.0 + 1e-9 * (double)i;
+        cat[i] = i % 100 == 0 && i >= 100 && i <= 400 ? 9 : (int32_t)(i % 3);
+    }
+    market_path = vs_test_pathcopy(T, "market.npy");
+    price_path = vs_test_pathcopy(T, "price.npy");
+    cat_path = vs_test_pathcopy(T, "cat.npy");
     if (vs_vecio_write_fvecs(base_path.s, N, D, base, err) != VS_OK ||
-        vs_test_write_file(ids_path.s, ids, sizeof ids))
+        vs_test_write_file(ids_path.s, ids, sizeof ids) ||
+        vs_vecio_write_npy(market_path.s, VS_DTYPE_I64, N, 1, market, err) != VS_OK ||
+        vs_vecio_write_npy(price_path.s, VS_DTYPE_F64, N, 1, price, err) != VS_OK ||
+        vs_vecio_write_npy(cat_path.s, VS_DTYPE_I32, N, 1, cat, err) != VS_OK)
         return 1;
     RUN(test_hash_function);
     RUN(test_pack_lists);
@@ -745,6 +1158,10 @@ int main(void)
     RUN(test_resume);
     RUN(test_formats);
     RUN(test_bad_inputs);
+    RUN(test_attrs_build);
+    RUN(test_attrs_rebuild);
+    RUN(test_attrs_refused);
+    RUN(test_gt_filtered);
     RUN(test_cli);
     rm_tree(vs_test_tmpdir(T));
     return vs_test_finish();

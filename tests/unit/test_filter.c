@@ -430,6 +430,35 @@ static void test_fresh(void)
     free(rows);
 }
 
+static void test_group_select(void)
+{
+    /* candidates best first: groups 1 1 1 2 2 3 1 4; at most 2 per group */
+    const float d[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    const int64_t ids[8] = {10, 11, 12, 13, -1, 15, 16, 17}, g[8] = {1, 1, 1, 2, 2, 3, 1, 4};
+    float od[5];
+    int64_t oi[5], og[5], scratch[4 * 6];
+    size_t kept = vs_group_select(8, d, ids, g, 5, 2, 99.0f, od, oi, og, scratch);
+    const int64_t want[5] = {10, 11, 13, 15, 17};
+    CHECKF(kept == 5 && memcmp(oi, want, sizeof want) == 0, "kept %zu: %lld %lld %lld %lld %lld", kept,
+           (long long)oi[0], (long long)oi[1], (long long)oi[2], (long long)oi[3], (long long)oi[4]);
+    CHECK(og[2] == 2 && od[4] == 8);
+    /* fewer than k possible: padded */
+    kept = vs_group_select(8, d, ids, g, 5, 1, 99.0f, od, oi, og, scratch);
+    CHECK(kept == 4 && oi[4] == -1 && od[4] == 99.0f && og[4] == VS_ATTR_NULL_INT);
+    /* many distinct groups, size 0 counts as 1; the table never fills (k + 1 slots at least) */
+    enum { M = 1000 };
+    static float dd[M];
+    static int64_t ii[M], gg[M], o_i[100], o_g[100], sc[4 * 101];
+    static float o_d[100];
+    for (size_t i = 0; i < M; i++) {
+        dd[i] = (float)i;
+        ii[i] = (int64_t)i;
+        gg[i] = (int64_t)(i % 300) << 40; /* large values hash apart too */
+    }
+    kept = vs_group_select(M, dd, ii, gg, 100, 0, 0, o_d, o_i, o_g, sc);
+    CHECK(kept == 100 && o_i[99] == 99);
+}
+
 int main(void)
 {
     make_data();
@@ -437,6 +466,7 @@ int main(void)
     RUN(test_every_index_type);
     RUN(test_save_load);
     RUN(test_fresh);
+    RUN(test_group_select);
     vs_test_cleanup("test_filter");
     return vs_test_finish();
 }

@@ -1,6 +1,8 @@
 /* test_manifest: the manifest fields of partitioned versions (docs/protocol.md, "Manifest"): cluster
  * manifests must list every IVF list exactly once and name nlist and a centroids file; hash manifests
- * may name the hash function and nothing else; written manifests read back field for field. */
+ * may name the hash function and nothing else; written manifests read back field for field; the attribute
+ * schema ("attributes") round-trips, is optional (older manifests), and a bad name, an unknown type, a
+ * repeated name or too many fields are refused naming the field. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -127,12 +129,84 @@ static void test_round_trip(void)
     vs_manifest_fini(&r);
 }
 
+static void test_attributes(void)
+{
+    char err[VS_ERR_LEN];
+    vs_manifest_t m;
+    /* absent (older manifests) and empty: no attributes */
+    CHECK(load(head_hash, "", "", "", &m, err) == VS_OK && m.n_attrs == 0);
+    vs_manifest_fini(&m);
+    CHECK(load(head_hash, ",\"attributes\":[]", "", "", &m, err) == VS_OK && m.n_attrs == 0);
+    vs_manifest_fini(&m);
+    CHECKF(load(head_hash,
+                ",\"attributes\":[{\"name\":\"market\",\"type\":\"int\"},{\"name\":\"price\",\"type\":"
+                "\"float\"}]",
+                "", "", &m, err) == VS_OK,
+           "%s", err);
+    CHECK(m.n_attrs == 2 && strcmp(m.attrs[0].name, "market") == 0 && m.attrs[0].type == VS_ATTR_INT &&
+          strcmp(m.attrs[1].name, "price") == 0 && m.attrs[1].type == VS_ATTR_FLOAT);
+    vs_manifest_fini(&m);
+    refused(head_hash, ",\"attributes\":{}", "", "", "\"attributes\" must be an array of at most 16");
+    refused(head_hash, ",\"attributes\":[3]", "", "", "attributes[0]: not an object");
+    refused(head_hash, ",\"attributes\":[{\"type\":\"int\"}]", "", "", "attributes[0]: missing \"name\"");
+    refused(head_hash, ",\"attributes\":[{\"name\":\"a\"}]", "", "", "attributes[0]: missing \"type\"");
+    refused(head_hash,
+            ",\"attributes\":[{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"Price\",\"type\":\"float\"}]", "",
+            "", "attributes[1]: name \"Price\" is not an attribute name");
+    refused(head_hash, ",\"attributes\":[{\"name\":\"a\",\"type\":\"string\"}]", "", "",
+            "attributes[0]: type \"string\" of \"a\" is neither \"int\" nor \"float\"");
+    refused(head_hash,
+            ",\"attributes\":[{\"name\":\"a\",\"type\":\"int\"},{\"name\":\"a\",\"type\":\"float\"}]", "", "",
+            "attributes[1]: attribute \"a\" appears twice");
+    char many[2048] = ",\"attributes\":[";
+    for (int i = 0; i <= VS_ATTR_MAX_FIELDS; i++)
+        snprintf(many + strlen(many), sizeof many - strlen(many), "%s{\"name\":\"f%d\",\"type\":\"int\"}",
+                 i ? "," : "", i);
+    strcat(many, "]");
+    refused(head_hash, many, "", "", "\"attributes\" must be an array of at most 16 fields");
+    /* written and read back; the schema is part of the content id (and only when there is one) */
+    vs_manifest_partition_t parts[1] = {{.id = 0, .file = "part-0.vsidx", .size_bytes = 10, .n_vectors = 3}};
+    vs_manifest_t w = {.version = "v3",
+                       .metric = VS_METRIC_L2,
+                       .dim = 8,
+                       .factory = "HNSW16",
+                       .partitioning = "hash",
+                       .n_partitions = 1,
+                       .partitions = parts,
+                       .attrs = {{"cat", VS_ATTR_INT}, {"score", VS_ATTR_FLOAT}, {"zone_2", VS_ATTR_INT}},
+                       .n_attrs = 3};
+    const char *path = vs_test_path(T, "attrs.json");
+    CHECK(vs_manifest_write(path, &w, err) == VS_OK);
+    vs_manifest_t r;
+    CHECKF(vs_manifest_load(path, &r, err) == VS_OK, "%s", err);
+    CHECK(r.n_attrs == 3 && memcmp(r.attrs, w.attrs, 3 * sizeof *r.attrs) == 0);
+    char with[17], without[17], none[17], swapped[17];
+    vs_manifest_content_id(&r, with);
+    r.attrs[1].type = VS_ATTR_INT;
+    vs_manifest_content_id(&r, swapped);
+    r.n_attrs = 0;
+    vs_manifest_content_id(&r, without);
+    vs_manifest_fini(&r);
+    CHECK(strcmp(with, without) != 0 && strcmp(with, swapped) != 0);
+    w.n_attrs = 0; /* no attributes: no "attributes" written, and the content id it always had */
+    CHECK(vs_manifest_write(path, &w, err) == VS_OK);
+    size_t len = 0;
+    char *text = (char *)vs_test_read_file(path, &len);
+    CHECK(text && !strstr(text, "attributes"));
+    free(text);
+    CHECK(vs_manifest_load(path, &r, err) == VS_OK && r.n_attrs == 0);
+    vs_manifest_content_id(&r, none);
+    CHECK(strcmp(none, without) == 0);
+    vs_manifest_fini(&r);
+}
+
 int main(void)
 {
     vs_test_tmpdir(T);
     RUN(test_cluster_fields);
     RUN(test_hash_fields);
     RUN(test_round_trip);
+    RUN(test_attributes);
     vs_test_cleanup(T);
     return vs_test_finish();
 }

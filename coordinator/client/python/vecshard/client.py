@@ -33,6 +33,7 @@ class SearchResult(NamedTuple):
     index_version: str
     coverage: Coverage
     request_id: str
+    group_values: Optional[np.ndarray] = None  # (nq, k) int64 with group_by: each result's value, else None
 
 
 class WriteResult(NamedTuple):
@@ -88,6 +89,53 @@ def _ids(x, name):
     if (a < 0).any() or (a.dtype.kind == "u" and (a > np.iinfo(np.int64).max).any()):
         raise ValueError(f"{name}: ids must be in 0..2^63-1")
     return a.astype(np.int64, copy=False)
+
+
+def _filter(spec):
+    """A vecshard.v1.Filter from {field: condition} (or a list of (field, condition) pairs, to put two
+    conditions on one field): a list, set, array or single int is `field in values` (integer fields); a
+    (lo, hi) tuple is the inclusive range lo <= field <= hi, None for an open side."""
+    if spec is None:
+        return None
+    items = spec.items() if isinstance(spec, dict) else spec
+    conds = []
+    for field, cond in items:
+        if isinstance(cond, tuple):
+            if len(cond) != 2:
+                raise ValueError(f"filter on {field!r}: a range is a (lo, hi) tuple")
+            lo = -np.inf if cond[0] is None else float(cond[0])
+            hi = np.inf if cond[1] is None else float(cond[1])
+            conds.append(common_pb2.FieldCondition(field=field, range=common_pb2.Range(lo=lo, hi=hi)))
+        else:
+            vals = np.atleast_1d(np.asarray(list(cond) if isinstance(cond, (set, frozenset)) else cond))
+            if vals.ndim != 1 or vals.size == 0 or not np.issubdtype(vals.dtype, np.integer):
+                raise ValueError(f"filter on {field!r}: want integer values (or a (lo, hi) range)")
+            conds.append(common_pb2.FieldCondition(field=field, any_of=vals.astype(np.int64).tolist()))
+    return common_pb2.Filter(all_of=conds)
+
+
+def _group_by(g):
+    if g is None:
+        return None
+    field, size = (g, 1) if isinstance(g, str) else g
+    return common_pb2.GroupBy(field=field, size=int(size))
+
+
+def _columns(attributes, n):
+    """AttributeColumns from {field: array of n values}: integer arrays for integer fields, floating ones
+    for float fields."""
+    cols = []
+    for field, values in (attributes or {}).items():
+        a = np.atleast_1d(np.asarray(values))
+        if a.ndim != 1 or a.size != n:
+            raise ValueError(f"attribute {field!r}: want {n} values, got shape {a.shape}")
+        if np.issubdtype(a.dtype, np.integer):
+            cols.append(common_pb2.AttributeColumn(field=field, int_values=a.astype(np.int64).tolist()))
+        elif np.issubdtype(a.dtype, np.floating):
+            cols.append(common_pb2.AttributeColumn(field=field, float_values=a.astype(np.float32).tolist()))
+        else:
+            raise ValueError(f"attribute {field!r}: want integers or floats, got {a.dtype}")
+    return cols
 
 
 class Client:
@@ -150,39 +198,49 @@ class Client:
     def search(self, queries, k: int = 10, *, nprobe: int = 0, ef_search: int = 0, k_factor: float = 0.0,
                quantizer_ef_search: int = 0, model_version: str = "", index_version: str = "",
                min_coverage: float = 0.0, min_log_seq: int = 0, request_id: str = "", exclude_ids=None,
+               filter=None, group_by=None, filter_exact_threshold: float = 0.0,
                timeout: Optional[float] = None) -> SearchResult:
         """The k nearest items of each query row. queries: (nq, dim) or (dim,) floats. Search parameters
         as FAISS names them (0 = the version's defaults). exclude_ids: ids never returned, for every query
         of the call (up to 10,000; e.g. what this user has seen). A partial answer (some partition
         unreachable) is returned with coverage.partial set, unless min_coverage asks for more (then
-        UNAVAILABLE)."""
+        UNAVAILABLE). filter: only items whose attributes satisfy every condition, e.g.
+        {"market": [3, 7], "price": (None, 9.5)} (a list of values, or a (lo, hi) range). group_by: "seller"
+        or ("seller", 3): at most that many results per value (the result's group_values then holds each
+        result's value)."""
         q = _matrix(queries, "queries")
         excl = [] if exclude_ids is None or np.size(exclude_ids) == 0 else _ids(exclude_ids, "exclude_ids").tolist()
         req = coordinator_pb2.SearchRequest(
             dim=q.shape[1], k=k, model_version=model_version, index_version=index_version,
             min_coverage=min_coverage, request_id=request_id, min_log_seq=min_log_seq, exclude_ids=excl,
+            filter=_filter(filter), group_by=_group_by(group_by),
             params=common_pb2.SearchParams(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor,
-                                           quantizer_ef_search=quantizer_ef_search))
+                                           quantizer_ef_search=quantizer_ef_search,
+                                           filter_exact_threshold=filter_exact_threshold))
         resp = self._call(self._search, req.SerializeToString() + _packed_floats(2, q), timeout)
         nq, kk = resp.nq, resp.k
         ids = np.fromiter(resp.ids, dtype=np.int64, count=nq * kk).reshape(nq, kk)
         dist = np.fromiter(resp.distances, dtype=np.float32, count=nq * kk).reshape(nq, kk)
         c = resp.coverage
+        groups = (np.fromiter(resp.group_values, dtype=np.int64, count=nq * kk).reshape(nq, kk)
+                  if len(resp.group_values) else None)
         return SearchResult(ids, dist, resp.index_version,
                             Coverage(c.partitions_total, c.partitions_answered, c.partial, list(c.reasons)),
-                            resp.request_id)
+                            resp.request_id, groups)
 
-    def upsert(self, ids, vectors, *, model_version: str = "", write_id: str = "",
+    def upsert(self, ids, vectors, *, attributes=None, model_version: str = "", write_id: str = "",
                timeout: Optional[float] = None) -> WriteResult:
         """Inserts or replaces items (ids: n ints >= 0, each once; vectors: (n, dim) floats). One call is
         one log message (about 1 MB at most). Searchable within about a second; pass the result's log_seq
-        as min_log_seq to a search that must see it."""
+        as min_log_seq to a search that must see it. attributes: {field: n values} (integers for integer
+        fields, floats for float fields); fields not given are missing for these items."""
         i = _ids(ids, "ids")
         x = _matrix(vectors, "vectors")
         if x.shape[0] != i.size:
             raise ValueError(f"{i.size} ids for {x.shape[0]} vectors")
         req = coordinator_pb2.UpsertRequest(ids=i.tolist(), dim=x.shape[1], model_version=model_version,
-                                            write_id=write_id or uuid.uuid4().hex)
+                                            write_id=write_id or uuid.uuid4().hex,
+                                            attributes=_columns(attributes, i.size))
         resp = self._call(self._upsert, req.SerializeToString() + _packed_floats(3, x), timeout)
         return WriteResult(resp.log_seq, resp.duplicate, resp.write_id)
 

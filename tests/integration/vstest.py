@@ -1,0 +1,45 @@
+"""vstest: what the Python integration tests share: the checks counter, vector files, the client install."""
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+SRC = pathlib.Path(os.environ.get("VS_SOURCE_DIR") or pathlib.Path(__file__).resolve().parents[2])
+BIN = pathlib.Path(os.environ.get("VS_BIN_DIR") or SRC / "build" / "bin")
+
+
+class Checks:
+    """Counts checks and failures; check(cond, what) prints what on failure and returns cond."""
+
+    def __init__(self):
+        self.failures = 0
+        self.count = 0
+
+    def __call__(self, cond, what):
+        self.count += 1
+        if not cond:
+            self.failures += 1
+            print(f"FAIL: {what}", file=sys.stderr)
+        return cond
+
+
+def write_fvecs(path, x):
+    x = np.ascontiguousarray(x, dtype="<f4")
+    rows = np.empty((x.shape[0], x.shape[1] + 1), dtype="<f4")
+    rows[:, 0] = np.array([x.shape[1]], dtype="<i4").view("<f4")[0]
+    rows[:, 1:] = x
+    rows.tofile(path)
+
+
+def install(tmp):
+    """pip-installs a copy of the package (the checkout stays clean) into tmp/site; returns that path."""
+    pkg = tmp / "pkg"
+    shutil.copytree(SRC / "coordinator" / "client" / "python", pkg)
+    site = tmp / "site"
+    env = dict(os.environ, VS_PROTOS_DIR=str(SRC / "protos"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--root-user-action=ignore",
+                    "--no-build-isolation", "--no-deps", "--target", str(site), str(pkg)], check=True, env=env)
+    return site
