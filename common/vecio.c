@@ -1173,47 +1173,71 @@ vs_status vs_vecio_write_bvecs(const char *path, size_t n, uint32_t dim, const u
     return write_vecs(path, n, dim, data, 1, err);
 }
 
-vs_status vs_vecio_write_npy(const char *path, vs_vecio_dtype dtype, size_t n, uint32_t dim, const void *data,
-                             char err[VS_ERR_LEN])
-{
+/* ---------------------------------------------------------------------------------------------------
+ * Streaming npy writer: the rows come in pieces and the count is known at the end, so the header is
+ * reserved at its largest (a count of SIZE_MAX digits) and written over at close, padded to that length.
+ * ------------------------------------------------------------------------------------------------- */
+
+struct vs_npy_writer {
+    writer w;
+    char *path; /* owned: w.path points here */
     const char *descr;
+    uint32_t dim;
+    size_t esize, n, hdr_len;
+};
+
+static const char *npy_descr(vs_vecio_dtype dtype)
+{
     switch (dtype) {
     case VS_DTYPE_F32:
-        descr = "<f4";
-        break;
+        return "<f4";
     case VS_DTYPE_U8:
-        descr = "|u1";
-        break;
+        return "|u1";
     case VS_DTYPE_I32:
-        descr = "<i4";
-        break;
+        return "<i4";
     case VS_DTYPE_I64:
-        descr = "<i8";
-        break;
+        return "<i8";
     case VS_DTYPE_F64:
-        descr = "<f8";
-        break;
-    default:
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: unknown dtype %d", path != NULL ? path : "(null)",
-                       (int)dtype);
+        return "<f8";
     }
-    /* 10-byte preamble + dict + space padding + '\n', a multiple of 64 in total. */
-    unsigned char hdr[256];
+    return NULL;
+}
+
+/* The npy v1.0 header of n rows of dim descr into hdr (256 bytes), padded to at least min_total bytes
+ * and to a multiple of 64; returns its length, 0 when it does not fit. */
+static size_t npy_header(unsigned char *hdr, const char *descr, size_t n, uint32_t dim, size_t min_total)
+{
     int dict_len =
-        snprintf((char *)hdr + 10, sizeof hdr - 10,
-                 "{'descr': '%s', 'fortran_order': False, 'shape': (%zu, %u), }", descr, n, (unsigned)dim);
-    if (dict_len < 0 || (size_t)dict_len + 10 + 1 > sizeof hdr)
-        return vs_errf(err, VS_ERR_INTERNAL, "%s: npy header does not fit", path != NULL ? path : "(null)");
+        snprintf((char *)hdr + 10, 256 - 10, "{'descr': '%s', 'fortran_order': False, 'shape': (%zu, %u), }",
+                 descr, n, (unsigned)dim);
+    if (dict_len < 0 || (size_t)dict_len + 10 + 1 > 256)
+        return 0;
     size_t total = ((size_t)dict_len + 10 + 1 + 63) / 64 * 64;
-    if (total > sizeof hdr)
-        return vs_errf(err, VS_ERR_INTERNAL, "%s: npy header does not fit", path != NULL ? path : "(null)");
+    if (total < min_total)
+        total = min_total;
+    if (total > 256)
+        return 0;
     memset(hdr + 10 + dict_len, ' ', total - 10 - (size_t)dict_len - 1);
     hdr[total - 1] = '\n';
     static const unsigned char magic[8] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
     memcpy(hdr, magic, 8);
     hdr[8] = (unsigned char)((total - 10) & 0xff);
     hdr[9] = (unsigned char)((total - 10) >> 8);
+    return total;
+}
 
+vs_status vs_vecio_write_npy(const char *path, vs_vecio_dtype dtype, size_t n, uint32_t dim, const void *data,
+                             char err[VS_ERR_LEN])
+{
+    const char *descr = npy_descr(dtype);
+    if (descr == NULL)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: unknown dtype %d", path != NULL ? path : "(null)",
+                       (int)dtype);
+    /* 10-byte preamble + dict + space padding + '\n', a multiple of 64 in total. */
+    unsigned char hdr[256];
+    size_t total = npy_header(hdr, descr, n, dim, 0);
+    if (total == 0)
+        return vs_errf(err, VS_ERR_INTERNAL, "%s: npy header does not fit", path != NULL ? path : "(null)");
     writer w;
     size_t esize = dtype_size(dtype);
     vs_status st = writer_begin(&w, path, n, dim, data, esize, err);
@@ -1222,4 +1246,79 @@ vs_status vs_vecio_write_npy(const char *path, vs_vecio_dtype dtype, size_t n, u
     writer_put(&w, hdr, total);
     writer_put(&w, data, n * dim * esize);
     return writer_end(&w, err);
+}
+
+vs_status vs_npy_writer_open(const char *path, vs_vecio_dtype dtype, uint32_t dim, vs_npy_writer_t **out,
+                             char err[VS_ERR_LEN])
+{
+    *out = NULL;
+    const char *descr = npy_descr(dtype);
+    if (path == NULL || descr == NULL)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: unknown dtype %d", path != NULL ? path : "(null)",
+                       (int)dtype);
+    vs_npy_writer_t *nw = calloc(1, sizeof *nw);
+    char *p = strdup(path);
+    if (nw == NULL || p == NULL) {
+        free(nw);
+        free(p);
+        return vs_errf(err, VS_ERR_NOMEM, "%s: out of memory", path);
+    }
+    unsigned char hdr[256];
+    nw->path = p;
+    nw->descr = descr;
+    nw->dim = dim;
+    nw->esize = dtype_size(dtype);
+    nw->hdr_len = npy_header(hdr, descr, SIZE_MAX, dim, 0);
+    vs_status st = nw->hdr_len == 0 ? vs_errf(err, VS_ERR_INTERNAL, "%s: npy header does not fit", path)
+                                    : writer_begin(&nw->w, nw->path, 0, dim, NULL, nw->esize, err);
+    if (st != VS_OK) { /* writer_begin left nothing open */
+        free(nw->path);
+        free(nw);
+        return st;
+    }
+    writer_put(&nw->w, hdr, nw->hdr_len); /* a placeholder of the final length */
+    *out = nw;
+    return VS_OK;
+}
+
+vs_status vs_npy_writer_put(vs_npy_writer_t *nw, const void *rows, size_t n_rows, char err[VS_ERR_LEN])
+{
+    size_t elems, bytes;
+    if (mul_overflows(n_rows, nw->dim, &elems) || mul_overflows(elems, nw->esize, &bytes))
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: %zu rows overflow size_t", nw->path, n_rows);
+    writer_put(&nw->w, rows, bytes);
+    if (nw->w.failed_errno != 0)
+        return vs_errf(err, VS_ERR_IO, "%s: writing %s.tmp failed: %s", nw->path, nw->path,
+                       strerror(nw->w.failed_errno));
+    nw->n += n_rows;
+    return VS_OK;
+}
+
+vs_status vs_npy_writer_close(vs_npy_writer_t *nw, char err[VS_ERR_LEN])
+{
+    unsigned char hdr[256];
+    size_t len = npy_header(hdr, nw->descr, nw->n, nw->dim, nw->hdr_len);
+    if (len != nw->hdr_len && nw->w.failed_errno == 0)
+        nw->w.failed_errno = EOVERFLOW; /* cannot happen: the placeholder was the largest header */
+    errno = 0;
+    if (nw->w.failed_errno == 0 && fseek(nw->w.f, 0, SEEK_SET) != 0)
+        nw->w.failed_errno = errno != 0 ? errno : EIO;
+    writer_put(&nw->w, hdr, len);
+    vs_status st = writer_end(&nw->w, err); /* flush, sync, rename; removes the .tmp on failure */
+    free(nw->path);
+    free(nw);
+    return st;
+}
+
+void vs_npy_writer_discard(vs_npy_writer_t *nw)
+{
+    if (nw == NULL)
+        return;
+    if (nw->w.f != NULL)
+        fclose(nw->w.f);
+    if (nw->w.tmp != NULL)
+        unlink(nw->w.tmp);
+    free(nw->w.tmp);
+    free(nw->path);
+    free(nw);
 }

@@ -101,4 +101,20 @@ vs_status vs_vecio_write_bvecs(const char *path, size_t n, uint32_t dim, const u
 vs_status vs_vecio_write_npy(const char *path, vs_vecio_dtype dtype, size_t n, uint32_t dim, const void *data,
                              char err[VS_ERR_LEN]);
 
+/* A streaming npy writer, for rows written in pieces whose count is known only at the end (the folded
+ * attribute columns of vecshard-fold). The file is vs_vecio_write_npy's layout (v1.0, shape (n, dim), data
+ * at a multiple of 64 bytes; the header padded to the length a count of SIZE_MAX would need), written to
+ * path.tmp and renamed by close, so a reader never sees a half-written file.
+ * open: dtype F32, U8, I32, I64 or F64 and dim 1..VS_VECIO_MAX_DIM (VS_ERR_INVALID_ARGUMENT), VS_ERR_IO when
+ * path.tmp cannot be created, VS_ERR_NOMEM. put: n_rows * dim elements of the dtype (doubles for F64),
+ * appended; VS_ERR_IO on a write error. close: writes the header with the count, syncs and renames;
+ * VS_ERR_IO (the .tmp removed) when anything failed; frees nw in every case. discard: removes path.tmp and
+ * frees nw (NULL is a no-op). One writer per thread. */
+typedef struct vs_npy_writer vs_npy_writer_t;
+vs_status vs_npy_writer_open(const char *path, vs_vecio_dtype dtype, uint32_t dim, vs_npy_writer_t **out,
+                             char err[VS_ERR_LEN]);
+vs_status vs_npy_writer_put(vs_npy_writer_t *nw, const void *rows, size_t n_rows, char err[VS_ERR_LEN]);
+vs_status vs_npy_writer_close(vs_npy_writer_t *nw, char err[VS_ERR_LEN]);
+void vs_npy_writer_discard(vs_npy_writer_t *nw);
+
 #endif

@@ -1,13 +1,14 @@
 /* vecshard-fold: folds the write log into the input of the next build (shard/builder/fold.h). Reads the
  * cluster's write log (NATS JetStream) from --from to --upto, applies it to --base/--ids with the
- * replicas' rules, writes the folded input (.fvecs + .i64 ids) and prints the last sequence folded, for
- * `vecshard-build --log-upto`. */
+ * replicas' rules, writes the folded input (.fvecs + .i64 ids, and with --attr the folded attribute columns
+ * in --out-attr) and prints the last sequence folded, for `vecshard-build --log-upto`. */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/cli/flags.h"
+#include "common/filter.h"
 #include "common/net/wlog.h"
 #include "common/vecio.h"
 #include "shard/builder/fold.h"
@@ -18,10 +19,14 @@ static void usage(FILE *f)
         f,
         "usage: vecshard-fold --base FILE [--ids FILE] --nats-url URL --cluster NAME --out-base F.fvecs\n"
         "                     --out-ids F.i64 [--model-version M] [--from SEQ] [--upto SEQ]\n"
+        "                     [--attr NAME=FILE ... --out-attr DIR]\n"
         "Folds the write log into the input of the next build: the rows of --base whose id the log did not\n"
         "touch, then every id's last upsert (deletes drop the id; upserts of another embedding model and\n"
         "malformed messages are skipped, as the replicas skip them). Prints JSON with log_upto, the last\n"
         "sequence folded: build with `vecshard-build --base F.fvecs --ids F.i64 --log-upto N ...`.\n"
+        "With --attr, the base's attribute columns are folded with the rows (a kept row keeps its\n"
+        "values, an upserted id takes its last upsert's, missing where that upsert gave none): add\n"
+        "`--attr NAME=DIR/NAME.npy` for each field to the build.\n"
         "\n"
         "  --base FILE        the last build's vectors (.fvecs, .bvecs, .npy)\n"
         "  --ids FILE         their ids (.npy int64 or .i64; default: row numbers)\n"
@@ -32,6 +37,10 @@ static void usage(FILE *f)
         "  --upto SEQ         the last sequence to fold (default: the stream's last when the fold starts)\n"
         "  --out-base FILE    the folded vectors (.fvecs)\n"
         "  --out-ids FILE     the folded ids (.i64, raw little-endian int64)\n"
+        "  --attr NAME=FILE   an attribute column of --base, as vecshard-build --attr takes it (repeatable,\n"
+        "                     at most 16): one value per base row, .npy <i8/<i4 integer or <f4/<f8 float\n"
+        "  --out-attr DIR     the folded columns: DIR/NAME.npy per field (<i8 integer, <f4 float; missing\n"
+        "                     values INT64_MIN or NaN), one value per folded row (needs --attr)\n"
         "  -h, --help         this help\n");
 }
 
@@ -51,7 +60,10 @@ static vs_status add_one(void *user, uint64_t seq, const uint8_t *msg, size_t le
 int main(int argc, char **argv)
 {
     const char *base = NULL, *ids = NULL, *url = NULL, *cluster = NULL, *model = "", *out_base = NULL,
-               *out_ids = NULL;
+               *out_ids = NULL, *out_attr = NULL;
+    vs_builder_attr_t attrs[VS_ATTR_MAX_FIELDS];
+    char attr_names[VS_ATTR_MAX_FIELDS][VS_ATTR_NAME_MAX + 1];
+    size_t n_attrs = 0;
     long long from = 1, upto = 0;
     static const struct option lo[] = {{"base", 1, 0, 'b'},
                                        {"ids", 1, 0, 'i'},
@@ -62,6 +74,8 @@ int main(int argc, char **argv)
                                        {"upto", 1, 0, 'u'},
                                        {"out-base", 1, 0, 'B'},
                                        {"out-ids", 1, 0, 'I'},
+                                       {"attr", 1, 0, 'A'},
+                                       {"out-attr", 1, 0, 'O'},
                                        {"help", 0, 0, 'h'},
                                        {0, 0, 0, 0}};
     char err[VS_ERR_LEN];
@@ -89,6 +103,31 @@ int main(int argc, char **argv)
         case 'I':
             out_ids = optarg;
             break;
+        case 'A': { /* NAME=FILE, as vecshard-build parses it */
+            const char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg || !eq[1]) {
+                fprintf(stderr, "vecshard-fold: --attr '%s' must be NAME=FILE\n", optarg);
+                return 2;
+            }
+            if (n_attrs == VS_ATTR_MAX_FIELDS) {
+                fprintf(stderr, "vecshard-fold: at most %d --attr fields\n", VS_ATTR_MAX_FIELDS);
+                return 2;
+            }
+            size_t len = (size_t)(eq - optarg);
+            if (len > VS_ATTR_NAME_MAX) {
+                fprintf(stderr, "vecshard-fold: --attr '%s': the name is longer than %d characters\n", optarg,
+                        VS_ATTR_NAME_MAX);
+                return 2;
+            }
+            memcpy(attr_names[n_attrs], optarg, len);
+            attr_names[n_attrs][len] = 0;
+            attrs[n_attrs] = (vs_builder_attr_t){attr_names[n_attrs], eq + 1};
+            n_attrs++;
+            break;
+        }
+        case 'O':
+            out_attr = optarg;
+            break;
         case 'f':
         case 'u':
             if (vs_cli_parse_int(o == 'f' ? "--from" : "--upto", optarg, o == 'f' ? 1 : 0, (1ll << 62),
@@ -110,13 +149,25 @@ int main(int argc, char **argv)
                         "(see --help)\n");
         return 2;
     }
+    if ((n_attrs > 0) != (out_attr != NULL)) {
+        fprintf(stderr, "vecshard-fold: %s (see --help)\n",
+                out_attr ? "--out-attr needs the base's columns (--attr NAME=FILE)"
+                         : "--attr needs --out-attr DIR, where the folded columns go");
+        return 2;
+    }
     vs_vecfile_t *vf = NULL;
     if (vs_vecfile_open(base, &vf, err) != VS_OK) {
         fprintf(stderr, "vecshard-fold: %s\n", err);
         return 1;
     }
     uint32_t dim = vs_vecfile_dim(vf);
+    size_t base_rows = vs_vecfile_count(vf);
     vs_vecfile_close(vf);
+    vs_attr_field_t fields[VS_ATTR_MAX_FIELDS];
+    if (vs_fold_attrs_schema(attrs, n_attrs, base_rows, fields, err) != VS_OK) { /* before reading the log */
+        fprintf(stderr, "vecshard-fold: %s\n", err);
+        return 1;
+    }
     vs_wlog_opts_t wo = {.url = url, .cluster = cluster, .timeout_ms = 5000};
     vs_wlog_t *w = NULL;
     vs_wlog_state_t s;
@@ -138,6 +189,8 @@ int main(int argc, char **argv)
     }
     run_t r = {.upto = (uint64_t)upto};
     st = vs_fold_create(dim, model, &r.fold, err);
+    if (st == VS_OK)
+        st = vs_fold_set_schema(r.fold, fields, n_attrs, err);
     vs_wlog_reader_t *rd = NULL;
     if (st == VS_OK && from <= upto)
         st = vs_wlog_reader_open(w, (uint64_t)from, &rd, err); /* refuses a log that lost what we need */
@@ -150,7 +203,7 @@ int main(int argc, char **argv)
     vs_wlog_reader_close(rd);
     vs_wlog_close(w);
     if (st == VS_OK)
-        st = vs_fold_write(r.fold, base, ids, out_base, out_ids, err);
+        st = vs_fold_write(r.fold, base, ids, n_attrs ? attrs : NULL, out_base, out_ids, out_attr, err);
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-fold: %s\n", err);
         vs_fold_destroy(r.fold);

@@ -2,8 +2,8 @@
 """test_cluster_filter: attribute filters and group_by through a real local cluster (issue 17), against
 numpy's exact filtered oracle, for main and fresh items.
 
-- vecshard-build --attr builds three versions of the same data and attributes (cat: integer 0..99, 1 % per
-  value; clu: the item's cluster, correlated with the vectors; price: float 0..100), all served by one
+- vecshard-build --attr builds three versions of the same data and attributes (market: integer 0..99, 1 % per
+  value; seller: the item's cluster, correlated with the vectors; price: float 0..100), all served by one
   cluster (deploy/local/cluster.sh up --writes: etcd, NATS JetStream, 2 shards, the coordinator):
   v1 IVF32,Flat in 2 hash partitions, v2 HNSW16 in 2 hash partitions, v3 IVF32,Flat in 2 cluster
   partitions (filtered requests go to every partition, each ranking its own lists).
@@ -29,7 +29,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, SRC, Checks, install, write_fvecs  # noqa: E402
+from vstest import BIN, SRC, Checks, install, run_readme_block, write_fvecs  # noqa: E402
 
 N, D, NQ, K, NLIST, NC = 6000, 16, 40, 10, 32, 60
 check = Checks()
@@ -38,9 +38,9 @@ check = Checks()
 class Items:
     """The items as the cluster should serve them: id -> vector and attributes (numpy arrays by id)."""
 
-    def __init__(self, vecs, cat, clu, price):
+    def __init__(self, vecs, market, seller, price):
         self.ids = np.arange(len(vecs), dtype=np.int64)
-        self.vecs, self.cat, self.clu, self.price = vecs, cat, clu, price
+        self.vecs, self.market, self.seller, self.price = vecs, market, seller, price
 
     def match(self, flt):
         m = np.ones(len(self.ids), dtype=bool)
@@ -102,13 +102,13 @@ def recall(got, want):
 
 
 FILTERS = [
-    {"cat": [3]},                                   # 1 %, one value
-    {"cat": list(range(10))},                       # 10 %
+    {"market": [3]},                                   # 1 %, one value
+    {"market": list(range(10))},                       # 10 %
     {"price": (None, 50.0)},                        # 50 %, float range
-    {"cat": list(range(20)), "price": (10.0, 60.0)},  # 20 % x 50 % conjunction
-    {"clu": [5]},                                   # about 1.7 %, correlated with the vectors
-    {"clu": list(range(6)), "cat": (0, 49)},        # correlated term and an integer range
-    {"cat": [100000]},                              # nothing matches
+    {"market": list(range(20)), "price": (10.0, 60.0)},  # 20 % x 50 % conjunction
+    {"seller": [5]},                                   # about 1.7 %, correlated with the vectors
+    {"seller": list(range(6)), "market": (0, 49)},        # correlated term and an integer range
+    {"market": [100000]},                              # nothing matches
 ]
 
 
@@ -126,8 +126,8 @@ def check_version(vs, c, items, queries, version, exact, what):
         else:
             rc = recall(r.ids, want)
             check(rc >= 0.95, f"{what} {version} {flt}: recall {rc:.3f}")
-    for flt, group in [(None, ("clu", 2)), ({"price": (20.0, 80.0)}, ("cat", 1)), ({"cat": list(range(30))},
-                                                                                     ("clu", 3))]:
+    for flt, group in [(None, ("seller", 2)), ({"price": (20.0, 80.0)}, ("market", 1)), ({"market": list(range(30))},
+                                                                                     ("seller", 3))]:
         r = c.search(queries, filter=flt, group_by=group, **kw)
         want = items.oracle(queries, K, flt, group)
         check(r.group_values is not None and r.group_values.shape == (NQ, K), f"{what} {version}: group_values")
@@ -164,16 +164,16 @@ def main():
 
     rng = np.random.default_rng(11)
     centers = rng.standard_normal((NC, D)).astype(np.float32) * 3
-    clu = rng.integers(0, NC, N)
-    base = (centers[clu] + rng.standard_normal((N, D))).astype(np.float32)
-    cat = rng.integers(0, 100, N).astype(np.int64)
+    seller = rng.integers(0, NC, N)
+    base = (centers[seller] + rng.standard_normal((N, D))).astype(np.float32)
+    market = rng.integers(0, 100, N).astype(np.int64)
     price = (rng.random(N) * 100).astype(np.float32)
     queries = (centers[rng.integers(0, NC, NQ)] + rng.standard_normal((NQ, D))).astype(np.float32)
     write_fvecs(tmp / "base.fvecs", base)
-    np.save(tmp / "cat.npy", cat)
-    np.save(tmp / "clu.npy", clu.astype(np.int64))
+    np.save(tmp / "market.npy", market)
+    np.save(tmp / "seller.npy", seller.astype(np.int64))
     np.save(tmp / "price.npy", price)
-    attrs = ["--attr", f"cat={tmp / 'cat.npy'}", "--attr", f"clu={tmp / 'clu.npy'}",
+    attrs = ["--attr", f"market={tmp / 'market.npy'}", "--attr", f"seller={tmp / 'seller.npy'}",
              "--attr", f"price={tmp / 'price.npy'}"]
     manifests = []
     for version, factory, part in [("v1", f"IVF{NLIST},Flat", "hash"), ("v2", "HNSW16", "hash"),
@@ -194,7 +194,7 @@ def main():
         if not check(up.returncode == 0, f"cluster.sh up: {up.stdout[-2000:]}"):
             return
         addr = re.search(r"^coordinator_addr=(.*)$", (cl / "state").read_text(), re.M).group(1)
-        items = Items(base, cat, clu.astype(np.int64), price)
+        items = Items(base, market, seller.astype(np.int64), price)
         with vecshard.Client(addr, timeout=10.0) as c:
             for version, exact in [("v1", True), ("v2", False), ("v3", True)]:
                 check_version(vecshard, c, items, queries, version, exact, "main items")
@@ -204,9 +204,10 @@ def main():
                 check_version(vecshard, c, items, queries, version, exact, "main and fresh items")
         write_fvecs(tmp / "q.fvecs", queries)
         q = subprocess.run([str(BIN / "vecshard"), "query", "--coordinator", addr, "--queries", str(tmp / "q.fvecs"),
-                            "--k", str(K), "--nprobe", str(NLIST), "--filter", "cat=1|2|3&price=..70",
-                            "--group-by", "clu:2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            "--k", str(K), "--nprobe", str(NLIST), "--filter", "market=1|2|3&price=..70",
+                            "--group-by", "seller:2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         check(q.returncode == 0 and re.search(rf"\b{NQ}\b", q.stdout), f"vecshard query --filter: {q.stdout}")
+        run_readme(addr, tmp)
     finally:
         subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "down", "--dir", str(cl)], env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -225,10 +226,10 @@ def fresh_writes(c, items, queries, rng):
     up_ids = np.concatenate([new_ids, rep_ids])
     up_vecs = (queries[rng.integers(0, NQ, len(up_ids))] + 0.5 * rng.standard_normal((len(up_ids), D))).astype(
         np.float32)
-    up_cat = rng.integers(0, 100, len(up_ids)).astype(np.int64)
-    up_clu = rng.integers(0, NC, len(up_ids)).astype(np.int64)
+    up_market = rng.integers(0, 100, len(up_ids)).astype(np.int64)
+    up_seller = rng.integers(0, NC, len(up_ids)).astype(np.int64)
     up_price = (rng.random(len(up_ids)) * 100).astype(np.float32)
-    w = c.upsert(up_ids, up_vecs, attributes={"cat": up_cat, "clu": up_clu, "price": up_price})
+    w = c.upsert(up_ids, up_vecs, attributes={"market": up_market, "seller": up_seller, "price": up_price})
     d = c.delete(del_ids)
     seq = max(w.log_seq, d.log_seq)
     # the final items, and a search that waits for both writes in every version
@@ -236,15 +237,22 @@ def fresh_writes(c, items, queries, rng):
         r = c.search(queries[0], k=K, index_version=v, min_log_seq=seq)
         check(r.ids.shape == (1, K), f"read-your-writes search of {v}")
     vecs = np.concatenate([items.vecs, up_vecs[:n_new]])
-    cat, clu, price = (np.concatenate([items.cat, up_cat[:n_new]]), np.concatenate([items.clu, up_clu[:n_new]]),
+    market, seller, price = (np.concatenate([items.market, up_market[:n_new]]), np.concatenate([items.seller, up_seller[:n_new]]),
                        np.concatenate([items.price, up_price[:n_new]]))
-    vecs[rep_ids], cat[rep_ids], clu[rep_ids], price[rep_ids] = (up_vecs[n_new:], up_cat[n_new:],
-                                                                  up_clu[n_new:], up_price[n_new:])
-    out = Items(vecs, cat, clu, price)
+    vecs[rep_ids], market[rep_ids], seller[rep_ids], price[rep_ids] = (up_vecs[n_new:], up_market[n_new:],
+                                                                  up_seller[n_new:], up_price[n_new:])
+    out = Items(vecs, market, seller, price)
     keep = ~np.isin(out.ids, del_ids)
-    out.ids, out.vecs, out.cat, out.clu, out.price = (out.ids[keep], out.vecs[keep], out.cat[keep],
-                                                      out.clu[keep], out.price[keep])
+    out.ids, out.vecs, out.market, out.seller, out.price = (out.ids[keep], out.vecs[keep], out.market[keep],
+                                                      out.seller[keep], out.price[keep])
     return out
+
+
+def run_readme(addr, tmp):
+    """The README's filter example (the block after '<!-- filter-example -->'), as written."""
+    found, rc, out = run_readme_block("filter-example", addr, D, tmp)
+    if check(found, "README.md has no filter-example block"):
+        check(rc == 0 and "filtered:" in out, f"README filter example exited {rc}: {out[-2000:]}")
 
 
 def bad_input(vecshard, c, queries):
@@ -252,7 +260,7 @@ def bad_input(vecshard, c, queries):
         (dict(filter={"color": [1]}), "color"),
         (dict(filter={"price": [1, 2]}), "price"),
         (dict(group_by=("price", 1)), "price"),
-        (dict(group_by=("cat", K + 1)), "size"),
+        (dict(group_by=("market", K + 1)), "size"),
     ]
     for kw, word in cases:
         try:
@@ -260,13 +268,13 @@ def bad_input(vecshard, c, queries):
             check(False, f"{kw} accepted")
         except vecshard.VecshardError as e:
             check(e.code.name == "INVALID_ARGUMENT" and word in e.details, f"{kw}: {e.code.name} {e.details}")
-    for attrs, word in [({"color": np.array([1])}, "color"), ({"cat": np.array([1.5], dtype=np.float32)}, "cat")]:
+    for attrs, word in [({"color": np.array([1])}, "color"), ({"market": np.array([1.5], dtype=np.float32)}, "market")]:
         try:
             c.upsert([N + 1000], queries[:1], attributes=attrs)
             check(False, f"upsert {attrs} accepted")
         except vecshard.VecshardError as e:
             check(e.code.name == "INVALID_ARGUMENT" and word in e.details, f"upsert {attrs}: {e.details}")
-    r = c.search(queries[0], k=K, filter={"cat": [3]})
+    r = c.search(queries[0], k=K, filter={"market": [3]})
     check(r.ids.shape == (1, K), "the cluster serves after bad input")
 
 

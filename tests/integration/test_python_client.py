@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, SRC, install, write_fvecs  # noqa: E402
+from vstest import BIN, SRC, install, run_readme_block, write_fvecs  # noqa: E402
 
 N, D, NQ, K, NLIST = 4000, 16, 50, 10, 16
 failures = 0
@@ -141,16 +141,10 @@ def run_checks(vecshard, addr, base, queries):
 
 def run_readme(addr, tmp):
     """The README's Python example (the block after '<!-- python-client-example -->'), as written."""
-    readme = (SRC / "README.md").read_text()
-    m = re.search(r"<!-- python-client-example -->\s*```python\n(.*?)```", readme, re.S)
-    if not check(m is not None, "README.md has no python-client-example block"):
-        return
-    (tmp / "example.py").write_text(m.group(1))
-    env = dict(os.environ, VECSHARD_ADDR=addr, VECSHARD_DIM=str(D), PYTHONPATH=str(tmp / "site"))
-    p = subprocess.run([sys.executable, str(tmp / "example.py")], env=env, stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, timeout=60)
-    check(p.returncode == 0, f"README example exited {p.returncode}: {p.stdout[-2000:]}")
-    check("nearest" in p.stdout, f"README example printed: {p.stdout[-500:]}")
+    found, rc, out = run_readme_block("python-client-example", addr, D, tmp)
+    if check(found, "README.md has no python-client-example block"):
+        check(rc == 0, f"README example exited {rc}: {out[-2000:]}")
+        check("nearest" in out, f"README example printed: {out[-500:]}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
  * - A version whose log has a gap (the stream purged before the shard read it) stops serving instead
  *   of serving a partition with writes missing.
  * - The log folded into the next build (vecshard-fold, vecshard-build --log-upto): the new version holds
- *   the folded writes and its replica applies only the later ones, none twice.
+ *   the folded writes and its replica applies only the later ones, none twice; attribute columns folded
+ *   with the rows (--attr, --out-attr) serve filtered searches with each item's last values.
  * - An HNSW version takes the same writes: an upsert is found, a replacement moves its id, a delete hides
  *   it (a base item's too). */
 #include <signal.h>
@@ -18,7 +19,9 @@
 
 #include <nats/nats.h>
 
+#include "common/filter.h"
 #include "common/hash.h"
+#include "common/net/pbfilter.h"
 #include "common/net/rpc.h"
 #include "common/net/wlog.h"
 #include "common/vecio.h"
@@ -53,11 +56,21 @@ static uint64_t log_one(vs_wlog_t *w, int op, int64_t id, const float *x, const 
     return seq;
 }
 
-/* The first id the shard returns for q; -2 when the call fails (*code: its gRPC status). */
-static int64_t first_id(vs_rpc_channel_t *ch, const float *q, int *code)
+/* The first id the shard returns for q among the items matching filter (text form, common/filter.h; NULL =
+ * all); -2 when the call fails (*code: its gRPC status). */
+static int64_t first_id_where(vs_rpc_channel_t *ch, const float *q, const char *filter, int *code)
 {
     Vecshard__V1__ShardSearchRequest r = VECSHARD__V1__SHARD_SEARCH_REQUEST__INIT;
     Vecshard__V1__SearchParams p = VECSHARD__V1__SEARCH_PARAMS__INIT;
+    vs_filter_spec_t spec;
+    vs_filter_pb_t fpb;
+    char err[VS_ERR_LEN];
+    vs_filter_spec_init(&spec);
+    if (filter) {
+        CHECKF(vs_filter_spec_parse(filter, &spec, err) == VS_OK, "%s", err);
+        vs_filter_spec_to_pb(&spec, &fpb);
+        r.filter = &fpb.msg;
+    }
     if (g_hnsw)
         p.ef_search = 32;
     else
@@ -87,7 +100,13 @@ static int64_t first_id(vs_rpc_channel_t *ch, const float *q, int *code)
     }
     free(out);
     free(b);
+    vs_filter_spec_fini(&spec);
     return id;
+}
+
+static int64_t first_id(vs_rpc_channel_t *ch, const float *q, int *code)
+{
+    return first_id_where(ch, q, NULL, code);
 }
 
 /* Waits (up to ms) until the shard's first answer for q is (want_id) or is not (!want) id; returns the
@@ -250,8 +269,57 @@ static void test_gap_stops_the_version(void)
     vs_wlog_close(w);
 }
 
+/* Appends an upsert of id with attribute columns market (one int64; NULL: no column) and price (one float;
+ * NULL: no column), as the coordinator logs it; returns its sequence (0 on failure). */
+static uint64_t log_attrs(vs_wlog_t *w, int64_t id, const float *x, const int64_t *market, const float *price,
+                          const char *wid)
+{
+    Vecshard__V1__AttributeColumn c[2], *cp[2];
+    size_t nc = 0;
+    if (market) {
+        vecshard__v1__attribute_column__init(&c[nc]);
+        c[nc].field = "market";
+        c[nc].int_values = (int64_t *)market;
+        c[nc].n_int_values = 1;
+        cp[nc] = &c[nc];
+        nc++;
+    }
+    if (price) {
+        vecshard__v1__attribute_column__init(&c[nc]);
+        c[nc].field = "price";
+        c[nc].float_values = (float *)price;
+        c[nc].n_float_values = 1;
+        cp[nc] = &c[nc];
+        nc++;
+    }
+    Vecshard__V1__LogWrite lw = VECSHARD__V1__LOG_WRITE__INIT;
+    lw.op = VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT;
+    lw.ids = &id;
+    lw.n_ids = 1;
+    lw.dim = D;
+    lw.vectors = (float *)x;
+    lw.n_vectors = D;
+    lw.model_version = "test-model-1";
+    lw.write_id = (char *)wid;
+    lw.attributes = cp;
+    lw.n_attributes = nc;
+    size_t len = vecshard__v1__log_write__get_packed_size(&lw);
+    uint8_t *b = malloc(len);
+    vecshard__v1__log_write__pack(&lw, b);
+    uint64_t seq = 0;
+    int dup;
+    char err[VS_ERR_LEN];
+    int64_t until = vs_test_now_ms() + 10000;
+    while (vs_wlog_append(w, b, len, wid, &seq, &dup, err) != VS_OK && vs_test_now_ms() < until)
+        vs_test_sleep_ms(100);
+    free(b);
+    return seq;
+}
+
 /* The log folded into the next build: vecshard-fold, vecshard-build --log-upto S, then a shard serving the
- * new version has the folded writes in its index and applies only what came after S (nothing twice). */
+ * new version has the folded writes in its index and applies only what came after S (nothing twice). The
+ * base's attribute columns (market = row % 4, price = row) are folded too: the new version filters by the
+ * folded values (a kept row's, an upsert's, missing where the last upsert gave none). */
 static void test_fold_into_the_next_version(void)
 {
     char err[VS_ERR_LEN];
@@ -267,31 +335,57 @@ static void test_fold_into_the_next_version(void)
         c++;
     while (vs_hash_partition(b, 2) != 0) /* a base row of partition 0 */
         b++;
+    int64_t r = b + 1, k; /* base rows of partition 0: r replaced, k kept */
+    while (vs_hash_partition(r, 2) != 0)
+        r++;
+    for (k = r + 1; vs_hash_partition(k, 2) != 0;)
+        k++;
     const float *qa = ver.queries + 7 * D, *qc = ver.queries + 8 * D, *qb = ver.base + (size_t)b * D;
-    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, a, qa, "f1") == 1);
+    const float *qr = ver.queries + 9 * D, *qk = ver.base + (size_t)k * D;
+    const int64_t m7 = 7, m5 = 5;
+    const float p15 = 1.5f, p25 = 2.5f;
+    CHECK(log_attrs(w, a, qa, &m7, &p15, "f1") == 1);
     CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_DELETE, b, NULL, "f2") == 2);
-    /* fold 1..2 into the base (the fixture's rows, ids = row numbers) and build v2 with log_upto 2 */
-    char bpath[PATH_MAX], fb[PATH_MAX], fi[PATH_MAX], lg[PATH_MAX], cmd[6 * PATH_MAX + 512];
+    CHECK(log_attrs(w, r, qr, NULL, &p25, "f3") == 3); /* moved; its market now missing */
+    /* fold 1..3 into the base (the fixture's rows, ids = row numbers) and its columns, and build v2 with
+     * log_upto 3 */
+    char bpath[PATH_MAX], fb[PATH_MAX], fi[PATH_MAX], lg[PATH_MAX], mp[PATH_MAX], pp[PATH_MAX], fa[PATH_MAX],
+        cmd[12 * PATH_MAX + 512];
     snprintf(bpath, sizeof bpath, "%s/base-v1.fvecs", g_dir);
     snprintf(fb, sizeof fb, "%s/folded.fvecs", g_dir);
     snprintf(fi, sizeof fi, "%s/folded.i64", g_dir);
     snprintf(lg, sizeof lg, "%s/tool.log", g_dir);
+    snprintf(mp, sizeof mp, "%s/market-v1.npy", g_dir);
+    snprintf(pp, sizeof pp, "%s/price-v1.npy", g_dir);
+    snprintf(fa, sizeof fa, "%s/folded-attrs", g_dir);
     CHECK(vs_vecio_write_fvecs(bpath, N, D, ver.base, err) == VS_OK);
+    int64_t *market = malloc(N * sizeof *market);
+    float *price = malloc(N * sizeof *price);
+    for (size_t i = 0; i < N; i++) {
+        market[i] = (int64_t)(i % 4);
+        price[i] = (float)i;
+    }
+    CHECK(vs_vecio_write_npy(mp, VS_DTYPE_I64, N, 1, market, err) == VS_OK);
+    CHECK(vs_vecio_write_npy(pp, VS_DTYPE_F32, N, 1, price, err) == VS_OK);
+    free(market);
+    free(price);
     const char *bin = getenv("VS_BIN_DIR") ? getenv("VS_BIN_DIR") : "build/bin";
     snprintf(
         cmd, sizeof cmd,
         "%s/vecshard-fold --base %s --nats-url %s --cluster w3 --model-version test-model-1 --out-base %s "
-        "--out-ids %s",
-        bin, bpath, g_url, fb, fi);
+        "--out-ids %s --attr market=%s --attr price=%s --out-attr %s",
+        bin, bpath, g_url, fb, fi, mp, pp, fa);
     CHECK(vs_test_run_tool(cmd, lg) == 0);
-    snprintf(cmd, sizeof cmd, "grep -q '\"log_upto\":2,' %s && grep -q '\"rows\":%d}' %s", lg, N, lg);
-    CHECKF(system(cmd) == 0, "vecshard-fold did not report log_upto 2 and %d rows", N);
-    snprintf(cmd, sizeof cmd,
-             "%s/vecshard-build --base %s --ids %s --factory IVF16,PQ8x4fs,RFlat --partitions 2 --version v2 "
-             "--model-version test-model-1 --log-upto 2 --out %s --quiet",
-             bin, fb, fi, g_dir);
+    snprintf(cmd, sizeof cmd, "grep -q '\"log_upto\":3,' %s && grep -q '\"rows\":%d}' %s", lg, N, lg);
+    CHECKF(system(cmd) == 0, "vecshard-fold did not report log_upto 3 and %d rows", N);
+    snprintf(
+        cmd, sizeof cmd,
+        "%s/vecshard-build --base %s --ids %s --factory IVF16,PQ8x4fs,RFlat --partitions 2 --version v2 "
+        "--model-version test-model-1 --log-upto 3 --attr market=%s/market.npy --attr price=%s/price.npy "
+        "--out %s --quiet",
+        bin, fb, fi, fa, fa, g_dir);
     CHECK(vs_test_run_tool(cmd, lg) == 0);
-    CHECK(log_one(w, VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT, c, qc, "f3") == 3); /* after the fold */
+    CHECK(log_attrs(w, c, qc, &m5, NULL, "f4") == 4); /* after the fold */
     vs_test_proc_t sh;
     char manifest[PATH_MAX];
     snprintf(manifest, sizeof manifest, "%s/v2/manifest.json", g_dir);
@@ -308,12 +402,25 @@ static void test_fold_into_the_next_version(void)
     int code;
     CHECK(first_id(ch, qa, &code) == a && code == 0); /* folded into the index */
     CHECK(first_id(ch, qb, &code) != b && code == 0); /* folded delete */
+    /* the folded attributes: the upsert's values, a kept row's, missing where the last upsert gave none */
+    char f1[64], f2[64];
+    CHECK(first_id_where(ch, qa, "market=7", &code) == a && code == 0);
+    CHECK(first_id_where(ch, qa, "market=0|1|2|3", &code) != a && code == 0);
+    CHECK(first_id_where(ch, qa, "price=1.5..1.5", &code) == a && code == 0);
+    snprintf(f1, sizeof f1, "market=%lld&price=%lld..%lld", (long long)(k % 4), (long long)k, (long long)k);
+    snprintf(f2, sizeof f2, "market=%lld", (long long)((k + 1) % 4));
+    CHECK(first_id_where(ch, qk, f1, &code) == k && code == 0);
+    CHECK(first_id_where(ch, qk, f2, &code) != k && code == 0);
+    CHECK(first_id_where(ch, qr, "price=2.5..2.5", &code) == r && code == 0);
+    CHECK(first_id_where(ch, qr, "market=0|1|2|3|5|7", &code) != r && code == 0);
+    CHECK(first_id_where(ch, qc, "market=5", &code) == c &&
+          code == 0); /* the later write's, by v2's schema */
     char scratch[PATH_MAX];
     snprintf(scratch, sizeof scratch, "%s/scrape.txt", g_dir);
     double pos = vs_test_proc_metric(&sh, "vecshard_shard_log_position", scratch);
     double applied = vs_test_proc_metric(&sh, "vecshard_shard_log_messages_applied_total", scratch);
     double fresh = vs_test_proc_metric(&sh, "vecshard_shard_fresh_ids", scratch);
-    CHECKF(pos == 3 && applied == 1 && fresh == 1, "log position %g, %g applied, %g fresh ids (want 3, 1, 1)",
+    CHECKF(pos == 4 && applied == 1 && fresh == 1, "log position %g, %g applied, %g fresh ids (want 4, 1, 1)",
            pos, applied, fresh);
     vs_test_proc_stop(&sh, SIGTERM, 10);
     vs_rpc_channel_destroy(ch);

@@ -1,6 +1,7 @@
 """vstest: what the Python integration tests share: the checks counter, vector files, the client install."""
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -43,3 +44,17 @@ def install(tmp):
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--root-user-action=ignore",
                     "--no-build-isolation", "--no-deps", "--target", str(site), str(pkg)], check=True, env=env)
     return site
+
+
+def run_readme_block(marker, addr, dim, tmp):
+    """Runs README.md's Python block after '<!-- marker -->' as written, with VECSHARD_ADDR and VECSHARD_DIM
+    set and the installed client (tmp/site) importable. Returns (found, exit status, output)."""
+    readme = (SRC / "README.md").read_text()
+    m = re.search(rf"<!-- {marker} -->\s*```python\n(.*?)```", readme, re.S)
+    if m is None:
+        return False, None, ""
+    (tmp / f"{marker}.py").write_text(m.group(1))
+    env = dict(os.environ, VECSHARD_ADDR=addr, VECSHARD_DIM=str(dim), PYTHONPATH=str(tmp / "site"))
+    p = subprocess.run([sys.executable, str(tmp / f"{marker}.py")], env=env, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60)
+    return True, p.returncode, p.stdout
