@@ -67,11 +67,15 @@ typedef struct vs_search_params {
     float filter_exact;             /* "filter_exact_threshold": when the filter's estimated matches are at
                                        most this fraction of the items, the search is exact over the
                                        matching items only (as Vespa's approximate-threshold); 0 = default
-                                       (VS_FILTER_EXACT_DEFAULT), up to 1 */
+                                       (VS_FILTER_EXACT_ITEMS items), up to 1 */
 } vs_search_params_t;
 
-/* Default filter_exact_threshold: measured in docs/benchmarks.md (filtered search). */
-#define VS_FILTER_EXACT_DEFAULT 0.02f
+/* Filtered search strategy (docs/benchmarks.md, filtered search): without filter_exact_threshold a filter
+ * estimated to match at most VS_FILTER_EXACT_ITEMS items is searched exactly over them (their cost grows
+ * with their number, an ANN search's hardly does); an IVF filter matching at most VS_FILTER_SELECTIVE_SHARE
+ * of the items visits only the matching items of the nearest lists holding one. */
+#define VS_FILTER_EXACT_ITEMS 4096u
+#define VS_FILTER_SELECTIVE_SHARE 0.03
 
 /* The largest quantizer_efSearch a request may ask for. */
 #define VS_MAX_QUANTIZER_EF 65536u

@@ -1072,7 +1072,8 @@ static void search_one(void *arg, size_t qi, size_t worker)
             for (size_t j = 0; j < size; j++)
                 match += vs_filter_match(c->filter, s->pool[j].id & ~EXPANDED);
             const size_t n_match = c->filter->driver_count;
-            if ((top.size < k ||
+            const int short_answer = top.size < k;
+            if ((short_answer ||
                  (double)match < 0.25 * (double)size * c->filter->est_matches / (double)h->n) &&
                 n_match <= VS_HNSW_FILTER_FALLBACK_MAX) {
                 uint32_t *nodes = malloc((n_match ? n_match : 1) * sizeof *nodes);
@@ -1082,6 +1083,8 @@ static void search_one(void *arg, size_t qi, size_t worker)
                     search_exact(c, nodes, n < n_match ? n : n_match, &top, q);
                     free(nodes);
                 }
+            } else if (short_answer && attempt == 0 && c->ef_max > c->ef && size >= ef) {
+                continue; /* too many matches to scan: a larger pool (as exclusions get) */
             }
             break;
         }
@@ -1118,8 +1121,9 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
     uint32_t *exact = NULL;
     size_t n_exact = 0;
     if (filter) {
-        const double thr = params->filter_exact > 0 ? params->filter_exact : VS_HNSW_FILTER_EXACT_DEFAULT;
-        if (filter->est_matches <= thr * (double)h->n) {
+        const double thr_items =
+            params->filter_exact > 0 ? params->filter_exact * (double)h->n : (double)VS_FILTER_EXACT_ITEMS;
+        if (filter->est_matches <= thr_items) {
             exact = malloc((filter->driver_count ? filter->driver_count : 1) * sizeof *exact);
             if (exact == NULL)
                 return vs_errf(err, VS_ERR_NOMEM, "HNSW filtered search: out of memory");

@@ -557,8 +557,7 @@ typedef struct search_ctx {
     const vs_fresh_t *fresh;   /* writes since the version (NULL: none) */
     const vs_idset_t *excl;    /* ids never returned (NULL: none) */
     const vs_filter_t *filter; /* attribute filter (NULL: none) */
-    const uint64_t *exact;     /* exact filtered search: the matching base items (list << 32 | position) */
-    size_t n_exact;
+    const struct matching *m;  /* selective filters: the matching base items by list (NULL: scan lists) */
     int larger;
     float *out_dist;
     int64_t *out_ids;
@@ -780,16 +779,6 @@ static const float *item_vector(const vs_ivf_t *ivf, const uint8_t *refine, cons
     return (const float *)code; /* IVF-Flat */
 }
 
-static void prefetch_item(const vs_ivf_t *ivf, uint64_t slot)
-{
-    const ivf_list_t *L = &ivf->lists[slot >> 32];
-    const size_t pos = (size_t)(slot & 0xffffffffu);
-    const size_t rb = vs_ivf_refine_bytes(ivf), bytes = rb ? rb : ivf->d * sizeof(float);
-    const char *p = rb ? (const char *)L->refine + pos * rb : (const char *)L->codes + pos * bytes;
-    for (size_t off = 0; off < bytes; off += 64)
-        __builtin_prefetch(p + off);
-}
-
 /* Emits the final heap fin (k + slack slots when the search has fresh writes) into query qi's k slots:
  * through the slack with duplicates dropped when fresh candidates were seen, else the plain k best. */
 static void emit_final(const search_ctx_t *c, scratch_t *s, size_t qi, vs_topk_t *fin, size_t kk,
@@ -817,62 +806,104 @@ static void emit_final(const search_ctx_t *c, scratch_t *s, size_t qi, vs_topk_t
     vs_topk_emit(&k_best, c->larger, od, oi);
 }
 
-/* Exact filtered search of query qi (very selective filters, as Vespa's exact fallback): every matching
- * base item (c->exact) and every live matching fresh record, ranked by its refine copy (IVF-Flat: its
- * vector). No list is probed, so recall is 1 up to the refine codec. */
-static void search_exact(const search_ctx_t *c, scratch_t *s, size_t qi)
+/* The matching base items of a selective filter, grouped by list (a counting sort): list l's are the
+ * positions pos[off[l] .. off[l + 1]) of that list, ascending within each value of the driver term. */
+typedef struct matching {
+    uint32_t *off; /* nlist + 1 */
+    uint32_t *pos;
+    size_t n;
+    uint32_t lists; /* lists holding at least one */
+    int exact;      /* 1: every list is visited (exact search); 0: the nearest nprobe lists holding one */
+} matching_t;
+
+/* Offers to fin the matching items of list l (base: m's; fresh: every live record whose row matches),
+ * ranked by their refine copies (IVF-Flat: vectors). Returns 1 when a fresh record was offered. */
+static int offer_matching_list(const search_ctx_t *c, scratch_t *s, const float *q, uint32_t l,
+                               vs_topk_t *fin)
+{
+    const vs_ivf_t *ivf = c->ivf;
+    const uint32_t d = ivf->d;
+    const matching_t *m = c->m;
+    const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
+    const size_t rb = vs_ivf_refine_bytes(ivf), vb = rb ? rb : d * sizeof(float);
+    const int is_l2 = ivf->metric == VS_METRIC_L2;
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    const ivf_list_t *L = &ivf->lists[l];
+    const uint8_t *vecs = rb ? L->refine : L->codes;
+    const uint32_t b = m->off[l], e = m->off[l + 1], ahead = 8;
+    for (uint32_t j = b; j < e && j < b + ahead; j++)
+        for (size_t o = 0; o < vb; o += 64)
+            __builtin_prefetch(vecs + (size_t)m->pos[j] * vb + o);
+    for (uint32_t j = b; j < e; j++) {
+        if (j + ahead < e)
+            for (size_t o = 0; o < vb; o += 64)
+                __builtin_prefetch(vecs + (size_t)m->pos[j + ahead] * vb + o);
+        const size_t pos = m->pos[j];
+        const int64_t id = L->ids[pos];
+        if ((fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(c->excl, id))
+            continue;
+        const float *v =
+            item_vector(ivf, rb ? L->refine + pos * rb : NULL, L->codes + pos * (rb ? 0 : vb), s->dbuf);
+        float key = vs_topk_key(is_l2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d), c->larger);
+        if (key <= vs_topk_threshold(fin))
+            vs_topk_push(fin, key, id);
+    }
+    int saw_fresh = 0;
+    const vs_fresh_list_t *FL;
+    const size_t n = fresh ? vs_fresh_list_n(fresh, l, &FL) : 0;
+    for (size_t pos = 0; pos < n; pos++) {
+        size_t off;
+        const vs_fresh_chunk_t *ch = atomic_load_explicit(
+            &((vs_fresh_list_t *)FL)->chunks[vs_fresh_chunk_of(pos, &off)], memory_order_acquire);
+        if (atomic_load_explicit(&ch->dead[off], memory_order_acquire) ||
+            !vs_filter_match_row(c->filter, vs_fresh_record_attrs(fresh, FL, pos)))
+            continue;
+        const int64_t id = ch->ids[off];
+        if (vs_idset_has(c->excl, id) || !vs_fresh_live(fresh, FL, l, id, pos))
+            continue;
+        const float *v =
+            item_vector(ivf, rb ? ch->refine + off * rb : NULL, ch->codes + off * fresh->code_bytes, s->dbuf);
+        float key = vs_topk_key(is_l2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d), c->larger);
+        if (key <= vs_topk_threshold(fin)) {
+            vs_topk_push(fin, key, id);
+            saw_fresh = 1;
+        }
+    }
+    return saw_fresh;
+}
+
+/* Filtered search of query qi over the matching items only (selective filters): exact (every list, as
+ * Vespa's exact fallback: recall 1 up to the refine codec), or the nearest nprobe lists that hold a
+ * matching item (ranked among probe_max), each giving only its matching items - no code of a
+ * non-matching item is read. */
+static void search_matching(const search_ctx_t *c, scratch_t *s, size_t qi)
 {
     const vs_ivf_t *ivf = c->ivf;
     const uint32_t d = ivf->d;
     const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
     const size_t kk = c->k + (fresh ? VS_FRESH_SLACK : 0);
-    const size_t rb = vs_ivf_refine_bytes(ivf);
-    const int is_l2 = ivf->metric == VS_METRIC_L2;
-    const vs_distance_kernels_t *kern = vs_distance_kernels();
     memcpy(s->q, c->q + qi * d, d * sizeof(float));
     if (ivf->metric == VS_METRIC_COSINE)
         vs_normalize_rows(s->q, 1, d);
     const float *q = s->q;
     vs_topk_t fin;
     vs_topk_init(&fin, kk, s->fkeys, s->fids);
-    const size_t ahead = 8;
-    for (size_t i = 0; i < c->n_exact && i < ahead; i++)
-        prefetch_item(ivf, c->exact[i]);
-    for (size_t i = 0; i < c->n_exact; i++) {
-        if (i + ahead < c->n_exact)
-            prefetch_item(ivf, c->exact[i + ahead]);
-        const ivf_list_t *L = &ivf->lists[c->exact[i] >> 32];
-        const size_t pos = (size_t)(c->exact[i] & 0xffffffffu);
-        const int64_t id = L->ids[pos];
-        if ((fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(c->excl, id))
-            continue;
-        const float *v = item_vector(ivf, rb ? L->refine + pos * rb : NULL,
-                                     L->codes + pos * (rb ? 0 : d * sizeof(float)), s->dbuf);
-        float key = vs_topk_key(is_l2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d), c->larger);
-        if (key <= vs_topk_threshold(&fin))
-            vs_topk_push(&fin, key, id);
-    }
     int saw_fresh = 0;
-    for (uint32_t l = 0; fresh && l < ivf->nlist; l++) {
+    if (c->m->exact) {
+        for (uint32_t l = 0; l < ivf->nlist; l++)
+            saw_fresh |= offer_matching_list(c, s, q, l, &fin);
+    } else {
+        probe_lists(c, s, q, qi);
         const vs_fresh_list_t *FL;
-        const size_t n = vs_fresh_list_n(fresh, l, &FL);
-        for (size_t pos = 0; pos < n; pos++) {
-            size_t off;
-            const vs_fresh_chunk_t *ch = atomic_load_explicit(
-                &((vs_fresh_list_t *)FL)->chunks[vs_fresh_chunk_of(pos, &off)], memory_order_acquire);
-            if (atomic_load_explicit(&ch->dead[off], memory_order_acquire) ||
-                !vs_filter_match_row(c->filter, vs_fresh_record_attrs(fresh, FL, pos)))
+        uint32_t visited = 0;
+        for (uint32_t pi = 0; pi < c->probe_max && visited < c->nprobe; pi++) {
+            int32_t l = s->probe[pi];
+            if (l < 0 || (uint32_t)l >= ivf->nlist)
                 continue;
-            const int64_t id = ch->ids[off];
-            if (vs_idset_has(c->excl, id) || !vs_fresh_live(fresh, FL, l, id, pos))
-                continue;
-            const float *v = item_vector(ivf, rb ? ch->refine + off * rb : NULL,
-                                         ch->codes + off * fresh->code_bytes, s->dbuf);
-            float key = vs_topk_key(is_l2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d), c->larger);
-            if (key <= vs_topk_threshold(&fin)) {
-                vs_topk_push(&fin, key, id);
-                saw_fresh = 1;
-            }
+            const int has = c->m->off[l + 1] > c->m->off[l];
+            if (has || (fresh && vs_fresh_list_n(fresh, (uint32_t)l, &FL)))
+                saw_fresh |= offer_matching_list(c, s, q, (uint32_t)l, &fin);
+            visited += has;
         }
     }
     emit_final(c, s, qi, &fin, kk, saw_fresh);
@@ -881,8 +912,8 @@ static void search_exact(const search_ctx_t *c, scratch_t *s, size_t qi)
 static void search_one(void *arg, size_t qi, size_t worker)
 {
     search_ctx_t *c = arg;
-    if (c->exact) {
-        search_exact(c, &c->scratch[worker], qi);
+    if (c->m) {
+        search_matching(c, &c->scratch[worker], qi);
         return;
     }
     const vs_ivf_t *ivf = c->ivf;
@@ -1092,47 +1123,90 @@ static size_t scratch_layout(const scratch_shape_t *sh, void *mem, scratch_t *s)
     return off;
 }
 
-/* The matching base items of a very selective filter as list << 32 | position (*out malloc'd), or
- * *out NULL when the search should scan lists: the filter is not that selective, or the index has no
- * vectors to rank by (PQ without refine). */
-static vs_status exact_items(const vs_ivf_t *ivf, const vs_search_params_t *sel, uint64_t **out,
-                             size_t *n_out, char *err)
+static void matching_free(matching_t *m)
+{
+    if (m) {
+        free(m->off);
+        free(m->pos);
+        free(m);
+    }
+}
+
+/* The matching base items grouped by list (*out, NULL when the search scans lists instead): exact when the
+ * filter's estimated matches are at most filter_exact_threshold of the items (default: VS_FILTER_EXACT_ITEMS
+ * items), the nearest lists' matching items when at most VS_FILTER_SELECTIVE_SHARE of them match (and
+ * the lists are ranked here), else NULL; NULL too for an index with no vectors to rank by (PQ without
+ * refine). */
+static vs_status matching_items(const vs_ivf_t *ivf, const vs_search_params_t *sel, int lists_given,
+                                matching_t **out, char *err)
 {
     *out = NULL;
-    *n_out = 0;
     const vs_filter_t *f = sel ? sel->filter : NULL;
     if (!vs_filter_active(f) || (ivf->spec.refine == VS_REFINE_NONE && ivf->spec.codec != VS_CODEC_FLAT))
         return VS_OK;
-    const double thr = sel->filter_exact > 0 ? sel->filter_exact : VS_FILTER_EXACT_DEFAULT;
-    if (f->est_matches > thr * (double)ivf->ntotal)
+    const double exact_items =
+        sel->filter_exact > 0 ? sel->filter_exact * (double)ivf->ntotal : (double)VS_FILTER_EXACT_ITEMS;
+    const int exact = f->est_matches <= exact_items;
+    if (!exact && (lists_given || f->est_matches > VS_FILTER_SELECTIVE_SHARE * (double)ivf->ntotal))
         return VS_OK;
-    uint32_t *pos = malloc((f->driver_count ? f->driver_count : 1) * sizeof *pos);
-    uint64_t *slots = malloc((f->driver_count ? f->driver_count : 1) * sizeof *slots);
-    if (!pos || !slots) {
+    const size_t cap = f->driver_count ? f->driver_count : 1;
+    matching_t *m = calloc(1, sizeof *m);
+    uint32_t *pos = malloc(cap * sizeof *pos), *lab = malloc(cap * sizeof *lab);
+    if (m) {
+        m->off = calloc((size_t)ivf->nlist + 1, sizeof *m->off);
+        m->pos = malloc(cap * sizeof *m->pos);
+    }
+    if (!m || !pos || !lab || !m->off || !m->pos) {
         free(pos);
-        free(slots);
+        free(lab);
+        matching_free(m);
         return vs_errf(err, VS_ERR_NOMEM, "IVF filtered search: out of memory for %zu items",
                        f->driver_count);
     }
-    size_t n = vs_filter_collect(f, pos, f->driver_count);
-    if (n > f->driver_count)
-        n = f->driver_count;
-    for (size_t i = 0; i < n; i++) { /* position -> list: the last list starting at or before it */
-        uint32_t lo = 0, hi = ivf->nlist;
-        while (hi - lo > 1) {
-            uint32_t mid = (lo + hi) / 2;
-            if (ivf->lists[mid].first <= pos[i])
-                lo = mid;
-            else
-                hi = mid;
+    size_t n = vs_filter_collect(f, pos, cap);
+    if (n > cap)
+        n = cap;
+    /* position -> list: positions ascend within each value of the driver term, so mostly the same list
+     * or the next one; a binary search otherwise */
+    uint32_t l = 0;
+    for (size_t i = 0; i < n; i++) {
+        const size_t p = pos[i];
+        const ivf_list_t *L = ivf->lists;
+        if (p < L[l].first || p >= L[l].first + L[l].n) {
+            if (l + 1 < ivf->nlist && p >= L[l + 1].first && p < L[l + 1].first + L[l + 1].n) {
+                l++;
+            } else {
+                uint32_t lo = 0, hi = ivf->nlist;
+                while (hi - lo > 1) {
+                    uint32_t mid = (lo + hi) / 2;
+                    if (L[mid].first <= p)
+                        lo = mid;
+                    else
+                        hi = mid;
+                }
+                while (lo + 1 < ivf->nlist && L[lo].first + L[lo].n <= p)
+                    lo++; /* empty lists share a first position */
+                l = lo;
+            }
         }
-        while (lo + 1 < ivf->nlist && ivf->lists[lo].first + ivf->lists[lo].n <= pos[i])
-            lo++; /* empty lists share a first position */
-        slots[i] = ((uint64_t)lo << 32) | (pos[i] - ivf->lists[lo].first);
+        lab[i] = l;
+        m->off[l + 1]++;
     }
+    for (uint32_t j = 0; j < ivf->nlist; j++) {
+        m->lists += m->off[j + 1] > 0;
+        m->off[j + 1] += m->off[j];
+    }
+    for (size_t i = n; i-- > 0;) /* back to front: each list's positions keep their order */
+        m->pos[--m->off[lab[i] + 1]] = (uint32_t)(pos[i] - ivf->lists[lab[i]].first);
+    /* off[l + 1] now holds list l's start: shift back into place */
+    for (uint32_t j = 0; j < ivf->nlist; j++)
+        m->off[j] = m->off[j + 1];
+    m->off[ivf->nlist] = (uint32_t)n;
+    m->n = n;
+    m->exact = exact;
     free(pos);
-    *out = slots;
-    *n_out = n;
+    free(lab);
+    *out = m;
     return VS_OK;
 }
 
@@ -1162,17 +1236,28 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
     if (nq == 0)
         return VS_OK;
     const vs_filter_t *filter = sel && vs_filter_active(sel->filter) ? sel->filter : NULL;
-    uint64_t *exact = NULL;
-    size_t n_exact = 0;
-    vs_status est = exact_items(ivf, sel, &exact, &n_exact, err);
-    if (est != VS_OK)
-        return est;
+    matching_t *m = NULL;
+    vs_status mst = matching_items(ivf, sel, lists != NULL, &m, err);
+    if (mst != VS_OK)
+        return mst;
     uint32_t probe_max = nprobe;
     uint64_t *may = NULL;
-    if (filter && !exact && ivf->summary) {
+    if (m && !m->exact) {
+        /* the lists holding matching items hold m->n of them: more of those lists are visited, by
+         * sqrt(1/share) of the items in them (filtered_nprobe), ranking enough lists to find them */
+        size_t items = 0;
+        for (uint32_t l = 0; l < ivf->nlist; l++)
+            items += m->off[l + 1] > m->off[l] ? ivf->lists[l].n : 0;
+        nprobe = filtered_nprobe(ivf, (double)m->n, (double)items, nprobe);
+        double ranked = ceil(2.0 * (double)nprobe * (double)ivf->nlist / (double)(m->lists ? m->lists : 1));
+        probe_max = ranked >= (double)ivf->nlist ? ivf->nlist : (uint32_t)ranked;
+        if (probe_max < nprobe)
+            probe_max = nprobe;
+    }
+    if (filter && !m && ivf->summary) {
         may = malloc((ivf->nlist + 63) / 64 * sizeof *may);
         if (!may) {
-            free(exact);
+            matching_free(m);
             return vs_errf(err, VS_ERR_NOMEM, "IVF filtered search: out of memory");
         }
         size_t n_may = vs_filter_groups(filter, ivf->summary, may), items = 0;
@@ -1212,8 +1297,7 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
                       .fresh = fresh,
                       .excl = sel ? sel->exclude : NULL,
                       .filter = filter,
-                      .exact = exact,
-                      .n_exact = n_exact,
+                      .m = m,
                       .larger = ivf->metric != VS_METRIC_L2,
                       .out_dist = out_dist,
                       .out_ids = out_ids};
@@ -1233,7 +1317,7 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
             free(c.scratch);
             free(owned);
         }
-        free(exact);
+        matching_free(m);
         free(may);
         return vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory");
     }
@@ -1273,7 +1357,7 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
         free(owned);
         free(c.scratch);
     }
-    free(exact);
+    matching_free(m);
     free(may);
     return st;
 }

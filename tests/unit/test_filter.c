@@ -261,6 +261,17 @@ static void test_every_index_type(void)
                    cases[c].factory, filters[f], o.violations, o.short_answers, o.recall,
                    cases[c].min_recall);
         }
+        /* every filter again with the exact path off (a tiny filter_exact_threshold): the selective
+         * IVF path (the nearest lists' matching items, up to 3 %) and the scan or traversal */
+        for (size_t f = 0; f < sizeof filters / sizeof *filters; f++) {
+            vs_search_params_t p = cases[c].p;
+            p.filter_exact = 1e-7f;
+            outcome_t o = check_filter(idx, NULL, oracle, filters[f], p, NULL, N, cat_of, clu_of, price_of);
+            CHECKF(
+                o.violations == 0 && o.short_answers == 0 && o.recall >= cases[c].min_recall,
+                "%s, filter %s, exact path off: %zu violations, %zu short answers, recall %.4f (want %.3f)",
+                cases[c].factory, filters[f], o.violations, o.short_answers, o.recall, cases[c].min_recall);
+        }
         /* the same filter searched exactly (threshold 1) and by scanning (tiny threshold) agree on
          * what may be returned */
         vs_search_params_t p = cases[c].p;
@@ -389,6 +400,12 @@ static void test_fresh(void)
             outcome_t o = check_filter(idx, fr, oracle, filters[f], p, live, ROWS, cat, clu, price);
             CHECKF(o.violations == 0 && o.short_answers == 0 && o.recall >= 0.95,
                    "%s with fresh writes, filter %s: %zu violations, %zu short answers, recall %.4f",
+                   factories[fi], filters[f], o.violations, o.short_answers, o.recall);
+            vs_search_params_t px = p;
+            px.filter_exact = 1e-7f; /* the selective and scan paths */
+            o = check_filter(idx, fr, oracle, filters[f], px, live, ROWS, cat, clu, price);
+            CHECKF(o.violations == 0 && o.short_answers == 0 && o.recall >= 0.95,
+                   "%s with fresh writes, filter %s, exact path off: %zu violations, %zu short, recall %.4f",
                    factories[fi], filters[f], o.violations, o.short_answers, o.recall);
         }
         if (fi == 0) { /* lists given by the caller (the coordinator's centroid routing) */
