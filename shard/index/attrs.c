@@ -9,6 +9,7 @@
 #include "common/hash.h"
 
 #define SCHEMA_NAME_BYTES 64
+#define VS_ATTR_BITMAP_VALUES 16u
 
 typedef struct id_map {
     uint64_t mask;
@@ -23,6 +24,11 @@ struct vs_attrs {
     int owned;                          /* columns malloc'd (built) rather than mapped (loaded) */
     uint32_t *perm[VS_ATTR_MAX_FIELDS]; /* non-null positions sorted by (value, position) */
     size_t n_perm[VS_ATTR_MAX_FIELDS];
+    /* integer fields of at most VS_ATTR_BITMAP_VALUES distinct values: one bitmap of the positions per
+     * value (n / 8 bytes each), ANDed by conjunctions of such terms */
+    uint64_t *bits[VS_ATTR_MAX_FIELDS];
+    int64_t bvals[VS_ATTR_MAX_FIELDS][VS_ATTR_BITMAP_VALUES];
+    size_t n_bvals[VS_ATTR_MAX_FIELDS];
     pthread_mutex_t map_mu;
     _Atomic(id_map_t *) map; /* id -> position, built by the first group_by lookup */
 };
@@ -118,6 +124,7 @@ void vs_attrs_destroy(vs_attrs_t *a)
         if (a->owned)
             free(a->cols[i]);
         free(a->perm[i]);
+        free(a->bits[i]);
     }
     map_free(atomic_load(&a->map));
     pthread_mutex_destroy(&a->map_mu);
@@ -163,7 +170,8 @@ size_t vs_attrs_memory_bytes(const vs_attrs_t *a)
         return 0;
     size_t b = sizeof *a;
     for (size_t i = 0; i < a->n_fields; i++)
-        b += a->n * type_bytes(a->fields[i].type) + a->n_perm[i] * sizeof(uint32_t);
+        b += a->n * type_bytes(a->fields[i].type) + a->n_perm[i] * sizeof(uint32_t) +
+             (a->bits[i] ? a->n_bvals[i] * ((a->n + 63) / 64) * sizeof(uint64_t) : 0);
     id_map_t *m = atomic_load(&a->map);
     if (m)
         b += (m->mask + 1) * (sizeof(int64_t) + sizeof(uint32_t));
@@ -254,6 +262,31 @@ vs_status vs_attrs_prepare(vs_attrs_t *a, char err[VS_ERR_LEN])
         for (size_t j = 0; j < m; j++)
             a->perm[i][j] = tmp[j].pos;
         a->n_perm[i] = m;
+        free(a->bits[i]);
+        a->bits[i] = NULL;
+        a->n_bvals[i] = 0;
+        if (a->fields[i].type != VS_ATTR_INT)
+            continue;
+        const int64_t *c = a->cols[i];
+        size_t nd = 0; /* distinct values, in sorted order */
+        for (size_t j = 0; j < m && nd <= VS_ATTR_BITMAP_VALUES; j++)
+            if (j == 0 || c[tmp[j].pos] != c[tmp[j - 1].pos]) {
+                if (nd < VS_ATTR_BITMAP_VALUES)
+                    a->bvals[i][nd] = c[tmp[j].pos];
+                nd++;
+            }
+        if (nd == 0 || nd > VS_ATTR_BITMAP_VALUES)
+            continue;
+        const size_t words = (a->n + 63) / 64;
+        a->bits[i] = calloc(nd * words, sizeof(uint64_t));
+        if (a->bits[i] == NULL)
+            continue; /* the bitmaps only speed conjunctions up */
+        a->n_bvals[i] = nd;
+        for (size_t j = 0, v = 0; j < m; j++) {
+            if (j > 0 && c[tmp[j].pos] != c[tmp[j - 1].pos])
+                v++;
+            a->bits[i][v * words + tmp[j].pos / 64] |= 1ull << (tmp[j].pos % 64);
+        }
     }
     free(tmp);
     return VS_OK;
@@ -471,7 +504,7 @@ vs_status vs_filter_compile(const vs_filter_spec_t *spec, const vs_attrs_t *attr
 }
 
 typedef struct collect {
-    const vs_filter_t *f;
+    vs_filter_t rest; /* the filter without its driver term (its range holds by construction) */
     const uint32_t *perm;
     uint32_t *out;
     size_t cap, n;
@@ -482,7 +515,7 @@ static void collect_range(void *arg, size_t b, size_t e)
     collect_t *c = arg;
     for (size_t j = b; j < e; j++) {
         uint32_t pos = c->perm[j];
-        if (vs_filter_match(c->f, pos)) {
+        if (vs_filter_match(&c->rest, pos)) {
             if (c->n < c->cap)
                 c->out[c->n] = pos;
             c->n++;
@@ -490,12 +523,67 @@ static void collect_range(void *arg, size_t b, size_t e)
     }
 }
 
+/* 1 when term t is a set of values of a field with value bitmaps. */
+static int term_has_bitmap(const vs_attrs_t *a, const vs_filter_cterm_t *t)
+{
+    return t->type == VS_ATTR_INT && t->kind == VS_FILTER_IN && a->bits[t->field] != NULL;
+}
+
 size_t vs_filter_collect(const vs_filter_t *f, uint32_t *out, size_t cap)
 {
     if (!vs_filter_active(f))
         return 0;
     const vs_filter_cterm_t *t = &f->t[f->driver];
-    collect_t c = {f, f->attrs->perm[t->field], out, cap, 0};
+    collect_t c = {.rest = *f, .perm = f->attrs->perm[t->field], .out = out, .cap = cap};
+    c.rest.t[f->driver] = c.rest.t[f->n_terms - 1];
+    c.rest.n_terms--;
+    /* two or more terms on fields with value bitmaps ("a=3&b=5" over fields of few values): the terms'
+     * bitmaps ANDed word by word, then the remaining terms checked at the set bits - no per-position
+     * column reads for the driver's whole run */
+    size_t nb = 0;
+    for (size_t i = 0; i < f->n_terms; i++)
+        nb += term_has_bitmap(f->attrs, &f->t[i]);
+    if (nb >= 2) {
+        const vs_attrs_t *a = f->attrs;
+        const size_t words = (a->n + 63) / 64;
+        vs_filter_t rest = *f;
+        rest.n_terms = 0;
+        for (size_t i = 0; i < f->n_terms; i++)
+            if (!term_has_bitmap(a, &f->t[i]))
+                rest.t[rest.n_terms++] = f->t[i];
+        /* each bitmap term's rows (its values the field has), found once */
+        const uint64_t *rows[VS_FILTER_MAX_TERMS][VS_ATTR_BITMAP_VALUES];
+        size_t n_rows[VS_FILTER_MAX_TERMS], nt = 0;
+        for (size_t i = 0; i < f->n_terms; i++) {
+            const vs_filter_cterm_t *x = &f->t[i];
+            if (!term_has_bitmap(a, x))
+                continue;
+            n_rows[nt] = 0;
+            for (size_t v = 0; v < a->n_bvals[x->field]; v++)
+                if (vs_filter_term_int(x, a->bvals[x->field][v]))
+                    rows[nt][n_rows[nt]++] = a->bits[x->field] + v * words;
+            nt++;
+        }
+        for (size_t w = 0; w < words; w++) {
+            uint64_t x = ~0ull;
+            for (size_t i = 0; i < nt && x; i++) {
+                uint64_t y = 0;
+                for (size_t r = 0; r < n_rows[i]; r++)
+                    y |= rows[i][r][w];
+                x &= y;
+            }
+            while (x) {
+                const uint32_t pos = (uint32_t)(w * 64 + (size_t)__builtin_ctzll(x));
+                x &= x - 1;
+                if (vs_filter_match(&rest, pos)) {
+                    if (c.n < c.cap)
+                        c.out[c.n] = pos;
+                    c.n++;
+                }
+            }
+        }
+        return c.n;
+    }
     term_ranges(f->attrs, t, collect_range, &c);
     return c.n;
 }

@@ -1121,8 +1121,8 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
     uint32_t *exact = NULL;
     size_t n_exact = 0;
     if (filter) {
-        const double thr_items =
-            params->filter_exact > 0 ? params->filter_exact * (double)h->n : (double)VS_FILTER_EXACT_ITEMS;
+        const double thr_items = params->filter_exact > 0 ? params->filter_exact * (double)h->n
+                                                          : (double)VS_HNSW_FILTER_EXACT_ITEMS;
         if (filter->est_matches <= thr_items) {
             exact = malloc((filter->driver_count ? filter->driver_count : 1) * sizeof *exact);
             if (exact == NULL)

@@ -125,6 +125,7 @@ void vs_ivf_destroy(vs_ivf_t *ivf)
     }
     free(ivf->lists);
     vs_attrs_summary_destroy(ivf->summary);
+    free(ivf->pos_list);
     free(ivf->centroids);
     free(ivf->term2);
     free(ivf->cbt);
@@ -813,13 +814,15 @@ typedef struct matching {
     uint32_t *pos;
     size_t n;
     uint32_t lists; /* lists holding at least one */
+    uint32_t *with; /* those lists, ascending */
     int exact;      /* 1: every list is visited (exact search); 0: the nearest nprobe lists holding one */
 } matching_t;
 
-/* Offers to fin the matching items of list l (base: m's; fresh: every live record whose row matches),
- * ranked by their refine copies (IVF-Flat: vectors). Returns 1 when a fresh record was offered. */
-static int offer_matching_list(const search_ctx_t *c, scratch_t *s, const float *q, uint32_t l,
-                               vs_topk_t *fin)
+/* Offers to fin the matching base items of lists visit[nv] (each holding at least one), ranked by their
+ * refine copies (IVF-Flat: vectors). Items are few per list and scattered, so their vectors and ids are
+ * prefetched a fixed distance ahead across list boundaries. */
+static void offer_matching_base(const search_ctx_t *c, scratch_t *s, const float *q, const uint32_t *visit,
+                                size_t nv, vs_topk_t *fin)
 {
     const vs_ivf_t *ivf = c->ivf;
     const uint32_t d = ivf->d;
@@ -828,29 +831,52 @@ static int offer_matching_list(const search_ctx_t *c, scratch_t *s, const float 
     const size_t rb = vs_ivf_refine_bytes(ivf), vb = rb ? rb : d * sizeof(float);
     const int is_l2 = ivf->metric == VS_METRIC_L2;
     const vs_distance_kernels_t *kern = vs_distance_kernels();
-    const ivf_list_t *L = &ivf->lists[l];
-    const uint8_t *vecs = rb ? L->refine : L->codes;
-    const uint32_t b = m->off[l], e = m->off[l + 1], ahead = 8;
-    for (uint32_t j = b; j < e && j < b + ahead; j++)
-        for (size_t o = 0; o < vb; o += 64)
-            __builtin_prefetch(vecs + (size_t)m->pos[j] * vb + o);
-    for (uint32_t j = b; j < e; j++) {
-        if (j + ahead < e)
-            for (size_t o = 0; o < vb; o += 64)
-                __builtin_prefetch(vecs + (size_t)m->pos[j + ahead] * vb + o);
-        const size_t pos = m->pos[j];
-        const int64_t id = L->ids[pos];
-        if ((fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(c->excl, id))
-            continue;
-        const float *v =
-            item_vector(ivf, rb ? L->refine + pos * rb : NULL, L->codes + pos * (rb ? 0 : vb), s->dbuf);
-        float key = vs_topk_key(is_l2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d), c->larger);
-        if (key <= vs_topk_threshold(fin))
-            vs_topk_push(fin, key, id);
+    size_t av = 0; /* the prefetch cursor: item aj of list visit[av] */
+    uint32_t aj = nv ? m->off[visit[0]] : 0;
+#define PREFETCH_NEXT()                                                                                      \
+    do {                                                                                                     \
+        const ivf_list_t *PL = &ivf->lists[visit[av]];                                                       \
+        const uint8_t *pv = (rb ? PL->refine : PL->codes) + (size_t)m->pos[aj] * vb;                         \
+        for (size_t o = 0; o < vb; o += 64)                                                                  \
+            __builtin_prefetch(pv + o);                                                                      \
+        __builtin_prefetch(PL->ids + m->pos[aj]);                                                            \
+        if (++aj >= m->off[visit[av] + 1] && ++av < nv)                                                      \
+            aj = m->off[visit[av]];                                                                          \
+    } while (0)
+    for (int a = 0; a < 8 && av < nv; a++)
+        PREFETCH_NEXT();
+    for (size_t v = 0; v < nv; v++) {
+        const ivf_list_t *L = &ivf->lists[visit[v]];
+        for (uint32_t j = m->off[visit[v]]; j < m->off[visit[v] + 1]; j++) {
+            if (av < nv)
+                PREFETCH_NEXT();
+            const size_t pos = m->pos[j];
+            const int64_t id = L->ids[pos];
+            if ((fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(c->excl, id))
+                continue;
+            const float *vec =
+                item_vector(ivf, rb ? L->refine + pos * rb : NULL, L->codes + pos * (rb ? 0 : vb), s->dbuf);
+            float key = vs_topk_key(is_l2 ? kern->l2sqr(q, vec, d) : kern->ip(q, vec, d), c->larger);
+            if (key <= vs_topk_threshold(fin))
+                vs_topk_push(fin, key, id);
+        }
     }
+#undef PREFETCH_NEXT
+}
+
+/* Offers to fin list l's live fresh records whose rows match. Returns 1 when one was offered. */
+static int offer_matching_fresh(const search_ctx_t *c, scratch_t *s, const float *q, uint32_t l,
+                                vs_topk_t *fin)
+{
+    const vs_ivf_t *ivf = c->ivf;
+    const uint32_t d = ivf->d;
+    const vs_fresh_t *fresh = c->fresh;
+    const size_t rb = vs_ivf_refine_bytes(ivf);
+    const int is_l2 = ivf->metric == VS_METRIC_L2;
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
     int saw_fresh = 0;
     const vs_fresh_list_t *FL;
-    const size_t n = fresh ? vs_fresh_list_n(fresh, l, &FL) : 0;
+    const size_t n = vs_fresh_list_n(fresh, l, &FL);
     for (size_t pos = 0; pos < n; pos++) {
         size_t off;
         const vs_fresh_chunk_t *ch = atomic_load_explicit(
@@ -875,7 +901,8 @@ static int offer_matching_list(const search_ctx_t *c, scratch_t *s, const float 
 /* Filtered search of query qi over the matching items only (selective filters): exact (every list, as
  * Vespa's exact fallback: recall 1 up to the refine codec), or the nearest nprobe lists that hold a
  * matching item (ranked among probe_max), each giving only its matching items - no code of a
- * non-matching item is read. */
+ * non-matching item is read. Fresh records: of every list (exact), or of the lists ranked up to the last
+ * one visited. */
 static void search_matching(const search_ctx_t *c, scratch_t *s, size_t qi)
 {
     const vs_ivf_t *ivf = c->ivf;
@@ -890,20 +917,24 @@ static void search_matching(const search_ctx_t *c, scratch_t *s, size_t qi)
     vs_topk_init(&fin, kk, s->fkeys, s->fids);
     int saw_fresh = 0;
     if (c->m->exact) {
-        for (uint32_t l = 0; l < ivf->nlist; l++)
-            saw_fresh |= offer_matching_list(c, s, q, l, &fin);
+        offer_matching_base(c, s, q, c->m->with, c->m->lists, &fin);
+        for (uint32_t l = 0; fresh && l < ivf->nlist; l++)
+            saw_fresh |= offer_matching_fresh(c, s, q, l, &fin);
     } else {
         probe_lists(c, s, q, qi);
-        const vs_fresh_list_t *FL;
-        uint32_t visited = 0;
-        for (uint32_t pi = 0; pi < c->probe_max && visited < c->nprobe; pi++) {
-            int32_t l = s->probe[pi];
-            if (l < 0 || (uint32_t)l >= ivf->nlist)
-                continue;
-            const int has = c->m->off[l + 1] > c->m->off[l];
-            if (has || (fresh && vs_fresh_list_n(fresh, (uint32_t)l, &FL)))
-                saw_fresh |= offer_matching_list(c, s, q, (uint32_t)l, &fin);
-            visited += has;
+        /* the probed lists holding a matching item, nearest first, up to nprobe of them (in place) */
+        uint32_t *visit = (uint32_t *)s->probe, nv = 0, pi = 0;
+        for (; pi < c->probe_max && nv < c->nprobe; pi++) {
+            const int32_t l = s->probe[pi];
+            if (l >= 0 && (uint32_t)l < ivf->nlist && c->m->off[l + 1] > c->m->off[l])
+                visit[nv++] = (uint32_t)l;
+        }
+        offer_matching_base(c, s, q, visit, nv, &fin);
+        if (fresh) { /* the fresh records of the lists ranked up to the last one visited */
+            probe_lists(c, s, q, qi);
+            for (uint32_t i = 0; i < pi; i++)
+                if (s->probe[i] >= 0 && (uint32_t)s->probe[i] < ivf->nlist)
+                    saw_fresh |= offer_matching_fresh(c, s, q, (uint32_t)s->probe[i], &fin);
         }
     }
     emit_final(c, s, qi, &fin, kk, saw_fresh);
@@ -1128,6 +1159,7 @@ static void matching_free(matching_t *m)
     if (m) {
         free(m->off);
         free(m->pos);
+        free(m->with);
         free(m);
     }
 }
@@ -1142,7 +1174,8 @@ static vs_status matching_items(const vs_ivf_t *ivf, const vs_search_params_t *s
 {
     *out = NULL;
     const vs_filter_t *f = sel ? sel->filter : NULL;
-    if (!vs_filter_active(f) || (ivf->spec.refine == VS_REFINE_NONE && ivf->spec.codec != VS_CODEC_FLAT))
+    if (!vs_filter_active(f) || !ivf->pos_list ||
+        (ivf->spec.refine == VS_REFINE_NONE && ivf->spec.codec != VS_CODEC_FLAT))
         return VS_OK;
     const double exact_items =
         sel->filter_exact > 0 ? sel->filter_exact * (double)ivf->ntotal : (double)VS_FILTER_EXACT_ITEMS;
@@ -1166,34 +1199,29 @@ static vs_status matching_items(const vs_ivf_t *ivf, const vs_search_params_t *s
     size_t n = vs_filter_collect(f, pos, cap);
     if (n > cap)
         n = cap;
-    /* position -> list: positions ascend within each value of the driver term, so mostly the same list
-     * or the next one; a binary search otherwise */
-    uint32_t l = 0;
+    /* position -> list: the table's list for the position's block of 64, then on past the lists ending
+     * before it (empty lists share a first position) */
     for (size_t i = 0; i < n; i++) {
         const size_t p = pos[i];
-        const ivf_list_t *L = ivf->lists;
-        if (p < L[l].first || p >= L[l].first + L[l].n) {
-            if (l + 1 < ivf->nlist && p >= L[l + 1].first && p < L[l + 1].first + L[l + 1].n) {
-                l++;
-            } else {
-                uint32_t lo = 0, hi = ivf->nlist;
-                while (hi - lo > 1) {
-                    uint32_t mid = (lo + hi) / 2;
-                    if (L[mid].first <= p)
-                        lo = mid;
-                    else
-                        hi = mid;
-                }
-                while (lo + 1 < ivf->nlist && L[lo].first + L[lo].n <= p)
-                    lo++; /* empty lists share a first position */
-                l = lo;
-            }
-        }
+        uint32_t l = ivf->pos_list[p >> VS_IVF_POS_SHIFT];
+        while (l + 1 < ivf->nlist && ivf->lists[l].first + ivf->lists[l].n <= p)
+            l++;
         lab[i] = l;
         m->off[l + 1]++;
     }
-    for (uint32_t j = 0; j < ivf->nlist; j++) {
+    for (uint32_t j = 0; j < ivf->nlist; j++)
         m->lists += m->off[j + 1] > 0;
+    m->with = malloc((m->lists ? m->lists : 1) * sizeof *m->with);
+    if (!m->with) {
+        free(pos);
+        free(lab);
+        matching_free(m);
+        return vs_errf(err, VS_ERR_NOMEM, "IVF filtered search: out of memory for %zu items",
+                       f->driver_count);
+    }
+    for (uint32_t j = 0, w = 0; j < ivf->nlist; j++) {
+        if (m->off[j + 1] > 0)
+            m->with[w++] = j;
         m->off[j + 1] += m->off[j];
     }
     for (size_t i = n; i-- > 0;) /* back to front: each list's positions keep their order */
@@ -1678,8 +1706,26 @@ static vs_status ops_attach_attrs(void *impl, const vs_attrs_t *a, char *err)
         if (st != VS_OK)
             return st;
     }
+    uint32_t *pl = NULL;
+    if (a) { /* position -> list, one entry per 64 positions (the filtered paths map matching items) */
+        const size_t nb = (ivf->ntotal >> VS_IVF_POS_SHIFT) + 1;
+        pl = malloc(nb * sizeof *pl);
+        if (!pl) {
+            vs_attrs_summary_destroy(s);
+            return vs_errf(err, VS_ERR_NOMEM, "IVF attributes: out of memory");
+        }
+        uint32_t l = 0;
+        for (size_t b = 0; b < nb; b++) {
+            const size_t p = b << VS_IVF_POS_SHIFT;
+            while (l + 1 < ivf->nlist && ivf->lists[l].first + ivf->lists[l].n <= p)
+                l++;
+            pl[b] = l;
+        }
+    }
     vs_attrs_summary_destroy(ivf->summary);
     ivf->summary = s;
+    free(ivf->pos_list);
+    ivf->pos_list = pl;
     return VS_OK;
 }
 

@@ -32,9 +32,12 @@ struct vs_ivf {
     ivf_list_t *lists;
     size_t ntotal;
     vs_attrs_summary_t *summary; /* per-list attribute summaries (attrs.h), NULL without attributes */
+    uint32_t *pos_list;          /* with attributes: the list holding position i << VS_IVF_POS_SHIFT */
     size_t max_list; /* longest list (sizes the scan scratch; kept by add and load, so search is O(nprobe)) */
     uint64_t seed;
 };
+
+#define VS_IVF_POS_SHIFT 6u
 
 /* Bytes of one vector's refine copy (0 without refine). */
 static inline size_t vs_ivf_refine_bytes(const vs_ivf_t *ivf)

@@ -631,7 +631,9 @@ int main(int argc, char **argv)
      * (shard/index/ivf.c matching_items, hnsw.c): exact when the estimated matches are at most
      * filter_exact_threshold's share (default VS_FILTER_EXACT_ITEMS items); IVF (only with vectors to rank
      * by, a refine copy or IVF-Flat): the nearest lists' matching items up to VS_FILTER_SELECTIVE_SHARE */
-    const double thr_items = fexact > 0 ? fexact * (double)n : (double)VS_FILTER_EXACT_ITEMS;
+    const double thr_items = fexact > 0 ? fexact * (double)n
+                             : hnsw     ? (double)VS_HNSW_FILTER_EXACT_ITEMS
+                                        : (double)VS_FILTER_EXACT_ITEMS;
     const int exact_ok = hnsw || (spec->type == VS_INDEX_IVF && (refine || spec->codec == VS_CODEC_FLAT));
     for (size_t i = 0; i < nf; i++) {
         filt_t *f = &fl[i];

@@ -38,8 +38,21 @@
 static float base[N * D], queries[NQ * D], centers[NC * D];
 static int64_t cat_of[N], clu_of[N];
 static float price_of[N];
-static const vs_attr_field_t fields[3] = {
-    {"cat", VS_ATTR_INT}, {"clu", VS_ATTR_INT}, {"price", VS_ATTR_FLOAT}};
+static const vs_attr_field_t fields[5] = {{"cat", VS_ATTR_INT},
+                                          {"clu", VS_ATTR_INT},
+                                          {"price", VS_ATTR_FLOAT},
+                                          {"g8", VS_ATTR_INT},
+                                          {"g5", VS_ATTR_INT}};
+/* g8 and g5: fields of few values (value bitmaps: conjunctions of them are ANDed word by word), derived
+ * from an item's cat so that they follow it through fresh writes */
+static int64_t g8_of(int64_t cat)
+{
+    return cat % 8;
+}
+static int64_t g5_of(int64_t cat)
+{
+    return (cat / 8) % 5;
+}
 
 static void make_data(void)
 {
@@ -69,13 +82,16 @@ static void attach(vs_index_t *idx, const int64_t *cat, const int64_t *clu, cons
     int64_t *ids = malloc(n * sizeof *ids);
     vs_index_ids_in_order(idx, ids);
     vs_attrs_t *a;
-    CHECK(vs_attrs_create(fields, 3, n, &a, err) == VS_OK);
-    int64_t *c0 = vs_attrs_column_mut(a, 0), *c1 = vs_attrs_column_mut(a, 1);
+    CHECK(vs_attrs_create(fields, 5, n, &a, err) == VS_OK);
+    int64_t *c0 = vs_attrs_column_mut(a, 0), *c1 = vs_attrs_column_mut(a, 1), *c3 = vs_attrs_column_mut(a, 3),
+            *c4 = vs_attrs_column_mut(a, 4);
     float *c2 = vs_attrs_column_mut(a, 2);
     for (size_t j = 0; j < n; j++) {
         c0[j] = cat[ids[j]];
         c1[j] = clu[ids[j]];
         c2[j] = price[ids[j]];
+        c3[j] = g8_of(cat[ids[j]]);
+        c4[j] = g5_of(cat[ids[j]]);
     }
     CHECK(vs_attrs_prepare(a, err) == VS_OK);
     CHECKF(vs_index_set_attrs(idx, a, err) == VS_OK, "%s", err);
@@ -113,6 +129,8 @@ static int satisfies(const vs_filter_spec_t *spec, const int64_t *cat, const int
         const vs_filter_term_t *x = &spec->terms[t];
         double v = strcmp(x->field, "cat") == 0   ? (double)cat[r]
                    : strcmp(x->field, "clu") == 0 ? (double)clu[r]
+                   : strcmp(x->field, "g8") == 0  ? (double)g8_of(cat[r])
+                   : strcmp(x->field, "g5") == 0  ? (double)g5_of(cat[r])
                                                   : (double)price[r];
         if (x->kind == VS_FILTER_RANGE) {
             if (!(v >= x->lo && v <= x->hi))
@@ -192,6 +210,9 @@ static const char *const filters[] = {
     "clu=0..9",                                               /* 10 %, correlated */
     "clu=0..29&cat=0..99",                                    /* 30 % x 50 %, correlated term */
     "cat=100000",                                             /* nothing matches */
+    "g8=3&g5=1",                                              /* value bitmaps ANDed: 2.5 % */
+    "g8=1|2&g5=0|4&price=..50",                               /* bitmaps and a column check: 5 % */
+    "g8=6&clu=0..49",                                         /* one bitmap term: the column path */
     "price=..",                                               /* everything */
     "",                                                       /* no filter */
 };
@@ -205,7 +226,7 @@ static void test_spec(void)
           s.terms[0].values[0] == 3 && s.terms[0].values[1] == 7);
     CHECK(s.terms[1].kind == VS_FILTER_RANGE && isinf(s.terms[1].lo) && s.terms[1].hi == 9.5);
     CHECK(s.terms[2].lo == 2.0 && isinf(s.terms[2].hi) && s.terms[2].hi > 0);
-    CHECK(vs_filter_spec_check(&s, fields, 3, err) == VS_OK);
+    CHECK(vs_filter_spec_check(&s, fields, 5, err) == VS_OK);
     vs_filter_spec_fini(&s);
     CHECK(vs_filter_spec_parse("", &s, err) == VS_OK && s.n_terms == 0);
     const char *bad[] = {"cat=", "=3", "cat=a", "price=5..1", "Cat=1", "cat=1|", "price=x..2", "cat"};
@@ -217,17 +238,17 @@ static void test_spec(void)
         strcat(many, i ? "&cat=1" : "cat=1");
     CHECK(vs_filter_spec_parse(many, &s, err) == VS_ERR_INVALID_ARGUMENT && strstr(err, "at most"));
     CHECK(vs_filter_spec_parse("price=1|2", &s, err) == VS_OK);
-    CHECK(vs_filter_spec_check(&s, fields, 3, err) == VS_ERR_INVALID_ARGUMENT && strstr(err, "price") &&
+    CHECK(vs_filter_spec_check(&s, fields, 5, err) == VS_ERR_INVALID_ARGUMENT && strstr(err, "price") &&
           strstr(err, "range"));
     vs_filter_spec_fini(&s);
     CHECK(vs_filter_spec_parse("color=1", &s, err) == VS_OK);
-    CHECK(vs_filter_spec_check(&s, fields, 3, err) == VS_ERR_INVALID_ARGUMENT && strstr(err, "color"));
+    CHECK(vs_filter_spec_check(&s, fields, 5, err) == VS_ERR_INVALID_ARGUMENT && strstr(err, "color"));
     vs_filter_t f;
     CHECK(vs_filter_compile(&s, NULL, &f, err) == VS_ERR_INVALID_ARGUMENT && strstr(err, "no attributes"));
     vs_filter_spec_fini(&s);
-    CHECK(vs_group_by_check("cat", fields, 3, err) == VS_OK);
-    CHECK(vs_group_by_check("price", fields, 3, err) == VS_ERR_INVALID_ARGUMENT);
-    CHECK(vs_group_by_check("nope", fields, 3, err) == VS_ERR_INVALID_ARGUMENT);
+    CHECK(vs_group_by_check("cat", fields, 5, err) == VS_OK);
+    CHECK(vs_group_by_check("price", fields, 5, err) == VS_ERR_INVALID_ARGUMENT);
+    CHECK(vs_group_by_check("nope", fields, 5, err) == VS_ERR_INVALID_ARGUMENT);
     /* the null marker is never a value to match */
     int64_t nul = VS_ATTR_NULL_INT;
     vs_filter_spec_init(&s);
@@ -320,7 +341,7 @@ static void test_save_load(void)
         const char *path = vs_test_path("test_filter", i ? "h.vsi" : "i.vsi");
         CHECKF(vs_index_save(idx, path, "m", 1, err) == VS_OK, "%s", err);
         CHECKF(vs_index_load(path, &back, err) == VS_OK, "%s", err);
-        CHECK(vs_index_attrs(back) && vs_attrs_n_fields(vs_index_attrs(back)) == 3 &&
+        CHECK(vs_index_attrs(back) && vs_attrs_n_fields(vs_index_attrs(back)) == 5 &&
               vs_attrs_count(vs_index_attrs(back)) == N);
         vs_search_params_t p =
             i ? (vs_search_params_t){.ef_search = 64} : (vs_search_params_t){.nprobe = 8, .k_factor = 8};
@@ -363,7 +384,7 @@ static void test_fresh(void)
     uint64_t rng = 99;
     int64_t up_ids[NEW + REPL], del_ids[DEL];
     float *up_x = malloc((NEW + REPL) * D * sizeof *up_x);
-    int64_t *rows = malloc((NEW + REPL) * 3 * sizeof *rows);
+    int64_t *rows = malloc((NEW + REPL) * 5 * sizeof *rows);
     for (size_t i = 0; i < NEW + REPL; i++) {
         int64_t r = i < NEW ? (int64_t)(N + i) : (int64_t)((i - NEW) * 31 % N);
         size_t c = vs_test_rand(&rng) % NC;
@@ -374,9 +395,11 @@ static void test_fresh(void)
         price[r] = (float)(vs_test_rand(&rng) % 100000) / 1000.0f;
         up_ids[i] = r;
         memcpy(up_x + i * D, x + r * D, D * sizeof(float));
-        rows[i * 3] = cat[r];
-        rows[i * 3 + 1] = clu[r];
-        rows[i * 3 + 2] = vs_attr_float_slot(price[r]);
+        rows[i * 5] = cat[r];
+        rows[i * 5 + 1] = clu[r];
+        rows[i * 5 + 2] = vs_attr_float_slot(price[r]);
+        rows[i * 5 + 3] = g8_of(cat[r]);
+        rows[i * 5 + 4] = g5_of(cat[r]);
     }
     for (size_t i = 0; i < DEL; i++) {
         del_ids[i] = (int64_t)(i * 53 % N + 1);
@@ -391,7 +414,7 @@ static void test_fresh(void)
         vs_fresh_t *fr;
         CHECKF(vs_fresh_create(idx, 4096, &fr, err) == VS_OK, "%s", err);
         size_t nf;
-        CHECK(vs_fresh_fields(fr, &nf) != NULL && nf == 3);
+        CHECK(vs_fresh_fields(fr, &nf) != NULL && nf == 5);
         CHECKF(vs_fresh_upsert_attrs(fr, NEW + REPL, up_ids, up_x, NULL, rows, err) == VS_OK, "%s", err);
         CHECK(vs_fresh_delete(fr, DEL, del_ids, err) == VS_OK);
         vs_search_params_t p =
