@@ -76,6 +76,10 @@ typedef struct vs_search_params {
  * of the items visits only the matching items of the nearest lists holding one. */
 #define VS_FILTER_EXACT_ITEMS 4096u
 #define VS_FILTER_SELECTIVE_SHARE 0.03
+/* ... and when enumerating the matches would walk more than this many positions (vs_filter_collect_cost;
+ * the most selective term a set of values or an integer range) finds each visited list's matches in that
+ * term's runs instead of enumerating them all per call. */
+#define VS_FILTER_RUNS_MIN 32768u
 
 /* The largest quantizer_efSearch a request may ask for. */
 #define VS_MAX_QUANTIZER_EF 65536u

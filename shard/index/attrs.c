@@ -523,6 +523,72 @@ static void collect_range(void *arg, size_t b, size_t e)
     }
 }
 
+static int term_has_bitmap(const vs_attrs_t *a, const vs_filter_cterm_t *t);
+
+double vs_filter_collect_cost(const vs_filter_t *f)
+{
+    size_t nb = 0;
+    for (size_t i = 0; f && i < f->n_terms; i++)
+        nb += term_has_bitmap(f->attrs, &f->t[i]);
+    return !vs_filter_active(f) ? 0.0 : nb >= 2 ? f->est_matches : (double)f->driver_count;
+}
+
+int vs_filter_driver_runs(const vs_filter_t *f, vs_filter_runs_t *out)
+{
+    if (!vs_filter_active(f))
+        return 0;
+    const vs_filter_cterm_t *t = &f->t[f->driver];
+    if (t->type != VS_ATTR_INT)
+        return 0;
+    const uint32_t *perm = f->attrs->perm[t->field];
+    out->n_runs = 0;
+    if (t->kind == VS_FILTER_IN) {
+        for (size_t j = 0; j < t->n_values; j++) {
+            size_t b, e;
+            const uint64_t k = (uint64_t)t->values[j] ^ (1ull << 63);
+            perm_range(f->attrs, t->field, k, k, &b, &e);
+            if (e > b) {
+                out->pos[out->n_runs] = perm + b;
+                out->len[out->n_runs++] = e - b;
+            }
+        }
+    } else if (t->ilo <= t->ihi) {
+        /* an integer range: its stretch of the permutation is one run per distinct value (sorted by
+         * value, then position), found by galloping to each value's end; too many values: no runs */
+        const int64_t *col = f->attrs->cols[t->field];
+        size_t b, e;
+        perm_range(f->attrs, t->field, (uint64_t)t->ilo ^ (1ull << 63), (uint64_t)t->ihi ^ (1ull << 63), &b,
+                   &e);
+        while (b < e) {
+            if (out->n_runs == VS_FILTER_MAX_VALUES)
+                return 0;
+            const int64_t v = col[perm[b]];
+            size_t lo = b, step = 1, hi = b + 1; /* col[perm[lo]] == v; find the first index past v */
+            while (hi < e && col[perm[hi]] == v) {
+                lo = hi;
+                step *= 2;
+                hi = lo + step < e ? lo + step : e;
+            }
+            while (hi - lo > 1) {
+                size_t mid = (lo + hi) / 2;
+                if (col[perm[mid]] == v)
+                    lo = mid;
+                else
+                    hi = mid;
+            }
+            out->pos[out->n_runs] = perm + b;
+            out->len[out->n_runs++] = hi - b;
+            b = hi;
+        }
+    } else {
+        return 0;
+    }
+    out->rest = *f;
+    out->rest.t[f->driver] = out->rest.t[f->n_terms - 1];
+    out->rest.n_terms--;
+    return 1;
+}
+
 /* 1 when term t is a set of values of a field with value bitmaps. */
 static int term_has_bitmap(const vs_attrs_t *a, const vs_filter_cterm_t *t)
 {

@@ -181,6 +181,27 @@ static inline int vs_filter_active(const vs_filter_t *f)
  * writes at most cap of them to out and returns how many match in all (driver_count bounds it). */
 size_t vs_filter_collect(const vs_filter_t *f, uint32_t *out, size_t cap);
 
+/* What vs_filter_collect reads: the positions it walks (the driver term's matches; with value bitmaps for
+ * two or more terms, about the estimated matches). */
+double vs_filter_collect_cost(const vs_filter_t *f);
+
+/* The base positions matching f's driver term as runs of ascending positions, one per value of a set
+ * term or of an integer range (that value's run of the sorted permutation), and rest: f without that
+ * term. An index whose items
+ * are stored group by group (IVF lists) finds a group's matches in each run by binary search, with no
+ * enumeration of the whole match set. */
+typedef struct vs_filter_runs {
+    size_t n_runs;
+    const uint32_t *pos[VS_FILTER_MAX_VALUES];
+    size_t len[VS_FILTER_MAX_VALUES];
+    vs_filter_t rest;
+} vs_filter_runs_t;
+
+/* Fills *out and returns 1; 0 when f is inactive, or its driver term is a float range or an integer range
+ * over more than VS_FILTER_MAX_VALUES distinct values (too many runs; an integer range's stretch of the
+ * permutation is one run per value). */
+int vs_filter_driver_runs(const vs_filter_t *f, vs_filter_runs_t *out);
+
 /* ---- per-group summaries (IVF lists) ----------------------------------------------------------
  * For groups of consecutive positions (an IVF index's lists), per field the smallest and largest value
  * of each group and, for an integer field with at most VS_ATTR_SUMMARY_MAX_VALUES distinct values, which

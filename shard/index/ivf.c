@@ -553,12 +553,13 @@ typedef struct search_ctx {
      * matching item (bit set in may) are scanned; the others only for their fresh records */
     uint32_t probe_max;
     const uint64_t *may;
-    uint32_t qef;              /* quantizer_efSearch (HNSW coarse; 0 = default) */
-    const int32_t *lists;      /* precomputed probes (nq*nprobe) or NULL */
-    const vs_fresh_t *fresh;   /* writes since the version (NULL: none) */
-    const vs_idset_t *excl;    /* ids never returned (NULL: none) */
-    const vs_filter_t *filter; /* attribute filter (NULL: none) */
-    const struct matching *m;  /* selective filters: the matching base items by list (NULL: scan lists) */
+    uint32_t qef;                 /* quantizer_efSearch (HNSW coarse; 0 = default) */
+    const int32_t *lists;         /* precomputed probes (nq*nprobe) or NULL */
+    const vs_fresh_t *fresh;      /* writes since the version (NULL: none) */
+    const vs_idset_t *excl;       /* ids never returned (NULL: none) */
+    const vs_filter_t *filter;    /* attribute filter (NULL: none) */
+    const struct matching *m;     /* selective filters: the matching base items by list (NULL: scan lists) */
+    const vs_filter_runs_t *runs; /* selective filters with a set driver term: its runs (m NULL then) */
     int larger;
     float *out_dist;
     int64_t *out_ids;
@@ -898,6 +899,54 @@ static int offer_matching_fresh(const search_ctx_t *c, scratch_t *s, const float
     return saw_fresh;
 }
 
+/* Offers to fin list l's base items matching the filter, found in each run of the driver term by binary
+ * search (positions ascend within a run, and a list's items are consecutive positions), the other terms
+ * checked by column; ranked by refine copy (IVF-Flat: vector). Returns how many matched. */
+static size_t offer_runs_list(const search_ctx_t *c, scratch_t *s, const float *q, uint32_t l, vs_topk_t *fin)
+{
+    const vs_ivf_t *ivf = c->ivf;
+    const uint32_t d = ivf->d;
+    const vs_filter_runs_t *r = c->runs;
+    const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
+    const size_t rb = vs_ivf_refine_bytes(ivf), vb = rb ? rb : d * sizeof(float);
+    const int is_l2 = ivf->metric == VS_METRIC_L2;
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    const ivf_list_t *L = &ivf->lists[l];
+    const uint8_t *vecs = rb ? L->refine : L->codes;
+    const uint32_t lo = (uint32_t)L->first, hi = (uint32_t)(L->first + L->n);
+    const int all_match = r->rest.n_terms == 0;
+    size_t found = 0;
+    for (size_t ri = 0; ri < r->n_runs && L->n; ri++) {
+        const uint32_t *run = r->pos[ri];
+        size_t b = 0, e = r->len[ri];
+        while (b < e) { /* first position >= lo */
+            size_t mid = (b + e) / 2;
+            if (run[mid] < lo)
+                b = mid + 1;
+            else
+                e = mid;
+        }
+        for (size_t j = b; j < r->len[ri] && run[j] < hi; j++) {
+            if (all_match && j + 4 < r->len[ri] && run[j + 4] < hi)
+                for (size_t o = 0; o < vb; o += 64)
+                    __builtin_prefetch(vecs + (size_t)(run[j + 4] - lo) * vb + o);
+            if (!all_match && !vs_filter_match(&r->rest, run[j]))
+                continue;
+            found++;
+            const size_t pos = run[j] - lo;
+            const int64_t id = L->ids[pos];
+            if ((fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(c->excl, id))
+                continue;
+            const float *vec =
+                item_vector(ivf, rb ? L->refine + pos * rb : NULL, L->codes + pos * (rb ? 0 : vb), s->dbuf);
+            float key = vs_topk_key(is_l2 ? kern->l2sqr(q, vec, d) : kern->ip(q, vec, d), c->larger);
+            if (key <= vs_topk_threshold(fin))
+                vs_topk_push(fin, key, id);
+        }
+    }
+    return found;
+}
+
 /* Filtered search of query qi over the matching items only (selective filters): exact (every list, as
  * Vespa's exact fallback: recall 1 up to the refine codec), or the nearest nprobe lists that hold a
  * matching item (ranked among probe_max), each giving only its matching items - no code of a
@@ -916,7 +965,18 @@ static void search_matching(const search_ctx_t *c, scratch_t *s, size_t qi)
     vs_topk_t fin;
     vs_topk_init(&fin, kk, s->fkeys, s->fids);
     int saw_fresh = 0;
-    if (c->m->exact) {
+    if (c->runs) { /* the nearest nprobe lists holding a match (of those that may), found by binary search */
+        probe_lists(c, s, q, qi);
+        for (uint32_t pi = 0, visited = 0; pi < c->probe_max && visited < c->nprobe; pi++) {
+            const int32_t l = s->probe[pi];
+            if (l < 0 || (uint32_t)l >= ivf->nlist)
+                continue;
+            if (!c->may || (c->may[l / 64] >> (l % 64) & 1))
+                visited += offer_runs_list(c, s, q, (uint32_t)l, &fin) > 0;
+            if (fresh)
+                saw_fresh |= offer_matching_fresh(c, s, q, (uint32_t)l, &fin);
+        }
+    } else if (c->m->exact) {
         offer_matching_base(c, s, q, c->m->with, c->m->lists, &fin);
         for (uint32_t l = 0; fresh && l < ivf->nlist; l++)
             saw_fresh |= offer_matching_fresh(c, s, q, l, &fin);
@@ -943,7 +1003,7 @@ static void search_matching(const search_ctx_t *c, scratch_t *s, size_t qi)
 static void search_one(void *arg, size_t qi, size_t worker)
 {
     search_ctx_t *c = arg;
-    if (c->m) {
+    if (c->m || c->runs) {
         search_matching(c, &c->scratch[worker], qi);
         return;
     }
@@ -1169,7 +1229,7 @@ static void matching_free(matching_t *m)
  * items), the nearest lists' matching items when at most VS_FILTER_SELECTIVE_SHARE of them match (and
  * the lists are ranked here), else NULL; NULL too for an index with no vectors to rank by (PQ without
  * refine). */
-static vs_status matching_items(const vs_ivf_t *ivf, const vs_search_params_t *sel, int lists_given,
+static vs_status matching_items(const vs_ivf_t *ivf, const vs_search_params_t *sel, int selective_ok,
                                 matching_t **out, char *err)
 {
     *out = NULL;
@@ -1180,7 +1240,7 @@ static vs_status matching_items(const vs_ivf_t *ivf, const vs_search_params_t *s
     const double exact_items =
         sel->filter_exact > 0 ? sel->filter_exact * (double)ivf->ntotal : (double)VS_FILTER_EXACT_ITEMS;
     const int exact = f->est_matches <= exact_items;
-    if (!exact && (lists_given || f->est_matches > VS_FILTER_SELECTIVE_SHARE * (double)ivf->ntotal))
+    if (!exact && (!selective_ok || f->est_matches > VS_FILTER_SELECTIVE_SHARE * (double)ivf->ntotal))
         return VS_OK;
     const size_t cap = f->driver_count ? f->driver_count : 1;
     matching_t *m = calloc(1, sizeof *m);
@@ -1264,10 +1324,28 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
     if (nq == 0)
         return VS_OK;
     const vs_filter_t *filter = sel && vs_filter_active(sel->filter) ? sel->filter : NULL;
+    /* a selective filter with a set driver term: the lists' matches found in its runs per query (no
+     * enumeration of the match set per call); a range driver: the matches grouped by list per call */
+    vs_filter_runs_t *runs = NULL;
+    const int ranks = !lists && filter && ivf->pos_list && ivf->summary &&
+                      (ivf->spec.refine != VS_REFINE_NONE || ivf->spec.codec == VS_CODEC_FLAT) &&
+                      filter->est_matches <= VS_FILTER_SELECTIVE_SHARE * (double)ivf->ntotal;
+    if (ranks && vs_filter_collect_cost(filter) > VS_FILTER_RUNS_MIN && !(runs = malloc(sizeof *runs)))
+        return vs_errf(err, VS_ERR_NOMEM, "IVF filtered search: out of memory");
+    if (runs && !vs_filter_driver_runs(filter, runs)) {
+        free(runs);
+        runs = NULL;
+    }
     matching_t *m = NULL;
-    vs_status mst = matching_items(ivf, sel, lists != NULL, &m, err);
-    if (mst != VS_OK)
+    vs_status mst = matching_items(ivf, sel, ranks && !runs, &m, err);
+    if (mst != VS_OK) {
+        free(runs);
         return mst;
+    }
+    if (m) { /* exact, or grouped: the runs are not used */
+        free(runs);
+        runs = NULL;
+    }
     uint32_t probe_max = nprobe;
     uint64_t *may = NULL;
     if (m && !m->exact) {
@@ -1285,7 +1363,7 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
     if (filter && !m && ivf->summary) {
         may = malloc((ivf->nlist + 63) / 64 * sizeof *may);
         if (!may) {
-            matching_free(m);
+            free(runs);
             return vs_errf(err, VS_ERR_NOMEM, "IVF filtered search: out of memory");
         }
         size_t n_may = vs_filter_groups(filter, ivf->summary, may), items = 0;
@@ -1326,6 +1404,7 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
                       .excl = sel ? sel->exclude : NULL,
                       .filter = filter,
                       .m = m,
+                      .runs = runs,
                       .larger = ivf->metric != VS_METRIC_L2,
                       .out_dist = out_dist,
                       .out_ids = out_ids};
@@ -1346,6 +1425,7 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
             free(owned);
         }
         matching_free(m);
+        free(runs);
         free(may);
         return vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory");
     }
@@ -1386,6 +1466,7 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
         free(c.scratch);
     }
     matching_free(m);
+    free(runs);
     free(may);
     return st;
 }

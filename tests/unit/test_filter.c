@@ -499,6 +499,74 @@ static void test_group_select(void)
     CHECK(kept == 100 && o_i[99] == 99);
 }
 
+/* Over 32,768 estimated matches (VS_FILTER_RUNS_MIN) and at most 3 % of the items, an IVF index finds each
+ * visited list's matches in the driver term's runs: 1.2M items (d = 4, so the oracle stays cheap), a
+ * one-value filter (2.8 %) and a two-value set with a range (2.8 %). */
+static void test_runs_path(void)
+{
+    enum { M = 1200000, DD = 4, Q = 30 };
+    char err[VS_ERR_LEN];
+    float *x = malloc((size_t)M * DD * sizeof *x), q[Q * DD];
+    uint64_t rng = 5;
+    for (size_t i = 0; i < (size_t)M * DD; i++)
+        x[i] = vs_test_randf(&rng);
+    for (size_t i = 0; i < Q * DD; i++)
+        q[i] = vs_test_randf(&rng);
+    int64_t *t = malloc(M * sizeof *t), *u = malloc(M * sizeof *u);
+    for (size_t i = 0; i < M; i++) {
+        t[i] = (int64_t)(vs_test_rand(&rng) % 36);
+        u[i] = (int64_t)(vs_test_rand(&rng) % 100);
+    }
+    static const vs_attr_field_t f2[2] = {{"t", VS_ATTR_INT}, {"u", VS_ATTR_INT}};
+    vs_index_t *idx[2];
+    const char *fac[2] = {"IVF256,Flat", "Flat"};
+    for (int k = 0; k < 2; k++) {
+        CHECK(vs_index_create(DD, VS_METRIC_L2, fac[k], &idx[k], err) == VS_OK);
+        CHECK(vs_index_train(idx[k], M, x, 0, NULL, err) == VS_OK);
+        CHECK(vs_index_add(idx[k], M, x, NULL, 0, NULL, err) == VS_OK);
+        int64_t *ids = malloc(M * sizeof *ids);
+        vs_index_ids_in_order(idx[k], ids);
+        vs_attrs_t *a;
+        CHECK(vs_attrs_create(f2, 2, M, &a, err) == VS_OK);
+        int64_t *c0 = vs_attrs_column_mut(a, 0), *c1 = vs_attrs_column_mut(a, 1);
+        for (size_t j = 0; j < M; j++) {
+            c0[j] = t[ids[j]];
+            c1[j] = u[ids[j]];
+        }
+        CHECK(vs_attrs_prepare(a, err) == VS_OK && vs_index_set_attrs(idx[k], a, err) == VS_OK);
+        free(ids);
+    }
+    const char *texts[] = {"t=7", "t=7|9&u=0..49"};
+    for (size_t i = 0; i < 2; i++) {
+        vs_filter_spec_t spec;
+        vs_filter_t cf, of;
+        CHECK(vs_filter_spec_parse(texts[i], &spec, err) == VS_OK);
+        CHECK(vs_filter_compile(&spec, vs_index_attrs(idx[0]), &cf, err) == VS_OK);
+        CHECK(vs_filter_compile(&spec, vs_index_attrs(idx[1]), &of, err) == VS_OK);
+        CHECKF(cf.est_matches > VS_FILTER_RUNS_MIN && cf.est_matches <= VS_FILTER_SELECTIVE_SHARE * M,
+               "%s: %.0f estimated matches, not the runs path's range", texts[i], cf.est_matches);
+        vs_filter_runs_t *runs = malloc(sizeof *runs);
+        CHECK(vs_filter_driver_runs(&cf, runs) && runs->n_runs == (i ? 2u : 1u) && runs->rest.n_terms == i);
+        free(runs);
+        float d1[Q * K], d2[Q * K];
+        int64_t i1[Q * K], i2[Q * K];
+        vs_search_params_t p = {.nprobe = 8, .filter = &cf}, op = {.filter = &of};
+        CHECK(vs_index_search(idx[0], Q, q, K, &p, 1, d1, i1, err) == VS_OK);
+        CHECK(vs_index_search(idx[1], Q, q, K, &op, 1, d2, i2, err) == VS_OK);
+        size_t bad = 0;
+        for (size_t j = 0; j < Q * K; j++)
+            bad += i1[j] < 0 || t[i1[j]] != 7 - (i && t[i1[j]] == 9 ? -2 : 0) || (i && u[i1[j]] > 49);
+        double r = vs_test_recall(i1, K, i2, K, Q, K);
+        CHECKF(bad == 0 && r >= 0.95, "%s: %zu bad results, recall %.4f", texts[i], bad, r);
+        vs_filter_spec_fini(&spec);
+    }
+    vs_index_destroy(idx[0]);
+    vs_index_destroy(idx[1]);
+    free(x);
+    free(t);
+    free(u);
+}
+
 int main(void)
 {
     make_data();
@@ -507,6 +575,7 @@ int main(void)
     RUN(test_save_load);
     RUN(test_fresh);
     RUN(test_group_select);
+    RUN(test_runs_path);
     vs_test_cleanup("test_filter");
     return vs_test_finish();
 }
