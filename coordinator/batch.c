@@ -303,6 +303,10 @@ static void on_done(void *user, vs_rpc_result_t *res)
                      key->k);
             out.code = VS_GRPC_INTERNAL;
             out.message = why;
+        } else if (key->filter && !sr->filtered) {
+            snprintf(why, sizeof why, "answered without applying the filter (a release before filters?)");
+            out.code = VS_GRPC_UNIMPLEMENTED;
+            out.message = why;
         } else if (key->group_by && sr->n_group_values != sr->n_ids) {
             snprintf(why, sizeof why,
                      "answered %zu group values for %zu results (a release before group_by?)",

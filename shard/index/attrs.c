@@ -226,6 +226,8 @@ static int cmp_keyed(const void *x, const void *y)
 
 static uint64_t float_key(float v)
 {
+    if (v == 0.0f)
+        v = 0.0f; /* -0.0 is 0: one key, as the in-scan comparison sees it */
     uint32_t b;
     memcpy(&b, &v, sizeof b);
     return (b >> 31) ? (uint64_t)(~b) : (uint64_t)(b | 0x80000000u);

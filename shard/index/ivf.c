@@ -1433,19 +1433,21 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
         memset(stack_scratch, 0, n_workers * sizeof *stack_scratch);
         memset(stack_owned, 0, n_workers * sizeof *stack_owned);
     }
-    scratch_shape_t shape = {.d = ivf->d,
-                             .nlist = ivf->nlist,
-                             .nprobe = probe_max,
-                             .mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)ivf->pq.m * ivf->pq.ksub : 1,
-                             .qlut = (size_t)vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1) * 64,
-                             .dbuf = max_list > ivf->d ? max_list : ivf->d,
-                             /* reservoir: twice the pool; also holds the coarse pool's ids; with fresh
-                              * writes the heap without refine has VS_FRESH_SLACK more slots */
-                             .hsz = (2 * kp > 2 * (size_t)nprobe + 16 ? 2 * kp : 2 * (size_t)nprobe + 16) +
-                                    (fresh ? VS_FRESH_SLACK : 0),
-                             .pdim = ivf->coarse.pdim,
-                             /* the final k; with fresh writes k + slack twice (heap, then emission) */
-                             .fk = fresh ? 2 * (k + VS_FRESH_SLACK) : k};
+    scratch_shape_t shape = {
+        .d = ivf->d,
+        .nlist = ivf->nlist,
+        .nprobe = probe_max,
+        .mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)ivf->pq.m * ivf->pq.ksub : 1,
+        .qlut = (size_t)vs_fs_pairs(ivf->pq.m ? ivf->pq.m : 1) * 64,
+        .dbuf = max_list > ivf->d ? max_list : ivf->d,
+        /* reservoir: twice the pool; also holds the coarse pool's ids; with fresh
+         * writes the heap without refine has VS_FRESH_SLACK more slots */
+        /* (the coarse pool of the probe_max lists ranked, a filter's more than nprobe) */
+        .hsz = (2 * kp > 2 * (size_t)probe_max + 16 ? 2 * kp : 2 * (size_t)probe_max + 16) +
+               (fresh ? VS_FRESH_SLACK : 0),
+        .pdim = ivf->coarse.pdim,
+        /* the final k; with fresh writes k + slack twice (heap, then emission) */
+        .fk = fresh ? 2 * (k + VS_FRESH_SLACK) : k};
     size_t bytes = scratch_layout(&shape, NULL, NULL);
     vs_status st = VS_OK;
     for (size_t w = 0; w < n_workers && st == VS_OK; w++) {

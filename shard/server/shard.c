@@ -789,6 +789,8 @@ vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t l
             resp.group_values = groups;
             resp.n_group_values = nq * r->k;
         }
+        resp.filtered =
+            r->filter != NULL; /* compiled and applied above (an empty filter: nothing to apply) */
         size_t n = vecshard__v1__shard_search_response__get_packed_size(&resp);
         *out = malloc(n ? n : 1);
         if (!*out) {

@@ -567,9 +567,98 @@ static void test_runs_path(void)
     free(u);
 }
 
+/* Two cases a review found: (1) an IVF filter whose matching lists are few ranks more lists than nprobe,
+ * and the coarse step's candidate pool (the PCA preselection path: d >= 256, nlist >= 256) must fit the
+ * scratch sized for them (ASan caught a write past it; several workers, so exact-size blocks); (2) a float
+ * range from 0 includes items stored as -0.0, on every path (the sorted permutation's key of -0.0 was
+ * below +0.0's, so counts, the exact path and enumeration missed them). */
+static void test_review_cases(void)
+{
+    enum { M = 20000, DD = 256 };
+    char err[VS_ERR_LEN];
+    float *x = malloc((size_t)M * DD * sizeof *x);
+    uint64_t rng = 9;
+    for (size_t i = 0; i < (size_t)M * DD; i++)
+        x[i] = vs_test_randf(&rng);
+    vs_index_t *idx;
+    CHECK(vs_index_create(DD, VS_METRIC_L2, "IVF256,Flat", &idx, err) == VS_OK);
+    CHECK(vs_index_train(idx, M, x, 0, NULL, err) == VS_OK &&
+          vs_index_add(idx, M, x, NULL, 0, NULL, err) == VS_OK);
+    static const vs_attr_field_t fv[1] = {{"v", VS_ATTR_INT}};
+    vs_attrs_t *a;
+    CHECK(vs_attrs_create(fv, 1, M, &a, err) == VS_OK);
+    int64_t *c = vs_attrs_column_mut(a, 0);
+    for (size_t j = 0; j < M; j++)
+        c[j] = j < M / 8; /* the first lists: a filter correlated with an eighth of them */
+    CHECK(vs_attrs_prepare(a, err) == VS_OK && vs_index_set_attrs(idx, a, err) == VS_OK);
+    vs_filter_spec_t spec;
+    vs_filter_t cf;
+    CHECK(vs_filter_spec_parse("v=1", &spec, err) == VS_OK &&
+          vs_filter_compile(&spec, vs_index_attrs(idx), &cf, err) == VS_OK);
+    /* the scan path (exact path off): nprobe 4 of the 32 lists that may match, so 64 lists are ranked */
+    vs_search_params_t p = {.nprobe = 4, .filter = &cf, .filter_exact = 1e-7f};
+    float d[64];
+    int64_t ids[64];
+    CHECKF(vs_index_search(idx, 64, x, 1, &p, 1, d, ids, err) == VS_OK, "%s", err);
+    int64_t *order = malloc(M * sizeof *order);
+    vs_index_ids_in_order(idx, order);
+    size_t bad = 0;
+    for (size_t i = 0; i < 64; i++) {
+        size_t pos = 0;
+        while (pos < M && order[pos] != ids[i])
+            pos++;
+        bad += pos >= M / 8;
+    }
+    CHECKF(bad == 0, "%zu results outside the filter", bad);
+    vs_filter_spec_fini(&spec);
+    vs_index_destroy(idx);
+    free(order);
+    free(x);
+
+    /* -0.0 in a float column */
+    enum { S = 2000, SD = 8 };
+    float *y = malloc(S * SD * sizeof *y), *pv = malloc(S * sizeof *pv);
+    for (size_t i = 0; i < S * SD; i++)
+        y[i] = vs_test_randf(&rng);
+    for (size_t i = 0; i < S; i++)
+        pv[i] = i % 50 == 0 ? -0.0f : 5.0f + (float)(i % 7);
+    static const vs_attr_field_t fp[1] = {{"p", VS_ATTR_FLOAT}};
+    const char *facs[] = {"Flat", "IVF16,Flat", "HNSW16"};
+    for (size_t k = 0; k < 3; k++) {
+        CHECK(vs_index_create(SD, VS_METRIC_L2, facs[k], &idx, err) == VS_OK);
+        CHECK(vs_index_train(idx, S, y, 1, NULL, err) == VS_OK &&
+              vs_index_add(idx, S, y, NULL, 1, NULL, err) == VS_OK);
+        int64_t *o = malloc(S * sizeof *o);
+        vs_index_ids_in_order(idx, o);
+        CHECK(vs_attrs_create(fp, 1, S, &a, err) == VS_OK);
+        float *col = vs_attrs_column_mut(a, 0);
+        for (size_t j = 0; j < S; j++)
+            col[j] = pv[o[j]];
+        CHECK(vs_attrs_prepare(a, err) == VS_OK && vs_index_set_attrs(idx, a, err) == VS_OK);
+        CHECK(vs_filter_spec_parse("p=0..1", &spec, err) == VS_OK);
+        CHECK(vs_filter_compile(&spec, vs_index_attrs(idx), &cf, err) == VS_OK);
+        CHECKF(cf.t[0].count == S / 50, "%s: %zu items counted in 0..1, %d stored as -0.0", facs[k],
+               cf.t[0].count, S / 50);
+        vs_search_params_t q0 = {.filter = &cf};
+        float dd[10];
+        int64_t ii[10];
+        CHECK(vs_index_search(idx, 1, y, 10, &q0, 1, dd, ii, err) == VS_OK);
+        size_t got = 0;
+        for (size_t j = 0; j < 10; j++)
+            got += ii[j] >= 0 && pv[ii[j]] == 0.0f;
+        CHECKF(got == 10, "%s: %zu of 10 results of p=0..1 (items stored as -0.0)", facs[k], got);
+        vs_filter_spec_fini(&spec);
+        vs_index_destroy(idx);
+        free(o);
+    }
+    free(y);
+    free(pv);
+}
+
 int main(void)
 {
     make_data();
+    RUN(test_review_cases); /* first: the scratch of this thread's first IVF search is sized for it */
     RUN(test_spec);
     RUN(test_every_index_type);
     RUN(test_save_load);
