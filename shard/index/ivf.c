@@ -819,6 +819,26 @@ typedef struct matching {
     int exact;      /* 1: every list is visited (exact search); 0: the nearest nprobe lists holding one */
 } matching_t;
 
+/* Offers base item pos of list L to fin, ranked by its refine copy (IVF-Flat: its vector), unless a write
+ * hid it or the request excludes it (the caller checked the filter). */
+static inline void offer_base_item(const search_ctx_t *c, scratch_t *s, const float *q, const ivf_list_t *L,
+                                   size_t pos, vs_topk_t *fin)
+{
+    const vs_ivf_t *ivf = c->ivf;
+    const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
+    const int64_t id = L->ids[pos];
+    if ((fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(c->excl, id))
+        return;
+    const size_t rb = vs_ivf_refine_bytes(ivf);
+    const float *vec = item_vector(ivf, rb ? L->refine + pos * rb : NULL,
+                                   L->codes + pos * (rb ? 0 : ivf->d * sizeof(float)), s->dbuf);
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    float key = vs_topk_key(
+        ivf->metric == VS_METRIC_L2 ? kern->l2sqr(q, vec, ivf->d) : kern->ip(q, vec, ivf->d), c->larger);
+    if (key <= vs_topk_threshold(fin))
+        vs_topk_push(fin, key, id);
+}
+
 /* Offers to fin the matching base items of lists visit[nv] (each holding at least one), ranked by their
  * refine copies (IVF-Flat: vectors). Items are few per list and scattered, so their vectors and ids are
  * prefetched a fixed distance ahead across list boundaries. */
@@ -828,10 +848,7 @@ static void offer_matching_base(const search_ctx_t *c, scratch_t *s, const float
     const vs_ivf_t *ivf = c->ivf;
     const uint32_t d = ivf->d;
     const matching_t *m = c->m;
-    const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
     const size_t rb = vs_ivf_refine_bytes(ivf), vb = rb ? rb : d * sizeof(float);
-    const int is_l2 = ivf->metric == VS_METRIC_L2;
-    const vs_distance_kernels_t *kern = vs_distance_kernels();
     size_t av = 0; /* the prefetch cursor: item aj of list visit[av] */
     uint32_t aj = nv ? m->off[visit[0]] : 0;
 #define PREFETCH_NEXT()                                                                                      \
@@ -852,14 +869,7 @@ static void offer_matching_base(const search_ctx_t *c, scratch_t *s, const float
             if (av < nv)
                 PREFETCH_NEXT();
             const size_t pos = m->pos[j];
-            const int64_t id = L->ids[pos];
-            if ((fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(c->excl, id))
-                continue;
-            const float *vec =
-                item_vector(ivf, rb ? L->refine + pos * rb : NULL, L->codes + pos * (rb ? 0 : vb), s->dbuf);
-            float key = vs_topk_key(is_l2 ? kern->l2sqr(q, vec, d) : kern->ip(q, vec, d), c->larger);
-            if (key <= vs_topk_threshold(fin))
-                vs_topk_push(fin, key, id);
+            offer_base_item(c, s, q, L, pos, fin);
         }
     }
 #undef PREFETCH_NEXT
@@ -907,10 +917,7 @@ static size_t offer_runs_list(const search_ctx_t *c, scratch_t *s, const float *
     const vs_ivf_t *ivf = c->ivf;
     const uint32_t d = ivf->d;
     const vs_filter_runs_t *r = c->runs;
-    const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
     const size_t rb = vs_ivf_refine_bytes(ivf), vb = rb ? rb : d * sizeof(float);
-    const int is_l2 = ivf->metric == VS_METRIC_L2;
-    const vs_distance_kernels_t *kern = vs_distance_kernels();
     const ivf_list_t *L = &ivf->lists[l];
     const uint8_t *vecs = rb ? L->refine : L->codes;
     const uint32_t lo = (uint32_t)L->first, hi = (uint32_t)(L->first + L->n);
@@ -934,14 +941,7 @@ static size_t offer_runs_list(const search_ctx_t *c, scratch_t *s, const float *
                 continue;
             found++;
             const size_t pos = run[j] - lo;
-            const int64_t id = L->ids[pos];
-            if ((fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(c->excl, id))
-                continue;
-            const float *vec =
-                item_vector(ivf, rb ? L->refine + pos * rb : NULL, L->codes + pos * (rb ? 0 : vb), s->dbuf);
-            float key = vs_topk_key(is_l2 ? kern->l2sqr(q, vec, d) : kern->ip(q, vec, d), c->larger);
-            if (key <= vs_topk_threshold(fin))
-                vs_topk_push(fin, key, id);
+            offer_base_item(c, s, q, L, pos, fin);
         }
     }
     return found;
