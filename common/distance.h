@@ -41,6 +41,10 @@ typedef struct vs_distance_kernels {
     /* out[i] = distance(q, base + i*d) for i in [0, n). */
     void (*l2sqr_batch)(const float *q, const float *base, size_t n, size_t d, float *out);
     void (*ip_batch)(const float *q, const float *base, size_t n, size_t d, float *out);
+    /* ip_batch for nq queries (nq*d floats): out[j*n + i] = <q_j, base_i>, bit for bit what nq calls of
+     * ip_batch give (each product accumulates in the same order), with each base row loaded once for
+     * several queries. */
+    void (*ip_batch_multi)(const float *q, size_t nq, const float *base, size_t n, size_t d, float *out);
 } vs_distance_kernels_t;
 
 /* The kernels of one level, or NULL when the CPU lacks it (used by tests to compare variants). */

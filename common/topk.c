@@ -121,11 +121,107 @@ static void select_best(float *keys, int64_t *ids, size_t lo, size_t hi, size_t 
     }
 }
 
+/* Reservoirs up to this many entries are cut by cut_by_key (stack buffers); larger ones by select_best. */
+#define CUT_FAST_MAX 2048u
+
+/* The key of rank kth (0-based) among keys[0..n), n <= CUT_FAST_MAX, none NaN: quickselect on a copy
+ * with out-of-place three-way partitions written without branches (each value is stored to both sides
+ * and the side's count advances by the comparison), so the partitions cost no mispredictions. */
+static float kth_key(const float *keys, size_t n, size_t kth)
+{
+    float buf[3][CUT_FAST_MAX];
+    memcpy(buf[0], keys, n * sizeof(float));
+    int src = 0;
+    while (n > 8) {
+        const float *x = buf[src];
+        float a = x[0], b = x[n / 2], c = x[n - 1]; /* median of three */
+        float p = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        float *lt = buf[(src + 1) % 3], *gt = buf[(src + 2) % 3];
+        size_t nl = 0, ng = 0;
+        for (size_t i = 0; i < n; i++) {
+            float v = x[i];
+            lt[nl] = v;
+            gt[ng] = v;
+            nl += v < p;
+            ng += v > p;
+        }
+        if (kth < nl) {
+            n = nl;
+            src = (src + 1) % 3;
+        } else if (kth >= n - ng) {
+            kth -= n - ng;
+            n = ng;
+            src = (src + 2) % 3;
+        } else {
+            return p;
+        }
+    }
+    /* a few left: insertion sort */
+    float *x = buf[src];
+    for (size_t i = 1; i < n; i++) {
+        float v = x[i];
+        size_t j = i;
+        for (; j > 0 && x[j - 1] > v; j--)
+            x[j] = x[j - 1];
+        x[j] = v;
+    }
+    return x[kth];
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* vs_reservoir_cut for size <= CUT_FAST_MAX: the k-th key v by kth_key, then among the entries keyed v
+ * the ones with the smallest ids that complete k (so the same k entries as select_best by (key, id)),
+ * kept by one in-place pass. */
+static void cut_by_key(vs_reservoir_t *r)
+{
+    const size_t n = r->size, k = r->k;
+    const float v = kth_key(r->keys, n, k - 1);
+    size_t less = 0, eq = 0;
+    for (size_t i = 0; i < n; i++) {
+        less += r->keys[i] < v;
+        eq += r->keys[i] == v;
+    }
+    int64_t id_max = INT64_MAX; /* ties at v kept: those with id <= id_max */
+    if (less + eq > k) {
+        int64_t ties[CUT_FAST_MAX];
+        size_t t = 0;
+        for (size_t i = 0; i < n; i++)
+            if (r->keys[i] == v)
+                ties[t++] = r->ids[i];
+        qsort(ties, t, sizeof *ties, cmp_id);
+        id_max = ties[k - less - 1];
+    }
+    size_t w = 0, ties_left = k - less;
+    for (size_t i = 0; i < n; i++) {
+        float key = r->keys[i];
+        int64_t id = r->ids[i];
+        int keep = key < v;
+        if (key == v && id <= id_max && ties_left > 0) {
+            keep = 1;
+            ties_left--;
+        }
+        r->keys[w] = key;
+        r->ids[w] = id;
+        w += (size_t)keep;
+    }
+    r->size = w; /* k */
+    r->threshold = v;
+}
+
 void vs_reservoir_cut(vs_reservoir_t *r)
 {
     if (r->size <= r->k || r->k == 0) {
         if (r->k == 0)
             r->size = 0;
+        return;
+    }
+    if (r->size <= CUT_FAST_MAX) {
+        cut_by_key(r);
         return;
     }
     select_best(r->keys, r->ids, 0, r->size, r->k - 1);

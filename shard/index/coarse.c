@@ -120,6 +120,26 @@ uint32_t vs_coarse_default_ef(uint32_t nprobe)
     return nprobe * 2 > 64 ? nprobe * 2 : 64;
 }
 
+/* The nprobe best lists from cdist[nlist] = <q, c_l> (overwritten with the ranking keys). */
+static void rank_products(const vs_coarse_t *cq, float *cdist, uint32_t nprobe, float *keys, int64_t *ids,
+                          int32_t *lists)
+{
+    const int larger = cq->metric != VS_METRIC_L2;
+    if (cq->cnorm != NULL) /* L2: rank by |c|^2 - 2<q,c>, i.e. |q - c|^2 - |q|^2 */
+        for (uint32_t l = 0; l < cq->nlist; l++)
+            cdist[l] = cq->cnorm[l] - 2.0f * cdist[l];
+    vs_topk_t h;
+    vs_topk_init(&h, nprobe, keys, ids);
+    for (uint32_t l = 0; l < cq->nlist; l++) {
+        float key = vs_topk_key(cdist[l], larger);
+        if (key <= vs_topk_threshold(&h))
+            vs_topk_push(&h, key, l);
+    }
+    size_t got = vs_topk_sort(&h);
+    for (size_t i = 0; i < nprobe; i++)
+        lists[i] = i < got ? (int32_t)h.ids[i] : -1;
+}
+
 void vs_coarse_probe(const vs_coarse_t *cq, const float *q, uint32_t nprobe, uint32_t ef, int exact,
                      float *cdist, float *keys, int64_t *ids, float *proj, int32_t *lists)
 {
@@ -135,7 +155,6 @@ void vs_coarse_probe(const vs_coarse_t *cq, const float *q, uint32_t nprobe, uin
         } /* only for a non-finite query, which callers never pass: rank exactly below */
     }
     const vs_distance_kernels_t *kern = vs_distance_kernels();
-    const int larger = cq->metric != VS_METRIC_L2;
     vs_topk_t h;
     const uint32_t pool = (uint32_t)vs_coarse_pool(nprobe);
     if (cq->pdim > 0 && !exact && 2 * (size_t)pool <= cq->nlist) {
@@ -159,19 +178,31 @@ void vs_coarse_probe(const vs_coarse_t *cq, const float *q, uint32_t nprobe, uin
             vs_topk_push(&h, cdist[i], cands[i]);
     } else {
         kern->ip_batch(q, cq->centroids, cq->nlist, cq->d, cdist);
-        if (cq->cnorm != NULL) /* L2: rank by |c|^2 - 2<q,c>, i.e. |q - c|^2 - |q|^2 */
-            for (uint32_t l = 0; l < cq->nlist; l++)
-                cdist[l] = cq->cnorm[l] - 2.0f * cdist[l];
-        vs_topk_init(&h, nprobe, keys, ids);
-        for (uint32_t l = 0; l < cq->nlist; l++) {
-            float key = vs_topk_key(cdist[l], larger);
-            if (key <= vs_topk_threshold(&h))
-                vs_topk_push(&h, key, l);
-        }
+        rank_products(cq, cdist, nprobe, keys, ids, lists);
+        return;
     }
     size_t got = vs_topk_sort(&h);
     for (size_t i = 0; i < nprobe; i++)
         lists[i] = i < got ? (int32_t)h.ids[i] : -1;
+}
+
+/* 1 when a probe ranks every centroid by its inner product with the query (no HNSW, no preselection). */
+static int ranks_all(const vs_coarse_t *cq, uint32_t nprobe)
+{
+    return !cq->hnsw && !(cq->pdim > 0 && 2 * vs_coarse_pool(nprobe) <= cq->nlist);
+}
+
+void vs_coarse_probe_multi(const vs_coarse_t *cq, size_t nq, const float *q, uint32_t nprobe, uint32_t ef,
+                           float *cdist, float *keys, int64_t *ids, float *proj, int32_t *lists)
+{
+    if (nq < 2 || !ranks_all(cq, nprobe)) {
+        for (size_t i = 0; i < nq; i++)
+            vs_coarse_probe(cq, q + i * cq->d, nprobe, ef, 0, cdist, keys, ids, proj, lists + i * nprobe);
+        return;
+    }
+    vs_distance_kernels()->ip_batch_multi(q, nq, cq->centroids, cq->nlist, cq->d, cdist);
+    for (size_t i = 0; i < nq; i++)
+        rank_products(cq, cdist + i * cq->nlist, nprobe, keys, ids, lists + i * nprobe);
 }
 
 /* The HNSW graph over the centroids (coarse.h): one thread, fixed seed, FAISS's efConstruction. */

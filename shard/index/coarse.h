@@ -71,6 +71,13 @@ size_t vs_coarse_pool(uint32_t nprobe);
 void vs_coarse_probe(const vs_coarse_t *c, const float *q, uint32_t nprobe, uint32_t ef, int exact,
                      float *cdist, float *keys, int64_t *ids, float *proj, int32_t *lists);
 
+/* vs_coarse_probe (exact = 0) for nq queries q[nq*d] (prepared: normalised for cosine) into
+ * lists[nq*nprobe], bit for bit the same lists; when every centroid is ranked (no HNSW graph, no PCA
+ * preselection) the products come from one multi-query kernel that loads each centroid once for several
+ * queries. cdist: nq*nlist floats; keys, ids, proj as for vs_coarse_probe. Allocates nothing. */
+void vs_coarse_probe_multi(const vs_coarse_t *c, size_t nq, const float *q, uint32_t nprobe, uint32_t ef,
+                           float *cdist, float *keys, int64_t *ids, float *proj, int32_t *lists);
+
 /* The HNSW coarse search's candidate list when none is given: max(64, 2 nprobe). */
 uint32_t vs_coarse_default_ef(uint32_t nprobe);
 

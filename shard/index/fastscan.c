@@ -277,56 +277,98 @@ VS_AVX2 static uint16_t scan_avx2(const uint8_t *blocks, size_t n, uint32_t m, c
 
 #define VS_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi,bmi2")))
 
-VS_AVX512 static uint16_t scan_avx512(const uint8_t *blocks, size_t n, uint32_t m, const uint8_t *qlut,
-                                      uint16_t thr, vs_fs_offer_fn offer, void *ctx)
+
+/* The AVX-512 kernel for NQ queries (a constant in each instantiation; 1 is the single-query kernel).
+ * Per block of 32 vectors, two pairs of sub-quantizers per 64-byte load: the codes are loaded and split
+ * into nibbles once, then each query does its own two shuffles and adds, so each query's sums (and every
+ * offer) are exactly what it gets alone. */
+VS_AVX512 __attribute__((always_inline)) static inline void
+scan_multi_avx512_n(const uint8_t *blocks, size_t n, uint32_t m, const int NQ, const uint8_t *const *qluts,
+                    uint16_t *thr, vs_fs_offer_fn offer, void *const *ctx)
 {
     const uint32_t P = vs_fs_pairs(m);
-    const uint8_t *lo = qlut, *hi = qlut + (size_t)P * 32;
     const __m512i nib = _mm512_set1_epi8(0x0f);
-    /* even lane i -> output 2i, odd lane i -> output 2i+1 */
     const __m512i order = _mm512_set_epi16(47, 15, 46, 14, 45, 13, 44, 12, 43, 11, 42, 10, 41, 9, 40, 8, 39,
                                            7, 38, 6, 37, 5, 36, 4, 35, 3, 34, 2, 33, 1, 32, 0);
-    size_t n_blocks = (n + VS_FS_BLOCK - 1) / VS_FS_BLOCK;
+    const size_t n_blocks = (n + VS_FS_BLOCK - 1) / VS_FS_BLOCK;
     uint16_t sums[32];
     for (size_t blk = 0; blk < n_blocks; blk++) {
         const uint8_t *b = blocks + blk * (size_t)P * VS_FS_BLOCK;
         if (blk + 2 < n_blocks)
             _mm_prefetch((const char *)(b + 2 * (size_t)P * VS_FS_BLOCK), _MM_HINT_T0);
-        __m512i all = _mm512_setzero_si512(), odd = _mm512_setzero_si512();
+        __m512i all[VS_FS_MULTI], odd[VS_FS_MULTI];
+        for (int j = 0; j < NQ; j++)
+            all[j] = odd[j] = _mm512_setzero_si512();
         uint32_t p = 0;
         for (; p + 2 <= P; p += 2) {
             __m512i c = _mm512_loadu_si512(b + p * 32);
             __m512i cl = _mm512_and_si512(c, nib);
             __m512i ch = _mm512_and_si512(_mm512_srli_epi16(c, 4), nib);
-            __m512i s = _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_loadu_si512(lo + p * 32), cl),
-                                        _mm512_shuffle_epi8(_mm512_loadu_si512(hi + p * 32), ch));
-            all = _mm512_add_epi16(all, s);
-            odd = _mm512_add_epi16(odd, _mm512_srli_epi16(s, 8));
+            for (int j = 0; j < NQ; j++) {
+                const uint8_t *lo = qluts[j], *hi = lo + (size_t)P * 32;
+                __m512i sj = _mm512_add_epi8(_mm512_shuffle_epi8(_mm512_loadu_si512(lo + p * 32), cl),
+                                             _mm512_shuffle_epi8(_mm512_loadu_si512(hi + p * 32), ch));
+                all[j] = _mm512_add_epi16(all[j], sj);
+                odd[j] = _mm512_add_epi16(odd[j], _mm512_srli_epi16(sj, 8));
+            }
         }
-        /* both 256-bit halves hold the same 32 vectors (pairs p and p+1): fold them */
-        __m256i all2 = _mm256_add_epi16(_mm512_castsi512_si256(all), _mm512_extracti64x4_epi64(all, 1));
-        __m256i odd2 = _mm256_add_epi16(_mm512_castsi512_si256(odd), _mm512_extracti64x4_epi64(odd, 1));
+        __m256i tcl = _mm256_setzero_si256(), tch = _mm256_setzero_si256();
         if (p < P) {
             const __m256i nib2 = _mm256_set1_epi8(0x0f);
             __m256i c = _mm256_loadu_si256((const __m256i *)(b + p * 32));
-            __m256i cl = _mm256_and_si256(c, nib2);
-            __m256i ch = _mm256_and_si256(_mm256_srli_epi16(c, 4), nib2);
-            __m256i s =
-                _mm256_add_epi8(_mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(lo + p * 32)), cl),
-                                _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(hi + p * 32)), ch));
-            all2 = _mm256_add_epi16(all2, s);
-            odd2 = _mm256_add_epi16(odd2, _mm256_srli_epi16(s, 8));
+            tcl = _mm256_and_si256(c, nib2);
+            tch = _mm256_and_si256(_mm256_srli_epi16(c, 4), nib2);
         }
-        __m256i even = _mm256_sub_epi16(all2, _mm256_slli_epi16(odd2, 8));
-        __m512i v =
-            _mm512_permutex2var_epi16(_mm512_castsi256_si512(even), order, _mm512_castsi256_si512(odd2));
-        uint32_t mask = (uint32_t)_mm512_cmple_epu16_mask(v, _mm512_set1_epi16((short)thr));
-        if (mask) {
-            _mm512_storeu_si512(sums, v);
-            thr = offer_block(sums, mask, blk * VS_FS_BLOCK, n, thr, offer, ctx);
+        for (int j = 0; j < NQ; j++) {
+            __m256i all2 =
+                _mm256_add_epi16(_mm512_castsi512_si256(all[j]), _mm512_extracti64x4_epi64(all[j], 1));
+            __m256i odd2 =
+                _mm256_add_epi16(_mm512_castsi512_si256(odd[j]), _mm512_extracti64x4_epi64(odd[j], 1));
+            if (p < P) {
+                const uint8_t *lo = qluts[j], *hi = lo + (size_t)P * 32;
+                __m256i sj = _mm256_add_epi8(
+                    _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(lo + p * 32)), tcl),
+                    _mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i *)(hi + p * 32)), tch));
+                all2 = _mm256_add_epi16(all2, sj);
+                odd2 = _mm256_add_epi16(odd2, _mm256_srli_epi16(sj, 8));
+            }
+            __m256i even = _mm256_sub_epi16(all2, _mm256_slli_epi16(odd2, 8));
+            __m512i v =
+                _mm512_permutex2var_epi16(_mm512_castsi256_si512(even), order, _mm512_castsi256_si512(odd2));
+            uint32_t mask = (uint32_t)_mm512_cmple_epu16_mask(v, _mm512_set1_epi16((short)thr[j]));
+            if (mask) {
+                _mm512_storeu_si512(sums, v);
+                thr[j] = offer_block(sums, mask, blk * VS_FS_BLOCK, n, thr[j], offer, ctx[j]);
+            }
         }
     }
+}
+
+VS_AVX512 static uint16_t scan_avx512(const uint8_t *blocks, size_t n, uint32_t m, const uint8_t *qlut,
+                                      uint16_t thr, vs_fs_offer_fn offer, void *ctx)
+{
+    scan_multi_avx512_n(blocks, n, m, 1, &qlut, &thr, offer, &ctx);
     return thr;
+}
+
+VS_AVX512 static void scan_multi_avx512(const uint8_t *blocks, size_t n, uint32_t m, uint32_t nq,
+                                        const uint8_t *const *qluts, uint16_t *thr, vs_fs_offer_fn offer,
+                                        void *const *ctx)
+{
+    switch (nq) {
+    case 1:
+        scan_multi_avx512_n(blocks, n, m, 1, qluts, thr, offer, ctx);
+        break;
+    case 2:
+        scan_multi_avx512_n(blocks, n, m, 2, qluts, thr, offer, ctx);
+        break;
+    case 3:
+        scan_multi_avx512_n(blocks, n, m, 3, qluts, thr, offer, ctx);
+        break;
+    default:
+        scan_multi_avx512_n(blocks, n, m, 4, qluts, thr, offer, ctx);
+        break;
+    }
 }
 
 #endif /* VS_HAVE_X86 */
@@ -359,4 +401,23 @@ vs_fs_scan_fn vs_fs_scan(void)
         __atomic_store_n(&cached, f, __ATOMIC_RELEASE);
     }
     return f;
+}
+
+/* Without a multi-query kernel at a level: the single-query kernel, query by query (same offers). */
+static void scan_multi_loop(const uint8_t *blocks, size_t n, uint32_t m, uint32_t nq,
+                            const uint8_t *const *qluts, uint16_t *thr, vs_fs_offer_fn offer,
+                            void *const *ctx)
+{
+    vs_fs_scan_fn single = vs_fs_scan();
+    for (uint32_t j = 0; j < nq; j++)
+        thr[j] = single(blocks, n, m, qluts[j], thr[j], offer, ctx[j]);
+}
+
+vs_fs_scan_multi_fn vs_fs_scan_multi(void)
+{
+#ifdef VS_HAVE_X86
+    if (vs_fs_scan() == scan_avx512)
+        return scan_multi_avx512;
+#endif
+    return scan_multi_loop;
 }

@@ -72,6 +72,19 @@ typedef uint16_t (*vs_fs_offer_fn)(void *ctx, size_t pos, uint16_t sum);
 typedef uint16_t (*vs_fs_scan_fn)(const uint8_t *blocks, size_t n, uint32_t m, const uint8_t *qlut,
                                   uint16_t threshold, vs_fs_offer_fn offer, void *ctx);
 
+/* Queries one multi-query scan serves at once. */
+#define VS_FS_MULTI 4u
+
+/* Scans n vectors of one list for nq (1..VS_FS_MULTI) queries: query j with table qluts[j], threshold
+ * thr[j] (updated in place) and offers to offer(ctx[j], ...). The codes are loaded once per block for all
+ * of them; each query's sums and offers are exactly those vs_fs_scan_fn would give it alone. */
+typedef void (*vs_fs_scan_multi_fn)(const uint8_t *blocks, size_t n, uint32_t m, uint32_t nq,
+                                    const uint8_t *const *qluts, uint16_t *thr, vs_fs_offer_fn offer,
+                                    void *const *ctx);
+
+/* The multi-query kernel in use (AVX-512; else the single-query kernel in a loop). */
+vs_fs_scan_multi_fn vs_fs_scan_multi(void);
+
 /* The scan kernel of a SIMD level (NULL if the CPU lacks it), and the one in use. */
 vs_fs_scan_fn vs_fs_scan_for(vs_simd_level level);
 vs_fs_scan_fn vs_fs_scan(void);

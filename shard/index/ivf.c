@@ -565,6 +565,8 @@ typedef struct search_ctx {
     int64_t *out_ids;
     scratch_t *scratch;
     size_t max_list;
+    struct batch *batch; /* list-major search of query chunks (search_chunk): one per worker, or NULL */
+    size_t chunk;        /* queries per chunk */
 } search_ctx_t;
 
 /* The candidates of one query before refine: a heap for the final k (no refine) or a reservoir for the
@@ -605,9 +607,12 @@ typedef struct fs_state {
 static inline int skip_base(const vs_fresh_t *fresh, const vs_idset_t *excl, const vs_filter_t *filter,
                             const ivf_list_t *L, size_t pos)
 {
+    if (filter && !vs_filter_match(filter, L->first + pos))
+        return 1;
+    if (!fresh && !excl) /* the common case: the id (a likely cache miss) is not read */
+        return 0;
     const int64_t id = L->ids[pos];
-    return (filter && !vs_filter_match(filter, L->first + pos)) || (fresh && vs_fresh_base_dead(fresh, id)) ||
-           vs_idset_has(excl, id);
+    return (fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(excl, id);
 }
 
 static uint16_t key_to_threshold(float thr_key, float base, float scale)
@@ -1000,6 +1005,80 @@ static void search_matching(const search_ctx_t *c, scratch_t *s, size_t qi)
     emit_final(c, s, qi, &fin, kk, saw_fresh);
 }
 
+/* The end of query qi's search (q: its prepared vector): the candidates in h re-ranked by their refine
+ * copies (or emitted as they are), the answer written to the output. fl: the fresh list object of each
+ * probe (for fresh candidates' refine copies); spare_ids: room for k + slack ids (h's own, now free). */
+static void finish_query(const search_ctx_t *c, scratch_t *s, size_t qi, const float *q, cands_t *h,
+                         size_t n_fresh, const vs_fresh_list_t *const *fl, int64_t *spare_ids)
+{
+    const vs_ivf_t *ivf = c->ivf;
+    const uint32_t d = ivf->d;
+    const int refine = ivf->spec.refine != VS_REFINE_NONE;
+    const int larger = c->larger;
+    const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
+    const size_t slack = fresh ? VS_FRESH_SLACK : 0;
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    float *od = c->out_dist + qi * c->k;
+    int64_t *oi = c->out_ids + qi * c->k;
+    /* with fresh candidates, results go through the slack slots and lose any duplicate id */
+    const size_t kk = n_fresh ? c->k + slack : c->k;
+    float *ed = n_fresh ? s->fkeys + c->k + slack : od;
+    int64_t *ei = n_fresh ? s->fids + c->k + slack : oi;
+    if (!refine) {
+        if (!n_fresh && slack) {
+            /* no fresh candidate, but the heap has k + slack slots: the plain k best (emitting the heap
+             * itself would write k + slack results into a k-slot answer) */
+            vs_topk_t fin;
+            vs_topk_init(&fin, c->k, s->fkeys, s->fids);
+            for (size_t i = 0; i < h->h.size; i++)
+                vs_topk_push(&fin, h->h.keys[i], h->h.ids[i]);
+            vs_topk_emit(&fin, larger, od, oi);
+            return;
+        }
+        vs_topk_emit(&h->h, larger, ed, ei);
+    } else {
+        size_t n_cand = vs_reservoir_finish(&h->r);
+        vs_topk_t fin;
+        vs_topk_init(&fin, kk, s->fkeys, s->fids);
+        /* candidates are scattered over the refine section: prefetch a few ahead so that their DRAM
+         * latencies overlap instead of adding up */
+        const size_t rb = vs_ivf_refine_bytes(ivf), ahead = 8;
+        for (size_t i = 0; i < n_cand && i < ahead; i++)
+            prefetch_refine(ivf, (uint64_t)h->r.ids[i], rb);
+        for (size_t i = 0; i < n_cand; i++) {
+            if (i + ahead < n_cand)
+                prefetch_refine(ivf, (uint64_t)h->r.ids[i + ahead], rb);
+            uint64_t slot = (uint64_t)h->r.ids[i];
+            size_t pos = (size_t)(slot & 0xffffffffu);
+            const uint8_t *rv;
+            int64_t id;
+            if (slot & FRESH_SLOT) {
+                const uint8_t *code;
+                vs_fresh_record(fresh, fl[(slot >> 32) & 0x7fffffffu], pos, &id, &code, &rv);
+            } else {
+                const ivf_list_t *L = &ivf->lists[slot >> 32];
+                rv = L->refine + pos * rb;
+                id = L->ids[pos];
+            }
+            const float *v;
+            if (ivf->spec.refine == VS_REFINE_FLAT) {
+                v = (const float *)rv;
+            } else {
+                vs_sq8_decode(&ivf->sq8, rv, s->dbuf);
+                v = s->dbuf;
+            }
+            float dist = ivf->metric == VS_METRIC_L2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d);
+            vs_topk_push(&fin, vs_topk_key(dist, larger), id);
+        }
+        vs_topk_emit(&fin, larger, ed, ei);
+    }
+    if (n_fresh) {
+        vs_topk_drop_duplicates(ed, ei, kk, spare_ids, larger); /* the heap's ids are free again */
+        memcpy(od, ed, c->k * sizeof *od);
+        memcpy(oi, ei, c->k * sizeof *oi);
+    }
+}
+
 static void search_one(void *arg, size_t qi, size_t worker)
 {
     search_ctx_t *c = arg;
@@ -1120,65 +1199,205 @@ static void search_one(void *arg, size_t qi, size_t worker)
         if (fn)
             n_fresh += scan_fresh(c, s, q, (uint32_t)l, FL, fn, pi, &h, base, 1.0f);
     }
-    float *od = c->out_dist + qi * c->k;
-    int64_t *oi = c->out_ids + qi * c->k;
-    /* with fresh candidates, results go through the slack slots and lose any duplicate id */
-    const size_t kk = n_fresh ? c->k + slack : c->k;
-    float *ed = n_fresh ? s->fkeys + c->k + slack : od;
-    int64_t *ei = n_fresh ? s->fids + c->k + slack : oi;
-    if (!refine) {
-        if (!n_fresh && slack) {
-            /* no fresh candidate, but the heap has k + slack slots: the plain k best (emitting the heap
-             * itself would write k + slack results into a k-slot answer) */
-            vs_topk_t fin;
-            vs_topk_init(&fin, c->k, s->fkeys, s->fids);
-            for (size_t i = 0; i < h.h.size; i++)
-                vs_topk_push(&fin, h.h.keys[i], h.h.ids[i]);
-            vs_topk_emit(&fin, larger, od, oi);
-            return;
-        }
-        vs_topk_emit(&h.h, larger, ed, ei);
+    finish_query(c, s, qi, q, &h, n_fresh, s->fl, s->hids);
+}
+
+/* ---- list-major search of a batch of queries ------------------------------------------------------
+ *
+ * A call with at least VS_IVF_BATCH_MIN queries on a fast-scan index (no filter that is served by its
+ * matching items, no per-list filter bitmap) searches them in chunks: the chunk's lists are ranked with the
+ * multi-query coarse kernel, its (query, list) pairs are grouped by list, and each probed list is scanned
+ * once per VS_FS_MULTI of the queries probing it (codes loaded once for all of them), its codes staying
+ * in cache across the chunk's queries. Each query keeps its own candidates; as they hold the best
+ * estimates by (key, id) whatever the order of the lists, answers are those of the query-by-query path. */
+
+#define VS_IVF_BATCH_MIN 8u /* fewer queries: one at a time */
+#define VS_IVF_CHUNK 256u   /* queries per chunk at most */
+#define VS_IVF_COARSE_Q 8u  /* queries per multi-query coarse call (its distance rows stay in cache) */
+#define VS_IVF_CHUNK_BYTES (4u << 20) /* candidate memory per chunk that sets its size */
+
+typedef struct batch {
+    float *qs;                  /* chunk*d: the chunk's prepared queries */
+    float *cdist;               /* VS_IVF_COARSE_Q*nlist coarse products */
+    int32_t *probe;             /* chunk*probe_max */
+    uint32_t *start;            /* 2*nlist+1: pairs by round and list (search_chunk) */
+    uint32_t *pair;             /* chunk*probe_max: query << 24 | probe rank */
+    cands_t *h;                 /* chunk */
+    float *hkeys;               /* chunk*hsz */
+    int64_t *hids;              /* chunk*hsz */
+    size_t *n_fresh;            /* chunk */
+    const vs_fresh_list_t **fl; /* chunk*probe_max */
+    uint8_t *qlut;              /* L2: VS_FS_MULTI tables; IP: chunk tables (one per query) */
+    float *ip_bias, *ip_scale;  /* chunk (IP) */
+    size_t hsz, qlut_bytes;
+} batch_t;
+
+static void batch_free(batch_t *b)
+{
+    if (!b)
+        return;
+    free(b->qs);
+    free(b->cdist);
+    free(b->probe);
+    free(b->start);
+    free(b->pair);
+    free(b->h);
+    free(b->hkeys);
+    free(b->hids);
+    free(b->n_fresh);
+    free(b->fl);
+    free(b->qlut);
+    free(b->ip_bias);
+    free(b->ip_scale);
+}
+
+static int batch_alloc(batch_t *b, const vs_ivf_t *ivf, size_t chunk, uint32_t probe_max, size_t hsz)
+{
+    memset(b, 0, sizeof *b);
+    const size_t P = vs_fs_pairs(ivf->pq.m), ql = (size_t)P * 64;
+    const int ip = ivf->metric != VS_METRIC_L2;
+    b->hsz = hsz;
+    b->qlut_bytes = ql;
+    b->qs = malloc(chunk * ivf->d * sizeof(float));
+    b->cdist = malloc((size_t)VS_IVF_COARSE_Q * ivf->nlist * sizeof(float));
+    b->probe = malloc(chunk * probe_max * sizeof(int32_t));
+    b->start = malloc((2 * (size_t)ivf->nlist + 1) * sizeof(uint32_t));
+    b->pair = malloc(chunk * probe_max * sizeof(uint32_t));
+    b->h = malloc(chunk * sizeof(cands_t));
+    b->hkeys = malloc(chunk * hsz * sizeof(float));
+    b->hids = malloc(chunk * hsz * sizeof(int64_t));
+    b->n_fresh = malloc(chunk * sizeof(size_t));
+    b->fl = calloc(chunk * probe_max, sizeof(*b->fl));
+    b->qlut = aligned_alloc(64, (ip ? chunk : VS_FS_MULTI) * ql);
+    b->ip_bias = malloc(chunk * sizeof(float));
+    b->ip_scale = malloc(chunk * sizeof(float));
+    if (!b->qs || !b->cdist || !b->probe || !b->start || !b->pair || !b->h || !b->hkeys || !b->hids ||
+        !b->n_fresh || !b->fl || !b->qlut || !b->ip_bias || !b->ip_scale) {
+        batch_free(b);
+        memset(b, 0, sizeof *b);
+        return 0;
+    }
+    return 1;
+}
+
+/* Searches queries [q0, q0 + n) of the call list by list (worker's scratch and batch state). */
+static void search_chunk(void *arg, size_t task, size_t worker)
+{
+    const search_ctx_t *c = arg;
+    const vs_ivf_t *ivf = c->ivf;
+    scratch_t *s = &c->scratch[worker];
+    batch_t *b = &c->batch[worker];
+    const size_t q0 = task * c->chunk, n = c->nq - q0 < c->chunk ? c->nq - q0 : c->chunk;
+    const uint32_t d = ivf->d, np = c->probe_max, m = ivf->pq.m;
+    const int refine = ivf->spec.refine != VS_REFINE_NONE, l2 = ivf->metric == VS_METRIC_L2;
+    const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
+    const size_t slack = fresh ? VS_FRESH_SLACK : 0, ql = b->qlut_bytes;
+    const vs_distance_kernels_t *kern = vs_distance_kernels();
+
+    memcpy(b->qs, c->q + q0 * d, n * d * sizeof(float));
+    if (ivf->metric == VS_METRIC_COSINE)
+        vs_normalize_rows(b->qs, n, d);
+    if (c->lists != NULL) {
+        memcpy(b->probe, c->lists + q0 * np, n * np * sizeof(int32_t));
     } else {
-        size_t n_cand = vs_reservoir_finish(&h.r);
-        vs_topk_t fin;
-        vs_topk_init(&fin, kk, s->fkeys, s->fids);
-        /* candidates are scattered over the refine section: prefetch a few ahead so that their DRAM
-         * latencies overlap instead of adding up */
-        const size_t rb = vs_ivf_refine_bytes(ivf), ahead = 8;
-        for (size_t i = 0; i < n_cand && i < ahead; i++)
-            prefetch_refine(ivf, (uint64_t)h.r.ids[i], rb);
-        for (size_t i = 0; i < n_cand; i++) {
-            if (i + ahead < n_cand)
-                prefetch_refine(ivf, (uint64_t)h.r.ids[i + ahead], rb);
-            uint64_t slot = (uint64_t)h.r.ids[i];
-            size_t pos = (size_t)(slot & 0xffffffffu);
-            const uint8_t *rv;
-            int64_t id;
-            if (slot & FRESH_SLOT) {
-                const uint8_t *code;
-                vs_fresh_record(fresh, s->fl[(slot >> 32) & 0x7fffffffu], pos, &id, &code, &rv);
-            } else {
-                const ivf_list_t *L = &ivf->lists[slot >> 32];
-                rv = L->refine + pos * rb;
-                id = L->ids[pos];
-            }
-            const float *v;
-            if (ivf->spec.refine == VS_REFINE_FLAT) {
-                v = (const float *)rv;
-            } else {
-                vs_sq8_decode(&ivf->sq8, rv, s->dbuf);
-                v = s->dbuf;
-            }
-            float dist = ivf->metric == VS_METRIC_L2 ? kern->l2sqr(q, v, d) : kern->ip(q, v, d);
-            vs_topk_push(&fin, vs_topk_key(dist, larger), id);
+        for (size_t i = 0; i < n; i += VS_IVF_COARSE_Q) {
+            size_t nb = n - i < VS_IVF_COARSE_Q ? n - i : VS_IVF_COARSE_Q;
+            vs_coarse_probe_multi(&ivf->coarse, nb, b->qs + i * d, np, c->qef, b->cdist, s->pkey, s->hids,
+                                  s->proj, b->probe + i * np);
         }
-        vs_topk_emit(&fin, larger, ed, ei);
     }
-    if (n_fresh) {
-        vs_topk_drop_duplicates(ed, ei, kk, s->hids, larger); /* the heap's ids are free again */
-        memcpy(od, ed, c->k * sizeof *od);
-        memcpy(oi, ei, c->k * sizeof *oi);
+    for (size_t i = 0; i < n; i++) {
+        cands_t *h = &b->h[i];
+        h->use_r = refine;
+        if (refine)
+            vs_reservoir_init(&h->r, c->kp, 2 * c->kp, b->hkeys + i * b->hsz, b->hids + i * b->hsz);
+        else
+            vs_topk_init(&h->h, c->kp + slack, b->hkeys + i * b->hsz, b->hids + i * b->hsz);
+        b->n_fresh[i] = 0;
+        if (!l2) { /* inner product: one table per query, whatever the list */
+            vs_fs_table(ivf->cbt, m, ivf->pq.dsub, b->qs + i * d, 0, s->table);
+            vs_fs_quantize_lut(s->table, m, b->qlut + i * ql, &b->ip_bias[i], &b->ip_scale[i]);
+        }
     }
+    /* group the (query, probe) pairs by list: a counting sort, queries ascending within a list. Two
+     * rounds: first each query's nearest `near` lists (about enough items to fill its candidates, so its
+     * threshold is as tight as the query-by-query path's when the other lists are scanned), then the rest */
+    const uint32_t nl = ivf->nlist;
+    const double avg = ivf->ntotal ? (double)ivf->ntotal / nl : 1.0;
+    double want = ceil(2.0 * (double)c->kp / (avg > 1.0 ? avg : 1.0));
+    const uint32_t near = want >= np ? np : want < 1 ? 1 : (uint32_t)want;
+    memset(b->start, 0, (2 * (size_t)nl + 1) * sizeof(uint32_t));
+    for (size_t i = 0; i < n * np; i++) {
+        int32_t l = b->probe[i];
+        if (l >= 0 && (uint32_t)l < nl)
+            b->start[(i % np >= near ? nl : 0) + (uint32_t)l + 1]++;
+    }
+    for (uint32_t r = 0; r < 2 * nl; r++)
+        b->start[r + 1] += b->start[r];
+    for (size_t i = 0; i < n; i++)
+        for (uint32_t pi = 0; pi < np; pi++) {
+            int32_t l = b->probe[i * np + pi];
+            if (l >= 0 && (uint32_t)l < nl)
+                b->pair[b->start[(pi >= near ? nl : 0) + (uint32_t)l]++] = (uint32_t)(i << 24 | pi);
+        }
+    /* start[r] now points past row r's pairs: row r's are [start[r-1], start[r]), row r = round*nlist+l */
+    vs_fs_scan_multi_fn scan = vs_fs_scan_multi();
+    uint32_t lo = 0;
+    for (uint32_t row = 0; row < 2 * nl; row++) {
+        const uint32_t hi = b->start[row], l = row % nl;
+        if (hi == lo)
+            continue;
+        const ivf_list_t *L = &ivf->lists[l];
+        const vs_fresh_list_t *FL = NULL;
+        const size_t fn = fresh ? vs_fresh_list_n(fresh, l, &FL) : 0;
+        if (L->n == 0 && fn == 0) {
+            lo = hi;
+            continue;
+        }
+        const float *cl = ivf->centroids + (size_t)l * d;
+        for (uint32_t g0 = lo; g0 < hi; g0 += VS_FS_MULTI) {
+            const uint32_t g = hi - g0 < VS_FS_MULTI ? hi - g0 : VS_FS_MULTI;
+            fs_state_t st[VS_FS_MULTI];
+            void *ctx[VS_FS_MULTI];
+            const uint8_t *qluts[VS_FS_MULTI];
+            uint16_t thr[VS_FS_MULTI];
+            for (uint32_t j = 0; j < g; j++) {
+                const size_t i = b->pair[g0 + j] >> 24;
+                const float *q = b->qs + i * d;
+                float base, scale;
+                if (l2) {
+                    uint8_t *t = b->qlut + j * ql;
+                    for (uint32_t t2 = 0; t2 < d; t2++)
+                        s->dbuf[t2] = q[t2] - cl[t2];
+                    vs_fs_table(ivf->cbt, m, ivf->pq.dsub, s->dbuf, 1, s->table);
+                    vs_fs_quantize_lut(s->table, m, t, &base, &scale);
+                    qluts[j] = t;
+                } else {
+                    base = -kern->ip(q, cl, d) + b->ip_bias[i];
+                    scale = b->ip_scale[i];
+                    qluts[j] = b->qlut + i * ql;
+                }
+                st[j] = (fs_state_t){&b->h[i], L, l, refine, base, scale, fresh, c->excl, c->filter};
+                ctx[j] = &st[j];
+                thr[j] = key_to_threshold(cands_threshold(&b->h[i]), base, scale);
+            }
+            if (L->n)
+                scan(L->codes, L->n, m, g, qluts, thr, fs_offer, ctx);
+            for (uint32_t j = 0; fn && j < g; j++) {
+                const size_t i = b->pair[g0 + j] >> 24;
+                const uint32_t pi = b->pair[g0 + j] & 0xffffffu;
+                scratch_t qs = *s; /* the query's table and its probes' fresh objects */
+                qs.qlut = (uint8_t *)qluts[j];
+                qs.fl = b->fl + i * np;
+                b->n_fresh[i] +=
+                    scan_fresh(c, &qs, b->qs + i * d, l, FL, fn, pi, &b->h[i], st[j].base, st[j].scale);
+            }
+        }
+        lo = hi;
+    }
+    for (size_t i = 0; i < n; i++)
+        finish_query(c, s, q0 + i, b->qs + i * d, &b->h[i], b->n_fresh[i], b->fl + i * np,
+                     b->hids + i * b->hsz);
 }
 
 /* Sizes of one worker's scratch, and its layout in a single arena (every piece 64-byte aligned). */
@@ -1459,8 +1678,34 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
         else
             scratch_layout(&shape, mem, &c.scratch[w]);
     }
-    if (st == VS_OK)
+    /* list-major in chunks (search_chunk), or query by query */
+    const int batched = st == VS_OK && nq >= VS_IVF_BATCH_MIN && ivf->spec.codec == VS_CODEC_PQ &&
+                        ivf->spec.fastscan && !m && !runs && !may && probe_max < (1u << 24);
+    batch_t *batch = NULL;
+    if (batched) {
+        size_t chunk = VS_IVF_CHUNK_BYTES / (shape.hsz * (sizeof(float) + sizeof(int64_t)));
+        size_t per_worker = (nq + n_workers - 1) / n_workers;
+        chunk = chunk > VS_IVF_CHUNK ? VS_IVF_CHUNK : chunk < VS_FS_MULTI ? VS_FS_MULTI : chunk;
+        c.chunk = per_worker < chunk ? per_worker : chunk;
+        batch = calloc(n_workers, sizeof *batch);
+        for (size_t w = 0; batch && w < n_workers; w++)
+            if (!batch_alloc(&batch[w], ivf, c.chunk, probe_max, shape.hsz)) {
+                for (size_t v = 0; v < w; v++)
+                    batch_free(&batch[v]);
+                free(batch);
+                batch = NULL;
+            }
+        if (!batch)
+            st = vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory for a batch of %zu queries", nq);
+        c.batch = batch;
+    }
+    if (st == VS_OK && batch)
+        st = vs_parallel_for((nq + c.chunk - 1) / c.chunk, n_workers, search_chunk, &c, err);
+    else if (st == VS_OK)
         st = vs_parallel_for(nq, n_workers, search_one, &c, err);
+    for (size_t w = 0; batch && w < n_workers; w++)
+        batch_free(&batch[w]);
+    free(batch);
     for (size_t w = 0; w < n_workers; w++)
         free(owned[w]);
     if (heap) {

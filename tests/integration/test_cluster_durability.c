@@ -453,5 +453,6 @@ int main(void)
     vs_etcd_fixture_destroy(etcd);
     vs_test_version_fini(&ver);
     nats_Close();
+    vs_test_cleanup("cluster_durability");
     return vs_test_finish();
 }

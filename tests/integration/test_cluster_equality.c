@@ -430,5 +430,6 @@ int main(void)
     for (int p = 0; p < 2; p++)
         if (shards[p].pid > 0)
             vs_test_proc_stop(&shards[p], SIGTERM, 10);
+    vs_test_cleanup("cluster_equality");
     return vs_test_finish();
 }
