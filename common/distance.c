@@ -335,6 +335,7 @@ VS_AVX512 static void ip_2x4_avx512(const float *q0, const float *q1, const floa
     for (; i + 32 <= d; i += 32) {
         __m512 p0 = _mm512_loadu_ps(q0 + i), p1 = _mm512_loadu_ps(q0 + i + 16);
         __m512 s0 = _mm512_loadu_ps(q1 + i), s1 = _mm512_loadu_ps(q1 + i + 16);
+#pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
             __m512 v0 = _mm512_loadu_ps(x[r] + i), v1 = _mm512_loadu_ps(x[r] + i + 16);
             a0[r] = _mm512_fmadd_ps(p0, v0, a0[r]);
@@ -346,6 +347,7 @@ VS_AVX512 static void ip_2x4_avx512(const float *q0, const float *q1, const floa
     int tail_in_acc1 = 0;
     if (i + 16 <= d) {
         __m512 p = _mm512_loadu_ps(q0 + i), s = _mm512_loadu_ps(q1 + i);
+#pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
             __m512 v = _mm512_loadu_ps(x[r] + i);
             a0[r] = _mm512_fmadd_ps(p, v, a0[r]);
@@ -357,6 +359,7 @@ VS_AVX512 static void ip_2x4_avx512(const float *q0, const float *q1, const floa
     if (i < d) {
         __mmask16 m = (__mmask16)((1u << (d - i)) - 1u);
         __m512 p = _mm512_maskz_loadu_ps(m, q0 + i), s = _mm512_maskz_loadu_ps(m, q1 + i);
+#pragma GCC unroll 4
         for (int r = 0; r < 4; r++) {
             __m512 v = _mm512_maskz_loadu_ps(m, x[r] + i);
             if (tail_in_acc1) {
@@ -368,31 +371,38 @@ VS_AVX512 static void ip_2x4_avx512(const float *q0, const float *q1, const floa
             }
         }
     }
+#pragma GCC unroll 4
     for (int r = 0; r < 4; r++) {
         out0[r] = _mm512_reduce_add_ps(_mm512_add_ps(a0[r], a1[r]));
         out1[r] = _mm512_reduce_add_ps(_mm512_add_ps(b0[r], b1[r]));
     }
 }
 
+#define MULTI_ROWS 32 /* rows per block: read from memory once, then from L1 for every pair of queries */
+
 VS_AVX512 static void ip_batch_multi_avx512(const float *q, size_t nq, const float *base, size_t n, size_t d,
                                             float *out)
 {
-    size_t j = 0;
-    for (; j + 2 <= nq; j += 2) {
-        const float *q0 = q + j * d, *q1 = q0 + d;
-        float *o0 = out + j * n, *o1 = o0 + n;
-        size_t i = 0;
-        for (; i + 4 <= n; i += 4) {
-            const float *x[4] = {base + i * d, base + (i + 1) * d, base + (i + 2) * d, base + (i + 3) * d};
-            ip_2x4_avx512(q0, q1, x, d, o0 + i, o1 + i);
+    for (size_t r0 = 0; r0 < n; r0 += MULTI_ROWS) {
+        const size_t r1 = n - r0 < MULTI_ROWS ? n : r0 + MULTI_ROWS;
+        size_t j = 0;
+        for (; j + 2 <= nq; j += 2) {
+            const float *q0 = q + j * d, *q1 = q0 + d;
+            float *o0 = out + j * n, *o1 = o0 + n;
+            size_t i = r0;
+            for (; i + 4 <= r1; i += 4) {
+                const float *x[4] = {base + i * d, base + (i + 1) * d, base + (i + 2) * d,
+                                     base + (i + 3) * d};
+                ip_2x4_avx512(q0, q1, x, d, o0 + i, o1 + i);
+            }
+            for (; i < r1; i++) {
+                o0[i] = ip_avx512(q0, base + i * d, d);
+                o1[i] = ip_avx512(q1, base + i * d, d);
+            }
         }
-        for (; i < n; i++) {
-            o0[i] = ip_avx512(q0, base + i * d, d);
-            o1[i] = ip_avx512(q1, base + i * d, d);
-        }
+        if (j < nq) /* per row the same arithmetic whatever the range: rows are independent */
+            ip_batch_avx512(q + j * d, base + r0 * d, r1 - r0, d, out + j * n + r0);
     }
-    if (j < nq)
-        ip_batch_avx512(q + j * d, base, n, d, out + j * n);
 }
 
 static const vs_distance_kernels_t kernels_avx512 = {

@@ -6,6 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cpu.h"
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define VS_HAVE_X86 1
+#endif
+
 static void sift_down(float *keys, int64_t *ids, size_t n, size_t i, float key, int64_t id)
 {
     for (;;) {
@@ -73,6 +80,47 @@ void vs_topk_emit(vs_topk_t *h, int larger_is_better, float *out_dist, int64_t *
     }
     /* the heap is now sorted, not a heap: leave it empty so misuse is harmless */
     h->size = 0;
+}
+
+static void push_below_scalar(vs_topk_t *h, const float *keys, size_t n, int64_t id0)
+{
+    for (size_t i = 0; i < n; i++)
+        if (keys[i] <= vs_topk_threshold(h))
+            vs_topk_push(h, keys[i], id0 + (int64_t)i);
+}
+
+#ifdef VS_HAVE_X86
+/* Once the heap is full few keys pass: a 16-key compare finds them (NaN never passes, as in the loop). */
+__attribute__((target("avx512f"))) static void push_below_avx512(vs_topk_t *h, const float *keys, size_t n,
+                                                                 int64_t id0)
+{
+    size_t i = 0;
+    for (; i < n && h->size < h->k; i++) /* filling: every finite key goes in */
+        if (keys[i] <= vs_topk_threshold(h))
+            vs_topk_push(h, keys[i], id0 + (int64_t)i);
+    for (; i + 16 <= n; i += 16) {
+        __mmask16 m =
+            _mm512_cmp_ps_mask(_mm512_loadu_ps(keys + i), _mm512_set1_ps(vs_topk_threshold(h)), _CMP_LE_OQ);
+        while (m) {
+            unsigned j = (unsigned)__builtin_ctz(m);
+            m &= (__mmask16)(m - 1);
+            if (keys[i + j] <= vs_topk_threshold(h)) /* the threshold may have dropped since the compare */
+                vs_topk_push(h, keys[i + j], id0 + (int64_t)(i + j));
+        }
+    }
+    push_below_scalar(h, keys + i, n - i, id0 + (int64_t)i);
+}
+#endif
+
+void vs_topk_push_below(vs_topk_t *h, const float *keys, size_t n, int64_t id0)
+{
+#ifdef VS_HAVE_X86
+    if (h->k > 0 && vs_cpu_simd_level() >= VS_SIMD_AVX512) {
+        push_below_avx512(h, keys, n, id0);
+        return;
+    }
+#endif
+    push_below_scalar(h, keys, n, id0);
 }
 
 /* ---- reservoir --------------------------------------------------------------------------------- */

@@ -49,6 +49,10 @@ static inline int vs_topk_worse(float ka, int64_t ia, float kb, int64_t ib)
 /* Offers a candidate; O(log k). Callers usually test key <= vs_topk_threshold() first. */
 void vs_topk_push(vs_topk_t *h, float key, int64_t id);
 
+/* Offers keys[i] with id id0 + i for i in [0, n), in order, each only when key <= the threshold at that
+ * moment: the same pushes as the plain loop, with the comparisons done 16 keys at a time (AVX-512). */
+void vs_topk_push_below(vs_topk_t *h, const float *keys, size_t n, int64_t id0);
+
 /* Sorts the kept entries best first in place (heap order is lost) and returns how many there are. */
 size_t vs_topk_sort(vs_topk_t *h);
 

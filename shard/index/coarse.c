@@ -4,6 +4,9 @@
 
 #include <cblas.h>
 #include <math.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,6 +100,141 @@ done:
     return st;
 }
 
+/* Products with every centroid (the ranking's cost: nlist*d FMAs per query). The centroids are also kept
+ * in blocks of 16, transposed (ct[(b*d + t)*16 + r] = coordinate t of centroid 16b + r, zero past nlist),
+ * so one 64-byte load feeds the products of 16 centroids and no horizontal sum is needed; each product is
+ * one chain of fused multiply-adds over t = 0..d-1, so it is the same bits whichever queries and blocks
+ * are computed together, on every ISA (the scalar version uses fmaf): a batch, a single query and the
+ * coordinator rank alike. Several independent chains (queries x blocks) run at once to hide the FMA
+ * latency. Skipped (the row kernel) when the copy would pass CT_MAX_BYTES. */
+#define CT_MAX_BYTES (256u << 20)
+
+static size_t ct_blocks(const vs_coarse_t *cq)
+{
+    return ((size_t)cq->nlist + 15) / 16;
+}
+
+static vs_status compute_ct(vs_coarse_t *cq, char *err)
+{
+    const size_t nb = ct_blocks(cq), d = cq->d;
+    if (nb * 16 * d * sizeof(float) > CT_MAX_BYTES)
+        return VS_OK;
+    float *ct = aligned_alloc(64, nb * 16 * d * sizeof(float));
+    if (ct == NULL)
+        return vs_errf(err, VS_ERR_NOMEM, "coarse quantizer: out of memory for the transposed centroids");
+    for (size_t b = 0; b < nb; b++)
+        for (size_t t = 0; t < d; t++)
+            for (size_t r = 0; r < 16; r++) {
+                size_t l = b * 16 + r;
+                ct[(b * d + t) * 16 + r] = l < cq->nlist ? cq->centroids[l * d + t] : 0.0f;
+            }
+    cq->ct = ct;
+    return VS_OK;
+}
+
+static void ct_products_scalar(const vs_coarse_t *cq, const float *q, size_t nq, float *out)
+{
+    const size_t nb = ct_blocks(cq), d = cq->d, nl = cq->nlist;
+    for (size_t j = 0; j < nq; j++)
+        for (size_t b = 0; b < nb; b++)
+            for (size_t r = 0; r < 16 && b * 16 + r < nl; r++) {
+                const float *x = cq->ct + b * d * 16 + r;
+                float acc = 0.0f;
+                for (size_t t = 0; t < d; t++)
+                    acc = fmaf(q[j * d + t], x[t * 16], acc);
+                out[j * nl + b * 16 + r] = acc;
+            }
+}
+
+#if defined(__x86_64__)
+#define VS_AVX512 __attribute__((target("avx512f")))
+
+/* Q queries x B blocks (Q*B = 8 chains); blocks past the last are computed on the last and dropped. */
+VS_AVX512 __attribute__((always_inline)) static inline void
+ct_step(const vs_coarse_t *cq, const float *q, const int Q, const int B, size_t b0, float *out)
+{
+    const size_t nb = ct_blocks(cq), d = cq->d, nl = cq->nlist;
+    const float *x[8];
+    for (int i = 0; i < B; i++)
+        x[i] = cq->ct + (b0 + i < nb ? b0 + i : nb - 1) * d * 16;
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int a = 0; a < Q * B; a++)
+        acc[a] = _mm512_setzero_ps();
+    for (size_t t = 0; t < d; t++) {
+        __m512 v[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < B; i++)
+            v[i] = _mm512_load_ps(x[i] + t * 16);
+#pragma GCC unroll 8
+        for (int j = 0; j < Q; j++) {
+            __m512 qj = _mm512_set1_ps(q[j * d + t]);
+#pragma GCC unroll 8
+            for (int i = 0; i < B; i++)
+                acc[j * B + i] = _mm512_fmadd_ps(qj, v[i], acc[j * B + i]);
+        }
+    }
+    for (int j = 0; j < Q; j++)
+        for (int i = 0; i < B && b0 + i < nb; i++) {
+            size_t l0 = (b0 + i) * 16;
+            __mmask16 m = nl - l0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nl - l0)) - 1u);
+            _mm512_mask_storeu_ps(out + j * nl + l0, m, acc[j * B + i]);
+        }
+}
+
+VS_AVX512 static void ct_products_avx512(const vs_coarse_t *cq, const float *q, size_t nq, float *out)
+{
+    const size_t nb = ct_blocks(cq), d = cq->d, nl = cq->nlist;
+    size_t j = 0;
+    for (; j + 4 <= nq; j += 4)
+        for (size_t b = 0; b < nb; b += 2)
+            ct_step(cq, q + j * d, 4, 2, b, out + j * nl);
+    for (; j + 2 <= nq; j += 2)
+        for (size_t b = 0; b < nb; b += 4)
+            ct_step(cq, q + j * d, 2, 4, b, out + j * nl);
+    for (; j < nq; j++)
+        for (size_t b = 0; b < nb; b += 8)
+            ct_step(cq, q + j * d, 1, 8, b, out + j * nl);
+}
+#endif
+
+void vs_coarse_products(const vs_coarse_t *cq, const float *q, size_t nq, vs_simd_level level, float *out)
+{
+    if (cq->ct == NULL) {
+        const vs_distance_kernels_t *kern = vs_distance_kernels_for(level);
+        for (size_t j = 0; j < nq; j++)
+            kern->ip_batch(q + j * cq->d, cq->centroids, cq->nlist, cq->d, out + j * cq->nlist);
+        return;
+    }
+#if defined(__x86_64__)
+    if (level >= VS_SIMD_AVX512) {
+        ct_products_avx512(cq, q, nq, out);
+        return;
+    }
+#endif
+    ct_products_scalar(cq, q, nq, out);
+}
+
+/* out[j*nlist + l] = <q_j, c_l> for nq queries. */
+static void products(const vs_coarse_t *cq, const float *q, size_t nq, float *out)
+{
+    if (cq->ct == NULL) {
+        const vs_distance_kernels_t *kern = vs_distance_kernels();
+        if (nq == 1)
+            kern->ip_batch(q, cq->centroids, cq->nlist, cq->d, out);
+        else
+            kern->ip_batch_multi(q, nq, cq->centroids, cq->nlist, cq->d, out);
+        return;
+    }
+#if defined(__x86_64__)
+    if (vs_cpu_simd_level() >= VS_SIMD_AVX512) {
+        ct_products_avx512(cq, q, nq, out);
+        return;
+    }
+#endif
+    ct_products_scalar(cq, q, nq, out);
+}
+
 /* Squared centroid norms: lists are chosen by |c|^2 - 2<q, c> (one FMA per dimension, half the work of
  * (q - c)^2). The expansion cancels when distances are small next to the norms, which can only swap
  * lists whose distances nearly tie at the nprobe boundary: tables, estimates and refine stay exact. */
@@ -124,17 +262,15 @@ uint32_t vs_coarse_default_ef(uint32_t nprobe)
 static void rank_products(const vs_coarse_t *cq, float *cdist, uint32_t nprobe, float *keys, int64_t *ids,
                           int32_t *lists)
 {
-    const int larger = cq->metric != VS_METRIC_L2;
     if (cq->cnorm != NULL) /* L2: rank by |c|^2 - 2<q,c>, i.e. |q - c|^2 - |q|^2 */
         for (uint32_t l = 0; l < cq->nlist; l++)
             cdist[l] = cq->cnorm[l] - 2.0f * cdist[l];
+    else /* IP and cosine: larger is better, the key is the negated product */
+        for (uint32_t l = 0; l < cq->nlist; l++)
+            cdist[l] = vs_topk_key(cdist[l], 1);
     vs_topk_t h;
     vs_topk_init(&h, nprobe, keys, ids);
-    for (uint32_t l = 0; l < cq->nlist; l++) {
-        float key = vs_topk_key(cdist[l], larger);
-        if (key <= vs_topk_threshold(&h))
-            vs_topk_push(&h, key, l);
-    }
+    vs_topk_push_below(&h, cdist, cq->nlist, 0);
     size_t got = vs_topk_sort(&h);
     for (size_t i = 0; i < nprobe; i++)
         lists[i] = i < got ? (int32_t)h.ids[i] : -1;
@@ -177,7 +313,7 @@ void vs_coarse_probe(const vs_coarse_t *cq, const float *q, uint32_t nprobe, uin
         for (size_t i = 0; i < got; i++)
             vs_topk_push(&h, cdist[i], cands[i]);
     } else {
-        kern->ip_batch(q, cq->centroids, cq->nlist, cq->d, cdist);
+        products(cq, q, 1, cdist);
         rank_products(cq, cdist, nprobe, keys, ids, lists);
         return;
     }
@@ -200,7 +336,7 @@ void vs_coarse_probe_multi(const vs_coarse_t *cq, size_t nq, const float *q, uin
             vs_coarse_probe(cq, q + i * cq->d, nprobe, ef, 0, cdist, keys, ids, proj, lists + i * nprobe);
         return;
     }
-    vs_distance_kernels()->ip_batch_multi(q, nq, cq->centroids, cq->nlist, cq->d, cdist);
+    products(cq, q, nq, cdist);
     for (size_t i = 0; i < nq; i++)
         rank_products(cq, cdist + i * cq->nlist, nprobe, keys, ids, lists + i * nprobe);
 }
@@ -232,6 +368,8 @@ vs_status vs_coarse_init(vs_coarse_t *c, vs_metric metric, uint32_t d, uint32_t 
     vs_status st = compute_cnorm(c, err);
     if (st == VS_OK && hnsw_m)
         st = build_hnsw(c, err);
+    if (st == VS_OK && !hnsw_m && c->pdim == 0) /* the probes that rank every centroid */
+        st = compute_ct(c, err);
     if (st != VS_OK)
         vs_coarse_fini(c);
     return st;
@@ -258,6 +396,15 @@ vs_status vs_coarse_copy(vs_coarse_t *dst, const vs_coarse_t *src, const float *
     dst->cnorm = dup_bytes(src->cnorm, src->nlist * sizeof(float), &fail);
     dst->pca = dup_bytes(src->pca, (size_t)src->pdim * src->d * sizeof(float), &fail);
     dst->cproj = dup_bytes(src->cproj, (size_t)src->nlist * src->pdim * sizeof(float), &fail);
+    dst->ct = NULL;
+    if (src->ct) {
+        size_t bytes = ct_blocks(src) * 16 * src->d * sizeof(float);
+        dst->ct = aligned_alloc(64, bytes);
+        if (dst->ct == NULL)
+            fail = 1;
+        else
+            memcpy(dst->ct, src->ct, bytes);
+    }
     dst->hnsw = NULL;
     if (!fail && src->hnsw && build_hnsw(dst, err) != VS_OK) {
         vs_coarse_fini(dst);
@@ -279,14 +426,16 @@ void vs_coarse_fini(vs_coarse_t *c)
     free(c->cproj);
     vs_index_destroy(c->hnsw);
     c->hnsw = NULL;
-    c->cnorm = c->pca = c->cproj = NULL;
+    free(c->ct);
+    c->cnorm = c->pca = c->cproj = c->ct = NULL;
     c->pdim = 0;
 }
 
 size_t vs_coarse_memory_bytes(const vs_coarse_t *c)
 {
     return (c->cnorm ? c->nlist * sizeof(float) : 0) + (size_t)c->pdim * (c->d + c->nlist) * sizeof(float) +
-           (c->hnsw ? vs_index_memory_bytes(c->hnsw) : 0);
+           (c->hnsw ? vs_index_memory_bytes(c->hnsw) : 0) +
+           (c->ct ? ct_blocks(c) * 16 * c->d * sizeof(float) : 0);
 }
 
 size_t vs_coarse_pool(uint32_t nprobe)

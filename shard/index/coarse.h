@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cpu.h"
 #include "common/distance.h"
 #include "common/status.h"
 
@@ -39,6 +40,7 @@ typedef struct vs_coarse {
     uint32_t pdim;          /* > 0: preselection in a pdim-dimensional PCA projection */
     float *pca;             /* pdim x d orthonormal directions, one per row */
     float *cproj;           /* nlist x pdim: the centroids projected */
+    float *ct;              /* the centroids in blocks of 16 transposed (coarse.c), or NULL when too large */
     uint32_t hnsw_m;        /* > 0: probes search hnsw, an HNSW{hnsw_m} over the centroids */
     struct vs_index *hnsw;
 } vs_coarse_t;
@@ -77,6 +79,11 @@ void vs_coarse_probe(const vs_coarse_t *c, const float *q, uint32_t nprobe, uint
  * queries. cdist: nq*nlist floats; keys, ids, proj as for vs_coarse_probe. Allocates nothing. */
 void vs_coarse_probe_multi(const vs_coarse_t *c, size_t nq, const float *q, uint32_t nprobe, uint32_t ef,
                            float *cdist, float *keys, int64_t *ids, float *proj, int32_t *lists);
+
+/* The products <q_j, c_l> (out[j*nlist + l]) as a probe computes them, with the kernels of `level` (at
+ * most vs_cpu_simd_supported()): with the transposed centroids, the same bits at every level and for any
+ * nq (tests compare them). */
+void vs_coarse_products(const vs_coarse_t *c, const float *q, size_t nq, vs_simd_level level, float *out);
 
 /* The HNSW coarse search's candidate list when none is given: max(64, 2 nprobe). */
 uint32_t vs_coarse_default_ef(uint32_t nprobe);

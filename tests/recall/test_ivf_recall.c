@@ -11,6 +11,7 @@
 #include "shard/index/index.h"
 #include "common/idset.h"
 #include "common/vecio.h"
+#include "shard/index/coarse.h"
 #include "shard/index/ivf.h"
 #include "tests/testlib.h"
 
@@ -240,6 +241,64 @@ static void test_search_lists_and_errors(void)
     free_set(&s);
 }
 
+/* The coarse products (the lists every probe, batch and coordinator choose): the transposed-centroid
+ * kernel must give the same bits at every SIMD level and for any number of queries at once, and the
+ * multi-query probe the same lists as one query at a time; centroid counts that end mid-block. */
+static void test_coarse_products_identical(void)
+{
+    static const uint32_t dims[] = {3, 37, 128};
+    static const uint32_t nls[] = {1, 100, 1024};
+    char err[VS_ERR_LEN];
+    uint64_t rng = 5;
+    for (size_t di = 0; di < 3; di++)
+        for (size_t ni = 0; ni < 3; ni++) {
+            const uint32_t d = dims[di], nl = nls[ni], nq = 11;
+            float *c = malloc((size_t)nl * d * sizeof(float)), *q = malloc((size_t)nq * d * sizeof(float));
+            for (size_t i = 0; i < (size_t)nl * d; i++)
+                c[i] = vs_test_randf(&rng);
+            for (size_t i = 0; i < (size_t)nq * d; i++)
+                q[i] = vs_test_randf(&rng);
+            vs_coarse_t cq;
+            CHECK(vs_coarse_init(&cq, VS_METRIC_L2, d, nl, c, 0, err) == VS_OK);
+            CHECK(cq.ct != NULL);
+            float *ref = malloc((size_t)nq * nl * sizeof(float)),
+                  *got = malloc((size_t)nq * nl * sizeof(float));
+            vs_coarse_products(&cq, q, nq, VS_SIMD_SCALAR, ref);
+            for (int lvl = VS_SIMD_SCALAR; lvl <= (int)vs_cpu_simd_supported(); lvl++) {
+                vs_coarse_products(&cq, q, nq, (vs_simd_level)lvl, got);
+                CHECKF(memcmp(ref, got, (size_t)nq * nl * sizeof(float)) == 0, "d=%u nlist=%u level %d", d,
+                       nl, lvl);
+                for (size_t j = 0; j < nq; j++) {
+                    vs_coarse_products(&cq, q + j * d, 1, (vs_simd_level)lvl, got);
+                    CHECKF(memcmp(ref + j * nl, got, nl * sizeof(float)) == 0,
+                           "d=%u nlist=%u query %zu alone", d, nl, j);
+                }
+            }
+            const uint32_t np = nl < 8 ? nl : 8;
+            int32_t *l1 = malloc((size_t)nq * np * sizeof(int32_t)),
+                    *l2 = malloc((size_t)nq * np * sizeof(int32_t));
+            float *cd = malloc((size_t)nq * nl * sizeof(float)),
+                  *keys = malloc(vs_coarse_pool(np) * sizeof(float));
+            int64_t *ids = malloc(vs_coarse_pool(np) * sizeof(int64_t));
+            float proj[1];
+            for (size_t j = 0; j < nq; j++)
+                vs_coarse_probe(&cq, q + j * d, np, 0, 0, cd, keys, ids, proj, l1 + j * np);
+            vs_coarse_probe_multi(&cq, nq, q, np, 0, cd, keys, ids, proj, l2);
+            CHECKF(memcmp(l1, l2, (size_t)nq * np * sizeof(int32_t)) == 0, "d=%u nlist=%u: multi-query lists",
+                   d, nl);
+            vs_coarse_fini(&cq);
+            free(c);
+            free(q);
+            free(ref);
+            free(got);
+            free(l1);
+            free(l2);
+            free(cd);
+            free(keys);
+            free(ids);
+        }
+}
+
 /* A call with many queries is searched list by list in chunks (the multi-query kernels); a call with one
  * query is not. Each query keeps the best estimates by (key, id) whatever the order of its lists, so the
  * answers must be identical, ids and distances: L2, inner product and cosine, with and without refine,
@@ -404,5 +463,6 @@ int main(void)
     RUN(test_hnsw_coarse);
     RUN(test_search_lists_and_errors);
     RUN(test_batch_equals_one_by_one);
+    RUN(test_coarse_products_identical);
     return vs_test_finish();
 }

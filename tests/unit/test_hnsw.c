@@ -185,14 +185,36 @@ static void test_batch_and_progress(void)
     vs_progress_cb_t cb = {on_progress, &seen};
     CHECK(vs_index_add(idx, N, base, NULL, 1, &cb, err) == VS_OK);
     CHECK(seen.calls >= 2 && seen.last_done == N && seen.total == N);
-    float d1[NQ * K], d2[NQ * K];
-    int64_t i1[NQ * K], i2[NQ * K];
-    vs_search_params_t p = {.ef_search = 40};
-    CHECK(vs_index_search(idx, NQ, queries, K, &p, 2, d1, i1, err) == VS_OK);
-    for (size_t q = 0; q < NQ; q++)
-        CHECK(vs_index_search(idx, 1, queries + q * D, K, &p, 1, d2 + q * K, i2 + q * K, err) == VS_OK);
-    CHECK(memcmp(i1, i2, sizeof i1) == 0 && memcmp(d1, d2, sizeof d1) == 0);
     vs_index_destroy(idx);
+    /* a batch traverses several queries interleaved (search_group): each answer must be exactly the one
+     * the query gets alone, for every metric and codec, a last group that is not full (99 queries), and
+     * 1 or 2 threads */
+    static const struct {
+        const char *factory;
+        vs_metric metric;
+        float kf;
+    } cases[] = {{"HNSW8", VS_METRIC_L2, 0},     {"HNSW8", VS_METRIC_IP, 0},
+                 {"HNSW8", VS_METRIC_COSINE, 0}, {"HNSW8,SQ8", VS_METRIC_L2, 4},
+                 {"HNSW8,SQ8", VS_METRIC_IP, 2}, {"HNSW12,SQ8", VS_METRIC_COSINE, 0}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        idx = build(cases[ci].factory, cases[ci].metric, N, 2, 5);
+        if (idx == NULL)
+            continue;
+        float d1[NQ * K], d2[NQ * K];
+        int64_t i1[NQ * K], i2[NQ * K];
+        vs_search_params_t p = {.ef_search = 40, .k_factor = cases[ci].kf};
+        for (size_t q = 0; q < NQ; q++)
+            CHECK(vs_index_search(idx, 1, queries + q * D, K, &p, 1, d2 + q * K, i2 + q * K, err) == VS_OK);
+        for (size_t threads = 1; threads <= 2; threads++)
+            for (size_t nq = NQ - 1; nq <= NQ; nq++) {
+                memset(i1, 0, sizeof i1);
+                CHECK(vs_index_search(idx, nq, queries, K, &p, threads, d1, i1, err) == VS_OK);
+                CHECKF(memcmp(i1, i2, nq * K * sizeof *i1) == 0 && memcmp(d1, d2, nq * K * sizeof *d1) == 0,
+                       "%s %s: a batch of %zu on %zu threads differs from one query at a time",
+                       cases[ci].factory, vs_metric_name(cases[ci].metric), nq, threads);
+            }
+        vs_index_destroy(idx);
+    }
 }
 
 static void test_bad_params(void)
