@@ -1212,7 +1212,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
  * estimates by (key, id) whatever the order of the lists, answers are those of the query-by-query path. */
 
 #define VS_IVF_BATCH_MIN 8u /* fewer queries: one at a time */
-#define VS_IVF_CHUNK 256u   /* queries per chunk at most */
+#define VS_IVF_CHUNK 2048u  /* queries per chunk at most */
 #define VS_IVF_COARSE_Q 8u  /* queries per multi-query coarse call (its distance rows stay in cache) */
 #define VS_IVF_CHUNK_BYTES (4u << 20) /* candidate memory per chunk that sets its size */
 
@@ -1221,7 +1221,7 @@ typedef struct batch {
     float *cdist;               /* VS_IVF_COARSE_Q*nlist coarse products */
     int32_t *probe;             /* chunk*probe_max */
     uint32_t *start;            /* 2*nlist+1: pairs by round and list (search_chunk) */
-    uint32_t *pair;             /* chunk*probe_max: query << 24 | probe rank */
+    uint64_t *pair;             /* chunk*probe_max: query << 32 | probe rank */
     cands_t *h;                 /* chunk */
     float *hkeys;               /* chunk*hsz */
     int64_t *hids;              /* chunk*hsz */
@@ -1262,7 +1262,7 @@ static int batch_alloc(batch_t *b, const vs_ivf_t *ivf, size_t chunk, uint32_t p
     b->cdist = malloc((size_t)VS_IVF_COARSE_Q * ivf->nlist * sizeof(float));
     b->probe = malloc(chunk * probe_max * sizeof(int32_t));
     b->start = malloc((2 * (size_t)ivf->nlist + 1) * sizeof(uint32_t));
-    b->pair = malloc(chunk * probe_max * sizeof(uint32_t));
+    b->pair = malloc(chunk * probe_max * sizeof(uint64_t));
     b->h = malloc(chunk * sizeof(cands_t));
     b->hkeys = malloc(chunk * hsz * sizeof(float));
     b->hids = malloc(chunk * hsz * sizeof(int64_t));
@@ -1338,7 +1338,7 @@ static void search_chunk(void *arg, size_t task, size_t worker)
         for (uint32_t pi = 0; pi < np; pi++) {
             int32_t l = b->probe[i * np + pi];
             if (l >= 0 && (uint32_t)l < nl)
-                b->pair[b->start[(pi >= near ? nl : 0) + (uint32_t)l]++] = (uint32_t)(i << 24 | pi);
+                b->pair[b->start[(pi >= near ? nl : 0) + (uint32_t)l]++] = (uint64_t)i << 32 | pi;
         }
     /* start[r] now points past row r's pairs: row r's are [start[r-1], start[r]), row r = round*nlist+l */
     vs_fs_scan_multi_fn scan = vs_fs_scan_multi();
@@ -1362,7 +1362,7 @@ static void search_chunk(void *arg, size_t task, size_t worker)
             const uint8_t *qluts[VS_FS_MULTI];
             uint16_t thr[VS_FS_MULTI];
             for (uint32_t j = 0; j < g; j++) {
-                const size_t i = b->pair[g0 + j] >> 24;
+                const size_t i = (size_t)(b->pair[g0 + j] >> 32);
                 const float *q = b->qs + i * d;
                 float base, scale;
                 if (l2) {
@@ -1384,8 +1384,8 @@ static void search_chunk(void *arg, size_t task, size_t worker)
             if (L->n)
                 scan(L->codes, L->n, m, g, qluts, thr, fs_offer, ctx);
             for (uint32_t j = 0; fn && j < g; j++) {
-                const size_t i = b->pair[g0 + j] >> 24;
-                const uint32_t pi = b->pair[g0 + j] & 0xffffffu;
+                const size_t i = (size_t)(b->pair[g0 + j] >> 32);
+                const uint32_t pi = (uint32_t)b->pair[g0 + j];
                 scratch_t qs = *s; /* the query's table and its probes' fresh objects */
                 qs.qlut = (uint8_t *)qluts[j];
                 qs.fl = b->fl + i * np;
@@ -1680,7 +1680,7 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
     }
     /* list-major in chunks (search_chunk), or query by query */
     const int batched = st == VS_OK && nq >= VS_IVF_BATCH_MIN && ivf->spec.codec == VS_CODEC_PQ &&
-                        ivf->spec.fastscan && !m && !runs && !may && probe_max < (1u << 24);
+                        ivf->spec.fastscan && !m && !runs && !may;
     batch_t *batch = NULL;
     if (batched) {
         size_t chunk = VS_IVF_CHUNK_BYTES / (shape.hsz * (sizeof(float) + sizeof(int64_t)));
