@@ -115,8 +115,8 @@ static size_t ct_blocks(const vs_coarse_t *cq)
 }
 
 /* Floats from one block to the next: d rows of 16, plus one cache line, so that the same row of
- * neighbouring blocks (read together) does not fall in the same L1 set (blocks of d*64 bytes, a multiple
- * of 4 KiB at d = 64, 128, ..., would alias: measured 1.45x slower for one query at 4096 x 128). */
+ * neighbouring blocks (read together) does not fall in the same L1 set (blocks of d*64 bytes are a
+ * multiple of 4 KiB at d = 64, 128, ...). */
 static size_t ct_stride(const vs_coarse_t *cq)
 {
     return (size_t)cq->d * 16 + 16;
