@@ -1188,10 +1188,61 @@ __attribute__((always_inline)) static inline void trav_run(const vs_hnsw_t *h, t
             }
 }
 
+/* The layer where a batch's queries are sorted by region: the greedy descent stops there first, and
+ * queries that reach the same node of it (about n / M^2 regions) are searched one after another, so the
+ * vectors and links of their common neighbourhood are still in cache (answers do not change: the descent
+ * then goes on from where it stopped, exactly as it would have). */
+#define VS_HNSW_SORT_LEVEL 2u
+
 typedef struct batch_ctx {
     search_ctx_t *c;
     scratch_t (*scratch)[VS_HNSW_GROUP]; /* per worker */
+    uint32_t stop;                       /* the sorting layer (at most the top one) */
+    uint64_t *order;                     /* nq: entry node << 32 | query, sorted */
+    uint32_t *ep;                        /* nq: each query's node on layer stop */
+    float *key;                          /* nq: its key */
+    float *tmp;                          /* per worker: 2d floats (normalised query, code transform) */
 } batch_ctx_t;
+
+/* The prepared query qi (normalised for cosine into buf) */
+static const float *batch_query(const search_ctx_t *c, size_t qi, float *buf)
+{
+    const float *q = c->q + qi * c->h->d;
+    if (c->h->metric != VS_METRIC_COSINE)
+        return q;
+    memcpy(buf, q, c->h->d * sizeof(float));
+    vs_normalize_rows(buf, 1, c->h->d);
+    return buf;
+}
+
+/* Greedy descent of query qi from the top down to the sorting layer. */
+static void descend_task(void *arg, size_t qi, size_t worker)
+{
+    batch_ctx_t *bc = arg;
+    const vs_hnsw_t *h = bc->c->h;
+    float *buf = bc->tmp + worker * 2 * h->d;
+    const float *q = batch_query(bc->c, qi, buf);
+    qprep_t p = {q, buf + h->d, 0.0f};
+    uint32_t ep = h->entry;
+    float key;
+    if (h->sq8) {
+        prep_codes(h, &p);
+        key = key_code(h, &p, ep);
+        greedy(h, NULL, NULL, &p, q, h->max_level, bc->stop, &ep, &key);
+    } else {
+        key = key_full(h, q, ep);
+        greedy(h, NULL, NULL, NULL, q, h->max_level, bc->stop, &ep, &key);
+    }
+    bc->ep[qi] = ep;
+    bc->key[qi] = key;
+    bc->order[qi] = (uint64_t)ep << 32 | qi;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
 
 static void search_group(void *arg, size_t task, size_t worker)
 {
@@ -1224,23 +1275,18 @@ static void search_group(void *arg, size_t task, size_t worker)
     trav_t t[VS_HNSW_GROUP];
     for (size_t j = 0; j < VS_HNSW_GROUP; j++)
         new_visit(&s[j], h->n); /* every scratch of the group, so their generations stay equal */
+    size_t qid[VS_HNSW_GROUP];
     for (size_t j = 0; j < g; j++) {
-        const float *q = c->q + (q0 + j) * h->d;
-        if (h->metric == VS_METRIC_COSINE) {
-            memcpy(s[j].q, q, h->d * sizeof(float));
-            vs_normalize_rows(s[j].q, 1, h->d);
-            q = s[j].q;
-        }
+        const size_t qi = qid[j] = (uint32_t)bc->order[q0 + j];
+        const float *q = batch_query(c, qi, s[j].q);
         t[j] = (trav_t){.s = &s[j], .p = {q, s[j].a, 0.0f}, .q = q, .size = 1, .cur = 0};
-        uint32_t ep = h->entry;
-        float key;
+        uint32_t ep = bc->ep[qi];
+        float key = bc->key[qi];
         if (h->sq8) {
             prep_codes(h, &t[j].p);
-            key = key_code(h, &t[j].p, ep);
-            greedy(h, &s[j], NULL, &t[j].p, q, h->max_level, 0, &ep, &key);
+            greedy(h, &s[j], NULL, &t[j].p, q, bc->stop, 0, &ep, &key);
         } else {
-            key = key_full(h, q, ep);
-            greedy(h, &s[j], NULL, NULL, q, h->max_level, 0, &ep, &key);
+            greedy(h, &s[j], NULL, NULL, q, bc->stop, 0, &ep, &key);
         }
         s[j].tags[ep] = (uint16_t)s[j].gen;
         s[j].pool[0] = (cand_t){key, ep};
@@ -1269,7 +1315,7 @@ static void search_group(void *arg, size_t task, size_t worker)
             for (size_t i = 0; i < size && pool[i].key <= vs_topk_threshold(&top); i++)
                 vs_topk_push(&top, pool[i].key, node_id(h, pool[i].id & ~EXPANDED));
         }
-        vs_topk_emit(&top, h->ip, c->out_dist + (q0 + j) * k, c->out_ids + (q0 + j) * k);
+        vs_topk_emit(&top, h->ip, c->out_dist + qid[j] * k, c->out_ids + qid[j] * k);
     }
     c->arena[worker]->gen = s[0].gen;
 }
@@ -1372,12 +1418,26 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
     const int batched = nq >= VS_HNSW_BATCH_MIN && h->n > 0 && !skip && !params->exclude && !filter &&
                         slot == VS_ARENA_HNSW && ef_max == ef;
     if (batched) {
-        batch_ctx_t bc = {&c, calloc(n_workers, sizeof *bc.scratch)};
-        if (bc.scratch == NULL)
-            st = vs_errf(err, VS_ERR_NOMEM, "HNSW search: out of memory");
-        else
+        batch_ctx_t bc = {.c = &c,
+                          .scratch = calloc(n_workers, sizeof *bc.scratch),
+                          .stop = h->max_level < VS_HNSW_SORT_LEVEL ? h->max_level : VS_HNSW_SORT_LEVEL,
+                          .order = malloc(nq * sizeof(uint64_t)),
+                          .ep = malloc(nq * sizeof(uint32_t)),
+                          .key = malloc(nq * sizeof(float)),
+                          .tmp = malloc(n_workers * 2 * h->d * sizeof(float))};
+        if (!bc.scratch || !bc.order || !bc.ep || !bc.key || !bc.tmp)
+            st = vs_errf(err, VS_ERR_NOMEM, "HNSW search: out of memory for a batch of %zu queries", nq);
+        if (st == VS_OK)
+            st = vs_parallel_for(nq, n_workers, descend_task, &bc, err);
+        if (st == VS_OK) {
+            qsort(bc.order, nq, sizeof *bc.order, cmp_u64);
             st = vs_parallel_for((nq + VS_HNSW_GROUP - 1) / VS_HNSW_GROUP, n_workers, search_group, &bc, err);
+        }
         free(bc.scratch);
+        free(bc.order);
+        free(bc.ep);
+        free(bc.key);
+        free(bc.tmp);
     } else {
         st = vs_parallel_for(nq, n_workers, search_one, &c, err);
     }
