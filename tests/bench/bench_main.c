@@ -4,7 +4,11 @@
  *
  * Recall is computed here for every participant, from the ids each one returns, against the same
  * ground truth, so the figures are comparable by construction. Peers run as child processes on .npy
- * copies of exactly the data we search (tests/bench/peer_faiss.py, vecshard-peer-hnswlib). */
+ * copies of exactly the data we search, and each calls its library's search from a compiled loop as we
+ * do: vecshard-peer-faiss (tests/bench/peer_faiss.cpp, built when an installed FAISS is found) and
+ * vecshard-peer-hnswlib. The FAISS script (tests/bench/peer_faiss.py, Debian python3-faiss) speaks the
+ * same protocol; it is the peer "faiss-py", and "faiss" falls back to it when the compiled peer was not
+ * built. Its per-call Python overhead is then part of FAISS's figures. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -52,7 +56,7 @@ static void usage(FILE *f)
         "                      [--peers faiss,hnswlib]\n"
         "\n"
         "Measures recall, QPS and latency of a vecshard index and, in the same run and on the same data,\n"
-        "of FAISS (Debian python3-faiss, same factory string) and hnswlib. One JSON line per setting:\n"
+        "of FAISS (same factory string) and hnswlib. One JSON line per setting:\n"
         "{\"dataset\",\"index\",\"params\",\"recall_at_10\",\"qps\",\"p50_us\",\"p99_us\",\"build_s\","
         "\"index_bytes\",\"threads\"}\n"
         "\n"
@@ -67,7 +71,11 @@ static void usage(FILE *f)
         "  --threads N        threads inside each search call (default 1)\n"
         "  --build-threads N  threads for train and add, ours and the peers' (default: --threads)\n"
         "  --batch B          queries per search call (default 1 = ann-benchmarks protocol)\n"
-        "  --peers LIST       also run faiss and/or hnswlib (comma-separated)\n"
+        "  --peers LIST       also run peers (comma-separated): faiss = vecshard-peer-faiss, FAISS called\n"
+        "                     from a C++ loop (built when cmake is given -DVS_FAISS_ROOT=PREFIX, or\n"
+        "                     -DVS_FAISS_SYSTEM=ON for libfaiss-dev; without it, faiss runs faiss-py);\n"
+        "                     faiss-py = the Python script (Debian's python3-faiss; per-call Python\n"
+        "                     overhead included); hnswlib\n"
         "  --peer-search S    sweep for hnswlib when --index is not HNSW (default efSearch=10..800)\n"
         "  --metric M         l2 (default), ip or cosine\n"
         "  --nq N             use only the first N queries\n"
@@ -433,23 +441,35 @@ static int run_peer(const opts_t *o, const data_t *D, const char *peer, const ch
     const char *search = o->search ? o->search : "";
     char *argv[40];
     int a = 0;
-    if (strcmp(peer, "faiss") == 0) {
-        snprintf(prog, sizeof prog, "%s/vecshard-peer-faiss.py", dir);
-        argv[a++] = "/usr/bin/python3";
-        argv[a++] = prog;
+    if (strcmp(peer, "faiss") == 0 || strcmp(peer, "faiss-py") == 0) {
+        /* "faiss": the compiled peer when the build made it; "faiss-py" (or no compiled peer): the
+         * script, which speaks the same protocol. */
+        snprintf(prog, sizeof prog, "%s/vecshard-peer-faiss", dir);
+        if (strcmp(peer, "faiss") == 0 && access(prog, X_OK) == 0) {
+            argv[a++] = prog;
+        } else {
+            if (strcmp(peer, "faiss") == 0)
+                fprintf(stderr,
+                        "vecshard-bench: %s not built (no FAISS found by cmake): timing FAISS "
+                        "from the Python script\n",
+                        prog);
+            snprintf(prog, sizeof prog, "%s/vecshard-peer-faiss.py", dir);
+            argv[a++] = "/usr/bin/python3";
+            argv[a++] = prog;
+        }
     } else if (strcmp(peer, "hnswlib") == 0) {
         snprintf(prog, sizeof prog, "%s/vecshard-peer-hnswlib", dir);
         argv[a++] = prog;
         if (o->peer_search)
             search = o->peer_search;
     } else {
-        fprintf(stderr, "vecshard-bench: unknown peer '%s' (known: faiss, hnswlib)\n", peer);
+        fprintf(stderr, "vecshard-bench: unknown peer '%s' (known: faiss, faiss-py, hnswlib)\n", peer);
         return 1;
     }
     if (access(prog, R_OK) != 0) {
         fprintf(stderr, "vecshard-bench: peer %s is not available: %s is missing (%s)\n", peer, prog,
-                strcmp(peer, "faiss") == 0 ? "rebuild; the script is copied at configure time"
-                                           : "install libhnswlib-dev and rebuild");
+                strcmp(peer, "hnswlib") != 0 ? "rebuild; the script is copied at configure time"
+                                             : "install libhnswlib-dev and rebuild");
         return 1;
     }
     const char *metric = vs_metric_name(D->metric);
