@@ -73,16 +73,18 @@ for params, sides in by.items():
         continue
     q1 = sorted(x['qps'] for x in one)
     qb = sorted(x['qps'] for x in many)
+    c1 = min(x['cpu_us_per_query'] for x in one)
+    cb = min(x['cpu_us_per_query'] for x in many)
     r1, rb = one[0]['recall_at_10'], many[0]['recall_at_10']
     bad += abs(r1 - rb) > 1e-9
-    print('%-13s %-28s %-24s recall %.4f/%.4f  1/call best %8.0f (%.0f..%.0f)  %d/call best %8.0f (%.0f..%.0f)  x%.2f' % (
-        rows[0]['dataset'], rows[0]['index'], params, r1, rb, q1[-1], q1[0], q1[-1], B, qb[-1], qb[0], qb[-1],
-        qb[-1] / q1[-1]))
+    print('%-13s %-24s %-22s recall %.4f/%.4f | 1/call %7.0f QPS (%.0f..%.0f) %6.1f us CPU | %d/call %7.0f QPS (%.0f..%.0f) %6.1f us CPU | x%.2f QPS, x%.2f CPU' % (
+        rows[0]['dataset'], rows[0]['index'], params, r1, rb, q1[-1], q1[0], q1[-1], c1, B, qb[-1], qb[0], qb[-1],
+        cb, qb[-1] / q1[-1], c1 / cb))
 sys.exit(1 if bad else 0)
 EOF
 }
 
-log "multi-query kernels: one thread, $rounds interleaved rounds, best QPS of each side (min..max of the rounds)"
+log "multi-query kernels: one thread, $rounds interleaved rounds, best QPS of each side (min..max of the rounds), least CPU time per query"
 for s in "${sets[@]}"; do
     name=${s%%=*}
     dir=${s#*=}
