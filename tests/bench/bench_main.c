@@ -33,10 +33,10 @@
 
 typedef struct opts {
     const char *base, *queries, *gt, *dataset, *factory, *search, *peers, *metric_s, *peer_search,
-        *save_index, *load_index;
+        *peer_index, *save_index, *load_index;
     size_t k, threads, build_threads, batch, nq_limit, train_size, warmup;
     unsigned ef_construction, hnsw_m;
-    int quiet;
+    int quiet, no_ours;
 } opts_t;
 
 typedef struct data {
@@ -76,7 +76,10 @@ static void usage(FILE *f)
         "                     -DVS_FAISS_SYSTEM=ON for libfaiss-dev; without it, faiss runs faiss-py);\n"
         "                     faiss-py = the Python script (Debian's python3-faiss; per-call Python\n"
         "                     overhead included); hnswlib\n"
-        "  --peer-search S    sweep for hnswlib when --index is not HNSW (default efSearch=10..800)\n"
+        "  --peer-search S    the peers' sweep (default: --search; hnswlib when --index is not HNSW:\n"
+        "                     efSearch=10..800)\n"
+        "  --peer-index F     FAISS's factory string when it differs from ours (e.g. RaBitQ codes)\n"
+        "  --no-ours          run the peers only\n"
         "  --metric M         l2 (default), ip or cosine\n"
         "  --nq N             use only the first N queries\n"
         "  --train-size N     training sample for indexes that train (default: all base vectors)\n"
@@ -239,6 +242,7 @@ static cJSON *result_line(const opts_t *o, const data_t *D, const char *index, c
     cJSON_AddNumberToObject(j, "k", (double)k);
     cJSON_AddNumberToObject(j, "recall_at_k", round(recall_at(D, ids, k, k) * 1e4) / 1e4);
     cJSON_AddNumberToObject(j, "nq", (double)D->nq);
+    cJSON_AddNumberToObject(j, "n_base", (double)D->n);
     return j;
 }
 
@@ -470,6 +474,8 @@ static int run_peer(const opts_t *o, const data_t *D, const char *peer, const ch
             argv[a++] = "/usr/bin/python3";
             argv[a++] = prog;
         }
+        if (o->peer_search)
+            search = o->peer_search;
     } else if (strcmp(peer, "hnswlib") == 0) {
         snprintf(prog, sizeof prog, "%s/vecshard-peer-hnswlib", dir);
         argv[a++] = prog;
@@ -486,10 +492,11 @@ static int run_peer(const opts_t *o, const data_t *D, const char *peer, const ch
         return 1;
     }
     const char *metric = vs_metric_name(D->metric);
+    const char *index = o->peer_index && strcmp(peer, "hnswlib") != 0 ? o->peer_index : o->factory;
     const char *rest[] = {
-        "--base",    bpath,      "--queries",         qpath,  "--k",       k,  "--metric",        metric,
-        "--index",   o->factory, "--search",          search, "--threads", th, "--batch",         ba,
-        "--out-dir", tmp,        "--ef-construction", efc,    "--hnsw-m",  hm, "--build-threads", bth};
+        "--base",    bpath, "--queries",         qpath,  "--k",       k,  "--metric",        metric,
+        "--index",   index, "--search",          search, "--threads", th, "--batch",         ba,
+        "--out-dir", tmp,   "--ef-construction", efc,    "--hnsw-m",  hm, "--build-threads", bth};
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++)
         argv[a++] = (char *)rest[i];
     argv[a] = NULL;
@@ -554,6 +561,8 @@ int main(int argc, char **argv)
         {"ef-construction", required_argument, 0, 'E'},
         {"hnsw-m", required_argument, 0, 'M'},
         {"peer-search", required_argument, 0, 'P'},
+        {"peer-index", required_argument, 0, 'I'},
+        {"no-ours", no_argument, 0, 'O'},
         {"quiet", no_argument, 0, 'Q'},
         {"save-index", required_argument, 0, 'S'},
         {"load-index", required_argument, 0, 'L'},
@@ -617,6 +626,12 @@ int main(int argc, char **argv)
         case 'P':
             o.peer_search = optarg;
             break;
+        case 'I':
+            o.peer_index = optarg;
+            break;
+        case 'O':
+            o.no_ours = 1;
+            break;
         case 'Q':
             o.quiet = 1;
             break;
@@ -654,7 +669,8 @@ int main(int argc, char **argv)
     if (!o.quiet)
         fprintf(stderr, "vecshard-bench: %s: %zu base x %u, %zu queries, k=%zu, %s, threads=%zu batch=%zu\n",
                 o.dataset, D.n, D.d, D.nq, o.k, vs_metric_name(D.metric), o.threads, o.batch);
-    run_ours(&o, &D);
+    if (!o.no_ours)
+        run_ours(&o, &D);
     int failures = o.peers ? run_peers(&o, &D) : 0;
     free(D.base);
     free(D.q);

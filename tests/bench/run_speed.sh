@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Index speed against the peers (issue 19): our IVF against FAISS's best IVF configuration, and our graph
+# (HNSW{M}, HNSW{M},SQ8) against hnswlib, on several data shapes, in one run. A benchmark, not part of
+# tests/run.sh (an hour or more on 2 cores).
+#
+# Protocol: one thread, one query per call (ann-benchmarks), every peer timed from a compiled loop
+# (vecshard-peer-faiss, vecshard-peer-hnswlib), recall computed by vecshard-bench for everyone from the
+# ids they return. ROUNDS rounds, interleaved: in each round ours, then FAISS, then our graph, then
+# hnswlib; each side's best round is reported with the spread (tests/bench/speed_table.py). Our indexes
+# are built once and loaded in later rounds; the peers build theirs in every round (their build time is
+# in the rows). M and efConstruction are the same for us and hnswlib; FAISS runs the same factory
+# strings as ours plus RaBitQ fast-scan strings (same refine, so comparable resident bytes).
+#
+# FAISS: the compiled peer is built against the FAISS under VS_FAISS_ROOT (an installed prefix; we use
+# v1.15.0 built from source by hand with FAISS_OPT_LEVEL=avx512, see docs/benchmarks.md), else against
+# Debian's libfaiss-dev 1.7.3 (-DVS_FAISS_SYSTEM=ON; it has no RaBitQ, those rows then fail and are
+# skipped).
+#
+# Data sets, each NAME=DIR:METRIC with DIR/base.fvecs, queries.fvecs and gt100.ivecs (made here when
+# absent): Fashion-MNIST is always included; add e.g. the SIFT descriptors of Debian's photographs
+# (tests/bench/run_hardness.sh makes them), and the word and sentence embeddings of
+# tests/bench/text_debian.py (metric ip or cosine).
+#
+# Usage: tests/bench/run_speed.sh [OUTDIR] [ROUNDS] [NAME=DIR:METRIC ...]   (default build/bench/speed, 2)
+# Env: VS_FAISS_ROOT, VS_BENCH_NQ (queries per set, default 10000), VS_BENCH_EFC (efConstruction, 200),
+#      VS_BENCH_M (HNSW M, 32), VS_BENCH_BUILD_THREADS (2), VS_BENCH_FASHION=0 (leave Fashion-MNIST out).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+out=${1:-build/bench/speed}
+rounds=${2:-2}
+shift $(( $# >= 2 ? 2 : $# ))
+mkdir -p "$out"
+./deploy/local/install-deps.sh --bench
+bdir=build
+faiss_args=(-DVS_FAISS_SYSTEM=ON)
+[ -n "${VS_FAISS_ROOT:-}" ] && faiss_args=(-DVS_FAISS_ROOT="$VS_FAISS_ROOT")
+cmake -S . -B "$bdir" -DCMAKE_BUILD_TYPE=Release "${faiss_args[@]}" >/dev/null
+cmake --build "$bdir" -j "$(nproc)" >/dev/null
+bin=$bdir/bin
+[ -x "$bin/vecshard-peer-faiss" ] || { echo "run_speed.sh: no compiled FAISS peer (set VS_FAISS_ROOT)" >&2; exit 1; }
+nq=${VS_BENCH_NQ:-10000}
+efc=${VS_BENCH_EFC:-200}
+M=${VS_BENCH_M:-32}
+bt=${VS_BENCH_BUILD_THREADS:-2}
+ivf_sweep="nprobe=1,2,4,6,8,12,16,24,32,48,64,96,128,192,256;k_factor=1,2,4,8,16"
+graph_sweep="efSearch=10,16,24,32,48,64,96,128,192,256,384,512"
+
+# shellcheck source=tests/bench/data.sh
+. tests/bench/data.sh
+sets=("$@")
+if [ "${VS_BENCH_FASHION:-1}" != 0 ]; then
+    fashion_data
+    sets=("fashion-mnist-784=FASHION:l2" "$@")
+fi
+
+run() { # jsonl round [vecshard-bench args...]: one bench call, its rows tagged with the round
+    local file=$1 r=$2
+    shift 2
+    "$bin/vecshard-bench" "$@" --threads 1 --nq "$nq" --build-threads "$bt" --ef-construction "$efc" \
+        --hnsw-m "$M" --quiet | sed "s/^{/{\"round\":$r,/" >> "$file" || echo "run_speed.sh: failed: $*" >&2
+}
+
+for s in "${sets[@]}"; do
+    name=${s%%=*}
+    rest=${s#*=}
+    dir=${rest%:*}
+    metric=${rest##*:}
+    if [ "$dir" = FASHION ]; then
+        files=(--base "$base" --queries "$queries" --gt "$gt")
+        n=60000
+        d=784
+    else
+        [ -s "$dir/gt100.ivecs" ] || "$bin/vecshard-gt" --base "$dir/base.fvecs" --queries "$dir/queries.fvecs" \
+            --k 100 --metric "$metric" --out "$dir/gt100.ivecs"
+        files=(--base "$dir/base.fvecs" --queries "$dir/queries.fvecs" --gt "$dir/gt100.ivecs")
+        d=$(od -An -t d4 -N 4 "$dir/base.fvecs" | tr -d ' ')
+        n=$(( $(stat -c %s "$dir/base.fvecs") / (4 * (d + 1)) ))
+    fi
+    # nlist: the power of two nearest 4 sqrt(n); PQ fast scan with d/4 and d/2 sub-quantizers
+    nlist=$(/usr/bin/python3 -c "import math; print(2 ** round(math.log2(4 * math.sqrt($n))))")
+    ivf_ours=("IVF$nlist,PQ$((d / 4))x4fs,RFlat" "IVF$nlist,PQ$((d / 2))x4fs,RFlat")
+    ivf_faiss=("${ivf_ours[@]}" "RR$d,IVF$nlist,RaBitQfs,RFlat" "IVF$nlist,RaBitQfs4,RFlat")
+    file=$out/$name.jsonl
+    : > "$file"
+    echo "== $name: $n x $d ($metric), nlist $nlist, $rounds rounds" >&2
+    common=("${files[@]}" --dataset "$name" --metric "$metric")
+    for r in $(seq "$rounds"); do
+        for f in "${ivf_ours[@]}"; do
+            idx=$out/$name-$(echo "$f" | tr ',' '_').vsi
+            if [ -s "$idx" ]; then
+                run "$file" "$r" "${common[@]}" --index "$f" --search "$ivf_sweep" --load-index "$idx"
+            else
+                run "$file" "$r" "${common[@]}" --index "$f" --search "$ivf_sweep" --save-index "$idx"
+            fi
+        done
+        for f in "${ivf_faiss[@]}"; do
+            run "$file" "$r" "${common[@]}" --index "${ivf_ours[0]}" --no-ours --peers faiss --peer-index "$f" \
+                --peer-search "$ivf_sweep"
+        done
+        for f in "HNSW$M" "HNSW$M,SQ8"; do
+            sweep=$graph_sweep
+            [ "$f" = "HNSW$M,SQ8" ] && sweep="$graph_sweep;k_factor=1,2,4"
+            idx=$out/$name-$(echo "$f" | tr ',' '_').vsi
+            if [ -s "$idx" ]; then
+                run "$file" "$r" "${common[@]}" --index "$f" --search "$sweep" --load-index "$idx"
+            else
+                run "$file" "$r" "${common[@]}" --index "$f" --search "$sweep" --save-index "$idx"
+            fi
+        done
+        run "$file" "$r" "${common[@]}" --index "HNSW$M" --no-ours --peers hnswlib --peer-search "$graph_sweep"
+    done
+done
+/usr/bin/python3 tests/bench/speed_table.py "$out"/*.jsonl | tee "$out/table.md"
