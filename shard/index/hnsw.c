@@ -62,6 +62,8 @@ struct vs_hnsw {
     const vs_distance_kernels_t *kern;
     vs_sq8_l2w_fn l2w;
     vs_sq8_ip_fn ipc;
+    vs_sq8_dot_fn dot; /* search on codes: exact integer products with the query quantised to bytes */
+    float *cn;         /* SQ8 with L2: cap, owned: sum_i step_i^2 code_i^2 of each node (qprep_t) */
 };
 
 static _Atomic uint64_t next_uid = 1;
@@ -141,17 +143,48 @@ static inline float key_full_below(const vs_hnsw_t *h, const float *q, uint32_t 
     return key_full(h, q, i);
 }
 
-/* Query prepared for code distances (SQ8). */
+/* Query prepared for code distances (SQ8). With qi8 (searches): the query in code space quantised to
+ * signed bytes, so that a key is one exact integer dot product with the code (vs_sq8_dot_fn):
+ *   L2: sum_i w_i (a_i - c_i)^2 = sum_i w_i a_i^2 - 2 sum_i (w_i a_i) c_i + sum_i w_i c_i^2, with
+ *       w_i = step_i^2 and a_i = (q_i - min_i) / step_i; the first term is the same for every node of
+ *       the query and is left out (keys only rank nodes), the last is the node's cn; w_i a_i is quantised.
+ *   IP: <q, min> + sum_i (q_i step_i) c_i, with q_i step_i quantised.
+ * The quantisation (one scale per query, 127 / max |value|) changes keys by far less than the codes'
+ * own error; candidates are re-ranked on float vectors anyway. Without qi8 (the build's traversal, which
+ * is on floats, never reaches here): the float kernels. */
 typedef struct qprep {
     const float *q; /* float query (normalised for cosine) */
     float *a;       /* d: transformed query for the code kernels */
     float c0;       /* IP: <q, min> */
+    int8_t *qi8;    /* d: the quantised query, or NULL */
+    float unit;     /* what one unit of the integer product is worth in key space */
 } qprep_t;
 
 static inline float key_code(const vs_hnsw_t *h, const qprep_t *p, uint32_t i)
 {
     const uint8_t *c = h->codes + (size_t)i * h->d;
+    if (p->qi8) {
+        float dot = (float)h->dot(c, p->qi8, h->d) * p->unit;
+        return h->ip ? -(p->c0 + dot) : h->cn[i] + dot;
+    }
     return h->ip ? -(p->c0 + h->ipc(p->a, c, h->d)) : h->l2w(p->a, h->sqw, c, h->d);
+}
+
+/* sum_i step_i^2 code_i^2: the node's own term of an L2 key on codes (16 partial sums, so the compiler
+ * vectorises it: the load computes it for every node; build and load use this same function). */
+static float code_norm(const vs_hnsw_t *h, const uint8_t *c)
+{
+    float part[16] = {0};
+    uint32_t i = 0;
+    for (; i + 16 <= h->d; i += 16)
+        for (int j = 0; j < 16; j++)
+            part[j] += h->sqw[i + j] * (float)c[i + j] * (float)c[i + j];
+    float acc = 0.0f;
+    for (; i < h->d; i++)
+        acc += h->sqw[i] * (float)c[i] * (float)c[i];
+    for (int j = 0; j < 16; j++)
+        acc += part[j];
+    return acc;
 }
 
 static void prep_codes(const vs_hnsw_t *h, qprep_t *p)
@@ -165,6 +198,22 @@ static void prep_codes(const vs_hnsw_t *h, qprep_t *p)
             p->a[i] = (p->q[i] - h->sq.vmin[i]) / h->sq.step[i];
         }
     }
+    if (p->qi8 == NULL)
+        return;
+    /* the vector the codes are multiplied by: IP a_i; L2 w_i a_i (its product is counted -2 times) */
+    float top = 0.0f;
+    for (uint32_t i = 0; i < h->d; i++) {
+        float v = h->ip ? p->a[i] : h->sqw[i] * p->a[i];
+        p->a[i] = v;
+        top = fabsf(v) > top ? fabsf(v) : top;
+    }
+    const float scale = top > 0.0f && isfinite(top) ? 127.0f / top : 1.0f;
+    for (uint32_t i = 0; i < h->d; i++) {
+        float r = nearbyintf(p->a[i] * scale);
+        r = r == r ? r : 0.0f; /* (a NaN query never gets here: searches refuse non-finite queries) */
+        p->qi8[i] = (int8_t)(r > 127.0f ? 127.0f : r < -127.0f ? -127.0f : r);
+    }
+    p->unit = (h->ip ? 1.0f : -2.0f) / scale;
 }
 
 static inline void prefetch_lines(const void *p, size_t bytes)
@@ -222,6 +271,7 @@ typedef struct scratch {
     cand_t *sel;    /* M0+1: heuristic input */
     uint32_t *out;  /* M0: heuristic output */
     float *q, *a;   /* d */
+    int8_t *qi8;    /* d: the query quantised for code keys (qprep_t) */
     float *tkeys;   /* k */
     int64_t *tids;  /* k */
 } scratch_t;
@@ -247,6 +297,7 @@ static size_t scratch_layout(const shape_t *sh, void *mem, scratch_t *s)
     PIECE(out, (sh->M0 + 1) * sizeof(uint32_t));
     PIECE(q, sh->d * sizeof(float));
     PIECE(a, sh->d * sizeof(float));
+    PIECE(qi8, sh->d);
     PIECE(tkeys, sh->k * sizeof(float));
     PIECE(tids, sh->k * sizeof(int64_t));
 #undef PIECE
@@ -334,6 +385,8 @@ __attribute__((always_inline)) static inline size_t search_layer(const vs_hnsw_t
                 s->todo[nt++] = x;
                 __builtin_prefetch(p ? (const void *)(h->codes + (size_t)x * h->d)
                                      : (const void *)vec_at(h, x));
+                if (p && h->cn)
+                    __builtin_prefetch(h->cn + x);
             }
         }
         size_t best_new = size;
@@ -636,6 +689,7 @@ vs_status vs_hnsw_create(uint32_t dim, vs_metric metric, const vs_factory_spec_t
     h->kern = vs_distance_kernels();
     h->l2w = vs_sq8_l2w_kernel();
     h->ipc = vs_sq8_ip_kernel();
+    h->dot = vs_sq8_dot_kernel();
     h->ublk = calloc(1, sizeof(uint32_t));
     if (h->ublk == NULL) {
         free(h);
@@ -663,6 +717,7 @@ void vs_hnsw_destroy(vs_hnsw_t *h)
     free_arrays(h);
     free(h->ublk);
     free(h->sqw);
+    free(h->cn);
     free(h->inc_mem);
     free((void *)h->inc_locks);
     free(h->inc_scratch);
@@ -713,6 +768,7 @@ static vs_status grow(vs_hnsw_t *h, size_t new_cap, int need_ids, char *err)
     const size_t n_upper = (size_t)ublk[new_cap] * ub;
     float *vec = alloc_copy(h->vec, n * d * 4, new_cap * d * 4, 1);
     uint8_t *codes = h->sq8 ? alloc_copy(h->codes, n * d, new_cap * d, 1) : NULL;
+    float *cn = h->sq8 && !h->ip ? alloc_copy(h->cn, n * 4, new_cap * 4, 0) : NULL;
     uint32_t *links0 = alloc_copy(h->links0, n * lb * 4, new_cap * lb * 4, 1);
     uint32_t *upper = alloc_copy(h->upper, (size_t)h->ublk[n] * ub * 4, n_upper * 4, 0);
     int64_t *ids = NULL;
@@ -721,11 +777,12 @@ static vs_status grow(vs_hnsw_t *h, size_t new_cap, int need_ids, char *err)
         for (size_t i = 0; ids != NULL && h->ids == NULL && i < n; i++)
             ids[i] = (int64_t)i;
     }
-    if (vec == NULL || (h->sq8 && codes == NULL) || links0 == NULL || upper == NULL ||
-        ((h->ids != NULL || need_ids) && ids == NULL)) {
+    if (vec == NULL || (h->sq8 && codes == NULL) || (h->sq8 && !h->ip && cn == NULL) || links0 == NULL ||
+        upper == NULL || ((h->ids != NULL || need_ids) && ids == NULL)) {
         free(ublk);
         free(vec);
         free(codes);
+        free(cn);
         free(links0);
         free(upper);
         free(ids);
@@ -735,6 +792,8 @@ static vs_status grow(vs_hnsw_t *h, size_t new_cap, int need_ids, char *err)
     free(h->ublk);
     h->vec = vec;
     h->codes = codes;
+    free(h->cn);
+    h->cn = cn;
     h->links0 = links0;
     h->ublk = ublk;
     h->upper = upper;
@@ -879,6 +938,8 @@ static vs_status add_nodes(vs_hnsw_t *h, size_t n, const float *x, const int64_t
         for (size_t i = 0; i < n; i++) {
             if (h->sq8)
                 vs_sq8_encode(&h->sq, v + i * d, h->codes + (first + i) * d);
+            if (h->cn)
+                h->cn[first + i] = code_norm(h, h->codes + (first + i) * d);
             if (h->ids)
                 h->ids[first + i] = ids ? ids[i] : (int64_t)(first + i);
         }
@@ -1025,7 +1086,7 @@ static void search_one(void *arg, size_t qi, size_t worker)
         const size_t ef = attempt ? c->ef_max : c->ef, kp = attempt ? c->kp + (c->ef_max - c->ef) : c->kp;
         size_t n_skipped = 0;
         vs_topk_init(&top, k, s->tkeys, s->tids);
-        qprep_t p = {q, s->a, 0.0f};
+        qprep_t p = {q, s->a, 0.0f, s->qi8, 0.0f};
         new_visit(s, h->n);
         uint32_t ep = h->entry;
         size_t size;
@@ -1136,6 +1197,8 @@ __attribute__((always_inline)) static inline int trav_step(const vs_hnsw_t *h, t
                 s->todo[nt++] = x;
                 __builtin_prefetch(codes ? (const void *)(h->codes + (size_t)x * h->d)
                                          : (const void *)vec_at(h, x));
+                if (codes && h->cn)
+                    __builtin_prefetch(h->cn + x);
             }
         }
         t->nt = nt;
@@ -1201,7 +1264,7 @@ typedef struct batch_ctx {
     uint64_t *order;                     /* nq: entry node << 32 | query, sorted */
     uint32_t *ep;                        /* nq: each query's node on layer stop */
     float *key;                          /* nq: its key */
-    float *tmp;                          /* per worker: 2d floats (normalised query, code transform) */
+    float *tmp;                          /* per worker: 3d floats (query, code transform, quantised) */
 } batch_ctx_t;
 
 /* The prepared query qi (normalised for cosine into buf) */
@@ -1220,9 +1283,9 @@ static void descend_task(void *arg, size_t qi, size_t worker)
 {
     batch_ctx_t *bc = arg;
     const vs_hnsw_t *h = bc->c->h;
-    float *buf = bc->tmp + worker * 2 * h->d;
+    float *buf = bc->tmp + worker * 3 * h->d;
     const float *q = batch_query(bc->c, qi, buf);
-    qprep_t p = {q, buf + h->d, 0.0f};
+    qprep_t p = {q, buf + h->d, 0.0f, (int8_t *)(buf + 2 * h->d), 0.0f};
     uint32_t ep = h->entry;
     float key;
     if (h->sq8) {
@@ -1279,7 +1342,7 @@ static void search_group(void *arg, size_t task, size_t worker)
     for (size_t j = 0; j < g; j++) {
         const size_t qi = qid[j] = (uint32_t)bc->order[q0 + j];
         const float *q = batch_query(c, qi, s[j].q);
-        t[j] = (trav_t){.s = &s[j], .p = {q, s[j].a, 0.0f}, .q = q, .size = 1, .cur = 0};
+        t[j] = (trav_t){.s = &s[j], .p = {q, s[j].a, 0.0f, s[j].qi8, 0.0f}, .q = q, .size = 1, .cur = 0};
         uint32_t ep = bc->ep[qi];
         float key = bc->key[qi];
         if (h->sq8) {
@@ -1424,7 +1487,7 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
                           .order = malloc(nq * sizeof(uint64_t)),
                           .ep = malloc(nq * sizeof(uint32_t)),
                           .key = malloc(nq * sizeof(float)),
-                          .tmp = malloc(n_workers * 2 * h->d * sizeof(float))};
+                          .tmp = malloc(n_workers * 3 * h->d * sizeof(float))};
         if (!bc.scratch || !bc.order || !bc.ep || !bc.key || !bc.tmp)
             st = vs_errf(err, VS_ERR_NOMEM, "HNSW search: out of memory for a batch of %zu queries", nq);
         if (st == VS_OK)
@@ -1742,6 +1805,15 @@ vs_status vs_hnsw_load(const vs_ifile_t *f, const char *path, const vs_factory_s
         }
         for (size_t i = 0; i < d; i++)
             h->sqw[i] = h->sq.step[i] * h->sq.step[i];
+        if (!h->ip) { /* derived, not stored: the nodes' own key terms */
+            h->cn = malloc((h->n ? h->n : 1) * sizeof(float));
+            if (h->cn == NULL) {
+                st = vs_errf(err, VS_ERR_NOMEM, "%s: out of memory", path);
+                goto fail;
+            }
+            for (size_t i = 0; i < h->n; i++)
+                h->cn[i] = code_norm(h, h->codes + i * d);
+        }
         h->trained = 1;
     }
     *out = h;
@@ -1766,7 +1838,7 @@ static size_t ops_memory_bytes(const void *impl)
                        (h->ids ? sizeof(int64_t) : 0));
     b += (size_t)h->ublk[h->n] * (h->M + 1) * sizeof(uint32_t);
     if (h->sq8)
-        b += h->n * h->d + 3 * (size_t)h->d * sizeof(float);
+        b += h->n * h->d + 3 * (size_t)h->d * sizeof(float) + (h->cn ? h->n * sizeof(float) : 0);
     return b;
 }
 

@@ -213,3 +213,73 @@ vs_sq8_ip_fn vs_sq8_ip_kernel(void)
 #endif
     return ip_scalar;
 }
+
+/* ---- exact integer kernels (vs_sq8_dot_fn) ------------------------------------------------------- */
+
+static int32_t dot_scalar(const uint8_t *code, const int8_t *q, size_t d)
+{
+    int32_t acc = 0;
+    for (size_t i = 0; i < d; i++)
+        acc += (int32_t)code[i] * (int32_t)q[i];
+    return acc;
+}
+
+#if defined(__x86_64__)
+/* AVX2: codes and query widened to 16 bits, pairs multiplied and added into 32 bits (vpmaddwd: exact,
+ * unlike vpmaddubsw, whose 16-bit sums of two 255*127 products saturate). */
+__attribute__((target("avx2"))) static int32_t dot_avx2(const uint8_t *code, const int8_t *q, size_t d)
+{
+    __m256i acc = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        __m256i c = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(code + i)));
+        __m256i v = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(q + i)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(c, v));
+    }
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s) + dot_scalar(code + i, q + i, d - i);
+}
+
+/* AVX-512 VNNI: vpdpbusd multiplies 64 unsigned code bytes by 64 signed query bytes and adds each group
+ * of four into a 32-bit lane (no saturation in the non-"s" form). */
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static int32_t dot_vnni(const uint8_t *code,
+                                                                               const int8_t *q, size_t d)
+{
+    __m512i acc0 = _mm512_setzero_si512(), acc1 = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + 128 <= d; i += 128) {
+        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_loadu_si512(code + i), _mm512_loadu_si512(q + i));
+        acc1 = _mm512_dpbusd_epi32(acc1, _mm512_loadu_si512(code + i + 64), _mm512_loadu_si512(q + i + 64));
+    }
+    for (; i < d; i += 64) {
+        __mmask64 m = d - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (d - i)) - 1);
+        acc0 = _mm512_dpbusd_epi32(acc0, _mm512_maskz_loadu_epi8(m, code + i),
+                                   _mm512_maskz_loadu_epi8(m, q + i));
+    }
+    return _mm512_reduce_add_epi32(_mm512_add_epi32(acc0, acc1));
+}
+#endif
+
+vs_sq8_dot_fn vs_sq8_dot_kernel_for(int level)
+{
+#if defined(__x86_64__)
+    if (level >= VS_SIMD_AVX512)
+        return __builtin_cpu_supports("avx512vnni") && vs_cpu_simd_supported() >= VS_SIMD_AVX512 ? dot_vnni
+                                                                                                 : NULL;
+    if (level == VS_SIMD_AVX2)
+        return vs_cpu_simd_supported() >= VS_SIMD_AVX2 ? dot_avx2 : NULL;
+#endif
+    return level == VS_SIMD_SCALAR ? dot_scalar : NULL;
+}
+
+vs_sq8_dot_fn vs_sq8_dot_kernel(void)
+{
+    for (int lvl = (int)vs_cpu_simd_level(); lvl >= VS_SIMD_SCALAR; lvl--) {
+        vs_sq8_dot_fn f = vs_sq8_dot_kernel_for(lvl);
+        if (f)
+            return f;
+    }
+    return dot_scalar;
+}

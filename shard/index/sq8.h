@@ -42,4 +42,12 @@ typedef float (*vs_sq8_ip_fn)(const float *a, const uint8_t *code, size_t d);
 vs_sq8_l2w_fn vs_sq8_l2w_kernel(void);
 vs_sq8_ip_fn vs_sq8_ip_kernel(void);
 
+/* sum_i code_i * q_i for d unsigned codes and a query quantised to signed bytes: exact integer
+ * arithmetic (|sum| < 2^31 for d < 65536), so every variant (AVX-512 VNNI, AVX2, scalar) returns the same
+ * value. What HNSW{M},SQ8 traverses with: one VNNI instruction multiplies and adds 64 byte pairs. */
+typedef int32_t (*vs_sq8_dot_fn)(const uint8_t *code, const int8_t *q, size_t d);
+vs_sq8_dot_fn vs_sq8_dot_kernel(void);
+/* The variant of a SIMD level (VS_SIMD_AVX512 means VNNI, NULL without it), for tests. */
+vs_sq8_dot_fn vs_sq8_dot_kernel_for(int level);
+
 #endif

@@ -76,8 +76,8 @@ static void usage(FILE *f)
         "                     -DVS_FAISS_SYSTEM=ON for libfaiss-dev; without it, faiss runs faiss-py);\n"
         "                     faiss-py = the Python script (Debian's python3-faiss; per-call Python\n"
         "                     overhead included); hnswlib\n"
-        "  --peer-search S    the peers' sweep (default: --search; hnswlib when --index is not HNSW:\n"
-        "                     efSearch=10..800)\n"
+        "  --peer-search S    hnswlib's sweep (default: --search, or efSearch=10..800 when --index is\n"
+        "                     not HNSW), and FAISS's with --peer-index\n"
         "  --peer-index F     FAISS's factory string when it differs from ours (e.g. RaBitQ codes)\n"
         "  --no-ours          run the peers only\n"
         "  --metric M         l2 (default), ip or cosine\n"
@@ -474,7 +474,7 @@ static int run_peer(const opts_t *o, const data_t *D, const char *peer, const ch
             argv[a++] = "/usr/bin/python3";
             argv[a++] = prog;
         }
-        if (o->peer_search)
+        if (o->peer_search && o->peer_index) /* FAISS's own sweep goes with its own factory string */
             search = o->peer_search;
     } else if (strcmp(peer, "hnswlib") == 0) {
         snprintf(prog, sizeof prog, "%s/vecshard-peer-hnswlib", dir);

@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/cpu.h"
 #include "common/crc32c.h"
 #include "shard/index/hnsw.h"
 #include "shard/index/ifile.h"
+#include "shard/index/sq8.h"
 #include "shard/index/index.h"
 #include "tests/testlib.h"
 
@@ -214,6 +216,39 @@ static void test_batch_and_progress(void)
                        cases[ci].factory, vs_metric_name(cases[ci].metric), nq, threads);
             }
         vs_index_destroy(idx);
+    }
+}
+
+/* The integer code kernels HNSW{M},SQ8 searches with: exact, so every SIMD level returns the scalar sum,
+ * for dimensions with every tail shape and the extreme bytes (255 x -127 and 255 x 127). */
+static void test_sq8_dot_exact(void)
+{
+    static const size_t dims[] = {1, 15, 16, 63, 64, 100, 128, 129, 784};
+    uint64_t rng = 3;
+    vs_sq8_dot_fn ref = vs_sq8_dot_kernel_for(VS_SIMD_SCALAR);
+    CHECK(ref != NULL);
+    for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
+        const size_t d = dims[di];
+        uint8_t *c = malloc(d);
+        int8_t *q = malloc(d);
+        for (int pass = 0; pass < 3; pass++) {
+            for (size_t i = 0; i < d; i++) {
+                c[i] = pass == 0 ? (uint8_t)(vs_test_rand(&rng) & 255) : 255;
+                q[i] = pass == 0 ? (int8_t)((int)(vs_test_rand(&rng) % 255) - 127) : pass == 1 ? -127 : 127;
+            }
+            int32_t want = 0;
+            for (size_t i = 0; i < d; i++)
+                want += (int32_t)c[i] * q[i];
+            CHECK(ref(c, q, d) == want);
+            for (int lvl = VS_SIMD_SCALAR; lvl <= VS_SIMD_AVX512; lvl++) {
+                vs_sq8_dot_fn f = vs_sq8_dot_kernel_for(lvl);
+                if (f)
+                    CHECKF(f(c, q, d) == want, "level %d d=%zu pass %d: %d != %d", lvl, d, pass, f(c, q, d),
+                           want);
+            }
+        }
+        free(c);
+        free(q);
     }
 }
 
@@ -516,6 +551,7 @@ int main(void)
     RUN(test_recall_all_metrics);
     RUN(test_small_and_padding);
     RUN(test_batch_and_progress);
+    RUN(test_sq8_dot_exact);
     RUN(test_bad_params);
     RUN(test_determinism);
     RUN(test_round_trip);
