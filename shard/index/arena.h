@@ -17,7 +17,6 @@ typedef enum vs_arena_slot {
     VS_ARENA_IVF = 0,
     VS_ARENA_HNSW,
     VS_ARENA_HNSW_FRESH,
-    VS_ARENA_HNSW_BATCH, /* interleaved traversals of a batch: one scratch (visited tags) per query */
     VS_ARENA_SLOTS_
 } vs_arena_slot;
 

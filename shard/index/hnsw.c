@@ -990,7 +990,7 @@ vs_status vs_hnsw_append(vs_hnsw_t *h, size_t n, const float *x, const int64_t *
 typedef struct search_ctx {
     const vs_hnsw_t *h;
     const float *q;
-    size_t nq, k, kp, ef;
+    size_t k, kp, ef;
     size_t ef_max; /* the pool of a second search when skipped nodes left fewer than k answers */
     float *out_dist;
     int64_t *out_ids;
@@ -1156,233 +1156,6 @@ static void search_one(void *arg, size_t qi, size_t worker)
     c->arena[worker]->gen = s->gen;
 }
 
-/* ---- interleaved traversals of a batch ---------------------------------------------------------------
- *
- * A call of at least VS_HNSW_BATCH_MIN queries with nothing to skip (no filter, exclusions or skipped
- * nodes) traverses layer 0 for VS_HNSW_GROUP queries at once, round-robin: one query expands a node (reads
- * its links, marks and prefetches the unvisited neighbours), then the next query runs while those loads
- * are in flight, and the first scores the neighbours when its turn comes back. Each query performs
- * exactly the operations of search_layer in the same order (only interleaved with the others'), so its
- * answer is identical to a search of it alone; what changes is how much DRAM latency overlaps. */
-
-#define VS_HNSW_GROUP 4u
-#define VS_HNSW_BATCH_MIN 8u
-
-typedef struct trav {
-    scratch_t *s;
-    qprep_t p;
-    const float *q;
-    size_t size, cur;
-    uint32_t nt; /* neighbours in s->todo waiting to be scored */
-    int done;
-} trav_t;
-
-/* One step of query t's layer-0 search: expand pool[cur] (when nothing is waiting), else score the
- * waiting neighbours and move cur on. Returns 0 once the search is over. */
-__attribute__((always_inline)) static inline int trav_step(const vs_hnsw_t *h, trav_t *t, int codes,
-                                                           size_t ef)
-{
-    scratch_t *s = t->s;
-    cand_t *pool = s->pool;
-    const uint16_t gen = (uint16_t)s->gen;
-    if (t->nt == 0) { /* expand */
-        uint32_t c = pool[t->cur].id;
-        pool[t->cur].id = c | EXPANDED;
-        const uint32_t *b = links_at(h, c, 0);
-        uint32_t cnt = b[0], nt = 0;
-        for (uint32_t j = 0; j < cnt; j++) {
-            uint32_t x = b[1 + j];
-            if (s->tags[x] != gen) {
-                s->tags[x] = gen;
-                s->todo[nt++] = x;
-                __builtin_prefetch(codes ? (const void *)(h->codes + (size_t)x * h->d)
-                                         : (const void *)vec_at(h, x));
-                if (codes && h->cn)
-                    __builtin_prefetch(h->cn + x);
-            }
-        }
-        t->nt = nt;
-        if (nt > 0)
-            return 1;
-        /* no new neighbour: fall through to move cur on */
-    }
-    const size_t vbytes = codes ? h->d : h->d * sizeof(float);
-    size_t size = t->size, best_new = size;
-    for (uint32_t j = 0; j < t->nt; j++) {
-        uint32_t x = s->todo[j];
-        if (j + 1 < t->nt) {
-            uint32_t y = s->todo[j + 1];
-            prefetch_lines(codes ? (const void *)(h->codes + (size_t)y * h->d) : (const void *)vec_at(h, y),
-                           vbytes);
-        }
-        float key = codes        ? key_code(h, &t->p, x)
-                    : size == ef ? key_full_below(h, t->q, x, pool[size - 1].key)
-                                 : key_full(h, t->q, x);
-        if (size < ef || key < pool[size - 1].key) {
-            size_t pos = pool_insert(pool, &size, ef, key, x);
-            if (pos < best_new)
-                best_new = pos;
-            __builtin_prefetch(links_at(h, x, 0));
-        }
-    }
-    t->size = size;
-    t->nt = 0;
-    size_t cur = t->cur;
-    if (best_new < cur + 1)
-        cur = best_new;
-    else
-        cur++;
-    while (cur < size && (pool[cur].id & EXPANDED))
-        cur++;
-    t->cur = cur;
-    return cur < size;
-}
-
-/* Layer-0 searches of the group's queries, interleaved (codes: on SQ8 codes, else float vectors). */
-__attribute__((always_inline)) static inline void trav_run(const vs_hnsw_t *h, trav_t *t, size_t g, int codes,
-                                                           size_t ef)
-{
-    size_t active = g;
-    while (active > 0)
-        for (size_t j = 0; j < g; j++)
-            if (!t[j].done && !trav_step(h, &t[j], codes, ef)) {
-                t[j].done = 1;
-                active--;
-            }
-}
-
-/* The layer where a batch's queries are sorted by region: the greedy descent stops there first, and
- * queries that reach the same node of it (about n / M^2 regions) are searched one after another, so the
- * vectors and links of their common neighbourhood are still in cache (answers do not change: the descent
- * then goes on from where it stopped, exactly as it would have). */
-#define VS_HNSW_SORT_LEVEL 2u
-
-typedef struct batch_ctx {
-    search_ctx_t *c;
-    scratch_t (*scratch)[VS_HNSW_GROUP]; /* per worker */
-    uint32_t stop;                       /* the sorting layer (at most the top one) */
-    uint64_t *order;                     /* nq: entry node << 32 | query, sorted */
-    uint32_t *ep;                        /* nq: each query's node on layer stop */
-    float *key;                          /* nq: its key */
-    float *tmp;                          /* per worker: 3d floats (query, code transform, quantised) */
-} batch_ctx_t;
-
-/* The prepared query qi (normalised for cosine into buf) */
-static const float *batch_query(const search_ctx_t *c, size_t qi, float *buf)
-{
-    const float *q = c->q + qi * c->h->d;
-    if (c->h->metric != VS_METRIC_COSINE)
-        return q;
-    memcpy(buf, q, c->h->d * sizeof(float));
-    vs_normalize_rows(buf, 1, c->h->d);
-    return buf;
-}
-
-/* Greedy descent of query qi from the top down to the sorting layer. */
-static void descend_task(void *arg, size_t qi, size_t worker)
-{
-    batch_ctx_t *bc = arg;
-    const vs_hnsw_t *h = bc->c->h;
-    float *buf = bc->tmp + worker * 3 * h->d;
-    const float *q = batch_query(bc->c, qi, buf);
-    qprep_t p = {q, buf + h->d, 0.0f, (int8_t *)(buf + 2 * h->d), 0.0f};
-    uint32_t ep = h->entry;
-    float key;
-    if (h->sq8) {
-        prep_codes(h, &p);
-        key = key_code(h, &p, ep);
-        greedy(h, NULL, NULL, &p, q, h->max_level, bc->stop, &ep, &key);
-    } else {
-        key = key_full(h, q, ep);
-        greedy(h, NULL, NULL, NULL, q, h->max_level, bc->stop, &ep, &key);
-    }
-    bc->ep[qi] = ep;
-    bc->key[qi] = key;
-    bc->order[qi] = (uint64_t)ep << 32 | qi;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static void search_group(void *arg, size_t task, size_t worker)
-{
-    batch_ctx_t *bc = arg;
-    search_ctx_t *c = bc->c;
-    const vs_hnsw_t *h = c->h;
-    const size_t k = c->k, ef = c->ef, q0 = task * VS_HNSW_GROUP;
-    const size_t g = c->nq - q0 < VS_HNSW_GROUP ? c->nq - q0 : VS_HNSW_GROUP;
-    scratch_t *s = bc->scratch[worker];
-    if (s[0].tags == NULL) { /* the worker's first group: its arena, with a scratch per query */
-        const size_t one = scratch_layout(&c->shape, NULL, NULL);
-        vs_arena_t *a = vs_arena_thread(VS_ARENA_HNSW_BATCH, VS_HNSW_GROUP * one);
-        if (a == NULL) {
-            atomic_store(&c->failed, 1);
-            return;
-        }
-        uint64_t owner = h->uid << 32 ^ h->n;
-        if (a->owner != owner) {
-            for (size_t j = 0; j < VS_HNSW_GROUP; j++)
-                memset((char *)a->mem + j * one, 0, one);
-            a->owner = owner;
-            a->gen = 0;
-        }
-        for (size_t j = 0; j < VS_HNSW_GROUP; j++) {
-            scratch_layout(&c->shape, (char *)a->mem + j * one, &s[j]);
-            s[j].gen = a->gen;
-        }
-        c->arena[worker] = a;
-    }
-    trav_t t[VS_HNSW_GROUP];
-    for (size_t j = 0; j < VS_HNSW_GROUP; j++)
-        new_visit(&s[j], h->n); /* every scratch of the group, so their generations stay equal */
-    size_t qid[VS_HNSW_GROUP];
-    for (size_t j = 0; j < g; j++) {
-        const size_t qi = qid[j] = (uint32_t)bc->order[q0 + j];
-        const float *q = batch_query(c, qi, s[j].q);
-        t[j] = (trav_t){.s = &s[j], .p = {q, s[j].a, 0.0f, s[j].qi8, 0.0f}, .q = q, .size = 1, .cur = 0};
-        uint32_t ep = bc->ep[qi];
-        float key = bc->key[qi];
-        if (h->sq8) {
-            prep_codes(h, &t[j].p);
-            greedy(h, &s[j], NULL, &t[j].p, q, bc->stop, 0, &ep, &key);
-        } else {
-            greedy(h, &s[j], NULL, NULL, q, bc->stop, 0, &ep, &key);
-        }
-        s[j].tags[ep] = (uint16_t)s[j].gen;
-        s[j].pool[0] = (cand_t){key, ep};
-        __builtin_prefetch(links_at(h, ep, 0));
-    }
-    if (h->sq8)
-        trav_run(h, t, g, 1, ef);
-    else
-        trav_run(h, t, g, 0, ef);
-    for (size_t j = 0; j < g; j++) {
-        vs_topk_t top;
-        vs_topk_init(&top, k, s[j].tkeys, s[j].tids);
-        const cand_t *pool = s[j].pool;
-        const size_t size = t[j].size;
-        if (h->sq8) { /* exact re-rank of the kp best code-distance candidates */
-            size_t m = c->kp < size ? c->kp : size;
-            for (size_t i = 0; i < m; i++) {
-                if (i + 1 < m)
-                    prefetch_lines(vec_at(h, pool[i + 1].id & ~EXPANDED), h->d * sizeof(float));
-                uint32_t id = pool[i].id & ~EXPANDED;
-                float key2 = key_full(h, t[j].q, id);
-                if (key2 <= vs_topk_threshold(&top))
-                    vs_topk_push(&top, key2, node_id(h, id));
-            }
-        } else {
-            for (size_t i = 0; i < size && pool[i].key <= vs_topk_threshold(&top); i++)
-                vs_topk_push(&top, pool[i].key, node_id(h, pool[i].id & ~EXPANDED));
-        }
-        vs_topk_emit(&top, h->ip, c->out_dist + qid[j] * k, c->out_ids + qid[j] * k);
-    }
-    c->arena[worker]->gen = s[0].gen;
-}
-
 static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size_t k,
                              const vs_search_params_t *params, size_t n_threads, vs_hnsw_skip_fn skip,
                              const void *skip_arg, float ef_scale, vs_arena_slot slot, float *out_dist,
@@ -1447,7 +1220,6 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
         n_workers = 1;
     search_ctx_t c = {.h = h,
                       .q = q,
-                      .nq = nq,
                       .k = k,
                       .kp = kp,
                       .ef = ef,
@@ -1477,33 +1249,7 @@ static vs_status search_impl(const vs_hnsw_t *h, size_t nq, const float *q, size
         return vs_errf(err, VS_ERR_NOMEM, "HNSW search: out of memory");
     }
     memset(c.scratch, 0, n_workers * sizeof *c.scratch);
-    vs_status st = VS_OK;
-    const int batched = nq >= VS_HNSW_BATCH_MIN && h->n > 0 && !skip && !params->exclude && !filter &&
-                        slot == VS_ARENA_HNSW && ef_max == ef;
-    if (batched) {
-        batch_ctx_t bc = {.c = &c,
-                          .scratch = calloc(n_workers, sizeof *bc.scratch),
-                          .stop = h->max_level < VS_HNSW_SORT_LEVEL ? h->max_level : VS_HNSW_SORT_LEVEL,
-                          .order = malloc(nq * sizeof(uint64_t)),
-                          .ep = malloc(nq * sizeof(uint32_t)),
-                          .key = malloc(nq * sizeof(float)),
-                          .tmp = malloc(n_workers * 3 * h->d * sizeof(float))};
-        if (!bc.scratch || !bc.order || !bc.ep || !bc.key || !bc.tmp)
-            st = vs_errf(err, VS_ERR_NOMEM, "HNSW search: out of memory for a batch of %zu queries", nq);
-        if (st == VS_OK)
-            st = vs_parallel_for(nq, n_workers, descend_task, &bc, err);
-        if (st == VS_OK) {
-            qsort(bc.order, nq, sizeof *bc.order, cmp_u64);
-            st = vs_parallel_for((nq + VS_HNSW_GROUP - 1) / VS_HNSW_GROUP, n_workers, search_group, &bc, err);
-        }
-        free(bc.scratch);
-        free(bc.order);
-        free(bc.ep);
-        free(bc.key);
-        free(bc.tmp);
-    } else {
-        st = vs_parallel_for(nq, n_workers, search_one, &c, err);
-    }
+    vs_status st = vs_parallel_for(nq, n_workers, search_one, &c, err);
     if (st == VS_OK && atomic_load(&c.failed))
         st = vs_errf(err, VS_ERR_NOMEM, "HNSW search: out of memory for per-thread scratch");
     if (n_workers > 4) {

@@ -188,9 +188,8 @@ static void test_batch_and_progress(void)
     CHECK(vs_index_add(idx, N, base, NULL, 1, &cb, err) == VS_OK);
     CHECK(seen.calls >= 2 && seen.last_done == N && seen.total == N);
     vs_index_destroy(idx);
-    /* a batch traverses several queries interleaved (search_group): each answer must be exactly the one
-     * the query gets alone, for every metric and codec, a last group that is not full (99 queries), and
-     * 1 or 2 threads */
+    /* a batch call answers each query exactly as a call with that query alone, for every metric and
+     * codec (SQ8 keys included), odd and even batch sizes, and 1 or 2 threads */
     static const struct {
         const char *factory;
         vs_metric metric;
