@@ -25,6 +25,8 @@
 #define PCA_MIN_NLIST 256
 #define PCA_ITERS 12
 
+static float *tm_build(const float *src, size_t rows, size_t d);
+
 static vs_status compute_pca(vs_coarse_t *cq, char *err)
 {
     const uint32_t d = cq->d, nl = cq->nlist;
@@ -90,6 +92,16 @@ static vs_status compute_pca(vs_coarse_t *cq, char *err)
     cq->pdim = p;
     Q = NULL;
     cproj = NULL;
+    /* the preselection's products from transposed blocks, ranked by |c'|^2 - 2 <q', c'> */
+    cq->pcat = tm_build(cq->pca, p, d);
+    cq->cprojt = tm_build(cq->cproj, nl, p);
+    cq->cpnorm = malloc((size_t)nl * sizeof(float));
+    if (!cq->pcat || !cq->cprojt || !cq->cpnorm) {
+        st = vs_errf(err, VS_ERR_NOMEM, "coarse quantizer: out of memory for the PCA projection");
+        goto done;
+    }
+    for (uint32_t l = 0; l < nl; l++)
+        cq->cpnorm[l] = vs_distance_kernels()->norm_sqr(cq->cproj + (size_t)l * p, p);
 done:
     free(mean);
     free(xc);
@@ -109,50 +121,51 @@ done:
  * latency. Skipped (the row kernel) when the copy would pass CT_MAX_BYTES. */
 #define CT_MAX_BYTES (256u << 20)
 
-static size_t ct_blocks(const vs_coarse_t *cq)
+/* A matrix of `rows` rows of d floats kept in blocks of 16 rows, transposed: t[b*stride + i*16 + r] is
+ * element i of row 16b + r (zero past the last row). Floats from one block to the next: d rows of 16 plus
+ * one cache line, so that the same row of neighbouring blocks (read together) does not fall in the same
+ * L1 set (blocks of d*64 bytes are a multiple of 4 KiB at d = 64, 128, ...). */
+static size_t tm_blocks(size_t rows)
 {
-    return ((size_t)cq->nlist + 15) / 16;
+    return (rows + 15) / 16;
 }
 
-/* Floats from one block to the next: d rows of 16, plus one cache line, so that the same row of
- * neighbouring blocks (read together) does not fall in the same L1 set (blocks of d*64 bytes are a
- * multiple of 4 KiB at d = 64, 128, ...). */
-static size_t ct_stride(const vs_coarse_t *cq)
+static size_t tm_stride(size_t d)
 {
-    return (size_t)cq->d * 16 + 16;
+    return d * 16 + 16;
 }
 
-static vs_status compute_ct(vs_coarse_t *cq, char *err)
+static size_t tm_bytes(size_t rows, size_t d)
 {
-    const size_t nb = ct_blocks(cq), d = cq->d;
-    if (nb * ct_stride(cq) * sizeof(float) > CT_MAX_BYTES)
-        return VS_OK;
-    const size_t bytes = nb * ct_stride(cq) * sizeof(float); /* a multiple of 64 */
-    float *ct = aligned_alloc(64, bytes);
-    if (ct == NULL)
-        return vs_errf(err, VS_ERR_NOMEM, "coarse quantizer: out of memory for the transposed centroids");
-    memset(ct, 0, bytes);
+    return tm_blocks(rows) * tm_stride(d) * sizeof(float); /* a multiple of 64 */
+}
+
+/* The transposed copy of src (rows x d), or NULL when out of memory. */
+static float *tm_build(const float *src, size_t rows, size_t d)
+{
+    const size_t nb = tm_blocks(rows), st = tm_stride(d), bytes = tm_bytes(rows, d);
+    float *t = aligned_alloc(64, bytes);
+    if (t == NULL)
+        return NULL;
+    memset(t, 0, bytes);
     for (size_t b = 0; b < nb; b++)
-        for (size_t t = 0; t < d; t++)
-            for (size_t r = 0; r < 16; r++) {
-                size_t l = b * 16 + r;
-                ct[b * ct_stride(cq) + t * 16 + r] = l < cq->nlist ? cq->centroids[l * d + t] : 0.0f;
-            }
-    cq->ct = ct;
-    return VS_OK;
+        for (size_t i = 0; i < d; i++)
+            for (size_t r = 0; r < 16 && b * 16 + r < rows; r++)
+                t[b * st + i * 16 + r] = src[(b * 16 + r) * d + i];
+    return t;
 }
 
-static void ct_products_scalar(const vs_coarse_t *cq, const float *q, size_t nq, float *out)
+static void tm_products_scalar(const float *t, size_t rows, size_t d, const float *q, size_t nq, float *out)
 {
-    const size_t nb = ct_blocks(cq), d = cq->d, nl = cq->nlist;
+    const size_t nb = tm_blocks(rows), st = tm_stride(d);
     for (size_t j = 0; j < nq; j++)
         for (size_t b = 0; b < nb; b++)
-            for (size_t r = 0; r < 16 && b * 16 + r < nl; r++) {
-                const float *x = cq->ct + b * ct_stride(cq) + r;
+            for (size_t r = 0; r < 16 && b * 16 + r < rows; r++) {
+                const float *x = t + b * st + r;
                 float acc = 0.0f;
-                for (size_t t = 0; t < d; t++)
-                    acc = fmaf(q[j * d + t], x[t * 16], acc);
-                out[j * nl + b * 16 + r] = acc;
+                for (size_t i = 0; i < d; i++)
+                    acc = fmaf(q[j * d + i], x[i * 16], acc);
+                out[j * rows + b * 16 + r] = acc;
             }
 }
 
@@ -160,53 +173,80 @@ static void ct_products_scalar(const vs_coarse_t *cq, const float *q, size_t nq,
 #define VS_AVX512 __attribute__((target("avx512f")))
 
 /* Q queries x B blocks (Q*B = 8 chains); blocks past the last are computed on the last and dropped. */
-VS_AVX512 __attribute__((always_inline)) static inline void
-ct_step(const vs_coarse_t *cq, const float *q, const int Q, const int B, size_t b0, float *out)
+VS_AVX512 __attribute__((always_inline)) static inline void tm_step(const float *t, size_t rows, size_t d,
+                                                                    const float *q, const int Q, const int B,
+                                                                    size_t b0, float *out)
 {
-    const size_t nb = ct_blocks(cq), d = cq->d, nl = cq->nlist;
+    const size_t nb = tm_blocks(rows), st = tm_stride(d);
     const float *x[8];
     for (int i = 0; i < B; i++)
-        x[i] = cq->ct + (b0 + i < nb ? b0 + i : nb - 1) * ct_stride(cq);
+        x[i] = t + (b0 + i < nb ? b0 + i : nb - 1) * st;
     __m512 acc[8];
 #pragma GCC unroll 8
     for (int a = 0; a < Q * B; a++)
         acc[a] = _mm512_setzero_ps();
-    for (size_t t = 0; t < d; t++) {
+    for (size_t i = 0; i < d; i++) {
         __m512 v[8];
 #pragma GCC unroll 8
-        for (int i = 0; i < B; i++)
-            v[i] = _mm512_load_ps(x[i] + t * 16);
+        for (int k = 0; k < B; k++)
+            v[k] = _mm512_load_ps(x[k] + i * 16);
 #pragma GCC unroll 8
         for (int j = 0; j < Q; j++) {
-            __m512 qj = _mm512_set1_ps(q[j * d + t]);
+            __m512 qj = _mm512_set1_ps(q[j * d + i]);
 #pragma GCC unroll 8
-            for (int i = 0; i < B; i++)
-                acc[j * B + i] = _mm512_fmadd_ps(qj, v[i], acc[j * B + i]);
+            for (int k = 0; k < B; k++)
+                acc[j * B + k] = _mm512_fmadd_ps(qj, v[k], acc[j * B + k]);
         }
     }
     for (int j = 0; j < Q; j++)
-        for (int i = 0; i < B && b0 + i < nb; i++) {
-            size_t l0 = (b0 + i) * 16;
-            __mmask16 m = nl - l0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nl - l0)) - 1u);
-            _mm512_mask_storeu_ps(out + j * nl + l0, m, acc[j * B + i]);
+        for (int k = 0; k < B && b0 + k < nb; k++) {
+            size_t r0 = (b0 + k) * 16;
+            __mmask16 m = rows - r0 >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (rows - r0)) - 1u);
+            _mm512_mask_storeu_ps(out + j * rows + r0, m, acc[j * B + k]);
         }
 }
 
-VS_AVX512 static void ct_products_avx512(const vs_coarse_t *cq, const float *q, size_t nq, float *out)
+VS_AVX512 static void tm_products_avx512(const float *t, size_t rows, size_t d, const float *q, size_t nq,
+                                         float *out)
 {
-    const size_t nb = ct_blocks(cq), d = cq->d, nl = cq->nlist;
+    const size_t nb = tm_blocks(rows);
     size_t j = 0;
     for (; j + 4 <= nq; j += 4)
         for (size_t b = 0; b < nb; b += 2)
-            ct_step(cq, q + j * d, 4, 2, b, out + j * nl);
+            tm_step(t, rows, d, q + j * d, 4, 2, b, out + j * rows);
     for (; j + 2 <= nq; j += 2)
         for (size_t b = 0; b < nb; b += 4)
-            ct_step(cq, q + j * d, 2, 4, b, out + j * nl);
+            tm_step(t, rows, d, q + j * d, 2, 4, b, out + j * rows);
     for (; j < nq; j++)
         for (size_t b = 0; b < nb; b += 8)
-            ct_step(cq, q + j * d, 1, 8, b, out + j * nl);
+            tm_step(t, rows, d, q + j * d, 1, 8, b, out + j * rows);
 }
 #endif
+
+/* out[j*rows + r] = <q_j, row r> for nq queries: one FMA chain per product (the same bits at every level,
+ * for any nq). */
+static void tm_products(const float *t, size_t rows, size_t d, const float *q, size_t nq, vs_simd_level level,
+                        float *out)
+{
+#if defined(__x86_64__)
+    if (level >= VS_SIMD_AVX512) {
+        tm_products_avx512(t, rows, d, q, nq, out);
+        return;
+    }
+#endif
+    (void)level;
+    tm_products_scalar(t, rows, d, q, nq, out);
+}
+
+static vs_status compute_ct(vs_coarse_t *cq, char *err)
+{
+    if (tm_bytes(cq->nlist, cq->d) > CT_MAX_BYTES)
+        return VS_OK;
+    cq->ct = tm_build(cq->centroids, cq->nlist, cq->d);
+    if (cq->ct == NULL)
+        return vs_errf(err, VS_ERR_NOMEM, "coarse quantizer: out of memory for the transposed centroids");
+    return VS_OK;
+}
 
 void vs_coarse_products(const vs_coarse_t *cq, const float *q, size_t nq, vs_simd_level level, float *out)
 {
@@ -216,13 +256,7 @@ void vs_coarse_products(const vs_coarse_t *cq, const float *q, size_t nq, vs_sim
             kern->ip_batch(q + j * cq->d, cq->centroids, cq->nlist, cq->d, out + j * cq->nlist);
         return;
     }
-#if defined(__x86_64__)
-    if (level >= VS_SIMD_AVX512) {
-        ct_products_avx512(cq, q, nq, out);
-        return;
-    }
-#endif
-    ct_products_scalar(cq, q, nq, out);
+    tm_products(cq->ct, cq->nlist, cq->d, q, nq, level, out);
 }
 
 /* out[j*nlist + l] = <q_j, c_l> for nq queries. */
@@ -236,13 +270,7 @@ static void products(const vs_coarse_t *cq, const float *q, size_t nq, float *ou
             kern->ip_batch_multi(q, nq, cq->centroids, cq->nlist, cq->d, out);
         return;
     }
-#if defined(__x86_64__)
-    if (vs_cpu_simd_level() >= VS_SIMD_AVX512) {
-        ct_products_avx512(cq, q, nq, out);
-        return;
-    }
-#endif
-    ct_products_scalar(cq, q, nq, out);
+    tm_products(cq->ct, cq->nlist, cq->d, q, nq, vs_cpu_simd_level(), out);
 }
 
 /* Squared centroid norms: lists are chosen by |c|^2 - 2<q, c> (one FMA per dimension, half the work of
@@ -306,12 +334,13 @@ void vs_coarse_probe(const vs_coarse_t *cq, const float *q, uint32_t nprobe, uin
     if (cq->pdim > 0 && !exact && 2 * (size_t)pool <= cq->nlist) {
         /* preselect in projection, then rank the pool exactly (cdist's first half holds the pool's keys,
          * its second half their list ids; large pools gain nothing and take the exact path) */
-        kern->ip_batch(q, cq->pca, cq->pdim, cq->d, proj);
-        kern->l2sqr_batch(proj, cq->cproj, cq->nlist, cq->pdim, cdist);
-        vs_topk_init(&h, pool, keys, ids);
+        const vs_simd_level lvl = vs_cpu_simd_level();
+        tm_products(cq->pcat, cq->pdim, cq->d, q, 1, lvl, proj);
+        tm_products(cq->cprojt, cq->nlist, cq->pdim, proj, 1, lvl, cdist);
         for (uint32_t l = 0; l < cq->nlist; l++)
-            if (cdist[l] <= vs_topk_threshold(&h))
-                vs_topk_push(&h, cdist[l], l);
+            cdist[l] = cq->cpnorm[l] - 2.0f * cdist[l];
+        vs_topk_init(&h, pool, keys, ids);
+        vs_topk_push_below(&h, cdist, cq->nlist, 0);
         size_t got = h.size;
         int32_t *cands = (int32_t *)(cdist + got); /* cdist has nlist >= 2 * got floats of room */
         for (size_t i = 0; i < got; i++) {
@@ -397,6 +426,19 @@ static void *dup_bytes(const void *src, size_t n, int *fail)
     return p;
 }
 
+/* dup_bytes for the transposed blocks (64-byte aligned; n is a multiple of 64). */
+static void *dup_aligned(const void *src, size_t n, int *fail)
+{
+    if (src == NULL || n == 0)
+        return NULL;
+    void *p = aligned_alloc(64, n);
+    if (p == NULL)
+        *fail = 1;
+    else
+        memcpy(p, src, n);
+    return p;
+}
+
 vs_status vs_coarse_copy(vs_coarse_t *dst, const vs_coarse_t *src, const float *centroids,
                          char err[VS_ERR_LEN])
 {
@@ -406,15 +448,10 @@ vs_status vs_coarse_copy(vs_coarse_t *dst, const vs_coarse_t *src, const float *
     dst->cnorm = dup_bytes(src->cnorm, src->nlist * sizeof(float), &fail);
     dst->pca = dup_bytes(src->pca, (size_t)src->pdim * src->d * sizeof(float), &fail);
     dst->cproj = dup_bytes(src->cproj, (size_t)src->nlist * src->pdim * sizeof(float), &fail);
-    dst->ct = NULL;
-    if (src->ct) {
-        size_t bytes = ct_blocks(src) * ct_stride(src) * sizeof(float);
-        dst->ct = aligned_alloc(64, bytes);
-        if (dst->ct == NULL)
-            fail = 1;
-        else
-            memcpy(dst->ct, src->ct, bytes);
-    }
+    dst->pcat = dup_aligned(src->pcat, src->pcat ? tm_bytes(src->pdim, src->d) : 0, &fail);
+    dst->cprojt = dup_aligned(src->cprojt, src->cprojt ? tm_bytes(src->nlist, src->pdim) : 0, &fail);
+    dst->cpnorm = dup_bytes(src->cpnorm, src->cpnorm ? (size_t)src->nlist * sizeof(float) : 0, &fail);
+    dst->ct = dup_aligned(src->ct, src->ct ? tm_bytes(src->nlist, src->d) : 0, &fail);
     dst->hnsw = NULL;
     if (!fail && src->hnsw && build_hnsw(dst, err) != VS_OK) {
         vs_coarse_fini(dst);
@@ -437,15 +474,18 @@ void vs_coarse_fini(vs_coarse_t *c)
     vs_index_destroy(c->hnsw);
     c->hnsw = NULL;
     free(c->ct);
-    c->cnorm = c->pca = c->cproj = c->ct = NULL;
+    free(c->pcat);
+    free(c->cprojt);
+    free(c->cpnorm);
+    c->cnorm = c->pca = c->cproj = c->ct = c->pcat = c->cprojt = c->cpnorm = NULL;
     c->pdim = 0;
 }
 
 size_t vs_coarse_memory_bytes(const vs_coarse_t *c)
 {
     return (c->cnorm ? c->nlist * sizeof(float) : 0) + (size_t)c->pdim * (c->d + c->nlist) * sizeof(float) +
-           (c->hnsw ? vs_index_memory_bytes(c->hnsw) : 0) +
-           (c->ct ? ct_blocks(c) * ct_stride(c) * sizeof(float) : 0);
+           (c->hnsw ? vs_index_memory_bytes(c->hnsw) : 0) + (c->ct ? tm_bytes(c->nlist, c->d) : 0) +
+           (c->pcat ? tm_bytes(c->pdim, c->d) + tm_bytes(c->nlist, c->pdim) + c->nlist * sizeof(float) : 0);
 }
 
 size_t vs_coarse_pool(uint32_t nprobe)

@@ -41,6 +41,8 @@ typedef struct vs_coarse {
     float *pca;             /* pdim x d orthonormal directions, one per row */
     float *cproj;           /* nlist x pdim: the centroids projected */
     float *ct;              /* the centroids in blocks of 16 transposed (coarse.c), or NULL when too large */
+    float *pcat, *cprojt;   /* with pdim: pca and cproj in the same transposed blocks */
+    float *cpnorm;          /* with pdim: nlist squared norms of the projected centroids */
     uint32_t hnsw_m;        /* > 0: probes search hnsw, an HNSW{hnsw_m} over the centroids */
     struct vs_index *hnsw;
 } vs_coarse_t;
