@@ -261,6 +261,64 @@ static void cut_by_key(vs_reservoir_t *r)
     r->threshold = v;
 }
 
+static int cmp_key_id(const void *a, const void *b)
+{
+    const float ka = ((const float *)a)[0], kb = ((const float *)b)[0];
+    if (ka != kb)
+        return ka < kb ? -1 : 1;
+    const int64_t ia = *(const int64_t *)((const char *)a + 8), ib = *(const int64_t *)((const char *)b + 8);
+    return (ia > ib) - (ia < ib);
+}
+
+size_t vs_topk_best_of(const float *keys, size_t n, size_t k, float *okeys, int64_t *oids)
+{
+    int nan = 0;
+    for (size_t i = 0; i < n; i++)
+        nan |= keys[i] != keys[i];
+    if (k == 0 || n == 0 || n > CUT_FAST_MAX || nan) { /* the heap (which never keeps a NaN) */
+        vs_topk_t h;
+        vs_topk_init(&h, k, okeys, oids);
+        vs_topk_push_below(&h, keys, n, 0);
+        return vs_topk_sort(&h);
+    }
+    const size_t want = k < n ? k : n;
+    const float v = kth_key(keys, n, want - 1);
+    size_t less = 0;
+    for (size_t i = 0; i < n; i++)
+        less += keys[i] < v;
+    /* entries below v, then those equal to v in index order (the smallest ids) until want */
+    struct {
+        float key;
+        int64_t id;
+    } sel[CUT_FAST_MAX];
+    size_t got = 0, ties = want - less;
+    for (size_t i = 0; i < n; i++) {
+        if (keys[i] < v || (keys[i] == v && ties > 0)) {
+            ties -= keys[i] == v;
+            sel[got].key = keys[i];
+            sel[got].id = (int64_t)i;
+            got++;
+        }
+    }
+    if (got <= 32) { /* insertion sort by (key, id) */
+        for (size_t i = 1; i < got; i++) {
+            __typeof__(sel[0]) x = sel[i];
+            size_t j = i;
+            for (; j > 0 && (sel[j - 1].key > x.key || (sel[j - 1].key == x.key && sel[j - 1].id > x.id));
+                 j--)
+                sel[j] = sel[j - 1];
+            sel[j] = x;
+        }
+    } else {
+        qsort(sel, got, sizeof sel[0], cmp_key_id);
+    }
+    for (size_t i = 0; i < got; i++) {
+        okeys[i] = sel[i].key;
+        oids[i] = sel[i].id;
+    }
+    return got;
+}
+
 void vs_reservoir_cut(vs_reservoir_t *r)
 {
     if (r->size <= r->k || r->k == 0) {

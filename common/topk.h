@@ -53,6 +53,12 @@ void vs_topk_push(vs_topk_t *h, float key, int64_t id);
  * moment: the same pushes as the plain loop, with the comparisons done 16 keys at a time (AVX-512). */
 void vs_topk_push_below(vs_topk_t *h, const float *keys, size_t n, int64_t id0);
 
+/* The k best of keys[0..n) by (key, index), best first: keys into okeys and indices into oids (k slots
+ * each); returns how many (min(k, n), fewer when keys are NaN). The same entries in the same order as
+ * pushing every key into a k-heap and sorting it; for n up to 2,048 by a selection of the k-th key
+ * (no per-entry heap work). */
+size_t vs_topk_best_of(const float *keys, size_t n, size_t k, float *okeys, int64_t *oids);
+
 /* Sorts the kept entries best first in place (heap order is lost) and returns how many there are. */
 size_t vs_topk_sort(vs_topk_t *h);
 

@@ -306,12 +306,9 @@ static void rank_products(const vs_coarse_t *cq, float *cdist, uint32_t nprobe, 
     else /* IP and cosine: larger is better, the key is the negated product */
         for (uint32_t l = 0; l < cq->nlist; l++)
             cdist[l] = vs_topk_key(cdist[l], 1);
-    vs_topk_t h;
-    vs_topk_init(&h, nprobe, keys, ids);
-    vs_topk_push_below(&h, cdist, cq->nlist, 0);
-    size_t got = vs_topk_sort(&h);
+    size_t got = vs_topk_best_of(cdist, cq->nlist, nprobe, keys, ids);
     for (size_t i = 0; i < nprobe; i++)
-        lists[i] = i < got ? (int32_t)h.ids[i] : -1;
+        lists[i] = i < got ? (int32_t)ids[i] : -1;
 }
 
 void vs_coarse_probe(const vs_coarse_t *cq, const float *q, uint32_t nprobe, uint32_t ef, int exact,

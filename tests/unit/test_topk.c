@@ -178,6 +178,31 @@ static void test_reservoir_matches_heap(void)
     }
 }
 
+/* vs_topk_best_of: the same entries in the same order as a k-heap fed every key and sorted, with many
+ * ties (keys 0..29), below and above the selection's size limit (2,048), k from 1 to past n. */
+static void test_best_of_matches_heap(void)
+{
+    uint64_t st = 23;
+    static float keys[3000], hk[3000], ok[3000];
+    static int64_t hi[3000], oi[3000];
+    static const size_t ns[] = {1, 5, 100, 1024, 2048, 3000};
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+        for (int rep = 0; rep < 20; rep++) {
+            const size_t n = ns[ni],
+                         k = rep < 4 ? (size_t[]){1, 10, 48, n + 3}[rep] : 1 + vs_test_rand(&st) % n;
+            for (size_t i = 0; i < n; i++)
+                keys[i] = rep % 2 ? (float)(vs_test_rand(&st) % 30) : vs_test_randf(&st);
+            vs_topk_t h;
+            vs_topk_init(&h, k, hk, hi);
+            for (size_t i = 0; i < n; i++)
+                vs_topk_push(&h, keys[i], (int64_t)i);
+            size_t want = vs_topk_sort(&h), got = vs_topk_best_of(keys, n, k, ok, oi);
+            CHECKF(got == want && memcmp(hi, oi, got * sizeof(int64_t)) == 0 &&
+                       memcmp(hk, ok, got * sizeof(float)) == 0,
+                   "n=%zu k=%zu rep %d: %zu vs %zu entries, or different ones", n, k, rep, got, want);
+        }
+}
+
 /* Per-partition k (Vespa's top-k probability): the documented example, the identities, and a simulation
  * of the true top-k thrown uniformly over the partitions: a partition holding more than k' of them must
  * be at most as frequent as the bound says, while k' - 1 would be exceeded more often. */
@@ -247,6 +272,7 @@ static void test_partition_k(void)
 int main(void)
 {
     RUN(test_reservoir_matches_heap);
+    RUN(test_best_of_matches_heap);
     RUN(test_heap_matches_sort);
     RUN(test_threshold);
     RUN(test_merge);
