@@ -170,14 +170,24 @@ static void select_best(float *keys, int64_t *ids, size_t lo, size_t hi, size_t 
 }
 
 /* Reservoirs up to this many entries are cut by cut_by_key (stack buffers); larger ones by select_best. */
-#define CUT_FAST_MAX 2048u
+#define CUT_FAST_MAX 4096u
+
+/* Per-thread work space of the selections (not the stack: 144 KB, where a server's or a BLAS thread's
+ * stack may be small): kth_key's three partitions, the reservoir's tie ids, best_of's selection. */
+typedef struct sel_entry {
+    float key;
+    int64_t id;
+} sel_entry_t;
+static _Thread_local float tl_part[3][CUT_FAST_MAX];
+static _Thread_local int64_t tl_ties[CUT_FAST_MAX];
+static _Thread_local sel_entry_t tl_sel[CUT_FAST_MAX];
 
 /* The key of rank kth (0-based) among keys[0..n), n <= CUT_FAST_MAX, none NaN: quickselect on a copy
  * with out-of-place three-way partitions written without branches (each value is stored to both sides
  * and the side's count advances by the comparison), so the partitions cost no mispredictions. */
 static float kth_key(const float *keys, size_t n, size_t kth)
 {
-    float buf[3][CUT_FAST_MAX];
+    float(*buf)[CUT_FAST_MAX] = tl_part;
     memcpy(buf[0], keys, n * sizeof(float));
     int src = 0;
     while (n > 8) {
@@ -236,7 +246,7 @@ static void cut_by_key(vs_reservoir_t *r)
     }
     int64_t id_max = INT64_MAX; /* ties at v kept: those with id <= id_max */
     if (less + eq > k) {
-        int64_t ties[CUT_FAST_MAX];
+        int64_t *ties = tl_ties;
         size_t t = 0;
         for (size_t i = 0; i < n; i++)
             if (r->keys[i] == v)
@@ -244,14 +254,19 @@ static void cut_by_key(vs_reservoir_t *r)
         qsort(ties, t, sizeof *ties, cmp_id);
         id_max = ties[k - less - 1];
     }
-    size_t w = 0, ties_left = k - less;
+    /* among the entries keyed v: every one with an id below id_max, then copies of id_max (an id can be
+     * offered twice, e.g. from a list given twice) up to k */
+    size_t below = 0;
+    for (size_t i = 0; i < n; i++)
+        below += r->keys[i] == v && r->ids[i] < id_max;
+    size_t w = 0, at_max = k - less - below;
     for (size_t i = 0; i < n; i++) {
         float key = r->keys[i];
         int64_t id = r->ids[i];
-        int keep = key < v;
-        if (key == v && id <= id_max && ties_left > 0) {
+        int keep = key < v || (key == v && id < id_max);
+        if (key == v && id == id_max && at_max > 0) {
             keep = 1;
-            ties_left--;
+            at_max--;
         }
         r->keys[w] = key;
         r->ids[w] = id;
@@ -287,10 +302,7 @@ size_t vs_topk_best_of(const float *keys, size_t n, size_t k, float *okeys, int6
     for (size_t i = 0; i < n; i++)
         less += keys[i] < v;
     /* entries below v, then those equal to v in index order (the smallest ids) until want */
-    struct {
-        float key;
-        int64_t id;
-    } sel[CUT_FAST_MAX];
+    sel_entry_t *sel = tl_sel;
     size_t got = 0, ties = want - less;
     for (size_t i = 0; i < n; i++) {
         if (keys[i] < v || (keys[i] == v && ties > 0)) {
@@ -302,7 +314,7 @@ size_t vs_topk_best_of(const float *keys, size_t n, size_t k, float *okeys, int6
     }
     if (got <= 32) { /* insertion sort by (key, id) */
         for (size_t i = 1; i < got; i++) {
-            __typeof__(sel[0]) x = sel[i];
+            sel_entry_t x = sel[i];
             size_t j = i;
             for (; j > 0 && (sel[j - 1].key > x.key || (sel[j - 1].key == x.key && sel[j - 1].id > x.id));
                  j--)

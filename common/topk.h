@@ -55,7 +55,7 @@ void vs_topk_push_below(vs_topk_t *h, const float *keys, size_t n, int64_t id0);
 
 /* The k best of keys[0..n) by (key, index), best first: keys into okeys and indices into oids (k slots
  * each); returns how many (min(k, n), fewer when keys are NaN). The same entries in the same order as
- * pushing every key into a k-heap and sorting it; for n up to 2,048 by a selection of the k-th key
+ * pushing every key into a k-heap and sorting it; for n up to 4,096 by a selection of the k-th key
  * (no per-entry heap work). */
 size_t vs_topk_best_of(const float *keys, size_t n, size_t k, float *okeys, int64_t *oids);
 
@@ -103,7 +103,8 @@ static inline void vs_reservoir_init(vs_reservoir_t *r, size_t k, size_t cap, fl
 /* Keeps the k best of the buffer (unordered) and sets the threshold to the worst kept key. */
 void vs_reservoir_cut(vs_reservoir_t *r);
 
-/* Offers a candidate; callers test key <= r->threshold first. */
+/* Offers a candidate; callers test key <= r->threshold first (which also keeps NaN keys out: the cut
+ * assumes there are none). */
 static inline void vs_reservoir_push(vs_reservoir_t *r, float key, int64_t id)
 {
     r->keys[r->size] = key;

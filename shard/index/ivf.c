@@ -624,7 +624,18 @@ static uint16_t key_to_threshold(float thr_key, float base, float scale)
         return 65535;
     if (t < 0.0f)
         return 0;
-    return (uint16_t)t; /* floor: sum <= floor(t) <=> sum <= t for integer sums */
+    /* the largest sum whose key computed as the offer computes it (base + sum / scale, in float) is
+     * <= thr_key: floor(t) can be a unit or more off either way, and a candidate whose key equals the
+     * threshold must reach the offer (ties go to the smaller id there), or answers would depend on the
+     * order lists are scanned in. Where no exact bound is found quickly, a higher one: the offer decides. */
+    uint32_t sum = (uint32_t)t;
+    for (int i = 0; i < 16 && sum > 0 && base + (float)sum / scale > thr_key; i++)
+        sum--;
+    for (int i = 0; i < 16 && sum < 65535 && base + (float)(sum + 1) / scale <= thr_key; i++)
+        sum++;
+    if (sum < 65535 && base + (float)(sum + 1) / scale <= thr_key)
+        return 65535;
+    return (uint16_t)sum;
 }
 
 static uint16_t fs_offer(void *arg, size_t pos, uint16_t sum)
@@ -1679,13 +1690,15 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
             scratch_layout(&shape, mem, &c.scratch[w]);
     }
     /* list-major in chunks (search_chunk), or query by query */
+    /* the chunk: as many queries as VS_IVF_CHUNK_BYTES of candidates hold (large k * k_factor: fewer; under
+     * VS_FS_MULTI, or out of memory for the chunk state, the query-by-query path, which needs none) */
+    size_t chunk = VS_IVF_CHUNK_BYTES / (shape.hsz * (sizeof(float) + sizeof(int64_t)));
     const int batched = st == VS_OK && nq >= VS_IVF_BATCH_MIN && ivf->spec.codec == VS_CODEC_PQ &&
-                        ivf->spec.fastscan && !m && !runs && !may;
+                        ivf->spec.fastscan && !m && !runs && !may && chunk >= VS_FS_MULTI;
     batch_t *batch = NULL;
     if (batched) {
-        size_t chunk = VS_IVF_CHUNK_BYTES / (shape.hsz * (sizeof(float) + sizeof(int64_t)));
         size_t per_worker = (nq + n_workers - 1) / n_workers;
-        chunk = chunk > VS_IVF_CHUNK ? VS_IVF_CHUNK : chunk < VS_FS_MULTI ? VS_FS_MULTI : chunk;
+        chunk = chunk > VS_IVF_CHUNK ? VS_IVF_CHUNK : chunk;
         c.chunk = per_worker < chunk ? per_worker : chunk;
         batch = calloc(n_workers, sizeof *batch);
         for (size_t w = 0; batch && w < n_workers; w++)
@@ -1695,8 +1708,6 @@ static vs_status run_search(const vs_ivf_t *ivf, const vs_fresh_t *fresh, const 
                 free(batch);
                 batch = NULL;
             }
-        if (!batch)
-            st = vs_errf(err, VS_ERR_NOMEM, "IVF search: out of memory for a batch of %zu queries", nq);
         c.batch = batch;
     }
     if (st == VS_OK && batch)

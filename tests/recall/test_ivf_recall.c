@@ -241,6 +241,60 @@ static void test_search_lists_and_errors(void)
     free_set(&s);
 }
 
+/* Ties at the threshold: with few sub-quantizers and no refine many candidates share an estimate, and
+ * with ids that do not grow with the position in a list the (key, id) rule picks among them. The scan's
+ * integer threshold must let every candidate whose key equals the threshold reach the offer, or the
+ * answer depends on the order the lists are scanned in (list-major in a batch, nearest first alone). */
+static void test_batch_ties_shuffled_ids(void)
+{
+    static const struct {
+        const char *factory;
+        vs_metric metric;
+    } cases[] = {{"IVF64,PQ2x4fs", VS_METRIC_L2},
+                 {"IVF64,PQ2x4fs", VS_METRIC_IP},
+                 {"IVF64,PQ1x4fs", VS_METRIC_IP},
+                 {"IVF64,PQ8x4fs", VS_METRIC_IP}};
+    char err[VS_ERR_LEN];
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        set_t s = synthetic(cases[ci].metric);
+        vs_index_t *idx;
+        CHECK(vs_index_create(s.d, s.metric, cases[ci].factory, &idx, err) == VS_OK);
+        CHECK(vs_index_train(idx, s.n, s.base, 0, NULL, err) == VS_OK);
+        int64_t *ids = malloc(s.n * sizeof(int64_t));
+        uint64_t rng = 31;
+        for (size_t i = 0; i < s.n; i++)
+            ids[i] = (int64_t)i;
+        for (size_t i = s.n - 1; i > 0; i--) { /* Fisher-Yates */
+            size_t j = (size_t)(vs_test_rand(&rng) % (i + 1));
+            int64_t t = ids[i];
+            ids[i] = ids[j];
+            ids[j] = t;
+        }
+        CHECK(vs_index_add(idx, s.n, s.base, ids, 0, NULL, err) == VS_OK);
+        for (size_t kk = 10; kk <= 50; kk += 40) {
+            size_t nqk = s.nq * kk, diff = 0;
+            float *d1 = malloc(nqk * sizeof(float)), *d2 = malloc(nqk * sizeof(float));
+            int64_t *i1 = malloc(nqk * sizeof(int64_t)), *i2 = malloc(nqk * sizeof(int64_t));
+            vs_search_params_t p = {.nprobe = 32};
+            for (size_t q = 0; q < s.nq; q++)
+                CHECK(vs_index_search(idx, 1, s.q + q * s.d, kk, &p, 1, d1 + q * kk, i1 + q * kk, err) ==
+                      VS_OK);
+            CHECK(vs_index_search(idx, s.nq, s.q, kk, &p, 1, d2, i2, err) == VS_OK);
+            for (size_t j = 0; j < nqk; j++)
+                diff += i1[j] != i2[j] || memcmp(&d1[j], &d2[j], sizeof(float)) != 0;
+            CHECKF(diff == 0, "%s %s k=%zu: %zu of %zu answers differ between the batch and one by one",
+                   cases[ci].factory, vs_metric_name(cases[ci].metric), kk, diff, nqk);
+            free(d1);
+            free(d2);
+            free(i1);
+            free(i2);
+        }
+        free(ids);
+        vs_index_destroy(idx);
+        free_set(&s);
+    }
+}
+
 /* The coarse products (the lists every probe, batch and coordinator choose): the transposed-centroid
  * kernel must give the same bits at every SIMD level and for any number of queries at once, and the
  * multi-query probe the same lists as one query at a time; centroid counts that end mid-block. */
@@ -463,6 +517,7 @@ int main(void)
     RUN(test_hnsw_coarse);
     RUN(test_search_lists_and_errors);
     RUN(test_batch_equals_one_by_one);
+    RUN(test_batch_ties_shuffled_ids);
     RUN(test_coarse_products_identical);
     return vs_test_finish();
 }
