@@ -10,12 +10,21 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+/* JetStream's default storage limit is 75 % of the disk's free space, and every stream reserves its
+ * MaxBytes (the write log's default: 8 GiB): a test opening four logs failed on a disk with 40 GB free
+ * (JetStream error 10047). The tests' server gets a fixed 1 TiB limit instead (they write kilobytes). */
 static void nats_argv(const vs_proc_fixture_t *p, char **argv, char *buf, size_t cap)
 {
     size_t off = 0;
     char *port = vs_proc_fixture_arg(buf, cap, &off, "%d", vs_proc_fixture_port(p, 0));
     char *store = vs_proc_fixture_arg(buf, cap, &off, "%s/js", vs_proc_fixture_dir(p));
-    const char *v[] = {vs_proc_fixture_bin(p),  "-a", "127.0.0.1", "-p", port, "-js", "-sd", store, "-n",
+    char *conf = vs_proc_fixture_arg(buf, cap, &off, "%s/nats.conf", vs_proc_fixture_dir(p));
+    FILE *f = fopen(conf, "w");
+    if (f != NULL) {
+        fprintf(f, "jetstream {\n  store_dir: \"%s\"\n  max_file_store: 1099511627776\n}\n", store);
+        fclose(f);
+    }
+    const char *v[] = {vs_proc_fixture_bin(p),  "-a", "127.0.0.1", "-p", port, "-c", conf, "-js", "-n",
                        vs_proc_fixture_name(p), NULL};
     for (size_t i = 0; i < sizeof v / sizeof *v; i++)
         argv[i] = (char *)v[i];
