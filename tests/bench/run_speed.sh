@@ -60,6 +60,16 @@ run() { # jsonl round [vecshard-bench args...]: one bench call, its rows tagged 
         --hnsw-m "$M" --quiet | sed "s/^{/{\"round\":$r,/" >> "$file" || echo "run_speed.sh: failed: $*" >&2
 }
 
+ours() { # jsonl round factory sweep: our index, built and saved on its first round, loaded after
+    local idx
+    idx=$out/$name-$(echo "$3" | tr ',' '_').vsi
+    if [ -s "$idx" ]; then
+        run "$1" "$2" "${common[@]}" --index "$3" --search "$4" --load-index "$idx"
+    else
+        run "$1" "$2" "${common[@]}" --index "$3" --search "$4" --save-index "$idx"
+    fi
+}
+
 for s in "${sets[@]}"; do
     name=${s%%=*}
     rest=${s#*=}
@@ -86,12 +96,7 @@ for s in "${sets[@]}"; do
     common=("${files[@]}" --dataset "$name" --metric "$metric")
     for r in $(seq "$rounds"); do
         for f in "${ivf_ours[@]}"; do
-            idx=$out/$name-$(echo "$f" | tr ',' '_').vsi
-            if [ -s "$idx" ]; then
-                run "$file" "$r" "${common[@]}" --index "$f" --search "$ivf_sweep" --load-index "$idx"
-            else
-                run "$file" "$r" "${common[@]}" --index "$f" --search "$ivf_sweep" --save-index "$idx"
-            fi
+            ours "$file" "$r" "$f" "$ivf_sweep"
         done
         for f in "${ivf_faiss[@]}"; do
             run "$file" "$r" "${common[@]}" --index "${ivf_ours[0]}" --no-ours --peers faiss --peer-index "$f" \
@@ -100,12 +105,7 @@ for s in "${sets[@]}"; do
         for f in "HNSW$M" "HNSW$M,SQ8"; do
             sweep=$graph_sweep
             [ "$f" = "HNSW$M,SQ8" ] && sweep="$graph_sweep;k_factor=1,2,4"
-            idx=$out/$name-$(echo "$f" | tr ',' '_').vsi
-            if [ -s "$idx" ]; then
-                run "$file" "$r" "${common[@]}" --index "$f" --search "$sweep" --load-index "$idx"
-            else
-                run "$file" "$r" "${common[@]}" --index "$f" --search "$sweep" --save-index "$idx"
-            fi
+            ours "$file" "$r" "$f" "$sweep"
         done
         run "$file" "$r" "${common[@]}" --index "HNSW$M" --no-ours --peers hnswlib --peer-search "$graph_sweep"
     done
