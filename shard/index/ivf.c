@@ -590,6 +590,46 @@ static inline void cands_push(cands_t *c, float key, int64_t id)
         vs_topk_push(&c->h, key, id);
 }
 
+/* Empty candidates of one query: the k*k_factor reservoir with refine, else the heap (plus the fresh
+ * slack), over keys/ids of hsz slots. */
+static void cands_init(cands_t *h, const search_ctx_t *c, float *keys, int64_t *ids)
+{
+    h->use_r = c->ivf->spec.refine != VS_REFINE_NONE;
+    if (h->use_r)
+        vs_reservoir_init(&h->r, c->kp, 2 * c->kp, keys, ids);
+    else
+        vs_topk_init(&h->h, c->kp + (vs_fresh_empty(c->fresh) ? 0 : VS_FRESH_SLACK), keys, ids);
+}
+
+/* The quantised fast-scan table of query q (prepared) for list l into qlut, with the key's base and
+ * scale (key = base + sum / scale). L2 tables depend on the list (the residual q - c_l; table is m*16
+ * floats of scratch, res d floats); an inner-product table does not: ip_qlut (built once per query by
+ * fs_ip_table) is returned instead, with the centroid's product in the base. */
+static const uint8_t *fs_list_table(const vs_ivf_t *ivf, const float *q, uint32_t l, float *res, float *table,
+                                    uint8_t *qlut, const uint8_t *ip_qlut, float ip_bias, float ip_scale,
+                                    float *base, float *scale)
+{
+    const float *cl = ivf->centroids + (size_t)l * ivf->d;
+    if (ivf->metric != VS_METRIC_L2) {
+        *base = -vs_distance_kernels()->ip(q, cl, ivf->d) + ip_bias;
+        *scale = ip_scale;
+        return ip_qlut;
+    }
+    for (uint32_t j = 0; j < ivf->d; j++)
+        res[j] = q[j] - cl[j];
+    vs_fs_table(ivf->cbt, ivf->pq.m, ivf->pq.dsub, res, 1, table);
+    vs_fs_quantize_lut(table, ivf->pq.m, qlut, base, scale);
+    return qlut;
+}
+
+/* An inner-product query's fast-scan table (the same for every list): qlut, bias and scale. */
+static void fs_ip_table(const vs_ivf_t *ivf, const float *q, float *table, uint8_t *qlut, float *bias,
+                        float *scale)
+{
+    vs_fs_table(ivf->cbt, ivf->pq.m, ivf->pq.dsub, q, 0, table);
+    vs_fs_quantize_lut(table, ivf->pq.m, qlut, bias, scale);
+}
+
 /* The fast-scan offer callback's state for one list. */
 typedef struct fs_state {
     cands_t *h;
@@ -1103,7 +1143,6 @@ static void search_one(void *arg, size_t qi, size_t worker)
     const int refine = ivf->spec.refine != VS_REFINE_NONE;
     const int larger = ivf->metric != VS_METRIC_L2;
     const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
-    const size_t slack = fresh ? VS_FRESH_SLACK : 0;
     size_t n_fresh = 0; /* fresh candidates offered */
 
     memcpy(s->q, c->q + qi * d, d * sizeof(float));
@@ -1113,19 +1152,14 @@ static void search_one(void *arg, size_t qi, size_t worker)
     probe_lists(c, s, q, qi);
 
     cands_t h;
-    h.use_r = refine;
-    if (refine)
-        vs_reservoir_init(&h.r, c->kp, 2 * c->kp, s->hkeys, s->hids);
-    else
-        vs_topk_init(&h.h, c->kp + slack, s->hkeys, s->hids);
+    cands_init(&h, c, s->hkeys, s->hids);
     const vs_pq_t *pq = &ivf->pq;
     const size_t mk = ivf->spec.codec == VS_CODEC_PQ ? (size_t)pq->m * pq->ksub : 0;
     const int fs = ivf->spec.fastscan;
     float ip_bias = 0.0f, ip_scale = 1.0f;
     if (fs && ivf->metric != VS_METRIC_L2) {
         /* inner product: the table does not depend on the list; build and quantise it once */
-        vs_fs_table(ivf->cbt, pq->m, pq->dsub, q, 0, s->table);
-        vs_fs_quantize_lut(s->table, pq->m, s->qlut, &ip_bias, &ip_scale);
+        fs_ip_table(ivf, q, s->table, s->qlut, &ip_bias, &ip_scale);
     } else if (mk && !fs) {
         vs_pq_lut_ip(pq, q, s->ipq);
     }
@@ -1166,17 +1200,9 @@ static void search_one(void *arg, size_t qi, size_t worker)
             continue;
         }
         if (fs) {
-            float base, bias, scale;
-            if (ivf->metric == VS_METRIC_L2) {
-                for (uint32_t j = 0; j < d; j++)
-                    s->dbuf[j] = q[j] - cl[j];
-                vs_fs_table(ivf->cbt, pq->m, pq->dsub, s->dbuf, 1, s->table);
-                vs_fs_quantize_lut(s->table, pq->m, s->qlut, &bias, &scale);
-                base = bias;
-            } else {
-                base = -kern->ip(q, cl, d) + ip_bias;
-                scale = ip_scale;
-            }
+            float base, scale;
+            fs_list_table(ivf, q, (uint32_t)l, s->dbuf, s->table, s->qlut, s->qlut, ip_bias, ip_scale, &base,
+                          &scale);
             fs_state_t st = {&h, L, (uint32_t)l, refine, base, scale, fresh, c->excl, c->filter};
             if (L->n)
                 scan(L->codes, L->n, pq->m, s->qlut, key_to_threshold(cands_threshold(&h), base, scale),
@@ -1302,8 +1328,7 @@ static void search_chunk(void *arg, size_t task, size_t worker)
     const uint32_t d = ivf->d, np = c->probe_max, m = ivf->pq.m;
     const int refine = ivf->spec.refine != VS_REFINE_NONE, l2 = ivf->metric == VS_METRIC_L2;
     const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
-    const size_t slack = fresh ? VS_FRESH_SLACK : 0, ql = b->qlut_bytes;
-    const vs_distance_kernels_t *kern = vs_distance_kernels();
+    const size_t ql = b->qlut_bytes;
 
     memcpy(b->qs, c->q + q0 * d, n * d * sizeof(float));
     if (ivf->metric == VS_METRIC_COSINE)
@@ -1318,17 +1343,10 @@ static void search_chunk(void *arg, size_t task, size_t worker)
         }
     }
     for (size_t i = 0; i < n; i++) {
-        cands_t *h = &b->h[i];
-        h->use_r = refine;
-        if (refine)
-            vs_reservoir_init(&h->r, c->kp, 2 * c->kp, b->hkeys + i * b->hsz, b->hids + i * b->hsz);
-        else
-            vs_topk_init(&h->h, c->kp + slack, b->hkeys + i * b->hsz, b->hids + i * b->hsz);
+        cands_init(&b->h[i], c, b->hkeys + i * b->hsz, b->hids + i * b->hsz);
         b->n_fresh[i] = 0;
-        if (!l2) { /* inner product: one table per query, whatever the list */
-            vs_fs_table(ivf->cbt, m, ivf->pq.dsub, b->qs + i * d, 0, s->table);
-            vs_fs_quantize_lut(s->table, m, b->qlut + i * ql, &b->ip_bias[i], &b->ip_scale[i]);
-        }
+        if (!l2) /* inner product: one table per query, whatever the list */
+            fs_ip_table(ivf, b->qs + i * d, s->table, b->qlut + i * ql, &b->ip_bias[i], &b->ip_scale[i]);
     }
     /* group the (query, probe) pairs by list: a counting sort, queries ascending within a list. Two
      * rounds: first each query's nearest `near` lists (about enough items to fill its candidates, so its
@@ -1365,7 +1383,6 @@ static void search_chunk(void *arg, size_t task, size_t worker)
             lo = hi;
             continue;
         }
-        const float *cl = ivf->centroids + (size_t)l * d;
         for (uint32_t g0 = lo; g0 < hi; g0 += VS_FS_MULTI) {
             const uint32_t g = hi - g0 < VS_FS_MULTI ? hi - g0 : VS_FS_MULTI;
             fs_state_t st[VS_FS_MULTI];
@@ -1374,20 +1391,11 @@ static void search_chunk(void *arg, size_t task, size_t worker)
             uint16_t thr[VS_FS_MULTI];
             for (uint32_t j = 0; j < g; j++) {
                 const size_t i = (size_t)(b->pair[g0 + j] >> 32);
-                const float *q = b->qs + i * d;
                 float base, scale;
-                if (l2) {
-                    uint8_t *t = b->qlut + j * ql;
-                    for (uint32_t t2 = 0; t2 < d; t2++)
-                        s->dbuf[t2] = q[t2] - cl[t2];
-                    vs_fs_table(ivf->cbt, m, ivf->pq.dsub, s->dbuf, 1, s->table);
-                    vs_fs_quantize_lut(s->table, m, t, &base, &scale);
-                    qluts[j] = t;
-                } else {
-                    base = -kern->ip(q, cl, d) + b->ip_bias[i];
-                    scale = b->ip_scale[i];
-                    qluts[j] = b->qlut + i * ql;
-                }
+                /* L2: the group's j-th table slot; IP: the query's own table */
+                qluts[j] = fs_list_table(ivf, b->qs + i * d, l, s->dbuf, s->table, b->qlut + j * ql,
+                                         b->qlut + i * ql, l2 ? 0.0f : b->ip_bias[i],
+                                         l2 ? 1.0f : b->ip_scale[i], &base, &scale);
                 st[j] = (fs_state_t){&b->h[i], L, l, refine, base, scale, fresh, c->excl, c->filter};
                 ctx[j] = &st[j];
                 thr[j] = key_to_threshold(cands_threshold(&b->h[i]), base, scale);
