@@ -284,27 +284,16 @@ static vs_status compute_ct(vs_coarse_t *cq, char *err)
 
 void vs_coarse_products(const vs_coarse_t *cq, const float *q, size_t nq, vs_simd_level level, float *out)
 {
-    if (cq->ct == NULL) {
-        const vs_distance_kernels_t *kern = vs_distance_kernels_for(level);
-        for (size_t j = 0; j < nq; j++)
-            kern->ip_batch(q + j * cq->d, cq->centroids, cq->nlist, cq->d, out + j * cq->nlist);
-        return;
-    }
-    tm_products(cq->ct, cq->nlist, cq->d, q, nq, level, out);
+    if (cq->ct == NULL) /* the row kernels (their multi-query form gives ip_batch's bits per query) */
+        vs_distance_kernels_for(level)->ip_batch_multi(q, nq, cq->centroids, cq->nlist, cq->d, out);
+    else
+        tm_products(cq->ct, cq->nlist, cq->d, q, nq, level, out);
 }
 
-/* out[j*nlist + l] = <q_j, c_l> for nq queries. */
+/* out[j*nlist + l] = <q_j, c_l> for nq queries, with the kernels in use. */
 static void products(const vs_coarse_t *cq, const float *q, size_t nq, float *out)
 {
-    if (cq->ct == NULL) {
-        const vs_distance_kernels_t *kern = vs_distance_kernels();
-        if (nq == 1)
-            kern->ip_batch(q, cq->centroids, cq->nlist, cq->d, out);
-        else
-            kern->ip_batch_multi(q, nq, cq->centroids, cq->nlist, cq->d, out);
-        return;
-    }
-    tm_products(cq->ct, cq->nlist, cq->d, q, nq, vs_cpu_simd_level(), out);
+    vs_coarse_products(cq, q, nq, vs_cpu_simd_level(), out);
 }
 
 /* Squared centroid norms: lists are chosen by |c|^2 - 2<q, c> (one FMA per dimension, half the work of
