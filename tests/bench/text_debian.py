@@ -404,6 +404,20 @@ def write_sources(odir, lines, corpus):
                                                     st['query_documents'], st['paragraphs'], st['bytes'], st['tokens']))
 
 
+def encode(items, dim, vector, what):
+    """One float32 row per item (vector(item)), with a progress line."""
+    import numpy as np
+    x = np.empty((len(items), dim), dtype=np.float32)
+    prog = Progress(what, len(items), what)
+    for i, item in enumerate(items):
+        x[i] = vector(item)
+        if i % 4096 == 0:
+            prog.update(i)
+    prog.update(len(items))
+    prog.end()
+    return x
+
+
 def make_words(a, cdir, corpus):
     import numpy as np
     odir = os.path.join(a.out, 'words-%d' % a.w_dim)
@@ -413,14 +427,7 @@ def make_words(a, cdir, corpus):
     m, t_train = train(cdir, 'words-%d' % a.w_dim, args, a.threads)
     t0 = time.time()
     words = [w for w in m.get_words() if w != '</s>']
-    x = np.empty((len(words), a.w_dim), dtype=np.float32)
-    prog = Progress('words', len(words), 'words')
-    for i, w in enumerate(words):
-        x[i] = m.get_word_vector(w)
-        if i % 4096 == 0:
-            prog.update(i)
-    prog.update(len(words))
-    prog.end()
+    x = encode(words, a.w_dim, m.get_word_vector, 'words')
     norms = unit_rows(x, 'words')
     rng = np.random.default_rng(a.seed)
     qi = rng.choice(len(words), size=a.nq, replace=False)
@@ -478,14 +485,7 @@ def make_sentences(a, cdir, corpus):
         base = [base[i] for i in keep]
     query = [query[i] for i in rng.choice(len(query), size=a.nq, replace=False)]
     texts = base + query
-    x = np.empty((len(texts), a.s_dim), dtype=np.float32)
-    prog = Progress('sentences', len(texts), 'sentences')
-    for i, s in enumerate(texts):
-        x[i] = m.get_sentence_vector(s)
-        if i % 4096 == 0:
-            prog.update(i)
-    prog.update(len(texts))
-    prog.end()
+    x = encode(texts, a.s_dim, m.get_sentence_vector, 'sentences')
     norms = unit_rows(x, 'sentences')
     nb = len(base)
     digest = write_fvecs(os.path.join(odir, 'base.fvecs'), x[:nb])
