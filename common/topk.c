@@ -244,8 +244,12 @@ static void cut_by_key(vs_reservoir_t *r)
         less += r->keys[i] < v;
         eq += r->keys[i] == v;
     }
-    int64_t id_max = INT64_MAX; /* ties at v kept: those with id <= id_max */
-    if (less + eq > k) {
+    /* no more entries keyed v than places left: all of them; else among them every one with an id below
+     * id_max, then copies of id_max (an id can be offered twice, e.g. from a list given twice) up to k */
+    const int all_ties = less + eq <= k;
+    int64_t id_max = INT64_MAX;
+    size_t at_max = 0;
+    if (!all_ties) {
         int64_t *ties = tl_ties;
         size_t t = 0;
         for (size_t i = 0; i < n; i++)
@@ -253,18 +257,17 @@ static void cut_by_key(vs_reservoir_t *r)
                 ties[t++] = r->ids[i];
         qsort(ties, t, sizeof *ties, cmp_id);
         id_max = ties[k - less - 1];
+        size_t below = k - less - 1; /* the ties sorted before the first copy of id_max */
+        while (below > 0 && ties[below - 1] == id_max)
+            below--;
+        at_max = k - less - below;
     }
-    /* among the entries keyed v: every one with an id below id_max, then copies of id_max (an id can be
-     * offered twice, e.g. from a list given twice) up to k */
-    size_t below = 0;
-    for (size_t i = 0; i < n; i++)
-        below += r->keys[i] == v && r->ids[i] < id_max;
-    size_t w = 0, at_max = k - less - below;
+    size_t w = 0;
     for (size_t i = 0; i < n; i++) {
         float key = r->keys[i];
         int64_t id = r->ids[i];
-        int keep = key < v || (key == v && id < id_max);
-        if (key == v && id == id_max && at_max > 0) {
+        int keep = key < v || (key == v && (all_ties || id < id_max));
+        if (!all_ties && key == v && id == id_max && at_max > 0) {
             keep = 1;
             at_max--;
         }
