@@ -294,83 +294,6 @@ size_t vs_coord_versions(vs_coord_t *c, char (*out)[128], size_t cap, char activ
     return n;
 }
 
-/* The version's centroids file, checked against the manifest's CRC32C, nlist and dim and against the
- * floats the partitions were built with; *out (nlist*dim, malloc'd). */
-static vs_status load_centroids(const vs_manifest_t *m, float **out, char err[VS_ERR_LEN])
-{
-    char cpath[PATH_MAX];
-    vs_status st = vs_manifest_path(m, m->centroids_file, cpath, err);
-    if (st != VS_OK)
-        return st;
-    if (m->has_centroids_crc32c) { /* the file as written */
-        uint64_t size;
-        uint32_t crc;
-        st = vs_file_crc32c(cpath, &size, &crc, err);
-        if (st == VS_OK && crc != m->centroids_crc32c)
-            st = vs_errf(err, VS_ERR_CORRUPT, "%s: CRC32C 0x%08x, the manifest says 0x%08x", cpath, crc,
-                         m->centroids_crc32c);
-        if (st != VS_OK)
-            return st;
-    }
-    size_t n;
-    uint32_t d;
-    float *cent = NULL;
-    st = vs_vecfile_load_f32(cpath, &n, &d, &cent, err);
-    if (st != VS_OK)
-        return st;
-    uint32_t dcrc = 0;
-    if (n != m->nlist || d != m->dim)
-        st = vs_errf(err, VS_ERR_CORRUPT, "%s: %zu x %u centroids, the manifest says nlist %u, dim %u", cpath,
-                     n, d, m->nlist, m->dim);
-    else if (m->has_centroids_data_crc32c &&
-             (dcrc = vs_crc32c(0, cent, n * d * sizeof(float))) != m->centroids_data_crc32c)
-        /* the floats the shards' ivf.centroids sections hold: routing with other centroids would send
-         * queries to the wrong lists and lose recall without a single error */
-        st = vs_errf(err, VS_ERR_CORRUPT,
-                     "%s: centroid data CRC32C 0x%08x, the partitions were built with 0x%08x (the manifest's "
-                     "centroids_data_crc32c): these are not the version's centroids",
-                     cpath, dcrc, m->centroids_data_crc32c);
-    if (st != VS_OK) {
-        free(cent);
-        return st;
-    }
-    *out = cent;
-    return VS_OK;
-}
-
-/* Router of a cluster-partitioned version (spec: its factory, parsed): its centroids and the list ->
- * partition map from the partitions' list ids. */
-static vs_status cluster_router(const vs_manifest_t *m, const vs_factory_spec_t *spec, const char *path,
-                                vs_router_t *r, char err[VS_ERR_LEN])
-{
-    float *cent = NULL;
-    vs_status st = load_centroids(m, &cent, err);
-    if (st != VS_OK)
-        return st;
-    const size_t n = m->nlist;
-    uint32_t *lp = malloc(n * sizeof *lp);
-    if (!lp)
-        st = vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
-    if (st == VS_OK) {
-        for (size_t l = 0; l < n; l++)
-            lp[l] = UINT32_MAX;
-        for (uint32_t p = 0; p < m->n_partitions; p++)
-            for (uint32_t j = 0; j < m->partitions[p].n_lists; j++) {
-                uint32_t l = m->partitions[p].lists[j];
-                if (l < n)
-                    lp[l] = m->partitions[p].id;
-            }
-        for (size_t l = 0; l < n && st == VS_OK; l++)
-            if (lp[l] == UINT32_MAX)
-                st = vs_errf(err, VS_ERR_CORRUPT, "manifest %s: list %zu belongs to no partition", path, l);
-    }
-    if (st == VS_OK)
-        st = vs_router_init_cluster(r, m->metric, m->dim, m->n_partitions, m->nlist, cent, lp,
-                                    spec->coarse_hnsw_m, err);
-    free(cent);
-    free(lp);
-    return st;
-}
 
 /* The version's search defaults, nlist and content id from its manifest (before the entry is visible). */
 static void set_defaults(version_entry_t *e, const vs_manifest_t *m)
@@ -418,31 +341,12 @@ static void resolve_params(const version_entry_t *e, const Vecshard__V1__SearchP
     }
 }
 
-/* Router of a hash-partitioned version. IVF partitions share the version's coarse quantizer: with two
- * or more partitions the coordinator ranks each query's lists once and sends them to every partition,
- * instead of each shard ranking all nlist centroids again (unless --coarse-at shard). */
-static vs_status hash_router(const vs_coord_t *c, const vs_manifest_t *m, const vs_factory_spec_t *spec,
-                             vs_router_t *r, char err[VS_ERR_LEN])
-{
-    if (spec->type != VS_INDEX_IVF || c->o.coarse_at_shard || m->n_partitions < 2 || !m->centroids_file[0] ||
-        !m->nlist)
-        return vs_router_init_hash(r, m->metric, m->dim, m->n_partitions, err);
-    float *cent = NULL;
-    vs_status st = load_centroids(m, &cent, err);
-    if (st == VS_OK)
-        st = vs_router_init_hash_ivf(r, m->metric, m->dim, m->n_partitions, m->nlist, cent,
-                                     spec->coarse_hnsw_m, err);
-    free(cent);
-    return st;
-}
 
 vs_status vs_coord_add_loaded(vs_coord_t *c, const vs_manifest_t *m, const char *path, char err[VS_ERR_LEN])
 {
+    (void)path;
     vs_router_t r;
-    vs_factory_spec_t spec = {0}; /* an unparsable factory: no coarse quantizer here (the shards refuse it) */
-    (void)vs_factory_parse(m->factory, &spec, NULL);
-    vs_status st = strcmp(m->partitioning, "hash") == 0 ? hash_router(c, m, &spec, &r, err)
-                                                        : cluster_router(m, &spec, path, &r, err);
+    vs_status st = vs_router_init_manifest(&r, m, !c->o.coarse_at_shard, err);
     if (st != VS_OK)
         return st;
     char(*content)[17] = calloc(m->n_partitions, sizeof *content);

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cluster/manifest.h"
 #include "common/distance.h"
 #include "common/status.h"
 #include "shard/index/coarse.h"
@@ -46,6 +47,12 @@ vs_status vs_router_init_cluster(vs_router_t *r, vs_metric metric, uint32_t dim,
 vs_status vs_router_init_hash_ivf(vs_router_t *r, vs_metric metric, uint32_t dim, uint32_t n_partitions,
                                   uint32_t nlist, const float *centroids, uint32_t coarse_hnsw_m,
                                   char err[VS_ERR_LEN]);
+
+/* The router of a loaded manifest: hash (with the version's coarse quantizer when rank_here, the factory
+ * is IVF and there are 2+ partitions: vs_router_init_hash_ivf) or cluster (its centroids and the
+ * partitions' lists). The centroids file is checked against the manifest's CRC32C, nlist, dim and the
+ * partitions' centroid data CRC32C: VS_ERR_CORRUPT (or VS_ERR_IO / VS_ERR_NOT_FOUND) naming it. */
+vs_status vs_router_init_manifest(vs_router_t *r, const vs_manifest_t *m, int rank_here, char err[VS_ERR_LEN]);
 
 void vs_router_fini(vs_router_t *r);
 

@@ -26,3 +26,10 @@ struct timespec vs_timespec_in_ms(clockid_t clock, int64_t ms)
     ts.tv_nsec = (long)(ns % 1000000000);
     return ts;
 }
+
+double vs_process_cpu_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}

@@ -8,6 +8,8 @@
 /* CLOCK_MONOTONIC in nanoseconds / seconds. */
 uint64_t vs_now_ns(void);
 double vs_now_s(void);
+/* CPU seconds (user + system) this process has used so far, all threads. */
+double vs_process_cpu_s(void);
 
 /* The time ms (>= 0) milliseconds from now on clock, as an absolute deadline for pthread_cond_timedwait
  * (CLOCK_REALTIME for a default condition variable, CLOCK_MONOTONIC for one set to it). */

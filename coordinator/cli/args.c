@@ -448,6 +448,7 @@ void vs_admin_usage(FILE *f, vs_admin_cmd cmd)
               "  rollback   switch back to the previous version\n"
               "  retire     make shards unload a staged, failed or previous version\n"
               "  remove     delete a staged, failed or retired version's record (frees its slot)\n"
+              "  batch      offline batch neighbours: every query's top-K into Redis, switched atomically\n"
               "\n"
               "'vecshard <command> --help' describes a command's options.\n"
               "Output is for people; --json gives one JSON object for scripts.\n"

@@ -11,6 +11,7 @@
 #include "common/cli/flags.h"
 #include "coordinator/cli/admin.h"
 #include "coordinator/cli/rollout.h"
+#include "coordinator/nbrs/run.h"
 
 static int run_query(const vs_admin_opts_t *o)
 {
@@ -199,6 +200,8 @@ int main(int argc, char **argv)
     if (strcmp(name, "deploy") == 0 || strcmp(name, "activate") == 0 || strcmp(name, "rollback") == 0 ||
         strcmp(name, "retire") == 0 || strcmp(name, "remove") == 0)
         return run_rollout(name, argc - 1, argv + 1);
+    if (strcmp(name, "batch") == 0)
+        return vs_nbrs_main(argc - 1, argv + 1);
     vs_admin_cmd cmd = vs_admin_cmd_parse(name);
     if (!cmd) {
         fprintf(stderr, "vecshard: unknown command '%s' (see vecshard --help)\n", name);

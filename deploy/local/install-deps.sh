@@ -8,7 +8,7 @@ set -euo pipefail
 # build: compilers come with the machine; these are the libraries and tools the build links or runs.
 build_pkgs=(cmake pkg-config make gcc g++ libopenblas-dev zlib1g-dev libcjson-dev
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto libcurl4-openssl-dev libmicrohttpd-dev
-    libnats-dev)
+    libnats-dev libhiredis-dev)
 # tests and demo: the Fashion-MNIST data set, the peers we benchmark against in the same run, a real etcd
 # and a real NATS JetStream (nats-server: the write log),
 # an independent gRPC client (python3-grpcio), the Python client's stub generator and installer
@@ -18,7 +18,7 @@ build_pkgs=(cmake pkg-config make gcc g++ libopenblas-dev zlib1g-dev libcjson-de
 test_pkgs=(dataset-fashion-mnist python3-numpy python3-faiss libhnswlib-dev
     etcd-server etcd-client nats-server python3-grpcio python3-protobuf prometheus python3-prometheus-client clang
     yamllint python3-yaml nodejs protobuf-compiler protobuf-compiler-grpc python3-setuptools python3-pip
-    python3-venv)
+    python3-venv redis-server redis-tools python3-redis)
 # Debian's nodejs has no npm (a separate package); NodeSource's nodejs ships it and conflicts with it.
 command -v npm >/dev/null || test_pkgs+=(npm)
 # benchmarks only (tests/bench/run_*.sh): plots.

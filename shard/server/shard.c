@@ -222,9 +222,8 @@ vs_status vs_shard_add_index(vs_shard_t *sh, const char *version, uint32_t parti
     return st;
 }
 
-/* Opens and checks partition p of manifest m; *out on success. */
-static vs_status open_partition(const vs_shard_t *sh, const vs_manifest_t *m, uint32_t p, vs_index_t **out,
-                                char err[VS_ERR_LEN])
+vs_status vs_shard_open_partition(const vs_manifest_t *m, uint32_t p, int skip_crc, vs_index_t **out,
+                                  char err[VS_ERR_LEN])
 {
     const vs_manifest_partition_t *mp = vs_manifest_partition(m, p);
     if (!mp)
@@ -244,12 +243,12 @@ static vs_status open_partition(const vs_shard_t *sh, const vs_manifest_t *m, ui
         if ((uint64_t)sb.st_size != mp->size_bytes)
             return vs_errf(err, VS_ERR_CORRUPT, "%s: %llu bytes, the manifest says %llu", path,
                            (unsigned long long)sb.st_size, (unsigned long long)mp->size_bytes);
-    } else if (!mp->has_crc32c && !sh->skip_crc) {
+    } else if (!mp->has_crc32c && !skip_crc) {
         return vs_errf(err, VS_ERR_CORRUPT,
                        "manifest of %s records neither a content id nor a CRC32C for partition %u: nothing "
                        "ties %s to the version; rebuild it with this release's vecshard-build",
                        m->version, p, path);
-    } else if (!sh->skip_crc) {
+    } else if (!skip_crc) {
         uint64_t size;
         uint32_t crc;
         vs_status st = vs_file_crc32c(path, &size, &crc, err);
@@ -359,7 +358,7 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
     }
     vs_index_t *idx = NULL;
     char lerr[VS_ERR_LEN] = "";
-    st = open_partition(sh, &m, partition, &idx, lerr);
+    st = vs_shard_open_partition(&m, partition, sh->skip_crc, &idx, lerr);
     if (st == VS_OK)
         warm_up(&m, idx, &v->defaults);
     if (st == VS_OK && (st = attach_fresh(sh, v, idx, &m, lerr)) != VS_OK) {

@@ -80,6 +80,14 @@ void vs_shard_destroy(vs_shard_t *sh);
 vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t partition,
                         char out_version[VS_NAME_LEN], char err[VS_ERR_LEN]);
 
+/* What vs_shard_load checks and opens, with no shard: partition p of the loaded manifest m, its file's
+ * size and content id (or whole-file CRC32C for older manifests; skip_crc = 1 skips that pass) checked
+ * against the manifest, then the index (mmap, every section verified) against its trained state, factory,
+ * metric, dim and vector count. *out (vs_index_destroy) on success; VS_ERR_NOT_FOUND / VS_ERR_IO /
+ * VS_ERR_CORRUPT naming the file otherwise. Used by the batch-neighbours run (coordinator/nbrs/). */
+vs_status vs_shard_open_partition(const vs_manifest_t *m, uint32_t p, int skip_crc, vs_index_t **out,
+                                  char err[VS_ERR_LEN]);
+
 /* Adds an index built in memory as READY version `version`, partition `partition` (tests, fuzzing).
  * Takes idx (destroyed with the version, also on failure). */
 vs_status vs_shard_add_index(vs_shard_t *sh, const char *version, uint32_t partition, vs_index_t *idx,

@@ -1,0 +1,633 @@
+/* run.c: see run.h. One thread drives the run: read a block of queries, search it (the searcher uses every
+ * core), encode and write it to Redis in pipelined chunks, record the progress; then switch and expire. */
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/cli/flags.h"
+#include "common/cli/progress.h"
+#include "common/cli/timing.h"
+#include "common/crc32c.h"
+#include "common/topk.h"
+#include "common/vecio.h"
+#include "coordinator/nbrs/run.h"
+#include "coordinator/nbrs/searcher.h"
+#include "coordinator/nbrs/store.h"
+
+void vs_nbrs_opts_init(vs_nbrs_opts_t *o)
+{
+    *o = (vs_nbrs_opts_t){.redis = "127.0.0.1:6379",
+                          .prefix = "vs:nbrs",
+                          .k = 100,
+                          .keep = 2,
+                          .block = 4096,
+                          .timeout_ms = 30000,
+                          .format = VS_NBRS_BINARY};
+}
+
+static void usage(FILE *f)
+{
+    fprintf(
+        f,
+        "usage: vecshard batch --manifest PATH --queries FILE [--keys FILE] [options]\n"
+        "       vecshard batch --drop SET [--redis HOST:PORT] [--prefix P]\n"
+        "Offline batch neighbours: every query's top-K from an index version, written into Redis as\n"
+        "`<prefix>:<set>:<key>` -> ids and scores; when all are written, one transaction makes the set\n"
+        "current (`<prefix>:#current`) and the sets beyond the newest --keep are deleted. Resumable: rerun\n"
+        "the same command after a crash. Read protocol: docs/protocol.md, \"Batch neighbours in Redis\".\n"
+        "\n"
+        "  --manifest PATH      the version's manifest.json (its partition files are searched in process)\n"
+        "  --queries FILE       query embeddings, .fvecs or .npy float32 (n x dim)\n"
+        "  --keys FILE          one key per query: text (one per line) or .npy int64/int32; default: the\n"
+        "                       row numbers 0..n-1. Keys must be distinct, 1..%u bytes\n"
+        "  --k N                neighbours per key (default 100, max %d)\n"
+        "  --params S           search parameters, FAISS names (nprobe=32,k_factor=4,efSearch=128);\n"
+        "                       default: the version's tuned defaults\n"
+        "  --redis HOST:PORT    Redis (default 127.0.0.1:6379); password from $VECSHARD_REDIS_PASSWORD\n"
+        "  --redis-user USER    ACL user for AUTH (with $VECSHARD_REDIS_PASSWORD)\n"
+        "  --prefix P           key prefix (default vs:nbrs; [A-Za-z0-9._:/-])\n"
+        "  --set NAME           result set name (default <version>.<8 hex digits of the run's fingerprint>)\n"
+        "  --format F           binary (default; 16 + 12 bytes per neighbour) or json\n"
+        "  --keep N             completed sets kept, the current one included (default 2)\n"
+        "  --block N            queries per block: search call and recorded progress (default 4096)\n"
+        "  --threads N          search threads (default 0 = all CPUs)\n"
+        "  --timeout-ms N       bound on every Redis connect, read and write (default 30000)\n"
+        "  --drop SET           delete a set that is not current (an abandoned run's) and exit\n"
+        "  --json               print the summary as one JSON object\n"
+        "  --quiet              no progress line\n"
+        "Exit status: 0 done, 1 failed (the current set is unchanged unless the run completed), 2 usage.\n",
+        VS_NBRS_MAX_KEY, VS_TOPK_MAX_K);
+}
+
+int vs_nbrs_parse_args(int argc, char **argv, vs_nbrs_opts_t *o)
+{
+    enum {
+        O_MANIFEST = 256,
+        O_QUERIES,
+        O_KEYS,
+        O_K,
+        O_PARAMS,
+        O_REDIS,
+        O_USER,
+        O_PREFIX,
+        O_SET,
+        O_FORMAT,
+        O_KEEP,
+        O_BLOCK,
+        O_THREADS,
+        O_TIMEOUT,
+        O_DROP,
+        O_JSON,
+        O_QUIET,
+        O_HELP
+    };
+    static const struct option opts[] = {{"manifest", 1, 0, O_MANIFEST},
+                                         {"queries", 1, 0, O_QUERIES},
+                                         {"keys", 1, 0, O_KEYS},
+                                         {"k", 1, 0, O_K},
+                                         {"params", 1, 0, O_PARAMS},
+                                         {"redis", 1, 0, O_REDIS},
+                                         {"redis-user", 1, 0, O_USER},
+                                         {"prefix", 1, 0, O_PREFIX},
+                                         {"set", 1, 0, O_SET},
+                                         {"format", 1, 0, O_FORMAT},
+                                         {"keep", 1, 0, O_KEEP},
+                                         {"block", 1, 0, O_BLOCK},
+                                         {"threads", 1, 0, O_THREADS},
+                                         {"timeout-ms", 1, 0, O_TIMEOUT},
+                                         {"drop", 1, 0, O_DROP},
+                                         {"json", 0, 0, O_JSON},
+                                         {"quiet", 0, 0, O_QUIET},
+                                         {"help", 0, 0, O_HELP},
+                                         {0, 0, 0, 0}};
+    char err[VS_ERR_LEN] = "";
+    long long v;
+    optind = 1;
+    opterr = 0;
+    for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
+        vs_status st = VS_OK;
+        switch (c) {
+        case O_MANIFEST:
+            o->manifest = optarg;
+            break;
+        case O_QUERIES:
+            o->queries = optarg;
+            break;
+        case O_KEYS:
+            o->keys = optarg;
+            break;
+        case O_K:
+            if ((st = vs_cli_parse_int("--k", optarg, 1, VS_TOPK_MAX_K, &v, err)) == VS_OK)
+                o->k = (size_t)v;
+            break;
+        case O_PARAMS:
+            st = vs_search_params_parse(optarg, &o->params, err);
+            break;
+        case O_REDIS:
+            o->redis = optarg;
+            break;
+        case O_USER:
+            o->redis_user = optarg;
+            break;
+        case O_PREFIX:
+            o->prefix = optarg;
+            break;
+        case O_SET:
+            o->set = optarg;
+            break;
+        case O_FORMAT:
+            if (strcmp(optarg, "binary") == 0)
+                o->format = VS_NBRS_BINARY;
+            else if (strcmp(optarg, "json") == 0)
+                o->format = VS_NBRS_JSON;
+            else
+                st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--format '%s' must be binary or json", optarg);
+            break;
+        case O_KEEP:
+            if ((st = vs_cli_parse_int("--keep", optarg, 1, 1000, &v, err)) == VS_OK)
+                o->keep = (size_t)v;
+            break;
+        case O_BLOCK:
+            if ((st = vs_cli_parse_int("--block", optarg, 1, 1 << 20, &v, err)) == VS_OK)
+                o->block = (size_t)v;
+            break;
+        case O_THREADS:
+            if ((st = vs_cli_parse_int("--threads", optarg, 0, 4096, &v, err)) == VS_OK)
+                o->threads = (size_t)v;
+            break;
+        case O_TIMEOUT:
+            if ((st = vs_cli_parse_int("--timeout-ms", optarg, 1, 3600000, &v, err)) == VS_OK)
+                o->timeout_ms = (int)v;
+            break;
+        case O_DROP:
+            o->drop = optarg;
+            break;
+        case O_JSON:
+            o->json = 1;
+            break;
+        case O_QUIET:
+            o->quiet = 1;
+            break;
+        case 'h':
+        case O_HELP:
+            usage(stdout);
+            return 1;
+        default:
+            fprintf(stderr, "vecshard batch: unknown or incomplete option '%s'\n", argv[optind - 1]);
+            usage(stderr);
+            return 2;
+        }
+        if (st != VS_OK) {
+            fprintf(stderr, "vecshard batch: %s\n", err);
+            return 2;
+        }
+    }
+    const char *bad = NULL;
+    if (optind < argc)
+        bad = "unexpected argument";
+    else if (!vs_nbrs_prefix_valid(o->prefix))
+        bad = "--prefix must be 1..128 bytes of [A-Za-z0-9._:/-]";
+    else if (o->set && !vs_nbrs_set_name_valid(o->set))
+        bad = "--set must be 1..64 bytes of [A-Za-z0-9._-]";
+    else if (o->drop && !vs_nbrs_set_name_valid(o->drop))
+        bad = "--drop must name a set (1..64 bytes of [A-Za-z0-9._-])";
+    else if (!o->drop && (!o->manifest || !o->queries))
+        bad = "--manifest and --queries are required";
+    if (bad) {
+        fprintf(stderr, "vecshard batch: %s\n", bad);
+        usage(stderr);
+        return 2;
+    }
+    const char *stop = getenv("VS_NBRS_TEST_STOP_AFTER");
+    if (stop && *stop)
+        o->stop_after_blocks = (size_t)strtoull(stop, NULL, 10);
+    return 0;
+}
+
+/* ---- keys ---- */
+
+typedef struct keys {
+    size_t n;
+    char *bytes;       /* all keys, each NUL-terminated (owned) */
+    size_t *off, *len; /* n each (owned) */
+    uint64_t crc;      /* of the file's bytes; 0 = row numbers */
+    uint64_t size;
+} keys_t;
+
+static void keys_fini(keys_t *k)
+{
+    free(k->bytes);
+    free(k->off);
+    free(k->len);
+}
+
+static vs_status keys_alloc(keys_t *k, size_t n, size_t bytes, char *err)
+{
+    k->n = n;
+    k->bytes = malloc(bytes ? bytes : 1);
+    k->off = malloc((n ? n : 1) * sizeof *k->off);
+    k->len = malloc((n ? n : 1) * sizeof *k->len);
+    if (!k->bytes || !k->off || !k->len)
+        return vs_errf(err, VS_ERR_NOMEM, "batch: out of memory for %zu keys", n);
+    return VS_OK;
+}
+
+/* Integer keys (row numbers when ids is NULL) as decimal strings. */
+static vs_status keys_from_ints(keys_t *k, size_t n, const int64_t *ids, char *err)
+{
+    vs_status st = keys_alloc(k, n, n * 21, err);
+    size_t at = 0;
+    for (size_t i = 0; st == VS_OK && i < n; i++) {
+        int l = sprintf(k->bytes + at, "%lld", (long long)(ids ? ids[i] : (int64_t)i));
+        k->off[i] = at;
+        k->len[i] = (size_t)l;
+        at += (size_t)l + 1;
+    }
+    return st;
+}
+
+static int is_npy(const char *path)
+{
+    size_t l = strlen(path);
+    return l >= 4 && strcmp(path + l - 4, ".npy") == 0;
+}
+
+static vs_status keys_load(const char *path, size_t n_queries, keys_t *k, char *err)
+{
+    memset(k, 0, sizeof *k);
+    if (!path)
+        return keys_from_ints(k, n_queries, NULL, err);
+    uint64_t size;
+    uint32_t crc;
+    vs_status st = vs_file_crc32c(path, &size, &crc, err);
+    if (st != VS_OK)
+        return st;
+    k->crc = crc;
+    k->size = size;
+    if (is_npy(path)) {
+        vs_vecfile_t *vf = NULL;
+        if ((st = vs_vecfile_open_column(path, &vf, err)) != VS_OK)
+            return st;
+        size_t n = vs_vecfile_count(vf);
+        int64_t *ids = n == n_queries ? malloc((n ? n : 1) * sizeof *ids) : NULL;
+        if (n != n_queries)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: %zu keys for %zu queries", path, n, n_queries);
+        else if (!ids)
+            st = vs_errf(err, VS_ERR_NOMEM, "batch: out of memory");
+        else if ((st = vs_vecfile_read_i64(vf, 0, n, ids, err)) == VS_OK)
+            st = keys_from_ints(k, n, ids, err);
+        free(ids);
+        vs_vecfile_close(vf);
+        return st;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return vs_errf(err, VS_ERR_NOT_FOUND, "%s: cannot open", path);
+    if ((st = keys_alloc(k, n_queries, size + 1, err)) != VS_OK) {
+        fclose(f);
+        return st;
+    }
+    size_t got = fread(k->bytes, 1, size, f);
+    fclose(f);
+    if (got != size)
+        return vs_errf(err, VS_ERR_IO, "%s: short read", path);
+    k->bytes[size] = 0;
+    size_t line = 0, at = 0;
+    while (at < size && st == VS_OK) {
+        char *nl = memchr(k->bytes + at, '\n', size - at);
+        size_t end = nl ? (size_t)(nl - k->bytes) : size, l = end - at;
+        if (l > 0 && k->bytes[at + l - 1] == '\r')
+            l--;
+        if (line >= n_queries)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: more than %zu keys (one per query)", path,
+                         n_queries);
+        else if (l == 0)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s line %zu: empty key", path, line + 1);
+        else if (l > VS_NBRS_MAX_KEY)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s line %zu: key of %zu bytes (max %u)", path,
+                         line + 1, l, VS_NBRS_MAX_KEY);
+        else if (memchr(k->bytes + at, 0, l))
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s line %zu: key holds a NUL byte", path, line + 1);
+        if (st != VS_OK)
+            break;
+        k->bytes[at + l] = 0;
+        k->off[line] = at;
+        k->len[line] = l;
+        line++;
+        at = end + 1;
+    }
+    if (st == VS_OK && line != n_queries)
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: %zu keys for %zu queries", path, line, n_queries);
+    return st;
+}
+
+typedef struct key_hash {
+    uint64_t h;
+    size_t i;
+} key_hash_t;
+
+static int cmp_key_hash(const void *a, const void *b)
+{
+    const key_hash_t *x = a, *y = b;
+    return x->h < y->h ? -1 : x->h > y->h ? 1 : (x->i > y->i) - (x->i < y->i);
+}
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* Two queries with one key would write one value twice: refused, naming both rows. */
+static vs_status keys_check_distinct(const keys_t *k, const char *path, char *err)
+{
+    key_hash_t *h = malloc((k->n ? k->n : 1) * sizeof *h);
+    if (!h)
+        return vs_errf(err, VS_ERR_NOMEM, "batch: out of memory");
+    for (size_t i = 0; i < k->n; i++)
+        h[i] = (key_hash_t){fnv1a(0xcbf29ce484222325ull, k->bytes + k->off[i], k->len[i]), i};
+    qsort(h, k->n, sizeof *h, cmp_key_hash);
+    vs_status st = VS_OK;
+    for (size_t a = 0; a + 1 < k->n && st == VS_OK; a++)
+        for (size_t b = a + 1; b < k->n && h[b].h == h[a].h && st == VS_OK; b++) {
+            size_t i = h[a].i, j = h[b].i;
+            if (k->len[i] == k->len[j] && memcmp(k->bytes + k->off[i], k->bytes + k->off[j], k->len[i]) == 0)
+                st = vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                             "%s: duplicate key '%.64s' (queries %zu and %zu): each query needs its own key",
+                             path ? path : "keys", k->bytes + k->off[i], i, j);
+        }
+    free(h);
+    return st;
+}
+
+/* ---- the run ---- */
+
+static vs_status run_drop(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char *err)
+{
+    vs_redis_t *r = NULL;
+    vs_status st = vs_redis_open(o->redis, o->timeout_ms, o->redis_user, o->redis_password, &r, err);
+    size_t keys = 0;
+    if (st == VS_OK)
+        st = vs_nbrs_store_drop(r, o->prefix, o->drop, &keys, err);
+    vs_redis_close(r);
+    snprintf(res->set, sizeof res->set, "%s", o->drop);
+    res->expired_sets = st == VS_OK;
+    res->expired_keys = keys;
+    return st;
+}
+
+/* The run's fingerprint: everything that decides what it writes. */
+static void fingerprint(const vs_manifest_t *m, const vs_search_params_t *p, const vs_nbrs_opts_t *o,
+                        uint64_t q_size, uint32_t q_crc, const keys_t *k, char out[17])
+{
+    char content[17], buf[512];
+    vs_manifest_content_id(m, content);
+    int n = snprintf(buf, sizeof buf,
+                     "vsnb1|%s|%s|k=%zu|nprobe=%u|ef=%u|kf=%.9g|qef=%u|fmt=%d|q=%llu:%08x|keys=%llu:%llx",
+                     content, m->version, o->k, p->nprobe, p->ef_search, (double)p->k_factor,
+                     p->quantizer_ef_search, (int)o->format, (unsigned long long)q_size, q_crc,
+                     (unsigned long long)k->size, (unsigned long long)k->crc);
+    snprintf(out, 17, "%016llx", (unsigned long long)fnv1a(0xcbf29ce484222325ull, buf, (size_t)n));
+}
+
+static vs_status check_block(const float *q, size_t n, uint32_t d, size_t row0, const char *path, char *err)
+{
+    for (size_t i = 0; i < n * d; i++)
+        if (!isfinite(q[i]))
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                           "%s row %zu: a non-finite value (NaN or inf) at dimension %zu", path, row0 + i / d,
+                           i % d);
+    return VS_OK;
+}
+
+/* Refuses a run whose remaining keys would not fit under Redis's maxmemory, or one Redis may evict from. */
+static vs_status check_memory(const vs_nbrs_memory_t *mem, uint64_t need, uint64_t keys, uint64_t per_key,
+                              const char *addr, char *err)
+{
+    if (strncmp(mem->policy, "allkeys-", 8) == 0)
+        return vs_errf(
+            err, VS_ERR_FAILED_PRECONDITION,
+            "redis %s: maxmemory-policy %s may evict result keys (a reader would then miss keys of the "
+            "current set); use noeviction or a volatile-* policy",
+            addr, mem->policy);
+    if (mem->max > 0 && mem->used + need > mem->max)
+        return vs_errf(
+            err, VS_ERR_RESOURCE_EXHAUSTED,
+            "redis %s: the set needs about %.1f MiB more (%llu keys x %llu B) and Redis uses %.1f of its "
+            "maxmemory %.1f MiB; raise maxmemory, lower --keep or --k, or drop a set",
+            addr, (double)need / 1048576.0, (unsigned long long)keys, (unsigned long long)per_key,
+            (double)mem->used / 1048576.0, (double)mem->max / 1048576.0);
+    return VS_OK;
+}
+
+vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[VS_ERR_LEN])
+{
+    memset(res, 0, sizeof *res);
+    if (o->drop)
+        return run_drop(o, res, err);
+    const double t0 = vs_now_s(), c0 = vs_process_cpu_s();
+    vs_nbrs_searcher_t *s = NULL;
+    vs_vecfile_t *qf = NULL;
+    keys_t keys = {0};
+    vs_redis_t *r = NULL;
+    float *qbuf = NULL, *dist = NULL;
+    int64_t *ids = NULL;
+    const char **kp = NULL;
+    vs_status st = vs_nbrs_searcher_open(o->manifest, &s, err);
+    const vs_manifest_t *m = st == VS_OK ? vs_nbrs_searcher_manifest(s) : NULL;
+    uint64_t q_size = 0;
+    uint32_t q_crc = 0;
+    if (st == VS_OK && (st = vs_vecfile_open(o->queries, &qf, err)) == VS_OK) {
+        if (vs_vecfile_dtype(qf) != VS_DTYPE_F32)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: queries must be float32 (.fvecs or .npy <f4)",
+                         o->queries);
+        else if (vs_vecfile_dim(qf) != m->dim)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                         "%s: queries of dimension %u, version %s has dimension %u", o->queries,
+                         vs_vecfile_dim(qf), m->version, m->dim);
+        else if (vs_vecfile_count(qf) == 0)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: no queries", o->queries);
+    }
+    if (st == VS_OK)
+        st = vs_file_crc32c(o->queries, &q_size, &q_crc, err);
+    const size_t n = st == VS_OK ? vs_vecfile_count(qf) : 0, d = m ? m->dim : 0;
+    if (st == VS_OK && (st = keys_load(o->keys, n, &keys, err)) == VS_OK)
+        st = keys_check_distinct(&keys, o->keys, err);
+    vs_search_params_t params = s ? vs_nbrs_searcher_params(s, &o->params) : o->params;
+    res->params = params;
+    vs_nbrs_store_t store = {.format = o->format, .k = o->k};
+    if (st == VS_OK) {
+        snprintf(store.prefix, sizeof store.prefix, "%s", o->prefix);
+        store.similarity = vs_metric_larger_is_better(m->metric);
+        fingerprint(m, &params, o, q_size, q_crc, &keys, res->fingerprint);
+        if (o->set)
+            snprintf(store.set, sizeof store.set, "%s", o->set);
+        else
+            snprintf(store.set, sizeof store.set, "%.55s.%.8s", m->version, res->fingerprint);
+        snprintf(res->set, sizeof res->set, "%s", store.set);
+        snprintf(res->version, sizeof res->version, "%s", m->version);
+        res->n_keys = n;
+        st = vs_redis_open(o->redis, o->timeout_ms, o->redis_user, o->redis_password, &r, err);
+        store.redis = r;
+    }
+    vs_nbrs_progress_t prog = {0};
+    if (st == VS_OK)
+        st = vs_nbrs_store_begin(&store, res->fingerprint, n, m->version, &prog, err);
+    vs_nbrs_memory_t mem = {0};
+    if (st == VS_OK && !prog.complete && (st = vs_nbrs_store_memory(r, &mem, err)) == VS_OK) {
+        size_t avg_key = keys.n ? (keys.off[keys.n - 1] + keys.len[keys.n - 1]) / keys.n : 8;
+        res->key_bytes_estimate = vs_nbrs_key_bytes_estimate(&store, avg_key);
+        res->redis_used_before = mem.used;
+        res->redis_max = mem.max;
+        st = check_memory(&mem, (n - prog.done) * res->key_bytes_estimate, n - prog.done,
+                          res->key_bytes_estimate, vs_redis_addr(r), err);
+    }
+    res->resumed_from = prog.done;
+    res->already_complete = prog.complete;
+    const size_t B = o->block;
+    if (st == VS_OK && !prog.complete) {
+        qbuf = malloc(B * d * sizeof *qbuf);
+        dist = malloc(B * o->k * sizeof *dist);
+        ids = malloc(B * o->k * sizeof *ids);
+        kp = malloc(B * sizeof *kp);
+        if (!qbuf || !dist || !ids || !kp)
+            st = vs_errf(err, VS_ERR_NOMEM, "batch: out of memory for blocks of %zu queries", B);
+    }
+    vs_progress_t pl;
+    char what[96];
+    snprintf(what, sizeof what, "batch %s", store.set);
+    if (st == VS_OK && !prog.complete)
+        vs_progress_start(&pl, what, o->quiet);
+    size_t blocks = 0;
+    for (size_t row = prog.done; st == VS_OK && !prog.complete && row < n; row += B, blocks++) {
+        size_t nb = n - row < B ? n - row : B;
+        double ts = vs_now_s();
+        if ((st = vs_vecfile_read_f32(qf, row, nb, qbuf, err)) == VS_OK &&
+            (st = check_block(qbuf, nb, (uint32_t)d, row, o->queries, err)) == VS_OK)
+            st = vs_nbrs_searcher_search(s, nb, qbuf, o->k, &params, o->threads, dist, ids, err);
+        double tw = vs_now_s();
+        res->search_seconds += tw - ts;
+        if (st != VS_OK)
+            break;
+        size_t lens_cap = nb;
+        size_t *lens = keys.len + row;
+        for (size_t i = 0; i < lens_cap; i++)
+            kp[i] = keys.bytes + keys.off[row + i];
+        int stop = o->stop_after_blocks && blocks == o->stop_after_blocks;
+        st = vs_nbrs_store_put(&store, nb, kp, lens, ids, dist, row + nb, stop, err);
+        res->write_seconds += vs_now_s() - tw;
+        if (st != VS_OK)
+            break;
+        res->written += nb;
+        if (blocks == 0 && mem.max > 0 && row + nb < n) { /* re-check with the measured bytes per key */
+            vs_nbrs_memory_t now;
+            if ((st = vs_nbrs_store_memory(r, &now, err)) == VS_OK && now.used > mem.used) {
+                uint64_t per = (now.used - mem.used) / nb;
+                st = check_memory(&now, (n - row - nb) * per, n - row - nb, per, vs_redis_addr(r), err);
+            }
+        }
+        vs_progress_update(&pl, row + nb, n);
+    }
+    if (st == VS_OK && !prog.complete)
+        vs_progress_finish(&pl, n);
+    if (st != VS_OK && r && res->written + prog.done < n && !prog.complete) {
+        size_t l = strlen(err);
+        snprintf(err + l, VS_ERR_LEN - l,
+                 " (set %s: %llu of %llu keys recorded; the current set is unchanged; rerun "
+                 "the same command to resume)",
+                 store.set, (unsigned long long)(prog.done + res->written), (unsigned long long)n);
+    }
+    if (st == VS_OK && !(prog.complete && prog.is_current)) {
+        st = vs_nbrs_store_switch(&store, n, err);
+        res->switched = st == VS_OK;
+    }
+    if (st == VS_OK)
+        st = vs_nbrs_store_expire(r, o->prefix, o->keep, &res->expired_sets, &res->expired_keys, err);
+    vs_nbrs_memory_t after;
+    if (r && st == VS_OK && vs_nbrs_store_memory(r, &after, NULL) == VS_OK)
+        res->redis_used_after = after.used;
+    res->seconds = vs_now_s() - t0;
+    res->cpu_seconds = vs_process_cpu_s() - c0;
+    free(qbuf);
+    free(dist);
+    free(ids);
+    free(kp);
+    vs_redis_close(r);
+    keys_fini(&keys);
+    vs_vecfile_close(qf);
+    vs_nbrs_searcher_close(s);
+    return st;
+}
+
+void vs_nbrs_report(FILE *f, const vs_nbrs_result_t *r, int json)
+{
+    double per_core_cpu_us = r->written ? 1e6 * r->cpu_seconds / (double)r->written : 0;
+    double qps = r->seconds > 0 ? (double)r->written / r->seconds : 0;
+    if (json) {
+        fprintf(
+            f,
+            "{\"set\":\"%s\",\"version\":\"%s\",\"fingerprint\":\"%s\",\"keys\":%llu,\"resumed_from\":%llu,"
+            "\"written\":%llu,\"already_complete\":%s,\"switched\":%s,\"expired_sets\":%zu,\"expired_keys\":%"
+            "zu,"
+            "\"seconds\":%.3f,\"cpu_seconds\":%.3f,\"search_seconds\":%.3f,\"write_seconds\":%.3f,"
+            "\"qps\":%.1f,\"cpu_us_per_query\":%.2f,\"nprobe\":%u,\"ef_search\":%u,\"k_factor\":%g,"
+            "\"key_bytes_estimate\":%llu,\"redis_used_before\":%llu,\"redis_used_after\":%llu,"
+            "\"redis_maxmemory\":%llu}\n",
+            r->set, r->version, r->fingerprint, (unsigned long long)r->n_keys,
+            (unsigned long long)r->resumed_from, (unsigned long long)r->written,
+            r->already_complete ? "true" : "false", r->switched ? "true" : "false", r->expired_sets,
+            r->expired_keys, r->seconds, r->cpu_seconds, r->search_seconds, r->write_seconds, qps,
+            per_core_cpu_us, r->params.nprobe, r->params.ef_search, (double)r->params.k_factor,
+            (unsigned long long)r->key_bytes_estimate, (unsigned long long)r->redis_used_before,
+            (unsigned long long)r->redis_used_after, (unsigned long long)r->redis_max);
+        return;
+    }
+    if (!r->n_keys) { /* a drop */
+        fprintf(f, "dropped set %s: %zu keys\n", r->set, r->expired_keys);
+        return;
+    }
+    fprintf(f, "set %s (version %s, fingerprint %s): %llu keys", r->set, r->version, r->fingerprint,
+            (unsigned long long)r->n_keys);
+    if (r->already_complete)
+        fprintf(f, ", already complete");
+    else
+        fprintf(f,
+                ", %llu written%s in %.2f s (%.0f queries/s, %.1f CPU us/query; search %.2f s, Redis %.2f s)",
+                (unsigned long long)r->written, r->resumed_from ? " after resuming" : "", r->seconds, qps,
+                per_core_cpu_us, r->search_seconds, r->write_seconds);
+    fprintf(f, "%s; %zu old sets expired (%zu keys)\n", r->switched ? "; now current" : "", r->expired_sets,
+            r->expired_keys);
+    if (r->redis_used_after && r->redis_used_after > r->redis_used_before && r->written)
+        fprintf(f, "redis memory: %.1f MiB used (+%.1f MiB, %.0f B per key; estimated %llu)\n",
+                (double)r->redis_used_after / 1048576.0,
+                (double)(r->redis_used_after - r->redis_used_before) / 1048576.0,
+                (double)(r->redis_used_after - r->redis_used_before) / (double)r->written,
+                (unsigned long long)r->key_bytes_estimate);
+}
+
+int vs_nbrs_main(int argc, char **argv)
+{
+    vs_nbrs_opts_t o;
+    vs_nbrs_opts_init(&o);
+    int rc = vs_nbrs_parse_args(argc, argv, &o);
+    if (rc == 1)
+        return 0;
+    if (rc == 2)
+        return 2;
+    o.redis_password = getenv("VECSHARD_REDIS_PASSWORD");
+    if (o.redis_password && !*o.redis_password)
+        o.redis_password = NULL;
+    vs_nbrs_result_t res;
+    char err[VS_ERR_LEN] = "";
+    vs_status st = vs_nbrs_run(&o, &res, err);
+    if (st != VS_OK) {
+        fprintf(stderr, "vecshard batch: %s (%s)\n", err, vs_status_name(st));
+        return 1;
+    }
+    vs_nbrs_report(stdout, &res, o.json);
+    return 0;
+}
