@@ -839,6 +839,9 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
         resp.applied_params = &q->eff;
         resp.params_clipped = q->clipped;
         resp.request_id = q->rid;
+        resp.metric = q->ver->router.metric == VS_METRIC_L2   ? VECSHARD__V1__METRIC__METRIC_L2
+                      : q->ver->router.metric == VS_METRIC_IP ? VECSHARD__V1__METRIC__METRIC_INNER_PRODUCT
+                                                              : VECSHARD__V1__METRIC__METRIC_COSINE;
         if (groups) {
             resp.group_values = groups;
             resp.n_group_values = nq * k;

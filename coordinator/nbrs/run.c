@@ -12,6 +12,7 @@
 #include "common/crc32c.h"
 #include "common/topk.h"
 #include "common/vecio.h"
+#include "coordinator/nbrs/remote.h"
 #include "coordinator/nbrs/run.h"
 #include "coordinator/nbrs/searcher.h"
 #include "coordinator/nbrs/store.h"
@@ -24,6 +25,8 @@ void vs_nbrs_opts_init(vs_nbrs_opts_t *o)
                           .keep = 2,
                           .block = 4096,
                           .timeout_ms = 30000,
+                          .concurrency = 4,
+                          .call_queries = 256,
                           .format = VS_NBRS_BINARY};
 }
 
@@ -31,14 +34,22 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: vecshard batch --manifest PATH --queries FILE [--keys FILE] [options]\n"
+        "usage: vecshard batch (--manifest PATH | --coordinator ADDR) --queries FILE [--keys FILE] "
+        "[options]\n"
         "       vecshard batch --drop SET [--redis HOST:PORT] [--prefix P]\n"
         "Offline batch neighbours: every query's top-K from an index version, written into Redis as\n"
         "`<prefix>:<set>:<key>` -> ids and scores; when all are written, one transaction makes the set\n"
         "current (`<prefix>:#current`) and the sets beyond the newest --keep are deleted. Resumable: rerun\n"
         "the same command after a crash. Read protocol: docs/protocol.md, \"Batch neighbours in Redis\".\n"
         "\n"
-        "  --manifest PATH      the version's manifest.json (its partition files are searched in process)\n"
+        "  --manifest PATH      the version's manifest.json: its partition files are searched in process "
+        "(the\n"
+        "                       version as built, multi-query kernels on --threads cores)\n"
+        "  --coordinator ADDR   or search through a running cluster's coordinator (fresh writes included)\n"
+        "  --index-version V    with --coordinator: the version to search (default: the active one); every\n"
+        "                       call is pinned to it and asks for full coverage\n"
+        "  --concurrency N      with --coordinator: Search calls in flight (default 4)\n"
+        "  --call-queries N     with --coordinator: queries per Search call (default 256)\n"
         "  --queries FILE       query embeddings, .fvecs or .npy float32 (n x dim)\n"
         "  --keys FILE          one key per query: text (one per line) or .npy int64/int32; default: the\n"
         "                       row numbers 0..n-1. Keys must be distinct, 1..%u bytes\n"
@@ -53,7 +64,8 @@ static void usage(FILE *f)
         "  --keep N             completed sets kept, the current one included (default 2)\n"
         "  --block N            queries per block: search call and recorded progress (default 4096)\n"
         "  --threads N          search threads (default 0 = all CPUs)\n"
-        "  --timeout-ms N       bound on every Redis connect, read and write (default 30000)\n"
+        "  --timeout-ms N       bound on every Redis connect, read and write, and on every Search call\n"
+        "                       (default 30000)\n"
         "  --drop SET           delete a set that is not current (an abandoned run's) and exit\n"
         "  --json               print the summary as one JSON object\n"
         "  --quiet              no progress line\n"
@@ -81,7 +93,11 @@ int vs_nbrs_parse_args(int argc, char **argv, vs_nbrs_opts_t *o)
         O_DROP,
         O_JSON,
         O_QUIET,
-        O_HELP
+        O_HELP,
+        O_COORD,
+        O_IVERSION,
+        O_CONC,
+        O_CALLQ
     };
     static const struct option opts[] = {{"manifest", 1, 0, O_MANIFEST},
                                          {"queries", 1, 0, O_QUERIES},
@@ -101,6 +117,10 @@ int vs_nbrs_parse_args(int argc, char **argv, vs_nbrs_opts_t *o)
                                          {"json", 0, 0, O_JSON},
                                          {"quiet", 0, 0, O_QUIET},
                                          {"help", 0, 0, O_HELP},
+                                         {"coordinator", 1, 0, O_COORD},
+                                         {"index-version", 1, 0, O_IVERSION},
+                                         {"concurrency", 1, 0, O_CONC},
+                                         {"call-queries", 1, 0, O_CALLQ},
                                          {0, 0, 0, 0}};
     char err[VS_ERR_LEN] = "";
     long long v;
@@ -114,6 +134,20 @@ int vs_nbrs_parse_args(int argc, char **argv, vs_nbrs_opts_t *o)
             break;
         case O_QUERIES:
             o->queries = optarg;
+            break;
+        case O_COORD:
+            o->coordinator = optarg;
+            break;
+        case O_IVERSION:
+            o->index_version = optarg;
+            break;
+        case O_CONC:
+            if ((st = vs_cli_parse_int("--concurrency", optarg, 1, 256, &v, err)) == VS_OK)
+                o->concurrency = (size_t)v;
+            break;
+        case O_CALLQ:
+            if ((st = vs_cli_parse_int("--call-queries", optarg, 1, 10000, &v, err)) == VS_OK)
+                o->call_queries = (size_t)v;
             break;
         case O_KEYS:
             o->keys = optarg;
@@ -193,8 +227,13 @@ int vs_nbrs_parse_args(int argc, char **argv, vs_nbrs_opts_t *o)
         bad = "--set must be 1..64 bytes of [A-Za-z0-9._-]";
     else if (o->drop && !vs_nbrs_set_name_valid(o->drop))
         bad = "--drop must name a set (1..64 bytes of [A-Za-z0-9._-])";
-    else if (!o->drop && (!o->manifest || !o->queries))
-        bad = "--manifest and --queries are required";
+    else if (!o->drop && !o->queries)
+        bad = "--queries is required";
+    else if (!o->drop && !o->manifest == !o->coordinator)
+        bad =
+            "name the version's --manifest (in process) or a --coordinator (through a cluster), one of them";
+    else if (o->index_version && !o->coordinator)
+        bad = "--index-version goes with --coordinator (a manifest names its version)";
     if (bad) {
         fprintf(stderr, "vecshard batch: %s\n", bad);
         usage(stderr);
@@ -381,14 +420,14 @@ static vs_status run_drop(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char *
 }
 
 /* The run's fingerprint: everything that decides what it writes. */
-static void fingerprint(const vs_manifest_t *m, const vs_search_params_t *p, const vs_nbrs_opts_t *o,
-                        uint64_t q_size, uint32_t q_crc, const keys_t *k, char out[17])
+static void fingerprint(const char *content, const char *version, const vs_search_params_t *p,
+                        const vs_nbrs_opts_t *o, uint64_t q_size, uint32_t q_crc, const keys_t *k,
+                        char out[17])
 {
-    char content[17], buf[512];
-    vs_manifest_content_id(m, content);
+    char buf[512];
     int n = snprintf(buf, sizeof buf,
                      "vsnb1|%s|%s|k=%zu|nprobe=%u|ef=%u|kf=%.9g|qef=%u|fmt=%d|q=%llu:%08x|keys=%llu:%llx",
-                     content, m->version, o->k, p->nprobe, p->ef_search, (double)p->k_factor,
+                     content, version, o->k, p->nprobe, p->ef_search, (double)p->k_factor,
                      p->quantizer_ef_search, (int)o->format, (unsigned long long)q_size, q_crc,
                      (unsigned long long)k->size, (unsigned long long)k->crc);
     snprintf(out, 17, "%016llx", (unsigned long long)fnv1a(0xcbf29ce484222325ull, buf, (size_t)n));
@@ -431,30 +470,48 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
         return run_drop(o, res, err);
     const double t0 = vs_now_s(), c0 = vs_process_cpu_s();
     vs_nbrs_searcher_t *s = NULL;
+    vs_nbrs_remote_t *rem = NULL;
     vs_vecfile_t *qf = NULL;
     keys_t keys = {0};
     vs_redis_t *r = NULL;
     float *qbuf = NULL, *dist = NULL;
     int64_t *ids = NULL;
     const char **kp = NULL;
-    vs_status st = vs_nbrs_searcher_open(o->manifest, &s, err);
-    const vs_manifest_t *m = st == VS_OK ? vs_nbrs_searcher_manifest(s) : NULL;
+    /* the version: in process (its manifest) or through a cluster (its name; the coordinator checks dims) */
+    char version[VS_NAME_LEN] = "", content[40] = "";
+    uint32_t dim = 0;
+    vs_metric metric = VS_METRIC_L2;
+    vs_status st = VS_OK;
+    if (o->manifest && (st = vs_nbrs_searcher_open(o->manifest, &s, err)) == VS_OK) {
+        const vs_manifest_t *m = vs_nbrs_searcher_manifest(s);
+        snprintf(version, sizeof version, "%s", m->version);
+        vs_manifest_content_id(m, content);
+        dim = m->dim;
+        metric = m->metric;
+    } else if (!o->manifest &&
+               (st = vs_nbrs_remote_open(o->coordinator, o->index_version, o->timeout_ms, o->call_queries,
+                                         o->concurrency, &rem, err)) == VS_OK) {
+        snprintf(version, sizeof version, "%s", vs_nbrs_remote_version(rem));
+        snprintf(content, sizeof content, "cluster:%s", version); /* version names are never reused */
+    }
     uint64_t q_size = 0;
     uint32_t q_crc = 0;
     if (st == VS_OK && (st = vs_vecfile_open(o->queries, &qf, err)) == VS_OK) {
+        if (!dim)
+            dim = vs_vecfile_dim(qf);
         if (vs_vecfile_dtype(qf) != VS_DTYPE_F32)
             st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: queries must be float32 (.fvecs or .npy <f4)",
                          o->queries);
-        else if (vs_vecfile_dim(qf) != m->dim)
+        else if (vs_vecfile_dim(qf) != dim)
             st = vs_errf(err, VS_ERR_INVALID_ARGUMENT,
                          "%s: queries of dimension %u, version %s has dimension %u", o->queries,
-                         vs_vecfile_dim(qf), m->version, m->dim);
+                         vs_vecfile_dim(qf), version, dim);
         else if (vs_vecfile_count(qf) == 0)
             st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: no queries", o->queries);
     }
     if (st == VS_OK)
         st = vs_file_crc32c(o->queries, &q_size, &q_crc, err);
-    const size_t n = st == VS_OK ? vs_vecfile_count(qf) : 0, d = m ? m->dim : 0;
+    const size_t n = st == VS_OK ? vs_vecfile_count(qf) : 0, d = dim;
     if (st == VS_OK && (st = keys_load(o->keys, n, &keys, err)) == VS_OK)
         st = keys_check_distinct(&keys, o->keys, err);
     vs_search_params_t params = s ? vs_nbrs_searcher_params(s, &o->params) : o->params;
@@ -462,21 +519,21 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
     vs_nbrs_store_t store = {.format = o->format, .k = o->k};
     if (st == VS_OK) {
         snprintf(store.prefix, sizeof store.prefix, "%s", o->prefix);
-        store.similarity = vs_metric_larger_is_better(m->metric);
-        fingerprint(m, &params, o, q_size, q_crc, &keys, res->fingerprint);
+        store.similarity = vs_metric_larger_is_better(metric);
+        fingerprint(content, version, &params, o, q_size, q_crc, &keys, res->fingerprint);
         if (o->set)
             snprintf(store.set, sizeof store.set, "%s", o->set);
         else
-            snprintf(store.set, sizeof store.set, "%.55s.%.8s", m->version, res->fingerprint);
+            snprintf(store.set, sizeof store.set, "%.55s.%.8s", version, res->fingerprint);
         snprintf(res->set, sizeof res->set, "%s", store.set);
-        snprintf(res->version, sizeof res->version, "%s", m->version);
+        snprintf(res->version, sizeof res->version, "%s", version);
         res->n_keys = n;
         st = vs_redis_open(o->redis, o->timeout_ms, o->redis_user, o->redis_password, &r, err);
         store.redis = r;
     }
     vs_nbrs_progress_t prog = {0};
     if (st == VS_OK)
-        st = vs_nbrs_store_begin(&store, res->fingerprint, n, m->version, &prog, err);
+        st = vs_nbrs_store_begin(&store, res->fingerprint, n, version, &prog, err);
     vs_nbrs_memory_t mem = {0};
     if (st == VS_OK && !prog.complete && (st = vs_nbrs_store_memory(r, &mem, err)) == VS_OK) {
         size_t avg_key = keys.n ? (keys.off[keys.n - 1] + keys.len[keys.n - 1]) / keys.n : 8;
@@ -508,7 +565,10 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
         double ts = vs_now_s();
         if ((st = vs_vecfile_read_f32(qf, row, nb, qbuf, err)) == VS_OK &&
             (st = check_block(qbuf, nb, (uint32_t)d, row, o->queries, err)) == VS_OK)
-            st = vs_nbrs_searcher_search(s, nb, qbuf, o->k, &params, o->threads, dist, ids, err);
+            st = s ? vs_nbrs_searcher_search(s, nb, qbuf, o->k, &params, o->threads, dist, ids, err)
+                   : vs_nbrs_remote_search(rem, nb, qbuf, (uint32_t)d, o->k, &params, dist, ids, err);
+        if (st == VS_OK && rem) /* the metric comes with the answers */
+            store.similarity = vs_metric_larger_is_better(vs_nbrs_remote_metric(rem));
         double tw = vs_now_s();
         res->search_seconds += tw - ts;
         if (st != VS_OK)
@@ -560,6 +620,7 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
     keys_fini(&keys);
     vs_vecfile_close(qf);
     vs_nbrs_searcher_close(s);
+    vs_nbrs_remote_close(rem);
     return st;
 }
 

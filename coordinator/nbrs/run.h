@@ -3,7 +3,8 @@
  * over the version's partition files, multi-query kernels on every core), writes `key -> top-K` into Redis
  * as result set <set> under a prefix (value.h), block by block with the progress recorded in Redis after
  * each block, and when every key is written makes the set current in one transaction and deletes the sets
- * beyond the newest `keep`.
+ * beyond the newest `keep`. Or through a running cluster (remote.h): Search calls to a coordinator, pinned to
+ * one version, full coverage required.
  *
  * A run is named by its set; the set records a fingerprint of the run's inputs (the version's content id,
  * the queries' and keys' bytes, k, parameters, format). Rerunning the same command after a crash resumes
@@ -23,10 +24,13 @@
 #include "coordinator/nbrs/value.h"
 
 typedef struct vs_nbrs_opts {
-    const char *manifest; /* the version (required) */
-    const char *queries;  /* .fvecs / .npy float32 (required) */
-    const char *keys;     /* text (one key per line) or .npy int64/int32; NULL = row numbers */
-    const char *redis;    /* host:port */
+    const char *manifest;             /* the version, searched in process; or */
+    const char *coordinator;          /* a coordinator to search through (one of the two) */
+    const char *index_version;        /* with coordinator: the version (NULL = the active one) */
+    size_t concurrency, call_queries; /* with coordinator: calls in flight, queries per call */
+    const char *queries;              /* .fvecs / .npy float32 (required) */
+    const char *keys;                 /* text (one key per line) or .npy int64/int32; NULL = row numbers */
+    const char *redis;                /* host:port */
     const char *redis_user, *redis_password; /* password: from the environment, never a flag */
     const char *prefix;
     const char *set;  /* NULL = <version>.<fingerprint, 8 hex digits> */
@@ -51,7 +55,8 @@ typedef struct vs_nbrs_result {
     vs_search_params_t params;
 } vs_nbrs_result_t;
 
-/* Sets the defaults: redis 127.0.0.1:6379, prefix "vs:nbrs", k 100, keep 2, block 4096, timeout 30 s. */
+/* Sets the defaults: redis 127.0.0.1:6379, prefix "vs:nbrs", k 100, keep 2, block 4096, timeout 30 s,
+ * concurrency 4, 256 queries per call. */
 void vs_nbrs_opts_init(vs_nbrs_opts_t *o);
 
 /* Parses argv (after "batch") into o. 0 = go, 1 = --help printed, 2 = usage error (printed). */

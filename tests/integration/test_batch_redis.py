@@ -18,6 +18,7 @@ redis-server (Debian's, AOF with appendfsync always, so a killed Redis restarts 
 Env: VS_BIN_DIR, VS_SOURCE_DIR, VS_TEST_TMPDIR."""
 import os
 import pathlib
+import re
 import signal
 import socket
 import subprocess
@@ -130,6 +131,35 @@ def stopped_run(port, args, blocks):
     wait_for(lambda: proc_state(p.pid) == "T" or p.poll() is not None, "the run to stop itself")
     check(p.poll() is None, f"the run stopped itself after {blocks} blocks (rc {p.poll()})")
     return p
+
+
+def cluster(rs, tmp, man, common, keys, ref1):
+    """vecshard batch --coordinator: the same answers as in process (the version has no fresh writes), the
+    version pinned and named in the set; a coordinator that cannot be reached is a clear error."""
+    cl = tmp / "cluster"
+    env = dict(os.environ, VS_BIN_DIR=str(BIN))
+    up = subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "up", "--dir", str(cl), "--timeout", "60",
+                         "--manifest", str(man)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        if not check(up.returncode == 0, f"cluster.sh up: {up.stdout[-2000:]}"):
+            return
+        addr = re.search(r"^coordinator_addr=(.*)$", (cl / "state").read_text(), re.M).group(1)
+        remote = [a for a in common if a != man]
+        remote = remote[:remote.index("--manifest")] + remote[remote.index("--manifest") + 1:]
+        p = batch(rs.port, *remote, "--coordinator", addr, "--queries", tmp / "q1.fvecs", "--keys",
+                  tmp / "keys.txt", "--prefix", "cl", "--set", "s1", "--call-queries", 100, "--concurrency", 3,
+                  "--json")
+        check(p.returncode == 0 and '"version":"v1"' in p.stdout, f"through the cluster: {p.stdout} {p.stderr}")
+        check(dump(rs.client, "cl", "s1") == ref1, "through the cluster: the same bytes as in process")
+        p = batch(rs.port, *remote, "--coordinator", addr, "--index-version", "v9", "--queries", tmp / "q1.fvecs",
+                  "--keys", tmp / "keys.txt", "--prefix", "cl", "--set", "s9")
+        check(p.returncode == 1 and "v9" in p.stderr, f"an unknown version: {p.stderr.strip()}")
+    finally:
+        subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "down", "--dir", str(cl)], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = batch(rs.port, *remote, "--coordinator", addr, "--timeout-ms", 2000, "--queries", tmp / "q1.fvecs", "--keys",
+              tmp / "keys.txt", "--prefix", "cl", "--set", "s2")
+    check(p.returncode == 1 and "coordinator" in p.stderr, f"coordinator down: {p.stderr.strip()}")
 
 
 def main():
@@ -294,6 +324,9 @@ def main():
         r.config_set("maxmemory-policy", "noeviction")
         p = batch(rs.port, *args)
         check(p.returncode == 0 and r.get("live:#current") == b"g", f"resumed after Redis had room: {p.stderr}")
+
+        # --- through a running cluster (2 shards, the coordinator) ---
+        cluster(rs, tmp, man, common, keys, ref1)
 
         # --- bad input ---
         write_fvecs(tmp / "bad_dim.fvecs", q1[:10, :D - 1])
