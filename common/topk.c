@@ -172,8 +172,9 @@ static void select_best(float *keys, int64_t *ids, size_t lo, size_t hi, size_t 
 /* Reservoirs up to this many entries are cut by cut_by_key (stack buffers); larger ones by select_best. */
 #define CUT_FAST_MAX 4096u
 
-/* Per-thread work space of the selections (not the stack: 144 KB, where a server's or a BLAS thread's
- * stack may be small): kth_key's three partitions, the reservoir's tie ids, best_of's selection. */
+/* Per-thread work space of the selections (not the stack: 176 KB, where a server's or a BLAS thread's
+ * stack may be small): kth_key's three partitions, the reservoir's tie ids, best_of's selection, group minima
+ * and candidate keys. */
 typedef struct sel_entry {
     float key;
     int64_t id;
@@ -181,6 +182,7 @@ typedef struct sel_entry {
 static _Thread_local float tl_part[3][CUT_FAST_MAX];
 static _Thread_local int64_t tl_ties[CUT_FAST_MAX];
 static _Thread_local sel_entry_t tl_sel[CUT_FAST_MAX];
+static _Thread_local float tl_gmin[CUT_FAST_MAX], tl_ckeys[CUT_FAST_MAX];
 
 /* The key of rank kth (0-based) among keys[0..n), n <= CUT_FAST_MAX, none NaN: quickselect on a copy
  * with out-of-place three-way partitions written without branches (each value is stored to both sides
@@ -288,6 +290,76 @@ static int cmp_key_id(const void *a, const void *b)
     return (ia > ib) - (ia < ib);
 }
 
+/* A threshold T with at least `want` keys <= T, found cheaply when want is small against n: the minima of
+ * the S residue classes i mod S (a vertical minimum over rows of S keys: n compares, vectorised) and T the
+ * want-th smallest of them (want classes have a key <= T). Every one of the want best keys is <= T, so the
+ * selection only needs the few keys <= T. Returns 0 when not worth it (n small against want). */
+static int group_threshold(const float *keys, size_t n, size_t want, float *out_t)
+{
+    size_t s = ((n / 16 + 15) / 16) * 16;
+    if (s < 4 * want)
+        s = ((4 * want + 15) / 16) * 16;
+    if (s * 4 > n || s > CUT_FAST_MAX)
+        return 0;
+    float *g = tl_gmin;
+    memcpy(g, keys, s * sizeof(float));
+    for (size_t r = s; r < n; r += s) {
+        const float *x = keys + r;
+        const size_t m = n - r < s ? n - r : s;
+        for (size_t j = 0; j < m; j++)
+            g[j] = x[j] < g[j] ? x[j] : g[j];
+    }
+    *out_t = kth_key(g, s, want - 1);
+    return 1;
+}
+
+/* The keys <= t (none NaN) into ck and their indices into sel[].id, in index order; returns how many. */
+static size_t keys_at_most_scalar(const float *keys, size_t n, float t, float *ck, sel_entry_t *sel)
+{
+    size_t nc = 0;
+    for (size_t i = 0; i < n; i++) { /* few pass: written always, kept by the count (no branch) */
+        ck[nc] = keys[i];
+        sel[nc].id = (int64_t)i;
+        nc += keys[i] <= t;
+    }
+    return nc;
+}
+
+#ifdef VS_HAVE_X86
+__attribute__((target("avx512f"))) static size_t keys_at_most_avx512(const float *keys, size_t n, float t,
+                                                                     float *ck, sel_entry_t *sel)
+{
+    size_t nc = 0, i = 0;
+    const __m512 vt = _mm512_set1_ps(t);
+    for (; i + 16 <= n; i += 16) {
+        __mmask16 m = _mm512_cmp_ps_mask(_mm512_loadu_ps(keys + i), vt, _CMP_LE_OQ);
+        while (m) {
+            unsigned j = (unsigned)__builtin_ctz(m);
+            m &= (__mmask16)(m - 1);
+            ck[nc] = keys[i + j];
+            sel[nc].id = (int64_t)(i + j);
+            nc++;
+        }
+    }
+    for (; i < n; i++)
+        if (keys[i] <= t) {
+            ck[nc] = keys[i];
+            sel[nc].id = (int64_t)i;
+            nc++;
+        }
+    return nc;
+}
+#endif
+
+static size_t keys_at_most(const float *keys, size_t n, float t, float *ck, sel_entry_t *sel)
+{
+#ifdef VS_HAVE_X86
+    if (vs_cpu_simd_level() >= VS_SIMD_AVX512)
+        return keys_at_most_avx512(keys, n, t, ck, sel);
+#endif
+    return keys_at_most_scalar(keys, n, t, ck, sel);
+}
+
 size_t vs_topk_best_of(const float *keys, size_t n, size_t k, float *okeys, int64_t *oids)
 {
     int nan = 0;
@@ -300,18 +372,30 @@ size_t vs_topk_best_of(const float *keys, size_t n, size_t k, float *okeys, int6
         return vs_topk_sort(&h);
     }
     const size_t want = k < n ? k : n;
-    const float v = kth_key(keys, n, want - 1);
-    size_t less = 0;
-    for (size_t i = 0; i < n; i++)
-        less += keys[i] < v;
-    /* entries below v, then those equal to v in index order (the smallest ids) until want */
+    /* the candidates, in index order: every key, or only those <= a group threshold */
     sel_entry_t *sel = tl_sel;
+    float *ck = tl_ckeys;
+    size_t nc = 0;
+    float t;
+    if (group_threshold(keys, n, want, &t)) {
+        nc = keys_at_most(keys, n, t, ck, sel);
+    } else {
+        memcpy(ck, keys, n * sizeof(float));
+        for (size_t i = 0; i < n; i++)
+            sel[i].id = (int64_t)i;
+        nc = n;
+    }
+    const float v = kth_key(ck, nc, want - 1);
+    size_t less = 0;
+    for (size_t i = 0; i < nc; i++)
+        less += ck[i] < v;
+    /* entries below v, then those equal to v in index order (the smallest ids) until want */
     size_t got = 0, ties = want - less;
-    for (size_t i = 0; i < n; i++) {
-        if (keys[i] < v || (keys[i] == v && ties > 0)) {
-            ties -= keys[i] == v;
-            sel[got].key = keys[i];
-            sel[got].id = (int64_t)i;
+    for (size_t i = 0; i < nc; i++) {
+        if (ck[i] < v || (ck[i] == v && ties > 0)) {
+            ties -= ck[i] == v;
+            sel[got].key = ck[i];
+            sel[got].id = sel[i].id; /* got <= i: entries ahead are not yet read */
             got++;
         }
     }

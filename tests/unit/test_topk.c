@@ -182,19 +182,23 @@ static void test_reservoir_matches_heap(void)
 }
 
 /* vs_topk_best_of: the same entries in the same order as a k-heap fed every key and sorted, with many
- * ties (keys 0..29), below and above the selection's size limit (4,096), k from 1 to past n. */
+ * ties (keys 0..29), keys in rising and falling order, below and above the selection's size limit (4,096),
+ * with and without a partial last row of the group-minimum threshold (n = 2000, 3001), k from 1 to past n. */
 static void test_best_of_matches_heap(void)
 {
     uint64_t st = 23;
     static float keys[5000], hk[5000], ok[5000];
     static int64_t hi[5000], oi[5000];
-    static const size_t ns[] = {1, 5, 100, 1024, 4096, 5000};
+    static const size_t ns[] = {1, 5, 100, 1024, 2000, 3001, 4096, 5000};
     for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
         for (int rep = 0; rep < 20; rep++) {
             const size_t n = ns[ni],
                          k = rep < 4 ? (size_t[]){1, 10, 48, n + 3}[rep] : 1 + vs_test_rand(&st) % n;
             for (size_t i = 0; i < n; i++)
                 keys[i] = rep % 2 ? (float)(vs_test_rand(&st) % 30) : vs_test_randf(&st);
+            if (rep >= 16) /* ordered: the best keys all in one place */
+                for (size_t i = 0; i < n; i++)
+                    keys[i] = rep % 2 ? (float)i : (float)(n - i) * 0.5f;
             vs_topk_t h;
             vs_topk_init(&h, k, hk, hi);
             for (size_t i = 0; i < n; i++)
