@@ -1,6 +1,7 @@
 /* run.c: see run.h. One thread drives the run: read a block of queries, search it (the searcher uses every
  * core), encode and write it to Redis in pipelined chunks, record the progress; then switch and expire. */
 #include <getopt.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -463,6 +464,82 @@ static vs_status check_memory(const vs_nbrs_memory_t *mem, uint64_t need, uint64
     return VS_OK;
 }
 
+/* The writer thread: one block at a time, handed over by the searching thread (full = 1), written and
+ * recorded in order; the first failure stops it and is reported back. Only it uses the Redis connection
+ * while blocks flow. */
+typedef struct writer {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int full, quit;
+    size_t row, nb; /* the block handed over */
+    const float *dist;
+    const int64_t *ids;
+    vs_status st;
+    char err[VS_ERR_LEN];
+    /* fixed for the run */
+    const vs_nbrs_store_t *store;
+    const keys_t *keys;
+    const char **kp;
+    vs_nbrs_memory_t mem; /* Redis's memory before the run (re-checked after the first block) */
+    size_t n, blocks, stop_after;
+    vs_progress_t *progress;
+    vs_nbrs_result_t *res;
+} writer_t;
+
+static vs_status write_block(writer_t *w, char *err)
+{
+    const size_t row = w->row, nb = w->nb, n = w->n;
+    double t0 = vs_now_s();
+    for (size_t i = 0; i < nb; i++)
+        w->kp[i] = w->keys->bytes + w->keys->off[row + i];
+    int stop = w->stop_after && w->blocks == w->stop_after;
+    vs_status st =
+        vs_nbrs_store_put(w->store, nb, w->kp, w->keys->len + row, w->ids, w->dist, row + nb, stop, err);
+    if (st == VS_OK && w->blocks == 0 && w->mem.max > 0 &&
+        row + nb < n) { /* with the measured bytes per key */
+        vs_nbrs_memory_t now;
+        if ((st = vs_nbrs_store_memory(w->store->redis, &now, err)) == VS_OK && now.used > w->mem.used) {
+            uint64_t per = (now.used - w->mem.used) / nb;
+            st = check_memory(&now, (n - row - nb) * per, n - row - nb, per, vs_redis_addr(w->store->redis),
+                              err);
+        }
+    }
+    w->res->write_seconds += vs_now_s() - t0;
+    if (st == VS_OK) {
+        w->res->written += nb;
+        w->blocks++;
+        vs_progress_update(w->progress, row + nb, n);
+    }
+    return st;
+}
+
+static void *writer_main(void *arg)
+{
+    writer_t *w = arg;
+    char err[VS_ERR_LEN] = "";
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        while (!w->full && !w->quit)
+            pthread_cond_wait(&w->cv, &w->mu);
+        if (!w->full)
+            break;
+        pthread_mutex_unlock(&w->mu);
+        vs_status st = write_block(w, err);
+        pthread_mutex_lock(&w->mu);
+        w->full = 0;
+        if (st != VS_OK) {
+            w->st = st;
+            memcpy(w->err, err, VS_ERR_LEN);
+        }
+        pthread_cond_broadcast(&w->cv);
+        if (st != VS_OK)
+            break;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return NULL;
+}
+
 vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[VS_ERR_LEN])
 {
     memset(res, 0, sizeof *res);
@@ -474,8 +551,8 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
     vs_vecfile_t *qf = NULL;
     keys_t keys = {0};
     vs_redis_t *r = NULL;
-    float *qbuf = NULL, *dist = NULL;
-    int64_t *ids = NULL;
+    float *qbuf = NULL, *dist[2] = {NULL, NULL};
+    int64_t *ids[2] = {NULL, NULL};
     const char **kp = NULL;
     /* the version: in process (its manifest) or through a cluster (its name; the coordinator checks dims) */
     char version[VS_NAME_LEN] = "", content[40] = "";
@@ -548,10 +625,12 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
     const size_t B = o->block;
     if (st == VS_OK && !prog.complete) {
         qbuf = malloc(B * d * sizeof *qbuf);
-        dist = malloc(B * o->k * sizeof *dist);
-        ids = malloc(B * o->k * sizeof *ids);
+        for (int b = 0; b < 2; b++) {
+            dist[b] = malloc(B * o->k * sizeof *dist[b]);
+            ids[b] = malloc(B * o->k * sizeof *ids[b]);
+        }
         kp = malloc(B * sizeof *kp);
-        if (!qbuf || !dist || !ids || !kp)
+        if (!qbuf || !dist[0] || !ids[0] || !dist[1] || !ids[1] || !kp)
             st = vs_errf(err, VS_ERR_NOMEM, "batch: out of memory for blocks of %zu queries", B);
     }
     vs_progress_t pl;
@@ -559,39 +638,68 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
     snprintf(what, sizeof what, "batch %s", store.set);
     if (st == VS_OK && !prog.complete)
         vs_progress_start(&pl, what, o->quiet);
-    size_t blocks = 0;
-    for (size_t row = prog.done; st == VS_OK && !prog.complete && row < n; row += B, blocks++) {
+    /* the writer thread writes block i while this thread searches block i + 1 */
+    writer_t w = {.store = &store,
+                  .keys = &keys,
+                  .kp = kp,
+                  .mem = mem,
+                  .n = n,
+                  .progress = &pl,
+                  .res = res,
+                  .stop_after = o->stop_after_blocks};
+    pthread_mutex_init(&w.mu, NULL);
+    pthread_cond_init(&w.cv, NULL);
+    int writer_on = 0;
+    if (st == VS_OK && !prog.complete) {
+        if (pthread_create(&w.th, NULL, writer_main, &w) != 0)
+            st = vs_errf(err, VS_ERR_INTERNAL, "batch: cannot start the writer thread");
+        else
+            writer_on = 1;
+    }
+    int cur = 0;
+    for (size_t row = prog.done; st == VS_OK && !prog.complete && row < n; row += B) {
         size_t nb = n - row < B ? n - row : B;
         double ts = vs_now_s();
         if ((st = vs_vecfile_read_f32(qf, row, nb, qbuf, err)) == VS_OK &&
             (st = check_block(qbuf, nb, (uint32_t)d, row, o->queries, err)) == VS_OK)
-            st = s ? vs_nbrs_searcher_search(s, nb, qbuf, o->k, &params, o->threads, dist, ids, err)
-                   : vs_nbrs_remote_search(rem, nb, qbuf, (uint32_t)d, o->k, &params, dist, ids, err);
-        if (st == VS_OK && rem) /* the metric comes with the answers */
-            store.similarity = vs_metric_larger_is_better(vs_nbrs_remote_metric(rem));
-        double tw = vs_now_s();
-        res->search_seconds += tw - ts;
-        if (st != VS_OK)
-            break;
-        size_t lens_cap = nb;
-        size_t *lens = keys.len + row;
-        for (size_t i = 0; i < lens_cap; i++)
-            kp[i] = keys.bytes + keys.off[row + i];
-        int stop = o->stop_after_blocks && blocks == o->stop_after_blocks;
-        st = vs_nbrs_store_put(&store, nb, kp, lens, ids, dist, row + nb, stop, err);
-        res->write_seconds += vs_now_s() - tw;
-        if (st != VS_OK)
-            break;
-        res->written += nb;
-        if (blocks == 0 && mem.max > 0 && row + nb < n) { /* re-check with the measured bytes per key */
-            vs_nbrs_memory_t now;
-            if ((st = vs_nbrs_store_memory(r, &now, err)) == VS_OK && now.used > mem.used) {
-                uint64_t per = (now.used - mem.used) / nb;
-                st = check_memory(&now, (n - row - nb) * per, n - row - nb, per, vs_redis_addr(r), err);
-            }
+            st = s ? vs_nbrs_searcher_search(s, nb, qbuf, o->k, &params, o->threads, dist[cur], ids[cur], err)
+                   : vs_nbrs_remote_search(rem, nb, qbuf, (uint32_t)d, o->k, &params, dist[cur], ids[cur],
+                                           err);
+        res->search_seconds += vs_now_s() - ts;
+        pthread_mutex_lock(&w.mu);
+        while (w.full && w.st == VS_OK)
+            pthread_cond_wait(&w.cv, &w.mu);
+        if (w.st != VS_OK) { /* the writer failed: its error is the run's */
+            st = w.st;
+            memcpy(err, w.err, VS_ERR_LEN);
+        } else if (st == VS_OK) {
+            if (rem) /* the metric comes with the answers */
+                store.similarity = vs_metric_larger_is_better(vs_nbrs_remote_metric(rem));
+            w.row = row;
+            w.nb = nb;
+            w.dist = dist[cur];
+            w.ids = ids[cur];
+            w.full = 1;
+            pthread_cond_broadcast(&w.cv);
         }
-        vs_progress_update(&pl, row + nb, n);
+        pthread_mutex_unlock(&w.mu);
+        cur ^= 1;
     }
+    if (writer_on) {
+        pthread_mutex_lock(&w.mu);
+        while (w.full && w.st == VS_OK)
+            pthread_cond_wait(&w.cv, &w.mu);
+        if (st == VS_OK && w.st != VS_OK) {
+            st = w.st;
+            memcpy(err, w.err, VS_ERR_LEN);
+        }
+        w.quit = 1;
+        pthread_cond_broadcast(&w.cv);
+        pthread_mutex_unlock(&w.mu);
+        pthread_join(w.th, NULL);
+    }
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
     if (st == VS_OK && !prog.complete)
         vs_progress_finish(&pl, n);
     if (st != VS_OK && r && res->written + prog.done < n && !prog.complete) {
@@ -613,8 +721,10 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
     res->seconds = vs_now_s() - t0;
     res->cpu_seconds = vs_process_cpu_s() - c0;
     free(qbuf);
-    free(dist);
-    free(ids);
+    for (int b = 0; b < 2; b++) {
+        free(dist[b]);
+        free(ids[b]);
+    }
     free(kp);
     vs_redis_close(r);
     keys_fini(&keys);
