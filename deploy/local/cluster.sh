@@ -5,6 +5,7 @@
 #
 #   cluster.sh up --manifest FILE [--manifest FILE...] [--partitions P] [--replicas 1] [--dir build/cluster]
 #                 [--cluster local] [--timeout 60] [--shard-threads N] [--coordinator-args "ARGS"] [--writes]
+#                 [--redis]
 #   cluster.sh status [--dir DIR] [--json]
 #   cluster.sh down [--dir DIR] [--timeout 15]
 #
@@ -13,7 +14,8 @@
 # with --writes first nats-server -js (the write log; the shards and the coordinator get --nats-url),
 # then the coordinator (--etcd, every --manifest, and --coordinator-args split on spaces), and returns once the
 # coordinator's health is SERVING (or stops everything it started and fails after --timeout seconds);
-# with --writes also until the coordinator has reached the write log (it takes writes).
+# with --writes also until the coordinator has reached the write log (it takes writes). --redis also starts a
+# redis-server (AOF in the cluster directory, noeviction) for `vecshard batch`; the state has redis_addr.
 # Prints the coordinator's address; the state file has it as coordinator_addr.
 # down: SIGTERM to the coordinator, the shards, then etcd; SIGKILL to what is left after --timeout seconds.
 # Idempotent; a pid is only signalled while it is still the process up started (start time checked).
@@ -41,6 +43,7 @@ timeout=""
 shard_threads=""
 coordinator_args=""
 writes=""
+with_redis=""
 json=""
 manifests=()
 while [ $# -gt 0 ]; do
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
     --shard-threads) shard_threads=$2; shift ;;
     --coordinator-args) coordinator_args=$2; shift ;;
     --writes) writes=1 ;;
+    --redis) with_redis=1 ;;
     --json) json=--json ;;
     -h | --help) usage; exit 0 ;;
     *) echo "cluster.sh $cmd: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -121,13 +125,14 @@ stop_all() {
     local wait_s=${1:-15} n shards=()
     [ -f "$state" ] || { echo "cluster.sh: nothing running (no $state)"; return 0; }
     for n in $(names); do
-        case "$n" in coordinator | etcd | nats) ;; *) shards+=("$n") ;; esac
+        case "$n" in coordinator | etcd | nats | redis) ;; *) shards+=("$n") ;; esac
     done
     stop_group "$wait_s" coordinator
     [ ${#shards[@]} -eq 0 ] || stop_group "$wait_s" "${shards[@]}"
     names | grep -qx nats && stop_group "$wait_s" nats
+    names | grep -qx redis && stop_group "$wait_s" redis
     stop_group "$wait_s" etcd
-    rm -rf "$dir/etcd-data" "$dir/nats-data"
+    rm -rf "$dir/etcd-data" "$dir/nats-data" "$dir/redis-data"
     mv -f "$state" "$state.last"
 }
 
@@ -200,6 +205,12 @@ wait_started() {
 nats_ready() {
     local hp=${1#nats://}
     timeout 1 bash -c "exec 3<>/dev/tcp/${hp%:*}/${hp##*:} && head -c 4 <&3" 2>/dev/null | grep -q INFO
+}
+
+# redis_ready PORT: the server answers PING.
+redis_ready() {
+    timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && printf 'PING\r\n' >&3 && head -c 5 <&3" 2>/dev/null |
+        grep -q PONG
 }
 
 failed_up() {
@@ -281,6 +292,25 @@ up() {
         record "nats_url=$nurl"
         echo "cluster.sh: nats-server (JetStream) at $nurl"
         wargs=(--nats-url "$nurl")
+    fi
+
+    # batch neighbours: redis-server (fresh data directory, a free loopback port)
+    if [ -n "$with_redis" ]; then
+        command -v redis-server >/dev/null || die "up: redis-server not installed (apt-get install redis-server)"
+        local rport raddr=""
+        for try in 1 2 3; do
+            rport=$(free_port)
+            rm -rf "$dir/redis-data" && mkdir -p "$dir/redis-data"
+            launch redis redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir/redis-data" --save "" \
+                --appendonly yes --maxmemory-policy noeviction
+            if wait_started redis redis_ready "$rport"; then
+                raddr=127.0.0.1:$rport
+                break
+            fi
+        done
+        [ -n "$raddr" ] || failed_up "redis-server did not start" "$dir/redis.log"
+        record "redis_addr=$raddr"
+        echo "cluster.sh: redis-server at $raddr"
     fi
 
     # shards

@@ -11,7 +11,10 @@
 # Per core: CPU seconds per query, summed over every process doing the work:
 #   single-query:  vecshard-bench --batch 1 --threads 1 (process CPU time per query; 1 thread = 1 core)
 #   batch:         vecshard batch --threads $(nproc) (process CPU) + redis-server's CPU over the run
-# Rounds interleave (single, batch, single, batch; each side's best) because this shared box drifts.
+#   online:        the same version served by a local cluster (deploy/local/cluster.sh: etcd, one shard, the
+#                  coordinator), `vecshard query` one query per call, 8 in flight (query_cpu.sh: the servers'
+#                  CPU from /proc, the client's beside it)
+# Rounds interleave (single, online, batch; each side's best) because this shared box drifts.
 #
 # Usage: tests/bench/run_batch_redis.sh [OUTDIR] [ROUNDS] [K] [PARAMS]
 #        (default build/bench/batch-redis, 2, 100, "nprobe=24,k_factor=2")
@@ -21,10 +24,14 @@ out=${1:-build/bench/batch-redis}
 rounds=${2:-2}
 k=${3:-100}
 params=${4:-nprobe=24,k_factor=2}
+np=$(echo "$params" | sed -n 's/.*nprobe=\([0-9]*\).*/\1/p')
+kf=$(echo "$params" | sed -n 's/.*k_factor=\([0-9.]*\).*/\1/p')
+[ -n "$np" ] && [ -n "$kf" ] || { echo "PARAMS must give nprobe and k_factor (e.g. nprobe=24,k_factor=2)" >&2; exit 2; }
 mkdir -p "$out"
 ./deploy/local/install-deps.sh --bench
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build build -j "$(nproc)" --target vecshard vecshard-bench vecshard-gt vecshard-synth vecshard-build >/dev/null
+cmake --build build -j "$(nproc)" --target vecshard vecshard-bench vecshard-gt vecshard-synth vecshard-build \
+    vecshard-shard vecshard-coordinator >/dev/null
 bin=build/bin
 res=$out/results.txt
 : > "$res"
@@ -54,6 +61,11 @@ rpid=$(cat "$out/redis/pid")
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, clock ticks
 hz=$(getconf CLK_TCK)
 
+cl=$out/cluster
+./deploy/local/cluster.sh down --dir "$cl" >/dev/null 2>&1 || true
+VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --manifest "$man" --dir "$cl" --timeout 300 >/dev/null
+trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; ./deploy/local/cluster.sh down --dir "$cl" >/dev/null 2>&1 || true' EXIT
+
 log "# run_batch_redis.sh $(date -u +%FT%TZ) on $(nproc) CPUs: k=$k params=$params, 1M queries, 1M base"
 single_best=""
 batch_best=""
@@ -63,6 +75,10 @@ for r in $(seq "$rounds"); do
         --k "$k" --index IVF4096,PQ32x4fs,RFlat --load-index "$out/ver/syn1m/part-0.vsidx" \
         --search "${params//,/;}" --threads 1 --batch 1 --quiet > "$out/single-$r.json"
     log "single round $r: $(cat "$out/single-$r.json")"
+    VS_BIN_DIR=$bin tests/bench/query_cpu.sh "$cl/state" "$out/online-$r.json" --queries "$syn/q10k.fvecs" \
+        --gt "$syn/gt100-10k.ivecs" --k "$k" --nprobe "$np" --k-factor "$kf" \
+        --batch 1 --concurrency 8
+    log "online round $r: $(cat "$out/online-$r.json")"
     redis-cli -p "$port" flushall >/dev/null
     c0=$(cpu_of "$rpid")
     "$bin/vecshard" batch --manifest "$man" --queries "$syn/queries.fvecs" --redis "127.0.0.1:$port" \
@@ -91,6 +107,7 @@ import json, sys
 out, rounds, ncpu = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 single = [json.loads(open(f"{out}/single-{r}.json").read().splitlines()[-1]) for r in range(1, rounds + 1)]
 batch = [json.loads(open(f"{out}/batch-{r}.json").read()) for r in range(1, rounds + 1)]
+online = [json.load(open(f"{out}/online-{r}.json")) for r in range(1, rounds + 1)]
 rcpu = [float(open(f"{out}/batch-{r}.redis-cpu").read()) for r in range(1, rounds + 1)]
 s_us = [s["cpu_us_per_query"] for s in single]
 b_us = [(b["cpu_seconds"] + c) * 1e6 / b["written"] for b, c in zip(batch, rcpu)]
@@ -104,9 +121,17 @@ print(f"batch, {ncpu} threads, Redis writes included: CPU per query {best_b:.1f}
       f"{', '.join(f'{x:.1f}' for x in b_us)}; vecshard {min(v_us):.1f} + redis-server {min(r_us):.1f}) "
       f"= {1e6 / best_b:.0f} queries/s per core; wall {max(b['qps'] for b in batch):.0f} queries/s on {ncpu} cores; "
       f"search {min(b['search_seconds'] for b in batch):.1f} s, Redis writes {min(b['write_seconds'] for b in batch):.1f} s")
-print(f"batch throughput per core / single-query: {best_s / best_b:.2f}x (goal 2x)")
+wall = max(b["qps"] for b in batch) / ncpu
+print(f"batch throughput per core / single-query: {best_s / best_b:.2f}x by CPU time (goal 2x); by wall clock "
+      f"{wall:.0f} queries/s per core (QPS / {ncpu} cores, redis-server on the same cores) = "
+      f"{wall / max(s['qps'] for s in single):.2f}x the single-query QPS")
 used = max(b["redis_used_after"] - b["redis_used_before"] for b in batch)
 print(f"Redis memory of one set: {used / 2**20:.0f} MiB for {batch[0]['written']} keys = {used / batch[0]['written']:.0f} B "
       f"per key (estimated {batch[0]['key_bytes_estimate']} B)")
-print(f"CPU-seconds per 1M queries: single-query in process {best_s:.0f} s; batch into Redis {best_b:.0f} s")
+o_srv = min(o["server_cpu_us_per_query"] for o in online)
+o_cli = min(o["client_cpu_us_per_query"] for o in online)
+print(f"online through the cluster (1 query per call, 8 in flight): servers {o_srv:.0f} us + client {o_cli:.0f} us "
+      f"CPU per query; QPS {max(o['qps'] for o in online):.0f}; recall@{online[0]['k']} {online[0]['recall_at_k']:.4f}")
+print(f"CPU-seconds per 1M queries: online through the cluster {o_srv:.0f} s (+{o_cli:.0f} s client); single-query "
+      f"in process {best_s:.0f} s; batch into Redis {best_b:.0f} s ({o_srv / best_b:.1f}x less than online)")
 EOF

@@ -139,7 +139,8 @@ def cluster(rs, tmp, man, common, keys, ref1):
     cl = tmp / "cluster"
     env = dict(os.environ, VS_BIN_DIR=str(BIN))
     up = subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "up", "--dir", str(cl), "--timeout", "60",
-                         "--manifest", str(man)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         "--manifest", str(man), "--redis"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                        text=True)
     try:
         if not check(up.returncode == 0, f"cluster.sh up: {up.stdout[-2000:]}"):
             return
@@ -154,6 +155,14 @@ def cluster(rs, tmp, man, common, keys, ref1):
         p = batch(rs.port, *remote, "--coordinator", addr, "--index-version", "v9", "--queries", tmp / "q1.fvecs",
                   "--keys", tmp / "keys.txt", "--prefix", "cl", "--set", "s9")
         check(p.returncode == 1 and "v9" in p.stderr, f"an unknown version: {p.stderr.strip()}")
+        # cluster.sh up --redis: a redis-server beside the cluster, named in the state file
+        raddr = re.search(r"^redis_addr=(.*)$", (cl / "state").read_text(), re.M).group(1)
+        cmd = [str(BIN / "vecshard"), "batch", "--redis", raddr, "--quiet", *map(str, remote), "--coordinator", addr,
+               "--queries", str(tmp / "q1.fvecs"), "--keys", str(tmp / "keys.txt")]
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
+        cr = redis.Redis(host=raddr.split(":")[0], port=int(raddr.split(":")[1]))
+        cur = cr.get("vs:nbrs:#current")
+        check(p.returncode == 0 and cur is not None and cr.dbsize() >= NQ, f"cluster.sh --redis: {p.stderr}")
     finally:
         subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "down", "--dir", str(cl)], env=env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
