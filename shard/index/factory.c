@@ -11,6 +11,7 @@
 #include "shard/index/flat.h"
 #include "shard/index/ifile.h"
 #include "shard/index/hnsw.h"
+#include "shard/index/exact.h"
 #include "shard/index/index.h"
 #include "shard/index/index_impl.h"
 #include "shard/index/ivf.h"
@@ -285,6 +286,27 @@ vs_status vs_index_add_lists(vs_index_t *idx, size_t n, const float *x, const in
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "vectors are added before attributes are attached");
     return vs_ivf_add_lists(idx->impl, n, x, ids, lists, n_threads ? n_threads : vs_parallel_cpus(), progress,
                             err);
+}
+
+vs_status vs_index_search_exact(const vs_index_t *idx, size_t nq, const float *q, size_t k, size_t n_threads,
+                                float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
+{
+    size_t n = idx->ops->exact_segs ? idx->ops->exact_segs(idx->impl, NULL, 0) : 0;
+    if (n == 0) {
+        char fac[128];
+        vs_factory_format(&idx->spec, fac, sizeof fac);
+        return vs_errf(err, VS_ERR_UNSUPPORTED,
+                       "index %s keeps no exact vectors (quantised codes only): exact search needs IVF,Flat, an "
+                       "RFlat refine, HNSW or Flat",
+                       fac);
+    }
+    vs_exact_seg_t *segs = malloc(n * sizeof *segs);
+    if (!segs)
+        return vs_errf(err, VS_ERR_NOMEM, "exact search: out of memory");
+    n = idx->ops->exact_segs(idx->impl, segs, n);
+    vs_status st = vs_exact_search(idx->metric, idx->dim, segs, n, nq, q, k, n_threads, out_dist, out_ids, err);
+    free(segs);
+    return st;
 }
 
 vs_status vs_index_search(const vs_index_t *idx, size_t nq, const float *q, size_t k,

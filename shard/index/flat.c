@@ -1,6 +1,7 @@
 /* flat.c: exact search. See flat.h for the design; the per-thread scratch of one search call is
  * allocated once per worker, never per query or per vector. */
 #include "shard/index/attrs.h"
+#include "shard/index/exact.h"
 #include "shard/index/flat.h"
 
 #include <stdlib.h>
@@ -369,7 +370,16 @@ static void ops_ids_in_order(const void *impl, int64_t *out)
     memcpy(out, f->ids, f->n * sizeof *out);
 }
 
+static size_t ops_exact_segs(const void *impl, vs_exact_seg_t *out, size_t cap)
+{
+    const vs_flat_t *f = impl;
+    if (cap > 0)
+        out[0] = (vs_exact_seg_t){.rows = f->data, .ids = f->ids, .n = f->n};
+    return 1;
+}
+
 const vs_index_ops_t vs_flat_ops = {
     ops_train,          ops_add,     ops_search,       ops_count, ops_memory_bytes,
     ops_needs_training, ops_destroy, ops_ids_in_order, NULL,      NULL,
+    ops_exact_segs,
 };

@@ -5,6 +5,7 @@
  * expanded; the next candidate is the best unexpanded one. This is the best-first search of the paper
  * (Algorithm 2) with its two heaps merged: a candidate worse than the ef-th result is never expanded,
  * so it need not be kept. */
+#include "shard/index/exact.h"
 #include "shard/index/hnsw.h"
 #include "shard/index/attrs.h"
 
@@ -1605,7 +1606,17 @@ static void ops_ids_in_order(const void *impl, int64_t *out)
         out[i] = node_id(h, (uint32_t)i);
 }
 
+/* Exact vectors: the graph's float vectors (cosine: normalised), one segment. */
+static size_t ops_exact_segs(const void *impl, vs_exact_seg_t *out, size_t cap)
+{
+    const vs_hnsw_t *h = impl;
+    if (cap > 0)
+        out[0] = (vs_exact_seg_t){.rows = h->vec, .ids = h->ids, .id0 = 0, .n = h->n};
+    return 1;
+}
+
 const vs_index_ops_t vs_hnsw_ops = {
     hnsw_train,         hnsw_add,    hnsw_search,      ops_count, ops_memory_bytes,
     ops_needs_training, ops_destroy, ops_ids_in_order, NULL,      hnsw_save,
+    ops_exact_segs,
 };

@@ -61,6 +61,12 @@ vs_status vs_index_search(const vs_index_t *idx, size_t nq, const float *q, size
                           const vs_search_params_t *params, size_t n_threads, float *out_dist,
                           int64_t *out_ids, char err[VS_ERR_LEN]);
 
+/* Exact k-NN of nq queries over the float vectors the index keeps (exact.h; the reference of recall
+ * monitoring): same shapes as vs_index_search, no parameters. VS_ERR_UNSUPPORTED when the index keeps only
+ * quantised vectors (PQ codes or an SQ8 refine). Thread-safe. */
+vs_status vs_index_search_exact(const vs_index_t *idx, size_t nq, const float *q, size_t k, size_t n_threads,
+                                float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN]);
+
 /* Writes the index to path in the index file format (shard/index/ifile.h): written to path.tmp and
  * renamed, so readers never see a partial file. model_version names the embedding model the vectors
  * came from (may be NULL or ""; at most 127 bytes); build_time_unix is recorded as given.

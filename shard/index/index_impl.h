@@ -3,6 +3,7 @@
 #define VS_SHARD_INDEX_INDEX_IMPL_H
 
 #include "shard/index/ifile.h"
+#include "shard/index/exact.h"
 #include "shard/index/index.h"
 
 typedef struct vs_index_ops {
@@ -24,6 +25,9 @@ typedef struct vs_index_ops {
      * structure from them. NULL: nothing to derive. */
     vs_status (*attach_attrs)(void *impl, const struct vs_attrs *a, char *err);
     vs_status (*save)(const void *impl, vs_ifile_writer_t *w, uint8_t params[128], char *err);
+    /* The exact float vectors the index keeps, as segments (exact.h): fills up to cap of out (out may be
+     * NULL with cap 0) and returns how many there are; 0 = none kept (quantised vectors only). NULL: none. */
+    size_t (*exact_segs)(const void *impl, struct vs_exact_seg *out, size_t cap);
 } vs_index_ops_t;
 
 #endif

@@ -5,6 +5,7 @@
  * scan the list and keep the K' = k*k_factor (refine) or k best estimates in a heap; (3) with refine,
  * recompute those K' candidates exactly (float32 or SQ8) and keep the k best. Batches of queries run
  * one query per task across threads, each worker with its own scratch: nothing is allocated per query. */
+#include "shard/index/exact.h"
 #include "shard/index/ivf.h"
 
 #include <math.h>
@@ -2076,7 +2077,29 @@ static vs_status ops_attach_attrs(void *impl, const vs_attrs_t *a, char *err)
     return VS_OK;
 }
 
+/* Exact vectors: IVF,Flat's codes or the RFlat refine vectors, one segment per non-empty list. */
+static size_t ops_exact_segs(const void *impl, vs_exact_seg_t *out, size_t cap)
+{
+    const vs_ivf_t *ivf = impl;
+    const int flat_codes = ivf->spec.codec == VS_CODEC_FLAT, rflat = ivf->spec.refine == VS_REFINE_FLAT;
+    if (!flat_codes && !rflat)
+        return 0;
+    size_t n = 0;
+    for (uint32_t l = 0; l < ivf->nlist; l++) {
+        const ivf_list_t *L = &ivf->lists[l];
+        if (!L->n)
+            continue;
+        if (n < cap)
+            out[n] = (vs_exact_seg_t){.rows = (const float *)(flat_codes ? L->codes : L->refine),
+                                      .ids = L->ids,
+                                      .n = L->n};
+        n++;
+    }
+    return n ? n : 1; /* an empty index still keeps exact vectors: one empty segment */
+}
+
 const vs_index_ops_t vs_ivf_ops = {
     ops_train,          ops_add,     ops_search,       ops_count,        ops_memory_bytes,
     ops_needs_training, ops_destroy, ops_ids_in_order, ops_attach_attrs, ivf_save,
+    ops_exact_segs,
 };
