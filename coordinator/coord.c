@@ -67,7 +67,15 @@ struct vs_coord {
     uint64_t request_seed;
     pthread_mutex_t log_mu; /* the rate limits of per-request log records */
     vs_log_limit_t partial_log, slow_log;
+    /* recall monitoring: the sampler and its replay worker (NULL / not started when off) */
+    vs_recall_t *recall;
+    pthread_t recall_th;
+    int recall_started, recall_stop; /* recall_stop under recall_mu */
+    pthread_mutex_t recall_mu;
+    pthread_cond_t recall_cv;
 };
+
+static void *recall_worker(void *arg);
 
 vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t **out, char err[VS_ERR_LEN])
 {
@@ -91,6 +99,18 @@ vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t 
     atomic_init(&c->next_wake_us, LLONG_MAX);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->active_mu, NULL);
+    pthread_mutex_init(&c->recall_mu, NULL);
+    pthread_cond_init(&c->recall_cv, NULL);
+    if (c->o.recall.sample_rate > 0) {
+        if (!(c->recall = vs_recall_create(&c->o.recall)) ||
+            pthread_create(&c->recall_th, NULL, recall_worker, c) != 0) {
+            vs_recall_destroy(c->recall);
+            c->recall = NULL;
+            vs_coord_destroy(c);
+            return vs_errf(err, VS_ERR_NOMEM, "coordinator: cannot start the recall monitor");
+        }
+        c->recall_started = 1;
+    }
     *out = c;
     return VS_OK;
 }
@@ -99,6 +119,16 @@ void vs_coord_destroy(vs_coord_t *c)
 {
     if (!c)
         return;
+    if (c->recall_started) {
+        pthread_mutex_lock(&c->recall_mu);
+        c->recall_stop = 1;
+        pthread_cond_broadcast(&c->recall_cv);
+        pthread_mutex_unlock(&c->recall_mu);
+        pthread_join(c->recall_th, NULL);
+    }
+    vs_recall_destroy(c->recall);
+    pthread_cond_destroy(&c->recall_cv);
+    pthread_mutex_destroy(&c->recall_mu);
     for (size_t i = 0; i < c->n_versions; i++)
         version_unref(c->versions[i]);
     pthread_mutex_destroy(&c->log_mu);
@@ -294,7 +324,6 @@ size_t vs_coord_versions(vs_coord_t *c, char (*out)[128], size_t cap, char activ
     return n;
 }
 
-
 /* The version's search defaults, nlist and content id from its manifest (before the entry is visible). */
 static void set_defaults(version_entry_t *e, const vs_manifest_t *m)
 {
@@ -340,7 +369,6 @@ static void resolve_params(const version_entry_t *e, const Vecshard__V1__SearchP
         *clipped = 1;
     }
 }
-
 
 vs_status vs_coord_add_loaded(vs_coord_t *c, const vs_manifest_t *m, const char *path, char err[VS_ERR_LEN])
 {
@@ -752,7 +780,8 @@ static vs_status merge_grouped(const request_t *q, const int *ok, float *dist, i
             si[m] = pool_i[x];
             sg[m++] = pool_g[x];
         }
-        vs_group_select(m, sd, si, sg, k, q->group_size, pad, dist + i * k, ids + i * k, groups + i * k, scratch);
+        vs_group_select(m, sd, si, sg, k, q->group_size, pad, dist + i * k, ids + i * k, groups + i * k,
+                        scratch);
     }
     free(pool_d);
     free(sd);
@@ -763,6 +792,22 @@ static vs_status merge_grouped(const request_t *q, const int *ok, float *dist, i
     free(scratch);
     free(order);
     return st;
+}
+
+/* The applied parameters as the recall estimates' label: FAISS names, zero fields left out. */
+static void params_key(const Vecshard__V1__SearchParams *p, char *buf, size_t n)
+{
+    int off = 0;
+    buf[0] = 0;
+    if (p->nprobe)
+        off += snprintf(buf + off, n - (size_t)off, "nprobe=%u", p->nprobe);
+    if (p->ef_search && (size_t)off < n)
+        off += snprintf(buf + off, n - (size_t)off, "%sefSearch=%u", off ? "," : "", p->ef_search);
+    if (p->k_factor != 0 && (size_t)off < n)
+        off += snprintf(buf + off, n - (size_t)off, "%sk_factor=%g", off ? "," : "", (double)p->k_factor);
+    if (p->quantizer_ef_search && (size_t)off < n)
+        snprintf(buf + off, n - (size_t)off, "%squantizer_efSearch=%u", off ? "," : "",
+                 p->quantizer_ef_search);
 }
 
 static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **out, size_t *out_len,
@@ -821,6 +866,13 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
                             ids, err);
     if (st == VS_OK && q->r->n_exclude_ids)
         st = drop_excluded(q, nq, k, dist, ids, groups, err);
+    if (st == VS_OK && c->recall && covered == total && !q->r->n_exclude_ids && !q->filtered &&
+        !q->group_size) {
+        char key[VS_RECALL_KEY_LEN];
+        params_key(&q->eff, key, sizeof key);
+        vs_recall_offer(c->recall, vs_now_s(), q->ver->name, key, q->ver->router.dim, (uint32_t)k, nq,
+                        q->r->queries, ids);
+    }
     if (st == VS_OK) {
         Vecshard__V1__SearchResponse resp = VECSHARD__V1__SEARCH_RESPONSE__INIT;
         Vecshard__V1__Coverage cov = VECSHARD__V1__COVERAGE__INIT;
@@ -1240,4 +1292,161 @@ vs_status vs_coord_status_pb(vs_coord_t *c, int etcd_connected, const char *clus
     free(mp);
     free(vers);
     return st;
+}
+
+/* ---- recall monitoring: the replay worker ---------------------------------------------------------- */
+
+/* The exact answer of a sampled batch: one exact ShardSearchRequest per partition of its version, to a
+ * replica picked as for a search (its latency is not recorded: these calls are slow by design), merged
+ * per query. VS_ERR_NOT_FOUND when the version is gone, VS_ERR_UNAVAILABLE when a partition has no live
+ * replica or its call failed, VS_ERR_UNSUPPORTED when the version keeps no exact vectors. */
+static vs_status recall_replay(vs_coord_t *c, const vs_recall_batch_t *b, int64_t *exact, char *err)
+{
+    version_entry_t *e = NULL;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < c->n_versions && !e; i++)
+        if (strcmp(c->versions[i]->name, b->version) == 0) {
+            e = c->versions[i];
+            atomic_fetch_add(&e->refs, 1);
+        }
+    pthread_mutex_unlock(&c->mu);
+    if (!e)
+        return vs_errf(err, VS_ERR_NOT_FOUND, "version %s is no longer known", b->version);
+    const uint32_t P = e->router.n_partitions, k = b->k;
+    vs_route_plan_t plan;
+    vs_status st = vs_router_plan_all(&e->router, b->nq, &plan, err);
+    float **pd = calloc(P, sizeof *pd);
+    int64_t **pi = calloc(P, sizeof *pi);
+    int *ok = calloc(P, sizeof *ok);
+    float *dist = malloc(b->nq * k * sizeof *dist);
+    if (st == VS_OK && (!pd || !pi || !ok || !dist))
+        st = vs_errf(err, VS_ERR_NOMEM, "recall: out of memory");
+    Vecshard__V1__ShardSearchRequest req = VECSHARD__V1__SHARD_SEARCH_REQUEST__INIT;
+    req.dim = b->dim;
+    req.queries = b->q;
+    req.n_queries = b->nq * b->dim;
+    req.k = k;
+    req.index_version = (char *)b->version;
+    req.exact = 1;
+    Vecshard__V1__PartitionRef pref = VECSHARD__V1__PARTITION_REF__INIT;
+    req.partition = &pref;
+    for (uint32_t p = 0; st == VS_OK && p < P; p++) {
+        pref.id = p;
+        vs_replica_t *r = vs_view_pick(c->view, b->version, p, expect_content(e, p), NULL, 0);
+        if (!r) {
+            st = vs_errf(err, VS_ERR_UNAVAILABLE, "partition %u of %s has no live replica", p, b->version);
+            break;
+        }
+        size_t len = vecshard__v1__shard_search_request__get_packed_size(&req);
+        uint8_t *buf = malloc(len ? len : 1), *body = NULL;
+        size_t blen = 0;
+        int code = 0;
+        char msg[VS_ERR_LEN] = "";
+        if (!buf) {
+            st = vs_errf(err, VS_ERR_NOMEM, "recall: out of memory");
+        } else {
+            vecshard__v1__shard_search_request__pack(&req, buf);
+            st = vs_rpc_call_unary(vs_replica_channel(r), "/vecshard.v1.Shard/Search", buf, len, 60000, &code,
+                                   msg, &body, &blen);
+            if (st == VS_OK && code != 0)
+                st = vs_errf(err, vs_status_from_grpc(code), "partition %u (%s): %s: %s", p, vs_replica_id(r),
+                             vs_grpc_code_label(code), msg);
+        }
+        vs_replica_done(r, 0, 0); /* no latency sample: exact calls would skew the hedging delay */
+        Vecshard__V1__ShardSearchResponse *resp =
+            st == VS_OK ? vecshard__v1__shard_search_response__unpack(NULL, blen, body) : NULL;
+        if (st == VS_OK && (!resp || !resp->exact || resp->nq != b->nq || resp->k != k ||
+                            resp->n_ids != b->nq * k || resp->n_distances != b->nq * k))
+            st = vs_errf(err, VS_ERR_UNAVAILABLE,
+                         "partition %u: not an exact answer of %zu x %u (a shard of an older release?)", p,
+                         b->nq, k);
+        if (st == VS_OK) {
+            pd[p] = malloc(b->nq * k * sizeof **pd);
+            pi[p] = malloc(b->nq * k * sizeof **pi);
+            if (!pd[p] || !pi[p])
+                st = vs_errf(err, VS_ERR_NOMEM, "recall: out of memory");
+            else {
+                memcpy(pd[p], resp->distances, b->nq * k * sizeof **pd);
+                memcpy(pi[p], resp->ids, b->nq * k * sizeof **pi);
+                ok[p] = 1;
+            }
+        }
+        if (resp)
+            vecshard__v1__shard_search_response__free_unpacked(resp, NULL);
+        free(body);
+        free(buf);
+    }
+    if (st == VS_OK)
+        st = vs_route_merge(&plan, k, vs_metric_larger_is_better(e->router.metric), (const float *const *)pd,
+                            (const int64_t *const *)pi, ok, dist, exact, err);
+    for (uint32_t p = 0; pd && pi && p < P; p++) {
+        free(pd[p]);
+        free(pi[p]);
+    }
+    free(pd);
+    free(pi);
+    free(ok);
+    free(dist);
+    vs_route_plan_fini(&plan);
+    version_unref(e);
+    return st;
+}
+
+/* Replays ready batches within the CPU budget: after a replay of t seconds it rests t (1 - budget) /
+ * budget, so the shards spend at most `budget` of one core each on exact searches. */
+static void *recall_worker(void *arg)
+{
+    vs_coord_t *c = arg;
+    const vs_recall_opts_t *o = vs_recall_options(c->recall);
+    double rest_until = 0;
+    pthread_mutex_lock(&c->recall_mu);
+    while (!c->recall_stop) {
+        double now = vs_now_s();
+        vs_recall_batch_t *b = now >= rest_until ? vs_recall_next(c->recall, now, 0) : NULL;
+        if (!b) {
+            double wait_s = rest_until > now ? rest_until - now : 0.1;
+            struct timespec until = vs_timespec_in_ms(CLOCK_REALTIME, (int64_t)(wait_s * 1e3) + 1);
+            pthread_cond_timedwait(&c->recall_cv, &c->recall_mu, &until);
+            continue;
+        }
+        pthread_mutex_unlock(&c->recall_mu);
+        int64_t *exact = malloc(b->nq * b->k * sizeof *exact);
+        char err[VS_ERR_LEN] = "";
+        double t0 = vs_now_s();
+        vs_status st =
+            exact ? recall_replay(c, b, exact, err) : vs_errf(err, VS_ERR_NOMEM, "recall: out of memory");
+        double busy = vs_now_s() - t0;
+        vs_recall_add_busy(c->recall, busy);
+        if (st == VS_OK) {
+            vs_recall_record(c->recall, b, exact);
+            if (c->o.on_recall) {
+                vs_recall_stat_t stats[VS_RECALL_MAX_GROUPS];
+                size_t n = vs_recall_snapshot(c->recall, stats, VS_RECALL_MAX_GROUPS, NULL);
+                for (size_t i = 0; i < n; i++)
+                    c->o.on_recall(c->o.recall_user, &stats[i]);
+            }
+        } else {
+            vs_recall_failed(c->recall, b);
+            pthread_mutex_lock(&c->log_mu);
+            vs_log_limited(&c->partial_log, VS_LOG_WARN, "recall: %zu sampled queries of %s not replayed: %s",
+                           b->nq, b->version, err);
+            pthread_mutex_unlock(&c->log_mu);
+        }
+        free(exact);
+        vs_recall_batch_free(b);
+        rest_until = vs_now_s() + busy * (1.0 - o->budget) / (o->budget > 0 ? o->budget : 1.0);
+        pthread_mutex_lock(&c->recall_mu);
+    }
+    pthread_mutex_unlock(&c->recall_mu);
+    return NULL;
+}
+
+size_t vs_coord_recall_snapshot(vs_coord_t *c, vs_recall_stat_t *out, size_t cap, vs_recall_totals_t *totals)
+{
+    if (!c->recall) {
+        if (totals)
+            memset(totals, 0, sizeof *totals);
+        return 0;
+    }
+    return vs_recall_snapshot(c->recall, out, cap, totals);
 }

@@ -19,6 +19,7 @@
 #include "common/net/rpc.h"
 #include "coordinator/batch.h"
 #include "coordinator/fanout.h"
+#include "coordinator/recall.h"
 #include "coordinator/router.h"
 #include "coordinator/view.h"
 
@@ -42,6 +43,12 @@ typedef struct vs_coord_opts {
     /* Called with each stage's duration (vs_coord_stage, batch.h) from any thread; NULL = not timed. */
     void (*on_stage)(void *user, vs_coord_stage stage, double seconds);
     void *stage_user;
+    /* Recall monitoring (recall.h): sample_rate 0 = off. Sampled queries of fully covered answers without
+     * filter, exclusions or group_by are replayed as exact searches on the shards by a worker thread;
+     * on_recall (may be NULL) is called from it with each updated estimate. */
+    vs_recall_opts_t recall;
+    void (*on_recall)(void *user, const vs_recall_stat_t *s);
+    void *recall_user;
 } vs_coord_opts_t;
 
 /* A request id: 1..VS_REQUEST_ID_MAX printable ASCII characters without spaces (SearchRequest.request_id). */
@@ -144,5 +151,8 @@ vs_status vs_coord_status_pb(vs_coord_t *c, int etcd_connected, const char *clus
                              size_t *out_len, char err[VS_ERR_LEN]);
 
 vs_coord_stats_t *vs_coord_stats(vs_coord_t *c);
+
+/* The recall monitor's estimates and counters (recall.h); 0 and zeros when monitoring is off. */
+size_t vs_coord_recall_snapshot(vs_coord_t *c, vs_recall_stat_t *out, size_t cap, vs_recall_totals_t *totals);
 
 #endif

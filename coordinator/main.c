@@ -38,6 +38,7 @@ typedef struct config {
     int coarse_at_shard;
     long shard_window, batch_max_queries;
     long log_replicas; /* --log-replicas: the write log stream's replicas when the coordinator creates it */
+    vs_recall_opts_t recall; /* --recall-* */
 } config_t;
 
 static void usage(FILE *f)
@@ -85,6 +86,12 @@ static void usage(FILE *f)
         "never)\n"
         "  --port-file FILE      write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
         "  --log-format F        log records as text (default) or json (one JSON object per line)\n"
+        "  --recall-sample F     recall monitoring: fraction of answered queries (full coverage, no filter,\n"
+        "                        exclusions or group_by) replayed as exact searches on the shards (default\n"
+        "                        0.01; 0 = off). Estimates: vecshard_coordinator_recall{version,params,k}\n"
+        "  --recall-max-qps R    sampled queries per second at most (default 20)\n"
+        "  --recall-window N     replayed queries per estimate (default 1000: within +-0.02)\n"
+        "  --recall-budget F     share of one core each shard may spend on exact replays (default 0.05)\n"
         "  -h, --help            this help\n"
         "\n"
         "Health: \"\" and \"vecshard.v1.Coordinator\" are SERVING while the coordinator can answer at its\n"
@@ -129,6 +136,10 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"max-connection-age-ms", required_argument, 0, 'A'},
                                          {"nats-url", required_argument, 0, 'N'},
                                          {"log-replicas", required_argument, 0, 'Y'},
+                                         {"recall-sample", required_argument, 0, 256},
+                                         {"recall-max-qps", required_argument, 0, 257},
+                                         {"recall-window", required_argument, 0, 258},
+                                         {"recall-budget", required_argument, 0, 259},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50050",
@@ -138,8 +149,26 @@ static int parse_args(int argc, char **argv, config_t *c)
                     .timeout_ms = 1000};
     int o;
     double v;
+    vs_recall_opts_default(&c->recall);
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
+        case 256:
+            if (parse_num("--recall-sample", optarg, 0, 1, &c->recall.sample_rate))
+                return 2;
+            break;
+        case 257:
+            if (parse_num("--recall-max-qps", optarg, 0.001, 1e6, &c->recall.max_qps))
+                return 2;
+            break;
+        case 258:
+            if (parse_num("--recall-window", optarg, 10, 1e6, &v))
+                return 2;
+            c->recall.window = (size_t)v;
+            break;
+        case 259:
+            if (parse_num("--recall-budget", optarg, 0.001, 1, &c->recall.budget))
+                return 2;
+            break;
         case 'l':
             c->listen = optarg;
             break;
@@ -280,8 +309,9 @@ typedef struct app {
     atomic_int ready;
     vs_metrics_t *reg;
     vs_rpc_metrics_t rpcm;
-    vs_histogram_t *stage[VS_COORD_STAGE_N]; /* vecshard_coordinator_stage_seconds{stage} */
-    vs_writes_t *writes;                     /* --nats-url */
+    vs_histogram_t *stage[VS_COORD_STAGE_N];       /* vecshard_coordinator_stage_seconds{stage} */
+    vs_metric_family_t *recall_fam, *recall_n_fam; /* vecshard_coordinator_recall{,_window_queries} */
+    vs_writes_t *writes;                           /* --nats-url */
 } app_t;
 
 static void on_stage(void *user, vs_coord_stage stage, double seconds)
@@ -289,6 +319,18 @@ static void on_stage(void *user, vs_coord_stage stage, double seconds)
     app_t *a = user;
     if (stage < VS_COORD_STAGE_N && a->stage[stage]) /* set once, before the server starts */
         vs_histogram_observe(a->stage[stage], seconds);
+}
+
+/* An updated recall estimate (the recall worker's thread): its two gauges. */
+static void on_recall(void *user, const vs_recall_stat_t *s)
+{
+    app_t *a = user;
+    char k[16];
+    snprintf(k, sizeof k, "%u", s->k);
+    vs_gauge_set(VS_GAUGE_WITH(a->recall_fam, s->version, s->params[0] ? s->params : "defaults", k),
+                 s->recall);
+    vs_gauge_set(VS_GAUGE_WITH(a->recall_n_fam, s->version, s->params[0] ? s->params : "defaults", k),
+                 (double)s->queries);
 }
 
 static void update_health(app_t *a)
@@ -385,6 +427,17 @@ static void on_status(void *user, const vs_rpc_call_t *call, const uint8_t *req,
         return (double)atomic_load(&vs_coord_stats(((app_t *)u)->coord)->field);                             \
     }
 #define STAT_FN(field) STAT_FN2(field, field)
+#define RECALL_FN(name, expr)                                                                                \
+    static double recall_##name(void *u)                                                                     \
+    {                                                                                                        \
+        vs_recall_totals_t t;                                                                                \
+        vs_coord_recall_snapshot(((app_t *)u)->coord, NULL, 0, &t);                                          \
+        return (double)(expr);                                                                               \
+    }
+RECALL_FN(sampled, t.sampled)
+RECALL_FN(replayed, t.replayed)
+RECALL_FN(dropped, t.dropped_queue + t.dropped_failed)
+RECALL_FN(seconds, t.replay_seconds)
 STAT_FN(requests)
 STAT_FN(partial)
 STAT_FN(unavailable)
@@ -508,6 +561,15 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
         {"vecshard_coordinator_ready",
          "1 while the coordinator can answer at its --min-coverage (readiness of the Kubernetes probe).",
          g_ready, 0},
+        {"vecshard_coordinator_recall_sampled_queries_total",
+         "Answered queries sampled for recall monitoring (--recall-sample).", recall_sampled, 1},
+        {"vecshard_coordinator_recall_replayed_queries_total",
+         "Sampled queries replayed as exact searches on the shards.", recall_replayed, 1},
+        {"vecshard_coordinator_recall_dropped_queries_total",
+         "Sampled queries dropped: over --recall-max-qps, queue full, or their replay failed.",
+         recall_dropped, 1},
+        {"vecshard_coordinator_recall_replay_seconds_total",
+         "Time spent replaying sampled queries (exact searches, all partitions in turn).", recall_seconds, 1},
         {"vecshard_coordinator_coverage_ratio",
          "Fraction of the active version's partitions with a usable replica (1 = full answers).", g_coverage,
          0},
@@ -519,6 +581,19 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
         if (!f)
             return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(a->reg));
     }
+    static const char *const recall_labels[] = {"version", "params", "k"};
+    a->recall_fam =
+        vs_metrics_gauge(a->reg, "vecshard_coordinator_recall",
+                         "Recall@k of served answers against exact search on the shards, mean over the "
+                         "last --recall-window replayed queries of each version and parameter set.",
+                         3, recall_labels);
+    a->recall_n_fam =
+        vs_metrics_gauge(a->reg, "vecshard_coordinator_recall_window_queries",
+                         "Replayed queries behind vecshard_coordinator_recall (alerts should require "
+                         "a full window).",
+                         3, recall_labels);
+    if (!a->recall_fam || !a->recall_n_fam)
+        return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(a->reg));
     if (vs_metrics_histogram_each(
             a->reg, "vecshard_coordinator_stage_seconds",
             "Time of each stage of a request at the coordinator: route (decode, version, coarse ranking), "
@@ -559,7 +634,10 @@ int main(int argc, char **argv)
                           .partition_k_probability = a.cfg.partition_k_probability,
                           .slow_request_ms = a.cfg.slow_request_ms,
                           .on_stage = on_stage,
-                          .stage_user = &a};
+                          .stage_user = &a,
+                          .recall = a.cfg.recall,
+                          .on_recall = on_recall,
+                          .recall_user = &a};
     vs_status st = vs_view_create(&a.view, err);
     if (st == VS_OK)
         st = vs_coord_create(&co, a.view, &a.coord, err);

@@ -525,6 +525,10 @@ static vs_status validate(const vs_shard_t *sh, const Vecshard__V1__ShardSearchR
                        r->n_exclude_ids, VS_EXCLUDE_MAX);
     memset(params, 0, sizeof *params);
     *clipped = 0;
+    if (r->exact &&
+        (r->params || r->lists_per_query || r->n_lists || r->n_exclude_ids || r->filter || r->group_by))
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "an exact search takes no params, lists, exclude_ids, filter or group_by");
     if (r->params) {
         const vs_ivf_t *ivf = vs_index_impl_ivf(idx);
         float kf = r->params->k_factor;
@@ -755,7 +759,9 @@ vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t l
             if (threads > nq / 16)
                 threads = nq / 16;
         }
-        if (group_size)
+        if (r->exact) /* the recall monitor's reference: one thread, the version as built */
+            st = vs_index_search_exact(v->idx, nq, r->queries, r->k, 1, dist, ids, err);
+        else if (group_size)
             st = search_grouped(v, r, nq, &params, threads, group_field, group_size, dist, ids, groups, err);
         else
             st = search_version(v, r, nq, r->k, &params, threads, dist, ids, err);
@@ -790,6 +796,7 @@ vs_status vs_shard_search_pb_within(vs_shard_t *sh, const uint8_t *req, size_t l
         }
         resp.filtered =
             r->filter != NULL; /* compiled and applied above (an empty filter: nothing to apply) */
+        resp.exact = r->exact;
         size_t n = vecshard__v1__shard_search_response__get_packed_size(&resp);
         *out = malloc(n ? n : 1);
         if (!*out) {
