@@ -40,6 +40,8 @@ static vs_status reply_error(const vs_redis_t *r, const redisReply *rep, char er
     else if (strncmp(s, "NOPERM", 6) == 0 || strncmp(s, "NOAUTH", 6) == 0 ||
              strncmp(s, "WRONGPASS", 9) == 0 || strncmp(s, "READONLY", 8) == 0)
         st = VS_ERR_FAILED_PRECONDITION;
+    else if (strncmp(s, "VSFENCE", 7) == 0)
+        st = VS_ERR_FAILED_PRECONDITION;
     else if (strncmp(s, "LOADING", 7) == 0 || strncmp(s, "MISCONF", 7) == 0 || strncmp(s, "BUSY", 4) == 0)
         st = VS_ERR_UNAVAILABLE;
     return vs_errf(err, st, "redis %s: %s", r->addr, s);
@@ -211,7 +213,7 @@ vs_status vs_redis_commandl(vs_redis_t *r, struct redisReply **out_reply, char e
     return vs_redis_command(r, argc, argv, NULL, out_reply, err);
 }
 
-vs_status vs_redis_info_u64(vs_redis_t *r, const char *section, const char *field, uint64_t *out,
+vs_status vs_redis_info_str(vs_redis_t *r, const char *section, const char *field, char *buf, size_t n,
                             char err[VS_ERR_LEN])
 {
     redisReply *rep = NULL;
@@ -222,15 +224,28 @@ vs_status vs_redis_info_u64(vs_redis_t *r, const char *section, const char *fiel
     size_t fl = strlen(field);
     if (rep->type == REDIS_REPLY_STRING || rep->type == REDIS_REPLY_STATUS)
         for (const char *p = rep->str; p && *p;) {
+            const char *nl = strchr(p, '\n');
             if (strncmp(p, field, fl) == 0 && p[fl] == ':') {
-                *out = strtoull(p + fl + 1, NULL, 10);
+                size_t vl = nl ? (size_t)(nl - p) - fl - 1 : strlen(p + fl + 1);
+                while (vl > 0 && (p[fl + 1 + vl - 1] == '\r'))
+                    vl--;
+                snprintf(buf, n, "%.*s", (int)vl, p + fl + 1);
                 st = VS_OK;
                 break;
             }
-            const char *nl = strchr(p, '\n');
             p = nl ? nl + 1 : NULL;
         }
     freeReplyObject(rep);
+    return st;
+}
+
+vs_status vs_redis_info_u64(vs_redis_t *r, const char *section, const char *field, uint64_t *out,
+                            char err[VS_ERR_LEN])
+{
+    char buf[32];
+    vs_status st = vs_redis_info_str(r, section, field, buf, sizeof buf, err);
+    if (st == VS_OK)
+        *out = strtoull(buf, NULL, 10);
     return st;
 }
 

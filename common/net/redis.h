@@ -53,6 +53,9 @@ vs_status vs_redis_flush(vs_redis_t *r, char err[VS_ERR_LEN]);
 /* Field `field` of INFO section `section` as an unsigned integer (VS_ERR_NOT_FOUND when absent). */
 vs_status vs_redis_info_u64(vs_redis_t *r, const char *section, const char *field, uint64_t *out,
                             char err[VS_ERR_LEN]);
+/* Field `field` of INFO section `section` as text into buf (n bytes); VS_ERR_NOT_FOUND when absent. */
+vs_status vs_redis_info_str(vs_redis_t *r, const char *section, const char *field, char *buf, size_t n,
+                            char err[VS_ERR_LEN]);
 /* CONFIG GET name into buf (n bytes); VS_ERR_NOT_FOUND when Redis has no such parameter (or refuses
  * CONFIG: then err says so). */
 vs_status vs_redis_config_get(vs_redis_t *r, const char *name, char *buf, size_t n, char err[VS_ERR_LEN]);

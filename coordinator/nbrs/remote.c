@@ -117,6 +117,10 @@ static vs_status take(vs_nbrs_remote_t *r, const call_t *c, const uint8_t *body,
                      resp->index_version ? resp->index_version : "?", r->version);
     else if (resp->coverage && resp->coverage->partial)
         st = vs_errf(err, VS_ERR_UNAVAILABLE, "partial answer despite min_coverage 1");
+    else if (resp->metric == VECSHARD__V1__METRIC__METRIC_UNSPECIFIED)
+        st = vs_errf(err, VS_ERR_UNSUPPORTED,
+                     "the coordinator does not say the version's metric (SearchResponse.metric, since 0.8): "
+                     "upgrade it, or run in process with --manifest");
     if (st == VS_OK) {
         memcpy(ids + c->row0 * k, resp->ids, c->nq * k * sizeof *ids);
         memcpy(dist + c->row0 * k, resp->distances, c->nq * k * sizeof *dist);

@@ -37,9 +37,9 @@ static void usage(FILE *f)
         f,
         "usage: vecshard batch (--manifest PATH | --coordinator ADDR) --queries FILE [--keys FILE] "
         "[options]\n"
-        "       vecshard batch --drop SET [--redis HOST:PORT] [--prefix P]\n"
+        "       vecshard batch --drop SET [--force] [--redis HOST:PORT] [--prefix P]\n"
         "Offline batch neighbours: every query's top-K from an index version, written into Redis as\n"
-        "`<prefix>:<set>:<key>` -> ids and scores; when all are written, one transaction makes the set\n"
+        "`<prefix>/<set>:<key>` -> ids and scores; when all are written, one atomic script makes the set\n"
         "current (`<prefix>:#current`) and the sets beyond the newest --keep are deleted. Resumable: rerun\n"
         "the same command after a crash. Read protocol: docs/protocol.md, \"Batch neighbours in Redis\".\n"
         "\n"
@@ -59,7 +59,7 @@ static void usage(FILE *f)
         "                       default: the version's tuned defaults\n"
         "  --redis HOST:PORT    Redis (default 127.0.0.1:6379); password from $VECSHARD_REDIS_PASSWORD\n"
         "  --redis-user USER    ACL user for AUTH (with $VECSHARD_REDIS_PASSWORD)\n"
-        "  --prefix P           key prefix (default vs:nbrs; [A-Za-z0-9._:/-])\n"
+        "  --prefix P           key prefix (default vs:nbrs; [A-Za-z0-9._:-])\n"
         "  --set NAME           result set name (default <version>.<8 hex digits of the run's fingerprint>)\n"
         "  --format F           binary (default; 16 + 12 bytes per neighbour) or json\n"
         "  --keep N             completed sets kept, the current one included (default 2)\n"
@@ -67,7 +67,8 @@ static void usage(FILE *f)
         "  --threads N          search threads (default 0 = all CPUs)\n"
         "  --timeout-ms N       bound on every Redis connect, read and write, and on every Search call\n"
         "                       (default 30000)\n"
-        "  --drop SET           delete a set that is not current (an abandoned run's) and exit\n"
+        "  --drop SET           delete a set that is not current and exit; a set still being written (or\n"
+        "                       abandoned) needs --force too\n"
         "  --json               print the summary as one JSON object\n"
         "  --quiet              no progress line\n"
         "Exit status: 0 done, 1 failed (the current set is unchanged unless the run completed), 2 usage.\n",
@@ -98,31 +99,21 @@ int vs_nbrs_parse_args(int argc, char **argv, vs_nbrs_opts_t *o)
         O_COORD,
         O_IVERSION,
         O_CONC,
-        O_CALLQ
+        O_CALLQ,
+        O_FORCE
     };
-    static const struct option opts[] = {{"manifest", 1, 0, O_MANIFEST},
-                                         {"queries", 1, 0, O_QUERIES},
-                                         {"keys", 1, 0, O_KEYS},
-                                         {"k", 1, 0, O_K},
-                                         {"params", 1, 0, O_PARAMS},
-                                         {"redis", 1, 0, O_REDIS},
-                                         {"redis-user", 1, 0, O_USER},
-                                         {"prefix", 1, 0, O_PREFIX},
-                                         {"set", 1, 0, O_SET},
-                                         {"format", 1, 0, O_FORMAT},
-                                         {"keep", 1, 0, O_KEEP},
-                                         {"block", 1, 0, O_BLOCK},
-                                         {"threads", 1, 0, O_THREADS},
-                                         {"timeout-ms", 1, 0, O_TIMEOUT},
-                                         {"drop", 1, 0, O_DROP},
-                                         {"json", 0, 0, O_JSON},
-                                         {"quiet", 0, 0, O_QUIET},
-                                         {"help", 0, 0, O_HELP},
-                                         {"coordinator", 1, 0, O_COORD},
-                                         {"index-version", 1, 0, O_IVERSION},
-                                         {"concurrency", 1, 0, O_CONC},
-                                         {"call-queries", 1, 0, O_CALLQ},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {{"manifest", 1, 0, O_MANIFEST}, {"queries", 1, 0, O_QUERIES},
+                                         {"keys", 1, 0, O_KEYS},         {"k", 1, 0, O_K},
+                                         {"params", 1, 0, O_PARAMS},     {"redis", 1, 0, O_REDIS},
+                                         {"redis-user", 1, 0, O_USER},   {"prefix", 1, 0, O_PREFIX},
+                                         {"set", 1, 0, O_SET},           {"format", 1, 0, O_FORMAT},
+                                         {"keep", 1, 0, O_KEEP},         {"block", 1, 0, O_BLOCK},
+                                         {"threads", 1, 0, O_THREADS},   {"timeout-ms", 1, 0, O_TIMEOUT},
+                                         {"drop", 1, 0, O_DROP},         {"json", 0, 0, O_JSON},
+                                         {"quiet", 0, 0, O_QUIET},       {"help", 0, 0, O_HELP},
+                                         {"coordinator", 1, 0, O_COORD}, {"index-version", 1, 0, O_IVERSION},
+                                         {"concurrency", 1, 0, O_CONC},  {"call-queries", 1, 0, O_CALLQ},
+                                         {"force", 0, 0, O_FORCE},       {0, 0, 0, 0}};
     char err[VS_ERR_LEN] = "";
     long long v;
     optind = 1;
@@ -138,6 +129,9 @@ int vs_nbrs_parse_args(int argc, char **argv, vs_nbrs_opts_t *o)
             break;
         case O_COORD:
             o->coordinator = optarg;
+            break;
+        case O_FORCE:
+            o->force = 1;
             break;
         case O_IVERSION:
             o->index_version = optarg;
@@ -223,7 +217,7 @@ int vs_nbrs_parse_args(int argc, char **argv, vs_nbrs_opts_t *o)
     if (optind < argc)
         bad = "unexpected argument";
     else if (!vs_nbrs_prefix_valid(o->prefix))
-        bad = "--prefix must be 1..128 bytes of [A-Za-z0-9._:/-]";
+        bad = "--prefix must be 1..128 bytes of [A-Za-z0-9._:-]";
     else if (o->set && !vs_nbrs_set_name_valid(o->set))
         bad = "--set must be 1..64 bytes of [A-Za-z0-9._-]";
     else if (o->drop && !vs_nbrs_set_name_valid(o->drop))
@@ -412,7 +406,7 @@ static vs_status run_drop(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char *
     vs_status st = vs_redis_open(o->redis, o->timeout_ms, o->redis_user, o->redis_password, &r, err);
     size_t keys = 0;
     if (st == VS_OK)
-        st = vs_nbrs_store_drop(r, o->prefix, o->drop, &keys, err);
+        st = vs_nbrs_store_drop(r, o->prefix, o->drop, o->force, &keys, err);
     vs_redis_close(r);
     snprintf(res->set, sizeof res->set, "%s", o->drop);
     res->expired_sets = st == VS_OK;
@@ -442,6 +436,22 @@ static vs_status check_block(const float *q, size_t n, uint32_t d, size_t row0, 
                            "%s row %zu: a non-finite value (NaN or inf) at dimension %zu", path, row0 + i / d,
                            i % d);
     return VS_OK;
+}
+
+static vs_status check_all_finite(const vs_vecfile_t *qf, size_t n, uint32_t d, const char *path, char *err)
+{
+    const size_t chunk = 4096;
+    float *buf = malloc(chunk * d * sizeof *buf);
+    if (!buf)
+        return vs_errf(err, VS_ERR_NOMEM, "batch: out of memory");
+    vs_status st = VS_OK;
+    for (size_t row = 0; row < n && st == VS_OK; row += chunk) {
+        size_t nb = n - row < chunk ? n - row : chunk;
+        if ((st = vs_vecfile_read_f32(qf, row, nb, buf, err)) == VS_OK)
+            st = check_block(buf, nb, d, row, path, err);
+    }
+    free(buf);
+    return st;
 }
 
 /* Refuses a run whose remaining keys would not fit under Redis's maxmemory, or one Redis may evict from. */
@@ -496,6 +506,8 @@ static vs_status write_block(writer_t *w, char *err)
     int stop = w->stop_after && w->blocks == w->stop_after;
     vs_status st =
         vs_nbrs_store_put(w->store, nb, w->kp, w->keys->len + row, w->ids, w->dist, row + nb, stop, err);
+    if (st == VS_OK)
+        w->res->written += nb; /* recorded in Redis */
     if (st == VS_OK && w->blocks == 0 && w->mem.max > 0 &&
         row + nb < n) { /* with the measured bytes per key */
         vs_nbrs_memory_t now;
@@ -507,7 +519,6 @@ static vs_status write_block(writer_t *w, char *err)
     }
     w->res->write_seconds += vs_now_s() - t0;
     if (st == VS_OK) {
-        w->res->written += nb;
         w->blocks++;
         vs_progress_update(w->progress, row + nb, n);
     }
@@ -591,6 +602,8 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
     const size_t n = st == VS_OK ? vs_vecfile_count(qf) : 0, d = dim;
     if (st == VS_OK && (st = keys_load(o->keys, n, &keys, err)) == VS_OK)
         st = keys_check_distinct(&keys, o->keys, err);
+    if (st == VS_OK) /* every row finite before anything is written (a bad row would stop the run halfway) */
+        st = check_all_finite(qf, n, dim, o->queries, err);
     vs_search_params_t params = s ? vs_nbrs_searcher_params(s, &o->params) : o->params;
     res->params = params;
     vs_nbrs_store_t store = {.format = o->format, .k = o->k};
@@ -598,6 +611,7 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
         snprintf(store.prefix, sizeof store.prefix, "%s", o->prefix);
         store.similarity = vs_metric_larger_is_better(metric);
         fingerprint(content, version, &params, o, q_size, q_crc, &keys, res->fingerprint);
+        memcpy(store.fingerprint, res->fingerprint, sizeof store.fingerprint);
         if (o->set)
             snprintf(store.set, sizeof store.set, "%s", o->set);
         else
@@ -702,7 +716,7 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
     pthread_cond_destroy(&w.cv);
     if (st == VS_OK && !prog.complete)
         vs_progress_finish(&pl, n);
-    if (st != VS_OK && r && res->written + prog.done < n && !prog.complete) {
+    if (st != VS_OK && st != VS_ERR_INVALID_ARGUMENT && r && res->written + prog.done < n && !prog.complete) {
         size_t l = strlen(err);
         snprintf(err + l, VS_ERR_LEN - l,
                  " (set %s: %llu of %llu keys recorded; the current set is unchanged; rerun "

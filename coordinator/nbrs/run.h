@@ -11,7 +11,7 @@
  * after the last recorded block and writes exactly what an uninterrupted run writes (searches are
  * deterministic and independent of block boundaries and threads); rerunning a finished run changes nothing
  * (or makes its set current again if another took its place). Any Redis failure stops the run with Redis's
- * error; the current set is only ever changed by the final EXEC. */
+ * error; the current set is only ever changed by the final switch script (store.h). */
 #ifndef VS_COORDINATOR_NBRS_RUN_H
 #define VS_COORDINATOR_NBRS_RUN_H
 
@@ -39,7 +39,7 @@ typedef struct vs_nbrs_opts {
     int timeout_ms;
     vs_search_params_t params; /* non-zero fields override the version's defaults */
     vs_nbrs_format format;
-    int json, quiet;
+    int json, quiet, force;   /* force: --drop a set still being written */
     size_t stop_after_blocks; /* test hook (VS_NBRS_TEST_STOP_AFTER): SIGSTOP before the replies of the
                                  block after this many; 0 = off */
 } vs_nbrs_opts_t;

@@ -14,6 +14,64 @@
 #define PIPELINE_CHUNK 1024 /* SETs queued before their replies are read: bounds the output buffer */
 #define KEY_MAX (VS_NBRS_MAX_PREFIX + VS_NBRS_MAX_NAME + VS_NBRS_MAX_KEY + 16)
 
+/* Progress, fenced: recorded only while the meta is still this run's (same fingerprint, state writing), so
+ * a set dropped or taken over while a run wrote it is never advanced or recreated. 1, or 0 when fenced. */
+static const char PROGRESS_LUA[] = "if redis.call('HGET', KEYS[1], 'fingerprint') ~= ARGV[1] or "
+                                   "redis.call('HGET', KEYS[1], 'state') ~= 'writing' "
+                                   "then return 0 end redis.call('HSET', KEYS[1], 'done', ARGV[2]) return 1";
+
+/* The switch, one atomic script: checks that the meta is this run's (fingerprint), writing or complete, every
+ * key recorded, and the #current / #sets keys of the right types (so no command below can fail halfway),
+ * then updates #sets, the meta, and #current last. An error reply starting VSFENCE changes nothing. */
+static const char SWITCH_LUA[] =
+    "local fp = redis.call('HGET', KEYS[1], 'fingerprint') "
+    "if fp ~= ARGV[1] then return redis.error_reply('VSFENCE set ' .. ARGV[2] .. ' is no longer held by this "
+    "run "
+    "(dropped, or written by another run)') end "
+    "local st = redis.call('HGET', KEYS[1], 'state') "
+    "if st ~= 'writing' and st ~= 'complete' then return redis.error_reply('VSFENCE set ' .. ARGV[2] .. ' is "
+    "' .. "
+    "tostring(st)) end "
+    "if redis.call('HGET', KEYS[1], 'done') ~= ARGV[3] then return redis.error_reply('VSFENCE set ' .. "
+    "ARGV[2] .. "
+    "' has not every key recorded') end "
+    "local t = redis.call('TYPE', KEYS[3])['ok'] "
+    "if t ~= 'list' and t ~= 'none' then return redis.error_reply('VSFENCE ' .. KEYS[3] .. ' holds a ' .. t) "
+    "end "
+    "t = redis.call('TYPE', KEYS[2])['ok'] "
+    "if t ~= 'string' and t ~= 'none' then return redis.error_reply('VSFENCE ' .. KEYS[2] .. ' holds a ' .. "
+    "t) end "
+    "redis.call('LREM', KEYS[3], 0, ARGV[2]) redis.call('LPUSH', KEYS[3], ARGV[2]) "
+    "redis.call('HSET', KEYS[1], 'state', 'complete', 'switched', ARGV[4]) "
+    "redis.call('SET', KEYS[2], ARGV[2]) return 1";
+
+/* Marks a set being deleted (only when its meta exists), before its keys go: a run of that set started
+ * later restarts it instead of taking a half-deleted set for complete. */
+static const char DELETING_LUA[] = "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], "
+                                   "'state', 'deleting') end return 1";
+
+static vs_status eval(vs_redis_t *r, const char *script, int nkeys, const char *const *args, int nargs,
+                      long long *out, char err[VS_ERR_LEN])
+{
+    const char *argv[12];
+    char nk[8];
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = nk;
+    for (int i = 0; i < nargs; i++)
+        argv[3 + i] = args[i];
+    redisReply *rep = NULL;
+    vs_status st = vs_redis_command(r, 3 + nargs, argv, NULL, &rep, err);
+    if (st == VS_OK && out)
+        *out = rep->type == REDIS_REPLY_INTEGER ? rep->integer : -1;
+    vs_redis_reply_free(rep);
+    return st;
+}
+
+static vs_status drop_set(vs_redis_t *r, const char *prefix, const char *set, size_t *removed,
+                          char err[VS_ERR_LEN]);
+
 static const char *format_name(vs_nbrs_format f)
 {
     return f == VS_NBRS_JSON ? "json" : "binary";
@@ -73,6 +131,14 @@ vs_status vs_nbrs_store_begin(const vs_nbrs_store_t *s, const char *fingerprint,
         return st;
     }
     vs_nbrs_progress_t p = {0};
+    if (state &&
+        strcmp(state, "deleting") == 0) { /* an expire or a drop stopped halfway: finish it, restart */
+        vs_redis_reply_free(rep);
+        size_t removed = 0;
+        if ((st = drop_set(s->redis, s->prefix, s->set, &removed, err)) != VS_OK)
+            return st;
+        return vs_nbrs_store_begin(s, fingerprint, n_keys, version, out, err);
+    }
     if (state) { /* an earlier attempt of this run */
         if (!n || strtoull(n, NULL, 10) != n_keys) {
             vs_redis_reply_free(rep);
@@ -130,49 +196,30 @@ vs_status vs_nbrs_store_put(const vs_nbrs_store_t *s, size_t n, const char *cons
     char meta[KEY_MAX], d[24];
     vs_nbrs_key_meta(meta, sizeof meta, s->prefix, s->set);
     snprintf(d, sizeof d, "%llu", (unsigned long long)done_after);
-    return vs_redis_commandl(s->redis, NULL, err, "HSET", meta, "done", d, (char *)NULL);
+    long long ok = 0;
+    const char *args[3] = {meta, s->fingerprint, d};
+    if ((st = eval(s->redis, PROGRESS_LUA, 1, args, 3, &ok, err)) != VS_OK)
+        return st;
+    return ok == 1
+               ? VS_OK
+               : vs_errf(err, VS_ERR_FAILED_PRECONDITION,
+                         "set %s was dropped or taken over by another run while this run wrote it", s->set);
 }
 
 vs_status vs_nbrs_store_switch(const vs_nbrs_store_t *s, uint64_t n_keys, char err[VS_ERR_LEN])
 {
-    char meta[KEY_MAX], cur[KEY_MAX], sets[KEY_MAX], now[24];
+    char meta[KEY_MAX], cur[KEY_MAX], sets[KEY_MAX], now[24], nk[24];
     vs_nbrs_key_meta(meta, sizeof meta, s->prefix, s->set);
     vs_nbrs_key_current(cur, sizeof cur, s->prefix);
     vs_nbrs_key_sets(sets, sizeof sets, s->prefix);
     snprintf(now, sizeof now, "%lld", (long long)time(NULL));
-    redisReply *rep = NULL;
-    vs_status st = vs_redis_commandl(s->redis, &rep, err, "HGET", meta, "done", (char *)NULL);
-    if (st != VS_OK)
-        return st;
-    uint64_t done = rep->type == REDIS_REPLY_STRING ? strtoull(rep->str, NULL, 10) : 0;
-    vs_redis_reply_free(rep);
-    if (done != n_keys)
-        return vs_errf(
-            err, VS_ERR_FAILED_PRECONDITION,
-            "set %s records %llu of %llu keys written: not switched (the current set is unchanged)", s->set,
-            (unsigned long long)done, (unsigned long long)n_keys);
-    /* one transaction: EXEC applies all or, when any command was refused while queued (OOM), none */
-    const char *cmds[5][8] = {{"MULTI"},
-                              {"SET", cur, s->set},
-                              {"LREM", sets, "0", s->set},
-                              {"LPUSH", sets, s->set},
-                              {"HSET", meta, "state", "complete", "switched", now}};
-    const int argc[5] = {1, 3, 4, 3, 6};
-    for (int i = 0; i < 5 && st == VS_OK; i++)
-        st = vs_redis_append(s->redis, argc[i], cmds[i], NULL, err);
-    char qerr[VS_ERR_LEN] = "";
-    vs_status qst = st == VS_OK ? vs_redis_collect(s->redis, qerr) : st; /* OK, QUEUED... or a refusal */
-    if (st == VS_OK) {
-        st = vs_redis_commandl(s->redis, &rep, err, "EXEC", (char *)NULL);
-        if (st == VS_OK) {
-            int ok = rep->type == REDIS_REPLY_ARRAY && rep->elements == 4;
-            vs_redis_reply_free(rep);
-            if (!ok)
-                st = vs_errf(err, VS_ERR_INTERNAL, "set %s: EXEC did not apply the switch", s->set);
-        }
-        if (st != VS_OK && qst != VS_OK) /* EXECABORT: say why the queued command was refused */
-            st =
-                vs_errf(err, qst, "switch to set %s refused, the current set is unchanged: %s", s->set, qerr);
+    snprintf(nk, sizeof nk, "%llu", (unsigned long long)n_keys);
+    const char *args[7] = {meta, cur, sets, s->fingerprint, s->set, nk, now};
+    vs_status st = eval(s->redis, SWITCH_LUA, 3, args, 7, NULL, err);
+    if (st != VS_OK) {
+        char why[VS_ERR_LEN];
+        snprintf(why, sizeof why, "%s", err);
+        st = vs_errf(err, st, "switch to set %s refused, the current set is unchanged: %s", s->set, why);
     }
     return st;
 }
@@ -182,7 +229,7 @@ static vs_status unlink_set_keys(vs_redis_t *r, const char *prefix, const char *
                                  char err[VS_ERR_LEN])
 {
     char pattern[KEY_MAX], cursor[32] = "0";
-    snprintf(pattern, sizeof pattern, "%s:%s:*", prefix, set); /* prefix and set hold no glob characters */
+    snprintf(pattern, sizeof pattern, "%s/%s:*", prefix, set); /* prefix and set hold no glob characters */
     vs_status st = VS_OK;
     do {
         redisReply *rep = NULL;
@@ -225,7 +272,10 @@ static vs_status drop_set(vs_redis_t *r, const char *prefix, const char *set, si
     char meta[KEY_MAX], sets[KEY_MAX];
     vs_nbrs_key_meta(meta, sizeof meta, prefix, set);
     vs_nbrs_key_sets(sets, sizeof sets, prefix);
-    vs_status st = unlink_set_keys(r, prefix, set, removed, err);
+    const char *args[1] = {meta};
+    vs_status st = eval(r, DELETING_LUA, 1, args, 1, NULL, err);
+    if (st == VS_OK)
+        st = unlink_set_keys(r, prefix, set, removed, err);
     if (st == VS_OK)
         st = vs_redis_commandl(r, NULL, err, "DEL", meta, (char *)NULL);
     if (st == VS_OK)
@@ -233,16 +283,28 @@ static vs_status drop_set(vs_redis_t *r, const char *prefix, const char *set, si
     return st;
 }
 
-vs_status vs_nbrs_store_drop(vs_redis_t *r, const char *prefix, const char *set, size_t *out_keys,
+vs_status vs_nbrs_store_drop(vs_redis_t *r, const char *prefix, const char *set, int force, size_t *out_keys,
                              char err[VS_ERR_LEN])
 {
-    char cur[VS_NBRS_MAX_NAME + 1];
+    char cur[VS_NBRS_MAX_NAME + 1], meta[KEY_MAX];
     vs_status st = vs_nbrs_store_current(r, prefix, cur, err);
     if (st != VS_OK)
         return st;
     if (strcmp(cur, set) == 0)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION,
                        "set %s is the current set of %s; switch to another first", set, prefix);
+    vs_nbrs_key_meta(meta, sizeof meta, prefix, set);
+    redisReply *rep = NULL;
+    if ((st = vs_redis_commandl(r, &rep, err, "HGET", meta, "state", (char *)NULL)) != VS_OK)
+        return st;
+    int writing = rep->type == REDIS_REPLY_STRING && strcmp(rep->str, "writing") == 0;
+    vs_redis_reply_free(rep);
+    if (writing && !force)
+        return vs_errf(
+            err, VS_ERR_FAILED_PRECONDITION,
+            "set %s is being written (or its run was abandoned): --force drops it; a run still writing "
+            "it then stops with an error",
+            set);
     size_t removed = 0;
     st = drop_set(r, prefix, set, &removed, err);
     if (out_keys)
@@ -287,9 +349,8 @@ vs_status vs_nbrs_store_memory(vs_redis_t *r, vs_nbrs_memory_t *out, char err[VS
         st = vs_redis_info_u64(r, "memory", "maxmemory", &m.max, err);
     if (st != VS_OK)
         return st;
-    char e2[VS_ERR_LEN];
-    if (vs_redis_config_get(r, "maxmemory-policy", m.policy, sizeof m.policy, e2) != VS_OK)
-        m.policy[0] = 0;
+    if ((st = vs_redis_info_str(r, "memory", "maxmemory_policy", m.policy, sizeof m.policy, err)) != VS_OK)
+        return st;
     *out = m;
     return VS_OK;
 }

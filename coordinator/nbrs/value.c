@@ -1,5 +1,6 @@
 /* value.c: see value.h. Little-endian stores through memcpy (x86-64 and aarch64 are little-endian; a
  * big-endian build would byte-swap here). */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,7 +30,7 @@ int vs_nbrs_set_name_valid(const char *name)
 
 int vs_nbrs_prefix_valid(const char *prefix)
 {
-    return prefix && name_chars_ok(prefix, VS_NBRS_MAX_PREFIX, ":/");
+    return prefix && name_chars_ok(prefix, VS_NBRS_MAX_PREFIX, ":");
 }
 
 uint32_t vs_nbrs_set_tag(const char *set)
@@ -70,8 +71,11 @@ size_t vs_nbrs_value_encode(vs_nbrs_format f, const char *set, int similarity, c
     for (size_t i = 0; i < n; i++)
         p += sprintf(p, i ? ",%lld" : "%lld", (long long)ids[i]);
     p += sprintf(p, "],\"scores\":[");
-    for (size_t i = 0; i < n; i++)
-        p += sprintf(p, i ? ",%.9g" : "%.9g", (double)scores[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *p++ = ',';
+        p += isfinite(scores[i]) ? sprintf(p, "%.9g", (double)scores[i]) : sprintf(p, "null");
+    }
     p += sprintf(p, "]}");
     return (size_t)(p - (char *)buf);
 }
@@ -115,7 +119,7 @@ size_t vs_nbrs_key_data(char *buf, size_t n, const char *prefix, const char *set
     if (total + 1 > n)
         return 0;
     memcpy(buf, prefix, pl);
-    buf[pl] = ':';
+    buf[pl] = '/';
     memcpy(buf + pl + 1, set, sl);
     buf[pl + 1 + sl] = ':';
     memcpy(buf + pl + sl + 2, key, key_len);

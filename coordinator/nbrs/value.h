@@ -2,23 +2,25 @@
  * ids and scores), binary or JSON. Pure: no network. The layout is the contract readers code against
  * (docs/protocol.md, "Batch neighbours in Redis"):
  *
- *   <prefix>:<set>:<key>     one query's neighbours in result set <set>
+ *   <prefix>/<set>:<key>     one query's neighbours in result set <set>
  *   <prefix>:#current        the name of the current set (switched atomically when a run completes)
  *   <prefix>:#sets           the completed sets, newest first (a list)
  *   <prefix>:#meta:<set>     a hash: the run that writes <set> (fingerprint, progress, state, ...)
  *
- * Set names are [A-Za-z0-9._-] (1..64 bytes), so no data key can collide with a "#" key.
+ * Prefixes are [A-Za-z0-9._:-] (no '/') and set names [A-Za-z0-9._-] (1..64 bytes): the first '/' of a data
+ * key ends its prefix and the next ':' its set, so the keys of one (prefix, set) are exactly those matching
+ * "<prefix>/<set>:*", and no data key is a "#" key of any prefix.
  *
  * Binary value ("vsnb1"), little-endian, 16 + 12 n bytes:
  *   0  char[4]  "VSN1"
- *   4  uint32   n: neighbours stored (<= K; fewer when the index had fewer; never padding)
+ *   4  uint32   n: neighbours stored (<= K: fewer when the search found fewer candidates; never padding)
  *   8  uint32   set tag: CRC32C of the set name (a reader checks every value it got is of one set)
  *   12 uint32   flags: bit 0 = scores are similarities (larger is better: ip, cosine); else distances
  *                (squared L2)
  *   16 int64[n] ids, best first
  *   16+8n float32[n] scores
  * JSON value: {"set":"<set>","ids":[...],"scores":[...]} (scores printed with 9 significant digits, so
- * they read back as the same float32). */
+ * they read back as the same float32; a non-finite score as null). */
 #ifndef VS_COORDINATOR_NBRS_VALUE_H
 #define VS_COORDINATOR_NBRS_VALUE_H
 
@@ -38,7 +40,7 @@ typedef enum vs_nbrs_format { VS_NBRS_BINARY = 0, VS_NBRS_JSON = 1 } vs_nbrs_for
 
 /* 1 when name is a valid set name ([A-Za-z0-9._-], 1..64 bytes). */
 int vs_nbrs_set_name_valid(const char *name);
-/* 1 when prefix is valid: 1..128 bytes of [A-Za-z0-9._:/-]. */
+/* 1 when prefix is valid: 1..128 bytes of [A-Za-z0-9._:-]. */
 int vs_nbrs_prefix_valid(const char *prefix);
 /* The set tag of a set name (CRC32C of its bytes). */
 uint32_t vs_nbrs_set_tag(const char *set);

@@ -96,7 +96,7 @@ port, s, gt_path, k = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4
 r = redis.Redis(port=port)
 raw = np.fromfile(gt_path, dtype="<i4")
 gt = raw.reshape(-1, raw[0] + 1)[:, 1:]
-vals = r.mget([f"vs:nbrs:{s}:{i}" for i in range(len(gt))])
+vals = r.mget([f"vs:nbrs/{s}:{i}" for i in range(len(gt))])
 for kk in sorted({10, k}):
     hits = sum(len(set(decode(v)[0][:kk].tolist()) & set(gt[i, :kk].tolist())) for i, v in enumerate(vals))
     print(f"written set {s}: recall@{kk} {hits / (len(gt) * kk):.4f} over {len(gt)} keys")

@@ -98,10 +98,10 @@ def batch(redis_port, *args, env=None, wait=True):
 
 def dump(r, prefix, set_name):
     """{key suffix: value bytes} of one set."""
-    pat = f"{prefix}:{set_name}:*"
+    pat = f"{prefix}/{set_name}:*"
     keys = list(r.scan_iter(match=pat, count=1000))
     vals = r.mget(keys) if keys else []
-    cut = len(f"{prefix}:{set_name}:")
+    cut = len(f"{prefix}/{set_name}:")
     return {k[cut:].decode(): v for k, v in zip(keys, vals)}
 
 
@@ -291,7 +291,7 @@ def main():
         check(not errors, f"readers during switches: {errors[:3]}")
         check(all(len(g) >= 2 for g, _ in seen), f"each reader saw several sets: {[sorted(g) for g, _ in seen]}")
         check(r.lrange("live:#sets", 0, -1) == [b"e"], "keep 1: only the current set remains listed")
-        check(not list(r.scan_iter(match="live:d:*")), "keep 1: the previous set's keys are deleted")
+        check(not list(r.scan_iter(match="live/d:*")), "keep 1: the previous set's keys are deleted")
         print(f"readers: sets seen {[sorted(g) for g, _ in seen]}, retries {[n for _, n in seen]}")
 
         # --- Redis killed mid-run ---
@@ -325,7 +325,7 @@ def main():
         p = batch(rs.port, *common, "--queries", tmp / "q2.fvecs", "--keys", tmp / "keys.txt", "--prefix", "live",
                   "--set", "h")
         check(p.returncode == 1 and "maxmemory" in p.stderr, f"a run that cannot fit is refused: {p.stderr.strip()}")
-        check(not list(r.scan_iter(match="live:h:*")), "the refused run wrote no value")
+        check(not list(r.scan_iter(match="live/h:*")), "the refused run wrote no value")
         r.config_set("maxmemory", 0)
         r.config_set("maxmemory-policy", "allkeys-lru")
         p = batch(rs.port, *args)
@@ -347,7 +347,7 @@ def main():
         (tmp / "k700.txt").write_text("\n".join(keys[:700]) + "\n")
         cases = [
             (["--queries", tmp / "bad_dim.fvecs"], "dimension"),
-            (["--queries", tmp / "bad_nan.fvecs", "--keys", tmp / "k700.txt"], "row 612"),
+            (["--queries", tmp / "bad_nan.fvecs", "--keys", tmp / "k700.txt", "--set", "nan"], "row 612"),
             (["--queries", tmp / "q1.fvecs", "--keys", tmp / "dup.txt"], "duplicate key"),
             (["--queries", tmp / "q1.fvecs", "--keys", tmp / "few.txt"], "10 keys for 3000 queries"),
             (["--queries", tmp / "q2.fvecs", "--keys", tmp / "keys.txt", "--set", "g"], "another run"),
@@ -356,8 +356,48 @@ def main():
             p = batch(rs.port, *common, "--prefix", "live", *extra)
             check(p.returncode == 1 and msg in p.stderr, f"bad input ({msg}): rc {p.returncode}, {p.stderr.strip()}")
         check(r.get("live:#current") == b"g", "bad input switched nothing")
+        check(not list(r.scan_iter(match="live/nan:*")) and not r.exists("live:#meta:nan"),
+              "a NaN in row 612 is refused before anything is written")
         p = batch(rs.port, "--drop", "g", "--prefix", "live")
         check(p.returncode == 1 and "current set" in p.stderr, f"the current set cannot be dropped: {p.stderr}")
+
+        # --- a set dropped while its run writes: --force needed; the run then stops and switches nothing ---
+        args = [*common, "--queries", tmp / "q2.fvecs", "--keys", tmp / "keys.txt", "--prefix", "live", "--set", "w"]
+        p = stopped_run(rs.port, args, 2)
+        d = batch(rs.port, "--drop", "w", "--prefix", "live")
+        check(d.returncode == 1 and "--force" in d.stderr, f"dropping a set being written needs --force: {d.stderr}")
+        d = batch(rs.port, "--drop", "w", "--prefix", "live", "--force")
+        check(d.returncode == 0, f"--drop --force: {d.stderr}")
+        os.kill(p.pid, signal.SIGCONT)
+        out, errt = p.communicate(timeout=60)
+        check(p.returncode == 1 and "dropped or taken over" in errt, f"the run of a dropped set stops: {errt.strip()}")
+        check(r.get("live:#current") == b"g" and not r.exists("live:#meta:w"),
+              "a dropped set is neither switched to nor recreated")
+
+        # --- an expire interrupted halfway: rerunning that set's command restarts it, never switches to it half
+        # empty ---
+        r.hset("live:#meta:f", "state", "deleting")
+        half = list(r.scan_iter(match="live/f:*"))[: NQ // 2]
+        r.unlink(*half)
+        p = batch(rs.port, *common, "--queries", tmp / "q2.fvecs", "--keys", tmp / "keys.txt", "--prefix", "live",
+                  "--set", "f", "--json")
+        check(p.returncode == 0 and '"resumed_from":0' in p.stdout, f"a half-deleted set is restarted: {p.stdout}")
+        check(r.get("live:#current") == b"f" and same_answers(dump(r, "live", "f"), ref2, "f"),
+              "the restarted set is complete and current")
+
+        # --- prefixes never overlap: set "nbrs" of prefix "vs" and every set of prefix "vs:nbrs" ---
+        pa = batch(rs.port, *common, "--queries", tmp / "q1.fvecs", "--keys", tmp / "keys.txt", "--prefix", "vs:nbrs",
+                   "--set", "a")
+        pb = batch(rs.port, *common, "--queries", tmp / "q1.fvecs", "--keys", tmp / "keys.txt", "--prefix", "vs",
+                   "--set", "nbrs")
+        pc = batch(rs.port, *common, "--queries", tmp / "q2.fvecs", "--keys", tmp / "keys.txt", "--prefix", "vs",
+                   "--set", "z", "--keep", 1)
+        check(pa.returncode == pb.returncode == pc.returncode == 0, f"prefix runs: {pa.stderr} {pb.stderr} {pc.stderr}")
+        check(not list(r.scan_iter(match="vs/nbrs:*")), "prefix vs, --keep 1: set nbrs expired")
+        check(r.get("vs:nbrs:#current") == b"a" and same_answers(dump(r, "vs:nbrs", "a"), ref1, "a"),
+              "prefix vs:nbrs untouched by prefix vs's expiry")
+        p = batch(rs.port, *common, "--queries", tmp / "q1.fvecs", "--prefix", "vs/x")
+        check(p.returncode == 2 and "--prefix" in p.stderr, f"'/' is refused in a prefix: {p.stderr.strip()}")
     finally:
         rs.stop()
     print(f"test_batch_redis: {check.count} checks, {check.failures} failures")

@@ -66,6 +66,10 @@ static void test_value(void)
                0,
            "%s", json);
     CHECK(strtof("3.00000011e-07", NULL) == scores[2]);
+    const float odd[2] = {INFINITY, 1.0f};
+    n = vs_nbrs_value_encode(VS_NBRS_JSON, "s", 0, ids, odd, 2, (uint8_t *)json);
+    json[n] = 0;
+    CHECKF(strcmp(json, "{\"set\":\"s\",\"ids\":[42,7],\"scores\":[null,1]}") == 0, "%s", json);
 }
 
 static void test_names(void)
@@ -79,10 +83,10 @@ static void test_names(void)
     CHECK(!vs_nbrs_set_name_valid(long_name));
     long_name[64] = 0;
     CHECK(vs_nbrs_set_name_valid(long_name));
-    CHECK(vs_nbrs_prefix_valid("vs:nbrs/reco") && !vs_nbrs_prefix_valid("a*") && !vs_nbrs_prefix_valid("") &&
-          !vs_nbrs_prefix_valid("a b"));
+    CHECK(vs_nbrs_prefix_valid("vs:nbrs.reco") && !vs_nbrs_prefix_valid("a*") && !vs_nbrs_prefix_valid("") &&
+          !vs_nbrs_prefix_valid("a b") && !vs_nbrs_prefix_valid("vs/nbrs"));
     char buf[64];
-    CHECK(vs_nbrs_key_data(buf, sizeof buf, "p", "s", "k\0x", 3) == 7 && memcmp(buf, "p:s:k\0x", 7) == 0);
+    CHECK(vs_nbrs_key_data(buf, sizeof buf, "p", "s", "k\0x", 3) == 7 && memcmp(buf, "p/s:k\0x", 7) == 0);
     CHECK(vs_nbrs_key_data(buf, 6, "p", "s", "key", 3) == 0); /* does not fit */
     CHECK(vs_nbrs_key_current(buf, sizeof buf, "p") && strcmp(buf, "p:#current") == 0);
     CHECK(vs_nbrs_key_sets(buf, sizeof buf, "p") && strcmp(buf, "p:#sets") == 0);

@@ -8,7 +8,7 @@
     many = reader.get_many(["user-1", "user-2"])   # one MGET, every value from the same set
 
 The read protocol: the name of the current set is cached; a read is one GET (or MGET) of
-`<prefix>:<set>:<key>`. On a miss the current set is read again: if it changed (a new set was switched
+`<prefix>/<set>:<key>` (keys may be str or bytes). On a miss the current set is read again: if it changed (a new set was switched
 in and the old one expired), the whole read is retried on the new set, so a read never mixes two sets;
 if it did not change, the key is not in the set. Every value carries its set's tag, checked on decode.
 Needs only an object with get() and mget() (redis-py's Redis).
@@ -54,6 +54,8 @@ def decode(value):
     if value[:1] == b"{":
         d = json.loads(value)
         return np.array(d["ids"], dtype=np.int64), np.array(d["scores"], dtype=np.float32), d["set"], None
+    if len(value) < HEADER.size:
+        raise ValueError(f"not a vecshard neighbours value ({len(value)} bytes)")
     magic, n, tag, flags = HEADER.unpack_from(value)
     if magic != MAGIC or len(value) != HEADER.size + 12 * n:
         raise ValueError(f"not a vecshard neighbours value ({len(value)} bytes)")
@@ -92,7 +94,8 @@ class Reader:
         for _ in range(self.max_retries):
             if s is None:
                 return {}
-            vals = self.r.mget([f"{self.prefix}:{s}:{k}" for k in keys]) if keys else []
+            head = f"{self.prefix}/{s}:".encode()
+            vals = self.r.mget([head + (k if isinstance(k, bytes) else str(k).encode()) for k in keys]) if keys else []
             if all(v is not None for v in vals):
                 return {k: self._check(s, v) for k, v in zip(keys, vals)}
             newer = self.refresh()
