@@ -50,7 +50,7 @@ static int same_key(const vs_batch_key_t *a, const vs_batch_key_t *b)
     return a->dim == b->dim && a->k == b->k && a->nprobe == b->nprobe && a->ef_search == b->ef_search &&
            a->quantizer_ef_search == b->quantizer_ef_search && a->k_factor == b->k_factor &&
            a->lists_per_query == b->lists_per_query && a->partition_ref == b->partition_ref &&
-           a->partition == b->partition && a->min_log_seq == b->min_log_seq &&
+           a->partition == b->partition && a->min_log_seq == b->min_log_seq && a->exact == b->exact &&
            strcmp(a->version, b->version) == 0;
 }
 
@@ -124,8 +124,10 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
     sp.ef_search = key->ef_search;
     sp.k_factor = key->k_factor;
     sp.quantizer_ef_search = key->quantizer_ef_search;
-    if (sp.nprobe || sp.ef_search || sp.k_factor || sp.quantizer_ef_search || sp.filter_exact_threshold)
+    if (!key->exact &&
+        (sp.nprobe || sp.ef_search || sp.k_factor || sp.quantizer_ef_search || sp.filter_exact_threshold))
         s.params = &sp;
+    s.exact = key->exact;
     if (key->partition_ref) {
         pr.id = key->partition;
         s.partition = &pr;
@@ -302,6 +304,10 @@ static void on_done(void *user, vs_rpc_result_t *res)
             snprintf(why, sizeof why, "answered %zu results for %zu queries x k %u", sr->n_ids, bc->nq,
                      key->k);
             out.code = VS_GRPC_INTERNAL;
+            out.message = why;
+        } else if (key->exact && !sr->exact) {
+            snprintf(why, sizeof why, "answered an exact request approximately (a release before 0.8?)");
+            out.code = VS_GRPC_UNIMPLEMENTED;
             out.message = why;
         } else if (key->filter && !sr->filtered) {
             snprintf(why, sizeof why, "answered without applying the filter (a release before filters?)");

@@ -45,6 +45,7 @@ typedef struct vs_batch_key {
     const struct Vecshard__V1__Filter *filter;
     const struct Vecshard__V1__GroupBy *group_by;
     float filter_exact; /* SearchParams.filter_exact_threshold (0 = the shard's default) */
+    int exact;          /* ShardSearchRequest.exact: exact search, no params or lists (recall measurement) */
 } vs_batch_key_t;
 
 /* One partition call of one request. Everything is borrowed until deliver has run (exactly once per

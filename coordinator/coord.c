@@ -35,6 +35,7 @@ typedef struct version_entry {
     int writable;           /* IVF or HNSW: takes fresh writes (Flat and unknown factories do not) */
     Vecshard__V1__SearchParams defaults; /* the manifest's search_defaults (0 fields: the shards' own) */
     char content_id[17];                 /* the manifest's (vs_manifest_content_id); "" when added by hand */
+    double target_recall;                /* the manifest's search_defaults target_recall (0: none) */
     vs_attr_field_t attrs[VS_ATTR_MAX_FIELDS]; /* the manifest's attribute schema (n_attrs 0: none) */
     size_t n_attrs;
     vs_router_t router;
@@ -339,6 +340,7 @@ static void set_defaults(version_entry_t *e, const vs_manifest_t *m)
         e->defaults.k_factor = m->defaults.k_factor;
     }
     vs_manifest_content_id(m, e->content_id);
+    e->target_recall = m->defaults.present ? m->defaults.target_recall : 0;
     e->n_attrs = m->n_attrs;
     memcpy(e->attrs, m->attrs, m->n_attrs * sizeof *e->attrs);
 }
@@ -671,6 +673,9 @@ static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, reque
         if (r->exclude_ids[i] < 0)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "excluded id %zu is negative (%lld)", i,
                            (long long)r->exclude_ids[i]);
+    if (r->exact && (r->params || r->n_exclude_ids || r->filter || r->group_by || r->min_log_seq))
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "an exact search takes no params, exclude_ids, filter, group_by or min_log_seq");
     vs_status st = vs_check_finite(r->queries, nq, r->dim, "query", err);
     if (st == VS_OK)
         st = choose_version(c, r->index_version, r->model_version, &q->ver, err);
@@ -891,6 +896,7 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
         resp.applied_params = &q->eff;
         resp.params_clipped = q->clipped;
         resp.request_id = q->rid;
+        resp.exact = q->r->exact;
         resp.metric = q->ver->router.metric == VS_METRIC_L2   ? VECSHARD__V1__METRIC__METRIC_L2
                       : q->ver->router.metric == VS_METRIC_IP ? VECSHARD__V1__METRIC__METRIC_INNER_PRODUCT
                                                               : VECSHARD__V1__METRIC__METRIC_COSINE;
@@ -950,7 +956,7 @@ static vs_status plan(vs_coord_t *c, request_t *q, char err[VS_ERR_LEN])
 {
     /* a filtered or grouped request goes to every partition, which ranks its own lists (only the shards
      * know which lists may hold matching items and how far to probe for the filter) */
-    vs_status st = q->filtered || q->group_size
+    vs_status st = q->filtered || q->group_size || q->r->exact
                        ? vs_router_plan_all(&q->ver->router, q->nq, &q->plan, err)
                        : vs_router_plan_ef(&q->ver->router, q->nq, q->r->queries, q->eff.nprobe,
                                            q->eff.quantizer_ef_search, &q->plan, err);
@@ -962,7 +968,7 @@ static vs_status plan(vs_coord_t *c, request_t *q, char err[VS_ERR_LEN])
     /* hash partitions hold the true top-k uniformly at random: each may return fewer (cluster routing
      * sends a query where its lists are, so no such bound holds there) */
     q->k_part = q->r->k;
-    if (!q->ver->router.list_partition && T > 1 && !q->group_size)
+    if (!q->ver->router.list_partition && T > 1 && !q->group_size && !q->r->exact)
         q->k_part = (uint32_t)vs_topk_partition_k(q->r->k, (uint32_t)T, c->o.partition_k_probability);
     q->pq = calloc(n, sizeof *q->pq);
     q->pdist = calloc(n, sizeof *q->pdist);
@@ -1014,7 +1020,8 @@ static uint64_t io_start(void *u, vs_replica_t *r, size_t t, double deadline, ui
                                     .n_exclude = q->pex[t] ? q->n_pex[t] : q->r->n_exclude_ids,
                                     .filter = q->filtered ? q->r->filter : NULL,
                                     .group_by = q->group_size ? q->r->group_by : NULL,
-                                    .filter_exact = q->eff.filter_exact_threshold},
+                                    .filter_exact = q->eff.filter_exact_threshold,
+                                    .exact = q->r->exact},
                             .nq = part->nq,
                             .queries = q->pq[t] ? q->pq[t] : q->r->queries,
                             .lists = part->lists ? part->lists : q->plan.lists,
@@ -1422,8 +1429,14 @@ static void *recall_worker(void *arg)
             if (c->o.on_recall) {
                 vs_recall_stat_t stats[VS_RECALL_MAX_GROUPS];
                 size_t n = vs_recall_snapshot(c->recall, stats, VS_RECALL_MAX_GROUPS, NULL);
-                for (size_t i = 0; i < n; i++)
+                for (size_t i = 0; i < n; i++) {
+                    pthread_mutex_lock(&c->mu); /* the version's recorded target, for the alert */
+                    for (size_t v = 0; v < c->n_versions; v++)
+                        if (strcmp(c->versions[v]->name, stats[i].version) == 0)
+                            stats[i].target = c->versions[v]->target_recall;
+                    pthread_mutex_unlock(&c->mu);
                     c->o.on_recall(c->o.recall_user, &stats[i]);
+                }
             }
         } else {
             vs_recall_failed(c->recall, b);

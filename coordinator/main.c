@@ -311,6 +311,7 @@ typedef struct app {
     vs_rpc_metrics_t rpcm;
     vs_histogram_t *stage[VS_COORD_STAGE_N];       /* vecshard_coordinator_stage_seconds{stage} */
     vs_metric_family_t *recall_fam, *recall_n_fam; /* vecshard_coordinator_recall{,_window_queries} */
+    vs_metric_family_t *recall_target_fam;         /* vecshard_coordinator_recall_target{version} */
     vs_writes_t *writes;                           /* --nats-url */
 } app_t;
 
@@ -331,6 +332,8 @@ static void on_recall(void *user, const vs_recall_stat_t *s)
                  s->recall);
     vs_gauge_set(VS_GAUGE_WITH(a->recall_n_fam, s->version, s->params[0] ? s->params : "defaults", k),
                  (double)s->queries);
+    if (s->target > 0)
+        vs_gauge_set(VS_GAUGE_WITH(a->recall_target_fam, s->version), s->target);
 }
 
 static void update_health(app_t *a)
@@ -592,7 +595,12 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
                          "Replayed queries behind vecshard_coordinator_recall (alerts should require "
                          "a full window).",
                          3, recall_labels);
-    if (!a->recall_fam || !a->recall_n_fam)
+    static const char *const version_label[] = {"version"};
+    a->recall_target_fam = vs_metrics_gauge(a->reg, "vecshard_coordinator_recall_target",
+                                            "The recall@k target recorded in a monitored version's manifest "
+                                            "(search_defaults): VecshardRecallBelowTarget compares with it.",
+                                            1, version_label);
+    if (!a->recall_fam || !a->recall_n_fam || !a->recall_target_fam)
         return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(a->reg));
     if (vs_metrics_histogram_each(
             a->reg, "vecshard_coordinator_stage_seconds",

@@ -299,6 +299,7 @@ size_t vs_recall_snapshot(vs_recall_t *r, vs_recall_stat_t *out, size_t cap, vs_
         s->k = g->k;
         s->queries = g->n_ring;
         s->recall = g->sum / (double)g->n_ring;
+        s->target = 0;
     }
     if (totals)
         *totals = r->totals;

@@ -73,6 +73,7 @@ typedef struct vs_recall_stat {
     uint32_t k;
     size_t queries; /* in the window */
     double recall;  /* mean over the window */
+    double target;  /* the version's recorded target (filled by the coordinator; 0 = none) */
 } vs_recall_stat_t;
 
 typedef struct vs_recall_totals {

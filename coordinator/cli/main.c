@@ -2,6 +2,7 @@
  * and do the work, prints, and decides the exit status: 0 success, 1 a call failed or a server could not
  * be reached (query: any failed call), 2 usage error. */
 #include <getopt.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 
 #include "common/cli/flags.h"
 #include "coordinator/cli/admin.h"
+#include "coordinator/cli/canary.h"
 #include "coordinator/cli/rollout.h"
 #include "coordinator/nbrs/run.h"
 
@@ -98,6 +100,7 @@ static void rollout_usage(FILE *f)
     fprintf(
         f, "usage: vecshard deploy MANIFEST --etcd URLS [--cluster NAME]\n"
            "       vecshard activate VERSION --etcd URLS [--cluster NAME] [--min-ready N] [--force]\n"
+           "                [--canary COORDINATOR [--canary-min-recall R] [--canary-queries N]]\n"
            "       vecshard rollback --etcd URLS [--cluster NAME] [--min-ready N]\n"
            "       vecshard retire VERSION --etcd URLS [--cluster NAME]\n"
            "       vecshard remove VERSION --etcd URLS [--cluster NAME]\n"
@@ -105,12 +108,48 @@ static void rollout_usage(FILE *f)
            "content is refused. activate switches the active version once every partition has N replicas\n"
            "(default 1) with it READY, and refuses a version whose dim, metric, partitioning, partition\n"
            "count or embedding model differs from the active one unless --force (an intended model change).\n"
+           "With --canary, activate first measures the version's recall through that coordinator on the\n"
+           "query set stored with the version (its answers with its search defaults against exact answers\n"
+           "from the shards) and refuses, with the figures, below R (default: the target recorded in its\n"
+           "manifest); --canary-queries: how many of the stored queries (default 500).\n"
            "rollback switches back to the previous version, kept loaded until the next activation.\n"
            "retire makes shards unload a staged, failed or previous version; remove deletes the record of a\n"
            "staged, failed or retired version (its slot is freed, the name can be deployed again).\n"
            "Every change leaves an audit record under /vecshard/<cluster>/audit/.\n"
            "The protocol and its etcd keys: docs/protocol.md, \"Rollout\". Exit status: 0 done, 1 refused\n"
            "or failed (the message says why), 2 usage.\n");
+}
+
+/* The canary gate of activate --canary: measured recall at or above the minimum (default: the version's
+ * recorded target), else VS_ERR_FAILED_PRECONDITION with the figures. Prints the measurement. */
+static vs_status run_canary(vs_etcd_t *e, const char *cluster, const char *version, const char *addr,
+                            double min_recall, size_t max_queries, char msg[VS_ERR_LEN])
+{
+    char manifest[PATH_MAX];
+    vs_status st = vs_rollout_version_manifest(e, cluster, version, manifest, msg);
+    vs_canary_result_t r;
+    if (st == VS_OK)
+        st = vs_canary_measure(addr, manifest, version, 0, max_queries, 60000, &r, msg);
+    if (st != VS_OK)
+        return st;
+    double min = min_recall >= 0 ? min_recall : r.target;
+    if (min_recall < 0 && r.target <= 0)
+        return vs_errf(
+            msg, VS_ERR_FAILED_PRECONDITION,
+            "canary: version %s measured recall@%u %.4f on %zu stored queries, but its manifest records "
+            "no target: give --canary-min-recall",
+            version, r.k, r.recall, r.queries);
+    printf(
+        "canary: version %s recall@%u %.4f on %zu stored queries through %s (minimum %.4f; at build %.4f)\n",
+        version, r.k, r.recall, r.queries, addr, min, r.build_measured);
+    if (r.recall + 1e-9 < min)
+        return vs_errf(
+            msg, VS_ERR_FAILED_PRECONDITION,
+            "canary: version %s measured recall@%u %.4f on %zu stored queries, below %.4f (%s; %.4f at "
+            "build): not activated",
+            version, r.k, r.recall, r.queries, min, min_recall >= 0 ? "--canary-min-recall" : "its target",
+            r.build_measured);
+    return VS_OK;
 }
 
 /* deploy / activate / rollback: the rollout writes in etcd (rollout.h). */
@@ -120,9 +159,14 @@ static int run_rollout(const char *cmd, int argc, char **argv)
                                          {"cluster", required_argument, 0, 'c'},
                                          {"min-ready", required_argument, 0, 'r'},
                                          {"force", no_argument, 0, 'f'},
+                                         {"canary", required_argument, 0, 'C'},
+                                         {"canary-min-recall", required_argument, 0, 'R'},
+                                         {"canary-queries", required_argument, 0, 'Q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    const char *etcd = NULL, *cluster = "default";
+    const char *etcd = NULL, *cluster = "default", *canary = NULL;
+    double canary_min = -1;
+    long long canary_queries = 500;
     long long min_ready = 1;
     int force = 0;
     char msg[VS_ERR_LEN] = "";
@@ -145,6 +189,21 @@ static int run_rollout(const char *cmd, int argc, char **argv)
         case 'f':
             force = 1;
             break;
+        case 'C':
+            canary = optarg;
+            break;
+        case 'R':
+            if (vs_cli_parse_double("--canary-min-recall", optarg, 0, 1, &canary_min, msg) != VS_OK) {
+                fprintf(stderr, "vecshard %s: %s\n", cmd, msg);
+                return 2;
+            }
+            break;
+        case 'Q':
+            if (vs_cli_parse_int("--canary-queries", optarg, 1, 1000000, &canary_queries, msg) != VS_OK) {
+                fprintf(stderr, "vecshard %s: %s\n", cmd, msg);
+                return 2;
+            }
+            break;
         case 'h':
             rollout_usage(stdout);
             return 0;
@@ -154,7 +213,7 @@ static int run_rollout(const char *cmd, int argc, char **argv)
         }
     }
     int need_arg = strcmp(cmd, "rollback") != 0;
-    if (!etcd || optind + need_arg != argc) {
+    if (!etcd || optind + need_arg != argc || (canary && strcmp(cmd, "activate") != 0)) {
         rollout_usage(stderr);
         return 2;
     }
@@ -164,9 +223,12 @@ static int run_rollout(const char *cmd, int argc, char **argv)
     if (st == VS_OK) {
         if (strcmp(cmd, "deploy") == 0)
             st = vs_rollout_deploy(e, cluster, argv[optind], msg);
-        else if (strcmp(cmd, "activate") == 0)
-            st = vs_rollout_activate(e, cluster, argv[optind], (size_t)min_ready, force, msg);
-        else if (strcmp(cmd, "retire") == 0)
+        else if (strcmp(cmd, "activate") == 0) {
+            if (canary)
+                st = run_canary(e, cluster, argv[optind], canary, canary_min, (size_t)canary_queries, msg);
+            if (st == VS_OK)
+                st = vs_rollout_activate(e, cluster, argv[optind], (size_t)min_ready, force, msg);
+        } else if (strcmp(cmd, "retire") == 0)
             st = vs_rollout_retire(e, cluster, argv[optind], msg);
         else if (strcmp(cmd, "remove") == 0)
             st = vs_rollout_remove(e, cluster, argv[optind], msg);

@@ -627,6 +627,26 @@ vs_status vs_rollout_activate(vs_etcd_t *e, const char *cluster, const char *ver
     return switch_to(e, cluster, "activate", version, min_ready, force, msg);
 }
 
+vs_status vs_rollout_version_manifest(vs_etcd_t *e, const char *cluster, const char *version, char *out,
+                                      char msg[VS_ERR_LEN])
+{
+    vs_status st;
+    if (!name_ok(cluster, version, msg, &st))
+        return st;
+    vs_version_rec_t *rec = calloc(1, sizeof *rec);
+    if (!rec)
+        return vs_errf(msg, VS_ERR_NOMEM, "out of memory");
+    int64_t rev;
+    int found = 0;
+    st = get_version(e, cluster, version, rec, &rev, &found, msg);
+    if (st == VS_OK && !found)
+        st = vs_errf(msg, VS_ERR_NOT_FOUND, "version %s has no record in cluster %s", version, cluster);
+    if (st == VS_OK)
+        snprintf(out, PATH_MAX, "%s", rec->manifest);
+    free(rec);
+    return st;
+}
+
 vs_status vs_rollout_rollback(vs_etcd_t *e, const char *cluster, size_t min_ready, char msg[VS_ERR_LEN])
 {
     vs_status st;

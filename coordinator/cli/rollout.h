@@ -35,6 +35,10 @@ vs_status vs_rollout_deploy(vs_etcd_t *e, const char *cluster, const char *manif
 vs_status vs_rollout_activate(vs_etcd_t *e, const char *cluster, const char *version, size_t min_ready,
                               int force, char msg[VS_ERR_LEN]);
 
+/* The manifest path a deployed version's record names (PATH_MAX). VS_ERR_NOT_FOUND when not deployed. */
+vs_status vs_rollout_version_manifest(vs_etcd_t *e, const char *cluster, const char *version, char *out,
+                                      char msg[VS_ERR_LEN]);
+
 /* Switches back to the previous version (the same checks as activate, force 0). */
 vs_status vs_rollout_rollback(vs_etcd_t *e, const char *cluster, size_t min_ready, char msg[VS_ERR_LEN]);
 

@@ -566,7 +566,7 @@ vs_status vs_nbrs_run(const vs_nbrs_opts_t *o, vs_nbrs_result_t *res, char err[V
     int64_t *ids[2] = {NULL, NULL};
     const char **kp = NULL;
     /* the version: in process (its manifest) or through a cluster (its name; the coordinator checks dims) */
-    char version[VS_NAME_LEN] = "", content[40] = "";
+    char version[VS_NAME_LEN] = "", content[VS_NAME_LEN + 16] = "";
     uint32_t dim = 0;
     vs_metric metric = VS_METRIC_L2;
     vs_status st = VS_OK;

@@ -8,6 +8,11 @@ etcd, 2 shards of a 2-partition IVF-PQ,RFlat version, the coordinator with --rec
   its window size in vecshard_coordinator_recall_window_queries.
 - A version keeping quantised vectors only (IVF-PQ without refine) gets no estimate: its replays are refused
   by the shards (UNIMPLEMENTED) and counted as dropped, and serving is unaffected.
+- The canary gate: `vecshard activate --canary` measures a staged version's recall through the coordinator
+  on its stored query set (served answers against SearchRequest.exact answers). The corrupt version of the
+  issue's example (vecshard-test-scramble: centroids rotated by one list, every file, CRC and content id
+  consistent, so the shards load it READY) is refused with the figures and stays inactive; a good version is
+  activated, its measured recall printed.
 - Sampling off (--recall-sample 0): nothing sampled.
 - Every metric the coordinator exports passes `promtool check metrics`.
 Env: VS_BIN_DIR, VS_SOURCE_DIR, VS_TEST_TMPDIR."""
@@ -71,6 +76,49 @@ def query(addr, tmp, version, nprobe, k_factor=4):
     check(p.returncode == 0, f"vecshard query {version} nprobe {nprobe}: {p.stderr}")
     import json
     return json.loads(p.stdout)["recall_at_k"] if p.returncode == 0 else None
+
+
+def vs(*args, timeout=120):
+    return subprocess.run([str(BIN / "vecshard"), *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, timeout=timeout)
+
+
+def canary(tmp, cl, addr):
+    """Deploys the scrambled copy of v1 and a good rebuild, then activates each with --canary."""
+    etcd = re.search(r"^etcd_url=(.*)$", (cl / "state").read_text(), re.M).group(1)
+    bad = subprocess.run([str(BIN / "vecshard-test-scramble"), tmp / "idx" / "v1" / "manifest.json", tmp / "idx",
+                          "vbad"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    check(bad.returncode == 0, f"vecshard-test-scramble: {bad.stderr}")
+    subprocess.run([str(BIN / "vecshard-build"), "--base", tmp / "base.fvecs", "--factory", "IVF32,PQ12x4fs,RFlat",
+                    "--partitions", "2", "--out", tmp / "idx", "--version", "v2", "--seed", "2"], check=True,
+                   stdout=subprocess.DEVNULL)
+    for v in ("vbad", "v2"):
+        p = vs("deploy", tmp / "idx" / v / "manifest.json", "--etcd", etcd, "--cluster", "local")
+        check(p.returncode == 0, f"deploy {v}: {p.stderr}")
+
+    def activate(v):  # until the shards hold it READY (the canary needs every partition)
+        end = time.monotonic() + 60
+        while True:
+            p = vs("activate", v, "--etcd", etcd, "--cluster", "local", "--canary", addr)
+            if p.returncode == 0 or "canary" in p.stderr or time.monotonic() > end:
+                return p
+            time.sleep(0.2)
+
+    p = activate("vbad")
+    m = re.search(r"measured recall@10 ([0-9.]+) on (\d+) stored queries, below ([0-9.]+)", p.stderr)
+    check(p.returncode == 1 and m is not None, f"the scrambled version is refused by the canary: {p.stdout} {p.stderr}")
+    if m:
+        print(f"canary refused vbad: recall@10 {m.group(1)} on {m.group(2)} queries, below {m.group(3)}")
+        check(float(m.group(1)) < 0.8, f"the scrambled version's measured recall is low ({m.group(1)})")
+    st = vs("versions", "--etcd", etcd, "--cluster", "local", "--json")
+    check('"vbad"' in st.stdout and not re.search(r'"active"\s*:\s*"vbad"', st.stdout),
+          f"vbad is not active: {st.stdout[:400]}")
+    p = activate("v2")
+    m = re.search(r"canary: version v2 recall@10 ([0-9.]+)", p.stdout)
+    check(p.returncode == 0 and m is not None and float(m.group(1)) >= 0.95,
+          f"the good version passes the canary and is activated: {p.stdout} {p.stderr}")
+    if m:
+        print(f"canary passed v2: recall@10 {m.group(1)}")
 
 
 def cluster_up(tmp, name, manifests, coord_args):
@@ -138,6 +186,7 @@ def main():
                  >= before + NQ, "vpq's replays to be refused and counted")
         check(not re.search(r'^vecshard_coordinator_recall\{version="vpq"', metrics(mport), re.M),
               "no recall estimate for a version without exact vectors")
+        canary(tmp, cl, addr)
         text = metrics(mport)
         (tmp / "metrics.txt").write_text(text)
         pc = subprocess.run(["promtool", "check", "metrics"], input=text, text=True, stdout=subprocess.PIPE,
