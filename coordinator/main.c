@@ -21,6 +21,7 @@
 #include "common/net/rpc.h"
 #include "common/net/wlog.h"
 #include "common/net/serve.h"
+#include "coordinator/auth.h"
 #include "coordinator/coord.h"
 #include "coordinator/follow.h"
 #include "coordinator/writes.h"
@@ -39,6 +40,7 @@ typedef struct config {
     long shard_window, batch_max_queries;
     long log_replicas; /* --log-replicas: the write log stream's replicas when the coordinator creates it */
     vs_recall_opts_t recall; /* --recall-* */
+    const char *auth_tokens; /* --auth-tokens FILE: bearer tokens (auth.h); NULL = no authentication */
 } config_t;
 
 static void usage(FILE *f)
@@ -86,6 +88,9 @@ static void usage(FILE *f)
         "never)\n"
         "  --port-file FILE      write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
         "  --log-format F        log records as text (default) or json (one JSON object per line)\n"
+        "  --auth-tokens FILE    require \"authorization: Bearer <token>\" on every call but health checks:\n"
+        "                        lines \"search|write|admin <sha256 hex> [name]\" (vecshard token new);\n"
+        "                        missing or wrong: UNAUTHENTICATED, too weak: PERMISSION_DENIED\n"
         "  --recall-sample F     recall monitoring: fraction of answered queries (full coverage, no filter,\n"
         "                        exclusions or group_by) replayed as exact searches on the shards (default\n"
         "                        0.01; 0 = off). Estimates: vecshard_coordinator_recall{version,params,k}\n"
@@ -140,6 +145,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"recall-max-qps", required_argument, 0, 257},
                                          {"recall-window", required_argument, 0, 258},
                                          {"recall-budget", required_argument, 0, 259},
+                                         {"auth-tokens", required_argument, 0, 260},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50050",
@@ -168,6 +174,9 @@ static int parse_args(int argc, char **argv, config_t *c)
         case 259:
             if (parse_num("--recall-budget", optarg, 0.001, 1, &c->recall.budget))
                 return 2;
+            break;
+        case 260:
+            c->auth_tokens = optarg;
             break;
         case 'l':
             c->listen = optarg;
@@ -313,6 +322,8 @@ typedef struct app {
     vs_metric_family_t *recall_fam, *recall_n_fam; /* vecshard_coordinator_recall{,_window_queries} */
     vs_metric_family_t *recall_target_fam;         /* vecshard_coordinator_recall_target{version} */
     vs_writes_t *writes;                           /* --nats-url */
+    vs_auth_t *auth;                               /* --auth-tokens */
+    vs_counter_t *auth_refused[4];                 /* vecshard_coordinator_auth_refused_total{reason} */
 } app_t;
 
 static void on_stage(void *user, vs_coord_stage stage, double seconds)
@@ -334,6 +345,19 @@ static void on_recall(void *user, const vs_recall_stat_t *s)
                  (double)s->queries);
     if (s->target > 0)
         vs_gauge_set(VS_GAUGE_WITH(a->recall_target_fam, s->version), s->target);
+}
+
+/* The server's authorize hook: the call's bearer token against the tokens file (auth.h). */
+static int authorize(void *user, const char *path, const vs_rpc_call_t *call, char msg[VS_ERR_LEN])
+{
+    app_t *a = user;
+    char value[512];
+    long n = vs_rpc_call_metadata(call, "authorization", value, sizeof value);
+    vs_auth_outcome o = vs_auth_check(a->auth, n >= 0 ? value : NULL, vs_auth_required(path), msg);
+    if (o == VS_AUTH_OK)
+        return 0;
+    vs_counter_inc(a->auth_refused[o]);
+    return o == VS_AUTH_DENIED ? VS_GRPC_PERMISSION_DENIED : VS_GRPC_UNAUTHENTICATED;
 }
 
 static void update_health(app_t *a)
@@ -600,7 +624,18 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
                                             "The recall@k target recorded in a monitored version's manifest "
                                             "(search_defaults): VecshardRecallBelowTarget compares with it.",
                                             1, version_label);
-    if (!a->recall_fam || !a->recall_n_fam || !a->recall_target_fam)
+    static const char *const reason_label[] = {"reason"};
+    vs_metric_family_t *auth_fam = vs_metrics_counter(
+        a->reg, "vecshard_coordinator_auth_refused_total",
+        "Calls refused by --auth-tokens: missing credentials, invalid token, or a token without the "
+        "permission.",
+        1, reason_label);
+    if (auth_fam) {
+        a->auth_refused[VS_AUTH_MISSING] = VS_COUNTER_WITH(auth_fam, "missing");
+        a->auth_refused[VS_AUTH_INVALID] = VS_COUNTER_WITH(auth_fam, "invalid");
+        a->auth_refused[VS_AUTH_DENIED] = VS_COUNTER_WITH(auth_fam, "permission");
+    }
+    if (!a->recall_fam || !a->recall_n_fam || !a->recall_target_fam || !auth_fam)
         return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(a->reg));
     if (vs_metrics_histogram_each(
             a->reg, "vecshard_coordinator_stage_seconds",
@@ -669,6 +704,8 @@ int main(int argc, char **argv)
         st = a.cfg.n_manifests ? vs_coord_activate(a.coord, a.cfg.active ? a.cfg.active : last, err) : VS_OK;
     if (st == VS_OK)
         st = setup_metrics(&a, err);
+    if (st == VS_OK && a.cfg.auth_tokens && (st = vs_auth_load(a.cfg.auth_tokens, &a.auth, err)) == VS_OK)
+        vs_log(VS_LOG_INFO, "authentication: %zu tokens from %s", vs_auth_count(a.auth), a.cfg.auth_tokens);
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-coordinator: %s\n", err);
         return 1;
@@ -706,7 +743,9 @@ int main(int argc, char **argv)
                                .on_done = vs_rpc_metrics_on_done,
                                .on_done_user = &a.rpcm,
                                .tick = on_tick,
-                               .tick_user = &a};
+                               .tick_user = &a,
+                               .authorize = a.auth ? authorize : NULL,
+                               .authorize_user = &a};
     vs_rpc_server_t *server;
     int port = 0, metrics_port = 0;
     st = vs_rpc_server_start(&so, methods, 6, &server, &port, err);
@@ -750,6 +789,7 @@ int main(int argc, char **argv)
     vs_http_stop(http);
     vs_writes_destroy(a.writes); /* after /metrics: scrapes read its counts */
     vs_metrics_destroy(a.reg);
+    vs_auth_destroy(a.auth);
     vs_coord_destroy(a.coord);
     vs_view_destroy(a.view);
     vs_health_destroy(a.health);

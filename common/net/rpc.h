@@ -83,6 +83,11 @@ typedef struct vs_rpc_server_opts {
      * (vs_now_s() seconds; <= 0 or far away: in at most 1 s anyway). Must be cheap when nothing is due. */
     double (*tick)(void *user, double now);
     void *tick_user;
+    /* optional: called before every call's handler with the method path; 0 lets the call through, a gRPC
+     * code (UNAUTHENTICATED, PERMISSION_DENIED) refuses it with the message written to msg (never a secret).
+     * Read the call's metadata with vs_rpc_call_metadata. Any worker thread. */
+    int (*authorize)(void *user, const char *path, const vs_rpc_call_t *call, char msg[VS_ERR_LEN]);
+    void *authorize_user;
 } vs_rpc_server_opts_t;
 
 /* Creates and starts a server with the n methods (the array and its strings must outlive the
@@ -101,6 +106,10 @@ size_t vs_rpc_server_in_flight(const vs_rpc_server_t *srv);
 
 /* Milliseconds left before the call's deadline; INT64_MAX without a deadline, <= 0 when passed. */
 int64_t vs_rpc_call_remaining_ms(const vs_rpc_call_t *call);
+
+/* The value of the call's request metadata `key` (lower case, e.g. "authorization") into out (n bytes,
+ * NUL-terminated): its length, or -1 when absent or longer than n - 1. */
+long vs_rpc_call_metadata(const vs_rpc_call_t *call, const char *key, char *out, size_t n);
 
 /* Answers an asynchronous call (vs_rpc_async_fn): takes reply->body; call must not be used afterwards.
  * Thread-safe. */
@@ -131,6 +140,14 @@ typedef struct vs_rpc_channel vs_rpc_channel_t;
 vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
                                 char err[VS_ERR_LEN]);
 void vs_rpc_channel_destroy(vs_rpc_channel_t *ch); /* NULL is a no-op */
+
+/* Every later call on ch carries the metadata "authorization: <value>" (e.g. "Bearer <token>"); NULL
+ * removes it. Call before ch is used by other threads. VS_ERR_NOMEM. */
+vs_status vs_rpc_channel_set_authorization(vs_rpc_channel_t *ch, const char *value, char err[VS_ERR_LEN]);
+
+/* The client tools' convention: when $VECSHARD_TOKEN is set, every call on ch carries "authorization:
+ * Bearer $VECSHARD_TOKEN" (a coordinator started with --auth-tokens requires it). */
+vs_status vs_rpc_channel_auth_from_env(vs_rpc_channel_t *ch, char err[VS_ERR_LEN]);
 
 /* One blocking unary call: sends req (len bytes) to method with a deadline of timeout_ms (<= 0: none).
  * Returns VS_OK when the call completed, whatever its gRPC status: *out_code receives it, message its
@@ -190,6 +207,5 @@ typedef struct vs_rpc_ccall vs_rpc_ccall_t;
 vs_rpc_ccall_t *vs_rpc_server_call(vs_rpc_server_t *srv, vs_rpc_channel_t *ch, const char *method,
                                    const void *req, size_t len, int64_t timeout_ms,
                                    vs_rpc_client_done_fn done, void *user, char err[VS_ERR_LEN]);
-
 
 #endif

@@ -14,6 +14,7 @@
 #include <grpc/support/time.h>
 
 #include "common/net/rpc.h"
+#include "common/net/rpc_ucall.h"
 
 #define CQ_POOL 64
 
@@ -24,6 +25,8 @@ struct vs_rpc_channel {
     pthread_mutex_t mu;
     grpc_completion_queue *pool[CQ_POOL];
     size_t n_pool;
+    grpc_metadata auth; /* "authorization" metadata every call carries (vs_rpc_channel_set_authorization) */
+    int has_auth;
 };
 
 static grpc_completion_queue *cq_take(struct vs_rpc_channel *c)
@@ -93,10 +96,46 @@ vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs
     return VS_OK;
 }
 
+vs_status vs_rpc_channel_set_authorization(vs_rpc_channel_t *c, const char *value, char err[VS_ERR_LEN])
+{
+    (void)err;
+    if (c->has_auth) {
+        grpc_slice_unref(c->auth.key);
+        grpc_slice_unref(c->auth.value);
+        c->has_auth = 0;
+    }
+    if (value) {
+        memset(&c->auth, 0, sizeof c->auth);
+        c->auth.key = grpc_slice_from_static_string("authorization");
+        c->auth.value = grpc_slice_from_copied_string(value);
+        c->has_auth = 1;
+    }
+    return VS_OK;
+}
+
+vs_status vs_rpc_channel_auth_from_env(vs_rpc_channel_t *c, char err[VS_ERR_LEN])
+{
+    const char *t = getenv("VECSHARD_TOKEN");
+    if (!t || !*t)
+        return VS_OK;
+    char v[600];
+    if (strlen(t) > 512)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "$VECSHARD_TOKEN is longer than 512 bytes");
+    snprintf(v, sizeof v, "Bearer %s", t);
+    return vs_rpc_channel_set_authorization(c, v, err);
+}
+
+const grpc_metadata *vs_rpc_channel_md(const vs_rpc_channel_t *c, size_t *n)
+{
+    *n = c->has_auth ? 1 : 0;
+    return c->has_auth ? &c->auth : NULL;
+}
+
 void vs_rpc_channel_destroy(vs_rpc_channel_t *c)
 {
     if (!c)
         return;
+    (void)vs_rpc_channel_set_authorization(c, NULL, NULL);
     for (size_t i = 0; i < c->n_pool; i++)
         cq_destroy(c->pool[i]);
     pthread_mutex_destroy(&c->mu);
@@ -134,6 +173,8 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *c, const char *method, const void 
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.metadata =
+        (grpc_metadata *)vs_rpc_channel_md(c, &ops[0].data.send_initial_metadata.count);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -194,7 +235,6 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *c, const char *method, const void 
 }
 
 /* For rpc_ucall.c (same library): the grpc channel behind ch. */
-grpc_channel *vs_rpc_channel_grpc(vs_rpc_channel_t *ch);
 grpc_channel *vs_rpc_channel_grpc(vs_rpc_channel_t *ch)
 {
     return ch->ch;

@@ -55,7 +55,7 @@ vs_status vs_rpc_queue_call(vs_rpc_queue_t *q, vs_rpc_channel_t *ch, const char 
         return vs_errf(err, VS_ERR_NOMEM, "no memory for a call");
     c->user = user;
     vs_status st =
-        vs_rpc_ucall_start(&c->u, vs_rpc_channel_grpc(ch), q->cq, method, req, len, timeout_ms, c, err);
+        vs_rpc_ucall_start(&c->u, ch, q->cq, method, req, len, timeout_ms, c, err);
     if (st != VS_OK) {
         free(c);
         return st;

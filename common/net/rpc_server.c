@@ -89,6 +89,8 @@ struct vs_rpc_server {
     size_t n_methods;
     vs_rpc_done_fn on_done;
     void *on_done_user;
+    int (*authorize)(void *user, const char *path, const vs_rpc_call_t *call, char msg[VS_ERR_LEN]);
+    void *authorize_user;
     atomic_int stopping;
     atomic_size_t in_flight;
     tag_t t_shutdown;
@@ -293,6 +295,9 @@ static void handle_new(worker_t *w, struct vs_rpc_call *c)
     } else if (vs_rpc_call_remaining_ms(c) <= 0) {
         reply.code = VS_GRPC_DEADLINE_EXCEEDED;
         snprintf(reply.message, sizeof reply.message, "deadline passed before the call was handled");
+    } else if (s->authorize &&
+               (reply.code = s->authorize(s->authorize_user, md->path, c, reply.message)) != 0) {
+        /* refused: reply.message says why */
     } else if (md->async) {
         /* the handler's owner reference keeps the call until vs_rpc_call_reply */
         pthread_mutex_lock(&c->mu);
@@ -448,6 +453,8 @@ vs_status vs_rpc_server_start(const vs_rpc_server_opts_t *opts, const vs_rpc_met
     s->on_done_user = opts->on_done_user;
     s->tick = opts->tick;
     s->tick_user = opts->tick_user;
+    s->authorize = opts->authorize;
+    s->authorize_user = opts->authorize_user;
     s->t_shutdown = (tag_t){TAG_SHUTDOWN, NULL};
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
@@ -592,6 +599,23 @@ size_t vs_rpc_server_in_flight(const vs_rpc_server_t *s)
     return atomic_load(&((vs_rpc_server_t *)s)->in_flight);
 }
 
+long vs_rpc_call_metadata(const vs_rpc_call_t *c, const char *key, char *out, size_t n)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; i < c->md.count; i++) {
+        const grpc_slice *k = &c->md.metadata[i].key, *v = &c->md.metadata[i].value;
+        if (GRPC_SLICE_LENGTH(*k) != kl || memcmp(GRPC_SLICE_START_PTR(*k), key, kl) != 0)
+            continue;
+        size_t vl = GRPC_SLICE_LENGTH(*v);
+        if (vl + 1 > n)
+            return -1;
+        memcpy(out, GRPC_SLICE_START_PTR(*v), vl);
+        out[vl] = 0;
+        return (long)vl;
+    }
+    return -1;
+}
+
 int64_t vs_rpc_call_remaining_ms(const vs_rpc_call_t *c)
 {
     gpr_timespec d = c->deadline;
@@ -689,8 +713,8 @@ vs_rpc_ccall_t *vs_rpc_server_call(vs_rpc_server_t *s, vs_rpc_channel_t *ch, con
     cc->user = user;
     pthread_mutex_lock(&s->mu); /* registered before it can complete, and never on a closing queue */
     vs_status st = s->cq_closing ? vs_errf(err, VS_ERR_UNAVAILABLE, "rpc call %s: server stopping", method)
-                                 : vs_rpc_ucall_start(&cc->u, vs_rpc_channel_grpc(ch), s->workers[0].cq,
-                                                      method, req, len, timeout_ms, cc, err);
+                                 : vs_rpc_ucall_start(&cc->u, ch, s->workers[0].cq, method, req, len,
+                                                      timeout_ms, cc, err);
     if (st == VS_OK) {
         cc->next = s->ccalls;
         if (s->ccalls)

@@ -12,7 +12,7 @@
 #include "common/net/rpc_ucall.h"
 #include "common/net/tsan.h"
 
-vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *c, grpc_channel *ch, grpc_completion_queue *cq,
+vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *c, vs_rpc_channel_t *ch, grpc_completion_queue *cq,
                              const char *method, const void *req, size_t len, int64_t timeout_ms, void *tag,
                              char err[VS_ERR_LEN])
 {
@@ -24,7 +24,8 @@ vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *c, grpc_channel *ch, grpc_completio
                                                           gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))
                                            : gpr_inf_future(GPR_CLOCK_MONOTONIC);
     grpc_slice msl = grpc_slice_from_copied_string(method);
-    c->call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, msl, NULL, deadline, NULL);
+    c->call = grpc_channel_create_call(vs_rpc_channel_grpc(ch), NULL, GRPC_PROPAGATE_DEFAULTS, cq, msl, NULL,
+                                       deadline, NULL);
     grpc_slice_unref(msl);
     grpc_slice body = grpc_slice_from_copied_buffer(req, len);
     c->send = grpc_raw_byte_buffer_create(&body, 1);
@@ -32,6 +33,8 @@ vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *c, grpc_channel *ch, grpc_completio
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.metadata =
+        (grpc_metadata *)vs_rpc_channel_md(ch, &ops[0].data.send_initial_metadata.count);
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = c->send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

@@ -19,10 +19,12 @@ typedef struct vs_rpc_ucall {
 } vs_rpc_ucall_t;
 
 grpc_channel *vs_rpc_channel_grpc(vs_rpc_channel_t *ch);
+/* The metadata every call on ch carries (*n of them; NULL when none). */
+const grpc_metadata *vs_rpc_channel_md(const vs_rpc_channel_t *ch, size_t *n);
 
 /* Creates the call on cq and starts its one batch (send request, close, receive everything) with tag.
  * VS_OK, or VS_ERR_INTERNAL with err (then u holds nothing; vs_rpc_ucall_fini is still safe). */
-vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *u, grpc_channel *ch, grpc_completion_queue *cq,
+vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *u, vs_rpc_channel_t *ch, grpc_completion_queue *cq,
                              const char *method, const void *req, size_t len, int64_t timeout_ms, void *tag,
                              char err[VS_ERR_LEN]);
 

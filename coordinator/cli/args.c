@@ -449,6 +449,7 @@ void vs_admin_usage(FILE *f, vs_admin_cmd cmd)
               "  retire     make shards unload a staged, failed or previous version\n"
               "  remove     delete a staged, failed or retired version's record (frees its slot)\n"
               "  batch      offline batch neighbours: every query's top-K into Redis, switched atomically\n"
+              "  token      new bearer token for a coordinator's --auth-tokens ($VECSHARD_TOKEN for the tools)\n"
               "\n"
               "'vecshard <command> --help' describes a command's options.\n"
               "Output is for people; --json gives one JSON object for scripts.\n"

@@ -11,6 +11,7 @@
 
 #include "common/cli/flags.h"
 #include "coordinator/cli/admin.h"
+#include "coordinator/auth.h"
 #include "coordinator/cli/canary.h"
 #include "coordinator/cli/rollout.h"
 #include "coordinator/nbrs/run.h"
@@ -118,6 +119,50 @@ static void rollout_usage(FILE *f)
            "Every change leaves an audit record under /vecshard/<cluster>/audit/.\n"
            "The protocol and its etcd keys: docs/protocol.md, \"Rollout\". Exit status: 0 done, 1 refused\n"
            "or failed (the message says why), 2 usage.\n");
+}
+
+/* `vecshard token new --permission search|write|admin [--name N]`: a random token (32 bytes from
+ * /dev/urandom, hex) for a client, and the line of the coordinator's --auth-tokens file (its SHA-256). */
+static int run_token(int argc, char **argv)
+{
+    const char *perm = NULL, *name = "unnamed"; /* argv[0] "token", argv[1] "new" */
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--permission") == 0 && i + 1 < argc)
+            perm = argv[++i];
+        else if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+            name = argv[++i];
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            perm = NULL, argc = 0;
+        else
+            perm = NULL;
+    }
+    if (argc < 2 || strcmp(argv[1], "new") != 0 || !perm ||
+        (strcmp(perm, "search") != 0 && strcmp(perm, "write") != 0 && strcmp(perm, "admin") != 0) ||
+        strlen(name) > 63 || strchr(name, ' ')) {
+        fprintf(
+            argc ? stderr : stdout,
+            "usage: vecshard token new --permission search|write|admin [--name NAME]\n"
+            "Prints a new bearer token (give it to the client: $VECSHARD_TOKEN for the vecshard tools,\n"
+            "vecshard.Client(token=...) in Python) and the line to add to the coordinator's --auth-tokens\n"
+            "file, which keeps only its SHA-256. search: Search; write: Search, Upsert, Delete; admin: "
+            "all.\n");
+        return argc ? 2 : 0;
+    }
+    unsigned char raw[32];
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (!f || fread(raw, 1, sizeof raw, f) != sizeof raw) {
+        if (f)
+            fclose(f);
+        fprintf(stderr, "vecshard token: cannot read /dev/urandom\n");
+        return 1;
+    }
+    fclose(f);
+    char token[5 + 64 + 1] = "vst_", hash[65];
+    for (int i = 0; i < 32; i++)
+        sprintf(token + 4 + 2 * i, "%02x", raw[i]);
+    vs_auth_hash(token, hash);
+    printf("token: %s\nline:  %s %s %s\n", token, perm, hash, name);
+    return 0;
 }
 
 /* The canary gate of activate --canary: measured recall at or above the minimum (default: the version's
@@ -264,6 +309,8 @@ int main(int argc, char **argv)
         return run_rollout(name, argc - 1, argv + 1);
     if (strcmp(name, "batch") == 0)
         return vs_nbrs_main(argc - 1, argv + 1);
+    if (strcmp(name, "token") == 0)
+        return run_token(argc - 1, argv + 1);
     vs_admin_cmd cmd = vs_admin_cmd_parse(name);
     if (!cmd) {
         fprintf(stderr, "vecshard: unknown command '%s' (see vecshard --help)\n", name);

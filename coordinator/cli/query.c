@@ -157,6 +157,8 @@ static void drive(run_t *r, double *sent_s)
     vs_rpc_queue_t *q = NULL;
     vs_status st = vs_rpc_channel_create(o->coordinator, 0, &ch, err);
     if (st == VS_OK)
+        st = vs_rpc_channel_auth_from_env(ch, err);
+    if (st == VS_OK)
         st = vs_rpc_queue_create(&q, err);
     for (size_t i = 0; i < r->n_calls; i++) {
         vs_admin_call_t *c = &r->calls[i];

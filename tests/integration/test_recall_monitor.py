@@ -19,7 +19,6 @@ Env: VS_BIN_DIR, VS_SOURCE_DIR, VS_TEST_TMPDIR."""
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -201,10 +200,7 @@ def main():
               "--recall-sample 0 samples nothing")
     finally:
         cluster_down(cl, env)
-    if check.failures == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-    print(f"test_recall_monitor: {check.count} checks, {check.failures} failures")
-    return 1 if check.failures else 0
+    return check.finish("test_recall_monitor", tmp)
 
 
 if __name__ == "__main__":

@@ -147,8 +147,10 @@ class Client:
     applied twice. Thread-safe: one Client may serve many threads (one gRPC channel)."""
 
     def __init__(self, target: str, *, timeout: Optional[float] = 1.0, retries: int = 2,
-                 retry_backoff: float = 0.02, options=None):
+                 retry_backoff: float = 0.02, options=None, token: Optional[str] = None):
         self.target = target
+        # a coordinator started with --auth-tokens wants "authorization: Bearer <token>" on every call
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout = timeout
         self.retries = retries
         self.retry_backoff = retry_backoff
@@ -185,7 +187,7 @@ class Client:
             if left is not None and left <= 0:
                 raise VecshardError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call")
             try:
-                return stub(payload, timeout=left)
+                return stub(payload, timeout=left, metadata=self._metadata)
             except grpc.RpcError as e:
                 code = e.code()
                 late = deadline is not None and deadline - time.monotonic() <= backoff
