@@ -81,6 +81,9 @@ typedef struct vs_search_params {
  * term's runs instead of enumerating them all per call. */
 #define VS_FILTER_RUNS_MIN 32768u
 
+/* The most queries one exact search request may carry (every partition scans all its items per query). */
+#define VS_EXACT_MAX_QUERIES 1024u
+
 /* The largest quantizer_efSearch a request may ask for. */
 #define VS_MAX_QUANTIZER_EF 65536u
 

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -135,7 +136,7 @@ vs_auth_outcome vs_auth_check(const vs_auth_t *a, const char *authorization, vs_
 {
     if (need == VS_AUTH_NONE)
         return VS_AUTH_OK;
-    if (!authorization || strncmp(authorization, "Bearer ", 7) != 0 || !authorization[7]) {
+    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0 || !authorization[7]) {
         snprintf(msg, VS_ERR_LEN, "missing credentials: send \"authorization: Bearer <token>\"");
         return VS_AUTH_MISSING;
     }

@@ -120,13 +120,7 @@ void vs_coord_destroy(vs_coord_t *c)
 {
     if (!c)
         return;
-    if (c->recall_started) {
-        pthread_mutex_lock(&c->recall_mu);
-        c->recall_stop = 1;
-        pthread_cond_broadcast(&c->recall_cv);
-        pthread_mutex_unlock(&c->recall_mu);
-        pthread_join(c->recall_th, NULL);
-    }
+    vs_coord_stop_recall(c);
     vs_recall_destroy(c->recall);
     pthread_cond_destroy(&c->recall_cv);
     pthread_mutex_destroy(&c->recall_mu);
@@ -673,6 +667,10 @@ static vs_status decode(vs_coord_t *c, const uint8_t *reqb, size_t reqlen, reque
         if (r->exclude_ids[i] < 0)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "excluded id %zu is negative (%lld)", i,
                            (long long)r->exclude_ids[i]);
+    if (r->exact && nq > VS_EXACT_MAX_QUERIES)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "an exact search takes at most %u queries per request (%zu)", VS_EXACT_MAX_QUERIES,
+                       nq);
     if (r->exact && (r->params || r->n_exclude_ids || r->filter || r->group_by || r->min_log_seq))
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
                        "an exact search takes no params, exclude_ids, filter, group_by or min_log_seq");
@@ -871,10 +869,18 @@ static vs_status answer(vs_coord_t *c, request_t *q, vs_fanout_t *f, uint8_t **o
                             ids, err);
     if (st == VS_OK && q->r->n_exclude_ids)
         st = drop_excluded(q, nq, k, dist, ids, groups, err);
+    /* sampled: plain answers (no filter, exclusions, group_by; not exact). Answers at the version's own
+     * parameters are labelled params="defaults": its target was tuned for them, and the alert looks at them
+     * only; other parameters get their own series */
     if (st == VS_OK && c->recall && covered == total && !q->r->n_exclude_ids && !q->filtered &&
-        !q->group_size) {
+        !q->group_size && !q->r->exact) {
         char key[VS_RECALL_KEY_LEN];
-        params_key(&q->eff, key, sizeof key);
+        const Vecshard__V1__SearchParams *dp = &q->ver->defaults;
+        if (q->eff.nprobe == dp->nprobe && q->eff.ef_search == dp->ef_search &&
+            q->eff.k_factor == dp->k_factor && q->eff.quantizer_ef_search == dp->quantizer_ef_search)
+            snprintf(key, sizeof key, "defaults");
+        else
+            params_key(&q->eff, key, sizeof key);
         vs_recall_offer(c->recall, vs_now_s(), q->ver->name, key, q->ver->router.dim, (uint32_t)k, nq,
                         q->r->queries, ids);
     }
@@ -1226,7 +1232,7 @@ void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *r
     atomic_fetch_add(&c->stats.fanout_sum, q->plan.n_parts);
     atomic_fetch_add(&c->stats.fanout_count, 1);
     vs_fanout_io_t io = {io_start, NULL, io_accept, q};
-    vs_fanout_opts_t fo = {c->o.hedge_delay_ms, c->o.min_hedge_delay_ms};
+    vs_fanout_opts_t fo = {c->o.hedge_delay_ms, c->o.min_hedge_delay_ms, q->r->exact};
     pthread_mutex_lock(&q->mu); /* answers may arrive on other workers before the engine is set up */
     pthread_mutex_lock(&c->active_mu);
     q->next = c->requests;
@@ -1338,6 +1344,13 @@ static vs_status recall_replay(vs_coord_t *c, const vs_recall_batch_t *b, int64_
     Vecshard__V1__PartitionRef pref = VECSHARD__V1__PARTITION_REF__INIT;
     req.partition = &pref;
     for (uint32_t p = 0; st == VS_OK && p < P; p++) {
+        pthread_mutex_lock(&c->recall_mu);
+        int stopping = c->recall_stop;
+        pthread_mutex_unlock(&c->recall_mu);
+        if (stopping) {
+            st = vs_errf(err, VS_ERR_CANCELLED, "recall: the coordinator is stopping");
+            break;
+        }
         pref.id = p;
         vs_replica_t *r = vs_view_pick(c->view, b->version, p, expect_content(e, p), NULL, 0);
         if (!r) {
@@ -1399,16 +1412,44 @@ static vs_status recall_replay(vs_coord_t *c, const vs_recall_batch_t *b, int64_
     return st;
 }
 
+/* Forgets the estimates of versions this coordinator no longer knows, and tells on_recall (queries 0,
+ * recall NaN: the gauges stop counting as a full window). */
+static void recall_sweep(vs_coord_t *c)
+{
+    vs_recall_stat_t stats[VS_RECALL_MAX_GROUPS];
+    size_t n = vs_recall_snapshot(c->recall, stats, VS_RECALL_MAX_GROUPS, NULL);
+    for (size_t i = 0; i < n; i++) {
+        int known = 0;
+        pthread_mutex_lock(&c->mu);
+        for (size_t v = 0; v < c->n_versions && !known; v++)
+            known = strcmp(c->versions[v]->name, stats[i].version) == 0;
+        pthread_mutex_unlock(&c->mu);
+        if (known)
+            continue;
+        vs_recall_forget(c->recall, stats[i].version);
+        stats[i].queries = 0;
+        stats[i].recall = NAN;
+        if (c->o.on_recall)
+            c->o.on_recall(c->o.recall_user, &stats[i]);
+    }
+}
+
 /* Replays ready batches within the CPU budget: after a replay of t seconds it rests t (1 - budget) /
  * budget, so the shards spend at most `budget` of one core each on exact searches. */
 static void *recall_worker(void *arg)
 {
     vs_coord_t *c = arg;
     const vs_recall_opts_t *o = vs_recall_options(c->recall);
-    double rest_until = 0;
+    double rest_until = 0, next_sweep = 0;
     pthread_mutex_lock(&c->recall_mu);
     while (!c->recall_stop) {
         double now = vs_now_s();
+        if (now >= next_sweep) { /* estimates of versions gone (retired, removed): dropped, gauges cleared */
+            pthread_mutex_unlock(&c->recall_mu);
+            recall_sweep(c);
+            pthread_mutex_lock(&c->recall_mu);
+            next_sweep = now + 5;
+        }
         vs_recall_batch_t *b = now >= rest_until ? vs_recall_next(c->recall, now, 0) : NULL;
         if (!b) {
             double wait_s = rest_until > now ? rest_until - now : 0.1;
@@ -1452,6 +1493,18 @@ static void *recall_worker(void *arg)
     }
     pthread_mutex_unlock(&c->recall_mu);
     return NULL;
+}
+
+void vs_coord_stop_recall(vs_coord_t *c)
+{
+    if (!c || !c->recall_started)
+        return;
+    pthread_mutex_lock(&c->recall_mu);
+    c->recall_stop = 1;
+    pthread_cond_broadcast(&c->recall_cv);
+    pthread_mutex_unlock(&c->recall_mu);
+    pthread_join(c->recall_th, NULL);
+    c->recall_started = 0;
 }
 
 size_t vs_coord_recall_snapshot(vs_coord_t *c, vs_recall_stat_t *out, size_t cap, vs_recall_totals_t *totals)

@@ -152,6 +152,10 @@ vs_status vs_coord_status_pb(vs_coord_t *c, int etcd_connected, const char *clus
 
 vs_coord_stats_t *vs_coord_stats(vs_coord_t *c);
 
+/* Stops the recall monitor's worker (waits for a replay in progress to end at its next partition): call
+ * before what on_recall uses goes away. Idempotent; vs_coord_destroy does it too. */
+void vs_coord_stop_recall(vs_coord_t *c);
+
 /* The recall monitor's estimates and counters (recall.h); 0 and zeros when monitoring is off. */
 size_t vs_coord_recall_snapshot(vs_coord_t *c, vs_recall_stat_t *out, size_t cap, vs_recall_totals_t *totals);
 

@@ -41,9 +41,10 @@ struct vs_fanout {
     call_t *calls; /* n_parts * VS_FANOUT_MAX_TRIES */
 };
 
-static int client_error(int code)
+static int client_error(const vs_fanout_t *f, int code)
 {
-    return code == VS_GRPC_INVALID_ARGUMENT || code == VS_GRPC_OUT_OF_RANGE;
+    return code == VS_GRPC_INVALID_ARGUMENT || code == VS_GRPC_OUT_OF_RANGE ||
+           (f->o.exact && code == VS_GRPC_UNIMPLEMENTED);
 }
 
 static void cancel_part(vs_fanout_t *f, part_t *p)
@@ -84,7 +85,9 @@ static int start_call(vs_fanout_t *f, size_t t, double now, int is_hedge)
     p->calls[p->n_in_flight++] = id;
     f->in_flight++;
     atomic_fetch_add(&f->stats->shard_calls, 1);
-    if (!is_hedge) {
+    if (!is_hedge && f->o.exact) {
+        p->hedge_at = INFINITY; /* a scan is slow by design: a hedge would only scan twice */
+    } else if (!is_hedge) {
         double delay_ms = f->o.hedge_delay_ms > 0 ? f->o.hedge_delay_ms
                                                   : fmax(f->o.min_hedge_delay_ms, vs_replica_p95_ms(r, 10.0));
         p->hedge_at = now + delay_ms * 1e-3;
@@ -154,7 +157,7 @@ void vs_fanout_on_result(vs_fanout_t *f, uint32_t call_id, const vs_fanout_resul
         /* a hedge loser, or a call cancelled at the end that completed anyway: its latency still counts */
         if (code == VS_GRPC_OK)
             atomic_fetch_add(&f->stats->late_answers, 1);
-        vs_replica_done(c->replica, res->seconds, code == VS_GRPC_OK);
+        vs_replica_done(c->replica, res->seconds, code == VS_GRPC_OK && !f->o.exact);
         return;
     }
     if (code == VS_GRPC_OK && (!res->answer || !f->io.accept(f->io.user, c->part, res->answer, why))) {
@@ -163,7 +166,7 @@ void vs_fanout_on_result(vs_fanout_t *f, uint32_t call_id, const vs_fanout_resul
         code = VS_GRPC_INTERNAL;
         message = why;
     }
-    vs_replica_done(c->replica, res->seconds, code == VS_GRPC_OK);
+    vs_replica_done(c->replica, res->seconds, code == VS_GRPC_OK && !f->o.exact); /* no sample for scans */
     if (code == VS_GRPC_OK) {
         if (c->is_hedge)
             atomic_fetch_add(&f->stats->hedges_won, 1);
@@ -171,7 +174,7 @@ void vs_fanout_on_result(vs_fanout_t *f, uint32_t call_id, const vs_fanout_resul
         return;
     }
     atomic_fetch_add(&f->stats->shard_failures, 1);
-    if (client_error(code)) {
+    if (client_error(f, code)) {
         if (f->status == VS_OK)
             f->status =
                 vs_errf(f->err, vs_status_from_grpc(code), "partition %u: %s", p->in.partition, message);

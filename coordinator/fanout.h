@@ -74,6 +74,7 @@ typedef struct vs_fanout_io {
 typedef struct vs_fanout_opts {
     double hedge_delay_ms;     /* > 0: fixed hedge delay; 0: the replica's p95 */
     double min_hedge_delay_ms; /* floor of the p95-based delay */
+    int exact; /* exact calls (scans): no hedges, no latency samples, UNIMPLEMENTED is final */
 } vs_fanout_opts_t;
 
 /* One partition to call and the content id its replicas must report (borrowed until destroy; NULL or

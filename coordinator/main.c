@@ -339,9 +339,8 @@ static void on_recall(void *user, const vs_recall_stat_t *s)
     app_t *a = user;
     char k[16];
     snprintf(k, sizeof k, "%u", s->k);
-    vs_gauge_set(VS_GAUGE_WITH(a->recall_fam, s->version, s->params[0] ? s->params : "defaults", k),
-                 s->recall);
-    vs_gauge_set(VS_GAUGE_WITH(a->recall_n_fam, s->version, s->params[0] ? s->params : "defaults", k),
+    vs_gauge_set(VS_GAUGE_WITH(a->recall_fam, s->version, s->params[0] ? s->params : "none", k), s->recall);
+    vs_gauge_set(VS_GAUGE_WITH(a->recall_n_fam, s->version, s->params[0] ? s->params : "none", k),
                  (double)s->queries);
     if (s->target > 0)
         vs_gauge_set(VS_GAUGE_WITH(a->recall_target_fam, s->version), s->target);
@@ -351,7 +350,7 @@ static void on_recall(void *user, const vs_recall_stat_t *s)
 static int authorize(void *user, const char *path, const vs_rpc_call_t *call, char msg[VS_ERR_LEN])
 {
     app_t *a = user;
-    char value[512];
+    char value[1024];
     long n = vs_rpc_call_metadata(call, "authorization", value, sizeof value);
     vs_auth_outcome o = vs_auth_check(a->auth, n >= 0 ? value : NULL, vs_auth_required(path), msg);
     if (o == VS_AUTH_OK)
@@ -785,6 +784,7 @@ int main(int argc, char **argv)
     vs_health_close_watchers(a.health);
     vs_writes_stop(a.writes); /* writes in flight are answered while their calls exist */
     vs_rpc_server_stop(server, a.cfg.grace_ms);
+    vs_coord_stop_recall(a.coord); /* its worker updates gauges of the registry destroyed below */
     vs_coord_follow_stop(a.follow);
     vs_http_stop(http);
     vs_writes_destroy(a.writes); /* after /metrics: scrapes read its counts */

@@ -271,6 +271,20 @@ void vs_recall_record(vs_recall_t *r, const vs_recall_batch_t *b, const int64_t 
     pthread_mutex_unlock(&r->mu);
 }
 
+void vs_recall_forget(vs_recall_t *r, const char *version)
+{
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < VS_RECALL_MAX_GROUPS; i++) {
+        group_t *g = &r->g[i];
+        if (g->used && strcmp(g->version, version) == 0) {
+            r->waiting -= g->nq;
+            r->totals.dropped_queue += g->nq;
+            group_free(g);
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
 void vs_recall_failed(vs_recall_t *r, const vs_recall_batch_t *b)
 {
     pthread_mutex_lock(&r->mu);

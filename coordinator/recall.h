@@ -62,6 +62,9 @@ void vs_recall_batch_free(vs_recall_batch_t *b);
 
 /* Records a replayed batch: exact[nq*k] (the exact ids, -1 padded) into the key's window. */
 void vs_recall_record(vs_recall_t *r, const vs_recall_batch_t *b, const int64_t *exact);
+/* Drops every estimate and waiting query of version (a version the coordinator no longer knows). */
+void vs_recall_forget(vs_recall_t *r, const char *version);
+
 /* Counts a batch that could not be replayed (its queries are dropped). */
 void vs_recall_failed(vs_recall_t *r, const vs_recall_batch_t *b);
 

@@ -2090,16 +2090,16 @@ static size_t ops_exact_segs(const void *impl, vs_exact_seg_t *out, size_t cap)
         if (!L->n)
             continue;
         if (n < cap)
-            out[n] = (vs_exact_seg_t){.rows = (const float *)(flat_codes ? L->codes : L->refine),
-                                      .ids = L->ids,
-                                      .n = L->n};
+            out[n] = (vs_exact_seg_t){
+                .rows = (const float *)(flat_codes ? L->codes : L->refine), .ids = L->ids, .n = L->n};
         n++;
     }
-    return n ? n : 1; /* an empty index still keeps exact vectors: one empty segment */
+    if (n == 0 && cap > 0) /* an empty index still keeps exact vectors: one empty segment */
+        out[0] = (vs_exact_seg_t){0};
+    return n ? n : 1;
 }
 
 const vs_index_ops_t vs_ivf_ops = {
-    ops_train,          ops_add,     ops_search,       ops_count,        ops_memory_bytes,
-    ops_needs_training, ops_destroy, ops_ids_in_order, ops_attach_attrs, ivf_save,
-    ops_exact_segs,
+    ops_train,   ops_add,          ops_search,       ops_count, ops_memory_bytes, ops_needs_training,
+    ops_destroy, ops_ids_in_order, ops_attach_attrs, ivf_save,  ops_exact_segs,
 };

@@ -91,7 +91,7 @@ def canary(tmp, cl, addr):
     subprocess.run([str(BIN / "vecshard-build"), "--base", tmp / "base.fvecs", "--factory", "IVF32,PQ12x4fs,RFlat",
                     "--partitions", "2", "--out", tmp / "idx", "--version", "v2", "--seed", "2"], check=True,
                    stdout=subprocess.DEVNULL)
-    for v in ("vbad", "v2"):
+    for v in ("vbad", "v2", "vpq"):
         p = vs("deploy", tmp / "idx" / v / "manifest.json", "--etcd", etcd, "--cluster", "local")
         check(p.returncode == 0, f"deploy {v}: {p.stderr}")
 
@@ -99,10 +99,13 @@ def canary(tmp, cl, addr):
         end = time.monotonic() + 60
         while True:
             p = vs("activate", v, "--etcd", etcd, "--cluster", "local", "--canary", addr)
-            if p.returncode == 0 or "canary" in p.stderr or time.monotonic() > end:
+            if p.returncode == 0 or "canary" in p.stderr or "exact vectors" in p.stderr or time.monotonic() > end:
                 return p
             time.sleep(0.2)
 
+    p = activate("vpq")
+    check(p.returncode == 1 and "Unimplemented" in p.stderr and "keeps no exact vectors" in p.stderr,
+          f"a version without exact vectors cannot pass the canary (UNIMPLEMENTED, not retried): {p.stderr.strip()}")
     p = activate("vbad")
     m = re.search(r"measured recall@10 ([0-9.]+) on (\d+) stored queries, below ([0-9.]+)", p.stderr)
     check(p.returncode == 1 and m is not None, f"the scrambled version is refused by the canary: {p.stdout} {p.stderr}")
@@ -177,6 +180,12 @@ def main():
             gauges.append(gauge)
         check(gauges[0] is not None and gauges[0] < 0.9 and gauges[1] is not None and gauges[1] - gauges[0] > 0.05,
               f"the two settings' recalls differ (a monitor that always says 1 fails here): {gauges}")
+        # no parameters: the version's own, labelled params="defaults" (what the alert watches)
+        p = vs("query", "--coordinator", addr, "--queries", tmp / "q.fvecs", "--k", K, "--index-version", "v1",
+               "--batch", 8, "--concurrency", 2)
+        check(p.returncode == 0, f"query at the defaults: {p.stderr}")
+        wait_for(lambda: series(metrics(mport), "vecshard_coordinator_recall_window_queries", "v1", "defaults"),
+                 "the defaults' series")
         # a version with quantised vectors only: replays refused, counted as dropped; serving unaffected
         before = counter(metrics(mport), "vecshard_coordinator_recall_dropped_queries_total") or 0
         offline = query(addr, tmp, "vpq", 4)

@@ -3,7 +3,8 @@
  * file), HNSW and HNSW,SQ8 (float vectors kept) and Flat, under L2, inner product and cosine, batches of 1
  * and 150 queries (more than one sgemm block): the same ids as the Flat oracle and distances within
  * float rounding. Indexes keeping only quantised vectors (PQ without refine, an SQ8 refine) are refused with
- * VS_ERR_UNSUPPORTED; bad k and NaN queries with VS_ERR_INVALID_ARGUMENT. */
+ * VS_ERR_UNSUPPORTED; bad k and NaN queries with VS_ERR_INVALID_ARGUMENT; an index with no items answers
+ * padding. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,6 +95,15 @@ static void test_refused(void)
         vs_status st = vs_index_search_exact(idx, 1, queries, K, 1, d, ids, err);
         CHECKF(st == VS_ERR_UNSUPPORTED && strstr(err, "exact"), "%s: %d %s", no[f], (int)st, err);
         vs_index_destroy(idx);
+    }
+    /* an index with no items (a partition nothing hashed to): every answer padding */
+    vs_index_t *empty = NULL;
+    CHECK(vs_index_create(D, VS_METRIC_L2, "IVF16,PQ8x4fs,RFlat", &empty, err) == VS_OK);
+    if (empty) {
+        CHECK(vs_index_train(empty, N, base, 1, NULL, err) == VS_OK);
+        CHECK(vs_index_search_exact(empty, 1, queries, K, 1, d, ids, err) == VS_OK && ids[0] == -1 &&
+              ids[K - 1] == -1);
+        vs_index_destroy(empty);
     }
     vs_index_t *idx = build("IVF16,Flat", VS_METRIC_L2);
     if (idx) {

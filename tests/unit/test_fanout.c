@@ -118,7 +118,7 @@ static void env_init(env_t *e, const char *spec, size_t nparts, double hedge_ms)
     e->io = (vs_fanout_io_t){f_start, f_cancel, f_accept, &e->fk};
     for (size_t t = 0; t < nparts; t++)
         e->parts[t] = (vs_fanout_part_t){(uint32_t)t, ""};
-    e->opts = (vs_fanout_opts_t){hedge_ms, 1.0};
+    e->opts = (vs_fanout_opts_t){hedge_ms, 1.0, 0};
 }
 
 static vs_fanout_t *start(env_t *e, size_t nparts, double deadline, double now)
