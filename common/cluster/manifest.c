@@ -15,6 +15,7 @@
 #include "common/factory.h"
 #include "common/cluster/keys.h"
 #include "common/cluster/manifest.h"
+#include "common/hash.h"
 
 #define MAX_MANIFEST_BYTES (16u << 20)
 #define MAX_PARTITIONS 65536u
@@ -587,42 +588,32 @@ vs_status vs_manifest_write(const char *path, const vs_manifest_t *m, char err[V
     return st;
 }
 
-static uint64_t fnv(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ull;
-    }
-    return h;
-}
-
 static uint64_t fnv_u64(uint64_t h, uint64_t v)
 {
     unsigned char b[8];
     for (int i = 0; i < 8; i++)
         b[i] = (unsigned char)(v >> (8 * i));
-    return fnv(h, b, 8);
+    return vs_fnv1a64(h, b, 8);
 }
 
 void vs_manifest_content_id(const vs_manifest_t *m, char out[17])
 {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = VS_FNV1A64_INIT;
     const char *metric = vs_metric_name(m->metric);
-    h = fnv(h, metric, strlen(metric) + 1);
-    h = fnv(h, m->factory, strlen(m->factory) + 1);
-    h = fnv(h, m->partitioning, strlen(m->partitioning) + 1);
+    h = vs_fnv1a64(h, metric, strlen(metric) + 1);
+    h = vs_fnv1a64(h, m->factory, strlen(m->factory) + 1);
+    h = vs_fnv1a64(h, m->partitioning, strlen(m->partitioning) + 1);
     h = fnv_u64(h, m->dim);
     h = fnv_u64(h, m->nlist);
     h = fnv_u64(h, m->has_centroids_crc32c ? (1ull << 32) | m->centroids_crc32c : 0);
-    h = fnv(h, m->trained_state_id, strlen(m->trained_state_id) + 1);
+    h = vs_fnv1a64(h, m->trained_state_id, strlen(m->trained_state_id) + 1);
     h = fnv_u64(h, m->has_centroids_data_crc32c ? (1ull << 32) | m->centroids_data_crc32c : 0);
     h = fnv_u64(h, m->defaults.present ? ((uint64_t)m->defaults.nprobe << 32) | m->defaults.ef_search : 0);
     h = fnv_u64(h, m->defaults.present ? (uint64_t)(m->defaults.k_factor * 1000.0f) : 0);
     if (m->n_attrs) { /* only then: the content ids of versions without attributes stay what they were */
         h = fnv_u64(h, m->n_attrs);
         for (size_t i = 0; i < m->n_attrs; i++) {
-            h = fnv(h, m->attrs[i].name, strlen(m->attrs[i].name) + 1);
+            h = vs_fnv1a64(h, m->attrs[i].name, strlen(m->attrs[i].name) + 1);
             h = fnv_u64(h, (uint64_t)m->attrs[i].type);
         }
     }
@@ -633,7 +624,7 @@ void vs_manifest_content_id(const vs_manifest_t *m, char out[17])
         h = fnv_u64(h, p->size_bytes);
         h = fnv_u64(h, p->has_crc32c ? (1ull << 32) | p->crc32c : 0);
         h = fnv_u64(h, p->n_vectors);
-        h = fnv(h, p->content_id, strlen(p->content_id) + 1);
+        h = vs_fnv1a64(h, p->content_id, strlen(p->content_id) + 1);
         h = fnv_u64(h, p->n_lists);
         for (uint32_t j = 0; j < p->n_lists; j++)
             h = fnv_u64(h, p->lists[j]);

@@ -11,6 +11,7 @@
 #include "common/cli/progress.h"
 #include "common/cli/timing.h"
 #include "common/crc32c.h"
+#include "common/hash.h"
 #include "common/topk.h"
 #include "common/vecio.h"
 #include "coordinator/nbrs/remote.h"
@@ -368,14 +369,6 @@ static int cmp_key_hash(const void *a, const void *b)
     return x->h < y->h ? -1 : x->h > y->h ? 1 : (x->i > y->i) - (x->i < y->i);
 }
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const unsigned char *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ull;
-    return h;
-}
-
 /* Two queries with one key would write one value twice: refused, naming both rows. */
 static vs_status keys_check_distinct(const keys_t *k, const char *path, char *err)
 {
@@ -383,7 +376,7 @@ static vs_status keys_check_distinct(const keys_t *k, const char *path, char *er
     if (!h)
         return vs_errf(err, VS_ERR_NOMEM, "batch: out of memory");
     for (size_t i = 0; i < k->n; i++)
-        h[i] = (key_hash_t){fnv1a(0xcbf29ce484222325ull, k->bytes + k->off[i], k->len[i]), i};
+        h[i] = (key_hash_t){vs_fnv1a64(VS_FNV1A64_INIT, k->bytes + k->off[i], k->len[i]), i};
     qsort(h, k->n, sizeof *h, cmp_key_hash);
     vs_status st = VS_OK;
     for (size_t a = 0; a + 1 < k->n && st == VS_OK; a++)
@@ -425,7 +418,7 @@ static void fingerprint(const char *content, const char *version, const vs_searc
                      content, version, o->k, p->nprobe, p->ef_search, (double)p->k_factor,
                      p->quantizer_ef_search, (int)o->format, (unsigned long long)q_size, q_crc,
                      (unsigned long long)k->size, (unsigned long long)k->crc);
-    snprintf(out, 17, "%016llx", (unsigned long long)fnv1a(0xcbf29ce484222325ull, buf, (size_t)n));
+    snprintf(out, 17, "%016llx", (unsigned long long)vs_fnv1a64(VS_FNV1A64_INIT, buf, (size_t)n));
 }
 
 static vs_status check_block(const float *q, size_t n, uint32_t d, size_t row0, const char *path, char *err)
