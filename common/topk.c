@@ -617,6 +617,22 @@ void vs_ids_sort(int64_t *ids, size_t n)
     qsort(ids, n, sizeof *ids, cmp_i64);
 }
 
+double vs_ids_recall(const int64_t *served, const int64_t *exact, size_t k)
+{
+    size_t want = 0, hit = 0;
+    for (size_t i = 0; i < k; i++) {
+        if (exact[i] < 0)
+            continue;
+        want++;
+        for (size_t j = 0; j < k; j++)
+            if (served[j] == exact[i]) {
+                hit++;
+                break;
+            }
+    }
+    return want ? (double)hit / (double)want : 1.0;
+}
+
 int64_t vs_ids_repeated(const int64_t *ids, size_t n)
 {
     if (n < 2)

@@ -119,6 +119,10 @@ size_t vs_reservoir_finish(vs_reservoir_t *r);
 /* Sorts n ids ascending. */
 void vs_ids_sort(int64_t *ids, size_t n);
 
+/* Recall@k of one answer: how many of the exact ids (k, -1 padded) are among the served ids (k, -1
+ * padded), over the exact ids present; 1 when there are none. O(k^2). */
+double vs_ids_recall(const int64_t *served, const int64_t *exact, size_t k);
+
 /* An id that appears more than once among ids[n] (the smallest such), -1 when each appears once, -2 when
  * there is no memory for the sorted copy. */
 int64_t vs_ids_repeated(const int64_t *ids, size_t n);

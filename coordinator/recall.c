@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/topk.h"
 #include "coordinator/recall.h"
 
 typedef struct group {
@@ -231,28 +232,12 @@ void vs_recall_batch_free(vs_recall_batch_t *b)
     free(b);
 }
 
-double vs_recall_at_k(const int64_t *served, const int64_t *exact, uint32_t k)
-{
-    size_t want = 0, hit = 0;
-    for (uint32_t i = 0; i < k; i++) {
-        if (exact[i] < 0)
-            continue;
-        want++;
-        for (uint32_t j = 0; j < k; j++)
-            if (served[j] == exact[i]) {
-                hit++;
-                break;
-            }
-    }
-    return want ? (double)hit / (double)want : 1.0;
-}
-
 void vs_recall_record(vs_recall_t *r, const vs_recall_batch_t *b, const int64_t *exact)
 {
     pthread_mutex_lock(&r->mu);
     group_t *g = group_of(r, b->version, b->params, b->dim, b->k, 0);
     for (size_t i = 0; g && i < b->nq; i++) {
-        double v = vs_recall_at_k(b->ids + i * b->k, exact + i * b->k, b->k);
+        double v = vs_ids_recall(b->ids + i * b->k, exact + i * b->k, b->k);
         if (g->n_ring == r->o.window)
             g->sum -= g->ring[g->pos];
         else

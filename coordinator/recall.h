@@ -68,9 +68,6 @@ void vs_recall_forget(vs_recall_t *r, const char *version);
 /* Counts a batch that could not be replayed (its queries are dropped). */
 void vs_recall_failed(vs_recall_t *r, const vs_recall_batch_t *b);
 
-/* recall@k of one query: served ids in exact (both k, -1 padded) over the exact ids present (1 when none). */
-double vs_recall_at_k(const int64_t *served, const int64_t *exact, uint32_t k);
-
 typedef struct vs_recall_stat {
     char version[VS_RECALL_KEY_LEN], params[VS_RECALL_KEY_LEN];
     uint32_t k;

@@ -7,6 +7,7 @@
 
 #include "common/cluster/manifest.h"
 #include "common/net/rpc.h"
+#include "common/topk.h"
 #include "common/vecio.h"
 #include "coordinator/cli/canary.h"
 #include "vecshard/v1/coordinator.pb-c.h"
@@ -98,21 +99,8 @@ vs_status vs_canary_measure(const char *addr, const char *manifest_path, const c
         if ((st = search(ch, version, q + i0 * d, nq, d, k, 0, timeout_ms, a, err)) != VS_OK ||
             (st = search(ch, version, q + i0 * d, nq, d, k, 1, timeout_ms, x, err)) != VS_OK)
             break;
-        for (size_t i = 0; i < nq; i++) {
-            size_t want = 0, hit = 0;
-            for (uint32_t j = 0; j < k; j++) {
-                int64_t id = x[i * k + j];
-                if (id < 0)
-                    continue;
-                want++;
-                for (uint32_t l = 0; l < k; l++)
-                    if (a[i * k + l] == id) {
-                        hit++;
-                        break;
-                    }
-            }
-            sum += want ? (double)hit / (double)want : 1.0;
-        }
+        for (size_t i = 0; i < nq; i++)
+            sum += vs_ids_recall(a + i * k, x + i * k, k);
     }
     vs_rpc_channel_destroy(ch);
     free(a);

@@ -213,6 +213,15 @@ static void test_best_of_matches_heap(void)
 /* Per-partition k (Vespa's top-k probability): the documented example, the identities, and a simulation
  * of the true top-k thrown uniformly over the partitions: a partition holding more than k' of them must
  * be at most as frequent as the bound says, while k' - 1 would be exceeded more often. */
+/* vs_ids_recall: served ids found among the exact ones over the exact ones present; padding ignored. */
+static void test_ids_recall(void)
+{
+    const int64_t exact[4] = {5, 9, 2, -1}, served[4] = {9, 7, 5, -1}, none[4] = {-1, -1, -1, -1};
+    CHECK(fabs(vs_ids_recall(served, exact, 4) - 2.0 / 3.0) < 1e-12);
+    CHECK(vs_ids_recall(exact, exact, 4) == 1.0 && vs_ids_recall(none, exact, 4) == 0.0);
+    CHECK(vs_ids_recall(served, none, 4) == 1.0);
+}
+
 static void test_ids_repeated(void)
 {
     int64_t none[4] = {9, 3, 7, 1}, some[6] = {9, 3, 7, 3, 1, 9};
@@ -280,6 +289,7 @@ int main(void)
 {
     RUN(test_reservoir_matches_heap);
     RUN(test_best_of_matches_heap);
+    RUN(test_ids_recall);
     RUN(test_heap_matches_sort);
     RUN(test_threshold);
     RUN(test_merge);
