@@ -248,17 +248,3 @@ vs_status vs_redis_info_u64(vs_redis_t *r, const char *section, const char *fiel
         *out = strtoull(buf, NULL, 10);
     return st;
 }
-
-vs_status vs_redis_config_get(vs_redis_t *r, const char *name, char *buf, size_t n, char err[VS_ERR_LEN])
-{
-    redisReply *rep = NULL;
-    vs_status st = vs_redis_commandl(r, &rep, err, "CONFIG", "GET", name, (char *)NULL);
-    if (st != VS_OK)
-        return st;
-    if (rep->type == REDIS_REPLY_ARRAY && rep->elements >= 2 && rep->element[1]->type == REDIS_REPLY_STRING)
-        snprintf(buf, n, "%s", rep->element[1]->str);
-    else
-        st = vs_errf(err, VS_ERR_NOT_FOUND, "redis %s: no configuration parameter %s", r->addr, name);
-    freeReplyObject(rep);
-    return st;
-}

@@ -1,6 +1,6 @@
 /* redis.h: a blocking Redis client over hiredis 0.14 (Debian's libhiredis-dev): connect with a timeout on
  * connect, every read and every write (hiredis applies its connect timeout to connect only), AUTH, single
- * commands and pipelines of binary-safe argument vectors, INFO and CONFIG GET fields.
+ * commands and pipelines of binary-safe argument vectors, INFO fields.
  *
  * Errors: a reply of type error becomes a status (OOM -> VS_ERR_RESOURCE_EXHAUSTED, NOPERM/NOAUTH/WRONGPASS
  * -> VS_ERR_FAILED_PRECONDITION, others VS_ERR_INTERNAL) with Redis's text; a lost connection or a timeout
@@ -56,8 +56,5 @@ vs_status vs_redis_info_u64(vs_redis_t *r, const char *section, const char *fiel
 /* Field `field` of INFO section `section` as text into buf (n bytes); VS_ERR_NOT_FOUND when absent. */
 vs_status vs_redis_info_str(vs_redis_t *r, const char *section, const char *field, char *buf, size_t n,
                             char err[VS_ERR_LEN]);
-/* CONFIG GET name into buf (n bytes); VS_ERR_NOT_FOUND when Redis has no such parameter (or refuses
- * CONFIG: then err says so). */
-vs_status vs_redis_config_get(vs_redis_t *r, const char *name, char *buf, size_t n, char err[VS_ERR_LEN]);
 
 #endif
