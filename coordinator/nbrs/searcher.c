@@ -1,6 +1,5 @@
 /* searcher.c: see searcher.h. One partition (the usual batch set-up) is one vs_index_search call; several
  * go through the coordinator's router and merge, partition by partition, each call multi-threaded. */
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -117,11 +116,11 @@ vs_status vs_nbrs_searcher_search(const vs_nbrs_searcher_t *s, size_t nq, const 
         return vs_index_search(s->parts[0], nq, q, k, params, n_threads, out_dist, out_ids, err);
     if (k == 0 || k > VS_TOPK_MAX_K)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "k = %zu is out of range 1..%d", k, VS_TOPK_MAX_K);
-    for (size_t i = 0; i < nq * s->m.dim; i++)
-        if (!isfinite(q[i]))
-            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "query %zu has a non-finite value", i / s->m.dim);
+    vs_status st = vs_check_finite(q, nq, s->m.dim, "query", err);
+    if (st != VS_OK)
+        return st;
     vs_route_plan_t plan;
-    vs_status st = s->router.list_partition
+    st = s->router.list_partition
                        ? vs_router_plan_ef(&s->router, nq, q, params->nprobe ? params->nprobe : 1,
                                            params->quantizer_ef_search, &plan, err)
                        : vs_router_plan_all(&s->router, nq, &plan, err);
