@@ -21,7 +21,7 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, SRC, Checks, install, write_fvecs  # noqa: E402
+from vstest import BIN, Checks, cluster_down, cluster_up, install, write_fvecs  # noqa: E402
 
 N, D, NQ, K = 3000, 16, 20, 10
 check = Checks()
@@ -49,17 +49,12 @@ def main():
     (tmp / "tokens").write_text("# test tokens\n" + "\n".join(line for _, line in toks.values()) + "\n")
     (tmp / "bad-tokens").write_text("search nothex\n")
     cl = tmp / "cluster"
-    env = dict(os.environ, VS_BIN_DIR=str(BIN))
-    up = subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "up", "--dir", str(cl), "--manifest",
-                         str(tmp / "idx" / "v1" / "manifest.json"), "--writes", "--timeout", "60",
-                         "--coordinator-args", f"--auth-tokens {tmp / 'tokens'}"], env=env,
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ok, out, state = cluster_up(cl, [tmp / "idx" / "v1" / "manifest.json"], "--writes", "--coordinator-args",
+                                f"--auth-tokens {tmp / 'tokens'}")
     try:
-        if not check(up.returncode == 0, f"cluster.sh up (health checks need no token): {up.stdout[-2000:]}"):
+        if not check(ok, f"cluster.sh up (health checks need no token): {out[-2000:]}"):
             return 1
-        state = (cl / "state").read_text()
-        addr = re.search(r"^coordinator_addr=(.*)$", state, re.M).group(1)
-        mport = re.search(r"^coordinator_metrics_port=(.*)$", state, re.M).group(1)
+        addr, mport = state["coordinator_addr"], state["coordinator_metrics_port"]
 
         def code_of(fn):
             try:
@@ -110,8 +105,7 @@ def main():
         for c in (anon, wrong, s, w):
             c.close()
     finally:
-        subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "down", "--dir", str(cl)], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cluster_down(cl)
     bad = subprocess.run([str(BIN / "vecshard-coordinator"), "--shards", "0=127.0.0.1:1", "--manifest",
                           str(tmp / "idx" / "v1" / "manifest.json"), "--auth-tokens", str(tmp / "bad-tokens"),
                           "--listen", "127.0.0.1:0", "--metrics-listen", "none"], stdout=subprocess.PIPE,

@@ -18,20 +18,18 @@ redis-server (Debian's, AOF with appendfsync always, so a killed Redis restarts 
 Env: VS_BIN_DIR, VS_SOURCE_DIR, VS_TEST_TMPDIR."""
 import os
 import pathlib
-import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
 
 import numpy as np
 import redis
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, SRC, Checks, write_fvecs  # noqa: E402
+from vstest import BIN, SRC, Checks, cluster_down, cluster_up, wait_for, write_fvecs  # noqa: E402
 
 sys.path.insert(0, str(SRC / "coordinator" / "client" / "python"))
 from vecshard.neighbours import Reader, decode, set_tag  # noqa: E402
@@ -46,16 +44,6 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_for(cond, what, timeout=30.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.01)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
 class RedisServer:
     def __init__(self, tmp):
         self.dir = tmp / "redis"
@@ -68,7 +56,7 @@ class RedisServer:
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--logfile", str(self.dir / "log")])
         self.client = redis.Redis(port=self.port)
-        wait_for(lambda: self._ping(), "redis-server")
+        wait_for(lambda: self._ping(), "redis-server", timeout=30.0, poll=0.01)
 
     def _ping(self):
         try:
@@ -128,7 +116,8 @@ def stopped_run(port, args, blocks):
     """Starts a run that stops itself (SIGSTOP) after `blocks` recorded blocks, with the next block's SETs sent
     and their replies unread; returns the process once it is stopped."""
     p = batch(port, *args, env={"VS_NBRS_TEST_STOP_AFTER": str(blocks)}, wait=False)
-    wait_for(lambda: proc_state(p.pid) == "T" or p.poll() is not None, "the run to stop itself")
+    wait_for(lambda: proc_state(p.pid) == "T" or p.poll() is not None, "the run to stop itself", timeout=30.0,
+             poll=0.01)
     check(p.poll() is None, f"the run stopped itself after {blocks} blocks (rc {p.poll()})")
     return p
 
@@ -137,14 +126,11 @@ def cluster(rs, tmp, man, common, keys, ref1):
     """vecshard batch --coordinator: the same answers as in process (the version has no fresh writes), the
     version pinned and named in the set; a coordinator that cannot be reached is a clear error."""
     cl = tmp / "cluster"
-    env = dict(os.environ, VS_BIN_DIR=str(BIN))
-    up = subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "up", "--dir", str(cl), "--timeout", "60",
-                         "--manifest", str(man), "--redis"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                        text=True)
+    ok, out, state = cluster_up(cl, [man], "--redis")
     try:
-        if not check(up.returncode == 0, f"cluster.sh up: {up.stdout[-2000:]}"):
+        if not check(ok, f"cluster.sh up: {out[-2000:]}"):
             return
-        addr = re.search(r"^coordinator_addr=(.*)$", (cl / "state").read_text(), re.M).group(1)
+        addr = state["coordinator_addr"]
         remote = [a for a in common if a != man]
         remote = remote[:remote.index("--manifest")] + remote[remote.index("--manifest") + 1:]
         p = batch(rs.port, *remote, "--coordinator", addr, "--queries", tmp / "q1.fvecs", "--keys",
@@ -156,7 +142,7 @@ def cluster(rs, tmp, man, common, keys, ref1):
                   "--keys", tmp / "keys.txt", "--prefix", "cl", "--set", "s9")
         check(p.returncode == 1 and "v9" in p.stderr, f"an unknown version: {p.stderr.strip()}")
         # cluster.sh up --redis: a redis-server beside the cluster, named in the state file
-        raddr = re.search(r"^redis_addr=(.*)$", (cl / "state").read_text(), re.M).group(1)
+        raddr = state["redis_addr"]
         cmd = [str(BIN / "vecshard"), "batch", "--redis", raddr, "--quiet", *map(str, remote), "--coordinator", addr,
                "--queries", str(tmp / "q1.fvecs"), "--keys", str(tmp / "keys.txt")]
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
@@ -164,8 +150,7 @@ def cluster(rs, tmp, man, common, keys, ref1):
         cur = cr.get("vs:nbrs:#current")
         check(p.returncode == 0 and cur is not None and cr.dbsize() >= NQ, f"cluster.sh --redis: {p.stderr}")
     finally:
-        subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "down", "--dir", str(cl)], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cluster_down(cl)
     p = batch(rs.port, *remote, "--coordinator", addr, "--timeout-ms", 2000, "--queries", tmp / "q1.fvecs", "--keys",
               tmp / "keys.txt", "--prefix", "cl", "--set", "s2")
     check(p.returncode == 1 and "coordinator" in p.stderr, f"coordinator down: {p.stderr.strip()}")
@@ -243,7 +228,6 @@ def main():
         check(r.get("kill:#current") == b"s1", "the resumed run switched")
 
         # --- readers during switches ---
-        sets = {"a": (tmp / "q1.fvecs", ref1)}
         p = batch(rs.port, *common, "--queries", tmp / "q2.fvecs", "--keys", tmp / "keys.txt", "--prefix", "ref",
                   "--set", "s2")
         ref2 = dump(r, "ref", "s2")

@@ -29,7 +29,7 @@ import tempfile
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, SRC, Checks, install, run_readme_block, write_fvecs  # noqa: E402
+from vstest import BIN, Checks, cluster_down, cluster_up, install, run_readme_block, write_fvecs  # noqa: E402
 
 N, D, NQ, K, NLIST, NC = 6000, 16, 40, 10, 32, 60
 check = Checks()
@@ -184,16 +184,13 @@ def main():
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if not check(b.returncode == 0, f"vecshard-build {version}: {b.stdout[-2000:]}"):
             return
-        manifests += ["--manifest", str(tmp / "idx" / version / "manifest.json")]
+        manifests.append(tmp / "idx" / version / "manifest.json")
     cl = tmp / "cluster"
-    env = dict(os.environ, VS_BIN_DIR=str(BIN))
-    up = subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "up", "--dir", str(cl), "--writes",
-                         "--timeout", "60"] + manifests, env=env, stdout=subprocess.PIPE,
-                        stderr=subprocess.STDOUT, text=True)
+    ok, out, state = cluster_up(cl, manifests, "--writes")
     try:
-        if not check(up.returncode == 0, f"cluster.sh up: {up.stdout[-2000:]}"):
+        if not check(ok, f"cluster.sh up: {out[-2000:]}"):
             return
-        addr = re.search(r"^coordinator_addr=(.*)$", (cl / "state").read_text(), re.M).group(1)
+        addr = state["coordinator_addr"]
         items = Items(base, market, seller.astype(np.int64), price)
         with vecshard.Client(addr, timeout=10.0) as c:
             for version, exact in [("v1", True), ("v2", False), ("v3", True)]:
@@ -209,8 +206,7 @@ def main():
         check(q.returncode == 0 and re.search(rf"\b{NQ}\b", q.stdout), f"vecshard query --filter: {q.stdout}")
         run_readme(addr, tmp)
     finally:
-        subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "down", "--dir", str(cl)], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cluster_down(cl)
         if check.failures == 0:
             shutil.rmtree(tmp, ignore_errors=True)
 

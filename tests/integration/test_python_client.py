@@ -15,7 +15,6 @@
 Env: VS_BIN_DIR (the built binaries), VS_SOURCE_DIR (the checkout), VS_TEST_TMPDIR."""
 import os
 import pathlib
-import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, SRC, install, run_readme_block, write_fvecs  # noqa: E402
+from vstest import BIN, cluster_down, cluster_up, install, run_readme_block, write_fvecs  # noqa: E402
 
 N, D, NQ, K, NLIST = 4000, 16, 50, 10, 16
 failures = 0
@@ -61,19 +60,15 @@ def main():
                     "--partitions", "2", "--version", "v1", "--out", str(tmp / "idx"), "--target-recall", "0",
                     "--threads", "2"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     cl = tmp / "cluster"
-    env = dict(os.environ, VS_BIN_DIR=str(BIN))
-    up = subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "up", "--dir", str(cl), "--manifest",
-                         str(tmp / "idx" / "v1" / "manifest.json"), "--writes", "--timeout", "60"], env=env,
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ok, out, state = cluster_up(cl, [tmp / "idx" / "v1" / "manifest.json"], "--writes")
     try:
-        if not check(up.returncode == 0, f"cluster.sh up: {up.stdout[-2000:]}"):
+        if not check(ok, f"cluster.sh up: {out[-2000:]}"):
             return
-        addr = re.search(r"^coordinator_addr=(.*)$", (cl / "state").read_text(), re.M).group(1)
+        addr = state["coordinator_addr"]
         run_checks(vecshard, addr, base, queries)
         run_readme(addr, tmp)
     finally:
-        subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "down", "--dir", str(cl)], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cluster_down(cl)
         if failures == 0:
             shutil.rmtree(tmp, ignore_errors=True)
 

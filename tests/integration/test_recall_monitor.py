@@ -28,7 +28,7 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, SRC, Checks, write_fvecs  # noqa: E402
+from vstest import BIN, Checks, cluster_down, cluster_up, wait_for, write_fvecs  # noqa: E402
 
 N, D, NQ, K = 20000, 24, 400, 10
 check = Checks()
@@ -54,16 +54,6 @@ def series(text, name, version, params):
 def counter(text, name):
     m = re.search(rf"^{name} (\S+)$", text, re.M)
     return float(m.group(1)) if m else None
-
-
-def wait_for(cond, what, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out waiting for {what}")
 
 
 def query(addr, tmp, version, nprobe, k_factor=4):
@@ -123,24 +113,12 @@ def canary(tmp, cl, addr):
         print(f"canary passed v2: recall@10 {m.group(1)}")
 
 
-def cluster_up(tmp, name, manifests, coord_args):
+def cluster(tmp, name, manifests, coord_args):
+    """A local cluster of the manifests with these coordinator arguments: (dir, address, metrics port)."""
     cl = tmp / name
-    env = dict(os.environ, VS_BIN_DIR=str(BIN))
-    args = [str(SRC / "deploy" / "local" / "cluster.sh"), "up", "--dir", str(cl), "--timeout", "60",
-            "--coordinator-args", coord_args]
-    for m in manifests:
-        args += ["--manifest", str(m)]
-    up = subprocess.run(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    check(up.returncode == 0, f"cluster.sh up: {up.stdout[-2000:]}")
-    state = (cl / "state").read_text()
-    addr = re.search(r"^coordinator_addr=(.*)$", state, re.M).group(1)
-    mport = re.search(r"^coordinator_metrics_port=(.*)$", state, re.M).group(1)
-    return cl, env, addr, mport
-
-
-def cluster_down(cl, env):
-    subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "down", "--dir", str(cl)], env=env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ok, out, state = cluster_up(cl, manifests, "--coordinator-args", coord_args)
+    check(ok, f"cluster.sh up: {out[-2000:]}")
+    return cl, state.get("coordinator_addr"), state.get("coordinator_metrics_port")
 
 
 def main():
@@ -158,7 +136,7 @@ def main():
                         "--partitions", "2", "--out", tmp / "idx", "--version", version], check=True,
                        stdout=subprocess.DEVNULL)
     manifests = [tmp / "idx" / v / "manifest.json" for v in ("v1", "vpq")]
-    cl, env, addr, mport = cluster_up(tmp, "cl", manifests,
+    cl, addr, mport = cluster(tmp, "cl", manifests,
                                       "--recall-sample 1 --recall-max-qps 100000 --recall-window 1000 "
                                       "--recall-budget 1")
     try:
@@ -201,14 +179,14 @@ def main():
                             stderr=subprocess.STDOUT)
         check(pc.returncode == 0, f"promtool check metrics: {pc.stdout}")
     finally:
-        cluster_down(cl, env)
-    cl, env, addr, mport = cluster_up(tmp, "off", manifests[:1], "--recall-sample 0")
+        cluster_down(cl)
+    cl, addr, mport = cluster(tmp, "off", manifests[:1], "--recall-sample 0")
     try:
         query(addr, tmp, "v1", 2)
         check(counter(metrics(mport), "vecshard_coordinator_recall_sampled_queries_total") == 0,
               "--recall-sample 0 samples nothing")
     finally:
-        cluster_down(cl, env)
+        cluster_down(cl)
     return check.finish("test_recall_monitor", tmp)
 
 

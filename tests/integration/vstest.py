@@ -1,10 +1,12 @@
-"""vstest: what the Python integration tests share: the checks counter, vector files, the client install."""
+"""vstest: what the Python integration tests share: the checks counter, vector files, the client install, a
+local cluster (deploy/local/cluster.sh) and waiting on a condition."""
 import os
 import pathlib
 import re
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -66,3 +68,34 @@ def run_readme_block(marker, addr, dim, tmp):
     p = subprocess.run([sys.executable, str(tmp / f"{marker}.py")], env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True, timeout=60)
     return True, p.returncode, p.stdout
+
+
+def wait_for(cond, what, timeout=60.0, poll=0.05):
+    """cond()'s first true value, polled every poll seconds; TimeoutError naming what after timeout."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(poll)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def cluster_up(cl, manifests, *args, timeout=60):
+    """deploy/local/cluster.sh up in directory cl with the manifests and further args (VS_BIN_DIR = BIN).
+    Returns (ok, output, state): state maps the state file's keys (coordinator_addr, ...) to values."""
+    cmd = [str(SRC / "deploy" / "local" / "cluster.sh"), "up", "--dir", str(cl), "--timeout", str(timeout)]
+    for m in manifests:
+        cmd += ["--manifest", str(m)]
+    up = subprocess.run(cmd + [str(a) for a in args], env=dict(os.environ, VS_BIN_DIR=str(BIN)),
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state = {}
+    if up.returncode == 0:
+        state = dict(re.findall(r"^(\w+)=(.*)$", (pathlib.Path(cl) / "state").read_text(), re.M))
+    return up.returncode == 0, up.stdout, state
+
+
+def cluster_down(cl):
+    """deploy/local/cluster.sh down in directory cl."""
+    subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "down", "--dir", str(cl)],
+                   env=dict(os.environ, VS_BIN_DIR=str(BIN)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
