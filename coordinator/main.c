@@ -41,6 +41,8 @@ typedef struct config {
     long log_replicas; /* --log-replicas: the write log stream's replicas when the coordinator creates it */
     vs_recall_opts_t recall; /* --recall-* */
     const char *auth_tokens; /* --auth-tokens FILE: bearer tokens (auth.h); NULL = no authentication */
+    vs_rpc_tls_t tls;        /* --tls-*: clients to this coordinator; cert_file set = TLS on */
+    vs_rpc_tls_t shard_tls;  /* --shard-tls-*: this coordinator to its shards; ca_file set = TLS on */
 } config_t;
 
 static void usage(FILE *f)
@@ -91,6 +93,14 @@ static void usage(FILE *f)
         "  --auth-tokens FILE    require \"authorization: Bearer <token>\" on every call but health checks:\n"
         "                        lines \"search|write|admin <sha256 hex> [name]\" (vecshard token new);\n"
         "                        missing or wrong: UNAUTHENTICATED, too weak: PERMISSION_DENIED\n"
+        "  --tls-cert FILE       serve clients over TLS with this PEM certificate chain (with --tls-key)\n"
+        "  --tls-key FILE        its private key\n"
+        "  --tls-client-ca FILE  require client certificates signed by this CA (mutual TLS)\n"
+        "  --shard-tls-ca FILE   reach shards over TLS, trusting this CA for their certificates\n"
+        "  --shard-tls-cert FILE the client certificate shown to shards (mutual TLS; its name must be in\n"
+        "                        the shards' --tls-allowed-clients), with --shard-tls-key FILE\n"
+        "  --tls-refresh-s S     re-read every TLS file every S seconds: rotate certificates by replacing\n"
+        "                        the files; new connections use them (default %d)\n"
         "  --recall-sample F     recall monitoring: fraction of answered queries (full coverage, no filter,\n"
         "                        exclusions or group_by) replayed as exact searches on the shards (default\n"
         "                        0.01; 0 = off). Estimates: vecshard_coordinator_recall{version,params,k}\n"
@@ -104,7 +114,7 @@ static void usage(FILE *f)
         "that\n"
         "fraction of them); \"full-coverage\" while every partition has one (what tools wait for before\n"
         "measuring); \"liveness\" while the process runs.\n",
-        MAX_MANIFESTS);
+        MAX_MANIFESTS, VS_RPC_TLS_DEFAULT_REFRESH_S);
 }
 
 static int parse_num(const char *flag, const char *s, double lo, double hi, double *out)
@@ -146,6 +156,13 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"recall-window", required_argument, 0, 258},
                                          {"recall-budget", required_argument, 0, 259},
                                          {"auth-tokens", required_argument, 0, 260},
+                                         {"tls-cert", required_argument, 0, 261},
+                                         {"tls-key", required_argument, 0, 262},
+                                         {"tls-client-ca", required_argument, 0, 263},
+                                         {"shard-tls-ca", required_argument, 0, 264},
+                                         {"shard-tls-cert", required_argument, 0, 265},
+                                         {"shard-tls-key", required_argument, 0, 266},
+                                         {"tls-refresh-s", required_argument, 0, 267},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50050",
@@ -177,6 +194,29 @@ static int parse_args(int argc, char **argv, config_t *c)
             break;
         case 260:
             c->auth_tokens = optarg;
+            break;
+        case 261:
+            c->tls.cert_file = optarg;
+            break;
+        case 262:
+            c->tls.key_file = optarg;
+            break;
+        case 263:
+            c->tls.ca_file = optarg;
+            break;
+        case 264:
+            c->shard_tls.ca_file = optarg;
+            break;
+        case 265:
+            c->shard_tls.cert_file = optarg;
+            break;
+        case 266:
+            c->shard_tls.key_file = optarg;
+            break;
+        case 267:
+            if (parse_num("--tls-refresh-s", optarg, 1, 86400, &v))
+                return 2;
+            c->tls.refresh_s = c->shard_tls.refresh_s = (unsigned)v;
             break;
         case 'l':
             c->listen = optarg;
@@ -293,6 +333,14 @@ static int parse_args(int argc, char **argv, config_t *c)
     if ((c->n_manifests == 0 && !c->etcd) || (!c->etcd == !c->shards)) {
         fprintf(stderr, "vecshard-coordinator: exactly one of --etcd, --shards is required (--shards needs "
                         "--manifest)\n");
+        return 2;
+    }
+    if ((c->tls.key_file || c->tls.ca_file) && !c->tls.cert_file) {
+        fprintf(stderr, "vecshard-coordinator: --tls-key and --tls-client-ca need --tls-cert\n");
+        return 2;
+    }
+    if ((c->shard_tls.cert_file || c->shard_tls.key_file) && !c->shard_tls.ca_file) {
+        fprintf(stderr, "vecshard-coordinator: --shard-tls-cert and --shard-tls-key need --shard-tls-ca\n");
         return 2;
     }
     if (!vs_version_name_valid(c->cluster)) {
@@ -681,6 +729,8 @@ int main(int argc, char **argv)
                           .on_recall = on_recall,
                           .recall_user = &a};
     vs_status st = vs_view_create(&a.view, err);
+    if (st == VS_OK && a.cfg.shard_tls.ca_file && (st = vs_rpc_tls_check(&a.cfg.shard_tls, 0, err)) == VS_OK)
+        vs_view_set_tls(a.view, &a.cfg.shard_tls);
     if (st == VS_OK)
         st = vs_coord_create(&co, a.view, &a.coord, err);
     if (st == VS_OK)
@@ -736,7 +786,8 @@ int main(int argc, char **argv)
     methods[3] = (vs_rpc_method_t){.path = "/vecshard.v1.Coordinator/Delete", .async = on_delete, .user = &a};
     vs_health_methods(a.health, &methods[4]);
     long threads = a.cfg.threads ? a.cfg.threads : sysconf(_SC_NPROCESSORS_ONLN);
-    vs_rpc_server_opts_t so = {.max_connection_age_ms = a.cfg.max_conn_age_ms,
+    vs_rpc_server_opts_t so = {.tls = a.cfg.tls.cert_file ? &a.cfg.tls : NULL,
+                               .max_connection_age_ms = a.cfg.max_conn_age_ms,
                                .address = a.cfg.listen,
                                .n_threads = (size_t)(threads > 0 ? threads : 2),
                                .on_done = vs_rpc_metrics_on_done,

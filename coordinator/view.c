@@ -7,6 +7,7 @@
 
 #include "common/cli/timing.h"
 #include "common/cluster/records.h"
+#include "common/log.h"
 #include "vecshard/v1/shard.pb-c.h"
 #include "coordinator/view.h"
 
@@ -40,6 +41,7 @@ struct vs_replica {
 };
 
 struct vs_view {
+    const vs_rpc_tls_t *tls; /* channels to shards (vs_view_set_tls); NULL = plain text */
     pthread_mutex_t mu;
     vs_replica_t **r;
     size_t n, cap;
@@ -65,6 +67,11 @@ vs_status vs_view_create(vs_view_t **out, char err[VS_ERR_LEN])
     pthread_mutex_init(&v->mu, NULL);
     *out = v;
     return VS_OK;
+}
+
+void vs_view_set_tls(vs_view_t *v, const vs_rpc_tls_t *tls)
+{
+    v->tls = tls;
 }
 
 void vs_view_destroy(vs_view_t *v)
@@ -126,13 +133,15 @@ static void install(vs_view_t *v, vs_replica_t *r)
     v->r[v->n++] = r;
 }
 
-static vs_replica_t *replica_new(const char *key, const char *id, const char *address, uint32_t partition)
+static vs_replica_t *replica_new(const vs_view_t *v, const char *key, const char *id, const char *address,
+                                 uint32_t partition, char err[VS_ERR_LEN])
 {
     vs_replica_t *r = calloc(1, sizeof *r);
-    if (!r)
+    if (!r) {
+        vs_errf(err, VS_ERR_NOMEM, "out of memory");
         return NULL;
-    char err[VS_ERR_LEN];
-    if (vs_rpc_channel_create(address, 0, &r->ch, err) != VS_OK) {
+    }
+    if (vs_rpc_channel_open(address, 0, v->tls, &r->ch, err) != VS_OK) {
         free(r);
         return NULL;
     }
@@ -162,8 +171,9 @@ void vs_view_put(vs_view_t *v, const char *key, size_t klen, const char *json, s
         free(rec);
         return;
     }
-    vs_replica_t *r = replica_new(k, rec->replica_id, rec->address, rec->partition);
+    vs_replica_t *r = replica_new(v, k, rec->replica_id, rec->address, rec->partition, err);
     if (!r) {
+        vs_log(VS_LOG_ERROR, "member %s at %s: %s", k, rec->address, err);
         atomic_fetch_add(&v->bad, 1);
         free(rec);
         return;
@@ -252,9 +262,10 @@ vs_status vs_view_add_static(vs_view_t *v, const char *spec, char err[VS_ERR_LEN
         char key[512], id[128];
         snprintf(key, sizeof key, "static/%ld/%d", p, n);
         snprintf(id, sizeof id, "static-%ld-%d", p, n);
-        vs_replica_t *r = replica_new(key, id, eq + 1, (uint32_t)p);
+        char cerr[VS_ERR_LEN];
+        vs_replica_t *r = replica_new(v, key, id, eq + 1, (uint32_t)p, cerr);
         if (!r) {
-            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "cannot open a channel to '%s'", eq + 1);
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "cannot open a channel to '%s': %s", eq + 1, cerr);
             break;
         }
         r->all_versions = 1;

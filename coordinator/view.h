@@ -26,6 +26,9 @@ typedef struct vs_replica vs_replica_t;
 typedef struct vs_view vs_view_t;
 
 vs_status vs_view_create(vs_view_t **out, char err[VS_ERR_LEN]);
+/* Channels to shards opened from now on use tls (borrowed; outlives v); NULL = plain text. Call before
+ * any member is applied. */
+void vs_view_set_tls(vs_view_t *v, const vs_rpc_tls_t *tls);
 void vs_view_destroy(vs_view_t *v);
 
 /* Applies a member record (key "/vecshard/<cluster>/members/<p>/<replica>", JSON value as in

@@ -35,7 +35,10 @@ struct vs_etcd {
     size_t n_endpoints;
     atomic_size_t current; /* index of the endpoint that answered last */
     int timeout_ms;
-    struct curl_slist *headers; /* shared read-only by every handle */
+    char *ca, *cert, *key, *user, *password; /* TLS and auth (vs_etcd_opts_t); NULL = unused */
+    pthread_mutex_t tok_mu;                  /* token, tok_gen */
+    char token[512];                         /* the user's current token; "" = authenticate first */
+    uint64_t tok_gen;                        /* bumped by every new token */
     pthread_mutex_t pool_mu;
     CURL *pool[POOL_MAX];
     size_t n_pool;
@@ -132,6 +135,65 @@ static vs_status parse_endpoints(vs_etcd_t *e, const char *list, char err[VS_ERR
     return VS_OK;
 }
 
+static void free_auth(vs_etcd_t *e)
+{
+    free(e->ca);
+    free(e->cert);
+    free(e->key);
+    free(e->user);
+    if (e->password)
+        memset(e->password, 0, strlen(e->password));
+    free(e->password);
+}
+
+/* o's value, else the environment's ("" counts as unset); a malloc'd copy or NULL. *nomem on failure. */
+static char *opt_or_env(const char *v, const char *var, int *nomem)
+{
+    if (!v || !*v)
+        v = getenv(var);
+    if (!v || !*v)
+        return NULL;
+    char *c = strdup(v);
+    if (!c)
+        *nomem = 1;
+    return c;
+}
+
+static vs_status read_auth(vs_etcd_t *e, const vs_etcd_opts_t *o, char err[VS_ERR_LEN])
+{
+    int nomem = 0;
+    e->ca = opt_or_env(o->ca_file, "VECSHARD_ETCD_CA", &nomem);
+    e->cert = opt_or_env(o->cert_file, "VECSHARD_ETCD_CERT", &nomem);
+    e->key = opt_or_env(o->key_file, "VECSHARD_ETCD_KEY", &nomem);
+    e->user = opt_or_env(o->user, "VECSHARD_ETCD_USER", &nomem);
+    e->password = opt_or_env(o->password, "VECSHARD_ETCD_PASSWORD", &nomem);
+    const char *pf = getenv("VECSHARD_ETCD_PASSWORD_FILE");
+    if (!nomem && e->user && !e->password && pf && *pf) {
+        FILE *f = fopen(pf, "r");
+        char buf[256];
+        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+        if (f)
+            fclose(f);
+        if (!f)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd: cannot read $VECSHARD_ETCD_PASSWORD_FILE %s", pf);
+        buf[n] = 0;
+        buf[strcspn(buf, "\r\n")] = 0;
+        e->password = strdup(buf);
+        memset(buf, 0, sizeof buf);
+        nomem = !e->password;
+    }
+    if (nomem)
+        return vs_errf(err, VS_ERR_NOMEM, "etcd: out of memory");
+    if (e->user && !e->password)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "etcd: user %s has no password ($VECSHARD_ETCD_PASSWORD_FILE or $VECSHARD_ETCD_PASSWORD)",
+                       e->user);
+    if (!e->cert != !e->key)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd: a client certificate needs its key (and a key its "
+                                                     "certificate): $VECSHARD_ETCD_CERT, $VECSHARD_ETCD_KEY");
+    return VS_OK;
+}
+
 vs_status vs_etcd_create(const vs_etcd_opts_t *o, vs_etcd_t **out, char err[VS_ERR_LEN])
 {
     pthread_once(&global_once, global_init);
@@ -143,21 +205,17 @@ vs_status vs_etcd_create(const vs_etcd_opts_t *o, vs_etcd_t **out, char err[VS_E
     if (e == NULL)
         return vs_errf(err, VS_ERR_NOMEM, "etcd: out of memory");
     vs_status st = parse_endpoints(e, o->endpoints, err);
+    if (st == VS_OK)
+        st = read_auth(e, o, err);
     if (st != VS_OK) {
+        free_auth(e);
         free_endpoints(e);
         free(e);
         return st;
     }
     e->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : VS_ETCD_DEFAULT_TIMEOUT_MS;
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    struct curl_slist *h2 = h != NULL ? curl_slist_append(h, "Expect:") : NULL;
-    if (h2 == NULL || pthread_mutex_init(&e->pool_mu, NULL) != 0) {
-        curl_slist_free_all(h);
-        free_endpoints(e);
-        free(e);
-        return vs_errf(err, VS_ERR_NOMEM, "etcd: out of memory");
-    }
-    e->headers = h2;
+    pthread_mutex_init(&e->pool_mu, NULL);
+    pthread_mutex_init(&e->tok_mu, NULL);
     atomic_init(&e->current, 0);
     *out = e;
     return VS_OK;
@@ -170,7 +228,9 @@ void vs_etcd_destroy(vs_etcd_t *e)
     for (size_t i = 0; i < e->n_pool; i++)
         curl_easy_cleanup(e->pool[i]);
     pthread_mutex_destroy(&e->pool_mu);
-    curl_slist_free_all(e->headers);
+    pthread_mutex_destroy(&e->tok_mu);
+    memset(e->token, 0, sizeof e->token);
+    free_auth(e);
     free_endpoints(e);
     free(e);
 }
@@ -237,14 +297,54 @@ static size_t body_write(char *ptr, size_t size, size_t nmemb, void *ud)
     return body_append(ud, ptr, size * nmemb) == 0 ? size * nmemb : 0;
 }
 
+/* The headers of one request: JSON, no "Expect: 100-continue", and the user's token when with_token and
+ * there is one (*gen: the token's generation). NULL when out of memory; free with curl_slist_free_all. */
+static struct curl_slist *request_headers(vs_etcd_t *e, int with_token, uint64_t *gen)
+{
+    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json"), *t;
+    if (h && !(t = curl_slist_append(h, "Expect:"))) {
+        curl_slist_free_all(h);
+        return NULL;
+    }
+    char line[sizeof e->token + 32] = "";
+    pthread_mutex_lock(&e->tok_mu);
+    if (with_token && e->token[0])
+        snprintf(line, sizeof line, "Authorization: %s", e->token); /* raw: etcd refuses "Bearer <t>" */
+    if (gen)
+        *gen = e->tok_gen;
+    pthread_mutex_unlock(&e->tok_mu);
+    if (h && line[0] && !(t = curl_slist_append(h, line))) {
+        curl_slist_free_all(h);
+        h = NULL;
+    }
+    memset(line, 0, sizeof line);
+    return h;
+}
+
+/* Forgets the token of generation gen (etcd refused it), so the next call authenticates again. */
+static void drop_token(vs_etcd_t *e, uint64_t gen)
+{
+    pthread_mutex_lock(&e->tok_mu);
+    if (e->tok_gen == gen)
+        memset(e->token, 0, sizeof e->token);
+    pthread_mutex_unlock(&e->tok_mu);
+}
+
 /* Options every request of this client carries. */
-static void common_opts(vs_etcd_t *e, CURL *h, const char *url, const char *json, char *errbuf)
+static void common_opts(vs_etcd_t *e, CURL *h, const char *url, const char *json, struct curl_slist *headers,
+                        char *errbuf)
 {
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_POST, 1L);
     curl_easy_setopt(h, CURLOPT_POSTFIELDS, json);
     curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(json));
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, e->headers);
+    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+    if (e->ca)
+        curl_easy_setopt(h, CURLOPT_CAINFO, e->ca);
+    if (e->cert) {
+        curl_easy_setopt(h, CURLOPT_SSLCERT, e->cert);
+        curl_easy_setopt(h, CURLOPT_SSLKEY, e->key);
+    }
     curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
@@ -291,15 +391,21 @@ static vs_status map_curl(CURL *h, CURLcode rc, const body_t *b, const char *wha
     }
 }
 
-/* POSTs json to path. VS_OK only for an HTTP 200 reply, whose body is left in *resp (caller frees
- * resp->p); any other reply is mapped through its JSON error body. */
-static vs_status post(vs_etcd_t *e, const char *what, const char *path, const char *json, body_t *resp,
-                      char err[VS_ERR_LEN])
+/* POSTs json to path once (over the endpoints, with retries of what cannot have reached a server), with
+ * the token when with_token. VS_OK only for an HTTP 200 reply, whose body is left in *resp (caller frees
+ * resp->p); any other reply is mapped through its JSON error body, and *unauth says it was HTTP 401 (the
+ * token was refused: *gen is its generation). */
+static vs_status post_once(vs_etcd_t *e, const char *what, const char *path, const char *json, int with_token,
+                           body_t *resp, int *unauth, uint64_t *gen, char err[VS_ERR_LEN])
 {
     memset(resp, 0, sizeof *resp);
-    CURL *h = handle_take(e);
-    if (h == NULL)
-        return vs_errf(err, VS_ERR_NOMEM, "etcd %s: curl_easy_init failed", what);
+    *unauth = 0;
+    struct curl_slist *headers = request_headers(e, with_token, gen);
+    CURL *h = headers ? handle_take(e) : NULL;
+    if (h == NULL) {
+        curl_slist_free_all(headers);
+        return vs_errf(err, VS_ERR_NOMEM, "etcd %s: out of memory", what);
+    }
     int64_t deadline = now_ms() + e->timeout_ms;
     size_t first = atomic_load(&e->current) % e->n_endpoints;
     vs_status st = vs_errf(err, VS_ERR_DEADLINE_EXCEEDED, "etcd %s: no time left", what);
@@ -318,7 +424,7 @@ static vs_status post(vs_etcd_t *e, const char *what, const char *path, const ch
             if (left <= 0)
                 goto done;
             snprintf(url, sizeof url, "%s%s", e->endpoints[idx], path);
-            common_opts(e, h, url, json, errbuf);
+            common_opts(e, h, url, json, headers, errbuf);
             curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)left);
             curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)left);
             curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_write);
@@ -331,8 +437,10 @@ static vs_status post(vs_etcd_t *e, const char *what, const char *path, const ch
                 curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
                 atomic_store(&e->current, idx);
                 handle_give(e, h);
+                curl_slist_free_all(headers);
                 if (code == 200 && resp->p != NULL)
                     return VS_OK;
+                *unauth = code == 401;
                 st = vs_etcd_parse_error(what, code, resp->p != NULL ? resp->p : "", resp->n, err);
                 free(resp->p);
                 memset(resp, 0, sizeof *resp);
@@ -346,9 +454,76 @@ static vs_status post(vs_etcd_t *e, const char *what, const char *path, const ch
     }
 done:
     handle_give(e, h);
+    curl_slist_free_all(headers);
     free(resp->p);
     memset(resp, 0, sizeof *resp);
     return st;
+}
+
+/* Fetches a token for the user (/v3/auth/authenticate) unless there is one. */
+static vs_status ensure_token(vs_etcd_t *e, char err[VS_ERR_LEN])
+{
+    pthread_mutex_lock(&e->tok_mu);
+    int have = e->token[0] != 0;
+    pthread_mutex_unlock(&e->tok_mu);
+    if (have)
+        return VS_OK;
+    cJSON *req = cJSON_CreateObject();
+    int bad = !req || !cJSON_AddStringToObject(req, "name", e->user) ||
+              !cJSON_AddStringToObject(req, "password", e->password);
+    char *json = bad ? NULL : cJSON_PrintUnformatted(req);
+    cJSON_Delete(req);
+    if (!json)
+        return vs_errf(err, VS_ERR_NOMEM, "etcd authenticate: out of memory");
+    body_t resp;
+    int unauth;
+    vs_status st = post_once(e, "authenticate", "/v3/auth/authenticate", json, 0, &resp, &unauth, NULL, err);
+    memset(json, 0, strlen(json));
+    free(json);
+    if (st != VS_OK) {
+        /* the server's words ("authentication failed, invalid user ID or password"), with who tried */
+        char why[VS_ERR_LEN];
+        snprintf(why, sizeof why, "%s", err);
+        return vs_errf(err, st == VS_ERR_INVALID_ARGUMENT ? VS_ERR_FAILED_PRECONDITION : st,
+                       "%s (user %.64s)", why, e->user);
+    }
+    cJSON *root = cJSON_ParseWithLength(resp.p, resp.n);
+    const cJSON *tok = root ? cJSON_GetObjectItemCaseSensitive(root, "token") : NULL;
+    if (!cJSON_IsString(tok) || !tok->valuestring[0] || strlen(tok->valuestring) >= sizeof e->token ||
+        strpbrk(tok->valuestring, "\r\n")) {
+        cJSON_Delete(root);
+        free(resp.p);
+        return vs_errf(err, VS_ERR_CORRUPT, "etcd authenticate: the reply holds no usable token");
+    }
+    pthread_mutex_lock(&e->tok_mu);
+    snprintf(e->token, sizeof e->token, "%s", tok->valuestring);
+    e->tok_gen++;
+    pthread_mutex_unlock(&e->tok_mu);
+    cJSON_Delete(root);
+    free(resp.p);
+    return VS_OK;
+}
+
+/* post_once with the user's token (fetched first when there is none); a refused token (HTTP 401: expired
+ * after --auth-token-ttl idle, or etcd restarted) is replaced and the call made once more. */
+static vs_status post(vs_etcd_t *e, const char *what, const char *path, const char *json, body_t *resp,
+                      char err[VS_ERR_LEN])
+{
+    for (int attempt = 0;; attempt++) {
+        if (e->user) {
+            vs_status st = ensure_token(e, err);
+            if (st != VS_OK) {
+                memset(resp, 0, sizeof *resp);
+                return st;
+            }
+        }
+        int unauth = 0;
+        uint64_t gen = 0;
+        vs_status st = post_once(e, what, path, json, 1, resp, &unauth, &gen, err);
+        if (!unauth || !e->user || attempt == 1)
+            return st;
+        drop_token(e, gen);
+    }
 }
 
 /* Serialises req (taken; NULL means building it ran out of memory) and POSTs it. */
@@ -824,9 +999,22 @@ static void watch_stream(vs_etcd_watch_t *w, int64_t start_rev)
     vs_etcd_t *e = w->e;
     char url[MAX_ENDPOINT_LEN + 64], errbuf[CURL_ERROR_SIZE];
     snprintf(url, sizeof url, "%s/v3/watch", e->endpoints[atomic_load(&e->current) % e->n_endpoints]);
+    uint64_t gen = 0;
+    struct curl_slist *headers = NULL;
+    if (e->user && ensure_token(e, w->stream_err) != VS_OK) {
+        w->failed = 1;
+        free(json);
+        return;
+    }
+    if (!(headers = request_headers(e, 1, &gen))) {
+        w->failed = 1;
+        snprintf(w->stream_err, sizeof w->stream_err, "etcd watch: out of memory");
+        free(json);
+        return;
+    }
     CURL *h = w->h;
     curl_easy_reset(h);
-    common_opts(e, h, url, json, errbuf);
+    common_opts(e, h, url, json, headers, errbuf);
     curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)e->timeout_ms);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPIDLE, 10L);
     curl_easy_setopt(h, CURLOPT_TCP_KEEPINTVL, 5L);
@@ -853,7 +1041,12 @@ static void watch_stream(vs_etcd_watch_t *w, int64_t start_rev)
         map_curl(h, rc, NULL, "watch", url, errbuf, &retry, w->stream_err);
     }
     /* The connection is not reused after an aborted stream; curl closes it through watch_close_socket. */
+    curl_slist_free_all(headers);
     free(json);
+    /* A refused token shows as HTTP 401 or as an error line in the stream; either way the next stream
+     * authenticates again (cheap next to the backoff before it). */
+    if (w->failed && e->user)
+        drop_token(e, gen);
 }
 
 static void *watch_main(void *arg)

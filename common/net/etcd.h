@@ -5,8 +5,12 @@
  * events, full resync after compaction or disconnection), and a session (a lease kept alive on its own
  * thread, with keys re-registered when the lease is lost). It is what the shard uses for membership and
  * the coordinator for its view of the cluster.
- * What it does not: TLS client certificates, auth tokens, gRPC, leader election recipes, or retries of
- * non-idempotent calls after a request may have reached the server.
+ * TLS and auth: https:// endpoints verified against a CA file, an optional client certificate (it must
+ * have no CN: etcd's gateway refuses one once auth is on), and an RBAC user whose token
+ * (/v3/auth/authenticate) is fetched before the first call and again whenever etcd answers 401 (a
+ * simple token expires after --auth-token-ttl of idleness); the call is then retried once.
+ * What it does not: gRPC, leader election recipes, or retries of non-idempotent calls after a request may
+ * have reached the server.
  * Key design choice: the JSON gateway over plain HTTP/1.1, one short POST per unary call (curl easy
  * handles from a small pool under a mutex), one long-lived streaming POST per watch on its own thread;
  * everything etcd sends is validated and answered with a vs_status, never asserted. See docs/decisions.md
@@ -36,10 +40,20 @@ typedef struct vs_etcd vs_etcd_t;
 typedef struct vs_etcd_opts {
     const char *endpoints; /* "http://127.0.0.1:2379[,http://host:port...]"; borrowed, copied by create */
     int timeout_ms;        /* per unary call, all endpoint attempts included; <= 0 means 2000 */
+    /* TLS and auth; each NULL field is taken from the environment (the same for every vecshard process
+     * and tool, like etcdctl's ETCDCTL_*): $VECSHARD_ETCD_CA, $VECSHARD_ETCD_CERT, $VECSHARD_ETCD_KEY,
+     * $VECSHARD_ETCD_USER, $VECSHARD_ETCD_PASSWORD_FILE (a file holding the password: a mounted Secret)
+     * or $VECSHARD_ETCD_PASSWORD. All borrowed, copied by create. */
+    const char *ca_file;   /* roots for https:// endpoints (NULL: the system's) */
+    const char *cert_file; /* client certificate + key (PEM) for etcd --client-cert-auth */
+    const char *key_file;
+    const char *user;      /* RBAC user; NULL = no authentication */
+    const char *password;
 } vs_etcd_opts_t;
 
-/* Parses the endpoint list and prepares the client; does not contact the server. Returns
- * VS_ERR_INVALID_ARGUMENT for an empty list or an endpoint that is not http:// or https://, VS_ERR_NOMEM.
+/* Parses the endpoint list and prepares the client; does not contact the server (the first call
+ * authenticates). Returns VS_ERR_INVALID_ARGUMENT for an empty list, an endpoint that is not http:// or
+ * https://, a user without a password or an unreadable password file, VS_ERR_NOMEM.
  * *out is freed with vs_etcd_destroy. */
 vs_status vs_etcd_create(const vs_etcd_opts_t *o, vs_etcd_t **out, char err[VS_ERR_LEN]);
 

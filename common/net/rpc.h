@@ -70,7 +70,38 @@ typedef struct vs_rpc_method {
  * seconds from arrival at the worker to the reply being queued. May run on any worker thread. */
 typedef void (*vs_rpc_done_fn)(void *user, const char *path, int code, double seconds);
 
+/* TLS for a server or a channel: PEM files, re-read every refresh_s seconds by gRPC's file watcher, so a
+ * rotated certificate (files replaced in place, as Kubernetes does with a mounted Secret) is used by new
+ * connections without a restart; connections already open keep theirs. The files are checked (parsed, key
+ * matches certificate, not expired) when the server or channel is created: a bad file is a clear error
+ * then, and a bad replacement later is logged by gRPC while the previous certificate stays in use.
+ * Server: cert_file + key_file are required; with ca_file, every client must present a certificate that
+ * ca_file signs (mutual TLS; read the client's identity with vs_rpc_call_peer_name); without, clients
+ * are not asked for one. Channel: ca_file holds the roots the server's certificate must chain to (NULL:
+ * the system's roots) and the server's name (the target's host, or server_name) must be in its SAN;
+ * cert_file + key_file (optional) are the client certificate presented to a server that asks. */
+typedef struct vs_rpc_tls {
+    const char *cert_file;
+    const char *key_file;
+    const char *ca_file;
+    const char *server_name; /* channel only: name to check instead of the target's host; NULL = host */
+    unsigned refresh_s;      /* 0 = VS_RPC_TLS_DEFAULT_REFRESH_S */
+} vs_rpc_tls_t;
+
+#define VS_RPC_TLS_DEFAULT_REFRESH_S 10
+
+/* Checks a TLS configuration's files as a server (is_server 1) or a channel would use them: present,
+ * readable, PEM that OpenSSL parses, key matching certificate, certificate within its validity period,
+ * ca_file holding at least one certificate. VS_ERR_INVALID_ARGUMENT naming the file and the reason. */
+vs_status vs_rpc_tls_check(const vs_rpc_tls_t *tls, int is_server, char err[VS_ERR_LEN]);
+
+/* The client tools' TLS convention (like $VECSHARD_TOKEN): $VECSHARD_TLS_CA (roots; set = TLS on),
+ * $VECSHARD_TLS_CERT + $VECSHARD_TLS_KEY (client certificate), $VECSHARD_TLS_SERVER_NAME. Fills *out with
+ * pointers into the environment and returns 1 when TLS is on, 0 when $VECSHARD_TLS_CA is unset. */
+int vs_rpc_tls_from_env(vs_rpc_tls_t *out);
+
 typedef struct vs_rpc_server_opts {
+    const vs_rpc_tls_t *tls;       /* NULL = plain text */
     const char *address;           /* "127.0.0.1:0" (ephemeral), "0.0.0.0:50051", "unix:/path" */
     size_t n_threads;              /* worker threads (sharing one completion queue); 0 = CPUs */
     size_t max_message_bytes;      /* 0 = VS_RPC_DEFAULT_MAX_MESSAGE_BYTES; at most 1 GiB */
@@ -103,6 +134,11 @@ void vs_rpc_server_stop(vs_rpc_server_t *srv, int64_t grace_ms);
 
 /* Calls currently being handled (between arrival at a worker and the reply being queued). */
 size_t vs_rpc_server_in_flight(const vs_rpc_server_t *srv);
+
+/* The identity of the client of a mutual-TLS call: the common name of its verified certificate (or its
+ * first DNS SAN when it has no CN) into out (n bytes, NUL-terminated); its length, or -1 when the call
+ * came without a verified client certificate (plain text, or a server without ca_file). */
+long vs_rpc_call_peer_name(const vs_rpc_call_t *call, char *out, size_t n);
 
 /* Milliseconds left before the call's deadline; INT64_MAX without a deadline, <= 0 when passed. */
 int64_t vs_rpc_call_remaining_ms(const vs_rpc_call_t *call);
@@ -140,6 +176,15 @@ typedef struct vs_rpc_channel vs_rpc_channel_t;
 vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
                                 char err[VS_ERR_LEN]);
 void vs_rpc_channel_destroy(vs_rpc_channel_t *ch); /* NULL is a no-op */
+
+/* As vs_rpc_channel_create, over TLS when tls is non-NULL (checked first with vs_rpc_tls_check). */
+vs_status vs_rpc_channel_open(const char *target, size_t max_message_bytes, const vs_rpc_tls_t *tls,
+                              vs_rpc_channel_t **out, char err[VS_ERR_LEN]);
+
+/* The client tools' channel: vs_rpc_channel_open with TLS from the environment (vs_rpc_tls_from_env),
+ * then the token of vs_rpc_channel_auth_from_env. */
+vs_status vs_rpc_channel_open_env(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
+                                  char err[VS_ERR_LEN]);
 
 /* Every later call on ch carries the metadata "authorization: <value>" (e.g. "Bearer <token>"); NULL
  * removes it. Call before ch is used by other threads. VS_ERR_NOMEM. */

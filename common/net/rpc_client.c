@@ -63,8 +63,29 @@ static void cq_give(struct vs_rpc_channel *c, grpc_completion_queue *cq)
 vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
                                 char err[VS_ERR_LEN])
 {
+    return vs_rpc_channel_open(target, max_message_bytes, NULL, out, err);
+}
+
+vs_status vs_rpc_channel_open_env(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
+                                  char err[VS_ERR_LEN])
+{
+    vs_rpc_tls_t tls;
+    int on = vs_rpc_tls_from_env(&tls);
+    vs_status st = vs_rpc_channel_open(target, max_message_bytes, on ? &tls : NULL, out, err);
+    if (st == VS_OK && (st = vs_rpc_channel_auth_from_env(*out, err)) != VS_OK) {
+        vs_rpc_channel_destroy(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+vs_status vs_rpc_channel_open(const char *target, size_t max_message_bytes, const vs_rpc_tls_t *tls,
+                              vs_rpc_channel_t **out, char err[VS_ERR_LEN])
+{
     if (!target || !*target || !out)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "rpc channel: empty target");
+    if (tls && vs_rpc_tls_check(tls, 0, err) != VS_OK)
+        return VS_ERR_INVALID_ARGUMENT;
     size_t max_msg = max_message_bytes ? max_message_bytes : VS_RPC_DEFAULT_MAX_MESSAGE_BYTES;
     if (max_msg > (1u << 30))
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "rpc channel: max message size above 1 GiB");
@@ -73,7 +94,7 @@ vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs
         return vs_errf(err, VS_ERR_NOMEM, "rpc channel: out of memory");
     grpc_init();
     pthread_mutex_init(&c->mu, NULL);
-    grpc_arg args[3];
+    grpc_arg args[4];
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[0].value.integer = (int)max_msg;
@@ -84,9 +105,16 @@ vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs
     args[2].key = GRPC_ARG_ENABLE_HTTP_PROXY;
     args[2].value.integer = 0;
     grpc_channel_args cargs = {3, args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
-    c->ch = grpc_channel_create(target, creds, &cargs);
-    grpc_channel_credentials_release(creds);
+    if (tls && tls->server_name) {
+        args[3].type = GRPC_ARG_STRING;
+        args[3].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+        args[3].value.string = (char *)tls->server_name;
+        cargs.num_args = 4;
+    }
+    grpc_channel_credentials *creds = tls ? vs_rpc_tls_channel_creds(tls) : grpc_insecure_credentials_create();
+    c->ch = creds ? grpc_channel_create(target, creds, &cargs) : NULL;
+    if (creds)
+        grpc_channel_credentials_release(creds);
     if (!c->ch) {
         free(c);
         grpc_shutdown();

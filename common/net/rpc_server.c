@@ -435,6 +435,8 @@ vs_status vs_rpc_server_start(const vs_rpc_server_opts_t *opts, const vs_rpc_met
             !!methods[i].unary + !!methods[i].stream + !!methods[i].async != 1)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
                            "rpc server: method %zu needs a \"/pkg.Service/Method\" path and one handler", i);
+    if (opts->tls && vs_rpc_tls_check(opts->tls, 1, err) != VS_OK)
+        return VS_ERR_INVALID_ARGUMENT;
 
     struct vs_rpc_server *s = calloc(1, sizeof *s);
     size_t nw = opts->n_threads ? opts->n_threads : ncpus();
@@ -493,7 +495,13 @@ vs_status vs_rpc_server_start(const vs_rpc_server_opts_t *opts, const vs_rpc_met
     for (size_t i = 0; i < n; i++)
         s->registered[i] = grpc_server_register_method(s->server, methods[i].path, NULL,
                                                        GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds =
+        opts->tls ? vs_rpc_tls_server_creds(opts->tls) : grpc_insecure_server_credentials_create();
+    if (!creds) {
+        vs_errf(err, VS_ERR_INVALID_ARGUMENT, "rpc server: gRPC refused the TLS configuration");
+        vs_rpc_server_stop(s, 0);
+        return VS_ERR_INVALID_ARGUMENT;
+    }
     int port = grpc_server_add_http2_port(s->server, opts->address, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
@@ -614,6 +622,11 @@ long vs_rpc_call_metadata(const vs_rpc_call_t *c, const char *key, char *out, si
         return (long)vl;
     }
     return -1;
+}
+
+long vs_rpc_call_peer_name(const vs_rpc_call_t *c, char *out, size_t n)
+{
+    return vs_rpc_peer_name(c->call, out, n);
 }
 
 int64_t vs_rpc_call_remaining_ms(const vs_rpc_call_t *c)

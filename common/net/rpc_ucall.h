@@ -5,6 +5,7 @@
 #define VS_COMMON_NET_RPC_UCALL_H
 
 #include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
 
 #include "common/net/rpc.h"
 
@@ -32,5 +33,10 @@ vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *u, vs_rpc_channel_t *ch, grpc_compl
 void vs_rpc_ucall_result(vs_rpc_ucall_t *u, int success, vs_rpc_result_t *out);
 
 void vs_rpc_ucall_fini(vs_rpc_ucall_t *u);
+
+/* rpc_tls.c: credentials watching t's files (NULL when gRPC refuses them), and a call's verified peer. */
+grpc_server_credentials *vs_rpc_tls_server_creds(const vs_rpc_tls_t *t);
+grpc_channel_credentials *vs_rpc_tls_channel_creds(const vs_rpc_tls_t *t);
+long vs_rpc_peer_name(grpc_call *call, char *out, size_t n);
 
 #endif

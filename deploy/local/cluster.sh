@@ -5,7 +5,7 @@
 #
 #   cluster.sh up --manifest FILE [--manifest FILE...] [--partitions P] [--replicas 1] [--dir build/cluster]
 #                 [--cluster local] [--timeout 60] [--shard-threads N] [--coordinator-args "ARGS"] [--writes]
-#                 [--redis]
+#                 [--redis] [--insecure]
 #   cluster.sh status [--dir DIR] [--json]
 #   cluster.sh down [--dir DIR] [--timeout 15]
 #
@@ -17,12 +17,17 @@
 # with --writes also until the coordinator has reached the write log (it takes writes). --redis also starts a
 # redis-server (AOF in the cluster directory, noeviction) for `vecshard batch`; the state has redis_addr.
 # Prints the coordinator's address; the state file has it as coordinator_addr.
+# TLS by default: deploy/local/certs.sh makes a CA and certificates in DIR/tls (kept across runs); clients
+# reach the coordinator over mutual TLS, the coordinator its shards over mutual TLS (shards accept only
+# the coordinator's certificate for Search), every process reaches etcd over TLS. DIR/env sets what
+# vecshard tools and the Python client read ($VECSHARD_TLS_CA, _CERT, _KEY): `. DIR/env`. --insecure runs
+# everything in plain text (no certificates), as before.
 # down: SIGTERM to the coordinator, the shards, then etcd; SIGKILL to what is left after --timeout seconds.
 # Idempotent; a pid is only signalled while it is still the process up started (start time checked).
 # Binaries: $VS_BIN_DIR (default build/bin); $VS_COORDINATOR_BIN overrides the coordinator (test doubles).
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 cmd=${1:-}
@@ -44,6 +49,7 @@ shard_threads=""
 coordinator_args=""
 writes=""
 with_redis=""
+insecure=""
 json=""
 manifests=()
 while [ $# -gt 0 ]; do
@@ -58,6 +64,7 @@ while [ $# -gt 0 ]; do
     --coordinator-args) coordinator_args=$2; shift ;;
     --writes) writes=1 ;;
     --redis) with_redis=1 ;;
+    --insecure) insecure=1 ;;
     --json) json=--json ;;
     -h | --help) usage; exit 0 ;;
     *) echo "cluster.sh $cmd: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -69,6 +76,9 @@ dir=$(realpath "$dir")
 state=$dir/state
 bin=${VS_BIN_DIR:-$root/build/bin}
 coordinator_bin=${VS_COORDINATOR_BIN:-$bin/vecshard-coordinator}
+
+# The client side of the cluster's TLS for this script's own vecshard calls (status, health): DIR/env.
+[ -f "$dir/env" ] && [ "$cmd" = status ] && . "$dir/env"
 
 # ---- process bookkeeping ----
 
@@ -132,7 +142,7 @@ stop_all() {
     names | grep -qx nats && stop_group "$wait_s" nats
     names | grep -qx redis && stop_group "$wait_s" redis
     stop_group "$wait_s" etcd
-    rm -rf "$dir/etcd-data" "$dir/nats-data" "$dir/redis-data"
+    rm -rf "$dir/etcd-data" "$dir/etcd-users" "$dir/nats-data" "$dir/redis-data" "$dir/env"
     mv -f "$state" "$state.last"
 }
 
@@ -148,12 +158,52 @@ sys.exit(0 if "vecshard_coordinator_write_log_connected 1" in body.splitlines() 
 PY
 }
 
-etcd_healthy() {
-    /usr/bin/python3 - "$1" <<'PY' 2>/dev/null
-import json, sys, urllib.request
-opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+etcd_healthy() { # "URL [TLS_DIR]"
+    /usr/bin/python3 - $1 <<'PY' 2>/dev/null
+import json, ssl, sys, urllib.request
+handlers = [urllib.request.ProxyHandler({})]
+if len(sys.argv) > 2:
+    ctx = ssl.create_default_context(cafile=sys.argv[2] + "/ca.crt")
+    ctx.load_cert_chain(sys.argv[2] + "/etcd-client.crt", sys.argv[2] + "/etcd-client.key")
+    handlers.append(urllib.request.HTTPSHandler(context=ctx))
+opener = urllib.request.build_opener(*handlers)
 sys.exit(0 if json.load(opener.open(sys.argv[1] + "/health", timeout=1)).get("health") == "true" else 1)
 PY
+}
+
+# etcd RBAC for a TLS cluster (before auth is enabled): users with random passwords in DIR/etcd-users/
+# (mode 0700), roles limited to this cluster's keys. vecshard-admin reads and writes /vecshard/<cluster>/
+# (deploy, activate, rollback, remove); vecshard-coordinator only reads it; vecshard-shard-<p> reads it
+# and writes only /vecshard/<cluster>/members/<p>/ (its membership record).
+etcd_rbac() { # URL TLS_DIR
+    local url=$1 t=$2 u p pre=/vecshard/$cluster/
+    ectl() { ETCDCTL_API=3 etcdctl --endpoints "$url" --cacert "$t/ca.crt" --cert "$t/etcd-client.crt" \
+        --key "$t/etcd-client.key" --dial-timeout 5s "$@" >/dev/null; }
+    mkdir -p "$dir/etcd-users" && chmod 0700 "$dir/etcd-users"
+    for u in root vecshard-admin vecshard-coordinator $(seq -f 'vecshard-shard-%g' 0 $((partitions - 1))); do
+        (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/etcd-users/$u")
+        ectl user add "$u" --interactive=false --new-user-password "$(cat "$dir/etcd-users/$u")" || return 1
+    done
+    ectl role add root && ectl user grant-role root root || return 1
+    ectl role add vecshard-admin && ectl role grant-permission vecshard-admin --prefix=true readwrite "$pre" &&
+        ectl user grant-role vecshard-admin vecshard-admin || return 1
+    ectl role add vecshard-coordinator && ectl role grant-permission vecshard-coordinator --prefix=true read "$pre" &&
+        ectl user grant-role vecshard-coordinator vecshard-coordinator || return 1
+    for ((p = 0; p < partitions; p++)); do
+        u=vecshard-shard-$p
+        ectl role add "$u" && ectl role grant-permission "$u" --prefix=true read "$pre" &&
+            ectl role grant-permission "$u" --prefix=true readwrite "${pre}members/$p/" &&
+            ectl user grant-role "$u" "$u" || return 1
+    done
+    ectl auth enable
+}
+
+# The environment of a process reaching etcd as RBAC user $1 (nothing without TLS).
+etcd_env() {
+    [ -n "$tls" ] || return 0
+    echo "VECSHARD_ETCD_CA=$tls/ca.crt" "VECSHARD_ETCD_CERT=$tls/etcd-client.crt" \
+        "VECSHARD_ETCD_KEY=$tls/etcd-client.key" "VECSHARD_ETCD_USER=$1" \
+        "VECSHARD_ETCD_PASSWORD_FILE=$dir/etcd-users/$1"
 }
 
 free_port() {
@@ -253,22 +303,52 @@ up() {
     record "replicas=$replicas"
     trap 'failed_up "interrupted"' INT TERM
 
+    # TLS: a CA and the certificates (kept across runs), and the client settings in DIR/env
+    tls=""
+    local sargs=() cargs=()
+    rm -f "$dir/env"
+    if [ -z "$insecure" ]; then
+        tls=$dir/tls
+        "$root/deploy/local/certs.sh" "$tls" || die "up: cannot make the TLS certificates in $tls"
+        record "tls_dir=$tls"
+        sargs=(--tls-cert "$tls/shard.crt" --tls-key "$tls/shard.key" --tls-client-ca "$tls/ca.crt")
+        cargs=(--tls-cert "$tls/coordinator.crt" --tls-key "$tls/coordinator.key" --tls-client-ca "$tls/ca.crt"
+            --shard-tls-ca "$tls/ca.crt" --shard-tls-cert "$tls/coordinator.crt"
+            --shard-tls-key "$tls/coordinator.key")
+        printf 'export VECSHARD_TLS_CA=%s VECSHARD_TLS_CERT=%s VECSHARD_TLS_KEY=%s\n' "$tls/ca.crt" \
+            "$tls/client.crt" "$tls/client.key" >"$dir/env"
+        echo "export $(etcd_env vecshard-admin)" >>"$dir/env"
+        . "$dir/env"
+    else
+        record "tls_dir="
+    fi
+
     # etcd: fresh data directory, two free loopback ports (retried if another process took one meanwhile)
-    local try client peer url="" 
+    local try client peer url="" scheme=http eargs=()
+    if [ -n "$tls" ]; then
+        scheme=https
+        eargs=(--cert-file "$tls/etcd.crt" --key-file "$tls/etcd.key" --client-cert-auth
+            --trusted-ca-file "$tls/ca.crt")
+        command -v etcdctl >/dev/null || die "up: etcdctl not installed (apt-get install etcd-client)"
+    fi
     for try in 1 2 3; do
         client=$(free_port)
         peer=$(free_port)
-        rm -rf "$dir/etcd-data"
+        rm -rf "$dir/etcd-data" "$dir/etcd-users"
         launch etcd etcd --name vs-local --data-dir "$dir/etcd-data" \
-            --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+            --listen-client-urls "$scheme://127.0.0.1:$client" --advertise-client-urls "$scheme://127.0.0.1:$client" \
             --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-            --initial-cluster "vs-local=http://127.0.0.1:$peer" --log-level warn
-        if wait_started etcd etcd_healthy "http://127.0.0.1:$client"; then
-            url=http://127.0.0.1:$client
+            --initial-cluster "vs-local=http://127.0.0.1:$peer" --log-level warn "${eargs[@]}"
+        if wait_started etcd etcd_healthy "$scheme://127.0.0.1:$client $tls"; then
+            url=$scheme://127.0.0.1:$client
             break
         fi
     done
     [ -n "$url" ] || failed_up "etcd did not become healthy" "$dir/etcd.log"
+    if [ -n "$tls" ]; then
+        etcd_rbac "$url" "$tls" || failed_up "cannot set up etcd's users and roles" "$dir/etcd.log"
+        echo "cluster.sh: etcd users and roles set, auth enabled (passwords in $dir/etcd-users)"
+    fi
     record "etcd_url=$url"
     echo "cluster.sh: etcd at $url"
 
@@ -322,9 +402,9 @@ up() {
         for ((r = 0; r < replicas; r++)); do
             id=p${p}r${r}
             rm -f "$dir/$id.ports"
-            launch "$id" "$bin/vecshard-shard" --etcd "$url" --cluster "$cluster" --partition "$p" \
+            launch "$id" env $(etcd_env "vecshard-shard-$p") "$bin/vecshard-shard" --etcd "$url" --cluster "$cluster" --partition "$p" \
                 --replica-id "$id" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --port-file "$dir/$id.ports" \
-                --grace-ms 2000 "${margs[@]}" "${extra[@]}" "${wargs[@]}"
+                --grace-ms 2000 "${margs[@]}" "${extra[@]}" "${wargs[@]}" "${sargs[@]}"
         done
     done
     for ((p = 0; p < partitions; p++)); do
@@ -341,9 +421,9 @@ up() {
 
     # coordinator
     rm -f "$dir/coordinator.ports"
-    launch coordinator "$coordinator_bin" --etcd "$url" --cluster "$cluster" --listen 127.0.0.1:0 \
+    launch coordinator env $(etcd_env vecshard-coordinator) "$coordinator_bin" --etcd "$url" --cluster "$cluster" --listen 127.0.0.1:0 \
         --metrics-listen 127.0.0.1:0 --port-file "$dir/coordinator.ports" --grace-ms 2000 "${margs[@]}" \
-        "${wargs[@]}" $coordinator_args
+        "${wargs[@]}" "${cargs[@]}" $coordinator_args
     local cport
     cport=$(wait_port_file "$dir/coordinator.ports" "$(get proc_coordinator_pid)" "$(get proc_coordinator_start)" 30) ||
         failed_up "the coordinator did not start" "$dir/coordinator.log"

@@ -68,6 +68,8 @@ fi
 echo "== local cluster: etcd, 2 shards (one per partition), the coordinator (deploy/local/cluster.sh)"
 ./deploy/local/cluster.sh up --partitions 2 --replicas 1 --manifest "$manifest" --dir "$cluster_dir" --timeout 120
 addr=$(sed -n 's/^coordinator_addr=//p' "$cluster_dir/state")
+# the cluster runs TLS (mutual, with certificates from deploy/local/certs.sh): the tools' settings
+. "$cluster_dir/env"
 "$bin/vecshard" status --coordinator "$addr"
 
 echo "== 10,000 Fashion-MNIST test queries through the coordinator at $addr"

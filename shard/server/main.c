@@ -43,6 +43,8 @@ typedef struct config {
     long lease_ttl_s, threads, max_batch, grace_ms, debug_delay_ms, memory_limit_mb;
     double slow_request_ms;
     int skip_crc;
+    vs_rpc_tls_t tls;         /* --tls-*: tls.cert_file set = TLS on */
+    const char *tls_clients;  /* --tls-allowed-clients: certificate names that may Search */
 } config_t;
 
 static void usage(FILE *f)
@@ -76,6 +78,16 @@ static void usage(FILE *f)
         "  --skip-crc           do not check partition files' CRC32C against the manifest at load\n"
         "  --port-file FILE     write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
         "  --log-format F       log records as text (default) or json (one JSON object per line)\n"
+        "  --tls-cert FILE      serve TLS with this PEM certificate chain (with --tls-key); default: plain\n"
+        "  --tls-key FILE       its private key\n"
+        "  --tls-client-ca FILE require mutual TLS: clients must present a certificate this CA signs. Search\n"
+        "                       is then answered only for the names of --tls-allowed-clients; Info and\n"
+        "                       health for any certificate of the CA. Also the roots this shard trusts when\n"
+        "                       it asks another replica whether it holds its membership key\n"
+        "  --tls-allowed-clients NAMES  comma-separated certificate names (CN, else first DNS SAN) allowed\n"
+        "                       to Search (default vecshard-coordinator)\n"
+        "  --tls-refresh-s S    re-read the TLS files every S seconds: rotate certificates by replacing\n"
+        "                       the files (default %d)\n"
         "  --slow-request-ms MS log searches slower than MS with the request ids they carry (at most 5\n"
         "                       records per 10 s; default 0 = off)\n"
         "  --debug-delay-ms MS  fault tests only: every Search waits MS before running\n"
@@ -83,7 +95,7 @@ static void usage(FILE *f)
         "\n"
         "Health (grpc.health.v1.Health/Check): \"\" and \"vecshard.v1.Shard\" are SERVING once the active\n"
         "version is loaded and until draining; \"liveness\" is SERVING while the process runs.\n",
-        MAX_MANIFESTS, VS_SHARD_DEFAULT_MAX_BATCH);
+        MAX_MANIFESTS, VS_SHARD_DEFAULT_MAX_BATCH, VS_RPC_TLS_DEFAULT_REFRESH_S);
 }
 
 static int parse_long(const char *flag, const char *s, long lo, long hi, long *out)
@@ -121,6 +133,11 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"memory-limit-mb", required_argument, 0, 'X'},
                                          {"nats-url", required_argument, 0, 'N'},
                                          {"fresh-capacity", required_argument, 0, 'F'},
+                                         {"tls-cert", required_argument, 0, 256},
+                                         {"tls-key", required_argument, 0, 257},
+                                         {"tls-client-ca", required_argument, 0, 258},
+                                         {"tls-allowed-clients", required_argument, 0, 259},
+                                         {"tls-refresh-s", required_argument, 0, 260},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50051",
@@ -129,7 +146,8 @@ static int parse_args(int argc, char **argv, config_t *c)
                     .partition = -1,
                     .lease_ttl_s = 10,
                     .grace_ms = 10000,
-                    .fresh_capacity = 1000000};
+                    .fresh_capacity = 1000000,
+                    .tls_clients = "vecshard-coordinator"};
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
@@ -220,6 +238,25 @@ static int parse_args(int argc, char **argv, config_t *c)
             }
             break;
         }
+        case 256:
+            c->tls.cert_file = optarg;
+            break;
+        case 257:
+            c->tls.key_file = optarg;
+            break;
+        case 258:
+            c->tls.ca_file = optarg;
+            break;
+        case 259:
+            c->tls_clients = optarg;
+            break;
+        case 260: {
+            long v;
+            if (parse_long("--tls-refresh-s", optarg, 1, 86400, &v))
+                return 2;
+            c->tls.refresh_s = (unsigned)v;
+            break;
+        }
         case 'h':
             usage(stdout);
             exit(0);
@@ -234,6 +271,10 @@ static int parse_args(int argc, char **argv, config_t *c)
     }
     if ((c->n_manifests == 0 && !c->etcd) || c->partition < 0) {
         fprintf(stderr, "vecshard-shard: --partition and --manifest or --etcd are required (see --help)\n");
+        return 2;
+    }
+    if ((c->tls.key_file || c->tls.ca_file) && !c->tls.cert_file) {
+        fprintf(stderr, "vecshard-shard: --tls-key and --tls-client-ca need --tls-cert\n");
         return 2;
     }
     if (!vs_version_name_valid(c->cluster)) {
@@ -374,6 +415,40 @@ static void on_search(void *user, const vs_rpc_call_t *call, const uint8_t *req,
         reply_status(reply, st, err);
 }
 
+/* 1 when name is one of the comma-separated names in list. */
+static int name_listed(const char *list, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && memcmp(p, name, n) == 0)
+            return 1;
+        p += len + (e ? 1 : 0);
+    }
+    return 0;
+}
+
+/* The server's authorize hook under mutual TLS: gRPC has already verified the client's certificate
+ * against --tls-client-ca; Search is for the names of --tls-allowed-clients (the cluster's coordinators),
+ * Info and health for any certificate of the CA (another replica's membership check, tools). */
+static int authorize(void *user, const char *path, const vs_rpc_call_t *call, char msg[VS_ERR_LEN])
+{
+    const app_t *a = user;
+    if (strcmp(path, "/vecshard.v1.Shard/Search") != 0)
+        return 0;
+    char name[256];
+    if (vs_rpc_call_peer_name(call, name, sizeof name) < 0) {
+        snprintf(msg, VS_ERR_LEN, "a client certificate is required");
+        return VS_GRPC_UNAUTHENTICATED;
+    }
+    if (!name_listed(a->cfg.tls_clients, name)) {
+        snprintf(msg, VS_ERR_LEN, "certificate '%.64s' may not search this shard (--tls-allowed-clients)", name);
+        return VS_GRPC_PERMISSION_DENIED;
+    }
+    return 0;
+}
+
 static void on_info(void *user, const vs_rpc_call_t *call, const uint8_t *req, size_t len,
                     vs_rpc_reply_t *reply)
 {
@@ -493,9 +568,12 @@ int main(int argc, char **argv)
     methods[1] = (vs_rpc_method_t){.path = "/vecshard.v1.Shard/Info", .unary = on_info, .user = &a};
     vs_health_methods(a.health, &methods[2]);
     vs_rpc_server_opts_t so = {.address = a.cfg.listen,
+                               .tls = a.cfg.tls.cert_file ? &a.cfg.tls : NULL,
                                .n_threads = (size_t)a.cfg.threads,
                                .on_done = vs_shard_metrics_on_call,
-                               .on_done_user = a.metrics};
+                               .on_done_user = a.metrics,
+                               .authorize = a.cfg.tls.ca_file ? authorize : NULL,
+                               .authorize_user = &a};
     vs_rpc_server_t *server = NULL;
     int port = 0;
     st = vs_rpc_server_start(&so, methods, 4, &server, &port, err);
@@ -524,6 +602,7 @@ int main(int argc, char **argv)
                                    .instance_id = instance,
                                    .memory_limit_bytes = (uint64_t)a.cfg.memory_limit_mb << 20,
                                    .address = address,
+                                   .tls = a.cfg.tls.cert_file ? &a.cfg.tls : NULL,
                                    .ttl_s = a.cfg.lease_ttl_s};
         st = vs_membership_start(&mo, a.shard, &a.members, err);
         if (st != VS_OK) {

@@ -23,6 +23,7 @@ struct vs_membership {
     char key[VS_KEY_LEN];
     char address[256], replica_id[128], instance_id[64];
     uint64_t memory_limit_bytes;
+    const vs_rpc_tls_t *tls;
     int64_t ttl_s;
     uint32_t partition;
     char started_at[32];
@@ -117,11 +118,11 @@ static vs_status publish(vs_membership_t *m, char err[VS_ERR_LEN])
 }
 
 /* Asks the holder at address for Info: 1 when it answered (*out_instance: its instance id). */
-static int holder_answers(const char *address, char out_instance[64])
+static int holder_answers(const vs_rpc_tls_t *tls, const char *address, char out_instance[64])
 {
     vs_rpc_channel_t *ch = NULL;
     char msg[VS_ERR_LEN];
-    if (vs_rpc_channel_create(address, 0, &ch, msg) != VS_OK)
+    if (vs_rpc_channel_open(address, 0, tls, &ch, msg) != VS_OK)
         return 0;
     Vecshard__V1__ShardInfoRequest req = VECSHARD__V1__SHARD_INFO_REQUEST__INIT;
     uint8_t buf[16];
@@ -181,7 +182,7 @@ static vs_status claim(vs_membership_t *m, char err[VS_ERR_LEN])
         vs_etcd_txn_result_fini(&res);
         /* live = the process the record names answers at its address: its instance id when the record has
          * one (another process may have that address now), else any other instance than ours */
-        int live = decoded && holder_answers(h->address, inst) && strcmp(inst, m->instance_id) != 0 &&
+        int live = decoded && holder_answers(m->tls, h->address, inst) && strcmp(inst, m->instance_id) != 0 &&
                    (!h->instance_id[0] || strcmp(inst, h->instance_id) == 0);
         if (live) {
             st = vs_errf(
@@ -221,6 +222,7 @@ vs_status vs_membership_start(const vs_membership_opts_t *o, vs_shard_t *sh, vs_
     snprintf(m->address, sizeof m->address, "%s", o->address);
     snprintf(m->replica_id, sizeof m->replica_id, "%s", o->replica_id);
     snprintf(m->instance_id, sizeof m->instance_id, "%s", o->instance_id ? o->instance_id : "");
+    m->tls = o->tls;
     m->ttl_s = o->ttl_s ? o->ttl_s : 10;
     m->memory_limit_bytes = o->memory_limit_bytes ? o->memory_limit_bytes : detect_memory_limit();
     if (vs_key_member(m->key, o->cluster, o->partition, o->replica_id) == 0) {

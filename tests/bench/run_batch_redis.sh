@@ -63,7 +63,7 @@ hz=$(getconf CLK_TCK)
 
 cl=$out/cluster
 ./deploy/local/cluster.sh down --dir "$cl" >/dev/null 2>&1 || true
-VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --manifest "$man" --dir "$cl" --timeout 300 >/dev/null
+VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --insecure --manifest "$man" --dir "$cl" --timeout 300 >/dev/null
 trap 'redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true; ./deploy/local/cluster.sh down --dir "$cl" >/dev/null 2>&1 || true' EXIT
 
 log "# run_batch_redis.sh $(date -u +%FT%TZ) on $(nproc) CPUs: k=$k params=$params, 1M queries, 1M base"

@@ -46,7 +46,7 @@ echo "== 2. one shard over gRPC" | tee -a "$res"
 sweep() { # name manifest
     local name=$1 manifest=$2 dir=$out/cluster-$1-sweep
     ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
-    ./deploy/local/cluster.sh up --manifest "$manifest" --dir "$dir" --replicas 1 --timeout 120 >/dev/null
+    ./deploy/local/cluster.sh up --insecure --manifest "$manifest" --dir "$dir" --replicas 1 --timeout 120 >/dev/null
     local addr m
     addr=$(. "$dir/state" && echo "$coordinator_addr")
     m=$(. "$dir/state" && echo "$coordinator_metrics_port")
@@ -67,7 +67,7 @@ through() { # name manifest concurrency...
     shift 2
     local dir=$out/cluster-$name
     ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
-    ./deploy/local/cluster.sh up --manifest "$manifest" --dir "$dir" --replicas 1 --timeout 120 >/dev/null
+    ./deploy/local/cluster.sh up --insecure --manifest "$manifest" --dir "$dir" --replicas 1 --timeout 120 >/dev/null
     local addr
     addr=$(. "$dir/state" && echo "$coordinator_addr")
     for c in "$@"; do

@@ -54,7 +54,7 @@ up() { # LABEL BINDIR VERSION [THREADS]
     local dir=$out/cl-$1-$3 targs=()
     [ -n "${4:-}" ] && targs=(--shard-threads "$4" --coordinator-args "--threads $4")
     ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
-    VS_BIN_DIR=$2 ./deploy/local/cluster.sh up --manifest "$out/$3/manifest.json" --dir "$dir" --replicas 1 \
+    VS_BIN_DIR=$2 ./deploy/local/cluster.sh up --insecure --manifest "$out/$3/manifest.json" --dir "$dir" --replicas 1 \
         --timeout 120 "${targs[@]}" >/dev/null
 }
 down() { ./deploy/local/cluster.sh down --dir "$out/cl-$1-$2" >/dev/null; }

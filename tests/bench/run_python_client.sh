@@ -31,7 +31,7 @@ for d in 128 784; do
         --partitions 1 --version v1 --out "$data" --target-recall 0 --quiet
     cl=$data/cluster
     ./deploy/local/cluster.sh down --dir "$cl" >/dev/null 2>&1 || true
-    VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --dir "$cl" --manifest "$data/v1/manifest.json" --timeout 60 >/dev/null
+    VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --insecure --dir "$cl" --manifest "$data/v1/manifest.json" --timeout 60 >/dev/null
     addr=$(sed -n 's/^coordinator_addr=//p' "$cl/state")
     c_best=1e9 py_best=1e9 raw_best=1e9 c_cpu=0 py_cpu=0
     for round in 1 2; do

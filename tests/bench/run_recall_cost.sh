@@ -35,7 +35,7 @@ for r in $(seq "$rounds"); do
         [ "$mode" = on ] && args="--recall-sample 0.01 --recall-max-qps 20 --recall-budget 0.05"
         cl=$out/cl-$mode
         ./deploy/local/cluster.sh down --dir "$cl" >/dev/null 2>&1 || true
-        VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --manifest "$man" --dir "$cl" --timeout 300 \
+        VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --insecure --manifest "$man" --dir "$cl" --timeout 300 \
             --coordinator-args "$args" >/dev/null
         # warm-up, then the measured run (the query file REPEAT times)
         VS_BIN_DIR=$bin tests/bench/query_cpu.sh "$cl/state" "$out/warm.json" --queries "$queries" --k 10 \

@@ -71,7 +71,7 @@ up() {
     local targs=() cargs="$*"
     [ -n "$threads" ] && targs=(--shard-threads "$threads") cargs="--threads $threads $cargs"
     ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
-    ./deploy/local/cluster.sh up --manifest "$out/$ver/manifest.json" --dir "$dir" --replicas 1 --timeout 600 \
+    ./deploy/local/cluster.sh up --insecure --manifest "$out/$ver/manifest.json" --dir "$dir" --replicas 1 --timeout 600 \
         --coordinator-args "$cargs" "${targs[@]}" >/dev/null
     addr=$(. "$dir/state" && echo "$coordinator_addr")
 }

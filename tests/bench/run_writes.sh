@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh writes under query load (issue 15 goals), on the 200k x 128 set of run_cpu.sh split into 2 hash
-# partitions (IVF1024,PQ32x4fs,RFlat): a local cluster with the write log (cluster.sh up --writes), then
+# partitions (IVF1024,PQ32x4fs,RFlat): a local cluster with the write log (cluster.sh up --writes, plain text), then
 #  - the writes re-write base rows under their own ids (the data stay the same, so recall still compares
 #    with the base's ground truth; every write is a replacement: a tombstone and a fresh record), and every
 #    20th writes a row under a new id and probes for it;
@@ -32,7 +32,7 @@ res=$out/writes-results.txt
 log() { echo "$*" | tee -a "$res"; }
 dir=$out/cl-writes
 ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
-VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --manifest "$out/hash2/manifest.json" --dir "$dir" --writes \
+VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --insecure --manifest "$out/hash2/manifest.json" --dir "$dir" --writes \
     --timeout 120 >/dev/null
 trap './deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true' EXIT
 addr=$(. "$dir/state" && echo "$coordinator_addr")

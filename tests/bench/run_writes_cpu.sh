@@ -15,7 +15,7 @@ bin=$PWD/build/bin
 [ -s "$out/hash2/manifest.json" ] || { echo "run tests/bench/run_writes.sh first (it builds $out/hash2)" >&2; exit 2; }
 dir=$out/cl-writes-cpu
 ./deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true
-VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --manifest "$out/hash2/manifest.json" --dir "$dir" --writes \
+VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --insecure --manifest "$out/hash2/manifest.json" --dir "$dir" --writes \
     --timeout 120 >/dev/null
 trap './deploy/local/cluster.sh down --dir "$dir" >/dev/null 2>&1 || true' EXIT
 addr=$(. "$dir/state" && echo "$coordinator_addr")

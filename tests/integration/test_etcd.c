@@ -255,13 +255,13 @@ static void test_endpoints(void)
 {
     char err[VS_ERR_LEN], list[256];
     vs_etcd_t *e = NULL;
-    vs_etcd_opts_t bad = {"127.0.0.1:2379", 0};
+    vs_etcd_opts_t bad = {.endpoints = "127.0.0.1:2379", .timeout_ms = 0};
     CHECK(vs_etcd_create(&bad, &e, err) == VS_ERR_INVALID_ARGUMENT && e == NULL);
     bad.endpoints = " , ";
     CHECK(vs_etcd_create(&bad, &e, err) == VS_ERR_INVALID_ARGUMENT && e == NULL);
     /* a dead first endpoint (nothing listens on port 1) is skipped; the trailing '/' is dropped */
     snprintf(list, sizeof list, "http://127.0.0.1:1, %s/", vs_etcd_fixture_endpoint(fx));
-    vs_etcd_opts_t o = {list, 0};
+    vs_etcd_opts_t o = {.endpoints = list, .timeout_ms = 0};
     CHECKF(vs_etcd_create(&o, &e, err) == VS_OK, "%s", err);
     if (e == NULL)
         return;
@@ -273,7 +273,7 @@ static void test_endpoints(void)
     vs_etcd_kvs_fini(&r);
     vs_etcd_destroy(e);
     /* only dead endpoints: UNAVAILABLE quickly, naming the endpoint */
-    vs_etcd_opts_t dead = {"http://127.0.0.1:1,http://127.0.0.1:2", 2000};
+    vs_etcd_opts_t dead = {.endpoints = "http://127.0.0.1:1,http://127.0.0.1:2", .timeout_ms = 2000};
     CHECK(vs_etcd_create(&dead, &e, err) == VS_OK);
     int64_t t0 = vs_test_now_ms();
     st = vs_etcd_get(e, "/ep/k", 5, &r, err);
@@ -527,7 +527,7 @@ static void test_etcd_down_and_back(void)
 {
     char err[VS_ERR_LEN];
     vs_etcd_t *fast = NULL;
-    vs_etcd_opts_t o = {vs_etcd_fixture_endpoint(fx), 500};
+    vs_etcd_opts_t o = {.endpoints = vs_etcd_fixture_endpoint(fx), .timeout_ms = 500};
     CHECK(vs_etcd_create(&o, &fast, err) == VS_OK);
     put_ok("/r/a", 4, "1", 1, NULL);
     wlog_t l, l2;
@@ -603,7 +603,7 @@ int main(void)
         fprintf(stderr, "test_etcd: cannot start etcd: %s: %s\n", vs_status_name(st), err);
         return 1; /* never a silent pass */
     }
-    vs_etcd_opts_t o = {vs_etcd_fixture_endpoint(fx), 2000};
+    vs_etcd_opts_t o = {.endpoints = vs_etcd_fixture_endpoint(fx), .timeout_ms = 2000};
     st = vs_etcd_create(&o, &cli, err);
     if (st != VS_OK) {
         fprintf(stderr, "test_etcd: vs_etcd_create: %s\n", err);

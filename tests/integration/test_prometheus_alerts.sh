@@ -51,7 +51,7 @@ promtool check rules "$work/unit/vecshard-rules.yaml"
 
 echo "== a local cluster scraped by prometheus"
 manifest=$("$bin/vecshard-test-version" "$work/data" v1 IVF16,Flat l2 4000 16 2 10 7 | tail -1)
-VS_BIN_DIR=$bin "$src/deploy/local/cluster.sh" up --manifest "$manifest" --dir "$work/cluster" --replicas 2 \
+VS_BIN_DIR=$bin "$src/deploy/local/cluster.sh" up --insecure --manifest "$manifest" --dir "$work/cluster" --replicas 2 \
     --timeout 60 >/dev/null
 state=$work/cluster/state
 get() { sed -n "s/^$1=//p" "$state" | tail -1; }

@@ -81,10 +81,13 @@ def wait_for(cond, what, timeout=60.0, poll=0.05):
     raise TimeoutError(f"timed out waiting for {what}")
 
 
-def cluster_up(cl, manifests, *args, timeout=60):
-    """deploy/local/cluster.sh up in directory cl with the manifests and further args (VS_BIN_DIR = BIN).
+def cluster_up(cl, manifests, *args, timeout=60, tls=False):
+    """deploy/local/cluster.sh up in directory cl with the manifests and further args (VS_BIN_DIR = BIN),
+    in plain text (--insecure) unless tls (then cl/env holds the clients' TLS settings).
     Returns (ok, output, state): state maps the state file's keys (coordinator_addr, ...) to values."""
     cmd = [str(SRC / "deploy" / "local" / "cluster.sh"), "up", "--dir", str(cl), "--timeout", str(timeout)]
+    if not tls:
+        cmd.append("--insecure")
     for m in manifests:
         cmd += ["--manifest", str(m)]
     up = subprocess.run(cmd + [str(a) for a in args], env=dict(os.environ, VS_BIN_DIR=str(BIN)),

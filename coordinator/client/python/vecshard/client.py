@@ -4,6 +4,7 @@ Vectors never go through a per-element Python loop: a request's packed float32 f
 little-endian bytes appended to the serialised message (protobuf accepts a message's fields in any order),
 and a response's repeated fields become arrays in one conversion each.
 """
+import os
 import time
 import uuid
 from typing import List, NamedTuple, Optional
@@ -144,10 +145,17 @@ class Client:
     timeout: seconds per call, retries included (a deadline, as gRPC's; None = none); retries: further attempts on a
     retryable status (UNAVAILABLE), after retry_backoff seconds doubling each time, never past the
     deadline. Writes are retried under the same write_id, which the log deduplicates, so a retry is never
-    applied twice. Thread-safe: one Client may serve many threads (one gRPC channel)."""
+    applied twice. Thread-safe: one Client may serve many threads (one gRPC channel).
+
+    token: the bearer token of a coordinator started with --auth-tokens. tls_ca: a PEM file of the roots
+    the coordinator's certificate must chain to (set: TLS; the host of target, or tls_server_name, must be
+    in its SAN); tls_cert + tls_key: PEM files of the client certificate for a coordinator that asks for one
+    (--tls-client-ca). Client.from_env reads them as the vecshard tools do."""
 
     def __init__(self, target: str, *, timeout: Optional[float] = 1.0, retries: int = 2,
-                 retry_backoff: float = 0.02, options=None, token: Optional[str] = None):
+                 retry_backoff: float = 0.02, options=None, token: Optional[str] = None,
+                 tls_ca: Optional[str] = None, tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
+                 tls_server_name: Optional[str] = None):
         self.target = target
         # a coordinator started with --auth-tokens wants "authorization: Bearer <token>" on every call
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
@@ -156,8 +164,23 @@ class Client:
         self.retry_backoff = retry_backoff
         # answers of large batches exceed gRPC's default 4 MiB: the server allows 64 MiB (docs/protocol.md)
         opts = {"grpc.max_receive_message_length": 64 << 20, "grpc.max_send_message_length": 64 << 20}
+        if tls_server_name:
+            opts["grpc.ssl_target_name_override"] = tls_server_name
         opts.update(dict(options or []))
-        self._channel = grpc.insecure_channel(target, options=list(opts.items()))
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if tls_cert is not None and tls_ca is None:
+            raise ValueError("a client certificate (tls_cert) needs tls_ca")
+        if tls_ca is not None:
+            def read(path):
+                with open(path, "rb") as f:
+                    return f.read()
+            creds = grpc.ssl_channel_credentials(root_certificates=read(tls_ca),
+                                                 private_key=read(tls_key) if tls_key else None,
+                                                 certificate_chain=read(tls_cert) if tls_cert else None)
+            self._channel = grpc.secure_channel(target, creds, options=list(opts.items()))
+        else:
+            self._channel = grpc.insecure_channel(target, options=list(opts.items()))
         ident = lambda b: b  # noqa: E731  (requests are serialised here, responses parsed below)
         self._search = self._channel.unary_unary("/vecshard.v1.Coordinator/Search", request_serializer=ident,
                                                  response_deserializer=coordinator_pb2.SearchResponse.FromString)
@@ -168,6 +191,18 @@ class Client:
         self._status = self._channel.unary_unary(
             "/vecshard.v1.Coordinator/Status", request_serializer=ident,
             response_deserializer=coordinator_pb2.StatusResponse.FromString)
+
+    @classmethod
+    def from_env(cls, target: str, **kwargs):
+        """A Client configured as the vecshard tools are: $VECSHARD_TOKEN, $VECSHARD_TLS_CA (set: TLS),
+        $VECSHARD_TLS_CERT, $VECSHARD_TLS_KEY, $VECSHARD_TLS_SERVER_NAME (`. build/cluster/env` after
+        deploy/local/cluster.sh up sets them). Keyword arguments override the environment."""
+        env = {"token": "VECSHARD_TOKEN", "tls_ca": "VECSHARD_TLS_CA", "tls_cert": "VECSHARD_TLS_CERT",
+               "tls_key": "VECSHARD_TLS_KEY", "tls_server_name": "VECSHARD_TLS_SERVER_NAME"}
+        for arg, var in env.items():
+            if arg not in kwargs and os.environ.get(var):
+                kwargs[arg] = os.environ[var]
+        return cls(target, **kwargs)
 
     def close(self):
         self._channel.close()

@@ -1,0 +1,296 @@
+#!/usr/bin/python3
+"""test_tls: the local cluster with TLS everywhere (issue 18, security half) and every refusal asserted.
+
+deploy/local/cluster.sh up (TLS is its default) makes a CA with deploy/local/certs.sh; etcd serves https with
+client certificates and RBAC users (one per partition for the shards, a read-only coordinator, an admin);
+shards serve mutual TLS and answer Search only for the coordinator's certificate; the coordinator serves
+mutual TLS to clients and requires bearer tokens (--auth-tokens). A second, unrelated CA stands for an
+attacker's certificates.
+
+- Through TLS: a search token's answers are exact at nprobe = nlist (recall 1.0 against numpy), as the
+  plain-text cluster's are; `vecshard query` reaches the same answers with $VECSHARD_TLS_* from DIR/env.
+- Refused, each asserted: a plain-text client, a client trusting another CA, a client certificate from
+  another CA, no client certificate, a wrong token (UNAUTHENTICATED); at a shard: plain text, another CA's
+  certificate, and a certificate of the cluster's CA that is not the coordinator's (PERMISSION_DENIED for
+  Search, while Info answers it).
+- A shard whose certificate another CA signed registers in etcd (its etcd credentials are right) but the
+  coordinator never uses it: with the genuine replica of its partition killed, answers are partial
+  (that partition missing) and the coordinator's log shows the failed certificate check.
+- etcd: a shard's user writes its own membership key but not another partition's or the active version
+  (permission denied), the coordinator's user writes nothing, plain http and a TLS client without a
+  certificate are refused.
+- Rotation without restart: certs.sh --renew coordinator replaces the coordinator's certificate files and
+  the coordinator serves the new certificate (by serial) to new connections within --tls-refresh-s,
+  while searches keep being answered.
+Env: VS_BIN_DIR, VS_SOURCE_DIR, VS_TEST_TMPDIR."""
+import base64
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+
+import grpc
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from vstest import BIN, SRC, Checks, cluster_down, cluster_up, install, wait_for, write_fvecs  # noqa: E402
+
+N, D, NQ, K, NLIST = 3000, 16, 20, 10, 8
+check = Checks()
+
+
+def token(perm, name):
+    out = subprocess.run([str(BIN / "vecshard"), "token", "new", "--permission", perm, "--name", name],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    return re.search(r"^token: (\S+)$", out, re.M).group(1), re.search(r"^line:  (.*)$", out, re.M).group(1)
+
+
+def shard_search_request(q, k):
+    """vecshard.v1.ShardSearchRequest by hand (dim = 1, queries = 2 packed floats, k = 3)."""
+    floats = q.astype("<f4").tobytes()
+
+    def varint(v):
+        out = b""
+        while True:
+            b, v = v & 0x7F, v >> 7
+            out += bytes([b | (0x80 if v else 0)])
+            if not v:
+                return out
+    return b"\x08" + varint(q.shape[1]) + b"\x12" + varint(len(floats)) + floats + b"\x18" + varint(k)
+
+
+def grpc_code(target, method, body, creds):
+    """The status code of one unary call (raw bytes) over creds (None = plain text)."""
+    opts = [("grpc.ssl_target_name_override", "localhost")] if creds else []
+    ch = grpc.secure_channel(target, creds, options=opts) if creds else grpc.insecure_channel(target)
+    try:
+        ch.unary_unary(method)(body, timeout=5)
+        return "OK"
+    except grpc.RpcError as e:
+        return e.code().name
+    finally:
+        ch.close()
+
+
+def tls_creds(ca, cert=None, key=None):
+    rd = lambda p: pathlib.Path(p).read_bytes()  # noqa: E731
+    return grpc.ssl_channel_credentials(rd(ca), rd(key) if key else None, rd(cert) if cert else None)
+
+
+class Etcd:
+    """etcd's JSON gateway over TLS as an RBAC user (what the cluster's processes speak)."""
+
+    def __init__(self, url, tls, user=None, password=None, cert=True):
+        ctx = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+        if cert:
+            ctx.load_cert_chain(str(tls / "etcd-client.crt"), str(tls / "etcd-client.key"))
+        self.url, self.ctx, self.token = url, ctx, None
+        if user:
+            self.token = self.post("/v3/auth/authenticate", {"name": user, "password": password})["token"]
+
+    def post(self, path, body):
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Authorization": self.token} if self.token else {})
+        try:
+            return json.load(urllib.request.urlopen(req, context=self.ctx, timeout=5))
+        except urllib.error.HTTPError as e:
+            return {"http": e.code, **json.loads(e.read() or b"{}")}
+
+    def put(self, key, value):
+        b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+        r = self.post("/v3/kv/put", {"key": b64(key), "value": b64(value)})
+        return "OK" if "header" in r and "error" not in r else r.get("error", r.get("message", str(r)))
+
+
+def served_serial(addr, tls):
+    """The serial of the certificate the server at addr presents to a new connection."""
+    host, port = addr.rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+    ctx.load_cert_chain(str(tls / "client.crt"), str(tls / "client.key"))
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        with ctx.wrap_socket(s, server_hostname="localhost") as t:
+            der = t.getpeercert(binary_form=True)
+    pem = ssl.DER_cert_to_PEM_cert(der)
+    out = subprocess.run(["openssl", "x509", "-noout", "-serial"], input=pem, stdout=subprocess.PIPE, text=True)
+    return out.stdout.strip()
+
+
+def file_serial(path):
+    return subprocess.run(["openssl", "x509", "-noout", "-serial", "-in", str(path)], stdout=subprocess.PIPE,
+                          text=True).stdout.strip()
+
+
+def main():
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="vs-tls-", dir=os.environ.get("VS_TEST_TMPDIR")))
+    sys.path.insert(0, str(install(tmp)))
+    import vecshard  # noqa: E402  (installed just above)
+
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((N, D)).astype(np.float32)
+    q = rng.standard_normal((NQ, D)).astype(np.float32)
+    write_fvecs(tmp / "base.fvecs", base)
+    write_fvecs(tmp / "q.fvecs", q)
+    subprocess.run([str(BIN / "vecshard-build"), "--base", tmp / "base.fvecs", "--factory", f"IVF{NLIST},Flat",
+                    "--partitions", "2", "--out", tmp / "idx", "--version", "v1", "--target-recall", "0"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    d = ((q[:, None, :].astype(np.float64) - base[None, :, :]) ** 2).sum(-1)
+    exact = np.argsort(d, axis=1, kind="stable")[:, :K]
+    tok, line = token("search", "tls-client")
+    (tmp / "tokens").write_text(line + "\n")
+    other = tmp / "other-ca"  # an unrelated CA: the attacker's certificates
+    subprocess.run([str(SRC / "deploy" / "local" / "certs.sh"), str(other)], check=True)
+
+    cl = tmp / "cluster"
+    ok, out, state = cluster_up(cl, [tmp / "idx" / "v1" / "manifest.json"], "--coordinator-args",
+                                f"--auth-tokens {tmp / 'tokens'} --tls-refresh-s 1", tls=True)
+    extra = None
+    try:
+        if not check(ok, f"cluster.sh up with TLS: {out[-3000:]}"):
+            return 1
+        tls = cl / "tls"
+        addr, etcd_url = state["coordinator_addr"], state["etcd_url"]
+        check(etcd_url.startswith("https://"), f"etcd serves https: {etcd_url}")
+        env = dict(re.findall(r"(VECSHARD_\w+)=(\S+)", (cl / "env").read_text()))
+        check(env.get("VECSHARD_TLS_CA") == str(tls / "ca.crt"), f"DIR/env sets the tools' TLS: {env}")
+
+        # ---- through TLS: exact answers at nprobe = nlist ----
+        c = vecshard.Client(addr, timeout=10.0, token=tok, tls_ca=tls / "ca.crt", tls_cert=tls / "client.crt",
+                            tls_key=tls / "client.key")
+        r = c.search(q, k=K, nprobe=NLIST)
+        hits = sum(len(set(r.ids[i].tolist()) & set(exact[i].tolist())) for i in range(NQ))
+        check(hits == NQ * K and not r.coverage.partial,
+              f"recall@{K} through mutual TLS + token: {hits / (NQ * K):.4f} (want 1.0)")
+        vq = subprocess.run([str(BIN / "vecshard"), "query", "--coordinator", addr, "--queries", tmp / "q.fvecs",
+                             "--k", str(K), "--nprobe", str(NLIST)],
+                            env=dict(os.environ, **env, VECSHARD_TOKEN=tok), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+        check(vq.returncode == 0 and re.search(rf"QPS\s+\S+ \({NQ} answered", vq.stdout),
+              f"vecshard query with DIR/env: {vq.stdout[-600:]}")
+        os.environ.update(env)
+        with vecshard.Client.from_env(addr, timeout=10.0, token=tok) as ce:
+            check(ce.search(q[:2], k=K).ids.shape == (2, K), "Client.from_env reads $VECSHARD_TLS_*")
+        for k_ in env:
+            os.environ.pop(k_, None)
+
+        # ---- refused at the coordinator ----
+        def code_of(**kw):
+            try:
+                with vecshard.Client(addr, timeout=5.0, retries=0, **kw) as x:
+                    x.search(q[:1], k=K)
+                return "OK"
+            except vecshard.VecshardError as e:
+                return e.code.name
+        check(code_of(token=tok) == "UNAVAILABLE", "a plain-text client is refused")
+        check(code_of(token=tok, tls_ca=other / "ca.crt", tls_cert=other / "client.crt",
+                      tls_key=other / "client.key") == "UNAVAILABLE", "a client trusting another CA is refused")
+        check(code_of(token=tok, tls_ca=tls / "ca.crt", tls_cert=other / "client.crt",
+                      tls_key=other / "client.key") == "UNAVAILABLE",
+              "a client certificate from another CA is refused")
+        check(code_of(token=tok, tls_ca=tls / "ca.crt") == "UNAVAILABLE", "a client without a certificate is refused")
+        check(code_of(token="vst_" + "0" * 64, tls_ca=tls / "ca.crt", tls_cert=tls / "client.crt",
+                      tls_key=tls / "client.key") == "UNAUTHENTICATED", "a wrong token over TLS is UNAUTHENTICATED")
+
+        # ---- refused at a shard ----
+        shard = state["shard_p0r0_addr"]
+        body = shard_search_request(q[:1], K)
+        search = "/vecshard.v1.Shard/Search"
+        check(grpc_code(shard, search, body, tls_creds(tls / "ca.crt", tls / "coordinator.crt",
+                                                        tls / "coordinator.key")) == "OK",
+              "a shard answers the coordinator's certificate")
+        check(grpc_code(shard, search, body, None) == "UNAVAILABLE", "a shard refuses plain text")
+        check(grpc_code(shard, search, body, tls_creds(tls / "ca.crt", other / "coordinator.crt",
+                                                        other / "coordinator.key")) == "UNAVAILABLE",
+              "a shard refuses a coordinator certificate from another CA")
+        client_creds = tls_creds(tls / "ca.crt", tls / "client.crt", tls / "client.key")
+        check(grpc_code(shard, search, body, client_creds) == "PERMISSION_DENIED",
+              "a shard refuses Search to a certificate of its CA that is not the coordinator's")
+        check(grpc_code(shard, "/vecshard.v1.Shard/Info", b"", client_creds) == "OK",
+              "... and answers it Info")
+
+        # ---- etcd: TLS and roles ----
+        pw = lambda u: (cl / "etcd-users" / u).read_text().strip()  # noqa: E731
+        s0 = Etcd(etcd_url, tls, "vecshard-shard-0", pw("vecshard-shard-0"))
+        pre = "/vecshard/local/"
+        check(s0.put(pre + "members/0/test-own", "x") == "OK", "shard 0's user writes under members/0/")
+        check("permission denied" in s0.put(pre + "members/1/p1r0", "{}"),
+              "shard 0's user may not write partition 1's membership")
+        check("permission denied" in s0.put(pre + "active", "v-evil"), "shard 0's user may not activate a version")
+        co = Etcd(etcd_url, tls, "vecshard-coordinator", pw("vecshard-coordinator"))
+        check("permission denied" in co.put(pre + "versions/evil", "{}"), "the coordinator's user writes nothing")
+        anon = Etcd(etcd_url, tls)
+        check(anon.put(pre + "active", "v-evil") != "OK", "etcd refuses a write without a user")
+        try:
+            Etcd(etcd_url, tls, cert=False).put(pre + "active", "v-evil")
+            no_cert = "accepted"
+        except (ssl.SSLError, urllib.error.URLError, ConnectionError, OSError) as e:
+            no_cert = f"refused ({type(e).__name__})"
+        check(no_cert.startswith("refused"), f"etcd refuses a TLS client without a certificate: {no_cert}")
+        try:
+            urllib.request.urlopen(etcd_url.replace("https://", "http://") + "/v3/kv/range",
+                                   data=b'{"key":"Lw=="}', timeout=5)
+            plain = "accepted"
+        except (urllib.error.URLError, ConnectionError, OSError) as e:
+            plain = f"refused ({type(e).__name__})"
+        check(plain.startswith("refused"), f"etcd refuses plain http: {plain}")
+
+        # ---- a shard with a foreign certificate is never used ----
+        ports = tmp / "evil.ports"
+        shard_env = dict(os.environ, VECSHARD_ETCD_CA=str(tls / "ca.crt"),
+                         VECSHARD_ETCD_CERT=str(tls / "etcd-client.crt"),
+                         VECSHARD_ETCD_KEY=str(tls / "etcd-client.key"), VECSHARD_ETCD_USER="vecshard-shard-0",
+                         VECSHARD_ETCD_PASSWORD_FILE=str(cl / "etcd-users" / "vecshard-shard-0"))
+        log = open(tmp / "evil.log", "w")
+        extra = subprocess.Popen([str(BIN / "vecshard-shard"), "--etcd", etcd_url, "--cluster", "local",
+                                  "--partition", "0", "--replica-id", "p0-evil", "--listen", "127.0.0.1:0",
+                                  "--metrics-listen", "none", "--port-file", str(ports), "--manifest",
+                                  str(tmp / "idx" / "v1" / "manifest.json"), "--tls-cert", str(other / "shard.crt"),
+                                  "--tls-key", str(other / "shard.key"), "--tls-client-ca", str(other / "ca.crt")],
+                                 env=shard_env, stdout=log, stderr=subprocess.STDOUT)
+        rec_key = base64.b64encode((pre + "members/0/p0-evil").encode()).decode()
+        wait_for(lambda: co.post("/v3/kv/range", {"key": rec_key}).get("count") == "1",
+                 "the foreign shard registers in etcd", timeout=30)
+        os.kill(int(state["proc_p0r0_pid"]), signal.SIGKILL)
+        coord_log = cl / "coordinator.log"
+
+        def partial_without_p0():
+            try:
+                rr = c.search(q[:4], k=K, nprobe=NLIST)
+            except vecshard.VecshardError:
+                return False
+            return rr.coverage.partial and rr.coverage.partitions_answered == 1
+        check(wait_for(partial_without_p0, "answers partial once p0r0 is gone", timeout=30),
+              "with the genuine replica of partition 0 killed, answers are partial: the foreign shard serves nothing")
+        check(wait_for(lambda: "certificate verify failed" in coord_log.read_text(),
+                       "the coordinator logs the failed certificate check", timeout=30),
+              "the coordinator's log shows the foreign shard's certificate refused")
+
+        # ---- rotation without restart ----
+        before = served_serial(addr, tls)
+        subprocess.run([str(SRC / "deploy" / "local" / "certs.sh"), str(tls), "--renew", "coordinator"], check=True)
+        new = file_serial(tls / "coordinator.crt")
+        check(before != new and before.startswith("serial="), f"renewed: {before} -> {new}")
+        check(wait_for(lambda: served_serial(addr, tls) == new, "the renewed certificate served", timeout=30),
+              "the coordinator serves the renewed certificate to new connections without a restart")
+        with vecshard.Client(addr, timeout=10.0, token=tok, tls_ca=tls / "ca.crt", tls_cert=tls / "client.crt",
+                             tls_key=tls / "client.key") as c2:
+            check(c2.search(q[:2], k=K).ids.shape == (2, K), "a new client is answered after the rotation")
+        c.close()
+    finally:
+        if extra is not None:
+            extra.kill()
+            extra.wait()
+        cluster_down(cl)
+    return check.finish("test_tls", tmp)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
