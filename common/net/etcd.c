@@ -22,6 +22,7 @@
 
 #include <curl/curl.h>
 
+#include "common/cli/secret.h"
 #include "common/cli/timing.h"
 #include "common/net/etcd_codec.h"
 
@@ -166,21 +167,20 @@ static vs_status read_auth(vs_etcd_t *e, const vs_etcd_opts_t *o, char err[VS_ER
     e->cert = opt_or_env(o->cert_file, "VECSHARD_ETCD_CERT", &nomem);
     e->key = opt_or_env(o->key_file, "VECSHARD_ETCD_KEY", &nomem);
     e->user = opt_or_env(o->user, "VECSHARD_ETCD_USER", &nomem);
-    e->password = opt_or_env(o->password, "VECSHARD_ETCD_PASSWORD", &nomem);
-    const char *pf = getenv("VECSHARD_ETCD_PASSWORD_FILE");
-    if (!nomem && e->user && !e->password && pf && *pf) {
-        FILE *f = fopen(pf, "r");
-        char buf[256];
-        size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
-        if (f)
-            fclose(f);
-        if (!f)
-            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd: cannot read $VECSHARD_ETCD_PASSWORD_FILE %s", pf);
-        buf[n] = 0;
-        buf[strcspn(buf, "\r\n")] = 0;
-        e->password = strdup(buf);
-        memset(buf, 0, sizeof buf);
-        nomem = !e->password;
+    if (o->password && *o->password) {
+        e->password = strdup(o->password);
+        nomem |= !e->password;
+    } else if (e->user) {
+        char pw[256];
+        int found;
+        vs_status st = vs_env_secret("VECSHARD_ETCD_PASSWORD", pw, sizeof pw, &found, err);
+        if (st != VS_OK)
+            return st;
+        if (found) {
+            e->password = strdup(pw);
+            nomem |= !e->password;
+        }
+        memset(pw, 0, sizeof pw);
     }
     if (nomem)
         return vs_errf(err, VS_ERR_NOMEM, "etcd: out of memory");

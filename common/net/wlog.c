@@ -18,6 +18,7 @@
 #include <nats/nats.h>
 
 #include "common/cli/ident.h"
+#include "common/cli/secret.h"
 #include "common/cli/timing.h"
 
 #define DEFAULT_TIMEOUT_MS 5000
@@ -127,6 +128,58 @@ static vs_status ensure_stream(vs_wlog_t *w, const vs_wlog_opts_t *o, int create
     return VS_OK;
 }
 
+/* TLS and credentials (vs_wlog_opts_t, else the environment) onto no. */
+static vs_status secure_options(natsOptions *no, const vs_wlog_opts_t *o, char err[VS_ERR_LEN])
+{
+    const char *ca = o->ca_file ? o->ca_file : vs_env_str("VECSHARD_NATS_CA");
+    const char *cert = o->cert_file ? o->cert_file : vs_env_str("VECSHARD_NATS_CERT");
+    const char *key = o->key_file ? o->key_file : vs_env_str("VECSHARD_NATS_KEY");
+    const char *user = o->user ? o->user : vs_env_str("VECSHARD_NATS_USER");
+    natsStatus s = NATS_OK;
+    if (!cert != !key)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "write log: a client certificate needs its key: $VECSHARD_NATS_CERT, $VECSHARD_NATS_KEY");
+    if (ca) {
+        /* the server's name: $VECSHARD_NATS_SERVER_NAME, else the first URL's host */
+        char host[256] = "";
+        const char *name = vs_env_str("VECSHARD_NATS_SERVER_NAME");
+        if (!name) {
+            const char *p = strstr(o->url, "://");
+            p = p ? p + 3 : o->url;
+            size_t n = strcspn(p, ":,/");
+            snprintf(host, sizeof host, "%.*s", (int)(n < sizeof host ? n : sizeof host - 1), p);
+            name = host;
+        }
+        s = natsOptions_SetSecure(no, true);
+        if (s == NATS_OK)
+            s = natsOptions_LoadCATrustedCertificates(no, ca);
+        if (s == NATS_OK && name[0])
+            s = natsOptions_SetExpectedHostname(no, name);
+        if (s == NATS_OK && cert)
+            s = natsOptions_LoadCertificatesChain(no, cert, key);
+        if (s != NATS_OK)
+            return nats_err(err, VS_ERR_INVALID_ARGUMENT, "write log: TLS files", s, 0);
+    }
+    if (user) {
+        char pw[256];
+        int found = 0;
+        if (o->password) {
+            snprintf(pw, sizeof pw, "%s", o->password);
+            found = 1;
+        } else if (vs_env_secret("VECSHARD_NATS_PASSWORD", pw, sizeof pw, &found, err) != VS_OK)
+            return VS_ERR_INVALID_ARGUMENT;
+        if (!found)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                           "write log: user %s has no password ($VECSHARD_NATS_PASSWORD_FILE or "
+                           "$VECSHARD_NATS_PASSWORD)", user);
+        s = natsOptions_SetUserInfo(no, user, pw);
+        memset(pw, 0, sizeof pw);
+        if (s != NATS_OK)
+            return nats_err(err, VS_ERR_NOMEM, "write log: credentials", s, 0);
+    }
+    return VS_OK;
+}
+
 vs_status vs_wlog_open(const vs_wlog_opts_t *o, int create, vs_wlog_t **out, char err[VS_ERR_LEN])
 {
     *out = NULL;
@@ -167,11 +220,19 @@ vs_status vs_wlog_open(const vs_wlog_opts_t *o, int create, vs_wlog_t **out, cha
      * flusher thread: one thread wake-up less per message, which is most of a small write's cost */
     if (s == NATS_OK)
         s = natsOptions_SetSendAsap(no, true);
+    vs_status cst = s == NATS_OK ? secure_options(no, o, err) : VS_OK;
+    if (cst != VS_OK) {
+        natsOptions_Destroy(no);
+        pthread_mutex_destroy(&w->pmu);
+        free(w);
+        return cst;
+    }
     if (s == NATS_OK)
         s = natsConnection_Connect(&w->nc, no);
     natsOptions_Destroy(no);
     if (s != NATS_OK) {
-        vs_status st = nats_err(err, VS_ERR_UNAVAILABLE, "write log: connect", s, 0);
+        vs_status st = nats_err(err, s == NATS_CONNECTION_AUTH_FAILED ? VS_ERR_FAILED_PRECONDITION : VS_ERR_UNAVAILABLE,
+                                "write log: connect", s, 0);
         pthread_mutex_destroy(&w->pmu);
         free(w);
         return st;

@@ -35,6 +35,13 @@ typedef struct vs_wlog_opts {
     int64_t max_age_s;       /* 0 = 7 days */
     int64_t dedup_window_ms; /* 0 = 120000 (the server's default; at most max_age) */
     int replicas;            /* 0 = 1 */
+    /* TLS and credentials; each NULL field is taken from the environment, the same for every process and
+     * tool: $VECSHARD_NATS_CA (set: TLS, the server's certificate must chain to it and name the first
+     * URL's host, or $VECSHARD_NATS_SERVER_NAME), $VECSHARD_NATS_CERT + $VECSHARD_NATS_KEY (client
+     * certificate for a server with verify: true), $VECSHARD_NATS_USER with $VECSHARD_NATS_PASSWORD_FILE
+     * or $VECSHARD_NATS_PASSWORD. A wrong password is VS_ERR_FAILED_PRECONDITION at open; a publish or
+     * subscription the user's permissions forbid fails its call. */
+    const char *ca_file, *cert_file, *key_file, *user, *password;
 } vs_wlog_opts_t;
 
 /* 1 when cluster can name a stream: 1-64 of [A-Za-z0-9_-] (NATS stream names hold no '.'). */

@@ -142,7 +142,8 @@ stop_all() {
     names | grep -qx nats && stop_group "$wait_s" nats
     names | grep -qx redis && stop_group "$wait_s" redis
     stop_group "$wait_s" etcd
-    rm -rf "$dir/etcd-data" "$dir/etcd-users" "$dir/nats-data" "$dir/redis-data" "$dir/env"
+    rm -rf "$dir/etcd-data" "$dir/etcd-users" "$dir/nats-data" "$dir/nats-users" "$dir/nats.conf" \
+        "$dir/redis-data" "$dir/env"
     mv -f "$state" "$state.last"
 }
 
@@ -196,6 +197,46 @@ etcd_rbac() { # URL TLS_DIR
             ectl user grant-role "$u" "$u" || return 1
     done
     ectl auth enable
+}
+
+# nats-server's configuration for a TLS cluster: TLS with client certificates (verify), and three users
+# with random passwords in DIR/nats-users/: vecshard-coordinator may append to the log (publish to the
+# writes subject, create and inspect the stream) and nothing else, vecshard-shard may only read it (pull
+# consumers), vecshard-admin may do anything (vecshard-fold, operators).
+nats_conf() { # PORT TLS_DIR
+    local port=$1 t=$2 u js='$JS.API' sn=VS_$cluster
+    mkdir -p "$dir/nats-users" && chmod 0700 "$dir/nats-users"
+    for u in vecshard-coordinator vecshard-shard vecshard-admin; do
+        (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/nats-users/$u")
+    done
+    (umask 077 && cat >"$dir/nats.conf" <<EOF
+listen: 127.0.0.1:$port
+server_name: vs-local
+jetstream { store_dir: "$dir/nats-data" }
+tls { cert_file: "$t/nats.crt", key_file: "$t/nats.key", ca_file: "$t/ca.crt", verify: true, timeout: 2 }
+authorization {
+  users = [
+    { user: vecshard-coordinator, password: "$(cat "$dir/nats-users/vecshard-coordinator")",
+      permissions: { publish: { allow: ["vs.$cluster.writes", "$js.INFO", "$js.STREAM.INFO.$sn",
+                                        "$js.STREAM.CREATE.$sn"] },
+                     subscribe: { allow: ["_INBOX.>"] } } }
+    { user: vecshard-shard, password: "$(cat "$dir/nats-users/vecshard-shard")",
+      permissions: { publish: { allow: ["$js.INFO", "$js.STREAM.INFO.$sn", "$js.CONSUMER.CREATE.$sn",
+                                        "$js.CONSUMER.CREATE.$sn.>", "$js.CONSUMER.MSG.NEXT.$sn.>",
+                                        "$js.CONSUMER.DELETE.$sn.>", "$js.CONSUMER.INFO.$sn.>"] },
+                     subscribe: { allow: ["_INBOX.>"] } } }
+    { user: vecshard-admin, password: "$(cat "$dir/nats-users/vecshard-admin")" }
+  ]
+}
+EOF
+)
+}
+
+# The environment of a process reaching NATS as user $1 with certificate $2 (nothing without TLS).
+nats_env() {
+    [ -n "$tls" ] || return 0
+    echo "VECSHARD_NATS_CA=$tls/ca.crt" "VECSHARD_NATS_CERT=$tls/$2.crt" "VECSHARD_NATS_KEY=$tls/$2.key" \
+        "VECSHARD_NATS_USER=$1" "VECSHARD_NATS_PASSWORD_FILE=$dir/nats-users/$1"
 }
 
 # The environment of a process reaching etcd as RBAC user $1 (nothing without TLS).
@@ -362,14 +403,21 @@ up() {
         for try in 1 2 3; do
             nport=$(free_port)
             rm -rf "$dir/nats-data"
-            launch nats "$nats_bin" -a 127.0.0.1 -p "$nport" -js -sd "$dir/nats-data" -n vs-local
+            if [ -n "$tls" ]; then
+                nats_conf "$nport" "$tls"
+                launch nats "$nats_bin" -c "$dir/nats.conf"
+            else
+                launch nats "$nats_bin" -a 127.0.0.1 -p "$nport" -js -sd "$dir/nats-data" -n vs-local
+            fi
             if wait_started nats nats_ready "nats://127.0.0.1:$nport"; then
                 nurl=nats://127.0.0.1:$nport
+                [ -z "$tls" ] || nurl=tls://127.0.0.1:$nport
                 break
             fi
         done
         [ -n "$nurl" ] || failed_up "nats-server did not start" "$dir/nats.log"
         record "nats_url=$nurl"
+        [ -z "$tls" ] || echo "export $(nats_env vecshard-admin client)" >>"$dir/env"
         echo "cluster.sh: nats-server (JetStream) at $nurl"
         wargs=(--nats-url "$nurl")
     fi
@@ -402,7 +450,8 @@ up() {
         for ((r = 0; r < replicas; r++)); do
             id=p${p}r${r}
             rm -f "$dir/$id.ports"
-            launch "$id" env $(etcd_env "vecshard-shard-$p") "$bin/vecshard-shard" --etcd "$url" --cluster "$cluster" --partition "$p" \
+            launch "$id" env $(etcd_env "vecshard-shard-$p") $(nats_env vecshard-shard shard) \
+                "$bin/vecshard-shard" --etcd "$url" --cluster "$cluster" --partition "$p" \
                 --replica-id "$id" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --port-file "$dir/$id.ports" \
                 --grace-ms 2000 "${margs[@]}" "${extra[@]}" "${wargs[@]}" "${sargs[@]}"
         done
@@ -421,7 +470,8 @@ up() {
 
     # coordinator
     rm -f "$dir/coordinator.ports"
-    launch coordinator env $(etcd_env vecshard-coordinator) "$coordinator_bin" --etcd "$url" --cluster "$cluster" --listen 127.0.0.1:0 \
+    launch coordinator env $(etcd_env vecshard-coordinator) $(nats_env vecshard-coordinator coordinator) \
+        "$coordinator_bin" --etcd "$url" --cluster "$cluster" --listen 127.0.0.1:0 \
         --metrics-listen 127.0.0.1:0 --port-file "$dir/coordinator.ports" --grace-ms 2000 "${margs[@]}" \
         "${wargs[@]}" "${cargs[@]}" $coordinator_args
     local cport

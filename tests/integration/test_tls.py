@@ -129,6 +129,40 @@ def file_serial(path):
                           text=True).stdout.strip()
 
 
+def nats_try(url, tls, user, password, cert="client", use_tls=True, subject=None):
+    """Speaks NATS's text protocol to the server at url (tls://host:port): CONNECT as user (TLS with
+    certificate `cert` of tls, or none), PUB one byte to subject when given, PING. Returns what the server
+    said (its -ERR lines and PONG), or the exception that ended the connection."""
+    host, port = url.split("://")[1].rsplit(":", 1)
+    try:
+        s = socket.create_connection((host, int(port)), timeout=5)
+        f = s.makefile("rb")
+        f.readline()  # INFO {...}
+        if use_tls:
+            ctx = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+            if cert:
+                ctx.load_cert_chain(str(tls / f"{cert}.crt"), str(tls / f"{cert}.key"))
+            s = ctx.wrap_socket(s, server_hostname="localhost")
+            f = s.makefile("rb")
+        conn = {"verbose": False, "pedantic": False, "tls_required": use_tls, "user": user, "pass": password}
+        msg = b"CONNECT " + json.dumps(conn).encode() + b"\r\n"
+        if subject:
+            msg += f"PUB {subject} 1\r\nx\r\n".encode()
+        s.sendall(msg + b"PING\r\n")
+        said = []
+        while True:
+            ln = f.readline().decode(errors="replace").strip()
+            if not ln:
+                break
+            said.append(ln)
+            if ln == "PONG" or "Authorization Violation" in ln:
+                break
+        s.close()
+        return " | ".join(said) or "closed"
+    except (OSError, ssl.SSLError) as e:
+        return f"refused: {type(e).__name__}: {e}"
+
+
 def main():
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="vs-tls-", dir=os.environ.get("VS_TEST_TMPDIR")))
     sys.path.insert(0, str(install(tmp)))
@@ -145,12 +179,13 @@ def main():
     d = ((q[:, None, :].astype(np.float64) - base[None, :, :]) ** 2).sum(-1)
     exact = np.argsort(d, axis=1, kind="stable")[:, :K]
     tok, line = token("search", "tls-client")
-    (tmp / "tokens").write_text(line + "\n")
+    tokw, linew = token("write", "tls-writer")
+    (tmp / "tokens").write_text(line + "\n" + linew + "\n")
     other = tmp / "other-ca"  # an unrelated CA: the attacker's certificates
     subprocess.run([str(SRC / "deploy" / "local" / "certs.sh"), str(other)], check=True)
 
     cl = tmp / "cluster"
-    ok, out, state = cluster_up(cl, [tmp / "idx" / "v1" / "manifest.json"], "--coordinator-args",
+    ok, out, state = cluster_up(cl, [tmp / "idx" / "v1" / "manifest.json"], "--writes", "--coordinator-args",
                                 f"--auth-tokens {tmp / 'tokens'} --tls-refresh-s 1", tls=True)
     extra = None
     try:
@@ -180,6 +215,31 @@ def main():
             check(ce.search(q[:2], k=K).ids.shape == (2, K), "Client.from_env reads $VECSHARD_TLS_*")
         for k_ in env:
             os.environ.pop(k_, None)
+
+        # ---- a fresh write through TLS (coordinator -> NATS -> shards, each hop authenticated) ----
+        with vecshard.Client(addr, timeout=10.0, token=tokw, tls_ca=tls / "ca.crt", tls_cert=tls / "client.crt",
+                             tls_key=tls / "client.key") as cw:
+            fresh = (q[0] + 1e-3).reshape(1, D).astype(np.float32)
+            wr = cw.upsert([N + 7], fresh)
+            got = cw.search(q[:1], k=1, nprobe=NLIST, min_log_seq=wr.log_seq)
+            check(int(got.ids[0, 0]) == N + 7, f"a write through TLS is searchable: {got.ids[0, :3]}")
+
+        # ---- NATS: TLS, users, permissions ----
+        nurl = state["nats_url"]
+        npw = lambda u: (cl / "nats-users" / u).read_text().strip()  # noqa: E731
+        subj = "vs.local.writes"
+        said = nats_try(nurl, tls, "vecshard-shard", npw("vecshard-shard"), cert="shard", subject=subj)
+        check("Permissions Violation" in said and "PONG" in said,
+              f"NATS: the shards' user may not append to the log: {said}")
+        said = nats_try(nurl, tls, "vecshard-coordinator", npw("vecshard-coordinator"), cert="coordinator",
+                        subject=subj)
+        check("Violation" not in said and "PONG" in said, f"NATS: the coordinator's user may: {said}")
+        said = nats_try(nurl, tls, "vecshard-coordinator", "wrong", cert="coordinator")
+        check("Authorization Violation" in said, f"NATS: a wrong password is refused: {said}")
+        said = nats_try(nurl, tls, "vecshard-coordinator", npw("vecshard-coordinator"), use_tls=False)
+        check("PONG" not in said, f"NATS: plain text is refused: {said}")
+        said = nats_try(nurl, tls, "vecshard-coordinator", npw("vecshard-coordinator"), cert=None)
+        check("PONG" not in said, f"NATS: a client without a certificate is refused: {said}")
 
         # ---- refused at the coordinator ----
         def code_of(**kw):
