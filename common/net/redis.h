@@ -1,12 +1,15 @@
-/* redis.h: a blocking Redis client over hiredis 0.14 (Debian's libhiredis-dev): connect with a timeout on
- * connect, every read and every write (hiredis applies its connect timeout to connect only), AUTH, single
- * commands and pipelines of binary-safe argument vectors, INFO fields.
+/* redis.h: a blocking Redis client: connect with a timeout on connect, every read and every write, TLS,
+ * AUTH, single commands and pipelines of binary-safe argument vectors, INFO fields. Commands are formatted
+ * and replies parsed by hiredis 0.14 (Debian's libhiredis-dev); the connection is our own socket because
+ * that hiredis has no TLS. TLS is on when $VECSHARD_REDIS_CA is set (the convention of every vecshard
+ * client of etcd, NATS and Redis): the server's certificate must chain to it and name the host (or
+ * $VECSHARD_REDIS_SERVER_NAME); $VECSHARD_REDIS_CERT + $VECSHARD_REDIS_KEY are the client certificate
+ * Redis asks for by default (tls-auth-clients yes).
  *
  * Errors: a reply of type error becomes a status (OOM -> VS_ERR_RESOURCE_EXHAUSTED, NOPERM/NOAUTH/WRONGPASS
  * -> VS_ERR_FAILED_PRECONDITION, others VS_ERR_INTERNAL) with Redis's text; a lost connection or a timeout
  * becomes VS_ERR_UNAVAILABLE and the connection is dead from then on (hiredis cannot resynchronise):
- * every later call fails at once with the same error. Not here: TLS (hiredis 0.14 has none; issue 18),
- * Redis Cluster redirections. Not thread-safe: one connection per thread. */
+ * every later call fails at once with the same error. Not here: Redis Cluster redirections. Not thread-safe: one connection per thread. */
 #ifndef VS_COMMON_NET_REDIS_H
 #define VS_COMMON_NET_REDIS_H
 
@@ -20,7 +23,8 @@ struct redisReply;
 
 /* Connects to addr ("host:port", or "host" for port 6379); timeout_ms > 0 bounds connect and every later
  * read or write. user/password: AUTH after connect when password is non-NULL (user NULL = the default
- * user). *out on success; VS_ERR_UNAVAILABLE (cannot connect) or the AUTH error otherwise. */
+ * user). *out on success; VS_ERR_UNAVAILABLE (cannot connect, TLS handshake refused: the reason named),
+ * VS_ERR_INVALID_ARGUMENT (unreadable TLS files) or the AUTH error otherwise. */
 vs_status vs_redis_open(const char *addr, int timeout_ms, const char *user, const char *password,
                         vs_redis_t **out, char err[VS_ERR_LEN]);
 void vs_redis_close(vs_redis_t *r); /* NULL is a no-op */

@@ -9,6 +9,7 @@
 
 #include "common/cli/flags.h"
 #include "common/cli/progress.h"
+#include "common/cli/secret.h"
 #include "common/cli/timing.h"
 #include "common/crc32c.h"
 #include "common/hash.h"
@@ -58,8 +59,10 @@ static void usage(FILE *f)
         "  --k N                neighbours per key (default 100, max %d)\n"
         "  --params S           search parameters, FAISS names (nprobe=32,k_factor=4,efSearch=128);\n"
         "                       default: the version's tuned defaults\n"
-        "  --redis HOST:PORT    Redis (default 127.0.0.1:6379); password from $VECSHARD_REDIS_PASSWORD\n"
-        "  --redis-user USER    ACL user for AUTH (with $VECSHARD_REDIS_PASSWORD)\n"
+        "  --redis HOST:PORT    Redis (default 127.0.0.1:6379); password from $VECSHARD_REDIS_PASSWORD_FILE\n"
+        "                       (a file) or $VECSHARD_REDIS_PASSWORD; TLS when $VECSHARD_REDIS_CA is set\n"
+        "                       (client certificate: $VECSHARD_REDIS_CERT, $VECSHARD_REDIS_KEY)\n"
+        "  --redis-user USER    ACL user for AUTH (default $VECSHARD_REDIS_USER, else the default user)\n"
         "  --prefix P           key prefix (default vs:nbrs; [A-Za-z0-9._:-])\n"
         "  --set NAME           result set name (default <version>.<8 hex digits of the run's fingerprint>)\n"
         "  --format F           binary (default; 16 + 12 bytes per neighbour) or json\n"
@@ -796,11 +799,16 @@ int vs_nbrs_main(int argc, char **argv)
         return 0;
     if (rc == 2)
         return 2;
-    o.redis_password = getenv("VECSHARD_REDIS_PASSWORD");
-    if (o.redis_password && !*o.redis_password)
-        o.redis_password = NULL;
     vs_nbrs_result_t res;
-    char err[VS_ERR_LEN] = "";
+    char err[VS_ERR_LEN] = "", password[256];
+    int found = 0;
+    if (vs_env_secret("VECSHARD_REDIS_PASSWORD", password, sizeof password, &found, err) != VS_OK) {
+        fprintf(stderr, "vecshard batch: %s\n", err);
+        return 2;
+    }
+    o.redis_password = found ? password : NULL;
+    if (!o.redis_user)
+        o.redis_user = vs_env_str("VECSHARD_REDIS_USER");
     vs_status st = vs_nbrs_run(&o, &res, err);
     if (st != VS_OK) {
         fprintf(stderr, "vecshard batch: %s (%s)\n", err, vs_status_name(st));

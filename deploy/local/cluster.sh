@@ -143,7 +143,7 @@ stop_all() {
     names | grep -qx redis && stop_group "$wait_s" redis
     stop_group "$wait_s" etcd
     rm -rf "$dir/etcd-data" "$dir/etcd-users" "$dir/nats-data" "$dir/nats-users" "$dir/nats.conf" \
-        "$dir/redis-data" "$dir/env"
+        "$dir/redis-data" "$dir/redis-users" "$dir/redis.conf" "$dir/env"
     mv -f "$state" "$state.last"
 }
 
@@ -298,6 +298,31 @@ nats_ready() {
     timeout 1 bash -c "exec 3<>/dev/tcp/${hp%:*}/${hp##*:} && head -c 4 <&3" 2>/dev/null | grep -q INFO
 }
 
+# redis-server's ACL users for a TLS cluster (DIR/redis-users/, passwords stored hashed in the config):
+# vecshard-batch writes result sets under the default prefix vs:nbrs (vecshard batch), vecshard-reader
+# only GETs them (the Python neighbours.Reader); the default user is off.
+redis_acl() {
+    local u
+    mkdir -p "$dir/redis-users" && chmod 0700 "$dir/redis-users"
+    for u in vecshard-batch vecshard-reader; do
+        (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/redis-users/$u")
+    done
+    h() { printf '%s' "$(cat "$dir/redis-users/$1")" | sha256sum | cut -d' ' -f1; }
+    (umask 077 && cat >"$dir/redis.conf" <<EOF
+user default off
+user vecshard-batch on #$(h vecshard-batch) ~vs:nbrs* resetchannels -@all +@read +@write +@keyspace +eval +info +ping +hello
+user vecshard-reader on #$(h vecshard-reader) ~vs:nbrs* resetchannels -@all +get +mget +ping +hello
+EOF
+)
+}
+
+# redis_ready_tls PORT: the server answers PING over TLS, as vecshard-batch.
+redis_ready_tls() {
+    REDISCLI_AUTH=$(cat "$dir/redis-users/vecshard-batch") timeout 2 redis-cli --tls --cacert "$tls/ca.crt" \
+        --cert "$tls/redis-client.crt" --key "$tls/redis-client.key" -h 127.0.0.1 -p "$1" --user vecshard-batch \
+        PING 2>/dev/null | grep -q PONG
+}
+
 # redis_ready PORT: the server answers PING.
 redis_ready() {
     timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && printf 'PING\r\n' >&3 && head -c 5 <&3" 2>/dev/null |
@@ -429,6 +454,17 @@ up() {
         for try in 1 2 3; do
             rport=$(free_port)
             rm -rf "$dir/redis-data" && mkdir -p "$dir/redis-data"
+            if [ -n "$tls" ]; then
+                redis_acl
+                launch redis redis-server "$dir/redis.conf" --port 0 --tls-port "$rport" --bind 127.0.0.1 \
+                    --tls-cert-file "$tls/redis.crt" --tls-key-file "$tls/redis.key" --tls-ca-cert-file "$tls/ca.crt" \
+                    --dir "$dir/redis-data" --save "" --appendonly yes --maxmemory-policy noeviction
+                if wait_started redis redis_ready_tls "$rport"; then
+                    raddr=127.0.0.1:$rport
+                    break
+                fi
+                continue
+            fi
             launch redis redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir/redis-data" --save "" \
                 --appendonly yes --maxmemory-policy noeviction
             if wait_started redis redis_ready "$rport"; then
@@ -438,6 +474,8 @@ up() {
         done
         [ -n "$raddr" ] || failed_up "redis-server did not start" "$dir/redis.log"
         record "redis_addr=$raddr"
+        [ -z "$tls" ] || printf 'export VECSHARD_REDIS_CA=%s VECSHARD_REDIS_CERT=%s VECSHARD_REDIS_KEY=%s VECSHARD_REDIS_USER=vecshard-batch VECSHARD_REDIS_PASSWORD_FILE=%s\n' \
+            "$tls/ca.crt" "$tls/redis-client.crt" "$tls/redis-client.key" "$dir/redis-users/vecshard-batch" >>"$dir/env"
         echo "cluster.sh: redis-server at $raddr"
     fi
 

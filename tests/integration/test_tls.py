@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """test_tls: the local cluster with TLS everywhere (issue 18, security half) and every refusal asserted.
 
-deploy/local/cluster.sh up (TLS is its default) makes a CA with deploy/local/certs.sh; etcd serves https with
+deploy/local/cluster.sh up --writes --redis (TLS is its default) makes a CA with deploy/local/certs.sh; etcd serves https with
 client certificates and RBAC users (one per partition for the shards, a read-only coordinator, an admin);
 shards serve mutual TLS and answer Search only for the coordinator's certificate; the coordinator serves
 mutual TLS to clients and requires bearer tokens (--auth-tokens). A second, unrelated CA stands for an
@@ -19,6 +19,12 @@ attacker's certificates.
 - etcd: a shard's user writes its own membership key but not another partition's or the active version
   (permission denied), the coordinator's user writes nothing, plain http and a TLS client without a
   certificate are refused.
+- The write log: an upsert through TLS (client -> coordinator -> NATS -> shards) is searchable; on NATS
+  (TLS, verify) the shards' user may not append to the log, a wrong password, plain text and a client
+  without a certificate are refused.
+- Redis (TLS-only port, ACL users, default user off): `vecshard batch` writes a set over TLS as
+  vecshard-batch, the Python neighbours.Reader reads it with redis-py over TLS as vecshard-reader, which
+  may not write; a wrong password, plain text and a missing client certificate are refused.
 - Rotation without restart: certs.sh --renew coordinator replaces the coordinator's certificate files and
   the coordinator serves the new certificate (by serial) to new connections within --tls-refresh-s,
   while searches keep being answered.
@@ -180,12 +186,13 @@ def main():
     exact = np.argsort(d, axis=1, kind="stable")[:, :K]
     tok, line = token("search", "tls-client")
     tokw, linew = token("write", "tls-writer")
-    (tmp / "tokens").write_text(line + "\n" + linew + "\n")
+    toka, linea = token("admin", "tls-batch")  # vecshard batch --coordinator pins the version with Status
+    (tmp / "tokens").write_text(line + "\n" + linew + "\n" + linea + "\n")
     other = tmp / "other-ca"  # an unrelated CA: the attacker's certificates
     subprocess.run([str(SRC / "deploy" / "local" / "certs.sh"), str(other)], check=True)
 
     cl = tmp / "cluster"
-    ok, out, state = cluster_up(cl, [tmp / "idx" / "v1" / "manifest.json"], "--writes", "--coordinator-args",
+    ok, out, state = cluster_up(cl, [tmp / "idx" / "v1" / "manifest.json"], "--writes", "--redis", "--coordinator-args",
                                 f"--auth-tokens {tmp / 'tokens'} --tls-refresh-s 1", tls=True)
     extra = None
     try:
@@ -240,6 +247,50 @@ def main():
         check("PONG" not in said, f"NATS: plain text is refused: {said}")
         said = nats_try(nurl, tls, "vecshard-coordinator", npw("vecshard-coordinator"), cert=None)
         check("PONG" not in said, f"NATS: a client without a certificate is refused: {said}")
+
+        # ---- Redis: batch neighbours over TLS with ACL users ----
+        import redis
+        raddr = state["redis_addr"]
+        b = subprocess.run([str(BIN / "vecshard"), "batch", "--redis", raddr, "--coordinator", addr, "--queries",
+                            tmp / "q.fvecs", "--k", str(K), "--params", f"nprobe={NLIST}", "--quiet"],
+                           env=dict(os.environ, **env, VECSHARD_TOKEN=toka), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=120)
+        check(b.returncode == 0 and f"{NQ} keys" in b.stdout, f"vecshard batch over TLS as vecshard-batch: {b.stdout}")
+        rpw = lambda u: (cl / "redis-users" / u).read_text().strip()  # noqa: E731
+        rhost, rport = raddr.rsplit(":", 1)
+
+        def rclient(user, password, use_tls=True, cert="redis-client"):
+            kw = dict(ssl=True, ssl_ca_certs=str(tls / "ca.crt"), ssl_certfile=str(tls / f"{cert}.crt"),
+                      ssl_keyfile=str(tls / f"{cert}.key")) if use_tls else {}
+            return redis.Redis(host=rhost, port=int(rport), username=user, password=password, socket_timeout=5, **kw)
+        rd = rclient("vecshard-reader", rpw("vecshard-reader"))
+        from vecshard.neighbours import Reader
+        got = Reader(rd, prefix="vs:nbrs").get(0)
+        # query 0's neighbours: the fresh write upserted next to it above, then the built ones
+        check(got is not None and got[0][:K].tolist() == [N + 7] + exact[0][:K - 1].tolist(),
+              f"the Python reader reads the set over TLS as vecshard-reader: {got}")
+
+        def redis_outcome(fn):
+            try:
+                fn()
+                return "OK"
+            except redis.exceptions.ResponseError as e:
+                return f"refused: {e}"
+            except (redis.exceptions.ConnectionError, redis.exceptions.AuthenticationError, OSError) as e:
+                return f"refused: {type(e).__name__}: {e}"
+        said = redis_outcome(lambda: rd.set("vs:nbrs:#current", "evil"))
+        check("NOPERM" in said or "permission" in said.lower(), f"Redis: the reader user may not write: {said}")
+        said = redis_outcome(lambda: rclient("vecshard-batch", "wrong").ping())
+        check(said.startswith("refused"), f"Redis: a wrong password is refused: {said}")
+        said = redis_outcome(lambda: rclient("vecshard-batch", rpw("vecshard-batch"), use_tls=False).ping())
+        check(said.startswith("refused"), f"Redis: plain text is refused: {said}")
+        said = redis_outcome(lambda: redis.Redis(host=rhost, port=int(rport), ssl=True, ssl_ca_certs=str(tls / "ca.crt"),
+                                                 username="vecshard-batch", password=rpw("vecshard-batch"),
+                                                 socket_timeout=5).ping())
+        check(said.startswith("refused"), f"Redis: a client without a certificate is refused: {said}")
+        said = redis_outcome(lambda: rclient(None, None).get("vs:nbrs:#current"))
+        check(said.startswith("refused"), f"Redis: the default user is off: {said}")
+        rd.close()
 
         # ---- refused at the coordinator ----
         def code_of(**kw):
