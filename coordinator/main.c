@@ -801,7 +801,7 @@ int main(int argc, char **argv)
     st = vs_rpc_server_start(&so, methods, 6, &server, &port, err);
     vs_http_t *http = NULL;
     if (st == VS_OK)
-        st = vs_serve_http(a.cfg.metrics_listen, a.reg, &http, &metrics_port, err);
+        st = vs_serve_http(a.cfg.metrics_listen, a.reg, a.health, &http, &metrics_port, err);
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-coordinator: %s\n", err);
         return 1;

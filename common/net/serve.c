@@ -50,8 +50,18 @@ void vs_serve_raise_fd_limit(void)
     }
 }
 
-vs_status vs_serve_http(const char *listen, vs_metrics_t *reg, vs_http_t **out, int *out_port,
-                        char err[VS_ERR_LEN])
+/* /readyz: health's "" service. */
+static int readyz(void *user, char **out_body, size_t *out_len, const char **out_content_type)
+{
+    int ok = vs_health_get(user, "") == VS_HEALTH_SERVING;
+    *out_body = strdup(ok ? "SERVING\n" : "NOT_SERVING\n");
+    *out_len = *out_body ? strlen(*out_body) : 0;
+    *out_content_type = "text/plain; charset=utf-8";
+    return ok ? 200 : 503;
+}
+
+vs_status vs_serve_http(const char *listen, vs_metrics_t *reg, vs_health_t *health, vs_http_t **out,
+                        int *out_port, char err[VS_ERR_LEN])
 {
     *out = NULL;
     *out_port = 0;
@@ -66,6 +76,11 @@ vs_status vs_serve_http(const char *listen, vs_metrics_t *reg, vs_http_t **out, 
     snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
     uint16_t bound = 0;
     vs_status st = vs_http_start(host, (uint16_t)port, reg, out, &bound, err);
+    if (st == VS_OK && health && (st = vs_http_add_handler(*out, "/readyz", readyz, health)) != VS_OK) {
+        vs_http_stop(*out);
+        *out = NULL;
+        return vs_errf(err, st, "metrics: cannot add /readyz");
+    }
     if (st == VS_OK)
         *out_port = bound;
     return st;

@@ -6,6 +6,7 @@
 
 #include <signal.h>
 
+#include "common/net/health.h"
 #include "common/net/http.h"
 #include "common/net/metrics.h"
 #include "common/net/rpc.h"
@@ -24,10 +25,12 @@ void vs_rpc_metrics_on_done(void *user, const char *path, int code, double secon
  * 1024, which a server with thousands of client, shard and scrape connections outgrows. Best effort. */
 void vs_serve_raise_fd_limit(void);
 
-/* Starts /metrics and /healthz on listen ("host:port", port 0 = ephemeral; "none" = no server, *out NULL).
- * *out_port gets the bound port (0 for none). */
-vs_status vs_serve_http(const char *listen, vs_metrics_t *reg, vs_http_t **out, int *out_port,
-                        char err[VS_ERR_LEN]);
+/* Starts /metrics, /healthz (liveness: 200 while the process answers) and, with health, /readyz (200
+ * "SERVING" while health's "" service is SERVING, else 503: the readiness probe where gRPC health checks
+ * cannot be used, as when the gRPC port requires TLS) on listen ("host:port", port 0 = ephemeral;
+ * "none" = no server, *out NULL). *out_port gets the bound port (0 for none). */
+vs_status vs_serve_http(const char *listen, vs_metrics_t *reg, vs_health_t *health, vs_http_t **out,
+                        int *out_port, char err[VS_ERR_LEN]);
 
 /* Writes "grpc=P\nmetrics=Q\n" to path atomically (tmp + rename). 0 or -1. */
 int vs_serve_write_port_file(const char *path, int grpc_port, int metrics_port);

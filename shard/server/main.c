@@ -586,7 +586,7 @@ int main(int argc, char **argv)
 
     vs_shard_set_address(a.shard, address);
     int metrics_port = 0;
-    st = vs_shard_metrics_start(a.metrics, a.shard, a.cfg.metrics_listen, &metrics_port, err);
+    st = vs_shard_metrics_start(a.metrics, a.shard, a.health, a.cfg.metrics_listen, &metrics_port, err);
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-shard: %s\n", err);
         return 1;

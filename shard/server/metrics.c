@@ -213,8 +213,8 @@ vs_status vs_shard_metrics_create(vs_shard_metrics_t **out, char err[VS_ERR_LEN]
     return VS_OK;
 }
 
-vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, const char *listen, int *out_port,
-                                 char err[VS_ERR_LEN])
+vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, vs_health_t *health, const char *listen,
+                                 int *out_port, char err[VS_ERR_LEN])
 {
     m->shard = sh;
     *out_port = 0;
@@ -281,7 +281,7 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, const ch
     if (!vs_metrics_add_build_info(m->reg, "vecshard_build_info", "vecshard version of this binary.",
                                    VS_VERSION))
         return vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(m->reg));
-    return vs_serve_http(listen, m->reg, &m->http, out_port, err);
+    return vs_serve_http(listen, m->reg, health, &m->http, out_port, err);
 }
 
 void vs_shard_metrics_set_membership(vs_shard_metrics_t *m, vs_membership_t *mem)

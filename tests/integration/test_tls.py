@@ -204,6 +204,12 @@ def main():
         env = dict(re.findall(r"(VECSHARD_\w+)=(\S+)", (cl / "env").read_text()))
         check(env.get("VECSHARD_TLS_CA") == str(tls / "ca.crt"), f"DIR/env sets the tools' TLS: {env}")
 
+        # the probes' plain-HTTP port (kubelet cannot probe a TLS gRPC port): /readyz mirrors health
+        for who in ("coordinator", "shard_p0r0"):
+            body = urllib.request.urlopen(f"http://127.0.0.1:{state[who + '_metrics_port']}/readyz",
+                                          timeout=5).read().decode()
+            check(body.strip() == "SERVING", f"{who} /readyz: {body!r}")
+
         # ---- through TLS: exact answers at nprobe = nlist ----
         c = vecshard.Client(addr, timeout=10.0, token=tok, tls_ca=tls / "ca.crt", tls_cert=tls / "client.crt",
                             tls_key=tls / "client.key")
