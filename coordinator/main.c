@@ -755,6 +755,9 @@ int main(int argc, char **argv)
         st = setup_metrics(&a, err);
     if (st == VS_OK && a.cfg.auth_tokens && (st = vs_auth_load(a.cfg.auth_tokens, &a.auth, err)) == VS_OK)
         vs_log(VS_LOG_INFO, "authentication: %zu tokens from %s", vs_auth_count(a.auth), a.cfg.auth_tokens);
+    if (st == VS_OK && a.cfg.tls.ca_file && !a.cfg.auth_tokens)
+        vs_log(VS_LOG_WARN, "authentication by client certificate only (no --auth-tokens): every certificate "
+                            "of --tls-client-ca may search, write and administer");
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-coordinator: %s\n", err);
         return 1;

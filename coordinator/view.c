@@ -141,7 +141,7 @@ static vs_replica_t *replica_new(const vs_view_t *v, const char *key, const char
         vs_errf(err, VS_ERR_NOMEM, "out of memory");
         return NULL;
     }
-    if (vs_rpc_channel_open(address, 0, v->tls, &r->ch, err) != VS_OK) {
+    if (vs_rpc_channel_create_tls(address, 0, v->tls, &r->ch, err) != VS_OK) {
         free(r);
         return NULL;
     }

@@ -5,45 +5,62 @@
 
 #include "common/cli/secret.h"
 
-const char *vs_env_str(const char *name)
+const char *vs_secret_getenv(const char *name)
 {
     const char *v = getenv(name);
     return v && *v ? v : NULL;
 }
 
-vs_status vs_env_secret(const char *name, char *out, size_t n, int *found, char err[VS_ERR_LEN])
+vs_status vs_secret_read_file(const char *path, char *out, size_t n, char err[VS_ERR_LEN])
+{
+    out[0] = 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "cannot read the secret file %s", path);
+    size_t len = fread(out, 1, n - 1, f);
+    int more = fgetc(f) != EOF;
+    fclose(f);
+    out[len] = 0;
+    size_t line = strcspn(out, "\r\n");
+    if (more && line == n - 1) {
+        memset(out, 0, n);
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "the secret in %s is longer than %zu bytes", path,
+                       n - 1);
+    }
+    memset(out + line, 0, n - line); /* what followed the first line */
+    if (line == 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "the secret file %s is empty", path);
+    return VS_OK;
+}
+
+vs_status vs_secret_from_env(const char *name, char *out, size_t n, int *found, char err[VS_ERR_LEN])
 {
     char fvar[128];
     snprintf(fvar, sizeof fvar, "%s_FILE", name);
-    const char *path = vs_env_str(fvar), *val = vs_env_str(name);
+    const char *path = vs_secret_getenv(fvar), *val = vs_secret_getenv(name);
     out[0] = 0;
     *found = 0;
     if (!path && !val)
         return VS_OK;
-    size_t len;
     if (path) {
-        FILE *f = fopen(path, "r");
-        if (!f)
-            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "cannot read $%s %s", fvar, path);
-        len = fread(out, 1, n - 1, f);
-        int more = fgetc(f) != EOF;
-        fclose(f);
-        out[len] = 0;
-        out[strcspn(out, "\r\n")] = 0;
-        len = strlen(out);
-        if (more && len == n - 1) {
-            memset(out, 0, n);
-            return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "$%s: the secret in %s is longer than %zu bytes", fvar,
-                           path, n - 1);
-        }
+        vs_status st = vs_secret_read_file(path, out, n, err);
+        if (st != VS_OK)
+            return st;
     } else {
-        len = strlen(val);
+        size_t len = strlen(val);
         if (len > n - 1)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "$%s is longer than %zu bytes", name, n - 1);
         memcpy(out, val, len + 1);
     }
-    if (len == 0)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "$%s%s is empty", path ? fvar : name, path ? "'s file" : "");
     *found = 1;
     return VS_OK;
+}
+
+int vs_secret_no_passphrase(char *buf, int size, int rwflag, void *user)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)user;
+    return -1;
 }

@@ -30,6 +30,7 @@
 #define MAX_ENDPOINT_LEN 900
 #define WATCH_BACKOFF_MIN_MS 100
 #define WATCH_BACKOFF_MAX_MS 5000
+#define TOKEN_MAX 512
 
 struct vs_etcd {
     char **endpoints;
@@ -38,7 +39,8 @@ struct vs_etcd {
     int timeout_ms;
     char *ca, *cert, *key, *user, *password; /* TLS and auth (vs_etcd_opts_t); NULL = unused */
     pthread_mutex_t tok_mu;                  /* token, tok_gen */
-    char token[512];                         /* the user's current token; "" = authenticate first */
+    char *password_file;                     /* re-read at every authentication (rotation) */
+    char token[TOKEN_MAX];                   /* the user's current token; "" = authenticate first */
     uint64_t tok_gen;                        /* bumped by every new token */
     pthread_mutex_t pool_mu;
     CURL *pool[POOL_MAX];
@@ -142,6 +144,7 @@ static void free_auth(vs_etcd_t *e)
     free(e->cert);
     free(e->key);
     free(e->user);
+    free(e->password_file);
     if (e->password)
         memset(e->password, 0, strlen(e->password));
     free(e->password);
@@ -167,30 +170,38 @@ static vs_status read_auth(vs_etcd_t *e, const vs_etcd_opts_t *o, char err[VS_ER
     e->cert = opt_or_env(o->cert_file, "VECSHARD_ETCD_CERT", &nomem);
     e->key = opt_or_env(o->key_file, "VECSHARD_ETCD_KEY", &nomem);
     e->user = opt_or_env(o->user, "VECSHARD_ETCD_USER", &nomem);
+    const char *pf = vs_secret_getenv("VECSHARD_ETCD_PASSWORD_FILE");
     if (o->password && *o->password) {
         e->password = strdup(o->password);
         nomem |= !e->password;
-    } else if (e->user) {
+    } else if (e->user && pf) { /* kept as a path: read at every authentication, so a rotation is seen */
         char pw[256];
-        int found;
-        vs_status st = vs_env_secret("VECSHARD_ETCD_PASSWORD", pw, sizeof pw, &found, err);
+        vs_status st = vs_secret_read_file(pf, pw, sizeof pw, err);
+        memset(pw, 0, sizeof pw);
         if (st != VS_OK)
             return st;
-        if (found) {
-            e->password = strdup(pw);
-            nomem |= !e->password;
-        }
-        memset(pw, 0, sizeof pw);
+        e->password_file = strdup(pf);
+        nomem |= !e->password_file;
+    } else if (e->user && vs_secret_getenv("VECSHARD_ETCD_PASSWORD")) {
+        e->password = strdup(vs_secret_getenv("VECSHARD_ETCD_PASSWORD"));
+        nomem |= !e->password;
     }
     if (nomem)
         return vs_errf(err, VS_ERR_NOMEM, "etcd: out of memory");
-    if (e->user && !e->password)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
-                       "etcd: user %s has no password ($VECSHARD_ETCD_PASSWORD_FILE or $VECSHARD_ETCD_PASSWORD)",
-                       e->user);
+    if (e->user && !e->password && !e->password_file)
+        return vs_errf(
+            err, VS_ERR_INVALID_ARGUMENT,
+            "etcd: user %s has no password ($VECSHARD_ETCD_PASSWORD_FILE or $VECSHARD_ETCD_PASSWORD)",
+            e->user);
+    for (size_t i = 0; e->user && i < e->n_endpoints; i++)
+        if (strncmp(e->endpoints[i], "https://", 8) != 0)
+            return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                           "etcd: refusing to send user %s's password to %s in plain text (https:// only)",
+                           e->user, e->endpoints[i]);
     if (!e->cert != !e->key)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "etcd: a client certificate needs its key (and a key its "
-                                                     "certificate): $VECSHARD_ETCD_CERT, $VECSHARD_ETCD_KEY");
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "etcd: a client certificate needs its key (and a key its "
+                       "certificate): $VECSHARD_ETCD_CERT, $VECSHARD_ETCD_KEY");
     return VS_OK;
 }
 
@@ -214,8 +225,12 @@ vs_status vs_etcd_create(const vs_etcd_opts_t *o, vs_etcd_t **out, char err[VS_E
         return st;
     }
     e->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : VS_ETCD_DEFAULT_TIMEOUT_MS;
-    pthread_mutex_init(&e->pool_mu, NULL);
-    pthread_mutex_init(&e->tok_mu, NULL);
+    if (pthread_mutex_init(&e->pool_mu, NULL) != 0 || pthread_mutex_init(&e->tok_mu, NULL) != 0) {
+        free_auth(e);
+        free_endpoints(e);
+        free(e);
+        return vs_errf(err, VS_ERR_NOMEM, "etcd: cannot create a mutex");
+    }
     atomic_init(&e->current, 0);
     *out = e;
     return VS_OK;
@@ -297,22 +312,18 @@ static size_t body_write(char *ptr, size_t size, size_t nmemb, void *ud)
     return body_append(ud, ptr, size * nmemb) == 0 ? size * nmemb : 0;
 }
 
-/* The headers of one request: JSON, no "Expect: 100-continue", and the user's token when with_token and
- * there is one (*gen: the token's generation). NULL when out of memory; free with curl_slist_free_all. */
-static struct curl_slist *request_headers(vs_etcd_t *e, int with_token, uint64_t *gen)
+/* The headers of one request: JSON, no "Expect: 100-continue", and "Authorization: <token>" when token is
+ * not "" (raw: etcd refuses "Bearer <token>"). NULL when out of memory; free with curl_slist_free_all. */
+static struct curl_slist *request_headers(const char *token)
 {
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json"), *t;
     if (h && !(t = curl_slist_append(h, "Expect:"))) {
         curl_slist_free_all(h);
         return NULL;
     }
-    char line[sizeof e->token + 32] = "";
-    pthread_mutex_lock(&e->tok_mu);
-    if (with_token && e->token[0])
-        snprintf(line, sizeof line, "Authorization: %s", e->token); /* raw: etcd refuses "Bearer <t>" */
-    if (gen)
-        *gen = e->tok_gen;
-    pthread_mutex_unlock(&e->tok_mu);
+    char line[TOKEN_MAX + 32] = "";
+    if (token[0])
+        snprintf(line, sizeof line, "Authorization: %s", token);
     if (h && line[0] && !(t = curl_slist_append(h, line))) {
         curl_slist_free_all(h);
         h = NULL;
@@ -392,15 +403,15 @@ static vs_status map_curl(CURL *h, CURLcode rc, const body_t *b, const char *wha
 }
 
 /* POSTs json to path once (over the endpoints, with retries of what cannot have reached a server), with
- * the token when with_token. VS_OK only for an HTTP 200 reply, whose body is left in *resp (caller frees
- * resp->p); any other reply is mapped through its JSON error body, and *unauth says it was HTTP 401 (the
- * token was refused: *gen is its generation). */
-static vs_status post_once(vs_etcd_t *e, const char *what, const char *path, const char *json, int with_token,
-                           body_t *resp, int *unauth, uint64_t *gen, char err[VS_ERR_LEN])
+ * token ("" = none). VS_OK only for an HTTP 200 reply, whose body is left in *resp (caller frees resp->p);
+ * any other reply is mapped through its JSON error body, and *unauth says it was HTTP 401 (the token was
+ * refused). */
+static vs_status post_once(vs_etcd_t *e, const char *what, const char *path, const char *json,
+                           const char *token, body_t *resp, int *unauth, char err[VS_ERR_LEN])
 {
     memset(resp, 0, sizeof *resp);
     *unauth = 0;
-    struct curl_slist *headers = request_headers(e, with_token, gen);
+    struct curl_slist *headers = request_headers(token);
     CURL *h = headers ? handle_take(e) : NULL;
     if (h == NULL) {
         curl_slist_free_all(headers);
@@ -460,24 +471,30 @@ done:
     return st;
 }
 
-/* Fetches a token for the user (/v3/auth/authenticate) unless there is one. */
-static vs_status ensure_token(vs_etcd_t *e, char err[VS_ERR_LEN])
+/* The user's token into tok (TOKEN_MAX bytes) and its generation, fetched first (/v3/auth/authenticate)
+ * when there is none; the password file, when there is one, is read again each time (rotation). */
+static vs_status ensure_token(vs_etcd_t *e, char tok[TOKEN_MAX], uint64_t *gen, char err[VS_ERR_LEN])
 {
     pthread_mutex_lock(&e->tok_mu);
-    int have = e->token[0] != 0;
+    snprintf(tok, TOKEN_MAX, "%s", e->token);
+    *gen = e->tok_gen;
     pthread_mutex_unlock(&e->tok_mu);
-    if (have)
+    if (tok[0])
         return VS_OK;
+    char pw[256];
+    if (e->password_file && vs_secret_read_file(e->password_file, pw, sizeof pw, err) != VS_OK)
+        return VS_ERR_FAILED_PRECONDITION;
     cJSON *req = cJSON_CreateObject();
     int bad = !req || !cJSON_AddStringToObject(req, "name", e->user) ||
-              !cJSON_AddStringToObject(req, "password", e->password);
+              !cJSON_AddStringToObject(req, "password", e->password_file ? pw : e->password);
+    memset(pw, 0, sizeof pw);
     char *json = bad ? NULL : cJSON_PrintUnformatted(req);
-    cJSON_Delete(req);
+    cJSON_Delete(req); /* cJSON's copy of the password is freed unwiped: it has no secure free */
     if (!json)
         return vs_errf(err, VS_ERR_NOMEM, "etcd authenticate: out of memory");
     body_t resp;
     int unauth;
-    vs_status st = post_once(e, "authenticate", "/v3/auth/authenticate", json, 0, &resp, &unauth, NULL, err);
+    vs_status st = post_once(e, "authenticate", "/v3/auth/authenticate", json, "", &resp, &unauth, err);
     memset(json, 0, strlen(json));
     free(json);
     if (st != VS_OK) {
@@ -488,16 +505,17 @@ static vs_status ensure_token(vs_etcd_t *e, char err[VS_ERR_LEN])
                        "%s (user %.64s)", why, e->user);
     }
     cJSON *root = cJSON_ParseWithLength(resp.p, resp.n);
-    const cJSON *tok = root ? cJSON_GetObjectItemCaseSensitive(root, "token") : NULL;
-    if (!cJSON_IsString(tok) || !tok->valuestring[0] || strlen(tok->valuestring) >= sizeof e->token ||
-        strpbrk(tok->valuestring, "\r\n")) {
+    const cJSON *jt = root ? cJSON_GetObjectItemCaseSensitive(root, "token") : NULL;
+    if (!cJSON_IsString(jt) || !jt->valuestring[0] || strlen(jt->valuestring) >= sizeof e->token ||
+        strpbrk(jt->valuestring, "\r\n")) {
         cJSON_Delete(root);
         free(resp.p);
         return vs_errf(err, VS_ERR_CORRUPT, "etcd authenticate: the reply holds no usable token");
     }
     pthread_mutex_lock(&e->tok_mu);
-    snprintf(e->token, sizeof e->token, "%s", tok->valuestring);
-    e->tok_gen++;
+    snprintf(e->token, sizeof e->token, "%s", jt->valuestring);
+    snprintf(tok, TOKEN_MAX, "%s", e->token);
+    *gen = ++e->tok_gen;
     pthread_mutex_unlock(&e->tok_mu);
     cJSON_Delete(root);
     free(resp.p);
@@ -510,16 +528,18 @@ static vs_status post(vs_etcd_t *e, const char *what, const char *path, const ch
                       char err[VS_ERR_LEN])
 {
     for (int attempt = 0;; attempt++) {
+        char tok[TOKEN_MAX] = "";
+        uint64_t gen = 0;
         if (e->user) {
-            vs_status st = ensure_token(e, err);
+            vs_status st = ensure_token(e, tok, &gen, err);
             if (st != VS_OK) {
                 memset(resp, 0, sizeof *resp);
                 return st;
             }
         }
         int unauth = 0;
-        uint64_t gen = 0;
-        vs_status st = post_once(e, what, path, json, 1, resp, &unauth, &gen, err);
+        vs_status st = post_once(e, what, path, json, tok, resp, &unauth, err);
+        memset(tok, 0, sizeof tok);
         if (!unauth || !e->user || attempt == 1)
             return st;
         drop_token(e, gen);
@@ -1000,13 +1020,16 @@ static void watch_stream(vs_etcd_watch_t *w, int64_t start_rev)
     char url[MAX_ENDPOINT_LEN + 64], errbuf[CURL_ERROR_SIZE];
     snprintf(url, sizeof url, "%s/v3/watch", e->endpoints[atomic_load(&e->current) % e->n_endpoints]);
     uint64_t gen = 0;
+    char tok[TOKEN_MAX] = "";
     struct curl_slist *headers = NULL;
-    if (e->user && ensure_token(e, w->stream_err) != VS_OK) {
+    if (e->user && ensure_token(e, tok, &gen, w->stream_err) != VS_OK) {
         w->failed = 1;
         free(json);
         return;
     }
-    if (!(headers = request_headers(e, 1, &gen))) {
+    headers = request_headers(tok);
+    memset(tok, 0, sizeof tok);
+    if (!headers) {
         w->failed = 1;
         snprintf(w->stream_err, sizeof w->stream_err, "etcd watch: out of memory");
         free(json);

@@ -8,7 +8,9 @@
  * TLS and auth: https:// endpoints verified against a CA file, an optional client certificate (it must
  * have no CN: etcd's gateway refuses one once auth is on), and an RBAC user whose token
  * (/v3/auth/authenticate) is fetched before the first call and again whenever etcd answers 401 (a
- * simple token expires after --auth-token-ttl of idleness); the call is then retried once.
+ * simple token expires after --auth-token-ttl of idleness; a changed password invalidates it); the call is
+ * then retried once. A password file is read again at every authentication, so a rotated password is used
+ * without a restart.
  * What it does not: gRPC, leader election recipes, or retries of non-idempotent calls after a request may
  * have reached the server.
  * Key design choice: the JSON gateway over plain HTTP/1.1, one short POST per unary call (curl easy
@@ -53,7 +55,8 @@ typedef struct vs_etcd_opts {
 
 /* Parses the endpoint list and prepares the client; does not contact the server (the first call
  * authenticates). Returns VS_ERR_INVALID_ARGUMENT for an empty list, an endpoint that is not http:// or
- * https://, a user without a password or an unreadable password file, VS_ERR_NOMEM.
+ * https://, a user without a password or with an unreadable password file, a user with an http:// endpoint
+ * (a password is never sent in plain text), VS_ERR_NOMEM.
  * *out is freed with vs_etcd_destroy. */
 vs_status vs_etcd_create(const vs_etcd_opts_t *o, vs_etcd_t **out, char err[VS_ERR_LEN]);
 

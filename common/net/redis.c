@@ -191,20 +191,23 @@ static int tcp_connect(const char *host, int port, int timeout_ms, char err[VS_E
  * default tls-auth-clients asks for one). */
 static vs_status tls_start(vs_redis_t *r, const char *host, char err[VS_ERR_LEN])
 {
-    const char *ca = vs_env_str("VECSHARD_REDIS_CA"), *cert = vs_env_str("VECSHARD_REDIS_CERT");
-    const char *key = vs_env_str("VECSHARD_REDIS_KEY"), *name = vs_env_str("VECSHARD_REDIS_SERVER_NAME");
+    const char *ca = vs_secret_getenv("VECSHARD_REDIS_CA"), *cert = vs_secret_getenv("VECSHARD_REDIS_CERT");
+    const char *key = vs_secret_getenv("VECSHARD_REDIS_KEY"),
+               *name = vs_secret_getenv("VECSHARD_REDIS_SERVER_NAME");
     char why[256];
     if (!ca)
         return VS_OK;
     if (!cert != !key)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
-                       "redis: a client certificate needs its key: $VECSHARD_REDIS_CERT, $VECSHARD_REDIS_KEY");
+        return vs_errf(
+            err, VS_ERR_INVALID_ARGUMENT,
+            "redis: a client certificate needs its key: $VECSHARD_REDIS_CERT, $VECSHARD_REDIS_KEY");
     if (!name)
         name = host;
     r->ctx = SSL_CTX_new(TLS_client_method());
     if (!r->ctx)
         return vs_errf(err, VS_ERR_NOMEM, "redis: cannot create a TLS context");
     SSL_CTX_set_min_proto_version(r->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_default_passwd_cb(r->ctx, vs_secret_no_passphrase);
     SSL_CTX_set_verify(r->ctx, SSL_VERIFY_PEER, NULL);
     if (SSL_CTX_load_verify_locations(r->ctx, ca, NULL) != 1)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "redis: $VECSHARD_REDIS_CA %s: %s", ca,
@@ -232,7 +235,8 @@ static vs_status tls_start(vs_redis_t *r, const char *host, char err[VS_ERR_LEN]
     int rc = SSL_connect(r->ssl);
     if (rc != 1) {
         long v = SSL_get_verify_result(r->ssl);
-        const char *reason = v != X509_V_OK ? X509_verify_cert_error_string(v) : io_reason(r, rc, why, sizeof why);
+        const char *reason =
+            v != X509_V_OK ? X509_verify_cert_error_string(v) : io_reason(r, rc, why, sizeof why);
         return vs_errf(err, VS_ERR_UNAVAILABLE, "redis %s: TLS handshake failed: %s", r->addr, reason);
     }
     return VS_OK;
@@ -268,9 +272,12 @@ vs_status vs_redis_open(const char *addr, int timeout_ms, const char *user, cons
         st = VS_ERR_UNAVAILABLE;
     else
         st = tls_start(r, host, err);
-    if (st == VS_OK && password)
+    if (st == VS_OK && password) {
         st = user ? vs_redis_commandl(r, NULL, err, "AUTH", user, password, (char *)NULL)
                   : vs_redis_commandl(r, NULL, err, "AUTH", password, (char *)NULL);
+        if (r->out)
+            memset(r->out, 0, r->out_cap); /* the AUTH command's bytes */
+    }
     if (st != VS_OK) {
         vs_redis_close(r);
         return st;

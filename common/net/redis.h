@@ -8,8 +8,9 @@
  *
  * Errors: a reply of type error becomes a status (OOM -> VS_ERR_RESOURCE_EXHAUSTED, NOPERM/NOAUTH/WRONGPASS
  * -> VS_ERR_FAILED_PRECONDITION, others VS_ERR_INTERNAL) with Redis's text; a lost connection or a timeout
- * becomes VS_ERR_UNAVAILABLE and the connection is dead from then on (hiredis cannot resynchronise):
- * every later call fails at once with the same error. Not here: Redis Cluster redirections. Not thread-safe: one connection per thread. */
+ * becomes VS_ERR_UNAVAILABLE and the connection is dead from then on (the reply stream cannot be
+ * resynchronised): every later call fails at once with the same error. Not here: Redis Cluster
+ * redirections. Not thread-safe: one connection per thread. */
 #ifndef VS_COMMON_NET_REDIS_H
 #define VS_COMMON_NET_REDIS_H
 

@@ -77,8 +77,8 @@ typedef void (*vs_rpc_done_fn)(void *user, const char *path, int code, double se
  * then, and a bad replacement later is logged by gRPC while the previous certificate stays in use.
  * Server: cert_file + key_file are required; with ca_file, every client must present a certificate that
  * ca_file signs (mutual TLS; read the client's identity with vs_rpc_call_peer_name); without, clients
- * are not asked for one. Channel: ca_file holds the roots the server's certificate must chain to (NULL:
- * the system's roots) and the server's name (the target's host, or server_name) must be in its SAN;
+ * are not asked for one. Channel: ca_file (required) holds the roots the server's certificate must chain
+ * to, and the server's name (the target's host, or server_name) must be in its SAN;
  * cert_file + key_file (optional) are the client certificate presented to a server that asks. */
 typedef struct vs_rpc_tls {
     const char *cert_file;
@@ -136,8 +136,9 @@ void vs_rpc_server_stop(vs_rpc_server_t *srv, int64_t grace_ms);
 size_t vs_rpc_server_in_flight(const vs_rpc_server_t *srv);
 
 /* The identity of the client of a mutual-TLS call: the common name of its verified certificate (or its
- * first DNS SAN when it has no CN) into out (n bytes, NUL-terminated); its length, or -1 when the call
- * came without a verified client certificate (plain text, or a server without ca_file). */
+ * first SAN, as gRPC reports it, when it has no CN) into out (n bytes, NUL-terminated); its length, or -1
+ * when the call came without a verified client certificate (plain text, or a server without ca_file) or the
+ * name does not fit. */
 long vs_rpc_call_peer_name(const vs_rpc_call_t *call, char *out, size_t n);
 
 /* Milliseconds left before the call's deadline; INT64_MAX without a deadline, <= 0 when passed. */
@@ -178,12 +179,12 @@ vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs
 void vs_rpc_channel_destroy(vs_rpc_channel_t *ch); /* NULL is a no-op */
 
 /* As vs_rpc_channel_create, over TLS when tls is non-NULL (checked first with vs_rpc_tls_check). */
-vs_status vs_rpc_channel_open(const char *target, size_t max_message_bytes, const vs_rpc_tls_t *tls,
+vs_status vs_rpc_channel_create_tls(const char *target, size_t max_message_bytes, const vs_rpc_tls_t *tls,
                               vs_rpc_channel_t **out, char err[VS_ERR_LEN]);
 
-/* The client tools' channel: vs_rpc_channel_open with TLS from the environment (vs_rpc_tls_from_env),
+/* The client tools' channel: vs_rpc_channel_create_tls with TLS from the environment (vs_rpc_tls_from_env),
  * then the token of vs_rpc_channel_auth_from_env. */
-vs_status vs_rpc_channel_open_env(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
+vs_status vs_rpc_channel_create_env(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
                                   char err[VS_ERR_LEN]);
 
 /* Every later call on ch carries the metadata "authorization: <value>" (e.g. "Bearer <token>"); NULL

@@ -63,15 +63,15 @@ static void cq_give(struct vs_rpc_channel *c, grpc_completion_queue *cq)
 vs_status vs_rpc_channel_create(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
                                 char err[VS_ERR_LEN])
 {
-    return vs_rpc_channel_open(target, max_message_bytes, NULL, out, err);
+    return vs_rpc_channel_create_tls(target, max_message_bytes, NULL, out, err);
 }
 
-vs_status vs_rpc_channel_open_env(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
+vs_status vs_rpc_channel_create_env(const char *target, size_t max_message_bytes, vs_rpc_channel_t **out,
                                   char err[VS_ERR_LEN])
 {
     vs_rpc_tls_t tls;
     int on = vs_rpc_tls_from_env(&tls);
-    vs_status st = vs_rpc_channel_open(target, max_message_bytes, on ? &tls : NULL, out, err);
+    vs_status st = vs_rpc_channel_create_tls(target, max_message_bytes, on ? &tls : NULL, out, err);
     if (st == VS_OK && (st = vs_rpc_channel_auth_from_env(*out, err)) != VS_OK) {
         vs_rpc_channel_destroy(*out);
         *out = NULL;
@@ -79,13 +79,11 @@ vs_status vs_rpc_channel_open_env(const char *target, size_t max_message_bytes, 
     return st;
 }
 
-vs_status vs_rpc_channel_open(const char *target, size_t max_message_bytes, const vs_rpc_tls_t *tls,
+vs_status vs_rpc_channel_create_tls(const char *target, size_t max_message_bytes, const vs_rpc_tls_t *tls,
                               vs_rpc_channel_t **out, char err[VS_ERR_LEN])
 {
     if (!target || !*target || !out)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "rpc channel: empty target");
-    if (tls && vs_rpc_tls_check(tls, 0, err) != VS_OK)
-        return VS_ERR_INVALID_ARGUMENT;
     size_t max_msg = max_message_bytes ? max_message_bytes : VS_RPC_DEFAULT_MAX_MESSAGE_BYTES;
     if (max_msg > (1u << 30))
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "rpc channel: max message size above 1 GiB");
@@ -111,10 +109,18 @@ vs_status vs_rpc_channel_open(const char *target, size_t max_message_bytes, cons
         args[3].value.string = (char *)tls->server_name;
         cargs.num_args = 4;
     }
-    grpc_channel_credentials *creds = tls ? vs_rpc_tls_channel_creds(tls) : grpc_insecure_credentials_create();
-    c->ch = creds ? grpc_channel_create(target, creds, &cargs) : NULL;
-    if (creds)
+    int owned = 1;
+    char terr[VS_ERR_LEN] = "";
+    grpc_channel_credentials *creds =
+        tls ? vs_rpc_tls_channel_creds(tls, &owned, terr) : grpc_insecure_credentials_create();
+    c->ch = creds ? grpc_channel_create(target, creds, &cargs) : NULL; /* the channel takes its own ref */
+    if (creds && owned)
         grpc_channel_credentials_release(creds);
+    if (!c->ch && terr[0]) {
+        free(c);
+        grpc_shutdown();
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "rpc channel to %s: %s", target, terr);
+    }
     if (!c->ch) {
         free(c);
         grpc_shutdown();

@@ -1,6 +1,7 @@
 /* rpc_tls.c: TLS credentials for rpc.h's servers and channels (gRPC's file-watching certificate provider,
  * so rotated files are picked up without a restart), the start-up check of the PEM files with OpenSSL
  * (gRPC itself only logs a bad file at the first handshake), and the peer identity of mutual-TLS calls. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include "common/cli/secret.h"
 #include "common/net/rpc.h"
 #include "common/net/rpc_ucall.h"
 
@@ -64,9 +66,13 @@ vs_status vs_rpc_tls_check(const vs_rpc_tls_t *t, int is_server, char err[VS_ERR
 {
     char why[256];
     if (!t->cert_file != !t->key_file)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "tls: a certificate needs its key and a key its certificate");
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "tls: a certificate needs its key and a key its certificate");
     if (is_server && !t->cert_file)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "tls: a server needs a certificate and its key");
+    if (!is_server && !t->ca_file)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                       "tls: a channel needs the CA file its server must chain to");
     if (t->ca_file && check_ca(t->ca_file, err) != VS_OK)
         return VS_ERR_INVALID_ARGUMENT;
     if (!t->cert_file)
@@ -74,16 +80,17 @@ vs_status vs_rpc_tls_check(const vs_rpc_tls_t *t, int is_server, char err[VS_ERR
     SSL_CTX *ctx = SSL_CTX_new(TLS_method());
     if (!ctx)
         return vs_errf(err, VS_ERR_NOMEM, "tls: cannot create an OpenSSL context");
+    SSL_CTX_set_default_passwd_cb(ctx, vs_secret_no_passphrase);
     vs_status st = VS_OK;
     if (SSL_CTX_use_certificate_chain_file(ctx, t->cert_file) != 1)
         st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "tls: %s: not a readable PEM certificate chain (%s)",
                      t->cert_file, ssl_reason(why, sizeof why));
     else if (SSL_CTX_use_PrivateKey_file(ctx, t->key_file, SSL_FILETYPE_PEM) != 1)
-        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "tls: %s: not a readable PEM private key (%s)", t->key_file,
-                     ssl_reason(why, sizeof why));
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "tls: %s: not a readable PEM private key (%s)",
+                     t->key_file, ssl_reason(why, sizeof why));
     else if (SSL_CTX_check_private_key(ctx) != 1)
-        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "tls: %s does not match the certificate in %s", t->key_file,
-                     t->cert_file);
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "tls: %s does not match the certificate in %s",
+                     t->key_file, t->cert_file);
     else
         st = check_cert_time(SSL_CTX_get0_certificate(ctx), t->cert_file, err);
     SSL_CTX_free(ctx);
@@ -135,13 +142,51 @@ grpc_server_credentials *vs_rpc_tls_server_creds(const vs_rpc_tls_t *t)
     return grpc_tls_server_credentials_create(o);
 }
 
-grpc_channel_credentials *vs_rpc_tls_channel_creds(const vs_rpc_tls_t *t)
+/* Channel credentials are shared by every channel of one TLS configuration: each set runs a file-watcher
+ * thread, and the coordinator opens a channel per shard replica. Kept for the process's life. */
+#define CREDS_CACHE 16
+static struct {
+    char key[3 * 4096 + 16];
+    grpc_channel_credentials *creds;
+} creds_cache[CREDS_CACHE];
+static size_t n_creds_cache;
+static pthread_mutex_t creds_mu = PTHREAD_MUTEX_INITIALIZER;
+
+grpc_channel_credentials *vs_rpc_tls_channel_creds(const vs_rpc_tls_t *t, int *owned, char err[VS_ERR_LEN])
 {
-    grpc_tls_credentials_options *o = tls_options(t);
-    if (!o)
+    char key[sizeof creds_cache[0].key];
+    *owned = 0;
+    int kl = snprintf(key, sizeof key, "%s\n%s\n%s\n%u", t->cert_file ? t->cert_file : "",
+                      t->key_file ? t->key_file : "", t->ca_file ? t->ca_file : "", t->refresh_s);
+    if (kl < 0 || (size_t)kl >= sizeof key) {
+        vs_errf(err, VS_ERR_INVALID_ARGUMENT, "tls: file names too long");
         return NULL;
-    grpc_tls_credentials_options_set_verify_server_cert(o, 1);
-    return grpc_tls_credentials_create(o);
+    }
+    pthread_mutex_lock(&creds_mu);
+    grpc_channel_credentials *c = NULL;
+    for (size_t i = 0; i < n_creds_cache && !c; i++)
+        if (strcmp(creds_cache[i].key, key) == 0)
+            c = creds_cache[i].creds;
+    if (!c && vs_rpc_tls_check(t, 0, err) == VS_OK) {
+        grpc_tls_credentials_options *o = tls_options(t);
+        if (o) {
+            grpc_tls_credentials_options_set_verify_server_cert(o, 1);
+            /* the server's name is checked once, at the handshake; a per-call check only matters to
+             * virtual hosting (calls naming another host), which no vecshard client does */
+            grpc_tls_credentials_options_set_check_call_host(o, 0);
+            c = grpc_tls_credentials_create(o);
+        }
+        if (!c) {
+            vs_errf(err, VS_ERR_INVALID_ARGUMENT, "tls: gRPC refused the TLS configuration");
+        } else if (n_creds_cache < CREDS_CACHE) {
+            snprintf(creds_cache[n_creds_cache].key, sizeof creds_cache[0].key, "%s", key);
+            creds_cache[n_creds_cache++].creds = c; /* the cache's reference, never released */
+        } else {
+            *owned = 1; /* cache full: this channel's own credentials */
+        }
+    }
+    pthread_mutex_unlock(&creds_mu);
+    return c;
 }
 
 /* The first value of property name in ctx into out; its length or -1. */
@@ -162,10 +207,14 @@ long vs_rpc_peer_name(grpc_call *call, char *out, size_t n)
     if (!ctx)
         return -1;
     long len = -1;
-    /* Only a verified peer: gRPC sets the peer identity after the certificate chain was verified. */
+    /* Only a verified peer: gRPC sets the peer identity after the certificate chain was verified. A CN
+     * that does not fit is no name at all (never a fallback to the SAN). */
     if (grpc_auth_context_peer_is_authenticated(ctx)) {
-        len = auth_property(ctx, GRPC_X509_CN_PROPERTY_NAME, out, n);
-        if (len <= 0)
+        grpc_auth_property_iterator it =
+            grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_CN_PROPERTY_NAME);
+        if (grpc_auth_property_iterator_next(&it))
+            len = auth_property(ctx, GRPC_X509_CN_PROPERTY_NAME, out, n);
+        else
             len = auth_property(ctx, GRPC_X509_SAN_PROPERTY_NAME, out, n);
     }
     grpc_auth_context_release(ctx);

@@ -34,9 +34,11 @@ void vs_rpc_ucall_result(vs_rpc_ucall_t *u, int success, vs_rpc_result_t *out);
 
 void vs_rpc_ucall_fini(vs_rpc_ucall_t *u);
 
-/* rpc_tls.c: credentials watching t's files (NULL when gRPC refuses them), and a call's verified peer. */
+/* rpc_tls.c: credentials watching t's files (NULL when gRPC refuses them), and a call's verified peer.
+ * Channel credentials are checked (vs_rpc_tls_check) and shared by every channel of one configuration:
+ * the caller releases them only when *owned (err says why on NULL). */
 grpc_server_credentials *vs_rpc_tls_server_creds(const vs_rpc_tls_t *t);
-grpc_channel_credentials *vs_rpc_tls_channel_creds(const vs_rpc_tls_t *t);
+grpc_channel_credentials *vs_rpc_tls_channel_creds(const vs_rpc_tls_t *t, int *owned, char err[VS_ERR_LEN]);
 long vs_rpc_peer_name(grpc_call *call, char *out, size_t n);
 
 #endif

@@ -131,18 +131,19 @@ static vs_status ensure_stream(vs_wlog_t *w, const vs_wlog_opts_t *o, int create
 /* TLS and credentials (vs_wlog_opts_t, else the environment) onto no. */
 static vs_status secure_options(natsOptions *no, const vs_wlog_opts_t *o, char err[VS_ERR_LEN])
 {
-    const char *ca = o->ca_file ? o->ca_file : vs_env_str("VECSHARD_NATS_CA");
-    const char *cert = o->cert_file ? o->cert_file : vs_env_str("VECSHARD_NATS_CERT");
-    const char *key = o->key_file ? o->key_file : vs_env_str("VECSHARD_NATS_KEY");
-    const char *user = o->user ? o->user : vs_env_str("VECSHARD_NATS_USER");
+    const char *ca = o->ca_file ? o->ca_file : vs_secret_getenv("VECSHARD_NATS_CA");
+    const char *cert = o->cert_file ? o->cert_file : vs_secret_getenv("VECSHARD_NATS_CERT");
+    const char *key = o->key_file ? o->key_file : vs_secret_getenv("VECSHARD_NATS_KEY");
+    const char *user = o->user ? o->user : vs_secret_getenv("VECSHARD_NATS_USER");
     natsStatus s = NATS_OK;
     if (!cert != !key)
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
-                       "write log: a client certificate needs its key: $VECSHARD_NATS_CERT, $VECSHARD_NATS_KEY");
+        return vs_errf(
+            err, VS_ERR_INVALID_ARGUMENT,
+            "write log: a client certificate needs its key: $VECSHARD_NATS_CERT, $VECSHARD_NATS_KEY");
     if (ca) {
         /* the server's name: $VECSHARD_NATS_SERVER_NAME, else the first URL's host */
         char host[256] = "";
-        const char *name = vs_env_str("VECSHARD_NATS_SERVER_NAME");
+        const char *name = vs_secret_getenv("VECSHARD_NATS_SERVER_NAME");
         if (!name) {
             const char *p = strstr(o->url, "://");
             p = p ? p + 3 : o->url;
@@ -160,13 +161,19 @@ static vs_status secure_options(natsOptions *no, const vs_wlog_opts_t *o, char e
         if (s != NATS_OK)
             return nats_err(err, VS_ERR_INVALID_ARGUMENT, "write log: TLS files", s, 0);
     }
+    if (user && !ca && !strstr(o->url, "tls://"))
+        return vs_errf(
+            err, VS_ERR_INVALID_ARGUMENT,
+            "write log: refusing to send user %s's password in plain text (set $VECSHARD_NATS_CA or use "
+            "tls:// URLs)",
+            user);
     if (user) {
         char pw[256];
         int found = 0;
         if (o->password) {
             snprintf(pw, sizeof pw, "%s", o->password);
             found = 1;
-        } else if (vs_env_secret("VECSHARD_NATS_PASSWORD", pw, sizeof pw, &found, err) != VS_OK)
+        } else if (vs_secret_from_env("VECSHARD_NATS_PASSWORD", pw, sizeof pw, &found, err) != VS_OK)
             return VS_ERR_INVALID_ARGUMENT;
         if (!found)
             return vs_errf(err, VS_ERR_INVALID_ARGUMENT,
@@ -231,8 +238,9 @@ vs_status vs_wlog_open(const vs_wlog_opts_t *o, int create, vs_wlog_t **out, cha
         s = natsConnection_Connect(&w->nc, no);
     natsOptions_Destroy(no);
     if (s != NATS_OK) {
-        vs_status st = nats_err(err, s == NATS_CONNECTION_AUTH_FAILED ? VS_ERR_FAILED_PRECONDITION : VS_ERR_UNAVAILABLE,
-                                "write log: connect", s, 0);
+        vs_status st =
+            nats_err(err, s == NATS_CONNECTION_AUTH_FAILED ? VS_ERR_FAILED_PRECONDITION : VS_ERR_UNAVAILABLE,
+                     "write log: connect", s, 0);
         pthread_mutex_destroy(&w->pmu);
         free(w);
         return st;

@@ -90,7 +90,7 @@ vs_status vs_canary_measure(const char *addr, const char *manifest_path, const c
     if (!a || !x)
         st = vs_errf(err, VS_ERR_NOMEM, "canary: out of memory");
     if (st == VS_OK)
-        st = vs_rpc_channel_open_env(addr, 64u << 20, &ch, err);
+        st = vs_rpc_channel_create_env(addr, 64u << 20, &ch, err);
     double sum = 0;
     for (size_t i0 = 0; st == VS_OK && i0 < n; i0 += CALL_QUERIES) {
         size_t nq = n - i0 < CALL_QUERIES ? n - i0 : CALL_QUERIES;

@@ -133,7 +133,7 @@ vs_status vs_admin_status_fetch(const char *coordinator, int64_t timeout_ms, vs_
                                 char err[VS_ERR_LEN])
 {
     vs_rpc_channel_t *ch = NULL;
-    vs_status st = vs_rpc_channel_open_env(coordinator, 0, &ch, err);
+    vs_status st = vs_rpc_channel_create_env(coordinator, 0, &ch, err);
     if (st != VS_OK)
         return st;
     Vecshard__V1__StatusRequest req = VECSHARD__V1__STATUS_REQUEST__INIT;
@@ -483,7 +483,7 @@ vs_status vs_admin_health_check(const char *target, const char *service, int64_t
                                 char err[VS_ERR_LEN])
 {
     vs_rpc_channel_t *ch = NULL;
-    vs_status st = vs_rpc_channel_open_env(target, 0, &ch, err);
+    vs_status st = vs_rpc_channel_create_env(target, 0, &ch, err);
     if (st != VS_OK)
         return st;
     Grpc__Health__V1__HealthCheckRequest r = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;

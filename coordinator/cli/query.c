@@ -155,7 +155,7 @@ static void drive(run_t *r, double *sent_s)
     char err[VS_ERR_LEN];
     vs_rpc_channel_t *ch = NULL;
     vs_rpc_queue_t *q = NULL;
-    vs_status st = vs_rpc_channel_open_env(o->coordinator, 0, &ch, err);
+    vs_status st = vs_rpc_channel_create_env(o->coordinator, 0, &ch, err);
     if (st == VS_OK)
         st = vs_rpc_queue_create(&q, err);
     for (size_t i = 0; i < r->n_calls; i++) {

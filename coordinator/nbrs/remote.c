@@ -41,7 +41,7 @@ vs_status vs_nbrs_remote_open(const char *addr, const char *version, int timeout
     r->timeout_ms = timeout_ms;
     r->call_queries = call_queries ? call_queries : 256;
     r->concurrency = concurrency ? concurrency : 4;
-    vs_status st = vs_rpc_channel_open_env(addr, 64u << 20, &r->ch, err);
+    vs_status st = vs_rpc_channel_create_env(addr, 64u << 20, &r->ch, err);
     if (st == VS_OK)
         st = vs_rpc_queue_create(&r->q, err);
     if (st == VS_OK && version) {

@@ -802,14 +802,15 @@ int vs_nbrs_main(int argc, char **argv)
     vs_nbrs_result_t res;
     char err[VS_ERR_LEN] = "", password[256];
     int found = 0;
-    if (vs_env_secret("VECSHARD_REDIS_PASSWORD", password, sizeof password, &found, err) != VS_OK) {
+    if (vs_secret_from_env("VECSHARD_REDIS_PASSWORD", password, sizeof password, &found, err) != VS_OK) {
         fprintf(stderr, "vecshard batch: %s\n", err);
         return 2;
     }
     o.redis_password = found ? password : NULL;
     if (!o.redis_user)
-        o.redis_user = vs_env_str("VECSHARD_REDIS_USER");
+        o.redis_user = vs_secret_getenv("VECSHARD_REDIS_USER");
     vs_status st = vs_nbrs_run(&o, &res, err);
+    memset(password, 0, sizeof password);
     if (st != VS_OK) {
         fprintf(stderr, "vecshard batch: %s (%s)\n", err, vs_status_name(st));
         return 1;

@@ -3,23 +3,23 @@
 #
 #   deploy/local/certs.sh DIR [--hosts H1,H2,...] [--days N] [--renew NAME]
 #
-# Creates DIR/ca.crt + DIR/ca.key once, then for every identity below that is missing DIR/<name>.crt and
-# DIR/<name>.key (keys mode 0600). Every certificate carries the SANs DNS:localhost, IP:127.0.0.1 and the
-# --hosts (DNS names or IPv4 addresses), and may serve and authenticate as a client (both EKUs):
+# Creates DIR/ca.crt + DIR/ca.key once (valid 10 x --days), then for every identity below that is missing
+# DIR/<name>.crt and DIR/<name>.key (keys mode 0600). Servers' certificates carry the SANs DNS:localhost,
+# IP:127.0.0.1 and the --hosts (DNS names or IPv4 addresses) and both EKUs (serverAuth, clientAuth);
+# client-only certificates have no SAN and clientAuth only, so a tool's certificate cannot serve:
 #   coordinator   CN vecshard-coordinator: serves clients, and is the client certificate shards accept
-#   shard         CN vecshard-shard
-#   client        CN vecshard-client: a client tool's certificate (a coordinator with --tls-client-ca)
-#   etcd          CN etcd: the etcd server
-#   etcd-client   no CN: etcd's JSON gateway refuses a client certificate with a CN once auth is on, so
-#                 etcd users are RBAC users (password -> token), the certificate only proves the CA
-#   nats, redis   CN nats / redis: the servers
-#   redis-client  CN vecshard-redis-client
+#   shard         CN vecshard-shard (serves; client of the other replicas' Info)
+#   etcd, nats, redis   the servers
+#   client        CN vecshard-client, client only: a tool's certificate (a coordinator with --tls-client-ca)
+#   etcd-client   no CN, client only: etcd's JSON gateway refuses a client certificate with a CN once auth
+#                 is on, so etcd users are RBAC users (password -> token), the certificate proves the CA
+#   redis-client  CN vecshard-redis-client, client only
 # --renew NAME re-issues NAME's certificate and key (new key, same CA) and replaces the files by rename,
 # as a Secret update does: running servers pick it up within their --tls-refresh-s.
 # A second DIR is a second, unrelated CA (the tests' "foreign" certificates).
 set -eu
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 [ $# -ge 1 ] || { usage >&2; exit 2; }
 case "$1" in -h|--help) usage; exit 0 ;; esac
 dir=$1; shift
@@ -49,20 +49,25 @@ IFS=$old_ifs
 
 if [ ! -s "$dir/ca.crt" ]; then
     openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout "$dir/ca.key" \
-        -out "$dir/ca.crt" -days "$days" -subj "/O=vecshard/CN=vecshard local CA $(date +%s)-$$" \
+        -out "$dir/ca.crt" -days "$((days * 10))" -subj "/O=vecshard/CN=vecshard local CA $(date +%s)-$$" \
         -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
         2>/dev/null
     chmod 0644 "$dir/ca.crt"
 fi
 
-# issue NAME SUBJECT: key + CSR + certificate signed by the CA, written to temporaries then renamed.
+# issue NAME SUBJECT server|client: key + CSR + certificate signed by the CA, written to temporaries then
+# renamed.
 issue() {
     name=$1; subj=$2
     tmp="$dir/.$name.$$"
     openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout "$tmp.key" -out "$tmp.csr" \
         -subj "$subj" 2>/dev/null
-    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n' \
-        "$san" >"$tmp.ext"
+    if [ "$3" = server ]; then
+        printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" >"$tmp.ext"
+    else
+        printf 'extendedKeyUsage=clientAuth\n' >"$tmp.ext"
+    fi
+    printf 'keyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n' >>"$tmp.ext"
     openssl x509 -req -in "$tmp.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial \
         -out "$tmp.crt" -days "$days" -extfile "$tmp.ext" 2>/dev/null
     chmod 0644 "$tmp.crt"
@@ -74,12 +79,14 @@ issue() {
     rm -f "$tmp.csr" "$tmp.ext"
 }
 
-for spec in "coordinator:/O=vecshard/CN=vecshard-coordinator" "shard:/O=vecshard/CN=vecshard-shard" \
-    "client:/O=vecshard/CN=vecshard-client" "etcd:/O=vecshard/CN=etcd" "etcd-client:/O=vecshard" \
-    "nats:/O=vecshard/CN=nats" "redis:/O=vecshard/CN=redis" "redis-client:/O=vecshard/CN=vecshard-redis-client"; do
+for spec in "coordinator:server:/O=vecshard/CN=vecshard-coordinator" "shard:server:/O=vecshard/CN=vecshard-shard" \
+    "client:client:/O=vecshard/CN=vecshard-client" "etcd:server:/O=vecshard/CN=etcd" "etcd-client:client:/O=vecshard" \
+    "nats:server:/O=vecshard/CN=nats" "redis:server:/O=vecshard/CN=redis" \
+    "redis-client:client:/O=vecshard/CN=vecshard-redis-client"; do
     name=${spec%%:*}
+    rest=${spec#*:}
     if [ "$name" = "$renew" ] || [ ! -s "$dir/$name.crt" ] || [ ! -s "$dir/$name.key" ]; then
-        issue "$name" "${spec#*:}"
+        issue "$name" "${rest#*:}" "${rest%%:*}"
     fi
 done
 if [ -n "$renew" ] && ! grep -q "\"$renew:" "$0"; then

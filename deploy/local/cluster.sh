@@ -159,11 +159,11 @@ sys.exit(0 if "vecshard_coordinator_write_log_connected 1" in body.splitlines() 
 PY
 }
 
-etcd_healthy() { # "URL [TLS_DIR]"
-    /usr/bin/python3 - $1 <<'PY' 2>/dev/null
+etcd_healthy() { # "URL|TLS_DIR" (TLS_DIR empty: plain text)
+    /usr/bin/python3 - "${1%%|*}" "${1#*|}" <<'PY' 2>/dev/null
 import json, ssl, sys, urllib.request
 handlers = [urllib.request.ProxyHandler({})]
-if len(sys.argv) > 2:
+if sys.argv[2]:
     ctx = ssl.create_default_context(cafile=sys.argv[2] + "/ca.crt")
     ctx.load_cert_chain(sys.argv[2] + "/etcd-client.crt", sys.argv[2] + "/etcd-client.key")
     handlers.append(urllib.request.HTTPSHandler(context=ctx))
@@ -183,8 +183,19 @@ etcd_rbac() { # URL TLS_DIR
     mkdir -p "$dir/etcd-users" && chmod 0700 "$dir/etcd-users"
     for u in root vecshard-admin vecshard-coordinator $(seq -f 'vecshard-shard-%g' 0 $((partitions - 1))); do
         (umask 077 && head -c 24 /dev/urandom | base64 | tr -d '/+=\n' >"$dir/etcd-users/$u")
-        ectl user add "$u" --interactive=false --new-user-password "$(cat "$dir/etcd-users/$u")" || return 1
     done
+    # users through the JSON gateway, the passwords read from their files (never on a command line: ps)
+    /usr/bin/python3 - "$url" "$t" "$dir/etcd-users" <<'PY' || return 1
+import json, os, ssl, sys, urllib.request
+url, t, users = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=t + "/ca.crt")
+ctx.load_cert_chain(t + "/etcd-client.crt", t + "/etcd-client.key")
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+for name in sorted(os.listdir(users)):
+    pw = open(os.path.join(users, name)).read().strip()
+    body = json.dumps({"name": name, "password": pw}).encode()
+    opener.open(urllib.request.Request(url + "/v3/auth/user/add", data=body), timeout=10).read()
+PY
     ectl role add root && ectl user grant-role root root || return 1
     ectl role add vecshard-admin && ectl role grant-permission vecshard-admin --prefix=true readwrite "$pre" &&
         ectl user grant-role vecshard-admin vecshard-admin || return 1
@@ -299,8 +310,9 @@ nats_ready() {
 }
 
 # redis-server's ACL users for a TLS cluster (DIR/redis-users/, passwords stored hashed in the config):
-# vecshard-batch writes result sets under the default prefix vs:nbrs (vecshard batch), vecshard-reader
-# only GETs them (the Python neighbours.Reader); the default user is off.
+# vecshard-batch writes result sets under the default prefix vs:nbrs (vecshard batch: exactly the commands
+# it and its scripts send, so no FLUSHALL, KEYS or RESTORE, which name no key), vecshard-reader only GETs
+# them (the Python neighbours.Reader); the default user is off.
 redis_acl() {
     local u
     mkdir -p "$dir/redis-users" && chmod 0700 "$dir/redis-users"
@@ -310,7 +322,7 @@ redis_acl() {
     h() { printf '%s' "$(cat "$dir/redis-users/$1")" | sha256sum | cut -d' ' -f1; }
     (umask 077 && cat >"$dir/redis.conf" <<EOF
 user default off
-user vecshard-batch on #$(h vecshard-batch) ~vs:nbrs* resetchannels -@all +@read +@write +@keyspace +eval +info +ping +hello
+user vecshard-batch on #$(h vecshard-batch) ~vs:nbrs* resetchannels -@all +get +set +del +unlink +type +exists +scan +hget +hset +hsetnx +hgetall +lpush +lrange +lrem +eval +info +ping +hello
 user vecshard-reader on #$(h vecshard-reader) ~vs:nbrs* resetchannels -@all +get +mget +ping +hello
 EOF
 )
@@ -338,6 +350,8 @@ failed_up() {
 
 up() {
     [ ${#manifests[@]} -gt 0 ] || { echo "cluster.sh up: --manifest is required" >&2; exit 2; }
+    # the caller's client settings (an earlier cluster's DIR/env) must not leak into this cluster's processes
+    unset $(compgen -e | grep '^VECSHARD_' || true)
     local m np
     for m in "${manifests[@]}"; do
         [ -s "$m" ] || die "up: no manifest $m"
@@ -405,7 +419,7 @@ up() {
             --listen-client-urls "$scheme://127.0.0.1:$client" --advertise-client-urls "$scheme://127.0.0.1:$client" \
             --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
             --initial-cluster "vs-local=http://127.0.0.1:$peer" --log-level warn "${eargs[@]}"
-        if wait_started etcd etcd_healthy "$scheme://127.0.0.1:$client $tls"; then
+        if wait_started etcd etcd_healthy "$scheme://127.0.0.1:$client|$tls"; then
             url=$scheme://127.0.0.1:$client
             break
         fi

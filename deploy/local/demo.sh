@@ -102,7 +102,8 @@ PY
 fi
 
 if [ "$keep" = 1 ]; then
-    echo "== the cluster keeps running: deploy/local/cluster.sh status --dir $cluster_dir (and down)"
+    echo "== the cluster keeps running (TLS): . $cluster_dir/env for the tools and the Python client;"
+    echo "   deploy/local/cluster.sh status --dir $cluster_dir (and down)"
 else
     echo "== stopping the cluster"
 fi

@@ -8,9 +8,9 @@ set -euo pipefail
 # build: compilers come with the machine; these are the libraries and tools the build links or runs.
 build_pkgs=(cmake pkg-config make gcc g++ libopenblas-dev zlib1g-dev libcjson-dev
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto libcurl4-openssl-dev libmicrohttpd-dev
-    libnats-dev libhiredis-dev)
+    libnats-dev libhiredis-dev libssl-dev)
 # tests and demo: the Fashion-MNIST data set, the peers we benchmark against in the same run, a real etcd
-# and a real NATS JetStream (nats-server: the write log),
+# and a real NATS JetStream (nats-server: the write log), openssl for the local CA (deploy/local/certs.sh),
 # an independent gRPC client (python3-grpcio), the Python client's stub generator and installer
 # (protoc, grpc_python_plugin 1.51 to match python3-grpcio 1.51, setuptools, pip, venv), promtool (prometheus), clang for the libFuzzer targets, and
 # for the Kubernetes manifest checks (tests/k8s/) yamllint, python3-yaml and node (npm fetches
@@ -18,7 +18,7 @@ build_pkgs=(cmake pkg-config make gcc g++ libopenblas-dev zlib1g-dev libcjson-de
 test_pkgs=(dataset-fashion-mnist python3-numpy python3-faiss libhnswlib-dev
     etcd-server etcd-client nats-server python3-grpcio python3-protobuf prometheus python3-prometheus-client clang
     yamllint python3-yaml nodejs protobuf-compiler protobuf-compiler-grpc python3-setuptools python3-pip
-    python3-venv redis-server redis-tools python3-redis)
+    python3-venv redis-server redis-tools python3-redis openssl)
 # Debian's nodejs has no npm (a separate package); NodeSource's nodejs ships it and conflicts with it.
 command -v npm >/dev/null || test_pkgs+=(npm)
 # benchmarks only (tests/bench/run_*.sh): plots.

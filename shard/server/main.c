@@ -45,6 +45,7 @@ typedef struct config {
     int skip_crc;
     vs_rpc_tls_t tls;         /* --tls-*: tls.cert_file set = TLS on */
     const char *tls_clients;  /* --tls-allowed-clients: certificate names that may Search */
+    int tls_clients_set;
 } config_t;
 
 static void usage(FILE *f)
@@ -78,13 +79,14 @@ static void usage(FILE *f)
         "  --skip-crc           do not check partition files' CRC32C against the manifest at load\n"
         "  --port-file FILE     write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
         "  --log-format F       log records as text (default) or json (one JSON object per line)\n"
-        "  --tls-cert FILE      serve TLS with this PEM certificate chain (with --tls-key); default: plain\n"
+        "  --tls-cert FILE      serve mutual TLS with this PEM certificate chain (with --tls-key and\n"
+        "                       --tls-client-ca); default: plain text\n"
         "  --tls-key FILE       its private key\n"
-        "  --tls-client-ca FILE require mutual TLS: clients must present a certificate this CA signs. Search\n"
-        "                       is then answered only for the names of --tls-allowed-clients; Info and\n"
+        "  --tls-client-ca FILE clients must present a certificate this CA signs. Search is answered\n"
+        "                       only for the names of --tls-allowed-clients; Info and\n"
         "                       health for any certificate of the CA. Also the roots this shard trusts when\n"
         "                       it asks another replica whether it holds its membership key\n"
-        "  --tls-allowed-clients NAMES  comma-separated certificate names (CN, else first DNS SAN) allowed\n"
+        "  --tls-allowed-clients NAMES  comma-separated certificate names (CN, else first SAN) allowed\n"
         "                       to Search (default vecshard-coordinator)\n"
         "  --tls-refresh-s S    re-read the TLS files every S seconds: rotate certificates by replacing\n"
         "                       the files (default %d)\n"
@@ -249,6 +251,7 @@ static int parse_args(int argc, char **argv, config_t *c)
             break;
         case 259:
             c->tls_clients = optarg;
+            c->tls_clients_set = 1;
             break;
         case 260: {
             long v;
@@ -273,8 +276,13 @@ static int parse_args(int argc, char **argv, config_t *c)
         fprintf(stderr, "vecshard-shard: --partition and --manifest or --etcd are required (see --help)\n");
         return 2;
     }
-    if ((c->tls.key_file || c->tls.ca_file) && !c->tls.cert_file) {
-        fprintf(stderr, "vecshard-shard: --tls-key and --tls-client-ca need --tls-cert\n");
+    if ((c->tls.cert_file || c->tls.key_file) && !(c->tls.cert_file && c->tls.key_file && c->tls.ca_file)) {
+        /* TLS without client certificates would let anyone search around the coordinator's tokens */
+        fprintf(stderr, "vecshard-shard: TLS needs --tls-cert, --tls-key and --tls-client-ca together\n");
+        return 2;
+    }
+    if (c->tls_clients_set && !c->tls.ca_file) {
+        fprintf(stderr, "vecshard-shard: --tls-allowed-clients needs --tls-client-ca (mutual TLS)\n");
         return 2;
     }
     if (!vs_version_name_valid(c->cluster)) {
@@ -443,7 +451,8 @@ static int authorize(void *user, const char *path, const vs_rpc_call_t *call, ch
         return VS_GRPC_UNAUTHENTICATED;
     }
     if (!name_listed(a->cfg.tls_clients, name)) {
-        snprintf(msg, VS_ERR_LEN, "certificate '%.64s' may not search this shard (--tls-allowed-clients)", name);
+        snprintf(msg, VS_ERR_LEN, "certificate '%.64s' may not search this shard (--tls-allowed-clients)",
+                 name);
         return VS_GRPC_PERMISSION_DENIED;
     }
     return 0;

@@ -122,7 +122,7 @@ static int holder_answers(const vs_rpc_tls_t *tls, const char *address, char out
 {
     vs_rpc_channel_t *ch = NULL;
     char msg[VS_ERR_LEN];
-    if (vs_rpc_channel_open(address, 0, tls, &ch, msg) != VS_OK)
+    if (vs_rpc_channel_create_tls(address, 0, tls, &ch, msg) != VS_OK)
         return 0;
     Vecshard__V1__ShardInfoRequest req = VECSHARD__V1__SHARD_INFO_REQUEST__INIT;
     uint8_t buf[16];

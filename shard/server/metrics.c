@@ -213,8 +213,8 @@ vs_status vs_shard_metrics_create(vs_shard_metrics_t **out, char err[VS_ERR_LEN]
     return VS_OK;
 }
 
-vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, vs_health_t *health, const char *listen,
-                                 int *out_port, char err[VS_ERR_LEN])
+vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, vs_health_t *health,
+                                 const char *listen, int *out_port, char err[VS_ERR_LEN])
 {
     m->shard = sh;
     *out_port = 0;

@@ -17,8 +17,8 @@ vs_status vs_shard_metrics_create(vs_shard_metrics_t **out, char err[VS_ERR_LEN]
 /* Starts HTTP on listen ("host:port"; port 0 = ephemeral; "none" = no HTTP): /metrics, /healthz, and
  * /readyz from health (vs_serve_http). sh and health are borrowed and read at request time.
  * *out_port = the bound port (0 for none). */
-vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, vs_health_t *health, const char *listen,
-                                 int *out_port, char err[VS_ERR_LEN]);
+vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, vs_health_t *health,
+                                 const char *listen, int *out_port, char err[VS_ERR_LEN]);
 
 /* vs_rpc_done_fn: counts a finished call and its latency. */
 void vs_shard_metrics_on_call(void *user, const char *path, int code, double seconds);

@@ -161,8 +161,8 @@ static void test_cluster(void)
     char cmd[16384], state[1200], addr[128], etcd[128];
     snprintf(state, sizeof state, "%s/state", cluster_dir);
     snprintf(cmd, sizeof cmd,
-             "%s/deploy/local/cluster.sh up --insecure --dir %s --partitions 2 --replicas 1 --manifest %s --timeout 60 "
-             "--shard-threads 1",
+             "%s/deploy/local/cluster.sh up --insecure --dir %s --partitions 2 --replicas 1 --manifest %s "
+             "--timeout 60 --shard-threads 1",
              src, cluster_dir, v->manifest);
     int rc = run(cmd, NULL);
     collect_pids(state);
