@@ -42,6 +42,7 @@ struct vs_etcd {
     char *password_file;                     /* re-read at every authentication (rotation) */
     char token[TOKEN_MAX];                   /* the user's current token; "" = authenticate first */
     uint64_t tok_gen;                        /* bumped by every new token */
+    atomic_uint_fast64_t auths;              /* tokens fetched (vs_etcd_authentications) */
     pthread_mutex_t pool_mu;
     CURL *pool[POOL_MAX];
     size_t n_pool;
@@ -234,6 +235,11 @@ vs_status vs_etcd_create(const vs_etcd_opts_t *o, vs_etcd_t **out, char err[VS_E
     atomic_init(&e->current, 0);
     *out = e;
     return VS_OK;
+}
+
+uint64_t vs_etcd_authentications(const vs_etcd_t *e)
+{
+    return atomic_load(&((vs_etcd_t *)e)->auths);
 }
 
 void vs_etcd_destroy(vs_etcd_t *e)
@@ -517,6 +523,7 @@ static vs_status ensure_token(vs_etcd_t *e, char tok[TOKEN_MAX], uint64_t *gen, 
     snprintf(tok, TOKEN_MAX, "%s", e->token);
     *gen = ++e->tok_gen;
     pthread_mutex_unlock(&e->tok_mu);
+    atomic_fetch_add(&e->auths, 1);
     cJSON_Delete(root);
     free(resp.p);
     return VS_OK;

@@ -60,6 +60,10 @@ typedef struct vs_etcd_opts {
  * *out is freed with vs_etcd_destroy. */
 vs_status vs_etcd_create(const vs_etcd_opts_t *o, vs_etcd_t **out, char err[VS_ERR_LEN]);
 
+/* Tokens fetched for the user so far: the first, then one after each expiry or refusal (0 without a
+ * user). */
+uint64_t vs_etcd_authentications(const vs_etcd_t *e);
+
 /* Frees the client. Every watch and session made from it must be stopped/closed first. NULL is a no-op. */
 void vs_etcd_destroy(vs_etcd_t *e);
 

@@ -266,6 +266,11 @@ const char *vs_membership_key(const vs_membership_t *m)
     return m->key;
 }
 
+uint64_t vs_membership_etcd_authentications(const vs_membership_t *m)
+{
+    return vs_etcd_authentications(m->etcd);
+}
+
 uint64_t vs_membership_writes(const vs_membership_t *m)
 {
     return atomic_load(&((vs_membership_t *)m)->writes);

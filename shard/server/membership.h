@@ -54,6 +54,9 @@ void vs_membership_counters(const vs_membership_t *m, uint64_t *out_etcd_errors,
  * by the follower's retry backoff. */
 uint64_t vs_membership_writes(const vs_membership_t *m);
 
+/* Tokens its etcd client fetched for its RBAC user (vs_etcd_authentications). */
+uint64_t vs_membership_etcd_authentications(const vs_membership_t *m);
+
 /* Revokes the lease (the record disappears now) and frees. NULL is a no-op. */
 void vs_membership_stop(vs_membership_t *m);
 

@@ -17,7 +17,7 @@ struct vs_shard_metrics {
     vs_rpc_metrics_t rpcm;
     pthread_mutex_t mu; /* membership */
     vs_membership_t *membership;
-    uint64_t etcd_errors, etcd_rereg, etcd_writes; /* last values read from membership */
+    uint64_t etcd_errors, etcd_rereg, etcd_writes, etcd_auths; /* last values read from membership */
     vs_histogram_t *stage[VS_SHARD_STAGE_N];       /* vecshard_shard_stage_seconds{stage} */
 };
 
@@ -92,9 +92,13 @@ static double etcd_counter(vs_shard_metrics_t *m, int which)
         m->etcd_errors = errors;
         m->etcd_rereg = rereg;
         m->etcd_writes = vs_membership_writes(m->membership);
+        m->etcd_auths = vs_membership_etcd_authentications(m->membership);
     }
     /* counters never go down: after the membership stopped, its last values stay */
-    double v = (double)(which == 2 ? m->etcd_writes : which ? m->etcd_rereg : m->etcd_errors);
+    double v = (double)(which == 3   ? m->etcd_auths
+                        : which == 2 ? m->etcd_writes
+                        : which      ? m->etcd_rereg
+                                     : m->etcd_errors);
     pthread_mutex_unlock(&m->mu);
     return v;
 }
@@ -109,6 +113,10 @@ static double c_etcd_rereg(void *u)
 static double c_etcd_writes(void *u)
 {
     return etcd_counter(u, 2);
+}
+static double c_etcd_auths(void *u)
+{
+    return etcd_counter(u, 3);
 }
 
 /* the active version's fresh writes (0 when it takes none) */
@@ -239,6 +247,10 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, vs_healt
          "Times the membership record was re-created after a lost lease.", c_etcd_rereg, 1},
         {"vecshard_etcd_record_writes_total",
          "Member-record writes (bounded per version by the load-retry backoff).", c_etcd_writes, 1},
+        {"vecshard_etcd_authentications_total",
+         "Tokens fetched for the shard's etcd user: the first, then one per expiry (--auth-token-ttl of "
+         "idleness) or refusal.",
+         c_etcd_auths, 1},
         {"vecshard_shard_fresh_ids",
          "Ids written (upserted or deleted) since the active version was built; writes stop at the capacity.",
          g_fresh_ids, 0},

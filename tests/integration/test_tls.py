@@ -18,7 +18,10 @@ attacker's certificates.
   (that partition missing) and the coordinator's log shows the failed certificate check.
 - etcd: a shard's user writes its own membership key but not another partition's or the active version
   (permission denied), the coordinator's user writes nothing, plain http and a TLS client without a
-  certificate are refused.
+  certificate are refused. Password rotation without a restart: shard 1's password file is replaced and
+  the password changed in etcd (its tokens invalidated); after `vecshard deploy v2` (as vecshard-admin,
+  settings from DIR/env) the shard writes its record with a new token (vecshard_etcd_authentications_total
+  went up).
 - The write log: an upsert through TLS (client -> coordinator -> NATS -> shards) is searchable; on NATS
   (TLS, verify) the shards' user may not append to the log, a wrong password, plain text and a client
   without a certificate are refused.
@@ -181,6 +184,9 @@ def main():
     write_fvecs(tmp / "q.fvecs", q)
     subprocess.run([str(BIN / "vecshard-build"), "--base", tmp / "base.fvecs", "--factory", f"IVF{NLIST},Flat",
                     "--partitions", "2", "--out", tmp / "idx", "--version", "v1", "--target-recall", "0"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([str(BIN / "vecshard-build"), "--base", tmp / "base.fvecs", "--factory", f"IVF{NLIST},Flat",
+                    "--partitions", "2", "--out", tmp / "idx", "--version", "v2", "--target-recall", "0"],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     d = ((q[:, None, :].astype(np.float64) - base[None, :, :]) ** 2).sum(-1)
     exact = np.argsort(d, axis=1, kind="stable")[:, :K]
@@ -362,6 +368,35 @@ def main():
         except (urllib.error.URLError, ConnectionError, OSError) as e:
             plain = f"refused ({type(e).__name__})"
         check(plain.startswith("refused"), f"etcd refuses plain http: {plain}")
+
+        # ---- etcd password rotation without a restart: shard 1's password changes (file first, then etcd,
+        # which invalidates the user's tokens); a version deployed now (as vecshard-admin, from DIR/env) makes
+        # the shard write its record: its client must answer the 401 by re-reading the file ----
+        def auths(who):
+            body = urllib.request.urlopen(f"http://127.0.0.1:{state[who + '_metrics_port']}/metrics",
+                                          timeout=5).read().decode()
+            m = re.search(r"^vecshard_etcd_authentications_total (\S+)$", body, re.M)
+            return float(m.group(1)) if m else 0.0
+        a0 = auths("shard_p1r0")
+        pwfile = cl / "etcd-users" / "vecshard-shard-1"
+        (cl / "etcd-users" / ".new").write_text("rotated-" + os.urandom(12).hex() + "\n")
+        os.replace(cl / "etcd-users" / ".new", pwfile)
+        root = Etcd(etcd_url, tls, "root", pw("root"))
+        r_ = root.post("/v3/auth/user/changepw", {"name": "vecshard-shard-1", "password": pwfile.read_text().strip()})
+        check("header" in r_, f"root changes shard 1's etcd password: {r_}")
+        dep = subprocess.run([str(BIN / "vecshard"), "deploy", str(tmp / "idx" / "v2" / "manifest.json"), "--etcd",
+                              etcd_url, "--cluster", "local"], env=dict(os.environ, **env), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, timeout=120)
+        check(dep.returncode == 0, f"vecshard deploy as vecshard-admin over TLS: {dep.stdout[-500:]}")
+        rec1 = base64.b64encode((pre + "members/1/p1r0").encode()).decode()
+
+        def v2_ready():
+            kv = co.post("/v3/kv/range", {"key": rec1}).get("kvs", [])
+            return kv and '"v2"' in base64.b64decode(kv[0]["value"]).decode() and \
+                "READY" in base64.b64decode(kv[0]["value"]).decode()
+        check(wait_for(v2_ready, "p1r0's record shows v2", timeout=60) and auths("shard_p1r0") > a0,
+              f"after the password rotation the shard wrote its record with a new token, no restart "
+              f"(authentications {a0} -> {auths('shard_p1r0')})")
 
         # ---- a shard with a foreign certificate is never used ----
         ports = tmp / "evil.ports"
