@@ -1,7 +1,9 @@
 /* secret.c: credentials from the environment (secret.h). */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/cli/secret.h"
 
@@ -14,18 +16,22 @@ const char *vs_secret_getenv(const char *name)
 vs_status vs_secret_read_file(const char *path, char *out, size_t n, char err[VS_ERR_LEN])
 {
     out[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f)
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "cannot read the secret file %s", path);
-    size_t len = fread(out, 1, n - 1, f);
-    int more = fgetc(f) != EOF;
-    fclose(f);
+    /* read(2), not stdio: no library buffer keeps a copy of the secret after close */
+    size_t len = 0;
+    char extra = 0;
+    ssize_t r;
+    while (len < n - 1 && (r = read(fd, out + len, n - 1 - len)) > 0)
+        len += (size_t)r;
+    int more = len == n - 1 && read(fd, &extra, 1) == 1;
+    close(fd);
     out[len] = 0;
     size_t line = strcspn(out, "\r\n");
-    if (more && line == n - 1) {
+    if (more && line == n - 1 && extra != '\n' && extra != '\r') {
         memset(out, 0, n);
-        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "the secret in %s is longer than %zu bytes", path,
-                       n - 1);
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "the secret in %s is longer than %zu bytes", path, n - 1);
     }
     memset(out + line, 0, n - line); /* what followed the first line */
     if (line == 0)

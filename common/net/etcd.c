@@ -457,8 +457,12 @@ static vs_status post_once(vs_etcd_t *e, const char *what, const char *path, con
                 curl_slist_free_all(headers);
                 if (code == 200 && resp->p != NULL)
                     return VS_OK;
-                *unauth = code == 401;
                 st = vs_etcd_parse_error(what, code, resp->p != NULL ? resp->p : "", resp->n, err);
+                /* the token is no good: refused (401: expired, invalidated by a password change), or
+                 * issued before the auth store last changed (any user or role edit), which the gateway
+                 * answers with HTTP 400; as etcd's Go client does, fetch a new one for both (etcd 3.4.23
+                 * here keeps old tokens valid across a password change: test_tls checks both outcomes) */
+                *unauth = code == 401 || strstr(err, "revision of auth store is old") != NULL;
                 free(resp->p);
                 memset(resp, 0, sizeof *resp);
                 return st;
@@ -495,7 +499,10 @@ static vs_status ensure_token(vs_etcd_t *e, char tok[TOKEN_MAX], uint64_t *gen, 
               !cJSON_AddStringToObject(req, "password", e->password_file ? pw : e->password);
     memset(pw, 0, sizeof pw);
     char *json = bad ? NULL : cJSON_PrintUnformatted(req);
-    cJSON_Delete(req); /* cJSON's copy of the password is freed unwiped: it has no secure free */
+    cJSON *pwi = req ? cJSON_GetObjectItemCaseSensitive(req, "password") : NULL;
+    if (cJSON_IsString(pwi))
+        memset(pwi->valuestring, 0, strlen(pwi->valuestring)); /* cJSON's copy (it has no secure free) */
+    cJSON_Delete(req);
     if (!json)
         return vs_errf(err, VS_ERR_NOMEM, "etcd authenticate: out of memory");
     body_t resp;

@@ -7,9 +7,9 @@
  * the coordinator for its view of the cluster.
  * TLS and auth: https:// endpoints verified against a CA file, an optional client certificate (it must
  * have no CN: etcd's gateway refuses one once auth is on), and an RBAC user whose token
- * (/v3/auth/authenticate) is fetched before the first call and again whenever etcd answers 401 (a
- * simple token expires after --auth-token-ttl of idleness; a changed password invalidates it); the call is
- * then retried once. A password file is read again at every authentication, so a rotated password is used
+ * (/v3/auth/authenticate) is fetched before the first call and again whenever etcd refuses it (401: a
+ * simple token expires after --auth-token-ttl of idleness, a changed password invalidates it; or "revision
+ * of auth store is old" after any user or role change); the call is then retried once. A password file is read again at every authentication, so a rotated password is used
  * without a restart.
  * What it does not: gRPC, leader election recipes, or retries of non-idempotent calls after a request may
  * have reached the server.

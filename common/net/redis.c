@@ -339,6 +339,7 @@ vs_status vs_redis_append(vs_redis_t *r, int argc, const char *const *argv, cons
     }
     memcpy(r->out + r->out_len, cmd, (size_t)len);
     r->out_len += (size_t)len;
+    memset(cmd, 0, (size_t)len); /* it may be AUTH's */
     redisFreeCommand(cmd);
     r->pending++;
     return VS_OK;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <nats/nats.h>
@@ -128,6 +129,21 @@ static vs_status ensure_stream(vs_wlog_t *w, const vs_wlog_opts_t *o, int create
     return VS_OK;
 }
 
+/* 1 when every URL of the comma-separated list is tls://. */
+static int all_tls(const char *urls)
+{
+    for (const char *p = urls; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        if (!*p)
+            break;
+        if (strncasecmp(p, "tls://", 6) != 0)
+            return 0;
+        p += strcspn(p, ",");
+    }
+    return 1;
+}
+
 /* TLS and credentials (vs_wlog_opts_t, else the environment) onto no. */
 static vs_status secure_options(natsOptions *no, const vs_wlog_opts_t *o, char err[VS_ERR_LEN])
 {
@@ -161,7 +177,7 @@ static vs_status secure_options(natsOptions *no, const vs_wlog_opts_t *o, char e
         if (s != NATS_OK)
             return nats_err(err, VS_ERR_INVALID_ARGUMENT, "write log: TLS files", s, 0);
     }
-    if (user && !ca && !strstr(o->url, "tls://"))
+    if (user && !ca && !all_tls(o->url))
         return vs_errf(
             err, VS_ERR_INVALID_ARGUMENT,
             "write log: refusing to send user %s's password in plain text (set $VECSHARD_NATS_CA or use "

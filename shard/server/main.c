@@ -276,7 +276,8 @@ static int parse_args(int argc, char **argv, config_t *c)
         fprintf(stderr, "vecshard-shard: --partition and --manifest or --etcd are required (see --help)\n");
         return 2;
     }
-    if ((c->tls.cert_file || c->tls.key_file) && !(c->tls.cert_file && c->tls.key_file && c->tls.ca_file)) {
+    if ((c->tls.cert_file || c->tls.key_file || c->tls.ca_file) &&
+        !(c->tls.cert_file && c->tls.key_file && c->tls.ca_file)) {
         /* TLS without client certificates would let anyone search around the coordinator's tokens */
         fprintf(stderr, "vecshard-shard: TLS needs --tls-cert, --tls-key and --tls-client-ca together\n");
         return 2;

@@ -248,8 +248,8 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, vs_healt
         {"vecshard_etcd_record_writes_total",
          "Member-record writes (bounded per version by the load-retry backoff).", c_etcd_writes, 1},
         {"vecshard_etcd_authentications_total",
-         "Tokens fetched for the shard's etcd user: the first, then one per expiry (--auth-token-ttl of "
-         "idleness) or refusal.",
+         "Tokens the membership's etcd client fetched for the shard's user: the first, then one per expiry, "
+         "password change or auth-store change.",
          c_etcd_auths, 1},
         {"vecshard_shard_fresh_ids",
          "Ids written (upserted or deleted) since the active version was built; writes stop at the capacity.",

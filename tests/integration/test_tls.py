@@ -390,13 +390,26 @@ def main():
         check(dep.returncode == 0, f"vecshard deploy as vecshard-admin over TLS: {dep.stdout[-500:]}")
         rec1 = base64.b64encode((pre + "members/1/p1r0").encode()).decode()
 
-        def v2_ready():
-            kv = co.post("/v3/kv/range", {"key": rec1}).get("kvs", [])
+        def v2_ready(key):
+            kv = co.post("/v3/kv/range", {"key": key}).get("kvs", [])
             return kv and '"v2"' in base64.b64decode(kv[0]["value"]).decode() and \
                 "READY" in base64.b64decode(kv[0]["value"]).decode()
-        check(wait_for(v2_ready, "p1r0's record shows v2", timeout=60) and auths("shard_p1r0") > a0,
+        check(wait_for(lambda: v2_ready(rec1), "p1r0's record shows v2", timeout=60) and auths("shard_p1r0") > a0,
               f"after the password rotation the shard wrote its record with a new token, no restart "
               f"(authentications {a0} -> {auths('shard_p1r0')})")
+        # every other user's token predates the auth store's change ("revision of auth store is old"):
+        # shard 0 must renew its own too, and the coordinator keep following
+        rec0 = base64.b64encode((pre + "members/0/p0r0").encode()).decode()
+        check(wait_for(lambda: v2_ready(rec0), "p0r0's record shows v2", timeout=60),
+              "shard 0 (another user) wrote its record after the auth store changed")
+
+        def v2_answers():
+            try:
+                return c.search(q[:2], k=K, nprobe=NLIST, index_version="v2").index_version == "v2"
+            except vecshard.VecshardError:
+                return False
+        check(wait_for(v2_answers, "the coordinator answers with v2", timeout=60),
+              "the coordinator follows etcd after the auth store changed: it answers with v2")
 
         # ---- a shard with a foreign certificate is never used ----
         ports = tmp / "evil.ports"
@@ -414,8 +427,9 @@ def main():
                                   "--tls-key", str(other / "shard.key"), "--tls-client-ca", str(tls / "ca.crt")],
                                  env=shard_env, stdout=log, stderr=subprocess.STDOUT)
         rec_key = base64.b64encode((pre + "members/0/p0-evil").encode()).decode()
-        wait_for(lambda: co.post("/v3/kv/range", {"key": rec_key}).get("count") == "1",
-                 "the foreign shard registers in etcd", timeout=30)
+        check(wait_for(lambda: co.post("/v3/kv/range", {"key": rec_key}).get("count") == "1",
+                       "the foreign shard registers in etcd", timeout=30),
+              "the foreign shard registered in etcd (its etcd credentials are right)")
         os.kill(int(state["proc_p0r0_pid"]), signal.SIGKILL)
         coord_log = cl / "coordinator.log"
 
