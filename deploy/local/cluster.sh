@@ -8,6 +8,8 @@
 #                 [--redis] [--insecure]
 #   cluster.sh status [--dir DIR] [--json]
 #   cluster.sh down [--dir DIR] [--timeout 15]
+#   cluster.sh etcd-snapshot --snapshot FILE [--dir DIR]
+#   cluster.sh etcd-restore --snapshot FILE [--dir DIR] [--timeout 60]
 #
 # up: starts etcd (fresh data directory, free loopback ports), shard p<p>r<r> for partition p replica r
 # (--listen 127.0.0.1:0, --port-file; P is the manifests' partition count, which --partitions must match),
@@ -24,10 +26,14 @@
 # everything in plain text (no certificates), as before.
 # down: SIGTERM to the coordinator, the shards, then etcd; SIGKILL to what is left after --timeout seconds.
 # Idempotent; a pid is only signalled while it is still the process up started (start time checked).
+# etcd-snapshot: `etcdctl snapshot save` of the running etcd (as root with TLS). etcd-restore (the recovery
+# drill, docs/reliability.md): stops what is left of etcd (SIGKILL), restores FILE into a fresh data
+# directory (`etcdctl snapshot restore`) and starts etcd again on the same ports; the shards and the
+# coordinator reconnect on their own.
 # Binaries: $VS_BIN_DIR (default build/bin); $VS_COORDINATOR_BIN overrides the coordinator (test doubles).
 set -euo pipefail
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 cmd=${1:-}
@@ -35,8 +41,8 @@ cmd=${1:-}
 shift
 case "$cmd" in
 -h | --help | help) usage; exit 0 ;;
-up | down | status) ;;
-*) echo "cluster.sh: unknown command '$cmd' (up, down, status)" >&2; exit 2 ;;
+up | down | status | etcd-snapshot | etcd-restore) ;;
+*) echo "cluster.sh: unknown command '$cmd' (up, down, status, etcd-snapshot, etcd-restore)" >&2; exit 2 ;;
 esac
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -50,6 +56,7 @@ coordinator_args=""
 writes=""
 with_redis=""
 insecure=""
+snapshot=""
 json=""
 manifests=()
 while [ $# -gt 0 ]; do
@@ -65,6 +72,7 @@ while [ $# -gt 0 ]; do
     --writes) writes=1 ;;
     --redis) with_redis=1 ;;
     --insecure) insecure=1 ;;
+    --snapshot) snapshot=$2; shift ;;
     --json) json=--json ;;
     -h | --help) usage; exit 0 ;;
     *) echo "cluster.sh $cmd: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -303,6 +311,69 @@ wait_started() {
     return 1
 }
 
+# start_etcd SCHEME CLIENT_PORT PEER_PORT: etcd on DIR/etcd-data (TLS with client certificates when $tls).
+start_etcd() {
+    local scheme=$1 client=$2 peer=$3 eargs=()
+    [ -z "$tls" ] || eargs=(--cert-file "$tls/etcd.crt" --key-file "$tls/etcd.key" --client-cert-auth
+        --trusted-ca-file "$tls/ca.crt")
+    launch etcd etcd --name vs-local --data-dir "$dir/etcd-data" \
+        --listen-client-urls "$scheme://127.0.0.1:$client" --advertise-client-urls "$scheme://127.0.0.1:$client" \
+        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "vs-local=http://127.0.0.1:$peer" --log-level warn "${eargs[@]}"
+}
+
+# etcdctl on this cluster's etcd (TLS and root's password, from the environment, when it runs TLS).
+cluster_etcdctl() {
+    local url t
+    url=$(get etcd_url)
+    t=$(get tls_dir)
+    [ -n "$url" ] || die "no etcd in $state"
+    if [ -n "$t" ]; then
+        ETCDCTL_USER="root:$(cat "$dir/etcd-users/root")" ETCDCTL_API=3 etcdctl --endpoints "$url" \
+            --cacert "$t/ca.crt" --cert "$t/etcd-client.crt" --key "$t/etcd-client.key" "$@"
+    else
+        ETCDCTL_API=3 etcdctl --endpoints "$url" "$@"
+    fi
+}
+
+etcd_snapshot() {
+    [ -n "$snapshot" ] || { echo "cluster.sh etcd-snapshot: --snapshot FILE is required" >&2; exit 2; }
+    [ -f "$state" ] || die "etcd-snapshot: nothing running (no $state)"
+    cluster_etcdctl snapshot save "$snapshot" >/dev/null || die "etcd-snapshot: etcdctl snapshot save failed"
+    echo "cluster.sh: etcd snapshot in $snapshot"
+}
+
+# The recovery drill: etcd lost (what is left of it is killed), restored from a snapshot on the same ports.
+etcd_restore() {
+    [ -s "$snapshot" ] || { echo "cluster.sh etcd-restore: --snapshot FILE (a snapshot) is required" >&2; exit 2; }
+    [ -f "$state" ] || die "etcd-restore: nothing running (no $state)"
+    local url client peer scheme pid st
+    url=$(get etcd_url)
+    peer=$(get etcd_peer_port)
+    tls=$(get tls_dir)
+    scheme=${url%%://*}
+    client=${url##*:}
+    [ -n "$peer" ] || die "etcd-restore: no etcd_peer_port in $state (a cluster started by an older cluster.sh)"
+    pid=$(get proc_etcd_pid)
+    st=$(get proc_etcd_start)
+    if alive "$pid" "$st"; then
+        kill -KILL "$pid" 2>/dev/null || true
+        while alive "$pid" "$st"; do sleep 0.05; done
+    fi
+    rm -rf "$dir/etcd-data"
+    ETCDCTL_API=3 etcdctl snapshot restore "$snapshot" --data-dir "$dir/etcd-data" --name vs-local \
+        --initial-cluster "vs-local=http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        >>"$dir/etcd.log" 2>&1 || die "etcd-restore: etcdctl snapshot restore failed (see $dir/etcd.log)"
+    start_etcd "$scheme" "$client" "$peer"
+    local until=$((SECONDS + ${timeout:-60}))
+    until etcd_healthy "$url|$tls"; do
+        [ $SECONDS -lt $until ] || die "etcd-restore: etcd not healthy after ${timeout:-60} s (see $dir/etcd.log)"
+        alive "$(get proc_etcd_pid)" "$(get proc_etcd_start)" || die "etcd-restore: etcd exited (see $dir/etcd.log)"
+        sleep 0.1
+    done
+    echo "cluster.sh: etcd restored from $snapshot at $url"
+}
+
 # nats_ready nats://HOST:PORT: the server greets with its INFO line.
 nats_ready() {
     local hp=${1#nats://}
@@ -404,27 +475,23 @@ up() {
     fi
 
     # etcd: fresh data directory, two free loopback ports (retried if another process took one meanwhile)
-    local try client peer url="" scheme=http eargs=()
+    local try client peer url="" scheme=http
     if [ -n "$tls" ]; then
         scheme=https
-        eargs=(--cert-file "$tls/etcd.crt" --key-file "$tls/etcd.key" --client-cert-auth
-            --trusted-ca-file "$tls/ca.crt")
         command -v etcdctl >/dev/null || die "up: etcdctl not installed (apt-get install etcd-client)"
     fi
     for try in 1 2 3; do
         client=$(free_port)
         peer=$(free_port)
         rm -rf "$dir/etcd-data" "$dir/etcd-users"
-        launch etcd etcd --name vs-local --data-dir "$dir/etcd-data" \
-            --listen-client-urls "$scheme://127.0.0.1:$client" --advertise-client-urls "$scheme://127.0.0.1:$client" \
-            --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-            --initial-cluster "vs-local=http://127.0.0.1:$peer" --log-level warn "${eargs[@]}"
+        start_etcd "$scheme" "$client" "$peer"
         if wait_started etcd etcd_healthy "$scheme://127.0.0.1:$client|$tls"; then
             url=$scheme://127.0.0.1:$client
             break
         fi
     done
     [ -n "$url" ] || failed_up "etcd did not become healthy" "$dir/etcd.log"
+    record "etcd_peer_port=$peer"
     if [ -n "$tls" ]; then
         etcd_rbac "$url" "$tls" || failed_up "cannot set up etcd's users and roles" "$dir/etcd.log"
         echo "cluster.sh: etcd users and roles set, auth enabled (passwords in $dir/etcd-users)"
@@ -602,4 +669,6 @@ case "$cmd" in
 up) up ;;
 down) stop_all "${timeout:-15}" ;;
 status) status ;;
+etcd-snapshot) etcd_snapshot ;;
+etcd-restore) etcd_restore ;;
 esac

@@ -50,7 +50,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, SRC, Checks, cluster_down, cluster_up, install, wait_for, write_fvecs  # noqa: E402
+from vstest import BIN, SRC, Checks, EtcdGateway as Etcd, cluster_down, cluster_up, install, wait_for, write_fvecs  # noqa: E402,E501
 
 N, D, NQ, K, NLIST = 3000, 16, 20, 10, 8
 check = Checks()
@@ -92,31 +92,6 @@ def grpc_code(target, method, body, creds):
 def tls_creds(ca, cert=None, key=None):
     rd = lambda p: pathlib.Path(p).read_bytes()  # noqa: E731
     return grpc.ssl_channel_credentials(rd(ca), rd(key) if key else None, rd(cert) if cert else None)
-
-
-class Etcd:
-    """etcd's JSON gateway over TLS as an RBAC user (what the cluster's processes speak)."""
-
-    def __init__(self, url, tls, user=None, password=None, cert=True):
-        ctx = ssl.create_default_context(cafile=str(tls / "ca.crt"))
-        if cert:
-            ctx.load_cert_chain(str(tls / "etcd-client.crt"), str(tls / "etcd-client.key"))
-        self.url, self.ctx, self.token = url, ctx, None
-        if user:
-            self.token = self.post("/v3/auth/authenticate", {"name": user, "password": password})["token"]
-
-    def post(self, path, body):
-        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
-                                     headers={"Authorization": self.token} if self.token else {})
-        try:
-            return json.load(urllib.request.urlopen(req, context=self.ctx, timeout=5))
-        except urllib.error.HTTPError as e:
-            return {"http": e.code, **json.loads(e.read() or b"{}")}
-
-    def put(self, key, value):
-        b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
-        r = self.post("/v3/kv/put", {"key": b64(key), "value": b64(value)})
-        return "OK" if "header" in r and "error" not in r else r.get("error", r.get("message", str(r)))
 
 
 def served_serial(addr, tls):

@@ -1,5 +1,6 @@
 """vstest: what the Python integration tests share: the checks counter, vector files, the client install, a
 local cluster (deploy/local/cluster.sh) and waiting on a condition."""
+import base64
 import os
 import pathlib
 import re
@@ -102,3 +103,44 @@ def cluster_down(cl):
     """deploy/local/cluster.sh down in directory cl."""
     subprocess.run([str(SRC / "deploy" / "local" / "cluster.sh"), "down", "--dir", str(cl)],
                    env=dict(os.environ, VS_BIN_DIR=str(BIN)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class EtcdGateway:
+    """etcd's JSON gateway over TLS (a deploy/local/certs.sh directory tls), as an RBAC user when given (its
+    token fetched once), with the CN-less etcd client certificate unless cert is False."""
+
+    def __init__(self, url, tls, user=None, password=None, cert=True):
+        import ssl
+        ctx = ssl.create_default_context(cafile=str(pathlib.Path(tls) / "ca.crt"))
+        if cert:
+            ctx.load_cert_chain(str(pathlib.Path(tls) / "etcd-client.crt"), str(pathlib.Path(tls) / "etcd-client.key"))
+        self.url, self.ctx, self.token = url, ctx, None
+        if user:
+            self.token = self.post("/v3/auth/authenticate", {"name": user, "password": password})["token"]
+
+    def post(self, path, body):
+        """The JSON reply; an HTTP error's JSON body with "http": its code."""
+        import json
+        import urllib.error
+        import urllib.request
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                     headers={"Authorization": self.token} if self.token else {})
+        try:
+            return json.load(urllib.request.urlopen(req, context=self.ctx, timeout=5))
+        except urllib.error.HTTPError as e:
+            return {"http": e.code, **json.loads(e.read() or b"{}")}
+
+    def put(self, key, value):
+        """"OK", or etcd's error text."""
+        b64 = lambda t: base64.b64encode(t.encode()).decode()  # noqa: E731
+        r = self.post("/v3/kv/put", {"key": b64(key), "value": b64(value)})
+        return "OK" if "header" in r and "error" not in r else r.get("error", r.get("message", str(r)))
+
+    def get_prefix(self, prefix):
+        """{key: value} of every key under prefix."""
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        r = self.post("/v3/kv/range", {"key": base64.b64encode(prefix.encode()).decode(),
+                                       "range_end": base64.b64encode(end.encode()).decode()})
+        return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
+                for kv in r.get("kvs", [])}
+
