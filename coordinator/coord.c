@@ -1286,6 +1286,7 @@ vs_status vs_coord_status_pb(vs_coord_t *c, int etcd_connected, const char *clus
             ms[i].n_versions = mem[i].n_versions;
             ms[i].latency_ewma_ms = mem[i].latency_ewma_ms;
             ms[i].outstanding = mem[i].outstanding;
+            ms[i].zone = mem[i].zone;
             mp[i] = &ms[i];
         }
         resp.cluster = (char *)cluster;

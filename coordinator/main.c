@@ -43,6 +43,7 @@ typedef struct config {
     const char *auth_tokens; /* --auth-tokens FILE: bearer tokens (auth.h); NULL = no authentication */
     vs_rpc_tls_t tls;        /* --tls-*: clients to this coordinator; cert_file set = TLS on */
     vs_rpc_tls_t shard_tls;  /* --shard-tls-*: this coordinator to its shards; ca_file set = TLS on */
+    const char *zone;        /* --zone: replicas of this zone first */
 } config_t;
 
 static void usage(FILE *f)
@@ -60,6 +61,8 @@ static void usage(FILE *f)
         "  --etcd URLS           watch /vecshard/<cluster>/members/ in etcd (comma-separated URLs)\n"
         "  --shards SPEC         static membership instead: P=host:port,P=host:port (replicas repeat P)\n"
         "  --cluster NAME        cluster name in etcd keys (default 'default')\n"
+        "  --zone NAME           this coordinator's failure zone: replicas whose record names it are sent to\n"
+        "                        first, the others only when none of them can answer (default: none)\n"
         "  --nats-url URL        the cluster's write log (NATS JetStream, stream VS_<cluster>): serve "
         "Upsert\n"
         "                        and Delete (default: off, they answer UNIMPLEMENTED)\n"
@@ -163,6 +166,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"shard-tls-cert", required_argument, 0, 265},
                                          {"shard-tls-key", required_argument, 0, 266},
                                          {"tls-refresh-s", required_argument, 0, 267},
+                                         {"zone", required_argument, 0, 268},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50050",
@@ -212,6 +216,9 @@ static int parse_args(int argc, char **argv, config_t *c)
             break;
         case 266:
             c->shard_tls.key_file = optarg;
+            break;
+        case 268:
+            c->zone = optarg;
             break;
         case 267:
             if (parse_num("--tls-refresh-s", optarg, 1, 86400, &v))
@@ -345,6 +352,10 @@ static int parse_args(int argc, char **argv, config_t *c)
     }
     if (!vs_version_name_valid(c->cluster)) {
         fprintf(stderr, "vecshard-coordinator: --cluster '%s' must match [A-Za-z0-9._-]{1,64}\n", c->cluster);
+        return 2;
+    }
+    if (c->zone && (strlen(c->zone) > VS_ZONE_MAX || !vs_version_name_valid(c->zone))) {
+        fprintf(stderr, "vecshard-coordinator: --zone '%s' must match [A-Za-z0-9._-]{1,64}\n", c->zone);
         return 2;
     }
     if (c->nats_url && !vs_wlog_cluster_valid(c->cluster)) {
@@ -731,6 +742,8 @@ int main(int argc, char **argv)
     vs_status st = vs_view_create(&a.view, err);
     if (st == VS_OK && a.cfg.shard_tls.ca_file && (st = vs_rpc_tls_check(&a.cfg.shard_tls, 0, err)) == VS_OK)
         vs_view_set_tls(a.view, &a.cfg.shard_tls);
+    if (st == VS_OK)
+        vs_view_set_zone(a.view, a.cfg.zone);
     if (st == VS_OK)
         st = vs_coord_create(&co, a.view, &a.coord, err);
     if (st == VS_OK)

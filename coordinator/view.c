@@ -21,6 +21,7 @@ struct vs_replica {
     uint32_t fill[VS_VIEW_MAX_VERSIONS];      /* their fresh fill, percent (record's fresh_fill_pct) */
     size_t n_versions;
     int all_versions; /* static membership */
+    char zone[VS_ZONE_MAX + 1]; /* the record's failure zone ("" = not given) */
     int seen;         /* in the current snapshot */
     /* static stability: the record is gone (lease expired, etcd restored, resync) but the replica is kept
      * while its own health says SERVING; it leaves after VS_VIEW_ORPHAN_GRACE_S of failed checks */
@@ -42,6 +43,7 @@ struct vs_replica {
 
 struct vs_view {
     const vs_rpc_tls_t *tls; /* channels to shards (vs_view_set_tls); NULL = plain text */
+    char zone[VS_ZONE_MAX + 1]; /* this coordinator's zone (vs_view_set_zone); "" = no preference */
     pthread_mutex_t mu;
     vs_replica_t **r;
     size_t n, cap;
@@ -72,6 +74,11 @@ vs_status vs_view_create(vs_view_t **out, char err[VS_ERR_LEN])
 void vs_view_set_tls(vs_view_t *v, const vs_rpc_tls_t *tls)
 {
     v->tls = tls;
+}
+
+void vs_view_set_zone(vs_view_t *v, const char *zone)
+{
+    snprintf(v->zone, sizeof v->zone, "%s", zone ? zone : "");
 }
 
 void vs_view_destroy(vs_view_t *v)
@@ -180,6 +187,7 @@ void vs_view_put(vs_view_t *v, const char *key, size_t klen, const char *json, s
     }
     snprintf(r->state, sizeof r->state, "%s", rec->state);
     snprintf(r->instance, sizeof r->instance, "%s", rec->instance_id);
+    snprintf(r->zone, sizeof r->zone, "%s", rec->zone);
     for (size_t i = 0; i < rec->n_versions && r->n_versions < VS_VIEW_MAX_VERSIONS; i++)
         if (strcmp(rec->versions[i].state, "READY") == 0) {
             snprintf(r->content[r->n_versions], 17, "%.16s", rec->versions[i].content_id);
@@ -316,6 +324,7 @@ vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition
     vs_replica_t *best = NULL;
     unsigned long best_out = 0;
     double best_lat = 0;
+    int best_local = 0;
     pthread_mutex_lock(&v->mu);
     for (size_t i = 0; i < v->n; i++) {
         vs_replica_t *r = v->r[i];
@@ -324,12 +333,17 @@ vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition
             skipped = skip[j] == r || strcmp(skip[j]->key, r->key) == 0;
         if (skipped || !usable(r, version, partition, content_id))
             continue;
+        /* a replica of this coordinator's zone first (cross-zone traffic is slower and billed); among
+         * equals, the fewest calls outstanding, then the lowest latency */
+        int local = v->zone[0] && strcmp(r->zone, v->zone) == 0;
         unsigned long out = atomic_load(&r->outstanding);
         double lat = ewma(r);
-        if (!best || out < best_out || (out == best_out && lat < best_lat)) {
+        if (!best || local > best_local ||
+            (local == best_local && (out < best_out || (out == best_out && lat < best_lat)))) {
             best = r;
             best_out = out;
             best_lat = lat;
+            best_local = local;
         }
     }
     if (best) {
@@ -446,6 +460,7 @@ size_t vs_view_members(vs_view_t *v, vs_view_member_t *out, size_t cap)
         memcpy(m->fresh_fill_pct, r->fill, sizeof m->fresh_fill_pct);
         m->latency_ewma_ms = r->ewma_ms;
         pthread_mutex_unlock(&r->mu);
+        snprintf(m->zone, sizeof m->zone, "%s", r->zone);
         m->outstanding = atomic_load(&r->outstanding);
     }
     pthread_mutex_unlock(&v->mu);

@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/cluster/records.h"
 #include "common/net/rpc.h"
 #include "common/status.h"
 
@@ -29,6 +30,10 @@ vs_status vs_view_create(vs_view_t **out, char err[VS_ERR_LEN]);
 /* Channels to shards opened from now on use tls (borrowed; outlives v); NULL = plain text. Call before
  * any member is applied. */
 void vs_view_set_tls(vs_view_t *v, const vs_rpc_tls_t *tls);
+/* This coordinator's failure zone: vs_view_pick prefers replicas whose record names it, and uses the
+ * others only when none of them is usable or all were tried (a hedge or retry). NULL or "" = no
+ * preference. */
+void vs_view_set_zone(vs_view_t *v, const char *zone);
 void vs_view_destroy(vs_view_t *v);
 
 /* Applies a member record (key "/vecshard/<cluster>/members/<p>/<replica>", JSON value as in
@@ -43,6 +48,8 @@ void vs_view_end_snapshot(vs_view_t *v);
 vs_status vs_view_add_static(vs_view_t *v, const char *spec, char err[VS_ERR_LEN]);
 
 /* Picks a replica for (version, partition), skipping the n_skip already tried; NULL when none is usable.
+ * Order: this coordinator's zone first (vs_view_set_zone), then the fewest calls outstanding, then the
+ * lowest latency.
  * content_id (nullable, "" = any): the partition file's content id the version's manifest records; a
  * replica reporting another one is not usable (other data under the version's name). The returned
  * replica holds a reference and counts one call outstanding until vs_replica_done. */
@@ -77,6 +84,7 @@ typedef struct vs_view_member {
     size_t n_versions;
     double latency_ewma_ms;
     uint64_t outstanding;
+    char zone[VS_ZONE_MAX + 1];
 } vs_view_member_t;
 
 /* With out NULL: how many members there are. Else copies up to cap members and returns how many it

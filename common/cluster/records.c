@@ -50,6 +50,8 @@ vs_status vs_member_rec_encode(const vs_member_rec_t *r, char **out, char err[VS
              add_str(o, "active_version", r->active_version);
     if (ok && r->instance_id[0])
         ok = add_str(o, "instance_id", r->instance_id);
+    if (ok && r->zone[0])
+        ok = add_str(o, "zone", r->zone);
     cJSON *arr = ok ? cJSON_AddArrayToObject(o, "versions") : NULL;
     ok = ok && arr;
     for (size_t i = 0; ok && i < r->n_versions && i < VS_MEMBER_MAX_VERSIONS; i++) {
@@ -179,6 +181,7 @@ vs_status vs_member_rec_decode(const char *json, size_t len, vs_member_rec_t *ou
         (st = get_uint(o, "partition", 1, 65535, &u, w, err)) == VS_OK &&
         (st = get_str(o, "replica_id", 1, r->replica_id, sizeof r->replica_id, w, err)) == VS_OK &&
         (st = get_str(o, "instance_id", 0, r->instance_id, sizeof r->instance_id, w, err)) == VS_OK &&
+        (st = get_str(o, "zone", 0, r->zone, sizeof r->zone, w, err)) == VS_OK &&
         (st = get_str(o, "state", 1, r->state, sizeof r->state, w, err)) == VS_OK &&
         (st = get_str(o, "active_version", 0, r->active_version, sizeof r->active_version, w, err)) ==
             VS_OK &&

@@ -44,6 +44,9 @@ typedef struct vs_member_version {
 
 /* /vecshard/<c>/members/<p>/<replica>: what a replica is and holds. state: "LOADING", "SERVING",
  * "DRAINING". instance_id is new per process start (unique-replica-id registration). */
+/* A failure zone's name (shard --zone, coordinator --zone): 1-64 of [A-Za-z0-9._-]. */
+#define VS_ZONE_MAX 64
+
 typedef struct vs_member_rec {
     char address[256];
     uint32_t partition;
@@ -59,6 +62,7 @@ typedef struct vs_member_rec {
     uint64_t memory_limit_bytes, rss_bytes;
     uint32_t free_slots;
     int has_free_slots;
+    char zone[VS_ZONE_MAX + 1]; /* since 0.9: the replica's failure zone ("" = not given) */
 } vs_member_rec_t;
 
 /* /vecshard/<c>/versions/<v>: a deployed version. state: lifecycle.h's vs_cver names ("staged",

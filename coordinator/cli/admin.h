@@ -187,6 +187,7 @@ typedef struct vs_admin_member {
     int has_load; /* latency_ewma_ms and outstanding are known (coordinator Status) */
     double latency_ewma_ms;
     uint64_t outstanding;
+    char zone[VS_ADMIN_NAME_LEN]; /* "" = not given */
 } vs_admin_member_t;
 
 typedef struct vs_admin_cluster {

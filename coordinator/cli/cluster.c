@@ -63,6 +63,7 @@ vs_status vs_admin_status_decode(const uint8_t *body, size_t len, vs_admin_clust
         d->has_load = 1;
         d->latency_ewma_ms = m->latency_ewma_ms;
         d->outstanding = m->outstanding;
+        snprintf(d->zone, sizeof d->zone, "%s", m->zone ? m->zone : "");
     }
     vecshard__v1__status_response__free_unpacked(s, NULL);
     qsort(c.members, c.n_members, sizeof *c.members, cmp_member);
@@ -103,6 +104,7 @@ vs_status vs_admin_member_parse(const char *json, size_t len, vs_admin_member_t 
     copy_str(o, "replica_id", m.replica_id, sizeof m.replica_id);
     copy_str(o, "address", m.address, sizeof m.address);
     copy_str(o, "state", m.state, sizeof m.state);
+    copy_str(o, "zone", m.zone, sizeof m.zone);
     copy_str(o, "active_version", m.active_version, sizeof m.active_version);
     int64_t p = get_count(o, "partition");
     if (p >= 0 && p <= UINT32_MAX)
@@ -361,6 +363,8 @@ static void add_members_json(cJSON *j, const vs_admin_cluster_t *c)
             cJSON_AddNumberToObject(o, "latency_ewma_ms", m->latency_ewma_ms);
             cJSON_AddNumberToObject(o, "outstanding", (double)m->outstanding);
         }
+        if (m->zone[0])
+            cJSON_AddStringToObject(o, "zone", m->zone);
         cJSON_AddItemToArray(ms, o);
     }
 }
@@ -411,14 +415,18 @@ void vs_admin_status_print(FILE *f, const vs_admin_cluster_t *c, int json)
         wa = la > wa ? la : wa;
         wv = lv > wv ? lv : wv;
     }
-    fprintf(f, "%-9s  %-*s  %-*s  %-9s  %-*s  %12s  %11s\n", "PARTITION", wr, "REPLICA", wa, "ADDRESS",
-            "STATE", wv, "VERSIONS", "LATENCY_EWMA", "OUTSTANDING");
+    int zones = 0; /* a ZONE column only when some replica has one */
+    for (size_t i = 0; i < c->n_members; i++)
+        zones |= c->members[i].zone[0] != 0;
+    fprintf(f, "%-9s  %-*s  %-*s  %-9s  %-*s  %12s  %11s%s\n", "PARTITION", wr, "REPLICA", wa, "ADDRESS",
+            "STATE", wv, "VERSIONS", "LATENCY_EWMA", "OUTSTANDING", zones ? "  ZONE" : "");
     for (size_t i = 0; i < c->n_members; i++) {
         const vs_admin_member_t *m = &c->members[i];
         char held[256];
         held_list(m, held, sizeof held);
-        fprintf(f, "%-9u  %-*s  %-*s  %-9s  %-*s  %9.3f ms  %11llu\n", m->partition, wr, m->replica_id, wa,
-                m->address, m->state, wv, held, m->latency_ewma_ms, (unsigned long long)m->outstanding);
+        fprintf(f, "%-9u  %-*s  %-*s  %-9s  %-*s  %9.3f ms  %11llu%s%s\n", m->partition, wr, m->replica_id, wa,
+                m->address, m->state, wv, held, m->latency_ewma_ms, (unsigned long long)m->outstanding,
+                zones ? "  " : "", zones ? (m->zone[0] ? m->zone : "-") : "");
     }
 }
 

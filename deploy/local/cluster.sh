@@ -5,7 +5,7 @@
 #
 #   cluster.sh up --manifest FILE [--manifest FILE...] [--partitions P] [--replicas 1] [--dir build/cluster]
 #                 [--cluster local] [--timeout 60] [--shard-threads N] [--coordinator-args "ARGS"] [--writes]
-#                 [--redis] [--insecure]
+#                 [--redis] [--insecure] [--zones a,b,...]
 #   cluster.sh status [--dir DIR] [--json]
 #   cluster.sh down [--dir DIR] [--timeout 15]
 #   cluster.sh etcd-snapshot --snapshot FILE [--dir DIR]
@@ -19,6 +19,8 @@
 # with --writes also until the coordinator has reached the write log (it takes writes). --redis also starts a
 # redis-server (AOF in the cluster directory, noeviction) for `vecshard batch`; the state has redis_addr.
 # Prints the coordinator's address; the state file has it as coordinator_addr.
+# --zones Z1,Z2,...: replica r of every partition runs with --zone Z[r mod n] and the coordinator with
+# --zone Z1 (zone-aware replicas; the state has shard_<id>_zone).
 # TLS by default: deploy/local/certs.sh makes a CA and certificates in DIR/tls (kept across runs); clients
 # reach the coordinator over mutual TLS, the coordinator its shards over mutual TLS (shards accept only
 # the coordinator's certificate for Search), every process reaches etcd over TLS. DIR/env sets what
@@ -33,7 +35,7 @@
 # Binaries: $VS_BIN_DIR (default build/bin); $VS_COORDINATOR_BIN overrides the coordinator (test doubles).
 set -euo pipefail
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 cmd=${1:-}
@@ -57,6 +59,7 @@ writes=""
 with_redis=""
 insecure=""
 snapshot=""
+zones=""
 json=""
 manifests=()
 while [ $# -gt 0 ]; do
@@ -73,6 +76,7 @@ while [ $# -gt 0 ]; do
     --redis) with_redis=1 ;;
     --insecure) insecure=1 ;;
     --snapshot) snapshot=$2; shift ;;
+    --zones) zones=$2; shift ;;
     --json) json=--json ;;
     -h | --help) usage; exit 0 ;;
     *) echo "cluster.sh $cmd: unknown argument '$1' (see --help)" >&2; exit 2 ;;
@@ -565,14 +569,21 @@ up() {
     [ -n "$shard_threads" ] && extra=(--threads "$shard_threads")
     local margs=()
     for m in "${manifests[@]}"; do margs+=(--manifest "$m"); done
+    local zlist=() zargs=()
+    [ -z "$zones" ] || IFS=, read -r -a zlist <<<"$zones"
     for ((p = 0; p < partitions; p++)); do
         for ((r = 0; r < replicas; r++)); do
             id=p${p}r${r}
+            zargs=()
+            if [ ${#zlist[@]} -gt 0 ]; then
+                zargs=(--zone "${zlist[$((r % ${#zlist[@]}))]}")
+                record "shard_${id}_zone=${zlist[$((r % ${#zlist[@]}))]}"
+            fi
             rm -f "$dir/$id.ports"
             launch "$id" env $(etcd_env "vecshard-shard-$p") $(nats_env vecshard-shard shard) \
                 "$bin/vecshard-shard" --etcd "$url" --cluster "$cluster" --partition "$p" \
                 --replica-id "$id" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --port-file "$dir/$id.ports" \
-                --grace-ms 2000 "${margs[@]}" "${extra[@]}" "${wargs[@]}" "${sargs[@]}"
+                --grace-ms 2000 "${margs[@]}" "${extra[@]}" "${wargs[@]}" "${sargs[@]}" "${zargs[@]}"
         done
     done
     for ((p = 0; p < partitions; p++)); do
@@ -592,7 +603,7 @@ up() {
     launch coordinator env $(etcd_env vecshard-coordinator) $(nats_env vecshard-coordinator coordinator) \
         "$coordinator_bin" --etcd "$url" --cluster "$cluster" --listen 127.0.0.1:0 \
         --metrics-listen 127.0.0.1:0 --port-file "$dir/coordinator.ports" --grace-ms 2000 "${margs[@]}" \
-        "${wargs[@]}" "${cargs[@]}" $coordinator_args
+        "${wargs[@]}" "${cargs[@]}" ${zlist[@]:+--zone "${zlist[0]}"} $coordinator_args
     local cport
     cport=$(wait_port_file "$dir/coordinator.ports" "$(get proc_coordinator_pid)" "$(get proc_coordinator_start)" 30) ||
         failed_up "the coordinator did not start" "$dir/coordinator.log"

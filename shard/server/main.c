@@ -27,6 +27,7 @@
 #include "shard/server/follow.h"
 #include "shard/server/logfollow.h"
 #include "common/cluster/manifest.h"
+#include "common/cluster/records.h"
 #include "shard/server/membership.h"
 #include "shard/server/metrics.h"
 #include "shard/server/shard.h"
@@ -45,6 +46,7 @@ typedef struct config {
     int skip_crc;
     vs_rpc_tls_t tls;         /* --tls-*: tls.cert_file set = TLS on */
     const char *tls_clients;  /* --tls-allowed-clients: certificate names that may Search */
+    const char *zone;         /* --zone: published in the record; coordinators prefer their own zone */
     int tls_clients_set;
 } config_t;
 
@@ -67,6 +69,8 @@ static void usage(FILE *f)
         "  --etcd URLS          etcd client URLs, comma-separated: publishes membership and follows the\n"
         "                       versions etcd says to hold (vecshard deploy/activate/rollback)\n"
         "  --lease-ttl S        etcd lease TTL in seconds (default 10; kept alive every TTL/3)\n"
+        "  --zone NAME          this replica's failure zone, published in its record: coordinators started\n"
+        "                       with the same --zone send to it first (default: none)\n"
         "  --nats-url URL       the cluster's write log (NATS JetStream, stream VS_<cluster>): IVF versions\n"
         "                       apply upserts and deletes from it, searchable at once (default: off)\n"
         "  --fresh-capacity N   ids each version may take from the log before a version folding the log\n"
@@ -140,6 +144,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"tls-client-ca", required_argument, 0, 258},
                                          {"tls-allowed-clients", required_argument, 0, 259},
                                          {"tls-refresh-s", required_argument, 0, 260},
+                                         {"zone", required_argument, 0, 261},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50051",
@@ -249,6 +254,9 @@ static int parse_args(int argc, char **argv, config_t *c)
         case 258:
             c->tls.ca_file = optarg;
             break;
+        case 261:
+            c->zone = optarg;
+            break;
         case 259:
             c->tls_clients = optarg;
             c->tls_clients_set = 1;
@@ -284,6 +292,10 @@ static int parse_args(int argc, char **argv, config_t *c)
     }
     if (c->tls_clients_set && !c->tls.ca_file) {
         fprintf(stderr, "vecshard-shard: --tls-allowed-clients needs --tls-client-ca (mutual TLS)\n");
+        return 2;
+    }
+    if (c->zone && (strlen(c->zone) > VS_ZONE_MAX || !vs_version_name_valid(c->zone))) {
+        fprintf(stderr, "vecshard-shard: --zone '%s' must match [A-Za-z0-9._-]{1,64}\n", c->zone);
         return 2;
     }
     if (!vs_version_name_valid(c->cluster)) {
@@ -613,6 +625,7 @@ int main(int argc, char **argv)
                                    .memory_limit_bytes = (uint64_t)a.cfg.memory_limit_mb << 20,
                                    .address = address,
                                    .tls = a.cfg.tls.cert_file ? &a.cfg.tls : NULL,
+                                   .zone = a.cfg.zone,
                                    .ttl_s = a.cfg.lease_ttl_s};
         st = vs_membership_start(&mo, a.shard, &a.members, err);
         if (st != VS_OK) {

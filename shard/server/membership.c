@@ -21,7 +21,7 @@ struct vs_membership {
     vs_etcd_session_t *session;
     vs_shard_t *shard;
     char key[VS_KEY_LEN];
-    char address[256], replica_id[128], instance_id[64];
+    char address[256], replica_id[128], instance_id[64], zone[VS_ZONE_MAX + 1];
     uint64_t memory_limit_bytes;
     const vs_rpc_tls_t *tls;
     int64_t ttl_s;
@@ -76,6 +76,7 @@ static vs_status record_json(vs_membership_t *m, char **out, char err[VS_ERR_LEN
     r->partition = m->partition;
     snprintf(r->replica_id, sizeof r->replica_id, "%s", m->replica_id);
     snprintf(r->instance_id, sizeof r->instance_id, "%s", m->instance_id);
+    snprintf(r->zone, sizeof r->zone, "%s", m->zone);
     snprintf(r->state, sizeof r->state, "%s", vs_shard_state_name(vs_shard_get_state(m->shard)));
     for (size_t i = 0; i < n && r->n_versions < VS_MEMBER_MAX_VERSIONS; i++) {
         vs_member_version_t *v = &r->versions[r->n_versions++];
@@ -223,6 +224,7 @@ vs_status vs_membership_start(const vs_membership_opts_t *o, vs_shard_t *sh, vs_
     snprintf(m->replica_id, sizeof m->replica_id, "%s", o->replica_id);
     snprintf(m->instance_id, sizeof m->instance_id, "%s", o->instance_id ? o->instance_id : "");
     m->tls = o->tls;
+    snprintf(m->zone, sizeof m->zone, "%s", o->zone ? o->zone : "");
     m->ttl_s = o->ttl_s ? o->ttl_s : 10;
     m->memory_limit_bytes = o->memory_limit_bytes ? o->memory_limit_bytes : detect_memory_limit();
     if (vs_key_member(m->key, o->cluster, o->partition, o->replica_id) == 0) {

@@ -25,6 +25,7 @@ typedef struct vs_membership_opts {
     int timeout_ms;              /* per etcd request; 0 = 2000 */
     const char *instance_id;     /* this process's (as vs_shard_opts_t.instance_id) */
     uint64_t memory_limit_bytes; /* reported for admission by bytes; 0 = the cgroup's memory.max, else RAM */
+    const char *zone;            /* failure zone published in the record (NULL or "" = none) */
     const vs_rpc_tls_t *tls;     /* how to reach another replica's address (holder check); NULL = plain;
                                     borrowed for the membership's life */
 } vs_membership_opts_t;

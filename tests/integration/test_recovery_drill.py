@@ -23,13 +23,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, SRC, Checks, EtcdGateway, cluster_down, cluster_up, install, wait_for, write_fvecs  # noqa: E402,E501
+from vstest import BIN, SRC, Checks, EtcdGateway, SearchLoad, cluster_down, cluster_up, install, small_version, wait_for  # noqa: E402,E501
 
 N, D, NQ, K, NLIST = 4000, 16, 32, 10, 8
 check = Checks()
@@ -49,20 +47,12 @@ def main():
     sys.path.insert(0, str(install(tmp)))
     import vecshard  # noqa: E402  (installed just above)
 
-    rng = np.random.default_rng(11)
-    base = rng.standard_normal((N, D)).astype(np.float32)
-    q = rng.standard_normal((NQ, D)).astype(np.float32)
-    write_fvecs(tmp / "base.fvecs", base)
-    subprocess.run([str(BIN / "vecshard-build"), "--base", tmp / "base.fvecs", "--factory", f"IVF{NLIST},Flat",
-                    "--partitions", "2", "--out", tmp / "idx", "--version", "v1", "--target-recall", "0"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = tmp / "idx" / "v1" / "manifest.json"
+    _, q, manifest = small_version(tmp, 11, N, D, NQ, NLIST)
     cl = tmp / "cluster"
     sh = [str(SRC / "deploy" / "local" / "cluster.sh")]
     benv = dict(os.environ, VS_BIN_DIR=str(BIN))
     ok, out, state = cluster_up(cl, [manifest], tls=True)
-    extra, stop, stats = None, threading.Event(), {"ok": 0, "partial": 0, "failed": {}}
-    loader = None
+    extra, load = None, None
     try:
         if not check(ok, f"cluster.sh up: {out[-2000:]}"):
             return 1
@@ -88,18 +78,8 @@ def main():
         check(wait_for(lambda: active(admin_view(pre) or {}) == "v1", "active v1"),
               "v1 is the active version in etcd")
 
-        def load():
-            i = 0
-            while not stop.is_set():
-                try:
-                    r = client.search(q[i % NQ:i % NQ + 1], k=K, nprobe=NLIST)
-                    stats["partial" if r.coverage.partial else "ok"] += 1
-                except vecshard.VecshardError as e:
-                    stats["failed"][e.code.name] = stats["failed"].get(e.code.name, 0) + 1
-                i += 1
-                time.sleep(0.002)
-        loader = threading.Thread(target=load, daemon=True)
-        loader.start()
+        load = SearchLoad(client, q, K, nprobe=NLIST)
+        stats = load.stats
         wait_for(lambda: stats["ok"] >= 50, "the load runs")
 
         # 1. the snapshot
@@ -145,8 +125,7 @@ def main():
         converged_in = time.monotonic() - t0
         # searches went on through the outage and the restore
         wait_for(lambda: stats["ok"] >= before["ok"] + 200, "searches after the restore", timeout=60)
-        stop.set()
-        loader.join()
+        load.stop()
         check(not stats["failed"] and stats["partial"] == 0,
               f"no failed or partial search through the etcd loss and restore: {stats}")
         print(f"  searches: {stats['ok']} answered in full ({stats['ok'] - before['ok']} after the snapshot "
@@ -174,9 +153,8 @@ def main():
         check("etcd connected" in st.stdout, f"the coordinator is connected to the restored etcd: {st.stdout[:300]}")
         client.close()
     finally:
-        stop.set()
-        if loader is not None:
-            loader.join(timeout=10)
+        if load is not None:
+            load.stop()
         for x in extra or []:
             x.kill()
             x.wait()

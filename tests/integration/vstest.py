@@ -144,3 +144,50 @@ class EtcdGateway:
         return {base64.b64decode(kv["key"]).decode(): base64.b64decode(kv.get("value", "")).decode()
                 for kv in r.get("kvs", [])}
 
+
+def small_version(tmp, seed, n=4000, d=16, nq=32, nlist=8, version="v1", partitions=2):
+    """A random base (n x d) and nq queries, and an IVF<nlist>,Flat version of the base in hash partitions
+    built by vecshard-build under tmp/idx. Returns (base, queries, manifest path)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    base = rng.standard_normal((n, d)).astype(np.float32)
+    q = rng.standard_normal((nq, d)).astype(np.float32)
+    write_fvecs(tmp / "base.fvecs", base)
+    subprocess.run([str(BIN / "vecshard-build"), "--base", tmp / "base.fvecs", "--factory", f"IVF{nlist},Flat",
+                    "--partitions", str(partitions), "--out", tmp / "idx", "--version", version,
+                    "--target-recall", "0"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return base, q, tmp / "idx" / version / "manifest.json"
+
+
+class SearchLoad:
+    """A thread searching through client without pause (one query per call, cycling through queries) until
+    stop(); counts complete ("ok") and partial answers and failures by status name."""
+
+    def __init__(self, client, queries, k, **params):
+        import threading
+        self.stats = {"ok": 0, "partial": 0, "failed": {}}
+        self._stop = threading.Event()
+        self._args = (client, queries, k, params)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        from vecshard import VecshardError
+        client, queries, k, params = self._args
+        i = 0
+        while not self._stop.is_set():
+            try:
+                r = client.search(queries[i % len(queries):i % len(queries) + 1], k=k, **params)
+                self.stats["partial" if r.coverage.partial else "ok"] += 1
+            except VecshardError as e:
+                self.stats["failed"][e.code.name] = self.stats["failed"].get(e.code.name, 0) + 1
+            i += 1
+
+    def answered(self):
+        return self.stats["ok"] + self.stats["partial"]
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self.stats
+
