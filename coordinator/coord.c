@@ -54,6 +54,7 @@ static void version_unref(version_entry_t *e)
 struct vs_coord {
     vs_coord_opts_t o;
     vs_view_t *view;
+    vs_budget_t budget; /* hedges and retries (o.retry_budget >= 0) */
     pthread_mutex_t mu; /* versions, active */
     version_entry_t *versions[VS_COORD_MAX_VERSIONS];
     size_t n_versions;
@@ -91,6 +92,9 @@ vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t 
         c->o.default_timeout_ms = 1000;
     if (c->o.max_batch == 0)
         c->o.max_batch = 10000;
+    if (c->o.retry_budget >= 0)
+        vs_budget_init(&c->budget, c->o.retry_budget > 0 ? c->o.retry_budget : VS_COORD_DEFAULT_RETRY_BUDGET,
+                       c->o.retry_budget_burst > 0 ? c->o.retry_budget_burst : VS_COORD_DEFAULT_RETRY_BURST);
     c->view = view;
     pthread_mutex_init(&c->log_mu, NULL);
     c->request_seed = (uint64_t)(vs_now_s() * 1e9) ^ ((uint64_t)getpid() << 32);
@@ -1232,7 +1236,8 @@ void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *r
     atomic_fetch_add(&c->stats.fanout_sum, q->plan.n_parts);
     atomic_fetch_add(&c->stats.fanout_count, 1);
     vs_fanout_io_t io = {io_start, NULL, io_accept, q};
-    vs_fanout_opts_t fo = {c->o.hedge_delay_ms, c->o.min_hedge_delay_ms, q->r->exact};
+    vs_fanout_opts_t fo = {c->o.hedge_delay_ms, c->o.min_hedge_delay_ms, q->r->exact,
+                           c->o.retry_budget >= 0 ? &c->budget : NULL};
     pthread_mutex_lock(&q->mu); /* answers may arrive on other workers before the engine is set up */
     pthread_mutex_lock(&c->active_mu);
     q->next = c->requests;

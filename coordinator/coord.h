@@ -24,6 +24,8 @@
 #include "coordinator/view.h"
 
 #define VS_COORD_MAX_VERSIONS 8
+#define VS_COORD_DEFAULT_RETRY_BUDGET 0.1 /* p95-based hedges alone spend about 0.05 */
+#define VS_COORD_DEFAULT_RETRY_BURST 20
 
 typedef struct vs_coord_opts {
     double hedge_delay_ms;      /* 0 = the replica's observed p95 (10 ms until it has 16 samples) */
@@ -40,6 +42,9 @@ typedef struct vs_coord_opts {
     int coarse_at_shard;         /* 1: hash-partitioned IVF shards rank their lists themselves (each all nlist
                                     centroids); 0 (default): the coordinator ranks them once per query */
     double slow_request_ms;      /* > 0: log requests answered later than this after arrival (rate-limited) */
+    /* The retry and hedge budget (budget.h): extra shard calls per primary call (0 = the default 0.1;
+     * < 0 = unbounded) and the extra calls saved up at most (0 = the default 20). */
+    double retry_budget, retry_budget_burst;
     /* Called with each stage's duration (vs_coord_stage, batch.h) from any thread; NULL = not timed. */
     void (*on_stage)(void *user, vs_coord_stage stage, double seconds);
     void *stage_user;

@@ -62,12 +62,24 @@ static void end_part(vs_fanout_t *f, part_t *p, vs_fanout_outcome outcome)
     cancel_part(f, p);
 }
 
-/* Starts a call for part t on a replica not tried yet at time now; 1 if started. */
-static int start_call(vs_fanout_t *f, size_t t, double now, int is_hedge)
+enum { CALL_PRIMARY, CALL_HEDGE, CALL_RETRY, CALL_RETRY_FREE };
+
+/* Starts a call of kind for part t on a replica not tried yet at time now; 1 if started. A hedge or a
+ * budgeted retry first spends from the budget (refused: counted, 0); a primary call earns for it. */
+static int start_call(vs_fanout_t *f, size_t t, double now, int kind)
 {
     part_t *p = &f->parts[t];
+    const int is_hedge = kind == CALL_HEDGE;
     if (p->n_tried == VS_FANOUT_MAX_TRIES || p->n_in_flight == 2)
         return 0;
+    if (f->o.budget && (kind == CALL_HEDGE || kind == CALL_RETRY) &&
+        vs_view_live(f->view, f->version, p->in.partition, p->in.content_id) > p->n_tried &&
+        !vs_budget_withdraw(f->o.budget)) {
+        atomic_fetch_add(kind == CALL_HEDGE ? &f->stats->hedges_suppressed : &f->stats->retries_suppressed, 1);
+        return 0;
+    }
+    if (f->o.budget && kind == CALL_PRIMARY)
+        vs_budget_deposit(f->o.budget);
     vs_replica_t *r =
         vs_view_pick(f->view, f->version, p->in.partition, p->in.content_id, p->tried, p->n_tried);
     if (!r)
@@ -115,7 +127,7 @@ vs_status vs_fanout_create(vs_view_t *view, const vs_fanout_opts_t *opts, const 
     *f = (vs_fanout_t){view, *opts, *io, stats, version, deadline, n, n, 0, 0, VS_OK, "", f->parts, f->calls};
     for (size_t t = 0; t < n; t++) {
         f->parts[t].in = parts[t];
-        if (!start_call(f, t, now, 0)) {
+        if (!start_call(f, t, now, CALL_PRIMARY)) {
             snprintf(f->parts[t].reason, sizeof f->parts[t].reason,
                      "partition %u: no live replica serving %s", parts[t].partition, version);
             end_part(f, &f->parts[t], VS_FANOUT_FAILED);
@@ -184,12 +196,17 @@ void vs_fanout_on_result(vs_fanout_t *f, uint32_t call_id, const vs_fanout_resul
     }
     if (p->n_in_flight > 0)
         return; /* the other call (hedge or primary) may still answer */
-    if (now < f->deadline && start_call(f, c->part, now, 0)) {
+    /* a call refused at the connection did no work: its retry is not an extra call */
+    if (now < f->deadline &&
+        start_call(f, c->part, now, code == VS_GRPC_UNAVAILABLE ? CALL_RETRY_FREE : CALL_RETRY)) {
         atomic_fetch_add(&f->stats->retries, 1);
         return;
     }
-    snprintf(p->reason, sizeof p->reason, "partition %u: %s (%.150s); no other replica", p->in.partition,
-             code == VS_GRPC_DEADLINE_EXCEEDED ? "deadline exceeded" : "call failed", message);
+    snprintf(p->reason, sizeof p->reason, "partition %u: %s (%.150s); %s", p->in.partition,
+             code == VS_GRPC_DEADLINE_EXCEEDED ? "deadline exceeded" : "call failed", message,
+             f->o.budget && vs_view_live(f->view, f->version, p->in.partition, p->in.content_id) > p->n_tried
+                 ? "no retry: the retry budget is spent"
+                 : "no other replica");
     end_part(f, p, VS_FANOUT_FAILED);
 }
 
@@ -211,7 +228,7 @@ void vs_fanout_on_time(vs_fanout_t *f, double now)
         if (p->outcome != VS_FANOUT_OPEN || p->hedged || p->n_in_flight != 1 || p->hedge_at > now)
             continue;
         p->hedged = 1; /* one hedge per partition, whether or not a replica was left for it */
-        if (start_call(f, t, now, 1))
+        if (start_call(f, t, now, CALL_HEDGE))
             atomic_fetch_add(&f->stats->hedges_sent, 1);
     }
 }

@@ -34,6 +34,7 @@
 #include <stdint.h>
 
 #include "common/status.h"
+#include "coordinator/budget.h"
 #include "coordinator/view.h"
 
 #define VS_FANOUT_MAX_TRIES 8
@@ -45,6 +46,7 @@ typedef struct vs_fanout_stats {
     atomic_ulong
         shard_failures; /* calls that ended without an acceptable answer (cancelled losers excluded) */
     atomic_ulong hedges_sent, hedges_won, retries;
+    atomic_ulong hedges_suppressed, retries_suppressed; /* refused by the budget (opts.budget) */
     atomic_ulong late_answers; /* answers dropped because their partition had already ended */
 } vs_fanout_stats_t;
 
@@ -75,6 +77,7 @@ typedef struct vs_fanout_opts {
     double hedge_delay_ms;     /* > 0: fixed hedge delay; 0: the replica's p95 */
     double min_hedge_delay_ms; /* floor of the p95-based delay */
     int exact; /* exact calls (scans): no hedges, no latency samples, UNIMPLEMENTED is final */
+    vs_budget_t *budget; /* the coordinator's retry and hedge budget (budget.h); NULL = unbounded */
 } vs_fanout_opts_t;
 
 /* One partition to call and the content id its replicas must report (borrowed until destroy; NULL or

@@ -44,6 +44,7 @@ typedef struct config {
     vs_rpc_tls_t tls;        /* --tls-*: clients to this coordinator; cert_file set = TLS on */
     vs_rpc_tls_t shard_tls;  /* --shard-tls-*: this coordinator to its shards; ca_file set = TLS on */
     const char *zone;        /* --zone: replicas of this zone first */
+    double retry_budget, retry_burst; /* --retry-budget, --retry-budget-burst */
 } config_t;
 
 static void usage(FILE *f)
@@ -69,6 +70,10 @@ static void usage(FILE *f)
         "  --log-replicas N      replicas of the write log's stream when this coordinator creates it: 1, 3\n"
         "                        or 5 (default 1; production runs 3 NATS servers and 3; docs/operations.md)\n"
         "  --hedge-delay-ms MS   send a hedged copy after MS (default 0 = each replica's observed p95)\n"
+        "  --retry-budget F      hedges and retries (after a call that may have cost the shard work) may\n"
+        "                        add at most F of the primary calls (default 0.1; -1 = unbounded); a retry\n"
+        "                        after UNAVAILABLE (no work done) is not counted\n"
+        "  --retry-budget-burst N  extra calls saved up at most (default 20)\n"
         "  --min-coverage F      fraction of partitions that must answer when a request gives 0 (default 0)\n"
         "  --coarse-at WHERE     hash-partitioned IVF versions: 'coordinator' (default) ranks each query's\n"
         "                        nprobe lists once and sends them to every partition; 'shard' lets each\n"
@@ -167,6 +172,8 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"shard-tls-key", required_argument, 0, 266},
                                          {"tls-refresh-s", required_argument, 0, 267},
                                          {"zone", required_argument, 0, 268},
+                                         {"retry-budget", required_argument, 0, 269},
+                                         {"retry-budget-burst", required_argument, 0, 270},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50050",
@@ -219,6 +226,23 @@ static int parse_args(int argc, char **argv, config_t *c)
             break;
         case 268:
             c->zone = optarg;
+            break;
+        case 269:
+            if (parse_num("--retry-budget", optarg, -1, 10, &c->retry_budget))
+                return 2;
+            if (c->retry_budget < 0 && c->retry_budget != -1) {
+                fprintf(stderr, "vecshard-coordinator: --retry-budget must be in (0, 10] or -1 (unbounded)\n");
+                return 2;
+            }
+            if (c->retry_budget == 0) {
+                fprintf(stderr, "vecshard-coordinator: --retry-budget 0 would forbid every hedge and retry after "
+                                "the burst; give a small fraction (e.g. 0.01)\n");
+                return 2;
+            }
+            break;
+        case 270:
+            if (parse_num("--retry-budget-burst", optarg, 1, 1e6, &c->retry_burst))
+                return 2;
             break;
         case 267:
             if (parse_num("--tls-refresh-s", optarg, 1, 86400, &v))
@@ -529,6 +553,8 @@ STAT_FN(unavailable)
 STAT_FN2(hedges_sent, fanout.hedges_sent)
 STAT_FN2(hedges_won, fanout.hedges_won)
 STAT_FN2(retries, fanout.retries)
+STAT_FN2(hedges_suppressed, fanout.hedges_suppressed)
+STAT_FN2(retries_suppressed, fanout.retries_suppressed)
 STAT_FN2(shard_calls, fanout.shard_calls)
 STAT_FN2(shard_failures, fanout.shard_failures)
 STAT_FN2(late_answers, fanout.late_answers)
@@ -615,6 +641,12 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
          g_write_log_connected, 0},
         {"vecshard_coordinator_retries_total", "Calls retried on another replica after a failure.",
          stat_retries, 1},
+        {"vecshard_coordinator_hedges_suppressed_total",
+         "Hedges not sent because the retry and hedge budget was spent (--retry-budget).", stat_hedges_suppressed,
+         1},
+        {"vecshard_coordinator_retries_suppressed_total",
+         "Retries not made because the retry and hedge budget was spent (--retry-budget).",
+         stat_retries_suppressed, 1},
         {"vecshard_coordinator_shard_calls_total", "Calls made to shards (primary, hedges, retries).",
          stat_shard_calls, 1},
         {"vecshard_coordinator_shard_failures_total", "Shard calls that failed.", stat_shard_failures, 1},
@@ -734,6 +766,8 @@ int main(int argc, char **argv)
                           .batch_max_queries = (size_t)a.cfg.batch_max_queries,
                           .partition_k_probability = a.cfg.partition_k_probability,
                           .slow_request_ms = a.cfg.slow_request_ms,
+                          .retry_budget = a.cfg.retry_budget,
+                          .retry_budget_burst = a.cfg.retry_burst,
                           .on_stage = on_stage,
                           .stage_user = &a,
                           .recall = a.cfg.recall,

@@ -4,7 +4,8 @@
  * tried yet; a partition with one replica that fails ends with its reason; a hung partition ends exactly
  * at the deadline while the others' answers stand; a client error ends the whole request; an answer that
  * fails the owner's check counts as a failed call; the p95-based hedge delay follows the replica's
- * latencies; no replica at all fails at once. Every call started is given back exactly once, and every
+ * latencies; no replica at all fails at once; the retry and hedge budget caps hedges and budgeted retries
+ * (not retries after UNAVAILABLE). Every call started is given back exactly once, and every
  * counter matches what happened. The view is a real one with static members (channels connect lazily and
  * are never used). */
 #include <stdio.h>
@@ -118,7 +119,7 @@ static void env_init(env_t *e, const char *spec, size_t nparts, double hedge_ms)
     e->io = (vs_fanout_io_t){f_start, f_cancel, f_accept, &e->fk};
     for (size_t t = 0; t < nparts; t++)
         e->parts[t] = (vs_fanout_part_t){(uint32_t)t, ""};
-    e->opts = (vs_fanout_opts_t){hedge_ms, 1.0, 0};
+    e->opts = (vs_fanout_opts_t){hedge_ms, 1.0, 0, NULL};
 }
 
 static vs_fanout_t *start(env_t *e, size_t nparts, double deadline, double now)
@@ -351,6 +352,60 @@ static void test_p95_hedge_delay(void)
     env_fini(&e, f);
 }
 
+/* The retry and hedge budget: 50 requests whose primary is slow each want a hedge; with 10 % and a burst
+ * of 2, at most the burst plus one per 10 primaries go, the rest are counted as suppressed; without a
+ * budget every one goes. */
+static void test_budget_caps_hedges(void)
+{
+    for (int with = 0; with < 2; with++) {
+        env_t e;
+        vs_budget_t b;
+        vs_budget_init(&b, 0.1, 2);
+        env_init(&e, "0=h:1,0=h:2", 1, 5.0);
+        e.opts.budget = with ? &b : NULL;
+        for (int i = 0; i < 50; i++) {
+            double t0 = i * 1.0;
+            vs_fanout_t *f = start(&e, 1, t0 + 0.5, t0);
+            vs_fanout_on_time(f, t0 + 0.010); /* past the hedge delay */
+            drain(f, &e.fk, t0 + 0.011);
+            vs_fanout_destroy(f);
+            e.fk.n = 0;
+        }
+        unsigned long sent = stat(&e.stats.hedges_sent), sup = stat(&e.stats.hedges_suppressed);
+        if (with)
+            CHECKF(sent >= 5 && sent <= 7 && sent + sup == 50, "hedges %lu sent, %lu suppressed", sent, sup);
+        else
+            CHECK(sent == 50 && sup == 0);
+        vs_view_destroy(e.view);
+    }
+}
+
+/* A retry after UNAVAILABLE (the shard did no work) goes even with the budget spent; a retry after
+ * DEADLINE_EXCEEDED does not: the partition fails with the reason, counted as suppressed. */
+static void test_budget_retries(void)
+{
+    env_t e;
+    vs_budget_t b;
+    vs_budget_init(&b, 0.001, 1);
+    CHECK(vs_budget_withdraw(&b) && !vs_budget_withdraw(&b)); /* spent */
+    env_init(&e, "0=h:1,0=h:2", 1, 50.0);
+    e.opts.budget = &b;
+    vs_fanout_t *f = start(&e, 1, 1.0, 0.0);
+    finish(f, &e.fk, 0, VS_GRPC_UNAVAILABLE, 0.001);
+    CHECK(e.fk.n == 2 && stat(&e.stats.retries) == 1 && stat(&e.stats.retries_suppressed) == 0);
+    finish(f, &e.fk, 1, VS_GRPC_OK, 0.002);
+    CHECK(vs_fanout_part_outcome(f, 0, NULL) == VS_FANOUT_ANSWERED);
+    vs_fanout_destroy(f);
+    e.fk.n = 0;
+    f = start(&e, 1, 1.0, 0.0);
+    finish(f, &e.fk, 0, VS_GRPC_DEADLINE_EXCEEDED, 0.001);
+    const char *why = "";
+    CHECK(e.fk.n == 1 && stat(&e.stats.retries) == 1 && stat(&e.stats.retries_suppressed) == 1);
+    CHECK(vs_fanout_part_outcome(f, 0, &why) == VS_FANOUT_FAILED);
+    CHECKF(strstr(why, "retry budget") != NULL, "%s", why);
+    env_fini(&e, f);
+}
+
 int main(void)
 {
     RUN(test_all_answer);
@@ -365,5 +420,7 @@ int main(void)
     RUN(test_rejected_answer_is_a_failure);
     RUN(test_no_replica);
     RUN(test_p95_hedge_delay);
+    RUN(test_budget_caps_hedges);
+    RUN(test_budget_retries);
     return vs_test_finish();
 }
