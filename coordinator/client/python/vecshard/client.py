@@ -18,7 +18,10 @@ __all__ = ["Client", "Coverage", "SearchResult", "WriteResult", "VecshardError",
 
 # Statuses a call may be retried on: the server says it could not serve now (UNAVAILABLE: no replica, no
 # log acknowledgement; RESOURCE_EXHAUSTED is load shedding or a full log, which retrying does not cure).
-RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# CANCELLED too: this client never cancels its own calls (it gives them deadlines), so a CANCELLED comes
+# from the other side, e.g. a coordinator shutting down cancels calls that had reached it but not started
+# (a rolling upgrade); every call is safe to repeat (searches read, writes carry their write_id).
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 class Coverage(NamedTuple):
@@ -143,7 +146,7 @@ class Client:
     """A connection to a vecshard coordinator (host:port).
 
     timeout: seconds per call, retries included (a deadline, as gRPC's; None = none); retries: further attempts on a
-    retryable status (UNAVAILABLE), after retry_backoff seconds doubling each time, never past the
+    retryable status (UNAVAILABLE, CANCELLED), after retry_backoff seconds doubling each time, never past the
     deadline. Writes are retried under the same write_id, which the log deduplicates, so a retry is never
     applied twice. Thread-safe: one Client may serve many threads (one gRPC channel).
 
@@ -163,7 +166,11 @@ class Client:
         self.retries = retries
         self.retry_backoff = retry_backoff
         # answers of large batches exceed gRPC's default 4 MiB: the server allows 64 MiB (docs/protocol.md)
-        opts = {"grpc.max_receive_message_length": 64 << 20, "grpc.max_send_message_length": 64 << 20}
+        opts = {"grpc.max_receive_message_length": 64 << 20, "grpc.max_send_message_length": 64 << 20,
+                # reconnect to a restarted coordinator within ~0.1-2 s, not gRPC's default 1-120 s: with
+                # several coordinators (round_robin over their addresses), a rolling upgrade must not find
+                # the channel still backing off from the previous restart
+                "grpc.initial_reconnect_backoff_ms": 100, "grpc.max_reconnect_backoff_ms": 2000}
         if tls_server_name:
             opts["grpc.ssl_target_name_override"] = tls_server_name
         opts.update(dict(options or []))
