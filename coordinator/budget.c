@@ -18,6 +18,16 @@ void vs_budget_deposit(vs_budget_t *b)
     }
 }
 
+void vs_budget_refund(vs_budget_t *b)
+{
+    int64_t cur = atomic_load(&b->milli);
+    while (cur < b->cap_milli) {
+        int64_t next = cur + 1000 > b->cap_milli ? b->cap_milli : cur + 1000;
+        if (atomic_compare_exchange_weak(&b->milli, &cur, next))
+            return;
+    }
+}
+
 int vs_budget_withdraw(vs_budget_t *b)
 {
     int64_t cur = atomic_load(&b->milli);

@@ -26,4 +26,7 @@ void vs_budget_deposit(vs_budget_t *b);
 /* 1 when an extra call (hedge, budgeted retry) may start, spending one; 0 when the budget is empty. */
 int vs_budget_withdraw(vs_budget_t *b);
 
+/* Gives back a withdrawn call that could not start (up to the burst). */
+void vs_budget_refund(vs_budget_t *b);
+
 #endif

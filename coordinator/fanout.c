@@ -63,27 +63,31 @@ static void end_part(vs_fanout_t *f, part_t *p, vs_fanout_outcome outcome)
 }
 
 enum { CALL_PRIMARY, CALL_HEDGE, CALL_RETRY, CALL_RETRY_FREE };
+#define FREE_RETRY_S 0.05
+#define BUDGET_REFUSED (-1)
 
-/* Starts a call of kind for part t on a replica not tried yet at time now; 1 if started. A hedge or a
- * budgeted retry first spends from the budget (refused: counted, 0); a primary call earns for it. */
+/* Starts a call of kind for part t on a replica not tried yet at time now: 1 if started, 0 if not (no
+ * replica left, the transport refused), BUDGET_REFUSED when a replica was there but the budget was spent
+ * (counted). A hedge or a budgeted retry spends from the budget once a replica is picked (given back if
+ * the call cannot start); a primary call earns for it. */
 static int start_call(vs_fanout_t *f, size_t t, double now, int kind)
 {
     part_t *p = &f->parts[t];
     const int is_hedge = kind == CALL_HEDGE;
+    const int budgeted = f->o.budget && (kind == CALL_HEDGE || kind == CALL_RETRY);
     if (p->n_tried == VS_FANOUT_MAX_TRIES || p->n_in_flight == 2)
         return 0;
-    if (f->o.budget && (kind == CALL_HEDGE || kind == CALL_RETRY) &&
-        vs_view_live(f->view, f->version, p->in.partition, p->in.content_id) > p->n_tried &&
-        !vs_budget_withdraw(f->o.budget)) {
-        atomic_fetch_add(kind == CALL_HEDGE ? &f->stats->hedges_suppressed : &f->stats->retries_suppressed, 1);
-        return 0;
-    }
-    if (f->o.budget && kind == CALL_PRIMARY)
-        vs_budget_deposit(f->o.budget);
     vs_replica_t *r =
         vs_view_pick(f->view, f->version, p->in.partition, p->in.content_id, p->tried, p->n_tried);
     if (!r)
         return 0;
+    if (budgeted && !vs_budget_withdraw(f->o.budget)) {
+        vs_replica_done(r, 0, 0); /* gives back the pick */
+        atomic_fetch_add(is_hedge ? &f->stats->hedges_suppressed : &f->stats->retries_suppressed, 1);
+        return BUDGET_REFUSED;
+    }
+    if (f->o.budget && kind == CALL_PRIMARY)
+        vs_budget_deposit(f->o.budget);
     vs_replica_hold(r); /* the engine's own reference: compared with later picks, and a replica may leave the
                            view meanwhile */
     p->tried[p->n_tried++] = r;
@@ -91,6 +95,8 @@ static int start_call(vs_fanout_t *f, size_t t, double now, int kind)
     uint64_t h = f->io.start(f->io.user, r, t, f->deadline, id);
     if (!h) {
         vs_replica_done(r, 0, 0);
+        if (budgeted)
+            vs_budget_refund(f->o.budget);
         return 0;
     }
     f->calls[f->n_calls++] = (call_t){(uint32_t)t, r, h, is_hedge, 1};
@@ -127,7 +133,7 @@ vs_status vs_fanout_create(vs_view_t *view, const vs_fanout_opts_t *opts, const 
     *f = (vs_fanout_t){view, *opts, *io, stats, version, deadline, n, n, 0, 0, VS_OK, "", f->parts, f->calls};
     for (size_t t = 0; t < n; t++) {
         f->parts[t].in = parts[t];
-        if (!start_call(f, t, now, CALL_PRIMARY)) {
+        if (start_call(f, t, now, CALL_PRIMARY) != 1) {
             snprintf(f->parts[t].reason, sizeof f->parts[t].reason,
                      "partition %u: no live replica serving %s", parts[t].partition, version);
             end_part(f, &f->parts[t], VS_FANOUT_FAILED);
@@ -196,17 +202,18 @@ void vs_fanout_on_result(vs_fanout_t *f, uint32_t call_id, const vs_fanout_resul
     }
     if (p->n_in_flight > 0)
         return; /* the other call (hedge or primary) may still answer */
-    /* a call refused at the connection did no work: its retry is not an extra call */
-    if (now < f->deadline &&
-        start_call(f, c->part, now, code == VS_GRPC_UNAVAILABLE ? CALL_RETRY_FREE : CALL_RETRY)) {
+    /* a call refused at once (UNAVAILABLE within FREE_RETRY_S: the replica is gone or refused the
+     * connection) did no work: its retry is not an extra call. A slow UNAVAILABLE (a shard that waited
+     * for the write log, for one) is budgeted like any other failure. */
+    int kind = code == VS_GRPC_UNAVAILABLE && res->seconds < FREE_RETRY_S ? CALL_RETRY_FREE : CALL_RETRY;
+    int started = now < f->deadline ? start_call(f, c->part, now, kind) : 0;
+    if (started == 1) {
         atomic_fetch_add(&f->stats->retries, 1);
         return;
     }
     snprintf(p->reason, sizeof p->reason, "partition %u: %s (%.150s); %s", p->in.partition,
              code == VS_GRPC_DEADLINE_EXCEEDED ? "deadline exceeded" : "call failed", message,
-             f->o.budget && vs_view_live(f->view, f->version, p->in.partition, p->in.content_id) > p->n_tried
-                 ? "no retry: the retry budget is spent"
-                 : "no other replica");
+             started == BUDGET_REFUSED ? "no retry: the retry budget is spent" : "no other replica");
     end_part(f, p, VS_FANOUT_FAILED);
 }
 
@@ -228,7 +235,7 @@ void vs_fanout_on_time(vs_fanout_t *f, double now)
         if (p->outcome != VS_FANOUT_OPEN || p->hedged || p->n_in_flight != 1 || p->hedge_at > now)
             continue;
         p->hedged = 1; /* one hedge per partition, whether or not a replica was left for it */
-        if (start_call(f, t, now, CALL_HEDGE))
+        if (start_call(f, t, now, CALL_HEDGE) == 1)
             atomic_fetch_add(&f->stats->hedges_sent, 1);
     }
 }

@@ -115,6 +115,7 @@ static void install(vs_view_t *v, vs_replica_t *r)
             memcpy(old->content, r->content, sizeof old->content);
             memcpy(old->fill, r->fill, sizeof old->fill);
             memcpy(old->instance, r->instance, sizeof old->instance);
+            memcpy(old->zone, r->zone, sizeof old->zone); /* read by pick under v->mu, held here */
             old->n_versions = r->n_versions;
             old->partition = r->partition;
             old->seen = 1;
@@ -321,10 +322,11 @@ static double ewma(vs_replica_t *r)
 vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition, const char *content_id,
                            vs_replica_t *const *skip, size_t n_skip)
 {
-    vs_replica_t *best = NULL;
-    unsigned long best_out = 0;
-    double best_lat = 0;
-    int best_local = 0;
+    /* the best replica of this coordinator's zone and the best of the others: fewest calls outstanding,
+     * then the lowest latency */
+    vs_replica_t *best[2] = {NULL, NULL};
+    unsigned long best_out[2] = {0, 0};
+    double best_lat[2] = {0, 0};
     pthread_mutex_lock(&v->mu);
     for (size_t i = 0; i < v->n; i++) {
         vs_replica_t *r = v->r[i];
@@ -333,25 +335,26 @@ vs_replica_t *vs_view_pick(vs_view_t *v, const char *version, uint32_t partition
             skipped = skip[j] == r || strcmp(skip[j]->key, r->key) == 0;
         if (skipped || !usable(r, version, partition, content_id))
             continue;
-        /* a replica of this coordinator's zone first (cross-zone traffic is slower and billed); among
-         * equals, the fewest calls outstanding, then the lowest latency */
         int local = v->zone[0] && strcmp(r->zone, v->zone) == 0;
         unsigned long out = atomic_load(&r->outstanding);
         double lat = ewma(r);
-        if (!best || local > best_local ||
-            (local == best_local && (out < best_out || (out == best_out && lat < best_lat)))) {
-            best = r;
-            best_out = out;
-            best_lat = lat;
-            best_local = local;
+        if (!best[local] || out < best_out[local] || (out == best_out[local] && lat < best_lat[local])) {
+            best[local] = r;
+            best_out[local] = out;
+            best_lat[local] = lat;
         }
     }
-    if (best) {
-        atomic_fetch_add(&best->refs, 1);
-        atomic_fetch_add(&best->outstanding, 1);
+    /* own zone first (cross-zone traffic is slower and billed), unless its best replica has calls piling
+     * up (stalled: hung, blackholed) while another zone's has VS_VIEW_ZONE_SLACK fewer */
+    vs_replica_t *pick = best[1];
+    if (!pick || (best[0] && best_out[1] > best_out[0] + VS_VIEW_ZONE_SLACK))
+        pick = best[0];
+    if (pick) {
+        atomic_fetch_add(&pick->refs, 1);
+        atomic_fetch_add(&pick->outstanding, 1);
     }
     pthread_mutex_unlock(&v->mu);
-    return best;
+    return pick;
 }
 
 size_t vs_view_live(vs_view_t *v, const char *version, uint32_t partition, const char *content_id)

@@ -21,6 +21,8 @@
 #define VS_VIEW_MAX_VERSIONS 8
 #define VS_VIEW_ORPHAN_GRACE_S 2.0
 #define VS_VIEW_LAT_RING 128
+/* calls outstanding by which the own zone's best replica may exceed another zone's before calls spill over */
+#define VS_VIEW_ZONE_SLACK 4
 
 typedef struct vs_replica vs_replica_t;
 
@@ -48,8 +50,9 @@ void vs_view_end_snapshot(vs_view_t *v);
 vs_status vs_view_add_static(vs_view_t *v, const char *spec, char err[VS_ERR_LEN]);
 
 /* Picks a replica for (version, partition), skipping the n_skip already tried; NULL when none is usable.
- * Order: this coordinator's zone first (vs_view_set_zone), then the fewest calls outstanding, then the
- * lowest latency.
+ * Order: this coordinator's zone first (vs_view_set_zone) unless its best replica has more than
+ * VS_VIEW_ZONE_SLACK calls outstanding beyond another zone's best (a stalled replica), then the fewest
+ * calls outstanding, then the lowest latency.
  * content_id (nullable, "" = any): the partition file's content id the version's manifest records; a
  * replica reporting another one is not usable (other data under the version's name). The returned
  * replica holds a reference and counts one call outstanding until vs_replica_done. */

@@ -365,9 +365,12 @@ etcd_restore() {
         while alive "$pid" "$st"; do sleep 0.05; done
     fi
     rm -rf "$dir/etcd-data"
-    ETCDCTL_API=3 etcdctl snapshot restore "$snapshot" --data-dir "$dir/etcd-data" --name vs-local \
+    # etcd >= 3.5 has etcdutl for offline restores (3.6 removed it from etcdctl); Debian 12's 3.4 has etcdctl
+    local restore=(env ETCDCTL_API=3 etcdctl)
+    command -v etcdutl >/dev/null && restore=(etcdutl)
+    "${restore[@]}" snapshot restore "$snapshot" --data-dir "$dir/etcd-data" --name vs-local \
         --initial-cluster "vs-local=http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-        >>"$dir/etcd.log" 2>&1 || die "etcd-restore: etcdctl snapshot restore failed (see $dir/etcd.log)"
+        >>"$dir/etcd.log" 2>&1 || die "etcd-restore: snapshot restore failed (see $dir/etcd.log)"
     start_etcd "$scheme" "$client" "$peer"
     local until=$((SECONDS + ${timeout:-60}))
     until etcd_healthy "$url|$tls"; do

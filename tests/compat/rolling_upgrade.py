@@ -101,6 +101,7 @@ def main():
             argv = [str(BIN / pathlib.Path(p["argv"][0]).name)] + p["argv"][1:]
             if name.startswith("coordinator"):  # the clients know its address: the new one takes the same
                 argv[argv.index("--listen") + 1] = addrs[0 if name == "coordinator" else 1]
+                pathlib.Path(argv[argv.index("--port-file") + 1]).unlink(missing_ok=True)  # the new one's
             new = subprocess.Popen(argv, stdout=open(cl / f"{name}.new.log", "w"), stderr=subprocess.STDOUT)
             extra.append(new)
             p["pid"] = new.pid
@@ -110,8 +111,7 @@ def main():
                 # the procedure: the next coordinator goes only once this one takes the clients' traffic
                 # again (their channels reconnect after a backoff), as a rollout waits for readiness
                 pf = pathlib.Path(argv[argv.index("--port-file") + 1])
-                wait_for(lambda: pf.exists() and pf.stat().st_mtime > t0 and "metrics=" in pf.read_text(),
-                         f"the new {name}'s port file")
+                wait_for(lambda: pf.exists() and "metrics=" in pf.read_text(), f"the new {name}'s port file")
                 mport = re.search(r"metrics=(\d+)", pf.read_text()).group(1)
 
                 def searches():

@@ -160,6 +160,7 @@ class Client:
                  tls_ca: Optional[str] = None, tls_cert: Optional[str] = None, tls_key: Optional[str] = None,
                  tls_server_name: Optional[str] = None):
         self.target = target
+        self._closed = False
         # a coordinator started with --auth-tokens wants "authorization: Bearer <token>" on every call
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout = timeout
@@ -212,6 +213,7 @@ class Client:
         return cls(target, **kwargs)
 
     def close(self):
+        self._closed = True  # calls failing from now on are not retried (CANCELLED: "Channel closed")
         self._channel.close()
 
     def __enter__(self):
@@ -233,7 +235,7 @@ class Client:
             except grpc.RpcError as e:
                 code = e.code()
                 late = deadline is not None and deadline - time.monotonic() <= backoff
-                if code not in RETRYABLE or attempt == self.retries or late:
+                if code not in RETRYABLE or attempt == self.retries or late or self._closed:
                     raise VecshardError(code, e.details()) from None
                 time.sleep(backoff)
                 backoff *= 2
