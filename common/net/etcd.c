@@ -155,8 +155,8 @@ static void free_auth(vs_etcd_t *e)
 static char *opt_or_env(const char *v, const char *var, int *nomem)
 {
     if (!v || !*v)
-        v = getenv(var);
-    if (!v || !*v)
+        v = vs_secret_getenv(var);
+    if (!v)
         return NULL;
     char *c = strdup(v);
     if (!c)

@@ -21,16 +21,10 @@ import urllib.request
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, Checks, cluster_down, cluster_up, install, write_fvecs  # noqa: E402
+from vstest import BIN, Checks, cluster_down, cluster_up, install, new_token, small_version, write_fvecs  # noqa: E402,E501
 
 N, D, NQ, K = 3000, 16, 20, 10
 check = Checks()
-
-
-def token(perm, name):
-    out = subprocess.run([str(BIN / "vecshard"), "token", "new", "--permission", perm, "--name", name],
-                         stdout=subprocess.PIPE, text=True, check=True).stdout
-    return re.search(r"^token: (\S+)$", out, re.M).group(1), re.search(r"^line:  (.*)$", out, re.M).group(1)
 
 
 def main():
@@ -38,14 +32,9 @@ def main():
     sys.path.insert(0, str(install(tmp)))
     import vecshard  # noqa: E402  (installed just above)
 
-    rng = np.random.default_rng(3)
-    base = rng.standard_normal((N, D)).astype(np.float32)
-    q = rng.standard_normal((NQ, D)).astype(np.float32)
-    write_fvecs(tmp / "base.fvecs", base)
-    subprocess.run([str(BIN / "vecshard-build"), "--base", tmp / "base.fvecs", "--factory", "IVF8,Flat", "--partitions",
-                    "2", "--out", tmp / "idx", "--version", "v1", "--target-recall", "0"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    toks = {p: token(p, f"{p}-client") for p in ("search", "write", "admin")}
+    rng = np.random.default_rng(3)  # the version's data, then the vectors upserted below
+    base, q, _ = small_version(tmp, rng, N, D, NQ, 8)
+    toks = {p: new_token(p, f"{p}-client") for p in ("search", "write", "admin")}
     (tmp / "tokens").write_text("# test tokens\n" + "\n".join(line for _, line in toks.values()) + "\n")
     (tmp / "bad-tokens").write_text("search nothex\n")
     cl = tmp / "cluster"

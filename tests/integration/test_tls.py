@@ -50,16 +50,11 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, SRC, Checks, EtcdGateway as Etcd, cluster_down, cluster_up, install, wait_for, write_fvecs  # noqa: E402,E501
+from vstest import (BIN, SRC, Checks, EtcdGateway as Etcd, cluster_down, cluster_up, install,  # noqa: E402
+                    new_token, small_version, wait_for, write_fvecs)
 
 N, D, NQ, K, NLIST = 3000, 16, 20, 10, 8
 check = Checks()
-
-
-def token(perm, name):
-    out = subprocess.run([str(BIN / "vecshard"), "token", "new", "--permission", perm, "--name", name],
-                         stdout=subprocess.PIPE, text=True, check=True).stdout
-    return re.search(r"^token: (\S+)$", out, re.M).group(1), re.search(r"^line:  (.*)$", out, re.M).group(1)
 
 
 def shard_search_request(q, k):
@@ -152,22 +147,14 @@ def main():
     sys.path.insert(0, str(install(tmp)))
     import vecshard  # noqa: E402  (installed just above)
 
-    rng = np.random.default_rng(5)
-    base = rng.standard_normal((N, D)).astype(np.float32)
-    q = rng.standard_normal((NQ, D)).astype(np.float32)
-    write_fvecs(tmp / "base.fvecs", base)
+    base, q, _ = small_version(tmp, 5, N, D, NQ, NLIST)
+    small_version(tmp, 5, N, D, NQ, NLIST, version="v2")  # the same data (same seed), deployed later
     write_fvecs(tmp / "q.fvecs", q)
-    subprocess.run([str(BIN / "vecshard-build"), "--base", tmp / "base.fvecs", "--factory", f"IVF{NLIST},Flat",
-                    "--partitions", "2", "--out", tmp / "idx", "--version", "v1", "--target-recall", "0"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    subprocess.run([str(BIN / "vecshard-build"), "--base", tmp / "base.fvecs", "--factory", f"IVF{NLIST},Flat",
-                    "--partitions", "2", "--out", tmp / "idx", "--version", "v2", "--target-recall", "0"],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     d = ((q[:, None, :].astype(np.float64) - base[None, :, :]) ** 2).sum(-1)
     exact = np.argsort(d, axis=1, kind="stable")[:, :K]
-    tok, line = token("search", "tls-client")
-    tokw, linew = token("write", "tls-writer")
-    toka, linea = token("admin", "tls-batch")  # vecshard batch --coordinator pins the version with Status
+    tok, line = new_token("search", "tls-client")
+    tokw, linew = new_token("write", "tls-writer")
+    toka, linea = new_token("admin", "tls-batch")  # vecshard batch --coordinator pins the version with Status
     (tmp / "tokens").write_text(line + "\n" + linew + "\n" + linea + "\n")
     other = tmp / "other-ca"  # an unrelated CA: the attacker's certificates
     subprocess.run([str(SRC / "deploy" / "local" / "certs.sh"), str(other)], check=True)

@@ -147,7 +147,8 @@ class EtcdGateway:
 
 def small_version(tmp, seed, n=4000, d=16, nq=32, nlist=8, version="v1", partitions=2):
     """A random base (n x d) and nq queries, and an IVF<nlist>,Flat version of the base in hash partitions
-    built by vecshard-build under tmp/idx. Returns (base, queries, manifest path)."""
+    built by vecshard-build under tmp/idx, drawn from seed (an int, or a numpy Generator that goes on being
+    used after). Returns (base, queries, manifest path)."""
     import numpy as np
     rng = np.random.default_rng(seed)
     base = rng.standard_normal((n, d)).astype(np.float32)
@@ -190,4 +191,11 @@ class SearchLoad:
         self._stop.set()
         self._thread.join(timeout=30)
         return self.stats
+
+
+def new_token(perm, name):
+    """`vecshard token new`: (the token, its line for the coordinator's --auth-tokens file)."""
+    out = subprocess.run([str(BIN / "vecshard"), "token", "new", "--permission", perm, "--name", name],
+                         stdout=subprocess.PIPE, text=True, check=True).stdout
+    return re.search(r"^token: (\S+)$", out, re.M).group(1), re.search(r"^line:  (.*)$", out, re.M).group(1)
 
