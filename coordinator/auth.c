@@ -131,6 +131,26 @@ vs_auth_perm vs_auth_required(const char *path)
     return VS_AUTH_ADMIN; /* Status and anything added later: admin until decided otherwise */
 }
 
+/* The entry whose token `authorization` carries, or NULL (compared as vs_auth_check does). */
+static const entry_t *lookup(const vs_auth_t *a, const char *authorization)
+{
+    if (!a || !authorization || strncasecmp(authorization, "Bearer ", 7) != 0 || !authorization[7])
+        return NULL;
+    unsigned char h[32];
+    SHA256((const unsigned char *)authorization + 7, strlen(authorization + 7), h);
+    const entry_t *hit = NULL;
+    for (size_t i = 0; i < a->n; i++)
+        if (CRYPTO_memcmp(h, a->e[i].hash, 32) == 0)
+            hit = &a->e[i];
+    return hit;
+}
+
+const char *vs_auth_name(const vs_auth_t *a, const char *authorization)
+{
+    const entry_t *e = lookup(a, authorization);
+    return e ? e->name : NULL;
+}
+
 vs_auth_outcome vs_auth_check(const vs_auth_t *a, const char *authorization, vs_auth_perm need,
                               char msg[VS_ERR_LEN])
 {

@@ -44,6 +44,10 @@ vs_auth_outcome vs_auth_check(const vs_auth_t *a, const char *authorization, vs_
 
 const char *vs_auth_perm_name(vs_auth_perm p);
 
+/* The name of the token an "authorization" value carries (the client's identity for quotas; borrowed
+ * from a), or NULL when it carries no known token. */
+const char *vs_auth_name(const vs_auth_t *a, const char *authorization);
+
 /* SHA-256 of s as 64 lower-case hex digits into out (65 bytes). */
 void vs_auth_hash(const char *s, char out[65]);
 

@@ -1,11 +1,13 @@
 /* batch.c: per-replica batching of shard calls (batch.h). Each replica's queue lives in its view entry
  * (vs_replica_ext); a call in flight holds the replica. */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/cli/timing.h"
+#include "coordinator/admit.h"
 #include "coordinator/batch.h"
 #include "vecshard/v1/shard.pb-c.h"
 
@@ -13,16 +15,44 @@ const char *const vs_coord_stage_names[VS_COORD_STAGE_N] = {"route", "batch_wait
 
 typedef struct batchq {
     pthread_mutex_t mu;
-    size_t in_flight;
+    size_t in_flight;   /* calls */
+    size_t in_flight_q; /* queries */
+    vs_limit_t lim;     /* adaptive limit on in_flight_q */
     vs_batch_item_t *head, *tail;
 } batchq_t;
 
 static void *q_create(void)
 {
     batchq_t *q = calloc(1, sizeof *q);
-    if (q)
+    if (q) {
         pthread_mutex_init(&q->mu, NULL);
+        vs_limit_init(&q->lim, VS_LIMIT_INITIAL, VS_LIMIT_MIN, VS_LIMIT_MAX);
+    }
     return q;
+}
+
+static void *no_create(void)
+{
+    return NULL;
+}
+
+int vs_batch_replica_limit(vs_replica_t *r, double *limit, size_t *in_flight_queries)
+{
+    batchq_t *q = vs_replica_ext(r, no_create, NULL);
+    if (!q)
+        return 0;
+    pthread_mutex_lock(&q->mu);
+    *limit = q->lim.limit;
+    *in_flight_queries = q->in_flight_q;
+    pthread_mutex_unlock(&q->mu);
+    return 1;
+}
+
+/* 1 when another call may leave for the replica now (q->mu held). */
+static int may_send(const batchq_t *q, const vs_batch_opts_t *o)
+{
+    return q->in_flight < o->window &&
+           (!o->adaptive_limit || q->in_flight == 0 || (double)q->in_flight_q < q->lim.limit);
 }
 
 static void q_destroy(void *p)
@@ -41,6 +71,7 @@ typedef struct bcall {
     vs_batch_stats_t *stats;
     vs_batch_item_t *items;
     size_t n_items, nq;
+    size_t in_flight_q; /* the replica's queries in flight once this call left (its own included) */
 } bcall_t;
 
 static int same_key(const vs_batch_key_t *a, const vs_batch_key_t *b)
@@ -51,16 +82,25 @@ static int same_key(const vs_batch_key_t *a, const vs_batch_key_t *b)
            a->quantizer_ef_search == b->quantizer_ef_search && a->k_factor == b->k_factor &&
            a->lists_per_query == b->lists_per_query && a->partition_ref == b->partition_ref &&
            a->partition == b->partition && a->min_log_seq == b->min_log_seq && a->exact == b->exact &&
-           strcmp(a->version, b->version) == 0;
+           a->priority == b->priority && strcmp(a->version, b->version) == 0;
 }
 
-/* Takes from q (mu held) the items that leave together: the first one not expired and every later one
- * with its key, within the limits. Expired items move to *expired. */
-static vs_batch_item_t *take_batch(batchq_t *q, const vs_batch_opts_t *o, double now,
-                                   vs_batch_item_t **expired, size_t *out_n, size_t *out_nq)
+/* Takes from q (mu held) the items that leave together: the oldest item of the most urgent priority
+ * present, and every later one with its key, within the limits (room: queries the adaptive limit leaves;
+ * the first item goes whatever its size). Expired items move to *expired, items that waited past their
+ * queue limit to *shed. */
+static vs_batch_item_t *take_batch(batchq_t *q, const vs_batch_opts_t *o, double now, double room,
+                                   vs_batch_item_t **expired, vs_batch_item_t **shed, size_t *out_n,
+                                   size_t *out_nq)
 {
-    vs_batch_item_t *batch = NULL, *btail = NULL, *keep = NULL, *ktail = NULL;
+    vs_batch_item_t *batch = NULL, *btail = NULL, *keep = NULL, *ktail = NULL, *lead = NULL;
     size_t n = 0, nq = 0, bytes = 0;
+    double max_q = room < (double)o->max_queries ? room : (double)o->max_queries;
+    for (vs_batch_item_t *it = q->head; it; it = it->next)
+        if (it->deadline > now &&
+            now - it->t_submit <= vs_overload_queue_limit_s(o->max_queue_s, it->key.priority) &&
+            (!lead || it->key.priority < lead->key.priority))
+            lead = it;
     for (vs_batch_item_t *it = q->head, *next; it; it = next) {
         next = it->next;
         it->next = NULL;
@@ -68,8 +108,11 @@ static vs_batch_item_t *take_batch(batchq_t *q, const vs_batch_opts_t *o, double
         if (it->deadline <= now) {
             it->next = *expired;
             *expired = it;
-        } else if (!batch || (same_key(&batch->key, &it->key) && nq + it->nq <= o->max_queries &&
-                              bytes + ib <= o->max_bytes)) {
+        } else if (now - it->t_submit > vs_overload_queue_limit_s(o->max_queue_s, it->key.priority)) {
+            it->next = *shed;
+            *shed = it;
+        } else if (it == lead || (batch && same_key(&lead->key, &it->key) &&
+                                  (double)(nq + it->nq) <= max_q && bytes + ib <= o->max_bytes)) {
             if (btail)
                 btail->next = it;
             else
@@ -128,6 +171,7 @@ static vs_status send_call(bcall_t *bc, char err[VS_ERR_LEN])
         (sp.nprobe || sp.ef_search || sp.k_factor || sp.quantizer_ef_search || sp.filter_exact_threshold))
         s.params = &sp;
     s.exact = key->exact;
+    s.priority = (Vecshard__V1__Priority)key->priority;
     if (key->partition_ref) {
         pr.id = key->partition;
         s.partition = &pr;
@@ -211,7 +255,7 @@ static bcall_t *bcall_new(vs_rpc_server_t *srv, vs_replica_t *r, batchq_t *q, co
 {
     bcall_t *bc = calloc(1, sizeof *bc);
     if (bc) {
-        *bc = (bcall_t){srv, r, q, *o, stats, NULL, 0, 0};
+        *bc = (bcall_t){srv, r, q, *o, stats, NULL, 0, 0, 0};
         vs_replica_hold(r);
     }
     return bc;
@@ -227,7 +271,7 @@ static void bcall_free(bcall_t *bc)
  * on failure gives the slot back. */
 static vs_status start(vs_rpc_server_t *srv, vs_replica_t *r, batchq_t *q, const vs_batch_opts_t *o,
                        vs_batch_stats_t *stats, vs_batch_item_t *items, size_t n, size_t nq,
-                       char err[VS_ERR_LEN])
+                       size_t in_flight_q, char err[VS_ERR_LEN])
 {
     bcall_t *bc = bcall_new(srv, r, q, o, stats);
     vs_status st = VS_ERR_NOMEM;
@@ -237,6 +281,7 @@ static vs_status start(vs_rpc_server_t *srv, vs_replica_t *r, batchq_t *q, const
         bc->items = items;
         bc->n_items = n;
         bc->nq = nq;
+        bc->in_flight_q = in_flight_q;
         st = send_call(bc, err);
     }
     if (st != VS_OK) {
@@ -244,6 +289,7 @@ static vs_status start(vs_rpc_server_t *srv, vs_replica_t *r, batchq_t *q, const
             bcall_free(bc);
         pthread_mutex_lock(&q->mu);
         q->in_flight--;
+        q->in_flight_q -= nq;
         pthread_mutex_unlock(&q->mu);
     }
     return st;
@@ -255,30 +301,52 @@ static void flush(vs_rpc_server_t *srv, vs_replica_t *r, batchq_t *q, const vs_b
                   vs_batch_stats_t *stats)
 {
     for (;;) {
-        vs_batch_item_t *expired = NULL, *batch = NULL;
-        size_t n = 0, nq = 0;
+        vs_batch_item_t *expired = NULL, *shed = NULL, *batch = NULL;
+        size_t n = 0, nq = 0, ifq = 0;
         pthread_mutex_lock(&q->mu);
-        if (q->in_flight < o->window && q->head) {
-            batch = take_batch(q, o, vs_now_s(), &expired, &n, &nq);
-            if (batch)
+        if (q->head && may_send(q, o)) {
+            double room =
+                o->adaptive_limit && q->in_flight ? q->lim.limit - (double)q->in_flight_q : HUGE_VAL;
+            batch = take_batch(q, o, vs_now_s(), room, &expired, &shed, &n, &nq);
+            if (batch) {
                 q->in_flight++;
+                q->in_flight_q += nq;
+                ifq = q->in_flight_q;
+            }
+        } else if (q->head && q->in_flight < o->window) {
+            atomic_fetch_add(&stats->limited, 1);
         }
         pthread_mutex_unlock(&q->mu);
         if (expired) {
             for (vs_batch_item_t *it = expired; it; it = it->next)
                 atomic_fetch_add(&stats->expired, 1);
             vs_fanout_result_t res = {VS_GRPC_DEADLINE_EXCEEDED, "deadline passed while waiting for a batch",
-                                      NULL, 0};
+                                      NULL, 0, 0};
             deliver_all(expired, &res);
         }
+        if (shed) {
+            double limit = vs_overload_queue_limit_s(o->max_queue_s, shed->key.priority);
+            for (vs_batch_item_t *it = shed; it; it = it->next) {
+                atomic_fetch_add(&stats->shed[it->key.priority], 1);
+                vs_overload_metrics_shed(o->overload, "replica_queue", it->key.priority);
+            }
+            char msg[VS_ERR_LEN];
+            snprintf(msg, sizeof msg,
+                     "coordinator overloaded: waited more than %.0f ms for replica %.100s (its calls are "
+                     "not keeping up)",
+                     limit * 1e3, vs_replica_id(r));
+            vs_fanout_result_t res = {VS_GRPC_RESOURCE_EXHAUSTED, msg, NULL, 0,
+                                      vs_overload_retry_after_ms(limit)};
+            deliver_all(shed, &res);
+        }
         if (!batch) {
-            if (!expired)
+            if (!expired && !shed)
                 return;
             continue; /* the queue may still hold items */
         }
         char err[VS_ERR_LEN];
-        if (start(srv, r, q, o, stats, batch, n, nq, err) != VS_OK) {
-            vs_fanout_result_t res = {VS_GRPC_UNAVAILABLE, err, NULL, 0};
+        if (start(srv, r, q, o, stats, batch, n, nq, ifq, err) != VS_OK) {
+            vs_fanout_result_t res = {VS_GRPC_UNAVAILABLE, err, NULL, 0, 0};
             deliver_all(batch, &res);
         }
     }
@@ -288,7 +356,7 @@ static void on_done(void *user, vs_rpc_result_t *res)
 {
     bcall_t *bc = user;
     const vs_batch_key_t *key = &bc->items->key;
-    vs_fanout_result_t out = {res->code, res->message, NULL, res->seconds};
+    vs_fanout_result_t out = {res->code, res->message, NULL, res->seconds, res->retry_after_ms};
     if (bc->o.on_stage && res->code == VS_GRPC_OK)
         bc->o.on_stage(bc->o.stage_user, VS_COORD_STAGE_SHARD_RPC, res->seconds);
     char why[VS_ERR_LEN];
@@ -348,10 +416,18 @@ static void on_done(void *user, vs_rpc_result_t *res)
     vs_rpc_server_t *srv = bc->srv;
     vs_batch_opts_t o = bc->o;
     vs_batch_stats_t *stats = bc->stats;
+    size_t nq = bc->nq, sent_with = bc->in_flight_q;
+    int code = res->code;
+    double seconds = res->seconds;
     vs_replica_hold(r); /* q lives in r */
     bcall_free(bc);
     pthread_mutex_lock(&q->mu);
     q->in_flight--;
+    q->in_flight_q -= nq;
+    if (code == VS_GRPC_OK)
+        vs_limit_on_sample(&q->lim, seconds, (double)sent_with);
+    else if (code == VS_GRPC_RESOURCE_EXHAUSTED || code == VS_GRPC_DEADLINE_EXCEEDED)
+        vs_limit_on_drop(&q->lim);
     pthread_mutex_unlock(&q->mu);
     flush(srv, r, q, &o, stats);
     vs_replica_release(r);
@@ -364,9 +440,9 @@ vs_status vs_batch_submit(vs_rpc_server_t *srv, vs_replica_t *r, vs_batch_item_t
     if (!q)
         return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
     item->next = NULL;
-    item->t_submit = o->on_stage ? vs_now_s() : 0;
+    item->t_submit = vs_now_s();
     pthread_mutex_lock(&q->mu);
-    if (q->in_flight >= o->window) { /* waits for the next call to complete */
+    if (!may_send(q, o)) { /* waits for the next call to complete */
         if (q->tail)
             q->tail->next = item;
         else
@@ -376,6 +452,8 @@ vs_status vs_batch_submit(vs_rpc_server_t *srv, vs_replica_t *r, vs_batch_item_t
         return VS_OK;
     }
     q->in_flight++;
+    q->in_flight_q += item->nq;
+    size_t ifq = q->in_flight_q;
     pthread_mutex_unlock(&q->mu);
-    return start(srv, r, q, o, stats, item, 1, item->nq, err);
+    return start(srv, r, q, o, stats, item, 1, item->nq, ifq, err);
 }

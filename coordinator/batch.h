@@ -1,6 +1,7 @@
 /* batch.h: the coordinator's calls to shard replicas, batched per replica. Adaptive, with no timer and
  * no added latency at low load: a partition call goes out at once while fewer than `window` calls are in
- * flight to its replica; otherwise it waits, and when one of those calls completes, every waiting call
+ * flight to its replica (and, with adaptive_limit, fewer queries than its adaptive limit, admit.h);
+ * otherwise it waits, and when one of those calls completes, every waiting call
  * with the same key (version, k, dim, parameters, lists per query, partition) leaves in one shard call,
  * up to max_queries queries and max_bytes of request. Under load, batches grow to the number of calls
  * that arrived during one shard round trip; at low load every call leaves alone.
@@ -8,7 +9,8 @@
  * The shard answers a batch as one request of concatenated queries; each item gets its own slice back.
  * An answer of the wrong version, partition or shape fails every item of the call (the fan-out engine
  * retries them elsewhere). An item whose deadline has passed when its batch leaves is answered
- * DEADLINE_EXCEEDED without being sent. A shard call carries the latest deadline of its items; an item
+ * DEADLINE_EXCEEDED without being sent; one that waited longer than its priority's queue limit is answered
+ * RESOURCE_EXHAUSTED (shed: the replica cannot keep up). Online items leave first. A shard call carries the latest deadline of its items; an item
  * with an earlier deadline is ended by its own request's timer, and its slice, when it comes, is dropped
  * as late. Cancel is not offered: a call that carries other requests' queries is never cancelled for one
  * of them (a hedge's loser runs to completion on the shard and is dropped).
@@ -22,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/net/overload.h"
 #include "common/net/rpc.h"
 #include "common/status.h"
 #include "coordinator/fanout.h"
@@ -46,6 +49,7 @@ typedef struct vs_batch_key {
     const struct Vecshard__V1__GroupBy *group_by;
     float filter_exact; /* SearchParams.filter_exact_threshold (0 = the shard's default) */
     int exact;          /* ShardSearchRequest.exact: exact search, no params or lists (recall measurement) */
+    vs_priority priority; /* one per shard call (the shard sheds by it) */
 } vs_batch_key_t;
 
 /* One partition call of one request. Everything is borrowed until deliver has run (exactly once per
@@ -79,6 +83,12 @@ typedef struct vs_batch_opts {
     size_t window;      /* calls in flight per replica before items wait (default 2) */
     size_t max_queries; /* per shard call (default 1024) */
     size_t max_bytes;   /* of query floats per shard call (default 8 MiB); a larger item goes alone */
+    double max_queue_s; /* an online item that waited longer for its replica is refused (RESOURCE_EXHAUSTED,
+                           the coordinator is overloaded); other priorities after a quarter of it
+                           (overload.h); <= 0 = never */
+    int adaptive_limit; /* 1: also wait while the replica's queries in flight reach its adaptive limit
+                           (admit.h) */
+    vs_overload_metrics_t *overload; /* counts shed items (reason replica_queue); NULL = not counted */
     void (*on_stage)(void *user, vs_coord_stage stage, double seconds); /* NULL = not timed */
     void *stage_user;
 } vs_batch_opts_t;
@@ -88,7 +98,13 @@ typedef struct vs_batch_stats {
     atomic_ulong items;   /* partition calls they carried (items / calls = mean batch) */
     atomic_ulong queries; /* queries they carried */
     atomic_ulong expired; /* items answered DEADLINE_EXCEEDED before being sent */
+    atomic_ulong shed[VS_PRIORITY_N]; /* items refused after waiting past max_queue_s, by priority */
+    atomic_ulong limited;             /* times a replica's adaptive limit held waiting items back */
 } vs_batch_stats_t;
+
+/* Replica r's adaptive limit (queries in flight) and its queries in flight now; 0 when r has never been
+ * called. */
+int vs_batch_replica_limit(vs_replica_t *r, double *limit, size_t *in_flight_queries);
 
 /* Sends item to replica r (held by the caller until deliver) now or with the next call that leaves.
  * VS_OK; otherwise the item was to leave at once and could not (server stopping, out of memory): deliver

@@ -55,6 +55,8 @@ struct vs_coord {
     vs_coord_opts_t o;
     vs_view_t *view;
     vs_budget_t budget; /* hedges and retries (o.retry_budget >= 0) */
+    vs_quotas_t *quotas; /* per-client quotas (NULL: none) */
+    vs_elimit_t *elimit; /* the adaptive concurrency limit (NULL: off) */
     pthread_mutex_t mu; /* versions, active */
     version_entry_t *versions[VS_COORD_MAX_VERSIONS];
     size_t n_versions;
@@ -92,15 +94,37 @@ vs_status vs_coord_create(const vs_coord_opts_t *o, vs_view_t *view, vs_coord_t 
         c->o.default_timeout_ms = 1000;
     if (c->o.max_batch == 0)
         c->o.max_batch = 10000;
+    if (c->o.max_queue_ms == 0)
+        c->o.max_queue_ms = VS_COORD_DEFAULT_MAX_QUEUE_MS;
+    if (c->o.max_in_flight == 0)
+        c->o.max_in_flight = VS_COORD_DEFAULT_MAX_IN_FLIGHT;
+    if (c->o.n_quotas && !(c->quotas = vs_quotas_create(c->o.quotas, c->o.n_quotas))) {
+        free(c);
+        return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    }
+    c->o.quotas = NULL; /* copied into c->quotas */
+    if (c->o.target_latency_ms == 0)
+        c->o.target_latency_ms = VS_COORD_DEFAULT_TARGET_LATENCY_MS;
+    if (c->o.target_latency_ms > 0 &&
+        !(c->elimit = vs_elimit_create(c->o.target_latency_ms * 1e-3, 256, 4, 1e6))) {
+        vs_quotas_destroy(c->quotas);
+        free(c);
+        return vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory");
+    }
     if (c->o.retry_budget >= 0)
         vs_budget_init(&c->budget, c->o.retry_budget > 0 ? c->o.retry_budget : VS_COORD_DEFAULT_RETRY_BUDGET,
                        c->o.retry_budget_burst > 0 ? c->o.retry_budget_burst : VS_COORD_DEFAULT_RETRY_BURST);
     c->view = view;
     pthread_mutex_init(&c->log_mu, NULL);
     c->request_seed = (uint64_t)(vs_now_s() * 1e9) ^ ((uint64_t)getpid() << 32);
-    c->bo = (vs_batch_opts_t){c->o.shard_window ? c->o.shard_window : 2,
-                              c->o.batch_max_queries ? c->o.batch_max_queries : 1024, 8u << 20, c->o.on_stage,
-                              c->o.stage_user};
+    c->bo = (vs_batch_opts_t){.window = c->o.shard_window ? c->o.shard_window : 2,
+                              .max_queries = c->o.batch_max_queries ? c->o.batch_max_queries : 1024,
+                              .max_bytes = 8u << 20,
+                              .max_queue_s = c->o.max_queue_ms > 0 ? c->o.max_queue_ms * 1e-3 : 0,
+                              .adaptive_limit = c->o.adaptive_limit,
+                              .overload = c->o.overload,
+                              .on_stage = c->o.on_stage,
+                              .stage_user = c->o.stage_user};
     atomic_init(&c->next_wake_us, LLONG_MAX);
     pthread_mutex_init(&c->mu, NULL);
     pthread_mutex_init(&c->active_mu, NULL);
@@ -126,6 +150,8 @@ void vs_coord_destroy(vs_coord_t *c)
         return;
     vs_coord_stop_recall(c);
     vs_recall_destroy(c->recall);
+    vs_quotas_destroy(c->quotas);
+    vs_elimit_destroy(c->elimit);
     pthread_cond_destroy(&c->recall_cv);
     pthread_mutex_destroy(&c->recall_mu);
     for (size_t i = 0; i < c->n_versions; i++)
@@ -564,6 +590,9 @@ typedef struct request {
     size_t out_len;
     vs_coord_reply_fn reply;
     void *reply_user;
+    int64_t retry_after_ms; /* st RESOURCE_EXHAUSTED: the hint */
+    size_t admitted_q;      /* queries counted in c->stats.in_flight_queries */
+    vs_priority prio;
     struct request *prev, *next; /* c->requests (under c->active_mu) */
     int listed;
 } request_t;
@@ -1031,7 +1060,8 @@ static uint64_t io_start(void *u, vs_replica_t *r, size_t t, double deadline, ui
                                     .filter = q->filtered ? q->r->filter : NULL,
                                     .group_by = q->group_size ? q->r->group_by : NULL,
                                     .filter_exact = q->eff.filter_exact_threshold,
-                                    .exact = q->r->exact},
+                                    .exact = q->r->exact,
+                                    .priority = q->prio},
                             .nq = part->nq,
                             .queries = q->pq[t] ? q->pq[t] : q->r->queries,
                             .lists = part->lists ? part->lists : q->plan.lists,
@@ -1112,7 +1142,21 @@ static int settle(request_t *q)
     }
     q->done = 1;
     q->st = vs_fanout_status(q->f, q->err);
-    if (q->st == VS_OK) {
+    if (q->st == VS_OK && vs_fanout_overloaded(q->f, &q->retry_after_ms)) {
+        /* a partition's replicas shed its call: refuse the request rather than answer without it */
+        char list[VS_ERR_LEN / 2] = "";
+        for (size_t t = 0, off = 0; t < q->plan.n_parts && off < sizeof list - 1; t++) {
+            const char *why;
+            if (vs_fanout_part_outcome(q->f, t, &why) == VS_FANOUT_FAILED)
+                off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", off ? "; " : "", why);
+        }
+        if (q->retry_after_ms <= 0)
+            q->retry_after_ms = vs_overload_retry_after_ms(q->c->o.max_queue_ms * 1e-3);
+        q->st = vs_errf(q->err, VS_ERR_RESOURCE_EXHAUSTED, "overloaded: %s; retry after %lld ms", list,
+                        (long long)q->retry_after_ms);
+        vs_overload_metrics_shed(q->c->o.overload, "partition", q->prio);
+        atomic_fetch_add(&q->c->stats.overloaded, 1);
+    } else if (q->st == VS_OK) {
         double t0 = q->c->o.on_stage ? vs_now_s() : 0;
         q->st = answer(q->c, q, q->f, &q->out, &q->out_len, q->err);
         if (q->c->o.on_stage && q->st == VS_OK)
@@ -1146,7 +1190,16 @@ static void complete(request_t *q)
                        q->ver ? q->ver->name : "?", q->nq, q->r ? q->r->k : 0, vs_status_name(q->st));
         pthread_mutex_unlock(&c->log_mu);
     }
-    q->reply(q->reply_user, q->st, q->err, out, q->out_len);
+    if (q->admitted_q) {
+        if (c->elimit && q->nq <= VS_COORD_ELIMIT_MAX_NQ) {
+            double now = vs_now_s();
+            vs_elimit_on_done(c->elimit, now - q->t_entry, q->st == VS_ERR_RESOURCE_EXHAUSTED, now);
+        }
+        atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->admitted_q);
+        atomic_fetch_sub(&c->stats.in_flight_requests, 1);
+    }
+    q->admitted_q = 0;
+    q->reply(q->reply_user, q->st, q->err, q->retry_after_ms, out, q->out_len);
     request_unref(q);
 }
 
@@ -1160,6 +1213,11 @@ static void on_item(void *user, uint32_t call_id, const vs_fanout_result_t *res)
     if (finished)
         complete(q);
     request_unref(q); /* the call's reference */
+}
+
+double vs_coord_concurrency_limit(vs_coord_t *c)
+{
+    return c->elimit ? vs_elimit_get(c->elimit) : 0;
 }
 
 double vs_coord_tick(vs_coord_t *c, double now)
@@ -1200,10 +1258,87 @@ double vs_coord_tick(vs_coord_t *c, double now)
     return (double)atomic_load(&c->next_wake_us) * 1e-6;
 }
 
+/* Refuses a request for overload (reason: the shed metric's label). */
+static void shed(vs_coord_t *c, vs_coord_reply_fn reply, void *user, const char *reason, vs_priority prio,
+                 int64_t retry_after_ms, const char *msg)
+{
+    vs_overload_metrics_shed(c->o.overload, reason, prio);
+    atomic_fetch_add(&c->stats.overloaded, 1);
+    reply(user, VS_ERR_RESOURCE_EXHAUSTED, msg, retry_after_ms, NULL, 0);
+}
+
+/* Admission at arrival (docs/reliability.md, "Overload control"): 1 = admitted (its queries are counted
+ * in flight), 0 = refused (answered). */
+static int admit(vs_coord_t *c, request_t *q, const vs_coord_call_t *call, vs_coord_reply_fn reply,
+                 void *user)
+{
+    char msg[VS_ERR_LEN];
+    const char *client = call && call->client ? call->client : "anonymous";
+    int64_t ra = 0;
+    double qps = 0;
+    if (!vs_quotas_take(c->quotas, client, (double)q->nq, vs_now_s(), &ra, &qps)) {
+        snprintf(msg, sizeof msg,
+                 "client %.100s is over its quota of %.0f queries/s (this request: %zu); retry after %lld ms",
+                 client, qps, q->nq, (long long)ra);
+        shed(c, reply, user, "quota", q->prio, ra, msg);
+        return 0;
+    }
+    const double share = q->prio == VS_PRIORITY_ONLINE ? 1.0 : VS_OVERLOAD_SHEDDABLE_SHARE;
+    double cap = (double)c->o.max_in_flight * share, lim = 0;
+    long before = atomic_fetch_add(&c->stats.in_flight_queries, (long)q->nq);
+    q->admitted_q = q->nq;
+    long reqs = atomic_fetch_add(&c->stats.in_flight_requests, 1);
+    if (c->elimit && !vs_elimit_admit(c->elimit, (double)reqs, share, &lim)) {
+        atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->nq);
+        atomic_fetch_sub(&c->stats.in_flight_requests, 1);
+        q->admitted_q = 0;
+        ra = vs_overload_retry_after_ms(c->o.target_latency_ms * 1e-3);
+        snprintf(msg, sizeof msg,
+                 "coordinator overloaded: %ld requests in flight, its concurrency limit for %s requests is "
+                 "%.0f (held for a latency of %.0f ms); retry after %lld ms",
+                 reqs, vs_priority_name(q->prio), lim, c->o.target_latency_ms, (long long)ra);
+        shed(c, reply, user, "limit", q->prio, ra, msg);
+        return 0;
+    }
+    if (before > 0 && (double)before + (double)q->nq > cap) {
+        atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->nq);
+        atomic_fetch_sub(&c->stats.in_flight_requests, 1);
+        q->admitted_q = 0;
+        ra = vs_overload_retry_after_ms(c->o.max_queue_ms > 0 ? c->o.max_queue_ms * 1e-3 : 0.1);
+        snprintf(msg, sizeof msg,
+                 "coordinator overloaded: %ld queries in flight, %s requests may have %.0f; retry after %lld "
+                 "ms",
+                 before, vs_priority_name(q->prio), cap, (long long)ra);
+        shed(c, reply, user, "in_flight", q->prio, ra, msg);
+        return 0;
+    }
+    return 1;
+}
+
 void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *reqb, size_t reqlen,
-                           int64_t timeout_ms, vs_coord_reply_fn reply, void *user)
+                           const vs_coord_call_t *call, vs_coord_reply_fn reply, void *user)
 {
     atomic_fetch_add(&c->stats.requests, 1);
+    const int64_t timeout_ms = call ? call->timeout_ms : 0;
+    /* waited too long for a worker: refuse before decoding (the cheapest refusal) */
+    if (call && call->queued_s >= 0) {
+        uint64_t pv = 0;
+        (void)vs_pb_peek_varint(reqb, reqlen, VS_COORD_SEARCH_PRIORITY_FIELD, &pv);
+        vs_priority prio = vs_priority_of(pv);
+        if (c->o.overload)
+            vs_histogram_observe(c->o.overload->queue, call->queued_s);
+        double limit = vs_overload_queue_limit_s(c->o.max_queue_ms * 1e-3, prio);
+        if (call->queued_s > limit) {
+            char msg[VS_ERR_LEN];
+            int64_t ra = vs_overload_retry_after_ms(limit);
+            snprintf(msg, sizeof msg,
+                     "coordinator overloaded: the request waited %.1f ms for a worker (limit %.0f ms for %s "
+                     "requests); retry after %lld ms",
+                     call->queued_s * 1e3, limit * 1e3, vs_priority_name(prio), (long long)ra);
+            shed(c, reply, user, "queue", prio, ra, msg);
+            return;
+        }
+    }
     /* The answer must leave before the client's deadline: keep max(1 ms, 5 %) of it for merging, encoding
      * and the way back, so a hung partition gives a partial answer in time, not DEADLINE_EXCEEDED. */
     const double t_entry = vs_now_s();
@@ -1212,7 +1347,7 @@ void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *r
     char err[VS_ERR_LEN] = "";
     request_t *q = calloc(1, sizeof *q);
     if (!q) {
-        reply(user, vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory"), err, NULL, 0);
+        reply(user, vs_errf(err, VS_ERR_NOMEM, "coordinator: out of memory"), err, 0, NULL, 0);
         return;
     }
     q->c = c;
@@ -1224,10 +1359,20 @@ void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *r
     atomic_init(&q->refs, 1);
     pthread_mutex_init(&q->mu, NULL);
     vs_status st = decode(c, reqb, reqlen, q, err);
-    if (st == VS_OK)
+    if (st == VS_OK) {
+        q->prio = vs_priority_of((uint64_t)q->r->priority);
+        if (!admit(c, q, call, reply, user)) {
+            request_unref(q);
+            return;
+        }
         st = plan(c, q, err);
+    }
     if (st != VS_OK) {
-        reply(user, st, err, NULL, 0);
+        if (q->admitted_q) {
+            atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->admitted_q);
+            atomic_fetch_sub(&c->stats.in_flight_requests, 1);
+        }
+        reply(user, st, err, 0, NULL, 0);
         request_unref(q);
         return;
     }
@@ -1347,6 +1492,7 @@ static vs_status recall_replay(vs_coord_t *c, const vs_recall_batch_t *b, int64_
     req.k = k;
     req.index_version = (char *)b->version;
     req.exact = 1;
+    req.priority = VECSHARD__V1__PRIORITY__PRIORITY_RECALL;
     Vecshard__V1__PartitionRef pref = VECSHARD__V1__PARTITION_REF__INIT;
     req.partition = &pref;
     for (uint32_t p = 0; st == VS_OK && p < P; p++) {

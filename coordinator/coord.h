@@ -16,7 +16,9 @@
 #include <stdint.h>
 
 #include "common/filter.h"
+#include "common/net/overload.h"
 #include "common/net/rpc.h"
+#include "coordinator/admit.h"
 #include "coordinator/batch.h"
 #include "coordinator/fanout.h"
 #include "coordinator/recall.h"
@@ -26,6 +28,11 @@
 #define VS_COORD_MAX_VERSIONS 8
 #define VS_COORD_DEFAULT_RETRY_BUDGET 0.1 /* p95-based hedges alone spend about 0.05 */
 #define VS_COORD_DEFAULT_RETRY_BURST 20
+#define VS_COORD_DEFAULT_MAX_QUEUE_MS 50       /* --max-queue-ms */
+#define VS_COORD_DEFAULT_MAX_IN_FLIGHT 50000   /* --max-in-flight (queries) */
+#define VS_COORD_DEFAULT_TARGET_LATENCY_MS 10  /* --target-latency-ms */
+#define VS_COORD_ELIMIT_MAX_NQ 64              /* larger requests do not move the limit (admit.h) */
+#define VS_COORD_SEARCH_PRIORITY_FIELD 14      /* SearchRequest.priority (read before decoding) */
 
 typedef struct vs_coord_opts {
     double hedge_delay_ms;      /* 0 = the replica's observed p95 (10 ms until it has 16 samples) */
@@ -45,6 +52,23 @@ typedef struct vs_coord_opts {
     /* The retry and hedge budget (budget.h): extra shard calls per primary call (0 = the default 0.1;
      * < 0 = unbounded) and the extra calls saved up at most (0 = the default 20). */
     double retry_budget, retry_budget_burst;
+    /* Overload control (docs/reliability.md): an online request that waited longer than max_queue_ms for
+     * a worker, or a partition call that waited longer for its replica, is refused with RESOURCE_EXHAUSTED
+     * (other priorities after a quarter of it); 0 = the default, < 0 = never. At most max_in_flight queries
+     * are being answered at once (0 = the default; sheddable priorities get a quarter of it). quotas: the
+     * per-client quotas (n_quotas of them; copied). adaptive_limit: 1 = the replicas' adaptive
+     * concurrency limits (admit.h) hold partition calls back; 0 = only shard_window. overload (may be
+     * NULL): where queue times and refusals are counted. */
+    double max_queue_ms;
+    size_t max_in_flight;
+    /* The coordinator's adaptive concurrency limit (admit.h, vs_elimit_t): requests in flight are held
+     * where at most 10 % of requests take longer than target_latency_ms (or 3 x the unloaded latency);
+     * 0 = the default, < 0 = off (only max_in_flight). */
+    double target_latency_ms;
+    const vs_quota_spec_t *quotas;
+    size_t n_quotas;
+    int adaptive_limit;
+    vs_overload_metrics_t *overload;
     /* Called with each stage's duration (vs_coord_stage, batch.h) from any thread; NULL = not timed. */
     void (*on_stage)(void *user, vs_coord_stage stage, double seconds);
     void *stage_user;
@@ -66,6 +90,9 @@ typedef struct vs_coord_stats {
     vs_fanout_stats_t fanout;              /* calls, hedges, retries, failures, late answers */
     vs_batch_stats_t batch;                /* shard RPCs and what they carried */
     atomic_ulong fanout_sum, fanout_count; /* partitions called per request */
+    atomic_ulong overloaded;               /* requests refused with RESOURCE_EXHAUSTED (any reason) */
+    atomic_long in_flight_queries;         /* queries of requests being answered */
+    atomic_long in_flight_requests;        /* requests being answered (the adaptive limit's count) */
 } vs_coord_stats_t;
 
 typedef struct vs_coord vs_coord_t;
@@ -136,20 +163,33 @@ size_t vs_coord_answer_bytes(size_t nq, uint32_t k);
 
 /* How a request ends: st VS_OK with body (a SearchResponse, malloc'd, the callee's), or an error with
  * err (a message valid during the call). */
-typedef void (*vs_coord_reply_fn)(void *user, vs_status st, const char *err, uint8_t *body, size_t len);
+typedef void (*vs_coord_reply_fn)(void *user, vs_status st, const char *err, int64_t retry_after_ms,
+                                  uint8_t *body, size_t len);
+
+/* What the server knows of a Search call besides its message. */
+typedef struct vs_coord_call {
+    int64_t timeout_ms; /* the client's deadline; <= 0: the default */
+    double queued_s;    /* how long it waited for a worker (vs_rpc_call_queued_s); < 0 = unknown */
+    const char *client; /* the client's identity for quotas; NULL = "anonymous" */
+} vs_coord_call_t;
 
 /* Answers a vecshard.v1.SearchRequest within timeout_ms (the client's deadline; <= 0: the default),
  * asynchronously: shard calls go out through srv's workers (batched per replica, batch.h) and
  * reply(user, ...) runs exactly once, on this thread (a bad request) or on a worker. The answer (partial
  * if need be, with its coverage) is built max(1 ms, 5 %) before the deadline, so it reaches the client
- * in time. A request whose answer could not fit the message limit (vs_coord_answer_bytes) is refused
+ * in time. Overload (docs/reliability.md): a request that waited too long for a worker, is over its
+ * client's quota, would pass max_in_flight, or had a partition shed (its replicas' queues too long) is
+ * answered RESOURCE_EXHAUSTED with a retry-after hint, never partially. A request whose answer could not fit the message limit (vs_coord_answer_bytes) is refused
  * before any search (INVALID_ARGUMENT). srv must run vs_coord_tick as its timer. Thread-safe. */
 void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *req, size_t len,
-                           int64_t timeout_ms, vs_coord_reply_fn reply, void *user);
+                           const vs_coord_call_t *call, vs_coord_reply_fn reply, void *user);
 
 /* The timer of the requests in flight (hedges due, deadlines reached): the server's tick
  * (vs_rpc_server_opts_t.tick). Returns when it next needs to run. Cheap when nothing is due. */
 double vs_coord_tick(vs_coord_t *c, double now);
+
+/* The adaptive concurrency limit now (requests in flight; 0 when off). */
+double vs_coord_concurrency_limit(vs_coord_t *c);
 
 /* Answers vecshard.v1.Coordinator/Status. etcd_connected is reported as given. */
 vs_status vs_coord_status_pb(vs_coord_t *c, int etcd_connected, const char *cluster, uint8_t **out,

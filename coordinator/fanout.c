@@ -25,6 +25,7 @@ typedef struct part {
     int hedged;
     vs_fanout_outcome outcome;
     char reason[VS_FANOUT_REASON_LEN];
+    int shed; /* the last call failed with RESOURCE_EXHAUSTED */
 } part_t;
 
 struct vs_fanout {
@@ -39,6 +40,7 @@ struct vs_fanout {
     char err[VS_ERR_LEN];
     part_t *parts;
     call_t *calls; /* n_parts * VS_FANOUT_MAX_TRIES */
+    int64_t retry_after_ms; /* the largest hint of a shed call */
 };
 
 static int client_error(const vs_fanout_t *f, int code)
@@ -130,7 +132,7 @@ vs_status vs_fanout_create(vs_view_t *view, const vs_fanout_opts_t *opts, const 
         free(f);
         return vs_errf(err, VS_ERR_NOMEM, "fan-out: out of memory for %zu partitions", n);
     }
-    *f = (vs_fanout_t){view, *opts, *io, stats, version, deadline, n, n, 0, 0, VS_OK, "", f->parts, f->calls};
+    *f = (vs_fanout_t){view, *opts, *io, stats, version, deadline, n, n, 0, 0, VS_OK, "", f->parts, f->calls, 0};
     for (size_t t = 0; t < n; t++) {
         f->parts[t].in = parts[t];
         if (start_call(f, t, now, CALL_PRIMARY) != 1) {
@@ -192,6 +194,9 @@ void vs_fanout_on_result(vs_fanout_t *f, uint32_t call_id, const vs_fanout_resul
         return;
     }
     atomic_fetch_add(&f->stats->shard_failures, 1);
+    p->shed = code == VS_GRPC_RESOURCE_EXHAUSTED;
+    if (p->shed && res->retry_after_ms > f->retry_after_ms)
+        f->retry_after_ms = res->retry_after_ms;
     if (client_error(f, code)) {
         if (f->status == VS_OK)
             f->status =
@@ -266,6 +271,15 @@ vs_status vs_fanout_status(const vs_fanout_t *f, char err[VS_ERR_LEN])
     if (f->status != VS_OK)
         snprintf(err, VS_ERR_LEN, "%s", f->err);
     return f->status;
+}
+
+int vs_fanout_overloaded(const vs_fanout_t *f, int64_t *retry_after_ms)
+{
+    int any = 0;
+    for (size_t t = 0; t < f->n_parts; t++)
+        any |= f->parts[t].outcome == VS_FANOUT_FAILED && f->parts[t].shed;
+    *retry_after_ms = any ? f->retry_after_ms : 0;
+    return any;
 }
 
 vs_fanout_outcome vs_fanout_part_outcome(const vs_fanout_t *f, size_t t, const char **reason)

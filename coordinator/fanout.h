@@ -16,6 +16,9 @@
  *  - retry: a failed call (any status but a client error) is retried on a replica not tried yet, while
  *    the deadline is ahead and no other call of the partition is in flight; at most VS_FANOUT_MAX_TRIES
  *    replicas per partition.
+ *  - overload (RESOURCE_EXHAUSTED: the replica, or its queue at the coordinator, shed the call) is
+ *    retried like a failure, within the budget; a part whose last call was shed makes the request
+ *    overloaded (vs_fanout_overloaded).
  *  - client errors (INVALID_ARGUMENT, OUT_OF_RANGE) end the whole request with that status: every
  *    replica would answer the same.
  *  - deadline: at the deadline every open partition fails ("deadline exceeded") and its calls are
@@ -100,6 +103,7 @@ typedef struct vs_fanout_result {
     const char *message;
     const vs_fanout_answer_t *answer;
     double seconds; /* start to completion (the replica's latency sample) */
+    int64_t retry_after_ms; /* RESOURCE_EXHAUSTED: the server's retry-after hint (0 = none) */
 } vs_fanout_result_t;
 
 typedef struct vs_fanout vs_fanout_t;
@@ -133,6 +137,11 @@ size_t vs_fanout_in_flight(const vs_fanout_t *f);
 
 /* VS_OK, or the client error that ended the request (err gets "partition P: message"). */
 vs_status vs_fanout_status(const vs_fanout_t *f, char err[VS_ERR_LEN]);
+
+/* 1 when a part failed because its replicas were overloaded (its last call ended RESOURCE_EXHAUSTED):
+ * the request should be refused as overloaded rather than answered partially. *retry_after_ms gets the
+ * largest hint of such calls. */
+int vs_fanout_overloaded(const vs_fanout_t *f, int64_t *retry_after_ms);
 
 /* Part t's outcome; *reason (nullable) gets why it failed ("" otherwise; valid until destroy). */
 vs_fanout_outcome vs_fanout_part_outcome(const vs_fanout_t *f, size_t t, const char **reason);

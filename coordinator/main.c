@@ -45,6 +45,12 @@ typedef struct config {
     vs_rpc_tls_t shard_tls;  /* --shard-tls-*: this coordinator to its shards; ca_file set = TLS on */
     const char *zone;        /* --zone: replicas of this zone first */
     double retry_budget, retry_burst; /* --retry-budget, --retry-budget-burst */
+    double max_queue_ms;              /* --max-queue-ms (0 = default, < 0 = never) */
+    long max_in_flight;               /* --max-in-flight */
+    double target_latency_ms;         /* --target-latency-ms (0 = default, < 0 = off) */
+    vs_quota_spec_t *quotas;          /* --client-quota (repeatable) */
+    size_t n_quotas;
+    int adaptive_limit;               /* --adaptive-limit on|off */
 } config_t;
 
 static void usage(FILE *f)
@@ -74,6 +80,20 @@ static void usage(FILE *f)
         "                        add at most F of the primary calls (default 0.1; -1 = unbounded); a retry\n"
         "                        after UNAVAILABLE (no work done) is not counted\n"
         "  --retry-budget-burst N  extra calls saved up at most (default 20)\n"
+        "  --max-queue-ms MS     overload: a request that waited longer than MS for a worker, or a partition\n"
+        "                        call that waited longer for its replica, is refused with RESOURCE_EXHAUSTED\n"
+        "                        and trailing metadata vs-retry-after-ms; batch, recall and canary requests\n"
+        "                        after MS/4 (default %d; -1 = never; docs/reliability.md)\n"
+        "  --max-in-flight N     at most N queries being answered at once; more are refused (default %d;\n"
+        "                        priorities other than online get N/4)\n"
+        "  --target-latency-ms MS  the adaptive concurrency limit: queries in flight are held where at\n"
+        "                        most 10 %% of requests take longer than MS; requests beyond it are refused\n"
+        "                        at once (RESOURCE_EXHAUSTED) (default %d; -1 = off)\n"
+        "  --client-quota NAME=QPS[:BURST]  queries per second for client NAME (its token's name under\n"
+        "                        --auth-tokens, else its TLS certificate's name, else 'anonymous'); '*' =\n"
+        "                        every other client, each on its own (repeatable; default: no quotas)\n"
+        "  --adaptive-limit on|off  hold partition calls back while a replica's queries in flight reach its\n"
+        "                        concurrency limit, learned from its latency (default on)\n"
         "  --min-coverage F      fraction of partitions that must answer when a request gives 0 (default 0)\n"
         "  --coarse-at WHERE     hash-partitioned IVF versions: 'coordinator' (default) ranks each query's\n"
         "                        nprobe lists once and sends them to every partition; 'shard' lets each\n"
@@ -122,7 +142,8 @@ static void usage(FILE *f)
         "that\n"
         "fraction of them); \"full-coverage\" while every partition has one (what tools wait for before\n"
         "measuring); \"liveness\" while the process runs.\n",
-        MAX_MANIFESTS, VS_RPC_TLS_DEFAULT_REFRESH_S);
+        MAX_MANIFESTS, VS_COORD_DEFAULT_MAX_QUEUE_MS, VS_COORD_DEFAULT_MAX_IN_FLIGHT,
+        VS_COORD_DEFAULT_TARGET_LATENCY_MS, VS_RPC_TLS_DEFAULT_REFRESH_S);
 }
 
 static int parse_num(const char *flag, const char *s, double lo, double hi, double *out)
@@ -174,13 +195,19 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"zone", required_argument, 0, 268},
                                          {"retry-budget", required_argument, 0, 269},
                                          {"retry-budget-burst", required_argument, 0, 270},
+                                         {"max-queue-ms", required_argument, 0, 271},
+                                         {"max-in-flight", required_argument, 0, 272},
+                                         {"client-quota", required_argument, 0, 273},
+                                         {"adaptive-limit", required_argument, 0, 274},
+                                         {"target-latency-ms", required_argument, 0, 275},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50050",
                     .cluster = "default",
                     .metrics_listen = "0.0.0.0:9101",
                     .grace_ms = 10000,
-                    .timeout_ms = 1000};
+                    .timeout_ms = 1000,
+                    .adaptive_limit = 1};
     int o;
     double v;
     vs_recall_opts_default(&c->recall);
@@ -243,6 +270,49 @@ static int parse_args(int argc, char **argv, config_t *c)
         case 270:
             if (parse_num("--retry-budget-burst", optarg, 1, 1e6, &c->retry_burst))
                 return 2;
+            break;
+        case 271:
+            if (parse_num("--max-queue-ms", optarg, -1, 600000, &c->max_queue_ms))
+                return 2;
+            if (c->max_queue_ms == 0 || (c->max_queue_ms < 0 && c->max_queue_ms != -1)) {
+                fprintf(stderr, "vecshard-coordinator: --max-queue-ms must be > 0 or -1 (never)\n");
+                return 2;
+            }
+            break;
+        case 272:
+            if (parse_num("--max-in-flight", optarg, 1, 1e9, &v))
+                return 2;
+            c->max_in_flight = (long)v;
+            break;
+        case 273: {
+            vs_quota_spec_t *qs = realloc(c->quotas, (c->n_quotas + 1) * sizeof *qs);
+            char e[VS_ERR_LEN];
+            if (!qs) {
+                fprintf(stderr, "vecshard-coordinator: out of memory\n");
+                return 1;
+            }
+            c->quotas = qs;
+            if (vs_quota_parse(optarg, &qs[c->n_quotas], e) != VS_OK) {
+                fprintf(stderr, "vecshard-coordinator: %s\n", e);
+                return 2;
+            }
+            c->n_quotas++;
+            break;
+        }
+        case 275:
+            if (parse_num("--target-latency-ms", optarg, -1, 600000, &c->target_latency_ms))
+                return 2;
+            if (c->target_latency_ms == 0 || (c->target_latency_ms < 0 && c->target_latency_ms != -1)) {
+                fprintf(stderr, "vecshard-coordinator: --target-latency-ms must be > 0 or -1 (off)\n");
+                return 2;
+            }
+            break;
+        case 274:
+            if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+                fprintf(stderr, "vecshard-coordinator: --adaptive-limit must be on or off, not '%s'\n", optarg);
+                return 2;
+            }
+            c->adaptive_limit = strcmp(optarg, "on") == 0;
             break;
         case 267:
             if (parse_num("--tls-refresh-s", optarg, 1, 86400, &v))
@@ -407,6 +477,7 @@ typedef struct app {
     vs_writes_t *writes;                           /* --nats-url */
     vs_auth_t *auth;                               /* --auth-tokens */
     vs_counter_t *auth_refused[4];                 /* vecshard_coordinator_auth_refused_total{reason} */
+    vs_overload_metrics_t overload; /* vecshard_coordinator_queue_seconds, vecshard_coordinator_shed_total */
 } app_t;
 
 static void on_stage(void *user, vs_coord_stage stage, double seconds)
@@ -465,11 +536,14 @@ static void reply_status(vs_rpc_reply_t *reply, vs_status st, const char *err)
     snprintf(reply->message, sizeof reply->message, "%s", err);
 }
 
-static void search_done(void *user, vs_status st, const char *err, uint8_t *body, size_t len)
+static void search_done(void *user, vs_status st, const char *err, int64_t retry_after_ms, uint8_t *body,
+                        size_t len)
 {
     vs_rpc_reply_t reply = {.code = VS_GRPC_OK, .body = body, .body_len = len};
-    if (st != VS_OK)
+    if (st != VS_OK) {
         reply_status(&reply, st, err);
+        reply.retry_after_ms = retry_after_ms;
+    }
     vs_rpc_call_reply(user, &reply);
 }
 
@@ -477,13 +551,21 @@ static void on_search(void *user, vs_rpc_call_t *call, const uint8_t *req, size_
 {
     app_t *a = user;
     int64_t remaining = vs_rpc_call_remaining_ms(call);
-    int64_t timeout = remaining == INT64_MAX ? a->cfg.timeout_ms : remaining;
-    vs_coord_search_async(a->coord, vs_rpc_call_server(call), req, len, timeout, search_done, call);
+    vs_coord_call_t cc = {.timeout_ms = remaining == INT64_MAX ? a->cfg.timeout_ms : remaining,
+                          .queued_s = vs_rpc_call_queued_s(call)};
+    char value[1024], peer[256];
+    if (a->cfg.n_quotas) { /* the client's identity: its token's name, else its certificate's */
+        long n = a->auth ? vs_rpc_call_metadata(call, "authorization", value, sizeof value) : -1;
+        cc.client = n >= 0 ? vs_auth_name(a->auth, value) : NULL;
+        if (!cc.client && vs_rpc_call_peer_name(call, peer, sizeof peer) >= 0)
+            cc.client = peer;
+    }
+    vs_coord_search_async(a->coord, vs_rpc_call_server(call), req, len, &cc, search_done, call);
 }
 
 static void write_done(void *user, vs_status st, const char *err, uint8_t *body, size_t len)
 {
-    search_done(user, st, err, body, len);
+    search_done(user, st, err, 0, body, len);
 }
 
 /* Upsert and Delete: checked here and handed to the log; the log's acknowledgement answers them (it never
@@ -548,6 +630,14 @@ RECALL_FN(replayed, t.replayed)
 RECALL_FN(dropped, t.dropped_queue + t.dropped_failed)
 RECALL_FN(seconds, t.replay_seconds)
 STAT_FN(requests)
+STAT_FN2(batch_limited, batch.limited)
+STAT_FN2(in_flight_queries, in_flight_queries)
+STAT_FN2(in_flight_requests, in_flight_requests)
+
+static double g_concurrency_limit(void *u)
+{
+    return vs_coord_concurrency_limit(((app_t *)u)->coord);
+}
 STAT_FN(partial)
 STAT_FN(unavailable)
 STAT_FN2(hedges_sent, fanout.hedges_sent)
@@ -613,6 +703,8 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
     if (!a->reg)
         return vs_errf(err, VS_ERR_NOMEM, "metrics: out of memory");
     vs_status st = vs_rpc_metrics_init(&a->rpcm, a->reg, err);
+    if (st == VS_OK)
+        st = vs_overload_metrics_init(&a->overload, a->reg, "vecshard_coordinator", err);
     if (st != VS_OK)
         return st;
     struct {
@@ -670,6 +762,18 @@ static vs_status setup_metrics(app_t *a, char err[VS_ERR_LEN])
          stat_batch_items, 1},
         {"vecshard_coordinator_shard_rpc_queries_total", "Queries carried by shard RPCs.", stat_batch_queries,
          1},
+        {"vecshard_coordinator_limited_total",
+         "Times a replica's adaptive concurrency limit held waiting partition calls back (--adaptive-limit).",
+         stat_batch_limited, 1},
+        {"vecshard_coordinator_concurrency_limit",
+         "The adaptive concurrency limit: requests in flight beyond it are refused (--target-latency-ms; 0 = "
+         "off).",
+         g_concurrency_limit, 0},
+        {"vecshard_coordinator_in_flight_requests", "Requests being answered (held below the concurrency limit).",
+         stat_in_flight_requests, 0},
+        {"vecshard_coordinator_in_flight_queries",
+         "Queries of the requests being answered (refused beyond --max-in-flight).", stat_in_flight_queries,
+         0},
         {"vecshard_coordinator_batch_expired_total",
          "Partition calls whose deadline passed while they waited for a batch (never sent).",
          stat_batch_expired, 1},
@@ -768,6 +872,13 @@ int main(int argc, char **argv)
                           .slow_request_ms = a.cfg.slow_request_ms,
                           .retry_budget = a.cfg.retry_budget,
                           .retry_budget_burst = a.cfg.retry_burst,
+                          .max_queue_ms = a.cfg.max_queue_ms,
+                          .max_in_flight = (size_t)a.cfg.max_in_flight,
+                          .target_latency_ms = a.cfg.target_latency_ms,
+                          .quotas = a.cfg.quotas,
+                          .n_quotas = a.cfg.n_quotas,
+                          .adaptive_limit = a.cfg.adaptive_limit,
+                          .overload = &a.overload,
                           .on_stage = on_stage,
                           .stage_user = &a,
                           .recall = a.cfg.recall,

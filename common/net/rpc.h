@@ -27,6 +27,16 @@
 
 #include "common/status.h"
 
+/* Request metadata our clients add to every call with a deadline: the timeout they gave, in microseconds.
+ * gRPC's own grpc-timeout header is rounded (to 10 ms above 1 s) and the server's deadline counts from
+ * when the headers arrived, so `sent timeout - time left when a worker takes the call` is how long the
+ * call waited in the server's queue (vs_rpc_call_queued_s), with no clock shared between the hosts. */
+#define VS_RPC_MD_TIMEOUT "vs-timeout-us"
+/* Trailing metadata of a refused call (RESOURCE_EXHAUSTED): milliseconds the client should wait before it
+ * tries again (the retry-pushback hint). gRPC's own grpc-retry-pushback-ms is consumed by gRPC's retry
+ * machinery and never reaches the application, so ours has its own name. */
+#define VS_RPC_MD_RETRY_AFTER "vs-retry-after-ms"
+
 /* Default and maximum message size: 1,000 queries of 4,096 floats fit in 16 MiB; 64 MiB is the cap. */
 #define VS_RPC_DEFAULT_MAX_MESSAGE_BYTES (64u << 20)
 
@@ -40,6 +50,7 @@ typedef struct vs_rpc_reply {
     char message[VS_ERR_LEN]; /* status details; "" for none */
     uint8_t *body;            /* response message (sent only when code == OK) */
     size_t body_len;
+    int64_t retry_after_ms; /* > 0 with a non-OK code: sent as VS_RPC_MD_RETRY_AFTER */
 } vs_rpc_reply_t;
 
 /* Unary handler: req (len bytes, borrowed until return) is the request message. reply starts as
@@ -141,6 +152,12 @@ size_t vs_rpc_server_in_flight(const vs_rpc_server_t *srv);
  * name does not fit. */
 long vs_rpc_call_peer_name(const vs_rpc_call_t *call, char *out, size_t n);
 
+/* Seconds the call waited between its arrival (headers received) and a worker taking it, from the
+ * client's VS_RPC_MD_TIMEOUT and the time left now; -1 when unknown (no deadline, or a client that does
+ * not send it). Precise to about a millisecond below 1 s of timeout and 10 ms above (grpc-timeout's
+ * rounding); never negative when known. */
+double vs_rpc_call_queued_s(const vs_rpc_call_t *call);
+
 /* Milliseconds left before the call's deadline; INT64_MAX without a deadline, <= 0 when passed. */
 int64_t vs_rpc_call_remaining_ms(const vs_rpc_call_t *call);
 
@@ -209,7 +226,8 @@ typedef struct vs_rpc_result {
     char message[VS_ERR_LEN];
     uint8_t *body; /* response when OK (malloc'd; the caller frees it) */
     size_t body_len;
-    double seconds; /* start to completion */
+    double seconds;         /* start to completion */
+    int64_t retry_after_ms; /* the server's VS_RPC_MD_RETRY_AFTER hint (non-OK only); 0 = none */
 } vs_rpc_result_t;
 
 /* ---- asynchronous client calls on a queue of their own (load generators) ---- */

@@ -207,8 +207,10 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *c, const char *method, const void 
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.metadata =
-        (grpc_metadata *)vs_rpc_channel_md(c, &ops[0].data.send_initial_metadata.count);
+    grpc_metadata md[2];
+    char md_timeout[24];
+    ops[0].data.send_initial_metadata.count = vs_rpc_call_md(c, timeout_ms, md, md_timeout);
+    ops[0].data.send_initial_metadata.metadata = md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;

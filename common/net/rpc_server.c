@@ -67,6 +67,8 @@ struct vs_rpc_call {
     char finish_msg[VS_ERR_LEN];
     int status_sent;
     grpc_byte_buffer *send_bb;
+    grpc_metadata trail; /* VS_RPC_MD_RETRY_AFTER of a refused unary call */
+    char trail_val[24];
 };
 
 /* A client call completed by the workers (vs_rpc_server_call). The tag comes first: the event's tag is
@@ -148,7 +150,8 @@ static void post_request(worker_t *w, int m)
 }
 
 /* Starts the final batch of a unary call: initial metadata, message when OK, status. */
-static void send_unary(struct vs_rpc_call *c, int code, const char *message, uint8_t *body, size_t len)
+static void send_unary(struct vs_rpc_call *c, int code, const char *message, uint8_t *body, size_t len,
+                       int64_t retry_after_ms)
 {
     grpc_op ops[3];
     memset(ops, 0, sizeof ops);
@@ -166,7 +169,15 @@ static void send_unary(struct vs_rpc_call *c, int code, const char *message, uin
     grpc_slice details = grpc_slice_from_copied_string(message ? message : "");
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.status = (grpc_status_code)code;
-    ops[n++].data.send_status_from_server.status_details = message && *message ? &details : NULL;
+    ops[n].data.send_status_from_server.status_details = message && *message ? &details : NULL;
+    if (code != VS_GRPC_OK && retry_after_ms > 0) {
+        int vl = snprintf(c->trail_val, sizeof c->trail_val, "%lld", (long long)retry_after_ms);
+        c->trail.key = grpc_slice_from_static_string(VS_RPC_MD_RETRY_AFTER);
+        c->trail.value = grpc_slice_from_static_buffer(c->trail_val, (size_t)vl);
+        ops[n].data.send_status_from_server.trailing_metadata_count = 1;
+        ops[n].data.send_status_from_server.trailing_metadata = &c->trail;
+    }
+    n++;
     pthread_mutex_lock(&c->mu); /* completions may run on another worker: pending is under mu */
     VS_TSAN_RELEASE(&c->t_send);
     if (grpc_call_start_batch(c->call, ops, n, &c->t_send, NULL) == GRPC_CALL_OK)
@@ -272,7 +283,7 @@ static void handle_new(worker_t *w, struct vs_rpc_call *c)
         char *method = grpc_slice_to_c_string(c->details.method);
         snprintf(msg, sizeof msg, "unknown method %s", method);
         gpr_free(method);
-        send_unary(c, VS_GRPC_UNIMPLEMENTED, msg, NULL, 0);
+        send_unary(c, VS_GRPC_UNIMPLEMENTED, msg, NULL, 0, 0);
         if (s->on_done)
             s->on_done(s->on_done_user, "", VS_GRPC_UNIMPLEMENTED, 0.0);
         post_request(w, -1);
@@ -321,7 +332,7 @@ static void handle_new(worker_t *w, struct vs_rpc_call *c)
         md->unary(md->user, c, req, len, &reply);
     }
     free(req);
-    send_unary(c, reply.code, reply.message, reply.body, reply.body_len);
+    send_unary(c, reply.code, reply.message, reply.body, reply.body_len, reply.retry_after_ms);
     atomic_fetch_sub(&s->in_flight, 1);
     if (s->on_done)
         s->on_done(s->on_done_user, md->path, reply.code, vs_now_s() - t0);
@@ -629,6 +640,22 @@ long vs_rpc_call_peer_name(const vs_rpc_call_t *c, char *out, size_t n)
     return vs_rpc_peer_name(c->call, out, n);
 }
 
+double vs_rpc_call_queued_s(const vs_rpc_call_t *c)
+{
+    char v[24];
+    long n = vs_rpc_call_metadata(c, VS_RPC_MD_TIMEOUT, v, sizeof v);
+    gpr_timespec d = c->deadline;
+    if (n <= 0 || gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0)
+        return -1;
+    char *end;
+    double sent_s = strtod(v, &end) * 1e-6;
+    if (*end || !(sent_s > 0))
+        return -1;
+    gpr_timespec left = gpr_time_sub(d, gpr_now(d.clock_type));
+    double queued = sent_s - ((double)left.tv_sec + (double)left.tv_nsec * 1e-9);
+    return queued > 0 ? queued : 0;
+}
+
 int64_t vs_rpc_call_remaining_ms(const vs_rpc_call_t *c)
 {
     gpr_timespec d = c->deadline;
@@ -696,7 +723,7 @@ void vs_rpc_stream_release(vs_rpc_stream_t *c)
 void vs_rpc_call_reply(vs_rpc_call_t *c, vs_rpc_reply_t *reply)
 {
     struct vs_rpc_server *s = c->srv;
-    send_unary(c, reply->code, reply->message, reply->body, reply->body_len);
+    send_unary(c, reply->code, reply->message, reply->body, reply->body_len, reply->retry_after_ms);
     reply->body = NULL;
     atomic_fetch_sub(&s->in_flight, 1);
     if (s->on_done)

@@ -12,6 +12,42 @@
 #include "common/net/rpc_ucall.h"
 #include "common/net/tsan.h"
 
+size_t vs_rpc_call_md(vs_rpc_channel_t *ch, int64_t timeout_ms, grpc_metadata md[2], char buf[24])
+{
+    size_t n = 0, nch = 0;
+    const grpc_metadata *cm = vs_rpc_channel_md(ch, &nch);
+    if (nch) /* at most one: authorization */
+        md[n++] = cm[0];
+    if (timeout_ms > 0) {
+        int len = snprintf(buf, 24, "%lld", (long long)timeout_ms * 1000);
+        memset(&md[n], 0, sizeof md[n]);
+        md[n].key = grpc_slice_from_static_string(VS_RPC_MD_TIMEOUT);
+        md[n++].value = grpc_slice_from_static_buffer(buf, (size_t)len);
+    }
+    return n;
+}
+
+int64_t vs_rpc_md_retry_after_ms(const grpc_metadata_array *trail)
+{
+    static const char key[] = VS_RPC_MD_RETRY_AFTER;
+    for (size_t i = 0; i < trail->count; i++) {
+        const grpc_slice *k = &trail->metadata[i].key, *v = &trail->metadata[i].value;
+        size_t vl = GRPC_SLICE_LENGTH(*v);
+        if (GRPC_SLICE_LENGTH(*k) != sizeof key - 1 || memcmp(GRPC_SLICE_START_PTR(*k), key, sizeof key - 1) ||
+            vl == 0 || vl > 12)
+            continue;
+        int64_t ms = 0;
+        for (size_t j = 0; j < vl; j++) {
+            char ch = (char)GRPC_SLICE_START_PTR(*v)[j];
+            if (ch < '0' || ch > '9')
+                return 0;
+            ms = ms * 10 + (ch - '0');
+        }
+        return ms;
+    }
+    return 0;
+}
+
 vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *c, vs_rpc_channel_t *ch, grpc_completion_queue *cq,
                              const char *method, const void *req, size_t len, int64_t timeout_ms, void *tag,
                              char err[VS_ERR_LEN])
@@ -33,8 +69,8 @@ vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *c, vs_rpc_channel_t *ch, grpc_compl
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
-    ops[0].data.send_initial_metadata.metadata =
-        (grpc_metadata *)vs_rpc_channel_md(ch, &ops[0].data.send_initial_metadata.count);
+    ops[0].data.send_initial_metadata.count = vs_rpc_call_md(ch, timeout_ms, c->md, c->md_timeout);
+    ops[0].data.send_initial_metadata.metadata = c->md;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = c->send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -64,6 +100,7 @@ void vs_rpc_ucall_result(vs_rpc_ucall_t *c, int success, vs_rpc_result_t *out)
     char *d = grpc_slice_to_c_string(c->details);
     snprintf(out->message, sizeof out->message, "%s", d);
     gpr_free(d);
+    out->retry_after_ms = out->code == VS_GRPC_OK ? 0 : vs_rpc_md_retry_after_ms(&c->trail_md);
     if (out->code == VS_GRPC_OK && c->recv) {
         grpc_byte_buffer_reader r;
         if (grpc_byte_buffer_reader_init(&r, c->recv)) {

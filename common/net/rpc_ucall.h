@@ -17,7 +17,17 @@ typedef struct vs_rpc_ucall {
     grpc_slice details;
     const char *error_string;
     double t0;
+    grpc_metadata md[2];  /* the channel's, then VS_RPC_MD_TIMEOUT */
+    char md_timeout[24];
 } vs_rpc_ucall_t;
+
+/* The request metadata of one call on ch with timeout_ms: the channel's (authorization) and, with a
+ * timeout, VS_RPC_MD_TIMEOUT (rpc.h) = the timeout in microseconds. Fills md (2 entries; values point into
+ * buf and the channel), returns the count. */
+size_t vs_rpc_call_md(vs_rpc_channel_t *ch, int64_t timeout_ms, grpc_metadata md[2], char buf[24]);
+
+/* VS_RPC_MD_RETRY_AFTER in trailing metadata as milliseconds; 0 when absent or malformed. */
+int64_t vs_rpc_md_retry_after_ms(const grpc_metadata_array *trail);
 
 grpc_channel *vs_rpc_channel_grpc(vs_rpc_channel_t *ch);
 /* The metadata every call on ch carries (*n of them; NULL when none). */

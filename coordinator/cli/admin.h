@@ -23,7 +23,7 @@
 #define VS_ADMIN_NAME_LEN 65  /* version, replica and cluster names: 1..64 bytes + NUL */
 #define VS_ADMIN_ADDR_LEN 256 /* host:port */
 #define VS_ADMIN_MSG_LEN 160  /* kept status messages */
-#define VS_ADMIN_MAX_THREADS 256
+#define VS_ADMIN_MAX_CONCURRENCY 8192 /* calls in flight (one thread, one completion queue) */
 #define VS_ADMIN_MAX_BATCH 10000
 #define VS_ADMIN_MAX_K 10000
 #define VS_ADMIN_MAX_VERSIONS 16 /* distinct versions tallied per run / held per member; more are "other" */
@@ -57,6 +57,7 @@ typedef struct vs_admin_opts {
     size_t concurrency; /* default 1 */
     size_t limit;       /* 0 = every row of the query file */
     float min_coverage;
+    int priority;       /* query: vs_priority (overload.h), default online */
     int64_t timeout_ms; /* per call; default 1000 (query), 5000 (others) */
     int64_t wait_ms;    /* health: keep polling until SERVING for this long; 0 = one check */
     double rate;        /* query: open loop at this many calls/s (Poisson arrivals); 0 = closed loop */
@@ -135,6 +136,8 @@ typedef struct vs_admin_report {
     size_t ids_returned; /* with ground truth: ids answered (>= 0) over the rows recall counts */
     double seconds, qps; /* qps = queries_answered / seconds */
     double lat_mean_ms, lat_p50_ms, lat_p95_ms, lat_p99_ms, lat_max_ms; /* every call; NAN if none */
+    size_t calls_shed;                   /* failed calls refused for overload (RESOURCE_EXHAUSTED) */
+    double ok_lat_p50_ms, ok_lat_p99_ms; /* answered calls only (the latency an SLO counts); NAN if none */
     vs_admin_version_count_t versions[VS_ADMIN_MAX_VERSIONS]; /* answering versions, first seen first */
     size_t n_versions, calls_other_versions;
 } vs_admin_report_t;

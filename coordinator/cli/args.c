@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/cli/flags.h"
+#include "common/net/overload.h"
 #include "coordinator/cli/admin.h"
 
 /* Flag bits: which command takes which flag. */
@@ -90,6 +91,7 @@ enum {
     O_RATE,
     O_FILTER,
     O_GROUP_BY,
+    O_PRIORITY,
 };
 
 static const flag_t flags[] = {
@@ -116,6 +118,7 @@ static const flag_t flags[] = {
     {"rate", 1, O_RATE, F_QUERY},
     {"filter", 1, O_FILTER, F_QUERY},
     {"group-by", 1, O_GROUP_BY, F_QUERY},
+    {"priority", 1, O_PRIORITY, F_QUERY},
 };
 #define N_FLAGS (sizeof flags / sizeof flags[0])
 
@@ -203,7 +206,7 @@ static vs_status set_flag(vs_admin_opts_t *o, const flag_t *f, const char *arg, 
             o->batch = (size_t)v;
         break;
     case O_CONC:
-        if ((st = parse_int(f->name, arg, 1, VS_ADMIN_MAX_THREADS, &v, err)) == VS_OK)
+        if ((st = parse_int(f->name, arg, 1, VS_ADMIN_MAX_CONCURRENCY, &v, err)) == VS_OK)
             o->concurrency = (size_t)v;
         break;
     case O_LIMIT:
@@ -218,6 +221,11 @@ static vs_status set_flag(vs_admin_opts_t *o, const flag_t *f, const char *arg, 
         break;
     case O_MIN_COVERAGE:
         st = parse_float(f->name, arg, 0, 1, &o->min_coverage, err);
+        break;
+    case O_PRIORITY:
+        if ((o->priority = vs_priority_parse(arg)) < 0)
+            st = vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                         "--priority must be online, batch, recall or canary, not '%s'", arg);
         break;
     case O_SERVICE:
         o->service = arg;
@@ -363,13 +371,14 @@ void vs_admin_usage(FILE *f, vs_admin_cmd cmd)
             "                       quantizer_efSearch; default max(64, 2 nprobe))\n"
             "  --k-factor F         refine: re-rank k*F candidates (default: the index's)\n"
             "  --batch N            queries per call (default 1; 1..10000)\n"
-            "  --concurrency N      calls in flight at once (default 1; 1..256)\n"
+            "  --concurrency N      calls in flight at once (default 1; 1..8192)\n"
             "  --limit N            send only the first N rows (default: every row)\n"
             "  --index-version V    pin index version V (default: the coordinator's active version)\n"
             "  --model-version M    only index versions built from embedding model M\n"
             "  --min-coverage F     below this fraction of partitions answer UNAVAILABLE, not partial "
             "(0..1)\n"
             "  --timeout-ms MS      deadline of each call (default 1000)\n"
+            "  --priority P         online (default), batch, recall or canary: shed order under overload\n"
             "  --rate R             open loop: calls arrive at R per second (Poisson), whether or not "
             "earlier\n"
             "                       ones have answered (up to --concurrency in flight); latency is measured\n"

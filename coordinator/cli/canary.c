@@ -24,6 +24,7 @@ static vs_status search(vs_rpc_channel_t *ch, const char *version, const float *
     req.n_queries = nq * dim;
     req.k = k;
     req.index_version = (char *)version;
+    req.priority = VECSHARD__V1__PRIORITY__PRIORITY_CANARY; /* shed before online traffic */
     req.min_coverage = 1.0f;
     req.exact = exact;
     size_t len = vecshard__v1__search_request__get_packed_size(&req);

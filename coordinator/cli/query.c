@@ -90,6 +90,7 @@ static void sender_init(sender_t *s, const run_t *r)
     s->req.index_version = (char *)(o->index_version ? o->index_version : "");
     s->req.model_version = (char *)(o->model_version ? o->model_version : "");
     s->req.min_coverage = o->min_coverage;
+    s->req.priority = (Vecshard__V1__Priority)o->priority;
     char err[VS_ERR_LEN];
     if (o->filter && vs_filter_spec_parse(o->filter, &s->spec, err) == VS_OK) { /* checked by the parser */
         vs_filter_spec_to_pb(&s->spec, &s->filter);

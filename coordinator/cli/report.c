@@ -100,12 +100,18 @@ vs_status vs_admin_report_build(const vs_admin_call_t *calls, size_t n_calls, co
     vs_admin_report_t r;
     memset(&r, 0, sizeof r);
     double *lat = malloc((n_calls ? n_calls : 1) * sizeof *lat);
-    if (!lat)
+    double *ok_lat = malloc((n_calls ? n_calls : 1) * sizeof *ok_lat);
+    size_t n_ok = 0;
+    if (!lat || !ok_lat) {
+        free(lat);
+        free(ok_lat);
         return vs_errf(err, VS_ERR_NOMEM, "no memory for %zu latencies", n_calls);
+    }
     double recall_sum = 0, lat_sum = 0;
     int64_t *scratch = k > 64 ? malloc((size_t)k * sizeof *scratch) : NULL;
     if (k > 64 && !scratch) {
         free(lat);
+        free(ok_lat);
         return vs_errf(err, VS_ERR_NOMEM, "no memory");
     }
     for (size_t i = 0; i < n_calls; i++) {
@@ -124,6 +130,7 @@ vs_status vs_admin_report_build(const vs_admin_call_t *calls, size_t n_calls, co
             continue;
         }
         r.queries_answered += c->nq;
+        ok_lat[n_ok++] = c->latency_ms;
         if (c->partial)
             r.partial_responses++;
         size_t v = 0;
@@ -150,6 +157,11 @@ vs_status vs_admin_report_build(const vs_admin_call_t *calls, size_t n_calls, co
     r.lat_max_ms = n_calls ? lat[n_calls - 1] : NAN;
     r.lat_mean_ms = n_calls ? lat_sum / (double)n_calls : NAN;
     free(lat);
+    qsort(ok_lat, n_ok, sizeof *ok_lat, cmp_double);
+    r.ok_lat_p50_ms = n_ok ? vs_admin_percentile(ok_lat, n_ok, 50) : NAN;
+    r.ok_lat_p99_ms = n_ok ? vs_admin_percentile(ok_lat, n_ok, 99) : NAN;
+    free(ok_lat);
+    r.calls_shed = r.by_outcome[8]; /* RESOURCE_EXHAUSTED */
     r.has_recall = gt != NULL;
     r.recall_at = k;
     r.recall = r.queries_answered ? recall_sum / (double)r.queries_answered : 0;
@@ -220,6 +232,10 @@ static void report_json(FILE *f, const vs_admin_opts_t *o, const vs_admin_report
     add_num_or_null(l, "p50", r->lat_p50_ms);
     add_num_or_null(l, "p95", r->lat_p95_ms);
     add_num_or_null(l, "p99", r->lat_p99_ms);
+    cJSON_AddNumberToObject(j, "calls_shed", (double)r->calls_shed);
+    cJSON *lo = cJSON_AddObjectToObject(j, "answered_latency_ms");
+    add_num_or_null(lo, "p50", r->ok_lat_p50_ms);
+    add_num_or_null(lo, "p99", r->ok_lat_p99_ms);
     add_num_or_null(l, "max", r->lat_max_ms);
     cJSON *v = cJSON_AddObjectToObject(j, "index_versions");
     for (size_t i = 0; i < r->n_versions; i++)
@@ -260,6 +276,9 @@ void vs_admin_report_print(FILE *f, const vs_admin_opts_t *o, const vs_admin_rep
     if (r->calls)
         fprintf(f, "latency per call   p50 %.3f ms  p95 %.3f ms  p99 %.3f ms  max %.3f ms  mean %.3f ms\n",
                 r->lat_p50_ms, r->lat_p95_ms, r->lat_p99_ms, r->lat_max_ms, r->lat_mean_ms);
+    if (r->calls_shed)
+        fprintf(f, "shed calls         %zu refused for overload; answered calls: p50 %.3f ms  p99 %.3f ms\n",
+                r->calls_shed, r->ok_lat_p50_ms, r->ok_lat_p99_ms);
     fprintf(f, "index versions     ");
     if (!r->n_versions)
         fprintf(f, "-");

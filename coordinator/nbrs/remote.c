@@ -13,6 +13,7 @@
 #define SEARCH_METHOD "/vecshard.v1.Coordinator/Search"
 #define STATUS_METHOD "/vecshard.v1.Coordinator/Status"
 #define MAX_ATTEMPTS 6
+#define MAX_SHEDS 10000 /* overload refusals of one call before the job gives up */
 
 struct vs_nbrs_remote {
     vs_rpc_channel_t *ch;
@@ -90,7 +91,7 @@ vs_metric vs_nbrs_remote_metric(const vs_nbrs_remote_t *r)
 
 typedef struct call {
     size_t row0, nq;
-    int attempts;
+    int attempts, sheds;
     double retry_at; /* > 0: waiting to be sent again */
     int done;
 } call_t;
@@ -155,6 +156,7 @@ vs_status vs_nbrs_remote_search(vs_nbrs_remote_t *r, size_t nq, const float *q, 
     req.params = &sp;
     req.index_version = r->version;
     req.min_coverage = 1.0f;
+    req.priority = VECSHARD__V1__PRIORITY__PRIORITY_BATCH; /* shed before online traffic */
     uint8_t *buf = NULL;
     vs_status st = VS_OK;
     size_t next = 0, finished = 0;
@@ -200,6 +202,13 @@ vs_status vs_nbrs_remote_search(vs_nbrs_remote_t *r, size_t nq, const float *q, 
         if (cst == VS_OK) {
             c->done = 1;
             finished++;
+        } else if (res.code == VS_GRPC_RESOURCE_EXHAUSTED && c->sheds < MAX_SHEDS) {
+            /* shed for overload (online traffic comes first): wait as the server says and try again; a
+             * shed is not a failed attempt */
+            c->sheds++;
+            c->attempts--;
+            double wait = res.retry_after_ms > 0 ? (double)res.retry_after_ms * 1e-3 : 0.1;
+            c->retry_at = vs_now_s() + wait * (1.0 + 0.5 * (double)(c->sheds % 4) / 4.0);
         } else if ((res.code ? retryable(res.code) : cst == VS_ERR_UNAVAILABLE) &&
                    c->attempts < MAX_ATTEMPTS) {
             c->retry_at = vs_now_s() + 0.1 * (double)(1 << (c->attempts - 1));

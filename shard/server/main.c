@@ -41,7 +41,7 @@ typedef struct config {
     const char *manifests[MAX_MANIFESTS];
     size_t n_manifests;
     long partition;
-    long lease_ttl_s, threads, max_batch, grace_ms, debug_delay_ms, memory_limit_mb;
+    long lease_ttl_s, threads, max_batch, grace_ms, debug_delay_ms, memory_limit_mb, max_queue_ms;
     double slow_request_ms;
     int skip_crc;
     vs_rpc_tls_t tls;         /* --tls-*: tls.cert_file set = TLS on */
@@ -80,6 +80,9 @@ static void usage(FILE *f)
         "  --threads N          gRPC worker threads (default: CPUs)\n"
         "  --max-batch N        queries per request (default %u)\n"
         "  --grace-ms MS        on SIGTERM, time in-flight calls get to finish (default 10000)\n"
+        "  --max-queue-ms MS    a Search that waited longer than MS for a worker is refused with\n"
+        "                       RESOURCE_EXHAUSTED instead of served late; batch, recall and canary calls\n"
+        "                       after MS/4 (default %d; 0 = never; docs/reliability.md)\n"
         "  --skip-crc           do not check partition files' CRC32C against the manifest at load\n"
         "  --port-file FILE     write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
         "  --log-format F       log records as text (default) or json (one JSON object per line)\n"
@@ -101,7 +104,7 @@ static void usage(FILE *f)
         "\n"
         "Health (grpc.health.v1.Health/Check): \"\" and \"vecshard.v1.Shard\" are SERVING once the active\n"
         "version is loaded and until draining; \"liveness\" is SERVING while the process runs.\n",
-        MAX_MANIFESTS, VS_SHARD_DEFAULT_MAX_BATCH, VS_RPC_TLS_DEFAULT_REFRESH_S);
+        MAX_MANIFESTS, VS_SHARD_DEFAULT_MAX_BATCH, VS_SHARD_DEFAULT_MAX_QUEUE_MS, VS_RPC_TLS_DEFAULT_REFRESH_S);
 }
 
 static int parse_long(const char *flag, const char *s, long lo, long hi, long *out)
@@ -136,6 +139,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"log-format", required_argument, 0, 'L'},
                                          {"slow-request-ms", required_argument, 0, 'R'},
                                          {"debug-delay-ms", required_argument, 0, 'D'},
+                                         {"max-queue-ms", required_argument, 0, 'Q'},
                                          {"memory-limit-mb", required_argument, 0, 'X'},
                                          {"nats-url", required_argument, 0, 'N'},
                                          {"fresh-capacity", required_argument, 0, 'F'},
@@ -153,6 +157,7 @@ static int parse_args(int argc, char **argv, config_t *c)
                     .partition = -1,
                     .lease_ttl_s = 10,
                     .grace_ms = 10000,
+                    .max_queue_ms = VS_SHARD_DEFAULT_MAX_QUEUE_MS,
                     .fresh_capacity = 1000000,
                     .tls_clients = "vecshard-coordinator"};
     int o;
@@ -227,6 +232,10 @@ static int parse_args(int argc, char **argv, config_t *c)
         }
         case 'D':
             if (parse_long("--debug-delay-ms", optarg, 0, 600000, &c->debug_delay_ms))
+                return 2;
+            break;
+        case 'Q':
+            if (parse_long("--max-queue-ms", optarg, 0, 600000, &c->max_queue_ms))
                 return 2;
             break;
         case 'N':
@@ -426,6 +435,25 @@ static void on_search(void *user, const vs_rpc_call_t *call, const uint8_t *req,
 {
     app_t *a = user;
     char err[VS_ERR_LEN] = "";
+    double queued = vs_rpc_call_queued_s(call);
+    if (queued >= 0) {
+        vs_overload_metrics_t *om = vs_shard_metrics_overload(a->metrics);
+        vs_histogram_observe(om->queue, queued);
+        uint64_t pv = 0;
+        (void)vs_pb_peek_varint(req, len, VS_SHARD_SEARCH_PRIORITY_FIELD, &pv);
+        vs_priority prio = vs_priority_of(pv);
+        double limit = vs_overload_queue_limit_s((double)a->cfg.max_queue_ms * 1e-3, prio);
+        if (queued > limit) {
+            vs_overload_metrics_shed(om, "queue", prio);
+            reply->code = VS_GRPC_RESOURCE_EXHAUSTED;
+            reply->retry_after_ms = vs_overload_retry_after_ms(limit);
+            snprintf(reply->message, sizeof reply->message,
+                     "shard overloaded: the call waited %.1f ms for a worker (limit %.0f ms for %s "
+                     "calls); retry after %lld ms",
+                     queued * 1e3, limit * 1e3, vs_priority_name(prio), (long long)reply->retry_after_ms);
+            return;
+        }
+    }
     if (a->cfg.debug_delay_ms)
         usleep((useconds_t)a->cfg.debug_delay_ms * 1000);
     /* a read-your-writes wait ends with the call's deadline (less a little to answer in time) */

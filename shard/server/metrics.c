@@ -19,7 +19,13 @@ struct vs_shard_metrics {
     vs_membership_t *membership;
     uint64_t etcd_errors, etcd_rereg, etcd_writes, etcd_auths; /* last values read from membership */
     vs_histogram_t *stage[VS_SHARD_STAGE_N];       /* vecshard_shard_stage_seconds{stage} */
+    vs_overload_metrics_t overload;                /* vecshard_shard_queue_seconds, _shed_total */
 };
+
+vs_overload_metrics_t *vs_shard_metrics_overload(vs_shard_metrics_t *m)
+{
+    return &m->overload;
+}
 
 void vs_shard_metrics_on_stage(void *user, vs_shard_stage stage, double seconds)
 {
@@ -213,6 +219,8 @@ vs_status vs_shard_metrics_create(vs_shard_metrics_t **out, char err[VS_ERR_LEN]
                                   "stage", vs_shard_stage_names, VS_SHARD_STAGE_N, vs_metrics_fine_buckets,
                                   VS_METRICS_FINE_BUCKETS_N, m->stage) != 0)
         st = vs_errf(err, VS_ERR_INTERNAL, "metrics: %s", vs_metrics_last_error(m->reg));
+    if (st == VS_OK)
+        st = vs_overload_metrics_init(&m->overload, m->reg, "vecshard_shard", err);
     if (st != VS_OK) {
         vs_shard_metrics_stop(m);
         *out = NULL;

@@ -6,6 +6,7 @@
 #define VS_SHARD_SERVER_METRICS_H
 
 #include "common/net/health.h"
+#include "common/net/overload.h"
 #include "common/status.h"
 #include "shard/server/membership.h"
 #include "shard/server/shard.h"
@@ -25,6 +26,9 @@ void vs_shard_metrics_on_call(void *user, const char *path, int code, double sec
 
 /* The shard's on_stage callback (vs_shard_opts_t): user is the vs_shard_metrics_t. */
 void vs_shard_metrics_on_stage(void *user, vs_shard_stage stage, double seconds);
+
+/* Queue-time and shedding metrics (vecshard_shard_queue_seconds, vecshard_shard_shed_total). */
+vs_overload_metrics_t *vs_shard_metrics_overload(vs_shard_metrics_t *m);
 
 /* The membership whose etcd counters are exported (NULL = none any more). Thread-safe. */
 void vs_shard_metrics_set_membership(vs_shard_metrics_t *m, vs_membership_t *mem);

@@ -111,6 +111,11 @@ void vs_shard_drain(vs_shard_t *sh);
 const char *vs_shard_state_name(vs_shard_state s); /* "LOADING", "SERVING", "DRAINING" */
 const char *vs_version_state_name(vs_version_state s);
 
+/* Default --max-queue-ms: a Search that waited longer for a worker is refused (docs/reliability.md). */
+#define VS_SHARD_DEFAULT_MAX_QUEUE_MS 50
+/* ShardSearchRequest.priority's field number (read before the request is decoded). */
+#define VS_SHARD_SEARCH_PRIORITY_FIELD 15
+
 /* Answers a vecshard.v1.ShardSearchRequest (req, len bytes): on VS_OK *out (malloc'd) holds a
  * ShardSearchResponse. Otherwise err says what is wrong and the status maps to the gRPC code
  * (vs_status_grpc_code): INVALID_ARGUMENT (malformed message, wrong dim, NaN/Inf, k or params out of

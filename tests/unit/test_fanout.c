@@ -78,7 +78,8 @@ static void finish(vs_fanout_t *f, fake_t *fk, size_t i, int code, double now)
     CHECK(i < fk->n && fk->calls[i].open);
     fk->calls[i].open = 0;
     static const vs_fanout_answer_t a = {"v1", 0, 10, 1, NULL, NULL, NULL};
-    vs_fanout_result_t r = {code, code == VS_GRPC_OK ? "" : "boom", code == VS_GRPC_OK ? &a : NULL, 0.002};
+    vs_fanout_result_t r = {code, code == VS_GRPC_OK ? "" : "boom", code == VS_GRPC_OK ? &a : NULL, 0.002,
+                            code == VS_GRPC_RESOURCE_EXHAUSTED ? 40 : 0};
     vs_fanout_on_result(f, fk->calls[i].call_id, &r, now);
 }
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from vecshard.v1 import common_pb2, coordinator_pb2
 
-__all__ = ["Client", "Coverage", "SearchResult", "WriteResult", "VecshardError", "RETRYABLE"]
+__all__ = ["Client", "Coverage", "SearchResult", "WriteResult", "VecshardError", "RETRYABLE", "PRIORITIES"]
 
 # Statuses a call may be retried on: the server says it could not serve now (UNAVAILABLE: no replica, no
 # log acknowledgement; RESOURCE_EXHAUSTED is load shedding or a full log, which retrying does not cure).
@@ -48,13 +48,31 @@ class WriteResult(NamedTuple):
 
 class VecshardError(Exception):
     """A failed call: code is the grpc.StatusCode, details the server's message, coverage the answer's
-    coverage when the server said how much of the cluster it reached (else None)."""
+    coverage when the server said how much of the cluster it reached (else None). retry_after: with
+    RESOURCE_EXHAUSTED (the cluster shed the request for overload, or the client is over its quota), the
+    seconds the server asks the client to wait before trying again (else None). Such a call is not retried
+    by the client: retrying at once would add to the overload."""
 
-    def __init__(self, code, details, coverage=None):
+    def __init__(self, code, details, coverage=None, retry_after=None):
         super().__init__(f"{code.name}: {details}")
         self.code = code
         self.details = details
         self.coverage = coverage
+        self.retry_after = retry_after
+
+
+PRIORITIES = {"online": 0, "batch": 1, "recall": 2, "canary": 3}
+
+
+def _retry_after(e):
+    """The server's vs-retry-after-ms hint of a failed call, in seconds, or None."""
+    try:
+        for key, value in e.trailing_metadata() or ():
+            if key == "vs-retry-after-ms":
+                return int(value) / 1000.0
+    except (AttributeError, ValueError, TypeError):
+        pass
+    return None
 
 
 def _varint(n):
@@ -230,13 +248,16 @@ class Client:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise VecshardError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call")
+            # vs-timeout-us: the timeout as sent, so the server can tell how long the call queued
+            md = self._metadata if left is None else \
+                (self._metadata or ()) + (("vs-timeout-us", str(int(left * 1e6))),)
             try:
-                return stub(payload, timeout=left, metadata=self._metadata)
+                return stub(payload, timeout=left, metadata=md)
             except grpc.RpcError as e:
                 code = e.code()
                 late = deadline is not None and deadline - time.monotonic() <= backoff
                 if code not in RETRYABLE or attempt == self.retries or late or self._closed:
-                    raise VecshardError(code, e.details()) from None
+                    raise VecshardError(code, e.details(), retry_after=_retry_after(e)) from None
                 time.sleep(backoff)
                 backoff *= 2
         raise AssertionError("unreachable")
@@ -244,7 +265,7 @@ class Client:
     def search(self, queries, k: int = 10, *, nprobe: int = 0, ef_search: int = 0, k_factor: float = 0.0,
                quantizer_ef_search: int = 0, model_version: str = "", index_version: str = "",
                min_coverage: float = 0.0, min_log_seq: int = 0, request_id: str = "", exclude_ids=None,
-               filter=None, group_by=None, filter_exact_threshold: float = 0.0,
+               filter=None, group_by=None, filter_exact_threshold: float = 0.0, priority: str = "online",
                timeout: Optional[float] = None) -> SearchResult:
         """The k nearest items of each query row. queries: (nq, dim) or (dim,) floats. Search parameters
         as FAISS names them (0 = the version's defaults). exclude_ids: ids never returned, for every query
@@ -253,13 +274,16 @@ class Client:
         UNAVAILABLE). filter: only items whose attributes satisfy every condition, e.g.
         {"market": [3, 7], "price": (None, 9.5)} (a list of values, or a (lo, hi) range). group_by: "seller"
         or ("seller", 3): at most that many results per value (the result's group_values then holds each
-        result's value)."""
+        result's value). priority: "online" (default), "batch", "recall" or "canary": under overload the
+        cluster sheds the others first (VecshardError RESOURCE_EXHAUSTED with retry_after)."""
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be one of {sorted(PRIORITIES)}, not {priority!r}")
         q = _matrix(queries, "queries")
         excl = [] if exclude_ids is None or np.size(exclude_ids) == 0 else _ids(exclude_ids, "exclude_ids").tolist()
         req = coordinator_pb2.SearchRequest(
             dim=q.shape[1], k=k, model_version=model_version, index_version=index_version,
             min_coverage=min_coverage, request_id=request_id, min_log_seq=min_log_seq, exclude_ids=excl,
-            filter=_filter(filter), group_by=_group_by(group_by),
+            filter=_filter(filter), group_by=_group_by(group_by), priority=PRIORITIES[priority],
             params=common_pb2.SearchParams(nprobe=nprobe, ef_search=ef_search, k_factor=k_factor,
                                            quantizer_ef_search=quantizer_ef_search,
                                            filter_exact_threshold=filter_exact_threshold))
