@@ -5,6 +5,7 @@
 #
 #   cluster.sh up --manifest FILE [--manifest FILE...] [--partitions P] [--replicas 1] [--dir build/cluster]
 #                 [--cluster local] [--timeout 60] [--shard-threads N] [--coordinator-args "ARGS"] [--writes]
+#                 [--shard-args "ARGS"]
 #                 [--redis] [--insecure] [--zones a,b,...]
 #   cluster.sh status [--dir DIR] [--json]
 #   cluster.sh down [--dir DIR] [--timeout 15]
@@ -14,6 +15,7 @@
 # up: starts etcd (fresh data directory, free loopback ports), shard p<p>r<r> for partition p replica r
 # (--listen 127.0.0.1:0, --port-file; P is the manifests' partition count, which --partitions must match),
 # with --writes first nats-server -js (the write log; the shards and the coordinator get --nats-url),
+# (--shard-args split on spaces are added to every shard's command line, e.g. fault-test delays),
 # then the coordinator (--etcd, every --manifest, and --coordinator-args split on spaces), and returns once the
 # coordinator's health is SERVING (or stops everything it started and fails after --timeout seconds);
 # with --writes also until the coordinator has reached the write log (it takes writes). --redis also starts a
@@ -55,6 +57,7 @@ cluster=local
 timeout=""
 shard_threads=""
 coordinator_args=""
+shard_args=""
 writes=""
 with_redis=""
 insecure=""
@@ -72,6 +75,7 @@ while [ $# -gt 0 ]; do
     --timeout) timeout=$2; shift ;;
     --shard-threads) shard_threads=$2; shift ;;
     --coordinator-args) coordinator_args=$2; shift ;;
+    --shard-args) shard_args=$2; shift ;;
     --writes) writes=1 ;;
     --redis) with_redis=1 ;;
     --insecure) insecure=1 ;;
@@ -586,7 +590,7 @@ up() {
             launch "$id" env $(etcd_env "vecshard-shard-$p") $(nats_env vecshard-shard shard) \
                 "$bin/vecshard-shard" --etcd "$url" --cluster "$cluster" --partition "$p" \
                 --replica-id "$id" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --port-file "$dir/$id.ports" \
-                --grace-ms 2000 "${margs[@]}" "${extra[@]}" "${wargs[@]}" "${sargs[@]}" "${zargs[@]}"
+                --grace-ms 2000 "${margs[@]}" "${extra[@]}" "${wargs[@]}" "${sargs[@]}" "${zargs[@]}" $shard_args
         done
     done
     for ((p = 0; p < partitions; p++)); do

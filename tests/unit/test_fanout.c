@@ -5,7 +5,7 @@
  * at the deadline while the others' answers stand; a client error ends the whole request; an answer that
  * fails the owner's check counts as a failed call; the p95-based hedge delay follows the replica's
  * latencies; no replica at all fails at once; the retry and hedge budget caps hedges and budgeted retries
- * (not retries after UNAVAILABLE). Every call started is given back exactly once, and every
+ * (not retries after UNAVAILABLE); a part whose calls were shed makes the request overloaded. Every call started is given back exactly once, and every
  * counter matches what happened. The view is a real one with static members (channels connect lazily and
  * are never used). */
 #include <stdio.h>
@@ -407,6 +407,40 @@ static void test_budget_retries(void)
     env_fini(&e, f);
 }
 
+/* Overload: a shed call (RESOURCE_EXHAUSTED) is retried on another replica within the budget; when that one
+ * answers, the request is not overloaded; when the last call of a part was shed, vs_fanout_overloaded says
+ * so with the largest retry-after hint, and a part that failed otherwise does not count. */
+static void test_overloaded(void)
+{
+    env_t e;
+    env_init(&e, "0=h:1,0=h:2,1=h:3", 2, 500.0);
+    vs_fanout_t *f = start(&e, 2, 1.0, 0.0);
+    finish(f, &e.fk, 0, VS_GRPC_RESOURCE_EXHAUSTED, 0.001); /* part 0 shed: retried on h:2 */
+    CHECK(e.fk.n == 3 && stat(&e.stats.retries) == 1);
+    finish(f, &e.fk, 2, VS_GRPC_OK, 0.002);
+    finish(f, &e.fk, 1, VS_GRPC_OK, 0.002);
+    int64_t ra = -1;
+    CHECK(vs_fanout_finished(f) && !vs_fanout_overloaded(f, &ra) && ra == 0);
+    env_fini(&e, f);
+
+    env_init(&e, "0=h:1,0=h:2,1=h:3", 2, 500.0);
+    f = start(&e, 2, 1.0, 0.0);
+    finish(f, &e.fk, 0, VS_GRPC_RESOURCE_EXHAUSTED, 0.001);
+    finish(f, &e.fk, 2, VS_GRPC_RESOURCE_EXHAUSTED, 0.002); /* both replicas of part 0 shed */
+    finish(f, &e.fk, 1, VS_GRPC_OK, 0.002);
+    CHECK(vs_fanout_finished(f) && vs_fanout_part_outcome(f, 0, NULL) == VS_FANOUT_FAILED);
+    CHECK(vs_fanout_overloaded(f, &ra) && ra == 40);
+    env_fini(&e, f);
+
+    env_init(&e, "0=h:1,1=h:3", 2, 500.0);
+    f = start(&e, 2, 1.0, 0.0);
+    finish(f, &e.fk, 0, VS_GRPC_UNAVAILABLE, 0.001); /* failed, but not for overload */
+    finish(f, &e.fk, 1, VS_GRPC_OK, 0.002);
+    CHECK(vs_fanout_finished(f) && vs_fanout_part_outcome(f, 0, NULL) == VS_FANOUT_FAILED);
+    CHECK(!vs_fanout_overloaded(f, &ra) && ra == 0);
+    env_fini(&e, f);
+}
+
 int main(void)
 {
     RUN(test_all_answer);
@@ -423,5 +457,6 @@ int main(void)
     RUN(test_p95_hedge_delay);
     RUN(test_budget_caps_hedges);
     RUN(test_budget_retries);
+    RUN(test_overloaded);
     return vs_test_finish();
 }

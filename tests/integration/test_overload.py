@@ -1,0 +1,187 @@
+#!/usr/bin/python3
+"""test_overload: overload control (issue 21) on a real local cluster whose shards take 30 ms per call
+(--debug-delay-ms 30, 2 workers each), so queues form at a load this machine can generate.
+
+- Per-client quotas tied to the identity: a coordinator with --auth-tokens and --client-quota alice=20:20.
+  100 concurrent searches as alice: about the burst plus 20/s pass, the rest is RESOURCE_EXHAUSTED naming the
+  quota, each with a retry-after hint (the Python client's VecshardError.retry_after) of at most a second;
+  100 concurrent searches as bob (no quota) all pass.
+- Priorities: open-loop online and batch traffic (vecshard query --rate, --priority batch) at once. The
+  replica queues hold more than the shards serve, so waiting partition calls are shed: the batch ones (after
+  a quarter of --max-queue-ms) and almost never the online ones, which leave first. Online traffic keeps
+  its answers (at most 1 % shed), batch traffic is shed (over 20 %, and 10x online's share), and the
+  coordinator counts vecshard_coordinator_shed_total{reason="replica_queue",priority="batch"}.
+- The shard's own queue: 20 concurrent Shard/Search calls straight to a shard (2 workers, 30 ms each) with
+  the vs-timeout-us metadata: the calls that waited past --max-queue-ms (50) for a worker are refused with
+  RESOURCE_EXHAUSTED, the trailer vs-retry-after-ms and a message saying how long they waited; the shard
+  counts them (vecshard_shard_shed_total{reason="queue"}). The same burst without the metadata (a client
+  that does not say its timeout) is served in full: nothing is refused on a guess.
+- The coordinator's entry queue: a call whose vs-timeout-us says it was sent with 10 s while its deadline
+  says 2 s has, by the coordinator's reckoning, waited 8 s for a worker: refused before any work
+  (reason "queue").
+Env: VS_BIN_DIR, VS_SOURCE_DIR, VS_TEST_TMPDIR."""
+import concurrent.futures
+import json
+import os
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from vstest import BIN, Checks, cluster_down, cluster_up, install, new_token, small_version, write_fvecs  # noqa: E402
+
+N, D, NQ, K, NLIST = 4000, 16, 64, 10, 8
+check = Checks()
+
+
+def metric(port, pattern):
+    """Sum of the /metrics samples whose line matches pattern (a regex over the series)."""
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(float(m.group(1)) for m in re.finditer(r"^" + pattern + r" (\S+)$", body, re.M))
+
+
+def burst(fn, n, workers):
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as ex:
+        return list(ex.map(lambda i: fn(i), range(n)))
+
+
+def query(addr, qfile, token, rate, seconds, *extra):
+    """vecshard query in the open loop; returns the Popen (its stdout: the --json report)."""
+    env = dict(os.environ, VECSHARD_TOKEN=token)
+    return subprocess.Popen([str(BIN / "vecshard"), "query", "--coordinator", addr, "--queries", str(qfile),
+                             "--k", str(K), "--nprobe", str(NLIST), "--rate", str(rate), "--concurrency", "2000",
+                             "--limit", str(int(rate * seconds)), "--timeout-ms", "5000", "--json", *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def main():
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="vs-overload-", dir=os.environ.get("VS_TEST_TMPDIR")))
+    sys.path.insert(0, str(install(tmp)))
+    import grpc  # noqa: E402
+    import numpy as np  # noqa: E402
+    import vecshard  # noqa: E402  (installed just above)
+    from vecshard.v1 import shard_pb2  # noqa: E402
+
+    _, q, manifest = small_version(tmp, 21, N, D, NQ, NLIST)
+    qfile = tmp / "many.fvecs"
+    write_fvecs(qfile, np.tile(q, (40, 1)))
+    alice, alice_line = new_token("search", "alice")
+    bob, bob_line = new_token("search", "bob")
+    tokens = tmp / "tokens"
+    tokens.write_text(f"{alice_line}\n{bob_line}\n")
+    cl = tmp / "cluster"
+    ok, out, state = cluster_up(cl, [manifest], "--shard-threads", "2", "--shard-args", "--debug-delay-ms 30",
+                                "--coordinator-args", f"--auth-tokens {tokens} --client-quota alice=20:20")
+    try:
+        if not check(ok, f"cluster.sh up: {out[-2000:]}"):
+            return 1
+        addr = state["coordinator_addr"]
+        cport = state["coordinator_metrics_port"]
+
+        # ---- per-client quotas ----
+        ca = vecshard.Client(addr, timeout=10.0, retries=0, token=alice)
+        cb = vecshard.Client(addr, timeout=10.0, retries=0, token=bob)
+
+        def one(c):
+            def f(i):
+                try:
+                    c.search(q[i % NQ], k=K, nprobe=NLIST)
+                    return None
+                except vecshard.VecshardError as e:
+                    return e
+            return f
+        t0 = time.monotonic()
+        got = burst(one(ca), 100, 50)
+        elapsed = time.monotonic() - t0
+        passed = sum(e is None for e in got)
+        refused = [e for e in got if e is not None]
+        print(f"  alice (quota 20/s, burst 20): {passed} of 100 passed in {elapsed:.2f} s")
+        check(20 <= passed <= 20 + 20 * elapsed + 1, f"alice gets her burst and her rate: {passed} in {elapsed:.2f} s")
+        check(refused and all(e.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "over its quota" in e.details
+                              for e in refused), f"the rest is RESOURCE_EXHAUSTED naming the quota: {refused[:2]}")
+        check(refused and all(e.retry_after is not None and 0 < e.retry_after <= 1.0 for e in refused),
+              f"each refusal says when to retry: {sorted({e.retry_after for e in refused})[:5]}")
+        got = burst(one(cb), 100, 50)
+        check(all(e is None for e in got), f"bob (no quota) is not limited: {[e for e in got if e][:2]}")
+        check(metric(cport, r'vecshard_coordinator_shed_total\{reason="quota",priority="online"\}') == len(refused),
+              "the coordinator counts the quota refusals")
+        ca.close()
+        cb.close()
+
+        # ---- priorities: online ahead of batch ----
+        on = query(addr, qfile, bob, 300, 5)
+        ba = query(addr, qfile, bob, 300, 5, "--priority", "batch")
+        reports = {}
+        for name, p in (("online", on), ("batch", ba)):
+            o, e = p.communicate(timeout=120)
+            reports[name] = json.loads(o) if o.strip() else {"error": e}
+        share = {}
+        for name, r in reports.items():
+            calls = r.get("calls", 0)
+            shed = r.get("calls_shed", 0)
+            share[name] = shed / calls if calls else 1.0
+            others = {k: v for k, v in r.get("failed_by_status", {}).items() if k != "RESOURCE_EXHAUSTED"}
+            check(calls > 0 and not others, f"{name}: refusals are only RESOURCE_EXHAUSTED: {r}")
+            print(f"  {name}: {calls} calls, {shed} shed ({100 * share[name]:.1f} %), answered p99 "
+                  f"{r.get('answered_latency_ms', {}).get('p99')} ms")
+        check(share["online"] <= 0.01, f"online traffic keeps its answers (shed {100 * share['online']:.1f} %)")
+        check(share["batch"] > 0.2 and share["batch"] >= 10 * share["online"],
+              f"batch traffic is shed first ({100 * share['batch']:.1f} % vs online {100 * share['online']:.1f} %)")
+        check(metric(cport, r'vecshard_coordinator_shed_total\{reason="replica_queue",priority="batch"\}') > 0,
+              "the coordinator counts batch calls shed from the replica queues")
+
+        # ---- the shard's queue ----
+        sch = grpc.insecure_channel(state["shard_p0r0_addr"])
+        search = sch.unary_unary("/vecshard.v1.Shard/Search")
+        req = shard_pb2.ShardSearchRequest(dim=D, k=K, queries=q[0].tolist()).SerializeToString()
+
+        def direct(with_md):
+            def f(i):
+                md = (("vs-timeout-us", "5000000"),) if with_md else ()
+                try:
+                    search(req, timeout=5.0, metadata=md)
+                    return ("OK", None, "")
+                except grpc.RpcError as e:
+                    trail = dict(e.trailing_metadata() or ())
+                    return (e.code().name, trail.get("vs-retry-after-ms"), e.details())
+            return f
+        got = burst(direct(True), 20, 20)
+        codes = [g[0] for g in got]
+        shed = [g for g in got if g[0] == "RESOURCE_EXHAUSTED"]
+        print(f"  20 calls at once to a shard (2 workers, 30 ms each): {codes.count('OK')} served, {len(shed)} refused")
+        check(codes.count("OK") >= 2 and shed and codes.count("OK") + len(shed) == 20,
+              f"the shard serves what its queue allows and refuses the rest: {codes}")
+        check(shed and all(s[1] and int(s[1]) >= 10 and "waited" in s[2] for s in shed),
+              f"refusals carry vs-retry-after-ms and say how long they waited: {shed[:2]}")
+        check(metric(state["shard_p0r0_metrics_port"],
+                     r'vecshard_shard_shed_total\{reason="queue",priority="online"\}') == len(shed),
+              "the shard counts them")
+        got = burst(direct(False), 20, 20)
+        check(all(g[0] == "OK" for g in got), f"without vs-timeout-us nothing is refused: {[g[0] for g in got]}")
+        sch.close()
+
+        # ---- the coordinator's entry queue ----
+        cch = grpc.insecure_channel(addr)
+        csearch = cch.unary_unary("/vecshard.v1.Coordinator/Search")
+        from vecshard.v1 import coordinator_pb2  # noqa: E402
+        creq = coordinator_pb2.SearchRequest(dim=D, k=K, queries=q[0].tolist()).SerializeToString()
+        try:
+            csearch(creq, timeout=2.0, metadata=(("authorization", f"Bearer {bob}"), ("vs-timeout-us", "10000000")))
+            check(False, "a call that waited 8 s for a worker is refused")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "for a worker" in e.details(),
+                  f"a call that waited 8 s for a worker is refused: {e.code()} {e.details()}")
+        check(metric(cport, r'vecshard_coordinator_shed_total\{reason="queue",priority="online"\}') >= 1,
+              "... and counted (reason queue)")
+        cch.close()
+    finally:
+        cluster_down(cl)
+    return check.finish("test_overload", tmp)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
