@@ -5,6 +5,9 @@
 - Every replica's record carries its zone; `vecshard status --json` shows it.
 - The coordinator prefers its own zone: of the searches of a steady load, the zone-a replicas answer at least
   95 % (the rest: hedges, which go to the other zone after the replica's p95).
+- Zone a frozen under load: both zone-a shards are stopped (SIGSTOP: their connections stay open and calls
+  hang) while a client searches without pause; 300 searches are answered meanwhile (hedges to zone b) and
+  not one fails. Then SIGCONT.
 - Zone a lost under load: both zone-a shards are killed (-9) at once while a client searches without pause.
   Not one search fails (answers from zone b; partial answers are counted separately and reported), and the
   searches after the loss are answered in full by zone b alone.
@@ -74,6 +77,23 @@ def main():
         print(f"  400 searches from zone a: shard searches by replica {served}")
         check(total >= 800 and local >= 0.95 * total,
               f"the coordinator (zone a) sends to zone a: {local:.0f} of {total:.0f} shard searches ({served})")
+
+        # zone a frozen under load (SIGSTOP: connections stay open, calls hang, nothing is refused)
+        load = SearchLoad(client, q, K, nprobe=NLIST)
+        wait_for(lambda: load.answered() >= 100, "the load runs")
+        zone_a = [int(state[f"proc_{r}_pid"]) for r in ("p0r0", "p1r0")]
+        for pid in zone_a:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            at_stop = load.answered()
+            wait_for(lambda: load.answered() >= at_stop + 300, "300 searches while zone a is frozen", timeout=120)
+        finally:
+            for pid in zone_a:
+                os.kill(pid, signal.SIGCONT)
+        frozen = load.stop()
+        check(not frozen["failed"], f"no search failed while zone a was frozen: {frozen}")
+        print(f"  zone a frozen (SIGSTOP) under load: {frozen['ok']} complete, {frozen['partial']} partial, "
+              f"failed {frozen['failed']}")
 
         # zone a lost under load
         load = SearchLoad(client, q, K, nprobe=NLIST)
