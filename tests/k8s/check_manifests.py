@@ -124,6 +124,8 @@ KINDS = {  # (apiVersion, kind) -> allowed top-level keys
     ("networking.k8s.io/v1", "NetworkPolicy"): {"metadata": "Meta", "spec": "NetpolSpec"},
 }
 WORKLOADS = ("StatefulSet", "Deployment", "Job")
+# labels Kubernetes sets on pods itself (PodTopologyLabels admission): a template need not carry them
+ADMISSION_LABELS = {"topology.kubernetes.io/zone", "topology.kubernetes.io/region"}
 PARTITION_LABEL = "vecshard.io/partition"
 
 errors = []
@@ -267,7 +269,7 @@ def main(files):
             for e in c.get("env", []) or []:
                 fp = ((e.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath", "")
                 m = re.fullmatch(r"metadata\.labels\['([^']+)'\]", fp)
-                if m and m.group(1) not in labels:
+                if m and m.group(1) not in labels and m.group(1) not in ADMISSION_LABELS:
                     err(w, f"env {e['name']} reads label {m.group(1)}, which the pod template lacks")
                 ref = (e.get("valueFrom") or {}).get("configMapKeyRef")
                 if ref and ref.get("name") not in configmaps:
