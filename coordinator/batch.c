@@ -324,20 +324,19 @@ static void flush(vs_rpc_server_t *srv, vs_replica_t *r, batchq_t *q, const vs_b
                                       NULL, 0, 0};
             deliver_all(expired, &res);
         }
-        if (shed) {
-            double limit = vs_overload_queue_limit_s(o->max_queue_s, shed->key.priority);
-            for (vs_batch_item_t *it = shed; it; it = it->next) {
-                atomic_fetch_add(&stats->shed[it->key.priority], 1);
-                vs_overload_metrics_shed(o->overload, "replica_queue", it->key.priority);
-            }
+        for (vs_batch_item_t *it = shed, *next; it; it = next) {
+            next = it->next; /* deliver may free the item */
+            vs_priority prio = it->key.priority;
+            double limit = vs_overload_queue_limit_s(o->max_queue_s, prio);
+            atomic_fetch_add(&stats->shed[prio], 1);
+            vs_overload_metrics_shed(o->overload, "replica_queue", prio);
             char msg[VS_ERR_LEN];
             snprintf(msg, sizeof msg,
                      "coordinator overloaded: waited more than %.0f ms for replica %.100s (its calls are "
                      "not keeping up)",
                      limit * 1e3, vs_replica_id(r));
-            vs_fanout_result_t res = {VS_GRPC_RESOURCE_EXHAUSTED, msg, NULL, 0,
-                                      vs_overload_retry_after_ms(limit)};
-            deliver_all(shed, &res);
+            vs_fanout_result_t res = {VS_GRPC_RESOURCE_EXHAUSTED, msg, NULL, 0, vs_overload_retry_after_ms(limit)};
+            it->deliver(it->user, it->call_id, &res);
         }
         if (!batch) {
             if (!expired && !shed)

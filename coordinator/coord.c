@@ -1276,13 +1276,6 @@ static int admit(vs_coord_t *c, request_t *q, const vs_coord_call_t *call, vs_co
     const char *client = call && call->client ? call->client : "anonymous";
     int64_t ra = 0;
     double qps = 0;
-    if (!vs_quotas_take(c->quotas, client, (double)q->nq, vs_now_s(), &ra, &qps)) {
-        snprintf(msg, sizeof msg,
-                 "client %.100s is over its quota of %.0f queries/s (this request: %zu); retry after %lld ms",
-                 client, qps, q->nq, (long long)ra);
-        shed(c, reply, user, "quota", q->prio, ra, msg);
-        return 0;
-    }
     const double share = q->prio == VS_PRIORITY_ONLINE ? 1.0 : VS_OVERLOAD_SHEDDABLE_SHARE;
     double cap = (double)c->o.max_in_flight * share, lim = 0;
     long before = atomic_fetch_add(&c->stats.in_flight_queries, (long)q->nq);
@@ -1310,6 +1303,17 @@ static int admit(vs_coord_t *c, request_t *q, const vs_coord_call_t *call, vs_co
                  "ms",
                  before, vs_priority_name(q->prio), cap, (long long)ra);
         shed(c, reply, user, "in_flight", q->prio, ra, msg);
+        return 0;
+    }
+    /* last: a request the cluster refuses anyway does not spend the client's quota */
+    if (!vs_quotas_take(c->quotas, client, (double)q->nq, vs_now_s(), &ra, &qps)) {
+        atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->nq);
+        atomic_fetch_sub(&c->stats.in_flight_requests, 1);
+        q->admitted_q = 0;
+        snprintf(msg, sizeof msg,
+                 "client %.100s is over its quota of %.0f queries/s (this request: %zu); retry after %lld ms",
+                 client, qps, q->nq, (long long)ra);
+        shed(c, reply, user, "quota", q->prio, ra, msg);
         return 0;
     }
     return 1;

@@ -103,6 +103,7 @@ static int start_call(vs_fanout_t *f, size_t t, double now, int kind)
     }
     f->calls[f->n_calls++] = (call_t){(uint32_t)t, r, h, is_hedge, 1};
     p->calls[p->n_in_flight++] = id;
+    p->shed = 0; /* what counts is how this call ends */
     f->in_flight++;
     atomic_fetch_add(&f->stats->shard_calls, 1);
     if (!is_hedge && f->o.exact) {
@@ -194,7 +195,9 @@ void vs_fanout_on_result(vs_fanout_t *f, uint32_t call_id, const vs_fanout_resul
         return;
     }
     atomic_fetch_add(&f->stats->shard_failures, 1);
-    p->shed = code == VS_GRPC_RESOURCE_EXHAUSTED;
+    /* shed for overload: RESOURCE_EXHAUSTED with a retry-after hint (out of memory, a message too large
+     * and other RESOURCE_EXHAUSTED come without one) */
+    p->shed = code == VS_GRPC_RESOURCE_EXHAUSTED && res->retry_after_ms > 0;
     if (p->shed && res->retry_after_ms > f->retry_after_ms)
         f->retry_after_ms = res->retry_after_ms;
     if (client_error(f, code)) {
@@ -231,6 +234,8 @@ void vs_fanout_on_time(vs_fanout_t *f, double now)
                 continue;
             snprintf(p->reason, sizeof p->reason, "partition %u: deadline exceeded (%d call%s unanswered)",
                      p->in.partition, p->n_in_flight, p->n_in_flight == 1 ? "" : "s");
+            if (p->n_in_flight)
+                p->shed = 0; /* a call still out did not answer in time: a hung partition, not a shed one */
             end_part(f, p, VS_FANOUT_FAILED);
         }
         return;

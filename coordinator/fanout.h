@@ -138,7 +138,8 @@ size_t vs_fanout_in_flight(const vs_fanout_t *f);
 /* VS_OK, or the client error that ended the request (err gets "partition P: message"). */
 vs_status vs_fanout_status(const vs_fanout_t *f, char err[VS_ERR_LEN]);
 
-/* 1 when a part failed because its replicas were overloaded (its last call ended RESOURCE_EXHAUSTED):
+/* 1 when a part failed because its replicas were overloaded (its last call ended RESOURCE_EXHAUSTED with a
+ * retry-after hint, and no call of it was left unanswered at the deadline):
  * the request should be refused as overloaded rather than answered partially. *retry_after_ms gets the
  * largest hint of such calls. */
 int vs_fanout_overloaded(const vs_fanout_t *f, int64_t *retry_after_ms);

@@ -154,8 +154,10 @@ long vs_rpc_call_peer_name(const vs_rpc_call_t *call, char *out, size_t n);
 
 /* Seconds the call waited between its arrival (headers received) and a worker taking it, from the
  * client's VS_RPC_MD_TIMEOUT and the time left now; -1 when unknown (no deadline, or a client that does
- * not send it). Precise to about a millisecond below 1 s of timeout and 10 ms above (grpc-timeout's
- * rounding); never negative when known. */
+ * not send it). Our clients round their timeouts to what gRPC's grpc-timeout header carries exactly
+ * (vs_rpc_timeout_exact_ms), so it is precise to about a millisecond; a client that does not round may
+ * look up to one grpc-timeout unit (10 ms from 1 s of timeout, 100 ms from 10 s) less queued than it was.
+ * Never negative when known. */
 double vs_rpc_call_queued_s(const vs_rpc_call_t *call);
 
 /* Milliseconds left before the call's deadline; INT64_MAX without a deadline, <= 0 when passed. */

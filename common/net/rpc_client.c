@@ -185,6 +185,8 @@ vs_status vs_rpc_call_unary(vs_rpc_channel_t *c, const char *method, const void 
     *out_body = NULL;
     *out_len = 0;
     message[0] = 0;
+    if (timeout_ms > 0)
+        timeout_ms = vs_rpc_timeout_exact_ms(timeout_ms);
     grpc_completion_queue *cq = cq_take(c);
     gpr_timespec deadline = timeout_ms > 0 ? gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                                           gpr_time_from_millis(timeout_ms, GPR_TIMESPAN))

@@ -12,6 +12,13 @@
 #include "common/net/rpc_ucall.h"
 #include "common/net/tsan.h"
 
+int64_t vs_rpc_timeout_exact_ms(int64_t ms)
+{
+    int64_t unit = ms < 1000 ? 1 : ms < 10000 ? 10 : ms < 100000 ? 100 : ms < 1000000 ? 1000 : 10000;
+    ms -= ms % unit;
+    return ms > 0 ? ms : 1;
+}
+
 size_t vs_rpc_call_md(vs_rpc_channel_t *ch, int64_t timeout_ms, grpc_metadata md[2], char buf[24])
 {
     size_t n = 0, nch = 0;
@@ -53,6 +60,8 @@ vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *c, vs_rpc_channel_t *ch, grpc_compl
                              char err[VS_ERR_LEN])
 {
     memset(c, 0, sizeof *c);
+    if (timeout_ms > 0)
+        timeout_ms = vs_rpc_timeout_exact_ms(timeout_ms);
     c->details = grpc_empty_slice();
     grpc_metadata_array_init(&c->init_md);
     grpc_metadata_array_init(&c->trail_md);

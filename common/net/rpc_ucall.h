@@ -21,6 +21,11 @@ typedef struct vs_rpc_ucall {
     char md_timeout[24];
 } vs_rpc_ucall_t;
 
+/* timeout_ms rounded down to what gRPC's grpc-timeout header carries exactly (it rounds up: to 10 ms from
+ * 1 s, 100 ms from 10 s, 1 s from 100 s, 10 s from 1,000 s), so that the server's deadline is the one the
+ * client meant and VS_RPC_MD_TIMEOUT minus the time left is the time the call queued. At least 1. */
+int64_t vs_rpc_timeout_exact_ms(int64_t timeout_ms);
+
 /* The request metadata of one call on ch with timeout_ms: the channel's (authorization) and, with a
  * timeout, VS_RPC_MD_TIMEOUT (rpc.h) = the timeout in microseconds. Fills md (2 entries; values point into
  * buf and the channel), returns the count. */

@@ -160,6 +160,7 @@ vs_status vs_nbrs_remote_search(vs_nbrs_remote_t *r, size_t nq, const float *q, 
     uint8_t *buf = NULL;
     vs_status st = VS_OK;
     size_t next = 0, finished = 0;
+    uint64_t jitter = (uint64_t)(vs_now_s() * 1e9);
     while (st == VS_OK && finished < n_calls) {
         /* start calls: new ones in order, and retries whose backoff is over */
         double now = vs_now_s(), wake = 0;
@@ -202,13 +203,14 @@ vs_status vs_nbrs_remote_search(vs_nbrs_remote_t *r, size_t nq, const float *q, 
         if (cst == VS_OK) {
             c->done = 1;
             finished++;
-        } else if (res.code == VS_GRPC_RESOURCE_EXHAUSTED && c->sheds < MAX_SHEDS) {
+        } else if (res.code == VS_GRPC_RESOURCE_EXHAUSTED && res.retry_after_ms > 0 && c->sheds < MAX_SHEDS) {
             /* shed for overload (online traffic comes first): wait as the server says and try again; a
              * shed is not a failed attempt */
             c->sheds++;
             c->attempts--;
             double wait = res.retry_after_ms > 0 ? (double)res.retry_after_ms * 1e-3 : 0.1;
-            c->retry_at = vs_now_s() + wait * (1.0 + 0.5 * (double)(c->sheds % 4) / 4.0);
+            jitter = jitter * 6364136223846793005ULL + 1442695040888963407ULL; /* spread calls shed together */
+            c->retry_at = vs_now_s() + wait * (1.0 + 0.5 * (double)(jitter >> 11) / 9007199254740992.0);
         } else if ((res.code ? retryable(res.code) : cst == VS_ERR_UNAVAILABLE) &&
                    c->attempts < MAX_ATTEMPTS) {
             c->retry_at = vs_now_s() + 0.1 * (double)(1 << (c->attempts - 1));

@@ -11,7 +11,8 @@
 #       <= 2 x SLO_P99_MS, the rest refused with RESOURCE_EXHAUSTED (issue 21's goal)
 #   3x  three times: no collapse (goodput still >= the SLO rate); reported, not a goal
 # Then the same 2x and 3x against the same cluster with overload control off (coordinator
-# --target-latency-ms -1 --max-queue-ms -1, shards --max-queue-ms 0), for comparison.
+# --target-latency-ms -1 --max-queue-ms -1 --adaptive-limit off, shards --max-queue-ms 0; --max-in-flight
+# stays at its 50,000 queries, a memory bound), for comparison.
 # Server CPU per answered query beside each (tests/bench/query_cpu.sh). Prints PASS or FAIL per goal.
 # Usage: tests/bench/run_slo.sh [OUTDIR] [SECONDS]   (default build/bench/slo, 20 s per run)
 #        SLO_RATE (default 4000 calls/s) and SLO_P99_MS (default 20) override the SLO's figures.
@@ -27,14 +28,14 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)" >/dev/null
 bin=$PWD/build/bin
 tests/bench/cpu_data.sh "$out" hash2:2
-# 12 x the 10,000 queries (and their ground truth): enough rows for 20 s at 3x
+# 24 x the 10,000 queries (and their ground truth): rows for 20 s at 3x the default rate
 /usr/bin/python3 - "$out" <<'PY'
 import sys, numpy as np, pathlib
 d = pathlib.Path(sys.argv[1])
-for src, dst in (("queries.fvecs", "q12.fvecs"), ("gt100.ivecs", "gt12.ivecs")):
+for src, dst in (("queries.fvecs", "q24.fvecs"), ("gt100.ivecs", "gt24.ivecs")):
     if not (d / dst).exists():
         a = np.fromfile(d / src, dtype=np.int32)
-        np.tile(a.reshape(-1, a[0] + 1), (12, 1)).tofile(d / dst)
+        np.tile(a.reshape(-1, a[0] + 1), (24, 1)).tofile(d / dst)
 PY
 res=$out/results.txt
 : > "$res"
@@ -45,29 +46,32 @@ up() { # LABEL COORDINATOR-ARGS SHARD-ARGS
     VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --manifest "$out/hash2/manifest.json" --dir "$out/cl-$1" \
         --timeout 120 ${2:+--coordinator-args "$2"} ${3:+--shard-args "$3"} >/dev/null
 }
-run() { # LABEL RATE -> one line of figures
-    local dir=$out/cl-$1 n=$(($2 * secs))
-    [ "$n" -le 120000 ] || n=120000
+run() { # LABEL RATE [TAG] -> one line of figures (a run longer than the rows allow is cut, and says so)
+    local dir=$out/cl-$1 n=$(($2 * secs)) json=$out/cl-$1/q-$2${3:-}.json
+    [ "$n" -le 240000 ] || n=240000
+    rm -f "$json"
     (
         . "$dir/env"
-        VS_BIN_DIR=$bin tests/bench/query_cpu.sh "$dir/state" "$dir/q-$2.json" --queries "$out/q12.fvecs" \
-            --gt "$out/gt12.ivecs" --k 10 --nprobe 32 --k-factor 4 --rate "$2" --concurrency 8000 --limit "$n" \
+        VS_BIN_DIR=$bin tests/bench/query_cpu.sh "$dir/state" "$json" --queries "$out/q24.fvecs" \
+            --gt "$out/gt24.ivecs" --k 10 --nprobe 32 --k-factor 4 --rate "$2" --concurrency 8000 --limit "$n" \
             --timeout-ms 1000
-    )
-    /usr/bin/python3 - "$dir/q-$2.json" "$1" "$2" "$rate" "$p99" <<'PY'
+    ) || { echo "$1 $2/s: the load generator failed"; return 1; }
+    /usr/bin/python3 - "$json" "$1" "$2" "$rate" "$p99" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1])); label, r, slo, p99 = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 calls = j["calls"]; shed = j.get("calls_shed", 0); other = j["calls_failed"] - shed
-good = j["qps"]; ap99 = j["answered_latency_ms"]["p99"]; allp99 = j["latency_ms"]["p99"]
+good = j["qps"]; ap99 = j["answered_latency_ms"]["p99"]; allp99 = j["latency_ms"]["p99"] or float("nan")
+recall = j.get("recall_at_k") or 0.0
 x = r / slo
 line = (f"{label:4s} {x:.0f}x {r:6d}/s: goodput {good:8.1f}/s ({100 * good / slo:5.1f} % of the SLO rate)  "
         f"refused {shed} ({100 * shed / max(calls, 1):.1f} %)  other failures {other}  "
         f"p99 answered {ap99 if ap99 is not None else float('nan'):8.2f} ms  p99 all {allp99:8.2f} ms  "
         f"p50 answered {j['answered_latency_ms']['p50'] or float('nan'):6.2f} ms  "
-        f"recall@10 {j.get('recall_at_k', 0):.4f}  server CPU {j['server_cpu_us_per_query']:.0f} us/answered query")
+        f"recall@10 {recall:.4f}  server CPU {j['server_cpu_us_per_query']:.0f} us/answered query  "
+        f"({calls} calls in {j['seconds']:.1f} s)")
 verdict = ""
 if label == "on" and x == 1:
-    ok = allp99 <= p99 and j.get("recall_at_k", 0) >= 0.95 and j["calls_failed"] == 0
+    ok = allp99 <= p99 and recall >= 0.95 and j["calls_failed"] == 0
     verdict = f"  SLO (p99 <= {p99:g} ms, recall >= 0.95, none refused): {'PASS' if ok else 'FAIL'}"
 elif label == "on" and x == 2:
     ok = good >= 0.9 * slo and ap99 is not None and ap99 <= 2 * p99 and other == 0
@@ -82,12 +86,11 @@ trap './deploy/local/cluster.sh down --dir "$out/cl-on" >/dev/null 2>&1 || true;
 log "== SLO benchmark: $rate calls/s, p99 <= $p99 ms, recall@10 >= 0.95; $secs s per run; $(date -u +%FT%TZ)"
 log "   cluster.sh up (TLS), 2 hash partitions x 1 replica, IVF1024,PQ32x4fs,RFlat 200k x 128, nprobe 32 k_factor 4 k 10"
 up on "" ""
-run on "$rate" >/dev/null # warm-up (connections, page cache), not counted
+run on "$rate" -warm >/dev/null # warm-up (connections, page cache), not counted
 for x in 1 2 3; do log "$(run on $((rate * x)))"; done
 m=$(. "$out/cl-on/state" && echo "$coordinator_metrics_port")
-curl -s "http://127.0.0.1:$m/metrics" | grep -E '^vecshard_coordinator_(shed_total|concurrency_limit) ' >>"$res" || true
 curl -s "http://127.0.0.1:$m/metrics" | grep -E '^vecshard_coordinator_shed_total' | sed 's/^/   /' | tee -a "$res"
 ./deploy/local/cluster.sh down --dir "$out/cl-on" >/dev/null 2>&1 || true
-up off "--target-latency-ms -1 --max-queue-ms -1" "--max-queue-ms 0"
-run off "$rate" >/dev/null
+up off "--target-latency-ms -1 --max-queue-ms -1 --adaptive-limit off" "--max-queue-ms 0"
+run off "$rate" -warm >/dev/null
 for x in 2 3; do log "$(run off $((rate * x)))"; done

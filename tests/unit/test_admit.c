@@ -1,5 +1,6 @@
 /* test_admit: the pure parts of overload control (issue 21), on a virtual clock.
- * - overload.h: priorities and their queue limits, the retry-after hint, the protobuf peek (present,
+ * - overload.h: priorities and their queue limits, the retry-after hint, the timeouts our clients send
+ *   (rounded to what grpc-timeout carries exactly), the protobuf peek (present,
  *   absent, last occurrence wins, other wire types skipped, truncated and malformed input refused).
  * - quotas: a client's bucket refills at its rate and bounds bursts; another client is not affected;
  *   "*" gives each other client its own bucket; a request larger than the burst passes only on a full
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "common/net/overload.h"
+#include "common/net/rpc_ucall.h"
 #include "coordinator/admit.h"
 #include "tests/testlib.h"
 
@@ -28,6 +30,10 @@ static void test_priorities(void)
     CHECK(isinf(vs_overload_queue_limit_s(0, VS_PRIORITY_ONLINE)));
     CHECK(vs_overload_retry_after_ms(0.0125) == 13 && vs_overload_retry_after_ms(0.001) == 10);
     CHECK(vs_overload_retry_after_ms(1e6) == 60000);
+    /* timeouts as grpc-timeout carries them exactly */
+    CHECK(vs_rpc_timeout_exact_ms(999) == 999 && vs_rpc_timeout_exact_ms(1999) == 1990);
+    CHECK(vs_rpc_timeout_exact_ms(28497) == 28400 && vs_rpc_timeout_exact_ms(123456) == 123000);
+    CHECK(vs_rpc_timeout_exact_ms(1) == 1 && vs_rpc_timeout_exact_ms(5000) == 5000);
 }
 
 static void test_peek(void)

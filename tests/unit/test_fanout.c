@@ -432,6 +432,29 @@ static void test_overloaded(void)
     CHECK(vs_fanout_overloaded(f, &ra) && ra == 40);
     env_fini(&e, f);
 
+    /* RESOURCE_EXHAUSTED without a retry-after hint (out of memory, a message too large): not a shed */
+    env_init(&e, "0=h:1,1=h:3", 2, 500.0);
+    f = start(&e, 2, 1.0, 0.0);
+    e.fk.calls[0].open = 0;
+    vs_fanout_result_t oom = {VS_GRPC_RESOURCE_EXHAUSTED, "out of memory", NULL, 0.001, 0};
+    vs_fanout_on_result(f, e.fk.calls[0].call_id, &oom, 0.001);
+    finish(f, &e.fk, 1, VS_GRPC_OK, 0.002);
+    CHECK(vs_fanout_finished(f) && vs_fanout_part_outcome(f, 0, NULL) == VS_FANOUT_FAILED);
+    CHECK(!vs_fanout_overloaded(f, &ra));
+    env_fini(&e, f);
+
+    /* shed, then the retry hangs until the deadline: a hung partition (partial answer), not overload */
+    env_init(&e, "0=h:1,0=h:2,1=h:3", 2, 500.0);
+    f = start(&e, 2, 1.0, 0.0);
+    finish(f, &e.fk, 0, VS_GRPC_RESOURCE_EXHAUSTED, 0.001);
+    CHECK(e.fk.n == 3);
+    finish(f, &e.fk, 1, VS_GRPC_OK, 0.002);
+    vs_fanout_on_time(f, 1.0);
+    CHECK(vs_fanout_finished(f) && vs_fanout_part_outcome(f, 0, NULL) == VS_FANOUT_FAILED);
+    CHECK(!vs_fanout_overloaded(f, &ra));
+    drain(f, &e.fk, 1.0);
+    env_fini(&e, f);
+
     env_init(&e, "0=h:1,1=h:3", 2, 500.0);
     f = start(&e, 2, 1.0, 0.0);
     finish(f, &e.fk, 0, VS_GRPC_UNAVAILABLE, 0.001); /* failed, but not for overload */

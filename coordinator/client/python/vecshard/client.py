@@ -248,9 +248,14 @@ class Client:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise VecshardError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call")
-            # vs-timeout-us: the timeout as sent, so the server can tell how long the call queued
-            md = self._metadata if left is None else \
-                (self._metadata or ()) + (("vs-timeout-us", str(int(left * 1e6))),)
+            # vs-timeout-us: the timeout as sent, so the server can tell how long the call queued; rounded
+            # down to what gRPC's grpc-timeout header carries exactly (it rounds up: 10 ms units from 1 s...)
+            md = self._metadata
+            if left is not None:
+                ms = max(int(left * 1000), 1)
+                unit = 1 if ms < 1000 else 10 if ms < 10000 else 100 if ms < 100000 else 1000 if ms < 1000000 else 10000
+                left = max(ms - ms % unit, 1) / 1000.0
+                md = (md or ()) + (("vs-timeout-us", str(int(round(left * 1e6)))),)
             try:
                 return stub(payload, timeout=left, metadata=md)
             except grpc.RpcError as e:
