@@ -229,10 +229,10 @@ void vs_elimit_on_done(vs_elimit_t *l, double latency_s, int slow, double now)
         if (l->win_min > 0)
             l->mins[l->n_mins++ % VS_ELIMIT_BASE_WINDOWS] = l->win_min;
         l->win_min = 0;
-        if ((double)l->late > VS_ELIMIT_SLOW_SHARE * (double)l->done)
-            l->limit *= 0.9;
-        else if (l->used >= 0.5 * l->limit)
-            l->limit *= 1.05;
+        /* only a window that used the limit says anything about it: late requests with few in flight are
+         * slow for another reason (a paused host, a slow index), and fewer admitted would not help */
+        if (l->used >= 0.5 * l->limit)
+            l->limit *= (double)l->late > VS_ELIMIT_SLOW_SHARE * (double)l->done ? 0.9 : 1.05;
         l->limit = l->limit < l->min_limit ? l->min_limit : l->limit > l->max_limit ? l->max_limit : l->limit;
         l->window_end = now + VS_ELIMIT_WINDOW_S;
         l->done = l->late = 0;

@@ -9,8 +9,10 @@
  *    so a replica that slows down (overloaded, paused, on a noisy host) is sent less before queues build.
  *  - the coordinator's own concurrency limit (vs_elimit_t): admitted requests in flight, an AIMD limit
  *    on a latency target (Little's law: at throughput X and latency T, X x T are in flight): every
- *    window of 100 ms in which more than 10 % of requests took longer than the threshold lowers it by
- *    10 %, every window under it in which it was used raises it by 5 %. The threshold is the target, or
+ *    window of 100 ms in which it was at least half used and more than 10 % of requests took longer than
+ *    the threshold lowers it by 10 %, every such window under the threshold raises it by 5 % (a window
+ *    that did not use it says nothing about it: late requests with few in flight are slow for another
+ *    reason, and admitting fewer would not help). The threshold is the target, or
  *    3 x the lowest latency of the last 32 windows when that is more (an index whose unloaded latency is
  *    above the target is not throttled to nothing). A request that would pass
  *    it is refused at once, before any shard work: under overload the coordinator serves about its

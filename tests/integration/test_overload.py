@@ -19,12 +19,16 @@
 - The coordinator's entry queue: a call whose vs-timeout-us says it was sent with 10 s while its deadline
   says 2 s has, by the coordinator's reckoning, waited 8 s for a worker: refused before any work
   (reason "queue").
+- The adaptive concurrency limit: partition 0's only replica frozen (SIGSTOP) for 1.5 s under 400 online
+  calls/s: requests pile up until the coordinator's limit, the later ones are refused at once (reason
+  limit) instead of waiting out the pause; nothing fails otherwise, and after SIGCONT traffic is served.
 Env: VS_BIN_DIR, VS_SOURCE_DIR, VS_TEST_TMPDIR."""
 import concurrent.futures
 import json
 import os
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,7 +36,8 @@ import time
 import urllib.request
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from vstest import BIN, Checks, cluster_down, cluster_up, install, new_token, small_version, write_fvecs  # noqa: E402
+from vstest import (BIN, Checks, cluster_down, cluster_up, install, new_token, small_version,  # noqa: E402
+                    wait_for, write_fvecs)
 
 N, D, NQ, K, NLIST = 4000, 16, 64, 10, 8
 check = Checks()
@@ -180,6 +185,37 @@ def main():
                   f"a call that waited 8 s for a worker is refused: {e.code()} {e.details()}")
         check(metric(cport, coord_queue) - queue_before == 1, "... and counted (reason queue)")
         cch.close()
+
+        # ---- the adaptive concurrency limit: a shard frozen under load ----
+        # partition 0's only replica is stopped (SIGSTOP) for 1.5 s under 400 online calls/s: requests pile up
+        # on it until the coordinator's concurrency limit is reached, and the ones after are refused at once
+        # (reason limit) instead of queueing for the whole pause; once it resumes, traffic is served again
+        limit_shed = r'vecshard_coordinator_shed_total\{reason="limit",priority="online"\}'
+        lim_before = metric(cport, limit_shed)
+        searches = r"vecshard_coordinator_searches_total"
+        n0 = metric(cport, searches)
+        fz = query(addr, qfile, bob, 400, 6)
+        wait_for(lambda: metric(cport, searches) >= n0 + 200, "the load runs", timeout=60)
+        pid = int(state["proc_p0r0_pid"])
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            limit_during = None
+            t_end = time.monotonic() + 1.5
+            while time.monotonic() < t_end:
+                limit_during = metric(cport, r"vecshard_coordinator_concurrency_limit")
+                time.sleep(0.1)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        o, e = fz.communicate(timeout=120)
+        r = json.loads(o) if o.strip() else {"error": e}
+        others = {k: v for k, v in r.get("failed_by_status", {}).items() if k != "RESOURCE_EXHAUSTED"}
+        refused = metric(cport, limit_shed) - lim_before
+        print(f"  shard frozen 1.5 s under 400 calls/s: {r.get('calls')} calls, {r.get('calls_shed')} refused "
+              f"(limit: {refused:.0f}), other failures {others}; limit {limit_during}")
+        check(r.get("calls", 0) > 0 and not others, f"a frozen shard costs refusals only, no other failure: {r}")
+        check(refused > 0, "requests beyond the concurrency limit were refused at once while the shard was frozen")
+        check(r.get("queries_answered", 0) >= 0.5 * r.get("calls", 1),
+              f"traffic is served again once the shard resumes: {r.get('queries_answered')} of {r.get('calls')}")
     finally:
         cluster_down(cl)
     return check.finish("test_overload", tmp)

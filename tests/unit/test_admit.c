@@ -5,9 +5,10 @@
  * - quotas: a client's bucket refills at its rate and bounds bursts; another client is not affected;
  *   "*" gives each other client its own bucket; a request larger than the burst passes only on a full
  *   bucket; the retry-after hint is the time until the request fits; bad specs are refused.
- * - vs_elimit_t: the limit falls by 10 % per window while more than 10 % of requests are late, rises
- *   while it is used and requests are on time, never leaves [min, max]; admission follows the limit and
- *   the share; an index whose unloaded latency is above the target is not throttled (3 x its latency).
+ * - vs_elimit_t: while it is used, the limit falls by 10 % per window in which more than 10 % of
+ *   requests are late and rises when they are on time, never leaving [min, max]; an unused limit moves
+ *   neither way; admission follows the limit and the share; an index whose unloaded latency is above the
+ *   target is not throttled (3 x its latency).
  * - vs_limit_t (per replica, gradient): steady latency lets a used limit grow; latency rising past 2 x
  *   the long-run average makes it fall; drops cut it by 10 %; it stays in [min, max]. */
 #include <math.h>
@@ -98,9 +99,11 @@ static void test_quotas(void)
     CHECK(vs_quotas_take(NULL, "x", 1, 0, &ra, &qps) == 1);
 }
 
-/* n requests ending in [t, t + 0.1) with the given latency */
-static void window(vs_elimit_t *l, double t, int n, double latency)
+/* n requests ending in [t, t + 0.1) with the given latency, with `used` in flight at an admission */
+static void window(vs_elimit_t *l, double t, int n, double latency, double used)
 {
+    double lim;
+    (void)vs_elimit_admit(l, used, 1.0, &lim);
     for (int i = 0; i < n; i++)
         vs_elimit_on_done(l, latency, 0, t + 0.1 * i / n);
 }
@@ -113,40 +116,61 @@ static void test_elimit(void)
     CHECK(!vs_elimit_admit(l, 100, 1.0, &lim));
     CHECK(!vs_elimit_admit(l, 25, 0.25, &lim) && lim == 25); /* a sheddable request's share */
     CHECK(vs_elimit_admit(l, 0, 0.01, &lim));                /* nothing in flight: always */
-    /* unloaded, 2 ms: establishes the base latency; the limit is used (99 >= 50): it grows */
+    /* 2 ms (the base latency), the limit used: it grows, not past 200 */
     double t = 0;
     for (int w = 0; w < 5; w++, t += 0.1)
-        window(l, t, 20, 0.002);
+        window(l, t, 20, 0.002, vs_elimit_get(l));
     double grown = vs_elimit_get(l);
     CHECK(grown > 100 && grown <= 200);
-    /* 30 % of requests late: falls 10 % per window, not below 4 */
+    for (int w = 0; w < 50; w++, t += 0.1)
+        window(l, t, 20, 0.002, vs_elimit_get(l));
+    CHECK(vs_elimit_get(l) == 200);
+    /* 30 % of requests late while the limit is used: falls 10 % per window, not below 4 */
+    grown = vs_elimit_get(l);
     for (int w = 0; w < 3; w++, t += 0.1) {
-        window(l, t, 14, 0.005);
-        window(l, t, 6, 0.030);
+        window(l, t, 14, 0.005, vs_elimit_get(l));
+        window(l, t, 6, 0.030, vs_elimit_get(l));
     }
     CHECK(vs_elimit_get(l) < grown * 0.82);
-    for (int w = 0; w < 200; w++, t += 0.1)
-        window(l, t, 20, 0.050);
-    CHECK(vs_elimit_get(l) == 4);
-    /* failed for overload counts as late whatever its latency */
-    vs_elimit_destroy(l);
-    l = vs_elimit_create(0.010, 100, 4, 1000);
-    for (int i = 0; i < 40; i++)
-        vs_elimit_on_done(l, 0.001, i % 2, 0.005 * i);
-    CHECK(vs_elimit_get(l) < 100);
-    /* not used (nothing in flight near the limit): on-time windows do not raise it */
-    window(l, t + 9, 20, 0.001); /* (closes the last late window) */
     double before = vs_elimit_get(l);
-    for (int w = 0; w < 5; w++, t += 0.1)
-        window(l, t + 10, 20, 0.001);
-    CHECK(vs_elimit_get(l) == before);
+    for (int w = 0; w < 10; w++, t += 0.1) /* 50 ms, 25x the base of the last windows */
+        window(l, t, 20, 0.050, vs_elimit_get(l));
+    CHECK(fabs(vs_elimit_get(l) - before * pow(0.9, 10)) < 1e-6);
+    for (int w = 0; w < 200; w++, t += 0.1) { /* refused for overload: late whatever their latency */
+        double lim2;
+        (void)vs_elimit_admit(l, vs_elimit_get(l), 1.0, &lim2);
+        for (int i = 0; i < 20; i++)
+            vs_elimit_on_done(l, 0.001, 1, t + 0.005 * i);
+    }
+    CHECK(vs_elimit_get(l) == 4);
+    /* an index that became slow for good (every request 50 ms for over 32 windows): the threshold follows
+     * it (3 x its new unloaded latency) and the limit stops falling */
+    for (int w = 0; w < 40; w++, t += 0.1)
+        window(l, t, 20, 0.050, vs_elimit_get(l));
+    CHECK(vs_elimit_get(l) > 4);
+    vs_elimit_destroy(l);
+    /* late, but with few in flight (a paused host, not our queue): the limit does not fall; on time and
+     * barely used: it does not grow */
+    l = vs_elimit_create(0.010, 100, 4, 1000);
+    for (int w = 0; w < 20; w++, t += 0.1)
+        window(l, t, 20, 0.200, 10);
+    CHECK(vs_elimit_get(l) == 100);
+    for (int w = 0; w < 20; w++, t += 0.1)
+        window(l, t, 20, 0.001, 10);
+    CHECK(vs_elimit_get(l) == 100);
+    /* failed for overload counts as late whatever its latency */
+    for (int i = 0; i < 40; i++) {
+        (void)vs_elimit_admit(l, 90, 1.0, &lim);
+        vs_elimit_on_done(l, 0.001, i % 2, t + 0.005 * i);
+    }
+    CHECK(vs_elimit_get(l) < 100);
     vs_elimit_destroy(l);
     /* an index unloaded at 20 ms with a 10 ms target: once its first window is seen, the threshold is
      * 3 x 20 ms, so 25 ms is on time (only that first window counted late: one 10 % step) */
     l = vs_elimit_create(0.010, 100, 4, 1000);
     for (int w = 0; w < 10; w++, t += 0.1)
-        window(l, t, 20, w < 2 ? 0.020 : 0.025);
-    CHECK(fabs(vs_elimit_get(l) - 90) < 1e-9);
+        window(l, t, 20, w < 2 ? 0.020 : 0.025, 60);
+    CHECK(vs_elimit_get(l) >= 90 * 1.04);
     vs_elimit_destroy(l);
 }
 
