@@ -175,6 +175,9 @@ struct vs_elimit {
     size_t done, late;  /* requests ended in the window, and those over the target */
     double used;        /* the most in flight seen at an admission in the window */
     double win_min;     /* the lowest latency of the window */
+    double win_start, lat_sum; /* the window's start and its requests' summed latency */
+    double conc[VS_ELIMIT_FLOOR_WINDOWS]; /* per past window: its concurrency if on time, else 0 */
+    size_t n_windows;
     double mins[VS_ELIMIT_BASE_WINDOWS]; /* of the last windows (0: none yet) */
     size_t n_mins;
 };
@@ -214,8 +217,10 @@ int vs_elimit_admit(vs_elimit_t *l, double in_flight, double share, double *limi
 void vs_elimit_on_done(vs_elimit_t *l, double latency_s, int slow, double now)
 {
     pthread_mutex_lock(&l->mu);
-    if (l->window_end == 0)
+    if (l->window_end == 0) {
         l->window_end = now + VS_ELIMIT_WINDOW_S;
+        l->win_start = now;
+    }
     double base = 0;
     for (size_t i = 0; i < VS_ELIMIT_BASE_WINDOWS && i < l->n_mins; i++)
         if (base == 0 || l->mins[i] < base)
@@ -223,18 +228,29 @@ void vs_elimit_on_done(vs_elimit_t *l, double latency_s, int slow, double now)
     double threshold = l->target_s > VS_ELIMIT_BASE_FACTOR * base ? l->target_s : VS_ELIMIT_BASE_FACTOR * base;
     l->done++;
     l->late += slow || latency_s > threshold;
+    l->lat_sum += latency_s;
     if (!slow && (l->win_min == 0 || latency_s < l->win_min))
         l->win_min = latency_s;
     if (now >= l->window_end && l->done >= 10) {
         if (l->win_min > 0)
             l->mins[l->n_mins++ % VS_ELIMIT_BASE_WINDOWS] = l->win_min;
         l->win_min = 0;
+        const int late = (double)l->late > VS_ELIMIT_SLOW_SHARE * (double)l->done;
+        const double span = now - l->win_start;
+        l->conc[l->n_windows++ % VS_ELIMIT_FLOOR_WINDOWS] = !late && span > 0 ? l->lat_sum / span : 0;
+        double floor = 0;
+        for (size_t i = 0; i < VS_ELIMIT_FLOOR_WINDOWS && i < l->n_windows; i++)
+            floor = l->conc[i] > floor ? l->conc[i] : floor;
         /* only a window that used the limit says anything about it: late requests with few in flight are
          * slow for another reason (a paused host, a slow index), and fewer admitted would not help */
         if (l->used >= 0.5 * l->limit)
-            l->limit *= (double)l->late > VS_ELIMIT_SLOW_SHARE * (double)l->done ? 0.9 : 1.05;
+            l->limit *= late ? 0.9 : 1.05;
+        if (l->limit < floor)
+            l->limit = floor;
         l->limit = l->limit < l->min_limit ? l->min_limit : l->limit > l->max_limit ? l->max_limit : l->limit;
         l->window_end = now + VS_ELIMIT_WINDOW_S;
+        l->win_start = now;
+        l->lat_sum = 0;
         l->done = l->late = 0;
         l->used = 0;
     }

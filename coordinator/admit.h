@@ -12,7 +12,10 @@
  *    window of 100 ms in which it was at least half used and more than 10 % of requests took longer than
  *    the threshold lowers it by 10 %, every such window under the threshold raises it by 5 % (a window
  *    that did not use it says nothing about it: late requests with few in flight are slow for another
- *    reason, and admitting fewer would not help). The threshold is the target, or
+ *    reason, and admitting fewer would not help). It never falls below the concurrency of the busiest
+ *    on-time window of the last minute (Little's law: that window's throughput x its mean latency):
+ *    where latency comes from elsewhere (the CPU taken by the flood of refusals and clients themselves),
+ *    admitting less than that would only lower the throughput, and the limit would spiral down. The threshold is the target, or
  *    3 x the lowest latency of the last 32 windows when that is more (an index whose unloaded latency is
  *    above the target is not throttled to nothing). A request that would pass
  *    it is refused at once, before any shard work: under overload the coordinator serves about its
@@ -78,6 +81,7 @@ typedef struct vs_elimit vs_elimit_t;
 #define VS_ELIMIT_SLOW_SHARE 0.1 /* a window with more late requests than this lowers the limit */
 #define VS_ELIMIT_BASE_WINDOWS 32
 #define VS_ELIMIT_BASE_FACTOR 3.0
+#define VS_ELIMIT_FLOOR_WINDOWS 600 /* the floor remembers on-time windows this long (60 s) */
 
 /* target_s: the latency target (> 0); the limit starts at initial and stays in [min_limit, max_limit].
  * NULL when out of memory. */

@@ -16,6 +16,8 @@
 # Server CPU per answered query beside each (tests/bench/query_cpu.sh). Prints PASS or FAIL per goal.
 # Usage: tests/bench/run_slo.sh [OUTDIR] [SECONDS]   (default build/bench/slo, 20 s per run)
 #        SLO_RATE (default 4000 calls/s) and SLO_P99_MS (default 20) override the SLO's figures.
+#        SLO_ON_ARGS: extra coordinator flags for the "on" cluster, SLO_SKIP_OFF=1: no "off" runs
+#        (tuning experiments).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-build/bench/slo}
@@ -85,12 +87,13 @@ trap './deploy/local/cluster.sh down --dir "$out/cl-on" >/dev/null 2>&1 || true;
       ./deploy/local/cluster.sh down --dir "$out/cl-off" >/dev/null 2>&1 || true' EXIT
 log "== SLO benchmark: $rate calls/s, p99 <= $p99 ms, recall@10 >= 0.95; $secs s per run; $(date -u +%FT%TZ)"
 log "   cluster.sh up (TLS), 2 hash partitions x 1 replica, IVF1024,PQ32x4fs,RFlat 200k x 128, nprobe 32 k_factor 4 k 10"
-up on "" ""
+up on "${SLO_ON_ARGS:-}" ""
 run on "$rate" -warm >/dev/null # warm-up (connections, page cache), not counted
 for x in 1 2 3; do log "$(run on $((rate * x)))"; done
 m=$(. "$out/cl-on/state" && echo "$coordinator_metrics_port")
 curl -s "http://127.0.0.1:$m/metrics" | grep -E '^vecshard_coordinator_shed_total' | sed 's/^/   /' | tee -a "$res"
 ./deploy/local/cluster.sh down --dir "$out/cl-on" >/dev/null 2>&1 || true
+[ -z "${SLO_SKIP_OFF:-}" ] || exit 0
 up off "--target-latency-ms -1 --max-queue-ms -1 --adaptive-limit off" "--max-queue-ms 0"
 run off "$rate" -warm >/dev/null
 for x in 2 3; do log "$(run off $((rate * x)))"; done

@@ -8,7 +8,8 @@
  * - vs_elimit_t: while it is used, the limit falls by 10 % per window in which more than 10 % of
  *   requests are late and rises when they are on time, never leaving [min, max]; an unused limit moves
  *   neither way; admission follows the limit and the share; an index whose unloaded latency is above the
- *   target is not throttled (3 x its latency).
+ *   target is not throttled (3 x its latency); it never falls below the concurrency of the busiest
+ *   on-time window of the last minute.
  * - vs_limit_t (per replica, gradient): steady latency lets a used limit grow; latency rising past 2 x
  *   the long-run average makes it fall; drops cut it by 10 %; it stays in [min, max]. */
 #include <math.h>
@@ -164,6 +165,15 @@ static void test_elimit(void)
         vs_elimit_on_done(l, 0.001, i % 2, t + 0.005 * i);
     }
     CHECK(vs_elimit_get(l) < 100);
+    vs_elimit_destroy(l);
+    /* the floor: 200 requests per window at 5 ms (on time: a concurrency of 200 x 5 ms / 0.1 s = 10), then
+     * every request late (the CPU taken by something else): the limit falls to 10, not below */
+    l = vs_elimit_create(0.010, 100, 4, 1000);
+    for (int w = 0; w < 5; w++, t += 0.1)
+        window(l, t, 200, 0.005, 10);
+    for (int w = 0; w < 30; w++, t += 0.1) /* (30 windows: within the base latency's memory) */
+        window(l, t, 200, 0.200, vs_elimit_get(l));
+    CHECK(vs_elimit_get(l) > 9.5 && vs_elimit_get(l) < 12.5); /* (the window turning late counts 12) */
     vs_elimit_destroy(l);
     /* an index unloaded at 20 ms with a 10 ms target: once its first window is seen, the threshold is
      * 3 x 20 ms, so 25 ms is on time (only that first window counted late: one 10 % step) */
