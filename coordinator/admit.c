@@ -170,7 +170,7 @@ void vs_limit_on_drop(vs_limit_t *l)
 
 struct vs_elimit {
     pthread_mutex_t mu;
-    double limit, min_limit, max_limit, target_s;
+    double limit, min_limit, max_limit, target_s, initial;
     double window_end;  /* the current window ends then (0: not started) */
     size_t done, late;  /* requests ended in the window, and those over the target */
     double used;        /* the most in flight seen at an admission in the window */
@@ -192,6 +192,7 @@ vs_elimit_t *vs_elimit_create(double target_s, double initial, double min_limit,
     l->min_limit = min_limit;
     l->max_limit = max_limit;
     l->limit = initial < min_limit ? min_limit : initial > max_limit ? max_limit : initial;
+    l->initial = l->limit;
     return l;
 }
 
@@ -245,6 +246,8 @@ void vs_elimit_on_done(vs_elimit_t *l, double latency_s, int slow, double now)
          * slow for another reason (a paused host, a slow index), and fewer admitted would not help */
         if (l->used >= 0.5 * l->limit)
             l->limit *= late ? 0.9 : 1.05;
+        else if (!late && l->limit < l->initial) /* calm again after an overload: back to the start */
+            l->limit = l->limit * 1.05 < l->initial ? l->limit * 1.05 : l->initial;
         if (l->limit < floor)
             l->limit = floor;
         l->limit = l->limit < l->min_limit ? l->min_limit : l->limit > l->max_limit ? l->max_limit : l->limit;

@@ -12,7 +12,9 @@
  *    window of 100 ms in which it was at least half used and more than 10 % of requests took longer than
  *    the threshold lowers it by 10 %, every such window under the threshold raises it by 5 % (a window
  *    that did not use it says nothing about it: late requests with few in flight are slow for another
- *    reason, and admitting fewer would not help). It never falls below the concurrency of the busiest
+ *    reason, and admitting fewer would not help); below its initial value, on-time windows raise it
+ *    whether used or not, so a limit lowered by an overload does not refuse the bursts of the calm that
+ *    follows. It never falls below the concurrency of the busiest
  *    on-time window of the last minute (Little's law: that window's throughput x its mean latency):
  *    where latency comes from elsewhere (the CPU taken by the flood of refusals and clients themselves),
  *    admitting less than that would only lower the throughput, and the limit would spiral down. The threshold is the target, or

@@ -159,6 +159,14 @@ static void test_elimit(void)
     for (int w = 0; w < 20; w++, t += 0.1)
         window(l, t, 20, 0.001, 10);
     CHECK(vs_elimit_get(l) == 100);
+    /* lowered by an overload, then calm with little in flight: it climbs back to its initial value, no
+     * further */
+    for (int w = 0; w < 10; w++, t += 0.1)
+        window(l, t, 20, 0.300, vs_elimit_get(l));
+    CHECK(vs_elimit_get(l) < 50);
+    for (int w = 0; w < 100; w++, t += 0.1)
+        window(l, t, 20, 0.001, 2);
+    CHECK(vs_elimit_get(l) == 100);
     /* failed for overload counts as late whatever its latency */
     for (int i = 0; i < 40; i++) {
         (void)vs_elimit_admit(l, 90, 1.0, &lim);
