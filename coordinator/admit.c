@@ -176,6 +176,7 @@ struct vs_elimit {
     double used;        /* the most in flight seen at an admission in the window */
     double win_min;     /* the lowest latency of the window */
     double win_start, lat_sum; /* the window's start and its requests' summed latency */
+    double last_done;          /* when the last request ended */
     double conc[VS_ELIMIT_FLOOR_WINDOWS]; /* per past window: its concurrency if on time, else 0 */
     size_t n_windows;
     double mins[VS_ELIMIT_BASE_WINDOWS]; /* of the last windows (0: none yet) */
@@ -218,6 +219,15 @@ int vs_elimit_admit(vs_elimit_t *l, double in_flight, double share, double *limi
 void vs_elimit_on_done(vs_elimit_t *l, double latency_s, int slow, double now)
 {
     pthread_mutex_lock(&l->mu);
+    if (l->last_done > 0 && now - l->last_done > VS_ELIMIT_IDLE_S) {
+        /* idle for a while: what the last windows said is stale; start afresh (the floor's memory stays) */
+        if (l->limit < l->initial)
+            l->limit = l->initial;
+        l->window_end = 0;
+        l->done = l->late = 0;
+        l->lat_sum = l->used = l->win_min = 0;
+    }
+    l->last_done = now;
     if (l->window_end == 0) {
         l->window_end = now + VS_ELIMIT_WINDOW_S;
         l->win_start = now;

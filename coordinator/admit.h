@@ -14,7 +14,7 @@
  *    that did not use it says nothing about it: late requests with few in flight are slow for another
  *    reason, and admitting fewer would not help); below its initial value, on-time windows raise it
  *    whether used or not, so a limit lowered by an overload does not refuse the bursts of the calm that
- *    follows. It never falls below the concurrency of the busiest
+ *    follows (and after a second with no request it starts again from its initial value). It never falls below the concurrency of the busiest
  *    on-time window of the last minute (Little's law: that window's throughput x its mean latency):
  *    where latency comes from elsewhere (the CPU taken by the flood of refusals and clients themselves),
  *    admitting less than that would only lower the throughput, and the limit would spiral down. The threshold is the target, or
@@ -84,6 +84,7 @@ typedef struct vs_elimit vs_elimit_t;
 #define VS_ELIMIT_BASE_WINDOWS 32
 #define VS_ELIMIT_BASE_FACTOR 3.0
 #define VS_ELIMIT_FLOOR_WINDOWS 600 /* the floor remembers on-time windows this long (60 s) */
+#define VS_ELIMIT_IDLE_S 1.0        /* no request ended for this long: the limit starts again from its initial value */
 
 /* target_s: the latency target (> 0); the limit starts at initial and stays in [min_limit, max_limit].
  * NULL when out of memory. */

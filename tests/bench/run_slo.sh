@@ -53,10 +53,23 @@ up() { # LABEL COORDINATOR-ARGS SHARD-ARGS
     VS_BIN_DIR=$bin ./deploy/local/cluster.sh up --manifest "$out/hash2/manifest.json" --dir "$out/cl-$1" \
         --timeout 120 ${2:+--coordinator-args "$2"} ${3:+--shard-args "$3"} >/dev/null
 }
+# Waits until every process of both clusters is idle (under 5 % of a core over half a second, at most
+# 60 s): a cluster that collapsed goes on working on calls its clients gave up, which would slow the next
+# run of the other.
+settle() {
+    local pids p s0 s1 i
+    pids=$(cat "$out"/cl-*/state 2>/dev/null | grep -E '^proc_(coordinator|p[0-9]+r[0-9]+)_pid=' | cut -d= -f2)
+    ticks() { local s=0; for p in $pids; do s=$((s + $(awk '{print $14+$15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo "$s"; }
+    for ((i = 0; i < 120; i++)); do
+        s0=$(ticks); sleep 0.5; s1=$(ticks)
+        [ $((s1 - s0)) -lt 3 ] && return 0
+    done
+}
 run() { # LABEL RATE [TAG] -> one line of figures (a run longer than the rows allow is cut, and says so)
     local dir=$out/cl-$1 n=$(($2 * secs)) json=$out/cl-$1/q-$2${3:-}.json
     [ "$n" -le 240000 ] || n=240000
     rm -f "$json"
+    settle
     (
         . "$dir/env"
         VS_BIN_DIR=$bin tests/bench/query_cpu.sh "$dir/state" "$json" --queries "$out/q24.fvecs" \

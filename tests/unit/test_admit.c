@@ -167,6 +167,13 @@ static void test_elimit(void)
     for (int w = 0; w < 100; w++, t += 0.1)
         window(l, t, 20, 0.001, 2);
     CHECK(vs_elimit_get(l) == 100);
+    /* lowered again, then idle for 2 s: the next request starts it afresh at its initial value */
+    for (int w = 0; w < 10; w++, t += 0.1)
+        window(l, t, 20, 0.300, vs_elimit_get(l));
+    CHECK(vs_elimit_get(l) < 50);
+    t += 2.0;
+    vs_elimit_on_done(l, 0.001, 0, t);
+    CHECK(vs_elimit_get(l) == 100);
     /* failed for overload counts as late whatever its latency */
     for (int i = 0; i < 40; i++) {
         (void)vs_elimit_admit(l, 90, 1.0, &lim);
