@@ -205,9 +205,25 @@ void vs_elimit_destroy(vs_elimit_t *l)
     free(l);
 }
 
-int vs_elimit_admit(vs_elimit_t *l, double in_flight, double share, double *limit)
+/* Idle for a while (l->mu held): what the last windows said is stale; start afresh (the floor's memory
+ * stays). */
+static void idle_reset(vs_elimit_t *l, double now)
+{
+    if (l->limit < l->initial)
+        l->limit = l->initial;
+    l->window_end = 0;
+    l->done = l->late = 0;
+    l->lat_sum = l->used = l->win_min = 0;
+    l->last_done = now;
+}
+
+int vs_elimit_admit(vs_elimit_t *l, double in_flight, double share, double now, double *limit)
 {
     pthread_mutex_lock(&l->mu);
+    /* the first request after a pause (the burst a client sends as its connection comes up) is judged by
+     * a fresh limit, not by the one the last overload left */
+    if (in_flight <= 0 && l->last_done > 0 && now - l->last_done > VS_ELIMIT_IDLE_S)
+        idle_reset(l, now);
     if (in_flight > l->used)
         l->used = in_flight;
     *limit = l->limit * share;
@@ -219,14 +235,8 @@ int vs_elimit_admit(vs_elimit_t *l, double in_flight, double share, double *limi
 void vs_elimit_on_done(vs_elimit_t *l, double latency_s, int slow, double now)
 {
     pthread_mutex_lock(&l->mu);
-    if (l->last_done > 0 && now - l->last_done > VS_ELIMIT_IDLE_S) {
-        /* idle for a while: what the last windows said is stale; start afresh (the floor's memory stays) */
-        if (l->limit < l->initial)
-            l->limit = l->initial;
-        l->window_end = 0;
-        l->done = l->late = 0;
-        l->lat_sum = l->used = l->win_min = 0;
-    }
+    if (l->last_done > 0 && now - l->last_done > VS_ELIMIT_IDLE_S)
+        idle_reset(l, now);
     l->last_done = now;
     if (l->window_end == 0) {
         l->window_end = now + VS_ELIMIT_WINDOW_S;

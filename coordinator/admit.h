@@ -91,10 +91,11 @@ typedef struct vs_elimit vs_elimit_t;
 vs_elimit_t *vs_elimit_create(double target_s, double initial, double min_limit, double max_limit);
 void vs_elimit_destroy(vs_elimit_t *l); /* NULL is a no-op */
 
-/* Whether a request may start while in_flight requests (others') are being answered: 1 when in_flight is
- * below share x the limit (share 1 for online traffic, less for sheddable priorities), or nothing is in
- * flight; 0 otherwise (*limit gets the limit). Records in_flight as the window's use. */
-int vs_elimit_admit(vs_elimit_t *l, double in_flight, double share, double *limit);
+/* Whether a request may start at time now while in_flight requests (others') are being answered: 1 when
+ * in_flight is below share x the limit (share 1 for online traffic, less for sheddable priorities), or
+ * nothing is in flight; 0 otherwise (*limit gets the limit). Records in_flight as the window's use. With
+ * nothing in flight and no request ended for VS_ELIMIT_IDLE_S, the limit starts afresh first. */
+int vs_elimit_admit(vs_elimit_t *l, double in_flight, double share, double now, double *limit);
 
 /* An admitted request ended after latency_s at time now (slow: 1 when it failed for overload, which
  * counts as late whatever its latency). Callers pass only requests whose latency says something about

@@ -1281,7 +1281,7 @@ static int admit(vs_coord_t *c, request_t *q, const vs_coord_call_t *call, vs_co
     long before = atomic_fetch_add(&c->stats.in_flight_queries, (long)q->nq);
     q->admitted_q = q->nq;
     long reqs = atomic_fetch_add(&c->stats.in_flight_requests, 1);
-    if (c->elimit && !vs_elimit_admit(c->elimit, (double)reqs, share, &lim)) {
+    if (c->elimit && !vs_elimit_admit(c->elimit, (double)reqs, share, vs_now_s(), &lim)) {
         atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->nq);
         atomic_fetch_sub(&c->stats.in_flight_requests, 1);
         q->admitted_q = 0;

@@ -104,7 +104,7 @@ static void test_quotas(void)
 static void window(vs_elimit_t *l, double t, int n, double latency, double used)
 {
     double lim;
-    (void)vs_elimit_admit(l, used, 1.0, &lim);
+    (void)vs_elimit_admit(l, used, 1.0, t, &lim);
     for (int i = 0; i < n; i++)
         vs_elimit_on_done(l, latency, 0, t + 0.1 * i / n);
 }
@@ -113,10 +113,10 @@ static void test_elimit(void)
 {
     vs_elimit_t *l = vs_elimit_create(0.010, 100, 4, 200);
     double lim;
-    CHECK(vs_elimit_admit(l, 99, 1.0, &lim) && lim == 100);
-    CHECK(!vs_elimit_admit(l, 100, 1.0, &lim));
-    CHECK(!vs_elimit_admit(l, 25, 0.25, &lim) && lim == 25); /* a sheddable request's share */
-    CHECK(vs_elimit_admit(l, 0, 0.01, &lim));                /* nothing in flight: always */
+    CHECK(vs_elimit_admit(l, 99, 1.0, 0, &lim) && lim == 100);
+    CHECK(!vs_elimit_admit(l, 100, 1.0, 0, &lim));
+    CHECK(!vs_elimit_admit(l, 25, 0.25, 0, &lim) && lim == 25); /* a sheddable request's share */
+    CHECK(vs_elimit_admit(l, 0, 0.01, 0, &lim));                /* nothing in flight: always */
     /* 2 ms (the base latency), the limit used: it grows, not past 200 */
     double t = 0;
     for (int w = 0; w < 5; w++, t += 0.1)
@@ -139,7 +139,7 @@ static void test_elimit(void)
     CHECK(fabs(vs_elimit_get(l) - before * pow(0.9, 10)) < 1e-6);
     for (int w = 0; w < 200; w++, t += 0.1) { /* refused for overload: late whatever their latency */
         double lim2;
-        (void)vs_elimit_admit(l, vs_elimit_get(l), 1.0, &lim2);
+        (void)vs_elimit_admit(l, vs_elimit_get(l), 1.0, t, &lim2);
         for (int i = 0; i < 20; i++)
             vs_elimit_on_done(l, 0.001, 1, t + 0.005 * i);
     }
@@ -174,9 +174,18 @@ static void test_elimit(void)
     t += 2.0;
     vs_elimit_on_done(l, 0.001, 0, t);
     CHECK(vs_elimit_get(l) == 100);
+    /* ... and so does the first admission after a pause, with nothing in flight (a client's connection
+     * comes up and its queued calls arrive at once) but not one with requests in flight (a hung shard) */
+    for (int w = 0; w < 10; w++, t += 0.1)
+        window(l, t, 20, 0.300, vs_elimit_get(l));
+    double low = vs_elimit_get(l);
+    CHECK(low < 50);
+    CHECK(!vs_elimit_admit(l, low + 1, 1.0, t + 2.0, &lim) && vs_elimit_get(l) == low);
+    CHECK(vs_elimit_admit(l, 0, 1.0, t + 2.0, &lim) && vs_elimit_get(l) == 100);
+    t += 2.0;
     /* failed for overload counts as late whatever its latency */
     for (int i = 0; i < 40; i++) {
-        (void)vs_elimit_admit(l, 90, 1.0, &lim);
+        (void)vs_elimit_admit(l, 90, 1.0, t + 0.005 * i, &lim);
         vs_elimit_on_done(l, 0.001, i % 2, t + 0.005 * i);
     }
     CHECK(vs_elimit_get(l) < 100);
