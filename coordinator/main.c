@@ -211,6 +211,11 @@ static int parse_args(int argc, char **argv, config_t *c)
     int o;
     double v;
     vs_recall_opts_default(&c->recall);
+    char xerr[VS_ERR_LEN];
+    if (vs_cli_exact_long_options(argc, argv, opts, xerr) != 0) {
+        fprintf(stderr, "vecshard-coordinator: %s\n", xerr);
+        return 2;
+    }
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case 256:

@@ -1,5 +1,6 @@
 /* flags.c (cli): see flags.h. */
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,38 @@ int vs_cli_version_flag(int argc, char **argv, const char *prog)
     if (argc == 2 && strcmp(argv[1], "--version") == 0) {
         printf("%s %s (%s)\n", prog, VS_VERSION, VS_VERSION_DETAIL);
         return 1;
+    }
+    return 0;
+}
+
+int vs_cli_exact_long_options(int argc, char *const *argv, const struct option *opts, char err[VS_ERR_LEN])
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--") == 0)
+            return 0;
+        if (strncmp(a, "--", 2) != 0)
+            continue;
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const struct option *hit = NULL, *prefix_of = NULL;
+        for (const struct option *o = opts; o->name; o++) {
+            if (strlen(o->name) == len && strncmp(o->name, name, len) == 0)
+                hit = o;
+            else if (!prefix_of && len && strncmp(o->name, name, len) == 0)
+                prefix_of = o;
+        }
+        if (!hit) {
+            if (prefix_of)
+                vs_errf(err, VS_ERR_INVALID_ARGUMENT,
+                        "unknown option '--%.*s' (options are not abbreviated: --%s?)", (int)len, name,
+                        prefix_of->name);
+            else
+                vs_errf(err, VS_ERR_INVALID_ARGUMENT, "unknown option '--%.*s'", (int)len, name);
+            return -1;
+        }
+        if (hit->has_arg == required_argument && !eq)
+            i++; /* its value, whatever it looks like */
     }
     return 0;
 }

@@ -19,4 +19,13 @@ vs_status vs_cli_parse_double(const char *flag, const char *s, double lo, double
  * "--version NAME" names the index version it builds. */
 int vs_cli_version_flag(int argc, char **argv, const char *prog);
 
+struct option;
+
+/* getopt_long takes any unambiguous prefix of a long option (`--n 5` is `--nprobe 5` when no other option
+ * starts with n), so a misspelt or half-remembered flag silently sets another one. Called before the
+ * getopt loop: every "--name" or "--name=value" in argv[1..] (up to a lone "--") must be an option of opts
+ * spelt out in full; the value of an option that takes one is skipped. 0, or -1 with err "unknown option
+ * '--n' (options are not abbreviated: --nprobe?)". */
+int vs_cli_exact_long_options(int argc, char *const *argv, const struct option *opts, char err[VS_ERR_LEN]);
+
 #endif

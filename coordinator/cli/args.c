@@ -291,6 +291,9 @@ vs_status vs_admin_parse(vs_admin_cmd cmd, int argc, char **argv, vs_admin_opts_
                          .timeout_ms = cmd == VS_ADMIN_QUERY ? 1000 : 5000};
     optind = 0; /* glibc: full re-initialisation, so the parser can run more than once per process */
     opterr = 0;
+    char xerr[VS_ERR_LEN];
+    if (vs_cli_exact_long_options(argc, argv, longopts, xerr) != 0)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%.400s (see vecshard %s --help)", xerr, cmd_name(cmd));
     int c;
     /* "+": stop at the first non-option, so a stray positional is reported rather than permuted. */
     while ((c = getopt_long(argc, argv, "+:h", longopts, NULL)) != -1) {

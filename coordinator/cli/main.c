@@ -217,6 +217,10 @@ static int run_rollout(const char *cmd, int argc, char **argv)
     char msg[VS_ERR_LEN] = "";
     int o;
     optind = 1;
+    if (vs_cli_exact_long_options(argc, argv, opts, msg) != 0) {
+        fprintf(stderr, "vecshard %s: %s\n", cmd, msg);
+        return 2;
+    }
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case 'e':

@@ -122,6 +122,10 @@ int vs_nbrs_parse_args(int argc, char **argv, vs_nbrs_opts_t *o)
     long long v;
     optind = 1;
     opterr = 0;
+    if (vs_cli_exact_long_options(argc, argv, opts, err) != 0) {
+        fprintf(stderr, "vecshard batch: %s\n", err);
+        return 2;
+    }
     for (int c; (c = getopt_long(argc, argv, "h", opts, NULL)) != -1;) {
         vs_status st = VS_OK;
         switch (c) {

@@ -80,6 +80,10 @@ int main(int argc, char **argv)
                                        {0, 0, 0, 0}};
     char err[VS_ERR_LEN];
     int o;
+    if (vs_cli_exact_long_options(argc, argv, lo, err) != 0) {
+        fprintf(stderr, "vecshard-fold: %s\n", err);
+        return 2;
+    }
     while ((o = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
         switch (o) {
         case 'b':

@@ -248,6 +248,11 @@ int main(int argc, char **argv)
         {0, 0, 0, 0},
     };
     int c;
+    char xerr[VS_ERR_LEN];
+    if (vs_cli_exact_long_options(argc, argv, opts, xerr) != 0) {
+        fprintf(stderr, "vecshard-gt: %s\n", xerr);
+        return 2;
+    }
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'b':

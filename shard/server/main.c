@@ -161,6 +161,11 @@ static int parse_args(int argc, char **argv, config_t *c)
                     .fresh_capacity = 1000000,
                     .tls_clients = "vecshard-coordinator"};
     int o;
+    char xerr[VS_ERR_LEN];
+    if (vs_cli_exact_long_options(argc, argv, opts, xerr) != 0) {
+        fprintf(stderr, "vecshard-shard: %s\n", xerr);
+        return 2;
+    }
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case 'l':
