@@ -591,7 +591,7 @@ typedef struct request {
     vs_coord_reply_fn reply;
     void *reply_user;
     int64_t retry_after_ms; /* st RESOURCE_EXHAUSTED: the hint */
-    size_t admitted_q;      /* queries counted in c->stats.in_flight_queries */
+    int admitted;           /* counted in c->stats.in_flight_queries (nq) and _requests (release) */
     vs_priority prio;
     struct request *prev, *next; /* c->requests (under c->active_mu) */
     int listed;
@@ -1165,6 +1165,16 @@ static int settle(request_t *q)
     return 1;
 }
 
+/* Gives back what admit() counted for q (its queries and the request in flight); idempotent. */
+static void release(vs_coord_t *c, request_t *q)
+{
+    if (!q->admitted)
+        return;
+    atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->nq);
+    atomic_fetch_sub(&c->stats.in_flight_requests, 1);
+    q->admitted = 0;
+}
+
 /* Sends the answer and drops the handler's reference (no lock held). */
 static void complete(request_t *q)
 {
@@ -1190,15 +1200,11 @@ static void complete(request_t *q)
                        q->ver ? q->ver->name : "?", q->nq, q->r ? q->r->k : 0, vs_status_name(q->st));
         pthread_mutex_unlock(&c->log_mu);
     }
-    if (q->admitted_q) {
-        if (c->elimit && q->nq <= VS_COORD_ELIMIT_MAX_NQ) {
-            double now = vs_now_s();
-            vs_elimit_on_done(c->elimit, now - q->t_entry, q->st == VS_ERR_RESOURCE_EXHAUSTED, now);
-        }
-        atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->admitted_q);
-        atomic_fetch_sub(&c->stats.in_flight_requests, 1);
+    if (q->admitted && c->elimit && q->nq <= VS_COORD_ELIMIT_MAX_NQ) {
+        double now = vs_now_s();
+        vs_elimit_on_done(c->elimit, now - q->t_entry, q->st == VS_ERR_RESOURCE_EXHAUSTED, now);
     }
-    q->admitted_q = 0;
+    release(c, q);
     q->reply(q->reply_user, q->st, q->err, q->retry_after_ms, out, q->out_len);
     request_unref(q);
 }
@@ -1279,12 +1285,10 @@ static int admit(vs_coord_t *c, request_t *q, const vs_coord_call_t *call, vs_co
     const double share = q->prio == VS_PRIORITY_ONLINE ? 1.0 : VS_OVERLOAD_SHEDDABLE_SHARE;
     double cap = (double)c->o.max_in_flight * share, lim = 0;
     long before = atomic_fetch_add(&c->stats.in_flight_queries, (long)q->nq);
-    q->admitted_q = q->nq;
     long reqs = atomic_fetch_add(&c->stats.in_flight_requests, 1);
+    q->admitted = 1;
     if (c->elimit && !vs_elimit_admit(c->elimit, (double)reqs, share, vs_now_s(), &lim)) {
-        atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->nq);
-        atomic_fetch_sub(&c->stats.in_flight_requests, 1);
-        q->admitted_q = 0;
+        release(c, q);
         ra = vs_overload_retry_after_ms(c->o.target_latency_ms * 1e-3);
         snprintf(msg, sizeof msg,
                  "coordinator overloaded: %ld requests in flight, its concurrency limit for %s requests is "
@@ -1294,9 +1298,7 @@ static int admit(vs_coord_t *c, request_t *q, const vs_coord_call_t *call, vs_co
         return 0;
     }
     if (before > 0 && (double)before + (double)q->nq > cap) {
-        atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->nq);
-        atomic_fetch_sub(&c->stats.in_flight_requests, 1);
-        q->admitted_q = 0;
+        release(c, q);
         ra = vs_overload_retry_after_ms(c->o.max_queue_ms > 0 ? c->o.max_queue_ms * 1e-3 : 0.1);
         snprintf(msg, sizeof msg,
                  "coordinator overloaded: %ld queries in flight, %s requests may have %.0f; retry after %lld "
@@ -1307,9 +1309,7 @@ static int admit(vs_coord_t *c, request_t *q, const vs_coord_call_t *call, vs_co
     }
     /* last: a request the cluster refuses anyway does not spend the client's quota */
     if (!vs_quotas_take(c->quotas, client, (double)q->nq, vs_now_s(), &ra, &qps)) {
-        atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->nq);
-        atomic_fetch_sub(&c->stats.in_flight_requests, 1);
-        q->admitted_q = 0;
+        release(c, q);
         snprintf(msg, sizeof msg,
                  "client %.100s is over its quota of %.0f queries/s (this request: %zu); retry after %lld ms",
                  client, qps, q->nq, (long long)ra);
@@ -1326,19 +1326,13 @@ void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *r
     const int64_t timeout_ms = call ? call->timeout_ms : 0;
     /* waited too long for a worker: refuse before decoding (the cheapest refusal) */
     if (call && call->queued_s >= 0) {
-        uint64_t pv = 0;
-        (void)vs_pb_peek_varint(reqb, reqlen, VS_COORD_SEARCH_PRIORITY_FIELD, &pv);
-        vs_priority prio = vs_priority_of(pv);
         if (c->o.overload)
             vs_histogram_observe(c->o.overload->queue, call->queued_s);
-        double limit = vs_overload_queue_limit_s(c->o.max_queue_ms * 1e-3, prio);
-        if (call->queued_s > limit) {
-            char msg[VS_ERR_LEN];
-            int64_t ra = vs_overload_retry_after_ms(limit);
-            snprintf(msg, sizeof msg,
-                     "coordinator overloaded: the request waited %.1f ms for a worker (limit %.0f ms for %s "
-                     "requests); retry after %lld ms",
-                     call->queued_s * 1e3, limit * 1e3, vs_priority_name(prio), (long long)ra);
+        vs_priority prio;
+        int64_t ra;
+        char msg[VS_ERR_LEN];
+        if (vs_overload_queued_too_long(call->queued_s, c->o.max_queue_ms * 1e-3, reqb, reqlen,
+                                        VS_COORD_SEARCH_PRIORITY_FIELD, "coordinator", &prio, &ra, msg)) {
             shed(c, reply, user, "queue", prio, ra, msg);
             return;
         }
@@ -1372,10 +1366,7 @@ void vs_coord_search_async(vs_coord_t *c, vs_rpc_server_t *srv, const uint8_t *r
         st = plan(c, q, err);
     }
     if (st != VS_OK) {
-        if (q->admitted_q) {
-            atomic_fetch_sub(&c->stats.in_flight_queries, (long)q->admitted_q);
-            atomic_fetch_sub(&c->stats.in_flight_requests, 1);
-        }
+        release(c, q);
         reply(user, st, err, 0, NULL, 0);
         request_unref(q);
         return;

@@ -156,6 +156,18 @@ static int parse_num(const char *flag, const char *s, double lo, double hi, doub
     return 0;
 }
 
+/* A duration in ms that is either > 0 or -1 (what_off: "never", "off"). */
+static int parse_ms_or_off(const char *flag, const char *s, const char *what_off, double *out)
+{
+    if (parse_num(flag, s, -1, 600000, out))
+        return -1;
+    if (*out == 0 || (*out < 0 && *out != -1)) {
+        fprintf(stderr, "vecshard-coordinator: %s must be > 0 or -1 (%s)\n", flag, what_off);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, config_t *c)
 {
     static const struct option opts[] = {{"listen", required_argument, 0, 'l'},
@@ -277,12 +289,8 @@ static int parse_args(int argc, char **argv, config_t *c)
                 return 2;
             break;
         case 271:
-            if (parse_num("--max-queue-ms", optarg, -1, 600000, &c->max_queue_ms))
+            if (parse_ms_or_off("--max-queue-ms", optarg, "never", &c->max_queue_ms))
                 return 2;
-            if (c->max_queue_ms == 0 || (c->max_queue_ms < 0 && c->max_queue_ms != -1)) {
-                fprintf(stderr, "vecshard-coordinator: --max-queue-ms must be > 0 or -1 (never)\n");
-                return 2;
-            }
             break;
         case 272:
             if (parse_num("--max-in-flight", optarg, 1, 1e9, &v))
@@ -305,12 +313,8 @@ static int parse_args(int argc, char **argv, config_t *c)
             break;
         }
         case 275:
-            if (parse_num("--target-latency-ms", optarg, -1, 600000, &c->target_latency_ms))
+            if (parse_ms_or_off("--target-latency-ms", optarg, "off", &c->target_latency_ms))
                 return 2;
-            if (c->target_latency_ms == 0 || (c->target_latency_ms < 0 && c->target_latency_ms != -1)) {
-                fprintf(stderr, "vecshard-coordinator: --target-latency-ms must be > 0 or -1 (off)\n");
-                return 2;
-            }
             break;
         case 274:
             if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {

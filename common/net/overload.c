@@ -72,26 +72,40 @@ int vs_pb_peek_varint(const uint8_t *msg, size_t len, uint32_t field, uint64_t *
                 found = 1;
             }
             break;
-        case 1:
-            if (len - pos < 8)
+        case 1: /* fixed64 */
+        case 5: /* fixed32 */
+            if (len - pos < ((key & 7) == 1 ? 8u : 4u))
                 return -1;
-            pos += 8;
+            pos += (key & 7) == 1 ? 8 : 4;
             break;
         case 2:
             if (varint(msg, len, &pos, &v) != 0 || v > len - pos)
                 return -1;
             pos += (size_t)v;
             break;
-        case 5:
-            if (len - pos < 4)
-                return -1;
-            pos += 4;
-            break;
         default:
             return -1;
         }
     }
     return found;
+}
+
+int vs_overload_queued_too_long(double queued_s, double max_queue_s, const uint8_t *msg, size_t len,
+                                uint32_t field, const char *who, vs_priority *prio, int64_t *retry_after_ms,
+                                char why[VS_ERR_LEN])
+{
+    uint64_t pv = 0;
+    (void)vs_pb_peek_varint(msg, len, field, &pv); /* malformed: the full decode says so, if it gets there */
+    *prio = vs_priority_of(pv);
+    double limit = vs_overload_queue_limit_s(max_queue_s, *prio);
+    if (!(queued_s > limit))
+        return 0;
+    *retry_after_ms = vs_overload_retry_after_ms(limit);
+    snprintf(why, VS_ERR_LEN,
+             "%s overloaded: the call waited %.1f ms for a worker (limit %.0f ms for %s calls); retry after "
+             "%lld ms",
+             who, queued_s * 1e3, limit * 1e3, vs_priority_name(*prio), (long long)*retry_after_ms);
+    return 1;
 }
 
 vs_status vs_overload_metrics_init(vs_overload_metrics_t *m, vs_metrics_t *reg, const char *prefix,

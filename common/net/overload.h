@@ -44,6 +44,15 @@ double vs_overload_queue_limit_s(double max_queue_s, vs_priority p);
  * turn over), at least 10 ms. */
 int64_t vs_overload_retry_after_ms(double limit_s);
 
+/* The queue-time rule, as shard and coordinator apply it to a call that waited queued_s (>= 0) for a
+ * worker: the call's priority is field `field` of its message (msg, len bytes; absent = online, into
+ * *prio); when it waited longer than its priority's limit of max_queue_s, returns 1 with the retry-after
+ * hint in *retry_after_ms and the refusal's text in why ("<who> overloaded: the call waited ..."); else 0.
+ * Counts nothing: the caller does. */
+int vs_overload_queued_too_long(double queued_s, double max_queue_s, const uint8_t *msg, size_t len,
+                                uint32_t field, const char *who, vs_priority *prio, int64_t *retry_after_ms,
+                                char why[VS_ERR_LEN]);
+
 /* The value of varint field `field` at the top level of a protobuf message (the last occurrence, as
  * protobuf reads it) into *out: 1 when present, 0 when absent, -1 when the message is malformed (then
  * the full decode will say so). Skips other fields without decoding them. */

@@ -620,19 +620,7 @@ size_t vs_rpc_server_in_flight(const vs_rpc_server_t *s)
 
 long vs_rpc_call_metadata(const vs_rpc_call_t *c, const char *key, char *out, size_t n)
 {
-    size_t kl = strlen(key);
-    for (size_t i = 0; i < c->md.count; i++) {
-        const grpc_slice *k = &c->md.metadata[i].key, *v = &c->md.metadata[i].value;
-        if (GRPC_SLICE_LENGTH(*k) != kl || memcmp(GRPC_SLICE_START_PTR(*k), key, kl) != 0)
-            continue;
-        size_t vl = GRPC_SLICE_LENGTH(*v);
-        if (vl + 1 > n)
-            return -1;
-        memcpy(out, GRPC_SLICE_START_PTR(*v), vl);
-        out[vl] = 0;
-        return (long)vl;
-    }
-    return -1;
+    return vs_rpc_md_get(&c->md, key, out, n);
 }
 
 long vs_rpc_call_peer_name(const vs_rpc_call_t *c, char *out, size_t n)

@@ -34,25 +34,35 @@ size_t vs_rpc_call_md(vs_rpc_channel_t *ch, int64_t timeout_ms, grpc_metadata md
     return n;
 }
 
+long vs_rpc_md_get(const grpc_metadata_array *md, const char *key, char *out, size_t n)
+{
+    size_t kl = strlen(key);
+    for (size_t i = 0; i < md->count; i++) {
+        const grpc_slice *k = &md->metadata[i].key, *v = &md->metadata[i].value;
+        if (GRPC_SLICE_LENGTH(*k) != kl || memcmp(GRPC_SLICE_START_PTR(*k), key, kl) != 0)
+            continue;
+        size_t vl = GRPC_SLICE_LENGTH(*v);
+        if (vl + 1 > n)
+            return -1;
+        memcpy(out, GRPC_SLICE_START_PTR(*v), vl);
+        out[vl] = 0;
+        return (long)vl;
+    }
+    return -1;
+}
+
 int64_t vs_rpc_md_retry_after_ms(const grpc_metadata_array *trail)
 {
-    static const char key[] = VS_RPC_MD_RETRY_AFTER;
-    for (size_t i = 0; i < trail->count; i++) {
-        const grpc_slice *k = &trail->metadata[i].key, *v = &trail->metadata[i].value;
-        size_t vl = GRPC_SLICE_LENGTH(*v);
-        if (GRPC_SLICE_LENGTH(*k) != sizeof key - 1 || memcmp(GRPC_SLICE_START_PTR(*k), key, sizeof key - 1) ||
-            vl == 0 || vl > 12)
-            continue;
-        int64_t ms = 0;
-        for (size_t j = 0; j < vl; j++) {
-            char ch = (char)GRPC_SLICE_START_PTR(*v)[j];
-            if (ch < '0' || ch > '9')
-                return 0;
-            ms = ms * 10 + (ch - '0');
-        }
-        return ms;
+    char v[13];
+    if (vs_rpc_md_get(trail, VS_RPC_MD_RETRY_AFTER, v, sizeof v) <= 0)
+        return 0;
+    int64_t ms = 0;
+    for (const char *p = v; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return 0;
+        ms = ms * 10 + (*p - '0');
     }
-    return 0;
+    return ms;
 }
 
 vs_status vs_rpc_ucall_start(vs_rpc_ucall_t *c, vs_rpc_channel_t *ch, grpc_completion_queue *cq,

@@ -31,6 +31,10 @@ int64_t vs_rpc_timeout_exact_ms(int64_t timeout_ms);
  * buf and the channel), returns the count. */
 size_t vs_rpc_call_md(vs_rpc_channel_t *ch, int64_t timeout_ms, grpc_metadata md[2], char buf[24]);
 
+/* The value of metadata `key` (lower case) in md into out (n bytes, NUL-terminated): its length, or -1
+ * when absent or longer than n - 1. */
+long vs_rpc_md_get(const grpc_metadata_array *md, const char *key, char *out, size_t n);
+
 /* VS_RPC_MD_RETRY_AFTER in trailing metadata as milliseconds; 0 when absent or malformed. */
 int64_t vs_rpc_md_retry_after_ms(const grpc_metadata_array *trail);
 

@@ -444,18 +444,12 @@ static void on_search(void *user, const vs_rpc_call_t *call, const uint8_t *req,
     if (queued >= 0) {
         vs_overload_metrics_t *om = vs_shard_metrics_overload(a->metrics);
         vs_histogram_observe(om->queue, queued);
-        uint64_t pv = 0;
-        (void)vs_pb_peek_varint(req, len, VS_SHARD_SEARCH_PRIORITY_FIELD, &pv);
-        vs_priority prio = vs_priority_of(pv);
-        double limit = vs_overload_queue_limit_s((double)a->cfg.max_queue_ms * 1e-3, prio);
-        if (queued > limit) {
+        vs_priority prio;
+        if (vs_overload_queued_too_long(queued, (double)a->cfg.max_queue_ms * 1e-3, req, len,
+                                        VS_SHARD_SEARCH_PRIORITY_FIELD, "shard", &prio, &reply->retry_after_ms,
+                                        reply->message)) {
             vs_overload_metrics_shed(om, "queue", prio);
             reply->code = VS_GRPC_RESOURCE_EXHAUSTED;
-            reply->retry_after_ms = vs_overload_retry_after_ms(limit);
-            snprintf(reply->message, sizeof reply->message,
-                     "shard overloaded: the call waited %.1f ms for a worker (limit %.0f ms for %s "
-                     "calls); retry after %lld ms",
-                     queued * 1e3, limit * 1e3, vs_priority_name(prio), (long long)reply->retry_after_ms);
             return;
         }
     }
