@@ -152,9 +152,10 @@ size_t vs_rpc_server_in_flight(const vs_rpc_server_t *srv);
  * name does not fit. */
 long vs_rpc_call_peer_name(const vs_rpc_call_t *call, char *out, size_t n);
 
-/* Seconds the call waited between its arrival (headers received) and a worker taking it, from the
- * client's VS_RPC_MD_TIMEOUT and the time left now; -1 when unknown (no deadline, or a client that does
- * not send it). Our clients round their timeouts to what gRPC's grpc-timeout header carries exactly
+/* Seconds the call waited behind other work between its arrival (headers received) and a worker taking
+ * it, from the client's VS_RPC_MD_TIMEOUT and the time left now; -1 when unknown (no deadline, or a client
+ * that does not send it). A call taken while no other call of this server was in a handler counts only the
+ * part of its wait before the last handler finished: an idle server has no queue to shed. Our clients round their timeouts to what gRPC's grpc-timeout header carries exactly
  * (vs_rpc_timeout_exact_ms), so it is precise to about a millisecond; a client that does not round may
  * look up to one grpc-timeout unit (10 ms from 1 s of timeout, 100 ms from 10 s) less queued than it was.
  * Never negative when known. */

@@ -51,6 +51,7 @@ struct vs_rpc_call {
     grpc_byte_buffer *payload;
     tag_t t_new, t_close, t_send;
     double t0;     /* arrival at a worker (async calls report their latency at the reply) */
+    size_t others; /* calls of this server in a handler when a worker took this one */
     int cancelled; /* written by RECV_CLOSE_ON_SERVER */
     int pending;   /* batches started and not completed */
 
@@ -95,6 +96,7 @@ struct vs_rpc_server {
     void *authorize_user;
     atomic_int stopping;
     atomic_size_t in_flight;
+    atomic_llong last_done_us; /* vs_now_s() in us when a handler last finished (0 = none yet) */
     tag_t t_shutdown;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -263,6 +265,14 @@ static void stream_unlock_maybe_free(struct vs_rpc_call *c)
         call_free(c);
 }
 
+/* A handler is over: the server was busy until now (vs_rpc_call_queued_s), one call fewer in flight. Before
+ * the reply leaves, so a client's next call never seems to have waited behind the one just answered. */
+static void handler_done(struct vs_rpc_server *s)
+{
+    atomic_store(&s->last_done_us, (long long)(vs_now_s() * 1e6));
+    atomic_fetch_sub(&s->in_flight, 1);
+}
+
 static void handle_new(worker_t *w, struct vs_rpc_call *c)
 {
     struct vs_rpc_server *s = w->srv;
@@ -291,7 +301,7 @@ static void handle_new(worker_t *w, struct vs_rpc_call *c)
     }
 
     const vs_rpc_method_t *md = &s->methods[m];
-    atomic_fetch_add(&s->in_flight, 1);
+    c->others = atomic_fetch_add(&s->in_flight, 1);
     double t0 = vs_now_s();
     uint8_t *req = NULL;
     size_t len = 0;
@@ -325,15 +335,15 @@ static void handle_new(worker_t *w, struct vs_rpc_call *c)
         pthread_mutex_unlock(&c->mu);
         md->stream(md->user, c, req, len);
         free(req);
-        atomic_fetch_sub(&s->in_flight, 1);
+        handler_done(s);
         post_request(w, m);
         return;
     } else {
         md->unary(md->user, c, req, len, &reply);
     }
     free(req);
+    handler_done(s);
     send_unary(c, reply.code, reply.message, reply.body, reply.body_len, reply.retry_after_ms);
-    atomic_fetch_sub(&s->in_flight, 1);
     if (s->on_done)
         s->on_done(s->on_done_user, md->path, reply.code, vs_now_s() - t0);
     post_request(w, m);
@@ -640,8 +650,16 @@ double vs_rpc_call_queued_s(const vs_rpc_call_t *c)
     if (*end || !(sent_s > 0))
         return -1;
     gpr_timespec left = gpr_time_sub(d, gpr_now(d.clock_type));
-    double queued = sent_s - ((double)left.tv_sec + (double)left.tv_nsec * 1e-9);
-    return queued > 0 ? queued : 0;
+    double waited = sent_s - ((double)left.tv_sec + (double)left.tv_nsec * 1e-9);
+    if (!(waited > 0))
+        return 0;
+    if (c->others > 0) /* other calls held the workers when this one was taken */
+        return waited;
+    /* Taken by an idle server: only the part of the wait before the last handler finished was spent
+     * behind other work; the rest (a cold start, a paused process, a slow sanitizer build) was not a
+     * queue, and refusing the call would relieve nothing. */
+    double busy_s = (double)atomic_load(&c->srv->last_done_us) * 1e-6 - (vs_now_s() - waited);
+    return busy_s <= 0 ? 0 : busy_s < waited ? busy_s : waited;
 }
 
 int64_t vs_rpc_call_remaining_ms(const vs_rpc_call_t *c)
@@ -711,9 +729,9 @@ void vs_rpc_stream_release(vs_rpc_stream_t *c)
 void vs_rpc_call_reply(vs_rpc_call_t *c, vs_rpc_reply_t *reply)
 {
     struct vs_rpc_server *s = c->srv;
+    handler_done(s);
     send_unary(c, reply->code, reply->message, reply->body, reply->body_len, reply->retry_after_ms);
     reply->body = NULL;
-    atomic_fetch_sub(&s->in_flight, 1);
     if (s->on_done)
         s->on_done(s->on_done_user, s->methods[c->method].path, reply->code, vs_now_s() - c->t0);
     pthread_mutex_lock(&c->mu);
