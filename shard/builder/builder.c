@@ -31,6 +31,9 @@
 #include "common/cluster/manifest.h"
 
 #define MARKER_FORMAT "vecshard-build-done/1"
+#define TRAIN_FORMAT "vecshard-build-trained/1"
+#define WORKER_FORMAT "vecshard-build-worker/1"
+#define WORK_DIR ".build"
 
 /* ---- list packing -------------------------------------------------------------------------------- */
 
@@ -215,6 +218,8 @@ typedef struct build {
     char fingerprint[2 * PATH_MAX + 1024 + VS_ATTR_MAX_FIELDS * (VS_ATTR_NAME_MAX + 64)];
     uint32_t trained_crc;
     uint32_t passes, built, resumed;
+    size_t rows_encoded; /* ENCODE */
+    int nothing_to_do;   /* a distributed stage on a finished version (resume) */
 } build_t;
 
 static void note(const build_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -485,8 +490,9 @@ static vs_status trained_crc(build_t *b, char *err)
 {
     if (b->n_sample == 0)
         return VS_OK;
-    char path[PATH_MAX];
-    vs_status st = path_in_dir(b, ".trained-state", path, err);
+    char path[PATH_MAX], name[64];
+    snprintf(name, sizeof name, ".trained-state.%ld", (long)getpid()); /* distributed workers share the dir */
+    vs_status st = path_in_dir(b, name, path, err);
     vs_index_t *c = NULL;
     if (st == VS_OK)
         st = vs_index_clone_empty(b->trained, &c, err);
@@ -607,12 +613,8 @@ static void part_names(uint32_t p, char file[64], char marker[64])
 
 /* 1 when partition p's done marker matches this build and its file has the recorded size and CRC. */
 /* Partition p's marker (part-<p>.done), parsed; NULL when absent or unreadable. Free with cJSON_Delete. */
-static cJSON *read_marker(build_t *b, uint32_t p)
+static cJSON *read_json(const char *path)
 {
-    char file[64], marker[64], path[PATH_MAX], err[VS_ERR_LEN];
-    part_names(p, file, marker);
-    if (path_in_dir(b, marker, path, err) != VS_OK)
-        return NULL;
     FILE *f = fopen(path, "rb");
     if (!f)
         return NULL;
@@ -622,6 +624,35 @@ static cJSON *read_marker(build_t *b, uint32_t p)
     cJSON *j = text ? cJSON_ParseWithLength(text, len) : NULL;
     free(text);
     return j;
+}
+
+static cJSON *read_marker(build_t *b, uint32_t p)
+{
+    char file[64], marker[64], path[PATH_MAX], err[VS_ERR_LEN];
+    part_names(p, file, marker);
+    if (path_in_dir(b, marker, path, err) != VS_OK)
+        return NULL;
+    return read_json(path);
+}
+
+/* Writes j (deleted here) to path atomically: a temporary file, then rename. */
+static vs_status write_json(const char *path, cJSON *j, char *err)
+{
+    char tmp[PATH_MAX + 8];
+    char *text = cJSON_Print(j);
+    cJSON_Delete(j);
+    if (!text)
+        return vs_errf(err, VS_ERR_NOMEM, "out of memory");
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "wb");
+    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    ok = f && (fclose(f) == 0) && ok;
+    cJSON_free(text);
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return vs_errf(err, VS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+    }
+    return VS_OK;
 }
 
 /* 1 when partition p's marker names this build's fingerprint (the same inputs and options). */
@@ -697,7 +728,7 @@ static int resumable(build_t *b, uint32_t p)
 
 static vs_status write_marker(build_t *b, uint32_t p, char *err)
 {
-    char file[64], marker[64], path[PATH_MAX], tmp[PATH_MAX + 8], num[32];
+    char file[64], marker[64], path[PATH_MAX], num[32];
     part_names(p, file, marker);
     vs_status st = path_in_dir(b, marker, path, err);
     if (st != VS_OK)
@@ -714,20 +745,7 @@ static vs_status write_marker(build_t *b, uint32_t p, char *err)
     snprintf(num, sizeof num, "%llu", (unsigned long long)b->parts[p].n_vectors);
     cJSON_AddStringToObject(j, "n_vectors", num);
     cJSON_AddStringToObject(j, "fingerprint", b->fingerprint);
-    char *text = cJSON_Print(j);
-    cJSON_Delete(j);
-    if (!text)
-        return vs_errf(err, VS_ERR_NOMEM, "out of memory");
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    ok = f && (fclose(f) == 0) && ok;
-    cJSON_free(text);
-    if (!ok || rename(tmp, path) != 0) {
-        st = vs_errf(err, VS_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        unlink(tmp);
-    }
-    return st;
+    return write_json(path, j, err);
 }
 
 /* Bytes one stored vector takes in memory while building (codes, id, refine copy; HNSW links). */
@@ -906,6 +924,54 @@ static vs_status record_ids(build_t *b, uint32_t p, vs_manifest_t *m, vs_manifes
     return VS_OK;
 }
 
+/* Opens empty partitions [p0, p1) not yet done (clones of the trained state, with room for their rows
+ * when attributes are built); *total receives their vectors. */
+static vs_status open_group(build_t *b, uint32_t p0, uint32_t p1, uint64_t *total, char *err)
+{
+    vs_status st = VS_OK;
+    *total = 0;
+    for (uint32_t p = p0; p < p1 && st == VS_OK; p++) {
+        if (b->parts[p].done)
+            continue;
+        *total += b->parts[p].n_vectors;
+        b->parts[p].n_rows = 0;
+        if (b->attrs) {
+            b->parts[p].rows = malloc((b->parts[p].n_vectors ? b->parts[p].n_vectors : 1) * sizeof(size_t));
+            if (!b->parts[p].rows)
+                return vs_errf(err, VS_ERR_NOMEM, "out of memory for the rows of partition %u", p);
+        }
+        st = vs_index_clone_empty(b->trained, &b->parts[p].idx, err);
+        if (st == VS_OK &&
+            vs_index_needs_training(b->parts[p].idx)) /* e.g. HNSW,SQ8: same sample, same state */
+            st = vs_index_train(b->parts[p].idx, b->n_sample, b->sample, b->n_threads, NULL, err);
+    }
+    return st;
+}
+
+/* The end of a pass over partitions [p0, p1): when st is VS_OK each one not yet done is saved (with its
+ * marker); then every one is freed. Returns the first error. */
+static vs_status save_group(build_t *b, uint32_t p0, uint32_t p1, vs_status st, char *err)
+{
+    const uint32_t g = p1 - p0;
+    if (st == VS_OK) {
+        stage_begin(b, "save", g);
+        for (uint32_t p = p0; p < p1 && st == VS_OK; p++) {
+            if (!b->parts[p].done)
+                st = save_partition(b, p, err);
+            stage_update(b, p - p0 + 1, g);
+        }
+        stage_end(b, g);
+    }
+    for (uint32_t p = p0; p < p1; p++) {
+        vs_index_destroy(b->parts[p].idx);
+        b->parts[p].idx = NULL;
+        free(b->parts[p].rows);
+        b->parts[p].rows = NULL;
+    }
+    b->passes++;
+    return st;
+}
+
 /* One add pass: partitions [p0, p1) not yet done are encoded from one stream over the base. */
 static vs_status add_pass(build_t *b, uint32_t p0, uint32_t p1, char *err)
 {
@@ -920,23 +986,8 @@ static vs_status add_pass(build_t *b, uint32_t p0, uint32_t p1, char *err)
     if (!x || !gx || !gid || !glist || !order || !start || !fill)
         st = vs_errf(err, VS_ERR_NOMEM, "out of memory for chunks of %zu rows", chunk);
     uint64_t total = 0;
-    for (uint32_t p = p0; p < p1 && st == VS_OK; p++) {
-        if (b->parts[p].done)
-            continue;
-        total += b->parts[p].n_vectors;
-        b->parts[p].n_rows = 0;
-        if (b->attrs) {
-            b->parts[p].rows = malloc((b->parts[p].n_vectors ? b->parts[p].n_vectors : 1) * sizeof(size_t));
-            if (!b->parts[p].rows) {
-                st = vs_errf(err, VS_ERR_NOMEM, "out of memory for the rows of partition %u", p);
-                break;
-            }
-        }
-        st = vs_index_clone_empty(b->trained, &b->parts[p].idx, err);
-        if (st == VS_OK &&
-            vs_index_needs_training(b->parts[p].idx)) /* e.g. HNSW,SQ8: same sample, same state */
-            st = vs_index_train(b->parts[p].idx, b->n_sample, b->sample, b->n_threads, NULL, err);
-    }
+    if (st == VS_OK)
+        st = open_group(b, p0, p1, &total, err);
     char what[64] = "add";
     if (p1 - p0 < b->P)
         snprintf(what, sizeof what, "add p%u-%u", p0, p1 - 1);
@@ -990,22 +1041,7 @@ static vs_status add_pass(build_t *b, uint32_t p0, uint32_t p1, char *err)
         stage_update(b, added, total);
     }
     stage_end(b, total);
-    if (st == VS_OK) {
-        stage_begin(b, "save", g);
-        for (uint32_t p = p0; p < p1 && st == VS_OK; p++) {
-            if (!b->parts[p].done)
-                st = save_partition(b, p, err);
-            stage_update(b, p - p0 + 1, g);
-        }
-        stage_end(b, g);
-    }
-    for (uint32_t p = p0; p < p1; p++) {
-        vs_index_destroy(b->parts[p].idx);
-        b->parts[p].idx = NULL;
-        free(b->parts[p].rows);
-        b->parts[p].rows = NULL;
-    }
-    b->passes++;
+    st = save_group(b, p0, p1, st, err);
     free(x);
     free(gx);
     free(gid);
@@ -1016,8 +1052,11 @@ static vs_status add_pass(build_t *b, uint32_t p0, uint32_t p1, char *err)
     return st;
 }
 
-/* Step 5: resume what can be, then add passes over the rest within the memory budget. */
-static vs_status encode(build_t *b, char *err)
+typedef vs_status (*pass_fn)(build_t *b, uint32_t p0, uint32_t p1, char *err);
+
+/* Step 5: resume what can be, then passes over the rest within the memory budget: add passes over the
+ * base (one process), or merge passes over the workers' parts (the distributed build's MERGE). */
+static vs_status encode(build_t *b, pass_fn pass, char *err)
 {
     char file[64], marker[64], path[PATH_MAX];
     for (uint32_t p = 0; p < b->P; p++) {
@@ -1048,7 +1087,7 @@ static vs_status encode(build_t *b, char *err)
         for (uint32_t p = p0; p < p1; p++)
             todo |= !b->parts[p].done;
         if (todo) {
-            vs_status st = add_pass(b, p0, p1, err);
+            vs_status st = pass(b, p0, p1, err);
             if (st != VS_OK)
                 return st;
         }
@@ -1270,6 +1309,497 @@ static vs_status finish(build_t *b, vs_builder_result_t *res, char *err)
     return st;
 }
 
+/* ---- the distributed build (builder.h: TRAIN, ENCODE, MERGE) ------------------------------------- */
+
+static vs_status work_path(const build_t *b, const char *name, char out[PATH_MAX], char *err)
+{
+    if (snprintf(out, PATH_MAX, "%s/" WORK_DIR "/%s", b->dir, name) >= PATH_MAX)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s/" WORK_DIR "/%s: path too long", b->dir, name);
+    return VS_OK;
+}
+
+/* First row of worker i's slice of n rows among W: i*n/W rounded down to a multiple of the assignment's
+ * block (VS_BUILDER_CHUNK_ALIGN), so a slice assigns its rows in the blocks a one-process build uses; n for
+ * i = W. */
+static size_t slice_begin(size_t n, uint32_t W, uint32_t i)
+{
+    if (i >= W)
+        return n;
+    size_t r = (size_t)((unsigned __int128)n * i / W);
+    return r / VS_BUILDER_CHUNK_ALIGN * VS_BUILDER_CHUNK_ALIGN;
+}
+
+static const char *json_str(const cJSON *j, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The fingerprint without the trained state: what a finished version's train.json is compared with.
+ * Leaves b->fingerprint so: call make_fingerprint afterwards for the full one. */
+static vs_status inputs_fingerprint(build_t *b, char *out, size_t n, char *err)
+{
+    uint32_t keep = b->trained_crc;
+    size_t keep_rows = b->n_sample;
+    b->trained_crc = 0;
+    b->n_sample = b->n_train; /* selection sampling takes exactly n_train rows */
+    vs_status st = make_fingerprint(b, err);
+    b->trained_crc = keep;
+    b->n_sample = keep_rows;
+    if (st == VS_OK)
+        snprintf(out, n, "%s", b->fingerprint);
+    return st;
+}
+
+/* A distributed stage on a directory holding a finished version: with resume and train.json naming
+ * these inputs, nothing to do (1); else VS_ERR_ALREADY_EXISTS. 0 when there is no manifest. */
+static vs_status finished_version(build_t *b, const char *manifest, int *done, char *err)
+{
+    *done = 0;
+    if (access(manifest, F_OK) != 0)
+        return VS_OK;
+    char path[PATH_MAX], inputs[sizeof b->fingerprint];
+    vs_status st = work_path(b, "train.json", path, err);
+    if (st == VS_OK)
+        st = inputs_fingerprint(b, inputs, sizeof inputs, err);
+    if (st != VS_OK)
+        return st;
+    cJSON *j = b->o->resume ? read_json(path) : NULL;
+    const char *got = json_str(j, "inputs");
+    *done = got && strcmp(got, inputs) == 0;
+    cJSON_Delete(j);
+    if (*done) {
+        note(b, "version %s is built (its manifest exists) from these inputs: nothing to do", b->o->version);
+        b->nothing_to_do = 1;
+        return VS_OK;
+    }
+    return vs_errf(err, VS_ERR_ALREADY_EXISTS,
+                   "%s holds a built version %s, and versions are immutable: build under a new version name%s",
+                   b->dir, b->o->version,
+                   b->o->resume ? " (--resume: these inputs or options are not the ones it was built from)" : "");
+}
+
+/* TRAIN: the trained state and train.json (written last). */
+static vs_status stage_train(build_t *b, char *err)
+{
+    char path[PATH_MAX], json[PATH_MAX], num[32], inputs[sizeof b->fingerprint];
+    vs_status st = work_path(b, "trained.vsidx", path, err);
+    if (st == VS_OK)
+        st = work_path(b, "train.json", json, err);
+    if (st != VS_OK)
+        return st;
+    cJSON *old = b->o->resume ? read_json(json) : NULL;
+    const char *want_crc = json_str(old, "trained_crc32c"), *want_rows = json_str(old, "train_rows");
+    if (want_crc && want_rows && strcmp(json_str(old, "format") ? json_str(old, "format") : "", TRAIN_FORMAT) == 0) {
+        /* resume: a trained state for these inputs and options is kept (its CRC is checked below) */
+        vs_index_t *t = NULL;
+        char e2[VS_ERR_LEN];
+        if (vs_index_load(path, &t, e2) == VS_OK) {
+            vs_index_t *keep = b->trained;
+            b->trained = t;
+            b->n_sample = (size_t)strtoull(want_rows, NULL, 10);
+            int ok = trained_crc(b, e2) == VS_OK && b->trained_crc == (uint32_t)strtoul(want_crc, NULL, 16) &&
+                     make_fingerprint(b, e2) == VS_OK && json_str(old, "fingerprint") &&
+                     strcmp(json_str(old, "fingerprint"), b->fingerprint) == 0;
+            if (ok) {
+                vs_index_destroy(keep);
+                cJSON_Delete(old);
+                note(b, "trained state kept (%s matches this build)", json);
+                return VS_OK;
+            }
+            vs_index_destroy(t);
+            b->trained = keep;
+            b->n_sample = 0;
+        }
+    }
+    cJSON_Delete(old);
+    if (unlink(json) != 0 && errno != ENOENT)
+        return vs_errf(err, VS_ERR_IO, "%s: %s", json, strerror(errno));
+    st = train(b, err);
+    if (st == VS_OK)
+        st = trained_crc(b, err);
+    if (st == VS_OK)
+        st = inputs_fingerprint(b, inputs, sizeof inputs, err);
+    if (st == VS_OK)
+        st = make_fingerprint(b, err);
+    if (st == VS_OK)
+        st = vs_index_save(b->trained, path, b->o->model_version ? b->o->model_version : "",
+                           b->o->build_time_unix, err);
+    if (st != VS_OK)
+        return st;
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return vs_errf(err, VS_ERR_NOMEM, "out of memory");
+    cJSON_AddStringToObject(j, "format", TRAIN_FORMAT);
+    snprintf(num, sizeof num, "%zu", b->n_sample);
+    cJSON_AddStringToObject(j, "train_rows", num);
+    snprintf(num, sizeof num, "0x%08x", b->trained_crc);
+    cJSON_AddStringToObject(j, "trained_crc32c", num);
+    cJSON_AddStringToObject(j, "fingerprint", b->fingerprint);
+    cJSON_AddStringToObject(j, "inputs", inputs);
+    return write_json(json, j, err);
+}
+
+/* ENCODE and MERGE: the trained state TRAIN wrote, checked against this build's inputs and options. */
+static vs_status load_trained(build_t *b, char *err)
+{
+    char path[PATH_MAX], json[PATH_MAX];
+    vs_status st = work_path(b, "trained.vsidx", path, err);
+    if (st == VS_OK)
+        st = work_path(b, "train.json", json, err);
+    if (st != VS_OK)
+        return st;
+    cJSON *j = read_json(json);
+    const char *fmt = json_str(j, "format"), *rows = json_str(j, "train_rows"), *crc = json_str(j, "trained_crc32c");
+    const char *fp = json_str(j, "fingerprint");
+    if (!fmt || strcmp(fmt, TRAIN_FORMAT) != 0 || !rows || !crc || !fp) {
+        cJSON_Delete(j);
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION,
+                       "%s: no trained state (run --stage train first, and wait for it to finish)", json);
+    }
+    vs_index_t *t = NULL;
+    st = vs_index_load(path, &t, err);
+    if (st == VS_OK) {
+        vs_index_destroy(b->trained);
+        b->trained = t;
+        b->n_sample = (size_t)strtoull(rows, NULL, 10);
+        st = trained_crc(b, err);
+    }
+    if (st == VS_OK && b->trained_crc != (uint32_t)strtoul(crc, NULL, 16))
+        st = vs_errf(err, VS_ERR_CORRUPT, "%s: trained state CRC 0x%08x, %s says %s", path, b->trained_crc, json, crc);
+    if (st == VS_OK)
+        st = make_fingerprint(b, err);
+    if (st == VS_OK && strcmp(fp, b->fingerprint) != 0)
+        st = vs_errf(err, VS_ERR_FAILED_PRECONDITION,
+                     "%s was trained for other inputs or options than these (%s); every stage takes the same "
+                     "flags",
+                     json, fp);
+    cJSON_Delete(j);
+    return st;
+}
+
+static void worker_names(uint32_t i, char part[64], char lists[64], char marker[64])
+{
+    snprintf(part, 64, "w%u.vsidx", i);
+    snprintf(lists, 64, "w%u.lists", i);
+    snprintf(marker, 64, "w%u.done", i);
+}
+
+/* Worker i's marker, checked: same build, same W, same slice, and (check_files) its two files with the
+ * recorded sizes and CRCs. 1 when it holds. */
+static int worker_done(build_t *b, uint32_t i, int check_files)
+{
+    char part[64], lists[64], marker[64], path[PATH_MAX], e[VS_ERR_LEN], want[32];
+    worker_names(i, part, lists, marker);
+    if (work_path(b, marker, path, e) != VS_OK)
+        return 0;
+    cJSON *j = read_json(path);
+    const char *fmt = json_str(j, "format"), *fp = json_str(j, "fingerprint");
+    snprintf(want, sizeof want, "%u/%u %zu-%zu", i, b->o->n_workers, slice_begin(b->n, b->o->n_workers, i),
+             slice_begin(b->n, b->o->n_workers, i + 1));
+    int ok = fmt && strcmp(fmt, WORKER_FORMAT) == 0 && fp && strcmp(fp, b->fingerprint) == 0 &&
+             json_str(j, "slice") && strcmp(json_str(j, "slice"), want) == 0;
+    const char *names[2] = {part, lists}, *keys[2] = {"part_crc32c", "lists_crc32c"};
+    for (int k = 0; ok && check_files && k < 2; k++) {
+        uint64_t size;
+        uint32_t crc;
+        char got[16];
+        ok = json_str(j, keys[k]) && work_path(b, names[k], path, e) == VS_OK &&
+             vs_file_crc32c(path, &size, &crc, e) == VS_OK;
+        snprintf(got, sizeof got, "0x%08x", crc);
+        ok = ok && strcmp(got, json_str(j, keys[k])) == 0;
+    }
+    cJSON_Delete(j);
+    return ok;
+}
+
+/* ENCODE: worker i's slice into w<i>.vsidx and w<i>.lists, then its marker. */
+static vs_status stage_encode(build_t *b, char *err)
+{
+    const uint32_t W = b->o->n_workers, i = b->o->worker;
+    char part[64], lists[64], marker[64], ppath[PATH_MAX], lpath[PATH_MAX], mpath[PATH_MAX], num[32];
+    worker_names(i, part, lists, marker);
+    vs_status st = work_path(b, part, ppath, err);
+    if (st == VS_OK)
+        st = work_path(b, lists, lpath, err);
+    if (st == VS_OK)
+        st = work_path(b, marker, mpath, err);
+    if (st == VS_OK)
+        st = load_trained(b, err);
+    if (st != VS_OK)
+        return st;
+    if (b->o->resume && worker_done(b, i, 1)) {
+        note(b, "worker %u of %u: kept (its marker matches this build)", i, W);
+        return VS_OK;
+    }
+    if (unlink(mpath) != 0 && errno != ENOENT)
+        return vs_errf(err, VS_ERR_IO, "%s: %s", mpath, strerror(errno));
+    const size_t r0 = slice_begin(b->n, W, i), r1 = slice_begin(b->n, W, i + 1), ns = r1 - r0;
+    const vs_ivf_t *ivf = vs_index_impl_ivf(b->trained);
+    float *x = malloc(b->chunk * b->d * sizeof(float));
+    int64_t *ids = malloc(b->chunk * sizeof(int64_t));
+    int32_t *lab = malloc((ns ? ns : 1) * sizeof(int32_t));
+    vs_index_t *frag = NULL;
+    if (!x || !ids || !lab)
+        st = vs_errf(err, VS_ERR_NOMEM, "out of memory for the list ids of %zu rows", ns);
+    if (st == VS_OK)
+        st = vs_index_clone_empty(b->trained, &frag, err);
+    stage_begin(b, "encode", ns);
+    for (size_t r = r0; r < r1 && st == VS_OK; r += b->chunk) {
+        size_t m = r1 - r < b->chunk ? r1 - r : b->chunk;
+        st = vs_vecfile_read_f32(b->vf, r, m, x, err);
+        if (st == VS_OK)
+            st = check_rows(b, x, r, m, err);
+        if (st == VS_OK)
+            st = vs_ivf_assign(ivf, m, x, b->n_threads, lab + (r - r0), err);
+        for (size_t k = 0; k < m; k++)
+            ids[k] = row_id(b, r + k);
+        if (st == VS_OK)
+            st = vs_index_add_lists(frag, m, x, ids, lab + (r - r0), b->n_threads, NULL, err);
+        stage_update(b, r + m - r0, ns);
+    }
+    stage_end(b, ns);
+    if (st == VS_OK)
+        st = vs_index_save(frag, ppath, "", 0, err);
+    if (st == VS_OK) {
+        FILE *f = fopen(lpath, "wb");
+        int ok = f && fwrite(lab, sizeof *lab, ns, f) == ns;
+        ok = f && fclose(f) == 0 && ok;
+        if (!ok)
+            st = vs_errf(err, VS_ERR_IO, "%s: write failed: %s", lpath, strerror(errno));
+    }
+    vs_index_destroy(frag);
+    free(x);
+    free(ids);
+    free(lab);
+    uint64_t size;
+    uint32_t pcrc = 0, lcrc = 0;
+    if (st == VS_OK)
+        st = vs_file_crc32c(ppath, &size, &pcrc, err);
+    if (st == VS_OK)
+        st = vs_file_crc32c(lpath, &size, &lcrc, err);
+    if (st != VS_OK)
+        return st;
+    cJSON *j = cJSON_CreateObject();
+    if (!j)
+        return vs_errf(err, VS_ERR_NOMEM, "out of memory");
+    cJSON_AddStringToObject(j, "format", WORKER_FORMAT);
+    char slice[96];
+    snprintf(slice, sizeof slice, "%u/%u %zu-%zu", i, W, r0, r1);
+    cJSON_AddStringToObject(j, "slice", slice);
+    snprintf(num, sizeof num, "0x%08x", pcrc);
+    cJSON_AddStringToObject(j, "part_crc32c", num);
+    snprintf(num, sizeof num, "0x%08x", lcrc);
+    cJSON_AddStringToObject(j, "lists_crc32c", num);
+    cJSON_AddStringToObject(j, "fingerprint", b->fingerprint);
+    b->rows_encoded = ns;
+    return write_json(mpath, j, err);
+}
+
+/* MERGE, before routing: every worker's marker, and each row's list from the workers' list files. */
+static vs_status gather_lists(build_t *b, char *err)
+{
+    const uint32_t W = b->o->n_workers;
+    b->lists = malloc(b->n * sizeof *b->lists);
+    b->list_sizes = calloc(b->spec.nlist, sizeof *b->list_sizes);
+    if (!b->lists || !b->list_sizes)
+        return vs_errf(err, VS_ERR_NOMEM, "out of memory for the list ids of %zu vectors", b->n);
+    for (uint32_t i = 0; i < W; i++) {
+        char part[64], lists[64], marker[64], path[PATH_MAX];
+        worker_names(i, part, lists, marker);
+        if (!worker_done(b, i, 0))
+            return vs_errf(err, VS_ERR_FAILED_PRECONDITION,
+                           "worker %u of %u has not finished this build (no matching " WORK_DIR "/%s): run "
+                           "--stage encode --worker %u first",
+                           i, W, marker, i);
+        const size_t r0 = slice_begin(b->n, W, i), r1 = slice_begin(b->n, W, i + 1);
+        vs_status st = work_path(b, lists, path, err);
+        if (st != VS_OK)
+            return st;
+        FILE *f = fopen(path, "rb");
+        size_t got = f ? fread(b->lists + r0, sizeof *b->lists, r1 - r0, f) : 0;
+        int extra = f && fgetc(f) != EOF;
+        if (f)
+            fclose(f);
+        if (!f || got != r1 - r0 || extra)
+            return vs_errf(err, VS_ERR_CORRUPT, "%s: expected %zu list ids", path, r1 - r0);
+        cJSON *j = NULL;
+        char mpath[PATH_MAX], want[16];
+        uint32_t crc = vs_crc32c(0, b->lists + r0, (r1 - r0) * sizeof *b->lists);
+        snprintf(want, sizeof want, "0x%08x", crc);
+        if (work_path(b, marker, mpath, err) == VS_OK)
+            j = read_json(mpath);
+        int same = json_str(j, "lists_crc32c") && strcmp(json_str(j, "lists_crc32c"), want) == 0;
+        cJSON_Delete(j);
+        if (!same)
+            return vs_errf(err, VS_ERR_CORRUPT, "%s: its CRC32C %s is not the one its worker recorded", path, want);
+    }
+    for (size_t r = 0; r < b->n; r++) {
+        if (b->lists[r] < 0 || (uint32_t)b->lists[r] >= b->spec.nlist)
+            return vs_errf(err, VS_ERR_CORRUPT, "row %zu: list %d out of range", r, b->lists[r]);
+        b->list_sizes[b->lists[r]]++;
+    }
+    return VS_OK;
+}
+
+/* One merge pass: partitions [p0, p1) not yet done take, worker by worker (row order), list by list, the
+ * entries routed to them from the workers' parts; the same content an add pass stores. */
+static vs_status merge_pass(build_t *b, uint32_t p0, uint32_t p1, char *err)
+{
+    const uint32_t g = p1 - p0, W = b->o->n_workers;
+    uint64_t total = 0;
+    vs_status st = open_group(b, p0, p1, &total, err);
+    size_t cap = 0, *start = calloc((size_t)g + 1, sizeof(size_t)), *fill = calloc((size_t)g + 1, sizeof(size_t));
+    uint32_t *pos = NULL, *pp = NULL;
+    if (!start || !fill)
+        st = vs_errf(err, VS_ERR_NOMEM, "out of memory");
+    char what[64] = "merge";
+    if (g < b->P)
+        snprintf(what, sizeof what, "merge p%u-%u", p0, p1 - 1);
+    stage_begin(b, what, total);
+    uint64_t merged = 0;
+    for (uint32_t i = 0; i < W && st == VS_OK; i++) {
+        char part[64], lists[64], marker[64], path[PATH_MAX];
+        worker_names(i, part, lists, marker);
+        vs_index_t *f = NULL;
+        st = work_path(b, part, path, err);
+        if (st == VS_OK)
+            st = vs_index_load(path, &f, err);
+        if (st != VS_OK)
+            break;
+        const size_t rows = slice_begin(b->n, W, i + 1) - slice_begin(b->n, W, i);
+        const vs_ivf_t *fi = vs_index_impl_ivf(f);
+        if (!fi || vs_index_count(f) != rows)
+            st = vs_errf(err, VS_ERR_CORRUPT, "%s: %zu vectors, its slice has %zu rows", path, vs_index_count(f), rows);
+        for (uint32_t l = 0; st == VS_OK && l < b->spec.nlist; l++) {
+            const size_t nl = vs_ivf_list_size(fi, l);
+            if (nl == 0)
+                continue;
+            if (b->list_part) { /* cluster: whole lists */
+                uint32_t p = b->list_part[l];
+                if (p >= p0 && p < p1 && !b->parts[p].done) {
+                    st = vs_index_append_list(b->parts[p].idx, f, l, NULL, 0, err);
+                    merged += nl;
+                }
+                continue;
+            }
+            if (nl > cap) {
+                free(pos);
+                free(pp);
+                cap = nl;
+                pos = malloc(cap * sizeof *pos);
+                pp = malloc(cap * sizeof *pp);
+                if (!pos || !pp) {
+                    st = vs_errf(err, VS_ERR_NOMEM, "out of memory for a list of %zu", nl);
+                    cap = 0;
+                    break;
+                }
+            }
+            /* hash: a counting sort of the list's entries by partition, stable (row order) */
+            const int64_t *ids = vs_ivf_list_ids(fi, l);
+            memset(start, 0, ((size_t)g + 1) * sizeof(size_t));
+            for (size_t e = 0; e < nl; e++) {
+                uint32_t p = vs_hash_partition(ids[e], b->P);
+                pp[e] = p >= p0 && p < p1 && !b->parts[p].done ? p - p0 : UINT32_MAX;
+                if (pp[e] != UINT32_MAX)
+                    start[pp[e] + 1]++;
+            }
+            for (uint32_t k = 0; k < g; k++)
+                start[k + 1] += start[k];
+            memcpy(fill, start, ((size_t)g + 1) * sizeof(size_t));
+            for (size_t e = 0; e < nl; e++)
+                if (pp[e] != UINT32_MAX)
+                    pos[fill[pp[e]]++] = (uint32_t)e;
+            for (uint32_t k = 0; k < g && st == VS_OK; k++)
+                if (start[k + 1] > start[k])
+                    st = vs_index_append_list(b->parts[p0 + k].idx, f, l, pos + start[k], start[k + 1] - start[k],
+                                              err);
+            merged += start[g];
+        }
+        vs_index_destroy(f);
+        stage_update(b, merged, total);
+    }
+    stage_end(b, total);
+    /* with attributes: each partition's rows in row order (its add order in a one-process build) */
+    for (size_t r = 0; st == VS_OK && b->attrs && r < b->n; r++) {
+        uint32_t p = row_partition(b, r);
+        if (p >= p0 && p < p1 && !b->parts[p].done)
+            b->parts[p].rows[b->parts[p].n_rows++] = r;
+    }
+    for (uint32_t p = p0; st == VS_OK && p < p1; p++)
+        if (!b->parts[p].done && vs_index_count(b->parts[p].idx) != b->parts[p].n_vectors)
+            st = vs_errf(err, VS_ERR_CORRUPT, "partition %u: %zu vectors merged, %llu routed to it", p,
+                         vs_index_count(b->parts[p].idx), (unsigned long long)b->parts[p].n_vectors);
+    free(pos);
+    free(pp);
+    free(start);
+    free(fill);
+    return save_group(b, p0, p1, st, err);
+}
+
+/* After MERGE wrote the manifest: the workers' files and the trained state go; train.json stays. */
+static void remove_work(const build_t *b)
+{
+    char path[PATH_MAX], e[VS_ERR_LEN];
+    for (uint32_t i = 0; i < b->o->n_workers; i++) {
+        char names[3][64];
+        worker_names(i, names[0], names[1], names[2]);
+        for (int k = 0; k < 3; k++)
+            if (work_path(b, names[k], path, e) == VS_OK)
+                unlink(path);
+    }
+    if (work_path(b, "trained.vsidx", path, e) == VS_OK)
+        unlink(path);
+}
+
+/* The distributed stages, after validate: each checks the finished-version rule first. */
+static vs_status run_stage(build_t *b, vs_builder_result_t *res, const char *manifest, char *err)
+{
+    const vs_builder_opts_t *o = b->o;
+    if (b->spec.type != VS_INDEX_IVF)
+        return vs_errf(err, VS_ERR_UNSUPPORTED,
+                       "the distributed build splits IVF indexes only, not \"%s\" (an HNSW graph is built in one "
+                       "process: leave out --stage)",
+                       o->factory);
+    if (o->stage != VS_BUILD_TRAIN && (o->n_workers < 1 || o->n_workers > 65536))
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--workers %u is out of range 1..65536", o->n_workers);
+    if (o->stage == VS_BUILD_ENCODE && o->worker >= o->n_workers)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "--worker %u is out of range 0..%u", o->worker,
+                       o->n_workers - 1);
+    char wdir[PATH_MAX];
+    int done = 0;
+    vs_status st = finished_version(b, manifest, &done, err);
+    if (st != VS_OK || done)
+        return st;
+    if (snprintf(wdir, sizeof wdir, "%s/" WORK_DIR, b->dir) >= (int)sizeof wdir)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "%s: path too long", b->dir);
+    st = make_dir(wdir, err);
+    if (st != VS_OK)
+        return st;
+    if (o->stage == VS_BUILD_TRAIN)
+        return stage_train(b, err);
+    if (o->stage == VS_BUILD_ENCODE)
+        return stage_encode(b, err);
+    st = load_trained(b, err);
+    if (st == VS_OK)
+        st = gather_lists(b, err);
+    if (st == VS_OK)
+        st = route(b, err);
+    if (st == VS_OK)
+        st = make_fingerprint(b, err);
+    if (st == VS_OK && unlink(manifest) != 0 && errno != ENOENT)
+        st = vs_errf(err, VS_ERR_IO, "%s: %s", manifest, strerror(errno));
+    if (st == VS_OK) {
+        remove_stale(b);
+        st = encode(b, merge_pass, err);
+    }
+    if (st == VS_OK)
+        st = finish(b, res, err);
+    if (st == VS_OK)
+        remove_work(b);
+    return st;
+}
+
 vs_status vs_builder_run(const vs_builder_opts_t *opts, vs_builder_result_t *out, char err[VS_ERR_LEN])
 {
     build_t b;
@@ -1286,6 +1816,10 @@ vs_status vs_builder_run(const vs_builder_opts_t *opts, vs_builder_result_t *out
         st = make_dir(b.dir, err);
     if (st == VS_OK)
         st = path_in_dir(&b, "manifest.json", manifest, err);
+    if (st == VS_OK && opts->stage != VS_BUILD_ALL) {
+        st = run_stage(&b, &res, manifest, err);
+        goto out;
+    }
     if (st == VS_OK)
         st = train(&b, err);
     if (st == VS_OK)
@@ -1304,11 +1838,14 @@ vs_status vs_builder_run(const vs_builder_opts_t *opts, vs_builder_result_t *out
         st = vs_errf(err, VS_ERR_IO, "%s: %s", manifest, strerror(errno));
     if (st == VS_OK) {
         remove_stale(&b);
-        st = encode(&b, err);
+        st = encode(&b, add_pass, err);
     }
     if (st == VS_OK)
         st = finish(&b, &res, err);
+out:
     if (st == VS_OK) {
+        res.rows_encoded = b.rows_encoded;
+        res.nothing_to_do = b.nothing_to_do;
         res.n_vectors = b.n;
         res.dim = b.d;
         res.n_partitions = b.P;

@@ -67,6 +67,33 @@ typedef struct vs_builder_attr {
                          shape (n,) or (n, 1). Missing values: INT64_MIN (integer) or NaN (float) */
 } vs_builder_attr_t;
 
+/* The distributed build (IVF factories): the same version as VS_BUILD_ALL, byte for byte, from three
+ * steps that may run on different machines sharing the output directory (a Kubernetes Indexed Job:
+ * docs/operations.md "Distributed build"). Work files live in <out>/<version>/.build/.
+ *  - TRAIN: validates, samples and trains once; writes the trained state (.build/trained.vsidx) and
+ *    .build/train.json (what it was trained from: the inputs and options, the trained state's CRC32C),
+ *    written last.
+ *  - ENCODE (worker i of W, any order, in parallel): loads the trained state, checks it was made for these
+ *    inputs and options, assigns and encodes its slice of rows [i*n/W, (i+1)*n/W) (each end rounded down
+ *    to a multiple of 256, the last one n) into .build/w<i>.vsidx (an IVF index of the slice's vectors in
+ *    row order), .build/w<i>.lists (each row's list, int32) and .build/w<i>.done, written last. It holds
+ *    its slice's encoded vectors in memory: choose W so that n/W of them fit.
+ *  - MERGE: checks every worker's marker, routes rows (hash or cluster, as the one-process build), then
+ *    appends every worker's list entries, worker by worker (so row order), into the partitions within the
+ *    memory budget, saves them, writes centroids and manifest last, and removes the workers' files
+ *    (train.json is kept: --resume on the finished version checks its inputs against it).
+ * Resume: ENCODE with resume keeps a worker whose marker matches (a retried pod redoes only its slice);
+ * MERGE with resume keeps finished partitions as VS_BUILD_ALL does; TRAIN with resume keeps a trained
+ * state made for the same inputs and options. Any stage on a finished version: with resume and the same
+ * inputs, nothing to do (VS_OK); otherwise VS_ERR_ALREADY_EXISTS. HNSW: VS_ERR_UNSUPPORTED (a graph is
+ * built in one process). */
+typedef enum vs_builder_stage {
+    VS_BUILD_ALL = 0, /* every step in this process */
+    VS_BUILD_TRAIN,
+    VS_BUILD_ENCODE,
+    VS_BUILD_MERGE,
+} vs_builder_stage;
+
 typedef struct vs_builder_opts {
     const char *base_path;          /* any file vs_vecfile_open reads (.fvecs .bvecs .npy idx[.gz]) */
     const char *ids_path;           /* NULL = ids are row numbers; else .npy int64 (<i8, shape (n,) or (n,1))
@@ -100,6 +127,8 @@ typedef struct vs_builder_opts {
     size_t tune_n;                         /* 0 = 500 */
     uint32_t tune_k;                       /* 0 = 10 */
     const vs_builder_progress_t *progress; /* may be NULL */
+    vs_builder_stage stage;                /* VS_BUILD_ALL (0) unless distributed */
+    uint32_t worker, n_workers;            /* ENCODE: this worker of n_workers; MERGE: n_workers */
 } vs_builder_opts_t;
 
 typedef struct vs_builder_result {
@@ -110,6 +139,8 @@ typedef struct vs_builder_result {
     uint32_t partitions_resumed; /* kept from an earlier run (resume) */
     uint32_t n_passes;           /* add passes over the base */
     size_t train_rows;           /* rows in the training sample (0: the index needs no training) */
+    size_t rows_encoded;         /* ENCODE: rows of this worker's slice encoded by this run */
+    int nothing_to_do;           /* a distributed stage found its work done (resume) */
     char manifest_path[PATH_MAX];
 } vs_builder_result_t;
 

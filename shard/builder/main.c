@@ -2,6 +2,7 @@
  * work is vs_builder_run (builder.h), this file parses flags and draws progress lines. */
 #include <errno.h>
 #include <getopt.h>
+#include <sys/wait.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +69,19 @@ static void usage(FILE *f)
         "  --tune-n N             sampled tune queries (default 500)\n"
         "  --tune-k K             K of the recall target (default 10)\n"
         "  --quiet                no progress lines\n"
+        "\n"
+        "Distributed build (IVF factories; byte-identical to the one-process build; docs/operations.md):\n"
+        "  --stage train          validate, train once, write DIR/NAME/.build/{trained.vsidx,train.json}\n"
+        "  --stage encode         worker --worker I of --workers W: assign and encode rows\n"
+        "                         [I*n/W, (I+1)*n/W) into DIR/NAME/.build/wI.*; in parallel, any order\n"
+        "  --stage merge          --workers W: merge the workers' parts into the partitions, manifest last\n"
+        "  --worker I             this worker, 0..W-1 (default: $JOB_COMPLETION_INDEX, as a Kubernetes\n"
+        "                         Indexed Job sets it)\n"
+        "  --workers W            number of encode workers, 1..65536 (the same for encode and merge)\n"
+        "  --local-workers W      the three stages here, the encode stage as W processes at once\n"
+        "                         (--threads each; default: all CPUs / W)\n"
+        "Every stage takes the same build flags; --resume redoes only what is not done (a worker whose\n"
+        "marker matches is kept). A stage on a finished version is refused, or with --resume does nothing.\n"
         "  -h, --help             this help\n"
         "\n"
         "Exit status 0 when the manifest is written; 1 on any error (no manifest then); 2 on bad flags.\n");
@@ -109,6 +123,60 @@ static void on_note(void *ctx, const char *line)
         fprintf(stderr, "vecshard-build: %s\n", line);
 }
 
+/* --local-workers W: train here, the encode stage as W child processes at once (fork: this process has
+ * no threads between stages), then merge here. */
+static vs_status run_local(vs_builder_opts_t *o, uint32_t W, cli_progress_t *cp, vs_builder_result_t *res,
+                           char err[VS_ERR_LEN])
+{
+    size_t threads = o->n_threads;
+    o->stage = VS_BUILD_TRAIN;
+    vs_status st = vs_builder_run(o, res, err);
+    if (st != VS_OK || res->nothing_to_do)
+        return st;
+    o->stage = VS_BUILD_ENCODE;
+    o->n_workers = W;
+    if (!threads) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        o->n_threads = cpus > (long)W ? (size_t)cpus / W : 1;
+    }
+    pid_t *pids = calloc(W, sizeof *pids);
+    if (!pids)
+        return vs_errf(err, VS_ERR_NOMEM, "out of memory");
+    fflush(NULL);
+    for (uint32_t i = 0; i < W; i++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            o->worker = i;
+            cp->quiet = 1; /* one progress line per terminal: the workers only report errors */
+            vs_builder_result_t r;
+            char e[VS_ERR_LEN];
+            if (vs_builder_run(o, &r, e) != VS_OK) {
+                fprintf(stderr, "vecshard-build: worker %u: %s\n", i, e);
+                _exit(1);
+            }
+            _exit(0);
+        }
+        pids[i] = pid;
+        if (pid < 0)
+            st = vs_errf(err, VS_ERR_INTERNAL, "fork: %s", strerror(errno));
+    }
+    uint32_t failed = 0;
+    for (uint32_t i = 0; i < W; i++) {
+        int ws = 0;
+        if (pids[i] > 0 && (waitpid(pids[i], &ws, 0) < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0))
+            failed++;
+    }
+    free(pids);
+    if (st == VS_OK && failed)
+        st = vs_errf(err, VS_ERR_INTERNAL, "%u of %u encode workers failed (above); --resume redoes only them",
+                     failed, W);
+    if (st != VS_OK)
+        return st;
+    o->n_threads = threads;
+    o->stage = VS_BUILD_MERGE;
+    return vs_builder_run(o, res, err);
+}
+
 static unsigned long long number(const char *flag, const char *s, unsigned long long max)
 {
     char *end;
@@ -134,7 +202,8 @@ int main(int argc, char **argv)
     vs_builder_attr_t attrs[VS_ATTR_MAX_FIELDS];
     char attr_names[VS_ATTR_MAX_FIELDS][VS_ATTR_NAME_MAX + 1];
     long long memory_mb = -1;
-    int quiet = 0, build_time_flag = 0;
+    int quiet = 0, build_time_flag = 0, worker_flag = 0;
+    unsigned long long local_workers = 0;
     static const struct option opts[] = {
         {"base", required_argument, 0, 'b'},
         {"ids", required_argument, 0, 'i'},
@@ -159,6 +228,10 @@ int main(int argc, char **argv)
         {"tune-n", required_argument, 0, 'N'},
         {"tune-k", required_argument, 0, 'k'},
         {"quiet", no_argument, 0, 'q'},
+        {"stage", required_argument, 0, 'X'},
+        {"worker", required_argument, 0, 'I'},
+        {"workers", required_argument, 0, 'W'},
+        {"local-workers", required_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -273,6 +346,28 @@ int main(int argc, char **argv)
         case 'q':
             quiet = 1;
             break;
+        case 'X':
+            if (strcmp(optarg, "train") == 0) {
+                o.stage = VS_BUILD_TRAIN;
+            } else if (strcmp(optarg, "encode") == 0) {
+                o.stage = VS_BUILD_ENCODE;
+            } else if (strcmp(optarg, "merge") == 0) {
+                o.stage = VS_BUILD_MERGE;
+            } else {
+                fprintf(stderr, "vecshard-build: --stage '%s' must be train, encode or merge\n", optarg);
+                return 2;
+            }
+            break;
+        case 'I':
+            o.worker = (uint32_t)number("--worker", optarg, 65535);
+            worker_flag = 1;
+            break;
+        case 'W':
+            o.n_workers = (uint32_t)number("--workers", optarg, 65536);
+            break;
+        case 'L':
+            local_workers = number("--local-workers", optarg, 256);
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -287,6 +382,26 @@ int main(int argc, char **argv)
     }
     if (!o.base_path || !o.factory || !o.out_dir || !o.version) {
         fprintf(stderr, "vecshard-build: --base, --factory, --out and --version are required (see --help)\n");
+        return 2;
+    }
+    if (o.stage == VS_BUILD_ENCODE && !worker_flag) {
+        const char *idx = getenv("JOB_COMPLETION_INDEX");
+        if (!idx) {
+            fprintf(stderr, "vecshard-build: --stage encode needs --worker (or $JOB_COMPLETION_INDEX)\n");
+            return 2;
+        }
+        o.worker = (uint32_t)number("JOB_COMPLETION_INDEX", idx, 65535);
+    }
+    if (o.stage != VS_BUILD_ALL && o.stage != VS_BUILD_TRAIN && o.n_workers == 0) {
+        fprintf(stderr, "vecshard-build: --stage encode and --stage merge need --workers\n");
+        return 2;
+    }
+    if (local_workers && o.stage != VS_BUILD_ALL) {
+        fprintf(stderr, "vecshard-build: --local-workers runs every stage: leave out --stage\n");
+        return 2;
+    }
+    if (local_workers == 0 && (o.n_workers || worker_flag) && o.stage == VS_BUILD_ALL) {
+        fprintf(stderr, "vecshard-build: --worker and --workers go with --stage encode or merge\n");
         return 2;
     }
     char err[VS_ERR_LEN];
@@ -315,12 +430,23 @@ int main(int argc, char **argv)
     vs_builder_progress_t pr = {on_begin, on_update, on_end, on_note, &cp};
     o.progress = &pr;
     vs_builder_result_t res;
-    vs_status st = vs_builder_run(&o, &res, err);
+    vs_status st;
+    if (local_workers) {
+        st = run_local(&o, (uint32_t)local_workers, &cp, &res, err);
+    } else {
+        st = vs_builder_run(&o, &res, err);
+    }
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-build: %s: %s\n", vs_status_name(st), err);
         return 1;
     }
-    if (!quiet)
+    if (o.stage == VS_BUILD_TRAIN || o.stage == VS_BUILD_ENCODE) {
+        if (!quiet && !res.nothing_to_do)
+            fprintf(stderr, "vecshard-build: %s done (%zu rows encoded by this run)\n",
+                    o.stage == VS_BUILD_TRAIN ? "train" : "encode", res.rows_encoded);
+        return 0;
+    }
+    if (!quiet && !res.nothing_to_do)
         fprintf(
             stderr,
             "vecshard-build: %zu vectors of dim %u, %u partitions (%u built, %u kept from an earlier run) in "

@@ -288,6 +288,16 @@ vs_status vs_index_add_lists(vs_index_t *idx, size_t n, const float *x, const in
                             err);
 }
 
+vs_status vs_index_append_list(vs_index_t *dst, const vs_index_t *src, uint32_t list, const uint32_t *pos,
+                               size_t n, char err[VS_ERR_LEN])
+{
+    if (dst->spec.type != VS_INDEX_IVF || src->spec.type != VS_INDEX_IVF)
+        return vs_errf(err, VS_ERR_UNSUPPORTED, "list entries can be appended between IVF indexes only");
+    if (dst->attrs)
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "vectors are added before attributes are attached");
+    return vs_ivf_append_list(dst->impl, src->impl, list, pos, n, err);
+}
+
 vs_status vs_index_search_exact(const vs_index_t *idx, size_t nq, const float *q, size_t k, size_t n_threads,
                                 float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
 {

@@ -53,6 +53,11 @@ vs_status vs_index_add_lists(vs_index_t *idx, size_t n, const float *x, const in
                              const int32_t *lists, size_t n_threads, const vs_progress_cb_t *progress,
                              char err[VS_ERR_LEN]);
 
+/* IVF only: appends entries of src's list `list` to dst's (vs_ivf_append_list: dst and src are clones of one
+ * trained index). VS_ERR_UNSUPPORTED for other types. */
+vs_status vs_index_append_list(vs_index_t *dst, const vs_index_t *src, uint32_t list, const uint32_t *pos,
+                               size_t n, char err[VS_ERR_LEN]);
+
 /* Searches nq queries (nq*dim floats) for their k nearest: out_dist[nq*k], out_ids[nq*k].
  * k in 1..VS_TOPK_MAX_K; queries must be finite; params may be NULL (defaults); n_threads 0 = all
  * CPUs. VS_ERR_INVALID_ARGUMENT for bad k, params or queries, with outputs untouched.

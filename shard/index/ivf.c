@@ -526,6 +526,57 @@ done:
     return st;
 }
 
+const int64_t *vs_ivf_list_ids(const vs_ivf_t *ivf, uint32_t list)
+{
+    return list < ivf->nlist ? ivf->lists[list].ids : NULL;
+}
+
+vs_status vs_ivf_append_list(vs_ivf_t *dst, const vs_ivf_t *src, uint32_t list, const uint32_t *pos, size_t n,
+                             char err[VS_ERR_LEN])
+{
+    if (dst->d != src->d || dst->nlist != src->nlist || dst->metric != src->metric ||
+        dst->spec.codec != src->spec.codec || dst->spec.pq_m != src->spec.pq_m ||
+        dst->spec.pq_nbits != src->spec.pq_nbits || dst->spec.fastscan != src->spec.fastscan ||
+        dst->spec.refine != src->spec.refine)
+        return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "IVF append: the two indexes are not of one factory");
+    if (!dst->trained || list >= dst->nlist)
+        return vs_errf(err, VS_ERR_OUT_OF_RANGE, "IVF append: list %u (of %u) of an untrained or other index",
+                       list, dst->nlist);
+    const ivf_list_t *S = &src->lists[list];
+    for (size_t i = 0; pos && i < n; i++)
+        if (pos[i] >= S->n)
+            return vs_errf(err, VS_ERR_OUT_OF_RANGE, "IVF append: position %u of list %u (of %zu)", pos[i],
+                           list, S->n);
+    if (!pos)
+        n = S->n;
+    ivf_list_t *L = &dst->lists[list];
+    vs_status st = list_reserve(dst, L, L->n + n, err);
+    if (st != VS_OK)
+        return st;
+    const size_t rb = vs_ivf_refine_bytes(dst), m = dst->pq.m;
+    uint8_t code[VS_FS_MAX_M];
+    for (size_t i = 0; i < n; i++) {
+        size_t from = pos ? pos[i] : i, to = L->n + i;
+        if (dst->spec.codec == VS_CODEC_FLAT) {
+            memcpy(L->codes + to * dst->d * sizeof(float), S->codes + from * dst->d * sizeof(float),
+                   dst->d * sizeof(float));
+        } else if (dst->spec.fastscan) {
+            for (uint32_t j = 0; j < m; j++)
+                code[j] = vs_fs_get(S->codes, (uint32_t)m, from, j);
+            vs_fs_put(L->codes, (uint32_t)m, to, code);
+        } else {
+            memcpy(L->codes + to * m, S->codes + from * m, m);
+        }
+        if (rb)
+            memcpy(L->refine + to * rb, S->refine + from * rb, rb);
+        L->ids[to] = S->ids[from];
+    }
+    L->n += n;
+    dst->ntotal += n;
+    update_max_list(dst);
+    return VS_OK;
+}
+
 /* ---- search ------------------------------------------------------------------------------------- */
 
 typedef struct scratch {

@@ -102,8 +102,9 @@ int main(void)
             n_ok++;
         else if (a.code == VS_GRPC_DEADLINE_EXCEEDED)
             n_deadline++;
-        else
-            n_other++;
+        else if (++n_other <= 3)
+            printf("  call %d: code %d partial %d answered %d of %d after %.1f ms: %.300s\n", i, a.code,
+                   a.partial, a.answered, a.total, a.ms, a.msg);
     }
     printf("  partition 1 hung, 50 calls at a %d ms deadline: %d partial answers, %d DEADLINE_EXCEEDED, %d "
            "other; "

@@ -12,7 +12,9 @@ match pods; probe ports are numbers equal to a containerPort; every container ha
 and a memory limit (shards: limit = request); images are pinned (a tag other than latest, or a digest);
 referenced ConfigMaps, PVCs, downward-API labels and HPA targets exist; one namespace; etcd's
 --initial-cluster lists exactly its replicas; shard partitions are 0..P-1 once each and agree with the
-build Job's partition count; the Jobs' cluster name and etcd URL equal the servers'.
+build Job's partition count; the Jobs' cluster name and etcd URL equal the servers'; an Indexed Job (the
+distributed build's encode workers) runs completions = parallelism = VS_BUILD_WORKERS pods, each index with
+its own retries (backoffLimitPerIndex).
 """
 import re
 import sys
@@ -102,7 +104,8 @@ ALLOW = {
     "HpaBehavior": {"scaleUp": "HpaRules", "scaleDown": "HpaRules"},
     "HpaRules": {"stabilizationWindowSeconds": LEAF, "selectPolicy": LEAF, "policies": LEAF},
     "JobSpec": {"backoffLimit": LEAF, "ttlSecondsAfterFinished": LEAF, "activeDeadlineSeconds": LEAF,
-                "completions": LEAF, "parallelism": LEAF, "template": "Template"},
+                "completions": LEAF, "parallelism": LEAF, "template": "Template", "completionMode": LEAF,
+                "backoffLimitPerIndex": LEAF, "maxFailedIndexes": LEAF},
     "NetpolSpec": {"podSelector": "Selector", "policyTypes": LEAF, "ingress": ["NetpolRule"],
                    "egress": ["NetpolEgress"]},
     "NetpolRule": {"from": ["NetpolPeer"], "ports": ["NetpolPort"]},
@@ -395,6 +398,21 @@ def main(files):
             bp = (cm.get("data") or {}).get("VS_BUILD_PARTITIONS")
             if bp is not None and bp != str(len(parts)):
                 err(cm, f"VS_BUILD_PARTITIONS={bp}, but {len(parts)} shard partitions are deployed")
+    # The distributed build: an Indexed Job's pod count is the workers count the merge is told.
+    for w in by_kind.get("Job", []):
+        js = w["spec"]
+        if js.get("completionMode") != "Indexed":
+            continue
+        if js.get("parallelism") != js.get("completions"):
+            err(w, f"Indexed Job: parallelism {js.get('parallelism')} != completions {js.get('completions')} "
+                   "(the merge waits for every index)")
+        if js.get("backoffLimitPerIndex") is None:
+            err(w, "Indexed Job without backoffLimitPerIndex: one failing slice would use up every retry")
+        for cm in configmaps.values():
+            nw = (cm.get("data") or {}).get("VS_BUILD_WORKERS")
+            if nw is not None and nw != str(js.get("completions")):
+                err(cm, f"VS_BUILD_WORKERS={nw}, but Job {w['metadata']['name']} runs {js.get('completions')} "
+                        "indexes")
     for key in ("VS_CLUSTER", "VS_ETCD"):
         vals = {(cm.get("data") or {}).get(key) for cm in configmaps.values()} - {None}
         if len(vals) > 1:

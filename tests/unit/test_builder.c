@@ -1070,6 +1070,192 @@ static void test_gt_filtered(void)
 }
 
 /* The CLI: --help names the FAISS factory strings; bad flags exit 2, a refused build exits 1. */
+/* Runs the distributed build's stages in this process: TRAIN, ENCODE of every worker (last one first: the
+ * order does not matter), MERGE. 0 when every stage succeeded. */
+static int build_staged(vs_builder_opts_t o, uint32_t W, char err[VS_ERR_LEN])
+{
+    o.stage = VS_BUILD_TRAIN;
+    if (vs_builder_run(&o, NULL, err) != VS_OK)
+        return -1;
+    o.n_workers = W;
+    o.stage = VS_BUILD_ENCODE;
+    for (uint32_t i = W; i-- > 0;) {
+        o.worker = i;
+        if (vs_builder_run(&o, NULL, err) != VS_OK)
+            return -1;
+    }
+    o.stage = VS_BUILD_MERGE;
+    return vs_builder_run(&o, NULL, err) == VS_OK ? 0 : -1;
+}
+
+/* Every file of version v1 in a equals b's (the markers name only the inputs: equal too). */
+static size_t same_version_files(const char *a, const char *b, uint32_t P)
+{
+    size_t same = 0;
+    const char *fixed[] = {"manifest.json", "centroids.fvecs", "tune-queries.fvecs", "tune-gt.ivecs"};
+    for (size_t f = 0; f < 4; f++)
+        same += exists(vpath(a, fixed[f])) ? vs_test_same_file(vpath(a, fixed[f]), vpath(b, fixed[f])) : 1;
+    for (uint32_t p = 0; p < P; p++) {
+        char file[2][32];
+        snprintf(file[0], sizeof file[0], "part-%u.vsidx", p);
+        snprintf(file[1], sizeof file[1], "part-%u.done", p);
+        same += vs_test_same_file(vpath(a, file[0]), vpath(b, file[0])) &&
+                vs_test_same_file(vpath(a, file[1]), vpath(b, file[1]));
+    }
+    return same;
+}
+
+/* The distributed build (issue 20): TRAIN once, W workers each ENCODE a slice, MERGE; byte-identical to the
+ * one-process build for hash and cluster partitioning, PQ fast-scan, PQ8, Flat codes, RFlat/RSQ8 refine,
+ * attributes, L2/IP/cosine, any W (more workers than 256-row blocks: empty slices), any memory budget;
+ * the three stages as real processes (vecshard-build --local-workers, and --stage with
+ * $JOB_COMPLETION_INDEX); what is refused and what resume redoes. */
+static void test_distributed(void)
+{
+    char err[VS_ERR_LEN];
+    vs_test_pathbuf_t one = vs_test_pathcopy(T, "dist-one"), dist = vs_test_pathcopy(T, "dist");
+    struct {
+        const char *factory;
+        vs_partitioning kind;
+        vs_metric metric;
+        int attrs;
+        uint32_t W;
+        size_t memory;
+    } cases[] = {
+        {"IVF16,PQ8x4fs,RSQ8", VS_PARTITION_HASH, VS_METRIC_L2, 1, 3, 0},
+        {"IVF16,PQ8x4fs,RSQ8", VS_PARTITION_HASH, VS_METRIC_L2, 1, 20, 1}, /* empty slices; a pass each */
+        {"IVF16,PQ4,RFlat", VS_PARTITION_CLUSTER, VS_METRIC_COSINE, 1, 4, 0},
+        {"IVF16,Flat", VS_PARTITION_HASH, VS_METRIC_IP, 0, 1, 0},
+        {"IVF32_HNSW8,PQ8x4fs", VS_PARTITION_CLUSTER, VS_METRIC_L2, 0, 5, 1},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        vs_builder_opts_t o = opts(one.s, cases[c].factory, 3, cases[c].kind);
+        o.metric = cases[c].metric;
+        o.memory_bytes = cases[c].memory;
+        o.target_recall = c == 0 ? 0.9 : 0; /* tuned once: search defaults in the manifest */
+        if (cases[c].attrs) {
+            o.attrs = attr3;
+            o.n_attrs = 3;
+        }
+        CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err);
+        o.out_dir = dist.s;
+        CHECKF(build_staged(o, cases[c].W, err) == 0, "%s W=%u: %s", cases[c].factory, cases[c].W, err);
+        size_t same = same_version_files(one.s, dist.s, 3);
+        CHECKF(same == 7, "%s %s W=%u: %zu of 7 files equal the one-process build's", cases[c].factory,
+               cases[c].kind == VS_PARTITION_HASH ? "hash" : "cluster", cases[c].W, same);
+        /* the workers' files are gone; train.json stays */
+        CHECK(exists(vpath(dist.s, ".build/train.json")) && !exists(vpath(dist.s, ".build/w0.vsidx")) &&
+              !exists(vpath(dist.s, ".build/w0.lists")) && !exists(vpath(dist.s, ".build/trained.vsidx")));
+        rm_tree(one.s);
+        rm_tree(dist.s);
+    }
+
+    /* refusals, failures and resume, with the library */
+    vs_builder_opts_t o = opts(dist.s, "IVF16,PQ8x4fs,RSQ8", 3, VS_PARTITION_HASH);
+    vs_builder_result_t res;
+    o.stage = VS_BUILD_ENCODE;
+    o.n_workers = 3;
+    CHECK(vs_builder_run(&o, NULL, err) == VS_ERR_FAILED_PRECONDITION && strstr(err, "--stage train"));
+    o.stage = VS_BUILD_TRAIN;
+    CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err);
+    o.stage = VS_BUILD_ENCODE;
+    o.seed = 6; /* other options than TRAIN's */
+    CHECK(vs_builder_run(&o, NULL, err) == VS_ERR_FAILED_PRECONDITION && strstr(err, "same flags"));
+    o.seed = 5;
+    o.worker = 3;
+    CHECK(vs_builder_run(&o, NULL, err) == VS_ERR_INVALID_ARGUMENT && strstr(err, "--worker 3"));
+    o.worker = 0;
+    CHECKF(vs_builder_run(&o, &res, err) == VS_OK && res.rows_encoded == 1280, "%s (%zu rows)", err,
+           res.rows_encoded); /* rows [0, 4000/3 rounded down to 256) */
+    o.stage = VS_BUILD_MERGE;
+    CHECK(vs_builder_run(&o, NULL, err) == VS_ERR_FAILED_PRECONDITION && strstr(err, "worker 1 of 3"));
+    CHECK(!exists(vpath(dist.s, "manifest.json")));
+    o.stage = VS_BUILD_ENCODE;
+    for (o.worker = 1; o.worker < 3; o.worker++)
+        CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err);
+    /* worker 1's part damaged on the shared storage: the merge refuses it; the resumed workers redo only it */
+    FILE *f = fopen(vpath(dist.s, ".build/w1.vsidx"), "r+b");
+    CHECK(f && fseek(f, 200, SEEK_SET) == 0 && fputc(0x5a, f) != EOF);
+    if (f)
+        fclose(f);
+    o.stage = VS_BUILD_MERGE;
+    CHECK(vs_builder_run(&o, NULL, err) == VS_ERR_CORRUPT && strstr(err, "w1.vsidx"));
+    CHECK(!exists(vpath(dist.s, "manifest.json")));
+    o.stage = VS_BUILD_ENCODE;
+    o.resume = 1;
+    size_t redone = 0;
+    for (o.worker = 0; o.worker < 3; o.worker++) {
+        CHECKF(vs_builder_run(&o, &res, err) == VS_OK, "%s", err);
+        redone += res.rows_encoded > 0;
+        CHECK((res.rows_encoded > 0) == (o.worker == 1));
+    }
+    CHECK(redone == 1);
+    o.stage = VS_BUILD_MERGE;
+    CHECKF(vs_builder_run(&o, &res, err) == VS_OK && res.partitions_built == 3, "%s", err);
+    vs_builder_opts_t a = opts(one.s, "IVF16,PQ8x4fs,RSQ8", 3, VS_PARTITION_HASH);
+    CHECKF(vs_builder_run(&a, NULL, err) == VS_OK, "%s", err);
+    CHECK(same_version_files(one.s, dist.s, 3) == 7);
+    /* a finished version: any stage again is refused, or with --resume and the same inputs does nothing;
+     * other inputs are refused even with --resume; the one-process --resume accepts it (same markers) */
+    o.worker = 0;
+    for (int stage = VS_BUILD_TRAIN; stage <= VS_BUILD_MERGE; stage++) {
+        o.stage = (vs_builder_stage)stage;
+        o.resume = 0;
+        CHECKF(vs_builder_run(&o, NULL, err) == VS_ERR_ALREADY_EXISTS && strstr(err, "immutable"),
+               "stage %d: %s", stage, err);
+        o.resume = 1;
+        CHECKF(vs_builder_run(&o, &res, err) == VS_OK && res.nothing_to_do, "stage %d: %s", stage, err);
+    }
+    o.seed = 6;
+    CHECK(vs_builder_run(&o, NULL, err) == VS_ERR_ALREADY_EXISTS);
+    o.seed = 5;
+    o.stage = VS_BUILD_ALL;
+    CHECKF(vs_builder_run(&o, &res, err) == VS_OK && res.partitions_resumed == 3, "%s", err);
+    /* HNSW: a graph is built in one process */
+    vs_builder_opts_t h = opts(dist.s, "HNSW8", 2, VS_PARTITION_HASH);
+    h.version = "h";
+    h.stage = VS_BUILD_TRAIN;
+    CHECK(vs_builder_run(&h, NULL, err) == VS_ERR_UNSUPPORTED && strstr(err, "IVF"));
+    rm_tree(dist.s);
+
+    /* real processes: --local-workers 3, and the stages by hand with the Indexed Job's environment */
+    const char *bin = getenv("VS_BIN_DIR");
+    if (!bin) {
+        fprintf(stderr, "test_distributed: VS_BIN_DIR not set, processes skipped\n");
+        rm_tree(one.s);
+        return;
+    }
+    static char cmd[32768], flags[8192];
+    snprintf(flags, sizeof flags,
+             "--base %s --ids %s --attr market=%s --factory IVF16,PQ8x4fs,RSQ8 --partitions 3 --out %s "
+             "--version v1 --model-version model-7 --train-sample 3000 --seed 5 --build-time 1700000000 "
+             "--target-recall 0 --quiet",
+             base_path.s, ids_path.s, market_path.s, one.s);
+    rm_tree(one.s);
+    snprintf(cmd, sizeof cmd, "%s/vecshard-build %s >/dev/null", bin, flags);
+    CHECK(WEXITSTATUS(system(cmd)) == 0);
+    snprintf(flags, sizeof flags,
+             "--base %s --ids %s --attr market=%s --factory IVF16,PQ8x4fs,RSQ8 --partitions 3 --out %s "
+             "--version v1 --model-version model-7 --train-sample 3000 --seed 5 --build-time 1700000000 "
+             "--target-recall 0 --quiet",
+             base_path.s, ids_path.s, market_path.s, dist.s);
+    snprintf(cmd, sizeof cmd, "%s/vecshard-build %s --local-workers 3 >/dev/null", bin, flags);
+    CHECK(WEXITSTATUS(system(cmd)) == 0);
+    CHECK(same_version_files(one.s, dist.s, 3) == 7);
+    rm_tree(dist.s);
+    snprintf(cmd, sizeof cmd,
+             "set -e; b=%s/vecshard-build; $b %s --stage train; "
+             "for i in 1 0; do JOB_COMPLETION_INDEX=$i $b %s --stage encode --workers 2; done; "
+             "$b %s --stage merge --workers 2 >/dev/null",
+             bin, flags, flags, flags);
+    CHECK(WEXITSTATUS(system(cmd)) == 0);
+    CHECK(same_version_files(one.s, dist.s, 3) == 7);
+    snprintf(cmd, sizeof cmd, "%s/vecshard-build %s --stage encode 2>/dev/null", bin, flags);
+    CHECK(WEXITSTATUS(system(cmd)) == 2); /* no --workers */
+    rm_tree(dist.s);
+    rm_tree(one.s);
+}
+
 static void test_cli(void)
 {
     const char *bin = getenv("VS_BIN_DIR");
@@ -1162,6 +1348,7 @@ int main(void)
     RUN(test_attrs_rebuild);
     RUN(test_attrs_refused);
     RUN(test_gt_filtered);
+    RUN(test_distributed);
     RUN(test_cli);
     rm_tree(vs_test_tmpdir(T));
     return vs_test_finish();
