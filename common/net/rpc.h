@@ -154,8 +154,9 @@ long vs_rpc_call_peer_name(const vs_rpc_call_t *call, char *out, size_t n);
 
 /* Seconds the call waited behind other work between its arrival (headers received) and a worker taking
  * it, from the client's VS_RPC_MD_TIMEOUT and the time left now; -1 when unknown (no deadline, or a client
- * that does not send it). A call taken while no other call of this server was in a handler counts only the
- * part of its wait before the last handler finished: an idle server has no queue to shed. Our clients round their timeouts to what gRPC's grpc-timeout header carries exactly
+ * that does not send it). Only the part of the wait before a handler of this server last finished counts
+ * (a call that waited behind busy workers is taken as one frees itself, so it counts in full): an idle,
+ * paused or starting server has no queue to shed. Our clients round their timeouts to what gRPC's grpc-timeout header carries exactly
  * (vs_rpc_timeout_exact_ms), so it is precise to about a millisecond; a client that does not round may
  * look up to one grpc-timeout unit (10 ms from 1 s of timeout, 100 ms from 10 s) less queued than it was.
  * Never negative when known. */

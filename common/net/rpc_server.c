@@ -51,7 +51,9 @@ struct vs_rpc_call {
     grpc_byte_buffer *payload;
     tag_t t_new, t_close, t_send;
     double t0;     /* arrival at a worker (async calls report their latency at the reply) */
-    size_t others; /* calls of this server in a handler when a worker took this one */
+    gpr_timespec picked; /* when a worker took the call (the deadline's clock) */
+    double picked_s;     /* the same on vs_now_s()'s clock */
+    double last_done_s;  /* the server's last_done_us then, in seconds (0 = no handler had finished) */
     int cancelled; /* written by RECV_CLOSE_ON_SERVER */
     int pending;   /* batches started and not completed */
 
@@ -301,7 +303,10 @@ static void handle_new(worker_t *w, struct vs_rpc_call *c)
     }
 
     const vs_rpc_method_t *md = &s->methods[m];
-    c->others = atomic_fetch_add(&s->in_flight, 1);
+    c->picked = gpr_now(c->deadline.clock_type);
+    c->picked_s = vs_now_s();
+    c->last_done_s = (double)atomic_load(&s->last_done_us) * 1e-6;
+    atomic_fetch_add(&s->in_flight, 1);
     double t0 = vs_now_s();
     uint8_t *req = NULL;
     size_t len = 0;
@@ -649,16 +654,16 @@ double vs_rpc_call_queued_s(const vs_rpc_call_t *c)
     double sent_s = strtod(v, &end) * 1e-6;
     if (*end || !(sent_s > 0))
         return -1;
-    gpr_timespec left = gpr_time_sub(d, gpr_now(d.clock_type));
+    gpr_timespec left = gpr_time_sub(d, c->picked);
     double waited = sent_s - ((double)left.tv_sec + (double)left.tv_nsec * 1e-9);
     if (!(waited > 0))
         return 0;
-    if (c->others > 0) /* other calls held the workers when this one was taken */
-        return waited;
-    /* Taken by an idle server: only the part of the wait before the last handler finished was spent
-     * behind other work; the rest (a cold start, a paused process, a slow sanitizer build) was not a
-     * queue, and refusing the call would relieve nothing. */
-    double busy_s = (double)atomic_load(&c->srv->last_done_us) * 1e-6 - (vs_now_s() - waited);
+    /* Only the part of the wait up to the last time a handler finished was spent behind other work: a
+     * worker that frees itself takes the next call at once, so a call that waited behind busy workers was
+     * taken just after a handler finished and counts in full; a call that waited while nothing finished
+     * (a cold start, a paused process, a slow sanitizer build) did not wait in a queue, and refusing it
+     * would relieve nothing. Both as they were when the worker took the call. */
+    double busy_s = c->last_done_s > 0 ? waited - (c->picked_s - c->last_done_s) : 0;
     return busy_s <= 0 ? 0 : busy_s < waited ? busy_s : waited;
 }
 

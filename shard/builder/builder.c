@@ -490,9 +490,15 @@ static vs_status trained_crc(build_t *b, char *err)
 {
     if (b->n_sample == 0)
         return VS_OK;
-    char path[PATH_MAX], name[64];
-    snprintf(name, sizeof name, ".trained-state.%ld", (long)getpid()); /* distributed workers share the dir */
-    vs_status st = path_in_dir(b, name, path, err);
+    /* a unique name: distributed workers on several hosts share the directory (and are all pid 1 in their
+     * containers); mkstemp's O_EXCL reserves it */
+    char path[PATH_MAX];
+    vs_status st = path_in_dir(b, ".trained-state.XXXXXX", path, err);
+    int fd = st == VS_OK ? mkstemp(path) : -1;
+    if (st == VS_OK && fd < 0)
+        st = vs_errf(err, VS_ERR_IO, "%s: %s", path, strerror(errno));
+    if (fd >= 0)
+        close(fd);
     vs_index_t *c = NULL;
     if (st == VS_OK)
         st = vs_index_clone_empty(b->trained, &c, err);
@@ -503,7 +509,8 @@ static vs_status trained_crc(build_t *b, char *err)
     uint64_t size;
     if (st == VS_OK)
         st = vs_file_crc32c(path, &size, &b->trained_crc, err);
-    unlink(path);
+    if (fd >= 0)
+        unlink(path);
     vs_index_destroy(c);
     return st;
 }
@@ -1346,19 +1353,26 @@ static vs_status inputs_fingerprint(build_t *b, char *out, size_t n, char *err)
     vs_status st = make_fingerprint(b, err);
     b->trained_crc = keep;
     b->n_sample = keep_rows;
-    if (st == VS_OK)
-        snprintf(out, n, "%s", b->fingerprint);
+    /* and what decides the manifest's search defaults, as check_immutable compares them */
+    const vs_builder_opts_t *o = b->o;
+    if (st == VS_OK &&
+        snprintf(out, n, "%s tune=%g/%u/%zu/%s", b->fingerprint, o->target_recall, o->tune_k ? o->tune_k : 10,
+                 o->tune_n ? o->tune_n : 500, o->tune_queries_path ? o->tune_queries_path : "base-sample") >=
+            (int)n)
+        st = vs_errf(err, VS_ERR_INVALID_ARGUMENT, "the build's inputs and options are too long to record");
     return st;
 }
 
 /* A distributed stage on a directory holding a finished version: with resume and train.json naming
  * these inputs, nothing to do (1); else VS_ERR_ALREADY_EXISTS. 0 when there is no manifest. */
+static void remove_work(const build_t *b);
+
 static vs_status finished_version(build_t *b, const char *manifest, int *done, char *err)
 {
     *done = 0;
     if (access(manifest, F_OK) != 0)
         return VS_OK;
-    char path[PATH_MAX], inputs[sizeof b->fingerprint];
+    char path[PATH_MAX], inputs[sizeof b->fingerprint + PATH_MAX + 64];
     vs_status st = work_path(b, "train.json", path, err);
     if (st == VS_OK)
         st = inputs_fingerprint(b, inputs, sizeof inputs, err);
@@ -1371,6 +1385,8 @@ static vs_status finished_version(build_t *b, const char *manifest, int *done, c
     if (*done) {
         note(b, "version %s is built (its manifest exists) from these inputs: nothing to do", b->o->version);
         b->nothing_to_do = 1;
+        if (b->o->stage == VS_BUILD_MERGE)
+            remove_work(b); /* a merge that stopped between the manifest and the clean-up */
         return VS_OK;
     }
     return vs_errf(err, VS_ERR_ALREADY_EXISTS,
@@ -1382,7 +1398,7 @@ static vs_status finished_version(build_t *b, const char *manifest, int *done, c
 /* TRAIN: the trained state and train.json (written last). */
 static vs_status stage_train(build_t *b, char *err)
 {
-    char path[PATH_MAX], json[PATH_MAX], num[32], inputs[sizeof b->fingerprint];
+    char path[PATH_MAX], json[PATH_MAX], num[32], inputs[sizeof b->fingerprint + PATH_MAX + 64];
     vs_status st = work_path(b, "trained.vsidx", path, err);
     if (st == VS_OK)
         st = work_path(b, "train.json", json, err);
@@ -1489,7 +1505,7 @@ static void worker_names(uint32_t i, char part[64], char lists[64], char marker[
  * recorded sizes and CRCs. 1 when it holds. */
 static int worker_done(build_t *b, uint32_t i, int check_files)
 {
-    char part[64], lists[64], marker[64], path[PATH_MAX], e[VS_ERR_LEN], want[32];
+    char part[64], lists[64], marker[64], path[PATH_MAX], e[VS_ERR_LEN], want[96];
     worker_names(i, part, lists, marker);
     if (work_path(b, marker, path, e) != VS_OK)
         return 0;
@@ -1726,6 +1742,9 @@ static vs_status merge_pass(build_t *b, uint32_t p0, uint32_t p1, char *err)
         if (p >= p0 && p < p1 && !b->parts[p].done)
             b->parts[p].rows[b->parts[p].n_rows++] = r;
     }
+    for (uint32_t p = p0; p < p1; p++)
+        if (b->parts[p].idx)
+            vs_index_append_done(b->parts[p].idx);
     for (uint32_t p = p0; st == VS_OK && p < p1; p++)
         if (!b->parts[p].done && vs_index_count(b->parts[p].idx) != b->parts[p].n_vectors)
             st = vs_errf(err, VS_ERR_CORRUPT, "partition %u: %zu vectors merged, %llu routed to it", p,

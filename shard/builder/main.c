@@ -84,7 +84,9 @@ static void usage(FILE *f)
         "marker matches is kept). A stage on a finished version is refused, or with --resume does nothing.\n"
         "  -h, --help             this help\n"
         "\n"
-        "Exit status 0 when the manifest is written; 1 on any error (no manifest then); 2 on bad flags.\n");
+        "Exit status 0 when the manifest is written (a stage: when its work is done); 1 on any error (no\n"
+        "manifest then); 2 on bad flags; 3 for --stage encode or merge when an earlier stage has not yet\n"
+        "finished this build (no trained state for these flags, a worker not done): try again later.\n");
 }
 
 typedef struct cli_progress {
@@ -438,7 +440,10 @@ int main(int argc, char **argv)
     }
     if (st != VS_OK) {
         fprintf(stderr, "vecshard-build: %s: %s\n", vs_status_name(st), err);
-        return 1;
+        /* encode before the trained state of this build exists, merge before every worker finished */
+        return st == VS_ERR_FAILED_PRECONDITION && (o.stage == VS_BUILD_ENCODE || o.stage == VS_BUILD_MERGE)
+                   ? 3
+                   : 1;
     }
     if (o.stage == VS_BUILD_TRAIN || o.stage == VS_BUILD_ENCODE) {
         if (!quiet && !res.nothing_to_do)

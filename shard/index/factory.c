@@ -298,6 +298,12 @@ vs_status vs_index_append_list(vs_index_t *dst, const vs_index_t *src, uint32_t 
     return vs_ivf_append_list(dst->impl, src->impl, list, pos, n, err);
 }
 
+void vs_index_append_done(vs_index_t *idx)
+{
+    if (idx->spec.type == VS_INDEX_IVF)
+        vs_ivf_append_done(idx->impl);
+}
+
 vs_status vs_index_search_exact(const vs_index_t *idx, size_t nq, const float *q, size_t k, size_t n_threads,
                                 float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN])
 {

@@ -58,6 +58,10 @@ vs_status vs_index_add_lists(vs_index_t *idx, size_t n, const float *x, const in
 vs_status vs_index_append_list(vs_index_t *dst, const vs_index_t *src, uint32_t list, const uint32_t *pos,
                                size_t n, char err[VS_ERR_LEN]);
 
+/* After the last vs_index_append_list into idx, before it is searched, saved or given attributes
+ * (vs_ivf_append_done). */
+void vs_index_append_done(vs_index_t *idx);
+
 /* Searches nq queries (nq*dim floats) for their k nearest: out_dist[nq*k], out_ids[nq*k].
  * k in 1..VS_TOPK_MAX_K; queries must be finite; params may be NULL (defaults); n_threads 0 = all
  * CPUs. VS_ERR_INVALID_ARGUMENT for bad k, params or queries, with outputs untouched.

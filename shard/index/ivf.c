@@ -573,8 +573,12 @@ vs_status vs_ivf_append_list(vs_ivf_t *dst, const vs_ivf_t *src, uint32_t list, 
     }
     L->n += n;
     dst->ntotal += n;
-    update_max_list(dst);
     return VS_OK;
+}
+
+void vs_ivf_append_done(vs_ivf_t *ivf)
+{
+    update_max_list(ivf);
 }
 
 /* ---- search ------------------------------------------------------------------------------------- */

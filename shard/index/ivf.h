@@ -65,13 +65,17 @@ vs_status vs_ivf_add_lists(vs_ivf_t *ivf, size_t n, const float *x, const int64_
                            size_t n_threads, const vs_progress_cb_t *progress, char err[VS_ERR_LEN]);
 
 /* Appends to dst's list `list` the entries pos[0..n) of src's same list (pos NULL: all of it, n ignored),
- * in that order: ids, codes and refine copies as stored, so the result is what adding those vectors to dst
- * in that order would have stored. dst and src share one trained state (clones of one trained index: the
+ * in that order: ids, codes and refine copies as stored, so the result (after vs_ivf_append_done) is what
+ * adding those vectors to dst in that order would have stored. dst and src share one trained state (clones of one trained index: the
  * caller's promise; factory, dimension and metric are checked, VS_ERR_INVALID_ARGUMENT).
  * VS_ERR_OUT_OF_RANGE (list or a position), VS_ERR_NOMEM (dst unchanged then). The distributed build's
  * merge (shard/builder/builder.c). */
 vs_status vs_ivf_append_list(vs_ivf_t *dst, const vs_ivf_t *src, uint32_t list, const uint32_t *pos, size_t n,
                              char err[VS_ERR_LEN]);
+
+/* After the last vs_ivf_append_list, before dst is searched, saved or given attributes: its list positions
+ * and longest list (O(nlist); appends leave them stale so that a merge of many lists stays linear). */
+void vs_ivf_append_done(vs_ivf_t *ivf);
 
 /* The ids of list `list` (vs_ivf_list_size of them, borrowed), NULL when out of range. */
 const int64_t *vs_ivf_list_ids(const vs_ivf_t *ivf, uint32_t list);

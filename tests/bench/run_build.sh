@@ -31,42 +31,40 @@ fi
 cd "$out"
 rm -rf one dist
 common=(--base base.fvecs --factory "$factory" --partitions 2 --version v --build-time 1 --target-recall 0
-        --train-sample "$ts" --quiet)
+        --train-sample "$ts")
 # wall and CPU seconds (its waited-for children included) of a command run in this (sub)shell, as "WALL CPU"
 timed() {
-    local t0 c0 t1 c1
+    local t0 c0 t1 c1 me=$BASHPID
     t0=$(date +%s.%N)
-    c0=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$BASHPID/stat")
+    c0=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$me/stat")
     "$@" >/dev/null
     t1=$(date +%s.%N)
-    c1=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$BASHPID/stat")
+    c1=$(awk '{print $14 + $15 + $16 + $17}' "/proc/$me/stat")
     echo "$t0 $t1 $c0 $c1 $(getconf CLK_TCK)" | awk '{printf "%.2f %.2f", $2 - $1, ($4 - $3) / $5}'
 }
-report() { # name, "WALL CPU", rows (0 = no rate)
-    echo "$2 $3 $(nproc)" | awk -v name="$1" '{r = $3 > 0 ? sprintf(", %.1fk vectors/s per core (wall x cores), %.1fk per CPU-second", $3 / $1 / $4 / 1e3, $3 / $2 / 1e3) : ""; printf "%-36s %7.2f s wall %7.2f s CPU%s\n", name, $1, $2, r}'
+report() { # name, "WALL CPU" (CPU 0 = not measured), rows (0 = no rate)
+    echo "$2 $3 $(nproc)" | awk -v name="$1" '{r = $3 > 0 ? sprintf(", %.1fk vectors/s per core (wall x cores)", $3 / $1 / $4 / 1e3) : ""; c = $2 > 0 && $3 > 0 ? sprintf(", %.1fk per CPU-second", $3 / $2 / 1e3) : ""; printf "%-44s %7.2f s wall %7.2f s CPU%s%s\n", name, $1, $2, r, c}'
 }
 echo "build benchmark: $n x 128 ($hard_synth_args), $factory, 2 hash partitions, train sample $ts, $(nproc) cores"
-# one process: training, then (separately) everything else, as one run with its own stage lines
-t_train_one=$(timed "$bin/vecshard-build" "${common[@]}" --out one --stage train)
-rm -rf one
-t_all=$(timed "$bin/vecshard-build" "${common[@]}" --out one)
+# one process: its own stage lines ("assign: 2.00M in 12.42 s (...)") give the time without sampling and
+# training; its CPU time is for the whole run
+t_all=$(timed "$bin/vecshard-build" "${common[@]}" --out one 2> one.log)
 report "one process, all (incl. training)" "$t_all" 0
-wall=$(echo "$t_all $t_train_one" | awk '{print $1 - $3}')
-cpu=$(echo "$t_all $t_train_one" | awk '{print $2 - $4}')
-report "one process, training excluded" "$wall $cpu" "$n"
-t_train=$(timed "$bin/vecshard-build" "${common[@]}" --out dist --stage train)
+wall=$(awk '/^(assign|add|save)[ :]/ {for (i = 1; i < NF; i++) if ($i == "in") s += $(i + 1)} END {print s}' one.log)
+report "one process, training excluded" "$wall 0" "$n"
+t_train=$(timed "$bin/vecshard-build" "${common[@]}" --out dist --stage train --quiet)
 report "distributed: train" "$t_train" 0
 enc() {
     local i
     for ((i = 0; i < workers; i++)); do
-        "$bin/vecshard-build" "${common[@]}" --out dist --stage encode --workers "$workers" --worker "$i" --threads 1 &
+        "$bin/vecshard-build" "${common[@]}" --out dist --stage encode --workers "$workers" --worker "$i" --threads 1 --quiet &
     done
     wait
 }
 t_enc=$(timed enc)
 report "distributed: encode ($workers workers x 1 thread)" "$t_enc" "$n"
 echo "workers' files: $(du -sh dist/v/.build | cut -f1)"
-t_merge=$(timed "$bin/vecshard-build" "${common[@]}" --out dist --stage merge --workers "$workers")
+t_merge=$(timed "$bin/vecshard-build" "${common[@]}" --out dist --stage merge --workers "$workers" --quiet)
 report "distributed: merge" "$t_merge" "$n"
 wall=$(echo "$t_enc $t_merge" | awk '{print $1 + $3}')
 cpu=$(echo "$t_enc $t_merge" | awk '{print $2 + $4}')

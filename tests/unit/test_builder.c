@@ -1243,6 +1243,13 @@ static void test_distributed(void)
     CHECK(WEXITSTATUS(system(cmd)) == 0);
     CHECK(same_version_files(one.s, dist.s, 3) == 7);
     rm_tree(dist.s);
+    /* exit 3 (try again later): a worker before the trained state, a merge before the workers */
+    snprintf(cmd, sizeof cmd, "%s/vecshard-build %s --stage encode --worker 0 --workers 2 2>/dev/null", bin, flags);
+    CHECK(WEXITSTATUS(system(cmd)) == 3);
+    snprintf(cmd, sizeof cmd,
+             "%s/vecshard-build %s --stage train && %s/vecshard-build %s --stage merge --workers 2 2>/dev/null", bin,
+             flags, bin, flags);
+    CHECK(WEXITSTATUS(system(cmd)) == 3);
     snprintf(cmd, sizeof cmd,
              "set -e; b=%s/vecshard-build; $b %s --stage train; "
              "for i in 1 0; do JOB_COMPLETION_INDEX=$i $b %s --stage encode --workers 2; done; "
