@@ -8,7 +8,7 @@ set -euo pipefail
 # build: compilers come with the machine; these are the libraries and tools the build links or runs.
 build_pkgs=(cmake pkg-config make gcc g++ libopenblas-dev zlib1g-dev libcjson-dev
     libgrpc-dev protobuf-c-compiler libprotobuf-c-dev grpc-proto libcurl4-openssl-dev libmicrohttpd-dev
-    libnats-dev libhiredis-dev libssl-dev)
+    libnats-dev libhiredis-dev libssl-dev liburing-dev)
 # tests and demo: the Fashion-MNIST data set, the peers we benchmark against in the same run, a real etcd
 # and a real NATS JetStream (nats-server: the write log), openssl for the local CA (deploy/local/certs.sh),
 # an independent gRPC client (python3-grpcio), the Python client's stub generator and installer
@@ -21,8 +21,8 @@ test_pkgs=(dataset-fashion-mnist python3-numpy python3-faiss libhnswlib-dev
     python3-venv redis-server redis-tools python3-redis openssl)
 # Debian's nodejs has no npm (a separate package); NodeSource's nodejs ships it and conflicts with it.
 command -v npm >/dev/null || test_pkgs+=(npm)
-# benchmarks only (tests/bench/run_*.sh): plots.
-bench_pkgs=(python3-matplotlib)
+# benchmarks only (tests/bench/run_*.sh): plots, fio (the disk's random-read IOPS beside the disk tier's).
+bench_pkgs=(python3-matplotlib fio)
 pkgs=("${build_pkgs[@]}" "${test_pkgs[@]}")
 case "${1:-}" in
 --bench) pkgs+=("${bench_pkgs[@]}"); shift ;;

@@ -1487,8 +1487,8 @@ static vs_status load_trained(build_t *b, char *err)
         st = make_fingerprint(b, err);
     if (st == VS_OK && strcmp(fp, b->fingerprint) != 0)
         st = vs_errf(err, VS_ERR_FAILED_PRECONDITION,
-                     "%s was trained for other inputs or options than these (%s); every stage takes the same "
-                     "flags",
+                     "%s was trained for other inputs or options than these (every stage takes the same "
+                     "flags): %s",
                      json, fp);
     cJSON_Delete(j);
     return st;

@@ -10,6 +10,7 @@
 #include "shard/index/attrs.h"
 #include "shard/index/flat.h"
 #include "shard/index/ifile.h"
+#include "shard/index/refine_disk.h"
 #include "shard/index/hnsw.h"
 #include "shard/index/exact.h"
 #include "shard/index/index.h"
@@ -138,8 +139,18 @@ vs_status vs_index_save(const vs_index_t *idx, const char *path, const char *mod
 
 vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN])
 {
+    return vs_index_load_opts(path, NULL, out, err);
+}
+
+/* The sections a refine-on-disk load leaves unread (vs_ifile_open_lazy). */
+static const char *const lazy_refine[] = {"refine.flat", "refine.sq8", NULL};
+
+vs_status vs_index_load_opts(const char *path, const vs_index_load_opts_t *o, vs_index_t **out,
+                             char err[VS_ERR_LEN])
+{
+    const int on_disk = o && o->refine_on_disk;
     vs_ifile_t *f;
-    vs_status st = vs_ifile_open(path, &f, err);
+    vs_status st = vs_ifile_open_lazy(path, on_disk ? lazy_refine : NULL, &f, err);
     if (st != VS_OK)
         return st;
     const vs_ifile_header_t *h = vs_ifile_header(f);
@@ -165,7 +176,7 @@ vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN]
     switch (spec.type) {
     case VS_INDEX_IVF:
         idx->ops = &vs_ivf_ops;
-        st = vs_ivf_load(f, path, &spec, (vs_ivf_t **)&idx->impl, err);
+        st = vs_ivf_load(f, path, &spec, on_disk, (vs_ivf_t **)&idx->impl, err);
         break;
     case VS_INDEX_HNSW:
         idx->ops = &vs_hnsw_ops;
@@ -286,6 +297,23 @@ vs_status vs_index_add_lists(vs_index_t *idx, size_t n, const float *x, const in
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "vectors are added before attributes are attached");
     return vs_ivf_add_lists(idx->impl, n, x, ids, lists, n_threads ? n_threads : vs_parallel_cpus(), progress,
                             err);
+}
+
+int vs_index_refine_disk_stats(const vs_index_t *idx, vs_refine_disk_stats_t *out)
+{
+    return idx->spec.type == VS_INDEX_IVF ? vs_ivf_refine_disk_stats(idx->impl, out) : 0;
+}
+
+vs_status vs_index_verify_lazy(const vs_index_t *idx, double bytes_per_s, const volatile int *stop,
+                               char err[VS_ERR_LEN])
+{
+    vs_status st = VS_OK;
+    uint64_t off, len;
+    char e[VS_ERR_LEN];
+    for (size_t i = 0; idx->file && lazy_refine[i] && st == VS_OK; i++)
+        if (vs_ifile_section_span(idx->file, lazy_refine[i], &off, &len, e) == VS_OK)
+            st = vs_ifile_verify_section(idx->file, lazy_refine[i], bytes_per_s, stop, err);
+    return st;
 }
 
 vs_status vs_index_append_list(vs_index_t *dst, const vs_index_t *src, uint32_t list, const uint32_t *pos,

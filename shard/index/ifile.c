@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/crc32c.h"
@@ -58,6 +59,7 @@ typedef struct section {
     uint64_t offset;
     uint64_t length;
     uint32_t crc;
+    int lazy; /* its CRC was not checked at open (vs_ifile_open_lazy): vs_ifile_verify_section does it */
 } section_t;
 
 struct vs_ifile_writer {
@@ -656,7 +658,16 @@ static vs_status check_gap(const vs_ifile_t *f, uint64_t from, uint64_t to, cons
     return VS_OK;
 }
 
-static vs_status validate_table(vs_ifile_t *f, uint32_t n, uint64_t table_off, char *err)
+static int is_lazy(const char *const *lazy, const char *tag)
+{
+    for (size_t i = 0; lazy && lazy[i]; i++)
+        if (strcmp(lazy[i], tag) == 0)
+            return 1;
+    return 0;
+}
+
+static vs_status validate_table(vs_ifile_t *f, uint32_t n, uint64_t table_off, const char *const *lazy,
+                                char *err)
 {
     const unsigned char *b = f->map;
     const char *path = f->path;
@@ -750,7 +761,9 @@ static vs_status validate_table(vs_ifile_t *f, uint32_t n, uint64_t table_off, c
 
     /* Only now, with every offset known to be inside the file, the expensive part: every byte's CRC. */
     for (uint32_t i = 0; i < n; i++) {
-        const section_t *s = &f->sec[i];
+        section_t *s = &f->sec[i];
+        if ((s->lazy = is_lazy(lazy, s->tag)) != 0)
+            continue;
         uint32_t c = vs_crc32c(0, b + s->offset, (size_t)s->length);
         if (c != s->crc)
             return vs_errf(
@@ -773,6 +786,11 @@ void vs_ifile_close(vs_ifile_t *f)
 }
 
 vs_status vs_ifile_open(const char *path, vs_ifile_t **out, char err[VS_ERR_LEN])
+{
+    return vs_ifile_open_lazy(path, NULL, out, err);
+}
+
+vs_status vs_ifile_open_lazy(const char *path, const char *const *lazy, vs_ifile_t **out, char err[VS_ERR_LEN])
 {
     if (path == NULL || out == NULL)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "vs_ifile_open: NULL %s", path == NULL ? "path" : "out");
@@ -826,7 +844,7 @@ vs_status vs_ifile_open(const char *path, vs_ifile_t **out, char err[VS_ERR_LEN]
     uint64_t table_off = 0;
     vs_status st = validate_header(f, &n_sections, &table_off, err);
     if (st == VS_OK)
-        st = validate_table(f, n_sections, table_off, err);
+        st = validate_table(f, n_sections, table_off, lazy, err);
     if (st != VS_OK) {
         vs_ifile_close(f);
         return st;
@@ -852,6 +870,85 @@ vs_status vs_ifile_section(const vs_ifile_t *f, const char *tag, const void **ou
             return VS_OK;
         }
     return vs_errf(err, VS_ERR_NOT_FOUND, "%s: no section '%.40s' in this index file", f->path, tag);
+}
+
+static double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+const char *vs_ifile_path(const vs_ifile_t *f)
+{
+    return f->path;
+}
+
+vs_status vs_ifile_section_span(const vs_ifile_t *f, const char *tag, uint64_t *out_offset, uint64_t *out_len,
+                                char err[VS_ERR_LEN])
+{
+    for (size_t i = 0; i < f->n_sections; i++)
+        if (strcmp(f->sec[i].tag, tag) == 0) {
+            *out_offset = f->sec[i].offset;
+            *out_len = f->sec[i].length;
+            return VS_OK;
+        }
+    return vs_errf(err, VS_ERR_NOT_FOUND, "%s: no section '%.40s' in this index file", f->path, tag);
+}
+
+vs_status vs_ifile_verify_section(const vs_ifile_t *f, const char *tag, double bytes_per_s,
+                                  const volatile int *stop, char err[VS_ERR_LEN])
+{
+    const section_t *s = NULL;
+    for (size_t i = 0; i < f->n_sections && !s; i++)
+        if (strcmp(f->sec[i].tag, tag) == 0)
+            s = &f->sec[i];
+    if (!s)
+        return vs_errf(err, VS_ERR_NOT_FOUND, "%s: no section '%.40s' in this index file", f->path, tag);
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (fd < 0)
+        fd = open(f->path, O_RDONLY | O_CLOEXEC); /* a file system without O_DIRECT */
+    if (fd < 0)
+        return vs_errf(err, VS_ERR_IO, "open %s: %s", f->path, strerror(errno));
+    enum { CHUNK = 1 << 20, BLOCK = 4096 };
+    unsigned char *buf = NULL;
+    if (posix_memalign((void **)&buf, BLOCK, CHUNK + 2 * BLOCK) != 0) {
+        close(fd);
+        return vs_errf(err, VS_ERR_NOMEM, "%s: out of memory", f->path);
+    }
+    uint32_t c = 0;
+    vs_status st = VS_OK;
+    const uint64_t end = s->offset + s->length;
+    double t0 = mono_s();
+    for (uint64_t at = s->offset; at < end && st == VS_OK;) {
+        if (stop && *stop) {
+            st = vs_errf(err, VS_ERR_CANCELLED, "%s: verification of '%s' stopped", f->path, tag);
+            break;
+        }
+        uint64_t a0 = at / BLOCK * BLOCK, want = end - at < CHUNK ? end - at : CHUNK;
+        uint64_t a1 = (at + want + BLOCK - 1) / BLOCK * BLOCK;
+        ssize_t got = pread(fd, buf, (size_t)(a1 - a0), (off_t)a0);
+        if (got < 0 || (uint64_t)got < at + want - a0) {
+            st = vs_errf(err, VS_ERR_IO, "%s: read of '%s' at byte %" PRIu64 ": %s", f->path, tag, at,
+                         got < 0 ? strerror(errno) : "short read");
+            break;
+        }
+        c = vs_crc32c(c, buf + (at - a0), (size_t)want);
+        at += want;
+        if (bytes_per_s > 0) { /* at most bytes_per_s on average: sleep what the pace asks */
+            double ahead = (double)(at - s->offset) / bytes_per_s - (mono_s() - t0);
+            if (ahead > 0)
+                usleep((useconds_t)(ahead * 1e6));
+        }
+    }
+    close(fd);
+    free(buf);
+    if (st == VS_OK && c != s->crc)
+        st = vs_errf(err, VS_ERR_CORRUPT,
+                     "%s: section '%s' fails its CRC32C check (stored 0x%08x, computed 0x%08x); it spans "
+                     "bytes %" PRIu64 "..%" PRIu64,
+                     f->path, tag, (unsigned)s->crc, (unsigned)c, s->offset, end);
+    return st;
 }
 
 static uint32_t content_crc(const vs_ifile_t *f, uint32_t seed)

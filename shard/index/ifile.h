@@ -128,6 +128,25 @@ typedef struct vs_ifile vs_ifile_t; /* opaque */
  * replace files by rename, which is safe). */
 vs_status vs_ifile_open(const char *path, vs_ifile_t **out, char err[VS_ERR_LEN]);
 
+/* vs_ifile_open without reading the sections named in lazy (a NULL-terminated list of tags; NULL = none):
+ * their bounds are checked, their CRC32C is not (a refine section kept on disk: reading it all on every
+ * start is what the disk tier avoids). vs_ifile_verify_section checks one later. */
+vs_status vs_ifile_open_lazy(const char *path, const char *const *lazy, vs_ifile_t **out, char err[VS_ERR_LEN]);
+
+/* Reads section tag from the file (O_DIRECT where the file system allows it: the page cache is left to
+ * the sections in use) and checks its CRC32C, at most bytes_per_s on average (<= 0: as fast as it can).
+ * *stop (may be NULL) set to nonzero ends it early (VS_ERR_CANCELLED). VS_ERR_CORRUPT names the section and
+ * both CRCs; VS_ERR_IO, VS_ERR_NOT_FOUND, VS_ERR_NOMEM. Blocking; safe while f is in use. */
+vs_status vs_ifile_verify_section(const vs_ifile_t *f, const char *tag, double bytes_per_s,
+                                  const volatile int *stop, char err[VS_ERR_LEN]);
+
+/* Where section tag lies in the file: byte offset and length. VS_ERR_NOT_FOUND. */
+vs_status vs_ifile_section_span(const vs_ifile_t *f, const char *tag, uint64_t *out_offset, uint64_t *out_len,
+                                char err[VS_ERR_LEN]);
+
+/* The path f was opened from (borrowed). */
+const char *vs_ifile_path(const vs_ifile_t *f);
+
 /* Unmaps and releases f; every pointer obtained from f becomes invalid. NULL is a no-op. */
 void vs_ifile_close(vs_ifile_t *f);
 

@@ -90,6 +90,25 @@ vs_status vs_index_save(const vs_index_t *idx, const char *path, const char *mod
  * vectors added after load are kept in memory (copy on first write of a list). */
 vs_status vs_index_load(const char *path, vs_index_t **out, char err[VS_ERR_LEN]);
 
+/* vs_index_load with options. refine_on_disk (IVF with a refine section; ignored otherwise): the refine
+ * copies stay in the file, read per query with O_DIRECT (shard/index/refine_disk.h), and are neither
+ * read nor checksummed at load: vs_index_verify_lazy does that later (the shard's scrub). */
+typedef struct vs_index_load_opts {
+    int refine_on_disk;
+} vs_index_load_opts_t;
+vs_status vs_index_load_opts(const char *path, const vs_index_load_opts_t *opts, vs_index_t **out,
+                             char err[VS_ERR_LEN]);
+
+/* Refine on disk: its reads so far into *out; 0 when the index reads its refine copies from memory. */
+struct vs_refine_disk_stats;
+int vs_index_refine_disk_stats(const vs_index_t *idx, struct vs_refine_disk_stats *out);
+
+/* Checks the CRC32C of the sections a refine-on-disk load left unread, reading them with O_DIRECT at most
+ * bytes_per_s on average (<= 0: unpaced); *stop (may be NULL) ends it (VS_ERR_CANCELLED). VS_OK when they
+ * match or there are none; VS_ERR_CORRUPT names the section; VS_ERR_IO. */
+vs_status vs_index_verify_lazy(const vs_index_t *idx, double bytes_per_s, const volatile int *stop,
+                               char err[VS_ERR_LEN]);
+
 /* Embedding model version recorded at save (loaded indexes) or "" (borrowed). */
 const char *vs_index_model_version(const vs_index_t *idx);
 

@@ -26,6 +26,7 @@
 #include "shard/index/fresh_internal.h"
 #include "shard/index/ivf_internal.h"
 #include "shard/index/pq.h"
+#include "shard/index/refine_disk.h"
 #include "shard/index/sq8.h"
 
 /* ---- helpers ------------------------------------------------------------------------------------ */
@@ -133,6 +134,7 @@ void vs_ivf_destroy(vs_ivf_t *ivf)
     vs_coarse_fini(&ivf->coarse);
     vs_pq_fini(&ivf->pq);
     vs_sq8_fini(&ivf->sq8);
+    vs_refine_disk_close(ivf->rdisk);
     free(ivf);
 }
 
@@ -576,6 +578,14 @@ vs_status vs_ivf_append_list(vs_ivf_t *dst, const vs_ivf_t *src, uint32_t list, 
     return VS_OK;
 }
 
+int vs_ivf_refine_disk_stats(const vs_ivf_t *ivf, struct vs_refine_disk_stats *out)
+{
+    if (!ivf->rdisk)
+        return 0;
+    vs_refine_disk_get_stats(ivf->rdisk, out);
+    return 1;
+}
+
 void vs_ivf_append_done(vs_ivf_t *ivf)
 {
     update_max_list(ivf);
@@ -881,6 +891,36 @@ static size_t scan_fresh(const search_ctx_t *c, scratch_t *s, const float *q, ui
     return offered;
 }
 
+/* Refine on disk: the refine copies of the base candidates among slots[0..n) (reservoir slots: list << 32 |
+ * position), read from the file in one batch; out[i] is NULL for the others (fresh records, lists copied
+ * into memory by a write) and for all when the read failed. Thread-local memory (refine_disk.h), valid
+ * until this thread's next call; NULL when there is none. */
+static const uint8_t **refine_from_disk(const vs_ivf_t *ivf, const int64_t *slots, size_t n)
+{
+    uint8_t *scr = vs_refine_disk_scratch(n * (sizeof(uint64_t) + 2 * sizeof(const uint8_t *) + sizeof(uint32_t)));
+    if (!scr)
+        return NULL;
+    const uint8_t **rv_of = (const uint8_t **)scr, **got = rv_of + n;
+    uint64_t *items = (uint64_t *)(got + n);
+    uint32_t *which = (uint32_t *)(items + n);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        rv_of[i] = NULL;
+        uint64_t slot = (uint64_t)slots[i];
+        if (slot & FRESH_SLOT)
+            continue;
+        const ivf_list_t *L = &ivf->lists[slot >> 32];
+        if (L->owned)
+            continue;
+        items[m] = (uint64_t)(L->first + (size_t)(slot & 0xffffffffu));
+        which[m++] = (uint32_t)i;
+    }
+    if (m && vs_refine_disk_fetch(ivf->rdisk, items, m, got) == 0)
+        for (size_t j = 0; j < m; j++)
+            rv_of[which[j]] = got[j];
+    return rv_of;
+}
+
 /* The refine copy (or, for IVF-Flat, the stored vector) of item pos of list L, decoded into buf for SQ8. */
 static const float *item_vector(const vs_ivf_t *ivf, const uint8_t *refine, const uint8_t *code, float *buf)
 {
@@ -1147,13 +1187,17 @@ static void finish_query(const search_ctx_t *c, scratch_t *s, size_t qi, const f
         size_t n_cand = vs_reservoir_finish(&h->r);
         vs_topk_t fin;
         vs_topk_init(&fin, kk, s->fkeys, s->fids);
-        /* candidates are scattered over the refine section: prefetch a few ahead so that their DRAM
-         * latencies overlap instead of adding up */
-        const size_t rb = vs_ivf_refine_bytes(ivf), ahead = 8;
+        const size_t rb = vs_ivf_refine_bytes(ivf);
+        /* refine on disk: the base candidates' copies read from the file in one batch (a failed read
+         * falls back to the mapping, as do fresh candidates and lists copied into memory) */
+        const uint8_t **disk_rv = ivf->rdisk && n_cand ? refine_from_disk(ivf, h->r.ids, n_cand) : NULL;
+        /* in memory, candidates are scattered over the refine section: prefetch a few ahead so that their
+         * DRAM latencies overlap instead of adding up */
+        const size_t ahead = ivf->rdisk ? 0 : 8;
         for (size_t i = 0; i < n_cand && i < ahead; i++)
             prefetch_refine(ivf, (uint64_t)h->r.ids[i], rb);
         for (size_t i = 0; i < n_cand; i++) {
-            if (i + ahead < n_cand)
+            if (i + ahead < n_cand && ahead)
                 prefetch_refine(ivf, (uint64_t)h->r.ids[i + ahead], rb);
             uint64_t slot = (uint64_t)h->r.ids[i];
             size_t pos = (size_t)(slot & 0xffffffffu);
@@ -1164,7 +1208,7 @@ static void finish_query(const search_ctx_t *c, scratch_t *s, size_t qi, const f
                 vs_fresh_record(fresh, fl[(slot >> 32) & 0x7fffffffu], pos, &id, &code, &rv);
             } else {
                 const ivf_list_t *L = &ivf->lists[slot >> 32];
-                rv = L->refine + pos * rb;
+                rv = disk_rv && disk_rv[i] ? disk_rv[i] : L->refine + pos * rb;
                 id = L->ids[pos];
             }
             const float *v;
@@ -1906,8 +1950,8 @@ static int all_finite(const float *x, size_t n)
     return 1;
 }
 
-vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_spec_t *spec, vs_ivf_t **out,
-                      char err[VS_ERR_LEN])
+vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_spec_t *spec, int refine_on_disk,
+                      vs_ivf_t **out, char err[VS_ERR_LEN])
 {
     const vs_ifile_header_t *h = vs_ifile_header(f);
     ivf_params_t p;
@@ -1967,7 +2011,7 @@ vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_sp
     if (!all_finite(cent, (size_t)nlist * d) ||
         (cb && !all_finite(cb, (size_t)ivf->pq.m * ivf->pq.ksub * ivf->pq.dsub)) ||
         (spec->codec == VS_CODEC_FLAT && !all_finite(codes, n * d)) ||
-        (spec->refine == VS_REFINE_FLAT && !all_finite(refine, n * d))) {
+        (spec->refine == VS_REFINE_FLAT && !refine_on_disk && !all_finite(refine, n * d))) {
         st = vs_errf(err, VS_ERR_CORRUPT, "%s: a float section holds NaN or Inf", path);
         goto fail;
     }
@@ -2005,6 +2049,15 @@ vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_sp
     st = compute_term2(ivf, err);
     if (st != VS_OK)
         goto fail;
+    if (refine_on_disk && rb) {
+        const char *tag = spec->refine == VS_REFINE_FLAT ? "refine.flat" : "refine.sq8";
+        uint64_t soff, slen;
+        st = vs_ifile_section_span(f, tag, &soff, &slen, err);
+        if (st == VS_OK)
+            st = vs_refine_disk_open(path, soff, slen, rb, &ivf->rdisk, err);
+        if (st != VS_OK)
+            goto fail;
+    }
     *out = ivf;
     return VS_OK;
 fail:

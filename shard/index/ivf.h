@@ -34,9 +34,15 @@ vs_status vs_ivf_search_lists(const vs_ivf_t *ivf, size_t nq, const float *q, si
                               size_t n_threads, float *out_dist, int64_t *out_ids, char err[VS_ERR_LEN]);
 
 /* Builds an IVF index over a validated, mapped index file (f outlives the index; the caller closes it
- * after vs_ivf_destroy). Checks every IVF section's size and content; VS_ERR_CORRUPT names the section. */
-vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_spec_t *spec, vs_ivf_t **out,
-                      char err[VS_ERR_LEN]);
+ * after vs_ivf_destroy). Checks every IVF section's size and content; VS_ERR_CORRUPT names the section.
+ * refine_on_disk: the refine section (if any) is not read here (its content is not checked: the caller
+ * opened f with it lazy, vs_ifile_open_lazy) and searches read their candidates' copies from the file
+ * (refine_disk.h) instead of the mapping. */
+vs_status vs_ivf_load(const vs_ifile_t *f, const char *path, const vs_factory_spec_t *spec, int refine_on_disk,
+                      vs_ivf_t **out, char err[VS_ERR_LEN]);
+
+/* Refine on disk: what its reads cost so far (0 when the refine copies are in memory, else 1). */
+int vs_ivf_refine_disk_stats(const vs_ivf_t *ivf, struct vs_refine_disk_stats *out);
 
 /* The nprobe lists a query probes, nearest first (out_lists[nprobe]): what search and the coordinator's
  * centroid routing use. exact = 1 ranks every centroid in full dimension; exact = 0 is what search does

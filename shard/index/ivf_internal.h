@@ -35,6 +35,7 @@ struct vs_ivf {
     uint32_t *pos_list;          /* with attributes: the list holding position i << VS_IVF_POS_SHIFT */
     size_t max_list; /* longest list (sizes the scan scratch; kept by add and load, so search is O(nprobe)) */
     uint64_t seed;
+    struct vs_refine_disk *rdisk; /* refine copies read from the file (refine_disk.h), or NULL */
 };
 
 #define VS_IVF_POS_SHIFT 6u

@@ -1,0 +1,178 @@
+/* test_refine_disk: the disk tier's refine reads (issue 20; shard/index/refine_disk.h). An IVF index with a
+ * refine section, saved and loaded with refine_on_disk, answers every query exactly as the same file
+ * loaded into memory (RFlat and RSQ8, L2 and inner product, 16-d items sharing 4 KiB blocks and 256-d
+ * items straddling them, one thread and two), reading each query's candidates in one batch: one fetch per
+ * query, fewer reads than candidates where they share blocks, none when there is nothing to refine. The
+ * load does not read the refine section: a flipped byte in it is found by vs_index_verify_lazy (the
+ * scrub), not at load, while one in another section still fails the load. vs_refine_disk_fetch itself:
+ * items in any order and repeated give their own bytes; an item past the section is refused. */
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "shard/index/ifile.h"
+#include "shard/index/index.h"
+#include "shard/index/refine_disk.h"
+#include "tests/testlib.h"
+
+#define N 6000
+#define NQ 50
+#define K 10
+#define T "refine_disk"
+
+static float base[N * 256], queries[NQ * 256];
+
+static vs_index_t *build(uint32_t d, const char *factory, vs_metric metric)
+{
+    char err[VS_ERR_LEN];
+    vs_index_t *idx;
+    if (vs_index_create(d, metric, factory, &idx, err) != VS_OK)
+        return NULL;
+    CHECK(vs_index_train(idx, N, base, 1, NULL, err) == VS_OK);
+    CHECKF(vs_index_add(idx, N, base, NULL, 1, NULL, err) == VS_OK, "%s", err);
+    return idx;
+}
+
+static void search(const vs_index_t *idx, size_t threads, float *dist, int64_t *ids)
+{
+    char err[VS_ERR_LEN];
+    vs_search_params_t p = {.nprobe = 8, .k_factor = 4};
+    CHECKF(vs_index_search(idx, NQ, queries, K, &p, threads, dist, ids, err) == VS_OK, "%s", err);
+}
+
+/* Flips one byte of path at offset. */
+static void flip(const char *path, uint64_t off)
+{
+    int fd = open(path, O_RDWR);
+    unsigned char b = 0;
+    CHECK(fd >= 0 && pread(fd, &b, 1, (off_t)off) == 1);
+    b ^= 0x40;
+    CHECK(pwrite(fd, &b, 1, (off_t)off) == 1);
+    if (fd >= 0)
+        close(fd);
+}
+
+static void one_case(uint32_t d, const char *factory, vs_metric metric, const char *tag)
+{
+    char err[VS_ERR_LEN];
+    vs_test_clustered(base, N, d, 40, 0.3f, 7, 8);
+    vs_test_clustered(queries, NQ, d, 40, 0.3f, 7, 9);
+    vs_index_t *built = build(d, factory, metric);
+    CHECK(built != NULL);
+    if (!built)
+        return;
+    vs_test_pathbuf_t path = vs_test_pathcopy(T, "part.vsidx");
+    CHECKF(vs_index_save(built, path.s, "", 1, err) == VS_OK, "%s", err);
+    vs_index_destroy(built);
+
+    vs_index_t *mem = NULL, *disk = NULL;
+    vs_index_load_opts_t o = {.refine_on_disk = 1};
+    CHECKF(vs_index_load(path.s, &mem, err) == VS_OK, "%s", err);
+    CHECKF(vs_index_load_opts(path.s, &o, &disk, err) == VS_OK, "%s", err);
+    if (!mem || !disk) {
+        vs_index_destroy(mem);
+        vs_index_destroy(disk);
+        return;
+    }
+    static float dm[NQ * K], dd[NQ * K], dd2[NQ * K];
+    static int64_t im[NQ * K], id[NQ * K], id2[NQ * K];
+    search(mem, 1, dm, im);
+    search(disk, 1, dd, id);
+    search(disk, 2, dd2, id2);
+    CHECKF(memcmp(im, id, sizeof im) == 0 && memcmp(dm, dd, sizeof dm) == 0,
+           "%s d=%u: answers from disk differ from memory", factory, d);
+    CHECKF(memcmp(im, id2, sizeof im) == 0 && memcmp(dm, dd2, sizeof dm) == 0,
+           "%s d=%u: answers from disk on 2 threads differ", factory, d);
+    vs_refine_disk_stats_t st;
+    CHECK(!vs_index_refine_disk_stats(mem, &st));
+    CHECK(vs_index_refine_disk_stats(disk, &st) == 1);
+    printf("  %s %u-d: %llu fetches, %llu candidates, %llu reads (%llu KiB), %s, %s, %.2f ms per fetch\n",
+           factory, d, (unsigned long long)st.fetches, (unsigned long long)st.items,
+           (unsigned long long)st.reads, (unsigned long long)(st.bytes >> 10), st.uring ? "io_uring" : "pread",
+           st.direct ? "O_DIRECT" : "page cache", st.fetches ? 1e3 * st.read_seconds / (double)st.fetches : 0.0);
+    CHECK(st.fetches == 2 * NQ && st.errors == 0);
+    CHECK(st.items >= 2 * NQ * K && st.items <= 2 * NQ * K * 4);
+    CHECK(st.reads > 0 && st.reads <= st.items);
+    if (d * 4 <= 64) /* 16 floats: 64 items per 4 KiB block, candidates of a list share blocks */
+        CHECKF(st.reads < st.items, "%llu reads for %llu items", (unsigned long long)st.reads,
+               (unsigned long long)st.items);
+    /* the whole file verifies; the lazy section was not needed to load */
+    CHECKF(vs_index_verify_lazy(disk, 0, NULL, err) == VS_OK, "%s", err);
+    vs_index_destroy(mem);
+    vs_index_destroy(disk);
+
+    /* a flipped byte in the refine section: the memory load refuses the file, the disk load does not read
+     * it, its scrub finds it */
+    vs_ifile_t *f = NULL;
+    uint64_t off = 0, len = 0;
+    CHECK(vs_ifile_open(path.s, &f, err) == VS_OK && vs_ifile_section_span(f, tag, &off, &len, err) == VS_OK);
+    vs_ifile_close(f);
+    flip(path.s, off + len / 2);
+    CHECK(vs_index_load(path.s, &mem, err) == VS_ERR_CORRUPT && strstr(err, tag));
+    CHECKF(vs_index_load_opts(path.s, &o, &disk, err) == VS_OK, "%s", err);
+    if (disk) {
+        CHECKF(vs_index_verify_lazy(disk, 0, NULL, err) == VS_ERR_CORRUPT && strstr(err, tag), "%s", err);
+        volatile int stop = 1;
+        CHECK(vs_index_verify_lazy(disk, 0, &stop, err) == VS_ERR_CANCELLED);
+        vs_index_destroy(disk);
+    }
+    flip(path.s, off + len / 2); /* back */
+    /* a flipped byte elsewhere (the ids) still fails a disk load */
+    CHECK(vs_ifile_open(path.s, &f, err) == VS_OK && vs_ifile_section_span(f, "ivf.ids", &off, &len, err) == VS_OK);
+    vs_ifile_close(f);
+    flip(path.s, off + 3);
+    CHECK(vs_index_load_opts(path.s, &o, &disk, err) == VS_ERR_CORRUPT && strstr(err, "ivf.ids"));
+    unlink(path.s);
+}
+
+/* The reader alone: items in any order and repeated, against the bytes of the file. */
+static void test_fetch(void)
+{
+    char err[VS_ERR_LEN];
+    vs_test_pathbuf_t path = vs_test_pathcopy(T, "raw.bin");
+    enum { ITEMS = 5000, IB = 100, OFF = 1000 };
+    unsigned char *data = malloc(OFF + (size_t)ITEMS * IB);
+    for (size_t i = 0; i < OFF + (size_t)ITEMS * IB; i++)
+        data[i] = (unsigned char)(i * 2654435761u >> 13);
+    CHECK(vs_test_write_file(path.s, data, OFF + (size_t)ITEMS * IB) == 0);
+    vs_refine_disk_t *r = NULL;
+    CHECKF(vs_refine_disk_open(path.s, OFF, (uint64_t)ITEMS * IB, IB, &r, err) == VS_OK, "%s", err);
+    uint64_t items[300];
+    const uint8_t *got[300];
+    for (size_t i = 0; i < 300; i++)
+        items[i] = (i * 7919u + (i % 3 ? 0 : 11)) % ITEMS; /* scattered, some repeated */
+    items[5] = items[4];
+    items[299] = ITEMS - 1; /* the last item: its block runs past the end of the file */
+    CHECK(r && vs_refine_disk_fetch(r, items, 300, got) == 0);
+    size_t same = 0;
+    for (size_t i = 0; r && i < 300; i++)
+        same += memcmp(got[i], data + OFF + items[i] * IB, IB) == 0;
+    CHECKF(same == 300, "%zu of 300 items read back", same);
+    items[0] = ITEMS; /* past the section */
+    CHECK(r && vs_refine_disk_fetch(r, items, 1, got) == -1);
+    vs_refine_disk_stats_t st;
+    if (r) {
+        vs_refine_disk_get_stats(r, &st);
+        CHECK(st.errors == 1 && st.fetches == 2);
+    }
+    vs_refine_disk_close(r);
+    free(data);
+    unlink(path.s);
+}
+
+static void test_indexes(void)
+{
+    one_case(16, "IVF32,PQ8x4fs,RFlat", VS_METRIC_L2, "refine.flat");
+    one_case(16, "IVF32,PQ4,RSQ8", VS_METRIC_IP, "refine.sq8");
+    one_case(256, "IVF32,PQ32x4fs,RFlat", VS_METRIC_L2, "refine.flat");
+}
+
+int main(void)
+{
+    vs_test_tmpdir(T);
+    RUN(test_fetch);
+    RUN(test_indexes);
+    return vs_test_finish();
+}
