@@ -45,7 +45,7 @@ vs_status vs_nbrs_searcher_open(const char *manifest_path, vs_nbrs_searcher_t **
     if (!(s->parts = calloc(s->m.n_partitions, sizeof *s->parts)))
         st = vs_errf(err, VS_ERR_NOMEM, "batch: out of memory");
     for (uint32_t p = 0; p < s->m.n_partitions && st == VS_OK; p++)
-        st = vs_shard_open_partition(&s->m, p, 0, &s->parts[p], err);
+        st = vs_shard_open_partition(&s->m, p, 0, 0, &s->parts[p], err);
     /* several partitions: routed as the coordinator routes them; hash partitions rank their own lists
      * (inside one multi-threaded call each) */
     if (st == VS_OK && s->m.n_partitions > 1) {

@@ -44,6 +44,8 @@ typedef struct config {
     long lease_ttl_s, threads, max_batch, grace_ms, debug_delay_ms, memory_limit_mb, max_queue_ms;
     double slow_request_ms;
     int skip_crc;
+    int refine_on_disk;                  /* --refine-on-disk */
+    double scrub_mb_per_s, scrub_interval_h; /* its scrub */
     vs_rpc_tls_t tls;         /* --tls-*: tls.cert_file set = TLS on */
     const char *tls_clients;  /* --tls-allowed-clients: certificate names that may Search */
     const char *zone;         /* --zone: published in the record; coordinators prefer their own zone */
@@ -84,6 +86,12 @@ static void usage(FILE *f)
         "                       RESOURCE_EXHAUSTED instead of served late; batch, recall and canary calls\n"
         "                       after MS/4 (default %d; 0 = never; docs/reliability.md)\n"
         "  --skip-crc           do not check partition files' CRC32C against the manifest at load\n"
+        "  --refine-on-disk     the disk tier: IVF refine vectors stay in the index file and are read per\n"
+        "                       query with O_DIRECT (io_uring), not loaded; codes, ids and lists stay in\n"
+        "                       memory. The refine section is checked in the background (the scrub); a\n"
+        "                       version whose check fails goes FAILED (docs/operations.md, \"Disk tier\")\n"
+        "  --scrub-mb-per-s N   the scrub's read rate (default 64)\n"
+        "  --scrub-interval-h H read each refine section again every H hours (default 24)\n"
         "  --port-file FILE     write the bound ports (\"grpc=P\\nmetrics=Q\\n\") once listening\n"
         "  --log-format F       log records as text (default) or json (one JSON object per line)\n"
         "  --tls-cert FILE      serve mutual TLS with this PEM certificate chain (with --tls-key and\n"
@@ -149,6 +157,9 @@ static int parse_args(int argc, char **argv, config_t *c)
                                          {"tls-allowed-clients", required_argument, 0, 259},
                                          {"tls-refresh-s", required_argument, 0, 260},
                                          {"zone", required_argument, 0, 261},
+                                         {"refine-on-disk", no_argument, 0, 262},
+                                         {"scrub-mb-per-s", required_argument, 0, 263},
+                                         {"scrub-interval-h", required_argument, 0, 264},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *c = (config_t){.listen = "0.0.0.0:50051",
@@ -159,6 +170,8 @@ static int parse_args(int argc, char **argv, config_t *c)
                     .grace_ms = 10000,
                     .max_queue_ms = VS_SHARD_DEFAULT_MAX_QUEUE_MS,
                     .fresh_capacity = 1000000,
+                    .scrub_mb_per_s = 64,
+                    .scrub_interval_h = 24,
                     .tls_clients = "vecshard-coordinator"};
     int o;
     char xerr[VS_ERR_LEN];
@@ -223,6 +236,21 @@ static int parse_args(int argc, char **argv, config_t *c)
         case 'S':
             c->skip_crc = 1;
             break;
+        case 262:
+            c->refine_on_disk = 1;
+            break;
+        case 263:
+        case 264: {
+            char *end;
+            double v = strtod(optarg, &end);
+            if (*end || !(v > 0 && v <= 1e6)) {
+                fprintf(stderr, "vecshard-shard: %s '%s' must be a number above 0\n",
+                        o == 263 ? "--scrub-mb-per-s" : "--scrub-interval-h", optarg);
+                return 2;
+            }
+            *(o == 263 ? &c->scrub_mb_per_s : &c->scrub_interval_h) = v;
+            break;
+        }
         case 'P':
             c->port_file = optarg;
             break;
@@ -339,6 +367,7 @@ typedef struct app {
     atomic_int loader_done;
     int load_failed;
     atomic_int fatal; /* a --manifest failed to load: the process exits 1 (main, after draining) */
+    volatile int scrub_stop; /* set by main at shutdown: the scrub thread ends */
 } app_t;
 
 static void publish(app_t *a)
@@ -350,6 +379,27 @@ static void publish(app_t *a)
 }
 
 static void set_health(app_t *a);
+
+/* --refine-on-disk: checks the refine sections left on disk, one pass a second (each version once after it
+ * loads, then every --scrub-interval-h); a version that fails goes FAILED, so the record and health change. */
+static void *scrub_main(void *arg)
+{
+    app_t *a = arg;
+    while (!a->scrub_stop) {
+        uint64_t f0, f1, e, v;
+        vs_shard_scrub_counts(a->shard, &f0, &e, &v);
+        vs_shard_scrub(a->shard, a->cfg.scrub_mb_per_s * 1048576.0, a->cfg.scrub_interval_h * 3600.0,
+                       &a->scrub_stop);
+        vs_shard_scrub_counts(a->shard, &f1, &e, &v);
+        if (f1 != f0) {
+            set_health(a);
+            publish(a);
+        }
+        for (int i = 0; i < 10 && !a->scrub_stop; i++)
+            usleep(100000);
+    }
+    return NULL;
+}
 
 /* A version's fresh fill crossed a step: the member record says so. */
 static void on_fill(void *user)
@@ -602,6 +652,7 @@ int main(int argc, char **argv)
                            .replica_id = replica,
                            .max_batch = (size_t)a.cfg.max_batch,
                            .skip_crc = a.cfg.skip_crc,
+                           .refine_on_disk = a.cfg.refine_on_disk,
                            .slow_request_ms = a.cfg.slow_request_ms,
                            .on_stage = vs_shard_metrics_on_stage,
                            .stage_user = a.metrics,
@@ -667,9 +718,14 @@ int main(int argc, char **argv)
     if (a.cfg.port_file && vs_serve_write_port_file(a.cfg.port_file, port, metrics_port) != 0)
         vs_log(VS_LOG_WARN, "cannot write --port-file %s", a.cfg.port_file);
 
-    pthread_t loader;
+    pthread_t loader, scrubber;
     if (pthread_create(&loader, NULL, loader_main, &a) != 0) {
         vs_log(VS_LOG_ERROR, "cannot start the loader thread");
+        return 1;
+    }
+    int scrubbing = a.cfg.refine_on_disk && pthread_create(&scrubber, NULL, scrub_main, &a) == 0;
+    if (a.cfg.refine_on_disk && !scrubbing) {
+        vs_log(VS_LOG_ERROR, "cannot start the scrub thread");
         return 1;
     }
     vs_logfollow_t *logf = NULL;
@@ -694,6 +750,9 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&a.follow_mu);
     vs_follow_stop(follow); /* a load in progress finishes first */
     vs_logfollow_stop(logf);
+    a.scrub_stop = 1;
+    if (scrubbing)
+        pthread_join(scrubber, NULL);
     vs_shard_drain(a.shard);
     set_health(&a);
     publish(&a);

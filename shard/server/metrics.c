@@ -54,10 +54,74 @@ static double versions_sum(vs_shard_t *sh, int what)
             s += (double)vi[i].memory_bytes;
         else if (what == 3)
             s += (double)vi[i].n_vectors;
+        else if (what == 5)
+            s += (double)vi[i].disk_reads;
+        else if (what == 6)
+            s += (double)vi[i].disk_bytes;
+        else if (what == 7)
+            s += (double)vi[i].disk_fetches;
+        else if (what == 8)
+            s += vi[i].disk_read_seconds;
+        else if (what == 9)
+            s += vi[i].refine_on_disk && !vi[i].refine_verified && vi[i].state == VS_VERSION_READY;
+        else if (what == 10)
+            s += (double)vi[i].disk_errors;
         else
             s += vi[i].state == VS_VERSION_FAILED;
     }
     return s;
+}
+
+static double c_disk_reads(void *u)
+{
+    return versions_sum(((vs_shard_metrics_t *)u)->shard, 5);
+}
+
+static double c_disk_bytes(void *u)
+{
+    return versions_sum(((vs_shard_metrics_t *)u)->shard, 6);
+}
+
+static double c_disk_fetches(void *u)
+{
+    return versions_sum(((vs_shard_metrics_t *)u)->shard, 7);
+}
+
+static double c_disk_seconds(void *u)
+{
+    return versions_sum(((vs_shard_metrics_t *)u)->shard, 8);
+}
+
+static double g_unverified(void *u)
+{
+    return versions_sum(((vs_shard_metrics_t *)u)->shard, 9);
+}
+
+static double c_disk_errors(void *u)
+{
+    return versions_sum(((vs_shard_metrics_t *)u)->shard, 10);
+}
+
+static double c_scrub(void *u, int which)
+{
+    uint64_t v[3];
+    vs_shard_scrub_counts(((vs_shard_metrics_t *)u)->shard, &v[0], &v[1], &v[2]);
+    return (double)v[which];
+}
+
+static double c_scrub_failed(void *u)
+{
+    return c_scrub(u, 0);
+}
+
+static double c_scrub_errors(void *u)
+{
+    return c_scrub(u, 1);
+}
+
+static double c_scrub_verified(void *u)
+{
+    return c_scrub(u, 2);
 }
 
 static double g_ready(void *u)
@@ -285,6 +349,26 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, vs_healt
          g_log_lag, 0},
         {"vecshard_shard_log_messages_applied_total", "Write-log messages applied, all versions.",
          c_log_applied, 1},
+        {"vecshard_shard_refine_disk_reads_total",
+         "Disk reads of refine vectors (--refine-on-disk; candidates sharing a 4 KiB block share a read), "
+         "loaded versions.",
+         c_disk_reads, 1},
+        {"vecshard_shard_refine_disk_bytes_total", "Bytes read for refine vectors (--refine-on-disk).",
+         c_disk_bytes, 1},
+        {"vecshard_shard_refine_disk_fetches_total",
+         "Queries whose candidates were read from disk in one batch (--refine-on-disk).", c_disk_fetches, 1},
+        {"vecshard_shard_refine_disk_read_seconds_total",
+         "Seconds queries waited for their refine reads (--refine-on-disk).", c_disk_seconds, 1},
+        {"vecshard_shard_refine_disk_errors_total",
+         "Batches of refine reads that failed (answered from the mapping instead).", c_disk_errors, 1},
+        {"vecshard_shard_refine_unverified_versions",
+         "READY versions whose on-disk refine section the scrub has not yet checked.", g_unverified, 0},
+        {"vecshard_shard_scrub_verified_total", "Refine sections the scrub read and found intact.",
+         c_scrub_verified, 1},
+        {"vecshard_shard_scrub_failures_total",
+         "Refine sections that failed their CRC32C (the version went FAILED).", c_scrub_failed, 1},
+        {"vecshard_shard_scrub_errors_total", "Scrub reads that failed with an I/O error (retried).",
+         c_scrub_errors, 1},
         {"vecshard_shard_log_messages_rejected_total",
          "Write-log messages rejected as malformed (never applicable; each is logged).", c_log_rejected, 1},
     };

@@ -19,6 +19,7 @@
 #include "common/topk.h"
 #include "common/vecio.h"
 #include "shard/index/ivf.h"
+#include "shard/index/refine_disk.h"
 #include "common/cluster/manifest.h"
 #include "shard/server/shard.h"
 #include "vecshard/v1/shard.pb-c.h"
@@ -43,12 +44,15 @@ typedef struct version {
     uint64_t log_next;        /* the next sequence to apply */
     uint64_t log_pending;     /* the stream's messages after log_next - 1 (the follower's last word) */
     vs_applier_counts_t counts;
+    int refine_verified;  /* refine on disk: the scrub checked the section (under the shard's mu) */
+    double verified_at;   /* vs_now_s() of that check */
 } version_t;
 
 struct vs_shard {
     char cluster[VS_NAME_LEN], replica_id[VS_NAME_LEN], address[VS_NAME_LEN], instance_id[64];
     size_t n_cpus, max_batch;
-    int skip_crc;
+    int skip_crc, refine_on_disk;
+    atomic_ullong scrub_failed, scrub_errors, scrub_verified;
     int64_t started_at_ms;
     pthread_mutex_t mu; /* versions[], active, state */
     version_t *versions[VS_SHARD_MAX_VERSIONS];
@@ -92,6 +96,7 @@ vs_status vs_shard_create(const vs_shard_opts_t *o, vs_shard_t **out, char err[V
     sh->n_cpus = o && o->n_cpus ? o->n_cpus : vs_parallel_cpus();
     sh->max_batch = o && o->max_batch ? o->max_batch : VS_SHARD_DEFAULT_MAX_BATCH;
     sh->skip_crc = o ? o->skip_crc : 0;
+    sh->refine_on_disk = o ? o->refine_on_disk : 0;
     sh->fresh_capacity = o ? o->fresh_capacity : 0;
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -222,8 +227,8 @@ vs_status vs_shard_add_index(vs_shard_t *sh, const char *version, uint32_t parti
     return st;
 }
 
-vs_status vs_shard_open_partition(const vs_manifest_t *m, uint32_t p, int skip_crc, vs_index_t **out,
-                                  char err[VS_ERR_LEN])
+vs_status vs_shard_open_partition(const vs_manifest_t *m, uint32_t p, int skip_crc, int refine_on_disk,
+                                  vs_index_t **out, char err[VS_ERR_LEN])
 {
     const vs_manifest_partition_t *mp = vs_manifest_partition(m, p);
     if (!mp)
@@ -262,7 +267,8 @@ vs_status vs_shard_open_partition(const vs_manifest_t *m, uint32_t p, int skip_c
                            mp->crc32c);
     }
     vs_index_t *idx;
-    vs_status st = vs_index_load(path, &idx, err);
+    vs_index_load_opts_t lo = {.refine_on_disk = refine_on_disk};
+    vs_status st = vs_index_load_opts(path, &lo, &idx, err);
     if (st != VS_OK)
         return st;
     char fac[VS_NAME_LEN], mfac[VS_NAME_LEN], content[17], trained[17];
@@ -358,7 +364,7 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
     }
     vs_index_t *idx = NULL;
     char lerr[VS_ERR_LEN] = "";
-    st = vs_shard_open_partition(&m, partition, sh->skip_crc, &idx, lerr);
+    st = vs_shard_open_partition(&m, partition, sh->skip_crc, sh->refine_on_disk, &idx, lerr);
     if (st == VS_OK)
         warm_up(&m, idx, &v->defaults);
     if (st == VS_OK && (st = attach_fresh(sh, v, idx, &m, lerr)) != VS_OK) {
@@ -848,6 +854,16 @@ size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t ca
                 snprintf(o->partitioning, sizeof o->partitioning, "%s", v->partitioning);
                 o->partitions_total = v->partitions_total;
                 vs_index_ids(v->idx, o->content_id, trained, NULL);
+                vs_refine_disk_stats_t ds;
+                if (vs_index_refine_disk_stats(v->idx, &ds)) {
+                    o->refine_on_disk = 1;
+                    o->refine_verified = v->refine_verified;
+                    o->disk_fetches = ds.fetches;
+                    o->disk_reads = ds.reads;
+                    o->disk_bytes = ds.bytes;
+                    o->disk_errors = ds.errors;
+                    o->disk_read_seconds = ds.read_seconds;
+                }
             }
             if (v->state == VS_VERSION_READY && v->fresh) { /* set before READY, without mu */
                 vs_fresh_stats_t fs;
@@ -1025,6 +1041,56 @@ void vs_shard_set_log_pending(vs_shard_t *sh, const char *version, uint64_t pend
     v->log_pending = pending;
     pthread_mutex_unlock(&v->apply_mu);
     version_unref(v);
+}
+
+size_t vs_shard_scrub(vs_shard_t *sh, double bytes_per_s, double every_s, const volatile int *stop)
+{
+    size_t done = 0;
+    for (size_t i = 0; i < VS_SHARD_MAX_VERSIONS && !(stop && *stop); i++) {
+        /* hold the version (a reference keeps it alive while it is read; unload may drop it meanwhile) */
+        vs_refine_disk_stats_t ds;
+        pthread_mutex_lock(&sh->mu);
+        version_t *v = sh->versions[i];
+        int due = v && v->state == VS_VERSION_READY && v->idx && vs_index_refine_disk_stats(v->idx, &ds) &&
+                  (!v->refine_verified || vs_now_s() - v->verified_at >= every_s);
+        if (due)
+            atomic_fetch_add(&v->refs, 1);
+        pthread_mutex_unlock(&sh->mu);
+        if (!due)
+            continue;
+        char err[VS_ERR_LEN];
+        vs_status st = vs_index_verify_lazy(v->idx, bytes_per_s, stop, err);
+        pthread_mutex_lock(&sh->mu);
+        if (st == VS_OK) {
+            v->refine_verified = 1;
+            v->verified_at = vs_now_s();
+            atomic_fetch_add(&sh->scrub_verified, 1);
+            done++;
+        } else if (st == VS_ERR_CORRUPT && v->state == VS_VERSION_READY) {
+            v->state = VS_VERSION_FAILED;
+            snprintf(v->error, sizeof v->error, "scrub: %.500s", err);
+            if (sh->active == v)
+                sh->active = NULL; /* requests naming no version get UNAVAILABLE, not wrong distances */
+            atomic_fetch_add(&sh->scrub_failed, 1);
+        } else if (st != VS_ERR_CANCELLED) {
+            atomic_fetch_add(&sh->scrub_errors, 1);
+        }
+        pthread_mutex_unlock(&sh->mu);
+        if (st != VS_OK && st != VS_ERR_CANCELLED)
+            vs_log(VS_LOG_ERROR, "shard: version %s partition %u: %s", v->name, v->partition, err);
+        else if (st == VS_OK)
+            vs_log(VS_LOG_INFO, "shard: version %s partition %u: refine section verified", v->name,
+                   v->partition);
+        version_unref(v);
+    }
+    return done;
+}
+
+void vs_shard_scrub_counts(vs_shard_t *sh, uint64_t *failed, uint64_t *errors, uint64_t *verified)
+{
+    *failed = atomic_load(&sh->scrub_failed);
+    *errors = atomic_load(&sh->scrub_errors);
+    *verified = atomic_load(&sh->scrub_verified);
 }
 
 void vs_shard_log_failed(vs_shard_t *sh, const char *version, const char *reason)

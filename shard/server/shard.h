@@ -63,6 +63,7 @@ typedef struct vs_shard_opts {
     void (*on_stage)(void *user, vs_shard_stage stage, double seconds);
     void *stage_user;
     size_t fresh_capacity; /* > 0: IVF versions take writes from the log (ids per version); 0 = off */
+    int refine_on_disk;    /* 1: IVF refine copies stay in the file, read per query (vs_index_load_opts) */
 } vs_shard_opts_t;
 
 typedef struct vs_shard vs_shard_t;
@@ -85,8 +86,18 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
  * against the manifest, then the index (mmap, every section verified) against its trained state, factory,
  * metric, dim and vector count. *out (vs_index_destroy) on success; VS_ERR_NOT_FOUND / VS_ERR_IO /
  * VS_ERR_CORRUPT naming the file otherwise. Used by the batch-neighbours run (coordinator/nbrs/). */
-vs_status vs_shard_open_partition(const vs_manifest_t *m, uint32_t p, int skip_crc, vs_index_t **out,
-                                  char err[VS_ERR_LEN]);
+vs_status vs_shard_open_partition(const vs_manifest_t *m, uint32_t p, int skip_crc, int refine_on_disk,
+                                  vs_index_t **out, char err[VS_ERR_LEN]);
+
+/* One pass of the disk tier's scrub: every READY version whose refine section was left on disk and was not
+ * verified in the last every_s seconds has it read and checked against its CRC32C (vs_index_verify_lazy,
+ * at most bytes_per_s). A version whose section fails is marked FAILED (it stops answering; the reason is
+ * in Info), never served with wrong vectors; an I/O error is counted and retried at the next pass. *stop
+ * ends it early. Returns the versions verified by this pass. Blocking: run it on a thread of its own. */
+size_t vs_shard_scrub(vs_shard_t *sh, double bytes_per_s, double every_s, const volatile int *stop);
+
+/* The scrub's counts so far: passes that found a section bad, I/O errors, sections verified. */
+void vs_shard_scrub_counts(vs_shard_t *sh, uint64_t *failed, uint64_t *errors, uint64_t *verified);
 
 /* Adds an index built in memory as READY version `version`, partition `partition` (tests, fuzzing).
  * Takes idx (destroyed with the version, also on failure). */
@@ -150,6 +161,10 @@ typedef struct vs_shard_version_info {
     uint32_t partitions_total;
     char content_id[17];     /* of the loaded partition file (vs_index_ids; "" when built in memory) */
     uint32_t fresh_fill_pct; /* ids written since the version / fresh capacity, percent rounded down */
+    /* refine on disk (READY IVF versions loaded so): 1, whether the scrub verified it, its reads */
+    int refine_on_disk, refine_verified;
+    uint64_t disk_fetches, disk_reads, disk_bytes, disk_errors;
+    double disk_read_seconds;
 } vs_shard_version_info_t;
 
 /* Copies up to cap version records into out; returns how many there are. *active gets the active

@@ -55,7 +55,7 @@ int main(int argc, char **argv)
     char trained[17] = "";
     for (uint32_t p = 0; p < m.n_partitions; p++) {
         vs_index_t *src = NULL, *dst = NULL;
-        if (vs_shard_open_partition(&m, p, 0, &src, err) != VS_OK)
+        if (vs_shard_open_partition(&m, p, 0, 0, &src, err) != VS_OK)
             return fail("open", err);
         const vs_ivf_t *ivf = vs_index_impl_ivf(src);
         if (!ivf || ivf->spec.refine != VS_REFINE_FLAT)
