@@ -935,10 +935,10 @@ vs_status vs_ifile_verify_section(const vs_ifile_t *f, const char *tag, double b
         }
         c = vs_crc32c(c, buf + (at - a0), (size_t)want);
         at += want;
-        if (bytes_per_s > 0) { /* at most bytes_per_s on average: sleep what the pace asks */
-            double ahead = (double)(at - s->offset) / bytes_per_s - (mono_s() - t0);
-            if (ahead > 0)
-                usleep((useconds_t)(ahead * 1e6));
+        if (bytes_per_s > 0) { /* at most bytes_per_s on average: sleep what the pace asks, in slices */
+            double ahead;
+            while ((ahead = (double)(at - s->offset) / bytes_per_s - (mono_s() - t0)) > 0 && !(stop && *stop))
+                usleep((useconds_t)(ahead < 0.1 ? ahead * 1e6 : 1e5));
         }
     }
     close(fd);

@@ -427,6 +427,10 @@ static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64
     const uint32_t d = ivf->d;
     if (!ivf->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index must be trained before vectors are added");
+    if (ivf->rdisk) /* its reads locate items by list positions in the file, which an add would shift */
+        return vs_errf(err, VS_ERR_FAILED_PRECONDITION,
+                       "IVF index with its refine vectors on disk takes no added vectors (writes go to the "
+                       "fresh index)");
     vs_status st = vs_check_finite(x_in, n, d, "vector", err);
     if (st != VS_OK)
         return st;

@@ -18,6 +18,8 @@
 
 #define BLOCK 4096u
 #define RING_DEPTH 64u
+#define KEEP_BUFFER (16u << 20)  /* a thread keeps at most this much read buffer between fetches */
+#define MAX_BUFFER (256u << 20) /* one fetch reads at most this much */
 
 struct vs_refine_disk {
     int fd;
@@ -155,21 +157,42 @@ static int by_item(const void *a, const void *b, void *ctx)
     return (x > y) - (x < y);
 }
 
+/* The reads spans[0..ns) with pread, one after the other. 0 when every one returned its needed bytes. */
+static int pread_all(vs_refine_disk_t *d, thread_state_t *t, size_t ns)
+{
+    for (size_t r = 0; r < ns; r++) {
+        const read_span_t *s = &t->spans[r];
+        uint64_t done = 0;
+        while (done < s->need) { /* short reads (signals, a split request): the rest */
+            ssize_t got = pread(d->fd, t->buf + s->at + done, (size_t)(s->a1 - s->a0 - done), (off_t)(s->a0 + done));
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got <= 0)
+                return -1;
+            done += (uint64_t)got;
+        }
+    }
+    return 0;
+}
+
+/* The thread's ring is in an unknown state (a submission refused, a wait failed): it is closed, and its
+ * buffer abandoned, since the kernel may still write into it; the thread reads with pread from now on. */
+static void ring_lost(thread_state_t *t)
+{
+    io_uring_queue_exit(&t->ring);
+    t->ring_state = -1;
+    t->buf = NULL; /* leaked on purpose: an in-flight read may still land in it */
+    t->buf_cap = 0;
+}
+
 /* Runs the reads spans[0..ns) into t->buf: io_uring when the thread has one, else pread. 0 when every read
  * returned at least its needed bytes. */
 static int run_reads(vs_refine_disk_t *d, thread_state_t *t, size_t ns)
 {
     if (t->ring_state == 0)
         t->ring_state = io_uring_queue_init(RING_DEPTH, &t->ring, 0) == 0 ? 1 : -1;
-    if (t->ring_state != 1) {
-        for (size_t r = 0; r < ns; r++) {
-            const read_span_t *s = &t->spans[r];
-            ssize_t got = pread(d->fd, t->buf + s->at, (size_t)(s->a1 - s->a0), (off_t)s->a0);
-            if (got < 0 || (uint64_t)got < s->need)
-                return -1;
-        }
-        return 0;
-    }
+    if (t->ring_state != 1)
+        return pread_all(d, t, ns);
     atomic_store(&d->uring_used, 1);
     int failed = 0;
     for (size_t r0 = 0; r0 < ns; r0 += RING_DEPTH) {
@@ -183,21 +206,29 @@ static int run_reads(vs_refine_disk_t *d, thread_state_t *t, size_t ns)
             io_uring_sqe_set_data64(sqe, (uint64_t)r);
             queued++;
         }
-        if (queued == 0 || io_uring_submit(&t->ring) < (int)queued) {
-            /* nothing (or not everything) went in: take back what did, then say so */
-            for (size_t i = 0; i < queued; i++) {
+        int sub = queued ? io_uring_submit(&t->ring) : 0;
+        if (sub < (int)queued) {
+            /* not everything went in: take back the completions of what did, then leave the ring */
+            for (int i = 0; i < sub; i++) {
                 struct io_uring_cqe *cqe;
-                if (io_uring_wait_cqe(&t->ring, &cqe) == 0)
-                    io_uring_cqe_seen(&t->ring, cqe);
+                int e;
+                while ((e = io_uring_wait_cqe(&t->ring, &cqe)) == -EINTR)
+                    ;
+                if (e < 0)
+                    break;
+                io_uring_cqe_seen(&t->ring, cqe);
             }
+            ring_lost(t);
             return -1;
         }
         for (size_t i = 0; i < queued; i++) {
             struct io_uring_cqe *cqe;
-            int e = io_uring_wait_cqe(&t->ring, &cqe);
-            if (e < 0) {
-                failed = 1;
-                continue;
+            int e;
+            while ((e = io_uring_wait_cqe(&t->ring, &cqe)) == -EINTR)
+                ;
+            if (e < 0) { /* completions still owed: the ring cannot be trusted with the next fetch */
+                ring_lost(t);
+                return -1;
             }
             const read_span_t *s = &t->spans[io_uring_cqe_get_data64(cqe)];
             if (cqe->res < 0 || (uint64_t)cqe->res < s->need) {
@@ -259,6 +290,15 @@ int vs_refine_disk_fetch(vs_refine_disk_t *d, const uint64_t *items, size_t n, c
         }
         t->span_of[i] = (uint32_t)(ns - 1);
     }
+    if (total > MAX_BUFFER) { /* a huge k x k_factor: the caller reads through the mapping instead */
+        atomic_fetch_add(&d->errors, 1);
+        return -1;
+    }
+    if (t->buf_cap > KEEP_BUFFER && total <= KEEP_BUFFER) { /* give back what one large request took */
+        free(t->buf);
+        t->buf = NULL;
+        t->buf_cap = 0;
+    }
     if (total > t->buf_cap) {
         size_t cap = t->buf_cap ? t->buf_cap : 64 * BLOCK;
         while (cap < total)
@@ -279,6 +319,8 @@ int vs_refine_disk_fetch(vs_refine_disk_t *d, const uint64_t *items, size_t n, c
     }
     double t0 = mono_s();
     int rc = run_reads(d, t, ns);
+    if (rc != 0 && t->buf) /* the ring failed: once more with pread (a disk error fails that too) */
+        rc = pread_all(d, t, ns);
     atomic_fetch_add(&d->read_ns, (uint64_t)((mono_s() - t0) * 1e9));
     atomic_fetch_add(&d->reads, ns);
     atomic_fetch_add(&d->bytes, total);

@@ -381,7 +381,8 @@ static void publish(app_t *a)
 static void set_health(app_t *a);
 
 /* --refine-on-disk: checks the refine sections left on disk, one pass a second (each version once after it
- * loads, then every --scrub-interval-h); a version that fails goes FAILED, so the record and health change. */
+ * loads, then every --scrub-interval-h); a version that fails goes FAILED, and the member record says so
+ * (coordinators stop routing to it). */
 static void *scrub_main(void *arg)
 {
     app_t *a = arg;

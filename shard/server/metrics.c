@@ -8,6 +8,7 @@
 #include "common/net/http.h"
 #include "common/net/metrics.h"
 #include "common/net/serve.h"
+#include "shard/index/refine_disk.h"
 #include "shard/server/metrics.h"
 
 struct vs_shard_metrics {
@@ -54,42 +55,44 @@ static double versions_sum(vs_shard_t *sh, int what)
             s += (double)vi[i].memory_bytes;
         else if (what == 3)
             s += (double)vi[i].n_vectors;
-        else if (what == 5)
-            s += (double)vi[i].disk_reads;
-        else if (what == 6)
-            s += (double)vi[i].disk_bytes;
-        else if (what == 7)
-            s += (double)vi[i].disk_fetches;
-        else if (what == 8)
-            s += vi[i].disk_read_seconds;
         else if (what == 9)
             s += vi[i].refine_on_disk && !vi[i].refine_verified && vi[i].state == VS_VERSION_READY;
-        else if (what == 10)
-            s += (double)vi[i].disk_errors;
         else
             s += vi[i].state == VS_VERSION_FAILED;
     }
     return s;
 }
 
+/* Refine reads from disk, cumulative over the process (counters). */
+static double disk_total(void *u, int which)
+{
+    vs_refine_disk_stats_t t;
+    vs_shard_refine_disk_totals(((vs_shard_metrics_t *)u)->shard, &t);
+    return which == 0   ? (double)t.reads
+           : which == 1 ? (double)t.bytes
+           : which == 2 ? (double)t.fetches
+           : which == 3 ? t.read_seconds
+                        : (double)t.errors;
+}
+
 static double c_disk_reads(void *u)
 {
-    return versions_sum(((vs_shard_metrics_t *)u)->shard, 5);
+    return disk_total(u, 0);
 }
 
 static double c_disk_bytes(void *u)
 {
-    return versions_sum(((vs_shard_metrics_t *)u)->shard, 6);
+    return disk_total(u, 1);
 }
 
 static double c_disk_fetches(void *u)
 {
-    return versions_sum(((vs_shard_metrics_t *)u)->shard, 7);
+    return disk_total(u, 2);
 }
 
 static double c_disk_seconds(void *u)
 {
-    return versions_sum(((vs_shard_metrics_t *)u)->shard, 8);
+    return disk_total(u, 3);
 }
 
 static double g_unverified(void *u)
@@ -99,7 +102,7 @@ static double g_unverified(void *u)
 
 static double c_disk_errors(void *u)
 {
-    return versions_sum(((vs_shard_metrics_t *)u)->shard, 10);
+    return disk_total(u, 4);
 }
 
 static double c_scrub(void *u, int which)

@@ -46,6 +46,7 @@ typedef struct version {
     vs_applier_counts_t counts;
     int refine_verified;  /* refine on disk: the scrub checked the section (under the shard's mu) */
     double verified_at;   /* vs_now_s() of that check */
+    double scrub_retry_at; /* after an I/O error: not before then (vs_now_s()) */
 } version_t;
 
 struct vs_shard {
@@ -53,6 +54,7 @@ struct vs_shard {
     size_t n_cpus, max_batch;
     int skip_crc, refine_on_disk;
     atomic_ullong scrub_failed, scrub_errors, scrub_verified;
+    vs_refine_disk_stats_t disk_gone; /* refine reads of versions unloaded since (under mu) */
     int64_t started_at_ms;
     pthread_mutex_t mu; /* versions[], active, state */
     version_t *versions[VS_SHARD_MAX_VERSIONS];
@@ -399,13 +401,41 @@ vs_status vs_shard_unload(vs_shard_t *sh, const char *version, char err[VS_ERR_L
     else if (sh->versions[i]->state == VS_VERSION_LOADING)
         st = vs_errf(err, VS_ERR_FAILED_PRECONDITION, "version %s is still loading", version);
     version_t *v = NULL;
+    vs_refine_disk_stats_t ds;
     if (st == VS_OK) {
         v = sh->versions[i];
         sh->versions[i] = NULL;
+        if (v->idx && vs_index_refine_disk_stats(v->idx, &ds)) { /* its reads stay counted */
+            sh->disk_gone.fetches += ds.fetches;
+            sh->disk_gone.items += ds.items;
+            sh->disk_gone.reads += ds.reads;
+            sh->disk_gone.bytes += ds.bytes;
+            sh->disk_gone.errors += ds.errors;
+            sh->disk_gone.read_seconds += ds.read_seconds;
+        }
     }
     pthread_mutex_unlock(&sh->mu);
     version_unref(v);
     return st;
+}
+
+void vs_shard_refine_disk_totals(vs_shard_t *sh, vs_refine_disk_stats_t *out)
+{
+    pthread_mutex_lock(&sh->mu);
+    *out = sh->disk_gone;
+    for (size_t i = 0; i < VS_SHARD_MAX_VERSIONS; i++) {
+        vs_refine_disk_stats_t ds;
+        const version_t *v = sh->versions[i];
+        if (v && v->idx && vs_index_refine_disk_stats(v->idx, &ds)) {
+            out->fetches += ds.fetches;
+            out->items += ds.items;
+            out->reads += ds.reads;
+            out->bytes += ds.bytes;
+            out->errors += ds.errors;
+            out->read_seconds += ds.read_seconds;
+        }
+    }
+    pthread_mutex_unlock(&sh->mu);
 }
 
 vs_status vs_shard_activate(vs_shard_t *sh, const char *version, char err[VS_ERR_LEN])
@@ -1052,7 +1082,8 @@ size_t vs_shard_scrub(vs_shard_t *sh, double bytes_per_s, double every_s, const 
         pthread_mutex_lock(&sh->mu);
         version_t *v = sh->versions[i];
         int due = v && v->state == VS_VERSION_READY && v->idx && vs_index_refine_disk_stats(v->idx, &ds) &&
-                  (!v->refine_verified || vs_now_s() - v->verified_at >= every_s);
+                  (!v->refine_verified || vs_now_s() - v->verified_at >= every_s) &&
+                  vs_now_s() >= v->scrub_retry_at;
         if (due)
             atomic_fetch_add(&v->refs, 1);
         pthread_mutex_unlock(&sh->mu);
@@ -1074,6 +1105,7 @@ size_t vs_shard_scrub(vs_shard_t *sh, double bytes_per_s, double every_s, const 
             atomic_fetch_add(&sh->scrub_failed, 1);
         } else if (st != VS_ERR_CANCELLED) {
             atomic_fetch_add(&sh->scrub_errors, 1);
+            v->scrub_retry_at = vs_now_s() + 60; /* an I/O error: again in a minute, not at every pass */
         }
         pthread_mutex_unlock(&sh->mu);
         if (st != VS_OK && st != VS_ERR_CANCELLED)

@@ -96,6 +96,10 @@ vs_status vs_shard_open_partition(const vs_manifest_t *m, uint32_t p, int skip_c
  * ends it early. Returns the versions verified by this pass. Blocking: run it on a thread of its own. */
 size_t vs_shard_scrub(vs_shard_t *sh, double bytes_per_s, double every_s, const volatile int *stop);
 
+/* Refine reads from disk so far, every version loaded since the start (unloaded ones included). */
+struct vs_refine_disk_stats;
+void vs_shard_refine_disk_totals(vs_shard_t *sh, struct vs_refine_disk_stats *out);
+
 /* The scrub's counts so far: passes that found a section bad, I/O errors, sections verified. */
 void vs_shard_scrub_counts(vs_shard_t *sh, uint64_t *failed, uint64_t *errors, uint64_t *verified);
 

@@ -103,7 +103,8 @@ def main():
         reads = metric(p0, "vecshard_shard_refine_disk_reads_total")
         kib = metric(p0, "vecshard_shard_refine_disk_bytes_total") / 1024
         print(f"  partition 0: {fetches:.0f} queries read from disk, {reads:.0f} reads, {kib:.0f} KiB")
-        check(fetches >= NQ and reads >= fetches, "the shard reads each query's candidates from disk")
+        check(fetches >= NQ and reads >= fetches and metric(p0, "vecshard_shard_refine_disk_errors_total") == 0,
+              "the shard reads each query's candidates from disk, without a failed read")
         check(metric(sm["shard_p0r0_metrics_port"], "vecshard_shard_refine_disk_fetches_total") == 0,
               "the in-memory shard reads nothing from disk")
         wait_for(lambda: metric(p0, "vecshard_shard_scrub_verified_total") >= 1, "the scrub checks the section",

@@ -93,6 +93,11 @@ static void one_case(uint32_t d, const char *factory, vs_metric metric, const ch
            (unsigned long long)st.reads, (unsigned long long)(st.bytes >> 10), st.uring ? "io_uring" : "pread",
            st.direct ? "O_DIRECT" : "page cache", st.fetches ? 1e3 * st.read_seconds / (double)st.fetches : 0.0);
     CHECK(st.fetches == 2 * NQ && st.errors == 0);
+    /* the test directory is on the build's file system (ext4 here): io_uring and O_DIRECT are in use, not
+     * their fallbacks */
+    CHECK(st.uring && st.direct);
+    /* an index whose refine vectors are on disk takes no added vectors (items are located by position) */
+    CHECK(vs_index_add(disk, 1, queries, NULL, 1, NULL, err) == VS_ERR_FAILED_PRECONDITION);
     CHECK(st.items >= 2 * NQ * K && st.items <= 2 * NQ * K * 4);
     CHECK(st.reads > 0 && st.reads <= st.items);
     if (d * 4 <= 64) /* 16 floats: 64 items per 4 KiB block, candidates of a list share blocks */
