@@ -1395,7 +1395,9 @@ static vs_status finished_version(build_t *b, const char *manifest, int *done, c
                    b->o->resume ? " (--resume: these inputs or options are not the ones it was built from)" : "");
 }
 
-/* TRAIN: the trained state and train.json (written last). */
+static vs_status load_trained(build_t *b, char *err);
+
+/* TRAIN: the trained state and train.json (written last); with resume, one this build made is kept. */
 static vs_status stage_train(build_t *b, char *err)
 {
     char path[PATH_MAX], json[PATH_MAX], num[32], inputs[sizeof b->fingerprint + PATH_MAX + 64];
@@ -1404,31 +1406,21 @@ static vs_status stage_train(build_t *b, char *err)
         st = work_path(b, "train.json", json, err);
     if (st != VS_OK)
         return st;
-    cJSON *old = b->o->resume ? read_json(json) : NULL;
-    const char *want_crc = json_str(old, "trained_crc32c"), *want_rows = json_str(old, "train_rows");
-    if (want_crc && want_rows && strcmp(json_str(old, "format") ? json_str(old, "format") : "", TRAIN_FORMAT) == 0) {
-        /* resume: a trained state for these inputs and options is kept (its CRC is checked below) */
-        vs_index_t *t = NULL;
+    if (b->o->resume) {
         char e2[VS_ERR_LEN];
-        if (vs_index_load(path, &t, e2) == VS_OK) {
-            vs_index_t *keep = b->trained;
-            b->trained = t;
-            b->n_sample = (size_t)strtoull(want_rows, NULL, 10);
-            int ok = trained_crc(b, e2) == VS_OK && b->trained_crc == (uint32_t)strtoul(want_crc, NULL, 16) &&
-                     make_fingerprint(b, e2) == VS_OK && json_str(old, "fingerprint") &&
-                     strcmp(json_str(old, "fingerprint"), b->fingerprint) == 0;
-            if (ok) {
-                vs_index_destroy(keep);
-                cJSON_Delete(old);
-                note(b, "trained state kept (%s matches this build)", json);
-                return VS_OK;
-            }
-            vs_index_destroy(t);
-            b->trained = keep;
-            b->n_sample = 0;
+        if (load_trained(b, e2) == VS_OK) { /* the checks a worker makes: this build's trained state */
+            note(b, "trained state kept (%s matches this build)", json);
+            return VS_OK;
         }
+        /* not this build's (or none): train afresh, from an untrained index */
+        vs_index_destroy(b->trained);
+        b->trained = NULL;
+        b->n_sample = 0;
+        b->trained_crc = 0;
+        st = vs_index_create(b->d, b->o->metric, b->o->factory, &b->trained, err);
+        if (st != VS_OK)
+            return st;
     }
-    cJSON_Delete(old);
     if (unlink(json) != 0 && errno != ENOENT)
         return vs_errf(err, VS_ERR_IO, "%s: %s", json, strerror(errno));
     st = train(b, err);

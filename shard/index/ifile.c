@@ -19,9 +19,9 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "common/cli/timing.h"
 #include "common/crc32c.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -858,53 +858,46 @@ const vs_ifile_header_t *vs_ifile_header(const vs_ifile_t *f)
     return &f->hdr;
 }
 
+/* Section tag of f, or NULL with err saying so (VS_ERR_NOT_FOUND). */
+static const section_t *find_section(const vs_ifile_t *f, const char *tag, char *err)
+{
+    for (size_t i = 0; i < f->n_sections; i++)
+        if (strcmp(f->sec[i].tag, tag) == 0)
+            return &f->sec[i];
+    vs_errf(err, VS_ERR_NOT_FOUND, "%s: no section '%.40s' in this index file", f->path, tag);
+    return NULL;
+}
+
 vs_status vs_ifile_section(const vs_ifile_t *f, const char *tag, const void **out_data, size_t *out_len,
                            char err[VS_ERR_LEN])
 {
     if (f == NULL || tag == NULL || out_data == NULL || out_len == NULL)
         return vs_errf(err, VS_ERR_INVALID_ARGUMENT, "vs_ifile_section: NULL argument");
-    for (size_t i = 0; i < f->n_sections; i++)
-        if (strcmp(f->sec[i].tag, tag) == 0) {
-            *out_data = f->map + f->sec[i].offset;
-            *out_len = (size_t)f->sec[i].length;
-            return VS_OK;
-        }
-    return vs_errf(err, VS_ERR_NOT_FOUND, "%s: no section '%.40s' in this index file", f->path, tag);
-}
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-const char *vs_ifile_path(const vs_ifile_t *f)
-{
-    return f->path;
+    const section_t *s = find_section(f, tag, err);
+    if (!s)
+        return VS_ERR_NOT_FOUND;
+    *out_data = f->map + s->offset;
+    *out_len = (size_t)s->length;
+    return VS_OK;
 }
 
 vs_status vs_ifile_section_span(const vs_ifile_t *f, const char *tag, uint64_t *out_offset, uint64_t *out_len,
                                 char err[VS_ERR_LEN])
 {
-    for (size_t i = 0; i < f->n_sections; i++)
-        if (strcmp(f->sec[i].tag, tag) == 0) {
-            *out_offset = f->sec[i].offset;
-            *out_len = f->sec[i].length;
-            return VS_OK;
-        }
-    return vs_errf(err, VS_ERR_NOT_FOUND, "%s: no section '%.40s' in this index file", f->path, tag);
+    const section_t *s = find_section(f, tag, err);
+    if (!s)
+        return VS_ERR_NOT_FOUND;
+    *out_offset = s->offset;
+    *out_len = s->length;
+    return VS_OK;
 }
 
 vs_status vs_ifile_verify_section(const vs_ifile_t *f, const char *tag, double bytes_per_s,
                                   const volatile int *stop, char err[VS_ERR_LEN])
 {
-    const section_t *s = NULL;
-    for (size_t i = 0; i < f->n_sections && !s; i++)
-        if (strcmp(f->sec[i].tag, tag) == 0)
-            s = &f->sec[i];
+    const section_t *s = find_section(f, tag, err);
     if (!s)
-        return vs_errf(err, VS_ERR_NOT_FOUND, "%s: no section '%.40s' in this index file", f->path, tag);
+        return VS_ERR_NOT_FOUND;
     int fd = open(f->path, O_RDONLY | O_CLOEXEC | O_DIRECT);
     if (fd < 0)
         fd = open(f->path, O_RDONLY | O_CLOEXEC); /* a file system without O_DIRECT */
@@ -919,7 +912,7 @@ vs_status vs_ifile_verify_section(const vs_ifile_t *f, const char *tag, double b
     uint32_t c = 0;
     vs_status st = VS_OK;
     const uint64_t end = s->offset + s->length;
-    double t0 = mono_s();
+    double t0 = vs_now_s();
     for (uint64_t at = s->offset; at < end && st == VS_OK;) {
         if (stop && *stop) {
             st = vs_errf(err, VS_ERR_CANCELLED, "%s: verification of '%s' stopped", f->path, tag);
@@ -937,7 +930,7 @@ vs_status vs_ifile_verify_section(const vs_ifile_t *f, const char *tag, double b
         at += want;
         if (bytes_per_s > 0) { /* at most bytes_per_s on average: sleep what the pace asks, in slices */
             double ahead;
-            while ((ahead = (double)(at - s->offset) / bytes_per_s - (mono_s() - t0)) > 0 && !(stop && *stop))
+            while ((ahead = (double)(at - s->offset) / bytes_per_s - (vs_now_s() - t0)) > 0 && !(stop && *stop))
                 usleep((useconds_t)(ahead < 0.1 ? ahead * 1e6 : 1e5));
         }
     }
@@ -972,12 +965,11 @@ void vs_ifile_content_id(const vs_ifile_t *f, char out[17])
 
 vs_status vs_ifile_section_crc(const vs_ifile_t *f, const char *tag, uint32_t *out_crc, char err[VS_ERR_LEN])
 {
-    for (size_t i = 0; i < f->n_sections; i++)
-        if (strcmp(f->sec[i].tag, tag) == 0) {
-            *out_crc = f->sec[i].crc;
-            return VS_OK;
-        }
-    return vs_errf(err, VS_ERR_NOT_FOUND, "%s: no section '%.40s' in this index file", f->path, tag);
+    const section_t *s = find_section(f, tag, err);
+    if (!s)
+        return VS_ERR_NOT_FOUND;
+    *out_crc = s->crc;
+    return VS_OK;
 }
 
 size_t vs_ifile_section_count(const vs_ifile_t *f)

@@ -144,9 +144,6 @@ vs_status vs_ifile_verify_section(const vs_ifile_t *f, const char *tag, double b
 vs_status vs_ifile_section_span(const vs_ifile_t *f, const char *tag, uint64_t *out_offset, uint64_t *out_len,
                                 char err[VS_ERR_LEN]);
 
-/* The path f was opened from (borrowed). */
-const char *vs_ifile_path(const vs_ifile_t *f);
-
 /* Unmaps and releases f; every pointer obtained from f becomes invalid. NULL is a no-op. */
 void vs_ifile_close(vs_ifile_t *f);
 

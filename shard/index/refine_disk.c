@@ -13,8 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "common/cli/timing.h"
 
 #define BLOCK 4096u
 #define RING_DEPTH 64u
@@ -99,13 +100,6 @@ static int grow(void **p, size_t *cap, size_t n, size_t sz)
     *p = q;
     *cap = c;
     return 0;
-}
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
 vs_status vs_refine_disk_open(const char *path, uint64_t section_off, uint64_t section_len, size_t item_bytes,
@@ -317,11 +311,11 @@ int vs_refine_disk_fetch(vs_refine_disk_t *d, const uint64_t *items, size_t n, c
         t->spans[r].at = at;
         at += (size_t)(t->spans[r].a1 - t->spans[r].a0);
     }
-    double t0 = mono_s();
+    uint64_t t0 = vs_now_ns();
     int rc = run_reads(d, t, ns);
     if (rc != 0 && t->buf) /* the ring failed: once more with pread (a disk error fails that too) */
         rc = pread_all(d, t, ns);
-    atomic_fetch_add(&d->read_ns, (uint64_t)((mono_s() - t0) * 1e9));
+    atomic_fetch_add(&d->read_ns, vs_now_ns() - t0);
     atomic_fetch_add(&d->reads, ns);
     atomic_fetch_add(&d->bytes, total);
     if (rc != 0) {

@@ -388,6 +388,17 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
     return st;
 }
 
+/* to += what; the uring and direct flags are not counts and stay as they are. */
+static void add_disk_stats(vs_refine_disk_stats_t *to, const vs_refine_disk_stats_t *what)
+{
+    to->fetches += what->fetches;
+    to->items += what->items;
+    to->reads += what->reads;
+    to->bytes += what->bytes;
+    to->errors += what->errors;
+    to->read_seconds += what->read_seconds;
+}
+
 vs_status vs_shard_unload(vs_shard_t *sh, const char *version, char err[VS_ERR_LEN])
 {
     pthread_mutex_lock(&sh->mu);
@@ -405,14 +416,8 @@ vs_status vs_shard_unload(vs_shard_t *sh, const char *version, char err[VS_ERR_L
     if (st == VS_OK) {
         v = sh->versions[i];
         sh->versions[i] = NULL;
-        if (v->idx && vs_index_refine_disk_stats(v->idx, &ds)) { /* its reads stay counted */
-            sh->disk_gone.fetches += ds.fetches;
-            sh->disk_gone.items += ds.items;
-            sh->disk_gone.reads += ds.reads;
-            sh->disk_gone.bytes += ds.bytes;
-            sh->disk_gone.errors += ds.errors;
-            sh->disk_gone.read_seconds += ds.read_seconds;
-        }
+        if (v->idx && vs_index_refine_disk_stats(v->idx, &ds)) /* its reads stay counted */
+            add_disk_stats(&sh->disk_gone, &ds);
     }
     pthread_mutex_unlock(&sh->mu);
     version_unref(v);
@@ -426,14 +431,8 @@ void vs_shard_refine_disk_totals(vs_shard_t *sh, vs_refine_disk_stats_t *out)
     for (size_t i = 0; i < VS_SHARD_MAX_VERSIONS; i++) {
         vs_refine_disk_stats_t ds;
         const version_t *v = sh->versions[i];
-        if (v && v->idx && vs_index_refine_disk_stats(v->idx, &ds)) {
-            out->fetches += ds.fetches;
-            out->items += ds.items;
-            out->reads += ds.reads;
-            out->bytes += ds.bytes;
-            out->errors += ds.errors;
-            out->read_seconds += ds.read_seconds;
-        }
+        if (v && v->idx && vs_index_refine_disk_stats(v->idx, &ds))
+            add_disk_stats(out, &ds);
     }
     pthread_mutex_unlock(&sh->mu);
 }
@@ -888,11 +887,6 @@ size_t vs_shard_versions(vs_shard_t *sh, vs_shard_version_info_t *out, size_t ca
                 if (vs_index_refine_disk_stats(v->idx, &ds)) {
                     o->refine_on_disk = 1;
                     o->refine_verified = v->refine_verified;
-                    o->disk_fetches = ds.fetches;
-                    o->disk_reads = ds.reads;
-                    o->disk_bytes = ds.bytes;
-                    o->disk_errors = ds.errors;
-                    o->disk_read_seconds = ds.read_seconds;
                 }
             }
             if (v->state == VS_VERSION_READY && v->fresh) { /* set before READY, without mu */

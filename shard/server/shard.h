@@ -165,10 +165,8 @@ typedef struct vs_shard_version_info {
     uint32_t partitions_total;
     char content_id[17];     /* of the loaded partition file (vs_index_ids; "" when built in memory) */
     uint32_t fresh_fill_pct; /* ids written since the version / fresh capacity, percent rounded down */
-    /* refine on disk (READY IVF versions loaded so): 1, whether the scrub verified it, its reads */
+    /* refine on disk (READY IVF versions loaded so): 1, and whether the scrub verified it */
     int refine_on_disk, refine_verified;
-    uint64_t disk_fetches, disk_reads, disk_bytes, disk_errors;
-    double disk_read_seconds;
 } vs_shard_version_info_t;
 
 /* Copies up to cap version records into out; returns how many there are. *active gets the active

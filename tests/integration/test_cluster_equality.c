@@ -99,7 +99,9 @@ static size_t search_equal(vs_rpc_channel_t *ch, const float *q, size_t nq, cons
         if (st != VS_OK || code != VS_GRPC_RESOURCE_EXHAUSTED || !strstr(msg, "retry after") || attempt == 50)
             break;
         atomic_fetch_add(&g_shed_retries, 1);
-        usleep(50 * 1000);
+        const char *hint = strstr(msg, "retry after ");
+        long ms = hint ? atol(hint + strlen("retry after ")) : 0;
+        usleep((useconds_t)(ms > 0 && ms < 10000 ? ms : 50) * 1000);
     }
     free(buf);
     if (st != VS_OK || code != 0)
