@@ -48,6 +48,9 @@ static void usage(FILE *f)
             "  --nq N               use only the first N queries\n"
             "  --distances FILE     also write the distances as .fvecs\n"
             "  --check N            verify the first N queries against a double-precision brute force\n"
+            "  --piece-rows N       a base of more rows is read and searched N rows at a time, the\n"
+            "                       results merged (default 8388608: 4 GiB of 128-d floats); not with\n"
+            "                       --ids, --attr or --check, which hold the whole base\n"
             "  --quiet              no progress line\n"
             "  -h, --help           this help\n");
 }
@@ -221,6 +224,94 @@ static vs_status load_attrs(char *const *specs, size_t n_specs, size_t n, vs_att
     return VS_OK;
 }
 
+/* The base in pieces of `piece` rows (a base larger than memory: 100M x 128 bytes is 51 GB as floats),
+ * for the plain case (no attributes, ids or check): each piece is a Flat index searched by every query, and
+ * the k best of each query are merged with the best so far. Rows of an earlier piece are smaller, and at
+ * equal distance the earlier result is kept first: the ties the one-piece search breaks by smaller row.
+ * Writes the .ivecs (and distances); 0 on success, else 1 after a message. */
+static int gt_pieces(const char *base_path, const float *q, size_t nq, uint32_t d, vs_metric metric, size_t k,
+                     size_t piece, size_t threads, const char *out_path, const char *dist_path, int quiet)
+{
+    char err[VS_ERR_LEN];
+    vs_vecfile_t *vf = NULL;
+    if (vs_vecfile_open(base_path, &vf, err) != VS_OK) {
+        fprintf(stderr, "vecshard-gt: %s\n", err);
+        return 1;
+    }
+    const size_t n = vs_vecfile_count(vf);
+    const int larger = vs_metric_larger_is_better(metric);
+    float *rows = malloc(piece * d * sizeof(float)), *bd = malloc(nq * k * sizeof(float));
+    float *pd = malloc(nq * k * sizeof(float)), *md = malloc(k * sizeof(float));
+    int64_t *bi = malloc(nq * k * sizeof(int64_t)), *pi = malloc(nq * k * sizeof(int64_t));
+    int64_t *mi = malloc(k * sizeof(int64_t));
+    int32_t *ids32 = malloc(nq * k * sizeof(int32_t));
+    int rc = 1;
+    if (!rows || !bd || !pd || !md || !bi || !pi || !mi || !ids32) {
+        fprintf(stderr, "vecshard-gt: out of memory for pieces of %zu rows\n", piece);
+        goto done;
+    }
+    if (vs_vecfile_dim(vf) != d) {
+        fprintf(stderr, "vecshard-gt: base has dim %u but queries have dim %u\n", vs_vecfile_dim(vf), d);
+        goto done;
+    }
+    for (size_t i = 0; i < nq * k; i++) {
+        bd[i] = larger ? -INFINITY : INFINITY;
+        bi[i] = -1;
+    }
+    vs_progress_t prog;
+    vs_progress_start(&prog, "ground truth (base rows)", quiet);
+    for (size_t r0 = 0; r0 < n; r0 += piece) {
+        size_t m = n - r0 < piece ? n - r0 : piece;
+        vs_index_t *flat = NULL;
+        vs_search_params_t sp = {0};
+        if (vs_vecfile_read_f32(vf, r0, m, rows, err) != VS_OK || vs_index_create(d, metric, "Flat", &flat, err) != VS_OK ||
+            vs_index_add(flat, m, rows, NULL, threads, NULL, err) != VS_OK ||
+            vs_index_search(flat, nq, q, k, &sp, threads, pd, pi, err) != VS_OK) {
+            fprintf(stderr, "vecshard-gt: %s\n", err);
+            vs_index_destroy(flat);
+            goto done;
+        }
+        vs_index_destroy(flat);
+        for (size_t i = 0; i < nq; i++) { /* merge: best so far first at equal distance (smaller rows) */
+            float *a = bd + i * k, *b = pd + i * k;
+            int64_t *ai = bi + i * k, *bj = pi + i * k;
+            size_t x = 0, y = 0;
+            for (size_t t = 0; t < k; t++) {
+                int take_b = bj[y] >= 0 && (ai[x] < 0 || (larger ? b[y] > a[x] : b[y] < a[x]));
+                md[t] = take_b ? b[y] : a[x];
+                mi[t] = take_b ? bj[y] + (int64_t)r0 : ai[x];
+                take_b ? y++ : x++;
+            }
+            memcpy(a, md, k * sizeof(float));
+            memcpy(ai, mi, k * sizeof(int64_t));
+        }
+        vs_progress_update(&prog, r0 + m, n);
+    }
+    double secs = vs_progress_finish(&prog, n);
+    for (size_t i = 0; i < nq * k; i++)
+        ids32[i] = (int32_t)bi[i];
+    if (vs_vecio_write_ivecs(out_path, nq, (uint32_t)k, ids32, err) != VS_OK ||
+        (dist_path && vs_vecio_write_fvecs(dist_path, nq, (uint32_t)k, bd, err) != VS_OK)) {
+        fprintf(stderr, "vecshard-gt: %s\n", err);
+        goto done;
+    }
+    if (!quiet)
+        fprintf(stderr, "vecshard-gt: %zu queries x %zu base (dim %u, %s, pieces of %zu rows), k=%zu in %.2f s -> %s\n",
+                nq, n, d, vs_metric_name(metric), piece, k, secs, out_path);
+    rc = 0;
+done:
+    vs_vecfile_close(vf);
+    free(rows);
+    free(bd);
+    free(pd);
+    free(md);
+    free(bi);
+    free(pi);
+    free(mi);
+    free(ids32);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (vs_cli_version_flag(argc, argv, "vecshard-gt"))
@@ -228,7 +319,7 @@ int main(int argc, char **argv)
     const char *base_path = NULL, *query_path = NULL, *out_path = NULL, *dist_path = NULL, *metric_s = "l2",
                *ids_path = NULL, *filter_text = NULL;
     char *attr_specs[VS_ATTR_MAX_FIELDS];
-    size_t k = 100, threads = 0, check = 0, nq_limit = 0, n_attrs = 0;
+    size_t k = 100, threads = 0, check = 0, nq_limit = 0, n_attrs = 0, piece = (size_t)1 << 23;
     int quiet = 0;
     static const struct option opts[] = {
         {"base", required_argument, 0, 'b'},
@@ -243,6 +334,7 @@ int main(int argc, char **argv)
         {"distances", required_argument, 0, 'D'},
         {"check", required_argument, 0, 'c'},
         {"nq", required_argument, 0, 'N'},
+        {"piece-rows", required_argument, 0, 'P'},
         {"quiet", no_argument, 0, 'Q'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -294,6 +386,13 @@ int main(int argc, char **argv)
             break;
         case 'N':
             nq_limit = strtoul(optarg, NULL, 10);
+            break;
+        case 'P':
+            piece = strtoul(optarg, NULL, 10);
+            if (piece == 0) {
+                fprintf(stderr, "vecshard-gt: --piece-rows must be at least 1\n");
+                return 2;
+            }
             break;
         case 'Q':
             quiet = 1;
@@ -349,8 +448,30 @@ int main(int argc, char **argv)
         rc = 2;
         goto done;
     }
-    if (vs_vecfile_load_f32(base_path, &n, &d, &base, err) != VS_OK ||
-        vs_vecfile_load_f32(query_path, &nq, &dq, &q, err) != VS_OK) {
+    if (vs_vecfile_load_f32(query_path, &nq, &dq, &q, err) != VS_OK) {
+        fprintf(stderr, "vecshard-gt: %s\n", err);
+        goto done;
+    }
+    if (nq_limit > 0 && nq_limit < nq)
+        nq = nq_limit;
+    if (!ids_path && n_attrs == 0 && check == 0) {
+        vs_vecfile_t *bf = NULL;
+        if (vs_vecfile_open(base_path, &bf, err) != VS_OK) {
+            fprintf(stderr, "vecshard-gt: %s\n", err);
+            goto done;
+        }
+        size_t bn = vs_vecfile_count(bf);
+        vs_vecfile_close(bf);
+        if (bn > piece) {
+            if (bn > INT32_MAX)
+                fprintf(stderr, "vecshard-gt: %zu base vectors do not fit .ivecs int32 rows\n", bn);
+            else
+                rc = gt_pieces(base_path, q, nq, dq, metric, k < bn ? k : bn, piece, threads, out_path, dist_path,
+                               quiet);
+            goto done;
+        }
+    }
+    if (vs_vecfile_load_f32(base_path, &n, &d, &base, err) != VS_OK) {
         fprintf(stderr, "vecshard-gt: %s\n", err);
         goto done;
     }
@@ -358,8 +479,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "vecshard-gt: base has dim %u but queries have dim %u\n", d, dq);
         goto done;
     }
-    if (nq_limit > 0 && nq_limit < nq)
-        nq = nq_limit;
     if (n > INT32_MAX && !ids_path) {
         fprintf(stderr,
                 "vecshard-gt: %zu base vectors do not fit .ivecs int32 rows: give --ids, write .npy\n", n);

@@ -47,6 +47,8 @@ typedef struct version {
     int refine_verified;  /* refine on disk: the scrub checked the section (under the shard's mu) */
     double verified_at;   /* vs_now_s() of that check */
     double scrub_retry_at; /* after an I/O error: not before then (vs_now_s()) */
+    char marker[PATH_MAX];  /* refine on disk: "<index file>.verified", the scrub's record (else "") */
+    char content_id[17];    /* the index file's content id, which the record names */
 } version_t;
 
 struct vs_shard {
@@ -179,6 +181,70 @@ static version_t *version_new(const char *name, uint32_t partition)
     pthread_cond_init(&v->applied, NULL);
     v->log_from = v->log_next = 1;
     return v;
+}
+
+/* The scrub's record beside an index file whose refine section it verified (".verified"): one line naming
+ * the file as it was then (content id, size, mtime, inode, device) and when. A shard that loads the same
+ * file again takes the section as verified at that time, so a restart does not read the whole section from
+ * disk again; the next scrub is due --scrub-interval-h after the recorded time. Any change to the file (a
+ * rewrite, a copy, a touch) changes what the record names and the section is read again. Bit rot leaves
+ * the record matching: the periodic scrub is what finds it. */
+#define MARKER_FORMAT "vecshard-refine-verified/1 content=%16s size=%llu mtime_ns=%lld ino=%llu dev=%llu at=%lld"
+
+static int marker_stat(const char *index_path, struct stat *sb)
+{
+    return stat(index_path, sb) == 0 ? 0 : -1;
+}
+
+/* Writes the record for v (after a verification at unix time `at`); best effort: a read-only volume only
+ * costs a re-read after the next restart. */
+static void marker_write(const version_t *v, time_t at)
+{
+    char index_path[PATH_MAX], tmp[PATH_MAX + 8];
+    struct stat sb;
+    size_t len = strlen(v->marker);
+    if (len <= 9 || len - 9 >= sizeof index_path)
+        return;
+    memcpy(index_path, v->marker, len - 9); /* strip ".verified" */
+    index_path[len - 9] = '\0';
+    if (marker_stat(index_path, &sb) != 0)
+        return;
+    snprintf(tmp, sizeof tmp, "%s.tmp", v->marker);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        vs_log(VS_LOG_WARN, "shard: cannot record the verified refine section in %s: %s", v->marker,
+               strerror(errno));
+        return;
+    }
+    int bad = fprintf(f, MARKER_FORMAT "\n", v->content_id, (unsigned long long)sb.st_size,
+                      (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec, (unsigned long long)sb.st_ino,
+                      (unsigned long long)sb.st_dev, (long long)at) < 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, v->marker) != 0) {
+        vs_log(VS_LOG_WARN, "shard: cannot record the verified refine section in %s", v->marker);
+        unlink(tmp);
+    }
+}
+
+/* The age in seconds of a record that matches index_path and content as they are now; -1 without one. */
+static double marker_age(const char *marker, const char *index_path, const char *content)
+{
+    FILE *f = fopen(marker, "r");
+    if (!f)
+        return -1;
+    char cid[17] = "";
+    unsigned long long size, ino, dev;
+    long long mtime_ns, at;
+    int got = fscanf(f, MARKER_FORMAT, cid, &size, &mtime_ns, &ino, &dev, &at);
+    fclose(f);
+    struct stat sb;
+    if (got != 6 || marker_stat(index_path, &sb) != 0 || strcmp(cid, content) != 0 ||
+        size != (unsigned long long)sb.st_size || ino != (unsigned long long)sb.st_ino ||
+        dev != (unsigned long long)sb.st_dev ||
+        mtime_ns != (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec)
+        return -1;
+    double age = difftime(time(NULL), (time_t)at);
+    return age < 0 ? 0 : age;
 }
 
 /* Gives a version about to be READY its fresh state when the shard takes writes and the index is IVF or HNSW
@@ -373,17 +439,35 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
         vs_index_destroy(idx);
         idx = NULL;
     }
+    vs_refine_disk_stats_t ds;
+    double age = -1;
+    if (st == VS_OK && vs_index_refine_disk_stats(idx, &ds)) { /* the scrub's record, if it matches */
+        const vs_manifest_partition_t *mp = vs_manifest_partition(&m, partition);
+        char path[PATH_MAX], perr[VS_ERR_LEN], trained[17];
+        if (mp && vs_manifest_path(&m, mp->file, path, perr) == VS_OK && strlen(path) + 10 <= sizeof v->marker) {
+            snprintf(v->marker, sizeof v->marker, "%s.verified", path);
+            vs_index_ids(idx, v->content_id, trained, NULL);
+            age = marker_age(v->marker, path, v->content_id);
+        }
+    }
     vs_manifest_fini(&m);
     pthread_mutex_lock(&sh->mu);
     if (st == VS_OK) {
         v->idx = idx;
         v->state = VS_VERSION_READY;
+        if (age >= 0) {
+            v->refine_verified = 1;
+            v->verified_at = vs_now_s() - age;
+        }
     } else {
         v->state = VS_VERSION_FAILED;
         snprintf(v->error, sizeof v->error, "%s", lerr);
         vs_errf(err, st, "%s", lerr);
     }
     pthread_mutex_unlock(&sh->mu);
+    if (age >= 0)
+        vs_log(VS_LOG_INFO, "shard: version %s partition %u: refine section verified %.1f h ago (%s); the scrub "
+               "reads it again when that is --scrub-interval-h old", v->name, partition, age / 3600.0, v->marker);
     version_unref(v);
     return st;
 }
@@ -1102,11 +1186,16 @@ size_t vs_shard_scrub(vs_shard_t *sh, double bytes_per_s, double every_s, const 
             v->scrub_retry_at = vs_now_s() + 60; /* an I/O error: again in a minute, not at every pass */
         }
         pthread_mutex_unlock(&sh->mu);
+        if (st == VS_ERR_CORRUPT && v->marker[0])
+            unlink(v->marker); /* never taken as verified again, by this shard or the next one */
         if (st != VS_OK && st != VS_ERR_CANCELLED)
             vs_log(VS_LOG_ERROR, "shard: version %s partition %u: %s", v->name, v->partition, err);
-        else if (st == VS_OK)
+        else if (st == VS_OK) {
             vs_log(VS_LOG_INFO, "shard: version %s partition %u: refine section verified", v->name,
                    v->partition);
+            if (v->marker[0])
+                marker_write(v, time(NULL));
+        }
         version_unref(v);
     }
     return done;

@@ -60,18 +60,22 @@ static double cpu_s(void)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vecshard-bench-disk --index FILE --queries FILE --gt FILE [--k 10] [--nprobe 32]\n"
-               "                           [--k-factor 2,4,8] [--threads 2] [--rounds 2]\n"
-               "One IVF index file with a refine section, searched from memory and with refine on disk.\n");
+               "                           [--k-factor 2,4,8] [--threads 2] [--rounds 2] [--disk-only]\n"
+               "One IVF index file with a refine section, searched from memory and with refine on disk.\n"
+               "  --disk-only   only the disk side (the file is not loaded whole: for a run under a memory\n"
+               "                limit below the file's size, where the memory side would page)\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *index = NULL, *qpath = NULL, *gtpath = NULL, *kfs = "2,4,8";
     long k = 10, nprobe = 32, threads = 2, rounds = 2;
+    int disk_only = 0;
     static const struct option opts[] = {{"index", required_argument, 0, 'i'},   {"queries", required_argument, 0, 'q'},
                                          {"gt", required_argument, 0, 'g'},      {"k", required_argument, 0, 'k'},
                                          {"nprobe", required_argument, 0, 'n'},  {"k-factor", required_argument, 0, 'f'},
                                          {"threads", required_argument, 0, 't'}, {"rounds", required_argument, 0, 'r'},
+                                         {"disk-only", no_argument, 0, 'D'},
                                          {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -84,6 +88,7 @@ int main(int argc, char **argv)
         case 'f': kfs = optarg; break;
         case 't': threads = atol(optarg); break;
         case 'r': rounds = atol(optarg); break;
+        case 'D': disk_only = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -100,11 +105,11 @@ int main(int argc, char **argv)
     vs_index_t *mem = NULL, *disk = NULL;
     vs_index_load_opts_t lo = {.refine_on_disk = 1};
     if (vs_vecfile_load_f32(qpath, &nq, &d, &q, err) != VS_OK || vs_vecfile_load_i32(gtpath, &ngt, &gk, &gt, err) != VS_OK ||
-        vs_index_load(index, &mem, err) != VS_OK || vs_index_load_opts(index, &lo, &disk, err) != VS_OK) {
+        (!disk_only && vs_index_load(index, &mem, err) != VS_OK) || vs_index_load_opts(index, &lo, &disk, err) != VS_OK) {
         fprintf(stderr, "vecshard-bench-disk: %s\n", err);
         return 1;
     }
-    if (ngt < nq || gk < (uint32_t)k || d != vs_index_dim(mem)) {
+    if (ngt < nq || gk < (uint32_t)k || d != vs_index_dim(disk)) {
         fprintf(stderr, "vecshard-bench-disk: queries, ground truth and index do not agree\n");
         return 1;
     }
@@ -123,7 +128,7 @@ int main(int argc, char **argv)
             vs_ifile_section_span(f, "refine.sq8", &roff, &rlen, err);
         vs_ifile_close(f);
     }
-    const double n = (double)vs_index_count(mem);
+    const double n = (double)vs_index_count(disk);
     printf("index %s: %.0f vectors, %.1f bytes per vector in memory, %.1f with refine on disk (%.1f on disk)\n",
            index, n, (double)sb.st_size / n, (double)(sb.st_size - (off_t)rlen) / n, (double)rlen / n);
     printf("%-8s %6s %10s %10s %8s %10s %10s %10s\n", "side", "kf", "QPS", "CPU us/q", "recall", "reads/q",
@@ -136,7 +141,7 @@ int main(int argc, char **argv)
         double best[2][3] = {{0}}; /* qps, cpu per query, recall */
         double dreads = 0, dkib = 0, dwait = 0;
         for (long r = 0; r < rounds; r++)
-            for (int side = 0; side < 2; side++) {
+            for (int side = disk_only; side < 2; side++) {
                 run_t run = {.idx = side ? disk : mem, .q = q, .nq = nq, .k = (size_t)k, .d = d,
                              .p = {.nprobe = (uint32_t)nprobe, .k_factor = kf}, .ids = ids};
                 pthread_mutex_init(&run.mu, NULL);
@@ -170,14 +175,18 @@ int main(int argc, char **argv)
                 }
                 pthread_mutex_destroy(&run.mu);
             }
-        printf("%-8s %6.1f %10.0f %10.1f %8.4f %10s %10s %10s\n", "memory", kf, best[0][0], best[0][1], best[0][2],
-               "-", "-", "-");
+        if (!disk_only)
+            printf("%-8s %6.1f %10.0f %10.1f %8.4f %10s %10s %10s\n", "memory", kf, best[0][0], best[0][1],
+                   best[0][2], "-", "-", "-");
         printf("%-8s %6.1f %10.0f %10.1f %8.4f %10.1f %10.1f %10.1f\n", "disk", kf, best[1][0], best[1][1],
                best[1][2], dreads, dkib, dwait);
-        printf("{\"k_factor\":%g,\"nprobe\":%ld,\"threads\":%ld,\"memory\":{\"qps\":%.1f,\"cpu_us\":%.2f,\"recall\":%.4f},"
+        char memj[128] = "null";
+        if (!disk_only)
+            snprintf(memj, sizeof memj, "{\"qps\":%.1f,\"cpu_us\":%.2f,\"recall\":%.4f}", best[0][0], best[0][1],
+                     best[0][2]);
+        printf("{\"k_factor\":%g,\"nprobe\":%ld,\"threads\":%ld,\"memory\":%s,"
                "\"disk\":{\"qps\":%.1f,\"cpu_us\":%.2f,\"recall\":%.4f,\"reads\":%.2f,\"kib\":%.2f,\"wait_us\":%.1f}}\n",
-               kf, nprobe, threads, best[0][0], best[0][1], best[0][2], best[1][0], best[1][1], best[1][2], dreads,
-               dkib, dwait);
+               kf, nprobe, threads, memj, best[1][0], best[1][1], best[1][2], dreads, dkib, dwait);
     }
     free(ids);
     vs_index_destroy(mem);

@@ -6,11 +6,15 @@ an IVF32,PQ8x4fs,RFlat version of 20,000 x 32 vectors in 2 hash partitions.
   disk and one whose shards hold them in memory: equal ids and distances, bit for bit.
 - The disk cluster's shard counts its reads: one batch of reads per query it answered
   (vecshard_shard_refine_disk_fetches_total), reads and bytes; the scrub checks each refine section once
-  the version is loaded (vecshard_shard_refine_unverified_versions goes to 0, scrub_verified_total to 1).
+  the version is loaded (vecshard_shard_refine_unverified_versions goes to 0, scrub_verified_total to 1)
+  and records it beside the file (part-0.vsidx.verified).
+- A restarted shard on the same file takes the section as verified from that record: nothing unverified and
+  nothing read at once. After the file's mtime changes, the record no longer matches and the section is read.
 - One byte of partition 0's refine section flipped under the serving shard: its scrub (reading the section
   again every 1.8 s here) finds the bad CRC, the version goes FAILED with the reason in the log
   (scrub_failures_total 1), and the coordinator answers partially from partition 1 instead of serving
-  distances computed from damaged vectors. A shard loading the damaged file into memory refuses it.
+  distances computed from damaged vectors; the record is removed. A shard loading the damaged file into
+  memory refuses it.
 (That a --refine-on-disk load does not read the section at all is test_refine_disk's.)
 Env: VS_BIN_DIR, VS_SOURCE_DIR, VS_TEST_TMPDIR."""
 import os
@@ -111,10 +115,40 @@ def main():
                  timeout=30)
         check(metric(p0, "vecshard_shard_refine_unverified_versions") == 0 and
               metric(p0, "vecshard_shard_scrub_failures_total") == 0, "the refine section verified intact")
+        part0 = tmp / "idx" / "v1" / "part-0.vsidx"
+        marker = pathlib.Path(str(part0) + ".verified")
+        check(marker.exists() and marker.read_text().startswith("vecshard-refine-verified/1 "),
+              "the scrub records the verified section beside the file")
+
+        # a restarted shard (another cluster on the same files, a scrub interval of a day) takes the section
+        # as verified from the record: nothing unverified and nothing read by its scrub, at once
+        again = tmp / "again"
+        try:
+            ok, out, sa = cluster_up(again, [manifest], "--shard-args", "--refine-on-disk --scrub-interval-h 24")
+            if check(ok, f"cluster.sh up (restart): {out[-2000:]}"):
+                pa = sa["shard_p0r0_metrics_port"]
+                check(metric(pa, "vecshard_shard_refine_unverified_versions") == 0 and
+                      metric(pa, "vecshard_shard_scrub_verified_total") == 0,
+                      "a restart remembers the verified section without reading it again")
+                check("verified" in (again / "p0r0.log").read_text(errors="replace"),
+                      "the restarted shard logs when the section was verified")
+        finally:
+            cluster_down(again)
+        # a file changed since (here only its mtime): the record no longer matches, the section is read again
+        st = part0.stat()
+        os.utime(part0, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+        again2 = tmp / "again2"
+        try:
+            ok, out, sa = cluster_up(again2, [manifest], "--shard-args", "--refine-on-disk --scrub-interval-h 24")
+            if check(ok, f"cluster.sh up (file touched): {out[-2000:]}"):
+                pa = sa["shard_p0r0_metrics_port"]
+                wait_for(lambda: metric(pa, "vecshard_shard_scrub_verified_total") >= 1,
+                         "a touched file's section is read again", timeout=30)
+        finally:
+            cluster_down(again2)
 
         # one flipped byte in partition 0's refine section, under the serving shard (its scrub reads the
         # section again every 1.8 s here, --scrub-interval-h 0.0005)
-        part0 = tmp / "idx" / "v1" / "part-0.vsidx"
         off, length = section(part0, "refine.flat")
         with open(part0, "r+b") as f:
             f.seek(off + length // 2)
@@ -132,6 +166,7 @@ def main():
         log = (disk / "p0r0.log").read_text(errors="replace")
         check("scrub" in log and "'refine.flat' fails its CRC32C check" in log,
               "the shard's log names the failed check")
+        check(not marker.exists(), "the failed section's record is removed")
     finally:
         cluster_down(disk)
         cluster_down(mem)
