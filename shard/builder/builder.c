@@ -534,7 +534,7 @@ static vs_status assign(build_t *b, char *err)
         if (st == VS_OK)
             st = check_rows(b, x, r0, m, err);
         if (st == VS_OK)
-            st = vs_ivf_assign(ivf, m, x, b->n_threads, b->lists + r0, err);
+            st = vs_ivf_assign(ivf, m, x, b->n_threads, b->o->assign_exact, b->lists + r0, err);
         stage_update(b, r0 + m, b->n);
     }
     stage_end(b, b->n);
@@ -593,10 +593,11 @@ static vs_status make_fingerprint(build_t *b, char *err)
         routing = vs_crc32c(0, b->list_part, b->spec.nlist * sizeof *b->list_part);
     snprintf(b->fingerprint, sizeof b->fingerprint,
              "base=%s ids=%s n=%zu dim=%u metric=%s factory=%s partitions=%u partitioning=%s seed=%llu "
-             "train_sample=%zu model_version=%s trained=0x%08x routing=0x%08x",
+             "train_sample=%zu model_version=%s trained=0x%08x routing=0x%08x assign=%s",
              id[0], id[1], b->n, b->d, vs_metric_name(o->metric), b->factory, b->P,
              o->partitioning == VS_PARTITION_CLUSTER ? "cluster" : "hash", (unsigned long long)o->seed,
-             b->n_sample, o->model_version ? o->model_version : "", b->trained_crc, routing);
+             b->n_sample, o->model_version ? o->model_version : "", b->trained_crc, routing,
+             o->assign_exact ? "exact" : "grouped");
     for (size_t i = 0; i < b->n_attr_fields; i++) {
         uint64_t size;
         uint32_t crc;
@@ -1559,7 +1560,7 @@ static vs_status stage_encode(build_t *b, char *err)
         if (st == VS_OK)
             st = check_rows(b, x, r, m, err);
         if (st == VS_OK)
-            st = vs_ivf_assign(ivf, m, x, b->n_threads, lab + (r - r0), err);
+            st = vs_ivf_assign(ivf, m, x, b->n_threads, b->o->assign_exact, lab + (r - r0), err);
         for (size_t k = 0; k < m; k++)
             ids[k] = row_id(b, r + k);
         if (st == VS_OK)

@@ -129,6 +129,8 @@ typedef struct vs_builder_opts {
     const vs_builder_progress_t *progress; /* may be NULL */
     vs_builder_stage stage;                /* VS_BUILD_ALL (0) unless distributed */
     uint32_t worker, n_workers;            /* ENCODE: this worker of n_workers; MERGE: n_workers */
+    int assign_exact; /* 1: every vector in its exact nearest list; 0: the grouped assignment at 8,192+
+                         lists (L2, cosine; vs_coarse_assign); in the fingerprint: workers must agree */
 } vs_builder_opts_t;
 
 typedef struct vs_builder_result {

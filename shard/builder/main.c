@@ -48,6 +48,11 @@ static void usage(FILE *f)
         "                         recorded in the manifest; replicas apply the log after it (default 0)\n"
         "  --out DIR              output directory (created)\n"
         "  --train-sample N       training rows (default max(256*nlist, 100000), at most n)\n"
+        "  --assign MODE          grouped (default): from 8,192 lists on (L2, cosine), each vector's list\n"
+        "                         is its nearest centroid among those of its nearest groups of centroids,\n"
+        "                         ~1/3 of the exact assignment's time at 16,384 lists, ~3%% of vectors in\n"
+        "                         a near list instead (docs/benchmarks.md); exact: always the nearest\n"
+        "                         list. Below 8,192 lists, and for ip, both are exact\n"
         "  --seed N               training sample seed (default 1)\n"
         "  --threads N            worker threads (default: all CPUs; the output does not depend on it)\n"
         "  --chunk N              rows per streaming read (default 65536, rounded up to a multiple of 256;\n"
@@ -234,6 +239,7 @@ int main(int argc, char **argv)
         {"worker", required_argument, 0, 'I'},
         {"workers", required_argument, 0, 'W'},
         {"local-workers", required_argument, 0, 'L'},
+        {"assign", required_argument, 0, 'Y'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -291,6 +297,13 @@ int main(int argc, char **argv)
             break;
         case 'M':
             o.model_version = optarg;
+            break;
+        case 'Y':
+            if (strcmp(optarg, "exact") != 0 && strcmp(optarg, "grouped") != 0) {
+                fprintf(stderr, "vecshard-build: --assign must be exact or grouped, not '%s'\n", optarg);
+                return 2;
+            }
+            o.assign_exact = strcmp(optarg, "exact") == 0;
             break;
         case 'U': {
             long long v;

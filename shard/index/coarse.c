@@ -429,6 +429,8 @@ vs_status vs_coarse_init(vs_coarse_t *c, vs_metric metric, uint32_t d, uint32_t 
         st = build_hnsw(c, err);
     if (st == VS_OK && !hnsw_m && c->pdim == 0) /* the probes that rank every centroid */
         st = compute_ct(c, err);
+    if (st == VS_OK && vs_coarse_grouped_applies(metric, nlist) && (c->groups = vs_coarse_groups_new()) == NULL)
+        st = vs_errf(err, VS_ERR_NOMEM, "coarse quantizer: out of memory");
     if (st != VS_OK)
         vs_coarse_fini(c);
     return st;
@@ -473,6 +475,9 @@ vs_status vs_coarse_copy(vs_coarse_t *dst, const vs_coarse_t *src, const float *
     dst->cpnorm = dup_bytes(src->cpnorm, src->cpnorm ? (size_t)src->nlist * sizeof(float) : 0, &fail);
     dst->ct = dup_aligned(src->ct, src->ct ? tm_bytes(src->nlist, src->d) : 0, &fail);
     dst->hnsw = NULL;
+    dst->groups = NULL; /* made again on first use (deterministic: the same groups) */
+    if (src->groups != NULL && (dst->groups = vs_coarse_groups_new()) == NULL)
+        fail = 1;
     if (!fail && src->hnsw && build_hnsw(dst, err) != VS_OK) {
         vs_coarse_fini(dst);
         return VS_ERR_NOMEM;
@@ -497,6 +502,8 @@ void vs_coarse_fini(vs_coarse_t *c)
     free(c->pcat);
     free(c->cprojt);
     free(c->cpnorm);
+    vs_coarse_groups_free(c->groups);
+    c->groups = NULL;
     c->cnorm = c->pca = c->cproj = c->ct = c->pcat = c->cprojt = c->cpnorm = NULL;
     c->pdim = 0;
 }
@@ -546,7 +553,7 @@ vs_status vs_coarse_probe_n(const vs_coarse_t *c, size_t nq, const float *q, uin
 }
 
 vs_status vs_coarse_assign(const vs_coarse_t *c, size_t n, const float *x, size_t block, size_t n_threads,
-                           int32_t *lists, char err[VS_ERR_LEN])
+                           int exact, int32_t *lists, char err[VS_ERR_LEN])
 {
     if (n == 0)
         return VS_OK;
@@ -564,8 +571,11 @@ vs_status vs_coarse_assign(const vs_coarse_t *c, size_t n, const float *x, size_
             vs_normalize_rows(xc, m, c->d);
             src = xc;
         }
-        st = vs_kmeans_nearest_trusted(src, m, c->centroids, c->nlist, c->d, metric, 1, n_threads, lists + i0,
-                                       NULL, err);
+        if (c->groups != NULL && !exact)
+            st = vs_coarse_assign_grouped(c, m, src, n_threads, lists + i0, err);
+        else
+            st = vs_kmeans_nearest_trusted(src, m, c->centroids, c->nlist, c->d, metric, 1, n_threads,
+                                           lists + i0, NULL, err);
     }
     free(xc);
     return st;

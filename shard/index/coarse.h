@@ -10,7 +10,8 @@
  *    rank by <q, c> (cosine on the normalised query). Anyone who must reproduce a shard's lists (the
  *    coordinator) calls this with the same centroids and gets the same lists, bit for bit.
  *  - assign (build time): the list a vector is stored in, exact nearest by blocked sgemm
- *    (vs_kmeans_nearest), so millions of vectors cost a few matrix products.
+ *    (vs_kmeans_nearest), so millions of vectors cost a few matrix products; from 8,192 lists on (L2,
+ *    cosine) the nearest among groups of centroids (vs_coarse_assign_grouped), at ~1/6 of the flops.
  * The PCA directions come from subspace iteration on the centroids' covariance with a fixed seed: the
  * same at train, at load and in the coordinator, so nothing is stored in the index file.
  *
@@ -45,6 +46,8 @@ typedef struct vs_coarse {
     float *cpnorm;          /* with pdim: nlist squared norms of the projected centroids */
     uint32_t hnsw_m;        /* > 0: probes search hnsw, an HNSW{hnsw_m} over the centroids */
     struct vs_index *hnsw;
+    struct vs_coarse_groups *groups; /* grouped assignment (vs_coarse_grouped_applies): its groups of
+                                        centroids, made on first use (coarse_assign.c); else NULL */
 } vs_coarse_t;
 
 /* Prepares probing over centroids (nlist*d floats, borrowed); hnsw_m > 0 builds the HNSW graph over them
@@ -95,10 +98,29 @@ uint32_t vs_coarse_default_ef(uint32_t nprobe);
 vs_status vs_coarse_probe_n(const vs_coarse_t *c, size_t nq, const float *q, uint32_t nprobe, uint32_t ef,
                             int exact, int32_t *lists, char err[VS_ERR_LEN]);
 
-/* The list each of n vectors (n*d floats, finite) is stored in: exact nearest centroid (squared L2;
- * inner product on normalised vectors for IP and cosine) by vs_kmeans_nearest on blocks of `block` rows
- * (results may differ from another block size only at exact ties). lists[n]. VS_ERR_NOMEM. */
+/* The list each of n vectors (n*d floats, finite) is stored in. Below VS_COARSE_GROUPED_MIN_NLIST lists,
+ * and for the inner-product metric, the exact nearest centroid (squared L2; inner product on normalised
+ * vectors for IP and cosine) by vs_kmeans_nearest on blocks of `block` rows (results may differ from
+ * another block size only at exact ties). From that nlist on, for L2 and cosine, the grouped assignment
+ * (vs_coarse_assign_grouped; the first call makes the groups, ~0.2 s at 16,384 lists) unless exact = 1
+ * (the builder's --assign exact; fresh writes, one vector at a time). lists[n]. VS_ERR_NOMEM. */
 vs_status vs_coarse_assign(const vs_coarse_t *c, size_t n, const float *x, size_t block, size_t n_threads,
-                           int32_t *lists, char err[VS_ERR_LEN]);
+                           int exact, int32_t *lists, char err[VS_ERR_LEN]);
+
+/* The grouped assignment (coarse_assign.c). The centroids are grouped by k-means (fixed seed) into
+ * nlist / 128 groups; a vector's list is its nearest centroid among the members of its nlist / 1,024
+ * nearest groups (by group centre), found with one sgemm per group for all the vectors that probe it.
+ * About 1/6 of the exact flops at 16,384 lists; the list is the exact nearest one for most vectors, else
+ * a near one (docs/benchmarks.md: the share and the recall cost). The result for a vector depends only on
+ * it and the centroids (not on n, its position, or the threads), so builds split any way agree byte for
+ * byte. x: n*d floats, normalised for cosine by the caller; checked finite (VS_ERR_INVALID_ARGUMENT).
+ * c->groups must be set (vs_coarse_init does so where vs_coarse_grouped_applies). VS_ERR_NOMEM. */
+#define VS_COARSE_GROUPED_MIN_NLIST 8192
+#define VS_COARSE_GROUPED_MAX_PROBE 256
+int vs_coarse_grouped_applies(vs_metric metric, uint32_t nlist);
+vs_status vs_coarse_assign_grouped(const vs_coarse_t *c, size_t n, const float *x, size_t n_threads,
+                                   int32_t *lists, char err[VS_ERR_LEN]);
+struct vs_coarse_groups *vs_coarse_groups_new(void); /* empty, not yet made; NULL when out of memory */
+void vs_coarse_groups_free(struct vs_coarse_groups *g);
 
 #endif

@@ -769,7 +769,7 @@ vs_status vs_fresh_upsert_attrs(vs_fresh_t *f, size_t n, const int64_t *ids, con
         if (st == VS_OK)
             memcpy(lab, lists, n * sizeof *lab);
     } else {
-        st = vs_ivf_assign(ivf, n, x, 1, lab, err);
+        st = vs_ivf_assign(ivf, n, x, 1, 1, lab, err); /* exact: a write's one vector, no groups to make */
     }
     if (st != VS_OK)
         goto done;
@@ -852,7 +852,7 @@ vs_status vs_fresh_assign(const vs_fresh_t *f, size_t n, const float *x, int32_t
 {
     if (!f->ivf)
         return vs_errf(err, VS_ERR_UNSUPPORTED, "lists apply to IVF versions only");
-    return vs_ivf_assign(f->ivf, n, x, 1, out_lists, err);
+    return vs_ivf_assign(f->ivf, n, x, 1, 1, out_lists, err);
 }
 
 /* ---- readers ------------------------------------------------------------------------------------ */

@@ -407,8 +407,8 @@ static vs_status list_reserve(const vs_ivf_t *ivf, ivf_list_t *L, size_t need, c
 
 #define ADD_CHUNK 65536
 
-vs_status vs_ivf_assign(const vs_ivf_t *ivf, size_t n, const float *x, size_t n_threads, int32_t *out_lists,
-                        char err[VS_ERR_LEN])
+vs_status vs_ivf_assign(const vs_ivf_t *ivf, size_t n, const float *x, size_t n_threads, int exact,
+                        int32_t *out_lists, char err[VS_ERR_LEN])
 {
     if (!ivf->trained)
         return vs_errf(err, VS_ERR_FAILED_PRECONDITION, "IVF index is not trained");
@@ -416,7 +416,7 @@ vs_status vs_ivf_assign(const vs_ivf_t *ivf, size_t n, const float *x, size_t n_
     if (st != VS_OK || n == 0)
         return st;
     /* the same blocks and the same call as ivf_add's first pass, so the lists are the ones add picks */
-    return vs_coarse_assign(&ivf->coarse, n, x, ADD_CHUNK, n_threads, out_lists, err);
+    return vs_coarse_assign(&ivf->coarse, n, x, ADD_CHUNK, n_threads, exact, out_lists, err);
 }
 
 /* lists: NULL = assign each vector to its nearest centroid; else the list of each vector (builders
@@ -461,7 +461,7 @@ static vs_status ivf_add(vs_ivf_t *ivf, size_t n, const float *x_in, const int64
     if (lists != NULL)
         memcpy(all_lab, lists, n * sizeof(int32_t));
     else
-        st = vs_coarse_assign(&ivf->coarse, n, x_in, ADD_CHUNK, n_threads, all_lab, err);
+        st = vs_coarse_assign(&ivf->coarse, n, x_in, ADD_CHUNK, n_threads, 0, all_lab, err);
     if (st == VS_OK) {
         size_t *cnt = calloc(ivf->nlist, sizeof(size_t));
         if (cnt == NULL)
@@ -975,24 +975,65 @@ typedef struct matching {
     int exact;      /* 1: every list is visited (exact search); 0: the nearest nprobe lists holding one */
 } matching_t;
 
-/* Offers base item pos of list L to fin, ranked by its refine copy (IVF-Flat: its vector), unless a write
- * hid it or the request excludes it (the caller checked the filter). */
+/* 1 unless a write hid base item id or the request excludes it. */
+static inline int base_item_live(const search_ctx_t *c, int64_t id)
+{
+    const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
+    return !((fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(c->excl, id));
+}
+
+/* Offers base item pos of list L to fin, ranked by its refine copy (rv, or NULL: the list's own; IVF-Flat:
+ * its vector). The caller checked the filter and base_item_live. */
 static inline void offer_base_item(const search_ctx_t *c, scratch_t *s, const float *q, const ivf_list_t *L,
-                                   size_t pos, vs_topk_t *fin)
+                                   size_t pos, const uint8_t *rv, vs_topk_t *fin)
 {
     const vs_ivf_t *ivf = c->ivf;
-    const vs_fresh_t *fresh = vs_fresh_empty(c->fresh) ? NULL : c->fresh;
     const int64_t id = L->ids[pos];
-    if ((fresh && vs_fresh_base_dead(fresh, id)) || vs_idset_has(c->excl, id))
-        return;
     const size_t rb = vs_ivf_refine_bytes(ivf);
-    const float *vec = item_vector(ivf, rb ? L->refine + pos * rb : NULL,
+    const float *vec = item_vector(ivf, rv ? rv : rb ? L->refine + pos * rb : NULL,
                                    L->codes + pos * (rb ? 0 : ivf->d * sizeof(float)), s->dbuf);
     const vs_distance_kernels_t *kern = vs_distance_kernels();
     float key = vs_topk_key(
         ivf->metric == VS_METRIC_L2 ? kern->l2sqr(q, vec, ivf->d) : kern->ip(q, vec, ivf->d), c->larger);
     if (key <= vs_topk_threshold(fin))
         vs_topk_push(fin, key, id);
+}
+
+/* Matching items of a filtered search waiting for their refine copies from disk (refine on disk): read in
+ * batches of DISK_BATCH through refine_from_disk, like a query's candidates, never through the mapping
+ * (whose page faults would block and, on a failing disk, raise SIGBUS). */
+#define DISK_BATCH 512
+typedef struct disk_batch {
+    size_t n;
+    int64_t slot[DISK_BATCH]; /* list << 32 | position */
+} disk_batch_t;
+
+static void disk_batch_flush(const search_ctx_t *c, scratch_t *s, const float *q, disk_batch_t *b,
+                             vs_topk_t *fin)
+{
+    const uint8_t **rv = b->n ? refine_from_disk(c->ivf, b->slot, b->n) : NULL;
+    for (size_t i = 0; i < b->n; i++) {
+        const uint64_t slot = (uint64_t)b->slot[i];
+        offer_base_item(c, s, q, &c->ivf->lists[slot >> 32], slot & 0xffffffffu, rv ? rv[i] : NULL, fin);
+    }
+    b->n = 0;
+}
+
+/* Offers matching base item pos of list l (filter checked): at once from memory, or queued in b when its
+ * refine copy is on disk. */
+static inline void offer_matching_item(const search_ctx_t *c, scratch_t *s, const float *q, uint32_t l, size_t pos,
+                                       disk_batch_t *b, vs_topk_t *fin)
+{
+    const ivf_list_t *L = &c->ivf->lists[l];
+    if (!base_item_live(c, L->ids[pos]))
+        return;
+    if (!c->ivf->rdisk || L->owned) {
+        offer_base_item(c, s, q, L, pos, NULL, fin);
+        return;
+    }
+    b->slot[b->n++] = (int64_t)(((uint64_t)l << 32) | pos);
+    if (b->n == DISK_BATCH)
+        disk_batch_flush(c, s, q, b, fin);
 }
 
 /* Offers to fin the matching base items of lists visit[nv] (each holding at least one), ranked by their
@@ -1017,17 +1058,18 @@ static void offer_matching_base(const search_ctx_t *c, scratch_t *s, const float
         if (++aj >= m->off[visit[av] + 1] && ++av < nv)                                                      \
             aj = m->off[visit[av]];                                                                          \
     } while (0)
-    for (int a = 0; a < 8 && av < nv; a++)
+    disk_batch_t b;
+    b.n = 0;
+    for (int a = 0; a < 8 && av < nv && !ivf->rdisk; a++)
         PREFETCH_NEXT();
     for (size_t v = 0; v < nv; v++) {
-        const ivf_list_t *L = &ivf->lists[visit[v]];
         for (uint32_t j = m->off[visit[v]]; j < m->off[visit[v] + 1]; j++) {
-            if (av < nv)
+            if (av < nv && !ivf->rdisk)
                 PREFETCH_NEXT();
-            const size_t pos = m->pos[j];
-            offer_base_item(c, s, q, L, pos, fin);
+            offer_matching_item(c, s, q, visit[v], m->pos[j], &b, fin);
         }
     }
+    disk_batch_flush(c, s, q, &b, fin);
 #undef PREFETCH_NEXT
 }
 
@@ -1079,6 +1121,8 @@ static size_t offer_runs_list(const search_ctx_t *c, scratch_t *s, const float *
     const uint32_t lo = (uint32_t)L->first, hi = (uint32_t)(L->first + L->n);
     const int all_match = r->rest.n_terms == 0;
     size_t found = 0;
+    disk_batch_t pend;
+    pend.n = 0;
     for (size_t ri = 0; ri < r->n_runs && L->n; ri++) {
         const uint32_t *run = r->pos[ri];
         size_t b = 0, e = r->len[ri];
@@ -1090,16 +1134,16 @@ static size_t offer_runs_list(const search_ctx_t *c, scratch_t *s, const float *
                 e = mid;
         }
         for (size_t j = b; j < r->len[ri] && run[j] < hi; j++) {
-            if (all_match && j + 4 < r->len[ri] && run[j + 4] < hi)
+            if (all_match && j + 4 < r->len[ri] && run[j + 4] < hi && !ivf->rdisk)
                 for (size_t o = 0; o < vb; o += 64)
                     __builtin_prefetch(vecs + (size_t)(run[j + 4] - lo) * vb + o);
             if (!all_match && !vs_filter_match(&r->rest, run[j]))
                 continue;
             found++;
-            const size_t pos = run[j] - lo;
-            offer_base_item(c, s, q, L, pos, fin);
+            offer_matching_item(c, s, q, l, run[j] - lo, &pend, fin);
         }
     }
+    disk_batch_flush(c, s, q, &pend, fin);
     return found;
 }
 

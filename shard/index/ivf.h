@@ -56,13 +56,14 @@ vs_status vs_ivf_probe(const vs_ivf_t *ivf, const float *q, uint32_t nprobe, int
  * Free *out with vs_ivf_destroy. Reads src only: safe while src is searched. */
 vs_status vs_ivf_clone_empty(const vs_ivf_t *src, vs_ivf_t **out, char err[VS_ERR_LEN]);
 
-/* The list each of n vectors (n*dim floats, finite) is stored in by add: the nearest coarse centroid
- * (squared L2; inner product of normalised vectors for IP and cosine), computed exactly as add does
- * (vs_kmeans_nearest with nprobe 1 on the same blocks of rows). out_lists[n]. Not vs_ivf_probe: that
- * one ranks by a different expansion and may pick the other list of a near tie. n_threads >= 1.
+/* The list each of n vectors (n*dim floats, finite) is stored in by add: vs_coarse_assign, as add calls it
+ * (exact = 0; at 8,192+ lists for L2 and cosine the grouped assignment), or with exact = 1 the exact nearest
+ * coarse centroid (squared L2; inner product of normalised vectors for IP and cosine) by vs_kmeans_nearest
+ * with nprobe 1. out_lists[n]. Not vs_ivf_probe: that one ranks by a different expansion and may pick the
+ * other list of a near tie. n_threads >= 1.
  * VS_ERR_FAILED_PRECONDITION (untrained), VS_ERR_INVALID_ARGUMENT (NaN/Inf), VS_ERR_NOMEM. */
-vs_status vs_ivf_assign(const vs_ivf_t *ivf, size_t n, const float *x, size_t n_threads, int32_t *out_lists,
-                        char err[VS_ERR_LEN]);
+vs_status vs_ivf_assign(const vs_ivf_t *ivf, size_t n, const float *x, size_t n_threads, int exact,
+                        int32_t *out_lists, char err[VS_ERR_LEN]);
 
 /* vs_index_add with the list of every vector given (lists[n], each < nlist, VS_ERR_OUT_OF_RANGE
  * otherwise), as vs_ivf_assign computed it: a builder that routed vectors to partitions by list stores

@@ -1105,6 +1105,51 @@ static size_t same_version_files(const char *a, const char *b, uint32_t P)
     return same;
 }
 
+/* The grouped assignment (8,192+ lists, vs_coarse_assign): the distributed build's workers and the one-process
+ * build agree byte for byte with it too, --assign exact gives other files (the exact lists), and a worker
+ * whose --assign differs from the trained state's is refused. 9,000 x 32-d uniform rows, IVF8192,PQ4x4fs. */
+static void test_distributed_grouped(void)
+{
+    enum { GN = 9000, GD = 32 };
+    char err[VS_ERR_LEN];
+    float *gx = malloc((size_t)GN * GD * sizeof(float));
+    uint64_t st = 21;
+    for (size_t i = 0; i < (size_t)GN * GD; i++) /* uniform: many near ties, some vectors in a near list */
+        gx[i] = vs_test_randf(&st);
+    vs_test_pathbuf_t gbase = vs_test_pathcopy(T, "grouped.fvecs");
+    CHECK(vs_vecio_write_fvecs(gbase.s, GN, GD, gx, err) == VS_OK);
+    free(gx);
+    vs_test_pathbuf_t one = vs_test_pathcopy(T, "g-one"), dist = vs_test_pathcopy(T, "g-dist"),
+                      ex = vs_test_pathcopy(T, "g-exact");
+    vs_builder_opts_t o = opts(one.s, "IVF8192,PQ4x4fs", 2, VS_PARTITION_HASH);
+    o.base_path = gbase.s;
+    o.ids_path = NULL;
+    o.train_sample = GN;
+    o.target_recall = 0;
+    o.n_threads = 2;
+    CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err);
+    o.out_dir = dist.s;
+    o.n_threads = 1;
+    CHECKF(build_staged(o, 3, err) == 0, "staged: %s", err);
+    CHECKF(same_version_files(one.s, dist.s, 2) == 6, "grouped: %zu of 6 files equal the one-process build's",
+           same_version_files(one.s, dist.s, 2));
+    o.out_dir = ex.s;
+    o.assign_exact = 1;
+    CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err);
+    CHECK(!vs_test_same_file(vpath(one.s, "part-0.vsidx"), vpath(ex.s, "part-0.vsidx")));
+    rm_tree(ex.s);
+    /* a worker with the other --assign than TRAIN's */
+    o.stage = VS_BUILD_TRAIN;
+    CHECKF(vs_builder_run(&o, NULL, err) == VS_OK, "%s", err);
+    o.stage = VS_BUILD_ENCODE;
+    o.n_workers = 2;
+    o.assign_exact = 0;
+    CHECK(vs_builder_run(&o, NULL, err) == VS_ERR_FAILED_PRECONDITION && strstr(err, "same flags"));
+    rm_tree(one.s);
+    rm_tree(dist.s);
+    rm_tree(ex.s);
+}
+
 /* The distributed build (issue 20): TRAIN once, W workers each ENCODE a slice, MERGE; byte-identical to the
  * one-process build for hash and cluster partitioning, PQ fast-scan, PQ8, Flat codes, RFlat/RSQ8 refine,
  * attributes, L2/IP/cosine, any W (more workers than 256-row blocks: empty slices), any memory budget;
@@ -1356,6 +1401,7 @@ int main(void)
     RUN(test_attrs_refused);
     RUN(test_gt_filtered);
     RUN(test_distributed);
+    RUN(test_distributed_grouped);
     RUN(test_cli);
     rm_tree(vs_test_tmpdir(T));
     return vs_test_finish();

@@ -223,7 +223,7 @@ static void test_clone_empty(void)
             vs_index_t *cl = NULL;
             int32_t *lists = malloc(N * sizeof(int32_t));
             CHECK(vs_index_clone_empty(orig, &cl, err) == VS_OK);
-            CHECK(vs_ivf_assign(vs_index_impl_ivf(cl), N, base, 2, lists, err) == VS_OK);
+            CHECK(vs_ivf_assign(vs_index_impl_ivf(cl), N, base, 2, 0, lists, err) == VS_OK);
             CHECK(vs_index_add_lists(cl, N, base, ids_all, lists, 1, NULL, err) == VS_OK);
             CHECK(vs_index_save(cl, fb.s, "m", 7, err) == VS_OK &&
                   vs_index_save(orig, fa.s, "m", 7, err) == VS_OK);

@@ -4,7 +4,9 @@
  * items straddling them, one thread and two), reading each query's candidates in one batch: one fetch per
  * query, fewer reads than candidates where they share blocks, none when there is nothing to refine. The
  * load does not read the refine section: a flipped byte in it is found by vs_index_verify_lazy (the
- * scrub), not at load, while one in another section still fails the load. vs_refine_disk_fetch itself:
+ * scrub), not at load, while one in another section still fails the load. Filtered searches over the
+ * matching items (exact, and the nearest lists holding one) read them with fetches too, with the same
+ * answers. vs_refine_disk_fetch itself:
  * items in any order and repeated give their own bytes; an item past the section is refused. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -12,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/filter.h"
+#include "shard/index/attrs.h"
 #include "shard/index/ifile.h"
 #include "shard/index/index.h"
 #include "shard/index/refine_disk.h"
@@ -52,6 +56,64 @@ static void flip(const char *path, uint64_t off)
     CHECK(pwrite(fd, &b, 1, (off_t)off) == 1);
     if (fd >= 0)
         close(fd);
+}
+
+/* An attribute "cat" = id % 97 for the items of idx (ids are the rows), attached to it. */
+static void attach_cat(vs_index_t *idx)
+{
+    static const vs_attr_field_t fields[1] = {{"cat", VS_ATTR_INT}};
+    char err[VS_ERR_LEN];
+    size_t n = vs_index_count(idx);
+    int64_t *ids = malloc(n * sizeof *ids);
+    vs_attrs_t *a = NULL;
+    vs_index_ids_in_order(idx, ids);
+    CHECK(vs_attrs_create(fields, 1, n, &a, err) == VS_OK);
+    int64_t *cat = vs_attrs_column_mut(a, 0);
+    for (size_t j = 0; j < n; j++)
+        cat[j] = ids[j] % 97;
+    CHECK(vs_attrs_prepare(a, err) == VS_OK);
+    CHECKF(vs_index_set_attrs(idx, a, err) == VS_OK, "%s", err);
+    free(ids);
+}
+
+/* Filtered searches (matching items only: exact over them, and the nearest lists holding one) give the
+ * same answers from disk as from memory, and read the matching items' refine copies with fetches, not
+ * through the mapping. */
+static void filtered(vs_index_t *mem, vs_index_t *disk, const char *factory)
+{
+    char err[VS_ERR_LEN];
+    attach_cat(mem);
+    attach_cat(disk);
+    static const char *const texts[] = {"cat=3", "cat=1..40"};
+    for (int exact = 0; exact < 2; exact++)
+        for (size_t t = 0; t < 2; t++) {
+            vs_filter_spec_t spec;
+            vs_filter_t fm, fd;
+            CHECK(vs_filter_spec_parse(texts[t], &spec, err) == VS_OK);
+            CHECK(vs_filter_compile(&spec, vs_index_attrs(mem), &fm, err) == VS_OK);
+            CHECK(vs_filter_compile(&spec, vs_index_attrs(disk), &fd, err) == VS_OK);
+            /* filter_exact_threshold: every matching item (exact) or a tiny share (the nearest lists) */
+            vs_search_params_t pm = {.nprobe = 8, .k_factor = 4, .filter = &fm, .filter_exact = exact ? 1.0f : 1e-6f};
+            vs_search_params_t pd = pm;
+            pd.filter = &fd;
+            static float dm[NQ * K], dd[NQ * K];
+            static int64_t im[NQ * K], id[NQ * K];
+            vs_refine_disk_stats_t s0, s1;
+            vs_index_refine_disk_stats(disk, &s0);
+            CHECKF(vs_index_search(mem, NQ, queries, K, &pm, 1, dm, im, err) == VS_OK, "%s", err);
+            CHECKF(vs_index_search(disk, NQ, queries, K, &pd, 1, dd, id, err) == VS_OK, "%s", err);
+            vs_index_refine_disk_stats(disk, &s1);
+            CHECKF(memcmp(im, id, sizeof im) == 0 && memcmp(dm, dd, sizeof dm) == 0,
+                   "%s filter %s (%s): answers from disk differ from memory", factory, texts[t],
+                   exact ? "exact" : "nearest lists");
+            size_t answered = 0;
+            for (size_t i = 0; i < NQ * K; i++)
+                answered += id[i] >= 0 && id[i] % 97 >= (t ? 1 : 3) && id[i] % 97 <= (t ? 40 : 3);
+            CHECKF(answered == NQ * K, "%zu of %d answers match %s", answered, NQ * K, texts[t]);
+            CHECKF(s1.fetches >= s0.fetches + NQ && s1.items > s0.items && s1.errors == s0.errors,
+                   "%s filter %s: %llu fetches", factory, texts[t], (unsigned long long)(s1.fetches - s0.fetches));
+            vs_filter_spec_fini(&spec);
+        }
 }
 
 static void one_case(uint32_t d, const char *factory, vs_metric metric, const char *tag)
@@ -103,6 +165,7 @@ static void one_case(uint32_t d, const char *factory, vs_metric metric, const ch
     if (d * 4 <= 64) /* 16 floats: 64 items per 4 KiB block, candidates of a list share blocks */
         CHECKF(st.reads < st.items, "%llu reads for %llu items", (unsigned long long)st.reads,
                (unsigned long long)st.items);
+    filtered(mem, disk, factory);
     /* the whole file verifies; the lazy section was not needed to load */
     CHECKF(vs_index_verify_lazy(disk, 0, NULL, err) == VS_OK, "%s", err);
     vs_index_destroy(mem);
