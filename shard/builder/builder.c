@@ -26,6 +26,7 @@
 #include "common/parallel.h"
 #include "common/vecio.h"
 #include "shard/index/attrs.h"
+#include "shard/index/coarse.h"
 #include "shard/index/index.h"
 #include "shard/index/ivf.h"
 #include "common/cluster/manifest.h"
@@ -571,6 +572,15 @@ static vs_status route(build_t *b, char *err)
  * the trained state and the routing, and the attribute columns (name, type, size and CRC32C of the file's
  * content; absent without attributes, so a build without them matches markers written before they
  * existed). Not the thread count, chunk size or memory budget. */
+/* " assign=grouped" where the grouped assignment makes the lists (IVF at 8,192+ lists, L2 or cosine, not
+ * --assign exact), else "": the exact lists, as every build before the grouped mode (whose fingerprints
+ * stay the same). */
+static const char *assign_mode(const build_t *b)
+{
+    int grouped = b->spec.type == VS_INDEX_IVF && vs_coarse_grouped_applies(b->o->metric, b->spec.nlist);
+    return grouped && !b->o->assign_exact ? " assign=grouped" : "";
+}
+
 static vs_status make_fingerprint(build_t *b, char *err)
 {
     const vs_builder_opts_t *o = b->o;
@@ -593,11 +603,11 @@ static vs_status make_fingerprint(build_t *b, char *err)
         routing = vs_crc32c(0, b->list_part, b->spec.nlist * sizeof *b->list_part);
     snprintf(b->fingerprint, sizeof b->fingerprint,
              "base=%s ids=%s n=%zu dim=%u metric=%s factory=%s partitions=%u partitioning=%s seed=%llu "
-             "train_sample=%zu model_version=%s trained=0x%08x routing=0x%08x assign=%s",
+             "train_sample=%zu model_version=%s trained=0x%08x routing=0x%08x%s",
              id[0], id[1], b->n, b->d, vs_metric_name(o->metric), b->factory, b->P,
              o->partitioning == VS_PARTITION_CLUSTER ? "cluster" : "hash", (unsigned long long)o->seed,
              b->n_sample, o->model_version ? o->model_version : "", b->trained_crc, routing,
-             o->assign_exact ? "exact" : "grouped");
+             assign_mode(b));
     for (size_t i = 0; i < b->n_attr_fields; i++) {
         uint64_t size;
         uint32_t crc;

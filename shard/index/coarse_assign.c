@@ -81,6 +81,13 @@ static vs_status build_groups(const vs_coarse_t *c, struct vs_coarse_groups *g, 
     const uint32_t d = c->d, nl = c->nlist, ng = nl / GROUP_SIZE;
     const vs_distance_kernels_t *kern = vs_distance_kernels();
     int32_t *lab = malloc((size_t)nl * sizeof(int32_t));
+    free(g->gc); /* what an earlier failed attempt left */
+    free(g->gcn);
+    free(g->start);
+    free(g->member);
+    free(g->mc);
+    free(g->mcn);
+    g->max_size = 0;
     g->gc = malloc((size_t)ng * d * sizeof(float));
     g->gcn = malloc((size_t)ng * sizeof(float));
     g->start = calloc((size_t)ng + 1, sizeof(uint32_t));

@@ -49,7 +49,8 @@ static void usage(FILE *f)
             "  --distances FILE     also write the distances as .fvecs\n"
             "  --check N            verify the first N queries against a double-precision brute force\n"
             "  --piece-rows N       a base of more rows is read and searched N rows at a time, the\n"
-            "                       results merged (default 8388608: 4 GiB of 128-d floats); not with\n"
+            "                       results merged (default 8388608: 8 GiB at 128-d, the rows and the\n"
+            "                       exact index's copy of them); not with\n"
             "                       --ids, --attr or --check, which hold the whole base\n"
             "  --quiet              no progress line\n"
             "  -h, --help           this help\n");
@@ -466,8 +467,7 @@ int main(int argc, char **argv)
             if (bn > INT32_MAX)
                 fprintf(stderr, "vecshard-gt: %zu base vectors do not fit .ivecs int32 rows\n", bn);
             else
-                rc = gt_pieces(base_path, q, nq, dq, metric, k < bn ? k : bn, piece, threads, out_path, dist_path,
-                               quiet);
+                rc = gt_pieces(base_path, q, nq, dq, metric, k, piece, threads, out_path, dist_path, quiet);
             goto done;
         }
     }

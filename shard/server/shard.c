@@ -24,6 +24,12 @@
 #include "shard/server/shard.h"
 #include "vecshard/v1/shard.pb-c.h"
 
+/* What names a file on its volume: size, mtime (ns), inode, device. */
+typedef struct file_ident {
+    unsigned long long size, ino, dev;
+    long long mtime_ns;
+} file_ident_t;
+
 typedef struct version {
     char name[VS_NAME_LEN];
     uint32_t partition;
@@ -49,6 +55,7 @@ typedef struct version {
     double scrub_retry_at; /* after an I/O error: not before then (vs_now_s()) */
     char marker[PATH_MAX];  /* refine on disk: "<index file>.verified", the scrub's record (else "") */
     char content_id[17];    /* the index file's content id, which the record names */
+    file_ident_t loaded;    /* the index file as it was loaded, which the record names */
 } version_t;
 
 struct vs_shard {
@@ -184,41 +191,58 @@ static version_t *version_new(const char *name, uint32_t partition)
 }
 
 /* The scrub's record beside an index file whose refine section it verified (".verified"): one line naming
- * the file as it was then (content id, size, mtime, inode, device) and when. A shard that loads the same
- * file again takes the section as verified at that time, so a restart does not read the whole section from
- * disk again; the next scrub is due --scrub-interval-h after the recorded time. Any change to the file (a
- * rewrite, a copy, a touch) changes what the record names and the section is read again. Bit rot leaves
- * the record matching: the periodic scrub is what finds it. */
+ * the file as the shard loaded it (content id, size, mtime, inode, device) and when it was verified. A shard
+ * that loads the same file again takes the section as verified at that time, so a restart does not read the
+ * whole section from disk again; the next scrub is due --scrub-interval-h after the recorded time. Any
+ * change to the file (a rewrite, a copy, a touch) changes what the record names and the section is read
+ * again; a file changed after the load is never recorded. Bit rot leaves the record matching: the periodic
+ * scrub is what finds it. */
 #define MARKER_FORMAT "vecshard-refine-verified/1 content=%16s size=%llu mtime_ns=%lld ino=%llu dev=%llu at=%lld"
 
-static int marker_stat(const char *index_path, struct stat *sb)
+/* The identity of index_path now; 0, or -1 when it cannot be read. */
+static int file_ident(const char *index_path, file_ident_t *out)
 {
-    return stat(index_path, sb) == 0 ? 0 : -1;
+    struct stat sb;
+    if (stat(index_path, &sb) != 0)
+        return -1;
+    *out = (file_ident_t){.size = (unsigned long long)sb.st_size,
+                          .mtime_ns = (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec,
+                          .ino = (unsigned long long)sb.st_ino,
+                          .dev = (unsigned long long)sb.st_dev};
+    return 0;
 }
 
-/* Writes the record for v (after a verification at unix time `at`); best effort: a read-only volume only
- * costs a re-read after the next restart. */
+static int same_ident(const file_ident_t *a, const file_ident_t *b)
+{
+    return a->size == b->size && a->mtime_ns == b->mtime_ns && a->ino == b->ino && a->dev == b->dev;
+}
+
+/* Writes the record for v (verified at unix time `at`), naming the file as loaded, unless it changed since
+ * (then what was read may not be what is there). Best effort: a read-only volume only costs a re-read after
+ * the next restart. */
 static void marker_write(const version_t *v, time_t at)
 {
-    char index_path[PATH_MAX], tmp[PATH_MAX + 8];
-    struct stat sb;
+    char index_path[PATH_MAX], tmp[PATH_MAX + 32];
+    file_ident_t now;
     size_t len = strlen(v->marker);
     if (len <= 9 || len - 9 >= sizeof index_path)
         return;
     memcpy(index_path, v->marker, len - 9); /* strip ".verified" */
     index_path[len - 9] = '\0';
-    if (marker_stat(index_path, &sb) != 0)
+    if (file_ident(index_path, &now) != 0 || !same_ident(&now, &v->loaded)) {
+        vs_log(VS_LOG_WARN, "shard: %s changed since it was loaded: its refine section is not recorded as verified",
+               index_path);
         return;
-    snprintf(tmp, sizeof tmp, "%s.tmp", v->marker);
+    }
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", v->marker, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) {
         vs_log(VS_LOG_WARN, "shard: cannot record the verified refine section in %s: %s", v->marker,
                strerror(errno));
         return;
     }
-    int bad = fprintf(f, MARKER_FORMAT "\n", v->content_id, (unsigned long long)sb.st_size,
-                      (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec, (unsigned long long)sb.st_ino,
-                      (unsigned long long)sb.st_dev, (long long)at) < 0;
+    int bad = fprintf(f, MARKER_FORMAT "\n", v->content_id, v->loaded.size, v->loaded.mtime_ns, v->loaded.ino,
+                      v->loaded.dev, (long long)at) < 0;
     bad |= fclose(f) != 0;
     if (bad || rename(tmp, v->marker) != 0) {
         vs_log(VS_LOG_WARN, "shard: cannot record the verified refine section in %s", v->marker);
@@ -226,22 +250,18 @@ static void marker_write(const version_t *v, time_t at)
     }
 }
 
-/* The age in seconds of a record that matches index_path and content as they are now; -1 without one. */
-static double marker_age(const char *marker, const char *index_path, const char *content)
+/* The age in seconds of a record that matches the file as loaded (ident) and its content id; -1 without one. */
+static double marker_age(const char *marker, const file_ident_t *ident, const char *content)
 {
     FILE *f = fopen(marker, "r");
     if (!f)
         return -1;
     char cid[17] = "";
-    unsigned long long size, ino, dev;
-    long long mtime_ns, at;
-    int got = fscanf(f, MARKER_FORMAT, cid, &size, &mtime_ns, &ino, &dev, &at);
+    file_ident_t rec;
+    long long at;
+    int got = fscanf(f, MARKER_FORMAT, cid, &rec.size, &rec.mtime_ns, &rec.ino, &rec.dev, &at);
     fclose(f);
-    struct stat sb;
-    if (got != 6 || marker_stat(index_path, &sb) != 0 || strcmp(cid, content) != 0 ||
-        size != (unsigned long long)sb.st_size || ino != (unsigned long long)sb.st_ino ||
-        dev != (unsigned long long)sb.st_dev ||
-        mtime_ns != (long long)sb.st_mtim.tv_sec * 1000000000LL + sb.st_mtim.tv_nsec)
+    if (got != 6 || strcmp(cid, content) != 0 || !same_ident(&rec, ident))
         return -1;
     double age = difftime(time(NULL), (time_t)at);
     return age < 0 ? 0 : age;
@@ -444,10 +464,11 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
     if (st == VS_OK && vs_index_refine_disk_stats(idx, &ds)) { /* the scrub's record, if it matches */
         const vs_manifest_partition_t *mp = vs_manifest_partition(&m, partition);
         char path[PATH_MAX], perr[VS_ERR_LEN], trained[17];
-        if (mp && vs_manifest_path(&m, mp->file, path, perr) == VS_OK && strlen(path) + 10 <= sizeof v->marker) {
+        if (mp && vs_manifest_path(&m, mp->file, path, perr) == VS_OK && strlen(path) + 10 <= sizeof v->marker &&
+            file_ident(path, &v->loaded) == 0) {
             snprintf(v->marker, sizeof v->marker, "%s.verified", path);
             vs_index_ids(idx, v->content_id, trained, NULL);
-            age = marker_age(v->marker, path, v->content_id);
+            age = marker_age(v->marker, &v->loaded, v->content_id);
         }
     }
     vs_manifest_fini(&m);
