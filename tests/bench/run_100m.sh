@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2154 # proc_p0r0_pid, coordinator_addr, shard_p0r0_metrics_port: the cluster state file
+# shellcheck disable=SC2154 # coordinator_addr, shard_p0r0_metrics_port: the cluster state file
 # The 100M run of docs/benchmarks.md (issue 20; not in tests/run.sh: hours of CPU and ~30 GB of disk).
 # One shard's index of N x 128 vectors as hard as real descriptors, stored as bytes (.bvecs: 100M x 128
 # float32 would be 51 GB), built in one process, then searched with its refine vectors read from disk:
@@ -11,13 +11,14 @@
 #      disk, interleaved, at each nprobe and k_factor (the CPU ratio of the issue's goal);
 #   5. the disk side alone in a cgroup v1 memory limit of LIMIT_GB (below the refine section), caches
 #      dropped first: what a shard whose refine data does not fit its memory does;
-#   6. a real cluster (cluster.sh, TLS): the shard with --refine-on-disk moved into the same cgroup,
-#      1,000 queries through the coordinator with `vecshard query`.
+#   6. a real cluster (cluster.sh, TLS) started inside the same cgroup (etcd, coordinator and the shard
+#      with --refine-on-disk share the limit: this kernel cannot move a running process's charges), caches
+#      dropped first, 1,000 queries through the coordinator with `vecshard query`, twice.
 # Steps 1-2 are skipped when their outputs exist for the same arguments.
 # Usage: tests/bench/run_100m.sh [OUTDIR] [N] [NLIST] [LIMIT_GB] [NPROBES] [K_FACTORS]
-#        (default build/bench/100m, 100000000, 16384, 4, 64,128, 8,12,16,24)
+#        (default build/bench/100m, 100000000, 16384, 4, 32,64, 12,48,96,200)
 # VS_BUILD_TRAIN_SAMPLE: training rows (default 500000). E2E_NPROBE, E2E_KF: step 6's search parameters
-# (default: the last nprobe, k_factor 16). Needs root (cgroup, drop_caches).
+# (default: the first nprobe, k_factor 200). Needs root (cgroup, drop_caches).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 src=$PWD
@@ -25,11 +26,11 @@ out=${1:-build/bench/100m}
 n=${2:-100000000}
 nlist=${3:-16384}
 limit_gb=${4:-4}
-nprobes=${5:-64,128}
-kfs=${6:-8,12,16,24}
+nprobes=${5:-32,64}
+kfs=${6:-12,48,96,200}
 ts=${VS_BUILD_TRAIN_SAMPLE:-500000}
-e2e_nprobe=${E2E_NPROBE:-${nprobes##*,}}
-e2e_kf=${E2E_KF:-16}
+e2e_nprobe=${E2E_NPROBE:-${nprobes%%,*}}
+e2e_kf=${E2E_KF:-200}
 factory="IVF$nlist,PQ32x4fs,RSQ8"
 mkdir -p "$out"
 ./deploy/local/install-deps.sh --bench
@@ -86,12 +87,12 @@ cg_report() {
 }
 mkdir -p "$cg"
 echo $((limit_gb << 30)) > "$cg/memory.limit_in_bytes"
-echo 3 > "$cg/memory.move_charge_at_immigrate"
 echo "== disk side alone, memory limit $limit_gb GiB, caches dropped =="
 for np in "${nps[@]}"; do
     sync
     echo 3 > /proc/sys/vm/drop_caches
     echo 0 > "$cg/memory.max_usage_in_bytes"
+    echo 0 > "$cg/memory.failcnt"
     in_cgroup "$bin/vecshard-bench-disk" --index ix/v/part-0.vsidx --queries queries.bvecs --gt gt100.ivecs --k 10 \
         --nprobe "$np" --k-factor "$kfs" --threads 2 --rounds 2 --disk-only | sed "s/^/nprobe $np: /"
     cg_report
@@ -104,17 +105,16 @@ cleanup() {
     rmdir "$cg" 2>/dev/null || true
 }
 trap cleanup EXIT
-(cd "$src" && deploy/local/cluster.sh up --manifest "$manifest" --partitions 1 --dir "$cdir" --timeout 600 \
-    --shard-args "--refine-on-disk" >/dev/null)
+sync
+echo 3 > /proc/sys/vm/drop_caches
+echo 0 > "$cg/memory.max_usage_in_bytes"
+echo 0 > "$cg/memory.failcnt"
+(cd "$src" && in_cgroup deploy/local/cluster.sh up --manifest "$manifest" --partitions 1 --dir "$cdir" \
+    --timeout 600 --shard-args "--refine-on-disk" >/dev/null)
 # shellcheck disable=SC1091
 . "$cdir/state"
 # shellcheck disable=SC1091
 . "$cdir/env"
-shard_pid=$proc_p0r0_pid
-sync
-echo 3 > /proc/sys/vm/drop_caches
-echo "$shard_pid" > "$cg/cgroup.procs"
-echo 0 > "$cg/memory.max_usage_in_bytes"
 for round in 1 2; do
     "$bin/vecshard" query --coordinator "$coordinator_addr" --queries queries.bvecs --gt gt100.ivecs --k 10 \
         --nprobe "$e2e_nprobe" --k-factor "$e2e_kf" --concurrency 4 --timeout-ms 5000 |
