@@ -464,9 +464,11 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
     if (st == VS_OK && vs_index_refine_disk_stats(idx, &ds)) { /* the scrub's record, if it matches */
         const vs_manifest_partition_t *mp = vs_manifest_partition(&m, partition);
         char path[PATH_MAX], perr[VS_ERR_LEN], trained[17];
-        if (mp && vs_manifest_path(&m, mp->file, path, perr) == VS_OK && strlen(path) + 10 <= sizeof v->marker &&
-            file_ident(path, &v->loaded) == 0) {
-            snprintf(v->marker, sizeof v->marker, "%s.verified", path);
+        size_t plen = 0;
+        if (mp && vs_manifest_path(&m, mp->file, path, perr) == VS_OK &&
+            (plen = strlen(path)) + sizeof ".verified" <= sizeof v->marker && file_ident(path, &v->loaded) == 0) {
+            memcpy(v->marker, path, plen);
+            memcpy(v->marker + plen, ".verified", sizeof ".verified");
             vs_index_ids(idx, v->content_id, trained, NULL);
             age = marker_age(v->marker, &v->loaded, v->content_id);
         }
