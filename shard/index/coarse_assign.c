@@ -26,6 +26,7 @@
 #include "common/distance.h"
 #include "common/kmeans.h"
 #include "common/parallel.h"
+#include "common/topk.h"
 #include "shard/index/coarse.h"
 
 enum {
@@ -150,7 +151,7 @@ typedef struct assign_ctx {
 } assign_ctx_t;
 
 /* One block of ROWS vectors: their probe nearest group centres (key |g|^2 - 2 x.g; ties to the smaller
- * group), unordered. */
+ * group), by vs_topk_best_of. */
 static void rank_task(void *ctx, size_t task, size_t worker)
 {
     assign_ctx_t *a = ctx;
@@ -160,26 +161,16 @@ static void rank_task(void *ctx, size_t task, size_t worker)
     float *prod = a->scratch[worker] + (size_t)GATHER * d;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)ng, (int)d, 1.0f, a->x + r0 * d, (int)d,
                 g->gc, (int)d, 0.0f, prod, (int)ng);
-    float keys[VS_COARSE_GROUPED_MAX_PROBE];
+    float okeys[VS_COARSE_GROUPED_MAX_PROBE];
+    int64_t oids[VS_COARSE_GROUPED_MAX_PROBE];
     for (size_t r = 0; r < rows; r++) {
-        const float *p = prod + r * ng;
+        float *key = prod + r * ng; /* the products become the keys in place; empty groups never win */
+        for (uint32_t k = 0; k < ng; k++)
+            key[k] = g->start[k + 1] == g->start[k] ? INFINITY : g->gcn[k] - 2.0f * key[k];
+        size_t got = vs_topk_best_of(key, ng, probe, okeys, oids); /* probe <= the non-empty groups */
         int32_t *out = a->probe + (r0 + r) * probe;
-        uint32_t have = 0;
-        for (uint32_t k = 0; k < ng; k++) { /* insertion into the probe best so far, sorted by key */
-            if (g->start[k + 1] == g->start[k])
-                continue;
-            float key = g->gcn[k] - 2.0f * p[k];
-            if (have == probe && !(key < keys[have - 1]))
-                continue;
-            uint32_t at = have < probe ? have++ : probe - 1;
-            while (at > 0 && key < keys[at - 1]) {
-                keys[at] = keys[at - 1];
-                out[at] = out[at - 1];
-                at--;
-            }
-            keys[at] = key;
-            out[at] = (int32_t)k;
-        }
+        for (size_t t = 0; t < got; t++)
+            out[t] = (int32_t)oids[t];
     }
 }
 
