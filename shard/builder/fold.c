@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "common/grow.h"
 #include "common/ids.h"
 #include "common/net/pbfilter.h"
 #include "common/vecio.h"
@@ -71,21 +72,6 @@ void vs_fold_destroy(vs_fold_t *f)
 void vs_fold_counts(const vs_fold_t *f, vs_fold_counts_t *out)
 {
     *out = f->c;
-}
-
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t nc = *cap ? *cap : 1024;
-    while (nc < need)
-        nc *= 2;
-    void *q = realloc(*p, nc * elem);
-    if (!q)
-        return -1;
-    *p = q;
-    *cap = nc;
-    return 0;
 }
 
 vs_status vs_fold_attrs_schema(const vs_builder_attr_t *attrs, size_t n_attrs, size_t n_rows,
@@ -165,10 +151,12 @@ vs_status vs_fold_add(vs_fold_t *f, const uint8_t *msg, size_t len, char err[VS_
         return VS_OK;
     }
     int upsert = w->op == VECSHARD__V1__LOG_WRITE__OP__OP_UPSERT;
-    if (grow((void **)&f->e, &f->cap, f->n + w->n_ids, sizeof *f->e) ||
-        (upsert && grow((void **)&f->vecs, &f->cap_vecs, (f->n_vecs + w->n_ids) * f->dim, sizeof *f->vecs)) ||
+    if (vs_grow((void **)&f->e, &f->cap, f->n + w->n_ids, sizeof *f->e, 1024) ||
+        (upsert &&
+         vs_grow((void **)&f->vecs, &f->cap_vecs, (f->n_vecs + w->n_ids) * f->dim, sizeof *f->vecs, 1024)) ||
         (upsert && f->n_fields &&
-         grow((void **)&f->rows, &f->cap_rows, (f->n_vecs + w->n_ids) * f->n_fields, sizeof *f->rows))) {
+         vs_grow((void **)&f->rows, &f->cap_rows, (f->n_vecs + w->n_ids) * f->n_fields, sizeof *f->rows,
+                 1024))) {
         vecshard__v1__log_write__free_unpacked(w, NULL);
         return vs_errf(err, VS_ERR_NOMEM, "fold: no memory for %zu more writes", w->n_ids);
     }

@@ -16,10 +16,11 @@
 #include <unistd.h>
 
 #include "common/cli/timing.h"
+#include "common/grow.h"
 
 #define BLOCK 4096u
 #define RING_DEPTH 64u
-#define KEEP_BUFFER (16u << 20)  /* a thread keeps at most this much read buffer between fetches */
+#define KEEP_BUFFER (16u << 20) /* a thread keeps at most this much read buffer between fetches */
 #define MAX_BUFFER (256u << 20) /* one fetch reads at most this much */
 
 struct vs_refine_disk {
@@ -86,22 +87,6 @@ static thread_state_t *state(void)
     return t;
 }
 
-/* Grows *p (cap elements of size sz) to at least n elements; 0 on success. */
-static int grow(void **p, size_t *cap, size_t n, size_t sz)
-{
-    if (n <= *cap)
-        return 0;
-    size_t c = *cap ? *cap : 64;
-    while (c < n)
-        c *= 2;
-    void *q = realloc(*p, c * sz);
-    if (!q)
-        return -1;
-    *p = q;
-    *cap = c;
-    return 0;
-}
-
 vs_status vs_refine_disk_open(const char *path, uint64_t section_off, uint64_t section_len, size_t item_bytes,
                               vs_refine_disk_t **out, char err[VS_ERR_LEN])
 {
@@ -139,7 +124,7 @@ void vs_refine_disk_close(vs_refine_disk_t *d)
 void *vs_refine_disk_scratch(size_t bytes)
 {
     thread_state_t *t = state();
-    if (!t || grow(&t->scratch, &t->scratch_cap, bytes ? bytes : 1, 1) != 0)
+    if (!t || vs_grow(&t->scratch, &t->scratch_cap, bytes ? bytes : 1, 1, 64) != 0)
         return NULL;
     return t->scratch;
 }
@@ -249,9 +234,9 @@ int vs_refine_disk_fetch(vs_refine_disk_t *d, const uint64_t *items, size_t n, c
     if (n == 0)
         return 0;
     thread_state_t *t = state();
-    if (!t || grow((void **)&t->ord, &t->ord_cap, n, sizeof *t->ord) != 0 ||
-        grow((void **)&t->spans, &t->spans_cap, n, sizeof *t->spans) != 0 ||
-        grow((void **)&t->span_of, &t->span_of_cap, n, sizeof *t->span_of) != 0) {
+    if (!t || vs_grow((void **)&t->ord, &t->ord_cap, n, sizeof *t->ord, 64) != 0 ||
+        vs_grow((void **)&t->spans, &t->spans_cap, n, sizeof *t->spans, 64) != 0 ||
+        vs_grow((void **)&t->span_of, &t->span_of_cap, n, sizeof *t->span_of, 64) != 0) {
         atomic_fetch_add(&d->errors, 1);
         return -1;
     }
