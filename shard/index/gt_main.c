@@ -227,18 +227,14 @@ static vs_status load_attrs(char *const *specs, size_t n_specs, size_t n, vs_att
 
 /* The base in pieces of `piece` rows (a base larger than memory: 100M x 128 bytes is 51 GB as floats),
  * for the plain case (no attributes, ids or check): each piece is a Flat index searched by every query, and
- * the k best of each query are merged with the best so far. Rows of an earlier piece are smaller, and at
- * equal distance the earlier result is kept first: the ties the one-piece search breaks by smaller row.
+ * the k best of each query are merged with the best so far by a top-k heap, which breaks distance ties by
+ * the smaller row, as the one-piece search does.
  * Writes the .ivecs (and distances); 0 on success, else 1 after a message. */
-static int gt_pieces(const char *base_path, const float *q, size_t nq, uint32_t d, vs_metric metric, size_t k,
-                     size_t piece, size_t threads, const char *out_path, const char *dist_path, int quiet)
+static int gt_pieces(const vs_vecfile_t *vf, const float *q, size_t nq, uint32_t d, vs_metric metric,
+                     size_t k, size_t piece, size_t threads, const char *out_path, const char *dist_path,
+                     int quiet)
 {
     char err[VS_ERR_LEN];
-    vs_vecfile_t *vf = NULL;
-    if (vs_vecfile_open(base_path, &vf, err) != VS_OK) {
-        fprintf(stderr, "vecshard-gt: %s\n", err);
-        return 1;
-    }
     const size_t n = vs_vecfile_count(vf);
     const int larger = vs_metric_larger_is_better(metric);
     float *rows = malloc(piece * d * sizeof(float)), *bd = malloc(nq * k * sizeof(float));
@@ -265,7 +261,8 @@ static int gt_pieces(const char *base_path, const float *q, size_t nq, uint32_t 
         size_t m = n - r0 < piece ? n - r0 : piece;
         vs_index_t *flat = NULL;
         vs_search_params_t sp = {0};
-        if (vs_vecfile_read_f32(vf, r0, m, rows, err) != VS_OK || vs_index_create(d, metric, "Flat", &flat, err) != VS_OK ||
+        if (vs_vecfile_read_f32(vf, r0, m, rows, err) != VS_OK ||
+            vs_index_create(d, metric, "Flat", &flat, err) != VS_OK ||
             vs_index_add(flat, m, rows, NULL, threads, NULL, err) != VS_OK ||
             vs_index_search(flat, nq, q, k, &sp, threads, pd, pi, err) != VS_OK) {
             fprintf(stderr, "vecshard-gt: %s\n", err);
@@ -273,18 +270,17 @@ static int gt_pieces(const char *base_path, const float *q, size_t nq, uint32_t 
             goto done;
         }
         vs_index_destroy(flat);
-        for (size_t i = 0; i < nq; i++) { /* merge: best so far first at equal distance (smaller rows) */
-            float *a = bd + i * k, *b = pd + i * k;
-            int64_t *ai = bi + i * k, *bj = pi + i * k;
-            size_t x = 0, y = 0;
+        for (size_t i = 0; i < nq;
+             i++) { /* the k best of both lists, ties to the smaller row, as one search */
+            vs_topk_t h;
+            vs_topk_init(&h, k, md, mi);
             for (size_t t = 0; t < k; t++) {
-                int take_b = bj[y] >= 0 && (ai[x] < 0 || (larger ? b[y] > a[x] : b[y] < a[x]));
-                md[t] = take_b ? b[y] : a[x];
-                mi[t] = take_b ? bj[y] + (int64_t)r0 : ai[x];
-                take_b ? y++ : x++;
+                if (bi[i * k + t] >= 0)
+                    vs_topk_push(&h, vs_topk_key(bd[i * k + t], larger), bi[i * k + t]);
+                if (pi[i * k + t] >= 0)
+                    vs_topk_push(&h, vs_topk_key(pd[i * k + t], larger), pi[i * k + t] + (int64_t)r0);
             }
-            memcpy(a, md, k * sizeof(float));
-            memcpy(ai, mi, k * sizeof(int64_t));
+            vs_topk_emit(&h, larger, bd + i * k, bi + i * k);
         }
         vs_progress_update(&prog, r0 + m, n);
     }
@@ -297,11 +293,12 @@ static int gt_pieces(const char *base_path, const float *q, size_t nq, uint32_t 
         goto done;
     }
     if (!quiet)
-        fprintf(stderr, "vecshard-gt: %zu queries x %zu base (dim %u, %s, pieces of %zu rows), k=%zu in %.2f s -> %s\n",
-                nq, n, d, vs_metric_name(metric), piece, k, secs, out_path);
+        fprintf(
+            stderr,
+            "vecshard-gt: %zu queries x %zu base (dim %u, %s, pieces of %zu rows), k=%zu in %.2f s -> %s\n",
+            nq, n, d, vs_metric_name(metric), piece, k, secs, out_path);
     rc = 0;
 done:
-    vs_vecfile_close(vf);
     free(rows);
     free(bd);
     free(pd);
@@ -462,14 +459,15 @@ int main(int argc, char **argv)
             goto done;
         }
         size_t bn = vs_vecfile_count(bf);
-        vs_vecfile_close(bf);
         if (bn > piece) {
             if (bn > INT32_MAX)
                 fprintf(stderr, "vecshard-gt: %zu base vectors do not fit .ivecs int32 rows\n", bn);
             else
-                rc = gt_pieces(base_path, q, nq, dq, metric, k, piece, threads, out_path, dist_path, quiet);
+                rc = gt_pieces(bf, q, nq, dq, metric, k, piece, threads, out_path, dist_path, quiet);
+            vs_vecfile_close(bf);
             goto done;
         }
+        vs_vecfile_close(bf);
     }
     if (vs_vecfile_load_f32(base_path, &n, &d, &base, err) != VS_OK) {
         fprintf(stderr, "vecshard-gt: %s\n", err);
