@@ -66,12 +66,7 @@ grep -E '^(sample|train|assign|add|save)[ :]' build.log | sed 's/^/  build /' ||
 awk '/^(assign|add|save)[ :]/ {for (i = 1; i < NF; i++) if ($i == "in") s += $(i + 1)} END {if (s > 0) printf "  build, training excluded: %.0f s, %.1fk vectors/s per core (wall x cores)\n", s, '"$n"' / s / '"$(nproc)"' / 1e3}' build.log
 stat -c %s ix/v/part-0.vsidx | awk '{printf "index file: %.2f GB\n", $1 / 1e9}'
 df -h . | awk 'NR == 2 {print "disk: " $2 " in all, " $4 " free"}'
-for qd in 1 32; do
-    jobs=$([ "$qd" = 1 ] && echo 1 || echo 2)
-    fio --name=rr --filename=ix/v/part-0.vsidx --readonly --rw=randread --bs=4k --direct=1 --ioengine=io_uring \
-        --iodepth="$qd" --numjobs="$jobs" --runtime=8 --time_based --group_reporting 2>/dev/null |
-        awk -v qd="$qd" -v jobs="$jobs" '/IOPS=/ {sub(",", "", $2); print "fio random 4 KiB reads, queue depth " qd " x " jobs " job(s): " $2}'
-done
+fio_random_reads ix/v/part-0.vsidx
 IFS=, read -r -a nps <<< "$nprobes"
 echo "== no memory limit: all in RAM (page cache) against refine on disk =="
 for np in "${nps[@]}"; do

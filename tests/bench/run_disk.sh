@@ -32,11 +32,6 @@ cd "$out"
 [ -s rf/v/manifest.json ] || "$bin/vecshard-build" --base base.fvecs --factory IVF4096,PQ32x4fs,RFlat \
     --partitions 1 --out rf --version v --build-time 1 --target-recall 0 --train-sample 200000 --quiet >/dev/null
 echo "disk benchmark: $n x 128 ($hard_synth_args), IVF4096,PQ32x4fs,RFlat, nprobe $nprobe, $threads threads, $(nproc) cores"
-for qd in 1 32; do
-    jobs=$([ "$qd" = 1 ] && echo 1 || echo 2)
-    fio --name=rr --filename=rf/v/part-0.vsidx --readonly --rw=randread --bs=4k --direct=1 --ioengine=io_uring \
-        --iodepth="$qd" --numjobs="$jobs" --runtime=8 --time_based --group_reporting 2>/dev/null |
-        awk -v qd="$qd" -v jobs="$jobs" '/IOPS=/ {sub(",", "", $2); print "fio random 4 KiB reads, queue depth " qd " x " jobs " job(s): " $2} /cpu +:/ {print "  fio " $0}'
-done
+fio_random_reads rf/v/part-0.vsidx
 "$bin/vecshard-bench-disk" --index rf/v/part-0.vsidx --queries queries.fvecs --gt gt100.ivecs --k 10 \
     --nprobe "$nprobe" --k-factor "$kfs" --threads "$threads" --rounds 2
