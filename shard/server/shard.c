@@ -50,12 +50,12 @@ typedef struct version {
     uint64_t log_next;        /* the next sequence to apply */
     uint64_t log_pending;     /* the stream's messages after log_next - 1 (the follower's last word) */
     vs_applier_counts_t counts;
-    int refine_verified;  /* refine on disk: the scrub checked the section (under the shard's mu) */
-    double verified_at;   /* vs_now_s() of that check */
-    double scrub_retry_at; /* after an I/O error: not before then (vs_now_s()) */
-    char marker[PATH_MAX];  /* refine on disk: "<index file>.verified", the scrub's record (else "") */
-    char content_id[17];    /* the index file's content id, which the record names */
-    file_ident_t loaded;    /* the index file as it was loaded, which the record names */
+    int refine_verified;       /* refine on disk: the scrub checked the section (under the shard's mu) */
+    double verified_at;        /* vs_now_s() of that check */
+    double scrub_retry_at;     /* after an I/O error: not before then (vs_now_s()) */
+    char index_path[PATH_MAX]; /* refine on disk: the index file, the scrub's record beside it (else "") */
+    char content_id[17];       /* the index file's content id, which the record names */
+    file_ident_t loaded;       /* the index file as it was loaded, which the record names */
 } version_t;
 
 struct vs_shard {
@@ -197,7 +197,18 @@ static version_t *version_new(const char *name, uint32_t partition)
  * change to the file (a rewrite, a copy, a touch) changes what the record names and the section is read
  * again; a file changed after the load is never recorded. Bit rot leaves the record matching: the periodic
  * scrub is what finds it. */
-#define MARKER_FORMAT "vecshard-refine-verified/1 content=%16s size=%llu mtime_ns=%lld ino=%llu dev=%llu at=%lld"
+#define MARKER_FORMAT                                                                                        \
+    "vecshard-refine-verified/1 content=%16s size=%llu mtime_ns=%lld ino=%llu dev=%llu at=%lld"
+#define MARKER_SUFFIX ".verified"
+#define MARKER_PATH_MAX (PATH_MAX + sizeof MARKER_SUFFIX)
+
+/* The record's path: index_path (shorter than PATH_MAX) and MARKER_SUFFIX, into out. */
+static void marker_path(const char *index_path, char out[MARKER_PATH_MAX])
+{
+    size_t n = strlen(index_path);
+    memcpy(out, index_path, n);
+    memcpy(out + n, MARKER_SUFFIX, sizeof MARKER_SUFFIX);
+}
 
 /* The identity of index_path now; 0, or -1 when it cannot be read. */
 static int file_ident(const char *index_path, file_ident_t *out)
@@ -222,37 +233,37 @@ static int same_ident(const file_ident_t *a, const file_ident_t *b)
  * the next restart. */
 static void marker_write(const version_t *v, time_t at)
 {
-    char index_path[PATH_MAX], tmp[PATH_MAX + 32];
+    char marker[MARKER_PATH_MAX], tmp[MARKER_PATH_MAX + 32];
     file_ident_t now;
-    size_t len = strlen(v->marker);
-    if (len <= 9 || len - 9 >= sizeof index_path)
-        return;
-    memcpy(index_path, v->marker, len - 9); /* strip ".verified" */
-    index_path[len - 9] = '\0';
-    if (file_ident(index_path, &now) != 0 || !same_ident(&now, &v->loaded)) {
-        vs_log(VS_LOG_WARN, "shard: %s changed since it was loaded: its refine section is not recorded as verified",
-               index_path);
+    if (file_ident(v->index_path, &now) != 0 || !same_ident(&now, &v->loaded)) {
+        vs_log(VS_LOG_WARN,
+               "shard: %s changed since it was loaded: its refine section is not recorded as verified",
+               v->index_path);
         return;
     }
-    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", v->marker, (long)getpid());
+    marker_path(v->index_path, marker);
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", marker, (long)getpid());
     FILE *f = fopen(tmp, "w");
     if (!f) {
-        vs_log(VS_LOG_WARN, "shard: cannot record the verified refine section in %s: %s", v->marker,
+        vs_log(VS_LOG_WARN, "shard: cannot record the verified refine section in %s: %s", marker,
                strerror(errno));
         return;
     }
     int bad = fprintf(f, MARKER_FORMAT "\n", v->content_id, v->loaded.size, v->loaded.mtime_ns, v->loaded.ino,
                       v->loaded.dev, (long long)at) < 0;
     bad |= fclose(f) != 0;
-    if (bad || rename(tmp, v->marker) != 0) {
-        vs_log(VS_LOG_WARN, "shard: cannot record the verified refine section in %s", v->marker);
+    if (bad || rename(tmp, marker) != 0) {
+        vs_log(VS_LOG_WARN, "shard: cannot record the verified refine section in %s", marker);
         unlink(tmp);
     }
 }
 
-/* The age in seconds of a record that matches the file as loaded (ident) and its content id; -1 without one. */
-static double marker_age(const char *marker, const file_ident_t *ident, const char *content)
+/* The age in seconds of the record beside index_path when it matches the file as loaded (ident) and its
+ * content id; -1 without one. */
+static double marker_age(const char *index_path, const file_ident_t *ident, const char *content)
 {
+    char marker[MARKER_PATH_MAX];
+    marker_path(index_path, marker);
     FILE *f = fopen(marker, "r");
     if (!f)
         return -1;
@@ -463,14 +474,13 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
     double age = -1;
     if (st == VS_OK && vs_index_refine_disk_stats(idx, &ds)) { /* the scrub's record, if it matches */
         const vs_manifest_partition_t *mp = vs_manifest_partition(&m, partition);
-        char path[PATH_MAX], perr[VS_ERR_LEN], trained[17];
-        size_t plen = 0;
-        if (mp && vs_manifest_path(&m, mp->file, path, perr) == VS_OK &&
-            (plen = strlen(path)) + sizeof ".verified" <= sizeof v->marker && file_ident(path, &v->loaded) == 0) {
-            memcpy(v->marker, path, plen);
-            memcpy(v->marker + plen, ".verified", sizeof ".verified");
+        char perr[VS_ERR_LEN], trained[17];
+        if (mp && vs_manifest_path(&m, mp->file, v->index_path, perr) == VS_OK &&
+            file_ident(v->index_path, &v->loaded) == 0) {
             vs_index_ids(idx, v->content_id, trained, NULL);
-            age = marker_age(v->marker, &v->loaded, v->content_id);
+            age = marker_age(v->index_path, &v->loaded, v->content_id);
+        } else {
+            v->index_path[0] = '\0';
         }
     }
     vs_manifest_fini(&m);
@@ -489,8 +499,10 @@ vs_status vs_shard_load(vs_shard_t *sh, const char *manifest_path, uint32_t part
     }
     pthread_mutex_unlock(&sh->mu);
     if (age >= 0)
-        vs_log(VS_LOG_INFO, "shard: version %s partition %u: refine section verified %.1f h ago (%s); the scrub "
-               "reads it again when that is --scrub-interval-h old", v->name, partition, age / 3600.0, v->marker);
+        vs_log(VS_LOG_INFO,
+               "shard: version %s partition %u: refine section verified %.1f h ago (%s" MARKER_SUFFIX
+               "); the scrub reads it again when that is --scrub-interval-h old",
+               v->name, partition, age / 3600.0, v->index_path);
     version_unref(v);
     return st;
 }
@@ -1209,14 +1221,17 @@ size_t vs_shard_scrub(vs_shard_t *sh, double bytes_per_s, double every_s, const 
             v->scrub_retry_at = vs_now_s() + 60; /* an I/O error: again in a minute, not at every pass */
         }
         pthread_mutex_unlock(&sh->mu);
-        if (st == VS_ERR_CORRUPT && v->marker[0])
-            unlink(v->marker); /* never taken as verified again, by this shard or the next one */
+        if (st == VS_ERR_CORRUPT && v->index_path[0]) { /* never taken as verified again, by any shard */
+            char marker[MARKER_PATH_MAX];
+            marker_path(v->index_path, marker);
+            unlink(marker);
+        }
         if (st != VS_OK && st != VS_ERR_CANCELLED)
             vs_log(VS_LOG_ERROR, "shard: version %s partition %u: %s", v->name, v->partition, err);
         else if (st == VS_OK) {
             vs_log(VS_LOG_INFO, "shard: version %s partition %u: refine section verified", v->name,
                    v->partition);
-            if (v->marker[0])
+            if (v->index_path[0])
                 marker_write(v, time(NULL));
         }
         version_unref(v);
