@@ -354,7 +354,7 @@ vs_status vs_shard_metrics_start(vs_shard_metrics_t *m, vs_shard_t *sh, vs_healt
          c_log_applied, 1},
         {"vecshard_shard_refine_disk_reads_total",
          "Disk reads of refine vectors (--refine-on-disk; candidates sharing a 4 KiB block share a read), "
-         "loaded versions.",
+         "every version since the process started, unloaded ones included.",
          c_disk_reads, 1},
         {"vecshard_shard_refine_disk_bytes_total", "Bytes read for refine vectors (--refine-on-disk).",
          c_disk_bytes, 1},
