@@ -219,8 +219,9 @@ static void prep_codes(const vs_hnsw_t *h, qprep_t *p)
 
 static inline void prefetch_lines(const void *p, size_t bytes)
 {
-    const char *c = p;
-    size_t lines = (bytes + 63) / 64;
+    /* every line the bytes touch: a row of d = 100 codes that starts mid-line spans 3 lines, not 2 */
+    const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)63);
+    size_t lines = ((uintptr_t)p + bytes - (uintptr_t)c + 63) / 64;
     if (lines > 12)
         lines = 12; /* the hardware prefetcher follows the rest */
     for (size_t l = 0; l < lines; l++)
@@ -405,8 +406,8 @@ __attribute__((always_inline)) static inline size_t search_layer(const vs_hnsw_t
                 size_t pos = pool_insert(pool, &size, ef, key, x);
                 if (pos < best_new)
                     best_new = pos;
-                if (l == 0 && !locks)
-                    __builtin_prefetch(links_at(h, x, 0));
+                if (l == 0 && !locks) /* the count and about M links: layer 0 holds ~M of its 2M */
+                    prefetch_lines(links_at(h, x, 0), (h->M + 1) * sizeof(uint32_t));
             }
         }
         if (best_new < cur + 1)

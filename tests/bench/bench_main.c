@@ -33,7 +33,7 @@
 
 typedef struct opts {
     const char *base, *queries, *gt, *dataset, *factory, *search, *peers, *metric_s, *peer_search,
-        *peer_index, *save_index, *load_index;
+        *peer_index, *peer_index_file, *save_index, *load_index;
     size_t k, threads, build_threads, batch, nq_limit, train_size, warmup;
     unsigned ef_construction, hnsw_m;
     int quiet, no_ours;
@@ -79,6 +79,8 @@ static void usage(FILE *f)
         "  --peer-search S    hnswlib's sweep (default: --search, or efSearch=10..800 when --index is\n"
         "                     not HNSW), and FAISS's with --peer-index\n"
         "  --peer-index F     FAISS's factory string when it differs from ours (e.g. RaBitQ codes)\n"
+        "  --peer-index-file F  each peer's index cache, F.<peer>: loaded when it exists (build_s is\n"
+        "                     then the load time, as with --load-index), else built and saved there\n"
         "  --no-ours          run the peers only\n"
         "  --metric M         l2 (default), ip or cosine\n"
         "  --nq N             use only the first N queries\n"
@@ -499,6 +501,12 @@ static int run_peer(const opts_t *o, const data_t *D, const char *peer, const ch
         "--out-dir", tmp,   "--ef-construction", efc,    "--hnsw-m",  hm, "--build-threads", bth};
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++)
         argv[a++] = (char *)rest[i];
+    char ifile[PATH_MAX + 64];
+    if (o->peer_index_file) {
+        snprintf(ifile, sizeof ifile, "%s.%s", o->peer_index_file, strcmp(peer, "hnswlib") == 0 ? "hnswlib" : "faiss");
+        argv[a++] = "--index-file";
+        argv[a++] = ifile;
+    }
     argv[a] = NULL;
     peer_ctx_t c = {o, D, 0, 0};
     int rc = run_child(argv, on_peer_line, &c);
@@ -562,6 +570,7 @@ int main(int argc, char **argv)
         {"hnsw-m", required_argument, 0, 'M'},
         {"peer-search", required_argument, 0, 'P'},
         {"peer-index", required_argument, 0, 'I'},
+        {"peer-index-file", required_argument, 0, 'F'},
         {"no-ours", no_argument, 0, 'O'},
         {"quiet", no_argument, 0, 'Q'},
         {"save-index", required_argument, 0, 'S'},
@@ -628,6 +637,9 @@ int main(int argc, char **argv)
             break;
         case 'I':
             o.peer_index = optarg;
+            break;
+        case 'F':
+            o.peer_index_file = optarg;
             break;
         case 'O':
             o.no_ours = 1;

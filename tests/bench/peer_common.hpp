@@ -1,9 +1,10 @@
 // peer_common.hpp: what the compiled benchmark peers (peer_hnswlib.cpp, peer_faiss.cpp) share.
 //
 // What it does: the parts of the peer protocol that do not depend on the library under test: the
-// command line (Args, parse_args, parse_pos, the --search sweep), the .npy reader ('<f4', 2-D, C order)
-// and the ids writer (int32), the --out-dir check, the result report (ids file, the JSON line on stdout,
-// a progress line on stderr; p50/p99 as numpy computes them), and die/log_msg.
+// command line (Args, parse_args, parse_pos, the --search sweep, --index-file: an index saved by an earlier
+// run is loaded instead of built, build_s then being the load time, as vecshard-bench --load-index), the .npy
+// reader ('<f4', 2-D, C order) and the ids writer (int32), the --out-dir check, the result report (ids file,
+// the JSON line on stdout, a progress line on stderr; p50/p99 as numpy computes them), and die/log_msg.
 //
 // What it does not do: anything that knows hnswlib or FAISS (factory strings, search-parameter names
 // and their meaning, the index label, cosine normalisation, the timed loops); nor return errors: a peer
@@ -241,6 +242,7 @@ inline void write_npy_i32(const std::string &path, const std::vector<int32_t> &i
 // The command line vecshard-bench gives every peer (tests/bench/bench_main.c, run_peer).
 struct Args {
     std::string base, queries, metric = "l2", index, search, out_dir;
+    std::string index_file; // --index-file: load the index from it when it exists, else build and save it
     size_t k = 10;
     int threads = 1;
     int build_threads = 0; // 0: same as threads
@@ -308,6 +310,8 @@ inline Args parse_args(int argc, char **argv, const char *usage_tail)
             a.ef_construction = parse_pos(opt, val);
         else if (opt == "--hnsw-m")
             a.hnsw_m = parse_pos(opt, val);
+        else if (opt == "--index-file")
+            a.index_file = val;
         else
             die("unknown option '" + opt + "'");
     }
@@ -393,6 +397,15 @@ inline void make_out_dir(const std::string &dir)
     }
 }
 
+// Size of the regular file at path, or -1 when there is none (an --index-file not written yet).
+inline long long file_bytes(const std::string &path)
+{
+    struct stat st;
+    return !path.empty() && stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0
+               ? (long long)st.st_size
+               : -1;
+}
+
 // numpy's default (linear interpolation) percentile, so the peers (and the script) agree.
 inline double percentile(std::vector<double> v, double q)
 {
@@ -432,10 +445,11 @@ inline std::string json_num(double x)
     return buf;
 }
 
-inline void log_built(double build_s, long long index_bytes)
+inline void log_built(double build_s, long long index_bytes, bool loaded = false)
 {
     char buf[128];
-    std::snprintf(buf, sizeof buf, "built in %.3f s, %lld bytes", build_s, index_bytes);
+    std::snprintf(buf, sizeof buf, "%s in %.3f s, %lld bytes", loaded ? "loaded" : "built", build_s,
+                  index_bytes);
     log_msg(buf);
 }
 

@@ -264,7 +264,9 @@ int main(int argc, char **argv)
     const Args a =
         parse_args(argc, argv,
                    "          --search 'nprobe=1,2;k_factor=4' --threads N --batch B --out-dir DIR\n"
-                   "          [--ef-construction 200] [--build-threads N] [--hnsw-m M (unused)]\n");
+                   "          [--ef-construction 200] [--build-threads N] [--hnsw-m M (unused)]\n"
+                   "          [--index-file F]   (F exists: load it instead of building; else build\n"
+                   "                              and save F)\n");
     const ParamList params = parse_search(a.search);
     const std::vector<Setting> settings = settings_of(params);
     const std::string fac = trim(a.index);
@@ -317,34 +319,55 @@ int main(int argc, char **argv)
         normalise_rows(xq);
 
     omp_set_num_threads(a.build_threads);
-    log_msg("building " + fac + " on " + std::to_string(nb) + " x " + std::to_string(d) + " (" + a.metric +
-            ", " + std::to_string(a.build_threads) + " threads)");
+    log_msg((file_bytes(a.index_file) > 0 ? "loading " + a.index_file + ": " : "building ") + fac + " on " +
+            std::to_string(nb) + " x " + std::to_string(d) + " (" + a.metric + ", " +
+            std::to_string(a.build_threads) + " threads)");
     std::unique_ptr<faiss::Index> index;
     const auto b0 = Clock::now();
-    try {
-        if (cosine)
-            normalise_rows(xb);
-        index.reset(faiss::index_factory(d, fac.c_str(), metric));
-        set_ef_construction(index.get(), int(a.ef_construction));
-        if (!index->is_trained)
-            index->train(int64_t(nb), xb.v.data());
-        index->add(int64_t(nb), xb.v.data());
-    } catch (const std::exception &e) {
-        die("index build failed: " + faiss_msg(e), 1);
+    const bool load = file_bytes(a.index_file) > 0;
+    if (load) {
+        try {
+            index.reset(faiss::read_index(a.index_file.c_str()));
+        } catch (const std::exception &e) {
+            die("cannot load --index-file '" + a.index_file + "': " + faiss_msg(e), 1);
+        }
+        if (index->ntotal != faiss::idx_t(nb) || index->d != d || index->metric_type != metric)
+            die("--index-file '" + a.index_file + "' holds another index (" + std::to_string(index->ntotal) +
+                    " vectors of " + std::to_string(index->d) + " dimensions): delete it",
+                2);
+    } else {
+        try {
+            if (cosine)
+                normalise_rows(xb);
+            index.reset(faiss::index_factory(d, fac.c_str(), metric));
+            set_ef_construction(index.get(), int(a.ef_construction));
+            if (!index->is_trained)
+                index->train(int64_t(nb), xb.v.data());
+            index->add(int64_t(nb), xb.v.data());
+        } catch (const std::exception &e) {
+            die("index build failed: " + faiss_msg(e), 1);
+        }
     }
     const double build_s = std::chrono::duration<double>(Clock::now() - b0).count();
     std::vector<float>().swap(xb.v); // the index holds what it needs
 
     long long index_bytes = 0;
     try {
-        faiss::VectorIOWriter w;
-        faiss::write_index(index.get(), &w);
-        index_bytes = (long long)w.data.size();
+        if (load) {
+            index_bytes = file_bytes(a.index_file);
+        } else if (!a.index_file.empty()) {
+            faiss::write_index(index.get(), a.index_file.c_str());
+            index_bytes = file_bytes(a.index_file);
+        } else {
+            faiss::VectorIOWriter w;
+            faiss::write_index(index.get(), &w);
+            index_bytes = (long long)w.data.size();
+        }
     } catch (const std::exception &e) {
         die("write_index failed: " + faiss_msg(e), 1);
     }
     omp_set_num_threads(a.threads);
-    log_built(build_s, index_bytes);
+    log_built(build_s, index_bytes, load);
 
     // One search() call per chunk of `batch` queries, results written in place: no allocation and no
     // copy inside the timed loop.

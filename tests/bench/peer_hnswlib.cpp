@@ -198,7 +198,9 @@ int main(int argc, char **argv)
 {
     const Args a = parse_args(argc, argv,
                               "          --search 'efSearch=16,32' --threads N --batch B --out-dir DIR\n"
-                              "          [--ef-construction 200] [--hnsw-m 32] [--build-threads N]\n");
+                              "          [--ef-construction 200] [--hnsw-m 32] [--build-threads N]\n"
+                              "          [--index-file F]   (F exists: load it instead of building; else\n"
+                              "                              build and save F)\n");
     const ParamList params = parse_search(a.search, "empty name");
 
     // Index kind from the factory string.
@@ -284,56 +286,74 @@ int main(int argc, char **argv)
 
     Pool pool(a.threads);
     Pool build_pool(a.build_threads);
-    log_msg("building " + index_name + " on " + std::to_string(nb) + " x " + std::to_string(d) + " (" +
-            a.metric + ", " + std::to_string(a.build_threads) + " threads)");
+    log_msg((file_bytes(a.index_file) > 0 && !flat ? "loading " + a.index_file + ": " : "building ") +
+            index_name + " on " + std::to_string(nb) + " x " + std::to_string(d) + " (" + a.metric + ", " +
+            std::to_string(a.build_threads) + " threads)");
 
     std::unique_ptr<hnswlib::AlgorithmInterface<float>> alg;
     hnswlib::HierarchicalNSW<float> *hnsw = nullptr;
     const auto b0 = Clock::now();
-    try {
-        if (cosine)
-            normalise_rows(xb);
-        if (flat) {
-            alg.reset(new hnswlib::BruteforceSearch<float>(space.get(), nb));
-        } else {
-            hnsw = new hnswlib::HierarchicalNSW<float>(space.get(), nb, M, a.ef_construction);
+    const bool load = !flat && file_bytes(a.index_file) > 0;
+    if (load) {
+        try {
+            hnsw = new hnswlib::HierarchicalNSW<float>(space.get(), a.index_file, false, nb);
             alg.reset(hnsw);
+        } catch (const std::exception &ex) {
+            die("cannot load --index-file '" + a.index_file + "': " + ex.what(), 1);
         }
-        // First point alone, then the rest concurrently (hnswlib's addPoint is
-        // thread-safe); labels are row indices.
-        alg->addPoint(xb.row(0), 0);
-        std::atomic<size_t> next{1};
-        std::mutex err_mu;
-        std::string err;
-        build_pool.run([&](int) {
-            const size_t chunk = 64;
-            for (;;) {
-                size_t s = next.fetch_add(chunk);
-                if (s >= nb)
-                    break;
-                size_t e = std::min(nb, s + chunk);
-                try {
-                    for (size_t i = s; i < e; ++i)
-                        alg->addPoint(xb.row(i), hnswlib::labeltype(i));
-                } catch (const std::exception &ex) {
-                    std::lock_guard<std::mutex> lk(err_mu);
-                    err = ex.what();
-                    next.store(nb);
-                    break;
-                }
+        if (hnsw->cur_element_count != nb || hnsw->M_ != M || hnsw->ef_construction_ != a.ef_construction)
+            die("--index-file '" + a.index_file + "' holds another index (" +
+                    std::to_string(hnsw->cur_element_count) + " vectors, M " + std::to_string(hnsw->M_) +
+                    ", efConstruction " + std::to_string(hnsw->ef_construction_) + "): delete it",
+                2);
+    } else {
+        try {
+            if (cosine)
+                normalise_rows(xb);
+            if (flat) {
+                alg.reset(new hnswlib::BruteforceSearch<float>(space.get(), nb));
+            } else {
+                hnsw = new hnswlib::HierarchicalNSW<float>(space.get(), nb, M, a.ef_construction);
+                alg.reset(hnsw);
             }
-        });
-        if (!err.empty())
-            throw std::runtime_error(err);
-    } catch (const std::exception &ex) {
-        die(std::string("index build failed: ") + ex.what(), 1);
+            // First point alone, then the rest concurrently (hnswlib's addPoint is
+            // thread-safe); labels are row indices.
+            alg->addPoint(xb.row(0), 0);
+            std::atomic<size_t> next{1};
+            std::mutex err_mu;
+            std::string err;
+            build_pool.run([&](int) {
+                const size_t chunk = 64;
+                for (;;) {
+                    size_t s = next.fetch_add(chunk);
+                    if (s >= nb)
+                        break;
+                    size_t e = std::min(nb, s + chunk);
+                    try {
+                        for (size_t i = s; i < e; ++i)
+                            alg->addPoint(xb.row(i), hnswlib::labeltype(i));
+                    } catch (const std::exception &ex) {
+                        std::lock_guard<std::mutex> lk(err_mu);
+                        err = ex.what();
+                        next.store(nb);
+                        break;
+                    }
+                }
+            });
+            if (!err.empty())
+                throw std::runtime_error(err);
+        } catch (const std::exception &ex) {
+            die(std::string("index build failed: ") + ex.what(), 1);
+        }
     }
     const double build_s = std::chrono::duration<double>(Clock::now() - b0).count();
     std::vector<float>().swap(xb.v); // hnswlib holds its own copy
 
     long long index_bytes = 0;
-    {
-        const std::string p = a.out_dir + "/hnswlib.index";
+    if (load) {
+        index_bytes = file_bytes(a.index_file);
+    } else {
+        const std::string p = a.index_file.empty() || flat ? a.out_dir + "/hnswlib.index" : a.index_file;
         try {
             alg->saveIndex(p);
         } catch (const std::exception &ex) {
@@ -343,9 +363,10 @@ int main(int argc, char **argv)
         if (stat(p.c_str(), &st) != 0)
             die("cannot stat '" + p + "' after saveIndex", 1);
         index_bytes = (long long)st.st_size;
-        std::remove(p.c_str());
+        if (p != a.index_file)
+            std::remove(p.c_str());
     }
-    log_built(build_s, index_bytes);
+    log_built(build_s, index_bytes, load);
 
     // One search call for the query rows [s, e): inline when one thread or one
     // query, otherwise contiguous slices over the pool.

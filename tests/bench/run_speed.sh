@@ -6,18 +6,24 @@
 # Protocol: one thread, one query per call (ann-benchmarks), every peer timed from a compiled loop
 # (vecshard-peer-faiss, vecshard-peer-hnswlib), recall computed by vecshard-bench for everyone from the
 # ids they return. ROUNDS rounds, interleaved: in each round ours, then FAISS, then our graph, then
-# hnswlib; each side's best round is reported with the spread (tests/bench/speed_table.py). Our indexes
-# are built once and loaded in later rounds; the peers build theirs in every round (their build time is
-# in the rows). M and efConstruction are the same for us and hnswlib; FAISS runs the same factory
-# strings as ours plus RaBitQ fast-scan strings (same refine, so comparable resident bytes).
+# hnswlib; each side's best round is reported with the spread (tests/bench/speed_table.py). Every index,
+# ours and the peers', is built in the first round and saved in OUTDIR, and loaded in later rounds
+# (vecshard-bench --save-index/--load-index, --peer-index-file; build_s is then the load time): delete
+# OUTDIR's index files to build again. M and efConstruction are the same for us and hnswlib; FAISS runs
+# the same factory strings as ours plus RaBitQ fast-scan strings (same refine, so comparable resident
+# bytes).
+# Each round then also times batched, multi-threaded search (the multi-query kernels against FAISS's
+# batched search and hnswlib's threads): all queries in one call, on every CPU, the same sweeps; the table
+# reports that mode separately.
 #
 # FAISS: the compiled peer is built against the FAISS under VS_FAISS_ROOT (an installed prefix; we use
 # v1.15.0 built from source by hand with FAISS_OPT_LEVEL=avx512, see docs/benchmarks.md), else against
 # Debian's libfaiss-dev 1.7.3 (-DVS_FAISS_SYSTEM=ON; it has no RaBitQ, those rows then fail and are
 # skipped).
 #
-# Data sets, each NAME=DIR:METRIC with DIR/base.fvecs, queries.fvecs and gt100.ivecs (made here when
-# absent): Fashion-MNIST is always included; add e.g. the SIFT descriptors of Debian's photographs
+# Data sets, each NAME=DIR:METRIC[:N] with DIR/base.fvecs, queries.fvecs and gt100.ivecs (made here when
+# absent; with N, the first N base vectors, copied with their own ground truth into OUTDIR/data-NAME):
+# Fashion-MNIST is always included; add e.g. the SIFT descriptors of Debian's photographs
 # (tests/bench/run_hardness.sh makes them), and the word and sentence embeddings of
 # tests/bench/text_debian.py (metric ip or cosine).
 #
@@ -53,11 +59,13 @@ if [ "${VS_BENCH_FASHION:-1}" != 0 ]; then
     sets=("fashion-mnist-784=FASHION:l2" "$@")
 fi
 
+threads=1 # search threads and queries per call of run(): 1 and 1, or every CPU and all queries (batched)
+batch=1
 run() { # jsonl round [vecshard-bench args...]: one bench call, its rows tagged with the round
     local file=$1 r=$2
     shift 2
-    "$bin/vecshard-bench" "$@" --threads 1 --nq "$nq" --build-threads "$bt" --ef-construction "$efc" \
-        --hnsw-m "$M" --quiet | sed "s/^{/{\"round\":$r,/" >> "$file" || echo "run_speed.sh: failed: $*" >&2
+    "$bin/vecshard-bench" "$@" --threads "$threads" --batch "$batch" --nq "$nq" --build-threads "$bt" \
+        --ef-construction "$efc" --hnsw-m "$M" --quiet | sed "s/^{/{\"round\":$r,/" >> "$file" || echo "run_speed.sh: failed: $*" >&2
 }
 
 ours() { # jsonl round factory sweep: our index, built and saved on its first round, loaded after
@@ -70,11 +78,36 @@ ours() { # jsonl round factory sweep: our index, built and saved on its first ro
     fi
 }
 
+peer() { # jsonl round factory-for-hnswlib peer peer-index sweep: a peer, its index cached in OUTDIR
+    local cache
+    cache=$out/$name-$4-$(echo "${5:-$3}" | tr ',' '_')
+    if [ "$4" = hnswlib ]; then
+        run "$1" "$2" "${common[@]}" --index "$3" --no-ours --peers hnswlib --peer-search "$6" \
+            --peer-index-file "$cache"
+    else
+        run "$1" "$2" "${common[@]}" --index "$3" --no-ours --peers faiss --peer-index "$5" --peer-search "$6" \
+            --peer-index-file "$cache"
+    fi
+}
+
 for s in "${sets[@]}"; do
     name=${s%%=*}
     rest=${s#*=}
-    dir=${rest%:*}
-    metric=${rest##*:}
+    dir=${rest%%:*}
+    rest=${rest#*:}
+    metric=${rest%%:*}
+    nmax=
+    [ "$rest" != "$metric" ] && nmax=${rest#*:}
+    if [ -n "$nmax" ]; then # the first nmax base vectors, with their own ground truth
+        sub=$out/data-$name
+        mkdir -p "$sub"
+        if [ ! -s "$sub/gt100.ivecs" ]; then
+            d=$(od -An -t d4 -N 4 "$dir/base.fvecs" | tr -d ' ')
+            head -c $((nmax * 4 * (d + 1))) "$dir/base.fvecs" > "$sub/base.fvecs"
+            cp "$dir/queries.fvecs" "$sub/queries.fvecs"
+        fi
+        dir=$sub
+    fi
     if [ "$dir" = FASHION ]; then
         files=(--base "$base" --queries "$queries" --gt "$gt")
         n=60000
@@ -95,19 +128,22 @@ for s in "${sets[@]}"; do
     echo "== $name: $n x $d ($metric), nlist $nlist, $rounds rounds" >&2
     common=("${files[@]}" --dataset "$name" --metric "$metric")
     for r in $(seq "$rounds"); do
-        for f in "${ivf_ours[@]}"; do
-            ours "$file" "$r" "$f" "$ivf_sweep"
+        for mode in single batched; do
+            threads=1 batch=1
+            [ $mode = batched ] && threads=$(nproc) batch=$nq
+            for f in "${ivf_ours[@]}"; do
+                ours "$file" "$r" "$f" "$ivf_sweep"
+            done
+            for f in "${ivf_faiss[@]}"; do
+                peer "$file" "$r" "${ivf_ours[0]}" faiss "$f" "$ivf_sweep"
+            done
+            for f in "HNSW$M" "HNSW$M,SQ8"; do
+                sweep=$graph_sweep
+                [ "$f" = "HNSW$M,SQ8" ] && sweep="$graph_sweep;k_factor=1,2,4"
+                ours "$file" "$r" "$f" "$sweep"
+            done
+            peer "$file" "$r" "HNSW$M" hnswlib "" "$graph_sweep"
         done
-        for f in "${ivf_faiss[@]}"; do
-            run "$file" "$r" "${common[@]}" --index "${ivf_ours[0]}" --no-ours --peers faiss --peer-index "$f" \
-                --peer-search "$ivf_sweep"
-        done
-        for f in "HNSW$M" "HNSW$M,SQ8"; do
-            sweep=$graph_sweep
-            [ "$f" = "HNSW$M,SQ8" ] && sweep="$graph_sweep;k_factor=1,2,4"
-            ours "$file" "$r" "$f" "$sweep"
-        done
-        run "$file" "$r" "${common[@]}" --index "HNSW$M" --no-ours --peers hnswlib --peer-search "$graph_sweep"
     done
 done
 /usr/bin/python3 tests/bench/speed_table.py "$out"/*.jsonl | tee "$out/table.md"
