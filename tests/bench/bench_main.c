@@ -79,8 +79,10 @@ static void usage(FILE *f)
         "  --peer-search S    hnswlib's sweep (default: --search, or efSearch=10..800 when --index is\n"
         "                     not HNSW), and FAISS's with --peer-index\n"
         "  --peer-index F     FAISS's factory string when it differs from ours (e.g. RaBitQ codes)\n"
-        "  --peer-index-file F  each peer's index cache, F.<peer>: loaded when it exists (build_s is\n"
-        "                     then the load time, as with --load-index), else built and saved there\n"
+        "  --peer-index-file F  each compiled peer's index cache, F.hnswlib or F.faiss: loaded when\n"
+        "                     it exists (build_s is then the load time, as with --load-index), else\n"
+        "                     built and saved there; F must name the data, metric and factory string\n"
+        "                     (only the vector count, dimension and L2 against IP are checked)\n"
         "  --no-ours          run the peers only\n"
         "  --metric M         l2 (default), ip or cosine\n"
         "  --nq N             use only the first N queries\n"
@@ -459,7 +461,7 @@ static int run_peer(const opts_t *o, const data_t *D, const char *peer, const ch
     snprintf(hm, sizeof hm, "%u", o->hnsw_m);
     const char *search = o->search ? o->search : "";
     char *argv[40];
-    int a = 0;
+    int a = 0, script = 0; /* script: the FAISS peer is the Python script (no index cache) */
     if (strcmp(peer, "faiss") == 0 || strcmp(peer, "faiss-py") == 0) {
         /* "faiss": the compiled peer when the build made it; "faiss-py" (or no compiled peer): the
          * script, which speaks the same protocol. */
@@ -475,6 +477,7 @@ static int run_peer(const opts_t *o, const data_t *D, const char *peer, const ch
             snprintf(prog, sizeof prog, "%s/vecshard-peer-faiss.py", dir);
             argv[a++] = "/usr/bin/python3";
             argv[a++] = prog;
+            script = 1;
         }
         if (o->peer_search && o->peer_index) /* FAISS's own sweep goes with its own factory string */
             search = o->peer_search;
@@ -502,8 +505,11 @@ static int run_peer(const opts_t *o, const data_t *D, const char *peer, const ch
     for (size_t i = 0; i < sizeof rest / sizeof *rest; i++)
         argv[a++] = (char *)rest[i];
     char ifile[PATH_MAX + 64];
-    if (o->peer_index_file) {
-        snprintf(ifile, sizeof ifile, "%s.%s", o->peer_index_file, strcmp(peer, "hnswlib") == 0 ? "hnswlib" : "faiss");
+    if (o->peer_index_file && script) {
+        fprintf(stderr, "vecshard-bench: --peer-index-file: the FAISS script builds its index every time\n");
+    } else if (o->peer_index_file) {
+        snprintf(ifile, sizeof ifile, "%s.%s", o->peer_index_file,
+                 strcmp(peer, "hnswlib") == 0 ? "hnswlib" : "faiss");
         argv[a++] = "--index-file";
         argv[a++] = ifile;
     }

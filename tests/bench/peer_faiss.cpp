@@ -333,7 +333,10 @@ int main(int argc, char **argv)
         }
         if (index->ntotal != faiss::idx_t(nb) || index->d != d || index->metric_type != metric)
             die("--index-file '" + a.index_file + "' holds another index (" + std::to_string(index->ntotal) +
-                    " vectors of " + std::to_string(index->d) + " dimensions): delete it",
+                    " vectors of " + std::to_string(index->d) + " dimensions, " +
+                    (index->metric_type == faiss::METRIC_L2 ? "l2" : "inner product") +
+                    "; the factory string and ip against cosine cannot be checked: name files by them): "
+                    "delete it",
                 2);
     } else {
         try {
@@ -355,8 +358,11 @@ int main(int argc, char **argv)
     try {
         if (load) {
             index_bytes = file_bytes(a.index_file);
-        } else if (!a.index_file.empty()) {
-            faiss::write_index(index.get(), a.index_file.c_str());
+        } else if (!a.index_file.empty()) { // under another name, renamed: never a partial index file
+            const std::string tmp = a.index_file + ".tmp";
+            faiss::write_index(index.get(), tmp.c_str());
+            if (std::rename(tmp.c_str(), a.index_file.c_str()) != 0)
+                die("cannot rename '" + tmp + "' to '" + a.index_file + "': " + std::strerror(errno), 1);
             index_bytes = file_bytes(a.index_file);
         } else {
             faiss::VectorIOWriter w;

@@ -301,10 +301,15 @@ int main(int argc, char **argv)
         } catch (const std::exception &ex) {
             die("cannot load --index-file '" + a.index_file + "': " + ex.what(), 1);
         }
-        if (hnsw->cur_element_count != nb || hnsw->M_ != M || hnsw->ef_construction_ != a.ef_construction)
+        // what the file can tell (hnswlib keeps efConstruction as max(efConstruction, M)); the metric it
+        // cannot: the caller names files by metric (run_speed.sh)
+        const size_t vec_bytes = hnsw->label_offset_ - hnsw->offsetData_;
+        if (hnsw->cur_element_count != nb || hnsw->M_ != M || vec_bytes != space->get_data_size() ||
+            hnsw->ef_construction_ != std::max<size_t>(a.ef_construction, M))
             die("--index-file '" + a.index_file + "' holds another index (" +
-                    std::to_string(hnsw->cur_element_count) + " vectors, M " + std::to_string(hnsw->M_) +
-                    ", efConstruction " + std::to_string(hnsw->ef_construction_) + "): delete it",
+                    std::to_string(hnsw->cur_element_count) + " vectors of " + std::to_string(vec_bytes / 4) +
+                    " dimensions, M " + std::to_string(hnsw->M_) + ", efConstruction " +
+                    std::to_string(hnsw->ef_construction_) + "): delete it",
                 2);
     } else {
         try {
@@ -353,7 +358,9 @@ int main(int argc, char **argv)
     if (load) {
         index_bytes = file_bytes(a.index_file);
     } else {
-        const std::string p = a.index_file.empty() || flat ? a.out_dir + "/hnswlib.index" : a.index_file;
+        // a cache is written under another name and renamed: a run killed meanwhile leaves no partial index
+        const bool keep = !a.index_file.empty() && !flat;
+        const std::string p = keep ? a.index_file + ".tmp" : a.out_dir + "/hnswlib.index";
         try {
             alg->saveIndex(p);
         } catch (const std::exception &ex) {
@@ -363,8 +370,10 @@ int main(int argc, char **argv)
         if (stat(p.c_str(), &st) != 0)
             die("cannot stat '" + p + "' after saveIndex", 1);
         index_bytes = (long long)st.st_size;
-        if (p != a.index_file)
+        if (!keep)
             std::remove(p.c_str());
+        else if (std::rename(p.c_str(), a.index_file.c_str()) != 0)
+            die("cannot rename '" + p + "' to '" + a.index_file + "': " + std::strerror(errno), 1);
     }
     log_built(build_s, index_bytes, load);
 

@@ -22,14 +22,17 @@
 # skipped).
 #
 # Data sets, each NAME=DIR:METRIC[:N] with DIR/base.fvecs, queries.fvecs and gt100.ivecs (made here when
-# absent; with N, the first N base vectors, copied with their own ground truth into OUTDIR/data-NAME):
+# absent; with N, the first N base vectors, copied with their own ground truth into OUTDIR/data-NAME-N;
+# DIR holds no ':'):
 # Fashion-MNIST is always included; add e.g. the SIFT descriptors of Debian's photographs
 # (tests/bench/run_hardness.sh makes them), and the word and sentence embeddings of
 # tests/bench/text_debian.py (metric ip or cosine).
 #
-# Usage: tests/bench/run_speed.sh [OUTDIR] [ROUNDS] [NAME=DIR:METRIC ...]   (default build/bench/speed, 2)
+# Usage: tests/bench/run_speed.sh [OUTDIR] [ROUNDS] [NAME=DIR:METRIC[:N] ...]   (default build/bench/speed, 2)
 # Env: VS_FAISS_ROOT, VS_BENCH_NQ (queries per set, default 10000), VS_BENCH_EFC (efConstruction, 200),
-#      VS_BENCH_M (HNSW M, 32), VS_BENCH_BUILD_THREADS (2), VS_BENCH_FASHION=0 (leave Fashion-MNIST out).
+#      VS_BENCH_M (HNSW M, 32), VS_BENCH_BUILD_THREADS (2), VS_BENCH_FASHION=0 (leave Fashion-MNIST out),
+#      VS_BENCH_IVF_SWEEP, VS_BENCH_GRAPH_SWEEP (the sweeps, FAISS parameter names; HNSW{M},SQ8 adds
+#      k_factor=1,2,4 to the graph sweep).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-build/bench/speed}
@@ -48,8 +51,8 @@ nq=${VS_BENCH_NQ:-10000}
 efc=${VS_BENCH_EFC:-200}
 M=${VS_BENCH_M:-32}
 bt=${VS_BENCH_BUILD_THREADS:-2}
-ivf_sweep="nprobe=1,2,4,6,8,12,16,24,32,48,64,96,128,192,256;k_factor=1,2,4,8,16"
-graph_sweep="efSearch=10,16,24,32,48,64,96,128,192,256,384,512"
+ivf_sweep=${VS_BENCH_IVF_SWEEP:-"nprobe=1,2,4,6,8,12,16,24,32,48,64,96,128,192,256;k_factor=1,2,4,8,16"}
+graph_sweep=${VS_BENCH_GRAPH_SWEEP:-"efSearch=10,16,24,32,48,64,96,128,192,256,384,512"}
 
 # shellcheck source=tests/bench/data.sh
 . tests/bench/data.sh
@@ -79,8 +82,8 @@ ours() { # jsonl round factory sweep: our index, built and saved on its first ro
 }
 
 peer() { # jsonl round factory-for-hnswlib peer peer-index sweep: a peer, its index cached in OUTDIR
-    local cache
-    cache=$out/$name-$4-$(echo "${5:-$3}" | tr ',' '_')
+    local cache # named by everything the peer cannot check in the file: set (and N), metric, factory
+    cache=$out/$name-$metric-$4-$(echo "${5:-$3}" | tr ',' '_')
     if [ "$4" = hnswlib ]; then
         run "$1" "$2" "${common[@]}" --index "$3" --no-ours --peers hnswlib --peer-search "$6" \
             --peer-index-file "$cache"
@@ -99,6 +102,11 @@ for s in "${sets[@]}"; do
     nmax=
     [ "$rest" != "$metric" ] && nmax=${rest#*:}
     if [ -n "$nmax" ]; then # the first nmax base vectors, with their own ground truth
+        if ! [[ $nmax =~ ^[1-9][0-9]*$ ]] || [ "$dir" = FASHION ]; then
+            echo "run_speed.sh: $s: N must be a positive integer, and Fashion-MNIST takes none" >&2
+            exit 2
+        fi
+        name=$name-$nmax
         sub=$out/data-$name
         mkdir -p "$sub"
         if [ ! -s "$sub/gt100.ivecs" ]; then

@@ -9,7 +9,7 @@ resident bytes per vector, and our speed as a multiple of the peer's:
     RaBitQ fast scan, ...);
   - graph: ours (HNSW{M} and HNSW{M},SQ8) against hnswlib.
 Single-query rows (1 thread, 1 query per call: the ann-benchmarks protocol) and batched rows (several
-threads, many queries per call) are separate tables rows ("mode"), never mixed.
+threads, many queries per call) are separate rows ("mode"), never mixed.
 A side that never reaches a target is shown as "-", and so is the ratio: nothing is extrapolated.
 Usage: speed_table.py FILE.jsonl [...]   (rows carry "round"; the data set is the "dataset" field)"""
 import json
