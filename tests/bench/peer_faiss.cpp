@@ -319,12 +319,12 @@ int main(int argc, char **argv)
         normalise_rows(xq);
 
     omp_set_num_threads(a.build_threads);
-    log_msg((file_bytes(a.index_file) > 0 ? "loading " + a.index_file + ": " : "building ") + fac + " on " +
-            std::to_string(nb) + " x " + std::to_string(d) + " (" + a.metric + ", " +
-            std::to_string(a.build_threads) + " threads)");
+    const bool load = file_bytes(a.index_file) > 0;
+    log_msg((load ? "loading " + a.index_file + ": " : "building ") + fac + " on " + std::to_string(nb) +
+            " x " + std::to_string(d) + " (" + a.metric + ", " + std::to_string(a.build_threads) +
+            " threads)");
     std::unique_ptr<faiss::Index> index;
     const auto b0 = Clock::now();
-    const bool load = file_bytes(a.index_file) > 0;
     if (load) {
         try {
             index.reset(faiss::read_index(a.index_file.c_str()));

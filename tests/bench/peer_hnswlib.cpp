@@ -286,14 +286,14 @@ int main(int argc, char **argv)
 
     Pool pool(a.threads);
     Pool build_pool(a.build_threads);
-    log_msg((file_bytes(a.index_file) > 0 && !flat ? "loading " + a.index_file + ": " : "building ") +
-            index_name + " on " + std::to_string(nb) + " x " + std::to_string(d) + " (" + a.metric + ", " +
+    const bool load = !flat && file_bytes(a.index_file) > 0;
+    log_msg((load ? "loading " + a.index_file + ": " : "building ") + index_name + " on " +
+            std::to_string(nb) + " x " + std::to_string(d) + " (" + a.metric + ", " +
             std::to_string(a.build_threads) + " threads)");
 
     std::unique_ptr<hnswlib::AlgorithmInterface<float>> alg;
     hnswlib::HierarchicalNSW<float> *hnsw = nullptr;
     const auto b0 = Clock::now();
-    const bool load = !flat && file_bytes(a.index_file) > 0;
     if (load) {
         try {
             hnsw = new hnswlib::HierarchicalNSW<float>(space.get(), a.index_file, false, nb);

@@ -82,15 +82,13 @@ ours() { # jsonl round factory sweep: our index, built and saved on its first ro
 }
 
 peer() { # jsonl round factory-for-hnswlib peer peer-index sweep: a peer, its index cached in OUTDIR
-    local cache # named by everything the peer cannot check in the file: set (and N), metric, factory
+    local cache own=() # the cache is named by all the peer cannot check in it: set (and N), metric, factory
     cache=$out/$name-$metric-$4-$(echo "${5:-$3}" | tr ',' '_')
-    if [ "$4" = hnswlib ]; then
-        run "$1" "$2" "${common[@]}" --index "$3" --no-ours --peers hnswlib --peer-search "$6" \
-            --peer-index-file "$cache"
-    else
-        run "$1" "$2" "${common[@]}" --index "$3" --no-ours --peers faiss --peer-index "$5" --peer-search "$6" \
-            --peer-index-file "$cache"
+    if [ "$4" = faiss ]; then
+        own=(--peer-index "$5") # FAISS's own factory string
     fi
+    run "$1" "$2" "${common[@]}" --index "$3" --no-ours --peers "$4" "${own[@]}" --peer-search "$6" \
+        --peer-index-file "$cache"
 }
 
 for s in "${sets[@]}"; do
